@@ -1,0 +1,58 @@
+"""Fixtures shared by every test package: the private broker and the real services' addresses.
+
+`.ci/run` sets LOCKER_TEST_REQUIRE_SERVICES=1, so a missing PostgreSQL or Mosquitto fails the run
+instead of skipping its tests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.mosquitto import MosquittoProcess
+
+REQUIRE_SERVICES = os.environ.get("LOCKER_TEST_REQUIRE_SERVICES") == "1"
+PG_ADMIN_URL = os.environ.get("LOCKER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MQTT_HOST = os.environ.get("LOCKER_TEST_MQTT_HOST", "127.0.0.1")
+MQTT_PORT = int(os.environ.get("LOCKER_TEST_MQTT_PORT", "1883"))
+
+
+def unavailable(reason: str) -> None:
+    """Skip when a developer lacks a service; fail in CI, where nothing may be skipped silently."""
+    if REQUIRE_SERVICES:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def shared_mosquitto() -> tuple[str, int]:
+    """The machine's Mosquitto on 1883 (use unique topics: other runs share it)."""
+    if not _listening(MQTT_HOST, MQTT_PORT):
+        unavailable(f"no MQTT broker on {MQTT_HOST}:{MQTT_PORT}")
+    return MQTT_HOST, MQTT_PORT
+
+
+@pytest.fixture
+def private_mosquitto() -> Iterator[MosquittoProcess]:
+    """A broker of this test's own, which it may stop and restart."""
+    try:
+        broker = MosquittoProcess()
+        broker.start()
+    except RuntimeError as exc:
+        unavailable(str(exc))
+        raise
+    try:
+        yield broker
+    finally:
+        broker.__exit__(None, None, None)
