@@ -1,0 +1,234 @@
+"""The supervisor behind `lockerctl up`, run as a real process: output prefixed by child, a dead
+child restarted with a message, SIGTERM/SIGINT stop every child cleanly, a stubborn child killed,
+a child that keeps dying ends the run, and killing the supervisor takes its children with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.mosquitto import free_port
+
+WAIT_S = 30.0  # shared two-core machine: be generous
+
+# A child that listens on a port (its readiness), says hello, and on SIGTERM leaves a marker.
+STEADY = """
+import signal, socket, sys, pathlib
+marker = pathlib.Path(sys.argv[1]); port = int(sys.argv[2])
+def stop(*_):
+    marker.write_text("stopped cleanly"); sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port)); s.listen()
+print("hello from steady", flush=True)
+signal.pause()
+"""
+
+# Dies with code 3 on its first two runs, then stays up.
+FLAKY = """
+import pathlib, sys, time, signal
+counter = pathlib.Path(sys.argv[1])
+n = int(counter.read_text()) + 1 if counter.exists() else 1
+counter.write_text(str(n))
+print(f"flaky run {n}", flush=True)
+if n <= 2:
+    time.sleep(0.3); sys.exit(3)
+signal.pause()
+"""
+
+STUBBORN = """
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ignoring SIGTERM", flush=True)
+while True: time.sleep(1)
+"""
+
+ALWAYS_DIES = "import sys; print('broken', flush=True); sys.exit(7)"
+
+
+class Run:
+    """The supervisor process with its output collected line by line."""
+
+    def __init__(self, config: dict[str, object]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.stack.supervised", json.dumps(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout_s: float = WAIT_S) -> str:
+        deadline = time.monotonic() + timeout_s
+        for line in self.lines:
+            if text in line:
+                return line
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.lines.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no line with {text!r} in:\n" + "\n".join(self.lines))
+
+    def finish(self, timeout_s: float = WAIT_S) -> int:
+        rc = self.proc.wait(timeout=timeout_s)
+        time.sleep(0.2)
+        while not self._queue.empty():
+            self.lines.append(self._queue.get())
+        return rc
+
+
+def child(name: str, code: str, *args: object, port: int | None = None) -> dict[str, object]:
+    spec: dict[str, object] = {
+        "name": name,
+        "argv": [sys.executable, "-c", code, *map(str, args)],
+    }
+    if port is not None:
+        spec["ready_port"] = ["127.0.0.1", port]
+    return spec
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def pid_of(run: Run, marker: str) -> int:
+    """Child pids, found through /proc by a unique argument."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker.encode() in cmdline and int(entry.name) != run.proc.pid:
+                return int(entry.name)
+    raise AssertionError(f"no process with argument {marker}")
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_restarts_a_dead_child_and_stops_all_cleanly(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    port = free_port()
+    marker = tmp_path / "steady.stopped"
+    counter = tmp_path / "flaky.count"
+    run = Run(
+        {
+            "children": [
+                child("steady", STEADY, marker, port, port=port),
+                child("flaky", FLAKY, counter),
+            ]
+        }
+    )
+    try:
+        assert run.wait_for("hello from steady").startswith("steady    | ")
+        run.wait_for("ALL READY")
+        died = run.wait_for("flaky exited with code 3")
+        assert "restarting it in 0.2 s (restart 1)" in died
+        run.wait_for("flaky run 3")
+        time.sleep(0.5)  # third run stays up: no further restart
+        assert counter.read_text() == "3"
+        steady_pid = pid_of(run, str(marker))
+        flaky_pid = pid_of(run, str(counter))
+        run.proc.send_signal(stop_signal)
+        assert run.finish() == 0, "\n".join(run.lines)
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    assert marker.read_text() == "stopped cleanly"
+    assert not alive(steady_pid) and not alive(flaky_pid)
+    text = "\n".join(run.lines)
+    # Stopped in reverse order of starting.
+    assert text.index("stopping flaky") < text.index("stopping steady")
+    assert "all stopped" in text
+
+
+def test_a_child_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
+    run = Run({"children": [child("stubborn", STUBBORN, "stubborn-marker")], "stop_timeout_s": 1})
+    try:
+        run.wait_for("ignoring SIGTERM")
+        stubborn_pid = pid_of(run, "stubborn-marker")
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.finish() == 0
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    assert "stubborn did not stop within 1 s: killing it" in "\n".join(run.lines)
+    assert not alive(stubborn_pid)
+
+
+def test_a_child_that_keeps_dying_ends_the_run_with_failure(tmp_path: Path) -> None:
+    port = free_port()
+    marker = tmp_path / "steady.stopped"
+    run = Run(
+        {
+            "children": [
+                child("steady", STEADY, marker, port, port=port),
+                child("broken", ALWAYS_DIES),
+            ],
+            "backoff_s": [0.05],
+        }
+    )
+    try:
+        assert run.finish() == 1
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    text = "\n".join(run.lines)
+    assert "broken exited with code 7" in text
+    assert "5 times in a row: giving up and stopping everything" in text
+    assert marker.read_text() == "stopped cleanly"
+
+
+def test_a_child_that_never_gets_ready_fails_the_start(tmp_path: Path) -> None:
+    run = Run({"children": [child("mute", ALWAYS_DIES, port=free_port())]})
+    try:
+        assert run.finish() == 1
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    assert "mute exited with code 7 while starting; stopping everything" in "\n".join(run.lines)
+
+
+def test_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
+    port = free_port()
+    marker = tmp_path / "steady.stopped"
+    run = Run({"children": [child("steady", STEADY, marker, port, port=port)]})
+    try:
+        run.wait_for("ALL READY")
+        steady_pid = pid_of(run, str(marker))
+        run.proc.kill()
+        run.finish()
+        deadline = time.monotonic() + WAIT_S
+        while alive(steady_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(steady_pid)
+        assert marker.read_text() == "stopped cleanly"  # it got SIGTERM, not SIGKILL
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
