@@ -1,0 +1,132 @@
+"""FastAPI dependencies as `Annotated` aliases: the session, settings, and who is calling."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from locker_service.api.errors import Forbidden, Unauthorized
+from locker_service.config import Settings
+from locker_service.context import ServiceContext
+from locker_service.models import Kiosk, Merchant, Operator, operator_sites
+from locker_service.security import hash_token
+
+
+def get_context(request: Request) -> ServiceContext:
+    ctx = request.app.state.ctx
+    assert isinstance(ctx, ServiceContext)
+    return ctx
+
+
+ContextDep = Annotated[ServiceContext, Depends(get_context)]
+
+
+def get_settings(ctx: ContextDep) -> Settings:
+    return ctx.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def get_session(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: commits when the endpoint returns, rolls back on any error.
+
+    `scope="function"` below makes the commit happen before the answer is sent, so a client
+    never sees a success that was not stored.
+    """
+    async with ctx.sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthorized("missing Authorization: Bearer <token>")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization must be 'Bearer <token>'")
+    return token.strip()
+
+
+async def current_kiosk(
+    session: SessionDep, authorization: Annotated[str | None, Header()] = None
+) -> Kiosk:
+    token = _bearer(authorization)
+    kiosk = await session.scalar(select(Kiosk).where(Kiosk.token_hash == hash_token(token)))
+    if kiosk is None:
+        raise Unauthorized("unknown kiosk token")
+    return kiosk
+
+
+async def current_merchant(
+    session: SessionDep, x_api_key: Annotated[str | None, Header()] = None
+) -> Merchant:
+    if not x_api_key:
+        raise Unauthorized("missing X-API-Key")
+    merchant = await session.scalar(
+        select(Merchant).where(Merchant.api_key_hash == hash_token(x_api_key))
+    )
+    if merchant is None:
+        raise Unauthorized("unknown API key")
+    return merchant
+
+
+@dataclass(frozen=True)
+class OperatorPrincipal:
+    operator: Operator
+    site_ids: frozenset[int] | None  # None: every site (admin)
+
+    @property
+    def id(self) -> int:
+        return self.operator.id
+
+    @property
+    def role(self) -> str:
+        return self.operator.role
+
+    def can_see(self, site_id: int | None) -> bool:
+        return self.site_ids is None or (site_id is not None and site_id in self.site_ids)
+
+    def require_site(self, site_id: int | None) -> None:
+        if not self.can_see(site_id):
+            raise Forbidden("this site is outside your scope")
+
+    def require_act(self, site_id: int | None) -> None:
+        """Acting (opening, taking out of service, kill switch) needs more than a viewer."""
+        self.require_site(site_id)
+        if self.role == "viewer":
+            raise Forbidden("viewers may look but not act")
+
+
+async def current_operator(
+    session: SessionDep, authorization: Annotated[str | None, Header()] = None
+) -> OperatorPrincipal:
+    token = _bearer(authorization)
+    operator = await session.scalar(
+        select(Operator).where(Operator.token_hash == hash_token(token))
+    )
+    if operator is None:
+        raise Unauthorized("unknown operator token")
+    if operator.role == "admin":
+        return OperatorPrincipal(operator, None)
+    rows = await session.scalars(
+        select(operator_sites.c.site_id).where(operator_sites.c.operator_id == operator.id)
+    )
+    return OperatorPrincipal(operator, frozenset(rows))
+
+
+KioskDep = Annotated[Kiosk, Depends(current_kiosk)]
+MerchantDep = Annotated[Merchant, Depends(current_merchant)]
+OperatorDep = Annotated[OperatorPrincipal, Depends(current_operator)]

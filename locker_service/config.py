@@ -1,0 +1,90 @@
+"""Settings of the locker service: one pydantic-settings class, environment prefix `LOCKER_`.
+
+Every duration here is nominal (as in production); `scaled()` divides by `time_scale` so a demo
+or a test sees a 30-minute disinfection cycle in seconds (DESIGN.md, "Time").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "insecure-development-secret-change-me"  # refused when environment=production
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/locker.db"
+
+
+def _default_replica_id() -> str:
+    """Host name and process id: unique per replica, stable for the life of the process."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:48] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOCKER_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production", "test"] = "development"
+    database_url: str = DEFAULT_DATABASE_URL
+    # Keys the HMACs behind pickup tokens, fallback codes and stored credential hashes.
+    secret_key: str = DEFAULT_SECRET_KEY
+    time_scale: float = Field(default=1.0, gt=0)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_base_url: str = "http://127.0.0.1:8000"
+    migrate_on_start: bool = True
+
+    # MQTT (used by the kiosk link)
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_tls_ca: str | None = None
+    mqtt_protocol: str = "auto"  # "auto" (5, else 3.1.1), "5" or "3.1.1"
+    mqtt_share_group: str = "locker-service"  # "" when only one replica runs
+    mqtt_keepalive_s: int = 30
+    replica_id: str = Field(default_factory=lambda: _default_replica_id())
+    kiosk_link_enabled: bool = True
+    command_timeout_s: float = 10.0  # unlock: lock pulse + two board polls + network, with margin
+
+    # The story
+    hold_setpoint_c: float = 65.0  # hot holding default
+    hold_floor_c: float = 60.0  # food-safety floor: below it longer than the grace is an alert
+    hold_floor_grace_s: float = 300.0
+    hold_ceiling_c: float = 80.0
+    disinfection_s: float = 1800.0  # the nominal 30-minute UV-C cycle
+    cleaning_s: float = 300.0  # the short cycle after pickup
+    cycle_watchdog_margin_s: float = 300.0  # a cycle not reported done by then is an alert
+    dropoff_door_timeout_s: float = 300.0  # courier has this long to put the food in and shut
+    hold_limit_s: float = 4 * 3600.0  # not collected by then: expired (food-safety clock)
+    reminder_after_s: float = 1800.0  # purchaser reminded when food has waited 30 minutes
+    timers_enabled: bool = True
+    timer_poll_s: float = 1.0  # real seconds between claims of due timers (not scaled)
+    timer_lease_s: float = 60.0  # a claimed timer is retried if its worker died holding it
+
+    # Pickup throttling and lockout (nominal seconds)
+    pickup_window_s: float = 600.0
+    pickup_max_failures_per_source: int = 5
+    pickup_max_failures_per_kiosk: int = 20  # brute force from many sources at one kiosk
+    pickup_max_failures_per_order: int = 5
+    pickup_lockout_s: float = 900.0
+
+    @model_validator(mode="after")
+    def _refuse_default_secret_in_production(self) -> Settings:
+        if self.environment == "production" and self.secret_key == DEFAULT_SECRET_KEY:
+            raise ValueError("LOCKER_SECRET_KEY must be set in production")
+        if self.environment == "production" and len(self.secret_key) < 32:
+            raise ValueError("LOCKER_SECRET_KEY must be at least 32 characters in production")
+        return self
+
+    def scaled(self, nominal_s: float) -> float:
+        """Real seconds for a nominal duration under LOCKER_TIME_SCALE."""
+        return nominal_s / self.time_scale
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,92 @@
+"""The locker service's FastAPI application: `create_app()` and its `lifespan`.
+
+Everything with a connection (database engine, MQTT link, background loops) is made in
+`lifespan`, never at import, so tests can build as many apps as they need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from locker_service.api.errors import install_error_handlers
+from locker_service.config import Settings, get_settings
+from locker_service.context import ServiceContext
+from locker_service.db import create_engine, create_sessionmaker
+from locker_service.live import LiveHub
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if settings.migrate_on_start:
+        from migrations import upgrade_async
+
+        await upgrade_async(settings.database_url)
+    engine = create_engine(settings.database_url)
+    ctx = ServiceContext(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        hub=LiveHub(),
+    )
+    app.state.ctx = ctx
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="Smart food locker service",
+        version="1.0.0",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings or get_settings()
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is up and serving."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], response_model=None)
+    async def readyz() -> JSONResponse:
+        """The database answers and, when the kiosk link is enabled, the broker is connected."""
+        ctx: ServiceContext = app.state.ctx
+        checks: dict[str, bool] = {}
+        try:
+            async with ctx.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            checks["database"] = True
+        except Exception:
+            log.warning("readiness: database unreachable", exc_info=True)
+            checks["database"] = False
+        link = ctx.components.get("kiosk_link")
+        if link is not None:
+            checks["mqtt"] = bool(getattr(link, "ready", False))
+        ready = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    return app

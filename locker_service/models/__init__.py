@@ -1,0 +1,37 @@
+"""Every table of the service, on one DeclarativeBase (import from here)."""
+
+from locker_service.models.base import Base, UTCDateTime, utcnow
+from locker_service.models.ops import Alert, KioskEvent, NotificationOutbox, Timer
+from locker_service.models.order import (
+    DisinfectionCycle,
+    DoorOpening,
+    Order,
+    OrderEvent,
+    PickupAttempt,
+    TemperatureReading,
+)
+from locker_service.models.people import Courier, Merchant, Operator, operator_sites
+from locker_service.models.site import Compartment, Kiosk, Site
+
+__all__ = [
+    "Alert",
+    "Base",
+    "Compartment",
+    "Courier",
+    "DisinfectionCycle",
+    "DoorOpening",
+    "Kiosk",
+    "KioskEvent",
+    "Merchant",
+    "NotificationOutbox",
+    "Operator",
+    "Order",
+    "OrderEvent",
+    "PickupAttempt",
+    "Site",
+    "TemperatureReading",
+    "Timer",
+    "UTCDateTime",
+    "operator_sites",
+    "utcnow",
+]

@@ -1,0 +1,130 @@
+"""Orders and what befalls them: audit trail, door openings, disinfection cycles, pickup tries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from locker_service.models.base import Base, BigIntPK, UTCDateTime, utcnow
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (UniqueConstraint("merchant_id", "external_ref"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"), index=True)
+    external_ref: Mapped[str] = mapped_column(String(128))
+    # SHA-256 of the create request's body: the same ref with another body is a conflict.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    purchaser_name: Mapped[str] = mapped_column(String(200))
+    purchaser_contact: Mapped[str] = mapped_column(String(1000))  # Apprise URL(s)
+    size: Mapped[str] = mapped_column(String(1))
+    temperature_class: Mapped[str] = mapped_column(String(10))  # hot, ambient
+    state: Mapped[str] = mapped_column(String(20), default="created", index=True)
+    compartment_id: Mapped[int | None] = mapped_column(ForeignKey("compartments.id"), index=True)
+    courier_id: Mapped[int | None] = mapped_column(ForeignKey("couriers.id"))
+    # The pickup token is derived from a per-order random salt with the server key, so the
+    # service can put it in a message later while the database alone cannot reproduce it.
+    token_salt: Mapped[str] = mapped_column(String(64))
+    pickup_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    code_hash: Mapped[str] = mapped_column(String(64), index=True)
+    hold_until: Mapped[datetime | None] = mapped_column(UTCDateTime())  # ready -> expired after
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # created: no drop-off by
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deposited_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    disinfecting_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    picked_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # cancelled/expired/failed
+    failure_reason: Mapped[str | None] = mapped_column(String(500))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class OrderEvent(Base):
+    """Audit trail: who did what to an order, and when."""
+
+    __tablename__ = "order_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor_type: Mapped[str] = mapped_column(String(20))  # courier purchaser operator ...
+    actor_id: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DoorOpening(Base):
+    """Every opening of a door: asked for (request_id set) or unexplained (request_id NULL)."""
+
+    __tablename__ = "door_openings"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    compartment_id: Mapped[int] = mapped_column(ForeignKey("compartments.id"), index=True)
+    order_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orders.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    who: Mapped[str] = mapped_column(String(100))  # e.g. courier:C1, purchaser, operator:7
+    why: Mapped[str] = mapped_column(String(500))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    door_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DisinfectionCycle(Base):
+    __tablename__ = "disinfection_cycles"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    compartment_id: Mapped[int] = mapped_column(ForeignKey("compartments.id"), index=True)
+    order_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orders.id"))
+    kind: Mapped[str] = mapped_column(String(10))  # hold, cleaning
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    state: Mapped[str] = mapped_column(String(10), default="running")  # completed, aborted
+
+
+class PickupAttempt(Base):
+    """One try to open with a code, kept for throttling and lockout."""
+
+    __tablename__ = "pickup_attempts"
+    __table_args__ = (
+        Index("ix_pickup_attempts_kiosk_at", "kiosk_id", "at"),
+        Index("ix_pickup_attempts_source_at", "source", "at"),
+        Index("ix_pickup_attempts_order_at", "order_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    kiosk_id: Mapped[int] = mapped_column(ForeignKey("kiosks.id"))
+    source: Mapped[str] = mapped_column(String(100))  # client address, or "scanner"
+    order_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orders.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    ok: Mapped[bool] = mapped_column(Boolean)
+
+
+class TemperatureReading(Base):
+    __tablename__ = "temperature_readings"
+    __table_args__ = (Index("ix_temperature_readings_kiosk_number_ts", "kiosk_id", "number", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    kiosk_id: Mapped[int] = mapped_column(ForeignKey("kiosks.id"))
+    number: Mapped[int] = mapped_column(Integer)  # compartment number within the kiosk
+    ts: Mapped[datetime] = mapped_column(UTCDateTime())
+    temp_c: Mapped[float | None] = mapped_column()
+    setpoint_c: Mapped[float | None] = mapped_column()
+    heater: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,0 +1,52 @@
+"""Who talks to the service: merchants (API keys), couriers (PINs), operators (tokens, scoped)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, ForeignKey, Integer, String, Table
+from sqlalchemy.orm import Mapped, mapped_column
+
+from locker_service.models.base import Base, UTCDateTime, utcnow
+
+
+class Merchant(Base):
+    __tablename__ = "merchants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Courier(Base):
+    __tablename__ = "couriers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    pin_hash: Mapped[str] = mapped_column(String(64))
+    # A merchant's own courier may drop off only that merchant's orders; NULL: a delivery
+    # company's courier who carries orders of any merchant.
+    merchant_id: Mapped[int | None] = mapped_column(ForeignKey("merchants.id"), index=True)
+    company: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+operator_sites = Table(
+    "operator_sites",
+    Base.metadata,
+    Column("operator_id", ForeignKey("operators.id", ondelete="CASCADE"), primary_key=True),
+    Column("site_id", ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Operator(Base):
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # viewer: read only; operator: acts on its sites; admin: every site.
+    role: Mapped[str] = mapped_column(String(20), default="operator")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,64 @@
+"""Sites, their kiosks (locker banks) and the compartments in them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from locker_service.models.base import Base, UTCDateTime, utcnow
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    kill_switch_engaged: Mapped[bool] = mapped_column(Boolean, default=False)
+    kill_switch_reason: Mapped[str | None] = mapped_column(String(500))
+    kill_switch_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Kiosk(Base):
+    __tablename__ = "kiosks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)  # the MQTT kiosk_id
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    boot_id: Mapped[str | None] = mapped_column(String(64))
+    fw: Mapped[str | None] = mapped_column(String(64))
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Compartment(Base):
+    __tablename__ = "compartments"
+    __table_args__ = (UniqueConstraint("kiosk_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kiosk_id: Mapped[int] = mapped_column(ForeignKey("kiosks.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    size: Mapped[str] = mapped_column(String(1))  # S, M, L
+    heated: Mapped[bool] = mapped_column(Boolean, default=True)
+    state: Mapped[str] = mapped_column(String(20), default="available", index=True)
+    out_of_service_reason: Mapped[str | None] = mapped_column(String(500))
+    # Live fields: a copy of the kiosk's last snapshot of this compartment.
+    door_open: Mapped[bool] = mapped_column(Boolean, default=False)
+    lock_released: Mapped[bool] = mapped_column(Boolean, default=False)
+    occupied: Mapped[bool] = mapped_column(Boolean, default=False)
+    heater_on: Mapped[bool] = mapped_column(Boolean, default=False)
+    uv_on: Mapped[bool] = mapped_column(Boolean, default=False)
+    temp_c: Mapped[float | None] = mapped_column(Float)
+    setpoint_c: Mapped[float | None] = mapped_column(Float)
+    disinfect_remaining_s: Mapped[int] = mapped_column(Integer, default=0)
+    fault: Mapped[str | None] = mapped_column(String(32))
+    snapshot_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Compare-and-set counter: every state change bumps it.
+    version: Mapped[int] = mapped_column(Integer, default=1)
