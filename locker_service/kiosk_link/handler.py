@@ -1,0 +1,35 @@
+"""What the kiosk link calls when a kiosk reports something: the story implements it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from firmware_bridge import wire
+
+
+class KioskHandler(Protocol):
+    """Called on the event loop, one message at a time per kiosk, in the order received.
+
+    MQTT delivers at least once: the same status, snapshot or event may arrive again (after a
+    reconnect, a redelivery, or from retained state), so implementations are idempotent; events
+    carry `event_id` for that. An exception is logged and the message is acknowledged anyway, so a
+    payload that always fails cannot block its kiosk.
+    """
+
+    async def on_status(self, kiosk_id: str, status: wire.KioskStatus) -> None: ...
+
+    async def on_snapshot(self, kiosk_id: str, snap: wire.CompartmentSnapshot) -> None: ...
+
+    async def on_event(self, kiosk_id: str, event: wire.Event) -> None: ...
+
+
+class TelemetrySink(Protocol):
+    """Takes telemetry batches without blocking; the telemetry ingest writes them in batches."""
+
+    def submit(self, kiosk_id: str, telemetry: wire.Telemetry) -> None: ...
+
+
+class SiteResolver(Protocol):
+    """Which site a kiosk belongs to, so live updates reach only that site's operators."""
+
+    async def site_of(self, kiosk_id: str) -> int | None: ...

@@ -1,0 +1,585 @@
+"""The service's MQTT client: kiosk reports in, commands out, replies matched to their commands.
+
+paho-mqtt runs its network loop in its own thread; every callback only copies the message and
+hands it to the event loop with `call_soon_threadsafe`, so the database and the story are touched
+on the loop alone. Subscriptions are made in `on_connect`, so a reconnect resubscribes, and the
+broker then re-sends the retained kiosk status and compartment snapshots: that is the
+reconciliation after an outage.
+
+Delivery is at least once end to end: the session is persistent (events a kiosk sends while the
+service restarts wait in the broker), and QoS 1 messages are acknowledged only after the handler
+has finished with them, so a service killed mid-event gets that event again.
+
+Replicas: events and telemetry come through a shared subscription (`$share/<group>/...`), so each
+is handled by one replica; status and snapshots go to every replica (they feed each replica's
+live hub and are idempotent writes); each replica has its own reply topic under the kiosk's
+prefix, `lockers/v1/<kiosk>/replies/<replica>`, so a kiosk's broker ACL (`lockers/v1/<kiosk>/#`)
+covers its replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import BaseModel, ValidationError
+
+from firmware_bridge import wire
+from locker_service.kiosk_link.config import REPLICA_ID_PATTERN, BrokerEndpoint, LinkSettings
+from locker_service.kiosk_link.errors import CommandTimeout, InvalidCommand, KioskUnreachable
+from locker_service.kiosk_link.handler import KioskHandler, SiteResolver, TelemetrySink
+from locker_service.live import LiveHub
+
+log = logging.getLogger(__name__)
+
+CONNECT_PROBE_TIMEOUT_S = 5.0  # a broker answers CONNECT in milliseconds; 5 s covers a busy one
+SUBACK_TIMEOUT_S = 5.0  # same reasoning for SUBSCRIBE; beyond this the link reports not ready
+SESSION_EXPIRY_S = 24 * 3600  # a service down for up to a day still gets the events it missed
+RECONNECT_MIN_DELAY_S = 1
+RECONNECT_MAX_DELAY_S = 30  # a broker back after an outage is found within half a minute
+# MQTT 5 CONNACK "unsupported protocol version" and its MQTT 3.1.1 counterpart (return code 1).
+UNSUPPORTED_PROTOCOL_CODES = frozenset({0x84, 1})
+
+MessageKind = Literal["status", "snapshot", "event", "telemetry", "reply"]
+# "closed": the broker took the TCP connection but dropped it without a CONNACK, which is how
+# some MQTT 3.1.1-only brokers answer an MQTT 5 CONNECT; "unreachable": no TCP connection.
+ConnectOutcome = Literal["connected", "refused", "refused_protocol", "closed", "unreachable"]
+
+
+def reply_topic(kiosk_id: str, replica_id: str) -> str:
+    return f"{wire.TOPIC_ROOT}/{kiosk_id}/replies/{replica_id}"
+
+
+def classify_topic(topic: str) -> tuple[str, MessageKind] | None:
+    """(kiosk_id, kind) for a topic the link subscribes to, None for anything else."""
+    parts = topic.split("/")
+    if len(parts) < 4 or f"{parts[0]}/{parts[1]}" != wire.TOPIC_ROOT:
+        return None
+    kiosk_id, rest = parts[2], parts[3:]
+    if not kiosk_id:
+        return None
+    if rest == ["status"]:
+        return kiosk_id, "status"
+    if rest == ["events"]:
+        return kiosk_id, "event"
+    if rest == ["telemetry"]:
+        return kiosk_id, "telemetry"
+    if len(rest) == 3 and rest[0] == "compartments" and rest[2] == "state" and rest[1].isdigit():
+        return kiosk_id, "snapshot"
+    if len(rest) == 2 and rest[0] == "replies":
+        return kiosk_id, "reply"
+    return None
+
+
+MODEL_BY_KIND: dict[MessageKind, type[BaseModel]] = {
+    "status": wire.KioskStatus,
+    "snapshot": wire.CompartmentSnapshot,
+    "event": wire.Event,
+    "telemetry": wire.Telemetry,
+    "reply": wire.Reply,
+}
+
+
+@dataclass(slots=True)
+class _Inbound:
+    """One validated message waiting for its kiosk's worker, with what is needed to ack it."""
+
+    kiosk_id: str
+    kind: MessageKind
+    payload: BaseModel
+    mid: int
+    qos: int
+    session: int  # acks belong to the connection that delivered the message
+
+
+@dataclass(slots=True)
+class _PendingCommand:
+    kiosk_id: str
+    action: str
+    future: asyncio.Future[wire.Reply]
+    last_status: str | None = None  # the last non-final status seen (accepted/in_progress)
+
+
+@dataclass(slots=True)
+class LinkCounters:
+    """Plain counters for /metrics and tests."""
+
+    received: dict[str, int] = field(default_factory=dict)
+    dropped_malformed: int = 0
+    handler_errors: int = 0
+    commands_sent: int = 0
+    connects: int = 0
+
+
+class KioskLink:
+    def __init__(
+        self,
+        settings: LinkSettings,
+        handler: KioskHandler,
+        hub: LiveHub,
+        *,
+        telemetry: TelemetrySink | None = None,
+        sites: SiteResolver | None = None,
+    ) -> None:
+        if not REPLICA_ID_PATTERN.match(settings.replica_id):
+            raise ValueError(
+                f"replica id {settings.replica_id!r} must match {REPLICA_ID_PATTERN.pattern}"
+            )
+        if settings.mqtt_protocol not in ("auto", "5", "3.1.1"):
+            raise ValueError(
+                f"MQTT protocol must be auto, 5 or 3.1.1, got {settings.mqtt_protocol!r}"
+            )
+        password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+        self._endpoint = BrokerEndpoint.parse(settings.mqtt_url, settings.mqtt_username, password)
+        self._settings = settings
+        self._handler = handler
+        self._hub = hub
+        self._telemetry = telemetry
+        self._sites = sites
+        self.replica_id = settings.replica_id
+        self.counters = LinkCounters()
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: mqtt.Client | None = None
+        self._protocol: int = mqtt.MQTTv5
+        self._session = 0  # incremented on every CONNACK; acks from an older one are void
+        self._connected = False
+        self._subscribed = asyncio.Event()
+        self._subscribe_mid: int | None = None
+        self._connect_outcome: asyncio.Future[ConnectOutcome] | None = None
+        self._queues: dict[str, asyncio.Queue[_Inbound]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, _PendingCommand] = {}
+        self._kiosk_status: dict[str, wire.KioskStatus] = {}
+        self._stopping = False
+
+    # -- public -------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def ready(self) -> bool:
+        """Connected to the broker and subscribed: what /readyz reports for MQTT."""
+        return self._connected and self._subscribed.is_set()
+
+    @property
+    def protocol_name(self) -> str:
+        return "5" if self._protocol == mqtt.MQTTv5 else "3.1.1"
+
+    def kiosk_status(self, kiosk_id: str) -> wire.KioskStatus | None:
+        """The last status the kiosk reported (retained), None if it never did."""
+        return self._kiosk_status.get(kiosk_id)
+
+    async def start(self) -> None:
+        """Connect and subscribe; if the broker is down, keep trying in the background."""
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        mode = self._settings.mqtt_protocol
+        protocols = {"auto": [mqtt.MQTTv5, mqtt.MQTTv311], "5": [mqtt.MQTTv5]}.get(
+            mode, [mqtt.MQTTv311]
+        )
+        for attempt, protocol in enumerate(protocols):
+            outcome = await self._open(protocol)
+            last = attempt == len(protocols) - 1
+            if outcome in ("refused_protocol", "closed") and not last:
+                log.info(
+                    "broker %s:%s refused MQTT 5, using 3.1.1",
+                    self._endpoint.host,
+                    self._endpoint.port,
+                )
+                self._close_client()
+                continue
+            break
+        if self._connected:
+            try:
+                await asyncio.wait_for(self._subscribed.wait(), SUBACK_TIMEOUT_S)
+            except TimeoutError:
+                log.error("broker did not acknowledge the subscriptions in %s s", SUBACK_TIMEOUT_S)
+        else:
+            log.warning(
+                "MQTT broker %s:%s not reachable yet; retrying in the background",
+                self._endpoint.host,
+                self._endpoint.port,
+            )
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(KioskUnreachable("the service is shutting down"))
+        for task in self._workers.values():
+            task.cancel()
+        for task in self._workers.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers.clear()
+        self._queues.clear()
+        await asyncio.to_thread(self._close_client)
+
+    def reply_topic(self, kiosk_id: str) -> str:
+        return reply_topic(kiosk_id, self.replica_id)
+
+    async def command(
+        self,
+        kiosk_id: str,
+        action: str,
+        compartment: int,
+        args: dict[str, Any],
+        timeout_s: float,
+    ) -> wire.Reply:
+        """Send a command and wait for its final reply (succeeded/failed/rejected/timed_out).
+
+        Raises KioskUnreachable when the command cannot be sent or nothing answered it,
+        CommandTimeout when the kiosk accepted it but did not finish in `timeout_s`.
+        """
+        if self._loop is None or self._client is None:
+            raise KioskUnreachable("the kiosk link is not started")
+        if not self._connected:
+            raise KioskUnreachable("the service is not connected to the MQTT broker")
+        status = self._kiosk_status.get(kiosk_id)
+        if status is not None and status.state == "offline":
+            raise KioskUnreachable(f"kiosk {kiosk_id} is offline")
+        request_id = uuid.uuid4().hex
+        try:
+            command = wire.Command(
+                request_id=request_id,
+                action=action,  # checked by the model: an unknown action is InvalidCommand
+                compartment=compartment,
+                args=args,
+                expires_at=wire.utcnow() + timedelta(seconds=timeout_s),
+                reply_to=self.reply_topic(kiosk_id),
+            )
+        except ValidationError as exc:
+            raise InvalidCommand(f"{action} for compartment {compartment}: {exc}") from exc
+
+        pending = _PendingCommand(kiosk_id, action, self._loop.create_future())
+        self._pending[request_id] = pending
+        try:
+            info = self._client.publish(
+                wire.Topics(kiosk_id).cmd, command.to_json(), qos=1, retain=False
+            )
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise KioskUnreachable(
+                    f"could not publish {action} to kiosk {kiosk_id}: {mqtt.error_string(info.rc)}"
+                )
+            self.counters.commands_sent += 1
+            try:
+                return await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
+            except TimeoutError:
+                if pending.last_status is None:
+                    raise KioskUnreachable(
+                        f"kiosk {kiosk_id} did not answer {action} within {timeout_s:g} s"
+                    ) from None
+                raise CommandTimeout(
+                    f"kiosk {kiosk_id} accepted {action} on compartment {compartment} "
+                    f"but did not finish it within {timeout_s:g} s"
+                ) from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    # -- connection (paho thread unless noted) --------------------------------------------------
+
+    async def _open(self, protocol: int) -> ConnectOutcome:
+        """Start a client with `protocol` and wait for the broker's first answer (loop thread)."""
+        assert self._loop is not None
+        self._protocol = protocol
+        self._subscribed.clear()
+        self._connect_outcome = self._loop.create_future()
+        client = self._build_client(protocol)
+        self._client = client
+        properties: Properties | None = None
+        if protocol == mqtt.MQTTv5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        client.connect_async(
+            self._endpoint.host,
+            self._endpoint.port,
+            keepalive=self._settings.mqtt_keepalive_s,
+            clean_start=False,
+            properties=properties,
+        )
+        client.loop_start()
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(self._connect_outcome), CONNECT_PROBE_TIMEOUT_S
+            )
+        except TimeoutError:
+            return "unreachable"
+
+    def _build_client(self, protocol: int) -> mqtt.Client:
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"locker-service-{self.replica_id}",
+            # MQTT 3.1.1: a persistent session; MQTT 5 uses clean_start=False + expiry instead.
+            clean_session=False if protocol == mqtt.MQTTv311 else None,
+            protocol=protocol,  # type: ignore[arg-type]
+            manual_ack=True,
+        )
+        client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
+        if self._endpoint.username:
+            client.username_pw_set(self._endpoint.username, self._endpoint.password)
+        if self._endpoint.tls:
+            client.tls_set(ca_certs=self._settings.mqtt_tls_ca, cert_reqs=ssl.CERT_REQUIRED)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    def _close_client(self) -> None:
+        client, self._client = self._client, None
+        self._connected = False
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+
+    def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+            loop.call_soon_threadsafe(callback, *args)
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            value = reason_code.value
+            outcome: ConnectOutcome = (
+                "refused_protocol" if value in UNSUPPORTED_PROTOCOL_CODES else "refused"
+            )
+            log.error("MQTT broker refused the connection: %s", reason_code)
+            self._to_loop(self._set_outcome, outcome)
+            return
+        self._connected = True
+        self._session += 1
+        self.counters.connects += 1
+        group = self._settings.mqtt_share_group
+        shared = f"$share/{group}/" if group else ""
+        topics = [
+            (wire.Topics.wildcard("status"), 1),
+            (f"{wire.TOPIC_ROOT}/+/compartments/+/state", 1),
+            (f"{shared}{wire.Topics.wildcard('events')}", 1),
+            (f"{shared}{wire.Topics.wildcard('telemetry')}", 0),
+            (f"{wire.TOPIC_ROOT}/+/replies/{self.replica_id}", 1),
+        ]
+        result, mid = client.subscribe(topics)
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            log.error("subscribe failed: %s", mqtt.error_string(result))
+        self._subscribe_mid = mid
+        log.info(
+            "connected to MQTT %s:%s (MQTT %s, session present: %s)",
+            self._endpoint.host,
+            self._endpoint.port,
+            self.protocol_name,
+            flags.session_present,
+        )
+        self._to_loop(self._set_outcome, "connected")
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if mid != self._subscribe_mid:
+            return
+        failed = [code for code in reason_codes if code.is_failure]
+        if failed:
+            log.error(
+                "broker refused %d of %d subscriptions (%s); a broker without shared "
+                "subscriptions needs LOCKER_MQTT_SHARE_GROUP=''",
+                len(failed),
+                len(reason_codes),
+                ", ".join(str(code) for code in failed),
+            )
+        self._to_loop(self._subscribed.set)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        was_connected, self._connected = self._connected, False
+        if not self._stopping and was_connected:
+            log.warning("disconnected from MQTT broker (%s); reconnecting", reason_code)
+        self._to_loop(self._on_disconnected_loop)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._to_loop(self._set_outcome, "unreachable")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        payload = bytes(message.payload)
+        self._to_loop(self._route, message.topic, payload, message.mid, message.qos, self._session)
+
+    # -- event loop side ------------------------------------------------------------------------
+
+    def _set_outcome(self, outcome: ConnectOutcome) -> None:
+        future = self._connect_outcome
+        if future is not None and not future.done():
+            future.set_result(outcome)
+
+    def _on_disconnected_loop(self) -> None:
+        self._subscribed.clear()
+        self._set_outcome("closed")
+
+    def _ack(self, mid: int, qos: int, session: int) -> None:
+        client = self._client
+        # After a reconnect the broker re-sends what was not acknowledged; an ack on the new
+        # connection for an old packet id could acknowledge a different message.
+        if qos > 0 and client is not None and session == self._session and self._connected:
+            client.ack(mid, qos)
+
+    def _route(self, topic: str, payload: bytes, mid: int, qos: int, session: int) -> None:
+        classified = classify_topic(topic)
+        if classified is None:
+            log.warning("dropped message on unexpected topic %s", topic)
+            self._ack(mid, qos, session)
+            return
+        kiosk_id, kind = classified
+        if not payload:  # a cleared retained message: nothing to reconcile from
+            self._ack(mid, qos, session)
+            return
+        try:
+            model = MODEL_BY_KIND[kind].model_validate_json(payload)
+        except ValidationError as exc:
+            self.counters.dropped_malformed += 1
+            log.warning(
+                "dropped malformed %s from kiosk %s on %s: %s",
+                kind,
+                kiosk_id,
+                topic,
+                exc.errors(include_url=False)[:3],
+            )
+            self._ack(mid, qos, session)
+            return
+        self.counters.received[kind] = self.counters.received.get(kind, 0) + 1
+        if isinstance(model, wire.CompartmentSnapshot) and str(model.n) != topic.split("/")[4]:
+            self.counters.dropped_malformed += 1
+            log.warning("dropped snapshot for compartment %s on topic %s", model.n, topic)
+            self._ack(mid, qos, session)
+            return
+        if isinstance(model, wire.Reply):
+            self._ack(mid, qos, session)
+            self._resolve(kiosk_id, model)
+            return
+        if isinstance(model, wire.Telemetry):
+            if self._telemetry is not None:
+                self._telemetry.submit(kiosk_id, model)
+            self._publish_live(kiosk_id, "telemetry", model)
+            return
+        if isinstance(model, wire.KioskStatus):
+            self._kiosk_status[kiosk_id] = model
+            if model.state == "offline":
+                self._fail_pending(kiosk_id)
+        self._enqueue(_Inbound(kiosk_id, kind, model, mid, qos, session))
+
+    def _resolve(self, kiosk_id: str, reply: wire.Reply) -> None:
+        pending = self._pending.get(reply.request_id)
+        if pending is None:
+            log.debug("reply %s for no waiting command (late or duplicate)", reply.request_id)
+            return
+        if pending.kiosk_id != kiosk_id:
+            log.warning(
+                "kiosk %s answered request %s sent to kiosk %s; ignored",
+                kiosk_id,
+                reply.request_id,
+                pending.kiosk_id,
+            )
+            return
+        if reply.final:
+            if not pending.future.done():
+                pending.future.set_result(reply)
+        else:
+            pending.last_status = reply.status
+
+    def _fail_pending(self, kiosk_id: str) -> None:
+        for pending in self._pending.values():
+            if pending.kiosk_id == kiosk_id and not pending.future.done():
+                pending.future.set_exception(
+                    KioskUnreachable(f"kiosk {kiosk_id} went offline during {pending.action}")
+                )
+
+    def _enqueue(self, item: _Inbound) -> None:
+        queue = self._queues.get(item.kiosk_id)
+        if queue is None:
+            queue = self._queues[item.kiosk_id] = asyncio.Queue()
+            self._workers[item.kiosk_id] = asyncio.get_running_loop().create_task(
+                self._kiosk_worker(queue), name=f"kiosk-link-{item.kiosk_id}"
+            )
+        queue.put_nowait(item)
+
+    async def _kiosk_worker(self, queue: asyncio.Queue[_Inbound]) -> None:
+        """Hands one kiosk's messages to the handler in arrival order, acking each when done."""
+        while True:
+            item = await queue.get()
+            try:
+                if isinstance(item.payload, wire.KioskStatus):
+                    await self._handler.on_status(item.kiosk_id, item.payload)
+                elif isinstance(item.payload, wire.CompartmentSnapshot):
+                    await self._handler.on_snapshot(item.kiosk_id, item.payload)
+                elif isinstance(item.payload, wire.Event):
+                    await self._handler.on_event(item.kiosk_id, item.payload)
+            except Exception:
+                self.counters.handler_errors += 1
+                log.exception("handling %s from kiosk %s failed", item.kind, item.kiosk_id)
+            self._ack(item.mid, item.qos, item.session)
+            await self._publish_live_async(item.kiosk_id, item.kind, item.payload)
+
+    def _publish_live(self, kiosk_id: str, kind: MessageKind, payload: BaseModel) -> None:
+        if self._sites is None:
+            self._hub.publish(_live_kind(kind), _live_data(kiosk_id, payload), None)
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._publish_live_async(kiosk_id, kind, payload)
+        )
+        task.add_done_callback(_log_task_error)
+
+    async def _publish_live_async(
+        self, kiosk_id: str, kind: MessageKind, payload: BaseModel
+    ) -> None:
+        site_id = None
+        if self._sites is not None:
+            try:
+                site_id = await self._sites.site_of(kiosk_id)
+            except Exception:
+                log.exception("could not resolve the site of kiosk %s", kiosk_id)
+        self._hub.publish(_live_kind(kind), _live_data(kiosk_id, payload), site_id)
+
+
+def _live_kind(kind: MessageKind) -> str:
+    return {"status": "kiosk", "snapshot": "compartment"}.get(kind, kind)
+
+
+def _live_data(kiosk_id: str, payload: BaseModel) -> dict[str, Any]:
+    return {"kiosk": kiosk_id, **payload.model_dump(mode="json")}
+
+
+def _log_task_error(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("live update failed", exc_info=task.exception())

@@ -1,0 +1,423 @@
+"""The service's MQTT link against a real Mosquitto and a scripted kiosk.
+
+Each test has a private broker, so wildcard subscriptions see only its own kiosks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from pydantic import SecretStr
+
+from firmware_bridge import wire
+from locker_service.kiosk_link import (
+    CommandTimeout,
+    InvalidCommand,
+    KioskLink,
+    KioskUnreachable,
+)
+from locker_service.live import LiveHub, LiveMessage
+from tests.support.mosquitto import MosquittoProcess
+from tests.support.scripted_kiosk import ScriptedKiosk
+
+pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(120)]
+
+
+@dataclass
+class LinkTestSettings:
+    mqtt_url: str
+    replica_id: str = field(default_factory=lambda: f"r{uuid.uuid4().hex[:8]}")
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_tls_ca: str | None = None
+    mqtt_protocol: str = "auto"
+    mqtt_share_group: str = "locker-service"
+    mqtt_keepalive_s: int = 30
+
+
+class RecordingHandler:
+    """Keeps what the link hands over, and on which thread."""
+
+    def __init__(self) -> None:
+        self.statuses: list[tuple[str, wire.KioskStatus]] = []
+        self.snapshots: list[tuple[str, wire.CompartmentSnapshot]] = []
+        self.events: list[tuple[str, wire.Event]] = []
+        self.threads: set[int] = set()
+        self.fail_on: set[str] = set()  # event types whose handling raises
+        self.block_on: set[str] = set()  # event types whose handling never finishes
+
+    async def on_status(self, kiosk_id: str, status: wire.KioskStatus) -> None:
+        self.threads.add(threading.get_ident())
+        self.statuses.append((kiosk_id, status))
+
+    async def on_snapshot(self, kiosk_id: str, snap: wire.CompartmentSnapshot) -> None:
+        self.threads.add(threading.get_ident())
+        self.snapshots.append((kiosk_id, snap))
+
+    async def on_event(self, kiosk_id: str, event: wire.Event) -> None:
+        self.threads.add(threading.get_ident())
+        if event.type in self.block_on:
+            await asyncio.Event().wait()
+        self.events.append((kiosk_id, event))
+        if event.type in self.fail_on:
+            raise RuntimeError(f"story failed on {event.type}")
+
+    def event_types(self, kiosk_id: str) -> list[str]:
+        return [e.type for k, e in self.events if k == kiosk_id]
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, wire.Telemetry]] = []
+
+    def submit(self, kiosk_id: str, telemetry: wire.Telemetry) -> None:
+        self.batches.append((kiosk_id, telemetry))
+
+
+async def eventually(predicate: object, timeout_s: float = 10.0, what: str = "condition") -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def broker(private_mosquitto: MosquittoProcess) -> MosquittoProcess:
+    return private_mosquitto
+
+
+@pytest.fixture
+def kiosk(broker: MosquittoProcess) -> Iterator[ScriptedKiosk]:
+    k = ScriptedKiosk(broker.host, broker.port, compartments=4).start()
+    yield k
+    k.stop()
+
+
+@pytest.fixture
+async def link_parts(
+    broker: MosquittoProcess,
+) -> AsyncIterator[tuple[KioskLink, RecordingHandler, LiveHub, RecordingSink]]:
+    handler, hub, sink = RecordingHandler(), LiveHub(), RecordingSink()
+    link = KioskLink(LinkTestSettings(broker.url), handler, hub, telemetry=sink)
+    await link.start()
+    yield link, handler, hub, sink
+    await link.stop()
+
+
+async def test_retained_state_reconciles_on_connect_and_reaches_the_loop_thread(
+    broker: MosquittoProcess, kiosk: ScriptedKiosk
+) -> None:
+    kiosk.set_temperature(2, 64.5)
+    handler, hub = RecordingHandler(), LiveHub()
+    messages: list[LiveMessage] = []
+
+    async def listen() -> None:
+        async for message in hub.subscribe():
+            messages.append(message)
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0)
+    link = KioskLink(LinkTestSettings(broker.url), handler, hub)
+    await link.start()
+    try:
+        assert link.ready and link.protocol_name == "5"
+        await eventually(lambda: len({s.n for _, s in handler.snapshots}) == 4, what="snapshots")
+        assert handler.statuses[-1] == (kiosk.kiosk_id, handler.statuses[-1][1])
+        assert handler.statuses[-1][1].state == "online"
+        assert link.kiosk_status(kiosk.kiosk_id) is not None
+        temps = {s.n: s.temp_c for _, s in handler.snapshots}
+        assert temps[2] == 64.5
+        assert handler.threads == {threading.get_ident()}
+        await eventually(lambda: any(m.kind == "compartment" for m in messages), what="live")
+        live = next(m for m in messages if m.kind == "compartment" and m.data["n"] == 2)
+        assert live.data["kiosk"] == kiosk.kiosk_id and live.data["temp_c"] == 64.5
+    finally:
+        listener.cancel()
+        await link.stop()
+
+
+async def test_unlock_command_gets_the_final_reply_on_this_replicas_topic(
+    link_parts: tuple[KioskLink, RecordingHandler, LiveHub, RecordingSink], kiosk: ScriptedKiosk
+) -> None:
+    link, handler, _, _ = link_parts
+    reply = await link.command(kiosk.kiosk_id, "unlock", 3, {"pulse_ms": 400}, timeout_s=10)
+    assert reply.status == "succeeded"
+    assert kiosk.compartments[3].lock_released
+    assert not kiosk.compartments[1].lock_released
+    sent = kiosk.received[-1].command
+    assert sent.reply_to == f"lockers/v1/{kiosk.kiosk_id}/replies/{link.replica_id}"
+    assert sent.expires_at > wire.utcnow()
+    # The snapshot the kiosk publishes after the unlock reaches the story.
+    await eventually(
+        lambda: any(s.n == 3 and s.lock_released for _, s in handler.snapshots), what="snapshot"
+    )
+
+
+async def test_refusals_come_back_as_final_replies(
+    link_parts: tuple[KioskLink, RecordingHandler, LiveHub, RecordingSink], kiosk: ScriptedKiosk
+) -> None:
+    link, _, _, _ = link_parts
+    kiosk.open_door(1, force=True)
+    reply = await link.command(kiosk.kiosk_id, "start_disinfection", 1, {}, timeout_s=10)
+    assert (reply.status, reply.detail) == ("failed", "interlock: door open")
+    kiosk.script("set_heater", "rejected", "board offline")
+    reply = await link.command(kiosk.kiosk_id, "set_heater", 2, {"setpoint_c": 65}, timeout_s=10)
+    assert (reply.status, reply.detail) == ("rejected", "board offline")
+    assert kiosk.compartments[2].setpoint_c is None
+
+
+async def test_silent_kiosk_is_unreachable_and_a_stuck_one_times_out(
+    link_parts: tuple[KioskLink, RecordingHandler, LiveHub, RecordingSink], kiosk: ScriptedKiosk
+) -> None:
+    link, _, _, _ = link_parts
+    kiosk.script("unlock", "accept_only")
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout):
+        await link.command(kiosk.kiosk_id, "unlock", 1, {}, timeout_s=1.0)
+    assert time.monotonic() - started < 5
+    kiosk.go_silent()
+    with pytest.raises(KioskUnreachable, match="did not answer"):
+        await link.command(kiosk.kiosk_id, "unlock", 1, {}, timeout_s=1.0)
+    assert not kiosk.compartments[1].lock_released
+
+
+async def test_a_command_that_breaks_the_contract_is_refused_before_sending(
+    link_parts: tuple[KioskLink, RecordingHandler, LiveHub, RecordingSink], kiosk: ScriptedKiosk
+) -> None:
+    link, _, _, _ = link_parts
+    with pytest.raises(InvalidCommand):
+        await link.command(kiosk.kiosk_id, "explode", 1, {}, timeout_s=5)
+    with pytest.raises(InvalidCommand):
+        await link.command(kiosk.kiosk_id, "set_heater", 1, {"setpoint_c": 300}, timeout_s=5)
+    with pytest.raises(InvalidCommand):
+        await link.command(kiosk.kiosk_id, "unlock", 0, {}, timeout_s=5)
+    await asyncio.sleep(0.3)
+    assert kiosk.received == []
+
+
+async def test_kiosk_crash_reports_offline_and_fails_commands_fast(
+    link_parts: tuple[KioskLink, RecordingHandler, LiveHub, RecordingSink], broker: MosquittoProcess
+) -> None:
+    link, handler, _, _ = link_parts
+    kiosk = ScriptedKiosk(broker.host, broker.port, compartments=2).start()
+    await eventually(lambda: link.kiosk_status(kiosk.kiosk_id) is not None, what="status")
+    kiosk.go_silent()
+    waiting = asyncio.create_task(link.command(kiosk.kiosk_id, "unlock", 1, {}, timeout_s=30))
+    await asyncio.sleep(0.3)
+    kiosk.crash()
+    started = time.monotonic()
+    with pytest.raises(KioskUnreachable, match="offline"):
+        await waiting
+    assert time.monotonic() - started < 20  # keepalive 30 s x 1.5 is the worst case; usually ms
+    assert handler.statuses[-1][1].state == "offline"
+    with pytest.raises(KioskUnreachable, match="offline"):
+        await link.command(kiosk.kiosk_id, "unlock", 1, {}, timeout_s=5)
+
+
+async def test_malformed_payloads_are_dropped_and_the_link_keeps_going(
+    link_parts: tuple[KioskLink, RecordingHandler, LiveHub, RecordingSink], kiosk: ScriptedKiosk
+) -> None:
+    link, handler, _, sink = link_parts
+    kiosk.publish_raw("events", b"{not json")
+    kiosk.publish_raw("events", b'{"event_id": "x", "type": "self_destruct"}')
+    kiosk.publish_raw("compartments/1/state", b'{"n": 1}')
+    kiosk.publish_raw("compartments/2/state", kiosk.compartments[3].snapshot().to_json())
+    kiosk.publish_raw("telemetry", b'{"readings": [{"n": 0}]}', qos=0)
+    kiosk.publish_raw(f"replies/{link.replica_id}", b"[]")
+    kiosk.scan("hello")
+    await eventually(lambda: "scan" in handler.event_types(kiosk.kiosk_id), what="scan event")
+    await eventually(lambda: link.counters.dropped_malformed == 6, what="drops")
+    assert handler.event_types(kiosk.kiosk_id) == ["scan"]
+    assert handler.events[-1][1].data == {"text": "hello"}
+    assert sink.batches == []
+    reply = await link.command(kiosk.kiosk_id, "unlock", 1, {}, timeout_s=10)
+    assert reply.status == "succeeded"
+
+
+async def test_events_arrive_in_order_and_a_failing_handler_does_not_block_the_kiosk(
+    link_parts: tuple[KioskLink, RecordingHandler, LiveHub, RecordingSink], kiosk: ScriptedKiosk
+) -> None:
+    link, handler, _, _ = link_parts
+    handler.fail_on.add("item_placed")
+    await link.command(kiosk.kiosk_id, "unlock", 4, {}, timeout_s=10)
+    kiosk.open_door(4)
+    kiosk.place_item(4)
+    kiosk.close_door(4)
+    await eventually(lambda: len(handler.event_types(kiosk.kiosk_id)) == 3, what="events")
+    assert handler.event_types(kiosk.kiosk_id) == ["door_opened", "item_placed", "door_closed"]
+    assert link.counters.handler_errors == 1
+
+
+async def test_telemetry_goes_to_the_ingest_and_the_live_hub(
+    link_parts: tuple[KioskLink, RecordingHandler, LiveHub, RecordingSink], kiosk: ScriptedKiosk
+) -> None:
+    _, _, hub, sink = link_parts
+    seen: list[LiveMessage] = []
+
+    async def listen() -> None:
+        async for message in hub.subscribe():
+            if message.kind == "telemetry":
+                seen.append(message)
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0)
+    kiosk.set_temperature(1, 66.0)
+    sent = kiosk.publish_telemetry()
+    await eventually(lambda: len(sink.batches) == 1 and len(seen) == 1, what="telemetry")
+    listener.cancel()
+    kiosk_id, batch = sink.batches[0]
+    assert kiosk_id == kiosk.kiosk_id and batch == sent
+    assert seen[0].data["readings"][0] == {
+        "n": 1,
+        "temp_c": 66.0,
+        "setpoint_c": None,
+        "heater": False,
+    }
+
+
+async def test_broker_restart_reconnects_resubscribes_and_reconciles(
+    broker: MosquittoProcess,
+) -> None:
+    handler = RecordingHandler()
+    link = KioskLink(LinkTestSettings(broker.url), handler, LiveHub())
+    await link.start()
+    kiosk = ScriptedKiosk(broker.host, broker.port, compartments=2).start()
+    try:
+        await eventually(lambda: len(handler.snapshots) >= 2, what="first snapshots")
+        connects = link.counters.connects
+        broker.restart(down_s=0.5)  # persistence off: the broker forgets everything
+        await eventually(lambda: link.ready and link.counters.connects > connects, 45, "reconnect")
+        # The kiosk reconnects too and re-publishes its retained state; the link takes it in.
+        before = len(handler.snapshots)
+        await eventually(lambda: kiosk._client.is_connected(), 45, "kiosk reconnect")
+        await eventually(lambda: len(handler.snapshots) >= before + 2, 20, "reconciled snapshots")
+        reply = await link.command(kiosk.kiosk_id, "unlock", 2, {}, timeout_s=10)
+        assert reply.status == "succeeded"
+    finally:
+        kiosk.stop()
+        await link.stop()
+
+
+async def test_mqtt_311_works(broker: MosquittoProcess, kiosk: ScriptedKiosk) -> None:
+    handler = RecordingHandler()
+    link = KioskLink(LinkTestSettings(broker.url, mqtt_protocol="3.1.1"), handler, LiveHub())
+    await link.start()
+    try:
+        assert link.ready and link.protocol_name == "3.1.1"
+        await eventually(lambda: len(handler.snapshots) == 4, what="snapshots")
+        reply = await link.command(kiosk.kiosk_id, "unlock", 1, {}, timeout_s=10)
+        assert reply.status == "succeeded"
+        kiosk.scan("x")
+        await eventually(lambda: handler.event_types(kiosk.kiosk_id) == ["scan"], what="event")
+    finally:
+        await link.stop()
+
+
+async def test_replicas_share_events_and_each_gets_its_own_replies(
+    broker: MosquittoProcess, kiosk: ScriptedKiosk
+) -> None:
+    handlers = [RecordingHandler(), RecordingHandler()]
+    links = [KioskLink(LinkTestSettings(broker.url), h, LiveHub()) for h in handlers]
+    for link in links:
+        await link.start()
+    try:
+        for i in range(20):
+            kiosk.scan(f"code-{i}")
+        await eventually(
+            lambda: sum(len(h.events) for h in handlers) == 20, what="all events handled once"
+        )
+        await asyncio.sleep(0.5)
+        texts = sorted(e.data["text"] for h in handlers for _, e in h.events)
+        assert texts == sorted(f"code-{i}" for i in range(20))  # none twice, none lost
+        assert all(h.events for h in handlers)  # the broker spread them
+        # Both replicas see every retained snapshot (each feeds its own dashboards).
+        assert all(len({s.n for _, s in h.snapshots}) == 4 for h in handlers)
+        replies = await asyncio.gather(
+            links[0].command(kiosk.kiosk_id, "unlock", 1, {}, timeout_s=10),
+            links[1].command(kiosk.kiosk_id, "unlock", 2, {}, timeout_s=10),
+        )
+        assert [r.status for r in replies] == ["succeeded", "succeeded"]
+        reply_tos = {item.command.reply_to for item in kiosk.received}
+        assert reply_tos == {
+            links[0].reply_topic(kiosk.kiosk_id),
+            links[1].reply_topic(kiosk.kiosk_id),
+        }
+    finally:
+        for link in links:
+            await link.stop()
+
+
+async def test_events_sent_while_the_service_is_down_arrive_after_restart(
+    broker: MosquittoProcess, kiosk: ScriptedKiosk
+) -> None:
+    settings = LinkTestSettings(broker.url)
+    link = KioskLink(settings, RecordingHandler(), LiveHub())
+    await link.start()
+    await link.stop()
+    kiosk.scan("while-down")
+    await asyncio.sleep(0.3)
+    handler = RecordingHandler()
+    link = KioskLink(settings, handler, LiveHub())
+    await link.start()
+    try:
+        await eventually(
+            lambda: handler.event_types(kiosk.kiosk_id) == ["scan"], what="queued event"
+        )
+        assert handler.events[0][1].data == {"text": "while-down"}
+    finally:
+        await link.stop()
+
+
+async def test_an_event_whose_handling_never_finished_is_delivered_again(
+    broker: MosquittoProcess, kiosk: ScriptedKiosk
+) -> None:
+    """Acks follow the handler: a service stopped mid-event gets the event again."""
+    settings = LinkTestSettings(broker.url)
+    stuck = RecordingHandler()
+    stuck.block_on.add("door_closed")
+    link = KioskLink(settings, stuck, LiveHub())
+    await link.start()
+    event = kiosk.publish_event("door_closed", 1)
+    await asyncio.sleep(1.0)
+    assert stuck.events == []
+    await link.stop()  # the story never finished with the event: it is not acknowledged
+    handler = RecordingHandler()
+    link = KioskLink(settings, handler, LiveHub())
+    await link.start()
+    try:
+        await eventually(lambda: len(handler.events) == 1, 20, what="redelivered event")
+        assert handler.events[0][1].event_id == event.event_id
+    finally:
+        await link.stop()
+
+
+async def test_a_broker_that_is_down_at_start_is_found_later(broker: MosquittoProcess) -> None:
+    broker.stop()
+    handler = RecordingHandler()
+    link = KioskLink(LinkTestSettings(broker.url, mqtt_protocol="5"), handler, LiveHub())
+    await link.start()  # does not raise: the service starts, /readyz says not ready
+    try:
+        assert not link.ready
+        with pytest.raises(KioskUnreachable, match="not connected"):
+            await link.command("k1", "unlock", 1, {}, timeout_s=1)
+        broker.start()
+        await eventually(lambda: link.ready, 45, what="connection once the broker is up")
+    finally:
+        await link.stop()
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="replica id"):
+        KioskLink(LinkTestSettings("mqtt://h", replica_id="a/b"), RecordingHandler(), LiveHub())
+    with pytest.raises(ValueError, match="mqtt://"):
+        KioskLink(LinkTestSettings("http://h"), RecordingHandler(), LiveHub())
+    with pytest.raises(ValueError, match="protocol"):
+        KioskLink(LinkTestSettings("mqtt://h", mqtt_protocol="4"), RecordingHandler(), LiveHub())

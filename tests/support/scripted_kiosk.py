@@ -1,0 +1,444 @@
+"""A scripted kiosk at the MQTT boundary: it behaves like the real bridge as the service sees it.
+
+It publishes a retained status (with an offline last will) and retained compartment snapshots,
+answers commands on their `reply_to` (accepted, then a final status; a redelivered request_id is
+answered from a cache, an expired command is rejected), runs disinfection cycles on a timer
+(scaled by `time_scale`), and lets a test act as the physical world: open and close doors, place
+and remove items, scan a code, change temperatures, raise faults, reboot, crash.
+
+Deliberately simple physics: a door can only be opened while its lock is released (or forced,
+which is what an unexplained opening looks like), the lock latches again when the door shuts.
+
+    kiosk = ScriptedKiosk(host, port, "k-" + uuid4().hex[:8], compartments=4).start()
+    ...
+    await kiosk.wait_for_command("unlock")
+    kiosk.open_door(1); kiosk.place_item(1); kiosk.close_door(1)
+    kiosk.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import ValidationError
+
+from firmware_bridge import wire
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0  # generous: tests share two cores with five other test runs
+
+
+@dataclass
+class CompartmentModel:
+    n: int
+    door_open: bool = False
+    lock_released: bool = False
+    occupied: bool = False
+    setpoint_c: float | None = None
+    temp_c: float | None = 21.0
+    uv_on: bool = False
+    disinfect_until: float | None = None  # monotonic time the running cycle ends
+    fault: wire.FaultName | None = None
+    timer: threading.Timer | None = None
+
+    def snapshot(self) -> wire.CompartmentSnapshot:
+        remaining = 0.0
+        if self.disinfect_until is not None:
+            remaining = max(0.0, self.disinfect_until - time.monotonic())
+        heater_on = (
+            self.setpoint_c is not None
+            and self.temp_c is not None
+            and self.temp_c < self.setpoint_c
+        )
+        return wire.CompartmentSnapshot(
+            n=self.n,
+            door_open=self.door_open,
+            lock_released=self.lock_released,
+            occupied=self.occupied,
+            heater_on=heater_on,
+            uv_on=self.uv_on,
+            disinfecting=self.disinfect_until is not None,
+            disinfect_remaining_s=int(remaining),
+            temp_c=self.temp_c,
+            setpoint_c=self.setpoint_c,
+            fault=self.fault,
+        )
+
+
+@dataclass(frozen=True)
+class ScriptedAnswer:
+    """What the kiosk answers to the next command of one action, instead of doing it."""
+
+    status: str  # failed / rejected / timed_out, "accept_only" (never final) or "silent"
+    detail: str | None = None
+
+
+@dataclass
+class ReceivedCommand:
+    command: wire.Command
+    duplicate: bool
+    received_at: float = field(default_factory=time.monotonic)
+
+
+class ScriptedKiosk:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        kiosk_id: str | None = None,
+        *,
+        compartments: int = 8,
+        time_scale: float = 1.0,
+        protocol: int = mqtt.MQTTv311,
+        username: str | None = None,
+        password: str | None = None,
+        fw: str = "scripted-1.0",
+    ) -> None:
+        self.host, self.port = host, port
+        self.kiosk_id = kiosk_id or f"kiosk-{uuid.uuid4().hex[:10]}"
+        self.topics = wire.Topics(self.kiosk_id)
+        self.time_scale = time_scale
+        self.fw = fw
+        self.boot_id = uuid.uuid4().hex[:8]
+        self.compartments = {n: CompartmentModel(n) for n in range(1, compartments + 1)}
+        self.received: list[ReceivedCommand] = []
+        self.replies: list[wire.Reply] = []
+        self.events: list[wire.Event] = []
+        self._lock = threading.RLock()
+        self._connected = threading.Event()
+        self._reply_cache: dict[str, wire.Reply] = {}
+        self._script: dict[str, list[ScriptedAnswer]] = {}
+        self._silent = False
+        self._protocol = protocol
+        self._client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"scripted-{self.kiosk_id}",
+            protocol=protocol,  # type: ignore[arg-type]
+        )
+        if username:
+            self._client.username_pw_set(username, password)
+        self._client.will_set(
+            self.topics.status, self._status("offline").to_json(), qos=1, retain=True
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> ScriptedKiosk:
+        self._client.connect(self.host, self.port, keepalive=30)
+        self._client.loop_start()
+        if not self._connected.wait(CONNECT_TIMEOUT_S):
+            raise TimeoutError(f"scripted kiosk could not connect to {self.host}:{self.port}")
+        return self
+
+    def stop(self) -> None:
+        """A clean shutdown: retained offline status, then disconnect."""
+        with self._lock:
+            for c in self.compartments.values():
+                if c.timer is not None:
+                    c.timer.cancel()
+        if self._client.is_connected():
+            self._client.publish(
+                self.topics.status, self._status("offline").to_json(), qos=1, retain=True
+            ).wait_for_publish(5)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def crash(self) -> None:
+        """The kiosk PC loses power: the socket dies without DISCONNECT, so the will fires."""
+        self._client.loop_stop()
+        sock = self._client.socket()
+        if sock is not None:
+            sock.close()
+
+    def clear_retained(self) -> None:
+        """Remove this kiosk's retained messages so a shared broker does not keep them."""
+        self._client.publish(self.topics.status, b"", qos=1, retain=True)
+        for n in self.compartments:
+            self._client.publish(self.topics.compartment_state(n), b"", qos=1, retain=True)
+
+    # -- scripting the kiosk's answers -----------------------------------------------------------
+
+    def script(self, action: str, status: str, detail: str | None = None) -> None:
+        """Answer the next `action` command with `status` instead of executing it."""
+        with self._lock:
+            self._script.setdefault(action, []).append(ScriptedAnswer(status, detail))
+
+    def go_silent(self, silent: bool = True) -> None:
+        """Receive commands but answer none (a bridge whose board link hangs)."""
+        self._silent = silent
+
+    # -- the physical world ----------------------------------------------------------------------
+
+    def open_door(self, n: int, *, force: bool = False) -> None:
+        with self._lock:
+            c = self.compartments[n]
+            if c.door_open:
+                return
+            if not c.lock_released and not force:
+                raise RuntimeError(f"compartment {n} is locked")
+            c.door_open = True
+        self.publish_event("door_opened", n, {"forced": force} if force else {})
+        self.publish_snapshot(n)
+
+    def close_door(self, n: int) -> None:
+        with self._lock:
+            c = self.compartments[n]
+            if not c.door_open:
+                return
+            c.door_open = False
+            c.lock_released = False  # the latch catches when the door shuts
+        self.publish_event("door_closed", n)
+        self.publish_snapshot(n)
+
+    def place_item(self, n: int) -> None:
+        self._set_occupied(n, True, "item_placed")
+
+    def remove_item(self, n: int) -> None:
+        self._set_occupied(n, False, "item_removed")
+
+    def _set_occupied(self, n: int, occupied: bool, event: str) -> None:
+        with self._lock:
+            c = self.compartments[n]
+            if not c.door_open:
+                raise RuntimeError(f"compartment {n}: the door is shut")
+            if c.occupied == occupied:
+                return
+            c.occupied = occupied
+        self.publish_event(event, n)
+        self.publish_snapshot(n)
+
+    def scan(self, text: str) -> None:
+        self.publish_event("scan", None, {"text": text})
+
+    def set_temperature(self, n: int, temp_c: float | None) -> None:
+        with self._lock:
+            self.compartments[n].temp_c = temp_c
+        self.publish_snapshot(n)
+
+    def raise_fault(self, n: int, fault: wire.FaultName) -> None:
+        with self._lock:
+            c = self.compartments[n]
+            c.fault = fault
+            c.setpoint_c = None
+        self.publish_event("fault_raised", n, {"fault": fault})
+        self.publish_snapshot(n)
+
+    def reboot(self) -> None:
+        """The board restarts: new boot id, setpoints and cycles lost, doors as they were."""
+        with self._lock:
+            self.boot_id = uuid.uuid4().hex[:8]
+            for c in self.compartments.values():
+                if c.timer is not None:
+                    c.timer.cancel()
+                c.setpoint_c, c.uv_on, c.disinfect_until, c.lock_released = None, False, None, False
+        self.publish_event("board_rebooted", None, {"boot_id": self.boot_id})
+        self.publish_status()
+        for n in self.compartments:
+            self.publish_snapshot(n)
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    def _status(self, state: str) -> wire.KioskStatus:
+        return wire.KioskStatus(
+            state=state,  # type: ignore[arg-type]
+            boot_id=self.boot_id,
+            fw=self.fw,
+            compartments=len(self.compartments),
+            board_online=state == "online",
+        )
+
+    def publish_status(self, state: str = "online") -> None:
+        self._client.publish(self.topics.status, self._status(state).to_json(), qos=1, retain=True)
+
+    def publish_snapshot(self, n: int) -> None:
+        with self._lock:
+            snap = self.compartments[n].snapshot()
+        self._client.publish(self.topics.compartment_state(n), snap.to_json(), qos=1, retain=True)
+
+    def publish_event(
+        self, type_: str, compartment: int | None, data: dict[str, Any] | None = None
+    ) -> wire.Event:
+        event = wire.Event(
+            event_id=uuid.uuid4().hex,
+            type=type_,  # type: ignore[arg-type]
+            compartment=compartment,
+            data=data or {},
+        )
+        self.republish_event(event)
+        return event
+
+    def republish_event(self, event: wire.Event) -> None:
+        """Send an event (again): MQTT is at-least-once, so the service must tolerate this."""
+        with self._lock:
+            self.events.append(event)
+        self._client.publish(self.topics.events, event.to_json(), qos=1)
+
+    def publish_telemetry(self) -> wire.Telemetry:
+        with self._lock:
+            readings = [
+                wire.Reading(
+                    n=c.n,
+                    temp_c=c.temp_c,
+                    setpoint_c=c.setpoint_c,
+                    heater=c.snapshot().heater_on,
+                )
+                for c in self.compartments.values()
+            ]
+        telemetry = wire.Telemetry(readings=readings)
+        self._client.publish(self.topics.telemetry, telemetry.to_json(), qos=0)
+        return telemetry
+
+    def publish_raw(self, leaf: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Anything on `lockers/v1/<kiosk>/<leaf>`, e.g. a malformed payload."""
+        self._client.publish(f"{self.topics.prefix}/{leaf}", payload, qos=qos, retain=retain)
+
+    # -- waiting (for async tests) ---------------------------------------------------------------
+
+    async def wait_until(
+        self, predicate: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition"
+    ) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"scripted kiosk {self.kiosk_id}: no {what} in {timeout_s} s")
+            await asyncio.sleep(0.02)
+
+    async def wait_for_command(
+        self, action: str, compartment: int | None = None, timeout_s: float = 10.0, after: int = 0
+    ) -> wire.Command:
+        """The first command of `action` (for `compartment`) received at index >= `after`."""
+        found: list[wire.Command] = []
+
+        def seen() -> bool:
+            with self._lock:
+                for item in self.received[after:]:
+                    cmd = item.command
+                    if cmd.action == action and compartment in (None, cmd.compartment):
+                        found.append(cmd)
+                        return True
+            return False
+
+        await self.wait_until(seen, timeout_s, f"{action} command")
+        return found[0]
+
+    # -- paho callbacks (paho's thread) -----------------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        if reason_code.is_failure:
+            log.error("scripted kiosk refused by broker: %s", reason_code)
+            return
+        client.subscribe(self.topics.cmd, qos=1)
+        self.publish_status()
+        for n in self.compartments:
+            self.publish_snapshot(n)
+        self._connected.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            command = wire.Command.model_validate_json(message.payload)
+        except ValidationError as exc:
+            log.warning("scripted kiosk dropped a malformed command: %s", exc)
+            return
+        with self._lock:
+            cached = self._reply_cache.get(command.request_id)
+            self.received.append(ReceivedCommand(command, duplicate=cached is not None))
+        if self._silent:
+            return
+        if cached is not None:
+            self._reply(command, cached.status, cached.detail, cache=False)
+            return
+        if command.expired():
+            self._reply(command, "rejected", "expired")
+            return
+        self._reply(command, "accepted", None, cache=False)
+        with self._lock:
+            scripted = self._script.get(command.action)
+            answer = scripted.pop(0) if scripted else None
+        if answer is not None:
+            if answer.status == "accept_only":
+                return
+            if answer.status != "silent":
+                self._reply(command, answer.status, answer.detail)
+            return
+        status, detail = self._execute(command)
+        self._reply(command, status, detail)
+
+    def _reply(
+        self, command: wire.Command, status: str, detail: str | None, cache: bool = True
+    ) -> None:
+        reply = wire.Reply(
+            request_id=command.request_id,
+            status=status,  # type: ignore[arg-type]
+            detail=detail,
+        )
+        with self._lock:
+            if cache:
+                self._reply_cache[command.request_id] = reply
+            self.replies.append(reply)
+        self._client.publish(command.reply_to, reply.to_json(), qos=1)
+
+    def _execute(self, command: wire.Command) -> tuple[str, str | None]:
+        n = command.compartment
+        if n not in self.compartments:
+            return "rejected", f"no compartment {n}"
+        args = command.typed_args()
+        with self._lock:
+            c = self.compartments[n]
+            if c.fault is not None and command.action != "clear_fault":
+                return "failed", f"faulted: {c.fault}"
+            if isinstance(args, wire.UnlockArgs):
+                if c.disinfect_until is not None and not args.override_cycle:
+                    return "rejected", "interlock: disinfection running"
+                if c.disinfect_until is not None:
+                    self._end_cycle(c, "disinfection_aborted")
+                c.lock_released = True
+            elif isinstance(args, wire.SetHeaterArgs):
+                c.setpoint_c = args.setpoint_c
+            elif isinstance(args, wire.StartDisinfectionArgs):
+                if c.door_open:
+                    return "failed", "interlock: door open"
+                self._start_cycle(c, args.duration_s)
+            elif command.action == "abort_disinfection":
+                if c.disinfect_until is not None:
+                    self._end_cycle(c, "disinfection_aborted")
+            elif command.action == "clear_fault" and c.fault is not None:
+                c.fault = None
+                self.publish_event("fault_cleared", n)
+        self.publish_snapshot(n)
+        return "succeeded", None
+
+    def _start_cycle(self, c: CompartmentModel, duration_s: int) -> None:
+        real_s = duration_s / self.time_scale
+        c.uv_on, c.disinfect_until = True, time.monotonic() + real_s
+        c.timer = threading.Timer(real_s, self._complete_cycle, args=(c.n,))
+        c.timer.daemon = True
+        c.timer.start()
+        self.publish_event("disinfection_started", c.n, {"duration_s": duration_s})
+
+    def _end_cycle(self, c: CompartmentModel, event: str) -> None:
+        if c.timer is not None:
+            c.timer.cancel()
+        c.uv_on, c.disinfect_until, c.timer = False, None, None
+        self.publish_event(event, c.n)
+
+    def _complete_cycle(self, n: int) -> None:
+        with self._lock:
+            c = self.compartments[n]
+            if c.disinfect_until is None:
+                return
+            self._end_cycle(c, "disinfection_completed")
+        self.publish_snapshot(n)
