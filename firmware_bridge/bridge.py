@@ -1,0 +1,573 @@
+"""The bridge supervisor: wires the board, the scanner and MQTT together for one kiosk.
+
+Threads and who owns what:
+- the board thread owns the serial port, the board client, the tracker and every running
+  command; it polls STATUS, executes commands between polls and turns answers into news;
+- paho's thread validates incoming commands, answers duplicates and expired ones from the
+  request cache, and queues the rest for the board thread (it never touches the port);
+- the scanner thread turns lines into `scan` events;
+- the event pump (in `MqttLink`) sends the outbox in order.
+
+The bridge decides nothing about who may open what: it executes what the service asks, reports
+what the board shows, and keeps the board reachable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from firmware_bridge.board import (
+    BoardAnswerInvalid,
+    BoardClient,
+    BoardError,
+    BoardRefused,
+    BoardUnreachable,
+)
+from firmware_bridge.config import BridgeSettings
+from firmware_bridge.mqtt import MqttLink
+from firmware_bridge.scanner import ScannerReader
+from firmware_bridge.store import BridgeStore
+from firmware_bridge.tracker import CompartmentTracker, CompartmentView, Observation, RawEvent
+from firmware_bridge.transport import Backoff, SerialTransport, TransportError
+from firmware_bridge.wire import Command as WireCommand
+from firmware_bridge.wire import (
+    CompartmentSnapshot,
+    Event,
+    KioskStatus,
+    Reading,
+    Reply,
+    SetHeaterArgs,
+    StartDisinfectionArgs,
+    Telemetry,
+    UnlockArgs,
+    utcnow,
+)
+from hardware.protocol import ErrorCode, HelloAnswer
+
+log = logging.getLogger(__name__)
+
+STATUS_PAGE = 12  # compartments per STATUS request: ~11 ms on the wire at 115200, so a command
+# never waits behind a long answer (24 records would be ~23 ms)
+STORE_FILE = "bridge.sqlite3"
+HELLO_RETRY_CAP_S = 5.0  # an unreachable board is probed at least this often
+
+
+@dataclass(slots=True)
+class UnlockWatch:
+    """An unlock waiting for the board to show the lock released or the door open."""
+
+    command: WireCommand
+    deadline: float  # monotonic
+    opens_before: int | None
+    answered: bool  # the board acknowledged the UNLOCK frame
+
+
+@dataclass(slots=True)
+class BoardInfo:
+    hello: HelloAnswer | None = None
+    online: bool = False
+    compartments: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Bridge:
+    def __init__(self, settings: BridgeSettings) -> None:
+        self.settings = settings
+        self.store = BridgeStore(
+            Path(settings.data_dir) / STORE_FILE,
+            event_limit=settings.event_queue_max,
+            request_limit=settings.request_cache_max,
+        )
+        self.transport = SerialTransport(settings.board_url, settings.baud)
+        self.board = BoardClient(
+            self.transport, settings.node_address, answer_margin_s=settings.answer_margin_s
+        )
+        self.tracker = CompartmentTracker(time_scale=settings.time_scale)
+        self.link = MqttLink(settings, self.store, self._receive_command, self._broker_connected)
+        self.scanner = (
+            ScannerReader(settings.scanner_url, settings.scanner_baud, self._scanned)
+            if settings.scanner_url
+            else None
+        )
+        self.info = BoardInfo()
+        self._commands: queue.Queue[WireCommand] = queue.Queue()
+        self._unlocks: dict[str, UnlockWatch] = {}
+        self._republish = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._board_loop, name="board", daemon=True)
+        self._next_telemetry = 0.0
+        self._restore()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.link.start()
+        self._thread.start()
+        if self.scanner is not None:
+            self.scanner.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.scanner is not None:
+            self.scanner.stop()
+        self._thread.join(5.0)
+        self.link.stop()
+        self.transport.close()
+        self.store.close()
+
+    def run_until(self, stop: threading.Event) -> None:
+        self.start()
+        try:
+            stop.wait()
+        finally:
+            self.stop()
+
+    def _restore(self) -> None:
+        """Pick up where a previous run left off: last board state and unfinished commands."""
+        remembered = self.store.remembered()
+        views = {
+            n: CompartmentView.from_dict(r.state)
+            for n, r in remembered.items()
+            if r.state is not None
+        }
+        boot_ids = {r.boot_id for r in remembered.values() if r.boot_id is not None}
+        self.tracker.restore(boot_ids.pop() if len(boot_ids) == 1 else None, views)
+        for record in self.store.unfinished_requests():
+            try:
+                command = WireCommand.model_validate(record.command)
+            except ValidationError:
+                continue
+            self._resume(command, record.status)
+
+    def _resume(self, command: WireCommand, status: str) -> None:
+        """A command the previous run accepted but did not finish. Never execute twice."""
+        if command.action == "unlock":
+            # The pulse may or may not have happened: report what the board shows, never pulse.
+            args = UnlockArgs.model_validate(command.args)
+            view = self.tracker.views.get(command.compartment)
+            self._unlocks[command.request_id] = UnlockWatch(
+                command,
+                time.monotonic() + args.deadline_s,
+                view.opens if view else None,
+                answered=False,
+            )
+        elif command.action == "start_disinfection":
+            # A cycle already running (or run) is the board's truth, reported by the tracker;
+            # starting it again could double a UV dose, so it is not repeated.
+            self._finish(command, "failed", "interrupted by a bridge restart; not repeated")
+        else:
+            # Setting a heater, aborting a cycle and clearing a fault set a state: repeating
+            # them is harmless, so they are run again.
+            self._commands.put(command)
+
+    # -- incoming commands (paho's thread) ----------------------------------------------------
+
+    def _receive_command(self, payload: bytes) -> None:
+        try:
+            command = WireCommand.model_validate_json(payload)
+        except ValidationError as exc:
+            self._reject_malformed(payload, exc)
+            return
+        previous = self.store.claim_request(command.request_id, command.model_dump(mode="json"))
+        if previous is not None:
+            log.info("duplicate %s (%s): answered from cache", command.request_id, previous.status)
+            reply = (
+                Reply.model_validate(previous.reply)
+                if previous.reply is not None
+                else Reply(request_id=command.request_id, status="accepted")
+            )
+            self.link.publish_reply(command.reply_to, reply)
+            return
+        if command.expired():
+            self._finish(command, "rejected", "expired before it reached the kiosk")
+            return
+        self._reply(command, "accepted")
+        self._commands.put(command)
+
+    def _reject_malformed(self, payload: bytes, exc: ValidationError) -> None:
+        """Log and drop; if the payload still names a request and a reply topic, say why."""
+        log.warning("dropped a malformed command: %s", _short_errors(exc))
+        try:
+            raw = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(raw, dict):
+            return
+        request_id, reply_to = raw.get("request_id"), raw.get("reply_to")
+        if (
+            isinstance(request_id, str)
+            and 0 < len(request_id) <= 64
+            and isinstance(reply_to, str)
+            and 0 < len(reply_to) <= 256
+            and not any(c in reply_to for c in "#+")
+        ):
+            self.link.publish_reply(
+                reply_to,
+                Reply(request_id=request_id, status="rejected", detail=_short_errors(exc)),
+            )
+
+    def _reply(
+        self,
+        command: WireCommand,
+        status: str,
+        detail: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Reply:
+        reply = Reply.model_validate(
+            {
+                "request_id": command.request_id,
+                "status": status,
+                "detail": detail,
+                "data": data or {},
+            }
+        )
+        self.store.update_request(command.request_id, reply.model_dump(mode="json"), reply.final)
+        self.link.publish_reply(command.reply_to, reply)
+        return reply
+
+    def _finish(
+        self,
+        command: WireCommand,
+        status: str,
+        detail: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self._reply(command, status, detail, data)
+        log.info(
+            "%s %s n=%d: %s %s",
+            command.request_id,
+            command.action,
+            command.compartment,
+            status,
+            detail or "",
+        )
+
+    # -- scanner (scanner thread) -------------------------------------------------------------
+
+    def _scanned(self, text: str) -> None:
+        self._emit(RawEvent("scan", None, {"text": text}))
+
+    # -- broker (paho's thread) ---------------------------------------------------------------
+
+    def _broker_connected(self) -> None:
+        self._republish.set()
+
+    # -- board thread -------------------------------------------------------------------------
+
+    def _board_loop(self) -> None:
+        backoff = Backoff(initial_s=0.1, cap_s=HELLO_RETRY_CAP_S)
+        next_poll = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                if not self.transport.is_open:
+                    self.transport.open()
+                    self.board.reset_link()
+                if not self.info.online:
+                    self._handshake()
+                    backoff.reset()
+                self._serve_commands_until(next_poll)
+                next_poll = time.monotonic() + self.settings.poll_period_s
+                self._poll()
+                self._housekeeping()
+            except TransportError as exc:
+                log.warning("board port: %s", exc)
+                self.transport.close()
+                self._board_lost(str(exc))
+                self._stop.wait(backoff.next_delay_s())
+            except BoardUnreachable as exc:
+                log.warning("%s", exc)
+                self._board_lost(str(exc))
+                self._stop.wait(backoff.next_delay_s())
+            except BoardError as exc:
+                log.warning("board: %s", exc)
+                self._stop.wait(self.settings.poll_period_s)
+            except Exception:
+                log.exception("board loop failed; carrying on")
+                self._stop.wait(self.settings.poll_period_s)
+            # Unlock deadlines run out even while the board is unreachable.
+            self._check_unlocks()
+
+    def _handshake(self) -> None:
+        hello = self.board.hello()
+        previous_boot = self.tracker.boot_id
+        self.info = BoardInfo(hello=hello, online=True, compartments=hello.compartment_count)
+        log.info(
+            "board online: fw %s, boot %08x, %d compartments",
+            hello.firmware,
+            hello.boot_id,
+            hello.compartment_count,
+        )
+        if previous_boot is not None and previous_boot != hello.boot_id:
+            self._restore_setpoints()
+        self._publish_status()
+        self._republish.set()
+
+    def _restore_setpoints(self) -> None:
+        """A board that rebooted lost its setpoints: send back what the service last asked for."""
+        for n, remembered in sorted(self.store.remembered().items()):
+            if remembered.setpoint_known and n <= self.info.compartments:
+                try:
+                    self.board.set_heater(n, remembered.setpoint_dc)
+                except BoardRefused as exc:
+                    log.warning("setpoint of compartment %d not restored: %s", n, exc)
+        log.info("setpoints re-sent after a board reboot")
+
+    def _board_lost(self, reason: str) -> None:
+        if self.info.online:
+            self.info = BoardInfo(hello=self.info.hello, online=False)
+            self._publish_status()
+        # Nothing can be executed now: say so at once rather than let commands go stale.
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            self._finish(command, "failed", f"board unreachable: {reason}")
+
+    def _publish_status(self) -> None:
+        hello = self.info.hello
+        self.link.set_status(
+            KioskStatus(
+                state="online",
+                boot_id=f"{hello.boot_id:08x}" if hello and self.info.online else None,
+                fw=hello.firmware if hello else None,
+                compartments=hello.compartment_count if hello else None,
+                board_online=self.info.online,
+            )
+        )
+
+    def _serve_commands_until(self, deadline: float) -> None:
+        while True:
+            remaining_s = deadline - time.monotonic()
+            try:
+                command = (
+                    self._commands.get(timeout=remaining_s)
+                    if remaining_s > 0
+                    else self._commands.get_nowait()
+                )
+            except queue.Empty:
+                return
+            self._execute(command)
+
+    def _serve_waiting_commands(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            self._execute(command)
+
+    def _poll(self) -> None:
+        count = self.info.compartments
+        for first in range(1, count + 1, STATUS_PAGE):
+            answer = self.board.status(first, min(STATUS_PAGE, count - first + 1))
+            self._observe(answer.boot_id, list(answer.compartments))
+            # Commands do not wait for the whole poll: the purchaser is standing there.
+            self._serve_waiting_commands()
+
+    def _observe(self, boot_id: int, records: list[Any]) -> None:
+        hello = self.info.hello
+        if hello is not None and boot_id != hello.boot_id:
+            log.warning("board rebooted (boot %08x -> %08x)", hello.boot_id, boot_id)
+            self._handshake()  # HELLO again, and the setpoints go back
+        observation = self.tracker.observe(boot_id, records, time.time())
+        self._report(boot_id, observation)
+        self._check_unlocks()
+
+    def _report(self, boot_id: int, observation: Observation) -> None:
+        for raw in observation.events:
+            self._emit(raw)
+        for view in observation.remember:
+            self.store.remember_state(view.n, boot_id, view.to_dict())
+        for view in observation.snapshots:
+            self.link.publish_snapshot(_snapshot(view))
+
+    def _emit(self, raw: RawEvent) -> None:
+        event = Event(
+            event_id=uuid.uuid4().hex,
+            type=raw.type,
+            compartment=raw.compartment,
+            data=raw.data,
+        )
+        self.link.emit_event(event)
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if self._republish.is_set():
+            self._republish.clear()
+            for view in self.tracker.republish_all():
+                self.link.publish_snapshot(_snapshot(view))
+        if now >= self._next_telemetry:
+            self._next_telemetry = now + self.settings.scaled(self.settings.telemetry_period_s)
+            readings = [
+                Reading(n=v.n, temp_c=v.temp_c, setpoint_c=v.setpoint_c, heater=v.heater_on)
+                for v in sorted(self.tracker.views.values(), key=lambda v: v.n)
+            ]
+            if readings:
+                self.link.publish_telemetry(Telemetry(readings=readings))
+
+    # -- command execution (board thread) -----------------------------------------------------
+
+    def _execute(self, command: WireCommand) -> None:
+        if command.expired():
+            self._finish(command, "rejected", "expired while waiting for the board")
+            return
+        if not self.info.online:
+            self._finish(command, "failed", "board offline")
+            return
+        n = command.compartment
+        if n > self.info.compartments:
+            self._finish(
+                command,
+                "rejected",
+                f"compartment {n} does not exist on this kiosk "
+                f"({self.info.compartments} compartments)",
+            )
+            return
+        try:
+            if command.action == "unlock":
+                self._unlock(command)
+            elif command.action == "set_heater":
+                args = SetHeaterArgs.model_validate(command.args)
+                setpoint_dc = None if args.setpoint_c is None else round(args.setpoint_c * 10)
+                answer = self.board.set_heater(n, setpoint_dc)
+                self.store.remember_setpoint(n, answer.setpoint_dc)
+                self._finish(
+                    command,
+                    "succeeded",
+                    data={
+                        "setpoint_c": None
+                        if answer.setpoint_dc is None
+                        else answer.setpoint_dc / 10
+                    },
+                )
+            elif command.action == "start_disinfection":
+                cycle = StartDisinfectionArgs.model_validate(command.args)
+                started = self.board.start_disinfect(n, cycle.duration_s)
+                # Progress and the end of the cycle travel as snapshots and events, which
+                # every replica and dashboard sees; the reply says the cycle is running.
+                self._finish(
+                    command, "succeeded", "cycle started", {"duration_s": started.duration_s}
+                )
+                fresh = self.board.status(n, 1)
+                self._observe(fresh.boot_id, list(fresh.compartments))
+            elif command.action == "abort_disinfection":
+                self.tracker.expect_abort(n, "aborted_by_command")
+                aborted = self.board.abort_disinfect(n)
+                self._finish(command, "succeeded", data={"remaining_s": aborted.remaining_s})
+            elif command.action == "clear_fault":
+                cleared = self.board.clear_fault(n)
+                name = None if not cleared.cleared else cleared.cleared.name.lower()
+                self._finish(command, "succeeded", data={"cleared": name})
+        except BoardRefused as exc:
+            self._unlocks.pop(command.request_id, None)
+            # Refused before acting (interlock, bad argument): rejected. A faulted compartment
+            # is a failure of the equipment, which an operator has to see as such.
+            status = "failed" if exc.answer.code is ErrorCode.FAULTED else "rejected"
+            self._finish(
+                command,
+                status,
+                str(exc),
+                {"error": exc.answer.code.name.lower(), "error_detail": exc.answer.detail},
+            )
+        except BoardAnswerInvalid as exc:
+            self._finish(command, "failed", str(exc))
+        except (BoardUnreachable, TransportError) as exc:
+            # An unlock is judged by its watch (the lock may have moved); anything not yet
+            # answered fails now. The loop then marks the board offline.
+            record = self.store.get_request(command.request_id)
+            if command.request_id not in self._unlocks and record is not None and not record.final:
+                self._finish(command, "failed", f"board unreachable: {exc}")
+            raise
+
+    def _unlock(self, command: WireCommand) -> None:
+        n = command.compartment
+        args = UnlockArgs.model_validate(command.args)
+        view = self.tracker.views.get(n)
+        watch = UnlockWatch(
+            command,
+            time.monotonic() + args.deadline_s,
+            view.opens if view else None,
+            answered=False,
+        )
+        # Watched before the frame goes out: if the answer is lost, the board still shows
+        # whether the lock moved, and the unlock is judged by that, never sent again.
+        self._unlocks[command.request_id] = watch
+        if args.override_cycle:
+            self.tracker.expect_abort(n, "unlocked_by_command")
+        self.board.unlock(n, args.pulse_ms, args.override_cycle)
+        watch.answered = True
+        # Look at once rather than at the next poll: a person is waiting at the door.
+        answer = self.board.status(n, 1)
+        self._observe(answer.boot_id, list(answer.compartments))
+
+    def _check_unlocks(self) -> None:
+        now = time.monotonic()
+        for request_id, watch in list(self._unlocks.items()):
+            view = self.tracker.views.get(watch.command.compartment)
+            opened_since = (
+                view is not None
+                and watch.opens_before is not None
+                and view.opens != watch.opens_before
+            )
+            if view is not None and (view.lock_released or view.door_open or opened_since):
+                del self._unlocks[request_id]
+                self._finish(
+                    watch.command,
+                    "succeeded",
+                    data={"lock_released": view.lock_released, "door_open": view.door_open},
+                )
+            elif now >= watch.deadline:
+                del self._unlocks[request_id]
+                if watch.answered:
+                    self._finish(
+                        watch.command,
+                        "timed_out",
+                        "the board took the unlock but showed neither the lock released "
+                        "nor the door open in time",
+                    )
+                else:
+                    self._finish(
+                        watch.command,
+                        "failed",
+                        "no answer from the board and the lock did not move",
+                    )
+
+
+def _snapshot(view: CompartmentView) -> CompartmentSnapshot:
+    return CompartmentSnapshot.model_validate(
+        {
+            "n": view.n,
+            "door_open": view.door_open,
+            "lock_released": view.lock_released,
+            "occupied": view.occupied,
+            "heater_on": view.heater_on,
+            "uv_on": view.uv_on,
+            "disinfecting": view.disinfecting,
+            "disinfect_remaining_s": view.remaining_s,
+            "temp_c": view.temp_c,
+            "setpoint_c": view.setpoint_c,
+            "fault": view.fault_name,
+            "ts": datetime.fromtimestamp(view.seen_at, UTC),
+        }
+    )
+
+
+def _short_errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in exc.errors()
+    )[:500]
+
+
+__all__ = ["Bridge", "utcnow"]

@@ -1,0 +1,250 @@
+"""The bridge's MQTT side: one paho-mqtt 2.x client, the kiosk's topics, and the event outbox pump.
+
+- Connects in the background and reconnects with backoff by itself (paho's loop thread); the
+  serial loop never waits for the network.
+- Subscribes to `cmd` in `on_connect`, so a reconnect resubscribes; publishes the retained
+  `status` there too and asks the bridge to republish its compartment snapshots.
+- The last will is the retained `offline` status.
+- A persistent session (clean session off in 3.1.1, a session expiry in 5), so commands sent
+  while the kiosk's link was down are delivered when it is back (and rejected if expired by then).
+- Events go through the on-disk outbox (`BridgeStore`): a pump thread hands them to paho in order
+  and deletes each only when the broker acknowledged it (PUBACK).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from firmware_bridge.config import BridgeSettings
+from firmware_bridge.store import BridgeStore
+from firmware_bridge.wire import CompartmentSnapshot, Event, KioskStatus, Reply, Telemetry, Topics
+
+log = logging.getLogger(__name__)
+
+OUTBOX_WINDOW = 50  # events handed to paho but not yet acknowledged; bounds memory, keeps order
+SESSION_EXPIRY_S = 24 * 3600  # a kiosk offline for a day still gets its queued commands
+KEEPALIVE_S = 30  # the broker declares us dead (and sends the will) after 1.5x this
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 30
+ACK_POLL_S = 0.5  # the pump re-checks acknowledgements at least this often
+
+
+@dataclass(slots=True)
+class _InFlight:
+    seq: int
+    info: paho.MQTTMessageInfo
+
+
+class MqttLink:
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        store: BridgeStore,
+        on_command: Callable[[bytes], None],
+        on_connected: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.kiosk_id)
+        self.store = store
+        self._on_command = on_command
+        self._on_connected = on_connected
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._status = KioskStatus(state="online")
+        self._inflight: deque[_InFlight] = deque()
+        self._cursor = 0  # highest outbox seq handed to paho
+        self.connects = 0
+        self.client = self._build_client()
+        self._pump_thread = threading.Thread(target=self._pump_loop, name="event-pump", daemon=True)
+
+    # -- setup --------------------------------------------------------------------------------
+
+    def _build_client(self) -> paho.Client:
+        s = self.settings
+        v5 = s.mqtt_version == "5"
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"locker-bridge-{s.kiosk_id}",
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if v5 else False,
+        )
+        broker = s.broker()
+        if broker.username is not None:
+            client.username_pw_set(broker.username, broker.password)
+        if broker.tls:
+            client.tls_set(
+                ca_certs=str(s.tls_ca) if s.tls_ca else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+            if s.tls_insecure:
+                client.tls_insecure_set(True)
+        will = KioskStatus(state="offline", board_online=False)
+        client.will_set(self.topics.status, will.to_json(), qos=1, retain=True)
+        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
+        return client
+
+    def start(self) -> None:
+        s = self.settings
+        broker = s.broker()
+        properties = None
+        if s.mqtt_version == "5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        self.client.connect_async(
+            broker.host,
+            broker.port,
+            keepalive=KEEPALIVE_S,
+            clean_start=False if s.mqtt_version == "5" else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+        )
+        self.client.loop_start()
+        self._pump_thread.start()
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Say offline (retained) while still connected, then leave."""
+        self._stop.set()
+        self._wake.set()
+        if self.connected.is_set():
+            info = self.client.publish(
+                self.topics.status,
+                KioskStatus(state="offline", board_online=False).to_json(),
+                qos=1,
+                retain=True,
+            )
+            try:
+                info.wait_for_publish(timeout_s)
+            except (RuntimeError, ValueError):
+                log.warning("offline status not acknowledged before shutdown")
+        self.client.disconnect()
+        self.client.loop_stop()
+        if self._pump_thread.is_alive():
+            self._pump_thread.join(timeout_s)
+
+    # -- paho callbacks (paho's thread: hand work on, never block) ----------------------------
+
+    def _handle_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        self.connects += 1
+        log.info("connected to the broker (session present: %s)", flags.session_present)
+        client.subscribe(self.topics.cmd, qos=1)
+        client.publish(self.topics.status, self._status.to_json(), qos=1, retain=True)
+        self.connected.set()
+        self._wake.set()
+        self._on_connected()
+
+    def _handle_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.connected.clear()
+        if not self._stop.is_set():
+            log.warning("lost the broker (%s); reconnecting", reason_code)
+
+    def _handle_message(
+        self, client: paho.Client, userdata: Any, message: paho.MQTTMessage
+    ) -> None:
+        if message.topic != self.topics.cmd:
+            return
+        try:
+            self._on_command(bytes(message.payload))
+        except Exception:  # a bad command must never stop paho's loop
+            log.exception("command handling failed")
+
+    def _handle_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        self._wake.set()
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    def set_status(self, status: KioskStatus) -> None:
+        """Remember and publish (retained) the kiosk's status."""
+        self._status = status
+        self.client.publish(self.topics.status, status.to_json(), qos=1, retain=True)
+
+    def publish_snapshot(self, snapshot: CompartmentSnapshot) -> None:
+        self.client.publish(
+            self.topics.compartment_state(snapshot.n), snapshot.to_json(), qos=1, retain=True
+        )
+
+    def publish_telemetry(self, telemetry: Telemetry) -> None:
+        if self.connected.is_set():  # QoS 0 readings are stale by the time a link is back
+            self.client.publish(self.topics.telemetry, telemetry.to_json(), qos=0)
+
+    def publish_reply(self, topic: str, reply: Reply) -> None:
+        self.client.publish(topic, reply.to_json(), qos=1)
+
+    def emit_event(self, event: Event) -> None:
+        """Write the event to the outbox first; the pump sends it as soon as it can."""
+        self.store.append_event(event.event_id, event.to_json())
+        self._wake.set()
+
+    # -- outbox pump --------------------------------------------------------------------------
+
+    def _pump_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(ACK_POLL_S)
+            self._wake.clear()
+            try:
+                self._pump()
+            except Exception:
+                log.exception("event pump failed; retrying")
+                self._stop.wait(ACK_POLL_S)
+
+    def _pump(self) -> None:
+        # Acknowledged events leave the outbox. paho keeps unacknowledged ones across a
+        # reconnect and sends them again itself, so the cursor never moves back in this process.
+        still: deque[_InFlight] = deque()
+        for item in self._inflight:
+            if item.info.is_published():
+                self.store.delete_event(item.seq)
+            else:
+                still.append(item)
+        self._inflight = still
+        if not self.connected.is_set():
+            return
+        room = OUTBOX_WINDOW - len(self._inflight)
+        if room <= 0:
+            return
+        for queued in self.store.events_after(self._cursor, room):
+            info = self.client.publish(self.topics.events, queued.payload, qos=1)
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                break
+            self._inflight.append(_InFlight(queued.seq, info))
+            self._cursor = queued.seq

@@ -1,0 +1,244 @@
+"""The bridge's memory on disk: event outbox, request-id results, last known board state.
+
+One SQLite file in the data directory, in WAL mode with `synchronous=NORMAL`: a commit is in
+the operating system's hands when it returns, so a bridge killed with SIGKILL loses nothing it
+committed (a power cut may lose the last few commits; ADR 0021 says why that trade is right for
+a kiosk). Every method is safe to call from any thread: one connection behind one lock.
+
+- `events`: the outbox. Every event is written here first and deleted only when the broker
+  acknowledged it, so events survive a broker outage and a bridge restart and go out in order
+  with their original timestamps. Bounded: past the limit the oldest are dropped and counted.
+- `requests`: request_id -> the command and its latest reply, so a redelivered command is
+  answered from here and never executed twice, even by a bridge restarted in between.
+- `compartments`: the last board state seen per compartment and the setpoint the service asked
+  for, so a restarted bridge reports what happened while it was down and a rebooted board gets
+  its setpoints back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL UNIQUE,
+    command TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reply TEXT,
+    final INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS compartments (
+    n INTEGER PRIMARY KEY,
+    boot_id INTEGER,
+    state TEXT,
+    setpoint_dc INTEGER,
+    setpoint_known INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEvent:
+    seq: int
+    event_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    request_id: str
+    command: dict[str, Any]
+    status: str
+    reply: dict[str, Any] | None
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RememberedCompartment:
+    n: int
+    boot_id: int | None
+    state: dict[str, Any] | None
+    setpoint_dc: int | None
+    setpoint_known: bool  # False: the service never set one through this bridge
+
+
+class BridgeStore:
+    def __init__(self, path: Path, event_limit: int = 10_000, request_limit: int = 10_000) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.event_limit = event_limit
+        self.request_limit = request_limit
+        self.events_dropped = 0
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- event outbox -------------------------------------------------------------------------
+
+    def append_event(self, event_id: str, payload: bytes) -> int:
+        """Queue one event; returns its sequence number. Drops the oldest past the limit."""
+        with self._tx() as db:
+            (count,) = db.execute("SELECT count(*) FROM events").fetchone()
+            if count >= self.event_limit:
+                excess = count - self.event_limit + 1
+                db.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?)",
+                    (excess,),
+                )
+                self.events_dropped += excess
+                log.warning("event queue full (%d): dropped the %d oldest", count, excess)
+            cur = db.execute(
+                "INSERT OR IGNORE INTO events (event_id, payload) VALUES (?, ?)",
+                (event_id, payload),
+            )
+            return int(cur.lastrowid or 0)
+
+    def events_after(self, seq: int, limit: int) -> list[QueuedEvent]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, event_id, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        return [QueuedEvent(int(s), str(e), bytes(p)) for s, e, p in rows]
+
+    def delete_event(self, seq: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+
+    def event_count(self) -> int:
+        with self._lock:
+            (count,) = self._db.execute("SELECT count(*) FROM events").fetchone()
+        return int(count)
+
+    # -- request-id results -------------------------------------------------------------------
+
+    def get_request(self, request_id: str) -> RequestRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT request_id, command, status, reply, final FROM requests "
+                "WHERE request_id = ?",
+                (request_id,),
+            ).fetchone()
+        return None if row is None else _request_record(row)
+
+    def claim_request(self, request_id: str, command: dict[str, Any]) -> RequestRecord | None:
+        """Record a new request as accepted; returns the existing record if it was seen before.
+
+        The insert and the check are one transaction, so two deliveries racing each other
+        cannot both be told they are first.
+        """
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT request_id, command, status, reply, final FROM requests "
+                "WHERE request_id = ?",
+                (request_id,),
+            ).fetchone()
+            if row is not None:
+                return _request_record(row)
+            db.execute(
+                "INSERT INTO requests (request_id, command, status) VALUES (?, ?, 'accepted')",
+                (request_id, json.dumps(command)),
+            )
+            (count,) = db.execute("SELECT count(*) FROM requests").fetchone()
+            if count > self.request_limit:
+                # Forget the oldest finished requests; an unfinished one is still being worked on.
+                db.execute(
+                    "DELETE FROM requests WHERE seq IN (SELECT seq FROM requests WHERE final = 1 "
+                    "ORDER BY seq LIMIT ?)",
+                    (count - self.request_limit,),
+                )
+        return None
+
+    def update_request(self, request_id: str, reply: dict[str, Any], final: bool) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE requests SET status = ?, reply = ?, final = ? WHERE request_id = ?",
+                (reply["status"], json.dumps(reply), int(final), request_id),
+            )
+
+    def unfinished_requests(self) -> list[RequestRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT request_id, command, status, reply, final FROM requests "
+                "WHERE final = 0 ORDER BY seq"
+            ).fetchall()
+        return [_request_record(row) for row in rows]
+
+    # -- remembered board state ---------------------------------------------------------------
+
+    def remember_state(self, n: int, boot_id: int, state: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO compartments (n, boot_id, state) VALUES (?, ?, ?) "
+                "ON CONFLICT (n) DO UPDATE SET boot_id = excluded.boot_id, state = excluded.state",
+                (n, boot_id, json.dumps(state)),
+            )
+
+    def remember_setpoint(self, n: int, setpoint_dc: int | None) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO compartments (n, setpoint_dc, setpoint_known) VALUES (?, ?, 1) "
+                "ON CONFLICT (n) DO UPDATE SET setpoint_dc = excluded.setpoint_dc, "
+                "setpoint_known = 1",
+                (n, setpoint_dc),
+            )
+
+    def remembered(self) -> dict[int, RememberedCompartment]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT n, boot_id, state, setpoint_dc, setpoint_known FROM compartments"
+            ).fetchall()
+        return {
+            int(n): RememberedCompartment(
+                int(n),
+                None if boot_id is None else int(boot_id),
+                None if state is None else json.loads(state),
+                None if setpoint is None else int(setpoint),
+                bool(known),
+            )
+            for n, boot_id, state, setpoint, known in rows
+        }
+
+
+def _request_record(row: tuple[Any, ...]) -> RequestRecord:
+    request_id, command, status, reply, final = row
+    return RequestRecord(
+        request_id=str(request_id),
+        command=json.loads(command),
+        status=str(status),
+        reply=None if reply is None else json.loads(reply),
+        final=bool(final),
+    )
