@@ -64,6 +64,7 @@ class CompartmentFlags(enum.IntFlag):
     UV_ON = 0x10
     DISINFECTING = 0x20  # a cycle is running (the lamp may be off only while it warms)
     HOLDING = 0x40  # a setpoint is active
+    CYCLE_ABORTED = 0x80  # the last cycle stopped early (door, fault, command); until next start
 
 
 class BoardFlags(enum.IntFlag):

@@ -1,0 +1,124 @@
+"""The simulator's ports: pty, `sim://` and `socket://` carry the board and the scanner, and a
+pulled cable really takes the port away and brings it back at the same path."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import serial
+
+from hardware.physics import WorldError
+from hardware.protocol import Command, HelloAnswer
+from hardware.protocol.messages import UnlockRequest
+from hardware.simulator import Simulator
+from tests.hardware.link import BoardLink
+
+
+def _hello(link: BoardLink) -> HelloAnswer:
+    return HelloAnswer.unpack(link.ok(Command.HELLO))
+
+
+def test_pty_answers_hello_with_the_bank_size(sim: Simulator, pty_link: BoardLink) -> None:
+    hello = _hello(pty_link)
+    assert hello.compartment_count == 12
+    assert hello.boot_id == sim.truth().boot_id
+    assert hello.firmware == "1.0.0"
+
+
+def test_sim_url_and_socket_reach_the_same_board(sim: Simulator, link: BoardLink) -> None:
+    board_port, _ = sim.serve_sockets()
+    tcp = BoardLink(f"socket://127.0.0.1:{board_port}")
+    try:
+        assert _hello(link).boot_id == _hello(tcp).boot_id == sim.truth().boot_id
+    finally:
+        tcp.close()
+
+
+def test_door_opens_only_after_an_unlock_pulse(sim: Simulator, link: BoardLink) -> None:
+    with pytest.raises(WorldError):
+        sim.world.open_door(4)
+    link.ok(Command.UNLOCK, UnlockRequest(4, 300).pack())
+    sim.world.open_door(4)
+    truth = sim.truth().compartments[3]
+    assert truth.door_open and truth.lock_pulses == 1
+    sim.world.close_door(4)
+    assert not sim.truth().compartments[3].lock_released  # the latch caught again
+
+
+def test_scanner_sends_one_crlf_line_per_scan_on_every_port(sim: Simulator) -> None:
+    _, scanner_path = sim.open_pty()
+    _, scanner_port = sim.serve_sockets()
+    on_pty = serial.Serial(scanner_path, timeout=2)
+    on_tcp = serial.serial_for_url(f"socket://127.0.0.1:{scanner_port}", timeout=2)
+    on_url = serial.serial_for_url(sim.scanner_url, timeout=2)
+    try:
+        time.sleep(0.2)  # the TCP connection is accepted by the simulator thread
+        sim.world.scan("LKR1:abcDEF-123")
+        sim.world.scan("87654321")
+        for port in (on_pty, on_tcp, on_url):
+            assert port.read_until(b"\r\n") == b"LKR1:abcDEF-123\r\n"
+            assert port.read_until(b"\r\n") == b"87654321\r\n"
+    finally:
+        for port in (on_pty, on_tcp, on_url):
+            port.close()
+    with pytest.raises(WorldError):
+        sim.world.scan("two\nlines")
+
+
+def test_pulled_cable_removes_the_pty_and_brings_it_back(sim: Simulator) -> None:
+    board_path, _ = sim.open_pty()
+    link = BoardLink(board_path)
+    assert _hello(link)
+    sim.faults.pull_cable(100.0)  # simulated seconds: one wall second at time scale 100
+    time.sleep(0.2)
+    assert not os.path.exists(board_path)
+    with pytest.raises(serial.SerialException):
+        link.port.write(b"\x00" * 8)
+        link.port.read(1)
+        link.port.read(1)
+    link.close()
+    deadline = time.monotonic() + 5
+    while not os.path.exists(board_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again = BoardLink(board_path)
+    try:
+        assert _hello(again).compartment_count == 12
+    finally:
+        again.close()
+
+
+def test_pulled_cable_drops_sockets_and_refuses_new_ones(sim: Simulator) -> None:
+    board_port, _ = sim.serve_sockets()
+    link = BoardLink(f"socket://127.0.0.1:{board_port}")
+    assert _hello(link)
+    sim.faults.pull_cable(100.0)
+    time.sleep(0.2)
+    with pytest.raises(serial.SerialException):
+        serial.serial_for_url(f"socket://127.0.0.1:{board_port}", timeout=0.5)
+    with pytest.raises(serial.SerialException):
+        link.port.read(1)  # the device server closed the connection
+    link.close()
+    time.sleep(1.2)
+    again = BoardLink(f"socket://127.0.0.1:{board_port}")
+    try:
+        assert _hello(again).compartment_count == 12
+    finally:
+        again.close()
+
+
+def test_pulled_cable_breaks_sim_url_handles(sim: Simulator, link: BoardLink) -> None:
+    assert _hello(link)
+    sim.faults.pull_cable(100.0)
+    time.sleep(0.1)
+    with pytest.raises(serial.SerialException):
+        link.port.write(b"\x00")
+    with pytest.raises(serial.SerialException):
+        serial.serial_for_url(sim.board_url)
+    time.sleep(1.2)
+    again = BoardLink(sim.board_url)
+    try:
+        assert _hello(again).compartment_count == 12
+    finally:
+        again.close()
