@@ -22,6 +22,7 @@ from locker_service.config import Settings, get_settings
 from locker_service.context import ServiceContext
 from locker_service.db import create_engine, create_sessionmaker
 from locker_service.live import LiveHub
+from locker_service.web import install as install_web
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     install_error_handlers(app)
+    install_web(app)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -28,6 +28,7 @@ class LiveHub:
     def __init__(self) -> None:
         self._subscribers: set[asyncio.Queue[LiveMessage]] = set()
         self._ids = itertools.count(1)
+        self._dropped: dict[int, int] = {}  # queue id -> messages lost to a full queue
 
     @property
     def subscriber_count(self) -> int:
@@ -39,7 +40,12 @@ class LiveHub:
         for queue in self._subscribers:
             if queue.full():
                 queue.get_nowait()
+                self._dropped[id(queue)] = self._dropped.get(id(queue), 0) + 1
             queue.put_nowait(message)
+
+    def subscription(self) -> Subscription:
+        """A subscription to use as a context manager, with a timed `next()` (SSE heartbeats)."""
+        return Subscription(self)
 
     async def subscribe(self) -> AsyncIterator[LiveMessage]:
         queue: asyncio.Queue[LiveMessage] = asyncio.Queue(SUBSCRIBER_QUEUE_SIZE)
@@ -49,3 +55,36 @@ class LiveHub:
                 yield await queue.get()
         finally:
             self._subscribers.discard(queue)
+            self._dropped.pop(id(queue), None)
+
+
+class Subscription:
+    """One client's queue on the hub, entered with `with`; `next()` waits with a timeout.
+
+    Unlike `LiveHub.subscribe()`, waiting here can time out without closing the subscription, so
+    a stream can send a heartbeat while it is quiet. `dropped` counts messages lost because the
+    client was too slow: a stream seeing it grow tells its client to re-read full state.
+    """
+
+    def __init__(self, hub: LiveHub) -> None:
+        self._hub = hub
+        self._queue: asyncio.Queue[LiveMessage] = asyncio.Queue(SUBSCRIBER_QUEUE_SIZE)
+
+    @property
+    def dropped(self) -> int:
+        return self._hub._dropped.get(id(self._queue), 0)
+
+    def __enter__(self) -> Subscription:
+        self._hub._subscribers.add(self._queue)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._hub._subscribers.discard(self._queue)
+        self._hub._dropped.pop(id(self._queue), None)
+
+    async def next(self, timeout_s: float) -> LiveMessage | None:
+        """The next message, or None when none came within `timeout_s`."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout_s)
+        except TimeoutError:
+            return None

@@ -1,0 +1,26 @@
+"""The screens people meet: operator dashboard, kiosk touch screen, purchaser page, demo panel.
+
+Server-rendered pages (Jinja2) with small plain scripts and styles served from the package
+itself (no CDN, no front-end build: a kiosk may be offline), plus the operators' live stream
+(SSE). `install(app)` mounts all of it on the service's application.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+WEB_DIR = Path(__file__).parent
+STATIC_DIR = WEB_DIR / "static"
+TEMPLATES_DIR = WEB_DIR / "templates"
+
+
+def install(app: FastAPI) -> None:
+    """Mount the pages, the live stream and the static files on the service's app."""
+    from locker_service.web import pages, stream_endpoint
+
+    app.include_router(pages.router)
+    app.include_router(stream_endpoint.router, prefix="/api/v1")
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,0 +1,269 @@
+"""Words of the kiosk screen and the purchaser page in English and Simplified Chinese.
+
+One catalogue per language with the same keys (a test holds them equal). The kiosk screen gets
+the catalogue as JSON in its page and switches language without a round trip; the purchaser page
+is rendered on the server in the language the phone asks for. Refusals are keyed by the service's
+error code (`error.<code>`), so every refusal the API can give has words in both languages, and an
+unknown code falls back to the words for its HTTP status.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+DEFAULT_LANGUAGE: Final = "en"
+LANGUAGES: Final = ("en", "zh-Hans")
+LANGUAGE_NAMES: Final = {"en": "English", "zh-Hans": "中文"}
+
+_EN: Final[dict[str, str]] = {
+    # kiosk: start
+    "kiosk.title": "Food locker",
+    "kiosk.deliver": "Deliver food",
+    "kiosk.deliver_hint": "For couriers",
+    "kiosk.collect": "Collect food",
+    "kiosk.collect_hint": "Type the 8-digit code from your message",
+    "kiosk.scan_hint": "Have a QR code? Hold it under the scanner below the screen.",
+    "kiosk.language": "Language",
+    "kiosk.back": "Back",
+    "kiosk.start_over": "Start over",
+    "kiosk.next": "Next",
+    "kiosk.open": "Open",
+    "kiosk.delete": "Delete",
+    "kiosk.clear": "Clear",
+    "kiosk.try_again": "Try again",
+    "kiosk.done": "Done",
+    "kiosk.idle_warning": "Returning to the start in {s} s. Touch the screen to stay.",
+    "kiosk.busy": "Opening a compartment…",
+    "kiosk.busy_pickup": "Checking your code…",
+    # kiosk: setup
+    "kiosk.setup_title": "Set up this screen",
+    "kiosk.setup_hint": "Enter the kiosk token printed when the kiosk was created.",
+    "kiosk.setup_token": "Kiosk token",
+    "kiosk.setup_save": "Save",
+    # kiosk: courier
+    "courier.id_title": "Courier ID",
+    "courier.id_hint": "Type your courier ID.",
+    "courier.pin_title": "PIN",
+    "courier.pin_hint": "Type your PIN.",
+    "courier.order_title": "Order reference",
+    "courier.order_hint": "Type the order reference, or scan the order label.",
+    "courier.opened_title": "Compartment {n} is open",
+    "courier.opened_hint": "Put the food in and close the door.",
+    # kiosk: pickup
+    "pickup.code_title": "Pickup code",
+    "pickup.code_hint": "Type the 8-digit code from your message.",
+    "pickup.opened_title": "Compartment {n} is open",
+    "pickup.opened_hint": "Take your food and close the door. Enjoy your meal!",
+    # refusals, by the service's error code
+    "error.title": "Sorry",
+    "error.generic": "Something went wrong. Please try again.",
+    "error.network": "The locker cannot reach its service right now. Please try again shortly.",
+    "error.http_400": "That input was not understood. Please check it and try again.",
+    "error.http_401": "This screen is not signed in. Please call the operator.",
+    "error.http_403": "This action is not allowed here.",
+    "error.http_404": "Not found. Please check what you typed.",
+    "error.http_409": "That cannot be done right now.",
+    "error.http_422": "That input was not understood. Please check it and try again.",
+    "error.http_429": "Too many attempts. Please wait a few minutes and try again.",
+    "error.http_503": "The locker is not reachable right now. Please try again shortly.",
+    "error.http_504": "The locker did not answer in time. Please try again.",
+    "error.invalid_credentials": "Courier ID or PIN is wrong.",
+    "error.courier_unknown": "Courier ID or PIN is wrong.",
+    "error.wrong_pin": "Courier ID or PIN is wrong.",
+    "error.order_not_found": "No order with this reference is waiting for this locker.",
+    "error.order_unknown": "No order with this reference is waiting for this locker.",
+    "error.wrong_site": "This order is for another locker.",
+    "error.order_wrong_site": "This order is for another locker.",
+    "error.order_cancelled": "This order was cancelled.",
+    "error.order_already_deposited": "This order is already in a compartment.",
+    "error.order_not_awaiting_dropoff": "This order is not waiting for a drop-off.",
+    "error.no_compartment_available": (
+        "No free compartment fits this order. Please call the operator."
+    ),
+    "error.no_compartment": "No free compartment fits this order. Please call the operator.",
+    "error.invalid_code": "This code is not valid. Please check it and try again.",
+    "error.wrong_code": "This code is not valid. Please check it and try again.",
+    "error.code_invalid": "This code is not valid. Please check it and try again.",
+    "error.not_ready": "Your food is not ready yet. Please wait for the message.",
+    "error.order_not_ready": "Your food is not ready yet. Please wait for the message.",
+    "error.already_picked_up": "This order has already been collected.",
+    "error.order_picked_up": "This order has already been collected.",
+    "error.expired": "This code has expired. Please contact the restaurant.",
+    "error.order_expired": "This code has expired. Please contact the restaurant.",
+    "error.locked_out": "Too many wrong codes. Please wait a few minutes and try again.",
+    "error.throttled": "Too many attempts. Please wait a few minutes and try again.",
+    "error.rate_limited": "Too many attempts. Please wait a few minutes and try again.",
+    "error.too_many_attempts": "Too many attempts. Please wait a few minutes and try again.",
+    "error.kill_switch_engaged": "Openings are paused at this site. Please call the operator.",
+    "error.kill_switch": "Openings are paused at this site. Please call the operator.",
+    "error.openings_frozen": "Openings are paused at this site. Please call the operator.",
+    "error.kiosk_unreachable": "The locker is not reachable right now. Please try again shortly.",
+    "error.kiosk_offline": "The locker is not reachable right now. Please try again shortly.",
+    "error.command_timeout": "The locker did not answer in time. Please try again.",
+    "error.unlock_failed": "The door did not open. Please call the operator.",
+    "error.door_failed": "The door did not open. Please call the operator.",
+    "error.compartment_faulted": "This compartment has a fault. Please call the operator.",
+    "error.invalid_transition": "That cannot be done right now.",
+    "error.conflict": "That cannot be done right now.",
+    "error.validation_error": "That input was not understood. Please check it and try again.",
+    "error.unauthorized": "This screen is not signed in. Please call the operator.",
+    # purchaser page
+    "purchaser.title": "Your food order",
+    "purchaser.show_qr": "Hold this QR code under the locker's scanner",
+    "purchaser.qr_alt": "QR code that opens your compartment",
+    "purchaser.or_code": "Or type this code on the locker's screen",
+    "purchaser.site": "Where",
+    "purchaser.kiosk": "Locker",
+    "purchaser.compartment": "Compartment",
+    "purchaser.status": "Status",
+    "purchaser.deadline": "Collect by",
+    "purchaser.order_ref": "Order",
+    "purchaser.updated": "This page updates by itself.",
+    "purchaser.not_found_title": "Order not found",
+    "purchaser.not_found": "This link is not valid. Please check the message you received.",
+    "status.created": "Order received, waiting for the courier",
+    "status.assigned": "The courier is at the locker",
+    "status.deposited": "Your food is in the locker",
+    "status.disinfecting": "Your food is in the locker, being kept hot while the compartment "
+    "is disinfected",
+    "status.minutes_left": "About {m} min left",
+    "status.ready": "Ready for pickup",
+    "status.picked_up": "Collected. Enjoy your meal!",
+    "status.expired": "Expired: it was not collected in time",
+    "status.cancelled": "Cancelled",
+    "status.failed": "The delivery could not be completed",
+}
+
+_ZH: Final[dict[str, str]] = {
+    "kiosk.title": "智能取餐柜",
+    "kiosk.deliver": "存餐",
+    "kiosk.deliver_hint": "骑手专用",
+    "kiosk.collect": "取餐",
+    "kiosk.collect_hint": "输入短信中的 8 位取餐码",
+    "kiosk.scan_hint": "有二维码？请将二维码对准屏幕下方的扫码口。",
+    "kiosk.language": "语言",
+    "kiosk.back": "返回",
+    "kiosk.start_over": "重新开始",
+    "kiosk.next": "下一步",
+    "kiosk.open": "开柜",
+    "kiosk.delete": "删除",
+    "kiosk.clear": "清空",
+    "kiosk.try_again": "重试",
+    "kiosk.done": "完成",
+    "kiosk.idle_warning": "{s} 秒后返回首页，触摸屏幕可继续操作。",
+    "kiosk.busy": "正在打开柜门…",
+    "kiosk.busy_pickup": "正在核验取餐码…",
+    "kiosk.setup_title": "设置本屏幕",
+    "kiosk.setup_hint": "请输入创建柜机时打印的柜机令牌。",
+    "kiosk.setup_token": "柜机令牌",
+    "kiosk.setup_save": "保存",
+    "courier.id_title": "骑手编号",
+    "courier.id_hint": "请输入骑手编号。",
+    "courier.pin_title": "密码",
+    "courier.pin_hint": "请输入密码。",
+    "courier.order_title": "订单号",
+    "courier.order_hint": "请输入订单号，或扫描订单标签。",
+    "courier.opened_title": "{n} 号柜门已打开",
+    "courier.opened_hint": "请放入餐品并关好柜门。",
+    "pickup.code_title": "取餐码",
+    "pickup.code_hint": "请输入短信中的 8 位取餐码。",
+    "pickup.opened_title": "{n} 号柜门已打开",
+    "pickup.opened_hint": "请取出餐品并关好柜门。祝您用餐愉快！",
+    "error.title": "抱歉",
+    "error.generic": "出现问题，请重试。",
+    "error.network": "取餐柜暂时无法连接服务，请稍后重试。",
+    "error.http_400": "输入内容无法识别，请检查后重试。",
+    "error.http_401": "本屏幕未登录，请联系运营人员。",
+    "error.http_403": "此处不允许该操作。",
+    "error.http_404": "未找到，请检查输入内容。",
+    "error.http_409": "当前无法执行该操作。",
+    "error.http_422": "输入内容无法识别，请检查后重试。",
+    "error.http_429": "尝试次数过多，请几分钟后再试。",
+    "error.http_503": "取餐柜暂时无法连接，请稍后重试。",
+    "error.http_504": "取餐柜未及时响应，请重试。",
+    "error.invalid_credentials": "骑手编号或密码错误。",
+    "error.courier_unknown": "骑手编号或密码错误。",
+    "error.wrong_pin": "骑手编号或密码错误。",
+    "error.order_not_found": "本柜没有待存入的该订单。",
+    "error.order_unknown": "本柜没有待存入的该订单。",
+    "error.wrong_site": "该订单属于其他取餐柜。",
+    "error.order_wrong_site": "该订单属于其他取餐柜。",
+    "error.order_cancelled": "该订单已取消。",
+    "error.order_already_deposited": "该订单已存入柜中。",
+    "error.order_not_awaiting_dropoff": "该订单当前不需要存餐。",
+    "error.no_compartment_available": "没有适合该订单的空柜格，请联系运营人员。",
+    "error.no_compartment": "没有适合该订单的空柜格，请联系运营人员。",
+    "error.invalid_code": "取餐码无效，请检查后重试。",
+    "error.wrong_code": "取餐码无效，请检查后重试。",
+    "error.code_invalid": "取餐码无效，请检查后重试。",
+    "error.not_ready": "餐品尚未就绪，请等待取餐通知。",
+    "error.order_not_ready": "餐品尚未就绪，请等待取餐通知。",
+    "error.already_picked_up": "该订单已被取走。",
+    "error.order_picked_up": "该订单已被取走。",
+    "error.expired": "取餐码已过期，请联系商家。",
+    "error.order_expired": "取餐码已过期，请联系商家。",
+    "error.locked_out": "错误次数过多，请几分钟后再试。",
+    "error.throttled": "尝试次数过多，请几分钟后再试。",
+    "error.rate_limited": "尝试次数过多，请几分钟后再试。",
+    "error.too_many_attempts": "尝试次数过多，请几分钟后再试。",
+    "error.kill_switch_engaged": "本站点已暂停开柜，请联系运营人员。",
+    "error.kill_switch": "本站点已暂停开柜，请联系运营人员。",
+    "error.openings_frozen": "本站点已暂停开柜，请联系运营人员。",
+    "error.kiosk_unreachable": "取餐柜暂时无法连接，请稍后重试。",
+    "error.kiosk_offline": "取餐柜暂时无法连接，请稍后重试。",
+    "error.command_timeout": "取餐柜未及时响应，请重试。",
+    "error.unlock_failed": "柜门未能打开，请联系运营人员。",
+    "error.door_failed": "柜门未能打开，请联系运营人员。",
+    "error.compartment_faulted": "该柜格故障，请联系运营人员。",
+    "error.invalid_transition": "当前无法执行该操作。",
+    "error.conflict": "当前无法执行该操作。",
+    "error.validation_error": "输入内容无法识别，请检查后重试。",
+    "error.unauthorized": "本屏幕未登录，请联系运营人员。",
+    "purchaser.title": "您的外卖订单",
+    "purchaser.show_qr": "请将此二维码对准取餐柜的扫码口",
+    "purchaser.qr_alt": "打开您的柜格的二维码",
+    "purchaser.or_code": "或在取餐柜屏幕上输入此取餐码",
+    "purchaser.site": "地点",
+    "purchaser.kiosk": "取餐柜",
+    "purchaser.compartment": "柜格",
+    "purchaser.status": "状态",
+    "purchaser.deadline": "请在此时间前取餐",
+    "purchaser.order_ref": "订单",
+    "purchaser.updated": "本页面会自动更新。",
+    "purchaser.not_found_title": "未找到订单",
+    "purchaser.not_found": "该链接无效，请检查您收到的消息。",
+    "status.created": "已接单，等待骑手送达",
+    "status.assigned": "骑手正在存餐",
+    "status.deposited": "餐品已存入取餐柜",
+    "status.disinfecting": "餐品已存入取餐柜，正在保温并对柜格消毒",
+    "status.minutes_left": "约剩 {m} 分钟",
+    "status.ready": "可以取餐",
+    "status.picked_up": "已取餐，祝您用餐愉快！",
+    "status.expired": "已过期：未在规定时间内取餐",
+    "status.cancelled": "已取消",
+    "status.failed": "配送未能完成",
+}
+
+CATALOGUES: Final[dict[str, dict[str, str]]] = {"en": _EN, "zh-Hans": _ZH}
+
+
+def catalogue(language: str) -> dict[str, str]:
+    return CATALOGUES.get(language, CATALOGUES[DEFAULT_LANGUAGE])
+
+
+def pick_language(requested: str | None, accept_language: str | None) -> str:
+    """`?lang=` when it names a language we have, else the browser's first Chinese or English."""
+    if requested in CATALOGUES:
+        return requested
+    for part in (accept_language or "").split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("zh"):
+            return "zh-Hans"
+        if tag.startswith("en"):
+            return "en"
+    return DEFAULT_LANGUAGE
+
+
+def translate(language: str, key: str, **values: object) -> str:
+    text = catalogue(language).get(key) or _EN.get(key) or key
+    return text.format(**values) if values else text

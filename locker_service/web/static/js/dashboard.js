@@ -1,0 +1,643 @@
+// Operator dashboard: sites, kiosks, the compartment grid, alerts, actions, live over SSE.
+//
+// Full state is read once (and again after a reconnect or a `resync`); after that every change
+// arrives on the one stream `/api/v1/operator/stream`. The stream is read with fetch() rather
+// than EventSource because EventSource cannot send the Authorization header, and a token in the
+// URL would end up in access logs.
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "locker.operatorToken";
+  const FLOOR_C = 60; // food-safety floor drawn on the chart (DESIGN.md: never below it)
+  const CHART_POINTS_MAX = 20000; // keeps a day of 1 Hz readings without slowing the chart
+  const RECONNECT_MAX_MS = 15000;
+
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    sites: [],
+    siteId: null,
+    kioskId: null,
+    kiosk: null, // the kiosk as last read, with its compartments
+    cells: new Map(), // number -> compartment
+    cycleTotals: new Map(), // number -> longest remaining seen in the current cycle (s)
+    selected: null, // compartment number with the detail open
+    chart: null,
+    chartData: null,
+    streamAbort: null,
+    refetchTimer: null,
+  };
+
+  // ---- API ------------------------------------------------------------------------------
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message || code);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  async function api(method, path, body) {
+    const response = await fetch("/api/v1" + path, {
+      method,
+      headers: {
+        Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY),
+        "Content-Type": "application/json",
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let payload = null;
+    try {
+      payload = await response.json();
+    } catch (err) {
+      payload = null;
+    }
+    if (!response.ok) {
+      if (response.status === 401) signOut("Your token was not accepted.");
+      throw new ApiError(response.status, payload && payload.error, payload && payload.message);
+    }
+    return payload;
+  }
+
+  const list = (payload, key) =>
+    Array.isArray(payload) ? payload : (payload && (payload[key] || payload.items)) || [];
+
+  // ---- formatting -----------------------------------------------------------------------
+  function fmtTemp(c) {
+    return c === null || c === undefined ? "—" : Number(c).toFixed(1) + " °C";
+  }
+
+  function fmtDuration(seconds) {
+    if (seconds === null || seconds === undefined || !isFinite(seconds)) return "—";
+    seconds = Math.max(0, Math.round(seconds));
+    const h = Math.floor(seconds / 3600);
+    const m = Math.floor((seconds % 3600) / 60);
+    const s = seconds % 60;
+    const mm = String(m).padStart(2, "0");
+    const ss = String(s).padStart(2, "0");
+    return h ? `${h}:${mm}:${ss}` : `${m}:${ss}`;
+  }
+
+  function fmtTime(iso) {
+    if (!iso) return "—";
+    const d = new Date(iso);
+    return isNaN(d) ? iso : d.toLocaleString();
+  }
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") node.className = v;
+      else if (k.startsWith("data-")) node.setAttribute(k, v);
+      else node[k] = v;
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  // ---- sign in --------------------------------------------------------------------------
+  function signOut(message) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    if (state.streamAbort) state.streamAbort.abort();
+    $("app").hidden = true;
+    $("login").hidden = false;
+    $("login-error").hidden = !message;
+    $("login-error").textContent = message || "";
+    $("login-token").focus();
+  }
+
+  async function signIn() {
+    $("login").hidden = true;
+    $("app").hidden = false;
+    await loadSites();
+    connectStream();
+  }
+
+  // ---- sites and kiosks -----------------------------------------------------------------
+  async function loadSites() {
+    state.sites = list(await api("GET", "/operator/sites"), "sites");
+    const siteSelect = $("site-select");
+    siteSelect.replaceChildren(
+      ...state.sites.map((s) => el("option", { value: s.id }, s.name || s.code))
+    );
+    const wanted = state.sites.find((s) => s.id === state.siteId) || state.sites[0];
+    if (!wanted) {
+      $("kiosk-title").textContent = "No site in your scope";
+      return;
+    }
+    siteSelect.value = wanted.id;
+    await selectSite(wanted.id);
+  }
+
+  function currentSite() {
+    return state.sites.find((s) => s.id === state.siteId) || null;
+  }
+
+  async function selectSite(siteId) {
+    state.siteId = Number(siteId);
+    const site = currentSite();
+    const kiosks = (site && site.kiosks) || [];
+    $("kiosk-select").replaceChildren(
+      ...kiosks.map((k) => el("option", { value: k.id }, k.name || k.code))
+    );
+    renderKill();
+    const kiosk = kiosks.find((k) => k.id === state.kioskId) || kiosks[0];
+    if (kiosk) {
+      $("kiosk-select").value = kiosk.id;
+      await selectKiosk(kiosk.id);
+    } else {
+      state.kiosk = null;
+      $("grid").replaceChildren(el("p", {}, "This site has no kiosk yet."));
+    }
+    await Promise.all([loadAlerts(), loadOrders()]);
+  }
+
+  async function selectKiosk(kioskId) {
+    if (state.kioskId !== Number(kioskId)) closeDetail();
+    state.kioskId = Number(kioskId);
+    await loadKiosk();
+  }
+
+  async function loadKiosk() {
+    if (!state.kioskId) return;
+    const kiosk = await api("GET", "/operator/kiosks/" + state.kioskId);
+    state.kiosk = kiosk;
+    state.cells.clear();
+    for (const c of list(kiosk.compartments, "compartments")) state.cells.set(c.number, c);
+    $("kiosk-title").textContent = `${kiosk.name || kiosk.code} (${kiosk.code})`;
+    renderOnline(kiosk.online, kiosk.fw);
+    renderGrid();
+    if (state.selected !== null) renderDetailFacts();
+  }
+
+  function renderOnline(online, fw) {
+    const badge = $("kiosk-online");
+    badge.textContent = online ? "online" : "offline";
+    badge.className = "badge " + (online ? "online" : "offline");
+    $("kiosk-fw").textContent = fw ? "firmware " + fw : "";
+  }
+
+  // ---- compartment grid -----------------------------------------------------------------
+  function cycleProgress(c) {
+    const remaining = c.disinfect_remaining_s || 0;
+    if (!remaining) {
+      state.cycleTotals.delete(c.number);
+      return null;
+    }
+    const total = Math.max(state.cycleTotals.get(c.number) || 0, remaining);
+    state.cycleTotals.set(c.number, total);
+    return { remaining, fraction: 1 - remaining / total };
+  }
+
+  function waitedSeconds(c) {
+    const order = c.order;
+    if (!order) return null;
+    const since = order.ready_at || order.deposited_at || order.assigned_at;
+    if (since) return (Date.now() - new Date(since).getTime()) / 1000;
+    return c.waited_s ?? order.waited_s ?? null;
+  }
+
+  function renderCell(c) {
+    const lowTemp = c.setpoint_c && c.temp_c !== null && c.temp_c !== undefined && c.temp_c < FLOOR_C;
+    const progress = cycleProgress(c);
+    const order = c.order;
+    const button = el(
+      "button",
+      {
+        type: "button",
+        class: `cell state-${c.state}` + (state.selected === c.number ? " selected" : ""),
+        "data-number": c.number,
+        ariaLabel: `Compartment ${c.number}, ${String(c.state).replace(/_/g, " ")}`,
+      },
+      el("span", { class: "num" }, `#${c.number} `, el("span", { class: "badge" }, String(c.state).replace(/_/g, " "))),
+      el("span", { class: "temp" + (lowTemp ? " low" : ""), "data-field": "temp" }, fmtTemp(c.temp_c)),
+      el("span", { class: "line" }, "setpoint ", el("b", {}, c.setpoint_c ? fmtTemp(c.setpoint_c) : "off"),
+        c.heater_on ? " · heating" : ""),
+      el("span", { class: "line" }, "door ", el("b", { "data-field": "door" }, c.door_open ? "OPEN" : "closed"),
+        " · lock ", el("b", {}, c.lock_released ? "released" : "locked")),
+      progress
+        ? el("span", { class: "line" }, (c.uv_on ? "UV-C " : "cycle ") + "left ",
+            el("b", { "data-field": "cycle-left" }, fmtDuration(progress.remaining)))
+        : null,
+      progress ? el("span", { class: "progress" }, progressBar(progress.fraction)) : null,
+      order
+        ? el("span", { class: "line" }, "order ", el("b", {}, order.external_ref || String(order.id).slice(0, 8)),
+            " · waited ", el("b", { "data-field": "waited" }, fmtDuration(waitedSeconds(c))))
+        : null,
+      c.fault ? el("span", { class: "line" }, "fault ", el("b", {}, c.fault)) : null,
+      c.out_of_service_reason ? el("span", { class: "line" }, "out of service: ", c.out_of_service_reason) : null
+    );
+    button.addEventListener("click", () => openDetail(c.number));
+    return button;
+  }
+
+  function progressBar(fraction) {
+    const bar = el("span", {});
+    bar.style.width = Math.round(Math.min(1, Math.max(0, fraction)) * 100) + "%";
+    return bar;
+  }
+
+  function renderGrid() {
+    const numbers = [...state.cells.keys()].sort((a, b) => a - b);
+    $("grid").replaceChildren(...numbers.map((n) => renderCell(state.cells.get(n))));
+  }
+
+  function updateCell(n) {
+    const c = state.cells.get(n);
+    const old = $("grid").querySelector(`[data-number="${n}"]`);
+    if (!c || !old) return;
+    old.replaceWith(renderCell(c));
+    if (state.selected === n) renderDetailFacts();
+  }
+
+  // ---- detail, chart and actions --------------------------------------------------------
+  function openDetail(n) {
+    state.selected = n;
+    $("detail").hidden = false;
+    for (const cell of $("grid").querySelectorAll(".cell")) {
+      cell.classList.toggle("selected", Number(cell.dataset.number) === n);
+    }
+    $("action-result").hidden = true;
+    renderDetailFacts();
+    loadChart();
+  }
+
+  function closeDetail() {
+    state.selected = null;
+    $("detail").hidden = true;
+    if (state.chart) state.chart.destroy();
+    state.chart = null;
+  }
+
+  function renderDetailFacts() {
+    const c = state.cells.get(state.selected);
+    if (!c) return;
+    $("detail-title").textContent = `Compartment ${c.number} (${c.size || "?"}${c.heated ? ", heated" : ""})`;
+    const order = c.order;
+    $("detail-facts").textContent = [
+      `state ${c.state}`,
+      `temperature ${fmtTemp(c.temp_c)}, setpoint ${c.setpoint_c ? fmtTemp(c.setpoint_c) : "off"}`,
+      `UV ${c.uv_on ? "on" : "off"}`,
+      order ? `order ${order.external_ref || order.id} (${order.state}) for ${order.purchaser_name || "?"}` : "empty",
+    ].join(" · ");
+  }
+
+  async function loadChart() {
+    const c = state.cells.get(state.selected);
+    if (!c) return;
+    const hours = $("chart-hours").value;
+    let payload;
+    try {
+      payload = await api("GET", `/operator/compartments/${c.id}/temperatures?hours=${hours}`);
+    } catch (err) {
+      $("chart").textContent = "No temperature history: " + err.message;
+      return;
+    }
+    const readings = list(payload, "readings");
+    const floor = (payload && payload.floor_c) || FLOOR_C;
+    const xs = [], temps = [], setpoints = [], floors = [];
+    for (const r of readings) {
+      xs.push(new Date(r.ts).getTime() / 1000);
+      temps.push(r.temp_c ?? null);
+      setpoints.push(r.setpoint_c ?? null);
+      floors.push(floor);
+    }
+    state.chartData = [xs, temps, setpoints, floors];
+    state.chartFloor = floor;
+    drawChart();
+  }
+
+  function drawChart() {
+    const box = $("chart");
+    if (state.chart) state.chart.destroy();
+    box.replaceChildren();
+    const width = Math.max(300, box.clientWidth || 600);
+    state.chart = new uPlot(
+      {
+        width,
+        height: 240,
+        scales: { x: { time: true }, y: { auto: true } },
+        series: [
+          {},
+          { label: "temperature °C", stroke: "#b3261e", width: 2, spanGaps: false },
+          { label: "setpoint °C", stroke: "#0b5cad", width: 1.5, dash: [6, 4] },
+          { label: "floor °C", stroke: "#17663a", width: 1.5, dash: [2, 4] },
+        ],
+        axes: [{}, { label: "°C" }],
+      },
+      state.chartData,
+      box
+    );
+  }
+
+  function appendReadings(kioskCode, readings, ts) {
+    if (!state.chart || !state.kiosk || kioskCode !== state.kiosk.code) return;
+    const c = state.cells.get(state.selected);
+    for (const r of readings) {
+      if (!c || r.n !== c.number) continue;
+      const [xs, temps, setpoints, floors] = state.chartData;
+      xs.push(new Date(ts).getTime() / 1000);
+      temps.push(r.temp_c ?? null);
+      setpoints.push(r.setpoint_c ?? null);
+      floors.push(state.chartFloor);
+      if (xs.length > CHART_POINTS_MAX) for (const s of state.chartData) s.shift();
+      state.chart.setData(state.chartData);
+    }
+  }
+
+  async function act(action) {
+    const c = state.cells.get(state.selected);
+    const reason = $("action-reason").value.trim();
+    const result = $("action-result");
+    if (!c) return;
+    if (!reason) {
+      showResult(false, "A reason is required.");
+      return;
+    }
+    if (action === "open" && !confirm(`Open compartment ${c.number} now?`)) return;
+    result.hidden = true;
+    try {
+      const body = action === "back-in-service" ? {} : { reason };
+      await api("POST", `/operator/compartments/${c.id}/${action}`, body);
+      const done = { open: "opened", "out-of-service": "taken out of service", "back-in-service": "back in service" };
+      showResult(true, `Compartment ${c.number} ${done[action]}.`);
+      $("action-reason").value = "";
+      await loadKiosk();
+    } catch (err) {
+      showResult(false, `Refused: ${err.message}`);
+    }
+  }
+
+  function showResult(ok, text) {
+    const result = $("action-result");
+    result.className = "notice " + (ok ? "ok" : "bad");
+    result.textContent = text;
+    result.hidden = false;
+  }
+
+  // ---- alerts, orders, kill switch ------------------------------------------------------
+  async function loadAlerts() {
+    const alerts = list(await api("GET", "/operator/alerts" + (state.siteId ? `?site_id=${state.siteId}` : "")), "alerts")
+      .filter((a) => a.state !== "resolved" && (!state.siteId || !a.site_id || a.site_id === state.siteId));
+    const open = alerts.filter((a) => a.state === "open");
+    $("alert-count").textContent = String(open.length);
+    $("alerts").replaceChildren(
+      ...alerts.map((a) => {
+        const ack = el("button", { type: "button" }, "Acknowledge");
+        ack.hidden = a.state !== "open";
+        ack.addEventListener("click", async () => {
+          ack.disabled = true;
+          try {
+            await api("POST", `/operator/alerts/${a.id}/ack`);
+          } finally {
+            await loadAlerts();
+          }
+        });
+        return el(
+          "li",
+          { class: `sev-${a.severity} ${a.state === "open" ? "" : "acked"}`, "data-alert": a.id },
+          el("span", {}, el("b", {}, a.kind), a.count > 1 ? ` ×${a.count}` : "", " — ", a.message,
+            el("br"), el("span", { class: "small" }, fmtTime(a.raised_at), a.state === "open" ? "" : " · acknowledged")),
+          ack
+        );
+      })
+    );
+  }
+
+  async function loadOrders() {
+    const q = $("orders-q").value.trim();
+    const st = $("orders-state").value;
+    const params = new URLSearchParams();
+    if (q) params.set("q", q);
+    if (st) params.set("state", st);
+    if (state.siteId) params.set("site_id", state.siteId);
+    let orders;
+    try {
+      orders = list(await api("GET", "/operator/orders?" + params), "orders");
+    } catch (err) {
+      $("orders").replaceChildren(el("tr", {}, el("td", { colSpan: 5 }, "Orders unavailable: " + err.message)));
+      return;
+    }
+    $("orders").replaceChildren(
+      ...orders.slice(0, 50).map((o) =>
+        el("tr", {}, el("td", {}, o.external_ref), el("td", {}, o.purchaser_name || ""),
+          el("td", {}, o.state), el("td", {}, o.compartment_number ?? o.compartment ?? ""),
+          el("td", {}, fmtTime(o.created_at)))
+      )
+    );
+  }
+
+  function renderKill() {
+    const site = currentSite();
+    if (!site) return;
+    const engaged = !!site.kill_switch_engaged;
+    $("kill").classList.toggle("engaged", engaged);
+    $("kill-state").textContent = engaged
+      ? `ENGAGED: code and remote openings are frozen at ${site.name}. Reason: ${site.kill_switch_reason || "—"}`
+      : `Openings at ${site.name} work normally.`;
+    $("kill-button").textContent = engaged ? "Release the kill switch" : "Freeze all openings";
+    $("kill-button").className = engaged ? "primary" : "danger";
+  }
+
+  async function toggleKill() {
+    const site = currentSite();
+    const reason = $("kill-reason").value.trim();
+    if (!site || !reason) return;
+    const engaged = !site.kill_switch_engaged;
+    if (engaged && !confirm(`Freeze every code and remote opening at ${site.name}?`)) return;
+    try {
+      const answer = await api("POST", `/operator/sites/${site.id}/kill-switch`, { engaged, reason });
+      Object.assign(site, answer && typeof answer === "object" ? answer : {}, { kill_switch_engaged: engaged, kill_switch_reason: reason });
+      $("kill-reason").value = "";
+      renderKill();
+    } catch (err) {
+      $("kill-state").textContent = "Refused: " + err.message;
+    }
+  }
+
+  // ---- live stream ----------------------------------------------------------------------
+  function setConn(live, text) {
+    $("conn").className = "conn " + (live ? "conn-live" : "conn-down");
+    $("conn").textContent = text;
+  }
+
+  function scheduleRefetch(what) {
+    clearTimeout(state.refetchTimer);
+    state.refetchTimer = setTimeout(async () => {
+      try {
+        if (what === "all") await loadSites();
+        else await Promise.all([loadKiosk(), loadAlerts()]);
+      } catch (err) {
+        console.warn("refetch failed", err);
+      }
+    }, 250); // a burst of changes (a door, an item, a cycle) becomes one re-read
+  }
+
+  function logEvent(text) {
+    const item = el("li", {}, `${new Date().toLocaleTimeString()} ${text}`);
+    $("events").prepend(item);
+    while ($("events").children.length > 100) $("events").lastChild.remove();
+  }
+
+  const onKiosk = (kiosk) => state.kiosk && kiosk === state.kiosk.code;
+
+  function handle(event, data) {
+    switch (event) {
+      case "hello":
+        setConn(true, "live");
+        scheduleRefetch("all");
+        break;
+      case "resync":
+        scheduleRefetch("all");
+        break;
+      case "compartment": {
+        if (!onKiosk(data.kiosk)) break;
+        const c = state.cells.get(data.n);
+        if (!c) break;
+        for (const key of ["door_open", "lock_released", "occupied", "heater_on", "uv_on",
+          "disinfect_remaining_s", "temp_c", "setpoint_c", "fault"]) {
+          if (key in data) c[key] = data[key];
+        }
+        updateCell(data.n);
+        break;
+      }
+      case "telemetry": {
+        if (onKiosk(data.kiosk)) {
+          for (const r of data.readings || []) {
+            const c = state.cells.get(r.n);
+            if (!c) continue;
+            c.temp_c = r.temp_c;
+            c.setpoint_c = r.setpoint_c;
+            c.heater_on = r.heater;
+            updateCell(r.n);
+          }
+        }
+        appendReadings(data.kiosk, data.readings || [], data.ts);
+        break;
+      }
+      case "event":
+        logEvent(`${data.kiosk} #${data.compartment ?? "-"} ${String(data.type).replace(/_/g, " ")}`);
+        if (onKiosk(data.kiosk)) scheduleRefetch("kiosk");
+        break;
+      case "kiosk":
+        logEvent(`${data.kiosk} ${data.state}`);
+        if (onKiosk(data.kiosk)) renderOnline(data.state === "online", data.fw);
+        break;
+      case "order":
+        logEvent(`order ${data.external_ref || data.id || ""} ${data.state || ""}`);
+        scheduleRefetch("kiosk");
+        break;
+      case "alert":
+        logEvent(`alert ${data.kind || ""} ${data.message || ""}`);
+        loadAlerts();
+        break;
+      case "site":
+        scheduleRefetch("all");
+        break;
+      default:
+        break;
+    }
+  }
+
+  async function connectStream() {
+    let delay = 1000;
+    for (;;) {
+      if (!sessionStorage.getItem(TOKEN_KEY)) return;
+      const abort = new AbortController();
+      state.streamAbort = abort;
+      try {
+        const response = await fetch("/api/v1/operator/stream", {
+          headers: { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY), Accept: "text/event-stream" },
+          signal: abort.signal,
+          cache: "no-store",
+        });
+        if (response.status === 401) {
+          signOut("Your token was not accepted.");
+          return;
+        }
+        if (!response.ok || !response.body) throw new Error("stream answered " + response.status);
+        delay = 1000;
+        await readStream(response.body);
+      } catch (err) {
+        if (abort.signal.aborted && !sessionStorage.getItem(TOKEN_KEY)) return;
+      }
+      setConn(false, "reconnecting…");
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay = Math.min(RECONNECT_MAX_MS, delay * 2);
+    }
+  }
+
+  async function readStream(body) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        let event = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event:")) event = line.slice(6).trim();
+          else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
+        }
+        if (!data.length) continue;
+        try {
+          handle(event, JSON.parse(data.join("\n")));
+        } catch (err) {
+          console.warn("bad stream event", event, err);
+        }
+      }
+    }
+  }
+
+  // ---- clocks ---------------------------------------------------------------------------
+  function tick() {
+    // Waited times and cycle countdowns move every second between stream updates.
+    for (const c of state.cells.values()) {
+      const cell = $("grid").querySelector(`[data-number="${c.number}"]`);
+      if (!cell) continue;
+      const waited = cell.querySelector('[data-field="waited"]');
+      if (waited) waited.textContent = fmtDuration(waitedSeconds(c));
+    }
+  }
+
+  // ---- wiring ---------------------------------------------------------------------------
+  $("login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("login-token").value.trim());
+    $("login-token").value = "";
+    signIn().catch((err) => signOut(err.message));
+  });
+  $("sign-out").addEventListener("click", () => signOut(""));
+  $("site-select").addEventListener("change", (e) => selectSite(e.target.value));
+  $("kiosk-select").addEventListener("change", (e) => selectKiosk(e.target.value));
+  $("chart-hours").addEventListener("change", loadChart);
+  $("orders-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    loadOrders();
+  });
+  $("kill-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    toggleKill();
+  });
+  $("action-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    act(event.submitter ? event.submitter.dataset.action : "open");
+  });
+  window.addEventListener("resize", () => state.chart && drawChart());
+  setInterval(tick, 1000);
+
+  const fromHash = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (fromHash) {
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(fromHash[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  if (sessionStorage.getItem(TOKEN_KEY)) signIn().catch((err) => signOut(err.message));
+  else signOut("");
+})();

@@ -1,0 +1,325 @@
+// The kiosk's touch screen: courier drop-off and purchaser pickup by typed code.
+//
+// One page, several screens shown one at a time. Everything a person typed is forgotten when
+// the screen goes back to the start, by hand or after inactivity, so the next person never sees
+// the last one's PIN or code. The kiosk token comes once from `#token=...` in the address (a
+// fragment is never sent to a server or written in its logs) and is kept in localStorage.
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "locker.kioskToken";
+  const LANG_KEY = "locker.kioskLang";
+  const IDLE_WARNING_S = 10; // the last seconds before going home are announced on screen
+
+  const root = document.getElementById("kiosk");
+  const catalogues = JSON.parse(document.getElementById("catalogues").textContent);
+  const idleS = Number(root.dataset.idleS);
+  const resultS = Number(root.dataset.resultS);
+  let lang = localStorage.getItem(LANG_KEY) || root.dataset.lang;
+  if (!catalogues[lang]) lang = "en";
+
+  const state = { screen: "start", pin: "", code: "", retry: null, lastActivity: Date.now() };
+
+  function t(key, values) {
+    let text = catalogues[lang][key] || catalogues.en[key] || key;
+    for (const [name, value] of Object.entries(values || {})) {
+      text = text.replace("{" + name + "}", String(value));
+    }
+    return text;
+  }
+
+  function token() {
+    return localStorage.getItem(TOKEN_KEY);
+  }
+
+  function takeTokenFromAddress() {
+    const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+    if (match) {
+      localStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+  }
+
+  // ---- language -------------------------------------------------------------------------
+  function applyLanguage() {
+    document.documentElement.lang = lang;
+    document.title = t("kiosk.title");
+    for (const el of document.querySelectorAll("[data-t]")) el.textContent = t(el.dataset.t);
+    for (const el of document.querySelectorAll("button.lang")) {
+      el.setAttribute("aria-pressed", String(el.dataset.lang === lang));
+    }
+    document.querySelector(".lang-switch").setAttribute("aria-label", t("kiosk.language"));
+    for (const pad of document.querySelectorAll(".keypad")) renderKeypadLabels(pad);
+    if (state.screen === "opened" && state.opened) showOpened(state.opened.kind, state.opened.n);
+    if (state.screen === "error" && state.error) showError(state.error);
+    if (state.screen === "busy" && state.busyKey) document.getElementById("busy-text").textContent = t(state.busyKey);
+  }
+
+  // ---- screens --------------------------------------------------------------------------
+  function show(name) {
+    state.screen = name;
+    for (const el of document.querySelectorAll(".screen")) el.hidden = el.id !== "screen-" + name;
+    const screen = document.getElementById("screen-" + name);
+    const focusable = screen.querySelector("input, .keypad button, button.primary");
+    if (focusable && name !== "start") focusable.focus();
+  }
+
+  function home() {
+    state.pin = "";
+    state.code = "";
+    state.retry = null;
+    state.opened = null;
+    state.error = null;
+    for (const input of document.querySelectorAll("#kiosk input")) input.value = "";
+    renderCodes();
+    hideIdleWarning();
+    show(token() ? "start" : "setup");
+  }
+
+  // ---- keypads --------------------------------------------------------------------------
+  const KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "clear", "0", "delete"];
+
+  function buildKeypad(pad) {
+    for (const key of KEYS) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "key" + (key.length > 1 ? " key-fn" : "");
+      button.dataset.key = key;
+      if (key.length === 1) button.textContent = key;
+      button.addEventListener("click", () => pressKey(pad, key));
+      pad.appendChild(button);
+    }
+    renderKeypadLabels(pad);
+  }
+
+  function renderKeypadLabels(pad) {
+    for (const button of pad.querySelectorAll(".key-fn")) {
+      button.textContent = t("kiosk." + button.dataset.key);
+    }
+  }
+
+  function pressKey(pad, key) {
+    const target = pad.dataset.target; // "pin" or "code"
+    const max = Number(pad.dataset.max);
+    let value = state[target];
+    if (key === "delete") value = value.slice(0, -1);
+    else if (key === "clear") value = "";
+    else if (value.length < max) value += key;
+    state[target] = value;
+    renderCodes();
+  }
+
+  function renderCodes() {
+    document.getElementById("courier-pin-display").textContent = "•".repeat(state.pin.length);
+    // Grouped 4 + 4 as in the message the purchaser received.
+    const code = state.code;
+    const shown = code.length > 4 ? code.slice(0, 4) + " " + code.slice(4) : code;
+    document.getElementById("pickup-display").textContent = shown;
+    document.getElementById("pickup-open").disabled = code.length !== 8;
+    document.getElementById("courier-pin-next").disabled = state.pin.length === 0;
+  }
+
+  function onPhysicalKey(event) {
+    // A USB keypad or keyboard works on the keypad screens too.
+    const pad = document.querySelector("#screen-" + state.screen + " .keypad");
+    if (!pad) return;
+    if (/^[0-9]$/.test(event.key)) pressKey(pad, event.key);
+    else if (event.key === "Backspace") pressKey(pad, "delete");
+    else if (event.key === "Enter") {
+      const go = document.querySelector("#screen-" + state.screen + " button.primary");
+      if (go && !go.disabled) go.click();
+    } else return;
+    event.preventDefault();
+  }
+
+  // ---- service calls --------------------------------------------------------------------
+  class Refusal extends Error {
+    constructor(key, detail) {
+      super(key);
+      this.key = key;
+      this.detail = detail;
+    }
+  }
+
+  async function call(method, path, body) {
+    let response;
+    try {
+      response = await fetch("/api/v1" + path, {
+        method,
+        headers: { "Content-Type": "application/json", Authorization: "Bearer " + token() },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (err) {
+      throw new Refusal("error.network", String(err));
+    }
+    let payload = null;
+    try {
+      payload = await response.json();
+    } catch (err) {
+      payload = null;
+    }
+    if (response.ok) return payload;
+    const code = payload && typeof payload.error === "string" ? payload.error : "";
+    let key = "error." + code;
+    if (!code || !catalogues.en[key]) key = "error.http_" + response.status;
+    if (!catalogues.en[key]) key = "error.generic";
+    const refusal = new Refusal(key, payload && payload.message);
+    refusal.status = response.status;
+    throw refusal;
+  }
+
+  function compartmentOf(answer) {
+    if (!answer) return "?";
+    const c = answer.compartment;
+    if (c && typeof c === "object") return c.number ?? c.n ?? "?";
+    return answer.compartment_number ?? c ?? answer.number ?? "?";
+  }
+
+  async function attempt(busyKey, kind, action) {
+    state.busyKey = busyKey;
+    document.getElementById("busy-text").textContent = t(busyKey);
+    show("busy");
+    try {
+      const answer = await action();
+      state.pin = "";
+      state.code = "";
+      renderCodes();
+      showOpened(kind, compartmentOf(answer));
+    } catch (err) {
+      if (err.status === 401) localStorage.removeItem(TOKEN_KEY);
+      showError(err instanceof Refusal ? err : new Refusal("error.generic", String(err)));
+    }
+  }
+
+  function showOpened(kind, n) {
+    state.opened = { kind, n };
+    document.getElementById("opened-number").textContent = String(n);
+    document.getElementById("opened-title").textContent = t(kind + ".opened_title", { n });
+    document.getElementById("opened-hint").textContent = t(kind + ".opened_hint");
+    show("opened");
+    state.resultUntil = Date.now() + resultS * 1000;
+  }
+
+  function showError(refusal) {
+    state.error = refusal;
+    document.getElementById("error-text").textContent = t(refusal.key);
+    document.getElementById("error-text").title = refusal.detail || "";
+    document.getElementById("error-retry").hidden = !state.retry;
+    show("error");
+  }
+
+  function dropOff() {
+    const body = {
+      courier_code: document.getElementById("courier-id").value.trim(),
+      pin: state.pin,
+      order_ref: document.getElementById("courier-order").value.trim(),
+    };
+    state.retry = "courier-order";
+    attempt("kiosk.busy", "courier", () => call("POST", "/kiosk/dropoff", body));
+  }
+
+  function pickUp() {
+    const code = state.code;
+    state.retry = "pickup";
+    attempt("kiosk.busy_pickup", "pickup", () => call("POST", "/kiosk/pickup", { code }));
+  }
+
+  async function loadKiosk() {
+    if (!token()) return;
+    try {
+      const me = await call("GET", "/kiosk/me");
+      const site = me.site_name || (me.site && me.site.name) || "";
+      const name = me.name || me.code || "";
+      document.getElementById("kiosk-label").textContent = [site, name].filter(Boolean).join(" · ");
+    } catch (err) {
+      if (err.status === 401) {
+        localStorage.removeItem(TOKEN_KEY);
+        home();
+      }
+    }
+  }
+
+  // ---- inactivity -----------------------------------------------------------------------
+  function hideIdleWarning() {
+    document.getElementById("idle-warning").hidden = true;
+  }
+
+  function tickIdle() {
+    const now = Date.now();
+    if (state.screen === "opened" && state.resultUntil && now >= state.resultUntil) {
+      home();
+      return;
+    }
+    if (state.screen === "start" || state.screen === "setup" || state.screen === "busy") {
+      hideIdleWarning();
+      return;
+    }
+    const left = idleS - (now - state.lastActivity) / 1000;
+    const warning = document.getElementById("idle-warning");
+    if (left <= 0) {
+      home();
+    } else if (left <= IDLE_WARNING_S) {
+      warning.textContent = t("kiosk.idle_warning", { s: Math.ceil(left) });
+      warning.hidden = false;
+    } else {
+      warning.hidden = true;
+    }
+  }
+
+  function touched() {
+    state.lastActivity = Date.now();
+    hideIdleWarning();
+  }
+
+  // ---- wiring ---------------------------------------------------------------------------
+  function wire() {
+    for (const pad of document.querySelectorAll(".keypad")) buildKeypad(pad);
+    for (const button of document.querySelectorAll("button.lang")) {
+      button.addEventListener("click", () => {
+        lang = button.dataset.lang;
+        localStorage.setItem(LANG_KEY, lang);
+        applyLanguage();
+      });
+    }
+    for (const button of document.querySelectorAll("[data-action=home]")) {
+      button.addEventListener("click", home);
+    }
+    for (const button of document.querySelectorAll("[data-action=back]")) {
+      button.addEventListener("click", () => show(button.dataset.to));
+    }
+    document.getElementById("go-collect").addEventListener("click", () => show("pickup"));
+    document.getElementById("go-deliver").addEventListener("click", () => show("courier-id"));
+    document.querySelector("#screen-courier-id form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      show("courier-pin");
+    });
+    document.getElementById("courier-pin-next").addEventListener("click", () => show("courier-order"));
+    document.getElementById("courier-order-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      dropOff();
+    });
+    document.getElementById("pickup-open").addEventListener("click", pickUp);
+    document.getElementById("error-retry").addEventListener("click", () => {
+      if (state.retry === "pickup") state.code = "";
+      renderCodes();
+      show(state.retry || "start");
+    });
+    document.getElementById("setup-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      localStorage.setItem(TOKEN_KEY, document.getElementById("setup-token").value.trim());
+      home();
+      loadKiosk();
+    });
+    for (const kind of ["pointerdown", "keydown", "input"]) {
+      document.addEventListener(kind, touched, { capture: true, passive: true });
+    }
+    document.addEventListener("keydown", onPhysicalKey);
+    setInterval(tickIdle, 250);
+  }
+
+  takeTokenFromAddress();
+  wire();
+  applyLanguage();
+  home();
+  loadKiosk();
+})();

@@ -1,0 +1,56 @@
+"""`GET /api/v1/operator/stream`: the dashboard's one live connection (Server-Sent Events).
+
+An operator sees only the sites in scope; a message not tied to a site (a kiosk the service
+does not know yet) goes to admins only. `?site_id=` narrows the stream to one site.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from locker_service.api.deps import ContextDep, OperatorDep
+from locker_service.live import LiveMessage
+from locker_service.web.stream import event_stream
+
+router = APIRouter(tags=["operator"])
+
+SSE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Accel-Buffering": "no",  # nginx would otherwise buffer the stream and delay every event
+}
+
+
+@router.get(
+    "/operator/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
+)
+async def operator_stream(
+    ctx: ContextDep,
+    operator: OperatorDep,
+    site_id: Annotated[int | None, Query(description="only this site's changes")] = None,
+) -> StreamingResponse:
+    """Live changes: `compartment`, `telemetry`, `event`, `kiosk`, `order`, `alert` events.
+
+    Starts with `hello`; `resync` means this client fell behind and should re-read full state.
+    """
+    if site_id is not None:
+        operator.require_site(site_id)
+
+    def visible(message: LiveMessage) -> bool:
+        if site_id is not None and message.site_id != site_id:
+            return False
+        if message.site_id is None:
+            return operator.site_ids is None
+        return operator.can_see(message.site_id)
+
+    async def body() -> AsyncIterator[bytes]:
+        with ctx.hub.subscription() as subscription:
+            async for chunk in event_stream(subscription, visible):
+                yield chunk
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
