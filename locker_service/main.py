@@ -22,6 +22,7 @@ from locker_service.config import Settings, get_settings
 from locker_service.context import ServiceContext
 from locker_service.db import create_engine, create_sessionmaker
 from locker_service.live import LiveHub
+from locker_service.telemetry.endpoints import router as telemetry_router
 from locker_service.web import install as install_web
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     install_error_handlers(app)
+    app.include_router(telemetry_router)
     install_web(app)
 
     @app.get("/healthz", tags=["health"])

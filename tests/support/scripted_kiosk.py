@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pydantic import ValidationError
 
 from firmware_bridge import wire
@@ -99,7 +99,7 @@ class ScriptedKiosk:
         *,
         compartments: int = 8,
         time_scale: float = 1.0,
-        protocol: int = mqtt.MQTTv311,
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
         username: str | None = None,
         password: str | None = None,
         fw: str = "scripted-1.0",
@@ -123,7 +123,7 @@ class ScriptedKiosk:
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=f"scripted-{self.kiosk_id}",
-            protocol=protocol,  # type: ignore[arg-type]
+            protocol=protocol,
         )
         if username:
             self._client.username_pw_set(username, password)
@@ -252,7 +252,7 @@ class ScriptedKiosk:
 
     def _status(self, state: str) -> wire.KioskStatus:
         return wire.KioskStatus(
-            state=state,  # type: ignore[arg-type]
+            state=state,
             boot_id=self.boot_id,
             fw=self.fw,
             compartments=len(self.compartments),
@@ -272,7 +272,7 @@ class ScriptedKiosk:
     ) -> wire.Event:
         event = wire.Event(
             event_id=uuid.uuid4().hex,
-            type=type_,  # type: ignore[arg-type]
+            type=type_,
             compartment=compartment,
             data=data or {},
         )
@@ -382,7 +382,7 @@ class ScriptedKiosk:
     ) -> None:
         reply = wire.Reply(
             request_id=command.request_id,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             detail=detail,
         )
         with self._lock:

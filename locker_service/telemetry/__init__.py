@@ -1,0 +1,1 @@
+"""Compartment temperatures: batched ingest from the kiosk link, history, hot-holding alerts."""

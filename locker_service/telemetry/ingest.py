@@ -1,0 +1,186 @@
+"""Telemetry ingest: readings from the kiosk link, buffered and written to the database in batches.
+
+`submit()` is called on the event loop for every telemetry message and only appends to a buffer;
+a background task flushes the buffer every `flush_interval_s`, or sooner when `batch_rows`
+readings wait, as one COPY (PostgreSQL) or one executemany (SQLite). The same pass feeds the
+hot-holding monitor and hands its findings to the alerts.
+
+Telemetry is QoS 0 by contract: losing some under overload is acceptable, blocking the MQTT link
+is not. So the buffer is bounded and, if the database is away for long, the oldest readings go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from firmware_bridge import wire
+from locker_service.kiosk_link.directory import KioskDirectory, KioskRef
+from locker_service.telemetry.monitor import Finding, HoldingMonitor
+from locker_service.telemetry.repository import ReadingRow, insert_readings
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 0.2  # publish-to-queryable must stay under a second at p99: flush 5x a second
+BATCH_ROWS = 5_000  # flush at once when this many wait: one COPY of 5,000 rows is a few ms
+MAX_BUFFERED_ROWS = 600_000  # 30 s of 1,000 compartments at 20 readings/s, then oldest dropped
+RETRY_DELAY_S = 1.0  # after a failed write; the database is restarting or unreachable
+
+
+class TemperatureAlerts(Protocol):
+    """Receives the monitor's findings (raise/resolve) with the kiosk's database ids."""
+
+    async def apply(self, findings: Sequence[tuple[Finding, int, int]]) -> None:
+        """Each item: (finding, kiosk database id, site id)."""
+
+
+@dataclass(slots=True)
+class IngestCounters:
+    stored: int = 0
+    dropped_unknown_kiosk: int = 0
+    dropped_overflow: int = 0
+    failed_writes: int = 0
+    batches: int = 0
+    last_batch_rows: int = 0
+    last_write_s: float = 0.0
+
+
+class TelemetryIngest:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        directory: KioskDirectory,
+        *,
+        monitor: HoldingMonitor | None = None,
+        alerts: TemperatureAlerts | None = None,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        batch_rows: int = BATCH_ROWS,
+        max_buffered_rows: int = MAX_BUFFERED_ROWS,
+    ) -> None:
+        self._engine = engine
+        self._directory = directory
+        self._monitor = monitor
+        self._alerts = alerts
+        self._flush_interval_s = flush_interval_s
+        self._batch_rows = batch_rows
+        self._max_buffered_rows = max_buffered_rows
+        self._buffer: deque[tuple[str, wire.Telemetry]] = deque()
+        self._buffered_rows = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
+        self._unknown_logged: set[str] = set()
+        self.counters = IngestCounters()
+
+    @property
+    def buffered_rows(self) -> int:
+        return self._buffered_rows
+
+    def submit(self, kiosk_id: str, telemetry: wire.Telemetry) -> None:
+        """`TelemetrySink` for the kiosk link: never blocks, never touches the database."""
+        if not telemetry.readings:
+            return
+        self._buffer.append((kiosk_id, telemetry))
+        self._buffered_rows += len(telemetry.readings)
+        while self._buffered_rows > self._max_buffered_rows and self._buffer:
+            _, dropped = self._buffer.popleft()
+            self._buffered_rows -= len(dropped.readings)
+            self.counters.dropped_overflow += len(dropped.readings)
+        if self._buffered_rows >= self._batch_rows:
+            self._wake.set()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="telemetry-ingest")
+
+    async def stop(self) -> None:
+        """Stop the loop and write what is still buffered."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("could not write the last %d readings", self._buffered_rows)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._flush_interval_s)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                self.counters.failed_writes += 1
+                log.exception("telemetry write failed; keeping %d readings", self._buffered_rows)
+                await asyncio.sleep(RETRY_DELAY_S)
+
+    async def flush(self) -> int:
+        """Write everything buffered now; returns the number of readings stored."""
+        async with self._flush_lock:
+            if not self._buffer:
+                return 0
+            batch = list(self._buffer)
+            self._buffer.clear()
+            batch_rows = self._buffered_rows
+            self._buffered_rows = 0
+            try:
+                return await self._write(batch)
+            except BaseException:
+                # Put the batch back in front of anything newer so nothing is reordered.
+                self._buffer.extendleft(reversed(batch))
+                self._buffered_rows += batch_rows
+                raise
+
+    async def _write(self, batch: list[tuple[str, wire.Telemetry]]) -> int:
+        kiosks = await self._directory.lookup_many({kiosk for kiosk, _ in batch})
+        rows: list[ReadingRow] = []
+        for kiosk_code, telemetry in batch:
+            ref = kiosks.get(kiosk_code)
+            if ref is None:
+                self.counters.dropped_unknown_kiosk += len(telemetry.readings)
+                if kiosk_code not in self._unknown_logged:
+                    self._unknown_logged.add(kiosk_code)
+                    log.warning("telemetry from unknown kiosk %s dropped", kiosk_code)
+                continue
+            for r in telemetry.readings:
+                rows.append(ReadingRow(ref.id, r.n, telemetry.ts, r.temp_c, r.setpoint_c, r.heater))
+        started = time.perf_counter()
+        await insert_readings(self._engine, rows)
+        self.counters.last_write_s = time.perf_counter() - started
+        self.counters.stored += len(rows)
+        self.counters.batches += 1
+        self.counters.last_batch_rows = len(rows)
+        if self._monitor is not None:
+            await self._watch(batch, kiosks)
+        return len(rows)
+
+    async def _watch(
+        self, batch: list[tuple[str, wire.Telemetry]], kiosks: dict[str, KioskRef]
+    ) -> None:
+        assert self._monitor is not None
+        findings: list[tuple[Finding, int, int]] = []
+        for kiosk_code, telemetry in batch:
+            ref = kiosks.get(kiosk_code)
+            if ref is None:
+                continue
+            for r in telemetry.readings:
+                for finding in self._monitor.observe(
+                    kiosk_code, r.n, telemetry.ts, r.temp_c, r.setpoint_c
+                ):
+                    findings.append((finding, ref.id, ref.site_id))
+        if findings and self._alerts is not None:
+            try:
+                await self._alerts.apply(findings)
+            except Exception:
+                log.exception("could not record %d temperature alerts", len(findings))

@@ -1,0 +1,106 @@
+"""Hot-holding watch over temperature readings: pure code, no I/O, no clock of its own.
+
+Food held hot must stay at or above the floor (60 °C by default). A holding compartment (one
+with a setpoint at or above the floor) that reads below the floor for longer than the grace
+period raises a `below_floor` finding; one that reads above the ceiling raises `above_ceiling`
+at once. Each is raised once and resolved when the temperature is back in range (with a little
+hysteresis, so a reading dithering on the line does not raise and resolve every second) or, for
+the floor, when the compartment stops holding.
+
+Time is the readings' own timestamps, so the grace period means the same under test and in
+production and replays give the same answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+FLOOR_HYSTERESIS_C = 0.5  # the board's sensor resolution is 0.1 °C; half a degree is noise-proof
+CEILING_HYSTERESIS_C = 1.0
+
+FindingKind = Literal["below_floor", "above_ceiling"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: FindingKind
+    action: Literal["raise", "resolve"]
+    kiosk: str
+    number: int
+    temp_c: float | None
+    since: datetime  # when the condition began
+    at: datetime  # the reading that decided it
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"{self.kind}:{self.kiosk}:{self.number}"
+
+
+@dataclass(slots=True)
+class _Watch:
+    last_ts: datetime | None = None
+    below_since: datetime | None = None
+    floor_raised: bool = False
+    above_since: datetime | None = None
+    ceiling_raised: bool = False
+
+
+class HoldingMonitor:
+    def __init__(self, floor_c: float, ceiling_c: float, grace_s: float) -> None:
+        if ceiling_c <= floor_c:
+            raise ValueError(f"ceiling {ceiling_c} °C must be above floor {floor_c} °C")
+        self.floor_c = floor_c
+        self.ceiling_c = ceiling_c
+        self.grace_s = grace_s
+        self._watches: dict[tuple[str, int], _Watch] = {}
+
+    def observe(
+        self,
+        kiosk: str,
+        number: int,
+        ts: datetime,
+        temp_c: float | None,
+        setpoint_c: float | None,
+    ) -> list[Finding]:
+        watch = self._watches.setdefault((kiosk, number), _Watch())
+        if watch.last_ts is not None and ts < watch.last_ts:
+            return []  # late, out-of-order reading: the newer one already decided
+        watch.last_ts = ts
+        if temp_c is None:
+            return []  # sensor fault: the board reports it as a fault event, not a temperature
+        findings: list[Finding] = []
+
+        def finding(
+            kind: FindingKind, action: Literal["raise", "resolve"], since: datetime
+        ) -> None:
+            findings.append(Finding(kind, action, kiosk, number, temp_c, since, ts))
+
+        holding = setpoint_c is not None and setpoint_c >= self.floor_c
+        if holding and temp_c < self.floor_c:
+            if watch.below_since is None:
+                watch.below_since = ts
+            below_s = (ts - watch.below_since).total_seconds()
+            if not watch.floor_raised and below_s >= self.grace_s:
+                watch.floor_raised = True
+                finding("below_floor", "raise", watch.below_since)
+        elif not holding or temp_c >= self.floor_c + FLOOR_HYSTERESIS_C:
+            if watch.floor_raised:
+                finding("below_floor", "resolve", watch.below_since or ts)
+            watch.below_since, watch.floor_raised = None, False
+
+        if temp_c > self.ceiling_c:
+            if watch.above_since is None:
+                watch.above_since = ts
+            if not watch.ceiling_raised:
+                watch.ceiling_raised = True
+                finding("above_ceiling", "raise", watch.above_since)
+        elif temp_c <= self.ceiling_c - CEILING_HYSTERESIS_C:
+            if watch.ceiling_raised:
+                finding("above_ceiling", "resolve", watch.above_since or ts)
+            watch.above_since, watch.ceiling_raised = None, False
+        return findings
+
+    def forget(self, kiosk: str, number: int) -> None:
+        self._watches.pop((kiosk, number), None)

@@ -1,0 +1,95 @@
+"""Queries on temperature_readings: the batched insert and the history of one compartment."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import NamedTuple
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from locker_service.models import Compartment, Kiosk, TemperatureReading
+
+READING_COLUMNS = ("kiosk_id", "number", "ts", "temp_c", "setpoint_c", "heater")
+
+
+class ReadingRow(NamedTuple):
+    """One row as inserted, in READING_COLUMNS order (what COPY takes)."""
+
+    kiosk_id: int
+    number: int
+    ts: datetime
+    temp_c: float | None
+    setpoint_c: float | None
+    heater: bool
+
+
+async def insert_readings(engine: AsyncEngine, rows: Sequence[ReadingRow]) -> None:
+    """Store a batch in one transaction.
+
+    PostgreSQL: binary COPY through asyncpg, which is what sustains tens of thousands of rows a
+    second (a multi-row INSERT spends its time in parameter handling). SQLite: one executemany.
+    """
+    if not rows:
+        return
+    async with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            await driver.copy_records_to_table(
+                TemperatureReading.__tablename__, records=rows, columns=list(READING_COLUMNS)
+            )
+        else:
+            await connection.execute(insert(TemperatureReading), [row._asdict() for row in rows])
+        await connection.commit()
+
+
+class CompartmentPlace(NamedTuple):
+    compartment_id: int
+    kiosk_id: int
+    kiosk_code: str
+    site_id: int
+    number: int
+
+
+async def compartment_place(session: AsyncSession, compartment_id: int) -> CompartmentPlace | None:
+    row = (
+        await session.execute(
+            select(Compartment.id, Kiosk.id, Kiosk.code, Kiosk.site_id, Compartment.number)
+            .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
+            .where(Compartment.id == compartment_id)
+        )
+    ).first()
+    return CompartmentPlace(*row) if row is not None else None
+
+
+async def compartment_id_of(session: AsyncSession, kiosk_id: int, number: int) -> int | None:
+    return await session.scalar(
+        select(Compartment.id).where(Compartment.kiosk_id == kiosk_id, Compartment.number == number)
+    )
+
+
+async def readings_between(
+    session: AsyncSession, kiosk_id: int, number: int, start: datetime, end: datetime
+) -> Sequence[ReadingRow]:
+    """Readings of one compartment in [start, end], oldest first (the (kiosk, number, ts) index)."""
+    result = await session.execute(
+        select(
+            TemperatureReading.kiosk_id,
+            TemperatureReading.number,
+            TemperatureReading.ts,
+            TemperatureReading.temp_c,
+            TemperatureReading.setpoint_c,
+            TemperatureReading.heater,
+        )
+        .where(
+            TemperatureReading.kiosk_id == kiosk_id,
+            TemperatureReading.number == number,
+            TemperatureReading.ts >= start,
+            TemperatureReading.ts <= end,
+        )
+        .order_by(TemperatureReading.ts)
+    )
+    return [ReadingRow(*row) for row in result]

@@ -1,0 +1,65 @@
+"""Temperature history of one compartment, reduced to what a chart can show."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from locker_service.api.errors import NotFound
+from locker_service.telemetry import repository
+from locker_service.telemetry.repository import CompartmentPlace, ReadingRow
+from locker_service.telemetry.schemas import TemperatureHistory, TemperaturePoint
+
+
+def downsample(rows: Sequence[ReadingRow], max_points: int) -> list[TemperaturePoint]:
+    """At most `max_points` points: equal slices of the rows, each averaged.
+
+    The temperature is the mean of the slice's valid readings, the setpoint and timestamp the
+    slice's last, the heater on if it was on in any reading of the slice.
+    """
+    if len(rows) <= max_points:
+        return [
+            TemperaturePoint(ts=r.ts, temp_c=r.temp_c, setpoint_c=r.setpoint_c, heater=r.heater)
+            for r in rows
+        ]
+    points: list[TemperaturePoint] = []
+    for i in range(max_points):
+        chunk = rows[i * len(rows) // max_points : (i + 1) * len(rows) // max_points]
+        if not chunk:
+            continue
+        temps = [r.temp_c for r in chunk if r.temp_c is not None]
+        last = chunk[-1]
+        points.append(
+            TemperaturePoint(
+                ts=last.ts,
+                temp_c=round(sum(temps) / len(temps), 2) if temps else None,
+                setpoint_c=last.setpoint_c,
+                heater=any(r.heater for r in chunk),
+            )
+        )
+    return points
+
+
+async def compartment_place(session: AsyncSession, compartment_id: int) -> CompartmentPlace:
+    place = await repository.compartment_place(session, compartment_id)
+    if place is None:
+        raise NotFound(f"no compartment {compartment_id}")
+    return place
+
+
+async def history(
+    session: AsyncSession, place: CompartmentPlace, hours: float, max_points: int, now: datetime
+) -> TemperatureHistory:
+    start = now - timedelta(hours=hours)
+    rows = await repository.readings_between(session, place.kiosk_id, place.number, start, now)
+    return TemperatureHistory(
+        compartment_id=place.compartment_id,
+        kiosk=place.kiosk_code,
+        number=place.number,
+        start=start,
+        end=now,
+        readings_total=len(rows),
+        points=downsample(rows, max_points),
+    )

@@ -1,0 +1,293 @@
+"""Telemetry reaches temperature_readings in batches, on SQLite and PostgreSQL, and is queryable
+through the operator endpoint; hot-holding findings reach the alerts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from firmware_bridge import wire
+from locker_service.db import create_engine, create_sessionmaker
+from locker_service.kiosk_link import KioskLink
+from locker_service.kiosk_link.directory import KioskDirectory
+from locker_service.live import LiveHub
+from locker_service.models import Compartment, Kiosk, Operator, Site, TemperatureReading
+from locker_service.models.people import operator_sites
+from locker_service.security import hash_token
+from locker_service.telemetry.ingest import TelemetryIngest
+from locker_service.telemetry.monitor import Finding, HoldingMonitor
+from locker_service.telemetry.repository import readings_between
+from tests.locker_service.test_kiosk_link import LinkTestSettings, RecordingHandler
+from tests.support.mosquitto import MosquittoProcess
+from tests.support.scripted_kiosk import ScriptedKiosk
+
+
+@dataclass
+class Seeded:
+    site_id: int
+    other_site_id: int
+    kiosk_id: int
+    kiosk_code: str
+    compartment_ids: dict[int, int]
+    operator_token: str
+    stranger_token: str
+
+
+async def seed(sessionmaker: async_sessionmaker[AsyncSession], compartments: int = 4) -> Seeded:
+    tag = uuid.uuid4().hex[:8]
+    async with sessionmaker() as session, session.begin():
+        site = Site(code=f"site-{tag}", name="Tower A")
+        other = Site(code=f"other-{tag}", name="Tower B")
+        session.add_all([site, other])
+        await session.flush()
+        kiosk = Kiosk(
+            site_id=site.id,
+            code=f"kiosk-{tag}",
+            name="Lobby",
+            token_hash=hash_token(f"kt-{tag}"),
+        )
+        session.add(kiosk)
+        await session.flush()
+        rows = [
+            Compartment(kiosk_id=kiosk.id, number=n, size="M") for n in range(1, compartments + 1)
+        ]
+        session.add_all(rows)
+        operator = Operator(name="Olga", token_hash=hash_token(f"op-{tag}"), role="operator")
+        stranger = Operator(name="Sam", token_hash=hash_token(f"st-{tag}"), role="operator")
+        session.add_all([operator, stranger])
+        await session.flush()
+        await session.execute(
+            operator_sites.insert(),
+            [
+                {"operator_id": operator.id, "site_id": site.id},
+                {"operator_id": stranger.id, "site_id": other.id},
+            ],
+        )
+        return Seeded(
+            site.id,
+            other.id,
+            kiosk.id,
+            kiosk.code,
+            {c.number: c.id for c in rows},
+            f"op-{tag}",
+            f"st-{tag}",
+        )
+
+
+class RecordingAlerts:
+    def __init__(self) -> None:
+        self.applied: list[tuple[Finding, int, int]] = []
+
+    async def apply(self, findings: Sequence[tuple[Finding, int, int]]) -> None:
+        self.applied.extend(findings)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+def telemetry(
+    ts: datetime, temps: dict[int, float | None], setpoint: float | None = 65.0
+) -> wire.Telemetry:
+    return wire.Telemetry(
+        ts=ts,
+        readings=[
+            wire.Reading(n=n, temp_c=t, setpoint_c=setpoint, heater=t is not None and t < 65)
+            for n, t in temps.items()
+        ],
+    )
+
+
+async def count_readings(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int(
+            (await connection.execute(select(func.count(TemperatureReading.id)))).scalar_one()
+        )
+
+
+async def test_batches_are_stored_in_order_and_unknown_kiosks_dropped(engine: AsyncEngine) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker))
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    for i in range(50):
+        ingest.submit(
+            seeded.kiosk_code, telemetry(t0 + timedelta(seconds=i), {1: 60 + i * 0.1, 2: None})
+        )
+    ingest.submit("kiosk-nobody", telemetry(t0, {1: 50.0}))
+    ingest.submit(seeded.kiosk_code, wire.Telemetry(readings=[]))
+    assert ingest.buffered_rows == 101
+    assert await ingest.flush() == 100
+    assert ingest.counters.batches == 1 and ingest.counters.dropped_unknown_kiosk == 1
+    async with sessionmaker() as session:
+        rows = await readings_between(session, seeded.kiosk_id, 1, t0, t0 + timedelta(minutes=1))
+        faulted = await readings_between(session, seeded.kiosk_id, 2, t0, t0 + timedelta(minutes=1))
+    assert [r.ts for r in rows] == [t0 + timedelta(seconds=i) for i in range(50)]
+    assert rows[10].temp_c == pytest.approx(61.0) and rows[10].setpoint_c == 65.0
+    assert rows[10].heater is True
+    assert len(faulted) == 50 and all(r.temp_c is None for r in faulted)
+    assert await count_readings(engine) == 100
+
+
+async def test_the_background_loop_flushes_and_stop_writes_the_rest(engine: AsyncEngine) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker), flush_interval_s=0.05)
+    await ingest.start()
+    ingest.submit(seeded.kiosk_code, telemetry(datetime.now(UTC), {1: 65.0, 2: 64.0}))
+    deadline = time.monotonic() + 10
+    while await count_readings(engine) < 2:
+        assert time.monotonic() < deadline, "the loop never flushed"
+        await asyncio.sleep(0.05)
+    ingest.submit(seeded.kiosk_code, telemetry(datetime.now(UTC), {3: 65.0}))
+    await ingest.stop()
+    assert await count_readings(engine) == 3
+
+
+async def test_a_failed_write_keeps_the_readings_for_the_next_try(engine: AsyncEngine) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    directory = KioskDirectory(sessionmaker)
+    await directory.lookup(seeded.kiosk_code)  # cached, so the failure is the insert itself
+    broken = create_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    ingest = TelemetryIngest(broken, directory)
+    ingest.submit(seeded.kiosk_code, telemetry(datetime.now(UTC), {1: 65.0}))
+    with pytest.raises(OSError):
+        await ingest.flush()
+    await broken.dispose()
+    assert ingest.buffered_rows == 1
+    ingest._engine = engine  # the database is back
+    assert await ingest.flush() == 1
+    assert await count_readings(engine) == 1
+
+
+async def test_the_buffer_is_bounded_and_drops_the_oldest(engine: AsyncEngine) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker), max_buffered_rows=10)
+    t0 = datetime.now(UTC)
+    for i in range(8):
+        ingest.submit(seeded.kiosk_code, telemetry(t0 + timedelta(seconds=i), {1: 60.0, 2: 61.0}))
+    assert ingest.buffered_rows == 10 and ingest.counters.dropped_overflow == 6
+    await ingest.flush()
+    async with sessionmaker() as session:
+        rows = await readings_between(session, seeded.kiosk_id, 1, t0, t0 + timedelta(minutes=1))
+    assert [r.ts for r in rows] == [t0 + timedelta(seconds=i) for i in range(3, 8)]
+
+
+async def test_holding_below_the_floor_past_grace_reaches_the_alerts(engine: AsyncEngine) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    alerts = RecordingAlerts()
+    ingest = TelemetryIngest(
+        engine,
+        KioskDirectory(sessionmaker),
+        monitor=HoldingMonitor(floor_c=60, ceiling_c=80, grace_s=30),
+        alerts=alerts,
+    )
+    t0 = datetime.now(UTC)
+    for i in range(0, 40, 10):
+        ingest.submit(seeded.kiosk_code, telemetry(t0 + timedelta(seconds=i), {1: 55.0, 2: 66.0}))
+    await ingest.flush()
+    [(finding, kiosk_id, site_id)] = alerts.applied
+    assert (finding.kind, finding.action, finding.kiosk, finding.number) == (
+        "below_floor",
+        "raise",
+        seeded.kiosk_code,
+        1,
+    )
+    assert (kiosk_id, site_id) == (seeded.kiosk_id, seeded.site_id)
+
+
+async def test_operator_history_endpoint(app_client: httpx.AsyncClient, settings: object) -> None:
+    ctx = app_client.app.state.ctx  # type: ignore[attr-defined]
+    seeded = await seed(ctx.sessionmaker)
+    ingest = TelemetryIngest(ctx.engine, KioskDirectory(ctx.sessionmaker))
+    now = datetime.now(UTC)
+    for i in range(120):  # two hours, one reading a minute
+        ts = now - timedelta(minutes=119 - i)
+        ingest.submit(seeded.kiosk_code, telemetry(ts, {2: 60.0 + i % 10}))
+    await ingest.flush()
+    url = f"/api/v1/operator/compartments/{seeded.compartment_ids[2]}/temperatures"
+    auth = {"Authorization": f"Bearer {seeded.operator_token}"}
+
+    answer = await app_client.get(url, params={"hours": 1}, headers=auth)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["kiosk"], body["number"], body["readings_total"]) == (seeded.kiosk_code, 2, 60)
+    assert len(body["points"]) == 60
+    assert body["points"][-1]["temp_c"] == 60.0 + 119 % 10
+
+    answer = await app_client.get(url, params={"hours": 3, "max_points": 12}, headers=auth)
+    body = answer.json()
+    assert body["readings_total"] == 120 and len(body["points"]) == 12
+    assert body["points"][0]["temp_c"] == pytest.approx(64.5)  # mean of 60..69
+
+    other = f"/api/v1/operator/compartments/{seeded.compartment_ids[3]}/temperatures"
+    assert (await app_client.get(other, headers=auth)).json()["points"] == []
+
+    answer = await app_client.get(url, headers={"Authorization": f"Bearer {seeded.stranger_token}"})
+    assert answer.status_code == 403 and answer.json()["error"] == "forbidden"
+    answer = await app_client.get(url)
+    assert answer.status_code == 401
+    answer = await app_client.get(url, params={"hours": 0}, headers=auth)
+    assert answer.status_code == 422 and answer.json()["error"] == "validation_error"
+    answer = await app_client.get(url, params={"hours": 10_000}, headers=auth)
+    assert answer.status_code == 422
+    answer = await app_client.get("/api/v1/operator/compartments/999999/temperatures", headers=auth)
+    assert answer.status_code == 404 and answer.json()["error"] == "not_found"
+
+
+@pytest.mark.mosquitto
+async def test_published_telemetry_becomes_queryable_through_the_link(
+    engine: AsyncEngine, private_mosquitto: MosquittoProcess
+) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    directory = KioskDirectory(sessionmaker)
+    ingest = TelemetryIngest(engine, directory, flush_interval_s=0.1)
+    await ingest.start()
+    hub = LiveHub()
+    link = KioskLink(
+        LinkTestSettings(private_mosquitto.url),
+        RecordingHandler(),
+        hub,
+        telemetry=ingest,
+        sites=directory,
+    )
+    await link.start()
+    kiosk = ScriptedKiosk(
+        private_mosquitto.host, private_mosquitto.port, seeded.kiosk_code, compartments=4
+    ).start()
+    try:
+        kiosk.set_temperature(4, 63.5)
+        started = time.monotonic()
+        sent = kiosk.publish_telemetry()
+        while await count_readings(engine) < 4:
+            assert time.monotonic() - started < 10, "telemetry never became queryable"
+            await asyncio.sleep(0.02)
+        async with sessionmaker() as session:
+            rows = await readings_between(
+                session,
+                seeded.kiosk_id,
+                4,
+                sent.ts - timedelta(seconds=1),
+                sent.ts + timedelta(seconds=1),
+            )
+        assert [(r.temp_c, r.ts) for r in rows] == [(63.5, sent.ts)]
+    finally:
+        kiosk.stop()
+        await link.stop()
+        await ingest.stop()

@@ -1,0 +1,134 @@
+"""The hot-holding monitor: below the floor past the grace period, above the ceiling."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from locker_service.telemetry.monitor import HoldingMonitor
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def at(s: float) -> datetime:
+    return T0 + timedelta(seconds=s)
+
+
+def monitor() -> HoldingMonitor:
+    return HoldingMonitor(floor_c=60.0, ceiling_c=80.0, grace_s=300.0)
+
+
+def test_below_floor_raises_only_after_the_grace_period_and_only_once() -> None:
+    m = monitor()
+    assert m.observe("k", 1, at(0), 58.0, 65.0) == []
+    assert m.observe("k", 1, at(299), 57.0, 65.0) == []
+    [finding] = m.observe("k", 1, at(300), 57.5, 65.0)
+    assert (finding.kind, finding.action, finding.since, finding.at) == (
+        "below_floor",
+        "raise",
+        at(0),
+        at(300),
+    )
+    assert finding.dedupe_key == "below_floor:k:1"
+    assert m.observe("k", 1, at(400), 55.0, 65.0) == []
+
+
+def test_recovering_within_the_grace_period_raises_nothing() -> None:
+    m = monitor()
+    m.observe("k", 1, at(0), 58.0, 65.0)
+    assert m.observe("k", 1, at(200), 61.0, 65.0) == []
+    # The clock restarts: 250 s below after recovering is still within grace.
+    m.observe("k", 1, at(250), 59.0, 65.0)
+    assert m.observe("k", 1, at(500), 59.0, 65.0) == []
+    assert m.observe("k", 1, at(550), 59.0, 65.0)[0].action == "raise"
+
+
+def test_recovery_resolves_with_hysteresis() -> None:
+    m = monitor()
+    m.observe("k", 1, at(0), 50.0, 65.0)
+    m.observe("k", 1, at(300), 50.0, 65.0)
+    assert m.observe("k", 1, at(310), 60.2, 65.0) == []  # on the line: not yet
+    [finding] = m.observe("k", 1, at(320), 60.5, 65.0)
+    assert (finding.kind, finding.action, finding.since) == ("below_floor", "resolve", at(0))
+
+
+def test_stopping_holding_resolves_the_floor_alert() -> None:
+    m = monitor()
+    m.observe("k", 1, at(0), 40.0, 65.0)
+    m.observe("k", 1, at(301), 40.0, 65.0)
+    [finding] = m.observe("k", 1, at(302), 40.0, None)
+    assert (finding.kind, finding.action) == ("below_floor", "resolve")
+
+
+def test_ambient_or_low_setpoint_compartments_are_not_held_hot() -> None:
+    m = monitor()
+    for s in range(0, 3600, 60):
+        assert m.observe("k", 1, at(s), 21.0, None) == []
+        assert m.observe("k", 2, at(s), 35.0, 40.0) == []
+
+
+def test_ceiling_raises_at_once_and_resolves_below_the_hysteresis() -> None:
+    m = monitor()
+    [finding] = m.observe("k", 3, at(0), 81.0, 65.0)
+    assert (finding.kind, finding.action) == ("above_ceiling", "raise")
+    assert m.observe("k", 3, at(1), 85.0, 65.0) == []
+    assert m.observe("k", 3, at(2), 79.5, 65.0) == []
+    [finding] = m.observe("k", 3, at(3), 78.9, 65.0)
+    assert (finding.kind, finding.action) == ("above_ceiling", "resolve")
+
+
+def test_sensor_faults_and_late_readings_decide_nothing() -> None:
+    m = monitor()
+    m.observe("k", 1, at(0), 50.0, 65.0)
+    assert m.observe("k", 1, at(400), None, 65.0) == []
+    assert m.observe("k", 1, at(100), 50.0, 65.0) == []  # older than the last one seen
+    assert m.observe("k", 1, at(401), 50.0, 65.0)[0].action == "raise"
+
+
+def test_compartments_are_watched_separately() -> None:
+    m = monitor()
+    m.observe("k", 1, at(0), 50.0, 65.0)
+    m.observe("k2", 1, at(0), 65.0, 65.0)
+    assert m.observe("k2", 1, at(400), 65.0, 65.0) == []
+    assert len(m.observe("k", 1, at(400), 50.0, 65.0)) == 1
+
+
+def test_ceiling_must_be_above_floor() -> None:
+    with pytest.raises(ValueError):
+        HoldingMonitor(floor_c=60, ceiling_c=60, grace_s=1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0.1, max_value=120),
+            st.one_of(st.none(), st.floats(min_value=-10, max_value=110)),
+            st.sampled_from([None, 40.0, 65.0]),
+        ),
+        max_size=60,
+    )
+)
+def test_raises_and_resolves_alternate_and_a_raise_is_justified(
+    steps: list[tuple[float, float | None, float | None]],
+) -> None:
+    m = monitor()
+    t = 0.0
+    open_: dict[str, bool] = {"below_floor": False, "above_ceiling": False}
+    for dt, temp, setpoint in steps:
+        t += dt
+        for f in m.observe("k", 1, at(t), temp, setpoint):
+            if f.action == "raise":
+                assert not open_[f.kind]
+                assert temp is not None
+                if f.kind == "below_floor":
+                    assert setpoint is not None and setpoint >= 60 and temp < 60
+                    assert (f.at - f.since).total_seconds() >= 300
+                else:
+                    assert temp > 80
+            else:
+                assert open_[f.kind]
+            open_[f.kind] = f.action == "raise"
