@@ -1,0 +1,113 @@
+"""Every command's round trip through a real broker and a simulated board on a real pty,
+checked against the simulator's physical truth."""
+
+from __future__ import annotations
+
+import time
+
+from tests.firmware_bridge.conftest import Kiosk
+from tests.firmware_bridge.harness import pulses
+
+
+def test_unlock_succeeds_when_the_lock_is_seen_released_and_pulses_once(kiosk: Kiosk) -> None:
+    obs = kiosk.observer
+    cmd = obs.command("unlock", 3)
+    reply = obs.final_reply(cmd.request_id)
+    assert reply["status"] == "succeeded"
+    assert reply["data"]["lock_released"] is True
+    assert next(r["status"] for r in obs.replies(cmd.request_id)) == "accepted"
+    truth = kiosk.sim.truth().compartments[2]
+    assert truth.lock_pulses == 1 and truth.lock_released
+    assert all(pulses(kiosk.sim, n) == 0 for n in (1, 2, 4, 5))
+    obs.wait(lambda: (obs.snapshot(3) or {}).get("lock_released"), "snapshot with lock released")
+
+
+def test_the_person_at_the_door_is_reported_opening_and_shutting_it(kiosk: Kiosk) -> None:
+    obs = kiosk.observer
+    assert obs.final_reply(obs.command("unlock", 5).request_id)["status"] == "succeeded"
+    kiosk.sim.world.open_door(5)
+    kiosk.sim.world.place_item(5)
+    kiosk.sim.world.close_door(5)  # all within one poll period: the counters tell the story
+    obs.wait_event("door_closed", 5)
+    obs.wait_event("item_placed", 5)
+    # One poll saw it all: door events come from the latched counters, then occupancy.
+    assert [e["type"] for e in obs.events(n=5)] == ["door_opened", "door_closed", "item_placed"]
+    assert len({e["event_id"] for e in obs.events()}) == len(obs.events())
+
+
+def test_set_heater_reaches_the_board_and_a_snapshot_shows_it(kiosk: Kiosk) -> None:
+    obs = kiosk.observer
+    reply = obs.final_reply(obs.command("set_heater", 2, {"setpoint_c": 65.0}).request_id)
+    assert reply["status"] == "succeeded" and reply["data"] == {"setpoint_c": 65.0}
+    assert kiosk.sim.truth().compartments[1].setpoint_c == 65.0
+    obs.wait(lambda: (obs.snapshot(2) or {}).get("setpoint_c") == 65.0, "setpoint snapshot")
+    off = obs.final_reply(obs.command("set_heater", 2, {"setpoint_c": None}).request_id)
+    assert off["status"] == "succeeded" and kiosk.sim.truth().compartments[1].setpoint_c is None
+
+
+def test_a_disinfection_cycle_starts_reports_and_completes(kiosk: Kiosk) -> None:
+    obs = kiosk.observer
+    cmd = obs.command("start_disinfection", 4, {"duration_s": 60})  # 3 s at 20x
+    reply = obs.final_reply(cmd.request_id)
+    assert reply["status"] == "succeeded" and reply["data"] == {"duration_s": 60}
+    truth = kiosk.sim.truth().compartments[3]
+    assert truth.disinfecting
+    obs.wait_event("disinfection_started", 4)
+    obs.wait(lambda: (obs.snapshot(4) or {}).get("disinfecting"), "snapshot of a running cycle")
+    obs.wait_event("disinfection_completed", 4)
+    assert not obs.events("disinfection_aborted", 4)
+    obs.wait(lambda: (obs.snapshot(4) or {}).get("disinfecting") is False, "cycle over snapshot")
+    assert kiosk.sim.truth().compartments[3].uv_on_s >= 50  # the lamp really ran
+
+
+def test_abort_disinfection_stops_the_cycle_and_says_why(kiosk: Kiosk) -> None:
+    obs = kiosk.observer
+    obs.final_reply(obs.command("start_disinfection", 6, {"duration_s": 1800}).request_id)
+    obs.wait_event("disinfection_started", 6)
+    reply = obs.final_reply(obs.command("abort_disinfection", 6).request_id)
+    assert reply["status"] == "succeeded" and reply["data"]["remaining_s"] > 0
+    aborted = obs.wait_event("disinfection_aborted", 6)[0]
+    assert aborted["data"]["reason"] == "aborted_by_command"
+    assert not kiosk.sim.truth().compartments[5].disinfecting
+
+
+def test_the_board_interlock_refuses_a_cycle_with_the_door_open(kiosk: Kiosk) -> None:
+    obs = kiosk.observer
+    kiosk.sim.world.open_door(7, force=True)
+    obs.wait_event("door_opened", 7)
+    reply = obs.final_reply(obs.command("start_disinfection", 7, {"duration_s": 60}).request_id)
+    assert reply["status"] == "rejected" and reply["data"]["error"] == "interlock_refused"
+    assert not kiosk.sim.truth().compartments[6].disinfecting
+
+
+def test_a_fault_is_raised_and_clear_fault_clears_it(kiosk: Kiosk) -> None:
+    obs = kiosk.observer
+    kiosk.sim.faults.sensor(8, "open")
+    raised = obs.wait_event("fault_raised", 8)[0]
+    assert raised["data"]["fault"] == "sensor_open"
+    obs.wait(lambda: (obs.snapshot(8) or {}).get("fault") == "sensor_open", "faulted snapshot")
+    kiosk.sim.faults.sensor(8, None)
+    reply = obs.final_reply(obs.command("clear_fault", 8).request_id)
+    assert reply["status"] == "succeeded" and reply["data"]["cleared"] == "sensor_open"
+    obs.wait_event("fault_cleared", 8)
+    assert kiosk.sim.truth().compartments[7].fault == "NONE"
+
+
+def test_a_compartment_the_kiosk_does_not_have_is_rejected(kiosk: Kiosk) -> None:
+    reply = kiosk.observer.final_reply(kiosk.observer.command("unlock", 40).request_id)
+    assert reply["status"] == "rejected"
+
+
+def test_a_scan_is_published_as_an_event_at_once(kiosk: Kiosk) -> None:
+    obs = kiosk.observer
+    t0 = time.monotonic()
+    kiosk.sim.world.scan("LOCKER:7f3a9c")
+    scan = obs.wait_event("scan")[0]
+    assert scan["data"] == {"text": "LOCKER:7f3a9c"} and scan["compartment"] is None
+    assert time.monotonic() - t0 < 5.0
+
+
+def test_telemetry_batches_carry_every_compartment(kiosk: Kiosk) -> None:
+    obs = kiosk.observer
+    batch = obs.wait(lambda: obs.on(obs.topics.telemetry), "a telemetry batch")[-1]
+    assert [r["n"] for r in batch["readings"]] == list(range(1, 13))

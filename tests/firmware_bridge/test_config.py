@@ -1,0 +1,70 @@
+"""Bridge settings: BRIDGE_ environment, broker URLs, the shared LOCKER_TIME_SCALE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from firmware_bridge.config import BridgeSettings, ConfigError, parse_broker_url
+
+
+def test_broker_urls() -> None:
+    plain = parse_broker_url("mqtt://broker.example")
+    assert (plain.host, plain.port, plain.tls) == ("broker.example", 1883, False)
+    secure = parse_broker_url("mqtts://kiosk7:s%40cret@broker.example")
+    assert (secure.port, secure.tls, secure.username, secure.password) == (
+        8883,
+        True,
+        "kiosk7",
+        "s@cret",
+    )
+    assert parse_broker_url("mqtt://10.0.0.5:1999").port == 1999
+
+
+@pytest.mark.parametrize("url", ["http://x", "mqtt://", "mqtt://host:notaport", "broker:1883"])
+def test_bad_broker_urls_are_refused_with_a_reason(url: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_broker_url(url)
+    with pytest.raises(ValidationError):
+        BridgeSettings(broker_url=url)
+
+
+def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BRIDGE_KIOSK_ID", "lobby-2")
+    monkeypatch.setenv("BRIDGE_BROKER_URL", "mqtts://u:p@broker:8884")
+    monkeypatch.setenv("BRIDGE_PASSWORD", "override")
+    monkeypatch.setenv("BRIDGE_TLS_CA", str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("BRIDGE_BAUD", "9600")
+    monkeypatch.setenv("LOCKER_TIME_SCALE", "60")
+    s = BridgeSettings()
+    broker = s.broker()
+    assert s.kiosk_id == "lobby-2" and s.baud == 9600
+    assert (broker.port, broker.tls, broker.username, broker.password) == (
+        8884,
+        True,
+        "u",
+        "override",
+    )
+    assert s.time_scale == 60
+    assert s.scaled(1800) == 30
+
+
+def test_bridge_time_scale_wins_over_the_shared_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCKER_TIME_SCALE", "60")
+    monkeypatch.setenv("BRIDGE_TIME_SCALE", "10")
+    assert BridgeSettings().time_scale == 10
+
+
+def test_a_ca_file_turns_tls_on_for_a_plain_url() -> None:
+    assert BridgeSettings(broker_url="mqtt://b:8883", tls_ca=Path("/ca.pem")).broker().tls
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("kiosk_id", "no spaces"), ("node_address", 0), ("poll_period_s", 5), ("mqtt_version", "4")],
+)
+def test_out_of_range_settings_are_refused(field: str, value: object) -> None:
+    with pytest.raises(ValidationError):
+        BridgeSettings(**{field: value})

@@ -1,0 +1,77 @@
+"""The bridge's disk memory: the bounded event outbox and the request-id cache survive a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from firmware_bridge.store import BridgeStore
+
+
+def test_events_come_back_in_order_after_a_restart(tmp_path: Path) -> None:
+    store = BridgeStore(tmp_path / "b.sqlite3")
+    for i in range(5):
+        store.append_event(f"e{i}", f'{{"i":{i}}}'.encode())
+    store.close()  # as if the process died: nothing was acknowledged
+    again = BridgeStore(tmp_path / "b.sqlite3")
+    assert [e.event_id for e in again.events_after(0, 100)] == ["e0", "e1", "e2", "e3", "e4"]
+    first = again.events_after(0, 2)
+    assert [e.event_id for e in again.events_after(first[-1].seq, 100)] == ["e2", "e3", "e4"]
+
+
+def test_acknowledged_events_leave_the_outbox(tmp_path: Path) -> None:
+    store = BridgeStore(tmp_path / "b.sqlite3")
+    seqs = [store.append_event(f"e{i}", b"{}") for i in range(3)]
+    store.delete_event(seqs[1])
+    assert [e.event_id for e in store.events_after(0, 10)] == ["e0", "e2"]
+
+
+def test_the_outbox_is_bounded_and_drops_the_oldest(tmp_path: Path) -> None:
+    store = BridgeStore(tmp_path / "b.sqlite3", event_limit=10)
+    for i in range(25):
+        store.append_event(f"e{i}", b"{}")
+    assert store.event_count() == 10
+    assert store.events_dropped == 15
+    assert [e.event_id for e in store.events_after(0, 100)] == [f"e{i}" for i in range(15, 25)]
+
+
+def test_a_request_is_claimed_once_and_its_reply_survives_a_restart(tmp_path: Path) -> None:
+    store = BridgeStore(tmp_path / "b.sqlite3")
+    command = {"request_id": "r1", "action": "unlock", "compartment": 3}
+    assert store.claim_request("r1", command) is None
+    again = store.claim_request("r1", command)
+    assert again is not None and again.status == "accepted" and not again.final
+    store.update_request("r1", {"request_id": "r1", "status": "succeeded"}, final=True)
+    store.close()
+    reopened = BridgeStore(tmp_path / "b.sqlite3")
+    record = reopened.claim_request("r1", command)
+    assert (
+        record is not None
+        and record.final
+        and record.reply
+        == {
+            "request_id": "r1",
+            "status": "succeeded",
+        }
+    )
+    assert reopened.unfinished_requests() == []
+
+
+def test_the_request_cache_forgets_the_oldest_finished_requests(tmp_path: Path) -> None:
+    store = BridgeStore(tmp_path / "b.sqlite3", request_limit=10)
+    store.claim_request("running", {})
+    for i in range(30):
+        store.claim_request(f"r{i}", {})
+        store.update_request(f"r{i}", {"status": "succeeded"}, final=True)
+    assert store.get_request("running") is not None  # unfinished work is never forgotten
+    assert store.get_request("r0") is None
+    assert store.get_request("r29") is not None
+
+
+def test_setpoints_and_states_are_remembered_separately(tmp_path: Path) -> None:
+    store = BridgeStore(tmp_path / "b.sqlite3")
+    store.remember_setpoint(2, 650)
+    store.remember_state(2, 77, {"n": 2})
+    store.remember_setpoint(3, None)
+    memory = BridgeStore(tmp_path / "b.sqlite3").remembered()
+    assert memory[2].setpoint_dc == 650 and memory[2].boot_id == 77 and memory[2].state == {"n": 2}
+    assert memory[3].setpoint_known and memory[3].setpoint_dc is None

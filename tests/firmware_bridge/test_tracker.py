@@ -1,0 +1,170 @@
+"""The status tracker: door events from latched counters, cycle endings, when a snapshot is due."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from firmware_bridge.tracker import CompartmentTracker, door_events
+from hardware.protocol import CompartmentStatus, FaultCode
+from hardware.protocol.messages import CompartmentFlags as F
+
+BOOT = 0xB007
+NO_FLAGS = F(0)
+
+
+def record(
+    n: int = 1,
+    flags: F = NO_FLAGS,
+    temp_dc: int | None = 650,
+    setpoint_dc: int | None = 650,
+    remaining_s: int = 0,
+    fault: FaultCode = FaultCode.NONE,
+    opens: int = 0,
+    closes: int = 0,
+) -> CompartmentStatus:
+    return CompartmentStatus(
+        n, flags, temp_dc, setpoint_dc, remaining_s, fault, opens % 256, closes % 256
+    )
+
+
+def types(tracker: CompartmentTracker, *records: CompartmentStatus, now: float = 0.0) -> list[str]:
+    return [e.type for e in tracker.observe(BOOT, list(records), now).events]
+
+
+def test_open_and_shut_between_two_polls_yields_both_events_in_order() -> None:
+    t = CompartmentTracker()
+    types(t, record(opens=4, closes=4))
+    assert types(t, record(opens=5, closes=5)) == ["door_opened", "door_closed"]
+
+
+def test_counters_wrap_at_256() -> None:
+    t = CompartmentTracker()
+    types(t, record(opens=255, closes=255))
+    assert types(t, record(flags=F.DOOR_OPEN, opens=256, closes=255)) == ["door_opened"]
+
+
+@given(
+    prev_open=st.booleans(),
+    cycles=st.integers(0, 100),
+)
+def test_counter_differences_alternate_from_the_previous_state(
+    prev_open: bool, cycles: int
+) -> None:
+    # A door that was shut and moved `cycles` full times plus maybe once more.
+    for extra in (0, 1):
+        opens = cycles + (extra if not prev_open else 0)
+        closes = cycles + (extra if prev_open else 0)
+        now_open = prev_open != bool(extra)
+        events = door_events(prev_open, opens, closes, now_open)
+        assert len(events) == opens + closes
+        first = "door_closed" if prev_open else "door_opened"
+        assert all(
+            e == (first if i % 2 == 0 else ({"door_opened", "door_closed"} - {first}).pop())
+            for i, e in enumerate(events)
+        )
+        if events:
+            assert events[-1] == ("door_opened" if now_open else "door_closed")
+
+
+def test_a_flag_change_without_counters_still_yields_an_event() -> None:
+    assert door_events(False, 0, 0, True) == ["door_opened"]
+    assert door_events(True, 0, 0, False) == ["door_closed"]
+
+
+def test_occupancy_changes_are_item_events() -> None:
+    t = CompartmentTracker()
+    types(t, record())
+    assert types(t, record(flags=F.OCCUPIED)) == ["item_placed"]
+    assert types(t, record()) == ["item_removed"]
+
+
+def test_a_cycle_that_ran_out_completes() -> None:
+    t = CompartmentTracker(time_scale=60.0)
+    types(t, record(flags=F.DISINFECTING | F.UV_ON, remaining_s=1800), now=0.0)
+    types(t, record(flags=F.DISINFECTING | F.UV_ON, remaining_s=6), now=29.9)
+    # 0.15 s later at 60x is 9 nominal seconds: more than the 6 that were left.
+    assert types(t, record(), now=30.05) == ["disinfection_completed"]
+
+
+def test_a_cycle_stopped_early_by_the_board_is_aborted_with_a_reason() -> None:
+    t = CompartmentTracker()
+    types(t, record(flags=F.DISINFECTING, remaining_s=900), now=0.0)
+    obs = t.observe(BOOT, [record(fault=FaultCode.UV_TIMEOUT)], 0.15)
+    assert [(e.type, e.data.get("reason")) for e in obs.events] == [
+        ("fault_raised", None),
+        ("disinfection_aborted", "fault:uv_timeout"),
+    ]
+    types(t, record(flags=F.DISINFECTING, remaining_s=900), now=1.0)
+    obs = t.observe(BOOT, [record(flags=F.DOOR_OPEN, opens=1)], 1.15)
+    assert [e.type for e in obs.events] == ["door_opened", "disinfection_aborted"]
+    assert obs.events[1].data["reason"] == "door_opened"
+
+
+def test_an_abort_the_bridge_commanded_carries_its_reason() -> None:
+    t = CompartmentTracker()
+    types(t, record(flags=F.DISINFECTING, remaining_s=900), now=0.0)
+    t.expect_abort(1, "aborted_by_command")
+    obs = t.observe(BOOT, [record()], 0.15)
+    assert obs.events[0].type == "disinfection_aborted"
+    assert obs.events[0].data == {"reason": "aborted_by_command", "remaining_s": 900}
+
+
+def test_faults_raise_and_clear() -> None:
+    t = CompartmentTracker()
+    types(t, record())
+    assert types(t, record(fault=FaultCode.OVER_TEMPERATURE)) == ["fault_raised"]
+    assert types(t, record()) == ["fault_cleared"]
+
+
+def test_a_new_boot_id_is_reported_and_resets_the_counter_baseline() -> None:
+    t = CompartmentTracker()
+    types(t, record(opens=40, closes=40))
+    obs = t.observe(BOOT + 1, [record(opens=0, closes=0)], 1.0)
+    assert [e.type for e in obs.events] == ["board_rebooted"]
+    assert obs.events[0].data["previous_boot_id"] == f"{BOOT:08x}"
+
+
+def test_a_cycle_lost_to_a_reboot_is_aborted() -> None:
+    t = CompartmentTracker()
+    types(t, record(flags=F.DISINFECTING, remaining_s=900))
+    obs = t.observe(BOOT + 1, [record()], 1.0)
+    assert [e.type for e in obs.events] == ["board_rebooted", "disinfection_aborted"]
+    assert obs.events[1].data["reason"] == "board_rebooted"
+
+
+def test_snapshot_on_discrete_change_and_half_degree_moves_only() -> None:
+    t = CompartmentTracker()
+    assert len(t.observe(BOOT, [record(temp_dc=640)], 0).snapshots) == 1
+    assert t.observe(BOOT, [record(temp_dc=644)], 1).snapshots == []
+    assert t.observe(BOOT, [record(temp_dc=636)], 2).snapshots == []
+    assert len(t.observe(BOOT, [record(temp_dc=645)], 3).snapshots) == 1  # 0.5 since last sent
+    assert len(t.observe(BOOT, [record(temp_dc=645, flags=F.HEATER_ON)], 4).snapshots) == 1
+    assert len(t.observe(BOOT, [record(temp_dc=None, flags=F.HEATER_ON)], 5).snapshots) == 1
+
+
+def test_a_running_cycle_is_republished_once_a_minute_not_per_second() -> None:
+    t = CompartmentTracker()
+    running = F.DISINFECTING | F.UV_ON
+    t.observe(BOOT, [record(flags=running, remaining_s=1800)], 0)
+    due = [
+        bool(t.observe(BOOT, [record(flags=running, remaining_s=r)], 1800 - r).snapshots)
+        for r in range(1799, 1680, -1)
+    ]
+    assert sum(due) == 2  # crossing 1799 -> 1740s and 1680s minute marks
+
+
+def test_restored_memory_reports_what_happened_while_the_bridge_was_away() -> None:
+    first = CompartmentTracker()
+    first.observe(BOOT, [record(flags=F.DISINFECTING, remaining_s=120, opens=3, closes=3)], 0)
+    saved = {n: v for n, v in first.views.items()}
+    again = CompartmentTracker()
+    again.restore(BOOT, saved)
+    obs = again.observe(BOOT, [record(flags=F.OCCUPIED, opens=4, closes=4)], 300)
+    assert [e.type for e in obs.events] == [
+        "door_opened",
+        "door_closed",
+        "item_placed",
+        "disinfection_aborted",  # a door opened: the board stopped the cycle
+    ]
+    assert obs.snapshots  # a fresh run republishes every snapshot
