@@ -57,6 +57,10 @@ class WorldError(ValueError):
     """A physical action that cannot happen (door locked, no item, no such compartment)."""
 
 
+class NoSuchCompartment(WorldError):
+    """A compartment number outside the bank."""
+
+
 @dataclass(slots=True)
 class CompartmentWorld:
     """Physical truth of one compartment."""
@@ -111,7 +115,7 @@ class World:
 
     def compartment(self, n: int) -> CompartmentWorld:
         if not 1 <= n <= len(self.compartments):
-            raise WorldError(f"no compartment {n}: this bank has 1-{len(self.compartments)}")
+            raise NoSuchCompartment(f"no compartment {n}: this bank has 1-{len(self.compartments)}")
         return self.compartments[n - 1]
 
     def open_door(self, n: int, force: bool = False) -> None:

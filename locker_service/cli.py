@@ -65,3 +65,57 @@ def bridge(
         },
         log_level,
     )
+
+
+@app.command()
+def sim(
+    compartments: int | None = typer.Option(None, help="Compartments, 1-48 [env SIM_COMPARTMENTS]"),
+    seed: int | None = typer.Option(None, help="Seed of the physics [env SIM_SEED]"),
+    time_scale: float | None = typer.Option(
+        None, help="Run N times faster [env SIM_TIME_SCALE or LOCKER_TIME_SCALE]"
+    ),
+    node_address: int | None = typer.Option(None, help="Board node address [env SIM_NODE_ADDRESS]"),
+    baud: int | None = typer.Option(None, help="Baud rate of the ptys [env SIM_BAUD]"),
+    name: str | None = typer.Option(None, help="Simulator name, for sim:// URLs [env SIM_NAME]"),
+    pty: bool | None = typer.Option(None, "--pty/--no-pty", help="Create ptys [env SIM_PTY]"),
+    pty_dir: str | None = typer.Option(None, help="Directory of the pty links [env SIM_PTY_DIR]"),
+    board_port: int | None = typer.Option(
+        None, help="Serve the board on socket://host:PORT [env SIM_BOARD_PORT]"
+    ),
+    scanner_port: int | None = typer.Option(
+        None, help="Serve the scanner on socket://host:PORT [env SIM_SCANNER_PORT]"
+    ),
+    socket_host: str | None = typer.Option(
+        None, help="Address of the sockets, default the HTTP host [env SIM_SOCKET_HOST]"
+    ),
+    http_host: str | None = typer.Option(None, help="Control API address [env SIM_HTTP_HOST]"),
+    http_port: int | None = typer.Option(None, help="Control API port [env SIM_HTTP_PORT]"),
+    thermostat: str | None = typer.Option(None, help="pid or hysteresis [env SIM_THERMOSTAT]"),
+) -> None:
+    """Run the locker bank simulator: board and scanner ports, and its control API."""
+    from pydantic import ValidationError
+
+    from hardware.config import SimSettings
+    from hardware.server import run
+
+    given = {
+        "compartments": compartments,
+        "seed": seed,
+        "time_scale": time_scale,
+        "node_address": node_address,
+        "baud": baud,
+        "name": name,
+        "pty": pty,
+        "pty_dir": pty_dir,
+        "board_port": board_port,
+        "scanner_port": scanner_port,
+        "socket_host": socket_host,
+        "http_host": http_host,
+        "http_port": http_port,
+        "thermostat": thermostat,
+    }
+    try:
+        settings = SimSettings.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    run(settings)

@@ -1,0 +1,74 @@
+"""`lockerctl sim`: the simulator on its own, with its ports and its HTTP control API."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from hardware.config import SimSettings
+from hardware.simulator import Simulator
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises the signal that stopped it, which would kill the process before the
+    simulator removes its pty links; here a signal just asks the server to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def run(settings: SimSettings) -> None:
+    """Run until Ctrl-C or SIGTERM; print where everything is."""
+    from hardware.api import create_app
+
+    sim = Simulator(
+        compartments=settings.compartments,
+        seed=settings.seed,
+        time_scale=settings.time_scale,
+        node_address=settings.node_address,
+        baud=settings.baud,
+        name=settings.name,
+        thermostat=settings.thermostat,
+        lobby_temp_c=settings.lobby_temp_c,
+    )
+    sim.start()
+    try:
+        lines = [
+            f"locker bank simulator {settings.name}: {settings.compartments} compartments, "
+            f"node {settings.node_address}, time scale {settings.time_scale:g}",
+        ]
+        if settings.pty:
+            board, scanner = sim.open_pty(settings.pty_dir)
+            lines += [f"  board pty:    {board}", f"  scanner pty:  {scanner}"]
+        if settings.board_port is not None or settings.scanner_port is not None:
+            host = settings.socket_host or settings.http_host
+            board_port, scanner_port = sim.serve_sockets(
+                host, settings.board_port or 0, settings.scanner_port or 0
+            )
+            lines += [
+                f"  board:        socket://{host}:{board_port}",
+                f"  scanner:      socket://{host}:{scanner_port}",
+            ]
+        lines.append(f"  control API:  http://{settings.http_host}:{settings.http_port}/docs")
+        print("\n".join(lines), flush=True)
+        config = uvicorn.Config(
+            create_app(sim, settings.cors_origins),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+        )
+        _Server(config).run()
+    finally:
+        sim.stop()
+    print("simulator stopped", flush=True)
