@@ -105,6 +105,7 @@ class Bridge:
         self._unlocks: dict[str, UnlockWatch] = {}
         self._republish = threading.Event()
         self._stop = threading.Event()
+        self._stopped = False
         self._thread = threading.Thread(target=self._board_loop, name="board", daemon=True)
         self._next_telemetry = 0.0
         self._restore()
@@ -118,6 +119,9 @@ class Bridge:
             self.scanner.start()
 
     def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         self._stop.set()
         if self.scanner is not None:
             self.scanner.stop()

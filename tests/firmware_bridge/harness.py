@@ -37,13 +37,20 @@ class Seen:
 
 
 class Observer:
-    def __init__(self, host: str, port: int, kiosk_id: str, **connect: Any) -> None:
+    def __init__(
+        self, host: str, port: int, kiosk_id: str, persistent: bool = False, **connect: Any
+    ) -> None:
         self.topics = wire.Topics(kiosk_id)
         self.reply_to = f"test/replies/{kiosk_id}"
         self.messages: list[Seen] = []
         self.raw: list[tuple[str, bytes]] = []
         self._cond = threading.Condition()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"obs-{uuid.uuid4().hex}")
+        # persistent: the broker keeps our subscription and queues for us across its restart.
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"obs-{uuid.uuid4().hex}",
+            clean_session=not persistent,
+        )
         if connect.get("username"):
             self.client.username_pw_set(connect["username"], connect.get("password"))
         if connect.get("ca"):

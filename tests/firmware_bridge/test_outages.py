@@ -1,0 +1,141 @@
+"""The bridge stays steady when either side goes away: broker restarts, cable pulls, line noise."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import unavailable
+from tests.firmware_bridge.conftest import TIME_SCALE, Kiosk
+from tests.firmware_bridge.harness import (
+    Observer,
+    bridge_settings,
+    new_kiosk_id,
+    pulses,
+    running_bridge,
+    simulator,
+)
+from tests.support.mosquitto import MosquittoProcess
+
+
+@pytest.fixture
+def durable_broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
+    """A broker that keeps sessions and queued messages across its own restart."""
+    store = tmp_path / "broker"
+    store.mkdir()
+    broker = MosquittoProcess(
+        extra_config=f"persistence true\npersistence_location {store}/\nautosave_interval 1\n"
+    )
+    try:
+        broker.start()
+    except RuntimeError as exc:
+        unavailable(str(exc))
+    try:
+        yield broker
+    finally:
+        broker.__exit__(None, None, None)
+
+
+def test_broker_restart_loses_no_event_and_keeps_their_order(
+    durable_broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    kiosk_id = new_kiosk_id()
+    with simulator(time_scale=TIME_SCALE) as sim:
+        board, scanner = sim.open_pty(tmp_path / "dev")
+        obs = Observer(durable_broker.host, durable_broker.port, kiosk_id, persistent=True).start()
+        settings = bridge_settings(
+            kiosk_id, durable_broker.url, board, scanner, tmp_path / "data", TIME_SCALE
+        )
+        try:
+            with running_bridge(settings) as bridge:
+                obs.wait(lambda: bridge.link.connected.is_set(), "bridge connected")
+                texts = [f"scan-{i:02d}" for i in range(30)]
+                for text in texts[:10]:
+                    sim.world.scan(text)
+                obs.wait(lambda: len(obs.events("scan")) == 10, "scans before the outage")
+                durable_broker.stop()
+                obs.wait(lambda: not bridge.link.connected.is_set(), "bridge sees the outage")
+                for text in texts[10:20]:
+                    sim.world.scan(text)
+                    time.sleep(0.02)
+                sim.world.open_door(3, force=True)
+                sim.world.close_door(3)
+                obs.wait(
+                    lambda: bridge.store.event_count() >= 12, "events queued on disk meanwhile"
+                )
+                durable_broker.start()
+                for text in texts[20:]:
+                    sim.world.scan(text)
+                obs.wait(lambda: len(obs.events("scan")) >= 30, "every scan", timeout_s=40)
+                received = [e["data"]["text"] for e in obs.events("scan")]
+                assert received == texts  # none lost, none twice, in order
+                assert [e["type"] for e in obs.events(n=3)] == ["door_opened", "door_closed"]
+                stamps = [e["ts"] for e in obs.events()]
+                assert stamps == sorted(stamps)  # original timestamps, in order
+                assert bridge.link.connects == 2
+                # The retained status says online again after the broker came back.
+                obs.wait(lambda: bridge.store.event_count() == 0, "outbox drained")
+                assert obs.on(obs.topics.status)[-1]["state"] == "online"
+        finally:
+            obs.stop()
+
+
+def test_cable_pulled_for_10_s_reconnects_resyncs_and_reports_the_gap(kiosk: Kiosk) -> None:
+    obs, sim = kiosk.observer, kiosk.sim
+    status_topic = obs.topics.status
+    sim.faults.pull_cable(10.0)  # simulated seconds: half a second of wall time at 20x
+    obs.wait(
+        lambda: any(s["board_online"] is False for s in obs.on(status_topic)),
+        "board reported offline",
+    )
+    failed = obs.final_reply(obs.command("unlock", 6).request_id)
+    assert failed["status"] == "failed"  # said at once, not queued for later
+    sim.world.open_door(4, force=True)  # during the gap: only the board's counters see it
+    sim.world.close_door(4)
+    obs.wait(lambda: obs.on(status_topic)[-1]["board_online"], "board back online", 30)
+    obs.wait_event("door_closed", 4)
+    assert [e["type"] for e in obs.events(n=4)] == ["door_opened", "door_closed"]
+    assert pulses(sim, 6) == 0
+    ok = obs.final_reply(obs.command("unlock", 6).request_id)
+    assert ok["status"] == "succeeded" and pulses(sim, 6) == 1
+
+
+def test_a_board_reboot_is_reported_and_setpoints_are_restored(kiosk: Kiosk) -> None:
+    obs, sim = kiosk.observer, kiosk.sim
+    obs.final_reply(obs.command("set_heater", 5, {"setpoint_c": 63.0}).request_id)
+    old_boot = sim.truth().boot_id
+    sim.faults.reboot()
+    rebooted = obs.wait_event("board_rebooted")[0]
+    assert rebooted["data"]["previous_boot_id"] == f"{old_boot:08x}"
+    obs.wait(lambda: sim.truth().compartments[4].setpoint_c == 63.0, "setpoint back on the board")
+    obs.wait(
+        lambda: obs.on(obs.topics.status)[-1].get("boot_id") == f"{sim.truth().boot_id:08x}",
+        "status with the new boot id",
+    )
+
+
+def test_one_percent_byte_errors_every_command_ends_explicitly_none_twice(kiosk: Kiosk) -> None:
+    obs, sim = kiosk.observer, kiosk.sim
+    sim.faults.line_errors(0.01)
+    commands = [obs.command("unlock", n) for n in range(1, 13)]
+    commands += [obs.command("set_heater", n, {"setpoint_c": 60.0 + n}) for n in range(1, 13)]
+    replies = {c.request_id: obs.final_reply(c.request_id, timeout_s=60) for c in commands}
+    truth = sim.truth()
+    for cmd in commands:
+        reply = replies[cmd.request_id]
+        assert reply["status"] in {"succeeded", "failed", "timed_out"}
+        finals = [r for r in obs.replies(cmd.request_id) if r["status"] != "accepted"]
+        assert len(finals) == 1  # one explicit outcome per command
+        row = truth.compartments[cmd.compartment - 1]
+        if cmd.action == "unlock":
+            assert row.lock_pulses <= 1  # never twice, whatever the line did
+            if reply["status"] == "succeeded":
+                assert row.lock_pulses == 1
+        elif reply["status"] == "succeeded":
+            assert row.setpoint_c == 60.0 + cmd.compartment
+    succeeded = sum(r["status"] == "succeeded" for r in replies.values())
+    assert succeeded >= 20  # retries carry almost everything through 1 % noise
+    assert kiosk.bridge.board.stats.retries > 0 or kiosk.bridge.board.frames_dropped > 0
