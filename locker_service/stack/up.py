@@ -1,0 +1,275 @@
+"""`lockerctl up`: the whole locker system on one machine, under one supervisor.
+
+What runs, in start order: the embedded MQTT broker (unless `--broker-url` names one), one board
+simulator per demo kiosk (board and scanner on `socket://` ports, control API on
+`--sim-port` + i), the service (SQLite in the data directory unless `--database-url` names
+another database), and one bridge per kiosk. Before any of them the schema is migrated and, on
+the first run only, the demo site, kiosks, merchant, courier and operator are created; their
+credentials are kept in `<data dir>/demo.json` so a second run prints the same ones and finds
+its orders again.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from locker_service.stack.demo import DemoCredentials, ensure_demo_data, kiosk_code
+from locker_service.stack.supervisor import ChildSpec, Supervisor
+
+DEFAULT_DATA_DIR = Path("var")
+SECRET_KEY_FILE = "secret_key"
+# The embedded broker speaks MQTT 3.1.1 only and has no shared subscriptions (see broker.py).
+EMBEDDED_MQTT_PROTOCOL = "3.1.1"
+SERVICE_READY_TIMEOUT_S = 120.0  # first start migrates; two busy cores make that slow
+
+
+@dataclass
+class UpOptions:
+    data_dir: Path = DEFAULT_DATA_DIR
+    host: str = "127.0.0.1"
+    port: int = 8000  # the service: dashboard, kiosk screen, API
+    sim_port: int = 8001  # the first kiosk's simulator control API; kiosk i uses sim_port + i
+    broker_port: int = 0  # the embedded broker; 0 picks a free port (1883 may be Mosquitto's)
+    broker_url: str | None = None  # use this broker instead of the embedded one
+    database_url: str | None = None  # default: SQLite in data_dir
+    kiosks: int = 1
+    compartments: int = 12
+    time_scale: float = 1.0
+    extra_env: dict[str, str] = field(default_factory=dict)  # handed to every child
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def lockerctl(*args: str) -> list[str]:
+    """A `lockerctl` command line on this interpreter."""
+    return [sys.executable, "-m", "locker_service.stack.lockerctl", *args]
+
+
+def secret_key(data_dir: Path) -> str:
+    """The service's secret for this data directory, made once: pickup codes and courier PINs
+    hashed on one run must still check on the next."""
+    path = data_dir / SECRET_KEY_FILE
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
+
+
+@dataclass
+class Plan:
+    """Everything `up` decided before starting: addresses, environment, children."""
+
+    options: UpOptions
+    database_url: str
+    broker_url: str
+    embedded_broker: bool
+    service_env: dict[str, str]
+    children: list[ChildSpec]
+    kiosk_codes: list[str]
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.options.host in ("0.0.0.0", "::") else self.options.host
+        return f"http://{host}:{self.options.port}"
+
+    def sim_url(self, index: int) -> str:
+        return f"http://127.0.0.1:{self.options.sim_port + index}"
+
+
+def plan(options: UpOptions) -> Plan:
+    data_dir = options.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    scale = f"{options.time_scale:g}"
+    database_url = options.database_url or f"sqlite+aiosqlite:///{data_dir / 'locker.db'}"
+    embedded = options.broker_url is None
+    children: list[ChildSpec] = []
+    if embedded:
+        broker_port = options.broker_port or free_port()
+        broker_url = f"mqtt://127.0.0.1:{broker_port}"
+        children.append(
+            ChildSpec(
+                "broker",
+                [sys.executable, "-m", "locker_service.stack.broker", "--port", str(broker_port)],
+                ready_port=("127.0.0.1", broker_port),
+            )
+        )
+    else:
+        assert options.broker_url is not None
+        broker_url = options.broker_url
+
+    common = {"LOCKER_TIME_SCALE": scale, **options.extra_env}
+    codes = [kiosk_code(i) for i in range(options.kiosks)]
+    sockets: list[tuple[int, int]] = []
+    for i, code in enumerate(codes):
+        board_port, scanner_port = free_port(), free_port()
+        sockets.append((board_port, scanner_port))
+        http_port = options.sim_port + i
+        children.append(
+            ChildSpec(
+                f"sim-{code}" if options.kiosks > 1 else "sim",
+                lockerctl(
+                    "sim",
+                    "--compartments",
+                    str(options.compartments),
+                    "--name",
+                    code,
+                    "--seed",
+                    str(i + 1),
+                    "--no-pty",
+                    "--board-port",
+                    str(board_port),
+                    "--scanner-port",
+                    str(scanner_port),
+                    "--socket-host",
+                    "127.0.0.1",
+                    "--http-host",
+                    "127.0.0.1",
+                    "--http-port",
+                    str(http_port),
+                    "--time-scale",
+                    scale,
+                ),
+                env=common,
+                ready_port=("127.0.0.1", http_port),
+            )
+        )
+
+    service_env = {
+        **common,
+        "LOCKER_DATABASE_URL": database_url,
+        "LOCKER_SECRET_KEY": secret_key(data_dir),
+        "LOCKER_HOST": options.host,
+        "LOCKER_PORT": str(options.port),
+        "LOCKER_PUBLIC_BASE_URL": f"http://127.0.0.1:{options.port}",
+        "LOCKER_MQTT_URL": broker_url,
+    }
+    if embedded:
+        service_env["LOCKER_MQTT_PROTOCOL"] = EMBEDDED_MQTT_PROTOCOL
+        service_env["LOCKER_MQTT_SHARE_GROUP"] = ""
+    ready_host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
+    children.append(
+        ChildSpec(
+            "service",
+            lockerctl("serve"),
+            env=service_env,
+            ready_port=(ready_host, options.port),
+            ready_timeout_s=SERVICE_READY_TIMEOUT_S,
+        )
+    )
+    for i, code in enumerate(codes):
+        board_port, scanner_port = sockets[i]
+        bridge_args = [
+            "bridge",
+            "--kiosk-id",
+            code,
+            "--broker-url",
+            broker_url,
+            "--board-url",
+            f"socket://127.0.0.1:{board_port}",
+            "--scanner-url",
+            f"socket://127.0.0.1:{scanner_port}",
+            "--data-dir",
+            str(data_dir / f"bridge-{code}"),
+            "--time-scale",
+            scale,
+        ]
+        if embedded:
+            bridge_args += ["--mqtt-version", EMBEDDED_MQTT_PROTOCOL]
+        children.append(
+            ChildSpec(
+                f"bridge-{code}" if options.kiosks > 1 else "bridge",
+                lockerctl(*bridge_args),
+                env=common,
+            )
+        )
+    return Plan(options, database_url, broker_url, embedded, service_env, children, codes)
+
+
+def banner(p: Plan, creds: DemoCredentials) -> str:
+    """What a newcomer needs to play the story, printed once everything is up."""
+    o = p.options
+    lines = [
+        "",
+        "The smart food locker is running.",
+        "",
+        f"  Operator dashboard   {p.base_url}/dashboard",
+        f"      operator token   {creds.operator_token}",
+        f"  Kiosk screen         {p.base_url}/kiosk",
+    ]
+    for i, kiosk in enumerate(creds.kiosks):
+        if i >= o.kiosks:
+            break
+        lines.append(f"      {kiosk.code} token   {kiosk.token}")
+    for i, kiosk in enumerate(creds.kiosks[: o.kiosks]):
+        lines.append(
+            f"  Simulator panel      {p.base_url}/demo?sim={p.sim_url(i)}   ({kiosk.code})"
+        )
+    lines += [
+        f"  API docs             {p.base_url}/docs",
+        f"      merchant key     {creds.merchant_api_key}",
+        f"  Courier              code {creds.courier_code}, PIN {creds.courier_pin}",
+        f"  Site                 {creds.site_code}",
+        "",
+        f"  Data                 {o.data_dir.resolve()} (credentials in demo.json)",
+        f"  MQTT broker          {p.broker_url}" + (" (embedded)" if p.embedded_broker else ""),
+        f"  Time scale           {o.time_scale:g}x",
+        "",
+        "  Place an order:      lockerctl demo-order"
+        + (f" --data-dir {o.data_dir}" if o.data_dir != DEFAULT_DATA_DIR else ""),
+        "  Stop:                Ctrl-C",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+async def run_up(
+    options: UpOptions,
+    out: TextIO | None = None,
+    on_ready: Callable[[Plan, DemoCredentials], None] | None = None,
+) -> int:
+    """Migrate, seed on first run, start and supervise everything until Ctrl-C or SIGTERM."""
+    from migrations import upgrade_async
+
+    out = out or sys.stdout
+    p = plan(options)
+    supervisor = Supervisor(p.children, out=out)
+    supervisor.say(f"data directory {options.data_dir.resolve()}")
+    supervisor.say("migrating the database")
+    try:
+        await upgrade_async(p.database_url)
+    except Exception as exc:  # any driver or migration error: say it, start nothing
+        supervisor.say(f"the database could not be migrated ({type(exc).__name__}: {exc})")
+        supervisor.say("nothing was started")
+        return 1
+    creds = await ensure_demo_data(
+        options.data_dir.resolve(),
+        p.database_url,
+        p.service_env["LOCKER_SECRET_KEY"],
+        kiosks=options.kiosks,
+        compartments=options.compartments,
+    )
+    supervisor.say(
+        "demo data created" if creds.created_now else "demo data found from an earlier run"
+    )
+
+    async def ready() -> None:
+        out.write(banner(p, creds) + "\n")
+        out.flush()
+        if on_ready is not None:
+            on_ready(p, creds)
+
+    return await supervisor.run(ready)
