@@ -10,6 +10,13 @@ import typer
 
 app = typer.Typer(help="Contactless smart food locker controller.", no_args_is_help=True)
 
+# `up` and `demo-order` live in locker_service/stack/commands.py, which imports only typer until
+# a command runs.
+from locker_service.stack import commands as _stack_commands  # noqa: E402
+
+app.command("up")(_stack_commands.up)
+app.command("demo-order")(_stack_commands.demo_order)
+
 
 @app.command()
 def bridge(
