@@ -232,7 +232,10 @@ class Board:
             and not self.lease_expired
         )
         if heating and isinstance(reading, float) and c.setpoint_dc is not None:
-            c.duty = c.thermostat.output(c.setpoint_dc / 10.0, reading, dt_s)
+            door_open = io.door_is_open(n)
+            c.duty = c.thermostat.output(
+                c.setpoint_dc / 10.0, reading, dt_s, integrate=not door_open
+            )
             self._watchdog(n, c, reading, now_s)
         else:
             c.duty = 0.0

@@ -14,8 +14,11 @@ from typing import Protocol
 
 
 class Thermostat(Protocol):
-    def output(self, setpoint_c: float, measured_c: float, dt_s: float) -> float:
-        """Duty fraction 0-1 for the next `dt_s` seconds."""
+    def output(
+        self, setpoint_c: float, measured_c: float, dt_s: float, integrate: bool = True
+    ) -> float:
+        """Duty fraction 0-1 for the next `dt_s` seconds; `integrate=False` holds any memory
+        of past error (the door is open: the loss is not one the controller should learn)."""
         ...
 
     def reset(self) -> None:
@@ -30,7 +33,9 @@ class Hysteresis:
     band_c: float = 0.3
     _on: bool = False
 
-    def output(self, setpoint_c: float, measured_c: float, dt_s: float) -> float:
+    def output(
+        self, setpoint_c: float, measured_c: float, dt_s: float, integrate: bool = True
+    ) -> float:
         if measured_c < setpoint_c - self.band_c:
             self._on = True
         elif measured_c > setpoint_c + self.band_c:
@@ -59,7 +64,9 @@ class TimeProportionedPid:
     _last_c: float | None = None
     _deriv: float = 0.0
 
-    def output(self, setpoint_c: float, measured_c: float, dt_s: float) -> float:
+    def output(
+        self, setpoint_c: float, measured_c: float, dt_s: float, integrate: bool = True
+    ) -> float:
         error = setpoint_c - measured_c
         if self._last_c is not None and dt_s > 0:
             raw = (measured_c - self._last_c) / dt_s
@@ -69,7 +76,9 @@ class TimeProportionedPid:
         candidate = self._integral + self.ki * error * dt_s
         trial = self.kp * error + candidate - self.kd * self._deriv
         # Integrate only while that does not push an already saturated output further.
-        if 0.0 < trial < 1.0 or (trial >= 1.0 and error < 0) or (trial <= 0.0 and error > 0):
+        if not integrate:
+            pass
+        elif 0.0 < trial < 1.0 or (trial >= 1.0 and error < 0) or (trial <= 0.0 and error > 0):
             self._integral = min(max(candidate, 0.0), 1.0)
         out = self.kp * error + self._integral - self.kd * self._deriv
         return min(max(out, 0.0), 1.0)
