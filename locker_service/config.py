@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     cleaning_s: float = 300.0  # the short cycle after pickup
     cycle_watchdog_margin_s: float = 300.0  # a cycle not reported done by then is an alert
     dropoff_door_timeout_s: float = 300.0  # courier has this long to put the food in and shut
+    dropoff_window_s: float = 24 * 3600.0  # an order never dropped off expires after this
     hold_limit_s: float = 4 * 3600.0  # not collected by then: expired (food-safety clock)
     reminder_after_s: float = 1800.0  # purchaser reminded when food has waited 30 minutes
     timers_enabled: bool = True
@@ -71,6 +72,21 @@ class Settings(BaseSettings):
     pickup_max_failures_per_kiosk: int = 20  # brute force from many sources at one kiosk
     pickup_max_failures_per_order: int = 5
     pickup_lockout_s: float = 900.0
+
+    # Purchaser notifications (Apprise URLs). A contact that is an e-mail address goes through
+    # notify_email_url, a phone number through notify_sms_url ("{to}" is replaced by the
+    # contact); a contact that is itself an Apprise URL (json://..., wecombot://...) is used as is
+    # when notify_contact_urls is on.
+    notify_enabled: bool = True
+    notify_email_url: str | None = None  # e.g. mailtos://user:pw@smtp.example.com?to={to}
+    notify_sms_url: str | None = None  # e.g. an SMS gateway: twilio://sid:token@+15550001111/{to}
+    notify_contact_urls: bool = True
+    notify_max_attempts: int = Field(default=8, ge=1)  # about 10 minutes of retries with backoff
+    notify_backoff_s: float = Field(default=5.0, gt=0)  # first retry delay (real s); doubles
+    notify_backoff_max_s: float = Field(default=300.0, gt=0)
+    notify_poll_s: float = Field(default=0.5, gt=0)  # real seconds between outbox polls
+    notify_lease_s: float = Field(default=120.0, gt=0)  # a send taking longer is retried
+    notify_send_timeout_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> Settings:

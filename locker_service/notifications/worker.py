@@ -1,0 +1,212 @@
+"""The outbox worker: drains notification_outbox into Apprise, with retries and backoff.
+
+A message is written to the outbox in the transaction that decided it (the order became ready,
+the food waited 30 minutes, the order expired), so a crash loses none. The worker claims due rows
+with a lease, sends, and records the outcome. If the process dies between sending and recording,
+the lease runs out and the message is sent again: at-least-once. Every copy carries the row's
+dedupe key (an `X-Locker-Notification` header for e-mail and webhooks), so a receiver can tell a
+repeat from a new message; the key names the order and the kind of message, never the attempt.
+
+Several replicas may run workers at once: claims never overlap (see repository.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from locker_service.config import Settings
+from locker_service.models import NotificationOutbox, utcnow
+from locker_service.notifications import repository
+from locker_service.notifications.channels import NoChannel, channels_for, with_dedupe_header
+from locker_service.notifications.delivery import (
+    AppriseDelivery,
+    Attachment,
+    Delivery,
+    DeliveryResult,
+)
+from locker_service.notifications.messages import PickupDetails, compose
+from locker_service.notifications.qr import qr_png
+from locker_service.pickup.codes import fallback_code, pickup_token
+
+log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 10  # messages sent concurrently per round; an SMTP relay takes ~10 parallel
+QR_ATTACHMENT = "qr"
+QR_FILENAME = "pickup-code.png"
+COLLECTABLE_STATE = "ready"  # the code opens nothing in any other state: do not send it
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    urls: list[str]
+    subject: str
+    body: str
+    attachments: list[Attachment]
+
+
+class Skip(Exception):
+    """The message should not go out (any more): recorded as `skipped`, never retried."""
+
+
+class Permanent(Exception):
+    """The message can never go out (no channel for the contact): recorded as `failed`."""
+
+
+def backoff_s(settings: Settings, attempts: int) -> float:
+    """Exponential backoff with +-20 % jitter, so retries of many rows do not arrive in step."""
+    base = min(settings.notify_backoff_s * 2 ** max(attempts - 1, 0), settings.notify_backoff_max_s)
+    return float(base) * random.uniform(0.8, 1.2)
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        delivery: Delivery | None = None,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._delivery = delivery or AppriseDelivery(settings.notify_send_timeout_s)
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.sent = 0
+        self.failed_attempts = 0
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="notification-outbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def wake(self) -> None:
+        """Look at the outbox now (e.g. right after a commit that added a message)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                done = await self.run_once()
+            except Exception:
+                log.exception("notification outbox round failed")
+                done = 0
+            if done == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._settings.notify_poll_s)
+                self._wake.clear()
+
+    async def run_once(self, now: datetime | None = None) -> int:
+        """Claim due messages and send them; returns how many were claimed."""
+        now = now or utcnow()
+        async with self._sessionmaker() as session, session.begin():
+            claimed = await repository.claim_due(
+                session, now, self._settings.notify_lease_s, CLAIM_BATCH
+            )
+        await asyncio.gather(*(self._process(c) for c in claimed))
+        return len(claimed)
+
+    async def _process(self, claimed: repository.Claimed) -> None:
+        try:
+            prepared = await self._prepare(claimed.id)
+        except Skip as why:
+            await self._finish(claimed, "skipped", str(why))
+            return
+        except Permanent as why:
+            log.warning("notification %s cannot be sent: %s", claimed.id, why)
+            await self._finish(claimed, "failed", str(why))
+            return
+        try:
+            result = await asyncio.wait_for(
+                self._delivery.send(
+                    prepared.urls, prepared.subject, prepared.body, prepared.attachments
+                ),
+                self._settings.notify_send_timeout_s * 2,
+            )
+        except Exception as exc:  # a plugin bug or timeout must not stop the worker
+            result = DeliveryResult(False, f"{type(exc).__name__}: {exc}")
+        if result.ok:
+            self.sent += 1
+            await self._finish(claimed, "sent", None)
+            return
+        self.failed_attempts += 1
+        if claimed.attempts >= self._settings.notify_max_attempts:
+            log.error("notification %s failed for good: %s", claimed.id, result.error)
+            await self._finish(claimed, "failed", result.error)
+            return
+        delay_s = backoff_s(self._settings, claimed.attempts)
+        log.warning(
+            "notification %s attempt %d failed (%s); retry in %.0f s",
+            claimed.id,
+            claimed.attempts,
+            result.error,
+            delay_s,
+        )
+        await self._finish(
+            claimed, "pending", result.error, next_attempt_at=utcnow() + timedelta(seconds=delay_s)
+        )
+
+    async def _finish(
+        self,
+        claimed: repository.Claimed,
+        status: str,
+        error: str | None,
+        next_attempt_at: datetime | None = None,
+    ) -> None:
+        async with self._sessionmaker() as session, session.begin():
+            if not await repository.finish(
+                session,
+                claimed,
+                status=status,
+                now=utcnow(),
+                error=error,
+                next_attempt_at=next_attempt_at,
+            ):
+                log.warning("notification %s was taken over by another worker", claimed.id)
+
+    async def _prepare(self, outbox_id: int) -> Prepared:
+        settings = self._settings
+        async with self._sessionmaker() as session:
+            row = await session.get(NotificationOutbox, outbox_id)
+            assert row is not None
+            place = await repository.order_place(session, row.order_id) if row.order_id else None
+        try:
+            urls = channels_for(
+                row.channel,
+                email_url=settings.notify_email_url,
+                sms_url=settings.notify_sms_url,
+                allow_contact_urls=settings.notify_contact_urls,
+            )
+        except NoChannel as exc:
+            raise Permanent(str(exc)) from exc
+        urls = [with_dedupe_header(url, row.dedupe_key) for url in urls]
+        if place is None:
+            return Prepared(urls, row.subject, row.body, [])
+
+        order = place.order
+        with_code = row.attachment == QR_ATTACHMENT
+        if with_code and order.state != COLLECTABLE_STATE:
+            raise Skip(f"order is {order.state}, no longer collectable")
+        token = pickup_token(settings.secret_key, order.id, order.token_salt)
+        details = PickupDetails(
+            site_name=place.site.name,
+            kiosk_name=place.kiosk.name if place.kiosk is not None else "",
+            compartment=place.compartment.number if place.compartment is not None else None,
+            deadline=order.hold_until,
+            timezone=place.site.timezone,
+            code=fallback_code(settings.secret_key, token) if with_code else None,
+            page_url=f"{settings.public_base_url.rstrip('/')}/p/{token}",
+        )
+        attachments = [Attachment(QR_FILENAME, qr_png(token), "image/png")] if with_code else []
+        return Prepared(urls, row.subject, compose(row.body, details), attachments)

@@ -1,0 +1,423 @@
+"""Purchaser messages leave the outbox through Apprise and arrive at real receivers.
+
+A local SMTP server (aiosmtpd) and a local HTTP webhook stand in for the purchaser's mailbox and
+a messaging gateway. The QR image that arrives is decoded with zxing-cpp and must give back the
+order's pickup token; the fallback code in the text must be the order's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email
+import email.policy
+import io
+import json
+import re
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import zxingcpp
+from aiosmtpd.controller import Controller
+from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from locker_service.config import Settings
+from locker_service.db import create_engine, create_sessionmaker
+from locker_service.models import (
+    Compartment,
+    Kiosk,
+    Merchant,
+    NotificationOutbox,
+    Order,
+    Site,
+)
+from locker_service.notifications.channels import DEDUPE_HEADER
+from locker_service.notifications.worker import OutboxWorker
+from locker_service.orders.outbox import enqueue
+from locker_service.pickup import codes
+from locker_service.security import hash_token
+from tests.locker_service.conftest import make_settings
+from tests.support.mosquitto import free_port
+
+# -- receivers ---------------------------------------------------------------------------------
+
+
+class SmtpReceiver:
+    """An SMTP server on a free local port keeping every message it is given."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.port = free_port()
+        receiver = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                assert isinstance(parsed, EmailMessage)
+                receiver.messages.append(parsed)
+                return "250 OK"
+
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+    def url(self, sender: str = "lockers@example.com") -> str:
+        return f"mailto://127.0.0.1:{self.port}?from={sender}&to={{to}}"
+
+    def __enter__(self) -> SmtpReceiver:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._controller.stop()
+
+
+class WebhookReceiver:
+    """An HTTP server answering POSTs with the next scripted status (200 when none is left)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.statuses: list[int] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with receiver.lock:
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                    if status == 200:
+                        receiver.requests.append((dict(self.headers.items()), body))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.port}/purchaser"
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def decode_qr(png: bytes) -> str:
+    [result] = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
+    return str(result.text)
+
+
+def code_in(text: str) -> str:
+    match = re.search(r"Pickup code: (\d{4}) (\d{4})", text)
+    assert match, text
+    return match.group(1) + match.group(2)
+
+
+# -- data --------------------------------------------------------------------------------------
+
+SECRET = "test-secret-" + "x" * 32
+
+
+@dataclass
+class ReadyOrder:
+    order_id: uuid.UUID
+    token: str
+    code: str
+
+
+async def make_order(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    contact: str,
+    *,
+    state: str = "ready",
+    kinds: tuple[str, ...] = ("ready",),
+) -> ReadyOrder:
+    tag = uuid.uuid4().hex[:8]
+    order_id = uuid.uuid4()
+    salt = codes.new_salt()
+    token = codes.pickup_token(SECRET, order_id, salt)
+    code = codes.fallback_code(SECRET, token)
+    async with sessionmaker() as session, session.begin():
+        site = Site(code=f"s-{tag}", name="Harbour Tower", timezone="Asia/Shanghai")
+        merchant = Merchant(name="Noodle Bar", api_key_hash=hash_token(f"mk-{tag}"))
+        session.add_all([site, merchant])
+        await session.flush()
+        kiosk = Kiosk(site_id=site.id, code=f"k-{tag}", name="Lobby West", token_hash=f"h-{tag}")
+        session.add(kiosk)
+        await session.flush()
+        compartment = Compartment(kiosk_id=kiosk.id, number=7, size="M", state="awaiting_pickup")
+        session.add(compartment)
+        await session.flush()
+        order = Order(
+            id=order_id,
+            merchant_id=merchant.id,
+            external_ref=f"ref-{tag}",
+            request_hash="0" * 64,
+            site_id=site.id,
+            purchaser_name="Li Na",
+            purchaser_contact=contact,
+            size="M",
+            temperature_class="hot",
+            state=state,
+            compartment_id=compartment.id,
+            token_salt=salt,
+            pickup_token_hash=codes.token_hash(token),
+            code_hash=codes.code_hash(SECRET, code),
+            hold_until=datetime(2026, 11, 26, 14, 30, tzinfo=UTC),
+        )
+        session.add(order)
+        await session.flush()
+        for kind in kinds:
+            await enqueue(session, order, kind, where="Harbour Tower", deadline=order.hold_until)
+    return ReadyOrder(order_id, token, code)
+
+
+async def outbox_rows(sessionmaker: async_sessionmaker[AsyncSession]) -> list[NotificationOutbox]:
+    async with sessionmaker() as session:
+        return list((await session.scalars(select(NotificationOutbox))).all())
+
+
+def notify_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "secret_key": SECRET,
+        "public_base_url": "https://lockers.example.com",
+        "notify_backoff_s": 0.05,
+        "notify_backoff_max_s": 0.2,
+        "notify_send_timeout_s": 10.0,
+    }
+    values.update(overrides)
+    return make_settings(database_url, **values)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpReceiver]:
+    with SmtpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as receiver:
+        yield receiver
+
+
+async def drain(worker: OutboxWorker, rounds: int = 20, pause_s: float = 0.1) -> None:
+    """Run rounds until the outbox has nothing due (retries included)."""
+    idle = 0
+    for _ in range(rounds):
+        if await worker.run_once() == 0:
+            idle += 1
+            if idle >= 3:
+                return
+        else:
+            idle = 0
+        await asyncio.sleep(pause_s)
+
+
+# -- tests -------------------------------------------------------------------------------------
+
+
+async def test_ready_message_by_email_carries_a_qr_that_decodes_to_the_token(
+    engine: AsyncEngine, database_url: str, smtp: SmtpReceiver
+) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    order = await make_order(sessionmaker, "li.na@example.com")
+    worker = OutboxWorker(sessionmaker, notify_settings(database_url, notify_email_url=smtp.url()))
+    assert await worker.run_once() == 1
+
+    [message] = smtp.messages
+    assert message["To"] == "li.na@example.com"
+    assert message[DEDUPE_HEADER] == f"order:{order.order_id}:ready"
+    text = message.get_body(("plain",))
+    assert text is not None
+    body = text.get_content()
+    assert code_in(body) == order.code
+    assert "Harbour Tower, Lobby West, compartment 7" in body
+    assert "Collect before: 2026-11-26 22:30 (CST)" in body  # the site's own time zone
+    assert f"https://lockers.example.com/p/{order.token}" in body
+    [png] = [part for part in message.iter_attachments() if part.get_content_type() == "image/png"]
+    scanned = decode_qr(png.get_content())
+    assert scanned == order.token
+    # What the scanner reads and what the purchaser types match the stored hashes.
+    async with sessionmaker() as session:
+        stored = await session.get(Order, order.order_id)
+    assert stored is not None
+    assert codes.token_hash(scanned) == stored.pickup_token_hash
+    assert codes.code_hash(SECRET, code_in(body)) == stored.code_hash
+    [row] = await outbox_rows(sessionmaker)
+    assert (row.status, row.attempts, row.last_error) == ("sent", 1, None)
+    assert row.sent_at is not None
+    assert order.code not in row.body and order.token not in row.body  # nothing secret stored
+
+
+async def test_webhook_delivery_and_retries_with_backoff(
+    engine: AsyncEngine, database_url: str, webhook: WebhookReceiver
+) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    webhook.statuses = [503, 500]
+    order = await make_order(sessionmaker, webhook.url)
+    worker = OutboxWorker(sessionmaker, notify_settings(database_url))
+    assert await worker.run_once() == 1
+    [row] = await outbox_rows(sessionmaker)
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert row.last_error and row.next_attempt_at > datetime.now(UTC) - timedelta(seconds=1)
+    assert await worker.run_once() == 0  # not due yet: backoff
+    await drain(worker)
+
+    [(headers, payload)] = webhook.requests
+    assert headers[DEDUPE_HEADER] == f"order:{order.order_id}:ready"
+    assert code_in(payload["message"]) == order.code
+    assert payload["title"].startswith("Your order")
+    [attachment] = payload["attachments"]
+    assert attachment["mimetype"] == "image/png"
+    assert decode_qr(base64.b64decode(attachment["base64"])) == order.token
+    [row] = await outbox_rows(sessionmaker)
+    assert (row.status, row.attempts, row.last_error) == ("sent", 3, None)
+
+
+async def test_a_receiver_that_never_accepts_fails_after_the_last_attempt(
+    engine: AsyncEngine, database_url: str, webhook: WebhookReceiver
+) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    webhook.statuses = [500] * 10
+    await make_order(sessionmaker, webhook.url)
+    worker = OutboxWorker(sessionmaker, notify_settings(database_url, notify_max_attempts=3))
+    await drain(worker)
+    [row] = await outbox_rows(sessionmaker)
+    assert (row.status, row.attempts) == ("failed", 3)
+    assert row.last_error
+    assert webhook.requests == [] and webhook.statuses == [500] * 7
+
+
+async def test_a_crash_after_sending_resends_with_the_same_dedupe_key_once(
+    engine: AsyncEngine, database_url: str, webhook: WebhookReceiver
+) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    order = await make_order(sessionmaker, webhook.url)
+    settings = notify_settings(database_url, notify_lease_s=1.0)
+
+    class CrashAfterSending:
+        """Delivers, then the process 'dies' before the outcome is written."""
+
+        def __init__(self, real: Any) -> None:
+            self.real = real
+
+        async def send(self, *args: Any) -> Any:
+            await self.real.send(*args)
+            raise asyncio.CancelledError
+
+    from locker_service.notifications.delivery import AppriseDelivery
+
+    crashing = OutboxWorker(sessionmaker, settings, CrashAfterSending(AppriseDelivery(10)))
+    with pytest.raises(asyncio.CancelledError):
+        await crashing.run_once()
+    [row] = await outbox_rows(sessionmaker)
+    assert row.status == "sending"  # leased, outcome never written
+
+    restarted = OutboxWorker(sessionmaker, settings)
+    assert await restarted.run_once() == 0  # the lease still holds
+    await asyncio.sleep(1.2)
+    assert await restarted.run_once() == 1
+    assert await restarted.run_once() == 0
+    keys = [headers[DEDUPE_HEADER] for headers, _ in webhook.requests]
+    assert keys == [f"order:{order.order_id}:ready"] * 2  # the repeat is recognisable
+    [row] = await outbox_rows(sessionmaker)
+    assert (row.status, row.attempts) == ("sent", 2)
+
+
+async def test_a_code_is_not_sent_for_an_order_no_longer_ready_but_the_expiry_notice_is(
+    engine: AsyncEngine, database_url: str, webhook: WebhookReceiver
+) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    order = await make_order(
+        sessionmaker, webhook.url, state="expired", kinds=("reminder", "expired")
+    )
+    worker = OutboxWorker(sessionmaker, notify_settings(database_url))
+    await drain(worker)
+    rows = {row.kind: row for row in await outbox_rows(sessionmaker)}
+    assert rows["reminder"].status == "skipped" and "expired" in (rows["reminder"].last_error or "")
+    assert rows["expired"].status == "sent"
+    [(_, payload)] = webhook.requests
+    assert "Pickup code" not in payload["message"] and not payload.get("attachments")
+    assert order.code not in payload["message"]
+    assert "has expired" in payload["title"]
+
+
+async def test_a_contact_without_a_channel_fails_at_once(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    await make_order(sessionmaker, "li.na@example.com")  # no e-mail channel configured
+    await make_order(sessionmaker, "json://127.0.0.1:9/x")
+    worker = OutboxWorker(sessionmaker, notify_settings(database_url, notify_contact_urls=False))
+    await drain(worker)
+    rows = await outbox_rows(sessionmaker)
+    assert {(row.status, row.attempts) for row in rows} == {("failed", 1)}
+    assert {row.last_error for row in rows} == {
+        "no e-mail channel configured (LOCKER_NOTIFY_EMAIL_URL)",
+        "contacts given as notification URLs are switched off",
+    }
+
+
+@pytest.mark.postgres
+async def test_replicas_draining_one_outbox_send_each_message_once(
+    pg_database_url: str, webhook: WebhookReceiver
+) -> None:
+    engines = [create_engine(pg_database_url) for _ in range(3)]
+    try:
+        sessionmaker = create_sessionmaker(engines[0])
+        orders = [await make_order(sessionmaker, webhook.url) for _ in range(30)]
+        workers = [
+            OutboxWorker(create_sessionmaker(e), notify_settings(pg_database_url)) for e in engines
+        ]
+        await asyncio.gather(*(drain(w, rounds=40, pause_s=0.02) for w in workers))
+        keys = sorted(headers[DEDUPE_HEADER] for headers, _ in webhook.requests)
+        assert keys == sorted(f"order:{o.order_id}:ready" for o in orders)
+        assert sum(w.sent for w in workers) == 30
+        assert sum(1 for w in workers if w.sent) >= 2  # the work was really shared
+        assert {row.status for row in await outbox_rows(sessionmaker)} == {"sent"}
+    finally:
+        for e in engines:
+            await e.dispose()
+
+
+async def test_the_background_worker_picks_up_new_messages(
+    engine: AsyncEngine, database_url: str, webhook: WebhookReceiver
+) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    worker = OutboxWorker(sessionmaker, notify_settings(database_url, notify_poll_s=0.05))
+    await worker.start()
+    try:
+        await make_order(sessionmaker, webhook.url)
+        worker.wake()
+        for _ in range(200):
+            if webhook.requests:
+                break
+            await asyncio.sleep(0.05)
+        assert len(webhook.requests) == 1
+    finally:
+        await worker.stop()
