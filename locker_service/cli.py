@@ -17,6 +17,12 @@ from locker_service.stack import commands as _stack_commands  # noqa: E402
 app.command("up")(_stack_commands.up)
 app.command("demo-order")(_stack_commands.demo_order)
 
+# Service commands (serve, migrate, create-*) live in locker_service/admin.py.
+from locker_service import admin as _admin  # noqa: E402
+
+for _name, _command in _admin.COMMANDS.items():
+    app.command(_name)(_command)
+
 
 @app.command()
 def bridge(

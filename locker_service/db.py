@@ -81,3 +81,11 @@ async def session_scope(
     """A session whose transaction commits on success and rolls back on error (background work)."""
     async with sessionmaker() as session, session.begin():
         yield session
+
+
+def rowcount(result: object) -> int:
+    """Rows an UPDATE/DELETE matched (compare-and-set checks this is 1)."""
+    count = getattr(result, "rowcount", None)
+    if not isinstance(count, int):
+        raise TypeError(f"{type(result).__name__} carries no row count")
+    return count

@@ -21,8 +21,15 @@ from locker_service.api.errors import install_error_handlers
 from locker_service.config import Settings, get_settings
 from locker_service.context import ServiceContext
 from locker_service.db import create_engine, create_sessionmaker
+from locker_service.kiosks.endpoints import router as kiosk_router
+from locker_service.kiosks.handler import StoryHandler
 from locker_service.live import LiveHub
+from locker_service.metrics import router as metrics_router
+from locker_service.operators.endpoints import router as operator_router
+from locker_service.orders.endpoints import purchaser_router
+from locker_service.orders.endpoints import router as orders_router
 from locker_service.telemetry.endpoints import router as telemetry_router
+from locker_service.timers.loop import TimerLoop
 from locker_service.web import install as install_web
 
 log = logging.getLogger(__name__)
@@ -43,8 +50,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub=LiveHub(),
     )
     app.state.ctx = ctx
+    handler = StoryHandler(ctx)
+    ctx.components["story"] = handler
     tasks: list[asyncio.Task[Any]] = []
+    link = None
     try:
+        if settings.kiosk_link_enabled:
+            from locker_service.kiosk_link import KioskLink
+
+            link = KioskLink(settings, handler, ctx.hub, sites=handler)
+            await link.start()
+            ctx.commander = link
+            ctx.components["kiosk_link"] = link
+        if settings.timers_enabled:
+            timer_loop = TimerLoop(ctx)
+            ctx.components["timers"] = timer_loop
+            tasks.append(asyncio.create_task(timer_loop.run_forever(), name="timers"))
         yield
     finally:
         for task in tasks:
@@ -52,6 +73,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if link is not None:
+            await link.stop()
         await engine.dispose()
 
 
@@ -64,6 +87,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     install_error_handlers(app)
+    app.include_router(orders_router)
+    app.include_router(kiosk_router)
+    app.include_router(operator_router)
+    app.include_router(purchaser_router)
+    app.include_router(metrics_router)
     app.include_router(telemetry_router)
     install_web(app)
 

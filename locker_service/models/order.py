@@ -43,6 +43,9 @@ class Order(Base):
     token_salt: Mapped[str] = mapped_column(String(64))
     pickup_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     code_hash: Mapped[str] = mapped_column(String(64), index=True)
+    # Set when a code opened the door: the codes are single use. Given back if the door never
+    # opened or the food was left inside.
+    code_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     hold_until: Mapped[datetime | None] = mapped_column(UTCDateTime())  # ready -> expired after
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # created: no drop-off by
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,197 @@
+"""`lockerctl` commands of the service: serve, migrate, and making sites, kiosks, merchants,
+couriers and operators (each prints its credential once; only a hash is kept).
+
+Imports only typer at module level: the service's stack loads when a command runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from locker_service.config import Settings
+
+T = TypeVar("T")
+
+
+def _settings(database_url: str | None) -> Settings:
+    from locker_service.config import Settings
+
+    overrides: dict[str, Any] = {}
+    if database_url:
+        overrides["database_url"] = database_url
+    return Settings(**overrides)
+
+
+def _in_session(
+    database_url: str | None, work: Callable[[AsyncSession, Settings], Awaitable[T]]
+) -> T:
+    from locker_service.api.errors import ServiceError
+    from locker_service.db import create_engine, create_sessionmaker, session_scope
+    from migrations import upgrade_async
+
+    settings = _settings(database_url)
+
+    async def run() -> T:
+        await upgrade_async(settings.database_url)
+        engine = create_engine(settings.database_url)
+        try:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                return await work(session, settings)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except ServiceError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+DB_OPTION = typer.Option(None, "--database-url", help="[env LOCKER_DATABASE_URL]")
+SITES_OPTION = typer.Option([], "--site", help="Site code (repeat for several); admins see all")
+
+
+def serve(
+    host: str | None = typer.Option(None, help="Listen address [env LOCKER_HOST]"),
+    port: int | None = typer.Option(None, help="Listen port [env LOCKER_PORT]"),
+    database_url: str | None = DB_OPTION,
+    mqtt_url: str | None = typer.Option(None, help="mqtt://host:port [env LOCKER_MQTT_URL]"),
+    time_scale: float | None = typer.Option(
+        None, "--time-scale", help="Run N times faster [env LOCKER_TIME_SCALE]"
+    ),
+    log_level: str = typer.Option("info", help="Logging level"),
+) -> None:
+    """Run the locker service (REST API, kiosk link, timers); migrates the database first."""
+    import logging
+
+    import uvicorn
+
+    from locker_service.config import Settings
+    from locker_service.main import create_app
+
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "host": host,
+            "port": port,
+            "database_url": database_url,
+            "mqtt_url": mqtt_url,
+            "time_scale": time_scale,
+        }.items()
+        if value is not None
+    }
+    settings = Settings(**overrides)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=5,
+    )
+
+
+def migrate(database_url: str | None = DB_OPTION) -> None:
+    """Bring the database schema to the newest version (alembic upgrade head)."""
+    from migrations import upgrade
+
+    settings = _settings(database_url)
+    upgrade(settings.database_url)
+    typer.echo("database is at the newest schema")
+
+
+def create_site(
+    code: str = typer.Option(..., help="Short unique code, e.g. hq"),
+    name: str = typer.Option(..., help="Shown to people"),
+    timezone: str = typer.Option("UTC"),
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Make a site (a building with one or more kiosks)."""
+    from locker_service.sites import service
+
+    made = _in_session(database_url, lambda s, _: service.create_site(s, code, name, timezone))
+    typer.echo(f"site {code} created (id {made.id})")
+
+
+def create_kiosk(
+    site: str = typer.Option(..., help="Site code"),
+    code: str = typer.Option(..., help="Kiosk id on MQTT, e.g. hq-lobby"),
+    name: str = typer.Option(..., help="Shown to people"),
+    layout: str = typer.Option("M:8", help="Compartment sizes in order, e.g. S:2,M:4,L:2"),
+    unheated: str = typer.Option("", help="Numbers of compartments without heater, e.g. 1,2"),
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Make a kiosk with its compartments; prints the kiosk screen's token once."""
+    from locker_service.sites import service
+
+    numbers = frozenset(int(n) for n in unheated.split(",") if n.strip())
+    made = _in_session(
+        database_url,
+        lambda s, _: service.create_kiosk(s, site, code, name, layout, numbers),
+    )
+    typer.echo(f"kiosk {code} created (id {made.id})")
+    typer.echo(f"kiosk token (shown once): {made.secret}")
+
+
+def create_merchant(name: str = typer.Option(...), database_url: str | None = DB_OPTION) -> None:
+    """Make a merchant; prints its API key once."""
+    from locker_service.sites import service
+
+    made = _in_session(database_url, lambda s, _: service.create_merchant(s, name))
+    typer.echo(f"merchant {name} created (id {made.id})")
+    typer.echo(f"API key (shown once): {made.secret}")
+
+
+def create_courier(
+    code: str = typer.Option(..., help="What the courier types at the kiosk"),
+    name: str = typer.Option(...),
+    merchant: int | None = typer.Option(None, help="Merchant id: only its orders"),
+    company: str | None = typer.Option(None, help="Delivery company"),
+    pin: str | None = typer.Option(None, help="4-12 digits; generated when left out"),
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Make a courier; prints the PIN once."""
+    from locker_service.sites import service
+
+    made = _in_session(
+        database_url,
+        lambda s, settings: service.create_courier(
+            s, settings.secret_key, code, name, merchant, company, pin
+        ),
+    )
+    typer.echo(f"courier {code} created (id {made.id})")
+    typer.echo(f"PIN (shown once): {made.secret}")
+
+
+def create_operator(
+    name: str = typer.Option(...),
+    role: str = typer.Option("operator", help="viewer, operator or admin"),
+    site: list[str] = SITES_OPTION,
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Make an operator for the dashboard; prints the token once."""
+    from locker_service.sites import service
+
+    made = _in_session(database_url, lambda s, _: service.create_operator(s, name, role, site))
+    typer.echo(f"operator {name} created (id {made.id}, {role})")
+    typer.echo(f"operator token (shown once): {made.secret}")
+
+
+COMMANDS: dict[str, Callable[..., None]] = {
+    "serve": serve,
+    "migrate": migrate,
+    "create-site": create_site,
+    "create-kiosk": create_kiosk,
+    "create-merchant": create_merchant,
+    "create-courier": create_courier,
+    "create-operator": create_operator,
+}

@@ -1,0 +1,1 @@
+"""Alerts for operators: raised with a dedupe key, acknowledged, resolved."""

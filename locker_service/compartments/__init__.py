@@ -1,0 +1,1 @@
+"""Compartments of a kiosk: allocation, lifecycle, live state from the kiosk's snapshots."""

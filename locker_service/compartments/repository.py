@@ -1,0 +1,114 @@
+"""Queries on compartments, allocation for a drop-off, and compare-and-set state changes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+from locker_service.api.errors import Conflict
+from locker_service.compartments.lifecycle import (
+    CompartmentState,
+    CompartmentTrigger,
+    next_state,
+)
+from locker_service.db import rowcount
+from locker_service.models import Compartment, Kiosk
+
+SIZES = ("S", "M", "L")
+
+
+class CompartmentChanged(Conflict):
+    code = "compartment_changed"
+
+
+async def transition(
+    session: AsyncSession, compartment: Compartment, trigger: CompartmentTrigger, **values: Any
+) -> CompartmentState:
+    expected = compartment.state
+    new = next_state(expected, trigger)
+    result = await session.execute(
+        update(Compartment)
+        .where(Compartment.id == compartment.id, Compartment.state == expected)
+        .values(state=new.value, version=Compartment.version + 1, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(result) != 1:
+        raise CompartmentChanged(f"compartment {compartment.id} changed meanwhile")
+    set_committed_value(compartment, "state", new.value)
+    set_committed_value(compartment, "version", compartment.version + 1)
+    for key, value in values.items():
+        set_committed_value(compartment, key, value)
+    return new
+
+
+async def try_reserve(session: AsyncSession, compartment_id: int) -> bool:
+    """Compare-and-set available -> reserved: exactly one of any number of racers wins."""
+    result = await session.execute(
+        update(Compartment)
+        .where(
+            Compartment.id == compartment_id,
+            Compartment.state == CompartmentState.AVAILABLE.value,
+            Compartment.fault.is_(None),
+        )
+        .values(state=CompartmentState.RESERVED.value, version=Compartment.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(result) == 1
+
+
+def fits(compartment_size: str, heated: bool, order_size: str, hot: bool) -> bool:
+    if hot and not heated:
+        return False
+    return SIZES.index(compartment_size) >= SIZES.index(order_size)
+
+
+def preference(compartment: Compartment, order_size: str, hot: bool) -> tuple[int, int, int]:
+    """Smallest fitting size first; an unheated one for ambient food, keeping heat for hot."""
+    return (
+        SIZES.index(compartment.size) - SIZES.index(order_size),
+        1 if (compartment.heated and not hot) else 0,
+        compartment.number,
+    )
+
+
+async def free_in_kiosk(session: AsyncSession, kiosk_id: int) -> Sequence[Compartment]:
+    return (
+        await session.scalars(
+            select(Compartment).where(
+                Compartment.kiosk_id == kiosk_id,
+                Compartment.state == CompartmentState.AVAILABLE.value,
+                Compartment.fault.is_(None),
+            )
+        )
+    ).all()
+
+
+async def by_number(session: AsyncSession, kiosk_id: int, number: int) -> Compartment | None:
+    return await session.scalar(
+        select(Compartment).where(Compartment.kiosk_id == kiosk_id, Compartment.number == number)
+    )
+
+
+async def of_kiosk(session: AsyncSession, kiosk_id: int) -> Sequence[Compartment]:
+    return (
+        await session.scalars(
+            select(Compartment).where(Compartment.kiosk_id == kiosk_id).order_by(Compartment.number)
+        )
+    ).all()
+
+
+async def with_kiosk(
+    session: AsyncSession, compartment_id: int
+) -> tuple[Compartment, Kiosk] | None:
+    row = (
+        await session.execute(
+            select(Compartment, Kiosk)
+            .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
+            .where(Compartment.id == compartment_id)
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])

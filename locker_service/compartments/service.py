@@ -1,0 +1,130 @@
+"""Opening a compartment's door: authorise (audited), command the kiosk, account for the answer.
+
+The door-opening row is committed before the unlock command leaves, so the kiosk's door_opened
+event, whenever it arrives, finds the reason it was opened. A door that opens with no such row
+behind it is an unexplained opening (an alert).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from firmware_bridge import wire
+from locker_service.api.errors import ServiceUnavailable
+from locker_service.context import ServiceContext
+from locker_service.db import session_scope
+from locker_service.kiosk_link.errors import CommandTimeout, KioskLinkError
+from locker_service.models import Compartment, DoorOpening, Kiosk, utcnow
+
+log = logging.getLogger(__name__)
+
+UNLOCK_PULSE_MS = 500  # long enough for the solenoid latch on every board we know
+# An authorised opening explains a door_opened event this long after it (nominal seconds): the
+# unlock deadline plus the time a person takes to pull the door.
+AUTHORISATION_WINDOW_S = 120.0
+
+
+class UnlockFailed(ServiceUnavailable):
+    code = "unlock_failed"
+
+
+def authorise(
+    session: AsyncSession,
+    compartment: Compartment,
+    *,
+    who: str,
+    why: str,
+    order_id: uuid.UUID | None,
+) -> DoorOpening:
+    opening = DoorOpening(
+        compartment_id=compartment.id, order_id=order_id, at=utcnow(), who=who, why=why
+    )
+    session.add(opening)
+    return opening
+
+
+async def send(
+    ctx: ServiceContext,
+    kiosk_code: str,
+    action: str,
+    number: int,
+    args: dict[str, object],
+    timeout_s: float | None = None,
+) -> wire.Reply:
+    if ctx.commander is None:
+        raise ServiceUnavailable("the kiosk link is not running", code="kiosk_link_down")
+    return await ctx.commander.command(
+        kiosk_code, action, number, dict(args), timeout_s or ctx.settings.command_timeout_s
+    )
+
+
+async def unlock(
+    ctx: ServiceContext,
+    kiosk: Kiosk,
+    compartment: Compartment,
+    opening_id: int,
+    *,
+    override_cycle: bool = False,
+) -> wire.Reply:
+    """Send the unlock for an authorised opening; raise if the door was not released.
+
+    On a definite failure the authorisation is withdrawn; on a timeout it stays, because the
+    lock may have released and the door_opened event must then find its reason.
+    """
+    args = wire.UnlockArgs(pulse_ms=UNLOCK_PULSE_MS, override_cycle=override_cycle)
+    try:
+        reply = await send(ctx, kiosk.code, "unlock", compartment.number, args.model_dump())
+    except CommandTimeout:
+        raise
+    except (KioskLinkError, ServiceUnavailable):
+        await _withdraw(ctx, opening_id)
+        raise
+    if reply.status != "succeeded":
+        await _withdraw(ctx, opening_id)
+        raise UnlockFailed(
+            f"compartment {compartment.number} did not open: {reply.status}"
+            + (f" ({reply.detail})" if reply.detail else "")
+        )
+    async with session_scope(ctx.sessionmaker) as session:
+        await session.execute(
+            update(DoorOpening)
+            .where(DoorOpening.id == opening_id)
+            .values(request_id=reply.request_id)
+        )
+    return reply
+
+
+async def _withdraw(ctx: ServiceContext, opening_id: int) -> None:
+    async with session_scope(ctx.sessionmaker) as session:
+        await session.execute(
+            delete(DoorOpening).where(
+                DoorOpening.id == opening_id, DoorOpening.door_opened_at.is_(None)
+            )
+        )
+
+
+async def explain_opening(
+    session: AsyncSession, ctx: ServiceContext, compartment: Compartment
+) -> DoorOpening | None:
+    """The authorised opening behind a door that just opened, marked as used; None if none."""
+    since = utcnow() - timedelta(
+        seconds=max(ctx.settings.scaled(AUTHORISATION_WINDOW_S), ctx.settings.command_timeout_s * 2)
+    )
+    opening = await session.scalar(
+        select(DoorOpening)
+        .where(
+            DoorOpening.compartment_id == compartment.id,
+            DoorOpening.door_opened_at.is_(None),
+            DoorOpening.at >= since,
+        )
+        .order_by(DoorOpening.at.desc())
+        .limit(1)
+    )
+    if opening is not None:
+        opening.door_opened_at = utcnow()
+    return opening

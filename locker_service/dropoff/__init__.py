@@ -1,0 +1,1 @@
+"""Courier drop-off: identify the courier and the order, allocate a compartment, open it."""

@@ -1,0 +1,186 @@
+"""Drop-off: a courier at a kiosk names an order; a free compartment that fits is reserved
+and opened.
+
+Allocation is a compare-and-set on the compartment (available -> reserved) inside the same
+transaction as the order's created -> assigned step: two couriers can never get the same
+compartment, and an order can never get two. The transaction commits before the unlock is sent,
+so nothing is held locked while the kiosk answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from locker_service.api.errors import Conflict, Forbidden, NotFound, TooManyRequests
+from locker_service.compartments import repository as compartments
+from locker_service.compartments import service as doors
+from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
+from locker_service.context import ServiceContext
+from locker_service.db import session_scope
+from locker_service.events import publish_after_commit
+from locker_service.models import Compartment, Courier, Kiosk, Order, PickupAttempt, utcnow
+from locker_service.orders import repository as orders
+from locker_service.orders.lifecycle import OrderState, OrderTrigger
+from locker_service.orders.schemas import live_view as order_view
+from locker_service.pickup import throttle
+from locker_service.security import hash_pin, same
+from locker_service.timers import service as timers
+from locker_service.timers.service import TimerKind
+
+log = logging.getLogger(__name__)
+
+
+class NoFreeCompartment(Conflict):
+    code = "no_free_compartment"
+
+
+@dataclass(frozen=True)
+class DropoffResult:
+    order: Order
+    compartment: Compartment
+    request_id: str
+
+
+async def _check_courier(ctx: ServiceContext, kiosk: Kiosk, code: str, pin: str) -> Courier:
+    """The courier, if the PIN is right; wrong PINs count towards a lockout like pickup codes."""
+    settings = ctx.settings
+    source = f"courier:{code}"
+    now = utcnow()
+    limits = throttle.Limits(
+        window=timedelta(seconds=settings.scaled(settings.pickup_window_s)),
+        lockout=timedelta(seconds=settings.scaled(settings.pickup_lockout_s)),
+        per_source=settings.pickup_max_failures_per_source,
+        per_kiosk=0,
+        per_order=0,
+    )
+    async with session_scope(ctx.sessionmaker) as session:
+        since = now - limits.window - limits.lockout
+        failures = list(
+            (
+                await session.scalars(
+                    select(PickupAttempt.at)
+                    .where(
+                        PickupAttempt.source == source,
+                        PickupAttempt.ok.is_(False),
+                        PickupAttempt.at >= since,
+                    )
+                    .order_by(PickupAttempt.at.desc())
+                    .limit(100)
+                )
+            ).all()
+        )
+        lockout = throttle.check(now, limits, by_source=failures, by_kiosk=[])
+        if lockout is not None:
+            raise TooManyRequests(
+                "too many wrong PINs: try again later",
+                retry_after_s=lockout.retry_after_s,
+                code="locked_out",
+            )
+        courier = await session.scalar(select(Courier).where(Courier.code == code))
+        ok = courier is not None and same(
+            courier.pin_hash, hash_pin(settings.secret_key, code, pin)
+        )
+        session.add(PickupAttempt(kiosk_id=kiosk.id, source=source, at=now, ok=ok))
+    if not ok or courier is None:
+        raise Forbidden("unknown courier or wrong PIN", code="bad_courier_credentials")
+    return courier
+
+
+async def dropoff(
+    ctx: ServiceContext, kiosk: Kiosk, courier_code: str, pin: str, order_ref: str
+) -> DropoffResult:
+    courier = await _check_courier(ctx, kiosk, courier_code, pin)
+    settings = ctx.settings
+    async with session_scope(ctx.sessionmaker) as session:
+        candidates = await orders.dropoff_candidates(
+            session, kiosk.site_id, order_ref, courier.merchant_id
+        )
+        if not candidates:
+            raise NotFound(f"no order {order_ref!r} for this site", code="order_not_found")
+        if len(candidates) > 1:
+            raise Conflict(
+                f"{len(candidates)} orders match {order_ref!r}: use the order id",
+                code="ambiguous_order",
+            )
+        order = candidates[0]
+        if order.state != OrderState.CREATED:
+            raise Conflict(
+                f"order {order.external_ref} is {order.state}, not waiting for a drop-off",
+                code="invalid_transition",
+            )
+        hot = order.temperature_class == "hot"
+        free = [
+            c
+            for c in await compartments.free_in_kiosk(session, kiosk.id)
+            if compartments.fits(c.size, c.heated, order.size, hot)
+        ]
+        free.sort(key=lambda c: compartments.preference(c, order.size, hot))
+        chosen: Compartment | None = None
+        for candidate in free:
+            if await compartments.try_reserve(session, candidate.id):
+                chosen = candidate
+                break
+        if chosen is None:
+            raise NoFreeCompartment(
+                f"no free {'heated ' if hot else ''}compartment of size {order.size} or larger"
+            )
+        chosen.state = CompartmentState.RESERVED.value  # mirror the CAS in the loaded object
+        await orders.transition(
+            session,
+            order,
+            OrderTrigger.ASSIGN,
+            actor_type="courier",
+            actor_id=courier.code,
+            detail={"compartment": chosen.number, "kiosk": kiosk.code},
+            compartment_id=chosen.id,
+            courier_id=courier.id,
+            assigned_at=utcnow(),
+        )
+        timers.schedule(
+            session,
+            TimerKind.DROPOFF_TIMEOUT,
+            utcnow() + timedelta(seconds=settings.scaled(settings.dropoff_door_timeout_s)),
+            order_id=order.id,
+            compartment_id=chosen.id,
+        )
+        opening = doors.authorise(
+            session, chosen, who=f"courier:{courier.code}", why="drop-off", order_id=order.id
+        )
+        await session.flush()
+        opening_id = opening.id
+        publish_after_commit(session, ctx.hub, "order", order_view(order), order.site_id)
+
+    try:
+        reply = await doors.unlock(ctx, kiosk, chosen, opening_id)
+    except Exception:
+        await release(ctx, order, chosen, reason="the compartment did not open")
+        raise
+    return DropoffResult(order=order, compartment=chosen, request_id=reply.request_id)
+
+
+async def release(ctx: ServiceContext, order: Order, compartment: Compartment, reason: str) -> None:
+    """Undo a drop-off that never put food in: order back to created, compartment free."""
+    async with session_scope(ctx.sessionmaker) as session:
+        fresh_order = await session.get(Order, order.id)
+        fresh_compartment = await session.get(Compartment, compartment.id)
+        if fresh_order is None or fresh_compartment is None:
+            return
+        if fresh_order.state == OrderState.ASSIGNED:
+            await orders.transition(
+                session,
+                fresh_order,
+                OrderTrigger.RELEASE,
+                actor_type="system",
+                detail={"reason": reason},
+                compartment_id=None,
+            )
+            publish_after_commit(
+                session, ctx.hub, "order", order_view(fresh_order), fresh_order.site_id
+            )
+        if fresh_compartment.state == CompartmentState.RESERVED:
+            await compartments.transition(session, fresh_compartment, CompartmentTrigger.RELEASE)
+        await timers.cancel(session, [TimerKind.DROPOFF_TIMEOUT], order_id=order.id)

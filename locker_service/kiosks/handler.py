@@ -1,0 +1,300 @@
+"""The story's reactions to what kiosks report: the `KioskHandler` the kiosk link calls.
+
+Every event is handled once: its `event_id` is inserted in the same transaction as the changes
+it causes, so a redelivered event (MQTT is at-least-once) finds it and does nothing, and a crash
+mid-way rolls both back and the redelivery does the work.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from firmware_bridge import wire
+from locker_service.alerts.service import raise_alert, resolve_alerts
+from locker_service.api.errors import ServiceError
+from locker_service.compartments import repository as compartments
+from locker_service.compartments import service as doors
+from locker_service.compartments.lifecycle import CompartmentState
+from locker_service.context import ServiceContext
+from locker_service.db import session_scope
+from locker_service.kiosk_link.errors import KioskLinkError
+from locker_service.kiosks.story import Story
+from locker_service.models import Compartment, DoorOpening, Kiosk, KioskEvent, utcnow
+from locker_service.orders import repository as orders
+from locker_service.orders.lifecycle import OrderState
+from locker_service.pickup import codes
+from locker_service.pickup import service as pickup_service
+
+log = logging.getLogger(__name__)
+
+
+class StoryHandler:
+    """Implements `locker_service.kiosk_link.KioskHandler`."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.story = Story(ctx)
+
+    async def _kiosk(self, session: AsyncSession, code: str) -> Kiosk | None:
+        kiosk = await session.scalar(select(Kiosk).where(Kiosk.code == code))
+        if kiosk is None:
+            log.warning("message from unknown kiosk %s ignored", code)
+        return kiosk
+
+    async def site_of(self, kiosk_id: str) -> int | None:
+        """`SiteResolver` for the kiosk link's live updates."""
+        async with self.ctx.sessionmaker() as session:
+            site_id: int | None = await session.scalar(
+                select(Kiosk.site_id).where(Kiosk.code == kiosk_id)
+            )
+            return site_id
+
+    # -- status -----------------------------------------------------------------------------
+
+    async def on_status(self, kiosk_id: str, status: wire.KioskStatus) -> None:
+        async with session_scope(self.ctx.sessionmaker) as session:
+            kiosk = await self._kiosk(session, kiosk_id)
+            if kiosk is None:
+                return
+            if kiosk.last_seen_at is not None and status.ts < kiosk.last_seen_at:
+                return  # an older retained status replayed after a newer one
+            online = status.state == "online"
+            kiosk.online = online
+            kiosk.last_seen_at = status.ts
+            if status.boot_id:
+                kiosk.boot_id = status.boot_id
+            if status.fw:
+                kiosk.fw = status.fw
+            offline_key = f"kiosk_offline:{kiosk.id}"
+            board_key = f"board_offline:{kiosk.id}"
+            if not online:
+                await raise_alert(
+                    session,
+                    kind="kiosk_offline",
+                    severity="critical",
+                    message=f"kiosk {kiosk.code} ({kiosk.name}) is offline",
+                    dedupe_key=offline_key,
+                    site_id=kiosk.site_id,
+                    kiosk_id=kiosk.id,
+                    hub=self.ctx.hub,
+                )
+                return
+            await resolve_alerts(session, offline_key, self.ctx.hub)
+            if status.board_online:
+                await resolve_alerts(session, board_key, self.ctx.hub)
+            else:
+                await raise_alert(
+                    session,
+                    kind="board_offline",
+                    severity="critical",
+                    message=f"kiosk {kiosk.code}: the locker bank board does not answer",
+                    dedupe_key=board_key,
+                    site_id=kiosk.site_id,
+                    kiosk_id=kiosk.id,
+                    hub=self.ctx.hub,
+                )
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    async def on_snapshot(self, kiosk_id: str, snap: wire.CompartmentSnapshot) -> None:
+        async with session_scope(self.ctx.sessionmaker) as session:
+            kiosk = await self._kiosk(session, kiosk_id)
+            if kiosk is None:
+                return
+            c = await compartments.by_number(session, kiosk.id, snap.n)
+            if c is None:
+                log.warning("snapshot of unknown compartment %s/%s", kiosk_id, snap.n)
+                return
+            if c.snapshot_at is not None and snap.ts < c.snapshot_at:
+                return
+            c.door_open = snap.door_open
+            c.lock_released = snap.lock_released
+            c.occupied = snap.occupied
+            c.heater_on = snap.heater_on
+            c.uv_on = snap.uv_on
+            c.temp_c = snap.temp_c
+            c.setpoint_c = snap.setpoint_c
+            c.disinfect_remaining_s = snap.disinfect_remaining_s
+            c.snapshot_at = snap.ts
+            await self._fault(session, kiosk, c, snap.fault)
+
+    async def _fault(
+        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, fault: str | None
+    ) -> None:
+        key = f"compartment_fault:{c.id}"
+        if fault is not None and fault != c.fault:
+            await raise_alert(
+                session,
+                kind="compartment_fault",
+                severity="critical",
+                message=f"{kiosk.code} compartment {c.number}: {fault}",
+                dedupe_key=key,
+                site_id=kiosk.site_id,
+                kiosk_id=kiosk.id,
+                compartment_id=c.id,
+                hub=self.ctx.hub,
+            )
+        elif fault is None and c.fault is not None:
+            await resolve_alerts(session, key, self.ctx.hub)
+        c.fault = fault
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def on_event(self, kiosk_id: str, event: wire.Event) -> None:
+        scanned: str | None = None
+        kiosk: Kiosk | None = None
+        async with session_scope(self.ctx.sessionmaker) as session:
+            seen = await session.scalar(
+                select(KioskEvent.id).where(KioskEvent.event_id == event.event_id)
+            )
+            if seen is not None:
+                log.debug("event %s seen before: ignored", event.event_id)
+                return
+            kiosk = await self._kiosk(session, kiosk_id)
+            session.add(
+                KioskEvent(
+                    event_id=event.event_id,
+                    kiosk_id=kiosk.id if kiosk else None,
+                    type=event.type,
+                    compartment=event.compartment,
+                    ts=event.ts,
+                    data=event.data,
+                    received_at=utcnow(),
+                )
+            )
+            await session.flush()  # a racing replica's copy fails here, before any change
+            if kiosk is None:
+                return
+            if event.type == "scan":
+                text = event.data.get("text")
+                scanned = text if isinstance(text, str) else None
+            elif event.compartment is not None:
+                c = await compartments.by_number(session, kiosk.id, event.compartment)
+                if c is None:
+                    log.warning("event for unknown compartment %s/%s", kiosk_id, event.compartment)
+                    return
+                await self._compartment_event(session, kiosk, c, event)
+            elif event.type == "board_rebooted":
+                await raise_alert(
+                    session,
+                    kind="board_rebooted",
+                    severity="info",
+                    message=f"kiosk {kiosk.code}: the locker bank board restarted",
+                    dedupe_key=f"board_rebooted:{kiosk.id}",
+                    site_id=kiosk.site_id,
+                    kiosk_id=kiosk.id,
+                    hub=self.ctx.hub,
+                )
+        if scanned is not None and kiosk is not None:
+            await self._scan(kiosk, scanned)
+
+    async def _compartment_event(
+        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, event: wire.Event
+    ) -> None:
+        kind = event.type
+        if kind == "door_opened":
+            c.door_open = True
+            opening = await doors.explain_opening(session, self.ctx, c)
+            if opening is None:
+                session.add(
+                    DoorOpening(
+                        compartment_id=c.id,
+                        at=event.ts,
+                        who="unknown",
+                        why="no command behind this opening",
+                        request_id=None,
+                        door_opened_at=event.ts,
+                    )
+                )
+                await raise_alert(
+                    session,
+                    kind="door_opened_unexplained",
+                    severity="critical",
+                    message=f"{kiosk.code} compartment {c.number}: door opened with no command",
+                    dedupe_key=f"door_unexplained:{c.id}",
+                    site_id=kiosk.site_id,
+                    kiosk_id=kiosk.id,
+                    compartment_id=c.id,
+                    hub=self.ctx.hub,
+                )
+            elif opening.order_id is not None:
+                orders.add_event(
+                    session,
+                    opening.order_id,
+                    "kiosk",
+                    kiosk.code,
+                    "door_opened",
+                    {"who": opening.who},
+                )
+        elif kind == "item_placed":
+            c.occupied = True
+        elif kind == "item_removed":
+            c.occupied = False
+        elif kind == "door_closed":
+            c.door_open = False
+            await self._door_closed(session, kiosk, c)
+        elif kind == "disinfection_completed":
+            await self.story.cycle_completed(session, kiosk, c)
+        elif kind == "disinfection_aborted":
+            await self.story.cycle_aborted(session, kiosk, c)
+        elif kind == "fault_raised":
+            fault = event.data.get("fault")
+            await self._fault(session, kiosk, c, str(fault) if fault else "unknown")
+        elif kind == "fault_cleared":
+            await self._fault(session, kiosk, c, None)
+
+    async def _door_closed(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
+        state = c.state
+        if state == CompartmentState.RESERVED:
+            order = await orders.active_in_compartment(session, c.id)
+            if order is None or order.state != OrderState.ASSIGNED:
+                return
+            if c.occupied:
+                await self.story.deposit(session, kiosk, c, order)
+            else:
+                await self.story.release_empty(session, kiosk, c, order, "shut with nothing inside")
+        elif state in (
+            CompartmentState.OCCUPIED,
+            CompartmentState.DISINFECTING,
+            CompartmentState.AWAITING_PICKUP,
+        ):
+            if not c.occupied:
+                last = await self._last_opener(session, c)
+                await self.story.emptied(session, kiosk, c, last)
+                return
+            order = await orders.active_in_compartment(session, c.id)
+            if (
+                order is not None
+                and order.state == OrderState.READY
+                and order.code_used_at is not None
+            ):
+                await self.story.left_inside(session, kiosk, order)
+
+    async def _last_opener(self, session: AsyncSession, c: Compartment) -> str | None:
+        who: str | None = await session.scalar(
+            select(DoorOpening.who)
+            .where(DoorOpening.compartment_id == c.id, DoorOpening.door_opened_at.is_not(None))
+            .order_by(DoorOpening.door_opened_at.desc())
+            .limit(1)
+        )
+        return who
+
+    async def _scan(self, kiosk: Kiosk, text: str) -> None:
+        """A code held to the kiosk's scanner: open that order's compartment if it may."""
+        token = codes.token_from_scan(text)
+        code = None if token else codes.normalise_code(text)
+        outcome: dict[str, object] = {"kiosk": kiosk.code}
+        try:
+            if token is None and code is None:
+                raise pickup_service.InvalidCode("not a pickup code")
+            result = await pickup_service.pickup(
+                self.ctx, kiosk, source=f"scanner:{kiosk.code}", code=code, token=token
+            )
+            outcome.update(ok=True, compartment=result.compartment.number)
+        except (ServiceError, KioskLinkError) as exc:
+            log.info("scan at kiosk %s refused: %s", kiosk.code, exc)
+            outcome.update(ok=False, error=exc.code, message=exc.message)
+        self.ctx.hub.publish("pickup", outcome, kiosk.site_id)

@@ -1,0 +1,339 @@
+"""The steps of the locker story, shared by the kiosk event handler and the timers.
+
+Each step runs inside the caller's transaction: it moves the order and the compartment with
+compare-and-set, writes the audit trail, schedules the follow-up timers and, where the purchaser
+must hear of it, the outbox row, all in that one transaction. Commands to the kiosk are never
+sent from here: they are timers (START_HOLD_CYCLE, START_CLEANING) so that a crash between a
+decision and its command is recovered by whichever replica claims the timer next.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from locker_service.alerts.service import raise_alert
+from locker_service.compartments import repository as compartments
+from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
+from locker_service.context import ServiceContext
+from locker_service.events import publish_after_commit
+from locker_service.models import (
+    Compartment,
+    DisinfectionCycle,
+    Kiosk,
+    Order,
+    Site,
+    utcnow,
+)
+from locker_service.orders import outbox
+from locker_service.orders import repository as orders
+from locker_service.orders.lifecycle import OrderState, OrderTrigger
+from locker_service.orders.schemas import live_view
+from locker_service.timers import service as timers
+from locker_service.timers.service import TimerKind
+
+log = logging.getLogger(__name__)
+
+
+def compartment_view(c: Compartment, kiosk: Kiosk) -> dict[str, object]:
+    return {
+        "id": c.id,
+        "kiosk_id": kiosk.id,
+        "kiosk": kiosk.code,
+        "number": c.number,
+        "state": c.state,
+        "door_open": c.door_open,
+        "occupied": c.occupied,
+    }
+
+
+class Story:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+
+    def _later(self, nominal_s: float) -> timedelta:
+        return timedelta(seconds=self.settings.scaled(nominal_s))
+
+    def _publish(
+        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, o: Order | None
+    ) -> None:
+        publish_after_commit(
+            session, self.ctx.hub, "compartment", compartment_view(c, kiosk), kiosk.site_id
+        )
+        if o is not None:
+            publish_after_commit(session, self.ctx.hub, "order", live_view(o), o.site_id)
+
+    async def where(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> str:
+        site = await session.get(Site, kiosk.site_id)
+        return f"{site.name if site else 'the site'}, {kiosk.name}, compartment {c.number}"
+
+    # -- drop-off ---------------------------------------------------------------------------
+
+    async def deposit(
+        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, order: Order
+    ) -> None:
+        """The courier shut the door with the food inside: hold it, then disinfect."""
+        now = utcnow()
+        await orders.transition(
+            session,
+            order,
+            OrderTrigger.DEPOSIT,
+            actor_type="kiosk",
+            actor_id=kiosk.code,
+            deposited_at=now,
+        )
+        await compartments.transition(session, c, CompartmentTrigger.OCCUPY)
+        await timers.cancel(session, [TimerKind.DROPOFF_TIMEOUT], order_id=order.id)
+        timers.schedule(
+            session, TimerKind.START_HOLD_CYCLE, now, order_id=order.id, compartment_id=c.id
+        )
+        self._publish(session, kiosk, c, order)
+
+    async def release_empty(
+        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, order: Order, reason: str
+    ) -> None:
+        """The door shut with nothing inside: the compartment is free, the order waits again."""
+        await orders.transition(
+            session,
+            order,
+            OrderTrigger.RELEASE,
+            actor_type="kiosk",
+            actor_id=kiosk.code,
+            detail={"reason": reason},
+            compartment_id=None,
+        )
+        await compartments.transition(session, c, CompartmentTrigger.RELEASE)
+        await timers.cancel(session, [TimerKind.DROPOFF_TIMEOUT], order_id=order.id)
+        self._publish(session, kiosk, c, order)
+        publish_after_commit(
+            session,
+            self.ctx.hub,
+            "dropoff",
+            {
+                "kiosk": kiosk.code,
+                "compartment": c.number,
+                "order_id": str(order.id),
+                "outcome": "empty",
+                "message": "Nothing was put in: the order was not dropped off.",
+            },
+            kiosk.site_id,
+        )
+
+    # -- cycles -----------------------------------------------------------------------------
+
+    async def running_cycle(
+        self, session: AsyncSession, c: Compartment
+    ) -> DisinfectionCycle | None:
+        return await session.scalar(
+            select(DisinfectionCycle)
+            .where(DisinfectionCycle.compartment_id == c.id, DisinfectionCycle.state == "running")
+            .order_by(DisinfectionCycle.started_at.desc())
+            .limit(1)
+        )
+
+    async def begin_cycle(
+        self, session: AsyncSession, c: Compartment, kind: str, order: Order | None
+    ) -> DisinfectionCycle:
+        """The cycle row and its watchdog (once: a retried start reuses the running one)."""
+        cycle = await self.running_cycle(session, c)
+        if cycle is not None and cycle.kind == kind:
+            return cycle
+        nominal = self.settings.disinfection_s if kind == "hold" else self.settings.cleaning_s
+        now = utcnow()
+        cycle = DisinfectionCycle(
+            compartment_id=c.id,
+            order_id=order.id if order else None,
+            kind=kind,
+            started_at=now,
+            ends_at=now + self._later(nominal),
+            state="running",
+        )
+        session.add(cycle)
+        await timers.cancel(session, [TimerKind.CYCLE_WATCHDOG], compartment_id=c.id)
+        timers.schedule(
+            session,
+            TimerKind.CYCLE_WATCHDOG,
+            cycle.ends_at + self._later(self.settings.cycle_watchdog_margin_s),
+            compartment_id=c.id,
+            order_id=order.id if order else None,
+        )
+        await session.flush()
+        return cycle
+
+    async def cycle_completed(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
+        """The kiosk reports the cycle done: food ready for pickup, or compartment free."""
+        cycle = await self.running_cycle(session, c)
+        now = utcnow()
+        if cycle is not None:
+            cycle.state, cycle.finished_at = "completed", now
+        await timers.cancel(session, [TimerKind.CYCLE_WATCHDOG], compartment_id=c.id)
+        if c.state == CompartmentState.CLEANING:
+            await compartments.transition(session, c, CompartmentTrigger.COMPLETE_CLEANING)
+            self._publish(session, kiosk, c, None)
+            return
+        if c.state != CompartmentState.DISINFECTING:
+            log.info("cycle completed on compartment %s in state %s: nothing to do", c.id, c.state)
+            return
+        order = await orders.active_in_compartment(session, c.id)
+        await compartments.transition(session, c, CompartmentTrigger.COMPLETE_CYCLE)
+        if order is None or order.state != OrderState.DISINFECTING:
+            self._publish(session, kiosk, c, None)
+            return
+        hold_until = now + self._later(self.settings.hold_limit_s)
+        await orders.transition(
+            session,
+            order,
+            OrderTrigger.COMPLETE_CYCLE,
+            actor_type="kiosk",
+            actor_id=kiosk.code,
+            ready_at=now,
+            hold_until=hold_until,
+        )
+        timers.schedule(
+            session,
+            TimerKind.REMINDER,
+            now + self._later(self.settings.reminder_after_s),
+            order_id=order.id,
+        )
+        timers.schedule(
+            session, TimerKind.HOLD_EXPIRY, hold_until, order_id=order.id, compartment_id=c.id
+        )
+        await outbox.enqueue(
+            session, order, "ready", where=await self.where(session, kiosk, c), deadline=hold_until
+        )
+        self._publish(session, kiosk, c, order)
+
+    async def cycle_aborted(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
+        cycle = await self.running_cycle(session, c)
+        if cycle is not None:
+            cycle.state, cycle.finished_at = "aborted", utcnow()
+        await timers.cancel(session, [TimerKind.CYCLE_WATCHDOG], compartment_id=c.id)
+        await raise_alert(
+            session,
+            kind="cycle_aborted",
+            severity="warning",
+            message=f"{kiosk.code} compartment {c.number}: disinfection cycle aborted",
+            dedupe_key=f"cycle_aborted:{c.id}",
+            site_id=kiosk.site_id,
+            kiosk_id=kiosk.id,
+            compartment_id=c.id,
+            hub=self.ctx.hub,
+        )
+        # The food (or the emptied compartment) still needs its cycle: start again once the
+        # door is shut; the start timer waits for that.
+        retry_at = utcnow() + self._later(30)
+        if c.state == CompartmentState.DISINFECTING:
+            order = await orders.active_in_compartment(session, c.id)
+            if order is not None:
+                timers.schedule(
+                    session,
+                    TimerKind.START_HOLD_CYCLE,
+                    retry_at,
+                    order_id=order.id,
+                    compartment_id=c.id,
+                )
+        elif c.state == CompartmentState.CLEANING:
+            timers.schedule(session, TimerKind.START_CLEANING, retry_at, compartment_id=c.id)
+
+    # -- pickup and emptying ----------------------------------------------------------------
+
+    async def emptied(
+        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, who: str | None
+    ) -> None:
+        """The door shut on an empty compartment that held food: close the order, clean."""
+        order = await orders.active_in_compartment(session, c.id)
+        now = utcnow()
+        if order is not None and order.state == OrderState.READY:
+            actor = "purchaser" if order.code_used_at is not None else (who or "unknown")
+            await orders.transition(
+                session,
+                order,
+                OrderTrigger.PICK_UP,
+                actor_type=actor.split(":")[0],
+                actor_id=actor,
+                picked_up_at=now,
+            )
+            await timers.cancel(
+                session, [TimerKind.REMINDER, TimerKind.HOLD_EXPIRY], order_id=order.id
+            )
+        elif order is not None and order.state in (OrderState.DEPOSITED, OrderState.DISINFECTING):
+            await orders.transition(
+                session,
+                order,
+                OrderTrigger.FAIL,
+                actor_type="kiosk",
+                actor_id=kiosk.code,
+                failure_reason="the food was taken out before the cycle finished",
+                closed_at=now,
+            )
+            await raise_alert(
+                session,
+                kind="removed_during_hold",
+                severity="warning",
+                message=f"{kiosk.code} compartment {c.number}: food removed before it was ready",
+                dedupe_key=f"removed_during_hold:{order.id}",
+                site_id=kiosk.site_id,
+                kiosk_id=kiosk.id,
+                compartment_id=c.id,
+                hub=self.ctx.hub,
+            )
+        else:
+            ended = await orders.expired_in_compartment(session, c.id)
+            if ended is not None:
+                orders.add_event(session, ended.id, "kiosk", kiosk.code, "removed", {"by": who})
+        await timers.cancel(session, [TimerKind.CYCLE_WATCHDOG], compartment_id=c.id)
+        running = await self.running_cycle(session, c)
+        if running is not None:
+            running.state, running.finished_at = "aborted", now
+        await compartments.transition(session, c, CompartmentTrigger.EMPTY)
+        timers.schedule(session, TimerKind.START_CLEANING, now, compartment_id=c.id)
+        self._publish(session, kiosk, c, order)
+
+    async def left_inside(self, session: AsyncSession, kiosk: Kiosk, order: Order) -> None:
+        """The purchaser opened and shut the door without taking the food: code valid again."""
+        await orders.mark_code_used(session, order, None)
+        orders.add_event(session, order.id, "kiosk", kiosk.code, "left_inside", {})
+
+    # -- ends -------------------------------------------------------------------------------
+
+    async def expire(self, session: AsyncSession, order: Order, reason: str) -> None:
+        await orders.transition(
+            session,
+            order,
+            OrderTrigger.EXPIRE,
+            actor_type="system",
+            detail={"reason": reason},
+            closed_at=utcnow(),
+            failure_reason=reason,
+        )
+        await timers.cancel(
+            session,
+            [TimerKind.REMINDER, TimerKind.HOLD_EXPIRY, TimerKind.ORDER_EXPIRY],
+            order_id=order.id,
+        )
+        publish_after_commit(session, self.ctx.hub, "order", live_view(order), order.site_id)
+        if order.compartment_id is None:
+            return
+        found = await compartments.with_kiosk(session, order.compartment_id)
+        if found is None:
+            return
+        c, kiosk = found
+        await outbox.enqueue(
+            session, order, "expired", where=await self.where(session, kiosk, c), deadline=None
+        )
+        await raise_alert(
+            session,
+            kind="expired_food",
+            severity="warning",
+            message=f"{kiosk.code} compartment {c.number}: order {order.external_ref} expired, "
+            "remove the food",
+            dedupe_key=f"expired_food:{order.id}",
+            site_id=kiosk.site_id,
+            kiosk_id=kiosk.id,
+            compartment_id=c.id,
+            hub=self.ctx.hub,
+        )

@@ -1,0 +1,1 @@
+"""Operators: dashboards' views and actions, scoped to sites."""

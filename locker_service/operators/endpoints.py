@@ -1,0 +1,227 @@
+"""Operator endpoints (Bearer operator token, scoped to sites): views, alerts, actions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import func, select
+
+from locker_service.alerts import service as alerts
+from locker_service.api.deps import ContextDep, OperatorDep, SessionDep
+from locker_service.api.errors import NotFound, Unprocessable
+from locker_service.compartments import repository as compartments
+from locker_service.compartments.lifecycle import CompartmentState
+from locker_service.models import Alert, Compartment, Kiosk, Site, utcnow
+from locker_service.operators import service
+from locker_service.operators.schemas import (
+    AlertRead,
+    CompartmentRead,
+    KillSwitchRequest,
+    KioskDetail,
+    KioskSummary,
+    OpenAnswer,
+    OpenRequest,
+    OrderInside,
+    OrderRow,
+    Reason,
+    SiteRead,
+)
+from locker_service.orders import repository as orders
+from locker_service.orders.lifecycle import OrderState
+
+router = APIRouter(prefix="/api/v1/operator", tags=["operator"])
+
+
+@router.get("/sites", response_model=list[SiteRead])
+async def sites(principal: OperatorDep, session: SessionDep) -> list[SiteRead]:
+    query = select(Site).order_by(Site.code)
+    if principal.site_ids is not None:
+        query = query.where(Site.id.in_(principal.site_ids))
+    result = []
+    for site in (await session.scalars(query)).all():
+        rows = await session.execute(
+            select(
+                Kiosk,
+                func.count(Compartment.id),
+                func.count(Compartment.id).filter(
+                    Compartment.state == CompartmentState.AVAILABLE.value
+                ),
+            )
+            .outerjoin(Compartment, Compartment.kiosk_id == Kiosk.id)
+            .where(Kiosk.site_id == site.id)
+            .group_by(Kiosk.id)
+            .order_by(Kiosk.code)
+        )
+        kiosks = [
+            KioskSummary(
+                id=k.id,
+                code=k.code,
+                name=k.name,
+                online=k.online,
+                last_seen_at=k.last_seen_at,
+                compartments_total=total,
+                compartments_free=free,
+            )
+            for k, total, free in rows.all()
+        ]
+        result.append(
+            SiteRead(
+                id=site.id,
+                code=site.code,
+                name=site.name,
+                timezone=site.timezone,
+                kill_switch_engaged=site.kill_switch_engaged,
+                kill_switch_reason=site.kill_switch_reason,
+                kill_switch_at=site.kill_switch_at,
+                kiosks=kiosks,
+            )
+        )
+    return result
+
+
+@router.get("/kiosks/{kiosk_id}", response_model=KioskDetail)
+async def kiosk(kiosk_id: int, principal: OperatorDep, session: SessionDep) -> KioskDetail:
+    found = await session.get(Kiosk, kiosk_id)
+    if found is None:
+        raise NotFound(f"no kiosk {kiosk_id}")
+    principal.require_site(found.site_id)
+    now = utcnow()
+    rows = []
+    for c in await compartments.of_kiosk(session, found.id):
+        order = await orders.active_in_compartment(session, c.id)
+        inside = None
+        if order is not None:
+            waited = (now - order.deposited_at).total_seconds() if order.deposited_at else None
+            inside = OrderInside(
+                id=order.id,
+                external_ref=order.external_ref,
+                state=order.state,
+                purchaser_name=order.purchaser_name,
+                deposited_at=order.deposited_at,
+                ready_at=order.ready_at,
+                hold_until=order.hold_until,
+                waited_s=waited,
+            )
+        rows.append(
+            CompartmentRead(
+                id=c.id,
+                number=c.number,
+                size=c.size,
+                heated=c.heated,
+                state=c.state,
+                out_of_service_reason=c.out_of_service_reason,
+                door_open=c.door_open,
+                lock_released=c.lock_released,
+                occupied=c.occupied,
+                heater_on=c.heater_on,
+                uv_on=c.uv_on,
+                temp_c=c.temp_c,
+                setpoint_c=c.setpoint_c,
+                disinfect_remaining_s=c.disinfect_remaining_s,
+                fault=c.fault,
+                snapshot_at=c.snapshot_at,
+                order=inside,
+            )
+        )
+    return KioskDetail(
+        id=found.id,
+        code=found.code,
+        name=found.name,
+        site_id=found.site_id,
+        online=found.online,
+        boot_id=found.boot_id,
+        fw=found.fw,
+        last_seen_at=found.last_seen_at,
+        compartments=rows,
+    )
+
+
+def _alert(a: Alert) -> AlertRead:
+    return AlertRead.model_validate(a, from_attributes=True)
+
+
+@router.get("/alerts", response_model=list[AlertRead])
+async def list_alerts(
+    principal: OperatorDep,
+    session: SessionDep,
+    state: Annotated[str | None, Query(pattern="^(open|acknowledged|resolved)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[AlertRead]:
+    return [_alert(a) for a in await alerts.list_alerts(session, principal.site_ids, state, limit)]
+
+
+@router.post("/alerts/{alert_id}/ack", response_model=AlertRead)
+async def ack_alert(
+    alert_id: int, principal: OperatorDep, session: SessionDep, ctx: ContextDep
+) -> AlertRead:
+    alert = await session.get(Alert, alert_id)
+    if alert is None or not principal.can_see(alert.site_id):
+        raise NotFound(f"no alert {alert_id}")
+    principal.require_act(alert.site_id)
+    return _alert(await alerts.acknowledge(session, alert_id, principal.id, ctx.hub))
+
+
+@router.post("/compartments/{compartment_id}/open", response_model=OpenAnswer)
+async def open_compartment(
+    compartment_id: int, body: OpenRequest, principal: OperatorDep, ctx: ContextDep
+) -> OpenAnswer:
+    """Open a door remotely; the reason is recorded with the operator's id."""
+    compartment, request_id = await service.remote_open(
+        ctx, principal, compartment_id, body.reason, body.override_cycle
+    )
+    return OpenAnswer(
+        compartment_id=compartment.id, number=compartment.number, request_id=request_id
+    )
+
+
+@router.post("/compartments/{compartment_id}/out-of-service", response_model=CompartmentRead)
+async def out_of_service(
+    compartment_id: int, body: Reason, principal: OperatorDep, ctx: ContextDep
+) -> CompartmentRead:
+    c = await service.set_out_of_service(ctx, principal, compartment_id, body.reason)
+    return CompartmentRead.model_validate({**_columns(c), "order": None})
+
+
+@router.post("/compartments/{compartment_id}/back-in-service", response_model=CompartmentRead)
+async def back_in_service(
+    compartment_id: int, principal: OperatorDep, ctx: ContextDep
+) -> CompartmentRead:
+    c = await service.set_out_of_service(ctx, principal, compartment_id, None)
+    return CompartmentRead.model_validate({**_columns(c), "order": None})
+
+
+def _columns(c: Compartment) -> dict[str, object]:
+    return {col.key: getattr(c, col.key) for col in Compartment.__table__.columns}
+
+
+@router.get("/orders", response_model=list[OrderRow])
+async def search_orders(
+    principal: OperatorDep,
+    session: SessionDep,
+    q: Annotated[str | None, Query(max_length=128)] = None,
+    state: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[OrderRow]:
+    if state is not None and state not in {s.value for s in OrderState}:
+        raise Unprocessable(f"unknown order state {state!r}", code="unknown_state")
+    found = await orders.search(session, principal.site_ids, q, state, limit)
+    return [OrderRow.model_validate(o, from_attributes=True) for o in found]
+
+
+@router.post("/sites/{site_id}/kill-switch", response_model=SiteRead)
+async def kill_switch(
+    site_id: int, body: KillSwitchRequest, principal: OperatorDep, ctx: ContextDep
+) -> SiteRead:
+    """Freeze (or unfreeze) every code and remote opening at a site."""
+    site = await service.kill_switch(ctx, principal, site_id, body.engaged, body.reason)
+    return SiteRead(
+        id=site.id,
+        code=site.code,
+        name=site.name,
+        timezone=site.timezone,
+        kill_switch_engaged=site.kill_switch_engaged,
+        kill_switch_reason=site.kill_switch_reason,
+        kill_switch_at=site.kill_switch_at,
+        kiosks=[],
+    )

@@ -1,0 +1,125 @@
+"""Bodies of the operator endpoints."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class KioskSummary(BaseModel):
+    id: int
+    code: str
+    name: str
+    online: bool
+    last_seen_at: datetime | None
+    compartments_total: int
+    compartments_free: int
+
+
+class SiteRead(BaseModel):
+    id: int
+    code: str
+    name: str
+    timezone: str
+    kill_switch_engaged: bool
+    kill_switch_reason: str | None
+    kill_switch_at: datetime | None
+    kiosks: list[KioskSummary]
+
+
+class OrderInside(BaseModel):
+    id: uuid.UUID
+    external_ref: str
+    state: str
+    purchaser_name: str
+    deposited_at: datetime | None
+    ready_at: datetime | None
+    hold_until: datetime | None
+    waited_s: float | None = Field(description="seconds since the food went in")
+
+
+class CompartmentRead(BaseModel):
+    id: int
+    number: int
+    size: str
+    heated: bool
+    state: str
+    out_of_service_reason: str | None
+    door_open: bool
+    lock_released: bool
+    occupied: bool
+    heater_on: bool
+    uv_on: bool
+    temp_c: float | None
+    setpoint_c: float | None
+    disinfect_remaining_s: int
+    fault: str | None
+    snapshot_at: datetime | None
+    order: OrderInside | None
+
+
+class KioskDetail(BaseModel):
+    id: int
+    code: str
+    name: str
+    site_id: int
+    online: bool
+    boot_id: str | None
+    fw: str | None
+    last_seen_at: datetime | None
+    compartments: list[CompartmentRead]
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class OpenRequest(Reason):
+    override_cycle: bool = Field(
+        default=False, description="open even during a disinfection cycle (aborts it)"
+    )
+
+
+class OpenAnswer(BaseModel):
+    compartment_id: int
+    number: int
+    request_id: str
+
+
+class KillSwitchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    engaged: bool
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class AlertRead(BaseModel):
+    id: int
+    kind: str
+    site_id: int | None
+    kiosk_id: int | None
+    compartment_id: int | None
+    severity: str
+    message: str
+    state: str
+    count: int
+    raised_at: datetime
+    last_raised_at: datetime
+    acked_by: int | None
+    acked_at: datetime | None
+    resolved_at: datetime | None
+
+
+class OrderRow(BaseModel):
+    id: uuid.UUID
+    external_ref: str
+    site_id: int
+    state: str
+    purchaser_name: str
+    compartment_id: int | None
+    created_at: datetime
+    updated_at: datetime

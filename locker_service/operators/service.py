@@ -1,0 +1,134 @@
+"""Operator actions: remote open (reason required, audited), service status, kill switch."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from locker_service.alerts.service import raise_alert, resolve_alerts
+from locker_service.api.deps import OperatorPrincipal
+from locker_service.api.errors import Conflict, NotFound
+from locker_service.compartments import repository as compartments
+from locker_service.compartments import service as doors
+from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
+from locker_service.context import ServiceContext
+from locker_service.db import session_scope
+from locker_service.events import publish_after_commit
+from locker_service.models import Compartment, Kiosk, Site, utcnow
+from locker_service.orders import repository as orders
+from locker_service.pickup.service import KillSwitchEngaged
+
+
+async def _load(ctx: ServiceContext, compartment_id: int) -> tuple[Compartment, Kiosk, Site]:
+    async with ctx.sessionmaker() as session:
+        found = await compartments.with_kiosk(session, compartment_id)
+        if found is None:
+            raise NotFound(f"no compartment {compartment_id}")
+        compartment, kiosk = found
+        site = await session.get(Site, kiosk.site_id)
+        assert site is not None
+        return compartment, kiosk, site
+
+
+async def remote_open(
+    ctx: ServiceContext,
+    principal: OperatorPrincipal,
+    compartment_id: int,
+    reason: str,
+    override_cycle: bool,
+) -> tuple[Compartment, str]:
+    compartment, kiosk, site = await _load(ctx, compartment_id)
+    principal.require_act(site.id)
+    if site.kill_switch_engaged:
+        raise KillSwitchEngaged("remote openings are frozen at this site (kill switch)")
+    if compartment.state == CompartmentState.DISINFECTING and not override_cycle:
+        raise Conflict(
+            "a disinfection cycle is running: set override_cycle to abort it and open",
+            code="cycle_running",
+        )
+    async with session_scope(ctx.sessionmaker) as session:
+        order = await orders.active_in_compartment(session, compartment.id)
+        order = order or await orders.expired_in_compartment(session, compartment.id)
+        opening = doors.authorise(
+            session,
+            compartment,
+            who=f"operator:{principal.id}",
+            why=reason,
+            order_id=order.id if order else None,
+        )
+        if order is not None:
+            orders.add_event(
+                session, order.id, "operator", str(principal.id), "remote_open", {"reason": reason}
+            )
+        await session.flush()
+        opening_id = opening.id
+    reply = await doors.unlock(ctx, kiosk, compartment, opening_id, override_cycle=override_cycle)
+    return compartment, reply.request_id
+
+
+async def set_out_of_service(
+    ctx: ServiceContext, principal: OperatorPrincipal, compartment_id: int, reason: str | None
+) -> Compartment:
+    async with session_scope(ctx.sessionmaker) as session:
+        found = await compartments.with_kiosk(session, compartment_id)
+        if found is None:
+            raise NotFound(f"no compartment {compartment_id}")
+        compartment, kiosk = found
+        principal.require_act(kiosk.site_id)
+        if reason is not None:
+            await compartments.transition(
+                session,
+                compartment,
+                CompartmentTrigger.TAKE_OUT_OF_SERVICE,
+                out_of_service_reason=f"{reason} (operator {principal.id})",
+            )
+        else:
+            await compartments.transition(
+                session, compartment, CompartmentTrigger.BACK_IN_SERVICE, out_of_service_reason=None
+            )
+        publish_after_commit(
+            session,
+            ctx.hub,
+            "compartment",
+            {
+                "id": compartment.id,
+                "kiosk_id": kiosk.id,
+                "number": compartment.number,
+                "state": compartment.state,
+            },
+            kiosk.site_id,
+        )
+        return compartment
+
+
+async def kill_switch(
+    ctx: ServiceContext, principal: OperatorPrincipal, site_id: int, engaged: bool, reason: str
+) -> Site:
+    async with session_scope(ctx.sessionmaker) as session:
+        site = await session.scalar(select(Site).where(Site.id == site_id).with_for_update())
+        if site is None:
+            raise NotFound(f"no site {site_id}")
+        principal.require_act(site.id)
+        site.kill_switch_engaged = engaged
+        site.kill_switch_reason = f"{reason} (operator {principal.id})"
+        site.kill_switch_at = utcnow()
+        key = f"kill_switch:{site.id}"
+        if engaged:
+            await raise_alert(
+                session,
+                kind="kill_switch",
+                severity="critical",
+                message=f"kill switch engaged at {site.name}: {reason}",
+                dedupe_key=key,
+                site_id=site.id,
+                hub=ctx.hub,
+            )
+        else:
+            await resolve_alerts(session, key, ctx.hub)
+        publish_after_commit(
+            session,
+            ctx.hub,
+            "site",
+            {"id": site.id, "kill_switch_engaged": engaged, "reason": site.kill_switch_reason},
+            site.id,
+        )
+        return site

@@ -1,0 +1,1 @@
+"""Orders: merchants create them, couriers drop them off, purchasers pick them up."""

@@ -1,0 +1,74 @@
+"""Merchant order endpoints (X-API-Key) and the purchaser's status and QR code."""
+
+from __future__ import annotations
+
+import io
+import uuid
+
+import qrcode
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from locker_service.api.deps import ContextDep, MerchantDep, SessionDep, SettingsDep
+from locker_service.api.errors import NotFound
+from locker_service.orders import service
+from locker_service.orders.lifecycle import OrderState
+from locker_service.orders.schemas import OrderCreate, OrderCreated, OrderRead, PurchaserStatus
+
+router = APIRouter(prefix="/api/v1", tags=["orders"])
+purchaser_router = APIRouter(tags=["purchaser"])
+
+
+@router.post(
+    "/orders",
+    response_model=OrderCreated,
+    status_code=201,
+    responses={200: {"description": "the same order again (idempotent retry)"}},
+)
+async def create_order(
+    body: OrderCreate, merchant: MerchantDep, session: SessionDep, ctx: ContextDep
+) -> JSONResponse:
+    order, new = await service.create(session, ctx.settings, ctx.hub, merchant, body)
+    return JSONResponse(order.model_dump(mode="json"), status_code=201 if new else 200)
+
+
+@router.get("/orders/{order_id}", response_model=OrderRead)
+async def get_order(order_id: uuid.UUID, merchant: MerchantDep, session: SessionDep) -> OrderRead:
+    order = await service.get_for_merchant(session, merchant, order_id)
+    return await service.read_model(session, order)
+
+
+@router.post("/orders/{order_id}/cancel", response_model=OrderRead)
+async def cancel_order(
+    order_id: uuid.UUID, merchant: MerchantDep, session: SessionDep, ctx: ContextDep
+) -> OrderRead:
+    order = await service.cancel(session, ctx.hub, merchant, order_id)
+    return await service.read_model(session, order)
+
+
+@router.get("/p/{token}", response_model=PurchaserStatus, tags=["purchaser"])
+async def purchaser_status(
+    token: str, session: SessionDep, settings: SettingsDep
+) -> PurchaserStatus:
+    """What the purchaser's page shows; the code only while the order is ready."""
+    return await service.purchaser_status(session, settings, token)
+
+
+@purchaser_router.get(
+    "/p/{token}/qr.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def purchaser_qr(token: str, session: SessionDep, settings: SettingsDep) -> Response:
+    """The QR code the kiosk's scanner reads: the bare pickup token, while the order is ready."""
+    status = await service.purchaser_status(session, settings, token)
+    if status.state != OrderState.READY:
+        raise NotFound("the QR code exists only while the order is ready")
+    return Response(qr_png(token), media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+def qr_png(text: str) -> bytes:
+    image = qrcode.make(text, border=4, box_size=8)
+    buffer = io.BytesIO()
+    image.save(buffer)
+    return buffer.getvalue()

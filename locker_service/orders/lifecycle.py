@@ -1,0 +1,79 @@
+"""The order lifecycle as a transition table: pure, no I/O (DESIGN.md, "Lifecycles").
+
+created -> assigned -> deposited -> disinfecting -> ready -> picked_up, plus cancelled, expired
+and failed. `next_state` is the only way a state changes; the repository persists its answer
+with compare-and-set, so two racing requests can never both make the same step.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class OrderState(StrEnum):
+    CREATED = "created"  # waiting for a courier
+    ASSIGNED = "assigned"  # a compartment was reserved and unlocked for the courier
+    DEPOSITED = "deposited"  # the door shut with the food inside
+    DISINFECTING = "disinfecting"  # holding cycle (heat + UV-C) running, door locked
+    READY = "ready"  # the purchaser's codes open the compartment
+    PICKED_UP = "picked_up"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"  # not collected within the hold limit, or never dropped off
+    FAILED = "failed"  # the cycle could not run or was broken into
+
+
+class OrderTrigger(StrEnum):
+    ASSIGN = "assign"
+    RELEASE = "release"  # the courier shut an empty compartment, or the unlock failed
+    DEPOSIT = "deposit"
+    START_CYCLE = "start_cycle"
+    COMPLETE_CYCLE = "complete_cycle"
+    PICK_UP = "pick_up"
+    CANCEL = "cancel"
+    EXPIRE = "expire"
+    FAIL = "fail"
+
+
+S, T = OrderState, OrderTrigger
+
+TRANSITIONS: dict[tuple[OrderState, OrderTrigger], OrderState] = {
+    (S.CREATED, T.ASSIGN): S.ASSIGNED,
+    (S.CREATED, T.CANCEL): S.CANCELLED,
+    (S.CREATED, T.EXPIRE): S.EXPIRED,
+    (S.ASSIGNED, T.RELEASE): S.CREATED,
+    (S.ASSIGNED, T.DEPOSIT): S.DEPOSITED,
+    (S.ASSIGNED, T.CANCEL): S.CANCELLED,
+    (S.ASSIGNED, T.FAIL): S.FAILED,
+    (S.DEPOSITED, T.START_CYCLE): S.DISINFECTING,
+    (S.DEPOSITED, T.FAIL): S.FAILED,
+    (S.DEPOSITED, T.EXPIRE): S.EXPIRED,
+    (S.DISINFECTING, T.COMPLETE_CYCLE): S.READY,
+    (S.DISINFECTING, T.FAIL): S.FAILED,
+    (S.DISINFECTING, T.EXPIRE): S.EXPIRED,
+    (S.READY, T.PICK_UP): S.PICKED_UP,
+    (S.READY, T.EXPIRE): S.EXPIRED,
+    (S.READY, T.FAIL): S.FAILED,
+}
+
+TERMINAL: frozenset[OrderState] = frozenset({S.PICKED_UP, S.CANCELLED, S.EXPIRED, S.FAILED})
+# Food is in the compartment in these states: the compartment is not free.
+HOLDING: frozenset[OrderState] = frozenset({S.DEPOSITED, S.DISINFECTING, S.READY})
+ACTIVE: frozenset[OrderState] = frozenset({S.ASSIGNED, *HOLDING})
+
+
+class IllegalOrderTransition(ValueError):
+    def __init__(self, state: str, trigger: str) -> None:
+        super().__init__(f"an order that is {state} cannot {trigger}")
+        self.state = state
+        self.trigger = trigger
+
+
+def next_state(state: str, trigger: OrderTrigger) -> OrderState:
+    try:
+        return TRANSITIONS[(OrderState(state), trigger)]
+    except (KeyError, ValueError):
+        raise IllegalOrderTransition(state, trigger.value) from None
+
+
+def allowed_triggers(state: str) -> frozenset[OrderTrigger]:
+    return frozenset(t for (s, t) in TRANSITIONS if s == state)

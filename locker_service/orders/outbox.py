@@ -1,0 +1,75 @@
+"""Writing purchaser messages into the notification outbox, in the deciding transaction.
+
+The row holds everything but secrets: the worker (locker_service.notifications) re-derives the
+pickup token and fallback code with `locker_service.pickup.codes` when it sends, adding the link,
+the code and the QR image (`attachment = "qr"`). The dedupe key names the order and the kind of
+message, so a retried decision never makes a second row and a crash never loses one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from locker_service.models import NotificationOutbox, Order, utcnow
+
+WITH_QR = frozenset({"ready", "reminder"})
+
+
+def dedupe_key(order: Order, kind: str) -> str:
+    return f"order:{order.id}:{kind}"
+
+
+def _text(kind: str, order: Order, where: str, deadline: datetime | None) -> tuple[str, str]:
+    by = f" Please collect it before {deadline:%Y-%m-%d %H:%M} UTC." if deadline else ""
+    if kind == "ready":
+        return (
+            f"Your order {order.external_ref} is ready",
+            f"Hello {order.purchaser_name}, your order is waiting for you at {where}.{by}",
+        )
+    if kind == "reminder":
+        return (
+            f"Reminder: your order {order.external_ref} is waiting",
+            f"Hello {order.purchaser_name}, your order is still waiting at {where}.{by}",
+        )
+    if kind == "expired":
+        return (
+            f"Your order {order.external_ref} has expired",
+            f"Hello {order.purchaser_name}, your order was not collected in time at {where} "
+            "and has been removed for food safety.",
+        )
+    return (f"Your order {order.external_ref}: {kind}", f"Hello {order.purchaser_name}.")
+
+
+async def enqueue(
+    session: AsyncSession,
+    order: Order,
+    kind: str,
+    *,
+    where: str,
+    deadline: datetime | None,
+) -> NotificationOutbox | None:
+    """Add the message once; None if a message of this kind exists for the order already."""
+    key = dedupe_key(order, kind)
+    if await session.scalar(
+        select(NotificationOutbox.id).where(NotificationOutbox.dedupe_key == key)
+    ):
+        return None
+    subject, body = _text(kind, order, where, deadline)
+    row = NotificationOutbox(
+        order_id=order.id,
+        kind=kind,
+        channel=order.purchaser_contact,
+        dedupe_key=key,
+        subject=subject,
+        body=body,
+        attachment="qr" if kind in WITH_QR else None,
+        status="pending",
+        attempts=0,
+        next_attempt_at=utcnow(),
+    )
+    session.add(row)
+    await session.flush()
+    return row

@@ -1,0 +1,192 @@
+"""Queries on orders and their audit trail, and compare-and-set state changes."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+from locker_service.api.errors import Conflict
+from locker_service.db import rowcount
+from locker_service.models import Compartment, Order, OrderEvent, utcnow
+from locker_service.orders.lifecycle import OrderState, OrderTrigger, next_state
+
+
+class OrderChanged(Conflict):
+    code = "order_changed"
+
+
+async def transition(
+    session: AsyncSession,
+    order: Order,
+    trigger: OrderTrigger,
+    *,
+    actor_type: str,
+    actor_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+    **values: Any,
+) -> OrderState:
+    """Move `order` by `trigger` if nobody moved it first (`UPDATE ... WHERE state = expected`).
+
+    Raises IllegalOrderTransition (409) for a step the table forbids and OrderChanged (409) when
+    another request won the race. Writes the audit row in the same transaction.
+    """
+    expected = order.state
+    new = next_state(expected, trigger)
+    now = utcnow()
+    values.setdefault("updated_at", now)
+    result = await session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.state == expected)
+        .values(state=new.value, version=Order.version + 1, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(result) != 1:
+        raise OrderChanged(f"order {order.id} changed meanwhile (was {expected})")
+    set_committed_value(order, "state", new.value)
+    set_committed_value(order, "version", order.version + 1)
+    for key, value in values.items():
+        set_committed_value(order, key, value)
+    add_event(
+        session,
+        order.id,
+        actor_type,
+        actor_id,
+        trigger.value,
+        {"from": expected, "to": new.value, **(detail or {})},
+    )
+    return new
+
+
+def add_event(
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    actor_type: str,
+    actor_id: str | None,
+    action: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        OrderEvent(
+            order_id=order_id,
+            at=utcnow(),
+            actor_type=actor_type,
+            actor_id=actor_id,
+            action=action,
+            detail=detail or {},
+        )
+    )
+
+
+async def get(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
+    return await session.get(Order, order_id)
+
+
+async def by_merchant_ref(session: AsyncSession, merchant_id: int, ref: str) -> Order | None:
+    return await session.scalar(
+        select(Order).where(Order.merchant_id == merchant_id, Order.external_ref == ref)
+    )
+
+
+async def by_token_hash(session: AsyncSession, token_hash: str) -> Order | None:
+    return await session.scalar(select(Order).where(Order.pickup_token_hash == token_hash))
+
+
+async def by_code_hash_at_kiosk(
+    session: AsyncSession, code_hash: str, kiosk_id: int
+) -> Sequence[Order]:
+    return (
+        await session.scalars(
+            select(Order)
+            .join(Compartment, Compartment.id == Order.compartment_id)
+            .where(Order.code_hash == code_hash, Compartment.kiosk_id == kiosk_id)
+            .order_by(Order.created_at.desc())
+        )
+    ).all()
+
+
+async def active_in_compartment(session: AsyncSession, compartment_id: int) -> Order | None:
+    """The order whose food is (or is about to be) in the compartment."""
+    from locker_service.orders.lifecycle import ACTIVE
+
+    return await session.scalar(
+        select(Order)
+        .where(
+            Order.compartment_id == compartment_id,
+            Order.state.in_([s.value for s in ACTIVE]),
+        )
+        .order_by(Order.created_at.desc())
+        .limit(1)
+    )
+
+
+async def expired_in_compartment(session: AsyncSession, compartment_id: int) -> Order | None:
+    """An order that ended (expired, failed) with its food possibly still inside."""
+    return await session.scalar(
+        select(Order)
+        .where(
+            Order.compartment_id == compartment_id,
+            Order.state.in_([OrderState.EXPIRED.value, OrderState.FAILED.value]),
+            Order.picked_up_at.is_(None),
+        )
+        .order_by(Order.updated_at.desc())
+        .limit(1)
+    )
+
+
+async def dropoff_candidates(
+    session: AsyncSession, site_id: int, ref: str, merchant_id: int | None
+) -> Sequence[Order]:
+    """Orders a courier may mean by `ref` at a site: the merchant's reference or the order id."""
+    conditions = [Order.external_ref == ref]
+    with contextlib.suppress(ValueError):
+        conditions.append(Order.id == uuid.UUID(ref))
+    query = select(Order).where(Order.site_id == site_id, or_(*conditions))
+    if merchant_id is not None:
+        query = query.where(Order.merchant_id == merchant_id)
+    return (await session.scalars(query)).all()
+
+
+async def search(
+    session: AsyncSession,
+    site_ids: frozenset[int] | None,
+    q: str | None,
+    state: str | None,
+    limit: int,
+) -> Sequence[Order]:
+    query = select(Order).order_by(Order.created_at.desc()).limit(limit)
+    if site_ids is not None:
+        query = query.where(Order.site_id.in_(site_ids))
+    if state:
+        query = query.where(Order.state == state)
+    if q:
+        like = f"%{q}%"
+        conditions: list[ColumnElement[bool]] = [
+            Order.external_ref.ilike(like),
+            Order.purchaser_name.ilike(like),
+        ]
+        with contextlib.suppress(ValueError):
+            conditions.append(Order.id == uuid.UUID(q))
+        query = query.where(or_(*conditions))
+    return (await session.scalars(query)).all()
+
+
+async def mark_code_used(session: AsyncSession, order: Order, at: datetime | None) -> bool:
+    """Claim the single use of the pickup codes (or give it back with `at=None`)."""
+    condition = Order.code_used_at.is_(None) if at is not None else Order.code_used_at.is_not(None)
+    result = await session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.state == OrderState.READY.value, condition)
+        .values(code_used_at=at, version=Order.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(result) == 1:
+        set_committed_value(order, "code_used_at", at)
+        return True
+    return False

@@ -1,0 +1,77 @@
+"""Request and answer bodies of the order endpoints, and the live (SSE) view of an order."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from locker_service.models import Order
+
+Size = Literal["S", "M", "L"]
+TemperatureClass = Literal["hot", "ambient"]
+
+
+class OrderCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    external_ref: str = Field(min_length=1, max_length=128, description="the merchant's own id")
+    site: str = Field(min_length=1, max_length=64, description="site code")
+    purchaser_name: str = Field(min_length=1, max_length=200)
+    purchaser_contact: str = Field(
+        min_length=3,
+        max_length=1000,
+        description="where to notify the purchaser: Apprise URL(s), e.g. mailto://..., json://...",
+    )
+    size: Size = "M"
+    temperature_class: TemperatureClass = "hot"
+
+
+class OrderRead(BaseModel):
+    id: uuid.UUID
+    external_ref: str
+    site_id: int
+    state: str
+    size: str
+    temperature_class: str
+    purchaser_name: str
+    compartment_number: int | None = None
+    kiosk_code: str | None = None
+    created_at: datetime
+    assigned_at: datetime | None = None
+    deposited_at: datetime | None = None
+    ready_at: datetime | None = None
+    picked_up_at: datetime | None = None
+    hold_until: datetime | None = None
+    expires_at: datetime | None = None
+    failure_reason: str | None = None
+
+
+class OrderCreated(OrderRead):
+    purchaser_url: str = Field(description="the purchaser's page; its token is shown only here")
+
+
+class PurchaserStatus(BaseModel):
+    state: str
+    external_ref: str
+    site_name: str
+    kiosk_name: str | None
+    compartment_number: int | None
+    ready: bool
+    hold_until: datetime | None
+    fallback_code: str | None = Field(description="8 digits, only while the order is ready")
+    qr_url: str | None
+    picked_up_at: datetime | None
+
+
+def live_view(order: Order) -> dict[str, object]:
+    return {
+        "id": str(order.id),
+        "external_ref": order.external_ref,
+        "state": order.state,
+        "site_id": order.site_id,
+        "compartment_id": order.compartment_id,
+        "updated_at": order.updated_at.isoformat() if order.updated_at else None,
+    }

@@ -1,0 +1,208 @@
+"""Merchant-facing order operations: create (idempotent on the merchant's reference), read,
+cancel; and what the purchaser's page shows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from locker_service.api.errors import Conflict, NotFound, Unprocessable
+from locker_service.config import Settings
+from locker_service.events import publish_after_commit
+from locker_service.live import LiveHub
+from locker_service.models import Compartment, Kiosk, Merchant, Order, Site, utcnow
+from locker_service.orders import repository
+from locker_service.orders.lifecycle import OrderState, OrderTrigger
+from locker_service.orders.schemas import (
+    OrderCreate,
+    OrderCreated,
+    OrderRead,
+    PurchaserStatus,
+    live_view,
+)
+from locker_service.pickup import codes
+from locker_service.timers import service as timers
+from locker_service.timers.service import TimerKind
+
+
+def request_hash(body: OrderCreate) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def purchaser_url(settings: Settings, order: Order) -> str:
+    token = codes.pickup_token(settings.secret_key, order.id, order.token_salt)
+    return f"{settings.public_base_url.rstrip('/')}/p/{token}"
+
+
+async def read_model(session: AsyncSession, order: Order) -> OrderRead:
+    number = kiosk_code = None
+    if order.compartment_id is not None:
+        row = (
+            await session.execute(
+                select(Compartment.number, Kiosk.code)
+                .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
+                .where(Compartment.id == order.compartment_id)
+            )
+        ).first()
+        if row is not None:
+            number, kiosk_code = row[0], row[1]
+    return OrderRead(
+        id=order.id,
+        external_ref=order.external_ref,
+        site_id=order.site_id,
+        state=order.state,
+        size=order.size,
+        temperature_class=order.temperature_class,
+        purchaser_name=order.purchaser_name,
+        compartment_number=number,
+        kiosk_code=kiosk_code,
+        created_at=order.created_at,
+        assigned_at=order.assigned_at,
+        deposited_at=order.deposited_at,
+        ready_at=order.ready_at,
+        picked_up_at=order.picked_up_at,
+        hold_until=order.hold_until,
+        expires_at=order.expires_at,
+        failure_reason=order.failure_reason,
+    )
+
+
+async def create(
+    session: AsyncSession,
+    settings: Settings,
+    hub: LiveHub | None,
+    merchant: Merchant,
+    body: OrderCreate,
+) -> tuple[OrderCreated, bool]:
+    """The order and whether it is new. The same reference with the same body answers the same
+    order; with another body it is a conflict."""
+    fingerprint = request_hash(body)
+    existing = await repository.by_merchant_ref(session, merchant.id, body.external_ref)
+    if existing is None:
+        site = await session.scalar(select(Site).where(Site.code == body.site))
+        if site is None:
+            raise Unprocessable(f"no site {body.site!r}", code="unknown_site")
+        order_id = uuid.uuid4()
+        salt = codes.new_salt()
+        token = codes.pickup_token(settings.secret_key, order_id, salt)
+        now = utcnow()
+        order = Order(
+            id=order_id,
+            merchant_id=merchant.id,
+            external_ref=body.external_ref,
+            request_hash=fingerprint,
+            site_id=site.id,
+            purchaser_name=body.purchaser_name,
+            purchaser_contact=body.purchaser_contact,
+            size=body.size,
+            temperature_class=body.temperature_class,
+            state=OrderState.CREATED.value,
+            token_salt=salt,
+            pickup_token_hash=codes.token_hash(token),
+            code_hash=codes.code_hash(
+                settings.secret_key, codes.fallback_code(settings.secret_key, token)
+            ),
+            created_at=now,
+            updated_at=now,
+            expires_at=now + timedelta(seconds=settings.scaled(settings.dropoff_window_s)),
+            version=1,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(order)
+        except IntegrityError:
+            existing = await repository.by_merchant_ref(session, merchant.id, body.external_ref)
+            if existing is None:
+                raise
+        else:
+            repository.add_event(
+                session, order.id, "merchant", str(merchant.id), "create", {"site": site.code}
+            )
+            assert order.expires_at is not None
+            timers.schedule(session, TimerKind.ORDER_EXPIRY, order.expires_at, order_id=order.id)
+            publish_after_commit(session, hub, "order", live_view(order), order.site_id)
+            view = await read_model(session, order)
+            return OrderCreated(
+                **view.model_dump(), purchaser_url=purchaser_url(settings, order)
+            ), True
+    if existing.request_hash != fingerprint:
+        raise Conflict(
+            f"order {body.external_ref!r} exists with different details",
+            code="external_ref_conflict",
+        )
+    view = await read_model(session, existing)
+    return OrderCreated(**view.model_dump(), purchaser_url=purchaser_url(settings, existing)), False
+
+
+async def get_for_merchant(session: AsyncSession, merchant: Merchant, order_id: uuid.UUID) -> Order:
+    order = await repository.get(session, order_id)
+    if order is None or order.merchant_id != merchant.id:
+        raise NotFound(f"no order {order_id}")
+    return order
+
+
+async def cancel(
+    session: AsyncSession, hub: LiveHub | None, merchant: Merchant, order_id: uuid.UUID
+) -> Order:
+    order = await get_for_merchant(session, merchant, order_id)
+    if order.state != OrderState.CREATED:
+        raise Conflict(
+            f"an order that is {order.state} cannot be cancelled: the food is on its way or in "
+            "a compartment",
+            code="invalid_transition",
+        )
+    await repository.transition(
+        session,
+        order,
+        OrderTrigger.CANCEL,
+        actor_type="merchant",
+        actor_id=str(merchant.id),
+        closed_at=utcnow(),
+    )
+    await timers.cancel(session, [TimerKind.ORDER_EXPIRY], order_id=order.id)
+    publish_after_commit(session, hub, "order", live_view(order), order.site_id)
+    return order
+
+
+async def purchaser_status(
+    session: AsyncSession, settings: Settings, token: str
+) -> PurchaserStatus:
+    if not codes.looks_like_token(token):
+        raise NotFound("no such order")
+    order = await repository.by_token_hash(session, codes.token_hash(token))
+    if order is None:
+        raise NotFound("no such order")
+    site = await session.get(Site, order.site_id)
+    assert site is not None
+    kiosk_name = number = None
+    if order.compartment_id is not None:
+        row = (
+            await session.execute(
+                select(Compartment.number, Kiosk.name)
+                .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
+                .where(Compartment.id == order.compartment_id)
+            )
+        ).first()
+        if row is not None:
+            number, kiosk_name = row[0], row[1]
+    ready = order.state == OrderState.READY
+    base = settings.public_base_url.rstrip("/")
+    return PurchaserStatus(
+        state=order.state,
+        external_ref=order.external_ref,
+        site_name=site.name,
+        kiosk_name=kiosk_name,
+        compartment_number=number,
+        ready=ready,
+        hold_until=order.hold_until,
+        fallback_code=codes.fallback_code(settings.secret_key, token) if ready else None,
+        qr_url=f"{base}/p/{token}/qr.png" if ready else None,
+        picked_up_at=order.picked_up_at,
+    )

@@ -1,0 +1,1 @@
+"""Pickup: codes, their checking, throttling and lockout, the site kill switch."""

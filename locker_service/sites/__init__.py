@@ -1,0 +1,1 @@
+"""Sites and their kiosks: creation with compartments (admin), lookups."""

@@ -1,0 +1,146 @@
+"""Making sites, kiosks with their compartments, merchants, couriers and operators.
+
+Each maker returns the credential it created in clear exactly once; only its hash is stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from locker_service.api.errors import Conflict, NotFound, Unprocessable
+from locker_service.models import (
+    Compartment,
+    Courier,
+    Kiosk,
+    Merchant,
+    Operator,
+    Site,
+    operator_sites,
+)
+from locker_service.security import hash_pin, hash_token, new_pin, new_token
+
+ROLES = ("viewer", "operator", "admin")
+
+
+@dataclass(frozen=True)
+class Made:
+    id: int
+    secret: str | None  # the token, API key or PIN, shown once
+
+
+def parse_layout(layout: str) -> list[str]:
+    """`"S:2,M:4,L:2"` -> sizes of compartments 1..n in order."""
+    sizes: list[str] = []
+    for part in layout.split(","):
+        size, _, count = part.strip().partition(":")
+        size = size.strip().upper()
+        if size not in ("S", "M", "L") or not count.strip().isdigit():
+            raise Unprocessable(f"layout part {part!r} is not SIZE:COUNT (S, M or L)")
+        sizes.extend([size] * int(count))
+    if not 1 <= len(sizes) <= 255:
+        raise Unprocessable("a kiosk has 1 to 255 compartments")
+    return sizes
+
+
+async def site_by_code(session: AsyncSession, code: str) -> Site:
+    site = await session.scalar(select(Site).where(Site.code == code))
+    if site is None:
+        raise NotFound(f"no site {code!r}")
+    return site
+
+
+async def create_site(session: AsyncSession, code: str, name: str, timezone: str = "UTC") -> Made:
+    if await session.scalar(select(Site.id).where(Site.code == code)):
+        raise Conflict(f"site {code!r} exists")
+    site = Site(code=code, name=name, timezone=timezone, kill_switch_engaged=False)
+    session.add(site)
+    await session.flush()
+    return Made(site.id, None)
+
+
+async def create_kiosk(
+    session: AsyncSession,
+    site_code: str,
+    code: str,
+    name: str,
+    layout: str,
+    unheated: frozenset[int] = frozenset(),
+) -> Made:
+    site = await site_by_code(session, site_code)
+    if await session.scalar(select(Kiosk.id).where(Kiosk.code == code)):
+        raise Conflict(f"kiosk {code!r} exists")
+    token = new_token("kt")
+    kiosk = Kiosk(site_id=site.id, code=code, name=name, token_hash=hash_token(token), online=False)
+    session.add(kiosk)
+    await session.flush()
+    for number, size in enumerate(parse_layout(layout), start=1):
+        session.add(
+            Compartment(
+                kiosk_id=kiosk.id,
+                number=number,
+                size=size,
+                heated=number not in unheated,
+                state="available",
+                version=1,
+            )
+        )
+    await session.flush()
+    return Made(kiosk.id, token)
+
+
+async def create_merchant(session: AsyncSession, name: str) -> Made:
+    key = new_token("mk")
+    merchant = Merchant(name=name, api_key_hash=hash_token(key))
+    session.add(merchant)
+    await session.flush()
+    return Made(merchant.id, key)
+
+
+async def create_courier(
+    session: AsyncSession,
+    secret_key: str,
+    code: str,
+    name: str,
+    merchant_id: int | None = None,
+    company: str | None = None,
+    pin: str | None = None,
+) -> Made:
+    if await session.scalar(select(Courier.id).where(Courier.code == code)):
+        raise Conflict(f"courier {code!r} exists")
+    if merchant_id is not None and await session.get(Merchant, merchant_id) is None:
+        raise NotFound(f"no merchant {merchant_id}")
+    pin = pin or new_pin()
+    if not pin.isdigit() or not 4 <= len(pin) <= 12:
+        raise Unprocessable("a PIN has 4 to 12 digits")
+    courier = Courier(
+        code=code,
+        name=name,
+        pin_hash=hash_pin(secret_key, code, pin),
+        merchant_id=merchant_id,
+        company=company,
+    )
+    session.add(courier)
+    await session.flush()
+    return Made(courier.id, pin)
+
+
+async def create_operator(
+    session: AsyncSession, name: str, role: str, site_codes: list[str]
+) -> Made:
+    if role not in ROLES:
+        raise Unprocessable(f"role must be one of {', '.join(ROLES)}")
+    if role != "admin" and not site_codes:
+        raise Unprocessable("a viewer or operator needs at least one site")
+    sites = [await site_by_code(session, code) for code in site_codes]
+    token = new_token("ot")
+    operator = Operator(name=name, token_hash=hash_token(token), role=role)
+    session.add(operator)
+    await session.flush()
+    for site in sites:
+        await session.execute(
+            insert(operator_sites).values(operator_id=operator.id, site_id=site.id)
+        )
+    return Made(operator.id, token)

@@ -1,0 +1,237 @@
+"""What each kind of timer does when it falls due.
+
+A handler returns None when done, or a time to try again (the kiosk is unreachable, a door is
+still open). Commands to kiosks live here rather than in the event handler: the decision is
+already committed when its timer runs, so a crash is recovered by running the timer again, and
+commands are safe to repeat (a cycle start on a running cycle, a heater setpoint twice).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from locker_service.alerts.service import raise_alert
+from locker_service.compartments import repository as compartments
+from locker_service.compartments import service as doors
+from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
+from locker_service.context import ServiceContext
+from locker_service.db import session_scope
+from locker_service.kiosk_link.errors import KioskLinkError
+from locker_service.kiosks.story import Story
+from locker_service.models import Compartment, Kiosk, Order, Timer, utcnow
+from locker_service.orders import outbox
+from locker_service.orders import repository as orders
+from locker_service.orders.lifecycle import OrderState, OrderTrigger
+from locker_service.timers.service import TimerKind
+
+log = logging.getLogger(__name__)
+
+RETRY_NOMINAL_S = 30.0  # a kiosk that did not answer is asked again after this (nominal)
+RETRY_MIN_REAL_S = 1.0  # but never faster than this, however high the time scale
+
+Handler = Callable[[ServiceContext, Timer], Awaitable[datetime | None]]
+
+
+def _retry(ctx: ServiceContext, nominal_s: float = RETRY_NOMINAL_S) -> datetime:
+    return utcnow() + timedelta(seconds=max(ctx.settings.scaled(nominal_s), RETRY_MIN_REAL_S))
+
+
+async def _load(
+    ctx: ServiceContext, timer: Timer
+) -> tuple[Order | None, Compartment | None, Kiosk | None]:
+    async with ctx.sessionmaker() as session:
+        order = await session.get(Order, timer.order_id) if timer.order_id else None
+        compartment_id = timer.compartment_id or (order.compartment_id if order else None)
+        if compartment_id is None:
+            return order, None, None
+        found = await compartments.with_kiosk(session, compartment_id)
+        return (order, *found) if found else (order, None, None)
+
+
+async def _cycle_commands(
+    ctx: ServiceContext, kiosk: Kiosk, c: Compartment, setpoint_c: float | None, nominal_s: float
+) -> bool:
+    """Heater setpoint, then the cycle; True once the kiosk runs it."""
+    try:
+        heater = await doors.send(
+            ctx, kiosk.code, "set_heater", c.number, {"setpoint_c": setpoint_c}
+        )
+        if heater.status != "succeeded":
+            log.warning(
+                "set_heater on %s/%s: %s %s", kiosk.code, c.number, heater.status, heater.detail
+            )
+            if setpoint_c is not None:
+                return False
+        cycle = await doors.send(
+            ctx, kiosk.code, "start_disinfection", c.number, {"duration_s": int(nominal_s)}
+        )
+    except KioskLinkError as exc:
+        log.warning("cycle start on %s/%s: %s", kiosk.code, c.number, exc)
+        return False
+    if cycle.status == "succeeded":
+        return True
+    log.warning(
+        "start_disinfection on %s/%s: %s %s", kiosk.code, c.number, cycle.status, cycle.detail
+    )
+    return False
+
+
+async def start_hold_cycle(ctx: ServiceContext, timer: Timer) -> datetime | None:
+    order, c, kiosk = await _load(ctx, timer)
+    if order is None or c is None or kiosk is None:
+        return None
+    if order.state not in (OrderState.DEPOSITED, OrderState.DISINFECTING):
+        return None
+    if c.door_open:
+        return _retry(ctx)  # the interlock refuses a cycle with the door open
+    story = Story(ctx)
+    async with session_scope(ctx.sessionmaker) as session:
+        order = await session.get(Order, order.id)
+        c = await session.get(Compartment, c.id)
+        assert order is not None and c is not None
+        if order.state == OrderState.DEPOSITED:
+            await orders.transition(
+                session,
+                order,
+                OrderTrigger.START_CYCLE,
+                actor_type="system",
+                disinfecting_at=utcnow(),
+            )
+        if c.state == CompartmentState.OCCUPIED:
+            await compartments.transition(session, c, CompartmentTrigger.START_CYCLE)
+        await story.begin_cycle(session, c, "hold", order)
+    hot = order.temperature_class == "hot" and c.heated
+    setpoint = ctx.settings.hold_setpoint_c if hot else None
+    if await _cycle_commands(ctx, kiosk, c, setpoint, ctx.settings.disinfection_s):
+        return None
+    return _retry(ctx)
+
+
+async def start_cleaning(ctx: ServiceContext, timer: Timer) -> datetime | None:
+    _, c, kiosk = await _load(ctx, timer)
+    if c is None or kiosk is None or c.state != CompartmentState.CLEANING:
+        return None
+    if c.door_open:
+        return _retry(ctx)
+    async with session_scope(ctx.sessionmaker) as session:
+        fresh = await session.get(Compartment, c.id)
+        assert fresh is not None
+        await Story(ctx).begin_cycle(session, fresh, "cleaning", None)
+    if await _cycle_commands(ctx, kiosk, c, None, ctx.settings.cleaning_s):
+        return None
+    return _retry(ctx)
+
+
+async def cycle_watchdog(ctx: ServiceContext, timer: Timer) -> datetime | None:
+    """A cycle not reported done in time: done by the snapshot's word, or an alert."""
+    _, c, kiosk = await _load(ctx, timer)
+    if c is None or kiosk is None:
+        return None
+    story = Story(ctx)
+    async with session_scope(ctx.sessionmaker) as session:
+        fresh = await session.get(Compartment, c.id)
+        assert fresh is not None
+        cycle = await story.running_cycle(session, fresh)
+        if cycle is None:
+            return None
+        finished_by_snapshot = (
+            fresh.snapshot_at is not None
+            and fresh.snapshot_at > cycle.started_at
+            and not fresh.uv_on
+            and fresh.disinfect_remaining_s == 0
+            and not fresh.door_open
+            and fresh.fault is None
+        )
+        if finished_by_snapshot:
+            # The completion event was lost (e.g. during a restart): the board says it is over.
+            await story.cycle_completed(session, kiosk, fresh)
+            return None
+        await raise_alert(
+            session,
+            kind="cycle_overdue",
+            severity="warning",
+            message=f"{kiosk.code} compartment {fresh.number}: {cycle.kind} cycle overdue",
+            dedupe_key=f"cycle_overdue:{cycle.id}",
+            site_id=kiosk.site_id,
+            kiosk_id=kiosk.id,
+            compartment_id=fresh.id,
+            hub=ctx.hub,
+        )
+    return _retry(ctx, ctx.settings.cycle_watchdog_margin_s)
+
+
+async def dropoff_timeout(ctx: ServiceContext, timer: Timer) -> datetime | None:
+    order, c, kiosk = await _load(ctx, timer)
+    if order is None or c is None or kiosk is None or order.state != OrderState.ASSIGNED:
+        return None
+    story = Story(ctx)
+    async with session_scope(ctx.sessionmaker) as session:
+        order = await session.get(Order, order.id)
+        fresh = await session.get(Compartment, c.id)
+        assert order is not None and fresh is not None
+        if fresh.door_open:
+            await raise_alert(
+                session,
+                kind="door_left_open",
+                severity="warning",
+                message=f"{kiosk.code} compartment {fresh.number}: door left open at drop-off",
+                dedupe_key=f"door_left_open:{fresh.id}",
+                site_id=kiosk.site_id,
+                kiosk_id=kiosk.id,
+                compartment_id=fresh.id,
+                hub=ctx.hub,
+            )
+            return _retry(ctx, 60)
+        if fresh.state != CompartmentState.RESERVED:
+            return None
+        if fresh.occupied:
+            await story.deposit(session, kiosk, fresh, order)
+        else:
+            await story.release_empty(session, kiosk, fresh, order, "drop-off timed out")
+    return None
+
+
+async def reminder(ctx: ServiceContext, timer: Timer) -> datetime | None:
+    order, c, kiosk = await _load(ctx, timer)
+    if order is None or c is None or kiosk is None or order.state != OrderState.READY:
+        return None
+    async with session_scope(ctx.sessionmaker) as session:
+        await outbox.enqueue(
+            session,
+            order,
+            "reminder",
+            where=await Story(ctx).where(session, kiosk, c),
+            deadline=order.hold_until,
+        )
+    return None
+
+
+async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
+    async with session_scope(ctx.sessionmaker) as session:
+        order = await session.get(Order, timer.order_id) if timer.order_id else None
+        if order is None or order.state != OrderState.READY:
+            return None
+        await Story(ctx).expire(session, order, "not collected within the hold limit")
+    return None
+
+
+async def order_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
+    async with session_scope(ctx.sessionmaker) as session:
+        order = await session.get(Order, timer.order_id) if timer.order_id else None
+        if order is None or order.state != OrderState.CREATED:
+            return None
+        await Story(ctx).expire(session, order, "never dropped off")
+    return None
+
+
+HANDLERS: dict[str, Handler] = {
+    TimerKind.START_HOLD_CYCLE: start_hold_cycle,
+    TimerKind.START_CLEANING: start_cleaning,
+    TimerKind.CYCLE_WATCHDOG: cycle_watchdog,
+    TimerKind.DROPOFF_TIMEOUT: dropoff_timeout,
+    TimerKind.REMINDER: reminder,
+    TimerKind.HOLD_EXPIRY: hold_expiry,
+    TimerKind.ORDER_EXPIRY: order_expiry,
+}

@@ -1,0 +1,89 @@
+"""The timer loop: claim due timers, run their handlers, mark them done or due again.
+
+Runs in every replica. A claim is a lease (`locked_until`): if this process dies mid-handler the
+timer becomes claimable again when the lease ends. On PostgreSQL the claim uses
+`FOR UPDATE SKIP LOCKED`, so replicas never wait on or double-claim each other's timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from locker_service.context import ServiceContext
+from locker_service.db import is_sqlite, session_scope
+from locker_service.models import Timer
+from locker_service.timers import service
+from locker_service.timers.handlers import HANDLERS
+
+log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 20
+MAX_ATTEMPTS = 50  # about half an hour of nominal retries; then an operator must look
+
+
+class TimerLoop:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.skip_locked = not is_sqlite(ctx.settings.database_url)
+        self.runs = 0
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                ran = await self.run_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("timer loop iteration failed")
+                ran = 0
+            if ran == 0:
+                await asyncio.sleep(self.ctx.settings.timer_poll_s)
+
+    async def run_due(self) -> int:
+        lease = timedelta(seconds=self.ctx.settings.timer_lease_s)
+        async with session_scope(self.ctx.sessionmaker) as session:
+            claimed = await service.claim_due(
+                session, lease=lease, limit=CLAIM_BATCH, skip_locked=self.skip_locked
+            )
+            session.expunge_all()
+        for timer in claimed:
+            await self._run(timer)
+        return len(claimed)
+
+    async def _run(self, timer: Timer) -> None:
+        handler = HANDLERS.get(timer.kind)
+        if handler is None:
+            log.error("timer %s of unknown kind %s dropped", timer.id, timer.kind)
+            await self._finish(timer, "failed")
+            return
+        try:
+            again = await handler(self.ctx, timer)
+        except Exception:
+            log.exception("timer %s (%s) failed; retried after its lease", timer.id, timer.kind)
+            if timer.attempts >= MAX_ATTEMPTS:
+                await self._finish(timer, "failed")
+            return
+        self.runs += 1
+        if again is None:
+            await self._finish(timer, "done")
+            return
+        if timer.attempts >= MAX_ATTEMPTS:
+            log.error(
+                "timer %s (%s) gave up after %s attempts", timer.id, timer.kind, timer.attempts
+            )
+            await self._finish(timer, "failed")
+            return
+        async with session_scope(self.ctx.sessionmaker) as session:
+            await session.execute(
+                update(Timer)
+                .where(Timer.id == timer.id, Timer.state == "pending")
+                .values(due_at=again, locked_until=None)
+            )
+
+    async def _finish(self, timer: Timer, state: str) -> None:
+        async with session_scope(self.ctx.sessionmaker) as session:
+            await service.finish(session, timer.id, state)

@@ -1,0 +1,93 @@
+"""Scheduling and cancelling timers, and claiming due ones.
+
+A timer is a row. Claiming sets `locked_until` (a lease) in a short transaction; on PostgreSQL
+the claim reads with `FOR UPDATE SKIP LOCKED`, so two replicas never take the same timer. A
+replica that dies holding one loses the lease and another picks the timer up again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from locker_service.models import Timer, utcnow
+
+
+class TimerKind(StrEnum):
+    START_HOLD_CYCLE = "start_hold_cycle"  # heater setpoint + disinfection after a deposit
+    START_CLEANING = "start_cleaning"  # the short cycle after the food left
+    CYCLE_WATCHDOG = "cycle_watchdog"  # a cycle not reported done by then
+    DROPOFF_TIMEOUT = "dropoff_timeout"  # the courier never shut the door with food inside
+    REMINDER = "reminder"  # food has waited 30 minutes
+    HOLD_EXPIRY = "hold_expiry"  # hold limit reached: expired
+    ORDER_EXPIRY = "order_expiry"  # never dropped off
+
+
+def schedule(
+    session: AsyncSession,
+    kind: TimerKind,
+    due_at: datetime,
+    *,
+    order_id: uuid.UUID | None = None,
+    compartment_id: int | None = None,
+) -> Timer:
+    timer = Timer(
+        kind=kind.value,
+        due_at=due_at,
+        order_id=order_id,
+        compartment_id=compartment_id,
+        state="pending",
+        attempts=0,
+    )
+    session.add(timer)
+    return timer
+
+
+async def cancel(
+    session: AsyncSession,
+    kinds: Sequence[TimerKind],
+    *,
+    order_id: uuid.UUID | None = None,
+    compartment_id: int | None = None,
+) -> None:
+    query = update(Timer).where(Timer.state == "pending", Timer.kind.in_([k.value for k in kinds]))
+    if order_id is not None:
+        query = query.where(Timer.order_id == order_id)
+    if compartment_id is not None:
+        query = query.where(Timer.compartment_id == compartment_id)
+    await session.execute(query.values(state="cancelled"))
+
+
+async def claim_due(
+    session: AsyncSession, *, lease: timedelta, limit: int, skip_locked: bool
+) -> list[Timer]:
+    now = utcnow()
+    query = (
+        select(Timer)
+        .where(
+            Timer.state == "pending",
+            Timer.due_at <= now,
+            or_(Timer.locked_until.is_(None), Timer.locked_until < now),
+        )
+        .order_by(Timer.due_at)
+        .limit(limit)
+    )
+    if skip_locked:
+        query = query.with_for_update(skip_locked=True)
+    timers = list((await session.scalars(query)).all())
+    for timer in timers:
+        timer.locked_until = now + lease
+        timer.attempts += 1
+    await session.flush()
+    return timers
+
+
+async def finish(session: AsyncSession, timer_id: int, state: str = "done") -> None:
+    await session.execute(
+        update(Timer).where(Timer.id == timer_id, Timer.state == "pending").values(state=state)
+    )
