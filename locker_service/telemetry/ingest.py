@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,6 +64,7 @@ class TelemetryIngest:
         flush_interval_s: float = FLUSH_INTERVAL_S,
         batch_rows: int = BATCH_ROWS,
         max_buffered_rows: int = MAX_BUFFERED_ROWS,
+        lag_observer: Callable[[float], None] | None = None,
     ) -> None:
         self._engine = engine
         self._directory = directory
@@ -72,6 +73,8 @@ class TelemetryIngest:
         self._flush_interval_s = flush_interval_s
         self._batch_rows = batch_rows
         self._max_buffered_rows = max_buffered_rows
+        # Called with (stored - measured) seconds per telemetry message: publish-to-queryable.
+        self._lag_observer = lag_observer
         self._buffer: deque[tuple[str, wire.Telemetry]] = deque()
         self._buffered_rows = 0
         self._wake = asyncio.Event()
@@ -161,6 +164,10 @@ class TelemetryIngest:
         self.counters.stored += len(rows)
         self.counters.batches += 1
         self.counters.last_batch_rows = len(rows)
+        if self._lag_observer is not None:
+            stored_at = wire.utcnow()
+            for _, telemetry in batch:
+                self._lag_observer((stored_at - telemetry.ts).total_seconds())
         if self._monitor is not None:
             await self._watch(batch, kiosks)
         return len(rows)

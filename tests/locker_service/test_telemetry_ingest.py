@@ -291,3 +291,43 @@ async def test_published_telemetry_becomes_queryable_through_the_link(
         kiosk.stop()
         await link.stop()
         await ingest.stop()
+
+
+async def test_floor_alerts_are_raised_once_and_resolved_in_the_alerts_table(
+    engine: AsyncEngine,
+) -> None:
+    from locker_service.models import Alert
+    from locker_service.telemetry.alerts import AlertServiceSink
+
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    hub = LiveHub()
+    ingest = TelemetryIngest(
+        engine,
+        KioskDirectory(sessionmaker),
+        monitor=HoldingMonitor(floor_c=60, ceiling_c=80, grace_s=60),
+        alerts=AlertServiceSink(sessionmaker, hub, 60, 80),
+    )
+    t0 = datetime.now(UTC)
+    for i in range(0, 130, 10):  # two minutes at 52 °C while holding at 65
+        ingest.submit(seeded.kiosk_code, telemetry(t0 + timedelta(seconds=i), {3: 52.0, 4: 90.0}))
+    await ingest.flush()
+    async with sessionmaker() as session:
+        alerts = {a.kind: a for a in (await session.scalars(select(Alert))).all()}
+    assert set(alerts) == {"below_floor", "above_ceiling"}
+    low = alerts["below_floor"]
+    assert (low.state, low.count, low.severity) == ("open", 1, "critical")
+    assert (low.site_id, low.kiosk_id, low.compartment_id) == (
+        seeded.site_id,
+        seeded.kiosk_id,
+        seeded.compartment_ids[3],
+    )
+    assert low.message == (
+        f"compartment 3 of kiosk {seeded.kiosk_code} has held food below the 60 °C floor "
+        "for 1 min (now 52.0 °C)"
+    )
+    ingest.submit(seeded.kiosk_code, telemetry(t0 + timedelta(seconds=140), {3: 64.0, 4: 70.0}))
+    await ingest.flush()
+    async with sessionmaker() as session:
+        states = {a.kind: a.state for a in (await session.scalars(select(Alert))).all()}
+    assert states == {"below_floor": "resolved", "above_ceiling": "resolved"}

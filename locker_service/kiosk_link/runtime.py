@@ -1,0 +1,71 @@
+"""Starting and stopping the service's edges together: the kiosk link, the telemetry ingest
+with its hot-holding alerts, and the notification outbox worker. Called from `lifespan`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from locker_service.context import ServiceContext
+from locker_service.kiosk_link.directory import KioskDirectory
+from locker_service.kiosk_link.handler import KioskHandler
+from locker_service.kiosk_link.link import KioskLink
+from locker_service.notifications.worker import OutboxWorker
+from locker_service.telemetry.alerts import AlertServiceSink
+from locker_service.telemetry.ingest import TelemetryIngest
+from locker_service.telemetry.monitor import HoldingMonitor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Edges:
+    ingest: TelemetryIngest
+    link: KioskLink | None
+    outbox: OutboxWorker | None
+
+    async def stop(self) -> None:
+        # Link first: no new telemetry arrives while the ingest writes what it holds.
+        if self.link is not None:
+            await self.link.stop()
+        await self.ingest.stop()
+        if self.outbox is not None:
+            await self.outbox.stop()
+
+
+async def start_edges(ctx: ServiceContext, handler: KioskHandler) -> Edges:
+    """Start what the settings enable and register it in `ctx` (`/readyz`, the story)."""
+    settings = ctx.settings
+    directory = KioskDirectory(ctx.sessionmaker)
+    monitor = HoldingMonitor(
+        floor_c=settings.hold_floor_c,
+        ceiling_c=settings.hold_ceiling_c,
+        grace_s=settings.scaled(settings.hold_floor_grace_s),
+    )
+    ingest = TelemetryIngest(
+        ctx.engine,
+        directory,
+        monitor=monitor,
+        alerts=AlertServiceSink(
+            ctx.sessionmaker, ctx.hub, settings.hold_floor_c, settings.hold_ceiling_c
+        ),
+    )
+    await ingest.start()
+    ctx.components["telemetry_ingest"] = ingest
+    edges = Edges(ingest, None, None)
+    try:
+        if settings.kiosk_link_enabled:
+            link = KioskLink(settings, handler, ctx.hub, telemetry=ingest, sites=directory)
+            await link.start()
+            edges.link = link
+            ctx.commander = link
+            ctx.components["kiosk_link"] = link
+        if settings.notify_enabled:
+            outbox = OutboxWorker(ctx.sessionmaker, settings)
+            await outbox.start()
+            edges.outbox = outbox
+            ctx.components["notification_outbox"] = outbox
+    except BaseException:
+        await edges.stop()
+        raise
+    return edges

@@ -1,0 +1,59 @@
+"""Hot-holding findings turned into operator alerts through the alerts service."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from locker_service.alerts.service import raise_alert, resolve_alerts
+from locker_service.db import session_scope
+from locker_service.live import LiveHub
+from locker_service.telemetry.monitor import Finding
+from locker_service.telemetry.repository import compartment_id_of
+
+
+def describe(finding: Finding, floor_c: float, ceiling_c: float) -> str:
+    where = f"compartment {finding.number} of kiosk {finding.kiosk}"
+    reading = f"{finding.temp_c:.1f} °C" if finding.temp_c is not None else "no reading"
+    if finding.kind == "below_floor":
+        minutes = (finding.at - finding.since).total_seconds() / 60
+        return (
+            f"{where} has held food below the {floor_c:g} °C floor for {minutes:.0f} min "
+            f"(now {reading})"
+        )
+    return f"{where} is above the {ceiling_c:g} °C ceiling (now {reading})"
+
+
+class AlertServiceSink:
+    """`TemperatureAlerts` backed by `locker_service.alerts.service` (dedupe, live updates)."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        hub: LiveHub | None,
+        floor_c: float,
+        ceiling_c: float,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._hub = hub
+        self._floor_c = floor_c
+        self._ceiling_c = ceiling_c
+
+    async def apply(self, findings: Sequence[tuple[Finding, int, int]]) -> None:
+        async with session_scope(self._sessionmaker) as session:
+            for finding, kiosk_id, site_id in findings:
+                if finding.action == "resolve":
+                    await resolve_alerts(session, finding.dedupe_key, self._hub)
+                    continue
+                await raise_alert(
+                    session,
+                    kind=finding.kind,
+                    severity="critical",  # food safety (floor) or overheating (ceiling)
+                    message=describe(finding, self._floor_c, self._ceiling_c),
+                    dedupe_key=finding.dedupe_key,
+                    site_id=site_id,
+                    kiosk_id=kiosk_id,
+                    compartment_id=await compartment_id_of(session, kiosk_id, finding.number),
+                    hub=self._hub,
+                )
