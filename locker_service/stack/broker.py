@@ -28,6 +28,14 @@ log = logging.getLogger("locker.broker")
 AMQTT_LOG_LEVEL = logging.WARNING
 
 
+class _DropPortProbes(logging.Filter):
+    """A readiness or health probe opens a TCP connection and closes it without a word of MQTT;
+    amqtt logs each as an error. They are expected, so they are not shown."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No data to decode MQTT packet fixed header" not in record.getMessage()
+
+
 def broker_config(host: str, port: int) -> dict[str, Any]:
     """amqtt configuration: one TCP listener, anonymous clients, no $SYS publishing."""
     return {
@@ -75,6 +83,7 @@ class EmbeddedBroker:
 
     async def start(self) -> None:
         logging.getLogger("amqtt").setLevel(AMQTT_LOG_LEVEL)
+        logging.getLogger("amqtt.broker").addFilter(_DropPortProbes())
         logging.getLogger("transitions").setLevel(AMQTT_LOG_LEVEL)
         self._broker = _corrected_broker_class()(broker_config(self.host, self.port))
         await self._broker.start()

@@ -117,6 +117,7 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._forced = False
         self._failed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- output
 
@@ -247,7 +248,17 @@ class Supervisor:
             self.say(f"{child.spec.name} is running again")
 
     def request_stop(self, forced: bool = False) -> None:
-        """Ask `run()` to stop everything; a second request kills without waiting."""
+        """Ask `run()` to stop everything; a second request kills without waiting. Safe to call
+        from any thread."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                loop.call_soon_threadsafe(self.request_stop, forced)
+                return
         if self._stopping.is_set() or forced:
             self._forced = True
         self._stopping.set()
@@ -256,6 +267,7 @@ class Supervisor:
         """Start all, call `on_ready` once all are ready, supervise until stopped."""
         self._failed = False
         loop = asyncio.get_running_loop()
+        self._loop = loop
         installed: list[signal.Signals] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
