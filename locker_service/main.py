@@ -21,6 +21,7 @@ from locker_service.api.errors import install_error_handlers
 from locker_service.config import Settings, get_settings
 from locker_service.context import ServiceContext
 from locker_service.db import create_engine, create_sessionmaker
+from locker_service.kiosk_link.runtime import start_edges
 from locker_service.kiosks.endpoints import router as kiosk_router
 from locker_service.kiosks.handler import StoryHandler
 from locker_service.live import LiveHub
@@ -53,15 +54,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     handler = StoryHandler(ctx)
     ctx.components["story"] = handler
     tasks: list[asyncio.Task[Any]] = []
-    link = None
+    # The kiosk link (when enabled), the telemetry ingest and the notification outbox worker.
+    edges = await start_edges(ctx, handler)
     try:
-        if settings.kiosk_link_enabled:
-            from locker_service.kiosk_link import KioskLink
-
-            link = KioskLink(settings, handler, ctx.hub, sites=handler)
-            await link.start()
-            ctx.commander = link
-            ctx.components["kiosk_link"] = link
         if settings.timers_enabled:
             timer_loop = TimerLoop(ctx)
             ctx.components["timers"] = timer_loop
@@ -73,8 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if link is not None:
-            await link.stop()
+        await edges.stop()
         await engine.dispose()
 
 
