@@ -52,6 +52,7 @@ class CompartmentFaults(BaseModel):
 
 class LineFaults(BaseModel):
     error_rate: float = Field(ge=0, le=1, description="Probability that a byte is corrupted")
+    direction: Literal["both", "to_board", "from_board"] = "both"
 
 
 class CablePull(BaseModel):
@@ -154,7 +155,7 @@ def create_app(sim: Simulator, cors_origins: list[str] | None = None) -> FastAPI
 
     @app.put("/faults/line", response_model=Done, tags=["faults"])
     def line(body: LineFaults) -> Done:
-        sim.faults.line_errors(body.error_rate)
+        sim.faults.line_errors(body.error_rate, body.direction)
         return Done()
 
     @app.post("/faults/reboot", response_model=Done, tags=["faults"])

@@ -168,10 +168,11 @@ class Board:
         self.compartments = [
             CompartmentState(self._thermostat_factory()) for _ in range(self.compartment_count)
         ]
-        for n in range(1, self.compartment_count + 1):
+        for n, c in enumerate(self.compartments, start=1):
             self.io.set_heater(n, 0.0)
             self.io.set_contactor(n, False)
             self.io.set_uv(n, False)
+            c.reading = self.io.read_temp(n)  # sampled during the boot self-test
         self.booting_until_s = now_s + boot_time_s
         self.last_heard_s = now_s  # the lease starts at boot
         self.lease_expired = False
@@ -436,6 +437,10 @@ class Board:
         if request.setpoint_dc is None or c.setpoint_dc is None:
             c.thermostat.reset()
         c.setpoint_dc = request.setpoint_dc
+        if c.setpoint_dc is None:  # off means off now, not at the next control period
+            c.duty = 0.0
+            self.io.set_heater(n, 0.0)
+            self.io.set_contactor(n, False)
         self.lease_expired = False  # the master has taken charge of the heaters again
         return SetHeaterRequest(n, c.setpoint_dc).pack()
 

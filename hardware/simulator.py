@@ -52,6 +52,7 @@ SCAN_MAX_CHARS = 512  # longer than any QR code our pickup tokens make
 assert PHYSICS_STEP_S == CONTROL_PERIOD_S  # one firmware control period per physics step
 
 Device = Literal["board", "scanner"]
+LineDirection = Literal["both", "to_board", "from_board"]
 T = TypeVar("T")
 _names = itertools.count(1)
 
@@ -114,6 +115,7 @@ class SimTruth(BaseModel):
     heater_lease_s: int
     heater_lease_expired: bool
     line_error_rate: float
+    line_error_direction: str
     cable_pulled_s: dict[str, float]  # device -> simulated seconds until it is back
     requests: int
     duplicates: int
@@ -187,12 +189,16 @@ class FaultControl:
         """The latch no longer moves when the solenoid pulls."""
         self._set(n, jammed_lock=on)
 
-    def line_errors(self, rate: float) -> None:
-        """Corrupt each byte on the board line, both ways, with probability `rate` (0-1)."""
+    def line_errors(self, rate: float, direction: LineDirection = "both") -> None:
+        """Corrupt each byte on the board line with probability `rate` (0-1): in `both`
+        directions, only `to_board` (requests) or only `from_board` (answers)."""
         if not 0.0 <= rate <= 1.0:
             raise WorldError(f"line error rate {rate} out of 0-1")
+        if direction not in ("both", "to_board", "from_board"):
+            raise WorldError(f"no line direction {direction!r}")
         with self._sim._lock:
             self._sim.line_error_rate = rate
+            self._sim.line_error_direction = direction
 
     def reboot(self) -> None:
         """Power-cycle the board: RAM lost, new boot id, silent while it boots."""
@@ -229,6 +235,7 @@ class Simulator:
         name: str | None = None,
         thermostat: Literal["pid", "hysteresis"] = "pid",
         lobby_temp_c: float = 22.0,
+        manual_clock: bool = False,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
@@ -254,8 +261,12 @@ class Simulator:
         self.world = WorldControl(self)
         self.faults = FaultControl(self)
         self.line_error_rate = 0.0
+        self.line_error_direction: LineDirection = "both"
         self._cable_back_at: dict[str, float] = {}
         self._started_wall: float | None = None
+        # A manual clock stands still until `advance()`: byte-exact, repeatable sessions.
+        self.manual_clock = manual_clock
+        self._manual_now_s = 0.0
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._selector: selectors.BaseSelector | None = None
@@ -270,25 +281,40 @@ class Simulator:
 
     def now_s(self) -> float:
         """Simulated seconds since start."""
+        if self.manual_clock:
+            return self._manual_now_s
         if self._started_wall is None:
             return 0.0
         return (time.monotonic() - self._started_wall) * self.time_scale
 
     def sleep(self, sim_seconds: float) -> None:
         """Wait until `sim_seconds` of simulated time have passed (for tests and scripts)."""
+        if self.manual_clock:
+            self.advance(sim_seconds)
+            return
         time.sleep(sim_seconds / self.time_scale)
         with self._lock:
             self._catch_up()
 
-    def _catch_up(self) -> None:
+    def advance(self, sim_seconds: float) -> None:
+        """Move a manual clock forward, running physics and firmware for that long."""
+        if not self.manual_clock:
+            raise SimulatorError("advance() is for a manual clock; use sleep()")
+        if sim_seconds < 0:
+            raise SimulatorError("time only moves forward")
+        with self._lock:
+            self._manual_now_s += sim_seconds
+            self._catch_up(limit=None)
+
+    def _catch_up(self, limit: int | None = MAX_STEPS_PER_TICK) -> None:
         """Advance physics and firmware to the present, in whole control periods."""
         target = self.now_s()
         steps = 0
-        while self.model.now_s + PHYSICS_STEP_S <= target and steps < MAX_STEPS_PER_TICK:
+        while self.model.now_s + PHYSICS_STEP_S <= target and (limit is None or steps < limit):
             self.board.tick(self.model.now_s, CONTROL_PERIOD_S)
             self.model.step(PHYSICS_STEP_S)
             steps += 1
-        if steps == MAX_STEPS_PER_TICK:
+        if limit is not None and steps >= limit:
             # Stalled far behind (a suspended process): drop the backlog rather than spin.
             self.model.now_s = target
 
@@ -441,6 +467,7 @@ class Simulator:
                 heater_lease_s=board.heater_lease_s,
                 heater_lease_expired=board.lease_expired,
                 line_error_rate=self.line_error_rate,
+                line_error_direction=self.line_error_direction,
                 cable_pulled_s={d: round(t - now, 3) for d, t in self._cable_back_at.items()},
                 requests=board.counters.requests,
                 duplicates=board.counters.duplicates,
@@ -460,8 +487,10 @@ class Simulator:
 
     # ---- board line: bytes in, answers out
 
-    def _corrupt(self, data: bytes) -> bytes:
+    def _corrupt(self, data: bytes, towards: LineDirection) -> bytes:
         rate = self.line_error_rate
+        if self.line_error_direction not in ("both", towards):
+            return data
         if rate <= 0.0 or not data:
             return data
         out = bytearray(data)
@@ -475,11 +504,11 @@ class Simulator:
         with self._lock:
             now = self.now_s()
             answers = bytearray()
-            for frame in decoder.feed(self._corrupt(data)):
+            for frame in decoder.feed(self._corrupt(data, "to_board")):
                 answer = self.board.handle(frame, now)
                 if answer is not None:
                     answers += encode_frame(answer)
-            return self._corrupt(bytes(answers))
+            return self._corrupt(bytes(answers), "from_board")
 
     def _on_door(self, n: int, opened: bool) -> None:
         self.board.door_edge(n, opened, self.now_s())

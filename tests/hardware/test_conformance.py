@@ -1,0 +1,101 @@
+"""Conformance: the test vectors of hardware/PROTOCOL.md, replayed through a real pty.
+
+The vectors are read out of PROTOCOL.md itself, so the document and the board cannot disagree:
+every request's wire bytes go to the simulated board through its serial port and the answer
+must be exactly the bytes the document gives (or nothing, where it says `none`).
+"""
+
+from __future__ import annotations
+
+import serial
+
+from hardware.protocol import Command, ErrorAnswer, ErrorCode, Frame, FrameType, decode_frame
+from hardware.protocol.messages import UnlockRequest
+from hardware.simulator import Simulator
+from hardware.vectors import PROTOCOL_MD, SESSION, apply_directive, exchange, parse
+from tests.hardware.link import BoardLink
+
+
+def _vectors() -> list[tuple[str, str]]:
+    return parse(PROTOCOL_MD.read_text())
+
+
+def test_protocol_md_vectors_replay_byte_exact_through_a_pty() -> None:
+    items = _vectors()
+    assert sum(kind == ">" for kind, _ in items) >= 20
+    with Simulator(**SESSION, manual_clock=True) as sim:  # type: ignore[arg-type]
+        board_path, _ = sim.open_pty()
+        port = serial.Serial(board_path, 115200, timeout=0.02)
+        try:
+            expected_for: bytes | None = None
+            for kind, text in items:
+                if kind == "!":
+                    apply_directive(sim, text)
+                elif kind == ">":
+                    expected_for = bytes.fromhex(text)
+                    answer = exchange(port, expected_for, silence_s=1.0)
+                elif kind == "<":
+                    assert expected_for is not None
+                    want = None if text == "none" else bytes.fromhex(text)
+                    assert answer == want, f"request {expected_for.hex(' ')}"
+        finally:
+            port.close()
+
+
+def test_vectors_cover_every_command_and_every_error() -> None:
+    commands, errors = set(), set()
+    for kind, text in _vectors():
+        frame = decode_frame(bytes.fromhex(text)[:-1]) if kind in "<>" and text != "none" else None
+        if frame is None:
+            continue
+        if kind == ">":
+            commands.add(frame.cmd)
+        elif frame.type is FrameType.ERR:
+            errors.add(ErrorAnswer.unpack(frame.payload).code)
+    assert {int(c) for c in Command} <= commands
+    assert set(ErrorCode) == errors
+
+
+def test_retry_with_the_same_seq_does_not_pulse_the_lock_twice(sim: Simulator) -> None:
+    board_path, _ = sim.open_pty()
+    link = BoardLink(board_path)
+    try:
+        first = link.request(Command.UNLOCK, UnlockRequest(6, 400).pack(), seq=0x33)
+        again = link.request(Command.UNLOCK, UnlockRequest(6, 400).pack(), seq=0x33)
+        assert first == again and first.type is FrameType.RESP
+        assert sim.truth().compartments[5].lock_pulses == 1
+        # A new request (next seq) is executed: the lock is pulsed again.
+        link.request(Command.UNLOCK, UnlockRequest(6, 400).pack(), seq=0x34)
+        assert sim.truth().compartments[5].lock_pulses == 2
+    finally:
+        link.close()
+
+
+def test_retry_after_a_lost_answer_gets_the_cached_answer(sim: Simulator) -> None:
+    """The board executed the UNLOCK but its answer was lost: the retry must not pulse again."""
+    link = BoardLink(sim.board_url)
+    try:
+        link.ok(Command.HELLO)
+        sim.faults.line_errors(1.0, direction="from_board")
+        request = Frame(1, FrameType.REQ, 0x40, Command.UNLOCK, UnlockRequest(7, 400).pack())
+        assert link.exchange(request, timeout_s=0.3) is None
+        assert sim.truth().compartments[6].lock_pulses == 1
+        sim.faults.line_errors(0.0)
+        link.write_raw(b"\x00")  # flush the garbage the master's decoder holds
+        link.decoder.feed(b"\x00")
+        answer = link.exchange(request)
+        assert answer is not None and answer.type is FrameType.RESP and answer.seq == 0x40
+        assert sim.truth().compartments[6].lock_pulses == 1
+    finally:
+        link.close()
+
+
+def test_hello_empties_the_duplicate_memory(sim: Simulator) -> None:
+    link = BoardLink(sim.board_url)
+    try:
+        link.request(Command.UNLOCK, UnlockRequest(8, 400).pack(), seq=0x50)
+        link.ok(Command.HELLO)
+        link.request(Command.UNLOCK, UnlockRequest(8, 400).pack(), seq=0x50)
+        assert sim.truth().compartments[7].lock_pulses == 2
+    finally:
+        link.close()
