@@ -36,6 +36,11 @@ def compartment_sizes(count: int) -> list[str]:
     return ["S"] * small + ["M"] * (count - small - large) + ["L"] * large
 
 
+def layout_string(sizes: list[str]) -> str:
+    """`["S", "M", "M"]` -> `"S:1,M:2"`, the layout `lockerctl create-kiosk` takes."""
+    return ",".join(f"{size}:{sizes.count(size)}" for size in "SML" if size in sizes)
+
+
 @dataclass
 class KioskCredentials:
     code: str
@@ -114,10 +119,9 @@ async def ensure_demo_data(
 ) -> DemoCredentials:
     """Create the demo data unless this data directory already made it in this database; add
     kiosks when a later run asks for more than before."""
-    from locker_service import security
     from locker_service.db import create_engine, create_sessionmaker
-    from locker_service.models import Compartment, Courier, Kiosk, Merchant, Operator, Site
-    from locker_service.models.people import operator_sites
+    from locker_service.models import Kiosk, Site
+    from locker_service.sites import service as admin
 
     label = database_label(database_url)
     creds = _credentials_for(data_dir, label)
@@ -138,63 +142,41 @@ async def ensure_demo_data(
                 )
             created_now = creds is None
             if creds is None:
-                site = Site(code=DEMO_SITE_CODE, name="Demo office tower", timezone="UTC")
-                session.add(site)
-                merchant_key = security.new_token("mk")
-                merchant = Merchant(
-                    name="Demo Kitchen", api_key_hash=security.hash_token(merchant_key)
+                await admin.create_site(session, DEMO_SITE_CODE, "Demo office tower")
+                merchant = await admin.create_merchant(session, "Demo Kitchen")
+                courier = await admin.create_courier(
+                    session,
+                    secret_key,
+                    DEMO_COURIER_CODE,
+                    "Demo Courier",
+                    company="Demo Deliveries",
                 )
-                session.add(merchant)
-                await session.flush()
-                pin = security.new_pin()
-                session.add(
-                    Courier(
-                        code=DEMO_COURIER_CODE,
-                        name="Demo Courier",
-                        pin_hash=security.hash_pin(secret_key, DEMO_COURIER_CODE, pin),
-                        merchant_id=None,
-                        company="Demo Deliveries",
-                    )
+                operator = await admin.create_operator(
+                    session, "Demo Operator", "admin", [DEMO_SITE_CODE]
                 )
-                operator_token = security.new_token("ot")
-                operator = Operator(
-                    name="Demo Operator",
-                    token_hash=security.hash_token(operator_token),
-                    role="admin",
-                )
-                session.add(operator)
-                await session.flush()
-                await session.execute(
-                    operator_sites.insert().values(operator_id=operator.id, site_id=site.id)
-                )
+                assert merchant.secret and courier.secret and operator.secret
                 creds = DemoCredentials(
                     database=label,
                     site_code=DEMO_SITE_CODE,
                     kiosks=[],
-                    merchant_api_key=merchant_key,
+                    merchant_api_key=merchant.secret,
                     courier_code=DEMO_COURIER_CODE,
-                    courier_pin=pin,
-                    operator_token=operator_token,
+                    courier_pin=courier.secret,
+                    operator_token=operator.secret,
                 )
-            assert site is not None
             for index in range(len(creds.kiosks), kiosks):
                 code = kiosk_code(index)
-                if await session.scalar(select(Kiosk).where(Kiosk.code == code)) is not None:
+                if await session.scalar(select(Kiosk.id).where(Kiosk.code == code)) is not None:
                     raise DemoDataError(f"kiosk {code} exists but is not in {DEMO_FILE}")
-                token = security.new_token("kt")
-                kiosk = Kiosk(
-                    site_id=site.id,
-                    code=code,
-                    name=f"Demo kiosk {index + 1}",
-                    token_hash=security.hash_token(token),
+                made = await admin.create_kiosk(
+                    session,
+                    DEMO_SITE_CODE,
+                    code,
+                    f"Demo kiosk {index + 1}",
+                    layout_string(compartment_sizes(compartments)),
                 )
-                session.add(kiosk)
-                await session.flush()
-                for number, size in enumerate(compartment_sizes(compartments), start=1):
-                    session.add(
-                        Compartment(kiosk_id=kiosk.id, number=number, size=size, heated=True)
-                    )
-                creds.kiosks.append(KioskCredentials(code=code, token=token))
+                assert made.secret is not None
+                creds.kiosks.append(KioskCredentials(code=code, token=made.secret))
             # Written inside the transaction: if the file cannot be written, nothing is kept
             # whose credentials would be lost.
             _write_private(data_dir / DEMO_FILE, creds.to_json())
@@ -210,7 +192,7 @@ def demo_order_body(
     """A merchant's order for the demo site, with a fresh external reference."""
     return {
         "external_ref": f"demo-{uuid.uuid4().hex[:10]}",
-        "site_code": DEMO_SITE_CODE,
+        "site": DEMO_SITE_CODE,
         "purchaser_name": name,
         "purchaser_contact": purchaser_contact,
         "size": size,

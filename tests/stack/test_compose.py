@@ -154,7 +154,7 @@ def test_mosquitto_uses_the_acl_and_config_tested_natively(config: dict[str, Any
     assert "allow_anonymous false" in conf and "acl_file /mosquitto/config/acl" in conf
 
 
-@pytest.mark.parametrize("name", ["simulator", "bridge"])
+@pytest.mark.parametrize("name", ["migrate", "service", "simulator", "bridge"])
 def test_container_commands_parse_with_lockerctl(config: dict[str, Any], name: str) -> None:
     """The image's entrypoint is `lockerctl`: each command line must be one it accepts."""
     command = config["services"][name]["command"]
