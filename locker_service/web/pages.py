@@ -8,14 +8,21 @@ the demo panel), so a kiosk screen cannot be made to load anything from elsewher
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from locker_service.web import TEMPLATES_DIR, i18n
+from locker_service.api.deps import SessionDep, SettingsDep
+from locker_service.api.errors import NotFound
+from locker_service.orders import service as orders
+from locker_service.orders.lifecycle import OrderState
+from locker_service.web import TEMPLATES_DIR, i18n, repository
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
@@ -56,7 +63,8 @@ async def root() -> RedirectResponse:
 
 @router.get("/dashboard", response_class=HTMLResponse)
 async def dashboard(request: Request) -> HTMLResponse:
-    return page(request, "dashboard.html", {"lang": "en"})
+    settings = request.app.state.settings
+    return page(request, "dashboard.html", {"lang": "en", "floor_c": settings.hold_floor_c})
 
 
 @router.get("/kiosk", response_class=HTMLResponse)
@@ -99,3 +107,71 @@ def not_found_page(request: Request, language: str) -> Response:
         "text": i18n.translate(language, "purchaser.not_found"),
     }
     return page(request, "message.html", context, status_code=404)
+
+
+@router.get("/p/{token}", response_class=HTMLResponse)
+async def purchaser_page(
+    token: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    lang: str | None = None,
+) -> Response:
+    """The purchaser's page: status, and while ready the QR code and the fallback code."""
+    language = i18n.pick_language(lang, request.headers.get("accept-language"))
+    try:
+        status = await orders.purchaser_status(session, settings, token)
+    except NotFound:
+        return not_found_page(request, language)
+    extras = await repository.purchaser_extras(session, token)
+    zone = _zone(extras.site_timezone if extras else "UTC")
+    minutes_left = None
+    if status.state == OrderState.DISINFECTING and extras and extras.cycle_ends_at:
+        seconds = (extras.cycle_ends_at - datetime.now(UTC)).total_seconds()
+        minutes_left = max(1, math.ceil(seconds / 60))  # "about 1 min" until the cycle reports
+    view = {
+        "state": status.state,
+        "order_ref": status.external_ref,
+        "site_name": status.site_name,
+        "kiosk_name": status.kiosk_name,
+        "compartment": status.compartment_number,
+        "fallback_code": status.fallback_code,
+        "show_codes": status.ready,
+        "minutes_left": minutes_left,
+    }
+    context = {
+        "lang": language,
+        "t": i18n.catalogue(language),
+        "languages": i18n.LANGUAGE_NAMES,
+        "view": view,
+        "status_text": i18n.translate(language, f"status.{status.state}"),
+        "minutes_text": (
+            i18n.translate(language, "status.minutes_left", m=minutes_left)
+            if minutes_left is not None
+            else None
+        ),
+        "deadline_text": _deadline(status.hold_until, zone) if status.ready else None,
+        "minutes_template": i18n.catalogue(language)["status.minutes_left"],
+        "cycle_ends_at": (
+            extras.cycle_ends_at.isoformat() if extras and extras.cycle_ends_at else ""
+        ),
+        "qr_url": f"/p/{token}/qr.png",
+        "status_url": f"/api/v1/p/{token}",
+    }
+    response = page(request, "purchaser.html", context)
+    response.headers["Cache-Control"] = "no-store"  # it shows a code that opens a door
+    return response
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _deadline(at: datetime | None, zone: ZoneInfo) -> str | None:
+    if at is None:
+        return None
+    local = at.astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M} ({zone.key})"

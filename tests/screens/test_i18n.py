@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,27 @@ def test_language_choice(requested: str | None, accept: str | None, expected: st
 def test_translate_fills_values() -> None:
     assert i18n.translate("en", "courier.opened_title", n=7) == "Compartment 7 is open"
     assert i18n.translate("zh-Hans", "courier.opened_title", n=7) == "7 号柜门已打开"
+
+
+# Packages behind the kiosk screen's endpoints: every refusal they can give needs words.
+KIOSK_PATH_SOURCES = [
+    "locker_service/api/errors.py",
+    "locker_service/kiosks",
+    "locker_service/dropoff",
+    "locker_service/pickup",
+    "locker_service/compartments",
+    "locker_service/kiosk_link/errors.py",
+]
+
+
+def test_every_refusal_the_kiosk_can_meet_has_words() -> None:
+    root = Path(__file__).resolve().parents[2]
+    found: set[str] = set()
+    for source in KIOSK_PATH_SOURCES:
+        path = root / source
+        files = [path] if path.is_file() else sorted(path.rglob("*.py"))
+        for file in files:
+            found |= set(re.findall(r'\bcode(?:=| = )"([a-z_]+)"', file.read_text()))
+    assert {"bad_courier_credentials", "invalid_code", "locked_out"} <= found  # the scan works
+    missing = sorted(code for code in found if f"error.{code}" not in i18n.CATALOGUES["en"])
+    assert missing == []

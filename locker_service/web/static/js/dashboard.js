@@ -8,7 +8,8 @@
 
 (function () {
   const TOKEN_KEY = "locker.operatorToken";
-  const FLOOR_C = 60; // food-safety floor drawn on the chart (DESIGN.md: never below it)
+  // The food-safety floor drawn on the chart: the service's LOCKER_HOLD_FLOOR_C, given by the page.
+  const FLOOR_C = Number(document.body.dataset.floorC || 60);
   const CHART_POINTS_MAX = 20000; // keeps a day of 1 Hz readings without slowing the chart
   const RECONNECT_MAX_MS = 15000;
 
@@ -295,8 +296,8 @@
       $("chart").textContent = "No temperature history: " + err.message;
       return;
     }
-    const readings = list(payload, "readings");
-    const floor = (payload && payload.floor_c) || FLOOR_C;
+    const readings = list(payload, "points");
+    const floor = FLOOR_C;
     const xs = [], temps = [], setpoints = [], floors = [];
     for (const r of readings) {
       xs.push(new Date(r.ts).getTime() / 1000);

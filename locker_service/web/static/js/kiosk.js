@@ -258,7 +258,7 @@
     const warning = document.getElementById("idle-warning");
     if (left <= 0) {
       home();
-    } else if (left <= IDLE_WARNING_S) {
+    } else if (left <= Math.min(IDLE_WARNING_S, idleS / 2)) {
       warning.textContent = t("kiosk.idle_warning", { s: Math.ceil(left) });
       warning.hidden = false;
     } else {

@@ -1,0 +1,37 @@
+"""The few reads the pages need beyond the JSON API's answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from locker_service.models import DisinfectionCycle, Site
+from locker_service.orders import repository as orders
+from locker_service.pickup import codes
+
+
+@dataclass(frozen=True)
+class PurchaserExtras:
+    site_timezone: str
+    cycle_ends_at: datetime | None  # the running hold cycle's end, real (scaled) time
+
+
+async def purchaser_extras(session: AsyncSession, token: str) -> PurchaserExtras | None:
+    order = await orders.by_token_hash(session, codes.token_hash(token))
+    if order is None:
+        return None
+    site = await session.get(Site, order.site_id)
+    ends_at = await session.scalar(
+        select(DisinfectionCycle.ends_at)
+        .where(
+            DisinfectionCycle.order_id == order.id,
+            DisinfectionCycle.kind == "hold",
+            DisinfectionCycle.state == "running",
+        )
+        .order_by(DisinfectionCycle.started_at.desc())
+        .limit(1)
+    )
+    return PurchaserExtras(site.timezone if site else "UTC", ends_at)

@@ -1,0 +1,84 @@
+"""Fixtures of the screen tests: headless Debian Chromium, axe-core, a seeded service process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import unavailable
+from tests.screens.support import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    Seed,
+    ServiceProcess,
+    seed_database,
+)
+
+AXE_VERSION = "4.11.4"  # pinned: a new axe release may add rules and fail a page overnight
+AXE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smart-food-locker"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        unavailable("Debian chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    """axe-core's browser script, fetched once from the npm registry into a user cache."""
+    target = AXE_CACHE / f"axe-core-{AXE_VERSION}" / "axe.min.js"
+    if not target.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            unavailable("npm is needed once to fetch axe-core")
+        with tempfile.TemporaryDirectory() as tmp:
+            done = subprocess.run(
+                [str(npm), "pack", f"axe-core@{AXE_VERSION}", "--pack-destination", tmp],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if done.returncode != 0:
+                unavailable(f"npm pack axe-core failed: {done.stderr.strip()[-300:]}")
+            with tarfile.open(Path(tmp) / f"axe-core-{AXE_VERSION}.tgz") as archive:
+                member = archive.extractfile("package/axe.min.js")
+                assert member is not None
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(member.read())
+    return target.read_text()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture
+def seeded_service(tmp_path: Path) -> Iterator[tuple[ServiceProcess, Seed]]:
+    """The service on SQLite with seed data, kiosk link off (pages and REST only)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'locker.db'}"
+    seed = seed_database(url)
+    service = ServiceProcess(url, tmp_path, LOCKER_TIMERS_ENABLED="false").start()
+    try:
+        yield service, seed
+    finally:
+        service.stop()

@@ -1,0 +1,231 @@
+"""What the screen tests run: the service as a real process, seed data, browser helpers.
+
+The service runs as `uvicorn` on a free port with its own SQLite file (and, when a test needs
+live kiosk data, a private Mosquitto), exactly as a user starts it. Seed data (a site, a kiosk
+with compartments, an operator, a merchant, a courier) is written once, before the service
+starts, with the service's own models and credential hashing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from tests.support.mosquitto import free_port
+
+T = TypeVar("T")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO_ROOT / "tests" / "artifacts" / "screens"
+SECRET_KEY = "screens-test-secret-" + "s" * 32
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SERVICE_START_TIMEOUT_S = 60.0  # migrations and imports on two shared, busy cores
+
+
+@dataclass
+class Seed:
+    site_id: int
+    site_name: str
+    kiosk_id: int
+    kiosk_code: str
+    kiosk_token: str
+    operator_token: str
+    merchant_key: str
+    courier_code: str
+    courier_pin: str
+    compartments: int
+
+
+def in_thread(function: Callable[[], T]) -> T:
+    """Run `function` in a thread of its own: Playwright's sync API keeps an event loop
+    running in the test's thread, so `asyncio.run` cannot be called there."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(function).result()
+
+
+def seed_database(database_url: str, compartments: int = 6, kiosk_code: str | None = None) -> Seed:
+    """Migrate the database and write one site, kiosk, operator, merchant and courier."""
+    return in_thread(lambda: _seed(database_url, compartments, kiosk_code))
+
+
+def _seed(database_url: str, compartments: int, kiosk_code: str | None) -> Seed:
+    from locker_service.db import create_engine, create_sessionmaker
+    from locker_service.models import Compartment, Courier, Kiosk, Merchant, Operator, Site
+    from locker_service.security import hash_pin, hash_token, new_token
+    from migrations import upgrade
+
+    upgrade(database_url)
+    suffix = uuid.uuid4().hex[:8]
+    kiosk_code = kiosk_code or f"k-{suffix}"
+    kiosk_token = new_token("kt")
+    operator_token = new_token("ot")
+    merchant_key = new_token("mk")
+    courier_code, courier_pin = f"C{suffix[:4].upper()}", "246810"
+
+    async def write() -> Seed:
+        engine = create_engine(database_url)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                site = Site(code=f"site-{suffix}", name="Harbour Tower", timezone="UTC")
+                session.add(site)
+                await session.flush()
+                kiosk = Kiosk(
+                    site_id=site.id,
+                    code=kiosk_code,
+                    name="Lobby A",
+                    token_hash=hash_token(kiosk_token),
+                )
+                session.add(kiosk)
+                await session.flush()
+                for n in range(1, compartments + 1):
+                    size = "S" if n % 3 == 1 else "M" if n % 3 == 2 else "L"
+                    session.add(Compartment(kiosk_id=kiosk.id, number=n, size=size, heated=True))
+                session.add(
+                    Operator(name="Olga", token_hash=hash_token(operator_token), role="admin")
+                )
+                session.add(Merchant(name="Noodle Bar", api_key_hash=hash_token(merchant_key)))
+                session.add(
+                    Courier(
+                        code=courier_code,
+                        name="Carl",
+                        pin_hash=hash_pin(SECRET_KEY, courier_code, courier_pin),
+                    )
+                )
+                await session.commit()
+                return Seed(
+                    site_id=site.id,
+                    site_name=site.name,
+                    kiosk_id=kiosk.id,
+                    kiosk_code=kiosk_code,
+                    kiosk_token=kiosk_token,
+                    operator_token=operator_token,
+                    merchant_key=merchant_key,
+                    courier_code=courier_code,
+                    courier_pin=courier_pin,
+                    compartments=compartments,
+                )
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(write())
+
+
+class ServiceProcess:
+    """`uvicorn locker_service.main:create_app --factory` on a free port, settings by env."""
+
+    def __init__(self, database_url: str, workdir: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "service.log"
+        self.env = {
+            **os.environ,
+            "LOCKER_ENVIRONMENT": "test",
+            "LOCKER_DATABASE_URL": database_url,
+            "LOCKER_SECRET_KEY": SECRET_KEY,
+            "LOCKER_PUBLIC_BASE_URL": self.url,
+            "LOCKER_MIGRATE_ON_START": "true",
+            "LOCKER_KIOSK_LINK_ENABLED": "false",
+            **env,
+        }
+        self.workdir = workdir
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        log = self.log_path.open("wb")
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "locker_service.main:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            env=self.env,
+            cwd=REPO_ROOT,  # run from the checkout, as a developer does
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"service exited at start:\n{self.log}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"service did not answer /healthz in time:\n{self.log}")
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    def api(
+        self, method: str, path: str, token: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx.request(method, self.url + path, headers=headers, timeout=30.0, **kwargs)
+
+
+def serious_accessibility_violations(page: Any, axe_source: str) -> list[dict[str, Any]]:
+    """axe-core's serious and critical violations on the page as it is now shown."""
+    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+        page.add_script_tag(content=axe_source)
+    violations: list[dict[str, Any]] = page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+    )
+    return [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:5]}
+        for v in violations
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def visible_button_sizes(page: Any, selector: str) -> list[tuple[str, float, float]]:
+    """(text, width, height) of every visible button under `selector`, in CSS pixels."""
+    sizes: list[tuple[str, float, float]] = page.eval_on_selector_all(
+        f"{selector} button",
+        """els => els.filter(e => e.offsetParent !== null).map(e => {
+            const r = e.getBoundingClientRect();
+            return [e.textContent.trim(), r.width, r.height];
+        })""",
+    )
+    return sizes
