@@ -69,3 +69,12 @@ def test_wrong_version_and_length_are_dropped() -> None:
     bad_length = cobs.encode(body + crc16(body).to_bytes(2, "big")) + b"\x00"
     assert decoder.feed(bad_version + bad_length) == []
     assert decoder.dropped == 2
+
+
+@given(st.binary(max_size=3000))
+def test_decoder_yields_no_false_frame(garbage: bytes) -> None:
+    """Whatever comes out of any byte string is a frame that was really on the line: it
+    re-encodes to exactly the bytes of the block it was decoded from."""
+    blocks = garbage.split(b"\x00")
+    for frame in FrameDecoder().feed(garbage):
+        assert encode_frame(frame)[:-1] in blocks
