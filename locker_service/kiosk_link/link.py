@@ -44,7 +44,7 @@ from locker_service.live import LiveHub
 
 log = logging.getLogger(__name__)
 
-CONNECT_PROBE_TIMEOUT_S = 5.0  # a broker answers CONNECT in milliseconds; 5 s covers a busy one
+CONNECT_PROBE_TIMEOUT_S = 3.0  # a broker answers CONNECT in milliseconds; 3 s covers a busy one
 SUBACK_TIMEOUT_S = 5.0  # same reasoning for SUBSCRIBE; beyond this the link reports not ready
 SESSION_EXPIRY_S = 24 * 3600  # a service down for up to a day still gets the events it missed
 RECONNECT_MIN_DELAY_S = 1
@@ -318,7 +318,9 @@ class KioskLink:
                 asyncio.shield(self._connect_outcome), CONNECT_PROBE_TIMEOUT_S
             )
         except TimeoutError:
-            return "unreachable"
+            # Connected over TCP but no CONNACK: some MQTT 3.1.1 brokers wait forever on an
+            # MQTT 5 CONNECT with properties, which they cannot parse.
+            return "closed" if client.socket() is not None else "unreachable"
 
     def _build_client(self, protocol: int) -> mqtt.Client:
         client = mqtt.Client(
@@ -363,7 +365,11 @@ class KioskLink:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        if reason_code.is_failure:
+        if client is not self._client:
+            return  # a late callback of a client given up during the protocol probe
+        # Any non-zero CONNACK code is a refusal: an MQTT 3.1.1 broker answering an MQTT 5
+        # CONNECT sends return code 1, below the 0x80 that `is_failure` looks for.
+        if reason_code.value != 0:
             value = reason_code.value
             outcome: ConnectOutcome = (
                 "refused_protocol" if value in UNSUPPORTED_PROTOCOL_CODES else "refused"
@@ -425,12 +431,16 @@ class KioskLink:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        if client is not self._client:
+            return
         was_connected, self._connected = self._connected, False
         if not self._stopping and was_connected:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason_code)
         self._to_loop(self._on_disconnected_loop)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if client is not self._client:
+            return
         self._to_loop(self._set_outcome, "unreachable")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

@@ -421,3 +421,31 @@ def test_settings_are_checked() -> None:
         KioskLink(LinkTestSettings("http://h"), RecordingHandler(), LiveHub())
     with pytest.raises(ValueError, match="protocol"):
         KioskLink(LinkTestSettings("mqtt://h", mqtt_protocol="4"), RecordingHandler(), LiveHub())
+
+
+async def test_auto_falls_back_to_mqtt_311_on_a_broker_without_mqtt_5() -> None:
+    """amqtt (the embedded broker of `lockerctl up`) speaks MQTT 3.1.1 only, without $share."""
+    from locker_service.stack.broker import EmbeddedBroker
+    from tests.support.mosquitto import free_port
+
+    broker = EmbeddedBroker("127.0.0.1", free_port())
+    await broker.start()
+    kiosk = None
+    handler = RecordingHandler()
+    link = KioskLink(LinkTestSettings(broker.url, mqtt_share_group=""), handler, LiveHub())
+    try:
+        kiosk = await asyncio.to_thread(
+            lambda: ScriptedKiosk("127.0.0.1", broker.port, compartments=2).start()
+        )
+        await link.start()
+        assert link.ready and link.protocol_name == "3.1.1"
+        await eventually(lambda: len(handler.snapshots) >= 2, what="retained snapshots")
+        reply = await link.command(kiosk.kiosk_id, "unlock", 2, {}, timeout_s=10)
+        assert reply.status == "succeeded"
+        kiosk.scan("amqtt")
+        await eventually(lambda: handler.event_types(kiosk.kiosk_id) == ["scan"], what="event")
+    finally:
+        await link.stop()
+        if kiosk is not None:
+            await asyncio.to_thread(kiosk.stop)
+        await broker.stop()
