@@ -24,6 +24,9 @@ def up(
         8001, help="Port of the first kiosk's simulator control API (next kiosks: +1 each)"
     ),
     broker_port: int = typer.Option(0, help="Port of the embedded MQTT broker; 0: a free one"),
+    inbox_port: int = typer.Option(
+        8025, help="Port of the demo purchaser's inbox (a json:// webhook); 0: a free one"
+    ),
     broker_url: str | None = typer.Option(
         None, help="Use this MQTT broker (mqtt://host:port) instead of the embedded one"
     ),
@@ -49,6 +52,7 @@ def up(
         port=port,
         sim_port=sim_port,
         broker_port=broker_port,
+        inbox_port=inbox_port,
         broker_url=broker_url,
         database_url=database_url,
         kiosks=kiosks,
@@ -67,10 +71,14 @@ def up(
 
 def demo_order(
     data_dir: Annotated[Path, typer.Option(help=DATA_DIR_HELP)] = DEFAULT_DATA_DIR,
-    url: str = typer.Option("http://127.0.0.1:8000", help="The service started by lockerctl up"),
+    url: str | None = typer.Option(
+        None, help="The service; default: the one `lockerctl up` started with this --data-dir"
+    ),
     size: str = typer.Option("M", help="Compartment size: S, M or L"),
     contact: str | None = typer.Option(
-        None, help="Where the purchaser's message goes: an Apprise URL such as mailto://..."
+        None,
+        help="Where the purchaser's message goes, an Apprise URL such as mailto://...; "
+        "default: the inbox of `lockerctl up`",
     ),
     count: int = typer.Option(1, min=1, max=100, help="How many orders"),
 ) -> None:
@@ -80,6 +88,7 @@ def demo_order(
         DemoOrderError,
         describe_demo_order,
         load_credentials,
+        load_run_addresses,
         place_demo_order,
     )
 
@@ -94,6 +103,12 @@ def demo_order(
             "start `lockerctl up` first (same --data-dir)",
             err=True,
         )
+        raise typer.Exit(2)
+    run = load_run_addresses(data_dir)
+    url = url or run.get("service_url") or "http://127.0.0.1:8000"
+    contact = contact or run.get("inbox_url")
+    if not contact:
+        typer.echo("lockerctl demo-order: say where the purchaser is told: --contact URL", err=True)
         raise typer.Exit(2)
     if size not in ("S", "M", "L"):
         typer.echo("lockerctl demo-order: --size must be S, M or L", err=True)

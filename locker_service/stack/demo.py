@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 DEMO_FILE = "demo.json"
+RUN_FILE = "run.json"  # addresses of the latest `lockerctl up` run, for `lockerctl demo-order`
 DEMO_SITE_CODE = "demo"
 DEMO_COURIER_CODE = "courier-1"
 
@@ -86,6 +87,15 @@ def load_credentials(data_dir: Path) -> DemoCredentials | None:
         return DemoCredentials.from_json(path.read_text())
     except (ValueError, TypeError, KeyError) as exc:
         raise DemoDataError(f"{path} is not a demo credentials file: {exc}") from exc
+
+
+def load_run_addresses(data_dir: Path) -> dict[str, Any]:
+    """What the latest `lockerctl up` in this data directory wrote to run.json; {} if nothing."""
+    try:
+        data = json.loads((data_dir / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _write_private(path: Path, text: str) -> None:

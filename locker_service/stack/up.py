@@ -11,6 +11,7 @@ its orders again.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -20,7 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from locker_service.stack.demo import DemoCredentials, ensure_demo_data, kiosk_code
+from locker_service.stack.demo import (
+    DEMO_FILE,
+    RUN_FILE,
+    DemoCredentials,
+    ensure_demo_data,
+    kiosk_code,
+)
 from locker_service.stack.supervisor import ChildSpec, Supervisor
 
 DEFAULT_DATA_DIR = Path("var")
@@ -36,6 +43,7 @@ class UpOptions:
     host: str = "127.0.0.1"
     port: int = 8000  # the service: dashboard, kiosk screen, API
     sim_port: int = 8001  # the first kiosk's simulator control API; kiosk i uses sim_port + i
+    inbox_port: int = 8025  # the demo purchaser's inbox (json:// webhook); 0 picks a free port
     broker_port: int = 0  # the embedded broker; 0 picks a free port (1883 may be Mosquitto's)
     broker_url: str | None = None  # use this broker instead of the embedded one
     database_url: str | None = None  # default: SQLite in data_dir
@@ -80,6 +88,7 @@ class Plan:
     service_env: dict[str, str]
     children: list[ChildSpec]
     kiosk_codes: list[str]
+    inbox_url: str
 
     @property
     def base_url(self) -> str:
@@ -110,6 +119,23 @@ def plan(options: UpOptions) -> Plan:
     else:
         assert options.broker_url is not None
         broker_url = options.broker_url
+
+    inbox_port = options.inbox_port or free_port()
+    children.append(
+        ChildSpec(
+            "inbox",
+            [
+                sys.executable,
+                "-m",
+                "locker_service.stack.inbox",
+                "--port",
+                str(inbox_port),
+                "--dir",
+                str(data_dir / "inbox"),
+            ],
+            ready_port=("127.0.0.1", inbox_port),
+        )
+    )
 
     common = {"LOCKER_TIME_SCALE": scale, **options.extra_env}
     codes = [kiosk_code(i) for i in range(options.kiosks)]
@@ -196,35 +222,43 @@ def plan(options: UpOptions) -> Plan:
                 env=common,
             )
         )
-    return Plan(options, database_url, broker_url, embedded, service_env, children, codes)
+    return Plan(
+        options,
+        database_url,
+        broker_url,
+        embedded,
+        service_env,
+        children,
+        codes,
+        f"json://127.0.0.1:{inbox_port}/",
+    )
 
 
 def banner(p: Plan, creds: DemoCredentials) -> str:
     """What a newcomer needs to play the story, printed once everything is up."""
     o = p.options
+    kiosks = creds.kiosks[: o.kiosks]
     lines = [
         "",
         "The smart food locker is running.",
         "",
         f"  Operator dashboard   {p.base_url}/dashboard",
-        f"      operator token   {creds.operator_token}",
+        f"    operator token     {creds.operator_token}",
         f"  Kiosk screen         {p.base_url}/kiosk",
     ]
-    for i, kiosk in enumerate(creds.kiosks):
-        if i >= o.kiosks:
-            break
-        lines.append(f"      {kiosk.code} token   {kiosk.token}")
-    for i, kiosk in enumerate(creds.kiosks[: o.kiosks]):
-        lines.append(
-            f"  Simulator panel      {p.base_url}/demo?sim={p.sim_url(i)}   ({kiosk.code})"
-        )
+    lines += [f"    {k.code + ' token':<19}{k.token}" for k in kiosks]
+    lines += [
+        f"  Simulator panel      {p.base_url}/demo?sim={p.sim_url(i)}"
+        + (f"   ({k.code})" if len(kiosks) > 1 else "")
+        for i, k in enumerate(kiosks)
+    ]
     lines += [
         f"  API docs             {p.base_url}/docs",
-        f"      merchant key     {creds.merchant_api_key}",
+        f"    merchant API key   {creds.merchant_api_key}",
         f"  Courier              code {creds.courier_code}, PIN {creds.courier_pin}",
-        f"  Site                 {creds.site_code}",
+        f"  Purchaser inbox      messages appear below as 'inbox | ...' ({p.inbox_url})",
         "",
-        f"  Data                 {o.data_dir.resolve()} (credentials in demo.json)",
+        f"  Data                 {o.data_dir.resolve()} (credentials in {DEMO_FILE})",
         f"  MQTT broker          {p.broker_url}" + (" (embedded)" if p.embedded_broker else ""),
         f"  Time scale           {o.time_scale:g}x",
         "",
@@ -234,6 +268,17 @@ def banner(p: Plan, creds: DemoCredentials) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def write_run_file(p: Plan) -> None:
+    """Addresses of this run, so `lockerctl demo-order` finds the service and the inbox."""
+    run = {
+        "service_url": p.base_url,
+        "inbox_url": p.inbox_url,
+        "broker_url": p.broker_url,
+        "simulators": {code: p.sim_url(i) for i, code in enumerate(p.kiosk_codes)},
+    }
+    (p.options.data_dir / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
 
 
 async def run_up(
@@ -267,6 +312,7 @@ async def run_up(
     )
 
     async def ready() -> None:
+        write_run_file(p)
         out.write(banner(p, creds) + "\n")
         out.flush()
         if on_ready is not None:

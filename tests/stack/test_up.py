@@ -1,0 +1,179 @@
+"""`lockerctl up` as a newcomer runs it: everything starts, the banner tells the truth, a demo
+order goes in, a process that dies comes back, Ctrl-C stops all of it, and the next run finds the
+same credentials and the same orders."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from locker_service.stack.up import UpOptions, plan
+from tests.journey.system import Up, wait_until
+
+
+def processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().split()[2]
+        except (OSError, IndexError):
+            continue
+        if text in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def demo_order(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locker_service.stack.lockerctl",
+            "demo-order",
+            "--data-dir",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_up_runs_the_demo_restarts_a_dead_process_and_keeps_data(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    up = Up(data_dir, time_scale=60)
+    try:
+        up.wait_ready()
+        creds = up.credentials()
+        out = up.output
+        assert "demo data created" in out
+        for shown in (
+            f"{up.base_url}/dashboard",
+            f"{up.base_url}/kiosk",
+            f"{up.base_url}/demo?sim={up.sim_url(0)}",
+            creds["operator_token"],
+            creds["kiosks"][0]["token"],
+            creds["merchant_api_key"],
+            f"PIN {creds['courier_pin']}",
+        ):
+            assert shown in out, shown
+        http = httpx.Client(timeout=20)
+        for page in ("/dashboard", "/kiosk", f"/demo?sim={up.sim_url(0)}", "/readyz"):
+            assert http.get(up.base_url + page).status_code == 200, page
+        assert http.get(f"{up.sim_url(0)}/truth").json()["compartments"][11]["number"] == 12
+
+        # The kiosk's bridge reports in: the operator sees demo-1 online with 12 compartments.
+        def kiosk_online() -> bool:
+            sites = http.get(
+                f"{up.base_url}/api/v1/operator/sites",
+                headers={"Authorization": f"Bearer {creds['operator_token']}"},
+            ).json()
+            kiosk = sites[0]["kiosks"][0]
+            return bool(kiosk["online"]) and kiosk["compartments_total"] == 12
+
+        wait_until(kiosk_online, 60, "demo-1 online")
+
+        placed = demo_order(data_dir)
+        assert placed.returncode == 0, placed.stderr
+        assert f"{up.base_url}/p/" in placed.stdout
+        order_id = placed.stdout.split()[1]
+        order = http.get(
+            f"{up.base_url}/api/v1/orders/{order_id}",
+            headers={"X-API-Key": creds["merchant_api_key"]},
+        ).json()
+        assert order["state"] == "created"
+
+        # A process that dies is restarted, and says so.
+        bridge_data = str(data_dir.resolve() / "bridge-demo-1")
+        [bridge_pid] = processes_mentioning(bridge_data)
+        mark = len(up.lines)
+        subprocess.run(["kill", "-KILL", str(bridge_pid)], check=True)
+        died = up.lines[up.wait_for_line("bridge was killed by SIGKILL", 30, mark)]
+        assert "restarting it in" in died
+        up.wait_for_line("bridge is running again", 60, mark)
+        new_pids = wait_until(lambda: processes_mentioning(bridge_data), 30, "a new bridge")
+        assert new_pids != [bridge_pid]
+
+        # Ctrl-C stops everything, cleanly.
+        assert up.interrupt() == 0, up.output[-3000:]
+        assert "all stopped" in up.output
+        assert processes_mentioning(str(data_dir.resolve())) == []
+    finally:
+        up.kill()
+
+    again = Up(data_dir, time_scale=60)
+    try:
+        again.wait_ready()
+        assert "demo data found from an earlier run" in again.output
+        assert again.credentials() == creds
+        http = httpx.Client(timeout=20)
+        order = http.get(
+            f"{again.base_url}/api/v1/orders/{order_id}",
+            headers={"X-API-Key": creds["merchant_api_key"]},
+        ).json()
+        assert order["external_ref"] in placed.stdout
+        again.proc.send_signal(signal.SIGTERM)  # as a service manager stops it
+        assert again.proc.wait(timeout=40) == 0
+    finally:
+        again.kill()
+
+
+def test_demo_order_without_a_running_system_says_what_to_do(tmp_path: Path) -> None:
+    result = demo_order(tmp_path)
+    assert result.returncode == 2
+    assert "start `lockerctl up` first" in result.stderr
+
+
+def test_plan_embedded_broker_speaks_mqtt_311_without_shared_subscriptions(
+    tmp_path: Path,
+) -> None:
+    p = plan(UpOptions(data_dir=tmp_path, kiosks=2, time_scale=30))
+    names = [c.name for c in p.children]
+    assert names == [
+        "broker",
+        "inbox",
+        "sim-demo-1",
+        "sim-demo-2",
+        "service",
+        "bridge-demo-1",
+        "bridge-demo-2",
+    ]
+    assert p.service_env["LOCKER_MQTT_PROTOCOL"] == "3.1.1"
+    assert p.service_env["LOCKER_MQTT_SHARE_GROUP"] == ""
+    assert p.database_url == f"sqlite+aiosqlite:///{tmp_path.resolve() / 'locker.db'}"
+    for child in p.children:
+        if child.name.startswith(("sim", "bridge", "service")):
+            assert child.env["LOCKER_TIME_SCALE"] == "30"
+        if child.name.startswith("bridge"):
+            assert child.argv[child.argv.index("--mqtt-version") + 1] == "3.1.1"
+            assert child.argv[child.argv.index("--time-scale") + 1] == "30"
+    # The secret key is made once per data directory and kept.
+    again = plan(UpOptions(data_dir=tmp_path))
+    assert again.service_env["LOCKER_SECRET_KEY"] == p.service_env["LOCKER_SECRET_KEY"]
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_plan_with_external_broker_and_database_starts_no_broker(tmp_path: Path) -> None:
+    p = plan(
+        UpOptions(
+            data_dir=tmp_path,
+            broker_url="mqtt://127.0.0.1:1883",
+            database_url="postgresql+asyncpg://locker@db/locker",
+        )
+    )
+    assert "broker" not in [c.name for c in p.children]
+    assert "LOCKER_MQTT_SHARE_GROUP" not in p.service_env  # shared subscriptions stay on
+    assert p.service_env["LOCKER_DATABASE_URL"] == "postgresql+asyncpg://locker@db/locker"
+    bridge = next(c for c in p.children if c.name == "bridge")
+    assert "--mqtt-version" not in bridge.argv
+    assert bridge.argv[bridge.argv.index("--broker-url") + 1] == "mqtt://127.0.0.1:1883"
