@@ -63,7 +63,7 @@ class BridgeSettings(BaseSettings):
     password: str | None = None
     tls_ca: Path | None = None  # CA bundle for mqtts://; the system store when unset
     tls_insecure: bool = False  # accept a certificate whose host name does not match (lab only)
-    mqtt_version: Literal["5", "3.1.1"] = "5"
+    mqtt_version: Literal["auto", "5", "3.1.1"] = "auto"  # auto: 5, or 3.1.1 if refused
     board_url: str = "/dev/ttyUSB0"  # anything serial_for_url opens: a path, socket://, loop://
     scanner_url: str | None = None  # no scanner attached when unset
     baud: int = Field(default=115200, gt=0)

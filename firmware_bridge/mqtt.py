@@ -17,6 +17,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ KEEPALIVE_S = 30  # the broker declares us dead (and sends the will) after 1.5x 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 ACK_POLL_S = 0.5  # the pump re-checks acknowledgements at least this often
+V5_CONNACK_WAIT_S = 3.0  # a broker on the same site answers CONNECT in milliseconds
 
 
 @dataclass(slots=True)
@@ -68,6 +70,11 @@ class MqttLink:
         self._inflight: deque[_InFlight] = deque()
         self._cursor = 0  # highest outbox seq handed to paho
         self.connects = 0
+        # "auto" starts with MQTT 5 and falls back to 3.1.1 for good when the broker says it
+        # does not speak 5 (amqtt, the embedded broker of `lockerctl up`, is one).
+        self.protocol: str = "3.1.1" if settings.mqtt_version == "3.1.1" else "5"
+        self._fallback = threading.Event()
+        self._v5_socket_at: float | None = None  # monotonic: MQTT 5 CONNECT sent, no CONNACK yet
         self.client = self._build_client()
         self._pump_thread = threading.Thread(target=self._pump_loop, name="event-pump", daemon=True)
 
@@ -75,7 +82,7 @@ class MqttLink:
 
     def _build_client(self) -> paho.Client:
         s = self.settings
-        v5 = s.mqtt_version == "5"
+        v5 = self.protocol == "5"
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"locker-bridge-{s.kiosk_id}",
@@ -100,25 +107,45 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
-        client.on_socket_open = _no_delay
+        client.on_socket_open = self._handle_socket_open
         return client
 
     def start(self) -> None:
-        s = self.settings
-        broker = s.broker()
+        self._connect()
+        self._pump_thread.start()
+
+    def _connect(self) -> None:
+        broker = self.settings.broker()
+        v5 = self.protocol == "5"
         properties = None
-        if s.mqtt_version == "5":
+        if v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = SESSION_EXPIRY_S
         self.client.connect_async(
             broker.host,
             broker.port,
             keepalive=KEEPALIVE_S,
-            clean_start=False if s.mqtt_version == "5" else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
         )
         self.client.loop_start()
-        self._pump_thread.start()
+
+    def _fall_back_to_311(self) -> None:
+        """Replace the MQTT 5 client by a 3.1.1 one (pump thread: never paho's own)."""
+        log.warning("the broker does not speak MQTT 5: using 3.1.1")
+        old = self.client
+        old.on_disconnect = None
+        old.disconnect()
+        old.loop_stop()
+        sock = old.socket()
+        if sock is not None:
+            sock.close()
+        self.protocol = "3.1.1"
+        self.client = self._build_client()
+        # Whatever the old client held unacknowledged goes again from the outbox.
+        self._inflight.clear()
+        self._cursor = 0
+        self._connect()
 
     def stop(self, timeout_s: float = 3.0) -> None:
         """Say offline (retained) while still connected, then leave."""
@@ -151,15 +178,39 @@ class MqttLink:
         properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
+            if (
+                reason_code == "Unsupported protocol version"
+                and self.settings.mqtt_version == "auto"
+                and self.protocol == "5"
+            ):
+                self._fallback.set()
+                self._wake.set()
+                return
             log.error("broker refused the connection: %s", reason_code)
             return
         self.connects += 1
+        self._v5_socket_at = None
         log.info("connected to the broker (session present: %s)", flags.session_present)
         client.subscribe(self.topics.cmd, qos=1)
         client.publish(self.topics.status, self._status.to_json(), qos=1, retain=True)
         self.connected.set()
         self._wake.set()
         self._on_connected()
+
+    def _handle_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        _no_delay(sock)
+        if self.settings.mqtt_version == "auto" and self.protocol == "5" and not self.connects:
+            self._v5_socket_at = time.monotonic()
+
+    def _v5_unanswered(self) -> bool:
+        """Some brokers (amqtt) neither accept nor refuse an MQTT 5 CONNECT: they stay silent."""
+        since = self._v5_socket_at
+        return (
+            since is not None
+            and self.protocol == "5"
+            and not self.connected.is_set()
+            and time.monotonic() - since > V5_CONNACK_WAIT_S
+        )
 
     def _handle_disconnect(
         self,
@@ -224,6 +275,9 @@ class MqttLink:
             self._wake.wait(ACK_POLL_S)
             self._wake.clear()
             try:
+                if self._fallback.is_set() or self._v5_unanswered():
+                    self._fallback.clear()
+                    self._fall_back_to_311()
                 self._pump()
             except Exception:
                 log.exception("event pump failed; retrying")
@@ -252,7 +306,7 @@ class MqttLink:
             self._cursor = queued.seq
 
 
-def _no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:
+def _no_delay(sock: Any) -> None:
     """Switch Nagle's algorithm off: paho leaves it on, and a reply sent right after the
     `accepted` would wait for the broker's delayed ACK (about 40 ms on Linux)."""
     try:

@@ -33,7 +33,9 @@ def bridge(
     username: str | None = typer.Option(None, help="MQTT user [env BRIDGE_USERNAME]"),
     password: str | None = typer.Option(None, help="MQTT password [env BRIDGE_PASSWORD]"),
     tls_ca: str | None = typer.Option(None, help="CA file for mqtts:// [env BRIDGE_TLS_CA]"),
-    mqtt_version: str | None = typer.Option(None, help="5 or 3.1.1 [env BRIDGE_MQTT_VERSION]"),
+    mqtt_version: str | None = typer.Option(
+        None, help="auto, 5 or 3.1.1 [env BRIDGE_MQTT_VERSION]"
+    ),
     board_url: str | None = typer.Option(
         None, help="Board port: path, socket://, ... [env BRIDGE_BOARD_URL]"
     ),

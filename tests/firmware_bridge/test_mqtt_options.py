@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +22,11 @@ from tests.firmware_bridge.harness import (
     running_bridge,
     simulator,
 )
-from tests.support.mosquitto import MosquittoProcess, free_port
+from tests.support.mosquitto import MosquittoProcess, free_port, wait_for_port
 
 
-def round_trip(broker_url: str, observer: Observer, tmp_path: Path, **extra: object) -> None:
-    """Bring a kiosk up against the broker and carry one unlock through it."""
+def round_trip(broker_url: str, observer: Observer, tmp_path: Path, **extra: object) -> str:
+    """Bring a kiosk up against the broker, carry one unlock through it; the protocol used."""
     kiosk_id = observer.topics.kiosk_id
     with simulator(time_scale=TIME_SCALE) as sim:
         board, scanner = sim.open_pty(tmp_path / "dev")
@@ -45,6 +46,7 @@ def round_trip(broker_url: str, observer: Observer, tmp_path: Path, **extra: obj
             assert reply["status"] == "succeeded" and pulses(sim, 2) == 1
             sim.world.scan("hello")
             assert observer.wait_event("scan")[0]["data"]["text"] == "hello"
+            return bridge.link.protocol
 
 
 @pytest.fixture
@@ -178,3 +180,32 @@ def test_a_wrong_password_keeps_the_bridge_out_without_crashing(
             assert not bridge.link.connected.is_set()
             assert bridge.info.online  # the board side carries on regardless
             assert bridge.store.event_count() == 1  # the scan waits on disk
+
+
+@pytest.fixture
+def embedded_broker() -> Iterator[str]:
+    """The amqtt broker `lockerctl up` embeds: it speaks MQTT 3.1.1 only."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "locker_service.stack.broker", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, timeout_s=20)
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_auto_falls_back_to_311_for_a_broker_without_mqtt5(
+    embedded_broker: str, tmp_path: Path
+) -> None:
+    port = int(embedded_broker.rsplit(":", 1)[1])
+    obs = Observer("127.0.0.1", port, new_kiosk_id()).start()
+    try:
+        protocol = round_trip(embedded_broker, obs, tmp_path, mqtt_version="auto")
+        assert protocol == "3.1.1"
+    finally:
+        obs.stop()
