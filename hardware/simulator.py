@@ -19,6 +19,7 @@ Usage of every control: hardware/README.md.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import itertools
 import logging
 import queue
@@ -39,6 +40,7 @@ from hardware import simurl
 from hardware.firmware import CONTROL_PERIOD_S, Board
 from hardware.physics import PHYSICS_STEP_S, SensorFault, World, WorldError
 from hardware.protocol import FrameDecoder, encode_frame
+from hardware.protocol.messages import wire_time_s
 from hardware.thermostat import Hysteresis, Thermostat, TimeProportionedPid
 from hardware.transport import READ_CHUNK, PtyPort, TcpPort
 
@@ -236,6 +238,7 @@ class Simulator:
         thermostat: Literal["pid", "hysteresis"] = "pid",
         lobby_temp_c: float = 22.0,
         manual_clock: bool = False,
+        pace: bool = True,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
@@ -267,6 +270,10 @@ class Simulator:
         # A manual clock stands still until `advance()`: byte-exact, repeatable sessions.
         self.manual_clock = manual_clock
         self._manual_now_s = 0.0
+        # Answers on pty and socket ports leave at the baud rate's pace, as from a UART.
+        self.pace = pace
+        self._deferred: list[tuple[float, int, Callable[[], None]]] = []
+        self._deferred_order = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._selector: selectors.BaseSelector | None = None
@@ -602,9 +609,11 @@ class Simulator:
         assert self._selector is not None
         next_tick = time.monotonic()
         while not self._stopping.is_set():
-            timeout = max(0.0, next_tick - time.monotonic())
-            for key, _ in self._selector.select(timeout):
+            wake_at = min(next_tick, self._deferred[0][0]) if self._deferred else next_tick
+            for key, _ in self._selector.select(max(0.0, wake_at - time.monotonic())):
                 key.data()
+            while self._deferred and self._deferred[0][0] <= time.monotonic():
+                heapq.heappop(self._deferred)[2]()
             while True:
                 try:
                     call = self._calls.get_nowait()
@@ -624,6 +633,15 @@ class Simulator:
                 except Exception:  # the simulator must outlive a bug in one step
                     log.exception("simulator tick failed")
 
+    def _after_wire_time(self, answers: bytes, send: Callable[[], None]) -> None:
+        """Hand `answers` over when its last byte would have left a UART at the line's baud
+        rate, so the master sees a real board's timing (sim:// skips this, for speed)."""
+        if not self.pace:
+            send()
+            return
+        due = time.monotonic() + wire_time_s(len(answers), self.baud)
+        heapq.heappush(self._deferred, (due, next(self._deferred_order), send))
+
     def _plug_pty(self, device: str) -> None:
         assert self._selector is not None
         pty = self._ptys[device]
@@ -635,7 +653,9 @@ class Simulator:
         def readable() -> None:
             data = pty.read()
             if device == "board" and data:
-                pty.write(self._board_bytes(decoder, data))
+                answers = self._board_bytes(decoder, data)
+                if answers:
+                    self._after_wire_time(answers, lambda: pty.write(answers))
 
         self._selector.register(fd, selectors.EVENT_READ, readable)
 
@@ -662,8 +682,13 @@ class Simulator:
                     return
                 if device == "board":
                     answers = self._board_bytes(decoder, data)
-                    if answers and not tcp.send(conn, answers):
-                        self._forget_conn(tcp, conn)
+                    if answers:
+
+                        def send() -> None:
+                            if conn in tcp.clients and not tcp.send(conn, answers):
+                                self._forget_conn(tcp, conn)
+
+                        self._after_wire_time(answers, send)
 
             assert self._selector is not None
             self._selector.register(conn, selectors.EVENT_READ, readable)
