@@ -610,16 +610,21 @@ class Simulator:
         next_tick = time.monotonic()
         while not self._stopping.is_set():
             wake_at = min(next_tick, self._deferred[0][0]) if self._deferred else next_tick
-            for key, _ in self._selector.select(max(0.0, wake_at - time.monotonic())):
-                key.data()
+            ready: list[Callable[[], None]] = [
+                key.data for key, _ in self._selector.select(max(0.0, wake_at - time.monotonic()))
+            ]
             while self._deferred and self._deferred[0][0] <= time.monotonic():
-                heapq.heappop(self._deferred)[2]()
+                ready.append(heapq.heappop(self._deferred)[2])
             while True:
                 try:
-                    call = self._calls.get_nowait()
+                    ready.append(self._calls.get_nowait())
                 except queue.Empty:
                     break
-                call()
+            for callback in ready:
+                try:
+                    callback()
+                except Exception:  # one bad callback must not take the whole board down
+                    log.exception("simulator I/O callback failed")
             if time.monotonic() >= next_tick:
                 next_tick += TICK_PERIOD_S
                 if next_tick < time.monotonic():

@@ -122,3 +122,17 @@ def test_pulled_cable_breaks_sim_url_handles(sim: Simulator, link: BoardLink) ->
         assert _hello(again).compartment_count == 12
     finally:
         again.close()
+
+
+def test_answers_take_the_wire_time_of_the_baud_rate() -> None:
+    """At 9600 baud a full STATUS answer (24 records, 266 bytes on the wire) takes ~277 ms."""
+    with Simulator(compartments=24, seed=1, baud=9600) as slow:
+        board_path, _ = slow.open_pty()
+        link = BoardLink(board_path)
+        try:
+            started = time.monotonic()
+            assert len(link.status().compartments) == 24
+            elapsed_s = time.monotonic() - started
+        finally:
+            link.close()
+    assert elapsed_s >= 0.25
