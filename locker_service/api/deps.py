@@ -60,24 +60,31 @@ def _bearer(authorization: str | None) -> str:
     return token.strip()
 
 
+# The caller is looked up in a short session of its own, closed before the endpoint runs: an
+# endpoint that commits in steps (openings) must not wait behind the request's transaction,
+# which on SQLite holds the write lock from its first statement.
+
+
 async def current_kiosk(
-    session: SessionDep, authorization: Annotated[str | None, Header()] = None
+    ctx: ContextDep, authorization: Annotated[str | None, Header()] = None
 ) -> Kiosk:
     token = _bearer(authorization)
-    kiosk = await session.scalar(select(Kiosk).where(Kiosk.token_hash == hash_token(token)))
+    async with ctx.sessionmaker() as session:
+        kiosk = await session.scalar(select(Kiosk).where(Kiosk.token_hash == hash_token(token)))
     if kiosk is None:
         raise Unauthorized("unknown kiosk token")
     return kiosk
 
 
 async def current_merchant(
-    session: SessionDep, x_api_key: Annotated[str | None, Header()] = None
+    ctx: ContextDep, x_api_key: Annotated[str | None, Header()] = None
 ) -> Merchant:
     if not x_api_key:
         raise Unauthorized("missing X-API-Key")
-    merchant = await session.scalar(
-        select(Merchant).where(Merchant.api_key_hash == hash_token(x_api_key))
-    )
+    async with ctx.sessionmaker() as session:
+        merchant = await session.scalar(
+            select(Merchant).where(Merchant.api_key_hash == hash_token(x_api_key))
+        )
     if merchant is None:
         raise Unauthorized("unknown API key")
     return merchant

@@ -17,9 +17,11 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from locker_service.config import Settings
+from locker_service.context import ServiceContext
 from locker_service.main import create_app
 from migrations import upgrade
 from tests.conftest import PG_ADMIN_URL, unavailable
+from tests.locker_service.world import FakeKiosk, World, seed
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -104,10 +106,28 @@ def settings(database_url: str) -> Settings:
 
 
 @pytest.fixture
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+def fake_kiosk() -> FakeKiosk:
+    return FakeKiosk()
+
+
+@pytest.fixture
+async def service(settings: Settings, fake_kiosk: FakeKiosk) -> AsyncIterator[ServiceContext]:
+    """A running app's context (no MQTT: commands go to `fake_kiosk`)."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://locker.test") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
+        ctx: ServiceContext = app.state.ctx
+        ctx.commander = fake_kiosk
+        ctx.components["app"] = app
+        yield ctx
+
+
+@pytest.fixture
+async def app_client(service: ServiceContext) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=service.components["app"])
+    async with httpx.AsyncClient(transport=transport, base_url="http://locker.test") as client:
+        yield client
+
+
+@pytest.fixture
+async def world(service: ServiceContext) -> World:
+    return await seed(service.sessionmaker, service.settings)

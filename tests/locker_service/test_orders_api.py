@@ -1,0 +1,104 @@
+"""Merchant orders over REST: create is idempotent on the reference, read, cancel, bad input."""
+
+from __future__ import annotations
+
+import httpx
+from sqlalchemy import func, select
+
+from locker_service.context import ServiceContext
+from locker_service.models import Order, OrderEvent
+from tests.locker_service.world import World, create_order, token_of
+
+
+async def test_create_answers_the_order_and_the_purchaser_link_once(
+    app_client: httpx.AsyncClient, world: World
+) -> None:
+    order = await create_order(app_client, world, ref="A-1")
+    assert order["state"] == "created"
+    assert order["external_ref"] == "A-1"
+    assert len(token_of(order)) == 43  # 256 random bits, base64url
+    read = await app_client.get(f"/api/v1/orders/{order['id']}", headers=world.merchant())
+    assert read.status_code == 200
+    assert read.json()["state"] == "created"
+    assert "purchaser_url" not in read.json()
+
+
+async def test_same_reference_same_body_is_the_same_order(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    body = world.order_body("A-2")
+    first = await app_client.post("/api/v1/orders", json=body, headers=world.merchant())
+    again = await app_client.post("/api/v1/orders", json=body, headers=world.merchant())
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    async with service.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Order)) == 1
+
+
+async def test_same_reference_other_body_is_a_conflict(
+    app_client: httpx.AsyncClient, world: World
+) -> None:
+    await create_order(app_client, world, ref="A-3")
+    other = await app_client.post(
+        "/api/v1/orders", json=world.order_body("A-3", size="L"), headers=world.merchant()
+    )
+    assert other.status_code == 409
+    assert other.json()["error"] == "external_ref_conflict"
+
+
+async def test_bad_input_is_a_json_error_and_stores_nothing(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    for body, status in (
+        (world.order_body(size="XL"), 422),
+        (world.order_body(site="nowhere"), 422),
+        ({**world.order_body(), "surprise": 1}, 422),
+        ({"external_ref": "x"}, 422),
+    ):
+        answer = await app_client.post("/api/v1/orders", json=body, headers=world.merchant())
+        assert answer.status_code == status, answer.text
+        assert set(answer.json()) == {"error", "message"}
+    broken = await app_client.post(
+        "/api/v1/orders",
+        content=b"{not json",
+        headers={**world.merchant(), "Content-Type": "application/json"},
+    )
+    assert broken.status_code == 422
+    async with service.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Order)) == 0
+
+
+async def test_cancel_only_before_drop_off_and_audited(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    order = await create_order(app_client, world)
+    url = f"/api/v1/orders/{order['id']}/cancel"
+    assert (await app_client.post(url, headers=world.merchant())).json()["state"] == "cancelled"
+    again = await app_client.post(url, headers=world.merchant())
+    assert again.status_code == 409
+    assert again.json()["error"] == "invalid_transition"
+    async with service.sessionmaker() as session:
+        actions = (await session.scalars(select(OrderEvent.action).order_by(OrderEvent.id))).all()
+    assert actions == ["create", "cancel"]
+
+
+async def test_unknown_order_and_bad_id(app_client: httpx.AsyncClient, world: World) -> None:
+    missing = await app_client.get(
+        "/api/v1/orders/00000000-0000-0000-0000-000000000000", headers=world.merchant()
+    )
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "not_found"
+    bad = await app_client.get("/api/v1/orders/not-a-uuid", headers=world.merchant())
+    assert bad.status_code == 422
+
+
+async def test_purchaser_status_hides_the_code_until_ready(
+    app_client: httpx.AsyncClient, world: World
+) -> None:
+    order = await create_order(app_client, world)
+    status = await app_client.get(f"/api/v1/p/{token_of(order)}")
+    assert status.status_code == 200
+    assert status.json()["state"] == "created"
+    assert status.json()["fallback_code"] is None
+    assert (await app_client.get(f"/p/{token_of(order)}/qr.png")).status_code == 404
+    assert (await app_client.get("/api/v1/p/" + "A" * 43)).status_code == 404

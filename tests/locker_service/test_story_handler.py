@@ -1,0 +1,305 @@
+"""The story driven through the kiosk handler, below MQTT: events in, state and commands out.
+
+The kiosk here is a stand-in that answers commands; tests over a real broker are in
+test_story_mqtt.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from firmware_bridge import wire
+from locker_service.context import ServiceContext
+from locker_service.kiosks.handler import StoryHandler
+from locker_service.models import (
+    Alert,
+    Compartment,
+    DisinfectionCycle,
+    DoorOpening,
+    NotificationOutbox,
+    Order,
+    OrderEvent,
+    Timer,
+)
+from locker_service.timers.loop import TimerLoop
+from tests.locker_service.world import FakeKiosk, World, create_order, token_of
+
+Emit = Callable[..., Awaitable[wire.Event]]
+
+
+@pytest.fixture
+def emit(service: ServiceContext, world: World) -> Emit:
+    handler: StoryHandler = service.components["story"]
+
+    async def send(type_: str, n: int | None = None, **data: Any) -> wire.Event:
+        event = wire.Event(
+            event_id=uuid.uuid4().hex,
+            type=type_,
+            compartment=n,
+            data=data,  # type: ignore[arg-type]
+        )
+        await handler.on_event(world.kiosk_code, event)
+        return event
+
+    return send
+
+
+async def _order(service: ServiceContext, order_id: str) -> Order:
+    async with service.sessionmaker() as session:
+        order = await session.get(Order, uuid.UUID(order_id))
+        assert order is not None
+        return order
+
+
+async def _compartment(service: ServiceContext, world: World, number: int) -> Compartment:
+    async with service.sessionmaker() as session:
+        found = await session.scalar(
+            select(Compartment).where(
+                Compartment.kiosk_id == world.kiosk_id, Compartment.number == number
+            )
+        )
+        assert found is not None
+        return found
+
+
+async def _dropoff(client: httpx.AsyncClient, world: World, ref: str) -> httpx.Response:
+    return await client.post(
+        "/api/v1/kiosk/dropoff",
+        json={"courier_code": world.courier_code, "pin": world.courier_pin, "order_ref": ref},
+        headers=world.kiosk(),
+    )
+
+
+async def test_whole_story(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    emit: Emit,
+) -> None:
+    order = await create_order(app_client, world, ref="S-1")
+    timers = TimerLoop(service)
+
+    dropped = await _dropoff(app_client, world, "S-1")
+    assert dropped.status_code == 200, dropped.text
+    n = dropped.json()["compartment"]
+    assert n == 2  # layout S:1,M:3: the smallest fitting compartment is the first M
+    assert fake_kiosk.unlocks() == [2]
+    assert (await _order(service, order["id"])).state == "assigned"
+
+    await emit("door_opened", n)
+    await emit("item_placed", n)
+    await emit("door_closed", n)
+    assert (await _order(service, order["id"])).state == "deposited"
+    assert (await _compartment(service, world, n)).state == "occupied"
+
+    assert await timers.run_due() >= 1
+    assert fake_kiosk.actions(n)[-2:] == ["set_heater", "start_disinfection"]
+    heater = [c for c in fake_kiosk.commands if c[1] == "set_heater"][-1]
+    assert heater[3] == {"setpoint_c": 65.0}
+    cycle = [c for c in fake_kiosk.commands if c[1] == "start_disinfection"][-1]
+    assert cycle[3] == {"duration_s": 1800}  # nominal: the kiosk scales its own clock
+    assert (await _order(service, order["id"])).state == "disinfecting"
+    assert (await _compartment(service, world, n)).state == "disinfecting"
+
+    await emit("disinfection_started", n)
+    await emit("disinfection_completed", n)
+    ready = await _order(service, order["id"])
+    assert ready.state == "ready"
+    assert ready.hold_until is not None
+    async with service.sessionmaker() as session:
+        outbox = (await session.scalars(select(NotificationOutbox))).all()
+    assert [(row.kind, row.attachment, row.status) for row in outbox] == [
+        ("ready", "qr", "pending")
+    ]
+    assert outbox[0].channel == "json://127.0.0.1:9/hook"
+
+    page = (await app_client.get(f"/api/v1/p/{token_of(order)}")).json()
+    assert page["ready"] is True and page["compartment_number"] == n
+    code = page["fallback_code"]
+    assert len(code) == 8 and code.isdigit()
+    qr = await app_client.get(f"/p/{token_of(order)}/qr.png")
+    assert qr.status_code == 200 and qr.content.startswith(b"\x89PNG")
+
+    picked = await app_client.post(
+        "/api/v1/kiosk/pickup", json={"code": code}, headers=world.kiosk()
+    )
+    assert picked.status_code == 200, picked.text
+    assert picked.json()["compartment"] == n
+    assert fake_kiosk.unlocks() == [2, 2]
+
+    await emit("door_opened", n)
+    await emit("item_removed", n)
+    await emit("door_closed", n)
+    assert (await _order(service, order["id"])).state == "picked_up"
+    assert (await _compartment(service, world, n)).state == "cleaning"
+
+    await timers.run_due()
+    cleaning = [c for c in fake_kiosk.commands if c[1] == "start_disinfection"][-1]
+    assert cleaning[3] == {"duration_s": 300}
+    await emit("disinfection_completed", n)
+    assert (await _compartment(service, world, n)).state == "available"
+
+    async with service.sessionmaker() as session:
+        trail = (
+            await session.scalars(
+                select(OrderEvent.action)
+                .where(OrderEvent.order_id == uuid.UUID(order["id"]))
+                .order_by(OrderEvent.id)
+            )
+        ).all()
+        openings = (await session.scalars(select(DoorOpening).order_by(DoorOpening.id))).all()
+        cycles = (
+            await session.scalars(select(DisinfectionCycle).order_by(DisinfectionCycle.id))
+        ).all()
+        alerts = (await session.scalars(select(Alert))).all()
+    assert [a for a in trail if a != "door_opened"] == [
+        "create",
+        "assign",
+        "deposit",
+        "start_cycle",
+        "complete_cycle",
+        "code_accepted",
+        "pick_up",
+    ]
+    assert [(o.who, o.why) for o in openings] == [
+        (f"courier:{world.courier_code}", "drop-off"),
+        ("purchaser", "pickup"),
+    ]
+    assert all(o.request_id and o.door_opened_at for o in openings)
+    assert [(c.kind, c.state) for c in cycles] == [("hold", "completed"), ("cleaning", "completed")]
+    assert alerts == []
+
+
+async def test_door_shut_with_nothing_inside_releases_the_compartment(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, emit: Emit
+) -> None:
+    order = await create_order(app_client, world, ref="S-2")
+    told: list[tuple[str, dict[str, Any]]] = []
+    publish = service.hub.publish
+
+    def recording(kind: str, data: dict[str, Any], site_id: int | None = None) -> None:
+        told.append((kind, data))
+        publish(kind, data, site_id)
+
+    service.hub.publish = recording  # type: ignore[method-assign]
+    n = (await _dropoff(app_client, world, "S-2")).json()["compartment"]
+    await emit("door_opened", n)
+    await emit("door_closed", n)
+    released = await _order(service, order["id"])
+    assert released.state == "created" and released.compartment_id is None
+    assert (await _compartment(service, world, n)).state == "available"
+    dropoffs = [data for kind, data in told if kind == "dropoff"]
+    assert [(d["compartment"], d["outcome"]) for d in dropoffs] == [(n, "empty")]
+    # the order can be dropped off again
+    assert (await _dropoff(app_client, world, "S-2")).status_code == 200
+
+
+async def test_unexplained_opening_raises_one_alert(
+    world: World, service: ServiceContext, emit: Emit
+) -> None:
+    await emit("door_opened", 3, forced=True)
+    await emit("door_closed", 3)
+    await emit("door_opened", 3, forced=True)
+    async with service.sessionmaker() as session:
+        alerts = (await session.scalars(select(Alert))).all()
+        openings = (await session.scalars(select(DoorOpening))).all()
+    assert [(a.kind, a.severity, a.count) for a in alerts] == [
+        ("door_opened_unexplained", "critical", 2)
+    ]
+    assert len(openings) == 2 and all(o.request_id is None for o in openings)
+
+
+async def test_a_redelivered_event_is_handled_once(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, emit: Emit
+) -> None:
+    await create_order(app_client, world, ref="S-3")
+    n = (await _dropoff(app_client, world, "S-3")).json()["compartment"]
+    handler: StoryHandler = service.components["story"]
+    await emit("door_opened", n)
+    await emit("item_placed", n)
+    closed = await emit("door_closed", n)
+    await handler.on_event(world.kiosk_code, closed)
+    await handler.on_event(world.kiosk_code, closed)
+    async with service.sessionmaker() as session:
+        deposits = (
+            await session.scalars(select(OrderEvent).where(OrderEvent.action == "deposit"))
+        ).all()
+        starts = (
+            await session.scalars(select(Timer).where(Timer.kind == "start_hold_cycle"))
+        ).all()
+    assert len(deposits) == 1 and len(starts) == 1
+
+
+async def test_kiosk_offline_raises_and_online_resolves(
+    world: World, service: ServiceContext
+) -> None:
+    handler: StoryHandler = service.components["story"]
+    await handler.on_status(world.kiosk_code, wire.KioskStatus(state="offline"))
+    async with service.sessionmaker() as session:
+        alert = await session.scalar(select(Alert).where(Alert.kind == "kiosk_offline"))
+    assert alert is not None and alert.state == "open"
+    await handler.on_status(world.kiosk_code, wire.KioskStatus(state="online", board_online=True))
+    async with service.sessionmaker() as session:
+        alert = await session.scalar(select(Alert).where(Alert.kind == "kiosk_offline"))
+    assert alert is not None and alert.state == "resolved"
+
+
+async def test_a_failed_unlock_gives_the_compartment_back(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order = await create_order(app_client, world, ref="S-4")
+    fake_kiosk.answers["unlock"] = ["failed"]
+    answer = await _dropoff(app_client, world, "S-4")
+    assert answer.status_code == 503
+    assert answer.json()["error"] == "unlock_failed"
+    assert (await _order(service, order["id"])).state == "created"
+    assert (await _compartment(service, world, 2)).state == "available"
+    async with service.sessionmaker() as session:
+        assert (await session.scalars(select(DoorOpening))).all() == []
+
+
+async def test_no_free_compartment_of_the_size(app_client: httpx.AsyncClient, world: World) -> None:
+    await create_order(app_client, world, ref="S-5", size="L")
+    answer = await _dropoff(app_client, world, "S-5")
+    assert answer.status_code == 409
+    assert answer.json()["error"] == "no_free_compartment"
+
+
+async def test_ambient_food_prefers_an_unheated_compartment(
+    service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    from tests.locker_service.world import seed
+
+    world = await seed(
+        service.sessionmaker, service.settings, layout="M:3", unheated=frozenset({3})
+    )
+    transport = httpx.ASGITransport(app=service.components["app"])
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        await create_order(client, world, ref="cold", temperature_class="ambient")
+        await create_order(client, world, ref="hot")
+        assert (await _dropoff(client, world, "cold")).json()["compartment"] == 3
+        assert (await _dropoff(client, world, "hot")).json()["compartment"] == 1
+
+
+async def test_wrong_courier_pin_is_refused_then_locked_out(
+    app_client: httpx.AsyncClient, world: World, fake_kiosk: FakeKiosk
+) -> None:
+    await create_order(app_client, world, ref="S-6")
+    for _ in range(5):
+        wrong = await app_client.post(
+            "/api/v1/kiosk/dropoff",
+            json={"courier_code": world.courier_code, "pin": "000000", "order_ref": "S-6"},
+            headers=world.kiosk(),
+        )
+        assert wrong.status_code == 403
+    locked = await _dropoff(app_client, world, "S-6")
+    assert locked.status_code == 429
+    assert int(locked.headers["Retry-After"]) > 0
+    assert fake_kiosk.unlocks() == []

@@ -1,0 +1,137 @@
+"""A small world for the service's tests: a site with a kiosk, a merchant, couriers, operators,
+and a stand-in kiosk that answers commands the way the bridge does (for tests below MQTT)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from firmware_bridge import wire
+from locker_service.config import Settings
+from locker_service.db import session_scope
+from locker_service.sites import service as admin
+
+COURIER_PIN = "482913"
+
+
+@dataclass
+class World:
+    site_id: int
+    site_code: str
+    kiosk_id: int
+    kiosk_code: str
+    kiosk_token: str
+    merchant_id: int
+    merchant_key: str
+    courier_code: str
+    operator_token: str
+    viewer_token: str
+    admin_token: str
+    other_site_id: int
+    other_kiosk_token: str
+    other_operator_token: str
+    courier_pin: str = COURIER_PIN
+
+    def merchant(self) -> dict[str, str]:
+        return {"X-API-Key": self.merchant_key}
+
+    def kiosk(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.kiosk_token}"}
+
+    def operator(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.operator_token}"}
+
+    def order_body(self, ref: str | None = None, **overrides: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "external_ref": ref or f"ref-{uuid.uuid4().hex[:8]}",
+            "site": self.site_code,
+            "purchaser_name": "Mia",
+            "purchaser_contact": "json://127.0.0.1:9/hook",
+            "size": "M",
+            "temperature_class": "hot",
+        }
+        body.update(overrides)
+        return body
+
+
+async def seed(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    layout: str = "S:1,M:3",
+    unheated: frozenset[int] = frozenset(),
+    kiosk_code: str | None = None,
+) -> World:
+    tag = uuid.uuid4().hex[:8]
+    async with session_scope(sessionmaker) as s:
+        site = await admin.create_site(s, f"site-{tag}", "Tower A")
+        other = await admin.create_site(s, f"other-{tag}", "Tower B")
+        kiosk = await admin.create_kiosk(
+            s, f"site-{tag}", kiosk_code or f"k-{tag}", "Lobby", layout, unheated
+        )
+        other_kiosk = await admin.create_kiosk(s, f"other-{tag}", f"ko-{tag}", "Hall", "M:2")
+        merchant = await admin.create_merchant(s, "Noodle Bar")
+        await admin.create_courier(
+            s, settings.secret_key, f"c-{tag}", "Sam", merchant.id, None, COURIER_PIN
+        )
+        operator = await admin.create_operator(s, "Olga", "operator", [f"site-{tag}"])
+        viewer = await admin.create_operator(s, "Vic", "viewer", [f"site-{tag}"])
+        boss = await admin.create_operator(s, "Ada", "admin", [])
+        stranger = await admin.create_operator(s, "Otto", "operator", [f"other-{tag}"])
+    assert kiosk.secret and merchant.secret and operator.secret and viewer.secret
+    assert boss.secret and other_kiosk.secret and stranger.secret
+    return World(
+        site_id=site.id,
+        site_code=f"site-{tag}",
+        kiosk_id=kiosk.id,
+        kiosk_code=kiosk_code or f"k-{tag}",
+        kiosk_token=kiosk.secret,
+        merchant_id=merchant.id,
+        merchant_key=merchant.secret,
+        courier_code=f"c-{tag}",
+        operator_token=operator.secret,
+        viewer_token=viewer.secret,
+        admin_token=boss.secret,
+        other_site_id=other.id,
+        other_kiosk_token=other_kiosk.secret,
+        other_operator_token=stranger.secret,
+    )
+
+
+@dataclass
+class FakeKiosk:
+    """Answers commands like the bridge would; `answers[action]` scripts the next statuses."""
+
+    commands: list[tuple[str, str, int, dict[str, Any]]] = field(default_factory=list)
+    answers: dict[str, list[str]] = field(default_factory=dict)
+
+    async def command(
+        self, kiosk_id: str, action: str, compartment: int, args: dict[str, Any], timeout_s: float
+    ) -> wire.Reply:
+        self.commands.append((kiosk_id, action, compartment, args))
+        scripted = self.answers.get(action)
+        status = scripted.pop(0) if scripted else "succeeded"
+        return wire.Reply(request_id=uuid.uuid4().hex, status=status)  # type: ignore[arg-type]
+
+    def unlocks(self) -> list[int]:
+        return [n for _, action, n, _ in self.commands if action == "unlock"]
+
+    def actions(self, compartment: int) -> list[str]:
+        return [action for _, action, n, _ in self.commands if n == compartment]
+
+
+async def create_order(client: httpx.AsyncClient, world: World, **overrides: Any) -> dict[str, Any]:
+    answer = await client.post(
+        "/api/v1/orders", json=world.order_body(**overrides), headers=world.merchant()
+    )
+    assert answer.status_code == 201, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def token_of(order: dict[str, Any]) -> str:
+    return str(order["purchaser_url"]).rsplit("/p/", 1)[1]
