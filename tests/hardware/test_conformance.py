@@ -99,3 +99,25 @@ def test_hello_empties_the_duplicate_memory(sim: Simulator) -> None:
         assert sim.truth().compartments[7].lock_pulses == 2
     finally:
         link.close()
+
+
+def test_a_48_compartment_bank_is_polled_in_two_pages() -> None:
+    with Simulator(compartments=48, seed=1, manual_clock=True) as big:
+        link = BoardLink(big.board_url)
+        try:
+            pages = [link.status(1), link.status(25), link.status(40, 24)]
+        finally:
+            link.close()
+    assert [len(p.compartments) for p in pages] == [24, 24, 9]
+    assert [c.number for c in pages[0].compartments + pages[1].compartments] == list(range(1, 49))
+    assert pages[2].compartments[-1].number == 48
+
+
+def test_door_counters_wrap_at_256_and_count_every_edge(sim: Simulator, link: BoardLink) -> None:
+    for _ in range(300):
+        sim.world.open_door(9, force=True)
+        sim.world.close_door(9)
+    sim.world.open_door(9, force=True)
+    record = link.status(9, 1).compartments[0]
+    assert (record.door_open_count, record.door_close_count) == (301 % 256, 300 % 256)
+    assert record.door_open and not record.lock_released  # forced: no command behind it

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hardware.api import create_app
 from hardware.protocol import Command
@@ -84,3 +86,52 @@ def test_cors_lets_a_panel_on_another_origin_call(api: TestClient) -> None:
 def test_openapi_page_lists_the_controls(api: TestClient) -> None:
     paths = api.get("/openapi.json").json()["paths"]
     assert {"/truth", "/scanner/scan", "/faults/cable", "/compartments/{n}/item"} <= set(paths)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=8,
+)  # fmt: skip
+bodies = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "force": json_values, "mass_g": json_values, "temp_c": json_values,
+            "text": json_values, "sensor": json_values, "dead_heater": json_values,
+            "error_rate": json_values, "direction": json_values, "seconds": json_values,
+            "device": json_values,
+        },
+    ),
+)  # fmt: skip
+routes = st.sampled_from(
+    [
+        ("POST", "/compartments/{n}/door/open"),
+        ("POST", "/compartments/{n}/door/close"),
+        ("POST", "/compartments/{n}/item"),
+        ("DELETE", "/compartments/{n}/item"),
+        ("PUT", "/faults/compartments/{n}"),
+        ("POST", "/scanner/scan"),
+        ("PUT", "/lobby"),
+        ("PUT", "/faults/line"),
+        ("POST", "/faults/cable"),
+        ("GET", "/compartments/{n}"),
+    ]
+)
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(routes, st.sampled_from(["1", "12", "0", "13", "-1", "x", "99999999999"]), bodies)
+def test_any_request_gets_a_json_answer_never_a_500(
+    api: TestClient, route: tuple[str, str], n: str, body: object
+) -> None:
+    method, path = route
+    r = api.request(method, path.format(n=n), json=body)
+    assert r.status_code in (200, 404, 409, 422), r.text
+    if r.status_code != 200:
+        assert set(r.json()) == {"error", "message"}
