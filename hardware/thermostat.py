@@ -48,7 +48,7 @@ class Hysteresis:
 
 @dataclass(slots=True)
 class TimeProportionedPid:
-    """PID on the measurement, its output time-proportioned over a relay window.
+    """PID on the measurement; the firmware time-proportions its output onto the relay.
 
     The derivative acts on the measurement, not the error, so a setpoint step does not kick the
     output. The integral only accumulates while the output is not saturated (conditional
@@ -59,7 +59,7 @@ class TimeProportionedPid:
     kp: float = 0.12  # duty per kelvin of error
     ki: float = 0.0008  # duty per kelvin-second
     kd: float = 2.0  # duty per kelvin/second of measured rise
-    derivative_tau_s: float = 8.0  # low-pass on the derivative: the sensor is quantised to 0.1 K
+    derivative_tau_s: float = 8.0  # low-pass on the derivative: the probe reads with noise
     _integral: float = 0.0
     _last_c: float | None = None
     _deriv: float = 0.0
@@ -76,9 +76,8 @@ class TimeProportionedPid:
         candidate = self._integral + self.ki * error * dt_s
         trial = self.kp * error + candidate - self.kd * self._deriv
         # Integrate only while that does not push an already saturated output further.
-        if not integrate:
-            pass
-        elif 0.0 < trial < 1.0 or (trial >= 1.0 and error < 0) or (trial <= 0.0 and error > 0):
+        saturating = (trial >= 1.0 and error > 0) or (trial <= 0.0 and error < 0)
+        if integrate and not saturating:
             self._integral = min(max(candidate, 0.0), 1.0)
         out = self.kp * error + self._integral - self.kd * self._deriv
         return min(max(out, 0.0), 1.0)
