@@ -153,6 +153,12 @@ class KioskLink:
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
+        # Replies have a connection of their own: on the main one, every slot of the broker's
+        # in-flight window (20 in Mosquitto) can be held by an event whose handler is waiting
+        # for a command's reply, and the reply would then never be delivered.
+        self._reply_client: mqtt.Client | None = None
+        self._replies_ready = False
+        self._replies_subscribed = asyncio.Event()
         self._protocol: int = mqtt.MQTTv5
         self._session = 0  # incremented on every CONNACK; acks from an older one are void
         self._connected = False
@@ -174,7 +180,7 @@ class KioskLink:
     @property
     def ready(self) -> bool:
         """Connected to the broker and subscribed: what /readyz reports for MQTT."""
-        return self._connected and self._subscribed.is_set()
+        return self._connected and self._subscribed.is_set() and self._replies_ready
 
     @property
     def protocol_name(self) -> str:
@@ -204,11 +210,16 @@ class KioskLink:
                 self._close_client()
                 continue
             break
+        self._open_replies()
         if self._connected:
             try:
                 await asyncio.wait_for(self._subscribed.wait(), SUBACK_TIMEOUT_S)
             except TimeoutError:
                 log.error("broker did not acknowledge the subscriptions in %s s", SUBACK_TIMEOUT_S)
+            try:
+                await asyncio.wait_for(self._replies_subscribed.wait(), SUBACK_TIMEOUT_S)
+            except TimeoutError:
+                log.error("the reply connection was not ready in %s s", SUBACK_TIMEOUT_S)
         else:
             log.warning(
                 "MQTT broker %s:%s not reachable yet; retrying in the background",
@@ -229,6 +240,7 @@ class KioskLink:
         self._workers.clear()
         self._queues.clear()
         await asyncio.to_thread(self._close_client)
+        await asyncio.to_thread(self._close_replies)
 
     def reply_topic(self, kiosk_id: str) -> str:
         return reply_topic(kiosk_id, self.replica_id)
@@ -248,7 +260,7 @@ class KioskLink:
         """
         if self._loop is None or self._client is None:
             raise KioskUnreachable("the kiosk link is not started")
-        if not self._connected:
+        if not (self._connected and self._replies_ready):
             raise KioskUnreachable("the service is not connected to the MQTT broker")
         status = self._kiosk_status.get(kiosk_id)
         if status is not None and status.state == "offline":
@@ -350,6 +362,38 @@ class KioskLink:
             client.disconnect()
             client.loop_stop()
 
+    def _close_replies(self) -> None:
+        client, self._reply_client = self._reply_client, None
+        self._replies_ready = False
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+
+    def _open_replies(self) -> None:
+        """The reply connection: same broker and protocol, clean session, acks as it receives."""
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"locker-service-{self.replica_id}-replies",
+            # Replies are only useful to the commands waiting now: nothing to keep across
+            # reconnects.
+            clean_session=True if self._protocol == mqtt.MQTTv311 else None,
+            protocol=self._protocol,  # type: ignore[arg-type]
+        )
+        client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
+        if self._endpoint.username:
+            client.username_pw_set(self._endpoint.username, self._endpoint.password)
+        if self._endpoint.tls:
+            client.tls_set(ca_certs=self._settings.mqtt_tls_ca, cert_reqs=ssl.CERT_REQUIRED)
+        client.on_connect = self._on_replies_connect
+        client.on_disconnect = self._on_replies_disconnect
+        client.on_subscribe = self._on_replies_subscribe
+        client.on_message = self._on_reply_message
+        self._reply_client = client
+        client.connect_async(
+            self._endpoint.host, self._endpoint.port, keepalive=self._settings.mqtt_keepalive_s
+        )
+        client.loop_start()
+
     def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -387,7 +431,6 @@ class KioskLink:
             (f"{wire.TOPIC_ROOT}/+/compartments/+/state", 1),
             (f"{shared}{wire.Topics.wildcard('events')}", 1),
             (f"{shared}{wire.Topics.wildcard('telemetry')}", 0),
-            (f"{wire.TOPIC_ROOT}/+/replies/{self.replica_id}", 1),
         ]
         result, mid = client.subscribe(topics)
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -437,6 +480,50 @@ class KioskLink:
         if not self._stopping and was_connected:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason_code)
         self._to_loop(self._on_disconnected_loop)
+
+    def _on_replies_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.value != 0:
+            log.error("MQTT broker refused the reply connection: %s", reason_code)
+            return
+        client.subscribe(f"{wire.TOPIC_ROOT}/+/replies/{self.replica_id}", qos=1)
+
+    def _on_replies_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if any(code.is_failure for code in reason_codes):
+            log.error("broker refused the reply subscription: %s", reason_codes)
+            return
+        self._replies_ready = True
+        self._to_loop(self._replies_subscribed.set)
+
+    def _on_replies_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._replies_ready = False
+        self._to_loop(self._replies_subscribed.clear)
+
+    def _on_reply_message(
+        self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage
+    ) -> None:
+        payload = bytes(message.payload)
+        self._to_loop(self._route, message.topic, payload, message.mid, 0, self._session)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if client is not self._client:

@@ -449,3 +449,40 @@ async def test_auto_falls_back_to_mqtt_311_on_a_broker_without_mqtt_5() -> None:
         if kiosk is not None:
             await asyncio.to_thread(kiosk.stop)
         await broker.stop()
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_handlers_awaiting_commands_do_not_starve_the_replies(
+    broker: MosquittoProcess, protocol: str
+) -> None:
+    """Events stay unacknowledged while their handler runs; a scan handler waits for its unlock
+    reply. With every slot of the broker's in-flight window (20 in Mosquitto) held by such an
+    event, the replies must still arrive."""
+    kiosks = [ScriptedKiosk(broker.host, broker.port, compartments=1).start() for _ in range(30)]
+    release = asyncio.Event()
+    handler = RecordingHandler()
+
+    async def held(kiosk_id: str, event: wire.Event) -> None:
+        await release.wait()
+        handler.events.append((kiosk_id, event))
+
+    handler.on_event = held  # type: ignore[method-assign]
+    link = KioskLink(LinkTestSettings(broker.url, mqtt_protocol=protocol), handler, LiveHub())
+    await link.start()
+    try:
+        await eventually(lambda: len(handler.snapshots) == 30, what="retained snapshots")
+        for k in kiosks:
+            k.scan("code")
+        await eventually(lambda: link.counters.received.get("event", 0) >= 20, what="20 events")
+        await asyncio.sleep(0.3)  # whatever the broker will deliver before an ack is here now
+        replies = await asyncio.gather(
+            *(link.command(k.kiosk_id, "unlock", 1, {}, timeout_s=8) for k in kiosks[:5])
+        )
+        assert [r.status for r in replies] == ["succeeded"] * 5
+        release.set()
+        await eventually(lambda: len(handler.events) == 30, what="the rest of the events")
+    finally:
+        release.set()
+        await link.stop()
+        for k in kiosks:
+            k.stop()
