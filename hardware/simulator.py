@@ -277,7 +277,8 @@ class Simulator:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._selector: selectors.BaseSelector | None = None
-        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r: socket.socket | None = None  # a self-pipe: other threads wake the loop
+        self._wake_w: socket.socket | None = None
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._pty_dir: Path | None = None
         self._ptys: dict[str, PtyPort] = {}
@@ -330,10 +331,16 @@ class Simulator:
     def start(self) -> Self:
         if self._thread is not None:
             raise SimulatorError("the simulator is already running")
+        if self._stopping.is_set():
+            raise SimulatorError("a stopped simulator cannot be started again: make a new one")
+        try:
+            simurl.publish(self.name, self)
+        except ValueError as exc:
+            raise SimulatorError(str(exc)) from None
         self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wake)
-        simurl.publish(self.name, self)
         self._started_wall = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"sim-{self.name}", daemon=True)
         self._thread.start()
@@ -356,8 +363,9 @@ class Simulator:
             tcp.close()
         if self._selector is not None:
             self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        for end in (self._wake_r, self._wake_w):
+            if end is not None:
+                end.close()
         if self._pty_dir is not None:
             with contextlib.suppress(OSError):
                 self._pty_dir.rmdir()
@@ -572,11 +580,13 @@ class Simulator:
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):
-            self._wake_w.send(b"\x01")
+            if self._wake_w is not None:
+                self._wake_w.send(b"\x01")
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(OSError):
-            self._wake_r.recv(READ_CHUNK)
+            if self._wake_r is not None:
+                self._wake_r.recv(READ_CHUNK)
 
     def _in_io_thread(self, call: Callable[[], T]) -> T:
         """Run `call` on the I/O thread (which owns the selector) and return its result."""

@@ -12,7 +12,7 @@ import serial
 from hardware.physics import WorldError
 from hardware.protocol import Command, HelloAnswer
 from hardware.protocol.messages import UnlockRequest
-from hardware.simulator import Simulator
+from hardware.simulator import Simulator, SimulatorError
 from tests.hardware.link import BoardLink
 
 
@@ -136,3 +136,23 @@ def test_answers_take_the_wire_time_of_the_baud_rate() -> None:
         finally:
             link.close()
     assert elapsed_s >= 0.25
+
+
+def test_lifecycle_mistakes_get_clear_errors() -> None:
+    sim = Simulator(compartments=2, name="lifecycle-check")
+    with pytest.raises(SimulatorError, match="start"):
+        sim.open_pty()
+    with pytest.raises(SimulatorError, match="manual clock"):
+        sim.advance(1.0)
+    sim.start()
+    try:
+        with pytest.raises(SimulatorError, match="already"):
+            Simulator(compartments=2, name="lifecycle-check").start()
+        with pytest.raises(SimulatorError, match="already running"):
+            sim.start()
+    finally:
+        sim.stop()
+    with pytest.raises(SimulatorError, match="cannot be started again"):
+        sim.start()
+    with pytest.raises(serial.SerialException, match="no simulator"):
+        serial.serial_for_url("sim://lifecycle-check/board")
