@@ -10,6 +10,7 @@ from locker_service.context import ServiceContext
 from locker_service.kiosk_link.directory import KioskDirectory
 from locker_service.kiosk_link.handler import KioskHandler
 from locker_service.kiosk_link.link import KioskLink
+from locker_service.kiosk_link.metrics import COLLECTOR, TELEMETRY_LAG_S
 from locker_service.notifications.worker import OutboxWorker
 from locker_service.telemetry.alerts import AlertServiceSink
 from locker_service.telemetry.ingest import TelemetryIngest
@@ -18,13 +19,14 @@ from locker_service.telemetry.monitor import HoldingMonitor
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: kept in the metrics collector's weak set
 class Edges:
     ingest: TelemetryIngest
     link: KioskLink | None
     outbox: OutboxWorker | None
 
     async def stop(self) -> None:
+        COLLECTOR.discard(self)
         # Link first: no new telemetry arrives while the ingest writes what it holds.
         if self.link is not None:
             await self.link.stop()
@@ -49,10 +51,12 @@ async def start_edges(ctx: ServiceContext, handler: KioskHandler) -> Edges:
         alerts=AlertServiceSink(
             ctx.sessionmaker, ctx.hub, settings.hold_floor_c, settings.hold_ceiling_c
         ),
+        lag_observer=TELEMETRY_LAG_S.observe,
     )
     await ingest.start()
     ctx.components["telemetry_ingest"] = ingest
     edges = Edges(ingest, None, None)
+    COLLECTOR.add(edges)
     try:
         if settings.kiosk_link_enabled:
             link = KioskLink(settings, handler, ctx.hub, telemetry=ingest, sites=directory)

@@ -53,6 +53,17 @@ async def test_service_reports_kiosk_state_and_serves_its_telemetry(
                     points = (await client.get(url, headers=auth)).json()["points"]
                 assert points[-1]["temp_c"] == 66.5
 
+                metrics = (await client.get("/metrics")).text
+                assert "locker_mqtt_connected 1.0" in metrics
+                stored = next(
+                    line
+                    for line in metrics.splitlines()
+                    if line.startswith("locker_telemetry_readings_stored_total ")
+                )
+                assert float(stored.split()[1]) >= 4
+                assert 'locker_mqtt_messages_total{kind="telemetry"}' in metrics
+                assert "locker_telemetry_lag_seconds_count" in metrics
+
                 async with ctx.sessionmaker() as session:
                     row = await session.get(Kiosk, seeded.kiosk_id)
                     assert row is not None and row.online and row.fw == kiosk.fw
