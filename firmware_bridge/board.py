@@ -116,7 +116,11 @@ class BoardClient:
         for attempt in range(1 + RETRIES):
             if attempt:
                 self.stats.retries += 1
-            self.transport.write(wire)
+                # One extra delimiter first: it closes a partial block noise may have left in
+                # the board's decoder, so the retry decodes (PROTOCOL.md, Transactions).
+                self.transport.write(b"\x00" + wire)
+            else:
+                self.transport.write(wire)
             answer = self._await_answer(command, time.monotonic() + deadline_s)
             if answer is None:
                 continue

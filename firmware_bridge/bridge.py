@@ -53,7 +53,7 @@ from firmware_bridge.wire import (
     UnlockArgs,
     utcnow,
 )
-from hardware.protocol import ErrorCode, HelloAnswer
+from hardware.protocol import BoardFlags, ErrorCode, HelloAnswer
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Bridge:
         self.board = BoardClient(
             self.transport, settings.node_address, answer_margin_s=settings.answer_margin_s
         )
-        self.tracker = CompartmentTracker(time_scale=settings.time_scale)
+        self.tracker = CompartmentTracker()
         self.link = MqttLink(settings, self.store, self._receive_command, self._broker_connected)
         self.scanner = (
             ScannerReader(settings.scanner_url, settings.scanner_baud, self._scanned)
@@ -313,19 +313,29 @@ class Bridge:
             hello.compartment_count,
         )
         if previous_boot is not None and previous_boot != hello.boot_id:
-            self._restore_setpoints()
+            self._restore_setpoints("the board rebooted")
         self._publish_status()
         self._republish.set()
 
-    def _restore_setpoints(self) -> None:
-        """A board that rebooted lost its setpoints: send back what the service last asked for."""
+    def _restore_setpoints(self, why: str, only: int | None = None) -> list[int]:
+        """Send back the setpoints the service last asked for; the compartments restored.
+
+        A board drops them when it reboots, when its heater lease runs out, and when a heater
+        fault is cleared (PROTOCOL.md); the food must not wait for the service to notice.
+        """
+        restored = []
         for n, remembered in sorted(self.store.remembered().items()):
+            if only is not None and n != only:
+                continue
             if remembered.setpoint_known and n <= self.info.compartments:
                 try:
                     self.board.set_heater(n, remembered.setpoint_dc)
+                    restored.append(n)
                 except BoardRefused as exc:
                     log.warning("setpoint of compartment %d not restored: %s", n, exc)
-        log.info("setpoints re-sent after a board reboot")
+        if restored:
+            log.info("setpoints of compartments %s re-sent: %s", restored, why)
+        return restored
 
     def _board_lost(self, reason: str) -> None:
         if self.info.online:
@@ -376,6 +386,10 @@ class Bridge:
         count = self.info.compartments
         for first in range(1, count + 1, STATUS_PAGE):
             answer = self.board.status(first, min(STATUS_PAGE, count - first + 1))
+            if answer.board_flags & BoardFlags.HEATER_LEASE_EXPIRED and first == 1:
+                # The link was silent past the lease (a long outage of this PC): the board
+                # switched every heater off and waits for setpoints.
+                self._restore_setpoints("the heater lease had expired")
             self._observe(answer.boot_id, list(answer.compartments))
             # Commands do not wait for the whole poll: the purchaser is standing there.
             self._serve_waiting_commands()
@@ -473,7 +487,13 @@ class Bridge:
             elif command.action == "clear_fault":
                 cleared = self.board.clear_fault(n)
                 name = None if not cleared.cleared else cleared.cleared.name.lower()
-                self._finish(command, "succeeded", data={"cleared": name})
+                # A heater fault drops the setpoint: hold the food again at once.
+                restored = self._restore_setpoints("a fault was cleared", only=n)
+                self._finish(
+                    command,
+                    "succeeded",
+                    data={"cleared": name, "setpoint_restored": bool(restored)},
+                )
         except BoardRefused as exc:
             self._unlocks.pop(command.request_id, None)
             # Refused before acting (interlock, bad argument): rejected. A faulted compartment

@@ -5,6 +5,8 @@ door events from counter differences: a door opened and shut between two polls s
 both events, in the order they must have happened. Everything else (occupancy, disinfection
 cycle, faults) is derived from the change of a flag between two observations.
 
+Whether a cycle completed or was aborted is the board's CYCLE_ABORTED flag (ADR 0012).
+
 A compartment snapshot is due when a discrete field changed (door, lock, occupancy, heater
 element, UV lamp, cycle, fault, setpoint), when the temperature moved by `TEMP_STEP_C` since the
 last snapshot, or when a running cycle's remaining time crossed a whole minute: never per poll.
@@ -16,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hardware.protocol import CompartmentStatus, FaultCode
+from hardware.protocol.messages import CompartmentFlags
 
 TEMP_STEP_C = 0.5  # a food-holding dashboard cares about half degrees, not sensor noise
 REMAINING_STEP_S = 60  # a cycle's countdown is shown in minutes
-COMPLETION_SLACK_S = 2.0  # the board's countdown ticks in whole seconds
 COUNTER_MODULUS = 256
 
 
@@ -34,6 +36,7 @@ class CompartmentView:
     heater_on: bool
     uv_on: bool
     disinfecting: bool
+    cycle_aborted: bool  # the board's word that the last cycle ended early (PROTOCOL.md)
     remaining_s: int
     temp_dc: int | None
     setpoint_dc: int | None
@@ -52,6 +55,7 @@ class CompartmentView:
             heater_on=record.heater_on,
             uv_on=record.uv_on,
             disinfecting=record.disinfecting,
+            cycle_aborted=bool(record.flags & CompartmentFlags.CYCLE_ABORTED),
             remaining_s=record.disinfect_remaining_s,
             temp_dc=record.temp_dc,
             setpoint_dc=record.setpoint_dc,
@@ -66,7 +70,9 @@ class CompartmentView:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompartmentView:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        values = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        values.setdefault("cycle_aborted", False)
+        return cls(**values)
 
     @property
     def temp_c(self) -> float | None:
@@ -151,8 +157,7 @@ def door_events(prev_open: bool, opens: int, closes: int, now_open: bool) -> lis
 class CompartmentTracker:
     """Keeps the last view of every compartment and turns a new STATUS answer into news."""
 
-    def __init__(self, time_scale: float = 1.0) -> None:
-        self.time_scale = time_scale
+    def __init__(self) -> None:
         self.boot_id: int | None = None
         self.views: dict[int, CompartmentView] = {}
         self.published: dict[int, CompartmentView] = {}  # as in the last snapshot sent
@@ -242,19 +247,21 @@ class CompartmentTracker:
     def _abort_reason(
         self, prev: CompartmentView, now: CompartmentView, rebooted: bool, door_opened: bool
     ) -> str | None:
-        """None when the cycle ran out normally; otherwise why the board stopped it."""
+        """None when the cycle ran out normally; otherwise why it was stopped.
+
+        The board's CYCLE_ABORTED flag says whether; the reason is the likeliest cause seen.
+        """
         commanded = self._aborts.pop(now.n, None)
         if rebooted:
-            return "board_rebooted"
+            return "board_rebooted"  # a reboot drops every cycle and the flag with it
+        if not now.cycle_aborted:
+            return None
         if now.fault:
             return f"fault:{now.fault_name}"
         if commanded is not None:
             return commanded
         if door_opened or now.door_open:
             return "door_opened"
-        elapsed_nominal_s = max(0.0, now.seen_at - prev.seen_at) * self.time_scale
-        if prev.remaining_s <= elapsed_nominal_s + COMPLETION_SLACK_S:
-            return None
         return "stopped_by_board"
 
 

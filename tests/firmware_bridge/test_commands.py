@@ -80,8 +80,11 @@ def test_the_board_interlock_refuses_a_cycle_with_the_door_open(kiosk: Kiosk) ->
     assert not kiosk.sim.truth().compartments[6].disinfecting
 
 
-def test_a_fault_is_raised_and_clear_fault_clears_it(kiosk: Kiosk) -> None:
+def test_a_fault_is_raised_and_clear_fault_clears_it_and_restores_the_setpoint(
+    kiosk: Kiosk,
+) -> None:
     obs = kiosk.observer
+    obs.final_reply(obs.command("set_heater", 8, {"setpoint_c": 65.0}).request_id)
     kiosk.sim.faults.sensor(8, "open")
     raised = obs.wait_event("fault_raised", 8)[0]
     assert raised["data"]["fault"] == "sensor_open"
@@ -90,7 +93,9 @@ def test_a_fault_is_raised_and_clear_fault_clears_it(kiosk: Kiosk) -> None:
     reply = obs.final_reply(obs.command("clear_fault", 8).request_id)
     assert reply["status"] == "succeeded" and reply["data"]["cleared"] == "sensor_open"
     obs.wait_event("fault_cleared", 8)
-    assert kiosk.sim.truth().compartments[7].fault == "NONE"
+    truth = kiosk.sim.truth().compartments[7]
+    assert truth.fault == "NONE"
+    assert truth.setpoint_c == 65.0 and reply["data"]["setpoint_restored"] is True
 
 
 def test_a_compartment_the_kiosk_does_not_have_is_rejected(kiosk: Kiosk) -> None:

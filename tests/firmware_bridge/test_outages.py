@@ -139,3 +139,31 @@ def test_one_percent_byte_errors_every_command_ends_explicitly_none_twice(kiosk:
     succeeded = sum(r["status"] == "succeeded" for r in replies.values())
     assert succeeded >= 20  # retries carry almost everything through 1 % noise
     assert kiosk.bridge.board.stats.retries > 0 or kiosk.bridge.board.frames_dropped > 0
+
+
+def test_an_expired_heater_lease_gets_its_setpoints_back(
+    private_mosquitto: MosquittoProcess, tmp_path: Path
+) -> None:
+    """The kiosk PC was off longer than the board's heater lease (600 s): on its return the
+    bridge restores the setpoints the board dropped."""
+    scale = 400.0  # 600 s of lease in 1.5 s
+    kiosk_id = new_kiosk_id()
+    with simulator(time_scale=scale) as sim:
+        board, scanner = sim.open_pty(tmp_path / "dev")
+        obs = Observer(private_mosquitto.host, private_mosquitto.port, kiosk_id).start()
+        settings = bridge_settings(
+            kiosk_id, private_mosquitto.url, board, scanner, tmp_path / "data", scale
+        )
+        try:
+            with running_bridge(settings) as bridge:
+                obs.wait(lambda: bridge.info.online, "board online")
+                obs.final_reply(obs.command("set_heater", 2, {"setpoint_c": 66.0}).request_id)
+            obs.wait(lambda: sim.truth().heater_lease_expired, "the lease to run out", 30)
+            assert sim.truth().compartments[1].setpoint_c is None
+            with running_bridge(settings):
+                obs.wait(
+                    lambda: sim.truth().compartments[1].setpoint_c == 66.0, "setpoint restored"
+                )
+                assert not sim.truth().heater_lease_expired
+        finally:
+            obs.stop()

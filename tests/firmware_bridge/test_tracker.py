@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware_bridge.tracker import CompartmentTracker, door_events
+from firmware_bridge.tracker import CompartmentTracker, CompartmentView, door_events
 from hardware.protocol import CompartmentStatus, FaultCode
 from hardware.protocol.messages import CompartmentFlags as F
 
@@ -80,23 +80,22 @@ def test_occupancy_changes_are_item_events() -> None:
 
 
 def test_a_cycle_that_ran_out_completes() -> None:
-    t = CompartmentTracker(time_scale=60.0)
+    t = CompartmentTracker()
     types(t, record(flags=F.DISINFECTING | F.UV_ON, remaining_s=1800), now=0.0)
     types(t, record(flags=F.DISINFECTING | F.UV_ON, remaining_s=6), now=29.9)
-    # 0.15 s later at 60x is 9 nominal seconds: more than the 6 that were left.
     assert types(t, record(), now=30.05) == ["disinfection_completed"]
 
 
 def test_a_cycle_stopped_early_by_the_board_is_aborted_with_a_reason() -> None:
     t = CompartmentTracker()
     types(t, record(flags=F.DISINFECTING, remaining_s=900), now=0.0)
-    obs = t.observe(BOOT, [record(fault=FaultCode.UV_TIMEOUT)], 0.15)
+    obs = t.observe(BOOT, [record(flags=F.CYCLE_ABORTED, fault=FaultCode.UV_TIMEOUT)], 0.15)
     assert [(e.type, e.data.get("reason")) for e in obs.events] == [
         ("fault_raised", None),
         ("disinfection_aborted", "fault:uv_timeout"),
     ]
     types(t, record(flags=F.DISINFECTING, remaining_s=900), now=1.0)
-    obs = t.observe(BOOT, [record(flags=F.DOOR_OPEN, opens=1)], 1.15)
+    obs = t.observe(BOOT, [record(flags=F.DOOR_OPEN | F.CYCLE_ABORTED, opens=1)], 1.15)
     assert [e.type for e in obs.events] == ["door_opened", "disinfection_aborted"]
     assert obs.events[1].data["reason"] == "door_opened"
 
@@ -105,7 +104,7 @@ def test_an_abort_the_bridge_commanded_carries_its_reason() -> None:
     t = CompartmentTracker()
     types(t, record(flags=F.DISINFECTING, remaining_s=900), now=0.0)
     t.expect_abort(1, "aborted_by_command")
-    obs = t.observe(BOOT, [record()], 0.15)
+    obs = t.observe(BOOT, [record(flags=F.CYCLE_ABORTED)], 0.15)
     assert obs.events[0].type == "disinfection_aborted"
     assert obs.events[0].data == {"reason": "aborted_by_command", "remaining_s": 900}
 
@@ -160,7 +159,7 @@ def test_restored_memory_reports_what_happened_while_the_bridge_was_away() -> No
     saved = {n: v for n, v in first.views.items()}
     again = CompartmentTracker()
     again.restore(BOOT, saved)
-    obs = again.observe(BOOT, [record(flags=F.OCCUPIED, opens=4, closes=4)], 300)
+    obs = again.observe(BOOT, [record(flags=F.OCCUPIED | F.CYCLE_ABORTED, opens=4, closes=4)], 300)
     assert [e.type for e in obs.events] == [
         "door_opened",
         "door_closed",
@@ -168,3 +167,23 @@ def test_restored_memory_reports_what_happened_while_the_bridge_was_away() -> No
         "disinfection_aborted",  # a door opened: the board stopped the cycle
     ]
     assert obs.snapshots  # a fresh run republishes every snapshot
+
+
+def test_the_board_flag_decides_completed_or_aborted_not_the_clock() -> None:
+    t = CompartmentTracker()
+    types(t, record(flags=F.DISINFECTING, remaining_s=1700), now=0.0)
+    # Ended long before its time, yet the board says it was not aborted: completed.
+    assert types(t, record(), now=0.1) == ["disinfection_completed"]
+    types(t, record(flags=F.DISINFECTING, remaining_s=1), now=1.0)
+    # Ended right on time, yet the board says it stopped early: aborted.
+    obs = t.observe(BOOT, [record(flags=F.CYCLE_ABORTED)], 5.0)
+    assert obs.events[0].type == "disinfection_aborted"
+    assert obs.events[0].data["reason"] == "stopped_by_board"
+
+
+def test_memory_saved_by_an_older_bridge_still_loads() -> None:
+    t = CompartmentTracker()
+    t.observe(BOOT, [record()], 0)
+    old = t.views[1].to_dict()
+    del old["cycle_aborted"]
+    assert CompartmentView.from_dict(old).cycle_aborted is False
