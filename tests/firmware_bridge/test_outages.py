@@ -167,3 +167,18 @@ def test_an_expired_heater_lease_gets_its_setpoints_back(
                 assert not sim.truth().heater_lease_expired
         finally:
             obs.stop()
+
+
+def test_the_scanner_cable_pulled_and_back_scans_flow_again(kiosk: Kiosk) -> None:
+    obs, sim = kiosk.observer, kiosk.sim
+    scanner = kiosk.bridge.scanner
+    assert scanner is not None
+    sim.world.scan("before")
+    obs.wait_event("scan")
+    sim.faults.pull_cable(10.0, device="scanner")
+    obs.wait(lambda: not scanner.transport.is_open, "the bridge to notice the scanner gone")
+    obs.wait(lambda: scanner.transport.is_open, "the scanner reopened", 30)
+    sim.world.scan("after")
+    obs.wait_event("scan", count=2)
+    assert [e["data"]["text"] for e in obs.events("scan")] == ["before", "after"]
+    assert kiosk.bridge.info.online  # the board never noticed
