@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from firmware_bridge import wire
+from locker_service.context import ServiceContext
 from locker_service.db import create_engine, create_sessionmaker
 from locker_service.kiosk_link import KioskLink
 from locker_service.kiosk_link.directory import KioskDirectory
@@ -211,8 +212,10 @@ async def test_holding_below_the_floor_past_grace_reaches_the_alerts(engine: Asy
     assert (kiosk_id, site_id) == (seeded.kiosk_id, seeded.site_id)
 
 
-async def test_operator_history_endpoint(app_client: httpx.AsyncClient, settings: object) -> None:
-    ctx = app_client.app.state.ctx  # type: ignore[attr-defined]
+async def test_operator_history_endpoint(
+    app_client: httpx.AsyncClient, service: ServiceContext
+) -> None:
+    ctx = service
     seeded = await seed(ctx.sessionmaker)
     ingest = TelemetryIngest(ctx.engine, KioskDirectory(ctx.sessionmaker))
     now = datetime.now(UTC)
