@@ -31,7 +31,15 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware_bridge.config import BridgeSettings
 from firmware_bridge.store import BridgeStore
-from firmware_bridge.wire import CompartmentSnapshot, Event, KioskStatus, Reply, Telemetry, Topics
+from firmware_bridge.wire import (
+    CompartmentSnapshot,
+    Event,
+    KioskStatus,
+    Reply,
+    Telemetry,
+    Topics,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +200,8 @@ class MqttLink:
         self._v5_socket_at = None
         log.info("connected to the broker (session present: %s)", flags.session_present)
         client.subscribe(self.topics.cmd, qos=1)
+        # Fresh ts: the retained status says when this connection began, not the board's news.
+        self._status = self._status.model_copy(update={"ts": utcnow()})
         client.publish(self.topics.status, self._status.to_json(), qos=1, retain=True)
         self.connected.set()
         self._wake.set()

@@ -187,3 +187,27 @@ def test_memory_saved_by_an_older_bridge_still_loads() -> None:
     old = t.views[1].to_dict()
     del old["cycle_aborted"]
     assert CompartmentView.from_dict(old).cycle_aborted is False
+
+
+@given(toggles_per_poll=st.lists(st.integers(0, 40), max_size=40))
+def test_every_door_movement_between_polls_is_reported_in_order(
+    toggles_per_poll: list[int],
+) -> None:
+    """A door moved any number of times between polls: every movement is one event, in order."""
+    t = CompartmentTracker()
+    door_open, opens, closes = False, 0, 0
+    t.observe(BOOT, [record(opens=0, closes=0)], 0)
+    expected: list[str] = []
+    reported: list[str] = []
+    for poll, toggles in enumerate(toggles_per_poll, start=1):
+        for _ in range(toggles):
+            door_open = not door_open
+            if door_open:
+                opens += 1
+            else:
+                closes += 1
+            expected.append("door_opened" if door_open else "door_closed")
+        flags = F.DOOR_OPEN if door_open else NO_FLAGS
+        obs = t.observe(BOOT, [record(flags=flags, opens=opens, closes=closes)], poll)
+        reported.extend(e.type for e in obs.events)
+    assert reported == expected
