@@ -10,7 +10,12 @@ from __future__ import annotations
 import serial
 
 from hardware.protocol import Command, ErrorAnswer, ErrorCode, Frame, FrameType, decode_frame
-from hardware.protocol.messages import UnlockRequest
+from hardware.protocol.messages import (
+    MAX_ANSWER_ON_WIRE,
+    UnlockRequest,
+    answer_deadline_s,
+    wire_time_s,
+)
 from hardware.simulator import Simulator
 from hardware.vectors import PROTOCOL_MD, SESSION, apply_directive, exchange, parse
 from tests.hardware.link import BoardLink
@@ -121,3 +126,21 @@ def test_door_counters_wrap_at_256_and_count_every_edge(sim: Simulator, link: Bo
     record = link.status(9, 1).compartments[0]
     assert (record.door_open_count, record.door_close_count) == (301 % 256, 300 % 256)
     assert record.door_open and not record.lock_released  # forced: no command behind it
+
+
+def test_protocol_md_timing_table_matches_the_deadline_the_code_uses() -> None:
+    rows = [
+        line.strip("|").split("|")
+        for line in PROTOCOL_MD.read_text().splitlines()
+        if line.startswith("| ")
+        and line.split("|")[1].strip() in ("9600", "19200", "57600", "115200")
+    ]
+    assert len(rows) == 4
+    for baud, request, answer, deadline, poll in rows:
+        rate = int(baud)
+        ms = lambda cell: float(cell.strip().removesuffix(" ms"))  # noqa: E731
+        assert ms(request) == round(wire_time_s(14, rate) * 1000, 1)
+        assert ms(answer) == round(wire_time_s(MAX_ANSWER_ON_WIRE, rate) * 1000, 1)
+        assert ms(deadline) == round(answer_deadline_s(14, rate) * 1000, 1)
+        two_pages = 2 * (wire_time_s(12, rate) + wire_time_s(MAX_ANSWER_ON_WIRE, rate))
+        assert ms(poll) == round(two_pages * 1000, 1)
