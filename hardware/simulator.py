@@ -648,13 +648,14 @@ class Simulator:
                 except Exception:  # the simulator must outlive a bug in one step
                     log.exception("simulator tick failed")
 
-    def _after_wire_time(self, answers: bytes, send: Callable[[], None]) -> None:
+    def _after_wire_time(self, received: int, answers: bytes, send: Callable[[], None]) -> None:
         """Hand `answers` over when its last byte would have left a UART at the line's baud
-        rate, so the master sees a real board's timing (sim:// skips this, for speed)."""
+        rate, counting the `received` request bytes that had to arrive first, so the master
+        sees a real board's timing (sim:// skips this, for speed)."""
         if not self.pace:
             send()
             return
-        due = time.monotonic() + wire_time_s(len(answers), self.baud)
+        due = time.monotonic() + wire_time_s(received + len(answers), self.baud)
         heapq.heappush(self._deferred, (due, next(self._deferred_order), send))
 
     def _plug_pty(self, device: str) -> None:
@@ -670,7 +671,7 @@ class Simulator:
             if device == "board" and data:
                 answers = self._board_bytes(decoder, data)
                 if answers:
-                    self._after_wire_time(answers, lambda: pty.write(answers))
+                    self._after_wire_time(len(data), answers, lambda: pty.write(answers))
 
         self._selector.register(fd, selectors.EVENT_READ, readable)
 
@@ -703,7 +704,7 @@ class Simulator:
                             if conn in tcp.clients and not tcp.send(conn, answers):
                                 self._forget_conn(tcp, conn)
 
-                        self._after_wire_time(answers, send)
+                        self._after_wire_time(len(data), answers, send)
 
             assert self._selector is not None
             self._selector.register(conn, selectors.EVENT_READ, readable)
