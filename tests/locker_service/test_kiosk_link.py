@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -23,10 +24,15 @@ from locker_service.kiosk_link import (
     KioskUnreachable,
 )
 from locker_service.live import LiveHub, LiveMessage
+from tests.firmware_bridge import test_mqtt_options
 from tests.support.mosquitto import MosquittoProcess
 from tests.support.scripted_kiosk import ScriptedKiosk
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(120)]
+
+# Mosquitto with TLS (a CA made with openssl in the test) and a password file, as the bridge's
+# tests use it.
+secured_broker = test_mqtt_options.secured_broker
 
 
 @dataclass
@@ -486,3 +492,31 @@ async def test_handlers_awaiting_commands_do_not_starve_the_replies(
         await link.stop()
         for k in kiosks:
             k.stop()
+
+
+async def test_tls_with_a_private_ca_and_a_password(
+    secured_broker: tuple[MosquittoProcess, Path],
+) -> None:
+    broker, ca = secured_broker
+    port = broker.tls_port  # type: ignore[attr-defined]
+    url = f"mqtts://127.0.0.1:{port}"
+    good = LinkTestSettings(
+        url, mqtt_username="kiosk", mqtt_password=SecretStr("s3cret-kiosk"), mqtt_tls_ca=str(ca)
+    )
+    link = KioskLink(good, RecordingHandler(), LiveHub())
+    await link.start()
+    try:
+        assert link.ready
+    finally:
+        await link.stop()
+    wrong = LinkTestSettings(
+        url, mqtt_username="kiosk", mqtt_password=SecretStr("wrong"), mqtt_tls_ca=str(ca)
+    )
+    link = KioskLink(wrong, RecordingHandler(), LiveHub())
+    await link.start()  # refused: logged, retried in the background, never raises
+    try:
+        assert not link.ready
+        with pytest.raises(KioskUnreachable):
+            await link.command("k1", "unlock", 1, {}, timeout_s=1)
+    finally:
+        await link.stop()
