@@ -8,8 +8,17 @@ must be exactly the bytes the document gives (or nothing, where it says `none`).
 from __future__ import annotations
 
 import serial
+from cobs import cobs
 
-from hardware.protocol import Command, ErrorAnswer, ErrorCode, Frame, FrameType, decode_frame
+from hardware.protocol import (
+    Command,
+    ErrorAnswer,
+    ErrorCode,
+    Frame,
+    FrameType,
+    decode_frame,
+    encode_frame,
+)
 from hardware.protocol.messages import (
     MAX_ANSWER_ON_WIRE,
     UnlockRequest,
@@ -144,3 +153,12 @@ def test_protocol_md_timing_table_matches_the_deadline_the_code_uses() -> None:
         assert ms(deadline) == round(answer_deadline_s(14, rate) * 1000, 1)
         two_pages = 2 * (wire_time_s(12, rate) + wire_time_s(MAX_ANSWER_ON_WIRE, rate))
         assert ms(poll) == round(two_pages * 1000, 1)
+
+
+def test_protocol_md_worked_example_is_what_the_codec_sends() -> None:
+    text = PROTOCOL_MD.read_text()
+    wire = next(line for line in text.splitlines() if line.startswith("on wire "))
+    block = next(line for line in text.splitlines() if line.startswith("block "))
+    hello = Frame(1, FrameType.REQ, 1, Command.HELLO)
+    assert bytes.fromhex(wire.removeprefix("on wire")) == encode_frame(hello)
+    assert bytes.fromhex(block.removeprefix("block")) == cobs.decode(encode_frame(hello)[:-1])
