@@ -110,10 +110,16 @@
   }
 
   async function signIn() {
+    // Sites are read first to check the token; the stream's `hello` then triggers the full
+    // read, so no change made between the read and the stream's start is missed.
+    await api("GET", "/operator/sites");
     $("login").hidden = true;
     $("app").hidden = false;
-    await loadSites();
     connectStream();
+  }
+
+  function signInFailed(err) {
+    signOut(err.status === 401 ? "Your token was not accepted." : `Sign-in failed: ${err.message}`);
   }
 
   // ---- sites and kiosks -----------------------------------------------------------------
@@ -380,7 +386,7 @@
 
   // ---- alerts, orders, kill switch ------------------------------------------------------
   async function loadAlerts() {
-    const alerts = list(await api("GET", "/operator/alerts" + (state.siteId ? `?site_id=${state.siteId}` : "")), "alerts")
+    const alerts = list(await api("GET", "/operator/alerts"), "alerts")
       .filter((a) => a.state !== "resolved" && (!state.siteId || !a.site_id || a.site_id === state.siteId));
     const open = alerts.filter((a) => a.state === "open");
     $("alert-count").textContent = String(open.length);
@@ -413,7 +419,6 @@
     const params = new URLSearchParams();
     if (q) params.set("q", q);
     if (st) params.set("state", st);
-    if (state.siteId) params.set("site_id", state.siteId);
     let orders;
     try {
       orders = list(await api("GET", "/operator/orders?" + params), "orders");
@@ -424,10 +429,16 @@
     $("orders").replaceChildren(
       ...orders.slice(0, 50).map((o) =>
         el("tr", {}, el("td", {}, o.external_ref), el("td", {}, o.purchaser_name || ""),
-          el("td", {}, o.state), el("td", {}, o.compartment_number ?? o.compartment ?? ""),
+          el("td", {}, o.state), el("td", {}, compartmentLabel(o.compartment_id)),
           el("td", {}, fmtTime(o.created_at)))
       )
     );
+  }
+
+  function compartmentLabel(id) {
+    if (id === null || id === undefined) return "";
+    for (const c of state.cells.values()) if (c.id === id) return `#${c.number}`;
+    return `id ${id}`;
   }
 
   function renderKill() {
@@ -450,7 +461,8 @@
     if (engaged && !confirm(`Freeze every code and remote opening at ${site.name}?`)) return;
     try {
       const answer = await api("POST", `/operator/sites/${site.id}/kill-switch`, { engaged, reason });
-      Object.assign(site, answer && typeof answer === "object" ? answer : {}, { kill_switch_engaged: engaged, kill_switch_reason: reason });
+      site.kill_switch_engaged = answer ? answer.kill_switch_engaged : engaged;
+      site.kill_switch_reason = answer ? answer.kill_switch_reason : reason;
       $("kill-reason").value = "";
       renderKill();
     } catch (err) {
@@ -482,7 +494,8 @@
     while ($("events").children.length > 100) $("events").lastChild.remove();
   }
 
-  const onKiosk = (kiosk) => state.kiosk && kiosk === state.kiosk.code;
+  const onKiosk = (code, id) =>
+    !!state.kiosk && (code === state.kiosk.code || (id !== undefined && id === state.kiosk.id));
 
   function handle(event, data) {
     switch (event) {
@@ -494,14 +507,19 @@
         scheduleRefetch("all");
         break;
       case "compartment": {
-        if (!onKiosk(data.kiosk)) break;
-        const c = state.cells.get(data.n);
+        // Two shapes: the kiosk's snapshot ({kiosk, n, door_open, temp_c, ...}) and the
+        // service's lifecycle change ({id, kiosk_id, number, state, ...}).
+        if (!onKiosk(data.kiosk, data.kiosk_id)) break;
+        const n = data.n ?? data.number;
+        const c = state.cells.get(n);
         if (!c) break;
+        const stateChanged = "state" in data && data.state !== c.state;
         for (const key of ["door_open", "lock_released", "occupied", "heater_on", "uv_on",
-          "disinfect_remaining_s", "temp_c", "setpoint_c", "fault"]) {
+          "disinfect_remaining_s", "temp_c", "setpoint_c", "fault", "state"]) {
           if (key in data) c[key] = data[key];
         }
-        updateCell(data.n);
+        updateCell(n);
+        if (stateChanged) scheduleRefetch("kiosk"); // the order inside may have changed too
         break;
       }
       case "telemetry": {
@@ -534,8 +552,18 @@
         logEvent(`alert ${data.kind || ""} ${data.message || ""}`);
         loadAlerts();
         break;
-      case "site":
-        scheduleRefetch("all");
+      case "site": {
+        const site = state.sites.find((x) => x.id === data.id);
+        if (site) {
+          site.kill_switch_engaged = data.kill_switch_engaged;
+          site.kill_switch_reason = data.reason;
+          renderKill();
+        }
+        logEvent(`site ${site ? site.name : data.id} kill switch ${data.kill_switch_engaged ? "ENGAGED" : "released"}`);
+        break;
+      }
+      case "pickup":
+        logEvent(`${data.kiosk} scan ${data.ok ? `opened #${data.compartment}` : `refused: ${data.error}`}`);
         break;
       default:
         break;
@@ -613,7 +641,7 @@
     event.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, $("login-token").value.trim());
     $("login-token").value = "";
-    signIn().catch((err) => signOut(err.message));
+    signIn().catch(signInFailed);
   });
   $("sign-out").addEventListener("click", () => signOut(""));
   $("site-select").addEventListener("change", (e) => selectSite(e.target.value));
@@ -639,6 +667,6 @@
     sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(fromHash[1]));
     history.replaceState(null, "", location.pathname + location.search);
   }
-  if (sessionStorage.getItem(TOKEN_KEY)) signIn().catch((err) => signOut(err.message));
+  if (sessionStorage.getItem(TOKEN_KEY)) signIn().catch(signInFailed);
   else signOut("");
 })();

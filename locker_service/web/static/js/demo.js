@@ -17,17 +17,17 @@
   const ROUTES = {
     truth: () => ["GET", "/truth"],
     openDoor: (n, force) => ["POST", `/compartments/${n}/door/open`, { force }],
-    closeDoor: (n) => ["POST", `/compartments/${n}/door/close`, {}],
+    closeDoor: (n) => ["POST", `/compartments/${n}/door/close`],
     placeItem: (n) => ["POST", `/compartments/${n}/item`, { mass_g: 450, temp_c: 70 }],
     removeItem: (n) => ["DELETE", `/compartments/${n}/item`],
-    sensor: (n, mode) => ["POST", `/faults/compartments/${n}/sensor`, { mode: mode || null }],
-    deadHeater: (n, on) => ["POST", `/faults/compartments/${n}/dead-heater`, { on }],
-    jamLock: (n, on) => ["POST", `/faults/compartments/${n}/jam-lock`, { on }],
+    sensor: (n, mode) => ["PUT", `/faults/compartments/${n}`, { sensor: mode || null }],
+    deadHeater: (n, on) => ["PUT", `/faults/compartments/${n}`, { dead_heater: on }],
+    jamLock: (n, on) => ["PUT", `/faults/compartments/${n}`, { jammed_lock: on }],
     scan: (text) => ["POST", "/scanner/scan", { text }],
-    lobby: (temp_c) => ["POST", "/world/lobby", { temp_c }],
-    reboot: () => ["POST", "/faults/reboot", {}],
-    pullCable: (seconds) => ["POST", "/faults/pull-cable", { seconds, device: "board" }],
-    lineErrors: (rate) => ["POST", "/faults/line-errors", { rate }],
+    lobby: (temp_c) => ["PUT", "/lobby", { temp_c }],
+    reboot: () => ["POST", "/faults/reboot"],
+    pullCable: (seconds) => ["POST", "/faults/cable", { seconds, device: "board" }],
+    lineErrors: (rate) => ["PUT", "/faults/line", { error_rate: rate }],
   };
 
   function log(text) {
@@ -99,7 +99,7 @@
       c.setpoint_c === null || c.setpoint_c === undefined ? "no setpoint" : `setpoint ${fmt(c.setpoint_c, 1, " °C")}`,
       c.uv_on ? "UV-C ON" : null,
       c.disinfecting ? `cycle ${Math.ceil(c.disinfect_remaining_s)} s left` : null,
-      c.fault && c.fault !== "NONE" ? `fault ${c.fault}` : null,
+      c.fault && !["NONE", "OK"].includes(c.fault) ? `fault ${c.fault}` : null,
     ].filter(Boolean).join(" · ");
     const buttons = document.createElement("div");
     buttons.className = "buttons";

@@ -1,0 +1,178 @@
+"""The operator dashboard in a real browser, live from a kiosk over a real Mosquitto.
+
+The service runs as a process with its kiosk link on a private broker; a scripted kiosk plays
+the locker bank at the MQTT boundary. The operator watches a temperature change arrive through
+the SSE stream (no re-read of the kiosk for it), sees an unexplained door opening raise an
+alert and acknowledges it, takes a compartment out of and back into service, opens one
+remotely with a reason, and freezes the site with the kill switch.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.screens.support import Seed, ServiceProcess, seed_database
+from tests.support.mosquitto import MosquittoProcess
+from tests.support.scripted_kiosk import ScriptedKiosk
+
+pytestmark = [pytest.mark.browser, pytest.mark.mosquitto]
+
+LIVE_TIMEOUT_MS = 10_000  # broker -> service -> SSE -> browser on two busy cores
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 15.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def live_service(
+    tmp_path: Path, private_mosquitto: MosquittoProcess
+) -> Iterator[tuple[ServiceProcess, Seed, ScriptedKiosk]]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'locker.db'}"
+    seed = seed_database(url, compartments=6, kiosk_code=f"k-{uuid.uuid4().hex[:8]}")
+    service = ServiceProcess(
+        url,
+        tmp_path,
+        LOCKER_KIOSK_LINK_ENABLED="true",
+        LOCKER_MQTT_URL=private_mosquitto.url,
+    ).start()
+    kiosk = ScriptedKiosk(
+        private_mosquitto.host, private_mosquitto.port, seed.kiosk_code, compartments=6
+    ).start()
+    try:
+        wait_until(
+            lambda: service.api(
+                "GET", f"/api/v1/operator/kiosks/{seed.kiosk_id}", seed.operator_token
+            ).json()["online"],
+            what="the kiosk to be seen online",
+        )
+        yield service, seed, kiosk
+    finally:
+        kiosk.stop()
+        service.stop()
+
+
+def cell(page: Any, n: int) -> Any:
+    return page.locator(f'#grid [data-number="{n}"]')
+
+
+def open_detail(page: Any, n: int) -> None:
+    """Click a compartment and wait for its chart, as a person waits for the panel to fill."""
+    cell(page, n).click()
+    expect(page.locator("#detail-title")).to_contain_text(f"Compartment {n} ")
+    page.locator("#chart canvas").wait_for(timeout=LIVE_TIMEOUT_MS)
+
+
+def test_operator_watches_live_and_acts(
+    browser: Any,
+    live_service: tuple[ServiceProcess, Seed, ScriptedKiosk],
+    screenshots: Path,
+) -> None:
+    service, seed, kiosk = live_service
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    kiosk_reads: list[str] = []
+    page.on(
+        "request",
+        lambda r: kiosk_reads.append(r.url) if "/api/v1/operator/kiosks/" in r.url else None,
+    )
+    page.goto(f"{service.url}/dashboard#token={seed.operator_token}")
+    expect(page.locator("#grid .cell")).to_have_count(6, timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#kiosk-online")).to_have_text("online")
+    expect(page.locator("#conn")).to_have_text("live", timeout=LIVE_TIMEOUT_MS)
+    time.sleep(1.0)  # let the first full read settle before counting re-reads
+
+    # A temperature change arrives live, through the stream, without re-reading the kiosk.
+    reads_before = len(kiosk_reads)
+    kiosk.set_temperature(3, 63.4)
+    kiosk.publish_telemetry()
+    expect(cell(page, 3).locator('[data-field="temp"]')).to_have_text(
+        "63.4 °C", timeout=LIVE_TIMEOUT_MS
+    )
+    kiosk.set_temperature(3, 58.1)
+    kiosk.publish_telemetry()
+    expect(cell(page, 3).locator('[data-field="temp"]')).to_have_text(
+        "58.1 °C", timeout=LIVE_TIMEOUT_MS
+    )
+    assert len(kiosk_reads) == reads_before, "the change came by re-reading, not by the stream"
+
+    # The compartment's chart: history from the service, floor and setpoint drawn.
+    open_detail(page, 3)
+    legend = page.locator("#chart .u-legend").inner_text()
+    assert "temperature °C" in legend and "floor °C" in legend and "setpoint °C" in legend
+    page.screenshot(path=screenshots / "dashboard-live.png", full_page=True)
+
+    # A door opened with no command behind it raises an alert; the operator acknowledges it.
+    kiosk.open_door(5, force=True)
+    alert = page.locator("#alerts li").filter(has_text="#5").or_(page.locator("#alerts li").first)
+    alert.first.wait_for(timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#alert-count")).not_to_have_text("0")
+    alert.first.get_by_role("button", name="Acknowledge").click()
+    expect(alert.first).to_contain_text("acknowledged", timeout=LIVE_TIMEOUT_MS)
+    kiosk.close_door(5)
+
+    # Out of service and back, each with a reason.
+    open_detail(page, 2)
+    page.get_by_placeholder("Reason (required)").first.fill("hinge squeaks, check it")
+    page.get_by_role("button", name="Out of service").click()
+    expect(page.locator("#action-result")).to_contain_text(
+        "taken out of service", timeout=LIVE_TIMEOUT_MS
+    )
+    expect(cell(page, 2)).to_contain_text("out of service", timeout=LIVE_TIMEOUT_MS)
+    page.get_by_placeholder("Reason (required)").first.fill("hinge fixed")
+    page.get_by_role("button", name="Back in service").click()
+    expect(cell(page, 2)).to_contain_text("available", timeout=LIVE_TIMEOUT_MS)
+
+    # Remote open: the kiosk really gets the unlock for that compartment.
+    commands_before = len(kiosk.received)
+    open_detail(page, 1)
+    page.get_by_placeholder("Reason (required)").first.fill("purchaser called: lost code")
+    page.get_by_role("button", name="Open remotely").click()
+    expect(page.locator("#action-result")).to_contain_text(
+        "Compartment 1 opened", timeout=LIVE_TIMEOUT_MS
+    )
+    unlocks = [
+        r.command
+        for r in kiosk.received[commands_before:]
+        if r.command.action == "unlock" and r.command.compartment == 1
+    ]
+    assert len(unlocks) == 1
+
+    # The kill switch freezes the site; the service agrees.
+    page.locator("#kill-reason").fill("suspected mass-open attempt")
+    page.get_by_role("button", name="Freeze all openings").click()
+    expect(page.locator("#kill-state")).to_contain_text("ENGAGED")
+    sites = service.api("GET", "/api/v1/operator/sites", seed.operator_token).json()
+    assert sites[0]["kill_switch_engaged"] is True
+    page.screenshot(path=screenshots / "dashboard-kill-switch.png", full_page=True)
+    page.locator("#kill-reason").fill("all clear")
+    page.get_by_role("button", name="Release the kill switch").click()
+    expect(page.locator("#kill-state")).to_contain_text("work normally")
+    context.close()
+
+
+def test_a_wrong_token_is_refused_and_the_sign_in_form_comes_back(
+    browser: Any, seeded_service: tuple[ServiceProcess, Seed]
+) -> None:
+    service, _seed = seeded_service
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{service.url}/dashboard")
+    page.get_by_label("Operator token").fill("ot_not-a-real-token")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#login-error")).to_have_text("Your token was not accepted.")
+    assert page.locator("#app").is_hidden()
+    context.close()
