@@ -39,7 +39,7 @@ from pydantic import BaseModel
 from hardware import simurl
 from hardware.firmware import CONTROL_PERIOD_S, Board
 from hardware.physics import PHYSICS_STEP_S, SensorFault, World, WorldError
-from hardware.protocol import FrameDecoder, encode_frame
+from hardware.protocol import Frame, FrameDecoder, encode_frame
 from hardware.protocol.messages import wire_time_s
 from hardware.thermostat import Hysteresis, Thermostat, TimeProportionedPid
 from hardware.transport import READ_CHUNK, PtyPort, TcpPort
@@ -284,6 +284,7 @@ class Simulator:
         self._ptys: dict[str, PtyPort] = {}
         self._tcp: dict[str, TcpPort] = {}
         self._sim_clients: list[simurl.SimClient] = []
+        self._line_peers: list[Simulator] = []  # other boards on this board line (RS-485)
 
     # ---- time
 
@@ -521,9 +522,29 @@ class Simulator:
             answers = bytearray()
             for frame in decoder.feed(self._corrupt(data, "to_board")):
                 answer = self.board.handle(frame, now)
+                for peer in self._line_peers:
+                    if answer is not None:
+                        break
+                    answer = peer._hear_on_line(frame)
                 if answer is not None:
                     answers += encode_frame(answer)
             return self._corrupt(bytes(answers), "from_board")
+
+    def share_line(self, other: Simulator) -> None:
+        """Hang `other`'s board on this simulator's line (RS-485 multi-drop): every request on
+        this simulator's board ports reaches it too, and its answers come back on them. Each
+        board keeps its own world, clock and faults; the line's faults are this simulator's."""
+        if other is self or other._line_peers or self in other._line_peers:
+            raise SimulatorError("a line is shared by one host simulator and its peers")
+        addresses = {self.board.node_address} | {p.board.node_address for p in self._line_peers}
+        if other.board.node_address in addresses:
+            raise SimulatorError(f"node address {other.board.node_address} is taken on this line")
+        with self._lock:
+            self._line_peers.append(other)
+
+    def _hear_on_line(self, frame: Frame) -> Frame | None:
+        with self._lock:
+            return self.board.handle(frame, self.now_s())
 
     def _on_door(self, n: int, opened: bool) -> None:
         self.board.door_edge(n, opened, self.now_s())

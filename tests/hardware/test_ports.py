@@ -10,7 +10,7 @@ import pytest
 import serial
 
 from hardware.physics import WorldError
-from hardware.protocol import Command, HelloAnswer
+from hardware.protocol import Command, Frame, FrameType, HelloAnswer
 from hardware.protocol.messages import UnlockRequest
 from hardware.simulator import Simulator, SimulatorError
 from tests.hardware.link import BoardLink
@@ -156,3 +156,28 @@ def test_lifecycle_mistakes_get_clear_errors() -> None:
         sim.start()
     with pytest.raises(serial.SerialException, match="no simulator"):
         serial.serial_for_url("sim://lifecycle-check/board")
+
+
+def test_two_boards_share_one_rs485_line() -> None:
+    with (
+        Simulator(compartments=12, seed=1, node_address=1, time_scale=10) as first,
+        Simulator(compartments=8, seed=2, node_address=2, time_scale=10) as second,
+    ):
+        first.share_line(second)
+        board_path, _ = first.open_pty()
+        node1, node2 = BoardLink(board_path, node_address=1), BoardLink(board_path, node_address=2)
+        try:
+            assert _hello(node1).compartment_count == 12
+            assert _hello(node2).compartment_count == 8
+            node2.ok(Command.UNLOCK, UnlockRequest(3, 300).pack())
+            assert second.truth().compartments[2].lock_pulses == 1
+            assert first.truth().compartments[2].lock_pulses == 0
+            node3 = BoardLink(board_path, node_address=3)
+            nobody = Frame(3, FrameType.REQ, 1, Command.HELLO)
+            assert node3.exchange(nobody, 0.3) is None  # nobody at address 3: silence
+            node3.close()
+        finally:
+            node1.close()
+            node2.close()
+        with pytest.raises(SimulatorError, match="taken"):
+            first.share_line(Simulator(node_address=2))
