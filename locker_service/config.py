@@ -6,6 +6,7 @@ or a test sees a 30-minute disinfection cycle in seconds (DESIGN.md, "Time").
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -19,10 +20,13 @@ DEFAULT_SECRET_KEY = "insecure-development-secret-change-me"  # refused when env
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/locker.db"
 
 
-def _default_replica_id() -> str:
-    """Host name and process id: unique per replica, stable for the life of the process."""
+def _default_replica_id(database_url: str) -> str:
+    """Host name and a digest of the database URL: the same after a restart, so the MQTT session
+    (and the kiosk events the broker queued in it while the service was down) is picked up
+    again; different for two services on one host with different databases. Two replicas of
+    one deployment on the same host must set LOCKER_REPLICA_ID each."""
     host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:48] or "host"
-    return f"{host}-{os.getpid()}"
+    return f"{host}-{hashlib.sha256(database_url.encode()).hexdigest()[:8]}"
 
 
 class Settings(BaseSettings):
@@ -46,7 +50,7 @@ class Settings(BaseSettings):
     mqtt_protocol: str = "auto"  # "auto" (5, else 3.1.1), "5" or "3.1.1"
     mqtt_share_group: str = "locker-service"  # "" when only one replica runs
     mqtt_keepalive_s: int = 30
-    replica_id: str = Field(default_factory=lambda: _default_replica_id())
+    replica_id: str = ""  # empty: derived from the host name and database (see above)
     kiosk_link_enabled: bool = True
     command_timeout_s: float = 10.0  # unlock: lock pulse + two board polls + network, with margin
 
@@ -87,6 +91,12 @@ class Settings(BaseSettings):
     notify_poll_s: float = Field(default=0.5, gt=0)  # real seconds between outbox polls
     notify_lease_s: float = Field(default=120.0, gt=0)  # a send taking longer is retried
     notify_send_timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _stable_replica_id(self) -> Settings:
+        if not self.replica_id:
+            self.replica_id = _default_replica_id(self.database_url)
+        return self
 
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> Settings:

@@ -118,20 +118,21 @@ class OperatorPrincipal:
 
 
 async def current_operator(
-    session: SessionDep, authorization: Annotated[str | None, Header()] = None
+    ctx: ContextDep, authorization: Annotated[str | None, Header()] = None
 ) -> OperatorPrincipal:
     token = _bearer(authorization)
-    operator = await session.scalar(
-        select(Operator).where(Operator.token_hash == hash_token(token))
-    )
-    if operator is None:
-        raise Unauthorized("unknown operator token")
-    if operator.role == "admin":
-        return OperatorPrincipal(operator, None)
-    rows = await session.scalars(
-        select(operator_sites.c.site_id).where(operator_sites.c.operator_id == operator.id)
-    )
-    return OperatorPrincipal(operator, frozenset(rows))
+    async with ctx.sessionmaker() as session:
+        operator = await session.scalar(
+            select(Operator).where(Operator.token_hash == hash_token(token))
+        )
+        if operator is None:
+            raise Unauthorized("unknown operator token")
+        if operator.role == "admin":
+            return OperatorPrincipal(operator, None)
+        rows = await session.scalars(
+            select(operator_sites.c.site_id).where(operator_sites.c.operator_id == operator.id)
+        )
+        return OperatorPrincipal(operator, frozenset(rows))
 
 
 KioskDep = Annotated[Kiosk, Depends(current_kiosk)]

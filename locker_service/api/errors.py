@@ -14,7 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from locker_service.compartments.lifecycle import IllegalCompartmentTransition
 from locker_service.kiosk_link.errors import KioskLinkError
+from locker_service.orders.lifecycle import IllegalOrderTransition
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,11 @@ async def _kiosk_link_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)
 
 
+async def _illegal_transition(_request: Request, exc: Exception) -> JSONResponse:
+    """A lifecycle step the transition table forbids: the caller asked at the wrong time."""
+    return JSONResponse(error_body(InvalidTransition.code, str(exc)), status_code=409)
+
+
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     parts = []
@@ -130,6 +137,8 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(KioskLinkError, _kiosk_link_error)
+    app.add_exception_handler(IllegalOrderTransition, _illegal_transition)
+    app.add_exception_handler(IllegalCompartmentTransition, _illegal_transition)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -95,6 +95,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "migrate_on_start": False,
         "kiosk_link_enabled": False,
         "timers_enabled": False,
+        "notify_enabled": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

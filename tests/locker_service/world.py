@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from firmware_bridge import wire
 from locker_service.config import Settings
+from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.sites import service as admin
 
@@ -135,3 +136,41 @@ async def create_order(client: httpx.AsyncClient, world: World, **overrides: Any
 
 def token_of(order: dict[str, Any]) -> str:
     return str(order["purchaser_url"]).rsplit("/p/", 1)[1]
+
+
+async def event(
+    ctx: ServiceContext, world: World, type_: str, n: int | None = None, **data: Any
+) -> None:
+    handler = ctx.components["story"]
+    await handler.on_event(
+        world.kiosk_code,
+        wire.Event(event_id=uuid.uuid4().hex, type=type_, compartment=n, data=data),  # type: ignore[arg-type]
+    )
+
+
+async def make_ready(
+    client: httpx.AsyncClient, world: World, ctx: ServiceContext, **overrides: Any
+) -> tuple[dict[str, Any], int]:
+    """An order taken through drop-off and its cycle: (order as created, compartment number)."""
+    from locker_service.timers.loop import TimerLoop
+
+    order = await create_order(client, world, **overrides)
+    dropped = await client.post(
+        "/api/v1/kiosk/dropoff",
+        json={
+            "courier_code": world.courier_code,
+            "pin": world.courier_pin,
+            "order_ref": order["external_ref"],
+        },
+        headers=world.kiosk(),
+    )
+    assert dropped.status_code == 200, dropped.text
+    n = int(dropped.json()["compartment"])
+    await event(ctx, world, "door_opened", n)
+    await event(ctx, world, "item_placed", n)
+    await event(ctx, world, "door_closed", n)
+    await TimerLoop(ctx).run_due()
+    await event(ctx, world, "disinfection_completed", n)
+    status = (await client.get(f"/api/v1/p/{token_of(order)}")).json()
+    assert status["state"] == "ready", status
+    return order, n

@@ -1,0 +1,136 @@
+"""The order and compartment lifecycles as tables: pure properties, and compare-and-set in a
+real database (two racers, one winner)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from locker_service.compartments import lifecycle as compartment
+from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
+from locker_service.context import ServiceContext
+from locker_service.db import session_scope
+from locker_service.models import Order
+from locker_service.orders import lifecycle as order
+from locker_service.orders import repository
+from locker_service.orders.lifecycle import OrderState, OrderTrigger
+from tests.locker_service.world import World
+
+
+def _reachable(table: dict[tuple[str, str], str], start: str) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        state = todo.pop()
+        for (s, _), target in table.items():
+            if s == state and target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_every_order_state_is_reachable_and_terminal_states_are_final() -> None:
+    assert _reachable(order.TRANSITIONS, OrderState.CREATED) == set(OrderState)  # type: ignore[arg-type]
+    for (state, _), _target in order.TRANSITIONS.items():
+        assert state not in order.TERMINAL
+
+
+def test_every_compartment_state_comes_back_to_available() -> None:
+    table = compartment.TRANSITIONS
+    assert _reachable(table, CompartmentState.AVAILABLE) == set(CompartmentState)  # type: ignore[arg-type]
+    for state in CompartmentState:
+        assert CompartmentState.AVAILABLE in _reachable(table, state)  # type: ignore[arg-type]
+
+
+def test_the_happy_paths() -> None:
+    state: str = OrderState.CREATED
+    for trigger in ("assign", "deposit", "start_cycle", "complete_cycle", "pick_up"):
+        state = order.next_state(state, OrderTrigger(trigger))
+    assert state == OrderState.PICKED_UP
+    cstate: str = CompartmentState.AVAILABLE
+    for ctrigger in (
+        "reserve",
+        "occupy",
+        "start_cycle",
+        "complete_cycle",
+        "empty",
+        "complete_cleaning",
+    ):
+        cstate = compartment.next_state(cstate, CompartmentTrigger(ctrigger))
+    assert cstate == CompartmentState.AVAILABLE
+
+
+@given(st.lists(st.sampled_from(list(OrderTrigger)), max_size=40))
+def test_any_sequence_of_order_triggers_follows_the_table(triggers: list[OrderTrigger]) -> None:
+    state: str = OrderState.CREATED
+    for trigger in triggers:
+        if (OrderState(state), trigger) in order.TRANSITIONS:
+            new = order.next_state(state, trigger)
+            assert new == order.TRANSITIONS[(OrderState(state), trigger)]
+            state = new
+        else:
+            with pytest.raises(order.IllegalOrderTransition):
+                order.next_state(state, trigger)
+        # a food-holding order is never both picked up and still holding
+        assert not (state in order.TERMINAL and state in order.HOLDING)
+
+
+@given(st.lists(st.sampled_from(list(CompartmentTrigger)), max_size=40))
+def test_a_compartment_is_never_reserved_twice(triggers: list[CompartmentTrigger]) -> None:
+    state: str = CompartmentState.AVAILABLE
+    for trigger in triggers:
+        try:
+            new = compartment.next_state(state, trigger)
+        except compartment.IllegalCompartmentTransition:
+            continue
+        if trigger == CompartmentTrigger.RESERVE:
+            assert state == CompartmentState.AVAILABLE  # only a free one can be reserved
+        state = new
+
+
+@given(st.text(max_size=20), st.sampled_from(list(OrderTrigger)))
+def test_unknown_states_are_refused_not_crashed(state: str, trigger: OrderTrigger) -> None:
+    if state in set(OrderState):
+        return
+    with pytest.raises(order.IllegalOrderTransition):
+        order.next_state(state, trigger)
+
+
+async def test_two_racing_steps_one_winner(world: World, service: ServiceContext) -> None:
+    from locker_service.orders.schemas import OrderCreate
+    from locker_service.orders.service import create
+
+    async with session_scope(service.sessionmaker) as session:
+        merchant = await session.get(
+            __import__("locker_service.models", fromlist=["Merchant"]).Merchant, world.merchant_id
+        )
+        assert merchant is not None
+        created, _ = await create(
+            session,
+            service.settings,
+            None,
+            merchant,
+            OrderCreate(**world.order_body("race")),  # type: ignore[arg-type]
+        )
+
+    async def cancel() -> str:
+        try:
+            async with session_scope(service.sessionmaker) as session:
+                fresh = await session.get(Order, created.id)
+                assert fresh is not None
+                await asyncio.sleep(0.05)  # both have read `created` before either writes
+                await repository.transition(session, fresh, OrderTrigger.CANCEL, actor_type="test")
+            return "won"
+        except (repository.OrderChanged, order.IllegalOrderTransition):
+            # PostgreSQL: the loser's UPDATE ... WHERE state = 'created' matches nothing.
+            # SQLite: writers queue, so the loser reads 'cancelled' and the table refuses.
+            return "lost"
+
+    results = await asyncio.gather(cancel(), cancel())
+    assert sorted(results) == ["lost", "won"]
+    async with service.sessionmaker() as session:
+        stored = await session.get(Order, uuid.UUID(str(created.id)))
+    assert stored is not None and stored.state == "cancelled" and stored.version == 2

@@ -1,0 +1,225 @@
+"""Pickup codes: wrong, reused, early, expired and brute-forced codes open nothing; the kill
+switch freezes openings; the scanner path takes the QR token or the page URL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from locker_service.config import Settings
+from locker_service.context import ServiceContext
+from locker_service.models import Kiosk, Order, PickupAttempt
+from locker_service.pickup import codes
+from locker_service.pickup import service as pickup_service
+from locker_service.timers.loop import TimerLoop
+from tests.locker_service.conftest import make_settings
+from tests.locker_service.world import (
+    FakeKiosk,
+    World,
+    create_order,
+    event,
+    make_ready,
+    token_of,
+)
+
+HOLD_LIMIT_S = 1.5
+LOCKOUT_S = 2.0
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url, hold_limit_s=HOLD_LIMIT_S, pickup_lockout_s=LOCKOUT_S)
+
+
+async def _pickup(client: httpx.AsyncClient, world: World, code: str) -> httpx.Response:
+    return await client.post("/api/v1/kiosk/pickup", json={"code": code}, headers=world.kiosk())
+
+
+def _code(settings: Settings, order: dict[str, object]) -> str:
+    return codes.fallback_code(settings.secret_key, token_of(order))  # type: ignore[arg-type]
+
+
+async def test_wrong_and_malformed_codes_open_nothing(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, _ = await make_ready(app_client, world, service)
+    right = _code(service.settings, order)
+    wrong = f"{(int(right) + 1) % 10**8:08d}"
+    before = fake_kiosk.unlocks()
+    refused = await _pickup(app_client, world, wrong)
+    assert refused.status_code == 403 and refused.json()["error"] == "invalid_code"
+    malformed = await _pickup(app_client, world, "12ab")
+    assert malformed.status_code == 400 and malformed.json()["error"] == "malformed_code"
+    assert fake_kiosk.unlocks() == before
+
+
+async def test_a_code_opens_once(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await make_ready(app_client, world, service)
+    code = _code(service.settings, order)
+    assert (await _pickup(app_client, world, f"{code[:4]} {code[4:]}")).status_code == 200
+    again = await _pickup(app_client, world, code)  # door not even shut yet
+    assert again.status_code == 409 and again.json()["error"] == "code_used"
+    await event(service, world, "door_opened", n)
+    await event(service, world, "item_removed", n)
+    await event(service, world, "door_closed", n)
+    after = await _pickup(app_client, world, code)
+    assert after.status_code == 409 and after.json()["error"] == "code_used"
+    assert fake_kiosk.unlocks().count(n) == 2  # drop-off and the one pickup
+
+
+async def test_food_left_inside_gives_the_code_back(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    order, n = await make_ready(app_client, world, service)
+    code = _code(service.settings, order)
+    assert (await _pickup(app_client, world, code)).status_code == 200
+    await event(service, world, "door_opened", n)
+    await event(service, world, "door_closed", n)
+    assert (await _pickup(app_client, world, code)).status_code == 200
+
+
+async def test_a_code_before_ready_is_refused(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order = await create_order(app_client, world)
+    code = _code(service.settings, order)
+    answer = await _pickup(app_client, world, code)
+    # no compartment yet: the code cannot name anything at this kiosk
+    assert answer.status_code == 403
+    await app_client.post(
+        "/api/v1/kiosk/dropoff",
+        json={
+            "courier_code": world.courier_code,
+            "pin": world.courier_pin,
+            "order_ref": order["external_ref"],
+        },
+        headers=world.kiosk(),
+    )
+    early = await _pickup(app_client, world, code)
+    assert early.status_code == 409 and early.json()["error"] == "not_ready"
+    assert len(fake_kiosk.unlocks()) == 1  # the courier's
+
+
+async def test_an_expired_code_is_refused(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, _ = await make_ready(app_client, world, service)
+    await asyncio.sleep(HOLD_LIMIT_S + 0.2)
+    await TimerLoop(service).run_due()
+    async with service.sessionmaker() as session:
+        stored = await session.get(Order, uuid.UUID(order["id"]))
+    assert stored is not None and stored.state == "expired"
+    before = fake_kiosk.unlocks()
+    answer = await _pickup(app_client, world, _code(service.settings, order))
+    assert answer.status_code == 409 and answer.json()["error"] == "code_expired"
+    assert fake_kiosk.unlocks() == before
+    page = (await app_client.get(f"/api/v1/p/{token_of(order)}")).json()
+    assert page["fallback_code"] is None
+
+
+async def test_brute_force_locks_out_even_the_right_code(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, _ = await make_ready(app_client, world, service)
+    right = _code(service.settings, order)
+    before = fake_kiosk.unlocks()
+    limit = service.settings.pickup_max_failures_per_source
+    guesses = [f"{(int(right) + i) % 10**8:08d}" for i in range(1, limit + 1)]
+    for guess in guesses:
+        assert (await _pickup(app_client, world, guess)).status_code == 403
+    locked = await _pickup(app_client, world, right)
+    assert locked.status_code == 429 and locked.json()["error"] == "locked_out"
+    assert 0 < int(locked.headers["Retry-After"]) <= LOCKOUT_S + 1
+    assert fake_kiosk.unlocks() == before
+    await asyncio.sleep(LOCKOUT_S + 0.2)
+    assert (await _pickup(app_client, world, right)).status_code == 200
+
+
+async def test_many_sources_guessing_at_one_kiosk_lock_the_kiosk(
+    world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    async with service.sessionmaker() as session:
+        kiosk = await session.get(Kiosk, world.kiosk_id)
+    assert kiosk is not None
+    limit = service.settings.pickup_max_failures_per_kiosk
+    for i in range(limit):
+        with pytest.raises(pickup_service.InvalidCode):
+            await pickup_service.pickup(
+                service, kiosk, source=f"screen:10.0.0.{i}", code="00000000"
+            )
+    with pytest.raises(Exception) as locked:
+        await pickup_service.pickup(service, kiosk, source="screen:10.9.9.9", code="00000001")
+    assert getattr(locked.value, "code", None) == "locked_out"
+    async with service.sessionmaker() as session:
+        failures = (
+            await session.scalars(select(PickupAttempt).where(PickupAttempt.ok.is_(False)))
+        ).all()
+    assert len(failures) == limit + 1
+    assert fake_kiosk.unlocks() == []
+
+
+async def test_kill_switch_freezes_code_and_remote_openings(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await make_ready(app_client, world, service)
+    engage = await app_client.post(
+        f"/api/v1/operator/sites/{world.site_id}/kill-switch",
+        json={"engaged": True, "reason": "mass opening seen"},
+        headers=world.operator(),
+    )
+    assert engage.status_code == 200 and engage.json()["kill_switch_engaged"] is True
+    before = fake_kiosk.unlocks()
+    frozen = await _pickup(app_client, world, _code(service.settings, order))
+    assert frozen.status_code == 403 and frozen.json()["error"] == "kill_switch_engaged"
+    kiosk = (
+        await app_client.get(f"/api/v1/operator/kiosks/{world.kiosk_id}", headers=world.operator())
+    ).json()
+    compartment_id = next(c["id"] for c in kiosk["compartments"] if c["number"] == n)
+    remote = await app_client.post(
+        f"/api/v1/operator/compartments/{compartment_id}/open",
+        json={"reason": "purchaser lost phone"},
+        headers=world.operator(),
+    )
+    assert remote.status_code == 403 and remote.json()["error"] == "kill_switch_engaged"
+    assert fake_kiosk.unlocks() == before
+    alerts = (await app_client.get("/api/v1/operator/alerts", headers=world.operator())).json()
+    assert [a["kind"] for a in alerts] == ["kill_switch"]
+    await app_client.post(
+        f"/api/v1/operator/sites/{world.site_id}/kill-switch",
+        json={"engaged": False, "reason": "all clear"},
+        headers=world.operator(),
+    )
+    assert (await _pickup(app_client, world, _code(service.settings, order))).status_code == 200
+
+
+async def test_scanner_takes_the_token_or_the_page_url(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    first, n1 = await make_ready(app_client, world, service)
+    second, n2 = await make_ready(app_client, world, service)
+    results: list[dict[str, object]] = []
+    publish = service.hub.publish
+
+    def recording(kind: str, data: dict[str, object], site_id: int | None = None) -> None:
+        if kind == "pickup":
+            results.append(data)
+        publish(kind, data, site_id)
+
+    service.hub.publish = recording  # type: ignore[method-assign]
+    await event(service, world, "scan", None, text=token_of(first))
+    await event(service, world, "scan", None, text=first["purchaser_url"])  # used already
+    await event(service, world, "scan", None, text=str(second["purchaser_url"]))
+    await event(service, world, "scan", None, text="hello world")
+    assert [(r["ok"], r.get("compartment"), r.get("error")) for r in results] == [
+        (True, n1, None),
+        (False, None, "code_used"),
+        (True, n2, None),
+        (False, None, "invalid_code"),
+    ]
+    assert fake_kiosk.unlocks()[-2:] == [n1, n2]
