@@ -7,7 +7,6 @@ or a test sees a 30-minute disinfection cycle in seconds (DESIGN.md, "Time").
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import socket
 from functools import lru_cache

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_PROBE_TIMEOUT_S = 3.0  # a broker answers CONNECT in milliseconds; 3 s covers a busy one
 SUBACK_TIMEOUT_S = 5.0  # same reasoning for SUBSCRIBE; beyond this the link reports not ready
-SESSION_EXPIRY_S = 24 * 3600  # a service down for up to a day still gets the events it missed
+SESSION_EXPIRY_S = 3600  # restarts and deploys take minutes; see ADR 0040 for why not longer
 RECONNECT_MIN_DELAY_S = 1
 RECONNECT_MAX_DELAY_S = 30  # a broker back after an outage is found within half a minute
 # MQTT 5 CONNACK "unsupported protocol version" and its MQTT 3.1.1 counterpart (return code 1).
