@@ -27,8 +27,11 @@ AXE_VERSION = "4.11.4"  # pinned: a new axe release may add rules and fail a pag
 AXE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smart-food-locker"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Headless Chromium for one test module. Not per session: Playwright's sync API keeps an
+    event loop running in the main thread while it is open, which later asyncio tests (here and
+    in other packages) cannot share."""
     if not os.path.exists(CHROMIUM):
         unavailable("Debian chromium is not installed (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
