@@ -520,3 +520,16 @@ async def test_tls_with_a_private_ca_and_a_password(
             await link.command("k1", "unlock", 1, {}, timeout_s=1)
     finally:
         await link.stop()
+
+
+def test_the_default_replica_id_survives_a_restart_and_fits_a_topic() -> None:
+    """A restarted service must come back under the same MQTT client id to get its session."""
+    from locker_service.config import Settings
+    from locker_service.kiosk_link.config import REPLICA_ID_PATTERN
+
+    first = Settings(database_url="postgresql://db/locker").replica_id
+    again = Settings(database_url="postgresql://db/locker").replica_id
+    other = Settings(database_url="sqlite:///elsewhere.db").replica_id
+    assert first == again != other
+    assert REPLICA_ID_PATTERN.match(first)
+    assert Settings(replica_id="service-1").replica_id == "service-1"
