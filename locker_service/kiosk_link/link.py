@@ -649,6 +649,8 @@ class KioskLink:
             await self._publish_live_async(item.kiosk_id, item.kind, item.payload)
 
     def _publish_live(self, kiosk_id: str, kind: MessageKind, payload: BaseModel) -> None:
+        if self._hub.subscriber_count == 0:
+            return  # nobody watching: spare the serialisation (telemetry is hundreds a second)
         if self._sites is None:
             self._hub.publish(_live_kind(kind), _live_data(kiosk_id, payload), None)
             return
@@ -660,6 +662,8 @@ class KioskLink:
     async def _publish_live_async(
         self, kiosk_id: str, kind: MessageKind, payload: BaseModel
     ) -> None:
+        if self._hub.subscriber_count == 0:
+            return
         site_id = None
         if self._sites is not None:
             try:
