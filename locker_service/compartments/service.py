@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +27,9 @@ UNLOCK_PULSE_MS = 500  # long enough for the solenoid latch on every board we kn
 # An authorised opening explains a door_opened event this long after it (nominal seconds): the
 # unlock deadline plus the time a person takes to pull the door.
 AUTHORISATION_WINDOW_S = 120.0
+# The kiosk's clock and ours may differ a little; an event stamped slightly before the
+# authorisation (kiosk clock behind) is still explained by it.
+CLOCK_SKEW = timedelta(seconds=5)
 
 
 class UnlockFailed(ServiceUnavailable):
@@ -108,23 +111,31 @@ async def _withdraw(ctx: ServiceContext, opening_id: int) -> None:
         )
 
 
+def authorisation_window_s(ctx: ServiceContext) -> float:
+    """How long an authorised opening may wait for its door (real seconds)."""
+    return max(ctx.settings.scaled(AUTHORISATION_WINDOW_S), ctx.settings.command_timeout_s * 2)
+
+
 async def explain_opening(
-    session: AsyncSession, ctx: ServiceContext, compartment: Compartment
+    session: AsyncSession, ctx: ServiceContext, compartment: Compartment, opened_at: datetime
 ) -> DoorOpening | None:
-    """The authorised opening behind a door that just opened, marked as used; None if none."""
-    since = utcnow() - timedelta(
-        seconds=max(ctx.settings.scaled(AUTHORISATION_WINDOW_S), ctx.settings.command_timeout_s * 2)
-    )
+    """The authorised opening behind a door that opened at `opened_at`, marked as used.
+
+    Matched on the event's own time, so an event handled late (after a restart) still finds the
+    reason it was opened.
+    """
+    window = timedelta(seconds=authorisation_window_s(ctx))
     opening = await session.scalar(
         select(DoorOpening)
         .where(
             DoorOpening.compartment_id == compartment.id,
             DoorOpening.door_opened_at.is_(None),
-            DoorOpening.at >= since,
+            DoorOpening.at >= opened_at - window,
+            DoorOpening.at <= opened_at + CLOCK_SKEW,
         )
         .order_by(DoorOpening.at.desc())
         .limit(1)
     )
     if opening is not None:
-        opening.door_opened_at = utcnow()
+        opening.door_opened_at = opened_at
     return opening

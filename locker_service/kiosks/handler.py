@@ -197,7 +197,7 @@ class StoryHandler:
         kind = event.type
         if kind == "door_opened":
             c.door_open = True
-            opening = await doors.explain_opening(session, self.ctx, c)
+            opening = await doors.explain_opening(session, self.ctx, c, event.ts)
             if opening is None:
                 session.add(
                     DoorOpening(

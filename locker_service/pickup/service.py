@@ -23,6 +23,8 @@ from locker_service.models import Compartment, Kiosk, Order, PickupAttempt, Site
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
 from locker_service.pickup import codes, throttle
+from locker_service.timers import service as timers
+from locker_service.timers.service import TimerKind
 
 log = logging.getLogger(__name__)
 
@@ -112,31 +114,42 @@ async def pickup(
     if site is not None and site.kill_switch_engaged:
         raise KillSwitchEngaged("openings are frozen at this site: please ask staff")
 
+    opening_id: int | None = None
+    compartment: Compartment | None = None
     async with session_scope(ctx.sessionmaker) as session:
         order = await _find(session, settings.secret_key, kiosk, code=code, token=token)
         refusal = await _refusal(session, ctx, kiosk, order, limits, since)
-        if (
-            refusal is None
-            and order is not None
-            and not await orders.mark_code_used(session, order, utcnow())
-        ):
-            refusal = Conflict("this code has been used already", code="code_used")
-    if refusal is not None or order is None:
+        if refusal is None and order is not None:
+            if await orders.mark_code_used(session, order, utcnow()):
+                # One transaction: the code's single use, the audited reason to open, and the
+                # timer that gives the code back should the door never open (e.g. the service
+                # dies before the unlock leaves).
+                compartment = await session.get(Compartment, order.compartment_id)
+                assert compartment is not None
+                opening = doors.authorise(
+                    session, compartment, who="purchaser", why="pickup", order_id=order.id
+                )
+                orders.add_event(session, order.id, "purchaser", source, "code_accepted", {})
+                session.add(
+                    PickupAttempt(
+                        kiosk_id=kiosk.id, source=source, order_id=order.id, at=utcnow(), ok=True
+                    )
+                )
+                timers.schedule(
+                    session,
+                    TimerKind.CODE_RELEASE,
+                    utcnow() + timedelta(seconds=doors.authorisation_window_s(ctx)),
+                    order_id=order.id,
+                    compartment_id=compartment.id,
+                )
+                await session.flush()
+                opening_id = opening.id
+            else:
+                refusal = Conflict("this code has been used already", code="code_used")
+    if refusal is not None or order is None or compartment is None or opening_id is None:
         await _record(ctx, kiosk, source, order, False)
         raise refusal or InvalidCode("this code does not open anything here")
 
-    async with session_scope(ctx.sessionmaker) as session:
-        compartment = await session.get(Compartment, order.compartment_id)
-        assert compartment is not None
-        opening = doors.authorise(
-            session, compartment, who="purchaser", why="pickup", order_id=order.id
-        )
-        orders.add_event(session, order.id, "purchaser", source, "code_accepted", {})
-        session.add(
-            PickupAttempt(kiosk_id=kiosk.id, source=source, order_id=order.id, at=utcnow(), ok=True)
-        )
-        await session.flush()
-        opening_id = opening.id
     try:
         reply = await doors.unlock(ctx, kiosk, compartment, opening_id)
     except CommandTimeout:

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
+
 from locker_service.alerts.service import raise_alert
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
@@ -20,7 +22,7 @@ from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosk_link.errors import KioskLinkError
 from locker_service.kiosks.story import Story
-from locker_service.models import Compartment, Kiosk, Order, Timer, utcnow
+from locker_service.models import Compartment, DoorOpening, Kiosk, Order, Timer, utcnow
 from locker_service.orders import outbox
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
@@ -226,6 +228,25 @@ async def order_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
     return None
 
 
+async def code_release(ctx: ServiceContext, timer: Timer) -> datetime | None:
+    """The code was accepted but its door never opened: the purchaser may use it again."""
+    async with session_scope(ctx.sessionmaker) as session:
+        order = await session.get(Order, timer.order_id) if timer.order_id else None
+        if order is None or order.state != OrderState.READY or order.code_used_at is None:
+            return None
+        opened = await session.scalar(
+            select(DoorOpening.id).where(
+                DoorOpening.order_id == order.id,
+                DoorOpening.why == "pickup",
+                DoorOpening.door_opened_at >= order.code_used_at,
+            )
+        )
+        if opened is None:
+            await orders.mark_code_used(session, order, None)
+            orders.add_event(session, order.id, "system", None, "code_returned", {})
+    return None
+
+
 HANDLERS: dict[str, Handler] = {
     TimerKind.START_HOLD_CYCLE: start_hold_cycle,
     TimerKind.START_CLEANING: start_cleaning,
@@ -234,4 +255,5 @@ HANDLERS: dict[str, Handler] = {
     TimerKind.REMINDER: reminder,
     TimerKind.HOLD_EXPIRY: hold_expiry,
     TimerKind.ORDER_EXPIRY: order_expiry,
+    TimerKind.CODE_RELEASE: code_release,
 }

@@ -26,6 +26,7 @@ class TimerKind(StrEnum):
     REMINDER = "reminder"  # food has waited 30 minutes
     HOLD_EXPIRY = "hold_expiry"  # hold limit reached: expired
     ORDER_EXPIRY = "order_expiry"  # never dropped off
+    CODE_RELEASE = "code_release"  # a used code whose door never opened becomes valid again
 
 
 def schedule(
