@@ -29,7 +29,11 @@ def channels_for(
     if "://" in contact:
         if not allow_contact_urls:
             raise NoChannel("contacts given as notification URLs are switched off")
-        return [contact]
+        # Several URLs are separated by white space (not commas: `to=a@x,b@y` is one URL).
+        urls = contact.split()
+        if not all("://" in url for url in urls):
+            raise NoChannel("every part of a contact given as URLs must be a URL")
+        return urls
     if EMAIL_RE.match(contact):
         if not email_url:
             raise NoChannel("no e-mail channel configured (LOCKER_NOTIFY_EMAIL_URL)")

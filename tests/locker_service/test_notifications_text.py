@@ -28,6 +28,12 @@ def test_contacts_map_to_the_configured_channels() -> None:
         "twilio://sid:tok@+15550001111/+8613800138000"
     ]
     assert channels_for("wecombot://key", **kw) == ["wecombot://key"]
+    assert channels_for("json://h/a\n mailto://h?to=a@x,b@y", **kw) == [
+        "json://h/a",
+        "mailto://h?to=a@x,b@y",
+    ]
+    with pytest.raises(NoChannel, match="must be a URL"):
+        channels_for("json://h/a alice", **kw)
     with pytest.raises(NoChannel):
         channels_for("not a contact", **kw)
     with pytest.raises(NoChannel, match="switched off"):
