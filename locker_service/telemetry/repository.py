@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import insert, select
+from sqlalchemy import ColumnElement, Integer, cast, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from locker_service.models import Compartment, Kiosk, TemperatureReading
@@ -93,3 +93,62 @@ async def readings_between(
         .order_by(TemperatureReading.ts)
     )
     return [ReadingRow(*row) for row in result]
+
+
+def _in_window(
+    kiosk_id: int, number: int, start: datetime, end: datetime
+) -> list[ColumnElement[bool]]:
+    return [
+        TemperatureReading.kiosk_id == kiosk_id,
+        TemperatureReading.number == number,
+        TemperatureReading.ts >= start,
+        TemperatureReading.ts <= end,
+    ]
+
+
+async def count_between(
+    session: AsyncSession, kiosk_id: int, number: int, start: datetime, end: datetime
+) -> int:
+    query = select(func.count()).where(*_in_window(kiosk_id, number, start, end))
+    return int(await session.scalar(query) or 0)
+
+
+async def buckets_between(
+    session: AsyncSession,
+    kiosk_id: int,
+    number: int,
+    start: datetime,
+    end: datetime,
+    bucket_s: int,
+) -> Sequence[ReadingRow]:
+    """One row per `bucket_s` slice of the window, aggregated in the database: the slice's last
+    timestamp, mean temperature, highest setpoint, heater on if it was on at all. A week of
+    readings every few seconds is far too many rows to carry into Python for one chart."""
+    epoch: ColumnElement[Any]
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        epoch = func.extract("epoch", TemperatureReading.ts)
+    else:
+        epoch = cast(func.strftime("%s", TemperatureReading.ts), Integer)
+    bucket = func.floor(epoch / bucket_s).label("bucket")
+    result = await session.execute(
+        select(
+            func.max(TemperatureReading.ts),
+            func.avg(TemperatureReading.temp_c),
+            func.max(TemperatureReading.setpoint_c),
+            func.max(cast(TemperatureReading.heater, Integer)),
+        )
+        .where(*_in_window(kiosk_id, number, start, end))
+        .group_by(bucket)
+        .order_by(bucket)
+    )
+    return [
+        ReadingRow(
+            kiosk_id,
+            number,
+            ts,
+            round(float(temp), 2) if temp is not None else None,
+            setpoint,
+            bool(heater),
+        )
+        for ts, temp, setpoint, heater in result
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -53,13 +54,23 @@ async def history(
     session: AsyncSession, place: CompartmentPlace, hours: float, max_points: int, now: datetime
 ) -> TemperatureHistory:
     start = now - timedelta(hours=hours)
-    rows = await repository.readings_between(session, place.kiosk_id, place.number, start, now)
+    total = await repository.count_between(session, place.kiosk_id, place.number, start, now)
+    if total <= max_points:
+        rows = await repository.readings_between(session, place.kiosk_id, place.number, start, now)
+        points = downsample(rows, max_points)
+    else:
+        # Aggregate in the database, in slices sized so that at most max_points come back.
+        bucket_s = math.ceil((now - start).total_seconds() / (max_points - 1))
+        buckets = await repository.buckets_between(
+            session, place.kiosk_id, place.number, start, now, bucket_s
+        )
+        points = downsample(buckets, max_points)
     return TemperatureHistory(
         compartment_id=place.compartment_id,
         kiosk=place.kiosk_code,
         number=place.number,
         start=start,
         end=now,
-        readings_total=len(rows),
-        points=downsample(rows, max_points),
+        readings_total=total,
+        points=points,
     )
