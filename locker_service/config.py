@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     notify_poll_s: float = Field(default=0.5, gt=0)  # real seconds between outbox polls
     notify_lease_s: float = Field(default=120.0, gt=0)  # a send taking longer is retried
     notify_send_timeout_s: float = Field(default=30.0, gt=0)
+    # Temperature readings older than this are deleted (wall-clock days, not scaled).
+    telemetry_retention_days: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _stable_replica_id(self) -> Settings:

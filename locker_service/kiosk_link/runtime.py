@@ -15,6 +15,7 @@ from locker_service.notifications.worker import OutboxWorker
 from locker_service.telemetry.alerts import AlertServiceSink
 from locker_service.telemetry.ingest import TelemetryIngest
 from locker_service.telemetry.monitor import HoldingMonitor
+from locker_service.telemetry.retention import RetentionLoop
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 @dataclass(eq=False)  # identity: kept in the metrics collector's weak set
 class Edges:
     ingest: TelemetryIngest
+    retention: RetentionLoop
     link: KioskLink | None
     outbox: OutboxWorker | None
 
@@ -31,6 +33,7 @@ class Edges:
         if self.link is not None:
             await self.link.stop()
         await self.ingest.stop()
+        await self.retention.stop()
         if self.outbox is not None:
             await self.outbox.stop()
 
@@ -55,7 +58,9 @@ async def start_edges(ctx: ServiceContext, handler: KioskHandler) -> Edges:
     )
     await ingest.start()
     ctx.components["telemetry_ingest"] = ingest
-    edges = Edges(ingest, None, None)
+    retention = RetentionLoop(ctx.engine, settings.telemetry_retention_days)
+    await retention.start()
+    edges = Edges(ingest, retention, None, None)
     COLLECTOR.add(edges)
     try:
         if settings.kiosk_link_enabled:

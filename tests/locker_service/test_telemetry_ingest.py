@@ -339,3 +339,25 @@ async def test_floor_alerts_are_raised_once_and_resolved_in_the_alerts_table(
     async with sessionmaker() as session:
         states = {a.kind: a.state for a in (await session.scalars(select(Alert))).all()}
     assert states == {"below_floor": "resolved", "above_ceiling": "resolved"}
+
+
+async def test_readings_past_retention_are_pruned_in_chunks(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from locker_service.telemetry import retention
+
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker))
+    now = datetime.now(UTC)
+    for days in (45, 40, 31):
+        for i in range(10):
+            ts = now - timedelta(days=days, minutes=i)
+            ingest.submit(seeded.kiosk_code, telemetry(ts, {1: 65.0}))
+    for i in range(5):
+        ingest.submit(seeded.kiosk_code, telemetry(now - timedelta(days=29, minutes=i), {1: 65.0}))
+    await ingest.flush()
+    monkeypatch.setattr(retention, "PRUNE_CHUNK_ROWS", 7)
+    assert await retention.prune_before(engine, now - timedelta(days=30)) == 30
+    assert await count_readings(engine) == 5
+    assert await retention.prune_before(engine, now - timedelta(days=30)) == 0
