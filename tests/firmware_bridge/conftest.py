@@ -17,6 +17,7 @@ from tests.firmware_bridge.harness import (
     new_kiosk_id,
     running_bridge,
     simulator,
+    wait_ready,
 )
 from tests.support.mosquitto import MosquittoProcess
 
@@ -54,11 +55,7 @@ def kiosk(private_mosquitto: MosquittoProcess, tmp_path: Path) -> Iterator[Kiosk
                     lambda: any(s.get("board_online") for s in observer.on(observer.topics.status)),
                     "the bridge to report the board online",
                 )
-                # Polled at least once: from here on every change of the board is news.
-                observer.wait(
-                    lambda: all(observer.snapshot(n) for n in range(1, 13)),
-                    "a snapshot of every compartment",
-                )
+                wait_ready(observer, bridge)
                 yield Kiosk(
                     sim, private_mosquitto, observer, settings, bridge, board_path, scanner_path
                 )

@@ -209,3 +209,18 @@ def simulator(compartments: int = 12, time_scale: float = 20.0) -> Iterator[Simu
 
 def pulses(sim: Simulator, n: int) -> int:
     return sim.truth().compartments[n - 1].lock_pulses
+
+
+def wait_ready(observer: Observer, bridge: Bridge, compartments: int = 12) -> None:
+    """Broker connected, board polled, scanner port open: nothing from here on is missed.
+
+    (Bytes a scanner sends before the bridge opens its port are flushed by the open.)
+    """
+    observer.wait(lambda: bridge.link.connected.is_set(), "bridge connected to the broker")
+    observer.wait(
+        lambda: all(observer.snapshot(n) for n in range(1, compartments + 1)),
+        "a snapshot of every compartment",
+    )
+    scanner = bridge.scanner
+    if scanner is not None:
+        observer.wait(lambda: scanner.transport.is_open, "scanner port open")

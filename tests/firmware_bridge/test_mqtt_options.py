@@ -21,6 +21,7 @@ from tests.firmware_bridge.harness import (
     pulses,
     running_bridge,
     simulator,
+    wait_ready,
 )
 from tests.support.mosquitto import MosquittoProcess, free_port, wait_for_port
 
@@ -34,7 +35,7 @@ def round_trip(broker_url: str, observer: Observer, tmp_path: Path, **extra: obj
             kiosk_id, broker_url, board, scanner, tmp_path / "data", TIME_SCALE, **extra
         )
         with running_bridge(settings) as bridge:
-            observer.wait(lambda: bridge.link.connected.is_set(), "bridge connected", 15)
+            wait_ready(observer, bridge)
             observer.wait(
                 lambda: (
                     observer.on(observer.topics.status)
