@@ -229,3 +229,97 @@ def visible_button_sizes(page: Any, selector: str) -> list[tuple[str, float, flo
         })""",
     )
     return sizes
+
+
+class ManagedProcess:
+    """A child process of the test with its output in a log file; stopped with SIGTERM."""
+
+    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = {**os.environ, **env}
+        self.log_path = log_dir / f"{name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        with self.log_path.open("wb") as log:
+            self._proc = subprocess.Popen(
+                self.argv, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def wait_http(self, url: str, timeout_s: float = SERVICE_START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited:\n{self.log[-3000:]}")
+            try:
+                if httpx.get(url, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not answer {url}:\n{self.log[-3000:]}")
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+
+class WebhookInbox:
+    """A local HTTP receiver standing in for the purchaser's phone: Apprise `json://` posts."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        inbox = self
+        self.messages: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                payload = json.loads(self.rfile.read(length) or b"{}")
+                with inbox._lock:
+                    inbox.messages.append(payload)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self.url = f"json://127.0.0.1:{self.port}/purchaser"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def wait_for(self, needle: str, timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                for message in self.messages:
+                    if needle in str(message.get("message", "")):
+                        return message
+            time.sleep(0.2)
+        raise AssertionError(f"no message containing {needle!r}; got {self.messages!r}")
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -5,6 +5,7 @@ Runs the service as a real process; the screen signs in with a real kiosk token.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,87 @@ def test_a_screen_without_a_token_asks_for_one(
     page.get_by_role("button", name="Save").click()
     page.get_by_role("button", name="Collect food").wait_for()
     context.close()
+
+
+def order_for(service: ServiceProcess, seed: Seed) -> str:
+    site = service.api("GET", "/api/v1/operator/sites", seed.operator_token).json()[0]["code"]
+    ref = f"NB-{uuid.uuid4().hex[:6]}"
+    answer = service.api(
+        "POST",
+        "/api/v1/orders",
+        headers={"X-API-Key": seed.merchant_key},
+        json={
+            "external_ref": ref,
+            "site": site,
+            "purchaser_name": "Pat",
+            "purchaser_contact": "json://127.0.0.1:9/never",
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    return ref
+
+
+def drop_off(page: Any, courier: str, pin: str, order_ref: str) -> None:
+    page.get_by_role("button", name="Deliver food").click()
+    page.get_by_label("Type your courier ID.").fill(courier)
+    page.get_by_role("button", name="Next").click()
+    for digit in pin:
+        page.get_by_role("button", name=digit, exact=True).click()
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Type the order reference, or scan the order label.").fill(order_ref)
+    page.get_by_role("button", name="Open", exact=True).click()
+
+
+def type_code(page: Any, code: str) -> None:
+    for digit in code:
+        page.get_by_role("button", name=digit, exact=True).click()
+    page.get_by_role("button", name="Open", exact=True).click()
+
+
+def test_every_refusal_is_said_plainly_and_nothing_opens(
+    browser: Any,
+    seeded_service: tuple[ServiceProcess, Seed],
+    axe_source: str,
+    screenshots: Path,
+) -> None:
+    service, seed = seeded_service
+    ref = order_for(service, seed)
+    page = kiosk_page(browser, service, seed)
+    error = page.locator("#error-text")
+
+    drop_off(page, seed.courier_code, "999999", ref)
+    expect(error).to_have_text("Courier ID or PIN is wrong.")
+    assert serious_accessibility_violations(page, axe_source) == []
+    page.screenshot(path=screenshots / "kiosk-refused-pin.png")
+    page.get_by_role("button", name="Start over").click()
+
+    drop_off(page, seed.courier_code, seed.courier_pin, "NO-SUCH-ORDER")
+    expect(error).to_have_text("No order with this reference is waiting at this locker.")
+    page.get_by_role("button", name="Start over").click()
+
+    # The kiosk link is off in this service: the compartment cannot be opened, and it says so.
+    drop_off(page, seed.courier_code, seed.courier_pin, ref)
+    expect(error).to_have_text("The locker is not reachable right now. Please try again shortly.")
+    page.get_by_role("button", name="Start over").click()
+
+    page.get_by_role("button", name="Collect food").click()
+    type_code(page, "12345678")
+    expect(error).to_have_text(
+        "This code does not open anything here. Please check it and try again."
+    )
+    page.get_by_role("button", name="中文").click()
+    expect(error).to_have_text("该取餐码无法在此开柜，请检查后重试。")
+    page.get_by_role("button", name="English").click()
+    # "Try again" goes back to an empty keypad; after enough wrong codes the kiosk locks out.
+    for _ in range(8):
+        page.get_by_role("button", name="Try again").click()
+        expect(page.locator("#pickup-display")).to_have_text("")
+        type_code(page, "87654321")
+        expect(error).not_to_have_text("")
+        if "Too many" in error.inner_text():
+            break
+    expect(error).to_have_text("Too many wrong attempts. Please wait a few minutes and try again.")
+    page.screenshot(path=screenshots / "kiosk-refused-locked-out.png")
+    orders = service.api("GET", "/api/v1/operator/orders", seed.operator_token).json()
+    assert [o["state"] for o in orders] == ["created"]  # nothing was opened or assigned
+    page.context.close()

@@ -427,7 +427,7 @@
       return;
     }
     $("orders").replaceChildren(
-      ...orders.slice(0, 50).map((o) =>
+      ...orders.filter((o) => !state.siteId || o.site_id === state.siteId).slice(0, 50).map((o) =>
         el("tr", {}, el("td", {}, o.external_ref), el("td", {}, o.purchaser_name || ""),
           el("td", {}, o.state), el("td", {}, compartmentLabel(o.compartment_id)),
           el("td", {}, fmtTime(o.created_at)))
@@ -481,7 +481,7 @@
     state.refetchTimer = setTimeout(async () => {
       try {
         if (what === "all") await loadSites();
-        else await Promise.all([loadKiosk(), loadAlerts()]);
+        else await Promise.all([loadKiosk(), loadAlerts(), loadOrders()]);
       } catch (err) {
         console.warn("refetch failed", err);
       }

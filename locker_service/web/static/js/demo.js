@@ -8,7 +8,9 @@
 "use strict";
 
 (function () {
-  const POLL_MS = 1000;
+  // Twice a second: a released latch springs back after 60 simulated seconds, which is under a
+  // second of wall time at the fast time scales demos and tests use.
+  const POLL_MS = 500;
   const root = document.getElementById("demo");
   const SIM = root.dataset.simUrl;
   const $ = (id) => document.getElementById(id);
@@ -131,6 +133,22 @@
     return card;
   }
 
+  // A spring-loaded door swings open when its latch releases, as on most locker banks; with
+  // this off, the visitor pulls each door open by hand ("Open door").
+  const opening = new Set();
+
+  function springDoors(truth) {
+    if (!$("spring-doors").checked) return;
+    for (const c of truth.compartments) {
+      if (c.lock_released && !c.door_open && !opening.has(c.number)) {
+        opening.add(c.number);
+        control(`#${c.number} door swung open`, "openDoor", c.number, false).finally(() =>
+          opening.delete(c.number)
+        );
+      }
+    }
+  }
+
   let lastKey = "";
   let lobbyShown = false;
 
@@ -143,6 +161,7 @@
       return;
     }
     $("sim-conn").textContent = `simulator: ${truth.name}, ×${truth.time_scale}`;
+    springDoors(truth);
     if (!lobbyShown) {
       $("lobby-temp").value = truth.lobby_temp_c;
       lobbyShown = true;
