@@ -108,6 +108,7 @@ class Bridge:
         self._stopped = False
         self._thread = threading.Thread(target=self._board_loop, name="board", daemon=True)
         self._next_telemetry = 0.0
+        self._lease_handled = False  # setpoints already re-sent for the current lease expiry
         self._restore()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -386,10 +387,14 @@ class Bridge:
         count = self.info.compartments
         for first in range(1, count + 1, STATUS_PAGE):
             answer = self.board.status(first, min(STATUS_PAGE, count - first + 1))
-            if answer.board_flags & BoardFlags.HEATER_LEASE_EXPIRED and first == 1:
-                # The link was silent past the lease (a long outage of this PC): the board
-                # switched every heater off and waits for setpoints.
-                self._restore_setpoints("the heater lease had expired")
+            if first == 1:
+                lease_expired = bool(answer.board_flags & BoardFlags.HEATER_LEASE_EXPIRED)
+                if lease_expired and not self._lease_handled:
+                    # The link was silent past the lease (a long outage of this PC): the board
+                    # switched every heater off and waits for setpoints. Once per episode: with
+                    # no setpoint to give, the flag stays until the service sets one.
+                    self._restore_setpoints("the heater lease had expired")
+                self._lease_handled = lease_expired
             self._observe(answer.boot_id, list(answer.compartments))
             # Commands do not wait for the whole poll: the purchaser is standing there.
             self._serve_waiting_commands()
