@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,14 +51,14 @@ from firmware_bridge.wire import (
     StartDisinfectionArgs,
     Telemetry,
     UnlockArgs,
-    utcnow,
 )
 from hardware.protocol import BoardFlags, ErrorCode, HelloAnswer
 
 log = logging.getLogger(__name__)
 
-STATUS_PAGE = 12  # compartments per STATUS request: ~11 ms on the wire at 115200, so a command
-# never waits behind a long answer (24 records would be ~23 ms)
+# Compartments per STATUS request: ~11 ms on the wire at 115200, so a command never waits
+# behind a long answer (a full page of 24 records is ~23 ms).
+STATUS_PAGE = 12
 STORE_FILE = "bridge.sqlite3"
 HELLO_RETRY_CAP_S = 5.0  # an unreachable board is probed at least this often
 
@@ -75,10 +75,11 @@ class UnlockWatch:
 
 @dataclass(slots=True)
 class BoardInfo:
+    """What the last HELLO said, and whether the board answers now."""
+
     hello: HelloAnswer | None = None
     online: bool = False
     compartments: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Bridge:
@@ -153,9 +154,9 @@ class Bridge:
                 command = WireCommand.model_validate(record.command)
             except ValidationError:
                 continue
-            self._resume(command, record.status)
+            self._resume(command)
 
-    def _resume(self, command: WireCommand, status: str) -> None:
+    def _resume(self, command: WireCommand) -> None:
         """A command the previous run accepted but did not finish. Never execute twice."""
         if command.action == "unlock":
             # The pulse may or may not have happened: report what the board shows, never pulse.
@@ -597,6 +598,3 @@ def _short_errors(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in exc.errors()
     )[:500]
-
-
-__all__ = ["Bridge", "utcnow"]
