@@ -113,17 +113,26 @@ class Story:
     def _pulses(self, k: int) -> dict[int, int]:
         return {c["number"]: c["lock_pulses"] for c in self.actors.truth(k)["compartments"]}
 
-    def _only_this_opens(self, k: int, n_of: Any) -> int:
-        """Run `n_of()` (which makes the system unlock and names the compartment) and check
-        that exactly that compartment's lock was pulsed and released."""
+    def _opens_only_this(self, k: int, n_of: Any) -> int:
+        """Run `n_of()` (which makes the system unlock and names the compartment), open that
+        door as soon as its lock pulses, and check that no other lock at the kiosk pulsed."""
         with self.kiosk_locks[k]:
             before = self._pulses(k)
             n = int(n_of())
+            # The pulse count only grows, so a busy machine cannot miss it. A released latch
+            # springs back after 60 s nominal (half a second at 120x), so the hand is quick.
             wait_until(
-                lambda: self.actors.compartment(k, n)["lock_released"],
+                lambda: self.actors.compartment(k, n)["lock_pulses"] > before[n],
                 UNLOCK_WAIT_S,
                 f"compartment {n} of kiosk {k} to unlock",
+                step_s=0.02,
             )
+            pulsed_at = time.monotonic()
+            try:
+                self.actors.hands(k, "open", n)  # only a released latch lets the door open
+            except AssertionError as exc:
+                late_s = time.monotonic() - pulsed_at
+                raise AssertionError(f"{exc} ({late_s:.2f} s after the pulse)") from exc
             after = self._pulses(k)
         moved = {m: after[m] - before[m] for m in after if after[m] != before[m]}
         assert moved == {n: 1}, f"kiosk {k}: expected only compartment {n} to pulse, got {moved}"
@@ -145,16 +154,11 @@ class Story:
         played.order_id = created["id"]
         token = token_of(created["purchaser_url"])
 
-        played.compartment = n = self._only_this_opens(
+        played.compartment = n = self._opens_only_this(
             k, lambda: self.actors.dropoff(k, played.ref)["compartment"]
         )
-        self._hands(
-            k,
-            n,
-            ("open", {}),
-            ("place", {"mass_g": 450, "temp_c": FOOD_IN_C}),
-            ("close", {}),
-        )
+        time.sleep(HUMAN_PAUSE_S)
+        self._hands(k, n, ("place", {"mass_g": 450, "temp_c": FOOD_IN_C}), ("close", {}))
         played.deposited_at = time.monotonic()
 
         inbox = wait_until(
@@ -173,13 +177,14 @@ class Story:
             self.actors.scan(k, scanned)
             return n
 
-        self._only_this_opens(k, scan)
-        self._hands(k, n, ("open", {}), ("remove", {}), ("close", {}))
+        self._opens_only_this(k, scan)
+        time.sleep(HUMAN_PAUSE_S)
+        self._hands(k, n, ("remove", {}), ("close", {}))
         wait_until(
             lambda: self.actors.order(played.order_id)["state"] == "picked_up",
             PICKED_UP_WAIT_S,
             f"order {played.ref} picked up",
-            step_s=0.2,
+            step_s=0.5,
         )
         played.messages = len(self.phones.inbox(played.ref))
         return played
