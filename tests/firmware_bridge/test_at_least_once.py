@@ -4,7 +4,10 @@ expired and malformed commands are refused; the bridge carries on after garbage.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+from firmware_bridge.bridge import STORE_FILE
+from firmware_bridge.store import BridgeStore
 from tests.firmware_bridge.conftest import Kiosk
 from tests.firmware_bridge.harness import pulses, running_bridge
 
@@ -84,3 +87,27 @@ def test_garbage_on_the_command_topic_is_dropped_and_the_bridge_carries_on(kiosk
     good = obs.command("unlock", 1)
     assert obs.final_reply(good.request_id)["status"] == "succeeded"
     assert pulses(kiosk.sim, 1) == 1
+
+
+def test_commands_a_killed_bridge_left_unfinished_are_settled_never_repeated_blindly(
+    kiosk: Kiosk,
+) -> None:
+    """What a bridge killed mid-command left in its cache: an unlock is judged by the board
+    (never pulsed again), a cycle start is not repeated, a setpoint is simply set again."""
+    obs = kiosk.observer
+    kiosk.bridge.stop()
+    unlock = obs.command("unlock", 10, {"deadline_s": 1.0}, request_id="left-unlock")
+    cycle = obs.command("start_disinfection", 11, request_id="left-cycle")
+    heater = obs.command("set_heater", 12, {"setpoint_c": 64.0}, request_id="left-heater")
+    store = BridgeStore(Path(kiosk.settings.data_dir) / STORE_FILE)
+    for cmd in (unlock, cycle, heater):
+        store.claim_request(cmd.request_id, cmd.model_dump(mode="json"))  # accepted, no more
+    store.close()
+    with running_bridge(kiosk.settings):
+        assert obs.final_reply("left-unlock")["status"] == "failed"
+        assert obs.final_reply("left-cycle")["status"] == "failed"
+        assert obs.final_reply("left-heater")["status"] == "succeeded"
+    truth = kiosk.sim.truth()
+    assert truth.compartments[9].lock_pulses == 0
+    assert not truth.compartments[10].disinfecting
+    assert truth.compartments[11].setpoint_c == 64.0
