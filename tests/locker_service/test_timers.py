@@ -1,0 +1,198 @@
+"""Durable timers: reminders, expiry, the drop-off timeout, the cycle watchdog, and claiming by
+several loops at once (each timer runs once)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from locker_service.config import Settings
+from locker_service.context import ServiceContext
+from locker_service.db import session_scope
+from locker_service.models import Alert, Compartment, NotificationOutbox, Order, Timer, utcnow
+from locker_service.timers import service as timers
+from locker_service.timers.loop import TimerLoop
+from locker_service.timers.service import TimerKind
+from tests.locker_service.conftest import make_settings
+from tests.locker_service.world import FakeKiosk, World, create_order, event, make_ready
+
+SCALE = 3600.0  # an hour of nominal time per real second
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    # reminder after 30 nominal minutes = 0.5 s; drop-off door timeout 300 s = 0.08 s;
+    # hold limit kept long so only the reminder fires
+    return make_settings(
+        database_url,
+        time_scale=SCALE,
+        hold_limit_s=36000.0,
+        cycle_watchdog_margin_s=0.0,
+        dropoff_window_s=1800.0,  # an order not dropped off within 30 nominal minutes expires
+    )
+
+
+async def _state(service: ServiceContext, order_id: str) -> str:
+    async with service.sessionmaker() as session:
+        order = await session.get(Order, uuid.UUID(order_id))
+        assert order is not None
+        return order.state
+
+
+async def test_reminder_after_thirty_minutes_once(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    order, _ = await make_ready(app_client, world, service)
+    await asyncio.sleep(0.6)
+    loop = TimerLoop(service)
+    await loop.run_due()
+    await loop.run_due()
+    async with service.sessionmaker() as session:
+        kinds = (
+            await session.scalars(
+                select(NotificationOutbox.kind).where(
+                    NotificationOutbox.order_id == uuid.UUID(order["id"])
+                )
+            )
+        ).all()
+    assert sorted(kinds) == ["ready", "reminder"]
+
+
+async def test_a_courier_who_walks_away_frees_the_compartment(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    order = await create_order(app_client, world, ref="walked")
+    answer = await app_client.post(
+        "/api/v1/kiosk/dropoff",
+        json={"courier_code": world.courier_code, "pin": world.courier_pin, "order_ref": "walked"},
+        headers=world.kiosk(),
+    )
+    n = answer.json()["compartment"]
+    await asyncio.sleep(0.2)
+    await TimerLoop(service).run_due()  # the door never opened: nothing went in
+    assert await _state(service, order["id"]) == "created"
+    async with service.sessionmaker() as session:
+        c = await session.scalar(
+            select(Compartment).where(
+                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
+            )
+        )
+    assert c is not None and c.state == "available"
+
+
+async def test_watchdog_completes_a_cycle_whose_event_was_lost(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    from firmware_bridge import wire
+
+    order = await create_order(app_client, world, ref="lost-event")
+    n = (
+        await app_client.post(
+            "/api/v1/kiosk/dropoff",
+            json={
+                "courier_code": world.courier_code,
+                "pin": world.courier_pin,
+                "order_ref": "lost-event",
+            },
+            headers=world.kiosk(),
+        )
+    ).json()["compartment"]
+    await event(service, world, "door_opened", n)
+    await event(service, world, "item_placed", n)
+    await event(service, world, "door_closed", n)
+    loop = TimerLoop(service)
+    await loop.run_due()
+    assert await _state(service, order["id"]) == "disinfecting"
+    # the kiosk's snapshot says the cycle is over, but disinfection_completed never arrived
+    handler = service.components["story"]
+    await handler.on_snapshot(
+        world.kiosk_code,
+        wire.CompartmentSnapshot(
+            n=n,
+            door_open=False,
+            lock_released=False,
+            occupied=True,
+            heater_on=True,
+            uv_on=False,
+            disinfecting=False,
+            disinfect_remaining_s=0,
+            temp_c=65.0,
+            setpoint_c=65.0,
+        ),
+    )
+    await asyncio.sleep(0.7)  # 1800 nominal s at this scale
+    await loop.run_due()
+    assert await _state(service, order["id"]) == "ready"
+
+
+async def test_an_overdue_cycle_raises_an_alert(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    order = await create_order(app_client, world, ref="stuck")
+    n = (
+        await app_client.post(
+            "/api/v1/kiosk/dropoff",
+            json={
+                "courier_code": world.courier_code,
+                "pin": world.courier_pin,
+                "order_ref": "stuck",
+            },
+            headers=world.kiosk(),
+        )
+    ).json()["compartment"]
+    await event(service, world, "door_opened", n)
+    await event(service, world, "item_placed", n)
+    await event(service, world, "door_closed", n)
+    loop = TimerLoop(service)
+    await loop.run_due()
+    await asyncio.sleep(0.7)
+    await loop.run_due()  # no snapshot says it finished: the UV lamp may be stuck
+    async with service.sessionmaker() as session:
+        kinds = (await session.scalars(select(Alert.kind))).all()
+    assert kinds == ["cycle_overdue"]
+    assert await _state(service, order["id"]) == "disinfecting"
+
+
+async def test_order_never_dropped_off_expires(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    order = await create_order(app_client, world)
+    await asyncio.sleep(1800 / SCALE + 0.1)
+    await TimerLoop(service).run_due()
+    assert await _state(service, order["id"]) == "expired"
+
+
+async def test_concurrent_loops_run_each_timer_once(world: World, service: ServiceContext) -> None:
+    ran: list[int] = []
+    from locker_service.timers import handlers
+
+    async def count(ctx: ServiceContext, timer: Timer) -> None:
+        ran.append(timer.id)
+        await asyncio.sleep(0.01)
+
+    async with session_scope(service.sessionmaker) as session:
+        for _ in range(60):
+            timers.schedule(session, TimerKind.REMINDER, utcnow() - timedelta(seconds=1))
+    original = handlers.HANDLERS[TimerKind.REMINDER]
+    from locker_service.timers import loop as loop_module
+
+    loop_module.HANDLERS[TimerKind.REMINDER] = count  # type: ignore[assignment]
+    try:
+        loops = [TimerLoop(service) for _ in range(4)]
+
+        async def drain(loop: TimerLoop) -> None:
+            while await loop.run_due():
+                pass
+
+        await asyncio.gather(*(drain(loop) for loop in loops))
+    finally:
+        loop_module.HANDLERS[TimerKind.REMINDER] = original
+    assert len(ran) == 60 and len(set(ran)) == 60
+    async with service.sessionmaker() as session:
+        states = (await session.scalars(select(Timer.state).where(Timer.kind == "reminder"))).all()
+    assert set(states) == {"done"}
