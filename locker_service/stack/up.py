@@ -270,6 +270,30 @@ def banner(p: Plan, creds: DemoCredentials) -> str:
     return "\n".join(lines)
 
 
+def ports_in_use(p: Plan) -> list[str]:
+    """A message per port of the plan that something else already listens on."""
+    wanted = {
+        "--port (the service)": (p.options.host, p.options.port),
+        "--inbox-port": ("127.0.0.1", p.options.inbox_port),
+    }
+    for i in range(p.options.kiosks):
+        wanted[f"--sim-port (simulator {i + 1})"] = ("127.0.0.1", p.options.sim_port + i)
+    if p.embedded_broker and p.options.broker_port:
+        wanted["--broker-port"] = ("127.0.0.1", p.options.broker_port)
+    taken = []
+    for option, (host, port) in wanted.items():
+        if port == 0:
+            continue
+        with socket.socket() as s:
+            # As the servers themselves do: a port left in TIME_WAIT by the last run is free.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                taken.append(f"port {port} is not free for {option}: {exc.strerror}")
+    return taken
+
+
 def write_run_file(p: Plan) -> None:
     """Addresses of this run, so `lockerctl demo-order` finds the service and the inbox."""
     run = {
@@ -292,6 +316,12 @@ async def run_up(
     out = out or sys.stdout
     p = plan(options)
     supervisor = Supervisor(p.children, out=out)
+    taken = ports_in_use(p)
+    if taken:
+        for message in taken:
+            supervisor.say(message)
+        supervisor.say("nothing was started (is another `lockerctl up` running?)")
+        return 2
     supervisor.say(f"data directory {options.data_dir.resolve()}")
     supervisor.say("migrating the database")
     try:

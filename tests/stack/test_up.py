@@ -5,6 +5,7 @@ same credentials and the same orders."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,32 @@ def test_plan_with_external_broker_and_database_starts_no_broker(tmp_path: Path)
     bridge = next(c for c in p.children if c.name == "bridge")
     assert "--mqtt-version" not in bridge.argv
     assert bridge.argv[bridge.argv.index("--broker-url") + 1] == "mqtt://127.0.0.1:1883"
+
+
+def test_up_refuses_to_start_when_its_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "locker_service.stack.lockerctl",
+                "up",
+                "--data-dir",
+                str(tmp_path),
+                "--port",
+                str(port),
+                "--inbox-port",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert f"port {port} is not free for --port (the service)" in result.stdout
+    assert "nothing was started" in result.stdout
+    assert not (tmp_path / "locker.db").exists()
