@@ -59,11 +59,12 @@ class StoryHandler:
             kiosk = await self._kiosk(session, kiosk_id)
             if kiosk is None:
                 return
-            if kiosk.last_seen_at is not None and status.ts < kiosk.last_seen_at:
-                return  # an older retained status replayed after a newer one
+            # No staleness check on `ts`: the last will ("offline") was composed when the
+            # bridge connected, so it always carries an old stamp; MQTT keeps one topic in order.
             online = status.state == "online"
             kiosk.online = online
-            kiosk.last_seen_at = status.ts
+            if kiosk.last_seen_at is None or status.ts > kiosk.last_seen_at:
+                kiosk.last_seen_at = status.ts
             if status.boot_id:
                 kiosk.boot_id = status.boot_id
             if status.fw:

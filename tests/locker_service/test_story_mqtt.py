@@ -1,0 +1,189 @@
+"""The story's edges at the MQTT boundary: a real Mosquitto, the service with its kiosk link and
+timers, and a scripted kiosk. (The whole story with the purchaser's message is in
+test_notifications_story.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from locker_service.context import ServiceContext
+from locker_service.main import create_app
+from locker_service.models import Alert, Compartment, KioskEvent, Order
+from tests.locker_service.conftest import make_settings
+from tests.locker_service.world import World, seed
+from tests.support.mosquitto import MosquittoProcess
+from tests.support.scripted_kiosk import ScriptedKiosk
+
+pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(120)]
+
+
+@dataclass
+class Rig:
+    ctx: ServiceContext
+    client: httpx.AsyncClient
+    world: World
+    kiosk: ScriptedKiosk
+
+
+async def until(predicate: Callable[[], Any], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def rig(database_url: str, private_mosquitto: MosquittoProcess) -> AsyncIterator[Rig]:
+    kiosk_code = f"edge-{uuid.uuid4().hex[:8]}"
+    settings = make_settings(
+        database_url,
+        kiosk_link_enabled=True,
+        timers_enabled=True,
+        mqtt_url=private_mosquitto.url,
+        replica_id=f"edge-{uuid.uuid4().hex[:6]}",
+        disinfection_s=2.0,
+        cleaning_s=1.0,
+        timer_poll_s=0.1,
+        command_timeout_s=5.0,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        ctx: ServiceContext = app.state.ctx
+        world = await seed(ctx.sessionmaker, settings, kiosk_code=kiosk_code)
+        kiosk = ScriptedKiosk(
+            private_mosquitto.host, private_mosquitto.port, kiosk_code, compartments=4
+        ).start()
+        try:
+            await until(lambda: ctx.components["kiosk_link"].ready, 10, "the kiosk link")
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                yield Rig(ctx, client, world, kiosk)
+        finally:
+            with contextlib.suppress(Exception):  # a crashed kiosk has no connection to close
+                kiosk.stop()
+
+
+async def _order(rig: Rig, order_id: str) -> Order:
+    async with rig.ctx.sessionmaker() as session:
+        order = await session.get(Order, uuid.UUID(order_id))
+        assert order is not None
+        return order
+
+
+async def _compartment_state(rig: Rig, n: int) -> str:
+    async with rig.ctx.sessionmaker() as session:
+        state = await session.scalar(
+            select(Compartment.state).where(
+                Compartment.kiosk_id == rig.world.kiosk_id, Compartment.number == n
+            )
+        )
+        return str(state)
+
+
+async def _alert_kinds(rig: Rig) -> list[str]:
+    async with rig.ctx.sessionmaker() as session:
+        return list((await session.scalars(select(Alert.kind).where(Alert.state == "open"))).all())
+
+
+async def _drop_off(rig: Rig, ref: str) -> int:
+    answer = await rig.client.post(
+        "/api/v1/kiosk/dropoff",
+        json={
+            "courier_code": rig.world.courier_code,
+            "pin": rig.world.courier_pin,
+            "order_ref": ref,
+        },
+        headers=rig.world.kiosk(),
+    )
+    assert answer.status_code == 200, answer.text
+    return int(answer.json()["compartment"])
+
+
+async def test_courier_shuts_an_empty_compartment(rig: Rig) -> None:
+    created = await rig.client.post(
+        "/api/v1/orders", json=rig.world.order_body("empty"), headers=rig.world.merchant()
+    )
+    order_id = created.json()["id"]
+    n = await _drop_off(rig, "empty")
+    assert rig.kiosk.compartments[n].lock_released  # the unlock went over MQTT and was done
+    rig.kiosk.open_door(n)
+    rig.kiosk.close_door(n)
+
+    async def released() -> bool:
+        return (await _order(rig, order_id)).state == "created"
+
+    await until(released, 10, "the order back to created")
+    assert await _compartment_state(rig, n) == "available"
+    assert not any(c.command.action == "start_disinfection" for c in rig.kiosk.received)
+
+
+async def test_food_in_then_cycle_then_ready_with_heat(rig: Rig) -> None:
+    created = await rig.client.post(
+        "/api/v1/orders", json=rig.world.order_body("hot"), headers=rig.world.merchant()
+    )
+    order_id = created.json()["id"]
+    n = await _drop_off(rig, "hot")
+    rig.kiosk.open_door(n)
+    rig.kiosk.place_item(n)
+    rig.kiosk.close_door(n)
+
+    async def ready() -> bool:
+        return (await _order(rig, order_id)).state == "ready"
+
+    await until(ready, 20, "the order ready")
+    assert rig.kiosk.compartments[n].setpoint_c == 65.0
+    assert await _compartment_state(rig, n) == "awaiting_pickup"
+
+
+async def test_a_forced_door_raises_an_alert(rig: Rig) -> None:
+    rig.kiosk.open_door(3, force=True)
+
+    async def alerted() -> bool:
+        return "door_opened_unexplained" in await _alert_kinds(rig)
+
+    await until(alerted, 10, "the unexplained-opening alert")
+
+
+async def test_a_kiosk_that_dies_raises_offline(rig: Rig) -> None:
+    rig.kiosk.crash()  # no DISCONNECT: the broker publishes its last will
+
+    async def offline() -> bool:
+        return "kiosk_offline" in await _alert_kinds(rig)
+
+    await until(offline, 60, "the offline alert")  # keepalive 30 s x 1.5 at worst
+
+
+async def test_redelivered_and_malformed_events_change_nothing(rig: Rig) -> None:
+    event = rig.kiosk.publish_event("door_opened", 2, {"forced": True})
+    for _ in range(3):
+        rig.kiosk.republish_event(event)
+    rig.kiosk.publish_raw("events", b'{"event_id": 5, "type": "door_opened"}')
+    rig.kiosk.publish_raw("events", b"not json")
+
+    async def handled() -> bool:
+        async with rig.ctx.sessionmaker() as session:
+            ids = (await session.scalars(select(KioskEvent.event_id))).all()
+        return event.event_id in ids
+
+    await until(handled, 10, "the event handled")
+    await asyncio.sleep(0.5)
+    async with rig.ctx.sessionmaker() as session:
+        alerts = (await session.scalars(select(Alert))).all()
+        events = (await session.scalars(select(KioskEvent))).all()
+    assert [(a.kind, a.count) for a in alerts] == [("door_opened_unexplained", 1)]
+    assert len(events) == 1
