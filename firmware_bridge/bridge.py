@@ -53,12 +53,30 @@ from firmware_bridge.wire import (
     UnlockArgs,
 )
 from hardware.protocol import BoardFlags, ErrorCode, HelloAnswer
+from hardware.protocol.messages import (
+    STATUS_HEADER_SIZE,
+    STATUS_MAX_PER_ANSWER,
+    STATUS_RECORD_SIZE,
+)
 
 log = logging.getLogger(__name__)
 
-# Compartments per STATUS request: ~11 ms on the wire at 115200, so a command never waits
-# behind a long answer (a full page of 24 records is ~23 ms).
-STATUS_PAGE = 12
+# A command waits for at most one STATUS page on the wire: pages are cut to about this long.
+STATUS_PAGE_BUDGET_S = 0.008
+STATUS_PAGE_MIN = 4  # below that, per-request overhead outweighs the shorter wait
+
+
+def status_page_size(baud: int) -> int:
+    """Records per STATUS request at this baud rate (7 at 115200, 24 at 9600).
+
+    Each page costs a request and a frame of its own (~25 bytes); at a slow baud rate that
+    overhead would stretch the whole poll, so slow lines use full pages.
+    """
+    answer_overhead_bytes = STATUS_HEADER_SIZE + 6 + 2 + 1  # header, CRC, COBS, delimiter
+    fits = int((STATUS_PAGE_BUDGET_S * baud / 10 - answer_overhead_bytes) // STATUS_RECORD_SIZE)
+    return STATUS_MAX_PER_ANSWER if fits < STATUS_PAGE_MIN else min(fits, STATUS_MAX_PER_ANSWER)
+
+
 STORE_FILE = "bridge.sqlite3"
 HELLO_RETRY_CAP_S = 5.0  # an unreachable board is probed at least this often
 
@@ -109,6 +127,7 @@ class Bridge:
         self._stopped = False
         self._thread = threading.Thread(target=self._board_loop, name="board", daemon=True)
         self._next_telemetry = 0.0
+        self._status_page = status_page_size(settings.baud)
         self._lease_handled = False  # setpoints already re-sent for the current lease expiry
         self._restore()
 
@@ -386,8 +405,9 @@ class Bridge:
 
     def _poll(self) -> None:
         count = self.info.compartments
-        for first in range(1, count + 1, STATUS_PAGE):
-            answer = self.board.status(first, min(STATUS_PAGE, count - first + 1))
+        page = self._status_page
+        for first in range(1, count + 1, page):
+            answer = self.board.status(first, min(page, count - first + 1))
             if first == 1:
                 lease_expired = bool(answer.board_flags & BoardFlags.HEATER_LEASE_EXPIRED)
                 if lease_expired and not self._lease_handled:
