@@ -1,12 +1,12 @@
 """`lockerctl up`: the whole locker system on one machine, under one supervisor.
 
-What runs, in start order: the embedded MQTT broker (unless `--broker-url` names one), one board
-simulator per demo kiosk (board and scanner on `socket://` ports, control API on
-`--sim-port` + i), the service (SQLite in the data directory unless `--database-url` names
-another database), and one bridge per kiosk. Before any of them the schema is migrated and, on
-the first run only, the demo site, kiosks, merchant, courier and operator are created; their
-credentials are kept in `<data dir>/demo.json` so a second run prints the same ones and finds
-its orders again.
+What runs, in start order: the embedded MQTT broker (unless `--broker-url` names one), the demo
+purchaser's inbox (a `json://` webhook that prints the messages), one board simulator per demo
+kiosk (board and scanner on `socket://` ports, control API on `--sim-port` + i), the service
+(SQLite in the data directory unless `--database-url` names another database), and one bridge
+per kiosk. Before any of them the schema is migrated and, on the first run only, the demo site,
+kiosks, merchant, courier and operator are created; their credentials are kept in
+`<data dir>/demo.json` so a second run prints the same ones and finds its orders again.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 from locker_service.stack.demo import (
     DEMO_FILE,
@@ -51,6 +52,15 @@ class UpOptions:
     compartments: int = 12
     time_scale: float = 1.0
     extra_env: dict[str, str] = field(default_factory=dict)  # handed to every child
+
+
+def without_password(url: str) -> str:
+    """`mqtt://user:secret@host` -> `mqtt://user:***@host`, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -259,7 +269,8 @@ def banner(p: Plan, creds: DemoCredentials) -> str:
         f"  Purchaser inbox      messages appear below as 'inbox | ...' ({p.inbox_url})",
         "",
         f"  Data                 {o.data_dir.resolve()} (credentials in {DEMO_FILE})",
-        f"  MQTT broker          {p.broker_url}" + (" (embedded)" if p.embedded_broker else ""),
+        f"  MQTT broker          {without_password(p.broker_url)}"
+        + (" (embedded)" if p.embedded_broker else ""),
         f"  Time scale           {o.time_scale:g}x",
         "",
         "  Place an order:      lockerctl demo-order"
@@ -299,7 +310,7 @@ def write_run_file(p: Plan) -> None:
     run = {
         "service_url": p.base_url,
         "inbox_url": p.inbox_url,
-        "broker_url": p.broker_url,
+        "broker_url": without_password(p.broker_url),
         "simulators": {code: p.sim_url(i) for i, code in enumerate(p.kiosk_codes)},
     }
     (p.options.data_dir / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
