@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from types import FrameType
 from typing import Any
+
+from pydantic import ValidationError
 
 from firmware_bridge.bridge import Bridge
 from firmware_bridge.config import BridgeSettings
@@ -17,12 +20,16 @@ from firmware_bridge.config import BridgeSettings
 log = logging.getLogger("firmware_bridge")
 
 
-def run(overrides: dict[str, Any] | None = None, log_level: str = "INFO") -> None:
-    """Build the settings (environment, then the given overrides) and run until a signal."""
+def settings_from(overrides: dict[str, Any] | None = None) -> BridgeSettings:
+    """The environment's settings with the given values (None: not given) on top."""
+    return BridgeSettings(**{k: v for k, v in (overrides or {}).items() if v is not None})
+
+
+def run(settings: BridgeSettings, log_level: str = "INFO") -> None:
+    """Run the bridge in the foreground until SIGINT or SIGTERM."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = BridgeSettings(**{k: v for k, v in (overrides or {}).items() if v is not None})
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -42,5 +49,13 @@ def run(overrides: dict[str, Any] | None = None, log_level: str = "INFO") -> Non
     Bridge(settings).run_until(stop)
 
 
+def main() -> None:
+    try:
+        settings = settings_from()
+    except ValidationError as exc:
+        sys.exit(f"bridge settings: {exc}")
+    run(settings)
+
+
 if __name__ == "__main__":
-    run()
+    main()

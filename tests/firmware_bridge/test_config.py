@@ -68,3 +68,14 @@ def test_a_ca_file_turns_tls_on_for_a_plain_url() -> None:
 def test_out_of_range_settings_are_refused(field: str, value: object) -> None:
     with pytest.raises(ValidationError):
         BridgeSettings(**{field: value})
+
+
+def test_lockerctl_bridge_refuses_bad_settings_with_a_message() -> None:
+    from typer.testing import CliRunner
+
+    from locker_service.cli import app
+
+    result = CliRunner().invoke(app, ["bridge", "--broker-url", "http://broker"])
+    assert result.exit_code == 2
+    flat = " ".join(result.output.replace("│", " ").split())  # rich wraps the message in a box
+    assert "must start with mqtt:// or mqtts://" in flat

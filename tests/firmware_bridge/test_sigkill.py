@@ -16,13 +16,18 @@ from tests.support.mosquitto import MosquittoProcess
 
 TIME_SCALE = 10.0
 REPO = Path(__file__).resolve().parents[2]
+# The command a kiosk PC runs; `python -m firmware_bridge` where the entry point is not installed.
+LOCKERCTL = Path(sys.executable).with_name("lockerctl")
+BRIDGE_COMMAND = (
+    [str(LOCKERCTL), "bridge"] if LOCKERCTL.exists() else [sys.executable, "-m", "firmware_bridge"]
+)
 
 
 @contextmanager
 def bridge_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "firmware_bridge"],
+            BRIDGE_COMMAND,
             env={**os.environ, **env},
             cwd=REPO,
             stdout=out,
