@@ -198,8 +198,10 @@ def running_bridge(settings: BridgeSettings) -> Iterator[Bridge]:
 
 
 @contextmanager
-def simulator(compartments: int = 12, time_scale: float = 20.0) -> Iterator[Simulator]:
-    sim = Simulator(compartments=compartments, seed=7, time_scale=time_scale)
+def simulator(
+    compartments: int = 12, time_scale: float = 20.0, baud: int = 115200
+) -> Iterator[Simulator]:
+    sim = Simulator(compartments=compartments, seed=7, time_scale=time_scale, baud=baud)
     sim.start()
     try:
         yield sim
