@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from firmware_bridge import wire
 from tests.conftest import unavailable
 from tests.firmware_bridge.conftest import TIME_SCALE, Kiosk
 from tests.firmware_bridge.harness import (
@@ -197,3 +199,34 @@ def test_the_scanner_cable_pulled_and_back_scans_flow_again(kiosk: Kiosk) -> Non
     obs.wait_event("scan", count=2)
     assert [e["data"]["text"] for e in obs.events("scan")] == ["before", "after"]
     assert kiosk.bridge.info.online  # the board never noticed
+
+
+def test_events_queued_during_an_outage_survive_a_bridge_restart(
+    private_mosquitto: MosquittoProcess, tmp_path: Path
+) -> None:
+    kiosk_id = new_kiosk_id()
+    with simulator(time_scale=TIME_SCALE) as sim:
+        board, scanner = sim.open_pty(tmp_path / "dev")
+        settings = bridge_settings(
+            kiosk_id, private_mosquitto.url, board, scanner, tmp_path / "data", TIME_SCALE
+        )
+        obs = Observer(private_mosquitto.host, private_mosquitto.port, kiosk_id).start()
+        try:
+            with running_bridge(settings) as bridge:
+                wait_ready(obs, bridge)
+                private_mosquitto.stop()
+                obs.wait(lambda: not bridge.link.connected.is_set(), "the outage")
+                for i in range(5):
+                    sim.world.scan(f"queued-{i}")
+                obs.wait(lambda: bridge.store.event_count() == 5, "five events on disk")
+            stopped_at = wire.utcnow()
+            private_mosquitto.start()
+            obs.wait(lambda: obs.client.is_connected(), "observer back", 30)
+            with running_bridge(settings):
+                obs.wait(lambda: len(obs.events("scan")) >= 5, "the queued scans", 30)
+            scans = obs.events("scan")
+            assert [e["data"]["text"] for e in scans] == [f"queued-{i}" for i in range(5)]
+            # Their own timestamps, from before the restart, not the time of sending.
+            assert all(datetime.fromisoformat(e["ts"]) < stopped_at for e in scans)
+        finally:
+            obs.stop()
