@@ -57,6 +57,7 @@ from hardware.protocol.messages import (
     STATUS_HEADER_SIZE,
     STATUS_MAX_PER_ANSWER,
     STATUS_RECORD_SIZE,
+    wire_time_s,
 )
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,14 @@ log = logging.getLogger(__name__)
 # A command waits for at most one STATUS page on the wire: pages are cut to about this long.
 STATUS_PAGE_BUDGET_S = 0.008
 STATUS_PAGE_MIN = 4  # below that, per-request overhead outweighs the shorter wait
+
+
+def poll_wire_time_s(compartments: int, page: int, baud: int) -> float:
+    """Wire time of one full poll: every STATUS request and its answer."""
+    pages = -(-compartments // page)
+    request_bytes = 6 + 2 + 2 + 2  # header, first/count, CRC, COBS and delimiter
+    answer_bytes = STATUS_HEADER_SIZE + 6 + 2 + 2  # header, CRC, COBS and delimiter
+    return wire_time_s(pages * (request_bytes + answer_bytes) + compartments * 10, baud)
 
 
 def status_page_size(baud: int) -> int:
@@ -333,6 +342,17 @@ class Bridge:
             hello.boot_id,
             hello.compartment_count,
         )
+        poll_s = poll_wire_time_s(hello.compartment_count, self._status_page, self.settings.baud)
+        if poll_s > self.settings.poll_period_s:
+            log.warning(
+                "a poll of %d compartments takes %.0f ms on the wire at %d baud, longer than "
+                "the poll period of %.0f ms: the line is never idle and every command waits "
+                "for a STATUS page (PROTOCOL.md: at 9600 baud use 600 ms or more)",
+                hello.compartment_count,
+                poll_s * 1000,
+                self.settings.baud,
+                self.settings.poll_period_s * 1000,
+            )
         if previous_boot is not None and previous_boot != hello.boot_id:
             self._restore_setpoints("the board rebooted")
         self._publish_status()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from firmware_bridge.board import BoardClient, BoardRefused, BoardUnreachable
-from firmware_bridge.bridge import status_page_size
+from firmware_bridge.bridge import poll_wire_time_s, status_page_size
 from firmware_bridge.transport import SerialTransport, TransportError
 from hardware.protocol import ErrorCode
 from hardware.simulator import Simulator
@@ -78,3 +78,9 @@ def test_a_pulled_cable_is_a_transport_error_not_a_hang(
 @pytest.mark.parametrize(("baud", "page"), [(9600, 24), (19200, 24), (115200, 7)])
 def test_status_pages_are_short_on_fast_lines_full_on_slow_ones(baud: int, page: int) -> None:
     assert status_page_size(baud) == page
+
+
+def test_poll_wire_time_matches_the_protocol_figures() -> None:
+    # PROTOCOL.md: a 48-compartment bank at 9600 baud needs about 0.58 s of wire per poll.
+    assert 0.5 < poll_wire_time_s(48, status_page_size(9600), 9600) < 0.62
+    assert poll_wire_time_s(48, status_page_size(115200), 115200) < 0.1
