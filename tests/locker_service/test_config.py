@@ -1,0 +1,37 @@
+"""Settings: production refuses default secrets; durations scale; URLs get async drivers."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from locker_service.config import DEFAULT_SECRET_KEY, Settings
+from locker_service.db import normalise_url
+
+
+def test_production_refuses_the_default_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCKER_ENVIRONMENT", "production")
+    monkeypatch.delenv("LOCKER_SECRET_KEY", raising=False)
+    with pytest.raises(ValidationError, match="LOCKER_SECRET_KEY"):
+        Settings()
+    with pytest.raises(ValidationError, match="32 characters"):
+        Settings(secret_key="short")
+    assert Settings(secret_key="p" * 40).secret_key != DEFAULT_SECRET_KEY
+
+
+def test_development_runs_with_the_default_secret() -> None:
+    assert Settings(environment="development").secret_key == DEFAULT_SECRET_KEY
+
+
+def test_every_duration_scales_with_the_time_scale() -> None:
+    settings = Settings(time_scale=600)
+    assert settings.scaled(settings.disinfection_s) == pytest.approx(3.0)
+    assert settings.scaled(settings.reminder_after_s) == pytest.approx(3.0)
+    with pytest.raises(ValidationError):
+        Settings(time_scale=0)
+
+
+def test_plain_database_urls_get_async_drivers() -> None:
+    assert normalise_url("postgresql://u@h/db").drivername == "postgresql+asyncpg"
+    assert normalise_url("sqlite:///./var/x.db").drivername == "sqlite+aiosqlite"
+    assert normalise_url("sqlite+aiosqlite:///x.db").drivername == "sqlite+aiosqlite"
