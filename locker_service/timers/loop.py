@@ -13,9 +13,10 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
+from locker_service.alerts.service import raise_alert
 from locker_service.context import ServiceContext
 from locker_service.db import is_sqlite, session_scope
-from locker_service.models import Timer
+from locker_service.models import Order, Timer
 from locker_service.timers import service
 from locker_service.timers.handlers import HANDLERS
 
@@ -87,3 +88,17 @@ class TimerLoop:
     async def _finish(self, timer: Timer, state: str) -> None:
         async with session_scope(self.ctx.sessionmaker) as session:
             await service.finish(session, timer.id, state)
+            if state == "failed":
+                # A step of the story will not happen by itself any more: a person must look.
+                order = await session.get(Order, timer.order_id) if timer.order_id else None
+                await raise_alert(
+                    session,
+                    kind="timer_failed",
+                    severity="critical",
+                    message=f"{timer.kind} gave up after {timer.attempts} attempts"
+                    + (f" (order {order.external_ref})" if order else ""),
+                    dedupe_key=f"timer_failed:{timer.id}",
+                    site_id=order.site_id if order else None,
+                    compartment_id=timer.compartment_id,
+                    hub=self.ctx.hub,
+                )

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
@@ -196,3 +196,30 @@ async def test_concurrent_loops_run_each_timer_once(world: World, service: Servi
     async with service.sessionmaker() as session:
         states = (await session.scalars(select(Timer.state).where(Timer.kind == "reminder"))).all()
     assert set(states) == {"done"}
+
+
+async def test_a_timer_that_keeps_failing_gives_up_with_an_alert(
+    world: World, service: ServiceContext
+) -> None:
+    from locker_service.timers import loop as loop_module
+
+    async def broken(ctx: ServiceContext, timer: Timer) -> None:
+        raise RuntimeError("the kiosk link is wedged")
+
+    async with session_scope(service.sessionmaker) as session:
+        timers.schedule(session, TimerKind.REMINDER, utcnow() - timedelta(seconds=1))
+    original = loop_module.HANDLERS[TimerKind.REMINDER]
+    loop_module.HANDLERS[TimerKind.REMINDER] = broken  # type: ignore[assignment]
+    try:
+        loop = TimerLoop(service)
+        for _ in range(loop_module.MAX_ATTEMPTS):
+            async with session_scope(service.sessionmaker) as session:
+                await session.execute(update(Timer).values(locked_until=None))  # lease over
+            await loop.run_due()
+    finally:
+        loop_module.HANDLERS[TimerKind.REMINDER] = original
+    async with service.sessionmaker() as session:
+        state = await session.scalar(select(Timer.state))
+        kinds = (await session.scalars(select(Alert.kind))).all()
+    assert state == "failed"
+    assert kinds == ["timer_failed"]
