@@ -32,6 +32,7 @@ from migrations import upgrade_async
 from tests.support.mosquitto import free_port, wait_for_port
 
 WARMUP_S = 2.0
+REQUEST_TIMEOUT_S = 30.0  # a stalled server shows up as errors, not as a hung benchmark
 
 
 def start_uvicorn(
@@ -107,7 +108,13 @@ async def load(
         while time.perf_counter() < until:
             body = json.dumps(order_body(tag, site)).encode()
             started = time.perf_counter()
-            status, _ = await connection.post("/api/v1/orders", headers, body)
+            try:
+                status, _ = await asyncio.wait_for(
+                    connection.post("/api/v1/orders", headers, body), REQUEST_TIMEOUT_S
+                )
+            except TimeoutError:
+                errors += 1
+                return  # the connection is in an unknown state: this client stops
             if status != 201:
                 errors += 1
             elif record:
