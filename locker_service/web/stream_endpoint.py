@@ -1,7 +1,10 @@
-"""`GET /api/v1/operator/stream`: the dashboard's one live connection (Server-Sent Events).
+"""Live connections (Server-Sent Events): the operators' dashboard and the kiosk's own screen.
 
-An operator sees only the sites in scope; a message not tied to a site (a kiosk the service
-does not know yet) goes to admins only. `?site_id=` narrows the stream to one site.
+`GET /api/v1/operator/stream`: an operator sees only the sites in scope; a message not tied to a
+site (a kiosk the service does not know yet) goes to admins only. `?site_id=` narrows it.
+
+`GET /api/v1/kiosk/stream`: a kiosk screen hears what happened at its own scanner (a QR code
+opened compartment 3, or was refused and why), so the person in front of it is told.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from locker_service.api.deps import ContextDep, OperatorDep
+from locker_service.api.deps import ContextDep, KioskDep, OperatorDep
 from locker_service.live import LiveMessage
 from locker_service.web.stream import event_stream
 
@@ -47,6 +50,30 @@ async def operator_stream(
         if message.site_id is None:
             return operator.site_ids is None
         return operator.can_see(message.site_id)
+
+    async def body() -> AsyncIterator[bytes]:
+        with ctx.hub.subscription() as subscription:
+            async for chunk in event_stream(subscription, visible):
+                yield chunk
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+KIOSK_STREAM_KINDS = frozenset({"pickup"})  # the scanner's outcomes; nothing else is for a lobby
+
+
+@router.get(
+    "/kiosk/stream",
+    response_class=StreamingResponse,
+    tags=["kiosk"],
+    responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
+)
+async def kiosk_stream(ctx: ContextDep, kiosk: KioskDep) -> StreamingResponse:
+    """This kiosk's scanner outcomes: `pickup` events `{ok, compartment}` or `{ok, error}`."""
+    code = kiosk.code
+
+    def visible(message: LiveMessage) -> bool:
+        return message.kind in KIOSK_STREAM_KINDS and message.data.get("kiosk") == code
 
     async def body() -> AsyncIterator[bytes]:
         with ctx.hub.subscription() as subscription:

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,10 @@ from tests.screens.support import (
     Seed,
     ServiceProcess,
     seed_database,
+    wait_until,
 )
+from tests.support.mosquitto import MosquittoProcess
+from tests.support.scripted_kiosk import ScriptedKiosk
 
 AXE_VERSION = "4.11.4"  # pinned: a new axe release may add rules and fail a page overnight
 AXE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smart-food-locker"
@@ -84,4 +88,33 @@ def seeded_service(tmp_path: Path) -> Iterator[tuple[ServiceProcess, Seed]]:
     try:
         yield service, seed
     finally:
+        service.stop()
+
+
+@pytest.fixture
+def live_service(
+    tmp_path: Path, private_mosquitto: MosquittoProcess
+) -> Iterator[tuple[ServiceProcess, Seed, ScriptedKiosk]]:
+    """The service with its kiosk link on a private broker, and a scripted kiosk online."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'locker.db'}"
+    seed = seed_database(url, compartments=6, kiosk_code=f"k-{uuid.uuid4().hex[:8]}")
+    service = ServiceProcess(
+        url,
+        tmp_path,
+        LOCKER_KIOSK_LINK_ENABLED="true",
+        LOCKER_MQTT_URL=private_mosquitto.url,
+    ).start()
+    kiosk = ScriptedKiosk(
+        private_mosquitto.host, private_mosquitto.port, seed.kiosk_code, compartments=6
+    ).start()
+    try:
+        wait_until(
+            lambda: service.api(
+                "GET", f"/api/v1/operator/kiosks/{seed.kiosk_id}", seed.operator_token
+            ).json()["online"],
+            what="the kiosk to be seen online",
+        )
+        yield service, seed, kiosk
+    finally:
+        kiosk.stop()
         service.stop()

@@ -54,6 +54,17 @@ class Seed:
     compartments: int
 
 
+def wait_until(check: Callable[[], Any], timeout_s: float = 15.0, what: str = "") -> Any:
+    """Poll `check` until it returns something true; fail with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def in_thread(function: Callable[[], T]) -> T:
     """Run `function` in a thread of its own: Playwright's sync API keeps an event loop
     running in the test's thread, so `asyncio.run` cannot be called there."""

@@ -10,58 +10,18 @@ remotely with a reason, and freezes the site with the kill switch.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.screens.support import Seed, ServiceProcess, seed_database
-from tests.support.mosquitto import MosquittoProcess
+from tests.screens.support import Seed, ServiceProcess
 from tests.support.scripted_kiosk import ScriptedKiosk
 
 pytestmark = [pytest.mark.browser, pytest.mark.mosquitto]
 
 LIVE_TIMEOUT_MS = 10_000  # broker -> service -> SSE -> browser on two busy cores
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def live_service(
-    tmp_path: Path, private_mosquitto: MosquittoProcess
-) -> Iterator[tuple[ServiceProcess, Seed, ScriptedKiosk]]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'locker.db'}"
-    seed = seed_database(url, compartments=6, kiosk_code=f"k-{uuid.uuid4().hex[:8]}")
-    service = ServiceProcess(
-        url,
-        tmp_path,
-        LOCKER_KIOSK_LINK_ENABLED="true",
-        LOCKER_MQTT_URL=private_mosquitto.url,
-    ).start()
-    kiosk = ScriptedKiosk(
-        private_mosquitto.host, private_mosquitto.port, seed.kiosk_code, compartments=6
-    ).start()
-    try:
-        wait_until(
-            lambda: service.api(
-                "GET", f"/api/v1/operator/kiosks/{seed.kiosk_id}", seed.operator_token
-            ).json()["online"],
-            what="the kiosk to be seen online",
-        )
-        yield service, seed, kiosk
-    finally:
-        kiosk.stop()
-        service.stop()
 
 
 def cell(page: Any, n: int) -> Any:

@@ -18,6 +18,7 @@ from tests.screens.support import (
     serious_accessibility_violations,
     visible_button_sizes,
 )
+from tests.support.scripted_kiosk import ScriptedKiosk
 
 pytestmark = [pytest.mark.browser]
 
@@ -200,4 +201,24 @@ def test_every_refusal_is_said_plainly_and_nothing_opens(
     page.screenshot(path=screenshots / "kiosk-refused-locked-out.png")
     orders = service.api("GET", "/api/v1/operator/orders", seed.operator_token).json()
     assert [o["state"] for o in orders] == ["created"]  # nothing was opened or assigned
+    page.context.close()
+
+
+def test_a_refused_scan_at_the_scanner_is_explained_on_the_screen(
+    browser: Any,
+    live_service: tuple[ServiceProcess, Seed, ScriptedKiosk],
+    screenshots: Path,
+) -> None:
+    service, seed, kiosk = live_service
+    page = kiosk_page(browser, service, seed)
+    page.wait_for_timeout(1000)  # the screen's own stream is open before the scan
+    kiosk.scan("12345678")
+    expect(page.locator("#error-text")).to_have_text(
+        "This code does not open anything here. Please check it and try again.",
+        timeout=10_000,
+    )
+    assert page.get_by_role("button", name="Try again").is_hidden()  # nothing to retype here
+    page.screenshot(path=screenshots / "kiosk-scan-refused.png")
+    page.get_by_role("button", name="Start over").click()
+    page.get_by_role("button", name="Collect food").wait_for()
     page.context.close()

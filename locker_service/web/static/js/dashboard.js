@@ -11,7 +11,6 @@
   // The food-safety floor drawn on the chart: the service's LOCKER_HOLD_FLOOR_C, given by the page.
   const FLOOR_C = Number(document.body.dataset.floorC || 60);
   const CHART_POINTS_MAX = 20000; // keeps a day of 1 Hz readings without slowing the chart
-  const RECONNECT_MAX_MS = 15000;
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -24,7 +23,7 @@
     selected: null, // compartment number with the detail open
     chart: null,
     chartData: null,
-    streamAbort: null,
+    stream: null, // the live stream, while signed in
     refetchTimer: null,
   };
 
@@ -101,7 +100,8 @@
   // ---- sign in --------------------------------------------------------------------------
   function signOut(message) {
     sessionStorage.removeItem(TOKEN_KEY);
-    if (state.streamAbort) state.streamAbort.abort();
+    if (state.stream) state.stream.stop();
+    state.stream = null;
     $("app").hidden = true;
     $("login").hidden = false;
     $("login-error").hidden = !message;
@@ -570,59 +570,13 @@
     }
   }
 
-  async function connectStream() {
-    let delay = 1000;
-    for (;;) {
-      if (!sessionStorage.getItem(TOKEN_KEY)) return;
-      const abort = new AbortController();
-      state.streamAbort = abort;
-      try {
-        const response = await fetch("/api/v1/operator/stream", {
-          headers: { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY), Accept: "text/event-stream" },
-          signal: abort.signal,
-          cache: "no-store",
-        });
-        if (response.status === 401) {
-          signOut("Your token was not accepted.");
-          return;
-        }
-        if (!response.ok || !response.body) throw new Error("stream answered " + response.status);
-        delay = 1000;
-        await readStream(response.body);
-      } catch (err) {
-        if (abort.signal.aborted && !sessionStorage.getItem(TOKEN_KEY)) return;
-      }
-      setConn(false, "reconnecting…");
-      await new Promise((resolve) => setTimeout(resolve, delay));
-      delay = Math.min(RECONNECT_MAX_MS, delay * 2);
-    }
-  }
-
-  async function readStream(body) {
-    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += value;
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        let event = "message";
-        const data = [];
-        for (const line of block.split("\n")) {
-          if (line.startsWith("event:")) event = line.slice(6).trim();
-          else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
-        }
-        if (!data.length) continue;
-        try {
-          handle(event, JSON.parse(data.join("\n")));
-        } catch (err) {
-          console.warn("bad stream event", event, err);
-        }
-      }
-    }
+  function connectStream() {
+    if (state.stream) state.stream.stop();
+    state.stream = LockerSSE.follow("/api/v1/operator/stream", () => sessionStorage.getItem(TOKEN_KEY), {
+      onEvent: handle,
+      onDown: () => setConn(false, "reconnecting…"),
+      onRefused: () => signOut("Your token was not accepted."),
+    });
   }
 
   // ---- clocks ---------------------------------------------------------------------------

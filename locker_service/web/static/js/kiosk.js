@@ -239,6 +239,33 @@
     }
   }
 
+  // ---- the scanner ---------------------------------------------------------------------
+  // A QR code held under the scanner goes to the service over the kiosk's link, not through
+  // this page; the service tells this screen the outcome so the person is told what happened.
+  let scannerStream = null;
+
+  function followScanner() {
+    if (scannerStream) scannerStream.stop();
+    if (!token()) return;
+    scannerStream = LockerSSE.follow("/api/v1/kiosk/stream", token, {
+      onEvent: (event, data) => {
+        if (event !== "pickup" || state.screen === "setup") return;
+        touched();
+        state.retry = null;
+        if (data.ok) {
+          showOpened("pickup", data.compartment);
+        } else {
+          const key = "error." + data.error;
+          showError(new Refusal(catalogues.en[key] ? key : "error.invalid_code", data.message));
+        }
+      },
+      onRefused: () => {
+        localStorage.removeItem(TOKEN_KEY);
+        home();
+      },
+    });
+  }
+
   // ---- inactivity -----------------------------------------------------------------------
   function hideIdleWarning() {
     document.getElementById("idle-warning").hidden = true;
@@ -309,6 +336,7 @@
       localStorage.setItem(TOKEN_KEY, document.getElementById("setup-token").value.trim());
       home();
       loadKiosk();
+      followScanner();
     });
     for (const kind of ["pointerdown", "keydown", "input"]) {
       document.addEventListener(kind, touched, { capture: true, passive: true });
@@ -322,4 +350,5 @@
   applyLanguage();
   home();
   loadKiosk();
+  followScanner();
 })();
