@@ -171,7 +171,7 @@ class Bridge:
         """Pick up where a previous run left off: last board state and unfinished commands."""
         remembered = self.store.remembered()
         views = {
-            n: CompartmentView.from_dict(r.state)
+            n: CompartmentView.from_dict({"boot_id": r.boot_id or 0, **r.state})
             for n, r in remembered.items()
             if r.state is not None
         }

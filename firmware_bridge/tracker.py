@@ -44,9 +44,10 @@ class CompartmentView:
     opens: int
     closes: int
     seen_at: float  # wall-clock seconds
+    boot_id: int = 0  # the board boot this was seen in: counters restart with each boot
 
     @classmethod
-    def of(cls, record: CompartmentStatus, seen_at: float) -> CompartmentView:
+    def of(cls, record: CompartmentStatus, seen_at: float, boot_id: int = 0) -> CompartmentView:
         return cls(
             n=record.number,
             door_open=record.door_open,
@@ -63,6 +64,7 @@ class CompartmentView:
             opens=record.door_open_count,
             closes=record.door_close_count,
             seen_at=seen_at,
+            boot_id=boot_id,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,8 +181,7 @@ class CompartmentTracker:
 
     def observe(self, boot_id: int, records: list[CompartmentStatus], now: float) -> Observation:
         result = Observation()
-        rebooted = self.boot_id is not None and boot_id != self.boot_id
-        if rebooted:
+        if self.boot_id is not None and boot_id != self.boot_id:
             result.events.append(
                 RawEvent(
                     "board_rebooted",
@@ -190,9 +191,12 @@ class CompartmentTracker:
             )
         self.boot_id = boot_id
         for record in records:
-            view = CompartmentView.of(record, now)
+            view = CompartmentView.of(record, now, boot_id)
             prev = self.views.get(view.n)
             if prev is not None:
+                # Per compartment: a paged poll may see some compartments of the new boot
+                # only in a later answer, and their counters restarted from zero.
+                rebooted = prev.boot_id != view.boot_id
                 result.events.extend(self._compare(prev, view, rebooted))
             self.views[view.n] = view
             published = self.published.get(view.n)

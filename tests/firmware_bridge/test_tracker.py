@@ -211,3 +211,15 @@ def test_every_door_movement_between_polls_is_reported_in_order(
         obs = t.observe(BOOT, [record(flags=flags, opens=opens, closes=closes)], poll)
         reported.extend(e.type for e in obs.events)
     assert reported == expected
+
+
+def test_a_reboot_seen_in_the_first_page_does_not_fake_door_events_in_the_next() -> None:
+    t = CompartmentTracker()
+    t.observe(BOOT, [record(n=1, opens=40, closes=40)], 0)
+    t.observe(BOOT, [record(n=13, opens=7, closes=7)], 0)
+    first_page = t.observe(BOOT + 1, [record(n=1)], 1)
+    second_page = t.observe(BOOT + 1, [record(n=13)], 1)  # counters back at zero
+    assert [e.type for e in first_page.events] == ["board_rebooted"]
+    assert second_page.events == []
+    later = t.observe(BOOT + 1, [record(n=13, flags=F.DOOR_OPEN, opens=1)], 2)
+    assert [e.type for e in later.events] == ["door_opened"]
