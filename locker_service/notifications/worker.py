@@ -127,6 +127,10 @@ class OutboxWorker:
             log.warning("notification %s cannot be sent: %s", claimed.id, why)
             await self._finish(claimed, "failed", str(why))
             return
+        except Exception as exc:  # e.g. the database went away: retried like a failed send
+            log.exception("preparing notification %s failed", claimed.id)
+            await self._retry_or_fail(claimed, f"preparing: {type(exc).__name__}: {exc}")
+            return
         try:
             result = await asyncio.wait_for(
                 self._delivery.send(
@@ -140,21 +144,24 @@ class OutboxWorker:
             self.sent += 1
             await self._finish(claimed, "sent", None)
             return
+        await self._retry_or_fail(claimed, result.error)
+
+    async def _retry_or_fail(self, claimed: repository.Claimed, error: str | None) -> None:
         self.failed_attempts += 1
         if claimed.attempts >= self._settings.notify_max_attempts:
-            log.error("notification %s failed for good: %s", claimed.id, result.error)
-            await self._finish(claimed, "failed", result.error)
+            log.error("notification %s failed for good: %s", claimed.id, error)
+            await self._finish(claimed, "failed", error)
             return
         delay_s = backoff_s(self._settings, claimed.attempts)
         log.warning(
             "notification %s attempt %d failed (%s); retry in %.0f s",
             claimed.id,
             claimed.attempts,
-            result.error,
+            error,
             delay_s,
         )
         await self._finish(
-            claimed, "pending", result.error, next_attempt_at=utcnow() + timedelta(seconds=delay_s)
+            claimed, "pending", error, next_attempt_at=utcnow() + timedelta(seconds=delay_s)
         )
 
     async def _finish(
