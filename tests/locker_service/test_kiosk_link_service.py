@@ -8,9 +8,10 @@ import uuid
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from locker_service.main import create_app
-from locker_service.models import Kiosk
+from locker_service.models import Alert, Kiosk
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.test_telemetry_ingest import seed
 from tests.support.mosquitto import MosquittoProcess
@@ -37,6 +38,7 @@ async def test_service_reports_kiosk_state_and_serves_its_telemetry(
             ready = await client.get("/readyz")
             assert ready.status_code == 200 and ready.json()["checks"]["mqtt"] is True
 
+            crashed = False
             kiosk = ScriptedKiosk(
                 private_mosquitto.host, private_mosquitto.port, seeded.kiosk_code, compartments=4
             ).start()
@@ -67,8 +69,22 @@ async def test_service_reports_kiosk_state_and_serves_its_telemetry(
                 async with ctx.sessionmaker() as session:
                     row = await session.get(Kiosk, seeded.kiosk_id)
                     assert row is not None and row.online and row.fw == kiosk.fw
+
+                # The kiosk PC loses power: the broker publishes its last will.
+                kiosk.crash()
+                crashed = True
+                deadline = time.monotonic() + 60  # keepalive 30 s x 1.5 at worst
+                while True:
+                    async with ctx.sessionmaker() as session:
+                        row = await session.get(Kiosk, seeded.kiosk_id)
+                        kinds = {a.kind for a in (await session.scalars(select(Alert))).all()}
+                    if row is not None and not row.online and "kiosk_offline" in kinds:
+                        break
+                    assert time.monotonic() < deadline, "the kiosk never went offline"
+                    await asyncio.sleep(0.2)
             finally:
-                kiosk.stop()
+                if not crashed:
+                    kiosk.stop()
 
             private_mosquitto.stop()
             deadline = time.monotonic() + 15
