@@ -256,15 +256,21 @@ class MqttLink:
 
     # -- publishing ---------------------------------------------------------------------------
 
+    # Retained state is published only while connected: paho would otherwise queue every change
+    # in memory for the whole outage (hours of 48 temperatures), while only the present state
+    # matters, and that is published on every (re)connection anyway.
+
     def set_status(self, status: KioskStatus) -> None:
         """Remember and publish (retained) the kiosk's status."""
         self._status = status
-        self.client.publish(self.topics.status, status.to_json(), qos=1, retain=True)
+        if self.connected.is_set():
+            self.client.publish(self.topics.status, status.to_json(), qos=1, retain=True)
 
     def publish_snapshot(self, snapshot: CompartmentSnapshot) -> None:
-        self.client.publish(
-            self.topics.compartment_state(snapshot.n), snapshot.to_json(), qos=1, retain=True
-        )
+        if self.connected.is_set():
+            self.client.publish(
+                self.topics.compartment_state(snapshot.n), snapshot.to_json(), qos=1, retain=True
+            )
 
     def publish_telemetry(self, telemetry: Telemetry) -> None:
         if self.connected.is_set():  # QoS 0 readings are stale by the time a link is back

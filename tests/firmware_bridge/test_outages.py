@@ -230,3 +230,25 @@ def test_events_queued_during_an_outage_survive_a_bridge_restart(
             assert all(datetime.fromisoformat(e["ts"]) < stopped_at for e in scans)
         finally:
             obs.stop()
+
+
+def test_the_retained_status_after_a_double_outage_is_the_present_one(kiosk: Kiosk) -> None:
+    """The board dropped off and came back while the broker was down: once the broker is back,
+    the retained status says online, not what was true in between."""
+    bridge, broker = kiosk.bridge, kiosk.broker
+    broker.stop()
+    kiosk.observer.wait(lambda: not bridge.link.connected.is_set(), "the broker outage")
+    kiosk.sim.faults.pull_cable(10.0)
+    kiosk.observer.wait(lambda: not bridge.info.online, "board lost meanwhile")
+    kiosk.observer.wait(lambda: bridge.info.online, "board back meanwhile", 30)
+    broker.start()
+    kiosk.observer.wait(lambda: bridge.link.connected.is_set(), "bridge reconnected", 30)
+    time.sleep(1.0)  # anything paho had queued would have been sent by now
+    late = Observer(broker.host, broker.port, kiosk.settings.kiosk_id).start()
+    try:
+        status = late.wait(lambda: late.on(late.topics.status), "the retained status")[-1]
+        assert status["state"] == "online" and status["board_online"] is True
+        snapshots = late.wait(lambda: late.snapshot(1), "a retained snapshot")
+        assert snapshots["n"] == 1
+    finally:
+        late.stop()
