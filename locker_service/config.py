@@ -100,6 +100,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _hold_above_the_floor(self) -> Settings:
+        if self.hold_setpoint_c < self.hold_floor_c:
+            raise ValueError(
+                f"LOCKER_HOLD_SETPOINT_C ({self.hold_setpoint_c}) is below the food-safety floor "
+                f"LOCKER_HOLD_FLOOR_C ({self.hold_floor_c})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> Settings:
         if self.environment == "production" and self.secret_key == DEFAULT_SECRET_KEY:
             raise ValueError("LOCKER_SECRET_KEY must be set in production")

@@ -35,3 +35,9 @@ def test_plain_database_urls_get_async_drivers() -> None:
     assert normalise_url("postgresql://u@h/db").drivername == "postgresql+asyncpg"
     assert normalise_url("sqlite:///./var/x.db").drivername == "sqlite+aiosqlite"
     assert normalise_url("sqlite+aiosqlite:///x.db").drivername == "sqlite+aiosqlite"
+
+
+def test_hot_holding_never_below_the_food_safety_floor() -> None:
+    with pytest.raises(ValidationError, match="floor"):
+        Settings(hold_setpoint_c=55.0)
+    assert Settings(hold_setpoint_c=70.0, hold_floor_c=60.0).hold_setpoint_c == 70.0
