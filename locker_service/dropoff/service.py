@@ -15,13 +15,21 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from locker_service.api.errors import Conflict, Forbidden, NotFound, TooManyRequests
+from locker_service.api.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceError,
+    TooManyRequests,
+)
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.events import publish_after_commit
+from locker_service.kiosk_link.errors import KioskLinkError
+from locker_service.metrics import DROPOFFS
 from locker_service.models import Compartment, Courier, Kiosk, Order, PickupAttempt, utcnow
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
@@ -91,6 +99,18 @@ async def _check_courier(ctx: ServiceContext, kiosk: Kiosk, code: str, pin: str)
 
 
 async def dropoff(
+    ctx: ServiceContext, kiosk: Kiosk, courier_code: str, pin: str, order_ref: str
+) -> DropoffResult:
+    try:
+        result = await _dropoff(ctx, kiosk, courier_code, pin, order_ref)
+    except (ServiceError, KioskLinkError) as exc:
+        DROPOFFS.labels(exc.code).inc()
+        raise
+    DROPOFFS.labels("ok").inc()
+    return result
+
+
+async def _dropoff(
     ctx: ServiceContext, kiosk: Kiosk, courier_code: str, pin: str, order_ref: str
 ) -> DropoffResult:
     courier = await _check_courier(ctx, kiosk, courier_code, pin)

@@ -22,6 +22,7 @@ from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosk_link.errors import KioskLinkError
 from locker_service.kiosks.story import Story
+from locker_service.metrics import KIOSK_EVENTS
 from locker_service.models import Compartment, DoorOpening, Kiosk, KioskEvent, utcnow
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
@@ -167,6 +168,7 @@ class StoryHandler:
                 )
             )
             await session.flush()  # a racing replica's copy fails here, before any change
+            KIOSK_EVENTS.labels(event.type).inc()
             if kiosk is None:
                 return
             if event.type == "scan":

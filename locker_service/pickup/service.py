@@ -14,11 +14,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.api.errors import Conflict, Forbidden, TooManyRequests
+from locker_service.api.errors import Conflict, Forbidden, ServiceError, TooManyRequests
 from locker_service.compartments import service as doors
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
-from locker_service.kiosk_link.errors import CommandTimeout
+from locker_service.kiosk_link.errors import CommandTimeout, KioskLinkError
+from locker_service.metrics import PICKUPS
 from locker_service.models import Compartment, Kiosk, Order, PickupAttempt, Site, utcnow
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
@@ -89,6 +90,24 @@ async def pickup(
     source: str,
     code: str | None = None,
     token: str | None = None,
+) -> PickupResult:
+    """Open the compartment of the order a code names, if everything allows it."""
+    try:
+        result = await _pickup(ctx, kiosk, source=source, code=code, token=token)
+    except (ServiceError, KioskLinkError) as exc:
+        PICKUPS.labels(exc.code).inc()
+        raise
+    PICKUPS.labels("ok").inc()
+    return result
+
+
+async def _pickup(
+    ctx: ServiceContext,
+    kiosk: Kiosk,
+    *,
+    source: str,
+    code: str | None,
+    token: str | None,
 ) -> PickupResult:
     settings = ctx.settings
     limits = limits_of(ctx)

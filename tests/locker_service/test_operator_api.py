@@ -143,3 +143,10 @@ async def test_metrics_report_orders_compartments_and_alerts(
     assert 'locker_compartments{state="awaiting_pickup"} 1.0' in text
     assert 'locker_alerts_open{kind="door_opened_unexplained"} 1.0' in text
     assert "locker_outbox_pending 1.0" in text
+    # counters add up over the process's life (other tests included): present and positive
+    for line in (
+        'locker_dropoffs_total{outcome="ok"}',
+        'locker_kiosk_events_total{type="door_closed"}',
+    ):
+        value = next(x for x in text.splitlines() if x.startswith(line)).split()[-1]
+        assert float(value) >= 1
