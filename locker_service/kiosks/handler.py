@@ -251,7 +251,20 @@ class StoryHandler:
 
     async def _door_closed(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
         state = c.state
-        if state == CompartmentState.RESERVED:
+        if state == CompartmentState.AVAILABLE and c.occupied:
+            await raise_alert(
+                session,
+                kind="item_in_free_compartment",
+                severity="warning",
+                message=f"{kiosk.code} compartment {c.number}: something is inside a free "
+                "compartment",
+                dedupe_key=f"item_in_free_compartment:{c.id}",
+                site_id=kiosk.site_id,
+                kiosk_id=kiosk.id,
+                compartment_id=c.id,
+                hub=self.ctx.hub,
+            )
+        elif state == CompartmentState.RESERVED:
             order = await orders.active_in_compartment(session, c.id)
             if order is None or order.state != OrderState.ASSIGNED:
                 return

@@ -188,6 +188,12 @@ async def dropoff_timeout(ctx: ServiceContext, timer: Timer) -> datetime | None:
             return _retry(ctx, 60)
         if fresh.state != CompartmentState.RESERVED:
             return None
+        assigned_at = order.assigned_at or order.updated_at
+        if fresh.snapshot_at is None or fresh.snapshot_at < assigned_at:
+            # Nothing heard from the compartment since it was unlocked (the service was down,
+            # or the kiosk is): its door and occupancy here are older than the drop-off.
+            # Deciding now could free a compartment that has food in it; wait for the kiosk.
+            return _retry(ctx)
         if fresh.occupied:
             await story.deposit(session, kiosk, fresh, order)
         else:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
+from firmware_bridge import wire
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
@@ -74,7 +75,33 @@ async def test_a_courier_who_walks_away_frees_the_compartment(
     )
     n = answer.json()["compartment"]
     await asyncio.sleep(0.2)
-    await TimerLoop(service).run_due()  # the door never opened: nothing went in
+    loop = TimerLoop(service)
+    await loop.run_due()
+    # nothing heard from the kiosk since the unlock: it does not guess, it waits
+    assert await _state(service, order["id"]) == "assigned"
+    handler = service.components["story"]
+    await handler.on_snapshot(
+        world.kiosk_code,
+        wire.CompartmentSnapshot(
+            n=n,
+            door_open=False,
+            lock_released=True,
+            occupied=False,
+            heater_on=False,
+            uv_on=False,
+            disinfecting=False,
+            disinfect_remaining_s=0,
+            temp_c=21.0,
+            setpoint_c=None,
+        ),
+    )
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Timer)
+            .where(Timer.kind == TimerKind.DROPOFF_TIMEOUT.value)
+            .values(due_at=utcnow(), locked_until=None)
+        )
+    await loop.run_due()  # the kiosk says: lock released, door never opened, nothing inside
     assert await _state(service, order["id"]) == "created"
     async with service.sessionmaker() as session:
         c = await session.scalar(
@@ -88,8 +115,6 @@ async def test_a_courier_who_walks_away_frees_the_compartment(
 async def test_watchdog_completes_a_cycle_whose_event_was_lost(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
 ) -> None:
-    from firmware_bridge import wire
-
     order = await create_order(app_client, world, ref="lost-event")
     n = (
         await app_client.post(
