@@ -52,7 +52,7 @@ from firmware_bridge.wire import (
     Telemetry,
     UnlockArgs,
 )
-from hardware.protocol import BoardFlags, ErrorCode, HelloAnswer
+from hardware.protocol import BoardFlags, CompartmentStatus, ErrorCode, HelloAnswer
 from hardware.protocol.messages import (
     STATUS_HEADER_SIZE,
     STATUS_MAX_PER_ANSWER,
@@ -403,6 +403,7 @@ class Bridge:
         )
 
     def _serve_commands_until(self, deadline: float) -> None:
+        """Execute commands as they come until `deadline` (monotonic); at once if it is past."""
         while True:
             remaining_s = deadline - time.monotonic()
             try:
@@ -411,14 +412,6 @@ class Bridge:
                     if remaining_s > 0
                     else self._commands.get_nowait()
                 )
-            except queue.Empty:
-                return
-            self._execute(command)
-
-    def _serve_waiting_commands(self) -> None:
-        while True:
-            try:
-                command = self._commands.get_nowait()
             except queue.Empty:
                 return
             self._execute(command)
@@ -438,9 +431,9 @@ class Bridge:
                 self._lease_handled = lease_expired
             self._observe(answer.boot_id, list(answer.compartments))
             # Commands do not wait for the whole poll: the purchaser is standing there.
-            self._serve_waiting_commands()
+            self._serve_commands_until(0.0)
 
-    def _observe(self, boot_id: int, records: list[Any]) -> None:
+    def _observe(self, boot_id: int, records: list[CompartmentStatus]) -> None:
         hello = self.info.hello
         if hello is not None and boot_id != hello.boot_id:
             log.warning("board rebooted (boot %08x -> %08x)", hello.boot_id, boot_id)
