@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.screens.support import Seed, ServiceProcess
+from tests.screens.support import Seed, ServiceProcess, serious_accessibility_violations
 from tests.support.scripted_kiosk import ScriptedKiosk
 
 pytestmark = [pytest.mark.browser, pytest.mark.mosquitto]
@@ -38,10 +38,11 @@ def open_detail(page: Any, n: int) -> None:
 def test_operator_watches_live_and_acts(
     browser: Any,
     live_service: tuple[ServiceProcess, Seed, ScriptedKiosk],
+    axe_source: str,
     screenshots: Path,
 ) -> None:
     service, seed, kiosk = live_service
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, bypass_csp=True)
     page = context.new_page()
     page.on("dialog", lambda dialog: dialog.accept())
     kiosk_reads: list[str] = []
@@ -73,6 +74,7 @@ def test_operator_watches_live_and_acts(
     open_detail(page, 3)
     legend = page.locator("#chart .u-legend").inner_text()
     assert "temperature °C" in legend and "floor °C" in legend and "setpoint °C" in legend
+    assert serious_accessibility_violations(page, axe_source) == []
     page.screenshot(path=screenshots / "dashboard-live.png", full_page=True)
 
     # A door opened with no command behind it raises an alert; the operator acknowledges it.
