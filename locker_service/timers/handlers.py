@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.alerts.service import raise_alert
 from locker_service.compartments import repository as compartments
@@ -22,7 +23,16 @@ from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosk_link.errors import KioskLinkError
 from locker_service.kiosks.story import Story
-from locker_service.models import Compartment, DoorOpening, Kiosk, Order, Timer, utcnow
+from locker_service.models import (
+    Compartment,
+    DisinfectionCycle,
+    DoorOpening,
+    Kiosk,
+    KioskEvent,
+    Order,
+    Timer,
+    utcnow,
+)
 from locker_service.orders import outbox
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
@@ -80,6 +90,31 @@ async def _cycle_commands(
     return False
 
 
+async def _kiosk_runs(session: AsyncSession, c: Compartment, cycle: DisinfectionCycle) -> bool:
+    """Has the kiosk already started this cycle? Then starting it again would restart it.
+
+    A retried timer (its first run died after sending) must not send the cycle twice: the
+    `disinfection_started` event or a snapshot with the lamp on since the cycle began says so.
+    """
+    # Received after the cycle row was made (our clock on both sides): this cycle's start,
+    # not the end of the previous one.
+    started = await session.scalar(
+        select(KioskEvent.id).where(
+            KioskEvent.kiosk_id == c.kiosk_id,
+            KioskEvent.compartment == c.number,
+            KioskEvent.type == "disinfection_started",
+            KioskEvent.received_at >= cycle.started_at,
+        )
+    )
+    if started is not None:
+        return True
+    return (
+        c.snapshot_at is not None
+        and c.snapshot_at >= cycle.started_at
+        and (c.uv_on or c.disinfect_remaining_s > 0)
+    )
+
+
 async def start_hold_cycle(ctx: ServiceContext, timer: Timer) -> datetime | None:
     order, c, kiosk = await _load(ctx, timer)
     if order is None or c is None or kiosk is None:
@@ -103,7 +138,9 @@ async def start_hold_cycle(ctx: ServiceContext, timer: Timer) -> datetime | None
             )
         if c.state == CompartmentState.OCCUPIED:
             await compartments.transition(session, c, CompartmentTrigger.START_CYCLE)
-        await story.begin_cycle(session, c, "hold", order)
+        cycle = await story.begin_cycle(session, c, "hold", order)
+        if await _kiosk_runs(session, c, cycle):
+            return None
     hot = order.temperature_class == "hot" and c.heated
     setpoint = ctx.settings.hold_setpoint_c if hot else None
     if await _cycle_commands(ctx, kiosk, c, setpoint, ctx.settings.disinfection_s):
@@ -120,7 +157,9 @@ async def start_cleaning(ctx: ServiceContext, timer: Timer) -> datetime | None:
     async with session_scope(ctx.sessionmaker) as session:
         fresh = await session.get(Compartment, c.id)
         assert fresh is not None
-        await Story(ctx).begin_cycle(session, fresh, "cleaning", None)
+        cycle = await Story(ctx).begin_cycle(session, fresh, "cleaning", None)
+        if await _kiosk_runs(session, fresh, cycle):
+            return None
     if await _cycle_commands(ctx, kiosk, c, None, ctx.settings.cleaning_s):
         return None
     return _retry(ctx)

@@ -255,6 +255,9 @@ async def test_the_story_survives_sigkill_at_every_step(
         for step in ("create", "assign", "deposit", "start_cycle", "complete_cycle", "pick_up"):
             assert trail[step] == 1, trail
         assert sum(1 for c in kiosk.received if c.command.action == "unlock") >= 2
+    except BaseException:
+        print("service log:\n" + service.log())  # shown by pytest with the failure
+        raise
     finally:
         if service.proc is not None and service.proc.poll() is None:
             service.kill()

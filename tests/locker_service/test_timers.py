@@ -248,3 +248,36 @@ async def test_a_timer_that_keeps_failing_gives_up_with_an_alert(
         kinds = (await session.scalars(select(Alert.kind))).all()
     assert state == "failed"
     assert kinds == ["timer_failed"]
+
+
+async def test_a_retried_cycle_start_does_not_restart_a_running_cycle(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order = await create_order(app_client, world, ref="twice")
+    n = (
+        await app_client.post(
+            "/api/v1/kiosk/dropoff",
+            json={
+                "courier_code": world.courier_code,
+                "pin": world.courier_pin,
+                "order_ref": "twice",
+            },
+            headers=world.kiosk(),
+        )
+    ).json()["compartment"]
+    await event(service, world, "door_opened", n)
+    await event(service, world, "item_placed", n)
+    await event(service, world, "door_closed", n)
+    loop = TimerLoop(service)
+    await loop.run_due()
+    await event(service, world, "disinfection_started", n, duration_s=1800)
+    # the first run died before it could mark its timer done: the timer runs again
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Timer)
+            .where(Timer.kind == TimerKind.START_HOLD_CYCLE.value)
+            .values(state="pending", locked_until=None, due_at=utcnow())
+        )
+    await loop.run_due()
+    assert fake_kiosk.actions(n).count("start_disinfection") == 1
+    assert await _state(service, order["id"]) == "disinfecting"
