@@ -87,7 +87,7 @@ def status_page_size(baud: int) -> int:
 
 
 STORE_FILE = "bridge.sqlite3"
-HELLO_RETRY_CAP_S = 5.0  # an unreachable board is probed at least this often
+PORT_RETRY_CAP_S = 5.0  # a port that cannot be opened is tried again at least this often
 
 
 @dataclass(slots=True)
@@ -300,7 +300,7 @@ class Bridge:
     # -- board thread -------------------------------------------------------------------------
 
     def _board_loop(self) -> None:
-        backoff = Backoff(initial_s=0.1, cap_s=HELLO_RETRY_CAP_S)
+        backoff = Backoff(initial_s=0.1, cap_s=PORT_RETRY_CAP_S)
         next_poll = time.monotonic()
         while not self._stop.is_set():
             try:
@@ -322,7 +322,9 @@ class Bridge:
             except BoardUnreachable as exc:
                 log.warning("%s", exc)
                 self._board_lost(str(exc))
-                self._stop.wait(backoff.next_delay_s())
+                # The port is there but the board is silent (booting, powered off): PROTOCOL.md
+                # has the master keep trying HELLO at its poll period.
+                self._stop.wait(self.settings.poll_period_s)
             except BoardError as exc:
                 log.warning("board: %s", exc)
                 self._stop.wait(self.settings.poll_period_s)
