@@ -50,16 +50,28 @@ class SupervisorError(RuntimeError):
     """A child could not be started or kept running."""
 
 
-def _set_parent_death_signal() -> None:
-    """Runs in the child between fork and exec: die with the supervisor (Linux only)."""
+def _load_prctl() -> Callable[[int, int], int] | None:
+    """libc's prctl, looked up once at import: the child between fork and exec must not import
+    or allocate (another thread of the supervisor may hold the import lock at fork time)."""
+    if sys.platform != "linux":
+        return None
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        prctl: Callable[[int, int], int] = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    return prctl
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _set_parent_death_signal() -> None:
+    """Runs in the child between fork and exec: die with the supervisor (Linux only)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -155,7 +167,7 @@ class Supervisor:
                 env=env,
                 cwd=child.spec.cwd,
                 start_new_session=True,
-                preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
+                preexec_fn=_set_parent_death_signal if _PRCTL is not None else None,
                 limit=LINE_LIMIT_BYTES,
             )
         except OSError as exc:
@@ -243,7 +255,11 @@ class Supervisor:
             try:
                 await self._wait_ready(child)
             except SupervisorError as exc:
+                # A child that never came up is ended, so the loop counts it as a death and
+                # restarts it or gives up, instead of waiting on a process that serves nothing.
                 self.say(str(exc))
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.proc.pid, signal.SIGKILL)
                 continue
             self.say(f"{child.spec.name} is running again")
 

@@ -52,6 +52,20 @@ print("ignoring SIGTERM", flush=True)
 while True: time.sleep(1)
 """
 
+# Listens and dies on its first run; every later run hangs without listening.
+GOES_MUTE = """
+import pathlib, signal, socket, sys, time
+counter = pathlib.Path(sys.argv[1]); port = int(sys.argv[2])
+n = int(counter.read_text()) + 1 if counter.exists() else 1
+counter.write_text(str(n))
+if n == 1:
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port)); s.listen()
+    print("listening", flush=True); time.sleep(0.3); sys.exit(3)
+print(f"mute run {n}", flush=True)
+signal.pause()
+"""
+
 ALWAYS_DIES = "import sys; print('broken', flush=True); sys.exit(7)"
 
 
@@ -203,6 +217,26 @@ def test_a_child_that_keeps_dying_ends_the_run_with_failure(tmp_path: Path) -> N
     assert "broken exited with code 7" in text
     assert "5 times in a row: giving up and stopping everything" in text
     assert marker.read_text() == "stopped cleanly"
+
+
+def test_a_restarted_child_that_never_gets_ready_is_killed_and_restarted(tmp_path: Path) -> None:
+    port = free_port()
+    counter = tmp_path / "mute.count"
+    spec = child("mute", GOES_MUTE, counter, port, port=port)
+    spec["ready_timeout_s"] = 1.0
+    run = Run({"children": [spec], "backoff_s": [0.05]})
+    try:
+        run.wait_for("mute run 3")  # the hung second run was ended and a third one started
+        assert run.finish() == 1  # and in the end the supervisor gives up, as for any death
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    text = "\n".join(run.lines)
+    assert f"mute did not listen on 127.0.0.1:{port} within 1 s" in text
+    assert "mute was killed by SIGKILL" in text
+    assert "giving up and stopping everything" in text
+    with pytest.raises(AssertionError, match="no process"):
+        pid_of(run, str(counter))  # no hung run is left behind
 
 
 def test_a_child_that_never_gets_ready_fails_the_start(tmp_path: Path) -> None:
