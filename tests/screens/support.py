@@ -334,3 +334,30 @@ class WebhookInbox:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def add_site_with_operator(database_url: str, role: str = "operator") -> tuple[int, str]:
+    """A second site and an operator scoped to it alone; returns (site id, operator token)."""
+    from locker_service.db import create_engine, create_sessionmaker
+    from locker_service.models import Operator, Site, operator_sites
+    from locker_service.security import hash_token, new_token
+
+    token = new_token("ot")
+
+    async def write() -> int:
+        engine = create_engine(database_url)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                site = Site(code=f"site-{uuid.uuid4().hex[:8]}", name="River Court")
+                operator = Operator(name="Sam", token_hash=hash_token(token), role=role)
+                session.add_all([site, operator])
+                await session.flush()
+                await session.execute(
+                    operator_sites.insert().values(operator_id=operator.id, site_id=site.id)
+                )
+                await session.commit()
+                return site.id
+        finally:
+            await engine.dispose()
+
+    return in_thread(lambda: asyncio.run(write())), token

@@ -123,6 +123,12 @@ def test_operator_watches_live_and_acts(
     page.locator("#kill-reason").fill("all clear")
     page.get_by_role("button", name="Release the kill switch").click()
     expect(page.locator("#kill-state")).to_contain_text("work normally")
+
+    # On a tablet held upright: one column, nothing wider than the screen.
+    page.set_viewport_size({"width": 768, "height": 1024})
+    page.wait_for_timeout(300)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 768
+    page.screenshot(path=screenshots / "dashboard-tablet.png", full_page=True)
     context.close()
 
 
