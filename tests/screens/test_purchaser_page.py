@@ -84,6 +84,17 @@ def test_page_after_ordering_in_both_languages_on_a_phone(
     page.set_extra_http_headers({"Accept-Language": "zh-CN,zh;q=0.9"})
     page.goto(service.url + path)
     page.get_by_role("heading", name="您的外卖订单").wait_for()
+
+    # The merchant cancels: the page says so, in her language, and stops asking.
+    cancelled = service.api(
+        "POST",
+        f"/api/v1/orders/{order['id']}/cancel",
+        headers={"X-API-Key": seed.merchant_key},
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    page.reload()
+    assert page.locator("#status").inner_text() == "已取消"
+    assert page.locator("#status").get_attribute("class") == "status status-cancelled"
     chinese_phone.close()
 
 
