@@ -103,6 +103,8 @@ class PortsTruth(BaseModel):
     scanner_url: str
     board_tcp: str | None
     scanner_tcp: str | None
+    board_tcp_connections: int  # masters connected to the board's device server
+    scanner_tcp_connections: int
 
 
 class SimTruth(BaseModel):
@@ -497,6 +499,8 @@ class Simulator:
                     scanner_tcp=(
                         f"socket://{scanner_tcp.host}:{scanner_tcp.port}" if scanner_tcp else None
                     ),
+                    board_tcp_connections=len(board_tcp.clients) if board_tcp else 0,
+                    scanner_tcp_connections=len(scanner_tcp.clients) if scanner_tcp else 0,
                 ),
                 compartments=rows,
             )
@@ -570,7 +574,8 @@ class Simulator:
         tcp = self._tcp.get("scanner")
         if tcp is not None:
             for conn in list(tcp.clients):
-                tcp.send(conn, line)
+                if not tcp.send(conn, line):
+                    self._forget_conn(tcp, conn)
 
     # ---- sim:// handles (hardware.simurl.SimHost)
 

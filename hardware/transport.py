@@ -129,15 +129,14 @@ class TcpPort:
             conn.close()
 
     def send(self, conn: socket.socket, data: bytes) -> bool:
-        """False when the peer is gone or not reading (the connection is then dropped)."""
+        """False when the peer is gone or not reading: the caller then drops the connection,
+        after taking it out of its selector (a closed socket left registered there would keep
+        its descriptor number taken, and the next connection given that number is refused)."""
         try:
             sent = conn.send(data)
         except OSError:
-            sent = -1
-        if sent != len(data):
-            self.drop(conn)
             return False
-        return True
+        return sent == len(data)
 
     def close(self) -> None:
         for conn in list(self.clients):

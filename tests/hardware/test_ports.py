@@ -4,16 +4,43 @@ pulled cable really takes the port away and brings it back at the same path."""
 from __future__ import annotations
 
 import os
+import socket
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 import serial
 
 from hardware.physics import WorldError
-from hardware.protocol import Command, Frame, FrameType, HelloAnswer
+from hardware.protocol import Command, Frame, FrameDecoder, FrameType, HelloAnswer, encode_frame
 from hardware.protocol.messages import UnlockRequest
 from hardware.simulator import Simulator, SimulatorError
 from tests.hardware.link import BoardLink
+
+T = TypeVar("T")
+WAIT_S = 10.0  # the simulator thread shares two busy cores with other test runs
+
+
+def _eventually(attempt: Callable[[], T], what: str, timeout_s: float = WAIT_S) -> T:
+    """`attempt()`'s result once it stops raising (a port that comes back, a connection the
+    simulator thread has yet to accept), instead of sleeping a fixed time and hoping."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return attempt()
+        except (AssertionError, OSError, serial.SerialException):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout_s:.0f} s waiting for {what}"
+                ) from None
+            time.sleep(0.05)
+
+
+def _connections(sim: Simulator, device: str, count: int) -> None:
+    ports = sim.truth().ports
+    seen = ports.board_tcp_connections if device == "board" else ports.scanner_tcp_connections
+    assert seen == count, f"{seen} {device} connections, expected {count}"
 
 
 def _hello(link: BoardLink) -> HelloAnswer:
@@ -54,7 +81,7 @@ def test_scanner_sends_one_crlf_line_per_scan_on_every_port(sim: Simulator) -> N
     on_tcp = serial.serial_for_url(f"socket://127.0.0.1:{scanner_port}", timeout=2)
     on_url = serial.serial_for_url(sim.scanner_url, timeout=2)
     try:
-        time.sleep(0.2)  # the TCP connection is accepted by the simulator thread
+        _eventually(lambda: _connections(sim, "scanner", 1), "the scanner connection")
         sim.world.scan("LKR1:abcDEF-123")
         sim.world.scan("87654321")
         for port in (on_pty, on_tcp, on_url):
@@ -100,8 +127,7 @@ def test_pulled_cable_drops_sockets_and_refuses_new_ones(sim: Simulator) -> None
     with pytest.raises(serial.SerialException):
         link.port.read(1)  # the device server closed the connection
     link.close()
-    time.sleep(1.2)
-    again = BoardLink(f"socket://127.0.0.1:{board_port}")
+    again = _eventually(lambda: BoardLink(f"socket://127.0.0.1:{board_port}"), "the cable back")
     try:
         assert _hello(again).compartment_count == 12
     finally:
@@ -116,12 +142,43 @@ def test_pulled_cable_breaks_sim_url_handles(sim: Simulator, link: BoardLink) ->
         link.port.write(b"\x00")
     with pytest.raises(serial.SerialException):
         serial.serial_for_url(sim.board_url)
-    time.sleep(1.2)
-    again = BoardLink(sim.board_url)
+    again = _eventually(lambda: BoardLink(sim.board_url), "the cable back")
     try:
         assert _hello(again).compartment_count == 12
     finally:
         again.close()
+
+
+def test_a_scanner_client_that_stops_reading_is_dropped_and_the_board_still_served(
+    sim: Simulator,
+) -> None:
+    board_port, scanner_port = sim.serve_sockets()
+    idle = socket.create_connection(("127.0.0.1", scanner_port))
+    idle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # and it never reads
+    # Made now, so that the simulator's next accept, not this socket, is given the lowest
+    # free descriptor: the one of the dropped scanner connection.
+    master = socket.socket()
+    master.settimeout(WAIT_S)
+    try:
+        _eventually(lambda: _connections(sim, "scanner", 1), "the scanner connection")
+        for i in range(100_000):  # its buffers fill up: the device server gives up on it
+            sim.world.scan("X" * 500)
+            if i % 100 == 0 and sim.truth().ports.scanner_tcp_connections == 0:
+                break
+        _connections(sim, "scanner", 0)
+        # The next connection is given the dropped one's descriptor number: it is served.
+        master.connect(("127.0.0.1", board_port))
+        master.sendall(encode_frame(Frame(1, FrameType.REQ, 1, Command.HELLO)))
+        decoder = FrameDecoder()
+        frames: list[Frame] = []
+        while not frames:
+            data = master.recv(4096)
+            assert data, "the board connection was closed"
+            frames = decoder.feed(data)
+        assert HelloAnswer.unpack(frames[0].payload).compartment_count == 12
+    finally:
+        master.close()
+        idle.close()
 
 
 def test_answers_take_the_wire_time_of_the_baud_rate() -> None:
