@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -52,9 +51,8 @@ def round_trip(broker_url: str, observer: Observer, tmp_path: Path, **extra: obj
 
 @pytest.fixture
 def logging_broker() -> Iterator[MosquittoProcess]:
-    """A private broker whose log we can read (run as root, Mosquitto would drop to a user that
-    cannot write into our temporary directory)."""
-    broker = MosquittoProcess(extra_config="user root\n" if os.geteuid() == 0 else "")
+    """A private broker whose log we can read."""
+    broker = MosquittoProcess()
     try:
         broker.start()
     except RuntimeError as exc:
@@ -117,8 +115,6 @@ def secured_broker(tmp_path: Path) -> Iterator[tuple[MosquittoProcess, Path]]:
             f"certfile {pki / 'server.pem'}\nkeyfile {pki / 'server.key'}\n"
             f"password_file {passwords}\n"
             "allow_anonymous false\n"  # global: the last word for every listener
-            # Run as root, Mosquitto would drop to a user that cannot read our key files.
-            + ("user root\n" if os.geteuid() == 0 else "")
         ),
     )
     try:

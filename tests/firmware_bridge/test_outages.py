@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -33,9 +32,6 @@ def durable_broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
     store.mkdir()
     broker = MosquittoProcess(
         extra_config=f"persistence true\npersistence_location {store}/\nautosave_interval 1\n"
-        # Run as root, Mosquitto would drop to a user that cannot write into our directory,
-        # and lose the sessions silently.
-        + ("user root\n" if os.geteuid() == 0 else "")
     )
     try:
         broker.start()

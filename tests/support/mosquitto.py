@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -43,7 +44,11 @@ class MosquittoProcess:
             f"listener {self.port} {self.host}\n"
             "allow_anonymous true\n"
             "persistence false\n"
-            f"log_dest file {self._dir / 'mosquitto.log'}\n" + extra_config
+            f"log_dest file {self._dir / 'mosquitto.log'}\n"
+            # Started as root, mosquitto drops to the `mosquitto` user and then cannot write its
+            # log or files in this test's temp dir; stay the user that made the dir.
+            + (f"user {getpass.getuser()}\n" if os.geteuid() == 0 else "")
+            + extra_config
         )
         self._proc: subprocess.Popen[bytes] | None = None
 
