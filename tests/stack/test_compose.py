@@ -170,3 +170,29 @@ def test_dockerfile_builds_the_package_and_runs_unprivileged() -> None:
     for package in ("locker_service", "firmware_bridge", "hardware", "migrations"):
         assert f"COPY {package} {package}" in text
     assert "USER locker" in text and 'ENTRYPOINT ["lockerctl"]' in text
+
+
+def test_named_volumes_of_the_locker_image_are_writable_by_its_user(
+    config: dict[str, Any],
+) -> None:
+    """A new named volume takes the owner of its mount point in the image; the image runs as
+    `locker`, so each such mount point must be made in the image and owned by that user."""
+    text = (ROOT / "docs" / "deploy" / "Dockerfile").read_text()
+    home = "/var/lib/locker"
+    for name, service in config["services"].items():
+        if service.get("image") != "smart-food-locker:latest":
+            continue
+        for volume in service.get("volumes", []):
+            if isinstance(volume, str):  # docker-compose 1.x prints "source:target[:mode]"
+                source, target = volume.split(":")[:2]
+                if source.startswith(("/", ".")):
+                    continue  # a bind mount keeps the host's owner
+            elif volume.get("type") == "volume":
+                target = volume["target"]
+            else:
+                continue
+            made = any(
+                line.startswith("RUN install -d -o locker -g locker") and line.endswith(target)
+                for line in text.splitlines()
+            )
+            assert target == home or made, f"{name}: {target} would be root's"
