@@ -25,6 +25,7 @@ from typing import Any
 
 MAX_BODY_BYTES = 5 * 1024 * 1024  # a message with a QR PNG is a few kB; refuse anything huge
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+KEPT_NAME = re.compile(r"^([0-9]+)-")  # <message number>-<attachment name>
 
 
 class Inbox:
@@ -33,7 +34,8 @@ class Inbox:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
-        existing = [int(p.name.split("-")[0]) for p in directory.glob("*-*") if p.name[0].isdigit()]
+        # Numbering goes on from the messages kept by an earlier run.
+        existing = [int(m[1]) for p in directory.iterdir() if (m := KEPT_NAME.match(p.name))]
         self._numbers = itertools.count(max(existing, default=0) + 1)
         self._lock = threading.Lock()
 
@@ -62,22 +64,32 @@ class Inbox:
 def make_handler(inbox: Inbox) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = 0
             if length <= 0 or length > MAX_BODY_BYTES:
-                self._answer(413 if length > 0 else 400, "a JSON body up to 5 MB is expected")
+                too_large = length > MAX_BODY_BYTES
+                self._answer(
+                    413 if too_large else 400,
+                    {
+                        "error": "too_large" if too_large else "no_body",
+                        "message": "a JSON body up to 5 MB is expected",
+                    },
+                )
                 return
             try:
                 payload = json.loads(self.rfile.read(length))
                 if not isinstance(payload, dict):
                     raise ValueError("not a JSON object")
             except ValueError as exc:
-                self._answer(400, f"not a JSON object: {exc}")
+                self._answer(400, {"error": "bad_json", "message": f"not a JSON object: {exc}"})
                 return
             print(inbox.receive(payload), flush=True)
-            self._answer(200, "received")
+            self._answer(200, {"status": "received"})
 
-        def _answer(self, status: int, text: str) -> None:
-            body = json.dumps({"status": status, "message": text}).encode()
+        def _answer(self, status: int, content: dict[str, str]) -> None:
+            body = json.dumps(content).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

@@ -4,6 +4,7 @@ QR image kept; anything else gets a clear 4xx and changes nothing."""
 from __future__ import annotations
 
 import base64
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -80,7 +81,21 @@ def test_bad_posts_get_a_clear_error(
     port, directory, _proc = inbox
     r = httpx.post(f"http://127.0.0.1:{port}/", content=body, timeout=10)
     assert r.status_code == status
-    assert r.json()["status"] == status and r.json()["message"]
+    assert r.json()["error"] and r.json()["message"]
+    assert list(directory.iterdir()) == []
+
+
+def test_a_content_length_that_is_no_number_gets_a_clear_error(
+    inbox: tuple[int, Path, subprocess.Popen[str]],
+) -> None:
+    port, directory, _proc = inbox
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: lots\r\n\r\n{}")
+        answer = b""
+        while chunk := conn.recv(4096):  # HTTP/1.0: the server closes after its answer
+            answer += chunk
+    answer_text = answer.decode()
+    assert answer_text.startswith("HTTP/1.0 400") and '"error": "no_body"' in answer_text
     assert list(directory.iterdir()) == []
 
 
