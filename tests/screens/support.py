@@ -174,6 +174,9 @@ class ServiceProcess:
                 str(self.port),
                 "--log-level",
                 "warning",
+                # Open live streams would otherwise hold a stopping service up until killed.
+                "--timeout-graceful-shutdown",
+                "2",
             ],
             env=self.env,
             cwd=REPO_ROOT,  # run from the checkout, as a developer does

@@ -222,3 +222,18 @@ def test_a_refused_scan_at_the_scanner_is_explained_on_the_screen(
     page.get_by_role("button", name="Start over").click()
     page.get_by_role("button", name="Collect food").wait_for()
     page.context.close()
+
+
+def test_a_kiosk_cut_off_from_its_service_says_so(
+    browser: Any, seeded_service: tuple[ServiceProcess, Seed]
+) -> None:
+    service, seed = seeded_service
+    page = kiosk_page(browser, service, seed)
+    service.stop()
+    page.get_by_role("button", name="Collect food").click()
+    type_code(page, "12345678")
+    expect(page.locator("#error-text")).to_have_text(
+        "The locker cannot reach its service right now. Please try again shortly.",
+        timeout=10_000,
+    )
+    page.context.close()
