@@ -45,14 +45,6 @@ class StoryHandler:
             log.warning("message from unknown kiosk %s ignored", code)
         return kiosk
 
-    async def site_of(self, kiosk_id: str) -> int | None:
-        """`SiteResolver` for the kiosk link's live updates."""
-        async with self.ctx.sessionmaker() as session:
-            site_id: int | None = await session.scalar(
-                select(Kiosk.site_id).where(Kiosk.code == kiosk_id)
-            )
-            return site_id
-
     # -- status -----------------------------------------------------------------------------
 
     async def on_status(self, kiosk_id: str, status: wire.KioskStatus) -> None:
