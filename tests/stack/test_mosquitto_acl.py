@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import uuid
@@ -18,7 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.conftest import unavailable
-from tests.stack.mqtt_probe import Probe
+from tests.stack.mqtt_probe import Probe, wait_until
 from tests.support.mosquitto import MOSQUITTO, free_port, wait_for_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "docs" / "deploy" / "mosquitto"
@@ -34,6 +35,9 @@ class Broker:
     host: str
     port: int
     log_path: Path
+    proc: subprocess.Popen[bytes]
+    root: Path
+    passwords_env: dict[str, str]  # what make-passwords.sh was run with
 
 
 def native_config(text: str, port: int, root: Path) -> str:
@@ -43,6 +47,25 @@ def native_config(text: str, port: int, root: Path) -> str:
     text = text.replace("/mosquitto/", f"{root}/")
     # Logs to a file rather than the test's stdout.
     return text.replace("log_dest stdout", f"log_dest file {root}/mosquitto.log")
+
+
+def make_passwords(root: Path, env: dict[str, str]) -> None:
+    made = subprocess.run(
+        ["sh", str(DEPLOY / "make-passwords.sh"), str(root / "auth" / "passwd")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+
+
+def hand_to_mosquitto(root: Path) -> None:
+    if os.geteuid() == 0:
+        # Started as root, mosquitto drops to its own user, as in its container: hand it the files
+        # as the compose setup does (PASSWORD_FILE_OWNER there).
+        for path in [root, *root.rglob("*")]:
+            shutil.chown(path, "mosquitto", "mosquitto")
 
 
 @pytest.fixture(scope="module")
@@ -60,22 +83,11 @@ def broker() -> Iterator[Broker]:
         "KIOSK_CREDENTIALS": " ".join(f"{k}:{p}" for k, p in KIOSKS.items()),
         "MOSQUITTO_PASSWD": passwd,
     }
-    made = subprocess.run(
-        ["sh", str(DEPLOY / "make-passwords.sh"), str(root / "auth" / "passwd")],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert made.returncode == 0, made.stderr
+    make_passwords(root, env)
     port = free_port()
     conf = root / "config" / "mosquitto.conf"
     conf.write_text(native_config((DEPLOY / "mosquitto.conf").read_text(), port, root))
-    if os.geteuid() == 0:
-        # Started as root, mosquitto drops to its own user, as in its container: hand it the files
-        # as the compose setup does (PASSWORD_FILE_OWNER there).
-        for path in [root, *root.rglob("*")]:
-            shutil.chown(path, "mosquitto", "mosquitto")
+    hand_to_mosquitto(root)
     proc = subprocess.Popen(
         [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -86,7 +98,7 @@ def broker() -> Iterator[Broker]:
         _, err = proc.communicate()
         raise AssertionError(f"mosquitto did not start: {err.decode()}") from None
     try:
-        yield Broker("127.0.0.1", port, root / "mosquitto.log")
+        yield Broker("127.0.0.1", port, root / "mosquitto.log", proc, root, env)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -217,3 +229,39 @@ def test_make_passwords_refuses_a_kiosk_without_password(tmp_path: Path) -> None
     assert made.returncode == 2
     assert "kiosk 'kiosk-b' has no password" in made.stderr
     assert not (tmp_path / "passwd").exists()
+
+
+def test_a_kiosk_added_to_a_running_broker_gets_in_after_sighup(broker: Broker) -> None:
+    """docs/deploy/README.md, "Adding a kiosk": rewrite the password file, then SIGHUP."""
+    new_password = "c-" + uuid.uuid4().hex
+
+    def kiosk_c() -> Probe:
+        return Probe(broker.host, broker.port, username="kiosk-c", password=new_password).connect()
+
+    before = kiosk_c()
+    before.close()
+    assert not before.accepted  # not known yet
+    credentials = broker.passwords_env["KIOSK_CREDENTIALS"] + f" kiosk-c:{new_password}"
+    make_passwords(broker.root, {**broker.passwords_env, "KIOSK_CREDENTIALS": credentials})
+    hand_to_mosquitto(broker.root)
+    broker.proc.send_signal(signal.SIGHUP)
+
+    def admitted() -> bool:
+        probe = kiosk_c()
+        probe.close()
+        return probe.accepted
+
+    assert wait_until(admitted), "kiosk-c still refused after the reload"
+    c, a = kiosk_c(), kiosk(broker, "kiosk-a")  # the kiosks already there keep their accounts
+    try:
+        assert a.accepted
+        c.subscribe("lockers/v1/kiosk-c/cmd")  # and the ACL pattern covers the new kiosk too
+        svc = service(broker)
+        try:
+            svc.publish("lockers/v1/kiosk-c/cmd", b'{"new": true}')
+        finally:
+            svc.close()
+        assert c.expect().payload == b'{"new": true}'
+    finally:
+        c.close()
+        a.close()
