@@ -35,6 +35,8 @@ _EN: Final[dict[str, str]] = {
     "kiosk.idle_warning": "Returning to the start in {s} s. Touch the screen to stay.",
     "kiosk.busy": "Opening a compartment…",
     "kiosk.busy_pickup": "Checking your code…",
+    "kiosk.paused": "Openings are paused at this site for now. Please ask the staff.",
+    "kiosk.offline": "This locker cannot reach its compartments right now. Please try later.",
     # kiosk: setup
     "kiosk.setup_title": "Set up this screen",
     "kiosk.setup_hint": "Enter the kiosk token printed when the kiosk was created.",
@@ -143,6 +145,8 @@ _ZH: Final[dict[str, str]] = {
     "kiosk.idle_warning": "{s} 秒后返回首页，触摸屏幕可继续操作。",
     "kiosk.busy": "正在打开柜门…",
     "kiosk.busy_pickup": "正在核验取餐码…",
+    "kiosk.paused": "本站点暂停开柜，请联系现场工作人员。",
+    "kiosk.offline": "取餐柜暂时无法控制柜格，请稍后再试。",
     "kiosk.setup_title": "设置本屏幕",
     "kiosk.setup_hint": "请输入创建柜机时打印的柜机令牌。",
     "kiosk.setup_token": "柜机令牌",

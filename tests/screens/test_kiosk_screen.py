@@ -237,3 +237,29 @@ def test_a_kiosk_cut_off_from_its_service_says_so(
         timeout=10_000,
     )
     page.context.close()
+
+
+def test_start_screen_warns_when_openings_are_paused(
+    browser: Any, seeded_service: tuple[ServiceProcess, Seed], axe_source: str, screenshots: Path
+) -> None:
+    service, seed = seeded_service
+    page = kiosk_page(browser, service, seed)
+    notice = page.locator("#kiosk-notice")
+    # This service runs without its kiosk link: the kiosk is not online, and the screen says so.
+    expect(notice).to_have_text(
+        "This locker cannot reach its compartments right now. Please try later."
+    )
+    engaged = service.api(
+        "POST",
+        f"/api/v1/operator/sites/{seed.site_id}/kill-switch",
+        seed.operator_token,
+        json={"engaged": True, "reason": "suspected mass-open attempt"},
+    )
+    assert engaged.status_code == 200
+    page.reload()
+    expect(notice).to_have_text("Openings are paused at this site for now. Please ask the staff.")
+    page.get_by_role("button", name="中文").click()
+    expect(notice).to_have_text("本站点暂停开柜，请联系现场工作人员。")
+    assert serious_accessibility_violations(page, axe_source) == []
+    page.screenshot(path=screenshots / "kiosk-paused-zh.png")
+    page.context.close()

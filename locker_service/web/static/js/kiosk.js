@@ -10,6 +10,7 @@
   const TOKEN_KEY = "locker.kioskToken";
   const LANG_KEY = "locker.kioskLang";
   const IDLE_WARNING_S = 10; // the last seconds before going home are announced on screen
+  const KIOSK_REFRESH_MS = 20000; // kill switch and online state: a notice within 20 s is enough
 
   const root = document.getElementById("kiosk");
   const catalogues = JSON.parse(document.getElementById("catalogues").textContent);
@@ -53,6 +54,7 @@
     if (state.screen === "opened" && state.opened) showOpened(state.opened.kind, state.opened.n);
     if (state.screen === "error" && state.error) showError(state.error);
     if (state.screen === "busy" && state.busyKey) document.getElementById("busy-text").textContent = t(state.busyKey);
+    renderNotice();
   }
 
   // ---- screens --------------------------------------------------------------------------
@@ -224,10 +226,22 @@
     attempt("kiosk.busy_pickup", "pickup", () => call("POST", "/kiosk/pickup", { code }));
   }
 
+  // What the start screen says before anyone touches it: openings paused, or the locker bank
+  // unreachable, so nobody types a code that cannot work.
+  function renderNotice() {
+    const notice = document.getElementById("kiosk-notice");
+    const me = state.me;
+    const key = !me ? null : me.kill_switch_engaged ? "kiosk.paused" : !me.online ? "kiosk.offline" : null;
+    notice.hidden = !key;
+    notice.textContent = key ? t(key) : "";
+  }
+
   async function loadKiosk() {
     if (!token()) return;
     try {
       const me = await call("GET", "/kiosk/me");
+      state.me = me;
+      renderNotice();
       const site = me.site_name || (me.site && me.site.name) || "";
       const name = me.name || me.code || "";
       document.getElementById("kiosk-label").textContent = [site, name].filter(Boolean).join(" · ");
@@ -343,6 +357,7 @@
     }
     document.addEventListener("keydown", onPhysicalKey);
     setInterval(tickIdle, 250);
+    setInterval(loadKiosk, KIOSK_REFRESH_MS);
   }
 
   takeTokenFromAddress();
