@@ -148,8 +148,11 @@ class Supervisor:
         while True:
             try:
                 raw = await stream.readline()
-            except ValueError:  # a line beyond LINE_LIMIT_BYTES: show what we have, go on
-                raw = await stream.read(LINE_LIMIT_BYTES)
+            except ValueError:
+                # asyncio has thrown away a line beyond LINE_LIMIT_BYTES (or its first
+                # LINE_LIMIT_BYTES): say so, and go on with the next line.
+                self._emit(child.spec.name, child.colour, "[an output line over 1 MB was cut]")
+                continue
             if not raw:
                 return
             self._emit(child.spec.name, child.colour, raw.decode(errors="replace").rstrip("\n"))

@@ -66,6 +66,13 @@ print(f"mute run {n}", flush=True)
 signal.pause()
 """
 
+# One line of 3 MB, then a normal one, then it waits.
+LONG_LINE = """
+import signal, sys
+sys.stdout.write("x" * (3 << 20) + "\\n"); print("after the long line", flush=True)
+signal.pause()
+"""
+
 ALWAYS_DIES = "import sys; print('broken', flush=True); sys.exit(7)"
 
 
@@ -266,3 +273,16 @@ def test_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
     finally:
         if run.proc.poll() is None:
             run.proc.kill()
+
+
+def test_an_overlong_output_line_is_cut_and_the_output_goes_on(tmp_path: Path) -> None:
+    run = Run({"children": [child("chatty", LONG_LINE)]})
+    try:
+        run.wait_for("after the long line")
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.finish() == 0
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    assert any("[an output line over 1 MB was cut]" in line for line in run.lines)
+    assert all(len(line) <= (1 << 20) + 40 for line in run.lines)  # 40: the name label
