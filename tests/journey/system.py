@@ -17,6 +17,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -170,8 +171,6 @@ def _free_run(count: int) -> int:
         ok = True
         for p in range(base + 1, base + count):
             try:
-                import socket
-
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", p))
             except OSError:
