@@ -262,6 +262,8 @@ def test_courier_purchaser_and_operator_through_the_screens(
         expect(purchaser.locator("#status")).to_have_text("Ready for pickup")
         assert purchaser.locator("#fallback-code").inner_text().replace(" ", "") == code
         assert purchaser.locator("#compartment").inner_text() == str(n)
+        assert purchaser.locator("#locker").inner_text() == "Lobby A"
+        assert purchaser.locator("#site").inner_text() == seed.site_name
         qr = purchaser.locator("img.qr")
         expect(qr).to_be_visible()
         assert purchaser.evaluate("document.querySelector('img.qr').naturalWidth") > 100
