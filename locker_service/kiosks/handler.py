@@ -17,7 +17,7 @@ from locker_service.alerts.service import raise_alert, resolve_alerts
 from locker_service.api.errors import ServiceError
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
-from locker_service.compartments.lifecycle import CompartmentState
+from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosk_link.errors import KioskLinkError
@@ -134,6 +134,12 @@ class StoryHandler:
         elif fault is None and c.fault is not None:
             await resolve_alerts(session, key, self.ctx.hub)
         c.fault = fault
+        # A free compartment with a fault leaves the pool until the board clears it; one with
+        # food keeps its state (its order's story goes on, the alert tells the operator).
+        if fault is not None and c.state == CompartmentState.AVAILABLE:
+            await compartments.transition(session, c, CompartmentTrigger.FAULT)
+        elif fault is None and c.state == CompartmentState.FAULTED:
+            await compartments.transition(session, c, CompartmentTrigger.CLEAR_FAULT)
 
     # -- events -----------------------------------------------------------------------------
 

@@ -303,3 +303,23 @@ async def test_wrong_courier_pin_is_refused_then_locked_out(
     assert locked.status_code == 429
     assert int(locked.headers["Retry-After"]) > 0
     assert fake_kiosk.unlocks() == []
+
+
+async def test_a_faulted_free_compartment_leaves_the_pool_until_cleared(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, emit: Emit
+) -> None:
+    for n in (2, 3, 4):  # every medium compartment
+        await emit("fault_raised", n, fault="sensor_open")
+    assert (await _compartment(service, world, 2)).state == "faulted"
+    await create_order(app_client, world, ref="F-1")
+    assert (await _dropoff(app_client, world, "F-1")).status_code == 409
+    await emit("fault_cleared", 3)
+    assert (await _compartment(service, world, 3)).state == "available"
+    assert (await _dropoff(app_client, world, "F-1")).json()["compartment"] == 3
+    async with service.sessionmaker() as session:
+        alerts = (await session.scalars(select(Alert).order_by(Alert.id))).all()
+    assert [(a.kind, a.state) for a in alerts] == [
+        ("compartment_fault", "open"),  # 2
+        ("compartment_fault", "resolved"),  # 3
+        ("compartment_fault", "open"),  # 4
+    ]
