@@ -11,6 +11,7 @@ kiosks, merchant, courier and operator are created; their credentials are kept i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -63,10 +64,17 @@ def without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` different ports free right now. The sockets are held until all are chosen: one
+    at a time, the kernel may hand out the same port twice, and two children would then fight
+    over it."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            s = held.enter_context(socket.socket())
+            s.bind((host, 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
 
 
 def lockerctl(*args: str) -> list[str]:
@@ -116,8 +124,10 @@ def plan(options: UpOptions) -> Plan:
     database_url = options.database_url or f"sqlite+aiosqlite:///{data_dir / 'locker.db'}"
     embedded = options.broker_url is None
     children: list[ChildSpec] = []
+    # Every port picked for this run at once, so no two of them are the same.
+    picked = iter(free_ports(2 + 2 * options.kiosks))
     if embedded:
-        broker_port = options.broker_port or free_port()
+        broker_port = options.broker_port or next(picked)
         broker_url = f"mqtt://127.0.0.1:{broker_port}"
         children.append(
             ChildSpec(
@@ -130,7 +140,7 @@ def plan(options: UpOptions) -> Plan:
         assert options.broker_url is not None
         broker_url = options.broker_url
 
-    inbox_port = options.inbox_port or free_port()
+    inbox_port = options.inbox_port or next(picked)
     children.append(
         ChildSpec(
             "inbox",
@@ -151,7 +161,7 @@ def plan(options: UpOptions) -> Plan:
     codes = [kiosk_code(i) for i in range(options.kiosks)]
     sockets: list[tuple[int, int]] = []
     for i, code in enumerate(codes):
-        board_port, scanner_port = free_port(), free_port()
+        board_port, scanner_port = next(picked), next(picked)
         sockets.append((board_port, scanner_port))
         http_port = options.sim_port + i
         children.append(

@@ -164,6 +164,19 @@ def test_plan_embedded_broker_speaks_mqtt_311_without_shared_subscriptions(
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
 
 
+def test_plan_gives_every_picked_port_to_one_child_only(tmp_path: Path) -> None:
+    p = plan(UpOptions(data_dir=tmp_path, kiosks=9, inbox_port=0))
+    picked = [int(p.broker_url.rsplit(":", 1)[1]), int(p.inbox_url.strip("/").rsplit(":", 1)[1])]
+    for child in p.children:
+        if child.name.startswith("sim"):
+            picked += [
+                int(child.argv[child.argv.index(option) + 1])
+                for option in ("--board-port", "--scanner-port")
+            ]
+    assert len(picked) == 2 + 2 * 9
+    assert len(set(picked)) == len(picked), picked
+
+
 def test_plan_with_external_broker_and_database_starts_no_broker(tmp_path: Path) -> None:
     p = plan(
         UpOptions(
