@@ -5,6 +5,13 @@ door events from counter differences: a door opened and shut between two polls s
 both events, in the order they must have happened. Everything else (occupancy, disinfection
 cycle, faults) is derived from the change of a flag between two observations.
 
+Door and item events of one poll come in the order they happened: an item can only go in or
+out through an open door, so `item_placed` / `item_removed` sits inside the first time the door
+was open (`door_opened, item_placed, door_closed`, never `door_opened, door_closed,
+item_placed`). Every `door_closed` carries `data.occupied`, the occupancy seen at that poll,
+which is the occupancy the events before it add up to: a consumer deciding "shut with nothing
+inside" never has to guess.
+
 Whether a cycle completed or was aborted is the board's CYCLE_ABORTED flag (ADR 0012).
 
 A compartment snapshot is due when a discrete field changed (door, lock, occupancy, heater
@@ -156,6 +163,24 @@ def door_events(prev_open: bool, opens: int, closes: int, now_open: bool) -> lis
     return events
 
 
+def in_physical_order(was_open: bool, door: list[str], item: str | None) -> list[str]:
+    """The door events of one poll with the occupancy change (if any) where it can have happened.
+
+    An item passes through an open door, so the change goes into the first stretch of time the
+    door was open: at once if it was open at the last poll, else right after the first opening.
+    Putting it first makes every later `door_closed` agree with the occupancy seen now. With
+    the door shut throughout (a sensor that changed its mind), the change stands alone.
+    """
+    if item is None:
+        return list(door)
+    if was_open:
+        return [item, *door]
+    if "door_opened" in door:
+        at = door.index("door_opened") + 1
+        return [*door[:at], item, *door[at:]]
+    return [*door, item]
+
+
 class CompartmentTracker:
     """Keeps the last view of every compartment and turns a new STATUS answer into news."""
 
@@ -223,9 +248,12 @@ class CompartmentTracker:
             opens = (now.opens - prev.opens) % COUNTER_MODULUS
             closes = (now.closes - prev.closes) % COUNTER_MODULUS
         door = door_events(prev.door_open, opens, closes, now.door_open)
-        events.extend(RawEvent(kind, n) for kind in door)
+        item = None
         if now.occupied != prev.occupied:
-            events.append(RawEvent("item_placed" if now.occupied else "item_removed", n))
+            item = "item_placed" if now.occupied else "item_removed"
+        for kind in in_physical_order(prev.door_open, door, item):
+            data = {"occupied": now.occupied} if kind == "door_closed" else {}
+            events.append(RawEvent(kind, n, data))
         if prev.fault != now.fault:
             if prev.fault:
                 events.append(RawEvent("fault_cleared", n, {"fault": prev.fault_name}))

@@ -38,6 +38,34 @@ def test_open_and_shut_between_two_polls_yields_both_events_in_order() -> None:
     assert types(t, record(opens=5, closes=5)) == ["door_opened", "door_closed"]
 
 
+def test_an_item_placed_between_two_polls_is_inside_before_the_door_shuts() -> None:
+    t = CompartmentTracker()
+    types(t, record(opens=4, closes=4))
+    obs = t.observe(BOOT, [record(flags=F.OCCUPIED, opens=5, closes=5)], 1.0)
+    assert [(e.type, e.data) for e in obs.events] == [
+        ("door_opened", {}),
+        ("item_placed", {}),
+        ("door_closed", {"occupied": True}),
+    ]
+
+
+def test_an_item_taken_out_of_an_open_door_is_gone_before_the_door_shuts() -> None:
+    t = CompartmentTracker()
+    types(t, record(flags=F.DOOR_OPEN | F.OCCUPIED, opens=1))
+    obs = t.observe(BOOT, [record(opens=1, closes=1)], 1.0)
+    assert [(e.type, e.data) for e in obs.events] == [
+        ("item_removed", {}),
+        ("door_closed", {"occupied": False}),
+    ]
+
+
+def test_door_closed_says_what_is_inside_even_when_nothing_changed() -> None:
+    t = CompartmentTracker()
+    types(t, record(flags=F.DOOR_OPEN | F.OCCUPIED, opens=1))
+    obs = t.observe(BOOT, [record(flags=F.OCCUPIED, opens=1, closes=1)], 1.0)
+    assert [(e.type, e.data) for e in obs.events] == [("door_closed", {"occupied": True})]
+
+
 def test_counters_wrap_at_256() -> None:
     t = CompartmentTracker()
     types(t, record(opens=255, closes=255))
@@ -162,10 +190,11 @@ def test_restored_memory_reports_what_happened_while_the_bridge_was_away() -> No
     obs = again.observe(BOOT, [record(flags=F.OCCUPIED | F.CYCLE_ABORTED, opens=4, closes=4)], 300)
     assert [e.type for e in obs.events] == [
         "door_opened",
-        "door_closed",
         "item_placed",
+        "door_closed",
         "disinfection_aborted",  # a door opened: the board stopped the cycle
     ]
+    assert obs.events[2].data == {"occupied": True}
     assert obs.snapshots  # a fresh run republishes every snapshot
 
 
@@ -223,3 +252,67 @@ def test_a_reboot_seen_in_the_first_page_does_not_fake_door_events_in_the_next()
     assert second_page.events == []
     later = t.observe(BOOT + 1, [record(n=13, flags=F.DOOR_OPEN, opens=1)], 2)
     assert [e.type for e in later.events] == ["door_opened"]
+
+
+@st.composite
+def lobby_histories(draw: st.DrawFn) -> list[str]:
+    """Doors moved, food put in and taken out through open doors, polls in between."""
+    steps: list[str] = []
+    door_open = draw(st.booleans())
+    occupied = draw(st.booleans())
+    steps.append(f"start:{int(door_open)}{int(occupied)}")
+    for _ in range(draw(st.integers(1, 60))):
+        choice = draw(st.sampled_from(["door", "item", "poll"]))
+        if choice == "item" and not door_open:
+            choice = "door"
+        if choice == "door":
+            door_open = not door_open
+        elif choice == "item":
+            occupied = not occupied
+        steps.append(choice)
+    steps.append("poll")
+    return steps
+
+
+@given(lobby_histories())
+def test_events_of_any_poll_replay_to_a_physically_possible_history(steps: list[str]) -> None:
+    """Whatever happened between polls: the door events are exactly the movements; food only
+    passes an open door; every door_closed carries the occupancy the poll saw, and the events
+    add up to it."""
+    start = steps[0].split(":")[1]
+    door_open, occupied = start[0] == "1", start[1] == "1"
+    opens = closes = 0
+
+    def status() -> CompartmentStatus:
+        flags = (F.DOOR_OPEN if door_open else NO_FLAGS) | (F.OCCUPIED if occupied else NO_FLAGS)
+        return record(flags=flags, opens=opens, closes=closes)
+
+    t = CompartmentTracker()
+    t.observe(BOOT, [status()], 0)
+    moved: list[str] = []
+    reported: list[str] = []
+    # The consumer's replay of the reported events.
+    seen_open, seen_occupied = door_open, occupied
+    for poll, step in enumerate(steps[1:], start=1):
+        if step == "door":
+            door_open = not door_open
+            opens += door_open
+            closes += not door_open
+            moved.append("door_opened" if door_open else "door_closed")
+            continue
+        if step == "item":
+            occupied = not occupied
+            continue
+        for event in t.observe(BOOT, [status()], poll).events:
+            reported.append(event.type)
+            if event.type in ("door_opened", "door_closed"):
+                seen_open = event.type == "door_opened"
+            if event.type == "door_closed":
+                assert event.data == {"occupied": occupied}
+                assert seen_occupied == occupied
+            if event.type in ("item_placed", "item_removed"):
+                assert seen_open, "food passed a shut door"
+                assert seen_occupied != (event.type == "item_placed")
+                seen_occupied = event.type == "item_placed"
+        assert (seen_open, seen_occupied) == (door_open, occupied)
+    assert [e for e in reported if e.startswith("door_")] == moved
