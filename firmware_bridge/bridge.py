@@ -138,6 +138,7 @@ class Bridge:
         self._next_telemetry = 0.0
         self._status_page = status_page_size(settings.baud)
         self._lease_handled = False  # setpoints already re-sent for the current lease expiry
+        self._status_told = False  # the first try at the board has been reported
         self._restore()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -327,6 +328,8 @@ class Bridge:
                 self._stop.wait(self.settings.poll_period_s)
             except BoardError as exc:
                 log.warning("board: %s", exc)
+                if not self._status_told:  # a HELLO answered with nonsense: still offline
+                    self._publish_status()
                 self._stop.wait(self.settings.poll_period_s)
             except Exception:
                 log.exception("board loop failed; carrying on")
@@ -381,7 +384,7 @@ class Bridge:
         return restored
 
     def _board_lost(self, reason: str) -> None:
-        if self.info.online:
+        if self.info.online or not self._status_told:
             self.info = BoardInfo(hello=self.info.hello, online=False)
             self._publish_status()
         # Nothing can be executed now: say so at once rather than let commands go stale.
@@ -393,6 +396,7 @@ class Bridge:
             self._finish(command, "failed", f"board unreachable: {reason}")
 
     def _publish_status(self) -> None:
+        self._status_told = True
         hello = self.info.hello
         self.link.set_status(
             KioskStatus(

@@ -3,7 +3,8 @@
 - Connects in the background and reconnects with backoff by itself (paho's loop thread); the
   serial loop never waits for the network.
 - Subscribes to `cmd` in `on_connect`, so a reconnect resubscribes; publishes the retained
-  `status` there too and asks the bridge to republish its compartment snapshots.
+  `status` there too (once the bridge has one: not before its first try at the board, so a
+  start never claims the board offline) and asks the bridge to republish its snapshots.
 - The last will is the retained `offline` status.
 - A persistent session (clean session off in 3.1.1, a session expiry in 5), so commands sent
   while the kiosk's link was down are delivered when it is back (and rejected if expired by then).
@@ -74,7 +75,9 @@ class MqttLink:
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._status = KioskStatus(state="online")
+        # None until the bridge has tried the board: an `online` status must say truly
+        # whether the board answers, and until then the retained status stays as it was.
+        self._status: KioskStatus | None = None
         self._inflight: deque[_InFlight] = deque()
         self._cursor = 0  # highest outbox seq handed to paho
         self.connects = 0
@@ -200,9 +203,11 @@ class MqttLink:
         self._v5_socket_at = None
         log.info("connected to the broker (session present: %s)", flags.session_present)
         client.subscribe(self.topics.cmd, qos=1)
-        # Fresh ts: the retained status says when this connection began, not the board's news.
-        self._status = self._status.model_copy(update={"ts": utcnow()})
-        client.publish(self.topics.status, self._status.to_json(), qos=1, retain=True)
+        status = self._status
+        if status is not None:
+            # Fresh ts: the retained status says when this connection began.
+            self._status = status = status.model_copy(update={"ts": utcnow()})
+            client.publish(self.topics.status, status.to_json(), qos=1, retain=True)
         self.connected.set()
         self._wake.set()
         self._on_connected()
