@@ -12,7 +12,9 @@ from tests.hardware.link import BoardLink
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator(compartments=12, seed=7, time_scale=100.0) as simulator:
+    # 10x: a pulled cable's seconds pass quickly, while a released latch (60 s nominal) stays
+    # released for 6 wall seconds, far longer than a loaded machine takes between two calls.
+    with Simulator(compartments=12, seed=7, time_scale=10.0) as simulator:
         yield simulator
 
 

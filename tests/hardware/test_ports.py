@@ -98,7 +98,7 @@ def test_pulled_cable_removes_the_pty_and_brings_it_back(sim: Simulator) -> None
     board_path, _ = sim.open_pty()
     link = BoardLink(board_path)
     assert _hello(link)
-    sim.faults.pull_cable(100.0)  # simulated seconds: one wall second at time scale 100
+    sim.faults.pull_cable(10.0)  # simulated seconds: one wall second at time scale 10
     time.sleep(0.2)
     assert not os.path.exists(board_path)
     with pytest.raises(serial.SerialException):
@@ -120,7 +120,7 @@ def test_pulled_cable_drops_sockets_and_refuses_new_ones(sim: Simulator) -> None
     board_port, _ = sim.serve_sockets()
     link = BoardLink(f"socket://127.0.0.1:{board_port}")
     assert _hello(link)
-    sim.faults.pull_cable(100.0)
+    sim.faults.pull_cable(10.0)
     time.sleep(0.2)
     with pytest.raises(serial.SerialException):
         serial.serial_for_url(f"socket://127.0.0.1:{board_port}", timeout=0.5)
@@ -136,7 +136,7 @@ def test_pulled_cable_drops_sockets_and_refuses_new_ones(sim: Simulator) -> None
 
 def test_pulled_cable_breaks_sim_url_handles(sim: Simulator, link: BoardLink) -> None:
     assert _hello(link)
-    sim.faults.pull_cable(100.0)
+    sim.faults.pull_cable(10.0)
     time.sleep(0.1)
     with pytest.raises(serial.SerialException):
         link.port.write(b"\x00")
