@@ -212,8 +212,8 @@ def test_courier_purchaser_and_operator_through_the_screens(
             expect(card).to_contain_text(re.compile(r"food \d"), timeout=STEP_TIMEOUT_MS)
             # A person takes a moment between letting go of the bag and shutting the door.
             # Shutting it within a few hundred ms can let the service judge the door shut on a
-            # stale occupancy (a snapshot racing the item event): reported to the service's
-            # owners, and not what this test is about.
+            # stale occupancy (a compartment snapshot arriving after the item event overwrites
+            # it): a known race in the story handler, and not what this test is about.
             demo.wait_for_timeout(HAND_PAUSE_MS)
             card.get_by_role("button", name="Close door").click()
             expect(card.locator('[data-field="door"]')).to_have_text(
