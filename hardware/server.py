@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from collections.abc import Iterator
+from typing import NoReturn
 
 import uvicorn
 
@@ -28,6 +30,12 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def _refuse(message: str) -> NoReturn:
+    """A port the simulator cannot open: one clear line and exit code 2, not a traceback."""
+    print(f"lockerctl sim: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
 def run(settings: SimSettings) -> None:
     """Run until Ctrl-C or SIGTERM; print where everything is."""
     from hardware.api import create_app
@@ -49,13 +57,23 @@ def run(settings: SimSettings) -> None:
             f"node {settings.node_address}, time scale {settings.time_scale:g}",
         ]
         if settings.pty:
-            board, scanner = sim.open_pty(settings.pty_dir)
+            try:
+                board, scanner = sim.open_pty(settings.pty_dir)
+            except OSError as exc:
+                _refuse(f"cannot make the ptys in {settings.pty_dir}: {exc.strerror or exc}")
             lines += [f"  board pty:    {board}", f"  scanner pty:  {scanner}"]
         if settings.board_port is not None or settings.scanner_port is not None:
             host = settings.socket_host or settings.http_host
-            board_port, scanner_port = sim.serve_sockets(
-                host, settings.board_port or 0, settings.scanner_port or 0
-            )
+            try:
+                board_port, scanner_port = sim.serve_sockets(
+                    host, settings.board_port or 0, settings.scanner_port or 0
+                )
+            except OSError as exc:
+                _refuse(
+                    f"cannot serve the board and scanner on {host} (ports "
+                    f"{settings.board_port or 'any'}, {settings.scanner_port or 'any'}): "
+                    f"{exc.strerror or exc}"
+                )
             lines += [
                 f"  board:        socket://{host}:{board_port}",
                 f"  scanner:      socket://{host}:{scanner_port}",

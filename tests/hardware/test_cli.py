@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,19 @@ def test_lockerctl_sim_rejects_bad_settings() -> None:
     )
     assert proc.returncode != 0
     assert "compartments" in proc.stderr
+
+
+def test_lockerctl_sim_says_which_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [str(LOCKERCTL), "sim", "--no-pty", "--board-port", str(port), "--http-port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2
+    assert f"cannot serve the board and scanner on 127.0.0.1 (ports {port}, any)" in proc.stderr
+    assert "Traceback" not in proc.stderr
