@@ -11,7 +11,10 @@ Measures, in one run and on the same machine:
   the pty by the board client (serial path);
 - the wire time of that exchange at the configured baud: the floor of any line. The simulator
   hands answers over at the baud rate's pace, so the serial baseline already contains it;
-- the resident memory of the bridge process (its own process, 48 compartments, after the run).
+- the resident memory of the bridge process (its own process, 48 compartments, after the run);
+- TCP_NODELAY before and after: the unlock again with the bridge's broker socket left with
+  Nagle's algorithm on, and the unlock as the service sends it (`locker_service.kiosk_link`,
+  its real MQTT link) with and without TCP_NODELAY on the service's sockets.
 
 Bridge overhead at p50 = unlock p50 - (2 x MQTT baseline + serial baseline) p50: what the bridge
 itself adds. Percentiles do not subtract, so at p99 the whole round trip is printed as an upper
@@ -21,6 +24,7 @@ bound of the overhead. The goal is under 5 ms at p99 above the wire time at 1152
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import multiprocessing
 import os
@@ -31,6 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -64,9 +69,17 @@ from hardware.protocol.messages import (  # noqa: E402
     wire_time_s,
 )
 from hardware.simulator import Simulator  # noqa: E402
+from locker_service.kiosk_link import KioskLink  # noqa: E402
+from locker_service.kiosk_link import link as kiosk_link_module  # noqa: E402
+from locker_service.live import LiveHub  # noqa: E402
 from tests.support.mosquitto import MosquittoProcess  # noqa: E402
 
 COMPARTMENTS = 48
+# The bridge as `python -m firmware_bridge`, with its broker socket left as paho makes it.
+BRIDGE_WITH_NAGLE = (
+    "import firmware_bridge.mqtt as m; m._no_delay = lambda sock: None; "
+    "from firmware_bridge.__main__ import main; main()"
+)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -146,6 +159,70 @@ class RemoteScanner:
         self._conn.send(text)
 
 
+@dataclass
+class ServiceLinkSettings:
+    """The fields of the service's settings its kiosk link reads."""
+
+    mqtt_url: str
+    replica_id: str = "bench"
+    mqtt_username: str | None = None
+    mqtt_password: None = None
+    mqtt_tls_ca: str | None = None
+    mqtt_protocol: str = "auto"
+    mqtt_share_group: str = ""
+    mqtt_keepalive_s: int = 30
+
+
+class IgnoringHandler:
+    """The story's place: the bench only times commands."""
+
+    async def on_status(self, kiosk_id: str, status: wire.KioskStatus) -> None:
+        pass
+
+    async def on_snapshot(self, kiosk_id: str, snap: wire.CompartmentSnapshot) -> None:
+        pass
+
+    async def on_event(self, kiosk_id: str, event: wire.Event) -> None:
+        pass
+
+
+def service_unlocks(broker_url: str, kiosk_id: str, samples: int, nodelay: bool) -> list[float]:
+    """`KioskLink.command("unlock")` -> final reply, as the service sends it, timed."""
+    built_in = kiosk_link_module._no_delay
+    if not nodelay:
+        kiosk_link_module._no_delay = lambda client, userdata, sock: None
+
+    async def run() -> list[float]:
+        link = KioskLink(
+            ServiceLinkSettings(broker_url, replica_id=f"bench{uuid.uuid4().hex[:6]}"),
+            IgnoringHandler(),
+            LiveHub(),
+        )
+        await link.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not (status := link.kiosk_status(kiosk_id)) or not status.board_online:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the service link never saw the kiosk online")
+                await asyncio.sleep(0.05)
+            taken: list[float] = []
+            for i in range(samples):
+                t0 = time.perf_counter()
+                reply = await link.command(kiosk_id, "unlock", i % COMPARTMENTS + 1, {}, 5.0)
+                taken.append(time.perf_counter() - t0)
+                if reply.status != "succeeded":
+                    raise SystemExit(f"unlock {i}: {reply.status} {reply.detail}")
+                await asyncio.sleep(0.01)
+            return taken
+        finally:
+            await link.stop()
+
+    try:
+        return asyncio.run(run())
+    finally:
+        kiosk_link_module._no_delay = built_in
+
+
 def exchange_wire_bytes() -> int:
     """Bytes on the wire for UNLOCK request + answer and a one-record STATUS request + answer."""
     record = CompartmentStatus(1, CompartmentFlags(0), 220, None, 0, FaultCode.NONE, 0, 0)
@@ -197,9 +274,10 @@ def main() -> None:
         "BRIDGE_TELEMETRY_PERIOD_S": "10",
     }
 
-    def start_bridge(poll_period_s: float) -> subprocess.Popen[bytes]:
+    def start_bridge(poll_period_s: float, nagle: bool = False) -> subprocess.Popen[bytes]:
+        command = ["-c", BRIDGE_WITH_NAGLE] if nagle else ["-m", "firmware_bridge"]
         return subprocess.Popen(
-            [sys.executable, "-m", "firmware_bridge"],
+            [sys.executable, *command],
             env={**env, "BRIDGE_POLL_PERIOD_S": str(poll_period_s)},
             cwd=REPO,
             stdout=subprocess.DEVNULL,
@@ -255,6 +333,17 @@ def main() -> None:
             time.sleep(0.01)
         unlock_s = measure_unlocks("u")
         rss_mb = psutil.Process(bridge.pid).memory_info().rss / 2**20
+        service_s = service_unlocks(broker.url, kiosk_id, args.samples, nodelay=True)
+        service_nagle_s = service_unlocks(broker.url, kiosk_id, args.samples, nodelay=False)
+    finally:
+        bridge.terminate()
+        bridge.wait(10)
+    # Before TCP_NODELAY: the bridge's broker socket, then both sides, with Nagle on.
+    bridge = start_bridge(0.15, nagle=True)
+    try:
+        wait_up(bridge)
+        bridge_nagle_s = measure_unlocks("n")
+        both_nagle_s = service_unlocks(broker.url, kiosk_id, args.samples, nodelay=False)
     finally:
         bridge.terminate()
         bridge.wait(10)
@@ -330,6 +419,12 @@ def main() -> None:
         f"one broker hop; p99 {pct(scan_s, 99) * 1000:.2f} ms end to end"
     )
     print(f"bridge resident memory, {COMPARTMENTS} compartments: {rss_mb:.1f} MB (goal < 60 MB)")
+    print("TCP_NODELAY on the MQTT sockets, polling every 150 ms")
+    print(line("plain paho publisher -> bridge NODELAY", unlock_s))
+    print(line("plain paho publisher -> bridge with Nagle", bridge_nagle_s))
+    print(line("service link NODELAY -> bridge NODELAY", service_s))
+    print(line("service link with Nagle -> bridge NODELAY", service_nagle_s))
+    print(line("service link with Nagle -> bridge with Nagle", both_nagle_s))
 
 
 if __name__ == "__main__":

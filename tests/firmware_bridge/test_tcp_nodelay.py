@@ -1,0 +1,70 @@
+"""Both ends of the MQTT contract switch Nagle's algorithm off on their broker sockets, on the
+first connection and after a reconnect: with it on, a command waits ~40 ms for a delayed ACK
+(bench/bridge has the figures)."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from firmware_bridge import wire
+from locker_service.kiosk_link import KioskLink
+from locker_service.live import LiveHub
+from tests.firmware_bridge.conftest import Kiosk
+from tests.support.mosquitto import MosquittoProcess
+
+
+def no_delay(sock: Any) -> bool:
+    assert isinstance(sock, socket.socket), sock
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_the_bridge_socket_has_nagle_off_also_after_a_reconnect(kiosk: Kiosk) -> None:
+    link, obs = kiosk.bridge.link, kiosk.observer
+    assert no_delay(link.client.socket())
+    connects = link.connects
+    kiosk.broker.stop()
+    obs.wait(lambda: not link.connected.is_set(), "the bridge to see the broker gone")
+    kiosk.broker.start()
+    obs.wait(lambda: link.connects > connects, "the bridge back on the broker", 40)
+    assert no_delay(link.client.socket())
+
+
+@dataclass
+class ServiceLinkSettings:
+    mqtt_url: str
+    replica_id: str = field(default_factory=lambda: f"r{uuid.uuid4().hex[:8]}")
+    mqtt_username: str | None = None
+    mqtt_password: None = None
+    mqtt_tls_ca: str | None = None
+    mqtt_protocol: str = "auto"
+    mqtt_share_group: str = ""
+    mqtt_keepalive_s: int = 30
+
+
+class IgnoringHandler:
+    async def on_status(self, kiosk_id: str, status: wire.KioskStatus) -> None:
+        pass
+
+    async def on_snapshot(self, kiosk_id: str, snap: wire.CompartmentSnapshot) -> None:
+        pass
+
+    async def on_event(self, kiosk_id: str, event: wire.Event) -> None:
+        pass
+
+
+async def test_the_service_link_sockets_have_nagle_off(
+    private_mosquitto: MosquittoProcess,
+) -> None:
+    link = KioskLink(ServiceLinkSettings(private_mosquitto.url), IgnoringHandler(), LiveHub())
+    await link.start()
+    try:
+        assert link.ready
+        # Commands leave on the main connection, replies come back on the reply connection.
+        assert link._client is not None and link._reply_client is not None
+        assert no_delay(link._client.socket())
+        assert no_delay(link._reply_client.socket())
+    finally:
+        await link.stop()
