@@ -132,7 +132,10 @@ class SimTruth(BaseModel):
 
 
 class WorldControl:
-    """What people in the lobby do. Raises `WorldError` for what cannot physically happen."""
+    """What people in the lobby do. Raises `WorldError` for what cannot physically happen.
+
+    Each control first brings physics and firmware up to the present, so a change takes effect
+    at the simulated moment it is made, not up to one tick (time_scale / 10 s) earlier."""
 
     def __init__(self, sim: Simulator) -> None:
         self._sim = sim
@@ -150,14 +153,17 @@ class WorldControl:
 
     def place_item(self, n: int, mass_g: float = 450.0, temp_c: float = 70.0) -> None:
         with self._sim._lock:
+            self._sim._catch_up()
             self._sim.model.place_item(n, mass_g, temp_c)
 
     def remove_item(self, n: int) -> None:
         with self._sim._lock:
+            self._sim._catch_up()
             self._sim.model.remove_item(n)
 
     def set_lobby_temp(self, temp_c: float) -> None:
         with self._sim._lock:
+            self._sim._catch_up()
             self._sim.model.set_lobby_temp(temp_c)
 
     def scan(self, text: str) -> None:
@@ -173,6 +179,7 @@ class FaultControl:
 
     def _set(self, n: int, **values: Any) -> None:
         with self._sim._lock:
+            self._sim._catch_up()
             c = self._sim.model.compartment(n)
             for key, value in values.items():
                 setattr(c, key, value)
