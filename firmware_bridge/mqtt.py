@@ -78,6 +78,9 @@ class MqttLink:
         # None until the bridge has tried the board: an `online` status must say truly
         # whether the board answers, and until then the retained status stays as it was.
         self._status: KioskStatus | None = None
+        # Held while a status is chosen and handed to paho, so a status set by the board thread
+        # while paho's thread (re)connects can never be overtaken on the wire by an older one.
+        self._status_lock = threading.Lock()
         self._inflight: deque[_InFlight] = deque()
         self._cursor = 0  # highest outbox seq handed to paho
         self.connects = 0
@@ -203,12 +206,13 @@ class MqttLink:
         self._v5_socket_at = None
         log.info("connected to the broker (session present: %s)", flags.session_present)
         client.subscribe(self.topics.cmd, qos=1)
-        status = self._status
-        if status is not None:
-            # Fresh ts: the retained status says when this connection began.
-            self._status = status = status.model_copy(update={"ts": utcnow()})
-            client.publish(self.topics.status, status.to_json(), qos=1, retain=True)
-        self.connected.set()
+        with self._status_lock:
+            self.connected.set()
+            status = self._status
+            if status is not None:
+                # Fresh ts: the retained status says when this connection began.
+                self._status = status = status.model_copy(update={"ts": utcnow()})
+                client.publish(self.topics.status, status.to_json(), qos=1, retain=True)
         self._wake.set()
         self._on_connected()
 
@@ -267,9 +271,10 @@ class MqttLink:
 
     def set_status(self, status: KioskStatus) -> None:
         """Remember and publish (retained) the kiosk's status."""
-        self._status = status
-        if self.connected.is_set():
-            self.client.publish(self.topics.status, status.to_json(), qos=1, retain=True)
+        with self._status_lock:
+            self._status = status
+            if self.connected.is_set():
+                self.client.publish(self.topics.status, status.to_json(), qos=1, retain=True)
 
     def publish_snapshot(self, snapshot: CompartmentSnapshot) -> None:
         if self.connected.is_set():
