@@ -87,6 +87,9 @@ def status_page_size(baud: int) -> int:
 
 
 STORE_FILE = "bridge.sqlite3"
+# Commands waiting for the serial line. A bank has at most 48 compartments and one command
+# takes milliseconds; more waiting than this is a runaway sender, and is refused, not hoarded.
+COMMAND_QUEUE_MAX = 64
 PORT_RETRY_CAP_S = 5.0  # a port that cannot be opened is tried again at least this often
 
 
@@ -96,8 +99,24 @@ class UnlockWatch:
 
     command: WireCommand
     deadline: float  # monotonic
-    opens_before: int | None
-    answered: bool  # the board acknowledged the UNLOCK frame
+    before: CompartmentView | None  # the compartment as last seen before the unlock
+    answered: bool = False  # the board acknowledged the UNLOCK frame
+
+    @classmethod
+    def start(cls, command: WireCommand, before: CompartmentView | None) -> UnlockWatch:
+        args = UnlockArgs.model_validate(command.args)
+        return cls(command, time.monotonic() + args.deadline_s, before)
+
+    def effect_seen(self, view: CompartmentView | None) -> bool:
+        """The board showed the unlock's effect after it was asked: lock released, door open,
+        or a door opening counted since (a door opened and shut again between two polls)."""
+        if view is None or view is self.before:
+            return False  # not polled since the command (or only known from disk): no proof
+        if view.lock_released or view.door_open:
+            return True
+        before = self.before
+        # Counters restart with a board boot: only a difference within one boot is an opening.
+        return before is not None and before.boot_id == view.boot_id and before.opens != view.opens
 
 
 @dataclass(slots=True)
@@ -129,7 +148,7 @@ class Bridge:
             else None
         )
         self.info = BoardInfo()
-        self._commands: queue.Queue[WireCommand] = queue.Queue()
+        self._commands: queue.Queue[WireCommand] = queue.Queue(COMMAND_QUEUE_MAX)
         self._unlocks: dict[str, UnlockWatch] = {}
         self._republish = threading.Event()
         self._stop = threading.Event()
@@ -189,13 +208,8 @@ class Bridge:
         """A command the previous run accepted but did not finish. Never execute twice."""
         if command.action == "unlock":
             # The pulse may or may not have happened: report what the board shows, never pulse.
-            args = UnlockArgs.model_validate(command.args)
-            view = self.tracker.views.get(command.compartment)
-            self._unlocks[command.request_id] = UnlockWatch(
-                command,
-                time.monotonic() + args.deadline_s,
-                view.opens if view else None,
-                answered=False,
+            self._unlocks[command.request_id] = UnlockWatch.start(
+                command, self.tracker.views.get(command.compartment)
             )
         elif command.action == "start_disinfection":
             # A cycle already running (or run) is the board's truth, reported by the tracker;
@@ -204,7 +218,7 @@ class Bridge:
         else:
             # Setting a heater, aborting a cycle and clearing a fault set a state: repeating
             # them is harmless, so they are run again.
-            self._commands.put(command)
+            self._enqueue(command)
 
     # -- incoming commands (paho's thread) ----------------------------------------------------
 
@@ -227,8 +241,20 @@ class Bridge:
         if command.expired():
             self._finish(command, "rejected", "expired before it reached the kiosk")
             return
+        if self._status_told and not self.info.online:
+            # Known offline: say so now, not after the next try at the port (up to 5 s).
+            self._finish(command, "failed", "board offline")
+            return
         self._reply(command, "accepted")
-        self._commands.put(command)
+        self._enqueue(command)
+
+    def _enqueue(self, command: WireCommand) -> None:
+        try:
+            self._commands.put_nowait(command)
+        except queue.Full:
+            self._finish(
+                command, "rejected", f"{COMMAND_QUEUE_MAX} commands already wait for the board"
+            )
 
     def _reject_malformed(self, payload: bytes, exc: ValidationError) -> None:
         """Log and drop; if the payload still names a request and a reply topic, say why."""
@@ -563,13 +589,7 @@ class Bridge:
     def _unlock(self, command: WireCommand) -> None:
         n = command.compartment
         args = UnlockArgs.model_validate(command.args)
-        view = self.tracker.views.get(n)
-        watch = UnlockWatch(
-            command,
-            time.monotonic() + args.deadline_s,
-            view.opens if view else None,
-            answered=False,
-        )
+        watch = UnlockWatch.start(command, self.tracker.views.get(n))
         # Watched before the frame goes out: if the answer is lost, the board still shows
         # whether the lock moved, and the unlock is judged by that, never sent again.
         self._unlocks[command.request_id] = watch
@@ -585,12 +605,7 @@ class Bridge:
         now = time.monotonic()
         for request_id, watch in list(self._unlocks.items()):
             view = self.tracker.views.get(watch.command.compartment)
-            opened_since = (
-                view is not None
-                and watch.opens_before is not None
-                and view.opens != watch.opens_before
-            )
-            if view is not None and (view.lock_released or view.door_open or opened_since):
+            if view is not None and watch.effect_seen(view):
                 del self._unlocks[request_id]
                 self._finish(
                     watch.command,
@@ -610,7 +625,7 @@ class Bridge:
                     self._finish(
                         watch.command,
                         "failed",
-                        "no answer from the board and the lock did not move",
+                        "no answer from the board, and no release or opening seen since",
                     )
 
 

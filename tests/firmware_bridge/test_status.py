@@ -63,9 +63,12 @@ def test_a_start_without_a_board_says_so_after_the_first_try(
             first = obs.on(obs.topics.status)[0]
             assert first["state"] == "online" and first["board_online"] is False, why
             assert first["boot_id"] is None
-            # The bridge is still there for the service: commands are answered, not lost.
-            reply = obs.final_reply(obs.command("unlock", 1).request_id)
-            assert reply["status"] == "failed" and "board" in reply["detail"]
+            # The bridge is still there for the service: commands are answered at once, without
+            # waiting for the next try at the board.
+            cmd = obs.command("unlock", 1)
+            reply = obs.final_reply(cmd.request_id)
+            assert reply["status"] == "failed" and reply["detail"] == "board offline"
+            assert [r["status"] for r in obs.replies(cmd.request_id)] == ["failed"]
             assert bridge.info.online is False
     finally:
         obs.stop()
