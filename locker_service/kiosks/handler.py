@@ -236,6 +236,9 @@ class StoryHandler:
             c.occupied = False
         elif kind == "door_closed":
             c.door_open = False
+            seen = event.data.get("occupied")
+            if isinstance(seen, bool):  # the bridge says what was inside as the door shut
+                c.occupied = seen
             await self._door_closed(session, kiosk, c)
         elif kind == "disinfection_completed":
             await self.story.cycle_completed(session, kiosk, c)

@@ -323,3 +323,14 @@ async def test_a_faulted_free_compartment_leaves_the_pool_until_cleared(
         ("compartment_fault", "resolved"),  # 3
         ("compartment_fault", "open"),  # 4
     ]
+
+
+async def test_door_closed_carries_what_was_inside(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, emit: Emit
+) -> None:
+    order = await create_order(app_client, world, ref="S-7")
+    n = (await _dropoff(app_client, world, "S-7")).json()["compartment"]
+    await emit("door_opened", n)
+    # the item event was lost or is still on its way; the door's own report decides
+    await emit("door_closed", n, occupied=True)
+    assert (await _order(service, order["id"])).state == "deposited"
