@@ -49,36 +49,22 @@ def round_trip(broker_url: str, observer: Observer, tmp_path: Path, **extra: obj
             return bridge.link.protocol
 
 
-@pytest.fixture
-def logging_broker() -> Iterator[MosquittoProcess]:
-    """A private broker whose log we can read."""
-    broker = MosquittoProcess()
-    try:
-        broker.start()
-    except RuntimeError as exc:
-        unavailable(str(exc))
-    try:
-        yield broker
-    finally:
-        broker.__exit__(None, None, None)
-
-
 @pytest.mark.parametrize("version", ["5", "3.1.1"])
 def test_both_protocol_versions(
-    version: str, logging_broker: MosquittoProcess, tmp_path: Path
+    version: str, private_mosquitto: MosquittoProcess, tmp_path: Path
 ) -> None:
-    obs = Observer(logging_broker.host, logging_broker.port, new_kiosk_id()).start()
+    obs = Observer(private_mosquitto.host, private_mosquitto.port, new_kiosk_id()).start()
     try:
-        round_trip(logging_broker.url, obs, tmp_path, mqtt_version=version)
+        round_trip(private_mosquitto.url, obs, tmp_path, mqtt_version=version)
     finally:
         obs.stop()
-    logging_broker.stop()  # flushes its log
+    private_mosquitto.stop()  # flushes its log
     # Mosquitto logs "New client connected ... as <id> (p5, c0, ...)": p2 is 3.1.1, p5 is 5;
     # c0 is the persistent session the bridge asks for.
     protocol = "p5" if version == "5" else "p2"
     connects = [
         line
-        for line in logging_broker.log.splitlines()
+        for line in private_mosquitto.log.splitlines()
         if f"as locker-bridge-{obs.topics.kiosk_id} (" in line
     ]
     assert connects and all(f"({protocol}, c0," in line for line in connects), connects
