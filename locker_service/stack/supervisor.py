@@ -254,7 +254,14 @@ class Supervisor:
                 await asyncio.wait_for(self._stopping.wait(), pause_s)
             if self._stopping.is_set():
                 return
-            await self._spawn(child)
+            try:
+                await self._spawn(child)
+            except SupervisorError as exc:
+                # Counted as one more quick death (the dead process is waited on at once), so
+                # a program that can no longer be started ends the run instead of retrying.
+                self.say(str(exc))
+                child.started_at = time.monotonic()
+                continue
             try:
                 await self._wait_ready(child)
             except SupervisorError as exc:

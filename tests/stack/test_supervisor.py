@@ -286,3 +286,23 @@ def test_an_overlong_output_line_is_cut_and_the_output_goes_on(tmp_path: Path) -
             run.proc.kill()
     assert any("[an output line over 1 MB was cut]" in line for line in run.lines)
     assert all(len(line) <= (1 << 20) + 40 for line in run.lines)  # 40: the name label
+
+
+def test_a_child_that_can_no_longer_be_started_ends_the_run(tmp_path: Path) -> None:
+    program = tmp_path / "vanishing"
+    program.write_text(
+        f"#!{sys.executable}\n"
+        "import pathlib, sys, time\n"
+        "pathlib.Path(sys.argv[0]).unlink()  # as when an upgrade removed the program\n"
+        "print('ran once', flush=True); time.sleep(0.3); sys.exit(3)\n"
+    )
+    program.chmod(0o755)
+    run = Run({"children": [{"name": "gone", "argv": [str(program)]}], "backoff_s": [0.05]})
+    try:
+        assert run.finish() == 1
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    text = "\n".join(run.lines)
+    assert "cannot start gone" in text
+    assert "giving up and stopping everything" in text
