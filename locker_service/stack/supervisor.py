@@ -2,7 +2,8 @@
 
 It starts child processes in order, waits for each to be ready (a TCP port listening), shows
 their output prefixed with their name, restarts a child that dies (with a message saying so and
-a growing pause, giving up if one keeps dying), and on Ctrl-C or SIGTERM stops them all in
+a growing pause, giving up if one keeps dying; a restarted child that does not get ready in time,
+or cannot be started at all, counts as dying again), and on Ctrl-C or SIGTERM stops them all in
 reverse order: SIGTERM first, SIGKILL for one that does not stop in time.
 
 Each child runs in its own session, so a Ctrl-C typed at the terminal reaches only the
