@@ -35,7 +35,6 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -72,6 +71,7 @@ from hardware.simulator import Simulator  # noqa: E402
 from locker_service.kiosk_link import KioskLink  # noqa: E402
 from locker_service.kiosk_link import link as kiosk_link_module  # noqa: E402
 from locker_service.live import LiveHub  # noqa: E402
+from tests.firmware_bridge.harness import IgnoringHandler, ServiceLinkSettings  # noqa: E402
 from tests.support.mosquitto import MosquittoProcess  # noqa: E402
 
 COMPARTMENTS = 48
@@ -157,33 +157,6 @@ class RemoteScanner:
 
     def scan(self, text: str) -> None:
         self._conn.send(text)
-
-
-@dataclass
-class ServiceLinkSettings:
-    """The fields of the service's settings its kiosk link reads."""
-
-    mqtt_url: str
-    replica_id: str = "bench"
-    mqtt_username: str | None = None
-    mqtt_password: None = None
-    mqtt_tls_ca: str | None = None
-    mqtt_protocol: str = "auto"
-    mqtt_share_group: str = ""
-    mqtt_keepalive_s: int = 30
-
-
-class IgnoringHandler:
-    """The story's place: the bench only times commands."""
-
-    async def on_status(self, kiosk_id: str, status: wire.KioskStatus) -> None:
-        pass
-
-    async def on_snapshot(self, kiosk_id: str, snap: wire.CompartmentSnapshot) -> None:
-        pass
-
-    async def on_event(self, kiosk_id: str, event: wire.Event) -> None:
-        pass
 
 
 def service_unlocks(broker_url: str, kiosk_id: str, samples: int, nodelay: bool) -> list[float]:

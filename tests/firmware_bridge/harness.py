@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,33 @@ class Observer:
 
     def send_raw(self, payload: bytes) -> None:
         self.client.publish(self.topics.cmd, payload, qos=1)
+
+
+@dataclass
+class ServiceLinkSettings:
+    """The fields of the service's settings its kiosk link (`locker_service.kiosk_link`) reads."""
+
+    mqtt_url: str
+    replica_id: str = field(default_factory=lambda: f"r{uuid.uuid4().hex[:8]}")
+    mqtt_username: str | None = None
+    mqtt_password: None = None
+    mqtt_tls_ca: str | None = None
+    mqtt_protocol: str = "auto"
+    mqtt_share_group: str = ""
+    mqtt_keepalive_s: int = 30
+
+
+class IgnoringHandler:
+    """Stands where the service's story would: the kiosk link's own behaviour is under test."""
+
+    async def on_status(self, kiosk_id: str, status: wire.KioskStatus) -> None:
+        pass
+
+    async def on_snapshot(self, kiosk_id: str, snap: wire.CompartmentSnapshot) -> None:
+        pass
+
+    async def on_event(self, kiosk_id: str, event: wire.Event) -> None:
+        pass
 
 
 def new_kiosk_id() -> str:

@@ -5,14 +5,12 @@ first connection and after a reconnect: with it on, a command waits ~40 ms for a
 from __future__ import annotations
 
 import socket
-import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
-from firmware_bridge import wire
 from locker_service.kiosk_link import KioskLink
 from locker_service.live import LiveHub
 from tests.firmware_bridge.conftest import Kiosk
+from tests.firmware_bridge.harness import IgnoringHandler, ServiceLinkSettings
 from tests.support.mosquitto import MosquittoProcess
 
 
@@ -30,29 +28,6 @@ def test_the_bridge_socket_has_nagle_off_also_after_a_reconnect(kiosk: Kiosk) ->
     kiosk.broker.start()
     obs.wait(lambda: link.connects > connects, "the bridge back on the broker", 40)
     assert no_delay(link.client.socket())
-
-
-@dataclass
-class ServiceLinkSettings:
-    mqtt_url: str
-    replica_id: str = field(default_factory=lambda: f"r{uuid.uuid4().hex[:8]}")
-    mqtt_username: str | None = None
-    mqtt_password: None = None
-    mqtt_tls_ca: str | None = None
-    mqtt_protocol: str = "auto"
-    mqtt_share_group: str = ""
-    mqtt_keepalive_s: int = 30
-
-
-class IgnoringHandler:
-    async def on_status(self, kiosk_id: str, status: wire.KioskStatus) -> None:
-        pass
-
-    async def on_snapshot(self, kiosk_id: str, snap: wire.CompartmentSnapshot) -> None:
-        pass
-
-    async def on_event(self, kiosk_id: str, event: wire.Event) -> None:
-        pass
 
 
 async def test_the_service_link_sockets_have_nagle_off(
