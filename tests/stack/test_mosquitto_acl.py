@@ -4,6 +4,8 @@ service reaches every kiosk, and nobody gets in without a password."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
 import shutil
@@ -265,3 +267,33 @@ def test_a_kiosk_added_to_a_running_broker_gets_in_after_sighup(broker: Broker) 
     finally:
         c.close()
         a.close()
+
+
+def test_make_passwords_keeps_a_password_that_looks_like_a_file_pattern(tmp_path: Path) -> None:
+    passwd = shutil.which("mosquitto_passwd")
+    if passwd is None:
+        unavailable("mosquitto_passwd is needed (apt-get install -y mosquitto)")
+    (tmp_path / "kiosk-a:pw-matches-a-file").write_text("")  # what kiosk-a:pw-* would expand to
+    env = {
+        **os.environ,
+        "LOCKER_MQTT_PASSWORD": "x",
+        "KIOSK_CREDENTIALS": "kiosk-a:pw-*",
+        "MOSQUITTO_PASSWD": str(passwd),
+    }
+    made = subprocess.run(
+        ["sh", str(DEPLOY / "make-passwords.sh"), str(tmp_path / "passwd")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    # Mosquitto 2's entry: user:$7$iterations$salt$PBKDF2-SHA512 (base64).
+    line = next(
+        entry for entry in (tmp_path / "passwd").read_text().splitlines() if entry[:8] == "kiosk-a:"
+    )
+    _, kind, iterations, salt, digest = line.split(":", 1)[1].split("$")
+    assert kind == "7"
+    expected = hashlib.pbkdf2_hmac("sha512", b"pw-*", base64.b64decode(salt), int(iterations))
+    assert base64.b64encode(expected).decode() == digest, "the password is not 'pw-*' as written"

@@ -8,6 +8,9 @@
 # tests/stack/test_mosquitto_acl.py. Passwords are stored hashed (PBKDF2-SHA512) by
 # mosquitto_passwd. A kiosk id is a topic level, so only letters, digits, '-' and '_' are taken.
 set -eu
+# No pathname expansion: the credentials list is split on spaces below, and a password with
+# * or ? in it must stay as written even if it happens to match a file name.
+set -f
 out=${1:?usage: make-passwords.sh PASSWORD_FILE}
 : "${LOCKER_MQTT_PASSWORD:?set LOCKER_MQTT_PASSWORD (the service account's password)}"
 : "${KIOSK_CREDENTIALS:?set KIOSK_CREDENTIALS to 'kiosk-id:password ...'}"
