@@ -42,6 +42,9 @@ from locker_service.timers.service import TimerKind
 log = logging.getLogger(__name__)
 
 
+PREHEAT_TIMEOUT_S = 3.0  # one round trip to the board; the courier's answer waits for it
+
+
 class NoFreeCompartment(Conflict):
     code = "no_free_compartment"
 
@@ -179,7 +182,31 @@ async def _dropoff(
     except Exception:
         await release(ctx, order, chosen, reason="the compartment did not open")
         raise
+    if hot and chosen.heated:
+        await _preheat(ctx, kiosk, chosen)
     return DropoffResult(order=order, compartment=chosen, request_id=reply.request_id)
+
+
+async def _preheat(ctx: ServiceContext, kiosk: Kiosk, compartment: Compartment) -> None:
+    """Start heating while the courier puts the food in, so hot food never meets a cold box.
+
+    Best effort: the holding cycle sets the same setpoint again once the door shuts on the food,
+    so a lost preheat costs only warm-up time, never the drop-off.
+    """
+    try:
+        reply = await doors.send(
+            ctx,
+            kiosk.code,
+            "set_heater",
+            compartment.number,
+            {"setpoint_c": ctx.settings.hold_setpoint_c},
+            timeout_s=PREHEAT_TIMEOUT_S,
+        )
+    except (KioskLinkError, ServiceError) as exc:
+        log.warning("preheat of %s/%s: %s", kiosk.code, compartment.number, exc)
+        return
+    if reply.status != "succeeded":
+        log.warning("preheat of %s/%s: %s", kiosk.code, compartment.number, reply.status)
 
 
 async def release(ctx: ServiceContext, order: Order, compartment: Compartment, reason: str) -> None:

@@ -189,6 +189,9 @@ class StoryHandler:
                     kiosk_id=kiosk.id,
                     hub=self.ctx.hub,
                 )
+        timers = self.ctx.components.get("timers")
+        if timers is not None:
+            timers.wake()  # a step may have scheduled a command due now (e.g. heat and cycle)
         if scanned is not None and kiosk is not None:
             await self._scan(kiosk, scanned)
 

@@ -108,6 +108,8 @@ class Story:
         )
         await compartments.transition(session, c, CompartmentTrigger.RELEASE)
         await timers.cancel(session, [TimerKind.DROPOFF_TIMEOUT], order_id=order.id)
+        if order.temperature_class == "hot" and c.heated:
+            timers.schedule(session, TimerKind.HEATER_OFF, utcnow(), compartment_id=c.id)
         self._publish(session, kiosk, c, order)
         publish_after_commit(
             session,

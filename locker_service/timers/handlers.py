@@ -292,6 +292,18 @@ async def code_release(ctx: ServiceContext, timer: Timer) -> datetime | None:
     return None
 
 
+async def heater_off(ctx: ServiceContext, timer: Timer) -> datetime | None:
+    """Switch off the heater of a compartment preheated for food that did not come."""
+    _, c, kiosk = await _load(ctx, timer)
+    if c is None or kiosk is None or c.state != CompartmentState.AVAILABLE:
+        return None  # reserved again, or holding food: its own story owns the heater
+    try:
+        reply = await doors.send(ctx, kiosk.code, "set_heater", c.number, {"setpoint_c": None})
+    except KioskLinkError:
+        return _retry(ctx)
+    return None if reply.status == "succeeded" else _retry(ctx)
+
+
 HANDLERS: dict[str, Handler] = {
     TimerKind.START_HOLD_CYCLE: start_hold_cycle,
     TimerKind.START_CLEANING: start_cleaning,
@@ -301,4 +313,5 @@ HANDLERS: dict[str, Handler] = {
     TimerKind.HOLD_EXPIRY: hold_expiry,
     TimerKind.ORDER_EXPIRY: order_expiry,
     TimerKind.CODE_RELEASE: code_release,
+    TimerKind.HEATER_OFF: heater_off,
 }

@@ -8,6 +8,7 @@ timer becomes claimable again when the lease ends. On PostgreSQL the claim uses
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 
@@ -31,6 +32,11 @@ class TimerLoop:
         self.ctx = ctx
         self.skip_locked = not is_sqlite(ctx.settings.database_url)
         self.runs = 0
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for due timers now (a step just scheduled one due at once)."""
+        self._wake.set()
 
     async def run_forever(self) -> None:
         while True:
@@ -42,7 +48,9 @@ class TimerLoop:
                 log.exception("timer loop iteration failed")
                 ran = 0
             if ran == 0:
-                await asyncio.sleep(self.ctx.settings.timer_poll_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.ctx.settings.timer_poll_s)
+                self._wake.clear()
 
     async def run_due(self) -> int:
         lease = timedelta(seconds=self.ctx.settings.timer_lease_s)

@@ -27,6 +27,7 @@ class TimerKind(StrEnum):
     HOLD_EXPIRY = "hold_expiry"  # hold limit reached: expired
     ORDER_EXPIRY = "order_expiry"  # never dropped off
     CODE_RELEASE = "code_release"  # a used code whose door never opened becomes valid again
+    HEATER_OFF = "heater_off"  # a compartment preheated for a drop-off that never came
 
 
 def schedule(

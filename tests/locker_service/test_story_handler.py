@@ -334,3 +334,39 @@ async def test_door_closed_carries_what_was_inside(
     # the item event was lost or is still on its way; the door's own report decides
     await emit("door_closed", n, occupied=True)
     assert (await _order(service, order["id"])).state == "deposited"
+
+
+async def test_hot_drop_off_preheats_and_an_empty_shut_switches_it_off(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    emit: Emit,
+) -> None:
+    await create_order(app_client, world, ref="S-8")
+    n = (await _dropoff(app_client, world, "S-8")).json()["compartment"]
+    assert fake_kiosk.commands[-2:] == [
+        (world.kiosk_code, "unlock", n, fake_kiosk.commands[-2][3]),
+        (world.kiosk_code, "set_heater", n, {"setpoint_c": 65.0}),
+    ]
+    await emit("door_opened", n)
+    await emit("door_closed", n)  # nothing put in
+    await TimerLoop(service).run_due()
+    assert fake_kiosk.commands[-1] == (world.kiosk_code, "set_heater", n, {"setpoint_c": None})
+
+
+async def test_ambient_food_is_not_preheated(
+    app_client: httpx.AsyncClient, world: World, fake_kiosk: FakeKiosk
+) -> None:
+    await create_order(app_client, world, ref="S-9", temperature_class="ambient")
+    n = (await _dropoff(app_client, world, "S-9")).json()["compartment"]
+    assert fake_kiosk.actions(n) == ["unlock"]
+
+
+async def test_a_failed_preheat_does_not_fail_the_drop_off(
+    app_client: httpx.AsyncClient, world: World, fake_kiosk: FakeKiosk
+) -> None:
+    await create_order(app_client, world, ref="S-10")
+    fake_kiosk.answers["set_heater"] = ["failed"]
+    answer = await _dropoff(app_client, world, "S-10")
+    assert answer.status_code == 200
