@@ -264,9 +264,12 @@ def banner(p: Plan, creds: DemoCredentials) -> str:
         "",
         f"  Operator dashboard   {p.base_url}/dashboard",
         f"    operator token     {creds.operator_token}",
-        f"  Kiosk screen         {p.base_url}/kiosk",
     ]
-    lines += [f"    {k.code + ' token':<19}{k.token}" for k in kiosks]
+    lines += [
+        f"  Kiosk screen         {p.base_url}/kiosk#token={k.token}"
+        + (f"   ({k.code})" if len(kiosks) > 1 else "")
+        for k in kiosks
+    ]
     lines += [
         f"  Simulator panel      {p.base_url}/demo?sim={p.sim_url(i)}"
         + (f"   ({k.code})" if len(kiosks) > 1 else "")

@@ -60,10 +60,9 @@ def test_up_runs_the_demo_restarts_a_dead_process_and_keeps_data(tmp_path: Path)
         assert "demo data created" in out
         for shown in (
             f"{up.base_url}/dashboard",
-            f"{up.base_url}/kiosk",
+            f"{up.base_url}/kiosk#token={creds['kiosks'][0]['token']}",
             f"{up.base_url}/demo?sim={up.sim_url(0)}",
             creds["operator_token"],
-            creds["kiosks"][0]["token"],
             creds["merchant_api_key"],
             f"PIN {creds['courier_pin']}",
         ):
