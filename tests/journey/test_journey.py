@@ -180,13 +180,6 @@ def test_food_is_hot_when_collected(journey: Journey) -> None:
         assert held[-1][1] >= HOLD_FLOOR_C, f"{ref} was collected at {held[-1][1]} °C"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a compartment starts heating only after the door shut on the food and the heater "
-    "command went out (the timer loop polls every real second: two nominal minutes at 120x), so "
-    "hot food put into a cold compartment dips 1-4 °C below the floor for minutes; preheating "
-    "the compartment when it is reserved for a hot order would fix it",
-)
 def test_food_never_below_the_floor(journey: Journey) -> None:
     """DESIGN.md: hot holding, never below the food-safety floor (the true food temperature);
     the service's alert rule allows at most its grace period below it."""
