@@ -30,6 +30,13 @@ PICKUPS = Counter(
 KIOSK_EVENTS = Counter(
     "locker_kiosk_events_total", "Kiosk events handled by type", ["type"], registry=REGISTRY
 )
+SCANS_IGNORED = Counter(
+    "locker_scans_ignored_total",
+    "Scan events that opened nothing because of their timestamp (stale: replayed after an "
+    "outage; ahead: the kiosk clock is ahead beyond the skew allowance)",
+    ["reason"],
+    registry=REGISTRY,
+)
 ORDERS = Gauge("locker_orders", "Orders by state", ["state"], registry=REGISTRY)
 COMPARTMENTS = Gauge("locker_compartments", "Compartments by state", ["state"], registry=REGISTRY)
 ALERTS_OPEN = Gauge("locker_alerts_open", "Unresolved alerts by kind", ["kind"], registry=REGISTRY)

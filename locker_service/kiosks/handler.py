@@ -21,9 +21,10 @@ from locker_service.compartments.lifecycle import CompartmentState, CompartmentT
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosk_link.errors import KioskLinkError
+from locker_service.kiosks import scans
 from locker_service.kiosks.story import Story
-from locker_service.metrics import KIOSK_EVENTS
-from locker_service.models import Compartment, DoorOpening, Kiosk, KioskEvent, utcnow
+from locker_service.metrics import KIOSK_EVENTS, SCANS_IGNORED
+from locker_service.models import Compartment, DoorOpening, Kiosk, KioskEvent, Order, utcnow
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
 from locker_service.pickup import codes
@@ -171,7 +172,8 @@ class StoryHandler:
                 return
             if event.type == "scan":
                 text = event.data.get("text")
-                scanned = text if isinstance(text, str) else None
+                if isinstance(text, str) and await self._fresh_scan(session, kiosk, event, text):
+                    scanned = text
             elif event.compartment is not None:
                 c = await compartments.by_number(session, kiosk.id, event.compartment)
                 if c is None:
@@ -301,6 +303,49 @@ class StoryHandler:
             .limit(1)
         )
         return who
+
+    async def _fresh_scan(
+        self, session: AsyncSession, kiosk: Kiosk, event: wire.Event, text: str
+    ) -> bool:
+        """True if the scan is a person at the kiosk now; otherwise count it and note it on the
+        order it names (the event row itself is already recorded) and open nothing."""
+        settings = self.ctx.settings
+        age = scans.judge(
+            event.ts,
+            utcnow(),
+            max_age_s=settings.scan_max_age_s,
+            clock_skew_s=settings.scan_clock_skew_s,
+        )
+        if age.verdict == "fresh":
+            return True
+        SCANS_IGNORED.labels(age.verdict).inc()
+        log.warning(
+            "scan %s at kiosk %s ignored: %s (stamped %.1f s %s the service clock)",
+            event.event_id,
+            kiosk.code,
+            age.verdict,
+            abs(age.age_s),
+            "before" if age.age_s >= 0 else "after",
+        )
+        token = codes.token_from_scan(text)
+        order: Order | None = None
+        if token is not None:
+            order = await orders.by_token_hash(session, codes.token_hash(token))
+        elif (code := codes.normalise_code(text)) is not None:
+            matches = await orders.by_code_hash_at_kiosk(
+                session, codes.code_hash(settings.secret_key, code), kiosk.id
+            )
+            order = matches[0] if len(matches) == 1 else None
+        if order is not None:
+            orders.add_event(
+                session,
+                order.id,
+                "kiosk",
+                kiosk.code,
+                "scan_ignored",
+                {"reason": age.verdict, "age_s": round(age.age_s, 3), "event_id": event.event_id},
+            )
+        return False
 
     async def _scan(self, kiosk: Kiosk, text: str) -> None:
         """A code held to the kiosk's scanner: open that order's compartment if it may."""

@@ -10,15 +10,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
 
+from firmware_bridge import wire
 from locker_service.context import ServiceContext
 from locker_service.main import create_app
-from locker_service.models import Alert, Compartment, KioskEvent, Order
+from locker_service.models import Alert, Compartment, KioskEvent, Order, OrderEvent, utcnow
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.world import World, seed
 from tests.support.mosquitto import MosquittoProcess
@@ -187,3 +189,86 @@ async def test_redelivered_and_malformed_events_change_nothing(rig: Rig) -> None
         events = (await session.scalars(select(KioskEvent))).all()
     assert [(a.kind, a.count) for a in alerts] == [("door_opened_unexplained", 1)]
     assert len(events) == 1
+
+
+async def _metric(rig: Rig, line_start: str) -> float:
+    text = (await rig.client.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_a_replayed_scan_opens_nothing_and_keeps_the_code(rig: Rig) -> None:
+    """A scan stamped long ago (the bridge replaying its disk buffer after an outage) and one
+    stamped ahead of the skew allowance open nothing and leave the code unused; a scan now
+    opens the door."""
+    created = await rig.client.post(
+        "/api/v1/orders", json=rig.world.order_body("replay"), headers=rig.world.merchant()
+    )
+    order_id = created.json()["id"]
+    token = str(created.json()["purchaser_url"]).rsplit("/p/", 1)[1]
+    n = await _drop_off(rig, "replay")
+    rig.kiosk.open_door(n)
+    rig.kiosk.place_item(n)
+    rig.kiosk.close_door(n)
+
+    async def ready() -> bool:
+        return (await _order(rig, order_id)).state == "ready"
+
+    await until(ready, 20, "the order ready")
+    stale_before = await _metric(rig, 'locker_scans_ignored_total{reason="stale"}')
+    ahead_before = await _metric(rig, 'locker_scans_ignored_total{reason="ahead"}')
+    settings = rig.ctx.settings
+    late_s = settings.scan_max_age_s + settings.scan_clock_skew_s + 1.0
+    replayed = [
+        wire.Event(
+            event_id=uuid.uuid4().hex,
+            type="scan",
+            ts=utcnow() - timedelta(seconds=late_s + 120),  # a two-minute outage
+            data={"text": token},
+        ),
+        wire.Event(
+            event_id=uuid.uuid4().hex,
+            type="scan",
+            ts=utcnow() + timedelta(seconds=late_s),
+            data={"text": token},
+        ),
+    ]
+    commands_before = len(rig.kiosk.received)
+    for event in replayed:
+        rig.kiosk.republish_event(event)
+
+    async def recorded() -> bool:
+        async with rig.ctx.sessionmaker() as session:
+            ids = (
+                await session.scalars(
+                    select(KioskEvent.event_id).where(
+                        KioskEvent.event_id.in_([e.event_id for e in replayed])
+                    )
+                )
+            ).all()
+        return len(ids) == len(replayed)
+
+    await until(recorded, 10, "both scans recorded")
+    await asyncio.sleep(0.5)  # an unlock, were one (wrongly) sent, would have gone out by now
+    assert not [r for r in rig.kiosk.received[commands_before:] if r.command.action == "unlock"]
+    assert not rig.kiosk.compartments[n].lock_released
+    order = await _order(rig, order_id)
+    assert order.code_used_at is None  # the single-use code is still hers
+    async with rig.ctx.sessionmaker() as session:
+        audit = (
+            await session.scalars(
+                select(OrderEvent).where(
+                    OrderEvent.order_id == order.id, OrderEvent.action == "scan_ignored"
+                )
+            )
+        ).all()
+    assert sorted(str(e.detail["reason"]) for e in audit) == ["ahead", "stale"]
+    stale_after = await _metric(rig, 'locker_scans_ignored_total{reason="stale"}')
+    ahead_after = await _metric(rig, 'locker_scans_ignored_total{reason="ahead"}')
+    assert (stale_after - stale_before, ahead_after - ahead_before) == (1.0, 1.0)
+
+    rig.kiosk.scan(token)  # she is at the kiosk now
+    await until(lambda: rig.kiosk.compartments[n].lock_released, 10, "the unlock")
+    assert (await _order(rig, order_id)).code_used_at is not None
