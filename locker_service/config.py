@@ -69,6 +69,19 @@ class Settings(BaseSettings):
     timer_poll_s: float = 1.0  # real seconds between claims of due timers (not scaled)
     timer_lease_s: float = 60.0  # a claimed timer is retried if its worker died holding it
 
+    # A scan is a person at the kiosk now. One older than this (the bridge replaying its disk
+    # buffer after an outage, or the broker delivering a queued one after a service restart)
+    # opens nothing: it is recorded, audited and counted. Real seconds, never scaled: a person
+    # at the kiosk does not get faster under LOCKER_TIME_SCALE. 5 s covers the bridge -> broker
+    # -> service path on a loaded host; the skew allowance covers kiosk PC and service clocks
+    # that disagree a little (NTP keeps them well inside it) in either direction.
+    scan_max_age_s: float = Field(default=5.0, gt=0)
+    scan_clock_skew_s: float = Field(default=2.0, ge=0)
+
+    # A merchant API key found in the database is trusted this long (real seconds, not scaled)
+    # before it is looked up again: the bound on how long a revoked key still works. 0: no cache.
+    credential_cache_s: float = Field(default=5.0, ge=0)
+
     # Pickup throttling and lockout (nominal seconds)
     pickup_window_s: float = 600.0
     pickup_max_failures_per_source: int = 5
