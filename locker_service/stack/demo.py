@@ -259,7 +259,8 @@ def describe_demo_order(base_url: str, order: dict[str, Any], creds: DemoCredent
         [
             f"Order {order.get('id')} placed ({order.get('state', 'created')}), reference {ref}.",
             "",
-            f"1. Courier drop-off at the kiosk screen {base_url.rstrip('/')}/kiosk:",
+            "1. Courier drop-off at the kiosk screen (also inside the simulator panel):",
+            f"   {base_url.rstrip('/')}/kiosk#token={creds.kiosks[0].token}",
             f"   courier {creds.courier_code}, PIN {creds.courier_pin}, order reference {ref}",
             "2. In the simulator panel: open the compartment's door, place the food, close it.",
             "3. After the disinfection cycle the purchaser's page shows the QR code and code:",

@@ -19,7 +19,9 @@ from locker_service.stack.demo import (
     DEMO_FILE,
     DemoCredentials,
     DemoDataError,
+    KioskCredentials,
     compartment_sizes,
+    describe_demo_order,
     ensure_demo_data,
 )
 from migrations import upgrade_async
@@ -136,3 +138,20 @@ def test_compartment_layout(count: int, small: int, large: int) -> None:
     assert len(sizes) == count
     assert sizes.count("S") == small and sizes.count("L") == large
     assert sizes == sorted(sizes, key="SML".index)
+
+
+def test_demo_order_instructions_give_working_links() -> None:
+    creds = DemoCredentials(
+        database="sqlite",
+        site_code="demo",
+        kiosks=[KioskCredentials(code="demo-1", token="kt_secret")],
+        merchant_api_key="mk",
+        courier_code="courier-1",
+        courier_pin="123456",
+        operator_token="ot",
+    )
+    order = {"id": "o-1", "state": "created", "external_ref": "R1", "purchaser_url": "/p/te_x"}
+    text = describe_demo_order("http://127.0.0.1:8000/", order, creds)
+    assert "http://127.0.0.1:8000/kiosk#token=kt_secret" in text  # the screen signs itself in
+    assert "http://127.0.0.1:8000/p/te_x" in text
+    assert "courier courier-1, PIN 123456, order reference R1" in text
