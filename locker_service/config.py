@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     scan_clock_skew_s: float = Field(default=2.0, ge=0)
 
     # A merchant API key found in the database is trusted this long (real seconds, not scaled)
-    # before it is looked up again: the bound on how long a revoked key still works. 0: no cache.
+    # before it is looked up again: the bound on how long a revoked key still works. The same
+    # bound applies to the site code -> id lookup of order creation. 0: no cache.
     credential_cache_s: float = Field(default=5.0, ge=0)
 
     # Pickup throttling and lockout (nominal seconds)

@@ -7,13 +7,17 @@ event handler and the timer loop, so none of them reaches for globals.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from firmware_bridge import wire
+from locker_service.api.credentials import TtlCache
 from locker_service.config import Settings
 from locker_service.live import LiveHub
+
+if TYPE_CHECKING:
+    from locker_service.models import Merchant
 
 
 class KioskCommander(Protocol):
@@ -32,3 +36,9 @@ class ServiceContext:
     hub: LiveHub
     commander: KioskCommander | None = None
     components: dict[str, Any] = field(default_factory=dict)  # link, workers: for /readyz
+    merchant_keys: TtlCache[Merchant] = field(init=False)  # API key hash -> merchant
+    site_ids: TtlCache[int] = field(init=False)  # site code -> id, for creating orders
+
+    def __post_init__(self) -> None:
+        self.merchant_keys = TtlCache(self.settings.credential_cache_s)
+        self.site_ids = TtlCache(self.settings.credential_cache_s)

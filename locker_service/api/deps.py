@@ -81,10 +81,15 @@ async def current_merchant(
 ) -> Merchant:
     if not x_api_key:
         raise Unauthorized("missing X-API-Key")
-    async with ctx.sessionmaker() as session:
-        merchant = await session.scalar(
-            select(Merchant).where(Merchant.api_key_hash == hash_token(x_api_key))
-        )
+    key_hash = hash_token(x_api_key)
+
+    async def load() -> Merchant | None:
+        async with ctx.sessionmaker() as session:
+            # Closed without a commit, the row's attributes stay loaded on the detached object,
+            # which requests then only read (an endpoint uses `merchant.id`).
+            return await session.scalar(select(Merchant).where(Merchant.api_key_hash == key_hash))
+
+    merchant = await ctx.merchant_keys.get(key_hash, load)
     if merchant is None:
         raise Unauthorized("unknown API key")
     return merchant

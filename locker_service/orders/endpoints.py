@@ -28,7 +28,9 @@ purchaser_router = APIRouter(tags=["purchaser"])
 async def create_order(
     body: OrderCreate, merchant: MerchantDep, session: SessionDep, ctx: ContextDep
 ) -> JSONResponse:
-    order, new = await service.create(session, ctx.settings, ctx.hub, merchant, body)
+    order, new = await service.create(
+        session, ctx.settings, ctx.hub, merchant, body, site_ids=ctx.site_ids
+    )
     return JSONResponse(order.model_dump(mode="json"), status_code=201 if new else 200)
 
 

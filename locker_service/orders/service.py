@@ -7,11 +7,12 @@ import hashlib
 import json
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from locker_service.api.credentials import TtlCache
 from locker_service.api.errors import Conflict, NotFound, Unprocessable
 from locker_service.config import Settings
 from locker_service.events import publish_after_commit
@@ -80,58 +81,67 @@ async def create(
     hub: LiveHub | None,
     merchant: Merchant,
     body: OrderCreate,
+    site_ids: TtlCache[int] | None = None,
 ) -> tuple[OrderCreated, bool]:
     """The order and whether it is new. The same reference with the same body answers the same
-    order; with another body it is a conflict."""
+    order; with another body it is a conflict. `site_ids` caches site code -> id (a site's code
+    does not change while it takes orders)."""
     fingerprint = request_hash(body)
-    existing = await repository.by_merchant_ref(session, merchant.id, body.external_ref)
-    if existing is None:
-        site = await session.scalar(select(Site).where(Site.code == body.site))
-        if site is None:
-            raise Unprocessable(f"no site {body.site!r}", code="unknown_site")
+
+    async def load_site_id() -> int | None:
+        found: int | None = await session.scalar(select(Site.id).where(Site.code == body.site))
+        return found
+
+    if site_ids is None:
+        site_id = await load_site_id()
+    else:
+        site_id = await site_ids.get(body.site, load_site_id)
+    if site_id is not None:
         order_id = uuid.uuid4()
         salt = codes.new_salt()
         token = codes.pickup_token(settings.secret_key, order_id, salt)
         now = utcnow()
-        order = Order(
-            id=order_id,
-            merchant_id=merchant.id,
-            external_ref=body.external_ref,
-            request_hash=fingerprint,
-            site_id=site.id,
-            purchaser_name=body.purchaser_name,
-            purchaser_contact=body.purchaser_contact,
-            size=body.size,
-            temperature_class=body.temperature_class,
-            state=OrderState.CREATED.value,
-            token_salt=salt,
-            pickup_token_hash=codes.token_hash(token),
-            code_hash=codes.code_hash(
+        values: dict[str, Any] = {
+            "id": order_id,
+            "merchant_id": merchant.id,
+            "external_ref": body.external_ref,
+            "request_hash": fingerprint,
+            "site_id": site_id,
+            "purchaser_name": body.purchaser_name,
+            "purchaser_contact": body.purchaser_contact,
+            "size": body.size,
+            "temperature_class": body.temperature_class,
+            "state": OrderState.CREATED.value,
+            "token_salt": salt,
+            "pickup_token_hash": codes.token_hash(token),
+            "code_hash": codes.code_hash(
                 settings.secret_key, codes.fallback_code(settings.secret_key, token)
             ),
-            created_at=now,
-            updated_at=now,
-            expires_at=now + timedelta(seconds=settings.scaled(settings.dropoff_window_s)),
-            version=1,
-        )
-        try:
-            async with session.begin_nested():
-                session.add(order)
-        except IntegrityError:
-            existing = await repository.by_merchant_ref(session, merchant.id, body.external_ref)
-            if existing is None:
-                raise
-        else:
-            repository.add_event(
-                session, order.id, "merchant", str(merchant.id), "create", {"site": site.code}
+            "created_at": now,
+            "updated_at": now,
+            "expires_at": now + timedelta(seconds=settings.scaled(settings.dropoff_window_s)),
+            "version": 1,
+        }
+        # One round trip decides whether the reference is new: the insert does nothing if the
+        # merchant already used it (waiting, on PostgreSQL, for a racing insert of the same
+        # reference to commit), and the existing order is read below.
+        if await repository.insert_if_new(session, values) is not None:
+            # The row is written; this unattached copy carries its values for the answer.
+            order = Order(**values)
+            await repository.insert_event(
+                session, order_id, "merchant", str(merchant.id), "create", {"site": body.site}
             )
-            assert order.expires_at is not None
-            timers.schedule(session, TimerKind.ORDER_EXPIRY, order.expires_at, order_id=order.id)
-            publish_after_commit(session, hub, "order", live_view(order), order.site_id)
+            await timers.schedule_now(
+                session, TimerKind.ORDER_EXPIRY, values["expires_at"], order_id=order_id
+            )
+            publish_after_commit(session, hub, "order", live_view(order), site_id)
             view = await read_model(session, order)
             return OrderCreated(
                 **view.model_dump(), purchaser_url=purchaser_url(settings, order)
             ), True
+    existing = await repository.by_merchant_ref(session, merchant.id, body.external_ref)
+    if existing is None:
+        raise Unprocessable(f"no site {body.site!r}", code="unknown_site")
     if existing.request_hash != fingerprint:
         raise Conflict(
             f"order {body.external_ref!r} exists with different details",

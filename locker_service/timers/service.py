@@ -11,8 +11,9 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.models import Timer, utcnow
@@ -48,6 +49,31 @@ def schedule(
     )
     session.add(timer)
     return timer
+
+
+_INSERT_TIMER = insert(cast(Table, Timer.__table__))
+
+
+async def schedule_now(
+    session: AsyncSession,
+    kind: TimerKind,
+    due_at: datetime,
+    *,
+    order_id: uuid.UUID | None = None,
+    compartment_id: int | None = None,
+) -> None:
+    """`schedule` written at once, for a path that has no ORM objects to flush."""
+    await session.execute(
+        _INSERT_TIMER,
+        {
+            "kind": kind.value,
+            "due_at": due_at,
+            "order_id": order_id,
+            "compartment_id": compartment_id,
+            "state": "pending",
+            "attempts": 0,
+        },
+    )
 
 
 async def cancel(

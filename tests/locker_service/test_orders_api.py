@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from sqlalchemy import func, select
 
 from locker_service.context import ServiceContext
-from locker_service.models import Order, OrderEvent
+from locker_service.models import Order, OrderEvent, Timer
 from tests.locker_service.world import World, create_order, token_of
 
 
@@ -33,6 +35,22 @@ async def test_same_reference_same_body_is_the_same_order(
     assert first.json()["id"] == again.json()["id"]
     async with service.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(Order)) == 1
+
+
+async def test_racing_creates_of_one_reference_make_one_order(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    body = world.order_body("A-race")
+    answers = await asyncio.gather(
+        *(app_client.post("/api/v1/orders", json=body, headers=world.merchant()) for _ in range(6))
+    )
+    assert sorted(a.status_code for a in answers) == [200] * 5 + [201]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert len({a.json()["purchaser_url"] for a in answers}) == 1
+    async with service.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Order)) == 1
+        assert await session.scalar(select(func.count()).select_from(OrderEvent)) == 1
+        assert await session.scalar(select(func.count()).select_from(Timer)) == 1  # its expiry
 
 
 async def test_same_reference_other_body_is_a_conflict(
