@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from locker_service.api.errors import NotFound
 from locker_service.events import publish_after_commit
 from locker_service.live import LiveHub
-from locker_service.models import Alert, utcnow
+from locker_service.models import Alert, Compartment, Kiosk, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,31 @@ async def raise_alert(
         publish_after_commit(session, hub, "alert", alert_view(alert), site_id)
         return alert
     raise RuntimeError(f"could not raise alert {dedupe_key}")
+
+
+async def raise_compartment_alert(
+    session: AsyncSession,
+    hub: LiveHub | None,
+    kiosk: Kiosk,
+    compartment: Compartment,
+    *,
+    kind: str,
+    severity: Severity,
+    what: str,
+    dedupe_key: str,
+) -> Alert:
+    """An alert about one compartment, its message saying where: "kiosk-1 compartment 3: ..."."""
+    return await raise_alert(
+        session,
+        kind=kind,
+        severity=severity,
+        message=f"{kiosk.code} compartment {compartment.number}: {what}",
+        dedupe_key=dedupe_key,
+        site_id=kiosk.site_id,
+        kiosk_id=kiosk.id,
+        compartment_id=compartment.id,
+        hub=hub,
+    )
 
 
 async def resolve_alerts(session: AsyncSession, dedupe_key: str, hub: LiveHub | None = None) -> int:

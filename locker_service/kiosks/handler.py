@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import wire
-from locker_service.alerts.service import raise_alert, resolve_alerts
+from locker_service.alerts.service import raise_alert, raise_compartment_alert, resolve_alerts
 from locker_service.api.errors import ServiceError
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
@@ -121,16 +121,15 @@ class StoryHandler:
     ) -> None:
         key = f"compartment_fault:{c.id}"
         if fault is not None and fault != c.fault:
-            await raise_alert(
+            await raise_compartment_alert(
                 session,
+                self.ctx.hub,
+                kiosk,
+                c,
                 kind="compartment_fault",
                 severity="critical",
-                message=f"{kiosk.code} compartment {c.number}: {fault}",
+                what=fault,
                 dedupe_key=key,
-                site_id=kiosk.site_id,
-                kiosk_id=kiosk.id,
-                compartment_id=c.id,
-                hub=self.ctx.hub,
             )
         elif fault is None and c.fault is not None:
             await resolve_alerts(session, key, self.ctx.hub)
@@ -215,16 +214,15 @@ class StoryHandler:
                         door_opened_at=event.ts,
                     )
                 )
-                await raise_alert(
+                await raise_compartment_alert(
                     session,
+                    self.ctx.hub,
+                    kiosk,
+                    c,
                     kind="door_opened_unexplained",
                     severity="critical",
-                    message=f"{kiosk.code} compartment {c.number}: door opened with no command",
+                    what="door opened with no command",
                     dedupe_key=f"door_unexplained:{c.id}",
-                    site_id=kiosk.site_id,
-                    kiosk_id=kiosk.id,
-                    compartment_id=c.id,
-                    hub=self.ctx.hub,
                 )
             elif opening.order_id is not None:
                 orders.add_event(
@@ -258,17 +256,15 @@ class StoryHandler:
     async def _door_closed(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
         state = c.state
         if state == CompartmentState.AVAILABLE and c.occupied:
-            await raise_alert(
+            await raise_compartment_alert(
                 session,
+                self.ctx.hub,
+                kiosk,
+                c,
                 kind="item_in_free_compartment",
                 severity="warning",
-                message=f"{kiosk.code} compartment {c.number}: something is inside a free "
-                "compartment",
+                what="something is inside a free compartment",
                 dedupe_key=f"item_in_free_compartment:{c.id}",
-                site_id=kiosk.site_id,
-                kiosk_id=kiosk.id,
-                compartment_id=c.id,
-                hub=self.ctx.hub,
             )
         elif state == CompartmentState.RESERVED:
             order = await orders.active_in_compartment(session, c.id)

@@ -15,7 +15,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.alerts.service import raise_alert
+from locker_service.alerts.service import raise_compartment_alert
 from locker_service.compartments import repository as compartments
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
 from locker_service.context import ServiceContext
@@ -214,16 +214,15 @@ class Story:
         if cycle is not None:
             cycle.state, cycle.finished_at = "aborted", utcnow()
         await timers.cancel(session, [TimerKind.CYCLE_WATCHDOG], compartment_id=c.id)
-        await raise_alert(
+        await raise_compartment_alert(
             session,
+            self.ctx.hub,
+            kiosk,
+            c,
             kind="cycle_aborted",
             severity="warning",
-            message=f"{kiosk.code} compartment {c.number}: disinfection cycle aborted",
+            what="disinfection cycle aborted",
             dedupe_key=f"cycle_aborted:{c.id}",
-            site_id=kiosk.site_id,
-            kiosk_id=kiosk.id,
-            compartment_id=c.id,
-            hub=self.ctx.hub,
         )
         # The food (or the emptied compartment) still needs its cycle: start again once the
         # door is shut; the start timer waits for that.
@@ -272,16 +271,15 @@ class Story:
                 failure_reason="the food was taken out before the cycle finished",
                 closed_at=now,
             )
-            await raise_alert(
+            await raise_compartment_alert(
                 session,
+                self.ctx.hub,
+                kiosk,
+                c,
                 kind="removed_during_hold",
                 severity="warning",
-                message=f"{kiosk.code} compartment {c.number}: food removed before it was ready",
+                what="food removed before it was ready",
                 dedupe_key=f"removed_during_hold:{order.id}",
-                site_id=kiosk.site_id,
-                kiosk_id=kiosk.id,
-                compartment_id=c.id,
-                hub=self.ctx.hub,
             )
         else:
             ended = await orders.expired_in_compartment(session, c.id)
@@ -327,15 +325,13 @@ class Story:
         await outbox.enqueue(
             session, order, "expired", where=await self.where(session, kiosk, c), deadline=None
         )
-        await raise_alert(
+        await raise_compartment_alert(
             session,
+            self.ctx.hub,
+            kiosk,
+            c,
             kind="expired_food",
             severity="warning",
-            message=f"{kiosk.code} compartment {c.number}: order {order.external_ref} expired, "
-            "remove the food",
+            what=f"order {order.external_ref} expired, remove the food",
             dedupe_key=f"expired_food:{order.id}",
-            site_id=kiosk.site_id,
-            kiosk_id=kiosk.id,
-            compartment_id=c.id,
-            hub=self.ctx.hub,
         )

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.alerts.service import raise_alert
+from locker_service.alerts.service import raise_compartment_alert
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
@@ -189,16 +189,15 @@ async def cycle_watchdog(ctx: ServiceContext, timer: Timer) -> datetime | None:
             # The completion event was lost (e.g. during a restart): the board says it is over.
             await story.cycle_completed(session, kiosk, fresh)
             return None
-        await raise_alert(
+        await raise_compartment_alert(
             session,
+            ctx.hub,
+            kiosk,
+            fresh,
             kind="cycle_overdue",
             severity="warning",
-            message=f"{kiosk.code} compartment {fresh.number}: {cycle.kind} cycle overdue",
+            what=f"{cycle.kind} cycle overdue",
             dedupe_key=f"cycle_overdue:{cycle.id}",
-            site_id=kiosk.site_id,
-            kiosk_id=kiosk.id,
-            compartment_id=fresh.id,
-            hub=ctx.hub,
         )
     return _retry(ctx, ctx.settings.cycle_watchdog_margin_s)
 
@@ -213,16 +212,15 @@ async def dropoff_timeout(ctx: ServiceContext, timer: Timer) -> datetime | None:
         fresh = await session.get(Compartment, c.id)
         assert order is not None and fresh is not None
         if fresh.door_open:
-            await raise_alert(
+            await raise_compartment_alert(
                 session,
+                ctx.hub,
+                kiosk,
+                fresh,
                 kind="door_left_open",
                 severity="warning",
-                message=f"{kiosk.code} compartment {fresh.number}: door left open at drop-off",
+                what="door left open at drop-off",
                 dedupe_key=f"door_left_open:{fresh.id}",
-                site_id=kiosk.site_id,
-                kiosk_id=kiosk.id,
-                compartment_id=fresh.id,
-                hub=ctx.hub,
             )
             return _retry(ctx, 60)
         if fresh.state != CompartmentState.RESERVED:
