@@ -335,26 +335,36 @@ class KioskLink:
             # MQTT 5 CONNECT with properties, which they cannot parse.
             return "closed" if client.socket() is not None else "unreachable"
 
-    def _build_client(self, protocol: int) -> mqtt.Client:
+    def _new_client(
+        self, client_id: str, protocol: int, *, persistent: bool, manual_ack: bool
+    ) -> mqtt.Client:
+        """A paho client with this link's broker account, TLS, backoff and TCP_NODELAY."""
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"locker-service-{self.replica_id}",
-            # MQTT 3.1.1: a persistent session; MQTT 5 uses clean_start=False + expiry instead.
-            clean_session=False if protocol == mqtt.MQTTv311 else None,
+            client_id=client_id,
+            # MQTT 5 sets its session with clean_start + expiry at connect instead.
+            clean_session=(not persistent) if protocol == mqtt.MQTTv311 else None,
             protocol=protocol,  # type: ignore[arg-type]
-            manual_ack=True,
+            manual_ack=manual_ack,
         )
         client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
         if self._endpoint.username:
             client.username_pw_set(self._endpoint.username, self._endpoint.password)
         if self._endpoint.tls:
             client.tls_set(ca_certs=self._settings.mqtt_tls_ca, cert_reqs=ssl.CERT_REQUIRED)
+        client.on_socket_open = _no_delay
+        return client
+
+    def _build_client(self, protocol: int) -> mqtt.Client:
+        # A persistent session, so events published while this replica was down wait for it.
+        client = self._new_client(
+            f"locker-service-{self.replica_id}", protocol, persistent=True, manual_ack=True
+        )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
-        client.on_socket_open = _no_delay
         return client
 
     def _close_client(self) -> None:
@@ -373,24 +383,17 @@ class KioskLink:
 
     def _open_replies(self) -> None:
         """The reply connection: same broker and protocol, clean session, acks as it receives."""
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"locker-service-{self.replica_id}-replies",
-            # Replies are only useful to the commands waiting now: nothing to keep across
-            # reconnects.
-            clean_session=True if self._protocol == mqtt.MQTTv311 else None,
-            protocol=self._protocol,  # type: ignore[arg-type]
+        # Replies are only useful to the commands waiting now: nothing to keep across reconnects.
+        client = self._new_client(
+            f"locker-service-{self.replica_id}-replies",
+            self._protocol,
+            persistent=False,
+            manual_ack=False,
         )
-        client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
-        if self._endpoint.username:
-            client.username_pw_set(self._endpoint.username, self._endpoint.password)
-        if self._endpoint.tls:
-            client.tls_set(ca_certs=self._settings.mqtt_tls_ca, cert_reqs=ssl.CERT_REQUIRED)
         client.on_connect = self._on_replies_connect
         client.on_disconnect = self._on_replies_disconnect
         client.on_subscribe = self._on_replies_subscribe
         client.on_message = self._on_reply_message
-        client.on_socket_open = _no_delay
         self._reply_client = client
         client.connect_async(
             self._endpoint.host, self._endpoint.port, keepalive=self._settings.mqtt_keepalive_s
