@@ -24,8 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from firmware_bridge import wire
 from locker_service.kiosk_link.directory import KioskDirectory, KioskRef
-from locker_service.telemetry.monitor import Finding, HoldingMonitor
-from locker_service.telemetry.repository import ReadingRow, insert_readings
+from locker_service.telemetry.monitor import FLOOR_HYSTERESIS_C, Finding, HoldingMonitor
+from locker_service.telemetry.repository import (
+    FirstSight,
+    ReadingRow,
+    carried_watches,
+    insert_readings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +181,7 @@ class TelemetryIngest:
         self, batch: list[tuple[str, wire.Telemetry]], kiosks: dict[str, KioskRef]
     ) -> None:
         assert self._monitor is not None
+        await self._carry_over(batch, kiosks)
         findings: list[tuple[Finding, int, int]] = []
         for kiosk_code, telemetry in batch:
             ref = kiosks.get(kiosk_code)
@@ -191,3 +197,36 @@ class TelemetryIngest:
                 await self._alerts.apply(findings)
             except Exception:
                 log.exception("could not record %d temperature alerts", len(findings))
+
+    async def _carry_over(
+        self, batch: list[tuple[str, wire.Telemetry]], kiosks: dict[str, KioskRef]
+    ) -> None:
+        """Compartments this process has not watched yet resume from the database's account."""
+        monitor = self._monitor
+        assert monitor is not None
+        sights: dict[tuple[str, int], FirstSight] = {}
+        for kiosk_code, telemetry in batch:
+            ref = kiosks.get(kiosk_code)
+            if ref is None:
+                continue
+            for r in telemetry.readings:
+                key = (kiosk_code, r.n)
+                if key in sights or monitor.watches(*key):
+                    continue
+                holding = r.setpoint_c is not None and r.setpoint_c >= monitor.floor_c
+                below = holding and r.temp_c is not None and r.temp_c < monitor.floor_c
+                sights[key] = FirstSight(ref.id, kiosk_code, r.n, telemetry.ts, below)
+        if not sights:
+            return
+        try:
+            carried = await carried_watches(
+                self._engine,
+                list(sights.values()),
+                monitor.floor_c,
+                monitor.floor_c + FLOOR_HYSTERESIS_C,
+            )
+        except Exception:  # the watch then starts afresh, as it would have before
+            log.exception("could not read the temperature history of %d compartments", len(sights))
+            return
+        for (kiosk_code, number), state in carried.items():
+            monitor.carry_over(kiosk_code, number, state)

@@ -9,6 +9,12 @@ the floor, when the compartment stops holding.
 
 Time is the readings' own timestamps, so the grace period means the same under test and in
 production and replays give the same answers.
+
+The watch of a compartment lives in this process, but what it decides does not depend on it: the
+first time a process sees a compartment (after a restart, or on a second replica), the caller hands
+in what the database knows with `carry_over` — when the stretch below the floor began and which
+alerts are still open — so a restart neither restarts the grace period nor strands an open alert
+that nobody would resolve.
 """
 
 from __future__ import annotations
@@ -35,7 +41,22 @@ class Finding:
 
     @property
     def dedupe_key(self) -> str:
-        return f"{self.kind}:{self.kiosk}:{self.number}"
+        return dedupe_key(self.kind, self.kiosk, self.number)
+
+
+def dedupe_key(kind: FindingKind, kiosk: str, number: int) -> str:
+    """The alert key of one kind of finding on one compartment."""
+    return f"{kind}:{kiosk}:{number}"
+
+
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """A compartment's watch as the database knows it, for a process that has not seen it yet."""
+
+    below_since: datetime | None = None  # first reading of the stretch below the floor, if any
+    floor_raised: bool = False  # a below_floor alert is open
+    above_since: datetime | None = None
+    ceiling_raised: bool = False  # an above_ceiling alert is open
 
 
 @dataclass(slots=True)
@@ -101,6 +122,18 @@ class HoldingMonitor:
                 finding("above_ceiling", "resolve", watch.above_since or ts)
             watch.above_since, watch.ceiling_raised = None, False
         return findings
+
+    def watches(self, kiosk: str, number: int) -> bool:
+        return (kiosk, number) in self._watches
+
+    def carry_over(self, kiosk: str, number: int, carried: Carried) -> None:
+        """Start watching a compartment from where the database says an earlier watch left off."""
+        self._watches[(kiosk, number)] = _Watch(
+            below_since=carried.below_since,
+            floor_raised=carried.floor_raised,
+            above_since=carried.above_since,
+            ceiling_raised=carried.ceiling_raised,
+        )
 
     def forget(self, kiosk: str, number: int) -> None:
         self._watches.pop((kiosk, number), None)

@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Integer, cast, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from locker_service.models import Compartment, Kiosk, TemperatureReading
+from locker_service.models import Alert, Compartment, Kiosk, TemperatureReading
+from locker_service.telemetry.monitor import Carried, dedupe_key
 
 READING_COLUMNS = ("kiosk_id", "number", "ts", "temp_c", "setpoint_c", "heater")
 
@@ -44,6 +45,69 @@ async def insert_readings(engine: AsyncEngine, rows: Sequence[ReadingRow]) -> No
         else:
             await connection.execute(insert(TemperatureReading), [row._asdict() for row in rows])
         await connection.commit()
+
+
+class FirstSight(NamedTuple):
+    """A compartment's first reading in this process, which the monitor has never watched."""
+
+    kiosk_id: int
+    kiosk_code: str
+    number: int
+    ts: datetime
+    below_floor: bool  # holding and below the floor at this reading
+
+
+async def carried_watches(
+    engine: AsyncEngine, sights: Sequence[FirstSight], floor_c: float, recovered_c: float
+) -> dict[tuple[str, int], Carried]:
+    """What the database knows of each compartment's watch: its open temperature alerts and,
+    when it reads below the floor now, when that stretch began (the readings since it last read
+    `recovered_c` or more, or stopped holding). The readings of `ts` are already stored."""
+    keys = {
+        dedupe_key(kind, s.kiosk_code, s.number): s
+        for s in sights
+        for kind in ("below_floor", "above_ceiling")
+    }
+    carried: dict[tuple[str, int], Carried] = {}
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            select(Alert.dedupe_key, Alert.raised_at).where(
+                Alert.dedupe_key.in_(keys), Alert.state != "resolved"
+            )
+        )
+        open_alerts: dict[str, datetime] = {key: raised_at for key, raised_at in rows}
+        for s in sights:
+            floor_key = dedupe_key("below_floor", s.kiosk_code, s.number)
+            ceiling_key = dedupe_key("above_ceiling", s.kiosk_code, s.number)
+            below_since = None
+            if s.below_floor:
+                below_since = await _below_floor_since(connection, s, floor_c, recovered_c)
+            carried[(s.kiosk_code, s.number)] = Carried(
+                below_since=below_since or open_alerts.get(floor_key),
+                floor_raised=floor_key in open_alerts,
+                above_since=open_alerts.get(ceiling_key),
+                ceiling_raised=ceiling_key in open_alerts,
+            )
+    return carried
+
+
+async def _below_floor_since(
+    connection: AsyncConnection, sight: FirstSight, floor_c: float, recovered_c: float
+) -> datetime | None:
+    r = TemperatureReading
+    same = (r.kiosk_id == sight.kiosk_id, r.number == sight.number)
+    last_fine = await connection.scalar(
+        select(func.max(r.ts)).where(
+            *same,
+            r.ts < sight.ts,
+            (r.temp_c >= recovered_c) | r.setpoint_c.is_(None) | (r.setpoint_c < floor_c),
+        )
+    )
+    stretch = [*same, r.ts <= sight.ts, r.temp_c < floor_c, r.setpoint_c >= floor_c]
+    if last_fine is not None:
+        stretch.append(r.ts > last_fine)
+    first: datetime | None = await connection.scalar(select(func.min(r.ts)).where(*stretch))
+    return first
 
 
 class CompartmentPlace(NamedTuple):

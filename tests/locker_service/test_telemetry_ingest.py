@@ -24,7 +24,7 @@ from locker_service.live import LiveHub
 from locker_service.models import Compartment, Kiosk, Operator, Site, TemperatureReading
 from locker_service.models.people import operator_sites
 from locker_service.security import hash_token
-from locker_service.telemetry.ingest import TelemetryIngest
+from locker_service.telemetry.ingest import TelemetryIngest, TemperatureAlerts
 from locker_service.telemetry.monitor import Finding, HoldingMonitor
 from locker_service.telemetry.repository import readings_between
 from tests.locker_service.test_kiosk_link import LinkTestSettings, RecordingHandler
@@ -339,6 +339,70 @@ async def test_floor_alerts_are_raised_once_and_resolved_in_the_alerts_table(
     async with sessionmaker() as session:
         states = {a.kind: a.state for a in (await session.scalars(select(Alert))).all()}
     assert states == {"below_floor": "resolved", "above_ceiling": "resolved"}
+
+
+def restarted(engine: AsyncEngine, alerts: TemperatureAlerts, grace_s: float) -> TelemetryIngest:
+    """A fresh ingest and monitor, as a restarted service (or another replica) has."""
+    return TelemetryIngest(
+        engine,
+        KioskDirectory(create_sessionmaker(engine)),
+        monitor=HoldingMonitor(floor_c=60, ceiling_c=80, grace_s=grace_s),
+        alerts=alerts,
+    )
+
+
+async def test_a_restart_does_not_restart_the_grace_period(engine: AsyncEngine) -> None:
+    seeded = await seed(create_sessionmaker(engine))
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    before = restarted(engine, RecordingAlerts(), grace_s=60)
+    # 61 °C (fine), then below the floor from t0+10 s; the process dies 40 s into the grace.
+    before.submit(seeded.kiosk_code, telemetry(t0, {1: 61.0, 2: 61.0}))
+    for i in range(10, 50, 10):
+        before.submit(seeded.kiosk_code, telemetry(t0 + timedelta(seconds=i), {1: 55.0, 2: 61.0}))
+    await before.flush()
+    alerts = RecordingAlerts()
+    after = restarted(engine, alerts, grace_s=60)
+    after.submit(seeded.kiosk_code, telemetry(t0 + timedelta(seconds=70), {1: 55.0, 2: 58.0}))
+    await after.flush()
+    # Compartment 1 has been below since t0+10 s: past its grace. Compartment 2 only just dropped.
+    [(finding, _, _)] = alerts.applied
+    assert (finding.kind, finding.action, finding.number) == ("below_floor", "raise", 1)
+    assert finding.since == t0 + timedelta(seconds=10)
+
+
+async def test_an_alert_left_open_by_a_restart_is_resolved_on_recovery(engine: AsyncEngine) -> None:
+    from locker_service.models import Alert
+    from locker_service.telemetry.alerts import AlertServiceSink
+
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    sink = AlertServiceSink(sessionmaker, LiveHub(), 60, 80)
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    before = restarted(engine, sink, grace_s=30)
+    for i in range(0, 40, 10):
+        before.submit(seeded.kiosk_code, telemetry(t0 + timedelta(seconds=i), {3: 50.0, 4: 95.0}))
+    await before.flush()
+    after = restarted(engine, sink, grace_s=30)
+    after.submit(seeded.kiosk_code, telemetry(t0 + timedelta(seconds=50), {3: 50.0, 4: 95.0}))
+    await after.flush()
+    async with sessionmaker() as session:
+        alerts = (
+            await session.scalars(select(Alert).where(Alert.kiosk_id == seeded.kiosk_id))
+        ).all()
+    assert sorted((a.kind, a.state, a.count) for a in alerts) == [
+        ("above_ceiling", "open", 1),  # carried over as raised: not raised a second time
+        ("below_floor", "open", 1),
+    ]
+    after.submit(seeded.kiosk_code, telemetry(t0 + timedelta(seconds=60), {3: 64.0, 4: 70.0}))
+    await after.flush()
+    async with sessionmaker() as session:
+        alerts = (
+            await session.scalars(select(Alert).where(Alert.kiosk_id == seeded.kiosk_id))
+        ).all()
+    assert sorted((a.kind, a.state) for a in alerts) == [
+        ("above_ceiling", "resolved"),
+        ("below_floor", "resolved"),
+    ]
 
 
 async def test_readings_past_retention_are_pruned_in_chunks(

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from locker_service.telemetry.monitor import HoldingMonitor
+from locker_service.telemetry.monitor import Carried, HoldingMonitor
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -132,3 +132,24 @@ def test_raises_and_resolves_alternate_and_a_raise_is_justified(
             else:
                 assert open_[f.kind]
             open_[f.kind] = f.action == "raise"
+
+
+def test_a_carried_over_watch_keeps_the_grace_period_running() -> None:
+    m = monitor()
+    assert not m.watches("k", 1)
+    m.carry_over("k", 1, Carried(below_since=at(0)))
+    assert m.watches("k", 1)
+    [finding] = m.observe("k", 1, at(300), 57.0, 65.0)
+    assert (finding.action, finding.since) == ("raise", at(0))
+
+
+def test_carried_over_open_alerts_are_resolved_on_recovery_and_not_raised_again() -> None:
+    m = monitor()
+    m.carry_over("k", 1, Carried(below_since=at(0), floor_raised=True))
+    m.carry_over("k", 2, Carried(above_since=at(0), ceiling_raised=True))
+    assert m.observe("k", 1, at(400), 55.0, 65.0) == []  # still below: already raised
+    assert m.observe("k", 2, at(400), 90.0, 65.0) == []  # still above: already raised
+    [floor] = m.observe("k", 1, at(500), 65.0, 65.0)
+    [ceiling] = m.observe("k", 2, at(500), 70.0, 65.0)
+    assert (floor.kind, floor.action, floor.since) == ("below_floor", "resolve", at(0))
+    assert (ceiling.kind, ceiling.action, ceiling.since) == ("above_ceiling", "resolve", at(0))
