@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import wire
 from locker_service.alerts.service import raise_alert, raise_compartment_alert, resolve_alerts
+from locker_service.api.credentials import TtlCache
 from locker_service.api.errors import ServiceError
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
@@ -21,10 +22,10 @@ from locker_service.compartments.lifecycle import CompartmentState, CompartmentT
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosk_link.errors import KioskLinkError
-from locker_service.kiosks import scans
+from locker_service.kiosks import repository, scans
 from locker_service.kiosks.story import Story
 from locker_service.metrics import KIOSK_EVENTS, SCANS_IGNORED
-from locker_service.models import Compartment, DoorOpening, Kiosk, KioskEvent, Order, utcnow
+from locker_service.models import Compartment, DoorOpening, Kiosk, Order, utcnow
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
 from locker_service.pickup import codes
@@ -39,12 +40,19 @@ class StoryHandler:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.story = Story(ctx)
+        # Events and snapshots read only a kiosk's fixed fields (id, code, site, name), so a
+        # copy kept for `credential_cache_s` spares a query on every message; status writes
+        # to the row and reads it fresh.
+        self._kiosks: TtlCache[Kiosk] = TtlCache(ctx.settings.credential_cache_s)
 
     async def _kiosk(self, session: AsyncSession, code: str) -> Kiosk | None:
-        kiosk = await session.scalar(select(Kiosk).where(Kiosk.code == code))
+        kiosk = await repository.kiosk_by_code(session, code)
         if kiosk is None:
             log.warning("message from unknown kiosk %s ignored", code)
         return kiosk
+
+    async def _known_kiosk(self, session: AsyncSession, code: str) -> Kiosk | None:
+        return await self._kiosks.get(code, lambda: self._kiosk(session, code))
 
     # -- status -----------------------------------------------------------------------------
 
@@ -96,7 +104,7 @@ class StoryHandler:
 
     async def on_snapshot(self, kiosk_id: str, snap: wire.CompartmentSnapshot) -> None:
         async with session_scope(self.ctx.sessionmaker) as session:
-            kiosk = await self._kiosk(session, kiosk_id)
+            kiosk = await self._known_kiosk(session, kiosk_id)
             if kiosk is None:
                 return
             c = await compartments.by_number(session, kiosk.id, snap.n)
@@ -144,35 +152,20 @@ class StoryHandler:
     # -- events -----------------------------------------------------------------------------
 
     async def on_event(self, kiosk_id: str, event: wire.Event) -> None:
-        scanned: str | None = None
-        kiosk: Kiosk | None = None
+        decision: pickup_service.Claim | ServiceError | None = None
         async with session_scope(self.ctx.sessionmaker) as session:
-            seen = await session.scalar(
-                select(KioskEvent.id).where(KioskEvent.event_id == event.event_id)
-            )
-            if seen is not None:
+            kiosk = await self._known_kiosk(session, kiosk_id)
+            if not await repository.record_event_if_new(
+                session, event, kiosk.id if kiosk else None
+            ):
                 log.debug("event %s seen before: ignored", event.event_id)
                 return
-            kiosk = await self._kiosk(session, kiosk_id)
-            session.add(
-                KioskEvent(
-                    event_id=event.event_id,
-                    kiosk_id=kiosk.id if kiosk else None,
-                    type=event.type,
-                    compartment=event.compartment,
-                    ts=event.ts,
-                    data=event.data,
-                    received_at=utcnow(),
-                )
-            )
-            await session.flush()  # a racing replica's copy fails here, before any change
             KIOSK_EVENTS.labels(event.type).inc()
             if kiosk is None:
                 return
             if event.type == "scan":
-                text = event.data.get("text")
-                if isinstance(text, str) and await self._fresh_scan(session, kiosk, event, text):
-                    scanned = text
+                # The scan's decision shares this transaction: one commit before the unlock.
+                decision = await self._scan(session, kiosk, event)
             elif event.compartment is not None:
                 c = await compartments.by_number(session, kiosk.id, event.compartment)
                 if c is None:
@@ -190,11 +183,12 @@ class StoryHandler:
                     kiosk_id=kiosk.id,
                     hub=self.ctx.hub,
                 )
+        if decision is not None and kiosk is not None:
+            await self._open(kiosk, decision)
+            return
         timers = self.ctx.components.get("timers")
         if timers is not None:
             timers.wake()  # a step may have scheduled a command due now (e.g. heat and cycle)
-        if scanned is not None and kiosk is not None:
-            await self._scan(kiosk, scanned)
 
     async def _compartment_event(
         self, session: AsyncSession, kiosk: Kiosk, c: Compartment, event: wire.Event
@@ -300,6 +294,23 @@ class StoryHandler:
         )
         return who
 
+    async def _scan(
+        self, session: AsyncSession, kiosk: Kiosk, event: wire.Event
+    ) -> pickup_service.Claim | ServiceError | None:
+        """A code held to the kiosk's scanner: the decision to open (or not) that order's
+        compartment, made in the event's transaction; None when the scan opens nothing and
+        needs no answer (a stale or replayed scan)."""
+        text = event.data.get("text")
+        if not isinstance(text, str) or not await self._fresh_scan(session, kiosk, event, text):
+            return None
+        token = codes.token_from_scan(text)
+        code = None if token else codes.normalise_code(text)
+        if token is None and code is None:
+            return pickup_service.InvalidCode("not a pickup code")
+        return await pickup_service.claim(
+            session, self.ctx, kiosk, source=f"scanner:{kiosk.code}", code=code, token=token
+        )
+
     async def _fresh_scan(
         self, session: AsyncSession, kiosk: Kiosk, event: wire.Event, text: str
     ) -> bool:
@@ -343,17 +354,11 @@ class StoryHandler:
             )
         return False
 
-    async def _scan(self, kiosk: Kiosk, text: str) -> None:
-        """A code held to the kiosk's scanner: open that order's compartment if it may."""
-        token = codes.token_from_scan(text)
-        code = None if token else codes.normalise_code(text)
+    async def _open(self, kiosk: Kiosk, decision: pickup_service.Claim | ServiceError) -> None:
+        """Unlock a committed claim, or refuse; the kiosk screen hears either way."""
         outcome: dict[str, object] = {"kiosk": kiosk.code}
         try:
-            if token is None and code is None:
-                raise pickup_service.InvalidCode("not a pickup code")
-            result = await pickup_service.pickup(
-                self.ctx, kiosk, source=f"scanner:{kiosk.code}", code=code, token=token
-            )
+            result = await pickup_service.complete(self.ctx, kiosk, decision)
             outcome.update(ok=True, compartment=result.compartment.number)
         except (ServiceError, KioskLinkError) as exc:
             log.info("scan at kiosk %s refused: %s", kiosk.code, exc)

@@ -1,8 +1,10 @@
 """Pickup by code: check throttling, kill switch and the code, claim its single use, unlock.
 
-Every try is recorded (in its own transaction, so a refusal still counts) for throttling. A
-claimed code is given back if the door did not open, so a kiosk hiccup does not cost the
-purchaser her food.
+The decision is one transaction (`claim`), which the caller may share: the kiosk handler puts
+the scan event's row in it, so a scan costs one commit before its unlock leaves (ADR 0043).
+Every try is recorded in that transaction, refusals included, which is why `claim` returns a
+refusal instead of raising it: the caller commits, then raises. A claimed code is given back if
+the door did not open, so a kiosk hiccup does not cost the purchaser her food.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.api.errors import Conflict, Forbidden, ServiceError, TooManyRequests
@@ -20,10 +21,10 @@ from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosk_link.errors import CommandTimeout, KioskLinkError
 from locker_service.metrics import PICKUPS
-from locker_service.models import Compartment, Kiosk, Order, PickupAttempt, Site, utcnow
+from locker_service.models import Compartment, Kiosk, Order, utcnow
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
-from locker_service.pickup import codes, throttle
+from locker_service.pickup import codes, repository, throttle
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
 
@@ -45,6 +46,16 @@ class PickupResult:
     request_id: str
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A code's single use claimed with the audited opening it allows; the unlock may leave once
+    the transaction that made it has committed."""
+
+    order: Order
+    compartment: Compartment
+    opening_id: int
+
+
 def limits_of(ctx: ServiceContext) -> throttle.Limits:
     s = ctx.settings
     return throttle.Limits(
@@ -56,33 +67,6 @@ def limits_of(ctx: ServiceContext) -> throttle.Limits:
     )
 
 
-async def _failures(
-    session: AsyncSession, since: datetime, *conditions: ColumnElement[bool]
-) -> list[datetime]:
-    query = (
-        select(PickupAttempt.at)
-        .where(PickupAttempt.ok.is_(False), PickupAttempt.at >= since, *conditions)
-        .order_by(PickupAttempt.at.desc())
-        .limit(200)
-    )
-    return list((await session.scalars(query)).all())
-
-
-async def _record(
-    ctx: ServiceContext, kiosk: Kiosk, source: str, order: Order | None, ok: bool
-) -> None:
-    async with session_scope(ctx.sessionmaker) as session:
-        session.add(
-            PickupAttempt(
-                kiosk_id=kiosk.id,
-                source=source,
-                order_id=order.id if order else None,
-                at=utcnow(),
-                ok=ok,
-            )
-        )
-
-
 async def pickup(
     ctx: ServiceContext,
     kiosk: Kiosk,
@@ -92,8 +76,75 @@ async def pickup(
     token: str | None = None,
 ) -> PickupResult:
     """Open the compartment of the order a code names, if everything allows it."""
+    async with session_scope(ctx.sessionmaker) as session:
+        decision = await claim(session, ctx, kiosk, source=source, code=code, token=token)
+    return await complete(ctx, kiosk, decision)
+
+
+async def claim(
+    session: AsyncSession,
+    ctx: ServiceContext,
+    kiosk: Kiosk,
+    *,
+    source: str,
+    code: str | None,
+    token: str | None,
+) -> Claim | ServiceError:
+    """Decide a pickup in the caller's transaction: the claim, or the refusal to raise after
+    the commit (which records the failed try)."""
+    limits = limits_of(ctx)
+    now = utcnow()
+    since = now - limits.window - limits.lockout
+    frozen = await repository.site_frozen(session, kiosk.site_id)
+    found = await _find(session, ctx.settings.secret_key, kiosk, code=code, token=token)
+    order, compartment = found if found is not None else (None, None)
+    failures = await repository.failures(
+        session, since, kiosk_id=kiosk.id, source=source, order_id=order.id if order else None
+    )
+    lockout = throttle.check(now, limits, by_source=failures.by_source, by_kiosk=failures.by_kiosk)
+    if lockout is not None:
+        await repository.record_attempt(session, kiosk.id, source, None, False)
+        return TooManyRequests(
+            f"too many wrong codes ({lockout.dimension}): try again later",
+            retry_after_s=lockout.retry_after_s,
+            code="locked_out",
+        )
+    if frozen:
+        return KillSwitchEngaged("openings are frozen at this site: please ask staff")
+
+    refusal = _refusal(kiosk, order, compartment, limits, failures.by_order)
+    if refusal is None and order is not None and compartment is not None:
+        if await orders.mark_code_used(session, order, utcnow()):
+            # One transaction: the code's single use, the audited reason to open, and the
+            # timer that gives the code back should the door never open (e.g. the service
+            # dies before the unlock leaves).
+            opening = doors.authorise(
+                session, compartment, who="purchaser", why="pickup", order_id=order.id
+            )
+            await orders.insert_event(session, order.id, "purchaser", source, "code_accepted")
+            await repository.record_attempt(session, kiosk.id, source, order.id, True)
+            await timers.schedule_now(
+                session,
+                TimerKind.CODE_RELEASE,
+                utcnow() + timedelta(seconds=doors.authorisation_window_s(ctx)),
+                order_id=order.id,
+                compartment_id=compartment.id,
+            )
+            await session.flush()
+            return Claim(order, compartment, opening.id)
+        refusal = Conflict("this code has been used already", code="code_used")
+    await repository.record_attempt(session, kiosk.id, source, order.id if order else None, False)
+    return refusal or InvalidCode("this code does not open anything here")
+
+
+async def complete(
+    ctx: ServiceContext, kiosk: Kiosk, decision: Claim | ServiceError
+) -> PickupResult:
+    """Raise a refusal, or unlock a committed claim; counted in `locker_pickups_total`."""
     try:
-        result = await _pickup(ctx, kiosk, source=source, code=code, token=token)
+        if isinstance(decision, ServiceError):
+            raise decision
+        result = await _open(ctx, kiosk, decision)
     except (ServiceError, KioskLinkError) as exc:
         PICKUPS.labels(exc.code).inc()
         raise
@@ -101,76 +152,10 @@ async def pickup(
     return result
 
 
-async def _pickup(
-    ctx: ServiceContext,
-    kiosk: Kiosk,
-    *,
-    source: str,
-    code: str | None,
-    token: str | None,
-) -> PickupResult:
-    settings = ctx.settings
-    limits = limits_of(ctx)
-    now = utcnow()
-    since = now - limits.window - limits.lockout
-    async with session_scope(ctx.sessionmaker) as session:
-        lockout = throttle.check(
-            now,
-            limits,
-            by_source=await _failures(
-                session, since, PickupAttempt.source == source, PickupAttempt.kiosk_id == kiosk.id
-            ),
-            by_kiosk=await _failures(session, since, PickupAttempt.kiosk_id == kiosk.id),
-        )
-        site = await session.get(Site, kiosk.site_id)
-    if lockout is not None:
-        await _record(ctx, kiosk, source, None, False)
-        raise TooManyRequests(
-            f"too many wrong codes ({lockout.dimension}): try again later",
-            retry_after_s=lockout.retry_after_s,
-            code="locked_out",
-        )
-    if site is not None and site.kill_switch_engaged:
-        raise KillSwitchEngaged("openings are frozen at this site: please ask staff")
-
-    opening_id: int | None = None
-    compartment: Compartment | None = None
-    async with session_scope(ctx.sessionmaker) as session:
-        order = await _find(session, settings.secret_key, kiosk, code=code, token=token)
-        refusal = await _refusal(session, ctx, kiosk, order, limits, since)
-        if refusal is None and order is not None:
-            if await orders.mark_code_used(session, order, utcnow()):
-                # One transaction: the code's single use, the audited reason to open, and the
-                # timer that gives the code back should the door never open (e.g. the service
-                # dies before the unlock leaves).
-                compartment = await session.get(Compartment, order.compartment_id)
-                assert compartment is not None
-                opening = doors.authorise(
-                    session, compartment, who="purchaser", why="pickup", order_id=order.id
-                )
-                orders.add_event(session, order.id, "purchaser", source, "code_accepted", {})
-                session.add(
-                    PickupAttempt(
-                        kiosk_id=kiosk.id, source=source, order_id=order.id, at=utcnow(), ok=True
-                    )
-                )
-                timers.schedule(
-                    session,
-                    TimerKind.CODE_RELEASE,
-                    utcnow() + timedelta(seconds=doors.authorisation_window_s(ctx)),
-                    order_id=order.id,
-                    compartment_id=compartment.id,
-                )
-                await session.flush()
-                opening_id = opening.id
-            else:
-                refusal = Conflict("this code has been used already", code="code_used")
-    if refusal is not None or order is None or compartment is None or opening_id is None:
-        await _record(ctx, kiosk, source, order, False)
-        raise refusal or InvalidCode("this code does not open anything here")
-
+async def _open(ctx: ServiceContext, kiosk: Kiosk, claimed: Claim) -> PickupResult:
+    order, compartment = claimed.order, claimed.compartment
     try:
-        reply = await doors.unlock(ctx, kiosk, compartment, opening_id)
+        reply = await doors.unlock(ctx, kiosk, compartment, claimed.opening_id)
     except CommandTimeout:
         raise  # the lock may have released: keep the code used until the door events tell
     except Exception:
@@ -189,15 +174,15 @@ async def _find(
     *,
     code: str | None,
     token: str | None,
-) -> Order | None:
+) -> tuple[Order, Compartment | None] | None:
     if token is not None:
-        return await orders.by_token_hash(session, codes.token_hash(token))
+        return await repository.by_token_hash(session, codes.token_hash(token))
     if code is None:
         return None
-    matches = await orders.by_code_hash_at_kiosk(
+    matches = await repository.by_code_hash_at_kiosk(
         session, codes.code_hash(secret_key, code), kiosk.id
     )
-    ready = [o for o in matches if o.state == OrderState.READY]
+    ready = [match for match in matches if match[0].state == OrderState.READY]
     if len(ready) > 1:
         # Two ready orders at one kiosk with the same 8 digits (odds ~1e-6): open neither.
         log.error("fallback code collision at kiosk %s; purchasers must use the QR", kiosk.code)
@@ -205,17 +190,15 @@ async def _find(
     return ready[0] if ready else (matches[0] if matches else None)
 
 
-async def _refusal(
-    session: AsyncSession,
-    ctx: ServiceContext,
+def _refusal(
     kiosk: Kiosk,
     order: Order | None,
+    compartment: Compartment | None,
     limits: throttle.Limits,
-    since: datetime,
-) -> Exception | None:
+    order_failures: list[datetime],
+) -> ServiceError | None:
     if order is None:
         return InvalidCode("this code does not open anything here")
-    order_failures = await _failures(session, since, PickupAttempt.order_id == order.id)
     lockout = throttle.check(utcnow(), limits, by_source=[], by_kiosk=[], by_order=order_failures)
     if lockout is not None:
         return TooManyRequests(
@@ -223,9 +206,6 @@ async def _refusal(
             retry_after_s=lockout.retry_after_s,
             code="locked_out",
         )
-    compartment = (
-        await session.get(Compartment, order.compartment_id) if order.compartment_id else None
-    )
     if compartment is None or compartment.kiosk_id != kiosk.id:
         return InvalidCode("this code does not open anything here")
     if order.state == OrderState.PICKED_UP or (

@@ -1,0 +1,139 @@
+"""A scan at the kiosk's scanner is decided in one transaction with its event row: one commit
+before the unlock leaves, and still exactly once per event id, throttled and frozen by the kill
+switch like a typed code."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, select
+
+from firmware_bridge import wire
+from locker_service.config import Settings
+from locker_service.context import ServiceContext
+from locker_service.kiosks.handler import StoryHandler
+from locker_service.models import DoorOpening, KioskEvent, Order, PickupAttempt
+from tests.locker_service.conftest import make_settings
+from tests.locker_service.world import FakeKiosk, World, make_ready, token_of
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url, pickup_lockout_s=60.0)
+
+
+def _scan(text: str) -> wire.Event:
+    return wire.Event(event_id=uuid.uuid4().hex, type="scan", data={"text": text})
+
+
+def _answers(service: ServiceContext) -> list[dict[str, object]]:
+    """What the kiosk screen is told after each scan (the live hub's `pickup` messages)."""
+    answers: list[dict[str, object]] = []
+    publish = service.hub.publish
+
+    def recording(kind: str, data: dict[str, object], site_id: int | None = None) -> None:
+        if kind == "pickup":
+            answers.append(data)
+        publish(kind, data, site_id)
+
+    service.hub.publish = recording  # type: ignore[method-assign]
+    return answers
+
+
+async def _count(service: ServiceContext, *where: Any, of: Any = PickupAttempt) -> int:
+    async with service.sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(of).where(*where)) or 0)
+
+
+async def test_a_scan_commits_once_and_before_its_unlock(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await make_ready(app_client, world, service)
+    handler: StoryHandler = service.components["story"]
+    commits: list[int] = []
+    sa_event.listen(service.engine.sync_engine, "commit", lambda _conn: commits.append(1))
+    seen_at_unlock: dict[str, int] = {}
+    answer = fake_kiosk.command
+
+    async def command(*args: Any, **kwargs: Any) -> wire.Reply:
+        if args[1] == "unlock":
+            seen_at_unlock["commits"] = len(commits)
+            seen_at_unlock["openings"] = await _count(
+                service, DoorOpening.why == "pickup", of=DoorOpening
+            )
+        return await answer(*args, **kwargs)
+
+    fake_kiosk.command = command  # type: ignore[method-assign]
+    scan = _scan(token_of(order))
+    await handler.on_event(world.kiosk_code, scan)
+    assert fake_kiosk.unlocks()[-1] == n
+    assert seen_at_unlock == {"commits": 1, "openings": 1}  # the event row, claim and opening
+    async with service.sessionmaker() as session:
+        stored = await session.get(Order, uuid.UUID(order["id"]))
+        row = await session.scalar(select(KioskEvent).where(KioskEvent.event_id == scan.event_id))
+    assert stored is not None and stored.code_used_at is not None
+    assert row is not None and row.type == "scan"
+
+
+async def test_a_redelivered_scan_opens_once(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await make_ready(app_client, world, service)
+    handler: StoryHandler = service.components["story"]
+    answers = _answers(service)
+    scan = _scan(token_of(order))
+    before = len(fake_kiosk.unlocks())
+    await handler.on_event(world.kiosk_code, scan)
+    await handler.on_event(world.kiosk_code, scan)  # MQTT at least once: the same event again
+    assert fake_kiosk.unlocks()[before:] == [n]
+    assert [a["ok"] for a in answers] == [True]  # the repeat is not even answered
+    assert await _count(service, KioskEvent.event_id == scan.event_id, of=KioskEvent) == 1
+    scanner = PickupAttempt.source == f"scanner:{world.kiosk_code}"
+    assert await _count(service, scanner) == 1
+
+
+async def test_a_locked_out_scanner_opens_nothing_even_for_the_right_code(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, _ = await make_ready(app_client, world, service)
+    handler: StoryHandler = service.components["story"]
+    answers = _answers(service)
+    before = len(fake_kiosk.unlocks())
+    limit = service.settings.pickup_max_failures_per_source
+    for i in range(limit):
+        await handler.on_event(world.kiosk_code, _scan(f"{i:08d}"))  # wrong fallback codes
+    await handler.on_event(world.kiosk_code, _scan(token_of(order)))
+    assert [a.get("error") for a in answers] == ["invalid_code"] * limit + ["locked_out"]
+    assert fake_kiosk.unlocks()[before:] == []
+    scanner = PickupAttempt.source == f"scanner:{world.kiosk_code}"
+    assert await _count(service, scanner, PickupAttempt.ok.is_(False)) == limit + 1
+    async with service.sessionmaker() as session:
+        stored = await session.get(Order, uuid.UUID(order["id"]))
+    assert stored is not None and stored.code_used_at is None  # still hers once the lock ends
+
+
+async def test_a_frozen_site_opens_nothing_by_scan(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await make_ready(app_client, world, service)
+    handler: StoryHandler = service.components["story"]
+    answers = _answers(service)
+    switch = f"/api/v1/operator/sites/{world.site_id}/kill-switch"
+    engaged = await app_client.post(
+        switch, json={"engaged": True, "reason": "mass opening seen"}, headers=world.operator()
+    )
+    assert engaged.status_code == 200
+    before = len(fake_kiosk.unlocks())
+    await handler.on_event(world.kiosk_code, _scan(token_of(order)))
+    assert [a.get("error") for a in answers] == ["kill_switch_engaged"]
+    assert fake_kiosk.unlocks()[before:] == []
+    await app_client.post(
+        switch, json={"engaged": False, "reason": "all clear"}, headers=world.operator()
+    )
+    await handler.on_event(world.kiosk_code, _scan(token_of(order)))
+    assert [a.get("ok") for a in answers] == [False, True]
+    assert fake_kiosk.unlocks()[before:] == [n]
