@@ -8,7 +8,9 @@ from firmware_bridge import wire
 
 
 class KioskHandler(Protocol):
-    """Called on the event loop, one message at a time per kiosk, in the order received.
+    """Called on the event loop, in the order received, one message at a time per kiosk and
+    lane: a kiosk's scans have a lane of their own, so a scan may be handled while an earlier
+    event of the same kiosk still is (ADR 0043).
 
     MQTT delivers at least once: the same status, snapshot or event may arrive again (after a
     reconnect, a redelivery, or from retained state), so implementations are idempotent; events

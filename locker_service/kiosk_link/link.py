@@ -629,16 +629,17 @@ class KioskLink:
                 )
 
     def _enqueue(self, item: _Inbound) -> None:
-        queue = self._queues.get(item.kiosk_id)
+        lane = _lane_of(item)
+        queue = self._queues.get(lane)
         if queue is None:
-            queue = self._queues[item.kiosk_id] = asyncio.Queue()
-            self._workers[item.kiosk_id] = asyncio.get_running_loop().create_task(
-                self._kiosk_worker(queue), name=f"kiosk-link-{item.kiosk_id}"
+            queue = self._queues[lane] = asyncio.Queue()
+            self._workers[lane] = asyncio.get_running_loop().create_task(
+                self._kiosk_worker(queue), name=f"kiosk-link-{lane}"
             )
         queue.put_nowait(item)
 
     async def _kiosk_worker(self, queue: asyncio.Queue[_Inbound]) -> None:
-        """Hands one kiosk's messages to the handler in arrival order, acking each when done."""
+        """Hands one lane's messages to the handler in arrival order, acking each when done."""
         while True:
             item = await queue.get()
             try:
@@ -677,6 +678,20 @@ class KioskLink:
             except Exception:
                 log.exception("could not resolve the site of kiosk %s", kiosk_id)
         self._hub.publish(_live_kind(kind), _live_data(kiosk_id, payload), site_id)
+
+
+def _lane_of(item: _Inbound) -> str:
+    """The queue a message waits in: each kiosk has two, one for its scans and one for the rest.
+
+    A purchaser waits on a scan, so it must not wait behind the snapshots, status and door
+    events her kiosk sent just before (each a transaction of its own). The events a scan causes
+    (the door opening) come after its unlock, which leaves only once the scan's decision has
+    committed, so they cannot overtake it; scans keep their order among themselves, so a code
+    scanned twice opens once and refuses once, in that order (ADR 0043).
+    """
+    if isinstance(item.payload, wire.Event) and item.payload.type == "scan":
+        return f"{item.kiosk_id}/scans"  # "/" cannot occur in a kiosk id (an MQTT topic level)
+    return item.kiosk_id
 
 
 def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
