@@ -160,9 +160,17 @@ class BoardClient:
         payload = self.request(Command.STATUS, StatusRequest(first, count).pack())
         return self._parse(StatusAnswer, Command.STATUS, payload)
 
-    def unlock(self, n: int, pulse_ms: int, override_cycle: bool = False) -> UnlockAnswer:
-        payload = self.request(Command.UNLOCK, UnlockRequest(n, pulse_ms, override_cycle).pack())
-        return self._parse(UnlockAnswer, Command.UNLOCK, payload)
+    def unlock(
+        self, n: int, pulse_ms: int, override_cycle: bool = False, report: bool = False
+    ) -> UnlockAnswer:
+        """`report` (boards of protocol revision 2): the answer carries the compartment's state."""
+        request = UnlockRequest(n, pulse_ms, override_cycle, report)
+        answer = self._parse(
+            UnlockAnswer, Command.UNLOCK, self.request(Command.UNLOCK, request.pack())
+        )
+        if report and answer.state is None:
+            raise BoardAnswerInvalid("UNLOCK: asked for the compartment's state, got none")
+        return answer
 
     def set_heater(self, n: int, setpoint_dc: int | None) -> SetHeaterRequest:
         payload = self.request(Command.SET_HEATER, SetHeaterRequest(n, setpoint_dc).pack())

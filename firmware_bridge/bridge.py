@@ -57,6 +57,7 @@ from hardware.protocol.messages import (
     STATUS_HEADER_SIZE,
     STATUS_MAX_PER_ANSWER,
     STATUS_RECORD_SIZE,
+    UNLOCK_REPORT_SINCE,
     wire_time_s,
 )
 
@@ -595,11 +596,14 @@ class Bridge:
         self._unlocks[command.request_id] = watch
         if args.override_cycle:
             self.tracker.expect_abort(n, "unlocked_by_command")
-        self.board.unlock(n, args.pulse_ms, args.override_cycle)
+        hello = self.info.hello
+        report = hello is not None and hello.protocol >= UNLOCK_REPORT_SINCE
+        unlocked = self.board.unlock(n, args.pulse_ms, args.override_cycle, report)
         watch.answered = True
-        # Look at once rather than at the next poll: a person is waiting at the door.
-        answer = self.board.status(n, 1)
-        self._observe(answer.boot_id, list(answer.compartments))
+        # Look at once rather than at the next poll: a person is waiting at the door. A board
+        # of revision 2 put its state in the answer; an older one is asked with a STATUS.
+        state = unlocked.state or self.board.status(n, 1)
+        self._observe(state.boot_id, list(state.compartments))
 
     def _check_unlocks(self) -> None:
         now = time.monotonic()

@@ -35,7 +35,10 @@ from hardware.protocol import (
 )
 from hardware.protocol.messages import (
     DISINFECT_MAX_S,
+    PROTOCOL_REVISION,
     STATUS_MAX_PER_ANSWER,
+    UNLOCK_OVERRIDE,
+    UNLOCK_REPORT,
     AbortDisinfectAnswer,
     ClearFaultAnswer,
     CompartmentFlags,
@@ -48,7 +51,7 @@ from hardware.protocol.messages import (
 )
 from hardware.thermostat import Thermostat, TimeProportionedPid
 
-FIRMWARE_VERSION = (1, 0, 0)
+FIRMWARE_VERSION = (1, 1, 0)  # 1.1: protocol revision 2, the UNLOCK report
 CONTROL_PERIOD_S = 1.0  # thermostat and safety loop rate, as on a small microcontroller
 HEATER_LEASE_S = 600  # a kiosk PC silent for 10 minutes is gone: no unattended heating after that
 OVER_TEMPERATURE_C = 85.0  # far above any setpoint (max 75 °C), below what the liner tolerates
@@ -143,9 +146,15 @@ class Board:
         now_s: float,
         thermostat_factory: Callable[[], Thermostat] = TimeProportionedPid,
         heater_lease_s: int = HEATER_LEASE_S,
+        protocol: int = PROTOCOL_REVISION,
     ) -> None:
         if not 1 <= node_address <= 127:
             raise ValueError(f"node address {node_address} outside 1-127")
+        if not 1 <= protocol <= PROTOCOL_REVISION:
+            raise ValueError(f"protocol revision {protocol} outside 1-{PROTOCOL_REVISION}")
+        # A board of revision 1 (firmware 1.0) knows no UNLOCK REPORT flag: kept for testing
+        # masters against boards already in the field.
+        self.protocol = protocol
         self.io = io
         self.node_address = node_address
         self.compartment_count = compartments
@@ -337,7 +346,8 @@ class Board:
                 case Command.STATUS:
                     return self._status(StatusRequest.unpack(payload))
                 case Command.UNLOCK:
-                    return self._unlock(UnlockRequest.unpack(payload), now_s)
+                    known = UNLOCK_OVERRIDE | (UNLOCK_REPORT if self.protocol > 1 else 0)
+                    return self._unlock(UnlockRequest.unpack(payload, known), now_s)
                 case Command.SET_HEATER:
                     return self._set_heater(SetHeaterRequest.unpack(payload))
                 case Command.START_DISINFECT:
@@ -357,9 +367,15 @@ class Board:
         return self.compartments[n - 1]
 
     def _hello(self) -> bytes:
-        major, minor, patch = FIRMWARE_VERSION
+        major, minor, patch = FIRMWARE_VERSION if self.protocol > 1 else (1, 0, 0)
         return HelloAnswer(
-            1, major, minor, patch, self.boot_id, self.compartment_count, self.heater_lease_s
+            self.protocol,
+            major,
+            minor,
+            patch,
+            self.boot_id,
+            self.compartment_count,
+            self.heater_lease_s,
         ).pack()
 
     def board_flags(self) -> BoardFlags:
@@ -427,7 +443,12 @@ class Board:
         # (or a door already open) needs no judging, so a fast open-and-shut is not a jam.
         released = self.io.lock_is_released(n) or self.io.door_is_open(n)
         c.pulse_end_s = None if released else now_s + request.pulse_ms / 1000.0
-        return UnlockAnswer(n, request.pulse_ms).pack()
+        state = (
+            StatusAnswer(self.boot_id, self.board_flags(), (self.compartment_status(n),))
+            if request.report
+            else None
+        )
+        return UnlockAnswer(n, request.pulse_ms, state).pack()
 
     def _set_heater(self, request: SetHeaterRequest) -> bytes:
         n = request.compartment

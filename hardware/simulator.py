@@ -40,7 +40,7 @@ from hardware import simurl
 from hardware.firmware import CONTROL_PERIOD_S, Board
 from hardware.physics import PHYSICS_STEP_S, SensorFault, World, WorldError
 from hardware.protocol import Frame, FrameDecoder, encode_frame
-from hardware.protocol.messages import wire_time_s
+from hardware.protocol.messages import PROTOCOL_REVISION, wire_time_s
 from hardware.thermostat import Hysteresis, Thermostat, TimeProportionedPid
 from hardware.transport import READ_CHUNK, PtyPort, TcpPort
 
@@ -248,6 +248,7 @@ class Simulator:
         lobby_temp_c: float = 22.0,
         manual_clock: bool = False,
         pace: bool = True,
+        protocol: int = PROTOCOL_REVISION,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
@@ -268,6 +269,7 @@ class Simulator:
             self._rng.getrandbits(32),
             0.0,
             thermostat_factory=factory,
+            protocol=protocol,  # 1: a board of the first edition, as still in the field
         )
         self.model.door_listener = self._on_door
         self.world = WorldControl(self)

@@ -60,7 +60,7 @@ def _damaged_hello() -> bytes:
 
 
 SCRIPT: list[Step] = [
-    Step("HELLO: protocol 1, firmware 1.0.0, boot id, 4 compartments, lease 600 s",
+    Step("HELLO: protocol 2, firmware 1.1.0, boot id, 4 compartments, lease 600 s",
          _req(0x01, Command.HELLO, Empty().pack())),
     Step("STATUS of compartments 1-4 (count 0 = as many as fit)",
          _req(0x02, Command.STATUS, StatusRequest(1, 0).pack())),
@@ -116,6 +116,9 @@ SCRIPT: list[Step] = [
     Step("a HELLO with one CRC bit flipped: dropped, no answer", _damaged_hello()),
     Step("STATUS of 1-4 at the end",
          _req(0x15, Command.STATUS, StatusRequest(1, 4).pack())),
+    Step("UNLOCK 1, 300 ms, with the REPORT flag (revision 2): the answer carries compartment "
+         "1's state (boot id, board flags, first 1, count 1, one record): lock released",
+         _req(0x16, Command.UNLOCK, UnlockRequest(1, 300, report=True).pack())),
 ]  # fmt: skip
 
 

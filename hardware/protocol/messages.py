@@ -23,6 +23,10 @@ DISINFECT_MAX_S = 3600  # also the board's maximum UV on-time
 STATUS_RECORD_SIZE = 10
 STATUS_HEADER_SIZE = 7
 STATUS_MAX_PER_ANSWER = (255 - STATUS_HEADER_SIZE) // STATUS_RECORD_SIZE  # 24
+# What HELLO's protocol field says. 1: the first edition. 2: UNLOCK takes the REPORT flag and
+# then answers with the compartment's state. The frame format (its `ver` byte) is the same.
+PROTOCOL_REVISION = 2
+UNLOCK_REPORT_SINCE = 2  # the first revision whose UNLOCK takes the REPORT flag
 
 
 class PayloadError(ValueError):
@@ -250,39 +254,65 @@ class StatusAnswer:
         return cls(boot_id, BoardFlags(board_flags), records)
 
 
+UNLOCK_OVERRIDE = 0x01  # UNLOCK flag: release even during a cycle (aborts it)
+UNLOCK_REPORT = 0x02  # UNLOCK flag: append the compartment's state to the answer (revision 2)
+
+
 @dataclass(frozen=True, slots=True)
 class UnlockRequest:
     compartment: int
     pulse_ms: int = 500
     override_cycle: bool = False  # release even during a disinfection cycle (aborts it)
+    report: bool = False  # ask for the compartment's state in the answer (boards of revision 2)
 
     LAYOUT: ClassVar[struct.Struct] = struct.Struct(">BHB")
 
     def pack(self) -> bytes:
-        return self.LAYOUT.pack(self.compartment, self.pulse_ms, int(self.override_cycle))
+        flags = (UNLOCK_OVERRIDE if self.override_cycle else 0) | (
+            UNLOCK_REPORT if self.report else 0
+        )
+        return self.LAYOUT.pack(self.compartment, self.pulse_ms, flags)
 
     @classmethod
-    def unpack(cls, payload: bytes) -> Self:
+    def unpack(cls, payload: bytes, known_flags: int = UNLOCK_OVERRIDE | UNLOCK_REPORT) -> Self:
+        """`known_flags`: the flag bits the receiver understands; any other bit is refused."""
         compartment, pulse_ms, flags = _unpack(cls.LAYOUT, payload, "UNLOCK request")
         _check_compartment(compartment)
         _check(PULSE_MIN_MS <= pulse_ms <= PULSE_MAX_MS, f"pulse {pulse_ms} ms out of range")
-        _check(flags & ~0x01 == 0, f"unknown UNLOCK flags {flags:#04x}")
-        return cls(compartment, pulse_ms, bool(flags & 0x01))
+        _check(flags & ~known_flags == 0, f"unknown UNLOCK flags {flags:#04x}")
+        return cls(
+            compartment, pulse_ms, bool(flags & UNLOCK_OVERRIDE), bool(flags & UNLOCK_REPORT)
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class UnlockAnswer:
     compartment: int
     pulse_ms: int
+    # With the REPORT flag: the compartment as a one-record STATUS answer, read just after the
+    # pulse started, so the master sees the latch without a STATUS exchange of its own.
+    state: StatusAnswer | None = None
 
     LAYOUT: ClassVar[struct.Struct] = struct.Struct(">BH")
 
     def pack(self) -> bytes:
-        return self.LAYOUT.pack(self.compartment, self.pulse_ms)
+        head = self.LAYOUT.pack(self.compartment, self.pulse_ms)
+        return head if self.state is None else head + self.state.pack()
 
     @classmethod
     def unpack(cls, payload: bytes) -> Self:
-        return cls(*_unpack(cls.LAYOUT, payload, "UNLOCK answer"))
+        size = cls.LAYOUT.size
+        if len(payload) <= size:
+            compartment, pulse_ms = _unpack(cls.LAYOUT, payload, "UNLOCK answer")
+            return cls(compartment, pulse_ms)
+        compartment, pulse_ms = cls.LAYOUT.unpack(payload[:size])
+        state = StatusAnswer.unpack(payload[size:])
+        _check(
+            [c.number for c in state.compartments] == [compartment],
+            f"UNLOCK answer for {compartment} reports compartments "
+            f"{[c.number for c in state.compartments]}",
+        )
+        return cls(compartment, pulse_ms, state)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from firmware_bridge.bridge import Bridge
 from firmware_bridge.config import BridgeSettings
+from hardware.protocol.messages import PROTOCOL_REVISION
 from hardware.simulator import Simulator
 from tests.firmware_bridge.harness import (
     Observer,
@@ -37,8 +39,23 @@ class Kiosk:
 
 @pytest.fixture
 def kiosk(private_mosquitto: MosquittoProcess, tmp_path: Path) -> Iterator[Kiosk]:
+    with running_kiosk(private_mosquitto, tmp_path) as kiosk:
+        yield kiosk
+
+
+@pytest.fixture
+def first_edition_kiosk(private_mosquitto: MosquittoProcess, tmp_path: Path) -> Iterator[Kiosk]:
+    """A kiosk whose board is of protocol revision 1 (no UNLOCK report)."""
+    with running_kiosk(private_mosquitto, tmp_path, protocol=1) as kiosk:
+        yield kiosk
+
+
+@contextmanager
+def running_kiosk(
+    private_mosquitto: MosquittoProcess, tmp_path: Path, protocol: int = PROTOCOL_REVISION
+) -> Iterator[Kiosk]:
     kiosk_id = new_kiosk_id()
-    with simulator(time_scale=TIME_SCALE) as sim:
+    with simulator(time_scale=TIME_SCALE, protocol=protocol) as sim:
         board_path, scanner_path = sim.open_pty(tmp_path / "dev")
         observer = Observer(private_mosquitto.host, private_mosquitto.port, kiosk_id).start()
         settings = bridge_settings(

@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from firmware_bridge import wire
 from firmware_bridge.bridge import Bridge
 from firmware_bridge.config import BridgeSettings
+from hardware.protocol.messages import PROTOCOL_REVISION
 from hardware.simulator import Simulator
 
 WAIT_S = 20.0  # generous: six test runs share two cores
@@ -226,9 +227,14 @@ def running_bridge(settings: BridgeSettings) -> Iterator[Bridge]:
 
 @contextmanager
 def simulator(
-    compartments: int = 12, time_scale: float = 20.0, baud: int = 115200
+    compartments: int = 12,
+    time_scale: float = 20.0,
+    baud: int = 115200,
+    protocol: int = PROTOCOL_REVISION,
 ) -> Iterator[Simulator]:
-    sim = Simulator(compartments=compartments, seed=7, time_scale=time_scale, baud=baud)
+    sim = Simulator(
+        compartments=compartments, seed=7, time_scale=time_scale, baud=baud, protocol=protocol
+    )
     sim.start()
     try:
         yield sim

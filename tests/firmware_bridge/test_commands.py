@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from hardware.protocol import StatusAnswer
 from tests.firmware_bridge.conftest import Kiosk
 from tests.firmware_bridge.harness import pulses
 
@@ -20,6 +21,42 @@ def test_unlock_succeeds_when_the_lock_is_seen_released_and_pulses_once(kiosk: K
     assert truth.lock_pulses == 1 and truth.lock_released
     assert all(pulses(kiosk.sim, n) == 0 for n in (1, 2, 4, 5))
     obs.wait(lambda: (obs.snapshot(3) or {}).get("lock_released"), "snapshot with lock released")
+
+
+def _one_record_statuses(kiosk: Kiosk) -> list[int]:
+    """From now on, the compartments the bridge asks about one at a time (not a poll's pages)."""
+    asked: list[int] = []
+    status = kiosk.bridge.board.status
+
+    def spy(first: int = 1, count: int = 0) -> StatusAnswer:
+        if count == 1:
+            asked.append(first)
+        return status(first, count)
+
+    kiosk.bridge.board.status = spy  # type: ignore[method-assign]
+    return asked
+
+
+def test_an_unlock_is_judged_by_the_state_in_the_boards_answer(kiosk: Kiosk) -> None:
+    """A board of revision 2 reports the latch in its UNLOCK answer: no STATUS exchange."""
+    obs = kiosk.observer
+    asked = _one_record_statuses(kiosk)
+    reply = obs.final_reply(obs.command("unlock", 6).request_id)
+    assert reply["status"] == "succeeded" and reply["data"]["lock_released"] is True
+    assert asked == [] and pulses(kiosk.sim, 6) == 1
+    obs.wait(lambda: (obs.snapshot(6) or {}).get("lock_released"), "snapshot with lock released")
+
+
+def test_a_first_edition_board_is_asked_with_a_status_after_the_unlock(
+    first_edition_kiosk: Kiosk,
+) -> None:
+    kiosk = first_edition_kiosk
+    obs = kiosk.observer
+    asked = _one_record_statuses(kiosk)
+    reply = obs.final_reply(obs.command("unlock", 6).request_id)
+    assert reply["status"] == "succeeded" and reply["data"]["lock_released"] is True
+    assert asked == [6] and pulses(kiosk.sim, 6) == 1
+    assert kiosk.sim.truth().errors == 0  # the board never saw a flag it does not know
 
 
 def test_the_person_at_the_door_is_reported_in_the_order_things_happened(kiosk: Kiosk) -> None:

@@ -39,8 +39,8 @@ ANSWER_LAYOUT = {
 commands = st.one_of(st.sampled_from([int(c) for c in Command]), st.integers(0, 255))
 payloads = st.one_of(
     st.binary(max_size=8),
-    st.builds(lambda n, ms, f: UnlockRequest(n, ms, f).pack(), st.integers(1, 14),
-              st.integers(50, 2000), st.booleans()),
+    st.builds(lambda n, ms, f, r: UnlockRequest(n, ms, f, r).pack(), st.integers(1, 14),
+              st.integers(50, 2000), st.booleans(), st.booleans()),
     st.builds(lambda n, sp: bytes([n]) + sp.to_bytes(2, "big"), st.integers(0, 14),
               st.sampled_from([0, 199, 200, 650, 750, 751, 0xFFFF])),
 )  # fmt: skip

@@ -7,20 +7,31 @@ must be exactly the bytes the document gives (or nothing, where it says `none`).
 
 from __future__ import annotations
 
+import pytest
 import serial
 from cobs import cobs
 
 from hardware.protocol import (
+    BoardFlags,
     Command,
+    CompartmentStatus,
     ErrorAnswer,
     ErrorCode,
+    FaultCode,
     Frame,
     FrameType,
+    HelloAnswer,
+    PayloadError,
+    StatusAnswer,
     decode_frame,
     encode_frame,
 )
 from hardware.protocol.messages import (
     MAX_ANSWER_ON_WIRE,
+    PROTOCOL_REVISION,
+    UNLOCK_REPORT_SINCE,
+    CompartmentFlags,
+    UnlockAnswer,
     UnlockRequest,
     answer_deadline_s,
     wire_time_s,
@@ -162,3 +173,58 @@ def test_protocol_md_worked_example_is_what_the_codec_sends() -> None:
     hello = Frame(1, FrameType.REQ, 1, Command.HELLO)
     assert bytes.fromhex(wire.removeprefix("on wire")) == encode_frame(hello)
     assert bytes.fromhex(block.removeprefix("block")) == cobs.decode(encode_frame(hello)[:-1])
+
+
+def test_unlock_with_report_answers_with_the_compartment_state() -> None:
+    # A manual clock: no control period passes between the UNLOCK and the STATUS compared.
+    with Simulator(**SESSION, manual_clock=True) as sim:  # type: ignore[arg-type]
+        _unlock_with_report(sim)
+
+
+def _unlock_with_report(sim: Simulator) -> None:
+    link = BoardLink(sim.board_url)
+    try:
+        hello = HelloAnswer.unpack(link.ok(Command.HELLO))
+        assert hello.protocol == PROTOCOL_REVISION >= UNLOCK_REPORT_SINCE
+        sim.world.open_door(2, force=True)
+        sim.world.place_item(2)
+        sim.world.close_door(2)
+        answer = UnlockAnswer.unpack(link.ok(Command.UNLOCK, UnlockRequest(2, report=True).pack()))
+        assert answer.state is not None
+        assert answer.state.boot_id == hello.boot_id
+        (record,) = answer.state.compartments
+        assert record.number == 2 and record.lock_released and record.occupied
+        # The same record a STATUS right after shows: one truth, one layout.
+        assert record == link.status(2, 1).compartments[0]
+        # Without the flag the answer is the first edition's three bytes.
+        plain = link.ok(Command.UNLOCK, UnlockRequest(3).pack())
+        assert UnlockAnswer.unpack(plain) == UnlockAnswer(3, 500) and len(plain) == 3
+    finally:
+        link.close()
+
+
+def test_a_first_edition_board_refuses_the_report_flag_and_pulses_nothing() -> None:
+    with Simulator(compartments=4, seed=3, time_scale=10.0, protocol=1) as old:
+        link = BoardLink(old.board_url)
+        try:
+            hello = HelloAnswer.unpack(link.ok(Command.HELLO))
+            assert (hello.protocol, hello.firmware) == (1, "1.0.0")
+            refused = link.error(Command.UNLOCK, UnlockRequest(2, report=True).pack())
+            assert refused == (ErrorCode.BAD_ARGUMENT, 2)
+            assert old.truth().compartments[1].lock_pulses == 0
+            assert len(link.ok(Command.UNLOCK, UnlockRequest(2).pack())) == 3
+            assert old.truth().compartments[1].lock_pulses == 1
+        finally:
+            link.close()
+
+
+def test_an_unlock_answer_must_report_its_own_compartment() -> None:
+    record = CompartmentStatus(
+        3, CompartmentFlags.LOCK_RELEASED, 220, None, 0, FaultCode.NONE, 1, 1
+    )
+    state = StatusAnswer(0xC0FFEE, BoardFlags(0), (record,))
+    assert UnlockAnswer.unpack(UnlockAnswer(3, 500, state).pack()) == UnlockAnswer(3, 500, state)
+    with pytest.raises(PayloadError, match="reports compartments"):
+        UnlockAnswer.unpack(UnlockAnswer(4, 500, state).pack())
+    with pytest.raises(PayloadError):
+        UnlockAnswer.unpack(UnlockAnswer(3, 500).pack() + b"\x01\x02")
