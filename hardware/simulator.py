@@ -22,6 +22,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 import queue
 import random
 import selectors
@@ -57,6 +58,11 @@ Device = Literal["board", "scanner"]
 LineDirection = Literal["both", "to_board", "from_board"]
 T = TypeVar("T")
 _names = itertools.count(1)
+
+
+def _whole_ms(seconds: float) -> float:
+    """`seconds` rounded down to whole milliseconds (epoll would round up), at least 0."""
+    return max(0.0, math.floor(seconds * 1000) / 1000)
 
 
 class SimulatorError(RuntimeError):
@@ -656,8 +662,15 @@ class Simulator:
         while not self._stopping.is_set():
             wake_at = min(next_tick, self._deferred[0][0]) if self._deferred else next_tick
             ready: list[Callable[[], None]] = [
-                key.data for key, _ in self._selector.select(max(0.0, wake_at - time.monotonic()))
+                key.data for key, _ in self._selector.select(_whole_ms(wake_at - time.monotonic()))
             ]
+            if not ready and self._deferred:
+                # The selector counts whole milliseconds: the last fraction of one before an
+                # answer is due is slept precisely, so the answer leaves at its wire time, not
+                # up to 1 ms late (which the bench would count as the bridge's).
+                rest_s = self._deferred[0][0] - time.monotonic()
+                if 0.0 < rest_s < 0.001:
+                    time.sleep(rest_s)
             while self._deferred and self._deferred[0][0] <= time.monotonic():
                 ready.append(heapq.heappop(self._deferred)[2])
             while True:

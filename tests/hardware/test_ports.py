@@ -7,7 +7,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import serial
@@ -238,3 +238,26 @@ def test_two_boards_share_one_rs485_line() -> None:
             node2.close()
         with pytest.raises(SimulatorError, match="taken"):
             first.share_line(Simulator(node_address=2))
+
+
+def test_the_selector_waits_whole_milliseconds_and_answers_still_arrive() -> None:
+    """epoll rounds a timeout up to whole milliseconds, which made every paced answer up to 1 ms
+    late: the loop gives it whole milliseconds and sleeps the last fraction itself."""
+    with Simulator(compartments=4, seed=1) as sim:
+        board_path, _ = sim.open_pty()
+        assert sim._selector is not None
+        selector, waits = sim._selector, []
+        select = selector.select
+
+        def recording(timeout: float | None = None) -> list[Any]:
+            waits.append(timeout)
+            return select(timeout)
+
+        selector.select = recording  # type: ignore[method-assign]
+        link = BoardLink(board_path)
+        try:
+            for _ in range(5):
+                assert len(link.status().compartments) == 4
+        finally:
+            link.close()
+    assert waits and all(w is not None and round(w * 1000, 9).is_integer() for w in waits)
