@@ -3,22 +3,35 @@
     /work/venv/bin/python bench/bridge/bench_bridge.py [--samples 200] [--baud 115200]
 
 Measures, in one run and on the same machine:
-- scan: a line typed by the scanner -> its `scan` event at a subscriber of the broker;
-- unlock: a `cmd` published at the broker -> UNLOCK and STATUS frames on the wire -> the
-  `succeeded` reply at the publisher;
-- baselines without the bridge: an MQTT publish -> receive through the same broker (a command
-  path crosses it twice, a scan once), and the same UNLOCK + STATUS exchange done directly over
-  the pty by the board client (serial path);
-- the wire time of that exchange at the configured baud: the floor of any line. The simulator
-  hands answers over at the baud rate's pace, so the serial baseline already contains it;
+- unlock: a `cmd` published at the broker -> the UNLOCK frame (with the report flag, whose
+  answer carries the latch: docs/adr/0024) on the wire -> the `succeeded` reply at the
+  publisher; with the bridge polling every 150 ms and every 1 s, and against a board of
+  protocol revision 1, which the bridge still asks with a STATUS after the UNLOCK;
+- the floor, on the same pty against the same simulator, with no bridge and no broker: a bare
+  board client doing the UNLOCK exchange on an idle line, and a bare poller that polls the bank
+  in the bridge's pages at the bridge's period and serves unlocks between pages as the bridge
+  does. Unlocks reach the bridge and the poller after the same pauses, spread over a poll
+  period, so both meet a STATUS page already on the wire equally often (stop-and-wait cannot
+  cut a page short: at p99 a command has waited out most of one);
+- the wire time of the exchange and of one page at the configured baud: the simulator hands
+  answers over at the baud rate's pace, so the floor already contains them;
+- scan: a line typed by the scanner -> its `scan` event at a subscriber of the broker, beside
+  one MQTT publish -> receive through the same broker;
 - the resident memory of the bridge process (its own process, 48 compartments, after the run);
 - TCP_NODELAY before and after: the unlock again with the bridge's broker socket left with
   Nagle's algorithm on, and the unlock as the service sends it (`locker_service.kiosk_link`,
   its real MQTT link) with and without TCP_NODELAY on the service's sockets.
 
-Bridge overhead at p50 = unlock p50 - (2 x MQTT baseline + serial baseline) p50: what the bridge
-itself adds. Percentiles do not subtract, so at p99 the whole round trip is printed as an upper
-bound of the overhead. The goal is under 5 ms at p99 above the wire time at 115200 baud.
+Bridge overhead = the bridge's p50 (p99) minus the bare poller's p50 (p99) at the same poll
+period: the two broker hops, the request cache, the tracker and the threads. The goal is a
+p99 under 5 ms at 115200 baud; the p99 above the worst wire time (one page, then the exchange)
+is printed too.
+
+Figures (115200 baud, 200 samples, a shared two-core machine at load ~1.7, 2026-11-26):
+bridge polling 150 ms p50 7.9 / p99 16.9 ms against the bare poller's 5.1 / 14.4 ms:
+overhead p50 2.8, p99 2.5 ms (goal < 5 ms); 4.5 ms above the worst wire time of 12.4 ms.
+Polling every 1 s: 6.7 / 13.0 ms against 4.6 / 13.1 ms. A revision 1 board (UNLOCK + STATUS):
+10.5 / 23.0 ms. Scan p50 1.1 / p99 3.5 ms; memory 40.6 MB.
 """
 
 from __future__ import annotations
@@ -28,6 +41,8 @@ import asyncio
 import json
 import multiprocessing
 import os
+import queue
+import random
 import statistics
 import subprocess
 import sys
@@ -60,6 +75,7 @@ from hardware.protocol import (  # noqa: E402
     encode_frame,
 )
 from hardware.protocol.messages import (  # noqa: E402
+    PROTOCOL_REVISION,
     CompartmentFlags,
     StatusAnswer,
     StatusRequest,
@@ -140,9 +156,13 @@ class Subscriber:
         self.client.disconnect()
 
 
-def run_simulator(pty_dir: Path, baud: int, conn: Connection) -> None:
+def run_simulator(
+    pty_dir: Path, baud: int, conn: Connection, protocol: int = PROTOCOL_REVISION
+) -> None:
     """The simulated bank, in its own process: ptys out, scan texts in, None to stop."""
-    with Simulator(compartments=COMPARTMENTS, seed=3, time_scale=1.0, baud=baud) as sim:
+    with Simulator(
+        compartments=COMPARTMENTS, seed=3, time_scale=1.0, baud=baud, protocol=protocol
+    ) as sim:
         conn.send(sim.open_pty(pty_dir))
         while (text := conn.recv()) is not None:
             sim.world.scan(text)
@@ -196,18 +216,127 @@ def service_unlocks(broker_url: str, kiosk_id: str, samples: int, nodelay: bool)
         kiosk_link_module._no_delay = built_in
 
 
-def exchange_wire_bytes() -> int:
-    """Bytes on the wire for UNLOCK request + answer and a one-record STATUS request + answer."""
-    record = CompartmentStatus(1, CompartmentFlags(0), 220, None, 0, FaultCode.NONE, 0, 0)
-    frames = [
+def status_answer(first: int, count: int) -> StatusAnswer:
+    records = tuple(
+        CompartmentStatus(n, CompartmentFlags(0), 220, None, 0, FaultCode.NONE, 0, 0)
+        for n in range(first, first + count)
+    )
+    return StatusAnswer(1, BoardFlags(0), records)
+
+
+def wire_bytes(*frames: Frame) -> int:
+    return sum(len(encode_frame(f)) for f in frames)
+
+
+def unlock_wire_bytes() -> int:
+    """The bridge's unlock on a revision 2 board: UNLOCK with report, answer with the state."""
+    return wire_bytes(
+        Frame(1, FrameType.REQ, 1, Command.UNLOCK, UnlockRequest(1, 500, report=True).pack()),
+        Frame(
+            1, FrameType.RESP, 1, Command.UNLOCK, UnlockAnswer(1, 500, status_answer(1, 1)).pack()
+        ),
+    )
+
+
+def first_edition_wire_bytes() -> int:
+    """The unlock on a revision 1 board: UNLOCK, then a one-record STATUS."""
+    return wire_bytes(
         Frame(1, FrameType.REQ, 1, Command.UNLOCK, UnlockRequest(1, 500).pack()),
         Frame(1, FrameType.RESP, 1, Command.UNLOCK, UnlockAnswer(1, 500).pack()),
         Frame(1, FrameType.REQ, 2, Command.STATUS, StatusRequest(1, 1).pack()),
-        Frame(
-            1, FrameType.RESP, 2, Command.STATUS, StatusAnswer(1, BoardFlags(0), (record,)).pack()
-        ),
-    ]
-    return sum(len(encode_frame(f)) for f in frames)
+        Frame(1, FrameType.RESP, 2, Command.STATUS, status_answer(1, 1).pack()),
+    )
+
+
+def page_wire_bytes(page: int) -> int:
+    """One STATUS page of the poll, request and answer."""
+    return wire_bytes(
+        Frame(1, FrameType.REQ, 1, Command.STATUS, StatusRequest(1, page).pack()),
+        Frame(1, FrameType.RESP, 1, Command.STATUS, status_answer(1, page).pack()),
+    )
+
+
+def unlock_pauses(samples: int) -> list[float]:
+    """Pauses between unlocks, the same for every run: spread over a poll period of 150 ms, so
+    commands arrive at every point of the poll cycle (a fixed pause locks them to one phase of
+    it, and the phase then differs between runs whose replies take different times)."""
+    rng = random.Random(2026)
+    return [rng.uniform(0.01, 0.16) for _ in range(samples)]
+
+
+def bare_unlocks(board_path: str, baud: int, samples: int) -> list[float]:
+    """The bridge's unlock exchange by a bare board client on the same pty, line idle."""
+    transport = SerialTransport(board_path, baud)
+    transport.open()
+    client = BoardClient(transport, 1, answer_margin_s=0.2)
+    client.hello()
+    taken: list[float] = []
+    try:
+        for i in range(samples):
+            t0 = time.perf_counter()
+            client.unlock(i % COMPARTMENTS + 1, 500, report=True)
+            taken.append(time.perf_counter() - t0)
+            time.sleep(0.005)
+    finally:
+        transport.close()
+    return taken
+
+
+def bare_poller_unlocks(
+    board_path: str, baud: int, samples: int, poll_period_s: float
+) -> list[float]:
+    """The floor of a polling master: a bare board client polls the bank in the bridge's pages
+    at the bridge's period and serves unlocks between pages, as the bridge does; unlocks
+    arrive after the same pauses as those sent to the bridge. No broker, request cache or
+    tracker: what is left is the wire, the simulator, stop-and-wait and a thread handing over
+    a command. Timed from the hand-over to the UNLOCK answer."""
+    transport = SerialTransport(board_path, baud)
+    transport.open()
+    client = BoardClient(transport, 1, answer_margin_s=0.2)
+    compartments = client.hello().compartment_count
+    page = status_page_size(baud)
+    commands: queue.Queue[tuple[int, float] | None] = queue.Queue()
+    pauses = unlock_pauses(samples)
+    taken: list[float] = []
+    done = threading.Event()
+
+    def serve(deadline: float) -> bool:
+        """Unlock as commands come until `deadline`; False once told to stop."""
+        while True:
+            try:
+                item = commands.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return True
+            if item is None:
+                return False
+            n, t0 = item
+            client.unlock(n, 500, report=True)
+            taken.append(time.perf_counter() - t0)
+            done.set()
+
+    def poll_loop() -> None:
+        next_poll = time.monotonic()
+        while serve(next_poll):
+            next_poll = time.monotonic() + poll_period_s
+            for first in range(1, compartments + 1, page):
+                client.status(first, min(page, compartments - first + 1))
+                if not serve(0.0):
+                    return
+
+    poller = threading.Thread(target=poll_loop, daemon=True)
+    poller.start()
+    try:
+        for i in range(samples):
+            done.clear()
+            commands.put((i % COMPARTMENTS + 1, time.perf_counter()))
+            if not done.wait(5.0):
+                raise SystemExit("the bare poller's unlock went unanswered")
+            time.sleep(pauses.pop())
+    finally:
+        commands.put(None)
+        poller.join(5.0)
+        transport.close()
+    return taken
 
 
 def main() -> None:
@@ -224,14 +353,21 @@ def main() -> None:
     # until the kiosk's delayed ACK (~40 ms); docs/adr/0022 has the measurement.
     nodelay = "" if args.broker_nagle else "set_tcp_nodelay true\n"
     broker = MosquittoProcess(extra_config=nodelay).start()
-    # The simulator runs in a process of its own: its physics would otherwise hold this
-    # process's GIL and delay the timestamps taken here.
-    ours, theirs = multiprocessing.get_context("spawn").Pipe()
-    sim_process = multiprocessing.get_context("spawn").Process(
-        target=run_simulator, args=(work / "dev", args.baud, theirs), daemon=True
-    )
-    sim_process.start()
-    board_path, scanner_path = ours.recv()
+
+    def start_simulator(
+        name: str, protocol: int
+    ) -> tuple[multiprocessing.process.BaseProcess, Connection, str, str]:
+        # In a process of its own: its physics would otherwise hold this process's GIL and
+        # delay the timestamps taken here.
+        ours, theirs = multiprocessing.get_context("spawn").Pipe()
+        process = multiprocessing.get_context("spawn").Process(
+            target=run_simulator, args=(work / name, args.baud, theirs, protocol), daemon=True
+        )
+        process.start()
+        board, scanner = ours.recv()
+        return process, ours, board, scanner
+
+    sim_process, ours, board_path, scanner_path = start_simulator("dev", PROTOCOL_REVISION)
     sim = RemoteScanner(ours)
     kiosk_id = f"bench{uuid.uuid4().hex[:8]}"
     topics = wire.Topics(kiosk_id)
@@ -247,11 +383,13 @@ def main() -> None:
         "BRIDGE_TELEMETRY_PERIOD_S": "10",
     }
 
-    def start_bridge(poll_period_s: float, nagle: bool = False) -> subprocess.Popen[bytes]:
+    def start_bridge(
+        poll_period_s: float, nagle: bool = False, **more_env: str
+    ) -> subprocess.Popen[bytes]:
         command = ["-c", BRIDGE_WITH_NAGLE] if nagle else ["-m", "firmware_bridge"]
         return subprocess.Popen(
             [sys.executable, *command],
-            env={**env, "BRIDGE_POLL_PERIOD_S": str(poll_period_s)},
+            env={**env, "BRIDGE_POLL_PERIOD_S": str(poll_period_s), **more_env},
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=(work / "bridge.log").open("ab"),
@@ -264,12 +402,12 @@ def main() -> None:
     publisher.connect(broker.host, broker.port)
     publisher.loop_start()
 
-    def wait_up(bridge: subprocess.Popen[bytes]) -> None:
+    def wait_up(bridge: subprocess.Popen[bytes], scanner: RemoteScanner = sim) -> None:
         """The bridge's first scan event says it is up on both sides."""
         deadline = time.monotonic() + 30
         while True:
             tag = f"warmup-{uuid.uuid4().hex[:6]}"
-            sim.world.scan(tag)
+            scanner.world.scan(tag)
             try:
                 events.wait(tag, 1.0)
                 return
@@ -279,6 +417,7 @@ def main() -> None:
 
     def measure_unlocks(tag: str) -> list[float]:
         samples: list[float] = []
+        pauses = unlock_pauses(args.samples)
         for i in range(args.samples):
             cmd = wire.Command(
                 request_id=f"{tag}{i}",
@@ -291,7 +430,7 @@ def main() -> None:
             t0 = time.perf_counter()
             publisher.publish(topics.cmd, payload, qos=1)
             samples.append(replies.wait(cmd.request_id) - t0)
-            time.sleep(0.01)
+            time.sleep(pauses.pop())
         return samples
 
     bridge = start_bridge(0.15)
@@ -335,58 +474,72 @@ def main() -> None:
     finally:
         bridge.terminate()
         bridge.wait(10)
+    # A board of the first edition (protocol revision 1): the unlock is UNLOCK, then a STATUS.
+    old_process, old_conn, old_board, old_scanner = start_simulator("dev-r1", 1)
+    bridge = start_bridge(
+        0.15,
+        BRIDGE_BOARD_URL=old_board,
+        BRIDGE_SCANNER_URL=old_scanner,
+        BRIDGE_DATA_DIR=str(work / "data-r1"),
+    )
+    try:
+        wait_up(bridge, RemoteScanner(old_conn))
+        first_edition_s = measure_unlocks("r")
+    finally:
+        bridge.terminate()
+        bridge.wait(10)
+        old_conn.send(None)
+        old_process.join(10)
         for sub in (events, replies, probe):
             sub.stop()
         publisher.loop_stop()
 
-    # Serial baseline: the same exchange by the board client alone, the bridge gone.
-    transport = SerialTransport(board_path, args.baud)
-    transport.open()
-    client = BoardClient(transport, 1, answer_margin_s=0.2)
-    client.hello()
-    serial_s: list[float] = []
-    for i in range(args.samples):
-        n = i % COMPARTMENTS + 1
-        t0 = time.perf_counter()
-        client.unlock(n, 500)
-        client.status(n, 1)
-        serial_s.append(time.perf_counter() - t0)
-        time.sleep(0.005)
-    transport.close()
+    # The floor: the same serial work by a bare client on the same pty, the bridge gone.
+    alone_s = bare_unlocks(board_path, args.baud, args.samples)
+    poller_s = bare_poller_unlocks(board_path, args.baud, args.samples, 0.15)
+    quiet_poller_s = bare_poller_unlocks(board_path, args.baud, args.samples, 1.0)
     ours.send(None)
     sim_process.join(10)
     broker.__exit__(None, None, None)
 
-    wire_bytes = exchange_wire_bytes()
-    floor_s = wire_time_s(wire_bytes, args.baud)
+    page = status_page_size(args.baud)
+    unlock_wire_s = wire_time_s(unlock_wire_bytes(), args.baud)
+    page_wire_s = wire_time_s(page_wire_bytes(page), args.baud)
     scan_floor_s = wire_time_s(len("scan-100\r\n"), 9600)
     print(
         f"bridge bench: {COMPARTMENTS} compartments, {args.samples} samples, {args.baud} baud, "
         f"broker set_tcp_nodelay {'off' if args.broker_nagle else 'on'}"
     )
-    print("measured")
-    print(line("scan line -> scan event at subscriber", scan_s))
-    print(line("cmd unlock -> succeeded, polling every 150 ms", unlock_s))
-    print(line("cmd unlock -> succeeded, polling every 1 s", quiet_s))
+    print("measured: cmd unlock at the broker -> succeeded at the publisher")
+    print(line("bridge, polling every 150 ms", unlock_s))
+    print(line("bridge, polling every 1 s", quiet_s))
+    print(line("bridge, revision 1 board (UNLOCK + STATUS), 150 ms", first_edition_s))
+    print("floor: same run, same simulator and pty, a bare board client, no bridge, no broker")
+    print(line("UNLOCK with report, line idle", alone_s))
+    print(line("polling every 150 ms, unlock between pages", poller_s))
+    print(line("polling every 1 s, unlock between pages", quiet_poller_s))
+    print(
+        f"  wire time at {args.baud} baud: the UNLOCK exchange {unlock_wire_bytes()} bytes "
+        f"{unlock_wire_s * 1000:.2f} ms (revision 1, UNLOCK + STATUS: "
+        f"{wire_time_s(first_edition_wire_bytes(), args.baud) * 1000:.2f} ms); "
+        f"a {page}-record poll page {page_wire_s * 1000:.2f} ms, which a command arriving "
+        f"during it waits out: {(unlock_wire_s + page_wire_s) * 1000:.2f} ms at worst"
+    )
+    for name, samples, floor in (
+        ("polling 150 ms", unlock_s, poller_s),
+        ("polling 1 s", quiet_s, quiet_poller_s),
+    ):
+        print(
+            f"bridge overhead, unlock, {name}: "
+            f"p50 {(pct(samples, 50) - pct(floor, 50)) * 1000:.2f} ms, "
+            f"p99 {(pct(samples, 99) - pct(floor, 99)) * 1000:.2f} ms above the bare poller "
+            f"(goal: p99 < 5 ms); p99 {(pct(samples, 99) - unlock_wire_s - page_wire_s) * 1000:.2f}"
+            f" ms above the worst wire time"
+        )
     print("baselines (same run, no bridge in the path)")
     print(line("MQTT publish -> receive (one broker hop)", mqtt_s))
-    print(line("serial UNLOCK + STATUS(1) by the board client", serial_s))
-    print("floors")
-    print(
-        f"  wire time of UNLOCK+STATUS exchange ({wire_bytes} bytes at {args.baud}): "
-        f"{floor_s * 1000:.2f} ms (inside the serial baseline: the simulator paces answers)"
-    )
+    print(line("scan line -> scan event at subscriber", scan_s))
     print(f"  wire time of a scanner line at 9600 baud: {scan_floor_s * 1000:.2f} ms")
-    page = status_page_size(args.baud)
-    page_s = wire_time_s(16 + 10 * page + 8, args.baud)
-    print(f"  one STATUS page in flight ({page} records): {page_s * 1000:.2f} ms on the wire")
-    base_p50 = 2 * pct(mqtt_s, 50) + pct(serial_s, 50)
-    for name, samples in (("polling 150 ms", unlock_s), ("polling 1 s", quiet_s)):
-        print(
-            f"bridge overhead, unlock, {name}: p50 {(pct(samples, 50) - base_p50) * 1000:.2f} ms "
-            f"above the baselines; p99 round trip {pct(samples, 99) * 1000:.2f} ms against "
-            f"{(floor_s + page_s) * 1000:.2f} ms of wire (exchange + one page in flight)"
-        )
     print(
         f"bridge overhead, scan: p50 {(pct(scan_s, 50) - pct(mqtt_s, 50)) * 1000:.2f} ms above "
         f"one broker hop; p99 {pct(scan_s, 99) * 1000:.2f} ms end to end"
