@@ -9,7 +9,11 @@
 - A persistent session (clean session off in 3.1.1, a session expiry in 5), so commands sent
   while the kiosk's link was down are delivered when it is back (and rejected if expired by then).
 - Events go through the on-disk outbox (`BridgeStore`): a pump thread hands them to paho in order
-  and deletes each only when the broker acknowledged it (PUBACK).
+  and deletes each only when the broker acknowledged it (PUBACK). An event the broker refuses
+  (MQTT 5 PUBACK reason code 0x80 or above, e.g. 0x87 not authorized by its ACL) would be
+  refused again on every retry and block the events behind it: it is logged as an error and
+  moved to the store's refused events, and the outbox goes on. (MQTT 3.1.1 has no way to say
+  no: a broker drops a refused publish and acknowledges it.)
 """
 
 from __future__ import annotations
@@ -82,6 +86,10 @@ class MqttLink:
         # while paho's thread (re)connects can never be overtaken on the wire by an older one.
         self._status_lock = threading.Lock()
         self._inflight: deque[_InFlight] = deque()
+        # mid -> reason, for publishes the broker refused; written on paho's thread, read by
+        # the pump, which forgets what is not one of its events (replies, snapshots, status).
+        self._refused: dict[int, str] = {}
+        self._refused_lock = threading.Lock()
         self._cursor = 0  # highest outbox seq handed to paho
         self.connects = 0
         # "auto" starts with MQTT 5 and falls back to 3.1.1 for good when the broker says it
@@ -261,6 +269,10 @@ class MqttLink:
         reason_code: ReasonCode,
         properties: Properties,
     ) -> None:
+        if reason_code.is_failure:
+            log.warning("the broker refused publish %d: %s", mid, reason_code)
+            with self._refused_lock:
+                self._refused[mid] = str(reason_code)
         self._wake.set()
 
     # -- publishing ---------------------------------------------------------------------------
@@ -312,12 +324,26 @@ class MqttLink:
     def _pump(self) -> None:
         # Acknowledged events leave the outbox. paho keeps unacknowledged ones across a
         # reconnect and sends them again itself, so the cursor never moves back in this process.
+        # paho records the refusal before it marks the message published.
+        with self._refused_lock:
+            refused, self._refused = self._refused, {}
         still: deque[_InFlight] = deque()
         for item in self._inflight:
-            if item.info.is_published():
+            reason = refused.pop(item.info.mid, None)
+            if not item.info.is_published():
+                if reason is not None:  # its published mark is on the way: look again
+                    with self._refused_lock:
+                        self._refused[item.info.mid] = reason
+                still.append(item)
+            elif reason is None:
                 self.store.delete_event(item.seq)
             else:
-                still.append(item)
+                log.error(
+                    "the broker refused event %d (%s); kept aside as refused, not retried",
+                    item.seq,
+                    reason,
+                )
+                self.store.refuse_event(item.seq, reason)
         self._inflight = still
         if not self.connected.is_set():
             return

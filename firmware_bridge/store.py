@@ -8,6 +8,9 @@ a kiosk). Every method is safe to call from any thread: one connection behind on
 - `events`: the outbox. Every event is written here first and deleted only when the broker
   acknowledged it, so events survive a broker outage and a bridge restart and go out in order
   with their original timestamps. Bounded: past the limit the oldest are dropped and counted.
+- `refused_events`: events the broker refused (an MQTT 5 PUBACK with a failure reason code, such
+  as an ACL that does not let this kiosk publish them): moved here with the reason, so the
+  outbox goes on and nothing is lost without a trace. Bounded like the outbox.
 - `requests`: request_id -> the command and its latest reply, so a redelivered command is
   answered from here and never executed twice, even by a bridge restarted in between.
 - `compartments`: the last board state seen per compartment and the setpoint the service asked
@@ -34,6 +37,12 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
     payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refused_events (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS requests (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -137,6 +146,28 @@ class BridgeStore:
     def delete_event(self, seq: int) -> None:
         with self._lock:
             self._db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+
+    def refuse_event(self, seq: int, reason: str) -> None:
+        """Move an event the broker refused out of the outbox, keeping it with the reason."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO refused_events (seq, event_id, payload, reason) "
+                "SELECT seq, event_id, payload, ? FROM events WHERE seq = ?",
+                (reason, seq),
+            )
+            db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+            db.execute(
+                "DELETE FROM refused_events WHERE seq <= "
+                "(SELECT seq FROM refused_events ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (self.event_limit,),
+            )
+
+    def refused_events(self) -> list[tuple[QueuedEvent, str]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, event_id, payload, reason FROM refused_events ORDER BY seq"
+            ).fetchall()
+        return [(QueuedEvent(int(s), str(e), bytes(p)), str(r)) for s, e, p, r in rows]
 
     def event_count(self) -> int:
         with self._lock:

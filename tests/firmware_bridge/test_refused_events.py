@@ -1,0 +1,68 @@
+"""An event the broker refuses (MQTT 5 PUBACK 0x87, its ACL) is set aside, never lost without a
+trace, and never holds up the events behind it. Against a real Mosquitto with an ACL file."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+from firmware_bridge import wire
+from tests.firmware_bridge.conftest import TIME_SCALE
+from tests.firmware_bridge.harness import (
+    Observer,
+    bridge_settings,
+    new_kiosk_id,
+    running_bridge,
+    simulator,
+    wait_ready,
+)
+from tests.support.mosquitto import MosquittoProcess
+
+KIOSK_USER = "kiosk-under-test"
+
+
+def _acl(path: Path, deny: str | None) -> None:
+    """Anyone may do anything (the observer is anonymous); the kiosk's user, if `deny`, not that."""
+    lines = ["topic readwrite #", f"user {KIOSK_USER}", "topic readwrite #"]
+    if deny is not None:
+        lines.append(f"topic deny {deny}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_refused_event_is_set_aside_and_the_next_ones_go_out(tmp_path: Path) -> None:
+    kiosk_id = new_kiosk_id()
+    acl = tmp_path / "acl"
+    _acl(acl, deny=wire.Topics(kiosk_id).events)
+    broker = MosquittoProcess(extra_config=f"acl_file {acl}\n").start()
+    observer = Observer(broker.host, broker.port, kiosk_id).start()
+    try:
+        with simulator(time_scale=TIME_SCALE) as sim:
+            board, scanner = sim.open_pty(tmp_path / "dev")
+            url = f"mqtt://{KIOSK_USER}@{broker.host}:{broker.port}"
+            settings = bridge_settings(
+                kiosk_id, url, board, scanner, tmp_path / "data", TIME_SCALE, mqtt_version="5"
+            )
+            with running_bridge(settings) as bridge:
+                wait_ready(observer, bridge)
+                store = bridge.store
+                sim.world.scan("refused")
+                observer.wait(lambda: store.refused_events(), "the refused scan set aside")
+                ((event, reason),) = store.refused_events()
+                assert json.loads(event.payload)["data"] == {"text": "refused"}
+                assert reason == "Not authorized"
+                assert store.event_count() == 0  # the outbox is not held up by it
+                # The operator mends the ACL: the next event goes out, the refused one stays
+                # aside (it is not replayed out of order).
+                _acl(acl, deny=None)
+                assert broker._proc is not None
+                broker._proc.send_signal(signal.SIGHUP)  # mosquitto reloads its ACL
+                observer.wait(lambda: "reload" in broker.log.lower(), "the broker to reload")
+                sim.world.scan("allowed")
+                observer.wait_event("scan")
+                assert [e["data"]["text"] for e in observer.events("scan")] == ["allowed"]
+                observer.wait(lambda: store.event_count() == 0, "the scan acknowledged")
+                assert len(store.refused_events()) == 1
+    finally:
+        observer.stop()
+        broker.__exit__(None, None, None)
