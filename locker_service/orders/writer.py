@@ -1,0 +1,251 @@
+"""The write path of new orders: group commit.
+
+Creating an order writes three rows in one transaction: the order, its `create` audit event and
+its expiry timer. Committing each request's rows alone cost a transaction (and, on PostgreSQL,
+half a dozen round trips) per order. Here requests hand their order to the process's
+`OrderWriter` and wait; a lane writes whatever has gathered as one batch in one transaction, then
+the next. Nothing waits for a batch to fill: an order that arrives while a lane is free is
+written at once, and orders arriving while every lane is writing make the next batch.
+
+- Idempotency stays with the database: each order is `INSERT ... ON CONFLICT (merchant_id,
+  external_ref) DO NOTHING`, and only the orders actually inserted get their event and timer. An
+  order whose reference exists (written before, by a racing replica, or earlier in the same
+  batch) is answered `False`, and its request reads the order that holds the reference.
+- A batch that fails is written again one order per transaction, so one bad order fails alone.
+- On PostgreSQL a batch is one statement (`unnest` of column arrays into a CTE that inserts the
+  orders, then the events and timers of those inserted) on the raw asyncpg connection: a single
+  statement is its own transaction, so the three rows are written all or none without BEGIN and
+  COMMIT round trips. Elsewhere (SQLite) a batch is one transaction of per-order statements.
+- Two lanes (connections) may write at once, so a batch need not wait for the one before it to
+  commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from locker_service.orders import repository
+from locker_service.timers import service as timers
+from locker_service.timers.service import TimerKind
+
+LANES = 2  # batches in flight at once: one commits while the next one's requests are handled
+LANE_LINGER_S = 1.0  # a lane keeps its connection this long after its last order
+MAX_BATCH = 256  # bounds one statement's size and latency when a backlog has built up
+
+# Every column a new order is written with, and its PostgreSQL type for the `unnest` arrays.
+ORDER_COLUMNS: dict[str, str] = {
+    "id": "uuid",
+    "merchant_id": "integer",
+    "external_ref": "text",
+    "request_hash": "text",
+    "site_id": "integer",
+    "purchaser_name": "text",
+    "purchaser_contact": "text",
+    "size": "text",
+    "temperature_class": "text",
+    "state": "text",
+    "token_salt": "text",
+    "pickup_token_hash": "text",
+    "code_hash": "text",
+    "created_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "expires_at": "timestamptz",
+    "version": "integer",
+}
+
+
+def _postgres_batch_insert() -> str:
+    names = ", ".join(ORDER_COLUMNS)
+    arrays = ", ".join(f"${n}::{t}[]" for n, t in enumerate(ORDER_COLUMNS.values(), start=1))
+    site_codes = f"${len(ORDER_COLUMNS) + 1}::text[]"
+    return f"""
+WITH given AS (
+    SELECT * FROM unnest({arrays}, {site_codes}) AS g({names}, site_code)
+), new_orders AS (
+    INSERT INTO orders ({names})
+    SELECT {names} FROM given
+    ON CONFLICT (merchant_id, external_ref) DO NOTHING
+    RETURNING id, merchant_id, created_at, expires_at
+), new_events AS (
+    INSERT INTO order_events (order_id, at, actor_type, actor_id, action, detail)
+    SELECT n.id, n.created_at, 'merchant', n.merchant_id::text, 'create',
+           json_build_object('site', g.site_code)
+    FROM new_orders n JOIN given g ON g.id = n.id
+), new_timers AS (
+    INSERT INTO timers (kind, due_at, order_id, state, attempts, created_at)
+    SELECT '{TimerKind.ORDER_EXPIRY.value}', n.expires_at, n.id, 'pending', 0, n.created_at
+    FROM new_orders n
+)
+SELECT id FROM new_orders
+"""
+
+
+POSTGRES_BATCH_INSERT = _postgres_batch_insert()
+_order_values = operator.itemgetter(*ORDER_COLUMNS)  # a row's values in column order
+
+
+@dataclass
+class PendingOrder:
+    row: dict[str, Any]  # every column in ORDER_COLUMNS
+    site_code: str  # named in the audit event
+    written: asyncio.Future[bool]
+
+
+class OrderWriter:
+    """Writes new orders with their audit event and expiry timer, batched (group commit)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        lanes: int = LANES,
+    ) -> None:
+        self._engine = engine
+        self._sessionmaker = sessionmaker
+        self._postgres = engine.dialect.name == "postgresql"
+        self._lanes = lanes
+        self._queue: list[PendingOrder] = []
+        self._arrived = asyncio.Event()
+        self._running = 0  # lanes holding a connection
+        self._idle = 0  # of which waiting for orders
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def write(self, row: dict[str, Any], site_code: str) -> bool:
+        """True once the order, its event and timer are committed; False if the merchant had
+        already used the order's reference (nothing of this order is written)."""
+        pending = PendingOrder(row, site_code, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        self._arrived.set()
+        if self._idle == 0 and self._running < self._lanes:
+            self._start_lane()
+        return await pending.written
+
+    def _start_lane(self) -> None:
+        self._running += 1
+        task = asyncio.create_task(self._lane(), name="order-writer")
+        self._tasks.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._tasks.discard)
+
+    async def _lane(self) -> None:
+        """Write batches on one connection while orders keep coming: the pool checks it out
+        (and pings it) once per burst of orders rather than once per batch."""
+        batch: list[PendingOrder] = []
+        counted = True  # in `_running`
+        try:
+            async with self._engine.connect() as connection:
+                while True:
+                    if not self._queue:
+                        if await self._wait_for_orders():
+                            continue
+                        counted = False
+                        break
+                    batch = self._queue[:MAX_BATCH]
+                    del self._queue[:MAX_BATCH]
+                    if not await self._write_batch(connection, batch):
+                        break  # the connection may be broken: this lane ends
+                    batch = []
+        except BaseException as exc:
+            # Cancelled at shutdown, or no connection to be had: no request may wait for ever.
+            # The orders still queued are left to another lane if one runs.
+            last = self._running <= 1
+            for pending in batch + self._queue if last else batch:
+                _settle(pending, error=exc)
+            if last:
+                self._queue = []
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            if counted:
+                self._running -= 1
+        if self._queue and self._idle == 0 and self._running < self._lanes:
+            self._start_lane()  # orders came while this lane gave its connection back
+
+    async def _wait_for_orders(self) -> bool:
+        """Wait for an order; False, and this lane no longer counts as running, after
+        LANE_LINGER_S without one."""
+        self._idle += 1
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), LANE_LINGER_S)
+        except TimeoutError:
+            if not self._queue:
+                # Stops counting before the connection is given back (an await): an order
+                # queued from now on starts a lane of its own.
+                self._running -= 1
+                return False
+        finally:
+            self._idle -= 1
+        return True
+
+    async def _write_batch(self, connection: AsyncConnection, batch: list[PendingOrder]) -> bool:
+        """Write `batch` in one transaction; False if that failed and each order was written
+        again alone (so one bad order fails alone), on fresh connections."""
+        try:
+            inserted = await self._insert(connection, batch)
+        except Exception:
+            await connection.invalidate()  # perhaps PostgreSQL restarted; perhaps not
+            for pending in batch:
+                await self._write_alone(pending)
+            return False
+        for pending in batch:
+            _settle(pending, written=pending.row["id"] in inserted)
+        return True
+
+    async def _write_alone(self, pending: PendingOrder) -> None:
+        try:
+            async with self._engine.connect() as connection:
+                inserted = await self._insert(connection, [pending])
+        except Exception as exc:
+            _settle(pending, error=exc)
+        else:
+            _settle(pending, written=pending.row["id"] in inserted)
+
+    async def _insert(
+        self, connection: AsyncConnection, batch: list[PendingOrder]
+    ) -> set[uuid.UUID]:
+        """The ids of the orders inserted, all in one transaction."""
+        if self._postgres:
+            # One statement is its own transaction: run on the driver's connection, outside
+            # SQLAlchemy's transaction, it needs no BEGIN and COMMIT round trips.
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert driver is not None
+            columns = zip(*(_order_values(p.row) for p in batch), strict=True)
+            site_codes = [p.site_code for p in batch]
+            rows = await driver.fetch(POSTGRES_BATCH_INSERT, *columns, site_codes)
+            return {row[0] for row in rows}
+        inserted: set[uuid.UUID] = set()
+        async with self._sessionmaker(bind=connection) as session, session.begin():
+            for pending in batch:
+                order_id = await repository.insert_if_new(session, pending.row)
+                if order_id is None:
+                    continue
+                inserted.add(order_id)
+                await repository.insert_event(
+                    session,
+                    order_id,
+                    "merchant",
+                    str(pending.row["merchant_id"]),
+                    "create",
+                    {"site": pending.site_code},
+                )
+                await timers.schedule_now(
+                    session, TimerKind.ORDER_EXPIRY, pending.row["expires_at"], order_id=order_id
+                )
+        return inserted
+
+
+def _settle(
+    pending: PendingOrder, *, written: bool = False, error: BaseException | None = None
+) -> None:
+    if pending.written.done():  # its request was cancelled (client gone): nobody to tell
+        return
+    if error is not None:
+        pending.written.set_exception(error)
+    else:
+        pending.written.set_result(written)
