@@ -15,6 +15,7 @@ from firmware_bridge import wire
 from locker_service.api.credentials import TtlCache
 from locker_service.config import Settings
 from locker_service.live import LiveHub
+from locker_service.orders.writer import OrderWriter
 
 if TYPE_CHECKING:
     from locker_service.models import Merchant
@@ -38,7 +39,9 @@ class ServiceContext:
     components: dict[str, Any] = field(default_factory=dict)  # link, workers: for /readyz
     merchant_keys: TtlCache[Merchant] = field(init=False)  # API key hash -> merchant
     site_ids: TtlCache[int] = field(init=False)  # site code -> id, for creating orders
+    order_writer: OrderWriter = field(init=False)  # new orders, group-committed
 
     def __post_init__(self) -> None:
         self.merchant_keys = TtlCache(self.settings.credential_cache_s)
         self.site_ids = TtlCache(self.settings.credential_cache_s)
+        self.order_writer = OrderWriter(self.engine, self.sessionmaker)
