@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -74,4 +75,16 @@ def live_view(order: Order) -> dict[str, object]:
         "site_id": order.site_id,
         "compartment_id": order.compartment_id,
         "updated_at": order.updated_at.isoformat() if order.updated_at else None,
+    }
+
+
+def live_view_of_new(row: Mapping[str, Any]) -> dict[str, object]:
+    """`live_view` of an order just written, from its column values (no ORM object)."""
+    return {
+        "id": str(row["id"]),
+        "external_ref": row["external_ref"],
+        "state": row["state"],
+        "site_id": row["site_id"],
+        "compartment_id": None,
+        "updated_at": row["updated_at"].isoformat(),
     }

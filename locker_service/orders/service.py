@@ -9,12 +9,13 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import pydantic_core
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.api.credentials import TtlCache
 from locker_service.api.errors import Conflict, NotFound, Unprocessable
 from locker_service.config import Settings
+from locker_service.context import ServiceContext
 from locker_service.events import publish_after_commit
 from locker_service.live import LiveHub
 from locker_service.models import Compartment, Kiosk, Merchant, Order, Site, utcnow
@@ -26,6 +27,7 @@ from locker_service.orders.schemas import (
     OrderRead,
     PurchaserStatus,
     live_view,
+    live_view_of_new,
 )
 from locker_service.pickup import codes
 from locker_service.timers import service as timers
@@ -75,80 +77,97 @@ async def read_model(session: AsyncSession, order: Order) -> OrderRead:
     )
 
 
-async def create(
-    session: AsyncSession,
-    settings: Settings,
-    hub: LiveHub | None,
-    merchant: Merchant,
-    body: OrderCreate,
-    site_ids: TtlCache[int] | None = None,
-) -> tuple[OrderCreated, bool]:
-    """The order and whether it is new. The same reference with the same body answers the same
-    order; with another body it is a conflict. `site_ids` caches site code -> id (a site's code
-    does not change while it takes orders)."""
+def new_order_row(
+    settings: Settings, merchant: Merchant, body: OrderCreate, site_id: int, fingerprint: str
+) -> tuple[dict[str, Any], str]:
+    """Every column of a new order, and its pickup token (shown once, in the create answer)."""
+    order_id = uuid.uuid4()
+    salt = codes.new_salt()
+    token = codes.pickup_token(settings.secret_key, order_id, salt)
+    now = utcnow()
+    row: dict[str, Any] = {
+        "id": order_id,
+        "merchant_id": merchant.id,
+        "external_ref": body.external_ref,
+        "request_hash": fingerprint,
+        "site_id": site_id,
+        "purchaser_name": body.purchaser_name,
+        "purchaser_contact": body.purchaser_contact,
+        "size": body.size,
+        "temperature_class": body.temperature_class,
+        "state": OrderState.CREATED.value,
+        "token_salt": salt,
+        "pickup_token_hash": codes.token_hash(token),
+        "code_hash": codes.code_hash(
+            settings.secret_key, codes.fallback_code(settings.secret_key, token)
+        ),
+        "created_at": now,
+        "updated_at": now,
+        "expires_at": now + timedelta(seconds=settings.scaled(settings.dropoff_window_s)),
+        "version": 1,
+    }
+    return row, token
+
+
+def created_answer(settings: Settings, row: dict[str, Any], token: str) -> bytes:
+    """The JSON answer (`OrderCreated`) for an order just written, from the values written:
+    they are valid by construction, so no model validates them again."""
+    answer = {
+        "id": row["id"],
+        "external_ref": row["external_ref"],
+        "site_id": row["site_id"],
+        "state": row["state"],
+        "size": row["size"],
+        "temperature_class": row["temperature_class"],
+        "purchaser_name": row["purchaser_name"],
+        "compartment_number": None,
+        "kiosk_code": None,
+        "created_at": row["created_at"],
+        "assigned_at": None,
+        "deposited_at": None,
+        "ready_at": None,
+        "picked_up_at": None,
+        "hold_until": None,
+        "expires_at": row["expires_at"],
+        "failure_reason": None,
+        "purchaser_url": f"{settings.public_base_url.rstrip('/')}/p/{token}",
+    }
+    return pydantic_core.to_json(answer)  # the serialiser pydantic's models use
+
+
+async def create(ctx: ServiceContext, merchant: Merchant, body: OrderCreate) -> tuple[bytes, bool]:
+    """The order as JSON (`OrderCreated`) and whether it is new. The same reference with the
+    same body answers the same order; with another body it is a conflict. Written by the
+    context's `OrderWriter` (group commit), which commits before this returns."""
+    settings = ctx.settings
     fingerprint = request_hash(body)
 
     async def load_site_id() -> int | None:
-        found: int | None = await session.scalar(select(Site.id).where(Site.code == body.site))
-        return found
+        async with ctx.sessionmaker() as session:
+            found: int | None = await session.scalar(select(Site.id).where(Site.code == body.site))
+            return found
 
-    if site_ids is None:
-        site_id = await load_site_id()
-    else:
-        site_id = await site_ids.get(body.site, load_site_id)
+    # A site's code does not change while it takes orders: cached like the caller's key.
+    site_id = await ctx.site_ids.get(body.site, load_site_id)
     if site_id is not None:
-        order_id = uuid.uuid4()
-        salt = codes.new_salt()
-        token = codes.pickup_token(settings.secret_key, order_id, salt)
-        now = utcnow()
-        values: dict[str, Any] = {
-            "id": order_id,
-            "merchant_id": merchant.id,
-            "external_ref": body.external_ref,
-            "request_hash": fingerprint,
-            "site_id": site_id,
-            "purchaser_name": body.purchaser_name,
-            "purchaser_contact": body.purchaser_contact,
-            "size": body.size,
-            "temperature_class": body.temperature_class,
-            "state": OrderState.CREATED.value,
-            "token_salt": salt,
-            "pickup_token_hash": codes.token_hash(token),
-            "code_hash": codes.code_hash(
-                settings.secret_key, codes.fallback_code(settings.secret_key, token)
-            ),
-            "created_at": now,
-            "updated_at": now,
-            "expires_at": now + timedelta(seconds=settings.scaled(settings.dropoff_window_s)),
-            "version": 1,
-        }
-        # One round trip decides whether the reference is new: the insert does nothing if the
-        # merchant already used it (waiting, on PostgreSQL, for a racing insert of the same
-        # reference to commit), and the existing order is read below.
-        if await repository.insert_if_new(session, values) is not None:
-            # The row is written; this unattached copy carries its values for the answer.
-            order = Order(**values)
-            await repository.insert_event(
-                session, order_id, "merchant", str(merchant.id), "create", {"site": body.site}
+        row, token = new_order_row(settings, merchant, body, site_id, fingerprint)
+        if await ctx.order_writer.write(row, body.site):
+            ctx.hub.publish("order", live_view_of_new(row), site_id)
+            return created_answer(settings, row, token), True
+    # No row written: the merchant used the reference before (or in a racing request, now
+    # committed), or the site is unknown.
+    async with ctx.sessionmaker() as session:
+        existing = await repository.by_merchant_ref(session, merchant.id, body.external_ref)
+        if existing is None:
+            raise Unprocessable(f"no site {body.site!r}", code="unknown_site")
+        if existing.request_hash != fingerprint:
+            raise Conflict(
+                f"order {body.external_ref!r} exists with different details",
+                code="external_ref_conflict",
             )
-            await timers.schedule_now(
-                session, TimerKind.ORDER_EXPIRY, values["expires_at"], order_id=order_id
-            )
-            publish_after_commit(session, hub, "order", live_view(order), site_id)
-            view = await read_model(session, order)
-            return OrderCreated(
-                **view.model_dump(), purchaser_url=purchaser_url(settings, order)
-            ), True
-    existing = await repository.by_merchant_ref(session, merchant.id, body.external_ref)
-    if existing is None:
-        raise Unprocessable(f"no site {body.site!r}", code="unknown_site")
-    if existing.request_hash != fingerprint:
-        raise Conflict(
-            f"order {body.external_ref!r} exists with different details",
-            code="external_ref_conflict",
-        )
-    view = await read_model(session, existing)
-    return OrderCreated(**view.model_dump(), purchaser_url=purchaser_url(settings, existing)), False
+        view = await read_model(session, existing)
+    answer = OrderCreated(**view.model_dump(), purchaser_url=purchaser_url(settings, existing))
+    return answer.model_dump_json().encode(), False
 
 
 async def get_for_merchant(session: AsyncSession, merchant: Merchant, order_id: uuid.UUID) -> Order:

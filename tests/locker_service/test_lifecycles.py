@@ -4,6 +4,7 @@ real database (two racers, one winner)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -108,18 +109,13 @@ async def test_two_racing_steps_one_winner(world: World, service: ServiceContext
             __import__("locker_service.models", fromlist=["Merchant"]).Merchant, world.merchant_id
         )
         assert merchant is not None
-        created, _ = await create(
-            session,
-            service.settings,
-            None,
-            merchant,
-            OrderCreate(**world.order_body("race")),  # type: ignore[arg-type]
-        )
+    answer, _ = await create(service, merchant, OrderCreate(**world.order_body("race")))  # type: ignore[arg-type]
+    created_id = uuid.UUID(json.loads(answer)["id"])
 
     async def cancel() -> str:
         try:
             async with session_scope(service.sessionmaker) as session:
-                fresh = await session.get(Order, created.id)
+                fresh = await session.get(Order, created_id)
                 assert fresh is not None
                 await asyncio.sleep(0.05)  # both have read `created` before either writes
                 await repository.transition(session, fresh, OrderTrigger.CANCEL, actor_type="test")
@@ -132,5 +128,5 @@ async def test_two_racing_steps_one_winner(world: World, service: ServiceContext
     results = await asyncio.gather(cancel(), cancel())
     assert sorted(results) == ["lost", "won"]
     async with service.sessionmaker() as session:
-        stored = await session.get(Order, uuid.UUID(str(created.id)))
+        stored = await session.get(Order, created_id)
     assert stored is not None and stored.state == "cancelled" and stored.version == 2
