@@ -246,7 +246,10 @@ class Bridge:
             # Known offline: say so now, not after the next try at the port (up to 5 s).
             self._finish(command, "failed", "board offline")
             return
-        self._reply(command, "accepted")
+        # The claim stored it as accepted already: publish, no second write on the way.
+        self.link.publish_reply(
+            command.reply_to, Reply(request_id=command.request_id, status="accepted")
+        )
         self._enqueue(command)
 
     def _enqueue(self, command: WireCommand) -> None:
@@ -472,8 +475,10 @@ class Bridge:
             log.warning("board rebooted (boot %08x -> %08x)", hello.boot_id, boot_id)
             self._handshake()  # HELLO again, and the setpoints go back
         observation = self.tracker.observe(boot_id, records, time.time())
-        self._report(boot_id, observation)
+        # Unlocks first: the person at the door waits for that reply, not for the snapshots
+        # and events of the same answer (written to disk and published right after).
         self._check_unlocks()
+        self._report(boot_id, observation)
 
     def _report(self, boot_id: int, observation: Observation) -> None:
         for raw in observation.events:

@@ -39,6 +39,7 @@ from hardware.protocol.messages import (
     STATUS_MAX_PER_ANSWER,
     UNLOCK_OVERRIDE,
     UNLOCK_REPORT,
+    UNLOCK_REPORT_SINCE,
     AbortDisinfectAnswer,
     ClearFaultAnswer,
     CompartmentFlags,
@@ -52,6 +53,7 @@ from hardware.protocol.messages import (
 from hardware.thermostat import Thermostat, TimeProportionedPid
 
 FIRMWARE_VERSION = (1, 1, 0)  # 1.1: protocol revision 2, the UNLOCK report
+FIRST_EDITION_FIRMWARE = (1, 0, 0)  # protocol revision 1
 CONTROL_PERIOD_S = 1.0  # thermostat and safety loop rate, as on a small microcontroller
 HEATER_LEASE_S = 600  # a kiosk PC silent for 10 minutes is gone: no unattended heating after that
 OVER_TEMPERATURE_C = 85.0  # far above any setpoint (max 75 °C), below what the liner tolerates
@@ -346,7 +348,8 @@ class Board:
                 case Command.STATUS:
                     return self._status(StatusRequest.unpack(payload))
                 case Command.UNLOCK:
-                    known = UNLOCK_OVERRIDE | (UNLOCK_REPORT if self.protocol > 1 else 0)
+                    reports = self.protocol >= UNLOCK_REPORT_SINCE
+                    known = UNLOCK_OVERRIDE | (UNLOCK_REPORT if reports else 0)
                     return self._unlock(UnlockRequest.unpack(payload, known), now_s)
                 case Command.SET_HEATER:
                     return self._set_heater(SetHeaterRequest.unpack(payload))
@@ -367,7 +370,7 @@ class Board:
         return self.compartments[n - 1]
 
     def _hello(self) -> bytes:
-        major, minor, patch = FIRMWARE_VERSION if self.protocol > 1 else (1, 0, 0)
+        major, minor, patch = FIRMWARE_VERSION if self.protocol > 1 else FIRST_EDITION_FIRMWARE
         return HelloAnswer(
             self.protocol,
             major,
