@@ -24,6 +24,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class _Inbound:
     mid: int
     qos: int
     session: int  # acks belong to the connection that delivered the message
+    received_at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(slots=True)
@@ -133,6 +135,7 @@ class KioskLink:
         *,
         telemetry: TelemetrySink | None = None,
         sites: SiteResolver | None = None,
+        wait_observer: Callable[[str, float], None] | None = None,
     ) -> None:
         if not REPLICA_ID_PATTERN.match(settings.replica_id):
             raise ValueError(
@@ -149,6 +152,7 @@ class KioskLink:
         self._hub = hub
         self._telemetry = telemetry
         self._sites = sites
+        self._wait_observer = wait_observer  # (lane, seconds a message waited for its worker)
         self.replica_id = settings.replica_id
         self.counters = LinkCounters()
 
@@ -634,14 +638,17 @@ class KioskLink:
         if queue is None:
             queue = self._queues[lane] = asyncio.Queue()
             self._workers[lane] = asyncio.get_running_loop().create_task(
-                self._kiosk_worker(queue), name=f"kiosk-link-{lane}"
+                self._kiosk_worker(queue, "scans" if lane.endswith(SCAN_LANE) else "other"),
+                name=f"kiosk-link-{lane}",
             )
         queue.put_nowait(item)
 
-    async def _kiosk_worker(self, queue: asyncio.Queue[_Inbound]) -> None:
+    async def _kiosk_worker(self, queue: asyncio.Queue[_Inbound], lane: str) -> None:
         """Hands one lane's messages to the handler in arrival order, acking each when done."""
         while True:
             item = await queue.get()
+            if self._wait_observer is not None:
+                self._wait_observer(lane, time.perf_counter() - item.received_at)
             try:
                 if isinstance(item.payload, wire.KioskStatus):
                     await self._handler.on_status(item.kiosk_id, item.payload)
@@ -680,6 +687,9 @@ class KioskLink:
         self._hub.publish(_live_kind(kind), _live_data(kiosk_id, payload), site_id)
 
 
+SCAN_LANE = "/scans"  # a suffix no kiosk id has: "/" cannot occur in an MQTT topic level
+
+
 def _lane_of(item: _Inbound) -> str:
     """The queue a message waits in: each kiosk has two, one for its scans and one for the rest.
 
@@ -690,7 +700,7 @@ def _lane_of(item: _Inbound) -> str:
     scanned twice opens once and refuses once, in that order (ADR 0043).
     """
     if isinstance(item.payload, wire.Event) and item.payload.type == "scan":
-        return f"{item.kiosk_id}/scans"  # "/" cannot occur in a kiosk id (an MQTT topic level)
+        return item.kiosk_id + SCAN_LANE
     return item.kiosk_id
 
 

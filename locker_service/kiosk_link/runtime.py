@@ -10,7 +10,7 @@ from locker_service.context import ServiceContext
 from locker_service.kiosk_link.directory import KioskDirectory
 from locker_service.kiosk_link.handler import KioskHandler
 from locker_service.kiosk_link.link import KioskLink
-from locker_service.kiosk_link.metrics import COLLECTOR, TELEMETRY_LAG_S
+from locker_service.kiosk_link.metrics import COLLECTOR, MESSAGE_WAIT_S, TELEMETRY_LAG_S
 from locker_service.notifications.worker import OutboxWorker
 from locker_service.telemetry.alerts import AlertServiceSink
 from locker_service.telemetry.ingest import TelemetryIngest
@@ -64,7 +64,14 @@ async def start_edges(ctx: ServiceContext, handler: KioskHandler) -> Edges:
     COLLECTOR.add(edges)
     try:
         if settings.kiosk_link_enabled:
-            link = KioskLink(settings, handler, ctx.hub, telemetry=ingest, sites=directory)
+            link = KioskLink(
+                settings,
+                handler,
+                ctx.hub,
+                telemetry=ingest,
+                sites=directory,
+                wait_observer=lambda lane, s: MESSAGE_WAIT_S.labels(lane).observe(s),
+            )
             await link.start()
             edges.link = link
             ctx.commander = link

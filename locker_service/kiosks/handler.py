@@ -8,6 +8,7 @@ mid-way rolls both back and the redelivery does the work.
 from __future__ import annotations
 
 import logging
+import time
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +23,7 @@ from locker_service.compartments.lifecycle import CompartmentState, CompartmentT
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosk_link.errors import KioskLinkError
+from locker_service.kiosk_link.metrics import SCAN_DECISION_S
 from locker_service.kiosks import repository, scans
 from locker_service.kiosks.story import Story
 from locker_service.metrics import KIOSK_EVENTS, SCANS_IGNORED
@@ -152,6 +154,7 @@ class StoryHandler:
     # -- events -----------------------------------------------------------------------------
 
     async def on_event(self, kiosk_id: str, event: wire.Event) -> None:
+        started = time.perf_counter()
         decision: pickup_service.Claim | ServiceError | None = None
         async with session_scope(self.ctx.sessionmaker) as session:
             kiosk = await self._known_kiosk(session, kiosk_id)
@@ -184,6 +187,7 @@ class StoryHandler:
                     hub=self.ctx.hub,
                 )
         if decision is not None and kiosk is not None:
+            SCAN_DECISION_S.observe(time.perf_counter() - started)
             await self._open(kiosk, decision)
             return
         timers = self.ctx.components.get("timers")

@@ -265,20 +265,32 @@ async def test_events_arrive_in_order_and_a_failing_handler_does_not_block_the_k
 
 
 async def test_a_scan_is_handled_while_an_earlier_event_of_its_kiosk_is_still_handled(
-    link_parts: tuple[KioskLink, RecordingHandler, LiveHub, RecordingSink], kiosk: ScriptedKiosk
+    broker: MosquittoProcess, kiosk: ScriptedKiosk
 ) -> None:
     """Scans have a lane of their own: a purchaser's scan does not wait for the door event
     before it; scans keep their order, and so do the other events."""
-    _, handler, _, _ = link_parts
+    handler = RecordingHandler()
     handler.block_on.add("door_closed")
-    kiosk.publish_event("door_closed", 1)
-    kiosk.scan("first")
-    kiosk.scan("second")
-    kiosk.publish_event("item_placed", 2)
-    await eventually(lambda: len(handler.event_types(kiosk.kiosk_id)) == 2, what="the scans")
-    await asyncio.sleep(0.3)  # item_placed, were it (wrongly) in the scans' lane, is here now
-    assert [e.data.get("text") for _, e in handler.events] == ["first", "second"]
-    assert handler.event_types(kiosk.kiosk_id) == ["scan", "scan"]
+    waits: list[str] = []
+    link = KioskLink(
+        LinkTestSettings(broker.url),
+        handler,
+        LiveHub(),
+        wait_observer=lambda lane, _s: waits.append(lane),
+    )
+    await link.start()
+    try:
+        kiosk.publish_event("door_closed", 1)
+        kiosk.scan("first")
+        kiosk.scan("second")
+        kiosk.publish_event("item_placed", 2)
+        await eventually(lambda: len(handler.event_types(kiosk.kiosk_id)) == 2, what="the scans")
+        await asyncio.sleep(0.3)  # item_placed, were it (wrongly) in the scans' lane, is here now
+        assert [e.data.get("text") for _, e in handler.events] == ["first", "second"]
+        assert handler.event_types(kiosk.kiosk_id) == ["scan", "scan"]
+        assert waits.count("scans") == 2  # each scan's wait is observed, under its lane
+    finally:
+        await link.stop()
 
 
 async def test_telemetry_goes_to_the_ingest_and_the_live_hub(

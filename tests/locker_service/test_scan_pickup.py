@@ -16,6 +16,7 @@ from firmware_bridge import wire
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.kiosks.handler import StoryHandler
+from locker_service.metrics import REGISTRY
 from locker_service.models import DoorOpening, KioskEvent, Order, PickupAttempt
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.world import FakeKiosk, World, make_ready, token_of
@@ -68,10 +69,12 @@ async def test_a_scan_commits_once_and_before_its_unlock(
         return await answer(*args, **kwargs)
 
     fake_kiosk.command = command  # type: ignore[method-assign]
+    decisions = REGISTRY.get_sample_value("locker_scan_decision_seconds_count") or 0.0
     scan = _scan(token_of(order))
     await handler.on_event(world.kiosk_code, scan)
     assert fake_kiosk.unlocks()[-1] == n
     assert seen_at_unlock == {"commits": 1, "openings": 1}  # the event row, claim and opening
+    assert REGISTRY.get_sample_value("locker_scan_decision_seconds_count") == decisions + 1
     async with service.sessionmaker() as session:
         stored = await session.get(Order, uuid.UUID(order["id"]))
         row = await session.scalar(select(KioskEvent).where(KioskEvent.event_id == scan.event_id))
