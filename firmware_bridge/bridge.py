@@ -606,9 +606,13 @@ class Bridge:
         unlocked = self.board.unlock(n, args.pulse_ms, args.override_cycle, report)
         watch.answered = True
         # Look at once rather than at the next poll: a person is waiting at the door. A board
-        # of revision 2 put its state in the answer; an older one is asked with a STATUS.
-        state = unlocked.state or self.board.status(n, 1)
-        self._observe(state.boot_id, list(state.compartments))
+        # of revision 2 put its state in the answer. An older one, or a latch that had not
+        # moved yet when the board answered, is asked with a STATUS.
+        if unlocked.state is not None:
+            self._observe(unlocked.state.boot_id, list(unlocked.state.compartments))
+        if command.request_id in self._unlocks:
+            answer = self.board.status(n, 1)
+            self._observe(answer.boot_id, list(answer.compartments))
 
     def _check_unlocks(self) -> None:
         now = time.monotonic()

@@ -47,6 +47,17 @@ def test_an_unlock_is_judged_by_the_state_in_the_boards_answer(kiosk: Kiosk) -> 
     obs.wait(lambda: (obs.snapshot(6) or {}).get("lock_released"), "snapshot with lock released")
 
 
+def test_a_latch_not_yet_moved_in_the_answer_is_looked_at_again_at_once(kiosk: Kiosk) -> None:
+    """The report shows the latch still shut (here it is jammed): one STATUS follows at once,
+    then the polls decide; the lock is never pulsed again."""
+    obs = kiosk.observer
+    kiosk.sim.faults.jam_lock(7)
+    asked = _one_record_statuses(kiosk)
+    reply = obs.final_reply(obs.command("unlock", 7, {"deadline_s": 0.5}).request_id)
+    assert reply["status"] == "timed_out"
+    assert asked == [7] and pulses(kiosk.sim, 7) == 1
+
+
 def test_a_first_edition_board_is_asked_with_a_status_after_the_unlock(
     first_edition_kiosk: Kiosk,
 ) -> None:
