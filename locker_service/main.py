@@ -69,6 +69,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await edges.stop()
+        await ctx.order_writer.close()
         await engine.dispose()
 
 

@@ -23,6 +23,7 @@ written at once, and orders arriving while every lane is writing make the next b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import operator
 import uuid
 from dataclasses import dataclass
@@ -125,6 +126,16 @@ class OrderWriter:
         if self._idle == 0 and self._running < self._lanes:
             self._start_lane()
         return await pending.written
+
+    async def close(self) -> None:
+        """Stop the lanes (at shutdown, once requests are done): their connections go back to
+        the pool before it is disposed of."""
+        lanes = list(self._tasks)
+        for task in lanes:
+            task.cancel()
+        for task in lanes:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _start_lane(self) -> None:
         self._running += 1
