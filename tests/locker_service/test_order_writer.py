@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,15 @@ from locker_service.orders import service as orders
 from locker_service.orders.schemas import OrderCreate, OrderCreated
 from locker_service.orders.writer import OrderWriter
 from tests.locker_service.world import World, create_order
+
+
+@pytest.fixture
+async def writer(service: ServiceContext) -> AsyncIterator[OrderWriter]:
+    writer = OrderWriter(service.engine, service.sessionmaker)
+    try:
+        yield writer
+    finally:
+        await writer.close()
 
 
 def new_row(ctx: ServiceContext, world: World, ref: str, **overrides: Any) -> dict[str, Any]:
@@ -40,8 +50,9 @@ async def counts(ctx: ServiceContext) -> tuple[int, int, int]:
         )
 
 
-async def test_a_bad_order_in_a_batch_fails_alone(service: ServiceContext, world: World) -> None:
-    writer = OrderWriter(service.engine, service.sessionmaker)
+async def test_a_bad_order_in_a_batch_fails_alone(
+    service: ServiceContext, world: World, writer: OrderWriter
+) -> None:
     rows = [
         new_row(service, world, "W-1"),
         new_row(service, world, "W-2", site_id=world.site_id + 1000),  # no such site
@@ -60,9 +71,8 @@ async def test_a_bad_order_in_a_batch_fails_alone(service: ServiceContext, world
 
 
 async def test_one_reference_twice_in_a_batch_is_one_order(
-    service: ServiceContext, world: World
+    service: ServiceContext, world: World, writer: OrderWriter
 ) -> None:
-    writer = OrderWriter(service.engine, service.sessionmaker)
     first, second = new_row(service, world, "W-dup"), new_row(service, world, "W-dup")
     results = await asyncio.gather(
         writer.write(first, world.site_code), writer.write(second, world.site_code)
