@@ -120,3 +120,15 @@ async def test_purchaser_status_hides_the_code_until_ready(
     assert status.json()["fallback_code"] is None
     assert (await app_client.get(f"/p/{token_of(order)}/qr.png")).status_code == 404
     assert (await app_client.get("/api/v1/p/" + "A" * 43)).status_code == 404
+
+
+async def test_create_without_a_known_key_is_refused_and_stores_nothing(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    for headers in ({}, {"X-API-Key": "mk_unknown"}):
+        answer = await app_client.post("/api/v1/orders", json=world.order_body(), headers=headers)
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["error"] == "unauthorized"
+        assert answer.headers["WWW-Authenticate"] == "Bearer"
+    async with service.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Order)) == 0
