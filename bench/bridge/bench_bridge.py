@@ -27,11 +27,12 @@ period: the two broker hops, the request cache, the tracker and the threads. The
 p99 under 5 ms at 115200 baud; the p99 above the worst wire time (one page, then the exchange)
 is printed too.
 
-Figures (115200 baud, 200 samples, a shared two-core machine at load ~1.7, 2026-11-26):
-bridge polling 150 ms p50 7.9 / p99 16.9 ms against the bare poller's 5.1 / 14.4 ms:
-overhead p50 2.8, p99 2.5 ms (goal < 5 ms); 4.5 ms above the worst wire time of 12.4 ms.
-Polling every 1 s: 6.7 / 13.0 ms against 4.6 / 13.1 ms. A revision 1 board (UNLOCK + STATUS):
-10.5 / 23.0 ms. Scan p50 1.1 / p99 3.5 ms; memory 40.6 MB.
+Figures (115200 baud, 500 samples, a shared two-core machine at load 1.5-2, 2026-11-26):
+bridge polling 150 ms p50 7.3 / p99 16.8 ms against the bare poller's 4.9 / 14.0 ms: overhead
+p50 2.3, p99 2.8 ms (goal < 5 ms; runs of 200 samples gave 2.7 and 3.4); 4.4 ms above the worst
+wire time of 12.4 ms. Polling every 1 s: 5.9 / 12.7 ms against 4.5 / 12.4 ms. The same bridge
+with a revision 1 board (UNLOCK + STATUS): 9.6 / 18.8 ms. Scan p50 1.3 / p99 6.7 ms (one broker
+hop 0.2 / 0.7 ms); memory 40.8 MB.
 """
 
 from __future__ import annotations
