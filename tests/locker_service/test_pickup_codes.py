@@ -23,6 +23,7 @@ from tests.locker_service.world import (
     create_order,
     event,
     make_ready,
+    record_pickup_answers,
     token_of,
 )
 
@@ -203,15 +204,7 @@ async def test_scanner_takes_the_token_or_the_page_url(
 ) -> None:
     first, n1 = await make_ready(app_client, world, service)
     second, n2 = await make_ready(app_client, world, service)
-    results: list[dict[str, object]] = []
-    publish = service.hub.publish
-
-    def recording(kind: str, data: dict[str, object], site_id: int | None = None) -> None:
-        if kind == "pickup":
-            results.append(data)
-        publish(kind, data, site_id)
-
-    service.hub.publish = recording  # type: ignore[method-assign]
+    results = record_pickup_answers(service)
     await event(service, world, "scan", None, text=token_of(first))
     await event(service, world, "scan", None, text=first["purchaser_url"])  # used already
     await event(service, world, "scan", None, text=str(second["purchaser_url"]))

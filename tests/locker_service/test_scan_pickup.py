@@ -19,7 +19,13 @@ from locker_service.kiosks.handler import StoryHandler
 from locker_service.metrics import REGISTRY
 from locker_service.models import DoorOpening, KioskEvent, Order, PickupAttempt
 from tests.locker_service.conftest import make_settings
-from tests.locker_service.world import FakeKiosk, World, make_ready, token_of
+from tests.locker_service.world import (
+    FakeKiosk,
+    World,
+    make_ready,
+    record_pickup_answers,
+    token_of,
+)
 
 
 @pytest.fixture
@@ -31,18 +37,15 @@ def _scan(text: str) -> wire.Event:
     return wire.Event(event_id=uuid.uuid4().hex, type="scan", data={"text": text})
 
 
-def _answers(service: ServiceContext) -> list[dict[str, object]]:
-    """What the kiosk screen is told after each scan (the live hub's `pickup` messages)."""
-    answers: list[dict[str, object]] = []
-    publish = service.hub.publish
+@pytest.fixture
+def handler(service: ServiceContext) -> StoryHandler:
+    story: StoryHandler = service.components["story"]
+    return story
 
-    def recording(kind: str, data: dict[str, object], site_id: int | None = None) -> None:
-        if kind == "pickup":
-            answers.append(data)
-        publish(kind, data, site_id)
 
-    service.hub.publish = recording  # type: ignore[method-assign]
-    return answers
+@pytest.fixture
+def answers(service: ServiceContext) -> list[dict[str, object]]:
+    return record_pickup_answers(service)
 
 
 async def _count(service: ServiceContext, *where: Any, of: Any = PickupAttempt) -> int:
@@ -51,10 +54,13 @@ async def _count(service: ServiceContext, *where: Any, of: Any = PickupAttempt) 
 
 
 async def test_a_scan_commits_once_and_before_its_unlock(
-    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    handler: StoryHandler,
 ) -> None:
     order, n = await make_ready(app_client, world, service)
-    handler: StoryHandler = service.components["story"]
     commits: list[int] = []
     sa_event.listen(service.engine.sync_engine, "commit", lambda _conn: commits.append(1))
     seen_at_unlock: dict[str, int] = {}
@@ -83,11 +89,14 @@ async def test_a_scan_commits_once_and_before_its_unlock(
 
 
 async def test_a_redelivered_scan_opens_once(
-    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    handler: StoryHandler,
+    answers: list[dict[str, object]],
 ) -> None:
     order, n = await make_ready(app_client, world, service)
-    handler: StoryHandler = service.components["story"]
-    answers = _answers(service)
     scan = _scan(token_of(order))
     before = len(fake_kiosk.unlocks())
     await handler.on_event(world.kiosk_code, scan)
@@ -100,11 +109,14 @@ async def test_a_redelivered_scan_opens_once(
 
 
 async def test_a_locked_out_scanner_opens_nothing_even_for_the_right_code(
-    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    handler: StoryHandler,
+    answers: list[dict[str, object]],
 ) -> None:
     order, _ = await make_ready(app_client, world, service)
-    handler: StoryHandler = service.components["story"]
-    answers = _answers(service)
     before = len(fake_kiosk.unlocks())
     limit = service.settings.pickup_max_failures_per_source
     for i in range(limit):
@@ -120,11 +132,14 @@ async def test_a_locked_out_scanner_opens_nothing_even_for_the_right_code(
 
 
 async def test_a_frozen_site_opens_nothing_by_scan(
-    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    handler: StoryHandler,
+    answers: list[dict[str, object]],
 ) -> None:
     order, n = await make_ready(app_client, world, service)
-    handler: StoryHandler = service.components["story"]
-    answers = _answers(service)
     switch = f"/api/v1/operator/sites/{world.site_id}/kill-switch"
     engaged = await app_client.post(
         switch, json={"engaged": True, "reason": "mass opening seen"}, headers=world.operator()

@@ -125,6 +125,20 @@ class FakeKiosk:
         return [action for _, action, n, _ in self.commands if n == compartment]
 
 
+def record_pickup_answers(ctx: ServiceContext) -> list[dict[str, object]]:
+    """What the kiosk screen is told after each scan (the live hub's `pickup` messages)."""
+    answers: list[dict[str, object]] = []
+    publish = ctx.hub.publish
+
+    def recording(kind: str, data: dict[str, object], site_id: int | None = None) -> None:
+        if kind == "pickup":
+            answers.append(data)
+        publish(kind, data, site_id)
+
+    ctx.hub.publish = recording  # type: ignore[method-assign]
+    return answers
+
+
 async def create_order(client: httpx.AsyncClient, world: World, **overrides: Any) -> dict[str, Any]:
     answer = await client.post(
         "/api/v1/orders", json=world.order_body(**overrides), headers=world.merchant()
