@@ -11,6 +11,9 @@ Floors, measured in the same run on the same machine:
 - a bare UNLOCK round trip on the board line: a serial port at 115200 to a second simulated
   board, answer paced at the baud rate; and the computed wire time of the UNLOCK frames.
 
+Also printed, to tell where the time goes: the service's own means from its /metrics, a scan's
+wait in the kiosk link and its decision (one transaction, ADR 0043).
+
 Run from the repository root (needs mosquitto and the PostgreSQL of LOCKER_BENCH_PG_URL):
 
     python bench/journey/scan_to_unlock.py [--rounds 4]
@@ -377,6 +380,27 @@ class System:
         time.sleep(1.0)
         return latencies
 
+    def service_means_ms(self) -> dict[str, float]:
+        """Means of the service's own scan figures, from its /metrics histograms."""
+        text = self.http.get("/metrics").text
+        samples = {}
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name.startswith(("locker_scan_decision_seconds_", "locker_kiosk_message_wait")):
+                samples[name] = float(value)
+        means = {}
+        for label, prefix in (
+            (
+                "service: scan wait in the kiosk link",
+                'locker_kiosk_message_wait_seconds_%s{lane="scans"}',
+            ),
+            ("service: scan decision, one transaction", "locker_scan_decision_seconds_%s"),
+        ):
+            count = samples.get(prefix % "count", 0.0)
+            if count:
+                means[label] = samples[prefix % "sum"] / count * 1000
+        return means
+
     def stop(self) -> None:
         for proc in (self.bridge, self.service):
             proc.terminate()
@@ -406,6 +430,7 @@ def main() -> None:
         for i in range(args.rounds):
             scan_ms += system.round()
             print(f"round {i + 1}/{args.rounds}: {len(scan_ms)} pickups", file=sys.stderr)
+        service_ms = system.service_means_ms()
     finally:
         if system is not None:
             system.stop()
@@ -413,6 +438,8 @@ def main() -> None:
     print(f"\nscan to unlock on Mosquitto + PostgreSQL at {BAUD} baud, ms")
     print(f"{'':<44} {'n':>5} {'p50':>8} {'p99':>8} {'mean':>8}")
     print(row("scan line at bridge -> lock released", scan_ms))
+    for name, mean in service_ms.items():
+        print(f"{name:<44} {'':>5} {'':>8} {'':>8} {mean:>8.2f}")
     print(row("floor: bare MQTT round trip, paho as is", mqtt_ms))
     print(row("floor: bare MQTT round trip, TCP_NODELAY", mqtt_nodelay_ms))
     print(row("floor: bare UNLOCK round trip on the line", board_ms))
