@@ -115,11 +115,15 @@ async def _kiosk_runs(session: AsyncSession, c: Compartment, cycle: Disinfection
     )
 
 
+_HOLD_CYCLE_ORDER = (OrderState.DEPOSITED, OrderState.DISINFECTING)
+_HOLD_CYCLE_COMPARTMENT = (CompartmentState.OCCUPIED, CompartmentState.DISINFECTING)
+
+
 async def start_hold_cycle(ctx: ServiceContext, timer: Timer) -> datetime | None:
     order, c, kiosk = await _load(ctx, timer)
     if order is None or c is None or kiosk is None:
         return None
-    if order.state not in (OrderState.DEPOSITED, OrderState.DISINFECTING):
+    if order.state not in _HOLD_CYCLE_ORDER:
         return None
     if c.door_open:
         return _retry(ctx)  # the interlock refuses a cycle with the door open
@@ -128,6 +132,11 @@ async def start_hold_cycle(ctx: ServiceContext, timer: Timer) -> datetime | None
         order = await session.get(Order, order.id)
         c = await session.get(Compartment, c.id)
         assert order is not None and c is not None
+        # Looked at again in this transaction: the kiosk's report that the cycle ran and ended
+        # may have been handled since the first look (a restart runs this timer and the
+        # reports queued for it at once). A second cycle would shut the purchaser out.
+        if order.state not in _HOLD_CYCLE_ORDER or c.state not in _HOLD_CYCLE_COMPARTMENT:
+            return None
         if order.state == OrderState.DEPOSITED:
             await orders.transition(
                 session,
@@ -157,6 +166,8 @@ async def start_cleaning(ctx: ServiceContext, timer: Timer) -> datetime | None:
     async with session_scope(ctx.sessionmaker) as session:
         fresh = await session.get(Compartment, c.id)
         assert fresh is not None
+        if fresh.state != CompartmentState.CLEANING:
+            return None  # the cleaning ran and ended since the first look (as for a hold cycle)
         cycle = await Story(ctx).begin_cycle(session, fresh, "cleaning", None)
         if await _kiosk_runs(session, fresh, cycle):
             return None

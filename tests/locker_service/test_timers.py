@@ -9,13 +9,23 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from firmware_bridge import wire
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
-from locker_service.models import Alert, Compartment, NotificationOutbox, Order, Timer, utcnow
+from locker_service.models import (
+    Alert,
+    Compartment,
+    DisinfectionCycle,
+    Kiosk,
+    NotificationOutbox,
+    Order,
+    Timer,
+    utcnow,
+)
+from locker_service.timers import handlers
 from locker_service.timers import service as timers
 from locker_service.timers.loop import TimerLoop
 from locker_service.timers.service import TimerKind
@@ -281,3 +291,68 @@ async def test_a_retried_cycle_start_does_not_restart_a_running_cycle(
     await loop.run_due()
     assert fake_kiosk.actions(n).count("start_disinfection") == 1
     assert await _state(service, order["id"]) == "disinfecting"
+
+
+async def test_a_retried_cycle_start_that_the_cycle_end_overtook_sends_nothing(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restarted service runs the start timer its first run left, while the kiosk's report
+    that the cycle ran and ended is handled at the same time: once the timer has looked at the
+    order, the order becomes ready. The timer must not start a second cycle (it would lock the
+    purchaser out behind the UV interlock)."""
+    order = await create_order(app_client, world, ref="overtaken")
+    n = (
+        await app_client.post(
+            "/api/v1/kiosk/dropoff",
+            json={
+                "courier_code": world.courier_code,
+                "pin": world.courier_pin,
+                "order_ref": "overtaken",
+            },
+            headers=world.kiosk(),
+        )
+    ).json()["compartment"]
+    await event(service, world, "door_opened", n)
+    await event(service, world, "item_placed", n)
+    await event(service, world, "door_closed", n)
+    loop = TimerLoop(service)
+    await loop.run_due()
+    assert fake_kiosk.actions(n).count("start_disinfection") == 1
+    # The first run died before marking its timer done; the retry takes its first look now...
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Timer)
+            .where(Timer.kind == TimerKind.START_HOLD_CYCLE.value)
+            .values(state="pending", locked_until=None, due_at=utcnow())
+        )
+        timer = await session.scalar(
+            select(Timer).where(Timer.kind == TimerKind.START_HOLD_CYCLE.value)
+        )
+    assert timer is not None
+    first_look = await handlers._load(service, timer)
+
+    # ...and the kiosk's reports are handled before it goes on.
+    await event(service, world, "disinfection_started", n, duration_s=1800)
+    await event(service, world, "disinfection_completed", n)
+    assert await _state(service, order["id"]) == "ready"
+
+    async def stale_load(
+        ctx: ServiceContext, t: Timer
+    ) -> tuple[Order | None, Compartment | None, Kiosk | None]:
+        return first_look
+
+    monkeypatch.setattr(handlers, "_load", stale_load)
+    assert await handlers.start_hold_cycle(service, timer) is None
+    assert fake_kiosk.actions(n).count("start_disinfection") == 1
+    assert await _state(service, order["id"]) == "ready"
+    async with service.sessionmaker() as session:
+        running = await session.scalar(
+            select(func.count())
+            .select_from(DisinfectionCycle)
+            .where(DisinfectionCycle.state == "running")
+        )
+    assert running == 0

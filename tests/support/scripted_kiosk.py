@@ -422,6 +422,8 @@ class ScriptedKiosk:
         return "succeeded", None
 
     def _start_cycle(self, c: CompartmentModel, duration_s: int) -> None:
+        if c.timer is not None:  # as the board does: a restart replaces the remaining time
+            c.timer.cancel()
         real_s = duration_s / self.time_scale
         c.uv_on, c.disinfect_until = True, time.monotonic() + real_s
         c.timer = threading.Timer(real_s, self._complete_cycle, args=(c.n,))
