@@ -54,7 +54,16 @@ class StoryHandler:
         return kiosk
 
     async def _known_kiosk(self, session: AsyncSession, code: str) -> Kiosk | None:
-        return await self._kiosks.get(code, lambda: self._kiosk(session, code))
+        async def load() -> Kiosk | None:
+            kiosk = await self._kiosk(session, code)
+            if kiosk is not None:
+                # Cached detached from the start: were it left in this session, a rollback
+                # of this transaction would expire it, and every later message of the kiosk
+                # would fail on the expired copy until the cache let it go.
+                session.expunge(kiosk)
+            return kiosk
+
+        return await self._kiosks.get(code, load)
 
     # -- status -----------------------------------------------------------------------------
 

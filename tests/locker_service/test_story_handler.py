@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from firmware_bridge import wire
 from locker_service.context import ServiceContext
+from locker_service.kiosks import handler as handler_module
 from locker_service.kiosks.handler import StoryHandler
 from locker_service.models import (
     Alert,
@@ -235,6 +236,37 @@ async def test_a_redelivered_event_is_handled_once(
             await session.scalars(select(Timer).where(Timer.kind == "start_hold_cycle"))
         ).all()
     assert len(deposits) == 1 and len(starts) == 1
+
+
+async def test_a_rolled_back_message_leaves_the_kiosk_usable_for_the_next(
+    world: World, service: ServiceContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kiosk looked up (and cached) in a transaction that then rolls back still serves the
+    kiosk's next messages: no event may be lost to a stale copy."""
+    handler = StoryHandler(service)  # its kiosk cache starts empty
+    real_by_number = handler_module.compartments.by_number
+    calls = 0
+
+    async def failing_once(*args: Any, **kwargs: Any) -> Compartment | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionResetError("the database went away mid-transaction")
+        return await real_by_number(*args, **kwargs)
+
+    monkeypatch.setattr(handler_module.compartments, "by_number", failing_once)
+
+    def opened() -> wire.Event:
+        return wire.Event(
+            event_id=uuid.uuid4().hex, type="door_opened", compartment=3, data={"forced": True}
+        )
+
+    with pytest.raises(ConnectionResetError):
+        await handler.on_event(world.kiosk_code, opened())
+    await handler.on_event(world.kiosk_code, opened())
+    async with service.sessionmaker() as session:
+        alerts = (await session.scalars(select(Alert))).all()
+    assert [a.kind for a in alerts] == ["door_opened_unexplained"]
 
 
 async def test_kiosk_offline_raises_and_online_resolves(
