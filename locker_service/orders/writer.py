@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import operator
 import uuid
 from dataclasses import dataclass
@@ -31,9 +32,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
+from locker_service.api.errors import ServiceUnavailable
 from locker_service.orders import repository
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
+
+log = logging.getLogger(__name__)
 
 LANES = 2  # batches in flight at once: one commits while the next one's requests are handled
 LANE_LINGER_S = 1.0  # a lane keeps its connection this long after its last order
@@ -162,13 +166,19 @@ class OrderWriter:
                         break  # the connection may be broken: this lane ends
                     batch = []
         except BaseException as exc:
-            # Cancelled at shutdown, or no connection to be had: no request may wait for ever.
-            # The orders still queued are left to another lane if one runs.
-            last = self._running <= 1
-            for pending in batch + self._queue if last else batch:
-                _settle(pending, error=exc)
-            if last:
-                self._queue = []
+            # Cancelled at shutdown, or no connection to be had (the database is down): no
+            # request may wait for ever, and no lane may spin on connecting. This batch and
+            # every order still queued fail now (503); a merchant's retry is idempotent.
+            failure: BaseException = exc
+            if isinstance(exc, Exception):
+                failure = ServiceUnavailable(
+                    f"orders cannot be stored now: {type(exc).__name__}: {exc}",
+                    code="database_unavailable",
+                )
+                log.error("order writer: %s", failure)
+            for pending in batch + self._queue:
+                _settle(pending, error=failure)
+            self._queue = []
             if not isinstance(exc, Exception):
                 raise
         finally:

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from locker_service.api.errors import ServiceError, ServiceUnavailable
 from locker_service.context import ServiceContext
 from locker_service.models import Merchant, Order, OrderEvent, Timer
 from locker_service.orders import service as orders
@@ -164,6 +165,38 @@ async def test_an_order_survives_the_writers_connection_being_dropped(
     )
     assert answer.status_code == 200
     assert answer.json()["id"] == after["id"]
+
+
+class UnreachableDatabase:
+    """An engine whose every connection attempt is refused (the database is down)."""
+
+    def __init__(self, dialect: Any) -> None:
+        self.dialect = dialect
+        self.attempts = 0
+
+    def connect(self) -> Any:
+        self.attempts += 1
+        raise ConnectionRefusedError("connection refused")
+
+
+async def test_with_the_database_unreachable_orders_fail_at_once_and_nothing_spins(
+    service: ServiceContext, world: World
+) -> None:
+    """The waiting requests are answered 503 at once instead of hanging, and no lane keeps
+    reconnecting in a loop."""
+    engine = UnreachableDatabase(service.engine.dialect)
+    writer = OrderWriter(engine, service.sessionmaker)  # type: ignore[arg-type]
+    rows = [new_row(service, world, f"down-{i}") for i in range(5)]
+    results = await asyncio.wait_for(
+        asyncio.gather(*(writer.write(r, world.site_code) for r in rows), return_exceptions=True),
+        timeout=10,
+    )
+    assert all(isinstance(r, ServiceUnavailable) for r in results), results
+    assert all(r.code == "database_unavailable" for r in results if isinstance(r, ServiceError))
+    await asyncio.sleep(0.2)
+    assert engine.attempts <= 2  # one per lane started, no retry loop
+    assert not writer._tasks
+    await writer.close()
 
 
 def test_the_request_hash_is_unchanged() -> None:
