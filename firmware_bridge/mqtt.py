@@ -324,18 +324,16 @@ class MqttLink:
     def _pump(self) -> None:
         # Acknowledged events leave the outbox. paho keeps unacknowledged ones across a
         # reconnect and sends them again itself, so the cursor never moves back in this process.
-        # paho records the refusal before it marks the message published.
-        with self._refused_lock:
-            refused, self._refused = self._refused, {}
         still: deque[_InFlight] = deque()
         for item in self._inflight:
-            reason = refused.pop(item.info.mid, None)
             if not item.info.is_published():
-                if reason is not None:  # its published mark is on the way: look again
-                    with self._refused_lock:
-                        self._refused[item.info.mid] = reason
                 still.append(item)
-            elif reason is None:
+                continue
+            # paho runs on_publish, which records a refusal, before it marks the message
+            # published: read only now, the reason of a published event is there if it has one.
+            with self._refused_lock:
+                reason = self._refused.pop(item.info.mid, None)
+            if reason is None:
                 self.store.delete_event(item.seq)
             else:
                 log.error(
@@ -344,6 +342,9 @@ class MqttLink:
                     reason,
                 )
                 self.store.refuse_event(item.seq, reason)
+        with self._refused_lock:  # refusals of other publishes (replies, snapshots): logged
+            waiting = {item.info.mid for item in still}
+            self._refused = {m: r for m, r in self._refused.items() if m in waiting}
         self._inflight = still
         if not self.connected.is_set():
             return

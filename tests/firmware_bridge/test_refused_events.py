@@ -7,7 +7,12 @@ import json
 import signal
 from pathlib import Path
 
+import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
+
 from firmware_bridge import wire
+from firmware_bridge.mqtt import MqttLink, _InFlight
+from firmware_bridge.store import BridgeStore
 from tests.firmware_bridge.conftest import TIME_SCALE
 from tests.firmware_bridge.harness import (
     Observer,
@@ -66,3 +71,34 @@ def test_a_refused_event_is_set_aside_and_the_next_ones_go_out(tmp_path: Path) -
     finally:
         observer.stop()
         broker.__exit__(None, None, None)
+
+
+class _PublishedWithRefusal:
+    """A message info whose PUBACK (a refusal) lands while the pump is looking at it: paho
+    runs on_publish, which records the reason, and then marks the message published."""
+
+    def __init__(self, link: MqttLink, mid: int) -> None:
+        self.link, self.mid = link, mid
+
+    def is_published(self) -> bool:
+        reason = paho.ReasonCode(paho.PacketTypes.PUBACK, identifier=0x87)
+        self.link._handle_publish(self.link.client, None, self.mid, reason, Properties(0))
+        return True
+
+
+def test_a_refusal_landing_during_a_pump_pass_is_not_taken_for_delivery(tmp_path: Path) -> None:
+    settings = bridge_settings(
+        new_kiosk_id(), "mqtt://127.0.0.1:1", "sim://", None, tmp_path, TIME_SCALE
+    )
+    store = BridgeStore(tmp_path / "bridge.sqlite")
+    link = MqttLink(settings, store, on_command=lambda _: None, on_connected=lambda: None)
+    try:
+        seq = store.append_event("e-1", b'{"event_id": "e-1"}')
+        link._inflight.append(_InFlight(seq, _PublishedWithRefusal(link, 7)))  # type: ignore[arg-type]
+        link._pump()  # not connected: it only settles what is in flight
+        [(event, reason)] = store.refused_events()
+        assert event.seq == seq and "Not authorized" in reason
+        assert store.event_count() == 0  # set aside, not left to be sent again
+        assert link._refused == {}
+    finally:
+        store.close()
