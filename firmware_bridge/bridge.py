@@ -583,7 +583,15 @@ class Bridge:
                 {"error": exc.answer.code.name.lower(), "error_detail": exc.answer.detail},
             )
         except BoardAnswerInvalid as exc:
-            self._finish(command, "failed", str(exc))
+            watch = self._unlocks.get(command.request_id)
+            if watch is None:
+                self._finish(command, "failed", str(exc))
+            else:
+                # The board answered the UNLOCK, so it may have pulsed: "failed" would let the
+                # service give the code back while the latch is open. The watch judges it by
+                # what the polls show, as for an answer that was lost.
+                watch.answered = True
+                log.warning("unlock %s: %s; judged by the board's state", command.request_id, exc)
         except (BoardUnreachable, TransportError) as exc:
             # An unlock is judged by its watch (the lock may have moved); anything not yet
             # answered fails now. The loop then marks the board offline.

@@ -4,8 +4,11 @@ checked against the simulator's physical truth."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
+from firmware_bridge.board import BoardAnswerInvalid
 from hardware.protocol import StatusAnswer
+from hardware.protocol.messages import UnlockAnswer
 from tests.firmware_bridge.conftest import Kiosk
 from tests.firmware_bridge.harness import pulses
 
@@ -56,6 +59,23 @@ def test_a_latch_not_yet_moved_in_the_answer_is_looked_at_again_at_once(kiosk: K
     reply = obs.final_reply(obs.command("unlock", 7, {"deadline_s": 0.5}).request_id)
     assert reply["status"] == "timed_out"
     assert asked == [7] and pulses(kiosk.sim, 7) == 1
+
+
+def test_a_garbled_unlock_answer_is_judged_by_the_boards_state_not_failed(kiosk: Kiosk) -> None:
+    """The board pulsed, but its answer does not parse as asked (a misbehaving board): the
+    unlock is not reported failed while the latch is open; the polls decide, and it succeeds."""
+    obs = kiosk.observer
+    unlock = kiosk.bridge.board.unlock
+
+    def garbled(*args: Any, **kwargs: Any) -> UnlockAnswer:
+        unlock(*args, **kwargs)
+        raise BoardAnswerInvalid("UNLOCK: the answer reports another compartment")
+
+    kiosk.bridge.board.unlock = garbled  # type: ignore[method-assign]
+    reply = obs.final_reply(obs.command("unlock", 5).request_id)
+    assert reply["status"] == "succeeded" and reply["data"]["lock_released"] is True
+    assert pulses(kiosk.sim, 5) == 1
+    assert [r["status"] for r in obs.replies(reply["request_id"])][-1] == "succeeded"
 
 
 def test_a_first_edition_board_is_asked_with_a_status_after_the_unlock(
