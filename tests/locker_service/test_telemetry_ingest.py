@@ -377,6 +377,12 @@ async def test_an_alert_left_open_by_a_restart_is_resolved_on_recovery(engine: A
     sessionmaker = create_sessionmaker(engine)
     seeded = await seed(sessionmaker)
     sink = AlertServiceSink(sessionmaker, LiveHub(), 60, 80)
+
+    async def alerts() -> Sequence[Alert]:
+        async with sessionmaker() as session:
+            query = select(Alert).where(Alert.kiosk_id == seeded.kiosk_id)
+            return (await session.scalars(query)).all()
+
     t0 = datetime.now(UTC) - timedelta(minutes=5)
     before = restarted(engine, sink, grace_s=30)
     for i in range(0, 40, 10):
@@ -385,21 +391,13 @@ async def test_an_alert_left_open_by_a_restart_is_resolved_on_recovery(engine: A
     after = restarted(engine, sink, grace_s=30)
     after.submit(seeded.kiosk_code, telemetry(t0 + timedelta(seconds=50), {3: 50.0, 4: 95.0}))
     await after.flush()
-    async with sessionmaker() as session:
-        alerts = (
-            await session.scalars(select(Alert).where(Alert.kiosk_id == seeded.kiosk_id))
-        ).all()
-    assert sorted((a.kind, a.state, a.count) for a in alerts) == [
+    assert sorted((a.kind, a.state, a.count) for a in await alerts()) == [
         ("above_ceiling", "open", 1),  # carried over as raised: not raised a second time
         ("below_floor", "open", 1),
     ]
     after.submit(seeded.kiosk_code, telemetry(t0 + timedelta(seconds=60), {3: 64.0, 4: 70.0}))
     await after.flush()
-    async with sessionmaker() as session:
-        alerts = (
-            await session.scalars(select(Alert).where(Alert.kiosk_id == seeded.kiosk_id))
-        ).all()
-    assert sorted((a.kind, a.state) for a in alerts) == [
+    assert sorted((a.kind, a.state) for a in await alerts()) == [
         ("above_ceiling", "resolved"),
         ("below_floor", "resolved"),
     ]

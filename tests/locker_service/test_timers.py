@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -53,6 +54,33 @@ async def _state(service: ServiceContext, order_id: str) -> str:
         order = await session.get(Order, uuid.UUID(order_id))
         assert order is not None
         return order.state
+
+
+async def _deposited(
+    client: httpx.AsyncClient, world: World, service: ServiceContext, ref: str
+) -> tuple[dict[str, Any], int]:
+    """An order dropped off and shut in with food: (order as created, compartment number)."""
+    order = await create_order(client, world, ref=ref)
+    dropped = await client.post(
+        "/api/v1/kiosk/dropoff",
+        json={"courier_code": world.courier_code, "pin": world.courier_pin, "order_ref": ref},
+        headers=world.kiosk(),
+    )
+    n = int(dropped.json()["compartment"])
+    await event(service, world, "door_opened", n)
+    await event(service, world, "item_placed", n)
+    await event(service, world, "door_closed", n)
+    return order, n
+
+
+async def _start_timer_runs_again(service: ServiceContext) -> None:
+    """The cycle start timer's first run died before marking it done: it is due again."""
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Timer)
+            .where(Timer.kind == TimerKind.START_HOLD_CYCLE.value)
+            .values(state="pending", locked_until=None, due_at=utcnow())
+        )
 
 
 async def test_reminder_after_thirty_minutes_once(
@@ -125,21 +153,7 @@ async def test_a_courier_who_walks_away_frees_the_compartment(
 async def test_watchdog_completes_a_cycle_whose_event_was_lost(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
 ) -> None:
-    order = await create_order(app_client, world, ref="lost-event")
-    n = (
-        await app_client.post(
-            "/api/v1/kiosk/dropoff",
-            json={
-                "courier_code": world.courier_code,
-                "pin": world.courier_pin,
-                "order_ref": "lost-event",
-            },
-            headers=world.kiosk(),
-        )
-    ).json()["compartment"]
-    await event(service, world, "door_opened", n)
-    await event(service, world, "item_placed", n)
-    await event(service, world, "door_closed", n)
+    order, n = await _deposited(app_client, world, service, "lost-event")
     loop = TimerLoop(service)
     await loop.run_due()
     assert await _state(service, order["id"]) == "disinfecting"
@@ -263,31 +277,12 @@ async def test_a_timer_that_keeps_failing_gives_up_with_an_alert(
 async def test_a_retried_cycle_start_does_not_restart_a_running_cycle(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
 ) -> None:
-    order = await create_order(app_client, world, ref="twice")
-    n = (
-        await app_client.post(
-            "/api/v1/kiosk/dropoff",
-            json={
-                "courier_code": world.courier_code,
-                "pin": world.courier_pin,
-                "order_ref": "twice",
-            },
-            headers=world.kiosk(),
-        )
-    ).json()["compartment"]
-    await event(service, world, "door_opened", n)
-    await event(service, world, "item_placed", n)
-    await event(service, world, "door_closed", n)
+    order, n = await _deposited(app_client, world, service, "twice")
     loop = TimerLoop(service)
     await loop.run_due()
     await event(service, world, "disinfection_started", n, duration_s=1800)
     # the first run died before it could mark its timer done: the timer runs again
-    async with session_scope(service.sessionmaker) as session:
-        await session.execute(
-            update(Timer)
-            .where(Timer.kind == TimerKind.START_HOLD_CYCLE.value)
-            .values(state="pending", locked_until=None, due_at=utcnow())
-        )
+    await _start_timer_runs_again(service)
     await loop.run_due()
     assert fake_kiosk.actions(n).count("start_disinfection") == 1
     assert await _state(service, order["id"]) == "disinfecting"
@@ -304,31 +299,13 @@ async def test_a_retried_cycle_start_that_the_cycle_end_overtook_sends_nothing(
     that the cycle ran and ended is handled at the same time: once the timer has looked at the
     order, the order becomes ready. The timer must not start a second cycle (it would lock the
     purchaser out behind the UV interlock)."""
-    order = await create_order(app_client, world, ref="overtaken")
-    n = (
-        await app_client.post(
-            "/api/v1/kiosk/dropoff",
-            json={
-                "courier_code": world.courier_code,
-                "pin": world.courier_pin,
-                "order_ref": "overtaken",
-            },
-            headers=world.kiosk(),
-        )
-    ).json()["compartment"]
-    await event(service, world, "door_opened", n)
-    await event(service, world, "item_placed", n)
-    await event(service, world, "door_closed", n)
+    order, n = await _deposited(app_client, world, service, "overtaken")
     loop = TimerLoop(service)
     await loop.run_due()
     assert fake_kiosk.actions(n).count("start_disinfection") == 1
     # The first run died before marking its timer done; the retry takes its first look now...
-    async with session_scope(service.sessionmaker) as session:
-        await session.execute(
-            update(Timer)
-            .where(Timer.kind == TimerKind.START_HOLD_CYCLE.value)
-            .values(state="pending", locked_until=None, due_at=utcnow())
-        )
+    await _start_timer_runs_again(service)
+    async with service.sessionmaker() as session:
         timer = await session.scalar(
             select(Timer).where(Timer.kind == TimerKind.START_HOLD_CYCLE.value)
         )
