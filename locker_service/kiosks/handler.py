@@ -27,7 +27,7 @@ from locker_service.kiosk_link.metrics import SCAN_DECISION_S
 from locker_service.kiosks import repository, scans
 from locker_service.kiosks.story import Story
 from locker_service.metrics import KIOSK_EVENTS, SCANS_IGNORED
-from locker_service.models import Compartment, DoorOpening, Kiosk, Order, utcnow
+from locker_service.models import Compartment, DoorOpening, Kiosk, utcnow
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
 from locker_service.pickup import codes
@@ -314,10 +314,12 @@ class StoryHandler:
         compartment, made in the event's transaction; None when the scan opens nothing and
         needs no answer (a stale or replayed scan)."""
         text = event.data.get("text")
-        if not isinstance(text, str) or not await self._fresh_scan(session, kiosk, event, text):
+        if not isinstance(text, str):
             return None
         token = codes.token_from_scan(text)
         code = None if token else codes.normalise_code(text)
+        if not await self._fresh_scan(session, kiosk, event, code=code, token=token):
+            return None
         if token is None and code is None:
             return pickup_service.InvalidCode("not a pickup code")
         return await pickup_service.claim(
@@ -325,7 +327,13 @@ class StoryHandler:
         )
 
     async def _fresh_scan(
-        self, session: AsyncSession, kiosk: Kiosk, event: wire.Event, text: str
+        self,
+        session: AsyncSession,
+        kiosk: Kiosk,
+        event: wire.Event,
+        *,
+        code: str | None,
+        token: str | None,
     ) -> bool:
         """True if the scan is a person at the kiosk now; otherwise count it and note it on the
         order it names (the event row itself is already recorded) and open nothing."""
@@ -347,19 +355,13 @@ class StoryHandler:
             abs(age.age_s),
             "before" if age.age_s >= 0 else "after",
         )
-        token = codes.token_from_scan(text)
-        order: Order | None = None
-        if token is not None:
-            order = await orders.by_token_hash(session, codes.token_hash(token))
-        elif (code := codes.normalise_code(text)) is not None:
-            matches = await orders.by_code_hash_at_kiosk(
-                session, codes.code_hash(settings.secret_key, code), kiosk.id
-            )
-            order = matches[0] if len(matches) == 1 else None
-        if order is not None:
+        found = await pickup_service.find_order(
+            session, settings.secret_key, kiosk, code=code, token=token
+        )
+        if found is not None:
             orders.add_event(
                 session,
-                order.id,
+                found[0].id,
                 "kiosk",
                 kiosk.code,
                 "scan_ignored",

@@ -16,7 +16,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from locker_service.api.errors import Conflict
 from locker_service.db import rowcount
-from locker_service.models import Compartment, Order, OrderEvent, utcnow
+from locker_service.models import Order, OrderEvent, utcnow
 from locker_service.orders.lifecycle import OrderState, OrderTrigger, next_state
 
 
@@ -74,16 +74,24 @@ def add_event(
     action: str,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    session.add(
-        OrderEvent(
-            order_id=order_id,
-            at=utcnow(),
-            actor_type=actor_type,
-            actor_id=actor_id,
-            action=action,
-            detail=detail or {},
-        )
-    )
+    session.add(OrderEvent(**_event_values(order_id, actor_type, actor_id, action, detail)))
+
+
+def _event_values(
+    order_id: uuid.UUID,
+    actor_type: str,
+    actor_id: str | None,
+    action: str,
+    detail: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "at": utcnow(),
+        "actor_type": actor_type,
+        "actor_id": actor_id,
+        "action": action,
+        "detail": detail or {},
+    }
 
 
 async def get(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
@@ -125,17 +133,8 @@ async def insert_event(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """`add_event` written at once, for a path that has no ORM objects to flush."""
-    await session.execute(
-        _INSERT_ORDER_EVENT,
-        {
-            "order_id": order_id,
-            "at": utcnow(),
-            "actor_type": actor_type,
-            "actor_id": actor_id,
-            "action": action,
-            "detail": detail or {},
-        },
-    )
+    values = _event_values(order_id, actor_type, actor_id, action, detail)
+    await session.execute(_INSERT_ORDER_EVENT, values)
 
 
 async def by_merchant_ref(session: AsyncSession, merchant_id: int, ref: str) -> Order | None:
@@ -146,19 +145,6 @@ async def by_merchant_ref(session: AsyncSession, merchant_id: int, ref: str) -> 
 
 async def by_token_hash(session: AsyncSession, token_hash: str) -> Order | None:
     return await session.scalar(select(Order).where(Order.pickup_token_hash == token_hash))
-
-
-async def by_code_hash_at_kiosk(
-    session: AsyncSession, code_hash: str, kiosk_id: int
-) -> Sequence[Order]:
-    return (
-        await session.scalars(
-            select(Order)
-            .join(Compartment, Compartment.id == Order.compartment_id)
-            .where(Order.code_hash == code_hash, Compartment.kiosk_id == kiosk_id)
-            .order_by(Order.created_at.desc())
-        )
-    ).all()
 
 
 async def active_in_compartment(session: AsyncSession, compartment_id: int) -> Order | None:

@@ -96,7 +96,7 @@ async def claim(
     now = utcnow()
     since = now - limits.window - limits.lockout
     frozen = await repository.site_frozen(session, kiosk.site_id)
-    found = await _find(session, ctx.settings.secret_key, kiosk, code=code, token=token)
+    found = await find_order(session, ctx.settings.secret_key, kiosk, code=code, token=token)
     order, compartment = found if found is not None else (None, None)
     failures = await repository.failures(
         session, since, kiosk_id=kiosk.id, source=source, order_id=order.id if order else None
@@ -167,7 +167,7 @@ async def _open(ctx: ServiceContext, kiosk: Kiosk, claimed: Claim) -> PickupResu
     return PickupResult(order=order, compartment=compartment, request_id=reply.request_id)
 
 
-async def _find(
+async def find_order(
     session: AsyncSession,
     secret_key: str,
     kiosk: Kiosk,
@@ -175,6 +175,7 @@ async def _find(
     code: str | None,
     token: str | None,
 ) -> tuple[Order, Compartment | None] | None:
+    """The order a QR token or a fallback code at this kiosk names, with its compartment."""
     if token is not None:
         return await repository.by_token_hash(session, codes.token_hash(token))
     if code is None:

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,16 +39,22 @@ def schedule(
     order_id: uuid.UUID | None = None,
     compartment_id: int | None = None,
 ) -> Timer:
-    timer = Timer(
-        kind=kind.value,
-        due_at=due_at,
-        order_id=order_id,
-        compartment_id=compartment_id,
-        state="pending",
-        attempts=0,
-    )
+    timer = Timer(**_pending(kind, due_at, order_id, compartment_id))
     session.add(timer)
     return timer
+
+
+def _pending(
+    kind: TimerKind, due_at: datetime, order_id: uuid.UUID | None, compartment_id: int | None
+) -> dict[str, Any]:
+    return {
+        "kind": kind.value,
+        "due_at": due_at,
+        "order_id": order_id,
+        "compartment_id": compartment_id,
+        "state": "pending",
+        "attempts": 0,
+    }
 
 
 _INSERT_TIMER = insert(cast(Table, Timer.__table__))
@@ -63,17 +69,7 @@ async def schedule_now(
     compartment_id: int | None = None,
 ) -> None:
     """`schedule` written at once, for a path that has no ORM objects to flush."""
-    await session.execute(
-        _INSERT_TIMER,
-        {
-            "kind": kind.value,
-            "due_at": due_at,
-            "order_id": order_id,
-            "compartment_id": compartment_id,
-            "state": "pending",
-            "attempts": 0,
-        },
-    )
+    await session.execute(_INSERT_TIMER, _pending(kind, due_at, order_id, compartment_id))
 
 
 async def cancel(

@@ -134,12 +134,14 @@ async def test_courier_shuts_an_empty_compartment(rig: Rig) -> None:
     assert not any(c.command.action == "start_disinfection" for c in rig.kiosk.received)
 
 
-async def test_food_in_then_cycle_then_ready_with_heat(rig: Rig) -> None:
+async def _made_ready(rig: Rig, ref: str) -> tuple[dict[str, Any], int]:
+    """An order created, dropped off with food inside and taken through its cycle to ready,
+    all over MQTT: (the order as created, its compartment number)."""
     created = await rig.client.post(
-        "/api/v1/orders", json=rig.world.order_body("hot"), headers=rig.world.merchant()
+        "/api/v1/orders", json=rig.world.order_body(ref), headers=rig.world.merchant()
     )
     order_id = created.json()["id"]
-    n = await _drop_off(rig, "hot")
+    n = await _drop_off(rig, ref)
     rig.kiosk.open_door(n)
     rig.kiosk.place_item(n)
     rig.kiosk.close_door(n)
@@ -148,6 +150,11 @@ async def test_food_in_then_cycle_then_ready_with_heat(rig: Rig) -> None:
         return (await _order(rig, order_id)).state == "ready"
 
     await until(ready, 20, "the order ready")
+    return created.json(), n
+
+
+async def test_food_in_then_cycle_then_ready_with_heat(rig: Rig) -> None:
+    _, n = await _made_ready(rig, "hot")
     assert rig.kiosk.compartments[n].setpoint_c == 65.0
     assert await _compartment_state(rig, n) == "awaiting_pickup"
 
@@ -203,20 +210,9 @@ async def test_a_replayed_scan_opens_nothing_and_keeps_the_code(rig: Rig) -> Non
     """A scan stamped long ago (the bridge replaying its disk buffer after an outage) and one
     stamped ahead of the skew allowance open nothing and leave the code unused; a scan now
     opens the door."""
-    created = await rig.client.post(
-        "/api/v1/orders", json=rig.world.order_body("replay"), headers=rig.world.merchant()
-    )
-    order_id = created.json()["id"]
-    token = str(created.json()["purchaser_url"]).rsplit("/p/", 1)[1]
-    n = await _drop_off(rig, "replay")
-    rig.kiosk.open_door(n)
-    rig.kiosk.place_item(n)
-    rig.kiosk.close_door(n)
-
-    async def ready() -> bool:
-        return (await _order(rig, order_id)).state == "ready"
-
-    await until(ready, 20, "the order ready")
+    created, n = await _made_ready(rig, "replay")
+    order_id = created["id"]
+    token = str(created["purchaser_url"]).rsplit("/p/", 1)[1]
     stale_before = await _metric(rig, 'locker_scans_ignored_total{reason="stale"}')
     ahead_before = await _metric(rig, 'locker_scans_ignored_total{reason="ahead"}')
     settings = rig.ctx.settings
