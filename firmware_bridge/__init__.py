@@ -4,6 +4,7 @@ service over MQTT. One process per kiosk, on the kiosk's controller PC.
 Layers, bottom up: `transport` (serial ports), `board` (requests to the board, using the frame
 codec of `hardware.protocol`), `tracker` (STATUS answers to events and snapshots, pure),
 `store` (the on-disk outbox, request cache and board memory), `mqtt` (the broker side),
-`bridge` (the supervisor wiring them), `config` (BRIDGE_ settings). `wire` holds the MQTT
-payload models shared with the service. Run it with `lockerctl bridge`.
+`bridge` (the supervisor wiring them), `config` (BRIDGE_ settings). `contract` is the
+published MQTT contract (topics, payload models, client setup): the one part the service
+imports. Run it with `lockerctl bridge`.
 """

@@ -35,13 +35,8 @@ from firmware_bridge.board import (
     BoardUnreachable,
 )
 from firmware_bridge.config import BridgeSettings
-from firmware_bridge.mqtt import MqttLink
-from firmware_bridge.scanner import ScannerReader
-from firmware_bridge.store import BridgeStore
-from firmware_bridge.tracker import CompartmentTracker, CompartmentView, Observation, RawEvent
-from firmware_bridge.transport import Backoff, SerialTransport, TransportError
-from firmware_bridge.wire import Command as WireCommand
-from firmware_bridge.wire import (
+from firmware_bridge.contract import Command as WireCommand
+from firmware_bridge.contract import (
     CompartmentSnapshot,
     Event,
     KioskStatus,
@@ -52,6 +47,11 @@ from firmware_bridge.wire import (
     Telemetry,
     UnlockArgs,
 )
+from firmware_bridge.mqtt import MqttLink
+from firmware_bridge.scanner import ScannerReader
+from firmware_bridge.store import BridgeStore
+from firmware_bridge.tracker import CompartmentTracker, CompartmentView, Observation, RawEvent
+from firmware_bridge.transport import Backoff, SerialTransport, TransportError
 from hardware.protocol import BoardFlags, CompartmentStatus, ErrorCode, HelloAnswer
 from hardware.protocol.messages import (
     STATUS_HEADER_SIZE,

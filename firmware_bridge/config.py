@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from firmware_bridge.wire import KioskId
+from firmware_bridge.contract import KioskId
 
 MQTT_DEFAULT_PORT = 1883
 MQTTS_DEFAULT_PORT = 8883

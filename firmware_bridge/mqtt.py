@@ -35,8 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware_bridge.config import BridgeSettings
-from firmware_bridge.store import BridgeStore
-from firmware_bridge.wire import (
+from firmware_bridge.contract import (
     CompartmentSnapshot,
     Event,
     KioskStatus,
@@ -45,6 +44,7 @@ from firmware_bridge.wire import (
     Topics,
     utcnow,
 )
+from firmware_bridge.store import BridgeStore
 
 log = logging.getLogger(__name__)
 

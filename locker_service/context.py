@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from locker_service.api.credentials import TtlCache
 from locker_service.config import Settings
 from locker_service.live import LiveHub
@@ -26,7 +26,7 @@ class KioskCommander(Protocol):
 
     async def command(
         self, kiosk_id: str, action: str, compartment: int, args: dict[str, Any], timeout_s: float
-    ) -> wire.Reply: ...
+    ) -> contract.Reply: ...
 
 
 @dataclass

@@ -62,7 +62,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from firmware_bridge import wire  # noqa: E402
+from firmware_bridge import contract  # noqa: E402
 from firmware_bridge.board import BoardClient  # noqa: E402
 from firmware_bridge.bridge import status_page_size  # noqa: E402
 from firmware_bridge.transport import SerialTransport  # noqa: E402
@@ -371,7 +371,7 @@ def main() -> None:
     sim_process, ours, board_path, scanner_path = start_simulator("dev", PROTOCOL_REVISION)
     sim = RemoteScanner(ours)
     kiosk_id = f"bench{uuid.uuid4().hex[:8]}"
-    topics = wire.Topics(kiosk_id)
+    topics = contract.Topics(kiosk_id)
     reply_to = f"bench/replies/{kiosk_id}"
     env = {
         **os.environ,
@@ -420,11 +420,11 @@ def main() -> None:
         samples: list[float] = []
         pauses = unlock_pauses(args.samples)
         for i in range(args.samples):
-            cmd = wire.Command(
+            cmd = contract.Command(
                 request_id=f"{tag}{i}",
                 action="unlock",
                 compartment=i % COMPARTMENTS + 1,
-                expires_at=wire.utcnow() + timedelta(seconds=30),
+                expires_at=contract.utcnow() + timedelta(seconds=30),
                 reply_to=reply_to,
             )
             payload = cmd.to_json()

@@ -32,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 from sqlalchemy import func, select, text
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from locker_service.db import create_engine, create_sessionmaker
 from locker_service.kiosk_link import KioskLink
 from locker_service.kiosk_link.directory import KioskDirectory
@@ -69,13 +69,13 @@ class BenchSettings:
 
 
 class NoStory:
-    async def on_status(self, kiosk_id: str, status: wire.KioskStatus) -> None:
+    async def on_status(self, kiosk_id: str, status: contract.KioskStatus) -> None:
         pass
 
-    async def on_snapshot(self, kiosk_id: str, snap: wire.CompartmentSnapshot) -> None:
+    async def on_snapshot(self, kiosk_id: str, snap: contract.CompartmentSnapshot) -> None:
         pass
 
-    async def on_event(self, kiosk_id: str, event: wire.Event) -> None:
+    async def on_event(self, kiosk_id: str, event: contract.Event) -> None:
         pass
 
 
@@ -103,7 +103,7 @@ def publish_kiosks(
                 {"n": n, "temp_c": 64.0 + (n + tick) % 3, "setpoint_c": 65.0, "heater": n % 2 == 0}
                 for n in range(1, per_kiosk + 1)
             ]
-            payload = wire.Telemetry(ts=now, readings=readings)  # type: ignore[arg-type]
+            payload = contract.Telemetry(ts=now, readings=readings)  # type: ignore[arg-type]
             client.publish(f"lockers/v1/{kiosk}/telemetry", payload.to_json(), qos=0)
         tick += 1
     time.sleep(0.5)
@@ -194,7 +194,7 @@ async def run(compartments: int, rate_hz: float, seconds: float) -> dict[str, An
         )
         original_submit = ingest.submit
 
-        def timed_submit(kiosk_id: str, telemetry: wire.Telemetry) -> None:
+        def timed_submit(kiosk_id: str, telemetry: contract.Telemetry) -> None:
             arrivals.append((datetime.now(UTC) - telemetry.ts).total_seconds())
             original_submit(kiosk_id, telemetry)
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from locker_service.api.errors import ServiceUnavailable
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
@@ -58,7 +58,7 @@ async def send(
     number: int,
     args: dict[str, object],
     timeout_s: float | None = None,
-) -> wire.Reply:
+) -> contract.Reply:
     if ctx.commander is None:
         raise ServiceUnavailable("the kiosk link is not running", code="kiosk_link_down")
     return await ctx.commander.command(
@@ -73,13 +73,13 @@ async def unlock(
     opening_id: int,
     *,
     override_cycle: bool = False,
-) -> wire.Reply:
+) -> contract.Reply:
     """Send the unlock for an authorised opening; raise if the door was not released.
 
     On a definite failure the authorisation is withdrawn; on a timeout it stays, because the
     lock may have released and the door_opened event must then find its reason.
     """
-    args = wire.UnlockArgs(pulse_ms=UNLOCK_PULSE_MS, override_cycle=override_cycle)
+    args = contract.UnlockArgs(pulse_ms=UNLOCK_PULSE_MS, override_cycle=override_cycle)
     try:
         reply = await send(ctx, kiosk.code, "unlock", compartment.number, args.model_dump())
     except CommandTimeout:

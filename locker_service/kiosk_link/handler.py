@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 
 
 class KioskHandler(Protocol):
@@ -18,17 +18,17 @@ class KioskHandler(Protocol):
     payload that always fails cannot block its kiosk.
     """
 
-    async def on_status(self, kiosk_id: str, status: wire.KioskStatus) -> None: ...
+    async def on_status(self, kiosk_id: str, status: contract.KioskStatus) -> None: ...
 
-    async def on_snapshot(self, kiosk_id: str, snap: wire.CompartmentSnapshot) -> None: ...
+    async def on_snapshot(self, kiosk_id: str, snap: contract.CompartmentSnapshot) -> None: ...
 
-    async def on_event(self, kiosk_id: str, event: wire.Event) -> None: ...
+    async def on_event(self, kiosk_id: str, event: contract.Event) -> None: ...
 
 
 class TelemetrySink(Protocol):
     """Takes telemetry batches without blocking; the telemetry ingest writes them in batches."""
 
-    def submit(self, kiosk_id: str, telemetry: wire.Telemetry) -> None: ...
+    def submit(self, kiosk_id: str, telemetry: contract.Telemetry) -> None: ...
 
 
 class SiteResolver(Protocol):

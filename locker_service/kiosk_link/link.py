@@ -38,7 +38,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ValidationError
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from locker_service.kiosk_link.config import REPLICA_ID_PATTERN, BrokerEndpoint, LinkSettings
 from locker_service.kiosk_link.errors import CommandTimeout, InvalidCommand, KioskUnreachable
 from locker_service.kiosk_link.handler import KioskHandler, SiteResolver, TelemetrySink
@@ -61,13 +61,13 @@ ConnectOutcome = Literal["connected", "refused", "refused_protocol", "closed", "
 
 
 def reply_topic(kiosk_id: str, replica_id: str) -> str:
-    return f"{wire.TOPIC_ROOT}/{kiosk_id}/replies/{replica_id}"
+    return f"{contract.TOPIC_ROOT}/{kiosk_id}/replies/{replica_id}"
 
 
 def classify_topic(topic: str) -> tuple[str, MessageKind] | None:
     """(kiosk_id, kind) for a topic the link subscribes to, None for anything else."""
     parts = topic.split("/")
-    if len(parts) < 4 or f"{parts[0]}/{parts[1]}" != wire.TOPIC_ROOT:
+    if len(parts) < 4 or f"{parts[0]}/{parts[1]}" != contract.TOPIC_ROOT:
         return None
     kiosk_id, rest = parts[2], parts[3:]
     if not kiosk_id:
@@ -86,11 +86,11 @@ def classify_topic(topic: str) -> tuple[str, MessageKind] | None:
 
 
 MODEL_BY_KIND: dict[MessageKind, type[BaseModel]] = {
-    "status": wire.KioskStatus,
-    "snapshot": wire.CompartmentSnapshot,
-    "event": wire.Event,
-    "telemetry": wire.Telemetry,
-    "reply": wire.Reply,
+    "status": contract.KioskStatus,
+    "snapshot": contract.CompartmentSnapshot,
+    "event": contract.Event,
+    "telemetry": contract.Telemetry,
+    "reply": contract.Reply,
 }
 
 
@@ -111,7 +111,7 @@ class _Inbound:
 class _PendingCommand:
     kiosk_id: str
     action: str
-    future: asyncio.Future[wire.Reply]
+    future: asyncio.Future[contract.Reply]
     last_status: str | None = None  # the last non-final status seen (accepted/in_progress)
 
 
@@ -173,7 +173,7 @@ class KioskLink:
         self._queues: dict[str, asyncio.Queue[_Inbound]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._pending: dict[str, _PendingCommand] = {}
-        self._kiosk_status: dict[str, wire.KioskStatus] = {}
+        self._kiosk_status: dict[str, contract.KioskStatus] = {}
         self._stopping = False
 
     # -- public -------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ class KioskLink:
     def protocol_name(self) -> str:
         return "5" if self._protocol == mqtt.MQTTv5 else "3.1.1"
 
-    def kiosk_status(self, kiosk_id: str) -> wire.KioskStatus | None:
+    def kiosk_status(self, kiosk_id: str) -> contract.KioskStatus | None:
         """The last status the kiosk reported (retained), None if it never did."""
         return self._kiosk_status.get(kiosk_id)
 
@@ -257,7 +257,7 @@ class KioskLink:
         compartment: int,
         args: dict[str, Any],
         timeout_s: float,
-    ) -> wire.Reply:
+    ) -> contract.Reply:
         """Send a command and wait for its final reply (succeeded/failed/rejected/timed_out).
 
         Raises KioskUnreachable when the command cannot be sent or nothing answered it,
@@ -272,12 +272,12 @@ class KioskLink:
             raise KioskUnreachable(f"kiosk {kiosk_id} is offline")
         request_id = uuid.uuid4().hex
         try:
-            command = wire.Command(
+            command = contract.Command(
                 request_id=request_id,
                 action=action,  # checked by the model: an unknown action is InvalidCommand
                 compartment=compartment,
                 args=args,
-                expires_at=wire.utcnow() + timedelta(seconds=timeout_s),
+                expires_at=contract.utcnow() + timedelta(seconds=timeout_s),
                 reply_to=self.reply_topic(kiosk_id),
             )
         except ValidationError as exc:
@@ -287,7 +287,7 @@ class KioskLink:
         self._pending[request_id] = pending
         try:
             info = self._client.publish(
-                wire.Topics(kiosk_id).cmd, command.to_json(), qos=1, retain=False
+                contract.Topics(kiosk_id).cmd, command.to_json(), qos=1, retain=False
             )
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 raise KioskUnreachable(
@@ -437,10 +437,10 @@ class KioskLink:
         group = self._settings.mqtt_share_group
         shared = f"$share/{group}/" if group else ""
         topics = [
-            (wire.Topics.wildcard("status"), 1),
-            (f"{wire.TOPIC_ROOT}/+/compartments/+/state", 1),
-            (f"{shared}{wire.Topics.wildcard('events')}", 1),
-            (f"{shared}{wire.Topics.wildcard('telemetry')}", 0),
+            (contract.Topics.wildcard("status"), 1),
+            (f"{contract.TOPIC_ROOT}/+/compartments/+/state", 1),
+            (f"{shared}{contract.Topics.wildcard('events')}", 1),
+            (f"{shared}{contract.Topics.wildcard('telemetry')}", 0),
         ]
         result, mid = client.subscribe(topics)
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -502,7 +502,7 @@ class KioskLink:
         if reason_code.value != 0:
             log.error("MQTT broker refused the reply connection: %s", reason_code)
             return
-        client.subscribe(f"{wire.TOPIC_ROOT}/+/replies/{self.replica_id}", qos=1)
+        client.subscribe(f"{contract.TOPIC_ROOT}/+/replies/{self.replica_id}", qos=1)
 
     def _on_replies_subscribe(
         self,
@@ -586,27 +586,27 @@ class KioskLink:
             self._ack(mid, qos, session)
             return
         self.counters.received[kind] = self.counters.received.get(kind, 0) + 1
-        if isinstance(model, wire.CompartmentSnapshot) and str(model.n) != topic.split("/")[4]:
+        if isinstance(model, contract.CompartmentSnapshot) and str(model.n) != topic.split("/")[4]:
             self.counters.dropped_malformed += 1
             log.warning("dropped snapshot for compartment %s on topic %s", model.n, topic)
             self._ack(mid, qos, session)
             return
-        if isinstance(model, wire.Reply):
+        if isinstance(model, contract.Reply):
             self._ack(mid, qos, session)
             self._resolve(kiosk_id, model)
             return
-        if isinstance(model, wire.Telemetry):
+        if isinstance(model, contract.Telemetry):
             if self._telemetry is not None:
                 self._telemetry.submit(kiosk_id, model)
             self._publish_live(kiosk_id, "telemetry", model)
             return
-        if isinstance(model, wire.KioskStatus):
+        if isinstance(model, contract.KioskStatus):
             self._kiosk_status[kiosk_id] = model
             if model.state == "offline":
                 self._fail_pending(kiosk_id)
         self._enqueue(_Inbound(kiosk_id, kind, model, mid, qos, session))
 
-    def _resolve(self, kiosk_id: str, reply: wire.Reply) -> None:
+    def _resolve(self, kiosk_id: str, reply: contract.Reply) -> None:
         pending = self._pending.get(reply.request_id)
         if pending is None:
             log.debug("reply %s for no waiting command (late or duplicate)", reply.request_id)
@@ -650,11 +650,11 @@ class KioskLink:
             if self._wait_observer is not None:
                 self._wait_observer(lane, time.perf_counter() - item.received_at)
             try:
-                if isinstance(item.payload, wire.KioskStatus):
+                if isinstance(item.payload, contract.KioskStatus):
                     await self._handler.on_status(item.kiosk_id, item.payload)
-                elif isinstance(item.payload, wire.CompartmentSnapshot):
+                elif isinstance(item.payload, contract.CompartmentSnapshot):
                     await self._handler.on_snapshot(item.kiosk_id, item.payload)
-                elif isinstance(item.payload, wire.Event):
+                elif isinstance(item.payload, contract.Event):
                     await self._handler.on_event(item.kiosk_id, item.payload)
             except Exception:
                 self.counters.handler_errors += 1
@@ -699,7 +699,7 @@ def _lane_of(item: _Inbound) -> str:
     committed, so they cannot overtake it; scans keep their order among themselves, so a code
     scanned twice opens once and refuses once, in that order (ADR 0043).
     """
-    if isinstance(item.payload, wire.Event) and item.payload.type == "scan":
+    if isinstance(item.payload, contract.Event) and item.payload.type == "scan":
         return item.kiosk_id + SCAN_LANE
     return item.kiosk_id
 

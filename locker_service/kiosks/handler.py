@@ -13,7 +13,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from locker_service.alerts.service import raise_alert, raise_compartment_alert, resolve_alerts
 from locker_service.api.credentials import TtlCache
 from locker_service.api.errors import ServiceError
@@ -67,7 +67,7 @@ class StoryHandler:
 
     # -- status -----------------------------------------------------------------------------
 
-    async def on_status(self, kiosk_id: str, status: wire.KioskStatus) -> None:
+    async def on_status(self, kiosk_id: str, status: contract.KioskStatus) -> None:
         async with session_scope(self.ctx.sessionmaker) as session:
             kiosk = await self._kiosk(session, kiosk_id)
             if kiosk is None:
@@ -113,7 +113,7 @@ class StoryHandler:
 
     # -- snapshots --------------------------------------------------------------------------
 
-    async def on_snapshot(self, kiosk_id: str, snap: wire.CompartmentSnapshot) -> None:
+    async def on_snapshot(self, kiosk_id: str, snap: contract.CompartmentSnapshot) -> None:
         async with session_scope(self.ctx.sessionmaker) as session:
             kiosk = await self._known_kiosk(session, kiosk_id)
             if kiosk is None:
@@ -162,7 +162,7 @@ class StoryHandler:
 
     # -- events -----------------------------------------------------------------------------
 
-    async def on_event(self, kiosk_id: str, event: wire.Event) -> None:
+    async def on_event(self, kiosk_id: str, event: contract.Event) -> None:
         started = time.perf_counter()
         decision: pickup_service.Claim | ServiceError | None = None
         async with session_scope(self.ctx.sessionmaker) as session:
@@ -204,7 +204,7 @@ class StoryHandler:
             timers.wake()  # a step may have scheduled a command due now (e.g. heat and cycle)
 
     async def _compartment_event(
-        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, event: wire.Event
+        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, event: contract.Event
     ) -> None:
         kind = event.type
         if kind == "door_opened":
@@ -308,7 +308,7 @@ class StoryHandler:
         return who
 
     async def _scan(
-        self, session: AsyncSession, kiosk: Kiosk, event: wire.Event
+        self, session: AsyncSession, kiosk: Kiosk, event: contract.Event
     ) -> pickup_service.Claim | ServiceError | None:
         """A code held to the kiosk's scanner: the decision to open (or not) that order's
         compartment, made in the event's transaction; None when the scan opens nothing and
@@ -330,7 +330,7 @@ class StoryHandler:
         self,
         session: AsyncSession,
         kiosk: Kiosk,
-        event: wire.Event,
+        event: contract.Event,
         *,
         code: str | None,
         token: str | None,

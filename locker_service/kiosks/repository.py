@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from locker_service.models import Kiosk, KioskEvent, utcnow
 
 _EVENTS = cast(Table, KioskEvent.__table__)
@@ -29,7 +29,7 @@ async def kiosk_by_code(session: AsyncSession, code: str) -> Kiosk | None:
 
 
 async def record_event_if_new(
-    session: AsyncSession, event: wire.Event, kiosk_id: int | None
+    session: AsyncSession, event: contract.Event, kiosk_id: int | None
 ) -> bool:
     """Store the event's row; False when its `event_id` is stored already (a redelivery).
 

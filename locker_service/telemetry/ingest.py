@@ -22,7 +22,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from locker_service.kiosk_link.directory import KioskDirectory, KioskRef
 from locker_service.telemetry.monitor import FLOOR_HYSTERESIS_C, Finding, HoldingMonitor
 from locker_service.telemetry.repository import (
@@ -80,7 +80,7 @@ class TelemetryIngest:
         self._max_buffered_rows = max_buffered_rows
         # Called with (stored - measured) seconds per telemetry message: publish-to-queryable.
         self._lag_observer = lag_observer
-        self._buffer: deque[tuple[str, wire.Telemetry]] = deque()
+        self._buffer: deque[tuple[str, contract.Telemetry]] = deque()
         self._buffered_rows = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -92,7 +92,7 @@ class TelemetryIngest:
     def buffered_rows(self) -> int:
         return self._buffered_rows
 
-    def submit(self, kiosk_id: str, telemetry: wire.Telemetry) -> None:
+    def submit(self, kiosk_id: str, telemetry: contract.Telemetry) -> None:
         """`TelemetrySink` for the kiosk link: never blocks, never touches the database."""
         if not telemetry.readings:
             return
@@ -150,7 +150,7 @@ class TelemetryIngest:
                 self._buffered_rows += batch_rows
                 raise
 
-    async def _write(self, batch: list[tuple[str, wire.Telemetry]]) -> int:
+    async def _write(self, batch: list[tuple[str, contract.Telemetry]]) -> int:
         kiosks = await self._directory.lookup_many({kiosk for kiosk, _ in batch})
         rows: list[ReadingRow] = []
         for kiosk_code, telemetry in batch:
@@ -170,7 +170,7 @@ class TelemetryIngest:
         self.counters.batches += 1
         self.counters.last_batch_rows = len(rows)
         if self._lag_observer is not None:
-            stored_at = wire.utcnow()
+            stored_at = contract.utcnow()
             for _, telemetry in batch:
                 self._lag_observer((stored_at - telemetry.ts).total_seconds())
         if self._monitor is not None:
@@ -178,7 +178,7 @@ class TelemetryIngest:
         return len(rows)
 
     async def _watch(
-        self, batch: list[tuple[str, wire.Telemetry]], kiosks: dict[str, KioskRef]
+        self, batch: list[tuple[str, contract.Telemetry]], kiosks: dict[str, KioskRef]
     ) -> None:
         assert self._monitor is not None
         await self._carry_over(batch, kiosks)
@@ -199,7 +199,7 @@ class TelemetryIngest:
                 log.exception("could not record %d temperature alerts", len(findings))
 
     async def _carry_over(
-        self, batch: list[tuple[str, wire.Telemetry]], kiosks: dict[str, KioskRef]
+        self, batch: list[tuple[str, contract.Telemetry]], kiosks: dict[str, KioskRef]
     ) -> None:
         """Compartments this process has not watched yet resume from the database's account."""
         monitor = self._monitor

@@ -20,7 +20,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from firmware_bridge.bridge import Bridge
 from firmware_bridge.config import BridgeSettings
 from hardware.protocol.messages import PROTOCOL_REVISION
@@ -41,7 +41,7 @@ class Observer:
     def __init__(
         self, host: str, port: int, kiosk_id: str, persistent: bool = False, **connect: Any
     ) -> None:
-        self.topics = wire.Topics(kiosk_id)
+        self.topics = contract.Topics(kiosk_id)
         self.reply_to = f"test/replies/{kiosk_id}"
         self.messages: list[Seen] = []
         self.raw: list[tuple[str, bytes]] = []
@@ -114,7 +114,7 @@ class Observer:
 
     def final_reply(self, request_id: str, timeout_s: float = WAIT_S) -> dict[str, Any]:
         def final() -> dict[str, Any] | None:
-            done = [r for r in self.replies(request_id) if r["status"] in wire.FINAL_STATUSES]
+            done = [r for r in self.replies(request_id) if r["status"] in contract.FINAL_STATUSES]
             return done[-1] if done else None
 
         result: dict[str, Any] = self.wait(final, f"final reply to {request_id}", timeout_s)
@@ -140,19 +140,19 @@ class Observer:
         args: dict[str, Any] | None = None,
         expires_in_s: float = 30.0,
         request_id: str | None = None,
-    ) -> wire.Command:
-        cmd = wire.Command(
+    ) -> contract.Command:
+        cmd = contract.Command(
             request_id=request_id or uuid.uuid4().hex,
             action=action,  # type: ignore[arg-type]
             compartment=n,
             args=args or {},
-            expires_at=wire.utcnow() + timedelta(seconds=expires_in_s),
+            expires_at=contract.utcnow() + timedelta(seconds=expires_in_s),
             reply_to=self.reply_to,
         )
         self.send(cmd)
         return cmd
 
-    def send(self, cmd: wire.Command) -> None:
+    def send(self, cmd: contract.Command) -> None:
         self.client.publish(self.topics.cmd, cmd.to_json(), qos=1)
 
     def send_raw(self, payload: bytes) -> None:
@@ -176,13 +176,13 @@ class ServiceLinkSettings:
 class IgnoringHandler:
     """Stands where the service's story would: the kiosk link's own behaviour is under test."""
 
-    async def on_status(self, kiosk_id: str, status: wire.KioskStatus) -> None:
+    async def on_status(self, kiosk_id: str, status: contract.KioskStatus) -> None:
         pass
 
-    async def on_snapshot(self, kiosk_id: str, snap: wire.CompartmentSnapshot) -> None:
+    async def on_snapshot(self, kiosk_id: str, snap: contract.CompartmentSnapshot) -> None:
         pass
 
-    async def on_event(self, kiosk_id: str, event: wire.Event) -> None:
+    async def on_event(self, kiosk_id: str, event: contract.Event) -> None:
         pass
 
 

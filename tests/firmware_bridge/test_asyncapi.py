@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from tests.firmware_bridge.conftest import Kiosk
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
@@ -98,8 +98,8 @@ def test_every_payload_a_real_bridge_published_matches_the_document(
 
 
 def test_the_last_will_and_a_board_reboot_match_too(asyncapi: dict[str, Any]) -> None:
-    validate(asyncapi, "status", json.loads(wire.KioskStatus(state="offline").to_json()))
-    event = wire.Event(
+    validate(asyncapi, "status", json.loads(contract.KioskStatus(state="offline").to_json()))
+    event = contract.Event(
         event_id="e1",
         type="board_rebooted",
         data={"boot_id": "0000beef", "previous_boot_id": "0000dead"},
@@ -136,12 +136,12 @@ def test_the_document_rejects_what_the_models_reject(
 
 
 def test_a_command_built_by_the_shared_model_validates(asyncapi: dict[str, Any]) -> None:
-    cmd = wire.Command(
+    cmd = contract.Command(
         request_id="r1",
         action="unlock",
         compartment=3,
         args={"pulse_ms": 600, "deadline_s": 4},
-        expires_at=wire.utcnow() + timedelta(seconds=30),
+        expires_at=contract.utcnow() + timedelta(seconds=30),
         reply_to="lockers/replies/service-1",
     )
     validate(asyncapi, "cmd", json.loads(cmd.to_json()))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from tests.conftest import unavailable
 from tests.firmware_bridge.conftest import TIME_SCALE, Kiosk
 from tests.firmware_bridge.harness import (
@@ -215,7 +215,7 @@ def test_events_queued_during_an_outage_survive_a_bridge_restart(
                 for i in range(5):
                     sim.world.scan(f"queued-{i}")
                 obs.wait(lambda: bridge.store.event_count() == 5, "five events on disk")
-            stopped_at = wire.utcnow()
+            stopped_at = contract.utcnow()
             private_mosquitto.start()
             obs.wait(lambda: obs.client.is_connected(), "observer back", 30)
             with running_bridge(settings):

@@ -10,7 +10,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.properties import Properties
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from firmware_bridge.mqtt import MqttLink, _InFlight
 from firmware_bridge.store import BridgeStore
 from tests.firmware_bridge.conftest import TIME_SCALE
@@ -38,7 +38,7 @@ def _acl(path: Path, deny: str | None) -> None:
 def test_a_refused_event_is_set_aside_and_the_next_ones_go_out(tmp_path: Path) -> None:
     kiosk_id = new_kiosk_id()
     acl = tmp_path / "acl"
-    _acl(acl, deny=wire.Topics(kiosk_id).events)
+    _acl(acl, deny=contract.Topics(kiosk_id).events)
     broker = MosquittoProcess(extra_config=f"acl_file {acl}\n").start()
     observer = Observer(broker.host, broker.port, kiosk_id).start()
     try:

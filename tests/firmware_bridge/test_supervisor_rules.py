@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from firmware_bridge.bridge import COMMAND_QUEUE_MAX, BoardInfo, Bridge, UnlockWatch
 from firmware_bridge.tracker import CompartmentView
 from tests.firmware_bridge.harness import bridge_settings, new_kiosk_id
 
 
-def command(n: int = 1, action: str = "unlock", request_id: str | None = None) -> wire.Command:
-    return wire.Command(
+def command(n: int = 1, action: str = "unlock", request_id: str | None = None) -> contract.Command:
+    return contract.Command(
         request_id=request_id or f"r{n}",
         action=action,  # type: ignore[arg-type]
         compartment=n,
-        expires_at=wire.utcnow() + timedelta(seconds=30),
+        expires_at=contract.utcnow() + timedelta(seconds=30),
         reply_to="test/replies",
     )
 

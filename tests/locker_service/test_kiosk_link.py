@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from locker_service.kiosk_link import (
     CommandTimeout,
     InvalidCommand,
@@ -53,22 +53,22 @@ class RecordingHandler:
     """Keeps what the link hands over, and on which thread."""
 
     def __init__(self) -> None:
-        self.statuses: list[tuple[str, wire.KioskStatus]] = []
-        self.snapshots: list[tuple[str, wire.CompartmentSnapshot]] = []
-        self.events: list[tuple[str, wire.Event]] = []
+        self.statuses: list[tuple[str, contract.KioskStatus]] = []
+        self.snapshots: list[tuple[str, contract.CompartmentSnapshot]] = []
+        self.events: list[tuple[str, contract.Event]] = []
         self.threads: set[int] = set()
         self.fail_on: set[str] = set()  # event types whose handling raises
         self.block_on: set[str] = set()  # event types whose handling never finishes
 
-    async def on_status(self, kiosk_id: str, status: wire.KioskStatus) -> None:
+    async def on_status(self, kiosk_id: str, status: contract.KioskStatus) -> None:
         self.threads.add(threading.get_ident())
         self.statuses.append((kiosk_id, status))
 
-    async def on_snapshot(self, kiosk_id: str, snap: wire.CompartmentSnapshot) -> None:
+    async def on_snapshot(self, kiosk_id: str, snap: contract.CompartmentSnapshot) -> None:
         self.threads.add(threading.get_ident())
         self.snapshots.append((kiosk_id, snap))
 
-    async def on_event(self, kiosk_id: str, event: wire.Event) -> None:
+    async def on_event(self, kiosk_id: str, event: contract.Event) -> None:
         self.threads.add(threading.get_ident())
         if event.type in self.block_on:
             await asyncio.Event().wait()
@@ -82,9 +82,9 @@ class RecordingHandler:
 
 class RecordingSink:
     def __init__(self) -> None:
-        self.batches: list[tuple[str, wire.Telemetry]] = []
+        self.batches: list[tuple[str, contract.Telemetry]] = []
 
-    def submit(self, kiosk_id: str, telemetry: wire.Telemetry) -> None:
+    def submit(self, kiosk_id: str, telemetry: contract.Telemetry) -> None:
         self.batches.append((kiosk_id, telemetry))
 
 
@@ -162,7 +162,7 @@ async def test_unlock_command_gets_the_final_reply_on_this_replicas_topic(
     assert not kiosk.compartments[1].lock_released
     sent = kiosk.received[-1].command
     assert sent.reply_to == f"lockers/v1/{kiosk.kiosk_id}/replies/{link.replica_id}"
-    assert sent.expires_at > wire.utcnow()
+    assert sent.expires_at > contract.utcnow()
     # The snapshot the kiosk publishes after the unlock reaches the story.
     await eventually(
         lambda: any(s.n == 3 and s.lock_released for _, s in handler.snapshots), what="snapshot"
@@ -499,7 +499,7 @@ async def test_handlers_awaiting_commands_do_not_starve_the_replies(
     release = asyncio.Event()
     handler = RecordingHandler()
 
-    async def held(kiosk_id: str, event: wire.Event) -> None:
+    async def held(kiosk_id: str, event: contract.Event) -> None:
         await release.wait()
         handler.events.append((kiosk_id, event))
 

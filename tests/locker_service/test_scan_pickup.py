@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.kiosks.handler import StoryHandler
@@ -33,8 +33,8 @@ def settings(database_url: str) -> Settings:
     return make_settings(database_url, pickup_lockout_s=60.0)
 
 
-def _scan(text: str) -> wire.Event:
-    return wire.Event(event_id=uuid.uuid4().hex, type="scan", data={"text": text})
+def _scan(text: str) -> contract.Event:
+    return contract.Event(event_id=uuid.uuid4().hex, type="scan", data={"text": text})
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ async def test_a_scan_commits_once_and_before_its_unlock(
     seen_at_unlock: dict[str, int] = {}
     answer = fake_kiosk.command
 
-    async def command(*args: Any, **kwargs: Any) -> wire.Reply:
+    async def command(*args: Any, **kwargs: Any) -> contract.Reply:
         if args[1] == "unlock":
             seen_at_unlock["commits"] = len(commits)
             seen_at_unlock["openings"] = await _count(

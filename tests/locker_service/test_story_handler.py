@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from locker_service.context import ServiceContext
 from locker_service.kiosks import handler as handler_module
 from locker_service.kiosks.handler import StoryHandler
@@ -31,15 +31,15 @@ from locker_service.models import (
 from locker_service.timers.loop import TimerLoop
 from tests.locker_service.world import FakeKiosk, World, create_order, token_of
 
-Emit = Callable[..., Awaitable[wire.Event]]
+Emit = Callable[..., Awaitable[contract.Event]]
 
 
 @pytest.fixture
 def emit(service: ServiceContext, world: World) -> Emit:
     handler: StoryHandler = service.components["story"]
 
-    async def send(type_: str, n: int | None = None, **data: Any) -> wire.Event:
-        event = wire.Event(
+    async def send(type_: str, n: int | None = None, **data: Any) -> contract.Event:
+        event = contract.Event(
             event_id=uuid.uuid4().hex,
             type=type_,
             compartment=n,
@@ -256,8 +256,8 @@ async def test_a_rolled_back_message_leaves_the_kiosk_usable_for_the_next(
 
     monkeypatch.setattr(handler_module.compartments, "by_number", failing_once)
 
-    def opened() -> wire.Event:
-        return wire.Event(
+    def opened() -> contract.Event:
+        return contract.Event(
             event_id=uuid.uuid4().hex, type="door_opened", compartment=3, data={"forced": True}
         )
 
@@ -273,11 +273,13 @@ async def test_kiosk_offline_raises_and_online_resolves(
     world: World, service: ServiceContext
 ) -> None:
     handler: StoryHandler = service.components["story"]
-    await handler.on_status(world.kiosk_code, wire.KioskStatus(state="offline"))
+    await handler.on_status(world.kiosk_code, contract.KioskStatus(state="offline"))
     async with service.sessionmaker() as session:
         alert = await session.scalar(select(Alert).where(Alert.kind == "kiosk_offline"))
     assert alert is not None and alert.state == "open"
-    await handler.on_status(world.kiosk_code, wire.KioskStatus(state="online", board_online=True))
+    await handler.on_status(
+        world.kiosk_code, contract.KioskStatus(state="online", board_online=True)
+    )
     async with service.sessionmaker() as session:
         alert = await session.scalar(select(Alert).where(Alert.kind == "kiosk_offline"))
     assert alert is not None and alert.state == "resolved"

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from locker_service.context import ServiceContext
 from locker_service.main import create_app
 from locker_service.models import Alert, Compartment, KioskEvent, Order, OrderEvent, utcnow
@@ -218,13 +218,13 @@ async def test_a_replayed_scan_opens_nothing_and_keeps_the_code(rig: Rig) -> Non
     settings = rig.ctx.settings
     late_s = settings.scan_max_age_s + settings.scan_clock_skew_s + 1.0
     replayed = [
-        wire.Event(
+        contract.Event(
             event_id=uuid.uuid4().hex,
             type="scan",
             ts=utcnow() - timedelta(seconds=late_s + 120),  # a two-minute outage
             data={"text": token},
         ),
-        wire.Event(
+        contract.Event(
             event_id=uuid.uuid4().hex,
             type="scan",
             ts=utcnow() + timedelta(seconds=late_s),

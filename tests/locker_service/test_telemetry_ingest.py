@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from locker_service.context import ServiceContext
 from locker_service.db import create_engine, create_sessionmaker
 from locker_service.kiosk_link import KioskLink
@@ -101,11 +101,11 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 def telemetry(
     ts: datetime, temps: dict[int, float | None], setpoint: float | None = 65.0
-) -> wire.Telemetry:
-    return wire.Telemetry(
+) -> contract.Telemetry:
+    return contract.Telemetry(
         ts=ts,
         readings=[
-            wire.Reading(n=n, temp_c=t, setpoint_c=setpoint, heater=t is not None and t < 65)
+            contract.Reading(n=n, temp_c=t, setpoint_c=setpoint, heater=t is not None and t < 65)
             for n, t in temps.items()
         ],
     )
@@ -128,7 +128,7 @@ async def test_batches_are_stored_in_order_and_unknown_kiosks_dropped(engine: As
             seeded.kiosk_code, telemetry(t0 + timedelta(seconds=i), {1: 60 + i * 0.1, 2: None})
         )
     ingest.submit("kiosk-nobody", telemetry(t0, {1: 50.0}))
-    ingest.submit(seeded.kiosk_code, wire.Telemetry(readings=[]))
+    ingest.submit(seeded.kiosk_code, contract.Telemetry(readings=[]))
     assert ingest.buffered_rows == 101
     assert await ingest.flush() == 100
     assert ingest.counters.batches == 1 and ingest.counters.dropped_unknown_kiosk == 1

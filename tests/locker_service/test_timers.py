@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
@@ -120,7 +120,7 @@ async def test_a_courier_who_walks_away_frees_the_compartment(
     handler = service.components["story"]
     await handler.on_snapshot(
         world.kiosk_code,
-        wire.CompartmentSnapshot(
+        contract.CompartmentSnapshot(
             n=n,
             door_open=False,
             lock_released=True,
@@ -161,7 +161,7 @@ async def test_watchdog_completes_a_cycle_whose_event_was_lost(
     handler = service.components["story"]
     await handler.on_snapshot(
         world.kiosk_code,
-        wire.CompartmentSnapshot(
+        contract.CompartmentSnapshot(
             n=n,
             door_open=False,
             lock_released=False,

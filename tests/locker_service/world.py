@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
@@ -112,11 +112,11 @@ class FakeKiosk:
 
     async def command(
         self, kiosk_id: str, action: str, compartment: int, args: dict[str, Any], timeout_s: float
-    ) -> wire.Reply:
+    ) -> contract.Reply:
         self.commands.append((kiosk_id, action, compartment, args))
         scripted = self.answers.get(action)
         status = scripted.pop(0) if scripted else "succeeded"
-        return wire.Reply(request_id=uuid.uuid4().hex, status=status)  # type: ignore[arg-type]
+        return contract.Reply(request_id=uuid.uuid4().hex, status=status)  # type: ignore[arg-type]
 
     def unlocks(self) -> list[int]:
         return [n for _, action, n, _ in self.commands if action == "unlock"]
@@ -158,7 +158,7 @@ async def event(
     handler = ctx.components["story"]
     await handler.on_event(
         world.kiosk_code,
-        wire.Event(event_id=uuid.uuid4().hex, type=type_, compartment=n, data=data),  # type: ignore[arg-type]
+        contract.Event(event_id=uuid.uuid4().hex, type=type_, compartment=n, data=data),  # type: ignore[arg-type]
     )
 
 

@@ -31,7 +31,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pydantic import ValidationError
 
-from firmware_bridge import wire
+from firmware_bridge import contract
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,10 @@ class CompartmentModel:
     temp_c: float | None = 21.0
     uv_on: bool = False
     disinfect_until: float | None = None  # monotonic time the running cycle ends
-    fault: wire.FaultName | None = None
+    fault: contract.FaultName | None = None
     timer: threading.Timer | None = None
 
-    def snapshot(self) -> wire.CompartmentSnapshot:
+    def snapshot(self) -> contract.CompartmentSnapshot:
         remaining = 0.0
         if self.disinfect_until is not None:
             remaining = max(0.0, self.disinfect_until - time.monotonic())
@@ -60,7 +60,7 @@ class CompartmentModel:
             and self.temp_c is not None
             and self.temp_c < self.setpoint_c
         )
-        return wire.CompartmentSnapshot(
+        return contract.CompartmentSnapshot(
             n=self.n,
             door_open=self.door_open,
             lock_released=self.lock_released,
@@ -85,7 +85,7 @@ class ScriptedAnswer:
 
 @dataclass
 class ReceivedCommand:
-    command: wire.Command
+    command: contract.Command
     duplicate: bool
     received_at: float = field(default_factory=time.monotonic)
 
@@ -106,17 +106,17 @@ class ScriptedKiosk:
     ) -> None:
         self.host, self.port = host, port
         self.kiosk_id = kiosk_id or f"kiosk-{uuid.uuid4().hex[:10]}"
-        self.topics = wire.Topics(self.kiosk_id)
+        self.topics = contract.Topics(self.kiosk_id)
         self.time_scale = time_scale
         self.fw = fw
         self.boot_id = uuid.uuid4().hex[:8]
         self.compartments = {n: CompartmentModel(n) for n in range(1, compartments + 1)}
         self.received: list[ReceivedCommand] = []
-        self.replies: list[wire.Reply] = []
-        self.events: list[wire.Event] = []
+        self.replies: list[contract.Reply] = []
+        self.events: list[contract.Event] = []
         self._lock = threading.RLock()
         self._connected = threading.Event()
-        self._reply_cache: dict[str, wire.Reply] = {}
+        self._reply_cache: dict[str, contract.Reply] = {}
         self._script: dict[str, list[ScriptedAnswer]] = {}
         self._silent = False
         self._protocol = protocol
@@ -227,7 +227,7 @@ class ScriptedKiosk:
             self.compartments[n].temp_c = temp_c
         self.publish_snapshot(n)
 
-    def raise_fault(self, n: int, fault: wire.FaultName) -> None:
+    def raise_fault(self, n: int, fault: contract.FaultName) -> None:
         with self._lock:
             c = self.compartments[n]
             c.fault = fault
@@ -250,8 +250,8 @@ class ScriptedKiosk:
 
     # -- publishing ------------------------------------------------------------------------------
 
-    def _status(self, state: str) -> wire.KioskStatus:
-        return wire.KioskStatus(
+    def _status(self, state: str) -> contract.KioskStatus:
+        return contract.KioskStatus(
             state=state,
             boot_id=self.boot_id,
             fw=self.fw,
@@ -269,8 +269,8 @@ class ScriptedKiosk:
 
     def publish_event(
         self, type_: str, compartment: int | None, data: dict[str, Any] | None = None
-    ) -> wire.Event:
-        event = wire.Event(
+    ) -> contract.Event:
+        event = contract.Event(
             event_id=uuid.uuid4().hex,
             type=type_,
             compartment=compartment,
@@ -279,16 +279,16 @@ class ScriptedKiosk:
         self.republish_event(event)
         return event
 
-    def republish_event(self, event: wire.Event) -> None:
+    def republish_event(self, event: contract.Event) -> None:
         """Send an event (again): MQTT is at-least-once, so the service must tolerate this."""
         with self._lock:
             self.events.append(event)
         self._client.publish(self.topics.events, event.to_json(), qos=1)
 
-    def publish_telemetry(self) -> wire.Telemetry:
+    def publish_telemetry(self) -> contract.Telemetry:
         with self._lock:
             readings = [
-                wire.Reading(
+                contract.Reading(
                     n=c.n,
                     temp_c=c.temp_c,
                     setpoint_c=c.setpoint_c,
@@ -296,7 +296,7 @@ class ScriptedKiosk:
                 )
                 for c in self.compartments.values()
             ]
-        telemetry = wire.Telemetry(readings=readings)
+        telemetry = contract.Telemetry(readings=readings)
         self._client.publish(self.topics.telemetry, telemetry.to_json(), qos=0)
         return telemetry
 
@@ -317,9 +317,9 @@ class ScriptedKiosk:
 
     async def wait_for_command(
         self, action: str, compartment: int | None = None, timeout_s: float = 10.0, after: int = 0
-    ) -> wire.Command:
+    ) -> contract.Command:
         """The first command of `action` (for `compartment`) received at index >= `after`."""
-        found: list[wire.Command] = []
+        found: list[contract.Command] = []
 
         def seen() -> bool:
             with self._lock:
@@ -349,7 +349,7 @@ class ScriptedKiosk:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
-            command = wire.Command.model_validate_json(message.payload)
+            command = contract.Command.model_validate_json(message.payload)
         except ValidationError as exc:
             log.warning("scripted kiosk dropped a malformed command: %s", exc)
             return
@@ -378,9 +378,9 @@ class ScriptedKiosk:
         self._reply(command, status, detail)
 
     def _reply(
-        self, command: wire.Command, status: str, detail: str | None, cache: bool = True
+        self, command: contract.Command, status: str, detail: str | None, cache: bool = True
     ) -> None:
-        reply = wire.Reply(
+        reply = contract.Reply(
             request_id=command.request_id,
             status=status,
             detail=detail,
@@ -391,7 +391,7 @@ class ScriptedKiosk:
             self.replies.append(reply)
         self._client.publish(command.reply_to, reply.to_json(), qos=1)
 
-    def _execute(self, command: wire.Command) -> tuple[str, str | None]:
+    def _execute(self, command: contract.Command) -> tuple[str, str | None]:
         n = command.compartment
         if n not in self.compartments:
             return "rejected", f"no compartment {n}"
@@ -400,15 +400,15 @@ class ScriptedKiosk:
             c = self.compartments[n]
             if c.fault is not None and command.action != "clear_fault":
                 return "failed", f"faulted: {c.fault}"
-            if isinstance(args, wire.UnlockArgs):
+            if isinstance(args, contract.UnlockArgs):
                 if c.disinfect_until is not None and not args.override_cycle:
                     return "rejected", "interlock: disinfection running"
                 if c.disinfect_until is not None:
                     self._end_cycle(c, "disinfection_aborted")
                 c.lock_released = True
-            elif isinstance(args, wire.SetHeaterArgs):
+            elif isinstance(args, contract.SetHeaterArgs):
                 c.setpoint_c = args.setpoint_c
-            elif isinstance(args, wire.StartDisinfectionArgs):
+            elif isinstance(args, contract.StartDisinfectionArgs):
                 if c.door_open:
                     return "failed", "interlock: door open"
                 self._start_cycle(c, args.duration_s)
