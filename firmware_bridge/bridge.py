@@ -35,18 +35,22 @@ from firmware_bridge.board import (
     BoardUnreachable,
 )
 from firmware_bridge.config import BridgeSettings
-from firmware_bridge.contract import Command as WireCommand
 from firmware_bridge.contract import (
+    AbortDisinfectionCommand,
+    ClearFaultCommand,
     CompartmentSnapshot,
     Event,
     KioskStatus,
     Reading,
     Reply,
-    SetHeaterArgs,
-    StartDisinfectionArgs,
+    SetHeaterCommand,
+    StartDisinfectionCommand,
     Telemetry,
-    UnlockArgs,
+    UnlockCommand,
+    command_from_dict,
+    command_from_json,
 )
+from firmware_bridge.contract import Command as WireCommand
 from firmware_bridge.mqtt import MqttLink
 from firmware_bridge.scanner import ScannerReader
 from firmware_bridge.store import BridgeStore
@@ -98,15 +102,14 @@ PORT_RETRY_CAP_S = 5.0  # a port that cannot be opened is tried again at least t
 class UnlockWatch:
     """An unlock waiting for the board to show the lock released or the door open."""
 
-    command: WireCommand
+    command: UnlockCommand
     deadline: float  # monotonic
     before: CompartmentView | None  # the compartment as last seen before the unlock
     answered: bool = False  # the board acknowledged the UNLOCK frame
 
     @classmethod
-    def start(cls, command: WireCommand, before: CompartmentView | None) -> UnlockWatch:
-        args = UnlockArgs.model_validate(command.args)
-        return cls(command, time.monotonic() + args.deadline_s, before)
+    def start(cls, command: UnlockCommand, before: CompartmentView | None) -> UnlockWatch:
+        return cls(command, time.monotonic() + command.args.deadline_s, before)
 
     def effect_seen(self, view: CompartmentView | None) -> bool:
         """The board showed the unlock's effect after it was asked: lock released, door open,
@@ -200,19 +203,19 @@ class Bridge:
         self.tracker.restore(boot_ids.pop() if len(boot_ids) == 1 else None, views)
         for record in self.store.unfinished_requests():
             try:
-                command = WireCommand.model_validate(record.command)
+                command = command_from_dict(record.command)
             except ValidationError:
                 continue
             self._resume(command)
 
     def _resume(self, command: WireCommand) -> None:
         """A command the previous run accepted but did not finish. Never execute twice."""
-        if command.action == "unlock":
+        if isinstance(command, UnlockCommand):
             # The pulse may or may not have happened: report what the board shows, never pulse.
             self._unlocks[command.request_id] = UnlockWatch.start(
                 command, self.tracker.views.get(command.compartment)
             )
-        elif command.action == "start_disinfection":
+        elif isinstance(command, StartDisinfectionCommand):
             # A cycle already running (or run) is the board's truth, reported by the tracker;
             # starting it again could double a UV dose, so it is not repeated.
             self._finish(command, "failed", "interrupted by a bridge restart; not repeated")
@@ -225,7 +228,7 @@ class Bridge:
 
     def _receive_command(self, payload: bytes) -> None:
         try:
-            command = WireCommand.model_validate_json(payload)
+            command = command_from_json(payload)
         except ValidationError as exc:
             self._reject_malformed(payload, exc)
             return
@@ -531,11 +534,11 @@ class Bridge:
             )
             return
         try:
-            if command.action == "unlock":
+            if isinstance(command, UnlockCommand):
                 self._unlock(command)
-            elif command.action == "set_heater":
-                args = SetHeaterArgs.model_validate(command.args)
-                setpoint_dc = None if args.setpoint_c is None else round(args.setpoint_c * 10)
+            elif isinstance(command, SetHeaterCommand):
+                setpoint_c = command.args.setpoint_c
+                setpoint_dc = None if setpoint_c is None else round(setpoint_c * 10)
                 answer = self.board.set_heater(n, setpoint_dc)
                 self.store.remember_setpoint(n, answer.setpoint_dc)
                 self._finish(
@@ -547,9 +550,8 @@ class Bridge:
                         else answer.setpoint_dc / 10
                     },
                 )
-            elif command.action == "start_disinfection":
-                cycle = StartDisinfectionArgs.model_validate(command.args)
-                started = self.board.start_disinfect(n, cycle.duration_s)
+            elif isinstance(command, StartDisinfectionCommand):
+                started = self.board.start_disinfect(n, command.args.duration_s)
                 # Progress and the end of the cycle travel as snapshots and events, which
                 # every replica and dashboard sees; the reply says the cycle is running.
                 self._finish(
@@ -557,11 +559,11 @@ class Bridge:
                 )
                 fresh = self.board.status(n, 1)
                 self._observe(fresh.boot_id, list(fresh.compartments))
-            elif command.action == "abort_disinfection":
+            elif isinstance(command, AbortDisinfectionCommand):
                 self.tracker.expect_abort(n, "aborted_by_command")
                 aborted = self.board.abort_disinfect(n)
                 self._finish(command, "succeeded", data={"remaining_s": aborted.remaining_s})
-            elif command.action == "clear_fault":
+            elif isinstance(command, ClearFaultCommand):
                 cleared = self.board.clear_fault(n)
                 name = None if not cleared.cleared else cleared.cleared.name.lower()
                 # A heater fault drops the setpoint: hold the food again at once.
@@ -600,9 +602,9 @@ class Bridge:
                 self._finish(command, "failed", f"board unreachable: {exc}")
             raise
 
-    def _unlock(self, command: WireCommand) -> None:
+    def _unlock(self, command: UnlockCommand) -> None:
         n = command.compartment
-        args = UnlockArgs.model_validate(command.args)
+        args = command.args
         watch = UnlockWatch.start(command, self.tracker.views.get(n))
         # Watched before the frame goes out: if the answer is lost, the board still shows
         # whether the lock moved, and the unlock is judged by that, never sent again.

@@ -420,9 +420,8 @@ def main() -> None:
         samples: list[float] = []
         pauses = unlock_pauses(args.samples)
         for i in range(args.samples):
-            cmd = contract.Command(
+            cmd = contract.UnlockCommand(
                 request_id=f"{tag}{i}",
-                action="unlock",
                 compartment=i % COMPARTMENTS + 1,
                 expires_at=contract.utcnow() + timedelta(seconds=30),
                 reply_to=reply_to,

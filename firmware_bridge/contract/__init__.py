@@ -1,14 +1,19 @@
 """The bridge's published MQTT contract: the one package of `firmware_bridge` the service imports.
 
-`payloads` holds the topic names and the Pydantic payload models; docs/contracts/mqtt.md and
-docs/asyncapi.yaml describe the same contract in words and for third parties.
+- `topics`: the topic tree and the one parser from a topic to (kiosk, kind);
+- `payloads`: the Pydantic payload models, commands as a tagged union on `action`;
+- `client`: the one MQTT client setup both sides use (broker URL, account, TLS, TCP_NODELAY,
+  reconnect backoff, the MQTT 5 -> 3.1.1 probe).
+
+docs/contracts/mqtt.md describes the contract in words, docs/asyncapi.yaml for third parties.
 """
 
 from firmware_bridge.contract.payloads import (
-    ARGS_BY_ACTION,
+    ACTIONS,
     FINAL_STATUSES,
-    TOPIC_ROOT,
+    AbortDisinfectionCommand,
     Action,
+    ClearFaultCommand,
     Command,
     CompartmentNumber,
     CompartmentSnapshot,
@@ -22,19 +27,26 @@ from firmware_bridge.contract.payloads import (
     Reply,
     ReplyStatus,
     SetHeaterArgs,
+    SetHeaterCommand,
     StartDisinfectionArgs,
+    StartDisinfectionCommand,
     Telemetry,
-    Topics,
     UnlockArgs,
+    UnlockCommand,
     WireModel,
+    command_from_dict,
+    command_from_json,
     utcnow,
 )
+from firmware_bridge.contract.topics import TOPIC_ROOT, MessageKind, Topics, classify_topic
 
 __all__ = [
-    "ARGS_BY_ACTION",
+    "ACTIONS",
     "FINAL_STATUSES",
     "TOPIC_ROOT",
+    "AbortDisinfectionCommand",
     "Action",
+    "ClearFaultCommand",
     "Command",
     "CompartmentNumber",
     "CompartmentSnapshot",
@@ -43,15 +55,22 @@ __all__ = [
     "FaultName",
     "KioskId",
     "KioskStatus",
+    "MessageKind",
     "NoArgs",
     "Reading",
     "Reply",
     "ReplyStatus",
     "SetHeaterArgs",
+    "SetHeaterCommand",
     "StartDisinfectionArgs",
+    "StartDisinfectionCommand",
     "Telemetry",
     "Topics",
     "UnlockArgs",
+    "UnlockCommand",
     "WireModel",
+    "classify_topic",
+    "command_from_dict",
+    "command_from_json",
     "utcnow",
 ]

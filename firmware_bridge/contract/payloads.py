@@ -1,6 +1,6 @@
-"""The MQTT contract between locker_service and the kiosk bridge: topics and payload models.
+"""The payload models of the MQTT contract between locker_service and the kiosk bridge.
 
-One home for both sides (DESIGN.md, "MQTT contract"). Every payload is JSON validated by these
+One home for both sides (docs/contracts/mqtt.md). Every payload is JSON validated by these
 Pydantic models; a payload that fails validation is logged and dropped by whoever receives it.
 Timestamps are timezone-aware UTC and serialise as ISO 8601. docs/asyncapi.yaml describes the
 same contract for third parties.
@@ -8,46 +8,18 @@ same contract for third parties.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
-TOPIC_ROOT = "lockers/v1"
 KioskId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 CompartmentNumber = Annotated[int, Field(ge=1, le=255)]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class Topics:
-    """Topic names for one kiosk; `Topics("*")` style wildcards come from `wildcard()`."""
-
-    def __init__(self, kiosk_id: str) -> None:
-        self.kiosk_id = kiosk_id
-        self.prefix = f"{TOPIC_ROOT}/{kiosk_id}"
-        self.status = f"{self.prefix}/status"
-        self.telemetry = f"{self.prefix}/telemetry"
-        self.events = f"{self.prefix}/events"
-        self.cmd = f"{self.prefix}/cmd"
-        self.compartment_states = f"{self.prefix}/compartments/+/state"
-
-    def compartment_state(self, n: int) -> str:
-        return f"{self.prefix}/compartments/{n}/state"
-
-    @staticmethod
-    def wildcard(leaf: str) -> str:
-        """A subscription covering every kiosk, e.g. `wildcard("events")`."""
-        return f"{TOPIC_ROOT}/+/{leaf}"
-
-    @staticmethod
-    def kiosk_of(topic: str) -> str | None:
-        parts = topic.split("/")
-        if len(parts) < 4 or "/".join(parts[:2]) != TOPIC_ROOT:
-            return None
-        return parts[2]
 
 
 class WireModel(BaseModel):
@@ -145,39 +117,73 @@ class StartDisinfectionArgs(WireModel):
 
 
 class NoArgs(WireModel):
-    pass
+    """The args of an action that takes none: `{}` (unknown keys are ignored, as everywhere)."""
 
 
 Action = Literal["unlock", "set_heater", "start_disinfection", "abort_disinfection", "clear_fault"]
-ARGS_BY_ACTION: dict[str, type[WireModel]] = {
-    "unlock": UnlockArgs,
-    "set_heater": SetHeaterArgs,
-    "start_disinfection": StartDisinfectionArgs,
-    "abort_disinfection": NoArgs,
-    "clear_fault": NoArgs,
-}
 
 
-class Command(WireModel):
+class _CommandBase(WireModel):
     """Published by the service on `cmd` (QoS 1, never retained); at-least-once."""
 
     request_id: str = Field(min_length=1, max_length=64)
-    action: Action
+    action: Action  # each action's model narrows it to its own name: the union's tag
     compartment: CompartmentNumber
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: WireModel  # each action's model narrows it to its own args
     expires_at: AwareDatetime
     reply_to: str = Field(min_length=1, max_length=256, pattern=r"^[^#+]+$")
 
-    @model_validator(mode="after")
-    def _args_fit_action(self) -> Command:
-        ARGS_BY_ACTION[self.action].model_validate(self.args)
-        return self
-
-    def typed_args(self) -> WireModel:
-        return ARGS_BY_ACTION[self.action].model_validate(self.args)
-
     def expired(self, now: datetime | None = None) -> bool:
         return (now or utcnow()) >= self.expires_at
+
+
+class UnlockCommand(_CommandBase):
+    action: Literal["unlock"] = "unlock"
+    args: UnlockArgs = Field(default_factory=UnlockArgs)
+
+
+class SetHeaterCommand(_CommandBase):
+    action: Literal["set_heater"] = "set_heater"
+    args: SetHeaterArgs  # no default: "off" has to be said (`setpoint_c: null`)
+
+
+class StartDisinfectionCommand(_CommandBase):
+    action: Literal["start_disinfection"] = "start_disinfection"
+    args: StartDisinfectionArgs = Field(default_factory=StartDisinfectionArgs)
+
+
+class AbortDisinfectionCommand(_CommandBase):
+    action: Literal["abort_disinfection"] = "abort_disinfection"
+    args: NoArgs = Field(default_factory=NoArgs)
+
+
+class ClearFaultCommand(_CommandBase):
+    action: Literal["clear_fault"] = "clear_fault"
+    args: NoArgs = Field(default_factory=NoArgs)
+
+
+# A command is one of these, told apart by `action`; on the wire it is one JSON object with
+# `action` and that action's `args`, as docs/asyncapi.yaml shows.
+Command = Annotated[
+    UnlockCommand
+    | SetHeaterCommand
+    | StartDisinfectionCommand
+    | AbortDisinfectionCommand
+    | ClearFaultCommand,
+    Field(discriminator="action"),
+]
+ACTIONS: tuple[Action, ...] = get_args(Action)
+_COMMAND: TypeAdapter[Command] = TypeAdapter(Command)
+
+
+def command_from_json(payload: bytes | str) -> Command:
+    """The command in a `cmd` payload; raises pydantic's ValidationError if it is not one."""
+    return _COMMAND.validate_json(payload)
+
+
+def command_from_dict(data: Mapping[str, Any]) -> Command:
+    """The command a dict describes (a stored one, or one a caller assembles from its parts)."""
+    return _COMMAND.validate_python(data)
 
 
 ReplyStatus = Literal["accepted", "in_progress", "succeeded", "failed", "rejected", "timed_out"]

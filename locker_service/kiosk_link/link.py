@@ -39,6 +39,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ValidationError
 
 from firmware_bridge import contract
+from firmware_bridge.contract import MessageKind, classify_topic
 from locker_service.kiosk_link.config import REPLICA_ID_PATTERN, BrokerEndpoint, LinkSettings
 from locker_service.kiosk_link.errors import CommandTimeout, InvalidCommand, KioskUnreachable
 from locker_service.kiosk_link.handler import KioskHandler, SiteResolver, TelemetrySink
@@ -54,35 +55,13 @@ RECONNECT_MAX_DELAY_S = 30  # a broker back after an outage is found within half
 # MQTT 5 CONNACK "unsupported protocol version" and its MQTT 3.1.1 counterpart (return code 1).
 UNSUPPORTED_PROTOCOL_CODES = frozenset({0x84, 1})
 
-MessageKind = Literal["status", "snapshot", "event", "telemetry", "reply"]
 # "closed": the broker took the TCP connection but dropped it without a CONNACK, which is how
 # some MQTT 3.1.1-only brokers answer an MQTT 5 CONNECT; "unreachable": no TCP connection.
 ConnectOutcome = Literal["connected", "refused", "refused_protocol", "closed", "unreachable"]
 
 
 def reply_topic(kiosk_id: str, replica_id: str) -> str:
-    return f"{contract.TOPIC_ROOT}/{kiosk_id}/replies/{replica_id}"
-
-
-def classify_topic(topic: str) -> tuple[str, MessageKind] | None:
-    """(kiosk_id, kind) for a topic the link subscribes to, None for anything else."""
-    parts = topic.split("/")
-    if len(parts) < 4 or f"{parts[0]}/{parts[1]}" != contract.TOPIC_ROOT:
-        return None
-    kiosk_id, rest = parts[2], parts[3:]
-    if not kiosk_id:
-        return None
-    if rest == ["status"]:
-        return kiosk_id, "status"
-    if rest == ["events"]:
-        return kiosk_id, "event"
-    if rest == ["telemetry"]:
-        return kiosk_id, "telemetry"
-    if len(rest) == 3 and rest[0] == "compartments" and rest[2] == "state" and rest[1].isdigit():
-        return kiosk_id, "snapshot"
-    if len(rest) == 2 and rest[0] == "replies":
-        return kiosk_id, "reply"
-    return None
+    return contract.Topics(kiosk_id).replies(replica_id)
 
 
 MODEL_BY_KIND: dict[MessageKind, type[BaseModel]] = {
@@ -272,13 +251,17 @@ class KioskLink:
             raise KioskUnreachable(f"kiosk {kiosk_id} is offline")
         request_id = uuid.uuid4().hex
         try:
-            command = contract.Command(
-                request_id=request_id,
-                action=action,  # checked by the model: an unknown action is InvalidCommand
-                compartment=compartment,
-                args=args,
-                expires_at=contract.utcnow() + timedelta(seconds=timeout_s),
-                reply_to=self.reply_topic(kiosk_id),
+            command = contract.command_from_dict(
+                {
+                    "request_id": request_id,
+                    # Checked by the contract: an unknown action, or args that do not fit the
+                    # action, are InvalidCommand and nothing is sent.
+                    "action": action,
+                    "compartment": compartment,
+                    "args": args,
+                    "expires_at": contract.utcnow() + timedelta(seconds=timeout_s),
+                    "reply_to": self.reply_topic(kiosk_id),
+                }
             )
         except ValidationError as exc:
             raise InvalidCommand(f"{action} for compartment {compartment}: {exc}") from exc

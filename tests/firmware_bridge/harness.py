@@ -141,13 +141,15 @@ class Observer:
         expires_in_s: float = 30.0,
         request_id: str | None = None,
     ) -> contract.Command:
-        cmd = contract.Command(
-            request_id=request_id or uuid.uuid4().hex,
-            action=action,  # type: ignore[arg-type]
-            compartment=n,
-            args=args or {},
-            expires_at=contract.utcnow() + timedelta(seconds=expires_in_s),
-            reply_to=self.reply_to,
+        cmd = contract.command_from_dict(
+            {
+                "request_id": request_id or uuid.uuid4().hex,
+                "action": action,
+                "compartment": n,
+                "args": args or {},
+                "expires_at": contract.utcnow() + timedelta(seconds=expires_in_s),
+                "reply_to": self.reply_to,
+            }
         )
         self.send(cmd)
         return cmd

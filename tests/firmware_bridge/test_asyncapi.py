@@ -136,11 +136,10 @@ def test_the_document_rejects_what_the_models_reject(
 
 
 def test_a_command_built_by_the_shared_model_validates(asyncapi: dict[str, Any]) -> None:
-    cmd = contract.Command(
+    cmd = contract.UnlockCommand(
         request_id="r1",
-        action="unlock",
         compartment=3,
-        args={"pulse_ms": 600, "deadline_s": 4},
+        args=contract.UnlockArgs(pulse_ms=600, deadline_s=4),
         expires_at=contract.utcnow() + timedelta(seconds=30),
         reply_to="lockers/replies/service-1",
     )

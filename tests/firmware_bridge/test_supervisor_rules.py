@@ -17,12 +17,14 @@ from tests.firmware_bridge.harness import bridge_settings, new_kiosk_id
 
 
 def command(n: int = 1, action: str = "unlock", request_id: str | None = None) -> contract.Command:
-    return contract.Command(
-        request_id=request_id or f"r{n}",
-        action=action,  # type: ignore[arg-type]
-        compartment=n,
-        expires_at=contract.utcnow() + timedelta(seconds=30),
-        reply_to="test/replies",
+    return contract.command_from_dict(
+        {
+            "request_id": request_id or f"r{n}",
+            "action": action,
+            "compartment": n,
+            "expires_at": contract.utcnow() + timedelta(seconds=30),
+            "reply_to": "test/replies",
+        }
     )
 
 

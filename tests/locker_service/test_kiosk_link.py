@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from firmware_bridge import contract
@@ -564,31 +562,3 @@ def test_the_default_replica_id_survives_a_restart_and_fits_a_topic() -> None:
     assert first == again != other
     assert REPLICA_ID_PATTERN.match(first)
     assert Settings(replica_id="service-1").replica_id == "service-1"
-
-
-def test_topics_are_classified_by_the_contract() -> None:
-    from locker_service.kiosk_link.link import classify_topic
-
-    assert classify_topic("lockers/v1/k1/status") == ("k1", "status")
-    assert classify_topic("lockers/v1/k1/events") == ("k1", "event")
-    assert classify_topic("lockers/v1/k1/telemetry") == ("k1", "telemetry")
-    assert classify_topic("lockers/v1/k1/compartments/12/state") == ("k1", "snapshot")
-    assert classify_topic("lockers/v1/k1/replies/r1") == ("k1", "reply")
-    for stranger in (
-        "lockers/v1/k1/cmd",
-        "lockers/v1/k1/compartments/x/state",
-        "lockers/v1//status",
-        "lockers/v2/k1/status",
-        "lockers/v1/k1/status/extra",
-        "other",
-    ):
-        assert classify_topic(stranger) is None, stranger
-
-
-@settings(max_examples=300)
-@given(st.text(alphabet="lockersv1/abc+#$0123456789", max_size=60))
-def test_topic_classification_never_raises(topic: str) -> None:
-    from locker_service.kiosk_link.link import classify_topic
-
-    result = classify_topic(topic)
-    assert result is None or (result[0] and topic.startswith("lockers/v1/"))

@@ -349,7 +349,7 @@ class ScriptedKiosk:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
-            command = contract.Command.model_validate_json(message.payload)
+            command = contract.command_from_json(message.payload)
         except ValidationError as exc:
             log.warning("scripted kiosk dropped a malformed command: %s", exc)
             return
@@ -395,7 +395,7 @@ class ScriptedKiosk:
         n = command.compartment
         if n not in self.compartments:
             return "rejected", f"no compartment {n}"
-        args = command.typed_args()
+        args = command.args
         with self._lock:
             c = self.compartments[n]
             if c.fault is not None and command.action != "clear_fault":
