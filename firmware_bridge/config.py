@@ -6,52 +6,14 @@ Every field can also be given as a `lockerctl bridge` flag. The time scale is re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from firmware_bridge.contract import KioskId
-
-MQTT_DEFAULT_PORT = 1883
-MQTTS_DEFAULT_PORT = 8883
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work, explained in words an installer understands."""
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """`mqtt://[user[:password]@]host[:port]` or `mqtts://...` (TLS, port 8883 by default)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ConfigError(f"broker URL {url!r} must start with mqtt:// or mqtts://")
-    if not parts.hostname:
-        raise ConfigError(f"broker URL {url!r} names no host")
-    tls = parts.scheme == "mqtts"
-    try:
-        port = parts.port or (MQTTS_DEFAULT_PORT if tls else MQTT_DEFAULT_PORT)
-    except ValueError as exc:
-        raise ConfigError(f"broker URL {url!r} has a bad port") from exc
-    return BrokerAddress(
-        host=parts.hostname,
-        port=port,
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
+from firmware_bridge.contract.client import BrokerEndpoint
 
 
 class BridgeSettings(BaseSettings):
@@ -63,6 +25,7 @@ class BridgeSettings(BaseSettings):
     password: str | None = None
     tls_ca: Path | None = None  # CA bundle for mqtts://; the system store when unset
     tls_insecure: bool = False  # accept a certificate whose host name does not match (lab only)
+    # A CA file or tls_insecure with a plain mqtt:// URL is refused (docs/adr/0026).
     mqtt_version: Literal["auto", "5", "3.1.1"] = "auto"  # auto: 5, or 3.1.1 if refused
     board_url: str = "/dev/ttyUSB0"  # anything serial_for_url opens: a path, socket://, loop://
     scanner_url: str | None = None  # no scanner attached when unset
@@ -83,21 +46,19 @@ class BridgeSettings(BaseSettings):
     event_queue_max: int = Field(default=10_000, ge=10)
     request_cache_max: int = Field(default=10_000, ge=10)
 
-    @field_validator("broker_url")
-    @classmethod
-    def _broker_url_parses(cls, value: str) -> str:
-        parse_broker_url(value)
-        return value
+    @model_validator(mode="after")
+    def _broker_settings_fit(self) -> BridgeSettings:
+        self.broker()  # a BrokerUrlError is a ValueError: pydantic reports it with the field
+        return self
 
-    def broker(self) -> BrokerAddress:
-        """The broker address with explicit credentials taking precedence over the URL's."""
-        address = parse_broker_url(self.broker_url)
-        return BrokerAddress(
-            host=address.host,
-            port=address.port,
-            tls=address.tls or self.tls_ca is not None,
-            username=self.username if self.username is not None else address.username,
-            password=self.password if self.password is not None else address.password,
+    def broker(self) -> BrokerEndpoint:
+        """The broker endpoint, explicit credentials taking precedence over the URL's."""
+        return BrokerEndpoint.parse(
+            self.broker_url,
+            username=self.username,
+            password=self.password,
+            ca_file=str(self.tls_ca) if self.tls_ca is not None else None,
+            tls_insecure=self.tls_insecure,
         )
 
     def scaled(self, nominal_s: float) -> float:

@@ -1,5 +1,7 @@
 """The bridge's MQTT side: one paho-mqtt 2.x client, the kiosk's topics, and the event outbox pump.
 
+- The client is made by the contract's one MQTT client setup (`firmware_bridge.contract.client`:
+  broker URL, account, TLS, TCP_NODELAY, backoff, the MQTT 5 -> 3.1.1 probe).
 - Connects in the background and reconnects with backoff by itself (paho's loop thread); the
   serial loop never waits for the network.
 - Subscribes to `cmd` in `on_connect`, so a reconnect resubscribes; publishes the retained
@@ -19,18 +21,14 @@
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -44,6 +42,7 @@ from firmware_bridge.contract import (
     Topics,
     utcnow,
 )
+from firmware_bridge.contract import client as mqtt_setup
 from firmware_bridge.store import BridgeStore
 
 log = logging.getLogger(__name__)
@@ -51,10 +50,7 @@ log = logging.getLogger(__name__)
 OUTBOX_WINDOW = 50  # events handed to paho but not yet acknowledged; bounds memory, keeps order
 SESSION_EXPIRY_S = 24 * 3600  # a kiosk offline for a day still gets its queued commands
 KEEPALIVE_S = 30  # the broker declares us dead (and sends the will) after 1.5x this
-RECONNECT_MIN_S = 1
-RECONNECT_MAX_S = 30
-ACK_POLL_S = 0.5  # the pump re-checks acknowledgements at least this often
-V5_CONNACK_WAIT_S = 3.0  # a broker on the same site answers CONNECT in milliseconds
+ACK_POLL_S = 0.5  # the pump re-checks acknowledgements (and the protocol probe) this often
 
 
 @dataclass(slots=True)
@@ -92,44 +88,34 @@ class MqttLink:
         self._refused_lock = threading.Lock()
         self._cursor = 0  # highest outbox seq handed to paho
         self.connects = 0
-        # "auto" starts with MQTT 5 and falls back to 3.1.1 for good when the broker says it
+        self._broker = settings.broker()
+        # "auto" starts with MQTT 5 and falls back to 3.1.1 for good when the broker shows it
         # does not speak 5 (amqtt, the embedded broker of `lockerctl up`, is one).
-        self.protocol: str = "3.1.1" if settings.mqtt_version == "3.1.1" else "5"
-        self._fallback = threading.Event()
-        self._v5_socket_at: float | None = None  # monotonic: MQTT 5 CONNECT sent, no CONNACK yet
+        self._probe = mqtt_setup.ProtocolProbe(settings.mqtt_version)
         self.client = self._build_client()
         self._pump_thread = threading.Thread(target=self._pump_loop, name="event-pump", daemon=True)
 
     # -- setup --------------------------------------------------------------------------------
 
+    @property
+    def protocol(self) -> str:
+        """The MQTT version spoken: "5" or "3.1.1"."""
+        return self._probe.version
+
     def _build_client(self) -> paho.Client:
-        s = self.settings
-        v5 = self.protocol == "5"
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"locker-bridge-{s.kiosk_id}",
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            clean_session=None if v5 else False,
+        client = mqtt_setup.new_client(
+            self._broker,
+            f"locker-bridge-{self.settings.kiosk_id}",
+            self._probe.version,
+            persistent=True,
+            probe=self._probe,
         )
-        broker = s.broker()
-        if broker.username is not None:
-            client.username_pw_set(broker.username, broker.password)
-        if broker.tls:
-            client.tls_set(
-                ca_certs=str(s.tls_ca) if s.tls_ca else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-            if s.tls_insecure:
-                client.tls_insecure_set(True)
         will = KioskStatus(state="offline", board_online=False)
         client.will_set(self.topics.status, will.to_json(), qos=1, retain=True)
-        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
-        client.on_socket_open = self._handle_socket_open
         return client
 
     def start(self) -> None:
@@ -137,24 +123,16 @@ class MqttLink:
         self._pump_thread.start()
 
     def _connect(self) -> None:
-        broker = self.settings.broker()
-        v5 = self.protocol == "5"
-        properties = None
-        if v5:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = SESSION_EXPIRY_S
-        self.client.connect_async(
-            broker.host,
-            broker.port,
-            keepalive=KEEPALIVE_S,
-            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=properties,
+        mqtt_setup.connect_async(
+            self.client,
+            self._broker,
+            self._probe.version,
+            keepalive_s=KEEPALIVE_S,
+            session_expiry_s=SESSION_EXPIRY_S,
         )
-        self.client.loop_start()
 
     def _fall_back_to_311(self) -> None:
         """Replace the MQTT 5 client by a 3.1.1 one (pump thread: never paho's own)."""
-        log.warning("the broker does not speak MQTT 5: using 3.1.1")
         old = self.client
         old.on_disconnect = None
         old.disconnect()
@@ -162,7 +140,7 @@ class MqttLink:
         sock = old.socket()
         if sock is not None:
             sock.close()
-        self.protocol = "3.1.1"
+        self._probe.fall_back()
         self.client = self._build_client()
         # Whatever the old client held unacknowledged goes again from the outbox.
         self._inflight.clear()
@@ -199,19 +177,16 @@ class MqttLink:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        if reason_code.is_failure:
-            if (
-                reason_code == "Unsupported protocol version"
-                and self.settings.mqtt_version == "auto"
-                and self.protocol == "5"
-            ):
-                self._fallback.set()
-                self._wake.set()
-                return
+        if client is not self.client:
+            return  # a late callback of the client given up by the protocol probe
+        verdict = self._probe.connack(reason_code)
+        if verdict == "refused_protocol":
+            self._wake.set()  # the pump falls back to 3.1.1
+            return
+        if verdict == "refused":
             log.error("broker refused the connection: %s", reason_code)
             return
         self.connects += 1
-        self._v5_socket_at = None
         log.info("connected to the broker (session present: %s)", flags.session_present)
         client.subscribe(self.topics.cmd, qos=1)
         with self._status_lock:
@@ -224,21 +199,6 @@ class MqttLink:
         self._wake.set()
         self._on_connected()
 
-    def _handle_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        _no_delay(sock)
-        if self.settings.mqtt_version == "auto" and self.protocol == "5" and not self.connects:
-            self._v5_socket_at = time.monotonic()
-
-    def _v5_unanswered(self) -> bool:
-        """Some brokers (amqtt) neither accept nor refuse an MQTT 5 CONNECT: they stay silent."""
-        since = self._v5_socket_at
-        return (
-            since is not None
-            and self.protocol == "5"
-            and not self.connected.is_set()
-            and time.monotonic() - since > V5_CONNACK_WAIT_S
-        )
-
     def _handle_disconnect(
         self,
         client: paho.Client,
@@ -247,6 +207,9 @@ class MqttLink:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        if client is not self.client:
+            return
+        self._probe.closed()
         self.connected.clear()
         if not self._stop.is_set():
             log.warning("lost the broker (%s); reconnecting", reason_code)
@@ -313,8 +276,7 @@ class MqttLink:
             self._wake.wait(ACK_POLL_S)
             self._wake.clear()
             try:
-                if self._fallback.is_set() or self._v5_unanswered():
-                    self._fallback.clear()
+                if self._probe.fall_back_due():
                     self._fall_back_to_311()
                 self._pump()
             except Exception:
@@ -357,12 +319,3 @@ class MqttLink:
                 break
             self._inflight.append(_InFlight(queued.seq, info))
             self._cursor = queued.seq
-
-
-def _no_delay(sock: Any) -> None:
-    """Switch Nagle's algorithm off: paho leaves it on, and a reply sent right after the
-    `accepted` would wait for the broker's delayed ACK (about 40 ms on Linux)."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        log.debug("TCP_NODELAY not available on this transport")

@@ -32,7 +32,7 @@ def bridge(
     ),
     username: str | None = typer.Option(None, help="MQTT user (env BRIDGE_USERNAME)"),
     password: str | None = typer.Option(None, help="MQTT password (env BRIDGE_PASSWORD)"),
-    tls_ca: str | None = typer.Option(None, help="CA file for mqtts:// (env BRIDGE_TLS_CA)"),
+    tls_ca: str | None = typer.Option(None, help="CA file, with mqtts:// only (env BRIDGE_TLS_CA)"),
     mqtt_version: str | None = typer.Option(
         None, help="auto, 5 or 3.1.1 (env BRIDGE_MQTT_VERSION)"
     ),

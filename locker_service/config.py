@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from firmware_bridge.contract.client import BrokerEndpoint
+
 DEFAULT_SECRET_KEY = "insecure-development-secret-change-me"  # refused when environment=production
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/locker.db"
 
@@ -111,6 +113,13 @@ class Settings(BaseSettings):
     def _stable_replica_id(self) -> Settings:
         if not self.replica_id:
             self.replica_id = _default_replica_id(self.database_url)
+        return self
+
+    @model_validator(mode="after")
+    def _broker_settings_fit(self) -> Settings:
+        # The bridge's rules, from the contract's one client setup: refused here, at start,
+        # rather than when the kiosk link first connects.
+        BrokerEndpoint.parse(self.mqtt_url, ca_file=self.mqtt_tls_ca)
         return self
 
     @model_validator(mode="after")

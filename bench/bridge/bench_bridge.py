@@ -65,6 +65,7 @@ sys.path.insert(0, str(REPO))
 from firmware_bridge import contract  # noqa: E402
 from firmware_bridge.board import BoardClient  # noqa: E402
 from firmware_bridge.bridge import status_page_size  # noqa: E402
+from firmware_bridge.contract import client as mqtt_setup  # noqa: E402
 from firmware_bridge.transport import SerialTransport  # noqa: E402
 from hardware.protocol import (  # noqa: E402
     BoardFlags,
@@ -86,7 +87,6 @@ from hardware.protocol.messages import (  # noqa: E402
 )
 from hardware.simulator import Simulator  # noqa: E402
 from locker_service.kiosk_link import KioskLink  # noqa: E402
-from locker_service.kiosk_link import link as kiosk_link_module  # noqa: E402
 from locker_service.live import LiveHub  # noqa: E402
 from tests.firmware_bridge.harness import IgnoringHandler, ServiceLinkSettings  # noqa: E402
 from tests.support.mosquitto import MosquittoProcess  # noqa: E402
@@ -94,7 +94,7 @@ from tests.support.mosquitto import MosquittoProcess  # noqa: E402
 COMPARTMENTS = 48
 # The bridge as `python -m firmware_bridge`, with its broker socket left as paho makes it.
 BRIDGE_WITH_NAGLE = (
-    "import firmware_bridge.mqtt as m; m._no_delay = lambda sock: None; "
+    "import firmware_bridge.contract.client as c; c.no_delay = lambda sock: None; "
     "from firmware_bridge.__main__ import main; main()"
 )
 
@@ -182,9 +182,9 @@ class RemoteScanner:
 
 def service_unlocks(broker_url: str, kiosk_id: str, samples: int, nodelay: bool) -> list[float]:
     """`KioskLink.command("unlock")` -> final reply, as the service sends it, timed."""
-    built_in = kiosk_link_module._no_delay
+    built_in = mqtt_setup.no_delay
     if not nodelay:
-        kiosk_link_module._no_delay = lambda client, userdata, sock: None
+        mqtt_setup.no_delay = lambda sock: None
 
     async def run() -> list[float]:
         link = KioskLink(
@@ -214,7 +214,7 @@ def service_unlocks(broker_url: str, kiosk_id: str, samples: int, nodelay: bool)
     try:
         return asyncio.run(run())
     finally:
-        kiosk_link_module._no_delay = built_in
+        mqtt_setup.no_delay = built_in
 
 
 def status_answer(first: int, count: int) -> StatusAnswer:

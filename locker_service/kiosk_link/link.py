@@ -22,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -32,28 +30,26 @@ from datetime import timedelta
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ValidationError
 
 from firmware_bridge import contract
 from firmware_bridge.contract import MessageKind, classify_topic
-from locker_service.kiosk_link.config import REPLICA_ID_PATTERN, BrokerEndpoint, LinkSettings
+from firmware_bridge.contract import client as mqtt_setup
+from locker_service.kiosk_link.config import REPLICA_ID_PATTERN, LinkSettings
 from locker_service.kiosk_link.errors import CommandTimeout, InvalidCommand, KioskUnreachable
 from locker_service.kiosk_link.handler import KioskHandler, SiteResolver, TelemetrySink
 from locker_service.live import LiveHub
 
 log = logging.getLogger(__name__)
 
-CONNECT_PROBE_TIMEOUT_S = 3.0  # a broker answers CONNECT in milliseconds; 3 s covers a busy one
-SUBACK_TIMEOUT_S = 5.0  # same reasoning for SUBSCRIBE; beyond this the link reports not ready
+# The probe's silence window, and time for the TCP connect and TLS handshake that come before
+# the socket counts as open.
+CONNECT_PROBE_TIMEOUT_S = mqtt_setup.CONNACK_WAIT_S + 0.5
+SUBACK_TIMEOUT_S = 5.0  # a broker answers SUBSCRIBE in milliseconds; beyond this: not ready
 SESSION_EXPIRY_S = 3600  # restarts and deploys take minutes; see ADR 0040 for why not longer
-RECONNECT_MIN_DELAY_S = 1
-RECONNECT_MAX_DELAY_S = 30  # a broker back after an outage is found within half a minute
-# MQTT 5 CONNACK "unsupported protocol version" and its MQTT 3.1.1 counterpart (return code 1).
-UNSUPPORTED_PROTOCOL_CODES = frozenset({0x84, 1})
 
 # "closed": the broker took the TCP connection but dropped it without a CONNACK, which is how
 # some MQTT 3.1.1-only brokers answer an MQTT 5 CONNECT; "unreachable": no TCP connection.
@@ -120,12 +116,14 @@ class KioskLink:
             raise ValueError(
                 f"replica id {settings.replica_id!r} must match {REPLICA_ID_PATTERN.pattern}"
             )
-        if settings.mqtt_protocol not in ("auto", "5", "3.1.1"):
-            raise ValueError(
-                f"MQTT protocol must be auto, 5 or 3.1.1, got {settings.mqtt_protocol!r}"
-            )
+        self._probe = mqtt_setup.ProtocolProbe(settings.mqtt_protocol)  # checks the choice
         password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
-        self._endpoint = BrokerEndpoint.parse(settings.mqtt_url, settings.mqtt_username, password)
+        self._endpoint = mqtt_setup.BrokerEndpoint.parse(
+            settings.mqtt_url,
+            username=settings.mqtt_username,
+            password=password,
+            ca_file=settings.mqtt_tls_ca,
+        )
         self._settings = settings
         self._handler = handler
         self._hub = hub
@@ -143,7 +141,6 @@ class KioskLink:
         self._reply_client: mqtt.Client | None = None
         self._replies_ready = False
         self._replies_subscribed = asyncio.Event()
-        self._protocol: int = mqtt.MQTTv5
         self._session = 0  # incremented on every CONNACK; acks from an older one are void
         self._connected = False
         self._subscribed = asyncio.Event()
@@ -168,7 +165,7 @@ class KioskLink:
 
     @property
     def protocol_name(self) -> str:
-        return "5" if self._protocol == mqtt.MQTTv5 else "3.1.1"
+        return self._probe.version
 
     def kiosk_status(self, kiosk_id: str) -> contract.KioskStatus | None:
         """The last status the kiosk reported (retained), None if it never did."""
@@ -178,22 +175,18 @@ class KioskLink:
         """Connect and subscribe; if the broker is down, keep trying in the background."""
         self._loop = asyncio.get_running_loop()
         self._stopping = False
-        mode = self._settings.mqtt_protocol
-        protocols = {"auto": [mqtt.MQTTv5, mqtt.MQTTv311], "5": [mqtt.MQTTv5]}.get(
-            mode, [mqtt.MQTTv311]
-        )
-        for attempt, protocol in enumerate(protocols):
-            outcome = await self._open(protocol)
-            last = attempt == len(protocols) - 1
-            if outcome in ("refused_protocol", "closed") and not last:
-                log.info(
-                    "broker %s:%s refused MQTT 5, using 3.1.1",
-                    self._endpoint.host,
-                    self._endpoint.port,
-                )
-                self._close_client()
-                continue
-            break
+        # A fresh probe: the broker may have changed since a previous start.
+        self._probe = mqtt_setup.ProtocolProbe(self._settings.mqtt_protocol)
+        await self._open()
+        if self._probe.fall_back_due():
+            log.info(
+                "broker %s:%s does not speak MQTT 5, using 3.1.1",
+                self._endpoint.host,
+                self._endpoint.port,
+            )
+            await asyncio.to_thread(self._close_client)
+            self._probe.fall_back()
+            await self._open()
         self._open_replies()
         if self._connected:
             try:
@@ -293,59 +286,38 @@ class KioskLink:
 
     # -- connection (paho thread unless noted) --------------------------------------------------
 
-    async def _open(self, protocol: int) -> ConnectOutcome:
-        """Start a client with `protocol` and wait for the broker's first answer (loop thread)."""
+    async def _open(self) -> ConnectOutcome:
+        """Start a client with the probe's protocol and wait for the broker's first answer."""
         assert self._loop is not None
-        self._protocol = protocol
         self._subscribed.clear()
         self._connect_outcome = self._loop.create_future()
-        client = self._build_client(protocol)
+        client = self._build_client()
         self._client = client
-        properties: Properties | None = None
-        if protocol == mqtt.MQTTv5:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = SESSION_EXPIRY_S
-        client.connect_async(
-            self._endpoint.host,
-            self._endpoint.port,
-            keepalive=self._settings.mqtt_keepalive_s,
-            clean_start=False,
-            properties=properties,
+        mqtt_setup.connect_async(
+            client,
+            self._endpoint,
+            self._probe.version,
+            keepalive_s=self._settings.mqtt_keepalive_s,
+            session_expiry_s=SESSION_EXPIRY_S,
         )
-        client.loop_start()
         try:
             return await asyncio.wait_for(
                 asyncio.shield(self._connect_outcome), CONNECT_PROBE_TIMEOUT_S
             )
         except TimeoutError:
             # Connected over TCP but no CONNACK: some MQTT 3.1.1 brokers wait forever on an
-            # MQTT 5 CONNECT with properties, which they cannot parse.
+            # MQTT 5 CONNECT with properties, which they cannot parse (the probe's silence).
             return "closed" if client.socket() is not None else "unreachable"
 
-    def _new_client(
-        self, client_id: str, protocol: int, *, persistent: bool, manual_ack: bool
-    ) -> mqtt.Client:
-        """A paho client with this link's broker account, TLS, backoff and TCP_NODELAY."""
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            # MQTT 5 sets its session with clean_start + expiry at connect instead.
-            clean_session=(not persistent) if protocol == mqtt.MQTTv311 else None,
-            protocol=protocol,  # type: ignore[arg-type]
-            manual_ack=manual_ack,
-        )
-        client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
-        if self._endpoint.username:
-            client.username_pw_set(self._endpoint.username, self._endpoint.password)
-        if self._endpoint.tls:
-            client.tls_set(ca_certs=self._settings.mqtt_tls_ca, cert_reqs=ssl.CERT_REQUIRED)
-        client.on_socket_open = _no_delay
-        return client
-
-    def _build_client(self, protocol: int) -> mqtt.Client:
+    def _build_client(self) -> mqtt.Client:
         # A persistent session, so events published while this replica was down wait for it.
-        client = self._new_client(
-            f"locker-service-{self.replica_id}", protocol, persistent=True, manual_ack=True
+        client = mqtt_setup.new_client(
+            self._endpoint,
+            f"locker-service-{self.replica_id}",
+            self._probe.version,
+            persistent=True,
+            manual_ack=True,
+            probe=self._probe,
         )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -371,21 +343,24 @@ class KioskLink:
     def _open_replies(self) -> None:
         """The reply connection: same broker and protocol, clean session, acks as it receives."""
         # Replies are only useful to the commands waiting now: nothing to keep across reconnects.
-        client = self._new_client(
+        client = mqtt_setup.new_client(
+            self._endpoint,
             f"locker-service-{self.replica_id}-replies",
-            self._protocol,
+            self._probe.version,
             persistent=False,
-            manual_ack=False,
         )
         client.on_connect = self._on_replies_connect
         client.on_disconnect = self._on_replies_disconnect
         client.on_subscribe = self._on_replies_subscribe
         client.on_message = self._on_reply_message
         self._reply_client = client
-        client.connect_async(
-            self._endpoint.host, self._endpoint.port, keepalive=self._settings.mqtt_keepalive_s
+        mqtt_setup.connect_async(
+            client,
+            self._endpoint,
+            self._probe.version,
+            keepalive_s=self._settings.mqtt_keepalive_s,
+            session_expiry_s=None,
         )
-        client.loop_start()
 
     def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
         loop = self._loop
@@ -404,15 +379,10 @@ class KioskLink:
     ) -> None:
         if client is not self._client:
             return  # a late callback of a client given up during the protocol probe
-        # Any non-zero CONNACK code is a refusal: an MQTT 3.1.1 broker answering an MQTT 5
-        # CONNECT sends return code 1, below the 0x80 that `is_failure` looks for.
-        if reason_code.value != 0:
-            value = reason_code.value
-            outcome: ConnectOutcome = (
-                "refused_protocol" if value in UNSUPPORTED_PROTOCOL_CODES else "refused"
-            )
+        verdict = self._probe.connack(reason_code)
+        if verdict != "accepted":
             log.error("MQTT broker refused the connection: %s", reason_code)
-            self._to_loop(self._set_outcome, outcome)
+            self._to_loop(self._set_outcome, verdict)
             return
         self._connected = True
         self._session += 1
@@ -469,6 +439,7 @@ class KioskLink:
     ) -> None:
         if client is not self._client:
             return
+        self._probe.closed()
         was_connected, self._connected = self._connected, False
         if not self._stopping and was_connected:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason_code)
@@ -482,7 +453,7 @@ class KioskLink:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        if reason_code.value != 0:
+        if not mqtt_setup.connack_accepted(reason_code):
             log.error("MQTT broker refused the reply connection: %s", reason_code)
             return
         client.subscribe(f"{contract.TOPIC_ROOT}/+/replies/{self.replica_id}", qos=1)
@@ -685,16 +656,6 @@ def _lane_of(item: _Inbound) -> str:
     if isinstance(item.payload, contract.Event) and item.payload.type == "scan":
         return item.kiosk_id + SCAN_LANE
     return item.kiosk_id
-
-
-def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    """Switch Nagle's algorithm off on a new broker socket (paho leaves it on): otherwise a
-    command published while the broker has not yet acknowledged our last packet (a PUBACK for
-    a kiosk event, say) waits for its delayed ACK, about 40 ms on Linux, on every unlock."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        log.debug("TCP_NODELAY not available on this transport")
 
 
 def _live_kind(kind: MessageKind) -> str:

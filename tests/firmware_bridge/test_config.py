@@ -1,4 +1,7 @@
-"""Bridge settings: BRIDGE_ environment, broker URLs, the shared LOCKER_TIME_SCALE."""
+"""Bridge settings: BRIDGE_ environment, broker settings, the shared LOCKER_TIME_SCALE.
+
+The broker URL rules themselves are the contract's (tests/firmware_bridge/contract/test_client.py).
+"""
 
 from __future__ import annotations
 
@@ -7,27 +10,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from firmware_bridge.config import BridgeSettings, ConfigError, parse_broker_url
-
-
-def test_broker_urls() -> None:
-    plain = parse_broker_url("mqtt://broker.example")
-    assert (plain.host, plain.port, plain.tls) == ("broker.example", 1883, False)
-    secure = parse_broker_url("mqtts://kiosk7:s%40cret@broker.example")
-    assert (secure.port, secure.tls, secure.username, secure.password) == (
-        8883,
-        True,
-        "kiosk7",
-        "s@cret",
-    )
-    assert parse_broker_url("mqtt://10.0.0.5:1999").port == 1999
+from firmware_bridge.config import BridgeSettings
 
 
 @pytest.mark.parametrize("url", ["http://x", "mqtt://", "mqtt://host:notaport", "broker:1883"])
 def test_bad_broker_urls_are_refused_with_a_reason(url: str) -> None:
-    with pytest.raises(ConfigError):
-        parse_broker_url(url)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="broker URL"):
         BridgeSettings(broker_url=url)
 
 
@@ -57,8 +45,13 @@ def test_bridge_time_scale_wins_over_the_shared_one(monkeypatch: pytest.MonkeyPa
     assert BridgeSettings().time_scale == 10
 
 
-def test_a_ca_file_turns_tls_on_for_a_plain_url() -> None:
-    assert BridgeSettings(broker_url="mqtt://b:8883", tls_ca=Path("/ca.pem")).broker().tls
+def test_a_ca_file_with_a_plain_url_is_refused_not_guessed() -> None:
+    with pytest.raises(ValidationError, match="use mqtts://"):
+        BridgeSettings(broker_url="mqtt://b:8883", tls_ca=Path("/ca.pem"))
+    with pytest.raises(ValidationError, match="use mqtts://"):
+        BridgeSettings(broker_url="tcp://b", tls_insecure=True)
+    secure = BridgeSettings(broker_url="ssl://b", tls_ca=Path("/ca.pem")).broker()
+    assert (secure.tls, secure.port, secure.ca_file) == (True, 8883, "/ca.pem")
 
 
 @pytest.mark.parametrize(

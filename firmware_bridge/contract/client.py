@@ -1,0 +1,304 @@
+"""The one MQTT client setup of both ends of the contract (the kiosk bridge and the service).
+
+- `BrokerEndpoint.parse`: the broker URL. `mqtt://` and `tcp://` are plain TCP (port 1883 by
+  default), `mqtts://` and `ssl://` are TLS (port 8883). Credentials given on their own (and
+  not empty) win over ones in the URL. The scheme alone says whether the link is encrypted:
+  a CA file (or the insecure flag) with a plain scheme is refused as a contradiction, never
+  guessed either way (docs/adr/0026).
+- `new_client`: a paho-mqtt 2.x client with the account, TLS (certificate required, the
+  system's CAs unless a CA file is given), reconnect backoff and TCP_NODELAY on every socket.
+- `connect_async`: the session the caller asks for (persistent: clean session off in 3.1.1,
+  clean start off and a session expiry in 5).
+- `ProtocolProbe`: "auto" speaks MQTT 5 and falls back to 3.1.1 for good when the broker shows
+  it does not speak 5; the rule for what shows it lives here only.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+log = logging.getLogger(__name__)
+
+MqttVersion = Literal["5", "3.1.1"]
+ProtocolChoice = Literal["auto", "5", "3.1.1"]
+PROTOCOL_CHOICES: tuple[ProtocolChoice, ...] = ("auto", "5", "3.1.1")
+
+PLAIN_SCHEMES = frozenset({"mqtt", "tcp"})  # tcp:// and ssl:// are the spelling of many tools
+TLS_SCHEMES = frozenset({"mqtts", "ssl"})
+MQTT_DEFAULT_PORT = 1883  # IANA
+MQTTS_DEFAULT_PORT = 8883  # IANA
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 30  # a broker back after an outage is found within half a minute
+# A broker on the same site answers CONNECT in milliseconds; one that has said nothing for 3 s
+# after the socket opened never will (amqtt stays silent on an MQTT 5 CONNECT).
+CONNACK_WAIT_S = 3.0
+# CONNACK "unsupported protocol version": 0x84 in MQTT 5. A 3.1.1-only broker answers an MQTT 5
+# CONNECT with its own return code 1, which paho 2.2 reports as 0x84 and older paho as 1.
+UNSUPPORTED_PROTOCOL_CODES = frozenset({0x84, 1})
+
+ConnackVerdict = Literal["accepted", "refused_protocol", "refused"]
+
+
+class BrokerUrlError(ValueError):
+    """A broker URL (or its TLS settings) that cannot work, said in an installer's words."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerEndpoint:
+    """Where the broker is and how to log in: what `new_client` and `connect_async` need."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None  # None: the system's CAs
+    tls_insecure: bool = False  # accept a certificate for another host name (lab only)
+
+    @classmethod
+    def parse(
+        cls,
+        url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: str | None = None,
+        tls_insecure: bool = False,
+    ) -> BrokerEndpoint:
+        """`mqtt://[user[:password]@]host[:port]`, `mqtts://...`, `tcp://...` or `ssl://...`."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in PLAIN_SCHEMES | TLS_SCHEMES:
+            raise BrokerUrlError(
+                f"broker URL {url!r} must start with mqtt:// or mqtts:// (or tcp:// / ssl://)"
+            )
+        if not parts.hostname:
+            raise BrokerUrlError(f"broker URL {url!r} names no host")
+        tls = scheme in TLS_SCHEMES
+        if not tls and (ca_file or tls_insecure):
+            what = "a CA file" if ca_file else "skipping the host name check"
+            raise BrokerUrlError(
+                f"broker URL {url!r} is plain TCP but {what} is set: "
+                f"use mqtts:// for TLS, or drop the TLS setting"
+            )
+        try:
+            port = parts.port or (MQTTS_DEFAULT_PORT if tls else MQTT_DEFAULT_PORT)
+        except ValueError as exc:
+            raise BrokerUrlError(f"broker URL {url!r} has a bad port") from exc
+        return cls(
+            host=parts.hostname,
+            port=port,
+            tls=tls,
+            # An empty setting (an unset variable in a compose file) leaves the URL's.
+            username=username or _unquoted(parts.username),
+            password=password or _unquoted(parts.password),
+            ca_file=ca_file or None,
+            tls_insecure=tls_insecure,
+        )
+
+    def __repr__(self) -> str:  # never print the password in a log line
+        return f"BrokerEndpoint({self.host}:{self.port}, tls={self.tls}, user={self.username})"
+
+
+def _unquoted(part: str | None) -> str | None:
+    return unquote(part) if part else None
+
+
+def protocol_choice(value: str) -> ProtocolChoice:
+    """A configured protocol choice, checked: "auto" (5, else 3.1.1), "5" or "3.1.1"."""
+    for choice in PROTOCOL_CHOICES:
+        if value == choice:
+            return choice
+    raise ValueError(f"MQTT protocol must be auto, 5 or 3.1.1, got {value!r}")
+
+
+def paho_protocol(version: MqttVersion) -> MQTTProtocolVersion:
+    return MQTTProtocolVersion.MQTTv5 if version == "5" else MQTTProtocolVersion.MQTTv311
+
+
+def new_client(
+    endpoint: BrokerEndpoint,
+    client_id: str,
+    version: MqttVersion,
+    *,
+    persistent: bool,
+    manual_ack: bool = False,
+    probe: ProtocolProbe | None = None,
+) -> paho.Client:
+    """A paho client with the endpoint's account and TLS, backoff and TCP_NODELAY.
+
+    `persistent` asks the broker to keep the session (subscriptions and QoS 1 messages) while
+    the client is away. With a `probe`, every new socket is reported to it.
+    """
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=paho_protocol(version),
+        # MQTT 5 sets its session with clean_start and an expiry at connect instead.
+        clean_session=None if version == "5" else not persistent,
+        manual_ack=manual_ack,
+    )
+    if endpoint.username is not None:
+        client.username_pw_set(endpoint.username, endpoint.password)
+    if endpoint.tls:
+        client.tls_set(
+            ca_certs=endpoint.ca_file,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+        if endpoint.tls_insecure:
+            client.tls_insecure_set(True)
+    client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+    client.on_socket_open = _socket_opened(probe)
+    return client
+
+
+def connect_async(
+    client: paho.Client,
+    endpoint: BrokerEndpoint,
+    version: MqttVersion,
+    *,
+    keepalive_s: int,
+    session_expiry_s: int | None,
+) -> None:
+    """Start connecting in paho's own thread; paho reconnects by itself with the backoff.
+
+    `session_expiry_s` None: a clean session; a number: the session the client was built
+    `persistent` for, kept that long by an MQTT 5 broker (3.1.1 keeps it until the broker's own
+    limit).
+    """
+    properties: Properties | None = None
+    clean_start: paho.CleanStartOption = paho.MQTT_CLEAN_START_FIRST_ONLY  # all 3.1.1 takes
+    if version == "5":
+        clean_start = session_expiry_s is None
+        if session_expiry_s is not None:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = session_expiry_s
+    client.connect_async(
+        endpoint.host,
+        endpoint.port,
+        keepalive=keepalive_s,
+        clean_start=clean_start,
+        properties=properties,
+    )
+    client.loop_start()
+
+
+def connack_accepted(reason_code: ReasonCode) -> bool:
+    """Only 0 accepts: a 3.1.1 return code below 0x80 is a refusal too, unlike `is_failure`."""
+    return reason_code.value == 0
+
+
+def refuses_protocol(reason_code: ReasonCode) -> bool:
+    """The CONNACK says the broker does not speak the protocol version we asked for."""
+    return reason_code.value in UNSUPPORTED_PROTOCOL_CODES
+
+
+def no_delay(sock: Any) -> None:
+    """Switch Nagle's algorithm off: paho leaves it on, and a packet sent while the broker has
+    not yet acknowledged our last one (a command after a PUBACK, a reply right after the
+    `accepted`) would wait for its delayed ACK, about 40 ms on Linux."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        log.debug("TCP_NODELAY not available on this transport")
+
+
+def _socket_opened(
+    probe: ProtocolProbe | None,
+) -> Callable[[paho.Client, Any, Any], None]:
+    def opened(client: paho.Client, userdata: Any, sock: Any) -> None:
+        no_delay(sock)  # looked up at call time, so a benchmark can measure without it
+        if probe is not None:
+            probe.socket_opened()
+
+    return opened
+
+
+class ProtocolProbe:
+    """Which MQTT version to speak, and when "auto" must fall back from 5 to 3.1.1.
+
+    While probing (choice "auto", MQTT 5, no connection accepted yet), the broker shows that it
+    does not speak 5 by refusing the protocol version in its CONNACK, by closing the
+    connection before any CONNACK, or by saying nothing for `connack_wait_s` after the socket
+    opened. After a first accepted CONNACK the version is settled for good: a broker that
+    restarts later is the same broker. Fed from paho's thread, read from any: locked.
+    """
+
+    def __init__(
+        self,
+        choice: str,
+        *,
+        connack_wait_s: float = CONNACK_WAIT_S,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.choice: ProtocolChoice = protocol_choice(choice)
+        self.connack_wait_s = connack_wait_s
+        self._clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._version: MqttVersion = "3.1.1" if self.choice == "3.1.1" else "5"
+        self._settled = self.choice != "auto"
+        self._socket_at: float | None = None  # a socket is open and its CONNACK not yet seen
+        self._shown = False  # the broker showed it does not speak 5
+
+    @property
+    def version(self) -> MqttVersion:
+        return self._version
+
+    @property
+    def probing(self) -> bool:
+        return not self._settled
+
+    def socket_opened(self) -> None:
+        with self._lock:
+            if not self._settled:
+                self._socket_at = self._clock()
+
+    def connack(self, reason_code: ReasonCode) -> ConnackVerdict:
+        with self._lock:
+            self._socket_at = None
+            if connack_accepted(reason_code):
+                self._settled = True
+                return "accepted"
+            if not self._settled and refuses_protocol(reason_code):
+                self._shown = True
+                return "refused_protocol"
+            return "refused"
+
+    def closed(self) -> None:
+        """The connection ended (paho's on_disconnect)."""
+        with self._lock:
+            if not self._settled and self._socket_at is not None:
+                self._shown = True  # taken over TCP, closed without a word: no MQTT 5 here
+            self._socket_at = None
+
+    def fall_back_due(self) -> bool:
+        """The broker has shown it does not speak MQTT 5: reconnect with 3.1.1."""
+        with self._lock:
+            if self._settled:
+                return False
+            silent_since = self._socket_at
+            return self._shown or (
+                silent_since is not None and self._clock() - silent_since >= self.connack_wait_s
+            )
+
+    def fall_back(self) -> None:
+        with self._lock:
+            self._version = "3.1.1"
+            self._settled = True
+            self._socket_at = None
+        log.warning("the broker does not speak MQTT 5: using 3.1.1")
