@@ -245,8 +245,8 @@ def test_the_selector_waits_whole_milliseconds_and_answers_still_arrive() -> Non
     late: the loop gives it whole milliseconds and sleeps the last fraction itself."""
     with Simulator(compartments=4, seed=1) as sim:
         board_path, _ = sim.open_pty()
-        assert sim._selector is not None
-        selector, waits = sim._selector, []
+        assert sim.io.selector is not None
+        selector, waits = sim.io.selector, []
         select = selector.select
 
         def recording(timeout: float | None = None) -> list[Any]:
