@@ -51,7 +51,7 @@ class _Unpackable(Protocol):
 
 _A = TypeVar("_A", bound=_Unpackable)
 
-RETRIES = 3  # DESIGN: after 3 failed retries the node is offline
+RETRIES = 3  # PROTOCOL.md section 3: after 3 failed retries the node is offline
 
 
 class BoardError(Exception):

@@ -35,7 +35,7 @@ class BridgeSettings(BaseSettings):
     # Added to the answer deadline the baud rate gives: a PC's scheduler (or a simulated board
     # on a busy host) may add latency a board's own turnaround allowance does not cover.
     answer_margin_s: float = Field(default=0.02, ge=0, le=2.0)
-    poll_period_s: float = Field(default=0.15, ge=0.02, le=1.0)  # DESIGN: every 100-200 ms
+    poll_period_s: float = Field(default=0.15, ge=0.02, le=1.0)  # PROTOCOL.md 4: 100-200 ms
     telemetry_period_s: float = Field(default=10.0, gt=0)  # nominal: divided by the time scale
     data_dir: Path = Path("./bridge-data")
     time_scale: float = Field(

@@ -1,7 +1,7 @@
 """Settings of the locker service: one pydantic-settings class, environment prefix `LOCKER_`.
 
 Every duration here is nominal (as in production); `scaled()` divides by `time_scale` so a demo
-or a test sees a 30-minute disinfection cycle in seconds (DESIGN.md, "Time").
+or a test sees a 30-minute disinfection cycle in seconds (docs/contracts/README.md, "Time").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The compartment lifecycle as a transition table: pure, no I/O (DESIGN.md, "Lifecycles").
+"""The compartment lifecycle as a transition table: pure, no I/O (docs/contracts/lifecycles.md).
 
 available -> reserved -> occupied -> disinfecting -> awaiting_pickup -> cleaning -> available,
 plus out_of_service (an operator's decision) and faulted (the board reported a fault while the

@@ -1,4 +1,4 @@
-"""The service's link to its kiosks over MQTT (DESIGN.md "MQTT contract")."""
+"""The service's link to its kiosks over MQTT (docs/contracts/mqtt.md)."""
 
 from locker_service.kiosk_link.errors import (
     CommandTimeout,

@@ -1,4 +1,4 @@
-"""The order lifecycle as a transition table: pure, no I/O (DESIGN.md, "Lifecycles").
+"""The order lifecycle as a transition table: pure, no I/O (docs/contracts/lifecycles.md).
 
 created -> assigned -> deposited -> disinfecting -> ready -> picked_up, plus cancelled, expired
 and failed. `next_state` is the only way a state changes; the repository persists its answer

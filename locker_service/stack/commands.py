@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-DEFAULT_DATA_DIR = Path("var")  # DESIGN.md: SQLite at ./var/locker.db by default
+DEFAULT_DATA_DIR = Path("var")  # README.md: SQLite at ./var/locker.db by default
 DATA_DIR_HELP = "Where the SQLite database, demo credentials and bridge queues live"
 
 

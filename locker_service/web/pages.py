@@ -29,7 +29,7 @@ templates = Jinja2Templates(directory=TEMPLATES_DIR)
 
 KIOSK_IDLE_S = 60  # a person who walked away: the next one must not see their half-typed code
 KIOSK_RESULT_S = 20  # "Compartment 7 is open" stays long enough to read and walk to the door
-DEFAULT_SIM_URL = "http://127.0.0.1:8001"  # `lockerctl sim`'s control API (DESIGN.md defaults)
+DEFAULT_SIM_URL = "http://127.0.0.1:8001"  # `lockerctl sim`'s control API (README.md defaults)
 
 
 def csp(connect_extra: str = "") -> str:

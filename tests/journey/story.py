@@ -22,7 +22,7 @@ from PIL import Image
 
 from tests.journey.system import Actors, PurchaserPhones, token_of, wait_until
 
-HOLD_FLOOR_C = 60.0  # food-safety floor of hot holding (DESIGN.md)
+HOLD_FLOOR_C = 60.0  # food-safety floor of hot holding (docs/contracts/README.md)
 FOOD_IN_C = 70.0  # the kitchen hands over hot food
 HUMAN_PAUSE_S = 0.4  # a hand moves slower than two board polls (100-200 ms each)
 UNLOCK_WAIT_S = 20.0

@@ -181,8 +181,8 @@ def test_food_is_hot_when_collected(journey: Journey) -> None:
 
 
 def test_food_never_below_the_floor(journey: Journey) -> None:
-    """DESIGN.md: hot holding, never below the food-safety floor (the true food temperature);
-    the service's alert rule allows at most its grace period below it."""
+    """Hot holding, never below the food-safety floor (docs/contracts/README.md), judged by the
+    true food temperature; the service's alert rule allows at most its grace period below it."""
     grace_s = Settings().hold_floor_grace_s
     coldest = {ref: min(t for _w, t in held) for ref, held in journey.held.items()}
     below = {
