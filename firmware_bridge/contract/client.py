@@ -47,7 +47,7 @@ RECONNECT_MAX_S = 30  # a broker back after an outage is found within half a min
 # after the socket opened never will (amqtt stays silent on an MQTT 5 CONNECT).
 CONNACK_WAIT_S = 3.0
 # CONNACK "unsupported protocol version": 0x84 in MQTT 5. A 3.1.1-only broker answers an MQTT 5
-# CONNECT with its own return code 1, which paho 2.2 reports as 0x84 and older paho as 1.
+# CONNECT with its own return code 1, which paho 2.2 reports as 0x84 and some versions as 1.
 UNSUPPORTED_PROTOCOL_CODES = frozenset({0x84, 1})
 
 ConnackVerdict = Literal["accepted", "refused_protocol", "refused"]

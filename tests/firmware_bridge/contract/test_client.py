@@ -144,7 +144,7 @@ def test_a_protocol_refusal_while_probing_makes_auto_fall_back_for_good() -> Non
 def test_a_3_1_1_return_code_1_counts_as_the_same_refusal() -> None:
     probe = ProtocolProbe("auto", clock=Clock())
     code = ReasonCode(PacketTypes.CONNACK, "Success")
-    code.value = 1  # what paho before 2.2 handed on for a 3.1.1 broker's CONNACK
+    code.value = 1  # what some paho versions hand on for a 3.1.1 broker's CONNACK
     assert probe.connack(code) == "refused_protocol" and probe.fall_back_due()
 
 
