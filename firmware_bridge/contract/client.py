@@ -296,6 +296,15 @@ class ProtocolProbe:
                 silent_since is not None and self._clock() - silent_since >= self.connack_wait_s
             )
 
+    def silence_left_s(self) -> float:
+        """How much longer the broker may stay silent on the open socket before that counts as
+        not speaking MQTT 5; 0 when nothing is being waited for."""
+        with self._lock:
+            silent_since = self._socket_at
+            if self._settled or silent_since is None:
+                return 0.0
+            return max(0.0, self.connack_wait_s - (self._clock() - silent_since))
+
     def fall_back(self) -> None:
         with self._lock:
             self._version = "3.1.1"

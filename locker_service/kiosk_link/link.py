@@ -46,7 +46,7 @@ from locker_service.live import LiveHub
 log = logging.getLogger(__name__)
 
 # The probe's silence window, and time for the TCP connect and TLS handshake that come before
-# the socket counts as open.
+# the socket counts as open (a later socket gets the rest of its window, see `_open`).
 CONNECT_PROBE_TIMEOUT_S = mqtt_setup.CONNACK_WAIT_S + 0.5
 SUBACK_TIMEOUT_S = 5.0  # a broker answers SUBSCRIBE in milliseconds; beyond this: not ready
 SESSION_EXPIRY_S = 3600  # restarts and deploys take minutes; see ADR 0040 for why not longer
@@ -300,14 +300,19 @@ class KioskLink:
             keepalive_s=self._settings.mqtt_keepalive_s,
             session_expiry_s=SESSION_EXPIRY_S,
         )
-        try:
-            return await asyncio.wait_for(
-                asyncio.shield(self._connect_outcome), CONNECT_PROBE_TIMEOUT_S
-            )
-        except TimeoutError:
-            # Connected over TCP but no CONNACK: some MQTT 3.1.1 brokers wait forever on an
-            # MQTT 5 CONNECT with properties, which they cannot parse (the probe's silence).
-            return "closed" if client.socket() is not None else "unreachable"
+        wait_s = CONNECT_PROBE_TIMEOUT_S
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(self._connect_outcome), wait_s)
+            except TimeoutError:
+                if client.socket() is None:
+                    return "unreachable"
+                # Connected over TCP but no CONNACK: some MQTT 3.1.1 brokers wait forever on an
+                # MQTT 5 CONNECT with properties, which they cannot parse. A socket that opened
+                # late in the wait gets the rest of the probe's silence window.
+                wait_s = self._probe.silence_left_s()
+                if wait_s <= 0:
+                    return "closed"
 
     def _build_client(self) -> mqtt.Client:
         # A persistent session, so events published while this replica was down wait for it.

@@ -152,11 +152,13 @@ def test_silence_after_the_socket_opened_is_a_refusal_only_after_the_wait() -> N
     clock = Clock()
     probe = ProtocolProbe("auto", connack_wait_s=3.0, clock=clock)
     assert not probe.fall_back_due()  # no socket yet: the broker may just be down
+    assert probe.silence_left_s() == 0.0
     probe.socket_opened()
     clock.now_s += 2.9
     assert not probe.fall_back_due()
+    assert abs(probe.silence_left_s() - 0.1) < 1e-9
     clock.now_s += 0.2
-    assert probe.fall_back_due()
+    assert probe.fall_back_due() and probe.silence_left_s() == 0.0
 
 
 def test_a_connection_closed_before_any_connack_is_a_refusal() -> None:
