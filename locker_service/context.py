@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from firmware_bridge import wire
-from locker_service.api.credentials import TtlCache
+from locker_service.cache import TtlCache
 from locker_service.config import Settings
 from locker_service.live import LiveHub
 from locker_service.orders.writer import OrderWriter

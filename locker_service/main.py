@@ -21,7 +21,6 @@ from locker_service.api.errors import install_error_handlers
 from locker_service.config import Settings, get_settings
 from locker_service.context import ServiceContext
 from locker_service.db import create_engine, create_sessionmaker
-from locker_service.kiosk_link.runtime import start_edges
 from locker_service.kiosks.endpoints import router as kiosk_router
 from locker_service.kiosks.handler import StoryHandler
 from locker_service.live import LiveHub
@@ -29,8 +28,9 @@ from locker_service.metrics import router as metrics_router
 from locker_service.operators.endpoints import router as operator_router
 from locker_service.orders.endpoints import purchaser_router
 from locker_service.orders.endpoints import router as orders_router
+from locker_service.runtime import start_edges
 from locker_service.telemetry.endpoints import router as telemetry_router
-from locker_service.timers.loop import TimerLoop
+from locker_service.timer_loop.loop import TimerLoop
 from locker_service.web import install as install_web
 
 log = logging.getLogger(__name__)

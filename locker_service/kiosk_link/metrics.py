@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from locker_service.metrics import REGISTRY
 
 if TYPE_CHECKING:
-    from locker_service.kiosk_link.runtime import Edges
+    from locker_service.runtime import Edges
 
 # A purchaser at the kiosk waits on a scan: tens of milliseconds are worth telling apart.
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)

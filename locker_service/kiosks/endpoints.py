@@ -21,7 +21,7 @@ from locker_service.kiosks.schemas import (
     PickupRequest,
 )
 from locker_service.models import Compartment, Site
-from locker_service.pickup import codes
+from locker_service.orders import codes
 from locker_service.pickup import service as pickup_service
 
 router = APIRouter(prefix="/api/v1/kiosk", tags=["kiosk"])

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import wire
 from locker_service.alerts.service import raise_alert, raise_compartment_alert, resolve_alerts
-from locker_service.api.credentials import TtlCache
 from locker_service.api.errors import ServiceError
+from locker_service.cache import TtlCache
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
@@ -28,9 +28,9 @@ from locker_service.kiosks import repository, scans
 from locker_service.kiosks.story import Story
 from locker_service.metrics import KIOSK_EVENTS, SCANS_IGNORED
 from locker_service.models import Compartment, DoorOpening, Kiosk, utcnow
+from locker_service.orders import codes
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
-from locker_service.pickup import codes
 from locker_service.pickup import service as pickup_service
 
 log = logging.getLogger(__name__)

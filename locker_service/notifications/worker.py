@@ -33,7 +33,7 @@ from locker_service.notifications.delivery import (
 )
 from locker_service.notifications.messages import PickupDetails, compose
 from locker_service.notifications.qr import qr_png
-from locker_service.pickup.codes import fallback_code, pickup_token
+from locker_service.orders.codes import fallback_code, pickup_token
 
 log = logging.getLogger(__name__)
 

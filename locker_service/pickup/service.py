@@ -22,9 +22,10 @@ from locker_service.db import session_scope
 from locker_service.kiosk_link.errors import CommandTimeout, KioskLinkError
 from locker_service.metrics import PICKUPS
 from locker_service.models import Compartment, Kiosk, Order, utcnow
+from locker_service.orders import codes
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
-from locker_service.pickup import codes, repository, throttle
+from locker_service.pickup import repository, throttle
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
 

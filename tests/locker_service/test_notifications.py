@@ -42,8 +42,8 @@ from locker_service.models import (
 )
 from locker_service.notifications.channels import DEDUPE_HEADER
 from locker_service.notifications.worker import OutboxWorker
+from locker_service.orders import codes
 from locker_service.orders.outbox import enqueue
-from locker_service.pickup import codes
 from locker_service.security import hash_token
 from tests.locker_service.conftest import make_settings
 from tests.support.mosquitto import free_port

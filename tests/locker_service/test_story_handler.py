@@ -28,7 +28,7 @@ from locker_service.models import (
     OrderEvent,
     Timer,
 )
-from locker_service.timers.loop import TimerLoop
+from locker_service.timer_loop.loop import TimerLoop
 from tests.locker_service.world import FakeKiosk, World, create_order, token_of
 
 Emit = Callable[..., Awaitable[wire.Event]]

@@ -26,9 +26,9 @@ from locker_service.models import (
     Timer,
     utcnow,
 )
-from locker_service.timers import handlers
+from locker_service.timer_loop import handlers
+from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers import service as timers
-from locker_service.timers.loop import TimerLoop
 from locker_service.timers.service import TimerKind
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.world import FakeKiosk, World, create_order, event, make_ready
@@ -218,7 +218,7 @@ async def test_order_never_dropped_off_expires(
 
 async def test_concurrent_loops_run_each_timer_once(world: World, service: ServiceContext) -> None:
     ran: list[int] = []
-    from locker_service.timers import handlers
+    from locker_service.timer_loop import handlers
 
     async def count(ctx: ServiceContext, timer: Timer) -> None:
         ran.append(timer.id)
@@ -228,7 +228,7 @@ async def test_concurrent_loops_run_each_timer_once(world: World, service: Servi
         for _ in range(60):
             timers.schedule(session, TimerKind.REMINDER, utcnow() - timedelta(seconds=1))
     original = handlers.HANDLERS[TimerKind.REMINDER]
-    from locker_service.timers import loop as loop_module
+    from locker_service.timer_loop import loop as loop_module
 
     loop_module.HANDLERS[TimerKind.REMINDER] = count  # type: ignore[assignment]
     try:
@@ -250,7 +250,7 @@ async def test_concurrent_loops_run_each_timer_once(world: World, service: Servi
 async def test_a_timer_that_keeps_failing_gives_up_with_an_alert(
     world: World, service: ServiceContext
 ) -> None:
-    from locker_service.timers import loop as loop_module
+    from locker_service.timer_loop import loop as loop_module
 
     async def broken(ctx: ServiceContext, timer: Timer) -> None:
         raise RuntimeError("the kiosk link is wedged")

@@ -166,7 +166,7 @@ async def make_ready(
     client: httpx.AsyncClient, world: World, ctx: ServiceContext, **overrides: Any
 ) -> tuple[dict[str, Any], int]:
     """An order taken through drop-off and its cycle: (order as created, compartment number)."""
-    from locker_service.timers.loop import TimerLoop
+    from locker_service.timer_loop.loop import TimerLoop
 
     order = await create_order(client, world, **overrides)
     dropped = await client.post(

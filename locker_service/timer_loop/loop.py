@@ -18,8 +18,8 @@ from locker_service.alerts.service import raise_alert
 from locker_service.context import ServiceContext
 from locker_service.db import is_sqlite, session_scope
 from locker_service.models import Order, Timer
+from locker_service.timer_loop.handlers import HANDLERS
 from locker_service.timers import service
-from locker_service.timers.handlers import HANDLERS
 
 log = logging.getLogger(__name__)
 
