@@ -9,13 +9,13 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from locker_service.api.errors import Conflict
 from locker_service.compartments.lifecycle import (
     CompartmentState,
     CompartmentTrigger,
     next_state,
 )
 from locker_service.db import rowcount
+from locker_service.errors import Conflict
 from locker_service.models import Compartment, Kiosk
 
 SIZES = ("S", "M", "L")

@@ -14,8 +14,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from locker_service.api.errors import Conflict
 from locker_service.db import rowcount
+from locker_service.errors import Conflict
 from locker_service.models import Order, OrderEvent, utcnow
 from locker_service.orders.lifecycle import OrderState, OrderTrigger, next_state
 

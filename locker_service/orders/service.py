@@ -13,9 +13,9 @@ import pydantic_core
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.api.errors import Conflict, NotFound, Unprocessable
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
+from locker_service.errors import Conflict, NotFound, Unprocessable
 from locker_service.events import publish_after_commit
 from locker_service.live import LiveHub
 from locker_service.models import Compartment, Kiosk, Merchant, Order, Site, utcnow

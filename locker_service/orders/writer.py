@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from locker_service.api.errors import ServiceUnavailable
+from locker_service.errors import ServiceUnavailable
 from locker_service.orders import repository
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind

@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from locker_service.api.errors import ServiceError, ServiceUnavailable
 from locker_service.context import ServiceContext
+from locker_service.errors import ServiceError, ServiceUnavailable
 from locker_service.models import Merchant, Order, OrderEvent, Timer
 from locker_service.orders import service as orders
 from locker_service.orders.schemas import OrderCreate, OrderCreated
