@@ -198,7 +198,7 @@ class StoryHandler:
             SCAN_DECISION_S.observe(time.perf_counter() - started)
             await self._open(kiosk, decision)
             return
-        timers = self.ctx.components.get("timers")
+        timers = self.ctx.timers
         if timers is not None:
             timers.wake()  # a step may have scheduled a command due now (e.g. heat and cycle)
 
