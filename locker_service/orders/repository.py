@@ -16,6 +16,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from locker_service.db import rowcount
 from locker_service.errors import Conflict
+from locker_service.lifecycles import save_step
 from locker_service.models import Order, OrderEvent, utcnow
 from locker_service.orders.lifecycle import OrderState, OrderTrigger, next_state
 
@@ -43,18 +44,8 @@ async def transition(
     new = next_state(expected, trigger)
     now = utcnow()
     values.setdefault("updated_at", now)
-    result = await session.execute(
-        update(Order)
-        .where(Order.id == order.id, Order.state == expected)
-        .values(state=new.value, version=Order.version + 1, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if rowcount(result) != 1:
+    if not await save_step(session, order, expected, new.value, values):
         raise OrderChanged(f"order {order.id} changed meanwhile (was {expected})")
-    set_committed_value(order, "state", new.value)
-    set_committed_value(order, "version", order.version + 1)
-    for key, value in values.items():
-        set_committed_value(order, key, value)
     add_event(
         session,
         order.id,
