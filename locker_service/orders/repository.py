@@ -65,19 +65,22 @@ def add_event(
     action: str,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    session.add(OrderEvent(**_event_values(order_id, actor_type, actor_id, action, detail)))
+    session.add(OrderEvent(**event_values(order_id, actor_type, actor_id, action, detail)))
 
 
-def _event_values(
+def event_values(
     order_id: uuid.UUID,
     actor_type: str,
     actor_id: str | None,
     action: str,
     detail: dict[str, Any] | None,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
+    """Every column of an audit row (the ORM object, the prebuilt insert and the order
+    writer's PostgreSQL batch are all made from these)."""
     return {
         "order_id": order_id,
-        "at": utcnow(),
+        "at": at or utcnow(),
         "actor_type": actor_type,
         "actor_id": actor_id,
         "action": action,
@@ -124,7 +127,11 @@ async def insert_event(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """`add_event` written at once, for a path that has no ORM objects to flush."""
-    values = _event_values(order_id, actor_type, actor_id, action, detail)
+    await insert_event_values(session, event_values(order_id, actor_type, actor_id, action, detail))
+
+
+async def insert_event_values(session: AsyncSession, values: dict[str, Any]) -> None:
+    """An audit row from its `event_values`, written at once."""
     await session.execute(_INSERT_ORDER_EVENT, values)
 
 
