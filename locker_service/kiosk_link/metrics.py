@@ -1,7 +1,8 @@
-"""Prometheus figures of the service's edges: MQTT link, telemetry ingest, notification outbox.
+"""Latency histograms of the kiosk path: a message's wait for its lane, a scan's decision, and
+telemetry from measurement to stored. Observed where those things happen.
 
-Read at scrape time from the running components (their plain counters), summed over every
-running set of edges in the process, and served with the service's other metrics at /metrics.
+The running parts' plain counters (messages, commands, readings, notifications) are read at
+scrape time by `locker_service.runtime.RuntimeCollector`; all are served at /metrics.
 """
 
 from __future__ import annotations
