@@ -32,8 +32,8 @@ def _settings(database_url: str | None) -> Settings:
 def _in_session(
     database_url: str | None, work: Callable[[AsyncSession, Settings], Awaitable[T]]
 ) -> T:
-    from locker_service.api.errors import ServiceError
     from locker_service.db import create_engine, create_sessionmaker, session_scope
+    from locker_service.errors import ServiceError
     from migrations import upgrade_async
 
     settings = _settings(database_url)

@@ -1,7 +1,12 @@
-"""What a running service holds: settings, database, live hub, the kiosk link.
+"""What a running service holds: settings, database, live hub, and handles on its running parts.
 
 Made once in `lifespan` and handed to endpoints (through `request.app.state.ctx`), the kiosk
 event handler and the timer loop, so none of them reaches for globals.
+
+The context is the bottom of the service's layers: it imports no web framework and no MQTT
+client (a test checks). The running parts above it (the kiosk link, the order writer, the timer
+loop) are reached through the small protocols below, which they implement; the objects
+themselves are made and owned by `locker_service.runtime`.
 """
 
 from __future__ import annotations
@@ -11,13 +16,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from firmware_bridge import contract
-from locker_service.api.credentials import TtlCache
+from locker_service.cache import TtlCache
 from locker_service.config import Settings
 from locker_service.live import LiveHub
-from locker_service.orders.writer import OrderWriter
 
 if TYPE_CHECKING:
+    from firmware_bridge import contract
     from locker_service.models import Merchant
 
 
@@ -29,19 +33,33 @@ class KioskCommander(Protocol):
     ) -> contract.Reply: ...
 
 
+class OrderWriting(Protocol):
+    """New orders written with their audit event and expiry timer (`orders.writer.OrderWriter`,
+    group-committed)."""
+
+    async def write(self, row: dict[str, Any], site_code: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class TimerWaker(Protocol):
+    """The timer loop, woken when a step has just scheduled a timer due at once."""
+
+    def wake(self) -> None: ...
+
+
 @dataclass
 class ServiceContext:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     hub: LiveHub
-    commander: KioskCommander | None = None
-    components: dict[str, Any] = field(default_factory=dict)  # link, workers: for /readyz
+    order_writer: OrderWriting
+    commander: KioskCommander | None = None  # None: no kiosk link (tests put a fake here)
+    timers: TimerWaker | None = None  # None: timers disabled in this process
     merchant_keys: TtlCache[Merchant] = field(init=False)  # API key hash -> merchant
     site_ids: TtlCache[int] = field(init=False)  # site code -> id, for creating orders
-    order_writer: OrderWriter = field(init=False)  # new orders, group-committed
 
     def __post_init__(self) -> None:
         self.merchant_keys = TtlCache(self.settings.credential_cache_s)
         self.site_ids = TtlCache(self.settings.credential_cache_s)
-        self.order_writer = OrderWriter(self.engine, self.sessionmaker)

@@ -6,31 +6,27 @@ Everything with a connection (database engine, MQTT link, background loops) is m
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from locker_service.api.errors import install_error_handlers
+from locker_service.api.metrics import router as metrics_router
 from locker_service.config import Settings, get_settings
 from locker_service.context import ServiceContext
 from locker_service.db import create_engine, create_sessionmaker
-from locker_service.kiosk_link.runtime import start_edges
 from locker_service.kiosks.endpoints import router as kiosk_router
-from locker_service.kiosks.handler import StoryHandler
 from locker_service.live import LiveHub
-from locker_service.metrics import router as metrics_router
 from locker_service.operators.endpoints import router as operator_router
 from locker_service.orders.endpoints import purchaser_router
 from locker_service.orders.endpoints import router as orders_router
+from locker_service.orders.writer import OrderWriter
+from locker_service.runtime import Runtime, start_runtime
 from locker_service.telemetry.endpoints import router as telemetry_router
-from locker_service.timers.loop import TimerLoop
 from locker_service.web import install as install_web
 
 log = logging.getLogger(__name__)
@@ -44,31 +40,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
         await upgrade_async(settings.database_url)
     engine = create_engine(settings.database_url)
+    sessionmaker = create_sessionmaker(engine)
     ctx = ServiceContext(
         settings=settings,
         engine=engine,
-        sessionmaker=create_sessionmaker(engine),
+        sessionmaker=sessionmaker,
         hub=LiveHub(),
+        order_writer=OrderWriter(engine, sessionmaker),
     )
     app.state.ctx = ctx
-    handler = StoryHandler(ctx)
-    ctx.components["story"] = handler
-    tasks: list[asyncio.Task[Any]] = []
-    # The kiosk link (when enabled), the telemetry ingest and the notification outbox worker.
-    edges = await start_edges(ctx, handler)
+    # The kiosk event handler, the telemetry ingest, and what the settings enable: the kiosk
+    # link, the notification outbox worker, the timer loop.
+    runtime = await start_runtime(ctx)
+    app.state.runtime = runtime
     try:
-        if settings.timers_enabled:
-            timer_loop = TimerLoop(ctx)
-            ctx.components["timers"] = timer_loop
-            tasks.append(asyncio.create_task(timer_loop.run_forever(), name="timers"))
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await edges.stop()
+        await runtime.stop()
         await ctx.order_writer.close()
         await engine.dispose()
 
@@ -107,9 +95,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception:
             log.warning("readiness: database unreachable", exc_info=True)
             checks["database"] = False
-        link = ctx.components.get("kiosk_link")
-        if link is not None:
-            checks["mqtt"] = bool(getattr(link, "ready", False))
+        runtime: Runtime = app.state.runtime
+        if runtime.link is not None:
+            checks["mqtt"] = runtime.link.ready
         ready = all(checks.values())
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "checks": checks},

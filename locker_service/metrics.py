@@ -1,24 +1,14 @@
-"""Prometheus metrics of the service, served at /metrics.
+"""Prometheus metrics of the service: the registry, the counters and the state gauges.
 
 Counters are bumped where things happen; the state gauges (orders and compartments per state,
-open alerts, pending outbox rows) are read from the database at scrape time, so every replica
-reports the same truth rather than its own share of it.
+open alerts, pending outbox rows) are set from the database at scrape time by the /metrics
+route (`locker_service.api.metrics`), so every replica reports the same truth rather than its
+own share of it. This module imports no web framework, so any layer may count.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    generate_latest,
-)
-from sqlalchemy import func, select
-
-from locker_service.api.deps import ContextDep
-from locker_service.models import Alert, Compartment, Kiosk, NotificationOutbox, Order
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 REGISTRY = CollectorRegistry()
 DROPOFFS = Counter(
@@ -44,35 +34,3 @@ KIOSKS_ONLINE = Gauge("locker_kiosks_online", "Kiosks reporting online", registr
 OUTBOX_PENDING = Gauge(
     "locker_outbox_pending", "Purchaser messages not yet sent", registry=REGISTRY
 )
-
-router = APIRouter(tags=["health"])
-
-
-@router.get("/metrics", response_class=Response)
-async def metrics(ctx: ContextDep) -> Response:
-    async with ctx.sessionmaker() as session:
-        ORDERS.clear()
-        for state, count in await session.execute(
-            select(Order.state, func.count()).group_by(Order.state)
-        ):
-            ORDERS.labels(state).set(count)
-        COMPARTMENTS.clear()
-        for state, count in await session.execute(
-            select(Compartment.state, func.count()).group_by(Compartment.state)
-        ):
-            COMPARTMENTS.labels(state).set(count)
-        ALERTS_OPEN.clear()
-        for kind, count in await session.execute(
-            select(Alert.kind, func.count()).where(Alert.state != "resolved").group_by(Alert.kind)
-        ):
-            ALERTS_OPEN.labels(kind).set(count)
-        KIOSKS_ONLINE.set(
-            await session.scalar(select(func.count()).where(Kiosk.online.is_(True))) or 0
-        )
-        OUTBOX_PENDING.set(
-            await session.scalar(
-                select(func.count()).where(NotificationOutbox.status.in_(["pending", "sending"]))
-            )
-            or 0
-        )
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -255,7 +255,7 @@ class System:
             "LOCKER_MQTT_URL": broker_url,
             "LOCKER_PORT": str(self.port),
         }
-        ctl = [sys.executable, "-m", "locker_service.stack.lockerctl"]
+        ctl = [sys.executable, "-m", "locker_service"]
         self.logs = [open(self.dir / n, "w") for n in ("service.log", "bridge.log")]  # noqa: SIM115
         self.service = subprocess.Popen(
             [*ctl, "serve", "--log-level", "warning"],

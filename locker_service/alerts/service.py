@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.api.errors import NotFound
+from locker_service.errors import NotFound
 from locker_service.events import publish_after_commit
 from locker_service.live import LiveHub
 from locker_service.models import Alert, Compartment, Kiosk, utcnow

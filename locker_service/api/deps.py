@@ -10,9 +10,9 @@ from fastapi import Depends, Header, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.api.errors import Forbidden, Unauthorized
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
+from locker_service.errors import Forbidden, Unauthorized
 from locker_service.models import Kiosk, Merchant, Operator, operator_sites
 from locker_service.security import hash_token
 

@@ -1,7 +1,9 @@
-"""The service's error hierarchy and the one handler that turns errors into JSON answers.
+"""The one handler that turns the service's errors into JSON answers.
 
-Every error answer is `{"error": code, "message": text}` with the status the error class names.
-A wrong lifecycle step is 409 (`InvalidTransition`), never 500.
+Every error answer is `{"error": code, "message": text}`. Domain code raises the plain errors of
+`locker_service.errors`; this module alone knows which HTTP status each class means, so a wrong
+lifecycle step (`InvalidTransition`) is 409, never 500. FastAPI's own refusals (validation, an
+unknown route) and anything unexpected get the same body shape.
 """
 
 from __future__ import annotations
@@ -14,78 +16,50 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from locker_service.compartments.lifecycle import IllegalCompartmentTransition
-from locker_service.kiosk_link.errors import KioskLinkError
-from locker_service.orders.lifecycle import IllegalOrderTransition
+from locker_service.errors import (
+    Conflict,
+    Forbidden,
+    NoAnswerInTime,
+    NotFound,
+    ServiceError,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    Unprocessable,
+)
 
 log = logging.getLogger(__name__)
 
-
-class ServiceError(Exception):
-    status_code = 400
-    code = "bad_request"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-
-    def headers(self) -> dict[str, str] | None:
-        return None
-
-
-class BadRequest(ServiceError):
-    pass
+# The first class in an error's MRO found here gives its status, so a subclass that mixes in a
+# more precise kind (a kiosk command with no answer: unavailable and no answer in time) is
+# answered by the kind it names first.
+STATUS_BY_ERROR: dict[type[ServiceError], int] = {
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Unprocessable: 422,
+    TooManyRequests: 429,
+    NoAnswerInTime: 504,
+    ServiceUnavailable: 503,
+    ServiceError: 400,
+}
 
 
-class Unauthorized(ServiceError):
-    status_code = 401
-    code = "unauthorized"
+def status_of(exc: ServiceError) -> int:
+    for cls in type(exc).__mro__:
+        status = STATUS_BY_ERROR.get(cls)
+        if status is not None:
+            return status
+    return 400  # unreachable: every ServiceError has ServiceError in its MRO
 
-    def headers(self) -> dict[str, str] | None:
+
+def headers_of(exc: ServiceError) -> dict[str, str] | None:
+    if isinstance(exc, Unauthorized):
         return {"WWW-Authenticate": "Bearer"}
-
-
-class Forbidden(ServiceError):
-    status_code = 403
-    code = "forbidden"
-
-
-class NotFound(ServiceError):
-    status_code = 404
-    code = "not_found"
-
-
-class Conflict(ServiceError):
-    status_code = 409
-    code = "conflict"
-
-
-class InvalidTransition(Conflict):
-    code = "invalid_transition"
-
-
-class Unprocessable(ServiceError):
-    status_code = 422
-    code = "unprocessable"
-
-
-class TooManyRequests(ServiceError):
-    status_code = 429
-    code = "too_many_requests"
-
-    def __init__(self, message: str, *, retry_after_s: float, code: str | None = None) -> None:
-        super().__init__(message, code=code)
-        self.retry_after_s = retry_after_s
-
-    def headers(self) -> dict[str, str] | None:
-        return {"Retry-After": str(max(1, int(self.retry_after_s + 0.999)))}
-
-
-class ServiceUnavailable(ServiceError):
-    status_code = 503
-    code = "unavailable"
+    if isinstance(exc, TooManyRequests):
+        return {"Retry-After": str(max(1, int(exc.retry_after_s + 0.999)))}
+    return None
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -95,18 +69,8 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     return JSONResponse(
-        error_body(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers()
+        error_body(exc.code, exc.message), status_code=status_of(exc), headers=headers_of(exc)
     )
-
-
-async def _kiosk_link_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, KioskLinkError)
-    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)
-
-
-async def _illegal_transition(_request: Request, exc: Exception) -> JSONResponse:
-    """A lifecycle step the transition table forbids: the caller asked at the wrong time."""
-    return JSONResponse(error_body(InvalidTransition.code, str(exc)), status_code=409)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -136,9 +100,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(KioskLinkError, _kiosk_link_error)
-    app.add_exception_handler(IllegalOrderTransition, _illegal_transition)
-    app.add_exception_handler(IllegalCompartmentTransition, _illegal_transition)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

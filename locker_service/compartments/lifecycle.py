@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from locker_service.errors import InvalidTransition
+
 
 class CompartmentState(StrEnum):
     AVAILABLE = "available"
@@ -62,7 +64,7 @@ WITH_ORDER: frozenset[CompartmentState] = frozenset(
 )
 
 
-class IllegalCompartmentTransition(ValueError):
+class IllegalCompartmentTransition(InvalidTransition):
     def __init__(self, state: str, trigger: str) -> None:
         super().__init__(f"a compartment that is {state} cannot {trigger}")
         self.state = state

@@ -7,15 +7,15 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
-from locker_service.api.errors import Conflict
 from locker_service.compartments.lifecycle import (
     CompartmentState,
     CompartmentTrigger,
     next_state,
 )
 from locker_service.db import rowcount
+from locker_service.errors import Conflict
+from locker_service.lifecycles import save_step
 from locker_service.models import Compartment, Kiosk
 
 SIZES = ("S", "M", "L")
@@ -30,18 +30,8 @@ async def transition(
 ) -> CompartmentState:
     expected = compartment.state
     new = next_state(expected, trigger)
-    result = await session.execute(
-        update(Compartment)
-        .where(Compartment.id == compartment.id, Compartment.state == expected)
-        .values(state=new.value, version=Compartment.version + 1, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if rowcount(result) != 1:
+    if not await save_step(session, compartment, expected, new.value, values):
         raise CompartmentChanged(f"compartment {compartment.id} changed meanwhile")
-    set_committed_value(compartment, "state", new.value)
-    set_committed_value(compartment, "version", compartment.version + 1)
-    for key, value in values.items():
-        set_committed_value(compartment, key, value)
     return new
 
 

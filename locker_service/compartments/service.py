@@ -15,10 +15,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import contract
-from locker_service.api.errors import ServiceUnavailable
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
-from locker_service.kiosk_link.errors import CommandTimeout, KioskLinkError
+from locker_service.errors import ServiceUnavailable
+from locker_service.kiosk_link.errors import CommandTimeout
 from locker_service.models import Compartment, DoorOpening, Kiosk, utcnow
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ async def unlock(
         reply = await send(ctx, kiosk.code, "unlock", compartment.number, args.model_dump())
     except CommandTimeout:
         raise
-    except (KioskLinkError, ServiceUnavailable):
+    except ServiceUnavailable:  # the kiosk link's errors among them
         await _withdraw(ctx, opening_id)
         raise
     if reply.status != "succeeded":

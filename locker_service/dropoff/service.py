@@ -15,20 +15,19 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from locker_service.api.errors import (
+from locker_service.compartments import repository as compartments
+from locker_service.compartments import service as doors
+from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
+from locker_service.context import ServiceContext
+from locker_service.db import session_scope
+from locker_service.errors import (
     Conflict,
     Forbidden,
     NotFound,
     ServiceError,
     TooManyRequests,
 )
-from locker_service.compartments import repository as compartments
-from locker_service.compartments import service as doors
-from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
-from locker_service.context import ServiceContext
-from locker_service.db import session_scope
 from locker_service.events import publish_after_commit
-from locker_service.kiosk_link.errors import KioskLinkError
 from locker_service.metrics import DROPOFFS
 from locker_service.models import Compartment, Courier, Kiosk, Order, PickupAttempt, utcnow
 from locker_service.orders import repository as orders
@@ -106,7 +105,7 @@ async def dropoff(
 ) -> DropoffResult:
     try:
         result = await _dropoff(ctx, kiosk, courier_code, pin, order_ref)
-    except (ServiceError, KioskLinkError) as exc:
+    except ServiceError as exc:
         DROPOFFS.labels(exc.code).inc()
         raise
     DROPOFFS.labels("ok").inc()
@@ -202,7 +201,7 @@ async def _preheat(ctx: ServiceContext, kiosk: Kiosk, compartment: Compartment) 
             {"setpoint_c": ctx.settings.hold_setpoint_c},
             timeout_s=PREHEAT_TIMEOUT_S,
         )
-    except (KioskLinkError, ServiceError) as exc:
+    except ServiceError as exc:
         log.warning("preheat of %s/%s: %s", kiosk.code, compartment.number, exc)
         return
     if reply.status != "succeeded":

@@ -1,17 +1,18 @@
-"""Errors of the kiosk link: what a caller of `KioskLink.command()` may have to handle."""
+"""Errors of the kiosk link: what a caller of `KioskLink.command()` may have to handle.
+
+They sit under the service's one error root (`locker_service.errors`), so the one handler answers
+them like any other: unreachable 503, no final answer 504, a command that does not fit 422.
+"""
 
 from __future__ import annotations
 
+from locker_service.errors import NoAnswerInTime, ServiceUnavailable, Unprocessable
 
-class KioskLinkError(Exception):
-    """Base of the kiosk link's errors; `code` and `status_code` shape the HTTP answer."""
+
+class KioskLinkError(ServiceUnavailable):
+    """Base of the kiosk link's errors."""
 
     code = "kiosk_link_error"
-    status_code = 503
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class KioskUnreachable(KioskLinkError):
@@ -22,10 +23,9 @@ class KioskUnreachable(KioskLinkError):
     """
 
     code = "kiosk_unreachable"
-    status_code = 503
 
 
-class CommandTimeout(KioskLinkError):
+class CommandTimeout(NoAnswerInTime, KioskLinkError):
     """The kiosk accepted the command but gave no final answer before the deadline.
 
     Unlike `KioskUnreachable`, the action may have happened (e.g. a lock pulse was sent): the
@@ -33,11 +33,9 @@ class CommandTimeout(KioskLinkError):
     """
 
     code = "kiosk_command_timeout"
-    status_code = 504
 
 
-class InvalidCommand(KioskLinkError):
+class InvalidCommand(Unprocessable, KioskLinkError):
     """The action, compartment or arguments do not fit the wire contract; nothing was sent."""
 
     code = "invalid_kiosk_command"
-    status_code = 422

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Request
 from sqlalchemy import func, select
 
 from locker_service.api.deps import ContextDep, KioskDep, SessionDep
-from locker_service.api.errors import BadRequest
 from locker_service.compartments.lifecycle import CompartmentState
 from locker_service.dropoff import service as dropoff_service
+from locker_service.errors import BadRequest
 from locker_service.kiosks.schemas import (
     DropoffAnswer,
     DropoffRequest,
@@ -21,7 +21,7 @@ from locker_service.kiosks.schemas import (
     PickupRequest,
 )
 from locker_service.models import Compartment, Site
-from locker_service.pickup import codes
+from locker_service.orders import codes
 from locker_service.pickup import service as pickup_service
 
 router = APIRouter(prefix="/api/v1/kiosk", tags=["kiosk"])

@@ -15,22 +15,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import contract
 from locker_service.alerts.service import raise_alert, raise_compartment_alert, resolve_alerts
-from locker_service.api.credentials import TtlCache
-from locker_service.api.errors import ServiceError
+from locker_service.cache import TtlCache
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
-from locker_service.kiosk_link.errors import KioskLinkError
+from locker_service.errors import ServiceError
 from locker_service.kiosk_link.metrics import SCAN_DECISION_S
 from locker_service.kiosks import repository, scans
 from locker_service.kiosks.story import Story
 from locker_service.metrics import KIOSK_EVENTS, SCANS_IGNORED
 from locker_service.models import Compartment, DoorOpening, Kiosk, utcnow
+from locker_service.orders import codes
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
-from locker_service.pickup import codes
 from locker_service.pickup import service as pickup_service
 
 log = logging.getLogger(__name__)
@@ -199,7 +198,7 @@ class StoryHandler:
             SCAN_DECISION_S.observe(time.perf_counter() - started)
             await self._open(kiosk, decision)
             return
-        timers = self.ctx.components.get("timers")
+        timers = self.ctx.timers
         if timers is not None:
             timers.wake()  # a step may have scheduled a command due now (e.g. heat and cycle)
 
@@ -375,7 +374,7 @@ class StoryHandler:
         try:
             result = await pickup_service.complete(self.ctx, kiosk, decision)
             outcome.update(ok=True, compartment=result.compartment.number)
-        except (ServiceError, KioskLinkError) as exc:
+        except ServiceError as exc:
             log.info("scan at kiosk %s refused: %s", kiosk.code, exc)
             outcome.update(ok=False, error=exc.code, message=exc.message)
         self.ctx.hub.publish("pickup", outcome, kiosk.site_id)

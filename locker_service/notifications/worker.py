@@ -13,7 +13,6 @@ Several replicas may run workers at once: claims never overlap (see repository.p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from locker_service.background import BackgroundLoop
 from locker_service.config import Settings
 from locker_service.models import NotificationOutbox, utcnow
 from locker_service.notifications import repository
@@ -33,7 +33,7 @@ from locker_service.notifications.delivery import (
 )
 from locker_service.notifications.messages import PickupDetails, compose
 from locker_service.notifications.qr import qr_png
-from locker_service.pickup.codes import fallback_code, pickup_token
+from locker_service.orders.codes import fallback_code, pickup_token
 
 log = logging.getLogger(__name__)
 
@@ -75,37 +75,28 @@ class OutboxWorker:
         self._sessionmaker = sessionmaker
         self._settings = settings
         self._delivery = delivery or AppriseDelivery(settings.notify_send_timeout_s)
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self.sent = 0
         self.failed_attempts = 0
+        self._loop = BackgroundLoop(
+            "notification-outbox",
+            self._round,
+            period_s=settings.notify_poll_s,
+            log=log,
+            failure="notification outbox round failed",
+        )
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="notification-outbox")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     def wake(self) -> None:
         """Look at the outbox now (e.g. right after a commit that added a message)."""
-        self._wake.set()
+        self._loop.wake()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                done = await self.run_once()
-            except Exception:
-                log.exception("notification outbox round failed")
-                done = 0
-            if done == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._settings.notify_poll_s)
-                self._wake.clear()
+    async def _round(self) -> bool:
+        return await self.run_once() > 0
 
     async def run_once(self, now: datetime | None = None) -> int:
         """Claim due messages and send them; returns how many were claimed."""

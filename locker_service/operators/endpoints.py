@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 
 from locker_service.alerts import service as alerts
 from locker_service.api.deps import ContextDep, OperatorDep, SessionDep
-from locker_service.api.errors import NotFound, Unprocessable
 from locker_service.compartments import repository as compartments
 from locker_service.compartments.lifecycle import CompartmentState
+from locker_service.errors import NotFound, Unprocessable
 from locker_service.models import Alert, Compartment, Kiosk, Site, utcnow
 from locker_service.operators import service
 from locker_service.operators.schemas import (

@@ -6,12 +6,12 @@ from sqlalchemy import select
 
 from locker_service.alerts.service import raise_alert, resolve_alerts
 from locker_service.api.deps import OperatorPrincipal
-from locker_service.api.errors import Conflict, NotFound
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
+from locker_service.errors import Conflict, NotFound
 from locker_service.events import publish_after_commit
 from locker_service.models import Compartment, Kiosk, Site, utcnow
 from locker_service.orders import repository as orders

@@ -20,7 +20,7 @@ from locker_service.api.deps import (
     context_of,
     current_merchant,
 )
-from locker_service.api.errors import NotFound
+from locker_service.errors import NotFound
 from locker_service.orders import service
 from locker_service.orders.lifecycle import OrderState
 from locker_service.orders.schemas import OrderCreate, OrderCreated, OrderRead, PurchaserStatus

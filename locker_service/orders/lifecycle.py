@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from locker_service.errors import InvalidTransition
+
 
 class OrderState(StrEnum):
     CREATED = "created"  # waiting for a courier
@@ -61,7 +63,7 @@ HOLDING: frozenset[OrderState] = frozenset({S.DEPOSITED, S.DISINFECTING, S.READY
 ACTIVE: frozenset[OrderState] = frozenset({S.ASSIGNED, *HOLDING})
 
 
-class IllegalOrderTransition(ValueError):
+class IllegalOrderTransition(InvalidTransition):
     def __init__(self, state: str, trigger: str) -> None:
         super().__init__(f"an order that is {state} cannot {trigger}")
         self.state = state

@@ -1,7 +1,7 @@
 """Writing purchaser messages into the notification outbox, in the deciding transaction.
 
 The row holds everything but secrets: the worker (locker_service.notifications) re-derives the
-pickup token and fallback code with `locker_service.pickup.codes` when it sends, adding the link,
+pickup token and fallback code with `locker_service.orders.codes` when it sends, adding the link,
 the code and the QR image (`attachment = "qr"`). The dedupe key names the order and the kind of
 message, so a retried decision never makes a second row and a crash never loses one.
 """

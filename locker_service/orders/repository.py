@@ -14,8 +14,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from locker_service.api.errors import Conflict
 from locker_service.db import rowcount
+from locker_service.errors import Conflict
+from locker_service.lifecycles import save_step
 from locker_service.models import Order, OrderEvent, utcnow
 from locker_service.orders.lifecycle import OrderState, OrderTrigger, next_state
 
@@ -43,18 +44,8 @@ async def transition(
     new = next_state(expected, trigger)
     now = utcnow()
     values.setdefault("updated_at", now)
-    result = await session.execute(
-        update(Order)
-        .where(Order.id == order.id, Order.state == expected)
-        .values(state=new.value, version=Order.version + 1, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if rowcount(result) != 1:
+    if not await save_step(session, order, expected, new.value, values):
         raise OrderChanged(f"order {order.id} changed meanwhile (was {expected})")
-    set_committed_value(order, "state", new.value)
-    set_committed_value(order, "version", order.version + 1)
-    for key, value in values.items():
-        set_committed_value(order, key, value)
     add_event(
         session,
         order.id,
@@ -74,19 +65,22 @@ def add_event(
     action: str,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    session.add(OrderEvent(**_event_values(order_id, actor_type, actor_id, action, detail)))
+    session.add(OrderEvent(**event_values(order_id, actor_type, actor_id, action, detail)))
 
 
-def _event_values(
+def event_values(
     order_id: uuid.UUID,
     actor_type: str,
     actor_id: str | None,
     action: str,
     detail: dict[str, Any] | None,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
+    """Every column of an audit row (the ORM object, the prebuilt insert and the order
+    writer's PostgreSQL batch are all made from these)."""
     return {
         "order_id": order_id,
-        "at": utcnow(),
+        "at": at or utcnow(),
         "actor_type": actor_type,
         "actor_id": actor_id,
         "action": action,
@@ -133,7 +127,11 @@ async def insert_event(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """`add_event` written at once, for a path that has no ORM objects to flush."""
-    values = _event_values(order_id, actor_type, actor_id, action, detail)
+    await insert_event_values(session, event_values(order_id, actor_type, actor_id, action, detail))
+
+
+async def insert_event_values(session: AsyncSession, values: dict[str, Any]) -> None:
+    """An audit row from its `event_values`, written at once."""
     await session.execute(_INSERT_ORDER_EVENT, values)
 
 

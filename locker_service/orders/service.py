@@ -13,13 +13,13 @@ import pydantic_core
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.api.errors import Conflict, NotFound, Unprocessable
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
+from locker_service.errors import Conflict, NotFound, Unprocessable
 from locker_service.events import publish_after_commit
 from locker_service.live import LiveHub
 from locker_service.models import Compartment, Kiosk, Merchant, Order, Site, utcnow
-from locker_service.orders import repository
+from locker_service.orders import codes, repository
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
 from locker_service.orders.schemas import (
     OrderCreate,
@@ -29,7 +29,6 @@ from locker_service.orders.schemas import (
     live_view,
     live_view_of_new,
 )
-from locker_service.pickup import codes
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import operator
 import uuid
@@ -32,7 +33,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from locker_service.api.errors import ServiceUnavailable
+from locker_service.errors import ServiceUnavailable
 from locker_service.orders import repository
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
@@ -65,27 +66,68 @@ ORDER_COLUMNS: dict[str, str] = {
 }
 
 
+# The rows written with each new order, only if the order itself is new: its `create` audit
+# event and its expiry timer, with their PostgreSQL types. `follow_up_rows` builds their values
+# for both write paths; the column lists must match its keys (a test checks).
+EVENT_COLUMNS: dict[str, str] = {
+    "at": "timestamptz",
+    "actor_type": "text",
+    "actor_id": "text",
+    "action": "text",
+    "detail": "json",
+}
+TIMER_COLUMNS: dict[str, str] = {
+    "kind": "text",
+    "due_at": "timestamptz",
+    "compartment_id": "integer",
+    "state": "text",
+    "attempts": "integer",
+    "created_at": "timestamptz",
+}
+
+
+def follow_up_rows(row: dict[str, Any], site_code: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The audit event and the expiry timer of the new order `row`, each as every column it is
+    written with (`order_id` included), stamped with the order's own creation time."""
+    event = repository.event_values(
+        row["id"],
+        "merchant",
+        str(row["merchant_id"]),
+        "create",
+        {"site": site_code},
+        at=row["created_at"],
+    )
+    timer = timers.pending_values(TimerKind.ORDER_EXPIRY, row["expires_at"], order_id=row["id"])
+    timer["created_at"] = row["created_at"]
+    return event, timer
+
+
 def _postgres_batch_insert() -> str:
-    names = ", ".join(ORDER_COLUMNS)
-    arrays = ", ".join(f"${n}::{t}[]" for n, t in enumerate(ORDER_COLUMNS.values(), start=1))
-    site_codes = f"${len(ORDER_COLUMNS) + 1}::text[]"
+    given = {
+        **ORDER_COLUMNS,
+        **{f"event_{name}": kind for name, kind in EVENT_COLUMNS.items()},
+        **{f"timer_{name}": kind for name, kind in TIMER_COLUMNS.items()},
+    }
+    arrays = ", ".join(f"${n}::{t}[]" for n, t in enumerate(given.values(), start=1))
+    order_names = ", ".join(ORDER_COLUMNS)
+    event_names = ", ".join(EVENT_COLUMNS)
+    timer_names = ", ".join(TIMER_COLUMNS)
+    event_given = ", ".join(f"g.event_{name}" for name in EVENT_COLUMNS)
+    timer_given = ", ".join(f"g.timer_{name}" for name in TIMER_COLUMNS)
     return f"""
 WITH given AS (
-    SELECT * FROM unnest({arrays}, {site_codes}) AS g({names}, site_code)
+    SELECT * FROM unnest({arrays}) AS g({", ".join(given)})
 ), new_orders AS (
-    INSERT INTO orders ({names})
-    SELECT {names} FROM given
+    INSERT INTO orders ({order_names})
+    SELECT {order_names} FROM given
     ON CONFLICT (merchant_id, external_ref) DO NOTHING
-    RETURNING id, merchant_id, created_at, expires_at
+    RETURNING id
 ), new_events AS (
-    INSERT INTO order_events (order_id, at, actor_type, actor_id, action, detail)
-    SELECT n.id, n.created_at, 'merchant', n.merchant_id::text, 'create',
-           json_build_object('site', g.site_code)
-    FROM new_orders n JOIN given g ON g.id = n.id
+    INSERT INTO order_events (order_id, {event_names})
+    SELECT n.id, {event_given} FROM new_orders n JOIN given g ON g.id = n.id
 ), new_timers AS (
-    INSERT INTO timers (kind, due_at, order_id, state, attempts, created_at)
-    SELECT '{TimerKind.ORDER_EXPIRY.value}', n.expires_at, n.id, 'pending', 0, n.created_at
-    FROM new_orders n
+    INSERT INTO timers (order_id, {timer_names})
+    SELECT n.id, {timer_given} FROM new_orders n JOIN given g ON g.id = n.id
 )
 SELECT id FROM new_orders
 """
@@ -93,6 +135,8 @@ SELECT id FROM new_orders
 
 POSTGRES_BATCH_INSERT = _postgres_batch_insert()
 _order_values = operator.itemgetter(*ORDER_COLUMNS)  # a row's values in column order
+_event_values = operator.itemgetter(*EVENT_COLUMNS)
+_timer_values = operator.itemgetter(*TIMER_COLUMNS)
 
 
 @dataclass
@@ -236,10 +280,15 @@ class OrderWriter:
             # SQLAlchemy's transaction, it needs no BEGIN and COMMIT round trips.
             driver = (await connection.get_raw_connection()).driver_connection
             assert driver is not None
-            columns = zip(*(_order_values(p.row) for p in batch), strict=True)
-            site_codes = [p.site_code for p in batch]
-            rows = await driver.fetch(POSTGRES_BATCH_INSERT, *columns, site_codes)
-            return {row[0] for row in rows}
+            rows = []
+            for pending in batch:
+                event, timer = follow_up_rows(pending.row, pending.site_code)
+                event["detail"] = json.dumps(event["detail"])  # asyncpg takes json as text
+                rows.append(
+                    (*_order_values(pending.row), *_event_values(event), *_timer_values(timer))
+                )
+            columns = zip(*rows, strict=True)
+            return {row[0] for row in await driver.fetch(POSTGRES_BATCH_INSERT, *columns)}
         inserted: set[uuid.UUID] = set()
         async with self._sessionmaker(bind=connection) as session, session.begin():
             for pending in batch:
@@ -247,17 +296,9 @@ class OrderWriter:
                 if order_id is None:
                     continue
                 inserted.add(order_id)
-                await repository.insert_event(
-                    session,
-                    order_id,
-                    "merchant",
-                    str(pending.row["merchant_id"]),
-                    "create",
-                    {"site": pending.site_code},
-                )
-                await timers.schedule_now(
-                    session, TimerKind.ORDER_EXPIRY, pending.row["expires_at"], order_id=order_id
-                )
+                event, timer = follow_up_rows(pending.row, pending.site_code)
+                await repository.insert_event_values(session, event)
+                await timers.schedule_values(session, timer)
         return inserted
 
 

@@ -15,16 +15,17 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.api.errors import Conflict, Forbidden, ServiceError, TooManyRequests
 from locker_service.compartments import service as doors
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
-from locker_service.kiosk_link.errors import CommandTimeout, KioskLinkError
+from locker_service.errors import Conflict, Forbidden, ServiceError, TooManyRequests
+from locker_service.kiosk_link.errors import CommandTimeout
 from locker_service.metrics import PICKUPS
 from locker_service.models import Compartment, Kiosk, Order, utcnow
+from locker_service.orders import codes
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
-from locker_service.pickup import codes, repository, throttle
+from locker_service.pickup import repository, throttle
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
 
@@ -145,7 +146,7 @@ async def complete(
         if isinstance(decision, ServiceError):
             raise decision
         result = await _open(ctx, kiosk, decision)
-    except (ServiceError, KioskLinkError) as exc:
+    except ServiceError as exc:
         PICKUPS.labels(exc.code).inc()
         raise
     PICKUPS.labels("ok").inc()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.api.errors import Conflict, NotFound, Unprocessable
+from locker_service.errors import Conflict, NotFound, Unprocessable
 from locker_service.models import (
     Compartment,
     Courier,

@@ -79,7 +79,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 def lockerctl(*args: str) -> list[str]:
     """A `lockerctl` command line on this interpreter."""
-    return [sys.executable, "-m", "locker_service.stack.lockerctl", *args]
+    return [sys.executable, "-m", "locker_service", *args]
 
 
 def secret_key(data_dir: Path) -> str:

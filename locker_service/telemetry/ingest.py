@@ -12,7 +12,6 @@ is not. So the buffer is bounded and, if the database is away for long, the olde
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -23,6 +22,7 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from firmware_bridge import contract
+from locker_service.background import BackgroundLoop
 from locker_service.kiosk_link.directory import KioskDirectory, KioskRef
 from locker_service.telemetry.monitor import FLOOR_HYSTERESIS_C, Finding, HoldingMonitor
 from locker_service.telemetry.repository import (
@@ -82,11 +82,18 @@ class TelemetryIngest:
         self._lag_observer = lag_observer
         self._buffer: deque[tuple[str, contract.Telemetry]] = deque()
         self._buffered_rows = 0
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
         self._unknown_logged: set[str] = set()
         self.counters = IngestCounters()
+        self._loop = BackgroundLoop(
+            "telemetry-ingest",
+            self._round,
+            period_s=flush_interval_s,
+            log=log,
+            failure=lambda: f"telemetry write failed; keeping {self._buffered_rows} readings",
+            error_pause_s=RETRY_DELAY_S,
+            on_error=self._count_failed_write,
+        )
 
     @property
     def buffered_rows(self) -> int:
@@ -103,35 +110,25 @@ class TelemetryIngest:
             self._buffered_rows -= len(dropped.readings)
             self.counters.dropped_overflow += len(dropped.readings)
         if self._buffered_rows >= self._batch_rows:
-            self._wake.set()
+            self._loop.wake()
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="telemetry-ingest")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stop the loop and write what is still buffered."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         try:
             await self.flush()
         except Exception:
             log.exception("could not write the last %d readings", self._buffered_rows)
 
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._flush_interval_s)
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception:
-                self.counters.failed_writes += 1
-                log.exception("telemetry write failed; keeping %d readings", self._buffered_rows)
-                await asyncio.sleep(RETRY_DELAY_S)
+    async def _round(self) -> bool:
+        await self.flush()
+        return False  # readings trickle in: gather a period's worth (or a batch) before writing
+
+    def _count_failed_write(self) -> None:
+        self.counters.failed_writes += 1
 
     async def flush(self) -> int:
         """Write everything buffered now; returns the number of readings stored."""

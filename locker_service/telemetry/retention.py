@@ -8,13 +8,13 @@ locks long enough to slow the ingest; several replicas pruning at once only shar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from locker_service.background import BackgroundLoop
 from locker_service.models import TemperatureReading, utcnow
 
 log = logging.getLogger(__name__)
@@ -48,25 +48,22 @@ class RetentionLoop:
     def __init__(self, engine: AsyncEngine, retention_days: float) -> None:
         self._engine = engine
         self._retention = timedelta(days=retention_days)
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop(
+            "telemetry-retention",
+            self._round,
+            period_s=PRUNE_EVERY_S,
+            log=log,
+            failure="pruning temperature readings failed",
+        )
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="telemetry-retention")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                deleted = await prune_before(self._engine, utcnow() - self._retention)
-                if deleted:
-                    log.info("pruned %d temperature readings", deleted)
-            except Exception:
-                log.exception("pruning temperature readings failed")
-            await asyncio.sleep(PRUNE_EVERY_S)
+    async def _round(self) -> bool:
+        deleted = await prune_before(self._engine, utcnow() - self._retention)
+        if deleted:
+            log.info("pruned %d temperature readings", deleted)
+        return False  # what is left is younger than the cutoff: look again next period

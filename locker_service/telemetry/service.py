@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.api.errors import NotFound
+from locker_service.errors import NotFound
 from locker_service.telemetry import repository
 from locker_service.telemetry.repository import CompartmentPlace, ReadingRow
 from locker_service.telemetry.schemas import TemperatureHistory, TemperaturePoint

@@ -39,14 +39,20 @@ def schedule(
     order_id: uuid.UUID | None = None,
     compartment_id: int | None = None,
 ) -> Timer:
-    timer = Timer(**_pending(kind, due_at, order_id, compartment_id))
+    timer = Timer(**pending_values(kind, due_at, order_id=order_id, compartment_id=compartment_id))
     session.add(timer)
     return timer
 
 
-def _pending(
-    kind: TimerKind, due_at: datetime, order_id: uuid.UUID | None, compartment_id: int | None
+def pending_values(
+    kind: TimerKind,
+    due_at: datetime,
+    *,
+    order_id: uuid.UUID | None = None,
+    compartment_id: int | None = None,
 ) -> dict[str, Any]:
+    """The columns of a pending timer (the ORM object, `schedule_now` and the order writer's
+    PostgreSQL batch are all made from these)."""
     return {
         "kind": kind.value,
         "due_at": due_at,
@@ -69,7 +75,13 @@ async def schedule_now(
     compartment_id: int | None = None,
 ) -> None:
     """`schedule` written at once, for a path that has no ORM objects to flush."""
-    await session.execute(_INSERT_TIMER, _pending(kind, due_at, order_id, compartment_id))
+    values = pending_values(kind, due_at, order_id=order_id, compartment_id=compartment_id)
+    await schedule_values(session, values)
+
+
+async def schedule_values(session: AsyncSession, values: dict[str, Any]) -> None:
+    """A timer from its `pending_values`, written at once."""
+    await session.execute(_INSERT_TIMER, values)
 
 
 async def cancel(

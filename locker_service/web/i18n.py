@@ -98,6 +98,7 @@ _EN: Final[dict[str, str]] = {
     "error.kiosk_link_error": "The locker is not reachable right now. Please try again shortly.",
     "error.unavailable": "The locker is not reachable right now. Please try again shortly.",
     "error.kiosk_command_timeout": "The locker did not answer in time. Please try again.",
+    "error.no_answer_in_time": "The locker did not answer in time. Please try again.",
     "error.invalid_kiosk_command": "Something went wrong. Please call the operator.",
     # purchaser page
     "purchaser.title": "Your food order",
@@ -202,6 +203,7 @@ _ZH: Final[dict[str, str]] = {
     "error.kiosk_link_error": "取餐柜暂时无法连接，请稍后重试。",
     "error.unavailable": "取餐柜暂时无法连接，请稍后重试。",
     "error.kiosk_command_timeout": "取餐柜未及时响应，请重试。",
+    "error.no_answer_in_time": "取餐柜未及时响应，请重试。",
     "error.invalid_kiosk_command": "出现问题，请联系运营人员。",
     "purchaser.title": "您的外卖订单",
     "purchaser.show_qr": "请将此二维码对准取餐柜的扫码口",

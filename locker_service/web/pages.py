@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from locker_service.api.deps import SessionDep, SettingsDep
-from locker_service.api.errors import NotFound
+from locker_service.errors import NotFound
 from locker_service.orders import service as orders
 from locker_service.orders.lifecycle import OrderState
 from locker_service.web import TEMPLATES_DIR, i18n, repository

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.models import DisinfectionCycle, Site
+from locker_service.orders import codes
 from locker_service.orders import repository as orders
-from locker_service.pickup import codes
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ class Up:
         self.lines: list[str] = []
         self._new = threading.Condition()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "locker_service.stack.lockerctl", *args],
+            [sys.executable, "-m", "locker_service", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

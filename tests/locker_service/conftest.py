@@ -14,11 +14,13 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.main import create_app
+from locker_service.runtime import Runtime
 from migrations import upgrade
 from tests.conftest import PG_ADMIN_URL, unavailable
 from tests.locker_service.world import FakeKiosk, World, seed
@@ -112,19 +114,31 @@ def fake_kiosk() -> FakeKiosk:
 
 
 @pytest.fixture
-async def service(settings: Settings, fake_kiosk: FakeKiosk) -> AsyncIterator[ServiceContext]:
-    """A running app's context (no MQTT: commands go to `fake_kiosk`)."""
+async def service_app(settings: Settings, fake_kiosk: FakeKiosk) -> AsyncIterator[FastAPI]:
+    """A running app (no MQTT: commands go to `fake_kiosk`)."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         ctx: ServiceContext = app.state.ctx
         ctx.commander = fake_kiosk
-        ctx.components["app"] = app
-        yield ctx
+        yield app
 
 
 @pytest.fixture
-async def app_client(service: ServiceContext) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=service.components["app"])
+def runtime(service_app: FastAPI) -> Runtime:
+    """The running app's parts: its kiosk event handler, ingest, timer loop."""
+    running: Runtime = service_app.state.runtime
+    return running
+
+
+@pytest.fixture
+def service(runtime: Runtime) -> ServiceContext:
+    """The running app's context."""
+    return runtime.ctx
+
+
+@pytest.fixture
+async def app_client(service_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=service_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://locker.test") as client:
         yield client
 

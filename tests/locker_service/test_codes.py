@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locker_service.pickup import codes, throttle
+from locker_service.orders import codes
+from locker_service.pickup import throttle
 
 SECRET = "s" * 40
 

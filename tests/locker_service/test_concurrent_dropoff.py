@@ -7,6 +7,7 @@ import asyncio
 from collections import Counter
 
 import httpx
+from fastapi import FastAPI
 from sqlalchemy import select
 
 from locker_service.context import ServiceContext
@@ -18,10 +19,10 @@ COURIERS = 50
 
 
 async def test_fifty_drop_offs_for_ten_compartments(
-    service: ServiceContext, fake_kiosk: FakeKiosk
+    service: ServiceContext, service_app: FastAPI, fake_kiosk: FakeKiosk
 ) -> None:
     world = await seed(service.sessionmaker, service.settings, layout=f"M:{COMPARTMENTS}")
-    transport = httpx.ASGITransport(app=service.components["app"])
+    transport = httpx.ASGITransport(app=service_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=120) as client:
         refs = [f"rush-{i}" for i in range(COURIERS)]
         for ref in refs:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from locker_service.api.credentials import TtlCache
+from locker_service.cache import TtlCache
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.models import Merchant

@@ -130,3 +130,35 @@ async def test_two_racing_steps_one_winner(world: World, service: ServiceContext
     async with service.sessionmaker() as session:
         stored = await session.get(Order, created_id)
     assert stored is not None and stored.state == "cancelled" and stored.version == 2
+
+
+async def test_a_step_decided_from_a_stale_read_is_not_saved(
+    world: World, service: ServiceContext
+) -> None:
+    """The one compare-and-set both lifecycles save with: a compartment read as available, then
+    reserved by someone else, cannot be taken out of service from that stale read."""
+    from sqlalchemy import select
+
+    from locker_service.compartments.repository import CompartmentChanged, transition
+    from locker_service.lifecycles import save_step
+    from locker_service.models import Compartment
+
+    async with service.sessionmaker() as session:
+        stale = await session.scalar(
+            select(Compartment).where(Compartment.kiosk_id == world.kiosk_id).limit(1)
+        )
+        assert stale is not None and stale.state == "available"
+        session.expunge(stale)  # kept as read: a decision taken on it now is stale
+    async with session_scope(service.sessionmaker) as session:
+        fresh = await session.get(Compartment, stale.id)
+        assert fresh is not None
+        await transition(session, fresh, CompartmentTrigger.RESERVE)
+        assert (fresh.state, fresh.version) == ("reserved", stale.version + 1)  # set in place
+    async with session_scope(service.sessionmaker) as session:
+        assert not await save_step(session, stale, "available", "out_of_service", {})
+        with pytest.raises(CompartmentChanged):
+            await transition(session, stale, CompartmentTrigger.TAKE_OUT_OF_SERVICE)
+    assert stale.state == "available"  # the loser's object is left as it was read
+    async with service.sessionmaker() as session:
+        stored = await session.get(Compartment, stale.id)
+    assert stored is not None and (stored.state, stored.version) == ("reserved", stale.version + 1)

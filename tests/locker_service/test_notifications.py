@@ -42,8 +42,8 @@ from locker_service.models import (
 )
 from locker_service.notifications.channels import DEDUPE_HEADER
 from locker_service.notifications.worker import OutboxWorker
+from locker_service.orders import codes
 from locker_service.orders.outbox import enqueue
-from locker_service.pickup import codes
 from locker_service.security import hash_token
 from tests.locker_service.conftest import make_settings
 from tests.support.mosquitto import free_port
@@ -281,11 +281,16 @@ async def test_webhook_delivery_and_retries_with_backoff(
     webhook.statuses = [503, 500]
     order = await make_order(sessionmaker, webhook.url)
     worker = OutboxWorker(sessionmaker, notify_settings(database_url))
+    before = datetime.now(UTC)
     assert await worker.run_once() == 1
     [row] = await outbox_rows(sessionmaker)
     assert (row.status, row.attempts) == ("pending", 1)
     assert row.last_error and row.next_attempt_at > datetime.now(UTC) - timedelta(seconds=1)
-    assert await worker.run_once() == 0  # not due yet: backoff
+    # Backed off by at least the shortest first backoff (50 ms less 20 % jitter), and not
+    # claimed before then. Asked on the row's own clock: a loaded host can take longer than
+    # 50 ms between two rounds.
+    assert row.next_attempt_at >= before + timedelta(seconds=0.04)
+    assert await worker.run_once(now=row.next_attempt_at - timedelta(milliseconds=1)) == 0
     await drain(worker)
 
     [(headers, payload)] = webhook.requests

@@ -64,7 +64,7 @@ async def test_the_qr_in_the_message_opens_exactly_that_compartment(
                 async with httpx.AsyncClient(
                     transport=transport, base_url="http://locker.test"
                 ) as client:
-                    await until(lambda: ctx.components["kiosk_link"].ready, 10, "the link")
+                    await until(lambda: app.state.runtime.link.ready, 10, "the link")
                     order = (
                         await client.post(
                             "/api/v1/orders",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,12 +16,17 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from locker_service.api.errors import ServiceError, ServiceUnavailable
 from locker_service.context import ServiceContext
-from locker_service.models import Merchant, Order, OrderEvent, Timer
+from locker_service.errors import ServiceError, ServiceUnavailable
+from locker_service.models import Merchant, Order, OrderEvent, Timer, utcnow
 from locker_service.orders import service as orders
 from locker_service.orders.schemas import OrderCreate, OrderCreated
-from locker_service.orders.writer import OrderWriter
+from locker_service.orders.writer import (
+    EVENT_COLUMNS,
+    TIMER_COLUMNS,
+    OrderWriter,
+    follow_up_rows,
+)
 from tests.locker_service.world import World, create_order
 
 
@@ -98,6 +104,22 @@ async def test_one_reference_twice_in_a_batch_is_one_order(
         "order_expiry",
         winner["expires_at"],
     )
+    # Both write paths (one PostgreSQL statement, SQLite through the repository) write what
+    # `follow_up_rows` built: the same actor, the same stamps, on either database.
+    assert (event.actor_type, event.actor_id, event.at) == (
+        "merchant",
+        str(winner["merchant_id"]),
+        winner["created_at"],
+    )
+    assert (timer.state, timer.attempts, timer.created_at) == ("pending", 0, winner["created_at"])
+
+
+def test_the_batch_statement_carries_every_column_the_follow_up_rows_have() -> None:
+    row = {"id": uuid.uuid4(), "merchant_id": 7, "created_at": utcnow(), "expires_at": utcnow()}
+    event, timer = follow_up_rows(row, "tower-a")
+    assert set(event) == {"order_id", *EVENT_COLUMNS}
+    assert set(timer) == {"order_id", *TIMER_COLUMNS}
+    assert event["order_id"] == timer["order_id"] == row["id"]
 
 
 async def test_the_new_order_answer_is_the_order_read_back(

@@ -13,9 +13,9 @@ from sqlalchemy import select
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.models import Kiosk, Order, PickupAttempt
-from locker_service.pickup import codes
+from locker_service.orders import codes
 from locker_service.pickup import service as pickup_service
-from locker_service.timers.loop import TimerLoop
+from locker_service.timer_loop.loop import TimerLoop
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.world import (
     FakeKiosk,

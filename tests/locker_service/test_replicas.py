@@ -72,8 +72,8 @@ async def test_two_replicas_run_the_story_once(
             private_mosquitto.host, private_mosquitto.port, kiosk_code, compartments=4
         ).start()
         stack.callback(kiosk.stop)
-        for ctx in (ctx_a, ctx_b):
-            await until(lambda c=ctx: c.components["kiosk_link"].ready, 10, "both links")
+        for running in (first, second):
+            await until(lambda a=running: a.state.runtime.link.ready, 10, "both links")
         client_a = await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=first), base_url="http://a")
         )
@@ -148,9 +148,7 @@ async def test_two_replicas_run_the_story_once(
         # one holding cycle (2 s), one cleaning cycle (1 s): neither started twice
         assert [c.args.duration_s for c in cycles] == [2, 1]
         # both replicas took part: each handled some of the kiosk's events
-        handled = [
-            sum(ctx.components["kiosk_link"].counters.received.values()) for ctx in (ctx_a, ctx_b)
-        ]
+        handled = [sum(a.state.runtime.link.counters.received.values()) for a in (first, second)]
         assert all(h > 0 for h in handled), handled
 
 

@@ -18,6 +18,7 @@ from locker_service.context import ServiceContext
 from locker_service.kiosks.handler import StoryHandler
 from locker_service.metrics import REGISTRY
 from locker_service.models import DoorOpening, KioskEvent, Order, PickupAttempt
+from locker_service.runtime import Runtime
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.world import (
     FakeKiosk,
@@ -38,9 +39,8 @@ def _scan(text: str) -> contract.Event:
 
 
 @pytest.fixture
-def handler(service: ServiceContext) -> StoryHandler:
-    story: StoryHandler = service.components["story"]
-    return story
+def handler(runtime: Runtime) -> StoryHandler:
+    return runtime.story
 
 
 @pytest.fixture

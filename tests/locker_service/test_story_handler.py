@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select
 
 from firmware_bridge import contract
@@ -28,15 +29,16 @@ from locker_service.models import (
     OrderEvent,
     Timer,
 )
-from locker_service.timers.loop import TimerLoop
+from locker_service.runtime import Runtime
+from locker_service.timer_loop.loop import TimerLoop
 from tests.locker_service.world import FakeKiosk, World, create_order, token_of
 
 Emit = Callable[..., Awaitable[contract.Event]]
 
 
 @pytest.fixture
-def emit(service: ServiceContext, world: World) -> Emit:
-    handler: StoryHandler = service.components["story"]
+def emit(runtime: Runtime, world: World) -> Emit:
+    handler: StoryHandler = runtime.story
 
     async def send(type_: str, n: int | None = None, **data: Any) -> contract.Event:
         event = contract.Event(
@@ -218,11 +220,15 @@ async def test_unexplained_opening_raises_one_alert(
 
 
 async def test_a_redelivered_event_is_handled_once(
-    app_client: httpx.AsyncClient, world: World, service: ServiceContext, emit: Emit
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    runtime: Runtime,
+    emit: Emit,
 ) -> None:
     await create_order(app_client, world, ref="S-3")
     n = (await _dropoff(app_client, world, "S-3")).json()["compartment"]
-    handler: StoryHandler = service.components["story"]
+    handler: StoryHandler = runtime.story
     await emit("door_opened", n)
     await emit("item_placed", n)
     closed = await emit("door_closed", n)
@@ -270,9 +276,9 @@ async def test_a_rolled_back_message_leaves_the_kiosk_usable_for_the_next(
 
 
 async def test_kiosk_offline_raises_and_online_resolves(
-    world: World, service: ServiceContext
+    world: World, service: ServiceContext, runtime: Runtime
 ) -> None:
-    handler: StoryHandler = service.components["story"]
+    handler: StoryHandler = runtime.story
     await handler.on_status(world.kiosk_code, contract.KioskStatus(state="offline"))
     async with service.sessionmaker() as session:
         alert = await session.scalar(select(Alert).where(Alert.kind == "kiosk_offline"))
@@ -307,14 +313,14 @@ async def test_no_free_compartment_of_the_size(app_client: httpx.AsyncClient, wo
 
 
 async def test_ambient_food_prefers_an_unheated_compartment(
-    service: ServiceContext, fake_kiosk: FakeKiosk
+    service: ServiceContext, service_app: FastAPI, fake_kiosk: FakeKiosk
 ) -> None:
     from tests.locker_service.world import seed
 
     world = await seed(
         service.sessionmaker, service.settings, layout="M:3", unheated=frozenset({3})
     )
-    transport = httpx.ASGITransport(app=service.components["app"])
+    transport = httpx.ASGITransport(app=service_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         await create_order(client, world, ref="cold", temperature_class="ambient")
         await create_order(client, world, ref="hot")

@@ -71,7 +71,7 @@ async def rig(database_url: str, private_mosquitto: MosquittoProcess) -> AsyncIt
             private_mosquitto.host, private_mosquitto.port, kiosk_code, compartments=4
         ).start()
         try:
-            await until(lambda: ctx.components["kiosk_link"].ready, 10, "the kiosk link")
+            await until(lambda: app.state.runtime.link.ready, 10, "the kiosk link")
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 yield Rig(ctx, client, world, kiosk)

@@ -26,9 +26,10 @@ from locker_service.models import (
     Timer,
     utcnow,
 )
-from locker_service.timers import handlers
+from locker_service.runtime import Runtime
+from locker_service.timer_loop import handlers
+from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers import service as timers
-from locker_service.timers.loop import TimerLoop
 from locker_service.timers.service import TimerKind
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.world import FakeKiosk, World, create_order, event, make_ready
@@ -103,7 +104,7 @@ async def test_reminder_after_thirty_minutes_once(
 
 
 async def test_a_courier_who_walks_away_frees_the_compartment(
-    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, runtime: Runtime
 ) -> None:
     order = await create_order(app_client, world, ref="walked")
     answer = await app_client.post(
@@ -117,7 +118,7 @@ async def test_a_courier_who_walks_away_frees_the_compartment(
     await loop.run_due()
     # nothing heard from the kiosk since the unlock: it does not guess, it waits
     assert await _state(service, order["id"]) == "assigned"
-    handler = service.components["story"]
+    handler = runtime.story
     await handler.on_snapshot(
         world.kiosk_code,
         contract.CompartmentSnapshot(
@@ -151,14 +152,18 @@ async def test_a_courier_who_walks_away_frees_the_compartment(
 
 
 async def test_watchdog_completes_a_cycle_whose_event_was_lost(
-    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    runtime: Runtime,
+    fake_kiosk: FakeKiosk,
 ) -> None:
     order, n = await _deposited(app_client, world, service, "lost-event")
     loop = TimerLoop(service)
     await loop.run_due()
     assert await _state(service, order["id"]) == "disinfecting"
     # the kiosk's snapshot says the cycle is over, but disinfection_completed never arrived
-    handler = service.components["story"]
+    handler = runtime.story
     await handler.on_snapshot(
         world.kiosk_code,
         contract.CompartmentSnapshot(
@@ -218,7 +223,7 @@ async def test_order_never_dropped_off_expires(
 
 async def test_concurrent_loops_run_each_timer_once(world: World, service: ServiceContext) -> None:
     ran: list[int] = []
-    from locker_service.timers import handlers
+    from locker_service.timer_loop import handlers
 
     async def count(ctx: ServiceContext, timer: Timer) -> None:
         ran.append(timer.id)
@@ -228,7 +233,7 @@ async def test_concurrent_loops_run_each_timer_once(world: World, service: Servi
         for _ in range(60):
             timers.schedule(session, TimerKind.REMINDER, utcnow() - timedelta(seconds=1))
     original = handlers.HANDLERS[TimerKind.REMINDER]
-    from locker_service.timers import loop as loop_module
+    from locker_service.timer_loop import loop as loop_module
 
     loop_module.HANDLERS[TimerKind.REMINDER] = count  # type: ignore[assignment]
     try:
@@ -250,7 +255,7 @@ async def test_concurrent_loops_run_each_timer_once(world: World, service: Servi
 async def test_a_timer_that_keeps_failing_gives_up_with_an_alert(
     world: World, service: ServiceContext
 ) -> None:
-    from locker_service.timers import loop as loop_module
+    from locker_service.timer_loop import loop as loop_module
 
     async def broken(ctx: ServiceContext, timer: Timer) -> None:
         raise RuntimeError("the kiosk link is wedged")

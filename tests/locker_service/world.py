@@ -14,6 +14,7 @@ from firmware_bridge import contract
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
+from locker_service.kiosks.handler import StoryHandler
 from locker_service.sites import service as admin
 
 COURIER_PIN = "482913"
@@ -155,8 +156,9 @@ def token_of(order: dict[str, Any]) -> str:
 async def event(
     ctx: ServiceContext, world: World, type_: str, n: int | None = None, **data: Any
 ) -> None:
-    handler = ctx.components["story"]
-    await handler.on_event(
+    # A handler of its own on the running context: the same class the kiosk link calls, whose
+    # only state of its own is a cache of kiosk rows.
+    await StoryHandler(ctx).on_event(
         world.kiosk_code,
         contract.Event(event_id=uuid.uuid4().hex, type=type_, compartment=n, data=data),  # type: ignore[arg-type]
     )
@@ -166,7 +168,7 @@ async def make_ready(
     client: httpx.AsyncClient, world: World, ctx: ServiceContext, **overrides: Any
 ) -> tuple[dict[str, Any], int]:
     """An order taken through drop-off and its cycle: (order as created, compartment number)."""
-    from locker_service.timers.loop import TimerLoop
+    from locker_service.timer_loop.loop import TimerLoop
 
     order = await create_order(client, world, **overrides)
     dropped = await client.post(

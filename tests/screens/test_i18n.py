@@ -53,7 +53,7 @@ def test_translate_fills_values() -> None:
 
 # Packages behind the kiosk screen's endpoints: every refusal they can give needs words.
 KIOSK_PATH_SOURCES = [
-    "locker_service/api/errors.py",
+    "locker_service/errors.py",
     "locker_service/kiosks",
     "locker_service/dropoff",
     "locker_service/pickup",

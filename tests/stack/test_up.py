@@ -37,7 +37,7 @@ def demo_order(data_dir: Path) -> subprocess.CompletedProcess[str]:
         [
             sys.executable,
             "-m",
-            "locker_service.stack.lockerctl",
+            "locker_service",
             "demo-order",
             "--data-dir",
             str(data_dir),
@@ -201,7 +201,7 @@ def test_up_refuses_to_start_when_its_port_is_taken(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "locker_service.stack.lockerctl",
+                "locker_service",
                 "up",
                 "--data-dir",
                 str(tmp_path),

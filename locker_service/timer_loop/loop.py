@@ -7,19 +7,18 @@ timer becomes claimable again when the lease ends. On PostgreSQL the claim uses
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 
 from sqlalchemy import update
 
 from locker_service.alerts.service import raise_alert
+from locker_service.background import BackgroundLoop
 from locker_service.context import ServiceContext
 from locker_service.db import is_sqlite, session_scope
 from locker_service.models import Order, Timer
+from locker_service.timer_loop.handlers import HANDLERS
 from locker_service.timers import service
-from locker_service.timers.handlers import HANDLERS
 
 log = logging.getLogger(__name__)
 
@@ -32,25 +31,26 @@ class TimerLoop:
         self.ctx = ctx
         self.skip_locked = not is_sqlite(ctx.settings.database_url)
         self.runs = 0
-        self._wake = asyncio.Event()
+        self._loop = BackgroundLoop(
+            "timers",
+            self._round,
+            period_s=ctx.settings.timer_poll_s,
+            log=log,
+            failure="timer loop iteration failed",
+        )
+
+    async def start(self) -> None:
+        self._loop.start()
+
+    async def stop(self) -> None:
+        await self._loop.stop()
 
     def wake(self) -> None:
         """Look for due timers now (a step just scheduled one due at once)."""
-        self._wake.set()
+        self._loop.wake()
 
-    async def run_forever(self) -> None:
-        while True:
-            try:
-                ran = await self.run_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("timer loop iteration failed")
-                ran = 0
-            if ran == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.ctx.settings.timer_poll_s)
-                self._wake.clear()
+    async def _round(self) -> bool:
+        return await self.run_due() > 0
 
     async def run_due(self) -> int:
         lease = timedelta(seconds=self.ctx.settings.timer_lease_s)

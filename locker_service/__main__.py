@@ -1,4 +1,4 @@
-"""`python -m locker_service.stack.lockerctl ARGS` is `lockerctl ARGS`.
+"""`python -m locker_service ARGS` is `lockerctl ARGS`.
 
 The supervisor starts its children this way so they run on the same interpreter as `lockerctl up`
 itself, whether or not the `lockerctl` script is on PATH (a venv not activated, `python -m`).

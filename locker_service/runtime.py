@@ -1,0 +1,192 @@
+"""Starting and stopping what a service process runs beside its routes, together: the kiosk
+event handler, the telemetry ingest with its hot-holding alerts and retention, the kiosk link,
+the notification outbox worker and the timer loop. Called from `lifespan`.
+
+This is the top of the service's layers below `main`: the one place that knows every running
+part by its type. The context (`locker_service.context`) reaches the ones the story needs (the
+kiosk commander, the timer loop's wake-up) through small protocols.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from locker_service.context import ServiceContext
+from locker_service.kiosk_link.directory import KioskDirectory
+from locker_service.kiosk_link.link import KioskLink
+from locker_service.kiosk_link.metrics import MESSAGE_WAIT_S, TELEMETRY_LAG_S
+from locker_service.kiosks.handler import StoryHandler
+from locker_service.metrics import REGISTRY
+from locker_service.notifications.worker import OutboxWorker
+from locker_service.telemetry.alerts import AlertServiceSink
+from locker_service.telemetry.ingest import TelemetryIngest
+from locker_service.telemetry.monitor import HoldingMonitor
+from locker_service.telemetry.retention import RetentionLoop
+from locker_service.timer_loop.loop import TimerLoop
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)  # identity: kept in the metrics collector's weak set
+class Runtime:
+    """The running parts of one service process, each typed; None where settings disable it."""
+
+    ctx: ServiceContext
+    story: StoryHandler  # what the kiosk link calls with each kiosk message
+    ingest: TelemetryIngest
+    retention: RetentionLoop
+    link: KioskLink | None = None
+    outbox: OutboxWorker | None = None
+    timers: TimerLoop | None = None
+
+    async def stop(self) -> None:
+        COLLECTOR.discard(self)
+        # Timers first: no new command goes out while the link closes. Then the link: no new
+        # telemetry arrives while the ingest writes what it holds.
+        if self.timers is not None:
+            await self.timers.stop()
+            self.ctx.timers = None
+        if self.link is not None:
+            await self.link.stop()
+        await self.ingest.stop()
+        await self.retention.stop()
+        if self.outbox is not None:
+            await self.outbox.stop()
+
+
+async def start_runtime(ctx: ServiceContext) -> Runtime:
+    """Start what the settings enable and hand the story its handles in `ctx`."""
+    settings = ctx.settings
+    directory = KioskDirectory(ctx.sessionmaker)
+    monitor = HoldingMonitor(
+        floor_c=settings.hold_floor_c,
+        ceiling_c=settings.hold_ceiling_c,
+        grace_s=settings.scaled(settings.hold_floor_grace_s),
+    )
+    ingest = TelemetryIngest(
+        ctx.engine,
+        directory,
+        monitor=monitor,
+        alerts=AlertServiceSink(
+            ctx.sessionmaker, ctx.hub, settings.hold_floor_c, settings.hold_ceiling_c
+        ),
+        lag_observer=TELEMETRY_LAG_S.observe,
+    )
+    await ingest.start()
+    retention = RetentionLoop(ctx.engine, settings.telemetry_retention_days)
+    await retention.start()
+    runtime = Runtime(ctx, StoryHandler(ctx), ingest, retention)
+    COLLECTOR.add(runtime)
+    try:
+        if settings.kiosk_link_enabled:
+            link = KioskLink(
+                settings,
+                runtime.story,
+                ctx.hub,
+                telemetry=ingest,
+                sites=directory,
+                wait_observer=lambda lane, s: MESSAGE_WAIT_S.labels(lane).observe(s),
+            )
+            await link.start()
+            runtime.link = link
+            ctx.commander = link
+        if settings.notify_enabled:
+            outbox = OutboxWorker(ctx.sessionmaker, settings)
+            await outbox.start()
+            runtime.outbox = outbox
+        if settings.timers_enabled:
+            timers = TimerLoop(ctx)
+            await timers.start()
+            runtime.timers = timers
+            ctx.timers = timers
+    except BaseException:
+        await runtime.stop()
+        raise
+    return runtime
+
+
+class RuntimeCollector(Collector):
+    """The running parts' plain counters, read at scrape time and summed over every runtime in
+    the process (tests run several)."""
+
+    def __init__(self) -> None:
+        self._runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+    def add(self, runtime: Runtime) -> None:
+        self._runtimes.add(runtime)
+
+    def discard(self, runtime: Runtime) -> None:
+        self._runtimes.discard(runtime)
+
+    def collect(self) -> Iterator[Metric]:
+        connected = GaugeMetricFamily(
+            "locker_mqtt_connected", "1 when connected to the broker and subscribed"
+        )
+        received = CounterMetricFamily(
+            "locker_mqtt_messages", "Kiosk messages received, by kind", labels=["kind"]
+        )
+        malformed = CounterMetricFamily(
+            "locker_mqtt_malformed", "Kiosk messages dropped as malformed"
+        )
+        handler_errors = CounterMetricFamily(
+            "locker_kiosk_handler_errors", "Kiosk messages whose handling raised"
+        )
+        commands = CounterMetricFamily("locker_kiosk_commands", "Commands sent to kiosks")
+        stored = CounterMetricFamily("locker_telemetry_readings_stored", "Readings stored")
+        dropped = CounterMetricFamily(
+            "locker_telemetry_readings_dropped", "Readings not stored, by reason", labels=["reason"]
+        )
+        buffered = GaugeMetricFamily(
+            "locker_telemetry_readings_buffered", "Readings waiting to be written"
+        )
+        sent = CounterMetricFamily("locker_notifications_sent", "Purchaser messages delivered")
+        failed = CounterMetricFamily(
+            "locker_notification_failed_attempts", "Delivery attempts that failed"
+        )
+        kinds: dict[str, int] = {}
+        totals = dict.fromkeys(
+            ("connected", "malformed", "errors", "commands", "stored", "unknown", "overflow",
+             "buffered", "sent", "failed"),
+            0,
+        )  # fmt: skip
+        for runtime in list(self._runtimes):
+            link = runtime.link
+            if link is not None:
+                totals["connected"] += int(link.ready)
+                for kind, n in link.counters.received.items():
+                    kinds[kind] = kinds.get(kind, 0) + n
+                totals["malformed"] += link.counters.dropped_malformed
+                totals["errors"] += link.counters.handler_errors
+                totals["commands"] += link.counters.commands_sent
+            ingest = runtime.ingest
+            totals["stored"] += ingest.counters.stored
+            totals["unknown"] += ingest.counters.dropped_unknown_kiosk
+            totals["overflow"] += ingest.counters.dropped_overflow
+            totals["buffered"] += ingest.buffered_rows
+            if runtime.outbox is not None:
+                totals["sent"] += runtime.outbox.sent
+                totals["failed"] += runtime.outbox.failed_attempts
+        connected.add_metric([], totals["connected"])
+        for kind, n in sorted(kinds.items()):
+            received.add_metric([kind], n)
+        malformed.add_metric([], totals["malformed"])
+        handler_errors.add_metric([], totals["errors"])
+        commands.add_metric([], totals["commands"])
+        stored.add_metric([], totals["stored"])
+        dropped.add_metric(["unknown_kiosk"], totals["unknown"])
+        dropped.add_metric(["overflow"], totals["overflow"])
+        buffered.add_metric([], totals["buffered"])
+        sent.add_metric([], totals["sent"])
+        failed.add_metric([], totals["failed"])
+        yield from (connected, received, malformed, handler_errors, commands, stored, dropped)
+        yield from (buffered, sent, failed)
+
+
+COLLECTOR = RuntimeCollector()
+REGISTRY.register(COLLECTOR)

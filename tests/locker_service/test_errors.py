@@ -1,0 +1,81 @@
+"""One error root, one handler: every service error answers with its code, status and headers.
+
+The table below is the wire contract the clients (merchants, the kiosk screen, the dashboard)
+depend on: each row raises a real error from a real route and reads the answer.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from locker_service import errors
+from locker_service.api.errors import install_error_handlers
+from locker_service.compartments.lifecycle import CompartmentTrigger, IllegalCompartmentTransition
+from locker_service.compartments.service import UnlockFailed
+from locker_service.dropoff.service import NoFreeCompartment
+from locker_service.kiosk_link.errors import CommandTimeout, InvalidCommand, KioskUnreachable
+from locker_service.orders.lifecycle import IllegalOrderTransition, OrderTrigger
+from locker_service.pickup.service import InvalidCode, KillSwitchEngaged
+
+CASES: list[tuple[errors.ServiceError, int, str]] = [
+    (errors.BadRequest("bad"), 400, "bad_request"),
+    (errors.Unauthorized("who"), 401, "unauthorized"),
+    (errors.Forbidden("no"), 403, "forbidden"),
+    (InvalidCode("no"), 403, "invalid_code"),
+    (KillSwitchEngaged("no"), 403, "kill_switch_engaged"),
+    (errors.NotFound("gone"), 404, "not_found"),
+    (errors.Conflict("used", code="code_used"), 409, "code_used"),
+    (NoFreeCompartment("full"), 409, "no_free_compartment"),
+    (IllegalOrderTransition("ready", OrderTrigger.DEPOSIT.value), 409, "invalid_transition"),
+    (
+        IllegalCompartmentTransition("cleaning", CompartmentTrigger.OCCUPY.value),
+        409,
+        "invalid_transition",
+    ),
+    (errors.Unprocessable("odd"), 422, "unprocessable"),
+    (InvalidCommand("odd"), 422, "invalid_kiosk_command"),
+    (errors.TooManyRequests("slow down", retry_after_s=2.2), 429, "too_many_requests"),
+    (errors.ServiceUnavailable("down"), 503, "unavailable"),
+    (UnlockFailed("stuck"), 503, "unlock_failed"),
+    (KioskUnreachable("away"), 503, "kiosk_unreachable"),
+    (CommandTimeout("late"), 504, "kiosk_command_timeout"),
+]
+
+
+@pytest.fixture
+async def client() -> httpx.AsyncClient:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/raise/{index}")
+    async def raise_case(index: int) -> None:
+        raise CASES[index][0]
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[c[2] + str(c[1]) for c in CASES])
+async def test_each_error_answers_with_its_status_and_code(
+    client: httpx.AsyncClient, index: int
+) -> None:
+    error, status, code = CASES[index]
+    async with client:
+        answer = await client.get(f"/raise/{index}")
+    assert answer.status_code == status
+    assert answer.json() == {"error": code, "message": error.message}
+
+
+async def test_refusals_carry_their_headers(client: httpx.AsyncClient) -> None:
+    codes = [c[2] for c in CASES]
+    async with client:
+        unauthorized = await client.get(f"/raise/{codes.index('unauthorized')}")
+        throttled = await client.get(f"/raise/{codes.index('too_many_requests')}")
+    assert unauthorized.headers["www-authenticate"] == "Bearer"
+    assert throttled.headers["retry-after"] == "3"  # 2.2 s rounded up: never ask back too soon
+
+
+def test_every_error_of_the_service_shares_the_one_root() -> None:
+    for error, _status, _code in CASES:
+        assert isinstance(error, errors.ServiceError)
