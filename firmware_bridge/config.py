@@ -13,7 +13,7 @@ from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from firmware_bridge.contract import KioskId
-from firmware_bridge.contract.client import BrokerEndpoint
+from firmware_bridge.contract.broker import BrokerEndpoint
 
 
 class BridgeSettings(BaseSettings):

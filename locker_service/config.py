@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from firmware_bridge.contract.client import BrokerEndpoint
+from firmware_bridge.contract.broker import BrokerEndpoint
 
 DEFAULT_SECRET_KEY = "insecure-development-secret-change-me"  # refused when environment=production
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/locker.db"

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ValidationError
 from firmware_bridge import contract
 from firmware_bridge.contract import MessageKind, classify_topic
 from firmware_bridge.contract import client as mqtt_setup
+from firmware_bridge.contract.broker import BrokerEndpoint
 from locker_service.kiosk_link.config import REPLICA_ID_PATTERN, LinkSettings
 from locker_service.kiosk_link.errors import CommandTimeout, InvalidCommand, KioskUnreachable
 from locker_service.kiosk_link.handler import KioskHandler, SiteResolver, TelemetrySink
@@ -118,7 +119,7 @@ class KioskLink:
             )
         self._probe = mqtt_setup.ProtocolProbe(settings.mqtt_protocol)  # checks the choice
         password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
-        self._endpoint = mqtt_setup.BrokerEndpoint.parse(
+        self._endpoint = BrokerEndpoint.parse(
             settings.mqtt_url,
             username=settings.mqtt_username,
             password=password,

@@ -19,10 +19,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from firmware_bridge.config import BridgeSettings
+from firmware_bridge.contract.broker import BrokerEndpoint, BrokerUrlError, MqttVersion
 from firmware_bridge.contract.client import (
-    BrokerEndpoint,
-    BrokerUrlError,
-    MqttVersion,
     ProtocolProbe,
     connect_async,
     new_client,
