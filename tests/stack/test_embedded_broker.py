@@ -5,14 +5,20 @@ id, and keeps the service's session and queued events across a restart of the se
 
 from __future__ import annotations
 
+import json
+import queue
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.stack.mqtt_probe import Probe
+from firmware_bridge import wire
+from tests.firmware_bridge.harness import bridge_settings, pulses, running_bridge, simulator
+from tests.stack.mqtt_probe import WAIT_S, Probe
 from tests.support.embedded_broker import Account, EmbeddedBrokerProcess
 
 # CONNACK return codes 5 and 4 of MQTT 3.1.1, as paho 2 names them.
@@ -294,6 +300,68 @@ def test_service_account_cannot_pose_as_a_bridge(broker: EmbeddedBrokerProcess) 
         assert not p.accepted
     finally:
         p.close()
+
+
+def unlock(compartment: int, reply_to: str) -> wire.Command:
+    return wire.Command(
+        request_id=uuid.uuid4().hex,
+        action="unlock",
+        compartment=compartment,
+        expires_at=wire.utcnow() + timedelta(seconds=30),
+        reply_to=reply_to,
+    )
+
+
+def test_the_bridge_never_sees_a_forged_unlock(
+    broker: EmbeddedBrokerProcess, tmp_path: Path
+) -> None:
+    """The probe's finding, replayed: an unlock published on a kiosk's `cmd` by anyone but the
+    service never reaches the bridge, and the door stays shut; the service's own unlock does."""
+    kiosk = broker.kiosk("demo-1")
+    replies = "lockers/v1/demo-1/replies/r-forge"
+    svc = service(broker)
+    svc.subscribe("lockers/v1/demo-1/#")
+    with simulator(time_scale=20.0) as sim:
+        board, scanner = sim.open_pty(tmp_path / "dev")
+        settings = bridge_settings(
+            "demo-1",
+            broker.url,
+            board,
+            scanner,
+            tmp_path / "bridge",
+            20.0,
+            username=kiosk.username,
+            password=kiosk.password,
+            mqtt_version="3.1.1",
+        )
+        with running_bridge(settings) as bridge:
+            assert bridge.link.connected.wait(WAIT_S), "the bridge did not get in"
+            anonymous = Probe(broker.host, broker.port, client_id="forger")
+            anonymous.connect()
+            anonymous.close()
+            assert not anonymous.accepted
+            other_kiosk = probe(broker, broker.kiosk("demo-2"))
+            forged = unlock(1, replies)
+            other_kiosk.publish("lockers/v1/demo-1/cmd", forged.to_json())
+            other_kiosk.close()
+            real = unlock(2, replies)
+            svc.publish("lockers/v1/demo-1/cmd", real.to_json())
+            answered: dict[str, str] = {}
+            deadline = time.monotonic() + WAIT_S
+            while answered.get(real.request_id) not in wire.FINAL_STATUSES:
+                try:
+                    msg = svc.expect(timeout_s=max(deadline - time.monotonic(), 0.01))
+                except queue.Empty:
+                    raise AssertionError(f"no final reply to the real unlock: {answered}") from None
+                if msg.topic == replies:
+                    reply = json.loads(msg.payload)
+                    answered[reply["request_id"]] = reply["status"]
+            assert answered[real.request_id] == "succeeded" and pulses(sim, 2) == 1
+            # The bridge answers each command as it takes it (at least `accepted`), in order:
+            # had the forged one, sent first, got through, its answer would be here by now.
+            assert forged.request_id not in answered
+            assert pulses(sim, 1) == 0, "the forged unlock opened compartment 1"
+    svc.close()
 
 
 # -- the service's session outlives the service -------------------------------------------------
