@@ -5,6 +5,7 @@ id, and keeps the service's session and queued events across a restart of the se
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import time
@@ -15,9 +16,18 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from pydantic import SecretStr
 
 from firmware_bridge import wire
-from tests.firmware_bridge.harness import bridge_settings, pulses, running_bridge, simulator
+from locker_service.kiosk_link import KioskLink
+from locker_service.live import LiveHub
+from tests.firmware_bridge.harness import (
+    ServiceLinkSettings,
+    bridge_settings,
+    pulses,
+    running_bridge,
+    simulator,
+)
 from tests.stack.mqtt_probe import WAIT_S, Probe
 from tests.support.embedded_broker import Account, EmbeddedBrokerProcess
 
@@ -402,6 +412,55 @@ def test_service_restart_keeps_its_session_and_gets_what_was_sent_meanwhile(
         assert not msg.retain  # a queued message is an ordinary one, not a retained one
     finally:
         back.close()
+
+
+class CollectedEvents:
+    """Stands where the service's story would, keeping the events the kiosk link hands over."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, wire.Event]] = []
+        self.arrived = asyncio.Event()
+
+    async def on_status(self, kiosk_id: str, status: wire.KioskStatus) -> None:
+        pass
+
+    async def on_snapshot(self, kiosk_id: str, snap: wire.CompartmentSnapshot) -> None:
+        pass
+
+    async def on_event(self, kiosk_id: str, event: wire.Event) -> None:
+        self.events.append((kiosk_id, event))
+        self.arrived.set()
+
+
+async def test_the_service_restarted_gets_the_event_a_kiosk_sent_while_it_was_down(
+    broker: EmbeddedBrokerProcess,
+) -> None:
+    """The service's own MQTT client (the kiosk link) against the broker `up` runs: stopped and
+    started again under the same replica id, as `lockerctl up` restarts a dead service."""
+    account = broker.service()
+    settings = ServiceLinkSettings(
+        broker.url,
+        replica_id=f"t{uuid.uuid4().hex[:8]}",
+        mqtt_username=account.username,
+        mqtt_password=SecretStr(account.password),  # type: ignore[arg-type]
+        mqtt_protocol="3.1.1",
+    )
+    first = KioskLink(settings, CollectedEvents(), LiveHub())  # type: ignore[arg-type]
+    await first.start()
+    assert first.ready, "the service did not get in"
+    await first.stop()
+    kiosk = await asyncio.to_thread(probe, broker, broker.kiosk("demo-2"))
+    sent = wire.Event(event_id=uuid.uuid4().hex, type="scan", data={"text": "while away"})
+    await asyncio.to_thread(kiosk.publish, "lockers/v1/demo-2/events", sent.to_json())
+    await asyncio.to_thread(kiosk.close)
+    collected = CollectedEvents()
+    again = KioskLink(settings, collected, LiveHub())  # type: ignore[arg-type]
+    try:
+        await again.start()
+        await asyncio.wait_for(collected.arrived.wait(), WAIT_S)
+        assert [(k, e.event_id) for k, e in collected.events] == [("demo-2", sent.event_id)]
+    finally:
+        await again.stop()
 
 
 # -- the credential files ------------------------------------------------------------------------
