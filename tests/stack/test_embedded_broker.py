@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -484,10 +486,7 @@ def test_credential_files_are_private_and_the_broker_gets_only_hashes(
     assert broker.spec.argv[-2:] == ["--password-file", str(passwd)]
 
 
-def test_broker_without_a_password_file_does_not_start(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
+def test_broker_without_a_password_file_does_not_start() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "locker_service.stack.broker", "--port", "1"],
         capture_output=True,
