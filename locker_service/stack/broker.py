@@ -34,8 +34,10 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, NoDataError
 from amqtt.mqtt.connack import ConnackPacket
+from amqtt.mqtt.constants import QOS_1
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import OUTGOING
 
 from locker_service.stack.broker_auth import (
     CONNACK_NOT_AUTHORIZED,
@@ -125,6 +127,57 @@ class AccountAccess(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]
         return allowed
 
 
+class CorrectedProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]
+    """amqtt's per-connection handler, keeping a QoS 1 message until it is acknowledged.
+
+    amqtt 0.12 waits 5 s for a PUBACK and then forgets the message, and forgets it too when the
+    connection closes first: an event the service had not acknowledged yet (it acknowledges
+    after handling, ADR 0040) was lost when the service was slow or restarted. Here an
+    unacknowledged message stays in the session's in-flight set, and is sent again (DUP) when
+    the client comes back with its session, as MQTT 3.1.1 section 4.4 asks.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Held so the tasks are not collected while they wait for their PUBACK.
+        self._redeliveries: set[asyncio.Future[Any]] = set()
+
+    async def _handle_qos1_message_flow(self, app_message: Any) -> None:
+        if app_message.direction != OUTGOING or app_message.qos != QOS_1:
+            await super()._handle_qos1_message_flow(app_message)
+            return
+        packet_id = app_message.packet_id
+        self.session.inflight_out.setdefault(packet_id, app_message)
+        dup = app_message.publish_packet is not None  # sent on an earlier connection
+        packet = app_message.build_publish_packet(dup=dup)
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._puback_waiters[packet_id] = waiter
+        try:
+            await self._send_packet(packet)
+            app_message.publish_packet = packet
+            # No time limit: a client that is connected but slow still gets its message once;
+            # a connection that ends cancels the wait and leaves the message in flight.
+            app_message.puback_packet = await waiter
+        finally:
+            if self._puback_waiters.get(packet_id) is waiter:
+                del self._puback_waiters[packet_id]
+        self.session.inflight_out.pop(packet_id, None)
+
+    async def _retry_deliveries(self) -> None:
+        """Send the session's unacknowledged messages again, without holding up the connection
+        (amqtt waits up to 10 s for their acknowledgements before it serves the client, then
+        forgets the ones still unacknowledged)."""
+        for message in list(self.session.inflight_out.values()):
+            task = asyncio.ensure_future(self._handle_message_flow(message))
+            self._redeliveries.add(task)
+            task.add_done_callback(self._redelivered)
+
+    def _redelivered(self, task: asyncio.Future[Any]) -> None:
+        self._redeliveries.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("redelivery failed: %s", task.exception())
+
+
 class CorrectedBroker(Broker):  # type: ignore[misc]
     """amqtt's Broker with its defects that matter here fixed.
 
@@ -136,6 +189,7 @@ class CorrectedBroker(Broker):  # type: ignore[misc]
       session is touched, and a refused one gets its CONNACK and is closed.
     - Messages queued for a disconnected persistent session are delivered as ordinary messages;
       amqtt 0.12 sets RETAIN on them.
+    - A QoS 1 message is kept until acknowledged (`CorrectedProtocolHandler`).
     - A new connection gets retained messages only for filters it holds itself (amqtt 0.12
       walks the broker-wide subscription table, so a bridge would receive other kiosks'
       retained snapshots), as MQTT 3.1.1 section 3.3.1.3 says.
@@ -145,7 +199,7 @@ class CorrectedBroker(Broker):  # type: ignore[misc]
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
     ) -> tuple[Any, Any]:
         try:
-            handler, incoming = await BrokerProtocolHandler.init_from_connect(
+            handler, incoming = await CorrectedProtocolHandler.init_from_connect(
                 reader, writer, self.plugins_manager
             )
         except NoDataError as exc:

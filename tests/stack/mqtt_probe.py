@@ -28,6 +28,7 @@ class Probe:
         will: tuple[str, bytes, int, bool] | None = None,
         keepalive_s: int = 60,
         clean_session: bool | None = None,  # MQTT 3.1.1 only; None: paho's default (clean)
+        manual_ack: bool = False,  # acknowledge QoS 1 messages only when `ack` is called
     ) -> None:
         self.host, self.port = host, port
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
@@ -42,6 +43,7 @@ class Probe:
             client_id=client_id or f"probe-{uuid.uuid4().hex[:10]}",
             protocol=protocol,
             clean_session=clean_session,
+            manual_ack=manual_ack,
         )
         if username is not None:
             self.client.username_pw_set(username, password)
@@ -92,6 +94,9 @@ class Probe:
             return True
         self.unexpected = msg
         return False
+
+    def ack(self, msg: mqtt.MQTTMessage) -> None:
+        self.client.ack(msg.mid, msg.qos)
 
     def kill(self) -> None:
         """Drop the TCP connection without DISCONNECT, as a crashed or unplugged client would."""

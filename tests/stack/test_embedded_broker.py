@@ -416,6 +416,45 @@ def test_service_restart_keeps_its_session_and_gets_what_was_sent_meanwhile(
         back.close()
 
 
+# amqtt 0.12 forgets a QoS 1 message its receiver has not acknowledged within this long.
+AMQTT_PUBACK_WAIT_S = 5.0
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["restarted", "slow-then-restarted"])
+def test_an_event_the_service_had_not_acknowledged_comes_again_after_its_restart(
+    broker: EmbeddedBrokerProcess, slow: bool
+) -> None:
+    """The service acknowledges an event only once it has handled it (ADR 0040). Killed before
+    that, or slower than amqtt's PUBACK wait, it must get the event again when it comes back."""
+    account = broker.service(f"t{uuid.uuid4().hex[:8]}")
+    first = probe(broker, account, clean_session=False, manual_ack=True)
+    first.subscribe("lockers/v1/demo-1/events", qos=1)
+    kiosk = probe(broker, broker.kiosk("demo-1"))
+    try:
+        kiosk.publish("lockers/v1/demo-1/events", b'{"n": 1}', qos=1)
+    finally:
+        kiosk.close()
+    received = first.expect()
+    assert received.payload == b'{"n": 1}'
+    if slow:
+        time.sleep(AMQTT_PUBACK_WAIT_S + 1.0)  # past amqtt's own limit: nothing else to wait on
+    first.kill()  # gone without acknowledging, as a killed service is
+    back = probe(broker, account, clean_session=False, manual_ack=True)
+    try:
+        assert back.session_present
+        again = back.expect()
+        assert (again.payload, again.dup) == (b'{"n": 1}', True)
+        back.ack(again)
+    finally:
+        back.close()
+    # Acknowledged now: a further restart gets nothing more.
+    last = probe(broker, account, clean_session=False)
+    try:
+        assert last.session_present and last.nothing_within(1.0)
+    finally:
+        last.close()
+
+
 class CollectedEvents:
     """Stands where the service's story would, keeping the events the kiosk link hands over."""
 
