@@ -11,11 +11,12 @@ What amqtt 0.12 gives us, checked by tests/stack/test_embedded_broker.py with pa
 MQTT 3.1.1: QoS 0 and 1, retained messages (and clearing them with an empty payload), the last
 will on an abrupt disconnect, and persistent sessions: a client that comes back with
 clean_session=0 gets `session present`, the QoS 1 messages it had not acknowledged, and those
-queued for it while it was away (for SESSION_EXPIRY_S). What it does not give: MQTT 5 (clients must fall back to 3.1.1), shared
-subscriptions (`$share/...` is treated as a plain topic filter that never matches, so only one
-service replica can run against it), persistence (sessions, queued and retained messages are
-lost when the broker itself restarts; the bridge republishes its status and snapshots on
-reconnect). The amqtt defects corrected here are listed on `CorrectedBroker`.
+queued for it while it was away (for SESSION_EXPIRY_S). What it does not give: MQTT 5 (clients
+must fall back to 3.1.1), shared subscriptions (`$share/...` is treated as a plain topic filter
+that never matches, so only one service replica can run against it), persistence (sessions,
+queued and retained messages are lost when the broker itself restarts; the bridge republishes
+its status and snapshots on reconnect). The amqtt defects corrected here are listed on
+`CorrectedBroker`.
 
 Run on its own: `python -m locker_service.stack.broker --port 18830 --password-file FILE`.
 """
