@@ -98,7 +98,8 @@ def load_run_addresses(data_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by this user only (created 0600, never wider), atomically."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -189,7 +190,7 @@ async def ensure_demo_data(
                 creds.kiosks.append(KioskCredentials(code=code, token=made.secret))
             # Written inside the transaction: if the file cannot be written, nothing is kept
             # whose credentials would be lost.
-            _write_private(data_dir / DEMO_FILE, creds.to_json())
+            write_private(data_dir / DEMO_FILE, creds.to_json())
     finally:
         await engine.dispose()
     creds.created_now = created_now

@@ -7,6 +7,12 @@ kiosk (board and scanner on `socket://` ports, control API on `--sim-port` + i),
 per kiosk. Before any of them the schema is migrated and, on the first run only, the demo site,
 kiosks, merchant, courier and operator are created; their credentials are kept in
 `<data dir>/demo.json` so a second run prints the same ones and finds its orders again.
+
+The embedded broker takes no anonymous client. On the first run `up` makes a random MQTT password
+for the service and for each kiosk; the plain ones stay in `<data dir>/mqtt-accounts.json`, read
+only by `up` itself, which hands each child its own in its environment (never on a command line,
+which any local user can read in the process list); the broker gets only their hashes, in
+`<data dir>/broker.passwd`. Both files are created 0600.
 """
 
 from __future__ import annotations
@@ -18,22 +24,33 @@ import secrets
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
+from locker_service.stack.broker_auth import (
+    SERVICE_ACCOUNT,
+    hash_password,
+    parse_password_file,
+    password_file_text,
+    verify_password,
+)
 from locker_service.stack.demo import (
     DEMO_FILE,
     RUN_FILE,
     DemoCredentials,
+    DemoDataError,
     ensure_demo_data,
     kiosk_code,
+    write_private,
 )
 from locker_service.stack.supervisor import ChildSpec, Supervisor
 
 DEFAULT_DATA_DIR = Path("var")
 SECRET_KEY_FILE = "secret_key"
+BROKER_ACCOUNTS_FILE = "mqtt-accounts.json"  # plain MQTT passwords, read by `up` only
+BROKER_PASSWORD_FILE = "broker.passwd"  # their hashes, read by the embedded broker
 # The embedded broker speaks MQTT 3.1.1 only and has no shared subscriptions (see broker.py).
 EMBEDDED_MQTT_PROTOCOL = "3.1.1"
 SERVICE_READY_TIMEOUT_S = 120.0  # first start migrates; two busy cores make that slow
@@ -96,6 +113,50 @@ def secret_key(data_dir: Path) -> str:
 
 
 @dataclass
+class BrokerAccounts:
+    """The embedded broker's accounts: the service's password and one per kiosk id."""
+
+    service_password: str
+    kiosk_passwords: dict[str, str]
+
+    def hashes(self, known: dict[str, str]) -> dict[str, str]:
+        """{user: hash} for every account, keeping a `known` hash that still matches (so an
+        unchanged password file is not rewritten with fresh salts)."""
+        plain = {SERVICE_ACCOUNT: self.service_password, **self.kiosk_passwords}
+        return {
+            user: known[user]
+            if user in known and verify_password(secret, known[user])
+            else hash_password(secret)
+            for user, secret in plain.items()
+        }
+
+
+def broker_accounts(data_dir: Path, kiosk_codes: list[str]) -> BrokerAccounts:
+    """The accounts of this data directory, made once and kept: a bridge's and the service's
+    persistent sessions outlive a restart of `up` only under the same account. A kiosk that a
+    later run adds gets a password of its own; the password file is rewritten to match."""
+    path = data_dir / BROKER_ACCOUNTS_FILE
+    try:
+        data = json.loads(path.read_text())
+        accounts = BrokerAccounts(data["service_password"], dict(data["kiosk_passwords"]))
+    except FileNotFoundError:
+        accounts = BrokerAccounts(secrets.token_urlsafe(32), {})
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DemoDataError(f"{path} is not an MQTT accounts file ({exc}): remove it") from exc
+    missing = [code for code in kiosk_codes if code not in accounts.kiosk_passwords]
+    for code in missing:
+        accounts.kiosk_passwords[code] = secrets.token_urlsafe(32)
+    if missing or not path.exists():
+        write_private(path, json.dumps(asdict(accounts), indent=2) + "\n")
+    passwd = data_dir / BROKER_PASSWORD_FILE
+    known = parse_password_file(passwd.read_text()) if passwd.exists() else {}
+    hashes = accounts.hashes(known)
+    if hashes != known:
+        write_private(passwd, password_file_text(hashes))
+    return accounts
+
+
+@dataclass
 class Plan:
     """Everything `up` decided before starting: addresses, environment, children."""
 
@@ -126,13 +187,24 @@ def plan(options: UpOptions) -> Plan:
     children: list[ChildSpec] = []
     # Every port picked for this run at once, so no two of them are the same.
     picked = iter(free_ports(2 + 2 * options.kiosks))
+    codes = [kiosk_code(i) for i in range(options.kiosks)]
+    accounts: BrokerAccounts | None = None
     if embedded:
+        accounts = broker_accounts(data_dir, codes)
         broker_port = options.broker_port or next(picked)
         broker_url = f"mqtt://127.0.0.1:{broker_port}"
         children.append(
             ChildSpec(
                 "broker",
-                [sys.executable, "-m", "locker_service.stack.broker", "--port", str(broker_port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "locker_service.stack.broker",
+                    "--port",
+                    str(broker_port),
+                    "--password-file",
+                    str(data_dir / BROKER_PASSWORD_FILE),
+                ],
                 ready_port=("127.0.0.1", broker_port),
             )
         )
@@ -158,7 +230,6 @@ def plan(options: UpOptions) -> Plan:
     )
 
     common = {"LOCKER_TIME_SCALE": scale, **options.extra_env}
-    codes = [kiosk_code(i) for i in range(options.kiosks)]
     sockets: list[tuple[int, int]] = []
     for i, code in enumerate(codes):
         board_port, scanner_port = next(picked), next(picked)
@@ -203,9 +274,11 @@ def plan(options: UpOptions) -> Plan:
         "LOCKER_PUBLIC_BASE_URL": f"http://127.0.0.1:{options.port}",
         "LOCKER_MQTT_URL": broker_url,
     }
-    if embedded:
+    if accounts is not None:
         service_env["LOCKER_MQTT_PROTOCOL"] = EMBEDDED_MQTT_PROTOCOL
         service_env["LOCKER_MQTT_SHARE_GROUP"] = ""
+        service_env["LOCKER_MQTT_USERNAME"] = SERVICE_ACCOUNT
+        service_env["LOCKER_MQTT_PASSWORD"] = accounts.service_password
     ready_host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
     children.append(
         ChildSpec(
@@ -233,13 +306,17 @@ def plan(options: UpOptions) -> Plan:
             "--time-scale",
             scale,
         ]
-        if embedded:
+        bridge_env = dict(common)
+        if accounts is not None:
             bridge_args += ["--mqtt-version", EMBEDDED_MQTT_PROTOCOL]
+            # The kiosk's account: its user name is its kiosk id, as on the production broker.
+            bridge_env["BRIDGE_USERNAME"] = code
+            bridge_env["BRIDGE_PASSWORD"] = accounts.kiosk_passwords[code]
         children.append(
             ChildSpec(
                 f"bridge-{code}" if options.kiosks > 1 else "bridge",
                 lockerctl(*bridge_args),
-                env=common,
+                env=bridge_env,
             )
         )
     return Plan(
@@ -283,7 +360,11 @@ def banner(p: Plan, creds: DemoCredentials) -> str:
         "",
         f"  Data                 {o.data_dir.resolve()} (credentials in {DEMO_FILE})",
         f"  MQTT broker          {without_password(p.broker_url)}"
-        + (" (embedded)" if p.embedded_broker else ""),
+        + (
+            f" (embedded; accounts in {BROKER_ACCOUNTS_FILE}, no anonymous access)"
+            if p.embedded_broker
+            else ""
+        ),
         f"  Time scale           {o.time_scale:g}x",
         "",
         "  Place an order:      lockerctl demo-order"

@@ -42,14 +42,15 @@ class Observer:
         self, host: str, port: int, kiosk_id: str, persistent: bool = False, **connect: Any
     ) -> None:
         self.topics = contract.Topics(kiosk_id)
-        self.reply_to = f"test/replies/{kiosk_id}"
+        # A broker with the production ACL lets a kiosk answer only under its own prefix.
+        self.reply_to = connect.get("reply_to") or f"test/replies/{kiosk_id}"
         self.messages: list[Seen] = []
         self.raw: list[tuple[str, bytes]] = []
         self._cond = threading.Condition()
         # persistent: the broker keeps our subscription and queues for us across its restart.
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"obs-{uuid.uuid4().hex}",
+            client_id=connect.get("client_id") or f"obs-{uuid.uuid4().hex}",
             clean_session=not persistent,
         )
         if connect.get("username"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,8 @@ from tests.firmware_bridge.harness import (
     simulator,
     wait_ready,
 )
-from tests.support.mosquitto import MosquittoProcess, free_port, wait_for_port
+from tests.support.embedded_broker import EmbeddedBrokerProcess
+from tests.support.mosquitto import MosquittoProcess, free_port
 
 
 def round_trip(broker_url: str, observer: Observer, tmp_path: Path, **extra: object) -> str:
@@ -166,29 +166,34 @@ def test_a_wrong_password_keeps_the_bridge_out_without_crashing(
 
 
 @pytest.fixture
-def embedded_broker() -> Iterator[str]:
-    """The amqtt broker `lockerctl up` embeds: it speaks MQTT 3.1.1 only."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "locker_service.stack.broker", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port("127.0.0.1", port, timeout_s=20)
-        yield f"mqtt://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def embedded_broker(tmp_path: Path) -> Iterator[EmbeddedBrokerProcess]:
+    """The amqtt broker `lockerctl up` embeds, as it starts it: it speaks MQTT 3.1.1 only."""
+    with EmbeddedBrokerProcess(tmp_path / "up", kiosks=1) as broker:
+        yield broker
 
 
 def test_auto_falls_back_to_311_for_a_broker_without_mqtt5(
-    embedded_broker: str, tmp_path: Path
+    embedded_broker: EmbeddedBrokerProcess, tmp_path: Path
 ) -> None:
-    port = int(embedded_broker.rsplit(":", 1)[1])
-    obs = Observer("127.0.0.1", port, new_kiosk_id()).start()
+    service, kiosk = embedded_broker.service(), embedded_broker.kiosk("demo-1")
+    obs = Observer(
+        embedded_broker.host,
+        embedded_broker.port,
+        "demo-1",
+        username=service.username,
+        password=service.password,
+        client_id=service.client_id,
+        reply_to="lockers/v1/demo-1/replies/observer",
+    ).start()
     try:
-        protocol = round_trip(embedded_broker, obs, tmp_path, mqtt_version="auto")
+        protocol = round_trip(
+            embedded_broker.url,
+            obs,
+            tmp_path,
+            mqtt_version="auto",
+            username=kiosk.username,
+            password=kiosk.password,
+        )
         assert protocol == "3.1.1"
     finally:
         obs.stop()

@@ -458,19 +458,35 @@ def test_settings_are_checked() -> None:
         KioskLink(LinkTestSettings("mqtt://h", mqtt_protocol="4"), RecordingHandler(), LiveHub())
 
 
-async def test_auto_falls_back_to_mqtt_311_on_a_broker_without_mqtt_5() -> None:
+async def test_auto_falls_back_to_mqtt_311_on_a_broker_without_mqtt_5(tmp_path: Path) -> None:
     """amqtt (the embedded broker of `lockerctl up`) speaks MQTT 3.1.1 only, without $share."""
     from locker_service.stack.broker import EmbeddedBroker
+    from locker_service.stack.up import BROKER_PASSWORD_FILE, broker_accounts
     from tests.support.mosquitto import free_port
 
-    broker = EmbeddedBroker("127.0.0.1", free_port())
+    accounts = broker_accounts(tmp_path, ["demo-1"])
+    broker = EmbeddedBroker(tmp_path / BROKER_PASSWORD_FILE, "127.0.0.1", free_port())
     await broker.start()
     kiosk = None
     handler = RecordingHandler()
-    link = KioskLink(LinkTestSettings(broker.url, mqtt_share_group=""), handler, LiveHub())
+    settings = LinkTestSettings(
+        broker.url,
+        mqtt_share_group="",
+        mqtt_username="locker-service",
+        mqtt_password=SecretStr(accounts.service_password),
+    )
+    link = KioskLink(settings, handler, LiveHub())
     try:
         kiosk = await asyncio.to_thread(
-            lambda: ScriptedKiosk("127.0.0.1", broker.port, compartments=2).start()
+            lambda: ScriptedKiosk(
+                "127.0.0.1",
+                broker.port,
+                "demo-1",
+                compartments=2,
+                username="demo-1",
+                password=accounts.kiosk_passwords["demo-1"],
+                client_id="locker-bridge-demo-1",
+            ).start()
         )
         await link.start()
         assert link.ready and link.protocol_name == "3.1.1"

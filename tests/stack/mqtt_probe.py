@@ -27,16 +27,23 @@ class Probe:
         client_id: str | None = None,
         will: tuple[str, bytes, int, bool] | None = None,
         keepalive_s: int = 60,
+        clean_session: bool | None = None,  # MQTT 3.1.1 only; None: paho's default (clean)
+        manual_ack: bool = False,  # acknowledge QoS 1 messages only when `ack` is called
     ) -> None:
         self.host, self.port = host, port
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.connect_rc: Any = None
+        self.session_present: bool | None = None
+        self.disconnects = 0  # connections lost after being accepted (the broker dropped us)
+        self._closing = False
         self._connected = threading.Event()
         self._subacks: queue.Queue[list[Any]] = queue.Queue()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"probe-{uuid.uuid4().hex[:10]}",
             protocol=protocol,
+            clean_session=clean_session,
+            manual_ack=manual_ack,
         )
         if username is not None:
             self.client.username_pw_set(username, password)
@@ -47,10 +54,16 @@ class Probe:
         self.client.on_connect = self._on_connect
         self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
         self.client.on_subscribe = lambda _c, _u, _mid, rcs, _p: self._subacks.put(list(rcs))
+        self.client.on_disconnect = self._on_disconnect
 
-    def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+    def _on_connect(self, _c: Any, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
         self.connect_rc = rc
+        self.session_present = bool(flags.session_present)
         self._connected.set()
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, _rc: Any, _p: Any) -> None:
+        if self.accepted and not self._closing:
+            self.disconnects += 1
 
     def connect(self) -> Probe:
         self.client.connect(self.host, self.port, keepalive=self.keepalive_s)
@@ -82,6 +95,9 @@ class Probe:
         self.unexpected = msg
         return False
 
+    def ack(self, msg: mqtt.MQTTMessage) -> None:
+        self.client.ack(msg.mid, msg.qos)
+
     def kill(self) -> None:
         """Drop the TCP connection without DISCONNECT, as a crashed or unplugged client would."""
         self.client.loop_stop()
@@ -90,6 +106,7 @@ class Probe:
             sock.close()
 
     def close(self) -> None:
+        self._closing = True
         try:
             self.client.disconnect()
         finally:

@@ -154,6 +154,21 @@ def test_mosquitto_uses_the_acl_and_config_tested_natively(config: dict[str, Any
     assert "allow_anonymous false" in conf and "acl_file /mosquitto/config/acl" in conf
 
 
+def test_service_and_bridges_use_their_own_listeners(config: dict[str, Any]) -> None:
+    """Kiosks on 1883, where their client id is their user name; the service on 1884, which
+    only the compose network reaches (mosquitto.conf, ADR 0063)."""
+    services = config["services"]
+    assert services["service"]["environment"]["LOCKER_MQTT_URL"] == "mqtt://mosquitto:1884"
+    assert services["bridge"]["environment"]["BRIDGE_BROKER_URL"] == "mqtt://mosquitto:1883"
+    ports = [str(port) for port in services["mosquitto"]["ports"]]
+    assert any("1883" in port for port in ports) and not any("1884" in port for port in ports)
+    assert "-p 1884 -u locker-service" in str(services["mosquitto"]["healthcheck"]["test"])
+    assert services["mosquitto-passwords"]["entrypoint"][-1] == "/mosquitto/auth"
+    conf = (ROOT / "docs" / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    for name in ("passwd-kiosks", "passwd-service"):
+        assert f"password_file /mosquitto/auth/{name}" in conf
+
+
 @pytest.mark.parametrize("name", ["migrate", "service", "simulator", "bridge"])
 def test_container_commands_parse_with_lockerctl(config: dict[str, Any], name: str) -> None:
     """The image's entrypoint is `lockerctl`: each command line must be one it accepts."""

@@ -1,6 +1,8 @@
 """The production Mosquitto setup (docs/deploy/mosquitto: config, ACL, password generation), started
-natively on a private port: a kiosk's credentials reach its own topics and nothing else, the
-service reaches every kiosk, and nobody gets in without a password."""
+natively on private ports: a kiosk's credentials reach its own topics and nothing else, the
+service reaches every kiosk, nobody gets in without a password, and no account can connect
+under another's client id (the kiosks' listener makes a kiosk's client id its user name; the
+service has a listener of its own)."""
 
 from __future__ import annotations
 
@@ -35,17 +37,20 @@ NOT_AUTHORIZED = 0x87
 @dataclass
 class Broker:
     host: str
-    port: int
+    port: int  # the kiosks' listener (1883 in the config)
+    service_port: int  # the service's listener (1884 in the config)
     log_path: Path
     proc: subprocess.Popen[bytes]
     root: Path
     passwords_env: dict[str, str]  # what make-passwords.sh was run with
 
 
-def native_config(text: str, port: int, root: Path) -> str:
-    """The production config with only the listener and the container paths changed."""
-    assert re.search(r"^listener 1883$", text, re.M), "the config's listener line moved"
-    text = re.sub(r"^listener 1883$", f"listener {port} 127.0.0.1", text, flags=re.M)
+def native_config(text: str, port: int, service_port: int, root: Path) -> str:
+    """The production config with only the listeners and the container paths changed."""
+    for listener, native in ((1883, port), (1884, service_port)):
+        line = rf"^listener {listener}$"
+        assert len(re.findall(line, text, re.M)) == 1, f"the config's listener {listener} moved"
+        text = re.sub(line, f"listener {native} 127.0.0.1", text, flags=re.M)
     text = text.replace("/mosquitto/", f"{root}/")
     # Logs to a file rather than the test's stdout.
     return text.replace("log_dest stdout", f"log_dest file {root}/mosquitto.log")
@@ -53,7 +58,7 @@ def native_config(text: str, port: int, root: Path) -> str:
 
 def make_passwords(root: Path, env: dict[str, str]) -> None:
     made = subprocess.run(
-        ["sh", str(DEPLOY / "make-passwords.sh"), str(root / "auth" / "passwd")],
+        ["sh", str(DEPLOY / "make-passwords.sh"), str(root / "auth")],
         env=env,
         capture_output=True,
         text=True,
@@ -86,36 +91,56 @@ def broker() -> Iterator[Broker]:
         "MOSQUITTO_PASSWD": passwd,
     }
     make_passwords(root, env)
-    port = free_port()
+    port, service_port = free_port(), free_port()
     conf = root / "config" / "mosquitto.conf"
-    conf.write_text(native_config((DEPLOY / "mosquitto.conf").read_text(), port, root))
+    conf.write_text(
+        native_config((DEPLOY / "mosquitto.conf").read_text(), port, service_port, root)
+    )
     hand_to_mosquitto(root)
     proc = subprocess.Popen(
         [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
         wait_for_port("127.0.0.1", port)
+        wait_for_port("127.0.0.1", service_port)
     except TimeoutError:
         proc.kill()
         _, err = proc.communicate()
         raise AssertionError(f"mosquitto did not start: {err.decode()}") from None
     try:
-        yield Broker("127.0.0.1", port, root / "mosquitto.log", proc, root, env)
+        yield Broker("127.0.0.1", port, service_port, root / "mosquitto.log", proc, root, env)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
         shutil.rmtree(root, ignore_errors=True)
 
 
-def service(b: Broker, protocol: mqtt.MQTTProtocolVersion = V311) -> Probe:
+def service(
+    b: Broker, protocol: mqtt.MQTTProtocolVersion = V311, client_id: str | None = None
+) -> Probe:
     return Probe(
-        b.host, b.port, username="locker-service", password=SERVICE_PASSWORD, protocol=protocol
+        b.host,
+        b.service_port,
+        username="locker-service",
+        password=SERVICE_PASSWORD,
+        protocol=protocol,
+        client_id=client_id or f"locker-service-t{uuid.uuid4().hex[:8]}",
     ).connect()
 
 
-def kiosk(b: Broker, kiosk_id: str, protocol: mqtt.MQTTProtocolVersion = V311) -> Probe:
+def kiosk(
+    b: Broker,
+    kiosk_id: str,
+    protocol: mqtt.MQTTProtocolVersion = V311,
+    client_id: str | None = None,
+) -> Probe:
     return Probe(
-        b.host, b.port, username=kiosk_id, password=KIOSKS[kiosk_id], protocol=protocol
+        b.host,
+        b.port,
+        username=kiosk_id,
+        password=KIOSKS[kiosk_id],
+        protocol=protocol,
+        client_id=client_id or f"locker-bridge-{kiosk_id}",
     ).connect()
 
 
@@ -204,11 +229,17 @@ def test_connection_without_valid_credentials_is_refused(
         probe.close()
 
 
-def test_password_file_holds_no_plain_password(broker: Broker) -> None:
-    text = (broker.log_path.parent / "auth" / "passwd").read_text()
-    assert "locker-service:$7$" in text
+def test_password_files_hold_no_plain_password_and_each_listener_its_own_accounts(
+    broker: Broker,
+) -> None:
+    auth = broker.log_path.parent / "auth"
+    service_text = (auth / "passwd-service").read_text()
+    kiosks_text = (auth / "passwd-kiosks").read_text()
+    assert [line.split(":")[0] for line in service_text.splitlines()] == ["locker-service"]
+    assert sorted(line.split(":")[0] for line in kiosks_text.splitlines()) == sorted(KIOSKS)
+    assert service_text.startswith("locker-service:$7$")
     for secret in (SERVICE_PASSWORD, *KIOSKS.values()):
-        assert secret not in text
+        assert secret not in service_text + kiosks_text
 
 
 def test_make_passwords_refuses_a_kiosk_without_password(tmp_path: Path) -> None:
@@ -222,7 +253,7 @@ def test_make_passwords_refuses_a_kiosk_without_password(tmp_path: Path) -> None
         "MOSQUITTO_PASSWD": str(passwd),
     }
     made = subprocess.run(
-        ["sh", str(DEPLOY / "make-passwords.sh"), str(tmp_path / "passwd")],
+        ["sh", str(DEPLOY / "make-passwords.sh"), str(tmp_path)],
         env=env,
         capture_output=True,
         text=True,
@@ -230,7 +261,7 @@ def test_make_passwords_refuses_a_kiosk_without_password(tmp_path: Path) -> None
     )
     assert made.returncode == 2
     assert "kiosk 'kiosk-b' has no password" in made.stderr
-    assert not (tmp_path / "passwd").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_kiosk_added_to_a_running_broker_gets_in_after_sighup(broker: Broker) -> None:
@@ -238,7 +269,13 @@ def test_a_kiosk_added_to_a_running_broker_gets_in_after_sighup(broker: Broker) 
     new_password = "c-" + uuid.uuid4().hex
 
     def kiosk_c() -> Probe:
-        return Probe(broker.host, broker.port, username="kiosk-c", password=new_password).connect()
+        return Probe(
+            broker.host,
+            broker.port,
+            username="kiosk-c",
+            password=new_password,
+            client_id="locker-bridge-kiosk-c",
+        ).connect()
 
     before = kiosk_c()
     before.close()
@@ -281,7 +318,7 @@ def test_make_passwords_keeps_a_password_that_looks_like_a_file_pattern(tmp_path
         "MOSQUITTO_PASSWD": str(passwd),
     }
     made = subprocess.run(
-        ["sh", str(DEPLOY / "make-passwords.sh"), str(tmp_path / "passwd")],
+        ["sh", str(DEPLOY / "make-passwords.sh"), str(tmp_path)],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -291,9 +328,108 @@ def test_make_passwords_keeps_a_password_that_looks_like_a_file_pattern(tmp_path
     assert made.returncode == 0, made.stderr
     # Mosquitto 2's entry: user:$7$iterations$salt$PBKDF2-SHA512 (base64).
     line = next(
-        entry for entry in (tmp_path / "passwd").read_text().splitlines() if entry[:8] == "kiosk-a:"
+        entry
+        for entry in (tmp_path / "passwd-kiosks").read_text().splitlines()
+        if entry[:8] == "kiosk-a:"
     )
     _, kind, iterations, salt, digest = line.split(":", 1)[1].split("$")
     assert kind == "7"
     expected = hashlib.pbkdf2_hmac("sha512", b"pw-*", base64.b64decode(salt), int(iterations))
     assert base64.b64encode(expected).decode() == digest, "the password is not 'pw-*' as written"
+
+
+@pytest.mark.parametrize("kiosk_id", ["locker-service-r1", "locker-bridge-x", "locker-service"])
+def test_make_passwords_refuses_a_kiosk_id_that_is_a_service_or_bridge_client_id(
+    tmp_path: Path, kiosk_id: str
+) -> None:
+    """On the kiosks' listener a kiosk's user name is its client id: a kiosk called
+    locker-service-r1 could take over the session of service replica r1."""
+    passwd = shutil.which("mosquitto_passwd")
+    if passwd is None:
+        unavailable("mosquitto_passwd is needed (apt-get install -y mosquitto)")
+    env = {
+        **os.environ,
+        "LOCKER_MQTT_PASSWORD": "x",
+        "KIOSK_CREDENTIALS": f"kiosk-a:pw {kiosk_id}:pw",
+        "MOSQUITTO_PASSWD": str(passwd),
+    }
+    made = subprocess.run(
+        ["sh", str(DEPLOY / "make-passwords.sh"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 2, made.stdout
+    assert f"kiosk id '{kiosk_id}'" in made.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("victim", ["kiosk-b", "locker-service-r1", "locker-service-r1-replies"])
+@pytest.mark.parametrize("protocol", [V311, V5])
+def test_kiosk_cannot_connect_as_another_kiosk_or_the_service(
+    broker: Broker, victim: str, protocol: mqtt.MQTTProtocolVersion
+) -> None:
+    """The finding: kiosk A's account connecting with kiosk B's (or the service's) client id
+    dropped B, again and again. Now A's client id is its user name whatever it sends, so B's
+    connection and session are untouched."""
+    if victim == "kiosk-b":
+        owner = kiosk(broker, "kiosk-b")
+        topic = "lockers/v1/kiosk-b/cmd"
+        taken_ids = ["locker-bridge-kiosk-b", "kiosk-b"]  # what B sends, and what B is known as
+    else:
+        owner = service(broker, client_id=victim)
+        topic = "lockers/v1/kiosk-a/events"
+        taken_ids = [victim]
+    sender = service(broker)
+    try:
+        assert owner.subscribe(topic)[0].value == 1
+        for taken_id in taken_ids:
+            for _ in range(3):  # reconnecting, as the probe that found it did
+                intruder = kiosk(broker, "kiosk-a", protocol=protocol, client_id=taken_id)
+                intruder.close()
+        sender.publish(topic, b'{"still": "there"}')
+        assert owner.expect().payload == b'{"still": "there"}'
+        assert owner.disconnects == 0, f"{victim} was dropped"
+        log = broker.log_path.read_text()
+        for taken_id in taken_ids:  # kiosk-a never got on as anyone but itself
+            assert not re.search(rf"as {re.escape(taken_id)} \([^)]*u'kiosk-a'\)", log)
+        assert re.search(r"as kiosk-a \([^)]*u'kiosk-a'\)", log)
+    finally:
+        owner.close()
+        sender.close()
+
+
+def test_a_kiosk_is_known_by_its_user_name_whatever_client_id_it_sends(broker: Broker) -> None:
+    a = kiosk(broker, "kiosk-a", client_id="locker-bridge-kiosk-b")
+    try:
+        assert a.accepted
+        log = broker.log_path.read_text()
+        assert re.search(r"New client connected from \S+ as kiosk-a \(", log), log[-2000:]
+    finally:
+        a.close()
+
+
+@pytest.mark.parametrize("who", ["kiosk on the service's listener", "service on the kiosks'"])
+def test_each_listener_knows_its_own_accounts_only(broker: Broker, who: str) -> None:
+    if who.startswith("kiosk"):
+        probe = Probe(
+            broker.host,
+            broker.service_port,
+            username="kiosk-a",
+            password=KIOSKS["kiosk-a"],
+            client_id="locker-service-r1",
+        )
+    else:
+        probe = Probe(
+            broker.host,
+            broker.port,
+            username="locker-service",
+            password=SERVICE_PASSWORD,
+            client_id="locker-service-r1",
+        )
+    try:
+        probe.connect()
+        assert not probe.accepted
+    finally:
+        probe.close()

@@ -4,6 +4,7 @@ same credentials and the same orders."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from locker_service.stack.demo import DemoDataError
 from locker_service.stack.up import UpOptions, plan
 from tests.journey.system import Up, wait_until
 
@@ -82,6 +84,13 @@ def test_up_runs_the_demo_restarts_a_dead_process_and_keeps_data(tmp_path: Path)
             return bool(kiosk["online"]) and kiosk["compartments_total"] == 12
 
         wait_until(kiosk_online, 60, "demo-1 online")
+        assert "no anonymous access" in out
+        mqtt_accounts = json.loads((data_dir / "mqtt-accounts.json").read_text())
+        for secret in (
+            mqtt_accounts["service_password"],
+            *mqtt_accounts["kiosk_passwords"].values(),
+        ):
+            assert processes_mentioning(secret) == []  # handed over in the environment only
 
         placed = demo_order(data_dir)
         assert placed.returncode == 0, placed.stderr
@@ -163,6 +172,52 @@ def test_plan_embedded_broker_speaks_mqtt_311_without_shared_subscriptions(
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
 
 
+def test_plan_gives_each_process_its_own_mqtt_account_in_its_environment_only(
+    tmp_path: Path,
+) -> None:
+    p = plan(UpOptions(data_dir=tmp_path, kiosks=2))
+    accounts = json.loads((tmp_path / "mqtt-accounts.json").read_text())
+    service_password = accounts["service_password"]
+    assert p.service_env["LOCKER_MQTT_USERNAME"] == "locker-service"
+    assert p.service_env["LOCKER_MQTT_PASSWORD"] == service_password
+    passwords = {service_password}
+    for code in ("demo-1", "demo-2"):
+        bridge = next(c for c in p.children if c.name == f"bridge-{code}")
+        assert bridge.env["BRIDGE_USERNAME"] == code
+        assert bridge.env["BRIDGE_PASSWORD"] == accounts["kiosk_passwords"][code]
+        passwords.add(bridge.env["BRIDGE_PASSWORD"])
+    assert len(passwords) == 3  # nobody shares one
+    for child in p.children:
+        # A command line is visible to every local user (ps); the environment is not.
+        assert not passwords & set(child.argv), child.name
+        if child.name.startswith("bridge"):
+            assert (
+                child.env["BRIDGE_PASSWORD"]
+                == accounts["kiosk_passwords"][child.env["BRIDGE_USERNAME"]]
+            )
+        elif child.name != "service":
+            assert "LOCKER_MQTT_PASSWORD" not in child.env and "BRIDGE_PASSWORD" not in child.env
+    for name in ("mqtt-accounts.json", "broker.passwd"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+    passwd = (tmp_path / "broker.passwd").read_text()
+
+    # A later run keeps every password and the hashes; a kiosk more gets an account of its own.
+    again = plan(UpOptions(data_dir=tmp_path, kiosks=2))
+    assert again.service_env["LOCKER_MQTT_PASSWORD"] == service_password
+    assert (tmp_path / "broker.passwd").read_text() == passwd
+    more = plan(UpOptions(data_dir=tmp_path, kiosks=3))
+    third = next(c for c in more.children if c.name == "bridge-demo-3")
+    assert third.env["BRIDGE_PASSWORD"] not in passwords
+    assert (tmp_path / "broker.passwd").read_text().startswith(passwd)
+    assert "demo-3:$7$" in (tmp_path / "broker.passwd").read_text()
+
+
+def test_plan_refuses_a_damaged_accounts_file(tmp_path: Path) -> None:
+    (tmp_path / "mqtt-accounts.json").write_text("{}")
+    with pytest.raises(DemoDataError, match="not an MQTT accounts file"):
+        plan(UpOptions(data_dir=tmp_path))
+
+
 def test_plan_gives_every_picked_port_to_one_child_only(tmp_path: Path) -> None:
     p = plan(UpOptions(data_dir=tmp_path, kiosks=9, inbox_port=0))
     picked = [int(p.broker_url.rsplit(":", 1)[1]), int(p.inbox_url.strip("/").rsplit(":", 1)[1])]
@@ -189,6 +244,9 @@ def test_plan_with_external_broker_and_database_starts_no_broker(tmp_path: Path)
     assert p.service_env["LOCKER_DATABASE_URL"] == "postgresql+asyncpg://locker@db/locker"
     bridge = next(c for c in p.children if c.name == "bridge")
     assert "--mqtt-version" not in bridge.argv
+    # That broker's accounts are its own business: none are made or handed out here.
+    assert "BRIDGE_PASSWORD" not in bridge.env and "LOCKER_MQTT_PASSWORD" not in p.service_env
+    assert not (tmp_path / "mqtt-accounts.json").exists()
     assert bridge.argv[bridge.argv.index("--broker-url") + 1] == "mqtt://127.0.0.1:1883"
 
 

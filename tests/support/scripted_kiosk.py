@@ -103,6 +103,7 @@ class ScriptedKiosk:
         username: str | None = None,
         password: str | None = None,
         fw: str = "scripted-1.0",
+        client_id: str | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.kiosk_id = kiosk_id or f"kiosk-{uuid.uuid4().hex[:10]}"
@@ -122,7 +123,7 @@ class ScriptedKiosk:
         self._protocol = protocol
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"scripted-{self.kiosk_id}",
+            client_id=client_id or f"scripted-{self.kiosk_id}",
             protocol=protocol,
         )
         if username:
