@@ -27,6 +27,7 @@ from firmware_bridge.contract.client import (
 )
 from locker_service.config import Settings as ServiceSettings
 from tests.firmware_bridge import test_mqtt_options
+from tests.support.embedded_broker import EmbeddedBrokerProcess
 from tests.support.mosquitto import MosquittoProcess, wait_for_port
 
 secured_broker = test_mqtt_options.secured_broker
@@ -313,22 +314,36 @@ def test_auto_on_mosquitto_speaks_mqtt_5(private_mosquitto: MosquittoProcess) ->
         conn.close()
 
 
-def probe_then_fall_back(url: str) -> tuple[ProtocolProbe, Connection]:
+def probe_then_fall_back(
+    url: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    client_id: str | None = None,
+) -> tuple[ProtocolProbe, Connection]:
     """What both ends do: MQTT 5 first; once the probe says so, a fresh 3.1.1 client."""
-    endpoint = BrokerEndpoint.parse(url)
+    endpoint = BrokerEndpoint.parse(url, username=username, password=password)
     probe = ProtocolProbe("auto")
-    first = Connection(endpoint, probe.version, probe)
+    first = Connection(endpoint, probe.version, probe, client_id=client_id)
     try:
         wait_until(probe.fall_back_due, "the probe to see no MQTT 5")
         assert "accepted" not in first.verdicts
     finally:
         first.close()
     probe.fall_back()
-    return probe, Connection(endpoint, probe.version, probe)
+    return probe, Connection(endpoint, probe.version, probe, client_id=client_id)
 
 
-def test_auto_falls_back_on_amqtt_which_stays_silent_on_mqtt_5(embedded_broker: str) -> None:
-    probe, conn = probe_then_fall_back(embedded_broker)
+def test_auto_falls_back_on_amqtt_which_stays_silent_on_mqtt_5(
+    embedded_broker: EmbeddedBrokerProcess,
+) -> None:
+    account = embedded_broker.service()
+    probe, conn = probe_then_fall_back(
+        embedded_broker.url,
+        username=account.username,
+        password=account.password,
+        client_id=account.client_id,
+    )
     try:
         assert conn.answered.wait(ANSWER_WAIT_S)
         assert conn.verdicts == ["accepted"] and probe.version == "3.1.1"
