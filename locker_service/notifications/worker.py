@@ -25,6 +25,7 @@ from locker_service.config import Settings
 from locker_service.models import NotificationOutbox, utcnow
 from locker_service.notifications import repository
 from locker_service.notifications.channels import NoChannel, channels_for, with_dedupe_header
+from locker_service.notifications.contacts import ContactPolicy, check_contact
 from locker_service.notifications.delivery import (
     AppriseDelivery,
     Attachment,
@@ -195,6 +196,8 @@ class OutboxWorker:
                 sms_url=settings.notify_sms_url,
                 allow_contact_urls=settings.notify_contact_urls,
             )
+            # Looked at again before every send: the host's DNS may point inward by now.
+            await check_contact(row.channel, ContactPolicy.of_settings(settings))
         except NoChannel as exc:
             raise Permanent(str(exc)) from exc
         urls = [with_dedupe_header(url, row.dedupe_key) for url in urls]

@@ -19,6 +19,8 @@ from locker_service.context import ServiceContext
 from locker_service.events import publish_after_commit
 from locker_service.live import LiveHub
 from locker_service.models import Compartment, Kiosk, Merchant, Order, Site, utcnow
+from locker_service.notifications.channels import ContactRefused
+from locker_service.notifications.contacts import ContactPolicy, check_contact, contact_urls
 from locker_service.orders import repository
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
 from locker_service.orders.schemas import (
@@ -140,6 +142,12 @@ async def create(ctx: ServiceContext, merchant: Merchant, body: OrderCreate) -> 
     same body answers the same order; with another body it is a conflict. Written by the
     context's `OrderWriter` (group commit), which commits before this returns."""
     settings = ctx.settings
+    if contact_urls(body.purchaser_contact) is not None:
+        # Refused now rather than failing at the first send: the merchant hears why.
+        try:
+            await check_contact(body.purchaser_contact, ContactPolicy.of_settings(settings))
+        except ContactRefused as exc:
+            raise Unprocessable(str(exc), code=exc.code) from None
     fingerprint = request_hash(body)
 
     async def load_site_id() -> int | None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
+from locker_service.config import DEFAULT_CONTACT_SCHEMES
 from locker_service.stack.demo import (
     DEMO_FILE,
     RUN_FILE,
@@ -36,6 +37,12 @@ DEFAULT_DATA_DIR = Path("var")
 SECRET_KEY_FILE = "secret_key"
 # The embedded broker speaks MQTT 3.1.1 only and has no shared subscriptions (see broker.py).
 EMBEDDED_MQTT_PROTOCOL = "3.1.1"
+# The demo purchaser's inbox is a json:// webhook on this machine, which a service refuses
+# unless told: allowed by name here (a value in the environment wins).
+DEMO_CONTACT_ENV = {
+    "LOCKER_NOTIFY_CONTACT_SCHEMES": ",".join([*DEFAULT_CONTACT_SCHEMES, "json"]),
+    "LOCKER_NOTIFY_CONTACT_ALLOWED_NETWORKS": "127.0.0.1/32",
+}
 SERVICE_READY_TIMEOUT_S = 120.0  # first start migrates; two busy cores make that slow
 
 
@@ -195,6 +202,7 @@ def plan(options: UpOptions) -> Plan:
         )
 
     service_env = {
+        **{k: v for k, v in DEMO_CONTACT_ENV.items() if k not in os.environ},
         **common,
         "LOCKER_DATABASE_URL": database_url,
         "LOCKER_SECRET_KEY": secret_key(data_dir),

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from locker_service.config import Settings
+from locker_service.config import DEFAULT_CONTACT_SCHEMES, Settings
 from locker_service.context import ServiceContext
 from locker_service.main import create_app
 from migrations import upgrade
@@ -96,6 +96,9 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "kiosk_link_enabled": False,
         "timers_enabled": False,
         "notify_enabled": False,
+        # The purchasers' phones of these tests are json:// webhooks on this machine.
+        "notify_contact_schemes": [*DEFAULT_CONTACT_SCHEMES, "json"],
+        "notify_contact_allowed_networks": ["127.0.0.0/8"],
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
