@@ -39,7 +39,7 @@ def _in_session(
     settings = _settings(database_url)
 
     async def run() -> T:
-        await upgrade_async(settings.database_url)
+        await upgrade_async(settings.database_url, secret_key=settings.secret_key)
         engine = create_engine(settings.database_url)
         try:
             async with session_scope(create_sessionmaker(engine)) as session:
@@ -105,7 +105,7 @@ def migrate(database_url: str | None = DB_OPTION) -> None:
     from migrations import upgrade
 
     settings = _settings(database_url)
-    upgrade(settings.database_url)
+    upgrade(settings.database_url, secret_key=settings.secret_key)
     typer.echo("database is at the newest schema")
 
 

@@ -42,7 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.migrate_on_start:
         from migrations import upgrade_async
 
-        await upgrade_async(settings.database_url)
+        await upgrade_async(settings.database_url, secret_key=settings.secret_key)
     engine = create_engine(settings.database_url)
     ctx = ServiceContext(
         settings=settings,

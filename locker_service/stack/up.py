@@ -357,7 +357,7 @@ async def run_up(
     supervisor.say(f"data directory {options.data_dir.resolve()}")
     supervisor.say("migrating the database")
     try:
-        await upgrade_async(p.database_url)
+        await upgrade_async(p.database_url, secret_key=p.service_env["LOCKER_SECRET_KEY"])
     except Exception as exc:  # any driver or migration error: say it, start nothing
         supervisor.say(f"the database could not be migrated ({type(exc).__name__}: {exc})")
         supervisor.say("nothing was started")
