@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from locker_service import log_redaction
 from locker_service.api.errors import install_error_handlers
 from locker_service.config import Settings, get_settings
 from locker_service.context import ServiceContext
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.settings = settings or get_settings()
+    log_redaction.install()  # before uvicorn logs its first request
     install_error_handlers(app)
     app.include_router(orders_router)
     app.include_router(kiosk_router)
