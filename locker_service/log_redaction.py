@@ -27,7 +27,12 @@ def redact(text: str) -> str:
 
 
 def _redacted(value: Any) -> Any:
-    return redact(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, int | float | bytes):
+        return value  # numbers keep their type for %d and %f
+    text = str(value)  # a URL object (httpx logs its requests with one), an exception, ...
+    return redact(text) if "/p/" in text else value
 
 
 def install() -> None:
