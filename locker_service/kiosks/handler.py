@@ -183,16 +183,11 @@ class StoryHandler:
             if scan:
                 # The scan's decision shares this transaction: one commit before the unlock.
                 decision = await self._scan(session, kiosk, event)
-                outcome = (
-                    scans.IGNORED
-                    if decision is None
-                    else decision.code
-                    if isinstance(decision, ServiceError)
-                    else "claimed"
-                )
-                await repository.set_event_data(
-                    session, event.event_id, scans.stored_scan(secret_key, event.data, outcome)
-                )
+                if decision is not None:  # stored as ignored until it came to something
+                    outcome = decision.code if isinstance(decision, ServiceError) else scans.CLAIMED
+                    await repository.set_event_data(
+                        session, event.event_id, scans.stored_scan(secret_key, event.data, outcome)
+                    )
             elif event.compartment is not None:
                 c = await compartments.by_number(session, kiosk.id, event.compartment)
                 if c is None:

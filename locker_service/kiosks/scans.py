@@ -20,8 +20,10 @@ from typing import Any, Literal
 
 Freshness = Literal["fresh", "stale", "ahead"]
 SCAN_HASH_LABEL = b"kiosk-scan\x00"  # keeps this HMAC apart from the pickup codes' ones
-PENDING = "pending"  # stored with the event; replaced by the outcome in the same transaction
-IGNORED = "ignored"  # a stale or replayed scan, or one without text: opened nothing
+# Outcomes: a scan is stored as ignored (stale, replayed, no text, unknown kiosk), and its row
+# says `claimed` or the refusal's error code once the decision is made, in the same transaction.
+IGNORED = "ignored"
+CLAIMED = "claimed"  # the order's compartment was claimed for this scan; the unlock follows
 
 
 def scan_hash(secret_key: str, text: str) -> str:
@@ -31,7 +33,7 @@ def scan_hash(secret_key: str, text: str) -> str:
     ).hexdigest()
 
 
-def stored_scan(secret_key: str, data: dict[str, Any], outcome: str = PENDING) -> dict[str, Any]:
+def stored_scan(secret_key: str, data: dict[str, Any], outcome: str = IGNORED) -> dict[str, Any]:
     """The `data` a scan event is stored with: the text's keyed hash and the outcome, no text."""
     text = data.get("text")
     return {

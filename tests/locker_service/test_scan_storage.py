@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,7 @@ from locker_service.context import ServiceContext
 from locker_service.db import create_engine
 from locker_service.kiosks.handler import StoryHandler
 from locker_service.kiosks.scans import scan_hash
-from locker_service.models import KioskEvent
+from locker_service.models import KioskEvent, utcnow
 from migrations import upgrade_async
 from tests.locker_service.conftest import drop_pg_database, make_pg_database
 from tests.locker_service.world import World, make_ready, token_of
@@ -50,9 +51,22 @@ async def test_scans_are_stored_as_a_keyed_hash_and_an_outcome(
         stored = await _stored(service, scan.event_id)
         assert stored == {"text_hmac": scan_hash(secret, read), "outcome": outcome}
         assert read not in repr(stored)
+    # A replayed scan (stamped a minute ago) opens nothing and is stored as ignored.
+    stale = wire.Event(
+        event_id=uuid.uuid4().hex,
+        type="scan",
+        data={"text": "87654321"},
+        ts=utcnow() - timedelta(seconds=60),
+    )
+    await handler.on_event(world.kiosk_code, stale)
+    assert await _stored(service, stale.event_id) == {
+        "text_hmac": scan_hash(secret, "87654321"),
+        "outcome": "ignored",
+    }
     async with service.sessionmaker() as session:
         everything = (await session.execute(text("SELECT data FROM kiosk_events"))).all()
-    assert token not in repr(everything) and "12345678" not in repr(everything)
+    for read in (token, "12345678", "87654321", "hello"):
+        assert read not in repr(everything)
 
 
 def test_the_key_makes_the_hash() -> None:
