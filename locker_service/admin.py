@@ -7,6 +7,7 @@ Imports only typer at module level: the service's stack loads when a command run
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,7 +40,7 @@ def _in_session(
     settings = _settings(database_url)
 
     async def run() -> T:
-        await upgrade_async(settings.database_url)
+        await upgrade_async(settings.database_url, secret_key=settings.secret_key)
         engine = create_engine(settings.database_url)
         try:
             async with session_scope(create_sessionmaker(engine)) as session:
@@ -58,6 +59,18 @@ DB_OPTION = typer.Option(None, "--database-url", help="[env LOCKER_DATABASE_URL]
 SITES_OPTION = typer.Option([], "--site", help="Site code (repeat for several); admins see all")
 
 
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy-header options: X-Forwarded-* believed from LOCKER_TRUSTED_PROXIES only.
+
+    uvicorn's own default believes them from 127.0.0.1, so anything on the service's host (or
+    a proxy there that passes the header on unchanged) could name any client address, and each
+    address gets its own pickup-throttling bucket."""
+    trusted = settings.trusted_proxies.strip()
+    if not trusted:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted}
+
+
 def serve(
     host: str | None = typer.Option(None, help="Listen address [env LOCKER_HOST]"),
     port: int | None = typer.Option(None, help="Listen port [env LOCKER_PORT]"),
@@ -74,8 +87,10 @@ def serve(
     import uvicorn
 
     from locker_service.config import Settings
+    from locker_service.db import PRIVATE_UMASK
     from locker_service.main import create_app
 
+    os.umask(PRIVATE_UMASK)  # the SQLite database and anything else written here: ours only
     overrides: dict[str, Any] = {
         key: value
         for key, value in {
@@ -97,6 +112,7 @@ def serve(
         port=settings.port,
         log_level=log_level.lower(),
         timeout_graceful_shutdown=5,
+        **proxy_options(settings),
     )
 
 
@@ -105,7 +121,7 @@ def migrate(database_url: str | None = DB_OPTION) -> None:
     from migrations import upgrade
 
     settings = _settings(database_url)
-    upgrade(settings.database_url)
+    upgrade(settings.database_url, secret_key=settings.secret_key)
     typer.echo("database is at the newest schema")
 
 

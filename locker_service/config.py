@@ -7,18 +7,20 @@ or a test sees a 30-minute disinfection cycle in seconds (docs/contracts/README.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import socket
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from firmware_bridge.contract.broker import BrokerEndpoint
 
 DEFAULT_SECRET_KEY = "insecure-development-secret-change-me"  # refused when environment=production
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/locker.db"
+DEFAULT_CONTACT_SCHEMES = ("mailto", "mailtos", "tgram", "discord", "wecombot", "twilio")
 
 
 def _default_replica_id(database_url: str) -> str:
@@ -40,6 +42,10 @@ class Settings(BaseSettings):
     time_scale: float = Field(default=1.0, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000
+    # Addresses (comma-separated IPs or CIDR networks, "*" for any) of reverse proxies whose
+    # X-Forwarded-For / X-Forwarded-Proto are believed. Empty: none, the peer is the client, so
+    # a caller cannot pick its own address for pickup throttling by sending the header.
+    trusted_proxies: str = ""
     public_base_url: str = "http://127.0.0.1:8000"
     migrate_on_start: bool = True
 
@@ -94,12 +100,21 @@ class Settings(BaseSettings):
 
     # Purchaser notifications (Apprise URLs). A contact that is an e-mail address goes through
     # notify_email_url, a phone number through notify_sms_url ("{to}" is replaced by the
-    # contact); a contact that is itself an Apprise URL (json://..., wecombot://...) is used as is
-    # when notify_contact_urls is on.
+    # contact); a contact that is itself an Apprise URL (mailtos://..., tgram://...) is used as
+    # is when notify_contact_urls is on, its scheme is in notify_contact_schemes and its host
+    # resolves to no internal address outside notify_contact_allowed_networks (ADR 0038).
     notify_enabled: bool = True
     notify_email_url: str | None = None  # e.g. mailtos://user:pw@smtp.example.com?to={to}
     notify_sms_url: str | None = None  # e.g. an SMS gateway: twilio://sid:token@+15550001111/{to}
     notify_contact_urls: bool = True
+    # Comma-separated. E-mail, and chat/SMS plugins that talk only to their vendor's public API;
+    # never webhooks (json://, form://, ...), which post wherever the merchant points them.
+    notify_contact_schemes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_CONTACT_SCHEMES)
+    )
+    # Comma-separated CIDR networks a contact URL may reach although they are not global
+    # (loopback, private, link-local), e.g. "127.0.0.1/32" for a webhook on this machine.
+    notify_contact_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     notify_max_attempts: int = Field(default=8, ge=1)  # about 10 minutes of retries with backoff
     notify_backoff_s: float = Field(default=5.0, gt=0)  # first retry delay (real s); doubles
     notify_backoff_max_s: float = Field(default=300.0, gt=0)
@@ -108,6 +123,20 @@ class Settings(BaseSettings):
     notify_send_timeout_s: float = Field(default=30.0, gt=0)
     # Temperature readings older than this are deleted (wall-clock days, not scaled).
     telemetry_retention_days: float = Field(default=30.0, gt=0)
+
+    @field_validator("notify_contact_schemes", "notify_contact_allowed_networks", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("notify_contact_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # a ValueError names the bad one
+        return value
 
     @model_validator(mode="after")
     def _stable_replica_id(self) -> Settings:

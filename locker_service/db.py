@@ -8,6 +8,7 @@ which is what compare-and-set needs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +24,17 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # writers queue behind each other; 30 s covers any burst we make
+# The database holds credential hashes, order contacts and audit trails: readable by the service's
+# user only. SQLite gives its -wal and -shm files the database file's mode.
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_UMASK = 0o077  # files and directories a process makes are its user's only
+
+
+def make_private(path: Path) -> None:
+    """Create `path` if missing, and make it readable and writable by this user only."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    os.close(fd)
+    os.chmod(path, PRIVATE_FILE_MODE)  # one created before (by an older version) as well
 
 
 def normalise_url(url: str) -> URL:
@@ -47,8 +59,9 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("pool_pre_ping", True)
         return create_async_engine(url, **kwargs)
 
-    if url.database and url.database != ":memory:":
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        make_private(Path(url.database))
     kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     engine = create_async_engine(url, **kwargs)
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from locker_service import log_redaction
 from locker_service.api.errors import install_error_handlers
 from locker_service.api.metrics import router as metrics_router
 from locker_service.config import Settings, get_settings
@@ -38,7 +39,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.migrate_on_start:
         from migrations import upgrade_async
 
-        await upgrade_async(settings.database_url)
+        await upgrade_async(settings.database_url, secret_key=settings.secret_key)
     engine = create_engine(settings.database_url)
     sessionmaker = create_sessionmaker(engine)
     ctx = ServiceContext(
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.settings = settings or get_settings()
+    log_redaction.install()  # before uvicorn logs its first request
     install_error_handlers(app)
     app.include_router(orders_router)
     app.include_router(kiosk_router)

@@ -34,8 +34,12 @@ def _upgrade_on(connection: Connection, config: Config, revision: str) -> None:
     command.upgrade(config, revision)
 
 
-async def upgrade_async(database_url: str, revision: str = "head") -> None:
+async def upgrade_async(
+    database_url: str, revision: str = "head", *, secret_key: str | None = None
+) -> None:
+    """`secret_key` (the service's) lets a migration key hashes of data it rewrites (0005)."""
     config = alembic_config(database_url)
+    config.attributes["secret_key"] = secret_key
     engine = create_engine(database_url)
     try:
         async with engine.begin() as connection:
@@ -44,5 +48,5 @@ async def upgrade_async(database_url: str, revision: str = "head") -> None:
         await engine.dispose()
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    asyncio.run(upgrade_async(database_url, revision))
+def upgrade(database_url: str, revision: str = "head", *, secret_key: str | None = None) -> None:
+    asyncio.run(upgrade_async(database_url, revision, secret_key=secret_key))

@@ -254,6 +254,8 @@ class System:
             "LOCKER_SECRET_KEY": self.secret,
             "LOCKER_MQTT_URL": broker_url,
             "LOCKER_PORT": str(self.port),
+            "LOCKER_NOTIFY_CONTACT_SCHEMES": "json",  # orders name a json:// sink on this host
+            "LOCKER_NOTIFY_CONTACT_ALLOWED_NETWORKS": "127.0.0.0/8",
         }
         ctl = [sys.executable, "-m", "locker_service"]
         self.logs = [open(self.dir / n, "w") for n in ("service.log", "bridge.log")]  # noqa: SIM115

@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from locker_service.bounds import INT4_MAX
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.errors import Forbidden, Unauthorized
@@ -55,6 +56,10 @@ async def get_session(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+# A row id in the path: ids are serial `integer` columns starting at 1, so anything outside
+# 1..INT4_MAX names no row and is answered 422 before a query could fail on it.
+IdPath = Annotated[int, Path(ge=1, le=INT4_MAX)]
 
 
 def _bearer(authorization: str | None) -> str:

@@ -166,17 +166,27 @@ class StoryHandler:
         decision: pickup_service.Claim | ServiceError | None = None
         async with session_scope(self.ctx.sessionmaker) as session:
             kiosk = await self._known_kiosk(session, kiosk_id)
+            scan = event.type == "scan"
+            secret_key = self.ctx.settings.secret_key
             if not await repository.record_event_if_new(
-                session, event, kiosk.id if kiosk else None
+                session,
+                event,
+                kiosk.id if kiosk else None,
+                scans.stored_scan(secret_key, event.data) if scan else None,
             ):
                 log.debug("event %s seen before: ignored", event.event_id)
                 return
             KIOSK_EVENTS.labels(event.type).inc()
             if kiosk is None:
                 return
-            if event.type == "scan":
+            if scan:
                 # The scan's decision shares this transaction: one commit before the unlock.
                 decision = await self._scan(session, kiosk, event)
+                if decision is not None:  # stored as ignored until it came to something
+                    outcome = decision.code if isinstance(decision, ServiceError) else scans.CLAIMED
+                    await repository.set_event_data(
+                        session, event.event_id, scans.stored_scan(secret_key, event.data, outcome)
+                    )
             elif event.compartment is not None:
                 c = await compartments.by_number(session, kiosk.id, event.compartment)
                 if c is None:

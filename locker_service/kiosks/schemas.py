@@ -6,6 +6,8 @@ import uuid
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from locker_service.bounds import Text
+
 
 class KioskMe(BaseModel):
     code: str
@@ -21,9 +23,9 @@ class KioskMe(BaseModel):
 class DropoffRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    courier_code: str = Field(min_length=1, max_length=64)
-    pin: str = Field(min_length=4, max_length=12)
-    order_ref: str = Field(min_length=1, max_length=128)
+    courier_code: Text = Field(min_length=1, max_length=64)
+    pin: Text = Field(min_length=4, max_length=12)
+    order_ref: Text = Field(min_length=1, max_length=128)
 
 
 class DropoffAnswer(BaseModel):
@@ -36,7 +38,7 @@ class DropoffAnswer(BaseModel):
 class PickupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(min_length=1, max_length=32, description="the 8-digit fallback code")
+    code: Text = Field(min_length=1, max_length=32, description="the 8-digit fallback code")
 
 
 class PickupAnswer(BaseModel):

@@ -9,6 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from locker_service.models.base import Base, UTCDateTime, utcnow
 
+REASON_COLUMN_LENGTH = 500  # an operator's reason and who gave it (operators/notes.py)
+
 
 class Site(Base):
     __tablename__ = "sites"
@@ -18,7 +20,7 @@ class Site(Base):
     name: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     kill_switch_engaged: Mapped[bool] = mapped_column(Boolean, default=False)
-    kill_switch_reason: Mapped[str | None] = mapped_column(String(500))
+    kill_switch_reason: Mapped[str | None] = mapped_column(String(REASON_COLUMN_LENGTH))
     kill_switch_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -48,7 +50,7 @@ class Compartment(Base):
     size: Mapped[str] = mapped_column(String(1))  # S, M, L
     heated: Mapped[bool] = mapped_column(Boolean, default=True)
     state: Mapped[str] = mapped_column(String(20), default="available", index=True)
-    out_of_service_reason: Mapped[str | None] = mapped_column(String(500))
+    out_of_service_reason: Mapped[str | None] = mapped_column(String(REASON_COLUMN_LENGTH))
     # Live fields: a copy of the kiosk's last snapshot of this compartment.
     door_open: Mapped[bool] = mapped_column(Boolean, default=False)
     lock_released: Mapped[bool] = mapped_column(Boolean, default=False)

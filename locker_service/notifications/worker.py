@@ -22,9 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from locker_service.background import BackgroundLoop
 from locker_service.config import Settings
+from locker_service.contacts.channels import NoChannel, channels_for, with_dedupe_header
+from locker_service.contacts.policy import ContactPolicy, check_contact
 from locker_service.models import NotificationOutbox, utcnow
 from locker_service.notifications import repository
-from locker_service.notifications.channels import NoChannel, channels_for, with_dedupe_header
 from locker_service.notifications.delivery import (
     AppriseDelivery,
     Attachment,
@@ -186,6 +187,8 @@ class OutboxWorker:
                 sms_url=settings.notify_sms_url,
                 allow_contact_urls=settings.notify_contact_urls,
             )
+            # Looked at again before every send: the host's DNS may point inward by now.
+            await check_contact(row.channel, ContactPolicy.of_settings(settings))
         except NoChannel as exc:
             raise Permanent(str(exc)) from exc
         urls = [with_dedupe_header(url, row.dedupe_key) for url in urls]

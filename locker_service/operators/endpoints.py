@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 
 from locker_service.alerts import service as alerts
-from locker_service.api.deps import ContextDep, OperatorDep, SessionDep
+from locker_service.api.deps import ContextDep, IdPath, OperatorDep, SessionDep
+from locker_service.bounds import Text
 from locker_service.compartments import repository as compartments
 from locker_service.compartments.lifecycle import CompartmentState
 from locker_service.errors import NotFound, Unprocessable
@@ -81,7 +82,7 @@ async def sites(principal: OperatorDep, session: SessionDep) -> list[SiteRead]:
 
 
 @router.get("/kiosks/{kiosk_id}", response_model=KioskDetail)
-async def kiosk(kiosk_id: int, principal: OperatorDep, session: SessionDep) -> KioskDetail:
+async def kiosk(kiosk_id: IdPath, principal: OperatorDep, session: SessionDep) -> KioskDetail:
     found = await session.get(Kiosk, kiosk_id)
     if found is None:
         raise NotFound(f"no kiosk {kiosk_id}")
@@ -153,7 +154,7 @@ async def list_alerts(
 
 @router.post("/alerts/{alert_id}/ack", response_model=AlertRead)
 async def ack_alert(
-    alert_id: int, principal: OperatorDep, session: SessionDep, ctx: ContextDep
+    alert_id: IdPath, principal: OperatorDep, session: SessionDep, ctx: ContextDep
 ) -> AlertRead:
     alert = await session.get(Alert, alert_id)
     if alert is None or not principal.can_see(alert.site_id):
@@ -164,7 +165,7 @@ async def ack_alert(
 
 @router.post("/compartments/{compartment_id}/open", response_model=OpenAnswer)
 async def open_compartment(
-    compartment_id: int, body: OpenRequest, principal: OperatorDep, ctx: ContextDep
+    compartment_id: IdPath, body: OpenRequest, principal: OperatorDep, ctx: ContextDep
 ) -> OpenAnswer:
     """Open a door remotely; the reason is recorded with the operator's id."""
     compartment, request_id = await service.remote_open(
@@ -177,7 +178,7 @@ async def open_compartment(
 
 @router.post("/compartments/{compartment_id}/out-of-service", response_model=CompartmentRead)
 async def out_of_service(
-    compartment_id: int, body: Reason, principal: OperatorDep, ctx: ContextDep
+    compartment_id: IdPath, body: Reason, principal: OperatorDep, ctx: ContextDep
 ) -> CompartmentRead:
     c = await service.set_out_of_service(ctx, principal, compartment_id, body.reason)
     return CompartmentRead.model_validate({**_columns(c), "order": None})
@@ -185,7 +186,7 @@ async def out_of_service(
 
 @router.post("/compartments/{compartment_id}/back-in-service", response_model=CompartmentRead)
 async def back_in_service(
-    compartment_id: int, principal: OperatorDep, ctx: ContextDep
+    compartment_id: IdPath, principal: OperatorDep, ctx: ContextDep
 ) -> CompartmentRead:
     c = await service.set_out_of_service(ctx, principal, compartment_id, None)
     return CompartmentRead.model_validate({**_columns(c), "order": None})
@@ -199,8 +200,8 @@ def _columns(c: Compartment) -> dict[str, object]:
 async def search_orders(
     principal: OperatorDep,
     session: SessionDep,
-    q: Annotated[str | None, Query(max_length=128)] = None,
-    state: Annotated[str | None, Query()] = None,
+    q: Annotated[Text | None, Query(max_length=128)] = None,
+    state: Annotated[Text | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[OrderRow]:
     if state is not None and state not in {s.value for s in OrderState}:
@@ -211,7 +212,7 @@ async def search_orders(
 
 @router.post("/sites/{site_id}/kill-switch", response_model=SiteRead)
 async def kill_switch(
-    site_id: int, body: KillSwitchRequest, principal: OperatorDep, ctx: ContextDep
+    site_id: IdPath, body: KillSwitchRequest, principal: OperatorDep, ctx: ContextDep
 ) -> SiteRead:
     """Freeze (or unfreeze) every code and remote opening at a site."""
     site = await service.kill_switch(ctx, principal, site_id, body.engaged, body.reason)

@@ -7,6 +7,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from locker_service.bounds import Text
+from locker_service.operators.notes import REASON_MAX_LENGTH
+
 
 class KioskSummary(BaseModel):
     id: int
@@ -75,7 +78,7 @@ class KioskDetail(BaseModel):
 class Reason(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=3, max_length=500)
+    reason: Text = Field(min_length=3, max_length=REASON_MAX_LENGTH)
 
 
 class OpenRequest(Reason):
@@ -94,7 +97,7 @@ class KillSwitchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     engaged: bool
-    reason: str = Field(min_length=3, max_length=500)
+    reason: Text = Field(min_length=3, max_length=REASON_MAX_LENGTH)
 
 
 class AlertRead(BaseModel):

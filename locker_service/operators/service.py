@@ -14,6 +14,7 @@ from locker_service.db import session_scope
 from locker_service.errors import Conflict, NotFound
 from locker_service.events import publish_after_commit
 from locker_service.models import Compartment, Kiosk, Site, utcnow
+from locker_service.operators.notes import signed
 from locker_service.orders import repository as orders
 from locker_service.pickup.service import KillSwitchEngaged
 
@@ -79,7 +80,7 @@ async def set_out_of_service(
                 session,
                 compartment,
                 CompartmentTrigger.TAKE_OUT_OF_SERVICE,
-                out_of_service_reason=f"{reason} (operator {principal.id})",
+                out_of_service_reason=signed(reason, principal.id),
             )
         else:
             await compartments.transition(
@@ -109,7 +110,7 @@ async def kill_switch(
             raise NotFound(f"no site {site_id}")
         principal.require_act(site.id)
         site.kill_switch_engaged = engaged
-        site.kill_switch_reason = f"{reason} (operator {principal.id})"
+        site.kill_switch_reason = signed(reason, principal.id)
         site.kill_switch_at = utcnow()
         key = f"kill_switch:{site.id}"
         if engaged:

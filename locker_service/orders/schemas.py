@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from locker_service.bounds import Text
 from locker_service.models import Order
 
 Size = Literal["S", "M", "L"]
@@ -18,10 +19,10 @@ TemperatureClass = Literal["hot", "ambient"]
 class OrderCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    external_ref: str = Field(min_length=1, max_length=128, description="the merchant's own id")
-    site: str = Field(min_length=1, max_length=64, description="site code")
-    purchaser_name: str = Field(min_length=1, max_length=200)
-    purchaser_contact: str = Field(
+    external_ref: Text = Field(min_length=1, max_length=128, description="the merchant's own id")
+    site: Text = Field(min_length=1, max_length=64, description="site code")
+    purchaser_name: Text = Field(min_length=1, max_length=200)
+    purchaser_contact: Text = Field(
         min_length=3,
         max_length=1000,
         description="where to notify the purchaser: Apprise URL(s), e.g. mailto://..., json://...",

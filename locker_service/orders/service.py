@@ -14,6 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.config import Settings
+from locker_service.contacts.channels import ContactRefused
+from locker_service.contacts.policy import ContactPolicy, check_contact, contact_urls
 from locker_service.context import ServiceContext
 from locker_service.errors import Conflict, NotFound, Unprocessable
 from locker_service.events import publish_after_commit
@@ -139,6 +141,12 @@ async def create(ctx: ServiceContext, merchant: Merchant, body: OrderCreate) -> 
     same body answers the same order; with another body it is a conflict. Written by the
     context's `OrderWriter` (group commit), which commits before this returns."""
     settings = ctx.settings
+    if contact_urls(body.purchaser_contact) is not None:
+        # Refused now rather than failing at the first send: the merchant hears why.
+        try:
+            await check_contact(body.purchaser_contact, ContactPolicy.of_settings(settings))
+        except ContactRefused as exc:
+            raise Unprocessable(str(exc), code=exc.code) from None
     fingerprint = request_hash(body)
 
     async def load_site_id() -> int | None:

@@ -7,6 +7,7 @@ the standard library at import time; what a command runs is imported when it is 
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -43,8 +44,13 @@ def up(
 
     Ctrl-C stops it all; the next run finds the data again.
     """
+    from locker_service.db import PRIVATE_UMASK
     from locker_service.stack.demo import DemoDataError
     from locker_service.stack.up import UpOptions, run_up
+
+    # Every file of the run (database, credentials, bridge queues, inbox) is this user's only;
+    # the children inherit the mask.
+    os.umask(PRIVATE_UMASK)
 
     options = UpOptions(
         data_dir=data_dir,

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
+from locker_service.config import DEFAULT_CONTACT_SCHEMES
 from locker_service.stack.broker_auth import (
     SERVICE_ACCOUNT,
     hash_password,
@@ -53,6 +54,12 @@ BROKER_ACCOUNTS_FILE = "mqtt-accounts.json"  # plain MQTT passwords, read by `up
 BROKER_PASSWORD_FILE = "broker.passwd"  # their hashes, read by the embedded broker
 # The embedded broker speaks MQTT 3.1.1 only and has no shared subscriptions (see broker.py).
 EMBEDDED_MQTT_PROTOCOL = "3.1.1"
+# The demo purchaser's inbox is a json:// webhook on this machine, which a service refuses
+# unless told: allowed by name here (a value in the environment wins).
+DEMO_CONTACT_ENV = {
+    "LOCKER_NOTIFY_CONTACT_SCHEMES": ",".join([*DEFAULT_CONTACT_SCHEMES, "json"]),
+    "LOCKER_NOTIFY_CONTACT_ALLOWED_NETWORKS": "127.0.0.1/32",
+}
 SERVICE_READY_TIMEOUT_S = 120.0  # first start migrates; two busy cores make that slow
 
 
@@ -266,6 +273,7 @@ def plan(options: UpOptions) -> Plan:
         )
 
     service_env = {
+        **{k: v for k, v in DEMO_CONTACT_ENV.items() if k not in os.environ},
         **common,
         "LOCKER_DATABASE_URL": database_url,
         "LOCKER_SECRET_KEY": secret_key(data_dir),
@@ -430,7 +438,7 @@ async def run_up(
     supervisor.say(f"data directory {options.data_dir.resolve()}")
     supervisor.say("migrating the database")
     try:
-        await upgrade_async(p.database_url)
+        await upgrade_async(p.database_url, secret_key=p.service_env["LOCKER_SECRET_KEY"])
     except Exception as exc:  # any driver or migration error: say it, start nothing
         supervisor.say(f"the database could not be migrated ({type(exc).__name__}: {exc})")
         supervisor.say("nothing was started")

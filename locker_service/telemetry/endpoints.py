@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from locker_service.api.deps import OperatorDep, SessionDep
+from locker_service.api.deps import IdPath, OperatorDep, SessionDep
 from locker_service.models import utcnow
 from locker_service.telemetry import service
 from locker_service.telemetry.schemas import TemperatureHistory
@@ -19,7 +19,7 @@ MAX_POINTS = 5_000  # more than any chart's width in pixels
 
 @router.get("/compartments/{compartment_id}/temperatures")
 async def compartment_temperatures(
-    compartment_id: int,
+    compartment_id: IdPath,
     session: SessionDep,
     operator: OperatorDep,
     hours: Annotated[float, Query(gt=0, le=MAX_HISTORY_HOURS)] = 24.0,

@@ -9,6 +9,7 @@ the demo panel), so a kiosk screen cannot be made to load anything from elsewher
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -30,6 +31,9 @@ templates = Jinja2Templates(directory=TEMPLATES_DIR)
 KIOSK_IDLE_S = 60  # a person who walked away: the next one must not see their half-typed code
 KIOSK_RESULT_S = 20  # "Compartment 7 is open" stays long enough to read and walk to the door
 DEFAULT_SIM_URL = "http://127.0.0.1:8001"  # `lockerctl sim`'s control API (README.md defaults)
+MAX_SIM_URL_LENGTH = 300  # a host name (253) with scheme and port
+SIM_HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")  # a name or IPv4 address
+IPV6_HOST_RE = re.compile(r"[0-9A-Fa-f:.]+")  # what urlsplit leaves of `[...]`
 
 
 def csp(connect_extra: str = "") -> str:
@@ -86,17 +90,45 @@ async def kiosk_screen(
     return page(request, "kiosk.html", context)
 
 
+def simulator_origin(sim: str) -> str | None:
+    """`scheme://host:port` of the simulator's control API, rebuilt from checked parts; None
+    unless `sim` is an http(s) URL with a plain host name or IP and a port. The origin goes into
+    the page's CSP header, so nothing else may pass: no `;`, space or quote could add a
+    directive, and no character outside ASCII could reach the header at all."""
+    if len(sim) > MAX_SIM_URL_LENGTH or not sim.isascii():
+        return None
+    try:
+        parts = urlsplit(sim)
+        port = parts.port
+    except ValueError:  # a port that is not a number, or out of range
+        return None
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or host is None or port is None:
+        return None
+    if parts.username is not None or parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    if SIM_HOST_RE.fullmatch(host):
+        return f"{parts.scheme}://{host}:{port}"
+    if IPV6_HOST_RE.fullmatch(host):
+        return f"{parts.scheme}://[{host}]:{port}"
+    return None
+
+
 @router.get("/demo", response_class=HTMLResponse)
 async def demo_panel(request: Request, sim: str = DEFAULT_SIM_URL) -> HTMLResponse:
-    parts = urlsplit(sim)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    origin = simulator_origin(sim)
+    if origin is None:
         return page(
             request,
             "message.html",
-            {"lang": "en", "title": "Bad simulator address", "text": f"not an http URL: {sim}"},
+            {
+                "lang": "en",
+                "title": "Bad simulator address",
+                "text": "sim= must be an http(s) address with a host and a port, "
+                "such as http://127.0.0.1:8001",
+            },
             status_code=400,
         )
-    origin = f"{parts.scheme}://{parts.netloc}"
     return page(request, "demo.html", {"lang": "en", "sim_url": origin}, connect_extra=origin)
 
 

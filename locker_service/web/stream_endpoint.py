@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from locker_service.api.deps import ContextDep, KioskDep, OperatorDep
+from locker_service.bounds import INT4_MAX
 from locker_service.live import LiveMessage
 from locker_service.web.stream import event_stream
 
@@ -35,7 +36,9 @@ SSE_HEADERS = {
 async def operator_stream(
     ctx: ContextDep,
     operator: OperatorDep,
-    site_id: Annotated[int | None, Query(description="only this site's changes")] = None,
+    site_id: Annotated[
+        int | None, Query(ge=1, le=INT4_MAX, description="only this site's changes")
+    ] = None,
 ) -> StreamingResponse:
     """Live changes: `compartment`, `telemetry`, `event`, `kiosk`, `order`, `alert` events.
 

@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
-from locker_service.config import Settings
+from locker_service.config import DEFAULT_CONTACT_SCHEMES, Settings
 from locker_service.context import ServiceContext
 from locker_service.main import create_app
 from locker_service.runtime import Runtime
@@ -98,6 +98,9 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "kiosk_link_enabled": False,
         "timers_enabled": False,
         "notify_enabled": False,
+        # The purchasers' phones of these tests are json:// webhooks on this machine.
+        "notify_contact_schemes": [*DEFAULT_CONTACT_SCHEMES, "json"],
+        "notify_contact_allowed_networks": ["127.0.0.0/8"],
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

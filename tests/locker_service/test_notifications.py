@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from locker_service.config import Settings
+from locker_service.contacts.channels import DEDUPE_HEADER
 from locker_service.db import create_engine, create_sessionmaker
 from locker_service.models import (
     Compartment,
@@ -40,7 +41,6 @@ from locker_service.models import (
     Order,
     Site,
 )
-from locker_service.notifications.channels import DEDUPE_HEADER
 from locker_service.notifications.worker import OutboxWorker
 from locker_service.orders import codes
 from locker_service.orders.outbox import enqueue

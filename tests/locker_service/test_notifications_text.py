@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from locker_service.notifications.channels import NoChannel, channels_for, with_dedupe_header
+from locker_service.contacts.channels import NoChannel, channels_for, with_dedupe_header
 from locker_service.notifications.messages import PickupDetails, compose, format_code
 from locker_service.notifications.qr import qr_png
 

@@ -82,7 +82,8 @@ def _body(spec: dict[str, Any], schema: dict[str, Any], rng: random.Random) -> A
 
 
 def _path_value(rng: random.Random, real: list[str]) -> str:
-    return str(rng.choice([*real, "0", "-1", "99999999", "abc", "%00", "x" * 300, "1.5"]))
+    odd = ["0", "-1", "99999999", str(2**31), str(2**63), "abc", "%00", "x" * 300, "1.5"]
+    return str(rng.choice([*real, *odd]))
 
 
 @pytest.mark.parametrize("seed", [1])
@@ -132,3 +133,121 @@ async def test_no_operation_fails_with_a_server_error(
         ).all()
     assert by_code == []
     assert len(fake_kiosk.unlocks()) == len(remote)  # only operators' (audited) openings
+
+
+# -- schemathesis, on PostgreSQL, as every principal ----------------------------------------------
+
+# Examples per operation and principal, in each of schemathesis' positive and negative modes:
+# 21 operations x 8 principals x 2-3 strategies x 6: about 2,100 requests, about a minute here.
+SCHEMATHESIS_EXAMPLES = 6
+STREAMS = ("/api/v1/operator/stream", "/api/v1/kiosk/stream")  # never end: not fuzzed
+
+
+def _principals(world: World, purchaser_token: str) -> dict[str, dict[str, str]]:
+    """Headers of each kind of caller, named; the purchaser is known by the token in the path."""
+    bearer = "authorization"  # as the operations name the header, so generation leaves it be
+    return {
+        "merchant": {"X-API-Key": world.merchant_key},
+        "kiosk": {bearer: f"Bearer {world.kiosk_token}"},
+        "admin": {bearer: f"Bearer {world.admin_token}"},
+        "operator": {bearer: f"Bearer {world.operator_token}"},
+        "viewer": {bearer: f"Bearer {world.viewer_token}"},
+        "other-site operator": {bearer: f"Bearer {world.other_operator_token}"},
+        "purchaser": {},  # with `purchaser_token` as every `{token}`
+        "nobody": {},
+    }
+
+
+def _fuzz(
+    operation: Any,
+    strategies: list[Any],
+    http: Any,
+    base_url: str,
+    who: str,
+    failures: list[str],
+) -> int:
+    """Send SCHEMATHESIS_EXAMPLES cases per strategy; note each server error; how many sent."""
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hypothesis_settings
+    from hypothesis import strategies as st
+
+    sent = 0
+
+    @hypothesis_settings(
+        max_examples=SCHEMATHESIS_EXAMPLES * len(strategies),
+        deadline=None,
+        database=None,
+        derandomize=True,  # the same cases on every run: a red CI run can be replayed
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=st.one_of(strategies))
+    def probe(case: Any) -> None:
+        nonlocal sent
+        answer = case.call(base_url=base_url, session=http)
+        sent += 1
+        if answer.status_code >= 500:
+            failures.append(
+                f"{who}: {case.method} {answer.request.url} -> {answer.status_code} "
+                f"{answer.content[:200]!r}"
+            )
+
+    probe()
+    return sent
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error(pg_database_url: str) -> None:
+    import requests
+    import schemathesis
+
+    from locker_service.main import create_app
+    from tests.locker_service.conftest import make_settings
+    from tests.locker_service.world import seed
+    from tests.support.threaded_server import ThreadedServer
+
+    settings = make_settings(pg_database_url)
+    app = create_app(settings)
+    failures: list[str] = []
+    sent = 0
+    with ThreadedServer(app) as server:
+        ctx: ServiceContext = app.state.ctx
+        ctx.commander = FakeKiosk()
+        world = server.run(seed(ctx.sessionmaker, settings))
+        created = httpx.post(
+            f"{server.url}/api/v1/orders", json=world.order_body(), headers=world.merchant()
+        )
+        assert created.status_code == 201, created.text
+        order = created.json()
+        purchaser_token = str(order["purchaser_url"]).rsplit("/p/", 1)[1]
+        real_ids = {
+            "order_id": order["id"],
+            "kiosk_id": world.kiosk_id,
+            "site_id": world.site_id,
+            "compartment_id": 1,
+            "alert_id": 1,
+        }
+        schema = schemathesis.openapi.from_dict(app.openapi())
+        operations = [
+            result.ok() for result in schema.get_all_operations() if result.ok().path not in STREAMS
+        ]
+        assert len(operations) >= 20
+        with requests.Session() as http:
+            for who, headers in _principals(world, purchaser_token).items():
+                for operation in operations:
+                    names = {p.name for p in operation.path_parameters}
+                    fixed = {k: v for k, v in real_ids.items() if k in names}
+                    if who == "purchaser" and "token" in names:
+                        fixed["token"] = purchaser_token
+                    strategies = [
+                        operation.as_strategy(mode, headers=headers or None)
+                        for mode in schemathesis.GenerationMode
+                    ]
+                    if fixed:  # reach past "not found" as well
+                        strategies.append(
+                            operation.as_strategy(headers=headers or None, path_parameters=fixed)
+                        )
+                    sent += _fuzz(operation, strategies, http, server.url, who, failures)
+    assert failures == [], "\n".join(failures[:20])
+    print(f"\nschemathesis: {sent} requests, no server error")
+    assert sent > 1500

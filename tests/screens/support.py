@@ -154,6 +154,9 @@ class ServiceProcess:
             "LOCKER_PUBLIC_BASE_URL": self.url,
             "LOCKER_MIGRATE_ON_START": "true",
             "LOCKER_KIOSK_LINK_ENABLED": "false",
+            # The purchaser's phone is a json:// webhook on this machine: allowed explicitly.
+            "LOCKER_NOTIFY_CONTACT_SCHEMES": "json",
+            "LOCKER_NOTIFY_CONTACT_ALLOWED_NETWORKS": "127.0.0.0/8",
             **env,
         }
         self.workdir = workdir

@@ -111,6 +111,8 @@ def test_courier_purchaser_and_operator_through_the_screens(
             "LOCKER_SECRET_KEY": SECRET_KEY,
             "LOCKER_PUBLIC_BASE_URL": base,
             "LOCKER_DISINFECTION_S": str(DISINFECTION_NOMINAL_S),
+            "LOCKER_NOTIFY_CONTACT_SCHEMES": "json",  # the phone: a webhook on this machine
+            "LOCKER_NOTIFY_CONTACT_ALLOWED_NETWORKS": "127.0.0.0/8",
         },
     )
     bridge = ManagedProcess(

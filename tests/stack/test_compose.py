@@ -126,6 +126,18 @@ def test_service_runs_in_production_mode_with_postgres_and_the_service_account(
     )
 
 
+def test_contact_urls_are_off_and_no_proxy_is_trusted_by_default(config: dict[str, Any]) -> None:
+    env = config["services"]["service"]["environment"]
+    settings = Settings(
+        environment="production",
+        secret_key=env["LOCKER_SECRET_KEY"],
+        notify_contact_urls=env["LOCKER_NOTIFY_CONTACT_URLS"],
+        trusted_proxies=env["LOCKER_TRUSTED_PROXIES"] or "",
+    )
+    assert settings.notify_contact_urls is False
+    assert settings.trusted_proxies == ""
+
+
 def test_bridge_logs_in_as_its_kiosk_and_reaches_the_simulator_over_socket(
     config: dict[str, Any],
 ) -> None:

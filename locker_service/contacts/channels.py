@@ -17,6 +17,15 @@ class NoChannel(ValueError):
     """The contact cannot be reached with this deployment's settings."""
 
 
+class ContactRefused(NoChannel):
+    """A contact given as notification URLs that this deployment will not send to: URLs off, a
+    scheme not on the allowlist, or a host that is (or resolves to) an internal address."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def channels_for(
     contact: str,
     *,
