@@ -22,6 +22,7 @@ from locker_service.db import create_engine
 from locker_service.kiosks.handler import StoryHandler
 from locker_service.kiosks.scans import scan_hash
 from locker_service.models import KioskEvent, utcnow
+from locker_service.runtime import Runtime
 from migrations import upgrade_async
 from tests.locker_service.conftest import drop_pg_database, make_pg_database
 from tests.locker_service.world import World, make_ready, token_of
@@ -35,9 +36,9 @@ async def _stored(service: ServiceContext, event_id: str) -> dict[str, object]:
 
 
 async def test_scans_are_stored_as_a_keyed_hash_and_an_outcome(
-    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, runtime: Runtime
 ) -> None:
-    handler: StoryHandler = service.components["story"]
+    handler: StoryHandler = runtime.story
     order, _n = await make_ready(app_client, world, service)
     token = token_of(order)
     secret = service.settings.secret_key
