@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from locker_service.context import ServiceContext
 from locker_service.kiosk_link.directory import KioskDirectory
 from locker_service.kiosk_link.handler import KioskHandler
+from locker_service.kiosk_link.lease_keeper import LeaseKeeper
 from locker_service.kiosk_link.link import KioskLink
 from locker_service.kiosk_link.metrics import COLLECTOR, MESSAGE_WAIT_S, TELEMETRY_LAG_S
 from locker_service.notifications.worker import OutboxWorker
@@ -26,10 +27,15 @@ class Edges:
     retention: RetentionLoop
     link: KioskLink | None
     outbox: OutboxWorker | None
+    leases: LeaseKeeper | None = None
 
     async def stop(self) -> None:
         COLLECTOR.discard(self)
-        # Link first: no new telemetry arrives while the ingest writes what it holds.
+        # Leases first, while the link still runs: the kiosks are handed over (each once its
+        # next holder listens) and their queues drained. Then the link: no new telemetry
+        # arrives while the ingest writes what it holds.
+        if self.leases is not None:
+            await self.leases.stop()
         if self.link is not None:
             await self.link.stop()
         await self.ingest.stop()
@@ -64,6 +70,12 @@ async def start_edges(ctx: ServiceContext, handler: KioskHandler) -> Edges:
     COLLECTOR.add(edges)
     try:
         if settings.kiosk_link_enabled:
+            leases = LeaseKeeper(
+                ctx.sessionmaker,
+                settings.replica_id,
+                ttl_s=settings.lease_ttl_s,
+                renew_s=settings.lease_renew_s,
+            )
             link = KioskLink(
                 settings,
                 handler,
@@ -71,9 +83,14 @@ async def start_edges(ctx: ServiceContext, handler: KioskHandler) -> Edges:
                 telemetry=ingest,
                 sites=directory,
                 wait_observer=lambda lane, s: MESSAGE_WAIT_S.labels(lane).observe(s),
+                leases=leases,
             )
             await link.start()
             edges.link = link
+            # After the link connected: the first round subscribes to the kiosks it takes.
+            await leases.start()
+            edges.leases = leases
+            ctx.components["kiosk_leases"] = leases
             ctx.commander = link
             ctx.components["kiosk_link"] = link
         if settings.notify_enabled:

@@ -34,7 +34,7 @@ from locker_service.stack.supervisor import ChildSpec, Supervisor
 
 DEFAULT_DATA_DIR = Path("var")
 SECRET_KEY_FILE = "secret_key"
-# The embedded broker speaks MQTT 3.1.1 only and has no shared subscriptions (see broker.py).
+# The embedded broker speaks MQTT 3.1.1 only (see broker.py).
 EMBEDDED_MQTT_PROTOCOL = "3.1.1"
 SERVICE_READY_TIMEOUT_S = 120.0  # first start migrates; two busy cores make that slow
 
@@ -205,7 +205,6 @@ def plan(options: UpOptions) -> Plan:
     }
     if embedded:
         service_env["LOCKER_MQTT_PROTOCOL"] = EMBEDDED_MQTT_PROTOCOL
-        service_env["LOCKER_MQTT_SHARE_GROUP"] = ""
     ready_host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
     children.append(
         ChildSpec(
