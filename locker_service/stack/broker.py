@@ -6,8 +6,9 @@ checked by tests/stack/test_embedded_broker.py with paho-mqtt 2 over MQTT 3.1.1:
 retained messages (and clearing them with an empty payload), the last will on an abrupt
 disconnect. What it does not give: MQTT 5 (clients must fall back to 3.1.1), shared
 subscriptions (`$share/...` is treated as a plain topic filter that never matches; the service
-does not need them, its replicas share the kiosks by database leases, ADR 0044), persistence (retained messages are lost when it restarts;
-the bridge republishes its status and snapshots on reconnect), authentication and ACLs. One
+does not need them, its replicas share the kiosks by database leases, ADR 0044), persistence
+(retained messages are lost when it restarts; the bridge republishes its status and snapshots
+on reconnect), authentication and ACLs. One
 amqtt defect is corrected here (see `_corrected_broker_class`).
 
 Run on its own: `python -m locker_service.stack.broker --port 18830`.
