@@ -745,11 +745,14 @@ class KioskLink:
                 self._fail_pending(kiosk_id)
         elif isinstance(model, wire.CompartmentSnapshot):
             self._snapshots[(kiosk_id, model.n)] = model
-        if standing == "foreign" or (standing == "releasing" and kind != "event"):
-            # Status and snapshots of a kiosk another replica handles only feed the live hub
-            # (retained: the holder has them too). A releasing holder still handles events the
-            # broker sent before its unsubscription was confirmed; the next holder listens
-            # already, so the overlap is handled once (by `event_id`), the rest by whoever has it.
+        if standing == "foreign" or (standing != "held" and kind != "event"):
+            # Status and snapshots of a kiosk this replica does not hold (yet) only feed the
+            # live hub: the holder has them (retained), and on taking a lease this replica
+            # hands the last ones it saw to the story (`reconcile_kiosk`), so they need not
+            # wait unacknowledged in the broker's in-flight window. Events of an awaited kiosk
+            # do wait. A releasing holder still handles the events the broker sent before its
+            # unsubscription was confirmed; the next holder listens already, so the overlap is
+            # handled once (by `event_id`).
             self._ack(mid, qos, session)
             if kind == "event":
                 self._drop_not_held(kiosk_id, model)
