@@ -237,6 +237,9 @@ class LeaseKeeper:
         # Kiosks unknown to the last round that woke the loop, and when (monotonic): a stranger
         # publishing on our topics wakes it once per lease period at most.
         self._noticed: dict[str, float] = {}
+        # Ids noticed and then found to be no kiosk of ours: their events are dropped, not kept
+        # waiting (unacknowledged, they would fill the broker's in-flight window).
+        self._strangers: set[str] = set()
         self._alone = False  # no other live replica: this one subscribes to every kiosk
         self._settled = False
         self._changed = asyncio.Event()
@@ -267,7 +270,7 @@ class LeaseKeeper:
             return "held"
         if kiosk_id in self._awaited:
             return "awaited"
-        if self._alone and kiosk_id not in self._known:
+        if self._alone and kiosk_id not in self._known and kiosk_id not in self._strangers:
             # Alone, every kiosk is ours: one created since the last round waits for the next
             # (woken by `noticed`), which takes its lease, or finds it is no kiosk of ours.
             return "awaited"
@@ -366,9 +369,7 @@ class LeaseKeeper:
 
     async def _round(self) -> None:
         started = time.monotonic()
-        self._noticed = {
-            kiosk: at for kiosk, at in self._noticed.items() if started - at < self.renew_s
-        }
+        asked = set(self._noticed)
         async with session_scope(self._sessionmaker) as session:
             await heartbeat(session, self.replica_id)
         async with session_scope(self._sessionmaker) as session:
@@ -402,6 +403,11 @@ class LeaseKeeper:
             await self._take(kiosk, started)
 
         self._known = kiosks
+        self._strangers = (self._strangers | asked) - kiosks
+        # Kept a period past this round's start, so one noticed during the round is asked next.
+        self._noticed = {
+            kiosk: at for kiosk, at in self._noticed.items() if started - at < self.renew_s
+        }
         self._settled = True
         self.rounds += 1
         self._notify()
