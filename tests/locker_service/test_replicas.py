@@ -381,3 +381,47 @@ async def test_a_replica_that_slept_through_its_lease_changes_nothing(
             .where(KioskEvent.kiosk_id == world.kiosk_id)
         )
     assert recorded == 12
+
+
+async def test_two_replicas_share_kiosks_on_a_broker_without_shared_subscriptions(
+    start_replica: Callable[..., Any],
+) -> None:
+    """The embedded amqtt broker of `lockerctl up`: MQTT 3.1.1, no `$share`. Plain per-kiosk
+    subscriptions are all the leases need."""
+    from locker_service.stack.broker import EmbeddedBroker
+    from tests.support.mosquitto import free_port
+
+    broker = EmbeddedBroker("127.0.0.1", free_port())
+    await broker.start()
+    started: list[ScriptedKiosk] = []
+    replicas: list[Replica] = []
+    try:
+        on_amqtt = {"mqtt_url": broker.url, "mqtt_protocol": "3.1.1"}
+        for name in ("a", "b"):
+            replicas.append(await start_replica(name, **on_amqtt))
+        a, b = replicas
+        worlds = {
+            r.replica_id: await seed(
+                a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(r, [a, b])
+            )
+            for r in (a, b)
+        }
+        for r in (a, b):
+            kiosk = await asyncio.to_thread(
+                ScriptedKiosk(
+                    broker.host, broker.port, worlds[r.replica_id].kiosk_code, compartments=2
+                ).start
+            )
+            started.append(kiosk)
+            await held_by(r, kiosk)
+            door_burst(kiosk, 1, rounds=2)
+        for r, kiosk in zip((a, b), started, strict=True):
+            await handled_in_order(r, worlds[r.replica_id], kiosk)
+            assert r.handled(kiosk) == len(kiosk.events) == 12
+    finally:
+        for kiosk in started:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(kiosk.stop)
+        for replica in reversed(replicas):  # before their broker goes
+            await replica.stack.aclose()
+        await broker.stop()
