@@ -433,6 +433,8 @@ class LeaseKeeper:
             if renewed.get(kiosk) == fence.epoch:
                 self._held[kiosk] = replace(fence, valid_until=started + self.ttl_s)
                 continue
+            if kiosk in self._releasing:
+                continue  # freed by its release task meanwhile, which tidies up itself
             # Taken over while this replica was not looking (paused past the TTL): its
             # messages are fenced out already; stop listening unless it comes back to us.
             log.warning("lease of kiosk %s was taken over (epoch %s)", kiosk, fence.epoch)
