@@ -87,9 +87,9 @@ async def start_edges(ctx: ServiceContext, handler: KioskHandler) -> Edges:
             )
             await link.start()
             edges.link = link
+            edges.leases = leases
             # After the link connected: the first round subscribes to the kiosks it takes.
             await leases.start()
-            edges.leases = leases
             ctx.components["kiosk_leases"] = leases
             ctx.commander = link
             ctx.components["kiosk_link"] = link
