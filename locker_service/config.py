@@ -55,11 +55,17 @@ class Settings(BaseSettings):
     mqtt_password: SecretStr | None = None
     mqtt_tls_ca: str | None = None
     mqtt_protocol: str = "auto"  # "auto" (5, else 3.1.1), "5" or "3.1.1"
-    mqtt_share_group: str = "locker-service"  # "" when only one replica runs
     mqtt_keepalive_s: int = 30
     replica_id: str = ""  # empty: derived from the host name and database (see above)
     kiosk_link_enabled: bool = True
     command_timeout_s: float = 10.0  # unlock: lock pulse + two board polls + network, with margin
+    # Kiosk leases (ADR 0044): wall-clock infrastructure, never scaled by LOCKER_TIME_SCALE.
+    # A replica renews every lease_renew_s; one silent for lease_ttl_s is taken for dead and
+    # its kiosks move. 2 s keeps a handover (and a new kiosk's first lease) to about 2 s;
+    # 10 s rides out five missed renewals (a database failover, a long pause under load)
+    # before a live replica loses its kiosks, and bounds a dead replica's kiosks' outage.
+    lease_ttl_s: float = Field(default=10.0, gt=0)
+    lease_renew_s: float = Field(default=2.0, gt=0)
 
     # The story
     hold_setpoint_c: float = 65.0  # hot holding default
@@ -149,6 +155,15 @@ class Settings(BaseSettings):
         # The bridge's rules, from the contract's one client setup: refused here, at start,
         # rather than when the kiosk link first connects.
         BrokerEndpoint.parse(self.mqtt_url, ca_file=self.mqtt_tls_ca)
+        return self
+
+    @model_validator(mode="after")
+    def _renew_within_the_ttl(self) -> Settings:
+        if self.lease_renew_s >= self.lease_ttl_s:
+            raise ValueError(
+                f"LOCKER_LEASE_RENEW_S ({self.lease_renew_s}) must be below "
+                f"LOCKER_LEASE_TTL_S ({self.lease_ttl_s})"
+            )
         return self
 
     @model_validator(mode="after")

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from locker_service.context import ServiceContext
 from locker_service.kiosk_link.directory import KioskDirectory
+from locker_service.kiosk_link.lease_keeper import LeaseKeeper
 from locker_service.kiosk_link.link import KioskLink
 from locker_service.kiosk_link.metrics import MESSAGE_WAIT_S, TELEMETRY_LAG_S
 from locker_service.kiosks.handler import StoryHandler
@@ -44,6 +45,7 @@ class Runtime:
     link: KioskLink | None = None
     outbox: OutboxWorker | None = None
     timers: TimerLoop | None = None
+    leases: LeaseKeeper | None = None
 
     async def stop(self) -> None:
         COLLECTOR.discard(self)
@@ -52,6 +54,10 @@ class Runtime:
         if self.timers is not None:
             await self.timers.stop()
             self.ctx.timers = None
+        # Leases next, while the link still runs: the kiosks are handed over (each once its
+        # next holder listens) and their queues drained.
+        if self.leases is not None:
+            await self.leases.stop()
         if self.link is not None:
             await self.link.stop()
         await self.ingest.stop()
@@ -85,6 +91,12 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
     COLLECTOR.add(runtime)
     try:
         if settings.kiosk_link_enabled:
+            leases = LeaseKeeper(
+                ctx.sessionmaker,
+                settings.replica_id,
+                ttl_s=settings.lease_ttl_s,
+                renew_s=settings.lease_renew_s,
+            )
             link = KioskLink(
                 settings,
                 runtime.story,
@@ -92,9 +104,13 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
                 telemetry=ingest,
                 sites=directory,
                 wait_observer=lambda lane, s: MESSAGE_WAIT_S.labels(lane).observe(s),
+                leases=leases,
             )
             await link.start()
             runtime.link = link
+            runtime.leases = leases
+            # After the link connected: the first round subscribes to the kiosks it takes.
+            await leases.start()
             ctx.commander = link
         if settings.notify_enabled:
             outbox = OutboxWorker(ctx.sessionmaker, settings)

@@ -37,7 +37,7 @@ def _upgrade_on(connection: Connection, config: Config, revision: str) -> None:
 async def upgrade_async(
     database_url: str, revision: str = "head", *, secret_key: str | None = None
 ) -> None:
-    """`secret_key` (the service's) lets a migration key hashes of data it rewrites (0005)."""
+    """`secret_key` (the service's) lets a migration key hashes of data it rewrites (0004)."""
     config = alembic_config(database_url)
     config.attributes["secret_key"] = secret_key
     engine = create_engine(database_url)

@@ -63,7 +63,6 @@ class BenchSettings:
         self.mqtt_password: SecretStr | None = None
         self.mqtt_tls_ca: str | None = None
         self.mqtt_protocol = "auto"
-        self.mqtt_share_group = "locker-service"
         self.replica_id = f"bench-{uuid.uuid4().hex[:6]}"
         self.mqtt_keepalive_s = 30
 

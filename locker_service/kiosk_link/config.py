@@ -25,8 +25,6 @@ class LinkSettings(Protocol):
     @property
     def mqtt_protocol(self) -> str: ...  # "auto" (5, falling back to 3.1.1), "5" or "3.1.1"
     @property
-    def mqtt_share_group(self) -> str: ...  # "" subscribes without $share (one replica only)
-    @property
     def replica_id(self) -> str: ...
     @property
     def mqtt_keepalive_s(self) -> int: ...

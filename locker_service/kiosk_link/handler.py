@@ -16,6 +16,10 @@ class KioskHandler(Protocol):
     reconnect, a redelivery, or from retained state), so implementations are idempotent; events
     carry `event_id` for that. An exception is logged and the message is acknowledged anyway, so a
     payload that always fails cannot block its kiosk.
+
+    With several replicas each call runs under the kiosk's lease: an implementation calls
+    `fencing.check_fence(session, kiosk_id)` first in every transaction it opens for the
+    message, so a replica that lost the lease changes nothing (ADR 0044).
     """
 
     async def on_status(self, kiosk_id: str, status: contract.KioskStatus) -> None: ...

@@ -10,11 +10,14 @@ Delivery is at least once end to end: the session is persistent (events a kiosk 
 service restarts wait in the broker), and QoS 1 messages are acknowledged only after the handler
 has finished with them, so a service killed mid-event gets that event again.
 
-Replicas: events and telemetry come through a shared subscription (`$share/<group>/...`), so each
-is handled by one replica; status and snapshots go to every replica (they feed each replica's
-live hub and are idempotent writes); each replica has its own reply topic under the kiosk's
-prefix, `lockers/v1/<kiosk>/replies/<replica>`, so a kiosk's broker ACL (`lockers/v1/<kiosk>/#`)
-covers its replies.
+Replicas (ADR 0044): each kiosk is handled by the replica that holds its lease in the database
+(`lease_keeper.LeaseKeeper`). The link subscribes to a kiosk's events and telemetry only while
+its replica holds or awaits the kiosk's lease (plain topics, no `$share`, so any MQTT 3.1.1
+broker will do), and each handler call runs under the lease's fence. Status and snapshots reach
+every replica for its live hub, but only the holder hands them to the story. Without a lease
+keeper the link handles every kiosk (one replica). Each replica has its own reply topic under the
+kiosk's prefix, `lockers/v1/<kiosk>/replies/<replica>`, so a kiosk's broker ACL
+(`lockers/v1/<kiosk>/#`) covers its replies.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ from firmware_bridge.contract import client as mqtt_setup
 from firmware_bridge.contract.broker import BrokerEndpoint
 from locker_service.kiosk_link.config import REPLICA_ID_PATTERN, LinkSettings
 from locker_service.kiosk_link.errors import CommandTimeout, InvalidCommand, KioskUnreachable
+from locker_service.kiosk_link.fencing import CURRENT_FENCE, LeaseLost
 from locker_service.kiosk_link.handler import KioskHandler, SiteResolver, TelemetrySink
+from locker_service.kiosk_link.lease_keeper import LeaseKeeper, Standing
 from locker_service.live import LiveHub
 
 log = logging.getLogger(__name__)
@@ -97,6 +102,10 @@ class LinkCounters:
 
     received: dict[str, int] = field(default_factory=dict)
     dropped_malformed: int = 0
+    # Events of kiosks this replica does not hold (or whose lease it lost while they waited).
+    dropped_not_held: int = 0
+    # Events handed to the story, per kiosk: with leases, one replica per kiosk has any.
+    handled_events: dict[str, int] = field(default_factory=dict)
     handler_errors: int = 0
     commands_sent: int = 0
     connects: int = 0
@@ -112,6 +121,7 @@ class KioskLink:
         telemetry: TelemetrySink | None = None,
         sites: SiteResolver | None = None,
         wait_observer: Callable[[str, float], None] | None = None,
+        leases: LeaseKeeper | None = None,
     ) -> None:
         if not REPLICA_ID_PATTERN.match(settings.replica_id):
             raise ValueError(
@@ -151,7 +161,18 @@ class KioskLink:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._pending: dict[str, _PendingCommand] = {}
         self._kiosk_status: dict[str, contract.KioskStatus] = {}
+        # The last retained snapshot of every compartment, replayed to the story when this
+        # replica takes a kiosk's lease: the reconciliation a resubscription would bring.
+        self._snapshots: dict[tuple[str, int], contract.CompartmentSnapshot] = {}
         self._stopping = False
+        self._leases = leases
+        # Kiosks whose events and telemetry this replica subscribes to; replaced, never
+        # mutated, because `_on_connect` reads it on paho's thread.
+        self._followed: frozenset[str] = frozenset()
+        self._follow_every = False  # the wildcards instead of `_followed` (a replica alone)
+        self._acks: dict[int, asyncio.Future[bool]] = {}  # (UN)SUBACKs awaited, by packet id
+        if leases is not None:
+            leases.bind(self)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -162,7 +183,8 @@ class KioskLink:
     @property
     def ready(self) -> bool:
         """Connected to the broker and subscribed: what /readyz reports for MQTT."""
-        return self._connected and self._subscribed.is_set() and self._replies_ready
+        settled = self._leases is None or self._leases.settled
+        return self._connected and self._subscribed.is_set() and self._replies_ready and settled
 
     @property
     def protocol_name(self) -> str:
@@ -243,6 +265,7 @@ class KioskLink:
         status = self._kiosk_status.get(kiosk_id)
         if status is not None and status.state == "offline":
             raise KioskUnreachable(f"kiosk {kiosk_id} is offline")
+        await self._check_lease(kiosk_id)
         request_id = uuid.uuid4().hex
         try:
             command = contract.command_from_dict(
@@ -284,6 +307,105 @@ class KioskLink:
                 ) from None
         finally:
             self._pending.pop(request_id, None)
+
+    async def _check_lease(self, kiosk_id: str) -> None:
+        """A command sent while handling a kiosk's message (a scan's unlock) goes out only if
+        this replica still holds the kiosk's lease at the epoch the message was handled under,
+        and the lease has not run past its last renewal's TTL (a replica that slept through
+        its lease must not unlock anything). Commands from requests and timers were decided
+        by compare-and-set in the database and may come from any replica."""
+        if self._leases is None:
+            return
+        fence = CURRENT_FENCE.get()
+        if fence is None:
+            await self._leases.settle(kiosk_id)
+            return
+        held = self._leases.fence(kiosk_id)
+        if held is None or held.epoch != fence.epoch or not held.valid_now():
+            raise KioskUnreachable(f"replica {self.replica_id} no longer holds kiosk {kiosk_id}")
+
+    # -- kiosk subscriptions (loop thread; called by the lease keeper) ---------------------------
+
+    async def follow_kiosk(self, kiosk_id: str) -> bool:
+        """Subscribe to the kiosk's events and telemetry; True once the broker granted both."""
+        client = self._client
+        if client is None or not self._connected:
+            return False
+        self._followed = self._followed | {kiosk_id}
+        if self._follow_every:
+            return True  # the wildcards bring it already
+        result, mid = client.subscribe(_kiosk_topics(kiosk_id))
+        granted = result == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None
+        if not granted or mid is None or not await self._acked(mid):
+            self._followed = self._followed - {kiosk_id}
+            return False
+        return True
+
+    async def unfollow_kiosk(self, kiosk_id: str) -> None:
+        """Unsubscribe from the kiosk's events and telemetry. Once the broker has confirmed,
+        everything it sent before is in the kiosk's queue (one connection keeps its order)."""
+        self._followed = self._followed - {kiosk_id}
+        client = self._client
+        if client is None or not self._connected or self._follow_every:
+            return
+        await self._unsubscribe(client, [topic for topic, _ in _kiosk_topics(kiosk_id)])
+
+    async def follow_every_kiosk(self, every: bool) -> bool:
+        """Switch between the wildcards (a replica alone) and one subscription per followed
+        kiosk: the new ones first, so that no event falls between the two."""
+        client = self._client
+        if client is None or not self._connected:
+            return False
+        per_kiosk = [topic for kiosk in sorted(self._followed) for topic in _kiosk_topics(kiosk)]
+        new, old = (_EVERY_KIOSK, per_kiosk) if every else (per_kiosk, _EVERY_KIOSK)
+        if new:
+            result, mid = client.subscribe(new)
+            granted = result == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None
+            if not granted or mid is None or not await self._acked(mid):
+                return False
+        self._follow_every = every
+        if old:
+            await self._unsubscribe(client, [topic for topic, _ in old])
+        return True
+
+    async def _unsubscribe(self, client: mqtt.Client, topics: list[str]) -> None:
+        result, mid = client.unsubscribe(topics)
+        if result == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+            await self._acked(mid)
+
+    async def drain_kiosk(self, kiosk_id: str) -> None:
+        for lane in (kiosk_id, kiosk_id + SCAN_LANE):
+            queue = self._queues.get(lane)
+            if queue is not None:
+                await queue.join()
+
+    def reconcile_kiosk(self, kiosk_id: str) -> None:
+        """Hand the story the kiosk's last retained status and snapshots (held just now)."""
+        status = self._kiosk_status.get(kiosk_id)
+        if status is not None:
+            self._enqueue(_Inbound(kiosk_id, "status", status, 0, 0, self._session))
+        for (kiosk, _), snapshot in sorted(self._snapshots.items()):
+            if kiosk == kiosk_id:
+                self._enqueue(_Inbound(kiosk_id, "snapshot", snapshot, 0, 0, self._session))
+
+    async def _acked(self, mid: int) -> bool:
+        assert self._loop is not None
+        future = self._acks[mid] = self._loop.create_future()
+        try:
+            return await asyncio.wait_for(future, SUBACK_TIMEOUT_S)
+        except TimeoutError:
+            log.error("broker did not acknowledge (un)subscribing in %s s", SUBACK_TIMEOUT_S)
+            return False
+        finally:
+            self._acks.pop(mid, None)
+
+    def _settle_ack(self, mid: int, ok: bool) -> None:
+        future = self._acks.get(mid)
+        if future is not None and not future.done():
+            future.set_result(ok)
+
+    def _standing(self, kiosk_id: str) -> Standing:
+        return "held" if self._leases is None else self._leases.standing(kiosk_id)
 
     # -- connection (paho thread unless noted) --------------------------------------------------
 
@@ -329,6 +451,7 @@ class KioskLink:
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
         return client
 
@@ -393,14 +516,15 @@ class KioskLink:
         self._connected = True
         self._session += 1
         self.counters.connects += 1
-        group = self._settings.mqtt_share_group
-        shared = f"$share/{group}/" if group else ""
         topics = [
             (contract.Topics.wildcard("status"), 1),
             (f"{contract.TOPIC_ROOT}/+/compartments/+/state", 1),
-            (f"{shared}{contract.Topics.wildcard('events')}", 1),
-            (f"{shared}{contract.Topics.wildcard('telemetry')}", 0),
         ]
+        if self._leases is None or self._follow_every:  # one replica: every kiosk is ours
+            topics += _EVERY_KIOSK
+        else:
+            for kiosk_id in sorted(self._followed):
+                topics += _kiosk_topics(kiosk_id)
         result, mid = client.subscribe(topics)
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
             log.error("subscribe failed: %s", mqtt.error_string(result))
@@ -422,18 +546,28 @@ class KioskLink:
         reason_codes: list[ReasonCode],
         properties: Properties | None,
     ) -> None:
-        if mid != self._subscribe_mid:
-            return
         failed = [code for code in reason_codes if code.is_failure]
+        if mid != self._subscribe_mid:
+            self._to_loop(self._settle_ack, mid, not failed)
+            return
         if failed:
             log.error(
-                "broker refused %d of %d subscriptions (%s); a broker without shared "
-                "subscriptions needs LOCKER_MQTT_SHARE_GROUP=''",
+                "broker refused %d of %d subscriptions (%s)",
                 len(failed),
                 len(reason_codes),
                 ", ".join(str(code) for code in failed),
             )
         self._to_loop(self._subscribed.set)
+
+    def _on_unsubscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        self._to_loop(self._settle_ack, mid, True)
 
     def _on_disconnect(
         self,
@@ -555,8 +689,13 @@ class KioskLink:
             self._ack(mid, qos, session)
             self._resolve(kiosk_id, model)
             return
+        if self._leases is not None:
+            self._leases.noticed(kiosk_id)  # a kiosk created since the last round: look now
+        standing = self._standing(kiosk_id)
         if isinstance(model, contract.Telemetry):
-            if self._telemetry is not None:
+            # Only the holder writes; telemetry is QoS 0 and a reading missed at a handover
+            # is one point of a series.
+            if self._telemetry is not None and standing in ("held", "releasing"):
                 self._telemetry.submit(kiosk_id, model)
             self._publish_live(kiosk_id, "telemetry", model)
             return
@@ -564,7 +703,27 @@ class KioskLink:
             self._kiosk_status[kiosk_id] = model
             if model.state == "offline":
                 self._fail_pending(kiosk_id)
+        elif isinstance(model, contract.CompartmentSnapshot):
+            self._snapshots[(kiosk_id, model.n)] = model
+        if standing == "foreign" or (standing != "held" and kind != "event"):
+            # Status and snapshots of a kiosk this replica does not hold (yet) only feed the
+            # live hub: the holder has them (retained), and on taking a lease this replica
+            # hands the last ones it saw to the story (`reconcile_kiosk`), so they need not
+            # wait unacknowledged in the broker's in-flight window. Events of an awaited kiosk
+            # do wait. A releasing holder still handles the events the broker sent before its
+            # unsubscription was confirmed; the next holder listens already, so the overlap is
+            # handled once (by `event_id`).
+            self._ack(mid, qos, session)
+            if kind == "event":
+                self._drop_not_held(kiosk_id, model)
+            else:
+                self._publish_live(kiosk_id, kind, model)
+            return
         self._enqueue(_Inbound(kiosk_id, kind, model, mid, qos, session))
+
+    def _drop_not_held(self, kiosk_id: str, model: BaseModel) -> None:
+        self.counters.dropped_not_held += 1
+        log.debug("dropped %s of kiosk %s: its lease is not held here", model, kiosk_id)
 
     def _resolve(self, kiosk_id: str, reply: contract.Reply) -> None:
         pending = self._pending.get(reply.request_id)
@@ -607,20 +766,53 @@ class KioskLink:
         """Hands one lane's messages to the handler in arrival order, acking each when done."""
         while True:
             item = await queue.get()
-            if self._wait_observer is not None:
-                self._wait_observer(lane, time.perf_counter() - item.received_at)
             try:
-                if isinstance(item.payload, contract.KioskStatus):
-                    await self._handler.on_status(item.kiosk_id, item.payload)
-                elif isinstance(item.payload, contract.CompartmentSnapshot):
-                    await self._handler.on_snapshot(item.kiosk_id, item.payload)
+                standing = await self._standing_settled(item.kiosk_id)
+                if self._wait_observer is not None:
+                    self._wait_observer(lane, time.perf_counter() - item.received_at)
+                if standing in ("held", "releasing"):
+                    await self._handle(item)
                 elif isinstance(item.payload, contract.Event):
-                    await self._handler.on_event(item.kiosk_id, item.payload)
-            except Exception:
-                self.counters.handler_errors += 1
-                log.exception("handling %s from kiosk %s failed", item.kind, item.kiosk_id)
-            self._ack(item.mid, item.qos, item.session)
-            await self._publish_live_async(item.kiosk_id, item.kind, item.payload)
+                    self._drop_not_held(item.kiosk_id, item.payload)
+                self._ack(item.mid, item.qos, item.session)
+                await self._publish_live_async(item.kiosk_id, item.kind, item.payload)
+            finally:
+                queue.task_done()
+
+    async def _standing_settled(self, kiosk_id: str) -> Standing:
+        """The kiosk's standing once decided: a message of a kiosk whose lease this replica
+        awaits waits (unacknowledged, so a crash leaves it to the broker) until it is taken."""
+        while True:
+            standing = self._standing(kiosk_id)
+            if standing not in ("unsettled", "awaited") or self._leases is None:
+                return standing
+            await self._leases.changed()
+
+    async def _handle(self, item: _Inbound) -> None:
+        fence = self._leases.fence(item.kiosk_id) if self._leases is not None else None
+        token = CURRENT_FENCE.set(fence)
+        try:
+            if isinstance(item.payload, contract.KioskStatus):
+                await self._handler.on_status(item.kiosk_id, item.payload)
+            elif isinstance(item.payload, contract.CompartmentSnapshot):
+                await self._handler.on_snapshot(item.kiosk_id, item.payload)
+            elif isinstance(item.payload, contract.Event):
+                await self._handler.on_event(item.kiosk_id, item.payload)
+                handled = self.counters.handled_events
+                handled[item.kiosk_id] = handled.get(item.kiosk_id, 0) + 1
+        except LeaseLost as lost:
+            # Taken over while this message waited (the replica was paused past its TTL):
+            # the transaction changed nothing; the new holder has the kiosk.
+            log.debug("%s: %s dropped", lost, item.kind)
+            if isinstance(item.payload, contract.Event):
+                self.counters.dropped_not_held += 1
+            if self._leases is not None:
+                self._leases.wake()
+        except Exception:
+            self.counters.handler_errors += 1
+            log.exception("handling %s from kiosk %s failed", item.kind, item.kiosk_id)
+        finally:
+            CURRENT_FENCE.reset(token)
 
     def _publish_live(self, kiosk_id: str, kind: MessageKind, payload: BaseModel) -> None:
         if self._hub.subscriber_count == 0:
@@ -662,6 +854,16 @@ def _lane_of(item: _Inbound) -> str:
     if isinstance(item.payload, contract.Event) and item.payload.type == "scan":
         return item.kiosk_id + SCAN_LANE
     return item.kiosk_id
+
+
+# Every kiosk's events and telemetry: a replica without leases, or alone among the live ones.
+_EVERY_KIOSK = [(contract.Topics.wildcard("events"), 1), (contract.Topics.wildcard("telemetry"), 0)]
+
+
+def _kiosk_topics(kiosk_id: str) -> list[tuple[str, int]]:
+    """What a replica subscribes to for a kiosk it holds or awaits (events QoS 1, telemetry 0)."""
+    topics = contract.Topics(kiosk_id)
+    return [(topics.events, 1), (topics.telemetry, 0)]
 
 
 def _live_kind(kind: MessageKind) -> str:

@@ -22,6 +22,7 @@ from locker_service.compartments.lifecycle import CompartmentState, CompartmentT
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.errors import ServiceError
+from locker_service.kiosk_link.fencing import check_fence
 from locker_service.kiosk_link.metrics import SCAN_DECISION_S
 from locker_service.kiosks import repository, scans
 from locker_service.kiosks.story import Story
@@ -68,6 +69,7 @@ class StoryHandler:
 
     async def on_status(self, kiosk_id: str, status: contract.KioskStatus) -> None:
         async with session_scope(self.ctx.sessionmaker) as session:
+            await check_fence(session, kiosk_id)  # first: a lost lease changes nothing
             kiosk = await self._kiosk(session, kiosk_id)
             if kiosk is None:
                 return
@@ -114,6 +116,7 @@ class StoryHandler:
 
     async def on_snapshot(self, kiosk_id: str, snap: contract.CompartmentSnapshot) -> None:
         async with session_scope(self.ctx.sessionmaker) as session:
+            await check_fence(session, kiosk_id)  # first: a lost lease changes nothing
             kiosk = await self._known_kiosk(session, kiosk_id)
             if kiosk is None:
                 return
@@ -165,6 +168,7 @@ class StoryHandler:
         started = time.perf_counter()
         decision: pickup_service.Claim | ServiceError | None = None
         async with session_scope(self.ctx.sessionmaker) as session:
+            await check_fence(session, kiosk_id)  # first: a lost lease changes nothing
             kiosk = await self._known_kiosk(session, kiosk_id)
             scan = event.type == "scan"
             secret_key = self.ctx.settings.secret_key

@@ -1,6 +1,7 @@
 """Every table of the service, on one DeclarativeBase (import from here)."""
 
 from locker_service.models.base import Base, UTCDateTime, utcnow
+from locker_service.models.lease import KioskLease, ServiceReplica
 from locker_service.models.ops import Alert, KioskEvent, NotificationOutbox, Timer
 from locker_service.models.order import (
     DisinfectionCycle,
@@ -22,12 +23,14 @@ __all__ = [
     "DoorOpening",
     "Kiosk",
     "KioskEvent",
+    "KioskLease",
     "Merchant",
     "NotificationOutbox",
     "Operator",
     "Order",
     "OrderEvent",
     "PickupAttempt",
+    "ServiceReplica",
     "Site",
     "TemperatureReading",
     "Timer",

@@ -13,7 +13,8 @@ will on an abrupt disconnect, and persistent sessions: a client that comes back 
 clean_session=0 gets `session present`, the QoS 1 messages it had not acknowledged, and those
 queued for it while it was away (for SESSION_EXPIRY_S). What it does not give: MQTT 5 (clients
 must fall back to 3.1.1), shared subscriptions (`$share/...` is treated as a plain topic filter
-that never matches, so only one service replica can run against it), persistence (sessions,
+that never matches; the service needs none, its replicas share the kiosks by database leases,
+ADR 0044), persistence (sessions,
 queued and retained messages are lost when the broker itself restarts; the bridge republishes
 its status and snapshots on reconnect). The amqtt defects corrected here are listed on
 `CorrectedBroker`.

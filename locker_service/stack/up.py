@@ -52,7 +52,7 @@ DEFAULT_DATA_DIR = Path("var")
 SECRET_KEY_FILE = "secret_key"
 BROKER_ACCOUNTS_FILE = "mqtt-accounts.json"  # plain MQTT passwords, read by `up` only
 BROKER_PASSWORD_FILE = "broker.passwd"  # their hashes, read by the embedded broker
-# The embedded broker speaks MQTT 3.1.1 only and has no shared subscriptions (see broker.py).
+# The embedded broker speaks MQTT 3.1.1 only (see broker.py).
 EMBEDDED_MQTT_PROTOCOL = "3.1.1"
 # The demo purchaser's inbox is a json:// webhook on this machine, which a service refuses
 # unless told: allowed by name here (a value in the environment wins).
@@ -284,7 +284,6 @@ def plan(options: UpOptions) -> Plan:
     }
     if accounts is not None:
         service_env["LOCKER_MQTT_PROTOCOL"] = EMBEDDED_MQTT_PROTOCOL
-        service_env["LOCKER_MQTT_SHARE_GROUP"] = ""
         service_env["LOCKER_MQTT_USERNAME"] = SERVICE_ACCOUNT
         service_env["LOCKER_MQTT_PASSWORD"] = accounts.service_password
     ready_host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host

@@ -172,7 +172,6 @@ class ServiceLinkSettings:
     mqtt_password: None = None
     mqtt_tls_ca: str | None = None
     mqtt_protocol: str = "auto"
-    mqtt_share_group: str = ""
     mqtt_keepalive_s: int = 30
 
 

@@ -41,3 +41,13 @@ def test_hot_holding_never_below_the_food_safety_floor() -> None:
     with pytest.raises(ValidationError, match="floor"):
         Settings(hold_setpoint_c=55.0)
     assert Settings(hold_setpoint_c=70.0, hold_floor_c=60.0).hold_setpoint_c == 70.0
+
+
+def test_leases_renew_within_their_ttl_and_ignore_the_time_scale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOCKER_TIME_SCALE", "60")
+    settings = Settings()
+    assert (settings.lease_renew_s, settings.lease_ttl_s) == (2.0, 10.0)  # wall clock, unscaled
+    with pytest.raises(ValidationError, match="LOCKER_LEASE_RENEW_S"):
+        Settings(lease_renew_s=10.0, lease_ttl_s=10.0)

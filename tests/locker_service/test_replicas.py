@@ -1,5 +1,7 @@
-"""Two service replicas on one database and one broker: events are shared ($share), timers are
-claimed by whichever replica sees them due, and every step of the story still happens once."""
+"""Service replicas on one database and one broker: each kiosk is handled by the replica that
+holds its lease (ADR 0044), timers are claimed by whichever replica sees them due, any replica
+serves HTTP, and every step of the story still happens once and in order, also when a replica
+leaves, dies or sleeps through its lease."""
 
 from __future__ import annotations
 
@@ -8,87 +10,196 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from firmware_bridge import contract
 from locker_service.context import ServiceContext
+from locker_service.kiosk_link import KioskLink
+from locker_service.kiosk_link.lease_keeper import LeaseKeeper
+from locker_service.kiosk_link.leases import owner_of
 from locker_service.main import create_app
-from locker_service.models import Compartment, NotificationOutbox, Order, OrderEvent
+from locker_service.models import Compartment, KioskEvent, NotificationOutbox, Order, OrderEvent
 from tests.locker_service.conftest import make_settings
-from tests.locker_service.world import seed
+from tests.locker_service.world import World, seed
 from tests.support.mosquitto import MosquittoProcess
 from tests.support.scripted_kiosk import ScriptedKiosk
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(120)]
 
+# Short leases, so that a death is noticed in seconds; still several renewals per TTL, so a
+# replica slowed by a loaded host does not lose its kiosks.
+LEASE_TTL_S = 3.0
+LEASE_RENEW_S = 0.3
+# A clean handover: the others see the leaver gone at their next round, the new owner listens
+# and takes the freed lease at the round after (a quarter period while it waits).
+HANDOVER_BOUND_S = 3 * LEASE_RENEW_S + 1.0
+# A death: the heartbeat goes stale after the TTL, then the same handover.
+TAKEOVER_BOUND_S = LEASE_TTL_S + HANDOVER_BOUND_S
 
-async def until(predicate: Callable[[], Any], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
+
+async def until(predicate: Callable[[], Any], timeout_s: float, what: str) -> float:
+    """Seconds until `predicate` held; fails after `timeout_s`."""
+    started = time.monotonic()
     while True:
         result = predicate()
         if asyncio.iscoroutine(result):
             result = await result
         if result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            return time.monotonic() - started
+        assert time.monotonic() - started < timeout_s, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
 
 
-async def test_two_replicas_run_the_story_once(
+@dataclass
+class Replica:
+    app: FastAPI
+    stack: contextlib.AsyncExitStack  # its own, so a test can stop one replica
+
+    @property
+    def ctx(self) -> ServiceContext:
+        ctx: ServiceContext = self.app.state.ctx
+        return ctx
+
+    @property
+    def link(self) -> KioskLink:
+        link: KioskLink = self.app.state.runtime.link
+        return link
+
+    @property
+    def leases(self) -> LeaseKeeper:
+        keeper: LeaseKeeper = self.app.state.runtime.leases
+        return keeper
+
+    @property
+    def replica_id(self) -> str:
+        return self.link.replica_id
+
+    def handled(self, kiosk: ScriptedKiosk) -> int:
+        return self.link.counters.handled_events.get(kiosk.kiosk_id, 0)
+
+    def client(self) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=self.app)
+        return httpx.AsyncClient(transport=transport, base_url=f"http://{self.replica_id}")
+
+
+@pytest.fixture
+async def start_replica(
     database_url: str, private_mosquitto: MosquittoProcess
-) -> None:
-    kiosk_code = f"rep-{uuid.uuid4().hex[:8]}"
-    group = f"g{uuid.uuid4().hex[:6]}"
+) -> AsyncIterator[Callable[..., Any]]:
+    replicas: list[Replica] = []
 
-    def app(name: str) -> FastAPI:
-        return create_app(
-            make_settings(
-                database_url,
-                kiosk_link_enabled=True,
-                timers_enabled=True,
-                mqtt_url=private_mosquitto.url,
-                mqtt_share_group=group,
-                replica_id=f"{name}-{uuid.uuid4().hex[:6]}",
-                disinfection_s=2.0,
-                cleaning_s=1.0,
-                timer_poll_s=0.1,
+    async def start(name: str, **overrides: object) -> Replica:
+        values: dict[str, object] = {
+            "kiosk_link_enabled": True,
+            "timers_enabled": True,
+            "mqtt_url": private_mosquitto.url,
+            "replica_id": f"{name}-{uuid.uuid4().hex[:6]}",
+            "disinfection_s": 2.0,
+            "cleaning_s": 1.0,
+            "timer_poll_s": 0.1,
+            "lease_ttl_s": LEASE_TTL_S,
+            "lease_renew_s": LEASE_RENEW_S,
+            **overrides,
+        }
+        app = create_app(make_settings(database_url, **values))
+        stack = contextlib.AsyncExitStack()
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        replica = Replica(app, stack)
+        replicas.append(replica)
+        await until(lambda: replica.link.ready, 10, f"replica {name} ready")
+        return replica
+
+    try:
+        yield start
+    finally:
+        for replica in reversed(replicas):
+            await replica.stack.aclose()
+
+
+@pytest.fixture
+def kiosks(private_mosquitto: MosquittoProcess) -> Iterator[Callable[[str], ScriptedKiosk]]:
+    started: list[ScriptedKiosk] = []
+
+    def start(code: str) -> ScriptedKiosk:
+        kiosk = ScriptedKiosk(private_mosquitto.host, private_mosquitto.port, code, compartments=4)
+        started.append(kiosk.start())
+        return kiosk
+
+    yield start
+    for kiosk in started:
+        with contextlib.suppress(Exception):
+            kiosk.stop()
+
+
+def code_owned_by(owner: Replica, replicas: list[Replica]) -> str:
+    """A fresh kiosk code that the assignment gives to `owner` among `replicas`."""
+    ids = [r.replica_id for r in replicas]
+    while True:
+        code = f"rep-{uuid.uuid4().hex[:8]}"
+        if owner_of(code, ids) == owner.replica_id:
+            return code
+
+
+async def held_by(replica: Replica, kiosk: ScriptedKiosk, timeout_s: float = 10) -> float:
+    return await until(
+        lambda: kiosk.kiosk_id in replica.leases.held(),
+        timeout_s,
+        f"kiosk {kiosk.kiosk_id} held by {replica.replica_id}",
+    )
+
+
+async def handled_in_order(replica: Replica, world: World, kiosk: ScriptedKiosk) -> None:
+    """Every event the kiosk sent was handled once, in the order sent."""
+
+    async def recorded() -> list[str]:
+        async with replica.ctx.sessionmaker() as session:
+            rows = await session.scalars(
+                select(KioskEvent.event_id)
+                .where(KioskEvent.kiosk_id == world.kiosk_id)
+                .order_by(KioskEvent.id)
             )
-        )
+            return list(rows.all())
 
-    first, second = app("a"), app("b")
-    async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(first.router.lifespan_context(first))
-        await stack.enter_async_context(second.router.lifespan_context(second))
-        ctx_a: ServiceContext = first.state.ctx
-        ctx_b: ServiceContext = second.state.ctx
-        world = await seed(ctx_a.sessionmaker, ctx_a.settings, kiosk_code=kiosk_code)
-        kiosk = ScriptedKiosk(
-            private_mosquitto.host, private_mosquitto.port, kiosk_code, compartments=4
-        ).start()
-        stack.callback(kiosk.stop)
-        for running in (first, second):
-            await until(lambda a=running: a.state.runtime.link.ready, 10, "both links")
-        client_a = await stack.enter_async_context(
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=first), base_url="http://a")
-        )
-        client_b = await stack.enter_async_context(
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=second), base_url="http://b")
-        )
+    sent = [e.event_id for e in kiosk.events]
+    await until(lambda: _same_length(recorded, len(sent)), 20, "every event recorded")
+    assert await recorded() == sent
 
+
+async def _same_length(recorded: Callable[[], Any], length: int) -> bool:
+    return len(await recorded()) >= length
+
+
+def door_burst(kiosk: ScriptedKiosk, n: int, rounds: int) -> None:
+    """Events that only make sense in order: open, put in, shut, open, take out, shut..."""
+    for _ in range(rounds):
+        kiosk.open_door(n, force=True)
+        kiosk.place_item(n)
+        kiosk.close_door(n)
+        kiosk.open_door(n, force=True)
+        kiosk.remove_item(n)
+        kiosk.close_door(n)
+
+
+async def run_story(
+    http: Replica, db: Replica, world: World, kiosk: ScriptedKiosk, ref: str
+) -> None:
+    """An order from creation to a cleaned, free compartment, every request through `http`."""
+    async with http.client() as client:
         order = (
-            await client_a.post(
-                "/api/v1/orders", json=world.order_body("two"), headers=world.merchant()
+            await client.post(
+                "/api/v1/orders", json=world.order_body(ref), headers=world.merchant()
             )
         ).json()
-        dropped = await client_b.post(
+        dropped = await client.post(
             "/api/v1/kiosk/dropoff",
-            json={"courier_code": world.courier_code, "pin": world.courier_pin, "order_ref": "two"},
+            json={"courier_code": world.courier_code, "pin": world.courier_pin, "order_ref": ref},
             headers=world.kiosk(),
         )
         assert dropped.status_code == 200, dropped.text
@@ -98,59 +209,225 @@ async def test_two_replicas_run_the_story_once(
         kiosk.close_door(n)
 
         async def state() -> str:
-            async with ctx_a.sessionmaker() as session:
+            async with db.ctx.sessionmaker() as session:
                 found = await session.get(Order, uuid.UUID(order["id"]))
                 return found.state if found else "missing"
 
-        await until(lambda: state_is(state, "ready"), 30, "ready")
-        code = (
-            await client_a.get(f"/api/v1/p/{order['purchaser_url'].rsplit('/p/', 1)[1]}")
-        ).json()["fallback_code"]
-        picked = await client_a.post(
+        await until(lambda: _is(state, "ready"), 30, "ready")
+        token = order["purchaser_url"].rsplit("/p/", 1)[1]
+        code = (await client.get(f"/api/v1/p/{token}")).json()["fallback_code"]
+        picked = await client.post(
             "/api/v1/kiosk/pickup", json={"code": code}, headers=world.kiosk()
         )
         assert picked.status_code == 200, picked.text
-        kiosk.open_door(n)
-        kiosk.remove_item(n)
-        kiosk.close_door(n)
-        await until(lambda: state_is(state, "picked_up"), 20, "picked up")
+    kiosk.open_door(n)
+    kiosk.remove_item(n)
+    kiosk.close_door(n)
+    await until(lambda: _is(state, "picked_up"), 20, "picked up")
 
-        async def free_again() -> bool:
-            async with ctx_b.sessionmaker() as session:
-                found = await session.scalar(
-                    select(Compartment.state).where(
-                        Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
+    async def free_again() -> bool:
+        async with db.ctx.sessionmaker() as session:
+            found = await session.scalar(
+                select(Compartment.state).where(
+                    Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
+                )
+            )
+            return found == "available"
+
+    await until(free_again, 20, "the compartment cleaned and free")
+    async with db.ctx.sessionmaker() as session:
+        trail = Counter(
+            (
+                await session.scalars(
+                    select(OrderEvent.action).where(OrderEvent.order_id == uuid.UUID(order["id"]))
+                )
+            ).all()
+        )
+        outbox = (
+            await session.scalars(
+                select(NotificationOutbox.kind).where(
+                    NotificationOutbox.order_id == uuid.UUID(order["id"])
+                )
+            )
+        ).all()
+    for step in ("create", "assign", "deposit", "start_cycle", "complete_cycle", "pick_up"):
+        assert trail[step] == 1, trail
+    assert outbox == ["ready"]
+
+
+async def _is(state: Callable[[], Any], wanted: str) -> bool:
+    return bool(await state() == wanted)
+
+
+async def test_two_replicas_run_the_story_once(
+    start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
+) -> None:
+    a, b = await start_replica("a"), await start_replica("b")
+    world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(a, [a, b]))
+    kiosk = kiosks(world.kiosk_code)
+    await held_by(a, kiosk)
+
+    # The replica without the kiosk serves every request; the holder handles every message.
+    await run_story(b, a, world, kiosk, "two")
+    cycles = [
+        c.command
+        for c in kiosk.received
+        if isinstance(c.command, contract.StartDisinfectionCommand) and not c.duplicate
+    ]
+    # one holding cycle (2 s), one cleaning cycle (1 s): neither started twice
+    assert [c.args.duration_s for c in cycles] == [2, 1]
+    await handled_in_order(a, world, kiosk)
+    assert a.handled(kiosk) == len(kiosk.events) and b.handled(kiosk) == 0
+    assert b.link.counters.dropped_not_held == 0  # it never even received the kiosk's events
+    assert kiosk.kiosk_id not in b.leases.held()
+
+
+async def test_kiosks_on_two_replicas_each_apply_a_burst_in_order(
+    start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
+) -> None:
+    a, b = await start_replica("a"), await start_replica("b")
+    worlds = {
+        r.replica_id: await seed(
+            a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(r, [a, b])
+        )
+        for r in (a, b)
+    }
+    on = {r.replica_id: kiosks(worlds[r.replica_id].kiosk_code) for r in (a, b)}
+    await held_by(a, on[a.replica_id])
+    await held_by(b, on[b.replica_id])
+
+    for kiosk in on.values():  # both at once: each replica busy with its own kiosk
+        door_burst(kiosk, 1, rounds=5)
+    for r in (a, b):
+        kiosk, other = on[r.replica_id], on[(b if r is a else a).replica_id]
+        await handled_in_order(r, worlds[r.replica_id], kiosk)
+        assert r.handled(kiosk) == len(kiosk.events) == 30
+        assert r.handled(other) == 0
+        async with r.ctx.sessionmaker() as session:
+            door_open, occupied = (
+                await session.execute(
+                    select(Compartment.door_open, Compartment.occupied).where(
+                        Compartment.kiosk_id == worlds[r.replica_id].kiosk_id,
+                        Compartment.number == 1,
                     )
                 )
-                return found == "available"
+            ).one()
+        assert (door_open, occupied) == (False, False)
 
-        await until(free_again, 20, "the compartment cleaned and free")
 
-        async with ctx_b.sessionmaker() as session:
-            trail = Counter(
-                (
-                    await session.scalars(
-                        select(OrderEvent.action).where(
-                            OrderEvent.order_id == uuid.UUID(order["id"])
-                        )
-                    )
-                ).all()
+async def test_a_replica_stopped_cleanly_hands_its_kiosks_over_at_once(
+    start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
+) -> None:
+    a, b = await start_replica("a"), await start_replica("b")
+    world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(b, [a, b]))
+    kiosk = kiosks(world.kiosk_code)
+    await held_by(b, kiosk)
+    door_burst(kiosk, 1, rounds=1)
+    await until(lambda: b.handled(kiosk) == 6, 10, "the first burst handled by b")
+
+    # A deploy: b leaves, freeing each lease once a listens. The handover is timed from the
+    # start of the shutdown to a's taking the lease, not to the end of b's whole shutdown.
+    leaving = asyncio.create_task(b.stack.aclose())
+    took_s = await held_by(a, kiosk, HANDOVER_BOUND_S)
+    await leaving
+    assert took_s <= HANDOVER_BOUND_S, took_s
+
+    await run_story(a, a, world, kiosk, "after-stop")
+    await handled_in_order(a, world, kiosk)
+    assert a.handled(kiosk) == len(kiosk.events) - 6
+
+
+async def test_a_replica_that_dies_has_its_kiosks_taken_after_the_ttl(
+    start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
+) -> None:
+    a = await start_replica("a")
+    b = await start_replica("b", timers_enabled=False)
+    world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(b, [a, b]))
+    kiosk = kiosks(world.kiosk_code)
+    await held_by(b, kiosk)
+
+    # Death: no release, no goodbye; its heartbeat stops and its connection drops.
+    await b.leases.halt()
+    await b.link.stop()
+    died = time.monotonic()
+    await held_by(a, kiosk, TAKEOVER_BOUND_S + 1)
+    took_s = time.monotonic() - died
+    assert LEASE_TTL_S - LEASE_RENEW_S <= took_s <= TAKEOVER_BOUND_S, took_s
+
+    await run_story(a, a, world, kiosk, "after-death")
+    await handled_in_order(a, world, kiosk)
+    assert a.handled(kiosk) == len(kiosk.events)
+
+
+async def test_a_replica_that_slept_through_its_lease_changes_nothing(
+    start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
+) -> None:
+    """SIGSTOP, then SIGCONT: the sleeper still believes it holds the kiosk and still receives
+    its events, but every transaction it tries is fenced out by the new epoch."""
+    a, b = await start_replica("a"), await start_replica("b")
+    world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(b, [a, b]))
+    kiosk = kiosks(world.kiosk_code)
+    await held_by(b, kiosk)
+    old = b.leases.fence(kiosk.kiosk_id)
+    assert old is not None
+
+    await b.leases.halt()  # asleep as far as the database can tell
+    await held_by(a, kiosk, TAKEOVER_BOUND_S + 1)
+    assert b.leases.fence(kiosk.kiosk_id) == old  # it has not noticed
+
+    door_burst(kiosk, 1, rounds=2)
+    await handled_in_order(a, world, kiosk)
+    assert a.handled(kiosk) == len(kiosk.events) == 12
+    await until(lambda: b.link.counters.dropped_not_held >= 12, 10, "the sleeper fenced out")
+    assert b.handled(kiosk) == 0
+    async with a.ctx.sessionmaker() as session:
+        recorded = await session.scalar(
+            select(func.count())
+            .select_from(KioskEvent)
+            .where(KioskEvent.kiosk_id == world.kiosk_id)
+        )
+    assert recorded == 12
+
+
+async def test_two_replicas_share_kiosks_on_a_broker_without_shared_subscriptions(
+    start_replica: Callable[..., Any],
+) -> None:
+    """The embedded amqtt broker of `lockerctl up`: MQTT 3.1.1, no `$share`. Plain per-kiosk
+    subscriptions are all the leases need."""
+    from locker_service.stack.broker import EmbeddedBroker
+    from tests.support.mosquitto import free_port
+
+    broker = EmbeddedBroker("127.0.0.1", free_port())
+    await broker.start()
+    started: list[ScriptedKiosk] = []
+    replicas: list[Replica] = []
+    try:
+        on_amqtt = {"mqtt_url": broker.url, "mqtt_protocol": "3.1.1"}
+        for name in ("a", "b"):
+            replicas.append(await start_replica(name, **on_amqtt))
+        a, b = replicas
+        worlds = {
+            r.replica_id: await seed(
+                a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(r, [a, b])
             )
-            outbox = (await session.scalars(select(NotificationOutbox.kind))).all()
-        for step in ("create", "assign", "deposit", "start_cycle", "complete_cycle", "pick_up"):
-            assert trail[step] == 1, trail
-        assert outbox == ["ready"]
-        cycles = [
-            c.command
-            for c in kiosk.received
-            if isinstance(c.command, contract.StartDisinfectionCommand) and not c.duplicate
-        ]
-        # one holding cycle (2 s), one cleaning cycle (1 s): neither started twice
-        assert [c.args.duration_s for c in cycles] == [2, 1]
-        # both replicas took part: each handled some of the kiosk's events
-        handled = [sum(a.state.runtime.link.counters.received.values()) for a in (first, second)]
-        assert all(h > 0 for h in handled), handled
-
-
-async def state_is(state: Callable[[], Any], wanted: str) -> bool:
-    return bool(await state() == wanted)
+            for r in (a, b)
+        }
+        for r in (a, b):
+            kiosk = await asyncio.to_thread(
+                ScriptedKiosk(
+                    broker.host, broker.port, worlds[r.replica_id].kiosk_code, compartments=2
+                ).start
+            )
+            started.append(kiosk)
+            await held_by(r, kiosk)
+            door_burst(kiosk, 1, rounds=2)
+        for r, kiosk in zip((a, b), started, strict=True):
+            await handled_in_order(r, worlds[r.replica_id], kiosk)
+            assert r.handled(kiosk) == len(kiosk.events) == 12
+    finally:
+        for kiosk in started:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(kiosk.stop)
+        for replica in reversed(replicas):  # before their broker goes
+            await replica.stack.aclose()
+        await broker.stop()

@@ -1,7 +1,7 @@
 """What a scanner read is never stored: a scan's row keeps a keyed hash and the outcome.
 
 On both backends: scans of a pickup token, a wrong 8-digit code and a line that is no code; and
-migration 0005 rewriting the rows stored with their text before it.
+migration 0004 rewriting the rows stored with their text before it.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def test_the_key_makes_the_hash() -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-async def test_migration_0005_replaces_stored_scan_texts(backend: str, tmp_path: Path) -> None:
+async def test_migration_0004_replaces_stored_scan_texts(backend: str, tmp_path: Path) -> None:
     url = (
         f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
         if backend == "sqlite"

@@ -120,7 +120,6 @@ async def test_the_story_survives_sigkill_at_every_step(
         "LOCKER_DATABASE_URL": database_url,
         "LOCKER_SECRET_KEY": settings.secret_key,
         "LOCKER_MQTT_URL": private_mosquitto.url,
-        "LOCKER_MQTT_SHARE_GROUP": "",
         "LOCKER_REPLICA_ID": f"kill-{uuid.uuid4().hex[:6]}",  # same across restarts: same session
         "LOCKER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "LOCKER_TIME_SCALE": str(TIME_SCALE),

@@ -146,8 +146,8 @@ def test_new_client_gets_no_retained_message_it_did_not_subscribe_to(
 
 
 def test_shared_subscription_is_not_supported(broker: EmbeddedBrokerProcess) -> None:
-    """`$share/group/topic` is not a subscription amqtt knows: nothing arrives on it. One service
-    replica only on the embedded broker; the service must subscribe without `$share` there."""
+    """`$share/group/topic` is taken as a literal filter: nothing arrives. The service's replicas
+    share kiosks by database leases and subscribe without `$share` (ADR 0044)."""
     prefix = topic_prefix()
     sub, pub = service(broker), service(broker)
     try:

@@ -158,7 +158,6 @@ def test_plan_embedded_broker_speaks_mqtt_311_without_shared_subscriptions(
         "bridge-demo-2",
     ]
     assert p.service_env["LOCKER_MQTT_PROTOCOL"] == "3.1.1"
-    assert p.service_env["LOCKER_MQTT_SHARE_GROUP"] == ""
     assert p.database_url == f"sqlite+aiosqlite:///{tmp_path.resolve() / 'locker.db'}"
     for child in p.children:
         if child.name.startswith(("sim", "bridge", "service")):
@@ -240,7 +239,6 @@ def test_plan_with_external_broker_and_database_starts_no_broker(tmp_path: Path)
         )
     )
     assert "broker" not in [c.name for c in p.children]
-    assert "LOCKER_MQTT_SHARE_GROUP" not in p.service_env  # shared subscriptions stay on
     assert p.service_env["LOCKER_DATABASE_URL"] == "postgresql+asyncpg://locker@db/locker"
     bridge = next(c for c in p.children if c.name == "bridge")
     assert "--mqtt-version" not in bridge.argv

@@ -6,8 +6,8 @@ secret, as the service now writes it) and `outcome: "unknown"`. Run without the 
 `alembic upgrade`), the text is dropped with no hash. There is no way back: downgrade keeps the
 hashes.
 
-Revision ID: 0005
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-03 09:30:00
 """
 
@@ -18,8 +18,8 @@ from alembic import op
 
 from locker_service.kiosks.scans import scan_hash
 
-revision: str = "0005"
-down_revision: str | None = "0002"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

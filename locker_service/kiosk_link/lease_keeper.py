@@ -1,0 +1,529 @@
+"""Kiosk leases kept in the database: the heartbeat, the rebalance and the handover (ADR 0044).
+
+Every `renew_s` each replica writes its heartbeat, reads the live replicas (heartbeat younger
+than `ttl_s`, by the database's clock) and the kiosks, and computes with `leases.assign` which
+kiosks are its own. For a kiosk that is its own it subscribes to the kiosk's events and telemetry
+first (the messages wait, unacknowledged, in the kiosk's queue), then marks itself the lease's
+standby and takes the lease as soon as it is free or expired. A holder whose kiosk now belongs
+to another replica waits until that replica is the standby (it listens already), then stops
+taking the kiosk's messages, unsubscribes, drains the kiosk's queue and frees the lease. So at
+every moment at least one replica is subscribed to each kiosk and at most one handles it, and
+a handover loses nothing and keeps the order (the new holder drops the overlap by `event_id`).
+
+All times in the lease rows are the database's (`now()` on PostgreSQL, `strftime('now')` on
+SQLite), so replica clocks may disagree. Leases are wall-clock infrastructure, not story time:
+`LOCKER_TIME_SCALE` does not apply to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from locker_service.db import session_scope
+from locker_service.kiosk_link.fencing import Fence
+from locker_service.kiosk_link.leases import assign, owner_of
+
+log = logging.getLogger(__name__)
+
+# A replica whose heartbeat is this old is forgotten altogether (its row deleted): long past
+# any TTL, so it only keeps the table from growing with the ids of replicas that never return.
+FORGET_REPLICA_AFTER_S = 24 * 3600.0
+
+# How a replica stands towards one kiosk:
+# - "unsettled": the first round has not run yet; messages wait (the broker may deliver what it
+#   kept in the persistent session before the replica knows which kiosks are its own);
+# - "awaited": its own by the assignment and subscribed, the lease not yet free; messages wait;
+# - "held": it holds the lease and handles the kiosk's messages;
+# - "releasing": giving the lease up; it still handles what it had received, nothing new;
+# - "foreign": another replica's kiosk; events are dropped, status and snapshots feed the hub.
+Standing = Literal["unsettled", "awaited", "held", "releasing", "foreign"]
+
+
+class KioskSubscriptions(Protocol):
+    """What the keeper asks of the kiosk link (implemented by `KioskLink`)."""
+
+    async def follow_kiosk(self, kiosk_id: str) -> bool:
+        """Subscribe to the kiosk's events and telemetry; True once the broker granted it."""
+        ...
+
+    async def unfollow_kiosk(self, kiosk_id: str) -> None:
+        """Unsubscribe; returns when the broker confirmed (nothing more arrives after)."""
+        ...
+
+    async def drain_kiosk(self, kiosk_id: str) -> None:
+        """Return when every message of the kiosk received so far has been handled."""
+        ...
+
+    def reconcile_kiosk(self, kiosk_id: str) -> None:
+        """Queue the last retained status and snapshots seen for the kiosk for handling."""
+        ...
+
+    async def follow_every_kiosk(self, every: bool) -> bool:
+        """Subscribe to every kiosk's events and telemetry (a replica alone) or only to the
+        followed kiosks'; True once the broker granted the new subscriptions."""
+        ...
+
+
+# -- repository -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    kiosk_id: str
+    holder: str | None
+    epoch: int
+    standby: str | None
+
+
+def _clock(session: AsyncSession, offset_param: str | None = None) -> str:
+    """SQL for the database's current time, plus `:offset_param` seconds when given."""
+    if session.get_bind().dialect.name == "sqlite":
+        # Milliseconds padded to the microseconds SQLAlchemy writes, so that the stored text
+        # of both compares in time order.
+        if offset_param is None:
+            return "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
+        return (
+            "(strftime('%Y-%m-%d %H:%M:%f', 'now', "
+            f"printf('%+.3f seconds', :{offset_param})) || '000')"
+        )
+    if offset_param is None:
+        return "now()"
+    return f"(now() + make_interval(secs => :{offset_param}))"
+
+
+async def heartbeat(session: AsyncSession, replica_id: str) -> None:
+    now = _clock(session)
+    await session.execute(
+        text(
+            "INSERT INTO service_replicas (replica_id, started_at, heartbeat_at) "
+            f"VALUES (:replica, {now}, {now}) "
+            "ON CONFLICT (replica_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
+        ),
+        {"replica": replica_id},
+    )
+    await session.execute(
+        text(f"DELETE FROM service_replicas WHERE heartbeat_at < {_clock(session, 'forget')}"),
+        {"forget": -FORGET_REPLICA_AFTER_S},
+    )
+
+
+async def leave(session: AsyncSession, replica_id: str) -> None:
+    await session.execute(
+        text("DELETE FROM service_replicas WHERE replica_id = :replica"), {"replica": replica_id}
+    )
+
+
+async def live_replicas(session: AsyncSession, ttl_s: float) -> set[str]:
+    rows = await session.scalars(
+        text(
+            f"SELECT replica_id FROM service_replicas WHERE heartbeat_at > {_clock(session, 'ttl')}"
+        ),
+        {"ttl": -ttl_s},
+    )
+    return set(rows)
+
+
+async def kiosk_ids(session: AsyncSession) -> set[str]:
+    return set(await session.scalars(text("SELECT code FROM kiosks")))
+
+
+async def lease_rows(session: AsyncSession) -> dict[str, LeaseRow]:
+    rows = await session.execute(
+        text("SELECT kiosk_code, holder, epoch, standby FROM kiosk_leases")
+    )
+    return {
+        row.kiosk_code: LeaseRow(row.kiosk_code, row.holder, row.epoch, row.standby) for row in rows
+    }
+
+
+async def renew(
+    session: AsyncSession, replica_id: str, held: Iterable[str], ttl_s: float
+) -> dict[str, int]:
+    """Push the expiry of the leases this replica holds; returns those still its own."""
+    kiosks = sorted(held)
+    if not kiosks:
+        return {}
+    result = await session.execute(
+        text(
+            f"UPDATE kiosk_leases SET expires_at = {_clock(session, 'ttl')} "
+            "WHERE holder = :replica AND kiosk_code IN :kiosks RETURNING kiosk_code, epoch"
+        ).bindparams(bindparam("kiosks", expanding=True)),
+        {"ttl": ttl_s, "replica": replica_id, "kiosks": kiosks},
+    )
+    return {row.kiosk_code: row.epoch for row in result}
+
+
+async def take(session: AsyncSession, kiosk_id: str, replica_id: str, ttl_s: float) -> int | None:
+    """Take the kiosk's lease if it is free, expired or (from a previous run under the same
+    replica id) already ours: the new epoch, or None after marking this replica the standby."""
+    now = _clock(session)
+    await session.execute(
+        text(
+            "INSERT INTO kiosk_leases (kiosk_code, holder, epoch, expires_at, standby) "
+            f"VALUES (:kiosk, NULL, 0, {now}, NULL) ON CONFLICT (kiosk_code) DO NOTHING"
+        ),
+        {"kiosk": kiosk_id},
+    )
+    epoch = await session.scalar(
+        text(
+            "UPDATE kiosk_leases SET holder = :replica, epoch = epoch + 1, "
+            f"expires_at = {_clock(session, 'ttl')}, standby = NULL "
+            "WHERE kiosk_code = :kiosk "
+            f"AND (holder IS NULL OR holder = :replica OR expires_at < {now}) RETURNING epoch"
+        ),
+        {"kiosk": kiosk_id, "replica": replica_id, "ttl": ttl_s},
+    )
+    if epoch is not None:
+        return int(epoch)
+    await session.execute(
+        text(
+            "UPDATE kiosk_leases SET standby = :replica "
+            "WHERE kiosk_code = :kiosk AND (standby IS NULL OR standby <> :replica)"
+        ),
+        {"kiosk": kiosk_id, "replica": replica_id},
+    )
+    return None
+
+
+async def release(session: AsyncSession, kiosk_id: str, replica_id: str, epoch: int) -> bool:
+    """Free the lease at once (expired now), if still ours at `epoch`."""
+    result = await session.execute(
+        text(
+            f"UPDATE kiosk_leases SET holder = NULL, expires_at = {_clock(session)} "
+            "WHERE kiosk_code = :kiosk AND holder = :replica AND epoch = :epoch "
+            "RETURNING epoch"
+        ),
+        {"kiosk": kiosk_id, "replica": replica_id, "epoch": epoch},
+    )
+    return result.first() is not None
+
+
+# -- the keeper -------------------------------------------------------------------------------
+
+
+class LeaseKeeper:
+    """One replica's leases: the loop, its view of every kiosk, and the fences it hands out."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        replica_id: str,
+        *,
+        ttl_s: float,
+        renew_s: float,
+    ) -> None:
+        if not 0 < renew_s < ttl_s:
+            raise ValueError(
+                f"the lease renew period ({renew_s} s) must be below its TTL ({ttl_s} s)"
+            )
+        self._sessionmaker = sessionmaker
+        self.replica_id = replica_id
+        self.ttl_s = ttl_s
+        self.renew_s = renew_s
+        self._link: KioskSubscriptions | None = None
+        self._held: dict[str, Fence] = {}
+        self._awaited: set[str] = set()
+        self._releasing: set[str] = set()
+        self._known: set[str] = set()  # the kiosks of the last round
+        # Kiosks unknown to the last round that woke the loop, and when (monotonic): a stranger
+        # publishing on our topics wakes it once per lease period at most.
+        self._noticed: dict[str, float] = {}
+        # Ids noticed and then found to be no kiosk of ours: their events are dropped, not kept
+        # waiting (unacknowledged, they would fill the broker's in-flight window).
+        self._strangers: set[str] = set()
+        self._alone = False  # no other live replica: this one subscribes to every kiosk
+        self._settled = False
+        self._changed = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._round_done = asyncio.Event()
+        self._lock = asyncio.Lock()  # one round (or the leaving) at a time
+        self._task: asyncio.Task[None] | None = None
+        self._releases: set[asyncio.Task[None]] = set()
+        self._finished = False
+        self.rounds = 0
+
+    def bind(self, link: KioskSubscriptions) -> None:
+        self._link = link
+
+    # -- what the link asks ---------------------------------------------------------------------
+
+    @property
+    def settled(self) -> bool:
+        """The first round has run: every known kiosk is held, awaited or someone else's."""
+        return self._settled
+
+    def standing(self, kiosk_id: str) -> Standing:
+        if not self._settled:
+            return "unsettled"
+        if kiosk_id in self._releasing:
+            return "releasing"
+        if kiosk_id in self._held:
+            return "held"
+        if kiosk_id in self._awaited:
+            return "awaited"
+        if self._alone and kiosk_id not in self._known and kiosk_id not in self._strangers:
+            # Alone, every kiosk is ours: one created since the last round waits for the next
+            # (woken by `noticed`), which takes its lease, or finds it is no kiosk of ours.
+            return "awaited"
+        return "foreign"
+
+    def fence(self, kiosk_id: str) -> Fence | None:
+        return self._held.get(kiosk_id)
+
+    def held(self) -> frozenset[str]:
+        return frozenset(self._held)
+
+    async def changed(self) -> None:
+        """Return at the next change of any kiosk's standing."""
+        await self._changed.wait()
+
+    def noticed(self, kiosk_id: str) -> None:
+        """A message came from a kiosk the last round did not know (created since): look now,
+        rather than within a lease period."""
+        if not self._settled or kiosk_id in self._known:
+            return
+        now = time.monotonic()
+        last = self._noticed.get(kiosk_id)
+        if last is None or now - last >= self.renew_s:
+            self._noticed[kiosk_id] = now
+            self._wake.set()
+
+    async def settle(self, kiosk_id: str) -> None:
+        """Before a command to a kiosk the last round did not know: run a round first, so that
+        the events the command causes find a subscription (bounded by one lease period)."""
+        if self._settled and kiosk_id in self._known:
+            return
+        done = self._round_done
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), self.renew_s)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Run the first round (so the link knows its kiosks), then keep renewing."""
+        try:
+            async with self._lock:
+                await self._round()
+        except Exception:
+            log.exception("the first lease round failed; retrying every %s s", self.renew_s)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="kiosk-leases")
+
+    async def stop(self) -> None:
+        """A clean shutdown: leave the live replicas, hand every lease over, free the rest."""
+        if self._finished:
+            return
+        self._finished = True
+        await self._cancel()
+        async with self._lock:
+            try:
+                async with session_scope(self._sessionmaker) as session:
+                    await leave(session, self.replica_id)
+                await self._hand_over()
+            except Exception:
+                log.exception("leaving the live replicas failed; leases expire in %s s", self.ttl_s)
+
+    async def halt(self) -> None:
+        """Stop renewing without releasing anything, as a replica that died (for tests and
+        for a shutdown that must not touch the database)."""
+        self._finished = True
+        await self._cancel()
+        for task in list(self._releases):
+            task.cancel()
+
+    def wake(self) -> None:
+        """Run a round now (a handler found its lease gone)."""
+        self._wake.set()
+
+    async def _cancel(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            # While a kiosk waits for its lease, look four times as often: the holder frees it
+            # within its own round, and the kiosk's messages wait meanwhile.
+            period_s = self.renew_s / 4 if self._awaited else self.renew_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), period_s)
+            self._wake.clear()
+            try:
+                async with self._lock:
+                    await self._round()
+            except Exception:
+                log.exception("lease round failed; retrying in %s s", self.renew_s)
+
+    # -- one round ------------------------------------------------------------------------------
+
+    async def _round(self) -> None:
+        started = time.monotonic()
+        asked = set(self._noticed)
+        async with session_scope(self._sessionmaker) as session:
+            await heartbeat(session, self.replica_id)
+        async with session_scope(self._sessionmaker) as session:
+            live = await live_replicas(session, self.ttl_s)
+            kiosks = await kiosk_ids(session)
+            rows = await lease_rows(session)
+        live.add(self.replica_id)
+        await self._follow_every_kiosk(live == {self.replica_id})
+        owners = assign(kiosks, live)
+        mine = {kiosk for kiosk, owner in owners.items() if owner == self.replica_id}
+
+        await self._renew(started, mine)
+        for kiosk, orphan in rows.items():
+            if orphan.holder == self.replica_id and kiosk not in self._held and kiosk not in mine:
+                # Held under our id by a previous run (killed before it could free it).
+                async with session_scope(self._sessionmaker) as session:
+                    await release(session, kiosk, self.replica_id, orphan.epoch)
+        for kiosk in list(self._held):
+            row = rows.get(kiosk)
+            owner = owners.get(kiosk)
+            if kiosk in mine:
+                continue
+            # Only once the next owner listens, so that no event falls between the two.
+            if owner is None or (row is not None and row.standby == owner):
+                self._start_release(kiosk)
+        for kiosk in sorted(self._awaited - mine):
+            self._awaited.discard(kiosk)
+            self._notify()
+            await self._unfollow(kiosk)
+        for kiosk in sorted(mine - set(self._held)):
+            await self._take(kiosk, started)
+
+        self._known = kiosks
+        self._strangers = (self._strangers | asked) - kiosks
+        # Kept a period past this round's start, so one noticed during the round is asked next.
+        self._noticed = {
+            kiosk: at for kiosk, at in self._noticed.items() if started - at < self.renew_s
+        }
+        self._settled = True
+        self.rounds += 1
+        self._notify()
+        done, self._round_done = self._round_done, asyncio.Event()
+        done.set()
+
+    async def _follow_every_kiosk(self, alone: bool) -> None:
+        """Alone, a replica subscribes to every kiosk's events, as before leases: a kiosk created
+        while it runs loses no event before the next round takes its lease. With others it
+        subscribes kiosk by kiosk (first the new subscriptions, then it drops the old)."""
+        if alone == self._alone or self._link is None:
+            return
+        if await self._link.follow_every_kiosk(alone):
+            self._alone = alone
+            self._notify()
+
+    async def _renew(self, started: float, mine: set[str]) -> None:
+        if not self._held:
+            return
+        async with session_scope(self._sessionmaker) as session:
+            renewed = await renew(session, self.replica_id, self._held, self.ttl_s)
+        for kiosk, fence in list(self._held.items()):
+            if renewed.get(kiosk) == fence.epoch:
+                self._held[kiosk] = replace(fence, valid_until=started + self.ttl_s)
+                continue
+            if kiosk in self._releasing:
+                continue  # freed by its release task meanwhile, which tidies up itself
+            # Taken over while this replica was not looking (paused past the TTL): its
+            # messages are fenced out already; stop listening unless it comes back to us.
+            log.warning("lease of kiosk %s was taken over (epoch %s)", kiosk, fence.epoch)
+            del self._held[kiosk]
+            self._notify()
+            if kiosk in mine:
+                self._awaited.add(kiosk)
+            else:
+                await self._unfollow(kiosk)
+
+    async def _take(self, kiosk: str, started: float) -> None:
+        link = self._link
+        if link is None:
+            return
+        if kiosk not in self._awaited:
+            # Listen first: from here on the kiosk's messages wait in its queue.
+            if not await link.follow_kiosk(kiosk):
+                return  # not connected: the next round tries again
+            self._awaited.add(kiosk)
+            self._notify()
+        async with session_scope(self._sessionmaker) as session:
+            epoch = await take(session, kiosk, self.replica_id, self.ttl_s)
+        if epoch is None:
+            return
+        self._held[kiosk] = Fence(kiosk, self.replica_id, epoch, started + self.ttl_s)
+        self._awaited.discard(kiosk)
+        log.info("took the lease of kiosk %s (epoch %s)", kiosk, epoch)
+        link.reconcile_kiosk(kiosk)
+        self._notify()
+
+    def _start_release(self, kiosk: str) -> None:
+        """Release in a task of its own: draining waits for the kiosk's handlers (a scan waits
+        for its unlock's reply, up to the command timeout), and the heartbeat and the renewal
+        of the other leases must not wait for that. The lease is renewed until it is freed."""
+        if kiosk in self._releasing:
+            return
+        self._releasing.add(kiosk)
+        self._notify()
+        task = asyncio.get_running_loop().create_task(
+            self._release(kiosk), name=f"kiosk-lease-release-{kiosk}"
+        )
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release(self, kiosk: str) -> None:
+        """Stop taking the kiosk's messages, unsubscribe, handle what came, free the lease."""
+        fence = self._held[kiosk]
+        try:
+            await self._unfollow(kiosk)
+            if self._link is not None:
+                await self._link.drain_kiosk(kiosk)
+            async with session_scope(self._sessionmaker) as session:
+                await release(session, kiosk, self.replica_id, fence.epoch)
+            log.info("released the lease of kiosk %s (epoch %s)", kiosk, fence.epoch)
+        except Exception:
+            log.exception("releasing kiosk %s failed; it expires in %s s", kiosk, self.ttl_s)
+        finally:
+            self._held.pop(kiosk, None)
+            self._releasing.discard(kiosk)
+            self._notify()
+
+    async def _unfollow(self, kiosk: str) -> None:
+        if self._link is not None:
+            await self._link.unfollow_kiosk(kiosk)
+
+    async def _hand_over(self) -> None:
+        """On leaving: free each lease once its next owner listens (bounded by two renew
+        periods, the time the others need to see this replica gone); free the rest then."""
+        deadline = time.monotonic() + 2 * self.renew_s
+        while self._held:
+            async with session_scope(self._sessionmaker) as session:
+                others = await live_replicas(session, self.ttl_s)
+                rows = await lease_rows(session)
+            others.discard(self.replica_id)
+            late = time.monotonic() >= deadline
+            for kiosk in sorted(self._held):
+                row = rows.get(kiosk)
+                successor = owner_of(kiosk, others)
+                if late or successor is None or (row is not None and row.standby == successor):
+                    self._start_release(kiosk)
+            if self._releases:
+                await asyncio.wait(set(self._releases), timeout=self.renew_s / 4)
+            elif self._held:
+                await asyncio.sleep(self.renew_s / 4)
+        for kiosk in sorted(self._awaited):
+            await self._unfollow(kiosk)
+        self._awaited.clear()
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()

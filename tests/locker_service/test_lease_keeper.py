@@ -1,0 +1,280 @@
+"""Kiosk leases on a real database (SQLite and PostgreSQL): sharing, handover, expiry, fencing.
+
+The keepers here drive a `Subscriptions` that records what they ask of the link (the MQTT side
+is tested with real brokers in test_replicas.py); the leases, heartbeats and fences are the
+real rows and the real transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from locker_service.db import create_engine, create_sessionmaker, session_scope
+from locker_service.kiosk_link.fencing import CURRENT_FENCE, LeaseLost, check_fence
+from locker_service.kiosk_link.lease_keeper import LeaseKeeper
+from locker_service.kiosk_link.leases import assign
+from locker_service.models import Kiosk, KioskLease
+from locker_service.sites import service as admin
+
+pytestmark = pytest.mark.timeout(60)
+
+TTL_S = 1.5
+RENEW_S = 0.2
+
+
+class Subscriptions:
+    """The link's side of the keeper's protocol: remembers what is followed, in order."""
+
+    def __init__(self) -> None:
+        self.followed: set[str] = set()
+        self.calls: list[tuple[str, str]] = []
+        self.every = False
+
+    async def follow_kiosk(self, kiosk_id: str) -> bool:
+        self.followed.add(kiosk_id)
+        self.calls.append(("follow", kiosk_id))
+        return True
+
+    async def unfollow_kiosk(self, kiosk_id: str) -> None:
+        self.followed.discard(kiosk_id)
+        self.calls.append(("unfollow", kiosk_id))
+
+    async def drain_kiosk(self, kiosk_id: str) -> None:
+        self.calls.append(("drain", kiosk_id))
+
+    def reconcile_kiosk(self, kiosk_id: str) -> None:
+        self.calls.append(("reconcile", kiosk_id))
+
+    async def follow_every_kiosk(self, every: bool) -> bool:
+        self.every = every
+        return True
+
+
+@pytest.fixture
+async def sessionmaker(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine: AsyncEngine = create_engine(database_url)
+    try:
+        yield create_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+
+
+async def make_kiosks(sessionmaker: async_sessionmaker[AsyncSession], count: int) -> list[str]:
+    tag = uuid.uuid4().hex[:6]
+    codes = [f"k{i}-{tag}" for i in range(count)]
+    async with session_scope(sessionmaker) as session:
+        await admin.create_site(session, f"site-{tag}", "Tower")
+        for code in codes:
+            await admin.create_kiosk(session, f"site-{tag}", code, "Lobby", "M:1")
+    return codes
+
+
+def keeper(sessionmaker: async_sessionmaker[AsyncSession], name: str) -> LeaseKeeper:
+    k = LeaseKeeper(sessionmaker, f"{name}-{uuid.uuid4().hex[:6]}", ttl_s=TTL_S, renew_s=RENEW_S)
+    k.bind(Subscriptions())
+    return k
+
+
+def subscriptions(k: LeaseKeeper) -> Subscriptions:
+    link = k._link
+    assert isinstance(link, Subscriptions)
+    return link
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
+    """Seconds it took; fails after `timeout_s`."""
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < timeout_s, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def holders(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, str | None]:
+    async with sessionmaker() as session:
+        rows = await session.execute(select(KioskLease.kiosk_code, KioskLease.holder))
+        return {row.kiosk_code: row.holder for row in rows}
+
+
+async def test_one_replica_holds_every_kiosk_and_picks_up_a_new_one_within_a_period(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    kiosks = await make_kiosks(sessionmaker, 3)
+    alone = keeper(sessionmaker, "alone")
+    await alone.start()
+    try:
+        assert alone.settled and alone.held() == set(kiosks)
+        assert subscriptions(alone).every  # alone: the wildcards, no kiosk is missed
+        assert await holders(sessionmaker) == dict.fromkeys(kiosks, alone.replica_id)
+        [late] = await make_kiosks(sessionmaker, 1)  # `lockerctl create-kiosk` while it runs
+        took_s = await until(lambda: late in alone.held(), 3 * RENEW_S, "the new kiosk held")
+        assert took_s <= RENEW_S + 0.5, took_s
+        assert ("reconcile", late) in subscriptions(alone).calls
+    finally:
+        await alone.stop()
+    # A clean stop frees the leases at once: nobody has to wait for them to expire.
+    assert await holders(sessionmaker) == dict.fromkeys([*kiosks, late], None)
+
+
+async def test_two_replicas_share_the_kiosks_as_the_assignment_says_and_hand_over_cleanly(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    kiosks = await make_kiosks(sessionmaker, 12)
+    first, second = keeper(sessionmaker, "a"), keeper(sessionmaker, "b")
+    await first.start()
+    assert first.held() == set(kiosks)
+    await second.start()
+    try:
+        want = assign(kiosks, [first.replica_id, second.replica_id])
+        mine = {r: {k for k, o in want.items() if o == r} for r in want.values()}
+        assert len(mine) == 2, "12 kiosks all on one of two replicas: pick other ids"
+        await until(
+            lambda: (
+                first.held() == mine[first.replica_id] and second.held() == mine[second.replica_id]
+            ),
+            5,
+            "the kiosks shared",
+        )
+        assert await holders(sessionmaker) == want
+        # The holder let go only after the newcomer listened, and drained before freeing.
+        for kiosk in mine[second.replica_id]:
+            calls = subscriptions(first).calls
+            assert calls.index(("unfollow", kiosk)) < calls.index(("drain", kiosk))
+            assert ("follow", kiosk) in subscriptions(second).calls
+        assert not subscriptions(first).every and not subscriptions(second).every
+        await second.stop()
+        moved_s = await until(lambda: first.held() == set(kiosks), 5, "the kiosks back")
+        # The survivor sees the leaver gone at its next round, and takes at the one after.
+        assert moved_s <= 3 * RENEW_S + 0.5, moved_s
+    finally:
+        await second.stop()
+        await first.stop()
+
+
+async def test_a_dead_replicas_kiosks_move_after_the_ttl_with_a_new_epoch(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    kiosks = await make_kiosks(sessionmaker, 12)
+    first, second = keeper(sessionmaker, "a"), keeper(sessionmaker, "b")
+    await first.start()
+    await second.start()
+    try:
+        await until(lambda: bool(second.held()), 5, "the second replica holding some")
+        theirs = set(second.held())
+        epochs = {k: second.fence(k).epoch for k in theirs}  # type: ignore[union-attr]
+        await second.halt()  # dies: no release, no goodbye, its heartbeat stops
+        died = time.monotonic()
+        await until(lambda: first.held() == set(kiosks), TTL_S + 3, "the dead replica's kiosks")
+        took_s = time.monotonic() - died
+        assert TTL_S - 0.3 <= took_s <= TTL_S + 3 * RENEW_S + 0.5, took_s
+        for kiosk in theirs:
+            fence = first.fence(kiosk)
+            assert fence is not None and fence.epoch == epochs[kiosk] + 1
+    finally:
+        await second.stop()
+        await first.stop()
+
+
+async def test_a_replica_whose_lease_was_taken_cannot_commit_for_the_kiosk(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    [kiosk] = await make_kiosks(sessionmaker, 1)
+    sleeper, survivor = keeper(sessionmaker, "sleeper"), keeper(sessionmaker, "survivor")
+    await sleeper.start()
+    old = sleeper.fence(kiosk)
+    assert old is not None
+    await sleeper.halt()  # SIGSTOP: it still believes it holds the kiosk
+    await survivor.start()
+    try:
+        await until(lambda: kiosk in survivor.held(), TTL_S + 3, "the takeover")
+        assert sleeper.fence(kiosk) == old and not old.valid_now()  # its own clock knows
+
+        # SIGCONT: the sleeper handles a message it had received, under its old fence.
+        token = CURRENT_FENCE.set(old)
+        try:
+            with pytest.raises(LeaseLost):
+                async with session_scope(sessionmaker) as session:
+                    await check_fence(session, kiosk)
+                    await session.execute(
+                        update(Kiosk).where(Kiosk.code == kiosk).values(name="changed by sleeper")
+                    )
+        finally:
+            CURRENT_FENCE.reset(token)
+        # The holder's own fence passes, in a transaction that does commit.
+        token = CURRENT_FENCE.set(survivor.fence(kiosk))
+        try:
+            async with session_scope(sessionmaker) as session:
+                await check_fence(session, kiosk)
+                await session.execute(
+                    update(Kiosk).where(Kiosk.code == kiosk).values(name="changed by holder")
+                )
+        finally:
+            CURRENT_FENCE.reset(token)
+        async with sessionmaker() as session:
+            assert await session.scalar(select(Kiosk.name).where(Kiosk.code == kiosk)) == (
+                "changed by holder"
+            )
+    finally:
+        await survivor.stop()
+        await sleeper.stop()
+
+
+async def test_a_takeover_waits_for_the_holders_transaction_in_flight(
+    pg_database_url: str,
+) -> None:
+    """PostgreSQL: the fence reads the lease row FOR SHARE, so the takeover's UPDATE waits until
+    the holder's transaction is over, and the holder's change commits before the new holder
+    handles anything."""
+    engine = create_engine(pg_database_url)
+    sm = create_sessionmaker(engine)
+    try:
+        [kiosk] = await make_kiosks(sm, 1)
+        holder = keeper(sm, "holder")
+        await holder.start()
+        fence = holder.fence(kiosk)
+        assert fence is not None
+        await holder.halt()
+        # Expire the lease and the heartbeat now, as if the holder had been paused past its TTL.
+        async with session_scope(sm) as session:
+            await session.execute(
+                text("UPDATE kiosk_leases SET expires_at = now() - interval '1 second'")
+            )
+            await session.execute(
+                text("UPDATE service_replicas SET heartbeat_at = now() - interval '1 hour'")
+            )
+        in_fence = asyncio.Event()
+        finish = asyncio.Event()
+
+        async def holders_transaction() -> None:
+            token = CURRENT_FENCE.set(fence)
+            try:
+                async with session_scope(sm) as session:
+                    await check_fence(session, kiosk)
+                    in_fence.set()
+                    await finish.wait()
+            finally:
+                CURRENT_FENCE.reset(token)
+
+        work = asyncio.create_task(holders_transaction())
+        await in_fence.wait()
+        taker = keeper(sm, "taker")
+        taking = asyncio.create_task(taker.start())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(taking), 1.0)
+        assert not taking.done(), "the takeover did not wait for the transaction in flight"
+        finish.set()
+        await work
+        await taking
+        assert kiosk in taker.held()
+        await taker.stop()
+        await holder.stop()
+    finally:
+        await engine.dispose()
