@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -140,10 +141,13 @@ def kiosks(private_mosquitto: MosquittoProcess) -> Iterator[Callable[[str], Scri
 
 def code_owned_by(owner: Replica, replicas: list[Replica]) -> str:
     """A fresh kiosk code that the assignment gives to `owner` among `replicas`."""
-    ids = [r.replica_id for r in replicas]
+    return code_owned_by_id(owner.replica_id, [r.replica_id for r in replicas])
+
+
+def code_owned_by_id(owner_id: str, replica_ids: list[str]) -> str:
     while True:
         code = f"rep-{uuid.uuid4().hex[:8]}"
-        if owner_of(code, ids) == owner.replica_id:
+        if owner_of(code, replica_ids) == owner_id:
             return code
 
 
@@ -390,32 +394,51 @@ async def test_a_replica_that_slept_through_its_lease_changes_nothing(
 
 
 async def test_two_replicas_share_kiosks_on_a_broker_without_shared_subscriptions(
-    start_replica: Callable[..., Any],
+    start_replica: Callable[..., Any], tmp_path: Path
 ) -> None:
-    """The embedded amqtt broker of `lockerctl up`: MQTT 3.1.1, no `$share`. Plain per-kiosk
-    subscriptions are all the leases need."""
+    """The embedded amqtt broker of `lockerctl up`: MQTT 3.1.1, no `$share`, an account per
+    kiosk and for the service. Plain per-kiosk subscriptions are all the leases need."""
     from locker_service.stack.broker import EmbeddedBroker
+    from locker_service.stack.broker_auth import SERVICE_ACCOUNT
+    from locker_service.stack.up import BROKER_PASSWORD_FILE, broker_accounts
     from tests.support.mosquitto import free_port
 
-    broker = EmbeddedBroker("127.0.0.1", free_port())
-    await broker.start()
     started: list[ScriptedKiosk] = []
     replicas: list[Replica] = []
+    # The kiosk codes must be known before the broker's accounts are made: pick two codes that
+    # the two replica ids share out one each, then start the replicas under those ids.
+    ids = {name: f"{name}-{uuid.uuid4().hex[:6]}" for name in ("a", "b")}
+    codes = {
+        name: code_owned_by_id(replica_id, list(ids.values())) for name, replica_id in ids.items()
+    }
+    accounts = broker_accounts(tmp_path, list(codes.values()))
+    broker = EmbeddedBroker(tmp_path / BROKER_PASSWORD_FILE, "127.0.0.1", free_port())
+    await broker.start()
     try:
-        on_amqtt = {"mqtt_url": broker.url, "mqtt_protocol": "3.1.1"}
+        on_amqtt = {
+            "mqtt_url": broker.url,
+            "mqtt_protocol": "3.1.1",
+            "mqtt_username": SERVICE_ACCOUNT,
+            "mqtt_password": accounts.service_password,
+        }
         for name in ("a", "b"):
-            replicas.append(await start_replica(name, **on_amqtt))
+            replicas.append(await start_replica(name, replica_id=ids[name], **on_amqtt))
         a, b = replicas
         worlds = {
-            r.replica_id: await seed(
-                a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(r, [a, b])
-            )
-            for r in (a, b)
+            r.replica_id: await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=codes[name])
+            for name, r in zip(("a", "b"), (a, b), strict=True)
         }
         for r in (a, b):
+            code = worlds[r.replica_id].kiosk_code
             kiosk = await asyncio.to_thread(
                 ScriptedKiosk(
-                    broker.host, broker.port, worlds[r.replica_id].kiosk_code, compartments=2
+                    broker.host,
+                    broker.port,
+                    code,
+                    compartments=2,
+                    username=code,
+                    password=accounts.kiosk_passwords[code],
+                    client_id=f"locker-bridge-{code}",
                 ).start
             )
             started.append(kiosk)
