@@ -3,12 +3,19 @@
 Every event is handled once: its `event_id` is inserted in the same transaction as the changes
 it causes, so a redelivered event (MQTT is at-least-once) finds it and does nothing, and a crash
 mid-way rolls both back and the redelivery does the work.
+
+A report that would move an order is first checked against the service's own knowledge
+(`checks`, ADR 0037): one that cannot be true raises an `impossible_report` alert and changes
+nothing. Every snapshot is compared with its compartment's state; one that disagrees reconciles
+the order with the board (a deposit or a pickup whose events were lost), or raises an alert.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,10 +31,10 @@ from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosk_link.errors import KioskLinkError
 from locker_service.kiosk_link.metrics import SCAN_DECISION_S
-from locker_service.kiosks import repository, scans
+from locker_service.kiosks import checks, repository, scans
 from locker_service.kiosks.story import Story
 from locker_service.metrics import KIOSK_EVENTS, SCANS_IGNORED
-from locker_service.models import Compartment, DoorOpening, Kiosk, utcnow
+from locker_service.models import Compartment, DoorOpening, Kiosk, Order, utcnow
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
 from locker_service.pickup import codes
@@ -39,9 +46,12 @@ log = logging.getLogger(__name__)
 class StoryHandler:
     """Implements `locker_service.kiosk_link.KioskHandler`."""
 
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, clock: Callable[[], datetime] = utcnow) -> None:
         self.ctx = ctx
         self.story = Story(ctx)
+        # The service's clock for judging reports (a cycle cannot end before its time);
+        # injected so the rule is tested without waiting for a cycle.
+        self.clock = clock
         # Events and snapshots read only a kiosk's fixed fields (id, code, site, name), so a
         # copy kept for `credential_cache_s` spares a query on every message; status writes
         # to the row and reads it fresh.
@@ -134,6 +144,102 @@ class StoryHandler:
             c.disinfect_remaining_s = snap.disinfect_remaining_s
             c.snapshot_at = snap.ts
             await self._fault(session, kiosk, c, snap.fault)
+            mismatch = checks.look_at_snapshot(c.state, snap.door_open, snap.occupied)
+            if mismatch is None:
+                return
+            await self._reconcile(session, kiosk, c, mismatch, snap.ts)
+        timers = self.ctx.components.get("timers")
+        if timers is not None:
+            timers.wake()  # a deposit schedules the cycle start, due now
+
+    async def _reconcile(
+        self,
+        session: AsyncSession,
+        kiosk: Kiosk,
+        c: Compartment,
+        mismatch: checks.Mismatch,
+        snapshot_at: datetime,
+    ) -> None:
+        """Bring the compartment's order where the board says the food is (idempotent: once
+        moved, the state agrees with the snapshot and the next one costs no query)."""
+        order = await orders.active_in_compartment(session, c.id)
+        if order is None and mismatch is checks.Mismatch.FOOD_GONE:
+            order = await orders.expired_in_compartment(session, c.id)
+        facts = await self._facts(session, order, mismatch)
+        repair = checks.reconcile(mismatch, snapshot_at, facts)
+        log.info(
+            "snapshot of %s/%s (%s) against %s order %s: %s",
+            kiosk.code,
+            c.number,
+            mismatch,
+            facts.state,
+            order.id if order else None,
+            repair,
+        )
+        if repair is checks.Repair.WAIT:
+            return
+        if repair is checks.Repair.ALERT or order is None:
+            await self._unexplained(session, kiosk, c, mismatch, facts)
+            return
+        detail = {"reconciled": "snapshot", "snapshot_at": snapshot_at.isoformat()}
+        orders.add_event(session, order.id, "kiosk", kiosk.code, "reconciled", detail)
+        if repair is checks.Repair.DEPOSIT:
+            await self.story.deposit(session, kiosk, c, order)
+        else:  # picked up, or taken out during the hold: as the door's closing would have
+            await self.story.emptied(session, kiosk, c, await self._last_opener(session, c))
+
+    async def _facts(
+        self, session: AsyncSession, order: Order | None, mismatch: checks.Mismatch
+    ) -> checks.OrderFacts:
+        if order is None:
+            return checks.OrderFacts(state=None, since=None, unlocked_at=None)
+        if mismatch is checks.Mismatch.FOOD_IN_RESERVED:
+            return checks.OrderFacts(order.state, order.assigned_at, None)
+        since = {
+            OrderState.READY: order.ready_at,
+            OrderState.EXPIRED: order.closed_at,
+        }.get(OrderState(order.state), order.deposited_at)
+        unlocked = (
+            await repository.unlocked_for_order(session, order.id, since)
+            if since is not None
+            else None
+        )
+        return checks.OrderFacts(order.state, since, unlocked)
+
+    async def _unexplained(
+        self,
+        session: AsyncSession,
+        kiosk: Kiosk,
+        c: Compartment,
+        mismatch: checks.Mismatch,
+        facts: checks.OrderFacts,
+    ) -> None:
+        if mismatch is checks.Mismatch.FOOD_IN_FREE:
+            await raise_compartment_alert(
+                session,
+                self.ctx.hub,
+                kiosk,
+                c,
+                kind="item_in_free_compartment",
+                severity="warning",
+                what="something is inside a free compartment",
+                dedupe_key=f"item_in_free_compartment:{c.id}",
+            )
+            return
+        shows = "food inside" if mismatch is checks.Mismatch.FOOD_IN_RESERVED else "it empty"
+        order = f"its order is {facts.state}" if facts.state else "no order is in it"
+        unlock = "" if facts.state is None or facts.unlocked_at else ", no unlock for it on record"
+        await raise_compartment_alert(
+            session,
+            self.ctx.hub,
+            kiosk,
+            c,
+            kind="snapshot_unexplained",
+            severity="critical",
+            what=f"the board shows {shows} behind a shut door while the compartment is "
+            f"{c.state} and {order}{unlock}: nothing was changed",
+            dedupe_key=f"snapshot_unexplained:{c.id}:{mismatch}",
+        )
 
     async def _fault(
         self, session: AsyncSession, kiosk: Kiosk, c: Compartment, fault: str | None
@@ -240,17 +346,36 @@ class StoryHandler:
                     "door_opened",
                     {"who": opening.who},
                 )
-        elif kind == "item_placed":
-            c.occupied = True
-        elif kind == "item_removed":
-            c.occupied = False
+        elif kind in ("item_placed", "item_removed"):
+            # A report older than the last snapshot does not overwrite what the board showed
+            # since: the snapshot is what later reports are checked against.
+            if c.snapshot_at is None or event.ts >= c.snapshot_at:
+                c.occupied = kind == "item_placed"
         elif kind == "door_closed":
-            c.door_open = False
             seen = event.data.get("occupied")
-            if isinstance(seen, bool):  # the bridge says what was inside as the door shut
-                c.occupied = seen
+            # The bridge says what was inside as the door shut (ADR 0023); an older bridge's
+            # closing leaves it to the item events and snapshots before it.
+            claimed = seen if isinstance(seen, bool) else c.occupied
+            board = checks.BoardView(c.door_open, c.occupied, c.snapshot_at)
+            impossible = await self._judge_closing(session, c, claimed, event.ts, board)
+            if impossible is not None:
+                await self._impossible(session, kiosk, c, event, impossible)
+                return
+            c.door_open = False
+            c.occupied = claimed
             await self._door_closed(session, kiosk, c)
         elif kind == "disinfection_completed":
+            if c.state in (CompartmentState.DISINFECTING, CompartmentState.CLEANING):
+                cycle = await self.story.running_cycle(session, c)
+                impossible = checks.cycle_completion(
+                    self.clock(),
+                    cycle.started_at if cycle else None,
+                    cycle.ends_at if cycle else None,
+                    tolerance_s=self.ctx.settings.scaled(self.ctx.settings.cycle_end_tolerance_s),
+                )
+                if impossible is not None:
+                    await self._impossible(session, kiosk, c, event, impossible)
+                    return
             await self.story.cycle_completed(session, kiosk, c)
         elif kind == "disinfection_aborted":
             await self.story.cycle_aborted(session, kiosk, c)
@@ -259,6 +384,63 @@ class StoryHandler:
             await self._fault(session, kiosk, c, str(fault) if fault else "unknown")
         elif kind == "fault_cleared":
             await self._fault(session, kiosk, c, None)
+
+    async def _judge_closing(
+        self,
+        session: AsyncSession,
+        c: Compartment,
+        claimed_occupied: bool,
+        at: datetime,
+        board: checks.BoardView,
+    ) -> checks.Impossible | None:
+        """Is this closing possible, given the openings on record and the board's snapshot?"""
+        state = c.state
+        if state == CompartmentState.RESERVED:
+            return (checks.deposit if claimed_occupied else checks.emptied)(at, board)
+        if state not in (
+            CompartmentState.OCCUPIED,
+            CompartmentState.DISINFECTING,
+            CompartmentState.AWAITING_PICKUP,
+        ):
+            return None
+        if claimed_occupied:
+            return checks.deposit(at, board)  # the food still inside: a later snapshot agrees
+        order = await orders.active_in_compartment(session, c.id)
+        if order is not None and order.state == OrderState.READY and order.ready_at:
+            # A pickup: the door opened through an opening commanded for this order.
+            opened = await repository.door_opened_for_order(
+                session, order.id, order.ready_at - checks.CLOCK_SKEW
+            )
+            return checks.removal(at, board, opened, who=f"order {order.external_ref}")
+        if order is not None and order.deposited_at is not None:
+            # Taken out during the hold: through some opening on record, forced ones included.
+            opened = await repository.door_opened_in_compartment(
+                session, c.id, order.deposited_at - checks.CLOCK_SKEW
+            )
+            return checks.removal(at, board, opened, who="this compartment since the deposit")
+        return checks.emptied(at, board)
+
+    async def _impossible(
+        self,
+        session: AsyncSession,
+        kiosk: Kiosk,
+        c: Compartment,
+        event: wire.Event,
+        impossible: checks.Impossible,
+    ) -> None:
+        log.warning(
+            "impossible report %s from %s/%s: %s", event.event_id, kiosk.code, c.number, impossible
+        )
+        await raise_compartment_alert(
+            session,
+            self.ctx.hub,
+            kiosk,
+            c,
+            kind="impossible_report",
+            severity="critical",
+            what=impossible.message(event.type),
+            dedupe_key=f"impossible_report:{c.id}:{event.type}",
+        )
 
     async def _door_closed(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
         state = c.state

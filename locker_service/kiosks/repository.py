@@ -1,16 +1,19 @@
-"""Queries of the kiosk handler: the kiosk an MQTT id names, and kiosk events recorded once."""
+"""Queries of the kiosk handler: the kiosk an MQTT id names, kiosk events recorded once, and the
+openings on record that a kiosk's report of food taken out is checked against."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import wire
-from locker_service.models import Kiosk, KioskEvent, utcnow
+from locker_service.models import DoorOpening, Kiosk, KioskEvent, utcnow
 
 _EVENTS = cast(Table, KioskEvent.__table__)
 # Built once, per dialect, as in orders/repository.py: both have `ON CONFLICT DO NOTHING`.
@@ -48,3 +51,41 @@ async def record_event_if_new(
         "received_at": utcnow(),
     }
     return (await session.execute(statement, values)).scalar() is not None
+
+
+async def door_opened_for_order(
+    session: AsyncSession, order_id: uuid.UUID, since: datetime
+) -> datetime | None:
+    """When the door last opened through an opening commanded for this order, since `since`
+    (a kiosk stamp: the door_opened event's); None if no such opening made the door open."""
+    opened: datetime | None = await session.scalar(
+        select(func.max(DoorOpening.door_opened_at)).where(
+            DoorOpening.order_id == order_id, DoorOpening.door_opened_at >= since
+        )
+    )
+    return opened
+
+
+async def door_opened_in_compartment(
+    session: AsyncSession, compartment_id: int, since: datetime
+) -> datetime | None:
+    """When the door last opened for any reason on record (commanded or not), since `since`."""
+    opened: datetime | None = await session.scalar(
+        select(func.max(DoorOpening.door_opened_at)).where(
+            DoorOpening.compartment_id == compartment_id, DoorOpening.door_opened_at >= since
+        )
+    )
+    return opened
+
+
+async def unlocked_for_order(
+    session: AsyncSession, order_id: uuid.UUID, since: datetime
+) -> datetime | None:
+    """When the service last authorised an opening for this order, since `since` (its own
+    clock), whether or not the door_opened event that would confirm it has arrived."""
+    at: datetime | None = await session.scalar(
+        select(func.max(DoorOpening.at)).where(
+            DoorOpening.order_id == order_id, DoorOpening.at >= since
+        )
+    )
+    return at

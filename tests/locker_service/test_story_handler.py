@@ -29,7 +29,13 @@ from locker_service.models import (
     Timer,
 )
 from locker_service.timers.loop import TimerLoop
-from tests.locker_service.world import FakeKiosk, World, create_order, token_of
+from tests.locker_service.world import (
+    FakeKiosk,
+    World,
+    create_order,
+    cycles_have_run,
+    token_of,
+)
 
 Emit = Callable[..., Awaitable[wire.Event]]
 
@@ -110,6 +116,7 @@ async def test_whole_story(
     assert (await _compartment(service, world, n)).state == "disinfecting"
 
     await emit("disinfection_started", n)
+    cycles_have_run(service)
     await emit("disinfection_completed", n)
     ready = await _order(service, order["id"])
     assert ready.state == "ready"
