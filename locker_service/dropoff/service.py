@@ -121,7 +121,7 @@ async def _dropoff(
     ctx: ServiceContext, kiosk: Kiosk, courier_code: str, pin: str, order_ref: str
 ) -> DropoffResult:
     courier = await _check_courier(ctx, kiosk, courier_code, pin)
-    not_empty: list[Compartment] = []
+    not_empty: list[int] = []  # ids: the rows may be gone with a rolled-back transaction
     try:
         return await _allocate(ctx, kiosk, courier, order_ref, not_empty)
     finally:
@@ -129,11 +129,14 @@ async def _dropoff(
             await _report_not_empty(ctx, kiosk, not_empty)
 
 
-async def _report_not_empty(ctx: ServiceContext, kiosk: Kiosk, found: list[Compartment]) -> None:
+async def _report_not_empty(ctx: ServiceContext, kiosk: Kiosk, found: list[int]) -> None:
     """Alert on free compartments with something inside (in a transaction of its own, so a
     drop-off refused for want of a compartment still tells staff why)."""
     async with session_scope(ctx.sessionmaker) as session:
-        for c in found:
+        for compartment_id in found:
+            c = await session.get(Compartment, compartment_id)
+            if c is None:
+                continue
             await raise_compartment_alert(
                 session,
                 ctx.hub,
@@ -151,7 +154,7 @@ async def _allocate(
     kiosk: Kiosk,
     courier: Courier,
     order_ref: str,
-    not_empty: list[Compartment],
+    not_empty: list[int],
 ) -> DropoffResult:
     settings = ctx.settings
     async with session_scope(ctx.sessionmaker) as session:
@@ -175,7 +178,7 @@ async def _allocate(
         free: list[Compartment] = []
         for c in await compartments.free_in_kiosk(session, kiosk.id):
             if c.occupied:  # the board's sensor outranks the state: food may be inside
-                not_empty.append(c)
+                not_empty.append(c.id)
             elif compartments.fits(c.size, c.heated, order.size, hot):
                 free.append(c)
         free.sort(key=lambda c: compartments.preference(c, order.size, hot))

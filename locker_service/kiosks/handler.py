@@ -407,16 +407,13 @@ class StoryHandler:
             return checks.deposit(at, board)  # the food still inside: a later snapshot agrees
         order = await orders.active_in_compartment(session, c.id)
         if order is not None and order.state == OrderState.READY and order.ready_at:
-            # A pickup: the door opened through an opening commanded for this order.
-            opened = await repository.door_opened_for_order(
-                session, order.id, order.ready_at - checks.CLOCK_SKEW
-            )
+            # A pickup: the door opened through an opening commanded for this order since it
+            # became ready (the courier's opening for the drop-off does not count).
+            opened = await repository.door_opened_for_order(session, order.id, order.ready_at)
             return checks.removal(at, board, opened, who=f"order {order.external_ref}")
         if order is not None and order.deposited_at is not None:
             # Taken out during the hold: through some opening on record, forced ones included.
-            opened = await repository.door_opened_in_compartment(
-                session, c.id, order.deposited_at - checks.CLOCK_SKEW
-            )
+            opened = await repository.door_opened_in_compartment(session, c.id, order.deposited_at)
             return checks.removal(at, board, opened, who="this compartment since the deposit")
         return checks.emptied(at, board)
 

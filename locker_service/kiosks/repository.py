@@ -56,11 +56,13 @@ async def record_event_if_new(
 async def door_opened_for_order(
     session: AsyncSession, order_id: uuid.UUID, since: datetime
 ) -> datetime | None:
-    """When the door last opened through an opening commanded for this order, since `since`
-    (a kiosk stamp: the door_opened event's); None if no such opening made the door open."""
+    """When the door last opened through an opening authorised for this order at or after
+    `since` (the service's clock, as the authorisation's); None if none made the door open."""
     opened: datetime | None = await session.scalar(
         select(func.max(DoorOpening.door_opened_at)).where(
-            DoorOpening.order_id == order_id, DoorOpening.door_opened_at >= since
+            DoorOpening.order_id == order_id,
+            DoorOpening.at >= since,
+            DoorOpening.door_opened_at.is_not(None),
         )
     )
     return opened
@@ -69,10 +71,13 @@ async def door_opened_for_order(
 async def door_opened_in_compartment(
     session: AsyncSession, compartment_id: int, since: datetime
 ) -> datetime | None:
-    """When the door last opened for any reason on record (commanded or not), since `since`."""
+    """When the door last opened for any reason on record (commanded or not) at or after
+    `since`."""
     opened: datetime | None = await session.scalar(
         select(func.max(DoorOpening.door_opened_at)).where(
-            DoorOpening.compartment_id == compartment_id, DoorOpening.door_opened_at >= since
+            DoorOpening.compartment_id == compartment_id,
+            DoorOpening.at >= since,
+            DoorOpening.door_opened_at.is_not(None),
         )
     )
     return opened
