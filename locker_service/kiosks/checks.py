@@ -26,6 +26,10 @@ from locker_service.orders.lifecycle import OrderState
 # The kiosk PC's clock (event and snapshot stamps) against the service's (its own records):
 # NTP keeps them well inside this; the same allowance as for explaining a door opening.
 CLOCK_SKEW = timedelta(seconds=5)
+# Wall-clock floor of the cycle-end tolerance: a board counts its cycle in steps (the simulator
+# steps 0.1 s of wall clock at any time scale), so a cycle may end up to one step before its
+# exact time; under a large time scale the scaled tolerance alone would be shorter than a step.
+CYCLE_END_FLOOR_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +70,8 @@ def cycle_completion(
     *,
     tolerance_s: float,
 ) -> Impossible | None:
-    """A cycle may be reported complete from its own end time minus `tolerance_s` (real s).
+    """A cycle may be reported complete from its own end time minus `tolerance_s` (real s;
+    never less than `CYCLE_END_FLOOR_S`).
 
     The service records the cycle before it commands it, so the board's cycle starts later than
     `started_at` and ends later than `ends_at`; only the board's timer running fast or the host
@@ -74,6 +79,7 @@ def cycle_completion(
     """
     if started_at is None or ends_at is None:
         return Impossible("a cycle ended", "no cycle is running in it")
+    tolerance_s = max(tolerance_s, CYCLE_END_FLOOR_S)
     earliest = ends_at - timedelta(seconds=tolerance_s)
     if now >= earliest:
         return None

@@ -35,6 +35,12 @@ def test_a_cycle_may_end_within_the_tolerance_of_its_end() -> None:
     assert checks.cycle_completion(at(4000), at(0), at(1800), tolerance_s=5) is None
 
 
+def test_under_a_time_scale_the_tolerance_is_at_least_a_board_step() -> None:
+    # a 15 s cycle (30 minutes at time scale 120): the scaled 5 s are 0.04 s, less than a step
+    assert checks.cycle_completion(at(14.8), at(0), at(15), tolerance_s=0.04) is None
+    assert checks.cycle_completion(at(1), at(0), at(15), tolerance_s=0.04) is not None
+
+
 def test_no_running_cycle_cannot_end() -> None:
     verdict = checks.cycle_completion(at(1), None, None, tolerance_s=5)
     assert verdict is not None and "no cycle" in verdict.known
