@@ -46,6 +46,8 @@ from locker_service.timers.service import TimerKind
 log = logging.getLogger(__name__)
 
 
+# Why a drop-off's door opening was authorised; reconciliation finds the drop-off by it.
+DROPOFF_OPENING_WHY = "drop-off"
 PREHEAT_TIMEOUT_S = 3.0  # one round trip to the board; the courier's answer waits for it
 
 
@@ -211,7 +213,11 @@ async def _allocate(
             compartment_id=chosen.id,
         )
         opening = doors.authorise(
-            session, chosen, who=f"courier:{courier.code}", why="drop-off", order_id=order.id
+            session,
+            chosen,
+            who=f"courier:{courier.code}",
+            why=DROPOFF_OPENING_WHY,
+            order_id=order.id,
         )
         await session.flush()
         opening_id = opening.id

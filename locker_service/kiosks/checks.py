@@ -175,6 +175,7 @@ def look_at_snapshot(state: str, door_open: bool, occupied: bool) -> Mismatch | 
 
 class Repair(StrEnum):
     DEPOSIT = "deposit"
+    REDEPOSIT = "redeposit"  # a drop-off the door timer gave up on while its events were lost
     PICK_UP = "pick_up"
     EMPTIED = "emptied"  # taken out during the hold through an opening on record
     ALERT = "alert"  # the snapshot cannot be explained: tell an operator, change nothing
@@ -186,7 +187,9 @@ class OrderFacts:
     """What the service's records say about the order in a mismatched compartment."""
 
     state: str | None  # None: no order in the compartment (an expired one still counts)
-    since: datetime | None  # assigned_at (drop-off); ready_at, deposited_at or closed_at
+    # assigned_at (drop-off); ready_at, deposited_at or closed_at (holding); for food in a free
+    # compartment, the unlock of a drop-off there that its door timer released.
+    since: datetime | None
     unlocked_at: datetime | None  # the latest opening commanded for it since `since`
 
 
@@ -194,8 +197,11 @@ def reconcile(mismatch: Mismatch, snapshot_at: datetime, order: OrderFacts) -> R
     """Where the order must be, given a snapshot that disagrees with its compartment.
 
     Food deposited while the service was away: snapshot occupied, door shut, order assigned ->
-    deposit. Food taken while it was away: snapshot empty, door shut, order ready with an unlock
-    for it on record -> pick up. Anything else the snapshot cannot explain -> alert.
+    deposit; if the drop-off's door timer ran first (a restart runs due timers before the
+    broker has handed over what the kiosk said meanwhile) and released the order, the food in
+    the free compartment is that drop-off's -> deposit it again. Food taken while it was away:
+    snapshot empty, door shut, order ready with an unlock for it on record -> pick up. Anything
+    else the snapshot cannot explain -> alert.
     """
     if mismatch is Mismatch.FOOD_IN_RESERVED:
         if order.state != OrderState.ASSIGNED or order.since is None:
@@ -212,4 +218,6 @@ def reconcile(mismatch: Mismatch, snapshot_at: datetime, order: OrderFacts) -> R
         if order.state in (OrderState.DEPOSITED, OrderState.DISINFECTING, OrderState.EXPIRED):
             return Repair.EMPTIED  # as the door's closing would have: the order's story ends
         return Repair.ALERT
+    if order.state == OrderState.CREATED and order.since is not None:
+        return Repair.REDEPOSIT if snapshot_at >= order.since - CLOCK_SKEW else Repair.ALERT
     return Repair.ALERT

@@ -36,7 +36,7 @@ from locker_service.kiosks.story import Story
 from locker_service.metrics import KIOSK_EVENTS, SCANS_IGNORED
 from locker_service.models import Compartment, DoorOpening, Kiosk, Order, utcnow
 from locker_service.orders import repository as orders
-from locker_service.orders.lifecycle import OrderState
+from locker_service.orders.lifecycle import OrderState, OrderTrigger
 from locker_service.pickup import codes
 from locker_service.pickup import service as pickup_service
 
@@ -162,10 +162,17 @@ class StoryHandler:
     ) -> None:
         """Bring the compartment's order where the board says the food is (idempotent: once
         moved, the state agrees with the snapshot and the next one costs no query)."""
-        order = await orders.active_in_compartment(session, c.id)
-        if order is None and mismatch is checks.Mismatch.FOOD_GONE:
-            order = await orders.expired_in_compartment(session, c.id)
-        facts = await self._facts(session, order, mismatch)
+        if mismatch is checks.Mismatch.FOOD_IN_FREE:
+            found = await repository.timed_out_dropoff(session, c.id)
+            order = found[0] if found else None
+            facts = checks.OrderFacts(
+                order.state if order else None, found[1] if found else None, None
+            )
+        else:
+            order = await orders.active_in_compartment(session, c.id)
+            if order is None and mismatch is checks.Mismatch.FOOD_GONE:
+                order = await orders.expired_in_compartment(session, c.id)
+            facts = await self._facts(session, order, mismatch)
         repair = checks.reconcile(mismatch, snapshot_at, facts)
         log.info(
             "snapshot of %s/%s (%s) against %s order %s: %s",
@@ -183,7 +190,22 @@ class StoryHandler:
             return
         detail = {"reconciled": "snapshot", "snapshot_at": snapshot_at.isoformat()}
         orders.add_event(session, order.id, "kiosk", kiosk.code, "reconciled", detail)
-        if repair is checks.Repair.DEPOSIT:
+        if repair is checks.Repair.REDEPOSIT:
+            # The door timer released this drop-off before the kiosk's word reached us: the
+            # food behind the shut door is its food. Reserved again, then deposited.
+            await orders.transition(
+                session,
+                order,
+                OrderTrigger.ASSIGN,
+                actor_type="kiosk",
+                actor_id=kiosk.code,
+                detail={"compartment": c.number, "kiosk": kiosk.code, **detail},
+                compartment_id=c.id,
+                assigned_at=facts.since,
+            )
+            await compartments.transition(session, c, CompartmentTrigger.RESERVE)
+            await resolve_alerts(session, f"item_in_free_compartment:{c.id}", self.ctx.hub)
+        if repair in (checks.Repair.DEPOSIT, checks.Repair.REDEPOSIT):
             await self.story.deposit(session, kiosk, c, order)
         else:  # picked up, or taken out during the hold: as the door's closing would have
             await self.story.emptied(session, kiosk, c, await self._last_opener(session, c))

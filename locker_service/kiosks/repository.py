@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -13,7 +13,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import wire
-from locker_service.models import DoorOpening, Kiosk, KioskEvent, utcnow
+from locker_service.dropoff.service import DROPOFF_OPENING_WHY
+from locker_service.models import DoorOpening, Kiosk, KioskEvent, Order, OrderEvent, utcnow
+from locker_service.orders.lifecycle import OrderState, OrderTrigger
+
+# The reason the drop-off door timer gives when it releases an order (timers/handlers.py).
+DROPOFF_TIMED_OUT = "drop-off timed out"
 
 _EVENTS = cast(Table, KioskEvent.__table__)
 # Built once, per dialect, as in orders/repository.py: both have `ON CONFLICT DO NOTHING`.
@@ -94,3 +99,34 @@ async def unlocked_for_order(
         )
     )
     return at
+
+
+async def timed_out_dropoff(
+    session: AsyncSession, compartment_id: int
+) -> tuple[Order, datetime] | None:
+    """The order of the last drop-off unlocked at this compartment, with its unlock time, if
+    the drop-off's door timer released it and it still waits for a drop-off; else None."""
+    opening = await session.scalar(
+        select(DoorOpening)
+        .where(
+            DoorOpening.compartment_id == compartment_id,
+            DoorOpening.why == DROPOFF_OPENING_WHY,
+            DoorOpening.order_id.is_not(None),
+        )
+        .order_by(DoorOpening.at.desc())
+        .limit(1)
+    )
+    if opening is None or opening.order_id is None:
+        return None
+    order = await session.get(Order, opening.order_id)
+    if order is None or order.state != OrderState.CREATED or order.compartment_id is not None:
+        return None
+    released: dict[str, Any] | None = await session.scalar(
+        select(OrderEvent.detail)
+        .where(OrderEvent.order_id == order.id, OrderEvent.action == OrderTrigger.RELEASE.value)
+        .order_by(OrderEvent.id.desc())
+        .limit(1)
+    )
+    if released is None or released.get("reason") != DROPOFF_TIMED_OUT:
+        return None  # shut empty (the courier said so by closing): not the timer's guess
+    return order, opening.at

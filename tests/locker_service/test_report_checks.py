@@ -156,3 +156,10 @@ def test_food_gone_during_the_hold_or_after_expiry_follows_an_opening_on_record(
 def test_food_in_a_free_compartment_is_for_an_operator() -> None:
     facts = OrderFacts(None, None, None)
     assert checks.reconcile(Mismatch.FOOD_IN_FREE, at(0), facts) is Repair.ALERT
+
+
+def test_food_in_a_compartment_whose_drop_off_the_door_timer_released_is_that_drop_off() -> None:
+    released = OrderFacts("created", since=at(0), unlocked_at=None)  # unlocked at 0 s
+    assert checks.reconcile(Mismatch.FOOD_IN_FREE, at(20), released) is Repair.REDEPOSIT
+    # a snapshot older than that drop-off's unlock shows someone else's things
+    assert checks.reconcile(Mismatch.FOOD_IN_FREE, at(-60), released) is Repair.ALERT

@@ -9,12 +9,22 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from firmware_bridge import wire
 from locker_service.context import ServiceContext
-from locker_service.models import Alert, Compartment, NotificationOutbox, Order, OrderEvent, utcnow
+from locker_service.db import session_scope
+from locker_service.models import (
+    Alert,
+    Compartment,
+    NotificationOutbox,
+    Order,
+    OrderEvent,
+    Timer,
+    utcnow,
+)
 from locker_service.timers.loop import TimerLoop
+from locker_service.timers.service import TimerKind
 from tests.locker_service.world import World, create_order, event, make_ready, token_of
 
 
@@ -281,3 +291,53 @@ async def test_a_snapshot_that_nothing_explains_raises_an_alert_and_changes_noth
     [alert] = await open_alerts(service)
     assert (alert.kind, alert.severity, alert.count) == ("snapshot_unexplained", "critical", 2)
     assert "no unlock for it on record" in alert.message
+
+
+async def _door_timer_runs_now(ctx: ServiceContext) -> None:
+    async with session_scope(ctx.sessionmaker) as session:
+        await session.execute(
+            update(Timer)
+            .where(Timer.kind == TimerKind.DROPOFF_TIMEOUT.value)
+            .values(due_at=utcnow(), locked_until=None)
+        )
+    await TimerLoop(ctx).run_due()
+
+
+async def test_a_drop_off_its_door_timer_released_before_the_kiosk_was_heard_is_deposited(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """A restarted service runs the due door timer before the broker hands over what the
+    kiosk said meanwhile: the timer sees only the unlock's snapshot and releases the order.
+    The courier's food then shows up in a 'free' compartment: it is that drop-off's."""
+    order = await create_order(app_client, world, ref="raced")
+    n = (await dropoff(app_client, world, "raced")).json()["compartment"]
+    await send_snapshot(service, world, snapshot(n, occupied=False, lock_released=True))
+    await _door_timer_runs_now(service)
+    assert (await order_of(service, order["id"])).state == "created"  # the timer's guess
+
+    await event(service, world, "door_opened", n)  # what the broker kept, handled late
+    await event(service, world, "door_closed", n, occupied=True)
+    await send_snapshot(service, world, snapshot(n, occupied=True))
+
+    deposited = await order_of(service, order["id"])
+    assert deposited.state == "deposited" and deposited.compartment_id is not None
+    assert (await compartment(service, world, n)).state == "occupied"
+    assert await open_alerts(service) == []  # the free-compartment alert is resolved
+    steps = [step for step in await trail(service, order["id"]) if step != "door_opened"]
+    assert steps[steps.index("release") :] == ["release", "reconciled", "assign", "deposit"]
+
+
+async def test_a_bag_in_a_compartment_the_courier_shut_empty_is_not_the_order(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    order = await create_order(app_client, world, ref="empty-then-bag")
+    n = (await dropoff(app_client, world, "empty-then-bag")).json()["compartment"]
+    await event(service, world, "door_opened", n)
+    await event(service, world, "door_closed", n, occupied=False)  # the courier said: empty
+    assert (await order_of(service, order["id"])).state == "created"
+
+    await send_snapshot(service, world, snapshot(n, occupied=True))  # a bag, later
+
+    assert (await order_of(service, order["id"])).state == "created"
+    assert (await compartment(service, world, n)).state == "available"
+    assert [a.kind for a in await open_alerts(service)] == ["item_in_free_compartment"]
