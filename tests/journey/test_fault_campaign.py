@@ -6,6 +6,8 @@ the amqtt broker with SQLite; else Mosquitto + PostgreSQL), at --time-scale 120.
 restarts what is killed. Hands at the simulator act while a process is dead:
 
 - A: the service SIGKILLed with a drop-off unlock in flight; the food goes in while it is down;
+- A2: the service SIGKILLed just after the drop-off's answer; the food goes in while it is down
+  and the drop-off's door timer falls due meanwhile;
 - B: the service SIGKILLed with a pickup unlock in flight; the food is taken while it is down;
 - C: the service SIGKILLed mid-pickup (the door seen open); the food is taken while it is down;
 - D: the bridge SIGKILLed early in the hold cycle;
@@ -168,7 +170,12 @@ class Campaigner:
                 time.sleep(HUMAN_PAUSE_S)
             self.actors.hands(KIOSK, action, n, **body)
 
-    def deposit(self, played: Played, kill_service_at_unlock: bool = False) -> None:
+    def deposit(
+        self,
+        played: Played,
+        kill_service_at_unlock: bool = False,
+        kill_service_after_answer: bool = False,
+    ) -> None:
         ref = str(self.actors.order(played.order_id)["external_ref"])
         before = self.story._pulses(KIOSK)
         with ThreadPoolExecutor(1) as pool:
@@ -183,6 +190,8 @@ class Campaigner:
             except (AssertionError, httpx.HTTPError):
                 if not kill_service_at_unlock:
                     raise  # the courier's screen is lost with the service: only then
+        if kill_service_after_answer:
+            self.fault.kill("service")
         played.compartment = n
         time.sleep(HUMAN_PAUSE_S)
         self.hands(n, ("place", {"mass_g": 450, "temp_c": 70.0}), ("close", {}))
@@ -233,6 +242,7 @@ def play(up: Up) -> Campaign:
         name: Played(name, expected)
         for name, expected in [
             ("A", "ready"),
+            ("A2", "ready"),
             ("B", "picked_up"),
             ("C", "picked_up"),
             ("D", "ready"),
@@ -258,6 +268,11 @@ def play(up: Up) -> Campaign:
 
         # A: the service dies with the drop-off unlock in flight; the food goes in meanwhile.
         c.deposit(played["A"], kill_service_at_unlock=True)
+        c.fault.wait_back(c.actors)
+
+        # A2: the service dies just after the courier's screen got its answer; the food goes
+        # in meanwhile, and the drop-off's door timer (2.5 s here) falls due while it is down.
+        c.deposit(played["A2"], kill_service_after_answer=True)
         c.fault.wait_back(c.actors)
 
         # E: the bridge dies late in the hold cycle, which ends while it is down.
@@ -355,6 +370,12 @@ def _check(campaign: Campaign, scenario: str) -> None:
 
 def test_food_deposited_while_the_service_was_killed_is_held(campaign: Campaign) -> None:
     _check(campaign, "A")
+
+
+def test_food_deposited_after_the_answer_while_the_service_was_killed_is_held(
+    campaign: Campaign,
+) -> None:
+    _check(campaign, "A2")
 
 
 def test_food_taken_while_the_service_was_killed_at_the_unlock_is_picked_up(
