@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from firmware_bridge import wire
 from locker_service.alerts.service import raise_alert, raise_compartment_alert, resolve_alerts
 from locker_service.api.credentials import TtlCache
-from locker_service.api.errors import ServiceError
+from locker_service.api.errors import Conflict, ServiceError
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
@@ -147,7 +147,14 @@ class StoryHandler:
             mismatch = checks.look_at_snapshot(c.state, snap.door_open, snap.occupied)
             if mismatch is None:
                 return
-            await self._reconcile(session, kiosk, c, mismatch, snap.ts)
+            try:
+                async with session.begin_nested():
+                    await self._reconcile(session, kiosk, c, mismatch, snap.ts)
+            except Conflict as exc:
+                # Every replica gets the snapshots: another one (or the door's own event on
+                # the other lane) moved the order first; the snapshot copy above still stands.
+                log.info("snapshot of %s/%s: reconciled elsewhere (%s)", kiosk_id, snap.n, exc)
+                return
         timers = self.ctx.components.get("timers")
         if timers is not None:
             timers.wake()  # a deposit schedules the cycle start, due now
@@ -250,7 +257,11 @@ class StoryHandler:
             return
         shows = "food inside" if mismatch is checks.Mismatch.FOOD_IN_RESERVED else "it empty"
         order = f"its order is {facts.state}" if facts.state else "no order is in it"
-        unlock = "" if facts.state is None or facts.unlocked_at else ", no unlock for it on record"
+        unlock = (
+            ", no unlock for it on record"
+            if mismatch is checks.Mismatch.FOOD_GONE and facts.state and not facts.unlocked_at
+            else ""
+        )
         await raise_compartment_alert(
             session,
             self.ctx.hub,
