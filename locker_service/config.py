@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     disinfection_s: float = 1800.0  # the nominal 30-minute UV-C cycle
     cleaning_s: float = 300.0  # the short cycle after pickup
     cycle_watchdog_margin_s: float = 300.0  # a cycle not reported done by then is an alert
+    # A kiosk's report that a cycle ended is believed from the cycle's end time minus this
+    # (nominal seconds, ADR 0037). The service records a cycle before commanding it, so the
+    # board's cycle ends after the recorded end; only its timer running fast (crystal, 100 ppm:
+    # 0.2 s in 30 min) or the host clock stepped by NTP can make a true report early. 5 s covers
+    # both and is 0.3 % of the cycle: a report one second into it is plainly impossible.
+    cycle_end_tolerance_s: float = Field(default=5.0, ge=0)
     dropoff_door_timeout_s: float = 300.0  # courier has this long to put the food in and shut
     dropoff_window_s: float = 24 * 3600.0  # an order never dropped off expires after this
     hold_limit_s: float = 4 * 3600.0  # not collected by then: expired (food-safety clock)

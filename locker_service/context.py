@@ -11,7 +11,9 @@ themselves are made and owned by `locker_service.runtime`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -57,6 +59,9 @@ class ServiceContext:
     order_writer: OrderWriting
     commander: KioskCommander | None = None  # None: no kiosk link (tests put a fake here)
     timers: TimerWaker | None = None  # None: timers disabled in this process
+    # The service's clock where time rules judge what kiosks report (a cycle cannot end before
+    # its time); injected so those rules are tested without waiting for a cycle.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     merchant_keys: TtlCache[Merchant] = field(init=False)  # API key hash -> merchant
     site_ids: TtlCache[int] = field(init=False)  # site code -> id, for creating orders
 

@@ -5,6 +5,9 @@ Allocation is a compare-and-set on the compartment (available -> reserved) insid
 transaction as the order's created -> assigned step: two couriers can never get the same
 compartment, and an order can never get two. The transaction commits before the unlock is sent,
 so nothing is held locked while the kiosk answers.
+
+A compartment whose occupancy sensor says something is inside is never given to a courier,
+whatever its state says (ADR 0037); one the service thinks free raises an alert for staff.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from locker_service.alerts.service import raise_compartment_alert
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
@@ -41,6 +45,8 @@ from locker_service.timers.service import TimerKind
 log = logging.getLogger(__name__)
 
 
+# Why a drop-off's door opening was authorised; reconciliation finds the drop-off by it.
+DROPOFF_OPENING_WHY = "drop-off"
 PREHEAT_TIMEOUT_S = 3.0  # one round trip to the board; the courier's answer waits for it
 
 
@@ -116,6 +122,41 @@ async def _dropoff(
     ctx: ServiceContext, kiosk: Kiosk, courier_code: str, pin: str, order_ref: str
 ) -> DropoffResult:
     courier = await _check_courier(ctx, kiosk, courier_code, pin)
+    not_empty: list[int] = []  # ids: the rows may be gone with a rolled-back transaction
+    try:
+        return await _allocate(ctx, kiosk, courier, order_ref, not_empty)
+    finally:
+        if not_empty:
+            await _report_not_empty(ctx, kiosk, not_empty)
+
+
+async def _report_not_empty(ctx: ServiceContext, kiosk: Kiosk, found: list[int]) -> None:
+    """Alert on free compartments with something inside (in a transaction of its own, so a
+    drop-off refused for want of a compartment still tells staff why)."""
+    async with session_scope(ctx.sessionmaker) as session:
+        for compartment_id in found:
+            c = await session.get(Compartment, compartment_id)
+            if c is None:
+                continue
+            await raise_compartment_alert(
+                session,
+                ctx.hub,
+                kiosk,
+                c,
+                kind="item_in_free_compartment",
+                severity="warning",
+                what="something is inside a free compartment: not given to a courier",
+                dedupe_key=f"item_in_free_compartment:{c.id}",
+            )
+
+
+async def _allocate(
+    ctx: ServiceContext,
+    kiosk: Kiosk,
+    courier: Courier,
+    order_ref: str,
+    not_empty: list[int],
+) -> DropoffResult:
     settings = ctx.settings
     async with session_scope(ctx.sessionmaker) as session:
         candidates = await orders.dropoff_candidates(
@@ -135,11 +176,12 @@ async def _dropoff(
                 code="invalid_transition",
             )
         hot = order.temperature_class == "hot"
-        free = [
-            c
-            for c in await compartments.free_in_kiosk(session, kiosk.id)
-            if compartments.fits(c.size, c.heated, order.size, hot)
-        ]
+        free: list[Compartment] = []
+        for c in await compartments.free_in_kiosk(session, kiosk.id):
+            if c.occupied:  # the board's sensor outranks the state: food may be inside
+                not_empty.append(c.id)
+            elif compartments.fits(c.size, c.heated, order.size, hot):
+                free.append(c)
         free.sort(key=lambda c: compartments.preference(c, order.size, hot))
         chosen: Compartment | None = None
         for candidate in free:
@@ -170,7 +212,11 @@ async def _dropoff(
             compartment_id=chosen.id,
         )
         opening = doors.authorise(
-            session, chosen, who=f"courier:{courier.code}", why="drop-off", order_id=order.id
+            session,
+            chosen,
+            who=f"courier:{courier.code}",
+            why=DROPOFF_OPENING_WHY,
+            order_id=order.id,
         )
         await session.flush()
         opening_id = opening.id

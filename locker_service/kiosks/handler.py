@@ -3,12 +3,18 @@
 Every event is handled once: its `event_id` is inserted in the same transaction as the changes
 it causes, so a redelivered event (MQTT is at-least-once) finds it and does nothing, and a crash
 mid-way rolls both back and the redelivery does the work.
+
+A report that would move an order is first checked against the service's own knowledge
+(`checks`, ADR 0037): one that cannot be true raises an `impossible_report` alert and changes
+nothing. Every snapshot is compared with its compartment's state; one that disagrees reconciles
+the order with the board (a deposit or a pickup whose events were lost), or raises an alert.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,16 +27,16 @@ from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
-from locker_service.errors import ServiceError
+from locker_service.errors import Conflict, ServiceError
 from locker_service.kiosk_link.fencing import check_fence
 from locker_service.kiosk_link.metrics import SCAN_DECISION_S
-from locker_service.kiosks import repository, scans
+from locker_service.kiosks import checks, repository, scans
 from locker_service.kiosks.story import Story
 from locker_service.metrics import KIOSK_EVENTS, SCANS_IGNORED
-from locker_service.models import Compartment, DoorOpening, Kiosk, utcnow
+from locker_service.models import Compartment, DoorOpening, Kiosk, Order, utcnow
 from locker_service.orders import codes
 from locker_service.orders import repository as orders
-from locker_service.orders.lifecycle import OrderState
+from locker_service.orders.lifecycle import OrderState, OrderTrigger
 from locker_service.pickup import service as pickup_service
 
 log = logging.getLogger(__name__)
@@ -136,6 +142,134 @@ class StoryHandler:
             c.disinfect_remaining_s = snap.disinfect_remaining_s
             c.snapshot_at = snap.ts
             await self._fault(session, kiosk, c, snap.fault)
+            mismatch = checks.look_at_snapshot(c.state, snap.door_open, snap.occupied)
+            if mismatch is None:
+                return
+            try:
+                async with session.begin_nested():
+                    await self._reconcile(session, kiosk, c, mismatch, snap.ts)
+            except Conflict as exc:
+                # The door's own event (on the other lane) moved the order first; the snapshot
+                # copy above still stands.
+                log.info("snapshot of %s/%s: reconciled elsewhere (%s)", kiosk_id, snap.n, exc)
+                return
+        if self.ctx.timers is not None:
+            self.ctx.timers.wake()  # a deposit schedules the cycle start, due now
+
+    async def _reconcile(
+        self,
+        session: AsyncSession,
+        kiosk: Kiosk,
+        c: Compartment,
+        mismatch: checks.Mismatch,
+        snapshot_at: datetime,
+    ) -> None:
+        """Bring the compartment's order where the board says the food is (idempotent: once
+        moved, the state agrees with the snapshot and the next one costs no query)."""
+        if mismatch is checks.Mismatch.FOOD_IN_FREE:
+            found = await repository.timed_out_dropoff(session, c.id)
+            order = found[0] if found else None
+            facts = checks.OrderFacts(
+                order.state if order else None, found[1] if found else None, None
+            )
+        else:
+            order = await orders.active_in_compartment(session, c.id)
+            if order is None and mismatch is checks.Mismatch.FOOD_GONE:
+                order = await orders.expired_in_compartment(session, c.id)
+            facts = await self._facts(session, order, mismatch)
+        repair = checks.reconcile(mismatch, snapshot_at, facts)
+        log.info(
+            "snapshot of %s/%s (%s) against %s order %s: %s",
+            kiosk.code,
+            c.number,
+            mismatch,
+            facts.state,
+            order.id if order else None,
+            repair,
+        )
+        if repair is checks.Repair.WAIT:
+            return
+        if repair is checks.Repair.ALERT or order is None:
+            await self._unexplained(session, kiosk, c, mismatch, facts)
+            return
+        detail = {"reconciled": "snapshot", "snapshot_at": snapshot_at.isoformat()}
+        orders.add_event(session, order.id, "kiosk", kiosk.code, "reconciled", detail)
+        if repair is checks.Repair.REDEPOSIT:
+            # The door timer released this drop-off before the kiosk's word reached us: the
+            # food behind the shut door is its food. Reserved again, then deposited.
+            await orders.transition(
+                session,
+                order,
+                OrderTrigger.ASSIGN,
+                actor_type="kiosk",
+                actor_id=kiosk.code,
+                detail={"compartment": c.number, "kiosk": kiosk.code, **detail},
+                compartment_id=c.id,
+                assigned_at=facts.since,
+            )
+            await compartments.transition(session, c, CompartmentTrigger.RESERVE)
+            await resolve_alerts(session, f"item_in_free_compartment:{c.id}", self.ctx.hub)
+        if repair in (checks.Repair.DEPOSIT, checks.Repair.REDEPOSIT):
+            await self.story.deposit(session, kiosk, c, order)
+        else:  # picked up, or taken out during the hold: as the door's closing would have
+            await self.story.emptied(session, kiosk, c, await self._last_opener(session, c))
+
+    async def _facts(
+        self, session: AsyncSession, order: Order | None, mismatch: checks.Mismatch
+    ) -> checks.OrderFacts:
+        if order is None:
+            return checks.OrderFacts(state=None, since=None, unlocked_at=None)
+        if mismatch is checks.Mismatch.FOOD_IN_RESERVED:
+            return checks.OrderFacts(order.state, order.assigned_at, None)
+        since = {
+            OrderState.READY: order.ready_at,
+            OrderState.EXPIRED: order.closed_at,
+        }.get(OrderState(order.state), order.deposited_at)
+        unlocked = (
+            await repository.unlocked_for_order(session, order.id, since)
+            if since is not None
+            else None
+        )
+        return checks.OrderFacts(order.state, since, unlocked)
+
+    async def _unexplained(
+        self,
+        session: AsyncSession,
+        kiosk: Kiosk,
+        c: Compartment,
+        mismatch: checks.Mismatch,
+        facts: checks.OrderFacts,
+    ) -> None:
+        if mismatch is checks.Mismatch.FOOD_IN_FREE:
+            await raise_compartment_alert(
+                session,
+                self.ctx.hub,
+                kiosk,
+                c,
+                kind="item_in_free_compartment",
+                severity="warning",
+                what="something is inside a free compartment",
+                dedupe_key=f"item_in_free_compartment:{c.id}",
+            )
+            return
+        shows = "food inside" if mismatch is checks.Mismatch.FOOD_IN_RESERVED else "it empty"
+        order = f"its order is {facts.state}" if facts.state else "no order is in it"
+        unlock = (
+            ", no unlock for it on record"
+            if mismatch is checks.Mismatch.FOOD_GONE and facts.state and not facts.unlocked_at
+            else ""
+        )
+        await raise_compartment_alert(
+            session,
+            self.ctx.hub,
+            kiosk,
+            c,
+            kind="snapshot_unexplained",
+            severity="critical",
+            what=f"the board shows {shows} behind a shut door while the compartment is "
+            f"{c.state} and {order}{unlock}: nothing was changed",
+            dedupe_key=f"snapshot_unexplained:{c.id}:{mismatch}",
+        )
 
     async def _fault(
         self, session: AsyncSession, kiosk: Kiosk, c: Compartment, fault: str | None
@@ -253,17 +387,36 @@ class StoryHandler:
                     "door_opened",
                     {"who": opening.who},
                 )
-        elif kind == "item_placed":
-            c.occupied = True
-        elif kind == "item_removed":
-            c.occupied = False
+        elif kind in ("item_placed", "item_removed"):
+            # A report older than the last snapshot does not overwrite what the board showed
+            # since: the snapshot is what later reports are checked against.
+            if c.snapshot_at is None or event.ts >= c.snapshot_at:
+                c.occupied = kind == "item_placed"
         elif kind == "door_closed":
-            c.door_open = False
             seen = event.data.get("occupied")
-            if isinstance(seen, bool):  # the bridge says what was inside as the door shut
-                c.occupied = seen
+            # The bridge says what was inside as the door shut (ADR 0023); an older bridge's
+            # closing leaves it to the item events and snapshots before it.
+            claimed = seen if isinstance(seen, bool) else c.occupied
+            board = checks.BoardView(c.door_open, c.occupied, c.snapshot_at)
+            impossible = await self._judge_closing(session, c, claimed, event.ts, board)
+            if impossible is not None:
+                await self._impossible(session, kiosk, c, event, impossible)
+                return
+            c.door_open = False
+            c.occupied = claimed
             await self._door_closed(session, kiosk, c)
         elif kind == "disinfection_completed":
+            if c.state in (CompartmentState.DISINFECTING, CompartmentState.CLEANING):
+                cycle = await self.story.running_cycle(session, c)
+                impossible = checks.cycle_completion(
+                    self.ctx.clock(),
+                    cycle.started_at if cycle else None,
+                    cycle.ends_at if cycle else None,
+                    tolerance_s=self.ctx.settings.scaled(self.ctx.settings.cycle_end_tolerance_s),
+                )
+                if impossible is not None:
+                    await self._impossible(session, kiosk, c, event, impossible)
+                    return
             await self.story.cycle_completed(session, kiosk, c)
         elif kind == "disinfection_aborted":
             await self.story.cycle_aborted(session, kiosk, c)
@@ -272,6 +425,60 @@ class StoryHandler:
             await self._fault(session, kiosk, c, str(fault) if fault else "unknown")
         elif kind == "fault_cleared":
             await self._fault(session, kiosk, c, None)
+
+    async def _judge_closing(
+        self,
+        session: AsyncSession,
+        c: Compartment,
+        claimed_occupied: bool,
+        at: datetime,
+        board: checks.BoardView,
+    ) -> checks.Impossible | None:
+        """Is this closing possible, given the openings on record and the board's snapshot?"""
+        state = c.state
+        if state == CompartmentState.RESERVED:
+            return (checks.deposit if claimed_occupied else checks.emptied)(at, board)
+        if state not in (
+            CompartmentState.OCCUPIED,
+            CompartmentState.DISINFECTING,
+            CompartmentState.AWAITING_PICKUP,
+        ):
+            return None
+        if claimed_occupied:
+            return checks.deposit(at, board)  # the food still inside: a later snapshot agrees
+        order = await orders.active_in_compartment(session, c.id)
+        if order is not None and order.state == OrderState.READY and order.ready_at:
+            # A pickup: the door opened through an opening commanded for this order since it
+            # became ready (the courier's opening for the drop-off does not count).
+            opened = await repository.door_opened_for_order(session, order.id, order.ready_at)
+            return checks.removal(at, board, opened, who=f"order {order.external_ref}")
+        if order is not None and order.deposited_at is not None:
+            # Taken out during the hold: through some opening on record, forced ones included.
+            opened = await repository.door_opened_in_compartment(session, c.id, order.deposited_at)
+            return checks.removal(at, board, opened, who="this compartment since the deposit")
+        return checks.emptied(at, board)
+
+    async def _impossible(
+        self,
+        session: AsyncSession,
+        kiosk: Kiosk,
+        c: Compartment,
+        event: contract.Event,
+        impossible: checks.Impossible,
+    ) -> None:
+        log.warning(
+            "impossible report %s from %s/%s: %s", event.event_id, kiosk.code, c.number, impossible
+        )
+        await raise_compartment_alert(
+            session,
+            self.ctx.hub,
+            kiosk,
+            c,
+            kind="impossible_report",
+            severity="critical",
+            what=impossible.message(event.type),
+            dedupe_key=f"impossible_report:{c.id}:{event.type}",
+        )
 
     async def _door_closed(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
         state = c.state

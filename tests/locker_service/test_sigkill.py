@@ -251,8 +251,14 @@ async def test_the_story_survives_sigkill_at_every_step(
                     )
                 ).all()
             )
-        for step in ("create", "assign", "deposit", "start_cycle", "complete_cycle", "pick_up"):
+        for step in ("create", "deposit", "start_cycle", "complete_cycle", "pick_up"):
             assert trail[step] == 1, trail
+        # The restarted service may run the drop-off's door timer (5 s here) before the broker
+        # has handed over what the kiosk said while it was dead; the timer then sees only the
+        # unlock and releases the order, and the board's snapshot puts the drop-off back
+        # (ADR 0037). Each such release is repaired, and recorded as such.
+        assert trail["assign"] - trail["release"] == 1, trail
+        assert trail["release"] <= trail["reconciled"], trail
         assert sum(1 for c in kiosk.received if c.command.action == "unlock") >= 2
     except BaseException:
         print("service log:\n" + service.log())  # shown by pytest with the failure

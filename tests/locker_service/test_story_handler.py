@@ -31,7 +31,13 @@ from locker_service.models import (
 )
 from locker_service.runtime import Runtime
 from locker_service.timer_loop.loop import TimerLoop
-from tests.locker_service.world import FakeKiosk, World, create_order, token_of
+from tests.locker_service.world import (
+    FakeKiosk,
+    World,
+    create_order,
+    cycles_have_run,
+    token_of,
+)
 
 Emit = Callable[..., Awaitable[contract.Event]]
 
@@ -112,6 +118,7 @@ async def test_whole_story(
     assert (await _compartment(service, world, n)).state == "disinfecting"
 
     await emit("disinfection_started", n)
+    cycles_have_run(service)
     await emit("disinfection_completed", n)
     ready = await _order(service, order["id"])
     assert ready.state == "ready"

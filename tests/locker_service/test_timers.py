@@ -32,7 +32,14 @@ from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
 from tests.locker_service.conftest import make_settings
-from tests.locker_service.world import FakeKiosk, World, create_order, event, make_ready
+from tests.locker_service.world import (
+    FakeKiosk,
+    World,
+    create_order,
+    cycles_have_run,
+    event,
+    make_ready,
+)
 
 SCALE = 3600.0  # an hour of nominal time per real second
 
@@ -319,6 +326,7 @@ async def test_a_retried_cycle_start_that_the_cycle_end_overtook_sends_nothing(
 
     # ...and the kiosk's reports are handled before it goes on.
     await event(service, world, "disinfection_started", n, duration_s=1800)
+    cycles_have_run(service)
     await event(service, world, "disinfection_completed", n)
     assert await _state(service, order["id"]) == "ready"
 

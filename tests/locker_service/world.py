@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosks.handler import StoryHandler
+from locker_service.models import utcnow
 from locker_service.sites import service as admin
 
 COURIER_PIN = "482913"
@@ -164,6 +166,12 @@ async def event(
     )
 
 
+def cycles_have_run(ctx: ServiceContext) -> None:
+    """The kiosk's reports are judged as if the cycles they end had run their time: the
+    service's clock (which only judges reports) is set a day on, instead of waiting."""
+    ctx.clock = lambda: utcnow() + timedelta(days=1)
+
+
 async def make_ready(
     client: httpx.AsyncClient, world: World, ctx: ServiceContext, **overrides: Any
 ) -> tuple[dict[str, Any], int]:
@@ -186,6 +194,7 @@ async def make_ready(
     await event(ctx, world, "item_placed", n)
     await event(ctx, world, "door_closed", n)
     await TimerLoop(ctx).run_due()
+    cycles_have_run(ctx)
     await event(ctx, world, "disinfection_completed", n)
     status = (await client.get(f"/api/v1/p/{token_of(order)}")).json()
     assert status["state"] == "ready", status
