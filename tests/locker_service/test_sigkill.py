@@ -132,6 +132,11 @@ async def test_the_story_survives_sigkill_at_every_step(
         "LOCKER_TIMER_LEASE_S": "3",
         "LOCKER_NOTIFY_POLL_S": "0.2",
         "LOCKER_NOTIFY_LEASE_S": "3",
+        # The purchaser's phone is a json:// webhook on this machine.
+        "LOCKER_NOTIFY_CONTACT_SCHEMES": ",".join(settings.notify_contact_schemes),
+        "LOCKER_NOTIFY_CONTACT_ALLOWED_NETWORKS": ",".join(
+            settings.notify_contact_allowed_networks
+        ),
         "LOCKER_NOTIFY_BACKOFF_S": "0.5",
     }
     service = ServiceProcess(env, port, tmp_path / "service.log")
