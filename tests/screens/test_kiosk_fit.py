@@ -45,7 +45,9 @@ minTouch => {
       continue;
     }
     const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
-    if (!el.contains(hit)) problems.push(`${name} is covered by ${hit && (hit.id || hit.className)}`);
+    if (!el.contains(hit)) {
+      problems.push(`${name} is covered by ${hit && (hit.id || hit.className)}`);
+    }
     if (el.tagName === 'BUTTON' && Math.min(r.width, r.height) < minTouch) {
       problems.push(`${name} is ${Math.round(r.width)}x${Math.round(r.height)} px`);
     }
