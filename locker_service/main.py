@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from locker_service.api.errors import install_error_handlers
 from locker_service.api.metrics import router as metrics_router
+from locker_service.audit.endpoints import router as audit_router
 from locker_service.config import Settings, get_settings
 from locker_service.context import ServiceContext
 from locker_service.db import create_engine, create_sessionmaker
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(orders_router)
     app.include_router(kiosk_router)
     app.include_router(operator_router)
+    app.include_router(audit_router)
     app.include_router(purchaser_router)
     app.include_router(metrics_router)
     app.include_router(telemetry_router)

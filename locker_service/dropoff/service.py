@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from locker_service.compartments import openings
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
@@ -170,7 +171,7 @@ async def _dropoff(
             compartment_id=chosen.id,
         )
         opening = doors.authorise(
-            session, chosen, who=f"courier:{courier.code}", why="drop-off", order_id=order.id
+            session, chosen, who=openings.courier(courier.code), why="drop-off", order_id=order.id
         )
         await session.flush()
         opening_id = opening.id
