@@ -166,3 +166,24 @@ def test_every_step_fits_without_scrolling_in_both_languages(
         assert_fits(page, f"refusal: wrong code {lang} {size}")
         page.locator("#screen-error button[data-action=home]").click()
     context.close()
+
+
+@pytest.mark.parametrize(("width", "height"), VIEWPORTS, ids=["1024x768", "1280x800"])
+def test_the_start_screens_notice_covers_nothing_and_leaves_the_steps(
+    browser: Any, seeded_service: tuple[ServiceProcess, Seed], width: int, height: int
+) -> None:
+    service, seed = seeded_service  # its kiosk link is off: the screen says so on the start
+    context = browser.new_context(viewport={"width": width, "height": height}, locale="en-GB")
+    page = context.new_page()
+    page.goto(f"{service.url}/kiosk#token={seed.kiosk_token}")
+    notice = page.locator("#kiosk-notice")
+    expect(notice).to_be_visible()
+    for lang in WORDS:
+        page.locator(f"button.lang[data-lang='{lang}']").click()
+        assert_fits(page, f"start with the notice {lang}")
+    page.locator("#go-collect").click()
+    expect(notice).to_be_hidden()  # laid over the bottom edge, it would cover Back and Open
+    assert_fits(page, "purchaser keypad with the kiosk offline")
+    page.locator("#screen-pickup button[data-action=home]").click()
+    expect(notice).to_be_visible()
+    context.close()
