@@ -219,3 +219,18 @@ async def test_csv_export_has_every_match_with_the_reason_and_no_live_formula(
         headers=_bearer(world.other_operator_token),
     )
     assert refused.status_code == 403
+
+
+async def test_a_pickup_at_the_scanner_says_whether_a_qr_code_or_a_code_opened_it(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    by_qr, _ = await make_ready(app_client, world, service)
+    by_code, _ = await make_ready(app_client, world, service)
+    await event(service, world, "scan", text=token_of(by_qr))
+    code = codes.fallback_code(service.settings.secret_key, token_of(by_code))
+    await event(service, world, "scan", text=code)
+    pickups = await _openings(app_client, world.operator_token, kind="pickup")
+    assert {(o["order_ref"], o["actor"], o["how"]) for o in pickups} == {
+        (by_qr["external_ref"], "purchaser:qr", "qr"),
+        (by_code["external_ref"], "purchaser:scanner", "scanner"),
+    }
