@@ -24,31 +24,28 @@
   let lang = defaultLang;
   localStorage.removeItem(OLD_LANG_KEY);
 
-  // Which step "Try again" goes back to after a refusal, and which field it empties there: the
-  // one that was refused. Refusals not listed (the locker unreachable, no answer in time, no free
-  // compartment...) go back to the last step with everything kept, so one touch sends it again.
-  const RETRY_STEPS = {
-    dropoff: {
-      "error.bad_courier_credentials": { step: "courier-pin", clear: "pin" },
-      "error.order_not_found": { step: "courier-order", clear: "order" },
-      "error.ambiguous_order": { step: "courier-order", clear: "order" },
-      "error.invalid_transition": { step: "courier-order", clear: "order" },
-      default: { step: "courier-order", clear: null },
-    },
-    // A wrong code is typed again from the start; a code that did not fail keeps its digits.
-    pickup: {
-      "error.network": { step: "pickup", clear: null },
-      "error.http_503": { step: "pickup", clear: null },
-      "error.http_504": { step: "pickup", clear: null },
-      "error.kiosk_unreachable": { step: "pickup", clear: null },
-      "error.kiosk_link_down": { step: "pickup", clear: null },
-      "error.kiosk_link_error": { step: "pickup", clear: null },
-      "error.unavailable": { step: "pickup", clear: null },
-      "error.kiosk_command_timeout": { step: "pickup", clear: null },
-      "error.no_answer_in_time": { step: "pickup", clear: null },
-      default: { step: "pickup", clear: "code" },
-    },
+  // "Try again" goes back to the step whose field was refused, with that field empty: a wrong PIN
+  // to the PIN step, an unknown order to the order step, a wrong code to the keypad.
+  const REFUSED_FIELD = {
+    "error.bad_courier_credentials": "pin",
+    "error.order_not_found": "order",
+    "error.ambiguous_order": "order",
+    "error.invalid_transition": "order",
   };
+  const STEP_OF_FIELD = { pin: "courier-pin", order: "courier-order", code: "pickup" };
+  // Refusals where nothing typed was wrong (the locker or its service out of reach, no answer in
+  // time): back to the last step with everything kept, so one touch sends it again.
+  const NOTHING_TYPED_WRONG = new Set([
+    "error.network",
+    "error.http_503",
+    "error.http_504",
+    "error.kiosk_unreachable",
+    "error.kiosk_link_down",
+    "error.kiosk_link_error",
+    "error.unavailable",
+    "error.kiosk_command_timeout",
+    "error.no_answer_in_time",
+  ]);
 
   const state = { screen: "start", pin: "", code: "", retry: null, lastActivity: Date.now() };
 
@@ -265,19 +262,26 @@
   }
 
   function retry() {
-    const steps = RETRY_STEPS[state.retry];
-    if (!steps) {
+    const key = state.error ? state.error.key : "";
+    let field = null;
+    let step = null;
+    if (state.retry === "dropoff") {
+      field = REFUSED_FIELD[key] || null;
+      step = field ? STEP_OF_FIELD[field] : "courier-order";
+    } else if (state.retry === "pickup") {
+      field = NOTHING_TYPED_WRONG.has(key) ? null : "code";
+      step = "pickup";
+    }
+    if (!step) {
       home();
       return;
     }
-    const key = state.error ? state.error.key : "";
-    const target = steps[key] || steps.default;
-    if (target.clear === "pin") state.pin = "";
-    if (target.clear === "code") state.code = "";
-    if (target.clear === "order") document.getElementById("courier-order").value = "";
+    if (field === "pin") state.pin = "";
+    if (field === "code") state.code = "";
+    if (field === "order") document.getElementById("courier-order").value = "";
     state.error = null;
     renderCodes();
-    show(target.step);
+    show(step);
   }
 
   // What the start screen says before anyone touches it: openings paused, or the locker bank
