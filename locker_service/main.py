@@ -17,6 +17,7 @@ from sqlalchemy import text
 from locker_service import log_redaction
 from locker_service.api.errors import install_error_handlers
 from locker_service.api.metrics import router as metrics_router
+from locker_service.audit.endpoints import router as audit_router
 from locker_service.config import Settings, get_settings
 from locker_service.context import ServiceContext
 from locker_service.db import create_engine, create_sessionmaker
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(orders_router)
     app.include_router(kiosk_router)
     app.include_router(operator_router)
+    app.include_router(audit_router)
     app.include_router(purchaser_router)
     app.include_router(metrics_router)
     app.include_router(telemetry_router)

@@ -19,6 +19,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from locker_service.alerts.service import raise_compartment_alert
+from locker_service.compartments import openings
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
@@ -214,7 +215,7 @@ async def _allocate(
         opening = doors.authorise(
             session,
             chosen,
-            who=f"courier:{courier.code}",
+            who=openings.courier(courier.code),
             why=DROPOFF_OPENING_WHY,
             order_id=order.id,
         )

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from firmware_bridge import contract
 from locker_service.alerts.service import raise_alert, raise_compartment_alert, resolve_alerts
 from locker_service.cache import TtlCache
+from locker_service.compartments import openings
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
@@ -362,7 +363,7 @@ class StoryHandler:
                     DoorOpening(
                         compartment_id=c.id,
                         at=event.ts,
-                        who="unknown",
+                        who=openings.UNKNOWN,
                         why="no command behind this opening",
                         request_id=None,
                         door_opened_at=event.ts,

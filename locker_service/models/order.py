@@ -83,7 +83,8 @@ class DoorOpening(Base):
     compartment_id: Mapped[int] = mapped_column(ForeignKey("compartments.id"), index=True)
     order_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orders.id"))
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    who: Mapped[str] = mapped_column(String(100))  # e.g. courier:C1, purchaser, operator:7
+    # courier:C1, purchaser:qr, operator:7, unknown (compartments/openings.py)
+    who: Mapped[str] = mapped_column(String(100))
     why: Mapped[str] = mapped_column(String(500))
     request_id: Mapped[str | None] = mapped_column(String(64))
     door_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -6,6 +6,7 @@ from sqlalchemy import select
 
 from locker_service.alerts.service import raise_alert, resolve_alerts
 from locker_service.api.deps import OperatorPrincipal
+from locker_service.compartments import openings
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
@@ -52,7 +53,7 @@ async def remote_open(
         opening = doors.authorise(
             session,
             compartment,
-            who=f"operator:{principal.id}",
+            who=openings.operator(principal.id),
             why=reason,
             order_id=order.id if order else None,
         )

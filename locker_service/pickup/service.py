@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from locker_service.compartments import openings
 from locker_service.compartments import service as doors
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
@@ -120,7 +121,11 @@ async def claim(
             # timer that gives the code back should the door never open (e.g. the service
             # dies before the unlock leaves).
             opening = doors.authorise(
-                session, compartment, who="purchaser", why="pickup", order_id=order.id
+                session,
+                compartment,
+                who=openings.purchaser(openings.pickup_method(source, by_token=token is not None)),
+                why="pickup",
+                order_id=order.id,
             )
             await orders.insert_event(session, order.id, "purchaser", source, "code_accepted")
             await repository.record_attempt(session, kiosk.id, source, order.id, True)

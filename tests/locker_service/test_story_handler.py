@@ -180,7 +180,7 @@ async def test_whole_story(
     ]
     assert [(o.who, o.why) for o in openings] == [
         (f"courier:{world.courier_code}", "drop-off"),
-        ("purchaser", "pickup"),
+        ("purchaser:keypad", "pickup"),
     ]
     assert all(o.request_id and o.door_opened_at for o in openings)
     assert [(c.kind, c.state) for c in cycles] == [("hold", "completed"), ("cleaning", "completed")]

@@ -73,9 +73,9 @@ def test_start_and_keypad_in_english_and_chinese_with_big_targets(
     assert serious_accessibility_violations(page, axe_source) == []
 
     page.get_by_role("button", name="返回").click()
-    page.get_by_role("button", name="取餐").wait_for()
-    page.reload()  # the language choice survives a reload of the kiosk screen
-    page.get_by_role("button", name="存餐").wait_for()
+    page.get_by_role("button", name="取餐").wait_for()  # "Back" keeps the person's language
+    page.reload()  # a reloaded screen starts in the kiosk's own language, not the last person's
+    page.get_by_role("button", name="Deliver food").wait_for()
     page.context.close()
 
 
@@ -263,3 +263,77 @@ def test_start_screen_warns_when_openings_are_paused(
     assert serious_accessibility_violations(page, axe_source) == []
     page.screenshot(path=screenshots / "kiosk-paused-zh.png")
     page.context.close()
+
+
+def test_try_again_goes_back_to_the_step_that_was_refused_with_that_field_empty(
+    browser: Any, seeded_service: tuple[ServiceProcess, Seed]
+) -> None:
+    service, seed = seeded_service
+    ref = order_for(service, seed)
+    page = kiosk_page(browser, service, seed)
+    error = page.locator("#error-text")
+    order_field = page.get_by_label("Type the order reference, or scan the order label.")
+
+    drop_off(page, seed.courier_code, "999999", ref)
+    expect(error).to_have_text("Courier ID or PIN is wrong.")
+    page.get_by_role("button", name="Try again").click()
+    page.get_by_role("heading", name="PIN", exact=True).wait_for()
+    expect(page.locator("#courier-pin-display")).to_have_text("")  # the wrong PIN is gone
+    for digit in seed.courier_pin:
+        page.get_by_role("button", name=digit, exact=True).click()
+    page.get_by_role("button", name="Next").click()
+    expect(order_field).to_have_value(ref)  # what was not refused is kept
+    order_field.fill("NO-SUCH-ORDER")
+    page.get_by_role("button", name="Open", exact=True).click()
+    expect(error).to_have_text("No order with this reference is waiting at this locker.")
+
+    page.get_by_role("button", name="Try again").click()
+    page.get_by_role("heading", name="Order reference").wait_for()
+    expect(order_field).to_have_value("")  # the unknown order is gone, the PIN is not
+    order_field.fill(ref)
+    page.get_by_role("button", name="Open", exact=True).click()
+    # The kiosk link is off here: nothing typed was wrong, so everything is kept for one touch.
+    expect(error).to_have_text("The locker is not reachable right now. Please try again shortly.")
+    page.get_by_role("button", name="Try again").click()
+    expect(order_field).to_have_value(ref)
+    page.get_by_role("button", name="Open", exact=True).click()
+    expect(error).to_have_text("The locker is not reachable right now. Please try again shortly.")
+    page.context.close()
+
+
+def test_inactivity_gives_the_next_person_the_kiosks_own_language(
+    browser: Any, seeded_service: tuple[ServiceProcess, Seed]
+) -> None:
+    service, seed = seeded_service
+    page = kiosk_page(browser, service, seed, "?idle_s=5")
+    page.get_by_role("button", name="中文").click()
+    page.get_by_role("button", name="取餐").click()
+    page.get_by_role("heading", name="取餐码").wait_for()
+    # Left on a step: the idle reset goes home in English, the kiosk's language.
+    page.get_by_role("button", name="Collect food").wait_for(timeout=15_000)
+    assert page.evaluate("document.documentElement.lang") == "en"
+
+    # Chosen on the start screen and left there: reset too.
+    page.get_by_role("button", name="中文").click()
+    page.get_by_role("button", name="取餐").wait_for()
+    page.get_by_role("button", name="Collect food").wait_for(timeout=15_000)
+    page.context.close()
+
+    # A kiosk set up in Chinese (`?lang=`) comes back to Chinese after an English-speaker.
+    page = kiosk_page_in(browser, service, seed, "?lang=zh-Hans&idle_s=5", "取餐")
+    page.get_by_role("button", name="English").click()
+    page.get_by_role("button", name="Deliver food").click()
+    page.get_by_role("heading", name="Courier ID").wait_for()
+    page.get_by_role("button", name="取餐").wait_for(timeout=15_000)
+    assert page.evaluate("document.documentElement.lang") == "zh-Hans"
+    page.context.close()
+
+
+def kiosk_page_in(browser: Any, service: ServiceProcess, seed: Seed, query: str, ready: str) -> Any:
+    context = browser.new_context(
+        viewport={"width": 1024, "height": 768}, has_touch=True, locale="en-GB"
+    )
+    page = context.new_page()
+    page.goto(f"{service.url}/kiosk{query}#token={seed.kiosk_token}")
+    page.get_by_role("button", name=ready).wait_for()
+    return page

@@ -2,13 +2,16 @@
 //
 // One page, several screens shown one at a time. Everything a person typed is forgotten when
 // the screen goes back to the start, by hand or after inactivity, so the next person never sees
-// the last one's PIN or code. The kiosk token comes once from `#token=...` in the address (a
-// fragment is never sent to a server or written in its logs) and is kept in localStorage.
+// the last one's PIN or code, nor the language the last one chose: the screen goes back to the
+// kiosk's own language (the page's `?lang=`, else the kiosk browser's, else English). The kiosk
+// token comes once from `#token=...` in the address (a fragment is never sent to a server or
+// written in its logs) and is kept in localStorage.
 "use strict";
 
 (function () {
   const TOKEN_KEY = "locker.kioskToken";
-  const LANG_KEY = "locker.kioskLang";
+  // Where an earlier version kept the last person's language; removed so it cannot come back.
+  const OLD_LANG_KEY = "locker.kioskLang";
   const IDLE_WARNING_S = 10; // the last seconds before going home are announced on screen
   const KIOSK_REFRESH_MS = 20000; // kill switch and online state: a notice within 20 s is enough
 
@@ -16,8 +19,33 @@
   const catalogues = JSON.parse(document.getElementById("catalogues").textContent);
   const idleS = Number(root.dataset.idleS);
   const resultS = Number(root.dataset.resultS);
-  let lang = localStorage.getItem(LANG_KEY) || root.dataset.lang;
-  if (!catalogues[lang]) lang = "en";
+  // The kiosk's own language, chosen by the server from `?lang=` or the kiosk browser's language.
+  const defaultLang = catalogues[root.dataset.lang] ? root.dataset.lang : "en";
+  let lang = defaultLang;
+  localStorage.removeItem(OLD_LANG_KEY);
+
+  // "Try again" goes back to the step whose field was refused, with that field empty: a wrong PIN
+  // to the PIN step, an unknown order to the order step, a wrong code to the keypad.
+  const REFUSED_FIELD = {
+    "error.bad_courier_credentials": "pin",
+    "error.order_not_found": "order",
+    "error.ambiguous_order": "order",
+    "error.invalid_transition": "order",
+  };
+  const STEP_OF_FIELD = { pin: "courier-pin", order: "courier-order", code: "pickup" };
+  // Refusals where nothing typed was wrong (the locker or its service out of reach, no answer in
+  // time): back to the last step with everything kept, so one touch sends it again.
+  const NOTHING_TYPED_WRONG = new Set([
+    "error.network",
+    "error.http_503",
+    "error.http_504",
+    "error.kiosk_unreachable",
+    "error.kiosk_link_down",
+    "error.kiosk_link_error",
+    "error.unavailable",
+    "error.kiosk_command_timeout",
+    "error.no_answer_in_time",
+  ]);
 
   const state = { screen: "start", pin: "", code: "", retry: null, lastActivity: Date.now() };
 
@@ -61,17 +89,24 @@
   function show(name) {
     state.screen = name;
     for (const el of document.querySelectorAll(".screen")) el.hidden = el.id !== "screen-" + name;
+    renderNotice();
     const screen = document.getElementById("screen-" + name);
     const focusable = screen.querySelector("input, .keypad button, button.primary");
     if (focusable && name !== "start") focusable.focus();
   }
 
-  function home() {
+  // Back to the start. `newPerson`: whoever used the screen has gone (idle, result shown long
+  // enough, "Done"), so their language goes too; "Back" and "Start over" keep it.
+  function home(newPerson) {
     state.pin = "";
     state.code = "";
     state.retry = null;
     state.opened = null;
     state.error = null;
+    if (newPerson === true && lang !== defaultLang) {
+      lang = defaultLang;
+      applyLanguage();
+    }
     for (const input of document.querySelectorAll("#kiosk input")) input.value = "";
     renderCodes();
     hideIdleWarning();
@@ -216,7 +251,7 @@
       pin: state.pin,
       order_ref: document.getElementById("courier-order").value.trim(),
     };
-    state.retry = "courier-order";
+    state.retry = "dropoff";
     attempt("kiosk.busy", "courier", () => call("POST", "/kiosk/dropoff", body));
   }
 
@@ -226,13 +261,38 @@
     attempt("kiosk.busy_pickup", "pickup", () => call("POST", "/kiosk/pickup", { code }));
   }
 
+  function retry() {
+    const key = state.error ? state.error.key : "";
+    let field = null;
+    let step = null;
+    if (state.retry === "dropoff") {
+      field = REFUSED_FIELD[key] || null;
+      step = field ? STEP_OF_FIELD[field] : "courier-order";
+    } else if (state.retry === "pickup") {
+      field = NOTHING_TYPED_WRONG.has(key) ? null : "code";
+      step = "pickup";
+    }
+    if (!step) {
+      home();
+      return;
+    }
+    if (field === "pin") state.pin = "";
+    if (field === "code") state.code = "";
+    if (field === "order") document.getElementById("courier-order").value = "";
+    state.error = null;
+    renderCodes();
+    show(step);
+  }
+
   // What the start screen says before anyone touches it: openings paused, or the locker bank
   // unreachable, so nobody types a code that cannot work.
   function renderNotice() {
     const notice = document.getElementById("kiosk-notice");
     const me = state.me;
     const key = !me ? null : me.kill_switch_engaged ? "kiosk.paused" : !me.online ? "kiosk.offline" : null;
-    notice.hidden = !key;
+    // On the start screen only: laid over the bottom edge, it would cover a step's buttons at
+    // 768 px, and a refusal on those steps says the same.
+    notice.hidden = !key || state.screen !== "start";
     notice.textContent = key ? t(key) : "";
   }
 
@@ -288,17 +348,20 @@
   function tickIdle() {
     const now = Date.now();
     if (state.screen === "opened" && state.resultUntil && now >= state.resultUntil) {
-      home();
-      return;
-    }
-    if (state.screen === "start" || state.screen === "setup" || state.screen === "busy") {
-      hideIdleWarning();
+      home(true);
       return;
     }
     const left = idleS - (now - state.lastActivity) / 1000;
+    if (state.screen === "start" || state.screen === "setup" || state.screen === "busy") {
+      hideIdleWarning();
+      // Someone chose a language and walked away without starting: the next person gets the
+      // kiosk's own language back.
+      if (state.screen === "start" && left <= 0 && lang !== defaultLang) home(true);
+      return;
+    }
     const warning = document.getElementById("idle-warning");
     if (left <= 0) {
-      home();
+      home(true);
     } else if (left <= Math.min(IDLE_WARNING_S, idleS / 2)) {
       warning.textContent = t("kiosk.idle_warning", { s: Math.ceil(left) });
       warning.hidden = false;
@@ -318,12 +381,11 @@
     for (const button of document.querySelectorAll("button.lang")) {
       button.addEventListener("click", () => {
         lang = button.dataset.lang;
-        localStorage.setItem(LANG_KEY, lang);
         applyLanguage();
       });
     }
     for (const button of document.querySelectorAll("[data-action=home]")) {
-      button.addEventListener("click", home);
+      button.addEventListener("click", () => home(button.dataset.newPerson === "true"));
     }
     for (const button of document.querySelectorAll("[data-action=back]")) {
       button.addEventListener("click", () => show(button.dataset.to));
@@ -340,11 +402,7 @@
       dropOff();
     });
     document.getElementById("pickup-open").addEventListener("click", pickUp);
-    document.getElementById("error-retry").addEventListener("click", () => {
-      if (state.retry === "pickup") state.code = "";
-      renderCodes();
-      show(state.retry || "start");
-    });
+    document.getElementById("error-retry").addEventListener("click", retry);
     document.getElementById("setup-form").addEventListener("submit", (event) => {
       event.preventDefault();
       localStorage.setItem(TOKEN_KEY, document.getElementById("setup-token").value.trim());

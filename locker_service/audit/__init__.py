@@ -1,0 +1,1 @@
+"""The audit of door openings: who opened which door, how, why and when, for operators."""

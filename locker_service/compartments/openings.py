@@ -1,0 +1,100 @@
+"""Who opened a door and how, as written in a door-opening row's `who` (pure, no I/O).
+
+A `door_openings.who` is `role` or `role:detail`: `courier:<courier code>`, `operator:<operator
+id>`, `purchaser:<how her code came>` (`qr`, `keypad`, `scanner`; rows written before the detail
+existed say only `purchaser`), and `unknown` for a door that opened with no command behind it.
+The writers build it here and the audit reads it back here, so the two cannot drift apart. The
+role names the kind of opening; `why` keeps the reason (the operator's typed reason, "drop-off",
+"pickup").
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+
+class OpeningKind(StrEnum):
+    DROPOFF = "dropoff"  # a courier put food in
+    PICKUP = "pickup"  # a purchaser's code opened her compartment
+    REMOTE_OPEN = "remote_open"  # an operator opened it from the dashboard or the API
+    UNEXPLAINED = "unexplained"  # the door opened with no command behind it
+    OTHER = "other"  # a role this version does not know (a newer writer's row)
+
+
+class PickupMethod(StrEnum):
+    QR = "qr"  # the QR code from her message, held under the scanner
+    KEYPAD = "keypad"  # the 8-digit code typed on the kiosk screen
+    SCANNER = "scanner"  # the 8-digit code read by the scanner (printed or on a phone)
+
+
+UNKNOWN: Final = "unknown"
+# The pickup source the kiosk handler gives for a scan (`scanner:<kiosk code>`).
+SCANNER_SOURCE_PREFIX: Final = "scanner"
+
+ROLE_OF_KIND: Final[dict[OpeningKind, str]] = {
+    OpeningKind.DROPOFF: "courier",
+    OpeningKind.PICKUP: "purchaser",
+    OpeningKind.REMOTE_OPEN: "operator",
+    OpeningKind.UNEXPLAINED: UNKNOWN,
+}
+KIND_OF_ROLE: Final[dict[str, OpeningKind]] = {role: kind for kind, role in ROLE_OF_KIND.items()}
+
+# How each kind of opening was asked for, for the audit (a purchaser's says which code).
+_HOW_OF_KIND: Final[dict[OpeningKind, str]] = {
+    OpeningKind.DROPOFF: "courier_pin",
+    OpeningKind.PICKUP: "code",
+    OpeningKind.REMOTE_OPEN: "remote",
+    OpeningKind.UNEXPLAINED: "none",
+    OpeningKind.OTHER: "unknown",
+}
+
+
+def courier(code: str) -> str:
+    return f"courier:{code}"
+
+
+def operator(operator_id: int) -> str:
+    return f"operator:{operator_id}"
+
+
+def purchaser(method: PickupMethod) -> str:
+    return f"purchaser:{method.value}"
+
+
+def pickup_method(source: str, *, by_token: bool) -> PickupMethod:
+    """How a pickup's code came: a QR token, or a code from the scanner or the screen."""
+    if by_token:
+        return PickupMethod.QR
+    if source.split(":", 1)[0] == SCANNER_SOURCE_PREFIX:
+        return PickupMethod.SCANNER
+    return PickupMethod.KEYPAD
+
+
+def role_of(who: str) -> str:
+    return who.split(":", 1)[0]
+
+
+def kind_of(who: str) -> OpeningKind:
+    return KIND_OF_ROLE.get(role_of(who), OpeningKind.OTHER)
+
+
+def how_of(who: str) -> str:
+    """`courier_pin`, `qr`, `keypad`, `scanner`, `code` (a pickup of before the detail),
+    `remote`, `none` (unexplained) or `unknown`."""
+    kind = kind_of(who)
+    if kind == OpeningKind.PICKUP:
+        detail = who.partition(":")[2]
+        if detail in {m.value for m in PickupMethod}:
+            return detail
+    return _HOW_OF_KIND[kind]
+
+
+def operator_id_of(who: str) -> int | None:
+    role, _, detail = who.partition(":")
+    return int(detail) if role == "operator" and detail.isdigit() else None
+
+
+def courier_code_of(who: str) -> str | None:
+    role, _, detail = who.partition(":")
+    return detail if role == "courier" and detail else None

@@ -1,0 +1,44 @@
+"""The openings audit page of the dashboard: search every door opening, read why, download CSV.
+
+The page carries no data and no secret: its script asks the operator API with the token the
+dashboard keeps for this browser tab (or asks for one), like the dashboard itself.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from locker_service.compartments.openings import OpeningKind
+from locker_service.web.pages import page
+
+router = APIRouter(include_in_schema=False)
+
+# The words an operator reads for each kind of opening and each way it was asked for.
+KIND_NAMES = {
+    OpeningKind.DROPOFF: "Courier drop-off",
+    OpeningKind.PICKUP: "Purchaser pickup",
+    OpeningKind.REMOTE_OPEN: "Remote open",
+    OpeningKind.UNEXPLAINED: "Unexplained",
+    OpeningKind.OTHER: "Other",
+}
+HOW_NAMES = {
+    "courier_pin": "courier ID and PIN",
+    "qr": "QR code at the scanner",
+    "keypad": "code typed on the screen",
+    "scanner": "code read by the scanner",
+    "code": "pickup code",
+    "remote": "from the dashboard or API",
+    "none": "no command behind it",
+    "unknown": "unknown",
+}
+
+
+@router.get("/dashboard/openings", response_class=HTMLResponse)
+async def openings_page(request: Request) -> HTMLResponse:
+    context = {
+        "lang": "en",
+        "kinds": {k.value: name for k, name in KIND_NAMES.items()},
+        "hows": HOW_NAMES,
+    }
+    return page(request, "openings.html", context)
