@@ -225,3 +225,24 @@ async def kill_switch(
         kill_switch_at=site.kill_switch_at,
         kiosks=[],
     )
+
+
+@router.post("/kill-switch", response_model=list[SiteRead])
+async def freeze_all(
+    body: KillSwitchRequest, principal: OperatorDep, ctx: ContextDep
+) -> list[SiteRead]:
+    """Freeze (or unfreeze) every site at once: admins only, audited (docs/adr/0039)."""
+    sites = await service.freeze_all(ctx, principal, body.engaged, body.reason)
+    return [
+        SiteRead(
+            id=site.id,
+            code=site.code,
+            name=site.name,
+            timezone=site.timezone,
+            kill_switch_engaged=site.kill_switch_engaged,
+            kill_switch_reason=site.kill_switch_reason,
+            kill_switch_at=site.kill_switch_at,
+            kiosks=[],
+        )
+        for site in sites
+    ]
