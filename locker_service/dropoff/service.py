@@ -18,6 +18,7 @@ from sqlalchemy import select
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
+from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.errors import (
@@ -62,11 +63,10 @@ class DropoffResult:
     request_id: str
 
 
-def courier_rules(ctx: ServiceContext) -> throttle.Rules:
+def courier_rules(s: Settings) -> throttle.Rules:
     """Courier logins' own throttling (docs/adr/0039): per courier id a lockout after a few wrong
     PINs; per kiosk a growing delay for logins of every id (made-up ids among them). Kept apart
     from pickups', so a courier's failures never stand in a purchaser's way."""
-    s = ctx.settings
 
     def real(nominal_s: float) -> timedelta:
         return timedelta(seconds=s.scaled(nominal_s))
@@ -88,7 +88,7 @@ async def _check_courier(ctx: ServiceContext, kiosk: Kiosk, code: str, pin: str)
     settings = ctx.settings
     source = f"{pickup_repository.COURIER_SOURCE}{code}"
     now = utcnow()
-    rules = courier_rules(ctx)
+    rules = courier_rules(settings)
     async with session_scope(ctx.sessionmaker) as session:
         recent = await pickup_repository.courier_failures(
             session, now, rules, kiosk_id=kiosk.id, source=source

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.alerts.service import raise_alert
 from locker_service.compartments import service as doors
+from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.errors import Conflict, Forbidden, ServiceError, TooManyRequests
@@ -70,9 +71,8 @@ KIOSK_DAY_S = 24 * 3600.0  # the span the per-kiosk budget and its bound are abo
 ORDER_FIRST_DELAY_S = 60.0  # nominal: a refused code of one order, tried again and again
 
 
-def rules_of(ctx: ServiceContext) -> throttle.Rules:
+def rules_of(s: Settings) -> throttle.Rules:
     """The throttling rules of 8-digit codes in real time (docs/adr/0039)."""
-    s = ctx.settings
 
     def real(nominal_s: float) -> timedelta:
         return timedelta(seconds=s.scaled(nominal_s))
@@ -128,7 +128,7 @@ async def claim(
 ) -> Claim | ServiceError:
     """Decide a pickup in the caller's transaction: the claim, or the refusal to raise after
     the commit (which records the failed try)."""
-    rules = rules_of(ctx)
+    rules = rules_of(ctx.settings)
     now = utcnow()
     frozen = await repository.site_frozen(session, kiosk.site_id)
     found = await find_order(session, ctx.settings.secret_key, kiosk, code=code, token=token)

@@ -42,9 +42,9 @@ class Backoff:
         """The wait after the newest of `recent` failures within the window."""
         if recent < self.free:
             return ZERO
-        beyond = min(recent - self.free, 62)  # 2**62 s already exceeds any max_delay
-        delay: timedelta = min(self.first_delay * (2**beyond), self.max_delay)
-        return delay
+        # In float seconds: a timedelta overflows long before a guesser's count does.
+        doubled_s = self.first_delay.total_seconds() * 2.0 ** min(recent - self.free, 1000)
+        return min(timedelta(seconds=min(doubled_s, 1e9)), self.max_delay)
 
     def wait(self, now: datetime, recent: Recent) -> timedelta:
         """How long a try at `now` must still wait (zero: it may go ahead)."""
