@@ -30,7 +30,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.models import Compartment, DoorOpening, Order, PickupAttempt, Site, utcnow
+from locker_service.models import (
+    Alert,
+    Compartment,
+    DoorOpening,
+    Order,
+    PickupAttempt,
+    Site,
+    utcnow,
+)
 from locker_service.pickup import throttle
 
 # How a try's source names its kind. Typed and scanned 8-digit codes can be guessed and are
@@ -209,3 +217,20 @@ _OPENED_SINCE = (
 async def opened_since(session: AsyncSession, order_id: uuid.UUID, since: datetime) -> bool:
     """True when a pickup opening of the order saw its door open at or after `since`."""
     return await session.scalar(_OPENED_SINCE, {"order_id": order_id, "since": since}) is not None
+
+
+_ALERTED_SINCE = (
+    select(Alert.id)
+    .where(
+        Alert.dedupe_key == bindparam("dedupe_key"),
+        Alert.state != "resolved",
+        Alert.last_raised_at >= bindparam("since"),
+    )
+    .limit(1)
+)
+
+
+async def alerted_since(session: AsyncSession, dedupe_key: str, since: datetime) -> bool:
+    """True when an unresolved alert under `dedupe_key` was raised at or after `since`."""
+    found = await session.scalar(_ALERTED_SINCE, {"dedupe_key": dedupe_key, "since": since})
+    return found is not None

@@ -184,10 +184,15 @@ async def claim(
             "locked again and try once more"
         )
     await repository.record_attempt(session, kiosk.id, source, order.id if order else None, False)
-    if guessable and order is None:
-        kiosk_recent = recent.kiosk
-        if throttle.spends_budget(rules.kiosk, kiosk_recent.count):
-            await _kiosk_under_attack(session, ctx, kiosk, kiosk_recent.count + 1)
+    if (
+        guessable
+        and order is None
+        and (
+            throttle.spends_budget(rules.kiosk, recent.kiosk.count)
+            or throttle.reaches_cap(rules.source, recent.source.count)
+        )
+    ):
+        await _kiosk_under_attack(session, ctx, kiosk, rules, recent.kiosk.count + 1)
     return refusal or InvalidCode("this code does not open anything here")
 
 
@@ -204,20 +209,24 @@ def _awaiting_her_door(order: Order, refusal: ServiceError | None) -> bool:
 
 
 async def _kiosk_under_attack(
-    session: AsyncSession, ctx: ServiceContext, kiosk: Kiosk, failures: int
+    session: AsyncSession, ctx: ServiceContext, kiosk: Kiosk, rules: throttle.Rules, failures: int
 ) -> None:
-    """The kiosk's daily budget of wrong codes is spent: from now on each wrong code waits the
-    kiosk's spacing. One alert per episode (the key stays until an operator resolves it)."""
+    """Guessing at a kiosk: a source made to wait its longest, or the kiosk's daily budget of
+    wrong codes spent. One alert per episode: crossings less than the kiosk's window (a day)
+    after the last alert of that kiosk add nothing."""
+    key = f"kiosk_under_attack:{kiosk.id}"
+    if await repository.alerted_since(session, key, utcnow() - rules.kiosk.window):
+        return
     await raise_alert(
         session,
         kind="kiosk_under_attack",
         severity="warning",
         message=(
             f"kiosk {kiosk.code} ({kiosk.name}): {failures} wrong pickup codes within a day; "
-            f"typed codes there now wait {ctx.settings.pickup_kiosk_spacing_s:.0f} s "
-            "between wrong tries (QR codes are not affected)"
+            f"wrong typed codes there now wait up to {ctx.settings.pickup_kiosk_spacing_s:.0f} s "
+            "each (QR codes are not affected)"
         ),
-        dedupe_key=f"kiosk_under_attack:{kiosk.id}",
+        dedupe_key=key,
         site_id=kiosk.site_id,
         kiosk_id=kiosk.id,
         hub=ctx.hub,

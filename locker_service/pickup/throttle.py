@@ -109,6 +109,12 @@ def spends_budget(rule: Backoff, recent_before: int) -> bool:
     return recent_before + 1 == rule.free
 
 
+def reaches_cap(rule: Backoff, recent_before: int) -> bool:
+    """True for the failure after which the wait is the rule's longest: a source that has typed
+    that many wrong codes within the window is guessing, not mistyping."""
+    return rule.delay(recent_before) < rule.max_delay <= rule.delay(recent_before + 1)
+
+
 def daily_bound(rule: Backoff, day: timedelta = timedelta(days=1)) -> int:
     """The most failures the rule lets through in any span of `day` (docs/adr/0039).
 

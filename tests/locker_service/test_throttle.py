@@ -56,6 +56,11 @@ def test_the_failure_that_spends_the_budget_is_the_only_one_that_starts_an_episo
     assert starts == [RULES.kiosk.free - 1]
 
 
+def test_a_source_at_its_longest_wait_is_guessing() -> None:
+    caps = [n for n in range(200) if throttle.reaches_cap(RULES.source, n)]
+    assert caps == [10]  # the 11th wrong code within ten minutes: 2, 4, ... 64, then 120 s
+
+
 @given(st.lists(st.integers(min_value=0, max_value=7200), max_size=40))
 def test_a_try_waits_exactly_while_the_rule_says_so(seconds_ago: list[int]) -> None:
     rule = RULES.source
@@ -144,6 +149,7 @@ def test_a_day_of_the_best_guesser_stays_under_one_in_ten_thousand() -> None:
 def test_the_bound_follows_the_settings() -> None:
     # Loosen the spacing and the bound breaks the target: the ADR's numbers are not arbitrary.
     loose = rules_of(Settings(environment="test", pickup_kiosk_spacing_s=60.0))
-    assert READY_CODES * guesses_in_a_day(loose, a_new_source_each_time, timedelta(0)) / (
-        CODE_SPACE
-    ) > TARGET
+    assert (
+        READY_CODES * guesses_in_a_day(loose, a_new_source_each_time, timedelta(0)) / (CODE_SPACE)
+        > TARGET
+    )
