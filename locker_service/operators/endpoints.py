@@ -22,6 +22,7 @@ from locker_service.operators.schemas import (
     KioskSummary,
     OpenAnswer,
     OpenRequest,
+    OperatorMe,
     OrderInside,
     OrderRow,
     Reason,
@@ -31,6 +32,12 @@ from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
 
 router = APIRouter(prefix="/api/v1/operator", tags=["operator"])
+
+
+@router.get("/me", response_model=OperatorMe)
+async def me(principal: OperatorDep) -> OperatorMe:
+    """The signed-in operator: name and role."""
+    return OperatorMe(id=principal.id, name=principal.operator.name, role=principal.role)
 
 
 @router.get("/sites", response_model=list[SiteRead])
