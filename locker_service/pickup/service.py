@@ -2,9 +2,12 @@
 
 The decision is one transaction (`claim`), which the caller may share: the kiosk handler puts
 the scan event's row in it, so a scan costs one commit before its unlock leaves (ADR 0043).
-Every try is recorded in that transaction, refusals included, which is why `claim` returns a
-refusal instead of raising it: the caller commits, then raises. A claimed code is given back if
-the door did not open, so a kiosk hiccup does not cost the purchaser her food.
+Every try that checks a code is recorded in that transaction, refusals included, which is why
+`claim` returns a refusal instead of raising it: the caller commits, then raises. A try that has
+to wait (ADR 0039) checks nothing and is not recorded; nor is a second try of a code whose door
+has not opened yet (she is told to pull the door). A claimed code is given back if the door did
+not open, at once when the kiosk reports the latch back, so a kiosk hiccup or a door not pulled
+in time does not cost the purchaser her food.
 """
 
 from __future__ import annotations
