@@ -103,12 +103,23 @@ class Settings(BaseSettings):
     # bound applies to the site code -> id lookup of order creation. 0: no cache.
     credential_cache_s: float = Field(default=5.0, ge=0)
 
-    # Pickup throttling and lockout (nominal seconds)
-    pickup_window_s: float = 600.0
-    pickup_max_failures_per_source: int = 5
-    pickup_max_failures_per_kiosk: int = 20  # brute force from many sources at one kiosk
-    pickup_max_failures_per_order: int = 5
-    pickup_lockout_s: float = 900.0
+    # Throttling of tries to open (nominal seconds; docs/adr/0039). 8-digit codes, per source:
+    # a few typos are free, then the wait doubles from 2 s up to the source's maximum.
+    pickup_source_window_s: float = Field(default=600.0, gt=0)
+    pickup_source_free_failures: int = Field(default=5, ge=0)
+    pickup_source_max_delay_s: float = Field(default=120.0, gt=0)
+    # 8-digit codes, per kiosk over a day: a budget of free failures, then one failure per
+    # spacing. With 12 ready codes the guesser's daily chance is 12 * (40 + 86400 / 120) / 1e8
+    # = 9.1e-5, under 1e-4; the budget's end raises `kiosk_under_attack`.
+    pickup_kiosk_free_failures_per_day: int = Field(default=40, ge=0)
+    pickup_kiosk_spacing_s: float = Field(default=120.0, gt=0)
+    # Refusals of one order's own code (used, expired): a code passed around.
+    pickup_order_free_failures: int = Field(default=5, ge=0)
+    pickup_order_lockout_s: float = Field(default=900.0, gt=0)
+    # Courier logins: their own failures, per courier id and per kiosk; never a pickup's.
+    courier_free_failures: int = Field(default=5, ge=0)
+    courier_lockout_s: float = Field(default=900.0, gt=0)
+    courier_kiosk_free_failures: int = Field(default=20, ge=0)
 
     # Purchaser notifications (Apprise URLs). A contact that is an e-mail address goes through
     # notify_email_url, a phone number through notify_sms_url ("{to}" is replaced by the

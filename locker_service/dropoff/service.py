@@ -23,6 +23,7 @@ from locker_service.compartments import openings
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
+from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.errors import (
@@ -34,11 +35,14 @@ from locker_service.errors import (
 )
 from locker_service.events import publish_after_commit
 from locker_service.metrics import DROPOFFS
-from locker_service.models import Compartment, Courier, Kiosk, Order, PickupAttempt, utcnow
+from locker_service.models import Compartment, Courier, Kiosk, Order, utcnow
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
 from locker_service.orders.schemas import live_view as order_view
+from locker_service.pickup import repository as pickup_repository
+from locker_service.pickup import service as pickup_service
 from locker_service.pickup import throttle
+from locker_service.pickup.service import KillSwitchEngaged
 from locker_service.security import hash_pin, same
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
@@ -55,6 +59,10 @@ class NoFreeCompartment(Conflict):
     code = "no_free_compartment"
 
 
+class DropoffsFrozen(KillSwitchEngaged):
+    code = "dropoffs_frozen"
+
+
 @dataclass(frozen=True)
 class DropoffResult:
     order: Order
@@ -62,46 +70,49 @@ class DropoffResult:
     request_id: str
 
 
-async def _check_courier(ctx: ServiceContext, kiosk: Kiosk, code: str, pin: str) -> Courier:
-    """The courier, if the PIN is right; wrong PINs count towards a lockout like pickup codes."""
-    settings = ctx.settings
-    source = f"courier:{code}"
-    now = utcnow()
-    limits = throttle.Limits(
-        window=timedelta(seconds=settings.scaled(settings.pickup_window_s)),
-        lockout=timedelta(seconds=settings.scaled(settings.pickup_lockout_s)),
-        per_source=settings.pickup_max_failures_per_source,
-        per_kiosk=0,
-        per_order=0,
+def courier_rules(s: Settings) -> throttle.Rules:
+    """Courier logins' own throttling (docs/adr/0039): per courier id a lockout after a few wrong
+    PINs; per kiosk a growing delay for logins of every id (made-up ids among them). Kept apart
+    from pickups', so a courier's failures never stand in a purchaser's way."""
+
+    def real(nominal_s: float) -> timedelta:
+        return timedelta(seconds=s.scaled(nominal_s))
+
+    lockout = real(s.courier_lockout_s)
+    per_courier = throttle.Backoff(lockout, s.courier_free_failures, lockout, lockout)
+    max_delay = real(s.pickup_source_max_delay_s)
+    per_kiosk = throttle.Backoff(
+        window=real(s.pickup_source_window_s),
+        free=s.courier_kiosk_free_failures,
+        first_delay=min(real(pickup_service.FIRST_DELAY_S), max_delay),
+        max_delay=max_delay,
     )
+    return throttle.Rules(source=per_courier, kiosk=per_kiosk, order=per_courier)
+
+
+async def _check_courier(ctx: ServiceContext, kiosk: Kiosk, code: str, pin: str) -> Courier:
+    """The courier, if the PIN is right; wrong PINs slow down further logins (their own rules)."""
+    settings = ctx.settings
+    source = f"{pickup_repository.COURIER_SOURCE}{code}"
+    now = utcnow()
+    rules = courier_rules(settings)
     async with session_scope(ctx.sessionmaker) as session:
-        since = now - limits.window - limits.lockout
-        failures = list(
-            (
-                await session.scalars(
-                    select(PickupAttempt.at)
-                    .where(
-                        PickupAttempt.source == source,
-                        PickupAttempt.ok.is_(False),
-                        PickupAttempt.at >= since,
-                    )
-                    .order_by(PickupAttempt.at.desc())
-                    .limit(100)
-                )
-            ).all()
+        recent = await pickup_repository.courier_failures(
+            session, now, rules, kiosk_id=kiosk.id, source=source
         )
-        lockout = throttle.check(now, limits, by_source=failures, by_kiosk=[])
-        if lockout is not None:
+        wait = throttle.check(now, rules, source=recent.courier, kiosk=recent.kiosk)
+        if wait is not None:
+            # Refused before the PIN is looked at: no guess, so not recorded as one.
             raise TooManyRequests(
-                "too many wrong PINs: try again later",
-                retry_after_s=lockout.retry_after_s,
+                "too many wrong courier logins: try again later",
+                retry_after_s=wait.retry_after_s,
                 code="locked_out",
             )
         courier = await session.scalar(select(Courier).where(Courier.code == code))
         ok = courier is not None and same(
             courier.pin_hash, hash_pin(settings.secret_key, code, pin)
         )
-        session.add(PickupAttempt(kiosk_id=kiosk.id, source=source, at=now, ok=ok))
+        await pickup_repository.record_attempt(session, kiosk.id, source, None, ok)
     if not ok or courier is None:
         raise Forbidden("unknown courier or wrong PIN", code="bad_courier_credentials")
     return courier
@@ -122,6 +133,12 @@ async def dropoff(
 async def _dropoff(
     ctx: ServiceContext, kiosk: Kiosk, courier_code: str, pin: str, order_ref: str
 ) -> DropoffResult:
+    async with ctx.sessionmaker() as session:
+        frozen = await pickup_repository.site_frozen(session, kiosk.site_id)
+    if frozen:
+        # The kill switch stops every opening at the site, a courier's too: nothing is checked
+        # or reserved, so the courier keeps the food and asks staff (or the dispatcher).
+        raise DropoffsFrozen("drop-offs are frozen at this site: please ask staff")
     courier = await _check_courier(ctx, kiosk, courier_code, pin)
     not_empty: list[int] = []  # ids: the rows may be gone with a rolled-back transaction
     try:

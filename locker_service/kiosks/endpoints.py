@@ -23,6 +23,7 @@ from locker_service.kiosks.schemas import (
 from locker_service.models import Compartment, Site
 from locker_service.orders import codes
 from locker_service.pickup import service as pickup_service
+from locker_service.pickup.repository import SCREEN_SOURCE
 
 router = APIRouter(prefix="/api/v1/kiosk", tags=["kiosk"])
 
@@ -71,7 +72,7 @@ async def pickup(
     code = codes.normalise_code(body.code)
     if code is None:
         raise BadRequest("the code has 8 digits", code="malformed_code")
-    source = f"screen:{request.client.host if request.client else 'unknown'}"
+    source = f"{SCREEN_SOURCE}{request.client.host if request.client else 'unknown'}"
     result = await pickup_service.pickup(ctx, kiosk, source=source, code=code)
     return PickupAnswer(
         compartment=result.compartment.number,

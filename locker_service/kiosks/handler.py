@@ -38,6 +38,7 @@ from locker_service.models import Compartment, DoorOpening, Kiosk, Order, utcnow
 from locker_service.orders import codes
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
+from locker_service.pickup import repository as pickup_repository
 from locker_service.pickup import service as pickup_service
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,10 @@ class StoryHandler:
                 return
             if c.snapshot_at is not None and snap.ts < c.snapshot_at:
                 return
+            if c.lock_released and not snap.lock_released and not snap.door_open:
+                # The latch sprang back with the door shut: a pickup whose door never opened
+                # gives its code back now rather than when the authorisation runs out.
+                await pickup_service.give_back_unopened(session, kiosk, c, snap.ts)
             c.door_open = snap.door_open
             c.lock_released = snap.lock_released
             c.occupied = snap.occupied
@@ -543,8 +548,9 @@ class StoryHandler:
             return None
         if token is None and code is None:
             return pickup_service.InvalidCode("not a pickup code")
+        kind = pickup_repository.QR_SOURCE if token else pickup_repository.SCANNER_SOURCE
         return await pickup_service.claim(
-            session, self.ctx, kiosk, source=f"scanner:{kiosk.code}", code=code, token=token
+            session, self.ctx, kiosk, source=f"{kind}{kiosk.code}", code=code, token=token
         )
 
     async def _fresh_scan(

@@ -23,6 +23,7 @@ from locker_service.operators.schemas import (
     KioskSummary,
     OpenAnswer,
     OpenRequest,
+    OperatorMe,
     OrderInside,
     OrderRow,
     Reason,
@@ -32,6 +33,12 @@ from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
 
 router = APIRouter(prefix="/api/v1/operator", tags=["operator"])
+
+
+@router.get("/me", response_model=OperatorMe)
+async def me(principal: OperatorDep) -> OperatorMe:
+    """The signed-in operator: name and role."""
+    return OperatorMe(id=principal.id, name=principal.operator.name, role=principal.role)
 
 
 @router.get("/sites", response_model=list[SiteRead])
@@ -226,3 +233,24 @@ async def kill_switch(
         kill_switch_at=site.kill_switch_at,
         kiosks=[],
     )
+
+
+@router.post("/kill-switch", response_model=list[SiteRead])
+async def freeze_all(
+    body: KillSwitchRequest, principal: OperatorDep, ctx: ContextDep
+) -> list[SiteRead]:
+    """Freeze (or unfreeze) every site at once: admins only, audited (docs/adr/0039)."""
+    sites = await service.freeze_all(ctx, principal, body.engaged, body.reason)
+    return [
+        SiteRead(
+            id=site.id,
+            code=site.code,
+            name=site.name,
+            timezone=site.timezone,
+            kill_switch_engaged=site.kill_switch_engaged,
+            kill_switch_reason=site.kill_switch_reason,
+            kill_switch_at=site.kill_switch_at,
+            kiosks=[],
+        )
+        for site in sites
+    ]

@@ -93,6 +93,14 @@ class OpenAnswer(BaseModel):
     request_id: str
 
 
+class OperatorMe(BaseModel):
+    """Who the token belongs to: the dashboard shows admins the freeze of every site."""
+
+    id: int
+    name: str
+    role: str
+
+
 class KillSwitchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.alerts.service import raise_alert, resolve_alerts
 from locker_service.api.deps import OperatorPrincipal
@@ -12,12 +15,14 @@ from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
-from locker_service.errors import Conflict, NotFound
+from locker_service.errors import Conflict, Forbidden, NotFound
 from locker_service.events import publish_after_commit
 from locker_service.models import Compartment, Kiosk, Site, utcnow
 from locker_service.operators.notes import signed
 from locker_service.orders import repository as orders
 from locker_service.pickup.service import KillSwitchEngaged
+
+log = logging.getLogger(__name__)
 
 
 async def _load(ctx: ServiceContext, compartment_id: int) -> tuple[Compartment, Kiosk, Site]:
@@ -110,27 +115,78 @@ async def kill_switch(
         if site is None:
             raise NotFound(f"no site {site_id}")
         principal.require_act(site.id)
-        site.kill_switch_engaged = engaged
-        site.kill_switch_reason = signed(reason, principal.id)
-        site.kill_switch_at = utcnow()
-        key = f"kill_switch:{site.id}"
+        await _switch(session, ctx, site, engaged, signed(reason, principal.id))
+        return site
+
+
+FREEZE_ALL_KEY = "kill_switch:all"  # the one alert of a freeze of every site
+
+
+async def freeze_all(
+    ctx: ServiceContext, principal: OperatorPrincipal, engaged: bool, reason: str
+) -> list[Site]:
+    """Engage (or release) the kill switch of every site at once: admins only.
+
+    Audited three ways in the one transaction: each site keeps who froze it, why and when (as a
+    single site's switch does), each site's `kill_switch` alert, and one `kill_switch_all` alert
+    naming the admin and the reason; released, the alerts resolve.
+    """
+    if principal.role != "admin":
+        raise Forbidden("only an admin may freeze every site", code="admin_only")
+    async with session_scope(ctx.sessionmaker) as session:
+        sites = list(
+            (await session.scalars(select(Site).order_by(Site.id).with_for_update())).all()
+        )
+        why = signed(reason, principal.id, every_site=True)
+        for site in sites:
+            await _switch(session, ctx, site, engaged, why)
         if engaged:
             await raise_alert(
                 session,
-                kind="kill_switch",
+                kind="kill_switch_all",
                 severity="critical",
-                message=f"kill switch engaged at {site.name}: {reason}",
-                dedupe_key=key,
-                site_id=site.id,
+                message=(
+                    f"kill switch engaged at every site ({len(sites)}) by "
+                    f"{principal.operator.name} (admin {principal.id}): {reason}"
+                ),
+                dedupe_key=FREEZE_ALL_KEY,
                 hub=ctx.hub,
             )
         else:
-            await resolve_alerts(session, key, ctx.hub)
-        publish_after_commit(
-            session,
-            ctx.hub,
-            "site",
-            {"id": site.id, "kill_switch_engaged": engaged, "reason": site.kill_switch_reason},
-            site.id,
+            await resolve_alerts(session, FREEZE_ALL_KEY, ctx.hub)
+        log.warning(
+            "admin %s %s every site (%d): %s",
+            principal.id,
+            "froze" if engaged else "unfroze",
+            len(sites),
+            reason,
         )
-        return site
+        return sites
+
+
+async def _switch(
+    session: AsyncSession, ctx: ServiceContext, site: Site, engaged: bool, reason: str
+) -> None:
+    site.kill_switch_engaged = engaged
+    site.kill_switch_reason = reason
+    site.kill_switch_at = utcnow()
+    key = f"kill_switch:{site.id}"
+    if engaged:
+        await raise_alert(
+            session,
+            kind="kill_switch",
+            severity="critical",
+            message=f"kill switch engaged at {site.name}: {reason}",
+            dedupe_key=key,
+            site_id=site.id,
+            hub=ctx.hub,
+        )
+    else:
+        await resolve_alerts(session, key, ctx.hub)
+    publish_after_commit(
+        session,
+        ctx.hub,
+        "site",
+        {"id": site.id, "kill_switch_engaged": engaged, "reason": site.kill_switch_reason},
+        site.id,
+    )

@@ -1,7 +1,8 @@
 """Queries of a pickup: recent failures for throttling, the kill switch, the order a code names.
 
 A pickup is on the purchaser's critical path (she stands at the kiosk), so each question is one
-round trip: the failures of every throttled dimension come back in one `UNION ALL`, and the
+round trip: the failures of every throttled dimension come back in one `UNION ALL` of counts
+(with the newest of each), and the
 order comes with its compartment. The statements are built once, with bound parameters: the
 building, not the database, was most of a scan's time (as with order creation, ADR 0035).
 """
@@ -10,79 +11,144 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
 from sqlalchemy import (
     ColumnElement,
+    CompoundSelect,
     Select,
     Table,
     bindparam,
+    func,
     insert,
     literal,
+    or_,
     select,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.models import Compartment, Order, PickupAttempt, Site, utcnow
+from locker_service.models import (
+    Alert,
+    Compartment,
+    DoorOpening,
+    Order,
+    PickupAttempt,
+    Site,
+    utcnow,
+)
+from locker_service.pickup import throttle
 
-MAX_FAILURES_READ = 200  # per dimension; far above any limit, so a lockout is never missed
+# How a try's source names its kind. Typed and scanned 8-digit codes can be guessed and are
+# throttled per source and per kiosk; QR tokens (256 bits) cannot and are only recorded; courier
+# logins are throttled among themselves (dropoff.service).
+SCREEN_SOURCE = "screen:"  # + the client's address: a code typed on the kiosk screen
+SCANNER_SOURCE = "scanner:"  # + the kiosk code: an 8-digit code held to the scanner
+QR_SOURCE = "qr:"  # + the kiosk code: a QR token held to the scanner
+COURIER_SOURCE = "courier:"  # + the courier id: a courier login (PIN)
+_GUESSABLE = (SCREEN_SOURCE, SCANNER_SOURCE)
 
 
-@dataclass
-class Failures:
-    """Times of recent failed attempts, per throttled dimension."""
+@dataclass(frozen=True)
+class RecentFailures:
+    """Failures of each throttled dimension within its rule's window."""
 
-    by_source: list[datetime] = field(default_factory=list)
-    by_kiosk: list[datetime] = field(default_factory=list)
-    by_order: list[datetime] = field(default_factory=list)
+    source: throttle.Recent = throttle.NONE
+    kiosk: throttle.Recent = throttle.NONE
+    order: throttle.Recent = throttle.NONE
+    courier: throttle.Recent = throttle.NONE
 
 
-def _failed_since(dimension: str, condition: ColumnElement[bool]) -> Select[tuple[datetime, str]]:
-    query = (
-        select(PickupAttempt.at, literal(dimension).label("dimension"))
-        .where(PickupAttempt.ok.is_(False), PickupAttempt.at >= bindparam("since"), condition)
-        .order_by(PickupAttempt.at.desc())
-        .limit(MAX_FAILURES_READ)
-        .subquery()
-    )
-    return select(query.c.at, query.c.dimension)
+def _failed_since(
+    dimension: str, since: str, *where: ColumnElement[bool]
+) -> Select[str, int, datetime]:
+    return select(
+        literal(dimension).label("dimension"),
+        func.count().label("n"),
+        func.max(PickupAttempt.at).label("newest"),
+    ).where(PickupAttempt.ok.is_(False), PickupAttempt.at >= bindparam(since), *where)
 
 
 _AT_KIOSK = PickupAttempt.kiosk_id == bindparam("kiosk_id")
-_BY_SOURCE_AND_KIOSK = (
-    _failed_since("source", (PickupAttempt.source == bindparam("source")) & _AT_KIOSK),
-    _failed_since("kiosk", _AT_KIOSK),
-)
-_FAILURES = {
-    False: union_all(*_BY_SOURCE_AND_KIOSK),
-    True: union_all(
-        *_BY_SOURCE_AND_KIOSK,
-        _failed_since("order", PickupAttempt.order_id == bindparam("order_id")),
+_GUESSES_AT_KIOSK = or_(*(PickupAttempt.source.startswith(kind) for kind in _GUESSABLE))
+_DIMENSIONS: dict[str, Select[str, int, datetime]] = {
+    "source": _failed_since(
+        "source", "source_since", PickupAttempt.source == bindparam("source"), _AT_KIOSK
+    ),
+    "kiosk": _failed_since("kiosk", "kiosk_since", _AT_KIOSK, _GUESSES_AT_KIOSK),
+    "order": _failed_since("order", "order_since", PickupAttempt.order_id == bindparam("order_id")),
+    "courier": _failed_since(
+        "courier", "source_since", PickupAttempt.source == bindparam("source")
+    ),
+    "courier_kiosk": _failed_since(
+        "kiosk",
+        "kiosk_since",
+        _AT_KIOSK,
+        PickupAttempt.source.startswith(COURIER_SOURCE),
     ),
 }
+_STATEMENTS: dict[tuple[str, ...], CompoundSelect[str, int, datetime]] = {}
 
 
-async def failures(
+def _statement(dimensions: tuple[str, ...]) -> CompoundSelect[str, int, datetime]:
+    """One `UNION ALL` of the dimensions asked, built once per combination."""
+    statement = _STATEMENTS.get(dimensions)
+    if statement is None:
+        statement = _STATEMENTS[dimensions] = union_all(*(_DIMENSIONS[d] for d in dimensions))
+    return statement
+
+
+async def recent_failures(
     session: AsyncSession,
-    since: datetime,
+    now: datetime,
+    rules: throttle.Rules,
     *,
     kiosk_id: int,
-    source: str,
+    source: str | None,
     order_id: uuid.UUID | None = None,
-) -> Failures:
-    """Failed attempts since `since` by this source at this kiosk, at this kiosk, and for this
-    order (when given), in one round trip."""
-    params: dict[str, object] = {"since": since, "kiosk_id": kiosk_id, "source": source}
+) -> RecentFailures:
+    """Failures of a pickup's dimensions in one round trip: of this source at this kiosk and of
+    8-digit codes at this kiosk (when `source` is given: a guessable code), and of this order
+    (when given)."""
+    dimensions: tuple[str, ...] = ("source", "kiosk") if source is not None else ()
     if order_id is not None:
-        params["order_id"] = order_id
-    found = Failures()
-    result = await session.execute(_FAILURES[order_id is not None], params)
-    for row in result.mappings():
-        getattr(found, f"by_{row['dimension']}").append(row["at"])
-    return found
+        dimensions += ("order",)
+    if not dimensions:
+        return RecentFailures()
+    params: dict[str, object] = {
+        "source_since": now - rules.source.window,
+        "kiosk_since": now - rules.kiosk.window,
+        "order_since": now - rules.order.window,
+        "kiosk_id": kiosk_id,
+        "source": source,
+        "order_id": order_id,
+    }
+    return await _read(session, _statement(dimensions), params)
+
+
+async def courier_failures(
+    session: AsyncSession, now: datetime, rules: throttle.Rules, *, kiosk_id: int, source: str
+) -> RecentFailures:
+    """Failed logins of this courier id anywhere (`rules.source`) and of every courier login
+    at this kiosk (`rules.kiosk`), in one round trip."""
+    params: dict[str, object] = {
+        "source_since": now - rules.source.window,
+        "kiosk_since": now - rules.kiosk.window,
+        "kiosk_id": kiosk_id,
+        "source": source,
+    }
+    return await _read(session, _statement(("courier", "courier_kiosk")), params)
+
+
+async def _read(
+    session: AsyncSession, statement: CompoundSelect[str, int, datetime], params: dict[str, object]
+) -> RecentFailures:
+    found: dict[str, throttle.Recent] = {}
+    for row in (await session.execute(statement, params)).mappings():
+        found[row["dimension"]] = throttle.Recent(int(row["n"]), row["newest"])
+    return RecentFailures(**found)
 
 
 _SITE_FROZEN = select(Site.kill_switch_engaged).where(Site.id == bindparam("site_id"))
@@ -135,3 +201,36 @@ async def record_attempt(
         _INSERT_ATTEMPT,
         {"kiosk_id": kiosk_id, "source": source, "order_id": order_id, "at": utcnow(), "ok": ok},
     )
+
+
+_OPENED_SINCE = (
+    select(DoorOpening.id)
+    .where(
+        DoorOpening.order_id == bindparam("order_id"),
+        DoorOpening.why == "pickup",
+        DoorOpening.door_opened_at >= bindparam("since"),
+    )
+    .limit(1)
+)
+
+
+async def opened_since(session: AsyncSession, order_id: uuid.UUID, since: datetime) -> bool:
+    """True when a pickup opening of the order saw its door open at or after `since`."""
+    return await session.scalar(_OPENED_SINCE, {"order_id": order_id, "since": since}) is not None
+
+
+_ALERTED_SINCE = (
+    select(Alert.id)
+    .where(
+        Alert.dedupe_key == bindparam("dedupe_key"),
+        Alert.state != "resolved",
+        Alert.last_raised_at >= bindparam("since"),
+    )
+    .limit(1)
+)
+
+
+async def alerted_since(session: AsyncSession, dedupe_key: str, since: datetime) -> bool:
+    """True when an unresolved alert under `dedupe_key` was raised at or after `since`."""
+    found = await session.scalar(_ALERTED_SINCE, {"dedupe_key": dedupe_key, "since": since})
+    return found is not None

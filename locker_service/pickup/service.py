@@ -2,21 +2,27 @@
 
 The decision is one transaction (`claim`), which the caller may share: the kiosk handler puts
 the scan event's row in it, so a scan costs one commit before its unlock leaves (ADR 0043).
-Every try is recorded in that transaction, refusals included, which is why `claim` returns a
-refusal instead of raising it: the caller commits, then raises. A claimed code is given back if
-the door did not open, so a kiosk hiccup does not cost the purchaser her food.
+Every try that checks a code is recorded in that transaction, refusals included, which is why
+`claim` returns a refusal instead of raising it: the caller commits, then raises. A try that has
+to wait (ADR 0039) checks nothing and is not recorded; nor is a second try of a code whose door
+has not opened yet (she is told to pull the door). A claimed code is given back if the door did
+not open, at once when the kiosk reports the latch back, so a kiosk hiccup or a door not pulled
+in time does not cost the purchaser her food.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from locker_service.alerts.service import raise_alert
 from locker_service.compartments import openings
 from locker_service.compartments import service as doors
+from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.errors import Conflict, Forbidden, ServiceError, TooManyRequests
@@ -41,6 +47,12 @@ class KillSwitchEngaged(Forbidden):
     code = "kill_switch_engaged"
 
 
+class DoorUnlocked(Conflict):
+    """Her code has already released the latch, and the door has not opened since."""
+
+    code = "door_unlocked"
+
+
 @dataclass(frozen=True)
 class PickupResult:
     order: Order
@@ -58,14 +70,40 @@ class Claim:
     opening_id: int
 
 
-def limits_of(ctx: ServiceContext) -> throttle.Limits:
-    s = ctx.settings
-    return throttle.Limits(
-        window=timedelta(seconds=s.scaled(s.pickup_window_s)),
-        lockout=timedelta(seconds=s.scaled(s.pickup_lockout_s)),
-        per_source=s.pickup_max_failures_per_source,
-        per_kiosk=s.pickup_max_failures_per_kiosk,
-        per_order=s.pickup_max_failures_per_order,
+FIRST_DELAY_S = 2.0  # nominal: a second typo costs nothing, a guesser's wait doubles from here
+KIOSK_DAY_S = 24 * 3600.0  # the span the per-kiosk budget and its bound are about
+ORDER_FIRST_DELAY_S = 60.0  # nominal: a refused code of one order, tried again and again
+
+
+def rules_of(s: Settings) -> throttle.Rules:
+    """The throttling rules of 8-digit codes in real time (docs/adr/0039)."""
+
+    def real(nominal_s: float) -> timedelta:
+        return timedelta(seconds=s.scaled(nominal_s))
+
+    spacing = real(s.pickup_kiosk_spacing_s)
+    order_lockout = real(s.pickup_order_lockout_s)
+    return throttle.Rules(
+        source=throttle.Backoff(
+            window=real(s.pickup_source_window_s),
+            free=s.pickup_source_free_failures,
+            first_delay=min(real(FIRST_DELAY_S), real(s.pickup_source_max_delay_s)),
+            max_delay=real(s.pickup_source_max_delay_s),
+        ),
+        # The day is nominal like every duration here: under LOCKER_TIME_SCALE it shrinks
+        # with the spacing, so the bound (ADR 0039) holds per scaled day.
+        kiosk=throttle.Backoff(
+            window=real(KIOSK_DAY_S),
+            free=s.pickup_kiosk_free_failures_per_day,
+            first_delay=spacing,
+            max_delay=spacing,
+        ),
+        order=throttle.Backoff(
+            window=order_lockout,
+            free=s.pickup_order_free_failures,
+            first_delay=min(real(ORDER_FIRST_DELAY_S), order_lockout),
+            max_delay=order_lockout,
+        ),
     )
 
 
@@ -94,27 +132,33 @@ async def claim(
 ) -> Claim | ServiceError:
     """Decide a pickup in the caller's transaction: the claim, or the refusal to raise after
     the commit (which records the failed try)."""
-    limits = limits_of(ctx)
+    rules = rules_of(ctx.settings)
     now = utcnow()
-    since = now - limits.window - limits.lockout
     frozen = await repository.site_frozen(session, kiosk.site_id)
     found = await find_order(session, ctx.settings.secret_key, kiosk, code=code, token=token)
     order, compartment = found if found is not None else (None, None)
-    failures = await repository.failures(
-        session, since, kiosk_id=kiosk.id, source=source, order_id=order.id if order else None
+    guessable = token is None  # a QR token is checked, never throttled by source or kiosk
+    recent = await repository.recent_failures(
+        session,
+        now,
+        rules,
+        kiosk_id=kiosk.id,
+        source=source if guessable else None,
+        order_id=order.id if order else None,
     )
-    lockout = throttle.check(now, limits, by_source=failures.by_source, by_kiosk=failures.by_kiosk)
-    if lockout is not None:
-        await repository.record_attempt(session, kiosk.id, source, None, False)
+    wait = throttle.check(now, rules, source=recent.source, kiosk=recent.kiosk)
+    if wait is not None:
+        # Refused before the code is looked at: no guess, so not recorded as one.
         return TooManyRequests(
-            f"too many wrong codes ({lockout.dimension}): try again later",
-            retry_after_s=lockout.retry_after_s,
+            f"too many wrong codes ({wait.dimension}): "
+            f"try again in {math.ceil(wait.retry_after_s)} s",
+            retry_after_s=wait.retry_after_s,
             code="locked_out",
         )
     if frozen:
         return KillSwitchEngaged("openings are frozen at this site: please ask staff")
 
-    refusal = _refusal(kiosk, order, compartment, limits, failures.by_order)
+    refusal = _refusal(now, kiosk, order, compartment, rules, recent.order)
     if refusal is None and order is not None and compartment is not None:
         if await orders.mark_code_used(session, order, utcnow()):
             # One transaction: the code's single use, the audited reason to open, and the
@@ -139,8 +183,82 @@ async def claim(
             await session.flush()
             return Claim(order, compartment, opening.id)
         refusal = Conflict("this code has been used already", code="code_used")
+    if order is not None and _awaiting_her_door(order, refusal):
+        # Her code opened the latch and the door has not opened since: she is not guessing.
+        # Told so, and not counted: the code comes back when the latch is seen again.
+        await orders.insert_event(session, order.id, "purchaser", source, "code_pending")
+        return DoorUnlocked(
+            "your compartment was unlocked a moment ago: pull its door, or wait until it has "
+            "locked again and try once more"
+        )
     await repository.record_attempt(session, kiosk.id, source, order.id if order else None, False)
+    if (
+        guessable
+        and order is None
+        and (
+            throttle.spends_budget(rules.kiosk, recent.kiosk.count)
+            or throttle.reaches_cap(rules.source, recent.source.count)
+        )
+    ):
+        await _kiosk_under_attack(session, ctx, kiosk, rules, recent.kiosk.count + 1)
     return refusal or InvalidCode("this code does not open anything here")
+
+
+def _awaiting_her_door(order: Order, refusal: ServiceError | None) -> bool:
+    """The code was accepted (used) but the order is still ready: its door has not opened yet
+    (an opening and shutting without taking the food gives the code back, as does the latch
+    springing back)."""
+    return (
+        isinstance(refusal, Conflict)
+        and refusal.code == "code_used"
+        and order.state == OrderState.READY
+        and order.code_used_at is not None
+    )
+
+
+async def _kiosk_under_attack(
+    session: AsyncSession, ctx: ServiceContext, kiosk: Kiosk, rules: throttle.Rules, failures: int
+) -> None:
+    """Guessing at a kiosk: a source made to wait its longest, or the kiosk's daily budget of
+    wrong codes spent. One alert per episode: crossings less than the kiosk's window (a day)
+    after the last alert of that kiosk add nothing."""
+    key = f"kiosk_under_attack:{kiosk.id}"
+    if await repository.alerted_since(session, key, utcnow() - rules.kiosk.window):
+        return
+    await raise_alert(
+        session,
+        kind="kiosk_under_attack",
+        severity="warning",
+        message=(
+            f"kiosk {kiosk.code} ({kiosk.name}): {failures} wrong pickup codes within a day; "
+            f"wrong typed codes there now wait up to {ctx.settings.pickup_kiosk_spacing_s:.0f} s "
+            "each (QR codes are not affected)"
+        ),
+        dedupe_key=key,
+        site_id=kiosk.site_id,
+        kiosk_id=kiosk.id,
+        hub=ctx.hub,
+    )
+
+
+async def give_back_unopened(
+    session: AsyncSession, kiosk: Kiosk, compartment: Compartment, latched_at: datetime
+) -> bool:
+    """The kiosk reports the latch back with the door shut after a pickup's unlock: if the door
+    never opened since her code was accepted, the code is hers to use again at once."""
+    order = await orders.active_in_compartment(session, compartment.id)
+    if order is None or order.state != OrderState.READY or order.code_used_at is None:
+        return False
+    if latched_at < order.code_used_at - doors.CLOCK_SKEW:
+        return False  # a report from before the code's use (kiosk clock behind at most the skew)
+    if await repository.opened_since(session, order.id, order.code_used_at):
+        return False
+    await orders.mark_code_used(session, order, None)
+    orders.add_event(
+        session, order.id, "kiosk", kiosk.code, "code_returned", {"why": "latch re-engaged"}
+    )
+    await timers.cancel(session, [TimerKind.CODE_RELEASE], order_id=order.id)
+    return True
 
 
 async def complete(
@@ -198,19 +316,20 @@ async def find_order(
 
 
 def _refusal(
+    now: datetime,
     kiosk: Kiosk,
     order: Order | None,
     compartment: Compartment | None,
-    limits: throttle.Limits,
-    order_failures: list[datetime],
+    rules: throttle.Rules,
+    order_failures: throttle.Recent,
 ) -> ServiceError | None:
     if order is None:
         return InvalidCode("this code does not open anything here")
-    lockout = throttle.check(utcnow(), limits, by_source=[], by_kiosk=[], by_order=order_failures)
-    if lockout is not None:
+    wait = throttle.check(now, rules, order=order_failures)
+    if wait is not None:
         return TooManyRequests(
             "too many tries for this order: try again later",
-            retry_after_s=lockout.retry_after_s,
+            retry_after_s=wait.retry_after_s,
             code="locked_out",
         )
     if compartment is None or compartment.kiosk_id != kiosk.id:

@@ -92,6 +92,13 @@ _EN: Final[dict[str, str]] = {
     "error.not_ready": "Your food is not ready yet. Please wait for the message.",
     "error.locked_out": "Too many wrong attempts. Please wait a few minutes and try again.",
     "error.kill_switch_engaged": "Openings are paused at this site. Please ask the staff.",
+    "error.dropoffs_frozen": (
+        "Deliveries are paused at this site. Please keep the food and ask the staff."
+    ),
+    "error.door_unlocked": (
+        "Your compartment is already unlocked: pull its door. "
+        "If it has locked again, try once more in a moment."
+    ),
     "error.unlock_failed": "The door did not open. Please call the operator.",
     "error.kiosk_unreachable": "The locker is not reachable right now. Please try again shortly.",
     "error.kiosk_link_down": "The locker is not reachable right now. Please try again shortly.",
@@ -197,6 +204,8 @@ _ZH: Final[dict[str, str]] = {
     "error.not_ready": "餐品尚未就绪，请等待取餐通知。",
     "error.locked_out": "错误次数过多，请几分钟后再试。",
     "error.kill_switch_engaged": "本站点已暂停开柜，请联系现场工作人员。",
+    "error.dropoffs_frozen": "本站点已暂停存餐，请保管好餐品并联系现场工作人员。",
+    "error.door_unlocked": "您的柜门已解锁，请直接拉开。如已重新上锁，请稍后再试一次。",
     "error.unlock_failed": "柜门未能打开，请联系运营人员。",
     "error.kiosk_unreachable": "取餐柜暂时无法连接，请稍后重试。",
     "error.kiosk_link_down": "取餐柜暂时无法连接，请稍后重试。",

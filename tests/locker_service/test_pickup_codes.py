@@ -1,4 +1,4 @@
-"""Pickup codes: wrong, reused, early, expired and brute-forced codes open nothing; the kill
+"""Pickup codes: wrong, reused, early, expired and guessed codes open nothing; the kill
 switch freezes openings; the scanner path takes the QR token or the page URL."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from locker_service import errors
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
-from locker_service.models import Kiosk, Order, PickupAttempt
+from locker_service.models import Alert, Kiosk, Order, PickupAttempt
 from locker_service.orders import codes
 from locker_service.pickup import service as pickup_service
 from locker_service.timer_loop.loop import TimerLoop
@@ -28,12 +29,16 @@ from tests.locker_service.world import (
 )
 
 HOLD_LIMIT_S = 1.5
-LOCKOUT_S = 2.0
+KIOSK_BUDGET = 10  # wrong codes a day at one kiosk before each further one waits the spacing
 
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return make_settings(database_url, hold_limit_s=HOLD_LIMIT_S, pickup_lockout_s=LOCKOUT_S)
+    return make_settings(
+        database_url,
+        hold_limit_s=HOLD_LIMIT_S,
+        pickup_kiosk_free_failures_per_day=KIOSK_BUDGET,
+    )
 
 
 async def _pickup(client: httpx.AsyncClient, world: World, code: str) -> httpx.Response:
@@ -64,8 +69,8 @@ async def test_a_code_opens_once(
     order, n = await make_ready(app_client, world, service)
     code = _code(service.settings, order)
     assert (await _pickup(app_client, world, f"{code[:4]} {code[4:]}")).status_code == 200
-    again = await _pickup(app_client, world, code)  # door not even shut yet
-    assert again.status_code == 409 and again.json()["error"] == "code_used"
+    again = await _pickup(app_client, world, code)  # door not even pulled yet: she is told so
+    assert again.status_code == 409 and again.json()["error"] == "door_unlocked"
     await event(service, world, "door_opened", n)
     await event(service, world, "item_removed", n)
     await event(service, world, "door_closed", n)
@@ -124,44 +129,47 @@ async def test_an_expired_code_is_refused(
     assert page["fallback_code"] is None
 
 
-async def test_brute_force_locks_out_even_the_right_code(
+async def test_a_guesser_waits_even_with_the_right_code(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
 ) -> None:
     order, _ = await make_ready(app_client, world, service)
     right = _code(service.settings, order)
     before = fake_kiosk.unlocks()
-    limit = service.settings.pickup_max_failures_per_source
-    guesses = [f"{(int(right) + i) % 10**8:08d}" for i in range(1, limit + 1)]
+    free = service.settings.pickup_source_free_failures
+    guesses = [f"{(int(right) + i) % 10**8:08d}" for i in range(1, free + 1)]
     for guess in guesses:
         assert (await _pickup(app_client, world, guess)).status_code == 403
-    locked = await _pickup(app_client, world, right)
-    assert locked.status_code == 429 and locked.json()["error"] == "locked_out"
-    assert 0 < int(locked.headers["Retry-After"]) <= LOCKOUT_S + 1
+    waiting = await _pickup(app_client, world, right)
+    assert waiting.status_code == 429 and waiting.json()["error"] == "locked_out"
+    retry_after_s = int(waiting.headers["Retry-After"])
+    assert 0 < retry_after_s <= pickup_service.FIRST_DELAY_S  # the first wait is short
     assert fake_kiosk.unlocks() == before
-    await asyncio.sleep(LOCKOUT_S + 0.2)
+    await asyncio.sleep(retry_after_s)
     assert (await _pickup(app_client, world, right)).status_code == 200
 
 
-async def test_many_sources_guessing_at_one_kiosk_lock_the_kiosk(
-    world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+async def test_many_sources_guessing_at_one_kiosk_spend_its_budget(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
 ) -> None:
     async with service.sessionmaker() as session:
         kiosk = await session.get(Kiosk, world.kiosk_id)
     assert kiosk is not None
-    limit = service.settings.pickup_max_failures_per_kiosk
-    for i in range(limit):
+    for i in range(KIOSK_BUDGET):
         with pytest.raises(pickup_service.InvalidCode):
             await pickup_service.pickup(
                 service, kiosk, source=f"screen:10.0.0.{i}", code="00000000"
             )
-    with pytest.raises(Exception) as locked:
+    with pytest.raises(errors.TooManyRequests) as waiting:
         await pickup_service.pickup(service, kiosk, source="screen:10.9.9.9", code="00000001")
-    assert getattr(locked.value, "code", None) == "locked_out"
+    assert waiting.value.code == "locked_out"
+    assert 0 < waiting.value.retry_after_s <= service.settings.pickup_kiosk_spacing_s
     async with service.sessionmaker() as session:
         failures = (
             await session.scalars(select(PickupAttempt).where(PickupAttempt.ok.is_(False)))
         ).all()
-    assert len(failures) == limit + 1
+        alerts = (await session.scalars(select(Alert.kind))).all()
+    assert len(failures) == KIOSK_BUDGET  # the try that had to wait checked nothing
+    assert alerts == ["kiosk_under_attack"]
     assert fake_kiosk.unlocks() == []
 
 
@@ -211,7 +219,7 @@ async def test_scanner_takes_the_token_or_the_page_url(
     await event(service, world, "scan", None, text="hello world")
     assert [(r["ok"], r.get("compartment"), r.get("error")) for r in results] == [
         (True, n1, None),
-        (False, None, "code_used"),
+        (False, None, "door_unlocked"),  # its door has not opened yet
         (True, n2, None),
         (False, None, "invalid_code"),
     ]

@@ -144,3 +144,28 @@ def test_a_wrong_token_is_refused_and_the_sign_in_form_comes_back(
     expect(page.locator("#login-error")).to_have_text("Your token was not accepted.")
     assert page.locator("#app").is_hidden()
     context.close()
+
+
+def test_an_admin_freezes_every_site_from_the_dashboard(
+    browser: Any, live_service: tuple[ServiceProcess, Seed, ScriptedKiosk]
+) -> None:
+    service, seed, _ = live_service  # the seeded operator is an admin
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"{service.url}/dashboard#token={seed.operator_token}")
+    expect(page.locator("#conn")).to_have_text("live", timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#freeze-all")).to_be_visible()
+    page.locator("#freeze-all-reason").fill("attack seen at several sites")
+    page.get_by_role("button", name="Freeze every site").click()
+    expect(page.locator("#freeze-all-state")).to_contain_text("ENGAGED at every site")
+    expect(page.locator("#kill-state")).to_contain_text("ENGAGED", timeout=LIVE_TIMEOUT_MS)
+    sites = service.api("GET", "/api/v1/operator/sites", seed.operator_token).json()
+    assert sites and all(s["kill_switch_engaged"] for s in sites)
+    alerts = service.api("GET", "/api/v1/operator/alerts", seed.operator_token).json()
+    assert "kill_switch_all" in [a["kind"] for a in alerts]
+    page.locator("#freeze-all-reason").fill("all clear")
+    page.get_by_role("button", name="Release every site").click()
+    expect(page.locator("#freeze-all-state")).to_contain_text("Released at every site")
+    expect(page.locator("#kill-state")).to_contain_text("work normally", timeout=LIVE_TIMEOUT_MS)
+    context.close()

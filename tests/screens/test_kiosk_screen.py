@@ -337,3 +337,28 @@ def kiosk_page_in(browser: Any, service: ServiceProcess, seed: Seed, query: str,
     page.goto(f"{service.url}/kiosk{query}#token={seed.kiosk_token}")
     page.get_by_role("button", name=ready).wait_for()
     return page
+
+
+def test_a_frozen_site_refuses_a_courier_in_words_of_both_languages(
+    browser: Any, seeded_service: tuple[ServiceProcess, Seed]
+) -> None:
+    service, seed = seeded_service
+    ref = order_for(service, seed)
+    engaged = service.api(
+        "POST",
+        f"/api/v1/operator/sites/{seed.site_id}/kill-switch",
+        seed.operator_token,
+        json={"engaged": True, "reason": "suspected mass-open attempt"},
+    )
+    assert engaged.status_code == 200
+    page = kiosk_page(browser, service, seed)
+    drop_off(page, seed.courier_code, seed.courier_pin, ref)
+    error = page.locator("#error-text")
+    expect(error).to_have_text(
+        "Deliveries are paused at this site. Please keep the food and ask the staff."
+    )
+    page.get_by_role("button", name="中文").click()
+    expect(error).to_have_text("本站点已暂停存餐，请保管好餐品并联系现场工作人员。")
+    orders = service.api("GET", "/api/v1/operator/orders", seed.operator_token).json()
+    assert [o["state"] for o in orders] == ["created"]  # nothing reserved, nothing opened
+    page.context.close()

@@ -203,6 +203,15 @@ class ScriptedKiosk:
         self.publish_event("door_closed", n)
         self.publish_snapshot(n)
 
+    def relatch(self, n: int) -> None:
+        """A released latch whose door was never pulled springs back (the board's 60 s)."""
+        with self._lock:
+            c = self.compartments[n]
+            if c.door_open or not c.lock_released:
+                return
+            c.lock_released = False
+        self.publish_snapshot(n)
+
     def place_item(self, n: int) -> None:
         self._set_occupied(n, True, "item_placed")
 

@@ -113,6 +113,8 @@
     // Sites are read first to check the token; the stream's `hello` then triggers the full
     // read, so no change made between the read and the stream's start is missed.
     await api("GET", "/operator/sites");
+    const me = await api("GET", "/operator/me");
+    $("freeze-all").hidden = !me || me.role !== "admin";
     $("login").hidden = true;
     $("app").hidden = false;
     connectStream();
@@ -470,6 +472,22 @@
     }
   }
 
+  async function freezeAll(engaged) {
+    const reason = $("freeze-all-reason").value.trim();
+    if (!reason) return;
+    if (engaged && !confirm("Freeze every code, remote and drop-off opening at EVERY site?")) return;
+    try {
+      const sites = list(await api("POST", "/operator/kill-switch", { engaged, reason }), "sites");
+      $("freeze-all-reason").value = "";
+      $("freeze-all-state").textContent = engaged
+        ? `ENGAGED at every site (${sites.length}). Reason: ${reason}`
+        : `Released at every site (${sites.length}).`;
+      await loadSites();
+    } catch (err) {
+      $("freeze-all-state").textContent = "Refused: " + err.message;
+    }
+  }
+
   // ---- live stream ----------------------------------------------------------------------
   function setConn(live, text) {
     $("conn").className = "conn " + (live ? "conn-live" : "conn-down");
@@ -608,6 +626,10 @@
   $("kill-form").addEventListener("submit", (event) => {
     event.preventDefault();
     toggleKill();
+  });
+  $("freeze-all-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    freezeAll(!event.submitter || event.submitter.dataset.engaged === "true");
   });
   $("action-form").addEventListener("submit", (event) => {
     event.preventDefault();
