@@ -7,18 +7,26 @@ or a test sees a 30-minute disinfection cycle in seconds (docs/contracts/README.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import socket
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from firmware_bridge.contract.broker import BrokerEndpoint
 
 DEFAULT_SECRET_KEY = "insecure-development-secret-change-me"  # refused when environment=production
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/locker.db"
+# Where an admin may point a site's on-call (ADR 0045): e-mail, the paging and chat services
+# Apprise talks to at their vendors' fixed addresses, and HTTPS webhooks (an incident tool's
+# inbound hook). Plain-HTTP webhooks only when the operator adds them.
+DEFAULT_ONCALL_SCHEMES = (
+    "mailto", "mailtos", "jsons", "forms", "pagerduty", "opsgenie", "slack", "msteams",
+    "tgram", "discord", "wecombot", "dingtalk", "ntfys",
+)  # fmt: skip
 
 
 def _default_replica_id(database_url: str) -> str:
@@ -108,6 +116,37 @@ class Settings(BaseSettings):
     notify_send_timeout_s: float = Field(default=30.0, gt=0)
     # Temperature readings older than this are deleted (wall-clock days, not scaled).
     telemetry_retention_days: float = Field(default=30.0, gt=0)
+
+    # Alerts pushed to each site's on-call (ADR 0045). The URLs are set per site by an admin
+    # (API or `lockerctl set-oncall`); their scheme must be on this comma-separated list, and
+    # their host must resolve to global addresses only, unless inside one of
+    # notify_allowed_networks (comma-separated CIDR, e.g. "127.0.0.1/32" for a hook on this host).
+    oncall_schemes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_ONCALL_SCHEMES)
+    )
+    notify_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    oncall_min_severity: Literal["info", "warning", "critical"] = "warning"  # info: digest only
+    # An alert not acknowledged this long after it was raised goes to the escalation list
+    # (nominal seconds, scaled like the story's clocks).
+    oncall_escalate_after_s: float = Field(default=900.0, gt=0)
+    # The daily digest of each site, at this hour of the site's own time zone (wall clock, not
+    # scaled: a person reads it with the morning's coffee); -1: no digest.
+    oncall_digest_hour: int = Field(default=8, ge=-1, le=23)
+    oncall_digest_poll_s: float = Field(default=60.0, gt=0)  # real seconds between looks
+
+    @field_validator("oncall_schemes", "notify_allowed_networks", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("notify_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return value
 
     @model_validator(mode="after")
     def _stable_replica_id(self) -> Settings:

@@ -11,7 +11,7 @@ from locker_service.models.order import (
     TemperatureReading,
 )
 from locker_service.models.people import Courier, Merchant, Operator, operator_sites
-from locker_service.models.site import Compartment, Kiosk, Site
+from locker_service.models.site import Compartment, Kiosk, Site, SiteOncall
 
 __all__ = [
     "Alert",
@@ -29,6 +29,7 @@ __all__ = [
     "OrderEvent",
     "PickupAttempt",
     "Site",
+    "SiteOncall",
     "TemperatureReading",
     "Timer",
     "UTCDateTime",
