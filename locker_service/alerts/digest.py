@@ -175,7 +175,7 @@ async def queue_due_digests(
                 body=body,
                 status="pending",
                 attempts=0,
-                next_attempt_at=now,
+                next_attempt_at=utcnow(),  # the outbox's own clock, not the injected one
             )
             try:
                 async with session.begin_nested():
