@@ -20,7 +20,7 @@ from locker_service.notifications.targets import TargetPolicy, check_urls
 from locker_service.notifications.worker import UNDELIVERABLE_ALERT
 from locker_service.orders import repository as orders
 
-RESENDABLE = frozenset({"failed", "skipped"})  # pending, sending or sent: it is on its way
+RESENDABLE = frozenset({"failed"})  # pending or sending: on its way; sent; skipped: moot
 
 
 async def purchaser_message(
