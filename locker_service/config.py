@@ -125,7 +125,6 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_ONCALL_SCHEMES)
     )
     notify_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    oncall_min_severity: Literal["info", "warning", "critical"] = "warning"  # info: digest only
     # An alert not acknowledged this long after it was raised goes to the escalation list
     # (nominal seconds, scaled like the story's clocks).
     oncall_escalate_after_s: float = Field(default=900.0, gt=0)
