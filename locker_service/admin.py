@@ -202,6 +202,39 @@ def create_operator(
     typer.echo(f"operator token (shown once): {made.secret}")
 
 
+ONCALL_URL_OPTION = typer.Option(
+    [], "--url", help="Apprise URL told of each new alert and the digest (repeat)"
+)
+ESCALATION_URL_OPTION = typer.Option(
+    [], "--escalation-url", help="Apprise URL told when an alert is not acknowledged in time"
+)
+
+
+def set_oncall(
+    site: str = typer.Option(..., help="Site code"),
+    url: list[str] = ONCALL_URL_OPTION,
+    escalation_url: list[str] = ESCALATION_URL_OPTION,
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Set who is told of a site's alerts (no --url: nobody). Each URL is checked: scheme on
+    LOCKER_ONCALL_SCHEMES, no internal host outside LOCKER_NOTIFY_CONTACT_ALLOWED_NETWORKS."""
+    from sqlalchemy import select
+
+    from locker_service.errors import NotFound
+    from locker_service.models import Site
+    from locker_service.notifications.oncall_lists import set_oncall as write
+
+    async def work(session: AsyncSession, settings: Settings) -> int:
+        found = await session.scalar(select(Site).where(Site.code == site))
+        if found is None:
+            raise NotFound(f"no site {site}")
+        await write(session, settings, found.id, url, escalation_url, operator_id=None)
+        return found.id
+
+    _in_session(database_url, work)
+    typer.echo(f"site {site}: {len(url)} on-call URL(s), {len(escalation_url)} escalation URL(s)")
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "serve": serve,
     "migrate": migrate,
@@ -210,4 +243,5 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "create-merchant": create_merchant,
     "create-courier": create_courier,
     "create-operator": create_operator,
+    "set-oncall": set_oncall,
 }

@@ -21,6 +21,13 @@ from firmware_bridge.contract.broker import BrokerEndpoint
 DEFAULT_SECRET_KEY = "insecure-development-secret-change-me"  # refused when environment=production
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/locker.db"
 DEFAULT_CONTACT_SCHEMES = ("mailto", "mailtos", "tgram", "discord", "wecombot", "twilio")
+# Where an admin may point a site's on-call (ADR 0045): e-mail, the paging and chat services
+# Apprise talks to at their vendors' fixed addresses, and HTTPS webhooks (an incident tool's
+# inbound hook). Plain-HTTP webhooks only when the operator adds them.
+DEFAULT_ONCALL_SCHEMES = (
+    "mailto", "mailtos", "jsons", "forms", "pagerduty", "opsgenie", "slack", "msteams",
+    "tgram", "discord", "wecombot", "dingtalk", "ntfys",
+)  # fmt: skip
 
 
 def _default_replica_id(database_url: str) -> str:
@@ -147,7 +154,27 @@ class Settings(BaseSettings):
     # Temperature readings older than this are deleted (wall-clock days, not scaled).
     telemetry_retention_days: float = Field(default=30.0, gt=0)
 
-    @field_validator("notify_contact_schemes", "notify_contact_allowed_networks", mode="before")
+    # Alerts pushed to each site's on-call (ADR 0045). The URLs are set per site by an admin
+    # (API or `lockerctl set-oncall`); their scheme must be on this comma-separated list, and
+    # their host must resolve to global addresses only, unless inside one of
+    # notify_contact_allowed_networks (the same networks every notification URL may reach).
+    oncall_schemes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_ONCALL_SCHEMES)
+    )
+    # An alert not acknowledged this long after it was raised goes to the escalation list
+    # (nominal seconds, scaled like the story's clocks).
+    oncall_escalate_after_s: float = Field(default=900.0, gt=0)
+    # The daily digest of each site, at this hour of the site's own time zone (wall clock, not
+    # scaled: a person reads it with the morning's coffee); -1: no digest.
+    oncall_digest_hour: int = Field(default=8, ge=-1, le=23)
+    oncall_digest_poll_s: float = Field(default=60.0, gt=0)  # real seconds between looks
+
+    @field_validator(
+        "notify_contact_schemes",
+        "notify_contact_allowed_networks",
+        "oncall_schemes",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -1,6 +1,6 @@
 """Starting and stopping what a service process runs beside its routes, together: the kiosk
 event handler, the telemetry ingest with its hot-holding alerts and retention, the kiosk link,
-the notification outbox worker and the timer loop. Called from `lifespan`.
+the notification outbox worker, the on-call digest and the timer loop. Called from `lifespan`.
 
 This is the top of the service's layers below `main`: the one place that knows every running
 part by its type. The context (`locker_service.context`) reaches the ones the story needs (the
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from locker_service.alerts.digest import DigestLoop
 from locker_service.context import ServiceContext
 from locker_service.kiosk_link.directory import KioskDirectory
 from locker_service.kiosk_link.lease_keeper import LeaseKeeper
@@ -44,6 +45,7 @@ class Runtime:
     retention: RetentionLoop
     link: KioskLink | None = None
     outbox: OutboxWorker | None = None
+    digest: DigestLoop | None = None
     timers: TimerLoop | None = None
     leases: LeaseKeeper | None = None
 
@@ -62,6 +64,8 @@ class Runtime:
             await self.link.stop()
         await self.ingest.stop()
         await self.retention.stop()
+        if self.digest is not None:
+            await self.digest.stop()
         if self.outbox is not None:
             await self.outbox.stop()
 
@@ -80,7 +84,11 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
         directory,
         monitor=monitor,
         alerts=AlertServiceSink(
-            ctx.sessionmaker, ctx.hub, settings.hold_floor_c, settings.hold_ceiling_c
+            ctx.sessionmaker,
+            ctx.hub,
+            settings.hold_floor_c,
+            settings.hold_ceiling_c,
+            settings.time_scale,
         ),
         lag_observer=TELEMETRY_LAG_S.observe,
     )
@@ -113,9 +121,13 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
             await leases.start()
             ctx.commander = link
         if settings.notify_enabled:
-            outbox = OutboxWorker(ctx.sessionmaker, settings)
+            outbox = OutboxWorker(ctx.sessionmaker, settings, hub=ctx.hub)
             await outbox.start()
             runtime.outbox = outbox
+            if settings.oncall_digest_hour >= 0:
+                digest = DigestLoop(ctx.sessionmaker, settings)
+                await digest.start()
+                runtime.digest = digest
         if settings.timers_enabled:
             timers = TimerLoop(ctx)
             await timers.start()

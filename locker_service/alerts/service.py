@@ -3,6 +3,10 @@
 `raise_alert` is what every part of the service calls (the story, telemetry's floor/ceiling
 checks, the timers). The same `dedupe_key` while an alert is unresolved bumps its `count`
 instead of adding a row, so a flapping sensor makes one alert, not hundreds.
+
+A new alert (not a repeat) of a site with an on-call is queued for it in the same transaction,
+with its escalation timer (`locker_service.alerts.oncall`); acknowledging or resolving it stops
+the escalation. Each alert is shown with its title in both languages (`catalogue`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from locker_service.alerts import catalogue, oncall
 from locker_service.errors import NotFound
 from locker_service.events import publish_after_commit
 from locker_service.live import LiveHub
@@ -29,6 +34,8 @@ def alert_view(alert: Alert) -> dict[str, object]:
     return {
         "id": alert.id,
         "kind": alert.kind,
+        "title": catalogue.titles(alert.kind),
+        "advice": catalogue.advice(alert.kind),
         "site_id": alert.site_id,
         "kiosk_id": alert.kiosk_id,
         "compartment_id": alert.compartment_id,
@@ -41,6 +48,7 @@ def alert_view(alert: Alert) -> dict[str, object]:
         "acked_by": alert.acked_by,
         "acked_at": alert.acked_at.isoformat() if alert.acked_at else None,
         "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
+        "notification_id": alert.notification_id,
     }
 
 
@@ -60,6 +68,7 @@ async def raise_alert(
     site_id: int | None = None,
     kiosk_id: int | None = None,
     compartment_id: int | None = None,
+    notification_id: int | None = None,
     hub: LiveHub | None = None,
 ) -> Alert:
     now = utcnow()
@@ -80,6 +89,7 @@ async def raise_alert(
             site_id=site_id,
             kiosk_id=kiosk_id,
             compartment_id=compartment_id,
+            notification_id=notification_id,
             state="open",
             raised_at=now,
             last_raised_at=now,
@@ -91,6 +101,7 @@ async def raise_alert(
         except IntegrityError:
             continue
         log.warning("alert %s: %s", kind, message)
+        await oncall.page_new_alert(session, alert)
         publish_after_commit(session, hub, "alert", alert_view(alert), site_id)
         return alert
     raise RuntimeError(f"could not raise alert {dedupe_key}")
@@ -128,6 +139,7 @@ async def resolve_alerts(session: AsyncSession, dedupe_key: str, hub: LiveHub | 
         return 0
     alert.state = "resolved"
     alert.resolved_at = utcnow()
+    await oncall.stop_escalation(session, alert.id)
     await session.flush()
     publish_after_commit(session, hub, "alert", alert_view(alert), alert.site_id)
     return 1
@@ -145,6 +157,7 @@ async def acknowledge(
             .where(Alert.id == alert_id, Alert.state == "open")
             .values(state="acknowledged", acked_by=operator_id, acked_at=utcnow())
         )
+        await oncall.stop_escalation(session, alert_id)
         await session.refresh(alert)
         publish_after_commit(session, hub, "alert", alert_view(alert), alert.site_id)
     return alert

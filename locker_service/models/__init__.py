@@ -12,7 +12,7 @@ from locker_service.models.order import (
     TemperatureReading,
 )
 from locker_service.models.people import Courier, Merchant, Operator, operator_sites
-from locker_service.models.site import Compartment, Kiosk, Site
+from locker_service.models.site import Compartment, Kiosk, Site, SiteOncall
 
 __all__ = [
     "Alert",
@@ -32,6 +32,7 @@ __all__ = [
     "PickupAttempt",
     "ServiceReplica",
     "Site",
+    "SiteOncall",
     "TemperatureReading",
     "Timer",
     "UTCDateTime",

@@ -40,6 +40,11 @@ class Alert(Base):
     acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     count: Mapped[int] = mapped_column(Integer, default=1)
+    # The purchaser message this alert is about (a message the outbox gave up on), if any.
+    notification_id: Mapped[int | None] = mapped_column(
+        BigIntPK,
+        ForeignKey("notification_outbox.id"),
+    )
 
 
 class NotificationOutbox(Base):
@@ -75,6 +80,7 @@ class Timer(Base):
     kind: Mapped[str] = mapped_column(String(30))
     order_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orders.id"), index=True)
     compartment_id: Mapped[int | None] = mapped_column(ForeignKey("compartments.id"), index=True)
+    alert_id: Mapped[int | None] = mapped_column(BigIntPK, ForeignKey("alerts.id"), index=True)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())
     state: Mapped[str] = mapped_column(String(10), default="pending")  # done, cancelled
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from locker_service.models.base import Base, UTCDateTime, utcnow
@@ -23,6 +23,23 @@ class Site(Base):
     kill_switch_reason: Mapped[str | None] = mapped_column(String(REASON_COLUMN_LENGTH))
     kill_switch_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SiteOncall(Base):
+    """Who is told of a site's alerts: Apprise URLs, one a line (set by an admin, checked by
+    `locker_service.notifications.targets` when set and again before each send)."""
+
+    __tablename__ = "site_oncall"
+
+    site_id: Mapped[int] = mapped_column(
+        ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True
+    )
+    urls: Mapped[str] = mapped_column(Text)  # told of each new alert, and the daily digest
+    # Told when an alert is still open (not acknowledged) after LOCKER_ONCALL_ESCALATE_AFTER_S;
+    # empty: the first list is told again.
+    escalation_urls: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("operators.id"))
 
 
 class Kiosk(Base):

@@ -8,6 +8,13 @@ dedupe key (an `X-Locker-Notification` header for e-mail and webhooks), so a rec
 repeat from a new message; the key names the order and the kind of message, never the attempt.
 
 Several replicas may run workers at once: claims never overlap (see repository.py).
+
+A purchaser message the worker gives up on (no channel for the contact, or the last attempt
+failed) raises a `notification_undeliverable` alert for its order in the transaction that records
+the failure: the purchaser was not reached, and an operator can resend it, to a corrected
+contact if need be (`locker_service.notifications.resend`). Messages to a site's on-call
+(`oncall_*` kinds, ADR 0045) go to the URLs in the row, checked against the target policy
+before every send.
 """
 
 from __future__ import annotations
@@ -20,11 +27,14 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from locker_service.alerts.oncall import is_oncall
+from locker_service.alerts.service import raise_alert
 from locker_service.background import BackgroundLoop
 from locker_service.config import Settings
 from locker_service.contacts.channels import NoChannel, channels_for, with_dedupe_header
 from locker_service.contacts.policy import ContactPolicy, check_contact
-from locker_service.models import NotificationOutbox, utcnow
+from locker_service.live import LiveHub
+from locker_service.models import NotificationOutbox, Order, utcnow
 from locker_service.notifications import repository
 from locker_service.notifications.delivery import (
     AppriseDelivery,
@@ -34,6 +44,7 @@ from locker_service.notifications.delivery import (
 )
 from locker_service.notifications.messages import PickupDetails, compose
 from locker_service.notifications.qr import qr_png
+from locker_service.notifications.targets import TargetPolicy, TargetRefused, check_urls, split_urls
 from locker_service.orders.codes import fallback_code, pickup_token
 
 log = logging.getLogger(__name__)
@@ -42,6 +53,7 @@ CLAIM_BATCH = 10  # messages sent concurrently per round; an SMTP relay takes ~1
 QR_ATTACHMENT = "qr"
 QR_FILENAME = "pickup-code.png"
 COLLECTABLE_STATE = "ready"  # the code opens nothing in any other state: do not send it
+UNDELIVERABLE_ALERT = "notification_undeliverable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +84,14 @@ class OutboxWorker:
         sessionmaker: async_sessionmaker[AsyncSession],
         settings: Settings,
         delivery: Delivery | None = None,
+        hub: LiveHub | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._settings = settings
+        self._hub = hub
+        self._targets = TargetPolicy.of(
+            settings.oncall_schemes, settings.notify_contact_allowed_networks
+        )
         self._delivery = delivery or AppriseDelivery(settings.notify_send_timeout_s)
         self.sent = 0
         self.failed_attempts = 0
@@ -173,6 +190,48 @@ class OutboxWorker:
                 next_attempt_at=next_attempt_at,
             ):
                 log.warning("notification %s was taken over by another worker", claimed.id)
+                return
+            if status == "failed":
+                await self._not_reached(session, claimed, error)
+
+    async def _not_reached(
+        self, session: AsyncSession, claimed: repository.Claimed, error: str | None
+    ) -> None:
+        """A purchaser message given up on: an operator must know, and can resend it."""
+        row = await session.get(NotificationOutbox, claimed.id)
+        if row is None or row.order_id is None or is_oncall(row.kind):
+            return  # an on-call message that failed is in the log and in the next digest
+        order = await session.get(Order, row.order_id)
+        if order is None:
+            return
+        await raise_alert(
+            session,
+            kind=UNDELIVERABLE_ALERT,
+            severity="warning",
+            message=(
+                f"order {order.external_ref}: the purchaser was not reached ({row.kind} message, "
+                f"{claimed.attempts} attempts): {(error or 'delivery failed')[:300]}"
+            ),
+            dedupe_key=f"{UNDELIVERABLE_ALERT}:{row.id}",
+            site_id=order.site_id,
+            notification_id=row.id,
+            hub=self._hub,
+        )
+
+    async def _prepare_oncall(self, row: NotificationOutbox) -> Prepared:
+        """A message to a site's on-call: its URLs checked again (DNS may have changed since an
+        admin set them), a link to the dashboard added."""
+        try:
+            urls = list(await check_urls(split_urls(row.channel), self._targets))
+        except TargetRefused as exc:
+            raise Permanent(exc.message) from exc
+        if not urls:
+            raise Permanent("the site's on-call list is empty")
+        dashboard = f"{self._settings.public_base_url.rstrip('/')}/dashboard"
+        body = f"{row.body.rstrip()}\n\nDashboard / 控制台: {dashboard}\n"
+        return Prepared(
+            [with_dedupe_header(url, row.dedupe_key) for url in urls], row.subject, body, []
+        )
 
     async def _prepare(self, outbox_id: int) -> Prepared:
         settings = self._settings
@@ -180,6 +239,8 @@ class OutboxWorker:
             row = await session.get(NotificationOutbox, outbox_id)
             assert row is not None
             place = await repository.order_place(session, row.order_id) if row.order_id else None
+        if is_oncall(row.kind):
+            return await self._prepare_oncall(row)
         try:
             urls = channels_for(
                 row.channel,

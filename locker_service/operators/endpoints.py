@@ -12,8 +12,10 @@ from locker_service.api.deps import ContextDep, IdPath, OperatorDep, SessionDep
 from locker_service.bounds import Text
 from locker_service.compartments import repository as compartments
 from locker_service.compartments.lifecycle import CompartmentState
-from locker_service.errors import NotFound, Unprocessable
-from locker_service.models import Alert, Compartment, Kiosk, Site, utcnow
+from locker_service.errors import Forbidden, NotFound, Unprocessable
+from locker_service.models import Alert, Compartment, Kiosk, Site, SiteOncall, utcnow
+from locker_service.notifications import oncall_lists
+from locker_service.notifications import resend as resending
 from locker_service.operators import service
 from locker_service.operators.schemas import (
     AlertRead,
@@ -21,12 +23,16 @@ from locker_service.operators.schemas import (
     KillSwitchRequest,
     KioskDetail,
     KioskSummary,
+    OncallLists,
+    OncallRead,
     OpenAnswer,
     OpenRequest,
     OperatorMe,
     OrderInside,
     OrderRow,
     Reason,
+    ResendAnswer,
+    ResendRequest,
     SiteRead,
 )
 from locker_service.orders import repository as orders
@@ -146,7 +152,7 @@ async def kiosk(kiosk_id: IdPath, principal: OperatorDep, session: SessionDep) -
 
 
 def _alert(a: Alert) -> AlertRead:
-    return AlertRead.model_validate(a, from_attributes=True)
+    return AlertRead.model_validate(alerts.alert_view(a))
 
 
 @router.get("/alerts", response_model=list[AlertRead])
@@ -254,3 +260,69 @@ async def freeze_all(
         )
         for site in sites
     ]
+
+
+def _oncall(site_id: int, found: SiteOncall | None) -> OncallRead:
+    if found is None:
+        return OncallRead(site_id=site_id, urls=[], escalation_urls=[], updated_at=None)
+    return OncallRead(
+        site_id=site_id,
+        urls=found.urls.split(),
+        escalation_urls=found.escalation_urls.split(),
+        updated_at=found.updated_at,
+    )
+
+
+async def _site_for_admin(session: SessionDep, principal: OperatorDep, site_id: int) -> Site:
+    # The lists may carry credentials (an SMTP password, a paging key): admins only.
+    if principal.role != "admin":
+        raise Forbidden("only an admin sets who is told of a site's alerts")
+    site = await session.get(Site, site_id)
+    if site is None:
+        raise NotFound(f"no site {site_id}")
+    return site
+
+
+@router.get("/sites/{site_id}/oncall", response_model=OncallRead)
+async def get_oncall(site_id: int, principal: OperatorDep, session: SessionDep) -> OncallRead:
+    """Who is told of the site's alerts (admins only)."""
+    site = await _site_for_admin(session, principal, site_id)
+    return _oncall(site.id, await session.get(SiteOncall, site.id))
+
+
+@router.put("/sites/{site_id}/oncall", response_model=OncallRead)
+async def put_oncall(
+    site_id: int, body: OncallLists, principal: OperatorDep, session: SessionDep, ctx: ContextDep
+) -> OncallRead:
+    """Set who is told of the site's alerts; each URL is checked (scheme, no internal host)."""
+    site = await _site_for_admin(session, principal, site_id)
+    found = await oncall_lists.set_oncall(
+        session, ctx.settings, site.id, body.urls, body.escalation_urls, operator_id=principal.id
+    )
+    return _oncall(site.id, found)
+
+
+@router.post("/notifications/{notification_id}/resend", response_model=ResendAnswer)
+async def resend_notification(
+    notification_id: int,
+    body: ResendRequest,
+    principal: OperatorDep,
+    session: SessionDep,
+    ctx: ContextDep,
+) -> ResendAnswer:
+    """Send a purchaser message the outbox gave up on again, to a corrected contact if given;
+    audited on the order."""
+    row, order = await resending.purchaser_message(session, notification_id)
+    if not principal.can_see(order.site_id):
+        raise NotFound(f"no purchaser message {notification_id}")
+    principal.require_act(order.site_id)
+    await resending.resend(
+        session,
+        row,
+        order,
+        operator_id=principal.id,
+        contact=body.contact,
+        settings=ctx.settings,
+        hub=ctx.hub,
+    )
+    return ResendAnswer(id=row.id, order_id=order.id, kind=row.kind, status=row.status)

@@ -123,6 +123,39 @@ class AlertRead(BaseModel):
     acked_by: int | None
     acked_at: datetime | None
     resolved_at: datetime | None
+    title: dict[str, str]  # by language: "en", "zh-Hans"
+    advice: dict[str, str]
+    # The purchaser message the alert is about (it could not be delivered): resend it.
+    notification_id: int | None
+
+
+class OncallLists(BaseModel):
+    """A site's on-call: Apprise URLs told of each new alert and the daily digest, and those
+    told when an alert is not acknowledged in time (empty: the first list again)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    urls: list[str] = Field(default_factory=list, max_length=10)
+    escalation_urls: list[str] = Field(default_factory=list, max_length=10)
+
+
+class OncallRead(OncallLists):
+    site_id: int
+    updated_at: datetime | None
+
+
+class ResendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # A corrected contact (e-mail, phone number or notification URL); left out: the same one.
+    contact: str | None = Field(default=None, min_length=3, max_length=1000)
+
+
+class ResendAnswer(BaseModel):
+    id: int
+    order_id: uuid.UUID
+    kind: str
+    status: str
 
 
 class OrderRow(BaseModel):

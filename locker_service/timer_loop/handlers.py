@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from locker_service.alerts import oncall
 from locker_service.alerts.service import raise_compartment_alert
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
@@ -313,6 +314,15 @@ async def heater_off(ctx: ServiceContext, timer: Timer) -> datetime | None:
     return None if reply.status == "succeeded" else _retry(ctx)
 
 
+async def alert_escalation(ctx: ServiceContext, timer: Timer) -> datetime | None:
+    """Tell the site's escalation list of an alert nobody acknowledged in time (ADR 0045)."""
+    if timer.alert_id is None:
+        return None
+    after_s = ctx.settings.scaled(ctx.settings.oncall_escalate_after_s)
+    async with session_scope(ctx.sessionmaker) as session:
+        return await oncall.escalate(session, timer.alert_id, after_s, utcnow())
+
+
 HANDLERS: dict[str, Handler] = {
     TimerKind.START_HOLD_CYCLE: start_hold_cycle,
     TimerKind.START_CLEANING: start_cleaning,
@@ -323,4 +333,5 @@ HANDLERS: dict[str, Handler] = {
     TimerKind.ORDER_EXPIRY: order_expiry,
     TimerKind.CODE_RELEASE: code_release,
     TimerKind.HEATER_OFF: heater_off,
+    TimerKind.ALERT_ESCALATION: alert_escalation,
 }

@@ -29,6 +29,7 @@ class TimerKind(StrEnum):
     ORDER_EXPIRY = "order_expiry"  # never dropped off
     CODE_RELEASE = "code_release"  # a used code whose door never opened becomes valid again
     HEATER_OFF = "heater_off"  # a compartment preheated for a drop-off that never came
+    ALERT_ESCALATION = "alert_escalation"  # an alert still not acknowledged: tell the next list
 
 
 def schedule(
@@ -38,8 +39,10 @@ def schedule(
     *,
     order_id: uuid.UUID | None = None,
     compartment_id: int | None = None,
+    alert_id: int | None = None,
 ) -> Timer:
     timer = Timer(**pending_values(kind, due_at, order_id=order_id, compartment_id=compartment_id))
+    timer.alert_id = alert_id  # not in pending_values: the order writer's batch has no alerts
     session.add(timer)
     return timer
 
@@ -90,12 +93,15 @@ async def cancel(
     *,
     order_id: uuid.UUID | None = None,
     compartment_id: int | None = None,
+    alert_id: int | None = None,
 ) -> None:
     query = update(Timer).where(Timer.state == "pending", Timer.kind.in_([k.value for k in kinds]))
     if order_id is not None:
         query = query.where(Timer.order_id == order_id)
     if compartment_id is not None:
         query = query.where(Timer.compartment_id == compartment_id)
+    if alert_id is not None:
+        query = query.where(Timer.alert_id == alert_id)
     await session.execute(query.values(state="cancelled"))
 
 

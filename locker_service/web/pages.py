@@ -68,7 +68,11 @@ async def root() -> RedirectResponse:
 @router.get("/dashboard", response_class=HTMLResponse)
 async def dashboard(request: Request) -> HTMLResponse:
     settings = request.app.state.settings
-    return page(request, "dashboard.html", {"lang": "en", "floor_c": settings.hold_floor_c})
+    return page(
+        request,
+        "dashboard.html",
+        {"lang": "en", "floor_c": settings.hold_floor_c, "time_scale": settings.time_scale},
+    )
 
 
 @router.get("/kiosk", response_class=HTMLResponse)

@@ -10,6 +10,8 @@
   const TOKEN_KEY = "locker.operatorToken";
   // The food-safety floor drawn on the chart: the service's LOCKER_HOLD_FLOOR_C, given by the page.
   const FLOOR_C = Number(document.body.dataset.floorC || 60);
+  // LOCKER_TIME_SCALE, given by the page: alert durations are told in story time.
+  const TIME_SCALE = Number(document.body.dataset.timeScale || 1);
   const CHART_POINTS_MAX = 20000; // keeps a day of 1 Hz readings without slowing the chart
 
   const $ = (id) => document.getElementById(id);
@@ -387,14 +389,62 @@
   }
 
   // ---- alerts, orders, kill switch ------------------------------------------------------
+  // Alerts are shown by their title (from the service's catalogue, in the browser's language)
+  // with how often and how long, in story time: a real interval times LOCKER_TIME_SCALE.
+  const ALERT_LANGUAGE = (navigator.language || "en").toLowerCase().startsWith("zh") ? "zh-Hans" : "en";
+  const ALERT_WORDS = {
+    en: { times: (n) => `${n} times`, open: (d) => `for ${d}`, ack: "Acknowledge", acked: "acknowledged",
+      resend: "Resend", contact: "Corrected contact (optional)", resent: "Message queued again" },
+    "zh-Hans": { times: (n) => `${n} 次`, open: (d) => `已持续 ${d}`, ack: "确认", acked: "已确认",
+      resend: "重新发送", contact: "更正后的联系方式（可选）", resent: "消息已重新排队" },
+  }[ALERT_LANGUAGE];
+  const UNITS = ALERT_LANGUAGE === "en" ? ["d", "h", "min"] : ["天", "小时", "分钟"];
+
+  function storyDuration(realSeconds) {
+    const minutes = Math.floor(Math.max(0, realSeconds * TIME_SCALE) / 60);
+    if (minutes < 1) return `< 1 ${UNITS[2]}`;
+    const d = Math.floor(minutes / 1440), h = Math.floor((minutes % 1440) / 60), m = minutes % 60;
+    const parts = [];
+    if (d) parts.push(`${d} ${UNITS[0]}`);
+    if (h) parts.push(`${h} ${UNITS[1]}`);
+    if (m || !(d || h)) parts.push(`${m} ${UNITS[2]}`);
+    return parts.join(" ");
+  }
+
+  function alertTitle(a) {
+    return (a.title && (a.title[ALERT_LANGUAGE] || a.title.en)) || a.kind;
+  }
+
+  function resendForm(a) {
+    const contact = el("input", { type: "text", maxLength: 1000, placeholder: ALERT_WORDS.contact });
+    contact.setAttribute("aria-label", ALERT_WORDS.contact);
+    const button = el("button", { type: "submit" }, ALERT_WORDS.resend);
+    const form = el("form", { class: "alert-resend" }, contact, button);
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      button.disabled = true;
+      const body = contact.value.trim() ? { contact: contact.value.trim() } : {};
+      try {
+        await api("POST", `/operator/notifications/${a.notification_id}/resend`, body);
+        logEvent(`${ALERT_WORDS.resent}: ${alertTitle(a)}`);
+      } catch (err) {
+        logEvent(`${ALERT_WORDS.resend}: ${err.message}`);
+      } finally {
+        await loadAlerts();
+      }
+    });
+    return form;
+  }
+
   async function loadAlerts() {
     const alerts = list(await api("GET", "/operator/alerts"), "alerts")
       .filter((a) => a.state !== "resolved" && (!state.siteId || !a.site_id || a.site_id === state.siteId));
     const open = alerts.filter((a) => a.state === "open");
     $("alert-count").textContent = String(open.length);
+    const now = Date.now();
     $("alerts").replaceChildren(
       ...alerts.map((a) => {
-        const ack = el("button", { type: "button" }, "Acknowledge");
+        const ack = el("button", { type: "button", class: "alert-ack" }, ALERT_WORDS.ack);
         ack.hidden = a.state !== "open";
         ack.addEventListener("click", async () => {
           ack.disabled = true;
@@ -404,11 +454,22 @@
             await loadAlerts();
           }
         });
+        const facts = [];
+        if (a.count > 1) facts.push(ALERT_WORDS.times(a.count));
+        facts.push(ALERT_WORDS.open(storyDuration((now - Date.parse(a.raised_at)) / 1000)));
+        if (a.state !== "open") facts.push(ALERT_WORDS.acked);
+        const advice = a.advice && (a.advice[ALERT_LANGUAGE] || a.advice.en);
         return el(
           "li",
-          { class: `sev-${a.severity} ${a.state === "open" ? "" : "acked"}`, "data-alert": a.id },
-          el("span", {}, el("b", {}, a.kind), a.count > 1 ? ` ×${a.count}` : "", " — ", a.message,
-            el("br"), el("span", { class: "small" }, fmtTime(a.raised_at), a.state === "open" ? "" : " · acknowledged")),
+          { class: `sev-${a.severity} ${a.state === "open" ? "" : "acked"}`, "data-alert": a.id,
+            "data-kind": a.kind },
+          el("div", { class: "alert-text" },
+            el("b", { class: "alert-title", title: a.kind }, alertTitle(a)),
+            el("span", { class: "small alert-facts" }, " · " + facts.join(" · ")),
+            el("div", { class: "alert-message" }, a.message),
+            advice ? el("div", { class: "small" }, advice) : null,
+            el("div", { class: "small" }, fmtTime(a.raised_at)),
+            a.notification_id ? resendForm(a) : null),
           ack
         );
       })
@@ -567,7 +628,7 @@
         scheduleRefetch("kiosk");
         break;
       case "alert":
-        logEvent(`alert ${data.kind || ""} ${data.message || ""}`);
+        logEvent(`alert ${data.title ? data.title[ALERT_LANGUAGE] || data.title.en : data.kind || ""} ${data.message || ""}`);
         loadAlerts();
         break;
       case "site": {
