@@ -75,6 +75,13 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
                     "food and throw it away."),
         "zh-Hans": Words("需取出过期食物", "订单未按时取走：请取出并丢弃食物。"),
     },
+    "impossible_report": {
+        "en": Words("Kiosk report contradicts the board", "A kiosk reported something the "
+                    "board's sensors or the cycle's clock rule out; nothing was changed. Check "
+                    "the compartment and the kiosk's account."),
+        "zh-Hans": Words("柜机报告与控制板不符", "柜机报告的情况与控制板传感器或消毒计时不符，"
+                         "系统未做任何更改。请检查隔间和柜机账户。"),
+    },
     "item_in_free_compartment": {
         "en": Words("Something left in a free compartment", "Remove what is inside before the "
                     "compartment is used again."),
@@ -84,6 +91,17 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
         "en": Words("Kill switch engaged", "Every code and remote opening at the site is frozen "
                     "until the switch is released."),
         "zh-Hans": Words("紧急停用已启用", "在解除之前，该站点所有取件码和远程开门均被冻结。"),
+    },
+    "kill_switch_all": {
+        "en": Words("Every site frozen", "An admin froze openings and drop-offs at every site; "
+                    "release it when the cause is dealt with."),
+        "zh-Hans": Words("所有站点已冻结", "管理员已冻结所有站点的开柜和存餐；问题处理后请解除。"),
+    },
+    "kiosk_under_attack": {
+        "en": Words("Codes being guessed at a kiosk", "Many wrong pickup codes were typed; typed "
+                    "codes are slowed down. Check the kiosk's camera or send someone."),
+        "zh-Hans": Words("柜机疑遭猜码", "输入了大量错误取餐码，手动输入已被限速。"
+                         "请查看监控或派人到场。"),
     },
     "kiosk_offline": {
         "en": Words("Kiosk offline", "Check the kiosk PC's power and network."),
@@ -98,6 +116,12 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
         "en": Words("Food removed before it was ready", "Someone opened the compartment during "
                     "the hold: check the order."),
         "zh-Hans": Words("食物在就绪前被取出", "保温期间有人打开了隔间：请核查订单。"),
+    },
+    "snapshot_unexplained": {
+        "en": Words("Compartment state unexplained", "The board shows a compartment the "
+                    "service's records cannot explain; nothing was changed. Inspect it."),
+        "zh-Hans": Words("隔间状态无法解释", "控制板显示的隔间状态与系统记录不符，"
+                         "系统未做更改。请检查该隔间。"),
     },
     "timer_failed": {
         "en": Words("A scheduled step did not happen", "A step of the story gave up after many "
