@@ -56,3 +56,10 @@ def private_mosquitto() -> Iterator[MosquittoProcess]:
         yield broker
     finally:
         broker.__exit__(None, None, None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop this process's template databases (tests/support/databases.py)."""
+    from tests.support.databases import drop_templates  # it imports this module
+
+    drop_templates()

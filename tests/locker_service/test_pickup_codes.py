@@ -16,6 +16,7 @@ from locker_service.models import Kiosk, Order, PickupAttempt
 from locker_service.pickup import codes
 from locker_service.pickup import service as pickup_service
 from locker_service.timers.loop import TimerLoop
+from locker_service.timers.service import TimerKind
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.world import (
     FakeKiosk,
@@ -25,6 +26,7 @@ from tests.locker_service.world import (
     make_ready,
     record_pickup_answers,
     token_of,
+    until_due,
 )
 
 HOLD_LIMIT_S = 1.5
@@ -111,7 +113,7 @@ async def test_an_expired_code_is_refused(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
 ) -> None:
     order, _ = await make_ready(app_client, world, service)
-    await asyncio.sleep(HOLD_LIMIT_S + 0.2)
+    await until_due(service, TimerKind.HOLD_EXPIRY)
     await TimerLoop(service).run_due()
     async with service.sessionmaker() as session:
         stored = await session.get(Order, uuid.UUID(order["id"]))
