@@ -2,7 +2,7 @@
 (`lockerctl up`) and treated as a black box: two kiosks, 20 orders, at --time-scale 120.
 
 Once on the embedded defaults (amqtt broker, SQLite file) and once on Mosquitto + PostgreSQL.
-The story is played once per backend (a module fixture); each test below checks one thing a user
+The story is played once per backend (a class fixture); each test below checks one thing a user
 would check about that run. While it is played, every drop-off and every scan is checked to open
 exactly the compartment named and no other (tests/journey/story.py).
 """
@@ -138,21 +138,14 @@ def play(up: Up) -> Journey:
     return journey
 
 
-@pytest.fixture(
-    scope="module",
-    # Under pytest-xdist (`--dist loadgroup`) every test of one backend's story runs on the same
-    # worker, so the story is played once per backend, and the two backends play in parallel.
-    params=[
-        pytest.param("embedded", marks=pytest.mark.xdist_group("journey-embedded")),
-        pytest.param("mosquitto+postgres", marks=pytest.mark.xdist_group("journey-postgres")),
-    ],
-)
+@pytest.fixture(scope="class")
 def journey(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Journey]:
+    backend: str = request.cls.backend
     data_dir = tmp_path_factory.mktemp("journey") / "var"
-    name = str(request.param).replace("+", "-")
-    if request.param == "embedded":
+    name = backend.replace("+", "-")
+    if backend == "embedded":
         up = Up(data_dir, kiosks=KIOSKS, time_scale=TIME_SCALE, extra_env=STORY_ENV)
         try:
             yield play(up)
@@ -184,48 +177,61 @@ def journey(
         broker.__exit__(None, None, None)
 
 
-def test_every_purchaser_was_told_and_collected_her_food(journey: Journey) -> None:
-    assert len(journey.played) == ORDERS
-    assert {p.kiosk for p in journey.played} == set(range(KIOSKS))
-    for p in journey.played:
-        assert "ready" in p.message_title.lower(), p
-        assert journey.order_states[p.ref] == "picked_up"
-    print(f"\n{ORDERS} orders on {KIOSKS} kiosks played in {journey.story_s:.1f} s")
+class JourneyChecks:
+    """What a user would check about one backend's story. A class per backend, so that
+    pytest-xdist's `--dist loadscope` plays each story on one worker, both at once."""
+
+    backend: str
+
+    def test_every_purchaser_was_told_and_collected_her_food(self, journey: Journey) -> None:
+        assert len(journey.played) == ORDERS
+        assert {p.kiosk for p in journey.played} == set(range(KIOSKS))
+        for p in journey.played:
+            assert "ready" in p.message_title.lower(), p
+            assert journey.order_states[p.ref] == "picked_up"
+        print(f"\n{ORDERS} orders on {KIOSKS} kiosks played in {journey.story_s:.1f} s")
+
+    def test_food_is_hot_when_collected(self, journey: Journey) -> None:
+        for ref, held in journey.held.items():
+            assert len(held) >= 3, f"too few temperature samples while {ref} waited"
+            assert held[-1][1] >= HOLD_FLOOR_C, f"{ref} was collected at {held[-1][1]} °C"
+
+    def test_food_never_below_the_floor(self, journey: Journey) -> None:
+        """DESIGN.md: hot holding, never below the food-safety floor (the true food temperature);
+        the service's alert rule allows at most its grace period below it."""
+        grace_s = Settings().hold_floor_grace_s
+        coldest = {ref: min(t for _w, t in held) for ref, held in journey.held.items()}
+        below = {ref: nominal_s_below(held, HOLD_FLOOR_C) for ref, held in journey.held.items()}
+        worst = min(coldest, key=coldest.__getitem__)
+        print(
+            f"\ncoldest food {coldest[worst]:.1f} °C ({worst}); longest below the floor "
+            f"{max(below.values()):.0f} s nominal (alert grace {grace_s:.0f} s)"
+        )
+        assert coldest[worst] >= HOLD_FLOOR_C
+        assert max(below.values()) <= grace_s
+
+    def test_nothing_is_left_open(self, journey: Journey) -> None:
+        assert journey.settled, (journey.final_states, journey.final_truth)
+        for c in journey.final_truth:
+            assert not (c["door_open"] or c["lock_released"] or c["occupied"] or c["uv_on"]), c
+        assert set(journey.final_states.values()) == {"available"}
+
+    def test_no_door_opened_without_a_command(self, journey: Journey) -> None:
+        kinds = [a["kind"] for a in journey.alerts]
+        assert "door_opened_unexplained" not in kinds, journey.alerts
+
+    def test_ctrl_c_stops_everything_cleanly(self, journey: Journey) -> None:
+        assert journey.stop_code == 0, journey.stop_output[-3000:]
+        assert journey.stop_output.rstrip().endswith("all stopped"), journey.stop_output[-2000:]
 
 
-def test_food_is_hot_when_collected(journey: Journey) -> None:
-    for ref, held in journey.held.items():
-        assert len(held) >= 3, f"too few temperature samples while {ref} waited"
-        assert held[-1][1] >= HOLD_FLOOR_C, f"{ref} was collected at {held[-1][1]} °C"
+class TestEmbedded(JourneyChecks):
+    """`lockerctl up` on its embedded defaults: amqtt broker, SQLite file."""
+
+    backend = "embedded"
 
 
-def test_food_never_below_the_floor(journey: Journey) -> None:
-    """DESIGN.md: hot holding, never below the food-safety floor (the true food temperature);
-    the service's alert rule allows at most its grace period below it."""
-    grace_s = Settings().hold_floor_grace_s
-    coldest = {ref: min(t for _w, t in held) for ref, held in journey.held.items()}
-    below = {ref: nominal_s_below(held, HOLD_FLOOR_C) for ref, held in journey.held.items()}
-    worst = min(coldest, key=coldest.__getitem__)
-    print(
-        f"\ncoldest food {coldest[worst]:.1f} °C ({worst}); longest below the floor "
-        f"{max(below.values()):.0f} s nominal (alert grace {grace_s:.0f} s)"
-    )
-    assert coldest[worst] >= HOLD_FLOOR_C
-    assert max(below.values()) <= grace_s
+class TestMosquittoPostgres(JourneyChecks):
+    """`lockerctl up` on the production backends: Mosquitto and PostgreSQL."""
 
-
-def test_nothing_is_left_open(journey: Journey) -> None:
-    assert journey.settled, (journey.final_states, journey.final_truth)
-    for c in journey.final_truth:
-        assert not (c["door_open"] or c["lock_released"] or c["occupied"] or c["uv_on"]), c
-    assert set(journey.final_states.values()) == {"available"}
-
-
-def test_no_door_opened_without_a_command(journey: Journey) -> None:
-    kinds = [a["kind"] for a in journey.alerts]
-    assert "door_opened_unexplained" not in kinds, journey.alerts
-
-
-def test_ctrl_c_stops_everything_cleanly(journey: Journey) -> None:
-    assert journey.stop_code == 0, journey.stop_output[-3000:]
-    assert journey.stop_output.rstrip().endswith("all stopped"), journey.stop_output[-2000:]
+    backend = "mosquitto+postgres"
