@@ -39,7 +39,13 @@ from pydantic import BaseModel
 
 from hardware import simurl
 from hardware.firmware import CONTROL_PERIOD_S, Board
-from hardware.physics import PHYSICS_STEP_S, SensorFault, World, WorldError
+from hardware.physics import (
+    PHYSICS_STEP_S,
+    RELEASED_LOCK_RELATCH_S,
+    SensorFault,
+    World,
+    WorldError,
+)
 from hardware.protocol import Frame, FrameDecoder, encode_frame
 from hardware.protocol.messages import PROTOCOL_REVISION, wire_time_s
 from hardware.thermostat import Hysteresis, Thermostat, TimeProportionedPid
@@ -255,6 +261,7 @@ class Simulator:
         manual_clock: bool = False,
         pace: bool = True,
         protocol: int = PROTOCOL_REVISION,
+        relatch_s: float = RELEASED_LOCK_RELATCH_S,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
@@ -264,7 +271,7 @@ class Simulator:
         self.baud = baud
         self._lock = threading.RLock()
         self._rng = random.Random(seed * 7919 + 1)  # boot ids and line errors, apart from physics
-        self.model = World(compartments, seed, lobby_temp_c)
+        self.model = World(compartments, seed, lobby_temp_c, relatch_s)
         factory: Callable[[], Thermostat] = (
             TimeProportionedPid if thermostat == "pid" else Hysteresis
         )

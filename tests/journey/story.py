@@ -137,8 +137,8 @@ class Story:
                 return [m for m in now if now[m] > before[m]]
 
             # The pulse count only grows, so a busy machine cannot miss it. A released latch
-            # springs back after 60 s nominal (half a second at 120x): the hand must not wait
-            # for the screen's answer, which a loaded machine may deliver later than that.
+            # springs back (after SIM_RELATCH_S, test_journey.STORY_ENV): the hand does not
+            # wait for the screen's answer, as a person opens the door that clicks.
             opened = wait_until(pulsed, UNLOCK_WAIT_S, f"a lock of kiosk {k} to pulse", 0.02)[0]
             pulsed_at = time.monotonic()
             try:
