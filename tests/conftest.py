@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from tests.support.databases import drop_templates  # it imports this module
 
     drop_templates()
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadscope`, with a finer unit: the tests of a class go to one worker together
+    (the journey's class per backend plays its story once), every other test is handed out on
+    its own, so one long module does not keep one worker busy while the others idle. A module
+    fixture (a broker, a browser) is then set up at most once per worker."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ClassOrTestScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            parts = nodeid.split("::")
+            return "::".join(parts[:2]) if len(parts) > 2 else nodeid
+
+    return ClassOrTestScheduling(config, log)
