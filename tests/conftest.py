@@ -11,9 +11,18 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+import hypothesis
 import pytest
 
 from tests.support.mosquitto import MosquittoProcess
+
+# Hypothesis's per-example deadline (200 ms) and its "data generation too slow" check are
+# wall-clock budgets: on a machine busy with other work a correct run can exceed them. The
+# examples' own properties are what is tested.
+hypothesis.settings.register_profile(
+    "locker", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.load_profile("locker")
 
 REQUIRE_SERVICES = os.environ.get("LOCKER_TEST_REQUIRE_SERVICES") == "1"
 PG_ADMIN_URL = os.environ.get("LOCKER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
