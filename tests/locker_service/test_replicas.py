@@ -24,7 +24,7 @@ from tests.locker_service.world import seed
 from tests.support.mosquitto import MosquittoProcess
 from tests.support.scripted_kiosk import ScriptedKiosk
 
-pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 async def until(predicate: Callable[[], Any], timeout_s: float, what: str) -> None:

@@ -14,6 +14,8 @@ import pytest
 from tests.stack.mqtt_probe import Probe
 from tests.support.mosquitto import free_port, wait_for_port
 
+pytestmark = pytest.mark.slow  # a broker process
+
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[tuple[str, int]]:
