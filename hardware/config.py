@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hardware.physics import RELEASED_LOCK_RELATCH_S
+
 
 class SimSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SIM_", extra="ignore", populate_by_name=True)
@@ -26,6 +28,7 @@ class SimSettings(BaseSettings):
     baud: Literal[9600, 19200, 57600, 115200] = 115200
     thermostat: Literal["pid", "hysteresis"] = "pid"
     lobby_temp_c: float = Field(22.0, ge=-30, le=60)
+    relatch_s: float = Field(RELEASED_LOCK_RELATCH_S, gt=0)  # a released, unopened latch
     pty: bool = True
     pty_dir: Path | None = None  # default: a fresh directory under the system's temp dir
     board_port: int | None = Field(None, ge=0, le=65535)  # socket:// for the board; None: off

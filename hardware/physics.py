@@ -98,9 +98,21 @@ DoorListener = Callable[[int, bool], None]
 class World:
     """Every compartment of a bank, the lobby around it and the board's I/O pins."""
 
-    def __init__(self, compartments: int, seed: int, lobby_c: float = LOBBY_DEFAULT_C) -> None:
+    def __init__(
+        self,
+        compartments: int,
+        seed: int,
+        lobby_c: float = LOBBY_DEFAULT_C,
+        relatch_s: float = RELEASED_LOCK_RELATCH_S,
+    ) -> None:
         if not 1 <= compartments <= 255:
             raise ValueError(f"a bank has 1-255 compartments, not {compartments}")
+        if relatch_s <= 0:
+            raise ValueError("relatch_s must be positive")
+        # How long a released latch whose door never moved stays released (simulated s). Longer
+        # than the real spring only for tests whose hands act at a high time scale on a starved
+        # machine, where 60 s nominal is a fraction of a wall second.
+        self.relatch_s = relatch_s
         self.rng = random.Random(seed)
         self.lobby_c = lobby_c
         self.now_s = 0.0
@@ -238,7 +250,7 @@ class World:
                 c.lock_released
                 and not c.door_open
                 and not c.door_moved_since_release
-                and self.now_s - c.released_at_s >= RELEASED_LOCK_RELATCH_S
+                and self.now_s - c.released_at_s >= self.relatch_s
             ):
                 c.lock_released = False
         self.now_s += dt_s

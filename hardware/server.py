@@ -49,6 +49,7 @@ def run(settings: SimSettings) -> None:
         name=settings.name,
         thermostat=settings.thermostat,
         lobby_temp_c=settings.lobby_temp_c,
+        relatch_s=settings.relatch_s,
     )
     sim.start()
     try:

@@ -9,10 +9,20 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from typing import Any
 
+import hypothesis
 import pytest
 
 from tests.support.mosquitto import MosquittoProcess
+
+# Hypothesis's per-example deadline (200 ms) and its "data generation too slow" check are
+# wall-clock budgets: on a machine busy with other work a correct run can exceed them. The
+# examples' own properties are what is tested.
+hypothesis.settings.register_profile(
+    "locker", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.load_profile("locker")
 
 REQUIRE_SERVICES = os.environ.get("LOCKER_TEST_REQUIRE_SERVICES") == "1"
 PG_ADMIN_URL = os.environ.get("LOCKER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -56,3 +66,27 @@ def private_mosquitto() -> Iterator[MosquittoProcess]:
         yield broker
     finally:
         broker.__exit__(None, None, None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop this process's template databases (tests/support/databases.py)."""
+    from tests.support.databases import drop_templates  # it imports this module
+
+    drop_templates()
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadscope`, with a finer unit: the tests of a class go to one worker together
+    (the journey's class per backend plays its story once), every other test is handed out on
+    its own, so one long module does not keep one worker busy while the others idle. A module
+    fixture (a broker, a browser) is then set up at most once per worker."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ClassOrTestScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            parts = nodeid.split("::")
+            return "::".join(parts[:2]) if len(parts) > 2 else nodeid
+
+    return ClassOrTestScheduling(config, log)

@@ -14,7 +14,7 @@ from typing import Literal, Self
 
 from hardware import simurl
 from hardware.firmware import Board
-from hardware.physics import World
+from hardware.physics import RELEASED_LOCK_RELATCH_S, World
 from hardware.protocol.messages import PROTOCOL_REVISION
 from hardware.simulator.controls import FaultControl, WorldControl
 from hardware.simulator.io_loop import IoLoop
@@ -40,6 +40,7 @@ class Simulator:
         manual_clock: bool = False,
         pace: bool = True,
         protocol: int = PROTOCOL_REVISION,
+        relatch_s: float = RELEASED_LOCK_RELATCH_S,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
@@ -54,6 +55,7 @@ class Simulator:
             lobby_temp_c,
             manual_clock,
             protocol,
+            relatch_s,
         )
         self.line = BoardLine(self.state)
         # Answers on pty and socket ports leave at the baud rate's pace, as from a UART.

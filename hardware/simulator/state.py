@@ -109,11 +109,12 @@ class BankState:
         lobby_temp_c: float,
         manual_clock: bool,
         protocol: int,
+        relatch_s: float,
     ) -> None:
         self.time_scale = float(time_scale)
         self.lock = threading.RLock()
         self.rng = random.Random(seed * 7919 + 1)  # boot ids and line errors, apart from physics
-        self.model = World(compartments, seed, lobby_temp_c)
+        self.model = World(compartments, seed, lobby_temp_c, relatch_s)
         factory: Callable[[], Thermostat] = (
             TimeProportionedPid if thermostat == "pid" else Hysteresis
         )

@@ -24,6 +24,8 @@ from tests.firmware_bridge.harness import (
 from tests.support.embedded_broker import EmbeddedBrokerProcess
 from tests.support.mosquitto import MosquittoProcess, free_port
 
+pytestmark = pytest.mark.slow  # bridge processes and broker restarts
+
 
 def round_trip(broker_url: str, observer: Observer, tmp_path: Path, **extra: object) -> str:
     """Bring a kiosk up against the broker, carry one unlock through it; the protocol used."""

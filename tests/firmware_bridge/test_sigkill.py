@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from tests.firmware_bridge.harness import Observer, new_kiosk_id, simulator
 from tests.support.mosquitto import MosquittoProcess
 
@@ -21,6 +23,8 @@ LOCKERCTL = Path(sys.executable).with_name("lockerctl")
 BRIDGE_COMMAND = (
     [str(LOCKERCTL), "bridge"] if LOCKERCTL.exists() else [sys.executable, "-m", "firmware_bridge"]
 )
+
+pytestmark = pytest.mark.slow
 
 
 @contextmanager

@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.hardware.link import BoardLink
 from tests.support.mosquitto import free_port, wait_for_port
+
+pytestmark = pytest.mark.slow  # lockerctl sim processes
 
 LOCKERCTL = Path(sys.executable).with_name("lockerctl")
 

@@ -81,6 +81,28 @@ def test_impossible_actions_raise_and_change_nothing() -> None:
     assert not world.compartments[0].occupied
 
 
+def test_a_longer_relatch_keeps_the_latch_released_that_long() -> None:
+    world = World(1, seed=1, relatch_s=600.0)
+    world.pulse_lock(1, 500)
+    for _ in range(599):
+        world.step()
+    assert world.compartments[0].lock_released
+    for _ in range(2):
+        world.step()
+    assert not world.compartments[0].lock_released
+
+
+def test_the_simulator_takes_its_relatch_time_from_sim_relatch_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hardware.config import SimSettings
+
+    monkeypatch.setenv("SIM_RELATCH_S", "600")
+    assert SimSettings().relatch_s == 600.0
+    with Simulator(compartments=1, relatch_s=600.0, manual_clock=True) as sim:
+        assert sim.model.relatch_s == 600.0
+
+
 def test_released_latch_springs_back_if_the_door_is_never_opened() -> None:
     world = World(1, seed=1)
     world.pulse_lock(1, 500)

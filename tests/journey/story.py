@@ -49,7 +49,10 @@ class TemperatureMonitor:
 
     actors: Actors
     kiosks: int
-    samples: dict[tuple[int, int], list[tuple[float, float, bool]]] = field(default_factory=dict)
+    # (kiosk, compartment) -> (wall time, simulator time, true food temperature, occupied)
+    samples: dict[tuple[int, int], list[tuple[float, float, float, bool]]] = field(
+        default_factory=dict
+    )
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -65,9 +68,10 @@ class TemperatureMonitor:
                 except Exception:  # a busy moment; the next sample comes soon
                     continue
                 now = time.monotonic()
+                sim_s = float(truth["sim_time_s"])
                 for c in truth["compartments"]:
                     self.samples.setdefault((k, c["number"]), []).append(
-                        (now, c["food_temp_c"], c["occupied"])
+                        (now, sim_s, c["food_temp_c"], c["occupied"])
                     )
             self._stop.wait(MONITOR_PERIOD_S)
 
@@ -77,21 +81,25 @@ class TemperatureMonitor:
             self._thread.join(10)
 
     def held(self, played: Played) -> list[tuple[float, float]]:
-        """(wall time, true food temperature) while this order's food sat in its compartment."""
+        """(simulator time, true food temperature) while this order's food sat in its
+        compartment (picked by wall time, the clock the story's hands keep)."""
         return [
-            (t, temp)
-            for t, temp, occupied in self.samples.get((played.kiosk, played.compartment), [])
+            (sim_s, temp)
+            for t, sim_s, temp, occupied in self.samples.get((played.kiosk, played.compartment), [])
             if played.deposited_at <= t <= played.scanned_at and occupied
         ]
 
 
-def nominal_s_below(samples: list[tuple[float, float]], floor_c: float, time_scale: float) -> float:
-    """How long (nominal seconds) the food was below `floor_c`, from consecutive samples."""
+def nominal_s_below(samples: list[tuple[float, float]], floor_c: float) -> float:
+    """How long (nominal seconds) the food was below `floor_c`, from consecutive samples.
+
+    Measured on the simulator's own clock: a starved test process samples late, and wall time
+    times the scale would count that delay as time the food spent cold."""
     below = 0.0
     for (t0, temp0), (t1, _temp1) in itertools.pairwise(samples):
         if temp0 < floor_c:
             below += t1 - t0
-    return below * time_scale
+    return below
 
 
 def decode_qr(png: bytes) -> str:
@@ -129,8 +137,8 @@ class Story:
                 return [m for m in now if now[m] > before[m]]
 
             # The pulse count only grows, so a busy machine cannot miss it. A released latch
-            # springs back after 60 s nominal (half a second at 120x): the hand must not wait
-            # for the screen's answer, which a loaded machine may deliver later than that.
+            # springs back (after SIM_RELATCH_S, test_journey.STORY_ENV): the hand does not
+            # wait for the screen's answer, as a person opens the door that clicks.
             opened = wait_until(pulsed, UNLOCK_WAIT_S, f"a lock of kiosk {k} to pulse", 0.02)[0]
             pulsed_at = time.monotonic()
             try:

@@ -96,8 +96,8 @@ class Fault:
 
     def kill(self, name: str) -> None:
         marker = {
-            "service": "locker_service.stack.lockerctl serve",
-            "bridge": "locker_service.stack.lockerctl bridge",
+            "service": "-m locker_service serve",
+            "bridge": "-m locker_service bridge",
         }[name]
         pid = self.child_pid(marker)
         self.marks.append((name, len(self.up.lines)))

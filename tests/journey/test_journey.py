@@ -2,7 +2,7 @@
 (`lockerctl up`) and treated as a black box: two kiosks, 20 orders, at --time-scale 120.
 
 Once on the embedded defaults (amqtt broker, SQLite file) and once on Mosquitto + PostgreSQL.
-The story is played once per backend (a module fixture); each test below checks one thing a user
+The story is played once per backend (a class fixture); each test below checks one thing a user
 would check about that run. While it is played, every drop-off and every scan is checked to open
 exactly the compartment named and no other (tests/journey/story.py).
 """
@@ -36,13 +36,27 @@ KIOSKS = 2
 ORDERS = 20
 TIME_SCALE = 120.0
 SETTLE_S = 60.0  # the cleaning cycle after the last pickup (300 s nominal), with margin
+# Story deadlines long enough, in the system's time, for what the hands here do on a starved
+# machine. The courier's hands open, answer, place, pause, close: about 1 s of wall time when
+# idle, but at 120x the default 300 nominal s door timer is 2.5 s, which a loaded machine
+# misses (the drop-off times out and the purchaser is never told). The door timer itself is
+# tested in tests/locker_service/test_timers.py. The scan's age limit is real seconds (5 s):
+# a starved bridge, broker and service can take longer to carry a scan through. A released
+# latch springs back after 60 s nominal, half a wall second here: a starved simulator catches
+# up its clock in one go and relatches before the hand's "open" is served, however quickly the
+# hand reacts (the spring itself is tested in tests/hardware/test_physics.py).
+STORY_ENV = {
+    "LOCKER_DROPOFF_DOOR_TIMEOUT_S": str(60 * TIME_SCALE),  # 60 s of wall time
+    "LOCKER_SCAN_MAX_AGE_S": "60",
+    "SIM_RELATCH_S": str(30 * TIME_SCALE),  # 30 s of wall time
+}
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "journey"
 
 
 @dataclass
 class Journey:
     played: list[Played]
-    held: dict[str, list[tuple[float, float]]]  # ref -> (wall time, true food temperature)
+    held: dict[str, list[tuple[float, float]]]  # ref -> (simulator time, true food temperature)
     settled: bool
     final_truth: list[dict[str, Any]]
     final_states: dict[str, str]  # compartment (kiosk/number) -> service state
@@ -128,14 +142,15 @@ def play(up: Up) -> Journey:
     return journey
 
 
-@pytest.fixture(scope="module", params=["embedded", "mosquitto+postgres"])
+@pytest.fixture(scope="class")
 def journey(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Journey]:
+    backend: str = request.cls.backend
     data_dir = tmp_path_factory.mktemp("journey") / "var"
-    name = str(request.param).replace("+", "-")
-    if request.param == "embedded":
-        up = Up(data_dir, kiosks=KIOSKS, time_scale=TIME_SCALE)
+    name = backend.replace("+", "-")
+    if backend == "embedded":
+        up = Up(data_dir, kiosks=KIOSKS, time_scale=TIME_SCALE, extra_env=STORY_ENV)
         try:
             yield play(up)
         finally:
@@ -155,6 +170,7 @@ def journey(
                 time_scale=TIME_SCALE,
                 broker_url=broker.url,
                 database_url=database_url,
+                extra_env=STORY_ENV,
             )
             try:
                 yield play(up)
@@ -165,50 +181,62 @@ def journey(
         broker.__exit__(None, None, None)
 
 
-def test_every_purchaser_was_told_and_collected_her_food(journey: Journey) -> None:
-    assert len(journey.played) == ORDERS
-    assert {p.kiosk for p in journey.played} == set(range(KIOSKS))
-    for p in journey.played:
-        assert "ready" in p.message_title.lower(), p
-        assert journey.order_states[p.ref] == "picked_up"
-    print(f"\n{ORDERS} orders on {KIOSKS} kiosks played in {journey.story_s:.1f} s")
+class JourneyChecks:
+    """What a user would check about one backend's story. A class per backend, so that
+    pytest-xdist's `--dist loadscope` plays each story on one worker, both at once."""
+
+    backend: str
+
+    def test_every_purchaser_was_told_and_collected_her_food(self, journey: Journey) -> None:
+        assert len(journey.played) == ORDERS
+        assert {p.kiosk for p in journey.played} == set(range(KIOSKS))
+        for p in journey.played:
+            assert "ready" in p.message_title.lower(), p
+            assert journey.order_states[p.ref] == "picked_up"
+        print(f"\n{ORDERS} orders on {KIOSKS} kiosks played in {journey.story_s:.1f} s")
+
+    def test_food_is_hot_when_collected(self, journey: Journey) -> None:
+        for ref, held in journey.held.items():
+            assert len(held) >= 3, f"too few temperature samples while {ref} waited"
+            assert held[-1][1] >= HOLD_FLOOR_C, f"{ref} was collected at {held[-1][1]} °C"
+
+    def test_food_never_below_the_floor(self, journey: Journey) -> None:
+        """Hot holding, never below the food-safety floor (docs/contracts/README.md), judged by the
+        true food temperature;
+        the service's alert rule allows at most its grace period below it."""
+        grace_s = Settings().hold_floor_grace_s
+        coldest = {ref: min(t for _w, t in held) for ref, held in journey.held.items()}
+        below = {ref: nominal_s_below(held, HOLD_FLOOR_C) for ref, held in journey.held.items()}
+        worst = min(coldest, key=coldest.__getitem__)
+        print(
+            f"\ncoldest food {coldest[worst]:.1f} °C ({worst}); longest below the floor "
+            f"{max(below.values()):.0f} s nominal (alert grace {grace_s:.0f} s)"
+        )
+        assert coldest[worst] >= HOLD_FLOOR_C
+        assert max(below.values()) <= grace_s
+
+    def test_nothing_is_left_open(self, journey: Journey) -> None:
+        assert journey.settled, (journey.final_states, journey.final_truth)
+        for c in journey.final_truth:
+            assert not (c["door_open"] or c["lock_released"] or c["occupied"] or c["uv_on"]), c
+        assert set(journey.final_states.values()) == {"available"}
+
+    def test_no_door_opened_without_a_command(self, journey: Journey) -> None:
+        kinds = [a["kind"] for a in journey.alerts]
+        assert "door_opened_unexplained" not in kinds, journey.alerts
+
+    def test_ctrl_c_stops_everything_cleanly(self, journey: Journey) -> None:
+        assert journey.stop_code == 0, journey.stop_output[-3000:]
+        assert journey.stop_output.rstrip().endswith("all stopped"), journey.stop_output[-2000:]
 
 
-def test_food_is_hot_when_collected(journey: Journey) -> None:
-    for ref, held in journey.held.items():
-        assert len(held) >= 3, f"too few temperature samples while {ref} waited"
-        assert held[-1][1] >= HOLD_FLOOR_C, f"{ref} was collected at {held[-1][1]} °C"
+class TestEmbedded(JourneyChecks):
+    """`lockerctl up` on its embedded defaults: amqtt broker, SQLite file."""
+
+    backend = "embedded"
 
 
-def test_food_never_below_the_floor(journey: Journey) -> None:
-    """Hot holding, never below the food-safety floor (docs/contracts/README.md), judged by the
-    true food temperature; the service's alert rule allows at most its grace period below it."""
-    grace_s = Settings().hold_floor_grace_s
-    coldest = {ref: min(t for _w, t in held) for ref, held in journey.held.items()}
-    below = {
-        ref: nominal_s_below(held, HOLD_FLOOR_C, TIME_SCALE) for ref, held in journey.held.items()
-    }
-    worst = min(coldest, key=coldest.__getitem__)
-    print(
-        f"\ncoldest food {coldest[worst]:.1f} °C ({worst}); longest below the floor "
-        f"{max(below.values()):.0f} s nominal (alert grace {grace_s:.0f} s)"
-    )
-    assert coldest[worst] >= HOLD_FLOOR_C
-    assert max(below.values()) <= grace_s
+class TestMosquittoPostgres(JourneyChecks):
+    """`lockerctl up` on the production backends: Mosquitto and PostgreSQL."""
 
-
-def test_nothing_is_left_open(journey: Journey) -> None:
-    assert journey.settled, (journey.final_states, journey.final_truth)
-    for c in journey.final_truth:
-        assert not (c["door_open"] or c["lock_released"] or c["occupied"] or c["uv_on"]), c
-    assert set(journey.final_states.values()) == {"available"}
-
-
-def test_no_door_opened_without_a_command(journey: Journey) -> None:
-    kinds = [a["kind"] for a in journey.alerts]
-    assert "door_opened_unexplained" not in kinds, journey.alerts
-
-
-def test_ctrl_c_stops_everything_cleanly(journey: Journey) -> None:
-    assert journey.stop_code == 0, journey.stop_output[-3000:]
-    assert journey.stop_output.rstrip().endswith("all stopped"), journey.stop_output[-2000:]
+    backend = "mosquitto+postgres"

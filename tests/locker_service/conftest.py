@@ -1,89 +1,62 @@
 """Fixtures for the service's tests: migrated databases on SQLite and PostgreSQL, and an app.
 
-The schema is always made by `alembic upgrade head`. Each PostgreSQL database is created with a
-unique name and dropped afterwards, because other test runs share the server.
+The schema is always made by `alembic upgrade head`: once per test process into a template that
+each test's database is copied from (tests/support/databases.py). Each PostgreSQL database has a
+unique name and is dropped afterwards, because other test runs share the server.
 """
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 
 from locker_service.config import DEFAULT_CONTACT_SCHEMES, Settings
 from locker_service.context import ServiceContext
 from locker_service.main import create_app
 from locker_service.runtime import Runtime
-from migrations import upgrade
-from tests.conftest import PG_ADMIN_URL, unavailable
 from tests.locker_service.world import FakeKiosk, World, seed
+from tests.support.databases import (
+    create_pg_database,
+    drop_pg_database,
+    migrated_database,
+    migrated_pg_database,
+)
 
 BACKENDS = ["sqlite", "postgres"]
 
 
-async def _pg_admin(statement: str) -> None:
-    url = make_url(PG_ADMIN_URL)
-    conn = await asyncpg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        database=url.database,
-        password=url.password,
-        timeout=5,
-    )
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-def make_pg_database() -> str:
-    """A fresh empty PostgreSQL database; returns its URL."""
-    name = f"locker_{uuid.uuid4().hex[:16]}"
-    try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        unavailable(f"PostgreSQL at {PG_ADMIN_URL} is not usable: {exc}")
-    return (
-        make_url(PG_ADMIN_URL)
-        .set(drivername="postgresql+asyncpg", database=name)
-        .render_as_string(hide_password=False)
-    )
-
-
-def drop_pg_database(database_url: str) -> None:
-    name = make_url(database_url).database
-    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated, empty database on each backend (one per test)."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'locker.db'}"
-        upgrade(url)
-        yield url
-        return
-    url = make_pg_database()
+    """A migrated, empty database on each backend (one per test, copied from the template)."""
+    url = migrated_database(str(request.param), tmp_path)
     try:
-        upgrade(url)
+        yield url
+    finally:
+        if request.param == "postgres":
+            drop_pg_database(url)
+
+
+@pytest.fixture
+def pg_database_url() -> Iterator[str]:
+    url = migrated_pg_database()
+    try:
         yield url
     finally:
         drop_pg_database(url)
 
 
-@pytest.fixture
-def pg_database_url() -> Iterator[str]:
-    url = make_pg_database()
+@pytest.fixture(params=BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database on each backend, for the tests of the migrations themselves."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    url = create_pg_database("locker_empty")
     try:
-        upgrade(url)
         yield url
     finally:
         drop_pg_database(url)

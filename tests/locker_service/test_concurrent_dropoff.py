@@ -7,12 +7,15 @@ import asyncio
 from collections import Counter
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
 from locker_service.context import ServiceContext
 from locker_service.models import Compartment, Order
 from tests.locker_service.world import FakeKiosk, create_order, seed
+
+pytestmark = pytest.mark.slow  # fifty drop-offs at once
 
 COMPARTMENTS = 10
 COURIERS = 50

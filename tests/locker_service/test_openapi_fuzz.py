@@ -15,6 +15,8 @@ from locker_service.context import ServiceContext
 from locker_service.models import DoorOpening
 from tests.locker_service.world import FakeKiosk, World, create_order
 
+pytestmark = pytest.mark.slow  # fuzzes every operation
+
 HOSTILE: list[Any] = [
     None,
     "",

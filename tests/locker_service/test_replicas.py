@@ -32,7 +32,7 @@ from tests.locker_service.world import World, seed
 from tests.support.mosquitto import MosquittoProcess
 from tests.support.scripted_kiosk import ScriptedKiosk
 
-pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(120)]
 
 # Short leases, so that a death is noticed in seconds; still several renewals per TTL, so a
 # replica slowed by a loaded host does not lose its kiosks.

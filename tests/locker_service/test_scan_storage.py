@@ -24,8 +24,8 @@ from locker_service.kiosks.scans import scan_hash
 from locker_service.models import KioskEvent, utcnow
 from locker_service.runtime import Runtime
 from migrations import upgrade_async
-from tests.locker_service.conftest import drop_pg_database, make_pg_database
 from tests.locker_service.world import World, make_ready, token_of
+from tests.support.databases import create_pg_database, drop_pg_database
 
 
 async def _stored(service: ServiceContext, event_id: str) -> dict[str, object]:
@@ -81,7 +81,7 @@ async def test_migration_0004_replaces_stored_scan_texts(backend: str, tmp_path:
     url = (
         f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
         if backend == "sqlite"
-        else await asyncio.to_thread(make_pg_database)
+        else await asyncio.to_thread(create_pg_database)
     )
     try:
         await upgrade_async(url, "0002")

@@ -1,4 +1,8 @@
-"""The schema: made by Alembic on both backends, equal to the models; the service starts on it."""
+"""The schema: made by Alembic on both backends, equal to the models; the service starts on it.
+
+This is where `alembic upgrade head` runs on an empty database in a test of its own; every other
+test gets a copy of a template that the same migrations made (tests/support/databases.py).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ from sqlalchemy import inspect
 
 from locker_service.db import create_engine
 from locker_service.models import Base
+from migrations import upgrade_async
 
 
-async def test_migrations_match_the_models(database_url: str) -> None:
-    engine = create_engine(database_url)
+async def test_migrations_match_the_models(empty_database_url: str) -> None:
+    await upgrade_async(empty_database_url)
+    engine = create_engine(empty_database_url)
     try:
         async with engine.connect() as connection:
             diff = await connection.run_sync(

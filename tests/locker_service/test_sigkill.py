@@ -125,6 +125,11 @@ async def test_the_story_survives_sigkill_at_every_step(
         "LOCKER_TIME_SCALE": str(TIME_SCALE),
         "LOCKER_DISINFECTION_S": "180",
         "LOCKER_CLEANING_S": "120",
+        # The courier's door timer must outlast the restart the story puts in the middle of the
+        # drop-off (a cold start takes up to READY_TIMEOUT_S on a starved machine); at the
+        # default 300 nominal s (5 s here) it fires first and frees the compartment the food
+        # is already in.
+        "LOCKER_DROPOFF_DOOR_TIMEOUT_S": str(2 * READY_TIMEOUT_S * TIME_SCALE),
         "LOCKER_REMINDER_AFTER_S": "1000000",
         "LOCKER_HOLD_LIMIT_S": "1000000",
         "LOCKER_COMMAND_TIMEOUT_S": "3",

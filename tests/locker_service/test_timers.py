@@ -39,6 +39,7 @@ from tests.locker_service.world import (
     cycles_have_run,
     event,
     make_ready,
+    until_due,
 )
 
 SCALE = 3600.0  # an hour of nominal time per real second
@@ -47,11 +48,12 @@ SCALE = 3600.0  # an hour of nominal time per real second
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     # reminder after 30 nominal minutes = 0.5 s; drop-off door timeout 300 s = 0.08 s;
-    # hold limit kept long so only the reminder fires
+    # hold limit 100 nominal hours = 100 s, far past any test's run even on a starved machine,
+    # so only the reminder fires
     return make_settings(
         database_url,
         time_scale=SCALE,
-        hold_limit_s=36000.0,
+        hold_limit_s=360000.0,
         cycle_watchdog_margin_s=0.0,
         dropoff_window_s=1800.0,  # an order not dropped off within 30 nominal minutes expires
     )
@@ -95,7 +97,7 @@ async def test_reminder_after_thirty_minutes_once(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
     order, _ = await make_ready(app_client, world, service)
-    await asyncio.sleep(0.6)
+    await until_due(service, TimerKind.REMINDER)
     loop = TimerLoop(service)
     await loop.run_due()
     await loop.run_due()
@@ -120,7 +122,7 @@ async def test_a_courier_who_walks_away_frees_the_compartment(
         headers=world.kiosk(),
     )
     n = answer.json()["compartment"]
-    await asyncio.sleep(0.2)
+    await until_due(service, TimerKind.DROPOFF_TIMEOUT)
     loop = TimerLoop(service)
     await loop.run_due()
     # nothing heard from the kiosk since the unlock: it does not guess, it waits
@@ -186,7 +188,7 @@ async def test_watchdog_completes_a_cycle_whose_event_was_lost(
             setpoint_c=65.0,
         ),
     )
-    await asyncio.sleep(0.7)  # 1800 nominal s at this scale
+    await until_due(service, TimerKind.CYCLE_WATCHDOG)
     await loop.run_due()
     assert await _state(service, order["id"]) == "ready"
 
@@ -211,7 +213,7 @@ async def test_an_overdue_cycle_raises_an_alert(
     await event(service, world, "door_closed", n)
     loop = TimerLoop(service)
     await loop.run_due()
-    await asyncio.sleep(0.7)
+    await until_due(service, TimerKind.CYCLE_WATCHDOG)
     await loop.run_due()  # no snapshot says it finished: the UV lamp may be stuck
     async with service.sessionmaker() as session:
         kinds = (await session.scalars(select(Alert.kind))).all()
@@ -223,7 +225,7 @@ async def test_order_never_dropped_off_expires(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
     order = await create_order(app_client, world)
-    await asyncio.sleep(1800 / SCALE + 0.1)
+    await until_due(service, TimerKind.ORDER_EXPIRY)
     await TimerLoop(service).run_due()
     assert await _state(service, order["id"]) == "expired"
 

@@ -3,12 +3,14 @@ and a stand-in kiosk that answers commands the way the bridge does (for tests be
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from firmware_bridge import contract
@@ -16,10 +18,12 @@ from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosks.handler import StoryHandler
-from locker_service.models import utcnow
+from locker_service.models import Timer, utcnow
 from locker_service.sites import service as admin
+from locker_service.timers.service import TimerKind
 
 COURIER_PIN = "482913"
+CLOCK_SLACK_S = 0.01
 
 
 @dataclass
@@ -199,3 +203,20 @@ async def make_ready(
     status = (await client.get(f"/api/v1/p/{token_of(order)}")).json()
     assert status["state"] == "ready", status
     return order, n
+
+
+async def until_due(service: ServiceContext, kind: TimerKind) -> None:
+    """Wait until the service's own clock reaches the due time of its pending `kind` timer.
+
+    A wait in the system's time, not a guessed wall-clock budget: the timer's `due_at` is what
+    the service computed (nominal delay / time scale), and `utcnow` is the clock it compares
+    against, so a starved machine only makes the wait end later, never too early."""
+    async with service.sessionmaker() as session:
+        due = await session.scalar(
+            select(func.min(Timer.due_at)).where(Timer.kind == kind.value, Timer.state == "pending")
+        )
+    assert due is not None, f"no pending {kind.value} timer"
+    # asyncio sleeps on the monotonic clock and the service compares the wall clock: the
+    # slack covers their difference over a wait of seconds.
+    await asyncio.sleep(max((due - utcnow()).total_seconds(), 0.0) + CLOCK_SLACK_S)
+    assert utcnow() >= due

@@ -69,7 +69,11 @@ def axe_source() -> str:
                 member = archive.extractfile("package/axe.min.js")
                 assert member is not None
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(member.read())
+                # Written aside and renamed: parallel workers may fetch it at the same time, and
+                # none may read a half-written file.
+                partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+                partial.write_bytes(member.read())
+                partial.replace(target)
     return target.read_text()
 
 

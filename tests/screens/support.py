@@ -73,17 +73,25 @@ def in_thread(function: Callable[[], T]) -> T:
 
 
 def seed_database(database_url: str, compartments: int = 6, kiosk_code: str | None = None) -> Seed:
-    """Migrate the database and write one site, kiosk, operator, merchant and courier."""
+    """Make the database (a copy of the migrated template, or migrated if it is not a new SQLite
+    file) and write one site, kiosk, operator, merchant and courier."""
     return in_thread(lambda: _seed(database_url, compartments, kiosk_code))
 
 
 def _seed(database_url: str, compartments: int, kiosk_code: str | None) -> Seed:
+    from sqlalchemy.engine import make_url
+
     from locker_service.db import create_engine, create_sessionmaker
     from locker_service.models import Compartment, Courier, Kiosk, Merchant, Operator, Site
     from locker_service.security import hash_pin, hash_token, new_token
     from migrations import upgrade
+    from tests.support.databases import migrated_sqlite_database
 
-    upgrade(database_url)
+    sqlite_path = make_url(database_url).database if database_url.startswith("sqlite") else None
+    if sqlite_path and not Path(sqlite_path).exists():
+        migrated_sqlite_database(Path(sqlite_path))
+    else:
+        upgrade(database_url)
     suffix = uuid.uuid4().hex[:8]
     kiosk_code = kiosk_code or f"k-{suffix}"
     kiosk_token = new_token("kt")

@@ -19,7 +19,7 @@ from playwright.sync_api import expect
 from tests.screens.support import Seed, ServiceProcess, serious_accessibility_violations
 from tests.support.scripted_kiosk import ScriptedKiosk
 
-pytestmark = [pytest.mark.browser, pytest.mark.mosquitto]
+pytestmark = [pytest.mark.browser, pytest.mark.mosquitto, pytest.mark.slow]
 
 LIVE_TIMEOUT_MS = 10_000  # broker -> service -> SSE -> browser on two busy cores
 

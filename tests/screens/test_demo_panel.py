@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 from tests.screens.support import ManagedProcess, Seed, ServiceProcess, wait_until
 from tests.support.mosquitto import free_port
 
-pytestmark = [pytest.mark.browser]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 LOCKERCTL = str(Path(sys.executable).parent / "lockerctl")
 

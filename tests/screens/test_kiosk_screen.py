@@ -20,7 +20,7 @@ from tests.screens.support import (
 )
 from tests.support.scripted_kiosk import ScriptedKiosk
 
-pytestmark = [pytest.mark.browser]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 MIN_TOUCH_PX = 72  # the kiosk's own rule (app.css); WCAG 2.5.5 asks 44
 

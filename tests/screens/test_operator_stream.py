@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.screens.support import Seed, ServiceProcess, add_site_with_operator
 
 EVENT_WAIT_S = 10.0  # service -> hub -> stream on busy cores
+
+pytestmark = pytest.mark.slow  # a service process per test
 
 
 class Listener:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.screens.support import Seed, ServiceProcess, serious_accessibility_violations
 
-pytestmark = [pytest.mark.browser]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True}
 

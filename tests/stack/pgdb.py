@@ -3,43 +3,18 @@ dropped afterwards (other test runs use the same server at the same time)."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import asyncpg
-from sqlalchemy.engine import make_url
-
-from tests.conftest import PG_ADMIN_URL, unavailable
-
-
-async def _admin(statement: str) -> None:
-    url = make_url(PG_ADMIN_URL)
-    conn = await asyncpg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        database=url.database,
-        timeout=5,
-    )
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+from tests.support.databases import create_pg_database, drop_pg_database, migrated_pg_database
 
 
 @contextmanager
-def pg_database() -> Iterator[str]:
-    """Yields a `postgresql+asyncpg://` URL of a fresh empty database."""
-    name = f"locker_stack_{uuid.uuid4().hex[:12]}"
+def pg_database(migrated: bool = False) -> Iterator[str]:
+    """Yields a `postgresql+asyncpg://` URL of a fresh database: empty (for a system that
+    migrates it on start, as `lockerctl up` does), or `migrated` (a copy of the template)."""
+    url = migrated_pg_database() if migrated else create_pg_database("locker_stack")
     try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        unavailable(f"PostgreSQL at {PG_ADMIN_URL} is not usable: {exc}")
-    url = make_url(PG_ADMIN_URL).set(drivername="postgresql+asyncpg", database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
+        yield url
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        drop_pg_database(url)

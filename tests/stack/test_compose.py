@@ -20,6 +20,8 @@ from locker_service.cli import app
 from locker_service.config import Settings
 from tests.conftest import unavailable
 
+pytestmark = pytest.mark.slow  # docker-compose runs per test
+
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {
     "POSTGRES_PASSWORD": "pg-test-password",

@@ -24,8 +24,8 @@ from locker_service.stack.demo import (
     describe_demo_order,
     ensure_demo_data,
 )
-from migrations import upgrade_async
 from tests.stack.pgdb import pg_database
+from tests.support.databases import migrated_sqlite_database
 
 SECRET = "s" * 48
 
@@ -33,12 +33,9 @@ SECRET = "s" * 48
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'locker.db'}"
-        asyncio.run(upgrade_async(url))
-        yield url
+        yield migrated_sqlite_database(tmp_path / "locker.db")
     else:
-        with pg_database() as url:
-            asyncio.run(upgrade_async(url))
+        with pg_database(migrated=True) as url:
             yield url
 
 
@@ -123,10 +120,8 @@ def test_refuses_a_database_that_has_demo_data_without_its_credentials(
 
 
 def test_refuses_credentials_of_another_database(tmp_path: Path) -> None:
-    url_a = f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
-    url_b = f"sqlite+aiosqlite:///{tmp_path / 'b.db'}"
-    for url in (url_a, url_b):
-        asyncio.run(upgrade_async(url))
+    url_a = migrated_sqlite_database(tmp_path / "a.db")
+    url_b = migrated_sqlite_database(tmp_path / "b.db")
     asyncio.run(ensure_demo_data(tmp_path, url_a, SECRET))
     with pytest.raises(DemoDataError, match="use another --data-dir"):
         asyncio.run(ensure_demo_data(tmp_path, url_b, SECRET))

@@ -38,6 +38,8 @@ NOT_AUTHORIZED = "Not authorized"
 BAD_CREDENTIALS = "Bad user name or password"
 SUBACK_FAILURE = 0x80
 
+pytestmark = pytest.mark.slow  # a broker process
+
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBrokerProcess]:

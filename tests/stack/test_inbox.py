@@ -16,6 +16,8 @@ import pytest
 
 from tests.support.mosquitto import free_port, wait_for_port
 
+pytestmark = pytest.mark.slow  # inbox processes
+
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )

@@ -217,6 +217,9 @@ def test_service_commands_a_kiosk_and_reads_its_reply(broker: Broker) -> None:
 @pytest.mark.parametrize(
     ("username", "password"),
     [(None, None), ("kiosk-a", "wrong"), ("kiosk-a", KIOSKS["kiosk-b"]), ("nobody", "x")],
+    # Fixed ids: the passwords are random per process, and pytest-xdist's workers must collect
+    # the same test names.
+    ids=["anonymous", "wrong-password", "another-kiosks-password", "unknown-user"],
 )
 def test_connection_without_valid_credentials_is_refused(
     broker: Broker, username: str | None, password: str | None

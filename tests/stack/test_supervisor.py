@@ -73,6 +73,8 @@ sys.stdout.write("x" * (3 << 20) + "\\n"); print("after the long line", flush=Tr
 signal.pause()
 """
 
+pytestmark = pytest.mark.slow  # child processes started, killed and restarted
+
 ALWAYS_DIES = "import sys; print('broken', flush=True); sys.exit(7)"
 
 

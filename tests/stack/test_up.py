@@ -248,6 +248,7 @@ def test_plan_with_external_broker_and_database_starts_no_broker(tmp_path: Path)
     assert bridge.argv[bridge.argv.index("--broker-url") + 1] == "mqtt://127.0.0.1:1883"
 
 
+@pytest.mark.slow
 def test_up_refuses_to_start_when_its_port_is_taken(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
