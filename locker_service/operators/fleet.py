@@ -1,9 +1,10 @@
 """The fleet view's read: every kiosk in scope with its trouble, sorted worst first (ADR 0051).
 
-One statement does the work whatever the fleet's size: compartments are aggregated per kiosk in
-one pass (faults, food at risk, free), open alerts per kiosk in another, both joined to the
-kiosks and their sites, filtered, sorted by trouble and cut to a page in the database; the total
-and the fleet's trouble counts ride along as window functions. No query per kiosk.
+Two statements whatever the fleet's size. The first ranks: compartments in trouble (a fault,
+food at risk) are counted per kiosk, open alerts per kiosk, both joined to the kiosks and their
+sites, filtered, sorted by trouble and cut to a page in the database; the total and the trouble
+counts of everything matching ride along as window functions. The second counts the
+compartments (and the free ones) of the page's kiosks only. No query per kiosk.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ FOOD_INSIDE = (
     CompartmentState.DISINFECTING.value,
     CompartmentState.AWAITING_PICKUP.value,
 )
+# Only these can be in trouble: a fault is reported or faulted, food at risk is inside (a
+# ready order waiting past its reminder is in an awaiting_pickup compartment). A plain filter
+# on the scan, so the join and the grouping see only them.
+CANDIDATE_STATES = (CompartmentState.FAULTED.value, *FOOD_INSIDE)
 SEVERITIES = ("critical", "warning", "info")  # worst first: the order kiosks are ranked by
 LIKE_ESCAPE = "\\"
 
@@ -124,17 +129,16 @@ async def fleet_page(
         ),
         overdue.c.compartment_id.is_not(None),
     )
+    # Only the compartments in trouble are aggregated for the sort (a filtered scan, few
+    # rows grouped); sizes and free counts are read afterwards for the page's kiosks alone.
     per_kiosk = (
         select(
             Compartment.kiosk_id.label("kiosk_id"),
-            func.count().label("total"),
-            func.count()
-            .filter(Compartment.state == CompartmentState.AVAILABLE.value)
-            .label("free"),
             func.count().filter(faulted).label("faulted"),
             func.count().filter(at_risk).label("at_risk"),
         )
         .outerjoin(overdue, overdue.c.compartment_id == Compartment.id)
+        .where(or_(Compartment.fault.is_not(None), Compartment.state.in_(CANDIDATE_STATES)))
         .group_by(Compartment.kiosk_id)
         .subquery("per_kiosk")
     )
@@ -179,8 +183,6 @@ async def fleet_page(
             Kiosk.online,
             case((offline, alerts.c.offline_at), else_=None).label("offline_at"),
             Kiosk.last_seen_at,
-            zero(per_kiosk.c.total).label("total"),
-            zero(per_kiosk.c.free).label("free"),
             n_faulted.label("faulted"),
             n_at_risk.label("at_risk"),
             *(n.label(f"alerts_{s}") for n, s in zip(n_alerts, SEVERITIES, strict=True)),
@@ -225,6 +227,7 @@ async def fleet_page(
         statement = statement.where(*conditions)
 
     result = (await session.execute(statement)).all()
+    sizes = await _sizes(session, [r.id for r in result])
     rows = [
         FleetRow(
             id=r.id,
@@ -236,8 +239,8 @@ async def fleet_page(
             online=bool(r.online),
             status_since=r.offline_at if not r.online and r.offline_at else r.last_seen_at,
             last_seen_at=r.last_seen_at,
-            compartments_total=r.total,
-            compartments_free=r.free,
+            compartments_total=sizes.get(r.id, (0, 0))[0],
+            compartments_free=sizes.get(r.id, (0, 0))[1],
             compartments_faulted=r.faulted,
             food_at_risk=r.at_risk,
             alerts_critical=r.alerts_critical,
@@ -287,3 +290,19 @@ async def fleet_page(
     else:
         counts = FleetCounts(0, 0, 0, 0, 0)
     return FleetPage(rows, counts)
+
+
+async def _sizes(session: AsyncSession, kiosk_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Kiosk id -> (compartments, free ones), for one page of kiosks."""
+    if not kiosk_ids:
+        return {}
+    result = await session.execute(
+        select(
+            Compartment.kiosk_id,
+            func.count(),
+            func.count().filter(Compartment.state == CompartmentState.AVAILABLE.value),
+        )
+        .where(Compartment.kiosk_id.in_(kiosk_ids))
+        .group_by(Compartment.kiosk_id)
+    )
+    return {kiosk_id: (total, free) for kiosk_id, total, free in result.all()}
