@@ -4,7 +4,8 @@
 // most one page however large the fleet. A kiosk going on- or offline arrives on the one live
 // stream and changes its row at once; since that can move it in the order, and alerts change
 // the order too, the page is then re-read (debounced). Faults and temperatures are not pushed
-// per kiosk, so the page is also re-read every `data-refresh-s` seconds.
+// per kiosk, so the page is also re-read every `data-refresh-s` seconds. The stream carries
+// only `kiosk` and `alert` changes (`?kinds=`): a large fleet's telemetry stays away.
 "use strict";
 
 (function () {
@@ -210,13 +211,13 @@
         rereadSoon(REREAD_MS);
         break;
       default:
-        break; // compartments, telemetry and orders: the periodic re-read covers them
+        break; // nothing else is asked for: the periodic re-read covers compartments
     }
   }
 
   function connectStream() {
     if (state.stream) state.stream.stop();
-    state.stream = LockerSSE.follow("/api/v1/operator/stream", () => sessionStorage.getItem(TOKEN_KEY), {
+    state.stream = LockerSSE.follow("/api/v1/operator/stream?kinds=kiosk,alert", () => sessionStorage.getItem(TOKEN_KEY), {
       onEvent: handle,
       onDown: () => setConn(false, "reconnecting…"),
       onRefused: () => signOut("Your token was not accepted."),
