@@ -1,9 +1,12 @@
-"""The fleet view in a real browser over 10,000 kiosks x 12 compartments in PostgreSQL.
+"""The fleet view in a real browser over 10,000 kiosks x 12 compartments in PostgreSQL, and
+live from a kiosk over a real Mosquitto.
 
 The operator opens `/dashboard/fleet`: the four troubled kiosks lead the list in the order of
 their trouble (offline, a fault, food below the floor, an open alert), every row shows its
 badges, the trouble filter leaves only them, a search finds one kiosk among ten thousand, the
-pager walks on, and a click opens that kiosk's live grid in the dashboard. Timings are the
+pager walks on, and a click opens that kiosk's live grid in the dashboard. A kiosk that goes
+offline turns its row red through the live stream, sooner than the page's periodic re-read,
+and back when it returns. Timings are the
 benchmark's business (`bench/fleet/fleet_view.py`), not this test's.
 """
 
@@ -29,11 +32,18 @@ from tests.screens.fleet_seed import (
     kiosk_name,
     seed_fleet,
 )
-from tests.screens.support import ServiceProcess, in_thread, serious_accessibility_violations
+from tests.screens.support import (
+    Seed,
+    ServiceProcess,
+    in_thread,
+    serious_accessibility_violations,
+)
+from tests.support.scripted_kiosk import ScriptedKiosk
 
-pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.browser]
 
 PAGE_TIMEOUT_MS = 15_000  # a page of the fleet from a busy shared PostgreSQL on two cores
+LIVE_TIMEOUT_MS = 10_000  # broker -> service -> SSE -> browser; under the 30 s periodic re-read
 
 
 @pytest.fixture
@@ -64,6 +74,8 @@ def names_shown(page: Any, count: int) -> list[str]:
     return names
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
 def test_troubled_kiosks_first_filter_search_and_click_through(
     browser: Any,
     fleet_service: tuple[ServiceProcess, Fleet],
@@ -123,4 +135,28 @@ def test_troubled_kiosks_first_filter_search_and_click_through(
     expect(page.locator("#grid .cell")).to_have_count(COMPARTMENTS, timeout=PAGE_TIMEOUT_MS)
     expect(page.locator("#kiosk-title")).to_have_text(f"{kiosk_name(WARM)} ({kiosk_code(WARM)})")
     expect(page.locator('#grid [data-number="5"]')).to_contain_text("awaiting pickup")
+    context.close()
+
+
+@pytest.mark.mosquitto
+def test_a_kiosk_going_offline_and_back_shows_live(
+    browser: Any, live_service: tuple[ServiceProcess, Seed, ScriptedKiosk]
+) -> None:
+    service, seed, kiosk = live_service
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    page.goto(f"{service.url}/dashboard/fleet#token={seed.operator_token}")
+    row = page.locator(f'tr[data-kiosk="{seed.kiosk_code}"]')
+    status = row.locator('[data-field="status"] .badge')
+    expect(status).to_have_text("online", timeout=PAGE_TIMEOUT_MS)
+    expect(page.locator("#conn")).to_have_text("live", timeout=LIVE_TIMEOUT_MS)
+
+    kiosk.publish_status("offline")
+    expect(status).to_have_text("offline", timeout=LIVE_TIMEOUT_MS)
+    expect(row).to_contain_text("1 critical", timeout=LIVE_TIMEOUT_MS)  # its offline alert
+    expect(page.locator("#fleet-counts")).to_contain_text("1 offline")
+
+    kiosk.publish_status("online")
+    expect(status).to_have_text("online", timeout=LIVE_TIMEOUT_MS)
+    expect(row).not_to_contain_text("critical", timeout=LIVE_TIMEOUT_MS)  # resolved
     context.close()
