@@ -9,22 +9,26 @@ from sqlalchemy import func, select
 
 from locker_service.alerts import service as alerts
 from locker_service.api.deps import ContextDep, IdPath, OperatorDep, SessionDep
-from locker_service.bounds import Text
+from locker_service.bounds import INT4_MAX, Text
 from locker_service.compartments import repository as compartments
 from locker_service.compartments.lifecycle import CompartmentState
 from locker_service.errors import Forbidden, NotFound, Unprocessable
 from locker_service.models import Alert, Compartment, Kiosk, Site, SiteOncall, utcnow
 from locker_service.notifications import oncall_lists
 from locker_service.notifications import resend as resending
-from locker_service.operators import service
+from locker_service.operators import fleet, service
 from locker_service.operators.schemas import (
     AlertRead,
     CompartmentRead,
+    FleetCounts,
+    FleetKiosk,
+    FleetPage,
     KillSwitchRequest,
     KioskDetail,
     KioskSummary,
     OncallLists,
     OncallRead,
+    OpenAlerts,
     OpenAnswer,
     OpenRequest,
     OperatorMe,
@@ -92,6 +96,73 @@ async def sites(principal: OperatorDep, session: SessionDep) -> list[SiteRead]:
             )
         )
     return result
+
+
+@router.get("/fleet", response_model=FleetPage)
+async def fleet_view(
+    principal: OperatorDep,
+    session: SessionDep,
+    ctx: ContextDep,
+    q: Annotated[
+        Text | None, Query(max_length=128, description="part of a kiosk's or site's code or name")
+    ] = None,
+    site_id: Annotated[int | None, Query(ge=1, le=INT4_MAX)] = None,
+    trouble: Annotated[bool, Query(description="only kiosks with trouble")] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=INT4_MAX)] = 0,
+) -> FleetPage:
+    """Every kiosk in scope, troubled first: offline, then compartments in fault, food at
+    risk, open alerts (critical, warning, info), then by name. Paged by `limit`/`offset`."""
+    if site_id is not None:
+        principal.require_site(site_id)
+    settings = ctx.settings
+    page = await fleet.fleet_page(
+        session,
+        fleet.FleetQuery(
+            site_ids=principal.site_ids,
+            site_id=site_id,
+            q=q.strip() or None if q else None,
+            trouble_only=trouble,
+            limit=limit,
+            offset=offset,
+        ),
+        now=ctx.clock(),
+        hold_floor_c=settings.hold_floor_c,
+        reminder_after_s=settings.scaled(settings.reminder_after_s),
+    )
+    return FleetPage(
+        offset=offset,
+        limit=limit,
+        counts=FleetCounts(
+            kiosks=page.counts.kiosks,
+            offline=page.counts.offline,
+            faulted=page.counts.faulted,
+            food_at_risk=page.counts.food_at_risk,
+            alerting=page.counts.alerting,
+        ),
+        kiosks=[
+            FleetKiosk(
+                id=r.id,
+                code=r.code,
+                name=r.name,
+                site_id=r.site_id,
+                site_code=r.site_code,
+                site_name=r.site_name,
+                online=r.online,
+                status_since=r.status_since,
+                last_seen_at=r.last_seen_at,
+                compartments_total=r.compartments_total,
+                compartments_free=r.compartments_free,
+                compartments_faulted=r.compartments_faulted,
+                food_at_risk=r.food_at_risk,
+                open_alerts=OpenAlerts(
+                    critical=r.alerts_critical, warning=r.alerts_warning, info=r.alerts_info
+                ),
+                trouble=r.trouble,
+            )
+            for r in page.rows
+        ],
+    )
 
 
 @router.get("/kiosks/{kiosk_id}", response_model=KioskDetail)

@@ -167,3 +167,47 @@ class OrderRow(BaseModel):
     compartment_id: int | None
     created_at: datetime
     updated_at: datetime
+
+
+class OpenAlerts(BaseModel):
+    critical: int
+    warning: int
+    info: int
+
+
+class FleetKiosk(BaseModel):
+    id: int
+    code: str
+    name: str
+    site_id: int
+    site_code: str
+    site_name: str
+    online: bool
+    status_since: datetime | None = Field(
+        description="offline: when the service heard it go; online: its last status's stamp"
+    )
+    last_seen_at: datetime | None
+    compartments_total: int
+    compartments_free: int
+    compartments_faulted: int = Field(description="reporting a fault, or faulted")
+    food_at_risk: int = Field(
+        description="compartments holding food below the hold floor, or ready and waiting "
+        "past the purchaser's reminder"
+    )
+    open_alerts: OpenAlerts = Field(description="open (not yet acknowledged) alerts")
+    trouble: bool = Field(description="offline, a fault, food at risk or an open alert")
+
+
+class FleetCounts(BaseModel):
+    kiosks: int = Field(description="kiosks matching the search, on every page")
+    offline: int
+    faulted: int
+    food_at_risk: int
+    alerting: int
+
+
+class FleetPage(BaseModel):
+    offset: int
+    limit: int
+    counts: FleetCounts
+    kiosks: list[FleetKiosk]

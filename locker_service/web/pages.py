@@ -1,4 +1,5 @@
-"""HTML pages: dashboard, kiosk screen, purchaser page (and its QR image), demo panel.
+"""HTML pages: dashboard (and its fleet view), kiosk screen, purchaser page (and its QR
+image), demo panel.
 
 Pages carry no secrets: the dashboard and the kiosk screen ask for their token in the browser
 and call the JSON API with it; the purchaser page's token is its own address. Every page is sent
@@ -30,6 +31,8 @@ templates = Jinja2Templates(directory=TEMPLATES_DIR)
 
 KIOSK_IDLE_S = 60  # a person who walked away: the next one must not see their half-typed code
 KIOSK_RESULT_S = 20  # "Compartment 7 is open" stays long enough to read and walk to the door
+FLEET_PAGE_SIZE = 50  # rows a screen shows without scrolling far; 10,000 kiosks are 200 pages
+FLEET_REFRESH_S = 30  # faults and temperatures are not pushed per kiosk: re-read the page
 DEFAULT_SIM_URL = "http://127.0.0.1:8001"  # `lockerctl sim`'s control API (README.md defaults)
 MAX_SIM_URL_LENGTH = 300  # a host name (253) with scheme and port
 SIM_HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")  # a name or IPv4 address
@@ -73,6 +76,13 @@ async def dashboard(request: Request) -> HTMLResponse:
         "dashboard.html",
         {"lang": "en", "floor_c": settings.hold_floor_c, "time_scale": settings.time_scale},
     )
+
+
+@router.get("/dashboard/fleet", response_class=HTMLResponse)
+async def fleet(request: Request) -> HTMLResponse:
+    """Every kiosk in scope, troubled first, a page of rows at a time (ADR 0051)."""
+    context = {"lang": "en", "page_size": FLEET_PAGE_SIZE, "refresh_s": FLEET_REFRESH_S}
+    return page(request, "fleet.html", context)
 
 
 @router.get("/kiosk", response_class=HTMLResponse)

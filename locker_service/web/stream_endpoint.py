@@ -22,6 +22,9 @@ from locker_service.web.stream import event_stream
 
 router = APIRouter(tags=["operator"])
 
+OPERATOR_KINDS = ("compartment", "telemetry", "event", "kiosk", "order", "alert", "site", "pickup")
+KINDS_PATTERN = f"^({'|'.join(OPERATOR_KINDS)})(,({'|'.join(OPERATOR_KINDS)}))*$"
+
 SSE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Accel-Buffering": "no",  # nginx would otherwise buffer the stream and delay every event
@@ -39,15 +42,29 @@ async def operator_stream(
     site_id: Annotated[
         int | None, Query(ge=1, le=INT4_MAX, description="only this site's changes")
     ] = None,
+    kinds: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            pattern=KINDS_PATTERN,
+            description="only these kinds, comma-separated (e.g. `kiosk,alert`)",
+        ),
+    ] = None,
 ) -> StreamingResponse:
-    """Live changes: `compartment`, `telemetry`, `event`, `kiosk`, `order`, `alert` events.
+    """Live changes: `compartment`, `telemetry`, `event`, `kiosk`, `order`, `alert`, `site`,
+    `pickup` events.
 
     Starts with `hello`; `resync` means this client fell behind and should re-read full state.
+    A screen that needs only some kinds (the fleet view: `kiosk,alert`) names them, so a large
+    fleet's telemetry neither crosses the network nor fills its queue.
     """
     if site_id is not None:
         operator.require_site(site_id)
+    wanted = frozenset(kinds.split(",")) if kinds else None
 
     def visible(message: LiveMessage) -> bool:
+        if wanted is not None and message.kind not in wanted:
+            return False
         if site_id is not None and message.site_id != site_id:
             return False
         if message.site_id is None:

@@ -93,6 +93,35 @@ def test_operators_hear_only_their_sites(
         scoped.stop()
 
 
+def test_a_stream_of_some_kinds_carries_only_those(
+    seeded_service: tuple[ServiceProcess, Seed],
+) -> None:
+    """The fleet view asks for `kiosk,alert`: a kill switch's `site` change never reaches it,
+    while its alert does (an admin's full stream hears both, in the same order)."""
+    service, seed = seeded_service
+    stream = f"{service.url}/api/v1/operator/stream"
+    some = Listener(stream + "?kinds=kiosk,alert", seed.operator_token)
+    every = Listener(stream, seed.operator_token)
+    try:
+        assert some.next("hello") and every.next("hello")
+        for engaged in (True, False):
+            answer = service.api(
+                "POST",
+                f"/api/v1/operator/sites/{seed.site_id}/kill-switch",
+                seed.operator_token,
+                json={"engaged": engaged, "reason": "stream kinds test"},
+            )
+            assert answer.status_code == 200, answer.text
+        heard = [every.events.get(timeout=EVENT_WAIT_S)[0] for _ in range(4)]
+        assert heard == ["alert", "site", "alert", "site"]
+        kinds = [some.events.get(timeout=EVENT_WAIT_S)[0] for _ in range(2)]
+        assert kinds == ["alert", "alert"]
+        assert some.events.empty()  # the sites' changes were never sent
+    finally:
+        some.stop()
+        every.stop()
+
+
 def test_the_stream_refuses_strangers_and_foreign_sites(
     seeded_service: tuple[ServiceProcess, Seed], tmp_path: Path
 ) -> None:
@@ -105,6 +134,9 @@ def test_the_stream_refuses_strangers_and_foreign_sites(
     assert answer.status_code == 403
     assert answer.json()["error"] == "forbidden"
     answer = service.api("GET", "/api/v1/operator/stream?site_id=abc", seed.operator_token)
+    assert answer.status_code == 422
+    assert answer.json()["error"] == "validation_error"
+    answer = service.api("GET", "/api/v1/operator/stream?kinds=kiosk,nonsense", seed.operator_token)
     assert answer.status_code == 422
     assert answer.json()["error"] == "validation_error"
     answer = service.api("GET", "/api/v1/kiosk/stream", "kt_not-a-kiosk")

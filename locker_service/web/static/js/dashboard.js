@@ -699,6 +699,11 @@
   window.addEventListener("resize", () => state.chart && drawChart());
   setInterval(tick, 1000);
 
+  // `?site=&kiosk=` (a row of the fleet view) opens that kiosk's grid first.
+  const wanted = new URLSearchParams(location.search);
+  state.siteId = Number(wanted.get("site")) || null;
+  state.kioskId = Number(wanted.get("kiosk")) || null;
+
   const fromHash = /(?:^#|&)token=([^&]+)/.exec(location.hash);
   if (fromHash) {
     sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(fromHash[1]));
