@@ -9,6 +9,7 @@ from locker_service.models.order import (
     Order,
     OrderEvent,
     PickupAttempt,
+    TemperatureMinute,
     TemperatureReading,
 )
 from locker_service.models.people import Courier, Merchant, Operator, operator_sites
@@ -32,6 +33,7 @@ __all__ = [
     "PickupAttempt",
     "ServiceReplica",
     "Site",
+    "TemperatureMinute",
     "TemperatureReading",
     "Timer",
     "UTCDateTime",
