@@ -69,8 +69,13 @@ def roll_up(rows: Iterable[ReadingRow]) -> list[MinuteRollup]:
     """One rollup per (kiosk, compartment, minute) of `rows`, in key order: concurrent writers
     that merge the same keys then lock them in the same order and cannot deadlock."""
     minutes: dict[tuple[int, int, datetime], MinuteRollup] = {}
+    # The readings of one message share its timestamp: its minute is worked out once.
+    last_ts: datetime | None = None
+    minute = datetime.min
     for row in rows:
-        key = (row.kiosk_id, row.number, minute_of(row.ts))
+        if row.ts is not last_ts:
+            last_ts, minute = row.ts, minute_of(row.ts)
+        key = (row.kiosk_id, row.number, minute)
         rollup = minutes.get(key)
         if rollup is None:
             rollup = minutes[key] = MinuteRollup(*key)

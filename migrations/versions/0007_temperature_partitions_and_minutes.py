@@ -123,6 +123,10 @@ def upgrade() -> None:
         ),
     )
     if op.get_bind().dialect.name == "postgresql":
+        # A minute's row is rewritten with every batch while its minute lasts (some 300 times at
+        # a flush every 0.2 s): room left on each page keeps those updates HOT, on the same page
+        # and without a new index entry each.
+        op.execute("ALTER TABLE temperature_minutes SET (fillfactor = 50)")
         _partition_readings()
         minute = "date_trunc('minute', ts)"
     else:
