@@ -19,12 +19,16 @@ The day arithmetic is pure and tested directly; the DDL needs PostgreSQL.
 
 from __future__ import annotations
 
+import logging
 import re
+import time as clock
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+log = logging.getLogger(__name__)
 
 PARENT = "temperature_readings"
 DEFAULT_PARTITION = f"{PARENT}_default"
@@ -33,6 +37,9 @@ PARTITION_LOCK_ID = 0x7E4D05  # arbitrary, fixed: the advisory lock of partition
 # Dropping or attaching a partition needs a lock on the parent that queues the ingest's COPY
 # behind it; give up after this rather than stall the ingest, and try again next round.
 DDL_LOCK_TIMEOUT = "2s"
+# After a failed attempt the ingest writes to the default partition for this long before trying
+# again, rather than wait out the lock timeout on every batch.
+RETRY_AFTER_FAILURE_S = 30.0
 _NAME = re.compile(rf"^{PARENT}_p(\d{{8}})$")
 
 
@@ -151,10 +158,19 @@ class DayPartitions:
 
     def __init__(self) -> None:
         self._known: set[date] = set()
+        self._retry_at = 0.0  # monotonic
 
     async def cover(self, engine: AsyncEngine, days: Iterable[date]) -> None:
+        """Make the partitions of `days` not known yet. Best effort: if it fails (a lock held
+        past the timeout, say), the batch is written all the same, into the default partition,
+        and the retention round gives those rows their day later."""
         new = set(days) - self._known
-        if not new:
+        if not new or clock.monotonic() < self._retry_at:
             return
-        await ensure_days(engine, new)
+        try:
+            await ensure_days(engine, new)
+        except Exception:
+            self._retry_at = clock.monotonic() + RETRY_AFTER_FAILURE_S
+            log.exception("could not make temperature partitions for %s", sorted(new))
+            return
         self._known |= new

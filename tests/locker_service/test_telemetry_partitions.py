@@ -26,7 +26,12 @@ from locker_service.telemetry.partitions import (
     days_to_drop,
     partition_name,
 )
-from locker_service.telemetry.repository import ReadingRow, insert_readings, readings_query
+from locker_service.telemetry.repository import (
+    ReadingRow,
+    insert_readings,
+    readings_between,
+    readings_query,
+)
 from locker_service.telemetry.retention import RetentionLoop
 from migrations import upgrade
 from tests.locker_service.conftest import drop_pg_database, make_pg_database
@@ -90,17 +95,54 @@ async def test_the_retention_round_makes_partitions_ahead(pg_engine: AsyncEngine
     assert await partition_days(pg_engine) >= set(days_ahead(later.date()))
 
 
-async def test_a_reading_of_a_new_day_gets_its_partition_on_demand(pg_engine: AsyncEngine) -> None:
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+async def test_a_reading_of_a_new_day_is_stored(engine: AsyncEngine) -> None:
+    """Both databases; on PostgreSQL the day gets its partition on demand."""
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker))
+    new_day = datetime.now(UTC) + timedelta(days=12)  # beyond the days made ahead
+    ingest.submit(seeded.kiosk_code, telemetry(new_day, {1: 65.0, 2: 64.0}))
+    if engine.dialect.name == "postgresql":
+        assert day_of(new_day) not in await partition_days(engine)
+    assert await ingest.flush() == 2
+    async with sessionmaker() as session:
+        stored = await readings_between(session, seeded.kiosk_id, 2, new_day, new_day)
+    assert [(r.ts, r.temp_c) for r in stored] == [(new_day, 64.0)]
+    if engine.dialect.name == "postgresql":
+        assert day_of(new_day) in await partition_days(engine)
+        assert await rows_in(engine, partition_name(day_of(new_day))) == 2
+        assert await rows_in(engine, partitions.DEFAULT_PARTITION) == 0
+
+
+async def test_a_partition_that_cannot_be_made_leaves_the_batch_to_the_default(
+    pg_engine: AsyncEngine,
+) -> None:
+    """Another transaction holds the partition lock past the timeout: the batch is stored
+    anyway, in the default partition, and the retention round gives it its day later."""
     sessionmaker = create_sessionmaker(pg_engine)
     seeded = await seed(sessionmaker)
     ingest = TelemetryIngest(pg_engine, KioskDirectory(sessionmaker))
-    new_day = datetime.now(UTC) + timedelta(days=12)  # beyond the days made ahead
-    assert day_of(new_day) not in await partition_days(pg_engine)
-    ingest.submit(seeded.kiosk_code, telemetry(new_day, {1: 65.0, 2: 64.0}))
-    assert await ingest.flush() == 2
-    assert day_of(new_day) in await partition_days(pg_engine)
-    assert await rows_in(pg_engine, partition_name(day_of(new_day))) == 2
+    new_day = datetime.now(UTC) + timedelta(days=15)
+    async with pg_engine.connect() as holder:
+        await holder.execute(
+            text("SELECT pg_advisory_lock(:id)"), {"id": partitions.PARTITION_LOCK_ID}
+        )
+        ingest.submit(seeded.kiosk_code, telemetry(new_day, {1: 65.0}))
+        assert await ingest.flush() == 1
+        await holder.execute(
+            text("SELECT pg_advisory_unlock(:id)"), {"id": partitions.PARTITION_LOCK_ID}
+        )
+    assert await rows_in(pg_engine, partitions.DEFAULT_PARTITION) == 1
+    await RetentionLoop(pg_engine, retention_days=30).run_once(datetime.now(UTC))
     assert await rows_in(pg_engine, partitions.DEFAULT_PARTITION) == 0
+    assert await rows_in(pg_engine, partition_name(day_of(new_day))) == 1
 
 
 async def test_the_default_partition_catches_a_day_without_one_and_gives_it_up(
