@@ -5,10 +5,13 @@ a table with rows. The day arithmetic is pure and tested first."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,11 +32,13 @@ from locker_service.telemetry.partitions import (
 from locker_service.telemetry.repository import (
     ReadingRow,
     insert_readings,
+    minutes_between,
     readings_between,
     readings_query,
 )
 from locker_service.telemetry.retention import RetentionLoop
-from migrations import upgrade
+from locker_service.telemetry.rollups import minute_of
+from migrations import alembic_config, upgrade
 from tests.locker_service.conftest import drop_pg_database, make_pg_database
 from tests.locker_service.test_telemetry_ingest import seed, telemetry
 
@@ -236,66 +241,85 @@ async def test_a_chart_of_the_last_hour_plans_only_its_days_partitions(
 # --- the migration on a table with rows -------------------------------------------------------
 
 
-def test_the_migration_partitions_a_table_with_rows_and_rolls_them_up() -> None:
-    import asyncio
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_migration_keeps_the_rows_rolls_them_up_and_goes_back(
+    backend: str, tmp_path: Path
+) -> None:
+    url = (
+        f"sqlite+aiosqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else make_pg_database()
+    )
+    # One second into a minute: the reading two seconds before falls in the minute before.
+    now = datetime.now(UTC).replace(second=1, microsecond=0) - timedelta(minutes=1)
+    readings = [(now - timedelta(days=10, seconds=s), 60.0 + s) for s in (0, 1, 2)] + [
+        (now + timedelta(seconds=s), 70.0 + s) for s in (0, 20)
+    ]
 
-    url = make_pg_database()
-    try:
-        upgrade(url, "0004")
-        now = datetime.now(UTC).replace(microsecond=0)
-        readings = [(now - timedelta(days=10, seconds=s), 60.0 + s) for s in (0, 1, 2)] + [
-            (now - timedelta(seconds=s), 70.0 + s) for s in (0, 30)
-        ]
+    async def fill() -> int:
+        engine = create_engine(url)
+        try:
+            seeded = await seed(create_sessionmaker(engine))
+            async with engine.begin() as connection:
+                await connection.execute(
+                    insert(TemperatureReading),
+                    [
+                        {
+                            "kiosk_id": seeded.kiosk_id,
+                            "number": 1,
+                            "ts": ts,
+                            "temp_c": t,
+                            "setpoint_c": 65.0,
+                            "heater": True,
+                        }
+                        for ts, t in readings
+                    ],
+                )
+            return seeded.kiosk_id
+        finally:
+            await engine.dispose()
 
-        async def fill() -> int:
-            engine = create_engine(url)
-            try:
-                seeded = await seed(create_sessionmaker(engine))
-                async with engine.begin() as connection:
-                    await connection.execute(
-                        insert(TemperatureReading),
-                        [
-                            {
-                                "kiosk_id": seeded.kiosk_id,
-                                "number": 1,
-                                "ts": ts,
-                                "temp_c": t,
-                                "setpoint_c": 65.0,
-                                "heater": True,
-                            }
-                            for ts, t in readings
-                        ],
-                    )
-                return seeded.kiosk_id
-            finally:
-                await engine.dispose()
-
-        kiosk_id = asyncio.run(fill())
-        upgrade(url)
-
-        async def check() -> None:
-            engine = create_engine(url)
-            try:
+    async def check(kiosk_id: int) -> None:
+        engine = create_engine(url)
+        try:
+            if backend == "postgres":
                 days = await partition_days(engine)
                 assert day_of(now - timedelta(days=10)) in days and day_of(now) in days
-                old_day = partition_name(day_of(now - timedelta(days=10)))
-                assert await rows_in(engine, old_day) == 3
-                assert await rows_in(engine, "temperature_readings") == 5
-                sessionmaker = create_sessionmaker(engine)
-                async with sessionmaker() as session:
-                    rows = (await session.scalars(select(TemperatureMinute))).all()
-                assert sum(m.readings for m in rows) == 5
-                assert all(m.kiosk_id == kiosk_id for m in rows)
-                # New rows keep taking ids from the same sequence, after the old ones.
-                await insert_readings(engine, [ReadingRow(kiosk_id, 2, now, 65.0, None, False)])
-                async with engine.connect() as connection:
-                    ids = (
-                        await connection.execute(select(TemperatureReading.id).order_by("id"))
-                    ).scalars()
-                    assert list(ids) == [1, 2, 3, 4, 5, 6]
-            finally:
-                await engine.dispose()
+                assert await rows_in(engine, partition_name(day_of(now - timedelta(days=10)))) == 3
+            assert await rows_in(engine, "temperature_readings") == 5
+            async with create_sessionmaker(engine)() as session:
+                minutes = (
+                    await session.scalars(select(TemperatureMinute).order_by("minute"))
+                ).all()
+            assert [(m.minute, m.temp_min_c, m.temp_max_c, m.readings) for m in minutes] == [
+                (minute_of(now - timedelta(days=10, seconds=2)), 62.0, 62.0, 1),
+                (minute_of(now - timedelta(days=10)), 60.0, 61.0, 2),
+                (minute_of(now), 70.0, 90.0, 2),
+            ]
+            # The ingest merges into the minutes the migration made: the same key, not a twin.
+            await insert_readings(engine, [ReadingRow(kiosk_id, 1, now, 50.0, None, False)])
+            async with create_sessionmaker(engine)() as session:
+                [last] = await minutes_between(session, kiosk_id, 1, now, now)
+            assert (last.temp_min_c, last.readings) == (50.0, 3)
+            async with engine.connect() as connection:
+                ids = await connection.execute(select(TemperatureReading.id).order_by("id"))
+                assert list(ids.scalars()) == [1, 2, 3, 4, 5, 6]  # the same sequence goes on
+        finally:
+            await engine.dispose()
 
-        asyncio.run(check())
+    try:
+        upgrade(url, "0004")
+        kiosk_id = asyncio.run(fill())
+        upgrade(url)
+        asyncio.run(check(kiosk_id))
+        command.downgrade(alembic_config(url), "0004")
+        assert asyncio.run(count_readings_at(url)) == 6
     finally:
-        drop_pg_database(url)
+        if backend == "postgres":
+            drop_pg_database(url)
+
+
+async def count_readings_at(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        return await rows_in(engine, "temperature_readings")
+    finally:
+        await engine.dispose()
