@@ -9,6 +9,7 @@ from sqlalchemy import Connection
 
 from locker_service.db import create_engine
 from locker_service.models import Base
+from migrations import include_name
 
 target_metadata = Base.metadata
 
@@ -19,6 +20,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters by table copy
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

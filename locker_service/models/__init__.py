@@ -9,6 +9,7 @@ from locker_service.models.order import (
     Order,
     OrderEvent,
     PickupAttempt,
+    TemperatureMinute,
     TemperatureReading,
 )
 from locker_service.models.people import Courier, Merchant, Operator, operator_sites
@@ -33,6 +34,7 @@ __all__ = [
     "ServiceReplica",
     "Site",
     "SiteOncall",
+    "TemperatureMinute",
     "TemperatureReading",
     "Timer",
     "UTCDateTime",

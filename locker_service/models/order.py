@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -132,3 +133,22 @@ class TemperatureReading(Base):
     temp_c: Mapped[float | None] = mapped_column()
     setpoint_c: Mapped[float | None] = mapped_column()
     heater: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class TemperatureMinute(Base):
+    """One compartment's readings of one minute, rolled up as they are stored; kept long after
+    the raw readings are dropped. Sums and counts rather than means, so that merging the minute's
+    batches is exact: mean = temp_sum_c / temp_count, heater share = heater_on / readings."""
+
+    __tablename__ = "temperature_minutes"
+
+    kiosk_id: Mapped[int] = mapped_column(ForeignKey("kiosks.id"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    minute: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)  # its first instant
+    temp_min_c: Mapped[float | None] = mapped_column(Double)  # None: no valid reading
+    temp_max_c: Mapped[float | None] = mapped_column(Double)
+    temp_sum_c: Mapped[float] = mapped_column(Double, default=0.0)
+    temp_count: Mapped[int] = mapped_column(Integer, default=0)  # readings with a temperature
+    readings: Mapped[int] = mapped_column(Integer, default=0)  # all readings, faulted included
+    heater_on: Mapped[int] = mapped_column(Integer, default=0)  # readings with the heater on
+    setpoint_c: Mapped[float | None] = mapped_column(Double)  # the minute's highest

@@ -2,8 +2,10 @@
 
 `submit()` is called on the event loop for every telemetry message and only appends to a buffer;
 a background task flushes the buffer every `flush_interval_s`, or sooner when `batch_rows`
-readings wait, as one COPY (PostgreSQL) or one executemany (SQLite). The same pass feeds the
-hot-holding monitor and hands its findings to the alerts.
+readings wait, as one COPY (PostgreSQL) or one executemany (SQLite), with the batch's minute
+rollups merged in the same transaction (so they never count a reading twice nor miss one stored).
+On PostgreSQL a batch holding a day not seen before first makes that day's partition. The same
+pass feeds the hot-holding monitor and hands its findings to the alerts.
 
 Telemetry is QoS 0 by contract: losing some under overload is acceptable, blocking the MQTT link
 is not. So the buffer is bounded and, if the database is away for long, the oldest readings go.
@@ -25,6 +27,7 @@ from firmware_bridge import contract
 from locker_service.background import BackgroundLoop
 from locker_service.kiosk_link.directory import KioskDirectory, KioskRef
 from locker_service.telemetry.monitor import FLOOR_HYSTERESIS_C, Finding, HoldingMonitor
+from locker_service.telemetry.partitions import DayPartitions
 from locker_service.telemetry.repository import (
     FirstSight,
     ReadingRow,
@@ -84,6 +87,7 @@ class TelemetryIngest:
         self._buffered_rows = 0
         self._flush_lock = asyncio.Lock()
         self._unknown_logged: set[str] = set()
+        self._partitions = DayPartitions()
         self.counters = IngestCounters()
         self._loop = BackgroundLoop(
             "telemetry-ingest",
@@ -161,7 +165,7 @@ class TelemetryIngest:
             for r in telemetry.readings:
                 rows.append(ReadingRow(ref.id, r.n, telemetry.ts, r.temp_c, r.setpoint_c, r.heater))
         started = time.perf_counter()
-        await insert_readings(self._engine, rows)
+        await insert_readings(self._engine, rows, partitions=self._partitions)
         self.counters.last_write_s = time.perf_counter() - started
         self.counters.stored += len(rows)
         self.counters.batches += 1

@@ -1,4 +1,5 @@
-"""Queries on temperature_readings: the batched insert and the history of one compartment."""
+"""Queries on temperature_readings and temperature_minutes: the batched insert with its minute
+rollups, and the history of one compartment (raw readings, or minutes for long ranges)."""
 
 from __future__ import annotations
 
@@ -6,45 +7,135 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Integer, cast, func, insert, select
+from sqlalchemy import ColumnElement, Integer, Select, cast, func, insert, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from locker_service.models import Alert, Compartment, Kiosk, TemperatureReading
+from locker_service.models import (
+    Alert,
+    Compartment,
+    Kiosk,
+    TemperatureMinute,
+    TemperatureReading,
+)
 from locker_service.telemetry.monitor import Carried, dedupe_key
+from locker_service.telemetry.partitions import DayPartitions, day_of
+from locker_service.telemetry.rollups import MinuteRollup, ReadingRow, roll_up
+
+__all__ = ["READING_COLUMNS", "ReadingRow"]
 
 READING_COLUMNS = ("kiosk_id", "number", "ts", "temp_c", "setpoint_c", "heater")
 
+# One statement merges a batch's minutes, whatever their number: arrays in, unnest, upsert.
+# LEAST/GREATEST skip NULLs, so a minute of faulted readings keeps the other batches' min/max.
+_MERGE_MINUTES_PG = """
+INSERT INTO temperature_minutes AS m
+    (kiosk_id, number, minute, temp_min_c, temp_max_c, temp_sum_c, temp_count, readings,
+     heater_on, setpoint_c)
+SELECT * FROM unnest($1::int[], $2::int[], $3::timestamptz[], $4::float8[], $5::float8[],
+                     $6::float8[], $7::int[], $8::int[], $9::int[], $10::float8[])
+ON CONFLICT (kiosk_id, number, minute) DO UPDATE SET
+    temp_min_c = LEAST(m.temp_min_c, EXCLUDED.temp_min_c),
+    temp_max_c = GREATEST(m.temp_max_c, EXCLUDED.temp_max_c),
+    temp_sum_c = m.temp_sum_c + EXCLUDED.temp_sum_c,
+    temp_count = m.temp_count + EXCLUDED.temp_count,
+    readings = m.readings + EXCLUDED.readings,
+    heater_on = m.heater_on + EXCLUDED.heater_on,
+    setpoint_c = GREATEST(m.setpoint_c, EXCLUDED.setpoint_c)
+"""
 
-class ReadingRow(NamedTuple):
-    """One row as inserted, in READING_COLUMNS order (what COPY takes)."""
 
-    kiosk_id: int
-    number: int
-    ts: datetime
-    temp_c: float | None
-    setpoint_c: float | None
-    heater: bool
+def _merge_minutes_sqlite() -> Any:
+    statement = sqlite.insert(TemperatureMinute)
+    new, old = statement.excluded, TemperatureMinute
+
+    def lowest(a: Any, b: Any) -> Any:  # SQLite's min(a, b) is NULL if either is
+        return func.min(func.coalesce(a, b), func.coalesce(b, a))
+
+    def highest(a: Any, b: Any) -> Any:
+        return func.max(func.coalesce(a, b), func.coalesce(b, a))
+
+    return statement.on_conflict_do_update(
+        index_elements=["kiosk_id", "number", "minute"],
+        set_={
+            "temp_min_c": lowest(old.temp_min_c, new.temp_min_c),
+            "temp_max_c": highest(old.temp_max_c, new.temp_max_c),
+            "temp_sum_c": old.temp_sum_c + new.temp_sum_c,
+            "temp_count": old.temp_count + new.temp_count,
+            "readings": old.readings + new.readings,
+            "heater_on": old.heater_on + new.heater_on,
+            "setpoint_c": highest(old.setpoint_c, new.setpoint_c),
+        },
+    )
 
 
-async def insert_readings(engine: AsyncEngine, rows: Sequence[ReadingRow]) -> None:
-    """Store a batch in one transaction.
+def _minute_dict(m: MinuteRollup) -> dict[str, Any]:
+    return {
+        "kiosk_id": m.kiosk_id,
+        "number": m.number,
+        "minute": m.minute,
+        "temp_min_c": m.temp_min_c,
+        "temp_max_c": m.temp_max_c,
+        "temp_sum_c": m.temp_sum_c,
+        "temp_count": m.temp_count,
+        "readings": m.readings,
+        "heater_on": m.heater_on,
+        "setpoint_c": m.setpoint_c,
+    }
+
+
+async def insert_readings(
+    engine: AsyncEngine,
+    rows: Sequence[ReadingRow],
+    *,
+    partitions: DayPartitions | None = None,
+    rollups: bool = True,
+) -> None:
+    """Store a batch and merge its minute rollups, in one transaction: the minutes account for
+    exactly the readings stored, whatever fails or restarts in between.
 
     PostgreSQL: binary COPY through asyncpg, which is what sustains tens of thousands of rows a
-    second (a multi-row INSERT spends its time in parameter handling). SQLite: one executemany.
+    second (a multi-row INSERT spends its time in parameter handling), and one array upsert of
+    the minutes. `partitions` first makes the partitions of days not seen before (without it a
+    new day's readings wait in the default partition). SQLite: two executemany.
     """
     if not rows:
         return
+    minutes = roll_up(rows) if rollups else []
+    postgres = engine.dialect.name == "postgresql"
+    if postgres and partitions is not None:
+        await partitions.cover(engine, {day_of(row.ts) for row in rows})
     async with engine.connect() as connection:
-        if engine.dialect.name == "postgresql":
+        if postgres:
             raw = await connection.get_raw_connection()
             driver = raw.driver_connection
             assert driver is not None
-            await driver.copy_records_to_table(
-                TemperatureReading.__tablename__, records=rows, columns=list(READING_COLUMNS)
-            )
+            # The driver's own transaction: SQLAlchemy has begun none on this connection.
+            async with driver.transaction():
+                await driver.copy_records_to_table(
+                    TemperatureReading.__tablename__, records=rows, columns=list(READING_COLUMNS)
+                )
+                if minutes:
+                    await driver.execute(
+                        _MERGE_MINUTES_PG,
+                        [m.kiosk_id for m in minutes],
+                        [m.number for m in minutes],
+                        [m.minute for m in minutes],
+                        [m.temp_min_c for m in minutes],
+                        [m.temp_max_c for m in minutes],
+                        [m.temp_sum_c for m in minutes],
+                        [m.temp_count for m in minutes],
+                        [m.readings for m in minutes],
+                        [m.heater_on for m in minutes],
+                        [m.setpoint_c for m in minutes],
+                    )
         else:
             await connection.execute(insert(TemperatureReading), [row._asdict() for row in rows])
-        await connection.commit()
+            if minutes:
+                await connection.execute(
+                    _merge_minutes_sqlite(), [_minute_dict(m) for m in minutes]
+                )
+            await connection.commit()
 
 
 class FirstSight(NamedTuple):
@@ -135,27 +226,23 @@ async def compartment_id_of(session: AsyncSession, kiosk_id: int, number: int) -
     )
 
 
+def readings_query(
+    kiosk_id: int, number: int, start: datetime, end: datetime
+) -> Select[int, int, datetime, float | None, float | None, bool]:
+    """Readings of one compartment in [start, end], oldest first: the (kiosk, number, ts) index,
+    and on PostgreSQL only the partitions of the days in the window (the bounds are on `ts`)."""
+    r = TemperatureReading
+    return (
+        select(r.kiosk_id, r.number, r.ts, r.temp_c, r.setpoint_c, r.heater)
+        .where(*_in_window(kiosk_id, number, start, end))
+        .order_by(r.ts)
+    )
+
+
 async def readings_between(
     session: AsyncSession, kiosk_id: int, number: int, start: datetime, end: datetime
 ) -> Sequence[ReadingRow]:
-    """Readings of one compartment in [start, end], oldest first (the (kiosk, number, ts) index)."""
-    result = await session.execute(
-        select(
-            TemperatureReading.kiosk_id,
-            TemperatureReading.number,
-            TemperatureReading.ts,
-            TemperatureReading.temp_c,
-            TemperatureReading.setpoint_c,
-            TemperatureReading.heater,
-        )
-        .where(
-            TemperatureReading.kiosk_id == kiosk_id,
-            TemperatureReading.number == number,
-            TemperatureReading.ts >= start,
-            TemperatureReading.ts <= end,
-        )
-        .order_by(TemperatureReading.ts)
-    )
+    result = await session.execute(readings_query(kiosk_id, number, start, end))
     return [ReadingRow(*row) for row in result]
 
 
@@ -216,3 +303,75 @@ async def buckets_between(
         )
         for ts, temp, setpoint, heater in result
     ]
+
+
+def _minutes_in_window(
+    kiosk_id: int, number: int, start: datetime, end: datetime
+) -> list[ColumnElement[bool]]:
+    m = TemperatureMinute
+    # Whole minutes: the one `start` falls in counts, as the chart's first point.
+    first = start.replace(second=0, microsecond=0)
+    return [m.kiosk_id == kiosk_id, m.number == number, m.minute >= first, m.minute <= end]
+
+
+async def minute_readings_total(
+    session: AsyncSession, kiosk_id: int, number: int, start: datetime, end: datetime
+) -> int:
+    query = select(func.coalesce(func.sum(TemperatureMinute.readings), 0)).where(
+        *_minutes_in_window(kiosk_id, number, start, end)
+    )
+    return int(await session.scalar(query) or 0)
+
+
+async def minute_buckets_between(
+    session: AsyncSession,
+    kiosk_id: int,
+    number: int,
+    start: datetime,
+    end: datetime,
+    bucket_s: int,
+) -> Sequence[ReadingRow]:
+    """One row per `bucket_s` slice (whole minutes) from the rollups: the slice's last minute,
+    the mean of its readings (sums over counts, so exact), its highest setpoint, the heater on
+    if it was on at all. Still there after the raw readings have been dropped."""
+    m = TemperatureMinute
+    epoch: ColumnElement[Any]
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        epoch = func.extract("epoch", m.minute)
+    else:
+        epoch = cast(func.strftime("%s", m.minute), Integer)
+    bucket = func.floor(epoch / bucket_s).label("bucket")
+    result = await session.execute(
+        select(
+            func.max(m.minute),
+            func.sum(m.temp_sum_c) / func.nullif(func.sum(m.temp_count), 0),
+            func.max(m.setpoint_c),
+            func.sum(m.heater_on),
+        )
+        .where(*_minutes_in_window(kiosk_id, number, start, end))
+        .group_by(bucket)
+        .order_by(bucket)
+    )
+    return [
+        ReadingRow(
+            kiosk_id,
+            number,
+            minute,
+            round(float(temp), 2) if temp is not None else None,
+            setpoint,
+            bool(heater),
+        )
+        for minute, temp, setpoint, heater in result
+    ]
+
+
+async def minutes_between(
+    session: AsyncSession, kiosk_id: int, number: int, start: datetime, end: datetime
+) -> Sequence[TemperatureMinute]:
+    """The rollup rows of one compartment in the window, oldest first."""
+    query = (
+        select(TemperatureMinute)
+        .where(*_minutes_in_window(kiosk_id, number, start, end))
+        .order_by(TemperatureMinute.minute)
+    )
+    return (await session.scalars(query)).all()

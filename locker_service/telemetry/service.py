@@ -1,4 +1,9 @@
-"""Temperature history of one compartment, reduced to what a chart can show."""
+"""Temperature history of one compartment, reduced to what a chart can show.
+
+Up to `RAW_HISTORY_MAX_HOURS` the chart is drawn from the raw readings (on PostgreSQL, today's
+partition and at most yesterday's); beyond it from the per-minute rollups, which are a sixtieth of
+the rows or less and outlive the raw readings' retention.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,11 @@ from locker_service.errors import NotFound
 from locker_service.telemetry import repository
 from locker_service.telemetry.repository import CompartmentPlace, ReadingRow
 from locker_service.telemetry.schemas import TemperatureHistory, TemperaturePoint
+
+# A few hours of raw readings every 5 s is a few thousand rows per compartment: cheap. Past that
+# the minutes are as precise as any chart a screen can draw, and far fewer rows.
+RAW_HISTORY_MAX_HOURS = 6.0
+MINUTE_S = 60
 
 
 def downsample(rows: Sequence[ReadingRow], max_points: int) -> list[TemperaturePoint]:
@@ -54,6 +64,8 @@ async def history(
     session: AsyncSession, place: CompartmentPlace, hours: float, max_points: int, now: datetime
 ) -> TemperatureHistory:
     start = now - timedelta(hours=hours)
+    if hours > RAW_HISTORY_MAX_HOURS:
+        return await _history_from_minutes(session, place, start, now, max_points)
     total = await repository.count_between(session, place.kiosk_id, place.number, start, now)
     if total <= max_points:
         rows = await repository.readings_between(session, place.kiosk_id, place.number, start, now)
@@ -73,4 +85,28 @@ async def history(
         end=now,
         readings_total=total,
         points=points,
+    )
+
+
+async def _history_from_minutes(
+    session: AsyncSession, place: CompartmentPlace, start: datetime, now: datetime, max_points: int
+) -> TemperatureHistory:
+    total = await repository.minute_readings_total(
+        session, place.kiosk_id, place.number, start, now
+    )
+    # Whole minutes per slice, so that no minute is split between two points.
+    minutes_per_slice = max(
+        1, math.ceil((now - start).total_seconds() / MINUTE_S / (max_points - 1))
+    )
+    buckets = await repository.minute_buckets_between(
+        session, place.kiosk_id, place.number, start, now, minutes_per_slice * MINUTE_S
+    )
+    return TemperatureHistory(
+        compartment_id=place.compartment_id,
+        kiosk=place.kiosk_code,
+        number=place.number,
+        start=start,
+        end=now,
+        readings_total=total,
+        points=downsample(buckets, max_points),
     )

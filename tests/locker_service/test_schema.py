@@ -13,7 +13,7 @@ from sqlalchemy import inspect
 
 from locker_service.db import create_engine
 from locker_service.models import Base
-from migrations import upgrade_async
+from migrations import include_name, upgrade_async
 
 
 async def test_migrations_match_the_models(empty_database_url: str) -> None:
@@ -22,7 +22,10 @@ async def test_migrations_match_the_models(empty_database_url: str) -> None:
     try:
         async with engine.connect() as connection:
             diff = await connection.run_sync(
-                lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
+                lambda c: compare_metadata(
+                    MigrationContext.configure(c, opts={"include_name": include_name}),
+                    Base.metadata,
+                )
             )
             tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
     finally:

@@ -403,6 +403,7 @@ async def test_an_alert_left_open_by_a_restart_is_resolved_on_recovery(engine: A
     ]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL drops partitions
 async def test_readings_past_retention_are_pruned_in_chunks(
     engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
