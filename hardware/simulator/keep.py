@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import sys
 import threading
 from pathlib import Path
 from typing import Literal
@@ -165,7 +166,10 @@ class StateKeeper:
 
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
-            self.save()
+            try:
+                self.save()
+            except OSError as exc:  # a full disk: keep the bank running, try again next time
+                print(f"simulator state not saved to {self.path}: {exc}", file=sys.stderr)
 
     def stop(self) -> None:
         self._stop.set()
