@@ -36,4 +36,6 @@ class SimSettings(BaseSettings):
     socket_host: str | None = None  # default: the same as http_host
     http_host: str = "127.0.0.1"
     http_port: int = Field(8001, ge=0, le=65535)
+    # Where the bank's physical state is kept across restarts (ADR 0065); None: not kept.
+    state_file: Path | None = None
     cors_origins: list[str] = ["*"]  # the demo panel is served by the service on another port

@@ -12,6 +12,7 @@ import uvicorn
 
 from hardware.config import SimSettings
 from hardware.simulator import Simulator
+from hardware.simulator.keep import StateFileError, StateKeeper, read_state, restore_physical_state
 
 
 class _Server(uvicorn.Server):
@@ -51,7 +52,23 @@ def run(settings: SimSettings) -> None:
         lobby_temp_c=settings.lobby_temp_c,
         relatch_s=settings.relatch_s,
     )
+    keeper = None
+    if settings.state_file is not None:
+        try:
+            kept = read_state(settings.state_file)
+        except (OSError, StateFileError) as exc:
+            _refuse(f"cannot restore the bank: {exc} (remove the file to start empty)")
+        if kept is not None:
+            boot_id = restore_physical_state(sim.state, kept)
+            print(
+                f"bank restored from {settings.state_file}: the board booted again "
+                f"(boot {boot_id:08x})",
+                flush=True,
+            )
+        keeper = StateKeeper(sim.state, settings.state_file)
     sim.start()
+    if keeper is not None:
+        keeper.start()
     try:
         lines = [
             f"locker bank simulator {settings.name}: {settings.compartments} compartments, "
@@ -90,4 +107,6 @@ def run(settings: SimSettings) -> None:
         _Server(config).run()
     finally:
         sim.stop()
+        if keeper is not None:
+            keeper.stop()  # the last save: what a clean stop leaves behind
     print("simulator stopped", flush=True)

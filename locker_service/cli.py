@@ -111,6 +111,9 @@ def sim(
     http_host: str | None = typer.Option(None, help="Control API address [env SIM_HTTP_HOST]"),
     http_port: int | None = typer.Option(None, help="Control API port [env SIM_HTTP_PORT]"),
     thermostat: str | None = typer.Option(None, help="pid or hysteresis [env SIM_THERMOSTAT]"),
+    state_file: str | None = typer.Option(
+        None, help="Keep the bank's food, doors and heat here across restarts [env SIM_STATE_FILE]"
+    ),
 ) -> None:
     """Run the locker bank simulator: board and scanner ports, and its control API."""
     from pydantic import ValidationError
@@ -133,6 +136,7 @@ def sim(
         "http_host": http_host,
         "http_port": http_port,
         "thermostat": thermostat,
+        "state_file": state_file,
     }
     try:
         settings = SimSettings.model_validate({k: v for k, v in given.items() if v is not None})

@@ -16,7 +16,8 @@ consistent world.
 By responsibility: `state` (world and firmware on one simulated clock, and the truth models),
 `line` (the board line and its faults: corrupted bytes, pulled cables, peers on an RS-485
 line), `io_loop` (the ports and their one thread), `controls` (`world` and `faults`), `bank`
-(`Simulator`, which puts them together). Usage of every control: hardware/README.md.
+(`Simulator`, which puts them together), `keep` (the physical state kept on disk across
+restarts). Usage of every control: hardware/README.md.
 """
 
 from hardware import simurl

@@ -13,11 +13,17 @@ for the service and for each kiosk; the plain ones stay in `<data dir>/mqtt-acco
 only by `up` itself, which hands each child its own in its environment (never on a command line,
 which any local user can read in the process list); the broker gets only their hashes, in
 `<data dir>/broker.passwd`. Both files are created 0600.
+
+One `up` per data directory: it holds `<data dir>/lockerctl-up.lock` (flock) while it runs, and
+a second one refuses to start, naming the first one's pid. Each simulated bank keeps its
+physical state (food, doors, latches, heat) in `<data dir>/sim-<kiosk>.json`, so a restart
+resumes the story with the food where it was and a board that simply rebooted (ADR 0065).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -52,6 +58,7 @@ DEFAULT_DATA_DIR = Path("var")
 SECRET_KEY_FILE = "secret_key"
 BROKER_ACCOUNTS_FILE = "mqtt-accounts.json"  # plain MQTT passwords, read by `up` only
 BROKER_PASSWORD_FILE = "broker.passwd"  # their hashes, read by the embedded broker
+LOCK_FILE = "lockerctl-up.lock"  # held by the one `up` running on this data directory
 # The embedded broker speaks MQTT 3.1.1 only (see broker.py).
 EMBEDDED_MQTT_PROTOCOL = "3.1.1"
 # The demo purchaser's inbox is a json:// webhook on this machine, which a service refuses
@@ -163,6 +170,44 @@ def broker_accounts(data_dir: Path, kiosk_codes: list[str]) -> BrokerAccounts:
     return accounts
 
 
+class DataDirInUse(RuntimeError):
+    """Another `lockerctl up` holds the data directory."""
+
+    def __init__(self, data_dir: Path, pid: int | None) -> None:
+        holder = f"process {pid}" if pid else "another process"
+        stop = f"Ctrl-C in its terminal or `kill -INT {pid}`" if pid else "Ctrl-C in its terminal"
+        super().__init__(
+            f"{data_dir} is in use by another `lockerctl up` ({holder}): stop it first "
+            f"({stop}), or give this one another --data-dir"
+        )
+        self.pid = pid
+
+
+def hold_data_dir(data_dir: Path) -> int:
+    """Take the data directory for this process; the open lock file's descriptor is returned
+    and must stay open for as long as the run lasts.
+
+    `flock` rather than a pid file alone: the kernel drops the lock when its holder dies, even
+    by SIGKILL, so a crashed run never locks the next one out. The pid in the file only names
+    the holder in the message. The descriptor is not inherited by the children (O_CLOEXEC).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise DataDirInUse(data_dir, int(text) if text.isdigit() else None) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 @dataclass
 class Plan:
     """Everything `up` decided before starting: addresses, environment, children."""
@@ -266,6 +311,8 @@ def plan(options: UpOptions) -> Plan:
                     str(http_port),
                     "--time-scale",
                     scale,
+                    "--state-file",
+                    str(data_dir / f"sim-{code}.json"),
                 ),
                 env=common,
                 ready_port=("127.0.0.1", http_port),
@@ -423,9 +470,29 @@ async def run_up(
     on_ready: Callable[[Plan, DemoCredentials], None] | None = None,
 ) -> int:
     """Migrate, seed on first run, start and supervise everything until Ctrl-C or SIGTERM."""
+    out = out or sys.stdout
+    # Before anything is written or started: a second run on the same data would share the
+    # database, the bridges' queues and the simulated banks' state with the first.
+    try:
+        lock_fd = hold_data_dir(options.data_dir.resolve())
+    except DataDirInUse as exc:
+        out.write(f"lockerctl up: {exc}\n")
+        out.write("lockerctl up: nothing was started\n")
+        out.flush()
+        return 2  # as for a port that is taken: refused, nothing started
+    try:
+        return await _run_up_holding(options, out, on_ready)
+    finally:
+        os.close(lock_fd)
+
+
+async def _run_up_holding(
+    options: UpOptions,
+    out: TextIO,
+    on_ready: Callable[[Plan, DemoCredentials], None] | None,
+) -> int:
     from migrations import upgrade_async
 
-    out = out or sys.stdout
     p = plan(options)
     supervisor = Supervisor(p.children, out=out)
     taken = ports_in_use(p)

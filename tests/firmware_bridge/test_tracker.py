@@ -152,6 +152,22 @@ def test_a_new_boot_id_is_reported_and_resets_the_counter_baseline() -> None:
     assert obs.events[0].data["previous_boot_id"] == f"{BOOT:08x}"
 
 
+def test_a_restarted_bridge_beside_a_restarted_bank_reports_only_the_reboot() -> None:
+    # `lockerctl up` stopped and started: the bridge restores what it saw from disk (food in 3,
+    # one opening counted), the bank comes back with its food, a new boot and counters at 0.
+    before = CompartmentTracker()
+    before.observe(BOOT, [record(n=3, flags=F.OCCUPIED, opens=1, closes=1)], 0.0)
+    after = CompartmentTracker()
+    after.restore(before.boot_id, dict(before.views))
+    obs = after.observe(BOOT + 1, [record(n=3, flags=F.OCCUPIED, setpoint_dc=None)], 9.0)
+    assert [e.type for e in obs.events] == ["board_rebooted"]
+    # Under the old boot id the same answer would read as 255 openings and closings.
+    same_boot = CompartmentTracker()
+    same_boot.restore(BOOT, dict(before.views))
+    stale = same_boot.observe(BOOT, [record(n=3, flags=F.OCCUPIED)], 9.0)
+    assert [e.type for e in stale.events].count("door_opened") == 255
+
+
 def test_a_cycle_lost_to_a_reboot_is_aborted() -> None:
     t = CompartmentTracker()
     types(t, record(flags=F.DISINFECTING, remaining_s=900))
