@@ -355,7 +355,7 @@ async def _site_for_admin(session: SessionDep, principal: OperatorDep, site_id: 
 
 
 @router.get("/sites/{site_id}/oncall", response_model=OncallRead)
-async def get_oncall(site_id: int, principal: OperatorDep, session: SessionDep) -> OncallRead:
+async def get_oncall(site_id: IdPath, principal: OperatorDep, session: SessionDep) -> OncallRead:
     """Who is told of the site's alerts (admins only)."""
     site = await _site_for_admin(session, principal, site_id)
     return _oncall(site.id, await session.get(SiteOncall, site.id))
@@ -363,7 +363,7 @@ async def get_oncall(site_id: int, principal: OperatorDep, session: SessionDep) 
 
 @router.put("/sites/{site_id}/oncall", response_model=OncallRead)
 async def put_oncall(
-    site_id: int, body: OncallLists, principal: OperatorDep, session: SessionDep, ctx: ContextDep
+    site_id: IdPath, body: OncallLists, principal: OperatorDep, session: SessionDep, ctx: ContextDep
 ) -> OncallRead:
     """Set who is told of the site's alerts; each URL is checked (scheme, no internal host)."""
     site = await _site_for_admin(session, principal, site_id)
@@ -375,7 +375,7 @@ async def put_oncall(
 
 @router.post("/notifications/{notification_id}/resend", response_model=ResendAnswer)
 async def resend_notification(
-    notification_id: int,
+    notification_id: IdPath,
     body: ResendRequest,
     principal: OperatorDep,
     session: SessionDep,

@@ -29,7 +29,7 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -95,16 +95,19 @@ def without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` different ports free right now. The sockets are held until all are chosen: one
-    at a time, the kernel may hand out the same port twice, and two children would then fight
-    over it."""
+def free_ports(count: int, host: str = "127.0.0.1", taken: Collection[int] = ()) -> list[int]:
+    """`count` different ports free right now and none of `taken` (ports the run's other
+    children are given by their options). The sockets are held until all are chosen: one at a
+    time, the kernel may hand out the same port twice, and two children would then fight over
+    it."""
     with contextlib.ExitStack() as held:
-        ports = []
-        for _ in range(count):
+        ports: list[int] = []
+        while len(ports) < count:
             s = held.enter_context(socket.socket())
             s.bind((host, 0))
-            ports.append(int(s.getsockname()[1]))
+            port = int(s.getsockname()[1])
+            if port not in taken:  # held anyway, so the kernel does not offer it again
+                ports.append(port)
         return ports
 
 
@@ -238,7 +241,8 @@ def plan(options: UpOptions) -> Plan:
     embedded = options.broker_url is None
     children: list[ChildSpec] = []
     # Every port picked for this run at once, so no two of them are the same.
-    picked = iter(free_ports(2 + 2 * options.kiosks))
+    fixed = {options.port, *(options.sim_port + i for i in range(options.kiosks))}
+    picked = iter(free_ports(2 + 2 * options.kiosks, taken=fixed))
     codes = [kiosk_code(i) for i in range(options.kiosks)]
     accounts: BrokerAccounts | None = None
     if embedded:

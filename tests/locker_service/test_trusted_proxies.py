@@ -29,7 +29,7 @@ def _after_lockout(tmp_path: Path, trusted_proxies: str) -> list[int]:
         world = server.run(seed(app.state.ctx.sessionmaker, settings))
         statuses = []
         with httpx.Client(base_url=server.url, headers=world.kiosk()) as client:
-            for _ in range(settings.pickup_max_failures_per_source + 1):
+            for _ in range(settings.pickup_source_free_failures + 1):
                 statuses.append(client.post("/api/v1/kiosk/pickup", json=WRONG_CODE).status_code)
             other = client.post(
                 "/api/v1/kiosk/pickup",
@@ -45,7 +45,7 @@ def test_a_throttled_source_gets_no_fresh_bucket_from_a_forwarded_header(
 ) -> None:
     statuses = _after_lockout(tmp_path, trusted_proxies="")
     assert statuses[:5] == [403] * 5  # wrong code, wrong code, ...
-    assert statuses[5:] == [429, 429]  # locked out, and still when naming another address
+    assert statuses[5:] == [429, 429]  # made to wait, and still when naming another address
 
 
 def test_a_configured_proxy_is_believed(tmp_path: Path) -> None:
