@@ -136,7 +136,7 @@ _TABLE: Final[dict[Exceptional, Told]] = {
     ),
     Exceptional.EXPIRED_BEFORE_DROPOFF: Told(
         purchaser_status="status.expired_never_dropped_off",
-        purchaser_message="expired_never_dropped_off",
+        purchaser_message="never_dropped_off",
         merchant_event="expired_never_dropped_off",
         merchant_message="order {ref} was never dropped off and has expired; the purchaser was "
         "told",

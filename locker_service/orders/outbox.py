@@ -42,7 +42,7 @@ def _text(kind: str, order: Order, where: str, deadline: datetime | None) -> tup
             f"Hello {order.purchaser_name}, your order was not collected in time at {where}. "
             "For food safety it will be discarded; please contact the merchant.",
         )
-    if kind == "expired_never_dropped_off":
+    if kind == "never_dropped_off":  # the outbox kind column holds 20
         return (
             f"Your order {order.external_ref} has expired",
             f"Hello {order.purchaser_name}, your order was never dropped off at the locker "
