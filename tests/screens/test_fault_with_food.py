@@ -89,6 +89,7 @@ def test_heater_fault_with_food_inside_on_every_screen(
     page = desk.new_page()
     page.on("dialog", lambda dialog: dialog.accept())
     page.goto(f"{service.url}/dashboard#token={seed.operator_token}")
+    expect(page.locator("#grid .cell")).to_have_count(seed.compartments, timeout=LIVE_TIMEOUT_MS)
     expect(page.locator("#conn")).to_have_text("live", timeout=LIVE_TIMEOUT_MS)
 
     kiosk.raise_fault(n, "heating_watchdog")  # setpoint dropped, cycle aborted, as the board
