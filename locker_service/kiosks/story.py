@@ -318,16 +318,35 @@ class Story:
                 failure_reason="the food was taken out before the cycle finished",
                 closed_at=now,
             )
+            told = exceptions.decide(exceptions.Exceptional.REMOVED_EARLY)
             await raise_compartment_alert(
                 session,
                 self.ctx.hub,
                 kiosk,
                 c,
-                kind="removed_during_hold",
-                severity="warning",
-                what="food removed before it was ready",
-                dedupe_key=f"removed_during_hold:{order.id}",
+                kind=told.alert_kind,
+                severity=told.severity,
+                what=told.operator_message,
+                dedupe_key=f"{told.alert_kind}:{order.id}",
             )
+            if told.merchant_event is not None:
+                orders.add_notice(
+                    session,
+                    order.id,
+                    "kiosk",
+                    kiosk.code,
+                    told.merchant_event,
+                    told.merchant_message.format(ref=order.external_ref, fault=""),
+                    {"by": who},
+                )
+            if told.purchaser_message is not None:
+                await outbox.enqueue(
+                    session,
+                    order,
+                    told.purchaser_message,
+                    where=await self.where(session, kiosk, c),
+                    deadline=None,
+                )
         else:
             ended = await orders.expired_in_compartment(session, c.id)
             if ended is not None:

@@ -204,3 +204,21 @@ async def test_an_uncollected_order_expires_without_saying_it_was_removed(
     task = (await _alerts(service))["expired_food"]  # the operator's task to empty it
     assert task.state == "open" and f"compartment {n}" in task.message
     assert "remove the food" in task.message
+
+
+async def test_food_taken_out_during_the_hold_tells_purchaser_merchant_and_operator(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    order, n = await _deposit(app_client, world, service, "R-1")
+    await TimerLoop(service).run_due()
+    await event(service, world, "door_opened", n)  # forced: no command behind it
+    await event(service, world, "item_removed", n)
+    await event(service, world, "door_closed", n)
+
+    message = (await _outbox(service, order["id"]))["removed_early"]
+    assert "before it was ready" in message.body and "contact the merchant" in message.body
+    assert [x["kind"] for x in await _merchant_notices(app_client, world, order)] == [
+        "removed_early"
+    ]
+    assert "removed_during_hold" in await _alerts(service)
+    assert "could not be completed" in await _page(app_client, order, "en")
