@@ -231,13 +231,22 @@ async def purchaser_status(
     if order.compartment_id is not None:
         row = (
             await session.execute(
-                select(Compartment.number, Kiosk.name, Compartment.fault, Kiosk.online)
+                select(
+                    Compartment.number,
+                    Kiosk.name,
+                    Compartment.fault,
+                    Kiosk.online,
+                    Kiosk.last_seen_at,
+                )
                 .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
                 .where(Compartment.id == order.compartment_id)
             )
         ).first()
         if row is not None:
-            number, kiosk_name, fault, online = row[0], row[1], row[2], row[3]
+            number, kiosk_name, fault = row[0], row[1], row[2]
+            # Offline only once heard going offline: a kiosk never linked (no bridge, or not
+            # yet) is not known to be down.
+            online = row[3] if row[4] is not None else None
     ready = order.state == OrderState.READY
     base = settings.public_base_url.rstrip("/")
     return PurchaserStatus(
