@@ -74,7 +74,7 @@ async def remote_open(
                 "operator",
                 str(principal.id),
                 "remote_open",
-                {"reason": reason, "aborted_cycle": override_cycle},
+                {"reason": reason, **({"aborted_cycle": True} if override_cycle else {})},
             )
         await session.flush()
         opening_id = opening.id
