@@ -55,6 +55,13 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
                     "cleaning before it is used again."),
         "zh-Hans": Words("消毒周期中止", "隔间未完成消毒：再次使用前请进行清洁。"),
     },
+    "cycle_not_started": {
+        "en": Words("Disinfection cycle could not start", "The compartment holds food but its "
+                    "cycle did not start (a fault or the board refused it): abort the cycle and "
+                    "open, or discard the food."),
+        "zh-Hans": Words("消毒周期无法启动", "隔间内有食物但消毒周期未能启动（故障或控制板拒绝）："
+                         "请中止周期并开门，或丢弃食物。"),
+    },
     "cycle_overdue": {
         "en": Words("Disinfection cycle overdue", "The kiosk did not report the cycle done: "
                     "check the UV lamp and the kiosk."),
@@ -111,6 +118,11 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
         "en": Words("Purchaser not reached", "Her message could not be delivered: correct the "
                     "contact and resend it from the alert."),
         "zh-Hans": Words("未能联系到购买者", "消息无法送达：请更正联系方式，并从此警报重新发送。"),
+    },
+    "order_never_dropped_off": {
+        "en": Words("Order never dropped off", "The order expired before a courier brought it; "
+                    "the purchaser and the merchant were told."),
+        "zh-Hans": Words("订单未被投递", "订单在骑手送达前已过期；已通知取餐人和商家。"),
     },
     "removed_during_hold": {
         "en": Words("Food removed before it was ready", "Someone opened the compartment during "

@@ -31,7 +31,7 @@ from locker_service.db import session_scope
 from locker_service.errors import Conflict, ServiceError
 from locker_service.kiosk_link.fencing import check_fence
 from locker_service.kiosk_link.metrics import SCAN_DECISION_S
-from locker_service.kiosks import checks, repository, scans
+from locker_service.kiosks import checks, exceptions, repository, scans
 from locker_service.kiosks.story import Story
 from locker_service.metrics import KIOSK_EVENTS, SCANS_IGNORED
 from locker_service.models import Compartment, DoorOpening, Kiosk, Order, utcnow
@@ -282,16 +282,19 @@ class StoryHandler:
     ) -> None:
         key = f"compartment_fault:{c.id}"
         if fault is not None and fault != c.fault:
-            await raise_compartment_alert(
-                session,
-                self.ctx.hub,
-                kiosk,
-                c,
-                kind="compartment_fault",
-                severity="critical",
-                what=fault,
-                dedupe_key=key,
-            )
+            if c.state in exceptions.FOOD_INSIDE_STATES:
+                await self.story.fault_with_food(session, kiosk, c, fault)
+            else:
+                await raise_compartment_alert(
+                    session,
+                    self.ctx.hub,
+                    kiosk,
+                    c,
+                    kind="compartment_fault",
+                    severity="critical",
+                    what=fault,
+                    dedupe_key=key,
+                )
         elif fault is None and c.fault is not None:
             await resolve_alerts(session, key, self.ctx.hub)
         c.fault = fault

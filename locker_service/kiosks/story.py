@@ -20,6 +20,7 @@ from locker_service.compartments import repository as compartments
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
 from locker_service.context import ServiceContext
 from locker_service.events import publish_after_commit
+from locker_service.kiosks import exceptions
 from locker_service.models import (
     Compartment,
     DisinfectionCycle,
@@ -227,6 +228,10 @@ class Story:
         # The food (or the emptied compartment) still needs its cycle: start again once the
         # door is shut; the start timer waits for that.
         retry_at = utcnow() + self._later(30)
+        if c.fault is not None:
+            # A faulted compartment starts no cycle (PROTOCOL.md section 6): decided once here,
+            # the fault's alert already tells the operator what to do (ADR 0047).
+            return
         if c.state == CompartmentState.DISINFECTING:
             order = await orders.active_in_compartment(session, c.id)
             if order is not None:
@@ -239,6 +244,48 @@ class Story:
                 )
         elif c.state == CompartmentState.CLEANING:
             timers.schedule(session, TimerKind.START_CLEANING, retry_at, compartment_id=c.id)
+
+    async def fault_with_food(
+        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, fault: str
+    ) -> None:
+        """A board fault in a compartment holding food: each person told once (ADR 0047).
+
+        The board has aborted the cycle and dropped the setpoint; no cycle start is tried
+        again until the fault is cleared (the start timer and the abort see `c.fault`).
+        """
+        told = exceptions.decide(exceptions.fault_exception(fault))
+        await raise_compartment_alert(
+            session,
+            self.ctx.hub,
+            kiosk,
+            c,
+            kind=told.alert_kind,
+            severity=told.severity,
+            what=told.operator_message.format(fault=fault),
+            dedupe_key=f"compartment_fault:{c.id}",
+        )
+        order = await orders.active_in_compartment(session, c.id)
+        if order is None:
+            return
+        if told.merchant_event is not None:
+            orders.add_notice(
+                session,
+                order.id,
+                "kiosk",
+                kiosk.code,
+                told.merchant_event,
+                told.merchant_message.format(fault=fault, ref=order.external_ref),
+                {"fault": fault, "temp_c": c.temp_c},
+            )
+        if told.purchaser_message is not None:
+            await outbox.enqueue(
+                session,
+                order,
+                told.purchaser_message,
+                where=await self.where(session, kiosk, c),
+                deadline=None,
+            )
+        self._publish(session, kiosk, c, order)
 
     # -- pickup and emptying ----------------------------------------------------------------
 
@@ -271,16 +318,35 @@ class Story:
                 failure_reason="the food was taken out before the cycle finished",
                 closed_at=now,
             )
+            told = exceptions.decide(exceptions.Exceptional.REMOVED_EARLY)
             await raise_compartment_alert(
                 session,
                 self.ctx.hub,
                 kiosk,
                 c,
-                kind="removed_during_hold",
-                severity="warning",
-                what="food removed before it was ready",
-                dedupe_key=f"removed_during_hold:{order.id}",
+                kind=told.alert_kind,
+                severity=told.severity,
+                what=told.operator_message,
+                dedupe_key=f"{told.alert_kind}:{order.id}",
             )
+            if told.merchant_event is not None:
+                orders.add_notice(
+                    session,
+                    order.id,
+                    "kiosk",
+                    kiosk.code,
+                    told.merchant_event,
+                    told.merchant_message.format(ref=order.external_ref, fault=""),
+                    {"by": who},
+                )
+            if told.purchaser_message is not None:
+                await outbox.enqueue(
+                    session,
+                    order,
+                    told.purchaser_message,
+                    where=await self.where(session, kiosk, c),
+                    deadline=None,
+                )
         else:
             ended = await orders.expired_in_compartment(session, c.id)
             if ended is not None:
@@ -301,6 +367,15 @@ class Story:
     # -- ends -------------------------------------------------------------------------------
 
     async def expire(self, session: AsyncSession, order: Order, reason: str) -> None:
+        """The order ran out of time: never dropped off, or its food not collected.
+
+        Each person is told as `exceptions` decides: the purchaser that it expired and will be
+        discarded (not that it was removed: it is still behind the door), the merchant by a
+        notice on the order, the operator by an alert that is the task to empty the
+        compartment.
+        """
+        deposited = order.deposited_at is not None and order.compartment_id is not None
+        told = exceptions.decide(exceptions.expiry_exception(deposited))
         await orders.transition(
             session,
             order,
@@ -316,22 +391,34 @@ class Story:
             order_id=order.id,
         )
         publish_after_commit(session, self.ctx.hub, "order", live_view(order), order.site_id)
-        if order.compartment_id is None:
-            return
-        found = await compartments.with_kiosk(session, order.compartment_id)
+        if told.merchant_event is not None:
+            orders.add_notice(
+                session,
+                order.id,
+                "system",
+                None,
+                told.merchant_event,
+                told.merchant_message.format(ref=order.external_ref, fault=""),
+                {"reason": reason},
+            )
+        found = (
+            await compartments.with_kiosk(session, order.compartment_id)
+            if deposited and order.compartment_id is not None
+            else None
+        )
+        where = await self.where(session, found[1], found[0]) if found else "the locker"
+        if told.purchaser_message is not None:
+            await outbox.enqueue(session, order, told.purchaser_message, where=where, deadline=None)
         if found is None:
             return
         c, kiosk = found
-        await outbox.enqueue(
-            session, order, "expired", where=await self.where(session, kiosk, c), deadline=None
-        )
         await raise_compartment_alert(
             session,
             self.ctx.hub,
             kiosk,
             c,
-            kind="expired_food",
-            severity="warning",
-            what=f"order {order.external_ref} expired, remove the food",
-            dedupe_key=f"expired_food:{order.id}",
+            kind=told.alert_kind,
+            severity=told.severity,
+            what=told.operator_message.format(ref=order.external_ref, fault=""),
+            dedupe_key=f"{told.alert_kind}:{order.id}",
         )

@@ -36,6 +36,9 @@ async def _load(ctx: ServiceContext, compartment_id: int) -> tuple[Compartment, 
         return compartment, kiosk, site
 
 
+ABORT_AND_OPEN = "abort the cycle and open"  # the dashboard's words for override_cycle
+
+
 async def remote_open(
     ctx: ServiceContext,
     principal: OperatorPrincipal,
@@ -49,7 +52,8 @@ async def remote_open(
         raise KillSwitchEngaged("remote openings are frozen at this site (kill switch)")
     if compartment.state == CompartmentState.DISINFECTING and not override_cycle:
         raise Conflict(
-            "a disinfection cycle is running: set override_cycle to abort it and open",
+            "a disinfection cycle is running: use 'abort the cycle and open' "
+            "(override_cycle) to abort it and open",
             code="cycle_running",
         )
     async with session_scope(ctx.sessionmaker) as session:
@@ -59,12 +63,18 @@ async def remote_open(
             session,
             compartment,
             who=openings.operator(principal.id),
-            why=reason,
+            # The audit says the cycle was aborted for this opening (ADR 0047).
+            why=f"{ABORT_AND_OPEN}: {reason}" if override_cycle else reason,
             order_id=order.id if order else None,
         )
         if order is not None:
             orders.add_event(
-                session, order.id, "operator", str(principal.id), "remote_open", {"reason": reason}
+                session,
+                order.id,
+                "operator",
+                str(principal.id),
+                "remote_open",
+                {"reason": reason, **({"aborted_cycle": True} if override_cycle else {})},
             )
         await session.flush()
         opening_id = opening.id

@@ -35,10 +35,36 @@ def _text(kind: str, order: Order, where: str, deadline: datetime | None) -> tup
             f"Hello {order.purchaser_name}, your order is still waiting at {where}.{by}",
         )
     if kind == "expired":
+        # Told when the hold runs out, while the food is still behind the locked door: it
+        # will be discarded, it has not been yet (ADR 0047).
         return (
             f"Your order {order.external_ref} has expired",
-            f"Hello {order.purchaser_name}, your order was not collected in time at {where} "
-            "and has been removed for food safety.",
+            f"Hello {order.purchaser_name}, your order was not collected in time at {where}. "
+            "For food safety it will be discarded; please contact the merchant.",
+        )
+    if kind == "never_dropped_off":  # the outbox kind column holds 20
+        return (
+            f"Your order {order.external_ref} has expired",
+            f"Hello {order.purchaser_name}, your order was never dropped off at the locker "
+            "and has expired. Please contact the merchant.",
+        )
+    if kind == "fault":
+        return (
+            f"Your order {order.external_ref}: a fault at the locker",
+            f"Hello {order.purchaser_name}, a fault occurred in the compartment holding your "
+            f"order at {where}. Do not collect it; staff will contact you.",
+        )
+    if kind == "lock_jammed":
+        return (
+            f"Your order {order.external_ref}: the compartment did not open",
+            f"Hello {order.purchaser_name}, the lock of your compartment at {where} did not "
+            "open. Staff will contact you.",
+        )
+    if kind == "removed_early":
+        return (
+            f"Your order {order.external_ref} could not be delivered",
+            f"Hello {order.purchaser_name}, your order was taken out of the locker at {where} "
+            "before it was ready. Please contact the merchant.",
         )
     return (f"Your order {order.external_ref}: {kind}", f"Hello {order.purchaser_name}.")
 

@@ -19,6 +19,7 @@ from locker_service.errors import Conflict
 from locker_service.lifecycles import save_step
 from locker_service.models import Order, OrderEvent, utcnow
 from locker_service.orders.lifecycle import OrderState, OrderTrigger, next_state
+from locker_service.orders.schemas import NOTICE_PREFIX
 
 
 class OrderChanged(Conflict):
@@ -66,6 +67,35 @@ def add_event(
     detail: dict[str, Any] | None = None,
 ) -> None:
     session.add(OrderEvent(**event_values(order_id, actor_type, actor_id, action, detail)))
+
+
+def add_notice(
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    actor_type: str,
+    actor_id: str | None,
+    kind: str,
+    message: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """An order event the merchant API shows (`OrderRead.notices`)."""
+    add_event(
+        session,
+        order_id,
+        actor_type,
+        actor_id,
+        NOTICE_PREFIX + kind,
+        {**(detail or {}), "message": message},
+    )
+
+
+async def notices(session: AsyncSession, order_id: uuid.UUID) -> list[OrderEvent]:
+    rows = await session.scalars(
+        select(OrderEvent)
+        .where(OrderEvent.order_id == order_id, OrderEvent.action.startswith(NOTICE_PREFIX))
+        .order_by(OrderEvent.id)
+    )
+    return list(rows)
 
 
 def event_values(

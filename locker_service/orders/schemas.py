@@ -31,6 +31,17 @@ class OrderCreate(BaseModel):
     temperature_class: TemperatureClass = "hot"
 
 
+NOTICE_PREFIX = "notice:"  # order events the merchant reads: what went wrong (ADR 0047)
+
+
+class OrderNotice(BaseModel):
+    """Something the merchant should know about the order: a fault, an expiry."""
+
+    kind: str = Field(description="e.g. compartment_fault, expired_uncollected")
+    at: datetime
+    message: str
+
+
 class OrderRead(BaseModel):
     id: uuid.UUID
     external_ref: str
@@ -49,6 +60,9 @@ class OrderRead(BaseModel):
     hold_until: datetime | None = None
     expires_at: datetime | None = None
     failure_reason: str | None = None
+    notices: list[OrderNotice] = Field(
+        default_factory=list, description="faults and expiries the merchant should know of"
+    )
 
 
 class OrderCreated(OrderRead):
@@ -66,6 +80,9 @@ class PurchaserStatus(BaseModel):
     fallback_code: str | None = Field(description="8 digits, only while the order is ready")
     qr_url: str | None
     picked_up_at: datetime | None
+    deposited: bool = Field(description="the food was put in the locker")
+    fault: bool = Field(description="the compartment holding the order reports a fault")
+    kiosk_online: bool | None = Field(description="the locker's kiosk is connected")
 
 
 def live_view(order: Order) -> dict[str, object]:

@@ -24,8 +24,10 @@ from locker_service.models import Compartment, Kiosk, Merchant, Order, Site, utc
 from locker_service.orders import codes, repository
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
 from locker_service.orders.schemas import (
+    NOTICE_PREFIX,
     OrderCreate,
     OrderCreated,
+    OrderNotice,
     OrderRead,
     PurchaserStatus,
     live_view,
@@ -75,6 +77,14 @@ async def read_model(session: AsyncSession, order: Order) -> OrderRead:
         hold_until=order.hold_until,
         expires_at=order.expires_at,
         failure_reason=order.failure_reason,
+        notices=[
+            OrderNotice(
+                kind=e.action.removeprefix(NOTICE_PREFIX),
+                at=e.at,
+                message=str(e.detail.get("message", "")),
+            )
+            for e in await repository.notices(session, order.id)
+        ],
     )
 
 
@@ -217,17 +227,26 @@ async def purchaser_status(
         raise NotFound("no such order")
     site = await session.get(Site, order.site_id)
     assert site is not None
-    kiosk_name = number = None
+    kiosk_name = number = fault = online = None
     if order.compartment_id is not None:
         row = (
             await session.execute(
-                select(Compartment.number, Kiosk.name)
+                select(
+                    Compartment.number,
+                    Kiosk.name,
+                    Compartment.fault,
+                    Kiosk.online,
+                    Kiosk.last_seen_at,
+                )
                 .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
                 .where(Compartment.id == order.compartment_id)
             )
         ).first()
         if row is not None:
-            number, kiosk_name = row[0], row[1]
+            number, kiosk_name, fault = row[0], row[1], row[2]
+            # Offline only once heard going offline: a kiosk never linked (no bridge, or not
+            # yet) is not known to be down.
+            online = row[3] if row[4] is not None else None
     ready = order.state == OrderState.READY
     base = settings.public_base_url.rstrip("/")
     return PurchaserStatus(
@@ -241,4 +260,7 @@ async def purchaser_status(
         fallback_code=codes.fallback_code(settings.secret_key, token) if ready else None,
         qr_url=f"{base}/p/{token}/qr.png" if ready else None,
         picked_up_at=order.picked_up_at,
+        deposited=order.deposited_at is not None,
+        fault=fault is not None,
+        kiosk_online=online,
     )

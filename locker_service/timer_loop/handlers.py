@@ -8,6 +8,7 @@ commands are safe to repeat (a cycle start on a running cycle, a heater setpoint
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from firmware_bridge import contract
 from locker_service.alerts import oncall
 from locker_service.alerts.service import raise_compartment_alert
 from locker_service.compartments import repository as compartments
@@ -37,6 +39,7 @@ from locker_service.models import (
 from locker_service.orders import outbox
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
+from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
 
 log = logging.getLogger(__name__)
@@ -63,10 +66,20 @@ async def _load(
         return (order, *found) if found else (order, None, None)
 
 
+class CycleStart(enum.Enum):
+    STARTED = "started"
+    RETRY = "retry"  # unreachable, interlock: asked again later
+    FAULTED = "faulted"  # the board refuses while a fault is latched: asking again cannot help
+
+
+def _faulted(reply: contract.Reply) -> bool:
+    return reply.data.get("error") == "faulted"
+
+
 async def _cycle_commands(
     ctx: ServiceContext, kiosk: Kiosk, c: Compartment, setpoint_c: float | None, nominal_s: float
-) -> bool:
-    """Heater setpoint, then the cycle; True once the kiosk runs it."""
+) -> CycleStart:
+    """Heater setpoint, then the cycle; STARTED once the kiosk runs it."""
     try:
         heater = await doors.send(
             ctx, kiosk.code, "set_heater", c.number, {"setpoint_c": setpoint_c}
@@ -75,20 +88,47 @@ async def _cycle_commands(
             log.warning(
                 "set_heater on %s/%s: %s %s", kiosk.code, c.number, heater.status, heater.detail
             )
+            if _faulted(heater):
+                return CycleStart.FAULTED
             if setpoint_c is not None:
-                return False
+                return CycleStart.RETRY
         cycle = await doors.send(
             ctx, kiosk.code, "start_disinfection", c.number, {"duration_s": int(nominal_s)}
         )
     except KioskLinkError as exc:
         log.warning("cycle start on %s/%s: %s", kiosk.code, c.number, exc)
-        return False
+        return CycleStart.RETRY
     if cycle.status == "succeeded":
-        return True
+        return CycleStart.STARTED
     log.warning(
         "start_disinfection on %s/%s: %s %s", kiosk.code, c.number, cycle.status, cycle.detail
     )
-    return False
+    return CycleStart.FAULTED if _faulted(cycle) else CycleStart.RETRY
+
+
+async def _cannot_start(ctx: ServiceContext, c: Compartment, kind: str) -> None:
+    """A cycle the board will not run while its fault is latched: decided once, with an alert,
+    and the cycle row closed (ADR 0047). Clearing the fault is the operator's step."""
+    async with session_scope(ctx.sessionmaker) as session:
+        fresh = await session.get(Compartment, c.id)
+        found = await compartments.with_kiosk(session, c.id)
+        if fresh is None or found is None:
+            return
+        cycle = await Story(ctx).running_cycle(session, fresh)
+        if cycle is not None:
+            cycle.state, cycle.finished_at = "aborted", utcnow()
+        await timers.cancel(session, [TimerKind.CYCLE_WATCHDOG], compartment_id=c.id)
+        await raise_compartment_alert(
+            session,
+            ctx.hub,
+            found[1],
+            fresh,
+            kind="cycle_not_started",
+            severity="critical",
+            what=f"the {kind} cycle cannot start while the fault "
+            f"{fresh.fault or 'reported by the board'} is latched; not tried again",
+            dedupe_key=f"cycle_not_started:{c.id}",
+        )
 
 
 async def _kiosk_runs(session: AsyncSession, c: Compartment, cycle: DisinfectionCycle) -> bool:
@@ -138,7 +178,8 @@ async def start_hold_cycle(ctx: ServiceContext, timer: Timer) -> datetime | None
         # reports queued for it at once). A second cycle would shut the purchaser out.
         if order.state not in _HOLD_CYCLE_ORDER or c.state not in _HOLD_CYCLE_COMPARTMENT:
             return None
-        if order.state == OrderState.DEPOSITED:
+        faulted = c.fault is not None  # the board starts no cycle while a fault is latched
+        if not faulted and order.state == OrderState.DEPOSITED:
             await orders.transition(
                 session,
                 order,
@@ -146,16 +187,21 @@ async def start_hold_cycle(ctx: ServiceContext, timer: Timer) -> datetime | None
                 actor_type="system",
                 disinfecting_at=utcnow(),
             )
-        if c.state == CompartmentState.OCCUPIED:
+        if not faulted and c.state == CompartmentState.OCCUPIED:
             await compartments.transition(session, c, CompartmentTrigger.START_CYCLE)
-        cycle = await story.begin_cycle(session, c, "hold", order)
-        if await _kiosk_runs(session, c, cycle):
+        if not faulted and await _kiosk_runs(
+            session, c, await story.begin_cycle(session, c, "hold", order)
+        ):
             return None
+    if faulted:
+        await _cannot_start(ctx, c, "hold")
+        return None
     hot = order.temperature_class == "hot" and c.heated
     setpoint = ctx.settings.hold_setpoint_c if hot else None
-    if await _cycle_commands(ctx, kiosk, c, setpoint, ctx.settings.disinfection_s):
-        return None
-    return _retry(ctx)
+    started = await _cycle_commands(ctx, kiosk, c, setpoint, ctx.settings.disinfection_s)
+    if started is CycleStart.FAULTED:
+        await _cannot_start(ctx, c, "hold")
+    return _retry(ctx) if started is CycleStart.RETRY else None
 
 
 async def start_cleaning(ctx: ServiceContext, timer: Timer) -> datetime | None:
@@ -172,9 +218,10 @@ async def start_cleaning(ctx: ServiceContext, timer: Timer) -> datetime | None:
         cycle = await Story(ctx).begin_cycle(session, fresh, "cleaning", None)
         if await _kiosk_runs(session, fresh, cycle):
             return None
-    if await _cycle_commands(ctx, kiosk, c, None, ctx.settings.cleaning_s):
-        return None
-    return _retry(ctx)
+    started = await _cycle_commands(ctx, kiosk, c, None, ctx.settings.cleaning_s)
+    if started is CycleStart.FAULTED:
+        await _cannot_start(ctx, c, "cleaning")
+    return _retry(ctx) if started is CycleStart.RETRY else None
 
 
 async def cycle_watchdog(ctx: ServiceContext, timer: Timer) -> datetime | None:
@@ -197,6 +244,11 @@ async def cycle_watchdog(ctx: ServiceContext, timer: Timer) -> datetime | None:
             and not fresh.door_open
             and fresh.fault is None
         )
+        if fresh.fault is not None:
+            # The fault aborted the cycle on the board (its alert says what to do): not
+            # overdue, over. Repeating "overdue" every margin would bury the fault's alert.
+            cycle.state, cycle.finished_at = "aborted", utcnow()
+            return None
         if finished_by_snapshot:
             # The completion event was lost (e.g. during a restart): the board says it is over.
             await story.cycle_completed(session, kiosk, fresh)

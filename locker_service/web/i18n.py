@@ -129,7 +129,13 @@ _EN: Final[dict[str, str]] = {
     "status.minutes_left": "About {m} min left",
     "status.ready": "Ready for pickup",
     "status.picked_up": "Collected. Enjoy your meal!",
-    "status.expired": "Expired: it was not collected in time",
+    "status.expired": "Your order expired: it was not collected in time and will be "
+    "discarded. Please contact the merchant.",
+    "status.expired_never_dropped_off": "Your order expired: it was never dropped off at the "
+    "locker. Please contact the merchant.",
+    "status.fault": "A fault occurred in your compartment. Staff will contact you.",
+    "status.lock_jammed": "The compartment's lock did not open. Staff will contact you.",
+    "status.kiosk_offline": "The locker is offline for the moment; your food is still inside.",
     "status.cancelled": "Cancelled",
     "status.failed": "The delivery could not be completed",
 }
@@ -234,7 +240,11 @@ _ZH: Final[dict[str, str]] = {
     "status.minutes_left": "约剩 {m} 分钟",
     "status.ready": "可以取餐",
     "status.picked_up": "已取餐，祝您用餐愉快！",
-    "status.expired": "已过期：未在规定时间内取餐",
+    "status.expired": "订单已过期：未在规定时间内取餐，餐品将被丢弃。请联系商家。",
+    "status.expired_never_dropped_off": "订单已过期：餐品未送达取餐柜。请联系商家。",
+    "status.fault": "您的柜格出现故障，工作人员会与您联系。",
+    "status.lock_jammed": "柜门锁未能打开，工作人员会与您联系。",
+    "status.kiosk_offline": "取餐柜暂时离线，您的餐品仍在柜内。",
     "status.cancelled": "已取消",
     "status.failed": "配送未能完成",
 }

@@ -22,8 +22,8 @@ from fastapi.templating import Jinja2Templates
 
 from locker_service.api.deps import SessionDep, SettingsDep
 from locker_service.errors import NotFound
+from locker_service.kiosks import exceptions
 from locker_service.orders import service as orders
-from locker_service.orders.lifecycle import OrderState
 from locker_service.web import TEMPLATES_DIR, i18n, repository
 
 router = APIRouter(include_in_schema=False)
@@ -171,8 +171,14 @@ async def purchaser_page(
         return not_found_page(request, language)
     extras = await repository.purchaser_extras(session, token)
     zone = _zone(extras.site_timezone if extras else "UTC")
+    situation = exceptions.purchaser_status(
+        status.state,
+        deposited=status.deposited,
+        compartment_fault="fault" if status.fault else None,
+        kiosk_online=status.kiosk_online is not False,
+    )
     minutes_left = None
-    if status.state == OrderState.DISINFECTING and extras and extras.cycle_ends_at:
+    if situation == "status.disinfecting" and extras and extras.cycle_ends_at:
         seconds = (extras.cycle_ends_at - datetime.now(UTC)).total_seconds()
         minutes_left = max(1, math.ceil(seconds / 60))  # "about 1 min" until the cycle reports
     view = {
@@ -184,13 +190,16 @@ async def purchaser_page(
         "fallback_code": status.fallback_code,
         "show_codes": status.ready,
         "minutes_left": minutes_left,
+        "fault": status.fault,
+        "kiosk_online": status.kiosk_online is not False,
     }
     context = {
         "lang": language,
         "t": i18n.catalogue(language),
         "languages": i18n.LANGUAGE_NAMES,
         "view": view,
-        "status_text": i18n.translate(language, f"status.{status.state}"),
+        "status_text": i18n.translate(language, situation),
+        "situation": situation,
         "minutes_text": (
             i18n.translate(language, "status.minutes_left", m=minutes_left)
             if minutes_left is not None

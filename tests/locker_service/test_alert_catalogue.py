@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import get_args
 
 from locker_service.alerts import catalogue
+from locker_service.kiosks.exceptions import ExceptionAlertKind
 from locker_service.telemetry.alerts import describe
 from locker_service.telemetry.monitor import Finding, FindingKind
 
 ROOT = Path(__file__).resolve().parents[2]
 RAISERS = {"raise_alert", "raise_compartment_alert"}
 # A kind given as an expression rather than a literal, and the type listing what it can be.
-KIND_EXPRESSIONS = {"finding.kind": FindingKind}
+KIND_EXPRESSIONS = {"finding.kind": FindingKind, "told.alert_kind": ExceptionAlertKind}
 
 
 def kinds_raised() -> set[str]:

@@ -123,7 +123,10 @@ class FakeKiosk:
         self.commands.append((kiosk_id, action, compartment, args))
         scripted = self.answers.get(action)
         status = scripted.pop(0) if scripted else "succeeded"
-        return contract.Reply(request_id=uuid.uuid4().hex, status=status)  # type: ignore[arg-type]
+        # "failed:faulted" answers as the bridge does for a board refusing with ERR FAULTED.
+        status, _, error = status.partition(":")
+        data = {"error": error} if error else {}
+        return contract.Reply(request_id=uuid.uuid4().hex, status=status, data=data)  # type: ignore[arg-type]
 
     def unlocks(self) -> list[int]:
         return [n for _, action, n, _ in self.commands if action == "unlock"]

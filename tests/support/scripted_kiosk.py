@@ -242,7 +242,14 @@ class ScriptedKiosk:
             c = self.compartments[n]
             c.fault = fault
             c.setpoint_c = None
+            aborted = c.disinfect_until is not None
+            if aborted:  # as the board: any fault aborts a running cycle
+                if c.timer is not None:
+                    c.timer.cancel()
+                c.uv_on, c.disinfect_until, c.timer = False, None, None
         self.publish_event("fault_raised", n, {"fault": fault})
+        if aborted:
+            self.publish_event("disinfection_aborted", n)
         self.publish_snapshot(n)
 
     def reboot(self) -> None:
@@ -394,6 +401,8 @@ class ScriptedKiosk:
             request_id=command.request_id,
             status=status,
             detail=detail,
+            # As the bridge names a board's ERR FAULTED refusal.
+            data={"error": "faulted"} if (detail or "").startswith("faulted:") else {},
         )
         with self._lock:
             if cache:
@@ -408,7 +417,14 @@ class ScriptedKiosk:
         args = command.args
         with self._lock:
             c = self.compartments[n]
-            if c.fault is not None and command.action != "clear_fault":
+            # As the board: no fault refuses an UNLOCK (food is never locked in by a broken
+            # heater) or switching a heater off; everything else waits for CLEAR_FAULT.
+            refused = command.action not in (
+                "clear_fault",
+                "unlock",
+                "abort_disinfection",
+            ) and not (isinstance(args, contract.SetHeaterArgs) and args.setpoint_c is None)
+            if c.fault is not None and refused:
                 return "failed", f"faulted: {c.fault}"
             if isinstance(args, contract.UnlockArgs):
                 if c.disinfect_until is not None and not args.override_cycle:

@@ -12,6 +12,8 @@
   const FLOOR_C = Number(document.body.dataset.floorC || 60);
   // LOCKER_TIME_SCALE, given by the page: alert durations are told in story time.
   const TIME_SCALE = Number(document.body.dataset.timeScale || 1);
+  // Order states with food behind the door (locker_service.kiosks.exceptions).
+  const FOOD_INSIDE = ["deposited", "disinfecting", "ready"];
   const CHART_POINTS_MAX = 20000; // keeps a day of 1 Hz readings without slowing the chart
 
   const $ = (id) => document.getElementById(id);
@@ -211,7 +213,10 @@
   }
 
   function renderCell(c) {
-    const lowTemp = c.setpoint_c && c.temp_c !== null && c.temp_c !== undefined && c.temp_c < FLOOR_C;
+    // Red below the hold floor whenever hot food is held, also when a heater fault has
+    // dropped the setpoint: the food's temperature matters, not what the heater is asked for.
+    const holdsFood = c.heated && c.order && FOOD_INSIDE.includes(c.order.state);
+    const lowTemp = (c.setpoint_c || holdsFood) && c.temp_c !== null && c.temp_c !== undefined && c.temp_c < FLOOR_C;
     const progress = cycleProgress(c);
     const order = c.order;
     const button = el(
@@ -293,6 +298,8 @@
       `UV ${c.uv_on ? "on" : "off"}`,
       order ? `order ${order.external_ref || order.id} (${order.state}) for ${order.purchaser_name || "?"}` : "empty",
     ].join(" · ");
+    // Offered where a plain opening is refused for the running cycle, or a fault holds food.
+    $("abort-and-open").hidden = !(c.state === "disinfecting" || (c.fault && order));
   }
 
   async function loadChart() {
@@ -368,11 +375,20 @@
       return;
     }
     if (action === "open" && !confirm(`Open compartment ${c.number} now?`)) return;
+    if (action === "abort-and-open" && !confirm(`Abort the cycle of compartment ${c.number} and open it now?`)) return;
     result.hidden = true;
     try {
       const body = action === "back-in-service" ? {} : { reason };
-      await api("POST", `/operator/compartments/${c.id}/${action}`, body);
-      const done = { open: "opened", "out-of-service": "taken out of service", "back-in-service": "back in service" };
+      // "Abort the cycle and open" is the open action with override_cycle (audited as such).
+      if (action === "abort-and-open") body.override_cycle = true;
+      const path = action === "abort-and-open" ? "open" : action;
+      await api("POST", `/operator/compartments/${c.id}/${path}`, body);
+      const done = {
+        open: "opened",
+        "abort-and-open": "opened, its cycle aborted",
+        "out-of-service": "taken out of service",
+        "back-in-service": "back in service",
+      };
       showResult(true, `Compartment ${c.number} ${done[action]}.`);
       $("action-reason").value = "";
       await loadKiosk();

@@ -26,7 +26,17 @@
       const response = await fetch(root.dataset.statusUrl, { cache: "no-store" });
       if (!response.ok) return;
       const status = await response.json();
-      if (status.state !== shownState) location.reload();
+      // A fault or the kiosk going offline changes what the page must say without changing
+      // the order's state: the server decides the words, so reload on those too.
+      const fault = status.fault ? "yes" : "no";
+      const online = status.kiosk_online === false ? "no" : "yes";
+      if (
+        status.state !== shownState ||
+        fault !== root.dataset.fault ||
+        online !== root.dataset.online
+      ) {
+        location.reload();
+      }
     } catch (err) {
       // offline for a moment: the next round tries again
     }

@@ -1,0 +1,212 @@
+"""What each person is told, and may do, when the story leaves its path (ADR 0047).
+
+One pure table: for each exception (a fault with food inside, a jammed lock, a door left open,
+food taken out early, the kiosk offline, an order expiring before or after it was ready), what
+the purchaser's page says, which message the purchaser gets, which event the merchant can read
+on the order, which alert the operator sees and which actions the dashboard offers, and whether
+the hold cycle may still start. The handler and the timers look the decision up here and carry
+it out; nothing about an exception's wording is decided anywhere else.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final, Literal
+
+Severity = Literal["info", "warning", "critical"]  # as locker_service.alerts.service
+# The alerts this table raises (each has its words in locker_service/alerts/catalogue.py).
+ExceptionAlertKind = Literal[
+    "compartment_fault",
+    "door_left_open",
+    "expired_food",
+    "kiosk_offline",
+    "order_never_dropped_off",
+    "removed_during_hold",
+]
+
+
+class Exceptional(enum.StrEnum):
+    """The ways the story can leave its path while a person waits on it."""
+
+    HEATER_FAULT = "heater_fault"  # heater or temperature probe: the food cannot be kept hot
+    LAMP_FAULT = "lamp_fault"  # the UV lamp: the disinfection cannot run
+    LOCK_JAMMED = "lock_jammed"  # the latch did not release on an unlock
+    DOOR_LEFT_OPEN = "door_left_open"
+    REMOVED_EARLY = "removed_early"  # the food taken out before it was ready
+    KIOSK_OFFLINE = "kiosk_offline"  # with food inside
+    EXPIRED_BEFORE_DROPOFF = "expired_before_dropoff"  # never dropped off
+    EXPIRED_UNCOLLECTED = "expired_uncollected"  # ready, not collected within the hold limit
+
+
+class Action(enum.StrEnum):
+    """What the operator's dashboard offers for the exception."""
+
+    ABORT_CYCLE_AND_OPEN = "abort_cycle_and_open"
+    OPEN_REMOTELY = "open_remotely"
+    EMPTY_COMPARTMENT = "empty_compartment"
+    CLEAR_FAULT = "clear_fault"
+    CONTACT_PURCHASER = "contact_purchaser"
+
+
+@dataclass(frozen=True)
+class Told:
+    """The decision for one exception.
+
+    `purchaser_status` is an i18n key (locker_service.web.i18n) for the purchaser's page;
+    `purchaser_message` an outbox kind (locker_service.orders.outbox) or None when the
+    purchaser is not messaged; `merchant_event` the notice the merchant API shows on the
+    order (`OrderRead.notices`) with `merchant_message`. Templates take `{fault}` and `{ref}`.
+    """
+
+    purchaser_status: str
+    purchaser_message: str | None
+    merchant_event: str | None
+    merchant_message: str
+    alert_kind: ExceptionAlertKind
+    severity: Severity
+    operator_message: str
+    actions: tuple[Action, ...]
+    cycle_may_start: bool
+
+
+_TABLE: Final[dict[Exceptional, Told]] = {
+    Exceptional.HEATER_FAULT: Told(
+        purchaser_status="status.fault",
+        purchaser_message="fault",
+        merchant_event="compartment_fault",
+        merchant_message="the compartment holding order {ref} reported {fault}: the food is no "
+        "longer kept hot; staff will take it out and contact the purchaser",
+        alert_kind="compartment_fault",
+        severity="critical",
+        operator_message="{fault} with food inside: it is no longer kept hot; abort the cycle "
+        "and open to take it out",
+        actions=(Action.ABORT_CYCLE_AND_OPEN, Action.CONTACT_PURCHASER),
+        cycle_may_start=False,
+    ),
+    Exceptional.LAMP_FAULT: Told(
+        purchaser_status="status.fault",
+        purchaser_message="fault",
+        merchant_event="compartment_fault",
+        merchant_message="the compartment holding order {ref} reported {fault}: it cannot be "
+        "disinfected; staff will take it out and contact the purchaser",
+        alert_kind="compartment_fault",
+        severity="critical",
+        operator_message="{fault} with food inside: the disinfection cannot run; abort the "
+        "cycle and open to take it out",
+        actions=(Action.ABORT_CYCLE_AND_OPEN, Action.CONTACT_PURCHASER),
+        cycle_may_start=False,
+    ),
+    Exceptional.LOCK_JAMMED: Told(
+        purchaser_status="status.lock_jammed",
+        purchaser_message="lock_jammed",
+        merchant_event="lock_jammed",
+        merchant_message="the lock holding order {ref} did not open for the purchaser; staff "
+        "will open it",
+        alert_kind="compartment_fault",
+        severity="critical",
+        operator_message="{fault}: the latch did not release; the purchaser is waiting at the "
+        "locker",
+        actions=(Action.OPEN_REMOTELY, Action.CLEAR_FAULT, Action.CONTACT_PURCHASER),
+        cycle_may_start=True,
+    ),
+    Exceptional.DOOR_LEFT_OPEN: Told(
+        purchaser_status="status.deposited",
+        purchaser_message=None,
+        merchant_event=None,
+        merchant_message="",
+        alert_kind="door_left_open",
+        severity="warning",
+        operator_message="door left open: the cycle waits until it is shut",
+        actions=(),
+        cycle_may_start=True,
+    ),
+    Exceptional.REMOVED_EARLY: Told(
+        purchaser_status="status.failed",
+        purchaser_message="removed_early",
+        merchant_event="removed_early",
+        merchant_message="order {ref} was taken out of the locker before it was ready",
+        alert_kind="removed_during_hold",
+        severity="warning",
+        operator_message="food removed before it was ready",
+        actions=(Action.CONTACT_PURCHASER,),
+        cycle_may_start=False,
+    ),
+    Exceptional.KIOSK_OFFLINE: Told(
+        purchaser_status="status.kiosk_offline",
+        purchaser_message=None,  # most outages are short; the page says it while it lasts
+        merchant_event=None,
+        merchant_message="",
+        alert_kind="kiosk_offline",
+        severity="critical",
+        operator_message="kiosk offline with food inside",
+        actions=(),
+        cycle_may_start=True,
+    ),
+    Exceptional.EXPIRED_BEFORE_DROPOFF: Told(
+        purchaser_status="status.expired_never_dropped_off",
+        purchaser_message="never_dropped_off",
+        merchant_event="expired_never_dropped_off",
+        merchant_message="order {ref} was never dropped off and has expired; the purchaser was "
+        "told",
+        alert_kind="order_never_dropped_off",
+        severity="info",
+        operator_message="order {ref} was never dropped off and expired",
+        actions=(),
+        cycle_may_start=False,
+    ),
+    Exceptional.EXPIRED_UNCOLLECTED: Told(
+        purchaser_status="status.expired",
+        purchaser_message="expired",
+        merchant_event="expired_uncollected",
+        merchant_message="order {ref} was not collected within the hold limit and has expired; "
+        "the food will be discarded and the purchaser was told",
+        alert_kind="expired_food",
+        severity="warning",
+        operator_message="order {ref} expired, remove the food",
+        actions=(Action.EMPTY_COMPARTMENT,),
+        cycle_may_start=False,
+    ),
+}
+
+HEATER_FAULTS: Final = frozenset(
+    {"sensor_open", "sensor_short", "over_temperature", "heating_watchdog"}
+)
+LAMP_FAULTS: Final = frozenset({"uv_timeout"})
+FOOD_INSIDE_STATES: Final = frozenset({"occupied", "disinfecting", "awaiting_pickup"})
+
+
+def decide(exception: Exceptional) -> Told:
+    """The decision for an exception (every member has one: tested)."""
+    return _TABLE[exception]
+
+
+def fault_exception(fault: str) -> Exceptional:
+    """The exception a board fault is: an unknown fault is treated as a heater fault, the one
+    that cannot be left alone with food inside."""
+    if fault == "lock_jammed":
+        return Exceptional.LOCK_JAMMED
+    if fault in LAMP_FAULTS:
+        return Exceptional.LAMP_FAULT
+    return Exceptional.HEATER_FAULT
+
+
+def expiry_exception(deposited: bool) -> Exceptional:
+    """An expiring order: never dropped off, or its food in the compartment."""
+    return Exceptional.EXPIRED_UNCOLLECTED if deposited else Exceptional.EXPIRED_BEFORE_DROPOFF
+
+
+def purchaser_status(
+    order_state: str, *, deposited: bool, compartment_fault: str | None, kiosk_online: bool
+) -> str:
+    """The i18n key of the purchaser page's status line: the truth before the order's state."""
+    if order_state == "expired":
+        return decide(expiry_exception(deposited)).purchaser_status
+    food_inside = order_state in ("deposited", "disinfecting", "ready")
+    if food_inside and compartment_fault is not None:
+        exception = fault_exception(compartment_fault)
+        if exception is not Exceptional.LOCK_JAMMED or order_state == "ready":
+            return decide(exception).purchaser_status
+    if food_inside and not kiosk_online:
+        return decide(Exceptional.KIOSK_OFFLINE).purchaser_status
+    return f"status.{order_state}"

@@ -1,0 +1,147 @@
+"""What each person is told for each exception: the pure table of `kiosks.exceptions`."""
+
+from __future__ import annotations
+
+import pytest
+
+from locker_service.kiosks import exceptions
+from locker_service.kiosks.exceptions import Action, Exceptional
+from locker_service.orders.outbox import _text
+from locker_service.web import i18n
+
+
+def test_every_exception_has_a_decision_with_words_in_both_languages() -> None:
+    for exception in Exceptional:
+        told = exceptions.decide(exception)
+        for language in i18n.CATALOGUES:
+            assert told.purchaser_status in i18n.CATALOGUES[language], (exception, language)
+        assert told.operator_message
+        assert (told.merchant_event is None) == (told.merchant_message == "")
+
+
+@pytest.mark.parametrize(
+    ("exception", "purchaser_status", "message", "merchant", "actions", "cycle"),
+    [
+        (
+            Exceptional.HEATER_FAULT,
+            "status.fault",
+            "fault",
+            "compartment_fault",
+            (Action.ABORT_CYCLE_AND_OPEN, Action.CONTACT_PURCHASER),
+            False,
+        ),
+        (
+            Exceptional.LAMP_FAULT,
+            "status.fault",
+            "fault",
+            "compartment_fault",
+            (Action.ABORT_CYCLE_AND_OPEN, Action.CONTACT_PURCHASER),
+            False,
+        ),
+        (
+            Exceptional.LOCK_JAMMED,
+            "status.lock_jammed",
+            "lock_jammed",
+            "lock_jammed",
+            (Action.OPEN_REMOTELY, Action.CLEAR_FAULT, Action.CONTACT_PURCHASER),
+            True,
+        ),
+        (Exceptional.DOOR_LEFT_OPEN, "status.deposited", None, None, (), True),
+        (
+            Exceptional.REMOVED_EARLY,
+            "status.failed",
+            "removed_early",
+            "removed_early",
+            (Action.CONTACT_PURCHASER,),
+            False,
+        ),
+        (Exceptional.KIOSK_OFFLINE, "status.kiosk_offline", None, None, (), True),
+        (
+            Exceptional.EXPIRED_BEFORE_DROPOFF,
+            "status.expired_never_dropped_off",
+            "never_dropped_off",
+            "expired_never_dropped_off",
+            (),
+            False,
+        ),
+        (
+            Exceptional.EXPIRED_UNCOLLECTED,
+            "status.expired",
+            "expired",
+            "expired_uncollected",
+            (Action.EMPTY_COMPARTMENT,),
+            False,
+        ),
+    ],
+)
+def test_what_each_person_is_told(
+    exception: Exceptional,
+    purchaser_status: str,
+    message: str | None,
+    merchant: str | None,
+    actions: tuple[Action, ...],
+    cycle: bool,
+) -> None:
+    told = exceptions.decide(exception)
+    assert told.purchaser_status == purchaser_status
+    assert told.purchaser_message == message
+    assert told.merchant_event == merchant
+    assert told.actions == actions
+    assert told.cycle_may_start is cycle
+
+
+@pytest.mark.parametrize(
+    ("fault", "exception"),
+    [
+        ("sensor_open", Exceptional.HEATER_FAULT),
+        ("sensor_short", Exceptional.HEATER_FAULT),
+        ("over_temperature", Exceptional.HEATER_FAULT),
+        ("heating_watchdog", Exceptional.HEATER_FAULT),
+        ("uv_timeout", Exceptional.LAMP_FAULT),
+        ("lock_jammed", Exceptional.LOCK_JAMMED),
+        ("unknown", Exceptional.HEATER_FAULT),  # not left alone with food inside
+    ],
+)
+def test_board_faults_map_to_exceptions(fault: str, exception: Exceptional) -> None:
+    assert exceptions.fault_exception(fault) is exception
+
+
+@pytest.mark.parametrize(
+    ("state", "deposited", "fault", "online", "key"),
+    [
+        ("disinfecting", True, None, True, "status.disinfecting"),
+        ("disinfecting", True, "sensor_open", True, "status.fault"),  # never "being kept hot"
+        ("deposited", True, "heating_watchdog", True, "status.fault"),
+        ("ready", True, "uv_timeout", True, "status.fault"),
+        ("ready", True, "lock_jammed", True, "status.lock_jammed"),
+        ("disinfecting", True, "lock_jammed", True, "status.disinfecting"),
+        ("disinfecting", True, None, False, "status.kiosk_offline"),
+        ("ready", True, "sensor_open", False, "status.fault"),  # the fault says more
+        ("created", False, None, False, "status.created"),  # no food inside: nothing to say
+        ("expired", False, None, True, "status.expired_never_dropped_off"),
+        ("expired", True, None, True, "status.expired"),
+        ("picked_up", True, "sensor_open", True, "status.picked_up"),
+    ],
+)
+def test_the_purchaser_page_says_the_truth_first(
+    state: str, deposited: bool, fault: str | None, online: bool, key: str
+) -> None:
+    assert (
+        exceptions.purchaser_status(
+            state, deposited=deposited, compartment_fault=fault, kiosk_online=online
+        )
+        == key
+    )
+
+
+def test_no_message_says_removed_before_it_is() -> None:
+    class Order:
+        external_ref = "R-1"
+        purchaser_name = "Li"
+
+    for kind in ("expired", "never_dropped_off", "fault"):
+        _, body = _text(kind, Order(), "Site, Kiosk, compartment 2", None)  # type: ignore[arg-type]
+        assert "removed" not in body, kind
+    assert "discarded" in _text("expired", Order(), "here", None)[1]  # type: ignore[arg-type]
+    assert "merchant" in _text("never_dropped_off", Order(), "here", None)[1]  # type: ignore[arg-type]
+    assert "kept hot" not in i18n.CATALOGUES["en"]["status.fault"]

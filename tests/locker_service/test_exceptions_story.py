@@ -1,0 +1,224 @@
+"""Exceptions with food inside, driven through the kiosk handler and the timers (ADR 0047):
+what the purchaser's page and messages say, what the merchant API shows, which alerts the
+operator has, and that a cycle the board cannot run is not retried."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select, update
+
+from firmware_bridge import contract
+from locker_service.context import ServiceContext
+from locker_service.db import session_scope
+from locker_service.kiosks.handler import StoryHandler
+from locker_service.models import Alert, NotificationOutbox, Order, Timer, utcnow
+from locker_service.timer_loop.loop import TimerLoop
+from locker_service.timers.service import TimerKind
+from tests.locker_service.world import (
+    FakeKiosk,
+    World,
+    create_order,
+    event,
+    make_ready,
+    token_of,
+)
+
+
+async def _deposit(
+    client: httpx.AsyncClient, world: World, ctx: ServiceContext, ref: str
+) -> tuple[dict[str, Any], int]:
+    await StoryHandler(ctx).on_status(
+        world.kiosk_code, contract.KioskStatus(state="online", board_online=True)
+    )
+    order = await create_order(client, world, ref=ref)
+    dropped = await client.post(
+        "/api/v1/kiosk/dropoff",
+        json={"courier_code": world.courier_code, "pin": world.courier_pin, "order_ref": ref},
+        headers=world.kiosk(),
+    )
+    assert dropped.status_code == 200, dropped.text
+    n = int(dropped.json()["compartment"])
+    for kind in ("door_opened", "item_placed", "door_closed"):
+        await event(ctx, world, kind, n)
+    return order, n
+
+
+async def _alerts(ctx: ServiceContext) -> dict[str, Alert]:
+    async with ctx.sessionmaker() as session:
+        return {a.kind: a for a in (await session.scalars(select(Alert))).all()}
+
+
+async def _outbox(ctx: ServiceContext, order_id: str) -> dict[str, NotificationOutbox]:
+    async with ctx.sessionmaker() as session:
+        rows = await session.scalars(
+            select(NotificationOutbox).where(NotificationOutbox.order_id == uuid.UUID(order_id))
+        )
+        return {row.kind: row for row in rows}
+
+
+async def _pending(ctx: ServiceContext, kind: str) -> list[Timer]:
+    async with ctx.sessionmaker() as session:
+        rows = await session.scalars(
+            select(Timer).where(Timer.kind == kind, Timer.state == "pending")
+        )
+        return list(rows)
+
+
+async def _page(client: httpx.AsyncClient, order: dict[str, Any], lang: str) -> str:
+    """The purchaser page's status line, and the minutes line when it shows one."""
+    page = await client.get(f"/p/{token_of(order)}?lang={lang}")
+    assert page.status_code == 200
+    shown = re.findall(r'<p [^>]*id="(?:status|minutes-left)"[^>]*>([^<]*)</p>', page.text)
+    assert shown, page.text
+    return " / ".join(shown)
+
+
+async def _merchant_notices(
+    client: httpx.AsyncClient, world: World, order: dict[str, Any]
+) -> list[dict[str, Any]]:
+    read = await client.get(f"/api/v1/orders/{order['id']}", headers=world.merchant())
+    assert read.status_code == 200, read.text
+    notices: list[dict[str, Any]] = read.json()["notices"]
+    return notices
+
+
+async def test_heater_fault_during_the_hold_tells_everyone_and_starts_nothing_again(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await _deposit(app_client, world, service, "F-1")
+    timers = TimerLoop(service)
+    await timers.run_due()
+    await event(service, world, "disinfection_started", n)
+    assert "kept hot" in await _page(app_client, order, "en")
+
+    await event(service, world, "fault_raised", n, fault="heating_watchdog")
+    await event(service, world, "disinfection_aborted", n)  # the board aborts on any fault
+
+    alert = (await _alerts(service))["compartment_fault"]
+    assert alert.state == "open" and alert.severity == "critical"
+    assert "heating_watchdog with food inside" in alert.message
+    assert "abort the cycle and open" in alert.message
+    assert not await _pending(service, TimerKind.START_HOLD_CYCLE)  # no retry against a fault
+    assert not await _pending(service, TimerKind.CYCLE_WATCHDOG)  # and no "overdue" later
+
+    fault_message = (await _outbox(service, order["id"]))["fault"]
+    assert "staff will contact you" in fault_message.body
+    page_en = await _page(app_client, order, "en")
+    assert "A fault occurred in your compartment. Staff will contact you." in page_en
+    assert "kept hot" not in page_en and "min left" not in page_en
+    page_zh = await _page(app_client, order, "zh-Hans")
+    assert "您的柜格出现故障，工作人员会与您联系。" in page_zh and "保温" not in page_zh
+    status = (await app_client.get(f"/api/v1/p/{token_of(order)}")).json()
+    assert status["fault"] is True  # the open page reloads on it
+
+    notices = await _merchant_notices(app_client, world, order)
+    assert [x["kind"] for x in notices] == ["compartment_fault"]
+    assert "F-1" in notices[0]["message"] and "heating_watchdog" in notices[0]["message"]
+
+    # The fault reported again (a snapshot) tells nobody twice.
+    await event(service, world, "fault_raised", n, fault="heating_watchdog")
+    assert len(await _merchant_notices(app_client, world, order)) == 1
+
+
+async def test_a_cycle_start_on_a_faulted_compartment_is_decided_once(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await _deposit(app_client, world, service, "F-2")
+    await event(service, world, "fault_raised", n, fault="sensor_open")
+    sent_before = len(fake_kiosk.commands)  # the unlock, and the preheat at the drop-off
+    await TimerLoop(service).run_due()
+
+    assert fake_kiosk.commands[sent_before:] == []  # the board would refuse them
+    alerts = await _alerts(service)
+    assert (
+        "cycle_not_started" in alerts and "not tried again" in alerts["cycle_not_started"].message
+    )
+    assert "timer_failed" not in alerts
+    assert not await _pending(service, TimerKind.START_HOLD_CYCLE)
+    async with service.sessionmaker() as session:
+        stored = await session.get(Order, uuid.UUID(order["id"]))
+    assert stored is not None and stored.state == "deposited"  # never shown disinfecting
+    assert "A fault occurred" in await _page(app_client, order, "en")
+
+
+async def test_a_board_refusing_the_setpoint_for_a_fault_is_not_asked_fifty_times(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    _, n = await _deposit(app_client, world, service, "F-3")
+    # The fault's own report is not in yet: the refusal itself says the board is faulted.
+    fake_kiosk.answers["set_heater"] = ["failed:faulted"]
+    await TimerLoop(service).run_due()
+
+    assert fake_kiosk.actions(n).count("set_heater") == 2  # the preheat, then the hold
+    assert "start_disinfection" not in fake_kiosk.actions(n)
+    assert "cycle_not_started" in await _alerts(service)
+    assert not await _pending(service, TimerKind.START_HOLD_CYCLE)
+    assert not await _pending(service, TimerKind.CYCLE_WATCHDOG)
+
+
+async def _due_now(ctx: ServiceContext, kind: str) -> None:
+    async with session_scope(ctx.sessionmaker) as session:
+        await session.execute(
+            update(Timer)
+            .where(Timer.kind == kind, Timer.state == "pending")
+            .values(due_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+async def test_an_order_never_dropped_off_expires_telling_purchaser_and_merchant(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    order = await create_order(app_client, world, ref="E-1")
+    await _due_now(service, TimerKind.ORDER_EXPIRY)  # the system's own clock, brought forward
+    await TimerLoop(service).run_due()
+
+    message = (await _outbox(service, order["id"]))["never_dropped_off"]
+    assert "never dropped off" in message.body and "contact the merchant" in message.body
+    notices = await _merchant_notices(app_client, world, order)
+    assert [x["kind"] for x in notices] == ["expired_never_dropped_off"]
+    page = await _page(app_client, order, "en")
+    assert "it was never dropped off" in page and "not collected" not in page
+    assert "expired_food" not in await _alerts(service)  # no compartment to empty
+
+
+async def test_an_uncollected_order_expires_without_saying_it_was_removed(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    order, n = await make_ready(app_client, world, service, ref="E-2")
+    await _due_now(service, TimerKind.HOLD_EXPIRY)
+    await TimerLoop(service).run_due()
+
+    message = (await _outbox(service, order["id"]))["expired"]
+    assert "removed" not in message.body
+    assert "will be discarded" in message.body and "contact the merchant" in message.body
+    page = await _page(app_client, order, "en")
+    assert "will be discarded" in page and "removed" not in page
+    assert "餐品将被丢弃" in await _page(app_client, order, "zh-Hans")
+    notices = await _merchant_notices(app_client, world, order)
+    assert [x["kind"] for x in notices] == ["expired_uncollected"]
+    task = (await _alerts(service))["expired_food"]  # the operator's task to empty it
+    assert task.state == "open" and f"compartment {n}" in task.message
+    assert "remove the food" in task.message
+
+
+async def test_food_taken_out_during_the_hold_tells_purchaser_merchant_and_operator(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    order, n = await _deposit(app_client, world, service, "R-1")
+    await TimerLoop(service).run_due()
+    await event(service, world, "door_opened", n)  # forced: no command behind it
+    await event(service, world, "item_removed", n)
+    await event(service, world, "door_closed", n)
+
+    message = (await _outbox(service, order["id"]))["removed_early"]
+    assert "before it was ready" in message.body and "contact the merchant" in message.body
+    assert [x["kind"] for x in await _merchant_notices(app_client, world, order)] == [
+        "removed_early"
+    ]
+    assert "removed_during_hold" in await _alerts(service)
+    assert "could not be completed" in await _page(app_client, order, "en")
