@@ -69,7 +69,7 @@ def connection(
     )
 
 
-def event_json(text: str) -> str:
+def event_json(text: str) -> bytes:
     return contract.Event(event_id=uuid.uuid4().hex, type="scan", data={"text": text}).to_json()
 
 
