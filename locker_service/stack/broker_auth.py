@@ -27,7 +27,7 @@ from paho.mqtt.client import topic_matches_sub
 
 TOPIC_ROOT: Final = "lockers/v1"
 SERVICE_ACCOUNT: Final = "locker-service"
-SERVICE_CLIENT_ID_PREFIX: Final = "locker-service-"  # link.py: locker-service-<replica>[-replies]
+SERVICE_CLIENT_ID_PREFIX: Final = "locker-service-"  # kiosk_link/connection.py: <replica>[-replies]
 BRIDGE_CLIENT_ID_PREFIX: Final = "locker-bridge-"  # firmware_bridge/mqtt.py: locker-bridge-<kiosk>
 
 # Mosquitto's own default for `$7$` hashes. The secrets `lockerctl up` makes are 256-bit random

@@ -38,8 +38,9 @@ async def test_the_service_link_sockets_have_nagle_off(
     try:
         assert link.ready
         # Commands leave on the main connection, replies come back on the reply connection.
-        assert link._client is not None and link._reply_client is not None
-        assert no_delay(link._client.socket())
-        assert no_delay(link._reply_client.socket())
+        connection = link._connection
+        assert connection._client is not None and connection._reply_client is not None
+        assert no_delay(connection._client.socket())
+        assert no_delay(connection._reply_client.socket())
     finally:
         await link.stop()

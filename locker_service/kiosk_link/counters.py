@@ -1,0 +1,24 @@
+"""The kiosk link's plain counters, read by /metrics (`runtime.RuntimeCollector`) and by tests.
+
+Written on the event loop only, by the parts of the link that count (connection, lanes, the
+facade's routing), so a scrape reads numbers no other thread is changing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class LinkCounters:
+    """Plain counters for /metrics and tests."""
+
+    received: dict[str, int] = field(default_factory=dict)
+    dropped_malformed: int = 0
+    # Events of kiosks this replica does not hold (or whose lease it lost while they waited).
+    dropped_not_held: int = 0
+    # Events handed to the story, per kiosk: with leases, one replica per kiosk has any.
+    handled_events: dict[str, int] = field(default_factory=dict)
+    handler_errors: int = 0
+    commands_sent: int = 0
+    connects: int = 0

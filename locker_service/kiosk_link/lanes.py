@@ -1,0 +1,239 @@
+"""Kiosk messages to the story: one queue and worker per kiosk and lane, acks after handling,
+and what the kiosk's lease standing lets this replica do with each message.
+
+Each kiosk has two lanes: its scans, and everything else (status, snapshots, other events). A
+worker hands its lane's messages to the handler one at a time in arrival order and acknowledges
+each once the handler is done, so a service killed mid-message gets it again (at least once).
+
+With leases (ADR 0044) only the holder hands a kiosk's messages to the story, each under the
+lease's fence. Status and snapshots of a kiosk held elsewhere only feed the live hub; events of
+one whose lease this replica awaits wait, unacknowledged, until the lease is taken. The last
+status and snapshots of every kiosk are remembered, so taking a lease can hand them to the story
+(`reconcile_kiosk`): the reconciliation a resubscription would bring.
+
+Everything here runs on the event loop and does no I/O of its own: tested without a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from firmware_bridge import contract
+from firmware_bridge.contract import MessageKind
+from locker_service.kiosk_link.connection import NOTHING_TO_ACK, Delivery
+from locker_service.kiosk_link.counters import LinkCounters
+from locker_service.kiosk_link.fencing import CURRENT_FENCE, Fence, LeaseLost
+from locker_service.kiosk_link.handler import KioskHandler, TelemetrySink
+from locker_service.kiosk_link.lease_keeper import Standing
+from locker_service.kiosk_link.live import LivePublisher
+
+log = logging.getLogger(__name__)
+
+SCAN_LANE = "/scans"  # a suffix no kiosk id has: "/" cannot occur in an MQTT topic level
+
+
+class LeaseStanding(Protocol):
+    """What the lanes ask of the lease keeper (implemented by `lease_keeper.LeaseKeeper`)."""
+
+    def standing(self, kiosk_id: str) -> Standing: ...
+
+    def fence(self, kiosk_id: str) -> Fence | None: ...
+
+    async def changed(self) -> None: ...
+
+    def noticed(self, kiosk_id: str) -> None: ...
+
+    def wake(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Inbound:
+    """One validated message waiting for its kiosk's worker, with what is needed to ack it."""
+
+    kiosk_id: str
+    kind: MessageKind
+    payload: BaseModel
+    delivery: Delivery
+    received_at: float = field(default_factory=time.perf_counter)
+
+
+def lane_of(item: Inbound) -> str:
+    """The queue a message waits in: each kiosk has two, one for its scans and one for the rest.
+
+    A purchaser waits on a scan, so it must not wait behind the snapshots, status and door
+    events her kiosk sent just before (each a transaction of its own). The events a scan causes
+    (the door opening) come after its unlock, which leaves only once the scan's decision has
+    committed, so they cannot overtake it; scans keep their order among themselves, so a code
+    scanned twice opens once and refuses once, in that order (ADR 0043).
+    """
+    if isinstance(item.payload, contract.Event) and item.payload.type == "scan":
+        return item.kiosk_id + SCAN_LANE
+    return item.kiosk_id
+
+
+class Lanes:
+    """The kiosks' lanes of one replica, and the last retained state each kiosk reported."""
+
+    def __init__(
+        self,
+        handler: KioskHandler,
+        live: LivePublisher,
+        ack: Callable[[Delivery], None],
+        counters: LinkCounters,
+        *,
+        telemetry: TelemetrySink | None = None,
+        leases: LeaseStanding | None = None,
+        wait_observer: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self._handler = handler
+        self._live = live
+        self._ack = ack
+        self._counters = counters
+        self._telemetry = telemetry
+        self._leases = leases
+        self._wait_observer = wait_observer  # (lane, seconds a message waited for its worker)
+        self._queues: dict[str, asyncio.Queue[Inbound]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._kiosk_status: dict[str, contract.KioskStatus] = {}
+        # The last retained snapshot of every compartment, replayed to the story when this
+        # replica takes a kiosk's lease: the reconciliation a resubscription would bring.
+        self._snapshots: dict[tuple[str, int], contract.CompartmentSnapshot] = {}
+
+    def kiosk_status(self, kiosk_id: str) -> contract.KioskStatus | None:
+        return self._kiosk_status.get(kiosk_id)
+
+    def standing(self, kiosk_id: str) -> Standing:
+        return "held" if self._leases is None else self._leases.standing(kiosk_id)
+
+    def admit(self, kiosk_id: str, kind: MessageKind, model: BaseModel, delivery: Delivery) -> None:
+        """Take a validated status, snapshot, event or telemetry batch of a kiosk."""
+        if self._leases is not None:
+            self._leases.noticed(kiosk_id)  # a kiosk created since the last round: look now
+        standing = self.standing(kiosk_id)
+        if isinstance(model, contract.Telemetry):
+            # Only the holder writes; telemetry is QoS 0 and a reading missed at a handover
+            # is one point of a series.
+            if self._telemetry is not None and standing in ("held", "releasing"):
+                self._telemetry.submit(kiosk_id, model)
+            self._live.publish(kiosk_id, "telemetry", model)
+            return
+        if isinstance(model, contract.KioskStatus):
+            self._kiosk_status[kiosk_id] = model
+        elif isinstance(model, contract.CompartmentSnapshot):
+            self._snapshots[(kiosk_id, model.n)] = model
+        if standing == "foreign" or (standing != "held" and kind != "event"):
+            # Status and snapshots of a kiosk this replica does not hold (yet) only feed the
+            # live hub: the holder has them (retained), and on taking a lease this replica
+            # hands the last ones it saw to the story (`reconcile_kiosk`), so they need not
+            # wait unacknowledged in the broker's in-flight window. Events of an awaited kiosk
+            # do wait. A releasing holder still handles the events the broker sent before its
+            # unsubscription was confirmed; the next holder listens already, so the overlap is
+            # handled once (by `event_id`).
+            self._ack(delivery)
+            if kind == "event":
+                self._drop_not_held(kiosk_id, model)
+            else:
+                self._live.publish(kiosk_id, kind, model)
+            return
+        self._enqueue(Inbound(kiosk_id, kind, model, delivery))
+
+    def reconcile_kiosk(self, kiosk_id: str) -> None:
+        """Hand the story the kiosk's last retained status and snapshots (held just now)."""
+        status = self._kiosk_status.get(kiosk_id)
+        if status is not None:
+            self._enqueue(Inbound(kiosk_id, "status", status, NOTHING_TO_ACK))
+        for (kiosk, _), snapshot in sorted(self._snapshots.items()):
+            if kiosk == kiosk_id:
+                self._enqueue(Inbound(kiosk_id, "snapshot", snapshot, NOTHING_TO_ACK))
+
+    async def drain_kiosk(self, kiosk_id: str) -> None:
+        """Return when every message of the kiosk taken so far has been handled."""
+        for lane in (kiosk_id, kiosk_id + SCAN_LANE):
+            queue = self._queues.get(lane)
+            if queue is not None:
+                await queue.join()
+
+    async def stop(self) -> None:
+        """Stop the workers; what waits in their queues stays unacknowledged for the broker."""
+        for task in self._workers.values():
+            task.cancel()
+        for task in self._workers.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers.clear()
+        self._queues.clear()
+
+    def _drop_not_held(self, kiosk_id: str, model: BaseModel) -> None:
+        self._counters.dropped_not_held += 1
+        log.debug("dropped %s of kiosk %s: its lease is not held here", model, kiosk_id)
+
+    def _enqueue(self, item: Inbound) -> None:
+        lane = lane_of(item)
+        queue = self._queues.get(lane)
+        if queue is None:
+            queue = self._queues[lane] = asyncio.Queue()
+            self._workers[lane] = asyncio.get_running_loop().create_task(
+                self._worker(queue, "scans" if lane.endswith(SCAN_LANE) else "other"),
+                name=f"kiosk-link-{lane}",
+            )
+        queue.put_nowait(item)
+
+    async def _worker(self, queue: asyncio.Queue[Inbound], lane: str) -> None:
+        """Hands one lane's messages to the handler in arrival order, acking each when done."""
+        while True:
+            item = await queue.get()
+            try:
+                standing = await self._standing_settled(item.kiosk_id)
+                if self._wait_observer is not None:
+                    self._wait_observer(lane, time.perf_counter() - item.received_at)
+                if standing in ("held", "releasing"):
+                    await self._handle(item)
+                elif isinstance(item.payload, contract.Event):
+                    self._drop_not_held(item.kiosk_id, item.payload)
+                self._ack(item.delivery)
+                await self._live.publish_now(item.kiosk_id, item.kind, item.payload)
+            finally:
+                queue.task_done()
+
+    async def _standing_settled(self, kiosk_id: str) -> Standing:
+        """The kiosk's standing once decided: a message of a kiosk whose lease this replica
+        awaits waits (unacknowledged, so a crash leaves it to the broker) until it is taken."""
+        while True:
+            standing = self.standing(kiosk_id)
+            if standing not in ("unsettled", "awaited") or self._leases is None:
+                return standing
+            await self._leases.changed()
+
+    async def _handle(self, item: Inbound) -> None:
+        fence = self._leases.fence(item.kiosk_id) if self._leases is not None else None
+        token = CURRENT_FENCE.set(fence)
+        try:
+            if isinstance(item.payload, contract.KioskStatus):
+                await self._handler.on_status(item.kiosk_id, item.payload)
+            elif isinstance(item.payload, contract.CompartmentSnapshot):
+                await self._handler.on_snapshot(item.kiosk_id, item.payload)
+            elif isinstance(item.payload, contract.Event):
+                await self._handler.on_event(item.kiosk_id, item.payload)
+                handled = self._counters.handled_events
+                handled[item.kiosk_id] = handled.get(item.kiosk_id, 0) + 1
+        except LeaseLost as lost:
+            # Taken over while this message waited (the replica was paused past its TTL):
+            # the transaction changed nothing; the new holder has the kiosk.
+            log.debug("%s: %s dropped", lost, item.kind)
+            if isinstance(item.payload, contract.Event):
+                self._counters.dropped_not_held += 1
+            if self._leases is not None:
+                self._leases.wake()
+        except Exception:
+            self._counters.handler_errors += 1
+            log.exception("handling %s from kiosk %s failed", item.kind, item.kiosk_id)
+        finally:
+            CURRENT_FENCE.reset(token)

@@ -1,0 +1,110 @@
+"""Commands waiting for their kiosk's final reply, by request id: pure, on the event loop.
+
+A command is answered by zero or more non-final replies (`accepted`, `in_progress`) and one
+final one (`succeeded`, `failed`, `rejected`, `timed_out`). Which error a caller gets when no
+final reply comes in time depends on what did come: nothing at all means the kiosk never had
+the command (`KioskUnreachable`, the action surely not done); a non-final reply means it did
+and may have acted (`CommandTimeout`, reconcile from the next snapshot). A kiosk that reports
+itself offline fails its waiting commands at once rather than at their deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from firmware_bridge import contract
+from locker_service.kiosk_link.errors import CommandTimeout, KioskUnreachable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PendingCommand:
+    """One command sent and not yet finally answered."""
+
+    request_id: str
+    kiosk_id: str
+    action: str
+    compartment: int
+    future: asyncio.Future[contract.Reply]
+    last_status: str | None = None  # the last non-final status seen (accepted/in_progress)
+
+
+class PendingCommands:
+    """The commands waiting for a reply; every method runs on the event loop."""
+
+    def __init__(self) -> None:
+        self._by_request: dict[str, PendingCommand] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_request)
+
+    @contextmanager
+    def expect(
+        self, request_id: str, kiosk_id: str, action: str, compartment: int
+    ) -> Iterator[PendingCommand]:
+        """Wait for replies to `request_id` while the block runs (send the command inside it,
+        so a reply that comes at once finds it waiting)."""
+        future: asyncio.Future[contract.Reply] = asyncio.get_running_loop().create_future()
+        pending = PendingCommand(request_id, kiosk_id, action, compartment, future)
+        self._by_request[request_id] = pending
+        try:
+            yield pending
+        finally:
+            self._by_request.pop(request_id, None)
+
+    @staticmethod
+    async def final_reply(pending: PendingCommand, timeout_s: float) -> contract.Reply:
+        """The final reply, or the error that says how far the command got in `timeout_s`."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
+        except TimeoutError:
+            if pending.last_status is None:
+                raise KioskUnreachable(
+                    f"kiosk {pending.kiosk_id} did not answer {pending.action} "
+                    f"within {timeout_s:g} s"
+                ) from None
+            raise CommandTimeout(
+                f"kiosk {pending.kiosk_id} accepted {pending.action} on compartment "
+                f"{pending.compartment} but did not finish it within {timeout_s:g} s"
+            ) from None
+
+    def resolve(self, kiosk_id: str, reply: contract.Reply) -> None:
+        """A reply arrived on `kiosk_id`'s reply topic."""
+        pending = self._by_request.get(reply.request_id)
+        if pending is None:
+            log.debug("reply %s for no waiting command (late or duplicate)", reply.request_id)
+            return
+        if pending.kiosk_id != kiosk_id:
+            # A kiosk's account may publish only under its own topics: answering another
+            # kiosk's command is a forgery or a bug, never an answer.
+            log.warning(
+                "kiosk %s answered request %s sent to kiosk %s; ignored",
+                kiosk_id,
+                reply.request_id,
+                pending.kiosk_id,
+            )
+            return
+        if reply.final:
+            if not pending.future.done():
+                pending.future.set_result(reply)
+        else:
+            pending.last_status = reply.status
+
+    def fail_kiosk(self, kiosk_id: str) -> None:
+        """The kiosk reported itself offline: its commands will not be answered."""
+        for pending in self._by_request.values():
+            if pending.kiosk_id == kiosk_id and not pending.future.done():
+                pending.future.set_exception(
+                    KioskUnreachable(f"kiosk {kiosk_id} went offline during {pending.action}")
+                )
+
+    def fail_all(self, reason: str) -> None:
+        """Nothing will be answered any more (the link stops)."""
+        for pending in self._by_request.values():
+            if not pending.future.done():
+                pending.future.set_exception(KioskUnreachable(reason))

@@ -1,0 +1,146 @@
+"""The kiosk link's connection against a real Mosquitto: what paho's threads hand to the event
+loop, and the subscriptions that follow the kiosk leases (`locker_service.kiosk_link.connection`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from firmware_bridge import contract
+from firmware_bridge.contract.broker import BrokerEndpoint
+from locker_service.kiosk_link.connection import Delivery, KioskConnection
+from locker_service.kiosk_link.counters import LinkCounters
+from tests.support.mosquitto import MosquittoProcess
+
+pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(120)]
+
+WAIT_S = 10.0  # a message on a local broker arrives in milliseconds
+
+
+class Received:
+    """The sink: every message handed over, with the thread it was handed over on."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes, Delivery]] = []
+        self.threads: set[int] = set()
+
+    def __call__(self, topic: str, payload: bytes, delivery: Delivery) -> None:
+        self.threads.add(threading.get_ident())
+        self.messages.append((topic, payload, delivery))
+
+    def topics(self) -> list[str]:
+        return [topic for topic, _, _ in self.messages]
+
+
+async def until(predicate: object, what: str) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def publisher(broker: MosquittoProcess) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    return client
+
+
+def connection(
+    broker: MosquittoProcess, sink: Received, counters: LinkCounters | None = None
+) -> KioskConnection:
+    """A connection as a replica with a lease keeper has: events subscribed kiosk by kiosk."""
+    return KioskConnection(
+        BrokerEndpoint.parse(broker.url),
+        "auto",
+        f"r{uuid.uuid4().hex[:8]}",
+        keepalive_s=30,
+        per_kiosk=True,
+        on_message=sink,
+        counters=counters or LinkCounters(),
+    )
+
+
+def event_json(text: str) -> bytes:
+    return contract.Event(event_id=uuid.uuid4().hex, type="scan", data={"text": text}).to_json()
+
+
+async def test_messages_reach_the_loop_and_subscriptions_follow_the_kiosks(
+    private_mosquitto: MosquittoProcess,
+) -> None:
+    sink = Received()
+    conn = connection(private_mosquitto, sink)
+    pub = publisher(private_mosquitto)
+    await conn.start()
+    try:
+        assert conn.ready and conn.protocol_name == "5"
+        assert await conn.follow_kiosk("k1")
+        mine, theirs = contract.Topics("k1"), contract.Topics("k2")
+        pub.publish(theirs.events, event_json("not followed"), qos=1).wait_for_publish()
+        pub.publish(mine.events, event_json("followed"), qos=1).wait_for_publish()
+        # Every kiosk's status reaches every replica; it comes after both events from one
+        # publisher, so once it is here the events that were going to come have come.
+        pub.publish(theirs.status, b'{"state": "online"}', qos=1).wait_for_publish()
+        await until(lambda: theirs.status in sink.topics(), "k2's status")
+        assert sink.topics() == [mine.events, theirs.status]
+        assert sink.threads == {threading.get_ident()}  # handed over, never called from paho
+
+        await conn.unfollow_kiosk("k1")
+        pub.publish(mine.events, event_json("no longer followed"), qos=1).wait_for_publish()
+        pub.publish(mine.status, b'{"state": "online"}', qos=1).wait_for_publish()
+        await until(lambda: mine.status in sink.topics(), "k1's status")
+        assert sink.topics()[2:] == [mine.status]
+
+        # Alone, a replica takes every kiosk's events by wildcard.
+        assert await conn.follow_every_kiosk(True)
+        pub.publish(theirs.events, event_json("every kiosk"), qos=1).wait_for_publish()
+        await until(lambda: sink.topics()[-1:] == [theirs.events], "k2's event by wildcard")
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        await conn.stop()
+
+
+async def test_a_reconnect_counts_resubscribes_and_starts_a_new_ack_scope(
+    private_mosquitto: MosquittoProcess,
+) -> None:
+    """After the broker restarts, the loop hears of it (not ready, then ready again, one more
+    connect), and the followed kiosks are subscribed again. Each delivery names the socket it
+    came on, so `ack` can tell a packet id of the old connection from one of the new."""
+    sink = Received()
+    counters = LinkCounters()
+    conn = connection(private_mosquitto, sink, counters)
+    await conn.start()
+    pub: mqtt.Client | None = None
+    try:
+        assert await conn.follow_kiosk("k1")
+        before = publisher(private_mosquitto)
+        before.publish(contract.Topics("k1").events, event_json("before"), qos=1)
+        await until(lambda: len(sink.messages) == 1, "the first event")
+        before.loop_stop()
+        before.disconnect()
+        old = sink.messages[0][2]
+        assert old.qos == 1 and old.socket is not None
+
+        connects = counters.connects
+        private_mosquitto.restart(down_s=0.2)  # persistence off: it forgets the subscriptions
+        await until(lambda: not conn.ready, "the loop to see the outage")
+        await until(lambda: conn.ready and counters.connects > connects, "reconnect")
+        pub = publisher(private_mosquitto)
+        pub.publish(contract.Topics("k1").events, event_json("after"), qos=1)
+        await until(lambda: len(sink.messages) == 2, "the event after the reconnect")
+        new = sink.messages[1][2]
+        assert new.socket is not None and new.socket is not old.socket
+    finally:
+        if pub is not None:
+            pub.loop_stop()
+            pub.disconnect()
+        await conn.stop()

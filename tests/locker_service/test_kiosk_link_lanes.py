@@ -1,0 +1,298 @@
+"""The kiosk link's lanes without a broker: order, acks after handling, the scan lane, and what
+a kiosk's lease standing does with its messages (`locker_service.kiosk_link.lanes`)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from firmware_bridge import contract
+from locker_service.kiosk_link.connection import Delivery
+from locker_service.kiosk_link.counters import LinkCounters
+from locker_service.kiosk_link.fencing import CURRENT_FENCE, Fence
+from locker_service.kiosk_link.lanes import Lanes
+from locker_service.kiosk_link.lease_keeper import Standing
+from locker_service.kiosk_link.live import LivePublisher
+from locker_service.live import LiveHub
+
+WAIT_S = 5.0  # how long a test waits for something that happens within a few loop turns
+QUIET_S = 0.05  # the loop runs every ready worker within this when nothing blocks it
+SOCKET = object()  # stands for the connection (socket) that delivered a message
+
+
+class GatedHandler:
+    """Records what it handles and under which fence; an event type in `gates` waits there."""
+
+    def __init__(self) -> None:
+        self.handled: list[tuple[str, str]] = []  # (kiosk, event type or kind)
+        self.fences: list[Fence | None] = []
+        self.gates: dict[str, asyncio.Event] = {}
+        self.fail_on: set[str] = set()
+
+    async def on_status(self, kiosk_id: str, status: contract.KioskStatus) -> None:
+        self.handled.append((kiosk_id, "status"))
+
+    async def on_snapshot(self, kiosk_id: str, snap: contract.CompartmentSnapshot) -> None:
+        self.handled.append((kiosk_id, f"snapshot {snap.n}"))
+
+    async def on_event(self, kiosk_id: str, event: contract.Event) -> None:
+        self.fences.append(CURRENT_FENCE.get())
+        gate = self.gates.get(event.type)
+        if gate is not None:
+            await gate.wait()
+        self.handled.append((kiosk_id, event.data.get("text", event.type)))
+        if event.type in self.fail_on:
+            raise RuntimeError(f"story failed on {event.type}")
+
+
+class StandingTable:
+    """The lease keeper's answers, set by the test (`lanes.LeaseStanding`); the keeper itself,
+    with its database, is tested in test_lease_keeper.py and test_replicas.py."""
+
+    def __init__(self, standings: dict[str, Standing]) -> None:
+        self.standings = standings
+        self.fences: dict[str, Fence] = {}
+        self.noticed_ids: list[str] = []
+        self._changed = asyncio.Event()
+
+    def standing(self, kiosk_id: str) -> Standing:
+        return self.standings.get(kiosk_id, "foreign")
+
+    def fence(self, kiosk_id: str) -> Fence | None:
+        return self.fences.get(kiosk_id)
+
+    async def changed(self) -> None:
+        await self._changed.wait()
+
+    def noticed(self, kiosk_id: str) -> None:
+        self.noticed_ids.append(kiosk_id)
+
+    def wake(self) -> None:
+        pass
+
+    def take(self, kiosk_id: str) -> None:
+        self.standings[kiosk_id] = "held"
+        self.fences[kiosk_id] = Fence(kiosk_id, "r1", 7, time.monotonic() + 60)
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+
+class Parts:
+    def __init__(self, leases: StandingTable | None = None) -> None:
+        self.handler = GatedHandler()
+        self.hub = LiveHub()
+        self.acks: list[int] = []
+        self.telemetry: list[str] = []
+        self.waits: list[str] = []
+        self.counters = LinkCounters()
+        self.next_mid = 1
+        self.lanes = Lanes(
+            self.handler,
+            LivePublisher(self.hub, None),
+            self.ack,
+            self.counters,
+            telemetry=self,
+            leases=leases,
+            wait_observer=lambda lane, _s: self.waits.append(lane),
+        )
+
+    def ack(self, delivery: Delivery) -> None:
+        if delivery.qos > 0:  # as the connection does: QoS 0 has no ack
+            self.acks.append(delivery.mid)
+
+    def submit(self, kiosk_id: str, telemetry: contract.Telemetry) -> None:
+        self.telemetry.append(kiosk_id)
+
+    def deliver(self, kiosk_id: str, model: contract.WireModel) -> int:
+        """Hand the lanes a message as the link's routing does; its packet id."""
+        mid, self.next_mid = self.next_mid, self.next_mid + 1
+        kind: contract.MessageKind = {
+            contract.Event: "event",
+            contract.KioskStatus: "status",
+            contract.CompartmentSnapshot: "snapshot",
+            contract.Telemetry: "telemetry",
+        }[type(model)]  # type: ignore[assignment]
+        self.lanes.admit(kiosk_id, kind, model, Delivery(mid, 1, SOCKET))
+        return mid
+
+
+def event(type_: str, text: str | None = None) -> contract.Event:
+    data = {"text": text} if text is not None else {}
+    return contract.Event(event_id=uuid.uuid4().hex, type=type_, compartment=1, data=data)
+
+
+def telemetry() -> contract.Telemetry:
+    return contract.Telemetry(
+        readings=[contract.Reading(n=1, temp_c=65.0, setpoint_c=None, heater=False)]
+    )
+
+
+def status(state: str = "online") -> contract.KioskStatus:
+    return contract.KioskStatus(state=state)
+
+
+def snapshot(n: int) -> contract.CompartmentSnapshot:
+    return contract.CompartmentSnapshot(
+        n=n,
+        door_open=False,
+        lock_released=False,
+        occupied=False,
+        heater_on=False,
+        uv_on=False,
+        disinfecting=False,
+        disinfect_remaining_s=0,
+        temp_c=None,
+        setpoint_c=None,
+    )
+
+
+async def until(predicate: object, what: str) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+async def parts() -> Parts:
+    return Parts()
+
+
+async def test_a_kiosk_s_messages_are_handled_in_order_and_acked_only_once_handled(
+    parts: Parts,
+) -> None:
+    gate = parts.handler.gates["door_opened"] = asyncio.Event()
+    first = parts.deliver("k1", event("door_opened"))
+    second = parts.deliver("k1", event("item_placed"))
+    third = parts.deliver("k1", event("door_closed"))
+    await asyncio.sleep(QUIET_S)
+    assert parts.acks == [] and parts.handler.handled == []  # the first is still being handled
+    gate.set()
+    await parts.lanes.drain_kiosk("k1")
+    assert [what for _, what in parts.handler.handled] == [
+        "door_opened",
+        "item_placed",
+        "door_closed",
+    ]
+    assert parts.acks == [first, second, third]
+    assert parts.counters.handled_events == {"k1": 3}
+    await parts.lanes.stop()
+
+
+async def test_a_scan_overtakes_its_kiosk_s_earlier_event_and_scans_keep_their_order(
+    parts: Parts,
+) -> None:
+    gate = parts.handler.gates["door_closed"] = asyncio.Event()
+    parts.deliver("k1", event("door_closed"))
+    parts.deliver("k1", event("scan", "first"))
+    parts.deliver("k1", event("scan", "second"))
+    parts.deliver("k1", event("item_placed"))
+    await until(lambda: len(parts.handler.handled) == 2, "the scans")
+    assert parts.handler.handled == [("k1", "first"), ("k1", "second")]
+    assert parts.waits.count("scans") == 2
+    gate.set()
+    await parts.lanes.drain_kiosk("k1")
+    assert [what for _, what in parts.handler.handled[2:]] == ["door_closed", "item_placed"]
+    await parts.lanes.stop()
+
+
+async def test_kiosks_do_not_wait_for_each_other(parts: Parts) -> None:
+    parts.handler.gates["door_opened"] = asyncio.Event()  # never set: k1's lane stays busy
+    parts.deliver("k1", event("door_opened"))
+    mid = parts.deliver("k2", event("door_closed"))
+    await until(lambda: parts.acks == [mid], "k2's event")
+    parts.handler.gates.clear()
+    await parts.lanes.stop()
+
+
+async def test_a_failing_handler_is_counted_acked_and_does_not_block_the_kiosk(
+    parts: Parts,
+) -> None:
+    parts.handler.fail_on.add("item_placed")
+    mids = [parts.deliver("k1", event(t)) for t in ("door_opened", "item_placed", "door_closed")]
+    await parts.lanes.drain_kiosk("k1")
+    assert parts.acks == mids
+    assert parts.counters.handler_errors == 1
+    await parts.lanes.stop()
+
+
+async def test_status_and_snapshots_are_remembered_handled_and_published_live(
+    parts: Parts,
+) -> None:
+    with parts.hub.subscription() as live:
+        parts.deliver("k1", status("online"))
+        parts.deliver("k1", snapshot(2))
+        await parts.lanes.drain_kiosk("k1")
+        kinds = [(await live.next(WAIT_S)) for _ in range(2)]
+    assert [m.kind if m else None for m in kinds] == ["kiosk", "compartment"]
+    assert parts.handler.handled == [("k1", "status"), ("k1", "snapshot 2")]
+    remembered = parts.lanes.kiosk_status("k1")
+    assert remembered is not None and remembered.state == "online"
+    assert parts.lanes.kiosk_status("k2") is None
+    await parts.lanes.stop()
+
+
+async def test_telemetry_goes_to_the_sink_and_the_hub_without_a_queue(parts: Parts) -> None:
+    batch = contract.Telemetry(
+        readings=[contract.Reading(n=1, temp_c=65.0, setpoint_c=None, heater=False)]
+    )
+    with parts.hub.subscription() as live:
+        parts.lanes.admit("k1", "telemetry", batch, Delivery(9, 0, SOCKET))
+        message = await live.next(WAIT_S)
+    assert parts.telemetry == ["k1"]
+    assert message is not None and message.kind == "telemetry"
+    assert message.data["kiosk"] == "k1"
+
+
+async def test_a_foreign_kiosk_s_events_are_dropped_and_its_state_only_feeds_the_hub() -> None:
+    parts = Parts(StandingTable({"mine": "held"}))
+    dropped = parts.deliver("theirs", event("door_opened"))
+    state = parts.deliver("theirs", status("online"))
+    parts.lanes.admit(
+        "theirs",
+        "telemetry",
+        contract.Telemetry(
+            readings=[contract.Reading(n=1, temp_c=65.0, setpoint_c=None, heater=False)]
+        ),
+        Delivery(99, 0, SOCKET),
+    )
+    assert parts.acks == [dropped, state]  # at once: nothing of theirs waits in the window
+    assert parts.counters.dropped_not_held == 1
+    assert parts.telemetry == []  # only the holder writes telemetry
+    remembered = parts.lanes.kiosk_status("theirs")
+    assert remembered is not None  # kept for the dashboards and a later takeover
+    await asyncio.sleep(QUIET_S)
+    assert parts.handler.handled == []
+    await parts.lanes.stop()
+
+
+async def test_an_awaited_kiosk_s_events_wait_unacked_until_its_lease_is_taken() -> None:
+    leases = StandingTable({"k1": "awaited"})
+    parts = Parts(leases)
+    mid = parts.deliver("k1", event("scan", "code"))
+    parts.deliver("k1", snapshot(1))  # not yet ours: acked, kept for the reconciliation
+    await asyncio.sleep(QUIET_S)
+    assert parts.handler.handled == [] and parts.acks == [2]
+    assert leases.noticed_ids == ["k1", "k1"]
+    leases.take("k1")
+    parts.lanes.reconcile_kiosk("k1")
+    await until(lambda: mid in parts.acks, "the scan, once the lease is taken")
+    await parts.lanes.drain_kiosk("k1")
+    assert ("k1", "code") in parts.handler.handled
+    assert ("k1", "snapshot 1") in parts.handler.handled  # the reconciliation
+    assert parts.handler.fences == [leases.fences["k1"]]  # handled under the lease's fence
+    assert parts.acks == [2, mid]  # the replayed snapshot has nothing to ack
+    await parts.lanes.stop()
+
+
+async def test_stopping_leaves_unhandled_messages_unacked(parts: Parts) -> None:
+    parts.handler.gates["door_opened"] = asyncio.Event()
+    parts.deliver("k1", event("door_opened"))
+    parts.deliver("k1", event("door_closed"))
+    await asyncio.sleep(QUIET_S)
+    await parts.lanes.stop()
+    assert parts.acks == []  # the broker re-sends both to the next run
