@@ -116,7 +116,8 @@ class ScriptedKiosk:
         self.replies: list[contract.Reply] = []
         self.events: list[contract.Event] = []
         self._lock = threading.RLock()
-        self._connected = threading.Event()
+        self._connected = threading.Event()  # connected and subscribed to its commands
+        self._subscribe_mid: int | None = None
         self._reply_cache: dict[str, contract.Reply] = {}
         self._script: dict[str, list[ScriptedAnswer]] = {}
         self._silent = False
@@ -132,6 +133,7 @@ class ScriptedKiosk:
             self.topics.status, self._status("offline").to_json(), qos=1, retain=True
         )
         self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -358,11 +360,18 @@ class ScriptedKiosk:
         if reason_code.is_failure:
             log.error("scripted kiosk refused by broker: %s", reason_code)
             return
-        client.subscribe(self.topics.cmd, qos=1)
+        _, self._subscribe_mid = client.subscribe(self.topics.cmd, qos=1)
         self.publish_status()
         for n in self.compartments:
             self.publish_snapshot(n)
-        self._connected.set()
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
+    ) -> None:
+        # Started only once the broker holds the command subscription: a test that sends a
+        # command right after start() must not race the SUBACK.
+        if mid == self._subscribe_mid:
+            self._connected.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
