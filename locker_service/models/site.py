@@ -27,7 +27,7 @@ class Site(Base):
 
 class SiteOncall(Base):
     """Who is told of a site's alerts: Apprise URLs, one a line (set by an admin, checked by
-    `locker_service.notifications.targets` when set and again before each send)."""
+    `locker_service.contacts.targets` when set and again before each send)."""
 
     __tablename__ = "site_oncall"
 

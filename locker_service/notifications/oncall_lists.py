@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.config import Settings
+from locker_service.contacts.targets import Resolver, TargetPolicy, check_urls, resolve
 from locker_service.models import SiteOncall, utcnow
-from locker_service.notifications.targets import Resolver, TargetPolicy, check_urls, resolve
 
 
 def policy_of(settings: Settings) -> TargetPolicy:

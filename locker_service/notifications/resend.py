@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from locker_service.alerts.service import resolve_alerts
 from locker_service.config import Settings
 from locker_service.contacts.channels import NoChannel, channels_for
+from locker_service.contacts.targets import TargetPolicy, check_urls
 from locker_service.errors import Conflict, NotFound, Unprocessable
 from locker_service.live import LiveHub
 from locker_service.models import NotificationOutbox, Order, utcnow
-from locker_service.notifications.targets import TargetPolicy, check_urls
 from locker_service.notifications.worker import UNDELIVERABLE_ALERT
 from locker_service.orders import repository as orders
 

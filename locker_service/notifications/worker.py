@@ -33,6 +33,7 @@ from locker_service.background import BackgroundLoop
 from locker_service.config import Settings
 from locker_service.contacts.channels import NoChannel, channels_for, with_dedupe_header
 from locker_service.contacts.policy import ContactPolicy, check_contact
+from locker_service.contacts.targets import TargetPolicy, TargetRefused, check_urls, split_urls
 from locker_service.live import LiveHub
 from locker_service.models import NotificationOutbox, Order, utcnow
 from locker_service.notifications import repository
@@ -44,7 +45,6 @@ from locker_service.notifications.delivery import (
 )
 from locker_service.notifications.messages import PickupDetails, compose
 from locker_service.notifications.qr import qr_png
-from locker_service.notifications.targets import TargetPolicy, TargetRefused, check_urls, split_urls
 from locker_service.orders.codes import fallback_code, pickup_token
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from locker_service.notifications.targets import TargetPolicy, TargetRefused, check_urls, resolve
+from locker_service.contacts.targets import TargetPolicy, TargetRefused, check_urls, resolve
 
 POLICY = TargetPolicy.of(["json", "jsons", "mailtos", "slack"])
 

@@ -9,8 +9,8 @@ multicast ...), unless it lies inside one of the networks the operator allowed
 The check runs when the URL is set (a 422) and again before each send (DNS may have changed).
 
 The pure part (which hosts a URL connects to, whether an address may be reached) is apart from
-the resolver, so it is tested without DNS. Used for each site's on-call URLs (ADR 0045); the
-purchaser's contact URLs can take the same policy with their own scheme list.
+the resolver, so it is tested without DNS. Used for each site's on-call URLs (ADR 0045) and,
+through `contacts.policy`, for purchasers' contact URLs with their own scheme list (ADR 0038).
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ Resolver = Callable[[str], Awaitable[list[str]]]
 # Apprise plugins that connect to their vendor's fixed public API (the URL's "host" is a token or
 # a channel name, not where the connection goes): there is no host of ours to check.
 FIXED_ENDPOINT_SCHEMES = frozenset(
-    {"pagerduty", "opsgenie", "slack", "msteams", "tgram", "discord", "wecombot", "dingtalk"}
-)
+    {
+        "pagerduty", "opsgenie", "slack", "msteams", "tgram", "discord", "wecombot", "dingtalk",
+        "twilio",
+    }
+)  # fmt: skip
 # Apprise's e-mail plugin connects to the `smtp=` server when one is given, else to the host.
 SMTP_HOST_SCHEMES = frozenset({"mailto", "mailtos"})
 RESOLVE_TIMEOUT_S = 5.0  # a resolver slower than this is treated as one that found nothing
