@@ -141,6 +141,7 @@ def created_answer(settings: Settings, row: dict[str, Any], token: str) -> bytes
         "hold_until": None,
         "expires_at": row["expires_at"],
         "failure_reason": None,
+        "notices": [],  # a new order has had no fault or expiry yet
         "purchaser_url": f"{settings.public_base_url.rstrip('/')}/p/{token}",
     }
     return pydantic_core.to_json(answer)  # the serialiser pydantic's models use

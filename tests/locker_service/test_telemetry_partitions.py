@@ -39,7 +39,7 @@ from locker_service.telemetry.repository import (
 from locker_service.telemetry.retention import RetentionLoop
 from locker_service.telemetry.rollups import minute_of
 from migrations import alembic_config, upgrade
-from tests.locker_service.conftest import drop_pg_database, make_pg_database
+from tests.support.databases import create_pg_database, drop_pg_database
 from tests.locker_service.test_telemetry_ingest import seed, telemetry
 
 # --- pure day arithmetic ---------------------------------------------------------------------
@@ -246,7 +246,7 @@ def test_the_migration_keeps_the_rows_rolls_them_up_and_goes_back(
     backend: str, tmp_path: Path
 ) -> None:
     url = (
-        f"sqlite+aiosqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else make_pg_database()
+        f"sqlite+aiosqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else create_pg_database()
     )
     # One second into a minute: the reading two seconds before falls in the minute before.
     now = datetime.now(UTC).replace(second=1, microsecond=0) - timedelta(minutes=1)

@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import expect
 
 from migrations import upgrade
-from tests.locker_service.conftest import drop_pg_database, make_pg_database
+from tests.support.databases import create_pg_database, drop_pg_database
 from tests.screens.fleet_seed import (
     COMPARTMENTS,
     FAULTY,
@@ -49,7 +49,7 @@ LIVE_TIMEOUT_MS = 10_000  # broker -> service -> SSE -> browser; under the 30 s 
 @pytest.fixture
 def fleet_service(tmp_path: Path) -> Iterator[tuple[ServiceProcess, Fleet]]:
     # In threads of their own: the browser's event loop already runs in this one.
-    url = in_thread(make_pg_database)
+    url = in_thread(create_pg_database)
     try:
         in_thread(lambda: upgrade(url))
         fleet = in_thread(lambda: seed_fleet(url))
