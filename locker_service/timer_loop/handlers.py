@@ -25,6 +25,7 @@ from locker_service.compartments.lifecycle import CompartmentState, CompartmentT
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosk_link.errors import KioskLinkError
+from locker_service.kiosks import repository as kiosk_reports
 from locker_service.kiosks.story import Story
 from locker_service.models import (
     Compartment,
@@ -294,6 +295,12 @@ async def dropoff_timeout(ctx: ServiceContext, timer: Timer) -> datetime | None:
             # Nothing heard from the compartment since it was unlocked (the service was down,
             # or the kiosk is): its door and occupancy here are older than the drop-off.
             # Deciding now could free a compartment that has food in it; wait for the kiosk.
+            return _retry(ctx)
+        opened = await kiosk_reports.door_opened_for_order(session, order.id, assigned_at)
+        if opened is None and fresh.lock_released:
+            # Unlocked and the door not yet seen open: the courier may be opening it now, or did
+            # while the service was away and its reports are still on their way. An empty, shut
+            # compartment proves nothing until the door has opened or the latch sprung back.
             return _retry(ctx)
         if fresh.occupied:
             await story.deposit(session, kiosk, fresh, order)

@@ -39,8 +39,8 @@ from locker_service.telemetry.repository import (
 from locker_service.telemetry.retention import RetentionLoop
 from locker_service.telemetry.rollups import minute_of
 from migrations import alembic_config, upgrade
-from tests.support.databases import create_pg_database, drop_pg_database
 from tests.locker_service.test_telemetry_ingest import seed, telemetry
+from tests.support.databases import create_pg_database, drop_pg_database
 
 # --- pure day arithmetic ---------------------------------------------------------------------
 
@@ -245,9 +245,8 @@ async def test_a_chart_of_the_last_hour_plans_only_its_days_partitions(
 def test_the_migration_keeps_the_rows_rolls_them_up_and_goes_back(
     backend: str, tmp_path: Path
 ) -> None:
-    url = (
-        f"sqlite+aiosqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else create_pg_database()
-    )
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    url = sqlite_url if backend == "sqlite" else create_pg_database()
     # One second into a minute: the reading two seconds before falls in the minute before.
     now = datetime.now(UTC).replace(second=1, microsecond=0) - timedelta(minutes=1)
     readings = [(now - timedelta(days=10, seconds=s), 60.0 + s) for s in (0, 1, 2)] + [

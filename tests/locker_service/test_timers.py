@@ -128,28 +128,35 @@ async def test_a_courier_who_walks_away_frees_the_compartment(
     # nothing heard from the kiosk since the unlock: it does not guess, it waits
     assert await _state(service, order["id"]) == "assigned"
     handler = runtime.story
-    await handler.on_snapshot(
-        world.kiosk_code,
-        contract.CompartmentSnapshot(
-            n=n,
-            door_open=False,
-            lock_released=True,
-            occupied=False,
-            heater_on=False,
-            uv_on=False,
-            disinfecting=False,
-            disinfect_remaining_s=0,
-            temp_c=21.0,
-            setpoint_c=None,
-        ),
-    )
-    async with session_scope(service.sessionmaker) as session:
-        await session.execute(
-            update(Timer)
-            .where(Timer.kind == TimerKind.DROPOFF_TIMEOUT.value)
-            .values(due_at=utcnow(), locked_until=None)
+
+    async def board_says(lock_released: bool) -> None:
+        await handler.on_snapshot(
+            world.kiosk_code,
+            contract.CompartmentSnapshot(
+                n=n,
+                door_open=False,
+                lock_released=lock_released,
+                occupied=False,
+                heater_on=False,
+                uv_on=False,
+                disinfecting=False,
+                disinfect_remaining_s=0,
+                temp_c=21.0,
+                setpoint_c=None,
+            ),
         )
-    await loop.run_due()  # the kiosk says: lock released, door never opened, nothing inside
+        async with session_scope(service.sessionmaker) as session:
+            await session.execute(
+                update(Timer)
+                .where(Timer.kind == TimerKind.DROPOFF_TIMEOUT.value)
+                .values(due_at=utcnow(), locked_until=None)
+            )
+        await loop.run_due()
+
+    await board_says(lock_released=True)
+    # released but the door not yet seen open: the courier may be opening it right now
+    assert await _state(service, order["id"]) == "assigned"
+    await board_says(lock_released=False)  # the latch sprang back, the door never opened
     assert await _state(service, order["id"]) == "created"
     async with service.sessionmaker() as session:
         c = await session.scalar(

@@ -20,7 +20,6 @@ import pytest
 from playwright.sync_api import expect
 
 from migrations import upgrade
-from tests.support.databases import create_pg_database, drop_pg_database
 from tests.screens.fleet_seed import (
     COMPARTMENTS,
     FAULTY,
@@ -38,6 +37,7 @@ from tests.screens.support import (
     in_thread,
     serious_accessibility_violations,
 )
+from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.scripted_kiosk import ScriptedKiosk
 
 pytestmark = [pytest.mark.browser]
