@@ -300,9 +300,11 @@ class ScriptedKiosk:
 
     def republish_event(self, event: contract.Event) -> None:
         """Send an event (again): MQTT is at-least-once, so the service must tolerate this."""
+        # Recorded and handed to paho under one lock: the door events (the test's thread) and the
+        # cycle's end (a timer thread) then reach the broker in the order `events` lists them.
         with self._lock:
             self.events.append(event)
-        self._client.publish(self.topics.events, event.to_json(), qos=1)
+            self._client.publish(self.topics.events, event.to_json(), qos=1)
 
     def publish_telemetry(self) -> contract.Telemetry:
         with self._lock:
