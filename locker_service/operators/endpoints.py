@@ -83,18 +83,7 @@ async def sites(principal: OperatorDep, session: SessionDep) -> list[SiteRead]:
             )
             for k, total, free in rows.all()
         ]
-        result.append(
-            SiteRead(
-                id=site.id,
-                code=site.code,
-                name=site.name,
-                timezone=site.timezone,
-                kill_switch_engaged=site.kill_switch_engaged,
-                kill_switch_reason=site.kill_switch_reason,
-                kill_switch_at=site.kill_switch_at,
-                kiosks=kiosks,
-            )
-        )
+        result.append(_site_read(site, kiosks))
     return result
 
 
@@ -294,12 +283,7 @@ async def search_orders(
     return [OrderRow.model_validate(o, from_attributes=True) for o in found]
 
 
-@router.post("/sites/{site_id}/kill-switch", response_model=SiteRead)
-async def kill_switch(
-    site_id: IdPath, body: KillSwitchRequest, principal: OperatorDep, ctx: ContextDep
-) -> SiteRead:
-    """Freeze (or unfreeze) every code and remote opening at a site."""
-    site = await service.kill_switch(ctx, principal, site_id, body.engaged, body.reason)
+def _site_read(site: Site, kiosks: list[KioskSummary] | None = None) -> SiteRead:
     return SiteRead(
         id=site.id,
         code=site.code,
@@ -308,8 +292,17 @@ async def kill_switch(
         kill_switch_engaged=site.kill_switch_engaged,
         kill_switch_reason=site.kill_switch_reason,
         kill_switch_at=site.kill_switch_at,
-        kiosks=[],
+        kiosks=kiosks or [],
     )
+
+
+@router.post("/sites/{site_id}/kill-switch", response_model=SiteRead)
+async def kill_switch(
+    site_id: IdPath, body: KillSwitchRequest, principal: OperatorDep, ctx: ContextDep
+) -> SiteRead:
+    """Freeze (or unfreeze) every code and remote opening at a site."""
+    site = await service.kill_switch(ctx, principal, site_id, body.engaged, body.reason)
+    return _site_read(site)
 
 
 @router.post("/kill-switch", response_model=list[SiteRead])
@@ -318,19 +311,7 @@ async def freeze_all(
 ) -> list[SiteRead]:
     """Freeze (or unfreeze) every site at once: admins only, audited (docs/adr/0039)."""
     sites = await service.freeze_all(ctx, principal, body.engaged, body.reason)
-    return [
-        SiteRead(
-            id=site.id,
-            code=site.code,
-            name=site.name,
-            timezone=site.timezone,
-            kill_switch_engaged=site.kill_switch_engaged,
-            kill_switch_reason=site.kill_switch_reason,
-            kill_switch_at=site.kill_switch_at,
-            kiosks=[],
-        )
-        for site in sites
-    ]
+    return [_site_read(site) for site in sites]
 
 
 def _oncall(site_id: int, found: SiteOncall | None) -> OncallRead:
