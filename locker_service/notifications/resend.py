@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.alerts.service import resolve_alerts
 from locker_service.config import Settings
-from locker_service.contacts.channels import NoChannel, channels_for
-from locker_service.contacts.targets import TargetPolicy, check_urls
+from locker_service.contacts.channels import ContactRefused, NoChannel, channels_for
+from locker_service.contacts.policy import ContactPolicy
+from locker_service.contacts.policy import check_contact as check_contact_urls
 from locker_service.errors import Conflict, NotFound, Unprocessable
 from locker_service.live import LiveHub
 from locker_service.models import NotificationOutbox, Order, utcnow
@@ -37,7 +38,7 @@ async def check_contact(contact: str, settings: Settings) -> str:
     """The corrected contact if this deployment can reach it; Unprocessable naming why not."""
     contact = contact.strip()
     try:
-        urls = channels_for(
+        channels_for(
             contact,
             email_url=settings.notify_email_url,
             sms_url=settings.notify_sms_url,
@@ -45,8 +46,12 @@ async def check_contact(contact: str, settings: Settings) -> str:
         )
     except NoChannel as exc:
         raise Unprocessable(str(exc), code="contact_unreachable") from None
-    if "://" in contact:  # the merchant's own URL: no internal host, whatever its scheme
-        await check_urls(urls, TargetPolicy.of(None, settings.notify_contact_allowed_networks))
+    # The same check as at the order's creation and before every send: a contact the outbox
+    # would refuse must not be accepted here (and the alert resolved) only to fail again.
+    try:
+        await check_contact_urls(contact, ContactPolicy.of_settings(settings))
+    except ContactRefused as exc:
+        raise Unprocessable(str(exc), code=exc.code) from None
     return contact
 
 

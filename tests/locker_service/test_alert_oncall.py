@@ -288,6 +288,12 @@ async def test_a_purchaser_never_reached_raises_an_alert_and_a_resend_delivers(
         assert (await app_client.post(path, json={}, headers=viewer)).status_code == 403
         bad = await app_client.post(path, json={"contact": "someone"}, headers=world.operator())
         assert bad.status_code == 422 and bad.json()["error"] == "contact_unreachable"
+        # A scheme the outbox would refuse is refused here too, not accepted to fail again.
+        off_list = await app_client.post(
+            path, json={"contact": "xml://hooks.example.com/x"}, headers=world.operator()
+        )
+        assert off_list.status_code == 422
+        assert off_list.json()["error"] == "contact_scheme_not_allowed"
         answer = await app_client.post(
             path, json={"contact": corrected.url}, headers=world.operator()
         )
