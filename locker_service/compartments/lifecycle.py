@@ -7,9 +7,14 @@ compartment held no order).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 
 from locker_service.errors import InvalidTransition
+
+# The kiosk PC's clock (event and snapshot stamps) against the service's: NTP keeps them well
+# inside this. Used wherever a kiosk's stamp is set against the service's own records.
+KIOSK_CLOCK_SKEW = timedelta(seconds=5)
 
 
 class CompartmentState(StrEnum):

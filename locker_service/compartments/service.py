@@ -15,6 +15,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import contract
+from locker_service.compartments.lifecycle import KIOSK_CLOCK_SKEW
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.errors import ServiceUnavailable
@@ -27,9 +28,8 @@ UNLOCK_PULSE_MS = 500  # long enough for the solenoid latch on every board we kn
 # An authorised opening explains a door_opened event this long after it (nominal seconds): the
 # unlock deadline plus the time a person takes to pull the door.
 AUTHORISATION_WINDOW_S = 120.0
-# The kiosk's clock and ours may differ a little; an event stamped slightly before the
-# authorisation (kiosk clock behind) is still explained by it.
-CLOCK_SKEW = timedelta(seconds=5)
+# An event stamped slightly before the authorisation (kiosk clock behind) is still explained by it.
+CLOCK_SKEW = KIOSK_CLOCK_SKEW
 
 
 class UnlockFailed(ServiceUnavailable):

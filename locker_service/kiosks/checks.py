@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from locker_service.compartments.lifecycle import CompartmentState
+from locker_service.compartments.lifecycle import KIOSK_CLOCK_SKEW, CompartmentState
 from locker_service.orders.lifecycle import OrderState
 
-# The kiosk PC's clock (event and snapshot stamps) against the service's (its own records):
-# NTP keeps them well inside this; the same allowance as for explaining a door opening.
-CLOCK_SKEW = timedelta(seconds=5)
+# The same allowance as for explaining a door opening.
+CLOCK_SKEW = KIOSK_CLOCK_SKEW
 # Wall-clock floor of the cycle-end tolerance: a board counts its cycle in steps (the simulator
 # steps 0.1 s of wall clock at any time scale), so a cycle may end up to one step before its
 # exact time; under a large time scale the scaled tolerance alone would be shorter than a step.

@@ -305,7 +305,7 @@ async def dropoff_timeout(ctx: ServiceContext, timer: Timer) -> datetime | None:
         if fresh.occupied:
             await story.deposit(session, kiosk, fresh, order)
         else:
-            await story.release_empty(session, kiosk, fresh, order, "drop-off timed out")
+            await story.release_empty(session, kiosk, fresh, order, kiosk_reports.DROPOFF_TIMED_OUT)
     return None
 
 
