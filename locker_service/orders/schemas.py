@@ -82,6 +82,9 @@ class PurchaserStatus(BaseModel):
     picked_up_at: datetime | None
     deposited: bool = Field(description="the food was put in the locker")
     fault: bool = Field(description="the compartment holding the order reports a fault")
+    fault_code: str | None = Field(
+        default=None, description="which fault (e.g. lock_jammed, heater_fault), when there is one"
+    )
     kiosk_online: bool | None = Field(description="the locker's kiosk is connected")
 
 

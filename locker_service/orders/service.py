@@ -263,5 +263,6 @@ async def purchaser_status(
         picked_up_at=order.picked_up_at,
         deposited=order.deposited_at is not None,
         fault=fault is not None,
+        fault_code=fault,
         kiosk_online=online,
     )

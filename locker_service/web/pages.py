@@ -174,7 +174,7 @@ async def purchaser_page(
     situation = exceptions.purchaser_status(
         status.state,
         deposited=status.deposited,
-        compartment_fault="fault" if status.fault else None,
+        compartment_fault=status.fault_code,
         kiosk_online=status.kiosk_online is not False,
     )
     minutes_left = None

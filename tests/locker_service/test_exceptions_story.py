@@ -222,3 +222,19 @@ async def test_food_taken_out_during_the_hold_tells_purchaser_merchant_and_opera
     ]
     assert "removed_during_hold" in await _alerts(service)
     assert "could not be completed" in await _page(app_client, order, "en")
+
+
+async def test_the_purchaser_page_names_the_fault_the_board_reported(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    """A jammed lock during the hold keeps the food hot: her page still says so (the lock only
+    matters once she comes), where a heater fault would say a fault occurred."""
+    order, n = await _deposit(app_client, world, service, "F-lock")
+    await TimerLoop(service).run_due()
+    await event(service, world, "disinfection_started", n)
+    await event(service, world, "fault_raised", n, fault="lock_jammed")
+
+    status = (await app_client.get(f"/api/v1/p/{token_of(order)}")).json()
+    assert (status["fault"], status["fault_code"]) == (True, "lock_jammed")
+    page_en = await _page(app_client, order, "en")
+    assert "kept hot" in page_en and "A fault occurred" not in page_en
