@@ -200,9 +200,12 @@ def purchaser_status(
     order_state: str, *, deposited: bool, compartment_fault: str | None, kiosk_online: bool
 ) -> str:
     """The i18n key of the purchaser page's status line: the truth before the order's state."""
-    if order_state == "expired":
-        return decide(expiry_exception(deposited)).purchaser_status
     food_inside = order_state in ("deposited", "disinfecting", "ready")
+    if order_state == "expired":
+        if deposited and compartment_fault is not None:
+            # Expired behind a fault she was told about: not "not collected in time".
+            return decide(fault_exception(compartment_fault)).purchaser_status
+        return decide(expiry_exception(deposited)).purchaser_status
     if food_inside and compartment_fault is not None:
         exception = fault_exception(compartment_fault)
         if exception is not Exceptional.LOCK_JAMMED or order_state == "ready":

@@ -285,6 +285,8 @@ class Story:
                 where=await self.where(session, kiosk, c),
                 deadline=None,
             )
+            # Told that staff will contact her: no reminder to come and collect it after that.
+            await timers.cancel(session, [TimerKind.REMINDER], order_id=order.id)
         self._publish(session, kiosk, c, order)
 
     # -- pickup and emptying ----------------------------------------------------------------

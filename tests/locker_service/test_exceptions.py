@@ -120,6 +120,7 @@ def test_board_faults_map_to_exceptions(fault: str, exception: Exceptional) -> N
         ("created", False, None, False, "status.created"),  # no food inside: nothing to say
         ("expired", False, None, True, "status.expired_never_dropped_off"),
         ("expired", True, None, True, "status.expired"),
+        ("expired", True, "heating_watchdog", True, "status.fault"),  # not "not collected"
         ("picked_up", True, "sensor_open", True, "status.picked_up"),
     ],
 )

@@ -105,6 +105,7 @@ async def test_heater_fault_during_the_hold_tells_everyone_and_starts_nothing_ag
     assert "abort the cycle and open" in alert.message
     assert not await _pending(service, TimerKind.START_HOLD_CYCLE)  # no retry against a fault
     assert not await _pending(service, TimerKind.CYCLE_WATCHDOG)  # and no "overdue" later
+    assert not await _pending(service, TimerKind.REMINDER)  # never "come and collect it" now
 
     fault_message = (await _outbox(service, order["id"]))["fault"]
     assert "staff will contact you" in fault_message.body
