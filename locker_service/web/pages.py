@@ -23,6 +23,7 @@ from fastapi.templating import Jinja2Templates
 from locker_service.api.deps import SessionDep, SettingsDep
 from locker_service.errors import NotFound
 from locker_service.kiosks import exceptions
+from locker_service.operators.notes import REASON_MAX_LENGTH
 from locker_service.orders import service as orders
 from locker_service.web import TEMPLATES_DIR, i18n, repository
 
@@ -74,7 +75,12 @@ async def dashboard(request: Request) -> HTMLResponse:
     return page(
         request,
         "dashboard.html",
-        {"lang": "en", "floor_c": settings.hold_floor_c, "time_scale": settings.time_scale},
+        {
+            "lang": "en",
+            "floor_c": settings.hold_floor_c,
+            "time_scale": settings.time_scale,
+            "reason_max": REASON_MAX_LENGTH,  # what the API takes, so the form never sends more
+        },
     )
 
 

@@ -111,3 +111,12 @@ async def test_the_longest_out_of_service_reason_is_stored_whole(
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["out_of_service_reason"].startswith(reason + " (operator ")
+
+
+async def test_the_dashboard_takes_no_longer_reason_than_the_api(
+    app_client: httpx.AsyncClient,
+) -> None:
+    page = await app_client.get("/dashboard")
+    assert page.status_code == 200
+    assert page.text.count(f'maxlength="{REASON_MAX_LENGTH}"') == 3  # open, kill switch, all
+    assert 'maxlength="500"' not in page.text
