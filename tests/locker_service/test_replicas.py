@@ -299,12 +299,6 @@ async def test_two_replicas_run_the_story_once(
     assert kiosk.kiosk_id not in b.leases.held()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race, left open in issue #15: a replica that was alone follows every kiosk; "
-    "events that reach it in the switch to per-kiosk subscriptions can be handled again, or "
-    "out of the sent order, once it takes the lease (duplicates change nothing: event ids)",
-)
 async def test_kiosks_on_two_replicas_each_apply_a_burst_in_order(
     start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
 ) -> None:
@@ -339,12 +333,6 @@ async def test_kiosks_on_two_replicas_each_apply_a_burst_in_order(
         assert (door_open, occupied) == (False, False)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race, left open in issue #15: a replica that was alone follows every kiosk; "
-    "events that reach it in the switch to per-kiosk subscriptions can be handled again, or "
-    "out of the sent order, once it takes the lease (duplicates change nothing: event ids)",
-)
 async def test_a_replica_stopped_cleanly_hands_its_kiosks_over_at_once(
     start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
 ) -> None:

@@ -132,6 +132,11 @@ class ScriptedKiosk:
         self._client.will_set(
             self.topics.status, self._status("offline").to_json(), qos=1, retain=True
         )
+        # No in-flight window: with paho's default of 20, QoS 1 publishes beyond it wait in
+        # paho's queue, and a burst of door events then reached the broker out of the order
+        # `events` lists them (seen in about half of the two-replica burst runs). MQTT 3.1.1
+        # sets no receive maximum, so the broker takes them all.
+        self._client.max_inflight_messages_set(0)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
