@@ -266,7 +266,9 @@ class MqttLink:
 
     def emit_event(self, event: Event) -> None:
         """Write the event to the outbox first; the pump sends it as soon as it can."""
-        self.store.append_event(event.event_id, event.to_json())
+        self.store.append_event(
+            event.event_id, lambda seq: event.model_copy(update={"seq": seq}).to_json()
+        )
         self._wake.set()
 
     # -- outbox pump --------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,9 +117,15 @@ class BridgeStore:
 
     # -- event outbox -------------------------------------------------------------------------
 
-    def append_event(self, event_id: str, payload: bytes) -> int:
-        """Queue one event; returns its sequence number. Drops the oldest past the limit."""
+    def append_event(self, event_id: str, render: Callable[[int], bytes]) -> int:
+        """Queue one event; returns its sequence number (0 if `event_id` is queued already).
+
+        `render(seq)` gives the payload: the event carries its own number, so the service can
+        put a burst the broker delivered out of order back in order. AUTOINCREMENT: a number is
+        never given twice, even once the queue has emptied. Drops the oldest past the limit."""
         with self._tx() as db:
+            if db.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,)).fetchone():
+                return 0  # asked first: an ignored insert would still use up a number
             (count,) = db.execute("SELECT count(*) FROM events").fetchone()
             if count >= self.event_limit:
                 excess = count - self.event_limit + 1
@@ -130,10 +136,11 @@ class BridgeStore:
                 self.events_dropped += excess
                 log.warning("event queue full (%d): dropped the %d oldest", count, excess)
             cur = db.execute(
-                "INSERT OR IGNORE INTO events (event_id, payload) VALUES (?, ?)",
-                (event_id, payload),
+                "INSERT INTO events (event_id, payload) VALUES (?, ?)", (event_id, b"")
             )
-            return int(cur.lastrowid or 0)
+            seq = int(cur.lastrowid or 0)
+            db.execute("UPDATE events SET payload = ? WHERE seq = ?", (render(seq), seq))
+            return seq
 
     def events_after(self, seq: int, limit: int) -> list[QueuedEvent]:
         with self._lock:

@@ -166,6 +166,13 @@ class RuntimeCollector(Collector):
             "locker_kiosk_handler_errors", "Kiosk messages whose handling raised"
         )
         commands = CounterMetricFamily("locker_kiosk_commands", "Commands sent to kiosks")
+        reordered = CounterMetricFamily(
+            "locker_kiosk_events_held_for_order",
+            "Events that arrived ahead of an earlier one of their kiosk and waited for it",
+        )
+        gaps = CounterMetricFamily(
+            "locker_kiosk_event_gaps_skipped", "Missing kiosk events given up on after a wait"
+        )
         stored = CounterMetricFamily("locker_telemetry_readings_stored", "Readings stored")
         dropped = CounterMetricFamily(
             "locker_telemetry_readings_dropped", "Readings not stored, by reason", labels=["reason"]
@@ -180,7 +187,7 @@ class RuntimeCollector(Collector):
         kinds: dict[str, int] = {}
         totals = dict.fromkeys(
             ("connected", "malformed", "errors", "commands", "stored", "unknown", "overflow",
-             "buffered", "sent", "failed"),
+             "buffered", "sent", "failed", "reordered", "gaps"),
             0,
         )  # fmt: skip
         for runtime in list(self._runtimes):
@@ -192,6 +199,8 @@ class RuntimeCollector(Collector):
                 totals["malformed"] += link.counters.dropped_malformed
                 totals["errors"] += link.counters.handler_errors
                 totals["commands"] += link.counters.commands_sent
+                totals["reordered"] += link.counters.events_held_for_order
+                totals["gaps"] += link.counters.event_gaps_skipped
             ingest = runtime.ingest
             totals["stored"] += ingest.counters.stored
             totals["unknown"] += ingest.counters.dropped_unknown_kiosk
@@ -206,6 +215,8 @@ class RuntimeCollector(Collector):
         malformed.add_metric([], totals["malformed"])
         handler_errors.add_metric([], totals["errors"])
         commands.add_metric([], totals["commands"])
+        reordered.add_metric([], totals["reordered"])
+        gaps.add_metric([], totals["gaps"])
         stored.add_metric([], totals["stored"])
         dropped.add_metric(["unknown_kiosk"], totals["unknown"])
         dropped.add_metric(["overflow"], totals["overflow"])
@@ -213,7 +224,7 @@ class RuntimeCollector(Collector):
         sent.add_metric([], totals["sent"])
         failed.add_metric([], totals["failed"])
         yield from (connected, received, malformed, handler_errors, commands, stored, dropped)
-        yield from (buffered, sent, failed)
+        yield from (buffered, sent, failed, reordered, gaps)
 
 
 COLLECTOR = RuntimeCollector()

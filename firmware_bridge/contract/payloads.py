@@ -100,6 +100,11 @@ class Event(WireModel):
     compartment: CompartmentNumber | None = None
     ts: AwareDatetime = Field(default_factory=utcnow)
     data: dict[str, Any] = Field(default_factory=dict)
+    # The bridge's outbox number: each event of a kiosk one more than the one before, across
+    # bridge restarts. The broker may deliver a burst out of order (Mosquitto does when its
+    # in-flight window to the service is full); the service puts events back in this order.
+    # None from a bridge that predates it: arrival order then.
+    seq: int | None = Field(default=None, ge=1)
 
 
 class UnlockArgs(WireModel):

@@ -20,5 +20,9 @@ class LinkCounters:
     # Events handed to the story, per kiosk: with leases, one replica per kiosk has any.
     handled_events: dict[str, int] = field(default_factory=dict)
     handler_errors: int = 0
+    # Events that arrived ahead of an earlier one of their kiosk and waited for it (ADR 0066),
+    # and gaps given up on (the missing event never came).
+    events_held_for_order: int = 0
+    event_gaps_skipped: int = 0
     commands_sent: int = 0
     connects: int = 0

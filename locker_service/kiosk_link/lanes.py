@@ -11,6 +11,9 @@ one whose lease this replica awaits wait, unacknowledged, until the lease is tak
 status and snapshots of every kiosk are remembered, so taking a lease can hand them to the story
 (`reconcile_kiosk`): the reconciliation a resubscription would bring.
 
+Events go into the lanes in the order the kiosk's bridge numbered them, not the order the
+broker delivered them (`sequencer.py`, ADR 0066).
+
 Everything here runs on the event loop and does no I/O of its own: tested without a broker.
 """
 
@@ -34,6 +37,7 @@ from locker_service.kiosk_link.fencing import CURRENT_FENCE, Fence, LeaseLost
 from locker_service.kiosk_link.handler import KioskHandler, TelemetrySink
 from locker_service.kiosk_link.lease_keeper import Standing
 from locker_service.kiosk_link.live import LivePublisher
+from locker_service.kiosk_link.sequencer import GAP_WAIT_S, Sequencer
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,7 @@ class Lanes:
         telemetry: TelemetrySink | None = None,
         leases: LeaseStanding | None = None,
         wait_observer: Callable[[str, float], None] | None = None,
+        gap_wait_s: float = GAP_WAIT_S,
     ) -> None:
         self._handler = handler
         self._live = live
@@ -106,6 +111,9 @@ class Lanes:
         # The last retained snapshot of every compartment, replayed to the story when this
         # replica takes a kiosk's lease: the reconciliation a resubscription would bring.
         self._snapshots: dict[tuple[str, int], contract.CompartmentSnapshot] = {}
+        self._gap_wait_s = gap_wait_s
+        self._sequencers: dict[str, Sequencer[Inbound]] = {}
+        self._gap_timers: dict[str, asyncio.TimerHandle] = {}
 
     def kiosk_status(self, kiosk_id: str) -> contract.KioskStatus | None:
         return self._kiosk_status.get(kiosk_id)
@@ -140,10 +148,16 @@ class Lanes:
             self._ack(delivery)
             if kind == "event":
                 self._drop_not_held(kiosk_id, model)
+                if standing == "foreign":
+                    self._forget_order(kiosk_id)
             else:
                 self._live.publish(kiosk_id, kind, model)
             return
-        self._enqueue(Inbound(kiosk_id, kind, model, delivery))
+        item = Inbound(kiosk_id, kind, model, delivery)
+        if isinstance(model, contract.Event):
+            self._in_order(item, model.seq)
+        else:
+            self._enqueue(item)
 
     def reconcile_kiosk(self, kiosk_id: str) -> None:
         """Hand the story the kiosk's last retained status and snapshots (held just now)."""
@@ -163,6 +177,10 @@ class Lanes:
 
     async def stop(self) -> None:
         """Stop the workers; what waits in their queues stays unacknowledged for the broker."""
+        for timer in self._gap_timers.values():
+            timer.cancel()
+        self._gap_timers.clear()
+        self._sequencers.clear()
         for task in self._workers.values():
             task.cancel()
         for task in self._workers.values():
@@ -174,6 +192,69 @@ class Lanes:
     def _drop_not_held(self, kiosk_id: str, model: BaseModel) -> None:
         self._counters.dropped_not_held += 1
         log.debug("dropped %s of kiosk %s: its lease is not held here", model, kiosk_id)
+
+    # -- the bridge's order ------------------------------------------------------------------
+
+    def _in_order(self, item: Inbound, seq: int | None) -> None:
+        sequencer = self._sequencers.get(item.kiosk_id)
+        if sequencer is None:
+            sequencer = self._sequencers[item.kiosk_id] = Sequencer(self._gap_wait_s)
+        before = sequencer.held
+        for ready in sequencer.offer(seq, item, asyncio.get_running_loop().time()):
+            self._enqueue(ready)
+        if sequencer.held > before:
+            self._counters.events_held_for_order += 1
+        self._arm_gap_timer(item.kiosk_id)
+
+    def _arm_gap_timer(self, kiosk_id: str) -> None:
+        timer = self._gap_timers.pop(kiosk_id, None)
+        if timer is not None:
+            timer.cancel()
+        sequencer = self._sequencers.get(kiosk_id)
+        deadline = sequencer.deadline() if sequencer is not None else None
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._gap_timers[kiosk_id] = loop.call_at(deadline, self._gap_due, kiosk_id)
+
+    def _gap_due(self, kiosk_id: str) -> None:
+        self._gap_timers.pop(kiosk_id, None)
+        sequencer = self._sequencers.get(kiosk_id)
+        if sequencer is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if any(q.qsize() for q in self._kiosk_queues(kiosk_id)):
+            # Its earlier events are still waiting to be handled: the missing one may be
+            # queued in the broker behind their acknowledgements.
+            sequencer.touch(now)
+        else:
+            ready = sequencer.give_up(now)
+            if ready:
+                self._counters.event_gaps_skipped += 1
+                log.warning(
+                    "kiosk %s: an event before #%s never came (refused by the broker or dropped "
+                    "as malformed?); the %d after it are handled on",
+                    kiosk_id,
+                    ready[0].payload.seq if isinstance(ready[0].payload, contract.Event) else "?",
+                    len(ready),
+                )
+            for item in ready:
+                self._enqueue(item)
+        self._arm_gap_timer(kiosk_id)
+
+    def _forget_order(self, kiosk_id: str) -> None:
+        """The kiosk is held elsewhere now: what waited for a gap goes to the worker, which
+        acknowledges and drops it (the holder has its own copies)."""
+        sequencer = self._sequencers.pop(kiosk_id, None)
+        timer = self._gap_timers.pop(kiosk_id, None)
+        if timer is not None:
+            timer.cancel()
+        if sequencer is not None:
+            for item in sequencer.flush():
+                self._enqueue(item)
+
+    def _kiosk_queues(self, kiosk_id: str) -> list[asyncio.Queue[Inbound]]:
+        lanes = (kiosk_id, kiosk_id + SCAN_LANE)
+        return [self._queues[lane] for lane in lanes if lane in self._queues]
 
     def _enqueue(self, item: Inbound) -> None:
         lane = lane_of(item)

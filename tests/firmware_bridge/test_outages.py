@@ -88,6 +88,10 @@ def test_broker_restart_loses_no_event_and_keeps_their_order(
                 assert [e["type"] for e in unique(n=3)] == ["door_opened", "door_closed"]
                 stamps = [e["ts"] for e in unique()]
                 assert stamps == sorted(stamps)  # original timestamps, in order
+                # Numbered by the outbox, one after the other across the outage: what the
+                # service orders a kiosk's events by (ADR 0066).
+                numbers = [e["seq"] for e in unique()]
+                assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
                 assert bridge.link.connects == 2
                 # The retained status says online again after the broker came back.
                 obs.wait(lambda: bridge.store.event_count() == 0, "outbox drained")

@@ -93,7 +93,7 @@ def test_a_refusal_landing_during_a_pump_pass_is_not_taken_for_delivery(tmp_path
     store = BridgeStore(tmp_path / "bridge.sqlite")
     link = MqttLink(settings, store, on_command=lambda _: None, on_connected=lambda: None)
     try:
-        seq = store.append_event("e-1", b'{"event_id": "e-1"}')
+        seq = store.append_event("e-1", lambda _: b'{"event_id": "e-1"}')
         link._inflight.append(_InFlight(seq, _PublishedWithRefusal(link, 7)))  # type: ignore[arg-type]
         link._pump()  # not connected: it only settles what is in flight
         [(event, reason)] = store.refused_events()

@@ -10,7 +10,7 @@ from firmware_bridge.store import BridgeStore
 def test_events_come_back_in_order_after_a_restart(tmp_path: Path) -> None:
     store = BridgeStore(tmp_path / "b.sqlite3")
     for i in range(5):
-        store.append_event(f"e{i}", f'{{"i":{i}}}'.encode())
+        store.append_event(f"e{i}", lambda _, i=i: f'{{"i":{i}}}'.encode())
     store.close()  # as if the process died: nothing was acknowledged
     again = BridgeStore(tmp_path / "b.sqlite3")
     assert [e.event_id for e in again.events_after(0, 100)] == ["e0", "e1", "e2", "e3", "e4"]
@@ -20,15 +20,29 @@ def test_events_come_back_in_order_after_a_restart(tmp_path: Path) -> None:
 
 def test_acknowledged_events_leave_the_outbox(tmp_path: Path) -> None:
     store = BridgeStore(tmp_path / "b.sqlite3")
-    seqs = [store.append_event(f"e{i}", b"{}") for i in range(3)]
+    seqs = [store.append_event(f"e{i}", lambda _: b"{}") for i in range(3)]
     store.delete_event(seqs[1])
     assert [e.event_id for e in store.events_after(0, 10)] == ["e0", "e2"]
+
+
+def test_each_event_carries_its_number_and_a_number_is_never_given_twice(tmp_path: Path) -> None:
+    store = BridgeStore(tmp_path / "b.sqlite3")
+    numbered = lambda seq: f'{{"seq":{seq}}}'.encode()  # noqa: E731
+    first = [store.append_event(f"e{i}", numbered) for i in range(3)]
+    assert first == [1, 2, 3]
+    assert [e.payload for e in store.events_after(0, 10)] == [numbered(n) for n in (1, 2, 3)]
+    assert store.append_event("e1", lambda seq: b"again") == 0  # queued already: unchanged
+    for seq in first:  # all acknowledged: the outbox is empty
+        store.delete_event(seq)
+    store.close()
+    again = BridgeStore(tmp_path / "b.sqlite3")
+    assert again.append_event("e3", numbered) == 4
 
 
 def test_the_outbox_is_bounded_and_drops_the_oldest(tmp_path: Path) -> None:
     store = BridgeStore(tmp_path / "b.sqlite3", event_limit=10)
     for i in range(25):
-        store.append_event(f"e{i}", b"{}")
+        store.append_event(f"e{i}", lambda _: b"{}")
     assert store.event_count() == 10
     assert store.events_dropped == 15
     assert [e.event_id for e in store.events_after(0, 100)] == [f"e{i}" for i in range(15, 25)]

@@ -81,7 +81,7 @@ class StandingTable:
 
 
 class Parts:
-    def __init__(self, leases: StandingTable | None = None) -> None:
+    def __init__(self, leases: StandingTable | None = None, *, gap_wait_s: float = 5.0) -> None:
         self.handler = GatedHandler()
         self.hub = LiveHub()
         self.acks: list[int] = []
@@ -97,6 +97,7 @@ class Parts:
             telemetry=self,
             leases=leases,
             wait_observer=lambda lane, _s: self.waits.append(lane),
+            gap_wait_s=gap_wait_s,
         )
 
     def ack(self, delivery: Delivery) -> None:
@@ -119,9 +120,9 @@ class Parts:
         return mid
 
 
-def event(type_: str, text: str | None = None) -> contract.Event:
+def event(type_: str, text: str | None = None, seq: int | None = None) -> contract.Event:
     data = {"text": text} if text is not None else {}
-    return contract.Event(event_id=uuid.uuid4().hex, type=type_, compartment=1, data=data)
+    return contract.Event(event_id=uuid.uuid4().hex, type=type_, compartment=1, data=data, seq=seq)
 
 
 def telemetry() -> contract.Telemetry:
@@ -296,3 +297,52 @@ async def test_stopping_leaves_unhandled_messages_unacked(parts: Parts) -> None:
     await asyncio.sleep(QUIET_S)
     await parts.lanes.stop()
     assert parts.acks == []  # the broker re-sends both to the next run
+
+
+async def test_events_the_broker_delivered_out_of_order_are_handled_in_the_bridge_s_order(
+    parts: Parts,
+) -> None:
+    sent = ["door_opened", "item_placed", "door_closed", "door_opened", "item_removed"]
+    mids = {}
+    for seq in (1, 2, 4, 5, 3):  # as Mosquitto delivered a burst past its in-flight window
+        mids[seq] = parts.deliver("k1", event(sent[seq - 1], seq=seq))
+    await until(lambda: len(parts.handler.handled) == 5, "all five")
+    assert [what for _, what in parts.handler.handled] == sent
+    assert parts.acks == [mids[n] for n in (1, 2, 3, 4, 5)]  # each once handled
+    assert parts.counters.events_held_for_order == 2
+    assert parts.counters.event_gaps_skipped == 0
+    await parts.lanes.stop()
+
+
+async def test_an_event_that_never_comes_holds_its_kiosk_back_only_for_the_gap_wait() -> None:
+    parts = Parts(gap_wait_s=0.2)
+    parts.deliver("k1", event("door_opened", seq=1))
+    parts.deliver("k1", event("door_closed", seq=3))  # 2 was refused by the broker
+    parts.deliver("k1", event("scan", "code", seq=4))  # a scan waits behind the gap too
+    await until(lambda: len(parts.handler.handled) == 1, "the first")
+    assert parts.counters.events_held_for_order == 2
+    await until(lambda: parts.counters.event_gaps_skipped == 1, "the gap given up")
+    await until(lambda: len(parts.handler.handled) == 3, "the ones after the gap")
+    assert ("k1", "door_closed") in parts.handler.handled
+    assert ("k1", "code") in parts.handler.handled
+    parts.deliver("k1", event("item_placed", seq=2))  # late after all: handled as it comes
+    await parts.lanes.drain_kiosk("k1")
+    assert parts.handler.handled[-1] == ("k1", "item_placed")
+    assert len(parts.acks) == 4
+    await parts.lanes.stop()
+
+
+async def test_events_held_for_a_gap_are_dropped_and_acked_once_the_kiosk_is_held_elsewhere() -> (
+    None
+):
+    leases = StandingTable({"k1": "held"})
+    parts = Parts(leases)
+    parts.deliver("k1", event("door_opened", seq=1))
+    parts.deliver("k1", event("door_closed", seq=3))
+    await until(lambda: len(parts.handler.handled) == 1, "the first")
+    leases.standings["k1"] = "foreign"  # taken over: the new holder has its own copies
+    parts.deliver("k1", event("item_placed", seq=4))
+    await until(lambda: len(parts.acks) == 3, "every message acked")
+    assert parts.handler.handled == [("k1", "door_opened")]
+    assert parts.counters.dropped_not_held == 2
+    await parts.lanes.stop()

@@ -116,6 +116,7 @@ class ScriptedKiosk:
         self.replies: list[contract.Reply] = []
         self.events: list[contract.Event] = []
         self._lock = threading.RLock()
+        self._seq = 0  # the last event number given (Event.seq)
         self._connected = threading.Event()  # connected and subscribed to its commands
         self._subscribe_mid: int | None = None
         self._reply_cache: dict[str, contract.Reply] = {}
@@ -132,11 +133,6 @@ class ScriptedKiosk:
         self._client.will_set(
             self.topics.status, self._status("offline").to_json(), qos=1, retain=True
         )
-        # No in-flight window: with paho's default of 20, QoS 1 publishes beyond it wait in
-        # paho's queue, and a burst of door events then reached the broker out of the order
-        # `events` lists them (seen in about half of the two-replica burst runs). MQTT 3.1.1
-        # sets no receive maximum, so the broker takes them all.
-        self._client.max_inflight_messages_set(0)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
@@ -294,13 +290,16 @@ class ScriptedKiosk:
     def publish_event(
         self, type_: str, compartment: int | None, data: dict[str, Any] | None = None
     ) -> contract.Event:
-        event = contract.Event(
-            event_id=uuid.uuid4().hex,
-            type=type_,
-            compartment=compartment,
-            data=data or {},
-        )
-        self.republish_event(event)
+        with self._lock:  # numbered as the bridge's outbox does: one more than the last
+            self._seq += 1
+            event = contract.Event(
+                event_id=uuid.uuid4().hex,
+                type=type_,
+                compartment=compartment,
+                data=data or {},
+                seq=self._seq,
+            )
+            self.republish_event(event)
         return event
 
     def republish_event(self, event: contract.Event) -> None:

@@ -1,0 +1,88 @@
+"""One kiosk's events put back in the order its bridge numbered them (`Event.seq`, ADR 0066).
+
+The broker does not always deliver a burst in the order it was sent. Mosquitto sends a
+subscriber at most `max_inflight_messages` (20) unacknowledged QoS 1 messages and queues the
+rest; the service acknowledges an event only once it is handled, so a burst fills that window,
+and a message that arrives as a slot frees can overtake the queued ones (seen: a kiosk's 30th
+door event handled before its 21st). The bridge numbers its events in its outbox; the sequencer
+hands a kiosk's events on in that order. An event that arrives after a gap is held until the
+missing one comes, or until the gap has stayed open `wait_s` with nothing new from the kiosk
+(an event the broker refused, one dropped as malformed or by a full outbox never comes); then
+what is held goes on in order and the late one, if it ever comes, is handled when it arrives.
+
+Pure: the caller says what time it is (the event loop's clock). Tested without a broker.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+GAP_WAIT_S = 5.0  # how long a gap may stay open with nothing new from the kiosk
+
+
+class Sequencer(Generic[T]):
+    """The events of one kiosk, in: any order; out: the bridge's order."""
+
+    def __init__(self, wait_s: float = GAP_WAIT_S) -> None:
+        self.wait_s = wait_s
+        self._next: int | None = None  # the number expected next; None until the first
+        self._held: dict[int, T] = {}
+        self._moved_at = 0.0  # the last arrival while something was held
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def offer(self, seq: int | None, item: T, now: float) -> list[T]:
+        """Take one event; returns the events that may be handled now, in order."""
+        if seq is None:  # a bridge that does not number its events: arrival order
+            return [item]
+        self._moved_at = now
+        if self._next is None or seq == self._next:
+            self._next = seq + 1
+            return [item, *self._consecutive()]
+        if seq < self._next:
+            # Late (its gap was given up), a redelivery of one handled already (the handler
+            # knows it by its id), or the first of a bridge whose outbox started again.
+            if seq == 1:
+                self._next = 2
+            return [item]
+        if seq in self._held:  # a redelivery of one held: handled (and ignored) at once
+            return [item]
+        self._held[seq] = item
+        return []
+
+    def deadline(self) -> float | None:
+        """When to give the current gap up, if something is held."""
+        return self._moved_at + self.wait_s if self._held else None
+
+    def touch(self, now: float) -> None:
+        """The kiosk's earlier events are still being handled: the missing one may be queued
+        in the broker behind their acknowledgements, so the gap's wait starts again."""
+        self._moved_at = now
+
+    def give_up(self, now: float) -> list[T]:
+        """Past the deadline: skip the gap and hand on what follows it, in order."""
+        deadline = self.deadline()
+        if deadline is None or now < deadline:
+            return []
+        self._next = min(self._held)
+        self._moved_at = now  # a further gap gets a wait of its own
+        return self._consecutive()
+
+    def flush(self) -> list[T]:
+        """Everything held, in order; the sequencer starts again from the next arrival."""
+        out = [self._held[seq] for seq in sorted(self._held)]
+        self._held.clear()
+        self._next = None
+        return out
+
+    def _consecutive(self) -> list[T]:
+        out: list[T] = []
+        assert self._next is not None
+        while self._next in self._held:
+            out.append(self._held.pop(self._next))
+            self._next += 1
+        return out

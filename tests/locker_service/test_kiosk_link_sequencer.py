@@ -1,0 +1,72 @@
+"""A kiosk's events back in its bridge's order (`locker_service.kiosk_link.sequencer`), on a
+clock the test moves."""
+
+from __future__ import annotations
+
+from locker_service.kiosk_link.sequencer import Sequencer
+
+
+def test_events_in_order_go_straight_on() -> None:
+    s: Sequencer[str] = Sequencer(wait_s=5)
+    assert [s.offer(n, f"e{n}", now=0) for n in (7, 8, 9)] == [["e7"], ["e8"], ["e9"]]
+    assert s.deadline() is None
+
+
+def test_an_event_ahead_of_a_gap_waits_for_the_missing_one() -> None:
+    s: Sequencer[str] = Sequencer(wait_s=5)
+    assert s.offer(1, "e1", now=0) == ["e1"]
+    assert s.offer(4, "e4", now=0.1) == []
+    assert s.offer(3, "e3", now=0.2) == []
+    assert s.held == 2 and s.deadline() == 5.2
+    assert s.offer(2, "e2", now=0.3) == ["e2", "e3", "e4"]
+    assert s.held == 0 and s.deadline() is None
+    assert s.offer(5, "e5", now=0.4) == ["e5"]
+
+
+def test_a_gap_that_stays_open_is_given_up_after_the_wait_and_a_late_one_goes_on() -> None:
+    s: Sequencer[str] = Sequencer(wait_s=5)
+    s.offer(1, "e1", now=0)
+    assert s.offer(3, "e3", now=1) == []
+    assert s.offer(5, "e5", now=2) == []  # a second gap behind the first
+    assert s.give_up(now=6.9) == []  # the last arrival (2) started the wait again
+    assert s.give_up(now=7) == ["e3"]
+    assert s.deadline() == 12  # the gap before 5 gets a wait of its own
+    s.touch(now=10)  # earlier events still being handled: wait again
+    assert s.give_up(now=12) == []
+    assert s.give_up(now=15) == ["e5"]
+    assert s.offer(2, "e2", now=16) == ["e2"]  # late: handled when it comes
+    assert s.offer(4, "e4", now=16) == ["e4"]
+    assert s.offer(6, "e6", now=16) == ["e6"]
+
+
+def test_redeliveries_go_on_at_once_for_the_handler_to_recognise() -> None:
+    s: Sequencer[str] = Sequencer(wait_s=5)
+    s.offer(1, "e1", now=0)
+    s.offer(3, "e3", now=0)
+    assert s.offer(1, "e1 again", now=0) == ["e1 again"]  # handled already
+    assert s.offer(3, "e3 again", now=0) == ["e3 again"]  # the first copy still waits
+    assert s.offer(2, "e2", now=0) == ["e2", "e3"]
+
+
+def test_a_bridge_whose_outbox_started_again_is_followed_from_its_first_event() -> None:
+    s: Sequencer[str] = Sequencer(wait_s=5)
+    s.offer(500, "old", now=0)
+    assert s.offer(1, "new 1", now=1) == ["new 1"]
+    assert s.offer(3, "new 3", now=1) == []  # ordered again from the new start
+    assert s.offer(2, "new 2", now=1) == ["new 2", "new 3"]
+
+
+def test_events_without_a_number_keep_their_arrival_order() -> None:
+    s: Sequencer[str] = Sequencer(wait_s=5)
+    s.offer(1, "e1", now=0)
+    s.offer(3, "e3", now=0)
+    assert s.offer(None, "old bridge", now=0) == ["old bridge"]
+
+
+def test_flush_hands_on_everything_held_in_order_and_starts_again() -> None:
+    s: Sequencer[str] = Sequencer(wait_s=5)
+    s.offer(1, "e1", now=0)
+    s.offer(4, "e4", now=0)
+    s.offer(3, "e3", now=0)
+    assert s.flush() == ["e3", "e4"]
+    assert s.offer(9, "e9", now=0) == ["e9"]
