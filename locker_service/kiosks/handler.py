@@ -148,6 +148,8 @@ class StoryHandler:
             c.disinfect_remaining_s = snap.disinfect_remaining_s
             c.snapshot_at = snap.ts
             await self._fault(session, kiosk, c, snap.fault)
+            if snap.uv_on and snap.disinfecting:  # the lamp on: in case its event was lost
+                await self.story.cycle_confirmed(session, kiosk, c)
             mismatch = checks.look_at_snapshot(c.state, snap.door_open, snap.occupied)
             if mismatch is None:
                 return
@@ -427,6 +429,8 @@ class StoryHandler:
                     await self._impossible(session, kiosk, c, event, impossible)
                     return
             await self.story.cycle_completed(session, kiosk, c)
+        elif kind == "disinfection_started":
+            await self.story.cycle_confirmed(session, kiosk, c)
         elif kind == "disinfection_aborted":
             await self.story.cycle_aborted(session, kiosk, c)
         elif kind == "fault_raised":

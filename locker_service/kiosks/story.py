@@ -167,6 +167,28 @@ class Story:
         await session.flush()
         return cycle
 
+    async def cycle_confirmed(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
+        """The board reports the lamp on (its `disinfection_started`, or a snapshot with the
+        lamp on): the order's disinfection has begun. Not before: a cycle the service decided
+        to start may be refused by the board (door open, a fault) or never reach it."""
+        if c.state != CompartmentState.DISINFECTING:
+            return
+        cycle = await self.running_cycle(session, c)
+        if cycle is None or cycle.kind != "hold":
+            return
+        order = await orders.active_in_compartment(session, c.id)
+        if order is None or order.state != OrderState.DEPOSITED:
+            return  # confirmed already (a restarted cycle), or no order to tell
+        await orders.transition(
+            session,
+            order,
+            OrderTrigger.START_CYCLE,
+            actor_type="kiosk",
+            actor_id=kiosk.code,
+            disinfecting_at=utcnow(),
+        )
+        self._publish(session, kiosk, c, order)
+
     async def cycle_completed(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
         """The kiosk reports the cycle done: food ready for pickup, or compartment free."""
         cycle = await self.running_cycle(session, c)
@@ -181,6 +203,9 @@ class Story:
         if c.state != CompartmentState.DISINFECTING:
             log.info("cycle completed on compartment %s in state %s: nothing to do", c.id, c.state)
             return
+        # The start's report may have been lost (an event the broker refused): the completion
+        # says the lamp ran.
+        await self.cycle_confirmed(session, kiosk, c)
         order = await orders.active_in_compartment(session, c.id)
         await compartments.transition(session, c, CompartmentTrigger.COMPLETE_CYCLE)
         if order is None or order.state != OrderState.DISINFECTING:

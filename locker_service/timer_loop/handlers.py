@@ -39,7 +39,7 @@ from locker_service.models import (
 )
 from locker_service.orders import outbox
 from locker_service.orders import repository as orders
-from locker_service.orders.lifecycle import OrderState, OrderTrigger
+from locker_service.orders.lifecycle import OrderState
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
 
@@ -180,14 +180,8 @@ async def start_hold_cycle(ctx: ServiceContext, timer: Timer) -> datetime | None
         if order.state not in _HOLD_CYCLE_ORDER or c.state not in _HOLD_CYCLE_COMPARTMENT:
             return None
         faulted = c.fault is not None  # the board starts no cycle while a fault is latched
-        if not faulted and order.state == OrderState.DEPOSITED:
-            await orders.transition(
-                session,
-                order,
-                OrderTrigger.START_CYCLE,
-                actor_type="system",
-                disinfecting_at=utcnow(),
-            )
+        # The order stays `deposited` until the board reports the lamp on
+        # (`Story.cycle_confirmed`): the purchaser is never told of a disinfection not running.
         if not faulted and c.state == CompartmentState.OCCUPIED:
             await compartments.transition(session, c, CompartmentTrigger.START_CYCLE)
         if not faulted and await _kiosk_runs(

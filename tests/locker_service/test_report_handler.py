@@ -122,7 +122,9 @@ async def test_a_cycle_reported_done_a_second_in_changes_nothing(
     n = (await dropoff(app_client, world, "early")).json()["compartment"]
     await event(service, world, "door_opened", n)
     await event(service, world, "door_closed", n, occupied=True)
-    await TimerLoop(service).run_due()  # the 30-minute hold cycle starts
+    await TimerLoop(service).run_due()  # the 30-minute hold cycle is sent to the kiosk
+    assert (await order_of(service, order["id"])).state == "deposited"  # the lamp not yet on
+    await event(service, world, "disinfection_started", n)
     assert (await order_of(service, order["id"])).state == "disinfecting"
 
     await event(service, world, "disinfection_completed", n)
@@ -262,7 +264,16 @@ async def test_food_deposited_while_events_were_lost_is_deposited_once(
     assert (await compartment(service, world, n)).state == "occupied"
     steps = await trail(service, order["id"])
     assert steps.count("deposit") == 1 and steps.count("reconciled") == 1
-    await TimerLoop(service).run_due()  # and its cycle starts
+    await TimerLoop(service).run_due()  # and its cycle is sent to the kiosk
+    lamp_on = snapshot(
+        n,
+        occupied=True,
+        uv_on=True,
+        disinfecting=True,
+        disinfect_remaining_s=1800,
+        ts=utcnow() + timedelta(seconds=2),
+    )
+    await send_snapshot(service, world, lamp_on)  # the kiosk reports the lamp on
     assert (await order_of(service, order["id"])).state == "disinfecting"
     assert await open_alerts(service) == []
 

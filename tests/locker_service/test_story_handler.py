@@ -114,10 +114,12 @@ async def test_whole_story(
     assert heater[3] == {"setpoint_c": 65.0}
     cycle = [c for c in fake_kiosk.commands if c[1] == "start_disinfection"][-1]
     assert cycle[3] == {"duration_s": 1800}  # nominal: the kiosk scales its own clock
-    assert (await _order(service, order["id"])).state == "disinfecting"
+    # Sent, not yet confirmed: the order is not said to disinfect before the lamp is on.
+    assert (await _order(service, order["id"])).state == "deposited"
     assert (await _compartment(service, world, n)).state == "disinfecting"
 
     await emit("disinfection_started", n)
+    assert (await _order(service, order["id"])).state == "disinfecting"
     cycles_have_run(service)
     await emit("disinfection_completed", n)
     ready = await _order(service, order["id"])

@@ -159,6 +159,41 @@ async def test_food_in_then_cycle_then_ready_with_heat(rig: Rig) -> None:
     assert await _compartment_state(rig, n) == "awaiting_pickup"
 
 
+async def test_the_order_disinfects_only_once_the_kiosk_reports_the_lamp_on(rig: Rig) -> None:
+    rig.kiosk.script("start_disinfection", "accept_only")  # taken, the lamp not on yet
+    created = await rig.client.post(
+        "/api/v1/orders", json=rig.world.order_body("late-lamp"), headers=rig.world.merchant()
+    )
+    order_id = created.json()["id"]
+    n = await _drop_off(rig, "late-lamp")
+    rig.kiosk.open_door(n)
+    rig.kiosk.place_item(n)
+    rig.kiosk.close_door(n)
+    await until(
+        lambda: any(r.command.action == "start_disinfection" for r in rig.kiosk.received),
+        10,
+        "the cycle sent to the kiosk",
+    )
+    await until(
+        lambda: any(r.status == "accepted" for r in rig.kiosk.replies), 10, "the kiosk's accept"
+    )
+    assert (await _order(rig, order_id)).state == "deposited"  # nobody told of a cycle not on
+
+    rig.kiosk.start_cycle(n, duration_s=2)  # the lamp comes on
+
+    async def disinfecting() -> bool:
+        return (await _order(rig, order_id)).state in ("disinfecting", "ready")
+
+    await until(disinfecting, 10, "the order disinfecting")
+    order = await _order(rig, order_id)
+    assert order.disinfecting_at is not None
+    await until(lambda: _is(rig, order_id, "ready"), 20, "the order ready")
+
+
+async def _is(rig: Rig, order_id: str, state: str) -> bool:
+    return (await _order(rig, order_id)).state == state
+
+
 async def test_a_forced_door_raises_an_alert(rig: Rig) -> None:
     rig.kiosk.open_door(3, force=True)
 

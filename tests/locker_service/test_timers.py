@@ -177,7 +177,7 @@ async def test_watchdog_completes_a_cycle_whose_event_was_lost(
     order, n = await _deposited(app_client, world, service, "lost-event")
     loop = TimerLoop(service)
     await loop.run_due()
-    assert await _state(service, order["id"]) == "disinfecting"
+    assert await _state(service, order["id"]) == "deposited"  # its start report lost too
     # the kiosk's snapshot says the cycle is over, but disinfection_completed never arrived
     handler = runtime.story
     await handler.on_snapshot(
@@ -220,6 +220,7 @@ async def test_an_overdue_cycle_raises_an_alert(
     await event(service, world, "door_closed", n)
     loop = TimerLoop(service)
     await loop.run_due()
+    await event(service, world, "disinfection_started", n, duration_s=1800)
     await until_due(service, TimerKind.CYCLE_WATCHDOG)
     await loop.run_due()  # no snapshot says it finished: the UV lamp may be stuck
     async with service.sessionmaker() as session:

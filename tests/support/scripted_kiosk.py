@@ -179,6 +179,12 @@ class ScriptedKiosk:
         with self._lock:
             self._script.setdefault(action, []).append(ScriptedAnswer(status, detail))
 
+    def start_cycle(self, n: int, duration_s: int) -> None:
+        """The board starts a cycle on its own time (after a scripted `accept_only`)."""
+        with self._lock:
+            self._start_cycle(self.compartments[n], duration_s)
+        self.publish_snapshot(n)
+
     def go_silent(self, silent: bool = True) -> None:
         """Receive commands but answer none (a bridge whose board link hangs)."""
         self._silent = silent
