@@ -28,6 +28,12 @@ class CompartmentState(StrEnum):
     FAULTED = "faulted"
 
 
+# Food behind the door: only there can a low temperature or a fault spoil an order.
+FOOD_INSIDE: frozenset[str] = frozenset(
+    {CompartmentState.OCCUPIED, CompartmentState.DISINFECTING, CompartmentState.AWAITING_PICKUP}
+)
+
+
 class CompartmentTrigger(StrEnum):
     RESERVE = "reserve"
     RELEASE = "release"

@@ -173,7 +173,6 @@ HEATER_FAULTS: Final = frozenset(
     {"sensor_open", "sensor_short", "over_temperature", "heating_watchdog"}
 )
 LAMP_FAULTS: Final = frozenset({"uv_timeout"})
-FOOD_INSIDE_STATES: Final = frozenset({"occupied", "disinfecting", "awaiting_pickup"})
 
 
 def decide(exception: Exceptional) -> Told:

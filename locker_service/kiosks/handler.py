@@ -25,13 +25,13 @@ from locker_service.cache import TtlCache
 from locker_service.compartments import openings
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
-from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
+from locker_service.compartments.lifecycle import FOOD_INSIDE, CompartmentState, CompartmentTrigger
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.errors import Conflict, ServiceError
 from locker_service.kiosk_link.fencing import check_fence
 from locker_service.kiosk_link.metrics import SCAN_DECISION_S
-from locker_service.kiosks import checks, exceptions, repository, scans
+from locker_service.kiosks import checks, repository, scans
 from locker_service.kiosks.story import Story
 from locker_service.metrics import KIOSK_EVENTS, SCANS_IGNORED
 from locker_service.models import Compartment, DoorOpening, Kiosk, Order, utcnow
@@ -284,7 +284,7 @@ class StoryHandler:
     ) -> None:
         key = f"compartment_fault:{c.id}"
         if fault is not None and fault != c.fault:
-            if c.state in exceptions.FOOD_INSIDE_STATES:
+            if c.state in FOOD_INSIDE:
                 await self.story.fault_with_food(session, kiosk, c, fault)
             else:
                 await raise_compartment_alert(

@@ -15,20 +15,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.compartments.lifecycle import CompartmentState
+from locker_service.compartments.lifecycle import FOOD_INSIDE, CompartmentState
 from locker_service.models import Alert, Compartment, Kiosk, Order, Site
 from locker_service.orders.lifecycle import OrderState
 
-# Compartments with food behind the door: only there can a low temperature spoil an order.
-FOOD_INSIDE = (
-    CompartmentState.OCCUPIED.value,
-    CompartmentState.DISINFECTING.value,
-    CompartmentState.AWAITING_PICKUP.value,
-)
 # Only these can be in trouble: a fault is reported or faulted, food at risk is inside (a
 # ready order waiting past its reminder is in an awaiting_pickup compartment). A plain filter
 # on the scan, so the join and the grouping see only them.
-CANDIDATE_STATES = (CompartmentState.FAULTED.value, *FOOD_INSIDE)
+CANDIDATE_STATES = (CompartmentState.FAULTED.value, *sorted(FOOD_INSIDE))
 SEVERITIES = ("critical", "warning", "info")  # worst first: the order kiosks are ranked by
 LIKE_ESCAPE = "\\"
 
@@ -123,7 +117,7 @@ async def fleet_page(
     # monitor's notion of holding), or ready and waiting past the purchaser's reminder.
     at_risk = or_(
         and_(
-            Compartment.state.in_(FOOD_INSIDE),
+            Compartment.state.in_(sorted(FOOD_INSIDE)),
             Compartment.setpoint_c >= hold_floor_c,
             Compartment.temp_c < hold_floor_c,
         ),

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,6 +33,7 @@ from locker_service.telemetry.repository import (
     FirstSight,
     ReadingRow,
     carried_watches,
+    compartments_with_food,
     insert_readings,
 )
 
@@ -183,6 +185,7 @@ class TelemetryIngest:
     ) -> None:
         assert self._monitor is not None
         await self._carry_over(batch, kiosks)
+        await self._check_food(batch, kiosks)
         findings: list[tuple[Finding, int, int]] = []
         for kiosk_code, telemetry in batch:
             ref = kiosks.get(kiosk_code)
@@ -198,6 +201,31 @@ class TelemetryIngest:
                 await self._alerts.apply(findings)
             except Exception:
                 log.exception("could not record %d temperature alerts", len(findings))
+
+    async def _check_food(
+        self, batch: list[tuple[str, contract.Telemetry]], kiosks: dict[str, KioskRef]
+    ) -> None:
+        """Held compartments whose board dropped the setpoint: is their food still inside?
+        (A heater fault drops it with the food behind the door, the floor's worst case.)"""
+        monitor = self._monitor
+        assert monitor is not None
+        asked: dict[tuple[int, int], tuple[str, datetime]] = {}
+        for kiosk_code, telemetry in batch:
+            ref = kiosks.get(kiosk_code)
+            if ref is None:
+                continue
+            for r in telemetry.readings:
+                if monitor.needs_food_check(kiosk_code, r.n, telemetry.ts, r.setpoint_c):
+                    asked.setdefault((ref.id, r.n), (kiosk_code, telemetry.ts))
+        if not asked:
+            return
+        try:
+            with_food = await compartments_with_food(self._engine, set(asked))
+        except Exception:  # unknown: keep holding, an alert stays rather than vanishes
+            log.exception("could not look up the food in %d compartments", len(asked))
+            with_food = set(asked)
+        for (kiosk_id, number), (kiosk_code, ts) in asked.items():
+            monitor.food_inside(kiosk_code, number, ts, (kiosk_id, number) in with_food)
 
     async def _carry_over(
         self, batch: list[tuple[str, contract.Telemetry]], kiosks: dict[str, KioskRef]

@@ -7,6 +7,11 @@ at once. Each is raised once and resolved when the temperature is back in range 
 hysteresis, so a reading dithering on the line does not raise and resolve every second) or, for
 the floor, when the compartment stops holding.
 
+The board's setpoint alone does not say that holding stopped: on a heater or sensor fault the
+board drops it while the food is still inside, and that is when the floor matters most. So a
+compartment that was holding stays held while the caller, asked by `needs_food_check`, finds
+food behind its door (`food_inside`); it stops holding once the food has left.
+
 Time is the readings' own timestamps, so the grace period means the same under test and in
 production and replays give the same answers.
 
@@ -25,6 +30,7 @@ from typing import Literal
 
 FLOOR_HYSTERESIS_C = 0.5  # the board's sensor resolution is 0.1 °C; half a degree is noise-proof
 CEILING_HYSTERESIS_C = 1.0
+FOOD_RECHECK_S = 60.0  # reading time between two asks whether a held compartment has food
 
 FindingKind = Literal["below_floor", "above_ceiling"]
 
@@ -66,6 +72,9 @@ class _Watch:
     floor_raised: bool = False
     above_since: datetime | None = None
     ceiling_raised: bool = False
+    holding: bool = False  # the last reading counted as holding hot food
+    food_checked_at: datetime | None = None  # when the caller last said whether food is inside
+    food_inside: bool = False
 
 
 class HoldingMonitor:
@@ -98,7 +107,11 @@ class HoldingMonitor:
         ) -> None:
             findings.append(Finding(kind, action, kiosk, number, temp_c, since, ts))
 
-        holding = setpoint_c is not None and setpoint_c >= self.floor_c
+        board_holding = self.board_holding(setpoint_c)
+        if board_holding:
+            watch.food_checked_at, watch.food_inside = None, False  # ask afresh after a drop
+        holding = board_holding or (watch.holding and watch.food_inside)
+        watch.holding = holding
         if holding and temp_c < self.floor_c:
             if watch.below_since is None:
                 watch.below_since = ts
@@ -123,6 +136,26 @@ class HoldingMonitor:
             watch.above_since, watch.ceiling_raised = None, False
         return findings
 
+    def board_holding(self, setpoint_c: float | None) -> bool:
+        return setpoint_c is not None and setpoint_c >= self.floor_c
+
+    def needs_food_check(
+        self, kiosk: str, number: int, ts: datetime, setpoint_c: float | None
+    ) -> bool:
+        """The board holds no more (its setpoint dropped: a fault, or the food left) a
+        compartment watched as holding: the caller should say whether food is still inside,
+        at most once a minute of reading time."""
+        watch = self._watches.get((kiosk, number))
+        if watch is None or not watch.holding or self.board_holding(setpoint_c):
+            return False
+        checked = watch.food_checked_at
+        return checked is None or (ts - checked).total_seconds() >= FOOD_RECHECK_S
+
+    def food_inside(self, kiosk: str, number: int, ts: datetime, inside: bool) -> None:
+        """What the service knows: food is (or is no longer) behind the compartment's door."""
+        watch = self._watches.setdefault((kiosk, number), _Watch())
+        watch.food_checked_at, watch.food_inside = ts, inside
+
     def watches(self, kiosk: str, number: int) -> bool:
         return (kiosk, number) in self._watches
 
@@ -133,6 +166,8 @@ class HoldingMonitor:
             floor_raised=carried.floor_raised,
             above_since=carried.above_since,
             ceiling_raised=carried.ceiling_raised,
+            # Below the floor when the process stopped: held, until a check says the food left.
+            holding=carried.floor_raised or carried.below_since is not None,
         )
 
     def forget(self, kiosk: str, number: int) -> None:

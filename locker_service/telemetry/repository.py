@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Integer, Select, cast, func, insert, select
+from sqlalchemy import ColumnElement, Integer, Select, and_, cast, func, insert, or_, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from locker_service.compartments.lifecycle import FOOD_INSIDE
 from locker_service.models import (
     Alert,
     Compartment,
@@ -146,6 +147,21 @@ class FirstSight(NamedTuple):
     number: int
     ts: datetime
     below_floor: bool  # holding and below the floor at this reading
+
+
+async def compartments_with_food(
+    engine: AsyncEngine, wanted: set[tuple[int, int]]
+) -> set[tuple[int, int]]:
+    """Which of these (kiosk id, number) compartments have food behind the door, by the
+    service's own account (their state), not the board's setpoint."""
+    if not wanted:
+        return set()
+    query = select(Compartment.kiosk_id, Compartment.number).where(
+        or_(*(and_(Compartment.kiosk_id == k, Compartment.number == n) for k, n in wanted)),
+        Compartment.state.in_(sorted(FOOD_INSIDE)),
+    )
+    async with engine.connect() as connection:
+        return {(int(k), int(n)) for k, n in (await connection.execute(query)).all()}
 
 
 async def carried_watches(

@@ -341,6 +341,45 @@ async def test_floor_alerts_are_raised_once_and_resolved_in_the_alerts_table(
     assert states == {"below_floor": "resolved", "above_ceiling": "resolved"}
 
 
+async def test_a_heater_fault_with_food_inside_keeps_the_floor_alert_open(
+    engine: AsyncEngine,
+) -> None:
+    from locker_service.models import Alert
+    from locker_service.telemetry.alerts import AlertServiceSink
+
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    async with sessionmaker() as session, session.begin():
+        food = await session.get(Compartment, seeded.compartment_ids[3])
+        assert food is not None
+        food.state = "awaiting_pickup"
+    ingest = TelemetryIngest(
+        engine,
+        KioskDirectory(sessionmaker),
+        monitor=HoldingMonitor(floor_c=60, ceiling_c=80, grace_s=60),
+        alerts=AlertServiceSink(sessionmaker, LiveHub(), 60, 80),
+    )
+
+    async def floor_alerts() -> list[tuple[int | None, str]]:
+        async with sessionmaker() as session:
+            rows = await session.scalars(select(Alert).where(Alert.kind == "below_floor"))
+            return sorted((a.compartment_id, a.state) for a in rows)
+
+    t0 = datetime.now(UTC) - timedelta(minutes=10)
+    for i in range(0, 130, 10):  # 3 with food and 1 empty, both held at 65 and cooling
+        ingest.submit(seeded.kiosk_code, telemetry(t0 + timedelta(seconds=i), {1: 52.0, 3: 52.0}))
+    await ingest.flush()
+    ids = seeded.compartment_ids
+    assert await floor_alerts() == sorted([(ids[1], "open"), (ids[3], "open")])
+    # The heaters fail: the board drops both setpoints.
+    for i in range(140, 260, 10):
+        at = t0 + timedelta(seconds=i)
+        ingest.submit(seeded.kiosk_code, telemetry(at, {1: 45.0, 3: 45.0}, setpoint=None))
+    await ingest.flush()
+    # Food still in 3: its alert stays open. Compartment 1 holds nothing (the food left): over.
+    assert await floor_alerts() == sorted([(ids[1], "resolved"), (ids[3], "open")])
+
+
 def restarted(engine: AsyncEngine, alerts: TemperatureAlerts, grace_s: float) -> TelemetryIngest:
     """A fresh ingest and monitor, as a restarted service (or another replica) has."""
     return TelemetryIngest(

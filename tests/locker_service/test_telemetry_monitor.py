@@ -153,3 +153,46 @@ def test_carried_over_open_alerts_are_resolved_on_recovery_and_not_raised_again(
     [ceiling] = m.observe("k", 2, at(500), 70.0, 65.0)
     assert (floor.kind, floor.action, floor.since) == ("below_floor", "resolve", at(0))
     assert (ceiling.kind, ceiling.action, ceiling.since) == ("above_ceiling", "resolve", at(0))
+
+
+def test_a_fault_dropping_the_setpoint_keeps_the_floor_alert_while_the_food_is_inside() -> None:
+    m = monitor()
+    m.observe("k", 1, at(0), 50.0, 65.0)
+    [raised] = m.observe("k", 1, at(301), 45.0, 65.0)
+    assert (raised.kind, raised.action) == ("below_floor", "raise")
+    # The heater fails: the board drops its setpoint, the food is still behind the door.
+    assert m.needs_food_check("k", 1, at(311), None)
+    m.food_inside("k", 1, at(311), True)
+    assert m.observe("k", 1, at(311), 38.0, None) == []  # still held: the alert stays
+    assert not m.needs_food_check("k", 1, at(321), None)  # asked once a minute, not per reading
+    assert m.observe("k", 1, at(321), 36.0, None) == []
+    assert m.needs_food_check("k", 1, at(371), None)
+    m.food_inside("k", 1, at(371), False)  # staff discarded it
+    [resolved] = m.observe("k", 1, at(371), 35.0, None)
+    assert (resolved.kind, resolved.action, resolved.since) == ("below_floor", "resolve", at(0))
+
+
+def test_a_fault_before_the_grace_ran_out_still_raises_once_it_has() -> None:
+    m = monitor()
+    assert m.observe("k", 1, at(0), 58.0, 65.0) == []
+    assert m.needs_food_check("k", 1, at(100), None)
+    m.food_inside("k", 1, at(100), True)
+    assert m.observe("k", 1, at(100), 50.0, None) == []
+    m.food_inside("k", 1, at(300), True)
+    [raised] = m.observe("k", 1, at(300), 40.0, None)
+    assert (raised.kind, raised.action, raised.since) == ("below_floor", "raise", at(0))
+
+
+def test_a_compartment_never_held_is_never_asked_about_its_food() -> None:
+    m = monitor()
+    m.observe("k", 1, at(0), 21.0, None)
+    assert not m.needs_food_check("k", 1, at(100), None)
+    assert not m.needs_food_check("k", 2, at(100), None)  # never seen
+
+
+def test_a_carried_over_open_floor_alert_is_held_until_a_check_says_the_food_left() -> None:
+    m = monitor()
+    m.carry_over("k", 1, Carried(floor_raised=True))
+    assert m.needs_food_check("k", 1, at(0), None)
+    m.food_inside("k", 1, at(0), True)
+    assert m.observe("k", 1, at(0), 30.0, None) == []
