@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     # both and is 0.3 % of the cycle: a report one second into it is plainly impossible.
     cycle_end_tolerance_s: float = Field(default=5.0, ge=0)
     dropoff_door_timeout_s: float = 300.0  # courier has this long to put the food in and shut
+    door_left_open_s: float = 60.0  # any other door still open this long: staff are told
     dropoff_window_s: float = 24 * 3600.0  # an order never dropped off expires after this
     hold_limit_s: float = 4 * 3600.0  # not collected by then: expired (food-safety clock)
     reminder_after_s: float = 1800.0  # purchaser reminded when food has waited 30 minutes

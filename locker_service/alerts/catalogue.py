@@ -68,9 +68,10 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
         "zh-Hans": Words("消毒周期超时", "柜机未报告消毒完成：请检查紫外灯和柜机。"),
     },
     "door_left_open": {
-        "en": Words("Door left open at drop-off", "Close the door; check the food was left "
-                    "inside."),
-        "zh-Hans": Words("投递时柜门未关", "请关好柜门，并确认食物已放入。"),
+        "en": Words("Door left open", "Close the door. At a drop-off, check the food is "
+                    "inside; the compartment's cycle waits until the door is shut."),
+        "zh-Hans": Words("柜门未关", "请关好柜门。投递时请确认食物已放入；"
+                         "柜门关好后柜格才会开始消毒。"),
     },
     "door_opened_unexplained": {
         "en": Words("Door opened without a command", "Nobody asked for this opening: check the "

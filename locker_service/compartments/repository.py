@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.compartments.lifecycle import (
+    FOOD_INSIDE,
     CompartmentState,
     CompartmentTrigger,
     next_state,
@@ -81,6 +82,16 @@ async def by_number(session: AsyncSession, kiosk_id: int, number: int) -> Compar
     return await session.scalar(
         select(Compartment).where(Compartment.kiosk_id == kiosk_id, Compartment.number == number)
     )
+
+
+async def count_with_food(session: AsyncSession, kiosk_id: int) -> int:
+    """How many of the kiosk's compartments have food behind the door."""
+    counted = await session.scalar(
+        select(func.count(Compartment.id)).where(
+            Compartment.kiosk_id == kiosk_id, Compartment.state.in_(sorted(FOOD_INSIDE))
+        )
+    )
+    return int(counted or 0)
 
 
 async def of_kiosk(session: AsyncSession, kiosk_id: int) -> Sequence[Compartment]:

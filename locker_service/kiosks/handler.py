@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,6 +40,8 @@ from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
 from locker_service.pickup import repository as pickup_repository
 from locker_service.pickup import service as pickup_service
+from locker_service.timers import service as timers
+from locker_service.timers.service import TimerKind
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +96,18 @@ class StoryHandler:
             offline_key = f"kiosk_offline:{kiosk.id}"
             board_key = f"board_offline:{kiosk.id}"
             if not online:
+                with_food = await compartments.count_with_food(session, kiosk.id)
+                food = (
+                    f" with food in {with_food} compartment{'s' if with_food != 1 else ''}: "
+                    "its board keeps it hot, but nobody can collect until it is back"
+                    if with_food
+                    else ""
+                )
                 await raise_alert(
                     session,
                     kind="kiosk_offline",
                     severity="critical",
-                    message=f"kiosk {kiosk.code} ({kiosk.name}) is offline",
+                    message=f"kiosk {kiosk.code} ({kiosk.name}) is offline{food}",
                     dedupe_key=offline_key,
                     site_id=kiosk.site_id,
                     kiosk_id=kiosk.id,
@@ -357,9 +366,8 @@ class StoryHandler:
             SCAN_DECISION_S.observe(time.perf_counter() - started)
             await self._open(kiosk, decision)
             return
-        timers = self.ctx.timers
-        if timers is not None:
-            timers.wake()  # a step may have scheduled a command due now (e.g. heat and cycle)
+        if self.ctx.timers is not None:
+            self.ctx.timers.wake()  # a step may have scheduled a command due now (heat, cycle)
 
     async def _compartment_event(
         self, session: AsyncSession, kiosk: Kiosk, c: Compartment, event: contract.Event
@@ -367,6 +375,17 @@ class StoryHandler:
         kind = event.type
         if kind == "door_opened":
             c.door_open = True
+            if c.state != CompartmentState.RESERVED:  # a drop-off has its own, longer timer
+                await timers.cancel(session, [TimerKind.DOOR_LEFT_OPEN], compartment_id=c.id)
+                timers.schedule(
+                    session,
+                    TimerKind.DOOR_LEFT_OPEN,
+                    utcnow()
+                    + timedelta(
+                        seconds=self.ctx.settings.scaled(self.ctx.settings.door_left_open_s)
+                    ),
+                    compartment_id=c.id,
+                )
             opening = await doors.explain_opening(session, self.ctx, c, event.ts)
             if opening is None:
                 session.add(
@@ -494,6 +513,8 @@ class StoryHandler:
         )
 
     async def _door_closed(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
+        await timers.cancel(session, [TimerKind.DOOR_LEFT_OPEN], compartment_id=c.id)
+        await resolve_alerts(session, f"door_left_open:{c.id}", self.ctx.hub)  # shut at last
         state = c.state
         if state == CompartmentState.AVAILABLE and c.occupied:
             await raise_compartment_alert(

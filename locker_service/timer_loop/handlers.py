@@ -355,6 +355,37 @@ async def code_release(ctx: ServiceContext, timer: Timer) -> datetime | None:
     return None
 
 
+# What a door standing open holds up, by the compartment's state (a drop-off's door has its
+# own, longer timer: the courier is still loading).
+_DOOR_LEFT_OPEN_WHAT = {
+    CompartmentState.OCCUPIED: "with food inside: its cycle waits until it is shut",
+    CompartmentState.DISINFECTING: "with food inside: its cycle waits until it is shut",
+    CompartmentState.AWAITING_PICKUP: "after a pickup: the compartment is cleaned once it is shut",
+    CompartmentState.CLEANING: "after a pickup: its cleaning waits until it is shut",
+}
+
+
+async def door_left_open(ctx: ServiceContext, timer: Timer) -> datetime | None:
+    """A door still open a minute after it opened: staff are told to shut it; the alert is
+    resolved when it shuts (`StoryHandler._door_closed`)."""
+    _, c, kiosk = await _load(ctx, timer)
+    if c is None or kiosk is None or not c.door_open:
+        return None
+    what = _DOOR_LEFT_OPEN_WHAT.get(CompartmentState(c.state), "")
+    async with session_scope(ctx.sessionmaker) as session:
+        await raise_compartment_alert(
+            session,
+            ctx.hub,
+            kiosk,
+            c,
+            kind="door_left_open",
+            severity="warning",
+            what=f"door left open {what}".strip(),
+            dedupe_key=f"door_left_open:{c.id}",
+        )
+    return None
+
+
 async def heater_off(ctx: ServiceContext, timer: Timer) -> datetime | None:
     """Switch off the heater of a compartment preheated for food that did not come."""
     _, c, kiosk = await _load(ctx, timer)
@@ -385,6 +416,7 @@ HANDLERS: dict[str, Handler] = {
     TimerKind.HOLD_EXPIRY: hold_expiry,
     TimerKind.ORDER_EXPIRY: order_expiry,
     TimerKind.CODE_RELEASE: code_release,
+    TimerKind.DOOR_LEFT_OPEN: door_left_open,
     TimerKind.HEATER_OFF: heater_off,
     TimerKind.ALERT_ESCALATION: alert_escalation,
 }

@@ -30,6 +30,7 @@ class TimerKind(StrEnum):
     CODE_RELEASE = "code_release"  # a used code whose door never opened becomes valid again
     HEATER_OFF = "heater_off"  # a compartment preheated for a drop-off that never came
     ALERT_ESCALATION = "alert_escalation"  # an alert still not acknowledged: tell the next list
+    DOOR_LEFT_OPEN = "door_left_open"  # a door still open a minute after it opened
 
 
 def schedule(

@@ -97,6 +97,7 @@ async def drive_until(
 
 async def door_opened_unexplained(ctx: ServiceContext, world: World) -> Alert:
     await event(ctx, world, "door_opened", 3)
+    await event(ctx, world, "door_closed", 3)  # shut again: no `door_left_open` on top
     async with ctx.sessionmaker() as session:
         alert = await session.scalar(select(Alert).where(Alert.kind == "door_opened_unexplained"))
     assert alert is not None
@@ -127,6 +128,7 @@ async def test_an_alert_reaches_the_on_call_and_escalates_when_nobody_acknowledg
 
     # A repeat of the same condition bumps the count; it pages nobody again.
     await event(service, world, "door_opened", 3)
+    await event(service, world, "door_closed", 3)
     await drive_until(service, lambda: True, timers=False)
     assert len(pager.requests) == 1
 

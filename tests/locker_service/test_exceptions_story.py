@@ -239,3 +239,89 @@ async def test_the_purchaser_page_names_the_fault_the_board_reported(
     assert (status["fault"], status["fault_code"]) == (True, "lock_jammed")
     page_en = await _page(app_client, order, "en")
     assert "kept hot" in page_en and "A fault occurred" not in page_en
+
+
+async def test_a_door_left_open_after_her_pickup_is_shut_by_staff_then_cleaned(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await make_ready(app_client, world, service, ref="D-1")
+    page = (await app_client.get(f"/api/v1/p/{token_of(order)}")).json()
+    answer = await app_client.post(
+        "/api/v1/kiosk/pickup", json={"code": page["fallback_code"]}, headers=world.kiosk()
+    )
+    assert answer.status_code == 200, answer.text
+    await event(service, world, "door_opened", n)
+    await event(service, world, "item_removed", n)  # she takes her food and walks away
+    [check] = await _pending(service, TimerKind.DOOR_LEFT_OPEN)
+    assert check.due_at > utcnow() + timedelta(seconds=50)  # a minute: nobody bothered before
+
+    await _due_now(service, TimerKind.DOOR_LEFT_OPEN)
+    timers = TimerLoop(service)
+    await timers.run_due()
+    alert = (await _alerts(service))["door_left_open"]
+    assert alert.state == "open" and f"compartment {n}" in alert.message
+    assert "after a pickup: the compartment is cleaned once it is shut" in alert.message
+    assert "start_disinfection" not in fake_kiosk.actions(n)[-1:]  # no cycle with the door open
+
+    await event(service, world, "door_closed", n, occupied=False)  # staff shut it
+    assert (await _alerts(service))["door_left_open"].state == "resolved"
+    assert await _order_state(service, order) == "picked_up"
+    assert "collected" in (await _page(app_client, order, "en")).lower()
+    await timers.run_due()
+    assert fake_kiosk.actions(n)[-1] == "start_disinfection"  # the cleaning runs now
+
+
+async def test_a_door_opened_again_after_the_drop_off_holds_the_cycle_and_tells_staff(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await _deposit(app_client, world, service, "D-2")
+    await event(service, world, "door_opened", n)  # the courier comes back for a second bag
+    await _due_now(service, TimerKind.DOOR_LEFT_OPEN)
+    await TimerLoop(service).run_due()
+    alert = (await _alerts(service))["door_left_open"]
+    assert "with food inside: its cycle waits until it is shut" in alert.message
+    assert "start_disinfection" not in fake_kiosk.actions(n)
+    # Nobody tells her of a disinfection that does not run: her food is in the locker.
+    assert await _order_state(service, order) == "deposited"
+    assert "Your food is in the locker" in await _page(app_client, order, "en")
+
+
+async def test_a_door_shut_within_the_minute_raises_nothing(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    _, n = await _deposit(app_client, world, service, "D-3")
+    await event(service, world, "door_opened", n)
+    await event(service, world, "door_closed", n, occupied=True)
+    assert await _pending(service, TimerKind.DOOR_LEFT_OPEN) == []
+    assert "door_left_open" not in await _alerts(service)
+
+
+async def test_a_kiosk_offline_with_food_inside_tells_staff_and_her_page_the_truth(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    order, _ = await make_ready(app_client, world, service, ref="O-1")
+    handler = StoryHandler(service)
+    await handler.on_status(world.kiosk_code, contract.KioskStatus(state="offline"))
+
+    alert = (await _alerts(service))["kiosk_offline"]
+    assert alert.state == "open" and alert.severity == "critical"
+    assert "with food in 1 compartment" in alert.message
+    assert "nobody can collect until it is back" in alert.message
+    assert "offline for the moment; your food is still inside" in await _page(
+        app_client, order, "en"
+    )
+    assert "取餐柜暂时离线" in await _page(app_client, order, "zh-Hans")
+    assert await _merchant_notices(app_client, world, order) == []  # most outages are short
+
+    await handler.on_status(
+        world.kiosk_code, contract.KioskStatus(state="online", board_online=True)
+    )
+    assert (await _alerts(service))["kiosk_offline"].state == "resolved"
+    assert "offline" not in await _page(app_client, order, "en")
+
+
+async def _order_state(ctx: ServiceContext, order: dict[str, Any]) -> str:
+    async with ctx.sessionmaker() as session:
+        row = await session.get(Order, uuid.UUID(order["id"]))
+        assert row is not None
+        return str(row.state)
