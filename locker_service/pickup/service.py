@@ -192,15 +192,13 @@ async def claim(
             "locked again and try once more"
         )
     await repository.record_attempt(session, kiosk.id, source, order.id if order else None, False)
-    if (
-        guessable
-        and order is None
-        and (
-            throttle.spends_budget(rules.kiosk, recent.kiosk.count)
-            or throttle.reaches_cap(rules.source, recent.source.count)
-        )
-    ):
-        await _kiosk_under_attack(session, ctx, kiosk, rules, recent.kiosk.count + 1)
+    if guessable and order is None:
+        budget_spent = throttle.spends_budget(rules.kiosk, recent.kiosk.count)
+        if budget_spent or throttle.reaches_cap(rules.source, recent.source.count):
+            failures = recent.kiosk.count + 1 if budget_spent else recent.source.count + 1
+            await _kiosk_under_attack(
+                session, ctx, kiosk, rules, failures, budget_spent=budget_spent
+            )
     return refusal or InvalidCode("this code does not open anything here")
 
 
@@ -217,11 +215,18 @@ def _awaiting_her_door(order: Order, refusal: ServiceError | None) -> bool:
 
 
 async def _kiosk_under_attack(
-    session: AsyncSession, ctx: ServiceContext, kiosk: Kiosk, rules: throttle.Rules, failures: int
+    session: AsyncSession,
+    ctx: ServiceContext,
+    kiosk: Kiosk,
+    rules: throttle.Rules,
+    failures: int,
+    *,
+    budget_spent: bool,
 ) -> None:
     """Guessing at a kiosk: a source made to wait its longest, or the kiosk's daily budget of
-    wrong codes spent. One alert per episode: crossings less than the kiosk's window (a day)
-    after the last alert of that kiosk add nothing."""
+    wrong codes spent (`failures`: the source's or the kiosk's count; the words say which).
+    One alert per episode: crossings less than the kiosk's window (a day) after the last alert
+    of that kiosk add nothing."""
     key = f"kiosk_under_attack:{kiosk.id}"
     if await repository.alerted_since(session, key, utcnow() - rules.kiosk.window):
         return
@@ -233,6 +238,11 @@ async def _kiosk_under_attack(
             f"kiosk {kiosk.code} ({kiosk.name}): {failures} wrong pickup codes within a day; "
             f"wrong typed codes there now wait up to {ctx.settings.pickup_kiosk_spacing_s:.0f} s "
             "each (QR codes are not affected)"
+            if budget_spent
+            else f"kiosk {kiosk.code} ({kiosk.name}): one source typed {failures} wrong pickup "
+            f"codes within {rules.source.window.total_seconds() / 60:.0f} min and now waits "
+            f"{rules.source.max_delay.total_seconds():.0f} s between tries (nobody else is "
+            "slowed; QR codes are not affected)"
         ),
         dedupe_key=key,
         site_id=kiosk.site_id,

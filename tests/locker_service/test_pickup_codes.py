@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from locker_service.db import session_scope
 from locker_service.models import Alert, Kiosk, Order, PickupAttempt, Timer, utcnow
 from locker_service.orders import codes
 from locker_service.pickup import service as pickup_service
+from locker_service.pickup import throttle
 from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers.service import TimerKind
 from tests.locker_service.conftest import make_settings
@@ -158,6 +160,30 @@ async def test_a_guesser_waits_even_with_the_right_code(
     assert (await _pickup(app_client, world, right)).status_code == 200
 
 
+async def test_one_source_at_its_longest_wait_raises_an_alert_that_says_only_it_waits(
+    service: ServiceContext, world: World, fake_kiosk: FakeKiosk
+) -> None:
+    rule = pickup_service.rules_of(service.settings).source
+    at_cap = next(n for n in range(1, 100) if throttle.reaches_cap(rule, n))
+    source = "screen:10.1.1.1"
+    async with session_scope(service.sessionmaker) as session:
+        long_ago = utcnow() - rule.max_delay - timedelta(seconds=5)  # its waits are over
+        session.add_all(
+            PickupAttempt(kiosk_id=world.kiosk_id, source=source, ok=False, at=long_ago)
+            for _ in range(at_cap)
+        )
+    async with service.sessionmaker() as session:
+        kiosk = await session.get(Kiosk, world.kiosk_id)
+    assert kiosk is not None
+    with pytest.raises(pickup_service.InvalidCode):
+        await pickup_service.pickup(service, kiosk, source=source, code="00000000")
+    async with service.sessionmaker() as session:
+        [alert] = (await session.scalars(select(Alert))).all()
+    assert alert.kind == "kiosk_under_attack"
+    assert f"one source typed {at_cap + 1} wrong pickup codes" in alert.message
+    assert "nobody else is slowed" in alert.message and "there now wait" not in alert.message
+
+
 async def test_many_sources_guessing_at_one_kiosk_spend_its_budget(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
 ) -> None:
@@ -178,8 +204,10 @@ async def test_many_sources_guessing_at_one_kiosk_spend_its_budget(
             await session.scalars(select(PickupAttempt).where(PickupAttempt.ok.is_(False)))
         ).all()
         alerts = (await session.scalars(select(Alert.kind))).all()
+        message = await session.scalar(select(Alert.message))
     assert len(failures) == KIOSK_BUDGET  # the try that had to wait checked nothing
     assert alerts == ["kiosk_under_attack"]
+    assert message is not None and "wrong typed codes there now wait up to" in message
     assert fake_kiosk.unlocks() == []
 
 
