@@ -3,9 +3,9 @@
 One pure table: for each exception (a fault with food inside, a jammed lock, a door left open,
 food taken out early, the kiosk offline, an order expiring before or after it was ready), what
 the purchaser's page says, which message the purchaser gets, which event the merchant can read
-on the order, which alert the operator sees and which actions the dashboard offers, and whether
-the hold cycle may still start. The handler and the timers look the decision up here and carry
-it out; nothing about an exception's wording is decided anywhere else.
+on the order, and which alert the operator sees (its words say what to do). The handler and
+the timers look the decision up here and carry it out. Whether a cycle may start is not
+decided here: any latched fault stops it (the board refuses one, PROTOCOL.md section 6).
 """
 
 from __future__ import annotations
@@ -39,16 +39,6 @@ class Exceptional(enum.StrEnum):
     EXPIRED_UNCOLLECTED = "expired_uncollected"  # ready, not collected within the hold limit
 
 
-class Action(enum.StrEnum):
-    """What the operator's dashboard offers for the exception."""
-
-    ABORT_CYCLE_AND_OPEN = "abort_cycle_and_open"
-    OPEN_REMOTELY = "open_remotely"
-    EMPTY_COMPARTMENT = "empty_compartment"
-    CLEAR_FAULT = "clear_fault"
-    CONTACT_PURCHASER = "contact_purchaser"
-
-
 @dataclass(frozen=True)
 class Told:
     """The decision for one exception.
@@ -66,8 +56,6 @@ class Told:
     alert_kind: ExceptionAlertKind
     severity: Severity
     operator_message: str
-    actions: tuple[Action, ...]
-    cycle_may_start: bool
 
 
 _TABLE: Final[dict[Exceptional, Told]] = {
@@ -81,8 +69,6 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         severity="critical",
         operator_message="{fault} with food inside: it is no longer kept hot; abort the cycle "
         "and open to take it out",
-        actions=(Action.ABORT_CYCLE_AND_OPEN, Action.CONTACT_PURCHASER),
-        cycle_may_start=False,
     ),
     Exceptional.LAMP_FAULT: Told(
         purchaser_status="status.fault",
@@ -94,8 +80,6 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         severity="critical",
         operator_message="{fault} with food inside: the disinfection cannot run; abort the "
         "cycle and open to take it out",
-        actions=(Action.ABORT_CYCLE_AND_OPEN, Action.CONTACT_PURCHASER),
-        cycle_may_start=False,
     ),
     Exceptional.LOCK_JAMMED: Told(
         purchaser_status="status.lock_jammed",
@@ -107,8 +91,6 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         severity="critical",
         operator_message="{fault}: the latch did not release; the purchaser is waiting at the "
         "locker",
-        actions=(Action.OPEN_REMOTELY, Action.CLEAR_FAULT, Action.CONTACT_PURCHASER),
-        cycle_may_start=True,
     ),
     Exceptional.DOOR_LEFT_OPEN: Told(
         purchaser_status="status.deposited",
@@ -118,8 +100,6 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         alert_kind="door_left_open",
         severity="warning",
         operator_message="door left open: the cycle waits until it is shut",
-        actions=(),
-        cycle_may_start=True,
     ),
     Exceptional.REMOVED_EARLY: Told(
         purchaser_status="status.failed",
@@ -129,8 +109,6 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         alert_kind="removed_during_hold",
         severity="warning",
         operator_message="food removed before it was ready",
-        actions=(Action.CONTACT_PURCHASER,),
-        cycle_may_start=False,
     ),
     Exceptional.KIOSK_OFFLINE: Told(
         purchaser_status="status.kiosk_offline",
@@ -140,8 +118,6 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         alert_kind="kiosk_offline",
         severity="critical",
         operator_message="kiosk offline with food inside",
-        actions=(),
-        cycle_may_start=True,
     ),
     Exceptional.EXPIRED_BEFORE_DROPOFF: Told(
         purchaser_status="status.expired_never_dropped_off",
@@ -152,8 +128,6 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         alert_kind="order_never_dropped_off",
         severity="info",
         operator_message="order {ref} was never dropped off and expired",
-        actions=(),
-        cycle_may_start=False,
     ),
     Exceptional.EXPIRED_UNCOLLECTED: Told(
         purchaser_status="status.expired",
@@ -164,8 +138,6 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         alert_kind="expired_food",
         severity="warning",
         operator_message="order {ref} expired, remove the food",
-        actions=(Action.EMPTY_COMPARTMENT,),
-        cycle_may_start=False,
     ),
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from locker_service.kiosks import exceptions
-from locker_service.kiosks.exceptions import Action, Exceptional
+from locker_service.kiosks.exceptions import Exceptional
 from locker_service.orders.outbox import _text
 from locker_service.web import i18n
 
@@ -20,57 +20,45 @@ def test_every_exception_has_a_decision_with_words_in_both_languages() -> None:
 
 
 @pytest.mark.parametrize(
-    ("exception", "purchaser_status", "message", "merchant", "actions", "cycle"),
+    ("exception", "purchaser_status", "message", "merchant"),
     [
         (
             Exceptional.HEATER_FAULT,
             "status.fault",
             "fault",
             "compartment_fault",
-            (Action.ABORT_CYCLE_AND_OPEN, Action.CONTACT_PURCHASER),
-            False,
         ),
         (
             Exceptional.LAMP_FAULT,
             "status.fault",
             "fault",
             "compartment_fault",
-            (Action.ABORT_CYCLE_AND_OPEN, Action.CONTACT_PURCHASER),
-            False,
         ),
         (
             Exceptional.LOCK_JAMMED,
             "status.lock_jammed",
             "lock_jammed",
             "lock_jammed",
-            (Action.OPEN_REMOTELY, Action.CLEAR_FAULT, Action.CONTACT_PURCHASER),
-            True,
         ),
-        (Exceptional.DOOR_LEFT_OPEN, "status.deposited", None, None, (), True),
+        (Exceptional.DOOR_LEFT_OPEN, "status.deposited", None, None),
         (
             Exceptional.REMOVED_EARLY,
             "status.failed",
             "removed_early",
             "removed_early",
-            (Action.CONTACT_PURCHASER,),
-            False,
         ),
-        (Exceptional.KIOSK_OFFLINE, "status.kiosk_offline", None, None, (), True),
+        (Exceptional.KIOSK_OFFLINE, "status.kiosk_offline", None, None),
         (
             Exceptional.EXPIRED_BEFORE_DROPOFF,
             "status.expired_never_dropped_off",
             "never_dropped_off",
             "expired_never_dropped_off",
-            (),
-            False,
         ),
         (
             Exceptional.EXPIRED_UNCOLLECTED,
             "status.expired",
             "expired",
             "expired_uncollected",
-            (Action.EMPTY_COMPARTMENT,),
-            False,
         ),
     ],
 )
@@ -79,15 +67,11 @@ def test_what_each_person_is_told(
     purchaser_status: str,
     message: str | None,
     merchant: str | None,
-    actions: tuple[Action, ...],
-    cycle: bool,
 ) -> None:
     told = exceptions.decide(exception)
     assert told.purchaser_status == purchaser_status
     assert told.purchaser_message == message
     assert told.merchant_event == merchant
-    assert told.actions == actions
-    assert told.cycle_may_start is cycle
 
 
 @pytest.mark.parametrize(
