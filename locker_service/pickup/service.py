@@ -158,6 +158,8 @@ async def claim(
     if frozen:
         return KillSwitchEngaged("openings are frozen at this site: please ask staff")
 
+    if order is not None and compartment is not None:
+        await _give_back_if_latch_held(session, ctx, kiosk, order, compartment, now)
     refusal = _refusal(now, kiosk, order, compartment, rules, recent.order)
     if refusal is None and order is not None and compartment is not None:
         if await orders.mark_code_used(session, order, utcnow()):
@@ -200,6 +202,30 @@ async def claim(
                 session, ctx, kiosk, rules, failures, budget_spent=budget_spent
             )
     return refusal or InvalidCode("this code does not open anything here")
+
+
+async def _give_back_if_latch_held(
+    session: AsyncSession,
+    ctx: ServiceContext,
+    kiosk: Kiosk,
+    order: Order,
+    compartment: Compartment,
+    now: datetime,
+) -> None:
+    """Her code was accepted, the unlock's time is over, and the board shows the latch caught
+    and the door shut (the unlock never got through, e.g. it timed out): she is not told to
+    pull a door that is locked; the code is hers again and this try opens. A latch that did
+    release after all only means her own door is unlocked twice."""
+    if order.state != OrderState.READY or order.code_used_at is None:
+        return
+    if compartment.lock_released or compartment.door_open:
+        return  # her door is unlocked or open: she is told to pull it
+    unlock_over = order.code_used_at + timedelta(
+        seconds=ctx.settings.scaled(ctx.settings.command_timeout_s)
+    )
+    if now < unlock_over:
+        return  # the unlock may still be on its way
+    await give_back_unopened(session, kiosk, compartment, now)
 
 
 def _awaiting_her_door(order: Order, refusal: ServiceError | None) -> bool:

@@ -15,7 +15,7 @@ from locker_service import errors
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
-from locker_service.models import Alert, Kiosk, Order, PickupAttempt, Timer, utcnow
+from locker_service.models import Alert, Kiosk, Order, OrderEvent, PickupAttempt, Timer, utcnow
 from locker_service.orders import codes
 from locker_service.pickup import service as pickup_service
 from locker_service.pickup import throttle
@@ -158,6 +158,36 @@ async def test_a_guesser_waits_even_with_the_right_code(
     assert fake_kiosk.unlocks() == before
     await asyncio.sleep(retry_after_s)
     assert (await _pickup(app_client, world, right)).status_code == 200
+
+
+async def test_an_unlock_that_never_got_through_gives_her_code_back_once_its_time_is_over(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await make_ready(app_client, world, service)
+    code = _code(service.settings, order)
+    fake_kiosk.answers["unlock"] = ["no_final_answer"]
+    assert (await _pickup(app_client, world, code)).status_code == 504
+    # At once she is told her door was unlocked a moment ago (the pulse may have gone out).
+    again = await _pickup(app_client, world, code)
+    assert again.status_code == 409 and again.json()["error"] == "door_unlocked"
+    # The board's snapshots show the latch caught and the door shut; the unlock's time passes.
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Order)
+            .where(Order.id == uuid.UUID(order["id"]))
+            .values(code_used_at=utcnow() - timedelta(seconds=60))
+        )
+    opened = await _pickup(app_client, world, code)
+    assert opened.status_code == 200, opened.text
+    assert opened.json()["compartment"] == n
+    assert fake_kiosk.unlocks()[-2:] == [n, n]  # the second unlock went out
+    async with service.sessionmaker() as session:
+        kinds = (
+            await session.scalars(
+                select(OrderEvent.action).where(OrderEvent.order_id == uuid.UUID(order["id"]))
+            )
+        ).all()
+    assert kinds.count("code_returned") == 1 and kinds.count("code_accepted") == 2
 
 
 async def test_one_source_at_its_longest_wait_raises_an_alert_that_says_only_it_waits(

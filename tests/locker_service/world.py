@@ -17,6 +17,7 @@ from firmware_bridge import contract
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
+from locker_service.kiosk_link.errors import CommandTimeout
 from locker_service.kiosks.handler import StoryHandler
 from locker_service.models import Timer, utcnow
 from locker_service.sites import service as admin
@@ -123,6 +124,8 @@ class FakeKiosk:
         self.commands.append((kiosk_id, action, compartment, args))
         scripted = self.answers.get(action)
         status = scripted.pop(0) if scripted else "succeeded"
+        if status == "no_final_answer":  # accepted, then nothing before the deadline
+            raise CommandTimeout(f"{action} on {kiosk_id}/{compartment}: no final answer")
         # "failed:faulted" answers as the bridge does for a board refusing with ERR FAULTED.
         status, _, error = status.partition(":")
         data = {"error": error} if error else {}
