@@ -17,6 +17,7 @@ from sqlalchemy import text
 from locker_service import log_redaction
 from locker_service.api.errors import install_error_handlers
 from locker_service.api.metrics import router as metrics_router
+from locker_service.api.openapi import install as install_openapi
 from locker_service.audit.endpoints import router as audit_router
 from locker_service.config import Settings, get_settings
 from locker_service.context import ServiceContext
@@ -69,10 +70,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         lifespan=lifespan,
         openapi_url="/openapi.json",
+        docs_url=None,  # served from the package, not a CDN (web/api_docs.py)
+        redoc_url=None,
     )
     app.state.settings = settings or get_settings()
     log_redaction.install()  # before uvicorn logs its first request
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(orders_router)
     app.include_router(kiosk_router)
     app.include_router(operator_router)
