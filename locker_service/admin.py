@@ -55,7 +55,11 @@ def _in_session(
         raise typer.Exit(1) from None
 
 
-DB_OPTION = typer.Option(None, "--database-url", help="[env LOCKER_DATABASE_URL]")
+DB_OPTION = typer.Option(
+    None,
+    "--database-url",
+    help="[env LOCKER_DATABASE_URL; default sqlite+aiosqlite:///./var/locker.db]",
+)
 SITES_OPTION = typer.Option([], "--site", help="Site code (repeat for several); admins see all")
 
 
@@ -72,14 +76,24 @@ def proxy_options(settings: Settings) -> dict[str, Any]:
 
 
 def serve(
-    host: str | None = typer.Option(None, help="Listen address [env LOCKER_HOST]"),
-    port: int | None = typer.Option(None, help="Listen port [env LOCKER_PORT]"),
+    host: str | None = typer.Option(
+        None, help="Listen address [env LOCKER_HOST; default 127.0.0.1]"
+    ),
+    port: int | None = typer.Option(None, help="Listen port [env LOCKER_PORT; default 8000]"),
     database_url: str | None = DB_OPTION,
-    mqtt_url: str | None = typer.Option(None, help="mqtt://host:port [env LOCKER_MQTT_URL]"),
+    mqtt_url: str | None = typer.Option(
+        None, help="mqtt://host:port [env LOCKER_MQTT_URL; default mqtt://127.0.0.1:1883]"
+    ),
     time_scale: float | None = typer.Option(
-        None, "--time-scale", help="Run N times faster [env LOCKER_TIME_SCALE]"
+        None, "--time-scale", help="Run N times faster [env LOCKER_TIME_SCALE; default 1]"
     ),
     log_level: str = typer.Option("info", help="Logging level"),
+    access_log: bool = typer.Option(
+        True,
+        "--access-log/--no-access-log",
+        envvar="LOCKER_ACCESS_LOG",
+        help="Log every HTTP request (lockerctl up turns it off)",
+    ),
 ) -> None:
     """Run the locker service (REST API, kiosk link, timers); migrates the database first."""
     import logging
@@ -111,6 +125,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=log_level.lower(),
+        access_log=access_log,
         timeout_graceful_shutdown=5,
         **proxy_options(settings),
     )

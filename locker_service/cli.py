@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="Contactless smart food locker controller.", no_args_is_help=True)
+# Help text shown as written: "[env X]" would be taken for rich markup and vanish.
+app = typer.Typer(
+    help="Contactless smart food locker controller.", no_args_is_help=True, rich_markup_mode=None
+)
 
 # `up` and `demo-order` live in locker_service/stack/commands.py, which imports only typer until
 # a command runs.

@@ -341,7 +341,8 @@ def plan(options: UpOptions) -> Plan:
     children.append(
         ChildSpec(
             "service",
-            lockerctl("serve"),
+            # The screens poll: a line per request would scroll the banner and the inbox away.
+            lockerctl("serve", "--no-access-log"),
             env=service_env,
             ready_port=(ready_host, options.port),
             ready_timeout_s=SERVICE_READY_TIMEOUT_S,
@@ -400,11 +401,12 @@ def banner(p: Plan, creds: DemoCredentials) -> str:
         f"  Operator dashboard   {p.base_url}/dashboard",
         f"    operator token     {creds.operator_token}",
     ]
-    lines += [
-        f"  Kiosk screen         {p.base_url}/kiosk#token={k.token}"
-        + (f"   ({k.code})" if len(kiosks) > 1 else "")
-        for k in kiosks
-    ]
+    for k in kiosks:
+        lines += [
+            f"  Kiosk screen         {p.base_url}/kiosk#token={k.token}"
+            + (f"   ({k.code})" if len(kiosks) > 1 else ""),
+            f"    kiosk token        {k.token}   (Authorization: Bearer, /api/v1/kiosk/...)",
+        ]
     lines += [
         f"  Simulator panel      {p.base_url}/demo?sim={p.sim_url(i)}"
         + (f"   ({k.code})" if len(kiosks) > 1 else "")
@@ -412,7 +414,8 @@ def banner(p: Plan, creds: DemoCredentials) -> str:
     ]
     lines += [
         f"  API docs             {p.base_url}/docs",
-        f"    merchant API key   {creds.merchant_api_key}",
+        f"    merchant API key   {creds.merchant_api_key}   (X-API-Key)",
+        f'    site code          {creds.site_code}   ("site" of POST /api/v1/orders)',
         f"  Courier              code {creds.courier_code}, PIN {creds.courier_pin}",
         f"  Purchaser inbox      messages appear below as 'inbox | ...' ({p.inbox_url})",
         "",

@@ -66,6 +66,8 @@ def test_up_runs_the_demo_restarts_a_dead_process_and_keeps_data(tmp_path: Path)
             f"{up.base_url}/demo?sim={up.sim_url(0)}",
             creds["operator_token"],
             creds["merchant_api_key"],
+            f"site code          {creds['site_code']}",  # what an order names
+            f"kiosk token        {creds['kiosks'][0]['token']}",
             f"PIN {creds['courier_pin']}",
         ):
             assert shown in out, shown
