@@ -154,6 +154,8 @@ class Settings(BaseSettings):
     notify_send_timeout_s: float = Field(default=30.0, gt=0)
     # Temperature readings older than this are deleted (wall-clock days, not scaled).
     telemetry_retention_days: float = Field(default=30.0, gt=0)
+    # A purchaser's name and contact are blanked this long after her order ended (ADR 0067).
+    purchaser_data_retention_days: float = Field(default=30.0, gt=0)
 
     # Alerts pushed to each site's on-call (ADR 0045). The URLs are set per site by an admin
     # (API or `lockerctl set-oncall`); their scheme must be on this comma-separated list, and

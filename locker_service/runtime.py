@@ -26,6 +26,7 @@ from locker_service.kiosk_link.metrics import MESSAGE_WAIT_S, TELEMETRY_LAG_S
 from locker_service.kiosks.handler import StoryHandler
 from locker_service.metrics import REGISTRY
 from locker_service.notifications.worker import OutboxWorker
+from locker_service.orders.privacy import PrivacyLoop
 from locker_service.telemetry.alerts import AlertServiceSink
 from locker_service.telemetry.ingest import TelemetryIngest
 from locker_service.telemetry.monitor import HoldingMonitor
@@ -43,6 +44,7 @@ class Runtime:
     story: StoryHandler  # what the kiosk link calls with each kiosk message
     ingest: TelemetryIngest
     retention: RetentionLoop
+    privacy: PrivacyLoop
     link: KioskLink | None = None
     outbox: OutboxWorker | None = None
     digest: DigestLoop | None = None
@@ -64,6 +66,7 @@ class Runtime:
             await self.link.stop()
         await self.ingest.stop()
         await self.retention.stop()
+        await self.privacy.stop()
         if self.digest is not None:
             await self.digest.stop()
         if self.outbox is not None:
@@ -95,7 +98,9 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
     await ingest.start()
     retention = RetentionLoop(ctx.engine, settings.telemetry_retention_days)
     await retention.start()
-    runtime = Runtime(ctx, StoryHandler(ctx), ingest, retention)
+    privacy = PrivacyLoop(ctx.engine, settings.purchaser_data_retention_days)
+    await privacy.start()
+    runtime = Runtime(ctx, StoryHandler(ctx), ingest, retention, privacy)
     COLLECTOR.add(runtime)
     try:
         if settings.kiosk_link_enabled:

@@ -1,0 +1,95 @@
+"""A purchaser's name and contact are kept only while her order needs them (ADR 0067).
+
+`purchaser_data_retention_days` after an order ended (picked up, cancelled, expired, failed:
+its last change), its `purchaser_name` and `purchaser_contact` are blanked, and so are the
+channel (her contact), body (her name, her code) and last error (which may quote the channel)
+of every message queued for it. What the order was, where and when stays: the merchant's
+reference, the states and their times, the door openings and the food's record. An order still
+in progress is never touched, however old.
+
+Runs hourly in every replica; the rounds only share the work (an erased order matches no more).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from locker_service.background import BackgroundLoop
+from locker_service.models import NotificationOutbox, Order, utcnow
+from locker_service.orders.lifecycle import OrderState
+
+log = logging.getLogger(__name__)
+
+ERASED = ""
+ENDED = (OrderState.PICKED_UP, OrderState.CANCELLED, OrderState.EXPIRED, OrderState.FAILED)
+CHUNK_ORDERS = 1_000
+ERASE_EVERY_S = 3600.0
+
+
+async def erase_ended_before(engine: AsyncEngine, cutoff: datetime) -> int:
+    """Blank the purchaser data of orders that ended before `cutoff`; returns how many."""
+    total = 0
+    while True:
+        async with engine.begin() as connection:
+            ids = (
+                await connection.scalars(
+                    select(Order.id)
+                    .where(
+                        Order.state.in_([s.value for s in ENDED]),
+                        Order.updated_at < cutoff,
+                        or_(Order.purchaser_name != ERASED, Order.purchaser_contact != ERASED),
+                    )
+                    .limit(CHUNK_ORDERS)
+                )
+            ).all()
+            if ids:
+                await connection.execute(
+                    update(Order)
+                    .where(Order.id.in_(ids))
+                    .values(purchaser_name=ERASED, purchaser_contact=ERASED)
+                )
+                await connection.execute(
+                    update(NotificationOutbox)
+                    .where(NotificationOutbox.order_id.in_(ids))
+                    .values(channel=ERASED, body=ERASED, last_error=None)
+                )
+        total += len(ids)
+        if len(ids) < CHUNK_ORDERS:
+            return total
+        await asyncio.sleep(0)
+
+
+class PrivacyLoop:
+    """Erases, every hour, the purchaser data its retention no longer covers."""
+
+    def __init__(self, engine: AsyncEngine, retention_days: float) -> None:
+        self._engine = engine
+        self._retention = timedelta(days=retention_days)
+        self._loop = BackgroundLoop(
+            "purchaser-data-retention",
+            self._round,
+            period_s=ERASE_EVERY_S,
+            log=log,
+            failure="erasing purchaser data failed",
+        )
+
+    async def start(self) -> None:
+        self._loop.start()
+
+    async def stop(self) -> None:
+        await self._loop.stop()
+
+    async def run_once(self, now: datetime) -> int:
+        erased = await erase_ended_before(self._engine, now - self._retention)
+        if erased:
+            log.info("erased the purchaser data of %d ended orders", erased)
+        return erased
+
+    async def _round(self) -> bool:
+        await self.run_once(utcnow())
+        return False  # the rest ended too recently: look again next period
