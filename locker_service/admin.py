@@ -173,13 +173,41 @@ def create_kiosk(
     typer.echo(f"kiosk token (shown once): {made.secret}")
 
 
-def create_merchant(name: str = typer.Option(...), database_url: str | None = DB_OPTION) -> None:
-    """Make a merchant; prints its API key once."""
+MERCHANT_SITES_OPTION = typer.Option(
+    [], "--site", help="Site code it may order into (repeat for several)"
+)
+
+
+def create_merchant(
+    name: str = typer.Option(...),
+    site: list[str] = MERCHANT_SITES_OPTION,
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Make a merchant allowed to order into the given sites; prints its API key once."""
     from locker_service.sites import service
 
-    made = _in_session(database_url, lambda s, _: service.create_merchant(s, name))
-    typer.echo(f"merchant {name} created (id {made.id})")
+    made = _in_session(database_url, lambda s, _: service.create_merchant(s, name, site))
+    typer.echo(
+        f"merchant {name} created (id {made.id}), ordering into: {', '.join(site) or 'no site yet'}"
+    )
     typer.echo(f"API key (shown once): {made.secret}")
+
+
+def allow_site(
+    merchant: int = typer.Option(..., help="Merchant id"),
+    site: str = typer.Option(..., help="Site code"),
+    revoke: bool = typer.Option(False, "--revoke", help="Stop new orders there instead"),
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Allow a merchant to order into a site, or (--revoke) stop it; orders there go on."""
+    from locker_service.sites import service
+
+    _in_session(
+        database_url,
+        lambda s, _: service.set_merchant_site(s, merchant, site, allowed=not revoke),
+    )
+    verb = "may no longer order into" if revoke else "may order into"
+    typer.echo(f"merchant {merchant} {verb} {site} (each replica within its credential cache)")
 
 
 def create_courier(
@@ -256,6 +284,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "create-site": create_site,
     "create-kiosk": create_kiosk,
     "create-merchant": create_merchant,
+    "allow-site": allow_site,
     "create-courier": create_courier,
     "create-operator": create_operator,
     "set-oncall": set_oncall,

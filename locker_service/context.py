@@ -64,7 +64,9 @@ class ServiceContext:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     merchant_keys: TtlCache[Merchant] = field(init=False)  # API key hash -> merchant
     site_ids: TtlCache[int] = field(init=False)  # site code -> id, for creating orders
+    merchant_sites: TtlCache[frozenset[int]] = field(init=False)  # merchant id -> its sites
 
     def __post_init__(self) -> None:
         self.merchant_keys = TtlCache(self.settings.credential_cache_s)
         self.site_ids = TtlCache(self.settings.credential_cache_s)
+        self.merchant_sites = TtlCache(self.settings.credential_cache_s)

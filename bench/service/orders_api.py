@@ -23,10 +23,11 @@ import uuid
 from typing import Any
 
 import httpx
+from sqlalchemy import insert
 
 from bench.service.telemetry_ingest import create_database, drop_database, percentile
 from locker_service.db import create_engine, create_sessionmaker
-from locker_service.models import Merchant, Site
+from locker_service.models import Merchant, Site, merchant_sites
 from locker_service.security import hash_token
 from migrations import upgrade_async
 from tests.support.mosquitto import free_port, wait_for_port
@@ -147,8 +148,13 @@ async def run(seconds: float, concurrency: int) -> dict[str, Any]:
         api_key = f"mk_{uuid.uuid4().hex}"
         site_code = f"bench-{uuid.uuid4().hex[:6]}"
         async with create_sessionmaker(engine)() as session, session.begin():
-            session.add(Site(code=site_code, name="Bench Tower"))
-            session.add(Merchant(name="Bench Kitchen", api_key_hash=hash_token(api_key)))
+            site = Site(code=site_code, name="Bench Tower")
+            merchant = Merchant(name="Bench Kitchen", api_key_hash=hash_token(api_key))
+            session.add_all([site, merchant])
+            await session.flush()
+            await session.execute(
+                insert(merchant_sites).values(merchant_id=merchant.id, site_id=site.id)
+            )
         await engine.dispose()
 
         service_port = free_port()

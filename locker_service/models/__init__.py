@@ -12,7 +12,13 @@ from locker_service.models.order import (
     TemperatureMinute,
     TemperatureReading,
 )
-from locker_service.models.people import Courier, Merchant, Operator, operator_sites
+from locker_service.models.people import (
+    Courier,
+    Merchant,
+    Operator,
+    merchant_sites,
+    operator_sites,
+)
 from locker_service.models.site import Compartment, Kiosk, Site, SiteOncall
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "TemperatureReading",
     "Timer",
     "UTCDateTime",
+    "merchant_sites",
     "operator_sites",
     "utcnow",
 ]

@@ -33,6 +33,14 @@ class Courier(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+# A merchant's contracts: the sites it may order into (ADR 0068).
+merchant_sites = Table(
+    "merchant_sites",
+    Base.metadata,
+    Column("merchant_id", ForeignKey("merchants.id", ondelete="CASCADE"), primary_key=True),
+    Column("site_id", ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True),
+)
+
 operator_sites = Table(
     "operator_sites",
     Base.metadata,

@@ -17,7 +17,7 @@ from locker_service.config import Settings
 from locker_service.contacts.channels import ContactRefused
 from locker_service.contacts.policy import ContactPolicy, check_contact, contact_urls
 from locker_service.context import ServiceContext
-from locker_service.errors import Conflict, NotFound, Unprocessable
+from locker_service.errors import Conflict, Forbidden, NotFound, Unprocessable
 from locker_service.events import publish_after_commit
 from locker_service.live import LiveHub
 from locker_service.models import Compartment, Kiosk, Merchant, Order, Site, utcnow
@@ -33,6 +33,7 @@ from locker_service.orders.schemas import (
     live_view,
     live_view_of_new,
 )
+from locker_service.sites import service as sites_service
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
 
@@ -167,6 +168,11 @@ async def create(ctx: ServiceContext, merchant: Merchant, body: OrderCreate) -> 
 
     # A site's code does not change while it takes orders: cached like the caller's key.
     site_id = await ctx.site_ids.get(body.site, load_site_id)
+    if site_id is not None and site_id not in await _sites_of(ctx, merchant):
+        raise Forbidden(
+            f"this merchant may not order into site {body.site!r}: ask the operator to allow it",
+            code="site_not_allowed",
+        )
     if site_id is not None:
         row, token = new_order_row(settings, merchant, body, site_id, fingerprint)
         if await ctx.order_writer.write(row, body.site):
@@ -186,6 +192,16 @@ async def create(ctx: ServiceContext, merchant: Merchant, body: OrderCreate) -> 
         view = await read_model(session, existing)
     answer = OrderCreated(**view.model_dump(), purchaser_url=purchaser_url(settings, existing))
     return answer.model_dump_json().encode(), False
+
+
+async def _sites_of(ctx: ServiceContext, merchant: Merchant) -> frozenset[int]:
+    """The sites the merchant may order into, cached as its key is (ADR 0068)."""
+
+    async def load() -> frozenset[int]:
+        async with ctx.sessionmaker() as session:
+            return await sites_service.merchant_site_ids(session, merchant.id)
+
+    return await ctx.merchant_sites.get(str(merchant.id), load) or frozenset()
 
 
 async def get_for_merchant(session: AsyncSession, merchant: Merchant, order_id: uuid.UUID) -> Order:

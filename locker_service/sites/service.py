@@ -5,9 +5,10 @@ Each maker returns the credential it created in clear exactly once; only its has
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.errors import Conflict, NotFound, Unprocessable
@@ -18,6 +19,7 @@ from locker_service.models import (
     Merchant,
     Operator,
     Site,
+    merchant_sites,
     operator_sites,
 )
 from locker_service.security import hash_pin, hash_token, new_pin, new_token
@@ -91,12 +93,44 @@ async def create_kiosk(
     return Made(kiosk.id, token)
 
 
-async def create_merchant(session: AsyncSession, name: str) -> Made:
+async def create_merchant(session: AsyncSession, name: str, site_codes: Sequence[str] = ()) -> Made:
+    """A merchant with its API key, allowed to order into `site_codes` (and nowhere else)."""
+    sites = [await site_by_code(session, code) for code in site_codes]
     key = new_token("mk")
     merchant = Merchant(name=name, api_key_hash=hash_token(key))
     session.add(merchant)
     await session.flush()
+    for site in sites:
+        await session.execute(
+            insert(merchant_sites).values(merchant_id=merchant.id, site_id=site.id)
+        )
     return Made(merchant.id, key)
+
+
+async def set_merchant_site(
+    session: AsyncSession, merchant_id: int, site_code: str, *, allowed: bool
+) -> None:
+    """Allow a merchant to order into a site, or stop it (orders already there go on)."""
+    site = await site_by_code(session, site_code)
+    if await session.get(Merchant, merchant_id) is None:
+        raise NotFound(f"no merchant {merchant_id}")
+    await session.execute(
+        delete(merchant_sites).where(
+            merchant_sites.c.merchant_id == merchant_id, merchant_sites.c.site_id == site.id
+        )
+    )
+    if allowed:
+        await session.execute(
+            insert(merchant_sites).values(merchant_id=merchant_id, site_id=site.id)
+        )
+
+
+async def merchant_site_ids(session: AsyncSession, merchant_id: int) -> frozenset[int]:
+    """The sites a merchant may order into."""
+    rows = await session.scalars(
+        select(merchant_sites.c.site_id).where(merchant_sites.c.merchant_id == merchant_id)
+    )
+    return frozenset(rows.all())
 
 
 async def create_courier(

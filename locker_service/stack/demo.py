@@ -154,7 +154,7 @@ async def ensure_demo_data(
             created_now = creds is None
             if creds is None:
                 await admin.create_site(session, DEMO_SITE_CODE, "Demo office tower")
-                merchant = await admin.create_merchant(session, "Demo Kitchen")
+                merchant = await admin.create_merchant(session, "Demo Kitchen", [DEMO_SITE_CODE])
                 courier = await admin.create_courier(
                     session,
                     secret_key,

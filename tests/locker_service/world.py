@@ -83,7 +83,7 @@ async def seed(
             s, f"site-{tag}", kiosk_code or f"k-{tag}", "Lobby", layout, unheated
         )
         other_kiosk = await admin.create_kiosk(s, f"other-{tag}", f"ko-{tag}", "Hall", "M:2")
-        merchant = await admin.create_merchant(s, "Noodle Bar")
+        merchant = await admin.create_merchant(s, "Noodle Bar", [f"site-{tag}"])
         await admin.create_courier(
             s, settings.secret_key, f"c-{tag}", "Sam", merchant.id, None, COURIER_PIN
         )

@@ -79,10 +79,19 @@ def seed_database(database_url: str, compartments: int = 6, kiosk_code: str | No
 
 
 def _seed(database_url: str, compartments: int, kiosk_code: str | None) -> Seed:
+    from sqlalchemy import insert
     from sqlalchemy.engine import make_url
 
     from locker_service.db import create_engine, create_sessionmaker
-    from locker_service.models import Compartment, Courier, Kiosk, Merchant, Operator, Site
+    from locker_service.models import (
+        Compartment,
+        Courier,
+        Kiosk,
+        Merchant,
+        Operator,
+        Site,
+        merchant_sites,
+    )
     from locker_service.security import hash_pin, hash_token, new_token
     from migrations import upgrade
     from tests.support.databases import migrated_sqlite_database
@@ -120,7 +129,12 @@ def _seed(database_url: str, compartments: int, kiosk_code: str | None) -> Seed:
                 session.add(
                     Operator(name="Olga", token_hash=hash_token(operator_token), role="admin")
                 )
-                session.add(Merchant(name="Noodle Bar", api_key_hash=hash_token(merchant_key)))
+                merchant = Merchant(name="Noodle Bar", api_key_hash=hash_token(merchant_key))
+                session.add(merchant)
+                await session.flush()
+                await session.execute(
+                    insert(merchant_sites).values(merchant_id=merchant.id, site_id=kiosk.site_id)
+                )
                 session.add(
                     Courier(
                         code=courier_code,
