@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 import qrcode
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -20,10 +21,17 @@ from locker_service.api.deps import (
     context_of,
     current_merchant,
 )
+from locker_service.bounds import Text
 from locker_service.errors import NotFound
 from locker_service.orders import service
 from locker_service.orders.lifecycle import OrderState
-from locker_service.orders.schemas import OrderCreate, OrderCreated, OrderRead, PurchaserStatus
+from locker_service.orders.schemas import (
+    OrderCreate,
+    OrderCreated,
+    OrderPage,
+    OrderRead,
+    PurchaserStatus,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["orders"])
 purchaser_router = APIRouter(tags=["purchaser"])
@@ -56,6 +64,36 @@ async def create_order(request: Request) -> Response:
         raise RequestValidationError(exc.errors(include_url=False)) from None
     answer, new = await service.create(context_of(request), merchant, body)
     return Response(answer, status_code=201 if new else 200, media_type="application/json")
+
+
+@router.get("/orders", response_model=OrderPage, openapi_extra=MERCHANT_KEY_HEADER)
+async def list_orders(
+    merchant: MerchantDep,
+    session: SessionDep,
+    state: Annotated[Text | None, Query(max_length=20, description="an order state")] = None,
+    site: Annotated[Text | None, Query(max_length=64, description="a site's code")] = None,
+    ref: Annotated[
+        Text | None, Query(max_length=128, description="the start of the merchant's reference")
+    ] = None,
+    since: Annotated[datetime | None, Query(description="created at or after")] = None,
+    until: Annotated[datetime | None, Query(description="created before")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[
+        Text | None, Query(max_length=200, description="the last page's `next_cursor`")
+    ] = None,
+) -> OrderPage:
+    """The merchant's own orders, newest first, one page at a time."""
+    return await service.list_for_merchant(
+        session,
+        merchant,
+        state=state,
+        site=site,
+        ref_prefix=ref,
+        since=since,
+        until=until,
+        cursor=cursor,
+        limit=limit,
+    )
 
 
 @router.get("/orders/{order_id}", response_model=OrderRead, openapi_extra=MERCHANT_KEY_HEADER)

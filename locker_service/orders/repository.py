@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,7 +17,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from locker_service.db import rowcount
 from locker_service.errors import Conflict
 from locker_service.lifecycles import save_step
-from locker_service.models import Order, OrderEvent, utcnow
+from locker_service.models import Compartment, Kiosk, Order, OrderEvent, utcnow
 from locker_service.orders.lifecycle import OrderState, OrderTrigger, next_state
 from locker_service.orders.schemas import NOTICE_PREFIX
 
@@ -96,6 +96,63 @@ async def notices(session: AsyncSession, order_id: uuid.UUID) -> list[OrderEvent
         .order_by(OrderEvent.id)
     )
     return list(rows)
+
+
+async def notices_of(
+    session: AsyncSession, order_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[OrderEvent]]:
+    """The notices of several orders in one query, oldest first."""
+    found: dict[uuid.UUID, list[OrderEvent]] = {order_id: [] for order_id in order_ids}
+    if order_ids:
+        rows = await session.scalars(
+            select(OrderEvent)
+            .where(OrderEvent.order_id.in_(order_ids), OrderEvent.action.startswith(NOTICE_PREFIX))
+            .order_by(OrderEvent.id)
+        )
+        for event in rows:
+            found[event.order_id].append(event)
+    return found
+
+
+async def page_for_merchant(
+    session: AsyncSession,
+    merchant_id: int,
+    *,
+    state: str | None,
+    site_id: int | None,
+    ref_prefix: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[tuple[Order, int | None, str | None]]:
+    """A merchant's orders, newest first, with their compartment number and kiosk code;
+    those after `after` (a page's last (created_at, id)), at most `limit`."""
+    query = (
+        select(Order, Compartment.number, Kiosk.code)
+        .outerjoin(Compartment, Compartment.id == Order.compartment_id)
+        .outerjoin(Kiosk, Kiosk.id == Compartment.kiosk_id)
+        .where(Order.merchant_id == merchant_id)
+        .order_by(Order.created_at.desc(), Order.id.desc())
+        .limit(limit)
+    )
+    if state is not None:
+        query = query.where(Order.state == state)
+    if site_id is not None:
+        query = query.where(Order.site_id == site_id)
+    if ref_prefix:
+        escaped = ref_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Order.external_ref.like(f"{escaped}%", escape="\\"))
+    if since is not None:
+        query = query.where(Order.created_at >= since)
+    if until is not None:
+        query = query.where(Order.created_at < until)
+    if after is not None:
+        at, order_id = after
+        query = query.where(
+            or_(Order.created_at < at, and_(Order.created_at == at, Order.id < order_id))
+        )
+    return [(order, number, code) for order, number, code in (await session.execute(query)).all()]
 
 
 def event_values(

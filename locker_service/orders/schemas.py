@@ -65,6 +65,15 @@ class OrderRead(BaseModel):
     )
 
 
+class OrderPage(BaseModel):
+    """One page of a merchant's orders, newest first."""
+
+    orders: list[OrderRead]
+    next_cursor: str | None = Field(
+        default=None, description="pass as `cursor` for the next page; null on the last"
+    )
+
+
 class OrderCreated(OrderRead):
     purchaser_url: str = Field(description="the purchaser's page; its token is shown only here")
 

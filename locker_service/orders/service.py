@@ -3,10 +3,12 @@ cancel; and what the purchaser's page shows."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pydantic_core
@@ -20,7 +22,7 @@ from locker_service.context import ServiceContext
 from locker_service.errors import Conflict, Forbidden, NotFound, Unprocessable
 from locker_service.events import publish_after_commit
 from locker_service.live import LiveHub
-from locker_service.models import Compartment, Kiosk, Merchant, Order, Site, utcnow
+from locker_service.models import Compartment, Kiosk, Merchant, Order, OrderEvent, Site, utcnow
 from locker_service.orders import codes, repository
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
 from locker_service.orders.schemas import (
@@ -28,6 +30,7 @@ from locker_service.orders.schemas import (
     OrderCreate,
     OrderCreated,
     OrderNotice,
+    OrderPage,
     OrderRead,
     PurchaserStatus,
     live_view,
@@ -60,6 +63,12 @@ async def read_model(session: AsyncSession, order: Order) -> OrderRead:
         ).first()
         if row is not None:
             number, kiosk_code = row[0], row[1]
+    return _read(order, number, kiosk_code, await repository.notices(session, order.id))
+
+
+def _read(
+    order: Order, number: int | None, kiosk_code: str | None, notices: list[OrderEvent]
+) -> OrderRead:
     return OrderRead(
         id=order.id,
         external_ref=order.external_ref,
@@ -84,7 +93,7 @@ async def read_model(session: AsyncSession, order: Order) -> OrderRead:
                 at=e.at,
                 message=str(e.detail.get("message", "")),
             )
-            for e in await repository.notices(session, order.id)
+            for e in notices
         ],
     )
 
@@ -202,6 +211,73 @@ async def _sites_of(ctx: ServiceContext, merchant: Merchant) -> frozenset[int]:
             return await sites_service.merchant_site_ids(session, merchant.id)
 
     return await ctx.merchant_sites.get(str(merchant.id), load) or frozenset()
+
+
+_CURSOR_SEP = "|"
+
+
+def encode_cursor(created_at: datetime, order_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}{_CURSOR_SEP}{order_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, _, order_id = raw.partition(_CURSOR_SEP)
+        created_at, decoded_id = datetime.fromisoformat(at), uuid.UUID(order_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise Unprocessable(
+            "this cursor was not given by the order list", code="bad_cursor"
+        ) from exc
+    return (created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)), decoded_id
+
+
+async def list_for_merchant(
+    session: AsyncSession,
+    merchant: Merchant,
+    *,
+    state: str | None,
+    site: str | None,
+    ref_prefix: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> OrderPage:
+    """A page of the merchant's own orders, newest first (cursor pagination)."""
+    if state is not None and state not in {s.value for s in OrderState}:
+        raise Unprocessable(f"unknown order state {state!r}", code="unknown_state")
+    since = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+    until = until.replace(tzinfo=UTC) if until and until.tzinfo is None else until
+    if since is not None and until is not None and until <= since:
+        raise Unprocessable("`until` must be after `since`", code="bad_time_range")
+    site_id = None
+    if site is not None:
+        site_id = await session.scalar(select(Site.id).where(Site.code == site))
+        if site_id is None:
+            raise Unprocessable(f"no site {site!r}", code="unknown_site")
+    rows = await repository.page_for_merchant(
+        session,
+        merchant.id,
+        state=state,
+        site_id=site_id,
+        ref_prefix=ref_prefix,
+        since=since,
+        until=until,
+        after=decode_cursor(cursor) if cursor else None,
+        limit=limit + 1,
+    )
+    page, more = rows[:limit], len(rows) > limit
+    notices = await repository.notices_of(session, [order.id for order, _, _ in page])
+    orders = [
+        _read(order, number, kiosk_code, notices[order.id]) for order, number, kiosk_code in page
+    ]
+    last = page[-1][0] if page and more else None
+    return OrderPage(
+        orders=orders,
+        next_cursor=encode_cursor(last.created_at, last.id) if last is not None else None,
+    )
 
 
 async def get_for_merchant(session: AsyncSession, merchant: Merchant, order_id: uuid.UUID) -> Order:

@@ -1,0 +1,74 @@
+"""A merchant lists and searches its own orders, a page at a time (`GET /api/v1/orders`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from locker_service.context import ServiceContext
+from locker_service.db import session_scope
+from locker_service.sites import service as sites
+from tests.locker_service.world import World, create_order
+
+
+async def _all_pages(
+    client: httpx.AsyncClient, headers: dict[str, str], **query: Any
+) -> list[list[str]]:
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        params = {**query, **({"cursor": cursor} if cursor else {})}
+        answer = await client.get("/api/v1/orders", params=params, headers=headers)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        pages.append([o["external_ref"] for o in body["orders"]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+async def test_a_merchant_pages_through_its_own_orders_newest_first(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    made = [await create_order(app_client, world, ref=f"L-{i}") for i in range(5)]
+    cancelled = await app_client.post(
+        f"/api/v1/orders/{made[1]['id']}/cancel", headers=world.merchant()
+    )
+    assert cancelled.status_code == 200
+    async with session_scope(service.sessionmaker) as session:
+        rival = await sites.create_merchant(session, "Rival", [world.site_code])
+    assert rival.secret
+    await app_client.post(  # the rival's order never shows in the merchant's list
+        "/api/v1/orders", json=world.order_body("R-1"), headers={"X-API-Key": rival.secret}
+    )
+
+    pages = await _all_pages(app_client, world.merchant(), limit=2)
+    assert pages == [["L-4", "L-3"], ["L-2", "L-1"], ["L-0"]]  # each once, newest first
+    assert await _all_pages(app_client, world.merchant(), state="cancelled") == [["L-1"]]
+    assert await _all_pages(app_client, world.merchant(), ref="L-3") == [["L-3"]]
+    assert await _all_pages(app_client, world.merchant(), ref="%") == [[]]  # no wildcard
+    assert await _all_pages(app_client, world.merchant(), site=world.site_code, limit=10) == [
+        ["L-4", "L-3", "L-2", "L-1", "L-0"]
+    ]
+    assert await _all_pages(app_client, {"X-API-Key": rival.secret}) == [["R-1"]]
+    one = (await app_client.get("/api/v1/orders", headers=world.merchant())).json()["orders"][0]
+    assert one["state"] == "created" and "notices" in one and one["id"] == made[4]["id"]
+
+
+async def test_bad_searches_are_refused_with_their_codes(
+    app_client: httpx.AsyncClient, world: World
+) -> None:
+    for params, code in (
+        ({"cursor": "not-a-cursor"}, "bad_cursor"),
+        ({"state": "eaten"}, "unknown_state"),
+        ({"site": "nowhere"}, "unknown_site"),
+        (
+            {"since": "2026-12-03T10:00:00Z", "until": "2026-12-03T09:00:00Z"},
+            "bad_time_range",
+        ),
+    ):
+        answer = await app_client.get("/api/v1/orders", params=params, headers=world.merchant())
+        assert answer.status_code == 422, (params, answer.text)
+        assert answer.json()["error"] == code
+    assert (await app_client.get("/api/v1/orders")).status_code == 401
