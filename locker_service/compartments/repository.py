@@ -78,6 +78,34 @@ async def free_in_kiosk(session: AsyncSession, kiosk_id: int) -> Sequence[Compar
     ).all()
 
 
+def fitting_counts(free: Sequence[tuple[str, bool]]) -> dict[str, dict[str, int]]:
+    """For each order size, how many of these free (size, heated) compartments a hot and an
+    ambient order would fit (as a drop-off chooses: `fits`)."""
+    return {
+        size: {
+            "hot": sum(fits(c_size, heated, size, True) for c_size, heated in free),
+            "ambient": sum(fits(c_size, heated, size, False) for c_size, heated in free),
+        }
+        for size in SIZES
+    }
+
+
+async def free_at_site(session: AsyncSession, site_id: int) -> list[tuple[str, bool, str, bool]]:
+    """(kiosk code, kiosk online, size, heated) of each free compartment at the site, with
+    nothing inside by the board's sensor and no fault: what a drop-off could take now."""
+    rows = await session.execute(
+        select(Kiosk.code, Kiosk.online, Compartment.size, Compartment.heated)
+        .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
+        .where(
+            Kiosk.site_id == site_id,
+            Compartment.state == CompartmentState.AVAILABLE.value,
+            Compartment.fault.is_(None),
+            Compartment.occupied.is_(False),
+        )
+    )
+    return [(code, bool(online), size, bool(heated)) for code, online, size, heated in rows.all()]
+
+
 async def by_number(session: AsyncSession, kiosk_id: int, number: int) -> Compartment | None:
     return await session.scalar(
         select(Compartment).where(Compartment.kiosk_id == kiosk_id, Compartment.number == number)

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import qrcode
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -31,6 +31,7 @@ from locker_service.orders.schemas import (
     OrderPage,
     OrderRead,
     PurchaserStatus,
+    SiteCapacity,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["orders"])
@@ -94,6 +95,20 @@ async def list_orders(
         cursor=cursor,
         limit=limit,
     )
+
+
+@router.get(
+    "/sites/{site}/capacity", response_model=SiteCapacity, openapi_extra=MERCHANT_KEY_HEADER
+)
+async def site_capacity(
+    site: Annotated[Text, Path(max_length=64, description="the site's code")],
+    merchant: MerchantDep,
+    session: SessionDep,
+    ctx: ContextDep,
+) -> SiteCapacity:
+    """Before ordering: the free compartments at one of the merchant's sites that fit each
+    order size, hot or ambient, per kiosk and in all (online kiosks)."""
+    return await service.capacity(ctx, session, merchant, site)
 
 
 @router.get("/orders/{order_id}", response_model=OrderRead, openapi_extra=MERCHANT_KEY_HEADER)

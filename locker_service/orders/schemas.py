@@ -74,6 +74,26 @@ class OrderPage(BaseModel):
     )
 
 
+class KioskCapacity(BaseModel):
+    kiosk: str
+    online: bool
+    fits: dict[str, dict[str, int]] = Field(
+        description="per order size (S, M, L): free compartments a `hot` and an `ambient` "
+        "order would fit"
+    )
+
+
+class SiteCapacity(BaseModel):
+    """What a site can take now, before ordering: free compartments that fit each order."""
+
+    site: str
+    dropoffs_frozen: bool = Field(description="the site's kill switch: no drop-off now")
+    fits: dict[str, dict[str, int]] = Field(
+        description="the online kiosks' total, per order size and temperature class"
+    )
+    kiosks: list[KioskCapacity]
+
+
 class OrderCreated(OrderRead):
     purchaser_url: str = Field(description="the purchaser's page; its token is shown only here")
 

@@ -15,6 +15,7 @@ import pydantic_core
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from locker_service.compartments import repository as compartments_repository
 from locker_service.config import Settings
 from locker_service.contacts.channels import ContactRefused
 from locker_service.contacts.policy import ContactPolicy, check_contact, contact_urls
@@ -27,12 +28,14 @@ from locker_service.orders import codes, repository
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
 from locker_service.orders.schemas import (
     NOTICE_PREFIX,
+    KioskCapacity,
     OrderCreate,
     OrderCreated,
     OrderNotice,
     OrderPage,
     OrderRead,
     PurchaserStatus,
+    SiteCapacity,
     live_view,
     live_view_of_new,
 )
@@ -277,6 +280,44 @@ async def list_for_merchant(
     return OrderPage(
         orders=orders,
         next_cursor=encode_cursor(last.created_at, last.id) if last is not None else None,
+    )
+
+
+async def capacity(
+    ctx: ServiceContext, session: AsyncSession, merchant: Merchant, site: str
+) -> SiteCapacity:
+    """Free compartments at one of the merchant's sites, per kiosk, and in all for the online
+    kiosks: what a drop-off there could take now."""
+    # The merchant's sites are read in a session of their own (cached): first, before the
+    # request's session takes SQLite's write lock with its first statement.
+    allowed = await _sites_of(ctx, merchant)
+    found = (
+        await session.execute(select(Site.id, Site.kill_switch_engaged).where(Site.code == site))
+    ).first()
+    if found is None:
+        raise NotFound(f"no site {site!r}")
+    site_id, frozen = found
+    if site_id not in allowed:
+        raise Forbidden(f"this merchant may not order into site {site!r}", code="site_not_allowed")
+    kiosks = (
+        await session.execute(
+            select(Kiosk.code, Kiosk.online).where(Kiosk.site_id == site_id).order_by(Kiosk.code)
+        )
+    ).all()
+    free = await compartments_repository.free_at_site(session, site_id)
+    fits = compartments_repository.fitting_counts
+    return SiteCapacity(
+        site=site,
+        dropoffs_frozen=bool(frozen),
+        fits=fits([(size, heated) for _, up, size, heated in free if up]),
+        kiosks=[
+            KioskCapacity(
+                kiosk=code,
+                online=bool(online),
+                fits=fits([(size, heated) for c, _, size, heated in free if c == code]),
+            )
+            for code, online in kiosks
+        ],
     )
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
+from firmware_bridge import contract
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
+from locker_service.kiosks.handler import StoryHandler
+from locker_service.models import Site
 from locker_service.sites import service as sites
 from tests.locker_service.world import World, create_order
 
@@ -72,3 +76,49 @@ async def test_bad_searches_are_refused_with_their_codes(
         assert answer.status_code == 422, (params, answer.text)
         assert answer.json()["error"] == code
     assert (await app_client.get("/api/v1/orders")).status_code == 401
+
+
+async def test_a_merchant_sees_what_its_site_can_take_before_ordering(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    async def capacity() -> dict[str, Any]:
+        answer = await app_client.get(
+            f"/api/v1/sites/{world.site_code}/capacity", headers=world.merchant()
+        )
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+    # The world's kiosk: one S and three M compartments, all heated; no status heard yet.
+    offline = await capacity()
+    [kiosk] = offline["kiosks"]
+    assert (kiosk["kiosk"], kiosk["online"]) == (world.kiosk_code, False)
+    assert kiosk["fits"] == {
+        "S": {"hot": 4, "ambient": 4},
+        "M": {"hot": 3, "ambient": 3},
+        "L": {"hot": 0, "ambient": 0},
+    }
+    assert offline["fits"]["S"]["hot"] == 0  # an offline kiosk takes nothing now
+    assert offline["dropoffs_frozen"] is False
+
+    await StoryHandler(service).on_status(
+        world.kiosk_code, contract.KioskStatus(state="online", board_online=True)
+    )
+    await create_order(app_client, world, ref="CAP-1")  # size M
+    dropped = await app_client.post(
+        "/api/v1/kiosk/dropoff",
+        json={"courier_code": world.courier_code, "pin": world.courier_pin, "order_ref": "CAP-1"},
+        headers=world.kiosk(),
+    )
+    assert dropped.status_code == 200, dropped.text
+    online = await capacity()
+    assert online["fits"]["M"] == {"hot": 2, "ambient": 2}  # one M reserved for the courier
+    assert online["fits"]["S"] == {"hot": 3, "ambient": 3}
+
+    async with service.sessionmaker() as session:
+        other = await session.scalar(select(Site.code).where(Site.id == world.other_site_id))
+    refused = await app_client.get(f"/api/v1/sites/{other}/capacity", headers=world.merchant())
+    assert refused.status_code == 403 and refused.json()["error"] == "site_not_allowed"
+    unknown = await app_client.get("/api/v1/sites/nowhere/capacity", headers=world.merchant())
+    assert unknown.status_code == 404
+    assert (await app_client.get(f"/api/v1/sites/{world.site_code}/capacity")).status_code == 401
