@@ -24,6 +24,7 @@ from locker_service.kiosk_link.lease_keeper import LeaseKeeper
 from locker_service.kiosk_link.link import KioskLink
 from locker_service.kiosk_link.metrics import MESSAGE_WAIT_S, TELEMETRY_LAG_S
 from locker_service.kiosks.handler import StoryHandler
+from locker_service.live.relay import PgRelay
 from locker_service.metrics import REGISTRY
 from locker_service.notifications.worker import OutboxWorker
 from locker_service.orders.privacy import PrivacyLoop
@@ -45,6 +46,7 @@ class Runtime:
     ingest: TelemetryIngest
     retention: RetentionLoop
     privacy: PrivacyLoop
+    relay: PgRelay | None = None  # the other replicas' live changes (PostgreSQL)
     link: KioskLink | None = None
     outbox: OutboxWorker | None = None
     digest: DigestLoop | None = None
@@ -67,6 +69,8 @@ class Runtime:
         await self.ingest.stop()
         await self.retention.stop()
         await self.privacy.stop()
+        if self.relay is not None:
+            await self.relay.stop()
         if self.digest is not None:
             await self.digest.stop()
         if self.outbox is not None:
@@ -103,6 +107,10 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
     runtime = Runtime(ctx, StoryHandler(ctx), ingest, retention, privacy)
     COLLECTOR.add(runtime)
     try:
+        if ctx.engine.dialect.name == "postgresql":
+            relay = PgRelay(ctx.engine, ctx.hub, settings.replica_id)
+            await relay.start()
+            runtime.relay = relay
         if settings.kiosk_link_enabled:
             leases = LeaseKeeper(
                 ctx.sessionmaker,

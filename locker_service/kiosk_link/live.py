@@ -32,7 +32,7 @@ class LivePublisher:
 
     def publish(self, kiosk_id: str, kind: MessageKind, payload: BaseModel) -> None:
         """Publish without waiting: at once without sites, else once the site is known."""
-        if self._hub.subscriber_count == 0:
+        if not self._hub.watched:
             return  # nobody watching: spare the serialisation (telemetry is hundreds a second)
         if self._sites is None:
             self._hub.publish(live_kind(kind), live_data(kiosk_id, payload), None)
@@ -43,7 +43,7 @@ class LivePublisher:
 
     async def publish_now(self, kiosk_id: str, kind: MessageKind, payload: BaseModel) -> None:
         """Publish once the kiosk's site is resolved (the caller waits for that)."""
-        if self._hub.subscriber_count == 0:
+        if not self._hub.watched:
             return
         site_id = None
         if self._sites is not None:

@@ -3,13 +3,17 @@
 Publishers (the kiosk link, order and alert services) call `hub.publish`; every SSE client holds a
 subscription with a bounded queue. A client too slow to keep up loses its oldest messages rather
 than holding memory or slowing the publisher; the dashboard re-reads full state on reconnect.
+
+With several replicas, `relay` (set by `live.relay.PgRelay`) hands each message published here
+to the others, and what they publish comes in through `deliver`: every dashboard sees every
+change, whichever replica made it, once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,19 +33,33 @@ class LiveHub:
         self._subscribers: set[asyncio.Queue[LiveMessage]] = set()
         self._ids = itertools.count(1)
         self._dropped: dict[int, int] = {}  # queue id -> messages lost to a full queue
+        self.relay: Callable[[LiveMessage], None] | None = None  # to the other replicas
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
+    @property
+    def watched(self) -> bool:
+        """Someone may see what is published: a stream here, or another replica's."""
+        return bool(self._subscribers) or self.relay is not None
+
     def publish(self, kind: str, data: dict[str, Any], site_id: int | None = None) -> None:
-        """Call from the event loop's thread only."""
+        """A change made here: to this replica's streams and, through `relay`, the others'.
+        Call from the event loop's thread only."""
+        message = self.deliver(kind, data, site_id)
+        if self.relay is not None:
+            self.relay(message)
+
+    def deliver(self, kind: str, data: dict[str, Any], site_id: int | None = None) -> LiveMessage:
+        """A change to show on this replica's streams only (one another replica made)."""
         message = LiveMessage(next(self._ids), kind, site_id, data)
         for queue in self._subscribers:
             if queue.full():
                 queue.get_nowait()
                 self._dropped[id(queue)] = self._dropped.get(id(queue), 0) + 1
             queue.put_nowait(message)
+        return message
 
     def subscription(self) -> Subscription:
         """A subscription to use as a context manager, with a timed `next()` (SSE heartbeats)."""

@@ -472,3 +472,37 @@ async def test_two_replicas_share_kiosks_on_a_broker_without_shared_subscription
         for replica in reversed(replicas):  # before their broker goes
             await replica.stack.aclose()
         await broker.stop()
+
+
+async def _live_event_ids(subscription: Any, kiosk_id: str, wanted: int) -> list[str]:
+    """The ids of the kiosk's events a live stream got, until `wanted` came (or 20 s of quiet)."""
+    seen: list[str] = []
+    while len(seen) < wanted:
+        message = await subscription.next(20)
+        assert message is not None, f"only {len(seen)} of {wanted} events reached the stream"
+        if message.kind == "event" and message.data.get("kiosk") == kiosk_id:
+            seen.append(message.data["event_id"])
+    return seen
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_dashboard_on_either_replica_sees_every_event_once(
+    start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
+) -> None:
+    a, b = await start_replica("a"), await start_replica("b")
+    world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(a, [a, b]))
+    kiosk = kiosks(world.kiosk_code)
+    await held_by(a, kiosk)
+    await keepers_settled(a, b)
+    with a.ctx.hub.subscription() as on_a, b.ctx.hub.subscription() as on_b:
+        door_burst(kiosk, 1, rounds=2)  # handled by a alone
+        sent = [e.event_id for e in kiosk.events]
+        assert sorted(await _live_event_ids(on_b, kiosk.kiosk_id, len(sent))) == sorted(sent)
+        assert sorted(await _live_event_ids(on_a, kiosk.kiosk_id, len(sent))) == sorted(sent)
+        await handled_in_order(a, world, kiosk)
+        # No copy more: a's own changes do not come back to it, nor go twice to b.
+        for subscription in (on_a, on_b):
+            while (extra := await subscription.next(0.5)) is not None:
+                assert not (extra.kind == "event" and extra.data.get("kiosk") == kiosk.kiosk_id)
+    assert b.handled(kiosk) == 0
+    assert a.ctx.hub.relay is not None and b.ctx.hub.relay is not None

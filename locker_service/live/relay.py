@@ -1,0 +1,125 @@
+"""Live changes shared by every replica through PostgreSQL's LISTEN/NOTIFY (ADR 0069).
+
+Each replica's hub only sees what that replica did: the kiosks it holds (ADR 0044), the orders
+and alerts of the requests it served. A dashboard's stream is served by one replica, so without
+this it showed a part of the fleet. The relay sends what its hub publishes on the channel
+`locker_live`, in batches (a NOTIFY carries under 8,000 bytes), tagged with the replica's id;
+each replica listens on one connection of its own and delivers the others' batches to its hub,
+skipping its own: every change reaches every dashboard once. NOTIFY is delivered after the
+sending transaction commits, in commit order; a listener that was disconnected misses what was
+sent meanwhile, as a dashboard that reconnects re-reads full state anyway.
+
+SQLite has one process: no relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from locker_service.live import LiveHub, LiveMessage
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "locker_live"
+MAX_PAYLOAD_BYTES = 7_800  # PostgreSQL's limit is 8,000 bytes per notification
+MAX_WAITING = 10_000  # a database too slow to take them: the oldest go (dashboards re-read)
+
+
+class PgRelay:
+    def __init__(self, engine: AsyncEngine, hub: LiveHub, origin: str) -> None:
+        self._engine = engine
+        self._hub = hub
+        self._origin = origin
+        self._waiting: deque[LiveMessage] = deque(maxlen=MAX_WAITING)
+        self._wake = asyncio.Event()
+        self._listening: AsyncConnection | None = None
+        self._driver: Any = None
+        self._sender: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.received = 0
+        self.too_large = 0
+
+    async def start(self) -> None:
+        self._listening = await self._engine.connect()
+        raw = await self._listening.get_raw_connection()
+        self._driver = raw.driver_connection  # asyncpg's connection
+        await self._driver.add_listener(CHANNEL, self._on_notify)
+        self._hub.relay = self._relay
+        self._sender = asyncio.get_running_loop().create_task(self._send_loop(), name="live-relay")
+
+    async def stop(self) -> None:
+        self._hub.relay = None
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+        if self._driver is not None:
+            try:
+                await self._driver.remove_listener(CHANNEL, self._on_notify)
+            except Exception:  # the connection may be gone already
+                log.debug("could not remove the live listener", exc_info=True)
+        if self._listening is not None:
+            await self._listening.close()
+
+    def _relay(self, message: LiveMessage) -> None:
+        self._waiting.append(message)
+        self._wake.set()
+
+    def _on_notify(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            batch = json.loads(payload)
+            if batch["o"] == self._origin:
+                return
+            for kind, site_id, data in batch["m"]:
+                self._hub.deliver(str(kind), dict(data), site_id)
+                self.received += 1
+        except Exception:
+            log.warning("dropped a live notification that does not read", exc_info=True)
+
+    def _batches(self) -> list[str]:
+        batches: list[str] = []
+        messages: list[list[Any]] = []
+        size = 0
+        head = len(json.dumps({"o": self._origin, "m": []}))
+        while self._waiting:
+            message = self._waiting.popleft()
+            item = [message.kind, message.site_id, message.data]
+            item_size = len(json.dumps(item, default=str)) + 1
+            if head + item_size > MAX_PAYLOAD_BYTES:
+                self.too_large += 1  # its dashboards see it on their next full read
+                continue
+            if size + item_size + head > MAX_PAYLOAD_BYTES and messages:
+                batches.append(json.dumps({"o": self._origin, "m": messages}, default=str))
+                messages, size = [], 0
+            messages.append(item)
+            size += item_size
+        if messages:
+            batches.append(json.dumps({"o": self._origin, "m": messages}, default=str))
+        return batches
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batches = self._batches()
+            if not batches:
+                continue
+            try:
+                async with self._engine.begin() as connection:
+                    for payload in batches:
+                        await connection.execute(
+                            text("SELECT pg_notify(:channel, :payload)"),
+                            {"channel": CHANNEL, "payload": payload},
+                        )
+                self.sent += len(batches)
+            except Exception:
+                log.warning("could not relay %d live batches", len(batches), exc_info=True)
+                await asyncio.sleep(1.0)
