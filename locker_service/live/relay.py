@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "locker_live"
 MAX_PAYLOAD_BYTES = 7_800  # PostgreSQL's limit is 8,000 bytes per notification
 MAX_WAITING = 10_000  # a database too slow to take them: the oldest go (dashboards re-read)
+CHECK_LISTENER_S = 5.0  # a listening connection lost (a failover) is opened again this soon
 
 
 class PgRelay:
@@ -46,12 +47,10 @@ class PgRelay:
         self.sent = 0
         self.received = 0
         self.too_large = 0
+        self.listens = 0  # connections listened on: 1, and one more after each loss
 
     async def start(self) -> None:
-        self._listening = await self._engine.connect()
-        raw = await self._listening.get_raw_connection()
-        self._driver = raw.driver_connection  # asyncpg's connection
-        await self._driver.add_listener(CHANNEL, self._on_notify)
+        await self._listen()
         self._hub.relay = self._relay
         self._sender = asyncio.get_running_loop().create_task(self._send_loop(), name="live-relay")
 
@@ -68,6 +67,24 @@ class PgRelay:
                 log.debug("could not remove the live listener", exc_info=True)
         if self._listening is not None:
             await self._listening.close()
+
+    async def _listen(self) -> None:
+        if self._listening is not None:
+            with contextlib.suppress(Exception):
+                await self._listening.close()
+        self._listening = await self._engine.connect()
+        raw = await self._listening.get_raw_connection()
+        self._driver = raw.driver_connection  # asyncpg's connection
+        await self._driver.add_listener(CHANNEL, self._on_notify)
+        self.listens += 1
+
+    async def _keep_listening(self) -> None:
+        if self._driver is None or self._driver.is_closed():
+            log.warning("the live listener's connection was lost; listening again")
+            try:
+                await self._listen()
+            except Exception:
+                log.warning("could not listen for live changes yet", exc_info=True)
 
     def _relay(self, message: LiveMessage) -> None:
         self._waiting.append(message)
@@ -107,8 +124,10 @@ class PgRelay:
 
     async def _send_loop(self) -> None:
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), CHECK_LISTENER_S)
             self._wake.clear()
+            await self._keep_listening()
             batches = self._batches()
             if not batches:
                 continue

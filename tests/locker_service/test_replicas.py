@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from firmware_bridge import contract
 from locker_service.context import ServiceContext
@@ -505,4 +505,21 @@ async def test_a_dashboard_on_either_replica_sees_every_event_once(
             while (extra := await subscription.next(0.5)) is not None:
                 assert not (extra.kind == "event" and extra.data.get("kiosk") == kiosk.kiosk_id)
     assert b.handled(kiosk) == 0
-    assert a.ctx.hub.relay is not None and b.ctx.hub.relay is not None
+
+    # b's listening connection is cut (a database failover, a proxy's idle timeout): it
+    # listens again on a new one, and its streams see a's changes again.
+    relay = b.app.state.runtime.relay
+    assert relay is not None and relay.listens == 1
+    async with b.ctx.engine.connect() as connection:
+        await connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            )
+        )
+    await until(lambda: relay.listens == 2, 30, "b listening again")
+    with b.ctx.hub.subscription() as on_b:
+        kiosk.events.clear()
+        door_burst(kiosk, 1, rounds=1)
+        sent = [e.event_id for e in kiosk.events]
+        assert sorted(await _live_event_ids(on_b, kiosk.kiosk_id, len(sent))) == sorted(sent)
