@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
 from hardware.physics import (
@@ -69,7 +70,9 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 def create_app(sim: Simulator, cors_origins: list[str] | None = None) -> FastAPI:
-    app = FastAPI(
+    # Its reference at /docs and /redoc comes from the package, not a CDN (a test bench may
+    # have no internet).
+    app = FastAPIOffline(
         title="Locker bank simulator",
         version="1.0.0",
         description="Physical world and fault injection of a simulated locker bank board.",

@@ -139,3 +139,10 @@ def test_any_request_gets_a_json_answer_never_a_500(
     assert r.status_code in (200, 404, 409, 422), r.text
     if r.status_code != 200:
         assert set(r.json()) == {"error", "message"}
+
+
+def test_the_reference_page_needs_no_internet(api: TestClient) -> None:
+    for page in ("/docs", "/redoc"):
+        html = api.get(page)
+        assert html.status_code == 200 and "cdn." not in html.text, page
+    assert api.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
