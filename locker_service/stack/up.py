@@ -341,8 +341,9 @@ def plan(options: UpOptions) -> Plan:
     children.append(
         ChildSpec(
             "service",
-            # The screens poll: a line per request would scroll the banner and the inbox away.
-            lockerctl("serve", "--no-access-log"),
+            # The screens poll: a line per request would scroll the banner and the inbox away,
+            # unless LOCKER_ACCESS_LOG asks for it.
+            lockerctl("serve", *([] if "LOCKER_ACCESS_LOG" in os.environ else ["--no-access-log"])),
             env=service_env,
             ready_port=(ready_host, options.port),
             ready_timeout_s=SERVICE_READY_TIMEOUT_S,

@@ -61,7 +61,8 @@ def _collect_by_typed_code(story: Story, actors: Actors, phones: PurchaserPhones
 
 def test_no_token_or_code_in_the_output_or_the_data_directory(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
-    up = Up(data_dir, kiosks=1, time_scale=120.0)
+    # With the request log on (up turns it off by default): the log must not carry a token.
+    up = Up(data_dir, kiosks=1, time_scale=120.0, extra_env={"LOCKER_ACCESS_LOG": "true"})
     secrets: list[str] = []
     try:
         up.wait_ready()
