@@ -161,6 +161,7 @@ class Lanes:
 
     def reconcile_kiosk(self, kiosk_id: str) -> None:
         """Hand the story the kiosk's last retained status and snapshots (held just now)."""
+        self._forget_order(kiosk_id)  # held again: the bridge's numbers are followed afresh
         status = self._kiosk_status.get(kiosk_id)
         if status is not None:
             self._enqueue(Inbound(kiosk_id, "status", status, NOTHING_TO_ACK))
@@ -169,7 +170,9 @@ class Lanes:
                 self._enqueue(Inbound(kiosk_id, "snapshot", snapshot, NOTHING_TO_ACK))
 
     async def drain_kiosk(self, kiosk_id: str) -> None:
-        """Return when every message of the kiosk taken so far has been handled."""
+        """Return when every message of the kiosk taken so far has been handled (those held
+        for a gap included: they go on in order)."""
+        self._forget_order(kiosk_id)
         for lane in (kiosk_id, kiosk_id + SCAN_LANE):
             queue = self._queues.get(lane)
             if queue is not None:
@@ -199,6 +202,11 @@ class Lanes:
         sequencer = self._sequencers.get(item.kiosk_id)
         if sequencer is None:
             sequencer = self._sequencers[item.kiosk_id] = Sequencer(self._gap_wait_s)
+        if seq is not None and sequencer.holds(seq):
+            # Sent again (a reconnect re-sends what was not acknowledged): the new copy waits
+            # in its place, the old one is acknowledged (a no-op on a closed connection).
+            self._ack(sequencer.replace(seq, item).delivery)
+            return
         before = sequencer.held
         for ready in sequencer.offer(seq, item, asyncio.get_running_loop().time()):
             self._enqueue(ready)
@@ -242,8 +250,9 @@ class Lanes:
         self._arm_gap_timer(kiosk_id)
 
     def _forget_order(self, kiosk_id: str) -> None:
-        """The kiosk is held elsewhere now: what waited for a gap goes to the worker, which
-        acknowledges and drops it (the holder has its own copies)."""
+        """Start the kiosk's order afresh; what waited for a gap goes to the worker, in order:
+        handled if the kiosk is held here, else acknowledged and dropped (the holder has its
+        own copies)."""
         sequencer = self._sequencers.pop(kiosk_id, None)
         timer = self._gap_timers.pop(kiosk_id, None)
         if timer is not None:

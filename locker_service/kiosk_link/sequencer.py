@@ -6,9 +6,10 @@ rest; the service acknowledges an event only once it is handled, so a burst fill
 and a message that arrives as a slot frees can overtake the queued ones (seen: a kiosk's 30th
 door event handled before its 21st). The bridge numbers its events in its outbox; the sequencer
 hands a kiosk's events on in that order. An event that arrives after a gap is held until the
-missing one comes, or until the gap has stayed open `wait_s` with nothing new from the kiosk
-(an event the broker refused, one dropped as malformed or by a full outbox never comes); then
-what is held goes on in order and the late one, if it ever comes, is handled when it arrives.
+missing one comes, or until the gap has stayed open `wait_s` (an event the broker refused, one
+dropped as malformed or by a full outbox never comes); later arrivals do not prolong the wait,
+only the kiosk's own earlier events still waiting to be handled do (`touch`). Then what is held
+goes on in order and the late one, if it ever comes, is handled when it arrives.
 
 Pure: the caller says what time it is (the event loop's clock). Tested without a broker.
 """
@@ -29,7 +30,7 @@ class Sequencer(Generic[T]):
         self.wait_s = wait_s
         self._next: int | None = None  # the number expected next; None until the first
         self._held: dict[int, T] = {}
-        self._moved_at = 0.0  # the last arrival while something was held
+        self._gap_since = 0.0  # when the current gap opened (or its wait was started again)
 
     @property
     def held(self) -> int:
@@ -39,10 +40,12 @@ class Sequencer(Generic[T]):
         """Take one event; returns the events that may be handled now, in order."""
         if seq is None:  # a bridge that does not number its events: arrival order
             return [item]
-        self._moved_at = now
         if self._next is None or seq == self._next:
             self._next = seq + 1
-            return [item, *self._consecutive()]
+            ready = [item, *self._consecutive()]
+            if self._held:
+                self._gap_since = now  # the next missing one: a wait of its own
+            return ready
         if seq < self._next:
             # Late (its gap was given up), a redelivery of one handled already (the handler
             # knows it by its id), or the first of a bridge whose outbox started again.
@@ -51,17 +54,29 @@ class Sequencer(Generic[T]):
             return [item]
         if seq in self._held:  # a redelivery of one held: handled (and ignored) at once
             return [item]
+        if not self._held:
+            self._gap_since = now
         self._held[seq] = item
         return []
 
+    def holds(self, seq: int | None) -> bool:
+        return seq is not None and seq in self._held
+
+    def replace(self, seq: int, item: T) -> T:
+        """Keep `item` (a redelivery, e.g. after a reconnect) in place of the held copy of
+        `seq`; returns the copy it replaces."""
+        old = self._held[seq]
+        self._held[seq] = item
+        return old
+
     def deadline(self) -> float | None:
         """When to give the current gap up, if something is held."""
-        return self._moved_at + self.wait_s if self._held else None
+        return self._gap_since + self.wait_s if self._held else None
 
     def touch(self, now: float) -> None:
         """The kiosk's earlier events are still being handled: the missing one may be queued
         in the broker behind their acknowledgements, so the gap's wait starts again."""
-        self._moved_at = now
+        self._gap_since = now
 
     def give_up(self, now: float) -> list[T]:
         """Past the deadline: skip the gap and hand on what follows it, in order."""
@@ -69,7 +84,7 @@ class Sequencer(Generic[T]):
         if deadline is None or now < deadline:
             return []
         self._next = min(self._held)
-        self._moved_at = now  # a further gap gets a wait of its own
+        self._gap_since = now  # a further gap gets a wait of its own
         return self._consecutive()
 
     def flush(self) -> list[T]:

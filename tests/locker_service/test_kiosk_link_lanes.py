@@ -346,3 +346,44 @@ async def test_events_held_for_a_gap_are_dropped_and_acked_once_the_kiosk_is_hel
     assert parts.handler.handled == [("k1", "door_opened")]
     assert parts.counters.dropped_not_held == 2
     await parts.lanes.stop()
+
+
+async def test_a_kiosk_held_again_follows_its_bridge_s_numbers_afresh() -> None:
+    leases = StandingTable({"k1": "held"})
+    parts = Parts(leases, gap_wait_s=60)  # a give-up would not come within the test
+    for seq in (1, 2, 3):
+        parts.deliver("k1", event("door_opened", seq=seq))
+    await parts.lanes.drain_kiosk("k1")
+    leases.standings["k1"] = "foreign"  # released: nothing more comes from the broker
+    leases.take("k1")  # and taken again later, after the kiosk sent #4..#39 elsewhere
+    parts.lanes.reconcile_kiosk("k1")
+    parts.deliver("k1", event("scan", "her code", seq=40))
+    await until(lambda: ("k1", "her code") in parts.handler.handled, "her scan, at once")
+    assert parts.counters.event_gaps_skipped == 0
+    await parts.lanes.stop()
+
+
+async def test_a_held_event_sent_again_waits_in_place_of_its_first_copy(parts: Parts) -> None:
+    parts.deliver("k1", event("door_opened", seq=1))
+    first_copy = parts.deliver("k1", event("door_closed", seq=3))
+    again = contract.Event(event_id="same-3", type="door_closed", compartment=1, seq=3)
+    second_copy = parts.deliver("k1", again)  # a reconnect re-sent it, ahead of #2
+    assert first_copy in parts.acks  # the old copy is let go at once
+    parts.deliver("k1", event("item_placed", seq=2))
+    await until(lambda: len(parts.handler.handled) == 3, "all three, once each")
+    assert [what for _, what in parts.handler.handled] == [
+        "door_opened",
+        "item_placed",
+        "door_closed",
+    ]
+    await parts.lanes.drain_kiosk("k1")
+    assert second_copy in parts.acks
+    await parts.lanes.stop()
+
+
+async def test_draining_a_kiosk_hands_on_what_waited_for_a_gap(parts: Parts) -> None:
+    parts.deliver("k1", event("door_opened", seq=1))
+    parts.deliver("k1", event("door_closed", seq=3))
+    await parts.lanes.drain_kiosk("k1")  # a release: the next holder takes it from here
+    assert [what for _, what in parts.handler.handled] == ["door_opened", "door_closed"]
+    await parts.lanes.stop()
