@@ -108,8 +108,8 @@ class HoldingMonitor:
             findings.append(Finding(kind, action, kiosk, number, temp_c, since, ts))
 
         board_holding = self.board_holding(setpoint_c)
-        if board_holding:
-            watch.food_checked_at, watch.food_inside = None, False  # ask afresh after a drop
+        if board_holding and watch.food_checked_at is not None and watch.food_checked_at < ts:
+            watch.food_checked_at = None  # holding again: a later drop asks afresh
         holding = board_holding or (watch.holding and watch.food_inside)
         watch.holding = holding
         if holding and temp_c < self.floor_c:

@@ -196,3 +196,15 @@ def test_a_carried_over_open_floor_alert_is_held_until_a_check_says_the_food_lef
     assert m.needs_food_check("k", 1, at(0), None)
     m.food_inside("k", 1, at(0), True)
     assert m.observe("k", 1, at(0), 30.0, None) == []
+
+
+def test_a_drop_inside_one_batch_keeps_the_answer_given_for_it() -> None:
+    """The caller asks about the whole batch first, then observes its readings in order: the
+    reading before the drop must not wipe the answer given for the one after it."""
+    m = monitor()
+    m.observe("k", 1, at(0), 50.0, 65.0)
+    m.observe("k", 1, at(301), 45.0, 65.0)  # raised
+    assert m.needs_food_check("k", 1, at(311), None)
+    m.food_inside("k", 1, at(311), True)
+    assert m.observe("k", 1, at(310), 44.0, 65.0) == []  # the batch's last holding reading
+    assert m.observe("k", 1, at(311), 40.0, None) == []  # still held: the alert stays
