@@ -147,6 +147,8 @@ class StoryHandler:
                 # The latch sprang back with the door shut: a pickup whose door never opened
                 # gives its code back now rather than when the authorisation runs out.
                 await pickup_service.give_back_unopened(session, kiosk, c, snap.ts)
+            if c.door_open and not snap.door_open:  # shut, though its event may be lost
+                await self._door_shut_at_last(session, c)
             c.door_open = snap.door_open
             c.lock_released = snap.lock_released
             c.occupied = snap.occupied
@@ -512,9 +514,12 @@ class StoryHandler:
             dedupe_key=f"impossible_report:{c.id}:{event.type}",
         )
 
-    async def _door_closed(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
+    async def _door_shut_at_last(self, session: AsyncSession, c: Compartment) -> None:
         await timers.cancel(session, [TimerKind.DOOR_LEFT_OPEN], compartment_id=c.id)
-        await resolve_alerts(session, f"door_left_open:{c.id}", self.ctx.hub)  # shut at last
+        await resolve_alerts(session, f"door_left_open:{c.id}", self.ctx.hub)
+
+    async def _door_closed(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
+        await self._door_shut_at_last(session, c)
         state = c.state
         if state == CompartmentState.AVAILABLE and c.occupied:
             await raise_compartment_alert(

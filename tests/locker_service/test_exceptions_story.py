@@ -284,6 +284,23 @@ async def test_a_door_opened_again_after_the_drop_off_holds_the_cycle_and_tells_
     # Nobody tells her of a disinfection that does not run: her food is in the locker.
     assert await _order_state(service, order) == "deposited"
     assert "Your food is in the locker" in await _page(app_client, order, "en")
+    # Its door_closed is lost; the board's snapshot shows the door shut: resolved all the same.
+    await StoryHandler(service).on_snapshot(
+        world.kiosk_code,
+        contract.CompartmentSnapshot(
+            n=n,
+            door_open=False,
+            lock_released=False,
+            occupied=True,
+            heater_on=True,
+            uv_on=False,
+            disinfecting=False,
+            disinfect_remaining_s=0,
+            temp_c=64.0,
+            setpoint_c=65.0,
+        ),
+    )
+    assert (await _alerts(service))["door_left_open"].state == "resolved"
 
 
 async def test_a_door_shut_within_the_minute_raises_nothing(
