@@ -212,20 +212,24 @@ async def _give_back_if_latch_held(
     compartment: Compartment,
     now: datetime,
 ) -> None:
-    """Her code was accepted, the unlock's time is over, and the board shows the latch caught
-    and the door shut (the unlock never got through, e.g. it timed out): she is not told to
-    pull a door that is locked; the code is hers again and this try opens. A latch that did
-    release after all only means her own door is unlocked twice."""
+    """Her code was accepted, the unlock's time is over, and the board has reported since then
+    the latch caught, the door shut and the food inside (the unlock never got through, e.g. it
+    timed out; a reconnect makes the bridge report every compartment again): she is not told
+    to pull a door that is locked; the code is hers again and this try opens. A latch that did
+    release after all only means her own door, with her food, is unlocked twice."""
     if order.state != OrderState.READY or order.code_used_at is None:
         return
-    if compartment.lock_released or compartment.door_open:
-        return  # her door is unlocked or open: she is told to pull it
+    if compartment.lock_released or compartment.door_open or not compartment.occupied:
+        return  # her door is unlocked or open, or the food is gone: not given back
+    seen = compartment.snapshot_at
+    if seen is None or seen < order.code_used_at - doors.CLOCK_SKEW:
+        return  # nothing heard from the board since her code was accepted
     unlock_over = order.code_used_at + timedelta(
         seconds=ctx.settings.scaled(ctx.settings.command_timeout_s)
     )
     if now < unlock_over:
         return  # the unlock may still be on its way
-    await give_back_unopened(session, kiosk, compartment, now)
+    await give_back_unopened(session, kiosk, compartment, seen)
 
 
 def _awaiting_her_door(order: Order, refusal: ServiceError | None) -> bool:

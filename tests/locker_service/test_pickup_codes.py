@@ -11,10 +11,12 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
+from firmware_bridge import contract
 from locker_service import errors
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
+from locker_service.kiosks.handler import StoryHandler
 from locker_service.models import Alert, Kiosk, Order, OrderEvent, PickupAttempt, Timer, utcnow
 from locker_service.orders import codes
 from locker_service.pickup import service as pickup_service
@@ -170,13 +172,17 @@ async def test_an_unlock_that_never_got_through_gives_her_code_back_once_its_tim
     # At once she is told her door was unlocked a moment ago (the pulse may have gone out).
     again = await _pickup(app_client, world, code)
     assert again.status_code == 409 and again.json()["error"] == "door_unlocked"
-    # The board's snapshots show the latch caught and the door shut; the unlock's time passes.
+    # The unlock's time passes; nothing heard from the board since: still not given back.
     async with session_scope(service.sessionmaker) as session:
         await session.execute(
             update(Order)
             .where(Order.id == uuid.UUID(order["id"]))
             .values(code_used_at=utcnow() - timedelta(seconds=60))
         )
+    assert (await _pickup(app_client, world, code)).json()["error"] == "door_unlocked"
+    # The board reports (the bridge reconnected): latch caught, door shut, her food inside.
+    board = StoryHandler(service)
+    await board.on_snapshot(world.kiosk_code, _board(n, occupied=True))
     opened = await _pickup(app_client, world, code)
     assert opened.status_code == 200, opened.text
     assert opened.json()["compartment"] == n
@@ -188,6 +194,42 @@ async def test_an_unlock_that_never_got_through_gives_her_code_back_once_its_tim
             )
         ).all()
     assert kinds.count("code_returned") == 1 and kinds.count("code_accepted") == 2
+
+
+async def test_a_code_is_not_given_back_when_the_board_says_the_food_is_gone(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await make_ready(app_client, world, service)
+    code = _code(service.settings, order)
+    fake_kiosk.answers["unlock"] = ["no_final_answer"]
+    assert (await _pickup(app_client, world, code)).status_code == 504
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Order)
+            .where(Order.id == uuid.UUID(order["id"]))
+            .values(code_used_at=utcnow() - timedelta(seconds=60))
+        )
+    # The latch did release: she took her food, its door events are still on their way.
+    await StoryHandler(service).on_snapshot(world.kiosk_code, _board(n, occupied=False))
+    unlocks = len(fake_kiosk.unlocks())
+    again = await _pickup(app_client, world, code)
+    assert again.status_code == 409, again.text
+    assert len(fake_kiosk.unlocks()) == unlocks  # no second opening of an empty compartment
+
+
+def _board(n: int, *, occupied: bool) -> contract.CompartmentSnapshot:
+    return contract.CompartmentSnapshot(
+        n=n,
+        door_open=False,
+        lock_released=False,
+        occupied=occupied,
+        heater_on=True,
+        uv_on=False,
+        disinfecting=False,
+        disinfect_remaining_s=0,
+        temp_c=64.0,
+        setpoint_c=65.0,
+    )
 
 
 async def test_one_source_at_its_longest_wait_raises_an_alert_that_says_only_it_waits(
