@@ -61,6 +61,12 @@ class LiveHub:
             queue.put_nowait(message)
         return message
 
+    def mark_all_dropped(self) -> None:
+        """Changes were lost before they reached this hub (the relay's listener was cut):
+        every stream tells its client to re-read full state, as for a full queue."""
+        for queue in self._subscribers:
+            self._dropped[id(queue)] = self._dropped.get(id(queue), 0) + 1
+
     def subscription(self) -> Subscription:
         """A subscription to use as a context manager, with a timed `next()` (SSE heartbeats)."""
         return Subscription(self)

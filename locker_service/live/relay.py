@@ -32,6 +32,8 @@ CHANNEL = "locker_live"
 MAX_PAYLOAD_BYTES = 7_800  # PostgreSQL's limit is 8,000 bytes per notification
 MAX_WAITING = 10_000  # a database too slow to take them: the oldest go (dashboards re-read)
 CHECK_LISTENER_S = 5.0  # a listening connection lost (a failover) is opened again this soon
+MAX_UNSENT_BATCHES = 100  # kept for the next try while the database does not take them
+_COMPACT = (",", ":")  # what the sizes below count: no spaces
 
 
 class PgRelay:
@@ -48,6 +50,7 @@ class PgRelay:
         self.received = 0
         self.too_large = 0
         self.listens = 0  # connections listened on: 1, and one more after each loss
+        self._unsent: deque[str] = deque(maxlen=MAX_UNSENT_BATCHES)  # a failed NOTIFY's batches
 
     async def start(self) -> None:
         await self._listen()
@@ -85,6 +88,9 @@ class PgRelay:
                 await self._listen()
             except Exception:
                 log.warning("could not listen for live changes yet", exc_info=True)
+                return
+            # What the others sent meanwhile is lost here: this replica's streams re-read.
+            self._hub.mark_all_dropped()
 
     def _relay(self, message: LiveMessage) -> None:
         self._waiting.append(message)
@@ -105,22 +111,25 @@ class PgRelay:
         batches: list[str] = []
         messages: list[list[Any]] = []
         size = 0
-        head = len(json.dumps({"o": self._origin, "m": []}))
+        head = len(json.dumps({"o": self._origin, "m": []}, separators=_COMPACT))
         while self._waiting:
             message = self._waiting.popleft()
             item = [message.kind, message.site_id, message.data]
-            item_size = len(json.dumps(item, default=str)) + 1
+            item_size = len(json.dumps(item, default=str, separators=_COMPACT)) + 1  # the comma
             if head + item_size > MAX_PAYLOAD_BYTES:
                 self.too_large += 1  # its dashboards see it on their next full read
                 continue
             if size + item_size + head > MAX_PAYLOAD_BYTES and messages:
-                batches.append(json.dumps({"o": self._origin, "m": messages}, default=str))
+                batches.append(self._dump(messages))
                 messages, size = [], 0
             messages.append(item)
             size += item_size
         if messages:
-            batches.append(json.dumps({"o": self._origin, "m": messages}, default=str))
+            batches.append(self._dump(messages))
         return batches
+
+    def _dump(self, messages: list[list[Any]]) -> str:
+        return json.dumps({"o": self._origin, "m": messages}, default=str, separators=_COMPACT)
 
     async def _send_loop(self) -> None:
         while True:
@@ -128,17 +137,18 @@ class PgRelay:
                 await asyncio.wait_for(self._wake.wait(), CHECK_LISTENER_S)
             self._wake.clear()
             await self._keep_listening()
-            batches = self._batches()
-            if not batches:
+            self._unsent.extend(self._batches())
+            if not self._unsent:
                 continue
             try:
                 async with self._engine.begin() as connection:
-                    for payload in batches:
+                    for payload in self._unsent:
                         await connection.execute(
                             text("SELECT pg_notify(:channel, :payload)"),
                             {"channel": CHANNEL, "payload": payload},
                         )
-                self.sent += len(batches)
-            except Exception:
-                log.warning("could not relay %d live batches", len(batches), exc_info=True)
+                self.sent += len(self._unsent)
+                self._unsent.clear()
+            except Exception:  # kept for the next round (the oldest go past the bound)
+                log.warning("could not relay %d live batches", len(self._unsent), exc_info=True)
                 await asyncio.sleep(1.0)

@@ -510,6 +510,7 @@ async def test_a_dashboard_on_either_replica_sees_every_event_once(
     # listens again on a new one, and its streams see a's changes again.
     relay = b.app.state.runtime.relay
     assert relay is not None and relay.listens == 1
+    watching = b.ctx.hub.subscription().__enter__()  # a dashboard open through the cut
     async with b.ctx.engine.connect() as connection:
         await connection.execute(
             text(
@@ -518,6 +519,8 @@ async def test_a_dashboard_on_either_replica_sees_every_event_once(
             )
         )
     await until(lambda: relay.listens == 2, 30, "b listening again")
+    assert watching.dropped >= 1  # told to re-read: what came meanwhile was missed
+    watching.__exit__(None, None, None)
     with b.ctx.hub.subscription() as on_b:
         kiosk.events.clear()
         door_burst(kiosk, 1, rounds=1)
