@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+# A purchaser message given up on (raised by the notification worker, read by the digest and
+# the purchaser-data erase).
+UNDELIVERABLE_ALERT = "notification_undeliverable"
+
 LANGUAGES: Final = ("en", "zh-Hans")
 
 

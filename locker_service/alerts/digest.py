@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from locker_service.alerts import catalogue
+from locker_service.alerts.catalogue import UNDELIVERABLE_ALERT
 from locker_service.alerts.oncall import ONCALL_DIGEST
 from locker_service.background import BackgroundLoop
 from locker_service.config import Settings
@@ -124,7 +125,7 @@ async def gather(session: AsyncSession, site: Site, day_ending: datetime) -> Dig
     not_reached = await session.scalar(
         select(func.count()).where(
             Alert.site_id == site.id,
-            Alert.kind == "notification_undeliverable",
+            Alert.kind == UNDELIVERABLE_ALERT,
             Alert.raised_at >= since,
             Alert.raised_at < day_ending,
         )

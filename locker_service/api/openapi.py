@@ -53,6 +53,7 @@ _REFUSALS = {
     "403": "Not allowed for this caller, or not at this site.",
     "404": "No such resource within the caller's scope.",
     "409": "The state does not allow it now (`invalid_transition` and others).",
+    "422": "The input does not validate (`validation_error`) or is not acceptable here.",
     "429": "Throttled: wait `Retry-After` seconds.",
     "503": "The kiosk or the database cannot be reached now; nothing was done.",
     "504": "The kiosk took the command but gave no final answer in time.",
@@ -112,6 +113,9 @@ def _document_operation(path: str, method: str, operation: dict[str, Any]) -> No
     responses = operation.setdefault("responses", {})
     for status in statuses:
         responses.setdefault(status, _refusal(status))
+    if "422" in responses or "requestBody" in operation or operation.get("parameters"):
+        # The service's own body, not FastAPI's `{"detail": [...]}` (api/errors.py).
+        responses["422"] = _refusal("422")
 
 
 def document(app: FastAPI) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from locker_service.alerts.catalogue import UNDELIVERABLE_ALERT
 from locker_service.alerts.service import resolve_alerts
 from locker_service.config import Settings
 from locker_service.contacts.channels import ContactRefused, NoChannel, channels_for
@@ -18,7 +19,6 @@ from locker_service.contacts.policy import check_contact as check_contact_urls
 from locker_service.errors import Conflict, NotFound, Unprocessable
 from locker_service.live import LiveHub
 from locker_service.models import NotificationOutbox, Order, utcnow
-from locker_service.notifications.worker import UNDELIVERABLE_ALERT
 from locker_service.orders import repository as orders
 
 RESENDABLE = frozenset({"failed"})  # pending or sending: on its way; sent; skipped: moot

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from locker_service.alerts.catalogue import UNDELIVERABLE_ALERT
 from locker_service.alerts.oncall import is_oncall
 from locker_service.alerts.service import raise_alert
 from locker_service.background import BackgroundLoop
@@ -53,7 +54,6 @@ CLAIM_BATCH = 10  # messages sent concurrently per round; an SMTP relay takes ~1
 QR_ATTACHMENT = "qr"
 QR_FILENAME = "pickup-code.png"
 COLLECTABLE_STATE = "ready"  # the code opens nothing in any other state: do not send it
-UNDELIVERABLE_ALERT = "notification_undeliverable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,13 +19,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from locker_service.alerts.catalogue import UNDELIVERABLE_ALERT
 from locker_service.background import BackgroundLoop
-from locker_service.models import NotificationOutbox, Order, utcnow
+from locker_service.models import Alert, NotificationOutbox, Order, utcnow
 from locker_service.orders.lifecycle import OrderState
 
 log = logging.getLogger(__name__)
 
 ERASED = ""
+ERASED_ALERT_MESSAGE = "the purchaser was not reached (the details went with her data)"
 ENDED = (OrderState.PICKED_UP, OrderState.CANCELLED, OrderState.EXPIRED, OrderState.FAILED)
 CHUNK_ORDERS = 1_000
 ERASE_EVERY_S = 3600.0
@@ -57,6 +59,17 @@ async def erase_ended_before(engine: AsyncEngine, cutoff: datetime) -> int:
                     update(NotificationOutbox)
                     .where(NotificationOutbox.order_id.in_(ids))
                     .values(channel=ERASED, body=ERASED, last_error=None)
+                )
+                # "The purchaser was not reached" quotes the delivery error, which may quote her
+                # contact: the alert keeps what happened, without the error.
+                messages = select(NotificationOutbox.id).where(NotificationOutbox.order_id.in_(ids))
+                await connection.execute(
+                    update(Alert)
+                    .where(
+                        Alert.kind == UNDELIVERABLE_ALERT,
+                        Alert.notification_id.in_(messages.scalar_subquery()),
+                    )
+                    .values(message=ERASED_ALERT_MESSAGE)
                 )
         total += len(ids)
         if len(ids) < CHUNK_ORDERS:

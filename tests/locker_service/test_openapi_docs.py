@@ -55,6 +55,10 @@ async def test_each_operation_says_who_may_call_it_and_how_it_refuses(
     opened = paths["/api/v1/operator/compartments/{compartment_id}/open"]["post"]
     assert opened["security"] == [{"operatorToken": []}]
     assert set(opened["responses"]) >= {"401", "403", "404", "409", "503", "504"}
+    error = {"$ref": "#/components/schemas/Error"}
+    created = paths["/api/v1/orders"]["post"]["responses"]
+    assert created["422"]["content"]["application/json"]["schema"] == error  # not FastAPI's
+    assert pickup["responses"]["422"]["content"]["application/json"]["schema"] == error
     assert "security" not in paths["/healthz"]["get"]  # open to all
     assert schema["components"]["schemas"]["Error"]["required"] == ["error", "message"]
 

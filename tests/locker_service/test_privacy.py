@@ -10,9 +10,11 @@ from typing import Any
 import httpx
 from sqlalchemy import select, update
 
+from locker_service.alerts.catalogue import UNDELIVERABLE_ALERT
+from locker_service.alerts.service import raise_alert
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
-from locker_service.models import NotificationOutbox, Order, utcnow
+from locker_service.models import Alert, NotificationOutbox, Order, utcnow
 from locker_service.orders.privacy import PrivacyLoop
 from tests.locker_service.world import World, create_order
 
@@ -45,17 +47,26 @@ async def test_purchaser_data_goes_after_the_retention_and_the_order_stays(
         )
         assert cancelled.status_code == 200, cancelled.text
     async with session_scope(service.sessionmaker) as session:  # a message she was sent
-        session.add(
-            NotificationOutbox(
-                order_id=uuid.UUID(ended_long_ago["id"]),
-                kind="ready",
-                channel="json://127.0.0.1:9/hook",
-                dedupe_key=f"privacy-{uuid.uuid4().hex}",
-                subject="Your order P-old: ready",
-                body="Hello Mia, your code is 12345678",
-                status="failed",
-                last_error="json://127.0.0.1:9/hook refused",
-            )
+        message = NotificationOutbox(
+            order_id=uuid.UUID(ended_long_ago["id"]),
+            kind="ready",
+            channel="json://127.0.0.1:9/hook",
+            dedupe_key=f"privacy-{uuid.uuid4().hex}",
+            subject="Your order P-old: ready",
+            body="Hello Mia, your code is 12345678",
+            status="failed",
+            last_error="json://127.0.0.1:9/hook refused",
+        )
+        session.add(message)
+        await session.flush()
+        await raise_alert(  # and the operator was told it never reached her
+            session,
+            kind=UNDELIVERABLE_ALERT,
+            severity="warning",
+            message="order P-old: the purchaser was not reached: json://127.0.0.1:9/hook refused",
+            dedupe_key=f"{UNDELIVERABLE_ALERT}:{message.id}",
+            site_id=world.site_id,
+            notification_id=message.id,
         )
     await _aged(service, ended_long_ago, days=31)
     await _aged(service, still_open, days=400)  # not ended: kept however old
@@ -75,6 +86,9 @@ async def test_purchaser_data_goes_after_the_retention_and_the_order_stays(
             )
         ).all()
     assert messages and all((m.channel, m.body, m.last_error) == ("", "", None) for m in messages)
+    async with service.sessionmaker() as session:
+        alert = await session.scalar(select(Alert).where(Alert.kind == UNDELIVERABLE_ALERT))
+    assert alert is not None and "hook" not in alert.message and "not reached" in alert.message
     for kept in (ended_lately, still_open):
         row = await _row(service, kept)
         assert (row.purchaser_name, row.purchaser_contact) == ("Mia", "json://127.0.0.1:9/hook")
