@@ -191,6 +191,9 @@ class Story:
 
     async def cycle_completed(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
         """The kiosk reports the cycle done: food ready for pickup, or compartment free."""
+        # The start's report may have been lost (an event the broker refused): the completion
+        # says the lamp ran. First, while the cycle is still the running one.
+        await self.cycle_confirmed(session, kiosk, c)
         cycle = await self.running_cycle(session, c)
         now = utcnow()
         if cycle is not None:
@@ -203,9 +206,6 @@ class Story:
         if c.state != CompartmentState.DISINFECTING:
             log.info("cycle completed on compartment %s in state %s: nothing to do", c.id, c.state)
             return
-        # The start's report may have been lost (an event the broker refused): the completion
-        # says the lamp ran.
-        await self.cycle_confirmed(session, kiosk, c)
         order = await orders.active_in_compartment(session, c.id)
         await compartments.transition(session, c, CompartmentTrigger.COMPLETE_CYCLE)
         if order is None or order.state != OrderState.DISINFECTING:
