@@ -22,16 +22,32 @@ KIND_EXPRESSIONS = {"finding.kind": FindingKind, "told.alert_kind": ExceptionAle
 def kinds_raised() -> set[str]:
     """Every `kind=` of a call to the alert service anywhere in the service's code."""
     found: set[str] = set()
-    for path in sorted((ROOT / "locker_service").rglob("*.py")):
-        tree = ast.parse(path.read_text(), str(path))
+    trees = {
+        path: ast.parse(path.read_text(), str(path))
+        for path in sorted((ROOT / "locker_service").rglob("*.py"))
+    }
+    shared = {  # UPPER_CASE = "text" at module level anywhere: a kind named once, imported
+        target.id: node.value.value
+        for tree in trees.values()
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Name) and target.id.isupper()
+    }
+    for path, tree in trees.items():
         constants = {  # module-level NAME = "text": a kind named once and used by name
-            target.id: node.value.value
-            for node in tree.body
-            if isinstance(node, ast.Assign)
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
-            for target in node.targets
-            if isinstance(target, ast.Name)
+            **shared,
+            **{
+                target.id: node.value.value
+                for node in tree.body
+                if isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+                for target in node.targets
+                if isinstance(target, ast.Name)
+            },
         }
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):

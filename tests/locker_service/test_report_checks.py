@@ -55,7 +55,9 @@ def test_completion_is_believed_exactly_from_end_minus_tolerance(
     elapsed_s: float, duration_s: float, tolerance_s: float
 ) -> None:
     verdict = checks.cycle_completion(at(elapsed_s), at(0), at(duration_s), tolerance_s=tolerance_s)
-    earliest = at(duration_s) - timedelta(seconds=tolerance_s)
+    # The tolerance is never less than the floor (a board step under a high time scale).
+    floor_s = max(tolerance_s, checks.CYCLE_END_FLOOR_S)
+    earliest = at(duration_s) - timedelta(seconds=floor_s)
     assert (verdict is None) == (at(elapsed_s) >= earliest)
 
 
