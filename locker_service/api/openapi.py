@@ -60,8 +60,8 @@ _REFUSALS = {
 }
 _CREDENTIAL_HEADERS = {"authorization", "x-api-key"}
 _MUTATING = {"post", "put", "patch", "delete"}
-_REACHES_A_KIOSK = ("/api/v1/kiosk/pickup", "/api/v1/kiosk/dropoff", "/open")
-_THROTTLED = ("/api/v1/kiosk/pickup", "/api/v1/kiosk/dropoff")
+# Throttled, and each opens a door through the kiosk (as does an operator's `.../open`).
+_AT_THE_KIOSK = ("/api/v1/kiosk/pickup", "/api/v1/kiosk/dropoff")
 
 
 def _scheme_of(path: str, header: str) -> str:
@@ -106,9 +106,9 @@ def _document_operation(path: str, method: str, operation: dict[str, Any]) -> No
         statuses.append("404")
     if method in _MUTATING:
         statuses.append("409")
-    if path.startswith(_THROTTLED):
+    if path.startswith(_AT_THE_KIOSK):
         statuses.append("429")
-    if method in _MUTATING and (path.startswith(_REACHES_A_KIOSK) or path.endswith("/open")):
+    if method in _MUTATING and (path.startswith(_AT_THE_KIOSK) or path.endswith("/open")):
         statuses += ["503", "504"]
     responses = operation.setdefault("responses", {})
     for status in statuses:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
+from locker_service.api import cursors
 from locker_service.api.deps import ContextDep, OperatorDep, OperatorPrincipal, SessionDep
 from locker_service.audit import service
 from locker_service.audit.schemas import OpeningFilters, OpeningPage
@@ -37,7 +38,7 @@ async def _filters(
         if kiosk is None:
             raise NotFound(f"no kiosk {kiosk_id}")
         principal.require_site(kiosk.site_id)
-    since, until = service.as_utc(since), service.as_utc(until)
+    since, until = cursors.as_utc(since), cursors.as_utc(until)
     if since is not None and until is not None and until <= since:
         raise Unprocessable("`until` must be after `since`", code="bad_time_range")
     return OpeningFilters(

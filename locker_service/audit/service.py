@@ -6,20 +6,18 @@ as a formula are written as text.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import io
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from locker_service.api import cursors
 from locker_service.audit import repository
 from locker_service.audit.schemas import OpeningFilters, OpeningPage, OpeningRead
 from locker_service.compartments import openings
 from locker_service.context import ServiceContext
-from locker_service.errors import Unprocessable
 
 # A page big enough for a day of a busy site, small enough to read in one go on a dashboard.
 PAGE_MAX = 500
@@ -47,30 +45,12 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP's list for CSV injec
 OpeningRow = repository.OpeningRow
 
 
-class BadCursor(Unprocessable):
-    code = "bad_cursor"
-
-
-def as_utc(at: datetime | None) -> datetime | None:
-    """A time given without a zone is read as UTC, the zone every stored time is in."""
-    if at is None or at.tzinfo is not None:
-        return at
-    return at.replace(tzinfo=UTC)
-
-
 def encode_cursor(at: datetime, opening_id: int) -> str:
-    raw = f"{at.isoformat()}|{opening_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode(at, opening_id)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, _, opening_id = raw.partition("|")
-        decoded = (datetime.fromisoformat(at), int(opening_id))
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadCursor("this cursor was not given by the openings audit") from exc
-    return as_utc(decoded[0]) or decoded[0], decoded[1]
+    return cursors.decode(cursor, int, "the openings audit")
 
 
 def view(row: OpeningRow, names: dict[str, str]) -> OpeningRead:

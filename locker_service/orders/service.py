@@ -3,18 +3,17 @@ cancel; and what the purchaser's page shows."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pydantic_core
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from locker_service.api import cursors
 from locker_service.compartments import repository as compartments_repository
 from locker_service.config import Settings
 from locker_service.contacts.channels import ContactRefused
@@ -216,26 +215,6 @@ async def _sites_of(ctx: ServiceContext, merchant: Merchant) -> frozenset[int]:
     return await ctx.merchant_sites.get(str(merchant.id), load) or frozenset()
 
 
-_CURSOR_SEP = "|"
-
-
-def encode_cursor(created_at: datetime, order_id: uuid.UUID) -> str:
-    raw = f"{created_at.isoformat()}{_CURSOR_SEP}{order_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, _, order_id = raw.partition(_CURSOR_SEP)
-        created_at, decoded_id = datetime.fromisoformat(at), uuid.UUID(order_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise Unprocessable(
-            "this cursor was not given by the order list", code="bad_cursor"
-        ) from exc
-    return (created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)), decoded_id
-
-
 async def list_for_merchant(
     session: AsyncSession,
     merchant: Merchant,
@@ -251,8 +230,7 @@ async def list_for_merchant(
     """A page of the merchant's own orders, newest first (cursor pagination)."""
     if state is not None and state not in {s.value for s in OrderState}:
         raise Unprocessable(f"unknown order state {state!r}", code="unknown_state")
-    since = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
-    until = until.replace(tzinfo=UTC) if until and until.tzinfo is None else until
+    since, until = cursors.as_utc(since), cursors.as_utc(until)
     if since is not None and until is not None and until <= since:
         raise Unprocessable("`until` must be after `since`", code="bad_time_range")
     site_id = None
@@ -268,7 +246,7 @@ async def list_for_merchant(
         ref_prefix=ref_prefix,
         since=since,
         until=until,
-        after=decode_cursor(cursor) if cursor else None,
+        after=cursors.decode(cursor, uuid.UUID, "the order list") if cursor else None,
         limit=limit + 1,
     )
     page, more = rows[:limit], len(rows) > limit
@@ -279,7 +257,7 @@ async def list_for_merchant(
     last = page[-1][0] if page and more else None
     return OrderPage(
         orders=orders,
-        next_cursor=encode_cursor(last.created_at, last.id) if last is not None else None,
+        next_cursor=cursors.encode(last.created_at, last.id) if last is not None else None,
     )
 
 

@@ -22,6 +22,7 @@ from locker_service.timers.service import TimerKind
 from tests.locker_service.world import (
     FakeKiosk,
     World,
+    board_snapshot,
     create_order,
     event,
     make_ready,
@@ -285,21 +286,7 @@ async def test_a_door_opened_again_after_the_drop_off_holds_the_cycle_and_tells_
     assert await _order_state(service, order) == "deposited"
     assert "Your food is in the locker" in await _page(app_client, order, "en")
     # Its door_closed is lost; the board's snapshot shows the door shut: resolved all the same.
-    await StoryHandler(service).on_snapshot(
-        world.kiosk_code,
-        contract.CompartmentSnapshot(
-            n=n,
-            door_open=False,
-            lock_released=False,
-            occupied=True,
-            heater_on=True,
-            uv_on=False,
-            disinfecting=False,
-            disinfect_remaining_s=0,
-            temp_c=64.0,
-            setpoint_c=65.0,
-        ),
-    )
+    await StoryHandler(service).on_snapshot(world.kiosk_code, board_snapshot(n, occupied=True))
     assert (await _alerts(service))["door_left_open"].state == "resolved"
 
 

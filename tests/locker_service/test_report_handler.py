@@ -26,27 +26,14 @@ from locker_service.models import (
 )
 from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers.service import TimerKind
-from tests.locker_service.world import World, create_order, event, make_ready, token_of
-
-
-def snapshot(
-    n: int, *, occupied: bool, door_open: bool = False, **changes: Any
-) -> contract.CompartmentSnapshot:
-    values: dict[str, Any] = {
-        "n": n,
-        "door_open": door_open,
-        "lock_released": False,
-        "occupied": occupied,
-        "heater_on": False,
-        "uv_on": False,
-        "disinfecting": False,
-        "disinfect_remaining_s": 0,
-        "temp_c": 64.0,
-        "setpoint_c": None,
-        "ts": utcnow(),
-    }
-    values.update(changes)
-    return contract.CompartmentSnapshot(**values)
+from tests.locker_service.world import (
+    World,
+    create_order,
+    event,
+    make_ready,
+    token_of,
+)
+from tests.locker_service.world import board_snapshot as snapshot
 
 
 async def send_snapshot(

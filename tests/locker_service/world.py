@@ -226,3 +226,24 @@ async def until_due(service: ServiceContext, kind: TimerKind) -> None:
     # slack covers their difference over a wait of seconds.
     await asyncio.sleep(max((due - utcnow()).total_seconds(), 0.0) + CLOCK_SLACK_S)
     assert utcnow() >= due
+
+
+def board_snapshot(
+    n: int, *, occupied: bool, door_open: bool = False, **changes: Any
+) -> contract.CompartmentSnapshot:
+    """What the board reports of a compartment: shut, latched, not heating, 64 °C."""
+    values: dict[str, Any] = {
+        "n": n,
+        "door_open": door_open,
+        "lock_released": False,
+        "occupied": occupied,
+        "heater_on": False,
+        "uv_on": False,
+        "disinfecting": False,
+        "disinfect_remaining_s": 0,
+        "temp_c": 64.0,
+        "setpoint_c": None,
+        "ts": utcnow(),
+    }
+    values.update(changes)
+    return contract.CompartmentSnapshot(**values)
