@@ -11,13 +11,15 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
+from locker_service import errors
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosks.handler import StoryHandler
-from locker_service.models import Order, OrderEvent, Timer, utcnow
+from locker_service.models import Alert, Kiosk, Order, OrderEvent, PickupAttempt, Timer, utcnow
 from locker_service.orders import codes
 from locker_service.pickup import service as pickup_service
+from locker_service.pickup import throttle
 from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers.service import TimerKind
 from tests.locker_service.conftest import make_settings
@@ -28,6 +30,7 @@ from tests.locker_service.world import (
     create_order,
     event,
     make_ready,
+    record_pickup_answers,
     token_of,
 )
 
@@ -212,3 +215,107 @@ async def test_a_code_is_not_given_back_when_the_board_says_the_food_is_gone(
     again = await _pickup(app_client, world, code)
     assert again.status_code == 409, again.text
     assert len(fake_kiosk.unlocks()) == unlocks  # no second opening of an empty compartment
+
+
+async def test_one_source_at_its_longest_wait_raises_an_alert_that_says_only_it_waits(
+    service: ServiceContext, world: World, fake_kiosk: FakeKiosk
+) -> None:
+    rule = pickup_service.rules_of(service.settings).source
+    at_cap = next(n for n in range(1, 100) if throttle.reaches_cap(rule, n))
+    source = "screen:10.1.1.1"
+    async with session_scope(service.sessionmaker) as session:
+        long_ago = utcnow() - rule.max_delay - timedelta(seconds=5)  # its waits are over
+        session.add_all(
+            PickupAttempt(kiosk_id=world.kiosk_id, source=source, ok=False, at=long_ago)
+            for _ in range(at_cap)
+        )
+    async with service.sessionmaker() as session:
+        kiosk = await session.get(Kiosk, world.kiosk_id)
+    assert kiosk is not None
+    with pytest.raises(pickup_service.InvalidCode):
+        await pickup_service.pickup(service, kiosk, source=source, code="00000000")
+    async with service.sessionmaker() as session:
+        [alert] = (await session.scalars(select(Alert))).all()
+    assert alert.kind == "kiosk_under_attack"
+    assert f"one source typed {at_cap + 1} wrong pickup codes" in alert.message
+    assert "nobody else is slowed" in alert.message and "there now wait" not in alert.message
+
+
+async def test_many_sources_guessing_at_one_kiosk_spend_its_budget(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    async with service.sessionmaker() as session:
+        kiosk = await session.get(Kiosk, world.kiosk_id)
+    assert kiosk is not None
+    for i in range(KIOSK_BUDGET):
+        with pytest.raises(pickup_service.InvalidCode):
+            await pickup_service.pickup(
+                service, kiosk, source=f"screen:10.0.0.{i}", code="00000000"
+            )
+    with pytest.raises(errors.TooManyRequests) as waiting:
+        await pickup_service.pickup(service, kiosk, source="screen:10.9.9.9", code="00000001")
+    assert waiting.value.code == "locked_out"
+    assert 0 < waiting.value.retry_after_s <= service.settings.pickup_kiosk_spacing_s
+    async with service.sessionmaker() as session:
+        failures = (
+            await session.scalars(select(PickupAttempt).where(PickupAttempt.ok.is_(False)))
+        ).all()
+        alerts = (await session.scalars(select(Alert.kind))).all()
+        message = await session.scalar(select(Alert.message))
+    assert len(failures) == KIOSK_BUDGET  # the try that had to wait checked nothing
+    assert alerts == ["kiosk_under_attack"]
+    assert message is not None and "wrong typed codes there now wait up to" in message
+    assert fake_kiosk.unlocks() == []
+
+
+async def test_kill_switch_freezes_code_and_remote_openings(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await make_ready(app_client, world, service)
+    engage = await app_client.post(
+        f"/api/v1/operator/sites/{world.site_id}/kill-switch",
+        json={"engaged": True, "reason": "mass opening seen"},
+        headers=world.operator(),
+    )
+    assert engage.status_code == 200 and engage.json()["kill_switch_engaged"] is True
+    before = fake_kiosk.unlocks()
+    frozen = await _pickup(app_client, world, _code(service.settings, order))
+    assert frozen.status_code == 403 and frozen.json()["error"] == "kill_switch_engaged"
+    kiosk = (
+        await app_client.get(f"/api/v1/operator/kiosks/{world.kiosk_id}", headers=world.operator())
+    ).json()
+    compartment_id = next(c["id"] for c in kiosk["compartments"] if c["number"] == n)
+    remote = await app_client.post(
+        f"/api/v1/operator/compartments/{compartment_id}/open",
+        json={"reason": "purchaser lost phone"},
+        headers=world.operator(),
+    )
+    assert remote.status_code == 403 and remote.json()["error"] == "kill_switch_engaged"
+    assert fake_kiosk.unlocks() == before
+    alerts = (await app_client.get("/api/v1/operator/alerts", headers=world.operator())).json()
+    assert [a["kind"] for a in alerts] == ["kill_switch"]
+    await app_client.post(
+        f"/api/v1/operator/sites/{world.site_id}/kill-switch",
+        json={"engaged": False, "reason": "all clear"},
+        headers=world.operator(),
+    )
+    assert (await _pickup(app_client, world, _code(service.settings, order))).status_code == 200
+
+
+async def test_scanner_takes_the_token_or_the_page_url(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    first, n1 = await make_ready(app_client, world, service)
+    second, n2 = await make_ready(app_client, world, service)
+    results = record_pickup_answers(service)
+    await event(service, world, "scan", None, text=token_of(first))
+    await event(service, world, "scan", None, text=first["purchaser_url"])  # used already
+    await event(service, world, "scan", None, text=str(second["purchaser_url"]))
+    await event(service, world, "scan", None, text="hello world")
+    assert [(r["ok"], r.get("compartment"), r.get("error")) for r in results] == [
+        (True, n1, None),
+        (False, None, "door_unlocked"),  # its door has not opened yet
+        (True, n2, None),
+        (False, None, "invalid_code"),
+    ]
+    assert fake_kiosk.unlocks()[-2:] == [n1, n2]
