@@ -22,8 +22,15 @@ Wait = Callable[[asyncio.Event, float], Awaitable[None]]
 
 
 async def wait_or_wake(wake: asyncio.Event, timeout_s: float) -> None:
+    """Return when `wake` is set or after `timeout_s`; a cancellation always ends the wait.
+
+    Not `asyncio.wait_for`: on Python 3.11 it drops a cancellation that arrives as the event
+    is set, and a loop waiting that way outlives its `stop()` (the service's shutdown hung).
+    `asyncio.timeout` counts the cancellations it did not cause and passes them on.
+    """
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(wake.wait(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await wake.wait()
 
 
 class BackgroundLoop:

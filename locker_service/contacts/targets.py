@@ -109,9 +109,8 @@ async def resolve(host: str) -> list[str]:
     """Every address `host` resolves to (an IP literal resolves to itself); [] if none."""
     loop = asyncio.get_running_loop()
     try:
-        infos = await asyncio.wait_for(
-            loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S
-        )
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (OSError, TimeoutError, UnicodeError):
         return []
     return sorted({str(info[4][0]) for info in infos})

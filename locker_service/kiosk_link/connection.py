@@ -167,11 +167,13 @@ class KioskConnection:
         self._open_replies()
         if self._connected:
             try:
-                await asyncio.wait_for(self._subscribed.wait(), SUBACK_TIMEOUT_S)
+                async with asyncio.timeout(SUBACK_TIMEOUT_S):
+                    await self._subscribed.wait()
             except TimeoutError:
                 log.error("broker did not acknowledge the subscriptions in %s s", SUBACK_TIMEOUT_S)
             try:
-                await asyncio.wait_for(self._replies_subscribed.wait(), SUBACK_TIMEOUT_S)
+                async with asyncio.timeout(SUBACK_TIMEOUT_S):
+                    await self._replies_subscribed.wait()
             except TimeoutError:
                 log.error("the reply connection was not ready in %s s", SUBACK_TIMEOUT_S)
         else:
@@ -268,9 +270,11 @@ class KioskConnection:
 
     async def _acked(self, mid: int) -> bool:
         # Registered before the loop can take the (UN)SUBACK: that comes as a later callback.
-        future = self._acks[mid] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._acks[mid] = future
         try:
-            return await asyncio.wait_for(future, SUBACK_TIMEOUT_S)
+            async with asyncio.timeout(SUBACK_TIMEOUT_S):
+                return await future
         except TimeoutError:
             log.error("broker did not acknowledge (un)subscribing in %s s", SUBACK_TIMEOUT_S)
             return False
@@ -316,7 +320,8 @@ class KioskConnection:
         wait_s = CONNECT_PROBE_TIMEOUT_S
         while True:
             try:
-                return await asyncio.wait_for(asyncio.shield(outcome), wait_s)
+                async with asyncio.timeout(wait_s):
+                    return await asyncio.shield(outcome)
             except TimeoutError:
                 # A CONNACK paho took just before the timeout may still wait in the loop's
                 # queue: let it be handled before judging the broker silent.

@@ -28,6 +28,7 @@ from typing import Literal, Protocol
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from locker_service.background import wait_or_wake
 from locker_service.db import session_scope
 from locker_service.kiosk_link.fencing import Fence
 from locker_service.kiosk_link.leases import assign, owner_of
@@ -304,8 +305,7 @@ class LeaseKeeper:
             return
         done = self._round_done
         self._wake.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), self.renew_s)
+        await wait_or_wake(done, self.renew_s)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -356,8 +356,7 @@ class LeaseKeeper:
             # While a kiosk waits for its lease, look four times as often: the holder frees it
             # within its own round, and the kiosk's messages wait meanwhile.
             period_s = self.renew_s / 4 if self._awaited else self.renew_s
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), period_s)
+            await wait_or_wake(self._wake, period_s)
             self._wake.clear()
             try:
                 async with self._lock:

@@ -61,7 +61,8 @@ class PendingCommands:
     async def final_reply(pending: PendingCommand, timeout_s: float) -> contract.Reply:
         """The final reply, or the error that says how far the command got in `timeout_s`."""
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(pending.future)
         except TimeoutError:
             if pending.last_status is None:
                 raise KioskUnreachable(

@@ -109,6 +109,7 @@ class Subscription:
     async def next(self, timeout_s: float) -> LiveMessage | None:
         """The next message, or None when none came within `timeout_s`."""
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await self._queue.get()
         except TimeoutError:
             return None

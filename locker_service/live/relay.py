@@ -134,7 +134,8 @@ class PgRelay:
     async def _send_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), CHECK_LISTENER_S)
+                async with asyncio.timeout(CHECK_LISTENER_S):  # not wait_for: background.py
+                    await self._wake.wait()
             self._wake.clear()
             await self._keep_listening()
             self._unsent.extend(self._batches())

@@ -141,12 +141,10 @@ class OutboxWorker:
             await self._retry_or_fail(claimed, f"preparing: {type(exc).__name__}: {exc}")
             return
         try:
-            result = await asyncio.wait_for(
-                self._delivery.send(
+            async with asyncio.timeout(self._settings.notify_send_timeout_s * 2):
+                result = await self._delivery.send(
                     prepared.urls, prepared.subject, prepared.body, prepared.attachments
-                ),
-                self._settings.notify_send_timeout_s * 2,
-            )
+                )
         except Exception as exc:  # a plugin bug or timeout must not stop the worker
             result = DeliveryResult(False, f"{type(exc).__name__}: {exc}")
         if result.ok:

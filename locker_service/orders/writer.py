@@ -237,7 +237,8 @@ class OrderWriter:
         self._idle += 1
         self._arrived.clear()
         try:
-            await asyncio.wait_for(self._arrived.wait(), LANE_LINGER_S)
+            async with asyncio.timeout(LANE_LINGER_S):
+                await self._arrived.wait()
         except TimeoutError:
             if not self._queue:
                 # Stops counting before the connection is given back (an await): an order

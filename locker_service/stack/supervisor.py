@@ -208,7 +208,8 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL if self._forced else signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), self._stop_timeout_s)
+                async with asyncio.timeout(self._stop_timeout_s):
+                    await proc.wait()
             except TimeoutError:
                 self.say(
                     f"{child.spec.name} did not stop within {self._stop_timeout_s:.0f} s: "
@@ -222,7 +223,8 @@ class Supervisor:
             os.killpg(proc.pid, signal.SIGKILL)
         if child.pump is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(child.pump, 2.0)
+                async with asyncio.timeout(2.0):
+                    await child.pump
 
     async def _watch(self, child: _Child) -> None:
         """Restart `child` whenever it dies, until the supervisor stops."""
@@ -231,7 +233,8 @@ class Supervisor:
             returncode = await child.proc.wait()
             if child.pump is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(child.pump, 2.0)
+                    async with asyncio.timeout(2.0):
+                        await child.pump
             if self._stopping.is_set():
                 return
             ran_s = time.monotonic() - child.started_at
@@ -252,7 +255,8 @@ class Supervisor:
                 f"restarting it in {pause_s:g} s (restart {child.restarts})"
             )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), pause_s)
+                async with asyncio.timeout(pause_s):
+                    await self._stopping.wait()
             if self._stopping.is_set():
                 return
             try:

@@ -125,3 +125,28 @@ async def test_stop_ends_a_round_in_progress() -> None:
     await started.wait()
     await loop.stop()
     assert not loop.running and loop.rounds == 0
+
+
+@pytest.mark.parametrize("steps_between", [0, 1, 2])
+async def test_a_stop_that_meets_a_wake_still_ends_the_loop(steps_between: int) -> None:
+    """Python 3.11's `asyncio.wait_for` drops a cancellation that arrives as the awaited event
+    is set: the loop went on and `stop()` (the service's shutdown) waited for ever. The real
+    wait, not the pacer: woken, then stopped within a few steps of the event loop."""
+    idle = asyncio.Event()
+
+    async def step() -> bool:
+        idle.set()
+        return False
+
+    loop = BackgroundLoop("probe", step, period_s=3600.0, log=log)
+    loop.start()
+    await idle.wait()
+    for _ in range(3):
+        await asyncio.sleep(0)  # the loop is in its wait
+    loop.wake()
+    for _ in range(steps_between):
+        await asyncio.sleep(0)
+    stopping = asyncio.ensure_future(loop.stop())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert stopping.done(), "the cancellation was lost: the loop went on"
