@@ -210,6 +210,35 @@ def allow_site(
     typer.echo(f"merchant {merchant} {verb} {site} (each replica within its credential cache)")
 
 
+def set_food_profile(
+    site: str = typer.Option(..., help="Site code"),
+    profile: str = typer.Option(
+        ..., help="us-fda, uk-fsa, cn or custom (the LOCKER_HOLD_* and LOCKER_FOOD_* settings)"
+    ),
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Choose the food-safety rules a site holds food under: its floor, setpoint, time limits
+    and excursion rule. Food dropped off from now on gets the new deadline; food inside is
+    checked against the new rules from its next check."""
+    typer.echo(
+        _in_session(database_url, lambda s, settings: _set_profile(s, settings, site, profile))
+    )
+
+
+async def _set_profile(session: AsyncSession, settings: Settings, site: str, name: str) -> str:
+    from locker_service.foodsafety import profiles
+    from locker_service.sites import service
+
+    await service.set_food_profile(session, site, name)
+    rules = profiles.nominal(settings, name)
+    return (
+        f"site {site}: {rules.name}, floor {rules.floor_c:g} °C, setpoint {rules.setpoint_c:g} °C, "
+        f"{rules.cooking_limit_s / 3600:g} h from cooking, {rules.ready_limit_s / 3600:g} h "
+        f"from ready, {rules.excursions_allowed} excursion(s) past {rules.grace_s / 60:g} min "
+        "tolerated"
+    )
+
+
 def create_courier(
     code: str = typer.Option(..., help="What the courier types at the kiosk"),
     name: str = typer.Option(...),
@@ -285,6 +314,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "create-kiosk": create_kiosk,
     "create-merchant": create_merchant,
     "allow-site": allow_site,
+    "set-food-profile": set_food_profile,
     "create-courier": create_courier,
     "create-operator": create_operator,
     "set-oncall": set_oncall,

@@ -92,6 +92,19 @@ class Settings(BaseSettings):
     door_left_open_s: float = 60.0  # any other door still open this long: staff are told
     dropoff_window_s: float = 24 * 3600.0  # an order never dropped off expires after this
     hold_limit_s: float = 4 * 3600.0  # not collected by then: expired (food-safety clock)
+    # The `custom` food-safety profile is the hold settings above and these (nominal seconds;
+    # locker_service/foodsafety/profiles.py has the jurisdictions' own): the limit from cooking
+    # (or the drop-off), the excursions below the floor tolerated past the grace and how long
+    # each may last, and how long the food may go with no temperature reading.
+    food_cooking_limit_s: float = Field(default=4 * 3600.0, gt=0)
+    food_excursions_allowed: int = Field(default=0, ge=0)
+    food_excursion_limit_s: float = Field(default=0.0, ge=0)
+    food_unknown_limit_s: float = Field(default=900.0, gt=0)
+    food_warmup_s: float = Field(default=1800.0, gt=0)  # to reach the floor after a drop-off
+    food_cn_cooking_limit_s: float = Field(default=4 * 3600.0, gt=0)  # `cn`: the site's to set
+    food_check_s: float = Field(default=60.0, gt=0)  # how often a held order's food is checked
+    # A cooked_at that leaves less than the cycle plus this for the purchaser is refused.
+    food_min_pickup_window_s: float = Field(default=1800.0, ge=0)
     reminder_after_s: float = 1800.0  # purchaser reminded when food has waited 30 minutes
     timers_enabled: bool = True
     timer_poll_s: float = 1.0  # real seconds between claims of due timers (not scaled)

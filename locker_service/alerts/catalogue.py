@@ -87,6 +87,13 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
                     "food and throw it away."),
         "zh-Hans": Words("需取出过期食物", "订单未按时取走：请取出并丢弃食物。"),
     },
+    "food_unsafe": {
+        "en": Words("Unsafe food to discard", "The food broke its site's food-safety rules "
+                    "(kept below the floor, no temperature, or out of time): open the "
+                    "compartment with the reason 'discard' and throw the food away."),
+        "zh-Hans": Words("需丢弃不安全的食物", "餐品违反了站点的食品安全规则（温度低于下限、"
+                         "无温度读数或超出时限）：请以“丢弃”为原因打开隔间并丢弃餐品。"),
+    },
     "impossible_report": {
         "en": Words("Kiosk report contradicts the board", "A kiosk reported something the "
                     "board's sensors or the cycle's clock rule out; nothing was changed. Check "

@@ -44,6 +44,7 @@ from locker_service.pickup import service as pickup_service
 from locker_service.pickup import throttle
 from locker_service.pickup.service import KillSwitchEngaged
 from locker_service.security import hash_pin, same
+from locker_service.sites import service as sites
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
 
@@ -256,13 +257,15 @@ async def _preheat(ctx: ServiceContext, kiosk: Kiosk, compartment: Compartment) 
     Best effort: the holding cycle sets the same setpoint again once the door shuts on the food,
     so a lost preheat costs only warm-up time, never the drop-off.
     """
+    async with ctx.sessionmaker() as session:
+        rules = await sites.food_profile(session, ctx.settings, kiosk.site_id)
     try:
         reply = await doors.send(
             ctx,
             kiosk.code,
             "set_heater",
             compartment.number,
-            {"setpoint_c": ctx.settings.hold_setpoint_c},
+            {"setpoint_c": rules.setpoint_c},  # the site's food-safety profile's
             timeout_s=PREHEAT_TIMEOUT_S,
         )
     except ServiceError as exc:

@@ -20,6 +20,7 @@ ExceptionAlertKind = Literal[
     "compartment_fault",
     "door_left_open",
     "expired_food",
+    "food_unsafe",
     "kiosk_offline",
     "order_never_dropped_off",
     "removed_during_hold",
@@ -37,6 +38,7 @@ class Exceptional(enum.StrEnum):
     KIOSK_OFFLINE = "kiosk_offline"  # with food inside
     EXPIRED_BEFORE_DROPOFF = "expired_before_dropoff"  # never dropped off
     EXPIRED_UNCOLLECTED = "expired_uncollected"  # ready, not collected within the hold limit
+    FOOD_UNSAFE = "food_unsafe"  # the site's food-safety profile was broken: excursion, time
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,17 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         severity="warning",
         operator_message="order {ref} expired, remove the food",
     ),
+    Exceptional.FOOD_UNSAFE: Told(
+        purchaser_status="status.food_unsafe",
+        purchaser_message="food_unsafe",
+        merchant_event="food_unsafe",
+        merchant_message="order {ref}: {why}; it cannot be collected and will be discarded, "
+        "and the purchaser was told",
+        alert_kind="food_unsafe",
+        severity="critical",
+        operator_message="order {ref}: {why}. Discard it: open the compartment with the reason "
+        "'discard' (audited) and take the food out; the compartment is cleaned after",
+    ),
 }
 
 HEATER_FAULTS: Final = frozenset(
@@ -168,10 +181,17 @@ def expiry_exception(deposited: bool) -> Exceptional:
 
 
 def purchaser_status(
-    order_state: str, *, deposited: bool, compartment_fault: str | None, kiosk_online: bool
+    order_state: str,
+    *,
+    deposited: bool,
+    compartment_fault: str | None,
+    kiosk_online: bool,
+    food_unsafe: bool = False,
 ) -> str:
     """The i18n key of the purchaser page's status line: the truth before the order's state."""
     food_inside = order_state in ("deposited", "disinfecting", "ready")
+    if order_state == "expired" and food_unsafe:
+        return decide(Exceptional.FOOD_UNSAFE).purchaser_status
     if order_state == "expired":
         if deposited and compartment_fault is not None:
             # Expired behind a fault she was told about: not "not collected in time".

@@ -354,6 +354,15 @@ class StoryHandler:
                     return
                 await self._compartment_event(session, kiosk, c, event)
             elif event.type == "board_rebooted":
+                # A board starts with every heater off: the food it holds is heated again.
+                for order_id, compartment_id in await orders.hot_food_in_kiosk(session, kiosk.id):
+                    timers.schedule(
+                        session,
+                        TimerKind.REHEAT,
+                        utcnow(),
+                        order_id=order_id,
+                        compartment_id=compartment_id,
+                    )
                 await raise_alert(
                     session,
                     kind="board_rebooted",

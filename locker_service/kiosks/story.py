@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +21,8 @@ from locker_service.compartments import repository as compartments
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
 from locker_service.context import ServiceContext
 from locker_service.events import publish_after_commit
+from locker_service.foodsafety import watch
+from locker_service.foodsafety.watch import Unsafe
 from locker_service.kiosks import exceptions
 from locker_service.models import (
     Compartment,
@@ -33,6 +36,7 @@ from locker_service.orders import outbox
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
 from locker_service.orders.schemas import live_view
+from locker_service.sites import service as sites
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
 
@@ -77,8 +81,10 @@ class Story:
     async def deposit(
         self, session: AsyncSession, kiosk: Kiosk, c: Compartment, order: Order
     ) -> None:
-        """The courier shut the door with the food inside: hold it, then disinfect."""
+        """The courier shut the door with the food inside: hold it, then disinfect. The food's
+        clock starts (from cooked_at if the merchant gave it) and its watch with it."""
         now = utcnow()
+        rules = await sites.food_profile(session, self.settings, kiosk.site_id)
         await orders.transition(
             session,
             order,
@@ -86,11 +92,20 @@ class Story:
             actor_type="kiosk",
             actor_id=kiosk.code,
             deposited_at=now,
+            food_deadline=watch.deadline(rules, order.cooked_at or now),
+            food_watch=watch.Watch(last_ts=now).to_json(),
         )
         await compartments.transition(session, c, CompartmentTrigger.OCCUPY)
         await timers.cancel(session, [TimerKind.DROPOFF_TIMEOUT], order_id=order.id)
         timers.schedule(
             session, TimerKind.START_HOLD_CYCLE, now, order_id=order.id, compartment_id=c.id
+        )
+        timers.schedule(
+            session,
+            TimerKind.FOOD_CHECK,
+            now + self._later(self.settings.food_check_s),
+            order_id=order.id,
+            compartment_id=c.id,
         )
         self._publish(session, kiosk, c, order)
 
@@ -211,7 +226,14 @@ class Story:
         if order is None or order.state != OrderState.DISINFECTING:
             self._publish(session, kiosk, c, None)
             return
-        hold_until = now + self._later(self.settings.hold_limit_s)
+        if order.food_deadline is not None and order.food_deadline <= now:
+            self._publish(session, kiosk, c, None)
+            await self.spoil(
+                session, order, Unsafe(order.food_deadline, "its time ran out before it was ready")
+            )
+            return
+        rules = await sites.food_profile(session, self.settings, kiosk.site_id)
+        hold_until = watch.hold_until(rules, now, order.food_deadline)
         await orders.transition(
             session,
             order,
@@ -402,7 +424,38 @@ class Story:
         compartment.
         """
         deposited = order.deposited_at is not None and order.compartment_id is not None
-        told = exceptions.decide(exceptions.expiry_exception(deposited))
+        await self._end(session, order, reason, exceptions.expiry_exception(deposited))
+
+    async def spoil(
+        self,
+        session: AsyncSession,
+        order: Order,
+        verdict: Unsafe,
+        seen: watch.Watch | None = None,
+    ) -> None:
+        """The food is no longer safe (an excursion below the profile's floor, no temperature
+        for too long, its time up before it was ready): the order ends as `expired` with the
+        reason, its code opens nothing, and everyone is told as for an expiry but with why;
+        the operator's alert is the task to discard it (an audited opening)."""
+        await self._end(
+            session,
+            order,
+            f"food no longer safe: {verdict.why}",
+            exceptions.Exceptional.FOOD_UNSAFE,
+            food_unsafe_at=verdict.at,
+            **({"food_watch": seen.to_json()} if seen is not None else {}),
+        )
+
+    async def _end(
+        self,
+        session: AsyncSession,
+        order: Order,
+        reason: str,
+        exception: exceptions.Exceptional,
+        **values: Any,
+    ) -> None:
+        deposited = order.deposited_at is not None and order.compartment_id is not None
+        told = exceptions.decide(exception)
         await orders.transition(
             session,
             order,
@@ -411,10 +464,16 @@ class Story:
             detail={"reason": reason},
             closed_at=utcnow(),
             failure_reason=reason,
+            **values,
         )
         await timers.cancel(
             session,
-            [TimerKind.REMINDER, TimerKind.HOLD_EXPIRY, TimerKind.ORDER_EXPIRY],
+            [
+                TimerKind.REMINDER,
+                TimerKind.HOLD_EXPIRY,
+                TimerKind.ORDER_EXPIRY,
+                TimerKind.FOOD_CHECK,
+            ],
             order_id=order.id,
         )
         publish_after_commit(session, self.ctx.hub, "order", live_view(order), order.site_id)
@@ -425,7 +484,7 @@ class Story:
                 "system",
                 None,
                 told.merchant_event,
-                told.merchant_message.format(ref=order.external_ref, fault=""),
+                told.merchant_message.format(ref=order.external_ref, fault="", why=reason),
                 {"reason": reason},
             )
         found = (
@@ -446,6 +505,6 @@ class Story:
             c,
             kind=told.alert_kind,
             severity=told.severity,
-            what=told.operator_message.format(ref=order.external_ref, fault=""),
+            what=told.operator_message.format(ref=order.external_ref, fault="", why=reason),
             dedupe_key=f"{told.alert_kind}:{order.id}",
         )

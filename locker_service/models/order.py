@@ -57,6 +57,14 @@ class Order(Base):
     picked_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # cancelled/expired/failed
     failure_reason: Mapped[str | None] = mapped_column(String(500))
+    # The food-safety clock (locker_service.foodsafety): cooked_at as the merchant gave it,
+    # the deadline set at the drop-off (from cooked_at, else from the drop-off), when the food
+    # became unsafe (an excursion, no temperature, its time up before ready), and the watch's
+    # state over the compartment's readings so far.
+    cooked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    food_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    food_unsafe_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    food_watch: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)
 

@@ -22,6 +22,10 @@ class Site(Base):
     kill_switch_engaged: Mapped[bool] = mapped_column(Boolean, default=False)
     kill_switch_reason: Mapped[str | None] = mapped_column(String(REASON_COLUMN_LENGTH))
     kill_switch_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The rules its hot food is held under (locker_service.foodsafety.profiles).
+    food_safety_profile: Mapped[str] = mapped_column(
+        String(16), default="custom", server_default="custom"
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -12,7 +13,9 @@ from locker_service.api.deps import ContextDep, IdPath, OperatorDep, SessionDep
 from locker_service.bounds import INT4_MAX, Text
 from locker_service.compartments import repository as compartments
 from locker_service.compartments.lifecycle import CompartmentState
+from locker_service.config import Settings
 from locker_service.errors import Forbidden, NotFound, Unprocessable
+from locker_service.foodsafety import profiles
 from locker_service.models import Alert, Compartment, Kiosk, Site, SiteOncall, utcnow
 from locker_service.notifications import oncall_lists
 from locker_service.notifications import resend as resending
@@ -23,6 +26,7 @@ from locker_service.operators.schemas import (
     FleetCounts,
     FleetKiosk,
     FleetPage,
+    FoodSafetyRead,
     KillSwitchRequest,
     KioskDetail,
     KioskSummary,
@@ -52,7 +56,7 @@ async def me(principal: OperatorDep) -> OperatorMe:
 
 
 @router.get("/sites", response_model=list[SiteRead])
-async def sites(principal: OperatorDep, session: SessionDep) -> list[SiteRead]:
+async def sites(principal: OperatorDep, session: SessionDep, ctx: ContextDep) -> list[SiteRead]:
     query = select(Site).order_by(Site.code)
     if principal.site_ids is not None:
         query = query.where(Site.id.in_(principal.site_ids))
@@ -83,7 +87,7 @@ async def sites(principal: OperatorDep, session: SessionDep) -> list[SiteRead]:
             )
             for k, total, free in rows.all()
         ]
-        result.append(_site_read(site, kiosks))
+        result.append(_site_read(ctx.settings, site, kiosks))
     return result
 
 
@@ -283,7 +287,10 @@ async def search_orders(
     return [OrderRow.model_validate(o, from_attributes=True) for o in found]
 
 
-def _site_read(site: Site, kiosks: list[KioskSummary] | None = None) -> SiteRead:
+def _site_read(
+    settings: Settings, site: Site, kiosks: list[KioskSummary] | None = None
+) -> SiteRead:
+    rules = profiles.nominal(settings, site.food_safety_profile)
     return SiteRead(
         id=site.id,
         code=site.code,
@@ -293,6 +300,7 @@ def _site_read(site: Site, kiosks: list[KioskSummary] | None = None) -> SiteRead
         kill_switch_reason=site.kill_switch_reason,
         kill_switch_at=site.kill_switch_at,
         kiosks=kiosks or [],
+        food_safety=FoodSafetyRead(**dataclasses.asdict(rules)),
     )
 
 
@@ -302,7 +310,7 @@ async def kill_switch(
 ) -> SiteRead:
     """Freeze (or unfreeze) every code and remote opening at a site."""
     site = await service.kill_switch(ctx, principal, site_id, body.engaged, body.reason)
-    return _site_read(site)
+    return _site_read(ctx.settings, site)
 
 
 @router.post("/kill-switch", response_model=list[SiteRead])
@@ -311,7 +319,7 @@ async def freeze_all(
 ) -> list[SiteRead]:
     """Freeze (or unfreeze) every site at once: admins only, audited (docs/adr/0039)."""
     sites = await service.freeze_all(ctx, principal, body.engaged, body.reason)
-    return [_site_read(site) for site in sites]
+    return [_site_read(ctx.settings, site) for site in sites]
 
 
 def _oncall(site_id: int, found: SiteOncall | None) -> OncallRead:

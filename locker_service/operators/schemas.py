@@ -21,6 +21,25 @@ class KioskSummary(BaseModel):
     compartments_free: int
 
 
+class FoodSafetyRead(BaseModel):
+    """The rules the site holds food under (`lockerctl set-food-profile`), in nominal seconds."""
+
+    name: str = Field(description="us-fda, uk-fsa, cn or custom")
+    floor_c: float = Field(description="the lowest safe reading")
+    setpoint_c: float
+    grace_s: float = Field(
+        description="a stretch below the floor shorter than this is no excursion"
+    )
+    cooking_limit_s: float = Field(description="from cooked_at (else the drop-off) to the deadline")
+    ready_limit_s: float = Field(description="from ready to the end of the purchaser's hold")
+    excursions_allowed: int
+    excursion_limit_s: float
+    unknown_limit_s: float = Field(description="the longest the food may go with no reading")
+    warmup_s: float = Field(
+        description="how long a compartment may take to reach the floor after a drop-off"
+    )
+
+
 class SiteRead(BaseModel):
     id: int
     code: str
@@ -30,6 +49,7 @@ class SiteRead(BaseModel):
     kill_switch_reason: str | None
     kill_switch_at: datetime | None
     kiosks: list[KioskSummary]
+    food_safety: FoodSafetyRead
 
 
 class OrderInside(BaseModel):

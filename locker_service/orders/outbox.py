@@ -42,6 +42,14 @@ def _text(kind: str, order: Order, where: str, deadline: datetime | None) -> tup
             f"Hello {order.purchaser_name}, your order was not collected in time at {where}. "
             "For food safety it will be discarded; please contact the merchant.",
         )
+    if kind == "food_unsafe":
+        # Told when the watch finds it, while the food is still behind the locked door.
+        why = (order.failure_reason or "").removeprefix("food no longer safe: ")
+        return (
+            f"Your order {order.external_ref} can no longer be collected",
+            f"Hello {order.purchaser_name}, for food safety your order at {where} can no longer "
+            f"be collected: {why}. It will be discarded; please contact the merchant.",
+        )
     if kind == "never_dropped_off":  # the outbox kind column holds 20
         return (
             f"Your order {order.external_ref} has expired",

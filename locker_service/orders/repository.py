@@ -58,6 +58,21 @@ async def transition(
     return new
 
 
+async def save_food_watch(session: AsyncSession, order: Order, seen: dict[str, Any]) -> bool:
+    """Keep the food's watch, if the order is still in the state it was read in (a step taken
+    meanwhile, a pickup or an expiry, ends the watch)."""
+    result = await session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.state == order.state)
+        .values(food_watch=seen)
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(result) != 1:
+        return False
+    set_committed_value(order, "food_watch", seen)
+    return True
+
+
 def add_event(
     session: AsyncSession,
     order_id: uuid.UUID,
@@ -230,6 +245,24 @@ async def by_merchant_ref(session: AsyncSession, merchant_id: int, ref: str) -> 
 
 async def by_token_hash(session: AsyncSession, token_hash: str) -> Order | None:
     return await session.scalar(select(Order).where(Order.pickup_token_hash == token_hash))
+
+
+async def hot_food_in_kiosk(session: AsyncSession, kiosk_id: int) -> list[tuple[uuid.UUID, int]]:
+    """(order id, compartment id) of every hot order whose food is in one of the kiosk's
+    heated compartments."""
+    from locker_service.orders.lifecycle import HOLDING
+
+    rows = await session.execute(
+        select(Order.id, Compartment.id)
+        .join(Compartment, Compartment.id == Order.compartment_id)
+        .where(
+            Compartment.kiosk_id == kiosk_id,
+            Compartment.heated.is_(True),
+            Order.temperature_class == "hot",
+            Order.state.in_([s.value for s in HOLDING]),
+        )
+    )
+    return [(order_id, compartment_id) for order_id, compartment_id in rows]
 
 
 async def active_in_compartment(session: AsyncSession, compartment_id: int) -> Order | None:

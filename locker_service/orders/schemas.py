@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from locker_service.bounds import Text
 from locker_service.models import Order
@@ -29,6 +29,13 @@ class OrderCreate(BaseModel):
     )
     size: Size = "M"
     temperature_class: TemperatureClass = "hot"
+    cooked_at: AwareDatetime | None = Field(
+        default=None,
+        description="when the food was cooked, with its time zone: the food-safety clock starts "
+        "here (else at the drop-off). One that leaves less than the disinfection cycle and the "
+        "purchaser's minimum window before the site profile's limit is refused (422 "
+        "`too_little_food_safety_time`)",
+    )
 
 
 NOTICE_PREFIX = "notice:"  # order events the merchant reads: what went wrong (ADR 0047)
@@ -60,6 +67,17 @@ class OrderRead(BaseModel):
     hold_until: datetime | None = None
     expires_at: datetime | None = None
     failure_reason: str | None = None
+    cooked_at: datetime | None = None
+    food_deadline: datetime | None = Field(
+        default=None,
+        description="when the food's time is up under the site's food-safety profile (set at "
+        "the drop-off)",
+    )
+    food_unsafe_at: datetime | None = Field(
+        default=None,
+        description="when the food stopped being safe (an excursion, no temperature, its time "
+        "up before ready); the order is then expired and `failure_reason` says why",
+    )
     notices: list[OrderNotice] = Field(
         default_factory=list, description="faults and expiries the merchant should know of"
     )
@@ -115,6 +133,10 @@ class PurchaserStatus(BaseModel):
         default=None, description="which fault (e.g. lock_jammed, heater_fault), when there is one"
     )
     kiosk_online: bool | None = Field(description="the locker's kiosk is connected")
+    food_unsafe: bool = Field(
+        default=False,
+        description="the food broke its site's food-safety rules: it will be discarded",
+    )
 
 
 def live_view(order: Order) -> dict[str, object]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pydantic_core
@@ -21,6 +21,7 @@ from locker_service.contacts.policy import ContactPolicy, check_contact, contact
 from locker_service.context import ServiceContext
 from locker_service.errors import Conflict, Forbidden, NotFound, Unprocessable
 from locker_service.events import publish_after_commit
+from locker_service.foodsafety import watch
 from locker_service.live import LiveHub
 from locker_service.models import Compartment, Kiosk, Merchant, Order, OrderEvent, Site, utcnow
 from locker_service.orders import codes, repository
@@ -44,7 +45,9 @@ from locker_service.timers.service import TimerKind
 
 
 def request_hash(body: OrderCreate) -> str:
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    # Fields left out stay out (None): an order sent before `cooked_at` existed hashes the same.
+    fields = body.model_dump(mode="json", exclude_none=True)
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -89,6 +92,9 @@ def _read(
         hold_until=order.hold_until,
         expires_at=order.expires_at,
         failure_reason=order.failure_reason,
+        cooked_at=order.cooked_at,
+        food_deadline=order.food_deadline,
+        food_unsafe_at=order.food_unsafe_at,
         notices=[
             OrderNotice(
                 kind=e.action.removeprefix(NOTICE_PREFIX),
@@ -128,6 +134,7 @@ def new_order_row(
         "updated_at": now,
         "expires_at": now + timedelta(seconds=settings.scaled(settings.dropoff_window_s)),
         "version": 1,
+        "cooked_at": body.cooked_at.astimezone(UTC) if body.cooked_at is not None else None,
     }
     return row, token
 
@@ -153,6 +160,9 @@ def created_answer(settings: Settings, row: dict[str, Any], token: str) -> bytes
         "hold_until": None,
         "expires_at": row["expires_at"],
         "failure_reason": None,
+        "cooked_at": row["cooked_at"],
+        "food_deadline": None,
+        "food_unsafe_at": None,
         "notices": [],  # a new order has had no fault or expiry yet
         "purchaser_url": f"{settings.public_base_url.rstrip('/')}/p/{token}",
     }
@@ -184,6 +194,8 @@ async def create(ctx: ServiceContext, merchant: Merchant, body: OrderCreate) -> 
             f"this merchant may not order into site {body.site!r}: ask the operator to allow it",
             code="site_not_allowed",
         )
+    if site_id is not None and body.cooked_at is not None:
+        await _check_cooked_at(ctx, site_id, body.cooked_at)
     if site_id is not None:
         row, token = new_order_row(settings, merchant, body, site_id, fingerprint)
         if await ctx.order_writer.write(row, body.site):
@@ -203,6 +215,32 @@ async def create(ctx: ServiceContext, merchant: Merchant, body: OrderCreate) -> 
         view = await read_model(session, existing)
     answer = OrderCreated(**view.model_dump(), purchaser_url=purchaser_url(settings, existing))
     return answer.model_dump_json().encode(), False
+
+
+COOKED_AT_SKEW_S = 120.0  # a merchant's clock ahead of ours by this much is still believed
+
+
+async def _check_cooked_at(ctx: ServiceContext, site_id: int, cooked_at: datetime) -> None:
+    """Refuse food that would run out of time before its purchaser could collect it: the
+    cycle and the minimum pickup window must fit before the site profile's limit."""
+    settings = ctx.settings
+    async with ctx.sessionmaker() as session:
+        rules = await sites_service.food_profile(session, settings, site_id)
+    now = utcnow()
+    if cooked_at > now + timedelta(seconds=COOKED_AT_SKEW_S):
+        raise Unprocessable("cooked_at is in the future", code="cooked_at_in_future")
+    needed = timedelta(
+        seconds=settings.scaled(settings.disinfection_s + settings.food_min_pickup_window_s)
+    )
+    left = watch.deadline(rules, cooked_at) - now
+    if left < needed:
+        raise Unprocessable(
+            f"food cooked at {cooked_at.isoformat()} has {max(left.total_seconds(), 0) / 60:.0f} "
+            f"min left under the site's {rules.name} profile: it needs "
+            f"{needed.total_seconds() / 60:.0f} min (the disinfection cycle and the purchaser's "
+            "time to collect)",
+            code="too_little_food_safety_time",
+        )
 
 
 async def _sites_of(ctx: ServiceContext, merchant: Merchant) -> frozenset[int]:
@@ -376,4 +414,5 @@ async def purchaser_status(
         fault=fault is not None,
         fault_code=fault,
         kiosk_online=online,
+        food_unsafe=order.food_unsafe_at is not None,
     )

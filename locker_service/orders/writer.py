@@ -63,6 +63,7 @@ ORDER_COLUMNS: dict[str, str] = {
     "updated_at": "timestamptz",
     "expires_at": "timestamptz",
     "version": "integer",
+    "cooked_at": "timestamptz",
 }
 
 

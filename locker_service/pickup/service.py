@@ -378,6 +378,12 @@ def _refusal(
         order.state == OrderState.READY and order.code_used_at is not None
     ):
         return Conflict("this code has been used already", code="code_used")
+    if order.state == OrderState.EXPIRED and order.food_unsafe_at is not None:
+        return Conflict(
+            f"for food safety this order can no longer be collected ({order.failure_reason}): "
+            "it will be discarded; please contact the restaurant",
+            code="food_unsafe",
+        )
     if order.state in (OrderState.EXPIRED, OrderState.CANCELLED, OrderState.FAILED):
         return Conflict(f"this order is {order.state}: please ask staff", code="code_expired")
     if order.state != OrderState.READY:

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from locker_service.config import Settings
 from locker_service.errors import Conflict, NotFound, Unprocessable
+from locker_service.foodsafety import profiles
+from locker_service.foodsafety.profiles import Profile
 from locker_service.models import (
     Compartment,
     Courier,
@@ -178,3 +181,24 @@ async def create_operator(
             insert(operator_sites).values(operator_id=operator.id, site_id=site.id)
         )
     return Made(operator.id, token)
+
+
+async def food_profile(session: AsyncSession, settings: Settings, site_id: int) -> Profile:
+    """The food-safety profile the site holds food under, in real seconds."""
+    name = await session.scalar(select(Site.food_safety_profile).where(Site.id == site_id))
+    return profiles.for_site(settings, name or profiles.DEFAULT_PROFILE)
+
+
+async def set_food_profile(session: AsyncSession, site_code: str, name: str) -> Site:
+    """Choose the site's profile; orders already dropped off keep the deadline they were given,
+    their watch follows the new rules from the next check."""
+    if name not in profiles.PROFILE_NAMES:
+        raise Unprocessable(
+            f"unknown food-safety profile {name!r}: one of {', '.join(profiles.PROFILE_NAMES)}",
+            code="unknown_profile",
+        )
+    site = await session.scalar(select(Site).where(Site.code == site_code))
+    if site is None:
+        raise NotFound(f"no site {site_code!r}")
+    site.food_safety_profile = name
+    return site

@@ -24,6 +24,8 @@ from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
+from locker_service.foodsafety import watch
+from locker_service.foodsafety.watch import Unsafe
 from locker_service.kiosk_link.errors import KioskLinkError
 from locker_service.kiosks import repository as kiosk_reports
 from locker_service.kiosks.story import Story
@@ -39,7 +41,9 @@ from locker_service.models import (
 )
 from locker_service.orders import outbox
 from locker_service.orders import repository as orders
-from locker_service.orders.lifecycle import OrderState
+from locker_service.orders.lifecycle import HOLDING, OrderState
+from locker_service.sites import service as sites
+from locker_service.telemetry import repository as telemetry
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
 
@@ -192,7 +196,11 @@ async def start_hold_cycle(ctx: ServiceContext, timer: Timer) -> datetime | None
         await _cannot_start(ctx, c, "hold")
         return None
     hot = order.temperature_class == "hot" and c.heated
-    setpoint = ctx.settings.hold_setpoint_c if hot else None
+    setpoint = None
+    if hot:
+        async with ctx.sessionmaker() as session:
+            rules = await sites.food_profile(session, ctx.settings, kiosk.site_id)
+        setpoint = rules.setpoint_c  # the site's profile's
     started = await _cycle_commands(ctx, kiosk, c, setpoint, ctx.settings.disinfection_s)
     if started is CycleStart.FAULTED:
         await _cannot_start(ctx, c, "hold")
@@ -407,6 +415,56 @@ async def alert_escalation(ctx: ServiceContext, timer: Timer) -> datetime | None
         return await oncall.escalate(session, timer.alert_id, after_s, utcnow())
 
 
+async def reheat(ctx: ServiceContext, timer: Timer) -> datetime | None:
+    """Set the heater of a compartment holding hot food again (its board rebooted)."""
+    order, c, kiosk = await _load(ctx, timer)
+    if order is None or c is None or kiosk is None or order.state not in HOLDING:
+        return None
+    if c.fault is not None:
+        return None  # the board refuses while a fault is latched: the fault's path applies
+    async with ctx.sessionmaker() as session:
+        rules = await sites.food_profile(session, ctx.settings, kiosk.site_id)
+    try:
+        reply = await doors.send(
+            ctx, kiosk.code, "set_heater", c.number, {"setpoint_c": rules.setpoint_c}
+        )
+    except KioskLinkError:
+        return _retry(ctx)
+    return None if reply.status == "succeeded" else _retry(ctx)
+
+
+async def food_check(ctx: ServiceContext, timer: Timer) -> datetime | None:
+    """Fold the compartment's new readings into the food's watch and look at its clock; end
+    the order as unsafe when the site's profile says so (`Story.spoil`), else look again."""
+    now = utcnow()
+    async with session_scope(ctx.sessionmaker) as session:
+        order = await session.get(Order, timer.order_id) if timer.order_id else None
+        if order is None or order.state not in HOLDING or order.compartment_id is None:
+            return None
+        found = await compartments.with_kiosk(session, order.compartment_id)
+        if found is None:
+            return None
+        c, kiosk = found
+        rules = await sites.food_profile(session, ctx.settings, kiosk.site_id)
+        seen = watch.Watch.from_json(order.food_watch)
+        verdict = None
+        if order.temperature_class == "hot":
+            since = seen.last_ts or order.deposited_at or now
+            rows = await telemetry.readings_between(session, kiosk.id, c.number, since, now)
+            verdict = watch.fold(seen, rules, ((r.ts, r.temp_c) for r in rows))
+            verdict = verdict or watch.silent_since(seen, rules, now)
+        deadline = order.food_deadline
+        if verdict is None and deadline is not None and now >= deadline:
+            if order.state == OrderState.READY:
+                return None  # her hold ends with it: HOLD_EXPIRY (hold_until <= deadline)
+            verdict = Unsafe(deadline, "its time ran out before it was ready")
+        if verdict is not None:
+            await Story(ctx).spoil(session, order, verdict, seen)
+            return None
+        await orders.save_food_watch(session, order, seen.to_json())
+    return now + timedelta(seconds=ctx.settings.scaled(ctx.settings.food_check_s))
+
+
 HANDLERS: dict[str, Handler] = {
     TimerKind.START_HOLD_CYCLE: start_hold_cycle,
     TimerKind.START_CLEANING: start_cleaning,
@@ -419,4 +477,6 @@ HANDLERS: dict[str, Handler] = {
     TimerKind.DOOR_LEFT_OPEN: door_left_open,
     TimerKind.HEATER_OFF: heater_off,
     TimerKind.ALERT_ESCALATION: alert_escalation,
+    TimerKind.FOOD_CHECK: food_check,
+    TimerKind.REHEAT: reheat,
 }

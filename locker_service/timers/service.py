@@ -31,6 +31,8 @@ class TimerKind(StrEnum):
     HEATER_OFF = "heater_off"  # a compartment preheated for a drop-off that never came
     ALERT_ESCALATION = "alert_escalation"  # an alert still not acknowledged: tell the next list
     DOOR_LEFT_OPEN = "door_left_open"  # a door still open a minute after it opened
+    REHEAT = "reheat"  # a rebooted board forgot its setpoints: hot food is heated again
+    FOOD_CHECK = "food_check"  # the food's watch: its readings folded in, its clock looked at
 
 
 def schedule(

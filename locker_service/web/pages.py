@@ -182,6 +182,7 @@ async def purchaser_page(
         deposited=status.deposited,
         compartment_fault=status.fault_code,
         kiosk_online=status.kiosk_online is not False,
+        food_unsafe=status.food_unsafe,
     )
     minutes_left = None
     if situation == "status.disinfecting" and extras and extras.cycle_ends_at:

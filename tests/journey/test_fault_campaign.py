@@ -325,8 +325,15 @@ def campaign(
 ) -> Iterator[Campaign]:
     data_dir = tmp_path_factory.mktemp("faults") / "var"
     name = str(request.param).replace("+", "-")
-    # Nothing may expire while the campaign plays: only the physical world decides here.
-    env = {"LOCKER_HOLD_LIMIT_S": "86400", "LOCKER_REMINDER_AFTER_S": "86400"}
+    # Nothing may expire while the campaign plays: only the physical world decides here. The
+    # food's own clock neither (4 h is 2 min at 120x), nor its watch over a kiosk killed for
+    # longer than 15 nominal minutes (the food-safety tests show both).
+    env = {
+        "LOCKER_HOLD_LIMIT_S": "86400",
+        "LOCKER_REMINDER_AFTER_S": "86400",
+        "LOCKER_FOOD_COOKING_LIMIT_S": "86400",
+        "LOCKER_FOOD_UNKNOWN_LIMIT_S": "86400",
+    }
     if request.param == "embedded":
         up = Up(data_dir, time_scale=TIME_SCALE, extra_env=env)
         try:

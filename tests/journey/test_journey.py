@@ -49,6 +49,10 @@ STORY_ENV = {
     "LOCKER_DROPOFF_DOOR_TIMEOUT_S": str(60 * TIME_SCALE),  # 60 s of wall time
     "LOCKER_SCAN_MAX_AGE_S": "60",
     "SIM_RELATCH_S": str(30 * TIME_SCALE),  # 30 s of wall time
+    # The food's clock (4 h from the drop-off) is 2 min of wall time at 120x: a story that
+    # waits longer on a loaded machine would end in a discard (tests/locker_service/
+    # test_food_safety.py shows the clock).
+    "LOCKER_FOOD_COOKING_LIMIT_S": str(4 * 3600 * 10),
 }
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "journey"
 

@@ -37,6 +37,7 @@ from tests.locker_service.world import (
     World,
     create_order,
     cycles_have_run,
+    dropped_off,
     event,
     make_ready,
     until_due,
@@ -70,17 +71,7 @@ async def _deposited(
     client: httpx.AsyncClient, world: World, service: ServiceContext, ref: str
 ) -> tuple[dict[str, Any], int]:
     """An order dropped off and shut in with food: (order as created, compartment number)."""
-    order = await create_order(client, world, ref=ref)
-    dropped = await client.post(
-        "/api/v1/kiosk/dropoff",
-        json={"courier_code": world.courier_code, "pin": world.courier_pin, "order_ref": ref},
-        headers=world.kiosk(),
-    )
-    n = int(dropped.json()["compartment"])
-    await event(service, world, "door_opened", n)
-    await event(service, world, "item_placed", n)
-    await event(service, world, "door_closed", n)
-    return order, n
+    return await dropped_off(client, world, service, ref=ref)
 
 
 async def _start_timer_runs_again(service: ServiceContext) -> None:

@@ -182,12 +182,10 @@ def cycles_have_run(ctx: ServiceContext) -> None:
     ctx.clock = lambda: utcnow() + timedelta(days=1)
 
 
-async def make_ready(
+async def dropped_off(
     client: httpx.AsyncClient, world: World, ctx: ServiceContext, **overrides: Any
 ) -> tuple[dict[str, Any], int]:
-    """An order taken through drop-off and its cycle: (order as created, compartment number)."""
-    from locker_service.timer_loop.loop import TimerLoop
-
+    """An order created, dropped off and shut in with food: (order as created, compartment)."""
     order = await create_order(client, world, **overrides)
     dropped = await client.post(
         "/api/v1/kiosk/dropoff",
@@ -200,9 +198,18 @@ async def make_ready(
     )
     assert dropped.status_code == 200, dropped.text
     n = int(dropped.json()["compartment"])
-    await event(ctx, world, "door_opened", n)
-    await event(ctx, world, "item_placed", n)
-    await event(ctx, world, "door_closed", n)
+    for kind in ("door_opened", "item_placed", "door_closed"):
+        await event(ctx, world, kind, n)
+    return order, n
+
+
+async def make_ready(
+    client: httpx.AsyncClient, world: World, ctx: ServiceContext, **overrides: Any
+) -> tuple[dict[str, Any], int]:
+    """An order taken through drop-off and its cycle: (order as created, compartment number)."""
+    from locker_service.timer_loop.loop import TimerLoop
+
+    order, n = await dropped_off(client, world, ctx, **overrides)
     await TimerLoop(ctx).run_due()
     cycles_have_run(ctx)
     await event(ctx, world, "disinfection_completed", n)

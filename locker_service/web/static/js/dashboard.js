@@ -10,6 +10,11 @@
   const TOKEN_KEY = "locker.operatorToken";
   // The food-safety floor drawn on the chart: the service's LOCKER_HOLD_FLOOR_C, given by the page.
   const FLOOR_C = Number(document.body.dataset.floorC || 60);
+  // The floor of the site shown: its food-safety profile's (lockerctl set-food-profile).
+  const floorC = () => {
+    const site = currentSite();
+    return site && site.food_safety ? site.food_safety.floor_c : FLOOR_C;
+  };
   // LOCKER_TIME_SCALE, given by the page: alert durations are told in story time.
   const TIME_SCALE = Number(document.body.dataset.timeScale || 1);
   // Order states with food behind the door (locker_service.kiosks.exceptions).
@@ -216,7 +221,7 @@
     // Red below the hold floor whenever hot food is held, also when a heater fault has
     // dropped the setpoint: the food's temperature matters, not what the heater is asked for.
     const holdsFood = c.heated && c.order && FOOD_INSIDE.includes(c.order.state);
-    const lowTemp = (c.setpoint_c || holdsFood) && c.temp_c !== null && c.temp_c !== undefined && c.temp_c < FLOOR_C;
+    const lowTemp = (c.setpoint_c || holdsFood) && c.temp_c !== null && c.temp_c !== undefined && c.temp_c < floorC();
     const progress = cycleProgress(c);
     const order = c.order;
     const button = el(
@@ -314,7 +319,7 @@
       return;
     }
     const readings = list(payload, "points");
-    const floor = FLOOR_C;
+    const floor = floorC();
     const xs = [], temps = [], setpoints = [], floors = [];
     for (const r of readings) {
       xs.push(new Date(r.ts).getTime() / 1000);
@@ -529,6 +534,11 @@
       ? `ENGAGED: code and remote openings are frozen at ${site.name}. Reason: ${site.kill_switch_reason || "—"}`
       : `Openings at ${site.name} work normally.`;
     $("kill-button").textContent = engaged ? "Release the kill switch" : "Freeze all openings";
+    const rules = site.food_safety;
+    $("food-profile").textContent = rules
+      ? `Food safety: ${rules.name}, at or above ${rules.floor_c} °C (held at ${rules.setpoint_c} °C), ` +
+        `${rules.cooking_limit_s / 3600} h from cooking, ${rules.ready_limit_s / 3600} h from ready`
+      : "";
     $("kill-button").className = engaged ? "primary" : "danger";
   }
 

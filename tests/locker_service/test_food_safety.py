@@ -1,0 +1,354 @@
+"""Food safety through the service: a site's profile sets the heat and the limits, cooked_at
+is checked when the order is made, and food that breaks its profile (an excursion, a silent
+sensor, its time up before ready) is refused at the kiosk with why, while the purchaser, the
+merchant and the operator are told, and the discard is an audited opening that ends in a
+clean compartment. The watch is run by calling its timer's handler on readings written with
+their own timestamps: no waiting."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+from typer.testing import CliRunner
+
+from locker_service.cli import app
+from locker_service.config import Settings
+from locker_service.context import ServiceContext
+from locker_service.db import session_scope
+from locker_service.foodsafety.profiles import BUILT_IN
+from locker_service.models import (
+    Alert,
+    Compartment,
+    DoorOpening,
+    NotificationOutbox,
+    Order,
+    Timer,
+    utcnow,
+)
+from locker_service.orders import codes
+from locker_service.sites import service as sites
+from locker_service.telemetry import repository as telemetry
+from locker_service.telemetry.rollups import ReadingRow
+from locker_service.timer_loop import handlers
+from locker_service.timer_loop.loop import TimerLoop
+from locker_service.timers.service import TimerKind
+from tests.locker_service.conftest import make_settings
+from tests.locker_service.world import (
+    FakeKiosk,
+    World,
+    dropped_off,
+    event,
+    make_ready,
+    token_of,
+)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url, food_unknown_limit_s=900.0)
+
+
+async def _profile(service: ServiceContext, world: World, name: str) -> None:
+    async with session_scope(service.sessionmaker) as session:
+        await sites.set_food_profile(session, world.site_code, name)
+
+
+async def _deposited(
+    client: httpx.AsyncClient, world: World, service: ServiceContext, ref: str, **body: object
+) -> tuple[dict[str, object], int]:
+    return await dropped_off(client, world, service, ref=ref, **body)
+
+
+async def _order(service: ServiceContext, order_id: object) -> Order:
+    async with service.sessionmaker() as session:
+        order = await session.get(Order, uuid.UUID(str(order_id)))
+        assert order is not None
+        return order
+
+
+async def _backdate(service: ServiceContext, order_id: object, by: timedelta) -> datetime:
+    """The order as if dropped off `by` ago: its watch starts then. Returns that moment."""
+    then = utcnow() - by
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Order)
+            .where(Order.id == uuid.UUID(str(order_id)))
+            .values(deposited_at=then, food_watch={"last_ts": then.isoformat()})
+        )
+    return then
+
+
+async def _readings(
+    service: ServiceContext, world: World, n: int, start: datetime, temps: list[float]
+) -> None:
+    """One reading every 30 s from `start`."""
+    rows = [
+        ReadingRow(world.kiosk_id, n, start + timedelta(seconds=30 * i), t, 65.0, True)
+        for i, t in enumerate(temps)
+    ]
+    await telemetry.insert_readings(service.engine, rows)
+
+
+async def _check(service: ServiceContext, order_id: object) -> None:
+    """Run the order's food check now (its timer's handler, as the timer loop would)."""
+    async with service.sessionmaker() as session:
+        timer = await session.scalar(
+            select(Timer).where(
+                Timer.order_id == uuid.UUID(str(order_id)),
+                Timer.kind == TimerKind.FOOD_CHECK.value,
+                Timer.state == "pending",
+            )
+        )
+    assert timer is not None, "no food check pending"
+    await handlers.food_check(service, timer)
+
+
+async def _told(
+    client: httpx.AsyncClient, world: World, service: ServiceContext, order: dict[str, object]
+) -> None:
+    """Everyone in the story was told the food is unsafe, and the code opens nothing."""
+    code = codes.fallback_code(service.settings.secret_key, token_of(order))  # type: ignore[arg-type]
+    refused = await client.post("/api/v1/kiosk/pickup", json={"code": code}, headers=world.kiosk())
+    assert refused.status_code == 409 and refused.json()["error"] == "food_unsafe", refused.text
+    assert "food safety" in refused.json()["message"]
+    page = (await client.get(f"/api/v1/p/{token_of(order)}")).json()
+    assert page["food_unsafe"] is True and page["state"] == "expired"
+    html = (await client.get(f"/p/{token_of(order)}")).text
+    assert "For food safety your order can no longer be collected" in html
+    zh = (await client.get(f"/p/{token_of(order)}?lang=zh-Hans")).text
+    assert "出于食品安全" in zh
+    merchant = (await client.get(f"/api/v1/orders/{order['id']}", headers=world.merchant())).json()
+    assert [n["kind"] for n in merchant["notices"]] == ["food_unsafe"]
+    async with service.sessionmaker() as session:
+        message = await session.scalar(
+            select(NotificationOutbox).where(
+                NotificationOutbox.order_id == uuid.UUID(str(order["id"])),
+                NotificationOutbox.kind == "food_unsafe",
+            )
+        )
+        alert = await session.scalar(select(Alert).where(Alert.kind == "food_unsafe"))
+        pending = await session.scalar(
+            select(Timer).where(
+                Timer.order_id == uuid.UUID(str(order["id"])),
+                Timer.kind == TimerKind.FOOD_CHECK.value,
+                Timer.state == "pending",
+            )
+        )
+    assert message is not None and "can no longer be collected" in message.body
+    assert alert is not None and alert.state == "open" and alert.severity == "critical"
+    assert "Discard it" in alert.message
+    assert pending is None
+
+
+@pytest.mark.parametrize("name", ["us-fda", "uk-fsa", "cn"])
+async def test_an_excursion_past_the_profile_s_rule_makes_the_food_unsafe_at_its_limit(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, name: str
+) -> None:
+    await _profile(service, world, name)
+    rules = BUILT_IN[name]  # type: ignore[index]
+    order, n = await _deposited(app_client, world, service, f"exc-{name}")
+    start = await _backdate(service, order["id"], timedelta(hours=2))
+    hot, cold = rules.setpoint_c, rules.floor_c - 2.0
+    temps = [hot] * 20  # 10 minutes held
+    if rules.excursions_allowed:  # uk-fsa: one period of 30 min is tolerated, then back hot
+        temps += [cold] * 60 + [hot] * 20
+    stretch_at = start + timedelta(seconds=30 * len(temps))
+    temps += [cold] * 60 + [hot] * 20  # 30 minutes below: past the 15-minute grace
+    await _readings(service, world, n, start, temps)
+    await _check(service, order["id"])
+    spoiled = await _order(service, order["id"])
+    assert spoiled.state == "expired"
+    assert spoiled.food_unsafe_at == stretch_at + timedelta(seconds=rules.grace_s)
+    assert f"below {rules.floor_c:g} °C" in (spoiled.failure_reason or "")
+    await _told(app_client, world, service, order)
+
+
+async def test_no_reading_for_longer_than_the_profile_allows_is_unsafe(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    await _profile(service, world, "cn")
+    order, n = await _deposited(app_client, world, service, "silent")
+    start = await _backdate(service, order["id"], timedelta(minutes=40))
+    await _readings(service, world, n, start, [65.0] * 20)  # 10 minutes, then nothing
+    await _check(service, order["id"])
+    spoiled = await _order(service, order["id"])
+    assert spoiled.state == "expired"
+    last = start + timedelta(seconds=30 * 19)
+    assert spoiled.food_unsafe_at == last + timedelta(minutes=15)
+    assert "no temperature reading for more than 15 min" in (spoiled.failure_reason or "")
+
+
+async def test_food_kept_hot_stays_safe_and_its_watch_is_kept(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    await _profile(service, world, "us-fda")
+    order, n = await _deposited(app_client, world, service, "kept-hot")
+    start = await _backdate(service, order["id"], timedelta(minutes=10))
+    await _readings(service, world, n, start, [63.0, 55.0, 55.0, 63.0] + [63.5] * 15)
+    await _check(service, order["id"])
+    kept = await _order(service, order["id"])
+    assert kept.state == "deposited" and kept.food_unsafe_at is None
+    assert kept.food_watch is not None and kept.food_watch["min_c"] == 55.0
+    assert kept.food_watch["excursions"] == 0  # a 90-second door dip
+
+
+async def test_cooked_at_is_checked_when_the_order_is_made(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    await _profile(service, world, "us-fda")  # 4 h from cooking; needs the cycle + 30 min
+    now = utcnow()
+
+    async def made(ref: str, cooked_at: str) -> httpx.Response:
+        body = world.order_body(ref, cooked_at=cooked_at)
+        return await app_client.post("/api/v1/orders", json=body, headers=world.merchant())
+
+    late = await made("late", (now - timedelta(hours=3, minutes=30)).isoformat())
+    assert late.status_code == 422 and late.json()["error"] == "too_little_food_safety_time"
+    assert "us-fda" in late.json()["message"]
+    ahead = await made("ahead", (now + timedelta(minutes=10)).isoformat())
+    assert ahead.status_code == 422 and ahead.json()["error"] == "cooked_at_in_future"
+    naive = await made("naive", (now - timedelta(hours=1)).replace(tzinfo=None).isoformat())
+    assert naive.status_code == 422 and naive.json()["error"] == "validation_error"
+    cooked = now - timedelta(hours=1)
+    fine = await made("fine", cooked.isoformat())
+    assert fine.status_code == 201, fine.text
+    assert datetime.fromisoformat(fine.json()["cooked_at"]) == cooked
+    again = await made("fine", cooked.isoformat())  # the same order, idempotent
+    assert again.json()["id"] == fine.json()["id"]
+    async with service.sessionmaker() as session:
+        refused = await session.scalar(select(Order).where(Order.external_ref == "late"))
+    assert refused is None  # nothing written
+
+
+async def test_the_clock_runs_from_cooking_before_and_after_ready(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+) -> None:
+    await _profile(service, world, "uk-fsa")
+    cooked = utcnow() - timedelta(hours=2)
+    order, n = await _deposited(app_client, world, service, "clock", cooked_at=cooked.isoformat())
+    deposited = await _order(service, order["id"])
+    assert deposited.food_deadline == cooked + timedelta(hours=4)
+    await TimerLoop(service).run_due()  # the hold cycle starts at the profile's setpoint
+    assert ("set_heater", {"setpoint_c": 68.0}) in [
+        (action, args) for _, action, c, args in fake_kiosk.commands if c == n
+    ]
+    # Its time runs out while still being disinfected: unsafe at the deadline.
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Order)
+            .where(Order.id == deposited.id)
+            .values(food_deadline=utcnow() - timedelta(seconds=1))
+        )
+    deadline = (await _order(service, order["id"])).food_deadline
+    await _check(service, order["id"])
+    spoiled = await _order(service, order["id"])
+    assert spoiled.state == "expired" and spoiled.food_unsafe_at == deadline
+    assert spoiled.failure_reason == "food no longer safe: its time ran out before it was ready"
+    await _told(app_client, world, service, order)
+    # After ready, her hold ends at the food's deadline when that comes first.
+    ready, _ = await make_ready(app_client, world, service, cooked_at=cooked.isoformat())
+    held = await _order(service, ready["id"])
+    assert held.hold_until == cooked + timedelta(hours=4)
+    assert held.ready_at is not None and held.hold_until < held.ready_at + timedelta(hours=4)
+
+
+async def test_the_discard_is_an_audited_opening_and_the_compartment_is_cleaned(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+) -> None:
+    await _profile(service, world, "cn")
+    order, n = await _deposited(app_client, world, service, "discard")
+    start = await _backdate(service, order["id"], timedelta(hours=1))
+    await _readings(service, world, n, start, [65.0] * 10 + [50.0] * 60)
+    await _check(service, order["id"])
+    assert (await _order(service, order["id"])).state == "expired"
+    async with service.sessionmaker() as session:
+        c = await session.scalar(
+            select(Compartment).where(
+                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
+            )
+        )
+    assert c is not None and c.state == "occupied"  # nothing says removed before it is
+    opened = await app_client.post(
+        f"/api/v1/operator/compartments/{c.id}/open",
+        json={"reason": "discard: unsafe food"},
+        headers=world.operator(),
+    )
+    assert opened.status_code == 200, opened.text
+    assert fake_kiosk.unlocks()[-1] == n
+    for kind in ("door_opened", "item_removed", "door_closed"):
+        await event(service, world, kind, n)
+    async with service.sessionmaker() as session:
+        opening = await session.scalar(
+            select(DoorOpening).where(DoorOpening.why == "discard: unsafe food")
+        )
+        cleaned = await session.get(Compartment, c.id)
+    assert opening is not None and opening.order_id == uuid.UUID(str(order["id"]))
+    assert cleaned is not None and cleaned.state == "cleaning"
+
+
+async def test_operators_see_each_site_s_profile(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    await _profile(service, world, "uk-fsa")
+    listed = (await app_client.get("/api/v1/operator/sites", headers=world.operator())).json()
+    rules = {s["code"]: s["food_safety"] for s in listed}[world.site_code]
+    assert rules["name"] == "uk-fsa" and rules["floor_c"] == 63.0
+    assert rules["excursions_allowed"] == 1 and rules["excursion_limit_s"] == 7200.0
+
+
+def test_lockerctl_sets_a_site_s_profile(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'locker.db'}"
+    runner = CliRunner()
+    made = runner.invoke(
+        app, ["create-site", "--code", "hq", "--name", "HQ", "--database-url", url]
+    )
+    assert made.exit_code == 0, made.output
+    chosen = runner.invoke(
+        app, ["set-food-profile", "--site", "hq", "--profile", "uk-fsa", "--database-url", url]
+    )
+    assert chosen.exit_code == 0, chosen.output
+    assert "uk-fsa, floor 63 °C, setpoint 68 °C" in chosen.output
+    wrong = runner.invoke(
+        app, ["set-food-profile", "--site", "hq", "--profile", "eu", "--database-url", url]
+    )
+    assert wrong.exit_code != 0 and "unknown food-safety profile" in wrong.output
+
+
+async def test_a_rebooted_board_heats_the_food_it_holds_again(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+) -> None:
+    await _profile(service, world, "uk-fsa")
+    hot, n = await _deposited(app_client, world, service, "reboot-hot")
+    ambient, m = await _deposited(
+        app_client, world, service, "reboot-ambient", temperature_class="ambient"
+    )
+    await TimerLoop(service).run_due()
+
+    def heats(compartment: int) -> int:
+        return sum(
+            1
+            for _, action, c, args in fake_kiosk.commands
+            if c == compartment and action == "set_heater" and args == {"setpoint_c": 68.0}
+        )
+
+    before = heats(n)
+    await event(service, world, "board_rebooted")  # its heaters start off
+    await TimerLoop(service).run_due()
+    assert heats(n) == before + 1
+    assert heats(m) == 0  # ambient food is not heated
+    assert (await _order(service, hot["id"])).state == "deposited"
+    assert (await _order(service, ambient["id"])).state == "deposited"
