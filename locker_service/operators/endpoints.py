@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -16,7 +17,7 @@ from locker_service.compartments.lifecycle import CompartmentState
 from locker_service.config import Settings
 from locker_service.errors import Forbidden, NotFound, Unprocessable
 from locker_service.foodsafety import profiles
-from locker_service.models import Alert, Compartment, Kiosk, Site, SiteOncall, utcnow
+from locker_service.models import Alert, Compartment, Kiosk, Order, Site, SiteOncall, utcnow
 from locker_service.notifications import oncall_lists
 from locker_service.notifications import resend as resending
 from locker_service.operators import fleet, service
@@ -45,6 +46,8 @@ from locker_service.operators.schemas import (
 )
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
+from locker_service.telemetry import record
+from locker_service.telemetry.record import FoodRecord
 
 router = APIRouter(prefix="/api/v1/operator", tags=["operator"])
 
@@ -180,6 +183,7 @@ async def kiosk(kiosk_id: IdPath, principal: OperatorDep, session: SessionDep) -
                 ready_at=order.ready_at,
                 hold_until=order.hold_until,
                 waited_s=waited,
+                food_deadline=order.food_deadline,
             )
         rows.append(
             CompartmentRead(
@@ -285,6 +289,18 @@ async def search_orders(
         raise Unprocessable(f"unknown order state {state!r}", code="unknown_state")
     found = await orders.search(session, principal.site_ids, q, state, limit)
     return [OrderRow.model_validate(o, from_attributes=True) for o in found]
+
+
+@router.get("/orders/{order_id}/record", response_model=FoodRecord)
+async def order_record(
+    order_id: uuid.UUID, principal: OperatorDep, session: SessionDep
+) -> FoodRecord:
+    """What the order's food went through: its compartment's temperatures from the drop-off to
+    the pickup (or the order's end), the door openings, the cycles and the order's steps."""
+    order = await session.get(Order, order_id)
+    if order is None or not principal.can_see(order.site_id):
+        raise NotFound(f"no order {order_id}")
+    return await record.food_record(session, order)
 
 
 def _site_read(

@@ -61,6 +61,9 @@ class OrderInside(BaseModel):
     ready_at: datetime | None
     hold_until: datetime | None
     waited_s: float | None = Field(description="seconds since the food went in")
+    food_deadline: datetime | None = Field(
+        default=None, description="when the food's time is up under its site's profile"
+    )
 
 
 class CompartmentRead(BaseModel):

@@ -129,6 +129,7 @@ _EN: Final[dict[str, str]] = {
     "status.disinfecting": "Your food is in the locker, being kept hot while the compartment "
     "is disinfected",
     "status.minutes_left": "About {m} min left",
+    "status.kept": "Kept at about {c} °C, never below {low} °C, for {m} minutes since it arrived",
     "status.ready": "Ready for pickup",
     "status.picked_up": "Collected. Enjoy your meal!",
     "status.expired": "Your order expired: it was not collected in time and will be "
@@ -244,6 +245,7 @@ _ZH: Final[dict[str, str]] = {
     "status.deposited": "餐品已存入取餐柜",
     "status.disinfecting": "餐品已存入取餐柜，正在保温并对柜格消毒",
     "status.minutes_left": "约剩 {m} 分钟",
+    "status.kept": "送达后已保温 {m} 分钟，约 {c} °C，最低 {low} °C",
     "status.ready": "可以取餐",
     "status.picked_up": "已取餐，祝您用餐愉快！",
     "status.expired": "订单已过期：未在规定时间内取餐，餐品将被丢弃。请联系商家。",

@@ -11,12 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from locker_service.models import DisinfectionCycle, Site
 from locker_service.orders import codes
 from locker_service.orders import repository as orders
+from locker_service.telemetry import record
+from locker_service.telemetry.record import Kept
 
 
 @dataclass(frozen=True)
 class PurchaserExtras:
     site_timezone: str
     cycle_ends_at: datetime | None  # the running hold cycle's end, real (scaled) time
+    kept: Kept | None = None  # the food's temperatures since it arrived
 
 
 async def purchaser_extras(session: AsyncSession, token: str) -> PurchaserExtras | None:
@@ -34,4 +37,5 @@ async def purchaser_extras(session: AsyncSession, token: str) -> PurchaserExtras
         .order_by(DisinfectionCycle.started_at.desc())
         .limit(1)
     )
-    return PurchaserExtras(site.timezone if site else "UTC", ends_at)
+    kept = await record.kept(session, order) if order.temperature_class == "hot" else None
+    return PurchaserExtras(site.timezone if site else "UTC", ends_at, kept)

@@ -352,3 +352,47 @@ async def test_a_rebooted_board_heats_the_food_it_holds_again(
     assert heats(m) == 0  # ambient food is not heated
     assert (await _order(service, hot["id"])).state == "deposited"
     assert (await _order(service, ambient["id"])).state == "deposited"
+
+
+async def test_the_food_s_record_for_operators_and_its_sum_for_the_purchaser(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    await _profile(service, world, "us-fda")
+    order, n = await _deposited(app_client, world, service, "record")
+    start = await _backdate(service, order["id"], timedelta(minutes=30))
+    await _readings(service, world, n, start, [63.0] * 20 + [62.0] * 40)
+    await _check(service, order["id"])
+    url = f"/api/v1/operator/orders/{order['id']}/record"
+    record = (await app_client.get(url, headers=world.operator())).json()
+    assert record["state"] == "deposited" and record["compartment_number"] == n
+    assert len(record["points"]) == 60  # every reading: fewer than the chart's 500
+    assert [p["temp_c"] for p in record["points"][:21]] == [63.0] * 20 + [62.0]
+    kept = record["kept"]
+    assert (kept["readings"], kept["min_c"], kept["max_c"], kept["mean_c"]) == (
+        60,
+        62.0,
+        63.0,
+        62.3,
+    )
+    assert kept["minutes"] == 30
+    steps = [e["what"] for e in record["entries"]]
+    assert {"create", "assign", "door_opened", "deposit"} <= set(steps), steps
+    times = [e["at"] for e in record["entries"]]
+    assert times == sorted(times)
+    kiosk = (
+        await app_client.get(f"/api/v1/operator/kiosks/{world.kiosk_id}", headers=world.operator())
+    ).json()
+    [cell] = [c for c in kiosk["compartments"] if c["number"] == n]
+    deadline = (await _order(service, order["id"])).food_deadline
+    assert deadline is not None
+    assert (
+        datetime.fromisoformat(cell["order"]["food_deadline"]) == deadline
+    )  # the grid's time left
+    hidden = await app_client.get(
+        url, headers={"Authorization": f"Bearer {world.other_operator_token}"}
+    )
+    assert hidden.status_code == 404  # another site's operator does not see it
+    page = (await app_client.get(f"/p/{token_of(order)}")).text
+    assert "Kept at about 62 °C, never below 62 °C, for 30 minutes since it arrived" in page
+    zh = (await app_client.get(f"/p/{token_of(order)}?lang=zh-Hans")).text
+    assert "送达后已保温 30 分钟" in zh

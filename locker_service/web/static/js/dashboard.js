@@ -247,6 +247,11 @@
         ? el("span", { class: "line" }, "order ", el("b", {}, order.external_ref || String(order.id).slice(0, 8)),
             " · waited ", el("b", { "data-field": "waited" }, fmtDuration(waitedSeconds(c))))
         : null,
+      order && order.food_deadline
+        ? el("span", { class: "line" }, "food safe for ",
+            el("b", { "data-field": "food-left" },
+              fmtDuration(Math.max(0, (new Date(order.food_deadline).getTime() - Date.now()) / 1000))))
+        : null,
       c.fault ? el("span", { class: "line" }, "fault ", el("b", {}, c.fault)) : null,
       c.out_of_service_reason ? el("span", { class: "line" }, "out of service: ", c.out_of_service_reason) : null
     );

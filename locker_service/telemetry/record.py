@@ -1,0 +1,159 @@
+"""The food's own record: what one order's food went through, from the drop-off to the pickup
+(or to the end of the order): its compartment's temperatures, the door openings, the cycles,
+and the order's steps (the excursion that made it unsafe among them). Shown to operators on the
+order (`GET /api/v1/operator/orders/{id}/record`) and, summed up, to the purchaser on her page
+("kept at about 65 °C, never below 63 °C, for 42 minutes since it arrived")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from locker_service.models import (
+    Compartment,
+    DisinfectionCycle,
+    DoorOpening,
+    Kiosk,
+    Order,
+    OrderEvent,
+    TemperatureReading,
+    utcnow,
+)
+from locker_service.telemetry import repository
+from locker_service.telemetry.schemas import TemperaturePoint
+from locker_service.telemetry.service import downsample
+
+RECORD_MAX_POINTS = 500
+
+
+class Kept(BaseModel):
+    """The food's temperatures summed up over its stay."""
+
+    since: datetime
+    until: datetime
+    minutes: int
+    readings: int
+    mean_c: float | None
+    min_c: float | None
+    max_c: float | None
+
+
+class RecordEntry(BaseModel):
+    at: datetime
+    what: str = Field(description="door_opened, cycle_started, cycle_ended, or an order step")
+    detail: str
+
+
+class FoodRecord(BaseModel):
+    order_id: str
+    external_ref: str
+    state: str
+    kiosk: str | None
+    compartment_number: int | None
+    cooked_at: datetime | None
+    deposited_at: datetime | None
+    ready_at: datetime | None
+    picked_up_at: datetime | None
+    food_deadline: datetime | None
+    food_unsafe_at: datetime | None
+    failure_reason: str | None
+    kept: Kept | None
+    points: list[TemperaturePoint] = Field(description="at most 500, each a slice's mean")
+    entries: list[RecordEntry] = Field(description="what happened, oldest first")
+
+
+def _window(order: Order) -> tuple[datetime, datetime] | None:
+    if order.deposited_at is None:
+        return None
+    return order.deposited_at, order.picked_up_at or order.closed_at or utcnow()
+
+
+async def _place(session: AsyncSession, order: Order) -> tuple[int, int, str] | None:
+    if order.compartment_id is None:
+        return None
+    row = (
+        await session.execute(
+            select(Compartment.kiosk_id, Compartment.number, Kiosk.code)
+            .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
+            .where(Compartment.id == order.compartment_id)
+        )
+    ).first()
+    return (row[0], row[1], row[2]) if row is not None else None
+
+
+async def kept(session: AsyncSession, order: Order) -> Kept | None:
+    """The food's temperatures over its stay, summed up in the database."""
+    window, place = _window(order), await _place(session, order)
+    if window is None or place is None:
+        return None
+    since, until = window
+    r = TemperatureReading
+    count, mean, low, high = (
+        await session.execute(
+            select(
+                func.count(r.temp_c), func.avg(r.temp_c), func.min(r.temp_c), func.max(r.temp_c)
+            ).where(r.kiosk_id == place[0], r.number == place[1], r.ts >= since, r.ts <= until)
+        )
+    ).one()
+    return Kept(
+        since=since,
+        until=until,
+        minutes=int((until - since).total_seconds() // 60),
+        readings=int(count or 0),
+        mean_c=round(float(mean), 1) if mean is not None else None,
+        min_c=float(low) if low is not None else None,
+        max_c=float(high) if high is not None else None,
+    )
+
+
+async def food_record(session: AsyncSession, order: Order) -> FoodRecord:
+    window, place = _window(order), await _place(session, order)
+    points: list[TemperaturePoint] = []
+    entries: list[RecordEntry] = []
+    if window is not None and place is not None:
+        since, until = window
+        rows = await repository.readings_between(session, place[0], place[1], since, until)
+        points = downsample(rows, RECORD_MAX_POINTS)
+        openings = await session.scalars(
+            select(DoorOpening).where(
+                DoorOpening.compartment_id == order.compartment_id,
+                DoorOpening.at >= since,
+                DoorOpening.at <= until,
+            )
+        )
+        for o in openings:
+            what = "door_opened" if o.door_opened_at is not None else "door_unlocked"
+            at = o.door_opened_at or o.at
+            entries.append(RecordEntry(at=at, what=what, detail=f"{o.who}: {o.why}"))
+        cycles = await session.scalars(
+            select(DisinfectionCycle).where(DisinfectionCycle.order_id == order.id)
+        )
+        for c in cycles:
+            entries.append(RecordEntry(at=c.started_at, what="cycle_started", detail=c.kind))
+            if c.finished_at is not None:
+                entries.append(RecordEntry(at=c.finished_at, what="cycle_ended", detail=c.state))
+    steps = await session.scalars(select(OrderEvent).where(OrderEvent.order_id == order.id))
+    for e in steps:
+        reason = e.detail.get("reason") or e.detail.get("message") or ""
+        entries.append(RecordEntry(at=e.at, what=e.action, detail=str(reason)))
+    entries.sort(key=lambda entry: entry.at)
+    return FoodRecord(
+        order_id=str(order.id),
+        external_ref=order.external_ref,
+        state=order.state,
+        kiosk=place[2] if place else None,
+        compartment_number=place[1] if place else None,
+        cooked_at=order.cooked_at,
+        deposited_at=order.deposited_at,
+        ready_at=order.ready_at,
+        picked_up_at=order.picked_up_at,
+        food_deadline=order.food_deadline,
+        food_unsafe_at=order.food_unsafe_at,
+        failure_reason=order.failure_reason,
+        kept=await kept(session, order),
+        points=points,
+        entries=entries,
+    )
