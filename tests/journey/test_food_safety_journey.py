@@ -1,0 +1,147 @@
+"""Food safety through the system as a user starts it (`lockerctl up`: the service, the bridge
+and the board simulator over a pty), at --time-scale 60 under the `us-fda` profile (ADR 0070).
+
+Hot food is dropped off; the simulator's control API opens the temperature probe, so the board
+reports no temperature. Past the profile's silence limit (15 nominal minutes, never under 30
+wall seconds) the food is unsafe: the order ends with why, the merchant reads a `food_unsafe`
+notice, the purchaser is messaged and her page says it, the operator's alert is the discard
+task, the operator's record of the order shows the readings up to the fault, and the discard is
+an audited opening after which the compartment holds nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.journey.story import FOOD_IN_C
+from tests.journey.system import Actors, PurchaserPhones, Up, token_of, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+TIME_SCALE = 60.0
+STEP_WAIT_S = 60.0  # a command or a report on two busy cores
+UNSAFE_WAIT_S = 120.0  # the 30 s silence limit, the food check's period, and a busy machine
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
+    up = Up(tmp_path / "var", kiosks=1, time_scale=TIME_SCALE)
+    try:
+        up.wait_ready()
+        yield up
+    finally:
+        up.kill()
+
+
+def set_profile(up: Up, site: str, profile: str) -> None:
+    """`lockerctl set-food-profile`, as an operator runs it beside the running system."""
+    database_url = f"sqlite+aiosqlite:///{up.data_dir / 'locker.db'}"
+    secret_key = (up.data_dir / "secret_key").read_text().strip()
+    done = subprocess.run(
+        [sys.executable, "-m", "locker_service", "set-food-profile", "--site", site,
+         "--profile", profile, "--database-url", database_url],
+        env={**os.environ, "LOCKER_SECRET_KEY": secret_key},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"site {site}: {profile}" in done.stdout
+
+
+def test_a_probe_gone_quiet_with_food_inside_makes_it_unsafe_and_everyone_is_told(up: Up) -> None:
+    actors = Actors(up)
+    phones = PurchaserPhones()
+    try:
+        set_profile(up, actors.creds["site_code"], "us-fda")
+        sites = actors.operator_get("/sites")
+        assert sites[0]["food_safety"]["name"] == "us-fda"
+        wait_until(
+            lambda: all(
+                k["online"] for s in sites for k in actors.operator_get("/sites")[0]["kiosks"]
+            ),
+            STEP_WAIT_S,
+            "the kiosk online",
+            0.5,
+        )
+        created = actors.create_order("unsafe-1", phones.contact("unsafe-1"))
+        n = int(actors.dropoff(0, "unsafe-1")["compartment"])
+        wait_until(lambda: actors.compartment(0, n)["lock_released"], STEP_WAIT_S, "the latch")
+        actors.hands(0, "open", n)
+        actors.hands(0, "place", n, mass_g=450, temp_c=FOOD_IN_C)
+        actors.hands(0, "close", n)
+        wait_until(
+            lambda: actors.order(created["id"])["state"] in ("deposited", "disinfecting"),
+            STEP_WAIT_S,
+            "the food deposited",
+            0.5,
+        )
+        faulted = actors.http.put(
+            f"{up.sim_url(0)}/faults/compartments/{n}", json={"sensor": "open"}
+        )
+        assert faulted.status_code == 200, faulted.text
+
+        def unsafe() -> dict[str, object] | None:
+            order = actors.order(created["id"])
+            return order if order["food_unsafe_at"] else None
+
+        order = wait_until(unsafe, UNSAFE_WAIT_S, "the food found unsafe", 0.5)
+        assert order["state"] == "expired"
+        reason = str(order["failure_reason"])
+        assert reason.startswith("food no longer safe: "), reason
+        assert "temperature" in reason  # unknown (the probe) or no reading at all
+        assert "food_unsafe" in [x["kind"] for x in order["notices"]]
+        message = wait_until(
+            lambda: [m for m in phones.inbox("unsafe-1") if "can no longer be collected" in m.body],
+            STEP_WAIT_S,
+            "the purchaser's message",
+            0.5,
+        )
+        assert message
+        page = actors.http.get(f"{up.base_url}/p/{token_of(created['purchaser_url'])}?lang=en")
+        assert "For food safety your order can no longer be collected" in page.text
+        [alert] = [a for a in actors.operator_get("/alerts") if a["kind"] == "food_unsafe"]
+        assert "Discard it" in alert["message"]
+
+        record = actors.operator_get(f"/orders/{created['id']}/record")
+        assert record["kept"]["readings"] > 0  # the readings before the probe opened
+        assert record["kept"]["max_c"] is not None
+
+        # The discard: an audited opening (aborting whatever cycle the fault left), the food
+        # taken out, the door shut: the compartment holds nothing.
+        compartment_id = next(
+            c["id"]
+            for c in actors.operator_get(f"/kiosks/{sites[0]['kiosks'][0]['id']}")["compartments"]
+            if c["number"] == n
+        )
+        opened = actors.http.post(
+            f"{up.base_url}/api/v1/operator/compartments/{compartment_id}/open",
+            json={"reason": "discard: unsafe food", "override_cycle": True},
+            headers={"Authorization": f"Bearer {actors.creds['operator_token']}"},
+        )
+        assert opened.status_code == 200, opened.text
+        wait_until(lambda: actors.compartment(0, n)["lock_released"], STEP_WAIT_S, "the unlock")
+        actors.hands(0, "open", n)
+        actors.hands(0, "remove", n)
+        actors.hands(0, "close", n)
+        openings = wait_until(
+            lambda: [
+                o
+                for o in actors.operator_get("/openings")["items"]
+                if o["reason"].endswith("discard: unsafe food") and o["door_opened_at"]
+            ],
+            STEP_WAIT_S,
+            "the discard in the openings' audit",
+            0.5,
+        )
+        assert openings
+        assert not actors.compartment(0, n)["occupied"]
+    finally:
+        actors.close()
+        phones.close()
