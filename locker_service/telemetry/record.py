@@ -27,6 +27,7 @@ from locker_service.telemetry.schemas import TemperaturePoint
 from locker_service.telemetry.service import downsample
 
 RECORD_MAX_POINTS = 500
+TRACE_MAX_POINTS = 60  # the purchaser's page: a phone-wide line
 
 
 class Kept(BaseModel):
@@ -109,14 +110,23 @@ async def kept(session: AsyncSession, order: Order) -> Kept | None:
     )
 
 
+async def trace(
+    session: AsyncSession, order: Order, max_points: int = TRACE_MAX_POINTS
+) -> list[TemperaturePoint]:
+    """The food's temperatures from the drop-off on, at most `max_points` slice means."""
+    window, place = _window(order), await _place(session, order)
+    if window is None or place is None:
+        return []
+    rows = await repository.readings_between(session, place[0], place[1], *window)
+    return downsample(rows, max_points)
+
+
 async def food_record(session: AsyncSession, order: Order) -> FoodRecord:
     window, place = _window(order), await _place(session, order)
-    points: list[TemperaturePoint] = []
+    points = await trace(session, order, RECORD_MAX_POINTS)
     entries: list[RecordEntry] = []
     if window is not None and place is not None:
         since, until = window
-        rows = await repository.readings_between(session, place[0], place[1], since, until)
-        points = downsample(rows, RECORD_MAX_POINTS)
         openings = await session.scalars(
             select(DoorOpening).where(
                 DoorOpening.compartment_id == order.compartment_id,

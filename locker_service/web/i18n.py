@@ -130,6 +130,8 @@ _EN: Final[dict[str, str]] = {
     "is disinfected",
     "status.minutes_left": "About {m} min left",
     "status.kept": "Kept at about {c} °C, never below {low} °C, for {m} minutes since it arrived",
+    "purchaser.trace": "Your food's temperature since it arrived; the dashed line is the "
+    "food-safety floor",
     "status.ready": "Ready for pickup",
     "status.picked_up": "Collected. Enjoy your meal!",
     "status.expired": "Your order expired: it was not collected in time and will be "
@@ -246,6 +248,7 @@ _ZH: Final[dict[str, str]] = {
     "status.disinfecting": "餐品已存入取餐柜，正在保温并对柜格消毒",
     "status.minutes_left": "约剩 {m} 分钟",
     "status.kept": "送达后已保温 {m} 分钟，约 {c} °C，最低 {low} °C",
+    "purchaser.trace": "餐品送达后的温度；虚线为食品安全温度下限",
     "status.ready": "可以取餐",
     "status.picked_up": "已取餐，祝您用餐愉快！",
     "status.expired": "订单已过期：未在规定时间内取餐，餐品将被丢弃。请联系商家。",

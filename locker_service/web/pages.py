@@ -22,10 +22,12 @@ from fastapi.templating import Jinja2Templates
 
 from locker_service.api.deps import SessionDep, SettingsDep
 from locker_service.errors import NotFound
+from locker_service.foodsafety import profiles
 from locker_service.kiosks import exceptions
 from locker_service.operators.notes import REASON_MAX_LENGTH
 from locker_service.orders import service as orders
 from locker_service.telemetry.record import Kept
+from locker_service.telemetry.schemas import TemperaturePoint
 from locker_service.web import TEMPLATES_DIR, i18n, repository
 
 router = APIRouter(include_in_schema=False)
@@ -215,6 +217,11 @@ async def purchaser_page(
         ),
         "deadline_text": _deadline(status.hold_until, zone) if status.ready else None,
         "kept_text": _kept(language, extras.kept if extras else None),
+        "trace": (
+            _trace(extras.trace, profiles.for_site(settings, extras.food_profile).floor_c)
+            if extras
+            else None
+        ),
         "minutes_template": i18n.catalogue(language)["status.minutes_left"],
         "cycle_ends_at": (
             extras.cycle_ends_at.isoformat() if extras and extras.cycle_ends_at else ""
@@ -238,6 +245,31 @@ def _kept(language: str, kept: Kept | None) -> str | None:
         low=f"{kept.min_c:.0f}",
         m=kept.minutes,
     )
+
+
+TRACE_W, TRACE_H = 300, 80
+
+
+def _trace(points: list[TemperaturePoint], floor_c: float) -> dict[str, Any] | None:
+    """The food's temperatures as an SVG line, with the site's floor: drawn on the server, so
+    the page needs no chart library."""
+    temps = [p.temp_c for p in points if p.temp_c is not None]
+    if len(temps) < 2:
+        return None
+    low, high = min(*temps, floor_c) - 2.0, max(*temps, floor_c) + 2.0
+
+    def y(t: float) -> float:
+        return round(TRACE_H - (t - low) / (high - low) * TRACE_H, 1)
+
+    step = TRACE_W / (len(temps) - 1)
+    line = " ".join(f"{round(i * step, 1)},{y(t)}" for i, t in enumerate(temps))
+    return {
+        "points": line,
+        "floor_y": y(floor_c),
+        "temps": ",".join(f"{t:.1f}" for t in temps),
+        "width": TRACE_W,
+        "height": TRACE_H,
+    }
 
 
 def _zone(name: str) -> ZoneInfo:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
@@ -13,6 +13,7 @@ from locker_service.orders import codes
 from locker_service.orders import repository as orders
 from locker_service.telemetry import record
 from locker_service.telemetry.record import Kept
+from locker_service.telemetry.schemas import TemperaturePoint
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class PurchaserExtras:
     site_timezone: str
     cycle_ends_at: datetime | None  # the running hold cycle's end, real (scaled) time
     kept: Kept | None = None  # the food's temperatures since it arrived
+    trace: list[TemperaturePoint] = field(default_factory=list)  # and their line
+    food_profile: str = "custom"  # the site's food-safety profile
 
 
 async def purchaser_extras(session: AsyncSession, token: str) -> PurchaserExtras | None:
@@ -37,5 +40,11 @@ async def purchaser_extras(session: AsyncSession, token: str) -> PurchaserExtras
         .order_by(DisinfectionCycle.started_at.desc())
         .limit(1)
     )
-    kept = await record.kept(session, order) if order.temperature_class == "hot" else None
-    return PurchaserExtras(site.timezone if site else "UTC", ends_at, kept)
+    hot = order.temperature_class == "hot"
+    return PurchaserExtras(
+        site.timezone if site else "UTC",
+        ends_at,
+        await record.kept(session, order) if hot else None,
+        await record.trace(session, order) if hot else [],
+        site.food_safety_profile if site else "custom",
+    )

@@ -394,5 +394,7 @@ async def test_the_food_s_record_for_operators_and_its_sum_for_the_purchaser(
     assert hidden.status_code == 404  # another site's operator does not see it
     page = (await app_client.get(f"/p/{token_of(order)}")).text
     assert "Kept at about 62 °C, never below 62 °C, for 30 minutes since it arrived" in page
+    temps = page.split('data-temps="', 1)[1].split('"', 1)[0].split(",")
+    assert temps == ["63.0"] * 20 + ["62.0"] * 40  # her line: the same readings as the record
     zh = (await app_client.get(f"/p/{token_of(order)}?lang=zh-Hans")).text
     assert "送达后已保温 30 分钟" in zh
