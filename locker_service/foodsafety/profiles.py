@@ -63,43 +63,32 @@ class Profile:
             raise ValueError(f"profile {self.name}: the excursion rule cannot be negative")
 
 
-_GRACE_S = 15 * 60.0
-_UNKNOWN_S = 15 * 60.0
+def _built_in(
+    name: ProfileName,
+    floor_c: float,
+    setpoint_c: float,
+    excursions_allowed: int = 0,
+    excursion_limit_s: float = 0.0,
+) -> Profile:
+    """What the built-in profiles share: a 15-minute door recovery and silence limit, 4 h from
+    cooking and from ready, no excursion tolerated unless the profile says otherwise."""
+    return Profile(
+        name,
+        floor_c=floor_c,
+        setpoint_c=setpoint_c,
+        grace_s=15 * 60.0,
+        cooking_limit_s=4 * HOUR_S,
+        ready_limit_s=4 * HOUR_S,
+        excursions_allowed=excursions_allowed,
+        excursion_limit_s=excursion_limit_s,
+        unknown_limit_s=15 * 60.0,
+    )
+
 
 BUILT_IN: Final[dict[ProfileName, Profile]] = {
-    "us-fda": Profile(
-        "us-fda",
-        floor_c=57.0,
-        setpoint_c=63.0,
-        grace_s=_GRACE_S,
-        cooking_limit_s=4 * HOUR_S,
-        ready_limit_s=4 * HOUR_S,
-        excursions_allowed=0,
-        excursion_limit_s=0.0,
-        unknown_limit_s=_UNKNOWN_S,
-    ),
-    "uk-fsa": Profile(
-        "uk-fsa",
-        floor_c=63.0,
-        setpoint_c=68.0,
-        grace_s=_GRACE_S,
-        cooking_limit_s=4 * HOUR_S,
-        ready_limit_s=4 * HOUR_S,
-        excursions_allowed=1,
-        excursion_limit_s=2 * HOUR_S,
-        unknown_limit_s=_UNKNOWN_S,
-    ),
-    "cn": Profile(
-        "cn",
-        floor_c=60.1,
-        setpoint_c=65.0,
-        grace_s=_GRACE_S,
-        cooking_limit_s=4 * HOUR_S,
-        ready_limit_s=4 * HOUR_S,
-        excursions_allowed=0,
-        excursion_limit_s=0.0,
-        unknown_limit_s=_UNKNOWN_S,
-    ),
+    "us-fda": _built_in("us-fda", floor_c=57.0, setpoint_c=63.0),
+    "uk-fsa": _built_in("uk-fsa", 63.0, 68.0, excursions_allowed=1, excursion_limit_s=2 * HOUR_S),
+    "cn": _built_in("cn", floor_c=60.1, setpoint_c=65.0),
 }
 
 

@@ -86,11 +86,9 @@ def fold(
     for ts, temp_c in readings:
         if watch.last_ts is not None and ts <= watch.last_ts:
             continue
-        if watch.last_ts is not None and ts - watch.last_ts > unknown_limit:
-            return Unsafe(
-                watch.last_ts + unknown_limit,
-                f"no temperature reading for more than {_minutes(profile.unknown_limit_s)}",
-            )
+        gap = silent_since(watch, profile, ts)  # nothing came between the two readings
+        if gap is not None:
+            return gap
         watch.last_ts = ts
         if temp_c is None:
             watch.unknown_since = watch.unknown_since or ts
@@ -111,8 +109,10 @@ def fold(
         if temp_c >= profile.floor_c and not watch.warmed:
             watch.warmed = True  # the warm-up is over, and was no excursion
             watch.below_since, watch.counted = None, False
-        verdict = _warm_up(watch, profile, ts) if not watch.warmed else None
-        verdict = verdict or (_excursion(watch, profile, ts, grace) if watch.warmed else None)
+        if watch.warmed:
+            verdict = _excursion(watch, profile, ts, grace)
+        else:
+            verdict = _warm_up(watch, profile, ts)
         if verdict is not None:
             return verdict
     return None

@@ -6,6 +6,7 @@ order (`GET /api/v1/operator/orders/{id}/record`) and, summed up, to the purchas
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel, Field
@@ -13,16 +14,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.models import (
-    Compartment,
     DisinfectionCycle,
     DoorOpening,
-    Kiosk,
     Order,
     OrderEvent,
     TemperatureReading,
     utcnow,
 )
 from locker_service.telemetry import repository
+from locker_service.telemetry.repository import CompartmentPlace
 from locker_service.telemetry.schemas import TemperaturePoint
 from locker_service.telemetry.service import downsample
 
@@ -66,43 +66,39 @@ class FoodRecord(BaseModel):
     entries: list[RecordEntry] = Field(description="what happened, oldest first")
 
 
-def _window(order: Order) -> tuple[datetime, datetime] | None:
-    if order.deposited_at is None:
+@dataclass(frozen=True, slots=True)
+class Stay:
+    """Where the food was and from when to when: drop-off to pickup (or the order's end)."""
+
+    place: CompartmentPlace
+    since: datetime
+    until: datetime
+
+
+async def stay_of(session: AsyncSession, order: Order) -> Stay | None:
+    if order.deposited_at is None or order.compartment_id is None:
         return None
-    return order.deposited_at, order.picked_up_at or order.closed_at or utcnow()
-
-
-async def _place(session: AsyncSession, order: Order) -> tuple[int, int, str] | None:
-    if order.compartment_id is None:
+    place = await repository.compartment_place(session, order.compartment_id)
+    if place is None:
         return None
-    row = (
-        await session.execute(
-            select(Compartment.kiosk_id, Compartment.number, Kiosk.code)
-            .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
-            .where(Compartment.id == order.compartment_id)
-        )
-    ).first()
-    return (row[0], row[1], row[2]) if row is not None else None
+    return Stay(place, order.deposited_at, order.picked_up_at or order.closed_at or utcnow())
 
 
-async def kept(session: AsyncSession, order: Order) -> Kept | None:
+async def kept(session: AsyncSession, stay: Stay) -> Kept:
     """The food's temperatures over its stay, summed up in the database."""
-    window, place = _window(order), await _place(session, order)
-    if window is None or place is None:
-        return None
-    since, until = window
     r = TemperatureReading
+    window = repository.in_window(stay.place.kiosk_id, stay.place.number, stay.since, stay.until)
     count, mean, low, high = (
         await session.execute(
             select(
                 func.count(r.temp_c), func.avg(r.temp_c), func.min(r.temp_c), func.max(r.temp_c)
-            ).where(r.kiosk_id == place[0], r.number == place[1], r.ts >= since, r.ts <= until)
+            ).where(*window)
         )
     ).one()
     return Kept(
-        since=since,
-        until=until,
-        minutes=int((until - since).total_seconds() // 60),
+        since=stay.since,
+        until=stay.until,
+        minutes=int((stay.until - stay.since).total_seconds() // 60),
         readings=int(count or 0),
         mean_c=round(float(mean), 1) if mean is not None else None,
         min_c=float(low) if low is not None else None,
@@ -111,22 +107,22 @@ async def kept(session: AsyncSession, order: Order) -> Kept | None:
 
 
 async def trace(
-    session: AsyncSession, order: Order, max_points: int = TRACE_MAX_POINTS
+    session: AsyncSession, stay: Stay, max_points: int = TRACE_MAX_POINTS
 ) -> list[TemperaturePoint]:
-    """The food's temperatures from the drop-off on, at most `max_points` slice means."""
-    window, place = _window(order), await _place(session, order)
-    if window is None or place is None:
-        return []
-    rows = await repository.readings_between(session, place[0], place[1], *window)
+    """The food's temperatures over its stay, at most `max_points` slice means."""
+    rows = await repository.readings_between(
+        session, stay.place.kiosk_id, stay.place.number, stay.since, stay.until
+    )
     return downsample(rows, max_points)
 
 
 async def food_record(session: AsyncSession, order: Order) -> FoodRecord:
-    window, place = _window(order), await _place(session, order)
-    points = await trace(session, order, RECORD_MAX_POINTS)
+    stay = await stay_of(session, order)
+    points: list[TemperaturePoint] = []
     entries: list[RecordEntry] = []
-    if window is not None and place is not None:
-        since, until = window
+    if stay is not None:
+        since, until = stay.since, stay.until
+        points = await trace(session, stay, RECORD_MAX_POINTS)
         openings = await session.scalars(
             select(DoorOpening).where(
                 DoorOpening.compartment_id == order.compartment_id,
@@ -154,8 +150,8 @@ async def food_record(session: AsyncSession, order: Order) -> FoodRecord:
         order_id=str(order.id),
         external_ref=order.external_ref,
         state=order.state,
-        kiosk=place[2] if place else None,
-        compartment_number=place[1] if place else None,
+        kiosk=stay.place.kiosk_code if stay else None,
+        compartment_number=stay.place.number if stay else None,
         cooked_at=order.cooked_at,
         deposited_at=order.deposited_at,
         ready_at=order.ready_at,
@@ -163,7 +159,7 @@ async def food_record(session: AsyncSession, order: Order) -> FoodRecord:
         food_deadline=order.food_deadline,
         food_unsafe_at=order.food_unsafe_at,
         failure_reason=order.failure_reason,
-        kept=await kept(session, order),
+        kept=await kept(session, stay) if stay else None,
         points=points,
         entries=entries,
     )

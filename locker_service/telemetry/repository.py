@@ -250,7 +250,7 @@ def readings_query(
     r = TemperatureReading
     return (
         select(r.kiosk_id, r.number, r.ts, r.temp_c, r.setpoint_c, r.heater)
-        .where(*_in_window(kiosk_id, number, start, end))
+        .where(*in_window(kiosk_id, number, start, end))
         .order_by(r.ts)
     )
 
@@ -262,7 +262,7 @@ async def readings_between(
     return [ReadingRow(*row) for row in result]
 
 
-def _in_window(
+def in_window(
     kiosk_id: int, number: int, start: datetime, end: datetime
 ) -> list[ColumnElement[bool]]:
     return [
@@ -276,7 +276,7 @@ def _in_window(
 async def count_between(
     session: AsyncSession, kiosk_id: int, number: int, start: datetime, end: datetime
 ) -> int:
-    query = select(func.count()).where(*_in_window(kiosk_id, number, start, end))
+    query = select(func.count()).where(*in_window(kiosk_id, number, start, end))
     return int(await session.scalar(query) or 0)
 
 
@@ -304,7 +304,7 @@ async def buckets_between(
             func.max(TemperatureReading.setpoint_c),
             func.max(cast(TemperatureReading.heater, Integer)),
         )
-        .where(*_in_window(kiosk_id, number, start, end))
+        .where(*in_window(kiosk_id, number, start, end))
         .group_by(bucket)
         .order_by(bucket)
     )

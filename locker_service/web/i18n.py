@@ -91,7 +91,8 @@ _EN: Final[dict[str, str]] = {
     "error.code_expired": "This code has expired. Please contact the restaurant.",
     "error.not_ready": "Your food is not ready yet. Please wait for the message.",
     "error.food_unsafe": "For food safety this order can no longer be collected: it was not "
-    "kept hot enough, or its time ran out. It will be discarded. Please contact the restaurant.",
+    "shown to stay hot enough, or its time ran out. It will be discarded. Please contact the "
+    "restaurant.",
     "error.locked_out": "Too many wrong attempts. Please wait a few minutes and try again.",
     "error.kill_switch_engaged": "Openings are paused at this site. Please ask the staff.",
     "error.dropoffs_frozen": (
@@ -139,7 +140,8 @@ _EN: Final[dict[str, str]] = {
     "status.expired_never_dropped_off": "Your order expired: it was never dropped off at the "
     "locker. Please contact the merchant.",
     "status.food_unsafe": "For food safety your order can no longer be collected: it was not "
-    "kept hot enough, or its time ran out. It will be discarded. Please contact the merchant.",
+    "shown to stay hot enough, or its time ran out. It will be discarded. Please contact the "
+    "merchant.",
     "status.fault": "A fault occurred in your compartment. Staff will contact you.",
     "status.lock_jammed": "The compartment's lock did not open. Staff will contact you.",
     "status.kiosk_offline": "The locker is offline for the moment; your food is still inside.",
@@ -215,8 +217,8 @@ _ZH: Final[dict[str, str]] = {
     "error.code_used": "该取餐码已使用过。",
     "error.code_expired": "取餐码已过期，请联系商家。",
     "error.not_ready": "餐品尚未就绪，请等待取餐通知。",
-    "error.food_unsafe": "出于食品安全，此订单已无法取餐：餐品未能保持足够温度或已超出安全时限，"
-    "将被丢弃。请联系商家。",
+    "error.food_unsafe": "出于食品安全，此订单已无法取餐：无法确认餐品一直保持足够温度，"
+    "或已超出安全时限，将被丢弃。请联系商家。",
     "error.locked_out": "错误次数过多，请几分钟后再试。",
     "error.kill_switch_engaged": "本站点已暂停开柜，请联系现场工作人员。",
     "error.dropoffs_frozen": "本站点已暂停存餐，请保管好餐品并联系现场工作人员。",
@@ -253,8 +255,8 @@ _ZH: Final[dict[str, str]] = {
     "status.picked_up": "已取餐，祝您用餐愉快！",
     "status.expired": "订单已过期：未在规定时间内取餐，餐品将被丢弃。请联系商家。",
     "status.expired_never_dropped_off": "订单已过期：餐品未送达取餐柜。请联系商家。",
-    "status.food_unsafe": "出于食品安全，您的订单已无法取餐：餐品未能保持足够温度或已超出安全时限，"
-    "将被丢弃。请联系商家。",
+    "status.food_unsafe": "出于食品安全，您的订单已无法取餐：无法确认餐品一直保持足够温度，或已超出"
+    "安全时限，将被丢弃。请联系商家。",
     "status.fault": "您的柜格出现故障，工作人员会与您联系。",
     "status.lock_jammed": "柜门锁未能打开，工作人员会与您联系。",
     "status.kiosk_offline": "取餐柜暂时离线，您的餐品仍在柜内。",

@@ -40,11 +40,11 @@ async def purchaser_extras(session: AsyncSession, token: str) -> PurchaserExtras
         .order_by(DisinfectionCycle.started_at.desc())
         .limit(1)
     )
-    hot = order.temperature_class == "hot"
+    stay = await record.stay_of(session, order) if order.temperature_class == "hot" else None
     return PurchaserExtras(
         site.timezone if site else "UTC",
         ends_at,
-        await record.kept(session, order) if hot else None,
-        await record.trace(session, order) if hot else [],
+        await record.kept(session, stay) if stay else None,
+        await record.trace(session, stay) if stay else [],
         site.food_safety_profile if site else "custom",
     )
