@@ -143,9 +143,17 @@ def nominal(settings: Settings, name: str) -> Profile:
 # period, the ingest's flush, a broker reconnect), and none of that speeds up under
 # LOCKER_TIME_SCALE: a shorter silence is no sign of a sensor or kiosk gone.
 UNKNOWN_MIN_REAL_S = 30.0
+# A compartment's warm-up starts with a command from the service (a timer claimed, the broker,
+# the bridge; after a restart, the service's own start first): real seconds too, which a warm-up
+# of 30 nominal minutes at 120x (15 s) can be overrun by on a busy host.
+WARMUP_MIN_REAL_S = 30.0
 
 
 def for_site(settings: Settings, name: str) -> Profile:
     """A site's profile in real seconds (under LOCKER_TIME_SCALE): what the story applies."""
     real = scaled(nominal(settings, name), settings.scaled(1.0))
-    return replace(real, unknown_limit_s=max(real.unknown_limit_s, UNKNOWN_MIN_REAL_S))
+    return replace(
+        real,
+        unknown_limit_s=max(real.unknown_limit_s, UNKNOWN_MIN_REAL_S),
+        warmup_s=max(real.warmup_s, WARMUP_MIN_REAL_S),
+    )

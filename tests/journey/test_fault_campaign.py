@@ -327,12 +327,15 @@ def campaign(
     name = str(request.param).replace("+", "-")
     # Nothing may expire while the campaign plays: only the physical world decides here. The
     # food's own clock neither (4 h is 2 min at 120x), nor its watch over a kiosk killed for
-    # longer than 15 nominal minutes (the food-safety tests show both).
+    # longer than 15 nominal minutes, nor its warm-up: a drop-off made while the service was
+    # dead had no preheat, and its heating waits for the restarted service (real seconds, not
+    # scaled; the food-safety tests show all three).
     env = {
         "LOCKER_HOLD_LIMIT_S": "86400",
         "LOCKER_REMINDER_AFTER_S": "86400",
         "LOCKER_FOOD_COOKING_LIMIT_S": "86400",
         "LOCKER_FOOD_UNKNOWN_LIMIT_S": "86400",
+        "LOCKER_FOOD_WARMUP_S": "86400",
     }
     if request.param == "embedded":
         up = Up(data_dir, time_scale=TIME_SCALE, extra_env=env)
@@ -369,9 +372,10 @@ def _check(campaign: Campaign, scenario: str) -> None:
     p = campaign.played[scenario]
     inside = p.expected != "picked_up"
     assert p.occupied is inside, f"{scenario}: the hands did not do what the scenario says"
+    why = [a for a in campaign.alerts if a["kind"] == "food_unsafe"]  # if it was food safety
     assert p.final_state == p.expected, (
         f"{scenario}: the order ended {p.final_state}, but the food is "
-        f"{'inside' if inside else 'gone'} (compartment {p.compartment})"
+        f"{'inside' if inside else 'gone'} (compartment {p.compartment}); {why}"
     )
 
 

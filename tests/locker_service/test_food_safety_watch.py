@@ -135,7 +135,7 @@ def test_the_deadline_is_the_earliest_of_the_limits() -> None:
     assert watch.hold_until(rules, T0, None) == T0 + timedelta(hours=4)
 
 
-def test_custom_is_the_settings_and_time_scale_shortens_all_but_the_silence() -> None:
+def test_custom_is_the_settings_and_time_scale_shortens_all_but_silence_and_warm_up() -> None:
     settings = Settings(
         secret_key="k" * 40,
         hold_floor_c=58.0,
@@ -149,6 +149,9 @@ def test_custom_is_the_settings_and_time_scale_shortens_all_but_the_silence() ->
     real = profiles.for_site(settings, "custom")
     assert real.cooking_limit_s == 60.0 and real.grace_s == settings.hold_floor_grace_s / 60
     assert real.unknown_limit_s == profiles.UNKNOWN_MIN_REAL_S  # 15 s scaled: raised to 30 s
+    assert real.warmup_s == profiles.WARMUP_MIN_REAL_S  # 30 s scaled: kept at 30 s
+    fast = profiles.for_site(settings.model_copy(update={"time_scale": 120.0}), "custom")
+    assert fast.warmup_s == profiles.WARMUP_MIN_REAL_S  # 15 s scaled: raised to 30 s
     assert profiles.nominal(settings, "cn").cooking_limit_s == settings.food_cn_cooking_limit_s
     with pytest.raises(ValueError, match="unknown food-safety profile"):
         profiles.nominal(settings, "eu")

@@ -12,7 +12,7 @@ import contextlib
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select, text, update
@@ -24,12 +24,17 @@ from locker_service.kiosk_link.lease_keeper import LeaseKeeper
 from locker_service.kiosk_link.leases import assign
 from locker_service.models import Kiosk, KioskLease
 from locker_service.sites import service as admin
+from tests.support.rounds import within_rounds
 
 pytestmark = pytest.mark.timeout(60)
 
 TTL_S = 1.5
 RENEW_S = 0.2
-WAIT_S = 30.0  # a generous ceiling for a starved host; the bounds are counted in rounds
+# Bounds counted in the keepers' own rounds, never the wall's: a starved host runs fewer rounds,
+# never more per handover. A death: the heartbeat goes stale after the TTL's worth of rounds
+# (four times as many while a kiosk waits for its lease), then the handover's.
+TAKEOVER_ROUNDS = 4 * math.ceil(TTL_S / RENEW_S) + 3
+SHARE_ROUNDS = 25  # a newcomer settles in: the holder sees it, waits for it to listen, frees
 
 
 class Subscriptions:
@@ -91,15 +96,6 @@ def subscriptions(k: LeaseKeeper) -> Subscriptions:
     return link
 
 
-async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Seconds it took; fails after `timeout_s`."""
-    started = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - started < timeout_s, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started
-
-
 async def holders(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, str | None]:
     async with sessionmaker() as session:
         rows = await session.execute(select(KioskLease.kiosk_code, KioskLease.holder))
@@ -116,12 +112,9 @@ async def test_one_replica_holds_every_kiosk_and_picks_up_a_new_one_within_a_per
         assert alone.settled and alone.held() == set(kiosks)
         assert subscriptions(alone).every  # alone: the wildcards, no kiosk is missed
         assert await holders(sessionmaker) == dict.fromkeys(kiosks, alone.replica_id)
-        rounds = alone.rounds
         [late] = await make_kiosks(sessionmaker, 1)  # `lockerctl create-kiosk` while it runs
-        await until(lambda: late in alone.held(), WAIT_S, "the new kiosk held")
-        # Counted in the keeper's own rounds, not the wall's: a starved host runs fewer of them.
         # The round under way may have read the kiosks before; the next one takes the new one.
-        assert alone.rounds - rounds <= 2, alone.rounds - rounds
+        await within_rounds(alone, 2, lambda: late in alone.held(), "the new kiosk held")
         assert ("reconcile", late) in subscriptions(alone).calls
     finally:
         await alone.stop()
@@ -141,11 +134,12 @@ async def test_two_replicas_share_the_kiosks_as_the_assignment_says_and_hand_ove
         want = assign(kiosks, [first.replica_id, second.replica_id])
         mine = {r: {k for k, o in want.items() if o == r} for r in want.values()}
         assert len(mine) == 2, "12 kiosks all on one of two replicas: pick other ids"
-        await until(
+        await within_rounds(
+            first,
+            SHARE_ROUNDS,
             lambda: (
                 first.held() == mine[first.replica_id] and second.held() == mine[second.replica_id]
             ),
-            5,
             "the kiosks shared",
         )
         assert await holders(sessionmaker) == want
@@ -156,10 +150,8 @@ async def test_two_replicas_share_the_kiosks_as_the_assignment_says_and_hand_ove
             assert ("follow", kiosk) in subscriptions(second).calls
         assert not subscriptions(first).every and not subscriptions(second).every
         await second.stop()
-        rounds = first.rounds
-        await until(lambda: first.held() == set(kiosks), WAIT_S, "the kiosks back")
         # The survivor sees the leaver gone at its next round, and takes at the one after.
-        assert first.rounds - rounds <= 3, first.rounds - rounds
+        await within_rounds(first, 3, lambda: first.held() == set(kiosks), "the kiosks back")
     finally:
         await second.stop()
         await first.stop()
@@ -173,17 +165,18 @@ async def test_a_dead_replicas_kiosks_move_after_the_ttl_with_a_new_epoch(
     await first.start()
     await second.start()
     try:
-        await until(lambda: bool(second.held()), 5, "the second replica holding some")
+        await within_rounds(
+            first, SHARE_ROUNDS, lambda: bool(second.held()), "the second replica holding some"
+        )
         theirs = set(second.held())
         epochs = {k: second.fence(k).epoch for k in theirs}  # type: ignore[union-attr]
         await second.halt()  # dies: no release, no goodbye, its heartbeat stops
-        died, rounds = time.monotonic(), first.rounds
-        await until(lambda: first.held() == set(kiosks), WAIT_S, "the dead replica's kiosks")
-        took_s = time.monotonic() - died
-        # Never before the TTL (a busy host only makes it later). At most the TTL's worth of
-        # rounds (four times as many while a kiosk waits for its lease) and the handover's.
-        assert took_s >= TTL_S - 0.3, took_s
-        assert first.rounds - rounds <= 4 * math.ceil(TTL_S / RENEW_S) + 3, first.rounds - rounds
+        died = time.monotonic()
+        await within_rounds(
+            first, TAKEOVER_ROUNDS, lambda: first.held() == set(kiosks), "the dead's kiosks"
+        )
+        # Never before the TTL (a busy host only makes it later).
+        assert time.monotonic() - died >= TTL_S - 0.3, time.monotonic() - died
         for kiosk in theirs:
             fence = first.fence(kiosk)
             assert fence is not None and fence.epoch == epochs[kiosk] + 1
@@ -203,7 +196,9 @@ async def test_a_replica_whose_lease_was_taken_cannot_commit_for_the_kiosk(
     await sleeper.halt()  # SIGSTOP: it still believes it holds the kiosk
     await survivor.start()
     try:
-        await until(lambda: kiosk in survivor.held(), TTL_S + 3, "the takeover")
+        await within_rounds(
+            survivor, TAKEOVER_ROUNDS, lambda: kiosk in survivor.held(), "the takeover"
+        )
         assert sleeper.fence(kiosk) == old and not old.valid_now()  # its own clock knows
 
         # SIGCONT: the sleeper handles a message it had received, under its old fence.

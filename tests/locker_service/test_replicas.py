@@ -31,6 +31,7 @@ from locker_service.models import Compartment, KioskEvent, NotificationOutbox, O
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.world import World, seed
 from tests.support.mosquitto import MosquittoProcess
+from tests.support.rounds import within_rounds
 from tests.support.scripted_kiosk import ScriptedKiosk
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -46,7 +47,6 @@ LEASE_RENEW_S = 0.3
 HANDOVER_ROUNDS = 3 + 4
 # A death: the heartbeat goes stale after the TTL's worth of rounds, then the same handover.
 TAKEOVER_ROUNDS = 4 * math.ceil(LEASE_TTL_S / LEASE_RENEW_S) + HANDOVER_ROUNDS
-WAIT_S = 30.0  # a generous ceiling for a starved host
 
 
 async def until(predicate: Callable[[], Any], timeout_s: float, what: str) -> float:
@@ -160,6 +160,17 @@ async def held_by(replica: Replica, kiosk: ScriptedKiosk, timeout_s: float = 10)
         lambda: kiosk.kiosk_id in replica.leases.held(),
         timeout_s,
         f"kiosk {kiosk.kiosk_id} held by {replica.replica_id}",
+    )
+
+
+async def taken_by(replica: Replica, kiosk: ScriptedKiosk, rounds: int) -> None:
+    """The kiosk's lease taken by `replica` within `rounds` of its keeper's rounds (counted in
+    its own rounds: a starved host runs fewer of them, never more per handover)."""
+    await within_rounds(
+        replica.leases,
+        rounds,
+        lambda: kiosk.kiosk_id in replica.leases.held(),
+        f"kiosk {kiosk.kiosk_id} taken by {replica.replica_id}",
     )
 
 
@@ -346,12 +357,9 @@ async def test_a_replica_stopped_cleanly_hands_its_kiosks_over_at_once(
 
     # A deploy: b leaves, freeing each lease once a listens. The handover is timed from the
     # start of the shutdown to a's taking the lease, not to the end of b's whole shutdown.
-    rounds = a.leases.rounds
     leaving = asyncio.create_task(b.stack.aclose())
-    await held_by(a, kiosk, WAIT_S)
+    await taken_by(a, kiosk, HANDOVER_ROUNDS)
     await leaving
-    # Counted in a's own rounds (a starved host runs fewer of them, never more per handover).
-    assert a.leases.rounds - rounds <= HANDOVER_ROUNDS, a.leases.rounds - rounds
 
     await run_story(a, a, world, kiosk, "after-stop")
     await handled_in_order(a, world, kiosk)
@@ -370,11 +378,10 @@ async def test_a_replica_that_dies_has_its_kiosks_taken_after_the_ttl(
     # Death: no release, no goodbye; its heartbeat stops and its connection drops.
     await b.leases.halt()
     await b.link.stop()
-    died, rounds = time.monotonic(), a.leases.rounds
-    await held_by(a, kiosk, WAIT_S)
+    died = time.monotonic()
+    await taken_by(a, kiosk, TAKEOVER_ROUNDS)
     took_s = time.monotonic() - died
     assert took_s >= LEASE_TTL_S - LEASE_RENEW_S, took_s  # never before the TTL
-    assert a.leases.rounds - rounds <= TAKEOVER_ROUNDS, a.leases.rounds - rounds
 
     await run_story(a, a, world, kiosk, "after-death")
     await handled_in_order(a, world, kiosk)
@@ -394,7 +401,7 @@ async def test_a_replica_that_slept_through_its_lease_changes_nothing(
     assert old is not None
 
     await b.leases.halt()  # asleep as far as the database can tell
-    await held_by(a, kiosk, WAIT_S)
+    await taken_by(a, kiosk, TAKEOVER_ROUNDS)
     assert b.leases.fence(kiosk.kiosk_id) == old  # it has not noticed
 
     door_burst(kiosk, 1, rounds=2)
