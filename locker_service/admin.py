@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from locker_service.config import Settings
 
@@ -33,7 +33,22 @@ def _settings(database_url: str | None) -> Settings:
 def _in_session(
     database_url: str | None, work: Callable[[AsyncSession, Settings], Awaitable[T]]
 ) -> T:
-    from locker_service.db import create_engine, create_sessionmaker, session_scope
+    """Run `work` in one transaction on the migrated database."""
+    from locker_service.db import session_scope
+
+    async def in_scope(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> T:
+        async with session_scope(sessions) as session:
+            return await work(session, settings)
+
+    return _in_database(database_url, in_scope)
+
+
+def _in_database(
+    database_url: str | None,
+    work: Callable[[async_sessionmaker[AsyncSession], Settings], Awaitable[T]],
+) -> T:
+    """Run `work` with sessions of the migrated database (it opens its own transactions)."""
+    from locker_service.db import create_engine, create_sessionmaker
     from locker_service.errors import ServiceError
     from migrations import upgrade_async
 
@@ -43,8 +58,7 @@ def _in_session(
         await upgrade_async(settings.database_url, secret_key=settings.secret_key)
         engine = create_engine(settings.database_url)
         try:
-            async with session_scope(create_sessionmaker(engine)) as session:
-                return await work(session, settings)
+            return await work(create_sessionmaker(engine), settings)
         finally:
             await engine.dispose()
 
@@ -305,6 +319,135 @@ def set_oncall(
 
     _in_session(database_url, work)
     typer.echo(f"site {site}: {len(url)} on-call URL(s), {len(escalation_url)} escalation URL(s)")
+
+
+# -- HACCP records (locker_service/haccp) -------------------------------------------------------
+
+HACCP = typer.Typer(
+    help="HACCP records: each site's days, sealed and hash-chained; export and verify.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+@HACCP.command("seal")
+def haccp_seal(database_url: str | None = DB_OPTION) -> None:
+    """Seal every site's days that are due now (the service does this every ten minutes;
+    a day is due an hour after it ends in its site's time zone)."""
+
+    async def work(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> int:
+        from locker_service.haccp import service
+        from locker_service.models import utcnow
+
+        return await service.seal_due(sessions, settings, utcnow())
+
+    typer.echo(f"sealed {_in_database(database_url, work)} day(s)")
+
+
+@HACCP.command("export")
+def haccp_export(
+    site: str = typer.Option(..., help="Site code"),
+    first: str = typer.Option(..., "--from", help="First day, YYYY-MM-DD"),
+    last: str | None = typer.Option(None, "--to", help="Last day (default: --from)"),
+    out: str = typer.Option(..., "--out", help="File to write (.csv or .pdf)"),
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Write sealed days as CSV (checked by `lockerctl haccp verify --file`) or PDF."""
+    from datetime import date
+    from pathlib import Path
+
+    try:
+        start = date.fromisoformat(first)
+        end = date.fromisoformat(last) if last else start
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    async def work(session: AsyncSession, _: Settings) -> tuple[str, list[Any]]:
+        from locker_service.haccp import service
+        from locker_service.sites.service import site_by_code
+
+        found = await site_by_code(session, site)
+        return found.name, await service.sealed_days(session, found.id, start, end)
+
+    name, days = _in_session(database_url, work)
+    if not days:
+        typer.echo(f"error: no sealed day of site {site} from {start} to {end}", err=True)
+        raise typer.Exit(1)
+    path = Path(out)
+    if path.suffix.lower() == ".pdf":
+        from locker_service.haccp import pdf
+
+        path.write_bytes(pdf.render(name, days))
+    else:
+        from locker_service.haccp.record import export_text
+
+        path.write_text(export_text(days), encoding="utf-8")
+    typer.echo(f"wrote {len(days)} day(s) of site {site} to {path}")
+
+
+@HACCP.command("verify")
+def haccp_verify(
+    file: str | None = typer.Option(
+        None, "--file", help="Check an exported CSV (alone, or against --site's database seals)"
+    ),
+    site: str | None = typer.Option(None, help="Site code (default: every site)"),
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Check the HACCP chain: every day's seal matches its record and follows the day
+    before. Names each day that fails; exits 1 if any does."""
+    from pathlib import Path
+
+    from locker_service.haccp.record import ExportError, check_chain, parse_export
+
+    problems: list[str] = []
+    if file is not None:
+        try:
+            days = parse_export(Path(file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ExportError) as exc:
+            typer.echo(f"{file}: not a HACCP export: {exc}", err=True)
+            raise typer.Exit(1) from None
+        problems += [f"{file}: {p}" for p in check_chain(days, first_prev=None)]
+        if site is not None:
+            problems += [f"{file}: {p}" for p in _against_database(database_url, site, days)]
+        checked = f"{file}: {len(days)} day(s), {days[0].day} to {days[-1].day}"
+    else:
+
+        async def work(session: AsyncSession, _: Settings) -> dict[str, list[str]]:
+            from locker_service.haccp import service
+            from locker_service.sites.service import site_by_code
+
+            if site is None:
+                return await service.verify_all(session)
+            found = await site_by_code(session, site)
+            return {site: await service.verify_site(session, found.id)}
+
+        found = _in_session(database_url, work)
+        problems += [f"site {code}: {p}" for code, ps in found.items() for p in ps]
+        checked = f"{len(found)} site(s) in the database"
+    for problem in problems:
+        typer.echo(problem, err=True)
+    if problems:
+        typer.echo(f"FAILED: {checked}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"intact: {checked}")
+
+
+def _against_database(database_url: str | None, site: str, days: list[Any]) -> list[str]:
+    """A file re-sealed after a change passes its own check: compare with the database."""
+
+    async def work(session: AsyncSession, _: Settings) -> dict[Any, str]:
+        from locker_service.haccp import service
+        from locker_service.sites.service import site_by_code
+
+        found = await site_by_code(session, site)
+        sealed = await service.sealed_days(session, found.id, days[0].day, days[-1].day)
+        return {d.day: d.seal for d in sealed}
+
+    sealed = _in_session(database_url, work)
+    return [
+        f"{d.day}: not the day sealed in the database" for d in days if sealed.get(d.day) != d.seal
+    ]
 
 
 COMMANDS: dict[str, Callable[..., None]] = {

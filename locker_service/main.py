@@ -22,6 +22,7 @@ from locker_service.audit.endpoints import router as audit_router
 from locker_service.config import Settings, get_settings
 from locker_service.context import ServiceContext
 from locker_service.db import create_engine, create_sessionmaker
+from locker_service.haccp.endpoints import router as haccp_router
 from locker_service.kiosks.endpoints import router as kiosk_router
 from locker_service.live import LiveHub
 from locker_service.operators.endpoints import router as operator_router
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(purchaser_router)
     app.include_router(metrics_router)
     app.include_router(telemetry_router)
+    app.include_router(haccp_router)
     install_web(app)
 
     @app.get("/healthz", tags=["health"])

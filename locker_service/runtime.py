@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from locker_service.alerts.digest import DigestLoop
 from locker_service.context import ServiceContext
+from locker_service.haccp.service import SealLoop
 from locker_service.kiosk_link.directory import KioskDirectory
 from locker_service.kiosk_link.lease_keeper import LeaseKeeper
 from locker_service.kiosk_link.link import KioskLink
@@ -52,6 +53,7 @@ class Runtime:
     digest: DigestLoop | None = None
     timers: TimerLoop | None = None
     leases: LeaseKeeper | None = None
+    haccp: SealLoop | None = None  # seals each site's HACCP days (with the timers)
 
     async def stop(self) -> None:
         COLLECTOR.discard(self)
@@ -66,6 +68,8 @@ class Runtime:
             await self.leases.stop()
         if self.link is not None:
             await self.link.stop()
+        if self.haccp is not None:
+            await self.haccp.stop()
         await self.ingest.stop()
         await self.retention.stop()
         await self.privacy.stop()
@@ -146,6 +150,9 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
             await timers.start()
             runtime.timers = timers
             ctx.timers = timers
+            haccp = SealLoop(ctx.sessionmaker, settings)
+            await haccp.start()
+            runtime.haccp = haccp
     except BaseException:
         await runtime.stop()
         raise

@@ -49,6 +49,9 @@ def alert_view(alert: Alert) -> dict[str, object]:
         "acked_at": alert.acked_at.isoformat() if alert.acked_at else None,
         "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
         "notification_id": alert.notification_id,
+        "corrective_action": alert.corrective_action,
+        "action_by": alert.action_by,
+        "action_at": alert.action_at.isoformat() if alert.action_at else None,
     }
 
 
@@ -160,6 +163,30 @@ async def acknowledge(
         await oncall.stop_escalation(session, alert_id)
         await session.refresh(alert)
         publish_after_commit(session, hub, "alert", alert_view(alert), alert.site_id)
+    return alert
+
+
+async def record_action(
+    session: AsyncSession,
+    alert: Alert,
+    action: str,
+    operator_id: int,
+    who: str,
+    hub: LiveHub | None = None,
+) -> Alert:
+    """What an operator did about the alert (HACCP's corrective action): kept with who and
+    when, and in the day's HACCP record. A later action replaces the text and says so."""
+    alert.corrective_action = (
+        action
+        if alert.corrective_action is None
+        else (f"{action} (replaces: {alert.corrective_action})"[:1000])
+    )
+    alert.action_by, alert.action_at = who, utcnow()
+    if alert.state == "open":
+        alert.state, alert.acked_by, alert.acked_at = "acknowledged", operator_id, alert.action_at
+        await oncall.stop_escalation(session, alert.id)
+    await session.flush()
+    publish_after_commit(session, hub, "alert", alert_view(alert), alert.site_id)
     return alert
 
 

@@ -1,6 +1,7 @@
 """Every table of the service, on one DeclarativeBase (import from here)."""
 
 from locker_service.models.base import Base, UTCDateTime, utcnow
+from locker_service.models.haccp import HaccpDay
 from locker_service.models.lease import KioskLease, ServiceReplica
 from locker_service.models.ops import Alert, KioskEvent, NotificationOutbox, Timer
 from locker_service.models.order import (
@@ -28,6 +29,7 @@ __all__ = [
     "Courier",
     "DisinfectionCycle",
     "DoorOpening",
+    "HaccpDay",
     "Kiosk",
     "KioskEvent",
     "KioskLease",

@@ -40,6 +40,10 @@ class Alert(Base):
     acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     count: Mapped[int] = mapped_column(Integer, default=1)
+    # What an operator did about it (HACCP's corrective action), by whom and when.
+    corrective_action: Mapped[str | None] = mapped_column(String(1000))
+    action_by: Mapped[str | None] = mapped_column(String(200))  # "operator:7 (name)"
+    action_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The purchaser message this alert is about (a message the outbox gave up on), if any.
     notification_id: Mapped[int | None] = mapped_column(
         BigIntPK,

@@ -24,6 +24,7 @@ from locker_service.operators import fleet, service
 from locker_service.operators.schemas import (
     AlertRead,
     CompartmentRead,
+    CorrectiveAction,
     FleetCounts,
     FleetKiosk,
     FleetPage,
@@ -242,6 +243,26 @@ async def ack_alert(
         raise NotFound(f"no alert {alert_id}")
     principal.require_act(alert.site_id)
     return _alert(await alerts.acknowledge(session, alert_id, principal.id, ctx.hub))
+
+
+@router.post("/alerts/{alert_id}/corrective-action", response_model=AlertRead)
+async def corrective_action(
+    alert_id: IdPath,
+    body: CorrectiveAction,
+    principal: OperatorDep,
+    session: SessionDep,
+    ctx: ContextDep,
+) -> AlertRead:
+    """Record what was done about an alert (the HACCP record's corrective action); an open
+    alert is acknowledged with it."""
+    alert = await session.get(Alert, alert_id)
+    if alert is None or not principal.can_see(alert.site_id):
+        raise NotFound(f"no alert {alert_id}")
+    principal.require_act(alert.site_id)
+    who = f"operator:{principal.id} ({principal.operator.name})"
+    return _alert(
+        await alerts.record_action(session, alert, body.action, principal.id, who, ctx.hub)
+    )
 
 
 @router.post("/compartments/{compartment_id}/open", response_model=OpenAnswer)

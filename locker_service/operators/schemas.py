@@ -150,6 +150,20 @@ class AlertRead(BaseModel):
     advice: dict[str, str]
     # The purchaser message the alert is about (it could not be delivered): resend it.
     notification_id: int | None
+    # What an operator did about it (HACCP's corrective action), by whom and when.
+    corrective_action: str | None = None
+    action_by: str | None = None
+    action_at: datetime | None = None
+
+
+class CorrectiveAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Text = Field(
+        min_length=3,
+        max_length=500,
+        description="what was done about it, e.g. 'food discarded, heater replaced'",
+    )
 
 
 class OncallLists(BaseModel):

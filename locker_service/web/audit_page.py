@@ -1,6 +1,7 @@
-"""The openings audit page of the dashboard: search every door opening, read why, download CSV.
+"""The dashboard's record pages: the openings audit (search every door opening, read why,
+download CSV) and the HACCP records (a site's sealed days as PDF or CSV).
 
-The page carries no data and no secret: its script asks the operator API with the token the
+The pages carry no data and no secret: their scripts ask the operator API with the token the
 dashboard keeps for this browser tab (or asks for one), like the dashboard itself.
 """
 
@@ -32,6 +33,12 @@ HOW_NAMES = {
     "none": "no command behind it",
     "unknown": "unknown",
 }
+
+
+@router.get("/dashboard/haccp", response_class=HTMLResponse)
+async def haccp_page(request: Request) -> HTMLResponse:
+    """A site's sealed HACCP days, downloaded as PDF or CSV."""
+    return page(request, "haccp.html", {"lang": "en"})
 
 
 @router.get("/dashboard/openings", response_class=HTMLResponse)

@@ -1,47 +1,12 @@
-// The openings audit page: every door opening in the operator's sites, searched and downloaded.
-//
-// Reads the operator API with the token the dashboard keeps for this tab (sessionStorage) or one
-// typed here. The CSV is fetched with the token in the Authorization header and handed to the
-// browser as a file, because a plain link could not carry the header (and a token in a URL
-// would end up in access logs).
+// The openings audit page: every door opening in the operator's sites, searched and downloaded
+// as CSV (sign-in, requests and the download: operator-page.js).
 "use strict";
 
 (function () {
-  const TOKEN_KEY = "locker.operatorToken"; // the dashboard's key: one sign-in for both pages
+  const { $, el, request, save } = window.LockerOperatorPage;
   const PAGE_SIZE = 100;
   const words = JSON.parse(document.getElementById("opening-words").textContent);
-  const $ = (id) => document.getElementById(id);
   const state = { sites: [], cursor: null, shown: 0 };
-
-  class ApiError extends Error {
-    constructor(status, code, message) {
-      super(message || code);
-      this.status = status;
-      this.code = code;
-    }
-  }
-
-  async function request(path) {
-    const response = await fetch("/api/v1" + path, {
-      headers: { Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) },
-    });
-    if (response.ok) return response;
-    let payload = null;
-    try {
-      payload = await response.json();
-    } catch (err) {
-      payload = null;
-    }
-    if (response.status === 401) signOut("Your token was not accepted.");
-    throw new ApiError(response.status, payload && payload.error, payload && payload.message);
-  }
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, value);
-    for (const child of children) node.append(child === null || child === undefined ? "" : child);
-    return node;
-  }
 
   function fmtTime(iso) {
     if (!iso) return "—";
@@ -50,39 +15,11 @@
   }
 
   function notice(text, kind) {
-    const p = $("audit-notice");
-    p.hidden = !text;
-    p.textContent = text || "";
-    p.className = "notice " + (kind || "");
+    window.LockerOperatorPage.notice("audit-notice", text, kind);
   }
 
-  // ---- sign-in ----------------------------------------------------------------------------
-  function signOut(message) {
-    sessionStorage.removeItem(TOKEN_KEY);
-    $("app").hidden = true;
-    $("login").hidden = false;
-    $("login-error").hidden = !message;
-    $("login-error").textContent = message || "";
-  }
-
-  async function start() {
-    const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
-    if (match) {
-      sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
-      history.replaceState(null, "", location.pathname + location.search);
-    }
-    if (!sessionStorage.getItem(TOKEN_KEY)) {
-      signOut("");
-      return;
-    }
-    try {
-      state.sites = await (await request("/operator/sites")).json();
-    } catch (err) {
-      if (err.status !== 401) signOut(`Sign-in failed: ${err.message}`);
-      return;
-    }
-    $("login").hidden = true;
-    $("app").hidden = false;
+  function ready(sites) {
+    state.sites = sites;
     fillSites();
     search();
   }
@@ -162,27 +99,14 @@
   }
 
   async function download() {
-    let response;
     try {
-      response = await request("/operator/openings.csv?" + query());
+      await save("/operator/openings.csv?" + query(), "door-openings.csv");
     } catch (err) {
       notice(err.message, "bad");
-      return;
     }
-    const url = URL.createObjectURL(await response.blob());
-    const link = el("a", { href: url, download: "door-openings.csv" });
-    document.body.append(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 0);
   }
 
   // ---- wiring -----------------------------------------------------------------------------
-  $("login-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    sessionStorage.setItem(TOKEN_KEY, $("login-token").value.trim());
-    start();
-  });
   $("audit-site").addEventListener("change", fillKiosks);
   $("audit-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -190,5 +114,5 @@
   });
   $("audit-more").addEventListener("click", () => search(true));
   $("audit-csv").addEventListener("click", download);
-  start();
+  window.LockerOperatorPage.signIn(ready);
 })();

@@ -1,0 +1,107 @@
+"""Operators' HACCP records: a site's sealed days and their chain, and a day or a range
+downloaded as CSV or PDF (the dashboard's HACCP page)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from locker_service.api.deps import IdPath, OperatorDep, SessionDep
+from locker_service.errors import NotFound, Unprocessable
+from locker_service.haccp import pdf, service
+from locker_service.haccp.record import check_chain, export_text
+from locker_service.models import HaccpDay, Site
+
+router = APIRouter(prefix="/api/v1/operator", tags=["operator"])
+
+MAX_RANGE_DAYS = 366  # a year in one download
+
+
+class SealedDayRead(BaseModel):
+    day: date
+    seal: str
+    prev: str
+    lines: int
+    sealed_at: datetime
+
+
+class HaccpDays(BaseModel):
+    site_id: int
+    site_code: str
+    days: list[SealedDayRead]  # newest first
+    intact: bool  # every seal matches its day and follows the day before
+    problems: list[str]  # each names its day
+
+
+async def _site(session: SessionDep, principal: OperatorDep, site_id: int) -> Site:
+    site = await session.get(Site, site_id)
+    if site is None or not principal.can_see(site_id):
+        raise NotFound(f"no site {site_id}")
+    return site
+
+
+@router.get("/sites/{site_id}/haccp", response_model=HaccpDays)
+async def haccp_days(
+    site_id: IdPath,
+    principal: OperatorDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_RANGE_DAYS)] = 62,
+) -> HaccpDays:
+    """The site's sealed days (a day is sealed an hour after it ends in the site's time
+    zone), and whether the chain in the database is intact."""
+    site = await _site(session, principal, site_id)
+    rows = await session.scalars(
+        select(HaccpDay)
+        .where(HaccpDay.site_id == site_id)
+        .order_by(HaccpDay.day.desc())
+        .limit(limit)
+    )
+    problems = await service.verify_site(session, site_id)
+    return HaccpDays(
+        site_id=site_id,
+        site_code=site.code,
+        days=[SealedDayRead.model_validate(r, from_attributes=True) for r in rows],
+        intact=not problems,
+        problems=problems,
+    )
+
+
+@router.get("/sites/{site_id}/haccp/export")
+async def haccp_export(
+    site_id: IdPath,
+    principal: OperatorDep,
+    session: SessionDep,
+    first: Annotated[date, Query(alias="from", description="the first day, YYYY-MM-DD")],
+    last: Annotated[
+        date | None, Query(alias="to", description="the last day (default: from)")
+    ] = None,
+    format: Annotated[Literal["csv", "pdf"], Query()] = "csv",
+) -> Response:
+    """Sealed days as a CSV `lockerctl haccp verify --file` checks, or as a PDF to read."""
+    site = await _site(session, principal, site_id)
+    last = last or first
+    if last < first:
+        raise Unprocessable("'to' is before 'from'", code="bad_range")
+    if (last - first).days >= MAX_RANGE_DAYS:
+        raise Unprocessable(f"at most {MAX_RANGE_DAYS} days at once", code="range_too_long")
+    days = await service.sealed_days(session, site_id, first, last)
+    if not days:
+        raise NotFound(
+            f"no sealed day of site {site.code} between {first} and {last} (a day is sealed "
+            "an hour after it ends)",
+            code="not_sealed",
+        )
+    problems = check_chain(days, first_prev=None)
+    name = f"haccp-{site.code}-{first}" + (f"-to-{last}" if last != first else "")
+    headers = {
+        "Content-Disposition": f'attachment; filename="{name}.{format}"',
+        "X-Haccp-Intact": "false" if problems else "true",
+    }
+    if format == "pdf":
+        body = pdf.render(site.name, days)
+        return Response(body, media_type="application/pdf", headers=headers)
+    return Response(export_text(days), media_type="text/csv; charset=utf-8", headers=headers)

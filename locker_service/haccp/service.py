@@ -1,0 +1,446 @@
+"""HACCP days from the database: gathered, sealed in order, read back and verified.
+
+A site's day is sealed once it has ended in the site's time zone and `SEAL_AFTER` more has
+passed (late telemetry: a kiosk's buffer replayed after an outage). Days are sealed in order
+from the site's first day with anything to record, empty days included, so the chain has no
+gap; a day is written once (the unique key settles two replicas sealing at once) and the
+database refuses to change or remove it. The record is built from the minute rollups (kept
+400 days, `telemetry/retention.py`) and stored whole, so it outlives them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from locker_service.background import BackgroundLoop
+from locker_service.config import Settings
+from locker_service.db import session_scope
+from locker_service.haccp.record import GENESIS, DayText, SealedDay, check_chain, seal
+from locker_service.models import (
+    Alert,
+    Compartment,
+    DisinfectionCycle,
+    DoorOpening,
+    HaccpDay,
+    Kiosk,
+    Order,
+    Site,
+    TemperatureMinute,
+    utcnow,
+)
+from locker_service.sites import service as sites
+
+log = logging.getLogger(__name__)
+
+SEAL_AFTER = timedelta(hours=1)
+SEAL_EVERY_S = 600.0
+# Alerts that belong in a HACCP record: the temperature, the sensors and heaters, the cycles,
+# the food found unsafe, and a kiosk gone quiet (its temperatures unknown).
+HACCP_ALERTS = (
+    "below_floor",
+    "above_ceiling",
+    "compartment_fault",
+    "food_unsafe",
+    "expired_food",
+    "cycle_aborted",
+    "cycle_overdue",
+    "cycle_not_started",
+    "board_rebooted",
+    "kiosk_offline",
+)
+ENDED = ("picked_up", "expired", "cancelled", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """A local day's first and last instants, in UTC."""
+
+    day: date
+    zone: ZoneInfo
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def of(cls, day: date, zone: ZoneInfo) -> Bounds:
+        start = datetime.combine(day, time(), zone)
+        end = datetime.combine(day + timedelta(days=1), time(), zone)
+        return cls(day, zone, start.astimezone(ZoneInfo("UTC")), end.astimezone(ZoneInfo("UTC")))
+
+    def local(self, at: datetime | None) -> str | None:
+        return None if at is None else at.astimezone(self.zone).isoformat(timespec="seconds")
+
+
+def _zone(site: Site) -> ZoneInfo:
+    try:
+        return ZoneInfo(site.timezone)
+    except (ValueError, KeyError):  # a zone this host does not know: the record says UTC
+        return ZoneInfo("UTC")
+
+
+async def gather(session: AsyncSession, settings: Settings, site: Site, day: date) -> DayText:
+    """Everything the site's `day` has to record, as its text's rows."""
+    b = Bounds.of(day, _zone(site))
+    profile = await sites.food_profile(session, settings, site.id)
+    record = DayText(day)
+    record.add(
+        "site",
+        (
+            site.code,
+            site.name,
+            site.timezone,
+            profile.name,
+            profile.floor_c,
+            profile.setpoint_c,
+            day.isoformat(),
+        ),
+    )
+    kiosks = {
+        k.id: k.code for k in await session.scalars(select(Kiosk).where(Kiosk.site_id == site.id))
+    }
+    places = {
+        c.id: (kiosks[c.kiosk_id], c.number)
+        for c in await session.scalars(select(Compartment).where(Compartment.kiosk_id.in_(kiosks)))
+    }
+    await _readings(session, record, b, kiosks, profile.floor_c)
+    await _alerts(session, record, b, site.id, kiosks, places)
+    await _cycles(session, record, b, places)
+    await _orders(session, record, b, site.id, places)
+    await _discards(session, record, b, places)
+    return record
+
+
+async def _readings(
+    session: AsyncSession, record: DayText, b: Bounds, kiosks: dict[int, str], floor_c: float
+) -> None:
+    rows = await session.scalars(
+        select(TemperatureMinute)
+        .where(
+            TemperatureMinute.kiosk_id.in_(kiosks),
+            TemperatureMinute.minute >= b.start,
+            TemperatureMinute.minute < b.end,
+        )
+        .order_by(TemperatureMinute.kiosk_id, TemperatureMinute.number, TemperatureMinute.minute)
+    )
+    days: dict[tuple[str, int], list[float | int | None]] = {}
+    for m in rows:
+        place = (kiosks[m.kiosk_id], m.number)
+        mean = m.temp_sum_c / m.temp_count if m.temp_count else None
+        record.add(
+            "reading",
+            (*place, b.local(m.minute), m.temp_min_c, m.temp_max_c, mean, m.setpoint_c, m.readings),
+        )
+        summary = days.setdefault(place, [0, None, None, 0])
+        summary[0] = int(summary[0] or 0) + 1
+        if m.temp_min_c is not None and m.temp_max_c is not None:
+            low, high = summary[1], summary[2]
+            summary[1] = m.temp_min_c if low is None else min(float(low), m.temp_min_c)
+            summary[2] = m.temp_max_c if high is None else max(float(high), m.temp_max_c)
+            summary[3] = int(summary[3] or 0) + (m.temp_min_c < floor_c)
+    for place, (minutes, low, high, below) in sorted(days.items()):
+        record.add("summary", (*place, minutes, low, high, below))
+
+
+async def _alerts(
+    session: AsyncSession,
+    record: DayText,
+    b: Bounds,
+    site_id: int,
+    kiosks: dict[int, str],
+    places: dict[int, tuple[str, int]],
+) -> None:
+    raised = await session.scalars(
+        select(Alert)
+        .where(
+            Alert.site_id == site_id,
+            Alert.kind.in_(HACCP_ALERTS),
+            or_(
+                and_(Alert.raised_at >= b.start, Alert.raised_at < b.end),
+                and_(Alert.action_at >= b.start, Alert.action_at < b.end),
+            ),
+        )
+        .order_by(Alert.raised_at, Alert.id)
+    )
+    for a in raised:
+        if a.raised_at < b.start:  # an earlier day's alert, acted on today
+            record.add(
+                "action",
+                (
+                    b.local(a.raised_at),
+                    a.kind,
+                    a.message,
+                    a.corrective_action,
+                    a.action_by,
+                    b.local(a.action_at),
+                ),
+            )
+            continue
+        kiosk, number = places.get(a.compartment_id or -1, (kiosks.get(a.kiosk_id or -1, ""), None))
+        record.add(
+            "excursion",
+            (
+                kiosk,
+                number,
+                b.local(a.raised_at),
+                a.kind,
+                a.severity,
+                a.message,
+                b.local(a.resolved_at),
+                a.corrective_action,
+                a.action_by,
+                b.local(a.action_at),
+            ),
+        )
+
+
+async def _cycles(
+    session: AsyncSession, record: DayText, b: Bounds, places: dict[int, tuple[str, int]]
+) -> None:
+    cycles = await session.scalars(
+        select(DisinfectionCycle)
+        .where(
+            DisinfectionCycle.compartment_id.in_(places),
+            DisinfectionCycle.started_at >= b.start,
+            DisinfectionCycle.started_at < b.end,
+        )
+        .order_by(DisinfectionCycle.started_at, DisinfectionCycle.id)
+    )
+    for c in cycles:
+        ran = (c.finished_at - c.started_at).total_seconds() / 60 if c.finished_at else None
+        record.add(
+            "cycle",
+            (
+                *places[c.compartment_id],
+                str(c.order_id) if c.order_id else None,
+                c.kind,
+                b.local(c.started_at),
+                b.local(c.ends_at),
+                b.local(c.finished_at),
+                c.state,
+                ran,
+            ),
+        )
+
+
+async def _orders(
+    session: AsyncSession,
+    record: DayText,
+    b: Bounds,
+    site_id: int,
+    places: dict[int, tuple[str, int]],
+) -> None:
+    """Orders whose food was in a compartment that day: dropped off, or ended, that day."""
+    ended_at = func.coalesce(Order.picked_up_at, Order.closed_at)
+    held = await session.scalars(
+        select(Order)
+        .where(
+            Order.site_id == site_id,
+            Order.deposited_at.is_not(None),
+            or_(
+                and_(Order.deposited_at >= b.start, Order.deposited_at < b.end),
+                and_(ended_at >= b.start, ended_at < b.end),
+            ),
+        )
+        .order_by(Order.deposited_at, Order.id)
+    )
+    for o in held:
+        kiosk, number = places.get(o.compartment_id or -1, ("", None))
+        end = o.picked_up_at or o.closed_at
+        outcome = o.state if o.state in ENDED else f"{o.state} (still held)"
+        record.add(
+            "order",
+            (
+                str(o.id),
+                kiosk,
+                number,
+                b.local(o.cooked_at),
+                b.local(o.deposited_at),
+                b.local(o.ready_at),
+                b.local(o.food_deadline),
+                b.local(end),
+                outcome,
+                b.local(o.food_unsafe_at),
+                o.failure_reason,
+            ),
+        )
+
+
+async def _discards(
+    session: AsyncSession, record: DayText, b: Bounds, places: dict[int, tuple[str, int]]
+) -> None:
+    """Expired or unsafe food taken out: an operator's opening of its compartment after the
+    order ended (the audited discard)."""
+    openings = await session.execute(
+        select(DoorOpening, Order)
+        .join(Order, Order.id == DoorOpening.order_id)
+        .where(
+            DoorOpening.compartment_id.in_(places),
+            DoorOpening.at >= b.start,
+            DoorOpening.at < b.end,
+            DoorOpening.who.like("operator:%"),
+            Order.state == "expired",
+            Order.closed_at.is_not(None),
+            DoorOpening.at >= Order.closed_at,
+        )
+        .order_by(DoorOpening.at, DoorOpening.id)
+    )
+    for opening, order in openings:
+        record.add(
+            "discard",
+            (
+                *places[opening.compartment_id],
+                str(order.id),
+                b.local(opening.at),
+                opening.who,
+                opening.why,
+            ),
+        )
+
+
+# -- sealing --------------------------------------------------------------------------------
+
+
+async def _first_day(session: AsyncSession, site: Site, zone: ZoneInfo) -> date | None:
+    """The site's first local day with anything to record."""
+    kiosk_ids = select(Kiosk.id).where(Kiosk.site_id == site.id)
+    firsts = [
+        await session.scalar(
+            select(func.min(TemperatureMinute.minute)).where(
+                TemperatureMinute.kiosk_id.in_(kiosk_ids)
+            )
+        ),
+        await session.scalar(select(func.min(Order.deposited_at)).where(Order.site_id == site.id)),
+        await session.scalar(
+            select(func.min(Alert.raised_at)).where(
+                Alert.site_id == site.id, Alert.kind.in_(HACCP_ALERTS)
+            )
+        ),
+    ]
+    known = [f for f in firsts if f is not None]
+    if not known:
+        return None
+    return min(known).astimezone(zone).date()
+
+
+def last_due_day(zone: ZoneInfo, now: datetime) -> date:
+    """The last local day that may be sealed at `now`."""
+    return (now - SEAL_AFTER).astimezone(zone).date() - timedelta(days=1)
+
+
+async def seal_due(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
+) -> int:
+    """Seal every site's days that are due and not sealed yet, oldest first; how many."""
+    async with sessionmaker() as session:
+        site_ids = list(await session.scalars(select(Site.id).order_by(Site.id)))
+    sealed = 0
+    for site_id in site_ids:
+        sealed += await _seal_site(sessionmaker, settings, site_id, now)
+    return sealed
+
+
+async def _seal_site(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    site_id: int,
+    now: datetime,
+) -> int:
+    sealed = 0
+    while True:
+        async with session_scope(sessionmaker) as session:
+            site = await session.get(Site, site_id)
+            if site is None:
+                return sealed
+            zone = _zone(site)
+            last = await session.scalar(
+                select(HaccpDay).where(HaccpDay.site_id == site_id).order_by(HaccpDay.day.desc())
+            )
+            if last is not None:
+                day, prev = last.day + timedelta(days=1), last.seal
+            else:
+                first = await _first_day(session, site, zone)
+                if first is None:
+                    return sealed
+                day, prev = first, GENESIS
+            if day > last_due_day(zone, now):
+                return sealed
+            text = (await gather(session, settings, site, day)).text()
+            session.add(
+                HaccpDay(
+                    site_id=site_id,
+                    day=day,
+                    text=text,
+                    prev=prev,
+                    seal=seal(prev, text),
+                    lines=text.count("\n"),
+                    sealed_at=now,
+                )
+            )
+            try:
+                await session.flush()
+            except IntegrityError:  # another replica sealed it first: go on from there
+                await session.rollback()
+                continue
+        sealed += 1
+        log.info("HACCP: sealed %s of site %s", day, site.code)
+
+
+# -- reading back ---------------------------------------------------------------------------
+
+
+async def sealed_days(
+    session: AsyncSession, site_id: int, first: date | None = None, last: date | None = None
+) -> list[SealedDay]:
+    query = select(HaccpDay).where(HaccpDay.site_id == site_id).order_by(HaccpDay.day)
+    if first is not None:
+        query = query.where(HaccpDay.day >= first)
+    if last is not None:
+        query = query.where(HaccpDay.day <= last)
+    return [SealedDay(d.day, d.text, d.prev, d.seal) for d in await session.scalars(query)]
+
+
+async def verify_site(session: AsyncSession, site_id: int) -> list[str]:
+    """What is wrong with the site's whole chain in the database (each problem names its day)."""
+    return check_chain(await sealed_days(session, site_id))
+
+
+async def verify_all(session: AsyncSession) -> dict[str, list[str]]:
+    """Every site's chain: site code -> problems (empty: intact)."""
+    found: dict[str, list[str]] = defaultdict(list)
+    for site in await session.scalars(select(Site).order_by(Site.id)):
+        found[site.code] = await verify_site(session, site.id)
+    return dict(found)
+
+
+class SealLoop:
+    """Seals the due days of every site, every ten minutes (a new day is due an hour after it
+    ends; a service that was down seals the days it missed, in order)."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._loop = BackgroundLoop(
+            "haccp-seal",
+            self._round,
+            period_s=SEAL_EVERY_S,
+            log=log,
+            failure="sealing HACCP days failed",
+            error_pause_s=60.0,
+        )
+
+    async def start(self) -> None:
+        self._loop.start()
+
+    async def stop(self) -> None:
+        await self._loop.stop()
+
+    async def _round(self) -> bool:
+        await seal_due(self._sessionmaker, self._settings, utcnow())
+        return False

@@ -1,0 +1,338 @@
+"""HACCP records on both databases: a day with two kiosks sealed, exported as CSV and PDF
+(read back with a PDF text extractor), verified, and found out when one byte changes in the
+database or in the file."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from pypdf import PdfReader
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import DBAPIError
+from typer.testing import CliRunner
+
+from locker_service.alerts.service import raise_alert
+from locker_service.cli import app
+from locker_service.context import ServiceContext
+from locker_service.db import session_scope
+from locker_service.haccp import service as haccp
+from locker_service.haccp.record import rows_of
+from locker_service.models import Compartment, DisinfectionCycle, HaccpDay, Kiosk, utcnow
+from locker_service.sites import service as admin
+from locker_service.telemetry import repository as telemetry
+from locker_service.telemetry.rollups import ReadingRow, minute_of
+from locker_service.timer_loop.loop import TimerLoop
+from tests.locker_service.world import World, dropped_off
+
+pytestmark = pytest.mark.slow
+
+
+async def _second_kiosk(service: ServiceContext, world: World) -> Kiosk:
+    async with session_scope(service.sessionmaker) as session:
+        made = await admin.create_kiosk(
+            session, world.site_code, f"k2-{uuid.uuid4().hex[:6]}", "Hall", "M:2"
+        )
+        kiosk = await session.get(Kiosk, made.id)
+        assert kiosk is not None
+        return kiosk
+
+
+async def _a_day(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> tuple[list[ReadingRow], str, str]:
+    """Today at the site: readings of two kiosks (one minute below the floor), an alert an
+    operator acted on, an order dropped off with its cycle started. Returns the readings,
+    the order's id and the second kiosk's code."""
+    second = await _second_kiosk(service, world)
+    start = minute_of(utcnow() - timedelta(minutes=6))
+    readings = [
+        ReadingRow(kiosk, n, start + timedelta(seconds=30 * i), temp, 65.0, True)
+        for kiosk, n in ((world.kiosk_id, 1), (world.kiosk_id, 2), (second.id, 1))
+        for i, temp in enumerate([64.8, 65.1, 64.9, 59.4, 62.0, 65.3])
+    ]
+    await telemetry.insert_readings(service.engine, readings)
+    async with session_scope(service.sessionmaker) as session:
+        c = await session.scalar(
+            select(Compartment).where(Compartment.kiosk_id == second.id, Compartment.number == 1)
+        )
+        assert c is not None
+        alert = await raise_alert(
+            session,
+            kind="below_floor",
+            severity="warning",
+            message="below 60 °C for 6 min",
+            dedupe_key=f"below_floor:{c.id}",
+            site_id=world.site_id,
+            kiosk_id=second.id,
+            compartment_id=c.id,
+        )
+        alert_id = alert.id
+    acted = await app_client.post(
+        f"/api/v1/operator/alerts/{alert_id}/corrective-action",
+        json={"action": "door seal replaced"},
+        headers=world.operator(),
+    )
+    assert acted.status_code == 200, acted.text
+    assert acted.json()["state"] == "acknowledged"
+    assert acted.json()["corrective_action"] == "door seal replaced"
+    order, _ = await dropped_off(app_client, world, service, ref=f"haccp-{uuid.uuid4().hex[:6]}")
+    await TimerLoop(service).run_due()  # the hold cycle starts
+    return readings, str(order["id"]), second.code
+
+
+async def _seal_today(service: ServiceContext) -> list[HaccpDay]:
+    tomorrow_late = utcnow() + timedelta(days=1, hours=2)
+    assert await haccp.seal_due(service.sessionmaker, service.settings, tomorrow_late) >= 1
+    assert await haccp.seal_due(service.sessionmaker, service.settings, tomorrow_late) == 0
+    async with service.sessionmaker() as session:
+        return list(await session.scalars(select(HaccpDay).order_by(HaccpDay.day)))
+
+
+async def test_a_day_of_two_kiosks_is_sealed_exported_and_verified(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, tmp_path: Path
+) -> None:
+    readings, order_id, second = await _a_day(app_client, world, service)
+    sealed = await _seal_today(service)
+    assert {d.site_id for d in sealed} == {world.site_id}  # the other site recorded nothing
+    rows = [r for d in sealed for r in rows_of(d.text)]
+
+    # Every reading interval: each compartment's minutes, with their lowest and highest.
+    minutes = {
+        (r[1], r[2], r[3][:16]): (r[4], r[5]) for r in rows if r[0] == "reading" and r[1] != "kiosk"
+    }
+    for kiosk_code, n in ((world.kiosk_code, 1), (world.kiosk_code, 2), (second, 1)):
+        for minute in sorted({minute_of(r.ts) for r in readings}):
+            assert (kiosk_code, str(n), minute.isoformat()[:16]) in minutes
+    assert ("59.4", "65.3") in minutes.values() or any(low == "59.4" for low, _ in minutes.values())
+    summary = [r for r in rows if r[0] == "summary" and r[1] != "kiosk"]
+    assert {(r[1], r[2]) for r in summary} == {
+        (world.kiosk_code, "1"),
+        (world.kiosk_code, "2"),
+        (second, "1"),
+    }
+    assert all(r[4] == "59.4" and r[5] == "65.3" and r[6] != "0" for r in summary)
+    # The excursion with its corrective action, the cycle, the order and its clock.
+    [excursion] = [r for r in rows if r[0] == "excursion" and r[1] != "kiosk"]
+    assert excursion[1:3] == [second, "1"] and excursion[4] == "below_floor"
+    assert excursion[8] == "door seal replaced" and excursion[9].endswith("(Olga)")
+    [cycle] = [r for r in rows if r[0] == "cycle" and r[1] != "kiosk"]
+    assert cycle[3] == order_id and cycle[4] == "hold"
+    [order] = [r for r in rows if r[0] == "order" and r[1] != "ref"]
+    assert order[1] == order_id and order[7] != "" and "still held" in order[9]
+
+    # The operators' view, the CSV and the PDF of the same day.
+    listed = await app_client.get(
+        f"/api/v1/operator/sites/{world.site_id}/haccp", headers=world.operator()
+    )
+    assert listed.json()["intact"] is True and len(listed.json()["days"]) == len(sealed)
+    day = str(sealed[-1].day)
+    first = str(sealed[0].day)
+    csv = await app_client.get(
+        f"/api/v1/operator/sites/{world.site_id}/haccp/export",
+        params={"from": first, "to": day},
+        headers=world.operator(),
+    )
+    assert csv.status_code == 200 and csv.headers["x-haccp-intact"] == "true"
+    assert "door seal replaced" in csv.text
+    got = await app_client.get(
+        f"/api/v1/operator/sites/{world.site_id}/haccp/export",
+        params={"from": first, "to": day, "format": "pdf"},
+        headers=world.operator(),
+    )
+    assert got.headers["content-type"] == "application/pdf"
+    words = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(got.content)).pages)
+    for d in sealed:
+        assert d.seal in words
+    lines = set(words.splitlines())
+    for r in rows:  # every minute's row, as drawn: one line of the PDF each
+        if r[0] == "reading" and r[1] != "kiosk":
+            assert " ".join(r[1:]) in lines, r
+    assert "door seal replaced" in words and "below_floor" in words and order_id[:8] in words
+    # Nobody else's site, and nothing not sealed yet.
+    stranger = {"Authorization": f"Bearer {world.other_operator_token}"}
+    hidden = await app_client.get(f"/api/v1/operator/sites/{world.site_id}/haccp", headers=stranger)
+    assert hidden.status_code == 404
+    later = await app_client.get(
+        f"/api/v1/operator/sites/{world.site_id}/haccp/export",
+        params={"from": str(sealed[-1].day + timedelta(days=5))},
+        headers=world.operator(),
+    )
+    assert later.status_code == 404 and later.json()["error"] == "not_sealed"
+    backwards = await app_client.get(
+        f"/api/v1/operator/sites/{world.site_id}/haccp/export",
+        params={"from": day, "to": str(sealed[0].day - timedelta(days=1))},
+        headers=world.operator(),
+    )
+    assert backwards.status_code == 422 and backwards.json()["error"] == "bad_range"
+
+    # lockerctl: export, verify the file and the database.
+    url = service.settings.database_url
+    runner = CliRunner()
+
+    def ctl(*args: str) -> tuple[int, str]:
+        result = runner.invoke(app, [*args, "--database-url", url])
+        return result.exit_code, result.output
+
+    exported = tmp_path / "day.csv"
+    code, out = await asyncio.to_thread(
+        ctl,
+        "haccp",
+        "export",
+        "--site",
+        world.site_code,
+        "--from",
+        first,
+        "--to",
+        day,
+        "--out",
+        str(exported),
+    )
+    assert code == 0, out
+    assert exported.read_text(encoding="utf-8") == csv.text
+    code, out = await asyncio.to_thread(ctl, "haccp", "verify", "--file", str(exported))
+    assert code == 0 and "intact" in out, out
+    code, out = await asyncio.to_thread(ctl, "haccp", "verify")
+    assert code == 0 and "intact" in out, out
+
+    # One byte changed in the file: named.
+    body = exported.read_text(encoding="utf-8")
+    at = body.rindex("door seal replaced")
+    exported.write_text(body[:at] + "D" + body[at + 1 :], encoding="utf-8")
+    code, out = await asyncio.to_thread(ctl, "haccp", "verify", "--file", str(exported))
+    assert code == 1 and f"{day}: its record does not match its seal" in out, out
+
+
+async def test_the_database_refuses_to_change_a_sealed_day_and_a_forced_change_is_named(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    await _a_day(app_client, world, service)
+    sealed = await _seal_today(service)
+    target = sealed[-1]
+    with pytest.raises(DBAPIError, match="append-only"):
+        async with session_scope(service.sessionmaker) as session:
+            await session.execute(
+                update(HaccpDay).where(HaccpDay.id == target.id).values(text=target.text + "x")
+            )
+    with pytest.raises(DBAPIError, match="append-only"):
+        async with session_scope(service.sessionmaker) as session:
+            await session.execute(text("DELETE FROM haccp_days"))
+
+    # Someone with the database owner's rights forces it: one byte of one reading.
+    changed = target.text.replace("59.4", "61.4", 1)
+    assert changed != target.text
+    async with service.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(text("ALTER TABLE haccp_days DISABLE TRIGGER USER"))
+        else:
+            await connection.execute(text("DROP TRIGGER haccp_days_no_update"))
+        await connection.execute(
+            update(HaccpDay).where(HaccpDay.id == target.id).values(text=changed)
+        )
+    url = service.settings.database_url
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        app,
+        ["haccp", "verify", "--site", world.site_code, "--database-url", url],
+    )
+    assert result.exit_code == 1, result.output
+    assert (
+        f"site {world.site_code}: {target.day}: its record does not match its seal" in result.output
+    )
+    listed = await app_client.get(
+        f"/api/v1/operator/sites/{world.site_id}/haccp", headers=world.operator()
+    )
+    assert listed.json()["intact"] is False
+
+
+async def test_a_file_sealed_again_after_a_change_is_caught_against_the_database(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, tmp_path: Path
+) -> None:
+    from locker_service.haccp.record import SealedDay, export_text, parse_export, seal
+
+    await _a_day(app_client, world, service)
+    sealed = await _seal_today(service)
+    async with service.sessionmaker() as session:
+        days = await haccp.sealed_days(session, world.site_id)
+    forged, prev = [], days[0].prev
+    for d in days:  # a careful forger: every seal computed again
+        body = d.text.replace("59.4", "63.4")
+        forged.append(SealedDay(d.day, body, prev, seal(prev, body)))
+        prev = forged[-1].seal
+    path = tmp_path / "forged.csv"
+    path.write_text(export_text(forged), encoding="utf-8")
+    assert parse_export(path.read_text(encoding="utf-8")) == forged
+    url = service.settings.database_url
+    alone = await asyncio.to_thread(
+        CliRunner().invoke, app, ["haccp", "verify", "--file", str(path)]
+    )
+    assert alone.exit_code == 0, alone.output  # its own seals agree: only the database knows
+    against = await asyncio.to_thread(
+        CliRunner().invoke,
+        app,
+        ["haccp", "verify", "--file", str(path), "--site", world.site_code, "--database-url", url],
+    )
+    assert against.exit_code == 1
+    assert f"{sealed[-1].day}: not the day sealed in the database" in against.output
+
+
+async def test_a_cycle_and_a_corrective_action_need_an_operator_who_may_act(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    async with session_scope(service.sessionmaker) as session:
+        alert = await raise_alert(
+            session,
+            kind="below_floor",
+            severity="warning",
+            message="below 60 °C",
+            dedupe_key=f"below_floor:x{uuid.uuid4().hex}",
+            site_id=world.site_id,
+        )
+        alert_id = alert.id
+    url = f"/api/v1/operator/alerts/{alert_id}/corrective-action"
+    viewer = {"Authorization": f"Bearer {world.viewer_token}"}
+    refused = await app_client.post(url, json={"action": "heater replaced"}, headers=viewer)
+    assert refused.status_code == 403
+    empty = await app_client.post(url, json={"action": ""}, headers=world.operator())
+    assert empty.status_code == 422
+    first = await app_client.post(url, json={"action": "heater reset"}, headers=world.operator())
+    again = await app_client.post(url, json={"action": "heater replaced"}, headers=world.operator())
+    assert first.status_code == again.status_code == 200
+    assert again.json()["corrective_action"] == "heater replaced (replaces: heater reset)"
+    async with service.sessionmaker() as session:
+        assert await session.scalar(select(DisinfectionCycle.id)) is None  # nothing else made
+
+
+async def test_lockerctl_seals_the_days_due_and_an_empty_day_keeps_the_chain_whole(
+    world: World, service: ServiceContext
+) -> None:
+    """Readings three days ago, nothing since: that day and the empty days after it up to
+    the last one due are sealed, chained without a hole; a second run seals nothing."""
+    start = (utcnow() - timedelta(days=3)).replace(hour=12, minute=0, second=0, microsecond=0)
+    await telemetry.insert_readings(
+        service.engine, [ReadingRow(world.kiosk_id, 1, start, 64.5, 65.0, True)]
+    )
+    url = service.settings.database_url
+
+    def seal() -> str:
+        result = CliRunner().invoke(app, ["haccp", "seal", "--database-url", url])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "sealed" in await asyncio.to_thread(seal)
+    async with service.sessionmaker() as session:
+        days = await haccp.sealed_days(session, world.site_id)
+        assert await haccp.verify_site(session, world.site_id) == []
+    last_due = haccp.last_due_day(ZoneInfo("UTC"), utcnow())
+    assert [d.day for d in days] == [
+        start.date() + timedelta(days=i) for i in range((last_due - start.date()).days + 1)
+    ]
+    assert f"reading,{world.kiosk_code},1," in days[0].text
+    assert all("reading," not in d.text for d in days[1:])  # empty days, sealed all the same
+    assert "sealed 0 day(s)" in await asyncio.to_thread(seal)
