@@ -150,7 +150,7 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
             await timers.start()
             runtime.timers = timers
             ctx.timers = timers
-            haccp = SealLoop(ctx.sessionmaker, settings)
+            haccp = SealLoop(settings)
             await haccp.start()
             runtime.haccp = haccp
     except BaseException:

@@ -8,7 +8,7 @@ minute's readings. The text is the sealed text itself, cell for cell.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from fpdf import FPDF
@@ -72,15 +72,17 @@ class _Pdf(FPDF):
         self.cell(0, 5, self.text_of(f"{self.footer_text}  page {self.page_no()}"), align="R")
 
 
-def render(site_name: str, days: Iterable[SealedDay]) -> bytes:
+def render(site_name: str, days: Iterable[SealedDay], problems: Sequence[str] = ()) -> bytes:
+    """The days as a PDF; `problems`: what checking their chain found (printed on every
+    day's first page, so a tampered record never reads as a good one)."""
     pdf = _Pdf()
     pdf.set_title(f"HACCP record, {site_name}")
     for day in days:
-        _day(pdf, site_name, day)
+        _day(pdf, site_name, day, problems)
     return bytes(pdf.output())
 
 
-def _day(pdf: _Pdf, site_name: str, day: SealedDay) -> None:
+def _day(pdf: _Pdf, site_name: str, day: SealedDay, problems: Sequence[str]) -> None:
     pdf.footer_text = f"HACCP record, {site_name}, {day.day}"
     pdf.add_page()
     rows = rows_of(day.text)
@@ -106,6 +108,12 @@ def _day(pdf: _Pdf, site_name: str, day: SealedDay) -> None:
         "The seals chain each day to the one before; `lockerctl haccp verify` checks them.",
     ):
         pdf.cell(0, 5, pdf.text_of(line), new_x="LMARGIN", new_y="NEXT")
+    pdf.use(10, bold=True)
+    if problems:
+        for problem in ["CHAIN BROKEN when exported: this record was changed.", *problems]:
+            pdf.multi_cell(0, 5, pdf.text_of(problem), new_x="LMARGIN", new_y="NEXT")
+    else:
+        pdf.cell(0, 6, "Chain intact when exported.", new_x="LMARGIN", new_y="NEXT")
     for section in ORDER:
         _table(pdf, section, sections.get(section, []))
 
@@ -144,5 +152,6 @@ def _table(pdf: _Pdf, section: str, rows: list[list[str]]) -> None:
 
 def _row(pdf: _Pdf, widths: list[float], values: list[str], size: float) -> None:
     for width, value in zip(widths, values, strict=True):
-        pdf.cell(width, size * 0.5, pdf.text_of(value), border="B")
+        # An empty cell is a minute without a temperature (a faulted sensor): said so.
+        pdf.cell(width, size * 0.5, pdf.text_of(value or "-"), border="B")
     pdf.ln()

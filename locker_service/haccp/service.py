@@ -10,20 +10,31 @@ database refuses to change or remove it. The record is built from the minute rol
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from locker_service.background import BackgroundLoop
 from locker_service.config import Settings
-from locker_service.db import session_scope
-from locker_service.haccp.record import GENESIS, DayText, SealedDay, check_chain, seal
+from locker_service.db import create_engine, create_sessionmaker, session_scope
+from locker_service.haccp.record import (
+    GENESIS,
+    DayText,
+    SealedDay,
+    cell,
+    check_chain,
+    quoted,
+    seal,
+)
 from locker_service.models import (
     Alert,
     Compartment,
@@ -67,15 +78,25 @@ class Bounds:
     zone: ZoneInfo
     start: datetime
     end: datetime
+    # The zone's offset as a fixed zone when it is the same all day (no clock change within
+    # it): converting a million minutes to it is several times faster than through the zone.
+    fixed: timezone | None
 
     @classmethod
     def of(cls, day: date, zone: ZoneInfo) -> Bounds:
         start = datetime.combine(day, time(), zone)
         end = datetime.combine(day + timedelta(days=1), time(), zone)
-        return cls(day, zone, start.astimezone(ZoneInfo("UTC")), end.astimezone(ZoneInfo("UTC")))
+        first, last = start.utcoffset(), (end - timedelta(microseconds=1)).utcoffset()
+        fixed = timezone(first) if first is not None and first == last else None
+        return cls(
+            day, zone, start.astimezone(ZoneInfo("UTC")), end.astimezone(ZoneInfo("UTC")), fixed
+        )
 
     def local(self, at: datetime | None) -> str | None:
-        return None if at is None else at.astimezone(self.zone).isoformat(timespec="seconds")
+        """`at` in the site's time, with its offset."""
+        if at is None:
+            return None
+        return at.astimezone(self.fixed or self.zone).isoformat(timespec="seconds")
 
 
 def _zone(site: Site) -> ZoneInfo:
@@ -120,32 +141,103 @@ async def gather(session: AsyncSession, settings: Settings, site: Site, day: dat
 async def _readings(
     session: AsyncSession, record: DayText, b: Bounds, kiosks: dict[int, str], floor_c: float
 ) -> None:
-    rows = await session.scalars(
-        select(TemperatureMinute)
-        .where(
-            TemperatureMinute.kiosk_id.in_(kiosks),
-            TemperatureMinute.minute >= b.start,
-            TemperatureMinute.minute < b.end,
+    """Every compartment's minutes, and its day summed up (in the database)."""
+    m = TemperatureMinute
+    in_day = (m.kiosk_id.in_(kiosks), m.minute >= b.start, m.minute < b.end)
+    summaries = await session.execute(
+        select(
+            m.kiosk_id,
+            m.number,
+            func.count(),
+            func.min(m.temp_min_c),
+            func.max(m.temp_max_c),
+            func.sum(case((m.temp_min_c < floor_c, 1), else_=0)),
         )
-        .order_by(TemperatureMinute.kiosk_id, TemperatureMinute.number, TemperatureMinute.minute)
+        .where(*in_day)
+        .group_by(m.kiosk_id, m.number)
     )
-    days: dict[tuple[str, int], list[float | int | None]] = {}
-    for m in rows:
-        place = (kiosks[m.kiosk_id], m.number)
-        mean = m.temp_sum_c / m.temp_count if m.temp_count else None
-        record.add(
-            "reading",
-            (*place, b.local(m.minute), m.temp_min_c, m.temp_max_c, mean, m.setpoint_c, m.readings),
+    for kiosk_id, number, minutes, low, high, below in sorted(
+        summaries, key=lambda r: (kiosks[r[0]], r[1])
+    ):
+        record.add("summary", (kiosks[kiosk_id], number, minutes, low, high, int(below or 0)))
+
+    code = {kiosk_id: quoted(c) for kiosk_id, c in kiosks.items()}
+    count = int((b.end - b.start).total_seconds() // 60)  # 1,380 to 1,500 with a clock change
+    stamps = [b.local(b.start + timedelta(minutes=i)) or "" for i in range(count)]
+    line = "reading,%s,%d,%s,%.1f,%.1f,%.1f,%.1f,%d"  # record.cell's 0.1 °C, for the full rows
+
+    def partial(kiosk_id: int, number: int, i: int, *values: float | int | None) -> str:
+        cells = ",".join(cell(v) for v in values)
+        return f"reading,{code[kiosk_id]},{number},{stamps[i]},{cells}"
+
+    record.add_lines(
+        "reading",
+        [
+            partial(k, n, i, low, high, mean, setpoint, readings)
+            if gap
+            else line % (code[k], n, stamps[i], low, high, mean, setpoint, readings)
+            for k, n, i, low, high, mean, setpoint, readings, gap in await _minutes(
+                session, list(kiosks), b
+            )
+        ],
+    )
+
+
+# kiosk id, number, minute of the day (0 at its start), lowest, highest, mean, setpoint,
+# readings, and whether a value is missing (a minute with a faulted sensor).
+MinuteRow = tuple[int, int, int, float | None, float | None, float | None, float | None, int, bool]
+
+
+async def _minutes(session: AsyncSession, kiosk_ids: list[int], b: Bounds) -> Sequence[MinuteRow]:
+    """The kiosks' minute rollups of the day, in kiosk, compartment and minute order. On
+    PostgreSQL straight from the driver, minutes as numbers: a large site's day is over a
+    million rows, and the ORM's row processing (a datetime each) would take longer than the
+    query."""
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None
+        rows: Sequence[MinuteRow] = await driver.fetch(
+            "SELECT kiosk_id, number, (extract(epoch FROM minute - $2) / 60)::int, temp_min_c, "
+            "temp_max_c, temp_sum_c / NULLIF(temp_count, 0), setpoint_c, readings, "
+            "(temp_min_c IS NULL OR temp_max_c IS NULL OR temp_count = 0 OR setpoint_c IS NULL) "
+            "FROM temperature_minutes WHERE kiosk_id = ANY($1::int[]) AND minute >= $2 "
+            "AND minute < $3 ORDER BY kiosk_id, number, minute",
+            kiosk_ids,
+            b.start,
+            b.end,
         )
-        summary = days.setdefault(place, [0, None, None, 0])
-        summary[0] = int(summary[0] or 0) + 1
-        if m.temp_min_c is not None and m.temp_max_c is not None:
-            low, high = summary[1], summary[2]
-            summary[1] = m.temp_min_c if low is None else min(float(low), m.temp_min_c)
-            summary[2] = m.temp_max_c if high is None else max(float(high), m.temp_max_c)
-            summary[3] = int(summary[3] or 0) + (m.temp_min_c < floor_c)
-    for place, (minutes, low, high, below) in sorted(days.items()):
-        record.add("summary", (*place, minutes, low, high, below))
+        return rows
+    m = TemperatureMinute
+    result = await session.execute(
+        select(
+            m.kiosk_id,
+            m.number,
+            m.minute,
+            m.temp_min_c,
+            m.temp_max_c,
+            m.temp_sum_c,
+            m.temp_count,
+            m.setpoint_c,
+            m.readings,
+        )
+        .where(m.kiosk_id.in_(kiosk_ids), m.minute >= b.start, m.minute < b.end)
+        .order_by(m.kiosk_id, m.number, m.minute)
+    )
+    return [
+        (
+            k,
+            n,
+            int((minute - b.start).total_seconds() // 60),
+            low,
+            high,
+            total / count if count else None,
+            setpoint,
+            readings,
+            low is None or high is None or not count or setpoint is None,
+        )
+        for k, n, minute, low, high, total, count, setpoint, readings in result
+    ]
 
 
 async def _alerts(
@@ -335,14 +427,18 @@ def last_due_day(zone: ZoneInfo, now: datetime) -> date:
 
 
 async def seal_due(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, now: datetime
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    now: datetime,
+    stopping: threading.Event | None = None,
 ) -> int:
-    """Seal every site's days that are due and not sealed yet, oldest first; how many."""
+    """Seal every site's days that are due and not sealed yet, oldest first; how many.
+    `stopping` set: no further day is begun."""
     async with sessionmaker() as session:
         site_ids = list(await session.scalars(select(Site.id).order_by(Site.id)))
     sealed = 0
     for site_id in site_ids:
-        sealed += await _seal_site(sessionmaker, settings, site_id, now)
+        sealed += await _seal_site(sessionmaker, settings, site_id, now, stopping)
     return sealed
 
 
@@ -351,9 +447,10 @@ async def _seal_site(
     settings: Settings,
     site_id: int,
     now: datetime,
+    stopping: threading.Event | None,
 ) -> int:
     sealed = 0
-    while True:
+    while stopping is None or not stopping.is_set():
         async with session_scope(sessionmaker) as session:
             site = await session.get(Site, site_id)
             if site is None:
@@ -390,6 +487,7 @@ async def _seal_site(
                 continue
         sealed += 1
         log.info("HACCP: sealed %s of site %s", day, site.code)
+    return sealed
 
 
 # -- reading back ---------------------------------------------------------------------------
@@ -421,11 +519,15 @@ async def verify_all(session: AsyncSession) -> dict[str, list[str]]:
 
 class SealLoop:
     """Seals the due days of every site, every ten minutes (a new day is due an hour after it
-    ends; a service that was down seals the days it missed, in order)."""
+    ends; a service that was down seals the days it missed, in order).
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
-        self._sessionmaker = sessionmaker
+    In a thread of its own, with its own event loop and connections: a large site's day is a
+    million and more minutes to read and write out, seconds of work that must not hold up the
+    kiosks' messages on the service's loop. A stop lets the day under way finish."""
+
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._stopping = threading.Event()
         self._loop = BackgroundLoop(
             "haccp-seal",
             self._round,
@@ -439,8 +541,22 @@ class SealLoop:
         self._loop.start()
 
     async def stop(self) -> None:
+        self._stopping.set()
         await self._loop.stop()
 
+    async def seal_now(self) -> int:
+        """A round now, as the loop runs it (in its thread); the days sealed."""
+        return await asyncio.to_thread(asyncio.run, self._seal())
+
     async def _round(self) -> bool:
-        await seal_due(self._sessionmaker, self._settings, utcnow())
+        await self.seal_now()
         return False
+
+    async def _seal(self) -> int:
+        engine = create_engine(self._settings.database_url)
+        try:
+            return await seal_due(
+                create_sessionmaker(engine), self._settings, utcnow(), self._stopping
+            )
+        finally:
+            await engine.dispose()

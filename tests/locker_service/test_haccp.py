@@ -22,6 +22,7 @@ from locker_service.alerts.service import raise_alert
 from locker_service.cli import app
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
+from locker_service.haccp import endpoints as haccp_endpoints
 from locker_service.haccp import service as haccp
 from locker_service.haccp.record import rows_of
 from locker_service.models import Compartment, DisinfectionCycle, HaccpDay, Kiosk, utcnow
@@ -58,6 +59,10 @@ async def _a_day(
         for i, temp in enumerate([64.8, 65.1, 64.9, 59.4, 62.0, 65.3])
     ]
     await telemetry.insert_readings(service.engine, readings)
+    # Its second compartment's sensor faulted: a minute of readings with no temperature.
+    await telemetry.insert_readings(
+        service.engine, [ReadingRow(second.id, 2, start, None, None, False)]
+    )
     async with session_scope(service.sessionmaker) as session:
         c = await session.scalar(
             select(Compartment).where(Compartment.kiosk_id == second.id, Compartment.number == 1)
@@ -112,12 +117,13 @@ async def test_a_day_of_two_kiosks_is_sealed_exported_and_verified(
             assert (kiosk_code, str(n), minute.isoformat()[:16]) in minutes
     assert ("59.4", "65.3") in minutes.values() or any(low == "59.4" for low, _ in minutes.values())
     summary = [r for r in rows if r[0] == "summary" and r[1] != "kiosk"]
-    assert {(r[1], r[2]) for r in summary} == {
-        (world.kiosk_code, "1"),
-        (world.kiosk_code, "2"),
-        (second, "1"),
-    }
-    assert all(r[4] == "59.4" and r[5] == "65.3" and r[6] != "0" for r in summary)
+    held = {(world.kiosk_code, "1"), (world.kiosk_code, "2"), (second, "1")}
+    assert {(r[1], r[2]) for r in summary} == held | {(second, "2")}
+    assert all(r[4:] == ["59.4", "65.3", "1"] for r in summary if (r[1], r[2]) in held)
+    [faulted] = [r for r in summary if (r[1], r[2]) == (second, "2")]
+    assert faulted[3:] == ["1", "", "", "0"]  # a minute recorded, no temperature in it
+    stamp = minute_of(readings[0].ts).isoformat()
+    assert ["reading", second, "2", stamp, "", "", "", "", "1"] in rows
     # The excursion with its corrective action, the cycle, the order and its clock.
     [excursion] = [r for r in rows if r[0] == "excursion" and r[1] != "kiosk"]
     assert excursion[1:3] == [second, "1"] and excursion[4] == "below_floor"
@@ -139,7 +145,7 @@ async def test_a_day_of_two_kiosks_is_sealed_exported_and_verified(
         params={"from": first, "to": day},
         headers=world.operator(),
     )
-    assert csv.status_code == 200 and csv.headers["x-haccp-intact"] == "true"
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
     assert "door seal replaced" in csv.text
     got = await app_client.get(
         f"/api/v1/operator/sites/{world.site_id}/haccp/export",
@@ -150,10 +156,11 @@ async def test_a_day_of_two_kiosks_is_sealed_exported_and_verified(
     words = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(got.content)).pages)
     for d in sealed:
         assert d.seal in words
+    assert "Chain intact when exported." in words and "BROKEN" not in words
     lines = set(words.splitlines())
     for r in rows:  # every minute's row, as drawn: one line of the PDF each
         if r[0] == "reading" and r[1] != "kiosk":
-            assert " ".join(r[1:]) in lines, r
+            assert " ".join(c or "-" for c in r[1:]) in lines, r  # "-": no temperature
     assert "door seal replaced" in words and "below_floor" in words and order_id[:8] in words
     # Nobody else's site, and nothing not sealed yet.
     stranger = {"Authorization": f"Bearer {world.other_operator_token}"}
@@ -249,6 +256,13 @@ async def test_the_database_refuses_to_change_a_sealed_day_and_a_forced_change_i
         f"/api/v1/operator/sites/{world.site_id}/haccp", headers=world.operator()
     )
     assert listed.json()["intact"] is False
+    got = await app_client.get(
+        f"/api/v1/operator/sites/{world.site_id}/haccp/export",
+        params={"from": str(sealed[0].day), "to": str(target.day), "format": "pdf"},
+        headers=world.operator(),
+    )
+    words = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(got.content)).pages)
+    assert "CHAIN BROKEN when exported" in words and f"{target.day}: its record" in words
 
 
 async def test_a_file_sealed_again_after_a_change_is_caught_against_the_database(
@@ -336,3 +350,47 @@ async def test_lockerctl_seals_the_days_due_and_an_empty_day_keeps_the_chain_who
     assert f"reading,{world.kiosk_code},1," in days[0].text
     assert all("reading," not in d.text for d in days[1:])  # empty days, sealed all the same
     assert "sealed 0 day(s)" in await asyncio.to_thread(seal)
+
+
+async def test_a_pdf_too_long_to_read_is_refused_for_the_csv(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _a_day(app_client, world, service)
+    sealed = await _seal_today(service)
+    monkeypatch.setattr(haccp_endpoints, "PDF_MAX_LINES", sealed[-1].lines - 1)
+    params = {"from": str(sealed[-1].day), "format": "pdf"}
+    url = f"/api/v1/operator/sites/{world.site_id}/haccp/export"
+    refused = await app_client.get(url, params=params, headers=world.operator())
+    assert refused.status_code == 422 and refused.json()["error"] == "pdf_too_large"
+    assert "download the CSV" in refused.json()["message"]
+    csv = await app_client.get(url, params={"from": params["from"]}, headers=world.operator())
+    assert csv.status_code == 200 and csv.text.count("#day,") == 1
+
+
+async def test_the_running_service_seals_the_days_due_in_a_thread_of_its_own(
+    database_url: str,
+) -> None:
+    """The timers' replica seals at start and every ten minutes, off the service's loop."""
+    from locker_service.main import create_app
+    from tests.locker_service.conftest import make_settings
+    from tests.locker_service.world import seed
+
+    app = create_app(make_settings(database_url, timers_enabled=True))
+    async with app.router.lifespan_context(app):
+        ctx: ServiceContext = app.state.ctx
+        world = await seed(ctx.sessionmaker, ctx.settings)
+        start = (utcnow() - timedelta(days=2)).replace(hour=9, minute=0, second=0, microsecond=0)
+        await telemetry.insert_readings(
+            ctx.engine, [ReadingRow(world.kiosk_id, 1, start, 64.5, 65.0, True)]
+        )
+        await app.state.runtime.haccp.seal_now()  # the loop's round, now (or its first did)
+        async with ctx.sessionmaker() as session:
+            days = await haccp.sealed_days(session, world.site_id)
+        assert (
+            days
+            and days[0].day == start.date()
+            and f"reading,{world.kiosk_code},1," in days[0].text
+        )

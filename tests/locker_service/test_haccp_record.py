@@ -123,3 +123,33 @@ def test_a_file_changed_by_one_byte_fails_and_names_the_day() -> None:
 def test_what_is_not_an_export_is_refused(text: str) -> None:
     with pytest.raises(ExportError):
         parse_export(text)
+
+
+def test_a_site_s_day_is_its_local_day_with_23_or_25_hours_at_a_clock_change() -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from locker_service.haccp.service import Bounds
+
+    london = ZoneInfo("Europe/London")
+    spring = Bounds.of(date(2026, 3, 29), london)
+    assert spring.end - spring.start == timedelta(hours=23) and spring.fixed is None
+    assert spring.local(datetime(2026, 3, 29, 0, 30, tzinfo=UTC)) == "2026-03-29T00:30:00+00:00"
+    assert spring.local(datetime(2026, 3, 29, 1, 30, tzinfo=UTC)) == "2026-03-29T02:30:00+01:00"
+    autumn = Bounds.of(date(2026, 10, 25), london)
+    assert autumn.end - autumn.start == timedelta(hours=25)
+    shanghai = Bounds.of(date(2026, 12, 1), ZoneInfo("Asia/Shanghai"))
+    assert shanghai.start == datetime(2026, 11, 30, 16, 0, tzinfo=UTC) and shanghai.fixed
+    assert shanghai.local(datetime(2026, 12, 1, 2, 5, tzinfo=UTC)) == "2026-12-01T10:05:00+08:00"
+
+
+@pytest.mark.parametrize("value", ["k-1", "a,b", 'say "hi"', "two\nlines", "", " spaced ", "°C"])
+def test_a_cell_made_by_hand_is_what_the_csv_writer_writes(value: str) -> None:
+    import csv
+    import io
+
+    from locker_service.haccp.record import quoted
+
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(["x", value])
+    assert f"x,{quoted(value)}\n" == out.getvalue()
