@@ -31,8 +31,8 @@ from locker_service.notifications.worker import OutboxWorker
 from locker_service.orders.privacy import PrivacyLoop
 from locker_service.telemetry.alerts import AlertServiceSink
 from locker_service.telemetry.ingest import TelemetryIngest
-from locker_service.telemetry.monitor import HoldingMonitor
 from locker_service.telemetry.retention import RetentionLoop
+from locker_service.telemetry.site_monitors import SiteMonitors
 from locker_service.timer_loop.loop import TimerLoop
 
 log = logging.getLogger(__name__)
@@ -85,22 +85,11 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
     """Start what the settings enable and hand the story its handles in `ctx`."""
     settings = ctx.settings
     directory = KioskDirectory(ctx.sessionmaker)
-    monitor = HoldingMonitor(
-        floor_c=settings.hold_floor_c,
-        ceiling_c=settings.hold_ceiling_c,
-        grace_s=settings.scaled(settings.hold_floor_grace_s),
-    )
     ingest = TelemetryIngest(
         ctx.engine,
         directory,
-        monitor=monitor,
-        alerts=AlertServiceSink(
-            ctx.sessionmaker,
-            ctx.hub,
-            settings.hold_floor_c,
-            settings.hold_ceiling_c,
-            settings.time_scale,
-        ),
+        monitor=SiteMonitors(settings),  # each site's floor and grace (its food-safety profile)
+        alerts=AlertServiceSink(ctx.sessionmaker, ctx.hub, settings.time_scale),
         lag_observer=TELEMETRY_LAG_S.observe,
     )
     await ingest.start()

@@ -3,6 +3,8 @@
 Telemetry and live updates arrive hundreds of times a second; a kiosk's site never changes
 while it runs, so one query per kiosk per `KIOSK_CACHE_TTL_S` is enough. Unknown kiosk ids are
 remembered as unknown for the same time, so a stranger publishing on our topics costs nothing.
+The site's food-safety profile comes with it (the hot-holding alerts judge by its floor): a
+profile changed with `lockerctl set-food-profile` reaches the alerts within that time.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from locker_service.models import Kiosk
+from locker_service.models import Kiosk, Site
 
 KIOSK_CACHE_TTL_S = 60.0  # a kiosk created with lockerctl is picked up within a minute at worst
 
@@ -22,6 +24,7 @@ KIOSK_CACHE_TTL_S = 60.0  # a kiosk created with lockerctl is picked up within a
 class KioskRef:
     id: int
     site_id: int
+    food_profile: str = "custom"  # its site's (locker_service.foodsafety.profiles)
 
 
 class KioskDirectory:
@@ -37,10 +40,12 @@ class KioskDirectory:
         async with self._sessionmaker() as session:
             row = (
                 await session.execute(
-                    select(Kiosk.id, Kiosk.site_id).where(Kiosk.code == kiosk_code)
+                    select(Kiosk.id, Kiosk.site_id, Site.food_safety_profile)
+                    .join(Site, Site.id == Kiosk.site_id)
+                    .where(Kiosk.code == kiosk_code)
                 )
             ).first()
-        ref = KioskRef(row.id, row.site_id) if row is not None else None
+        ref = KioskRef(row.id, row.site_id, row.food_safety_profile) if row is not None else None
         self._cache[kiosk_code] = (now, ref)
         return ref
 
@@ -60,11 +65,13 @@ class KioskDirectory:
             async with self._sessionmaker() as session:
                 rows = (
                     await session.execute(
-                        select(Kiosk.code, Kiosk.id, Kiosk.site_id).where(Kiosk.code.in_(missing))
+                        select(Kiosk.code, Kiosk.id, Kiosk.site_id, Site.food_safety_profile)
+                        .join(Site, Site.id == Kiosk.site_id)
+                        .where(Kiosk.code.in_(missing))
                     )
                 ).all()
             for row in rows:
-                found[row.code] = KioskRef(row.id, row.site_id)
+                found[row.code] = KioskRef(row.id, row.site_id, row.food_safety_profile)
             for code in missing:
                 self._cache[code] = (now, found.get(code))
         return found

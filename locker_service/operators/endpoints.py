@@ -124,7 +124,7 @@ async def fleet_view(
             offset=offset,
         ),
         now=ctx.clock(),
-        hold_floor_c=settings.hold_floor_c,
+        floors={name: profiles.for_site(settings, name).floor_c for name in profiles.PROFILE_NAMES},
         reminder_after_s=settings.scaled(settings.reminder_after_s),
     )
     return FleetPage(

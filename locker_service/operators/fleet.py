@@ -9,6 +9,7 @@ compartments (and the free ones) of the page's kiosks only. No query per kiosk.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -96,10 +97,12 @@ async def fleet_page(
     query: FleetQuery,
     *,
     now: datetime,
-    hold_floor_c: float,
+    floors: Mapping[str, float],
     reminder_after_s: float,
 ) -> FleetPage:
-    """One page of the fleet, troubled kiosks first; `reminder_after_s` in real seconds."""
+    """One page of the fleet, troubled kiosks first; `floors`: each food-safety profile's
+    floor (a site is judged by its own, unknown names by `custom`'s); `reminder_after_s` in
+    real seconds."""
     overdue = (
         select(Order.compartment_id)
         .where(
@@ -113,13 +116,14 @@ async def fleet_page(
     faulted = or_(
         Compartment.fault.is_not(None), Compartment.state == CompartmentState.FAULTED.value
     )
-    # Below the floor while holding food hot (a setpoint at or above the floor: the telemetry
-    # monitor's notion of holding), or ready and waiting past the purchaser's reminder.
+    # Below its site's floor while holding food hot (a setpoint at or above the floor: the
+    # telemetry monitor's notion of holding), or ready and waiting past the reminder.
+    floor_c = case(floors, value=Site.food_safety_profile, else_=floors["custom"])
     at_risk = or_(
         and_(
             Compartment.state.in_(sorted(FOOD_INSIDE)),
-            Compartment.setpoint_c >= hold_floor_c,
-            Compartment.temp_c < hold_floor_c,
+            Compartment.setpoint_c >= floor_c,
+            Compartment.temp_c < floor_c,
         ),
         overdue.c.compartment_id.is_not(None),
     )
@@ -131,6 +135,8 @@ async def fleet_page(
             func.count().filter(faulted).label("faulted"),
             func.count().filter(at_risk).label("at_risk"),
         )
+        .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
+        .join(Site, Site.id == Kiosk.site_id)
         .outerjoin(overdue, overdue.c.compartment_id == Compartment.id)
         .where(or_(Compartment.fault.is_not(None), Compartment.state.in_(CANDIDATE_STATES)))
         .group_by(Compartment.kiosk_id)

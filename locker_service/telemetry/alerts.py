@@ -14,18 +14,19 @@ from locker_service.telemetry.monitor import Finding
 from locker_service.telemetry.repository import compartment_id_of
 
 
-def describe(finding: Finding, floor_c: float, ceiling_c: float, time_scale: float = 1.0) -> str:
-    """The alert's message; how long is told in story time (the readings' interval times
-    LOCKER_TIME_SCALE), so "for 5 min" is true of the story in a demo run 60 times faster."""
+def describe(finding: Finding, time_scale: float = 1.0) -> str:
+    """The alert's message, with the limit crossed (the site's floor, or the ceiling); how
+    long is told in story time (the readings' interval times LOCKER_TIME_SCALE), so "for
+    5 min" is true of the story in a demo run 60 times faster."""
     where = f"compartment {finding.number} of kiosk {finding.kiosk}"
     reading = f"{finding.temp_c:.1f} °C" if finding.temp_c is not None else "no reading"
     if finding.kind == "below_floor":
         held_s = nominal_s((finding.at - finding.since).total_seconds(), time_scale)
         return (
-            f"{where} has held food below the {floor_c:g} °C floor for {duration(held_s)} "
-            f"(now {reading})"
+            f"{where} has held food below the {finding.limit_c:g} °C floor for "
+            f"{duration(held_s)} (now {reading})"
         )
-    return f"{where} is above the {ceiling_c:g} °C ceiling (now {reading})"
+    return f"{where} is above the {finding.limit_c:g} °C ceiling (now {reading})"
 
 
 class AlertServiceSink:
@@ -35,14 +36,10 @@ class AlertServiceSink:
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         hub: LiveHub | None,
-        floor_c: float,
-        ceiling_c: float,
         time_scale: float = 1.0,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._hub = hub
-        self._floor_c = floor_c
-        self._ceiling_c = ceiling_c
         self._time_scale = time_scale
 
     async def apply(self, findings: Sequence[tuple[Finding, int, int]]) -> None:
@@ -55,7 +52,7 @@ class AlertServiceSink:
                     session,
                     kind=finding.kind,
                     severity="critical",  # food safety (floor) or overheating (ceiling)
-                    message=describe(finding, self._floor_c, self._ceiling_c, self._time_scale),
+                    message=describe(finding, self._time_scale),
                     dedupe_key=finding.dedupe_key,
                     site_id=site_id,
                     kiosk_id=kiosk_id,

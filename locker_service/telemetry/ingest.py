@@ -69,7 +69,8 @@ class TelemetryIngest:
         engine: AsyncEngine,
         directory: KioskDirectory,
         *,
-        monitor: HoldingMonitor | None = None,
+        # One monitor for every kiosk, or the one of each kiosk's site (`SiteMonitors`).
+        monitor: HoldingMonitor | Callable[[KioskRef], HoldingMonitor] | None = None,
         alerts: TemperatureAlerts | None = None,
         flush_interval_s: float = FLUSH_INTERVAL_S,
         batch_rows: int = BATCH_ROWS,
@@ -78,7 +79,9 @@ class TelemetryIngest:
     ) -> None:
         self._engine = engine
         self._directory = directory
-        self._monitor = monitor
+        self._monitor_of: Callable[[KioskRef], HoldingMonitor] | None = (
+            (lambda _ref: monitor) if isinstance(monitor, HoldingMonitor) else monitor
+        )
         self._alerts = alerts
         self._flush_interval_s = flush_interval_s
         self._batch_rows = batch_rows
@@ -176,14 +179,15 @@ class TelemetryIngest:
             stored_at = contract.utcnow()
             for _, telemetry in batch:
                 self._lag_observer((stored_at - telemetry.ts).total_seconds())
-        if self._monitor is not None:
+        if self._monitor_of is not None:
             await self._watch(batch, kiosks)
         return len(rows)
 
     async def _watch(
         self, batch: list[tuple[str, contract.Telemetry]], kiosks: dict[str, KioskRef]
     ) -> None:
-        assert self._monitor is not None
+        monitor_of = self._monitor_of
+        assert monitor_of is not None
         await self._carry_over(batch, kiosks)
         await self._check_food(batch, kiosks)
         findings: list[tuple[Finding, int, int]] = []
@@ -191,8 +195,9 @@ class TelemetryIngest:
             ref = kiosks.get(kiosk_code)
             if ref is None:
                 continue
+            monitor = monitor_of(ref)
             for r in telemetry.readings:
-                for finding in self._monitor.observe(
+                for finding in monitor.observe(
                     kiosk_code, r.n, telemetry.ts, r.temp_c, r.setpoint_c
                 ):
                     findings.append((finding, ref.id, ref.site_id))
@@ -207,16 +212,17 @@ class TelemetryIngest:
     ) -> None:
         """Held compartments whose board dropped the setpoint: is their food still inside?
         (A heater fault drops it with the food behind the door, the floor's worst case.)"""
-        monitor = self._monitor
-        assert monitor is not None
-        asked: dict[tuple[int, int], tuple[str, datetime]] = {}
+        monitor_of = self._monitor_of
+        assert monitor_of is not None
+        asked: dict[tuple[int, int], tuple[str, datetime, HoldingMonitor]] = {}
         for kiosk_code, telemetry in batch:
             ref = kiosks.get(kiosk_code)
             if ref is None:
                 continue
+            monitor = monitor_of(ref)
             for r in telemetry.readings:
                 if monitor.needs_food_check(kiosk_code, r.n, telemetry.ts, r.setpoint_c):
-                    asked.setdefault((ref.id, r.n), (kiosk_code, telemetry.ts))
+                    asked.setdefault((ref.id, r.n), (kiosk_code, telemetry.ts, monitor))
         if not asked:
             return
         try:
@@ -224,38 +230,44 @@ class TelemetryIngest:
         except Exception:  # unknown: keep holding, an alert stays rather than vanishes
             log.exception("could not look up the food in %d compartments", len(asked))
             with_food = set(asked)
-        for (kiosk_id, number), (kiosk_code, ts) in asked.items():
+        for (kiosk_id, number), (kiosk_code, ts, monitor) in asked.items():
             monitor.food_inside(kiosk_code, number, ts, (kiosk_id, number) in with_food)
 
     async def _carry_over(
         self, batch: list[tuple[str, contract.Telemetry]], kiosks: dict[str, KioskRef]
     ) -> None:
         """Compartments this process has not watched yet resume from the database's account."""
-        monitor = self._monitor
-        assert monitor is not None
-        sights: dict[tuple[str, int], FirstSight] = {}
+        monitor_of = self._monitor_of
+        assert monitor_of is not None
+        # By monitor: each site's floor decides what its history says.
+        sights: dict[HoldingMonitor, dict[tuple[str, int], FirstSight]] = {}
         for kiosk_code, telemetry in batch:
             ref = kiosks.get(kiosk_code)
             if ref is None:
                 continue
+            monitor = monitor_of(ref)
+            seen = sights.setdefault(monitor, {})
             for r in telemetry.readings:
                 key = (kiosk_code, r.n)
-                if key in sights or monitor.watches(*key):
+                if key in seen or monitor.watches(*key):
                     continue
                 holding = r.setpoint_c is not None and r.setpoint_c >= monitor.floor_c
                 below = holding and r.temp_c is not None and r.temp_c < monitor.floor_c
-                sights[key] = FirstSight(ref.id, kiosk_code, r.n, telemetry.ts, below)
-        if not sights:
-            return
-        try:
-            carried = await carried_watches(
-                self._engine,
-                list(sights.values()),
-                monitor.floor_c,
-                monitor.floor_c + FLOOR_HYSTERESIS_C,
-            )
-        except Exception:  # the watch then starts afresh, as it would have before
-            log.exception("could not read the temperature history of %d compartments", len(sights))
-            return
-        for (kiosk_code, number), state in carried.items():
-            monitor.carry_over(kiosk_code, number, state)
+                seen[key] = FirstSight(ref.id, kiosk_code, r.n, telemetry.ts, below)
+        for monitor, seen in sights.items():
+            if not seen:
+                continue
+            try:
+                carried = await carried_watches(
+                    self._engine,
+                    list(seen.values()),
+                    monitor.floor_c,
+                    monitor.floor_c + FLOOR_HYSTERESIS_C,
+                )
+            except Exception:  # the watch then starts afresh, as it would have before
+                log.exception(
+                    "could not read the temperature history of %d compartments", len(seen)
+                )
+                continue
+            for (kiosk_code, number), state in carried.items():
+                monitor.carry_over(kiosk_code, number, state)

@@ -44,6 +44,7 @@ class Finding:
     temp_c: float | None
     since: datetime  # when the condition began
     at: datetime  # the reading that decided it
+    limit_c: float  # the floor or the ceiling it crossed (the site's own floor)
 
     @property
     def dedupe_key(self) -> str:
@@ -105,7 +106,8 @@ class HoldingMonitor:
         def finding(
             kind: FindingKind, action: Literal["raise", "resolve"], since: datetime
         ) -> None:
-            findings.append(Finding(kind, action, kiosk, number, temp_c, since, ts))
+            limit = self.floor_c if kind == "below_floor" else self.ceiling_c
+            findings.append(Finding(kind, action, kiosk, number, temp_c, since, ts, limit))
 
         board_holding = self.board_holding(setpoint_c)
         if board_holding and watch.food_checked_at is not None and watch.food_checked_at < ts:

@@ -119,7 +119,9 @@ def test_an_unknown_kind_reads_as_words_not_a_code() -> None:
 
 def test_below_the_floor_for_is_story_time() -> None:
     since = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
-    finding = Finding("below_floor", "raise", "k-1", 3, 52.0, since, since + timedelta(seconds=5))
+    finding = Finding(
+        "below_floor", "raise", "k-1", 3, 52.0, since, since + timedelta(seconds=5), 60.0
+    )
     # At 60x time scale five real seconds of readings are five minutes of the story.
-    assert "below the 60 °C floor for 5 min (now 52.0 °C)" in describe(finding, 60, 80, 60.0)
-    assert "for < 1 min" in describe(finding, 60, 80, 1.0)
+    assert "below the 60 °C floor for 5 min (now 52.0 °C)" in describe(finding, 60.0)
+    assert "for < 1 min" in describe(finding, 1.0)

@@ -12,12 +12,13 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import update
 
 from locker_service.alerts.service import raise_alert
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
-from locker_service.models import Compartment, Kiosk, utcnow
+from locker_service.models import Compartment, Kiosk, Site, utcnow
 from locker_service.sites import service as admin
 from tests.locker_service.world import World, make_ready
 
@@ -155,6 +156,35 @@ async def test_food_waiting_past_the_reminder_is_at_risk(
     service.clock = lambda: utcnow() + timedelta(seconds=reminder_s + 60)
     (lobby,) = (await fleet(app_client, world.operator_token))["kiosks"]
     assert lobby["food_at_risk"] == 1 and lobby["trouble"] is True
+
+
+@pytest.mark.parametrize(
+    ("profile", "setpoint_c", "temp_c", "at_risk"),
+    [("uk-fsa", 68.0, 61.5, 1), ("us-fda", 63.0, 58.0, 0), ("custom", 65.0, 58.0, 1)],
+)
+async def test_food_at_risk_is_judged_by_its_site_s_floor(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    profile: str,
+    setpoint_c: float,
+    temp_c: float,
+    at_risk: int,
+) -> None:
+    """61.5 °C is below uk-fsa's 63 °C floor though above the service's 60 °C; 58 °C is
+    above us-fda's 57 °C though below 60 °C."""
+    async with session_scope(service.sessionmaker) as s:
+        await s.execute(update(Kiosk).where(Kiosk.id == world.kiosk_id).values(online=True))
+        await s.execute(
+            update(Site).where(Site.id == world.site_id).values(food_safety_profile=profile)
+        )
+        await s.execute(
+            update(Compartment)
+            .where(Compartment.kiosk_id == world.kiosk_id, Compartment.number == 2)
+            .values(state="awaiting_pickup", occupied=True, setpoint_c=setpoint_c, temp_c=temp_c)
+        )
+    (lobby,) = (await fleet(app_client, world.operator_token))["kiosks"]
+    assert lobby["food_at_risk"] == at_risk and lobby["trouble"] is bool(at_risk)
 
 
 async def test_each_operator_sees_the_kiosks_of_the_sites_in_scope(

@@ -314,7 +314,7 @@ async def test_floor_alerts_are_raised_once_and_resolved_in_the_alerts_table(
         engine,
         KioskDirectory(sessionmaker),
         monitor=HoldingMonitor(floor_c=60, ceiling_c=80, grace_s=60),
-        alerts=AlertServiceSink(sessionmaker, hub, 60, 80),
+        alerts=AlertServiceSink(sessionmaker, hub),
     )
     t0 = datetime.now(UTC)
     for i in range(0, 130, 10):  # two minutes at 52 °C while holding at 65
@@ -341,6 +341,47 @@ async def test_floor_alerts_are_raised_once_and_resolved_in_the_alerts_table(
     assert states == {"below_floor": "resolved", "above_ceiling": "resolved"}
 
 
+@pytest.mark.parametrize(
+    ("profile", "temp_c", "floor_c"),
+    [("uk-fsa", 61.5, 63.0), ("us-fda", 58.0, 57.0), ("custom", 58.0, 60.0)],
+)
+async def test_each_site_s_alerts_judge_by_its_profile_s_floor(
+    engine: AsyncEngine, profile: str, temp_c: float, floor_c: float
+) -> None:
+    """uk-fsa's 63 °C floor alerts at 61.5 °C, where the service's own 60 °C would not; us-fda's
+    57 °C does not at 58 °C, where 60 °C would; custom is the service's settings."""
+    from locker_service.models import Alert
+    from locker_service.telemetry.alerts import AlertServiceSink
+    from locker_service.telemetry.site_monitors import SiteMonitors
+    from tests.locker_service.conftest import make_settings
+
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    async with sessionmaker() as session, session.begin():
+        site = await session.get(Site, seeded.site_id)
+        assert site is not None
+        site.food_safety_profile = profile
+    settings = make_settings("sqlite+aiosqlite://", hold_floor_grace_s=60.0)
+    ingest = TelemetryIngest(
+        engine,
+        KioskDirectory(sessionmaker),
+        monitor=SiteMonitors(settings),
+        alerts=AlertServiceSink(sessionmaker, LiveHub()),
+    )
+    grace_s = 60.0 if profile == "custom" else 15 * 60.0  # the built-in profiles' door recovery
+    t0 = datetime.now(UTC)
+    for i in range(0, int(grace_s) + 30, 10):  # past the grace, holding at 65
+        ingest.submit(seeded.kiosk_code, telemetry(t0 + timedelta(seconds=i), {3: temp_c}))
+    await ingest.flush()
+    async with sessionmaker() as session:
+        alerts = (await session.scalars(select(Alert))).all()
+    if temp_c >= floor_c:
+        assert alerts == []
+        return
+    [low] = alerts
+    assert low.kind == "below_floor" and f"below the {floor_c:g} °C floor" in low.message
+
+
 async def test_a_heater_fault_with_food_inside_keeps_the_floor_alert_open(
     engine: AsyncEngine,
 ) -> None:
@@ -357,7 +398,7 @@ async def test_a_heater_fault_with_food_inside_keeps_the_floor_alert_open(
         engine,
         KioskDirectory(sessionmaker),
         monitor=HoldingMonitor(floor_c=60, ceiling_c=80, grace_s=60),
-        alerts=AlertServiceSink(sessionmaker, LiveHub(), 60, 80),
+        alerts=AlertServiceSink(sessionmaker, LiveHub()),
     )
 
     async def floor_alerts() -> list[tuple[int | None, str]]:
@@ -415,7 +456,7 @@ async def test_an_alert_left_open_by_a_restart_is_resolved_on_recovery(engine: A
 
     sessionmaker = create_sessionmaker(engine)
     seeded = await seed(sessionmaker)
-    sink = AlertServiceSink(sessionmaker, LiveHub(), 60, 80)
+    sink = AlertServiceSink(sessionmaker, LiveHub())
 
     async def alerts() -> Sequence[Alert]:
         async with sessionmaker() as session:
