@@ -25,6 +25,7 @@ from locker_service.db import create_engine, create_sessionmaker
 from locker_service.haccp.endpoints import router as haccp_router
 from locker_service.kiosks.endpoints import router as kiosk_router
 from locker_service.live import LiveHub
+from locker_service.notifications.webhook_api import router as webhooks_router
 from locker_service.operators.endpoints import router as operator_router
 from locker_service.orders.endpoints import purchaser_router
 from locker_service.orders.endpoints import router as orders_router
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_router)
     app.include_router(telemetry_router)
     app.include_router(haccp_router)
+    app.include_router(webhooks_router)
     install_web(app)
 
     @app.get("/healthz", tags=["health"])

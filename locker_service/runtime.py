@@ -27,6 +27,7 @@ from locker_service.kiosk_link.metrics import MESSAGE_WAIT_S, TELEMETRY_LAG_S
 from locker_service.kiosks.handler import StoryHandler
 from locker_service.live.relay import PgRelay
 from locker_service.metrics import REGISTRY
+from locker_service.notifications.webhooks import WebhookWorker
 from locker_service.notifications.worker import OutboxWorker
 from locker_service.orders.privacy import PrivacyLoop
 from locker_service.telemetry.alerts import AlertServiceSink
@@ -54,6 +55,7 @@ class Runtime:
     timers: TimerLoop | None = None
     leases: LeaseKeeper | None = None
     haccp: SealLoop | None = None  # seals each site's HACCP days (with the timers)
+    webhooks: WebhookWorker | None = None  # merchants' order events
 
     async def stop(self) -> None:
         COLLECTOR.discard(self)
@@ -79,6 +81,8 @@ class Runtime:
             await self.digest.stop()
         if self.outbox is not None:
             await self.outbox.stop()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
 
 
 async def start_runtime(ctx: ServiceContext) -> Runtime:
@@ -130,6 +134,9 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
             outbox = OutboxWorker(ctx.sessionmaker, settings, hub=ctx.hub)
             await outbox.start()
             runtime.outbox = outbox
+            webhooks = WebhookWorker(ctx.sessionmaker, settings)
+            await webhooks.start()
+            runtime.webhooks = webhooks
             if settings.oncall_digest_hour >= 0:
                 digest = DigestLoop(ctx.sessionmaker, settings)
                 await digest.start()

@@ -21,6 +21,7 @@ from locker_service.models.people import (
     operator_sites,
 )
 from locker_service.models.site import Compartment, Kiosk, Site, SiteOncall
+from locker_service.models.webhook import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "Alert",
@@ -46,6 +47,8 @@ __all__ = [
     "TemperatureReading",
     "Timer",
     "UTCDateTime",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "merchant_sites",
     "operator_sites",
     "utcnow",

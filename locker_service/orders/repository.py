@@ -18,6 +18,7 @@ from locker_service.db import rowcount
 from locker_service.errors import Conflict
 from locker_service.lifecycles import save_step
 from locker_service.models import Compartment, Kiosk, Order, OrderEvent, utcnow
+from locker_service.orders import webhooks
 from locker_service.orders.lifecycle import OrderState, OrderTrigger, next_state
 from locker_service.orders.schemas import NOTICE_PREFIX
 
@@ -55,6 +56,9 @@ async def transition(
         trigger.value,
         {"from": expected, "to": new.value, **(detail or {})},
     )
+    event = webhooks.event_of(new.value, values)
+    if event is not None:  # the merchant's webhooks hear of it with the step, or not at all
+        await webhooks.enqueue(session, order, event)
     return new
 
 

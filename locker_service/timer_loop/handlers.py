@@ -39,7 +39,7 @@ from locker_service.models import (
     Timer,
     utcnow,
 )
-from locker_service.orders import outbox
+from locker_service.orders import outbox, webhooks
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import HOLDING, OrderState
 from locker_service.sites import service as sites
@@ -323,6 +323,7 @@ async def reminder(ctx: ServiceContext, timer: Timer) -> datetime | None:
             where=await Story(ctx).where(session, kiosk, c),
             deadline=order.hold_until,
         )
+        await webhooks.enqueue(session, order, "order.reminder_sent")
     return None
 
 

@@ -34,7 +34,9 @@ RENEW_S = 0.2
 # never more per handover. A death: the heartbeat goes stale after the TTL's worth of rounds
 # (four times as many while a kiosk waits for its lease), then the handover's.
 TAKEOVER_ROUNDS = 4 * math.ceil(TTL_S / RENEW_S) + 3
-SHARE_ROUNDS = 25  # a newcomer settles in: the holder sees it, waits for it to listen, frees
+# A newcomer settles in: the holder sees it, waits for it to listen, frees; the newcomer
+# takes. Counted in the rounds both made.
+SHARE_ROUNDS = 25
 
 
 class Subscriptions:
@@ -135,7 +137,7 @@ async def test_two_replicas_share_the_kiosks_as_the_assignment_says_and_hand_ove
         mine = {r: {k for k, o in want.items() if o == r} for r in want.values()}
         assert len(mine) == 2, "12 kiosks all on one of two replicas: pick other ids"
         await within_rounds(
-            first,
+            (first, second),
             SHARE_ROUNDS,
             lambda: (
                 first.held() == mine[first.replica_id] and second.held() == mine[second.replica_id]
@@ -166,7 +168,10 @@ async def test_a_dead_replicas_kiosks_move_after_the_ttl_with_a_new_epoch(
     await second.start()
     try:
         await within_rounds(
-            first, SHARE_ROUNDS, lambda: bool(second.held()), "the second replica holding some"
+            (first, second),
+            SHARE_ROUNDS,
+            lambda: bool(second.held()),
+            "the second replica holding some",
         )
         theirs = set(second.held())
         epochs = {k: second.fence(k).epoch for k in theirs}  # type: ignore[union-attr]

@@ -1,0 +1,230 @@
+"""Merchants' webhooks delivered: signed, at least once, in order per order, with backoff.
+
+Deliveries are rows written with the order's step (`locker_service.orders.webhooks`). A round
+claims the due ones whose earlier deliveries (same endpoint, same order) are all done, so a
+receiver never hears `order.ready` before `order.dropped_off`; a claim is leased
+(`locked_until`) and written back with compare-and-set, so two replicas never both send one.
+
+Signing is Standard Webhooks (standardwebhooks.com): headers `webhook-id` (the message id, the
+same on every retry: the receiver's key for "once"), `webhook-timestamp` (seconds) and
+`webhook-signature` = `v1,` + base64 HMAC-SHA256 of `id.timestamp.body` under the endpoint's
+secret (`whsec_` + base64). During a rotation's overlap both secrets sign, space-separated.
+
+A 2xx is delivered; anything else (a refusal, a redirect, a timeout, an address the target
+policy refuses now) is retried with backoff, and after `webhook_max_attempts` the delivery is
+dead: listed for the merchant, who can have it sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import random
+import secrets
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import exists, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
+
+from locker_service.background import BackgroundLoop
+from locker_service.config import Settings
+from locker_service.contacts.targets import TargetPolicy, TargetRefused, check_urls, resolve
+from locker_service.db import rowcount
+from locker_service.models import WebhookDelivery, WebhookEndpoint, utcnow
+
+log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 50
+SECRET_PREFIX = "whsec_"
+ERROR_LENGTH = 500
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def policy(settings: Settings) -> TargetPolicy:
+    """Where a webhook may post: http(s) to global addresses, or inside the networks the
+    operator allowed (LOCKER_NOTIFY_CONTACT_ALLOWED_NETWORKS)."""
+    return TargetPolicy.of(("https", "http"), settings.notify_contact_allowed_networks)
+
+
+async def check_url(url: str, settings: Settings) -> str:
+    """`url` if a webhook may be registered there; TargetRefused (422) naming why not. Plain
+    http only inside the allowed networks: order events do not cross the internet unencrypted."""
+    rules = policy(settings)
+    await check_urls([url], rules)
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "http":
+        addresses = await resolve(parts.hostname or "")
+        if not addresses or not all(_allowed(a, rules) for a in addresses):
+            raise TargetRefused("a webhook URL must be https", code="webhook_https_required")
+    return url
+
+
+def _allowed(address: str, rules: TargetPolicy) -> bool:
+    """Inside one of the networks the operator allowed (a local receiver)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    return any(ip in network for network in rules.allowed_networks)
+
+
+def backoff_s(settings: Settings, attempts: int) -> float:
+    base = min(
+        settings.webhook_backoff_s * 2 ** max(attempts - 1, 0), settings.webhook_backoff_max_s
+    )
+    return float(base) * random.uniform(0.8, 1.2)
+
+
+class WebhookWorker:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._settings = settings
+        self._policy = policy(settings)
+        self._client = httpx.AsyncClient(
+            timeout=settings.webhook_timeout_s, follow_redirects=False, transport=transport
+        )
+        self.delivered = 0
+        self.failed_attempts = 0
+        self._loop = BackgroundLoop(
+            "webhook-deliveries",
+            self._round,
+            period_s=settings.webhook_poll_s,
+            log=log,
+            failure="webhook delivery round failed",
+        )
+
+    async def start(self) -> None:
+        self._loop.start()
+
+    async def stop(self) -> None:
+        await self._loop.stop()
+        await self._client.aclose()
+
+    async def _round(self) -> bool:
+        return await self.run_once() > 0
+
+    async def run_once(self, now: datetime | None = None) -> int:
+        """Claim the due deliveries that are next in their order and send them; how many."""
+        now = now or utcnow()
+        async with self._sessionmaker() as session, session.begin():
+            claimed = await self._claim(session, now)
+        await asyncio.gather(*(self._send(d, now) for d in claimed))
+        return len(claimed)
+
+    async def _claim(self, session: AsyncSession, now: datetime) -> list[WebhookDelivery]:
+        earlier = aliased(WebhookDelivery)
+        open_states = ("pending", "sending")
+        query = (
+            select(WebhookDelivery)
+            .where(
+                WebhookDelivery.status.in_(open_states),
+                WebhookDelivery.next_attempt_at <= now,
+                or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until <= now),
+                ~exists().where(
+                    earlier.endpoint_id == WebhookDelivery.endpoint_id,
+                    earlier.order_id == WebhookDelivery.order_id,
+                    earlier.id < WebhookDelivery.id,
+                    earlier.status.in_(open_states),
+                ),
+            )
+            .order_by(WebhookDelivery.id)
+            .limit(CLAIM_BATCH)
+        )
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
+        rows = list((await session.scalars(query)).all())
+        lease = now + timedelta(seconds=self._settings.webhook_lease_s)
+        for row in rows:
+            row.status, row.attempts, row.locked_until = "sending", row.attempts + 1, lease
+        await session.flush()
+        return rows
+
+    async def _send(self, delivery: WebhookDelivery, now: datetime) -> None:
+        async with self._sessionmaker() as session:
+            endpoint = await session.get(WebhookEndpoint, delivery.endpoint_id)
+        error: str | None = None
+        if endpoint is None or not endpoint.enabled:
+            await self._finish(delivery, "dead", "the endpoint was removed", now)
+            return
+        body = json.dumps(delivery.payload, separators=(",", ":")).encode()
+        timestamp = int(now.timestamp())
+        keys = [endpoint.secret]
+        if endpoint.previous_secret and endpoint.previous_until and endpoint.previous_until > now:
+            keys.append(endpoint.previous_secret)
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "smart-food-locker-webhooks/1",
+            "webhook-id": delivery.message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": " ".join(
+                signature(k, delivery.message_id, timestamp, body) for k in keys
+            ),
+        }
+        try:
+            await check_urls([endpoint.url], self._policy)  # DNS may have changed since
+            answer = await self._client.post(endpoint.url, content=body, headers=headers)
+            if 200 <= answer.status_code < 300:
+                await self._finish(delivery, "delivered", None, now)
+                return
+            error = f"HTTP {answer.status_code}"
+        except TargetRefused as exc:
+            error = exc.message
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        self.failed_attempts += 1
+        if delivery.attempts >= self._settings.webhook_max_attempts:
+            log.warning(
+                "webhook %s dead after %d attempts: %s",
+                delivery.message_id,
+                delivery.attempts,
+                error,
+            )
+            await self._finish(delivery, "dead", error, now)
+        else:
+            later = now + timedelta(seconds=backoff_s(self._settings, delivery.attempts))
+            await self._finish(delivery, "pending", error, later)
+
+    async def _finish(
+        self, delivery: WebhookDelivery, status: str, error: str | None, at: datetime
+    ) -> None:
+        """Write the outcome, if this claim still holds the row (compare-and-set)."""
+        values: dict[str, object] = {"status": status, "locked_until": None}
+        if status == "delivered":
+            values["delivered_at"] = at
+            values["last_error"] = None
+            self.delivered += 1
+        else:
+            values["last_error"] = (error or "")[:ERROR_LENGTH]
+            if status == "pending":
+                values["next_attempt_at"] = at
+        async with self._sessionmaker() as session, session.begin():
+            result = await session.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == delivery.id,
+                    WebhookDelivery.status == "sending",
+                    WebhookDelivery.attempts == delivery.attempts,
+                )
+                .values(**values)
+            )
+        if rowcount(result) != 1:
+            log.info("webhook %s: another claim took it over", delivery.message_id)

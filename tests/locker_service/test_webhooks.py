@@ -1,0 +1,233 @@
+"""Merchants' webhooks against a real local receiver: each event of an order's story in order,
+signed as Standard Webhooks (checked with the `standardwebhooks` library), at least once with
+backoff while the receiver is down and once per id when it is back, dead letters redelivered,
+secrets rotated with overlap, and only the merchant's own endpoints and deliveries."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from standardwebhooks.webhooks import Webhook
+
+from locker_service.context import ServiceContext
+from locker_service.models import WebhookDelivery, utcnow
+from locker_service.notifications.webhooks import WebhookWorker
+from locker_service.sites import service as admin
+from tests.locker_service.world import World, cycles_have_run, dropped_off, event, token_of
+
+pytestmark = pytest.mark.slow
+
+
+class Receiver:
+    """An HTTP server on this machine that records what is posted and answers `status`."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.status = 204
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                if receiver.status < 300:
+                    receiver.received.append((headers, body))
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/locker"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def events(self) -> list[tuple[str, str]]:
+        return [(h["webhook-id"], json.loads(b)["type"]) for h, b in self.received]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    r.thread.start()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+
+
+async def register(
+    client: httpx.AsyncClient, world: World, url: str, **body: Any
+) -> dict[str, Any]:
+    answer = await client.post(
+        "/api/v1/webhooks", json={"url": url, **body}, headers=world.merchant()
+    )
+    assert answer.status_code == 201, answer.text
+    made: dict[str, Any] = answer.json()
+    return made
+
+
+async def deliver_all(worker: WebhookWorker, at: Any = None) -> None:
+    """Rounds until nothing is due at `at` (each round sends what is next in its order)."""
+    while await worker.run_once(at):
+        pass
+
+
+async def the_story(client: httpx.AsyncClient, world: World, service: ServiceContext) -> str:
+    """An order dropped off, made ready and picked up; its id."""
+    from locker_service.timer_loop.loop import TimerLoop
+
+    order, n = await dropped_off(client, world, service, ref=f"wh-{uuid.uuid4().hex[:6]}")
+    await TimerLoop(service).run_due()
+    cycles_have_run(service)
+    await event(service, world, "disinfection_completed", n)
+    picked = await client.post(
+        "/api/v1/kiosk/pickup",
+        json={"code": (await client.get(f"/api/v1/p/{token_of(order)}")).json()["fallback_code"]},
+        headers=world.kiosk(),
+    )
+    assert picked.status_code == 200, picked.text
+    await event(service, world, "door_opened", n)
+    await event(service, world, "item_removed", n)
+    await event(service, world, "door_closed", n)
+    return str(order["id"])
+
+
+async def test_an_order_s_events_arrive_in_order_signed(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, receiver: Receiver
+) -> None:
+    endpoint = await register(app_client, world, receiver.url)
+    assert endpoint["secret"].startswith("whsec_") and endpoint["events"][0] == "order.dropped_off"
+    order_id = await the_story(app_client, world, service)
+    await deliver_all(WebhookWorker(service.sessionmaker, service.settings))
+
+    assert [t for _, t in receiver.events()] == [
+        "order.dropped_off",
+        "order.ready",
+        "order.picked_up",
+    ]
+    verifier = Webhook(endpoint["secret"])
+    for headers, body in receiver.received:
+        payload = verifier.verify(body, headers)  # raises on a bad signature or timestamp
+        assert (
+            payload["data"]["order_id"] == order_id and payload["data"]["site"] == world.site_code
+        )
+        assert "purchaser" not in json.dumps(payload)  # nobody's name or contact leaves
+    with pytest.raises(Exception, match="No matching signature"):
+        Webhook(endpoint["secret"]).verify(receiver.received[0][1] + b" ", receiver.received[0][0])
+
+
+async def test_a_receiver_down_gets_everything_once_in_order_when_it_is_back(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, receiver: Receiver
+) -> None:
+    await register(app_client, world, receiver.url, events=["order.dropped_off", "order.ready"])
+    worker = WebhookWorker(service.sessionmaker, service.settings)
+    receiver.status = 503
+    await the_story(app_client, world, service)
+    now = utcnow()
+    assert await worker.run_once(now) == 1  # only the first: the second waits its turn
+    assert await worker.run_once(now) == 0  # backing off
+    later = now + timedelta(seconds=service.settings.webhook_backoff_s * 1.3)
+    assert await worker.run_once(later) == 1  # the same one, again
+    receiver.status = 204
+    much_later = later + timedelta(seconds=service.settings.webhook_backoff_s * 3)
+    await deliver_all(worker, much_later)
+    events = receiver.events()
+    assert [t for _, t in events] == ["order.dropped_off", "order.ready"]
+    assert len({i for i, _ in events}) == 2  # once per id
+    async with service.sessionmaker() as session:
+        rows = (await session.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id))).all()
+    assert [(d.status, d.attempts) for d in rows] == [("delivered", 3), ("delivered", 1)]
+
+
+async def test_a_dead_letter_is_listed_and_redelivered_with_its_id(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, receiver: Receiver
+) -> None:
+    await register(app_client, world, receiver.url, events=["order.dropped_off"])
+    settings = service.settings.model_copy(update={"webhook_max_attempts": 2})
+    worker = WebhookWorker(service.sessionmaker, settings)
+    receiver.status = 500
+    await dropped_off(app_client, world, service, ref=f"wh-{uuid.uuid4().hex[:6]}")
+    now = utcnow()
+    await worker.run_once(now)
+    await worker.run_once(now + timedelta(hours=1))
+    dead = (
+        await app_client.get(
+            "/api/v1/webhooks/deliveries", params={"status": "dead"}, headers=world.merchant()
+        )
+    ).json()
+    assert [(d["event_type"], d["attempts"], d["last_error"]) for d in dead] == [
+        ("order.dropped_off", 2, "HTTP 500")
+    ]
+    receiver.status = 200
+    again = await app_client.post(
+        f"/api/v1/webhooks/deliveries/{dead[0]['id']}/redeliver", headers=world.merchant()
+    )
+    assert again.status_code == 200 and again.json()["status"] == "pending"
+    await deliver_all(worker)
+    assert receiver.events() == [(dead[0]["message_id"], "order.dropped_off")]
+    busy = await app_client.post(
+        f"/api/v1/webhooks/deliveries/{dead[0]['id']}/redeliver", headers=world.merchant()
+    )
+    assert busy.status_code == 200  # delivered: it may be sent again on request
+
+
+async def test_a_rotated_secret_signs_beside_the_old_one(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, receiver: Receiver
+) -> None:
+    old = await register(app_client, world, receiver.url, events=["order.dropped_off"])
+    rotated = await app_client.post(
+        f"/api/v1/webhooks/{old['id']}/rotate-secret", headers=world.merchant()
+    )
+    assert rotated.status_code == 200 and rotated.json()["secret"] != old["secret"]
+    await dropped_off(app_client, world, service, ref=f"wh-{uuid.uuid4().hex[:6]}")
+    await deliver_all(WebhookWorker(service.sessionmaker, service.settings))
+    [(headers, body)] = receiver.received
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    Webhook(rotated.json()["secret"]).verify(body, headers)
+    Webhook(old["secret"]).verify(body, headers)  # the receiver that has not switched yet
+
+
+async def test_endpoints_are_checked_and_each_merchant_sees_its_own(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, receiver: Receiver
+) -> None:
+    url = "/api/v1/webhooks"
+    refused = {
+        "http://10.1.2.3/hook": "target_address_not_allowed",  # an internal address
+        "http://93.184.216.34/hook": "webhook_https_required",  # plain http across the internet
+        "ftp://93.184.216.34/hook": "target_scheme_not_allowed",
+    }
+    for bad, code in refused.items():
+        answer = await app_client.post(url, json={"url": bad}, headers=world.merchant())
+        assert answer.status_code == 422 and answer.json()["error"] == code, (bad, answer.text)
+    odd = await app_client.post(
+        url, json={"url": receiver.url, "events": ["order.eaten"]}, headers=world.merchant()
+    )
+    assert odd.status_code == 422 and odd.json()["error"] == "unknown_event_type"
+    mine = await register(app_client, world, receiver.url)
+    async with service.sessionmaker() as session, session.begin():
+        other = await admin.create_merchant(session, "Dumpling House", [world.site_code])
+    theirs = {"X-API-Key": str(other.secret)}
+    assert (await app_client.get(url, headers=theirs)).json() == []
+    gone = await app_client.delete(f"{url}/{mine['id']}", headers=theirs)
+    assert gone.status_code == 404
+    assert (
+        await app_client.post(f"{url}/{mine['id']}/rotate-secret", headers=theirs)
+    ).status_code == 404
+    listed = (await app_client.get(url, headers=world.merchant())).json()
+    assert [e["id"] for e in listed] == [mine["id"]] and "secret" not in listed[0]
+    assert (
+        await app_client.delete(f"{url}/{mine['id']}", headers=world.merchant())
+    ).status_code == 204
+    assert (await app_client.get(url, headers=world.merchant())).json() == []
+    await dropped_off(app_client, world, service, ref=f"wh-{uuid.uuid4().hex[:6]}")
+    async with service.sessionmaker() as session:
+        assert (await session.scalars(select(WebhookDelivery))).all() == []  # nothing queued
