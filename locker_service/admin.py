@@ -382,7 +382,7 @@ def haccp_export(
     else:
         from locker_service.haccp.record import export_text
 
-        path.write_text(export_text(days), encoding="utf-8")
+        path.write_bytes(export_text(days).encode("utf-8"))
     typer.echo(f"wrote {len(days)} day(s) of site {site} to {path}")
 
 
@@ -403,7 +403,7 @@ def haccp_verify(
     problems: list[str] = []
     if file is not None:
         try:
-            days = parse_export(Path(file).read_text(encoding="utf-8"))
+            days = parse_export(Path(file).read_bytes().decode("utf-8"))
         except (OSError, UnicodeDecodeError, ExportError) as exc:
             typer.echo(f"{file}: not a HACCP export: {exc}", err=True)
             raise typer.Exit(1) from None

@@ -4,6 +4,7 @@ downloaded as CSV or PDF (the dashboard's HACCP page)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from datetime import date, datetime
 from typing import Annotated, Literal
@@ -56,16 +57,20 @@ async def haccp_days(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=MAX_RANGE_DAYS)] = 62,
 ) -> HaccpDays:
-    """The site's sealed days (a day is sealed an hour after it ends in the site's time
-    zone), and whether the chain in the database is intact."""
+    """The site's latest sealed days (a day is sealed an hour after it ends in the site's
+    time zone), and whether they are intact: each matches its seal and follows the day before
+    (`lockerctl haccp verify` checks the whole chain)."""
     site = await _site(session, principal, site_id)
-    rows = await session.scalars(
-        select(HaccpDay)
-        .where(HaccpDay.site_id == site_id)
-        .order_by(HaccpDay.day.desc())
-        .limit(limit)
-    )
-    problems = await service.verify_site(session, site_id)
+    rows = (
+        await session.execute(
+            select(HaccpDay.day, HaccpDay.seal, HaccpDay.prev, HaccpDay.lines, HaccpDay.sealed_at)
+            .where(HaccpDay.site_id == site_id)
+            .order_by(HaccpDay.day.desc())
+            .limit(limit)
+        )
+    ).all()
+    first = rows[-1].day if rows else None
+    problems = await service.verify_site(session, site_id, first)
     return HaccpDays(
         site_id=site_id,
         site_code=site.code,
@@ -109,7 +114,8 @@ async def haccp_export(
             "an hour after it ends)",
             code="not_sealed",
         )
-    name = f"haccp-{site.code}-{first}" + (f"-to-{last}" if last != first else "")
+    code = re.sub(r"[^A-Za-z0-9._-]", "_", site.code)  # a header's filename: plain ASCII
+    name = f"haccp-{code}-{first}" + (f"-to-{last}" if last != first else "")
     headers = {"Content-Disposition": f'attachment; filename="{name}.{format}"'}
     if format == "pdf":
         lines = sum(size.lines for size in sizes)
@@ -120,7 +126,9 @@ async def haccp_export(
                 code="pdf_too_large",
             )
         days = await service.sealed_days(session, site_id, first, last)
-        problems = check_chain(days, first_prev=None)
+        # The range checked, and its first day against the seal of the day before it.
+        first_prev = await service.seal_before(session, site_id, days[0].day)
+        problems = check_chain(days, first_prev=first_prev)
         body = await asyncio.to_thread(pdf.render, site.name, days, problems)
         return Response(body, media_type="application/pdf", headers=headers)
     return StreamingResponse(

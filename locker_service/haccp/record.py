@@ -179,19 +179,29 @@ def check_chain(days: Iterable[SealedDay], first_prev: str | None = GENESIS) -> 
     a day missing. `first_prev` None: the run starts mid-chain (an export of a range), so its
     first link is taken as written."""
     problems: list[str] = []
-    before: SealedDay | None = None
+    before: tuple[date, str] | None = None
     for d in days:
-        if seal(d.prev, d.text) != d.seal:
-            problems.append(f"{d.day}: its record does not match its seal (changed after sealing)")
-        if before is None:
-            if first_prev is not None and d.prev != first_prev:
-                problems.append(f"{d.day}: the first day does not start the chain")
-        else:
-            if (d.day - before.day).days != 1:
-                problems.append(f"{d.day}: the days between {before.day} and it are missing")
-            if d.prev != before.seal:
-                problems.append(f"{d.day}: it does not follow {before.day}'s seal")
-        before = d
+        problems += check_day(d, before, first_prev)
+        before = (d.day, d.seal)
+    return problems
+
+
+def check_day(d: SealedDay, before: tuple[date, str] | None, first_prev: str | None) -> list[str]:
+    """What is wrong with one day, given the (day, seal) before it in the run (None: it is
+    the run's first, which must follow `first_prev` unless that is None)."""
+    problems: list[str] = []
+    if seal(d.prev, d.text) != d.seal:
+        problems.append(f"{d.day}: its record does not match its seal (changed after sealing)")
+    if before is None:
+        if first_prev is not None and d.prev != first_prev:
+            what = "start the chain" if first_prev == GENESIS else "follow the day before's seal"
+            problems.append(f"{d.day}: the first day does not {what}")
+        return problems
+    day_before, seal_before = before
+    if (d.day - day_before).days != 1:
+        problems.append(f"{d.day}: the days between {day_before} and it are missing")
+    if d.prev != seal_before:
+        problems.append(f"{d.day}: it does not follow {day_before}'s seal")
     return problems
 
 
@@ -204,8 +214,13 @@ def export_text(days: Iterable[SealedDay]) -> str:
 
 
 def parse_export(text: str) -> list[SealedDay]:
-    """The days of an export file; `ExportError` if it is not one."""
-    lines = text.splitlines(keepends=True)
+    """The days of an export file; `ExportError` if it is not one. Lines end at "\n" alone,
+    as they were counted: a "\r" or a form feed inside a corrective action is text (read the
+    file as bytes, so that no newline translation changes it)."""
+    parts = text.split("\n")
+    lines = [part + "\n" for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])  # a last line without its break: kept as it is
     days: list[SealedDay] = []
     i = 0
     while i < len(lines):

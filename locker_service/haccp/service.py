@@ -31,7 +31,7 @@ from locker_service.haccp.record import (
     DayText,
     SealedDay,
     cell,
-    check_chain,
+    check_day,
     quoted,
     seal,
 )
@@ -86,11 +86,14 @@ class Bounds:
     def of(cls, day: date, zone: ZoneInfo) -> Bounds:
         start = datetime.combine(day, time(), zone)
         end = datetime.combine(day + timedelta(days=1), time(), zone)
-        first, last = start.utcoffset(), (end - timedelta(microseconds=1)).utcoffset()
-        fixed = timezone(first) if first is not None and first == last else None
-        return cls(
-            day, zone, start.astimezone(ZoneInfo("UTC")), end.astimezone(ZoneInfo("UTC")), fixed
-        )
+        utc_start, utc_end = start.astimezone(ZoneInfo("UTC")), end.astimezone(ZoneInfo("UTC"))
+        # A day of 24 hours whose offset is the same at both ends has no clock change in it
+        # (a change at midnight makes a 23- or 25-hour day; wall-clock arithmetic near it, as
+        # `end - 1 µs` would be, lands on the wrong side of a repeated hour).
+        first, last = start.utcoffset(), end.utcoffset()
+        same = first is not None and first == last and utc_end - utc_start == timedelta(days=1)
+        fixed = timezone(first) if same and first is not None else None
+        return cls(day, zone, utc_start, utc_end, fixed)
 
     def local(self, at: datetime | None) -> str | None:
         """`at` in the site's time, with its offset."""
@@ -248,20 +251,22 @@ async def _alerts(
     kiosks: dict[int, str],
     places: dict[int, tuple[str, int]],
 ) -> None:
-    raised = await session.scalars(
+    """The alerts open at any time of the day (one raised before it and resolved after is on
+    each day it spans), each with what the day knew of it: its resolution and the corrective
+    action if they came before the day's end. An action recorded today on an alert that was
+    no longer open today is an `action` row."""
+    active = and_(
+        Alert.raised_at < b.end, or_(Alert.resolved_at.is_(None), Alert.resolved_at >= b.start)
+    )
+    acted_today = and_(Alert.action_at >= b.start, Alert.action_at < b.end)
+    found = await session.scalars(
         select(Alert)
-        .where(
-            Alert.site_id == site_id,
-            Alert.kind.in_(HACCP_ALERTS),
-            or_(
-                and_(Alert.raised_at >= b.start, Alert.raised_at < b.end),
-                and_(Alert.action_at >= b.start, Alert.action_at < b.end),
-            ),
-        )
+        .where(Alert.site_id == site_id, Alert.kind.in_(HACCP_ALERTS), or_(active, acted_today))
         .order_by(Alert.raised_at, Alert.id)
     )
-    for a in raised:
-        if a.raised_at < b.start:  # an earlier day's alert, acted on today
+    for a in found:
+        was_open = a.raised_at < b.end and (a.resolved_at is None or a.resolved_at >= b.start)
+        if not was_open:  # an earlier day's alert, acted on today
             record.add(
                 "action",
                 (
@@ -275,6 +280,7 @@ async def _alerts(
             )
             continue
         kiosk, number = places.get(a.compartment_id or -1, (kiosks.get(a.kiosk_id or -1, ""), None))
+        acted = a.action_at is not None and a.action_at < b.end
         record.add(
             "excursion",
             (
@@ -284,10 +290,10 @@ async def _alerts(
                 a.kind,
                 a.severity,
                 a.message,
-                b.local(a.resolved_at),
-                a.corrective_action,
-                a.action_by,
-                b.local(a.action_at),
+                b.local(a.resolved_at) if a.resolved_at and a.resolved_at < b.end else None,
+                a.corrective_action if acted else None,
+                a.action_by if acted else None,
+                b.local(a.action_at) if acted else None,
             ),
         )
 
@@ -328,24 +334,27 @@ async def _orders(
     site_id: int,
     places: dict[int, tuple[str, int]],
 ) -> None:
-    """Orders whose food was in a compartment that day: dropped off, or ended, that day."""
+    """Orders whose food was in a compartment at any time of the day: dropped off before its
+    end and not ended before its start (an order held across several days is on each)."""
     ended_at = func.coalesce(Order.picked_up_at, Order.closed_at)
     held = await session.scalars(
         select(Order)
         .where(
             Order.site_id == site_id,
             Order.deposited_at.is_not(None),
-            or_(
-                and_(Order.deposited_at >= b.start, Order.deposited_at < b.end),
-                and_(ended_at >= b.start, ended_at < b.end),
-            ),
+            Order.deposited_at < b.end,
+            or_(ended_at.is_(None), ended_at >= b.start),
         )
         .order_by(Order.deposited_at, Order.id)
     )
     for o in held:
         kiosk, number = places.get(o.compartment_id or -1, ("", None))
         end = o.picked_up_at or o.closed_at
-        outcome = o.state if o.state in ENDED else f"{o.state} (still held)"
+        # What the day saw: an order that ended after it was still held at its end.
+        ended = end is not None and end < b.end and o.state in ENDED
+        before_end = [
+            t if t is not None and t < b.end else None for t in (o.ready_at, o.food_unsafe_at)
+        ]
         record.add(
             "order",
             (
@@ -354,12 +363,12 @@ async def _orders(
                 number,
                 b.local(o.cooked_at),
                 b.local(o.deposited_at),
-                b.local(o.ready_at),
+                b.local(before_end[0]),
                 b.local(o.food_deadline),
-                b.local(end),
-                outcome,
-                b.local(o.food_unsafe_at),
-                o.failure_reason,
+                b.local(end) if ended else None,
+                o.state if ended else "held at the day's end",
+                b.local(before_end[1]),
+                o.failure_reason if ended else None,
             ),
         )
 
@@ -438,7 +447,10 @@ async def seal_due(
         site_ids = list(await session.scalars(select(Site.id).order_by(Site.id)))
     sealed = 0
     for site_id in site_ids:
-        sealed += await _seal_site(sessionmaker, settings, site_id, now, stopping)
+        try:
+            sealed += await _seal_site(sessionmaker, settings, site_id, now, stopping)
+        except Exception:  # the next round tries again; the other sites go on meanwhile
+            log.exception("HACCP: sealing site %s failed", site_id)
     return sealed
 
 
@@ -504,9 +516,50 @@ async def sealed_days(
     return [SealedDay(d.day, d.text, d.prev, d.seal) for d in await session.scalars(query)]
 
 
-async def verify_site(session: AsyncSession, site_id: int) -> list[str]:
-    """What is wrong with the site's whole chain in the database (each problem names its day)."""
-    return check_chain(await sealed_days(session, site_id))
+async def seal_before(session: AsyncSession, site_id: int, day: date) -> str:
+    """The seal `day` must follow: the last sealed day's before it, else the chain's start."""
+    found = await session.scalar(
+        select(HaccpDay.seal)
+        .where(HaccpDay.site_id == site_id, HaccpDay.day < day)
+        .order_by(HaccpDay.day.desc())
+        .limit(1)
+    )
+    return found or GENESIS
+
+
+async def verify_site(
+    session: AsyncSession, site_id: int, first: date | None = None, now: datetime | None = None
+) -> list[str]:
+    """What is wrong with the site's chain in the database from `first` (default: all of it),
+    each problem naming its day. Day by day: one day's text in memory at a time (a large
+    site's is 100 MB), hashed off the event loop. A chain left empty though the site has
+    records due (a TRUNCATE by the database's owner) is a problem too."""
+    rows = (
+        await session.execute(
+            select(HaccpDay.id, HaccpDay.day)
+            .where(HaccpDay.site_id == site_id, *([HaccpDay.day >= first] if first else []))
+            .order_by(HaccpDay.day)
+        )
+    ).all()
+    if not rows and first is None:
+        site = await session.get(Site, site_id)
+        begun = await _first_day(session, site, _zone(site)) if site else None
+        if site and begun and begun <= last_due_day(_zone(site), now or utcnow()):
+            return [f"{begun}: no day is sealed, though the site has records since then"]
+        return []
+    problems: list[str] = []
+    before: tuple[date, str] | None = None
+    first_prev = await seal_before(session, site_id, rows[0].day) if rows else GENESIS
+    for row in rows:
+        day = (
+            await session.execute(
+                select(HaccpDay.text, HaccpDay.prev, HaccpDay.seal).where(HaccpDay.id == row.id)
+            )
+        ).one()
+        sealed = SealedDay(row.day, day.text, day.prev, day.seal)
+        problems += await asyncio.to_thread(check_day, sealed, before, first_prev)
+        before = (row.day, sealed.seal)
+    return problems
 
 
 async def verify_all(session: AsyncSession) -> dict[str, list[str]]:

@@ -47,6 +47,11 @@ def upgrade() -> None:
             "CREATE TRIGGER haccp_days_append_only BEFORE UPDATE OR DELETE ON haccp_days "
             "FOR EACH ROW EXECUTE FUNCTION haccp_days_append_only()"
         )
+        # TRUNCATE fires no row trigger: refused on its own.
+        op.execute(
+            "CREATE TRIGGER haccp_days_no_truncate BEFORE TRUNCATE ON haccp_days "
+            "FOR EACH STATEMENT EXECUTE FUNCTION haccp_days_append_only()"
+        )
     else:
         for what in ("UPDATE", "DELETE"):
             op.execute(
@@ -57,6 +62,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER haccp_days_no_truncate ON haccp_days")
         op.execute("DROP TRIGGER haccp_days_append_only ON haccp_days")
         op.execute("DROP FUNCTION haccp_days_append_only()")
     op.drop_table("haccp_days")

@@ -153,3 +153,31 @@ def test_a_cell_made_by_hand_is_what_the_csv_writer_writes(value: str) -> None:
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerow(["x", value])
     assert f"x,{quoted(value)}\n" == out.getvalue()
+
+
+def test_control_characters_in_free_text_survive_an_export_byte_for_byte() -> None:
+    """A corrective action typed with a carriage return, a form feed, a line or paragraph
+    separator: lines are counted and split at "\\n" alone, so the intact file verifies."""
+    record = DayText(D0)
+    record.add("site", ("hq", "Tower A", "UTC", "custom", 60.0, 65.0, str(D0)))
+    for i, text in enumerate(["a\rb", "c\x0cd", "e\x85f", "g\u2028h", "i\r\nj", "k\nl"]):
+        record.add("action", (f"{D0}T0{i}:00:00+00:00", "below_floor", "m", text, "o", None))
+    text = record.text()
+    days = [SealedDay(D0, text, GENESIS, seal(GENESIS, text))]
+    exported = export_text(days)
+    assert parse_export(exported) == days and check_chain(parse_export(exported)) == []
+    # The last line's break removed: a change like any other.
+    assert check_chain(parse_export(exported[:-1])) != []
+
+
+def test_a_clock_change_at_midnight_stamps_the_day_s_last_hour_on_its_own_date() -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from locker_service.haccp.service import Bounds
+
+    cairo = Bounds.of(date(2026, 10, 29), ZoneInfo("Africa/Cairo"))  # 24:00 falls back to 23:00
+    assert cairo.end - cairo.start == timedelta(hours=25) and cairo.fixed is None
+    last = cairo.end - timedelta(minutes=1)
+    assert cairo.local(last) == "2026-10-29T23:59:00+02:00"
+    assert cairo.local(datetime(2026, 10, 28, 22, 30, tzinfo=UTC)) == "2026-10-29T01:30:00+03:00"
