@@ -173,6 +173,9 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_poll_s: float = Field(default=0.5, gt=0)
     webhook_lease_s: float = Field(default=60.0, gt=0)  # a send taking longer is retried
+    # Comma-separated CIDR networks a merchant's webhook may reach although they are not global
+    # (and where plain http is allowed), e.g. "127.0.0.1/32" for a receiver on this machine.
+    webhook_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Temperature readings older than this are deleted (wall-clock days, not scaled).
     telemetry_retention_days: float = Field(default=30.0, gt=0)
     # A purchaser's name and contact are blanked this long after her order ended (ADR 0067).
@@ -196,6 +199,7 @@ class Settings(BaseSettings):
     @field_validator(
         "notify_contact_schemes",
         "notify_contact_allowed_networks",
+        "webhook_allowed_networks",
         "oncall_schemes",
         mode="before",
     )
@@ -205,7 +209,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("notify_contact_allowed_networks")
+    @field_validator("notify_contact_allowed_networks", "webhook_allowed_networks")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
         for network in value:

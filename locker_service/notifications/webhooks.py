@@ -26,8 +26,8 @@ import json
 import logging
 import random
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import exists, or_, select, update
@@ -36,7 +36,7 @@ from sqlalchemy.orm import aliased
 
 from locker_service.background import BackgroundLoop
 from locker_service.config import Settings
-from locker_service.contacts.targets import TargetPolicy, TargetRefused, check_urls, resolve
+from locker_service.contacts.targets import Resolver, TargetPolicy, TargetRefused, resolve
 from locker_service.db import rowcount
 from locker_service.models import WebhookDelivery, WebhookEndpoint, utcnow
 
@@ -58,28 +58,61 @@ def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
 
 
 def policy(settings: Settings) -> TargetPolicy:
-    """Where a webhook may post: http(s) to global addresses, or inside the networks the
-    operator allowed (LOCKER_NOTIFY_CONTACT_ALLOWED_NETWORKS)."""
-    return TargetPolicy.of(("https", "http"), settings.notify_contact_allowed_networks)
+    """Where a merchant's webhook may post: global addresses, or inside the networks the
+    operator allowed merchants (LOCKER_WEBHOOK_ALLOWED_NETWORKS, empty by default: not the
+    contact URLs' networks, which are the operator's own receivers)."""
+    return TargetPolicy.of(("https", "http"), settings.webhook_allowed_networks)
 
 
-async def check_url(url: str, settings: Settings) -> str:
-    """`url` if a webhook may be registered there; TargetRefused (422) naming why not. Plain
-    http only inside the allowed networks: order events do not cross the internet unencrypted."""
-    rules = policy(settings)
-    await check_urls([url], rules)
-    parts = urlsplit(url)
-    if parts.scheme.lower() == "http":
-        addresses = await resolve(parts.hostname or "")
-        if not addresses or not all(_allowed(a, rules) for a in addresses):
-            raise TargetRefused("a webhook URL must be https", code="webhook_https_required")
-    return url
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one send connects: the checked address, with the URL's host for the `Host`
+    header and TLS (the name is not looked up again: a second answer could point inside)."""
+
+    url: str  # with the address in place of the host
+    host: str  # the Host header
+    server_name: str  # TLS: the certificate must be the URL's host's
+
+
+async def target(url: str, rules: TargetPolicy, resolver: Resolver = resolve) -> Target:
+    """The address a send to `url` connects to, checked now; TargetRefused (422) why not:
+    a URL httpx cannot send to, no address at all (refused, not let through), an internal
+    address, plain http outside the allowed networks."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise TargetRefused(f"not a webhook URL: {exc}", code="target_invalid") from None
+    [host] = rules.hosts(url)  # the scheme is on the list, the host is named
+    addresses = await resolver(host)
+    if not addresses:
+        raise TargetRefused(f"webhook host {host!r} has no address", code="target_invalid")
+    refused = rules.refused_address(addresses)
+    if refused is not None:
+        raise TargetRefused(
+            f"webhook host {host!r} is an internal address ({refused})",
+            code="target_address_not_allowed",
+        )
+    if parsed.scheme == "http" and not all(_allowed(a, rules) for a in addresses):
+        raise TargetRefused("a webhook URL must be https", code="webhook_https_required")
+    address = addresses[0]
+    port = f":{parsed.port}" if parsed.port else ""
+    return Target(str(parsed.copy_with(host=address)), f"{parsed.host}{port}", host)
 
 
 def _allowed(address: str, rules: TargetPolicy) -> bool:
-    """Inside one of the networks the operator allowed (a local receiver)."""
+    """Inside one of the networks the operator allowed merchants (a local receiver)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     return any(ip in network for network in rules.allowed_networks)
+
+
+async def check_url(url: str, settings: Settings) -> str:
+    """`url` if a webhook may be registered there now; TargetRefused (422) naming why not."""
+    if len(url) > 2000:
+        raise TargetRefused("a webhook URL is at most 2,000 characters", code="target_invalid")
+    await target(url, policy(settings))
+    return url
 
 
 def backoff_s(settings: Settings, attempts: int) -> float:
@@ -180,15 +213,27 @@ class WebhookWorker:
             ),
         }
         try:
-            await check_urls([endpoint.url], self._policy)  # DNS may have changed since
-            answer = await self._client.post(endpoint.url, content=body, headers=headers)
-            if 200 <= answer.status_code < 300:
+            # The whole exchange bounded (a receiver trickling its answer a byte at a time
+            # holds no round), its body never read.
+            async with asyncio.timeout(self._settings.webhook_timeout_s):
+                to = await target(endpoint.url, self._policy)  # DNS may have changed since
+                async with self._client.stream(
+                    "POST",
+                    to.url,
+                    content=body,
+                    headers={**headers, "host": to.host},
+                    extensions={"sni_hostname": to.server_name},
+                ) as answer:
+                    status = answer.status_code
+            if 200 <= status < 300:
                 await self._finish(delivery, "delivered", None, now)
                 return
-            error = f"HTTP {answer.status_code}"
+            error = f"HTTP {status}"
         except TargetRefused as exc:
             error = exc.message
-        except httpx.HTTPError as exc:
+        except TimeoutError:
+            error = f"no answer within {self._settings.webhook_timeout_s:g} s"
+        except Exception as exc:  # anything else: a failed attempt, never a stuck row
             error = f"{type(exc).__name__}: {exc}"
         self.failed_attempts += 1
         if delivery.attempts >= self._settings.webhook_max_attempts:

@@ -51,9 +51,12 @@ def _when(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-async def enqueue(session: AsyncSession, order: Order, event_type: str) -> int:
+async def enqueue(
+    session: AsyncSession, order: Order, event_type: str, key: str | None = None
+) -> int:
     """Queue `event_type` of `order` (as it now is) for each endpoint of its merchant that
-    wants it; how many deliveries were queued."""
+    wants it; how many deliveries were queued. `key`: what makes this event once (a timer's
+    id), so a retried timer queues nothing twice: its message ids are derived from it."""
     endpoints = (
         await session.scalars(
             select(WebhookEndpoint).where(
@@ -84,13 +87,25 @@ async def enqueue(session: AsyncSession, order: Order, event_type: str) -> int:
         "picked_up_at": _when(order.picked_up_at),
         "closed_at": _when(order.closed_at),
         "reason": order.failure_reason,
+        "version": order.version,  # grows with every step: a redelivered event is told apart
     }
+    queued = 0
     for endpoint in wanted:
+        if key is None:
+            message_id = f"msg_{uuid.uuid4().hex}"
+        else:
+            name = f"{order.id}/{event_type}/{key}/{endpoint.id}"
+            message_id = f"msg_{uuid.uuid5(uuid.NAMESPACE_URL, name).hex}"
+            if await session.scalar(
+                select(WebhookDelivery.id).where(WebhookDelivery.message_id == message_id)
+            ):
+                continue  # queued by an earlier run of the same timer
+        queued += 1
         session.add(
             WebhookDelivery(
                 endpoint_id=endpoint.id,
                 order_id=order.id,
-                message_id=f"msg_{uuid.uuid4().hex}",
+                message_id=message_id,
                 event_type=event_type,
                 payload={"type": event_type, "timestamp": now.isoformat(), "data": data},
                 status="pending",
@@ -99,4 +114,4 @@ async def enqueue(session: AsyncSession, order: Order, event_type: str) -> int:
                 created_at=now,
             )
         )
-    return len(wanted)
+    return queued

@@ -316,6 +316,11 @@ async def reminder(ctx: ServiceContext, timer: Timer) -> datetime | None:
     if order is None or c is None or kiosk is None or order.state != OrderState.READY:
         return None
     async with session_scope(ctx.sessionmaker) as session:
+        # Read again, locked: a pickup committing meanwhile either comes first (no reminder)
+        # or waits for this transaction (its event after the reminder's).
+        order = await session.scalar(select(Order).where(Order.id == order.id).with_for_update())
+        if order is None or order.state != OrderState.READY:
+            return None
         await outbox.enqueue(
             session,
             order,
@@ -323,7 +328,7 @@ async def reminder(ctx: ServiceContext, timer: Timer) -> datetime | None:
             where=await Story(ctx).where(session, kiosk, c),
             deadline=order.hold_until,
         )
-        await webhooks.enqueue(session, order, "order.reminder_sent")
+        await webhooks.enqueue(session, order, "order.reminder_sent", key=f"timer-{timer.id}")
     return None
 
 

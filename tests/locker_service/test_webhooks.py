@@ -120,9 +120,12 @@ async def test_an_order_s_events_arrive_in_order_signed(
         assert (
             payload["data"]["order_id"] == order_id and payload["data"]["site"] == world.site_code
         )
-        assert "purchaser" not in json.dumps(payload)  # nobody's name or contact leaves
+        sent = json.dumps(payload)
+        assert "Mia" not in sent and "127.0.0.1:9" not in sent  # her name and contact stay
     with pytest.raises(Exception, match="No matching signature"):
         Webhook(endpoint["secret"]).verify(receiver.received[0][1] + b" ", receiver.received[0][0])
+    versions = [json.loads(b)["data"]["version"] for _, b in receiver.received]
+    assert versions == sorted(versions) and len(set(versions)) == 3
 
 
 async def test_a_receiver_down_gets_everything_once_in_order_when_it_is_back(
@@ -174,10 +177,22 @@ async def test_a_dead_letter_is_listed_and_redelivered_with_its_id(
     assert again.status_code == 200 and again.json()["status"] == "pending"
     await deliver_all(worker)
     assert receiver.events() == [(dead[0]["message_id"], "order.dropped_off")]
+    again = await app_client.post(
+        f"/api/v1/webhooks/deliveries/{dead[0]['id']}/redeliver", headers=world.merchant()
+    )
+    assert again.status_code == 200  # delivered: it may be sent again on request
     busy = await app_client.post(
         f"/api/v1/webhooks/deliveries/{dead[0]['id']}/redeliver", headers=world.merchant()
     )
-    assert busy.status_code == 200  # delivered: it may be sent again on request
+    assert busy.status_code == 409 and busy.json()["error"] == "not_finished"  # on its way
+    async with service.sessionmaker() as session, session.begin():
+        other = await admin.create_merchant(session, "Dumpling House", [world.site_code])
+    theirs = {"X-API-Key": str(other.secret)}
+    assert (await app_client.get("/api/v1/webhooks/deliveries", headers=theirs)).json() == []
+    stranger = await app_client.post(
+        f"/api/v1/webhooks/deliveries/{dead[0]['id']}/redeliver", headers=theirs
+    )
+    assert stranger.status_code == 404
 
 
 async def test_a_rotated_secret_signs_beside_the_old_one(
@@ -204,6 +219,8 @@ async def test_endpoints_are_checked_and_each_merchant_sees_its_own(
         "http://10.1.2.3/hook": "target_address_not_allowed",  # an internal address
         "http://93.184.216.34/hook": "webhook_https_required",  # plain http across the internet
         "ftp://93.184.216.34/hook": "target_scheme_not_allowed",
+        "https://no-such-host.invalid/hook": "target_invalid",  # no address: refused, not let by
+        "https://exa\u00admple.com/a": "target_invalid",  # not a URL httpx could send to
     }
     for bad, code in refused.items():
         answer = await app_client.post(url, json={"url": bad}, headers=world.merchant())
@@ -231,3 +248,55 @@ async def test_endpoints_are_checked_and_each_merchant_sees_its_own(
     await dropped_off(app_client, world, service, ref=f"wh-{uuid.uuid4().hex[:6]}")
     async with service.sessionmaker() as session:
         assert (await session.scalars(select(WebhookDelivery))).all() == []  # nothing queued
+
+
+async def test_the_send_connects_to_the_address_checked_with_the_url_s_host(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, receiver: Receiver
+) -> None:
+    """The name is resolved once, checked, and connected to by address: a second answer of the
+    DNS (rebinding to an internal address) is never asked for. The receiver still sees its
+    own host name."""
+    port = receiver.server.server_address[1]
+    await register(app_client, world, f"http://localhost:{port}/hooks", events=["order.cancelled"])
+    made = await app_client.post(
+        "/api/v1/orders", json=world.order_body(), headers=world.merchant()
+    )
+    cancelled = await app_client.post(
+        f"/api/v1/orders/{made.json()['id']}/cancel", headers=world.merchant()
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    await deliver_all(WebhookWorker(service.sessionmaker, service.settings))
+    [(headers, body)] = receiver.received
+    assert headers["host"] == f"localhost:{port}" and json.loads(body)["type"] == "order.cancelled"
+
+
+async def test_a_reminder_is_one_event_however_often_its_timer_runs(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, receiver: Receiver
+) -> None:
+    from locker_service.models import Timer
+    from locker_service.timer_loop import handlers
+    from locker_service.timers.service import TimerKind
+    from tests.locker_service.world import make_ready
+
+    await register(app_client, world, receiver.url, events=["order.reminder_sent"])
+    order, _ = await make_ready(app_client, world, service)
+    async with service.sessionmaker() as session:
+        timer = await session.scalar(
+            select(Timer).where(
+                Timer.order_id == uuid.UUID(str(order["id"])),
+                Timer.kind == TimerKind.REMINDER.value,
+            )
+        )
+    assert timer is not None
+    await handlers.reminder(service, timer)
+    await handlers.reminder(service, timer)  # retried after a crash: nothing twice
+    await deliver_all(WebhookWorker(service.sessionmaker, service.settings))
+    assert [t for _, t in receiver.events()] == ["order.reminder_sent"]
+
+
+def test_an_expiry_of_unsafe_food_is_its_own_event() -> None:
+    from locker_service.orders.webhooks import event_of
+
+    assert event_of("expired", {"food_unsafe_at": utcnow()}) == "order.food_unsafe"
+    assert event_of("expired", {"closed_at": utcnow()}) == "order.expired"
+    assert event_of("disinfecting", {}) is None  # a step inside the story, not the merchant's
