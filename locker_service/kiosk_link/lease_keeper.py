@@ -345,8 +345,13 @@ class LeaseKeeper:
         self._wake.set()
 
     async def _cancel(self) -> None:
+        """End the loop between rounds, never inside one: a round cancelled mid-transaction
+        can leave its connection open with the transaction's locks (on SQLite, the database's
+        one write lock: every other writer then waits out its busy timeout)."""
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        async with self._lock:  # a round under way ends first
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

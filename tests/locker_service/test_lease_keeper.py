@@ -287,3 +287,33 @@ async def test_a_takeover_waits_for_the_holders_transaction_in_flight(
         await holder.stop()
     finally:
         await engine.dispose()
+
+
+async def test_a_halt_lets_the_round_under_way_end_and_never_cancels_it_mid_transaction(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """A round cancelled inside its transaction can leave the connection open with its locks
+    (on SQLite the one write lock, and every other writer then waits out its busy timeout):
+    a halt or a stop ends the loop between rounds."""
+    await make_kiosks(sessionmaker, 1)
+    k = keeper(sessionmaker, "halting")
+    await k.start()
+    inside, go, ended = asyncio.Event(), asyncio.Event(), []
+    real_round = k._round
+
+    async def slow_round() -> None:
+        inside.set()
+        await go.wait()  # the round's transaction would be open here
+        await real_round()
+        ended.append(True)
+
+    k._round = slow_round  # type: ignore[method-assign]
+    k.wake()
+    await inside.wait()
+    halting = asyncio.create_task(k.halt())
+    for _ in range(20):  # the halt waits for the round, however many turns it is given
+        await asyncio.sleep(0)
+    assert not halting.done()
+    go.set()
+    await halting
+    assert ended == [True]
