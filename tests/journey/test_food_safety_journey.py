@@ -29,6 +29,9 @@ STEP_WAIT_S = 60.0  # a command or a report on two busy cores
 UNSAFE_WAIT_S = 120.0  # the 30 s silence limit, the food check's period, and a busy machine
 
 
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "food-safety"
+
+
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Up]:
     up = Up(tmp_path / "var", kiosks=1, time_scale=TIME_SCALE)
@@ -37,6 +40,8 @@ def up(tmp_path: Path) -> Iterator[Up]:
         yield up
     finally:
         up.kill()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)  # what every part said, for a failure
+        (ARTIFACTS / "lockerctl-up.log").write_text(up.output + "\n")
 
 
 def set_profile(up: Up, site: str, profile: str) -> None:
