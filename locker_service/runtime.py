@@ -146,7 +146,7 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
             await timers.start()
             runtime.timers = timers
             ctx.timers = timers
-            haccp = SealLoop(settings)
+            haccp = SealLoop(settings, ctx.sessionmaker)
             await haccp.start()
             runtime.haccp = haccp
     except BaseException:

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from locker_service.background import BackgroundLoop
 from locker_service.config import Settings
-from locker_service.db import create_engine, create_sessionmaker, session_scope
+from locker_service.db import create_engine, create_sessionmaker, normalise_url, session_scope
 from locker_service.haccp.record import (
     GENESIS,
     DayText,
@@ -574,12 +574,16 @@ class SealLoop:
     """Seals the due days of every site, every ten minutes (a new day is due an hour after it
     ends; a service that was down seals the days it missed, in order).
 
-    In a thread of its own, with its own event loop and connections: a large site's day is a
-    million and more minutes to read and write out, seconds of work that must not hold up the
-    kiosks' messages on the service's loop. A stop lets the day under way finish."""
+    On PostgreSQL in a thread of its own, with its own event loop and connections: a large
+    site's day is a million and more minutes to read and write out, seconds of work that must
+    not hold up the kiosks' messages on the service's loop. On SQLite (one process, a few
+    kiosks) on the service's loop and connections: a second connection would only queue for
+    the database's one write lock. A stop lets the day under way finish."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._settings = settings
+        self._sessionmaker = sessionmaker
+        self._threaded = normalise_url(settings.database_url).get_backend_name() != "sqlite"
         self._stopping = threading.Event()
         self._loop = BackgroundLoop(
             "haccp-seal",
@@ -598,7 +602,9 @@ class SealLoop:
         await self._loop.stop()
 
     async def seal_now(self) -> int:
-        """A round now, as the loop runs it (in its thread); the days sealed."""
+        """A round now, as the loop runs it; the days sealed."""
+        if not self._threaded:
+            return await seal_due(self._sessionmaker, self._settings, utcnow(), self._stopping)
         return await asyncio.to_thread(asyncio.run, self._seal())
 
     async def _round(self) -> bool:

@@ -382,10 +382,11 @@ async def test_a_pdf_too_long_to_read_is_refused_for_the_csv(
     assert csv.status_code == 200 and csv.text.count("#day,") == 1
 
 
-async def test_the_running_service_seals_the_days_due_in_a_thread_of_its_own(
+async def test_the_running_service_seals_the_days_due(
     database_url: str,
 ) -> None:
-    """The timers' replica seals at start and every ten minutes, off the service's loop."""
+    """The timers' replica seals at start and every ten minutes (on PostgreSQL in a thread
+    of its own, off the service's loop)."""
     from locker_service.main import create_app
     from tests.locker_service.conftest import make_settings
     from tests.locker_service.world import seed

@@ -268,6 +268,8 @@ def test_courier_purchaser_and_operator_through_the_screens(
         assert purchaser.locator("#site").inner_text() == seed.site_name
         qr = purchaser.locator("img.qr")
         expect(qr).to_be_visible()
+        # Visible is not loaded: wait for the image itself (its own load event), then measure.
+        purchaser.wait_for_function("document.querySelector('img.qr').complete")
         assert purchaser.evaluate("document.querySelector('img.qr').naturalWidth") > 100
         token = page_url.rsplit("/p/", 1)[1]
         assert decode_qr(httpx.get(f"{base}/p/{token}/qr.png").content) == token
