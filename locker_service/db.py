@@ -8,7 +8,9 @@ which is what compare-and-set needs.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +30,26 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000  # writers queue behind each other; 30 s covers 
 # user only. SQLite gives its -wal and -shm files the database file's mode.
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_UMASK = 0o077  # files and directories a process makes are its user's only
+
+
+class _SQLiteConnection(sqlite3.Connection):
+    """A SQLite connection that ends its transaction before it closes.
+
+    `sqlite3.Connection.close()` leaves a connection that still has an unfinished statement
+    (a cursor some frame still refers to, such as the traceback of a task cancelled mid-query)
+    open as a zombie until that statement is finalised, and with it its transaction: with
+    `BEGIN IMMEDIATE`, the database's one write lock, which every other writer then waits out
+    for its whole busy timeout. The pool closes such a connection when a cancellation cuts a
+    transaction short (a replica or worker stopped mid-handler); rolling back first releases
+    the lock at once, whatever still refers to the cursor.
+    """
+
+    def close(self) -> None:
+        if self.in_transaction:
+            # On failure, closing anyway: the close still ends it once its statements are done.
+            with contextlib.suppress(sqlite3.Error):
+                self.rollback()
+        super().close()
 
 
 def make_private(path: Path) -> None:
@@ -62,7 +84,10 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         make_private(Path(url.database))
-    kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    kwargs.setdefault(
+        "connect_args",
+        {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "factory": _SQLiteConnection},
+    )
     engine = create_async_engine(url, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
