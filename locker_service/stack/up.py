@@ -22,14 +22,13 @@ resumes the story with the food where it was and a board that simply rebooted (A
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import secrets
 import socket
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -52,6 +51,7 @@ from locker_service.stack.demo import (
     kiosk_code,
     write_private,
 )
+from locker_service.stack.ports import free_ports
 from locker_service.stack.supervisor import ChildSpec, Supervisor
 
 DEFAULT_DATA_DIR = Path("var")
@@ -93,22 +93,6 @@ def without_password(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def free_ports(count: int, host: str = "127.0.0.1", taken: Collection[int] = ()) -> list[int]:
-    """`count` different ports free right now and none of `taken` (ports the run's other
-    children are given by their options). The sockets are held until all are chosen: one at a
-    time, the kernel may hand out the same port twice, and two children would then fight over
-    it."""
-    with contextlib.ExitStack() as held:
-        ports: list[int] = []
-        while len(ports) < count:
-            s = held.enter_context(socket.socket())
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
-            if port not in taken:  # held anyway, so the kernel does not offer it again
-                ports.append(port)
-        return ports
 
 
 def lockerctl(*args: str) -> list[str]:

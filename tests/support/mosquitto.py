@@ -12,13 +12,15 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from locker_service.stack import ports
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port below the kernel's ephemeral range, so no outgoing connection takes it before
+    the test's server binds it."""
+    return ports.free_port()
 
 
 def wait_for_port(host: str, port: int, timeout_s: float = 10.0) -> None:
