@@ -82,6 +82,16 @@ class Settings(BaseSettings):
     disinfection_s: float = 1800.0  # the nominal 30-minute UV-C cycle
     cleaning_s: float = 300.0  # the short cycle after pickup
     cycle_watchdog_margin_s: float = 300.0  # a cycle not reported done by then is an alert
+    # Proof of disinfection (docs/adr/0073). Each compartment size's rated UV-C irradiance at
+    # its farthest surface (mW/cm2, JSON in the environment); a cycle whose lamp on-time gives
+    # less than `uv_min_dose_fraction` of the full commanded cycle's dose is short and runs
+    # again. A lamp that has shone `uv_lamp_warn_fraction` of its rated life is an alert.
+    uv_irradiance_mw_cm2: dict[str, float] = Field(
+        default_factory=lambda: {"S": 0.10, "M": 0.08, "L": 0.06}
+    )
+    uv_min_dose_fraction: float = Field(default=0.95, gt=0, le=1)
+    uv_lamp_rated_hours: float = Field(default=9000.0, gt=0)
+    uv_lamp_warn_fraction: float = Field(default=0.9, gt=0, le=1)
     # A kiosk's report that a cycle ended is believed from the cycle's end time minus this
     # (nominal seconds, ADR 0037). The service records a cycle before commanding it, so the
     # board's cycle ends after the recorded end; only its timer running fast (crystal, 100 ppm:

@@ -71,6 +71,20 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
                     "check the UV lamp and the kiosk."),
         "zh-Hans": Words("消毒周期超时", "柜机未报告消毒完成：请检查紫外灯和柜机。"),
     },
+    "cycle_report_impossible": {
+        "en": Words("Disinfection record cannot be true", "The board's lamp record of the "
+                    "cycle contradicts itself or the cycle commanded: the cycle runs again. "
+                    "Check the kiosk's board and its bridge."),
+        "zh-Hans": Words("消毒记录不可信", "控制板的紫外灯记录自相矛盾或与下发的周期不符："
+                         "周期将重新运行。请检查柜机的控制板和桥接程序。"),
+    },
+    "cycle_short_dose": {
+        "en": Words("Disinfection short of its UV dose", "The UV-C lamp went dark during the "
+                    "cycle: the cycle runs again. Check the lamp; replace it if it happens "
+                    "again."),
+        "zh-Hans": Words("消毒紫外剂量不足", "消毒周期中紫外灯熄灭：周期将重新运行。"
+                         "请检查紫外灯；若再次发生请更换。"),
+    },
     "door_left_open": {
         "en": Words("Door left open", "Close the door. At a drop-off, check the food is "
                     "inside; the compartment's cycle waits until the door is shut."),
@@ -151,6 +165,11 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
         "en": Words("A scheduled step did not happen", "A step of the story gave up after many "
                     "tries: look at the order or compartment."),
         "zh-Hans": Words("计划步骤未执行", "流程中的某一步多次重试后放弃：请查看订单或隔间。"),
+    },
+    "uv_lamp_life": {
+        "en": Words("UV-C lamp near the end of its life", "Replace the lamp, then record the "
+                    "replacement so its hours start again."),
+        "zh-Hans": Words("紫外灯接近使用寿命", "请更换紫外灯，并登记更换，使其计时重新开始。"),
     },
 }  # fmt: skip
 

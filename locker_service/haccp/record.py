@@ -9,7 +9,9 @@ section), so a spreadsheet and an inspector read it as it is:
   mean reading, setpoint, readings taken;
 - `excursion`: the day's temperature and cycle alerts, with the corrective action an operator
   recorded; `action`: actions recorded that day on alerts of earlier days;
-- `cycle`: disinfection cycles started that day; `order`: orders held that day, with their
+- `cycle`: disinfection cycles started that day, with the board's record of its UV-C lamp (the
+  seconds it shone, the times it went dark) and the dose against the one required (ADR 0073);
+  `order`: orders held that day, with their
   food-safety clock and outcome; `discard`: unsafe or expired food taken out, by whom and why.
 
 Times are the site's local time with its offset. The seal of a day is SHA-256 over the previous
@@ -79,6 +81,11 @@ HEADERS: dict[str, tuple[str, ...]] = {
         "finished_at",
         "state",
         "minutes",
+        "lamp_on_s",
+        "times_dark",
+        "dose_mj_cm2",
+        "required_mj_cm2",
+        "dose",
     ),
     "order": (
         "order",

@@ -64,6 +64,9 @@ HACCP_ALERTS = (
     "cycle_aborted",
     "cycle_overdue",
     "cycle_not_started",
+    "cycle_short_dose",
+    "cycle_report_impossible",
+    "uv_lamp_life",
     "board_rebooted",
     "kiosk_offline",
 )
@@ -312,6 +315,7 @@ async def _cycles(
     )
     for c in cycles:
         ran = (c.finished_at - c.started_at).total_seconds() / 60 if c.finished_at else None
+        lamp = c.lamp or {}
         record.add(
             "cycle",
             (
@@ -323,6 +327,11 @@ async def _cycles(
                 b.local(c.finished_at),
                 c.state,
                 ran,
+                lamp.get("lamp_on_s"),
+                lamp.get("interruptions"),
+                c.dose_mj_cm2,
+                c.dose_required_mj_cm2,
+                c.outcome,
             ),
         )
 

@@ -458,11 +458,11 @@ class StoryHandler:
                 if impossible is not None:
                     await self._impossible(session, kiosk, c, event, impossible)
                     return
-            await self.story.cycle_completed(session, kiosk, c)
+            await self.story.cycle_completed(session, kiosk, c, event.data)
         elif kind == "disinfection_started":
             await self.story.cycle_confirmed(session, kiosk, c)
         elif kind == "disinfection_aborted":
-            await self.story.cycle_aborted(session, kiosk, c)
+            await self.story.cycle_aborted(session, kiosk, c, event.data)
         elif kind == "fault_raised":
             fault = event.data.get("fault")
             await self._fault(session, kiosk, c, str(fault) if fault else "unknown")

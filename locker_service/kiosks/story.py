@@ -10,6 +10,7 @@ decision and its command is recovered by whichever replica claims the timer next
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from locker_service.context import ServiceContext
 from locker_service.events import publish_after_commit
 from locker_service.foodsafety import watch
 from locker_service.foodsafety.watch import Unsafe
+from locker_service.kiosks import disinfection_proof as proof
 from locker_service.kiosks import exceptions
 from locker_service.models import (
     Compartment,
@@ -169,6 +171,7 @@ class Story:
             started_at=now,
             ends_at=now + self._later(nominal),
             state="running",
+            commanded_s=float(int(nominal)),  # the board is asked for whole seconds
         )
         session.add(cycle)
         await timers.cancel(session, [TimerKind.CYCLE_WATCHDOG], compartment_id=c.id)
@@ -204,14 +207,31 @@ class Story:
         )
         self._publish(session, kiosk, c, order)
 
-    async def cycle_completed(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
-        """The kiosk reports the cycle done: food ready for pickup, or compartment free."""
+    async def cycle_completed(
+        self,
+        session: AsyncSession,
+        kiosk: Kiosk,
+        c: Compartment,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The kiosk reports the cycle done: food ready for pickup, or compartment free; unless
+        the lamp record in its event's `data` shows the dose short (or cannot be true): then
+        the cycle runs again."""
         # The start's report may have been lost (an event the broker refused): the completion
         # says the lamp ran. First, while the cycle is still the running one.
         await self.cycle_confirmed(session, kiosk, c)
         cycle = await self.running_cycle(session, c)
         now = utcnow()
         if cycle is not None:
+            outcome = await proof.record_cycle_end(
+                session, self.ctx, kiosk, c, cycle, data, completed=True
+            )
+            if outcome in proof.NOT_COMPLETE:
+                cycle.state, cycle.finished_at = "short", now
+                await timers.cancel(session, [TimerKind.CYCLE_WATCHDOG], compartment_id=c.id)
+                await self._run_again(session, c)
+                self._publish(session, kiosk, c, None)
+                return
             cycle.state, cycle.finished_at = "completed", now
         await timers.cancel(session, [TimerKind.CYCLE_WATCHDOG], compartment_id=c.id)
         if c.state == CompartmentState.CLEANING:
@@ -257,10 +277,17 @@ class Story:
         )
         self._publish(session, kiosk, c, order)
 
-    async def cycle_aborted(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
+    async def cycle_aborted(
+        self,
+        session: AsyncSession,
+        kiosk: Kiosk,
+        c: Compartment,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
         cycle = await self.running_cycle(session, c)
         if cycle is not None:
             cycle.state, cycle.finished_at = "aborted", utcnow()
+            await proof.record_cycle_end(session, self.ctx, kiosk, c, cycle, data, completed=False)
         await timers.cancel(session, [TimerKind.CYCLE_WATCHDOG], compartment_id=c.id)
         await raise_compartment_alert(
             session,
@@ -272,8 +299,11 @@ class Story:
             what="disinfection cycle aborted",
             dedupe_key=f"cycle_aborted:{c.id}",
         )
-        # The food (or the emptied compartment) still needs its cycle: start again once the
-        # door is shut; the start timer waits for that.
+        await self._run_again(session, c)
+
+    async def _run_again(self, session: AsyncSession, c: Compartment) -> None:
+        """The food (or the emptied compartment) still needs its cycle: start again once the
+        door is shut; the start timer waits for that."""
         retry_at = utcnow() + self._later(30)
         if c.fault is not None:
             # A faulted compartment starts no cycle (PROTOCOL.md section 6): decided once here,

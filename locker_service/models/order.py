@@ -109,7 +109,16 @@ class DisinfectionCycle(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    state: Mapped[str] = mapped_column(String(10), default="running")  # completed, aborted
+    # running, completed, aborted, or short (ran out short of its UV dose: runs again)
+    state: Mapped[str] = mapped_column(String(10), default="running")
+    # Proof of disinfection (docs/adr/0073): the cycle commanded (nominal seconds), the board's
+    # lamp record of it (uv_dose.LampRecord.to_json), the dose it gave and the one it needed
+    # (mJ/cm2), and the verdict (uv_dose.Outcome).
+    commanded_s: Mapped[float | None] = mapped_column(Double)
+    lamp: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    dose_mj_cm2: Mapped[float | None] = mapped_column(Double)
+    dose_required_mj_cm2: Mapped[float | None] = mapped_column(Double)
+    outcome: Mapped[str | None] = mapped_column(String(16))
 
 
 class PickupAttempt(Base):

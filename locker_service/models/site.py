@@ -83,5 +83,9 @@ class Compartment(Base):
     disinfect_remaining_s: Mapped[int] = mapped_column(Integer, default=0)
     fault: Mapped[str | None] = mapped_column(String(32))
     snapshot_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The UV-C lamp's on-time since it was fitted (nominal seconds, from the board's cycle
+    # records), against its rated life.
+    lamp_on_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    lamp_fitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Compare-and-set counter: every state change bumps it.
     version: Mapped[int] = mapped_column(Integer, default=1)

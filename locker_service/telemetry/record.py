@@ -116,6 +116,24 @@ async def trace(
     return downsample(rows, max_points)
 
 
+def ended(cycle: DisinfectionCycle) -> str:
+    """How a cycle ended, with its UV-C proof when the board gave one: `completed: lamp lit
+    1800 s of 1800 s, 108.0 mJ/cm2 (102.6 required)`."""
+    lamp = cycle.lamp or {}
+    if cycle.outcome == "impossible":
+        return f"{cycle.state}: the board's lamp record cannot be true"
+    if not lamp:
+        return cycle.state + (": dose not reported by the board" if cycle.outcome else "")
+    said = (
+        f"{cycle.state}: lamp lit {lamp.get('lamp_on_s', 0):g} s of {lamp.get('duration_s', 0):g} s"
+    )
+    if lamp.get("interruptions"):
+        said += f", dark {lamp['interruptions']} time(s)"
+    if cycle.dose_mj_cm2 is not None and cycle.dose_required_mj_cm2 is not None:
+        said += f", {cycle.dose_mj_cm2:.1f} mJ/cm2 ({cycle.dose_required_mj_cm2:.1f} required)"
+    return said
+
+
 async def food_record(session: AsyncSession, order: Order) -> FoodRecord:
     stay = await stay_of(session, order)
     points: list[TemperaturePoint] = []
@@ -140,7 +158,7 @@ async def food_record(session: AsyncSession, order: Order) -> FoodRecord:
         for c in cycles:
             entries.append(RecordEntry(at=c.started_at, what="cycle_started", detail=c.kind))
             if c.finished_at is not None:
-                entries.append(RecordEntry(at=c.finished_at, what="cycle_ended", detail=c.state))
+                entries.append(RecordEntry(at=c.finished_at, what="cycle_ended", detail=ended(c)))
     steps = await session.scalars(select(OrderEvent).where(OrderEvent.order_id == order.id))
     for e in steps:
         reason = e.detail.get("reason") or e.detail.get("message") or ""

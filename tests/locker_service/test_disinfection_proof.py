@@ -1,0 +1,186 @@
+"""Proof of disinfection in the story: a cycle's end carries the board's lamp record; a cycle
+short of its UV dose (or whose record cannot be true) is not complete and runs again, with an
+alert; the dose is on the food's record; lamp hours add up to an alert near the lamp's life."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from locker_service.config import Settings
+from locker_service.context import ServiceContext
+from locker_service.models import Alert, Compartment, DisinfectionCycle, Order
+from locker_service.timer_loop.loop import TimerLoop
+from locker_service.timers.service import TimerKind
+from tests.locker_service.conftest import make_settings
+from tests.locker_service.world import (
+    FakeKiosk,
+    World,
+    cycles_have_run,
+    dropped_off,
+    event,
+    until_due,
+)
+
+SCALE = 3600.0
+FULL = 1800  # the hold cycle (nominal seconds)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(
+        database_url,
+        time_scale=SCALE,
+        hold_limit_s=360000.0,
+        cycle_watchdog_margin_s=0.0,
+        # One full cycle's shine is 0.5 h: a lamp rated 0.6 h is near its end after one.
+        uv_lamp_rated_hours=0.6,
+        uv_lamp_warn_fraction=0.8,
+    )
+
+
+def lamp(on_s: float = FULL, dark: list[tuple[float, float]] | None = None) -> dict[str, Any]:
+    stretches = dark or []
+    return {
+        "lamp": {
+            "duration_s": FULL,
+            "elapsed_s": FULL,
+            "lamp_on_s": on_s,
+            "interruptions": len(stretches),
+            "dark": [{"at_s": at, "dark_s": lasted} for at, lasted in stretches],
+        }
+    }
+
+
+async def held(
+    client: httpx.AsyncClient, world: World, service: ServiceContext, ref: str
+) -> tuple[dict[str, Any], int]:
+    """An order dropped off, its cycle commanded and confirmed by the board."""
+    order, n = await dropped_off(client, world, service, ref=ref)
+    await TimerLoop(service).run_due()
+    await event(service, world, "disinfection_started", n, duration_s=FULL)
+    cycles_have_run(service)
+    return order, n
+
+
+async def order_state(service: ServiceContext, order_id: str) -> str:
+    async with service.sessionmaker() as session:
+        order = await session.get(Order, uuid.UUID(order_id))
+        assert order is not None
+        return order.state
+
+
+async def cycles(service: ServiceContext, order_id: str) -> list[DisinfectionCycle]:
+    async with service.sessionmaker() as session:
+        return list(
+            await session.scalars(
+                select(DisinfectionCycle)
+                .where(DisinfectionCycle.order_id == uuid.UUID(order_id))
+                .order_by(DisinfectionCycle.id)
+            )
+        )
+
+
+async def alerts(service: ServiceContext, kind: str) -> list[Alert]:
+    async with service.sessionmaker() as session:
+        return list(await session.scalars(select(Alert).where(Alert.kind == kind)))
+
+
+async def test_a_full_dose_makes_the_food_ready_and_is_on_its_record(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    order, n = await held(app_client, world, service, "full-dose")
+    await event(service, world, "disinfection_completed", n, **lamp())
+    assert await order_state(service, order["id"]) == "ready"
+    (cycle,) = await cycles(service, order["id"])
+    assert (cycle.state, cycle.outcome) == ("completed", "dose_met")
+    # A medium compartment: 0.08 mW/cm2 x 1800 s, against 95 % of it.
+    assert cycle.dose_mj_cm2 == pytest.approx(144.0)
+    assert cycle.dose_required_mj_cm2 == pytest.approx(136.8)
+    record = await app_client.get(
+        f"/api/v1/operator/orders/{order['id']}/record", headers=world.operator()
+    )
+    ended = [e["detail"] for e in record.json()["entries"] if e["what"] == "cycle_ended"]
+    assert ended == ["completed: lamp lit 1800 s of 1800 s, 144.0 mJ/cm2 (136.8 required)"]
+
+
+async def test_a_lamp_dark_mid_cycle_runs_the_cycle_again_and_the_record_shows_both(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await held(app_client, world, service, "dark-lamp")
+    await event(service, world, "disinfection_completed", n, **lamp(1200, [(300, 600)]))
+    assert await order_state(service, order["id"]) == "disinfecting"  # not ready
+    (short,) = await cycles(service, order["id"])
+    assert (short.state, short.outcome) == ("short", "short_dose")
+    (alert,) = await alerts(service, "cycle_short_dose")
+    assert "shone 1200 s of the 1800 s hold cycle (1 time dark)" in alert.message
+    assert "96.0 of 136.8 mJ/cm2" in alert.message
+
+    await until_due(service, TimerKind.START_HOLD_CYCLE)
+    await TimerLoop(service).run_due()
+    assert fake_kiosk.actions(n).count("start_disinfection") == 2  # the cycle runs again
+    await event(service, world, "disinfection_started", n, duration_s=FULL)
+    await event(service, world, "disinfection_completed", n, **lamp())
+    assert await order_state(service, order["id"]) == "ready"
+    first, second = await cycles(service, order["id"])
+    assert (first.state, second.state) == ("short", "completed")
+
+    record = await app_client.get(
+        f"/api/v1/operator/orders/{order['id']}/record", headers=world.operator()
+    )
+    ended = [e["detail"] for e in record.json()["entries"] if e["what"] == "cycle_ended"]
+    assert ended == [
+        "short: lamp lit 1200 s of 1800 s, dark 1 time(s), 96.0 mJ/cm2 (136.8 required)",
+        "completed: lamp lit 1800 s of 1800 s, 144.0 mJ/cm2 (136.8 required)",
+    ]
+
+
+async def test_a_record_no_board_could_make_proves_nothing_and_the_cycle_runs_again(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    order, n = await held(app_client, world, service, "forged-lamp")
+    forged = lamp()
+    forged["lamp"]["lamp_on_s"] = 3600  # lit twice as long as the cycle ran
+    await event(service, world, "disinfection_completed", n, **forged)
+    assert await order_state(service, order["id"]) == "disinfecting"
+    (cycle,) = await cycles(service, order["id"])
+    assert (cycle.state, cycle.outcome) == ("short", "impossible")
+    (alert,) = await alerts(service, "cycle_report_impossible")
+    assert alert.severity == "critical" and "lamp lit 3600 s" in alert.message
+    async with service.sessionmaker() as session:
+        c = await session.scalar(
+            select(Compartment).where(
+                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
+            )
+        )
+    assert c is not None and c.lamp_on_s == 0  # a record that cannot be true adds no hours
+
+
+async def test_an_older_board_s_cycle_completes_with_its_dose_not_reported(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    order, n = await held(app_client, world, service, "old-board")
+    await event(service, world, "disinfection_completed", n)
+    assert await order_state(service, order["id"]) == "ready"
+    (cycle,) = await cycles(service, order["id"])
+    assert (cycle.state, cycle.outcome, cycle.dose_mj_cm2) == ("completed", "not_reported", None)
+
+
+async def test_lamp_hours_add_up_to_an_alert_near_the_lamp_s_life(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    _, n = await held(app_client, world, service, "lamp-life")
+    await event(service, world, "disinfection_completed", n, **lamp())
+    async with service.sessionmaker() as session:
+        c = await session.scalar(
+            select(Compartment).where(
+                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
+            )
+        )
+    assert c is not None and c.lamp_on_s == FULL
+    (alert,) = await alerts(service, "uv_lamp_life")  # 0.5 h of a 0.6 h life, warned at 80 %
+    assert "the UV-C lamp has shone 0.5 h of its rated 0.6 h: replace it" in alert.message
