@@ -32,6 +32,7 @@ from hardware.protocol.messages import (
     AbortDisinfectAnswer,
     ClearFaultAnswer,
     CompartmentRequest,
+    CycleReportAnswer,
     SetHeaterAnswer,
     SetHeaterRequest,
     StartDisinfectAnswer,
@@ -187,6 +188,14 @@ class BoardClient:
     def clear_fault(self, n: int) -> ClearFaultAnswer:
         payload = self.request(Command.CLEAR_FAULT, CompartmentRequest(n).pack())
         return self._parse(ClearFaultAnswer, Command.CLEAR_FAULT, payload)
+
+    def cycle_report(self, n: int) -> CycleReportAnswer:
+        """The board's record of compartment n's last cycle (boards of protocol revision 3)."""
+        payload = self.request(Command.CYCLE_REPORT, CompartmentRequest(n).pack())
+        answer = self._parse(CycleReportAnswer, Command.CYCLE_REPORT, payload)
+        if answer.compartment != n:
+            raise BoardAnswerInvalid(f"CYCLE_REPORT of {n} answered for {answer.compartment}")
+        return answer
 
     @staticmethod
     def _parse(kind: type[_A], command: Command, payload: bytes) -> _A:

@@ -58,14 +58,19 @@ from firmware_bridge.tracker import CompartmentTracker, CompartmentView, Observa
 from firmware_bridge.transport import Backoff, SerialTransport, TransportError
 from hardware.protocol import BoardFlags, CompartmentStatus, ErrorCode, HelloAnswer
 from hardware.protocol.messages import (
+    CYCLE_REPORT_SINCE,
     STATUS_HEADER_SIZE,
     STATUS_MAX_PER_ANSWER,
     STATUS_RECORD_SIZE,
     UNLOCK_REPORT_SINCE,
+    CycleReportAnswer,
+    CycleState,
     wire_time_s,
 )
 
 log = logging.getLogger(__name__)
+
+CYCLE_ENDS = ("disinfection_completed", "disinfection_aborted")
 
 # A command waits for at most one STATUS page on the wire: pages are cut to about this long.
 STATUS_PAGE_BUDGET_S = 0.008
@@ -485,11 +490,40 @@ class Bridge:
 
     def _report(self, boot_id: int, observation: Observation) -> None:
         for raw in observation.events:
+            if raw.type in CYCLE_ENDS:
+                lamp = self._lamp_record(raw)
+                if lamp is not None:
+                    raw = RawEvent(raw.type, raw.compartment, {**raw.data, "lamp": lamp})
             self._emit(raw)
         for view in observation.remember:
             self.store.remember_state(view.n, boot_id, view.to_dict())
         for view in observation.snapshots:
             self.link.publish_snapshot(_snapshot(view))
+
+    def _lamp_record(self, raw: RawEvent) -> dict[str, Any] | None:
+        """The board's record of the lamp in the cycle that just ended, for its event: asked
+        at once, while it is still the board's last cycle (boards of revision 3; docs/adr/0073).
+        Without it the event still goes, and the service records the dose as not reported."""
+        hello = self.info.hello
+        n = raw.compartment
+        if n is None or hello is None or hello.protocol < CYCLE_REPORT_SINCE:
+            return None
+        try:
+            report = self.board.cycle_report(n)
+        except (BoardError, TransportError) as exc:
+            log.warning("compartment %s: no cycle report for its %s: %s", n, raw.type, exc)
+            return None
+        ended = CycleState.RAN_OUT if raw.type == "disinfection_completed" else CycleState.ABORTED
+        if report.state != ended:
+            # A reboot dropped the record, or the board disagrees with its own flags.
+            log.warning(
+                "compartment %s: %s, but the board's last cycle is %s",
+                n,
+                raw.type,
+                report.state.name.lower(),
+            )
+            return None
+        return lamp_record(report)
 
     def _emit(self, raw: RawEvent) -> None:
         event = Event(
@@ -650,6 +684,19 @@ class Bridge:
                         "failed",
                         "no answer from the board, and no release or opening seen since",
                     )
+
+
+def lamp_record(report: CycleReportAnswer) -> dict[str, Any]:
+    """The board's cycle record as the contract's LampRecord: seconds, not tenths."""
+    return {
+        "duration_s": report.duration_ds / 10,
+        "elapsed_s": report.elapsed_ds / 10,
+        "lamp_on_s": report.lamp_on_ds / 10,
+        "interruptions": report.interruptions,
+        "dark": [
+            {"at_s": i.at_ds / 10, "dark_s": i.dark_ds / 10} for i in report.first_interruptions
+        ],
+    }
 
 
 def _snapshot(view: CompartmentView) -> CompartmentSnapshot:

@@ -49,6 +49,7 @@ class CompartmentFaults(BaseModel):
     dead_heater: bool | None = None
     stuck_heater: bool | None = None
     jammed_lock: bool | None = None
+    dead_lamp: bool | None = None
 
 
 class LineFaults(BaseModel):
@@ -154,6 +155,8 @@ def create_app(sim: Simulator, cors_origins: list[str] | None = None) -> FastAPI
             sim.faults.stuck_heater(n, body.stuck_heater)
         if body.jammed_lock is not None:
             sim.faults.jam_lock(n, body.jammed_lock)
+        if body.dead_lamp is not None:
+            sim.faults.dead_lamp(n, body.dead_lamp)
         return sim.truth().compartments[n - 1]
 
     @app.put("/faults/line", response_model=Done, tags=["faults"])

@@ -5,6 +5,9 @@ The board is modelled as firmware would be written: it sees the world only throu
 interrupt (`door_edge`) and answers request frames (`handle`). No I/O and no clock of its own:
 the caller passes the simulated time, so every rule here is tested fast and deterministically.
 
+While a disinfection cycle runs, the control loop also accounts what the lamp's current sense
+reads (`CycleRecord`), so CYCLE_REPORT can prove the lamp really shone (protocol revision 3).
+
 Safety rules no command can override (hardware/PROTOCOL.md, "Board-side safety"):
 over-temperature cutoff, sensor open/short shutdown, heating watchdog, UV only behind a shut and
 locked door, maximum UV on-time, heater lease, and no lock release during a cycle without the
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from hardware.physics import SensorFault
@@ -23,17 +26,22 @@ from hardware.protocol import (
     BoardFlags,
     Command,
     CompartmentStatus,
+    CycleReportAnswer,
+    CycleState,
     ErrorAnswer,
     ErrorCode,
     FaultCode,
     Frame,
     FrameType,
     HelloAnswer,
+    LampInterruption,
     PayloadError,
     StatusAnswer,
     StatusRequest,
 )
 from hardware.protocol.messages import (
+    CYCLE_REPORT_MAX_INTERRUPTIONS,
+    CYCLE_REPORT_SINCE,
     DISINFECT_MAX_S,
     PROTOCOL_REVISION,
     STATUS_MAX_PER_ANSWER,
@@ -52,8 +60,9 @@ from hardware.protocol.messages import (
 )
 from hardware.thermostat import Thermostat, TimeProportionedPid
 
-FIRMWARE_VERSION = (1, 1, 0)  # 1.1: protocol revision 2, the UNLOCK report
-FIRST_EDITION_FIRMWARE = (1, 0, 0)  # protocol revision 1
+FIRMWARE_VERSION = (1, 2, 0)  # 1.2: protocol revision 3, lamp current sense and CYCLE_REPORT
+# The firmware that speaks each protocol revision; the older ones are boards still in the field.
+FIRMWARE_OF_REVISION = {1: (1, 0, 0), 2: (1, 1, 0), PROTOCOL_REVISION: FIRMWARE_VERSION}
 CONTROL_PERIOD_S = 1.0  # thermostat and safety loop rate, as on a small microcontroller
 HEATER_LEASE_S = 600  # a kiosk PC silent for 10 minutes is gone: no unattended heating after that
 OVER_TEMPERATURE_C = 85.0  # far above any setpoint (max 75 °C), below what the liner tolerates
@@ -82,6 +91,7 @@ class BoardIO(Protocol):
     def door_is_open(self, n: int) -> bool: ...
     def lock_is_released(self, n: int) -> bool: ...
     def is_occupied(self, n: int) -> bool: ...
+    def uv_lit(self, n: int) -> bool: ...  # the lamp's current sense: relay on and tube emitting
     def pulse_lock(self, n: int, pulse_ms: int) -> None: ...
     def set_heater(self, n: int, duty: float) -> None: ...
     def set_contactor(self, n: int, closed: bool) -> None: ...
@@ -97,6 +107,75 @@ class CommandError(Exception):
         self.detail = detail
 
 
+def _ds(seconds: float) -> int:
+    """Seconds as the tenths CYCLE_REPORT carries. No cycle runs past 3600 s, so u16 holds it."""
+    return round(seconds * 10)
+
+
+@dataclass(slots=True)
+class DarkSpell:
+    """One interruption of the lamp, as the firmware counts it."""
+
+    at_s: float  # seconds into the cycle when the lamp was sensed dark
+    dark_s: float = 0.0
+
+
+@dataclass(slots=True)
+class CycleRecord:
+    """The proof of a compartment's last disinfection cycle: what the lamp's current sense read
+    in each control period of it. Kept after the cycle ends, until the next one starts."""
+
+    cycle_no: int = 0
+    state: CycleState = CycleState.NONE
+    duration_s: int = 0
+    elapsed_s: float = 0.0
+    lamp_on_s: float = 0.0
+    interruptions: int = 0
+    first_spells: list[DarkSpell] = field(default_factory=list)
+    dark: bool = False  # the last period was dark: its interruption goes on
+
+    @property
+    def remaining_s(self) -> float:
+        return self.duration_s - self.elapsed_s if self.state is CycleState.RUNNING else 0.0
+
+    def run(self, dt_s: float, lit: bool) -> None:
+        """Account one control period of `dt_s` in which the lamp was sensed `lit` or dark.
+
+        A period that crosses the cycle's end counts only up to the end, so the times are exact
+        however long the periods are."""
+        ends = dt_s >= self.remaining_s
+        run_s = min(dt_s, self.remaining_s)
+        if lit:
+            self.lamp_on_s += run_s
+            self.dark = False
+        else:
+            if not self.dark:
+                self.dark = True
+                self.interruptions = min(self.interruptions + 1, 0xFF)
+                if len(self.first_spells) < CYCLE_REPORT_MAX_INTERRUPTIONS:
+                    self.first_spells.append(DarkSpell(self.elapsed_s))
+            # Only the first interruptions are listed; a later one is just counted.
+            if self.interruptions <= CYCLE_REPORT_MAX_INTERRUPTIONS:
+                self.first_spells[-1].dark_s += run_s
+        if ends:
+            self.elapsed_s = float(self.duration_s)  # no rounding left over from the periods
+            self.state = CycleState.RAN_OUT
+        else:
+            self.elapsed_s += run_s
+
+    def report(self, n: int) -> CycleReportAnswer:
+        return CycleReportAnswer(
+            n,
+            self.cycle_no,
+            self.state,
+            self.duration_s * 10,
+            _ds(self.elapsed_s),
+            _ds(self.lamp_on_s),
+            self.interruptions,
+            tuple(LampInterruption(_ds(s.at_s), _ds(s.dark_s)) for s in self.first_spells),
+        )
+
+
 @dataclass(slots=True)
 class CompartmentState:
     """What the firmware keeps about one compartment in RAM (lost on reboot)."""
@@ -106,8 +185,7 @@ class CompartmentState:
     fault: FaultCode = FaultCode.NONE
     reading: float | SensorFault | None = None  # last sample of the control loop
     duty: float = 0.0
-    cycle_remaining_s: float = 0.0
-    cycle_aborted: bool = False
+    cycle: CycleRecord = field(default_factory=CycleRecord)
     uv_on_since_s: float | None = None
     pulse_end_s: float | None = None
     door_open_count: int = 0
@@ -117,7 +195,16 @@ class CompartmentState:
 
     @property
     def disinfecting(self) -> bool:
-        return self.cycle_remaining_s > 0.0
+        return self.cycle.state is CycleState.RUNNING
+
+    @property
+    def cycle_remaining_s(self) -> float:
+        return self.cycle.remaining_s
+
+    @property
+    def cycle_aborted(self) -> bool:
+        """The last cycle stopped before its end (STATUS flag CYCLE_ABORTED)."""
+        return self.cycle.state is CycleState.ABORTED
 
 
 @dataclass(slots=True)
@@ -154,8 +241,9 @@ class Board:
             raise ValueError(f"node address {node_address} outside 1-127")
         if not 1 <= protocol <= PROTOCOL_REVISION:
             raise ValueError(f"protocol revision {protocol} outside 1-{PROTOCOL_REVISION}")
-        # A board of revision 1 (firmware 1.0) knows no UNLOCK REPORT flag: kept for testing
-        # masters against boards already in the field.
+        # A board of an older revision (revision 1, firmware 1.0: no UNLOCK REPORT flag;
+        # revision 2, firmware 1.1: no CYCLE_REPORT) is kept for testing masters against boards
+        # already in the field.
         self.protocol = protocol
         self.io = io
         self.node_address = node_address
@@ -261,8 +349,11 @@ class Board:
             elif c.uv_on_since_s is not None and now_s - c.uv_on_since_s >= UV_MAX_ON_S:
                 self._latch(n, c, FaultCode.UV_TIMEOUT)
             else:
-                c.cycle_remaining_s = max(0.0, c.cycle_remaining_s - dt_s)
-                if c.cycle_remaining_s <= 0.0:
+                # The cycle counts down whether the tube shines or not: the board neither
+                # stretches nor stops a cycle for a dark lamp, it reports it (CYCLE_REPORT) and
+                # the master judges the dose.
+                c.cycle.run(dt_s, io.uv_lit(n))
+                if not c.disinfecting:
                     c.uv_on_since_s = None
                     io.set_uv(n, False)
 
@@ -291,8 +382,7 @@ class Board:
 
     def _abort_cycle(self, n: int, c: CompartmentState) -> float:
         remaining = c.cycle_remaining_s
-        c.cycle_remaining_s = 0.0
-        c.cycle_aborted = True
+        c.cycle.state = CycleState.ABORTED
         c.uv_on_since_s = None
         self.io.set_uv(n, False)
         return remaining
@@ -340,6 +430,8 @@ class Board:
             command = Command(cmd)
         except ValueError:
             raise CommandError(ErrorCode.UNKNOWN_COMMAND, cmd) from None
+        if command is Command.CYCLE_REPORT and self.protocol < CYCLE_REPORT_SINCE:
+            raise CommandError(ErrorCode.UNKNOWN_COMMAND, cmd)  # older firmware never had it
         try:
             match command:
                 case Command.HELLO:
@@ -359,6 +451,8 @@ class Board:
                     return self._abort_disinfect(CompartmentRequest.unpack(payload))
                 case Command.CLEAR_FAULT:
                     return self._clear_fault(CompartmentRequest.unpack(payload))
+                case Command.CYCLE_REPORT:
+                    return self._cycle_report(CompartmentRequest.unpack(payload))
         except PayloadError:
             # The detail names the compartment when the payload starts with one.
             detail = payload[0] if payload and command is not Command.STATUS else 0
@@ -370,7 +464,7 @@ class Board:
         return self.compartments[n - 1]
 
     def _hello(self) -> bytes:
-        major, minor, patch = FIRMWARE_VERSION if self.protocol > 1 else FIRST_EDITION_FIRMWARE
+        major, minor, patch = FIRMWARE_OF_REVISION[self.protocol]
         return HelloAnswer(
             self.protocol,
             major,
@@ -475,10 +569,13 @@ class Board:
             raise CommandError(ErrorCode.FAULTED, int(c.fault))
         if self.io.door_is_open(n) or self.io.lock_is_released(n):
             raise CommandError(ErrorCode.INTERLOCK_REFUSED, n)
-        # A restart replaces the remaining time, but the lamp's on-time keeps counting, so a
-        # master that keeps restarting cycles still meets UV_MAX_ON_S.
-        c.cycle_remaining_s = float(request.duration_s)
-        c.cycle_aborted = False
+        # A restart is a new cycle with a record of its own, but the lamp's on-time keeps
+        # counting, so a master that keeps restarting cycles still meets UV_MAX_ON_S.
+        c.cycle = CycleRecord(
+            cycle_no=(c.cycle.cycle_no + 1) & 0xFFFF,
+            state=CycleState.RUNNING,
+            duration_s=request.duration_s,
+        )
         if c.uv_on_since_s is None:
             c.uv_on_since_s = now_s
         self.io.set_uv(n, True)
@@ -498,3 +595,7 @@ class Board:
             raise CommandError(ErrorCode.FAULTED, int(still))
         cleared, c.fault = c.fault, FaultCode.NONE
         return ClearFaultAnswer(n, cleared).pack()
+
+    def _cycle_report(self, request: CompartmentRequest) -> bytes:
+        n = request.compartment
+        return self._compartment(n).cycle.report(n).pack()

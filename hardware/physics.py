@@ -79,17 +79,23 @@ class CompartmentWorld:
     heater_duty: float = 0.0  # commanded by the firmware
     contactor_closed: bool = True  # the board's safety contactor in series with the element
     heater_w: float = 0.0  # power actually delivered during the last step
-    uv_on: bool = False
+    uv_on: bool = False  # the lamp's relay, as the firmware switched it
     uv_on_s: float = 0.0
     # Faults put in by hand: hardware that breaks, as opposed to the firmware's latched faults.
     sensor_fault: SensorFault | None = None
     dead_heater: bool = False  # open element: the relay closes, nothing heats
     stuck_heater: bool = False  # welded relay: the element heats unless the contactor opens
     jammed_lock: bool = False  # the solenoid pulls, the latch does not move
+    dead_lamp: bool = False  # burnt-out tube or failed ballast: the relay closes, nothing shines
 
     @property
     def occupied(self) -> bool:
         return self.food_mass_g > 0.0
+
+    @property
+    def uv_lit(self) -> bool:
+        """The tube emits: what the lamp's current sense reads."""
+        return self.uv_on and not self.dead_lamp
 
 
 DoorListener = Callable[[int, bool], None]
@@ -197,6 +203,9 @@ class World:
     def is_occupied(self, n: int) -> bool:
         return self.compartments[n - 1].occupied
 
+    def uv_lit(self, n: int) -> bool:
+        return self.compartments[n - 1].uv_lit
+
     def pulse_lock(self, n: int, pulse_ms: int) -> None:
         c = self.compartments[n - 1]
         c.lock_pulses += 1
@@ -232,8 +241,9 @@ class World:
             loss_k = LOSS_DOOR_OPEN_W_PER_K if c.door_open else LOSS_DOOR_SHUT_W_PER_K
             air_in = to_air + loss_k * (lobby - c.air_c)
             if c.uv_on:
-                air_in += UV_LAMP_W
                 c.uv_on_s += dt_s
+            if c.uv_lit:  # a dead tube draws no current, so it gives no heat either
+                air_in += UV_LAMP_W
             if c.food_mass_g > 0.0:
                 food_k = FOOD_COUPLING_W_PER_K_AT_450_G * math.pow(
                     c.food_mass_g / FOOD_REFERENCE_MASS_G, 2.0 / 3.0

@@ -60,7 +60,7 @@ def _damaged_hello() -> bytes:
 
 
 SCRIPT: list[Step] = [
-    Step("HELLO: protocol 2, firmware 1.1.0, boot id, 4 compartments, lease 600 s",
+    Step("HELLO: protocol 3, firmware 1.2.0, boot id, 4 compartments, lease 600 s",
          _req(0x01, Command.HELLO, Empty().pack())),
     Step("STATUS of compartments 1-4 (count 0 = as many as fit)",
          _req(0x02, Command.STATUS, StatusRequest(1, 0).pack())),
@@ -119,12 +119,36 @@ SCRIPT: list[Step] = [
     Step("UNLOCK 1, 300 ms, with the REPORT flag (revision 2): the answer carries compartment "
          "1's state (boot id, board flags, first 1, count 1, one record): lock released",
          _req(0x16, Command.UNLOCK, UnlockRequest(1, 300, report=True).pack())),
+    Step("CYCLE_REPORT 2 (revision 3), no cycle since boot: cycle 0, state 0 none, all zero",
+         _req(0x17, Command.CYCLE_REPORT, CompartmentRequest(2).pack())),
+    Step("CYCLE_REPORT 3: cycle 1, state 3 aborted (step 13) after 60.0 s of its 1800.0 s, "
+         "lamp lit all 60.0 s, no interruption",
+         _req(0x18, Command.CYCLE_REPORT, CompartmentRequest(3).pack())),
+    Step("START_DISINFECT compartment 4 for 60 s",
+         _req(0x19, Command.START_DISINFECT, StartDisinfectRequest(4, 60).pack())),
+    Step("20 s pass", directive="advance 20"),
+    Step("CYCLE_REPORT 4: cycle 1, state 1 running, 600 ds asked, 200 ds run, 200 ds lit",
+         _req(0x1A, Command.CYCLE_REPORT, CompartmentRequest(4).pack())),
+    Step("the UV-C tube of 4 stops emitting for 15 s, then shines again; 30 s pass, the cycle "
+         "runs out 25 s into them",
+         directive="dead_lamp 4 on"),
+    Step("", directive="advance 15"),
+    Step("", directive="dead_lamp 4 off"),
+    Step("", directive="advance 30"),
+    Step("CYCLE_REPORT 4: state 2 ran out, 600 ds run, 450 ds lit, 1 interruption: dark at "
+         "200 ds for 150 ds",
+         _req(0x1B, Command.CYCLE_REPORT, CompartmentRequest(4).pack())),
+    Step("CYCLE_REPORT with no compartment (empty payload): BAD_ARGUMENT, detail 0",
+         _req(0x1C, Command.CYCLE_REPORT)),
+    Step("CYCLE_REPORT 5 of a 4-compartment bank: BAD_ARGUMENT, detail 5",
+         _req(0x1D, Command.CYCLE_REPORT, CompartmentRequest(5).pack())),
 ]  # fmt: skip
 
 
 def apply_directive(sim: Simulator, directive: str) -> None:
     """Carry out one `!` line: open_door N [force] | close_door N | place_item N MASS TEMP |
-    remove_item N | sensor N open|short|none | jam_lock N on|off | advance SECONDS."""
+    remove_item N | sensor N open|short|none | jam_lock N on|off | dead_lamp N on|off |
+    advance SECONDS."""
     verb, *args = directive.split()
     match verb, args:
         case "open_door", [n]:
@@ -143,6 +167,8 @@ def apply_directive(sim: Simulator, directive: str) -> None:
             sim.faults.sensor(int(n), None)
         case "jam_lock", [n, state] if state in ("on", "off"):
             sim.faults.jam_lock(int(n), state == "on")
+        case "dead_lamp", [n, state] if state in ("on", "off"):
+            sim.faults.dead_lamp(int(n), state == "on")
         case "advance", [seconds]:
             sim.advance(float(seconds))
         case _:

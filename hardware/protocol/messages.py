@@ -24,9 +24,13 @@ STATUS_RECORD_SIZE = 10
 STATUS_HEADER_SIZE = 7
 STATUS_MAX_PER_ANSWER = (255 - STATUS_HEADER_SIZE) // STATUS_RECORD_SIZE  # 24
 # What HELLO's protocol field says. 1: the first edition. 2: UNLOCK takes the REPORT flag and
-# then answers with the compartment's state. The frame format (its `ver` byte) is the same.
-PROTOCOL_REVISION = 2
+# then answers with the compartment's state. 3: the lamp's current is sensed and CYCLE_REPORT
+# tells what it saw. The frame format (its `ver` byte) is the same.
+PROTOCOL_REVISION = 3
 UNLOCK_REPORT_SINCE = 2  # the first revision whose UNLOCK takes the REPORT flag
+CYCLE_REPORT_SINCE = 3  # the first revision that knows CYCLE_REPORT
+# The first few interruptions tell a flickering tube from one that died; the count says the rest.
+CYCLE_REPORT_MAX_INTERRUPTIONS = 8
 
 
 class PayloadError(ValueError):
@@ -41,6 +45,7 @@ class Command(enum.IntEnum):
     START_DISINFECT = 0x12
     ABORT_DISINFECT = 0x13
     CLEAR_FAULT = 0x14
+    CYCLE_REPORT = 0x15
 
 
 class ErrorCode(enum.IntEnum):
@@ -60,12 +65,21 @@ class FaultCode(enum.IntEnum):
     LOCK_JAMMED = 6
 
 
+class CycleState(enum.IntEnum):
+    """Where a compartment's last disinfection cycle is (CYCLE_REPORT)."""
+
+    NONE = 0  # no cycle started since boot
+    RUNNING = 1
+    RAN_OUT = 2  # counted down to its end
+    ABORTED = 3  # stopped early: door, fault, UNLOCK with override, ABORT_DISINFECT
+
+
 class CompartmentFlags(enum.IntFlag):
     DOOR_OPEN = 0x01
     LOCK_RELEASED = 0x02
     OCCUPIED = 0x04
     HEATER_ON = 0x08  # element energised right now
-    UV_ON = 0x10
+    UV_ON = 0x10  # the lamp's relay is closed; whether the tube shone: CYCLE_REPORT
     DISINFECTING = 0x20  # a cycle is running (the lamp may be off only while it warms)
     HOLDING = 0x40  # a setpoint is active
     CYCLE_ABORTED = 0x80  # the last cycle stopped early (door, fault, command); until next start
@@ -365,7 +379,7 @@ StartDisinfectAnswer = StartDisinfectRequest  # echoes the cycle that was starte
 
 @dataclass(frozen=True, slots=True)
 class CompartmentRequest:
-    """ABORT_DISINFECT and CLEAR_FAULT name just a compartment."""
+    """ABORT_DISINFECT, CLEAR_FAULT and CYCLE_REPORT name just a compartment."""
 
     compartment: int
 
@@ -413,6 +427,85 @@ class ClearFaultAnswer:
             return cls(compartment, FaultCode(code))
         except ValueError as exc:
             raise PayloadError(f"unknown fault code {code}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class LampInterruption:
+    """One stretch of a cycle during which the lamp's current sense read dark."""
+
+    at_ds: int  # tenths of a second into the cycle when the lamp was sensed dark
+    dark_ds: int  # how long it stayed dark; one never mended lasts until the cycle's end
+
+    LAYOUT: ClassVar[struct.Struct] = struct.Struct(">HH")
+
+    def pack(self) -> bytes:
+        return self.LAYOUT.pack(self.at_ds, self.dark_ds)
+
+    @classmethod
+    def unpack(cls, record: bytes) -> Self:
+        return cls(*_unpack(cls.LAYOUT, record, "lamp interruption"))
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReportAnswer:
+    """The proof of a compartment's last disinfection cycle: how long the lamp really shone."""
+
+    compartment: int
+    cycle_no: int  # cycles started on this compartment since boot, wraps at 65536
+    state: CycleState
+    duration_ds: int  # asked for by the START_DISINFECT in force
+    elapsed_ds: int  # how long the cycle has run (or ran, once it is over)
+    lamp_on_ds: int  # time the lamp was sensed lit during the cycle
+    interruptions: int  # times the lamp was sensed dark during the cycle; stays at 255
+    # The first CYCLE_REPORT_MAX_INTERRUPTIONS of them, in order.
+    first_interruptions: tuple[LampInterruption, ...] = ()
+
+    HEAD: ClassVar[struct.Struct] = struct.Struct(">BHBHHHBB")
+
+    def pack(self) -> bytes:
+        head = self.HEAD.pack(
+            self.compartment,
+            self.cycle_no,
+            int(self.state),
+            self.duration_ds,
+            self.elapsed_ds,
+            self.lamp_on_ds,
+            self.interruptions,
+            len(self.first_interruptions),
+        )
+        return head + b"".join(i.pack() for i in self.first_interruptions)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Self:
+        _check(len(payload) >= cls.HEAD.size, "CYCLE_REPORT answer shorter than its head")
+        compartment, cycle_no, state, duration, elapsed, lamp_on, interruptions, count = (
+            cls.HEAD.unpack(payload[: cls.HEAD.size])
+        )
+        body = payload[cls.HEAD.size :]
+        _check(
+            count <= CYCLE_REPORT_MAX_INTERRUPTIONS,
+            f"CYCLE_REPORT answer lists {count} interruptions, at most "
+            f"{CYCLE_REPORT_MAX_INTERRUPTIONS}",
+        )
+        _check(
+            count == min(interruptions, CYCLE_REPORT_MAX_INTERRUPTIONS),
+            f"CYCLE_REPORT answer counts {interruptions} interruptions but lists {count}",
+        )
+        size = LampInterruption.LAYOUT.size
+        _check(
+            len(body) == count * size,
+            f"CYCLE_REPORT answer says {count} interruptions but carries {len(body)} bytes",
+        )
+        try:
+            cycle_state = CycleState(state)
+        except ValueError as exc:
+            raise PayloadError(f"unknown cycle state {state}") from exc
+        listed = tuple(
+            LampInterruption.unpack(body[i * size : (i + 1) * size]) for i in range(count)
+        )
+        return cls(
+            compartment, cycle_no, cycle_state, duration, elapsed, lamp_on, interruptions, listed
+        )
 
 
 @dataclass(frozen=True, slots=True)

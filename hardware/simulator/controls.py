@@ -93,6 +93,10 @@ class FaultControl:
         """The latch no longer moves when the solenoid pulls."""
         self._set(n, jammed_lock=on)
 
+    def dead_lamp(self, n: int, on: bool = True) -> None:
+        """The UV-C tube no longer emits: the relay closes and nothing shines."""
+        self._set(n, dead_lamp=on)
+
     def line_errors(self, rate: float, direction: LineDirection = "both") -> None:
         """Corrupt each byte on the board line with probability `rate` (0-1): in `both`
         directions, only `to_board` (requests) or only `from_board` (answers)."""

@@ -3,11 +3,12 @@
 What a bank physically is survives a restart, as it survives a power cut: the food in each
 compartment (its mass and temperature), doors open or shut, latches released or caught, the
 heat in air, element and probe, the lobby's temperature, and hardware that was broken by hand
-(a dead heater stays dead). What lives in the board's RAM does not: setpoints, running cycles,
-latched faults and the door counters are lost, every heater, contactor and UV lamp is off, and
-the board comes back with a NEW boot id, as a real board does after power comes back
-(ADR 0065). The bridge sees the new boot id, reports `board_rebooted` and sends the setpoints
-again; the counters of the new boot are not compared with the old ones.
+(a dead heater or a dead UV-C tube stays dead). What lives in the board's RAM does not:
+setpoints, running cycles and their records, latched faults and the door counters are lost,
+every heater, contactor and UV lamp is off, and the board comes back with a NEW boot id, as a
+real board does after power comes back (ADR 0065). The bridge sees the new boot id, reports
+`board_rebooted` and sends the setpoints again; the counters of the new boot are not compared
+with the old ones.
 
 The time the simulator was down is not simulated: the bank resumes at the temperatures it was
 stopped with (a restart to change `--time-scale` should not cool the food).
@@ -55,6 +56,8 @@ class KeptCompartment(BaseModel):
     dead_heater: bool
     stuck_heater: bool
     jammed_lock: bool
+    # Files written before the lamp's current was sensed have no such field: their tubes shone.
+    dead_lamp: bool = False
 
 
 class KeptBank(BaseModel):

@@ -44,8 +44,9 @@ class CompartmentTruth(BaseModel):
     heater_w: float
     heater_duty: float
     contactor_closed: bool
-    uv_on: bool
+    uv_on: bool  # the lamp's relay
     uv_on_s: float
+    uv_lit: bool  # the tube emits: what the lamp's current sense reads
     # what the firmware holds
     setpoint_c: float | None
     disinfecting: bool
@@ -59,6 +60,7 @@ class CompartmentTruth(BaseModel):
     dead_heater: bool
     stuck_heater: bool
     jammed_lock: bool
+    dead_lamp: bool
 
 
 class PortsTruth(BaseModel):
@@ -214,6 +216,7 @@ class BankState:
                     contactor_closed=c.contactor_closed,
                     uv_on=c.uv_on,
                     uv_on_s=c.uv_on_s,
+                    uv_lit=c.uv_lit,
                     setpoint_c=None if fw.setpoint_dc is None else fw.setpoint_dc / 10,
                     disinfecting=fw.disinfecting,
                     disinfect_remaining_s=fw.cycle_remaining_s,
@@ -225,6 +228,7 @@ class BankState:
                     dead_heater=c.dead_heater,
                     stuck_heater=c.stuck_heater,
                     jammed_lock=c.jammed_lock,
+                    dead_lamp=c.dead_lamp,
                 )
             )
         return rows

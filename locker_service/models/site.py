@@ -87,5 +87,6 @@ class Compartment(Base):
     # records), against its rated life.
     lamp_on_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     lamp_fitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lamp_fitted_by: Mapped[str | None] = mapped_column(String(REASON_COLUMN_LENGTH))
     # Compare-and-set counter: every state change bumps it.
     version: Mapped[int] = mapped_column(Integer, default=1)

@@ -186,27 +186,7 @@ async def kiosk(kiosk_id: IdPath, principal: OperatorDep, session: SessionDep) -
                 waited_s=waited,
                 food_deadline=order.food_deadline,
             )
-        rows.append(
-            CompartmentRead(
-                id=c.id,
-                number=c.number,
-                size=c.size,
-                heated=c.heated,
-                state=c.state,
-                out_of_service_reason=c.out_of_service_reason,
-                door_open=c.door_open,
-                lock_released=c.lock_released,
-                occupied=c.occupied,
-                heater_on=c.heater_on,
-                uv_on=c.uv_on,
-                temp_c=c.temp_c,
-                setpoint_c=c.setpoint_c,
-                disinfect_remaining_s=c.disinfect_remaining_s,
-                fault=c.fault,
-                snapshot_at=c.snapshot_at,
-                order=inside,
-            )
-        )
+        rows.append(CompartmentRead.model_validate({**_columns(c), "order": inside}))
     return KioskDetail(
         id=found.id,
         code=found.code,
@@ -291,6 +271,16 @@ async def back_in_service(
     compartment_id: IdPath, principal: OperatorDep, ctx: ContextDep
 ) -> CompartmentRead:
     c = await service.set_out_of_service(ctx, principal, compartment_id, None)
+    return CompartmentRead.model_validate({**_columns(c), "order": None})
+
+
+@router.post("/compartments/{compartment_id}/lamp-replaced", response_model=CompartmentRead)
+async def lamp_replaced(
+    compartment_id: IdPath, body: Reason, principal: OperatorDep, ctx: ContextDep
+) -> CompartmentRead:
+    """A new UV-C lamp is fitted: its hours start again (`reason`: a note such as the lamp's
+    make, kept with the operator's id)."""
+    c = await service.lamp_replaced(ctx, principal, compartment_id, body.reason)
     return CompartmentRead.model_validate({**_columns(c), "order": None})
 
 

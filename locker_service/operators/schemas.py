@@ -83,6 +83,9 @@ class CompartmentRead(BaseModel):
     disinfect_remaining_s: int
     fault: str | None
     snapshot_at: datetime | None
+    lamp_on_s: float  # the UV-C lamp's on-time since it was fitted (nominal seconds)
+    lamp_fitted_at: datetime | None
+    lamp_fitted_by: str | None
     order: OrderInside | None
 
 

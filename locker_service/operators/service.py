@@ -17,6 +17,7 @@ from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.errors import Conflict, Forbidden, NotFound
 from locker_service.events import publish_after_commit
+from locker_service.kiosks.disinfection_proof import LAMP_LIFE_ALERT
 from locker_service.models import Compartment, Kiosk, Site, utcnow
 from locker_service.operators.notes import signed
 from locker_service.orders import repository as orders
@@ -113,6 +114,31 @@ async def set_out_of_service(
                 "state": compartment.state,
             },
             kiosk.site_id,
+        )
+        return compartment
+
+
+async def lamp_replaced(
+    ctx: ServiceContext, principal: OperatorPrincipal, compartment_id: int, note: str
+) -> Compartment:
+    """A new UV-C lamp fitted: its hours start again, with who fitted it and a note (the lamp's
+    make, say), and the alert that asked for it is resolved."""
+    async with session_scope(ctx.sessionmaker) as session:
+        found = await compartments.with_kiosk(session, compartment_id)
+        if found is None:
+            raise NotFound(f"no compartment {compartment_id}")
+        compartment, kiosk = found
+        principal.require_act(kiosk.site_id)
+        compartment.lamp_on_s = 0.0
+        compartment.lamp_fitted_at = utcnow()
+        compartment.lamp_fitted_by = signed(note, principal.id)
+        await resolve_alerts(session, f"{LAMP_LIFE_ALERT}:{compartment.id}", ctx.hub)
+        log.info(
+            "operator %s: new UV-C lamp in %s compartment %s (%s)",
+            principal.id,
+            kiosk.code,
+            compartment.number,
+            note,
         )
         return compartment
 

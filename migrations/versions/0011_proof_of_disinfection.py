@@ -16,6 +16,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 DOUBLE = sa.Double()
+REASON_LENGTH = 500  # locker_service.models.site.REASON_COLUMN_LENGTH when this was written
 
 
 def upgrade() -> None:
@@ -28,10 +29,12 @@ def upgrade() -> None:
     with op.batch_alter_table("compartments") as batch:
         batch.add_column(sa.Column("lamp_on_s", sa.Float(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("lamp_fitted_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("lamp_fitted_by", sa.String(REASON_LENGTH), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("compartments") as batch:
+        batch.drop_column("lamp_fitted_by")
         batch.drop_column("lamp_fitted_at")
         batch.drop_column("lamp_on_s")
     with op.batch_alter_table("disinfection_cycles") as batch:

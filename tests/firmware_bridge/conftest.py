@@ -50,6 +50,13 @@ def first_edition_kiosk(private_mosquitto: MosquittoProcess, tmp_path: Path) -> 
         yield kiosk
 
 
+@pytest.fixture
+def second_revision_kiosk(private_mosquitto: MosquittoProcess, tmp_path: Path) -> Iterator[Kiosk]:
+    """A kiosk whose board is of protocol revision 2 (no lamp sense, no CYCLE_REPORT)."""
+    with running_kiosk(private_mosquitto, tmp_path, protocol=2) as kiosk:
+        yield kiosk
+
+
 @contextmanager
 def running_kiosk(
     private_mosquitto: MosquittoProcess, tmp_path: Path, protocol: int = PROTOCOL_REVISION

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from firmware_bridge.board import BoardAnswerInvalid
 from hardware.protocol import StatusAnswer
 from hardware.protocol.messages import UnlockAnswer
@@ -139,10 +141,61 @@ def test_a_disinfection_cycle_starts_reports_and_completes(kiosk: Kiosk) -> None
     assert truth.disinfecting
     obs.wait_event("disinfection_started", 4)
     obs.wait(lambda: (obs.snapshot(4) or {}).get("disinfecting"), "snapshot of a running cycle")
-    obs.wait_event("disinfection_completed", 4)
+    completed = obs.wait_event("disinfection_completed", 4)[0]
     assert not obs.events("disinfection_aborted", 4)
     obs.wait(lambda: (obs.snapshot(4) or {}).get("disinfecting") is False, "cycle over snapshot")
     assert kiosk.sim.truth().compartments[3].uv_on_s >= 50  # the lamp really ran
+    # The board's record of its lamp (revision 3), asked as the cycle ended.
+    assert completed["data"]["lamp"] == {
+        "duration_s": 60.0,
+        "elapsed_s": 60.0,
+        "lamp_on_s": 60.0,
+        "interruptions": 0,
+        "dark": [],
+    }
+
+
+def test_a_lamp_that_fails_mid_cycle_shows_in_the_cycle_s_end_event(kiosk: Kiosk) -> None:
+    obs = kiosk.observer
+    # 240 s at 20x: 12 real seconds, so a starved test still mends the lamp before the end.
+    obs.final_reply(obs.command("start_disinfection", 3, {"duration_s": 240}).request_id)
+    obs.wait_event("disinfection_started", 3)
+    kiosk.sim.faults.dead_lamp(3)  # the tube dies; the countdown goes on
+    obs.wait(lambda: not kiosk.sim.truth().compartments[2].uv_lit, "the tube dark")
+    obs.wait(
+        lambda: kiosk.sim.truth().compartments[2].disinfect_remaining_s <= 180,
+        "a minute of the cycle run dark",
+    )
+    kiosk.sim.faults.dead_lamp(3, False)  # reseated: it shines again
+    lamp = obs.wait_event("disinfection_completed", 3)[0]["data"]["lamp"]
+    assert lamp["duration_s"] == lamp["elapsed_s"] == 240.0
+    assert lamp["interruptions"] == 1
+    (dark,) = lamp["dark"]
+    assert 0 < dark["at_s"] < 60 <= dark["at_s"] + dark["dark_s"] < 240
+    assert abs(lamp["lamp_on_s"] + dark["dark_s"] - 240.0) <= 0.2
+    assert lamp["lamp_on_s"] < 0.95 * 240  # short of its dose: the service runs it again
+
+
+def test_an_aborted_cycle_s_event_carries_how_long_the_lamp_shone(kiosk: Kiosk) -> None:
+    obs = kiosk.observer
+    obs.final_reply(obs.command("start_disinfection", 9, {"duration_s": 1800}).request_id)
+    obs.wait_event("disinfection_started", 9)
+    obs.wait(lambda: kiosk.sim.truth().compartments[8].uv_on_s >= 10, "the lamp lit a while")
+    obs.final_reply(obs.command("abort_disinfection", 9).request_id)
+    lamp = obs.wait_event("disinfection_aborted", 9)[0]["data"]["lamp"]
+    assert lamp["duration_s"] == 1800.0 and 10 <= lamp["elapsed_s"] < 1800
+    assert lamp["lamp_on_s"] == lamp["elapsed_s"] and lamp["interruptions"] == 0
+
+
+def test_a_board_of_revision_2_ends_its_cycles_without_a_lamp_record(
+    second_revision_kiosk: Kiosk, caplog: pytest.LogCaptureFixture
+) -> None:
+    obs = second_revision_kiosk.observer
+    obs.final_reply(obs.command("start_disinfection", 4, {"duration_s": 20}).request_id)
+    completed = obs.wait_event("disinfection_completed", 4)[0]
+    assert "lamp" not in completed["data"]
+    # Never asked: a revision 2 board would have refused CYCLE_REPORT as an unknown command.
+    assert not [r for r in caplog.records if "cycle report" in r.getMessage()]
 
 
 def test_abort_disinfection_stops_the_cycle_and_says_why(kiosk: Kiosk) -> None:

@@ -10,6 +10,7 @@ from hardware.firmware import HEATER_FAULTS, OVER_TEMPERATURE_C, Board
 from hardware.physics import SensorFault, World
 from hardware.protocol import (
     Command,
+    CycleReportAnswer,
     ErrorAnswer,
     FaultCode,
     Frame,
@@ -34,6 +35,7 @@ ANSWER_LAYOUT = {
     Command.START_DISINFECT: StartDisinfectRequest.unpack,
     Command.ABORT_DISINFECT: AbortDisinfectAnswer.unpack,
     Command.CLEAR_FAULT: ClearFaultAnswer.unpack,
+    Command.CYCLE_REPORT: CycleReportAnswer.unpack,
 }
 
 commands = st.one_of(st.sampled_from([int(c) for c in Command]), st.integers(0, 255))
@@ -112,7 +114,7 @@ well_formed = st.one_of(
         ),
     ),
     st.tuples(
-        st.sampled_from([Command.ABORT_DISINFECT, Command.CLEAR_FAULT]),
+        st.sampled_from([Command.ABORT_DISINFECT, Command.CLEAR_FAULT, Command.CYCLE_REPORT]),
         st.builds(lambda n: bytes([n]), compartment),
     ),
     st.tuples(commands, payloads),

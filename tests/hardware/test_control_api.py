@@ -63,6 +63,12 @@ def test_faults_are_set_and_cleared(api: TestClient) -> None:
     assert r.json()["sensor_fault"] == "short" and r.json()["jammed_lock"] is True
     r = api.put("/faults/compartments/3", json={"sensor": None})
     assert r.json()["sensor_fault"] is None and r.json()["jammed_lock"] is True
+    r = api.put("/faults/compartments/3", json={"dead_lamp": True})
+    assert r.json()["dead_lamp"] is True and r.json()["jammed_lock"] is True
+    r = api.put("/faults/compartments/3", json={"jammed_lock": False})
+    assert r.json()["dead_lamp"] is True  # a field not given is left as it was
+    r = api.put("/faults/compartments/3", json={"dead_lamp": False})
+    assert r.json()["dead_lamp"] is False
     assert api.put("/faults/line", json={"error_rate": 0.25}).status_code == 200
     assert api.get("/truth").json()["line_error_rate"] == 0.25
 
@@ -106,6 +112,7 @@ bodies = st.one_of(
         optional={
             "force": json_values, "mass_g": json_values, "temp_c": json_values,
             "text": json_values, "sensor": json_values, "dead_heater": json_values,
+            "dead_lamp": json_values,
             "error_rate": json_values, "direction": json_values, "seconds": json_values,
             "device": json_values,
         },

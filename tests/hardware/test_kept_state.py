@@ -62,6 +62,7 @@ def test_hardware_broken_by_hand_stays_broken_but_the_boards_faults_are_cleared(
     before = Simulator(compartments=4, seed=1, manual_clock=True)
     before.faults.sensor(2, "open")
     before.faults.dead_heater(4)
+    before.faults.dead_lamp(3)
     before.advance(5)
     assert before.truth().compartments[1].fault == FaultCode.SENSOR_OPEN.name
     path = tmp_path / "sim.json"
@@ -73,6 +74,7 @@ def test_hardware_broken_by_hand_stays_broken_but_the_boards_faults_are_cleared(
     restore_physical_state(after.state, kept)
     rows = after.truth().compartments
     assert rows[1].sensor_fault == "open" and rows[3].dead_heater
+    assert rows[2].dead_lamp and not rows[0].dead_lamp
     assert rows[1].fault == "NONE"  # latched in RAM: the new boot finds it again by itself
     after.advance(3)
     assert after.truth().compartments[1].fault == FaultCode.SENSOR_OPEN.name
@@ -108,3 +110,18 @@ def test_no_file_is_no_state_and_a_damaged_one_is_refused(tmp_path: Path) -> Non
     damaged.write_text(json.dumps(data))
     with pytest.raises(StateFileError, match=r"greater than or equal to 0"):
         read_state(damaged)
+
+
+def test_a_file_from_before_the_lamp_sense_restores_with_whole_lamps(tmp_path: Path) -> None:
+    data = physical_state(bank_with_food().state).model_dump(mode="json")
+    for row in data["compartments"]:
+        del row["dead_lamp"]
+    path = tmp_path / "sim.json"
+    path.write_text(json.dumps(data))
+    kept = read_state(path)
+    assert kept is not None
+    after = Simulator(compartments=6, seed=3, manual_clock=True)
+    after.faults.dead_lamp(2)
+    restore_physical_state(after.state, kept)
+    assert not any(c.dead_lamp for c in after.truth().compartments)
+    assert after.truth().compartments[2].occupied  # the rest of the file was read as before

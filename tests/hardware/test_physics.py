@@ -112,3 +112,17 @@ def test_released_latch_springs_back_if_the_door_is_never_opened() -> None:
     for _ in range(2):
         world.step()
     assert not world.compartments[0].lock_released
+
+
+def test_a_dead_tube_is_sensed_dark_and_gives_no_heat() -> None:
+    whole, dead = World(1, seed=1), World(1, seed=1)
+    dead.compartments[0].dead_lamp = True
+    assert not whole.uv_lit(1) and not dead.uv_lit(1)  # the relay is open: both dark
+    for w in (whole, dead):
+        w.set_uv(1, True)
+    assert whole.uv_lit(1) and not dead.uv_lit(1)
+    for _ in range(600):
+        whole.step()
+        dead.step()
+    assert dead.compartments[0].uv_on_s == whole.compartments[0].uv_on_s == 600.0
+    assert dead.compartments[0].air_c < whole.compartments[0].air_c - 1.0  # 8 W for 10 min

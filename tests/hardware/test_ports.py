@@ -61,7 +61,7 @@ def test_pty_answers_hello_with_the_bank_size(sim: Simulator, pty_link: BoardLin
     hello = _hello(pty_link)
     assert hello.compartment_count == 12
     assert hello.boot_id == sim.truth().boot_id
-    assert (hello.protocol, hello.firmware) == (2, "1.1.0")
+    assert (hello.protocol, hello.firmware) == (3, "1.2.0")
 
 
 def test_sim_url_and_socket_reach_the_same_board(sim: Simulator, link: BoardLink) -> None:

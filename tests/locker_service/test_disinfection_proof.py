@@ -184,3 +184,35 @@ async def test_lamp_hours_add_up_to_an_alert_near_the_lamp_s_life(
     assert c is not None and c.lamp_on_s == FULL
     (alert,) = await alerts(service, "uv_lamp_life")  # 0.5 h of a 0.6 h life, warned at 80 %
     assert "the UV-C lamp has shone 0.5 h of its rated 0.6 h: replace it" in alert.message
+
+
+async def test_a_new_lamp_starts_its_hours_again_and_resolves_the_alert(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    _, n = await held(app_client, world, service, "new-lamp")
+    await event(service, world, "disinfection_completed", n, **lamp())
+    async with service.sessionmaker() as session:
+        c = await session.scalar(
+            select(Compartment).where(
+                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
+            )
+        )
+    assert c is not None
+    url = f"/api/v1/operator/compartments/{c.id}/lamp-replaced"
+    refused = await app_client.post(url, json={"reason": "x"}, headers=world.operator())
+    assert refused.status_code == 422 and refused.json()["error"]
+    answer = await app_client.post(
+        url, json={"reason": "new 8 W UV-C tube"}, headers=world.operator()
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["lamp_on_s"] == 0 and body["lamp_fitted_at"]
+    assert body["lamp_fitted_by"].startswith("new 8 W UV-C tube (operator ")
+    (alert,) = await alerts(service, "uv_lamp_life")
+    assert alert.resolved_at is not None
+    stranger = await app_client.post(
+        url,
+        json={"reason": "not mine"},
+        headers={"Authorization": f"Bearer {world.other_operator_token}"},
+    )
+    assert stranger.status_code in (403, 404)
