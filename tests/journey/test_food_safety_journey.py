@@ -60,6 +60,15 @@ def set_profile(up: Up, site: str, profile: str) -> None:
     assert f"site {site}: {profile}" in done.stdout
 
 
+def kiosks_online(actors: Actors) -> None:
+    wait_until(
+        lambda: all(k["online"] for k in actors.operator_get("/sites")[0]["kiosks"]),
+        STEP_WAIT_S,
+        "the kiosk online",
+        0.5,
+    )
+
+
 def test_a_probe_gone_quiet_with_food_inside_makes_it_unsafe_and_everyone_is_told(up: Up) -> None:
     actors = Actors(up)
     phones = PurchaserPhones()
@@ -67,14 +76,7 @@ def test_a_probe_gone_quiet_with_food_inside_makes_it_unsafe_and_everyone_is_tol
         set_profile(up, actors.creds["site_code"], "us-fda")
         sites = actors.operator_get("/sites")
         assert sites[0]["food_safety"]["name"] == "us-fda"
-        wait_until(
-            lambda: all(
-                k["online"] for s in sites for k in actors.operator_get("/sites")[0]["kiosks"]
-            ),
-            STEP_WAIT_S,
-            "the kiosk online",
-            0.5,
-        )
+        kiosks_online(actors)
         created = actors.create_order("unsafe-1", phones.contact("unsafe-1"))
         n = int(actors.dropoff(0, "unsafe-1")["compartment"])
         wait_until(lambda: actors.compartment(0, n)["lock_released"], STEP_WAIT_S, "the latch")
@@ -147,6 +149,72 @@ def test_a_probe_gone_quiet_with_food_inside_makes_it_unsafe_and_everyone_is_tol
         )
         assert openings
         assert not actors.compartment(0, n)["occupied"]
+    finally:
+        actors.close()
+        phones.close()
+
+
+CYCLE_WAIT_S = 150.0  # a 30-minute cycle is 30 s at 60x; a busy machine
+
+
+def test_a_lamp_that_fails_mid_cycle_keeps_the_food_from_ready_and_the_cycle_runs_again(
+    up: Up,
+) -> None:
+    """The board's lamp sense through the whole chain (ADR 0073): the tube dies five nominal
+    minutes into the cycle and is reseated; the cycle runs out short of its dose, so the order
+    is not ready, the operator is told, the cycle runs again, and the food's record shows both."""
+    actors = Actors(up)
+    phones = PurchaserPhones()
+    try:
+        kiosks_online(actors)
+        created = actors.create_order("lamp-1", phones.contact("lamp-1"))
+        n = int(actors.dropoff(0, "lamp-1")["compartment"])
+        wait_until(lambda: actors.compartment(0, n)["lock_released"], STEP_WAIT_S, "the latch")
+        actors.hands(0, "open", n)
+        actors.hands(0, "place", n, mass_g=450, temp_c=FOOD_IN_C)
+        actors.hands(0, "close", n)
+        wait_until(lambda: actors.compartment(0, n)["uv_lit"], STEP_WAIT_S, "the lamp shining", 0.2)
+        dead = actors.http.put(f"{up.sim_url(0)}/faults/compartments/{n}", json={"dead_lamp": True})
+        assert dead.status_code == 200 and not dead.json()["uv_lit"], dead.text
+        # Five nominal minutes of the 30 dark: a sixth of the dose lost, the cycle short.
+        started_dark = actors.compartment(0, n)["disinfect_remaining_s"]
+        wait_until(
+            lambda: actors.compartment(0, n)["disinfect_remaining_s"] <= started_dark - 300,
+            STEP_WAIT_S,
+            "five minutes of the cycle dark",
+            0.2,
+        )
+        mended = actors.http.put(
+            f"{up.sim_url(0)}/faults/compartments/{n}", json={"dead_lamp": False}
+        )
+        assert mended.status_code == 200, mended.text
+
+        def cycles_ended() -> list[str]:
+            record = actors.operator_get(f"/orders/{created['id']}/record")
+            return [e["detail"] for e in record["entries"] if e["what"] == "cycle_ended"]
+
+        first = wait_until(cycles_ended, CYCLE_WAIT_S, "the first cycle's end", 0.5)
+        assert first[0].startswith("short: lamp lit "), first
+        assert "dark 1 time(s)" in first[0]
+        assert actors.order(created["id"])["state"] == "disinfecting"  # not ready
+        assert not phones.inbox("lamp-1")  # nor told it is
+        [alert] = [a for a in actors.operator_get("/alerts") if a["kind"] == "cycle_short_dose"]
+        assert "the cycle runs again" in alert["message"]
+
+        ready = wait_until(
+            lambda: actors.order(created["id"])["state"] == "ready",
+            CYCLE_WAIT_S,
+            "the order ready after the cycle ran again",
+            0.5,
+        )
+        assert ready
+        ended = cycles_ended()
+        assert ended[0] == first[0] and len(ended) == 2, ended
+        assert ended[1].startswith("completed: lamp lit 1800 s of 1800 s, "), ended
+        told = wait_until(
+            lambda: phones.inbox("lamp-1"), STEP_WAIT_S, "the purchaser's message", 0.5
+        )
+        assert told[0].attachments  # her QR code: sent once the food is ready, not before
     finally:
         actors.close()
         phones.close()
