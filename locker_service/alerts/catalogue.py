@@ -18,6 +18,9 @@ from typing import Final
 # A purchaser message given up on (raised by the notification worker, read by the digest and
 # the purchaser-data erase).
 UNDELIVERABLE_ALERT = "notification_undeliverable"
+# A UV-C lamp near the end of its rated life (raised by a cycle's proof, kiosks/
+# disinfection_proof.py; resolved when an operator records a new lamp).
+LAMP_LIFE_ALERT = "uv_lamp_life"
 
 LANGUAGES: Final = ("en", "zh-Hans")
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from locker_service.alerts.catalogue import LAMP_LIFE_ALERT
 from locker_service.alerts.service import raise_compartment_alert
 from locker_service.context import ServiceContext
 from locker_service.foodsafety.uv_dose import ImpossibleRecord, LampRecord, Outcome, judge
@@ -23,7 +24,6 @@ log = logging.getLogger(__name__)
 
 SHORT_DOSE_ALERT = "cycle_short_dose"
 IMPOSSIBLE_RECORD_ALERT = "cycle_report_impossible"
-LAMP_LIFE_ALERT = "uv_lamp_life"
 # Not complete: the cycle runs again.
 NOT_COMPLETE: tuple[Outcome, ...] = ("short_dose", "impossible")
 

@@ -7,6 +7,7 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from locker_service.alerts.catalogue import LAMP_LIFE_ALERT
 from locker_service.alerts.service import raise_alert, resolve_alerts
 from locker_service.api.deps import OperatorPrincipal
 from locker_service.compartments import openings
@@ -17,7 +18,6 @@ from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.errors import Conflict, Forbidden, NotFound
 from locker_service.events import publish_after_commit
-from locker_service.kiosks.disinfection_proof import LAMP_LIFE_ALERT
 from locker_service.models import Compartment, Kiosk, Site, utcnow
 from locker_service.operators.notes import signed
 from locker_service.orders import repository as orders
