@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_poll_s: float = Field(default=0.5, gt=0)
     webhook_lease_s: float = Field(default=60.0, gt=0)  # a send taking longer is retried
+    # Delivered and dead deliveries are kept this long (the merchant's log, and the dead ones
+    # to redeliver), then deleted; open ones never are.
+    webhook_retention_days: float = Field(default=30.0, gt=0)
     # Comma-separated CIDR networks a merchant's webhook may reach although they are not global
     # (and where plain http is allowed), e.g. "127.0.0.1/32" for a receiver on this machine.
     webhook_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -122,6 +122,36 @@ def backoff_s(settings: Settings, attempts: int) -> float:
     return float(base) * random.uniform(0.8, 1.2)
 
 
+PRUNE_EVERY_S = 3600.0
+PRUNE_CHUNK = 1_000
+FINISHED = ("delivered", "dead")
+
+
+async def prune_finished_before(
+    sessionmaker: async_sessionmaker[AsyncSession], cutoff: datetime
+) -> int:
+    """Delete the delivered and dead deliveries made before `cutoff`, in chunks (each its own
+    short transaction); how many. Pending and sending ones stay, however old."""
+    total = 0
+    while True:
+        async with sessionmaker() as session, session.begin():
+            ids = (
+                await session.scalars(
+                    select(WebhookDelivery.id)
+                    .where(
+                        WebhookDelivery.status.in_(FINISHED), WebhookDelivery.created_at < cutoff
+                    )
+                    .limit(PRUNE_CHUNK)
+                )
+            ).all()
+            if ids:
+                await session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
+        total += len(ids)
+        if len(ids) < PRUNE_CHUNK:
+            return total
+        await asyncio.sleep(0)
+
+
 class WebhookWorker:
     def __init__(
         self,
@@ -144,13 +174,29 @@ class WebhookWorker:
             log=log,
             failure="webhook delivery round failed",
         )
+        self._pruning = BackgroundLoop(
+            "webhook-retention",
+            self._prune,
+            period_s=PRUNE_EVERY_S,
+            log=log,
+            failure="webhook delivery retention round failed",
+        )
 
     async def start(self) -> None:
         self._loop.start()
+        self._pruning.start()
 
     async def stop(self) -> None:
+        await self._pruning.stop()
         await self._loop.stop()
         await self._client.aclose()
+
+    async def _prune(self) -> bool:
+        cutoff = utcnow() - timedelta(days=self._settings.webhook_retention_days)
+        pruned = await prune_finished_before(self._sessionmaker, cutoff)
+        if pruned:
+            log.info("deleted %d webhook deliveries finished before %s", pruned, cutoff)
+        return False  # once an hour is enough, however many went
 
     async def _round(self) -> bool:
         return await self.run_once() > 0

@@ -19,8 +19,9 @@ from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
 from locker_service.context import ServiceContext
+from locker_service.db import session_scope
 from locker_service.models import WebhookDelivery, utcnow
-from locker_service.notifications.webhooks import WebhookWorker
+from locker_service.notifications.webhooks import WebhookWorker, prune_finished_before
 from locker_service.sites import service as admin
 from tests.locker_service.world import World, cycles_have_run, dropped_off, event, token_of
 
@@ -300,3 +301,38 @@ def test_an_expiry_of_unsafe_food_is_its_own_event() -> None:
     assert event_of("expired", {"food_unsafe_at": utcnow()}) == "order.food_unsafe"
     assert event_of("expired", {"closed_at": utcnow()}) == "order.expired"
     assert event_of("disinfecting", {}) is None  # a step inside the story, not the merchant's
+
+
+async def test_finished_deliveries_are_deleted_after_their_retention_open_ones_never(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, receiver: Receiver
+) -> None:
+    await register(app_client, world, receiver.url)
+    worker = WebhookWorker(service.sessionmaker, service.settings)
+    await the_story(app_client, world, service)
+    await deliver_all(worker)
+    receiver.status = 500
+    await dropped_off(app_client, world, service, ref=f"wh-{uuid.uuid4().hex[:6]}")
+    async with session_scope(service.sessionmaker) as session:
+        rows = list((await session.scalars(select(WebhookDelivery))).all())
+        delivered = [r for r in rows if r.status == "delivered"]
+        (pending,) = [r for r in rows if r.status == "pending"]
+        assert len(delivered) >= 2
+        month_ago = utcnow() - timedelta(days=31)
+        delivered[0].created_at = month_ago  # delivered long ago: goes
+        pending.created_at = month_ago  # still trying, however old: stays
+        dead = WebhookDelivery(
+            endpoint_id=pending.endpoint_id,
+            order_id=pending.order_id,
+            message_id=f"msg_{uuid.uuid4().hex}",
+            event_type="order.expired",
+            payload={},
+            status="dead",
+            created_at=month_ago,
+        )
+        session.add(dead)
+    cutoff = utcnow() - timedelta(days=service.settings.webhook_retention_days)
+    assert await prune_finished_before(service.sessionmaker, cutoff) == 2
+    async with service.sessionmaker() as session:
+        left = {r.id: r.status for r in (await session.scalars(select(WebhookDelivery))).all()}
+    assert delivered[0].id not in left and dead.id not in left
+    assert left[pending.id] == "pending" and all(left[r.id] for r in delivered[1:])
