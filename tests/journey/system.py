@@ -244,14 +244,30 @@ class Actors:
 
     up: Up
     creds: dict[str, Any] = field(init=False)
-    http: httpx.Client = field(init=False)
+    # One client per thread: the journey's purchasers act at once, and httpcore's pool, shared
+    # between threads, can close a connection another thread's request is reading from
+    # (encode/httpcore#1110: "Bad file descriptor").
+    _local: threading.local = field(init=False, default_factory=threading.local)
+    _clients: list[httpx.Client] = field(init=False, default_factory=list)
+    _clients_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.creds = self.up.credentials()
-        self.http = httpx.Client(timeout=HTTP_TIMEOUT_S)
+
+    @property
+    def http(self) -> httpx.Client:
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = httpx.Client(timeout=HTTP_TIMEOUT_S)
+            with self._clients_lock:
+                self._clients.append(client)
+        return client
 
     def close(self) -> None:
-        self.http.close()
+        with self._clients_lock:
+            for client in self._clients:
+                client.close()
+            self._clients.clear()
 
     # merchant
     def create_order(self, ref: str, contact: str, size: str = "M") -> dict[str, Any]:

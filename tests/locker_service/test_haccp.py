@@ -60,7 +60,10 @@ async def _a_day(
     operator acted on, an order dropped off with its cycle started. Returns the readings,
     the order's id and the second kiosk's code."""
     second = await _second_kiosk(service, world)
-    start = minute_of(utcnow() - timedelta(minutes=6))
+    now = utcnow()
+    # All of it on one UTC day, the site's: in the first minutes after midnight the readings
+    # start at midnight rather than on the day before.
+    start = max(minute_of(now - timedelta(minutes=6)), _midnight(now))
     readings = [
         ReadingRow(kiosk, n, start + timedelta(seconds=30 * i), temp, 65.0, True)
         for kiosk, n in ((world.kiosk_id, 1), (world.kiosk_id, 2), (second.id, 1))
@@ -100,10 +103,16 @@ async def _a_day(
     return readings, str(order["id"]), second.code
 
 
+def _midnight(at: datetime) -> datetime:
+    return at.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 async def _seal_today(service: ServiceContext) -> list[HaccpDay]:
-    tomorrow_late = utcnow() + timedelta(days=1, hours=2)
-    assert await haccp.seal_due(service.sessionmaker, service.settings, tomorrow_late) >= 1
-    assert await haccp.seal_due(service.sessionmaker, service.settings, tomorrow_late) == 0
+    """Seal the days due once today has ended, and not tomorrow: at 02:00 tomorrow (UTC, the
+    test sites' zone), whatever the hour the test runs at."""
+    after_today = _midnight(utcnow()) + timedelta(days=1, hours=2)
+    assert await haccp.seal_due(service.sessionmaker, service.settings, after_today) >= 1
+    assert await haccp.seal_due(service.sessionmaker, service.settings, after_today) == 0
     async with service.sessionmaker() as session:
         return list(await session.scalars(select(HaccpDay).order_by(HaccpDay.day)))
 

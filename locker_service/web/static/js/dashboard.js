@@ -182,8 +182,19 @@
     if (!state.kioskId) return;
     const kiosk = await api("GET", "/operator/kiosks/" + state.kioskId);
     state.kiosk = kiosk;
+    const before = new Map(state.cells);
     state.cells.clear();
-    for (const c of list(kiosk.compartments, "compartments")) state.cells.set(c.number, c);
+    for (const c of list(kiosk.compartments, "compartments")) {
+      // The database holds the last snapshot's temperature; a live reading newer than that
+      // (telemetry is live at once, a snapshot is stored first) stays on screen.
+      c.temp_at = Date.parse(c.snapshot_at || "") || 0;
+      const shown = before.get(c.number);
+      if (shown && shown.temp_at > c.temp_at) {
+        Object.assign(c, { temp_c: shown.temp_c, setpoint_c: shown.setpoint_c,
+          heater_on: shown.heater_on, temp_at: shown.temp_at });
+      }
+      state.cells.set(c.number, c);
+    }
     $("kiosk-title").textContent = `${kiosk.name || kiosk.code} (${kiosk.code})`;
     renderOnline(kiosk.online, kiosk.fw);
     renderGrid();
@@ -624,19 +635,27 @@
         const c = state.cells.get(n);
         if (!c) break;
         const stateChanged = "state" in data && data.state !== c.state;
+        // A snapshot handled after a newer reading was shown (the reading goes live at once,
+        // the snapshot once stored) must not put the older temperature back.
+        const at = Date.parse(data.ts || "") || 0;
+        const older = at && at < (c.temp_at || 0);
         for (const key of ["door_open", "lock_released", "occupied", "heater_on", "uv_on",
           "disinfect_remaining_s", "temp_c", "setpoint_c", "fault", "state"]) {
+          if (older && (key === "temp_c" || key === "setpoint_c" || key === "heater_on")) continue;
           if (key in data) c[key] = data[key];
         }
+        if (at && !older && "temp_c" in data) c.temp_at = at;
         updateCell(n);
         if (stateChanged) scheduleRefetch("kiosk"); // the order inside may have changed too
         break;
       }
       case "telemetry": {
         if (onKiosk(data.kiosk)) {
+          const at = Date.parse(data.ts || "") || 0;
           for (const r of data.readings || []) {
             const c = state.cells.get(r.n);
-            if (!c) continue;
+            if (!c || (at && at < (c.temp_at || 0))) continue;  // older than what is shown
+            c.temp_at = at;
             c.temp_c = r.temp_c;
             c.setpoint_c = r.setpoint_c;
             c.heater_on = r.heater;
