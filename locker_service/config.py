@@ -229,6 +229,16 @@ class Settings(BaseSettings):
             ipaddress.ip_network(network, strict=False)  # a ValueError names the bad one
         return value
 
+    @field_validator("uv_irradiance_mw_cm2")
+    @classmethod
+    def _irradiance(cls, value: dict[str, float]) -> dict[str, float]:
+        missing = {"S", "M", "L"} - set(value)
+        if missing:
+            raise ValueError(f"no UV-C irradiance for size {', '.join(sorted(missing))}")
+        if any(not 0 < v < 100 for v in value.values()):
+            raise ValueError("a UV-C irradiance is more than 0 and less than 100 mW/cm2")
+        return value
+
     @model_validator(mode="after")
     def _stable_replica_id(self) -> Settings:
         if not self.replica_id:

@@ -44,6 +44,7 @@ async def record_cycle_end(
     commanded = cycle.commanded_s or (
         settings.disinfection_s if cycle.kind == "hold" else settings.cleaning_s
     )
+    # Every size has one (config); a size added later gets the weakest until it is set.
     irradiance = settings.uv_irradiance_mw_cm2.get(
         c.size, min(settings.uv_irradiance_mw_cm2.values())
     )
@@ -51,10 +52,7 @@ async def record_cycle_end(
         record = LampRecord.from_event(data or {}, commanded, completed=completed)
     except ImpossibleRecord as exc:
         log.warning("kiosk %s compartment %s: %s", kiosk.code, c.number, exc)
-        cycle.outcome = "impossible"
-        cycle.lamp = (
-            dict(data.get("lamp") or {}) if data and isinstance(data.get("lamp"), Mapping) else None
-        )
+        cycle.outcome = "impossible"  # what it said is not kept: the alert says why
         await raise_compartment_alert(
             session,
             ctx.hub,

@@ -51,3 +51,16 @@ def test_leases_renew_within_their_ttl_and_ignore_the_time_scale(
     assert (settings.lease_renew_s, settings.lease_ttl_s) == (2.0, 10.0)  # wall clock, unscaled
     with pytest.raises(ValidationError, match="LOCKER_LEASE_RENEW_S"):
         Settings(lease_renew_s=10.0, lease_ttl_s=10.0)
+
+
+def test_uv_irradiance_is_set_for_every_size_and_believable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOCKER_UV_IRRADIANCE_MW_CM2", '{"S": 0.2, "M": 0.1, "L": 0.05}')
+    assert Settings().uv_irradiance_mw_cm2 == {"S": 0.2, "M": 0.1, "L": 0.05}
+    monkeypatch.setenv("LOCKER_UV_IRRADIANCE_MW_CM2", '{"S": 0.2, "M": 0.1}')
+    with pytest.raises(ValidationError, match="no UV-C irradiance for size L"):
+        Settings()
+    monkeypatch.setenv("LOCKER_UV_IRRADIANCE_MW_CM2", '{"S": 0.2, "M": 0, "L": 0.05}')
+    with pytest.raises(ValidationError, match="more than 0"):
+        Settings()
