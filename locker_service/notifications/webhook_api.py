@@ -19,7 +19,7 @@ from locker_service.api.deps import (
 )
 from locker_service.bounds import Text
 from locker_service.errors import Conflict, NotFound, Unprocessable
-from locker_service.models import WebhookDelivery, WebhookEndpoint, utcnow
+from locker_service.models import Merchant, WebhookDelivery, WebhookEndpoint, utcnow
 from locker_service.notifications.webhooks import check_url, new_secret
 from locker_service.orders.webhooks import EVENT_TYPES
 
@@ -103,6 +103,9 @@ async def register(
             code="unknown_event_type",
         )
     await check_url(body.url, settings)
+    # The merchant's row locked first: two registrations at once count one after the other
+    # (on SQLite the transaction's BEGIN IMMEDIATE already makes them take turns).
+    await session.execute(select(Merchant.id).where(Merchant.id == merchant.id).with_for_update())
     count = len(
         (
             await session.scalars(

@@ -113,6 +113,20 @@ def test_operator_watches_live_and_acts(
     ]
     assert len(unlocks) == 1
 
+    # A new UV-C lamp fitted: recorded with the operator's note, its hours start again.
+    expect(page.locator("#detail-facts")).to_contain_text("UV lamp 0.0 h")
+    page.get_by_placeholder("Reason (required)").first.fill("new 8 W tube")
+    page.get_by_role("button", name="New UV lamp fitted").click()
+    expect(page.locator("#action-result")).to_contain_text(
+        "Compartment 1 has a new UV-C lamp", timeout=LIVE_TIMEOUT_MS
+    )
+    expect(page.locator("#detail-facts")).to_contain_text("UV lamp 0.0 h since ")
+    kiosk_detail = service.api(
+        "GET", f"/api/v1/operator/kiosks/{seed.kiosk_id}", seed.operator_token
+    ).json()
+    [first] = [c for c in kiosk_detail["compartments"] if c["number"] == 1]
+    assert first["lamp_fitted_by"].startswith("new 8 W tube (operator ")
+
     # The kill switch freezes the site; the service agrees.
     page.locator("#kill-reason").fill("suspected mass-open attempt")
     page.get_by_role("button", name="Freeze all openings").click()

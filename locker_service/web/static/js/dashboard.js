@@ -317,6 +317,9 @@
       `state ${c.state}`,
       `temperature ${fmtTemp(c.temp_c)}, setpoint ${c.setpoint_c ? fmtTemp(c.setpoint_c) : "off"}`,
       `UV ${c.uv_on ? "on" : "off"}`,
+      // The lamp's hours since it was fitted, from the board's cycle records (ADR 0073).
+      `UV lamp ${((c.lamp_on_s || 0) / 3600).toFixed(1)} h` +
+        (c.lamp_fitted_at ? ` since ${new Date(c.lamp_fitted_at).toLocaleDateString()}` : ""),
       order ? `order ${order.external_ref || order.id} (${order.state}) for ${order.purchaser_name || "?"}` : "empty",
     ].join(" · ");
     // Offered where a plain opening is refused for the running cycle, or a fault holds food.
@@ -397,6 +400,7 @@
     }
     if (action === "open" && !confirm(`Open compartment ${c.number} now?`)) return;
     if (action === "abort-and-open" && !confirm(`Abort the cycle of compartment ${c.number} and open it now?`)) return;
+    if (action === "lamp-replaced" && !confirm(`Record a new UV-C lamp in compartment ${c.number}? Its hours start again.`)) return;
     result.hidden = true;
     try {
       const body = action === "back-in-service" ? {} : { reason };
@@ -409,6 +413,7 @@
         "abort-and-open": "opened, its cycle aborted",
         "out-of-service": "taken out of service",
         "back-in-service": "back in service",
+        "lamp-replaced": "has a new UV-C lamp: its hours start again",
       };
       showResult(true, `Compartment ${c.number} ${done[action]}.`);
       $("action-reason").value = "";
