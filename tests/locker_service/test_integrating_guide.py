@@ -13,12 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from locker_service.db import create_engine, create_sessionmaker
-from tests.locker_service.conftest import make_settings
-from tests.locker_service.test_sigkill import ServiceProcess
-from tests.locker_service.world import seed
-from tests.support.databases import migrated_database
-from tests.support.mosquitto import free_port
+from tests.locker_service.served import merchant_service
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -39,24 +34,7 @@ def test_the_guide_has_the_examples_it_promises() -> None:
 
 
 async def test_every_example_of_the_guide_runs_against_a_real_service(tmp_path: Path) -> None:
-    database_url = migrated_database("sqlite", tmp_path)
-    settings = make_settings(database_url)
-    engine = create_engine(database_url)
-    world = await seed(create_sessionmaker(engine), settings)
-    await engine.dispose()
-    port = free_port()
-    env = {
-        **os.environ,
-        "LOCKER_ENVIRONMENT": "test",
-        "LOCKER_DATABASE_URL": database_url,
-        "LOCKER_SECRET_KEY": settings.secret_key,
-        "LOCKER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "LOCKER_KIOSK_LINK_ENABLED": "false",
-        "LOCKER_NOTIFY_ENABLED": "true",
-        "LOCKER_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
-        "LOCKER_WEBHOOK_POLL_S": "0.2",
-    }
-    service = ServiceProcess(env, port, tmp_path / "service.log")
+    service, world = await merchant_service(tmp_path)
     await service.start()
     try:
         reader = {
