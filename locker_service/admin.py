@@ -450,6 +450,42 @@ def _against_database(database_url: str | None, site: str, days: list[Any]) -> l
     ]
 
 
+def erase_purchaser(
+    contact: str | None = typer.Option(
+        None, help="Her contact exactly as given on her orders (e.g. mailto://ada@example.com)"
+    ),
+    order: str | None = typer.Option(None, help="One order's id"),
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """A purchaser's request to be forgotten: her name and contact erased from her ended orders,
+    their messages and alerts; what the orders were (states, times, openings, food records)
+    stays. An order still in progress keeps them until it ends, then the retention erases it."""
+    import uuid
+
+    from locker_service.orders.privacy import erase_purchaser as erase
+
+    if (contact is None) == (order is None):
+        typer.echo("error: give --contact or --order", err=True)
+        raise typer.Exit(2)
+    try:
+        order_id = uuid.UUID(order) if order is not None else None
+    except ValueError:
+        typer.echo(f"error: {order!r} is not an order id", err=True)
+        raise typer.Exit(2) from None
+
+    async def work(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> Any:
+        engine = sessions.kw["bind"]
+        return await erase(engine, contact=contact, order_id=order_id)
+
+    done = _in_database(database_url, work)
+    typer.echo(f"erased the purchaser's name and contact from {len(done.erased)} ended order(s)")
+    for kept in done.in_progress:
+        typer.echo(
+            f"order {kept} is in progress: kept until it ends (she may still be told of her "
+            "food), then erased by the retention"
+        )
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "serve": serve,
     "migrate": migrate,
@@ -461,4 +497,5 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "create-courier": create_courier,
     "create-operator": create_operator,
     "set-oncall": set_oncall,
+    "erase-purchaser": erase_purchaser,
 }

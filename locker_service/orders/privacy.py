@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from locker_service.alerts.catalogue import UNDELIVERABLE_ALERT
 from locker_service.background import BackgroundLoop
@@ -50,31 +53,66 @@ async def erase_ended_before(engine: AsyncEngine, cutoff: datetime) -> int:
                 )
             ).all()
             if ids:
-                await connection.execute(
-                    update(Order)
-                    .where(Order.id.in_(ids))
-                    .values(purchaser_name=ERASED, purchaser_contact=ERASED)
-                )
-                await connection.execute(
-                    update(NotificationOutbox)
-                    .where(NotificationOutbox.order_id.in_(ids))
-                    .values(channel=ERASED, body=ERASED, last_error=None)
-                )
-                # "The purchaser was not reached" quotes the delivery error, which may quote her
-                # contact: the alert keeps what happened, without the error.
-                messages = select(NotificationOutbox.id).where(NotificationOutbox.order_id.in_(ids))
-                await connection.execute(
-                    update(Alert)
-                    .where(
-                        Alert.kind == UNDELIVERABLE_ALERT,
-                        Alert.notification_id.in_(messages.scalar_subquery()),
-                    )
-                    .values(message=ERASED_ALERT_MESSAGE)
-                )
+                await _erase(connection, ids)
         total += len(ids)
         if len(ids) < CHUNK_ORDERS:
             return total
         await asyncio.sleep(0)
+
+
+async def _erase(connection: AsyncConnection, ids: Sequence[uuid.UUID]) -> None:
+    """Blank the purchaser data of these orders, their messages and the alerts quoting them."""
+    await connection.execute(
+        update(Order)
+        .where(Order.id.in_(ids))
+        .values(purchaser_name=ERASED, purchaser_contact=ERASED)
+    )
+    await connection.execute(
+        update(NotificationOutbox)
+        .where(NotificationOutbox.order_id.in_(ids))
+        .values(channel=ERASED, body=ERASED, last_error=None)
+    )
+    # "The purchaser was not reached" quotes the delivery error, which may quote her contact:
+    # the alert keeps what happened, without the error.
+    messages = select(NotificationOutbox.id).where(NotificationOutbox.order_id.in_(ids))
+    await connection.execute(
+        update(Alert)
+        .where(
+            Alert.kind == UNDELIVERABLE_ALERT,
+            Alert.notification_id.in_(messages.scalar_subquery()),
+        )
+        .values(message=ERASED_ALERT_MESSAGE)
+    )
+
+
+@dataclass(frozen=True)
+class Erasure:
+    erased: list[uuid.UUID]  # ended orders: erased now
+    in_progress: list[uuid.UUID]  # she may still be told of them: erased after they end
+
+
+async def erase_purchaser(
+    engine: AsyncEngine, *, contact: str | None = None, order_id: uuid.UUID | None = None
+) -> Erasure:
+    """A person's request to be forgotten: her orders, found by her exact contact or by one
+    order's id. Those that ended are erased at once; one still in progress keeps the contact
+    it needs to tell her of her food, and the retention erases it after it ends."""
+    if (contact is None) == (order_id is None):
+        raise ValueError("give her contact or one order's id")
+    found = Order.purchaser_contact == contact if contact is not None else Order.id == order_id
+    async with engine.begin() as connection:
+        rows = (
+            await connection.execute(
+                select(Order.id, Order.state).where(
+                    found, or_(Order.purchaser_name != ERASED, Order.purchaser_contact != ERASED)
+                )
+            )
+        ).all()
+        ended = {s.value for s in ENDED}
+        erased = [row.id for row in rows if row.state in ended]
+        for start in range(0, len(erased), CHUNK_ORDERS):
+            await _erase(connection, erased[start : start + CHUNK_ORDERS])
+    return Erasure(erased, [row.id for row in rows if row.state not in ended])
 
 
 class PrivacyLoop:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -95,3 +96,46 @@ async def test_purchaser_data_goes_after_the_retention_and_the_order_stays(
     read = await app_client.get(f"/api/v1/orders/{ended_long_ago['id']}", headers=world.merchant())
     assert read.status_code == 200 and read.json()["purchaser_name"] == ""
     assert await privacy.run_once(utcnow()) == 0  # nothing left to erase
+
+
+async def test_a_purchaser_who_asks_is_forgotten_from_her_ended_orders_at_once(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """`lockerctl erase-purchaser`: her ended orders now; one in progress keeps her contact
+    (she may still be told of her food) until it ends; nobody else's."""
+    from typer.testing import CliRunner
+
+    from locker_service.cli import app
+
+    hers = "mailto://ada@example.com"
+    ended = await create_order(app_client, world, ref="A-ended", purchaser_contact=hers)
+    going = await create_order(app_client, world, ref="A-going", purchaser_contact=hers)
+    other = await create_order(app_client, world, ref="B-ended")
+    for order in (ended, other):
+        cancelled = await app_client.post(
+            f"/api/v1/orders/{order['id']}/cancel", headers=world.merchant()
+        )
+        assert cancelled.status_code == 200, cancelled.text
+
+    def lockerctl(*args: str) -> Any:
+        url = ["--database-url", service.settings.database_url]
+        env = {"LOCKER_SECRET_KEY": service.settings.secret_key}
+        return CliRunner().invoke(app, ["erase-purchaser", *args, *url], env=env)
+
+    done = await asyncio.to_thread(lockerctl, "--contact", hers)
+    assert done.exit_code == 0, done.output
+    assert "from 1 ended order(s)" in done.output
+    assert f"order {going['id']} is in progress: kept until it ends" in done.output
+    assert ((await _row(service, ended)).purchaser_contact, (await _row(service, ended)).state) == (
+        "",
+        "cancelled",
+    )
+    assert (await _row(service, going)).purchaser_contact == hers
+    assert (await _row(service, other)).purchaser_name == "Mia"
+
+    by_order = await asyncio.to_thread(lockerctl, "--order", other["id"])
+    assert by_order.exit_code == 0 and "from 1 ended order(s)" in by_order.output
+    assert (await _row(service, other)).purchaser_name == ""
+    for wrong in ((), ("--contact", hers, "--order", other["id"]), ("--order", "not-an-id")):
+        refused = await asyncio.to_thread(lockerctl, *wrong)
+        assert refused.exit_code == 2, refused.output
