@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 
 RETRY_NOMINAL_S = 30.0  # a kiosk that did not answer is asked again after this (nominal)
 RETRY_MIN_REAL_S = 1.0  # but never faster than this, however high the time scale
+# A cycle start sent by an earlier run of its timer that the kiosk has not confirmed: its report
+# may still be on its way (a restarted service handles the kiosk's queued reports while its
+# timers already run), so it is sent again only once a snapshot since says the kiosk is idle,
+# or after this long (real seconds, at least twice the command's own timeout).
+UNCONFIRMED_START_WAIT_S = 10.0
 
 Handler = Callable[[ServiceContext, Timer], Awaitable[datetime | None]]
 
@@ -161,6 +166,24 @@ async def _kiosk_runs(session: AsyncSession, c: Compartment, cycle: Disinfection
     )
 
 
+def _unconfirmed_start(
+    ctx: ServiceContext, c: Compartment, cycle: DisinfectionCycle
+) -> datetime | None:
+    """When to look again at a cycle an earlier run of the timer may have started (None: send
+    it now). Sending it again while the kiosk runs it would restart it and lock the purchaser
+    out behind the UV interlock for a whole cycle more."""
+    idle_since = (
+        c.snapshot_at is not None
+        and c.snapshot_at >= cycle.started_at
+        and not c.uv_on
+        and c.disinfect_remaining_s == 0
+    )
+    wait_s = max(UNCONFIRMED_START_WAIT_S, 2 * ctx.settings.command_timeout_s)
+    if idle_since or utcnow() - cycle.started_at >= timedelta(seconds=wait_s):
+        return None
+    return utcnow() + timedelta(seconds=RETRY_MIN_REAL_S)
+
+
 _HOLD_CYCLE_ORDER = (OrderState.DEPOSITED, OrderState.DISINFECTING)
 _HOLD_CYCLE_COMPARTMENT = (CompartmentState.OCCUPIED, CompartmentState.DISINFECTING)
 
@@ -188,10 +211,15 @@ async def start_hold_cycle(ctx: ServiceContext, timer: Timer) -> datetime | None
         # (`Story.cycle_confirmed`): the purchaser is never told of a disinfection not running.
         if not faulted and c.state == CompartmentState.OCCUPIED:
             await compartments.transition(session, c, CompartmentTrigger.START_CYCLE)
-        if not faulted and await _kiosk_runs(
-            session, c, await story.begin_cycle(session, c, "hold", order)
-        ):
-            return None
+        if not faulted:
+            earlier = await story.running_cycle(session, c)
+            cycle = await story.begin_cycle(session, c, "hold", order)
+            if await _kiosk_runs(session, c, cycle):
+                return None
+            if earlier is not None and earlier.kind == "hold":
+                later = _unconfirmed_start(ctx, c, cycle)
+                if later is not None:
+                    return later
     if faulted:
         await _cannot_start(ctx, c, "hold")
         return None
@@ -218,9 +246,14 @@ async def start_cleaning(ctx: ServiceContext, timer: Timer) -> datetime | None:
         assert fresh is not None
         if fresh.state != CompartmentState.CLEANING:
             return None  # the cleaning ran and ended since the first look (as for a hold cycle)
+        earlier = await Story(ctx).running_cycle(session, fresh)
         cycle = await Story(ctx).begin_cycle(session, fresh, "cleaning", None)
         if await _kiosk_runs(session, fresh, cycle):
             return None
+        if earlier is not None and earlier.kind == "cleaning":
+            later = _unconfirmed_start(ctx, fresh, cycle)
+            if later is not None:
+                return later
     started = await _cycle_commands(ctx, kiosk, c, None, ctx.settings.cleaning_s)
     if started is CycleStart.FAULTED:
         await _cannot_start(ctx, c, "cleaning")

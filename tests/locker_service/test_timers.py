@@ -35,6 +35,7 @@ from tests.locker_service.conftest import make_settings
 from tests.locker_service.world import (
     FakeKiosk,
     World,
+    board_snapshot,
     create_order,
     cycles_have_run,
     dropped_off,
@@ -359,3 +360,32 @@ async def test_a_retried_cycle_start_that_the_cycle_end_overtook_sends_nothing(
             .where(DisinfectionCycle.state == "running")
         )
     assert running == 0
+
+
+async def test_a_retried_cycle_start_waits_for_the_kiosk_s_word_before_sending_again(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    runtime: Runtime,
+) -> None:
+    """A restarted service runs the start timer its first run left before it has handled the
+    kiosk's queued report of the start: the command is not sent again (that would restart the
+    cycle) until a snapshot since says the kiosk is idle, or the report is long overdue."""
+    _, n = await _deposited(app_client, world, service, "unconfirmed")
+    loop = TimerLoop(service)
+    await loop.run_due()
+    assert fake_kiosk.actions(n).count("start_disinfection") == 1
+    await _start_timer_runs_again(service)
+    await loop.run_due()
+    assert fake_kiosk.actions(n).count("start_disinfection") == 1  # not a second time yet
+    async with service.sessionmaker() as session:
+        again = await session.scalar(
+            select(Timer).where(Timer.kind == TimerKind.START_HOLD_CYCLE.value)
+        )
+    assert again is not None and again.state == "pending"  # it looks again shortly
+    # The kiosk's snapshot since the cycle began: idle, so the start never reached it.
+    await runtime.story.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=True))
+    await _start_timer_runs_again(service)
+    await loop.run_due()
+    assert fake_kiosk.actions(n).count("start_disinfection") == 2
