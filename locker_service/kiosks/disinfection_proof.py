@@ -60,8 +60,9 @@ async def record_cycle_end(
             c,
             kind=IMPOSSIBLE_RECORD_ALERT,
             severity="critical",
-            what=f"the board's record of the {cycle.kind} cycle cannot be true ({exc}); "
-            "the cycle runs again",
+            what=f"the board's record of the {cycle.kind} cycle cannot be true ({exc})"
+            # A faulted compartment starts no cycle until the fault is cleared (its own alert).
+            + ("; the cycle runs again" if c.fault is None else ""),
             dedupe_key=f"{IMPOSSIBLE_RECORD_ALERT}:{c.id}",
         )
         return "impossible"
