@@ -486,6 +486,128 @@ def erase_purchaser(
         )
 
 
+# -- keys and tokens (locker_service/credentials) -----------------------------------------------
+
+KEYS = typer.Typer(
+    help="Keys and tokens of merchants, kiosks and operators: list, create, rotate, revoke.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+MERCHANT_OWNER = typer.Option(None, "--merchant", help="Merchant id")
+KIOSK_OWNER = typer.Option(None, "--kiosk", help="Kiosk code")
+OPERATOR_OWNER = typer.Option(None, "--operator", help="Operator id")
+
+
+def _owner_of(merchant: int | None, kiosk: str | None, operator: int | None) -> tuple[str, str]:
+    given = [
+        (kind, str(name))
+        for kind, name in (("merchant", merchant), ("kiosk", kiosk), ("operator", operator))
+        if name is not None
+    ]
+    if len(given) != 1:
+        typer.echo("error: give one of --merchant, --kiosk or --operator", err=True)
+        raise typer.Exit(2)
+    return given[0]
+
+
+def _key_line(key: Any) -> str:
+    from locker_service.credentials import rules
+    from locker_service.models import utcnow
+
+    def when(value: Any) -> str:
+        return value.isoformat(timespec="minutes") if value is not None else "-"
+
+    return (
+        f"{key.id:>6}  {key.prefix or '(unknown)':<12} {rules.status(key, utcnow()):<8} "
+        f"created {when(key.created_at)}  expires {when(key.expires_at)}  "
+        f"last used {when(key.last_used_at)}  {key.label or ''}"
+    ).rstrip()
+
+
+@KEYS.command("list")
+def keys_list(
+    merchant: int | None = MERCHANT_OWNER,
+    kiosk: str | None = KIOSK_OWNER,
+    operator: int | None = OPERATOR_OWNER,
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Every key of one merchant, kiosk or operator: id, prefix, status, dates, label."""
+    from locker_service.credentials import store
+
+    kind, name = _owner_of(merchant, kiosk, operator)
+
+    async def work(session: AsyncSession, _: Settings) -> list[str]:
+        owner = await store.owner_by_name(session, kind, name)  # type: ignore[arg-type]
+        return [_key_line(key) for key in await store.list_keys(session, owner)]
+
+    for line in _in_session(database_url, work):
+        typer.echo(line)
+
+
+@KEYS.command("create")
+def keys_create(
+    merchant: int | None = MERCHANT_OWNER,
+    kiosk: str | None = KIOSK_OWNER,
+    operator: int | None = OPERATOR_OWNER,
+    label: str | None = typer.Option(None, help="What the key is for"),
+    expires_in_days: float | None = typer.Option(None, help="It stops after this (default: never)"),
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """A new key beside the owner's others; prints it once."""
+    from datetime import timedelta
+
+    from locker_service.credentials import store
+    from locker_service.models import utcnow
+
+    kind, name = _owner_of(merchant, kiosk, operator)
+    expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days is not None else None
+
+    async def work(session: AsyncSession, _: Settings) -> tuple[str, str]:
+        owner = await store.owner_by_name(session, kind, name)  # type: ignore[arg-type]
+        issued = await store.issue(session, owner, label=label, expires_at=expires_at)
+        return _key_line(issued.key), issued.secret
+
+    line, secret = _in_session(database_url, work)
+    typer.echo(line)
+    typer.echo(f"key (shown once): {secret}")
+
+
+@KEYS.command("rotate")
+def keys_rotate(
+    key_id: int = typer.Argument(..., help="The key to replace (its id in `keys list`)"),
+    overlap_hours: float = typer.Option(24.0, help="How long the old key keeps working"),
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """A new key for the same owner; the old one works --overlap-hours more, then stops."""
+    from datetime import timedelta
+
+    from locker_service.credentials import store
+
+    async def work(session: AsyncSession, _: Settings) -> tuple[str, str, str]:
+        issued = await store.rotate(session, key_id, overlap=timedelta(hours=overlap_hours))
+        old = await store.get(session, key_id)
+        return _key_line(old), _key_line(issued.key), issued.secret
+
+    old, new, secret = _in_session(database_url, work)
+    typer.echo(f"old: {old}")
+    typer.echo(f"new: {new}")
+    typer.echo(f"key (shown once): {secret}")
+
+
+@KEYS.command("revoke")
+def keys_revoke(
+    key_id: int = typer.Argument(..., help="The key to stop (its id in `keys list`)"),
+    database_url: str | None = DB_OPTION,
+) -> None:
+    """Stop a key now (a merchant's: on each replica within LOCKER_CREDENTIAL_CACHE_S)."""
+    from locker_service.credentials import store
+
+    async def work(session: AsyncSession, _: Settings) -> str:
+        return _key_line(await store.revoke(session, key_id))
+
+    typer.echo(_in_session(database_url, work))
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "serve": serve,
     "migrate": migrate,

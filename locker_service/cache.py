@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -47,3 +47,23 @@ class TtlCache(Generic[T]):
 
     def forget(self, key: str) -> None:
         self._entries.pop(key, None)
+
+
+@dataclass
+class AtMostEvery:
+    """Says whether something keyed by `key` is due again: at most once per `every_s` (a
+    key's `last_used_at` is written at most once a minute per replica, not per request)."""
+
+    every_s: float
+    clock: Callable[[], float] = time.monotonic
+    _last: dict[Any, float] = field(default_factory=dict)
+
+    def due(self, key: Any) -> bool:
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every_s:
+            return False
+        if len(self._last) >= MAX_ENTRIES:
+            self._last.clear()
+        self._last[key] = now
+        return True

@@ -26,6 +26,7 @@ from locker_service import admin as _admin  # noqa: E402
 for _name, _command in _admin.COMMANDS.items():
     app.command(_name)(_command)
 app.add_typer(_admin.HACCP, name="haccp")
+app.add_typer(_admin.KEYS, name="keys")
 
 
 @app.command()

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from locker_service.cache import TtlCache
+from locker_service.cache import AtMostEvery, TtlCache
 from locker_service.config import Settings
 from locker_service.live import LiveHub
 
 if TYPE_CHECKING:
     from firmware_bridge import contract
-    from locker_service.models import Merchant
+    from locker_service.models import Credential, Merchant
 
 
 class KioskCommander(Protocol):
@@ -50,6 +50,9 @@ class TimerWaker(Protocol):
     def wake(self) -> None: ...
 
 
+LAST_USED_EVERY_S = 60.0  # a key's `last_used_at` is written at most this often per replica
+
+
 @dataclass
 class ServiceContext:
     settings: Settings
@@ -62,11 +65,14 @@ class ServiceContext:
     # The service's clock where time rules judge what kiosks report (a cycle cannot end before
     # its time); injected so those rules are tested without waiting for a cycle.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    merchant_keys: TtlCache[Merchant] = field(init=False)  # API key hash -> merchant
+    # API key hash -> the merchant and its key (checked for expiry and revocation on each use)
+    merchant_keys: TtlCache[tuple[Merchant, Credential]] = field(init=False)
     site_ids: TtlCache[int] = field(init=False)  # site code -> id, for creating orders
     merchant_sites: TtlCache[frozenset[int]] = field(init=False)  # merchant id -> its sites
+    key_uses: AtMostEvery = field(init=False)  # when a key's `last_used_at` is written
 
     def __post_init__(self) -> None:
         self.merchant_keys = TtlCache(self.settings.credential_cache_s)
         self.site_ids = TtlCache(self.settings.credential_cache_s)
         self.merchant_sites = TtlCache(self.settings.credential_cache_s)
+        self.key_uses = AtMostEvery(LAST_USED_EVERY_S)

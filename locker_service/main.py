@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from locker_service import log_redaction
+from locker_service.access.endpoints import admin_router as keys_admin_router
+from locker_service.access.endpoints import merchant_router as keys_merchant_router
 from locker_service.api.errors import install_error_handlers
 from locker_service.api.metrics import router as metrics_router
 from locker_service.api.openapi import install as install_openapi
@@ -88,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(telemetry_router)
     app.include_router(haccp_router)
     app.include_router(webhooks_router)
+    app.include_router(keys_admin_router)
+    app.include_router(keys_merchant_router)
     install_web(app)
 
     @app.get("/healthz", tags=["health"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -43,18 +44,46 @@ def _upgrade_on(connection: Connection, config: Config, revision: str) -> None:
     command.upgrade(config, revision)
 
 
+async def in_migration(database_url: str, work: Callable[[Connection], None]) -> None:
+    """Run `work` (Alembic's) in one transaction on an engine of its own.
+
+    SQLite alters a table by copying it and dropping the old one, and a drop deletes the old
+    table's rows first: with foreign keys on, that runs the ON DELETE CASCADE of the tables
+    pointing at it (a merchant's sites and keys would be emptied) or fails on those without.
+    So on SQLite foreign keys are off for the migration (the pragma cannot change inside a
+    transaction) and `PRAGMA foreign_key_check` must find nothing before it commits: SQLite's
+    own procedure for rebuilding a table.
+    """
+    sqlite = is_sqlite(database_url)
+
+    def checked(connection: Connection) -> None:
+        work(connection)
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise RuntimeError(f"the migration left rows with no parent: {broken[:10]}")
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            if sqlite:
+                raw = (await connection.get_raw_connection()).driver_connection
+                await raw.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            async with connection.begin():
+                await connection.run_sync(checked)
+            if sqlite:
+                await raw.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+    finally:
+        await engine.dispose()
+
+
 async def upgrade_async(
     database_url: str, revision: str = "head", *, secret_key: str | None = None
 ) -> None:
     """`secret_key` (the service's) lets a migration key hashes of data it rewrites (0004)."""
     config = alembic_config(database_url)
     config.attributes["secret_key"] = secret_key
-    engine = create_engine(database_url)
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(_upgrade_on, config, revision)
-    finally:
-        await engine.dispose()
+    await in_migration(database_url, lambda c: _upgrade_on(c, config, revision))
 
 
 def upgrade(database_url: str, revision: str = "head", *, secret_key: str | None = None) -> None:

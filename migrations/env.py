@@ -7,9 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy import Connection
 
-from locker_service.db import create_engine
 from locker_service.models import Base
-from migrations import include_name
+from migrations import in_migration, include_name
 
 target_metadata = Base.metadata
 
@@ -27,12 +26,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_with_own_engine(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(_run)
-    finally:
-        await engine.dispose()
+    await in_migration(url, _run)
 
 
 def run_migrations_online() -> None:

@@ -26,9 +26,9 @@ import httpx
 from sqlalchemy import insert
 
 from bench.service.telemetry_ingest import create_database, drop_database, percentile
+from locker_service.credentials import store as keys
 from locker_service.db import create_engine, create_sessionmaker
 from locker_service.models import Merchant, Site, merchant_sites
-from locker_service.security import hash_token
 from migrations import upgrade_async
 from tests.support.mosquitto import free_port, wait_for_port
 
@@ -149,9 +149,10 @@ async def run(seconds: float, concurrency: int) -> dict[str, Any]:
         site_code = f"bench-{uuid.uuid4().hex[:6]}"
         async with create_sessionmaker(engine)() as session, session.begin():
             site = Site(code=site_code, name="Bench Tower")
-            merchant = Merchant(name="Bench Kitchen", api_key_hash=hash_token(api_key))
+            merchant = Merchant(name="Bench Kitchen")
             session.add_all([site, merchant])
             await session.flush()
+            session.add(keys.row_for(keys.Owner("merchant", merchant.id), api_key))
             await session.execute(
                 insert(merchant_sites).values(merchant_id=merchant.id, site_id=site.id)
             )

@@ -158,9 +158,7 @@ async def run(compartments: int, rate_hz: float, seconds: float) -> dict[str, An
             site = Site(code=f"bench-{tag}", name="Bench")
             session.add(site)
             await session.flush()
-            kiosks = [
-                Kiosk(site_id=site.id, code=c, name=c, token_hash=uuid.uuid4().hex) for c in codes
-            ]
+            kiosks = [Kiosk(site_id=site.id, code=c, name=c) for c in codes]
             session.add_all(kiosks)
             await session.flush()
             session.add_all(

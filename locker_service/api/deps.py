@@ -13,8 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from locker_service.bounds import INT4_MAX
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
+from locker_service.credentials import rules, store
+from locker_service.credentials.rules import Kind
 from locker_service.errors import Forbidden, Unauthorized
-from locker_service.models import Kiosk, Merchant, Operator, operator_sites
+from locker_service.models import Credential, Kiosk, Merchant, Operator, operator_sites, utcnow
 from locker_service.security import hash_token
 
 
@@ -73,17 +75,29 @@ def _bearer(authorization: str | None) -> str:
 
 # The caller is looked up in a short session of its own, closed before the endpoint runs: an
 # endpoint that commits in steps (openings) must not wait behind the request's transaction,
-# which on SQLite holds the write lock from its first statement.
+# which on SQLite holds the write lock from its first statement. A key refused for being revoked
+# or expired says so (`key_revoked`, `key_expired`); one that is not a key of this kind of caller
+# is unknown. A use is recorded in the same short session, at most once a minute per key.
+
+
+async def _sign_in(ctx: ServiceContext, kind: Kind, secret: str) -> tuple[Any, Credential]:
+    async with ctx.sessionmaker() as session:
+        found = (await session.execute(store.by_secret(kind, secret))).first()
+        if found is None:
+            raise Unauthorized(f"unknown {kind} {'API key' if kind == 'merchant' else 'token'}")
+        owner, key = found
+        rules.refuse_unless_active(key, utcnow())
+        if ctx.key_uses.due(key.id):
+            await store.record_use(session, key.id)
+            await session.commit()
+    return owner, key
 
 
 async def current_kiosk(
     ctx: ContextDep, authorization: Annotated[str | None, Header()] = None
 ) -> Kiosk:
-    token = _bearer(authorization)
-    async with ctx.sessionmaker() as session:
-        kiosk = await session.scalar(select(Kiosk).where(Kiosk.token_hash == hash_token(token)))
-    if kiosk is None:
-        raise Unauthorized("unknown kiosk token")
+    kiosk, _ = await _sign_in(ctx, "kiosk", _bearer(authorization))
+    assert isinstance(kiosk, Kiosk)
     return kiosk
 
 
@@ -104,22 +118,39 @@ MERCHANT_KEY_HEADER: dict[str, Any] = {
 }
 
 
-async def current_merchant(request: Request) -> Merchant:
+async def current_merchant_key(request: Request) -> tuple[Merchant, Credential]:
+    """The calling merchant and the key it called with, cached for `credential_cache_s`: a
+    cached key is still refused the moment it expires, and when revoked within the TTL."""
     x_api_key = request.headers.get("x-api-key")
     if not x_api_key:
         raise Unauthorized("missing X-API-Key")
-    key_hash = hash_token(x_api_key)
     ctx = context_of(request)
+    key_hash = hash_token(x_api_key)
 
-    async def load() -> Merchant | None:
-        async with ctx.sessionmaker() as session:
-            # Closed without a commit, the row's attributes stay loaded on the detached object,
-            # which requests then only read (an endpoint uses `merchant.id`).
-            return await session.scalar(select(Merchant).where(Merchant.api_key_hash == key_hash))
+    async def load() -> tuple[Merchant, Credential] | None:
+        # Closed after the commit of a use, with expire_on_commit off, the rows' attributes
+        # stay loaded on the detached objects, which requests then only read.
+        try:
+            merchant, key = await _sign_in(ctx, "merchant", x_api_key)
+        except Unauthorized as refused:
+            if refused.code == "unauthorized":
+                return None
+            raise
+        return merchant, key
 
-    merchant = await ctx.merchant_keys.get(key_hash, load)
-    if merchant is None:
-        raise Unauthorized("unknown API key")
+    found = await ctx.merchant_keys.get(key_hash, load)
+    if found is None:
+        raise Unauthorized("unknown merchant API key")
+    merchant, key = found
+    rules.refuse_unless_active(key, utcnow())
+    if ctx.key_uses.due(key.id):
+        async with ctx.sessionmaker() as session, session.begin():
+            await store.record_use(session, key.id)
+    return merchant, key
+
+
+async def current_merchant(request: Request) -> Merchant:
+    merchant, _ = await current_merchant_key(request)
     return merchant
 
 
@@ -153,21 +184,27 @@ class OperatorPrincipal:
 async def current_operator(
     ctx: ContextDep, authorization: Annotated[str | None, Header()] = None
 ) -> OperatorPrincipal:
-    token = _bearer(authorization)
+    operator, _ = await _sign_in(ctx, "operator", _bearer(authorization))
+    assert isinstance(operator, Operator)
+    if operator.role == "admin":
+        return OperatorPrincipal(operator, None)
     async with ctx.sessionmaker() as session:
-        operator = await session.scalar(
-            select(Operator).where(Operator.token_hash == hash_token(token))
-        )
-        if operator is None:
-            raise Unauthorized("unknown operator token")
-        if operator.role == "admin":
-            return OperatorPrincipal(operator, None)
         rows = await session.scalars(
             select(operator_sites.c.site_id).where(operator_sites.c.operator_id == operator.id)
         )
         return OperatorPrincipal(operator, frozenset(rows))
 
 
+async def current_admin(
+    principal: Annotated[OperatorPrincipal, Depends(current_operator)],
+) -> OperatorPrincipal:
+    """An operator with the admin role: keys and the like are managed by admins only."""
+    if principal.role != "admin":
+        raise Forbidden("only an admin may do this")
+    return principal
+
+
 KioskDep = Annotated[Kiosk, Depends(current_kiosk)]
 MerchantDep = Annotated[Merchant, Depends(current_merchant)]
 OperatorDep = Annotated[OperatorPrincipal, Depends(current_operator)]
+AdminDep = Annotated[OperatorPrincipal, Depends(current_admin)]

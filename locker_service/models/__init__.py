@@ -15,6 +15,7 @@ from locker_service.models.order import (
 )
 from locker_service.models.people import (
     Courier,
+    Credential,
     Merchant,
     Operator,
     merchant_sites,
@@ -28,6 +29,7 @@ __all__ = [
     "Base",
     "Compartment",
     "Courier",
+    "Credential",
     "DisinfectionCycle",
     "DoorOpening",
     "HaccpDay",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Integer, String, Table
+from sqlalchemy import CheckConstraint, Column, ForeignKey, Integer, String, Table
 from sqlalchemy.orm import Mapped, mapped_column
 
 from locker_service.models.base import Base, UTCDateTime, utcnow
@@ -15,7 +15,6 @@ class Merchant(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -54,7 +53,44 @@ class Operator(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     # viewer: read only; operator: acts on its sites; admin: every site.
     role: Mapped[str] = mapped_column(String(20), default="operator")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Credential(Base):
+    """One secret a merchant (API key), kiosk or operator (token) signs in with (ADR 0074).
+
+    Each principal may hold several, so a key is rotated with an overlap: the new one works at
+    once and the old one until it expires. Only the secret's SHA-256 is kept, with its first
+    characters (`prefix`) to tell keys apart in a list. A key is valid while it is not revoked
+    and not past `expires_at`; `last_used_at` is written at most once a minute per replica.
+    """
+
+    __tablename__ = "credentials"
+    __table_args__ = (
+        CheckConstraint(
+            "(CASE WHEN merchant_id IS NULL THEN 0 ELSE 1 END)"
+            " + (CASE WHEN kiosk_id IS NULL THEN 0 ELSE 1 END)"
+            " + (CASE WHEN operator_id IS NULL THEN 0 ELSE 1 END) = 1",
+            name="one_owner",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("merchants.id", ondelete="CASCADE"), index=True
+    )
+    kiosk_id: Mapped[int | None] = mapped_column(
+        ForeignKey("kiosks.id", ondelete="CASCADE"), index=True
+    )
+    operator_id: Mapped[int | None] = mapped_column(
+        ForeignKey("operators.id", ondelete="CASCADE"), index=True
+    )
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

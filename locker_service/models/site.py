@@ -53,7 +53,6 @@ class Kiosk(Base):
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
     code: Mapped[str] = mapped_column(String(64), unique=True)  # the MQTT kiosk_id
     name: Mapped[str] = mapped_column(String(200))
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     online: Mapped[bool] = mapped_column(Boolean, default=False)
     boot_id: Mapped[str | None] = mapped_column(String(64))
     fw: Mapped[str | None] = mapped_column(String(64))

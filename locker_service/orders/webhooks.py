@@ -11,7 +11,10 @@ stay with the service (and are erased with the order's data, ADR 0067).
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import select
@@ -21,6 +24,7 @@ from locker_service.models import Compartment, Order, Site, WebhookDelivery, Web
 from locker_service.orders.lifecycle import OrderState
 
 EVENT_TYPES: Final[tuple[str, ...]] = (
+    "order.accepted",
     "order.dropped_off",
     "order.ready",
     "order.reminder_sent",
@@ -47,8 +51,87 @@ def event_of(state: str, values: dict[str, Any]) -> str | None:
     return BY_STATE.get(state)
 
 
-def _when(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+ACCEPTED: Final = "order.accepted"  # written with the order itself, by the order writer
+# The order's columns an event carries (as ISO times where they are times), and their names.
+_CARRIED: Final[tuple[tuple[str, str], ...]] = (
+    ("deposited_at", "deposited_at"),
+    ("ready_at", "ready_at"),
+    ("hold_until", "hold_until"),
+    ("food_deadline", "food_deadline"),
+    ("food_unsafe_at", "food_unsafe_at"),
+    ("picked_up_at", "picked_up_at"),
+    ("closed_at", "closed_at"),
+    ("failure_reason", "reason"),
+)
+
+
+def _when(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def event_data(
+    values: Mapping[str, Any], site_code: str | None, compartment: int | None
+) -> dict[str, Any]:
+    """What every event says of the order: from an `Order`'s columns or a new order's row."""
+    return {
+        "order_id": str(values["id"]),
+        "external_ref": values["external_ref"],
+        "state": values["state"],
+        "site": site_code,
+        "compartment": compartment,
+        **{name: _when(values.get(column)) for column, name in _CARRIED},
+        "version": values["version"],  # grows with every step: a redelivered event is told apart
+    }
+
+
+def accepted_payload(row: Mapping[str, Any], site_code: str) -> dict[str, Any]:
+    """The `order.accepted` event of the new order `row`, stamped with its creation."""
+    return {
+        "type": ACCEPTED,
+        "timestamp": row["created_at"].isoformat(),
+        "data": event_data(row, site_code, None),
+    }
+
+
+def accepted_message_id(order_id: uuid.UUID, endpoint_id: int) -> str:
+    """The same on both write paths (PostgreSQL computes it in the batch statement): one
+    `order.accepted` per order and endpoint, whatever retries the write."""
+    return "msg_" + hashlib.md5(f"{order_id}/{ACCEPTED}/{endpoint_id}".encode()).hexdigest()
+
+
+async def enqueue_accepted(session: AsyncSession, row: Mapping[str, Any], site_code: str) -> int:
+    """Queue `order.accepted` of the order just inserted from `row` (the SQLite write path)."""
+    endpoints = await _wanting(session, row["merchant_id"], ACCEPTED)
+    payload = accepted_payload(row, site_code)
+    for endpoint in endpoints:
+        session.add(
+            WebhookDelivery(
+                endpoint_id=endpoint.id,
+                order_id=row["id"],
+                message_id=accepted_message_id(row["id"], endpoint.id),
+                event_type=ACCEPTED,
+                payload=payload,
+                status="pending",
+                attempts=0,
+                next_attempt_at=row["created_at"],
+                created_at=row["created_at"],
+            )
+        )
+    return len(endpoints)
+
+
+async def _wanting(
+    session: AsyncSession, merchant_id: int, event_type: str
+) -> list[WebhookEndpoint]:
+    endpoints = (
+        await session.scalars(
+            select(WebhookEndpoint).where(
+                WebhookEndpoint.merchant_id == merchant_id,
+                WebhookEndpoint.enabled.is_(True),
+            )
+        )
+    ).all()
+    return [e for e in endpoints if event_type in e.events]
 
 
 async def enqueue(
@@ -57,15 +140,7 @@ async def enqueue(
     """Queue `event_type` of `order` (as it now is) for each endpoint of its merchant that
     wants it; how many deliveries were queued. `key`: what makes this event once (a timer's
     id), so a retried timer queues nothing twice: its message ids are derived from it."""
-    endpoints = (
-        await session.scalars(
-            select(WebhookEndpoint).where(
-                WebhookEndpoint.merchant_id == order.merchant_id,
-                WebhookEndpoint.enabled.is_(True),
-            )
-        )
-    ).all()
-    wanted = [e for e in endpoints if event_type in e.events]
+    wanted = await _wanting(session, order.merchant_id, event_type)
     if not wanted:
         return 0
     site = await session.get(Site, order.site_id)
@@ -73,22 +148,12 @@ async def enqueue(
         await session.get(Compartment, order.compartment_id) if order.compartment_id else None
     )
     now = utcnow()
-    data = {
-        "order_id": str(order.id),
-        "external_ref": order.external_ref,
-        "state": order.state,
-        "site": site.code if site else None,
-        "compartment": compartment.number if compartment else None,
-        "deposited_at": _when(order.deposited_at),
-        "ready_at": _when(order.ready_at),
-        "hold_until": _when(order.hold_until),
-        "food_deadline": _when(order.food_deadline),
-        "food_unsafe_at": _when(order.food_unsafe_at),
-        "picked_up_at": _when(order.picked_up_at),
-        "closed_at": _when(order.closed_at),
-        "reason": order.failure_reason,
-        "version": order.version,  # grows with every step: a redelivered event is told apart
-    }
+    columns = ("id", "external_ref", "state", "version", *(c for c, _ in _CARRIED))
+    data = event_data(
+        {c: getattr(order, c) for c in columns},
+        site.code if site else None,
+        compartment.number if compartment else None,
+    )
     queued = 0
     for endpoint in wanted:
         if key is None:

@@ -1,7 +1,8 @@
 """The write path of new orders: group commit.
 
 Creating an order writes three rows in one transaction: the order, its `create` audit event and
-its expiry timer. Committing each request's rows alone cost a transaction (and, on PostgreSQL,
+its expiry timer (and an `order.accepted` delivery for each of the merchant's webhook endpoints
+that wants one). Committing each request's rows alone cost a transaction (and, on PostgreSQL,
 half a dozen round trips) per order. Here requests hand their order to the process's
 `OrderWriter` and wait; a lane writes whatever has gathered as one batch in one transaction, then
 the next. Nothing waits for a batch to fill: an order that arrives while a lane is free is
@@ -34,7 +35,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from locker_service.errors import ServiceUnavailable
-from locker_service.orders import repository
+from locker_service.orders import repository, webhooks
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
 
@@ -108,6 +109,7 @@ def _postgres_batch_insert() -> str:
         **ORDER_COLUMNS,
         **{f"event_{name}": kind for name, kind in EVENT_COLUMNS.items()},
         **{f"timer_{name}": kind for name, kind in TIMER_COLUMNS.items()},
+        "accepted_payload": "json",  # `order.accepted`, for each endpoint that wants it
     }
     arrays = ", ".join(f"${n}::{t}[]" for n, t in enumerate(given.values(), start=1))
     order_names = ", ".join(ORDER_COLUMNS)
@@ -129,6 +131,14 @@ WITH given AS (
 ), new_timers AS (
     INSERT INTO timers (order_id, {timer_names})
     SELECT n.id, {timer_given} FROM new_orders n JOIN given g ON g.id = n.id
+), new_deliveries AS (
+    INSERT INTO webhook_deliveries (endpoint_id, order_id, message_id, event_type, payload,
+        status, attempts, next_attempt_at, created_at)
+    SELECT e.id, n.id, 'msg_' || md5(n.id::text || '/{webhooks.ACCEPTED}/' || e.id::text),
+        '{webhooks.ACCEPTED}', g.accepted_payload, 'pending', 0, g.created_at, g.created_at
+    FROM new_orders n JOIN given g ON g.id = n.id
+    JOIN webhook_endpoints e ON e.merchant_id = g.merchant_id AND e.enabled
+    WHERE e.events::jsonb ? '{webhooks.ACCEPTED}'
 )
 SELECT id FROM new_orders
 """
@@ -286,8 +296,14 @@ class OrderWriter:
             for pending in batch:
                 event, timer = follow_up_rows(pending.row, pending.site_code)
                 event["detail"] = json.dumps(event["detail"])  # asyncpg takes json as text
+                accepted = webhooks.accepted_payload(pending.row, pending.site_code)
                 rows.append(
-                    (*_order_values(pending.row), *_event_values(event), *_timer_values(timer))
+                    (
+                        *_order_values(pending.row),
+                        *_event_values(event),
+                        *_timer_values(timer),
+                        json.dumps(accepted),
+                    )
                 )
             columns = zip(*rows, strict=True)
             return {row[0] for row in await driver.fetch(POSTGRES_BATCH_INSERT, *columns)}
@@ -301,6 +317,7 @@ class OrderWriter:
                 event, timer = follow_up_rows(pending.row, pending.site_code)
                 await repository.insert_event_values(session, event)
                 await timers.schedule_values(session, timer)
+                await webhooks.enqueue_accepted(session, pending.row, pending.site_code)
         return inserted
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.config import Settings
+from locker_service.credentials import store as keys
 from locker_service.errors import Conflict, NotFound, Unprocessable
 from locker_service.foodsafety import profiles
 from locker_service.foodsafety.profiles import Profile
@@ -25,7 +26,7 @@ from locker_service.models import (
     merchant_sites,
     operator_sites,
 )
-from locker_service.security import hash_pin, hash_token, new_pin, new_token
+from locker_service.security import hash_pin, new_pin
 
 ROLES = ("viewer", "operator", "admin")
 
@@ -57,6 +58,10 @@ async def site_by_code(session: AsyncSession, code: str) -> Site:
     return site
 
 
+async def _first_key(session: AsyncSession, owner: keys.Owner) -> str:
+    return (await keys.issue(session, owner, label="first key")).secret
+
+
 async def create_site(session: AsyncSession, code: str, name: str, timezone: str = "UTC") -> Made:
     if await session.scalar(select(Site.id).where(Site.code == code)):
         raise Conflict(f"site {code!r} exists")
@@ -77,10 +82,10 @@ async def create_kiosk(
     site = await site_by_code(session, site_code)
     if await session.scalar(select(Kiosk.id).where(Kiosk.code == code)):
         raise Conflict(f"kiosk {code!r} exists")
-    token = new_token("kt")
-    kiosk = Kiosk(site_id=site.id, code=code, name=name, token_hash=hash_token(token), online=False)
+    kiosk = Kiosk(site_id=site.id, code=code, name=name, online=False)
     session.add(kiosk)
     await session.flush()
+    token = await _first_key(session, keys.Owner("kiosk", kiosk.id))
     for number, size in enumerate(parse_layout(layout), start=1):
         session.add(
             Compartment(
@@ -99,10 +104,10 @@ async def create_kiosk(
 async def create_merchant(session: AsyncSession, name: str, site_codes: Sequence[str] = ()) -> Made:
     """A merchant with its API key, allowed to order into `site_codes` (and nowhere else)."""
     sites = [await site_by_code(session, code) for code in site_codes]
-    key = new_token("mk")
-    merchant = Merchant(name=name, api_key_hash=hash_token(key))
+    merchant = Merchant(name=name)
     session.add(merchant)
     await session.flush()
+    key = await _first_key(session, keys.Owner("merchant", merchant.id))
     for site in sites:
         await session.execute(
             insert(merchant_sites).values(merchant_id=merchant.id, site_id=site.id)
@@ -172,10 +177,10 @@ async def create_operator(
     if role != "admin" and not site_codes:
         raise Unprocessable("a viewer or operator needs at least one site")
     sites = [await site_by_code(session, code) for code in site_codes]
-    token = new_token("ot")
-    operator = Operator(name=name, token_hash=hash_token(token), role=role)
+    operator = Operator(name=name, role=role)
     session.add(operator)
     await session.flush()
+    token = await _first_key(session, keys.Owner("operator", operator.id))
     for site in sites:
         await session.execute(
             insert(operator_sites).values(operator_id=operator.id, site_id=site.id)

@@ -1,5 +1,5 @@
-"""docs/integrating.md works as written: its curl examples (one shell, in order) and its Python
-example run against a real service (`lockerctl serve` in a process of its own, SQLite), with
+"""docs/integrating.md works as written: its Python example, then its curl examples (one shell,
+in order), run against a real service (`lockerctl serve` in a process of its own, SQLite), with
 only the three variables the guide says to set."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def examples(language: str) -> list[str]:
 
 
 def test_the_guide_has_the_examples_it_promises() -> None:
-    assert len(examples("bash")) == 4  # room, create (and again), follow, cancel
+    assert len(examples("bash")) == 5  # room, create (and again), follow, cancel, keys
     (python,) = examples("python")
     for step in ("/api/v1/webhooks", "/api/v1/orders", "/cancel", "webhook-signature"):
         assert step in python, step
@@ -43,20 +43,7 @@ async def test_every_example_of_the_guide_runs_against_a_real_service(tmp_path: 
             "LOCKER_API_KEY": world.merchant_key,
             "LOCKER_SITE": world.site_code,
         }
-        shell = await asyncio.to_thread(
-            subprocess.run,
-            ["bash", "-euo", "pipefail", "-c", "\n".join(examples("bash"))],
-            cwd=tmp_path,
-            env=reader,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT_S,
-        )
-        assert shell.returncode == 0, shell.stdout + shell.stderr + service.log()
-        codes = re.findall(r"^(\d{3})$", shell.stdout, re.MULTILINE)
-        assert codes == ["201", "200"], shell.stdout  # created, then the idempotent retry
-        assert shell.stdout.rstrip().endswith("cancelled"), shell.stdout
-
+        # The Python example first: the shell's last example revokes the key both use.
         (python,) = examples("python")
         script = tmp_path / "guide_example.py"
         script.write_text(python)
@@ -70,5 +57,22 @@ async def test_every_example_of_the_guide_runs_against_a_real_service(tmp_path: 
         )
         assert run.returncode == 0, run.stdout + run.stderr + service.log()
         assert re.fullmatch(r"verified order\.cancelled pos-1002 \S+\n", run.stdout), run.stdout
+        shell = await asyncio.to_thread(
+            subprocess.run,
+            ["bash", "-euo", "pipefail", "-c", "\n".join(examples("bash"))],
+            cwd=tmp_path,
+            env=reader,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+        )
+        assert shell.returncode == 0, shell.stdout + shell.stderr + service.log()
+        codes = re.findall(r"^(\d{3})$", shell.stdout, re.MULTILINE)
+        assert codes == ["201", "200"], shell.stdout  # created, then the idempotent retry
+        assert "\ncancelled\n" in shell.stdout, shell.stdout
+        # The keys: the first listed, then rotated, and the old one revoked with the new one.
+        assert re.search(rf"^\d+ {world.merchant_key[:10]} active last used ", shell.stdout, re.M)
+        assert shell.stdout.rstrip().endswith("revoked"), shell.stdout
+
     finally:
         service.kill()

@@ -45,7 +45,6 @@ from locker_service.models import (
 from locker_service.notifications.worker import OutboxWorker
 from locker_service.orders import codes
 from locker_service.orders.outbox import enqueue
-from locker_service.security import hash_token
 from tests.locker_service.conftest import make_settings
 from tests.support.mosquitto import free_port
 
@@ -158,10 +157,10 @@ async def make_order(
     code = codes.fallback_code(SECRET, token)
     async with sessionmaker() as session, session.begin():
         site = Site(code=f"s-{tag}", name="Harbour Tower", timezone="Asia/Shanghai")
-        merchant = Merchant(name="Noodle Bar", api_key_hash=hash_token(f"mk-{tag}"))
+        merchant = Merchant(name="Noodle Bar")
         session.add_all([site, merchant])
         await session.flush()
-        kiosk = Kiosk(site_id=site.id, code=f"k-{tag}", name="Lobby West", token_hash=f"h-{tag}")
+        kiosk = Kiosk(site_id=site.id, code=f"k-{tag}", name="Lobby West")
         session.add(kiosk)
         await session.flush()
         compartment = Compartment(kiosk_id=kiosk.id, number=7, size="M", state="awaiting_pickup")

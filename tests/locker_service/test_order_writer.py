@@ -41,7 +41,7 @@ async def writer(service: ServiceContext) -> AsyncIterator[OrderWriter]:
 
 def new_row(ctx: ServiceContext, world: World, ref: str, **overrides: Any) -> dict[str, Any]:
     body = OrderCreate.model_validate(world.order_body(ref))
-    merchant = Merchant(id=world.merchant_id, name="Kitchen", api_key_hash="-")
+    merchant = Merchant(id=world.merchant_id, name="Kitchen")
     row, _token = orders.new_order_row(
         ctx.settings, merchant, body, world.site_id, orders.request_hash(body)
     )

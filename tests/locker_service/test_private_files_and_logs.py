@@ -61,6 +61,7 @@ async def test_no_log_record_of_a_purchaser_request_holds_her_token(
 ) -> None:
     token = token_of(await create_order(app_client, world))
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.INFO, logger="uvicorn.access")  # whatever set it before
     await app_client.get(f"/api/v1/p/{token}")
     # uvicorn's access logger, called as uvicorn calls it: five arguments, the path third.
     logging.getLogger("uvicorn.access").info(

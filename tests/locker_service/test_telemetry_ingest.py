@@ -17,13 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from firmware_bridge import contract
 from locker_service.context import ServiceContext
+from locker_service.credentials import store as keys
 from locker_service.db import create_engine, create_sessionmaker
 from locker_service.kiosk_link import KioskLink
 from locker_service.kiosk_link.directory import KioskDirectory
 from locker_service.live import LiveHub
 from locker_service.models import Compartment, Kiosk, Operator, Site, TemperatureReading
 from locker_service.models.people import operator_sites
-from locker_service.security import hash_token
 from locker_service.telemetry.ingest import TelemetryIngest, TemperatureAlerts
 from locker_service.telemetry.monitor import Finding, HoldingMonitor
 from locker_service.telemetry.repository import readings_between
@@ -54,7 +54,6 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession], compartments: int
             site_id=site.id,
             code=f"kiosk-{tag}",
             name="Lobby",
-            token_hash=hash_token(f"kt-{tag}"),
         )
         session.add(kiosk)
         await session.flush()
@@ -62,10 +61,17 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession], compartments: int
             Compartment(kiosk_id=kiosk.id, number=n, size="M") for n in range(1, compartments + 1)
         ]
         session.add_all(rows)
-        operator = Operator(name="Olga", token_hash=hash_token(f"op-{tag}"), role="operator")
-        stranger = Operator(name="Sam", token_hash=hash_token(f"st-{tag}"), role="operator")
+        operator = Operator(name="Olga", role="operator")
+        stranger = Operator(name="Sam", role="operator")
         session.add_all([operator, stranger])
         await session.flush()
+        session.add_all(
+            [
+                keys.row_for(keys.Owner("kiosk", kiosk.id), f"kt-{tag}"),
+                keys.row_for(keys.Owner("operator", operator.id), f"op-{tag}"),
+                keys.row_for(keys.Owner("operator", stranger.id), f"st-{tag}"),
+            ]
+        )
         await session.execute(
             operator_sites.insert(),
             [

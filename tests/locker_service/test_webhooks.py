@@ -9,7 +9,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -106,11 +106,12 @@ async def test_an_order_s_events_arrive_in_order_signed(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, receiver: Receiver
 ) -> None:
     endpoint = await register(app_client, world, receiver.url)
-    assert endpoint["secret"].startswith("whsec_") and endpoint["events"][0] == "order.dropped_off"
+    assert endpoint["secret"].startswith("whsec_") and endpoint["events"][0] == "order.accepted"
     order_id = await the_story(app_client, world, service)
     await deliver_all(WebhookWorker(service.sessionmaker, service.settings))
 
     assert [t for _, t in receiver.events()] == [
+        "order.accepted",
         "order.dropped_off",
         "order.ready",
         "order.picked_up",
@@ -126,7 +127,42 @@ async def test_an_order_s_events_arrive_in_order_signed(
     with pytest.raises(Exception, match="No matching signature"):
         Webhook(endpoint["secret"]).verify(receiver.received[0][1] + b" ", receiver.received[0][0])
     versions = [json.loads(b)["data"]["version"] for _, b in receiver.received]
-    assert versions == sorted(versions) and len(set(versions)) == 3
+    assert versions == sorted(versions) and len(set(versions)) == 4
+
+
+async def test_an_order_is_accepted_once_however_often_it_is_sent(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, receiver: Receiver
+) -> None:
+    """`order.accepted` is written with the order by the group-committed writer (both of its
+    paths: this runs on SQLite and PostgreSQL): a retried create queues nothing more."""
+    await register(app_client, world, receiver.url, events=["order.accepted"])
+    body = world.order_body()
+    created = await app_client.post("/api/v1/orders", json=body, headers=world.merchant())
+    again = await app_client.post("/api/v1/orders", json=body, headers=world.merchant())
+    assert created.status_code == 201 and again.status_code == 200
+    await deliver_all(WebhookWorker(service.sessionmaker, service.settings))
+    [(_, raw)] = receiver.received
+    payload = json.loads(raw)
+    assert payload["type"] == "order.accepted"
+    assert payload["data"] | {"order_id": "-"} == {
+        "order_id": "-",
+        "external_ref": body["external_ref"],
+        "state": "created",
+        "site": world.site_code,
+        "compartment": None,
+        "deposited_at": None,
+        "ready_at": None,
+        "hold_until": None,
+        "food_deadline": None,
+        "food_unsafe_at": None,
+        "picked_up_at": None,
+        "closed_at": None,
+        "reason": None,
+        "version": 1,
+    }
+    assert payload["data"]["order_id"] == created.json()["id"]
+    stamped = datetime.fromisoformat(payload["timestamp"])
+    assert stamped == datetime.fromisoformat(created.json()["created_at"])
 
 
 async def test_a_receiver_down_gets_everything_once_in_order_when_it_is_back(
@@ -306,7 +342,8 @@ def test_an_expiry_of_unsafe_food_is_its_own_event() -> None:
 async def test_finished_deliveries_are_deleted_after_their_retention_open_ones_never(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, receiver: Receiver
 ) -> None:
-    await register(app_client, world, receiver.url)
+    steps = ["order.dropped_off", "order.ready", "order.picked_up"]
+    await register(app_client, world, receiver.url, events=steps)
     worker = WebhookWorker(service.sessionmaker, service.settings)
     await the_story(app_client, world, service)
     await deliver_all(worker)

@@ -70,7 +70,9 @@ async def test_a_delivery_cut_by_sigkill_is_sent_again_after_the_restart(tmp_pat
         async with httpx.AsyncClient(
             base_url=service.url, headers=world.merchant(), timeout=30
         ) as api:
-            endpoint = await api.post("/api/v1/webhooks", json={"url": receiver.url})
+            endpoint = await api.post(
+                "/api/v1/webhooks", json={"url": receiver.url, "events": ["order.cancelled"]}
+            )
             assert endpoint.status_code == 201, endpoint.text
             secret = endpoint.json()["secret"]
             order = await api.post(

@@ -51,11 +51,9 @@ async def _seed(database_url: str, token: str) -> None:
                 SITES,
             )
             await conn.execute(
-                "INSERT INTO kiosks (site_id, code, name, token_hash, online, last_seen_at,"
-                " created_at) "
+                "INSERT INTO kiosks (site_id, code, name, online, last_seen_at, created_at) "
                 "SELECT s.id, 'fleet-k' || lpad(g::text, 5, '0'),"
-                " 'Kiosk ' || lpad(g::text, 5, '0'),"
-                " md5('kiosk' || g) || md5('token' || g), g <> $2, now(), now() "
+                " 'Kiosk ' || lpad(g::text, 5, '0'), g <> $2, now(), now() "
                 "FROM generate_series(1, $1::int) g "
                 "JOIN sites s ON s.code = 'fleet-s' || ((g - 1) % $3 + 1)",
                 KIOSKS,
@@ -97,9 +95,12 @@ async def _seed(database_url: str, token: str) -> None:
                     severity,
                 )
             await conn.execute(
-                "INSERT INTO operators (name, token_hash, role, created_at) "
-                "VALUES ('Fleet admin', $1, 'admin', now())",
+                "WITH admin AS (INSERT INTO operators (name, role, created_at) "
+                "VALUES ('Fleet admin', 'admin', now()) RETURNING id) "
+                "INSERT INTO credentials (operator_id, key_hash, prefix, created_at) "
+                "SELECT id, $1, $2, now() FROM admin",
                 hash_token(token),
+                token[:10],
             )
         await conn.execute("ANALYZE")  # fresh statistics, as a database in use has
     finally:

@@ -82,6 +82,7 @@ def _seed(database_url: str, compartments: int, kiosk_code: str | None) -> Seed:
     from sqlalchemy import insert
     from sqlalchemy.engine import make_url
 
+    from locker_service.credentials import store as keys
     from locker_service.db import create_engine, create_sessionmaker
     from locker_service.models import (
         Compartment,
@@ -92,7 +93,7 @@ def _seed(database_url: str, compartments: int, kiosk_code: str | None) -> Seed:
         Site,
         merchant_sites,
     )
-    from locker_service.security import hash_pin, hash_token, new_token
+    from locker_service.security import hash_pin, new_token
     from migrations import upgrade
     from tests.support.databases import migrated_sqlite_database
 
@@ -119,19 +120,19 @@ def _seed(database_url: str, compartments: int, kiosk_code: str | None) -> Seed:
                     site_id=site.id,
                     code=kiosk_code,
                     name="Lobby A",
-                    token_hash=hash_token(kiosk_token),
                 )
                 session.add(kiosk)
                 await session.flush()
+                session.add(keys.row_for(keys.Owner("kiosk", kiosk.id), kiosk_token))
                 for n in range(1, compartments + 1):
                     size = "S" if n % 3 == 1 else "M" if n % 3 == 2 else "L"
                     session.add(Compartment(kiosk_id=kiosk.id, number=n, size=size, heated=True))
-                session.add(
-                    Operator(name="Olga", token_hash=hash_token(operator_token), role="admin")
-                )
-                merchant = Merchant(name="Noodle Bar", api_key_hash=hash_token(merchant_key))
-                session.add(merchant)
+                admin = Operator(name="Olga", role="admin")
+                merchant = Merchant(name="Noodle Bar")
+                session.add_all([admin, merchant])
                 await session.flush()
+                session.add(keys.row_for(keys.Owner("operator", admin.id), operator_token))
+                session.add(keys.row_for(keys.Owner("merchant", merchant.id), merchant_key))
                 await session.execute(
                     insert(merchant_sites).values(merchant_id=merchant.id, site_id=kiosk.site_id)
                 )
@@ -366,9 +367,10 @@ class WebhookInbox:
 
 def add_site_with_operator(database_url: str, role: str = "operator") -> tuple[int, str]:
     """A second site and an operator scoped to it alone; returns (site id, operator token)."""
+    from locker_service.credentials import store as keys
     from locker_service.db import create_engine, create_sessionmaker
     from locker_service.models import Operator, Site, operator_sites
-    from locker_service.security import hash_token, new_token
+    from locker_service.security import new_token
 
     token = new_token("ot")
 
@@ -377,9 +379,10 @@ def add_site_with_operator(database_url: str, role: str = "operator") -> tuple[i
         try:
             async with create_sessionmaker(engine)() as session:
                 site = Site(code=f"site-{uuid.uuid4().hex[:8]}", name="River Court")
-                operator = Operator(name="Sam", token_hash=hash_token(token), role=role)
+                operator = Operator(name="Sam", role=role)
                 session.add_all([site, operator])
                 await session.flush()
+                session.add(keys.row_for(keys.Owner("operator", operator.id), token))
                 await session.execute(
                     operator_sites.insert().values(operator_id=operator.id, site_id=site.id)
                 )

@@ -8,13 +8,22 @@ import asyncio
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from locker_service import security
 from locker_service.db import create_engine, create_sessionmaker
-from locker_service.models import Compartment, Courier, Kiosk, Merchant, Operator, Site
+from locker_service.models import (
+    Compartment,
+    Courier,
+    Credential,
+    Kiosk,
+    Merchant,
+    Operator,
+    Site,
+)
 from locker_service.stack.demo import (
     DEMO_FILE,
     DemoCredentials,
@@ -44,6 +53,11 @@ async def _rows(url: str) -> dict[str, object]:
     try:
         async with create_sessionmaker(engine)() as s:
             kiosks = (await s.scalars(select(Kiosk).order_by(Kiosk.code))).all()
+            operator = (await s.scalars(select(Operator))).one()
+
+            async def key_of(owner: Any, owner_id: int) -> str:
+                return (await s.scalars(select(Credential.key_hash).where(owner == owner_id))).one()
+
             sizes = {
                 k.code: [
                     c.size
@@ -59,11 +73,14 @@ async def _rows(url: str) -> dict[str, object]:
             }
             return {
                 "sites": await s.scalar(select(func.count()).select_from(Site)),
-                "kiosks": {k.code: k.token_hash for k in kiosks},
+                "kiosks": {k.code: await key_of(Credential.kiosk_id, k.id) for k in kiosks},
                 "sizes": sizes,
-                "merchant": (await s.scalars(select(Merchant))).one().api_key_hash,
+                "merchant": await key_of(
+                    Credential.merchant_id, (await s.scalars(select(Merchant))).one().id
+                ),
                 "courier": (await s.scalars(select(Courier))).one(),
-                "operator": (await s.scalars(select(Operator))).one(),
+                "operator": operator,
+                "operator_key": await key_of(Credential.operator_id, operator.id),
             }
     finally:
         await engine.dispose()
@@ -84,7 +101,7 @@ def test_first_run_creates_credentials_that_match_the_stored_hashes(
     assert courier.pin_hash == security.hash_pin(SECRET, creds.courier_code, creds.courier_pin)
     operator = rows["operator"]
     assert isinstance(operator, Operator)
-    assert operator.token_hash == security.hash_token(creds.operator_token)
+    assert rows["operator_key"] == security.hash_token(creds.operator_token)
     # Plain credentials only in the private file.
     mode = stat.S_IMODE((tmp_path / DEMO_FILE).stat().st_mode)
     assert mode == 0o600

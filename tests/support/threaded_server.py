@@ -25,9 +25,18 @@ class ThreadedServer:
         # connections answered each request about 40 ms late here (3 ms when it binds).
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # No `log_config` and no `log_level`: uvicorn would otherwise reconfigure the logging of
+        # the whole test process (its access logger stops propagating, its level goes to
+        # warning), and a later test in the same worker that reads logs would see nothing.
         self.server = uvicorn.Server(
             uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", **config
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                **config,
             )
         )
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -1,0 +1,1 @@
+"""Credentials: the API keys and tokens merchants, kiosks and operators sign in with (ADR 0074)."""
