@@ -274,17 +274,29 @@ def create_courier(
     typer.echo(f"PIN (shown once): {made.secret}")
 
 
+OPERATOR_MERCHANTS_OPTION = typer.Option(
+    [],
+    "--merchant",
+    help="Merchant id (repeat): an operator for merchants sees and acts on their orders only",
+)
+
+
 def create_operator(
     name: str = typer.Option(...),
     role: str = typer.Option("operator", help="viewer, operator or admin"),
     site: list[str] = SITES_OPTION,
+    merchant: list[int] = OPERATOR_MERCHANTS_OPTION,
     database_url: str | None = DB_OPTION,
 ) -> None:
-    """Make an operator for the dashboard; prints the token once."""
+    """Make an operator for the dashboard; prints the token once. With --merchant, an
+    operator for those merchants' orders, at --site or wherever they may order."""
     from locker_service.sites import service
 
-    made = _in_session(database_url, lambda s, _: service.create_operator(s, name, role, site))
-    typer.echo(f"operator {name} created (id {made.id}, {role})")
+    made = _in_session(
+        database_url, lambda s, _: service.create_operator(s, name, role, site, merchant)
+    )
+    scope = f", for merchant(s) {', '.join(map(str, merchant))}" if merchant else ""
+    typer.echo(f"operator {name} created (id {made.id}, {role}{scope})")
     typer.echo(f"operator token (shown once): {made.secret}")
 
 

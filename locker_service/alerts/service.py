@@ -191,11 +191,19 @@ async def record_action(
 
 
 async def list_alerts(
-    session: AsyncSession, site_ids: frozenset[int] | None, state: str | None, limit: int
+    session: AsyncSession,
+    site_ids: frozenset[int] | None,
+    state: str | None,
+    limit: int,
+    compartment_ids: frozenset[int] | None = None,
 ) -> Sequence[Alert]:
+    """The newest alerts within `site_ids`; with `compartment_ids`, only those about these
+    compartments (an operator for merchants: the ones holding their food, ADR 0075)."""
     query = select(Alert).order_by(Alert.last_raised_at.desc()).limit(limit)
     if site_ids is not None:
         query = query.where(Alert.site_id.in_(site_ids))
+    if compartment_ids is not None:
+        query = query.where(Alert.compartment_id.in_(compartment_ids))
     if state:
         query = query.where(Alert.state == state)
     return (await session.scalars(query)).all()

@@ -16,7 +16,16 @@ from locker_service.context import ServiceContext
 from locker_service.credentials import rules, store
 from locker_service.credentials.rules import Kind
 from locker_service.errors import Forbidden, Unauthorized
-from locker_service.models import Credential, Kiosk, Merchant, Operator, operator_sites, utcnow
+from locker_service.models import (
+    Credential,
+    Kiosk,
+    Merchant,
+    Operator,
+    merchant_sites,
+    operator_merchants,
+    operator_sites,
+    utcnow,
+)
 from locker_service.security import hash_token
 
 
@@ -158,6 +167,9 @@ async def current_merchant(request: Request) -> Merchant:
 class OperatorPrincipal:
     operator: Operator
     site_ids: frozenset[int] | None  # None: every site (admin)
+    # An operator for merchants sees and acts on these merchants' orders only (ADR 0075);
+    # None: every merchant's, and the kiosks themselves.
+    merchant_ids: frozenset[int] | None = None
 
     @property
     def id(self) -> int:
@@ -174,11 +186,35 @@ class OperatorPrincipal:
         if not self.can_see(site_id):
             raise Forbidden("this site is outside your scope")
 
+    def sees_order(self, site_id: int | None, merchant_id: int | None) -> bool:
+        return self.can_see(site_id) and (
+            self.merchant_ids is None or merchant_id in self.merchant_ids
+        )
+
+    def require_whole_site(self) -> None:
+        """What concerns every order at a site (its kiosks, its records) is not for an
+        operator for merchants."""
+        if self.merchant_ids is not None:
+            raise Forbidden(
+                "you act for merchants: only their orders, not the kiosks or the site's records",
+                code="merchants_only",
+            )
+
     def require_act(self, site_id: int | None) -> None:
-        """Acting (opening, taking out of service, kill switch) needs more than a viewer."""
+        """Acting on a kiosk (opening, taking out of service, kill switch) needs more than a
+        viewer, and an operator for the whole site."""
         self.require_site(site_id)
         if self.role == "viewer":
             raise Forbidden("viewers may look but not act")
+        self.require_whole_site()
+
+    def require_act_on_order(self, site_id: int | None, merchant_id: int | None) -> None:
+        """Acting on an order (resending her message; opening the compartment that holds it)."""
+        self.require_site(site_id)
+        if self.role == "viewer":
+            raise Forbidden("viewers may look but not act")
+        if not self.sees_order(site_id, merchant_id):
+            raise Forbidden("this order is not one of your merchants'", code="merchants_only")
 
 
 async def current_operator(
@@ -189,10 +225,29 @@ async def current_operator(
     if operator.role == "admin":
         return OperatorPrincipal(operator, None)
     async with ctx.sessionmaker() as session:
-        rows = await session.scalars(
-            select(operator_sites.c.site_id).where(operator_sites.c.operator_id == operator.id)
+        sites = frozenset(
+            await session.scalars(
+                select(operator_sites.c.site_id).where(operator_sites.c.operator_id == operator.id)
+            )
         )
-        return OperatorPrincipal(operator, frozenset(rows))
+        merchants = frozenset(
+            await session.scalars(
+                select(operator_merchants.c.merchant_id).where(
+                    operator_merchants.c.operator_id == operator.id
+                )
+            )
+        )
+        if not merchants:
+            return OperatorPrincipal(operator, sites)
+        if not sites:  # given none: wherever its merchants may order
+            sites = frozenset(
+                await session.scalars(
+                    select(merchant_sites.c.site_id).where(
+                        merchant_sites.c.merchant_id.in_(merchants)
+                    )
+                )
+            )
+        return OperatorPrincipal(operator, sites, merchants)
 
 
 async def current_admin(

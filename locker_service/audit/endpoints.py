@@ -50,6 +50,7 @@ async def _filters(
         kind=kind,
         since=since,
         until=until,
+        merchant_ids=principal.merchant_ids,
     )
 
 

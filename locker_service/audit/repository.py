@@ -60,6 +60,8 @@ def conditions(
         where.append(DoorOpening.at >= filters.since)
     if filters.until is not None:
         where.append(DoorOpening.at < filters.until)
+    if filters.merchant_ids is not None:
+        where.append(Order.merchant_id.in_(filters.merchant_ids))
     return where
 
 

@@ -23,6 +23,9 @@ class OpeningFilters:
     kind: OpeningKind | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # The caller's scope, not a choice: an operator for merchants sees the openings of their
+    # orders only (ADR 0075).
+    merchant_ids: frozenset[int] | None = None
 
 
 class OpeningRead(BaseModel):

@@ -47,6 +47,7 @@ async def _site(session: SessionDep, principal: OperatorDep, site_id: int) -> Si
     site = await session.get(Site, site_id)
     if site is None or not principal.can_see(site_id):
         raise NotFound(f"no site {site_id}")
+    principal.require_whole_site()  # the record holds every merchant's orders
     return site
 
 

@@ -19,6 +19,7 @@ from locker_service.models.people import (
     Merchant,
     Operator,
     merchant_sites,
+    operator_merchants,
     operator_sites,
 )
 from locker_service.models.site import Compartment, Kiosk, Site, SiteOncall
@@ -52,6 +53,7 @@ __all__ = [
     "WebhookDelivery",
     "WebhookEndpoint",
     "merchant_sites",
+    "operator_merchants",
     "operator_sites",
     "utcnow",
 ]

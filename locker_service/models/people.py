@@ -40,6 +40,15 @@ merchant_sites = Table(
     Column("site_id", ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True),
 )
 
+# An operator for merchants (a restaurant chain's desk): within its sites it sees and acts on
+# these merchants' orders only (ADR 0075). No rows: every merchant's.
+operator_merchants = Table(
+    "operator_merchants",
+    Base.metadata,
+    Column("operator_id", ForeignKey("operators.id", ondelete="CASCADE"), primary_key=True),
+    Column("merchant_id", ForeignKey("merchants.id", ondelete="CASCADE"), primary_key=True),
+)
+
 operator_sites = Table(
     "operator_sites",
     Base.metadata,

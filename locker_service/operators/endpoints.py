@@ -56,7 +56,12 @@ router = APIRouter(prefix="/api/v1/operator", tags=["operator"])
 @router.get("/me", response_model=OperatorMe)
 async def me(principal: OperatorDep) -> OperatorMe:
     """The signed-in operator: name and role."""
-    return OperatorMe(id=principal.id, name=principal.operator.name, role=principal.role)
+    return OperatorMe(
+        id=principal.id,
+        name=principal.operator.name,
+        role=principal.role,
+        merchant_ids=sorted(principal.merchant_ids) if principal.merchant_ids is not None else None,
+    )
 
 
 @router.get("/sites", response_model=list[SiteRead])
@@ -173,7 +178,7 @@ async def kiosk(kiosk_id: IdPath, principal: OperatorDep, session: SessionDep) -
     for c in await compartments.of_kiosk(session, found.id):
         order = await orders.active_in_compartment(session, c.id)
         inside = None
-        if order is not None:
+        if order is not None and principal.sees_order(order.site_id, order.merchant_id):
             waited = (now - order.deposited_at).total_seconds() if order.deposited_at else None
             inside = OrderInside(
                 id=order.id,
@@ -211,7 +216,13 @@ async def list_alerts(
     state: Annotated[str | None, Query(pattern="^(open|acknowledged|resolved)$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AlertRead]:
-    return [_alert(a) for a in await alerts.list_alerts(session, principal.site_ids, state, limit)]
+    holding = (
+        await orders.compartments_holding(session, principal.merchant_ids)
+        if principal.merchant_ids is not None
+        else None
+    )
+    found = await alerts.list_alerts(session, principal.site_ids, state, limit, holding)
+    return [_alert(a) for a in found]
 
 
 @router.post("/alerts/{alert_id}/ack", response_model=AlertRead)
@@ -298,7 +309,9 @@ async def search_orders(
 ) -> list[OrderRow]:
     if state is not None and state not in {s.value for s in OrderState}:
         raise Unprocessable(f"unknown order state {state!r}", code="unknown_state")
-    found = await orders.search(session, principal.site_ids, q, state, limit)
+    found = await orders.search(
+        session, principal.site_ids, q, state, limit, merchant_ids=principal.merchant_ids
+    )
     return [OrderRow.model_validate(o, from_attributes=True) for o in found]
 
 
@@ -309,7 +322,7 @@ async def order_record(
     """What the order's food went through: its compartment's temperatures from the drop-off to
     the pickup (or the order's end), the door openings, the cycles and the order's steps."""
     order = await session.get(Order, order_id)
-    if order is None or not principal.can_see(order.site_id):
+    if order is None or not principal.sees_order(order.site_id, order.merchant_id):
         raise NotFound(f"no order {order_id}")
     return await record.food_record(session, order)
 
@@ -400,9 +413,9 @@ async def resend_notification(
     """Send a purchaser message the outbox gave up on again, to a corrected contact if given;
     audited on the order."""
     row, order = await resending.purchaser_message(session, notification_id)
-    if not principal.can_see(order.site_id):
+    if not principal.sees_order(order.site_id, order.merchant_id):
         raise NotFound(f"no purchaser message {notification_id}")
-    principal.require_act(order.site_id)
+    principal.require_act_on_order(order.site_id, order.merchant_id)
     await resending.resend(
         session,
         row,

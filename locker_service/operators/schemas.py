@@ -125,6 +125,10 @@ class OperatorMe(BaseModel):
     id: int
     name: str
     role: str
+    merchant_ids: list[int] | None = Field(
+        None,
+        description="an operator for merchants: only their orders (ADR 0075); null: every order",
+    )
 
 
 class KillSwitchRequest(BaseModel):

@@ -48,7 +48,13 @@ async def remote_open(
     override_cycle: bool,
 ) -> tuple[Compartment, str]:
     compartment, kiosk, site = await _load(ctx, compartment_id)
-    principal.require_act(site.id)
+    if principal.merchant_ids is None:
+        principal.require_act(site.id)
+    else:  # an operator for merchants opens only a compartment holding one of their orders
+        async with ctx.sessionmaker() as session:
+            inside = await orders.active_in_compartment(session, compartment.id)
+            inside = inside or await orders.expired_in_compartment(session, compartment.id)
+        principal.require_act_on_order(site.id, inside.merchant_id if inside else None)
     if site.kill_switch_engaged:
         raise KillSwitchEngaged("remote openings are frozen at this site (kill switch)")
     if compartment.state == CompartmentState.DISINFECTING and not override_cycle:

@@ -269,6 +269,22 @@ async def hot_food_in_kiosk(session: AsyncSession, kiosk_id: int) -> list[tuple[
     return [(order_id, compartment_id) for order_id, compartment_id in rows]
 
 
+async def compartments_holding(
+    session: AsyncSession, merchant_ids: frozenset[int]
+) -> frozenset[int]:
+    """The compartments these merchants' food is (or is about to be) in."""
+    from locker_service.orders.lifecycle import ACTIVE
+
+    rows = await session.scalars(
+        select(Order.compartment_id).where(
+            Order.merchant_id.in_(merchant_ids),
+            Order.compartment_id.is_not(None),
+            Order.state.in_([s.value for s in ACTIVE]),
+        )
+    )
+    return frozenset(c for c in rows if c is not None)
+
+
 async def active_in_compartment(session: AsyncSession, compartment_id: int) -> Order | None:
     """The order whose food is (or is about to be) in the compartment."""
     from locker_service.orders.lifecycle import ACTIVE
@@ -317,10 +333,13 @@ async def search(
     q: str | None,
     state: str | None,
     limit: int,
+    merchant_ids: frozenset[int] | None = None,
 ) -> Sequence[Order]:
     query = select(Order).order_by(Order.created_at.desc()).limit(limit)
     if site_ids is not None:
         query = query.where(Order.site_id.in_(site_ids))
+    if merchant_ids is not None:
+        query = query.where(Order.merchant_id.in_(merchant_ids))
     if state:
         query = query.where(Order.state == state)
     if q:

@@ -24,6 +24,7 @@ from locker_service.models import (
     Operator,
     Site,
     merchant_sites,
+    operator_merchants,
     operator_sites,
 )
 from locker_service.security import hash_pin, new_pin
@@ -170,13 +171,25 @@ async def create_courier(
 
 
 async def create_operator(
-    session: AsyncSession, name: str, role: str, site_codes: list[str]
+    session: AsyncSession,
+    name: str,
+    role: str,
+    site_codes: Sequence[str],
+    merchant_ids: Sequence[int] = (),
 ) -> Made:
+    """An operator of `site_codes`; with `merchant_ids`, an operator for those merchants: it
+    sees and acts on their orders only, at the given sites or (none given) wherever they may
+    order (ADR 0075)."""
     if role not in ROLES:
         raise Unprocessable(f"role must be one of {', '.join(ROLES)}")
-    if role != "admin" and not site_codes:
-        raise Unprocessable("a viewer or operator needs at least one site")
+    if merchant_ids and role == "admin":
+        raise Unprocessable("an admin sees every order: give an operator or viewer role")
+    if role != "admin" and not site_codes and not merchant_ids:
+        raise Unprocessable("a viewer or operator needs at least one site or merchant")
     sites = [await site_by_code(session, code) for code in site_codes]
+    for merchant_id in merchant_ids:
+        if await session.get(Merchant, merchant_id) is None:
+            raise NotFound(f"no merchant {merchant_id}")
     operator = Operator(name=name, role=role)
     session.add(operator)
     await session.flush()
@@ -184,6 +197,10 @@ async def create_operator(
     for site in sites:
         await session.execute(
             insert(operator_sites).values(operator_id=operator.id, site_id=site.id)
+        )
+    for merchant_id in sorted(set(merchant_ids)):
+        await session.execute(
+            insert(operator_merchants).values(operator_id=operator.id, merchant_id=merchant_id)
         )
     return Made(operator.id, token)
 

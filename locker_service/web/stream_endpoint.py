@@ -9,13 +9,13 @@ opened compartment 3, or was refused and why), so the person in front of it is t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from locker_service.api.deps import ContextDep, KioskDep, OperatorDep
+from locker_service.api.deps import ContextDep, KioskDep, OperatorDep, OperatorPrincipal
 from locker_service.bounds import INT4_MAX
 from locker_service.live import LiveMessage
 from locker_service.web.stream import event_stream
@@ -23,12 +23,35 @@ from locker_service.web.stream import event_stream
 router = APIRouter(tags=["operator"])
 
 OPERATOR_KINDS = ("compartment", "telemetry", "event", "kiosk", "order", "alert", "site", "pickup")
+FOR_MERCHANTS = frozenset({"kiosk", "site", "telemetry"})  # what carries no order
 KINDS_PATTERN = f"^({'|'.join(OPERATOR_KINDS)})(,({'|'.join(OPERATOR_KINDS)}))*$"
 
 SSE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Accel-Buffering": "no",  # nginx would otherwise buffer the stream and delay every event
 }
+
+
+def visible_to(
+    operator: OperatorPrincipal, site_id: int | None, wanted: frozenset[str] | None
+) -> Callable[[LiveMessage], bool]:
+    """Which live changes an operator's stream carries: its sites' (the one it asked for),
+    of the kinds it asked for. An operator for merchants gets none of the kinds that carry any
+    merchant's orders (a compartment's, an order's, a pickup's, an event's, an alert's); its
+    screens re-read what it may see (ADR 0075)."""
+    if operator.merchant_ids is not None:
+        wanted = (wanted or FOR_MERCHANTS) & FOR_MERCHANTS
+
+    def visible(message: LiveMessage) -> bool:
+        if wanted is not None and message.kind not in wanted:
+            return False
+        if site_id is not None and message.site_id != site_id:
+            return False
+        if message.site_id is None:
+            return operator.site_ids is None
+        return operator.can_see(message.site_id)
+
+    return visible
 
 
 @router.get(
@@ -60,16 +83,7 @@ async def operator_stream(
     """
     if site_id is not None:
         operator.require_site(site_id)
-    wanted = frozenset(kinds.split(",")) if kinds else None
-
-    def visible(message: LiveMessage) -> bool:
-        if wanted is not None and message.kind not in wanted:
-            return False
-        if site_id is not None and message.site_id != site_id:
-            return False
-        if message.site_id is None:
-            return operator.site_ids is None
-        return operator.can_see(message.site_id)
+    visible = visible_to(operator, site_id, frozenset(kinds.split(",")) if kinds else None)
 
     async def body() -> AsyncIterator[bytes]:
         with ctx.hub.subscription() as subscription:

@@ -13,10 +13,8 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select, text, update
-from typer.testing import CliRunner
 
 from locker_service.cache import AtMostEvery, TtlCache
-from locker_service.cli import app
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.credentials import rules
@@ -28,6 +26,7 @@ from locker_service.sites import service as sites
 from migrations import upgrade_async
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.world import World
+from tests.support.lockerctl import lockerctl_on
 
 CACHE_S = 0.5
 
@@ -233,13 +232,7 @@ async def test_a_merchant_manages_its_own_keys_and_no_one_else_s(
 
 
 def test_lockerctl_keys(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'locker.db'}"
-    runner = CliRunner()
-
-    def run(*args: str, code: int = 0) -> str:
-        result = runner.invoke(app, [*args, "--database-url", url])
-        assert result.exit_code == code, result.output
-        return result.output
+    _, run = lockerctl_on(tmp_path)
 
     run("create-site", "--code", "hq", "--name", "HQ")
     made = run("create-merchant", "--name", "Noodle Bar", "--site", "hq")
