@@ -22,7 +22,7 @@ from hardware.physics import (
     NoSuchCompartment,
     WorldError,
 )
-from hardware.simulator import CompartmentTruth, SimTruth, Simulator
+from hardware.simulator import CompartmentTruth, SimTruth, Simulator, TemperaturePoint
 
 
 class DoorOpen(BaseModel):
@@ -112,6 +112,14 @@ def create_app(sim: Simulator, cors_origins: list[str] | None = None) -> FastAPI
     def compartment(n: int) -> CompartmentTruth:
         sim.model.compartment(n)  # 404 for a number outside the bank
         return sim.truth().compartments[n - 1]
+
+    @app.get(
+        "/compartments/{n}/temperatures", response_model=list[TemperaturePoint], tags=["world"]
+    )
+    def temperatures(n: int, since: float = 0.0) -> list[TemperaturePoint]:
+        """The simulator's own record of the probe (a point per 10 simulated seconds, the
+        last 12 simulated hours), to hold the service's record of the food against."""
+        return sim.temperatures(n, since)
 
     @app.post("/compartments/{n}/door/open", response_model=CompartmentTruth, tags=["world"])
     def open_door(n: int, body: DoorOpen | None = None) -> CompartmentTruth:

@@ -31,6 +31,7 @@ from hardware.simulator.state import (
     PortsTruth,
     SimTruth,
     SimulatorError,
+    TemperaturePoint,
 )
 
 simurl.register()  # importing the simulator makes sim:// URLs open with serial_for_url
@@ -47,5 +48,6 @@ __all__ = [
     "SimTruth",
     "Simulator",
     "SimulatorError",
+    "TemperaturePoint",
     "WorldControl",
 ]

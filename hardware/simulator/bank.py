@@ -19,7 +19,7 @@ from hardware.protocol.messages import PROTOCOL_REVISION
 from hardware.simulator.controls import FaultControl, WorldControl
 from hardware.simulator.io_loop import IoLoop
 from hardware.simulator.line import BoardLine
-from hardware.simulator.state import BankState, SimTruth, SimulatorError
+from hardware.simulator.state import BankState, SimTruth, SimulatorError, TemperaturePoint
 
 _names = itertools.count(1)
 
@@ -171,6 +171,13 @@ class Simulator:
         self.io.receive(client, data)
 
     # ---- truth
+
+    def temperatures(self, n: int, since: float = 0.0) -> list[TemperaturePoint]:
+        """The simulator's record of compartment `n`'s probe since `since` (Unix time)."""
+        self.model.compartment(n)  # NoSuchCompartment outside the bank
+        with self.state.lock:
+            self.state.catch_up()
+            return [p for p in self.state.records[n - 1] if p.at >= since]
 
     def truth(self) -> SimTruth:
         state, line = self.state, self.line

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
@@ -21,6 +22,17 @@ from hardware.protocol import Frame
 from hardware.thermostat import Hysteresis, Thermostat, TimeProportionedPid
 
 MAX_STEPS_PER_TICK = 2000  # after a long stall, catch up at most this much at once
+# The simulator's own record of each compartment's probe, to hold the service's record against:
+# a point every 10 simulated seconds (the bridge's telemetry period), 12 simulated hours kept.
+RECORD_EVERY_S = 10.0
+RECORD_POINTS = 4320
+
+
+class TemperaturePoint(BaseModel):
+    at: float  # Unix time (wall clock), as the service stamps what the kiosk reports
+    temp_c: float | None  # the probe's true reading, without its noise; None: the probe failed
+
+
 assert PHYSICS_STEP_S == CONTROL_PERIOD_S  # one firmware control period per physics step
 
 
@@ -134,11 +146,17 @@ class BankState:
         self.manual_clock = manual_clock
         self._manual_now_s = 0.0
         self._started_wall: float | None = None
+        self._started_epoch = time.time()  # wall time of simulated second 0
+        self._record_due_s = 0.0
+        self.records: list[deque[TemperaturePoint]] = [
+            deque(maxlen=RECORD_POINTS) for _ in range(compartments)
+        ]
 
     # ---- time
 
     def start_clock(self) -> None:
         self._started_wall = time.monotonic()
+        self._started_epoch = time.time()
 
     def now_s(self) -> float:
         """Simulated seconds since start."""
@@ -175,9 +193,18 @@ class BankState:
             self.board.tick(self.model.now_s, CONTROL_PERIOD_S)
             self.model.step(PHYSICS_STEP_S)
             steps += 1
+            if self.model.now_s >= self._record_due_s:
+                self._record()
         if limit is not None and steps >= limit:
             # Stalled far behind (a suspended process): drop the backlog rather than spin.
             self.model.now_s = target
+
+    def _record(self) -> None:
+        at = self._started_epoch + self.model.now_s / self.time_scale
+        for c, record in zip(self.model.compartments, self.records, strict=True):
+            temp = None if c.sensor_fault is not None else round(c.sensor_c, 2)
+            record.append(TemperaturePoint(at=round(at, 3), temp_c=temp))
+        self._record_due_s = self.model.now_s + RECORD_EVERY_S
 
     # ---- the board
 

@@ -267,6 +267,9 @@ def _trace(points: list[TemperaturePoint], floor_c: float) -> dict[str, Any] | N
         "points": line,
         "floor_y": y(floor_c),
         "temps": ",".join(f"{t:.1f}" for t in temps),
+        # When each point was read (Unix seconds): what the line is can be checked against the
+        # compartment's own record.
+        "times": ",".join(f"{p.ts.timestamp():.1f}" for p in points if p.temp_c is not None),
         "width": TRACE_W,
         "height": TRACE_H,
     }

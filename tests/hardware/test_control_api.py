@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -153,3 +154,31 @@ def test_the_reference_page_needs_no_internet(api: TestClient) -> None:
         html = api.get(page)
         assert html.status_code == 200 and "cdn." not in html.text, page
     assert api.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+
+
+def test_the_simulator_keeps_its_own_record_of_each_probe() -> None:
+    """A point per 10 simulated seconds, stamped in wall time at the simulated moment, the
+    probe's truth without noise; a failed probe records no temperature."""
+    with (
+        Simulator(compartments=4, seed=3, time_scale=60.0, manual_clock=True) as sim,
+        TestClient(create_app(sim)) as api,
+    ):
+        api.post("/compartments/2/door/open", json={"force": True})
+        api.post("/compartments/2/item", json={"mass_g": 450, "temp_c": 72})
+        api.post("/compartments/2/door/close")
+        sim.advance(600)  # ten simulated minutes: ten wall seconds at 60x
+        points = api.get("/compartments/2/temperatures").json()
+        assert 59 <= len(points) <= 61
+        stamps = [p["at"] for p in points]
+        assert all(abs((b - a) - 10 / 60) < 0.002 for a, b in itertools.pairwise(stamps))
+        truth = api.get("/compartments/2").json()
+        assert abs(points[-1]["temp_c"] - truth["air_temp_c"]) < 1.5  # the probe lags the air
+        later = api.get("/compartments/2/temperatures", params={"since": stamps[-10]}).json()
+        assert later == points[-10:]
+
+        api.put("/faults/compartments/2", json={"sensor": "open"})
+        sim.advance(30)
+        assert [p["temp_c"] for p in api.get("/compartments/2/temperatures").json()[-3:]] == [
+            None
+        ] * 3
+        assert api.get("/compartments/9/temperatures").status_code == 404

@@ -12,6 +12,7 @@ an audited opening after which the compartment holds nothing.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -157,6 +158,35 @@ def test_a_probe_gone_quiet_with_food_inside_makes_it_unsafe_and_everyone_is_tol
 CYCLE_WAIT_S = 150.0  # a 30-minute cycle is 30 s at 60x; a busy machine
 
 
+def trace_of(page: str) -> list[tuple[float, float]]:
+    """(Unix time, °C) of each point of the purchaser page's temperature line."""
+    temps = re.search(r'data-temps="([^"]*)"', page)
+    times = re.search(r'data-times="([^"]*)"', page)
+    assert temps and times, "no temperature line on her page"
+    return [
+        (float(at), float(c))
+        for at, c in zip(times.group(1).split(","), temps.group(1).split(","), strict=True)
+    ]
+
+
+# A reading is stamped when the bridge has it, after the board sampled it: at most a poll
+# (0.15 s) and the simulator's tick (0.1 s) later, more on a busy machine. At 60x a second of
+# that is a nominal minute, in which the warm-up climbs 10 °C: the reading is held against what
+# the probe was over the second before its stamp.
+READING_AGE_S = 1.0
+
+
+def off_record(record: list[dict[str, float | None]], at: float, temp: float) -> float:
+    """How far `temp`, stamped `at`, is from every value the simulator's record of the probe
+    went through in the READING_AGE_S before (0 if it went through it)."""
+    known = [(float(p["at"] or 0), float(p["temp_c"])) for p in record if p["temp_c"] is not None]
+    assert known[0][0] <= at - READING_AGE_S and known[-1][0] >= at, f"no record around {at}"
+    within = [c for t, c in known if at - READING_AGE_S <= t <= at]
+    before = [c for t, c in known if t < at - READING_AGE_S][-1:]  # the value entering it
+    low, high = min(within + before), max(within + before)
+    return max(low - temp, temp - high, 0.0)
+
+
 def test_a_lamp_that_fails_mid_cycle_keeps_the_food_from_ready_and_the_cycle_runs_again(
     up: Up,
 ) -> None:
@@ -215,6 +245,17 @@ def test_a_lamp_that_fails_mid_cycle_keeps_the_food_from_ready_and_the_cycle_run
             lambda: phones.inbox("lamp-1"), STEP_WAIT_S, "the purchaser's message", 0.5
         )
         assert told[0].attachments  # her QR code: sent once the food is ready, not before
+
+        # Her page's line of her food's temperatures is the compartment's own: each point
+        # within 0.5 °C of what the simulator recorded of the probe when it was read.
+        page = actors.http.get(f"{up.base_url}/p/{token_of(created['purchaser_url'])}?lang=en")
+        points = trace_of(page.text)
+        assert len(points) > 30, page.text  # an hour, nominal: a point per nominal minute or so
+        sim = actors.http.get(
+            f"{up.sim_url(0)}/compartments/{n}/temperatures", params={"since": points[0][0] - 5}
+        ).json()
+        worst = max(off_record(sim, at, temp) for at, temp in points)
+        assert worst <= 0.5, f"the page's line is {worst:.2f} °C from the simulator's record"
     finally:
         actors.close()
         phones.close()
