@@ -8,6 +8,7 @@ their own timestamps: no waiting."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from locker_service.cli import app
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
+from locker_service.foodsafety import profiles
 from locker_service.foodsafety.profiles import BUILT_IN
 from locker_service.models import (
     Alert,
@@ -45,6 +47,17 @@ from tests.locker_service.world import (
     event,
     make_ready,
     token_of,
+)
+from tests.support.simulated_bank import (
+    HELD_S,
+    READING_EVERY_S,
+    T0,
+    Bank,
+    door_held_open,
+    drop_off_hot,
+    first_below,
+    heater_killed,
+    limit_of,
 )
 
 
@@ -398,3 +411,39 @@ async def test_the_food_s_record_for_operators_and_its_sum_for_the_purchaser(
     assert temps == ["63.0"] * 20 + ["62.0"] * 40  # her line: the same readings as the record
     zh = (await app_client.get(f"/p/{token_of(order)}?lang=zh-Hans")).text
     assert "送达后已保温 30 分钟" in zh
+
+
+@pytest.mark.parametrize("name", ["us-fda", "uk-fsa", "cn"])
+@pytest.mark.parametrize("trouble", [door_held_open, heater_killed], ids=lambda t: t.__name__)
+async def test_the_simulated_board_s_readings_spoil_the_food_at_the_limit_and_all_are_told(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    name: str,
+    trouble: Callable[[Bank], Callable[[], None]],
+) -> None:
+    """What the simulated board reads through its door held open, or its heater dead, stored
+    as the bridge's telemetry is and checked by the food's timer: unsafe exactly at the
+    profile's limit, and the code refused, the purchaser, merchant and operator told."""
+    await _profile(service, world, name)
+    rules = profiles.for_site(service.settings, name)
+    bank = drop_off_hot(rules)
+    bank.run(limit_of(rules).total_seconds() + 20 * 60, trouble(bank))
+    order, n = await _deposited(app_client, world, service, f"sim-{name}-{trouble.__name__}")
+    span = bank.readings[-1][0] - T0
+    start = await _backdate(service, order["id"], span + timedelta(minutes=1))
+    shift = start + timedelta(seconds=READING_EVERY_S) - T0  # the first reading after it
+    await telemetry.insert_readings(
+        service.engine,
+        [
+            ReadingRow(world.kiosk_id, n, at + shift, c, rules.setpoint_c, True)
+            for at, c in bank.readings
+        ],
+    )
+    await _check(service, order["id"])
+    spoiled = await _order(service, order["id"])
+    assert spoiled.state == "expired", spoiled.failure_reason
+    trouble_at = T0 + timedelta(seconds=HELD_S)
+    assert spoiled.food_unsafe_at == first_below(rules, bank, trouble_at) + shift + limit_of(rules)
+    assert f"below {rules.floor_c:g} °C" in (spoiled.failure_reason or "")
+    await _told(app_client, world, service, order)
