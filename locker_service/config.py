@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     uv_min_dose_fraction: float = Field(default=0.95, gt=0, le=1)
     uv_lamp_rated_hours: float = Field(default=9000.0, gt=0)
     uv_lamp_warn_fraction: float = Field(default=0.9, gt=0, le=1)
+    # This many short cycles in a row since the lamp was fitted: the lamp has failed. No cycle
+    # runs again until it is marked replaced; everyone waiting on it is told (ADR 0073).
+    uv_max_short_cycles: int = Field(default=3, ge=1, le=20)
     # A kiosk's report that a cycle ended is believed from the cycle's end time minus this
     # (nominal seconds, ADR 0037). The service records a cycle before commanding it, so the
     # board's cycle ends after the recorded end; only its timer running fast (crystal, 100 ppm:

@@ -17,7 +17,7 @@ from locker_service.compartments.lifecycle import (
 from locker_service.db import rowcount
 from locker_service.errors import Conflict
 from locker_service.lifecycles import save_step
-from locker_service.models import Compartment, Kiosk
+from locker_service.models import Compartment, DisinfectionCycle, Kiosk
 
 SIZES = ("S", "M", "L")
 
@@ -141,3 +141,34 @@ async def with_kiosk(
         )
     ).first()
     return None if row is None else (row[0], row[1])
+
+
+async def finished_cycle_states(
+    session: AsyncSession, compartment: Compartment, limit: int
+) -> list[str]:
+    """How the compartment's last `limit` cycles since its lamp was fitted ended, newest first."""
+    query = (
+        select(DisinfectionCycle.state)
+        .where(
+            DisinfectionCycle.compartment_id == compartment.id,
+            DisinfectionCycle.finished_at.is_not(None),
+        )
+        .order_by(DisinfectionCycle.started_at.desc(), DisinfectionCycle.id.desc())
+        .limit(limit)
+    )
+    if compartment.lamp_fitted_at is not None:
+        query = query.where(DisinfectionCycle.started_at >= compartment.lamp_fitted_at)
+    return list(await session.scalars(query))
+
+
+async def running_cycle(session: AsyncSession, compartment_id: int) -> DisinfectionCycle | None:
+    """The compartment's cycle that has started and not ended, if any."""
+    return await session.scalar(
+        select(DisinfectionCycle)
+        .where(
+            DisinfectionCycle.compartment_id == compartment_id,
+            DisinfectionCycle.state == "running",
+        )
+        .order_by(DisinfectionCycle.started_at.desc())
+        .limit(1)
+    )

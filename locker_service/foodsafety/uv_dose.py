@@ -19,7 +19,7 @@ reported", and completes as it did before such boards could tell.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -173,3 +173,14 @@ def _stretch(item: Any) -> tuple[float, float]:
     if not isinstance(item, Mapping):
         raise TypeError("a dark stretch is not an object")
     return _seconds(item, "at_s"), _seconds(item, "dark_s")
+
+
+LAMP_FAILED = "uv_lamp_failed"  # the fault a compartment is in once its lamp has given up
+
+
+def lamp_failed(newest_first: Sequence[str], max_short: int) -> bool:
+    """The states of a compartment's finished cycles since its lamp was fitted, newest first:
+    the lamp has failed when the last `max_short` of them were all short of their dose."""
+    return len(newest_first) >= max_short and all(
+        state == "short" for state in newest_first[:max_short]
+    )

@@ -16,8 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.alerts.catalogue import LAMP_LIFE_ALERT
 from locker_service.alerts.service import raise_compartment_alert
+from locker_service.compartments import repository as compartments
 from locker_service.context import ServiceContext
-from locker_service.foodsafety.uv_dose import ImpossibleRecord, LampRecord, Outcome, judge
+from locker_service.foodsafety.uv_dose import (
+    ImpossibleRecord,
+    LampRecord,
+    Outcome,
+    judge,
+    lamp_failed,
+)
 from locker_service.models import Compartment, DisinfectionCycle, Kiosk
 
 log = logging.getLogger(__name__)
@@ -78,6 +85,14 @@ async def record_cycle_end(
     if completed and dose.outcome == "short_dose" and record is not None:
         assert dose.dose_mj_cm2 is not None
         dark = record.interruptions
+        limit = settings.uv_max_short_cycles
+        before = await compartments.finished_cycle_states(session, c, limit - 1)
+        then = (
+            f"; {limit} cycles in a row short: the lamp has failed, no cycle runs until it is "
+            "replaced and marked replaced"
+            if lamp_failed(["short", *before], limit)
+            else "; the cycle runs again"
+        )
         await raise_compartment_alert(
             session,
             ctx.hub,
@@ -87,10 +102,18 @@ async def record_cycle_end(
             severity="warning",
             what=f"the UV-C lamp shone {record.lamp_on_s:g} s of the {record.duration_s:g} s "
             f"{cycle.kind} cycle ({dark} time{'s' if dark != 1 else ''} dark): "
-            f"{dose.dose_mj_cm2:.1f} of {dose.required_mj_cm2:.1f} mJ/cm2; the cycle runs again",
+            f"{dose.dose_mj_cm2:.1f} of {dose.required_mj_cm2:.1f} mJ/cm2{then}",
             dedupe_key=f"{SHORT_DOSE_ALERT}:{c.id}",
         )
     return dose.outcome
+
+
+async def lamp_has_failed(session: AsyncSession, ctx: ServiceContext, c: Compartment) -> bool:
+    """Whether the compartment's lamp has failed: its last `uv_max_short_cycles` cycles since
+    it was fitted all short (the one just ended included, once it is marked so)."""
+    await session.flush()
+    limit = ctx.settings.uv_max_short_cycles
+    return lamp_failed(await compartments.finished_cycle_states(session, c, limit), limit)
 
 
 async def _lamp_life(

@@ -14,6 +14,8 @@ import enum
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from locker_service.foodsafety.uv_dose import LAMP_FAILED
+
 Severity = Literal["info", "warning", "critical"]  # as locker_service.alerts.service
 # The alerts this table raises (each has its words in locker_service/alerts/catalogue.py).
 ExceptionAlertKind = Literal[
@@ -157,7 +159,8 @@ _TABLE: Final[dict[Exceptional, Told]] = {
 HEATER_FAULTS: Final = frozenset(
     {"sensor_open", "sensor_short", "over_temperature", "heating_watchdog"}
 )
-LAMP_FAULTS: Final = frozenset({"uv_timeout"})
+# The board's UV timeout, and the service's own verdict on a lamp short of its dose too often.
+LAMP_FAULTS: Final = frozenset({"uv_timeout", LAMP_FAILED})
 
 
 def decide(exception: Exceptional) -> Told:

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.alerts.service import raise_compartment_alert
@@ -23,6 +22,7 @@ from locker_service.compartments.lifecycle import CompartmentState, CompartmentT
 from locker_service.context import ServiceContext
 from locker_service.events import publish_after_commit
 from locker_service.foodsafety import watch
+from locker_service.foodsafety.uv_dose import LAMP_FAILED
 from locker_service.foodsafety.watch import Unsafe
 from locker_service.kiosks import disinfection_proof as proof
 from locker_service.kiosks import exceptions
@@ -148,12 +148,7 @@ class Story:
     async def running_cycle(
         self, session: AsyncSession, c: Compartment
     ) -> DisinfectionCycle | None:
-        return await session.scalar(
-            select(DisinfectionCycle)
-            .where(DisinfectionCycle.compartment_id == c.id, DisinfectionCycle.state == "running")
-            .order_by(DisinfectionCycle.started_at.desc())
-            .limit(1)
-        )
+        return await compartments.running_cycle(session, c.id)
 
     async def begin_cycle(
         self, session: AsyncSession, c: Compartment, kind: str, order: Order | None
@@ -229,7 +224,10 @@ class Story:
             if outcome in proof.NOT_COMPLETE:
                 cycle.state, cycle.finished_at = "short", now
                 await timers.cancel(session, [TimerKind.CYCLE_WATCHDOG], compartment_id=c.id)
-                await self._run_again(session, c)
+                if await proof.lamp_has_failed(session, self.ctx, c):
+                    await self.lamp_failed(session, kiosk, c)
+                else:
+                    await self._run_again(session, c)
                 self._publish(session, kiosk, c, None)
                 return
             cycle.state, cycle.finished_at = "completed", now
@@ -321,6 +319,27 @@ class Story:
                 )
         elif c.state == CompartmentState.CLEANING:
             timers.schedule(session, TimerKind.START_CLEANING, retry_at, compartment_id=c.id)
+
+    async def lamp_failed(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> None:
+        """Too many cycles short of their dose in a row: the lamp has failed. No cycle runs
+        again until an operator marks it replaced; with food inside, everyone waiting on it is
+        told as for a board's lamp fault (ADR 0047, 0073)."""
+        order = await orders.active_in_compartment(session, c.id)
+        if order is not None and order.state == OrderState.DISINFECTING:
+            await self.fault_with_food(session, kiosk, c, LAMP_FAILED)
+            return
+        await raise_compartment_alert(
+            session,
+            self.ctx.hub,
+            kiosk,
+            c,
+            kind="compartment_fault",
+            severity="warning",
+            what=f"{LAMP_FAILED}: the UV-C lamp fell short of its dose "
+            f"{self.settings.uv_max_short_cycles} cycles in a row; the compartment stays out of "
+            "use until the lamp is replaced and marked replaced",
+            dedupe_key=f"compartment_fault:{c.id}",
+        )
 
     async def fault_with_food(
         self, session: AsyncSession, kiosk: Kiosk, c: Compartment, fault: str

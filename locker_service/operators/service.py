@@ -18,10 +18,13 @@ from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.errors import Conflict, Forbidden, NotFound
 from locker_service.events import publish_after_commit
+from locker_service.foodsafety.uv_dose import lamp_failed
 from locker_service.models import Compartment, Kiosk, Site, utcnow
 from locker_service.operators.notes import signed
 from locker_service.orders import repository as orders
 from locker_service.pickup.service import KillSwitchEngaged
+from locker_service.timers import service as timers
+from locker_service.timers.service import TimerKind
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +138,13 @@ async def lamp_replaced(
             raise NotFound(f"no compartment {compartment_id}")
         compartment, kiosk = found
         principal.require_act(kiosk.site_id)
+        limit = ctx.settings.uv_max_short_cycles
+        states = await compartments.finished_cycle_states(session, compartment, limit)
         compartment.lamp_on_s = 0.0
         compartment.lamp_fitted_at = utcnow()
         compartment.lamp_fitted_by = signed(note, principal.id)
         await resolve_alerts(session, f"{LAMP_LIFE_ALERT}:{compartment.id}", ctx.hub)
+        again = lamp_failed(states, limit) and await _cycle_again(session, ctx, compartment)
         log.info(
             "operator %s: new UV-C lamp in %s compartment %s (%s)",
             principal.id,
@@ -146,7 +152,30 @@ async def lamp_replaced(
             compartment.number,
             note,
         )
-        return compartment
+    if again and ctx.timers is not None:
+        ctx.timers.wake()  # committed: the cycle starts now, not at the loop's next look
+    return compartment
+
+
+async def _cycle_again(session: AsyncSession, ctx: ServiceContext, c: Compartment) -> bool:
+    """A new lamp in a compartment whose cycles stopped because the old one failed (ADR 0073):
+    its cycle starts again now, and the lamp's fault alert is resolved (a board fault, if any,
+    keeps its own until cleared: no cycle starts under it)."""
+    if c.fault is not None or await compartments.running_cycle(session, c.id) is not None:
+        return False
+    if c.state == CompartmentState.DISINFECTING:
+        order = await orders.active_in_compartment(session, c.id)
+        if order is None:
+            return False
+        timers.schedule(
+            session, TimerKind.START_HOLD_CYCLE, utcnow(), order_id=order.id, compartment_id=c.id
+        )
+    elif c.state == CompartmentState.CLEANING:
+        timers.schedule(session, TimerKind.START_CLEANING, utcnow(), compartment_id=c.id)
+    else:
+        return False
+    await resolve_alerts(session, f"compartment_fault:{c.id}", ctx.hub)
+    return True
 
 
 async def kill_switch(

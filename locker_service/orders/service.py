@@ -21,7 +21,7 @@ from locker_service.contacts.policy import ContactPolicy, check_contact, contact
 from locker_service.context import ServiceContext
 from locker_service.errors import Conflict, Forbidden, NotFound, Unprocessable
 from locker_service.events import publish_after_commit
-from locker_service.foodsafety import watch
+from locker_service.foodsafety import uv_dose, watch
 from locker_service.live import LiveHub
 from locker_service.models import Compartment, Kiosk, Merchant, Order, OrderEvent, Site, utcnow
 from locker_service.orders import codes, repository
@@ -367,6 +367,17 @@ async def cancel(
     return order
 
 
+async def lamp_fault(session: AsyncSession, settings: Settings, compartment_id: int) -> str | None:
+    """`uv_lamp_failed` when the compartment's lamp has failed (too many short cycles in a row
+    since it was fitted): a fault the board does not know, the service's own (ADR 0073)."""
+    compartment = await session.get(Compartment, compartment_id)
+    if compartment is None:
+        return None
+    limit = settings.uv_max_short_cycles
+    states = await compartments_repository.finished_cycle_states(session, compartment, limit)
+    return uv_dose.LAMP_FAILED if uv_dose.lamp_failed(states, limit) else None
+
+
 async def purchaser_status(
     session: AsyncSession, settings: Settings, token: str
 ) -> PurchaserStatus:
@@ -397,6 +408,8 @@ async def purchaser_status(
             # Offline only once heard going offline: a kiosk never linked (no bridge, or not
             # yet) is not known to be down.
             online = row[3] if row[4] is not None else None
+        if fault is None and order.state == OrderState.DISINFECTING:
+            fault = await lamp_fault(session, settings, order.compartment_id)
     ready = order.state == OrderState.READY
     base = settings.public_base_url.rstrip("/")
     return PurchaserStatus(

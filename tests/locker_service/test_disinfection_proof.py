@@ -13,7 +13,14 @@ from sqlalchemy import select
 
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
-from locker_service.models import Alert, Compartment, DisinfectionCycle, Order
+from locker_service.models import (
+    Alert,
+    Compartment,
+    DisinfectionCycle,
+    NotificationOutbox,
+    Order,
+    Timer,
+)
 from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers.service import TimerKind
 from tests.locker_service.conftest import make_settings
@@ -23,6 +30,7 @@ from tests.locker_service.world import (
     cycles_have_run,
     dropped_off,
     event,
+    token_of,
     until_due,
 )
 
@@ -216,3 +224,80 @@ async def test_a_new_lamp_starts_its_hours_again_and_resolves_the_alert(
         headers={"Authorization": f"Bearer {world.other_operator_token}"},
     )
     assert stranger.status_code in (403, 404)
+
+
+async def test_a_lamp_short_cycle_after_cycle_has_failed_everyone_is_told_until_it_is_replaced(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    """Three cycles in a row short of their dose (LOCKER_UV_MAX_SHORT_CYCLES): no fourth runs
+    on that lamp; the purchaser, merchant and operator are told as for a lamp fault; a new lamp
+    marked replaced starts the cycle again and the food becomes ready."""
+    order, n = await held(app_client, world, service, "failing-lamp")
+    starts = fake_kiosk.actions(n).count("start_disinfection")
+    for attempt in range(1, 4):
+        await event(service, world, "disinfection_completed", n, **lamp(600, [(600, 1200)]))
+        if attempt < 3:
+            await until_due(service, TimerKind.START_HOLD_CYCLE)
+            await TimerLoop(service).run_due()
+            await event(service, world, "disinfection_started", n, duration_s=FULL)
+    assert fake_kiosk.actions(n).count("start_disinfection") == starts + 2  # not a third again
+    assert [c.state for c in await cycles(service, order["id"])] == ["short"] * 3
+    assert await order_state(service, order["id"]) == "disinfecting"
+    async with service.sessionmaker() as session:
+        pending = await session.scalar(
+            select(Timer).where(
+                Timer.kind == TimerKind.START_HOLD_CYCLE.value, Timer.state == "pending"
+            )
+        )
+    assert pending is None
+
+    (short,) = await alerts(service, "cycle_short_dose")
+    assert "3 cycles in a row short: the lamp has failed" in short.message
+    (fault,) = await alerts(service, "compartment_fault")
+    assert fault.severity == "critical" and "uv_lamp_failed with food inside" in fault.message
+    status = (await app_client.get(f"/api/v1/p/{token_of(order)}")).json()
+    assert status["fault"] is True and status["fault_code"] == "uv_lamp_failed"
+    page = (await app_client.get(f"/p/{token_of(order)}?lang=en")).text
+    assert "A fault occurred in your compartment. Staff will contact you." in page
+    merchant = await app_client.get(f"/api/v1/orders/{order['id']}", headers=world.merchant())
+    assert [x["kind"] for x in merchant.json()["notices"]] == ["compartment_fault"]
+    async with service.sessionmaker() as session:
+        told = await session.scalar(
+            select(NotificationOutbox).where(
+                NotificationOutbox.order_id == uuid.UUID(order["id"]),
+                NotificationOutbox.kind == "fault",
+            )
+        )
+        c = await session.scalar(
+            select(Compartment).where(
+                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
+            )
+        )
+    assert told is not None and c is not None
+
+    # A new lamp: the cycle starts again at once, and the food becomes ready.
+    replaced = await app_client.post(
+        f"/api/v1/operator/compartments/{c.id}/lamp-replaced",
+        json={"reason": "new 8 W UV-C tube"},
+        headers=world.operator(),
+    )
+    assert replaced.status_code == 200, replaced.text
+    status = (await app_client.get(f"/api/v1/p/{token_of(order)}")).json()
+    assert status["fault"] is False and status["state"] == "disinfecting"
+    (fault,) = await alerts(service, "compartment_fault")
+    assert fault.resolved_at is not None
+    await TimerLoop(service).run_due()
+    assert fake_kiosk.actions(n).count("start_disinfection") == starts + 3
+    await event(service, world, "disinfection_started", n, duration_s=FULL)
+    await event(service, world, "disinfection_completed", n, **lamp())
+    assert await order_state(service, order["id"]) == "ready"
+
+
+def test_a_lamp_has_failed_after_so_many_short_cycles_in_a_row() -> None:
+    from locker_service.foodsafety.uv_dose import lamp_failed
+
+    assert lamp_failed(["short", "short", "short"], 3)
+    assert not lamp_failed(["short", "short"], 3)  # not yet as many
+    assert not lamp_failed(["short", "completed", "short", "short"], 3)  # not in a row
+    assert not lamp_failed(["short", "aborted", "short"], 3)  # a door opened in between
+    assert lamp_failed(["short"], 1)
