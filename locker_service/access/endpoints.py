@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from locker_service.api.deps import (
     MERCHANT_KEY_HEADER,
@@ -46,6 +46,7 @@ class KeyRead(BaseModel):
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    replaced_at: datetime | None = Field(description="rotated then; a key is replaced once")
     last_used_at: datetime | None = Field(description="to the minute; null: never used")
 
 
@@ -63,7 +64,9 @@ class KeyCreate(BaseModel):
     kind: Kind
     owner_id: int = Field(ge=1, le=INT4_MAX, description="the merchant's, kiosk's or operator's id")
     label: Text | None = Field(None, max_length=200)
-    expires_at: datetime | None = Field(None, description="when it stops (default: never)")
+    expires_at: AwareDatetime | None = Field(
+        None, description="when it stops, with its time zone (default: never)"
+    )
 
 
 class KeyRotate(BaseModel):
@@ -75,7 +78,9 @@ class KeyRotate(BaseModel):
         le=MAX_OVERLAP_HOURS,
         description="how long the old key keeps working (0: it stops now)",
     )
-    expires_at: datetime | None = Field(None, description="when the new key stops (default: never)")
+    expires_at: AwareDatetime | None = Field(
+        None, description="when the new key stops, with its time zone (default: never)"
+    )
 
 
 def read(key: Credential) -> KeyRead:
@@ -90,6 +95,7 @@ def read(key: Credential) -> KeyRead:
         created_at=key.created_at,
         expires_at=key.expires_at,
         revoked_at=key.revoked_at,
+        replaced_at=key.replaced_at,
         last_used_at=key.last_used_at,
     )
 
@@ -110,6 +116,7 @@ async def _rotate(
         owner=owner,
     )
     old = await store.get(session, key_id)
+    await session.commit()  # then forgotten: a request meanwhile cannot cache it again
     _forget(ctx, old)
     return KeyIssued(key=read(issued.key), secret=issued.secret, replaces=read(old))
 
@@ -151,6 +158,7 @@ async def admin_revoke(
 ) -> KeyRead:
     """Stop a key now (a merchant's: on every replica within LOCKER_CREDENTIAL_CACHE_S)."""
     key = await store.revoke(session, key_id)
+    await session.commit()  # then forgotten: a request meanwhile cannot cache it again
     _forget(ctx, key)
     return read(key)
 
@@ -190,5 +198,6 @@ async def merchant_revoke(
 ) -> KeyRead:
     """Stop one of the merchant's keys now (the one calling too, if it is that one)."""
     key = await store.revoke(session, key_id, owner=_own(caller))
+    await session.commit()  # then forgotten: a request meanwhile cannot cache it again
     _forget(ctx, key)
     return read(key)

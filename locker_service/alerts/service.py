@@ -12,10 +12,11 @@ the escalation. Each alert is shown with its title in both languages (`catalogue
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, false, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -195,15 +196,24 @@ async def list_alerts(
     site_ids: frozenset[int] | None,
     state: str | None,
     limit: int,
-    compartment_ids: frozenset[int] | None = None,
+    compartments: Mapping[int, datetime] | None = None,
 ) -> Sequence[Alert]:
-    """The newest alerts within `site_ids`; with `compartment_ids`, only those about these
-    compartments (an operator for merchants: the ones holding their food, ADR 0075)."""
+    """The newest alerts within `site_ids`; with `compartments`, only those about these
+    compartments raised since the moment given for each (an operator for merchants: the ones
+    holding their food, since it was theirs, ADR 0075)."""
     query = select(Alert).order_by(Alert.last_raised_at.desc()).limit(limit)
     if site_ids is not None:
         query = query.where(Alert.site_id.in_(site_ids))
-    if compartment_ids is not None:
-        query = query.where(Alert.compartment_id.in_(compartment_ids))
+    if compartments is not None:
+        query = query.where(
+            or_(
+                false(),
+                *(
+                    and_(Alert.compartment_id == c, Alert.raised_at >= since)
+                    for c, since in compartments.items()
+                ),
+            )
+        )
     if state:
         query = query.where(Alert.state == state)
     return (await session.scalars(query)).all()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Request
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.bounds import INT4_MAX
@@ -27,6 +29,8 @@ from locker_service.models import (
     utcnow,
 )
 from locker_service.security import hash_token
+
+log = logging.getLogger(__name__)
 
 
 def context_of(request: Request) -> ServiceContext:
@@ -97,17 +101,42 @@ async def _sign_in(ctx: ServiceContext, kind: Kind, secret: str) -> tuple[Any, C
         owner, key = found
         rules.refuse_unless_active(key, utcnow())
         if ctx.key_uses.due(key.id):
-            await store.record_use(session, key.id)
-            await session.commit()
+            await _record_use(session, key.id)
     return owner, key
 
 
-async def current_kiosk(
+async def _record_use(session: AsyncSession, key_id: int) -> None:
+    """Stamp a key's use; a database too busy for it (or failing over) costs the stamp, not
+    the request of a caller already known."""
+    try:
+        await store.record_use(session, key_id)
+        await session.commit()
+    except SQLAlchemyError as exc:
+        await session.rollback()
+        log.warning("key %s: its last use not recorded: %s", key_id, exc)
+
+
+async def current_kiosk_key(
     ctx: ContextDep, authorization: Annotated[str | None, Header()] = None
-) -> Kiosk:
-    kiosk, _ = await _sign_in(ctx, "kiosk", _bearer(authorization))
+) -> tuple[Kiosk, Credential]:
+    kiosk, key = await _sign_in(ctx, "kiosk", _bearer(authorization))
     assert isinstance(kiosk, Kiosk)
-    return kiosk
+    return kiosk, key
+
+
+async def current_kiosk(
+    signed_in: Annotated[tuple[Kiosk, Credential], Depends(current_kiosk_key)],
+) -> Kiosk:
+    return signed_in[0]
+
+
+async def key_still_valid(ctx: ServiceContext, key_id: int | None) -> bool:
+    """Whether a key signed in earlier (a long stream's) may still be used now."""
+    if key_id is None:
+        return True
+    async with ctx.sessionmaker() as session:
+        key = await session.get(Credential, key_id)
+        return key is not None and rules.status(key, utcnow()) == "active"
 
 
 # The merchant's key is read from the request, not declared as a `Header` parameter of a
@@ -153,8 +182,8 @@ async def current_merchant_key(request: Request) -> tuple[Merchant, Credential]:
     merchant, key = found
     rules.refuse_unless_active(key, utcnow())
     if ctx.key_uses.due(key.id):
-        async with ctx.sessionmaker() as session, session.begin():
-            await store.record_use(session, key.id)
+        async with ctx.sessionmaker() as session:
+            await _record_use(session, key.id)
     return merchant, key
 
 
@@ -170,6 +199,7 @@ class OperatorPrincipal:
     # An operator for merchants sees and acts on these merchants' orders only (ADR 0075);
     # None: every merchant's, and the kiosks themselves.
     merchant_ids: frozenset[int] | None = None
+    key_id: int | None = None  # the key it signed in with (a long stream checks it again)
 
     @property
     def id(self) -> int:
@@ -220,10 +250,10 @@ class OperatorPrincipal:
 async def current_operator(
     ctx: ContextDep, authorization: Annotated[str | None, Header()] = None
 ) -> OperatorPrincipal:
-    operator, _ = await _sign_in(ctx, "operator", _bearer(authorization))
+    operator, key = await _sign_in(ctx, "operator", _bearer(authorization))
     assert isinstance(operator, Operator)
     if operator.role == "admin":
-        return OperatorPrincipal(operator, None)
+        return OperatorPrincipal(operator, None, key_id=key.id)
     async with ctx.sessionmaker() as session:
         sites = frozenset(
             await session.scalars(
@@ -238,7 +268,7 @@ async def current_operator(
             )
         )
         if not merchants:
-            return OperatorPrincipal(operator, sites)
+            return OperatorPrincipal(operator, sites, key_id=key.id)
         if not sites:  # given none: wherever its merchants may order
             sites = frozenset(
                 await session.scalars(
@@ -247,7 +277,7 @@ async def current_operator(
                     )
                 )
             )
-        return OperatorPrincipal(operator, sites, merchants)
+        return OperatorPrincipal(operator, sites, merchants, key_id=key.id)
 
 
 async def current_admin(
@@ -260,6 +290,7 @@ async def current_admin(
 
 
 KioskDep = Annotated[Kiosk, Depends(current_kiosk)]
+KioskKeyDep = Annotated[tuple[Kiosk, Credential], Depends(current_kiosk_key)]
 MerchantDep = Annotated[Merchant, Depends(current_merchant)]
 OperatorDep = Annotated[OperatorPrincipal, Depends(current_operator)]
 AdminDep = Annotated[OperatorPrincipal, Depends(current_admin)]

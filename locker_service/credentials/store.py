@@ -110,7 +110,11 @@ async def rotate(
     owner: Owner | None = None,
     now: datetime | None = None,
 ) -> Issued:
-    """A new key for the owner of key `key_id`, which keeps working for `overlap` only."""
+    """A new key for the owner of key `key_id`, which keeps working for `overlap` only.
+
+    A key is replaced once: rotating it again (a copy of it leaked, say) is refused. Given
+    `owner` (a merchant rotating its own key), the new key expires no later than the old one
+    was going to: an expiry an administrator gave stays with the key's successors."""
     now = now or utcnow()
     old = await get(session, key_id, owner)
     if rules.status(old, now) != "active":
@@ -118,6 +122,13 @@ async def rotate(
             f"key {key_id} is {rules.status(old, now)}: issue a new key instead",
             code="key_not_active",
         )
+    if old.replaced_at is not None:
+        raise Conflict(
+            f"key {key_id} was replaced already: rotate its replacement", code="key_replaced"
+        )
+    if owner is not None and old.expires_at is not None:
+        expires_at = min(expires_at or old.expires_at, old.expires_at)
+    old.replaced_at = now
     old.expires_at = rules.old_key_end(old.expires_at, now, overlap)
     return await issue(session, owner_of(old), label=old.label, expires_at=expires_at, now=now)
 

@@ -46,7 +46,8 @@ operator_merchants = Table(
     "operator_merchants",
     Base.metadata,
     Column("operator_id", ForeignKey("operators.id", ondelete="CASCADE"), primary_key=True),
-    Column("merchant_id", ForeignKey("merchants.id", ondelete="CASCADE"), primary_key=True),
+    # Not cascaded: a desk whose merchant went would otherwise see every merchant's orders.
+    Column("merchant_id", ForeignKey("merchants.id"), primary_key=True),
 )
 
 operator_sites = Table(
@@ -102,4 +103,5 @@ class Credential(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    replaced_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # rotated: once only
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -271,18 +271,20 @@ async def hot_food_in_kiosk(session: AsyncSession, kiosk_id: int) -> list[tuple[
 
 async def compartments_holding(
     session: AsyncSession, merchant_ids: frozenset[int]
-) -> frozenset[int]:
-    """The compartments these merchants' food is (or is about to be) in."""
+) -> dict[int, datetime]:
+    """The compartments these merchants' food is (or is about to be) in, each with when it was
+    given to their order (its drop-off, else its creation): what happened there before was
+    another order's business."""
     from locker_service.orders.lifecycle import ACTIVE
 
-    rows = await session.scalars(
-        select(Order.compartment_id).where(
+    rows = await session.execute(
+        select(Order.compartment_id, Order.deposited_at, Order.created_at).where(
             Order.merchant_id.in_(merchant_ids),
             Order.compartment_id.is_not(None),
             Order.state.in_([s.value for s in ACTIVE]),
         )
     )
-    return frozenset(c for c in rows if c is not None)
+    return {c: deposited or created for c, deposited, created in rows if c is not None}
 
 
 async def active_in_compartment(session: AsyncSession, compartment_id: int) -> Order | None:

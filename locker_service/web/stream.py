@@ -11,7 +11,8 @@ instead of showing stale values.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,13 +42,23 @@ async def event_stream(
     subscription: Subscription,
     visible: Callable[[LiveMessage], bool],
     heartbeat_s: float = HEARTBEAT_S,
+    still_allowed: Callable[[], Awaitable[bool]] | None = None,
+    recheck_s: float = HEARTBEAT_S,
 ) -> AsyncIterator[bytes]:
-    """The bytes of one client's stream until the client goes away (the server cancels us)."""
+    """The bytes of one client's stream until the client goes away (the server cancels us),
+    or, every `recheck_s`, `still_allowed` says its credential no longer is (revoked,
+    expired): then a `bye` event and the end (ADR 0074)."""
     yield f"retry: {RETRY_MS}\n\n".encode()
     yield format_event("hello", {"ts": datetime.now(UTC).isoformat()})
     dropped_seen = 0
+    checked = time.monotonic()
     while True:
-        message = await subscription.next(heartbeat_s)
+        if still_allowed is not None and time.monotonic() - checked >= recheck_s:
+            checked = time.monotonic()
+            if not await still_allowed():
+                yield format_event("bye", {"reason": "credential_no_longer_valid"})
+                return
+        message = await subscription.next(min(heartbeat_s, recheck_s))
         if subscription.dropped != dropped_seen:
             dropped_seen = subscription.dropped
             yield format_event("resync", {"lost": dropped_seen})

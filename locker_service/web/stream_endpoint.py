@@ -15,8 +15,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from locker_service.api.deps import ContextDep, KioskDep, OperatorDep, OperatorPrincipal
+from locker_service.api.deps import (
+    ContextDep,
+    KioskKeyDep,
+    OperatorDep,
+    OperatorPrincipal,
+    key_still_valid,
+)
 from locker_service.bounds import INT4_MAX
+from locker_service.context import ServiceContext
 from locker_service.live import LiveMessage
 from locker_service.web.stream import event_stream
 
@@ -85,9 +92,26 @@ async def operator_stream(
         operator.require_site(site_id)
     visible = visible_to(operator, site_id, frozenset(kinds.split(",")) if kinds else None)
 
+    return _stream(ctx, visible, operator.key_id)
+
+
+def _stream(
+    ctx: ServiceContext, visible: Callable[[LiveMessage], bool], key_id: int | None
+) -> StreamingResponse:
+    """The stream, ended once the key it was opened with is revoked or expires: checked every
+    `credential_cache_s` (at least every second), the bound a cached key has too."""
+
+    async def allowed() -> bool:
+        return await key_still_valid(ctx, key_id)
+
     async def body() -> AsyncIterator[bytes]:
         with ctx.hub.subscription() as subscription:
-            async for chunk in event_stream(subscription, visible):
+            async for chunk in event_stream(
+                subscription,
+                visible,
+                still_allowed=allowed,
+                recheck_s=max(ctx.settings.credential_cache_s, 1.0),
+            ):
                 yield chunk
 
     return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
@@ -102,16 +126,12 @@ KIOSK_STREAM_KINDS = frozenset({"pickup"})  # the scanner's outcomes; nothing el
     tags=["kiosk"],
     responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
 )
-async def kiosk_stream(ctx: ContextDep, kiosk: KioskDep) -> StreamingResponse:
+async def kiosk_stream(ctx: ContextDep, signed_in: KioskKeyDep) -> StreamingResponse:
     """This kiosk's scanner outcomes: `pickup` events `{ok, compartment}` or `{ok, error}`."""
+    kiosk, key = signed_in
     code = kiosk.code
 
     def visible(message: LiveMessage) -> bool:
         return message.kind in KIOSK_STREAM_KINDS and message.data.get("kiosk") == code
 
-    async def body() -> AsyncIterator[bytes]:
-        with ctx.hub.subscription() as subscription:
-            async for chunk in event_stream(subscription, visible):
-                yield chunk
-
-    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return _stream(ctx, visible, key.id)

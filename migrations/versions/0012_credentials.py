@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("created_at", WHEN, nullable=False),
         sa.Column("expires_at", WHEN, nullable=True),
         sa.Column("revoked_at", WHEN, nullable=True),
+        sa.Column("replaced_at", WHEN, nullable=True),
         sa.Column("last_used_at", WHEN, nullable=True),
         sa.CheckConstraint(
             "(CASE WHEN merchant_id IS NULL THEN 0 ELSE 1 END)"
@@ -81,13 +82,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Each principal gets back its oldest key still valid (or its oldest at all).
+    # Each principal gets back its newest key that neither was revoked nor expires (else its
+    # newest): the one in use after a rotation, not the one left to expire.
     for table, column, owner in OWNERS:
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column(column, sa.String(length=64), nullable=True))
         op.execute(
             f"UPDATE {table} SET {column} = (SELECT c.key_hash FROM credentials c "
-            f"WHERE c.{owner} = {table}.id ORDER BY c.revoked_at IS NOT NULL, c.id LIMIT 1)"
+            f"WHERE c.{owner} = {table}.id ORDER BY c.revoked_at IS NOT NULL, "
+            "c.expires_at IS NOT NULL, c.id DESC LIMIT 1)"
         )
         op.execute(f"UPDATE {table} SET {column} = 'none-' || id WHERE {column} IS NULL")
         with op.batch_alter_table(table) as batch:

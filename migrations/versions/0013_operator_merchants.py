@@ -31,7 +31,6 @@ def upgrade() -> None:
             ["merchant_id"],
             ["merchants.id"],
             name=op.f("fk_operator_merchants_merchant_id_merchants"),
-            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("operator_id", "merchant_id", name=op.f("pk_operator_merchants")),
     )

@@ -95,6 +95,42 @@ async def test_a_rotated_key_works_until_revoked_then_401(
     assert again.status_code == 409 and again.json()["error"] == "key_not_active"
 
 
+async def test_a_key_is_replaced_once_and_a_merchant_cannot_outlive_its_key_s_expiry(
+    app_client: httpx.AsyncClient, world: World
+) -> None:
+    admin = _bearer(world.admin_token)
+    in_a_week = utcnow() + timedelta(days=7)
+    made = await app_client.post(
+        "/api/v1/admin/keys",
+        json={
+            "kind": "merchant",
+            "owner_id": world.merchant_id,
+            "expires_at": in_a_week.isoformat(),
+        },
+        headers=admin,
+    )
+    key_id, key = made.json()["key"]["id"], made.json()["secret"]
+    # The merchant rotates it, asking for a key that never ends: it ends with the old one.
+    rotated = await app_client.post(
+        f"/api/v1/keys/{key_id}/rotate", json={"overlap_hours": 1}, headers={"X-API-Key": key}
+    )
+    assert rotated.status_code == 201, rotated.text
+    assert datetime.fromisoformat(rotated.json()["key"]["expires_at"]) == in_a_week
+    assert rotated.json()["replaces"]["replaced_at"] is not None
+    # The old key, still in its overlap, cannot make another one (a leaked copy, say).
+    twice = await app_client.post(
+        f"/api/v1/keys/{key_id}/rotate", json={}, headers={"X-API-Key": key}
+    )
+    assert twice.status_code == 409 and twice.json()["error"] == "key_replaced"
+    # A time without its zone is refused, not guessed.
+    naive = await app_client.post(
+        "/api/v1/admin/keys",
+        json={"kind": "merchant", "owner_id": world.merchant_id, "expires_at": "2030-01-01T00:00"},
+        headers=admin,
+    )
+    assert naive.status_code == 422 and naive.json()["error"] == "validation_error"
+
+
 async def test_a_key_revoked_elsewhere_stops_within_the_cache_time(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
@@ -402,3 +438,42 @@ async def test_no_cache_when_the_ttl_is_zero() -> None:
     for _ in range(3):
         assert await cache.get("k", load) == "merchant"
     assert len(calls) == 3
+
+
+async def test_a_live_stream_ends_once_its_key_is_revoked(
+    world: World, service: ServiceContext
+) -> None:
+    """A dashboard's or kiosk screen's stream was let in once; it is checked again while open
+    and ends with a `bye` once its key is revoked (or expires)."""
+    from locker_service.api.deps import key_still_valid
+    from locker_service.web.stream import event_stream
+
+    async with service.sessionmaker() as session:
+        key_id = (
+            await session.scalars(
+                select(Credential.id).where(Credential.key_hash == hash_token(world.kiosk_token))
+            )
+        ).one()
+
+    async def allowed() -> bool:
+        return await key_still_valid(service, key_id)
+
+    events: list[str] = []
+    with service.hub.subscription() as subscription:
+        stream = event_stream(
+            subscription, lambda _: True, heartbeat_s=0.05, still_allowed=allowed, recheck_s=0.05
+        )
+        async with asyncio.timeout(60):  # a bound for a broken build; the end is event-driven
+            async for chunk in stream:
+                events += [
+                    line[7:] for line in chunk.decode().splitlines() if line.startswith("event: ")
+                ]
+                if events.count("hello") == 1 and "revoked" not in events:
+                    events.append("revoked")
+                    async with service.sessionmaker() as session, session.begin():
+                        await session.execute(
+                            update(Credential)
+                            .where(Credential.id == key_id)
+                            .values(revoked_at=utcnow())
+                        )
+    assert events[0] == "hello" and events[-1] == "bye"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,25 @@ async def test_a_desk_sees_its_merchants_orders_only(
     openings = (await app_client.get("/api/v1/operator/openings", headers=_bearer(desk))).json()
     assert {o["order_ref"] for o in openings["items"]} == {"noodles-1"}
 
-    # Alerts: those about the compartment holding its food.
+    # Alerts: those about the compartment holding its food, since it has held it (not one
+    # raised there yesterday, about someone else's order).
     async with session_scope(service.sessionmaker) as s:
+        yesterday = utcnow() - timedelta(days=1)
+        s.add(
+            Alert(
+                kind="timer_failed",
+                site_id=world.site_id,
+                kiosk_id=world.kiosk_id,
+                compartment_id=by_number[my_n]["id"],
+                severity="warning",
+                message="a timer failed (order someone-else-1)",
+                dedupe_key="old",
+                state="resolved",
+                raised_at=yesterday,
+                last_raised_at=yesterday,
+                count=1,
+            )
+        )
         for n in (my_n, their_n):
             compartment_id = by_number[n]["id"]
             s.add(
