@@ -36,6 +36,7 @@ from tests.locker_service.world import (
 
 SCALE = 3600.0
 FULL = 1800  # the hold cycle (nominal seconds)
+CLEANING = 300  # the cleaning cycle after a pickup
 
 
 @pytest.fixture
@@ -51,12 +52,14 @@ def settings(database_url: str) -> Settings:
     )
 
 
-def lamp(on_s: float = FULL, dark: list[tuple[float, float]] | None = None) -> dict[str, Any]:
+def lamp(
+    on_s: float = FULL, dark: list[tuple[float, float]] | None = None, duration_s: float = FULL
+) -> dict[str, Any]:
     stretches = dark or []
     return {
         "lamp": {
-            "duration_s": FULL,
-            "elapsed_s": FULL,
+            "duration_s": duration_s,
+            "elapsed_s": duration_s,
             "lamp_on_s": on_s,
             "interruptions": len(stretches),
             "dark": [{"at_s": at, "dark_s": lasted} for at, lasted in stretches],
@@ -301,3 +304,55 @@ def test_a_lamp_has_failed_after_so_many_short_cycles_in_a_row() -> None:
     assert not lamp_failed(["short", "completed", "short", "short"], 3)  # not in a row
     assert not lamp_failed(["short", "aborted", "short"], 3)  # a door opened in between
     assert lamp_failed(["short"], 1)
+
+
+async def test_an_empty_compartment_whose_lamp_failed_stays_out_of_use_until_a_new_lamp(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    """The cleaning after a pickup, short three times: the compartment is not offered again
+    and no fourth cycle runs until the lamp is marked replaced; then it cleans and is free."""
+    order, n = await held(app_client, world, service, "cleaned-after")
+    await event(service, world, "disinfection_completed", n, **lamp())
+    code = (await app_client.get(f"/api/v1/p/{token_of(order)}")).json()["fallback_code"]
+    picked = await app_client.post(
+        "/api/v1/kiosk/pickup", json={"code": code}, headers=world.kiosk()
+    )
+    assert picked.status_code == 200, picked.text
+    for kind in ("door_opened", "item_removed", "door_closed"):
+        await event(service, world, kind, n)
+    for _ in range(3):
+        await until_due(service, TimerKind.START_CLEANING)
+        await TimerLoop(service).run_due()
+        await event(service, world, "disinfection_started", n, duration_s=CLEANING)
+        await event(
+            service, world, "disinfection_completed", n, **lamp(100, [(100, 200)], CLEANING)
+        )
+    async with service.sessionmaker() as session:
+        c = await session.scalar(
+            select(Compartment).where(
+                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
+            )
+        )
+        pending = await session.scalar(
+            select(Timer).where(
+                Timer.kind == TimerKind.START_CLEANING.value, Timer.state == "pending"
+            )
+        )
+    assert c is not None and c.state == "cleaning" and pending is None
+    (fault,) = await alerts(service, "compartment_fault")
+    assert "uv_lamp_failed" in fault.message and "stays out of use" in fault.message
+    starts = fake_kiosk.actions(n).count("start_disinfection")
+
+    replaced = await app_client.post(
+        f"/api/v1/operator/compartments/{c.id}/lamp-replaced",
+        json={"reason": "new 8 W UV-C tube"},
+        headers=world.operator(),
+    )
+    assert replaced.status_code == 200, replaced.text
+    await TimerLoop(service).run_due()
+    assert fake_kiosk.actions(n).count("start_disinfection") == starts + 1
+    await event(service, world, "disinfection_started", n, duration_s=CLEANING)
+    await event(service, world, "disinfection_completed", n, **lamp(CLEANING, None, CLEANING))
+    async with service.sessionmaker() as session:
+        cleaned = await session.get(Compartment, c.id)
+    assert cleaned is not None and cleaned.state == "available"
