@@ -500,7 +500,10 @@ async def test_the_service_restarted_gets_the_event_a_kiosk_sent_while_it_was_do
     try:
         await again.start()
         await asyncio.wait_for(collected.arrived.wait(), WAIT_S)
-        assert [(k, e.event_id) for k, e in collected.events] == [("demo-2", sent.event_id)]
+        # That event and no other. Delivery is at least once: a broker that drops the link
+        # before the acknowledgement reached it (amqtt did, on a busy machine: "Unspecified
+        # error") sends it again on the reconnect, and the story knows it by its id (ADR 0066).
+        assert {(k, e.event_id) for k, e in collected.events} == {("demo-2", sent.event_id)}
     finally:
         await again.stop()
 
