@@ -128,11 +128,12 @@ def test_up_runs_the_demo_restarts_a_dead_process_and_keeps_data(tmp_path: Path)
         assert "demo data found from an earlier run" in again.output
         assert again.credentials() == creds
         http = httpx.Client(timeout=20)
-        order = http.get(
+        answer = http.get(
             f"{again.base_url}/api/v1/orders/{order_id}",
             headers={"X-API-Key": creds["merchant_api_key"]},
-        ).json()
-        assert order["external_ref"] in placed.stdout
+        )
+        assert answer.status_code == 200, (answer.status_code, answer.text, again.output[-3000:])
+        assert answer.json()["external_ref"] in placed.stdout
         again.proc.send_signal(signal.SIGTERM)  # as a service manager stops it
         assert again.proc.wait(timeout=40) == 0
     finally:
