@@ -4,20 +4,28 @@ A port is picked before the child that listens on it starts. Ports the kernel ha
 (binding port 0) come from its ephemeral range, the same range every outgoing connection takes
 its local port from: on a busy host one of them could take a picked port before its child bound
 it. Picking at random below that range, where the kernel never hands anything out on its own,
-leaves only another explicit bind to collide with.
+leaves only another explicit bind to collide with: another run picking at the same moment (two
+`lockerctl up`, or tests beside each other). So a picked port is reserved for RESERVE_S in a
+file every picker on the host shares, and others pick a port nobody reserved while one is left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import random
 import socket
-from collections.abc import Collection
+import tempfile
+import time
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 FALLBACK_EPHEMERAL_LOW = 32768  # Linux's default when the range cannot be read
 LOWEST = 10000  # above the well-known and most registered service ports
+RESERVATIONS = Path(tempfile.gettempdir()) / "locker-ports.json"
+RESERVE_S = 600.0  # long enough for a child to start and bind what it was given
 
 
 def ephemeral_low() -> int:
@@ -35,6 +43,43 @@ def free_ports(count: int, host: str = "127.0.0.1", taken: Collection[int] = ())
     high = ephemeral_low() - 1
     candidates = [port for port in range(LOWEST, high + 1) if port not in taken]
     random.SystemRandom().shuffle(candidates)  # two runs picking at once rarely meet
+    with _reservations() as reserved:
+        # Ports another run picked a moment ago last; taken only if nothing else is free.
+        candidates.sort(key=lambda port: port in reserved)
+        ports = _bindable(candidates, count, host, f"between {LOWEST} and {high}")
+        until = time.time() + RESERVE_S
+        reserved.update({port: until for port in ports})
+        return ports
+
+
+@contextlib.contextmanager
+def _reservations() -> Iterator[dict[int, float]]:
+    """The ports reserved by every picker on this host and still in their time, under an
+    exclusive lock of the shared file; what the caller adds is written back. A file that
+    cannot be used (another user's, say) only loses the reservations, never the picking."""
+    now = time.time()
+    try:
+        file = open(RESERVATIONS, "a+")  # noqa: SIM115 (held across the lock below)
+    except OSError:
+        yield {}
+        return
+    with file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        file.seek(0)
+        try:
+            kept = {int(p): float(t) for p, t in json.loads(file.read() or "{}").items()}
+        except (ValueError, TypeError, AttributeError):
+            kept = {}  # unreadable: start afresh
+        reserved = {port: until for port, until in kept.items() if until > now}
+        yield reserved
+        file.seek(0)
+        file.truncate()
+        file.write(json.dumps(reserved))
+        file.flush()
+
+
+def _bindable(candidates: list[int], count: int, host: str, where: str) -> list[int]:
+    """The first `count` of `candidates` that bind now (held until all are found)."""
     with contextlib.ExitStack() as held:
         ports: list[int] = []
         for port in candidates:
@@ -47,7 +92,7 @@ def free_ports(count: int, host: str = "127.0.0.1", taken: Collection[int] = ())
             ports.append(port)
             if len(ports) == count:
                 return ports
-    raise RuntimeError(f"only {len(ports)} of {count} ports free between {LOWEST} and {high}")
+    raise RuntimeError(f"only {len(ports)} of {count} ports free {where}")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -9,6 +9,14 @@ import pytest
 from locker_service.stack import ports
 
 
+@pytest.fixture(autouse=True)
+def own_reservations(tmp_path: ports.Path, monkeypatch: pytest.MonkeyPatch) -> ports.Path:
+    """A reservations file of the test's own: the host's is shared by everything running."""
+    path = tmp_path / "ports.json"
+    monkeypatch.setattr(ports, "RESERVATIONS", path)
+    return path
+
+
 def test_picked_ports_are_below_the_ephemeral_range_different_and_free() -> None:
     low = ports.ephemeral_low()
     picked = ports.free_ports(40)
@@ -54,3 +62,27 @@ def test_without_the_kernel_s_range_linux_s_default_is_assumed(
 ) -> None:
     monkeypatch.setattr(ports, "EPHEMERAL_RANGE_FILE", ports.Path("/nonexistent/range"))
     assert ports.ephemeral_low() == ports.FALLBACK_EPHEMERAL_LOW
+
+
+def test_two_runs_picking_at_once_do_not_pick_the_same_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each pick is reserved for the others: a port picked and not yet bound by its child is
+    not picked again by another run (two `lockerctl up`, tests beside each other)."""
+    low = ports.ephemeral_low()
+    taken = set(range(ports.LOWEST, low - 40))  # 40 ports left to choose from
+    first = ports.free_ports(20, taken=taken)
+    second = ports.free_ports(20, taken=taken)  # nothing bound them meanwhile
+    assert not set(first) & set(second)
+    # Every one reserved: a free port is still given rather than none.
+    assert len(ports.free_ports(5, taken=taken)) == 5
+    # Reservations end: after their time the ports are anyone's again.
+    monkeypatch.setattr(ports.time, "time", lambda: 10**10)
+    assert ports.free_ports(1, taken=taken)
+    assert len(ports.json.loads(ports.RESERVATIONS.read_text())) == 1
+
+
+def test_an_unreadable_reservations_file_is_started_afresh() -> None:
+    ports.RESERVATIONS.write_text("not json")
+    assert len(ports.free_ports(3)) == 3
+    assert len(ports.json.loads(ports.RESERVATIONS.read_text())) == 3
