@@ -597,8 +597,8 @@ def keys_rotate(
 
     async def work(session: AsyncSession, _: Settings) -> tuple[str, str, str]:
         issued = await store.rotate(session, key_id, overlap=timedelta(hours=overlap_hours))
-        old = await store.get(session, key_id)
-        return _key_line(old), _key_line(issued.key), issued.secret
+        assert issued.replaces is not None
+        return _key_line(issued.replaces), _key_line(issued.key), issued.secret
 
     old, new, secret = _in_session(database_url, work)
     typer.echo(f"old: {old}")

@@ -115,10 +115,10 @@ async def _rotate(
         expires_at=body.expires_at,
         owner=owner,
     )
-    old = await store.get(session, key_id)
+    assert issued.replaces is not None
     await session.commit()  # then forgotten: a request meanwhile cannot cache it again
-    _forget(ctx, old)
-    return KeyIssued(key=read(issued.key), secret=issued.secret, replaces=read(old))
+    _forget(ctx, issued.replaces)
+    return KeyIssued(key=read(issued.key), secret=issued.secret, replaces=read(issued.replaces))
 
 
 # -- admins ----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from locker_service.compartments.lifecycle import (
 )
 from locker_service.db import rowcount
 from locker_service.errors import Conflict
+from locker_service.foodsafety import uv_dose
 from locker_service.lifecycles import save_step
 from locker_service.models import Compartment, DisinfectionCycle, Kiosk
 
@@ -172,3 +173,10 @@ async def running_cycle(session: AsyncSession, compartment_id: int) -> Disinfect
         .order_by(DisinfectionCycle.started_at.desc())
         .limit(1)
     )
+
+
+async def lamp_has_failed(session: AsyncSession, compartment: Compartment, max_short: int) -> bool:
+    """Whether the compartment's lamp has failed: its last `max_short` cycles since it was
+    fitted all short of their dose (ADR 0073)."""
+    states = await finished_cycle_states(session, compartment, max_short)
+    return uv_dose.lamp_failed(states, max_short)

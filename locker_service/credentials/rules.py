@@ -15,7 +15,6 @@ from typing import Final, Literal, Protocol
 from locker_service.errors import Unauthorized, Unprocessable
 
 Kind = Literal["merchant", "kiosk", "operator"]
-KINDS: Final[tuple[Kind, ...]] = ("merchant", "kiosk", "operator")
 # What each kind's secrets start with, so a reader (and a secret scanner) can tell them apart.
 SECRET_PREFIX: Final[dict[Kind, str]] = {"merchant": "mk", "kiosk": "kt", "operator": "ot"}
 SHOWN_CHARS: Final = 10  # `mk_` and 7 characters of the key's 43: 42 of its 256 bits

@@ -43,6 +43,7 @@ class Owner:
 class Issued:
     key: Credential
     secret: str  # in clear, shown once
+    replaces: Credential | None = None  # after a rotation: the old key, ending after the overlap
 
 
 def owner_of(key: Credential) -> Owner:
@@ -130,7 +131,8 @@ async def rotate(
         expires_at = min(expires_at or old.expires_at, old.expires_at)
     old.replaced_at = now
     old.expires_at = rules.old_key_end(old.expires_at, now, overlap)
-    return await issue(session, owner_of(old), label=old.label, expires_at=expires_at, now=now)
+    new = await issue(session, owner_of(old), label=old.label, expires_at=expires_at, now=now)
+    return Issued(new.key, new.secret, replaces=old)
 
 
 async def revoke(

@@ -112,8 +112,7 @@ async def lamp_has_failed(session: AsyncSession, ctx: ServiceContext, c: Compart
     """Whether the compartment's lamp has failed: its last `uv_max_short_cycles` cycles since
     it was fitted all short (the one just ended included, once it is marked so)."""
     await session.flush()
-    limit = ctx.settings.uv_max_short_cycles
-    return lamp_failed(await compartments.finished_cycle_states(session, c, limit), limit)
+    return await compartments.lamp_has_failed(session, c, ctx.settings.uv_max_short_cycles)
 
 
 async def _lamp_life(

@@ -18,7 +18,6 @@ from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.errors import Conflict, Forbidden, NotFound
 from locker_service.events import publish_after_commit
-from locker_service.foodsafety.uv_dose import lamp_failed
 from locker_service.models import Compartment, Kiosk, Site, utcnow
 from locker_service.operators.notes import signed
 from locker_service.orders import repository as orders
@@ -55,8 +54,7 @@ async def remote_open(
         principal.require_act(site.id)
     else:  # an operator for merchants opens only a compartment holding one of their orders
         async with ctx.sessionmaker() as session:
-            inside = await orders.active_in_compartment(session, compartment.id)
-            inside = inside or await orders.expired_in_compartment(session, compartment.id)
+            inside = await orders.food_in_compartment(session, compartment.id)
         principal.require_act_on_order(site.id, inside.merchant_id if inside else None)
     if site.kill_switch_engaged:
         raise KillSwitchEngaged("remote openings are frozen at this site (kill switch)")
@@ -67,8 +65,7 @@ async def remote_open(
             code="cycle_running",
         )
     async with session_scope(ctx.sessionmaker) as session:
-        order = await orders.active_in_compartment(session, compartment.id)
-        order = order or await orders.expired_in_compartment(session, compartment.id)
+        order = await orders.food_in_compartment(session, compartment.id)
         opening = doors.authorise(
             session,
             compartment,
@@ -138,13 +135,15 @@ async def lamp_replaced(
             raise NotFound(f"no compartment {compartment_id}")
         compartment, kiosk = found
         principal.require_act(kiosk.site_id)
-        limit = ctx.settings.uv_max_short_cycles
-        states = await compartments.finished_cycle_states(session, compartment, limit)
+        # Asked of the old lamp, before the new one's fitting starts a fresh count.
+        failed = await compartments.lamp_has_failed(
+            session, compartment, ctx.settings.uv_max_short_cycles
+        )
         compartment.lamp_on_s = 0.0
         compartment.lamp_fitted_at = utcnow()
         compartment.lamp_fitted_by = signed(note, principal.id)
         await resolve_alerts(session, f"{LAMP_LIFE_ALERT}:{compartment.id}", ctx.hub)
-        again = lamp_failed(states, limit) and await _cycle_again(session, ctx, compartment)
+        again = failed and await _cycle_again(session, ctx, compartment)
         log.info(
             "operator %s: new UV-C lamp in %s compartment %s (%s)",
             principal.id,

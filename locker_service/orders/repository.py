@@ -302,6 +302,12 @@ async def active_in_compartment(session: AsyncSession, compartment_id: int) -> O
     )
 
 
+async def food_in_compartment(session: AsyncSession, compartment_id: int) -> Order | None:
+    """The order whose food is in the compartment: active, or expired and not yet taken out."""
+    active = await active_in_compartment(session, compartment_id)
+    return active or await expired_in_compartment(session, compartment_id)
+
+
 async def expired_in_compartment(session: AsyncSession, compartment_id: int) -> Order | None:
     """An order that ended (expired, failed) with its food possibly still inside."""
     return await session.scalar(

@@ -373,9 +373,10 @@ async def lamp_fault(session: AsyncSession, settings: Settings, compartment_id: 
     compartment = await session.get(Compartment, compartment_id)
     if compartment is None:
         return None
-    limit = settings.uv_max_short_cycles
-    states = await compartments_repository.finished_cycle_states(session, compartment, limit)
-    return uv_dose.LAMP_FAILED if uv_dose.lamp_failed(states, limit) else None
+    failed = await compartments_repository.lamp_has_failed(
+        session, compartment, settings.uv_max_short_cycles
+    )
+    return uv_dose.LAMP_FAILED if failed else None
 
 
 async def purchaser_status(
