@@ -8,8 +8,10 @@ Threads and who owns what:
 - the scanner thread turns lines into `scan` events;
 - the event pump (in `MqttLink`) sends the outbox in order.
 
-The bridge decides nothing about who may open what: it executes what the service asks, reports
-what the board shows, and keeps the board reachable.
+The bridge decides nothing about who may open what while the service can be reached: it
+executes what the service asks, reports what the board shows, and keeps the board reachable.
+Cut off from the service, it decides pickups alone from what the service supplied
+(`offline.OfflineBook`, docs/adr/0077) and journals each in the event outbox.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,7 @@ from firmware_bridge.contract import (
     CompartmentSnapshot,
     Event,
     KioskStatus,
+    OfflineSupply,
     Reading,
     Reply,
     SetHeaterCommand,
@@ -51,8 +55,11 @@ from firmware_bridge.contract import (
     command_from_json,
 )
 from firmware_bridge.contract import Command as WireCommand
+from firmware_bridge.contract.codes import normalise_code, token_from_scan
 from firmware_bridge.mqtt import MqttLink
+from firmware_bridge.offline import Decision, Method, OfflineBook, Opened, Refused
 from firmware_bridge.scanner import ScannerReader
+from firmware_bridge.screen import ScreenServer
 from firmware_bridge.store import BridgeStore
 from firmware_bridge.tracker import CompartmentTracker, CompartmentView, Observation, RawEvent
 from firmware_bridge.transport import Backoff, SerialTransport, TransportError
@@ -101,6 +108,9 @@ STORE_FILE = "bridge.sqlite3"
 # takes milliseconds; more waiting than this is a runaway sender, and is refused, not hoarded.
 COMMAND_QUEUE_MAX = 64
 PORT_RETRY_CAP_S = 5.0  # a port that cannot be opened is tried again at least this often
+# Unlocks the bridge decided alone (docs/adr/0077): their replies go to no one.
+LOCAL_REQUEST_PREFIX = "offline-"
+LOCAL_UNLOCK_DEADLINE_S = 3.0
 
 
 @dataclass(slots=True)
@@ -150,7 +160,14 @@ class Bridge:
             self.transport, settings.node_address, answer_margin_s=settings.answer_margin_s
         )
         self.tracker = CompartmentTracker()
-        self.link = MqttLink(settings, self.store, self._receive_command, self._broker_connected)
+        self.offline = OfflineBook(self.store, time_scale=settings.time_scale)
+        self.link = MqttLink(
+            settings,
+            self.store,
+            self._receive_command,
+            self._broker_connected,
+            self._receive_supply,
+        )
         self.scanner = (
             ScannerReader(settings.scanner_url, settings.scanner_baud, self._scanned)
             if settings.scanner_url
@@ -159,6 +176,12 @@ class Bridge:
         self.info = BoardInfo()
         self._commands: queue.Queue[WireCommand] = queue.Queue(COMMAND_QUEUE_MAX)
         self._unlocks: dict[str, UnlockWatch] = {}
+        # Offline pickups whose unlock has not finished: request id -> order id.
+        self._local_unlocks: dict[str, str] = {}
+        self._local_lock = threading.Lock()
+        # Told of each offline pickup's outcome (the kiosk screen): a dict like the service's
+        # `pickup` stream event.
+        self.offline_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._republish = threading.Event()
         self._stop = threading.Event()
         self._stopped = False
@@ -168,6 +191,11 @@ class Bridge:
         self._lease_handled = False  # setpoints already re-sent for the current lease expiry
         self._status_told = False  # the first try at the board has been reported
         self._restore()
+        self.screen = (
+            ScreenServer(self, settings.screen_host, settings.screen_port)
+            if settings.screen_port is not None
+            else None
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -176,12 +204,16 @@ class Bridge:
         self._thread.start()
         if self.scanner is not None:
             self.scanner.start()
+        if self.screen is not None:
+            self.screen.start()
 
     def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
         self._stop.set()
+        if self.screen is not None:
+            self.screen.stop()
         if self.scanner is not None:
             self.scanner.stop()
         self._thread.join(5.0)
@@ -306,7 +338,11 @@ class Bridge:
             }
         )
         self.store.update_request(command.request_id, reply.model_dump(mode="json"), reply.final)
-        self.link.publish_reply(command.reply_to, reply)
+        if command.request_id.startswith(LOCAL_REQUEST_PREFIX):
+            if reply.final:
+                self._local_unlock_ended(command, reply)
+        else:
+            self.link.publish_reply(command.reply_to, reply)
         return reply
 
     def _finish(
@@ -329,7 +365,94 @@ class Bridge:
     # -- scanner (scanner thread) -------------------------------------------------------------
 
     def _scanned(self, text: str) -> None:
+        if self.cut_off():
+            token = token_from_scan(text)
+            code = None if token else normalise_code(text)
+            if token is not None or code is not None:
+                self.pickup_offline(token=token, code=code)
+                return
         self._emit(RawEvent("scan", None, {"text": text}))
+
+    # -- offline pickups (docs/adr/0077) ------------------------------------------------------
+
+    def cut_off(self) -> bool:
+        """The service cannot be reached: pickups are decided here."""
+        return self.offline.cut_off(self.link.connected.is_set())
+
+    def knows_codes(self) -> bool:
+        """Typed codes can be checked here (a supply came since this start)."""
+        return self.offline.knows_codes
+
+    def _receive_supply(self, payload: bytes) -> None:
+        try:
+            supply = OfflineSupply.model_validate_json(payload)
+        except ValidationError as exc:
+            log.warning("dropped a malformed offline supply: %s", _short_errors(exc))
+            return
+        if not self.offline.take(supply):
+            log.info("offline supply %s is older than the last one: ignored", supply.supply_id)
+
+    def pickup_offline(self, *, token: str | None = None, code: str | None = None) -> Decision:
+        """Check a QR token or typed code against the supply; if it opens, journal the pickup
+        (before the unlock, so the service hears of it ahead of the door) and unlock."""
+        decision = (
+            self.offline.decide_token(token)
+            if token is not None
+            else self.offline.decide_code(code or "")
+        )
+        if isinstance(decision, Refused):
+            log.info("offline pickup refused: %s", decision.error)
+            self._tell_screen({"ok": False, "error": decision.error, "message": decision.message})
+            return decision
+        self._unlock_offline(decision)
+        return decision
+
+    def _unlock_offline(self, opened: Opened) -> None:
+        request_id = f"{LOCAL_REQUEST_PREFIX}{uuid.uuid4().hex}"
+        method: Method = opened.method
+        self._emit(
+            RawEvent(
+                "offline_pickup",
+                opened.compartment,
+                {"order_id": opened.order_id, "method": method, "request_id": request_id},
+            )
+        )
+        command = UnlockCommand(
+            request_id=request_id,
+            compartment=opened.compartment,
+            args={"deadline_s": LOCAL_UNLOCK_DEADLINE_S},
+            expires_at=datetime.now(UTC) + timedelta(seconds=LOCAL_UNLOCK_DEADLINE_S * 2),
+            reply_to=self.link.topics.replies("offline"),
+        )
+        with self._local_lock:
+            self._local_unlocks[request_id] = opened.order_id
+        self.store.claim_request(request_id, command.model_dump(mode="json"))
+        log.info(
+            "offline pickup of order %s (%s): unlocking compartment %d",
+            opened.order_id,
+            method,
+            opened.compartment,
+        )
+        self._enqueue(command)
+
+    def _local_unlock_ended(self, command: WireCommand, reply: Reply) -> None:
+        with self._local_lock:
+            order_id = self._local_unlocks.pop(command.request_id, None)
+        if reply.status == "succeeded":
+            self._tell_screen({"ok": True, "compartment": command.compartment})
+            return
+        if order_id is not None:
+            self.offline.give_back(order_id)  # nothing released: she may try again
+        self._tell_screen(
+            {"ok": False, "error": "kiosk_unreachable", "message": reply.detail or reply.status}
+        )
+
+    def _tell_screen(self, outcome: dict[str, Any]) -> None:
+        for listener in list(self.offline_listeners):
+            try:
+                listener({**outcome, "offline": True})
+            except Exception:
+                log.exception("an offline pickup listener failed")
 
     # -- broker (paho's thread) ---------------------------------------------------------------
 
@@ -540,6 +663,8 @@ class Bridge:
             self._republish.clear()
             for view in self.tracker.republish_all():
                 self.link.publish_snapshot(_snapshot(view))
+        cut_off = self._telemetry_cut_off()
+        self.link.release_backlog(not cut_off)  # what was kept goes once back in touch
         if now >= self._next_telemetry:
             self._next_telemetry = now + self.settings.scaled(self.settings.telemetry_period_s)
             readings = [
@@ -547,7 +672,17 @@ class Bridge:
                 for v in sorted(self.tracker.views.values(), key=lambda v: v.n)
             ]
             if readings:
-                self.link.publish_telemetry(Telemetry(readings=readings))
+                telemetry = Telemetry(readings=readings)
+                if cut_off:
+                    self.link.keep_telemetry(telemetry)  # folded on disk: no hole in the record
+                else:
+                    self.link.publish_telemetry(telemetry)
+
+    def _telemetry_cut_off(self) -> bool:
+        """Readings are kept on disk rather than published: the broker is away, or the service
+        is (`cut_off`, docs/adr/0077). A link that is down counts even for a kiosk the service
+        never supplied (where `cut_off` says no): its QoS 0 readings would be lost."""
+        return not self.link.connected.is_set() or self.cut_off()
 
     # -- command execution (board thread) -----------------------------------------------------
 

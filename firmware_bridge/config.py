@@ -37,7 +37,21 @@ class BridgeSettings(BaseSettings):
     answer_margin_s: float = Field(default=0.02, ge=0, le=2.0)
     poll_period_s: float = Field(default=0.15, ge=0.02, le=1.0)  # PROTOCOL.md 4: 100-200 ms
     telemetry_period_s: float = Field(default=10.0, gt=0)  # nominal: divided by the time scale
+    # While cut off, readings are folded on disk into buckets this long (nominal, divided by the
+    # time scale), and at most this many buckets are kept, the oldest dropped first: 7 days of
+    # 60 s buckets, about 30 MB for 48 compartments (contract/backlog.py).
+    telemetry_bucket_s: float = Field(default=60.0, gt=0, le=3600)
+    telemetry_backlog_max: int = Field(default=7 * 24 * 60, ge=1)
+    # Kept buckets sent per real second once back in touch. The broker acknowledges a bucket on
+    # taking it, not once the service stored it, and drops what overflows a subscriber's queue
+    # (Mosquitto's max_queued_messages: 1000), so a fleet back from an outage must not send
+    # faster than the service stores: kiosks x this below its rate (docs/contracts/mqtt.md).
+    telemetry_backlog_per_s: float = Field(default=5.0, gt=0)
     data_dir: Path = Path("./bridge-data")
+    # The offline kiosk screen (firmware_bridge/screen): off unless a port is given (0: any free
+    # one). On the kiosk PC only by default: its browser is its one client.
+    screen_port: int | None = Field(default=None, ge=0, le=65535)
+    screen_host: str = "127.0.0.1"
     time_scale: float = Field(
         default=1.0,
         gt=0,
@@ -49,6 +63,13 @@ class BridgeSettings(BaseSettings):
     @model_validator(mode="after")
     def _broker_settings_fit(self) -> BridgeSettings:
         self.broker()  # a BrokerUrlError is a ValueError: pydantic reports it with the field
+        return self
+
+    @model_validator(mode="after")
+    def _telemetry_buckets_fit(self) -> BridgeSettings:
+        # The contract's bound on a bucket, and buckets told apart by their start in ms.
+        if not 0.01 <= self.scaled(self.telemetry_bucket_s) <= 3600:
+            raise ValueError("telemetry_bucket_s / time_scale must be within 0.01-3600 s")
         return self
 
     def broker(self) -> BrokerEndpoint:

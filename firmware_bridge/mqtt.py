@@ -16,15 +16,22 @@
   refused again on every retry and block the events behind it: it is logged as an error and
   moved to the store's refused events, and the outbox goes on. (MQTT 3.1.1 has no way to say
   no: a broker drops a refused publish and acknowledges it.)
+- Telemetry the bridge keeps while cut off (`keep_telemetry`: folded into buckets on disk) goes
+  out from the same pump thread once the bridge releases it (`release_backlog`): closed buckets
+  oldest first on `telemetry/minutes`, QoS 1, at most `BACKLOG_WINDOW` unacknowledged and
+  `telemetry_backlog_per_s` a second, each deleted from disk only on the broker's PUBACK. A
+  refused one is dropped with an error: it would be refused again.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -39,11 +46,13 @@ from firmware_bridge.contract import (
     KioskStatus,
     Reply,
     Telemetry,
+    TelemetryMinutes,
     Topics,
     utcnow,
 )
 from firmware_bridge.contract import client as mqtt_setup
-from firmware_bridge.store import BridgeStore
+from firmware_bridge.contract.backlog import BucketReading
+from firmware_bridge.store import BridgeStore, KeptBucket
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +60,21 @@ OUTBOX_WINDOW = 50  # events handed to paho but not yet acknowledged; bounds mem
 SESSION_EXPIRY_S = 24 * 3600  # a kiosk offline for a day still gets its queued commands
 KEEPALIVE_S = 30  # the broker declares us dead (and sends the will) after 1.5x this
 ACK_POLL_S = 0.5  # the pump re-checks acknowledgements (and the protocol probe) this often
+# Kept telemetry buckets handed to paho but not yet acknowledged: paho's own in-flight window
+# (20), so the backlog never queues in paho's memory ahead of the events.
+BACKLOG_WINDOW = 20
 
 
 @dataclass(slots=True)
 class _InFlight:
     seq: int
+    info: paho.MQTTMessageInfo
+
+
+@dataclass(slots=True)
+class _BucketInFlight:
+    start_ms: int
+    seconds: float
     info: paho.MQTTMessageInfo
 
 
@@ -66,12 +85,14 @@ class MqttLink:
         store: BridgeStore,
         on_command: Callable[[bytes], None],
         on_connected: Callable[[], None],
+        on_supply: Callable[[bytes], None] | None = None,
     ) -> None:
         self.settings = settings
         self.topics = Topics(settings.kiosk_id)
         self.store = store
         self._on_command = on_command
         self._on_connected = on_connected
+        self._on_supply = on_supply
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -87,6 +108,13 @@ class MqttLink:
         self._refused: dict[int, str] = {}
         self._refused_lock = threading.Lock()
         self._cursor = 0  # highest outbox seq handed to paho
+        # Kept telemetry (pump thread only, but for the flag the bridge sets).
+        self._backlog_released = threading.Event()
+        self._backlog_inflight: deque[_BucketInFlight] = deque()
+        self._backlog_cursor = -1  # start (Unix ms) of the last kept bucket handed to paho
+        self._backlog_allowance = 0.0  # buckets that may go now (a token bucket: one second's)
+        self._backlog_paced_at = time.monotonic()
+        self.buckets_sent = 0  # acknowledged by the broker
         self.connects = 0
         self._broker = settings.broker()
         # "auto" starts with MQTT 5 and falls back to 3.1.1 for good when the broker shows it
@@ -145,6 +173,8 @@ class MqttLink:
         # Whatever the old client held unacknowledged goes again from the outbox.
         self._inflight.clear()
         self._cursor = 0
+        self._backlog_inflight.clear()
+        self._backlog_cursor = -1
         self._connect()
 
     def stop(self, timeout_s: float = 3.0) -> None:
@@ -189,6 +219,9 @@ class MqttLink:
         self.connects += 1
         log.info("connected to the broker (session present: %s)", flags.session_present)
         client.subscribe(self.topics.cmd, qos=1)
+        if self._on_supply is not None:
+            # QoS 0: the service never has a code verifier queued for us (docs/adr/0077).
+            client.subscribe(self.topics.offline, qos=0)
         with self._status_lock:
             self.connected.set()
             status = self._status
@@ -217,12 +250,16 @@ class MqttLink:
     def _handle_message(
         self, client: paho.Client, userdata: Any, message: paho.MQTTMessage
     ) -> None:
-        if message.topic != self.topics.cmd:
+        if message.topic == self.topics.offline and self._on_supply is not None:
+            handle = self._on_supply
+        elif message.topic == self.topics.cmd:
+            handle = self._on_command
+        else:
             return
         try:
-            self._on_command(bytes(message.payload))
-        except Exception:  # a bad command must never stop paho's loop
-            log.exception("command handling failed")
+            handle(bytes(message.payload))
+        except Exception:  # a bad message must never stop paho's loop
+            log.exception("handling a message on %s failed", message.topic)
 
     def _handle_publish(
         self,
@@ -261,6 +298,23 @@ class MqttLink:
         if self.connected.is_set():  # QoS 0 readings are stale by the time a link is back
             self.client.publish(self.topics.telemetry, telemetry.to_json(), qos=0)
 
+    def keep_telemetry(self, telemetry: Telemetry) -> None:
+        """Fold readings the bridge would have published into their bucket on disk (cut off)."""
+        self.store.keep_telemetry(
+            telemetry.ts.timestamp(),
+            self.settings.scaled(self.settings.telemetry_bucket_s),
+            [(r.n, r.temp_c, r.setpoint_c, r.heater) for r in telemetry.readings],
+            limit=self.settings.telemetry_backlog_max,
+        )
+
+    def release_backlog(self, release: bool) -> None:
+        """Whether kept telemetry may go now: the bridge says so while it is not cut off."""
+        if not release:
+            self._backlog_released.clear()
+        elif not self._backlog_released.is_set():
+            self._backlog_released.set()
+            self._wake.set()
+
     def publish_reply(self, topic: str, reply: Reply) -> None:
         self.client.publish(topic, reply.to_json(), qos=1)
 
@@ -281,6 +335,7 @@ class MqttLink:
                 if self._probe.fall_back_due():
                     self._fall_back_to_311()
                 self._pump()
+                self._pump_backlog()
             except Exception:
                 log.exception("event pump failed; retrying")
                 self._stop.wait(ACK_POLL_S)
@@ -308,6 +363,7 @@ class MqttLink:
                 self.store.refuse_event(item.seq, reason)
         with self._refused_lock:  # refusals of other publishes (replies, snapshots): logged
             waiting = {item.info.mid for item in still}
+            waiting |= {item.info.mid for item in self._backlog_inflight}
             self._refused = {m: r for m, r in self._refused.items() if m in waiting}
         self._inflight = still
         if not self.connected.is_set():
@@ -321,3 +377,73 @@ class MqttLink:
                 break
             self._inflight.append(_InFlight(queued.seq, info))
             self._cursor = queued.seq
+
+    def _pump_backlog(self) -> None:
+        # As the outbox: acknowledged buckets leave the disk, paho re-sends the others itself
+        # after a reconnect, and a restarted bridge sends again what was never acknowledged
+        # (the service stores a bucket once, however often it comes).
+        still: deque[_BucketInFlight] = deque()
+        for item in self._backlog_inflight:
+            if not item.info.is_published():
+                still.append(item)
+                continue
+            with self._refused_lock:
+                reason = self._refused.pop(item.info.mid, None)
+            if reason is not None:
+                log.error(
+                    "the broker refused telemetry bucket %d (%s); dropped", item.start_ms, reason
+                )
+            self.store.forget_bucket(item.start_ms, item.seconds)
+            self.buckets_sent += 1
+        self._backlog_inflight = still
+        if not still:
+            # Nothing in flight: whatever is on disk is unsent, even a bucket that starts before
+            # the last one sent (the clock was set back, or another time scale's buckets).
+            self._backlog_cursor = -1
+        per_s = self.settings.telemetry_backlog_per_s
+        now = time.monotonic()
+        self._backlog_allowance = min(
+            max(per_s, 1.0), self._backlog_allowance + (now - self._backlog_paced_at) * per_s
+        )
+        self._backlog_paced_at = now
+        if not self.connected.is_set() or not self._backlog_released.is_set():
+            return
+        room = min(BACKLOG_WINDOW - len(still), int(self._backlog_allowance))
+        if room <= 0:
+            return
+        closed_by_ms = int(time.time() * 1000)
+        for bucket in self.store.kept_buckets(self._backlog_cursor, closed_by_ms, room):
+            payload = bucket_message(bucket).to_json()
+            info = self.client.publish(self.topics.telemetry_minutes, payload, qos=1)
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                break
+            self._backlog_inflight.append(_BucketInFlight(bucket.start_ms, bucket.seconds, info))
+            self._backlog_cursor = bucket.start_ms
+            self._backlog_allowance -= 1
+
+
+def bucket_message(bucket: KeptBucket) -> TelemetryMinutes:
+    """A kept bucket as the contract's message: the mean from the sum, kept within min and max
+    (summing floats may put it a hair outside)."""
+    readings = []
+    for r in bucket.readings:
+        mean_c = None
+        if r.count and r.min_c is not None and r.max_c is not None:
+            mean_c = min(max(r.sum_c / r.count, r.min_c), r.max_c)
+        readings.append(
+            BucketReading(
+                n=r.n,
+                min_c=r.min_c,
+                mean_c=mean_c,
+                max_c=r.max_c,
+                count=r.count,
+                setpoint_c=r.setpoint_c,
+                faulted=r.faulted,
+                heater_on=r.heater_on,
+            )
+        )
+    return TelemetryMinutes(
+        minute=datetime.fromtimestamp(bucket.start_ms / 1000, UTC),
+        seconds=bucket.seconds,
+        readings=readings,
+    )

@@ -13,6 +13,12 @@ a kiosk). Every method is safe to call from any thread: one connection behind on
   outbox goes on and nothing is lost without a trace. Bounded like the outbox.
 - `requests`: request_id -> the command and its latest reply, so a redelivered command is
   answered from here and never executed twice, even by a bridge restarted in between.
+- `offline_orders`, `offline_meta`: the ready orders this kiosk may open while cut off from the
+  service, with their QR tokens' SHA-256 but never a typed code's verifier (offline.py says why).
+- `telemetry_buckets`, `telemetry_bucket_readings`: telemetry kept while the bridge is cut off
+  (docs/contracts/mqtt.md, `contract/backlog.py`), folded per bucket of time and compartment into
+  min, max, sum and counts; a bucket leaves only once the broker acknowledged it. Bounded: past
+  the limit the oldest buckets are dropped and counted.
 - `compartments`: the last board state seen per compartment and the setpoint the service asked
   for, so a restarted bridge reports what happened while it was down and a rebooted board gets
   its setpoints back.
@@ -24,9 +30,10 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +59,18 @@ CREATE TABLE IF NOT EXISTS requests (
     reply TEXT,
     final INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS offline_orders (
+    order_id TEXT PRIMARY KEY,
+    compartment INTEGER NOT NULL,
+    token_sha256 TEXT NOT NULL,
+    deadline TEXT NOT NULL,
+    used INTEGER NOT NULL,
+    used_here_at TEXT
+);
+CREATE TABLE IF NOT EXISTS offline_meta (
+    k TEXT PRIMARY KEY,
+    v TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS compartments (
     n INTEGER PRIMARY KEY,
     boot_id INTEGER,
@@ -59,6 +78,41 @@ CREATE TABLE IF NOT EXISTS compartments (
     setpoint_dc INTEGER,
     setpoint_known INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS telemetry_buckets (
+    start_ms INTEGER NOT NULL,  -- the bucket's first instant, Unix milliseconds
+    seconds REAL NOT NULL,  -- its width: a restart with another time scale makes others
+    PRIMARY KEY (start_ms, seconds)
+);
+CREATE TABLE IF NOT EXISTS telemetry_bucket_readings (
+    start_ms INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    n INTEGER NOT NULL,
+    min_c REAL,
+    max_c REAL,
+    sum_c REAL NOT NULL,
+    count INTEGER NOT NULL,
+    faulted INTEGER NOT NULL,
+    heater_on INTEGER NOT NULL,
+    setpoint_c REAL,
+    PRIMARY KEY (start_ms, seconds, n)
+);
+"""
+
+# One reading folded into its bucket; NULL temperatures (a faulted sensor) are counted apart, and
+# SQLite's two-argument min()/max() are NULL if either is, hence the coalesces.
+_FOLD_READING = """
+INSERT INTO telemetry_bucket_readings
+    (start_ms, seconds, n, min_c, max_c, sum_c, count, faulted, heater_on, setpoint_c)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (start_ms, seconds, n) DO UPDATE SET
+    min_c = min(coalesce(min_c, excluded.min_c), coalesce(excluded.min_c, min_c)),
+    max_c = max(coalesce(max_c, excluded.max_c), coalesce(excluded.max_c, max_c)),
+    sum_c = sum_c + excluded.sum_c,
+    count = count + excluded.count,
+    faulted = faulted + excluded.faulted,
+    heater_on = heater_on + excluded.heater_on,
+    setpoint_c = max(coalesce(setpoint_c, excluded.setpoint_c),
+                     coalesce(excluded.setpoint_c, setpoint_c))
 """
 
 
@@ -79,12 +133,59 @@ class RequestRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class BucketStats:
+    """One compartment over one kept bucket: the temperatures of `count` readings, `faulted`
+    more without one."""
+
+    n: int
+    min_c: float | None
+    max_c: float | None
+    sum_c: float
+    count: int
+    faulted: int
+    heater_on: int
+    setpoint_c: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeptBucket:
+    start_ms: int
+    seconds: float
+    readings: list[BucketStats]
+
+
+# (compartment, temperature, setpoint, heater on) of one reading to keep
+KeptReading = tuple[int, float | None, float | None, bool]
+
+
+def bucket_start_ms(at_s: float, seconds: float) -> int:
+    """The first instant of the bucket `at_s` (Unix seconds) falls in: buckets of `seconds`
+    counted from the epoch, so 60 s buckets start on the minute."""
+    return round((at_s // seconds) * seconds * 1000)
+
+
+@dataclass(frozen=True, slots=True)
 class RememberedCompartment:
     n: int
     boot_id: int | None
     state: dict[str, Any] | None
     setpoint_dc: int | None
     setpoint_known: bool  # False: the service never set one through this bridge
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineOrderRow:
+    """A ready order as kept on disk for offline pickups: no code, no code verifier."""
+
+    order_id: str
+    compartment: int
+    token_sha256: str
+    deadline: datetime
+    used: bool  # used as the service last said
+    used_here_at: datetime | None  # used here while cut off, not yet confirmed by the service
+
+    def with_use(self, at: datetime | None) -> OfflineOrderRow:
+        return replace(self, used_here_at=at)
 
 
 class BridgeStore:
@@ -94,6 +195,7 @@ class BridgeStore:
         self.event_limit = event_limit
         self.request_limit = request_limit
         self.events_dropped = 0
+        self.telemetry_buckets_dropped = 0
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -114,6 +216,56 @@ class BridgeStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    # -- offline pickups (firmware_bridge/offline.py) ------------------------------------------
+
+    def offline_orders(self) -> list[OfflineOrderRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT order_id, compartment, token_sha256, deadline, used, used_here_at "
+                "FROM offline_orders"
+            ).fetchall()
+        return [
+            OfflineOrderRow(
+                r[0],
+                r[1],
+                r[2],
+                datetime.fromisoformat(r[3]),
+                bool(r[4]),
+                datetime.fromisoformat(r[5]) if r[5] else None,
+            )
+            for r in rows
+        ]
+
+    def offline_meta(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._db.execute("SELECT k, v FROM offline_meta").fetchall())
+
+    def replace_offline(self, rows: list[OfflineOrderRow], meta: dict[str, str]) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM offline_orders")
+            db.executemany(
+                "INSERT INTO offline_orders VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.order_id,
+                        r.compartment,
+                        r.token_sha256,
+                        r.deadline.isoformat(),
+                        int(r.used),
+                        r.used_here_at.isoformat() if r.used_here_at else None,
+                    )
+                    for r in rows
+                ],
+            )
+            db.executemany("INSERT OR REPLACE INTO offline_meta VALUES (?, ?)", meta.items())
+
+    def mark_offline_use(self, order_id: str, at: datetime | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE offline_orders SET used_here_at = ? WHERE order_id = ?",
+                (at.isoformat() if at else None, order_id),
+            )
 
     # -- event outbox -------------------------------------------------------------------------
 
@@ -234,6 +386,95 @@ class BridgeStore:
                 "WHERE final = 0 ORDER BY seq"
             ).fetchall()
         return [_request_record(row) for row in rows]
+
+    # -- telemetry kept while cut off ---------------------------------------------------------
+
+    def keep_telemetry(
+        self, at_s: float, seconds: float, readings: Iterable[KeptReading], limit: int
+    ) -> int:
+        """Fold one round of readings taken at `at_s` into its bucket of `seconds`; returns the
+        bucket's start (Unix ms). A new bucket past `limit` drops the oldest ones."""
+        start_ms = bucket_start_ms(at_s, seconds)
+        rows = [
+            (
+                start_ms,
+                seconds,
+                n,
+                temp_c,
+                temp_c,
+                temp_c or 0.0,
+                int(temp_c is not None),
+                int(temp_c is None),
+                int(heater),
+                setpoint_c,
+            )
+            for n, temp_c, setpoint_c, heater in readings
+        ]
+        if not rows:
+            return start_ms
+        with self._tx() as db:
+            new = db.execute(
+                "INSERT OR IGNORE INTO telemetry_buckets (start_ms, seconds) VALUES (?, ?)",
+                (start_ms, seconds),
+            ).rowcount
+            if new:
+                (count,) = db.execute("SELECT count(*) FROM telemetry_buckets").fetchone()
+                if count > limit:
+                    self._drop_oldest_buckets(db, count - limit)
+            db.executemany(_FOLD_READING, rows)
+        return start_ms
+
+    def _drop_oldest_buckets(self, db: sqlite3.Connection, excess: int) -> None:
+        oldest = db.execute(
+            "SELECT start_ms, seconds FROM telemetry_buckets ORDER BY start_ms LIMIT ?", (excess,)
+        ).fetchall()
+        db.executemany(
+            "DELETE FROM telemetry_bucket_readings WHERE start_ms = ? AND seconds = ?", oldest
+        )
+        db.executemany("DELETE FROM telemetry_buckets WHERE start_ms = ? AND seconds = ?", oldest)
+        self.telemetry_buckets_dropped += len(oldest)
+        log.warning(
+            "telemetry backlog full: dropped the %d oldest bucket(s), %d so far",
+            len(oldest),
+            self.telemetry_buckets_dropped,
+        )
+
+    def kept_buckets(self, after_ms: int, closed_by_ms: int, limit: int) -> list[KeptBucket]:
+        """Up to `limit` buckets starting after `after_ms`, oldest first, each with its readings:
+        only those ended by `closed_by_ms`, so a bucket is never sent while still filling."""
+        with self._lock:
+            heads = self._db.execute(
+                "SELECT start_ms, seconds FROM telemetry_buckets "
+                "WHERE start_ms > ? AND start_ms + seconds * 1000 <= ? ORDER BY start_ms LIMIT ?",
+                (after_ms, closed_by_ms, limit),
+            ).fetchall()
+            buckets = []
+            for start_ms, seconds in heads:
+                rows = self._db.execute(
+                    "SELECT n, min_c, max_c, sum_c, count, faulted, heater_on, setpoint_c "
+                    "FROM telemetry_bucket_readings WHERE start_ms = ? AND seconds = ? ORDER BY n",
+                    (start_ms, seconds),
+                ).fetchall()
+                stats = [BucketStats(*row) for row in rows]
+                buckets.append(KeptBucket(int(start_ms), float(seconds), stats))
+        return buckets
+
+    def forget_bucket(self, start_ms: int, seconds: float) -> None:
+        """A bucket the broker acknowledged."""
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM telemetry_bucket_readings WHERE start_ms = ? AND seconds = ?",
+                (start_ms, seconds),
+            )
+            db.execute(
+                "DELETE FROM telemetry_buckets WHERE start_ms = ? AND seconds = ?",
+                (start_ms, seconds),
+            )
+
+    def kept_bucket_count(self) -> int:
+        with self._lock:
+            (count,) = self._db.execute("SELECT count(*) FROM telemetry_buckets").fetchone()
+        return int(count)
 
     # -- remembered board state ---------------------------------------------------------------
 

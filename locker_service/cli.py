@@ -61,6 +61,9 @@ def bridge(
     time_scale: float | None = typer.Option(
         None, help="Run N times faster (env BRIDGE_TIME_SCALE or LOCKER_TIME_SCALE)"
     ),
+    screen_port: int | None = typer.Option(
+        None, help="Serve the offline kiosk screen on this port (env BRIDGE_SCREEN_PORT)"
+    ),
     log_level: str = typer.Option("INFO", help="Logging level"),
 ) -> None:
     """Run the kiosk bridge: the board and scanner on serial ports, the service over MQTT."""
@@ -85,6 +88,7 @@ def bridge(
                 "telemetry_period_s": telemetry_period_s,
                 "data_dir": data_dir,
                 "time_scale": time_scale,
+                "screen_port": screen_port,
             }
         )
     except ValidationError as exc:

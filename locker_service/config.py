@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     scan_max_age_s: float = Field(default=5.0, gt=0)
     scan_clock_skew_s: float = Field(default=2.0, ge=0)
 
+    # Each kiosk's bridge is sent what it needs to decide pickups alone (docs/adr/0077): at
+    # once when it changes, and at least this often (real seconds, never scaled); a bridge that
+    # hears nothing for three of these counts the service as lost and decides pickups itself.
+    # 0: nothing is sent, and bridges never decide alone.
+    offline_supply_refresh_s: float = Field(default=30.0, ge=0, le=3600)
+
     # A merchant API key found in the database is trusted this long (real seconds, not scaled)
     # before it is looked up again: the bound on how long a revoked key still works. The same
     # bound applies to the site code -> id lookup of order creation. 0: no cache.

@@ -30,6 +30,7 @@ from locker_service.metrics import REGISTRY
 from locker_service.notifications.webhooks import WebhookWorker
 from locker_service.notifications.worker import OutboxWorker
 from locker_service.orders.privacy import PrivacyLoop
+from locker_service.pickup.supply import SupplyLoop
 from locker_service.telemetry.alerts import AlertServiceSink
 from locker_service.telemetry.ingest import TelemetryIngest
 from locker_service.telemetry.retention import RetentionLoop
@@ -56,6 +57,7 @@ class Runtime:
     leases: LeaseKeeper | None = None
     haccp: SealLoop | None = None  # seals each site's HACCP days (with the timers)
     webhooks: WebhookWorker | None = None  # merchants' order events
+    supply: SupplyLoop | None = None  # what each held kiosk needs to decide pickups alone
 
     async def stop(self) -> None:
         COLLECTOR.discard(self)
@@ -64,6 +66,8 @@ class Runtime:
         if self.timers is not None:
             await self.timers.stop()
             self.ctx.timers = None
+        if self.supply is not None:
+            await self.supply.stop()
         # Leases next, while the link still runs: the kiosks are handed over (each once its
         # next holder listens) and their queues drained.
         if self.leases is not None:
@@ -130,6 +134,10 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
             # After the link connected: the first round subscribes to the kiosks it takes.
             await leases.start()
             ctx.commander = link
+            if settings.offline_supply_refresh_s > 0:
+                supply = SupplyLoop(settings, ctx.sessionmaker, link)
+                await supply.start()
+                runtime.supply = supply
         if settings.notify_enabled:
             outbox = OutboxWorker(ctx.sessionmaker, settings, hub=ctx.hub)
             await outbox.start()

@@ -2,12 +2,17 @@
 
 - `topics`: the topic tree and the one parser from a topic to (kiosk, kind);
 - `payloads`: the Pydantic payload models, commands as a tagged union on `action`;
+- `offline`: what the service supplies a bridge with to decide pickups while cut off;
+- `codes`: how a scanned or typed pickup code is read;
+- `backlog`: the telemetry buckets a bridge kept while cut off, sent once it can;
 - `client`: the one MQTT client setup both sides use (broker URL, account, TLS, TCP_NODELAY,
   reconnect backoff, the MQTT 5 -> 3.1.1 probe).
 
 docs/contracts/mqtt.md describes the contract in words, docs/asyncapi.yaml for third parties.
 """
 
+from firmware_bridge.contract.backlog import TelemetryMinutes
+from firmware_bridge.contract.offline import OfflineOrder, OfflineSupply
 from firmware_bridge.contract.payloads import (
     ACTIONS,
     FINAL_STATUSES,
@@ -57,6 +62,8 @@ __all__ = [
     "KioskStatus",
     "MessageKind",
     "NoArgs",
+    "OfflineOrder",
+    "OfflineSupply",
     "Reading",
     "Reply",
     "ReplyStatus",
@@ -65,6 +72,7 @@ __all__ = [
     "StartDisinfectionArgs",
     "StartDisinfectionCommand",
     "Telemetry",
+    "TelemetryMinutes",
     "Topics",
     "UnlockArgs",
     "UnlockCommand",

@@ -91,6 +91,9 @@ EventType = Literal[
     "fault_raised",
     "fault_cleared",
     "board_rebooted",
+    # Decided by the bridge while it could not reach the service (docs/adr/0077): data says
+    # which order (`order_id`), how (`method`: qr or code) and the unlock's `request_id`.
+    "offline_pickup",
 ]
 
 

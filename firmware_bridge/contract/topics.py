@@ -11,7 +11,7 @@ from typing import Literal
 TOPIC_ROOT = "lockers/v1"
 
 # What a message on a topic is; the service picks the payload model by it.
-MessageKind = Literal["status", "snapshot", "event", "telemetry", "reply"]
+MessageKind = Literal["status", "snapshot", "event", "telemetry", "minutes", "reply"]
 
 
 class Topics:
@@ -22,8 +22,10 @@ class Topics:
         self.prefix = f"{TOPIC_ROOT}/{kiosk_id}"
         self.status = f"{self.prefix}/status"
         self.telemetry = f"{self.prefix}/telemetry"
+        self.telemetry_minutes = f"{self.prefix}/telemetry/minutes"  # kept while cut off
         self.events = f"{self.prefix}/events"
         self.cmd = f"{self.prefix}/cmd"
+        self.offline = f"{self.prefix}/offline"  # the service's supply for offline pickups
         self.compartment_states = f"{self.prefix}/compartments/+/state"
 
     def compartment_state(self, n: int) -> str:
@@ -54,6 +56,8 @@ def classify_topic(topic: str) -> tuple[str, MessageKind] | None:
         return kiosk_id, "event"
     if rest == ["telemetry"]:
         return kiosk_id, "telemetry"
+    if rest == ["telemetry", "minutes"]:
+        return kiosk_id, "minutes"
     if len(rest) == 3 and rest[0] == "compartments" and rest[2] == "state" and rest[1].isdigit():
         return kiosk_id, "snapshot"
     if len(rest) == 2 and rest[0] == "replies":

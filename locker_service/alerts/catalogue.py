@@ -118,6 +118,14 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
         "zh-Hans": Words("柜机报告与控制板不符", "柜机报告的情况与控制板传感器或消毒计时不符，"
                          "系统未做任何更改。请检查隔间和柜机账户。"),
     },
+    "offline_pickup_conflict": {
+        "en": Words("Offline pickup in conflict", "While cut off from the service the kiosk "
+                    "opened a compartment for an order that had meanwhile been cancelled, "
+                    "expired, opened remotely or collected. Check the compartment and call the "
+                    "purchaser; the order was not changed."),
+        "zh-Hans": Words("离线取餐冲突", "柜机在与服务断开期间为一个订单开了门，而该订单在此期间"
+                         "已被取消、过期、远程开门或已取走。请检查隔间并联系取餐人；订单未被更改。"),
+    },
     "item_in_free_compartment": {
         "en": Words("Something left in a free compartment", "Remove what is inside before the "
                     "compartment is used again."),
@@ -140,8 +148,10 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
                          "请查看监控或派人到场。"),
     },
     "kiosk_offline": {
-        "en": Words("Kiosk offline", "Check the kiosk PC's power and network."),
-        "zh-Hans": Words("柜机离线", "请检查柜机电脑的电源和网络。"),
+        "en": Words("Kiosk offline", "Check the kiosk PC's power and network. While its PC "
+                    "runs, purchasers of ready orders can still open with their QR codes."),
+        "zh-Hans": Words("柜机离线", "请检查柜机电脑的电源和网络。柜机电脑运行期间，"
+                         "已就绪订单的取餐人仍可扫描二维码开柜。"),
     },
     "notification_undeliverable": {
         "en": Words("Purchaser not reached", "Her message could not be delivered: correct the "

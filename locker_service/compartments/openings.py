@@ -26,6 +26,9 @@ class PickupMethod(StrEnum):
     QR = "qr"  # the QR code from her message, held under the scanner
     KEYPAD = "keypad"  # the 8-digit code typed on the kiosk screen
     SCANNER = "scanner"  # the 8-digit code read by the scanner (printed or on a phone)
+    # Decided by the kiosk's bridge while it could not reach the service (docs/adr/0077).
+    QR_OFFLINE = "qr_offline"
+    KEYPAD_OFFLINE = "keypad_offline"
 
 
 UNKNOWN: Final = "unknown"
@@ -80,7 +83,8 @@ def kind_of(who: str) -> OpeningKind:
 
 
 def how_of(who: str) -> str:
-    """`courier_pin`, `qr`, `keypad`, `scanner`, `code` (a pickup of before the detail),
+    """`courier_pin`, `qr`, `keypad`, `scanner`, `qr_offline`, `keypad_offline`, `code` (a
+    pickup of before the detail),
     `remote`, `none` (unexplained) or `unknown`."""
     kind = kind_of(who)
     if kind == OpeningKind.PICKUP:

@@ -43,9 +43,17 @@ def authorise(
     who: str,
     why: str,
     order_id: uuid.UUID | None,
+    at: datetime | None = None,
+    request_id: str | None = None,
 ) -> DoorOpening:
+    """An opening asked for now, or at `at` by a kiosk deciding alone (its journal, replayed)."""
     opening = DoorOpening(
-        compartment_id=compartment.id, order_id=order_id, at=utcnow(), who=who, why=why
+        compartment_id=compartment.id,
+        order_id=order_id,
+        at=at or utcnow(),
+        who=who,
+        why=why,
+        request_id=request_id,
     )
     session.add(opening)
     return opening

@@ -73,13 +73,18 @@ _STATE_TOPICS = [
     (f"{contract.TOPIC_ROOT}/+/compartments/+/state", 1),
 ]
 # Every kiosk's events and telemetry: a replica without leases, or alone among the live ones.
-EVERY_KIOSK = [(contract.Topics.wildcard("events"), 1), (contract.Topics.wildcard("telemetry"), 0)]
+EVERY_KIOSK = [
+    (contract.Topics.wildcard("events"), 1),
+    (contract.Topics.wildcard("telemetry"), 0),
+    (contract.Topics.wildcard("telemetry/minutes"), 1),
+]
 
 
 def kiosk_topics(kiosk_id: str) -> list[tuple[str, int]]:
-    """What a replica subscribes to for a kiosk it holds or awaits (events QoS 1, telemetry 0)."""
+    """What a replica subscribes to for a kiosk it holds or awaits: events QoS 1, telemetry 0,
+    and the telemetry its bridge kept while cut off QoS 1 (acknowledged once stored)."""
     topics = contract.Topics(kiosk_id)
-    return [(topics.events, 1), (topics.telemetry, 0)]
+    return [(topics.events, 1), (topics.telemetry, 0), (topics.telemetry_minutes, 1)]
 
 
 class KioskConnection:
@@ -194,12 +199,13 @@ class KioskConnection:
 
     # -- what the link does with it -------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes) -> str | None:
-        """Publish at QoS 1 on the main connection; None when handed to paho, else why not."""
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> str | None:
+        """Publish (QoS 1 unless told) on the main connection; None when handed to paho, else
+        why not."""
         client = self._client
         if client is None:
             return "the kiosk link is not started"
-        info = client.publish(topic, payload, qos=1, retain=False)
+        info = client.publish(topic, payload, qos=qos, retain=False)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             return mqtt.error_string(info.rc)
         return None

@@ -34,6 +34,10 @@ class TelemetrySink(Protocol):
 
     def submit(self, kiosk_id: str, telemetry: contract.Telemetry) -> None: ...
 
+    async def store_minutes(self, kiosk_id: str, minutes: contract.TelemetryMinutes) -> None:
+        """Store a bucket the kiosk's bridge kept while cut off; return once it is stored (or
+        was before: it may come again), since the link acknowledges it then."""
+
 
 class SiteResolver(Protocol):
     """Which site a kiosk belongs to, so live updates reach only that site's operators."""

@@ -14,6 +14,11 @@ status and snapshots of every kiosk are remembered, so taking a lease can hand t
 Events go into the lanes in the order the kiosk's bridge numbered them, not the order the
 broker delivered them (`sequencer.py`, ADR 0066).
 
+The telemetry a kiosk's bridge kept while cut off (`TelemetryMinutes`, QoS 1) has a third lane,
+so a long backlog never holds up a door event: each bucket is handed to the telemetry sink and
+acknowledged once stored. Storing a bucket is idempotent, so whichever replica it reaches stores
+it, lease or not; acknowledged unstored, it would be lost.
+
 Everything here runs on the event loop and does no I/O of its own: tested without a broker.
 """
 
@@ -42,6 +47,7 @@ from locker_service.kiosk_link.sequencer import GAP_WAIT_S, Sequencer
 log = logging.getLogger(__name__)
 
 SCAN_LANE = "/scans"  # a suffix no kiosk id has: "/" cannot occur in an MQTT topic level
+MINUTES_LANE = "/minutes"
 
 
 class LeaseStanding(Protocol):
@@ -80,6 +86,8 @@ def lane_of(item: Inbound) -> str:
     """
     if isinstance(item.payload, contract.Event) and item.payload.type == "scan":
         return item.kiosk_id + SCAN_LANE
+    if isinstance(item.payload, contract.TelemetryMinutes):
+        return item.kiosk_id + MINUTES_LANE
     return item.kiosk_id
 
 
@@ -132,6 +140,9 @@ class Lanes:
             if self._telemetry is not None and standing in ("held", "releasing"):
                 self._telemetry.submit(kiosk_id, model)
             self._live.publish(kiosk_id, "telemetry", model)
+            return
+        if isinstance(model, contract.TelemetryMinutes):
+            self._enqueue(Inbound(kiosk_id, kind, model, delivery))
             return
         if isinstance(model, contract.KioskStatus):
             self._kiosk_status[kiosk_id] = model
@@ -271,7 +282,7 @@ class Lanes:
         if queue is None:
             queue = self._queues[lane] = asyncio.Queue()
             self._workers[lane] = asyncio.get_running_loop().create_task(
-                self._worker(queue, "scans" if lane.endswith(SCAN_LANE) else "other"),
+                self._worker(queue, _lane_label(lane)),
                 name=f"kiosk-link-{lane}",
             )
         queue.put_nowait(item)
@@ -281,6 +292,12 @@ class Lanes:
         while True:
             item = await queue.get()
             try:
+                if isinstance(item.payload, contract.TelemetryMinutes):
+                    if self._wait_observer is not None:
+                        self._wait_observer(lane, time.perf_counter() - item.received_at)
+                    await self._store_minutes(item.kiosk_id, item.payload)
+                    self._ack(item.delivery)
+                    continue
                 standing = await self._standing_settled(item.kiosk_id)
                 if self._wait_observer is not None:
                     self._wait_observer(lane, time.perf_counter() - item.received_at)
@@ -292,6 +309,15 @@ class Lanes:
                 await self._live.publish_now(item.kiosk_id, item.kind, item.payload)
             finally:
                 queue.task_done()
+
+    async def _store_minutes(self, kiosk_id: str, minutes: contract.TelemetryMinutes) -> None:
+        if self._telemetry is None:
+            return  # a service without a telemetry store
+        try:
+            await self._telemetry.store_minutes(kiosk_id, minutes)
+        except Exception:  # the sink retries while the database is away: this is a bug
+            self._counters.handler_errors += 1
+            log.exception("storing kept telemetry of kiosk %s failed", kiosk_id)
 
     async def _standing_settled(self, kiosk_id: str) -> Standing:
         """The kiosk's standing once decided: a message of a kiosk whose lease this replica
@@ -327,3 +353,10 @@ class Lanes:
             log.exception("handling %s from kiosk %s failed", item.kind, item.kiosk_id)
         finally:
             CURRENT_FENCE.reset(token)
+
+
+def _lane_label(lane: str) -> str:
+    """A lane's kind, for the wait observer: scans, minutes (kept telemetry) or other."""
+    if lane.endswith(SCAN_LANE):
+        return "scans"
+    return "minutes" if lane.endswith(MINUTES_LANE) else "other"

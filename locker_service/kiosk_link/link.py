@@ -62,6 +62,7 @@ MODEL_BY_KIND: dict[MessageKind, type[BaseModel]] = {
     "snapshot": contract.CompartmentSnapshot,
     "event": contract.Event,
     "telemetry": contract.Telemetry,
+    "minutes": contract.TelemetryMinutes,
     "reply": contract.Reply,
 }
 
@@ -206,6 +207,19 @@ class KioskLink:
         held = self._leases.fence(kiosk_id)
         if held is None or held.epoch != fence.epoch or not held.valid_now():
             raise KioskUnreachable(f"replica {self.replica_id} no longer holds kiosk {kiosk_id}")
+
+    def handled_kiosks(self) -> frozenset[str] | None:
+        """The kiosks whose messages this replica handles (those it holds); None: every one."""
+        return None if self._leases is None else self._leases.held()
+
+    def supply(self, kiosk_id: str, supply: contract.OfflineSupply) -> str | None:
+        """Send the kiosk what it needs to decide pickups alone; None when handed to paho, else
+        why not. QoS 0 and never retained: no broker keeps a code verifier, not even queued for
+        a kiosk that is away (docs/adr/0077); a lost one is sent again within `refresh_s`, and
+        at once when the kiosk comes back."""
+        if not self._connection.can_command:
+            return "not connected to the broker"
+        return self._connection.publish(contract.Topics(kiosk_id).offline, supply.to_json(), qos=0)
 
     # -- what the lease keeper calls (`lease_keeper.KioskSubscriptions`) ------------------------
 

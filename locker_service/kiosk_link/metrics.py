@@ -15,7 +15,7 @@ from locker_service.metrics import REGISTRY
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 MESSAGE_WAIT_S = Histogram(
     "locker_kiosk_message_wait_seconds",
-    "From a kiosk message's arrival to its handling starting, by lane (scans, other)",
+    "From a kiosk message's arrival to its handling starting, by lane (scans, minutes, other)",
     ["lane"],
     buckets=LATENCY_BUCKETS_S,
     registry=REGISTRY,

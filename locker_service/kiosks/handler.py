@@ -38,6 +38,7 @@ from locker_service.models import Compartment, DoorOpening, Kiosk, Order, utcnow
 from locker_service.orders import codes
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
+from locker_service.pickup import offline as pickup_offline
 from locker_service.pickup import repository as pickup_repository
 from locker_service.pickup import service as pickup_service
 from locker_service.timers import service as timers
@@ -468,6 +469,8 @@ class StoryHandler:
             await self._fault(session, kiosk, c, str(fault) if fault else "unknown")
         elif kind == "fault_cleared":
             await self._fault(session, kiosk, c, None)
+        elif kind == "offline_pickup":
+            await pickup_offline.replay(session, self.ctx, kiosk, c, event)
 
     async def _judge_closing(
         self,

@@ -10,6 +10,7 @@ from locker_service.models.order import (
     Order,
     OrderEvent,
     PickupAttempt,
+    TemperatureBacklogBucket,
     TemperatureMinute,
     TemperatureReading,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "ServiceReplica",
     "Site",
     "SiteOncall",
+    "TemperatureBacklogBucket",
     "TemperatureMinute",
     "TemperatureReading",
     "Timer",

@@ -169,3 +169,17 @@ class TemperatureMinute(Base):
     readings: Mapped[int] = mapped_column(Integer, default=0)  # all readings, faulted included
     heater_on: Mapped[int] = mapped_column(Integer, default=0)  # readings with the heater on
     setpoint_c: Mapped[float | None] = mapped_column(Double)  # the minute's highest
+
+
+class TemperatureBacklogBucket(Base):
+    """A bucket of telemetry a kiosk's bridge kept while cut off (`contract.TelemetryMinutes`),
+    stored. Written in the same transaction as the bucket's readings and minutes: MQTT delivers
+    at least once, and a bucket that comes again finds its row and is not stored twice. Kept as
+    long as the raw readings."""
+
+    __tablename__ = "temperature_backlog_buckets"
+
+    kiosk_id: Mapped[int] = mapped_column(ForeignKey("kiosks.id"), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)  # its first instant
+    seconds: Mapped[float] = mapped_column(Double, primary_key=True)  # its width
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

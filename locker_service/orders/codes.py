@@ -12,14 +12,31 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
 import secrets
 import uuid
 
-FALLBACK_DIGITS = 8
+# How a scanned or typed code is read is the kiosk contract's: the bridge reads it the same way.
+from firmware_bridge.contract.codes import (
+    FALLBACK_DIGITS,
+    looks_like_token,
+    normalise_code,
+    token_from_scan,
+    token_hash,
+)
+
+__all__ = [
+    "FALLBACK_DIGITS",
+    "code_hash",
+    "fallback_code",
+    "looks_like_token",
+    "new_salt",
+    "normalise_code",
+    "pickup_token",
+    "token_from_scan",
+    "token_hash",
+]
+
 SALT_BYTES = 16
-_CODE_RE = re.compile(r"^\d{8}$")
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # 32 bytes, unpadded base64url
 
 
 def _mac(secret_key: str, label: str, message: bytes) -> bytes:
@@ -37,10 +54,6 @@ def pickup_token(secret_key: str, order_id: uuid.UUID, salt: str) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def fallback_code(secret_key: str, token: str) -> str:
     number = int.from_bytes(_mac(secret_key, "fallback-code", token.encode())[:8], "big")
     return f"{number % 10**FALLBACK_DIGITS:0{FALLBACK_DIGITS}d}"
@@ -48,21 +61,3 @@ def fallback_code(secret_key: str, token: str) -> str:
 
 def code_hash(secret_key: str, code: str) -> str:
     return _mac(secret_key, "code-hash", code.encode()).hex()
-
-
-def normalise_code(text: str) -> str | None:
-    """What a purchaser types, with spaces or dashes dropped; None unless it is 8 digits."""
-    digits = re.sub(r"[\s-]", "", text)
-    return digits if _CODE_RE.match(digits) else None
-
-
-def token_from_scan(text: str) -> str | None:
-    """The token in a scanned line: the bare token, or the purchaser page URL `.../p/{token}`."""
-    candidate = text.strip()
-    if "/p/" in candidate:
-        candidate = candidate.rsplit("/p/", 1)[1].split("/")[0].split("?")[0].split("#")[0]
-    return candidate if _TOKEN_RE.match(candidate) else None
-
-
-def looks_like_token(text: str) -> bool:
-    return bool(_TOKEN_RE.match(text))

@@ -22,11 +22,14 @@ def describe(finding: Finding, time_scale: float = 1.0) -> str:
     reading = f"{finding.temp_c:.1f} °C" if finding.temp_c is not None else "no reading"
     if finding.kind == "below_floor":
         held_s = nominal_s((finding.at - finding.since).total_seconds(), time_scale)
+        # A bucket the kiosk kept while cut off tells its lowest, not the present temperature.
+        low = f"lowest {reading} while the kiosk was cut off" if finding.kept else f"now {reading}"
         return (
             f"{where} has held food below the {finding.limit_c:g} °C floor for "
-            f"{duration(held_s)} (now {reading})"
+            f"{duration(held_s)} ({low})"
         )
-    return f"{where} is above the {finding.limit_c:g} °C ceiling (now {reading})"
+    high = f"highest {reading} while the kiosk was cut off" if finding.kept else f"now {reading}"
+    return f"{where} is above the {finding.limit_c:g} °C ceiling ({high})"
 
 
 class AlertServiceSink:

@@ -9,6 +9,11 @@ pass feeds the hot-holding monitor and hands its findings to the alerts.
 
 Telemetry is QoS 0 by contract: losing some under overload is acceptable, blocking the MQTT link
 is not. So the buffer is bounded and, if the database is away for long, the oldest readings go.
+
+Buckets a bridge kept while cut off (`contract.TelemetryMinutes`, QoS 1) take another way:
+`store_minutes` stores one at once, once however often it is delivered (`insert_kept_bucket`),
+and returns only then, so the link acknowledges it only once it is stored. The watch judges a
+bucket by its lowest temperature, so a dip while the kiosk was cut off is not averaged away.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from locker_service.telemetry.repository import (
     ReadingRow,
     carried_watches,
     compartments_with_food,
+    insert_kept_bucket,
     insert_readings,
 )
 
@@ -61,6 +67,8 @@ class IngestCounters:
     batches: int = 0
     last_batch_rows: int = 0
     last_write_s: float = 0.0
+    kept_buckets_stored: int = 0  # buckets bridges kept while cut off
+    kept_buckets_repeated: int = 0  # delivered again, found stored already
 
 
 class TelemetryIngest:
@@ -120,6 +128,85 @@ class TelemetryIngest:
             self.counters.dropped_overflow += len(dropped.readings)
         if self._buffered_rows >= self._batch_rows:
             self._loop.wake()
+
+    async def store_minutes(self, kiosk_id: str, minutes: contract.TelemetryMinutes) -> None:
+        """`TelemetrySink`: store a bucket the kiosk's bridge kept while cut off and let the watch
+        judge it. Returns once it is stored, or found stored before (so the link acknowledges
+        it only then); while the database is away it tries again every `RETRY_DELAY_S`, and
+        the broker keeps the kiosk's next buckets meanwhile."""
+        failures = 0
+        while True:
+            try:
+                async with self._flush_lock:  # one writer, and one hand on the watch at a time
+                    await self._store_minutes(kiosk_id, minutes)
+                return
+            except Exception:
+                failures += 1
+                self.counters.failed_writes += 1
+                log.warning(
+                    "could not store a kept bucket of kiosk %s (%s); trying again",
+                    kiosk_id,
+                    minutes.minute.isoformat(),
+                    exc_info=failures == 1,
+                )
+                await asyncio.sleep(RETRY_DELAY_S)
+
+    async def _store_minutes(self, kiosk_code: str, minutes: contract.TelemetryMinutes) -> None:
+        ref = await self._directory.lookup(kiosk_code)
+        if ref is None:
+            self.counters.dropped_unknown_kiosk += len(minutes.readings)
+            if kiosk_code not in self._unknown_logged:
+                self._unknown_logged.add(kiosk_code)
+                log.warning("telemetry from unknown kiosk %s dropped", kiosk_code)
+            return
+        stored = await insert_kept_bucket(
+            self._engine, ref.id, minutes, partitions=self._partitions
+        )
+        if not stored:
+            self.counters.kept_buckets_repeated += 1
+            return
+        self.counters.kept_buckets_stored += 1
+        self.counters.stored += len(minutes.readings)
+        if self._monitor_of is not None:
+            await self._watch_kept(kiosk_code, ref, minutes)
+
+    async def _watch_kept(
+        self, kiosk_code: str, ref: KioskRef, minutes: contract.TelemetryMinutes
+    ) -> None:
+        """The watch sees the bucket's lowest temperature against the floor (and its highest
+        against the ceiling), never its mean."""
+        monitor = self._monitor_of(ref) if self._monitor_of is not None else None
+        if monitor is None:
+            return
+        # As a reading of its lowest temperatures: what a first sight and a food check look at.
+        lowest = contract.Telemetry(
+            ts=minutes.minute,
+            readings=[
+                contract.Reading(
+                    n=r.n,
+                    temp_c=r.min_c,
+                    setpoint_c=r.setpoint_c,
+                    heater=2 * r.heater_on > r.count + r.faulted,
+                )
+                for r in minutes.readings
+            ],
+        )
+        batch = [(kiosk_code, lowest)]
+        kiosks = {kiosk_code: ref}
+        await self._carry_over(batch, kiosks)
+        await self._check_food(batch, kiosks)
+        findings = [
+            (finding, ref.id, ref.site_id)
+            for r in minutes.readings
+            for finding in monitor.observe_kept(
+                kiosk_code, r.n, minutes.minute, minutes.seconds, r.min_c, r.max_c, r.setpoint_c
+            )
+        ]
+        if findings and self._alerts is not None:
+            try:
+                await self._alerts.apply(findings)
+            except Exception:
+                log.exception("could not record %d temperature alerts", len(findings))
 
     async def start(self) -> None:
         self._loop.start()

@@ -1,27 +1,31 @@
 """Queries on temperature_readings and temperature_minutes: the batched insert with its minute
-rollups, and the history of one compartment (raw readings, or minutes for long ranges)."""
+rollups, the buckets bridges kept while cut off (stored once each), and the history of one
+compartment (raw readings, or minutes for long ranges)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Integer, Select, and_, cast, func, insert, or_, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from firmware_bridge import contract
 from locker_service.compartments.lifecycle import FOOD_INSIDE
 from locker_service.models import (
     Alert,
     Compartment,
     Kiosk,
+    TemperatureBacklogBucket,
     TemperatureMinute,
     TemperatureReading,
+    utcnow,
 )
 from locker_service.telemetry.monitor import Carried, dedupe_key
 from locker_service.telemetry.partitions import DayPartitions, day_of
-from locker_service.telemetry.rollups import MinuteRollup, ReadingRow, roll_up
+from locker_service.telemetry.rollups import MinuteRollup, ReadingRow, kept_bucket_rows, roll_up
 
 __all__ = ["READING_COLUMNS", "ReadingRow"]
 
@@ -108,35 +112,94 @@ async def insert_readings(
         await partitions.cover(engine, {day_of(row.ts) for row in rows})
     async with engine.connect() as connection:
         if postgres:
-            raw = await connection.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
+            driver = await _driver(connection)
             # The driver's own transaction: SQLAlchemy has begun none on this connection.
             async with driver.transaction():
-                await driver.copy_records_to_table(
-                    TemperatureReading.__tablename__, records=rows, columns=list(READING_COLUMNS)
-                )
-                if minutes:
-                    await driver.execute(
-                        _MERGE_MINUTES_PG,
-                        [m.kiosk_id for m in minutes],
-                        [m.number for m in minutes],
-                        [m.minute for m in minutes],
-                        [m.temp_min_c for m in minutes],
-                        [m.temp_max_c for m in minutes],
-                        [m.temp_sum_c for m in minutes],
-                        [m.temp_count for m in minutes],
-                        [m.readings for m in minutes],
-                        [m.heater_on for m in minutes],
-                        [m.setpoint_c for m in minutes],
-                    )
+                await _write_pg(driver, rows, minutes)
         else:
-            await connection.execute(insert(TemperatureReading), [row._asdict() for row in rows])
-            if minutes:
-                await connection.execute(
-                    _merge_minutes_sqlite(), [_minute_dict(m) for m in minutes]
-                )
+            await _write_sqlite(connection, rows, minutes)
             await connection.commit()
+
+
+async def insert_kept_bucket(
+    engine: AsyncEngine,
+    kiosk_id: int,
+    bucket: contract.TelemetryMinutes,
+    *,
+    partitions: DayPartitions | None = None,
+) -> bool:
+    """Store a bucket a kiosk's bridge kept while cut off: its row in temperature_backlog_buckets,
+    one reading per compartment and the minute rollups, in one transaction. False, with nothing
+    written, if the bucket was stored before: MQTT delivers at least once, and the bucket's row
+    (its primary key) says it came already, even to another replica or after a restart.
+    Concurrent deliveries wait on each other's insert of that row, and one of them stores."""
+    rows, minutes = kept_bucket_rows(kiosk_id, bucket)
+    start = bucket.minute.astimezone(UTC)
+    postgres = engine.dialect.name == "postgresql"
+    if postgres and partitions is not None:
+        await partitions.cover(engine, {day_of(start)})
+    async with engine.connect() as connection:
+        if postgres:
+            driver = await _driver(connection)
+            async with driver.transaction():
+                first = await driver.fetchval(
+                    "INSERT INTO temperature_backlog_buckets (kiosk_id, minute, seconds, stored_at)"
+                    " VALUES ($1, $2, $3, now()) ON CONFLICT DO NOTHING RETURNING true",
+                    kiosk_id,
+                    start,
+                    bucket.seconds,
+                )
+                if first is None:
+                    return False
+                await _write_pg(driver, rows, minutes)
+            return True
+        marked = await connection.execute(
+            sqlite.insert(TemperatureBacklogBucket)
+            .values(kiosk_id=kiosk_id, minute=start, seconds=bucket.seconds, stored_at=utcnow())
+            .on_conflict_do_nothing()
+        )
+        if not marked.rowcount:
+            await connection.rollback()
+            return False
+        await _write_sqlite(connection, rows, minutes)
+        await connection.commit()
+        return True
+
+
+async def _driver(connection: AsyncConnection) -> Any:
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    return driver
+
+
+async def _write_pg(driver: Any, rows: Sequence[ReadingRow], minutes: list[MinuteRollup]) -> None:
+    """The readings by COPY and the minutes merged, in the caller's transaction."""
+    await driver.copy_records_to_table(
+        TemperatureReading.__tablename__, records=rows, columns=list(READING_COLUMNS)
+    )
+    if minutes:
+        await driver.execute(
+            _MERGE_MINUTES_PG,
+            [m.kiosk_id for m in minutes],
+            [m.number for m in minutes],
+            [m.minute for m in minutes],
+            [m.temp_min_c for m in minutes],
+            [m.temp_max_c for m in minutes],
+            [m.temp_sum_c for m in minutes],
+            [m.temp_count for m in minutes],
+            [m.readings for m in minutes],
+            [m.heater_on for m in minutes],
+            [m.setpoint_c for m in minutes],
+        )
+
+
+async def _write_sqlite(
+    connection: AsyncConnection, rows: Sequence[ReadingRow], minutes: list[MinuteRollup]
+) -> None:
+    await connection.execute(insert(TemperatureReading), [row._asdict() for row in rows])
+    if minutes:
+        await connection.execute(_merge_minutes_sqlite(), [_minute_dict(m) for m in minutes])
 
 
 class FirstSight(NamedTuple):

@@ -11,6 +11,7 @@ between `telemetry_retention_days` and a day more.
 SQLite keeps the plain table: deletion goes in chunks, each its own short transaction, so it never
 holds locks long enough to slow the ingest; several replicas pruning at once only share the work.
 The minute rollups are pruned the same way on both, far less often relevant (a year and more).
+The marks of the buckets bridges kept while cut off go with the readings they stand for.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from locker_service.background import BackgroundLoop
-from locker_service.models import TemperatureMinute, TemperatureReading, utcnow
+from locker_service.models import (
+    TemperatureBacklogBucket,
+    TemperatureMinute,
+    TemperatureReading,
+    utcnow,
+)
 from locker_service.telemetry import partitions
 
 log = logging.getLogger(__name__)
@@ -82,6 +88,15 @@ async def prune_minutes_before(engine: AsyncEngine, cutoff: datetime) -> int:
         await asyncio.sleep(0)
 
 
+async def prune_kept_buckets_before(engine: AsyncEngine, cutoff: datetime) -> int:
+    """Forget which kept buckets were stored, for buckets older than `cutoff` (their readings
+    are gone by then; a bridge re-sends a bucket only until it was acknowledged)."""
+    b = TemperatureBacklogBucket
+    async with engine.begin() as connection:
+        result = await connection.execute(delete(b).where(b.minute < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 class RetentionLoop:
     def __init__(
         self,
@@ -122,6 +137,7 @@ class RetentionLoop:
             deleted = await prune_before(self._engine, cutoff)
             if deleted:
                 log.info("pruned %d temperature readings", deleted)
+        await prune_kept_buckets_before(self._engine, cutoff)
         minutes = await prune_minutes_before(self._engine, now - self._minutes_retention)
         if minutes:
             log.info("pruned %d temperature minutes", minutes)

@@ -5,14 +5,18 @@ repository merges into temperature_minutes in the same transaction as the batch'
 minute's row always accounts for exactly the readings stored: a batch that failed stored neither,
 a restart mid-minute only adds the next batches to the same row, and merging is exact because the
 row keeps sums and counts (min of mins, max of maxes, sum of sums), never a mean of means.
+Buckets a bridge kept while cut off (`contract.TelemetryMinutes`) come already folded: their
+rollups carry the bucket's own min, max and counts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import NamedTuple
+
+from firmware_bridge import contract
 
 
 class ReadingRow(NamedTuple):
@@ -81,3 +85,36 @@ def roll_up(rows: Iterable[ReadingRow]) -> list[MinuteRollup]:
             rollup = minutes[key] = MinuteRollup(*key)
         rollup.add(row.temp_c, row.setpoint_c, row.heater)
     return [minutes[key] for key in sorted(minutes)]
+
+
+def kept_bucket_rows(
+    kiosk_id: int, bucket: contract.TelemetryMinutes
+) -> tuple[list[ReadingRow], list[MinuteRollup]]:
+    """A bucket a bridge kept while cut off, as stored: one reading per compartment at the
+    bucket's start with its mean (so the record has no hole), and the minute rollups with its
+    real min, max, sum and counts. A 60 s bucket starts on the minute and is that minute; a
+    narrower one (a kiosk run with a time scale) adds to the minute it starts in."""
+    start = bucket.minute.astimezone(UTC)
+    minute = minute_of(start)
+    rows: list[ReadingRow] = []
+    minutes: list[MinuteRollup] = []
+    for r in sorted(bucket.readings, key=lambda r: r.n):
+        readings = r.count + r.faulted
+        rows.append(
+            ReadingRow(kiosk_id, r.n, start, r.mean_c, r.setpoint_c, 2 * r.heater_on > readings)
+        )
+        minutes.append(
+            MinuteRollup(
+                kiosk_id,
+                r.n,
+                minute,
+                temp_min_c=r.min_c,
+                temp_max_c=r.max_c,
+                temp_sum_c=(r.mean_c or 0.0) * r.count,
+                temp_count=r.count,
+                readings=readings,
+                heater_on=r.heater_on,
+                setpoint_c=r.setpoint_c,
+            )
+        )
+    return rows, minutes

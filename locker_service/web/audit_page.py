@@ -28,6 +28,8 @@ HOW_NAMES = {
     "qr": "QR code at the scanner",
     "keypad": "code typed on the screen",
     "scanner": "code read by the scanner",
+    "qr_offline": "QR code, checked by the kiosk offline",
+    "keypad_offline": "code typed on the screen, checked by the kiosk offline",
     "code": "pickup code",
     "remote": "from the dashboard or API",
     "none": "no command behind it",

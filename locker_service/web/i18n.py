@@ -144,7 +144,8 @@ _EN: Final[dict[str, str]] = {
     "merchant.",
     "status.fault": "A fault occurred in your compartment. Staff will contact you.",
     "status.lock_jammed": "The compartment's lock did not open. Staff will contact you.",
-    "status.kiosk_offline": "The locker is offline for the moment; your food is still inside.",
+    "status.kiosk_offline": "The locker is offline for the moment; your food is still inside. "
+    "If it was ready before, scanning your QR code at the locker can still open your compartment.",
     "status.cancelled": "Cancelled",
     "status.failed": "The delivery could not be completed",
 }
@@ -259,7 +260,8 @@ _ZH: Final[dict[str, str]] = {
     "安全时限，将被丢弃。请联系商家。",
     "status.fault": "您的柜格出现故障，工作人员会与您联系。",
     "status.lock_jammed": "柜门锁未能打开，工作人员会与您联系。",
-    "status.kiosk_offline": "取餐柜暂时离线，您的餐品仍在柜内。",
+    "status.kiosk_offline": "取餐柜暂时离线，您的餐品仍在柜内。"
+    "如果餐品此前已就绪，在取餐柜扫描您的二维码仍可打开柜格。",
     "status.cancelled": "已取消",
     "status.failed": "配送未能完成",
 }

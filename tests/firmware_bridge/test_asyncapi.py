@@ -4,6 +4,7 @@ models' output, validate against the schemas it gives for their channels."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,10 @@ import pytest
 import yaml
 
 from firmware_bridge import contract
+from firmware_bridge.contract.codes import code_mac
+from firmware_bridge.contract.offline import encode_key
 from tests.firmware_bridge.conftest import Kiosk
+from tests.firmware_bridge.harness import Observer
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
 
@@ -48,9 +52,13 @@ def channel_of(topic: str, reply_to: str) -> str | None:
     leaf = topic.split("/", 3)[3]
     if leaf.startswith("compartments/"):
         return "compartmentState"
-    return {"status": "status", "telemetry": "telemetry", "events": "events", "cmd": "cmd"}.get(
-        leaf
-    )
+    return {
+        "status": "status",
+        "telemetry": "telemetry",
+        "telemetry/minutes": "telemetryMinutes",
+        "events": "events",
+        "cmd": "cmd",
+    }.get(leaf)
 
 
 def test_every_payload_a_real_bridge_published_matches_the_document(
@@ -97,6 +105,34 @@ def test_every_payload_a_real_bridge_published_matches_the_document(
     } <= kinds
 
 
+def test_the_telemetry_a_real_bridge_kept_through_an_outage_matches_the_document(
+    durable_kiosk: Kiosk, asyncapi: dict[str, Any]
+) -> None:
+    bridge, broker = durable_kiosk.bridge, durable_kiosk.broker
+    # Persistent on a broker that keeps sessions: nothing sent while it reconnects is missed.
+    obs = Observer(broker.host, broker.port, durable_kiosk.settings.kiosk_id, persistent=True)
+    obs.start()
+    try:
+        durable_kiosk.sim.faults.sensor(2, "open")  # a bucket of a faulted sensor too
+        broker.stop()
+        obs.wait(lambda: not bridge.link.connected.is_set(), "the bridge to see the outage")
+        obs.wait(
+            lambda: bridge.store.kept_buckets(-1, int(time.time() * 1000), 10),
+            "a bucket kept and closed",
+            timeout_s=30,
+        )
+        broker.start()
+        obs.wait(lambda: obs.on(obs.topics.telemetry_minutes), "a kept bucket sent", 40)
+        raw = [p for t, p in list(obs.raw) if t == obs.topics.telemetry_minutes]
+        for payload in raw:
+            assert channel_of(obs.topics.telemetry_minutes, obs.reply_to) == "telemetryMinutes"
+            validate(asyncapi, "telemetryMinutes", json.loads(payload))
+        first = contract.TelemetryMinutes.model_validate_json(raw[0])
+        assert any(r.count == 0 and r.faulted > 0 for r in first.readings)
+    finally:
+        obs.stop()
+
+
 def test_the_last_will_and_a_board_reboot_match_too(asyncapi: dict[str, Any]) -> None:
     validate(asyncapi, "status", json.loads(contract.KioskStatus(state="offline").to_json()))
     event = contract.Event(
@@ -107,9 +143,57 @@ def test_the_last_will_and_a_board_reboot_match_too(asyncapi: dict[str, Any]) ->
     validate(asyncapi, "events", json.loads(event.to_json()))
 
 
+def test_the_offline_supply_and_an_offline_pickup_match_too(asyncapi: dict[str, Any]) -> None:
+    key = bytes(range(32))
+    supply = contract.OfflineSupply(
+        supply_id="s1",
+        refresh_s=30,
+        code_key=encode_key(key),
+        orders=[
+            contract.OfflineOrder(
+                order_id="o1",
+                compartment=4,
+                token_sha256="a" * 64,
+                code_mac=code_mac(key, "12345678"),
+                deadline=contract.utcnow() + timedelta(hours=1),
+            )
+        ],
+    )
+    validate(asyncapi, "offline", json.loads(supply.to_json()))
+    event = contract.Event(
+        event_id="e2",
+        type="offline_pickup",
+        compartment=4,
+        data={"order_id": "o1", "method": "qr", "request_id": "offline-1"},
+        seq=7,
+    )
+    validate(asyncapi, "events", json.loads(event.to_json()))
+
+
 @pytest.mark.parametrize(
     "channel, payload",
     [
+        (
+            "events",
+            {
+                "event_id": "e",
+                "type": "offline_pickup",
+                "compartment": 1,
+                "ts": "2026-01-01T00:00:00Z",
+                "data": {"order_id": "o1", "method": "fingerprint", "request_id": "r"},
+            },
+        ),
+        ("offline", {"supply_id": "s", "issued_at": "2026-01-01T00:00:00Z", "refresh_s": 30}),
+        (
+            "offline",
+            {
+                "supply_id": "s",
+                "issued_at": "2026-01-01T00:00:00Z",
+                "refresh_s": 30,
+                "code_key": "short",
+                "orders": [],
+            },
+        ),
         ("events", {"event_id": "e", "type": "door_exploded", "ts": "2026-01-01T00:00:00Z"}),
         ("events", {"event_id": "e", "type": "scan", "ts": "2026-01-01T00:00:00Z", "data": {}}),
         ("cmd", {"request_id": "r", "action": "unlock", "compartment": 0}),
@@ -126,6 +210,25 @@ def test_the_last_will_and_a_board_reboot_match_too(asyncapi: dict[str, Any]) ->
         ),
         ("reply", {"request_id": "r", "status": "done", "ts": "2026-01-01T00:00:00Z"}),
         ("status", {"state": "online", "ts": "yesterday"}),
+        (
+            "telemetryMinutes",
+            {
+                "minute": "2026-01-01T00:00:00Z",
+                "seconds": 60,
+                "readings": [
+                    {"n": 1, "min_c": 60, "mean_c": 61, "max_c": 62, "count": 0, "setpoint_c": 65}
+                ],
+            },
+        ),
+        (
+            "telemetryMinutes",
+            {
+                "minute": "2026-01-01T00:00:00Z",
+                "seconds": 60,
+                "readings": [{"n": 1, "min_c": 60, "count": 3, "setpoint_c": None}],
+            },
+        ),
+        ("telemetryMinutes", {"minute": "2026-01-01T00:00:00Z", "seconds": 60, "readings": []}),
     ],
 )
 def test_the_document_rejects_what_the_models_reject(

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from firmware_bridge import contract
-from tests.conftest import unavailable
 from tests.firmware_bridge.conftest import TIME_SCALE, Kiosk
 from tests.firmware_bridge.harness import (
     Observer,
@@ -23,24 +19,6 @@ from tests.firmware_bridge.harness import (
     wait_ready,
 )
 from tests.support.mosquitto import MosquittoProcess
-
-
-@pytest.fixture
-def durable_broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
-    """A broker that keeps sessions and queued messages across its own restart."""
-    store = tmp_path / "broker"
-    store.mkdir()
-    broker = MosquittoProcess(
-        extra_config=f"persistence true\npersistence_location {store}/\nautosave_interval 1\n"
-    )
-    try:
-        broker.start()
-    except RuntimeError as exc:
-        unavailable(str(exc))
-    try:
-        yield broker
-    finally:
-        broker.__exit__(None, None, None)
 
 
 def test_broker_restart_loses_no_event_and_keeps_their_order(

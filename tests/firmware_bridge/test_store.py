@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from firmware_bridge.store import BridgeStore
+import pytest
+
+from firmware_bridge.store import BridgeStore, KeptReading
 
 
 def test_events_come_back_in_order_after_a_restart(tmp_path: Path) -> None:
@@ -89,3 +92,56 @@ def test_setpoints_and_states_are_remembered_separately(tmp_path: Path) -> None:
     memory = BridgeStore(tmp_path / "b.sqlite3").remembered()
     assert memory[2].setpoint_dc == 650 and memory[2].boot_id == 77 and memory[2].state == {"n": 2}
     assert memory[3].setpoint_known and memory[3].setpoint_dc is None
+
+
+def test_readings_kept_while_cut_off_fold_into_their_bucket_and_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    store = BridgeStore(tmp_path / "b.sqlite3")
+    t0 = 1_800_000_000.0  # on the minute
+    rounds: list[list[KeptReading]] = [
+        [(1, 64.0, 65.0, False), (2, None, 65.0, True)],
+        [(1, 61.5, 65.0, True), (2, None, 65.0, True)],
+        [(1, 63.0, None, True), (2, 58.0, 65.0, False)],
+    ]
+    for i, readings in enumerate(rounds):
+        assert store.keep_telemetry(t0 + 10 * i, 60.0, readings, limit=10) == 1_800_000_000_000
+    store.keep_telemetry(t0 + 60, 60.0, [(1, 70.0, 65.0, False)], limit=10)  # the next minute
+    store.close()
+    again = BridgeStore(tmp_path / "b.sqlite3")
+    # Only closed buckets are handed out: the second one ends at t0 + 120.
+    [first] = again.kept_buckets(-1, closed_by_ms=int((t0 + 119) * 1000), limit=10)
+    assert (first.start_ms, first.seconds) == (1_800_000_000_000, 60.0)
+    one, two = first.readings
+    assert (one.n, one.min_c, one.max_c, one.sum_c, one.count, one.faulted) == (
+        1,
+        61.5,
+        64.0,
+        188.5,
+        3,
+        0,
+    )
+    assert (one.heater_on, one.setpoint_c) == (2, 65.0)  # the highest setpoint of the bucket
+    assert (two.min_c, two.max_c, two.count, two.faulted, two.heater_on) == (58.0, 58.0, 1, 2, 2)
+    assert len(again.kept_buckets(-1, int((t0 + 120) * 1000), 10)) == 2
+    again.forget_bucket(first.start_ms, first.seconds)  # acknowledged by the broker
+    assert [b.start_ms for b in again.kept_buckets(-1, int((t0 + 120) * 1000), 10)] == [
+        1_800_000_060_000
+    ]
+
+
+def test_kept_telemetry_is_bounded_and_drops_the_oldest_buckets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = BridgeStore(tmp_path / "b.sqlite3")
+    t0 = 1_800_000_000.0
+    with caplog.at_level(logging.WARNING, logger="firmware_bridge.store"):
+        for i in range(12):
+            for second in (0, 20, 40):  # three rounds in each bucket: one new bucket each
+                store.keep_telemetry(t0 + 60 * i + second, 60.0, [(1, 65.0, 65.0, True)], limit=5)
+    assert store.kept_bucket_count() == 5
+    assert store.telemetry_buckets_dropped == 7
+    kept = store.kept_buckets(-1, int((t0 + 3600) * 1000), 100)
+    assert [b.start_ms // 1000 - int(t0) for b in kept] == [60 * i for i in range(7, 12)]
+    assert all(b.readings[0].count == 3 for b in kept)  # what is kept is whole
+    assert "dropped the 1 oldest bucket(s), 7 so far" in caplog.text

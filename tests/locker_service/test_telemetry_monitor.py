@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -208,3 +209,64 @@ def test_a_drop_inside_one_batch_keeps_the_answer_given_for_it() -> None:
     m.food_inside("k", 1, at(311), True)
     assert m.observe("k", 1, at(310), 44.0, 65.0) == []  # the batch's last holding reading
     assert m.observe("k", 1, at(311), 40.0, None) == []  # still held: the alert stays
+
+
+# -- buckets a bridge kept while cut off (`observe_kept`) -------------------------------------
+
+
+def kept(m: HoldingMonitor, minute: int, low: float, high: float = 66.0, n: int = 1) -> list[Any]:
+    """A 60 s bucket from minute `minute`, holding at 65 °C."""
+    return m.observe_kept("k", n, at(60 * minute), 60.0, low, high, 65.0)
+
+
+def test_kept_buckets_in_order_are_judged_by_their_lowest_and_highest() -> None:
+    m = monitor()  # a restarted service: nothing seen of the compartment yet
+    for minute in range(5):
+        assert kept(m, minute, 55.0) == []  # a dip in each minute, mean or not
+    [low] = kept(m, 5, 55.0)
+    assert (low.kind, low.action, low.since, low.at, low.temp_c, low.kept) == (
+        "below_floor",
+        "raise",
+        at(0),
+        at(300),
+        55.0,
+        True,
+    )
+    [high] = kept(m, 6, 60.2, high=82.0)  # on the floor's line: not yet recovered
+    assert (high.kind, high.temp_c) == ("above_ceiling", 82.0)
+    # The live readings go on from there and resolve.
+    resolved = m.observe("k", 1, at(430), 65.0, 65.0)
+    assert sorted(f.kind for f in resolved if f.action == "resolve") == [
+        "above_ceiling",
+        "below_floor",
+    ]
+
+
+def test_a_late_dip_is_raised_once_and_resolved_by_the_next_live_reading() -> None:
+    m = monitor()
+    m.observe("k", 1, at(-10), 65.0, 65.0)
+    m.observe("k", 1, at(900), 64.0, 65.0)  # live again before the buckets came
+    findings = [f for minute in range(8) for f in kept(m, minute, 55.0 if minute < 6 else 64.0)]
+    [raised] = findings  # a late bucket resolves nothing: the live watch does
+    assert (raised.action, raised.since, raised.at) == ("raise", at(0), at(300))
+    assert m.observe("k", 1, at(905), 59.0, 65.0) == []  # still below: stays raised
+    [resolved] = m.observe("k", 1, at(910), 64.0, 65.0)
+    assert (resolved.kind, resolved.action, resolved.since) == ("below_floor", "resolve", at(0))
+
+
+def test_late_buckets_raise_nothing_the_live_watch_has_raised_already() -> None:
+    m = monitor()
+    m.observe("k", 1, at(0), 50.0, 65.0)
+    assert m.observe("k", 1, at(900), 50.0, 65.0)[0].action == "raise"
+    assert [f for minute in range(1, 8) for f in kept(m, minute, 50.0)] == []
+
+
+def test_a_bucket_delivered_again_or_another_outage_starts_no_false_stretch() -> None:
+    m = monitor()
+    m.observe("k", 1, at(10_000), 65.0, 65.0)
+    for minute in range(4):  # 4 minutes below: within the 5 min grace
+        assert kept(m, minute, 55.0) == []
+    assert kept(m, 3, 55.0) == []  # the same bucket again: judged once
+    # Cut off again an hour later: its dips are a stretch of their own, not one of 64 minutes.
+    assert kept(m, 64, 55.0) == []
+    assert kept(m, 65, 55.0) == []

@@ -113,6 +113,7 @@ class ScriptedKiosk:
         self.boot_id = uuid.uuid4().hex[:8]
         self.compartments = {n: CompartmentModel(n) for n in range(1, compartments + 1)}
         self.received: list[ReceivedCommand] = []
+        self.supplies: list[contract.OfflineSupply] = []  # what the service sent for offline
         self.replies: list[contract.Reply] = []
         self.events: list[contract.Event] = []
         self._lock = threading.RLock()
@@ -210,6 +211,12 @@ class ScriptedKiosk:
             c.door_open = False
             c.lock_released = False  # the latch catches when the door shuts
         self.publish_event("door_closed", n)
+        self.publish_snapshot(n)
+
+    def release_latch(self, n: int) -> None:
+        """The latch released by the kiosk itself (an offline pickup's unlock)."""
+        with self._lock:
+            self.compartments[n].lock_released = True
         self.publish_snapshot(n)
 
     def relatch(self, n: int) -> None:
@@ -372,7 +379,7 @@ class ScriptedKiosk:
         if reason_code.is_failure:
             log.error("scripted kiosk refused by broker: %s", reason_code)
             return
-        _, self._subscribe_mid = client.subscribe(self.topics.cmd, qos=1)
+        _, self._subscribe_mid = client.subscribe([(self.topics.cmd, 1), (self.topics.offline, 0)])
         self.publish_status()
         for n in self.compartments:
             self.publish_snapshot(n)
@@ -386,6 +393,10 @@ class ScriptedKiosk:
             self._connected.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self.topics.offline:
+            with self._lock:
+                self.supplies.append(contract.OfflineSupply.model_validate_json(message.payload))
+            return
         try:
             command = contract.command_from_json(message.payload)
         except ValidationError as exc:

@@ -13,6 +13,7 @@ def test_every_topic_a_kiosk_publishes_is_classified_by_what_it_carries() -> Non
     assert classify_topic(topics.status) == ("k1", "status")
     assert classify_topic(topics.events) == ("k1", "event")
     assert classify_topic(topics.telemetry) == ("k1", "telemetry")
+    assert classify_topic(topics.telemetry_minutes) == ("k1", "minutes")
     assert classify_topic(topics.compartment_state(12)) == ("k1", "snapshot")
     assert classify_topic(topics.replies("r1")) == ("k1", "reply")
 

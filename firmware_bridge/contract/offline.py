@@ -1,0 +1,51 @@
+"""What the service keeps each kiosk's bridge supplied with, so it can decide a pickup alone.
+
+Published by the replica that holds the kiosk on `lockers/v1/<kiosk>/offline` (QoS 0, never
+retained), whenever what it holds changes and at least every `refresh_s`; the bridge counts the
+service as reachable while these keep coming (docs/adr/0077). Each ready order at the kiosk
+comes with the verifiers of its codes, never the codes:
+- `token_sha256`: SHA-256 of the 256-bit QR token, as the service stores it. Safe on a disk:
+  nothing derives the token from it.
+- `code_mac`: HMAC-SHA256 of the 8-digit code under `code_key`. The key and the MACs together
+  would give the code away to a brute force of 10^8 tries in seconds, so the bridge keeps both in
+  memory only, never on its disk; the broker never retains them.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+from pydantic import AwareDatetime, Field
+
+from firmware_bridge.contract.payloads import CompartmentNumber, WireModel, utcnow
+
+Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+OFFLINE_ORDERS_MAX = 255  # a kiosk has at most 255 compartments, each holding one order
+
+
+class OfflineOrder(WireModel):
+    """One ready order at the kiosk: what a pickup of it needs checked."""
+
+    order_id: str = Field(min_length=1, max_length=64)
+    compartment: CompartmentNumber
+    token_sha256: Hex64
+    code_mac: Hex64
+    deadline: AwareDatetime  # not to be opened offline from then on (expiry or food safety)
+    used: bool = False  # her code opened the latch and the door has not opened yet
+
+
+class OfflineSupply(WireModel):
+    supply_id: str = Field(min_length=1, max_length=64)
+    issued_at: AwareDatetime = Field(default_factory=utcnow)
+    refresh_s: float = Field(gt=0, le=3600)  # the next supply comes within this (real seconds)
+    frozen: bool = False  # the site's kill switch: nothing opens, online or not
+    code_key: str = Field(pattern=r"^[A-Za-z0-9_-]{43}$")  # 32 bytes, unpadded base64url
+    orders: list[OfflineOrder] = Field(default_factory=list, max_length=OFFLINE_ORDERS_MAX)
+
+    def key_bytes(self) -> bytes:
+        return base64.urlsafe_b64decode(self.code_key + "=")
+
+
+def encode_key(key: bytes) -> str:
+    return base64.urlsafe_b64encode(key).rstrip(b"=").decode()

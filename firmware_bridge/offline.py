@@ -1,0 +1,229 @@
+"""Deciding pickups at the kiosk while the service cannot be reached (docs/adr/0077).
+
+The service keeps the bridge supplied (`OfflineSupply`, on the kiosk's `offline` topic): every
+ready order's compartment, deadline, single-use state and the verifiers of its codes. While the
+bridge is cut off (no broker, or no supply for three of the service's refresh periods) it checks
+a scanned QR token or a typed code against them itself, and the caller opens and journals the
+pickup; the journal is the event outbox, so the service gets every offline pickup, in order and
+ahead of the door's own events, once the link is back.
+
+What is kept where, for a stolen kiosk disk:
+- on disk (the bridge's SQLite file): each order's id, compartment, deadline, whether its code
+  is used, and SHA-256 of its 256-bit QR token. Nothing derives a token from its hash.
+- in memory only: the supply's key and the HMACs of the 8-digit codes under it. Together they
+  would give a code away in seconds (10^8 tries), so neither is ever written down. A bridge
+  restarted while cut off therefore opens by QR only until the next supply.
+
+Typed codes are throttled here as the service throttles them (ADR 0039, scaled by the time
+scale): a few free failures, then a doubling wait, and a daily budget; QR tokens are not.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from firmware_bridge.contract import OfflineSupply, utcnow
+from firmware_bridge.contract.codes import code_mac, token_hash
+from firmware_bridge.store import BridgeStore, OfflineOrderRow
+
+log = logging.getLogger(__name__)
+
+Method = Literal["qr", "code"]
+# The service's supplies stop: the bridge decides alone after this many refresh periods, plus a
+# margin for a busy service or broker.
+MISSED_SUPPLIES = 3
+SILENCE_MARGIN_S = 2.0
+# Typed codes (nominal seconds, as the service's defaults in docs/adr/0039).
+FREE_FAILURES = 5
+FAILURE_WINDOW_S = 600.0
+FIRST_DELAY_S = 2.0
+MAX_DELAY_S = 120.0
+DAY_FREE_FAILURES = 40
+DAY_S = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    order_id: str
+    compartment: int
+    method: Method
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    error: str  # the service's error code for the same refusal, so the screen says the same
+    message: str
+    retry_after_s: float | None = None
+
+
+Decision = Opened | Refused
+
+
+class OfflineBook:
+    """The orders this kiosk may open alone, and whether it should. Thread-safe."""
+
+    def __init__(
+        self,
+        store: BridgeStore,
+        *,
+        time_scale: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._scale = time_scale
+        self._monotonic = monotonic
+        self._now = now
+        self._lock = threading.Lock()
+        self._orders: dict[str, OfflineOrderRow] = {r.order_id: r for r in store.offline_orders()}
+        meta = store.offline_meta()
+        self._frozen = meta.get("frozen") == "1"
+        self._refresh_s = float(meta["refresh_s"]) if "refresh_s" in meta else None
+        self._issued_at: datetime | None = None
+        self._last_supply: float | None = None  # monotonic; None: none since this start
+        self._started = monotonic()
+        # In memory only: the typed-code verifiers and their key (see the module's text).
+        self._key: bytes | None = None
+        self._macs: dict[str, str] = {}  # order id -> HMAC of its code
+        self._failures: deque[float] = deque()  # monotonic times of wrong typed codes
+        self._last_failure = 0.0
+
+    # -- the service's supply ----------------------------------------------------------------
+
+    def take(self, supply: OfflineSupply) -> bool:
+        """Replace what is known by a supply; False for one older than the last taken."""
+        with self._lock:
+            if self._issued_at is not None and supply.issued_at < self._issued_at:
+                return False
+            rows = []
+            for o in supply.orders:
+                mine = self._orders.get(o.order_id)
+                # Used here while cut off, and the service has not heard yet: stays used.
+                used_here = mine.used_here_at if mine is not None and not o.used else None
+                rows.append(
+                    OfflineOrderRow(
+                        o.order_id,
+                        o.compartment,
+                        o.token_sha256,
+                        o.deadline,
+                        o.used,
+                        used_here,
+                    )
+                )
+            self._store.replace_offline(
+                rows, {"frozen": "1" if supply.frozen else "0", "refresh_s": str(supply.refresh_s)}
+            )
+            self._orders = {r.order_id: r for r in rows}
+            self._key = supply.key_bytes()
+            self._macs = {o.order_id: o.code_mac for o in supply.orders}
+            self._frozen = supply.frozen
+            self._refresh_s = supply.refresh_s
+            self._issued_at = supply.issued_at
+            self._last_supply = self._monotonic()
+            return True
+
+    def cut_off(self, connected: bool) -> bool:
+        """Decide alone? Only a kiosk that has been supplied: with a service that sends no
+        supply (an older one, or switched off) scans go to it as they always did."""
+        with self._lock:
+            if self._refresh_s is None:
+                return False
+            if not connected:
+                return True
+            heard = self._last_supply if self._last_supply is not None else self._started
+            silence_s = MISSED_SUPPLIES * self._refresh_s + SILENCE_MARGIN_S
+            return self._monotonic() - heard > silence_s
+
+    @property
+    def knows_codes(self) -> bool:
+        with self._lock:
+            return self._key is not None
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def decide_token(self, token: str) -> Decision:
+        digest = token_hash(token)
+        with self._lock:
+            found = next(
+                (r for r in self._orders.values() if hmac.compare_digest(r.token_sha256, digest)),
+                None,
+            )
+            return self._decide(found, "qr")
+
+    def decide_code(self, code: str) -> Decision:
+        with self._lock:
+            now = self._monotonic()
+            wait = self._wait_s(now)
+            if wait > 0:
+                return Refused(
+                    "locked_out",
+                    f"too many wrong codes: try again in {wait:.0f} s",
+                    retry_after_s=wait,
+                )
+            if self._key is None:
+                # Restarted while cut off: the verifiers were in memory only. QR still works.
+                return Refused(
+                    "offline_codes_unavailable",
+                    "typed codes cannot be checked until the locker is back online: "
+                    "please scan your QR code",
+                )
+            mac = code_mac(self._key, code)
+            matches = [
+                r
+                for r in self._orders.values()
+                if hmac.compare_digest(self._macs.get(r.order_id, ""), mac)
+            ]
+            if len(matches) != 1:  # none, or two orders with the same 8 digits: open neither
+                self._failures.append(now)
+                self._last_failure = now
+                return Refused("invalid_code", "this code does not open anything here")
+            return self._decide(matches[0], "code")
+
+    def _decide(self, row: OfflineOrderRow | None, method: Method) -> Decision:
+        if self._frozen:
+            return Refused(
+                "kill_switch_engaged", "openings are frozen at this site: please ask staff"
+            )
+        if row is None:
+            return Refused("invalid_code", "this code does not open anything here")
+        if row.deadline <= self._now():
+            return Refused("code_expired", "this order can no longer be collected here")
+        if row.used or row.used_here_at is not None:
+            return Refused("code_used", "this code has been used already")
+        used = row.with_use(self._now())
+        self._store.mark_offline_use(row.order_id, used.used_here_at)
+        self._orders[row.order_id] = used
+        return Opened(row.order_id, row.compartment, method)
+
+    def give_back(self, order_id: str) -> None:
+        """The unlock did not release her door: her code is hers again."""
+        with self._lock:
+            row = self._orders.get(order_id)
+            if row is not None and row.used_here_at is not None:
+                self._orders[order_id] = row.with_use(None)
+                self._store.mark_offline_use(order_id, None)
+
+    def _wait_s(self, now: float) -> float:
+        """Seconds a typed code must wait before it is even looked at (0: go ahead)."""
+        day = DAY_S / self._scale
+        while self._failures and now - self._failures[0] > day:
+            self._failures.popleft()
+        window = FAILURE_WINDOW_S / self._scale
+        recent = sum(1 for t in self._failures if now - t <= window)
+        waits: list[float] = []
+        if recent >= FREE_FAILURES:
+            doubling = FIRST_DELAY_S * 2.0 ** min(recent - FREE_FAILURES, 16)
+            waits.append(min(doubling, MAX_DELAY_S) / self._scale)
+        if len(self._failures) >= DAY_FREE_FAILURES:
+            waits.append(MAX_DELAY_S / self._scale)
+        if not waits:
+            return 0.0
+        return max(0.0, self._last_failure + max(waits) - now)

@@ -1,0 +1,155 @@
+"""Pickups a kiosk decided alone while it could not reach the service, replayed (ADR 0077).
+
+The bridge journals each one as an `offline_pickup` event in its outbox, before the unlock, so
+it reaches the service ahead of the door's own events and in the kiosk's order. Here it becomes
+what an online pickup would have written: the code's single use claimed, an audited opening at
+the moment the kiosk decided (so the door_opened event that follows finds its reason), and the
+timer that gives the code back should the door never have opened. The door's closing then
+completes the pickup through the story as usual.
+
+A pickup the service would not have allowed (the order cancelled, expired, collected or opened
+remotely meanwhile: the kiosk could not know) is not undone and not lost: the opening is
+recorded as what it was, the order's history says so, and an `offline_pickup_conflict` alert
+asks staff to look. The order itself is not moved.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from firmware_bridge import contract
+from locker_service.alerts.service import raise_compartment_alert
+from locker_service.compartments import openings
+from locker_service.compartments import service as doors
+from locker_service.context import ServiceContext
+from locker_service.models import Compartment, Kiosk, Order, utcnow
+from locker_service.orders import repository as orders
+from locker_service.orders.lifecycle import OrderState
+from locker_service.pickup import repository
+from locker_service.timers import service as timers
+from locker_service.timers.service import TimerKind
+
+log = logging.getLogger(__name__)
+
+METHODS = {"qr": openings.PickupMethod.QR_OFFLINE, "code": openings.PickupMethod.KEYPAD_OFFLINE}
+
+
+async def replay(
+    session: AsyncSession,
+    ctx: ServiceContext,
+    kiosk: Kiosk,
+    compartment: Compartment,
+    event: contract.Event,
+) -> str:
+    """Record one offline pickup in the caller's transaction; what it came to: `claimed`,
+    `reclaimed` (a retry of a code whose door had not opened), `conflict` or `invalid`."""
+    method = METHODS.get(str(event.data.get("method")))
+    order = await _order(session, event.data.get("order_id"))
+    if method is None or order is None or order.compartment_id != compartment.id:
+        await _alert(
+            session,
+            ctx,
+            kiosk,
+            compartment,
+            f"the kiosk reports an offline pickup ({event.data.get('method')}) of an order "
+            f"that is not in compartment {compartment.number}: nothing was changed",
+            key=f"offline_pickup_conflict:{compartment.id}:{event.event_id}",
+        )
+        return "invalid"
+    request_id = event.data.get("request_id")
+    detail = {"method": method.value, "decided_at": event.ts.isoformat(), "kiosk": kiosk.code}
+    outcome = await _claim(session, order, event)
+    doors.authorise(
+        session,
+        compartment,
+        who=openings.purchaser(method),
+        why="pickup (offline)" if outcome != "conflict" else "pickup (offline, in conflict)",
+        order_id=order.id,
+        at=event.ts,
+        request_id=request_id if isinstance(request_id, str) else None,
+    )
+    if outcome == "conflict":
+        orders.add_event(
+            session,
+            order.id,
+            "kiosk",
+            kiosk.code,
+            "offline_pickup_conflict",
+            {**detail, "order_state": order.state},
+        )
+        await _alert(
+            session,
+            ctx,
+            kiosk,
+            compartment,
+            f"while cut off from the service the kiosk opened compartment {compartment.number} "
+            f"for order {order.external_ref}, which is {_state_words(order)}: the order was "
+            "not changed; check the compartment and call the purchaser",
+            key=f"offline_pickup_conflict:{order.id}",
+        )
+        return outcome
+    orders.add_event(session, order.id, "purchaser", kiosk.code, "offline_pickup", detail)
+    # As online: the code comes back if the door never opens. Counted from now, not from the
+    # kiosk's decision: the door's events are queued right behind this one.
+    await timers.schedule_now(
+        session,
+        TimerKind.CODE_RELEASE,
+        utcnow() + timedelta(seconds=doors.authorisation_window_s(ctx)),
+        order_id=order.id,
+        compartment_id=compartment.id,
+    )
+    return outcome
+
+
+async def _order(session: AsyncSession, raw: object) -> Order | None:
+    try:
+        order_id = uuid.UUID(str(raw))
+    except ValueError:
+        return None
+    return await session.get(Order, order_id)
+
+
+async def _claim(session: AsyncSession, order: Order, event: contract.Event) -> str:
+    if order.state != OrderState.READY:
+        return "conflict"
+    if order.code_used_at is None:
+        if await orders.mark_code_used(session, order, event.ts):
+            return "claimed"
+        return "conflict"
+    # Used already: her own earlier try whose door did not open (the kiosk gave the code back
+    # to her when the latch came back), or a use online whose door has opened since.
+    if await repository.opened_since(session, order.id, order.code_used_at):
+        return "conflict"
+    return "reclaimed"
+
+
+def _state_words(order: Order) -> str:
+    if order.state == OrderState.READY:
+        return "ready, but its code had opened the door already"
+    return str(order.state).replace("_", " ")
+
+
+async def _alert(
+    session: AsyncSession,
+    ctx: ServiceContext,
+    kiosk: Kiosk,
+    compartment: Compartment,
+    what: str,
+    *,
+    key: str,
+) -> None:
+    log.warning("kiosk %s compartment %s: %s", kiosk.code, compartment.number, what)
+    await raise_compartment_alert(
+        session,
+        ctx.hub,
+        kiosk,
+        compartment,
+        kind="offline_pickup_conflict",
+        severity="critical",
+        what=what,
+        dedupe_key=key,
+    )

@@ -1,0 +1,255 @@
+"""The bridge's offline book (pure, on an injected clock): what a kiosk cut off from the service
+opens alone, what it refuses, and what a stolen disk gives away (docs/adr/0077)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from firmware_bridge.contract import OfflineOrder, OfflineSupply
+from firmware_bridge.contract.codes import code_mac, token_hash
+from firmware_bridge.contract.offline import encode_key
+from firmware_bridge.offline import (
+    FREE_FAILURES,
+    MISSED_SUPPLIES,
+    SILENCE_MARGIN_S,
+    OfflineBook,
+    Opened,
+    Refused,
+)
+from firmware_bridge.store import BridgeStore
+
+T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.mono = 1000.0
+        self.wall = T0
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += timedelta(seconds=seconds)
+
+
+class Order:
+    """An order as the service knows it: its secrets, and what it sends the kiosk."""
+
+    def __init__(self, order_id: str, compartment: int, code: str) -> None:
+        self.order_id = order_id
+        self.compartment = compartment
+        self.code = code
+        self.token = secrets.token_urlsafe(32)
+
+    def supplied(
+        self, key: bytes, *, deadline: datetime | None = None, used: bool = False
+    ) -> OfflineOrder:
+        return OfflineOrder(
+            order_id=self.order_id,
+            compartment=self.compartment,
+            token_sha256=token_hash(self.token),
+            code_mac=code_mac(key, self.code),
+            deadline=deadline or T0 + timedelta(hours=2),
+            used=used,
+        )
+
+
+def supply(
+    orders: list[Order],
+    *,
+    issued_at: datetime = T0,
+    frozen: bool = False,
+    used: frozenset[str] = frozenset(),
+    deadlines: dict[str, datetime] | None = None,
+    key: bytes | None = None,
+) -> OfflineSupply:
+    key = key or secrets.token_bytes(32)
+    deadlines = deadlines or {}
+    return OfflineSupply(
+        supply_id=secrets.token_hex(8),
+        issued_at=issued_at,
+        refresh_s=30.0,
+        frozen=frozen,
+        code_key=encode_key(key),
+        orders=[
+            o.supplied(key, deadline=deadlines.get(o.order_id), used=o.order_id in used)
+            for o in orders
+        ],
+    )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[BridgeStore]:
+    s = BridgeStore(tmp_path / "bridge.sqlite3")
+    yield s
+    s.close()
+
+
+def book_on(store: BridgeStore, clock: Clock) -> OfflineBook:
+    return OfflineBook(store, monotonic=lambda: clock.mono, now=lambda: clock.wall)
+
+
+ALICE = Order("ord-alice", 3, "12345678")
+BOB = Order("ord-bob", 5, "87654321")
+
+
+def test_a_token_and_a_code_open_their_own_compartment_once(
+    store: BridgeStore, clock: Clock
+) -> None:
+    book = book_on(store, clock)
+    assert book.take(supply([ALICE, BOB]))
+    assert book.decide_token(ALICE.token) == Opened("ord-alice", 3, "qr")
+    again = book.decide_token(ALICE.token)
+    assert isinstance(again, Refused) and again.error == "code_used"
+    # Her typed code is the same pickup: used too.
+    used = book.decide_code(ALICE.code)
+    assert isinstance(used, Refused) and used.error == "code_used"
+    assert book.decide_code(BOB.code) == Opened("ord-bob", 5, "code")
+
+
+def test_a_code_given_back_opens_again_and_nothing_else_does(
+    store: BridgeStore, clock: Clock
+) -> None:
+    book = book_on(store, clock)
+    book.take(supply([ALICE, BOB]))
+    assert isinstance(book.decide_code(ALICE.code), Opened)
+    book.give_back("ord-alice")  # the latch did not release
+    assert book.decide_token(ALICE.token) == Opened("ord-alice", 3, "qr")
+    unknown = book.decide_token(secrets.token_urlsafe(32))
+    assert isinstance(unknown, Refused) and unknown.error == "invalid_code"
+    wrong = book.decide_code("00000000")
+    assert isinstance(wrong, Refused) and wrong.error == "invalid_code"
+
+
+def test_wrong_codes_are_throttled_and_a_right_one_waits_too(
+    store: BridgeStore, clock: Clock
+) -> None:
+    book = book_on(store, clock)
+    book.take(supply([ALICE]))
+    for i in range(FREE_FAILURES):
+        refused = book.decide_code(f"{i:08d}")
+        assert isinstance(refused, Refused) and refused.error == "invalid_code"
+    # The free failures are spent: even her right code waits, so guessing gains nothing.
+    locked = book.decide_code(ALICE.code)
+    assert isinstance(locked, Refused) and locked.error == "locked_out"
+    assert locked.retry_after_s is not None and 0 < locked.retry_after_s <= 2.0
+    clock.advance(locked.retry_after_s + 0.01)
+    assert book.decide_code("99999999") == Refused(
+        "invalid_code", "this code does not open anything here"
+    )
+    second = book.decide_code(ALICE.code)
+    assert isinstance(second, Refused) and second.error == "locked_out"
+    assert second.retry_after_s is not None and 2.0 < second.retry_after_s <= 4.0  # doubled
+    # QR tokens are 256 bits: not throttled.
+    assert isinstance(book.decide_token(ALICE.token), Opened)
+
+
+def test_an_order_past_its_deadline_or_a_frozen_site_opens_nothing(
+    store: BridgeStore, clock: Clock
+) -> None:
+    book = book_on(store, clock)
+    book.take(supply([ALICE, BOB], deadlines={"ord-alice": T0 + timedelta(minutes=5)}))
+    clock.advance(301)
+    late = book.decide_token(ALICE.token)
+    assert isinstance(late, Refused) and late.error == "code_expired"
+    assert isinstance(book.decide_token(BOB.token), Opened)
+    book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(minutes=6), frozen=True))
+    frozen = book.decide_code(BOB.code)
+    assert isinstance(frozen, Refused) and frozen.error == "kill_switch_engaged"
+
+
+def test_a_use_here_survives_a_supply_that_has_not_heard_of_it(
+    store: BridgeStore, clock: Clock
+) -> None:
+    book = book_on(store, clock)
+    book.take(supply([ALICE]))
+    assert isinstance(book.decide_token(ALICE.token), Opened)
+    # The next supply was made before the service got the offline_pickup event.
+    book.take(supply([ALICE], issued_at=T0 + timedelta(seconds=30)))
+    refused = book.decide_token(ALICE.token)
+    assert isinstance(refused, Refused) and refused.error == "code_used"
+    # The service had heard and says used: still used. Then the order is gone: gone here too.
+    book.take(supply([ALICE], issued_at=T0 + timedelta(seconds=60), used=frozenset({"ord-alice"})))
+    assert isinstance(book.decide_token(ALICE.token), Refused)
+    book.take(supply([], issued_at=T0 + timedelta(seconds=90)))
+    gone = book.decide_token(ALICE.token)
+    assert isinstance(gone, Refused) and gone.error == "invalid_code"
+
+
+def test_an_older_supply_than_the_last_is_ignored(store: BridgeStore, clock: Clock) -> None:
+    book = book_on(store, clock)
+    assert book.take(supply([ALICE], issued_at=T0 + timedelta(seconds=30)))
+    # Delivered late, made before the one above, when Bob's order was still ready.
+    assert not book.take(supply([ALICE, BOB], issued_at=T0))
+    late = book.decide_token(BOB.token)
+    assert isinstance(late, Refused) and late.error == "invalid_code"
+
+
+def test_after_a_restart_qr_still_opens_but_codes_wait_for_the_service(
+    store: BridgeStore, clock: Clock, tmp_path: Path
+) -> None:
+    book = book_on(store, clock)
+    book.take(supply([ALICE, BOB]))
+    assert isinstance(book.decide_token(BOB.token), Opened)
+    store.close()
+
+    again_store = BridgeStore(tmp_path / "bridge.sqlite3")
+    try:
+        again = book_on(again_store, clock)
+        assert again.cut_off(connected=False)  # supplied before: decides alone
+        assert not again.knows_codes
+        assert again.decide_token(ALICE.token) == Opened("ord-alice", 3, "qr")
+        used = again.decide_token(BOB.token)  # the use before the restart was kept on disk
+        assert isinstance(used, Refused) and used.error == "code_used"
+        no_codes = again.decide_code(ALICE.code)
+        assert isinstance(no_codes, Refused) and no_codes.error == "offline_codes_unavailable"
+    finally:
+        again_store.close()
+
+
+def test_a_copied_disk_holds_no_token_code_or_code_verifier(
+    store: BridgeStore, clock: Clock, tmp_path: Path
+) -> None:
+    key = secrets.token_bytes(32)
+    book = book_on(store, clock)
+    book.take(supply([ALICE, BOB], key=key))
+    book.decide_token(ALICE.token)
+    store.close()
+    disk = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert token_hash(ALICE.token).encode() in disk  # it is there: the check below can fail
+    for secret in (
+        ALICE.token,
+        BOB.token,
+        ALICE.code,
+        BOB.code,
+        code_mac(key, ALICE.code),
+        code_mac(key, BOB.code),
+        encode_key(key),
+    ):
+        assert secret.encode() not in disk, secret
+    assert key not in disk
+
+
+def test_when_the_kiosk_decides_alone(store: BridgeStore, clock: Clock) -> None:
+    book = book_on(store, clock)
+    # Never supplied (a service without offline pickups): scans go to the service as ever.
+    assert not book.cut_off(connected=False)
+    book.take(supply([ALICE]))
+    assert not book.cut_off(connected=True)
+    assert book.cut_off(connected=False)  # the broker is gone
+    silence = MISSED_SUPPLIES * 30.0 + SILENCE_MARGIN_S
+    clock.advance(silence - 0.5)
+    assert not book.cut_off(connected=True)
+    clock.advance(1.0)
+    assert book.cut_off(connected=True)  # the broker is up, the service is not
+    book.take(supply([ALICE], issued_at=T0 + timedelta(seconds=silence)))
+    assert not book.cut_off(connected=True)

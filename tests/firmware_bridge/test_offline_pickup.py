@@ -1,0 +1,90 @@
+"""A real bridge, board simulator and broker: with the broker gone, a purchaser's QR code still
+opens her compartment, once, and the service hears of it first when the link is back
+(docs/adr/0077)."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from typing import Any
+
+from tests.firmware_bridge.conftest import Kiosk, offline_supply
+from tests.firmware_bridge.harness import Observer, pulses
+
+
+def test_cut_off_a_scanned_token_opens_its_compartment_once_and_is_journalled_first(
+    durable_kiosk: Kiosk,
+) -> None:
+    bridge, broker, sim = durable_kiosk.bridge, durable_kiosk.broker, durable_kiosk.sim
+    obs = Observer(broker.host, broker.port, durable_kiosk.settings.kiosk_id, persistent=True)
+    obs.start()
+    outcomes: list[dict[str, Any]] = []
+    told = threading.Condition()
+
+    def screen(outcome: dict[str, Any]) -> None:
+        with told:
+            outcomes.append(outcome)
+            told.notify_all()
+
+    bridge.offline_listeners.append(screen)
+    try:
+        sim.world.open_door(2, force=True)  # her food, put in by the courier
+        sim.world.place_item(2)
+        sim.world.close_door(2)
+        obs.wait(lambda: obs.events("door_closed", 2), "the drop-off reported")
+        hers, theirs = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        supply = offline_supply(
+            [("ord-hers", 2, hers, "12345678"), ("ord-theirs", 7, theirs, "87654321")]
+        )
+        # A malformed supply is dropped and changes nothing.
+        obs.client.publish(obs.topics.offline, b'{"supply_id": "bad", "refresh_s": -1}')
+        obs.client.publish(obs.topics.offline, supply.to_json())
+        obs.wait(lambda: bridge.offline.knows_codes, "the bridge to take the supply")
+        assert not bridge.cut_off()
+        sim.world.scan(f"https://lockers.example/p/{hers}")
+        # In touch: the scan goes to the service as ever, nothing opens here.
+        obs.wait(lambda: obs.events("scan"), "the scan sent to the service")
+        assert pulses(sim, 2) == 0
+
+        before = {e["event_id"] for e in obs.events()}
+        broker.stop()
+        obs.wait(lambda: not bridge.link.connected.is_set(), "the bridge to see the outage")
+        assert bridge.cut_off()
+        sim.world.scan(f"https://lockers.example/p/{hers}")
+        obs.wait(lambda: pulses(sim, 2) == 1, "her compartment unlocked", timeout_s=30)
+        with told:
+            told.wait_for(lambda: any(o.get("ok") for o in outcomes), timeout=30)
+        assert {"ok": True, "compartment": 2, "offline": True} in outcomes
+        sim.world.open_door(2)
+        sim.world.remove_item(2)
+        sim.world.close_door(2)
+        sim.world.scan(hers)  # again: refused, nothing opens
+        with told:
+            told.wait_for(lambda: any(o.get("error") for o in outcomes), timeout=30)
+        refused = [o for o in outcomes if not o["ok"]]
+        assert refused[0]["error"] == "code_used"
+        assert pulses(sim, 2) == 1
+        assert all(pulses(sim, n) == 0 for n in range(1, 13) if n != 2)
+        obs.wait(lambda: bridge.store.event_count() >= 4, "the pickup and the door journalled")
+
+        broker.start()
+        seen: dict[str, dict[str, Any]] = {}
+
+        def after_outage() -> list[str]:
+            for event in obs.events(n=2):  # at least once: a restarted broker may repeat one
+                if event["event_id"] not in before:
+                    seen.setdefault(event["event_id"], event)
+            return [e["type"] for e in seen.values()]
+
+        obs.wait(lambda: "door_closed" in after_outage(), "the door events after the outage", 40)
+        kinds = after_outage()
+        assert kinds == ["offline_pickup", "door_opened", "item_removed", "door_closed"], kinds
+        pickup = next(iter(seen.values()))
+        assert pickup["data"]["order_id"] == "ord-hers"
+        assert pickup["data"]["method"] == "qr"
+        assert pickup["data"]["request_id"].startswith("offline-")
+        # The second scan was decided here too: no scan event carries her token to anyone.
+        assert all(hers not in e["data"]["text"] for e in obs.events("scan")[1:])
+    finally:
+        bridge.offline_listeners.remove(screen)
+        obs.stop()

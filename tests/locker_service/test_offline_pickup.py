@@ -1,0 +1,243 @@
+"""Offline pickups, the service's side (docs/adr/0077), through a real Mosquitto and the service's
+kiosk link: each kiosk is supplied with its ready orders' verifiers (never a code), and a pickup
+the kiosk decided alone, journalled and replayed once the link is back, completes the order
+once, audited as offline; one the service would not have allowed raises a conflict alert."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from firmware_bridge import contract
+from firmware_bridge.contract.codes import code_mac
+from locker_service.context import ServiceContext
+from locker_service.main import create_app
+from locker_service.models import Alert, DoorOpening, KioskEvent, Order, utcnow
+from locker_service.orders import codes
+from tests.locker_service.conftest import make_settings
+from tests.locker_service.test_story_mqtt import Rig, until
+from tests.locker_service.world import seed
+from tests.support.mosquitto import MosquittoProcess
+from tests.support.scripted_kiosk import ScriptedKiosk
+
+pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(120)]
+
+TIME_SCALE = 600.0  # the 30-minute hold cycle takes 3 s
+
+
+@pytest.fixture
+async def rig(database_url: str, private_mosquitto: MosquittoProcess) -> AsyncIterator[Rig]:
+    kiosk_code = f"offl-{uuid.uuid4().hex[:8]}"
+    settings = make_settings(
+        database_url,
+        kiosk_link_enabled=True,
+        timers_enabled=True,
+        mqtt_url=private_mosquitto.url,
+        replica_id=f"offl-{uuid.uuid4().hex[:6]}",
+        time_scale=TIME_SCALE,
+        dropoff_door_timeout_s=6000.0,
+        reminder_after_s=1e6,
+        timer_poll_s=0.1,
+        command_timeout_s=5.0,
+        offline_supply_refresh_s=1.0,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        ctx: ServiceContext = app.state.ctx
+        world = await seed(ctx.sessionmaker, settings, kiosk_code=kiosk_code)
+        kiosk = ScriptedKiosk(
+            private_mosquitto.host,
+            private_mosquitto.port,
+            kiosk_code,
+            compartments=4,
+            time_scale=TIME_SCALE,
+        ).start()
+        try:
+            await until(lambda: app.state.runtime.link.ready, 10, "the kiosk link")
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                yield Rig(ctx, client, world, kiosk)
+        finally:
+            with contextlib.suppress(Exception):
+                kiosk.stop()
+
+
+async def _order(rig: Rig, order_id: str) -> Order:
+    async with rig.ctx.sessionmaker() as session:
+        order = await session.get(Order, uuid.UUID(order_id))
+        assert order is not None
+        return order
+
+
+async def _ready_order(rig: Rig, ref: str) -> tuple[str, int]:
+    answer = await rig.client.post(
+        "/api/v1/orders", json=rig.world.order_body(ref), headers=rig.world.merchant()
+    )
+    assert answer.status_code == 201, answer.text
+    order_id = str(answer.json()["id"])
+    dropped = await rig.client.post(
+        "/api/v1/kiosk/dropoff",
+        json={
+            "courier_code": rig.world.courier_code,
+            "pin": rig.world.courier_pin,
+            "order_ref": ref,
+        },
+        headers=rig.world.kiosk(),
+    )
+    assert dropped.status_code == 200, dropped.text
+    n = int(dropped.json()["compartment"])
+    rig.kiosk.open_door(n)
+    rig.kiosk.place_item(n)
+    rig.kiosk.close_door(n)
+
+    async def ready() -> bool:
+        return (await _order(rig, order_id)).state == "ready"
+
+    await until(ready, 30, f"order {ref} ready")
+    return order_id, n
+
+
+def _supplied(rig: Rig, order_id: str) -> contract.OfflineOrder | None:
+    if not rig.kiosk.supplies:
+        return None
+    return next((o for o in rig.kiosk.supplies[-1].orders if o.order_id == order_id), None)
+
+
+def _token_of(rig: Rig, order: Order) -> str:
+    return codes.pickup_token(rig.ctx.settings.secret_key, order.id, order.token_salt)
+
+
+async def _handled(rig: Rig, event_id: str) -> bool:
+    async with rig.ctx.sessionmaker() as session:
+        return (
+            await session.scalar(select(KioskEvent.id).where(KioskEvent.event_id == event_id))
+            is not None
+        )
+
+
+async def _pickup_openings(rig: Rig, order_id: str) -> list[DoorOpening]:
+    """The order's openings but the courier's."""
+    async with rig.ctx.sessionmaker() as session:
+        found = await session.scalars(
+            select(DoorOpening).where(DoorOpening.order_id == uuid.UUID(order_id))
+        )
+        return [o for o in found.all() if not o.who.startswith("courier")]
+
+
+async def _alerts(rig: Rig, kind: str) -> list[Alert]:
+    async with rig.ctx.sessionmaker() as session:
+        return list((await session.scalars(select(Alert).where(Alert.kind == kind))).all())
+
+
+async def test_the_kiosk_is_supplied_with_verifiers_of_its_ready_orders_never_the_codes(
+    rig: Rig,
+) -> None:
+    order_id, n = await _ready_order(rig, "offl-supply")
+    await until(lambda: _supplied(rig, order_id) is not None, 10, "the order supplied")
+    order = await _order(rig, order_id)
+    token = _token_of(rig, order)
+    code = codes.fallback_code(rig.ctx.settings.secret_key, token)
+    supply = rig.kiosk.supplies[-1]
+    supplied = _supplied(rig, order_id)
+    assert supplied is not None
+    assert (supplied.compartment, supplied.used) == (n, False)
+    assert supplied.token_sha256 == codes.token_hash(token)
+    assert supplied.code_mac == code_mac(supply.key_bytes(), code)
+    assert order.hold_until is not None and supplied.deadline == order.hold_until
+    raw = supply.to_json().decode()
+    assert token not in raw and code not in raw
+
+    # Supplies keep coming (the kiosk's sign that the service is there), each with its own key.
+    count = len(rig.kiosk.supplies)
+    await until(lambda: len(rig.kiosk.supplies) >= count + 2, 10, "two more supplies")
+    keys = {s.code_key for s in rig.kiosk.supplies}
+    assert len(keys) == len(rig.kiosk.supplies)
+
+
+async def test_a_pickup_decided_offline_and_replayed_completes_the_order_once(rig: Rig) -> None:
+    order_id, n = await _ready_order(rig, "offl-replay")
+    decided = rig.kiosk.publish_event(
+        "offline_pickup", n, {"order_id": order_id, "method": "qr", "request_id": "offline-r1"}
+    )
+    rig.kiosk.release_latch(n)
+    rig.kiosk.open_door(n)
+    rig.kiosk.remove_item(n)
+    rig.kiosk.close_door(n)
+    rig.kiosk.republish_event(decided)  # at least once: the journal may arrive twice
+
+    async def picked_up() -> bool:
+        return (await _order(rig, order_id)).state == "picked_up"
+
+    await until(picked_up, 20, "the order picked up")
+    await until(lambda: _handled(rig, rig.kiosk.events[-1].event_id), 10, "the duplicate")
+    [opening] = await _pickup_openings(rig, order_id)
+    assert opening.who == "purchaser:qr_offline" and opening.door_opened_at is not None
+    assert opening.at == decided.ts  # when the kiosk decided, not when the service heard
+    assert await _alerts(rig, "door_opened_unexplained") == []
+    assert await _alerts(rig, "impossible_report") == []
+    assert await _alerts(rig, "offline_pickup_conflict") == []
+    # the kiosk is told: the order is no longer supplied
+    await until(
+        lambda: rig.kiosk.supplies and _supplied(rig, order_id) is None, 10, "a supply without it"
+    )
+
+    # the same QR scanned online afterwards opens nothing
+    order = await _order(rig, order_id)
+    before = len(rig.kiosk.received)
+    scan = rig.kiosk.publish_event("scan", None, {"text": _token_of(rig, order)})
+    await until(lambda: _handled(rig, scan.event_id), 10, "the scan")
+    async with rig.ctx.sessionmaker() as session:
+        stored = await session.scalar(
+            select(KioskEvent.data).where(KioskEvent.event_id == scan.event_id)
+        )
+    assert stored is not None and json.loads(json.dumps(stored))["outcome"] == "code_used"
+    assert [r for r in rig.kiosk.received[before:] if r.command.action == "unlock"] == []
+
+
+async def test_an_offline_pickup_of_an_order_expired_meanwhile_raises_a_conflict(
+    rig: Rig,
+) -> None:
+    order_id, n = await _ready_order(rig, "offl-conflict")
+    async with rig.ctx.sessionmaker() as session, session.begin():
+        # the hold ran out while the kiosk was cut off: it could not know
+        await session.execute(
+            update(Order)
+            .where(Order.id == uuid.UUID(order_id))
+            .values(state="expired", closed_at=utcnow() - timedelta(seconds=1))
+        )
+    event = rig.kiosk.publish_event(
+        "offline_pickup", n, {"order_id": order_id, "method": "code", "request_id": "offline-r2"}
+    )
+    rig.kiosk.release_latch(n)
+    rig.kiosk.open_door(n)
+    await until(lambda: _handled(rig, event.event_id), 10, "the journal")
+    await until(lambda: _alerts(rig, "offline_pickup_conflict"), 10, "the conflict alert")
+    [alert] = await _alerts(rig, "offline_pickup_conflict")
+    assert alert.severity == "critical" and "expired" in alert.message
+    order = await _order(rig, order_id)
+    assert (order.state, order.code_used_at) == ("expired", None)  # not moved
+    [opening] = await _pickup_openings(rig, order_id)
+    assert opening.who == "purchaser:keypad_offline" and "conflict" in opening.why
+    assert await _alerts(rig, "door_opened_unexplained") == []
+
+
+async def test_an_offline_pickup_naming_an_order_not_in_that_compartment_changes_nothing(
+    rig: Rig,
+) -> None:
+    order_id, n = await _ready_order(rig, "offl-wrong")
+    other = 1 if n != 1 else 2
+    event = rig.kiosk.publish_event(
+        "offline_pickup", other, {"order_id": order_id, "method": "qr", "request_id": "x"}
+    )
+    await until(lambda: _handled(rig, event.event_id), 10, "the journal")
+    await until(lambda: _alerts(rig, "offline_pickup_conflict"), 10, "the alert")
+    order = await _order(rig, order_id)
+    assert (order.state, order.code_used_at) == ("ready", None)
+    assert await _pickup_openings(rig, order_id) == []
