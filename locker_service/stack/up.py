@@ -207,6 +207,7 @@ class Plan:
     children: list[ChildSpec]
     kiosk_codes: list[str]
     inbox_url: str
+    screen_ports: list[int]
 
     @property
     def base_url(self) -> str:
@@ -215,6 +216,11 @@ class Plan:
 
     def sim_url(self, index: int) -> str:
         return f"http://127.0.0.1:{self.options.sim_port + index}"
+
+    def kiosk_screen_url(self, index: int, token: str) -> str:
+        """The kiosk's screen, handing over to its bridge's own screen while cut off."""
+        offline = f"http://127.0.0.1:{self.screen_ports[index]}"
+        return f"{self.base_url}/kiosk?offline_screen={offline}#token={token}"
 
 
 def plan(options: UpOptions) -> Plan:
@@ -226,7 +232,7 @@ def plan(options: UpOptions) -> Plan:
     children: list[ChildSpec] = []
     # Every port picked for this run at once, so no two of them are the same.
     fixed = {options.port, *(options.sim_port + i for i in range(options.kiosks))}
-    picked = iter(free_ports(2 + 2 * options.kiosks, taken=fixed))
+    picked = iter(free_ports(2 + 3 * options.kiosks, taken=fixed))
     codes = [kiosk_code(i) for i in range(options.kiosks)]
     accounts: BrokerAccounts | None = None
     if embedded:
@@ -271,6 +277,7 @@ def plan(options: UpOptions) -> Plan:
 
     common = {"LOCKER_TIME_SCALE": scale, **options.extra_env}
     sockets: list[tuple[int, int]] = []
+    screen_ports = [next(picked) for _ in codes]  # each bridge's offline screen (ADR 0077)
     for i, code in enumerate(codes):
         board_port, scanner_port = next(picked), next(picked)
         sockets.append((board_port, scanner_port))
@@ -349,6 +356,8 @@ def plan(options: UpOptions) -> Plan:
             str(data_dir / f"bridge-{code}"),
             "--time-scale",
             scale,
+            "--screen-port",
+            str(screen_ports[i]),
         ]
         bridge_env = dict(common)
         if accounts is not None:
@@ -372,6 +381,7 @@ def plan(options: UpOptions) -> Plan:
         children,
         codes,
         f"json://127.0.0.1:{inbox_port}/",
+        screen_ports,
     )
 
 
@@ -386,9 +396,9 @@ def banner(p: Plan, creds: DemoCredentials) -> str:
         f"  Operator dashboard   {p.base_url}/dashboard",
         f"    operator token     {creds.operator_token}",
     ]
-    for k in kiosks:
+    for i, k in enumerate(kiosks):
         lines += [
-            f"  Kiosk screen         {p.base_url}/kiosk#token={k.token}"
+            f"  Kiosk screen         {p.kiosk_screen_url(i, k.token)}"
             + (f"   ({k.code})" if len(kiosks) > 1 else ""),
             f"    kiosk token        {k.token}   (Authorization: Bearer, /api/v1/kiosk/...)",
         ]

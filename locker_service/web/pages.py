@@ -100,8 +100,26 @@ async def kiosk_screen(
     lang: str | None = None,
     idle_s: Annotated[int, Query(ge=5, le=600)] = KIOSK_IDLE_S,
     result_s: Annotated[int, Query(ge=3, le=120)] = KIOSK_RESULT_S,
+    offline_screen: str | None = None,
 ) -> HTMLResponse:
+    """The kiosk's touch screen. `offline_screen` is the bridge's own screen on the kiosk PC
+    (`BRIDGE_SCREEN_PORT`, docs/adr/0077): the page goes there while the kiosk is cut off."""
     language = i18n.pick_language(lang, request.headers.get("accept-language"))
+    origin = None
+    if offline_screen is not None:
+        origin = offline_screen_origin(offline_screen)
+        if origin is None:
+            return page(
+                request,
+                "message.html",
+                {
+                    "lang": "en",
+                    "title": "Bad offline screen address",
+                    "text": "offline_screen= must be the kiosk PC's own http address with a "
+                    "port, such as http://127.0.0.1:8002",
+                },
+                status_code=400,
+            )
     context = {
         "lang": language,
         "t": i18n.catalogue(language),
@@ -109,8 +127,9 @@ async def kiosk_screen(
         "languages": i18n.LANGUAGE_NAMES,
         "idle_s": idle_s,
         "result_s": result_s,
+        "offline_screen": origin,
     }
-    return page(request, "kiosk.html", context)
+    return page(request, "kiosk.html", context, connect_extra=origin or "")
 
 
 def simulator_origin(sim: str) -> str | None:
@@ -135,6 +154,16 @@ def simulator_origin(sim: str) -> str | None:
     if IPV6_HOST_RE.fullmatch(host):
         return f"{parts.scheme}://[{host}]:{port}"
     return None
+
+
+def offline_screen_origin(url: str) -> str | None:
+    """The origin of a bridge's offline screen: an http address on the kiosk PC itself
+    (loopback) with a port, checked as `simulator_origin` checks; None otherwise."""
+    origin = simulator_origin(url)
+    if origin is None or not origin.startswith("http://"):
+        return None
+    host = urlsplit(origin).hostname
+    return origin if host in ("127.0.0.1", "localhost", "::1") else None
 
 
 @router.get("/demo", response_class=HTMLResponse)

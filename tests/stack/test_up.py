@@ -62,7 +62,8 @@ def test_up_runs_the_demo_restarts_a_dead_process_and_keeps_data(tmp_path: Path)
         assert "demo data created" in out
         for shown in (
             f"{up.base_url}/dashboard",
-            f"{up.base_url}/kiosk#token={creds['kiosks'][0]['token']}",
+            f"{up.base_url}/kiosk?offline_screen=http://127.0.0.1:",
+            f"#token={creds['kiosks'][0]['token']}",
             f"{up.base_url}/demo?sim={up.sim_url(0)}",
             creds["operator_token"],
             creds["merchant_api_key"],

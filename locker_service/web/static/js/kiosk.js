@@ -418,8 +418,28 @@
     setInterval(loadKiosk, KIOSK_REFRESH_MS);
   }
 
+  // ---- the kiosk cut off ---------------------------------------------------------------
+  // The bridge on this PC serves its own screen for pickups while the kiosk cannot reach the
+  // service (docs/adr/0077). Asked every few seconds; once it says offline, this page hands over
+  // to it, and it comes back here when the service is reachable again.
+  const OFFLINE_CHECK_MS = 3000;
+
+  async function checkOffline() {
+    const origin = root.dataset.offlineScreen;
+    if (!origin || state.screen === "setup") return;
+    try {
+      const answer = await fetch(origin + "/state", { cache: "no-store" });
+      if (!(await answer.json()).offline) return;
+    } catch (err) {
+      return; // no bridge screen on this PC, or it is restarting
+    }
+    const here = location.origin + location.pathname + location.search;
+    location.replace(`${origin}/?lang=${encodeURIComponent(lang)}&back=${encodeURIComponent(here)}`);
+  }
+
   takeTokenFromAddress();
   wire();
+  setInterval(checkOffline, OFFLINE_CHECK_MS);
   applyLanguage();
   home();
   loadKiosk();
