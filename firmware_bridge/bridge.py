@@ -383,6 +383,9 @@ class Bridge:
         """Typed codes can be checked here (a supply came since this start)."""
         return self.offline.knows_codes
 
+    def ready_orders(self) -> int:
+        return self.offline.ready
+
     def _receive_supply(self, payload: bytes) -> None:
         try:
             supply = OfflineSupply.model_validate_json(payload)

@@ -143,6 +143,12 @@ class OfflineBook:
             return self._monotonic() - heard > silence_s
 
     @property
+    def ready(self) -> int:
+        """Orders the last supply said were ready here."""
+        with self._lock:
+            return len(self._orders)
+
+    @property
     def knows_codes(self) -> bool:
         with self._lock:
             return self._key is not None

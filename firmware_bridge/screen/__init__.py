@@ -8,8 +8,9 @@ network at all:
 
 - `GET /`: the offline screen, in English and Chinese: scan your QR code, or type your code;
   deliveries paused; "offline" said discreetly.
-- `GET /state`: `{offline, codes, outcome}`; readable from the service's page (CORS), it gives
-  nothing away.
+- `GET /state`: `{offline, codes, ready, outcome}` (cut off; typed codes checkable; orders
+  ready here; the latest outcome's number), readable from the service's page (CORS): it gives
+  away nothing a look at the kiosk would not.
 - `POST /pickup` `{code}`: a typed code, decided by the bridge while cut off (refused with 409
   while in touch: the service decides then, with its own throttle). Refusals are the service's
   error codes with its HTTP statuses.

@@ -52,6 +52,8 @@ class OfflineDesk(Protocol):
 
     def knows_codes(self) -> bool: ...
 
+    def ready_orders(self) -> int: ...
+
     def pickup_offline(self, *, token: str | None = None, code: str | None = None) -> Decision: ...
 
 
@@ -107,6 +109,7 @@ class ScreenServer:
         return {
             "offline": self.desk.cut_off(),
             "codes": self.desk.knows_codes(),
+            "ready": self.desk.ready_orders(),
             "outcome": self.outcomes.last,
         }
 

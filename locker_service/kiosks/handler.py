@@ -98,9 +98,17 @@ class StoryHandler:
             board_key = f"board_offline:{kiosk.id}"
             if not online:
                 with_food = await compartments.count_with_food(session, kiosk.id)
+                # With offline pickups on, its bridge opens ready orders by QR while its PC runs
+                # (docs/adr/0077); whether the PC runs, the service cannot tell from here.
+                collect = (
+                    "purchasers of ready orders can still open with their QR codes if its PC "
+                    "is running; deliveries wait until it is back"
+                    if self.ctx.settings.offline_supply_refresh_s > 0
+                    else "nobody can collect until it is back"
+                )
                 food = (
                     f" with food in {with_food} compartment{'s' if with_food != 1 else ''}: "
-                    "its board keeps it hot, but nobody can collect until it is back"
+                    f"its board keeps it hot; {collect}"
                     if with_food
                     else ""
                 )

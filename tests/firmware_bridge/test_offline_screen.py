@@ -17,9 +17,10 @@ def pickup(http: httpx.Client, code: object, **headers: str) -> httpx.Response:
 def test_a_typed_code_opens_her_compartment_only_while_cut_off(screen_kiosk: ScreenKiosk) -> None:
     k = screen_kiosk
     state = k.http.get("/state")
-    assert state.json() == {"offline": False, "codes": False, "outcome": 0}
+    assert state.json() == {"offline": False, "codes": False, "ready": 0, "outcome": 0}
     assert state.headers["access-control-allow-origin"] == "*"
     k.supply()
+    assert k.http.get("/state").json()["ready"] == 2
     # In touch with the service: the service decides, with its own throttle.
     online = pickup(k.http, HER_CODE)
     assert online.status_code == 409 and online.json()["error"] == "service_reachable"

@@ -160,32 +160,8 @@ class Story:
             self.actors.hands(k, action, n, **body)
 
     def play(self, index: int) -> Played:
-        k = index % self.kiosks
-        # Per kiosk: 3 small, 6 medium, 1 large order, as a 12-compartment bank holds them.
-        j = index // self.kiosks
-        size = "S" if j < 3 else "M" if j < 9 else "L"
-        played = Played(ref=f"journey-{index:02d}-{uuid.uuid4().hex[:6]}", kiosk=k)
-        created = self.actors.create_order(played.ref, self.phones.contact(played.ref), size)
-        played.order_id = created["id"]
-        token = token_of(created["purchaser_url"])
-
-        played.compartment = n = self._opens_only_this(
-            k, lambda: self.actors.dropoff(k, played.ref)["compartment"]
-        )
-        time.sleep(HUMAN_PAUSE_S)
-        self._hands(k, n, ("place", {"mass_g": 450, "temp_c": FOOD_IN_C}), ("close", {}))
-        played.deposited_at = time.monotonic()
-
-        inbox = wait_until(
-            lambda: self.phones.inbox(played.ref), MESSAGE_WAIT_S, f"message for {played.ref}"
-        )
-        message = inbox[0]
-        played.message_title = message.title
-        assert f"compartment {n}" in message.body, message.body
-        pngs = [data for name, data in message.attachments if name.endswith(".png")]
-        assert pngs, f"no QR image in the message for {played.ref}"
-        scanned = decode_qr(pngs[0])
-        assert scanned == token, "the QR code carries another token than the purchaser's page"
+        played, scanned = self.deliver(index)
+        k, n = played.kiosk, played.compartment
 
         def scan() -> int:
             played.scanned_at = time.monotonic()
@@ -203,6 +179,45 @@ class Story:
         )
         played.messages = len(self.phones.inbox(played.ref))
         return played
+
+    def deliver(self, index: int) -> tuple[Played, str]:
+        """An order placed, dropped off and made ready: her message and the text of its QR."""
+        played, token = self.drop_off(index)
+        return played, self.told_ready(played, token)
+
+    def drop_off(self, index: int) -> tuple[Played, str]:
+        """An order placed and its food put in its compartment; its token."""
+        k = index % self.kiosks
+        # Per kiosk: 3 small, 6 medium, 1 large order, as a 12-compartment bank holds them.
+        j = index // self.kiosks
+        size = "S" if j < 3 else "M" if j < 9 else "L"
+        played = Played(ref=f"journey-{index:02d}-{uuid.uuid4().hex[:6]}", kiosk=k)
+        created = self.actors.create_order(played.ref, self.phones.contact(played.ref), size)
+        played.order_id = created["id"]
+        token = token_of(created["purchaser_url"])
+
+        played.compartment = n = self._opens_only_this(
+            k, lambda: self.actors.dropoff(k, played.ref)["compartment"]
+        )
+        time.sleep(HUMAN_PAUSE_S)
+        self._hands(k, n, ("place", {"mass_g": 450, "temp_c": FOOD_IN_C}), ("close", {}))
+        played.deposited_at = time.monotonic()
+        return played, token
+
+    def told_ready(self, played: Played, token: str) -> str:
+        """Her message that the food is ready; the text of its QR code."""
+        n = played.compartment
+        inbox = wait_until(
+            lambda: self.phones.inbox(played.ref), MESSAGE_WAIT_S, f"message for {played.ref}"
+        )
+        message = inbox[0]
+        played.message_title = message.title
+        assert f"compartment {n}" in message.body, message.body
+        pngs = [data for name, data in message.attachments if name.endswith(".png")]
+        assert pngs, f"no QR image in the message for {played.ref}"
+        scanned = decode_qr(pngs[0])
+        assert scanned == token, "the QR code carries another token than the purchaser's page"
+        return scanned
 
     def play_all(self, orders: int) -> list[Played]:
         with ThreadPoolExecutor(max_workers=orders) as pool:

@@ -310,7 +310,7 @@ async def test_a_kiosk_offline_with_food_inside_tells_staff_and_her_page_the_tru
     alert = (await _alerts(service))["kiosk_offline"]
     assert alert.state == "open" and alert.severity == "critical"
     assert "with food in 1 compartment" in alert.message
-    assert "nobody can collect until it is back" in alert.message
+    assert "can still open with their QR codes if its PC is running" in alert.message
     assert "offline for the moment; your food is still inside" in await _page(
         app_client, order, "en"
     )
