@@ -192,7 +192,9 @@ class Bridge:
         self._status_told = False  # the first try at the board has been reported
         self._restore()
         self.screen = (
-            ScreenServer(self, settings.screen_host, settings.screen_port)
+            ScreenServer(
+                self, settings.screen_host, settings.screen_port, settings.screen_service_url
+            )
             if settings.screen_port is not None
             else None
         )
@@ -269,6 +271,8 @@ class Bridge:
         except ValidationError as exc:
             self._reject_malformed(payload, exc)
             return
+        if command.expires_at > datetime.now(UTC):
+            self.offline.heard()  # a fresh command: the service is there
         previous = self.store.claim_request(command.request_id, command.model_dump(mode="json"))
         if previous is not None:
             log.info("duplicate %s (%s): answered from cache", command.request_id, previous.status)
@@ -368,7 +372,14 @@ class Bridge:
         if self.cut_off():
             token = token_from_scan(text)
             code = None if token else normalise_code(text)
-            if token is not None or code is not None:
+            # A token the last supply did not list, with the broker there: the service may be
+            # too, with an order made since (its supplies stopped, or not yet come): it decides.
+            ask_service = (
+                token is not None
+                and self.link.connected.is_set()
+                and not self.offline.lists_token(token)
+            )
+            if (token is not None or code is not None) and not ask_service:
                 self.pickup_offline(token=token, code=code)
                 return
         self._emit(RawEvent("scan", None, {"text": text}))
@@ -444,8 +455,21 @@ class Bridge:
         if reply.status == "succeeded":
             self._tell_screen({"ok": True, "compartment": command.compartment})
             return
+        if reply.status == "timed_out":
+            # The board took the UNLOCK but showed no effect in time: the latch may have
+            # released. Her code stays used here; the service gives it back once it knows the
+            # door never opened (its code-release timer).
+            self._tell_screen(
+                {
+                    "ok": False,
+                    "error": "unlock_unconfirmed",
+                    "compartment": command.compartment,
+                    "message": reply.detail or reply.status,
+                }
+            )
+            return
         if order_id is not None:
-            self.offline.give_back(order_id)  # nothing released: she may try again
+            self.offline.give_back(order_id)  # refused by the board: nothing released
         self._tell_screen(
             {"ok": False, "error": "kiosk_unreachable", "message": reply.detail or reply.status}
         )
@@ -652,6 +676,8 @@ class Bridge:
         return lamp_record(report)
 
     def _emit(self, raw: RawEvent) -> None:
+        if raw.type == "door_opened" and raw.compartment is not None:
+            self.offline.door_opened(raw.compartment)
         event = Event(
             event_id=uuid.uuid4().hex,
             type=raw.type,

@@ -52,6 +52,9 @@ class BridgeSettings(BaseSettings):
     # one). On the kiosk PC only by default: its browser is its one client.
     screen_port: int | None = Field(default=None, ge=0, le=65535)
     screen_host: str = "127.0.0.1"
+    # The service's address (e.g. https://lockers.example.com): the offline screen hands back
+    # to its kiosk screen only, never to another address it was given.
+    screen_service_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+/?$")
     time_scale: float = Field(
         default=1.0,
         gt=0,

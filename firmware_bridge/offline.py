@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -90,9 +90,11 @@ class OfflineBook:
         self._issued_at: datetime | None = None
         self._last_supply: float | None = None  # monotonic; None: none since this start
         self._started = monotonic()
+        self._last_heard = self._started  # the service's last fresh command (monotonic)
         # In memory only: the typed-code verifiers and their key (see the module's text).
         self._key: bytes | None = None
         self._macs: dict[str, str] = {}  # order id -> HMAC of its code
+        self._mono_deadlines: dict[str, float] = {}  # order id -> deadline, monotonic
         self._failures: deque[float] = deque()  # monotonic times of wrong typed codes
         self._last_failure = 0.0
 
@@ -108,6 +110,9 @@ class OfflineBook:
                 mine = self._orders.get(o.order_id)
                 # Used here while cut off, and the service has not heard yet: stays used.
                 used_here = mine.used_here_at if mine is not None and not o.used else None
+                # Its door opened since it was listed: stays unusable offline while listed
+                # (a supply may have been made before the service heard of the opening).
+                door = mine.door_opened_at if mine is not None else None
                 rows.append(
                     OfflineOrderRow(
                         o.order_id,
@@ -116,12 +121,20 @@ class OfflineBook:
                         o.deadline,
                         o.used,
                         used_here,
+                        door,
                     )
                 )
             self._store.replace_offline(
                 rows, {"frozen": "1" if supply.frozen else "0", "refresh_s": str(supply.refresh_s)}
             )
             self._orders = {r.order_id: r for r in rows}
+            # Deadlines also on this PC's monotonic clock, from the service's own clock: a wall
+            # clock running behind (no time server while cut off) cannot stretch them.
+            arrived = self._monotonic()
+            self._mono_deadlines = {
+                o.order_id: arrived + (o.deadline - supply.issued_at).total_seconds()
+                for o in supply.orders
+            }
             self._key = supply.key_bytes()
             self._macs = {o.order_id: o.code_mac for o in supply.orders}
             self._frozen = supply.frozen
@@ -129,6 +142,26 @@ class OfflineBook:
             self._issued_at = supply.issued_at
             self._last_supply = self._monotonic()
             return True
+
+    def heard(self) -> None:
+        """The service is there (a command of its own, fresh): as good as a supply for
+        deciding whether the kiosk is cut off, though it changes no order."""
+        with self._lock:
+            self._last_heard = self._monotonic()
+
+    def door_opened(self, compartment: int) -> None:
+        """The board saw the compartment's door open: whatever the list says of the order in
+        it may be out of date (collected online, the compartment given to another order), so it
+        is no longer opened here while it stays listed."""
+        with self._lock:
+            now = self._now()
+            changed = False
+            for order_id, row in self._orders.items():
+                if row.compartment == compartment and row.door_opened_at is None:
+                    self._orders[order_id] = replace(row, door_opened_at=now)
+                    changed = True
+            if changed:
+                self._store.mark_offline_door_opened(compartment, now)
 
     def cut_off(self, connected: bool) -> bool:
         """Decide alone? Only a kiosk that has been supplied: with a service that sends no
@@ -138,7 +171,10 @@ class OfflineBook:
                 return False
             if not connected:
                 return True
-            heard = self._last_supply if self._last_supply is not None else self._started
+            heard = max(
+                self._last_supply if self._last_supply is not None else self._started,
+                self._last_heard,
+            )
             silence_s = MISSED_SUPPLIES * self._refresh_s + SILENCE_MARGIN_S
             return self._monotonic() - heard > silence_s
 
@@ -154,6 +190,11 @@ class OfflineBook:
             return self._key is not None
 
     # -- decisions ------------------------------------------------------------------------------
+
+    def lists_token(self, token: str) -> bool:
+        digest = token_hash(token)
+        with self._lock:
+            return any(hmac.compare_digest(r.token_sha256, digest) for r in self._orders.values())
 
     def decide_token(self, token: str) -> Decision:
         digest = token_hash(token)
@@ -200,10 +241,19 @@ class OfflineBook:
             )
         if row is None:
             return Refused("invalid_code", "this code does not open anything here")
-        if row.deadline <= self._now():
+        mono_deadline = self._mono_deadlines.get(row.order_id)
+        if row.deadline <= self._now() or (
+            mono_deadline is not None and mono_deadline <= self._monotonic()
+        ):
             return Refused("code_expired", "this order can no longer be collected here")
         if row.used or row.used_here_at is not None:
             return Refused("code_used", "this code has been used already")
+        if row.door_opened_at is not None:
+            return Refused(
+                "opened_since_offline",
+                "this compartment has been opened since the locker lost its service: "
+                "please ask the staff",
+            )
         used = row.with_use(self._now())
         self._store.mark_offline_use(row.order_id, used.used_here_at)
         self._orders[row.order_id] = used

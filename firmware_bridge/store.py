@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS offline_orders (
     token_sha256 TEXT NOT NULL,
     deadline TEXT NOT NULL,
     used INTEGER NOT NULL,
-    used_here_at TEXT
+    used_here_at TEXT,
+    door_opened_at TEXT
 );
 CREATE TABLE IF NOT EXISTS offline_meta (
     k TEXT PRIMARY KEY,
@@ -183,6 +184,9 @@ class OfflineOrderRow:
     deadline: datetime
     used: bool  # used as the service last said
     used_here_at: datetime | None  # used here while cut off, not yet confirmed by the service
+    # Its compartment's door opened after the order was listed: what the list says of it may
+    # be out of date (collected online, the compartment given to another order).
+    door_opened_at: datetime | None = None
 
     def with_use(self, at: datetime | None) -> OfflineOrderRow:
         return replace(self, used_here_at=at)
@@ -222,8 +226,8 @@ class BridgeStore:
     def offline_orders(self) -> list[OfflineOrderRow]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT order_id, compartment, token_sha256, deadline, used, used_here_at "
-                "FROM offline_orders"
+                "SELECT order_id, compartment, token_sha256, deadline, used, used_here_at, "
+                "door_opened_at FROM offline_orders"
             ).fetchall()
         return [
             OfflineOrderRow(
@@ -233,6 +237,7 @@ class BridgeStore:
                 datetime.fromisoformat(r[3]),
                 bool(r[4]),
                 datetime.fromisoformat(r[5]) if r[5] else None,
+                datetime.fromisoformat(r[6]) if r[6] else None,
             )
             for r in rows
         ]
@@ -245,7 +250,7 @@ class BridgeStore:
         with self._tx() as db:
             db.execute("DELETE FROM offline_orders")
             db.executemany(
-                "INSERT INTO offline_orders VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO offline_orders VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         r.order_id,
@@ -254,11 +259,20 @@ class BridgeStore:
                         r.deadline.isoformat(),
                         int(r.used),
                         r.used_here_at.isoformat() if r.used_here_at else None,
+                        r.door_opened_at.isoformat() if r.door_opened_at else None,
                     )
                     for r in rows
                 ],
             )
             db.executemany("INSERT OR REPLACE INTO offline_meta VALUES (?, ?)", meta.items())
+
+    def mark_offline_door_opened(self, compartment: int, at: datetime) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE offline_orders SET door_opened_at = ? "
+                "WHERE compartment = ? AND door_opened_at IS NULL",
+                (at.isoformat(), compartment),
+            )
 
     def mark_offline_use(self, order_id: str, at: datetime | None) -> None:
         with self._tx() as db:

@@ -27,6 +27,7 @@ STATUS_OF = {
     "kill_switch_engaged": HTTPStatus.FORBIDDEN,
     "code_used": HTTPStatus.CONFLICT,
     "code_expired": HTTPStatus.CONFLICT,
+    "opened_since_offline": HTTPStatus.CONFLICT,
     "locked_out": HTTPStatus.TOO_MANY_REQUESTS,
     "offline_codes_unavailable": HTTPStatus.SERVICE_UNAVAILABLE,
 }
@@ -81,8 +82,12 @@ class Outcomes:
 
 
 class ScreenServer:
-    def __init__(self, desk: OfflineDesk, host: str, port: int) -> None:
+    def __init__(
+        self, desk: OfflineDesk, host: str, port: int, service_url: str | None = None
+    ) -> None:
         self.desk = desk
+        # Where the screen goes back to once in touch: the service's kiosk screen, and only it.
+        self.service_origin = _origin(service_url) if service_url else None
         self.outcomes = Outcomes()
         desk.offline_listeners.append(self.outcomes.add)
         handler = type("Handler", (_Handler,), {"screen": self})
@@ -95,6 +100,14 @@ class ScreenServer:
     @property
     def port(self) -> int:
         return int(self._http.server_address[1])
+
+    def serves(self, host_header: str | None) -> bool:
+        """Only requests addressed to this PC by a loopback name: a page of another site whose
+        name was made to resolve here (DNS rebinding) is refused, whatever its origin says."""
+        names = {f"127.0.0.1:{self.port}", f"localhost:{self.port}", f"[::1]:{self.port}"}
+        bound = str(self._http.server_address[0])
+        names.add(f"{bound}:{self.port}")
+        return host_header in names
 
     def start(self) -> None:
         self._thread.start()
@@ -111,6 +124,7 @@ class ScreenServer:
             "codes": self.desk.knows_codes(),
             "ready": self.desk.ready_orders(),
             "outcome": self.outcomes.last,
+            "service": self.service_origin,
         }
 
     def pickup(self, body: Any) -> tuple[HTTPStatus, dict[str, Any]]:
@@ -138,6 +152,11 @@ class ScreenServer:
         }
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _error(code: str, message: str) -> dict[str, Any]:
     return {"error": code, "message": message}
 
@@ -146,11 +165,15 @@ class _Handler(BaseHTTPRequestHandler):
     screen: ScreenServer
     server_version = "locker-bridge"
     sys_version = ""
+    timeout = 10  # seconds a client may take to send its request: a slow one holds no thread
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("screen: " + format, *args)
 
     def do_GET(self) -> None:
+        if not self.screen.serves(self.headers.get("Host")):
+            self._json(HTTPStatus.MISDIRECTED_REQUEST, _error("forbidden", "not this screen"))
+            return
         url = urlsplit(self.path)
         if url.path in FILES:
             name, kind = FILES[url.path]
@@ -172,9 +195,10 @@ class _Handler(BaseHTTPRequestHandler):
         if urlsplit(self.path).path != "/pickup":
             self._json(HTTPStatus.NOT_FOUND, _error("not_found", "no such page"))
             return
-        origin = self.headers.get("Origin")
-        if origin is not None and origin != f"http://{self.headers.get('Host')}":
-            # Only this screen's own page may type a code here.
+        host = self.headers.get("Host")
+        if not self.screen.serves(host) or self.headers.get("Origin") != f"http://{host}":
+            # Only this screen's own page may type a code here (a browser always says its
+            # page's origin when it posts JSON).
             self._json(HTTPStatus.FORBIDDEN, _error("forbidden", "not from this screen"))
             return
         if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,15 +61,18 @@ async def replay(
         )
         return "invalid"
     request_id = event.data.get("request_id")
-    detail = {"method": method.value, "decided_at": event.ts.isoformat(), "kiosk": kiosk.code}
-    outcome = await _claim(session, order, event)
+    # The kiosk's clock: believed back to when it was cut off, never ahead of ours (a time to
+    # come would keep the code's use and the opening from ever being judged over).
+    decided_at = min(event.ts, utcnow())
+    detail = {"method": method.value, "decided_at": decided_at.isoformat(), "kiosk": kiosk.code}
+    outcome = await _claim(session, order, decided_at)
     doors.authorise(
         session,
         compartment,
-        who=openings.purchaser(method),
-        why="pickup (offline)" if outcome != "conflict" else "pickup (offline, in conflict)",
+        who=openings.purchaser(method),  # `purchaser:qr_offline`: the audit says it was offline
+        why="pickup",  # what the code-release timer and `opened_since` look for, as online
         order_id=order.id,
-        at=event.ts,
+        at=decided_at,
         request_id=request_id if isinstance(request_id, str) else None,
     )
     if outcome == "conflict":
@@ -113,11 +116,11 @@ async def _order(session: AsyncSession, raw: object) -> Order | None:
     return await session.get(Order, order_id)
 
 
-async def _claim(session: AsyncSession, order: Order, event: contract.Event) -> str:
+async def _claim(session: AsyncSession, order: Order, decided_at: datetime) -> str:
     if order.state != OrderState.READY:
         return "conflict"
     if order.code_used_at is None:
-        if await orders.mark_code_used(session, order, event.ts):
+        if await orders.mark_code_used(session, order, decided_at):
             return "claimed"
         return "conflict"
     # Used already: her own earlier try whose door did not open (the kiosk gave the code back

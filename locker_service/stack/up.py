@@ -360,6 +360,9 @@ def plan(options: UpOptions) -> Plan:
             str(screen_ports[i]),
         ]
         bridge_env = dict(common)
+        # The offline screen hands back to this service's kiosk screen only.
+        service_host = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
+        bridge_env["BRIDGE_SCREEN_SERVICE_URL"] = f"http://{service_host}:{options.port}"
         if accounts is not None:
             bridge_args += ["--mqtt-version", EMBEDDED_MQTT_PROTOCOL]
             # The kiosk's account: its user name is its kiosk id, as on the production broker.

@@ -123,12 +123,14 @@ def running_kiosk(
 HER_CODE, THEIR_CODE = "12345678", "87654321"
 
 
-def offline_supply(orders: list[tuple[str, int, str, str]]) -> OfflineSupply:
+def offline_supply(
+    orders: list[tuple[str, int, str, str]], refresh_s: float = 30.0
+) -> OfflineSupply:
     """What the service would send for these (order id, compartment, QR token, typed code)."""
     key = secrets.token_bytes(32)
     return OfflineSupply(
         supply_id=secrets.token_hex(8),
-        refresh_s=30.0,
+        refresh_s=refresh_s,
         code_key=encode_key(key),
         orders=[
             OfflineOrder(
@@ -175,21 +177,32 @@ def screen_kiosk(private_mosquitto: MosquittoProcess, tmp_path: Path) -> Iterato
 
 
 @contextmanager
-def running_screen_kiosk(broker: MosquittoProcess, tmp_path: Path) -> Iterator[ScreenKiosk]:
+def running_screen_kiosk(
+    broker: MosquittoProcess, tmp_path: Path, service_url: str | None = None
+) -> Iterator[ScreenKiosk]:
     """A kiosk whose bridge serves its offline screen on a free port."""
     kiosk_id = new_kiosk_id()
     with simulator(time_scale=TIME_SCALE) as sim:
         board, scanner = sim.open_pty(tmp_path / "dev")
         obs = Observer(broker.host, broker.port, kiosk_id).start()
         settings = bridge_settings(
-            kiosk_id, broker.url, board, scanner, tmp_path / "data", TIME_SCALE, screen_port=0
+            kiosk_id,
+            broker.url,
+            board,
+            scanner,
+            tmp_path / "data",
+            TIME_SCALE,
+            screen_port=0,
+            screen_service_url=service_url,
         )
         try:
             with running_bridge(settings) as bridge:
                 wait_ready(obs, bridge)
                 assert bridge.screen is not None
                 base = f"http://127.0.0.1:{bridge.screen.port}"
-                with httpx.Client(base_url=base, timeout=10) as http:
+                # As the screen's own page: a browser names its origin when it posts JSON.
+                origin = {"Origin": base}
+                with httpx.Client(base_url=base, timeout=10, headers=origin) as http:
                     yield ScreenKiosk(
                         bridge,
                         sim,

@@ -253,3 +253,50 @@ def test_when_the_kiosk_decides_alone(store: BridgeStore, clock: Clock) -> None:
     assert book.cut_off(connected=True)  # the broker is up, the service is not
     book.take(supply([ALICE], issued_at=T0 + timedelta(seconds=silence)))
     assert not book.cut_off(connected=True)
+
+
+def test_a_wall_clock_running_behind_does_not_stretch_a_deadline(
+    store: BridgeStore, clock: Clock
+) -> None:
+    book = book_on(store, clock)
+    book.take(supply([ALICE], deadlines={"ord-alice": T0 + timedelta(minutes=5)}))
+    clock.mono += 301  # five minutes pass, but the PC's wall clock stands still
+    late = book.decide_token(ALICE.token)
+    assert isinstance(late, Refused) and late.error == "code_expired"
+
+
+def test_a_door_opened_since_the_list_makes_its_order_unusable_offline(
+    store: BridgeStore, clock: Clock, tmp_path: Path
+) -> None:
+    book = book_on(store, clock)
+    book.take(supply([ALICE, BOB]))
+    # Collected online (or the compartment given to another order) and the next supply has
+    # not come: the list is out of date for compartment 3 only.
+    book.door_opened(ALICE.compartment)
+    stale = book.decide_token(ALICE.token)
+    assert isinstance(stale, Refused) and stale.error == "opened_since_offline"
+    # A supply made before the service heard of the opening lists it again: still refused.
+    book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=30)))
+    assert isinstance(book.decide_code(ALICE.code), Refused)
+    assert book.decide_token(BOB.token) == Opened("ord-bob", 5, "qr")
+    # Kept on disk: a restart does not forget it.
+    store.close()
+    again_store = BridgeStore(tmp_path / "bridge.sqlite3")
+    try:
+        again = book_on(again_store, clock)
+        refused = again.decide_token(ALICE.token)
+        assert isinstance(refused, Refused) and refused.error == "opened_since_offline"
+    finally:
+        again_store.close()
+
+
+def test_a_fresh_command_counts_as_hearing_from_the_service(
+    store: BridgeStore, clock: Clock
+) -> None:
+    book = book_on(store, clock)
+    book.take(supply([ALICE]))
+    clock.advance(MISSED_SUPPLIES * 30.0 + SILENCE_MARGIN_S - 1)
+    book.heard()  # the service sent a command: it is there, supplies or not
+    clock.advance(2)
+    assert not book.cut_off(connected=True)
+    assert book.lists_token(ALICE.token) and not book.lists_token(BOB.token)

@@ -88,3 +88,23 @@ def test_cut_off_a_scanned_token_opens_its_compartment_once_and_is_journalled_fi
     finally:
         bridge.offline_listeners.remove(screen)
         obs.stop()
+
+
+def test_with_the_broker_there_but_no_supply_a_token_not_listed_goes_to_the_service(
+    kiosk: Kiosk,
+) -> None:
+    """Supplies stopped (the service's loop, or a replica not holding the kiosk) while the broker
+    is up: what the last list holds is decided here, anything newer is left to the service."""
+    bridge, obs, sim = kiosk.bridge, kiosk.observer, kiosk.sim
+    hers, newer = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    supply = offline_supply([("ord-hers", 2, hers, "12345678")], refresh_s=0.5)
+    obs.client.publish(obs.topics.offline, supply.to_json())
+    obs.wait(lambda: bridge.knows_codes(), "the bridge to take the supply")
+    obs.wait(bridge.cut_off, "three supplies missed", timeout_s=30)
+    assert bridge.link.connected.is_set()
+    sim.world.scan(newer)
+    obs.wait(lambda: any(e["data"]["text"] == newer for e in obs.events("scan")), "the scan")
+    sim.world.scan(hers)
+    obs.wait(lambda: pulses(sim, 2) == 1, "her compartment unlocked", timeout_s=30)
+    assert all(pulses(sim, n) == 0 for n in range(1, 13) if n != 2)
+    assert not any(e["data"]["text"] == hers for e in obs.events("scan"))

@@ -17,7 +17,13 @@ def pickup(http: httpx.Client, code: object, **headers: str) -> httpx.Response:
 def test_a_typed_code_opens_her_compartment_only_while_cut_off(screen_kiosk: ScreenKiosk) -> None:
     k = screen_kiosk
     state = k.http.get("/state")
-    assert state.json() == {"offline": False, "codes": False, "ready": 0, "outcome": 0}
+    assert state.json() == {
+        "offline": False,
+        "codes": False,
+        "ready": 0,
+        "outcome": 0,
+        "service": None,
+    }
     assert state.headers["access-control-allow-origin"] == "*"
     k.supply()
     assert k.http.get("/state").json()["ready"] == 2
@@ -65,6 +71,8 @@ def test_a_typed_code_opens_her_compartment_only_while_cut_off(screen_kiosk: Scr
         ({"code": "1234567"}, {}, 422),
         ({"token": "x"}, {}, 422),
         ({"code": "12345678"}, {"Origin": "http://evil.example"}, 403),
+        # DNS rebinding: a page of another site, its name resolved to this PC
+        ({"code": "12345678"}, {"Host": "evil.example", "Origin": "http://evil.example"}, 403),
     ],
 )
 def test_bad_requests_are_refused_and_open_nothing(
@@ -78,6 +86,8 @@ def test_bad_requests_are_refused_and_open_nothing(
     assert answer.json()["error"]
     form = k.http.post("/pickup", data={"code": HER_CODE})  # a form post from anywhere
     assert form.status_code == 415
+    bare = httpx.post(f"{k.http.base_url}/pickup", json={"code": HER_CODE})  # no Origin at all
+    assert bare.status_code == 403
     huge = k.http.post(
         "/pickup", content=b"{" + b" " * 4096 + b"}", headers={"Content-Type": "application/json"}
     )
@@ -110,3 +120,5 @@ def test_the_screen_page_and_its_files_are_served_with_a_strict_policy(
     assert 'src="/screen.js"' in page.text
     assert "离线" in screen_kiosk.http.get("/screen.js").text
     assert screen_kiosk.http.get("/screen.css").status_code == 200
+    rebound = screen_kiosk.http.get("/state", headers={"Host": "evil.example"})
+    assert rebound.status_code == 421

@@ -55,7 +55,9 @@ class OfflineStory:
         self.story = Story(self.actors, self.phones, 1)
         port = re.search(r"offline_screen=http://127\.0\.0\.1:(\d+)", up.output)
         assert port, "lockerctl up printed no offline screen"
-        self.screen = httpx.Client(base_url=f"http://127.0.0.1:{port.group(1)}", timeout=20)
+        base = f"http://127.0.0.1:{port.group(1)}"
+        # Typed on the screen's own page: the browser names that page's origin.
+        self.screen = httpx.Client(base_url=base, timeout=20, headers={"Origin": base})
         self.windows: list[tuple[float, float]] = []  # each outage, in wall-clock epoch seconds
         self.purchasers: list[Purchaser] = []
 

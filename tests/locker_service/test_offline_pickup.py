@@ -19,7 +19,7 @@ from firmware_bridge import contract
 from firmware_bridge.contract.codes import code_mac
 from locker_service.context import ServiceContext
 from locker_service.main import create_app
-from locker_service.models import Alert, DoorOpening, KioskEvent, Order, utcnow
+from locker_service.models import Alert, DoorOpening, KioskEvent, Order, Timer, utcnow
 from locker_service.orders import codes
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.test_story_mqtt import Rig, until
@@ -201,6 +201,35 @@ async def test_a_pickup_decided_offline_and_replayed_completes_the_order_once(ri
     assert [r for r in rig.kiosk.received[before:] if r.command.action == "unlock"] == []
 
 
+async def test_a_door_opened_offline_and_held_open_keeps_the_code_used(rig: Rig) -> None:
+    """The code-release timer gives a code back only if its door never opened: an offline
+    opening counts as her pickup's opening, so the next supply still says used."""
+    order_id, n = await _ready_order(rig, "offl-held")
+    decided = rig.kiosk.publish_event(
+        "offline_pickup", n, {"order_id": order_id, "method": "qr", "request_id": "offline-r3"}
+    )
+    rig.kiosk.release_latch(n)
+    rig.kiosk.open_door(n)  # she stands with the door open, past the release window
+
+    async def released() -> bool:
+        async with rig.ctx.sessionmaker() as session:
+            states = await session.scalars(
+                select(Timer.state).where(
+                    Timer.order_id == uuid.UUID(order_id), Timer.kind == "code_release"
+                )
+            )
+            return list(states.all()) == ["done"]
+
+    await until(lambda: _handled(rig, decided.event_id), 10, "the journal")
+    await until(released, 20, "the code-release timer run")
+    order = await _order(rig, order_id)
+    assert order.code_used_at is not None and order.state == "ready"
+    count = len(rig.kiosk.supplies)
+    await until(lambda: len(rig.kiosk.supplies) > count, 10, "the next supply")
+    supplied = _supplied(rig, order_id)
+    assert supplied is not None and supplied.used
+
+
 async def test_an_offline_pickup_of_an_order_expired_meanwhile_raises_a_conflict(
     rig: Rig,
 ) -> None:
@@ -224,7 +253,7 @@ async def test_an_offline_pickup_of_an_order_expired_meanwhile_raises_a_conflict
     order = await _order(rig, order_id)
     assert (order.state, order.code_used_at) == ("expired", None)  # not moved
     [opening] = await _pickup_openings(rig, order_id)
-    assert opening.who == "purchaser:keypad_offline" and "conflict" in opening.why
+    assert (opening.who, opening.why) == ("purchaser:keypad_offline", "pickup")
     assert await _alerts(rig, "door_opened_unexplained") == []
 
 

@@ -31,7 +31,7 @@ def test_cut_off_the_screen_hands_over_opens_by_typed_code_and_comes_back(
     screenshots: Path,
 ) -> None:
     service, seed = seeded_service
-    with running_screen_kiosk(private_mosquitto, tmp_path) as kiosk:
+    with running_screen_kiosk(private_mosquitto, tmp_path, service.url) as kiosk:
         assert kiosk.bridge.screen is not None
         bridge_origin = f"http://127.0.0.1:{kiosk.bridge.screen.port}"
         kiosk.supply()

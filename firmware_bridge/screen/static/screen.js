@@ -29,7 +29,11 @@
       "error.kill_switch_engaged": "Openings are paused at this site. Please ask the staff.",
       "error.offline_codes_unavailable":
         "Typed codes cannot be checked right now. Please scan your QR code.",
-      "error.kiosk_unreachable": "The compartment did not open. Please try again.",
+      "error.kiosk_unreachable": "The compartment could not be opened. Please try again, or ask the staff.",
+      "error.unlock_unconfirmed":
+        "Compartment {n} may have opened: please check its door. If it is still shut, ask the staff.",
+      "error.opened_since_offline":
+        "This compartment has been opened since the locker went offline. Please ask the staff.",
       "error.malformed_code": "The pickup code has 8 digits. Please check it and try again.",
       "error.service_reachable": "The locker is online again. One moment…",
       "error.generic": "Something went wrong. Please try again.",
@@ -54,14 +58,16 @@
       "error.locked_out": "错误次数过多，请等待 {s} 秒后再试。",
       "error.kill_switch_engaged": "本站点已暂停开柜，请联系工作人员。",
       "error.offline_codes_unavailable": "暂时无法核验手动输入的取餐码，请扫描您的二维码。",
-      "error.kiosk_unreachable": "柜格未能打开，请重试。",
+      "error.kiosk_unreachable": "柜格未能打开，请重试或联系工作人员。",
+      "error.unlock_unconfirmed": "{n} 号柜格可能已打开，请查看柜门。如果柜门仍关着，请联系工作人员。",
+      "error.opened_since_offline": "取餐柜离线后此柜格已被打开过，请联系工作人员。",
       "error.malformed_code": "取餐码为 8 位数字，请检查后重试。",
       "error.service_reachable": "取餐柜已恢复在线，请稍候…",
       "error.generic": "出现问题，请重试。",
     },
   };
   const params = new URLSearchParams(location.search);
-  const back = /^https?:\/\//.test(params.get("back") || "") ? params.get("back") : null;
+  const asked = /^https?:\/\//.test(params.get("back") || "") ? new URL(params.get("back")) : null;
   let lang = params.get("lang") || localStorage.getItem(LANG_KEY) || "en";
   if (!WORDS[lang]) lang = "en";
   let code = "";
@@ -126,7 +132,7 @@
 
   function showRefusal(answer) {
     const s = Math.ceil(answer.retry_after_s || 0);
-    showResult(false, t("refused"), t("error." + answer.error, { s: s }), "");
+    showResult(false, t("refused"), t("error." + answer.error, { s: s, n: answer.compartment }), "");
   }
 
   function reset() {
@@ -161,8 +167,9 @@
     try {
       const state = await (await fetch("/state", { cache: "no-store" })).json();
       onlineFor = state.offline ? 0 : onlineFor + 1;
-      if (onlineFor >= 2 && back) {
-        location.replace(back);
+      // Back to the service's screen, and only to it (the bridge says which it is).
+      if (onlineFor >= 2 && asked && asked.origin === state.service) {
+        location.replace(asked.href);
         return;
       }
       document.getElementById("typed").hidden = !state.codes;
