@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from locker_service.errors import (
@@ -93,7 +94,33 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+DATABASE_RETRY_AFTER_S = 2  # a failover or a restart of the database: try again shortly
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """The database could not be reached (refused, cut, a standby not yet promoted), as
+    opposed to a statement it refused: nothing was stored, and a retry may succeed."""
+    if isinstance(exc, (OSError, DisconnectionError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
+    return False
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if database_unreachable(exc):
+        log.error(
+            "database unreachable on %s %s: %s: %s",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            exc,
+        )
+        return JSONResponse(
+            error_body("database_unavailable", "the database cannot be reached now: try again"),
+            status_code=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
 

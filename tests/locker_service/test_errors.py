@@ -9,6 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from locker_service import errors
 from locker_service.api.errors import install_error_handlers
@@ -79,3 +80,37 @@ async def test_refusals_carry_their_headers(client: httpx.AsyncClient) -> None:
 def test_every_error_of_the_service_shares_the_one_root() -> None:
     for error, _status, _code in CASES:
         assert isinstance(error, errors.ServiceError)
+
+
+@pytest.mark.parametrize(
+    "raised, status, code",
+    [
+        (ConnectionRefusedError(111, "Connection refused"), 503, "database_unavailable"),
+        (OperationalError("SELECT 1", {}, ConnectionRefusedError()), 503, "database_unavailable"),
+        (
+            InterfaceError("SELECT 1", {}, Exception("connection is closed")),
+            503,
+            "database_unavailable",
+        ),
+        (IntegrityError("INSERT", {}, Exception("duplicate key")), 500, "internal_error"),
+        (RuntimeError("a bug"), 500, "internal_error"),
+    ],
+)
+async def test_a_database_out_of_reach_is_a_503_to_retry_and_a_bug_a_500(
+    raised: Exception, status: int, code: str
+) -> None:
+    """A failover or a database restart (the connection refused or cut) is not a fault of the
+    service: the caller is told to try again, and nothing was stored."""
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/db")
+    async def fail() -> None:
+        raise raised
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        answer = await client.get("/db")
+    assert answer.status_code == status
+    assert answer.json()["error"] == code
+    assert ("retry-after" in answer.headers) == (status == 503)
