@@ -251,8 +251,8 @@ class OfflineBook:
         if row.door_opened_at is not None:
             return Refused(
                 "opened_since_offline",
-                "this compartment has been opened since the locker lost its service: "
-                "please ask the staff",
+                "this compartment has been opened since the order was last confirmed here: "
+                "it cannot be opened offline, please ask the staff",
             )
         used = row.with_use(self._now())
         self._store.mark_offline_use(row.order_id, used.used_here_at)

@@ -33,7 +33,7 @@
       "error.unlock_unconfirmed":
         "Compartment {n} may have opened: please check its door. If it is still shut, ask the staff.",
       "error.opened_since_offline":
-        "This compartment has been opened since the locker went offline. Please ask the staff.",
+        "This compartment has been opened since your order was last confirmed here, so it cannot be opened while the locker is offline. Please ask the staff.",
       "error.malformed_code": "The pickup code has 8 digits. Please check it and try again.",
       "error.service_reachable": "The locker is online again. One moment…",
       "error.generic": "Something went wrong. Please try again.",
@@ -60,7 +60,7 @@
       "error.offline_codes_unavailable": "暂时无法核验手动输入的取餐码，请扫描您的二维码。",
       "error.kiosk_unreachable": "柜格未能打开，请重试或联系工作人员。",
       "error.unlock_unconfirmed": "{n} 号柜格可能已打开，请查看柜门。如果柜门仍关着，请联系工作人员。",
-      "error.opened_since_offline": "取餐柜离线后此柜格已被打开过，请联系工作人员。",
+      "error.opened_since_offline": "自您的订单上次确认以来，此柜格已被打开过，取餐柜离线时无法开柜。请联系工作人员。",
       "error.malformed_code": "取餐码为 8 位数字，请检查后重试。",
       "error.service_reachable": "取餐柜已恢复在线，请稍候…",
       "error.generic": "出现问题，请重试。",
