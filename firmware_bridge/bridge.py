@@ -470,6 +470,19 @@ class Bridge:
             return
         if order_id is not None:
             self.offline.give_back(order_id)  # refused by the board: nothing released
+            # The service authorised the opening when it replayed the pickup: it withdraws it
+            # and gives her code back when it hears this (in order, behind the pickup).
+            self._emit(
+                RawEvent(
+                    "offline_pickup_failed",
+                    command.compartment,
+                    {
+                        "order_id": order_id,
+                        "request_id": command.request_id,
+                        "status": reply.status,
+                    },
+                )
+            )
         self._tell_screen(
             {"ok": False, "error": "kiosk_unreachable", "message": reply.detail or reply.status}
         )

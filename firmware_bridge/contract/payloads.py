@@ -94,6 +94,9 @@ EventType = Literal[
     # Decided by the bridge while it could not reach the service (docs/adr/0077): data says
     # which order (`order_id`), how (`method`: qr or code) and the unlock's `request_id`.
     "offline_pickup",
+    # The board refused the unlock of an offline pickup (a cycle running, a fault): data says
+    # which order (`order_id`), the unlock's `request_id` and the reply's `status`.
+    "offline_pickup_failed",
 ]
 
 

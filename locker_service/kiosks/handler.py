@@ -479,6 +479,8 @@ class StoryHandler:
             await self._fault(session, kiosk, c, None)
         elif kind == "offline_pickup":
             await pickup_offline.replay(session, self.ctx, kiosk, c, event)
+        elif kind == "offline_pickup_failed":
+            await pickup_offline.unlock_refused(session, self.ctx, kiosk, c, event)
 
     async def _judge_closing(
         self,

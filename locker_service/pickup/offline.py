@@ -19,6 +19,7 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import contract
@@ -26,7 +27,7 @@ from locker_service.alerts.service import raise_compartment_alert
 from locker_service.compartments import openings
 from locker_service.compartments import service as doors
 from locker_service.context import ServiceContext
-from locker_service.models import Compartment, Kiosk, Order, utcnow
+from locker_service.models import Compartment, DoorOpening, Kiosk, Order, utcnow
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
 from locker_service.pickup import repository
@@ -106,6 +107,53 @@ async def replay(
         compartment_id=compartment.id,
     )
     return outcome
+
+
+async def unlock_refused(
+    session: AsyncSession,
+    ctx: ServiceContext,
+    kiosk: Kiosk,
+    compartment: Compartment,
+    event: contract.Event,
+) -> str:
+    """The board refused the unlock of an offline pickup: nothing released. Its authorised
+    opening is withdrawn (it must not explain a door forced later) and her code is hers again,
+    as online; `withdrawn` or `invalid`."""
+    order = await _order(session, event.data.get("order_id"))
+    request_id = event.data.get("request_id")
+    if order is None or order.compartment_id != compartment.id or not isinstance(request_id, str):
+        await _alert(
+            session,
+            ctx,
+            kiosk,
+            compartment,
+            f"the kiosk reports a refused offline unlock of an order that is not in compartment "
+            f"{compartment.number}: nothing was changed",
+            key=f"offline_pickup_conflict:{compartment.id}:{event.event_id}",
+        )
+        return "invalid"
+    await session.execute(
+        delete(DoorOpening).where(
+            DoorOpening.compartment_id == compartment.id,
+            DoorOpening.request_id == request_id,
+            DoorOpening.door_opened_at.is_(None),
+        )
+    )
+    if (
+        order.state == OrderState.READY
+        and order.code_used_at is not None
+        and not await repository.opened_since(session, order.id, order.code_used_at)
+    ):
+        await orders.mark_code_used(session, order, None)
+        orders.add_event(
+            session,
+            order.id,
+            "kiosk",
+            kiosk.code,
+            "code_returned",
+            {"why": "the board refused the offline unlock", "status": event.data.get("status")},
+        )
+    return "withdrawn"
 
 
 async def _order(session: AsyncSession, raw: object) -> Order | None:

@@ -168,6 +168,14 @@ def test_the_offline_supply_and_an_offline_pickup_match_too(asyncapi: dict[str, 
         seq=7,
     )
     validate(asyncapi, "events", json.loads(event.to_json()))
+    failed = contract.Event(
+        event_id="e3",
+        type="offline_pickup_failed",
+        compartment=4,
+        data={"order_id": "o1", "request_id": "offline-1", "status": "rejected"},
+        seq=8,
+    )
+    validate(asyncapi, "events", json.loads(failed.to_json()))
 
 
 @pytest.mark.parametrize(

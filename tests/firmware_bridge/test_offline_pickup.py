@@ -8,6 +8,7 @@ import secrets
 import threading
 from typing import Any
 
+from firmware_bridge.offline import Opened
 from tests.firmware_bridge.conftest import Kiosk, offline_supply
 from tests.firmware_bridge.harness import Observer, pulses
 
@@ -110,3 +111,43 @@ def test_with_the_broker_there_but_no_supply_a_token_not_listed_goes_to_the_serv
     obs.wait(lambda: pulses(sim, 2) == 1, "her compartment unlocked", timeout_s=30)
     assert all(pulses(sim, n) == 0 for n in range(1, 13) if n != 2)
     assert not any(e["data"]["text"] == hers for e in obs.events("scan"))
+
+
+def test_an_unlock_the_board_refuses_gives_the_code_back_and_is_journalled(
+    durable_kiosk: Kiosk,
+) -> None:
+    """A cycle is running in her compartment: the board refuses to unlock it."""
+    bridge, broker, sim = durable_kiosk.bridge, durable_kiosk.broker, durable_kiosk.sim
+    obs = Observer(broker.host, broker.port, durable_kiosk.settings.kiosk_id, persistent=True)
+    obs.start()
+    outcomes: list[dict[str, Any]] = []
+    bridge.offline_listeners.append(outcomes.append)
+    try:
+        started = obs.final_reply(
+            obs.command("start_disinfection", 2, {"duration_s": 1800}).request_id
+        )
+        assert started["status"] == "succeeded"
+        hers = secrets.token_urlsafe(32)
+        supply = offline_supply([("ord-hers", 2, hers, "12345678")])
+        obs.client.publish(obs.topics.offline, supply.to_json())
+        obs.wait(lambda: bridge.knows_codes(), "the bridge to take the supply")
+        broker.stop()
+        obs.wait(bridge.cut_off, "the bridge to see the outage")
+        sim.world.scan(hers)
+        obs.wait(lambda: any(not o["ok"] for o in outcomes), "the screen told", timeout_s=30)
+        assert outcomes[-1]["error"] == "kiosk_unreachable"
+        assert pulses(sim, 2) == 0
+        # Hers again on the kiosk: once the cycle is over she may scan again.
+        assert bridge.offline.decide_token(hers) == Opened("ord-hers", 2, "qr")
+
+        broker.start()
+        obs.wait(lambda: obs.events("offline_pickup_failed", 2), "the refusal journalled", 40)
+        [failed] = {e["event_id"]: e for e in obs.events("offline_pickup_failed", 2)}.values()
+        [pickup] = {e["event_id"]: e for e in obs.events("offline_pickup", 2)}.values()
+        assert failed["seq"] > pickup["seq"]
+        assert failed["data"]["request_id"] == pickup["data"]["request_id"]
+        assert failed["data"]["order_id"] == "ord-hers"
+        assert failed["data"]["status"] in ("failed", "rejected")
+    finally:
+        bridge.offline_listeners.remove(outcomes.append)
+        obs.stop()

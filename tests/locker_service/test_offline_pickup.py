@@ -230,6 +230,37 @@ async def test_a_door_opened_offline_and_held_open_keeps_the_code_used(rig: Rig)
     assert supplied is not None and supplied.used
 
 
+async def test_an_offline_unlock_the_board_refused_withdraws_the_opening_and_returns_the_code(
+    rig: Rig,
+) -> None:
+    order_id, n = await _ready_order(rig, "offl-refused")
+    rig.kiosk.publish_event(
+        "offline_pickup", n, {"order_id": order_id, "method": "code", "request_id": "offline-r4"}
+    )
+    failed = rig.kiosk.publish_event(
+        "offline_pickup_failed",
+        n,
+        {"order_id": order_id, "request_id": "offline-r4", "status": "rejected"},
+    )
+    await until(lambda: _handled(rig, failed.event_id), 10, "the refusal")
+    order = await _order(rig, order_id)
+    assert (order.state, order.code_used_at) == ("ready", None)  # hers again
+    assert await _pickup_openings(rig, order_id) == []  # explains no door opened later
+    count = len(rig.kiosk.supplies)
+    await until(lambda: len(rig.kiosk.supplies) > count, 10, "the next supply")
+    supplied = _supplied(rig, order_id)
+    assert supplied is not None and not supplied.used
+    # A refusal naming an order of another compartment changes nothing.
+    other = 1 if n != 1 else 2
+    stray = rig.kiosk.publish_event(
+        "offline_pickup_failed",
+        other,
+        {"order_id": order_id, "request_id": "x", "status": "failed"},
+    )
+    await until(lambda: _handled(rig, stray.event_id), 10, "the stray refusal")
+    assert await _alerts(rig, "offline_pickup_conflict")
+
+
 async def test_an_offline_pickup_of_an_order_expired_meanwhile_raises_a_conflict(
     rig: Rig,
 ) -> None:
