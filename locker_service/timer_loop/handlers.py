@@ -504,6 +504,11 @@ async def food_check(ctx: ServiceContext, timer: Timer) -> datetime | None:
     return now + timedelta(seconds=ctx.settings.scaled(ctx.settings.food_check_s))
 
 
+# Timers that look again by design for as long as their order lasts (a held order's food is
+# checked every minute for hours): a run that asks to run again succeeded, so it does not count
+# towards giving up. Every other timer's "again" is a retry of a step that did not happen.
+RECURRING: frozenset[str] = frozenset({TimerKind.FOOD_CHECK})
+
 HANDLERS: dict[str, Handler] = {
     TimerKind.START_HOLD_CYCLE: start_hold_cycle,
     TimerKind.START_CLEANING: start_cleaning,

@@ -17,7 +17,7 @@ from locker_service.background import BackgroundLoop
 from locker_service.context import ServiceContext
 from locker_service.db import is_sqlite, session_scope
 from locker_service.models import Order, Timer
-from locker_service.timer_loop.handlers import HANDLERS
+from locker_service.timer_loop.handlers import HANDLERS, RECURRING
 from locker_service.timers import service
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,8 @@ class TimerLoop:
         if again is None:
             await self._finish(timer, "done")
             return
-        if timer.attempts >= MAX_ATTEMPTS:
+        recurring = timer.kind in RECURRING
+        if timer.attempts >= MAX_ATTEMPTS and not recurring:
             log.error(
                 "timer %s (%s) gave up after %s attempts", timer.id, timer.kind, timer.attempts
             )
@@ -91,6 +92,7 @@ class TimerLoop:
                 update(Timer)
                 .where(Timer.id == timer.id, Timer.state == "pending")
                 .values(due_at=again, locked_until=None)
+                .values(**({"attempts": 0} if recurring else {}))
             )
 
     async def _finish(self, timer: Timer, state: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -271,6 +271,34 @@ async def test_concurrent_loops_run_each_timer_once(world: World, service: Servi
     async with service.sessionmaker() as session:
         states = (await session.scalars(select(Timer.state).where(Timer.kind == "reminder"))).all()
     assert set(states) == {"done"}
+
+
+async def test_a_food_check_that_runs_for_hours_never_gives_up(
+    world: World, service: ServiceContext
+) -> None:
+    """A held order's food is looked at every minute for up to hours: each run that asks to
+    look again succeeded, and must not count towards the cap on retries of a failing step
+    (it did: an order held 50 checks long raised a false `timer_failed`)."""
+    from locker_service.timer_loop import loop as loop_module
+
+    async def looks_again(ctx: ServiceContext, timer: Timer) -> datetime:
+        return utcnow() - timedelta(seconds=1)  # due again at once
+
+    async with session_scope(service.sessionmaker) as session:
+        timers.schedule(session, TimerKind.FOOD_CHECK, utcnow() - timedelta(seconds=1))
+    original = loop_module.HANDLERS[TimerKind.FOOD_CHECK]
+    loop_module.HANDLERS[TimerKind.FOOD_CHECK] = looks_again  # type: ignore[assignment]
+    try:
+        loop = TimerLoop(service)
+        for _ in range(loop_module.MAX_ATTEMPTS + 10):
+            assert await loop.run_due() == 1
+    finally:
+        loop_module.HANDLERS[TimerKind.FOOD_CHECK] = original
+    async with service.sessionmaker() as session:
+        state = await session.scalar(select(Timer.state))
+        kinds = (await session.scalars(select(Alert.kind))).all()
+    assert state == "pending"
+    assert kinds == []
 
 
 async def test_a_timer_that_keeps_failing_gives_up_with_an_alert(
