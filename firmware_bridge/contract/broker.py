@@ -39,6 +39,13 @@ class BrokerEndpoint:
     password: str | None = None
     ca_file: str | None = None  # None: the system's CAs
     tls_insecure: bool = False  # accept a certificate for another host name (lab only)
+    # Every node of a clustered broker, in order (the first is `host`, `port`): a client that
+    # cannot connect to one tries the next (docs/contracts/mqtt.md).
+    hosts: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.hosts:
+            object.__setattr__(self, "hosts", ((self.host, self.port),))
 
     @classmethod
     def parse(
@@ -50,16 +57,42 @@ class BrokerEndpoint:
         ca_file: str | None = None,
         tls_insecure: bool = False,
     ) -> BrokerEndpoint:
-        """`mqtt://[user[:password]@]host[:port]`, `mqtts://...`, `tcp://...` or `ssl://...`."""
+        """`mqtt://[user[:password]@]host[:port]`, `mqtts://...`, `tcp://...` or `ssl://...`;
+        a clustered broker's nodes as `mqtt://host1:port1,host2:port2,...`."""
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in PLAIN_SCHEMES | TLS_SCHEMES:
             raise BrokerUrlError(
                 f"broker URL {url!r} must start with mqtt:// or mqtts:// (or tcp:// / ssl://)"
             )
+        tls = scheme in TLS_SCHEMES
+        account, _, nodes = parts.netloc.rpartition("@")
+        if "," in nodes:
+            # One URL per node, with the account and scheme of the whole: each checked alone.
+            prefix = f"{scheme}://{account}@" if account else f"{scheme}://"
+            each = [
+                cls.parse(
+                    prefix + node,
+                    username=username,
+                    password=password,
+                    ca_file=ca_file,
+                    tls_insecure=tls_insecure,
+                )
+                for node in nodes.split(",")
+            ]
+            first = each[0]
+            return cls(
+                host=first.host,
+                port=first.port,
+                tls=tls,
+                username=first.username,
+                password=first.password,
+                ca_file=first.ca_file,
+                tls_insecure=tls_insecure,
+                hosts=tuple((e.host, e.port) for e in each),
+            )
         if not parts.hostname:
             raise BrokerUrlError(f"broker URL {url!r} names no host")
-        tls = scheme in TLS_SCHEMES
         if not tls and (ca_file or tls_insecure):
             what = "a CA file" if ca_file else "skipping the host name check"
             raise BrokerUrlError(
@@ -82,7 +115,8 @@ class BrokerEndpoint:
         )
 
     def __repr__(self) -> str:  # never print the password in a log line
-        return f"BrokerEndpoint({self.host}:{self.port}, tls={self.tls}, user={self.username})"
+        nodes = ",".join(f"{h}:{p}" for h, p in self.hosts)
+        return f"BrokerEndpoint({nodes}, tls={self.tls}, user={self.username})"
 
 
 def _unquoted(part: str | None) -> str | None:

@@ -88,7 +88,28 @@ def new_client(
             client.tls_insecure_set(True)
     client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
     client.on_socket_open = _socket_opened(probe)
+    if len(endpoint.hosts) > 1:
+        client.on_connect_fail = _next_node(endpoint)
     return client
+
+
+def _next_node(endpoint: BrokerEndpoint) -> Any:
+    """A clustered broker: a node that cannot be reached is left for the next one, in turn
+    (paho's own thread, between its reconnect attempts, when no connection is open)."""
+
+    def failed(client: paho.Client, userdata: Any) -> None:
+        if client.socket() is not None:  # a connection is open after all: stay with it
+            return
+        hosts = endpoint.hosts
+        here = (client.host, client.port)
+        index = hosts.index(here) if here in hosts else -1
+        host, port = hosts[(index + 1) % len(hosts)]
+        # paho's `host` setter refuses while its state still says "connecting", which it does
+        # between two failed attempts; with no socket open, the next attempt reads these.
+        client._host, client._port = host, port
+        log.warning("broker node %s:%s unreachable; trying %s:%s", *here, host, port)
+
+    return failed
 
 
 def connect_async(

@@ -57,7 +57,8 @@ def test_cut_off_the_screen_hands_over_opens_by_typed_code_and_comes_back(
         press_code(page, "00000000")
         page.locator("#open").click()
         expect(page.locator("#result-hint")).to_have_text(
-            "This code does not open anything here. Please check it and try again."
+            "This code does not open anything here while the locker is offline. Please check it, "
+            "or try again once the locker is back online."
         )
         page.locator("#done").click()
         press_code(page, HER_CODE)

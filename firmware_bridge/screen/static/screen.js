@@ -22,7 +22,8 @@
       opened: "Compartment {n} is open",
       opened_hint: "Take your food and close the door. Enjoy your meal!",
       refused: "Sorry",
-      "error.invalid_code": "This code does not open anything here. Please check it and try again.",
+      "error.invalid_code":
+        "This code does not open anything here while the locker is offline. Please check it, or try again once the locker is back online.",
       "error.code_used": "This code has already been used.",
       "error.code_expired": "This order can no longer be collected here. Please contact the restaurant.",
       "error.locked_out": "Too many wrong attempts. Please wait {s} seconds and try again.",
@@ -52,7 +53,7 @@
       opened: "{n} 号柜格已打开",
       opened_hint: "请取走餐品并关好柜门。祝您用餐愉快！",
       refused: "抱歉",
-      "error.invalid_code": "此取餐码在这里无法开柜，请检查后重试。",
+      "error.invalid_code": "取餐柜离线期间，此取餐码在这里无法开柜。请检查取餐码，或在取餐柜恢复在线后重试。",
       "error.code_used": "此取餐码已被使用。",
       "error.code_expired": "此订单已无法在这里领取，请联系餐厅。",
       "error.locked_out": "错误次数过多，请等待 {s} 秒后再试。",

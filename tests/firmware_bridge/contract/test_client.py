@@ -406,3 +406,39 @@ def test_a_broker_refusing_mqtt_5_is_detected_the_same_way_for_both(
             assert conn.verdicts[:1] == seen
         finally:
             conn.close()
+
+
+# -- a clustered broker -------------------------------------------------------------------------
+
+
+def test_a_clustered_brokers_nodes_share_the_scheme_and_account() -> None:
+    endpoint = BrokerEndpoint.parse("mqtts://kiosk7:s%40cret@n1.example,n2.example:8884,n3")
+    assert endpoint.hosts == (("n1.example", 8883), ("n2.example", 8884), ("n3", 8883))
+    assert (endpoint.host, endpoint.port, endpoint.tls) == ("n1.example", 8883, True)
+    assert (endpoint.username, endpoint.password) == ("kiosk7", "s@cret")
+    assert "s@cret" not in repr(endpoint) and "n3:8883" in repr(endpoint)
+    assert BrokerEndpoint.parse("mqtt://solo").hosts == (("solo", 1883),)
+    for bad in ("mqtt://n1,", "mqtt://n1,n2:port", "mqtt://,n2"):
+        with pytest.raises(BrokerUrlError):
+            BrokerEndpoint.parse(bad)
+
+
+def test_a_node_that_cannot_be_reached_is_left_for_the_next(
+    private_mosquitto: MosquittoProcess,
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()[1]  # bound, never listening: connections are refused
+        endpoint = BrokerEndpoint.parse(
+            f"mqtt://127.0.0.1:{dead},{private_mosquitto.host}:{private_mosquitto.port}"
+        )
+        connected = threading.Event()
+        client = new_client(endpoint, "cluster-probe", "3.1.1", persistent=False)
+        client.on_connect = lambda *args: connected.set()
+        connect_async(client, endpoint, "3.1.1", keepalive_s=10, session_expiry_s=None)
+        try:
+            assert connected.wait(ANSWER_WAIT_S), "never reached the second node"
+            assert (client.host, client.port) == (private_mosquitto.host, private_mosquitto.port)
+        finally:
+            client.disconnect()
+            client.loop_stop()
