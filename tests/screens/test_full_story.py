@@ -269,7 +269,9 @@ def test_courier_purchaser_and_operator_through_the_screens(
         qr = purchaser.locator("img.qr")
         expect(qr).to_be_visible()
         # Visible is not loaded: wait for the image itself (its own load event), then measure.
-        purchaser.wait_for_function("document.querySelector('img.qr').complete")
+        # Not `wait_for_function`: when its first look fails it polls a string it must eval,
+        # which her page's CSP (no 'unsafe-eval') refuses on a slow machine.
+        expect(qr).to_have_js_property("complete", True, timeout=30_000)
         assert purchaser.evaluate("document.querySelector('img.qr').naturalWidth") > 100
         token = page_url.rsplit("/p/", 1)[1]
         assert decode_qr(httpx.get(f"{base}/p/{token}/qr.png").content) == token
