@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
@@ -69,7 +68,7 @@ class Outcomes:
     def add(self, outcome: dict[str, Any]) -> None:
         with self._lock:
             self._seq += 1
-            self._kept.append({**outcome, "seq": self._seq, "at": time.time()})
+            self._kept.append({**outcome, "seq": self._seq})
 
     @property
     def last(self) -> int:

@@ -31,6 +31,7 @@ from locker_service.models import Compartment, DoorOpening, Kiosk, Order, utcnow
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
 from locker_service.pickup import repository
+from locker_service.pickup import service as pickups
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
 
@@ -139,20 +140,13 @@ async def unlock_refused(
             DoorOpening.door_opened_at.is_(None),
         )
     )
-    if (
-        order.state == OrderState.READY
-        and order.code_used_at is not None
-        and not await repository.opened_since(session, order.id, order.code_used_at)
-    ):
-        await orders.mark_code_used(session, order, None)
-        orders.add_event(
-            session,
-            order.id,
-            "kiosk",
-            kiosk.code,
-            "code_returned",
-            {"why": "the board refused the offline unlock", "status": event.data.get("status")},
-        )
+    await pickups.return_unopened_code(
+        session,
+        order,
+        "kiosk",
+        kiosk.code,
+        {"why": "the board refused the offline unlock", "status": event.data.get("status")},
+    )
     return "withdrawn"
 
 

@@ -16,6 +16,7 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -281,6 +282,20 @@ async def _kiosk_under_attack(
     )
 
 
+async def return_unopened_code(
+    session: AsyncSession, order: Order, actor: str, who: str | None, detail: dict[str, Any]
+) -> bool:
+    """Her accepted code is hers to use again if no door of hers opened since it was accepted
+    (the unlock failed, the latch caught again, the door never moved); True if given back."""
+    if order.state != OrderState.READY or order.code_used_at is None:
+        return False
+    if await repository.opened_since(session, order.id, order.code_used_at):
+        return False
+    await orders.mark_code_used(session, order, None)
+    orders.add_event(session, order.id, actor, who, "code_returned", detail)
+    return True
+
+
 async def give_back_unopened(
     session: AsyncSession, kiosk: Kiosk, compartment: Compartment, latched_at: datetime
 ) -> bool:
@@ -291,12 +306,10 @@ async def give_back_unopened(
         return False
     if latched_at < order.code_used_at - doors.CLOCK_SKEW:
         return False  # a report from before the code's use (kiosk clock behind at most the skew)
-    if await repository.opened_since(session, order.id, order.code_used_at):
+    if not await return_unopened_code(
+        session, order, "kiosk", kiosk.code, {"why": "latch re-engaged"}
+    ):
         return False
-    await orders.mark_code_used(session, order, None)
-    orders.add_event(
-        session, order.id, "kiosk", kiosk.code, "code_returned", {"why": "latch re-engaged"}
-    )
     await timers.cancel(session, [TimerKind.CODE_RELEASE], order_id=order.id)
     return True
 

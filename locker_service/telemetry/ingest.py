@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -49,6 +49,11 @@ FLUSH_INTERVAL_S = 0.2  # publish-to-queryable must stay under a second at p99: 
 BATCH_ROWS = 5_000  # flush at once when this many wait: one COPY of 5,000 rows is a few ms
 MAX_BUFFERED_ROWS = 600_000  # 30 s of 1,000 compartments at 20 readings/s, then oldest dropped
 RETRY_DELAY_S = 1.0  # after a failed write; the database is restarting or unreachable
+# A kept bucket is believed only inside what a bridge can hold: not ahead of our clock (beyond
+# its skew) nor older than a bridge keeps (7 days of 60 s buckets, and a day's margin). Outside,
+# the kiosk's clock is wrong: stored, it would sit on a day the record has not reached.
+KEPT_BUCKET_AHEAD = timedelta(minutes=2)
+KEPT_BUCKET_MAX_AGE = timedelta(days=8)
 
 
 class TemperatureAlerts(Protocol):
@@ -69,6 +74,7 @@ class IngestCounters:
     last_write_s: float = 0.0
     kept_buckets_stored: int = 0  # buckets bridges kept while cut off
     kept_buckets_repeated: int = 0  # delivered again, found stored already
+    kept_buckets_refused: int = 0  # stamped outside what a bridge can have kept (its clock)
 
 
 class TelemetryIngest:
@@ -158,6 +164,17 @@ class TelemetryIngest:
             if kiosk_code not in self._unknown_logged:
                 self._unknown_logged.add(kiosk_code)
                 log.warning("telemetry from unknown kiosk %s dropped", kiosk_code)
+            return
+        now = datetime.now(UTC)
+        start = minutes.minute
+        if not now - KEPT_BUCKET_MAX_AGE <= start <= now + KEPT_BUCKET_AHEAD:
+            self.counters.kept_buckets_refused += 1
+            log.warning(
+                "kept telemetry of kiosk %s stamped %s, outside what it can have kept: dropped "
+                "(is its clock right?)",
+                kiosk_code,
+                start.isoformat(),
+            )
             return
         stored = await insert_kept_bucket(
             self._engine, ref.id, minutes, partitions=self._partitions

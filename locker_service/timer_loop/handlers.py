@@ -32,7 +32,6 @@ from locker_service.kiosks.story import Story
 from locker_service.models import (
     Compartment,
     DisinfectionCycle,
-    DoorOpening,
     Kiosk,
     KioskEvent,
     Order,
@@ -42,6 +41,7 @@ from locker_service.models import (
 from locker_service.orders import outbox, webhooks
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import HOLDING, OrderState
+from locker_service.pickup import service as pickups
 from locker_service.sites import service as sites
 from locker_service.telemetry import repository as telemetry
 from locker_service.timers import service as timers
@@ -387,18 +387,8 @@ async def code_release(ctx: ServiceContext, timer: Timer) -> datetime | None:
     """The code was accepted but its door never opened: the purchaser may use it again."""
     async with session_scope(ctx.sessionmaker) as session:
         order = await session.get(Order, timer.order_id) if timer.order_id else None
-        if order is None or order.state != OrderState.READY or order.code_used_at is None:
-            return None
-        opened = await session.scalar(
-            select(DoorOpening.id).where(
-                DoorOpening.order_id == order.id,
-                DoorOpening.why == "pickup",
-                DoorOpening.door_opened_at >= order.code_used_at,
-            )
-        )
-        if opened is None:
-            await orders.mark_code_used(session, order, None)
-            orders.add_event(session, order.id, "system", None, "code_returned", {})
+        if order is not None:
+            await pickups.return_unopened_code(session, order, "system", None, {})
     return None
 
 

@@ -146,6 +146,9 @@ _EN: Final[dict[str, str]] = {
     "status.lock_jammed": "The compartment's lock did not open. Staff will contact you.",
     "status.kiosk_offline": "The locker is offline for the moment; your food is still inside. "
     "If it was ready before, scanning your QR code at the locker can still open your compartment.",
+    # The same, where offline pickups are switched off (LOCKER_OFFLINE_SUPPLY_REFRESH_S=0).
+    "status.kiosk_offline_closed": "The locker is offline for the moment; your food is still "
+    "inside. It can be collected once the locker is back online.",
     "status.cancelled": "Cancelled",
     "status.failed": "The delivery could not be completed",
 }
@@ -262,6 +265,7 @@ _ZH: Final[dict[str, str]] = {
     "status.lock_jammed": "柜门锁未能打开，工作人员会与您联系。",
     "status.kiosk_offline": "取餐柜暂时离线，您的餐品仍在柜内。"
     "如果餐品此前已就绪，在取餐柜扫描您的二维码仍可打开柜格。",
+    "status.kiosk_offline_closed": "取餐柜暂时离线，您的餐品仍在柜内。取餐柜恢复在线后即可取餐。",
     "status.cancelled": "已取消",
     "status.failed": "配送未能完成",
 }

@@ -216,6 +216,8 @@ async def purchaser_page(
         kiosk_online=status.kiosk_online is not False,
         food_unsafe=status.food_unsafe,
     )
+    if situation == "status.kiosk_offline" and settings.offline_supply_refresh_s <= 0:
+        situation = "status.kiosk_offline_closed"  # no offline pickups: say nothing opens
     minutes_left = None
     if situation == "status.disinfecting" and extras and extras.cycle_ends_at:
         seconds = (extras.cycle_ends_at - datetime.now(UTC)).total_seconds()

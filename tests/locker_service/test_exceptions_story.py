@@ -311,10 +311,15 @@ async def test_a_kiosk_offline_with_food_inside_tells_staff_and_her_page_the_tru
     assert alert.state == "open" and alert.severity == "critical"
     assert "with food in 1 compartment" in alert.message
     assert "can still open with their QR codes if its PC is running" in alert.message
-    assert "offline for the moment; your food is still inside" in await _page(
-        app_client, order, "en"
-    )
+    shown = await _page(app_client, order, "en")
+    assert "offline for the moment; your food is still inside" in shown
+    assert "scanning your QR code at the locker can still open" in shown  # ADR 0077
     assert "取餐柜暂时离线" in await _page(app_client, order, "zh-Hans")
+    # Where offline pickups are switched off, her page does not promise one.
+    object.__setattr__(service.settings, "offline_supply_refresh_s", 0.0)
+    closed = await _page(app_client, order, "en")
+    assert "once the locker is back online" in closed and "QR" not in closed
+    object.__setattr__(service.settings, "offline_supply_refresh_s", 30.0)
     assert await _merchant_notices(app_client, world, order) == []  # most outages are short
 
     await handler.on_status(

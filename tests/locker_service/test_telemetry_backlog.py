@@ -124,6 +124,20 @@ async def test_a_kept_bucket_lands_once_in_readings_and_minutes_even_delivered_t
     assert (row.temp_count, row.temp_min_c) == (6, 64.0)
 
 
+async def test_a_kept_bucket_stamped_by_a_wrong_clock_is_dropped_not_stored(
+    engine: AsyncEngine,
+) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker))
+    for minute in (minute_ago(-10), minute_ago(60 * 24 * 30)):  # ahead of us; a month old
+        await ingest.store_minutes(seeded.kiosk_code, kept(minute, held(1, 60.0, 62.0, 64.0)))
+    assert (ingest.counters.kept_buckets_refused, ingest.counters.kept_buckets_stored) == (2, 0)
+    async with sessionmaker() as session:
+        marks = await session.scalar(select(func.count()).select_from(TemperatureBacklogBucket))
+    assert marks == 0
+
+
 async def test_narrow_buckets_of_a_time_scaled_kiosk_add_up_in_their_minute(
     engine: AsyncEngine,
 ) -> None:
