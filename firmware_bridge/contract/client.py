@@ -62,11 +62,14 @@ def new_client(
     persistent: bool,
     manual_ack: bool = False,
     probe: ProtocolProbe | None = None,
+    on_connect_fail: Callable[[paho.Client, Any], None] | None = None,
 ) -> paho.Client:
     """A paho client with the endpoint's account and TLS, backoff and TCP_NODELAY.
 
     `persistent` asks the broker to keep the session (subscriptions and QoS 1 messages) while
-    the client is away. With a `probe`, every new socket is reported to it.
+    the client is away. With a `probe`, every new socket is reported to it. `on_connect_fail`
+    is the caller's word on a failed attempt: given here, never set on the client afterwards,
+    since the client's own hook is what moves on to a cluster's next node.
     """
     client = paho.Client(
         CallbackAPIVersion.VERSION2,
@@ -89,15 +92,22 @@ def new_client(
     client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
     client.on_socket_open = _socket_opened(probe)
     if len(endpoint.hosts) > 1:
-        client.on_connect_fail = _next_node(endpoint)
+        client.on_connect_fail = _next_node(endpoint, on_connect_fail)
+    elif on_connect_fail is not None:
+        client.on_connect_fail = on_connect_fail
     return client
 
 
-def _next_node(endpoint: BrokerEndpoint) -> Any:
+def _next_node(
+    endpoint: BrokerEndpoint, then: Callable[[paho.Client, Any], None] | None
+) -> Callable[[paho.Client, Any], None]:
     """A clustered broker: a node that cannot be reached is left for the next one, in turn
-    (paho's own thread, between its reconnect attempts, when no connection is open)."""
+    (paho's own thread, between its reconnect attempts, when no connection is open); then the
+    caller's own hook, if any."""
 
     def failed(client: paho.Client, userdata: Any) -> None:
+        if then is not None:
+            then(client, userdata)
         if client.socket() is not None:  # a connection is open after all: stay with it
             return
         hosts = endpoint.hosts

@@ -308,10 +308,10 @@ class KioskConnection:
             persistent=True,
             manual_ack=True,
             probe=self._probe,
+            on_connect_fail=self._on_connect_fail,
         )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_connect_fail = self._on_connect_fail
         client.on_subscribe = self._on_subscribe
         client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message

@@ -144,3 +144,39 @@ async def test_a_reconnect_counts_resubscribes_and_starts_a_new_ack_scope(
             pub.loop_stop()
             pub.disconnect()
         await conn.stop()
+
+
+async def test_the_main_connection_moves_to_the_next_node_when_its_node_dies(
+    private_mosquitto: MosquittoProcess,
+) -> None:
+    """A clustered broker (`mqtt://n1,n2`): the node the replica is on goes away for good, and
+    the main connection (the one kiosks' events come on) carries on on the other node, with
+    its kiosks subscribed again there."""
+    with MosquittoProcess() as second:
+        sink = Received()
+        counters = LinkCounters()
+        conn = KioskConnection(
+            BrokerEndpoint.parse(f"{private_mosquitto.url},{second.host}:{second.port}"),
+            "3.1.1",
+            f"r{uuid.uuid4().hex[:8]}",
+            keepalive_s=30,
+            per_kiosk=True,
+            on_message=sink,
+            counters=counters,
+        )
+        await conn.start()
+        pub: mqtt.Client | None = None
+        try:
+            assert conn.ready and await conn.follow_kiosk("k1")
+            connects = counters.connects
+            private_mosquitto.stop()  # the first node is gone, and stays gone
+            await until(lambda: not conn.ready, "the loop to see the node go")
+            await until(lambda: conn.ready and counters.connects > connects, "the next node")
+            pub = publisher(second)
+            pub.publish(contract.Topics("k1").events, event_json("on n2"), qos=1)
+            await until(lambda: sink.topics() == [contract.Topics("k1").events], "the event")
+        finally:
+            if pub is not None:
+                pub.loop_stop()
+                pub.disconnect()
+            await conn.stop()
