@@ -60,6 +60,10 @@ OUTBOX_WINDOW = 50  # events handed to paho but not yet acknowledged; bounds mem
 SESSION_EXPIRY_S = 24 * 3600  # a kiosk offline for a day still gets its queued commands
 KEEPALIVE_S = 30  # the broker declares us dead (and sends the will) after 1.5x this
 ACK_POLL_S = 0.5  # the pump re-checks acknowledgements (and the protocol probe) this often
+# A subscription the broker refused is asked for again by the pump, the wait doubling: a
+# clustered broker's node refuses while its cluster settles after losing a node.
+RESUBSCRIBE_FIRST_S = 0.5
+RESUBSCRIBE_MAX_S = 30.0
 # Kept telemetry buckets handed to paho but not yet acknowledged: paho's own in-flight window
 # (20), so the backlog never queues in paho's memory ahead of the events.
 BACKLOG_WINDOW = 20
@@ -108,6 +112,11 @@ class MqttLink:
         self._refused: dict[int, str] = {}
         self._refused_lock = threading.Lock()
         self._cursor = 0  # highest outbox seq handed to paho
+        # A refused SUBSCRIBE: when to ask again (monotonic; None: nothing to ask), and how
+        # many were refused in a row. Written on paho's thread, read by the pump.
+        self._subscribe_lock = threading.Lock()
+        self._resubscribe_at: float | None = None
+        self._subscribes_refused = 0
         # Kept telemetry (pump thread only, but for the flag the bridge sets).
         self._backlog_released = threading.Event()
         self._backlog_inflight: deque[_BucketInFlight] = deque()
@@ -144,7 +153,16 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
+        client.on_subscribe = self._handle_subscribe
         return client
+
+    def _subscribe(self, client: paho.Client) -> None:
+        """The kiosk's commands, and its offline supply (QoS 0: the service never has a code
+        verifier queued for us, docs/adr/0077), in one SUBSCRIBE."""
+        topics = [(self.topics.cmd, 1)]
+        if self._on_supply is not None:
+            topics.append((self.topics.offline, 0))
+        client.subscribe(topics)
 
     def start(self) -> None:
         self._connect()
@@ -217,11 +235,15 @@ class MqttLink:
             log.error("broker refused the connection: %s", reason_code)
             return
         self.connects += 1
-        log.info("connected to the broker (session present: %s)", flags.session_present)
-        client.subscribe(self.topics.cmd, qos=1)
-        if self._on_supply is not None:
-            # QoS 0: the service never has a code verifier queued for us (docs/adr/0077).
-            client.subscribe(self.topics.offline, qos=0)
+        log.info(
+            "connected to the broker at %s:%s (session present: %s)",
+            client.host,  # the node reached: a cluster's URL names several
+            client.port,
+            flags.session_present,
+        )
+        with self._subscribe_lock:
+            self._resubscribe_at = None  # this connection asks afresh
+        self._subscribe(client)
         with self._status_lock:
             self.connected.set()
             status = self._status
@@ -246,6 +268,35 @@ class MqttLink:
         self.connected.clear()
         if not self._stop.is_set():
             log.warning("lost the broker (%s); reconnecting", reason_code)
+
+    def _handle_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if client is not self.client:
+            return
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        with self._subscribe_lock:
+            if not refused:
+                self._subscribes_refused, self._resubscribe_at = 0, None
+                return
+            self._subscribes_refused += 1
+            doubled = RESUBSCRIBE_FIRST_S * 2 ** (self._subscribes_refused - 1)
+            wait_s = min(RESUBSCRIBE_MAX_S, doubled)
+            self._resubscribe_at = time.monotonic() + wait_s
+        log.error("broker refused the subscriptions (%s); asking again in %.1f s", refused, wait_s)
+
+    def _resubscribe_if_due(self) -> None:
+        with self._subscribe_lock:
+            due = self._resubscribe_at is not None and time.monotonic() >= self._resubscribe_at
+            if not due or not self.connected.is_set():
+                return
+            self._resubscribe_at = None
+        self._subscribe(self.client)
 
     def _handle_message(
         self, client: paho.Client, userdata: Any, message: paho.MQTTMessage
@@ -334,6 +385,7 @@ class MqttLink:
             try:
                 if self._probe.fall_back_due():
                     self._fall_back_to_311()
+                self._resubscribe_if_due()
                 self._pump()
                 self._pump_backlog()
             except Exception:

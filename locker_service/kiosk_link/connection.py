@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 # the socket counts as open (a later socket gets the rest of its window, see `_open`).
 CONNECT_PROBE_TIMEOUT_S = mqtt_setup.CONNACK_WAIT_S + 0.5
 SUBACK_TIMEOUT_S = 5.0  # a broker answers SUBSCRIBE in milliseconds; beyond this: not ready
+# A subscription the broker refused is asked for again, sooner first: a clustered broker's node
+# refuses while its cluster settles after losing a node; an ACL's refusal is not retried often.
+RESUBSCRIBE_FIRST_S = 0.5
+RESUBSCRIBE_MAX_S = 30.0
 SESSION_EXPIRY_S = 3600  # restarts and deploys take minutes; see ADR 0040 for why not longer
 
 # "closed": the broker took the TCP connection but dropped it without a CONNACK, which is how
@@ -121,6 +125,7 @@ class KioskConnection:
         self._subscribe_mid: int | None = None
         self._replies_ready = False
         self._replies_subscribed = asyncio.Event()
+        self._refusals = {"main": 0, "replies": 0}  # subscriptions refused in a row, per client
         self._connect_outcome: asyncio.Future[ConnectOutcome] | None = None
         self._acks: dict[int, asyncio.Future[bool]] = {}  # (UN)SUBACKs awaited, by packet id
         self._stopping = False
@@ -477,6 +482,22 @@ class KioskConnection:
             return
         self._connected = True
         self._counters.connects += 1
+        self._refusals["main"] = 0
+        self._subscribe_main(client)
+        log.info(
+            "connected to MQTT %s:%s (MQTT %s, session present: %s)",
+            client.host,  # the node reached: a cluster's URL names several
+            client.port,
+            self.protocol_name,
+            session_present,
+        )
+        self._set_outcome("connected")
+
+    def _subscribe_main(self, client: mqtt.Client) -> None:
+        """Everything the main connection listens to, in one SUBSCRIBE (its SUBACK makes the
+        connection ready)."""
+        if client is not self._client or not self._connected:
+            return  # gone or reconnecting since the retry was planned: its CONNACK subscribes
         topics = list(_STATE_TOPICS)
         if not self._per_kiosk or self._follow_every:  # one replica: every kiosk is ours
             topics += EVERY_KIOSK
@@ -487,14 +508,14 @@ class KioskConnection:
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
             log.error("subscribe failed: %s", mqtt.error_string(result))
         self._subscribe_mid = mid
-        log.info(
-            "connected to MQTT %s:%s (MQTT %s, session present: %s)",
-            self._endpoint.host,
-            self._endpoint.port,
-            self.protocol_name,
-            session_present,
-        )
-        self._set_outcome("connected")
+
+    def _retry_refused(self, which: Literal["main", "replies"], again: Callable[[], None]) -> None:
+        """Ask again for a subscription the broker refused, after a wait that doubles."""
+        assert self._loop is not None
+        refused = self._refusals[which] = self._refusals[which] + 1
+        delay = min(RESUBSCRIBE_MAX_S, RESUBSCRIBE_FIRST_S * 2 ** (refused - 1))
+        log.warning("asking the broker again in %.1f s (%s connection)", delay, which)
+        self._loop.call_later(delay, again)
 
     def _unreachable(self, client: mqtt.Client) -> None:
         if client is self._client:
@@ -514,6 +535,10 @@ class KioskConnection:
                 len(reason_codes),
                 ", ".join(str(code) for code in failed),
             )
+            # Not ready while a kiosk's events or the kiosks' states could go unheard.
+            self._retry_refused("main", lambda: self._subscribe_main(client))
+            return
+        self._refusals["main"] = 0
         self._subscribed.set()
 
     def _unsuback(self, client: mqtt.Client, mid: int) -> None:
@@ -541,6 +566,12 @@ class KioskConnection:
         if not mqtt_setup.connack_accepted(reason_code):
             log.error("MQTT broker refused the reply connection: %s", reason_code)
             return
+        self._refusals["replies"] = 0
+        self._subscribe_replies(client)
+
+    def _subscribe_replies(self, client: mqtt.Client) -> None:
+        if client is not self._reply_client or self._replies_ready:
+            return
         client.subscribe(f"{contract.TOPIC_ROOT}/+/replies/{self._replica_id}", qos=1)
 
     def _replies_suback(self, client: mqtt.Client, reason_codes: tuple[ReasonCode, ...]) -> None:
@@ -548,7 +579,9 @@ class KioskConnection:
             return
         if any(code.is_failure for code in reason_codes):
             log.error("broker refused the reply subscription: %s", list(reason_codes))
+            self._retry_refused("replies", lambda: self._subscribe_replies(client))
             return
+        self._refusals["replies"] = 0
         self._replies_ready = True
         self._replies_subscribed.set()
 

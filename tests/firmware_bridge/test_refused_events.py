@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware_bridge import contract
+from firmware_bridge import mqtt as mqtt_module
 from firmware_bridge.mqtt import MqttLink, _InFlight
 from firmware_bridge.store import BridgeStore
 from tests.firmware_bridge.conftest import TIME_SCALE
@@ -102,3 +107,50 @@ def test_a_refusal_landing_during_a_pump_pass_is_not_taken_for_delivery(tmp_path
         assert link._refused == {}
     finally:
         store.close()
+
+
+class _RecordingClient:
+    """Stands in for paho: records each SUBSCRIBE (the test plays the broker's SUBACKs)."""
+
+    def __init__(self) -> None:
+        self.subscribes: list[list[tuple[str, int]]] = []
+
+    def subscribe(self, topics: list[tuple[str, int]]) -> tuple[int, int]:
+        self.subscribes.append(topics)
+        return 0, len(self.subscribes)
+
+
+def test_a_refused_subscription_is_asked_for_again_later_each_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker refuses the kiosk's SUBSCRIBE (a cluster's node while the cluster settles after
+    losing a node): without its commands the kiosk would be deaf for good, so the pump asks
+    again, waiting twice as long each time, and stops once the broker grants it."""
+    monkeypatch.setattr(mqtt_module, "RESUBSCRIBE_FIRST_S", 0.05)
+    kiosk_id = new_kiosk_id()
+    settings = bridge_settings(
+        kiosk_id, "mqtt://127.0.0.1:9", "socket://127.0.0.1:9", None, tmp_path, TIME_SCALE
+    )
+    link = MqttLink(settings, BridgeStore(tmp_path / "store.sqlite3"), print, lambda: None, print)
+    client = _RecordingClient()
+    link.client = client  # type: ignore[assignment]
+    link.connected.set()
+    refused = ReasonCode(PacketTypes.SUBACK, "Unspecified error")
+    granted = ReasonCode(PacketTypes.SUBACK, "Granted QoS 1")
+    link._subscribe(link.client)
+    wanted = [(contract.Topics(kiosk_id).cmd, 1), (contract.Topics(kiosk_id).offline, 0)]
+    assert client.subscribes == [wanted]
+    for attempt in range(3):
+        link._handle_subscribe(link.client, None, attempt + 1, [refused, refused], None)
+        refused_at = time.monotonic()
+        link._resubscribe_if_due()
+        assert len(client.subscribes) == attempt + 1  # not at once
+        while len(client.subscribes) == attempt + 1:
+            link._resubscribe_if_due()
+            time.sleep(0.005)
+        assert time.monotonic() - refused_at >= 0.05 * 2**attempt * 0.9
+        assert client.subscribes[-1] == wanted
+    link._handle_subscribe(link.client, None, 4, [granted, granted], None)
+    time.sleep(0.2)
+    link._resubscribe_if_due()
+    assert len(client.subscribes) == 4  # granted: nothing more asked

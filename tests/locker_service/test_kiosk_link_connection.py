@@ -11,10 +11,13 @@ import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware_bridge import contract
 from firmware_bridge.contract.broker import BrokerEndpoint
+from locker_service.kiosk_link import connection as connection_module
 from locker_service.kiosk_link.connection import Delivery, KioskConnection
 from locker_service.kiosk_link.counters import LinkCounters
 from tests.support.mosquitto import MosquittoProcess
@@ -180,3 +183,60 @@ async def test_the_main_connection_moves_to_the_next_node_when_its_node_dies(
                 pub.loop_stop()
                 pub.disconnect()
             await conn.stop()
+
+
+class RefusingClient:
+    """Stands in for paho on the loop's side: records each SUBSCRIBE, answers nothing by
+    itself (the test plays the broker's SUBACKs)."""
+
+    host, port = "127.0.0.1", 1883
+
+    def __init__(self) -> None:
+        self.subscribes: list[tuple[int, object]] = []
+
+    def subscribe(self, topics: object, qos: int = 0) -> tuple[MQTTErrorCode, int]:
+        mid = len(self.subscribes) + 1
+        self.subscribes.append((mid, topics))
+        return MQTTErrorCode.MQTT_ERR_SUCCESS, mid
+
+
+async def test_subscriptions_the_broker_refused_are_asked_for_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker that refuses a SUBSCRIBE (a cluster's node while the cluster settles after
+    losing a node): the connection is not ready and asks again, waiting twice as long each
+    time, until the broker grants it; the reply connection the same."""
+    monkeypatch.setattr(connection_module, "RESUBSCRIBE_FIRST_S", 0.05)
+    conn = KioskConnection(
+        BrokerEndpoint.parse("mqtt://127.0.0.1"),
+        "3.1.1",
+        "r1",
+        keepalive_s=30,
+        per_kiosk=True,
+        on_message=Received(),
+        counters=LinkCounters(),
+    )
+    conn._loop = asyncio.get_running_loop()
+    main, replies = RefusingClient(), RefusingClient()
+    conn._client, conn._reply_client = main, replies  # type: ignore[assignment]
+    refused = ReasonCode(PacketTypes.SUBACK, "Unspecified error")
+    granted = ReasonCode(PacketTypes.SUBACK, "Granted QoS 1")
+
+    conn._connack(main, ReasonCode(PacketTypes.CONNACK, "Success"), False)  # type: ignore[arg-type]
+    conn._replies_connack(replies, ReasonCode(PacketTypes.CONNACK, "Success"))  # type: ignore[arg-type]
+    for attempt in range(3):  # refused three times: asked again each time, later each time
+        mid, topics = main.subscribes[-1]
+        conn._suback(main, mid, (refused,) * len(topics))  # type: ignore[arg-type]
+        conn._replies_suback(replies, (refused,))  # type: ignore[arg-type]
+        assert not conn.ready and not conn.can_command
+        asked = time.monotonic()
+        await until(lambda a=attempt: len(main.subscribes) == a + 2, "asked again")
+        await until(lambda a=attempt: len(replies.subscribes) == a + 2, "replies asked again")
+        assert time.monotonic() - asked >= 0.05 * 2**attempt * 0.9
+        assert main.subscribes[-1][1] == topics  # the same subscriptions, all of them
+    (mid, topics) = main.subscribes[-1]
+    conn._suback(main, mid, (granted,) * len(topics))  # type: ignore[arg-type]
+    conn._replies_suback(replies, (granted,))  # type: ignore[arg-type]
+    assert conn.ready and conn.can_command
+    await asyncio.sleep(0.5)
+    assert len(main.subscribes) == 4 and len(replies.subscribes) == 4  # nothing more asked

@@ -1,0 +1,99 @@
+"""A clustered broker's node killed during a journey, through real processes (issue: a fleet).
+
+`lockerctl up` on a three-node NATS cluster (MQTT interface, JetStream, every session and
+message replicated to all three; tests/support/nats_cluster.py). The bridge and the service are
+both given the cluster as `mqtt://n1,n2,n3` and both sit on n1. Two orders are ready and a third
+is in its disinfection cycle when n1 is killed (no goodbye). Both ends move to another node with
+their sessions; the cycle's end, reported across the outage, still makes the third order ready
+and its purchaser is told; everyone collects; a whole story runs after; each order has its
+drop-off and its pickup opening once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.journey.story import HUMAN_PAUSE_S, Played, Story
+from tests.journey.system import Actors, PurchaserPhones, Up, wait_until
+from tests.journey.test_journey import STORY_ENV, TIME_SCALE, keep_log
+from tests.support.nats_cluster import NatsCluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+WAIT_S = 120.0
+
+
+def test_a_broker_node_killed_mid_journey_and_every_order_completes(tmp_path: Path) -> None:
+    with NatsCluster() as cluster:
+        up = Up(
+            tmp_path / "var",
+            time_scale=TIME_SCALE,
+            broker_url=cluster.url(["n1", "n2", "n3"]),
+            extra_env=STORY_ENV,
+        )
+        phones = PurchaserPhones()
+        actors = None
+        try:
+            up.wait_ready()
+            actors = Actors(up)
+            story = Story(actors, phones, 1)
+            wait_until(
+                lambda: actors.operator_get("/sites")[0]["kiosks"][0]["online"],
+                WAIT_S,
+                "the kiosk online",
+            )
+            first = cluster.node("n1").mqtt_address
+            up.wait_for_line(f"connected to MQTT {first}")
+            up.wait_for_line(f"connected to the broker at {first}")
+
+            ready = [story.deliver(i) for i in range(2)]
+            cycling, token = story.drop_off(2)  # its cycle ends while n1 is gone
+            mark = len(up.lines)
+            cluster.kill("n1")
+            # Each end finds the next node by itself, its session there (JetStream kept it).
+            up.wait_for_line("connected to MQTT ", WAIT_S, start=mark)
+            up.wait_for_line("connected to the broker at ", WAIT_S, start=mark)
+            moved = up.output.splitlines()[mark:]
+            assert not any(f"connected to MQTT {first}" in line for line in moved)
+            assert not any(f"connected to the broker at {first}" in line for line in moved)
+
+            qr = story.told_ready(cycling, token)  # the cycle's end came through the other node
+            collected: list[Played] = []
+            for played, code in [*ready, (cycling, qr)]:
+                n = played.compartment
+
+                def scan(code: str = code, n: int = n) -> int:
+                    actors.scan(0, code)
+                    return n
+
+                story._opens_only_this(0, scan)
+                time.sleep(HUMAN_PAUSE_S)
+                story._hands(0, n, ("remove", {}), ("close", {}))
+                collected.append(played)
+            collected.append(story.play(3))  # a whole story on the two nodes left
+
+            for played in collected:
+                wait_until(
+                    lambda played=played: actors.order(played.order_id)["state"] == "picked_up",
+                    WAIT_S,
+                    f"{played.ref} picked up",
+                    0.3,
+                )
+            openings = {
+                p.ref: actors.operator_get(f"/openings?order={p.order_id}")["items"]
+                for p in collected
+            }
+            assert actors.operator_get("/sites")[0]["kiosks"][0]["online"]
+        finally:
+            phones.close()
+            if actors is not None:
+                actors.close()
+            up.kill()
+            keep_log(up, "broker-node-failover")
+
+    for ref, rows in openings.items():
+        kinds = sorted(o["kind"] for o in rows)
+        assert kinds == ["dropoff", "pickup"], (ref, rows)
