@@ -159,8 +159,8 @@ class Story:
                 time.sleep(HUMAN_PAUSE_S)
             self.actors.hands(k, action, n, **body)
 
-    def play(self, index: int) -> Played:
-        played, scanned = self.deliver(index)
+    def collect(self, played: Played, scanned: str) -> None:
+        """She scans her QR at the kiosk, opens the door that clicks, takes her food, shuts."""
         k, n = played.kiosk, played.compartment
 
         def scan() -> int:
@@ -171,6 +171,10 @@ class Story:
         self._opens_only_this(k, scan)
         time.sleep(HUMAN_PAUSE_S)
         self._hands(k, n, ("remove", {}), ("close", {}))
+
+    def play(self, index: int) -> Played:
+        played, scanned = self.deliver(index)
+        self.collect(played, scanned)
         wait_until(
             lambda: self.actors.order(played.order_id)["state"] == "picked_up",
             PICKED_UP_WAIT_S,

@@ -11,12 +11,11 @@ drop-off and its pickup opening once.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.journey.story import HUMAN_PAUSE_S, Played, Story
+from tests.journey.story import Played, Story
 from tests.journey.system import Actors, PurchaserPhones, Up, wait_until
 from tests.journey.test_journey import STORY_ENV, TIME_SCALE, keep_log
 from tests.support.nats_cluster import NatsCluster
@@ -63,15 +62,7 @@ def test_a_broker_node_killed_mid_journey_and_every_order_completes(tmp_path: Pa
             qr = story.told_ready(cycling, token)  # the cycle's end came through the other node
             collected: list[Played] = []
             for played, code in [*ready, (cycling, qr)]:
-                n = played.compartment
-
-                def scan(code: str = code, n: int = n) -> int:
-                    actors.scan(0, code)
-                    return n
-
-                story._opens_only_this(0, scan)
-                time.sleep(HUMAN_PAUSE_S)
-                story._hands(0, n, ("remove", {}), ("close", {}))
+                story.collect(played, code)
                 collected.append(played)
             collected.append(story.play(3))  # a whole story on the two nodes left
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import unavailable
-from tests.journey.story import HUMAN_PAUSE_S, Story
+from tests.journey.story import Story
 from tests.journey.system import Actors, PurchaserPhones, Up, wait_until
 from tests.journey.test_journey import STORY_ENV, TIME_SCALE, keep_log
 from tests.support.mosquitto import MosquittoProcess
@@ -110,15 +110,7 @@ def test_the_primary_killed_and_the_standby_promoted_mid_journey(tmp_path: Path)
             merchant.join(20)
 
             for played, qr in ready:  # the purchasers collect on the new primary
-                n = played.compartment
-
-                def scan(qr: str = qr, n: int = n) -> int:
-                    actors.scan(0, qr)
-                    return n
-
-                story._opens_only_this(0, scan)
-                time.sleep(HUMAN_PAUSE_S)
-                story._hands(0, n, ("remove", {}), ("close", {}))
+                story.collect(played, qr)
             after = story.play(2)  # a whole story after the failover
 
             for played in [p for p, _ in ready] + [after]:
