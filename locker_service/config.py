@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     # before a live replica loses its kiosks, and bounds a dead replica's kiosks' outage.
     lease_ttl_s: float = Field(default=10.0, gt=0)
     lease_renew_s: float = Field(default=2.0, gt=0)
+    # PostgreSQL ends a session left idle inside a transaction this long (real seconds; 0: never)
+    # and frees its locks: a replica frozen mid-transaction (SIGSTOP, a paused VM) would
+    # otherwise hold the lease row it shares and stall its kiosks' takeover for as long as it
+    # sleeps. The service's transactions never wait on anything but the database.
+    db_idle_in_transaction_s: float = Field(default=15.0, ge=0)
 
     # The story
     hold_setpoint_c: float = 65.0  # hot holding default

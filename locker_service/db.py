@@ -73,12 +73,21 @@ def is_sqlite(url: str | URL) -> bool:
     return make_url(str(url) if isinstance(url, URL) else url).get_backend_name() == "sqlite"
 
 
-def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
+def create_engine(
+    database_url: str, *, idle_in_transaction_s: float = 0.0, **kwargs: Any
+) -> AsyncEngine:
+    """`idle_in_transaction_s` (PostgreSQL; 0: never): the server ends a session that has sat
+    inside a transaction this long without a statement, so a frozen process frees its locks."""
     url = normalise_url(database_url)
     if url.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 20)
         kwargs.setdefault("pool_pre_ping", True)
+        if idle_in_transaction_s > 0:
+            server_settings = {
+                "idle_in_transaction_session_timeout": str(int(idle_in_transaction_s * 1000))
+            }
+            kwargs.setdefault("connect_args", {"server_settings": server_settings})
         return create_async_engine(url, **kwargs)
 
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):

@@ -46,7 +46,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from migrations import upgrade_async
 
         await upgrade_async(settings.database_url, secret_key=settings.secret_key)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(
+        settings.database_url, idle_in_transaction_s=settings.db_idle_in_transaction_s
+    )
     sessionmaker = create_sessionmaker(engine)
     ctx = ServiceContext(
         settings=settings,

@@ -197,6 +197,11 @@ class RuntimeCollector(Collector):
         gaps = CounterMetricFamily(
             "locker_kiosk_event_gaps_skipped", "Missing kiosk events given up on after a wait"
         )
+        not_held = CounterMetricFamily(
+            "locker_kiosk_events_not_held",
+            "Kiosk events this replica did not handle: it does not hold the kiosk's lease, or "
+            "lost it while the event waited (fenced out by the new epoch)",
+        )
         stored = CounterMetricFamily("locker_telemetry_readings_stored", "Readings stored")
         dropped = CounterMetricFamily(
             "locker_telemetry_readings_dropped", "Readings not stored, by reason", labels=["reason"]
@@ -211,7 +216,7 @@ class RuntimeCollector(Collector):
         kinds: dict[str, int] = {}
         totals = dict.fromkeys(
             ("connected", "malformed", "errors", "commands", "stored", "unknown", "overflow",
-             "buffered", "sent", "failed", "reordered", "gaps"),
+             "buffered", "sent", "failed", "reordered", "gaps", "not_held"),
             0,
         )  # fmt: skip
         for runtime in list(self._runtimes):
@@ -225,6 +230,7 @@ class RuntimeCollector(Collector):
                 totals["commands"] += link.counters.commands_sent
                 totals["reordered"] += link.counters.events_held_for_order
                 totals["gaps"] += link.counters.event_gaps_skipped
+                totals["not_held"] += link.counters.dropped_not_held
             ingest = runtime.ingest
             totals["stored"] += ingest.counters.stored
             totals["unknown"] += ingest.counters.dropped_unknown_kiosk
@@ -241,6 +247,7 @@ class RuntimeCollector(Collector):
         commands.add_metric([], totals["commands"])
         reordered.add_metric([], totals["reordered"])
         gaps.add_metric([], totals["gaps"])
+        not_held.add_metric([], totals["not_held"])
         stored.add_metric([], totals["stored"])
         dropped.add_metric(["unknown_kiosk"], totals["unknown"])
         dropped.add_metric(["overflow"], totals["overflow"])
@@ -248,7 +255,7 @@ class RuntimeCollector(Collector):
         sent.add_metric([], totals["sent"])
         failed.add_metric([], totals["failed"])
         yield from (connected, received, malformed, handler_errors, commands, stored, dropped)
-        yield from (buffered, sent, failed, reordered, gaps)
+        yield from (buffered, sent, failed, reordered, gaps, not_held)
 
 
 COLLECTOR = RuntimeCollector()

@@ -10,6 +10,11 @@ taking the kiosk's messages, unsubscribes, drains the kiosk's queue and frees th
 every moment at least one replica is subscribed to each kiosk and at most one handles it, and
 a handover loses nothing and keeps the order (the new holder drops the overlap by `event_id`).
 
+A round waits on the broker for each subscription, and some brokers take long (a NATS cluster
+creates a replicated consumer per QoS 1 subscription: about a second each on two busy cores). So
+while a round runs longer than a period, a second task keeps the heartbeat and the held leases
+renewed every period: a replica busy subscribing is never taken for dead, nor loses its kiosks.
+
 All times in the lease rows are the database's (`now()` on PostgreSQL, `strftime('now')` on
 SQLite), so replica clocks may disagree. Leases are wall-clock infrastructure, not story time:
 `LOCKER_TIME_SCALE` does not apply to them.
@@ -248,6 +253,11 @@ class LeaseKeeper:
         self._round_done = asyncio.Event()
         self._lock = asyncio.Lock()  # one round (or the leaving) at a time
         self._task: asyncio.Task[None] | None = None
+        # The renewal a long round cannot make (see the module's docstring), and when the last
+        # renewal of either kind started (monotonic).
+        self._alive_lock = asyncio.Lock()
+        self._alive_task: asyncio.Task[None] | None = None
+        self._renewed_at = time.monotonic()
         self._releases: set[asyncio.Task[None]] = set()
         self._finished = False
         self.rounds = 0
@@ -311,6 +321,9 @@ class LeaseKeeper:
 
     async def start(self) -> None:
         """Run the first round (so the link knows its kiosks), then keep renewing."""
+        self._alive_task = asyncio.get_running_loop().create_task(
+            self._keep_alive(), name="kiosk-leases-alive"
+        )
         try:
             async with self._lock:
                 await self._round()
@@ -348,6 +361,12 @@ class LeaseKeeper:
         """End the loop between rounds, never inside one: a round cancelled mid-transaction
         can leave its connection open with the transaction's locks (on SQLite, the database's
         one write lock: every other writer then waits out its busy timeout)."""
+        alive, self._alive_task = self._alive_task, None
+        if alive is not None:
+            async with self._alive_lock:  # a renewal under way ends first
+                alive.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await alive
         task, self._task = self._task, None
         if task is None:
             return
@@ -368,6 +387,29 @@ class LeaseKeeper:
                     await self._round()
             except Exception:
                 log.exception("lease round failed; retrying in %s s", self.renew_s)
+
+    async def _keep_alive(self) -> None:
+        """Every period in which a round is still under way (waiting on the broker), write the
+        heartbeat and renew the leases held: only pushing expiries, never changing what is
+        held (the round judges a lease found taken over)."""
+        while True:
+            await asyncio.sleep(self.renew_s)
+            if not self._lock.locked() or time.monotonic() - self._renewed_at < self.renew_s:
+                continue
+            async with self._alive_lock:
+                started = time.monotonic()
+                held = dict(self._held)
+                try:
+                    async with session_scope(self._sessionmaker) as session:
+                        await heartbeat(session, self.replica_id)
+                        renewed = await renew(session, self.replica_id, held, self.ttl_s)
+                except Exception:
+                    log.exception("renewing the leases during a long round failed")
+                    continue
+                for kiosk, fence in held.items():
+                    if renewed.get(kiosk) == fence.epoch and self._held.get(kiosk) is fence:
+                        self._held[kiosk] = replace(fence, valid_until=started + self.ttl_s)
+                self._renewed_at = started
 
     # -- one round ------------------------------------------------------------------------------
 
@@ -433,9 +475,12 @@ class LeaseKeeper:
             return
         async with session_scope(self._sessionmaker) as session:
             renewed = await renew(session, self.replica_id, self._held, self.ttl_s)
+        self._renewed_at = max(self._renewed_at, started)
         for kiosk, fence in list(self._held.items()):
             if renewed.get(kiosk) == fence.epoch:
-                self._held[kiosk] = replace(fence, valid_until=started + self.ttl_s)
+                # Never shorter than a renewal the keep-alive made meanwhile.
+                until = max(fence.valid_until, started + self.ttl_s)
+                self._held[kiosk] = replace(fence, valid_until=until)
                 continue
             if kiosk in self._releasing:
                 continue  # freed by its release task meanwhile, which tidies up itself

@@ -159,6 +159,78 @@ async def test_two_replicas_share_the_kiosks_as_the_assignment_says_and_hand_ove
         await first.stop()
 
 
+class SlowSubscriptions(Subscriptions):
+    """A broker that takes `slow_s` to grant a subscription (a clustered broker's node making a
+    replicated consumer per subscription, on a busy host)."""
+
+    def __init__(self, slow_s: float) -> None:
+        super().__init__()
+        self.slow_s = slow_s
+        self.slow = False
+        self.waited = asyncio.Event()
+
+    async def follow_kiosk(self, kiosk_id: str) -> bool:
+        if self.slow:  # the next subscription only
+            self.slow = False
+            await asyncio.sleep(self.slow_s)
+            self.waited.set()
+        return await super().follow_kiosk(kiosk_id)
+
+
+async def test_a_replica_waiting_long_on_its_broker_keeps_its_kiosks(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """A round stuck for three TTLs on one subscription: the heartbeat and the leases already
+    held are still renewed every period, so the other replica never takes it for dead."""
+    kiosks = await make_kiosks(sessionmaker, 6)
+    slow = LeaseKeeper(sessionmaker, f"slow-{uuid.uuid4().hex[:6]}", ttl_s=TTL_S, renew_s=RENEW_S)
+    link = SlowSubscriptions(3 * TTL_S)
+    slow.bind(link)
+    other = keeper(sessionmaker, "other")
+    await slow.start()
+    await other.start()
+    try:
+        ids = [slow.replica_id, other.replica_id]
+        while slow.replica_id not in assign(kiosks, ids).values():
+            kiosks += await make_kiosks(sessionmaker, 1)
+        want = assign(kiosks, ids)
+        await within_rounds(
+            (slow, other),
+            SHARE_ROUNDS,
+            lambda: all(
+                k in (slow if o == slow.replica_id else other).held() for k, o in want.items()
+            ),
+            "the kiosks shared",
+        )
+        before = {k: v for k, v in (await lease_epochs(sessionmaker)).items() if k in kiosks}
+        link.slow = True
+        while True:  # a new kiosk of the slow replica's: its round waits on the broker
+            [new] = await make_kiosks(sessionmaker, 1)
+            if assign([new], ids)[new] == slow.replica_id:
+                break
+        while not link.waited.is_set():  # every lease as it was, all along
+            now = await lease_epochs(sessionmaker)
+            assert {k: now[k] for k in before} == before
+            await asyncio.sleep(RENEW_S / 2)
+        await within_rounds(slow, 3, lambda: new in slow.held(), "the new kiosk taken")
+        assert {
+            k: v for k, v in (await lease_epochs(sessionmaker)).items() if k in before
+        } == before
+    finally:
+        await other.stop()
+        await slow.stop()
+
+
+async def lease_epochs(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> dict[str, tuple[str, int]]:
+    async with sessionmaker() as session:
+        rows = await session.execute(
+            select(KioskLease.kiosk_code, KioskLease.holder, KioskLease.epoch)
+        )
+        return {row.kiosk_code: (row.holder, row.epoch) for row in rows}
+
+
 async def test_a_dead_replicas_kiosks_move_after_the_ttl_with_a_new_epoch(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:

@@ -54,6 +54,10 @@ class World:
     def operator(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.operator_token}"}
 
+    def dropoff_body(self, order_ref: str) -> dict[str, Any]:
+        """The courier's drop-off at the kiosk, with the right code and PIN."""
+        return {"courier_code": self.courier_code, "pin": self.courier_pin, "order_ref": order_ref}
+
     def order_body(self, ref: str | None = None, **overrides: Any) -> dict[str, Any]:
         body: dict[str, Any] = {
             "external_ref": ref or f"ref-{uuid.uuid4().hex[:8]}",
@@ -189,11 +193,7 @@ async def dropped_off(
     order = await create_order(client, world, **overrides)
     dropped = await client.post(
         "/api/v1/kiosk/dropoff",
-        json={
-            "courier_code": world.courier_code,
-            "pin": world.courier_pin,
-            "order_ref": order["external_ref"],
-        },
+        json=world.dropoff_body(order["external_ref"]),
         headers=world.kiosk(),
     )
     assert dropped.status_code == 200, dropped.text
