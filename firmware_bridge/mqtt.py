@@ -242,7 +242,7 @@ class MqttLink:
             flags.session_present,
         )
         with self._subscribe_lock:
-            self._resubscribe_at = None  # this connection asks afresh
+            self._resubscribe_at, self._subscribes_refused = None, 0  # this connection asks afresh
         self._subscribe(client)
         with self._status_lock:
             self.connected.set()

@@ -84,10 +84,15 @@ def create_engine(
         kwargs.setdefault("max_overflow", 20)
         kwargs.setdefault("pool_pre_ping", True)
         if idle_in_transaction_s > 0:
-            server_settings = {
-                "idle_in_transaction_session_timeout": str(int(idle_in_transaction_s * 1000))
+            connect_args = dict(kwargs.get("connect_args", {}))
+            connect_args["server_settings"] = {
+                **connect_args.get("server_settings", {}),
+                # In ms; 0 would mean never.
+                "idle_in_transaction_session_timeout": str(
+                    max(1, int(idle_in_transaction_s * 1000))
+                ),
             }
-            kwargs.setdefault("connect_args", {"server_settings": server_settings})
+            kwargs["connect_args"] = connect_args
         return create_async_engine(url, **kwargs)
 
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):

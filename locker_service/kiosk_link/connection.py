@@ -126,6 +126,9 @@ class KioskConnection:
         self._replies_ready = False
         self._replies_subscribed = asyncio.Event()
         self._refusals = {"main": 0, "replies": 0}  # subscriptions refused in a row, per client
+        # The one retry planned per connection: a new connection or a grant cancels it.
+        self._retries: dict[str, asyncio.TimerHandle] = {}
+        self._replies_mid: int | None = None  # the reply connection's SUBSCRIBE awaited
         self._connect_outcome: asyncio.Future[ConnectOutcome] | None = None
         self._acks: dict[int, asyncio.Future[bool]] = {}  # (UN)SUBACKs awaited, by packet id
         self._stopping = False
@@ -195,6 +198,8 @@ class KioskConnection:
 
     async def stop(self) -> None:
         self._stopping = True
+        for which in ("main", "replies"):
+            self._cancel_retry(which)
         await self._close_main()
         client, self._reply_client = self._reply_client, None
         self._replies_ready = False
@@ -452,7 +457,7 @@ class KioskConnection:
         reason_codes: list[ReasonCode],
         properties: Properties | None,
     ) -> None:
-        self._to_loop(self._replies_suback, client, tuple(reason_codes))
+        self._to_loop(self._replies_suback, client, mid, tuple(reason_codes))
 
     def _on_replies_disconnect(
         self,
@@ -483,6 +488,7 @@ class KioskConnection:
         self._connected = True
         self._counters.connects += 1
         self._refusals["main"] = 0
+        self._cancel_retry("main")  # this connection asks afresh
         self._subscribe_main(client)
         log.info(
             "connected to MQTT %s:%s (MQTT %s, session present: %s)",
@@ -496,8 +502,8 @@ class KioskConnection:
     def _subscribe_main(self, client: mqtt.Client) -> None:
         """Everything the main connection listens to, in one SUBSCRIBE (its SUBACK makes the
         connection ready)."""
-        if client is not self._client or not self._connected:
-            return  # gone or reconnecting since the retry was planned: its CONNACK subscribes
+        if client is not self._client or not self._connected or self._subscribed.is_set():
+            return  # gone, reconnecting (its CONNACK subscribes) or granted meanwhile
         topics = list(_STATE_TOPICS)
         if not self._per_kiosk or self._follow_every:  # one replica: every kiosk is ours
             topics += EVERY_KIOSK
@@ -515,7 +521,13 @@ class KioskConnection:
         refused = self._refusals[which] = self._refusals[which] + 1
         delay = min(RESUBSCRIBE_MAX_S, RESUBSCRIBE_FIRST_S * 2 ** (refused - 1))
         log.warning("asking the broker again in %.1f s (%s connection)", delay, which)
-        self._loop.call_later(delay, again)
+        self._cancel_retry(which)
+        self._retries[which] = self._loop.call_later(delay, again)
+
+    def _cancel_retry(self, which: str) -> None:
+        handle = self._retries.pop(which, None)
+        if handle is not None:
+            handle.cancel()
 
     def _unreachable(self, client: mqtt.Client) -> None:
         if client is self._client:
@@ -549,6 +561,7 @@ class KioskConnection:
         if client is not self._client:
             return
         self._probe.closed()
+        self._cancel_retry("main")
         was_connected, self._connected = self._connected, False
         if not self._stopping and was_connected:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason_code)
@@ -567,16 +580,21 @@ class KioskConnection:
             log.error("MQTT broker refused the reply connection: %s", reason_code)
             return
         self._refusals["replies"] = 0
+        self._cancel_retry("replies")  # this connection asks afresh
         self._subscribe_replies(client)
 
     def _subscribe_replies(self, client: mqtt.Client) -> None:
         if client is not self._reply_client or self._replies_ready:
             return
-        client.subscribe(f"{contract.TOPIC_ROOT}/+/replies/{self._replica_id}", qos=1)
+        _, self._replies_mid = client.subscribe(
+            f"{contract.TOPIC_ROOT}/+/replies/{self._replica_id}", qos=1
+        )
 
-    def _replies_suback(self, client: mqtt.Client, reason_codes: tuple[ReasonCode, ...]) -> None:
-        if client is not self._reply_client:
-            return
+    def _replies_suback(
+        self, client: mqtt.Client, mid: int, reason_codes: tuple[ReasonCode, ...]
+    ) -> None:
+        if client is not self._reply_client or mid != self._replies_mid:
+            return  # another connection's, or an earlier SUBSCRIBE's
         if any(code.is_failure for code in reason_codes):
             log.error("broker refused the reply subscription: %s", list(reason_codes))
             self._retry_refused("replies", lambda: self._subscribe_replies(client))
@@ -588,6 +606,7 @@ class KioskConnection:
     def _replies_lost(self, client: mqtt.Client) -> None:
         if client is not self._reply_client:
             return
+        self._cancel_retry("replies")
         self._replies_ready = False
         self._replies_subscribed.clear()
 

@@ -361,19 +361,19 @@ class LeaseKeeper:
         """End the loop between rounds, never inside one: a round cancelled mid-transaction
         can leave its connection open with the transaction's locks (on SQLite, the database's
         one write lock: every other writer then waits out its busy timeout)."""
+        task, self._task = self._task, None
+        if task is not None:
+            async with self._lock:  # a round under way ends first, kept alive meanwhile
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        # Then the keep-alive, before leaving: it would write the heartbeat back.
         alive, self._alive_task = self._alive_task, None
         if alive is not None:
             async with self._alive_lock:  # a renewal under way ends first
                 alive.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await alive
-        task, self._task = self._task, None
-        if task is None:
-            return
-        async with self._lock:  # a round under way ends first
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _run(self) -> None:
         while True:
@@ -393,8 +393,12 @@ class LeaseKeeper:
         heartbeat and renew the leases held: only pushing expiries, never changing what is
         held (the round judges a lease found taken over)."""
         while True:
-            await asyncio.sleep(self.renew_s)
-            if not self._lock.locked() or time.monotonic() - self._renewed_at < self.renew_s:
+            # Due a period after the last renewal of either kind.
+            await asyncio.sleep(max(0.0, self._renewed_at + self.renew_s - time.monotonic()))
+            if time.monotonic() - self._renewed_at < self.renew_s:
+                continue  # the round renewed meanwhile
+            if not self._lock.locked():
+                await asyncio.sleep(self.renew_s)  # no round under way: the next one renews
                 continue
             async with self._alive_lock:
                 started = time.monotonic()
@@ -405,11 +409,14 @@ class LeaseKeeper:
                         renewed = await renew(session, self.replica_id, held, self.ttl_s)
                 except Exception:
                     log.exception("renewing the leases during a long round failed")
-                    continue
-                for kiosk, fence in held.items():
-                    if renewed.get(kiosk) == fence.epoch and self._held.get(kiosk) is fence:
-                        self._held[kiosk] = replace(fence, valid_until=started + self.ttl_s)
-                self._renewed_at = started
+                    renewed = None
+                if renewed is not None:
+                    for kiosk, fence in held.items():
+                        if renewed.get(kiosk) == fence.epoch and self._held.get(kiosk) is fence:
+                            self._held[kiosk] = replace(fence, valid_until=started + self.ttl_s)
+                    self._renewed_at = started
+            if renewed is None:
+                await asyncio.sleep(self.renew_s)  # the database is out of reach: try next period
 
     # -- one round ------------------------------------------------------------------------------
 
@@ -476,7 +483,10 @@ class LeaseKeeper:
         async with session_scope(self._sessionmaker) as session:
             renewed = await renew(session, self.replica_id, self._held, self.ttl_s)
         self._renewed_at = max(self._renewed_at, started)
-        for kiosk, fence in list(self._held.items()):
+        for kiosk in list(self._held):
+            fence = self._held.get(kiosk)  # as it is now: the loop awaits below
+            if fence is None:
+                continue  # freed meanwhile by its release task
             if renewed.get(kiosk) == fence.epoch:
                 # Never shorter than a renewal the keep-alive made meanwhile.
                 until = max(fence.valid_until, started + self.ttl_s)

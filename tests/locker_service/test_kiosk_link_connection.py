@@ -227,7 +227,7 @@ async def test_subscriptions_the_broker_refused_are_asked_for_again(
     for attempt in range(3):  # refused three times: asked again each time, later each time
         mid, topics = main.subscribes[-1]
         conn._suback(main, mid, (refused,) * len(topics))  # type: ignore[arg-type]
-        conn._replies_suback(replies, (refused,))  # type: ignore[arg-type]
+        conn._replies_suback(replies, replies.subscribes[-1][0], (refused,))  # type: ignore[arg-type]
         assert not conn.ready and not conn.can_command
         asked = time.monotonic()
         await until(lambda a=attempt: len(main.subscribes) == a + 2, "asked again")
@@ -236,7 +236,19 @@ async def test_subscriptions_the_broker_refused_are_asked_for_again(
         assert main.subscribes[-1][1] == topics  # the same subscriptions, all of them
     (mid, topics) = main.subscribes[-1]
     conn._suback(main, mid, (granted,) * len(topics))  # type: ignore[arg-type]
-    conn._replies_suback(replies, (granted,))  # type: ignore[arg-type]
+    conn._replies_suback(replies, 1, (granted,))  # type: ignore[arg-type]
+    assert not conn.can_command  # the SUBACK of an earlier SUBSCRIBE says nothing of this one
+    conn._replies_suback(replies, replies.subscribes[-1][0], (granted,))  # type: ignore[arg-type]
     assert conn.ready and conn.can_command
     await asyncio.sleep(0.5)
     assert len(main.subscribes) == 4 and len(replies.subscribes) == 4  # nothing more asked
+
+    # Refused, then the connection is made again before the retry: the new CONNACK's
+    # SUBSCRIBE is the only one; the retry planned for the old connection never comes.
+    conn._disconnected(main, ReasonCode(PacketTypes.DISCONNECT, "Unspecified error"))  # type: ignore[arg-type]
+    conn._connack(main, ReasonCode(PacketTypes.CONNACK, "Success"), False)  # type: ignore[arg-type]
+    mid, topics = main.subscribes[-1]
+    conn._suback(main, mid, (refused,) * len(topics))  # type: ignore[arg-type]
+    conn._connack(main, ReasonCode(PacketTypes.CONNACK, "Success"), False)  # type: ignore[arg-type]
+    await asyncio.sleep(0.5)
+    assert len(main.subscribes) == 6

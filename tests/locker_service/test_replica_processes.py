@@ -5,7 +5,8 @@ three-node NATS cluster (kiosks on one node, replicas on the others), with scrip
 - Each kiosk's events, sent in bursts that only make sense in order (open, put in, shut, open,
   take out, shut), are recorded once each and in the order sent, while all three replicas work.
 - A replica SIGKILLed mid-story: its kiosks move to the others once its lease runs out (the
-  time is printed and never shorter than the TTL); the courier shut the door while nobody held
+  time is printed; that a lease is never taken before it expires is the lease keeper's test,
+  test_lease_keeper.py); the courier shut the door while nobody held
   the kiosk, and the story still completes with each step once.
 - A replica frozen (SIGSTOP) mid-story: its kiosk moves; the door shut while it slept reaches
   it too when it wakes (SIGCONT), and it changes nothing for it: the new epoch fences it out,
@@ -335,7 +336,6 @@ async def test_three_replicas_keep_each_kiosks_order_through_a_kill_and_a_freeze
         await until(lambda: fleet.held_as_assigned(alive), "the dead replica's kiosks taken")
         moved_s = time.monotonic() - killed_at
         print(f"a SIGKILLed replica's kiosks moved in {moved_s:.1f} s (TTL {LEASE_TTL_S} s)")
-        assert moved_s >= LEASE_TTL_S - LEASE_RENEW_S  # never while it might be alive
         assert (await fleet.holders())[killed_code][2] > epoch_before
         taken_a = len(kiosk_a.events)
         await collect(fleet, frozen, killed_code, order_a, token_a, n_a)
