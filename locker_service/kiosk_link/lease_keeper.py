@@ -257,6 +257,7 @@ class LeaseKeeper:
         # renewal of either kind started (monotonic).
         self._alive_lock = asyncio.Lock()
         self._alive_task: asyncio.Task[None] | None = None
+        self._in_round = False
         self._renewed_at = time.monotonic()
         self._releases: set[asyncio.Task[None]] = set()
         self._finished = False
@@ -325,8 +326,7 @@ class LeaseKeeper:
             self._keep_alive(), name="kiosk-leases-alive"
         )
         try:
-            async with self._lock:
-                await self._round()
+            await self._locked_round()
         except Exception:
             log.exception("the first lease round failed; retrying every %s s", self.renew_s)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="kiosk-leases")
@@ -336,7 +336,7 @@ class LeaseKeeper:
         if self._finished:
             return
         self._finished = True
-        await self._cancel()
+        await self._cancel(keep_alive_last=True)
         async with self._lock:
             try:
                 async with session_scope(self._sessionmaker) as session:
@@ -349,7 +349,7 @@ class LeaseKeeper:
         """Stop renewing without releasing anything, as a replica that died (for tests and
         for a shutdown that must not touch the database)."""
         self._finished = True
-        await self._cancel()
+        await self._cancel(keep_alive_last=False)
         for task in list(self._releases):
             task.cancel()
 
@@ -357,23 +357,37 @@ class LeaseKeeper:
         """Run a round now (a handler found its lease gone)."""
         self._wake.set()
 
-    async def _cancel(self) -> None:
+    async def _cancel(self, *, keep_alive_last: bool) -> None:
         """End the loop between rounds, never inside one: a round cancelled mid-transaction
         can leave its connection open with the transaction's locks (on SQLite, the database's
-        one write lock: every other writer then waits out its busy timeout)."""
+        one write lock: every other writer then waits out its busy timeout). Leaving cleanly
+        (`keep_alive_last`), a long round under way is still kept alive until it ends, so its
+        kiosks are handed over rather than left to expire; a halt stops renewing at once."""
+        if not keep_alive_last:
+            await self._cancel_keep_alive()
         task, self._task = self._task, None
         if task is not None:
-            async with self._lock:  # a round under way ends first, kept alive meanwhile
+            async with self._lock:  # a round under way ends first
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        # Then the keep-alive, before leaving: it would write the heartbeat back.
+        await self._cancel_keep_alive()  # before leaving: it would write the heartbeat back
+
+    async def _cancel_keep_alive(self) -> None:
         alive, self._alive_task = self._alive_task, None
         if alive is not None:
             async with self._alive_lock:  # a renewal under way ends first
                 alive.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await alive
+
+    async def _locked_round(self) -> None:
+        async with self._lock:
+            self._in_round = True  # the keep-alive renews while this runs long
+            try:
+                await self._round()
+            finally:
+                self._in_round = False
 
     async def _run(self) -> None:
         while True:
@@ -383,8 +397,7 @@ class LeaseKeeper:
             await wait_or_wake(self._wake, period_s)
             self._wake.clear()
             try:
-                async with self._lock:
-                    await self._round()
+                await self._locked_round()
             except Exception:
                 log.exception("lease round failed; retrying in %s s", self.renew_s)
 
@@ -397,7 +410,7 @@ class LeaseKeeper:
             await asyncio.sleep(max(0.0, self._renewed_at + self.renew_s - time.monotonic()))
             if time.monotonic() - self._renewed_at < self.renew_s:
                 continue  # the round renewed meanwhile
-            if not self._lock.locked():
+            if not self._in_round:
                 await asyncio.sleep(self.renew_s)  # no round under way: the next one renews
                 continue
             async with self._alive_lock:

@@ -397,10 +397,9 @@ async def test_a_replica_that_slept_through_its_lease_changes_nothing(
     world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(b, [a, b]))
     kiosk = kiosks(world.kiosk_code)
     await held_by(b, kiosk)
+    await b.leases.halt()  # asleep as far as the database can tell
     old = b.leases.fence(kiosk.kiosk_id)
     assert old is not None
-
-    await b.leases.halt()  # asleep as far as the database can tell
     await taken_by(a, kiosk, TAKEOVER_ROUNDS)
     assert b.leases.fence(kiosk.kiosk_id) == old  # it has not noticed
 
