@@ -216,6 +216,16 @@ async def release(session: AsyncSession, kiosk_id: str, replica_id: str, epoch: 
 # -- the keeper -------------------------------------------------------------------------------
 
 
+async def _end_between(task: asyncio.Task[None] | None, lock: asyncio.Lock) -> None:
+    """Cancel a loop `task` once the step it runs under `lock` (a transaction) has ended."""
+    if task is None:
+        return
+    async with lock:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class LeaseKeeper:
     """One replica's leases: the loop, its view of every kiosk, and the fences it hands out."""
 
@@ -366,20 +376,12 @@ class LeaseKeeper:
         if not keep_alive_last:
             await self._cancel_keep_alive()
         task, self._task = self._task, None
-        if task is not None:
-            async with self._lock:  # a round under way ends first
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await _end_between(task, self._lock)  # a round under way ends first
         await self._cancel_keep_alive()  # before leaving: it would write the heartbeat back
 
     async def _cancel_keep_alive(self) -> None:
         alive, self._alive_task = self._alive_task, None
-        if alive is not None:
-            async with self._alive_lock:  # a renewal under way ends first
-                alive.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await alive
+        await _end_between(alive, self._alive_lock)  # a renewal under way ends first
 
     async def _locked_round(self) -> None:
         async with self._lock:
