@@ -202,6 +202,11 @@ class RuntimeCollector(Collector):
             "Kiosk events this replica did not handle: it does not hold the kiosk's lease, or "
             "lost it while the event waited (fenced out by the new epoch)",
         )
+        stale = CounterMetricFamily(
+            "locker_kiosk_events_stale",
+            "Kiosk events dropped after a takeover: numbered at or before the last one recorded "
+            "when this replica took the kiosk's lease",
+        )
         stored = CounterMetricFamily("locker_telemetry_readings_stored", "Readings stored")
         dropped = CounterMetricFamily(
             "locker_telemetry_readings_dropped", "Readings not stored, by reason", labels=["reason"]
@@ -216,7 +221,7 @@ class RuntimeCollector(Collector):
         kinds: dict[str, int] = {}
         totals = dict.fromkeys(
             ("connected", "malformed", "errors", "commands", "stored", "unknown", "overflow",
-             "buffered", "sent", "failed", "reordered", "gaps", "not_held"),
+             "buffered", "sent", "failed", "reordered", "gaps", "not_held", "stale"),
             0,
         )  # fmt: skip
         for runtime in list(self._runtimes):
@@ -231,6 +236,7 @@ class RuntimeCollector(Collector):
                 totals["reordered"] += link.counters.events_held_for_order
                 totals["gaps"] += link.counters.event_gaps_skipped
                 totals["not_held"] += link.counters.dropped_not_held
+                totals["stale"] += link.counters.events_stale
             ingest = runtime.ingest
             totals["stored"] += ingest.counters.stored
             totals["unknown"] += ingest.counters.dropped_unknown_kiosk
@@ -248,6 +254,7 @@ class RuntimeCollector(Collector):
         reordered.add_metric([], totals["reordered"])
         gaps.add_metric([], totals["gaps"])
         not_held.add_metric([], totals["not_held"])
+        stale.add_metric([], totals["stale"])
         stored.add_metric([], totals["stored"])
         dropped.add_metric(["unknown_kiosk"], totals["unknown"])
         dropped.add_metric(["overflow"], totals["overflow"])
@@ -255,7 +262,7 @@ class RuntimeCollector(Collector):
         sent.add_metric([], totals["sent"])
         failed.add_metric([], totals["failed"])
         yield from (connected, received, malformed, handler_errors, commands, stored, dropped)
-        yield from (buffered, sent, failed, reordered, gaps, not_held)
+        yield from (buffered, sent, failed, reordered, gaps, not_held, stale)
 
 
 COLLECTOR = RuntimeCollector()

@@ -12,7 +12,10 @@ status and snapshots of every kiosk are remembered, so taking a lease can hand t
 (`reconcile_kiosk`): the reconciliation a resubscription would bring.
 
 Events go into the lanes in the order the kiosk's bridge numbered them, not the order the
-broker delivered them (`sequencer.py`, ADR 0066).
+broker delivered them (`sequencer.py`, ADR 0066). A replica that takes a kiosk's lease goes on
+after the last event recorded for it (ADR 0080): an event numbered at or before that one, still
+arriving or still queued from before the take (a replica that slept through a takeover and got
+its kiosk back), is stale and dropped, never recorded out of order.
 
 The telemetry a kiosk's bridge kept while cut off (`TelemetryMinutes`, QoS 1) has a third lane,
 so a long backlog never holds up a door event: each bucket is handed to the telemetry sink and
@@ -42,7 +45,7 @@ from locker_service.kiosk_link.fencing import CURRENT_FENCE, Fence, LeaseLost
 from locker_service.kiosk_link.handler import KioskHandler, TelemetrySink
 from locker_service.kiosk_link.lease_keeper import Standing
 from locker_service.kiosk_link.live import LivePublisher
-from locker_service.kiosk_link.sequencer import GAP_WAIT_S, Sequencer
+from locker_service.kiosk_link.sequencer import GAP_WAIT_S, Sequencer, is_stale
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,8 @@ class Inbound:
     kind: MessageKind
     payload: BaseModel
     delivery: Delivery
+    # The epoch of this replica's lease when the message came; None if it held none then.
+    term: int | None = None
     received_at: float = field(default_factory=time.perf_counter)
 
 
@@ -164,15 +169,17 @@ class Lanes:
             else:
                 self._live.publish(kiosk_id, kind, model)
             return
-        item = Inbound(kiosk_id, kind, model, delivery)
+        fence = self._leases.fence(kiosk_id) if self._leases is not None else None
+        item = Inbound(kiosk_id, kind, model, delivery, fence.epoch if fence else None)
         if isinstance(model, contract.Event):
             self._in_order(item, model.seq)
         else:
             self._enqueue(item)
 
-    def reconcile_kiosk(self, kiosk_id: str) -> None:
-        """Hand the story the kiosk's last retained status and snapshots (held just now)."""
-        self._forget_order(kiosk_id)  # held again: the bridge's numbers are followed afresh
+    def reconcile_kiosk(self, kiosk_id: str, after_seq: int | None = None) -> None:
+        """Held just now, after the event numbered `after_seq` was recorded (if any): go on
+        after it, and hand the story the kiosk's last retained status and snapshots."""
+        self._order_after(kiosk_id, after_seq)
         status = self._kiosk_status.get(kiosk_id)
         if status is not None:
             self._enqueue(Inbound(kiosk_id, "status", status, NOTHING_TO_ACK))
@@ -207,12 +214,34 @@ class Lanes:
         self._counters.dropped_not_held += 1
         log.debug("dropped %s of kiosk %s: its lease is not held here", model, kiosk_id)
 
+    def _stale(self, item: Inbound) -> bool:
+        """An event that came before this replica's current lease on its kiosk and is numbered
+        at or before the last event recorded when that lease was taken."""
+        if not isinstance(item.payload, contract.Event) or self._leases is None:
+            return False
+        fence = self._leases.fence(item.kiosk_id)
+        if fence is None or item.term == fence.epoch:
+            return False  # came under this lease: it passed the sequencer seeded at the take
+        return is_stale(item.payload.seq, fence.after_seq)
+
+    def _drop_stale(self, item: Inbound) -> None:
+        self._counters.events_stale += 1
+        log.info(
+            "kiosk %s: event #%s dropped, as another replica went on with the kiosk after it",
+            item.kiosk_id,
+            item.payload.seq if isinstance(item.payload, contract.Event) else "?",
+        )
+
     # -- the bridge's order ------------------------------------------------------------------
 
     def _in_order(self, item: Inbound, seq: int | None) -> None:
         sequencer = self._sequencers.get(item.kiosk_id)
         if sequencer is None:
             sequencer = self._sequencers[item.kiosk_id] = Sequencer(self._gap_wait_s)
+        if sequencer.stale(seq):
+            self._ack(item.delivery)
+            self._drop_stale(item)
+            return
         if seq is not None and sequencer.holds(seq):
             # Sent again (a reconnect re-sends what was not acknowledged): the new copy waits
             # in its place, the old one is acknowledged (a no-op on a closed connection).
@@ -260,6 +289,20 @@ class Lanes:
                 self._enqueue(item)
         self._arm_gap_timer(kiosk_id)
 
+    def _order_after(self, kiosk_id: str, after_seq: int | None) -> None:
+        """Follow the kiosk's numbers from after `after_seq` (or after what was already handed
+        on, if later); what waited for a gap is offered again in that light."""
+        old = self._sequencers.pop(kiosk_id, None)
+        timer = self._gap_timers.pop(kiosk_id, None)
+        if timer is not None:
+            timer.cancel()
+        starts = [n for n in (after_seq, old.handed_on if old else None) if n is not None]
+        self._sequencers[kiosk_id] = Sequencer(self._gap_wait_s, after=max(starts, default=None))
+        for item in old.flush() if old is not None else []:
+            self._in_order(
+                item, item.payload.seq if isinstance(item.payload, contract.Event) else None
+            )
+
     def _forget_order(self, kiosk_id: str) -> None:
         """Start the kiosk's order afresh; what waited for a gap goes to the worker, in order:
         handled if the kiosk is held here, else acknowledged and dropped (the holder has its
@@ -301,7 +344,9 @@ class Lanes:
                 standing = await self._standing_settled(item.kiosk_id)
                 if self._wait_observer is not None:
                     self._wait_observer(lane, time.perf_counter() - item.received_at)
-                if standing in ("held", "releasing"):
+                if standing in ("held", "releasing") and self._stale(item):
+                    self._drop_stale(item)
+                elif standing in ("held", "releasing"):
                     await self._handle(item)
                 elif isinstance(item.payload, contract.Event):
                     self._drop_not_held(item.kiosk_id, item.payload)

@@ -37,6 +37,7 @@ from locker_service.background import wait_or_wake
 from locker_service.db import session_scope
 from locker_service.kiosk_link.fencing import Fence
 from locker_service.kiosk_link.leases import assign, owner_of
+from locker_service.kiosk_link.sequencer import RECORDED_WINDOW, last_recorded
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,9 @@ class KioskSubscriptions(Protocol):
         """Return when every message of the kiosk received so far has been handled."""
         ...
 
-    def reconcile_kiosk(self, kiosk_id: str) -> None:
-        """Queue the last retained status and snapshots seen for the kiosk for handling."""
+    def reconcile_kiosk(self, kiosk_id: str, after_seq: int | None) -> None:
+        """Go on after the event numbered `after_seq` (the last recorded); queue the last
+        retained status and snapshots seen for the kiosk for handling."""
         ...
 
     async def follow_every_kiosk(self, every: bool) -> bool:
@@ -198,6 +200,19 @@ async def take(session: AsyncSession, kiosk_id: str, replica_id: str, ttl_s: flo
         {"kiosk": kiosk_id, "replica": replica_id},
     )
     return None
+
+
+async def last_recorded_seq(session: AsyncSession, kiosk_id: str) -> int | None:
+    """The number the kiosk's new holder goes on after (`sequencer.last_recorded`): read once
+    the take's UPDATE has waited out every transaction of the old holder that passed its fence."""
+    rows = await session.scalars(
+        text(
+            "SELECT e.seq FROM kiosk_events e JOIN kiosks k ON k.id = e.kiosk_id "
+            "WHERE k.code = :kiosk ORDER BY e.id DESC LIMIT :window"
+        ),
+        {"kiosk": kiosk_id, "window": RECORDED_WINDOW},
+    )
+    return last_recorded(list(rows))
 
 
 async def release(session: AsyncSession, kiosk_id: str, replica_id: str, epoch: int) -> bool:
@@ -531,12 +546,13 @@ class LeaseKeeper:
             self._notify()
         async with session_scope(self._sessionmaker) as session:
             epoch = await take(session, kiosk, self.replica_id, self.ttl_s)
+            after_seq = None if epoch is None else await last_recorded_seq(session, kiosk)
         if epoch is None:
             return
-        self._held[kiosk] = Fence(kiosk, self.replica_id, epoch, started + self.ttl_s)
+        self._held[kiosk] = Fence(kiosk, self.replica_id, epoch, started + self.ttl_s, after_seq)
         self._awaited.discard(kiosk)
-        log.info("took the lease of kiosk %s (epoch %s)", kiosk, epoch)
-        link.reconcile_kiosk(kiosk)
+        log.info("took the lease of kiosk %s (epoch %s, after event #%s)", kiosk, epoch, after_seq)
+        link.reconcile_kiosk(kiosk, after_seq)
         self._notify()
 
     def _start_release(self, kiosk: str) -> None:

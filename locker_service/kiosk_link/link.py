@@ -240,9 +240,10 @@ class KioskLink:
     async def drain_kiosk(self, kiosk_id: str) -> None:
         await self._lanes.drain_kiosk(kiosk_id)
 
-    def reconcile_kiosk(self, kiosk_id: str) -> None:
-        """Hand the story the kiosk's last retained status and snapshots (held just now)."""
-        self._lanes.reconcile_kiosk(kiosk_id)
+    def reconcile_kiosk(self, kiosk_id: str, after_seq: int | None = None) -> None:
+        """Go on after the event numbered `after_seq` (the last recorded) and hand the story
+        the kiosk's last retained status and snapshots (held just now)."""
+        self._lanes.reconcile_kiosk(kiosk_id, after_seq)
 
     # -- routing (the event loop, from the connection) ------------------------------------------
 

@@ -54,6 +54,7 @@ async def record_event_if_new(
         "event_id": event.event_id,
         "kiosk_id": kiosk_id,
         "type": event.type,
+        "seq": event.seq,
         "compartment": event.compartment,
         "ts": event.ts,
         "data": event.data if data is None else data,

@@ -96,10 +96,13 @@ class KioskEvent(Base):
     """Kiosk events handled once: MQTT is at-least-once, `event_id` makes it idempotent."""
 
     __tablename__ = "kiosk_events"
+    # A kiosk's events newest first: what a new lease holder goes on after (ADR 0080).
+    __table_args__ = (Index("ix_kiosk_events_kiosk_id_id", "kiosk_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     event_id: Mapped[str] = mapped_column(String(64), unique=True)
-    kiosk_id: Mapped[int | None] = mapped_column(ForeignKey("kiosks.id"), index=True)
+    kiosk_id: Mapped[int | None] = mapped_column(ForeignKey("kiosks.id"))
+    seq: Mapped[int | None] = mapped_column(Integer)  # the bridge's number (`Event.seq`)
     type: Mapped[str] = mapped_column(String(30))
     compartment: Mapped[int | None] = mapped_column(Integer)
     ts: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -73,9 +73,9 @@ class StandingTable:
     def wake(self) -> None:
         pass
 
-    def take(self, kiosk_id: str) -> None:
+    def take(self, kiosk_id: str, epoch: int = 7, after_seq: int | None = None) -> None:
         self.standings[kiosk_id] = "held"
-        self.fences[kiosk_id] = Fence(kiosk_id, "r1", 7, time.monotonic() + 60)
+        self.fences[kiosk_id] = Fence(kiosk_id, "r1", epoch, time.monotonic() + 60, after_seq)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
@@ -386,4 +386,70 @@ async def test_draining_a_kiosk_hands_on_what_waited_for_a_gap(parts: Parts) -> 
     parts.deliver("k1", event("door_closed", seq=3))
     await parts.lanes.drain_kiosk("k1")  # a release: the next holder takes it from here
     assert [what for _, what in parts.handler.handled] == ["door_opened", "door_closed"]
+    await parts.lanes.stop()
+
+
+async def test_a_replica_that_slept_through_a_takeover_drops_what_it_had_queued_from_before() -> (
+    None
+):
+    """ADR 0080: it got its kiosk back after another replica had recorded #22..#28; its own #21,
+    queued under its old lease and sent again by the broker, would be recorded out of order."""
+    leases = StandingTable({})
+    leases.take("k1", epoch=3)
+    parts = Parts(leases, gap_wait_s=60)  # a give-up would not come within the test
+    parts.handler.gates["door_opened"] = asyncio.Event()
+    parts.deliver("k1", event("door_opened", seq=20))
+    queued = parts.deliver("k1", event("door_closed", seq=21))
+    await until(lambda: len(parts.handler.fences) == 1, "#20 in the handler")
+    leases.standings["k1"] = "awaited"  # SIGSTOP past the TTL; taken over; then given back
+    leases.take("k1", epoch=5, after_seq=28)
+    parts.lanes.reconcile_kiosk("k1", 28)
+    parts.handler.gates["door_opened"].set()
+    again = parts.deliver("k1", event("door_closed", seq=21))  # re-sent after its reconnect
+    parts.deliver("k1", event("door_opened", seq=30))  # waits for #29, the next after #28
+    parts.deliver("k1", event("item_placed", seq=29))
+    await until(lambda: len(parts.handler.handled) == 3, "#20, #29 and #30")
+    assert [what for _, what in parts.handler.handled] == [
+        "door_opened",
+        "item_placed",
+        "door_opened",
+    ]
+    assert parts.counters.events_stale == 2
+    assert queued in parts.acks and again in parts.acks  # let go, never recorded
+    await parts.lanes.stop()
+
+
+async def test_events_that_waited_for_a_lease_and_were_recorded_by_the_old_holder_are_dropped() -> (
+    None
+):
+    """While it awaited the lease the old holder, releasing, still handled #27 and #28."""
+    leases = StandingTable({"k1": "awaited"})
+    parts = Parts(leases)
+    mids = [parts.deliver("k1", event("door_closed", str(seq), seq=seq)) for seq in (27, 28, 29)]
+    await asyncio.sleep(QUIET_S)
+    assert parts.handler.handled == [] and parts.acks == []
+    leases.take("k1", after_seq=28)
+    parts.lanes.reconcile_kiosk("k1", 28)
+    await parts.lanes.drain_kiosk("k1")
+    assert parts.handler.handled == [("k1", "29")]
+    assert parts.counters.events_stale == 2
+    assert sorted(parts.acks) == mids
+    await parts.lanes.stop()
+
+
+async def test_a_gap_held_before_a_take_is_waited_for_again_after_it() -> None:
+    leases = StandingTable({"k1": "held"})
+    leases.take("k1", epoch=2)
+    parts = Parts(leases, gap_wait_s=60)
+    parts.deliver("k1", event("door_opened", "1", seq=1))
+    parts.deliver("k1", event("door_closed", "3", seq=3))  # #2 not yet here
+    await until(lambda: len(parts.handler.handled) == 1, "#1")
+    leases.take("k1", epoch=3, after_seq=1)  # lost and taken back: nobody recorded more
+    parts.lanes.reconcile_kiosk("k1", 1)
+    await asyncio.sleep(QUIET_S)
+    assert len(parts.handler.handled) == 1  # #3 still waits for #2
+    parts.deliver("k1", event("item_placed", "2", seq=2))
+    await until(lambda: len(parts.handler.handled) == 3, "#2 and #3")
+    assert [what for _, what in parts.handler.handled] == ["1", "2", "3"]
+    assert parts.counters.events_stale == 0
     await parts.lanes.stop()

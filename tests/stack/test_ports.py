@@ -9,6 +9,9 @@ import pytest
 from locker_service.stack import ports
 
 
+OWN_ADDRESS = "127.0.0.42"  # a loopback address nothing else here listens on
+
+
 @pytest.fixture(autouse=True)
 def own_reservations(tmp_path: ports.Path, monkeypatch: pytest.MonkeyPatch) -> ports.Path:
     """A reservations file of the test's own: the host's is shared by everything running."""
@@ -68,17 +71,20 @@ def test_two_runs_picking_at_once_do_not_pick_the_same_port(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each pick is reserved for the others: a port picked and not yet bound by its child is
-    not picked again by another run (two `lockerctl up`, tests beside each other)."""
+    not picked again by another run (two `lockerctl up`, tests beside each other).
+
+    On an address of the test's own: on 127.0.0.1 the tests beside it bind ports of the same
+    40, and with fewer than 40 free the two picks must share one."""
     low = ports.ephemeral_low()
     taken = set(range(ports.LOWEST, low - 40))  # 40 ports left to choose from
-    first = ports.free_ports(20, taken=taken)
-    second = ports.free_ports(20, taken=taken)  # nothing bound them meanwhile
+    first = ports.free_ports(20, OWN_ADDRESS, taken=taken)
+    second = ports.free_ports(20, OWN_ADDRESS, taken=taken)  # nothing bound them meanwhile
     assert not set(first) & set(second)
     # Every one reserved: a free port is still given rather than none.
-    assert len(ports.free_ports(5, taken=taken)) == 5
+    assert len(ports.free_ports(5, OWN_ADDRESS, taken=taken)) == 5
     # Reservations end: after their time the ports are anyone's again.
     monkeypatch.setattr(ports.time, "time", lambda: 10**10)
-    assert ports.free_ports(1, taken=taken)
+    assert ports.free_ports(1, OWN_ADDRESS, taken=taken)
     assert len(ports.json.loads(ports.RESERVATIONS.read_text())) == 1
 
 
