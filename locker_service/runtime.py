@@ -204,8 +204,8 @@ class RuntimeCollector(Collector):
         )
         stale = CounterMetricFamily(
             "locker_kiosk_events_stale",
-            "Kiosk events dropped after a takeover: numbered at or before the last one recorded "
-            "when this replica took the kiosk's lease",
+            "Kiosk events dropped as stale: numbered at or below what the kiosk's record had "
+            "reached when this replica took the kiosk's lease",
         )
         stored = CounterMetricFamily("locker_telemetry_readings_stored", "Readings stored")
         dropped = CounterMetricFamily(

@@ -24,8 +24,8 @@ class LinkCounters:
     # and gaps given up on (the missing event never came).
     events_held_for_order: int = 0
     event_gaps_skipped: int = 0
-    # Events numbered at or before the last one recorded when this replica took the kiosk's
-    # lease: another replica went on with the kiosk after them (ADR 0080).
+    # Events at or below what their lane of the kiosk's record had reached when this replica
+    # took the kiosk's lease: recorded already, or passed by another holder (ADR 0080).
     events_stale: int = 0
     commands_sent: int = 0
     connects: int = 0

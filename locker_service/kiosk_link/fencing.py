@@ -33,9 +33,6 @@ class Fence:
     # Local monotonic time until which the lease is surely ours: measured from before the
     # renewal was sent, so it ends no later than the database's `expires_at`.
     valid_until: float
-    # The number of the last event recorded for the kiosk when the lease was taken (ADR 0080):
-    # an event at or before it that came before this lease is stale. None if none is numbered.
-    after_seq: int | None = None
 
     def valid_now(self) -> bool:
         return time.monotonic() < self.valid_until

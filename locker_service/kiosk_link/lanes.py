@@ -12,10 +12,10 @@ status and snapshots of every kiosk are remembered, so taking a lease can hand t
 (`reconcile_kiosk`): the reconciliation a resubscription would bring.
 
 Events go into the lanes in the order the kiosk's bridge numbered them, not the order the
-broker delivered them (`sequencer.py`, ADR 0066). A replica that takes a kiosk's lease goes on
-after the last event recorded for it (ADR 0080): an event numbered at or before that one, still
-arriving or still queued from before the take (a replica that slept through a takeover and got
-its kiosk back), is stale and dropped, never recorded out of order.
+broker delivered them (`sequencer.py`, ADR 0066). A replica that takes a kiosk's lease is told
+how far the kiosk's record goes (ADR 0080); an event at or below that in its lane (still
+arriving, or queued from before the take: a replica that slept through a takeover and got its
+kiosk back) is stale: acknowledged and dropped, never recorded out of order.
 
 The telemetry a kiosk's bridge kept while cut off (`TelemetryMinutes`, QoS 1) has a third lane,
 so a long backlog never holds up a door event: each bucket is handed to the telemetry sink and
@@ -45,7 +45,7 @@ from locker_service.kiosk_link.fencing import CURRENT_FENCE, Fence, LeaseLost
 from locker_service.kiosk_link.handler import KioskHandler, TelemetrySink
 from locker_service.kiosk_link.lease_keeper import Standing
 from locker_service.kiosk_link.live import LivePublisher
-from locker_service.kiosk_link.sequencer import GAP_WAIT_S, Sequencer, is_stale
+from locker_service.kiosk_link.sequencer import GAP_WAIT_S, RecordedUpTo, Sequencer
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,6 @@ class Inbound:
     kind: MessageKind
     payload: BaseModel
     delivery: Delivery
-    # The epoch of this replica's lease when the message came; None if it held none then.
-    term: int | None = None
     received_at: float = field(default_factory=time.perf_counter)
 
 
@@ -127,6 +125,8 @@ class Lanes:
         self._gap_wait_s = gap_wait_s
         self._sequencers: dict[str, Sequencer[Inbound]] = {}
         self._gap_timers: dict[str, asyncio.TimerHandle] = {}
+        # How far each kiosk's record went when this replica took its lease (ADR 0080).
+        self._recorded: dict[str, RecordedUpTo] = {}
 
     def kiosk_status(self, kiosk_id: str) -> contract.KioskStatus | None:
         return self._kiosk_status.get(kiosk_id)
@@ -169,17 +169,20 @@ class Lanes:
             else:
                 self._live.publish(kiosk_id, kind, model)
             return
-        fence = self._leases.fence(kiosk_id) if self._leases is not None else None
-        item = Inbound(kiosk_id, kind, model, delivery, fence.epoch if fence else None)
+        item = Inbound(kiosk_id, kind, model, delivery)
         if isinstance(model, contract.Event):
             self._in_order(item, model.seq)
         else:
             self._enqueue(item)
 
-    def reconcile_kiosk(self, kiosk_id: str, after_seq: int | None = None) -> None:
-        """Held just now, after the event numbered `after_seq` was recorded (if any): go on
-        after it, and hand the story the kiosk's last retained status and snapshots."""
-        self._order_after(kiosk_id, after_seq)
+    def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo | None = None) -> None:
+        """Held just now, with the kiosk's record `recorded` so far: hand the story the kiosk's
+        last retained status and snapshots."""
+        self._forget_order(kiosk_id)  # held again: the bridge's numbers are followed afresh
+        if recorded is None:
+            self._recorded.pop(kiosk_id, None)
+        else:
+            self._recorded[kiosk_id] = recorded
         status = self._kiosk_status.get(kiosk_id)
         if status is not None:
             self._enqueue(Inbound(kiosk_id, "status", status, NOTHING_TO_ACK))
@@ -215,19 +218,22 @@ class Lanes:
         log.debug("dropped %s of kiosk %s: its lease is not held here", model, kiosk_id)
 
     def _stale(self, item: Inbound) -> bool:
-        """An event that came before this replica's current lease on its kiosk and is numbered
-        at or before the last event recorded when that lease was taken."""
-        if not isinstance(item.payload, contract.Event) or self._leases is None:
+        """An event at or below what its lane had recorded when this replica took the lease."""
+        event = item.payload
+        if not isinstance(event, contract.Event) or event.seq is None:
             return False
-        fence = self._leases.fence(item.kiosk_id)
-        if fence is None or item.term == fence.epoch:
-            return False  # came under this lease: it passed the sequencer seeded at the take
-        return is_stale(item.payload.seq, fence.after_seq)
+        if event.seq == 1:
+            # A bridge whose outbox started again: the old outbox's numbers no longer count.
+            self._recorded.pop(item.kiosk_id, None)
+            return False
+        recorded = self._recorded.get(item.kiosk_id)
+        return recorded is not None and recorded.stale(event.seq, scan=event.type == "scan")
 
     def _drop_stale(self, item: Inbound) -> None:
         self._counters.events_stale += 1
         log.info(
-            "kiosk %s: event #%s dropped, as another replica went on with the kiosk after it",
+            "kiosk %s: event #%s dropped: the kiosk's record had gone past it when this replica "
+            "took its lease",
             item.kiosk_id,
             item.payload.seq if isinstance(item.payload, contract.Event) else "?",
         )
@@ -238,10 +244,6 @@ class Lanes:
         sequencer = self._sequencers.get(item.kiosk_id)
         if sequencer is None:
             sequencer = self._sequencers[item.kiosk_id] = Sequencer(self._gap_wait_s)
-        if sequencer.stale(seq):
-            self._ack(item.delivery)
-            self._drop_stale(item)
-            return
         if seq is not None and sequencer.holds(seq):
             # Sent again (a reconnect re-sends what was not acknowledged): the new copy waits
             # in its place, the old one is acknowledged (a no-op on a closed connection).
@@ -288,20 +290,6 @@ class Lanes:
             for item in ready:
                 self._enqueue(item)
         self._arm_gap_timer(kiosk_id)
-
-    def _order_after(self, kiosk_id: str, after_seq: int | None) -> None:
-        """Follow the kiosk's numbers from after `after_seq` (or after what was already handed
-        on, if later); what waited for a gap is offered again in that light."""
-        old = self._sequencers.pop(kiosk_id, None)
-        timer = self._gap_timers.pop(kiosk_id, None)
-        if timer is not None:
-            timer.cancel()
-        starts = [n for n in (after_seq, old.handed_on if old else None) if n is not None]
-        self._sequencers[kiosk_id] = Sequencer(self._gap_wait_s, after=max(starts, default=None))
-        for item in old.flush() if old is not None else []:
-            self._in_order(
-                item, item.payload.seq if isinstance(item.payload, contract.Event) else None
-            )
 
     def _forget_order(self, kiosk_id: str) -> None:
         """Start the kiosk's order afresh; what waited for a gap goes to the worker, in order:

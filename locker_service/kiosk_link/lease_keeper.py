@@ -37,7 +37,7 @@ from locker_service.background import wait_or_wake
 from locker_service.db import session_scope
 from locker_service.kiosk_link.fencing import Fence
 from locker_service.kiosk_link.leases import assign, owner_of
-from locker_service.kiosk_link.sequencer import RECORDED_WINDOW, last_recorded
+from locker_service.kiosk_link.sequencer import RECORDED_WINDOW, RecordedUpTo, recorded_up_to
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,9 @@ class KioskSubscriptions(Protocol):
         """Return when every message of the kiosk received so far has been handled."""
         ...
 
-    def reconcile_kiosk(self, kiosk_id: str, after_seq: int | None) -> None:
-        """Go on after the event numbered `after_seq` (the last recorded); queue the last
-        retained status and snapshots seen for the kiosk for handling."""
+    def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo) -> None:
+        """Held now, with the kiosk's record `recorded` so far (older events are stale);
+        queue the last retained status and snapshots seen for the kiosk for handling."""
         ...
 
     async def follow_every_kiosk(self, every: bool) -> bool:
@@ -202,17 +202,18 @@ async def take(session: AsyncSession, kiosk_id: str, replica_id: str, ttl_s: flo
     return None
 
 
-async def last_recorded_seq(session: AsyncSession, kiosk_id: str) -> int | None:
-    """The number the kiosk's new holder goes on after (`sequencer.last_recorded`): read once
-    the take's UPDATE has waited out every transaction of the old holder that passed its fence."""
-    rows = await session.scalars(
+async def recorded(session: AsyncSession, kiosk_id: str) -> RecordedUpTo:
+    """How far the kiosk's record goes (`sequencer.recorded_up_to`): read in the take's
+    transaction, once its UPDATE has waited out every transaction of the old holder that passed
+    its fence (ADR 0080)."""
+    rows = await session.execute(
         text(
-            "SELECT e.seq FROM kiosk_events e JOIN kiosks k ON k.id = e.kiosk_id "
+            "SELECT e.seq, e.type FROM kiosk_events e JOIN kiosks k ON k.id = e.kiosk_id "
             "WHERE k.code = :kiosk ORDER BY e.id DESC LIMIT :window"
         ),
         {"kiosk": kiosk_id, "window": RECORDED_WINDOW},
     )
-    return last_recorded(list(rows))
+    return recorded_up_to([(row.seq, row.type == "scan") for row in rows])
 
 
 async def release(session: AsyncSession, kiosk_id: str, replica_id: str, epoch: int) -> bool:
@@ -546,13 +547,13 @@ class LeaseKeeper:
             self._notify()
         async with session_scope(self._sessionmaker) as session:
             epoch = await take(session, kiosk, self.replica_id, self.ttl_s)
-            after_seq = None if epoch is None else await last_recorded_seq(session, kiosk)
-        if epoch is None:
+            record = None if epoch is None else await recorded(session, kiosk)
+        if epoch is None or record is None:
             return
-        self._held[kiosk] = Fence(kiosk, self.replica_id, epoch, started + self.ttl_s, after_seq)
+        self._held[kiosk] = Fence(kiosk, self.replica_id, epoch, started + self.ttl_s)
         self._awaited.discard(kiosk)
-        log.info("took the lease of kiosk %s (epoch %s, after event #%s)", kiosk, epoch, after_seq)
-        link.reconcile_kiosk(kiosk, after_seq)
+        log.info("took the lease of kiosk %s (epoch %s, %s)", kiosk, epoch, record)
+        link.reconcile_kiosk(kiosk, record)
         self._notify()
 
     def _start_release(self, kiosk: str) -> None:

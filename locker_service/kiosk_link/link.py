@@ -46,6 +46,7 @@ from locker_service.kiosk_link.lanes import Lanes
 from locker_service.kiosk_link.lease_keeper import LeaseKeeper
 from locker_service.kiosk_link.live import LivePublisher
 from locker_service.kiosk_link.pending import PendingCommands
+from locker_service.kiosk_link.sequencer import RecordedUpTo
 from locker_service.live import LiveHub
 
 __all__ = ["MODEL_BY_KIND", "KioskLink", "LinkCounters", "reply_topic"]
@@ -240,10 +241,10 @@ class KioskLink:
     async def drain_kiosk(self, kiosk_id: str) -> None:
         await self._lanes.drain_kiosk(kiosk_id)
 
-    def reconcile_kiosk(self, kiosk_id: str, after_seq: int | None = None) -> None:
-        """Go on after the event numbered `after_seq` (the last recorded) and hand the story
-        the kiosk's last retained status and snapshots (held just now)."""
-        self._lanes.reconcile_kiosk(kiosk_id, after_seq)
+    def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo | None = None) -> None:
+        """Held just now, with the kiosk's record `recorded` so far (ADR 0080): hand the story
+        the kiosk's last retained status and snapshots."""
+        self._lanes.reconcile_kiosk(kiosk_id, recorded)
 
     # -- routing (the event loop, from the connection) ------------------------------------------
 

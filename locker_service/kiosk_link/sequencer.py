@@ -11,70 +11,66 @@ dropped as malformed or by a full outbox never comes); later arrivals do not pro
 only the kiosk's own earlier events still waiting to be handled do (`touch`). Then what is held
 goes on in order and the late one, if it ever comes, is handled when it arrives.
 
-A replica that takes a kiosk's lease starts after the last event recorded for the kiosk
-(`after`, ADR 0080): another replica may have gone on with the kiosk meanwhile, so an event
-numbered at or before that one is stale (recorded already, or one only a lost holder heard) and
-would be recorded out of order; the lanes drop it (`stale`). The next number is awaited as any
-gap is.
+Across a change of holder the order is kept by what is recorded (ADR 0080): a replica that takes
+a kiosk's lease learns, per lane, the highest number recorded for the kiosk (`RecordedUpTo`);
+an event at or below it in its lane (`is_stale`) is recorded already, or was heard only by a
+holder that lost the kiosk while another went on after it, and is never handed to the story.
 
 Pure: the caller says what time it is (the event loop's clock). Tested without a broker.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 GAP_WAIT_S = 5.0  # how long a gap may stay open with nothing new from the kiosk
-RECORDED_WINDOW = 20  # the last events recorded for a kiosk that `last_recorded` looks at
+RECORDED_WINDOW = 20  # the kiosk's newest recorded events a new holder looks at
 
 
-def is_stale(seq: int | None, after: int | None) -> bool:
-    """An event numbered at or before `after`, the last one recorded when the lease was taken.
+@dataclass(frozen=True, slots=True)
+class RecordedUpTo:
+    """The highest numbers recorded for a kiosk when its lease was taken, per lane: scans have
+    a lane of their own (ADR 0043), so a scan may be recorded ahead of an earlier door event
+    that is still to be handled, and the other way round. None: nothing numbered recorded."""
 
-    Number 1 is never stale: it is a bridge whose outbox started again (a new disk)."""
-    return seq is not None and after is not None and 1 < seq <= after
+    scans: int | None = None
+    others: int | None = None
+
+    def stale(self, seq: int | None, *, scan: bool) -> bool:
+        """At or below what is recorded in its lane. Number 1 never is: a bridge whose outbox
+        started again (a new disk)."""
+        up_to = self.scans if scan else self.others
+        return seq is not None and up_to is not None and 1 < seq <= up_to
 
 
-def last_recorded(seqs_newest_first: list[int | None]) -> int | None:
-    """The number a new holder starts after, from the kiosk's last recorded events (newest
-    first, `RECORDED_WINDOW` of them): the highest, since a scan has a lane of its own and may
-    be recorded ahead of an earlier door event, but none from before an outbox that started
-    again (number 1). None when none is numbered."""
-    highest: int | None = None
-    for seq in seqs_newest_first:
+def recorded_up_to(newest_first: list[tuple[int | None, bool]]) -> RecordedUpTo:
+    """From the kiosk's newest recorded events, `(seq, is a scan)` newest first: the highest
+    number per lane, none from before an outbox that started again (number 1)."""
+    highest: dict[bool, int] = {}
+    for seq, scan in newest_first:
         if seq is None:
-            continue
-        highest = seq if highest is None else max(highest, seq)
+            continue  # a bridge that did not number its events
+        highest[scan] = max(seq, highest.get(scan, seq))
         if seq == 1:
             break
-    return highest
+    return RecordedUpTo(scans=highest.get(True), others=highest.get(False))
 
 
 class Sequencer(Generic[T]):
     """The events of one kiosk, in: any order; out: the bridge's order."""
 
-    def __init__(self, wait_s: float = GAP_WAIT_S, *, after: int | None = None) -> None:
+    def __init__(self, wait_s: float = GAP_WAIT_S) -> None:
         self.wait_s = wait_s
-        # The number expected next; None until the first when there is nothing to start after.
-        self._next: int | None = None if after is None else after + 1
-        self._after = after  # what the lease was taken after: at or before it is stale
+        self._next: int | None = None  # the number expected next; None until the first
         self._held: dict[int, T] = {}
         self._gap_since = 0.0  # when the current gap opened (or its wait was started again)
 
     @property
     def held(self) -> int:
         return len(self._held)
-
-    @property
-    def handed_on(self) -> int | None:
-        """The number it has gone on after, in order (None before the first numbered one)."""
-        return None if self._next is None else self._next - 1
-
-    def stale(self, seq: int | None) -> bool:
-        """Numbered at or before what the lease was taken after: never to be handled."""
-        return is_stale(seq, self._after)
 
     def offer(self, seq: int | None, item: T, now: float) -> list[T]:
         """Take one event; returns the events that may be handled now, in order."""
@@ -91,7 +87,6 @@ class Sequencer(Generic[T]):
             # knows it by its id), or the first of a bridge whose outbox started again.
             if seq == 1:
                 self._next = 2
-                self._after = None  # what came before belongs to the old outbox
             return [item]
         if seq in self._held:  # a redelivery of one held: handled (and ignored) at once
             return [item]

@@ -96,7 +96,7 @@ class KioskEvent(Base):
     """Kiosk events handled once: MQTT is at-least-once, `event_id` makes it idempotent."""
 
     __tablename__ = "kiosk_events"
-    # A kiosk's events newest first: what a new lease holder goes on after (ADR 0080).
+    # A kiosk's events newest first: how far its record goes, read on taking its lease (0080).
     __table_args__ = (Index("ix_kiosk_events_kiosk_id_id", "kiosk_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)

@@ -1,9 +1,9 @@
 """kiosk_events: the bridge's number of each event, and a kiosk's events newest first
 
-A replica that takes a kiosk's lease goes on after the last event recorded for the kiosk (ADR
-0080): it reads the `seq` of the kiosk's newest rows, through an index on (kiosk_id, id) that
-replaces the one on kiosk_id alone. Rows written before this revision have no number; a lease
-taken over them starts from the first event it is given, as before.
+A replica that takes a kiosk's lease reads how far the kiosk's record goes (ADR 0080): the `seq`
+of the kiosk's newest rows, through an index on (kiosk_id, id) that replaces the one on kiosk_id
+alone. Rows written before this revision have no number: a lease taken over them finds nothing
+recorded and judges nothing stale, as before.
 
 Revision ID: 0015
 Revises: 0014

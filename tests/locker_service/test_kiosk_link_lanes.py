@@ -16,6 +16,7 @@ from locker_service.kiosk_link.fencing import CURRENT_FENCE, Fence
 from locker_service.kiosk_link.lanes import Lanes
 from locker_service.kiosk_link.lease_keeper import Standing
 from locker_service.kiosk_link.live import LivePublisher
+from locker_service.kiosk_link.sequencer import RecordedUpTo
 from locker_service.live import LiveHub
 
 WAIT_S = 5.0  # how long a test waits for something that happens within a few loop turns
@@ -73,9 +74,9 @@ class StandingTable:
     def wake(self) -> None:
         pass
 
-    def take(self, kiosk_id: str, epoch: int = 7, after_seq: int | None = None) -> None:
+    def take(self, kiosk_id: str, epoch: int = 7) -> None:
         self.standings[kiosk_id] = "held"
-        self.fences[kiosk_id] = Fence(kiosk_id, "r1", epoch, time.monotonic() + 60, after_seq)
+        self.fences[kiosk_id] = Fence(kiosk_id, "r1", epoch, time.monotonic() + 60)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
@@ -396,24 +397,20 @@ async def test_a_replica_that_slept_through_a_takeover_drops_what_it_had_queued_
     queued under its old lease and sent again by the broker, would be recorded out of order."""
     leases = StandingTable({})
     leases.take("k1", epoch=3)
-    parts = Parts(leases, gap_wait_s=60)  # a give-up would not come within the test
+    parts = Parts(leases)
     parts.handler.gates["door_opened"] = asyncio.Event()
-    parts.deliver("k1", event("door_opened", seq=20))
-    queued = parts.deliver("k1", event("door_closed", seq=21))
+    parts.deliver("k1", event("door_opened", "20", seq=20))
+    queued = parts.deliver("k1", event("door_closed", "21", seq=21))
     await until(lambda: len(parts.handler.fences) == 1, "#20 in the handler")
     leases.standings["k1"] = "awaited"  # SIGSTOP past the TTL; taken over; then given back
-    leases.take("k1", epoch=5, after_seq=28)
-    parts.lanes.reconcile_kiosk("k1", 28)
+    leases.take("k1", epoch=5)
+    parts.lanes.reconcile_kiosk("k1", RecordedUpTo(scans=None, others=28))
     parts.handler.gates["door_opened"].set()
-    again = parts.deliver("k1", event("door_closed", seq=21))  # re-sent after its reconnect
-    parts.deliver("k1", event("door_opened", seq=30))  # waits for #29, the next after #28
-    parts.deliver("k1", event("item_placed", seq=29))
-    await until(lambda: len(parts.handler.handled) == 3, "#20, #29 and #30")
-    assert [what for _, what in parts.handler.handled] == [
-        "door_opened",
-        "item_placed",
-        "door_opened",
-    ]
+    again = parts.deliver("k1", event("door_closed", "21", seq=21))  # re-sent on reconnecting
+    parts.deliver("k1", event("item_placed", "29", seq=29))
+    await until(lambda: len(parts.handler.handled) == 2, "#20 and #29")
+    await parts.lanes.drain_kiosk("k1")
+    assert [what for _, what in parts.handler.handled] == ["20", "29"]
     assert parts.counters.events_stale == 2
     assert queued in parts.acks and again in parts.acks  # let go, never recorded
     await parts.lanes.stop()
@@ -428,8 +425,8 @@ async def test_events_that_waited_for_a_lease_and_were_recorded_by_the_old_holde
     mids = [parts.deliver("k1", event("door_closed", str(seq), seq=seq)) for seq in (27, 28, 29)]
     await asyncio.sleep(QUIET_S)
     assert parts.handler.handled == [] and parts.acks == []
-    leases.take("k1", after_seq=28)
-    parts.lanes.reconcile_kiosk("k1", 28)
+    leases.take("k1")
+    parts.lanes.reconcile_kiosk("k1", RecordedUpTo(scans=None, others=28))
     await parts.lanes.drain_kiosk("k1")
     assert parts.handler.handled == [("k1", "29")]
     assert parts.counters.events_stale == 2
@@ -437,19 +434,29 @@ async def test_events_that_waited_for_a_lease_and_were_recorded_by_the_old_holde
     await parts.lanes.stop()
 
 
-async def test_a_gap_held_before_a_take_is_waited_for_again_after_it() -> None:
-    leases = StandingTable({"k1": "held"})
-    leases.take("k1", epoch=2)
-    parts = Parts(leases, gap_wait_s=60)
-    parts.deliver("k1", event("door_opened", "1", seq=1))
-    parts.deliver("k1", event("door_closed", "3", seq=3))  # #2 not yet here
-    await until(lambda: len(parts.handler.handled) == 1, "#1")
-    leases.take("k1", epoch=3, after_seq=1)  # lost and taken back: nobody recorded more
-    parts.lanes.reconcile_kiosk("k1", 1)
-    await asyncio.sleep(QUIET_S)
-    assert len(parts.handler.handled) == 1  # #3 still waits for #2
-    parts.deliver("k1", event("item_placed", "2", seq=2))
-    await until(lambda: len(parts.handler.handled) == 3, "#2 and #3")
-    assert [what for _, what in parts.handler.handled] == ["1", "2", "3"]
+async def test_a_door_event_behind_a_recorded_scan_is_still_handled_after_a_take() -> None:
+    """A scan has a lane of its own: #30 was recorded while the door event #29 waited in the
+    other lane when the replica stopped; its session gives #29 again to the next run."""
+    leases = StandingTable({"k1": "awaited"})
+    parts = Parts(leases)
+    parts.deliver("k1", event("door_closed", "29", seq=29))
+    leases.take("k1")
+    parts.lanes.reconcile_kiosk("k1", RecordedUpTo(scans=30, others=28))
+    parts.deliver("k1", event("scan", "31", seq=31))
+    await until(lambda: len(parts.handler.handled) == 2, "#29 and the scan #31")
+    assert parts.counters.events_stale == 0
+    await parts.lanes.stop()
+
+
+async def test_a_bridge_whose_outbox_started_again_is_followed_despite_the_old_record() -> None:
+    leases = StandingTable({"k1": "awaited"})
+    parts = Parts(leases)
+    for seq in (1, 2, 3):  # a new disk, while the lease was awaited
+        parts.deliver("k1", event("door_opened", str(seq), seq=seq))
+    leases.take("k1")
+    parts.lanes.reconcile_kiosk("k1", RecordedUpTo(scans=480, others=500))
+    parts.deliver("k1", event("door_closed", "4", seq=4))
+    await until(lambda: len(parts.handler.handled) == 4, "#1 to #4")
+    assert [what for _, what in parts.handler.handled] == ["1", "2", "3", "4"]
     assert parts.counters.events_stale == 0
     await parts.lanes.stop()

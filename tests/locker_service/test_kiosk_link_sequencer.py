@@ -3,7 +3,7 @@ clock the test moves."""
 
 from __future__ import annotations
 
-from locker_service.kiosk_link.sequencer import Sequencer, last_recorded
+from locker_service.kiosk_link.sequencer import RecordedUpTo, Sequencer, recorded_up_to
 
 
 def test_events_in_order_go_straight_on() -> None:
@@ -74,27 +74,22 @@ def test_flush_hands_on_everything_held_in_order_and_starts_again() -> None:
     assert s.offer(9, "e9", now=0) == ["e9"]
 
 
-def test_a_sequencer_started_after_the_last_recorded_event_waits_for_the_next_one() -> None:
-    s: Sequencer[str] = Sequencer(wait_s=5, after=28)
-    assert s.stale(21) and s.stale(28)  # recorded already, or one only the lost holder heard
-    assert not s.stale(29) and not s.stale(None)
-    assert not s.stale(1)  # a bridge whose outbox started again
-    assert s.offer(30, "e30", now=0) == []  # #29 may still come
-    assert s.deadline() == 5
-    assert s.offer(29, "e29", now=1) == ["e29", "e30"]
-    assert s.handed_on == 30
+def test_what_a_new_holder_finds_recorded_per_lane() -> None:
+    # A scan (its own lane) recorded ahead of the door event before it: neither is past.
+    assert recorded_up_to([(7, False), (8, True), (6, False)]) == RecordedUpTo(8, 7)
+    # Not from before the outbox started again.
+    assert recorded_up_to([(2, False), (1, False), (401, True), (400, False)]) == RecordedUpTo(
+        None, 2
+    )
+    assert recorded_up_to([(None, False), (5, False)]) == RecordedUpTo(None, 5)  # unnumbered
+    assert recorded_up_to([]) == RecordedUpTo()
 
 
-def test_an_outbox_that_started_again_is_not_stale() -> None:
-    s: Sequencer[str] = Sequencer(wait_s=5, after=500)
-    assert s.offer(1, "new 1", now=0) == ["new 1"]
-    assert not s.stale(2)  # the old outbox's numbers no longer count
-    assert s.offer(2, "new 2", now=0) == ["new 2"]
-
-
-def test_the_number_a_new_holder_goes_on_after() -> None:
-    assert last_recorded([7, 8, 6]) == 8  # a scan recorded ahead of an earlier door event
-    assert last_recorded([2, 1, 401, 400]) == 2  # not from before the outbox started again
-    assert last_recorded([None, 5, None]) == 5  # events of a bridge that did not number them
-    assert last_recorded([None]) is None
-    assert last_recorded([]) is None
+def test_an_event_at_or_below_its_lanes_record_is_stale() -> None:
+    up_to = RecordedUpTo(scans=30, others=28)
+    assert up_to.stale(21, scan=False) and up_to.stale(28, scan=False)
+    assert not up_to.stale(29, scan=False)  # a door event still to be handled behind scan #30
+    assert up_to.stale(30, scan=True) and not up_to.stale(31, scan=True)
+    assert not up_to.stale(1, scan=False)  # a bridge whose outbox started again
+    assert not up_to.stale(None, scan=False)  # a bridge that does not number its events
+    assert not RecordedUpTo().stale(5, scan=False)

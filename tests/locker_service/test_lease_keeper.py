@@ -23,6 +23,7 @@ from locker_service.db import create_engine, create_sessionmaker, session_scope
 from locker_service.kiosk_link.fencing import CURRENT_FENCE, LeaseLost, check_fence
 from locker_service.kiosk_link.lease_keeper import LeaseKeeper
 from locker_service.kiosk_link.leases import assign
+from locker_service.kiosk_link.sequencer import RecordedUpTo
 from locker_service.kiosks.repository import kiosk_by_code, record_event_if_new
 from locker_service.models import Kiosk, KioskLease
 from locker_service.sites import service as admin
@@ -47,7 +48,7 @@ class Subscriptions:
     def __init__(self) -> None:
         self.followed: set[str] = set()
         self.calls: list[tuple[str, str]] = []
-        self.after: dict[str, int | None] = {}  # what each kiosk was last taken after
+        self.recorded: dict[str, RecordedUpTo] = {}  # each kiosk's record when last taken
         self.every = False
 
     async def follow_kiosk(self, kiosk_id: str) -> bool:
@@ -62,9 +63,9 @@ class Subscriptions:
     async def drain_kiosk(self, kiosk_id: str) -> None:
         self.calls.append(("drain", kiosk_id))
 
-    def reconcile_kiosk(self, kiosk_id: str, after_seq: int | None) -> None:
+    def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo) -> None:
         self.calls.append(("reconcile", kiosk_id))
-        self.after[kiosk_id] = after_seq
+        self.recorded[kiosk_id] = recorded
 
     async def follow_every_kiosk(self, every: bool) -> bool:
         self.every = every
@@ -312,33 +313,34 @@ async def test_a_replica_whose_lease_was_taken_cannot_commit_for_the_kiosk(
         await sleeper.stop()
 
 
-async def record(session: AsyncSession, kiosk: str, *seqs: int) -> None:
-    """Record events of the kiosk as its holder's story does, numbered `seqs` in that order."""
+async def record(session: AsyncSession, kiosk: str, *events: tuple[int, str]) -> None:
+    """Record events of the kiosk as its holder's story does: `(seq, type)` in that order."""
     found = await kiosk_by_code(session, kiosk)
     assert found is not None
-    for seq in seqs:
-        event = contract.Event(
-            event_id=uuid.uuid4().hex, type="door_closed", compartment=1, seq=seq
-        )
+    for seq, type_ in events:
+        event = contract.Event(event_id=uuid.uuid4().hex, type=type_, compartment=1, seq=seq)
         assert await record_event_if_new(session, event, found.id)
 
 
-async def test_a_new_holder_goes_on_after_the_last_event_recorded(
+async def test_a_new_holder_learns_how_far_each_lane_of_the_kiosks_record_goes(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
-    """ADR 0080: the highest number among the kiosk's last recorded events (a scan has a lane
-    of its own and may be recorded ahead of an earlier door event), none from before an outbox
-    that started again."""
-    restarted, overtaken, blank = await make_kiosks(sessionmaker, 3)
+    """ADR 0080: per lane (a scan may be recorded ahead of an earlier door event), none from
+    before an outbox that started again."""
+    overtaken, restarted, blank = await make_kiosks(sessionmaker, 3)
     async with session_scope(sessionmaker) as session:
-        await record(session, restarted, 400, 401, 1, 2)
-        await record(session, overtaken, 5, 6, 8, 7)
+        await record(session, overtaken, (5, "door_opened"), (6, "item_removed"), (8, "scan"))
+        await record(session, overtaken, (7, "door_closed"))
+        await record(session, restarted, (400, "scan"), (401, "door_closed"))
+        await record(session, restarted, (1, "door_opened"), (2, "door_closed"))
     taker = keeper(sessionmaker, "taker")
     await taker.start()
     try:
-        after = {k: taker.fence(k).after_seq for k in (restarted, overtaken, blank)}  # type: ignore[union-attr]
-        assert after == {restarted: 2, overtaken: 8, blank: None}
-        assert subscriptions(taker).after == after
+        assert subscriptions(taker).recorded == {
+            overtaken: RecordedUpTo(scans=8, others=7),
+            restarted: RecordedUpTo(scans=None, others=2),
+            blank: RecordedUpTo(),
+        }
     finally:
         await taker.stop()
 
@@ -374,7 +376,7 @@ async def test_a_takeover_waits_for_the_holders_transaction_in_flight(
             try:
                 async with session_scope(sm) as session:
                     await check_fence(session, kiosk)
-                    await record(session, kiosk, 41)
+                    await record(session, kiosk, (41, "door_closed"))
                     in_fence.set()
                     await finish.wait()
             finally:
@@ -392,7 +394,7 @@ async def test_a_takeover_waits_for_the_holders_transaction_in_flight(
         await taking
         assert kiosk in taker.held()
         # It goes on after the event the old holder committed while the take waited.
-        assert subscriptions(taker).after[kiosk] == 41
+        assert subscriptions(taker).recorded[kiosk] == RecordedUpTo(others=41)
         await taker.stop()
         await holder.stop()
     finally:

@@ -8,7 +8,6 @@ import pytest
 
 from locker_service.stack import ports
 
-
 OWN_ADDRESS = "127.0.0.42"  # a loopback address nothing else here listens on
 
 
