@@ -1,0 +1,620 @@
+"""The service behind a fleet: virtual kiosks, `lockerctl serve` replicas, PostgreSQL and a
+private Mosquitto, all on this machine; beside the same generator against the bare broker.
+
+For each size of fleet (`--sizes`) and each number of replicas (`--replicas`), in one run:
+1. a fresh migrated PostgreSQL database: the kiosks (12 compartments each, one site per 100),
+   and on `--probes` kiosks a ready order in every compartment (rows as a drop-off leaves them);
+2. the replicas start and take the kiosks' leases; the fleet connects (`kiosks.py`: statuses,
+   retained snapshots, telemetry every 10 s, the lunch peak of drop-offs and pickups on the
+   other kiosks) and is measured once every kiosk is online in the database and the snapshot
+   storm has passed;
+3. for `--seconds`: probe pickups (`--rate` a second) of the ready orders, each timed from the
+   kiosk publishing the scan to it receiving the unlock; then the door opens, the food is
+   taken, the door shuts, as a purchaser would;
+   telemetry lag: a batch of `--lag-sample` kiosks, from its timestamp to its readings being
+   queryable in PostgreSQL (polled every 50 ms);
+   CPU of the replicas, PostgreSQL and the broker (from /proc), in cores.
+Baseline, same generator and size: the bare broker with a responder process that answers each
+scan with an unlock at once (the floor of scan -> unlock), and telemetry timed to a plain
+subscriber. The knee: the smallest size at which scan -> unlock p99 passes 50 ms.
+
+    python bench/fleet/service.py [--sizes 1000,2500,5000,10000] [--replicas 1,2]
+                                  [--seconds 60] [--rate 10]
+
+Goals (issue 15): at 10,000 kiosks, telemetry lag p99 under 2 s and scan -> unlock p99 under
+50 ms. Nothing is asserted; the figures are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+from bench.fleet.kiosks import (
+    COMPARTMENTS,
+    DROPOFFS_PER_HOUR,
+    PICKUPS_PER_HOUR,
+    Client,
+    VirtualKiosk,
+    _peak,
+    _telemetry,
+)
+from firmware_bridge import contract
+from locker_service.orders import codes
+from migrations import upgrade
+from tests.support.databases import create_pg_database, drop_pg_database
+from tests.support.mosquitto import MosquittoProcess, free_port
+
+SECRET_KEY = "bench-fleet-" + "k" * 32
+GOAL_MS = 50.0
+SITE_SIZE = 100  # kiosks per site
+LAG_POLL_S = 0.05
+READY_TIMEOUT_S = 1800.0  # a big fleet's leases and snapshot storm on two shared cores
+DOOR_PAUSE_S = 0.3  # the purchaser's hand after the latch clicks
+UNANSWERED_S = 10.0  # a probe scan with no unlock by then counts as unanswered
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- the database -------------------------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    kiosk: str
+    tokens: dict[int, str]  # compartment -> the ready order's QR token
+
+
+async def seed(database_url: str, kiosks: int, probes: int) -> tuple[list[str], list[Probe]]:
+    """`kiosks` kiosks (offline until their status comes) and ready orders on `probes` of them."""
+    url = make_url(database_url)
+    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, database=url.database,
+                                 user=url.username)  # fmt: skip
+    tag = uuid.uuid4().hex[:6]
+    codes_ = [f"bf-{tag}-{i:05d}" for i in range(kiosks)]
+    try:
+        async with conn.transaction():
+            sites = (kiosks + SITE_SIZE - 1) // SITE_SIZE
+            await conn.execute(
+                "INSERT INTO sites (code, name, timezone, kill_switch_engaged, created_at) "
+                "SELECT $1 || g, 'Site ' || g, 'UTC', false, now() "
+                "FROM generate_series(1, $2::int) g",
+                f"bs-{tag}-",
+                sites,
+            )
+            await conn.execute(
+                "INSERT INTO kiosks (site_id, code, name, online, created_at) "
+                "SELECT s.id, $1 || lpad(g::text, 5, '0'), 'Kiosk ' || g, false, now() "
+                "FROM generate_series(0, $2::int - 1) g "
+                "JOIN sites s ON s.code = $3 || (g / $4 + 1)",
+                f"bf-{tag}-",
+                kiosks,
+                f"bs-{tag}-",
+                SITE_SIZE,
+            )
+            await conn.execute(
+                "INSERT INTO compartments (kiosk_id, number, size, heated, state, door_open,"
+                " lock_released, occupied, heater_on, uv_on, temp_c, disinfect_remaining_s,"
+                " version) "
+                "SELECT k.id, n, 'M', true, 'available', false, false, false, true, false,"
+                " 64.0, 0, 1 FROM kiosks k CROSS JOIN generate_series(1, $1::int) n",
+                COMPARTMENTS,
+            )
+            merchant = await conn.fetchval(
+                "INSERT INTO merchants (name, created_at) VALUES ('Bench kitchen', now()) "
+                "RETURNING id"
+            )
+            chosen = random.Random(7).sample(codes_, probes)
+            found = []
+            for code in chosen:
+                found.append(Probe(code, await _ready_orders(conn, merchant, code)))
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+    return codes_, found
+
+
+async def _ready_orders(conn: asyncpg.Connection, merchant: int, kiosk: str) -> dict[int, str]:
+    """A hot order ready in every compartment of the kiosk, as a drop-off leaves it."""
+    now = datetime.now(UTC)
+    tokens: dict[int, str] = {}
+    rows = await conn.fetch(
+        "SELECT c.id, c.number, k.site_id FROM compartments c JOIN kiosks k ON k.id = c.kiosk_id "
+        "WHERE k.code = $1",
+        kiosk,
+    )
+    for row in rows:
+        order_id, salt = uuid.uuid4(), codes.new_salt()
+        token = codes.pickup_token(SECRET_KEY, order_id, salt)
+        await conn.execute(
+            "INSERT INTO orders (id, merchant_id, external_ref, request_hash, site_id,"
+            " purchaser_name, purchaser_contact, size, temperature_class, state,"
+            " compartment_id, token_salt, pickup_token_hash, code_hash, hold_until,"
+            " created_at, assigned_at, deposited_at, ready_at, food_deadline, updated_at,"
+            " version) VALUES ($1, $2, $3, $4, $5, 'Bench purchaser', 'mailto://b@example.com',"
+            " 'M', 'hot', 'ready', $6, $7, $8, $9, $10, $11, $11, $11, $11, $12, $11, 1)",
+            order_id,
+            merchant,
+            f"bench-{order_id.hex}",
+            "0" * 64,
+            row["site_id"],
+            row["id"],
+            salt,
+            codes.token_hash(token),
+            codes.code_hash(SECRET_KEY, codes.fallback_code(SECRET_KEY, token)),
+            now + timedelta(hours=4),
+            now - timedelta(minutes=1),
+            now + timedelta(hours=3),
+        )
+        await conn.execute(
+            "UPDATE compartments SET state = 'awaiting_pickup', occupied = true,"
+            " setpoint_c = 65.0 WHERE id = $1",
+            row["id"],
+        )
+        tokens[row["number"]] = token
+    return tokens
+
+
+# -- the kiosks ---------------------------------------------------------------------------------
+
+
+class ProbeKiosk(VirtualKiosk):
+    """A kiosk whose purchasers hold real codes: each scan timed to its unlock, then the door."""
+
+    tokens: dict[int, str]
+    waiting: tuple[int, float] | None = None  # (compartment, when the scan left)
+    timings: list[float]
+    any_compartment = False  # the bare responder cannot know which compartment is hers
+
+    def scan(self, n: int) -> None:
+        self.waiting = (n, time.perf_counter())
+        self.event("scan", None, text=f"https://lockers.example.com/p/{self.tokens.pop(n)}")
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        super()._on_message(topic, payload)
+        if topic != self.topics.cmd or self.waiting is None:
+            return
+        command = contract.command_from_json(payload)
+        n, sent = self.waiting
+        if isinstance(command, contract.UnlockCommand) and (
+            self.any_compartment or command.compartment == n
+        ):
+            self.timings.append(1000 * (time.perf_counter() - sent))
+            self.waiting = None
+            asyncio.get_running_loop().call_later(DOOR_PAUSE_S, self._take_food, n)
+
+    def _take_food(self, n: int) -> None:
+        self.event("door_opened", n)
+        self.event("item_removed", n)
+        self.event("door_closed", n, occupied=False)
+
+
+@dataclass
+class Run:
+    label: str
+    kiosks: int
+    replicas: int
+    scan_ms: list[float] = field(default_factory=list)
+    lag_s: list[float] = field(default_factory=list)
+    cores: dict[str, float] = field(default_factory=dict)
+    ready_s: float = 0.0
+    sent: int = 0
+    unanswered: int = 0  # probe scans with no unlock within UNANSWERED_S
+
+    def line(self) -> str:
+        def p(values: list[float], q: float) -> float:
+            ordered = sorted(values)
+            return (
+                ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+            )
+
+        cpu = "  ".join(f"{k} {v:.2f}" for k, v in self.cores.items())
+        per_k = sum(v for k, v in self.cores.items() if k != "generator") / self.kiosks * 1000
+        return (
+            f"{self.label:<12} {self.kiosks:>6} kiosks  scan->unlock median "
+            f"{statistics.median(self.scan_ms) if self.scan_ms else float('nan'):6.1f} ms "
+            f"p99 {p(self.scan_ms, 0.99):7.1f} ms ({len(self.scan_ms)}, "
+            f"{self.unanswered} unanswered)  telemetry lag p50 "
+            f"{p(self.lag_s, 0.5):5.2f} s p99 {p(self.lag_s, 0.99):5.2f} s ({len(self.lag_s)})  "
+            f"cores: {cpu}  ({per_k:.3f} per 1,000 kiosks)  ready after {self.ready_s:.0f} s"
+        )
+
+
+def _ticks(pids: list[int]) -> dict[int, float]:
+    """CPU seconds (user and system) each of `pids` has used so far."""
+    used = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return used
+
+
+def _used_since(before: dict[int, float], now: dict[int, float]) -> float:
+    """CPU seconds used between two readings; a process started meanwhile (a database
+    connection) counts from its start."""
+    return sum(t - before.get(pid, 0.0) for pid, t in now.items())
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+    return pids
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def drive(
+    run: Run,
+    host: str,
+    port: int,
+    codes_: list[str],
+    probes: list[Probe],
+    options: argparse.Namespace,
+    processes: dict[str, Callable[[], list[int]]],
+    database_url: str | None,
+) -> None:
+    """Connect the fleet, wait until the service has it, then measure for `--seconds`."""
+    rng = random.Random(11)
+    by_probe = {p.kiosk: p for p in probes}
+    fleet: list[VirtualKiosk] = []
+    probe_kiosks: list[ProbeKiosk] = []
+    for code in codes_:
+        if code in by_probe:
+            kiosk = ProbeKiosk(code, random.Random(rng.random()))
+            kiosk.tokens, kiosk.timings = dict(by_probe[code].tokens), run.scan_ms
+            kiosk.any_compartment = database_url is None
+            probe_kiosks.append(kiosk)
+        else:
+            kiosk = VirtualKiosk(code, random.Random(rng.random()))
+        fleet.append(kiosk)
+    connecting = asyncio.Semaphore(200)
+
+    async def start(kiosk: VirtualKiosk) -> None:
+        async with connecting:
+            await kiosk.start(host, port)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(start(k) for k in fleet))
+    stop = asyncio.Event()
+    others = [k for k in fleet if not isinstance(k, ProbeKiosk)]
+    tasks = [asyncio.create_task(_telemetry(k, stop)) for k in fleet]
+    tasks += [asyncio.create_task(_peak(k, DROPOFFS_PER_HOUR, "dropoff", stop)) for k in others]
+    tasks += [asyncio.create_task(_peak(k, PICKUPS_PER_HOUR, "pickup", stop)) for k in others]
+    lag_kiosks = rng.sample(others, min(options.lag_sample, len(others)))
+    published: dict[tuple[str, datetime], float] = {}
+    for kiosk in lag_kiosks:
+        kiosk.telemetry = _timed_telemetry(kiosk, published)  # type: ignore[method-assign]
+    if database_url is not None:
+        await _wait_online(database_url, len(fleet))
+        await asyncio.sleep(options.settle)
+    run.ready_s = time.perf_counter() - started
+
+    watcher = asyncio.create_task(
+        _lag_from_database(database_url, lag_kiosks, published, run.lag_s, stop)
+        if database_url is not None
+        else _lag_from_subscriber(host, port, lag_kiosks, published, run.lag_s, stop)
+    )
+    run.scan_ms.clear()
+    ticks = {name: _ticks(pids()) for name, pids in processes.items()}
+    own, t0 = _own_cpu_s(), time.perf_counter()
+    sent0 = sum(k.client.sent for k in fleet)
+    while time.perf_counter() - t0 < options.seconds:
+        for kiosk in probe_kiosks:
+            if kiosk.waiting is not None and time.perf_counter() - kiosk.waiting[1] > UNANSWERED_S:
+                run.unanswered += 1  # refused or lost: counted, and her kiosk free again
+                kiosk.waiting = None
+        ready = [k for k in probe_kiosks if k.waiting is None and k.tokens]
+        if ready:
+            kiosk = rng.choice(ready)
+            kiosk.scan(rng.choice(sorted(kiosk.tokens)))
+        await asyncio.sleep(1 / options.rate)
+    elapsed = time.perf_counter() - t0
+    run.cores = {
+        name: _used_since(ticks[name], _ticks(pids())) / elapsed for name, pids in processes.items()
+    }
+    run.cores["generator"] = (_own_cpu_s() - own) / elapsed
+    run.sent = sum(k.client.sent for k in fleet) - sent0
+    for _ in range(int(UNANSWERED_S / 0.1)):  # the scans still under way may finish
+        if all(k.waiting is None for k in probe_kiosks):
+            break
+        await asyncio.sleep(0.1)
+    run.unanswered += sum(1 for k in probe_kiosks if k.waiting is not None)
+    stop.set()
+    await asyncio.gather(*tasks, watcher, return_exceptions=True)
+    await asyncio.gather(*(k.client.close() for k in fleet))
+
+
+def _timed_telemetry(
+    kiosk: VirtualKiosk, published: dict[tuple[str, datetime], float]
+) -> Callable[[], None]:
+    def send() -> None:
+        readings = [
+            contract.Reading(n=n, temp_c=64.0, setpoint_c=65.0, heater=True)
+            for n in range(1, COMPARTMENTS + 1)
+        ]
+        batch = contract.Telemetry(readings=readings)
+        published[(kiosk.kiosk_id, batch.ts)] = time.perf_counter()
+        kiosk.client.publish(kiosk.topics.telemetry, batch.to_json())
+
+    return send
+
+
+async def _wait_online(database_url: str, kiosks: int) -> None:
+    url = make_url(database_url)
+    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, database=url.database,
+                                 user=url.username)  # fmt: skip
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    try:
+        while await conn.fetchval("SELECT count(*) FROM kiosks WHERE online") < kiosks:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the fleet was not online in the database in time")
+            await asyncio.sleep(1)
+    finally:
+        await conn.close()
+
+
+async def _lag_from_database(
+    database_url: str | None,
+    kiosks: list[VirtualKiosk],
+    published: dict[tuple[str, datetime], float],
+    lags: list[float],
+    stop: asyncio.Event,
+) -> None:
+    assert database_url is not None
+    url = make_url(database_url)
+    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, database=url.database,
+                                 user=url.username)  # fmt: skip
+    codes_ = [k.kiosk_id for k in kiosks]
+    ids = dict(await conn.fetch("SELECT code, id FROM kiosks WHERE code = ANY($1)", codes_))
+    names = {v: k for k, v in ids.items()}
+    published.clear()
+    try:
+        while not stop.is_set():
+            since = datetime.now(UTC) - timedelta(seconds=60)
+            rows = await conn.fetch(
+                "SELECT DISTINCT kiosk_id, ts FROM temperature_readings "
+                "WHERE kiosk_id = ANY($1) AND ts > $2",
+                list(ids.values()),
+                since,
+            )
+            now = time.perf_counter()
+            for row in rows:
+                sent = published.pop((names[row["kiosk_id"]], row["ts"]), None)
+                if sent is not None:
+                    lags.append(now - sent)
+            await asyncio.sleep(LAG_POLL_S)
+    finally:
+        await conn.close()
+
+
+async def _lag_from_subscriber(
+    host: str,
+    port: int,
+    kiosks: list[VirtualKiosk],
+    published: dict[tuple[str, datetime], float],
+    lags: list[float],
+    stop: asyncio.Event,
+) -> None:
+    published.clear()
+
+    def on_message(topic: str, payload: bytes) -> None:
+        batch = contract.Telemetry.model_validate_json(payload)
+        sent = published.pop((_kiosk_of(topic), batch.ts), None)
+        if sent is not None:
+            lags.append(time.perf_counter() - sent)
+
+    listener = Client(f"fleet-lag-{uuid.uuid4().hex[:6]}", on_message)
+    await listener.connect(host, port)
+    for kiosk in kiosks:
+        await listener.subscribe(kiosk.topics.telemetry)
+    await stop.wait()
+    await listener.close()
+
+
+def _kiosk_of(topic: str) -> str:
+    return topic.split("/")[2]  # lockers/v1/<kiosk>/...
+
+
+# -- the bare responder (the baseline's service) --------------------------------------------------
+
+
+async def respond(host: str, port: int) -> None:
+    """Answer every scan with an unlock of its kiosk's compartment 1, at once."""
+    sender = Client(f"fleet-responder-{os.getpid()}")
+
+    def on_message(topic: str, payload: bytes) -> None:
+        event = contract.Event.model_validate_json(payload)
+        if event.type != "scan":
+            return
+        kiosk = _kiosk_of(topic)
+        command = contract.UnlockCommand(
+            request_id=uuid.uuid4().hex,
+            compartment=1,
+            args=contract.UnlockArgs(),
+            expires_at=contract.utcnow() + timedelta(seconds=30),
+            reply_to=f"{contract.Topics(kiosk).prefix}/replies/responder",
+        )
+        sender.publish(contract.Topics(kiosk).cmd, command.to_json(), qos=1)
+
+    sender.on_message = on_message
+    await sender.connect(host, port)
+    await sender.subscribe(contract.Topics.wildcard("events"))
+    await asyncio.Event().wait()
+
+
+# -- the runs ---------------------------------------------------------------------------------
+
+
+def start_replicas(
+    database_url: str, broker_url: str, count: int, logs: Path
+) -> list[subprocess.Popen[bytes]]:
+    lockerctl = Path(sys.executable).with_name("lockerctl")
+    procs = []
+    for i in range(count):
+        port = free_port()
+        env = {
+            **os.environ,
+            "LOCKER_ENVIRONMENT": "test",
+            "LOCKER_DATABASE_URL": database_url,
+            "LOCKER_SECRET_KEY": SECRET_KEY,
+            "LOCKER_MQTT_URL": broker_url,
+            "LOCKER_REPLICA_ID": f"bench-r{i}",
+            "LOCKER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "LOCKER_NOTIFY_ENABLED": "false",
+        }
+        with (logs / f"replica-{i}.log").open("ab") as log:
+            procs.append(
+                subprocess.Popen(
+                    [str(lockerctl), "serve", "--port", str(port), "--log-level", "warning"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        _wait_ready(port, procs[-1])
+    return procs
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "a replica ended; see its log"
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise TimeoutError("a replica was not ready in time")
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def service_run(size: int, replicas: int, options: argparse.Namespace, logs: Path) -> Run:
+    broker = MosquittoProcess(extra_config=BROKER_CONFIG).start()
+    database_url = create_pg_database("bench_fleet")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        upgrade(database_url)
+        codes_, probes = asyncio.run(seed(database_url, size, min(options.probes, size // 2)))
+        procs = start_replicas(database_url, broker.url, replicas, logs)
+        run = Run(f"{replicas} replica{'s' if replicas > 1 else ''}", size, replicas)
+        pids = {"replicas": lambda: [p.pid for p in procs], "postgres": _postgres_pids,
+                "broker": lambda: [_pid(broker)]}  # fmt: skip
+        asyncio.run(
+            drive(run, broker.host, broker.port, codes_, probes, options, pids, database_url)
+        )
+        return run
+    finally:
+        stop_all(procs)
+        broker.stop()
+        drop_pg_database(database_url)
+
+
+def bare_run(size: int, options: argparse.Namespace) -> Run:
+    broker = MosquittoProcess(extra_config=BROKER_CONFIG).start()
+    responder = subprocess.Popen(
+        [sys.executable, __file__, "--respond", f"{broker.host}:{broker.port}"]
+    )
+    try:
+        time.sleep(1.0)  # its subscription made
+        tag = uuid.uuid4().hex[:6]
+        codes_ = [f"bb-{tag}-{i:05d}" for i in range(size)]
+        probes = [
+            Probe(code, {n: f"bare{n}" for n in range(1, COMPARTMENTS + 1)})
+            for code in random.Random(7).sample(codes_, min(options.probes, size // 2))
+        ]
+        run = Run("bare broker", size, 0)
+        pids = {"responder": lambda: [responder.pid], "broker": lambda: [_pid(broker)]}
+        asyncio.run(drive(run, broker.host, broker.port, codes_, probes, options, pids, None))
+        return run
+    finally:
+        stop_all([responder])
+        broker.stop()
+
+
+def _pid(broker: MosquittoProcess) -> int:
+    assert broker._proc is not None
+    return broker._proc.pid
+
+
+BROKER_CONFIG = "max_queued_messages 100000\nmax_connections -1\nset_tcp_nodelay true\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,2500,5000,10000")
+    parser.add_argument("--replicas", default="1,2")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--rate", type=float, default=10.0, help="probe pickups a second")
+    parser.add_argument("--probes", type=int, default=200, help="kiosks with ready orders")
+    parser.add_argument("--lag-sample", type=int, default=100)
+    parser.add_argument("--settle", type=float, default=20.0, help="seconds after all online")
+    parser.add_argument("--respond", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.respond:
+        host, port = options.respond.rsplit(":", 1)
+        asyncio.run(respond(host, int(port)))
+        return
+    sizes = [int(s) for s in options.sizes.split(",")]
+    counts = [int(r) for r in options.replicas.split(",")]
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(sizes) * 2 + 500, hard), hard))
+    logs = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
+    print(f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; replica logs in {logs}")
+    knee: dict[str, int | None] = {}
+    for size in sizes:
+        runs = [bare_run(size, options)]
+        for count in counts:
+            runs.append(service_run(size, count, options, logs))
+        for run in runs:
+            print(run.line(), flush=True)
+            ordered = sorted(run.scan_ms)
+            p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0
+            if p99 > GOAL_MS and knee.get(run.label) is None:
+                knee[run.label] = size
+    for label in ["bare broker", *(f"{c} replica{'s' if c > 1 else ''}" for c in counts)]:
+        at = knee.get(label)
+        said = f"p99 passes {GOAL_MS:.0f} ms at {at} kiosks" if at else "never passes it here"
+        print(f"knee, {label}: scan -> unlock {said} (sizes {options.sizes})")
+    print(json.dumps({"load_after": os.getloadavg()[0]}))
+
+
+if __name__ == "__main__":
+    main()
