@@ -13,8 +13,9 @@ goes on in order and the late one, if it ever comes, is handled when it arrives.
 
 Across a change of holder the order is kept by what is recorded (ADR 0080): a replica that takes
 a kiosk's lease learns, per lane, the highest number recorded for the kiosk (`RecordedUpTo`);
-an event at or below it in its lane (`is_stale`) is recorded already, or was heard only by a
-holder that lost the kiosk while another went on after it, and is never handed to the story.
+an event at or below it in its lane (`RecordedUpTo.stale`) is recorded already, or was heard
+only by a holder that lost the kiosk while another went on after it, and is never handed to the
+story.
 
 Pure: the caller says what time it is (the event loop's clock). Tested without a broker.
 """
@@ -27,7 +28,10 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 GAP_WAIT_S = 5.0  # how long a gap may stay open with nothing new from the kiosk
-RECORDED_WINDOW = 20  # the kiosk's newest recorded events a new holder looks at
+# The kiosk's newest recorded events a new holder looks at: enough to find both lanes' newest
+# (a scan comes with every pickup) over what another holder records while one sleeps past its
+# TTL; a scan older than that is refused by its age anyway (ADR 0034).
+RECORDED_WINDOW = 50
 
 
 @dataclass(frozen=True, slots=True)
