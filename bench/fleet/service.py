@@ -38,9 +38,10 @@ scan -> unlock median / p99 with the pickups timed, telemetry lag p50 / p99, cor
       4000  -                    not steady after 18 min: 3,995 of 4,000 kiosks' statuses handled
 
 The knee (p99 past 50 ms): one replica below 500 kiosks, two between 500 and 1,000; the bare
-broker never (p99 under 7 ms). The service with its database takes 0.45-0.65 cores per 1,000
-kiosks, and one replica is one event loop: near one core it queues, so the goal (10,000 kiosks
-on these two cores, beside the generator and the broker) is not met by a wide margin. A profile
+broker never (p99 under 7 ms). The service with its database and broker takes 0.44-0.66 cores
+per 1,000 kiosks with one replica (0.56-0.99 with two), and one replica is one event loop: near
+one core it queues, so the goal (10,000 kiosks on these two cores, beside the generator and
+the broker) is not met by a wide margin. A profile
 at 1,000 kiosks puts most of a replica's time in its per-message transactions (events,
 telemetry flushes, timers, the live relay). The drop-offs here are door events without an
 authorised opening: they raise alerts, more work than a real drop-off's events.
@@ -79,6 +80,7 @@ from bench.fleet.kiosks import (
     PICKUPS_PER_HOUR,
     Client,
     VirtualKiosk,
+    _cpu_s,
     _peak,
     _telemetry,
 )
@@ -109,9 +111,7 @@ class Probe:
 
 async def seed(database_url: str, kiosks: int, probes: int) -> tuple[list[str], list[Probe]]:
     """`kiosks` kiosks (offline until their status comes) and ready orders on `probes` of them."""
-    url = make_url(database_url)
-    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, database=url.database,
-                                 user=url.username)  # fmt: skip
+    conn = await _connect(database_url)
     tag = uuid.uuid4().hex[:6]
     codes_ = [f"bf-{tag}-{i:05d}" for i in range(kiosks)]
     try:
@@ -235,29 +235,22 @@ class ProbeKiosk(VirtualKiosk):
 class Run:
     label: str
     kiosks: int
-    replicas: int
     scan_ms: list[float] = field(default_factory=list)
     lag_s: list[float] = field(default_factory=list)
     cores: dict[str, float] = field(default_factory=dict)
     ready_s: float = 0.0
-    sent: int = 0
     unanswered: int = 0  # probe scans with no unlock within UNANSWERED_S
 
     def line(self) -> str:
-        def p(values: list[float], q: float) -> float:
-            ordered = sorted(values)
-            return (
-                ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-            )
-
         cpu = "  ".join(f"{k} {v:.2f}" for k, v in self.cores.items())
         per_k = sum(v for k, v in self.cores.items() if k != "generator") / self.kiosks * 1000
         return (
             f"{self.label:<12} {self.kiosks:>6} kiosks  scan->unlock median "
             f"{statistics.median(self.scan_ms) if self.scan_ms else float('nan'):6.1f} ms "
-            f"p99 {p(self.scan_ms, 0.99):7.1f} ms ({len(self.scan_ms)}, "
+            f"p99 {_percentile(self.scan_ms, 0.99):7.1f} ms ({len(self.scan_ms)}, "
             f"{self.unanswered} unanswered)  telemetry lag p50 "
-            f"{p(self.lag_s, 0.5):5.2f} s p99 {p(self.lag_s, 0.99):5.2f} s ({len(self.lag_s)})  "
+            f"{_percentile(self.lag_s, 0.5):5.2f} s "
+            f"p99 {_percentile(self.lag_s, 0.99):5.2f} s ({len(self.lag_s)})  "
             f"cores: {cpu}  ({per_k:.3f} per 1,000 kiosks)  ready after {self.ready_s:.0f} s"
         )
 
@@ -288,9 +281,16 @@ def _postgres_pids() -> list[int]:
     return pids
 
 
-def _own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def _connect(database_url: str) -> asyncpg.Connection:
+    url = make_url(database_url)
+    return await asyncpg.connect(
+        host=url.host, port=url.port or 5432, database=url.database, user=url.username
+    )
 
 
 async def drive(
@@ -345,8 +345,7 @@ async def drive(
     )
     run.scan_ms.clear()
     ticks = {name: _ticks(pids()) for name, pids in processes.items()}
-    own, t0 = _own_cpu_s(), time.perf_counter()
-    sent0 = sum(k.client.sent for k in fleet)
+    own, t0 = _cpu_s(), time.perf_counter()
     rate = options.rate or max(1.0, len(fleet) * PICKUPS_PER_HOUR / 3600)
     while time.perf_counter() - t0 < options.seconds:
         for kiosk in probe_kiosks:
@@ -362,8 +361,7 @@ async def drive(
     run.cores = {
         name: _used_since(ticks[name], _ticks(pids())) / elapsed for name, pids in processes.items()
     }
-    run.cores["generator"] = (_own_cpu_s() - own) / elapsed
-    run.sent = sum(k.client.sent for k in fleet) - sent0
+    run.cores["generator"] = (_cpu_s() - own) / elapsed
     for _ in range(int(UNANSWERED_S / 0.1)):  # the scans still under way may finish
         if all(k.waiting is None for k in probe_kiosks):
             break
@@ -390,9 +388,7 @@ def _timed_telemetry(
 
 
 async def _wait_online(database_url: str, kiosks: int) -> None:
-    url = make_url(database_url)
-    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, database=url.database,
-                                 user=url.username)  # fmt: skip
+    conn = await _connect(database_url)
     deadline = time.monotonic() + READY_TIMEOUT_S
     try:
         while await conn.fetchval("SELECT count(*) FROM kiosks WHERE online") < kiosks:
@@ -411,9 +407,7 @@ async def _lag_from_database(
     stop: asyncio.Event,
 ) -> None:
     assert database_url is not None
-    url = make_url(database_url)
-    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, database=url.database,
-                                 user=url.username)  # fmt: skip
+    conn = await _connect(database_url)
     codes_ = [k.kiosk_id for k in kiosks]
     ids = dict(await conn.fetch("SELECT code, id FROM kiosks WHERE code = ANY($1)", codes_))
     names = {v: k for k, v in ids.items()}
@@ -462,7 +456,9 @@ async def _lag_from_subscriber(
 
 
 def _kiosk_of(topic: str) -> str:
-    return topic.split("/")[2]  # lockers/v1/<kiosk>/...
+    classified = contract.classify_topic(topic)
+    assert classified is not None, topic
+    return classified[0]
 
 
 # -- the bare responder (the baseline's service) --------------------------------------------------
@@ -555,7 +551,7 @@ def service_run(size: int, replicas: int, options: argparse.Namespace, logs: Pat
         upgrade(database_url)
         codes_, probes = asyncio.run(seed(database_url, size, min(options.probes, size // 2)))
         procs = start_replicas(database_url, broker.url, replicas, logs)
-        run = Run(f"{replicas} replica{'s' if replicas > 1 else ''}", size, replicas)
+        run = Run(f"{replicas} replica{'s' if replicas > 1 else ''}", size)
         pids = {"replicas": lambda: [p.pid for p in procs], "postgres": _postgres_pids,
                 "broker": lambda: [_pid(broker)]}  # fmt: skip
         asyncio.run(
@@ -581,7 +577,7 @@ def bare_run(size: int, options: argparse.Namespace) -> Run:
             Probe(code, {n: f"bare{n}" for n in range(1, COMPARTMENTS + 1)})
             for code in random.Random(7).sample(codes_, min(options.probes, size // 2))
         ]
-        run = Run("bare broker", size, 0)
+        run = Run("bare broker", size)
         pids = {"responder": lambda: [responder.pid], "broker": lambda: [_pid(broker)]}
         asyncio.run(drive(run, broker.host, broker.port, codes_, probes, options, pids, None))
         return run
@@ -626,8 +622,7 @@ def main() -> None:
             runs.append(service_run(size, count, options, logs))
         for run in runs:
             print(run.line(), flush=True)
-            ordered = sorted(run.scan_ms)
-            p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0
+            p99 = _percentile(run.scan_ms, 0.99)
             if p99 > GOAL_MS and knee.get(run.label) is None:
                 knee[run.label] = size
     for label in ["bare broker", *(f"{c} replica{'s' if c > 1 else ''}" for c in counts)]:

@@ -547,9 +547,9 @@ class LeaseKeeper:
             self._notify()
         async with session_scope(self._sessionmaker) as session:
             epoch = await take(session, kiosk, self.replica_id, self.ttl_s)
-            record = None if epoch is None else await recorded(session, kiosk)
-        if epoch is None or record is None:
-            return
+            if epoch is None:
+                return  # marked the standby: committed on the way out
+            record = await recorded(session, kiosk)
         self._held[kiosk] = Fence(kiosk, self.replica_id, epoch, started + self.ttl_s)
         self._awaited.discard(kiosk)
         log.info("took the lease of kiosk %s (epoch %s, %s)", kiosk, epoch, record)
