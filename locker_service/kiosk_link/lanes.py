@@ -15,7 +15,8 @@ Events go into the lanes in the order the kiosk's bridge numbered them, not the 
 broker delivered them (`sequencer.py`, ADR 0066). A replica that takes a kiosk's lease is told
 how far the kiosk's record goes (ADR 0080); an event at or below that in its lane (still
 arriving, or queued from before the take: a replica that slept through a takeover and got its
-kiosk back) is stale: acknowledged and dropped, never recorded out of order.
+kiosk back) is stale: acknowledged and dropped, never recorded out of order, and never the
+number the kiosk's order starts from.
 
 The telemetry a kiosk's bridge kept while cut off (`TelemetryMinutes`, QoS 1) has a third lane,
 so a long backlog never holds up a door event: each bucket is handed to the telemetry sink and
@@ -226,8 +227,16 @@ class Lanes:
             # A bridge whose outbox started again: the old outbox's numbers no longer count.
             self._recorded.pop(item.kiosk_id, None)
             return False
+        return self._passed_by_record(item)
+
+    def _passed_by_record(self, item: Inbound) -> bool:
+        event = item.payload
         recorded = self._recorded.get(item.kiosk_id)
-        return recorded is not None and recorded.stale(event.seq, scan=event.type == "scan")
+        return (
+            recorded is not None
+            and isinstance(event, contract.Event)
+            and recorded.stale(event.seq, scan=event.type == "scan")
+        )
 
     def _drop_stale(self, item: Inbound) -> None:
         self._counters.events_stale += 1
@@ -241,6 +250,11 @@ class Lanes:
     # -- the bridge's order ------------------------------------------------------------------
 
     def _in_order(self, item: Inbound, seq: int | None) -> None:
+        if self._passed_by_record(item):
+            # The worker drops it: it must not become the number the sequencer starts from,
+            # or the next new event would wait for a gap the record has filled (ADR 0080).
+            self._enqueue(item)
+            return
         sequencer = self._sequencers.get(item.kiosk_id)
         if sequencer is None:
             sequencer = self._sequencers[item.kiosk_id] = Sequencer(self._gap_wait_s)
