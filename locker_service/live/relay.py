@@ -108,28 +108,32 @@ class PgRelay:
             log.warning("dropped a live notification that does not read", exc_info=True)
 
     def _batches(self) -> list[str]:
+        """What waits, as notifications: each message serialised once (ASCII: a character is a
+        byte) and joined into `{"o": origin, "m": [...]}` under the size limit."""
         batches: list[str] = []
-        messages: list[list[Any]] = []
+        items: list[str] = []
         size = 0
-        head = len(json.dumps({"o": self._origin, "m": []}, separators=_COMPACT))
+        head = len(self._dump([]))
         while self._waiting:
             message = self._waiting.popleft()
-            item = [message.kind, message.site_id, message.data]
-            item_size = len(json.dumps(item, default=str, separators=_COMPACT)) + 1  # the comma
+            item = json.dumps(
+                [message.kind, message.site_id, message.data], default=str, separators=_COMPACT
+            )
+            item_size = len(item) + 1  # the comma
             if head + item_size > MAX_PAYLOAD_BYTES:
                 self.too_large += 1  # its dashboards see it on their next full read
                 continue
-            if size + item_size + head > MAX_PAYLOAD_BYTES and messages:
-                batches.append(self._dump(messages))
-                messages, size = [], 0
-            messages.append(item)
+            if size + item_size + head > MAX_PAYLOAD_BYTES and items:
+                batches.append(self._dump(items))
+                items, size = [], 0
+            items.append(item)
             size += item_size
-        if messages:
-            batches.append(self._dump(messages))
+        if items:
+            batches.append(self._dump(items))
         return batches
 
-    def _dump(self, messages: list[list[Any]]) -> str:
-        return json.dumps({"o": self._origin, "m": messages}, default=str, separators=_COMPACT)
+    def _dump(self, items: list[str]) -> str:
+        return '{"o":' + json.dumps(self._origin) + ',"m":[' + ",".join(items) + "]}"
 
     async def _send_loop(self) -> None:
         while True:
@@ -143,11 +147,11 @@ class PgRelay:
                 continue
             try:
                 async with self._engine.begin() as connection:
-                    for payload in self._unsent:
-                        await connection.execute(
-                            text("SELECT pg_notify(:channel, :payload)"),
-                            {"channel": CHANNEL, "payload": payload},
-                        )
+                    # One executemany: asyncpg sends the batches in one pipeline, in order.
+                    await connection.execute(
+                        text("SELECT pg_notify(:channel, :payload)"),
+                        [{"channel": CHANNEL, "payload": payload} for payload in self._unsent],
+                    )
                 self.sent += len(self._unsent)
                 self._unsent.clear()
             except Exception:  # kept for the next round (the oldest go past the bound)
