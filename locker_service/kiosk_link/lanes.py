@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -131,6 +131,9 @@ class Lanes:
 
     def kiosk_status(self, kiosk_id: str) -> contract.KioskStatus | None:
         return self._kiosk_status.get(kiosk_id)
+
+    def kiosk_statuses(self) -> Mapping[str, contract.KioskStatus]:
+        return self._kiosk_status
 
     def standing(self, kiosk_id: str) -> Standing:
         return "held" if self._leases is None else self._leases.standing(kiosk_id)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -135,6 +135,10 @@ class KioskLink:
     def kiosk_status(self, kiosk_id: str) -> contract.KioskStatus | None:
         """The last status the kiosk reported (retained), None if it never did."""
         return self._lanes.kiosk_status(kiosk_id)
+
+    def kiosk_statuses(self) -> Mapping[str, contract.KioskStatus]:
+        """The last status of every kiosk that reported one, held here or not (read only)."""
+        return self._lanes.kiosk_statuses()
 
     async def start(self) -> None:
         """Connect and subscribe; if the broker is down, keep trying in the background."""

@@ -4,8 +4,9 @@ Each replica's hub only sees what that replica did: the kiosks it holds (ADR 004
 and alerts of the requests it served. A dashboard's stream is served by one replica, so without
 this it showed a part of the fleet. The relay sends what its hub publishes on the channel
 `locker_live`, in batches (a NOTIFY carries under 8,000 bytes), tagged with the replica's id;
-each replica listens on one connection of its own and delivers the others' batches to its hub,
-skipping its own: every change reaches every dashboard once. NOTIFY is delivered after the
+each replica listens on one connection of its own, sends on it too (one pipelined executemany
+per wake: no pool checkout, no ping) and delivers the others' batches to its hub, skipping its
+own: every change reaches every dashboard once. NOTIFY is delivered after the
 sending transaction commits, in commit order; a listener that was disconnected misses what was
 sent meanwhile, as a dashboard that reconnects re-reads full state anyway.
 
@@ -21,7 +22,6 @@ import logging
 from collections import deque
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from locker_service.live import LiveHub, LiveMessage
@@ -51,6 +51,11 @@ class PgRelay:
         self.too_large = 0
         self.listens = 0  # connections listened on: 1, and one more after each loss
         self._unsent: deque[str] = deque(maxlen=MAX_UNSENT_BATCHES)  # a failed NOTIFY's batches
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The database session it listens and notifies on (`pg_stat_activity.pid`)."""
+        return None if self._driver is None else int(self._driver.get_server_pid())
 
     async def start(self) -> None:
         await self._listen()
@@ -146,12 +151,13 @@ class PgRelay:
             if not self._unsent:
                 continue
             try:
-                async with self._engine.begin() as connection:
-                    # One executemany: asyncpg sends the batches in one pipeline, in order.
-                    await connection.execute(
-                        text("SELECT pg_notify(:channel, :payload)"),
-                        [{"channel": CHANNEL, "payload": payload} for payload in self._unsent],
-                    )
+                if self._driver is None:
+                    raise ConnectionError("no connection to notify on")
+                # On the listening connection, in one executemany: asyncpg sends the batches in
+                # one pipeline and one transaction, in order; no pool checkout, no ping.
+                await self._driver.executemany(
+                    "SELECT pg_notify($1, $2)", [(CHANNEL, payload) for payload in self._unsent]
+                )
                 self.sent += len(self._unsent)
                 self._unsent.clear()
             except Exception:  # kept for the next round (the oldest go past the bound)

@@ -65,7 +65,8 @@ class Order(Base):
     food_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime())
     food_unsafe_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     food_watch: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Every change stamps it (the offline supply looks for changes by it: ADR 0081).
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
 

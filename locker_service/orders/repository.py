@@ -368,7 +368,7 @@ async def mark_code_used(session: AsyncSession, order: Order, at: datetime | Non
     result = await session.execute(
         update(Order)
         .where(Order.id == order.id, Order.state == OrderState.READY.value, condition)
-        .values(code_used_at=at, version=Order.version + 1)
+        .values(code_used_at=at, version=Order.version + 1, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     if rowcount(result) == 1:

@@ -7,28 +7,36 @@ comes back online (a restarted bridge has lost the typed-code verifiers it kept 
 at least every `offline_supply_refresh_s` otherwise, which is how its bridge knows the service
 is there. Each supply has a key of its own for the typed-code verifiers, so a supply's MACs are
 worth nothing once the next one has replaced it.
+
+Looking every second costs what changed, not the fleet (ADR 0081): each look reads the orders
+stamped (`updated_at`, indexed) since the newest stamp it saw, less `OVERLAP` for transactions
+that committed after stamping and for replicas' clocks that differ, and the sites' kill
+switches; only the kiosks those touch, and those due a refresh or back online, have their facts
+read. The refresh reads a kiosk's facts afresh every `refresh_s` whatever the stamps say, so a
+change stamped further back than the overlap still reaches its kiosk within the refresh.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from firmware_bridge.contract import OfflineOrder, OfflineSupply
+from firmware_bridge.contract import KioskStatus, OfflineOrder, OfflineSupply
 from firmware_bridge.contract.codes import code_mac
 from firmware_bridge.contract.offline import encode_key
 from locker_service.background import BackgroundLoop
 from locker_service.config import Settings
 from locker_service.db import session_scope
-from locker_service.kiosk_link.link import KioskLink
 from locker_service.models import Compartment, Kiosk, Order, Site, utcnow
 from locker_service.orders import codes
 from locker_service.orders.lifecycle import OrderState
@@ -36,7 +44,24 @@ from locker_service.orders.lifecycle import OrderState
 log = logging.getLogger(__name__)
 
 CHECK_S = 1.0  # real seconds between looks for a change
+# A change stamped up to this long before the newest stamp seen is still found: a transaction
+# that committed after a later one, or a replica whose clock is behind the others'.
+OVERLAP = timedelta(seconds=5)
+FACTS_PER_QUERY = 2_000  # kiosks per facts query: an IN list well under a driver's limit
 NO_DEADLINE = timedelta(days=1)  # an order with neither a hold nor a food deadline
+
+
+class SupplyLink(Protocol):
+    """What the loop asks of the kiosk link (`kiosk_link.link.KioskLink`)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def handled_kiosks(self) -> frozenset[str] | None: ...
+
+    def kiosk_statuses(self) -> Mapping[str, KioskStatus]: ...
+
+    def supply(self, kiosk_id: str, supply: OfflineSupply) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +78,7 @@ class ReadyOrder:
 class KioskFacts:
     frozen: bool
     orders: tuple[ReadyOrder, ...]
+    site_id: int = 0
 
     def fingerprint(self) -> tuple[object, ...]:
         return (
@@ -61,11 +87,11 @@ class KioskFacts:
         )
 
 
-async def kiosk_facts(
-    session: AsyncSession, kiosk_codes: Collection[str] | None
-) -> dict[str, KioskFacts]:
-    """What each kiosk (every one when `kiosk_codes` is None) must know: two queries."""
-    kiosks = select(Kiosk.code, Site.kill_switch_engaged).join(Site, Site.id == Kiosk.site_id)
+async def kiosk_facts(session: AsyncSession, kiosk_codes: Collection[str]) -> dict[str, KioskFacts]:
+    """What each of these kiosks must know: two queries."""
+    kiosks = select(Kiosk.code, Site.kill_switch_engaged, Site.id).join(
+        Site, Site.id == Kiosk.site_id
+    )
     ready = (
         select(
             Kiosk.code,
@@ -82,9 +108,8 @@ async def kiosk_facts(
         .where(Order.state == OrderState.READY.value)
         .order_by(Kiosk.code, Compartment.number)
     )
-    if kiosk_codes is not None:
-        kiosks = kiosks.where(Kiosk.code.in_(list(kiosk_codes)))
-        ready = ready.where(Kiosk.code.in_(list(kiosk_codes)))
+    kiosks = kiosks.where(Kiosk.code.in_(list(kiosk_codes)))
+    ready = ready.where(Kiosk.code.in_(list(kiosk_codes)))
     by_kiosk: dict[str, list[ReadyOrder]] = {}
     for code, order_id, salt, token_hash, number, used_at, hold_until, food_deadline in (
         await session.execute(ready)
@@ -101,9 +126,72 @@ async def kiosk_facts(
             )
         )
     return {
-        code: KioskFacts(bool(frozen), tuple(by_kiosk.get(code, ())))
-        for code, frozen in (await session.execute(kiosks)).all()
+        code: KioskFacts(bool(frozen), tuple(by_kiosk.get(code, ())), site_id)
+        for code, frozen, site_id in (await session.execute(kiosks)).all()
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What one look at the stamps found."""
+
+    kiosks: frozenset[str]  # kiosks an order changed at (where it is now)
+    orders: frozenset[uuid.UUID]  # the orders changed (a kiosk listing one is touched too)
+    sites: frozenset[int]  # sites whose kill switch changed
+
+
+class ChangeWatch:
+    """Finds what changed since the last look from the orders' stamps and the sites' kill
+    switches. The first look only notes the newest stamp and the orders inside the overlap:
+    every kiosk's facts are read then anyway."""
+
+    def __init__(self) -> None:
+        self._newest: datetime | None = None
+        self._seen: dict[uuid.UUID, tuple[int, datetime]] = {}  # inside the overlap: version
+        self._frozen: dict[int, bool] | None = None
+
+    async def look(self, session: AsyncSession, now: datetime) -> Changes:
+        """`now`: this replica's clock, past which no stamp moves the watermark (a replica
+        whose clock runs ahead would otherwise hide the others' changes)."""
+        sites = {
+            site: bool(frozen)
+            for site, frozen in (await session.execute(select(Site.id, Site.kill_switch_engaged)))
+        }
+        known, self._frozen = self._frozen, sites
+        first = known is None  # every kiosk's facts are read this round anyway: only note them
+        if first:
+            newest = await session.scalar(select(func.max(Order.updated_at)))
+            self._newest = None if newest is None else min(newest, now)
+        switched = frozenset(
+            site
+            for site, frozen in sites.items()
+            if known is not None and known.get(site) != frozen
+        )
+        changed = select(Order.id, Order.version, Order.updated_at, Kiosk.code).outerjoin(
+            Compartment, Compartment.id == Order.compartment_id
+        )
+        changed = changed.outerjoin(Kiosk, Kiosk.id == Compartment.kiosk_id)
+        if self._newest is not None:  # else there was no order at all: each is new
+            changed = changed.where(Order.updated_at >= self._newest - OVERLAP)
+        kiosks: set[str] = set()
+        orders: set[uuid.UUID] = set()
+        for order_id, version, stamp, kiosk in (await session.execute(changed)).all():
+            seen = self._seen.get(order_id)
+            if seen is not None and seen[0] == version:
+                continue  # looked at already, inside the overlap
+            self._seen[order_id] = (version, stamp)
+            if first:
+                continue
+            orders.add(order_id)
+            if kiosk is not None:
+                kiosks.add(kiosk)
+            stamp = min(stamp, now)
+            self._newest = stamp if self._newest is None else max(self._newest, stamp)
+        if self._newest is not None:
+            floor = self._newest - OVERLAP
+            for order_id in [o for o, (_, stamp) in self._seen.items() if stamp < floor]:
+                del self._seen[order_id]
+        return Changes(frozenset(kiosks), frozenset(orders), switched)
 
 
 def build_supply(
@@ -138,6 +226,8 @@ class _Sent:
     fingerprint: tuple[object, ...]
     at: float  # monotonic
     status_ts: datetime | None  # the kiosk's status when it was sent: a new one means reconnected
+    site_id: int
+    orders: frozenset[uuid.UUID]  # the orders it lists: a change to one touches this kiosk
 
 
 class SupplyLoop:
@@ -147,7 +237,7 @@ class SupplyLoop:
         self,
         settings: Settings,
         sessionmaker: async_sessionmaker[AsyncSession],
-        link: KioskLink,
+        link: SupplyLink,
         *,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -157,7 +247,9 @@ class SupplyLoop:
         self._link = link
         self._monotonic = monotonic
         self._sent: dict[str, _Sent] = {}
+        self._watch = ChangeWatch()
         self.sent = 0  # supplies handed to the broker
+        self.facts_read = 0  # kiosks whose facts were read, over all rounds
         self._loop = BackgroundLoop(
             "offline-supply",
             self.round,
@@ -185,15 +277,29 @@ class SupplyLoop:
         if handled is not None and not handled:
             self._sent.clear()
             return False
+        clock = self._monotonic()
+        online = {
+            kiosk_id: status
+            for kiosk_id, status in self._link.kiosk_statuses().items()
+            if status.state == "online" and (handled is None or kiosk_id in handled)
+        }
+        for kiosk_id in set(self._sent) - set(online):
+            # Handed over, gone or away (nobody to hear it): supplied afresh once back.
+            del self._sent[kiosk_id]
+        now = utcnow()
+        facts: dict[str, KioskFacts] = {}
         async with session_scope(self._sessionmaker) as session:
-            facts = await kiosk_facts(session, handled)
-        now, clock = utcnow(), self._monotonic()
-        for kiosk_id in set(self._sent) - set(facts):
-            del self._sent[kiosk_id]  # handed over, or gone: supplied afresh if it comes back
+            changes = await self._watch.look(session, now)
+            touched = [
+                kiosk_id
+                for kiosk_id, status in online.items()
+                if self._touched(kiosk_id, status.ts, clock, changes)
+            ]
+            for start in range(0, len(touched), FACTS_PER_QUERY):
+                facts.update(await kiosk_facts(session, touched[start : start + FACTS_PER_QUERY]))
+        self.facts_read += len(facts)
         for kiosk_id, kiosk in facts.items():
-            status = self._link.kiosk_status(kiosk_id)
-            if status is None or status.state != "online":
-                continue  # nobody to hear it: sent when the kiosk says it is back
+            status = online[kiosk_id]
             sent = self._sent.get(kiosk_id)
             fingerprint = kiosk.fingerprint()
             if (
@@ -210,6 +316,29 @@ class SupplyLoop:
             if failure is not None:
                 log.warning("offline supply for kiosk %s not sent: %s", kiosk_id, failure)
                 continue
-            self._sent[kiosk_id] = _Sent(fingerprint, clock, status.ts)
+            # A kiosk's first supply is stamped up to half a refresh early, so a fleet supplied
+            # in one round (a restart) is refreshed over half a period, not all in one round.
+            first = sent is None or sent.status_ts != status.ts
+            self._sent[kiosk_id] = _Sent(
+                fingerprint,
+                clock - (random.random() * self.refresh_s / 2 if first else 0.0),
+                status.ts,
+                kiosk.site_id,
+                frozenset(o.order_id for o in kiosk.orders),
+            )
             self.sent += 1
         return False
+
+    def _touched(
+        self, kiosk_id: str, status_ts: datetime | None, clock: float, changes: Changes
+    ) -> bool:
+        """Whether the kiosk's facts must be read this round."""
+        sent = self._sent.get(kiosk_id)
+        return (
+            sent is None  # never supplied, or since it came back or was taken
+            or sent.status_ts != status_ts  # reconnected: a restarted bridge lost its verifiers
+            or clock - sent.at >= self.refresh_s  # the refresh, which reads afresh anyway
+            or kiosk_id in changes.kiosks
+            or sent.site_id in changes.sites
+            or not sent.orders.isdisjoint(changes.orders)  # one of its orders left or moved
+        )

@@ -1,0 +1,198 @@
+"""The offline supply's look for changes (ADR 0081): each second it reads the facts of the kiosks
+a change touched, not of every kiosk it holds; what its stamps cannot show (a replica whose
+clock is far behind) reaches the kiosk with the refresh. On SQLite and PostgreSQL, with the
+kiosk link's side played by the test (the link over a real broker: test_offline_pickup.py)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from firmware_bridge import contract
+from locker_service.db import create_engine, create_sessionmaker, session_scope
+from locker_service.models import Compartment, Order, Site, utcnow
+from locker_service.orders import codes
+from locker_service.pickup.supply import SupplyLoop
+from locker_service.sites import service as admin
+from tests.locker_service.conftest import make_settings
+
+pytestmark = pytest.mark.timeout(60)
+
+REFRESH_S = 30.0
+
+
+@dataclass
+class Link:
+    """The kiosk link's side: every kiosk online, every supply kept."""
+
+    statuses: dict[str, contract.KioskStatus]
+    supplies: list[tuple[str, contract.OfflineSupply]] = field(default_factory=list)
+    ready: bool = True
+
+    def handled_kiosks(self) -> frozenset[str] | None:
+        return None
+
+    def kiosk_statuses(self) -> Mapping[str, contract.KioskStatus]:
+        return self.statuses
+
+    def supply(self, kiosk_id: str, supply: contract.OfflineSupply) -> str | None:
+        self.supplies.append((kiosk_id, supply))
+        return None
+
+    def last(self, kiosk_id: str) -> contract.OfflineSupply:
+        return [s for k, s in self.supplies if k == kiosk_id][-1]
+
+    def sent_to(self) -> list[str]:
+        return [k for k, _ in self.supplies]
+
+
+@dataclass
+class Fleet:
+    sessionmaker: async_sessionmaker[AsyncSession]
+    link: Link
+    loop: SupplyLoop
+    clock: list[float]
+    orders: dict[str, uuid.UUID]  # kiosk -> its ready order
+    sites: dict[str, int]
+    compartments: dict[str, int]  # kiosk -> its compartment 1's id
+
+
+async def _ready_order(session: AsyncSession, secret: str, site_id: int, c: Compartment) -> Order:
+    merchant = await admin.create_merchant(session, f"m-{uuid.uuid4().hex[:6]}")
+    order_id, salt = uuid.uuid4(), codes.new_salt()
+    token = codes.pickup_token(secret, order_id, salt)
+    now = utcnow()
+    order = Order(
+        id=order_id,
+        merchant_id=merchant.id,
+        external_ref=uuid.uuid4().hex,
+        request_hash="0" * 64,
+        site_id=site_id,
+        purchaser_name="Ana",
+        purchaser_contact="json://127.0.0.1:9/",
+        size=c.size,
+        temperature_class="hot",
+        state="ready",
+        compartment_id=c.id,
+        token_salt=salt,
+        pickup_token_hash=codes.token_hash(token),
+        code_hash=codes.code_hash(secret, codes.fallback_code(secret, token)),
+        ready_at=now,
+        hold_until=now + timedelta(hours=1),
+    )
+    session.add(order)
+    return order
+
+
+@pytest.fixture
+async def fleet(database_url: str) -> AsyncIterator[Fleet]:
+    """Kiosks a1 and a2 at site A, b1 at site B; a ready order in a1 and in b1."""
+    settings = make_settings(database_url, offline_supply_refresh_s=REFRESH_S)
+    engine = create_engine(database_url)
+    sessionmaker = create_sessionmaker(engine)
+    tag = uuid.uuid4().hex[:6]
+    sites: dict[str, int] = {}
+    compartments: dict[str, int] = {}
+    orders: dict[str, uuid.UUID] = {}
+    async with session_scope(sessionmaker) as session:
+        for site, kiosks in (("A", ("a1", "a2")), ("B", ("b1",))):
+            sites[site] = (await admin.create_site(session, f"{site}-{tag}", site)).id
+            for kiosk in kiosks:
+                made = await admin.create_kiosk(session, f"{site}-{tag}", kiosk, "Lobby", "M:2")
+                compartments[kiosk] = await session.scalar(
+                    select(Compartment.id).where(
+                        Compartment.kiosk_id == made.id, Compartment.number == 1
+                    )
+                )
+        for kiosk, site in (("a1", "A"), ("b1", "B")):
+            c = await session.get(Compartment, compartments[kiosk])
+            assert c is not None
+            orders[kiosk] = (await _ready_order(session, settings.secret_key, sites[site], c)).id
+    statuses = {k: contract.KioskStatus(state="online") for k in ("a1", "a2", "b1")}
+    link = Link(statuses)
+    clock = [1000.0]
+    loop = SupplyLoop(settings, sessionmaker, link, monotonic=lambda: clock[0])
+    try:
+        yield Fleet(sessionmaker, link, loop, clock, orders, sites, compartments)
+    finally:
+        await engine.dispose()
+
+
+async def _round(fleet: Fleet) -> tuple[int, list[str]]:
+    """One look: how many kiosks' facts it read, and whom it sent a supply."""
+    read, sent = fleet.loop.facts_read, len(fleet.link.supplies)
+    await fleet.loop.round()
+    return fleet.loop.facts_read - read, sorted(fleet.link.sent_to()[sent:])
+
+
+async def _change_order(
+    fleet: Fleet, kiosk: str, stamp_behind_s: float = 0.0, **values: object
+) -> None:
+    """As a step does: the values, the version bumped, stamped (by a clock `stamp_behind_s`
+    behind this one)."""
+    async with session_scope(fleet.sessionmaker) as session:
+        await session.execute(
+            update(Order)
+            .where(Order.id == fleet.orders[kiosk])
+            .values(
+                version=Order.version + 1,
+                updated_at=utcnow() - timedelta(seconds=stamp_behind_s),
+                **values,
+            )
+        )
+
+
+async def test_each_look_reads_only_the_kiosks_a_change_touched(fleet: Fleet) -> None:
+    assert await _round(fleet) == (3, ["a1", "a2", "b1"])  # the first look: every kiosk
+    assert await _round(fleet) == (0, [])  # nothing changed, no refresh due: nothing read
+
+    await _change_order(fleet, "a1", code_used_at=utcnow())  # a pickup claimed its code
+    assert await _round(fleet) == (1, ["a1"])
+    assert [o.used for o in fleet.link.last("a1").orders] == [True]
+
+    async with session_scope(fleet.sessionmaker) as session:
+        await session.execute(
+            update(Site).where(Site.id == fleet.sites["B"]).values(kill_switch_engaged=True)
+        )
+    assert await _round(fleet) == (1, ["b1"])
+    assert fleet.link.last("b1").frozen
+
+    # Moved to a2's compartment: a1 no longer lists it, a2 does.
+    await _change_order(fleet, "a1", compartment_id=fleet.compartments["a2"])
+    assert await _round(fleet) == (2, ["a1", "a2"])
+    assert fleet.link.last("a1").orders == []
+    assert [o.order_id for o in fleet.link.last("a2").orders] == [str(fleet.orders["a1"])]
+
+    await _change_order(fleet, "b1", state="picked_up")  # a step out of ready
+    assert await _round(fleet) == (1, ["b1"])
+    assert fleet.link.last("b1").orders == []
+
+    fleet.link.statuses["a2"] = contract.KioskStatus(state="online")  # its bridge restarted
+    assert await _round(fleet) == (1, ["a2"])
+    assert await _round(fleet) == (0, [])
+
+
+async def test_a_change_stamped_behind_the_overlap_reaches_its_kiosk_with_the_refresh(
+    fleet: Fleet,
+) -> None:
+    await _round(fleet)
+    await _change_order(fleet, "b1", stamp_behind_s=3600, code_used_at=utcnow())
+    assert await _round(fleet) == (0, [])  # its stamp is an hour behind: not seen
+    fleet.clock[0] += REFRESH_S  # each kiosk's refresh reads its facts afresh
+    read, sent = await _round(fleet)
+    assert read == 3 and sent == ["a1", "a2", "b1"]
+    assert [o.used for o in fleet.link.last("b1").orders] == [True]
+
+
+async def test_a_stamp_from_a_clock_ahead_does_not_hide_the_next_changes(fleet: Fleet) -> None:
+    await _round(fleet)
+    await _change_order(fleet, "a1", stamp_behind_s=-3600, code_used_at=utcnow())
+    assert await _round(fleet) == (1, ["a1"])
+    await _change_order(fleet, "b1", code_used_at=utcnow())  # stamped by a right clock
+    assert await _round(fleet) == (1, ["b1"])
