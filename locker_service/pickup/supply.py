@@ -315,6 +315,8 @@ class SupplyLoop:
             failure = self._link.supply(kiosk_id, supply)
             if failure is not None:
                 log.warning("offline supply for kiosk %s not sent: %s", kiosk_id, failure)
+                # Read again next round: the change that touched it has been looked at.
+                self._sent.pop(kiosk_id, None)
                 continue
             # A kiosk's first supply is stamped up to half a refresh early, so a fleet supplied
             # in one round (a restart) is refreshed over half a period, not all in one round.

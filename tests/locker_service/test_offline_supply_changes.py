@@ -34,6 +34,7 @@ class Link:
     statuses: dict[str, contract.KioskStatus]
     supplies: list[tuple[str, contract.OfflineSupply]] = field(default_factory=list)
     ready: bool = True
+    refusing: str | None = None  # why the broker does not take a supply now
 
     def handled_kiosks(self) -> frozenset[str] | None:
         return None
@@ -42,8 +43,9 @@ class Link:
         return self.statuses
 
     def supply(self, kiosk_id: str, supply: contract.OfflineSupply) -> str | None:
-        self.supplies.append((kiosk_id, supply))
-        return None
+        if self.refusing is None:
+            self.supplies.append((kiosk_id, supply))
+        return self.refusing
 
     def last(self, kiosk_id: str) -> contract.OfflineSupply:
         return [s for k, s in self.supplies if k == kiosk_id][-1]
@@ -196,3 +198,15 @@ async def test_a_stamp_from_a_clock_ahead_does_not_hide_the_next_changes(fleet: 
     assert await _round(fleet) == (1, ["a1"])
     await _change_order(fleet, "b1", code_used_at=utcnow())  # stamped by a right clock
     assert await _round(fleet) == (1, ["b1"])
+
+
+async def test_a_supply_the_broker_did_not_take_is_read_and_sent_again_next_round(
+    fleet: Fleet,
+) -> None:
+    await _round(fleet)
+    await _change_order(fleet, "a1", code_used_at=utcnow())
+    fleet.link.refusing = "not connected to the broker"
+    assert await _round(fleet) == (1, [])
+    fleet.link.refusing = None
+    assert await _round(fleet) == (1, ["a1"])  # not left for the refresh
+    assert [o.used for o in fleet.link.last("a1").orders] == [True]
