@@ -253,7 +253,10 @@ class Lanes:
     # -- the bridge's order ------------------------------------------------------------------
 
     def _in_order(self, item: Inbound, seq: int | None) -> None:
-        if self._passed_by_record(item):
+        if seq == 1:
+            # A bridge whose outbox started again: the old outbox's record no longer counts.
+            self._recorded.pop(item.kiosk_id, None)
+        elif self._passed_by_record(item):
             # The worker drops it: it must not become the number the sequencer starts from,
             # or the next new event would wait for a gap the record has filled (ADR 0080).
             self._enqueue(item)

@@ -462,3 +462,21 @@ async def test_a_bridge_whose_outbox_started_again_is_followed_despite_the_old_r
     assert [what for _, what in parts.handler.handled] == ["1", "2", "3", "4"]
     assert parts.counters.events_stale == 0
     await parts.lanes.stop()
+
+
+async def test_a_bridge_whose_outbox_starts_again_while_held_is_followed_at_once() -> None:
+    """#1 and #2 of a new disk arrive before the worker has handled #1: #2 must not slip past
+    the order as if the old record still counted, or #3, coming later, would wait for it as
+    a gap."""
+    leases = StandingTable({"k1": "awaited"})
+    parts = Parts(leases, gap_wait_s=60)
+    leases.take("k1")
+    parts.lanes.reconcile_kiosk("k1", RecordedUpTo(scans=None, others=500))
+    for seq in (1, 2):
+        parts.deliver("k1", event("door_opened", str(seq), seq=seq))
+    await until(lambda: len(parts.handler.handled) == 2, "#1 and #2")
+    parts.deliver("k1", event("door_opened", "3", seq=3))
+    await until(lambda: len(parts.handler.handled) == 3, "#3")
+    assert [what for _, what in parts.handler.handled] == ["1", "2", "3"]
+    assert parts.counters.events_stale == 0 and parts.counters.event_gaps_skipped == 0
+    await parts.lanes.stop()
