@@ -25,26 +25,38 @@ subscriber. The knee: the smallest size at which scan -> unlock p99 passes 50 ms
 Goals (issue 15): at 10,000 kiosks, telemetry lag p99 under 2 s and scan -> unlock p99 under
 50 ms. Nothing is asserted; the figures are printed.
 
-Measured here (`--sizes 500,1000,2000,4000 --seconds 45`, one run, load 0.6 at its start;
-scan -> unlock median / p99 with the pickups timed, telemetry lag p50 / p99, cores used):
+Measured here (`--sizes 500,1000,2000 --seconds 45`, one run, load 0.7 at its start, after
+ADR 0081 and the relay's one executemany; scan -> unlock median / p99 with the pickups timed,
+telemetry lag p50 / p99, cores used):
 
     kiosks  bare broker          1 replica                          2 replicas
-       500  1.0 /   7.0 ms (75)   9.7 / 165.5 ms, 0.15 / 0.38 s,     13.5 /  36.5 ms, 0.14 / 0.26 s,
-                                  replica 0.22, PostgreSQL 0.10      replicas 0.34, PostgreSQL 0.15
-      1000  1.1 /   2.7 ms (150) 14.7 / 223.0 ms, 0.16 / 0.44 s,     13.4 /  57.2 ms, 0.15 / 0.28 s,
-                                  replica 0.49, PostgreSQL 0.16      replicas 0.52, PostgreSQL 0.20
-      2000  0.9 /   2.0 ms (298) 22.6 / 642.4 ms, 0.21 / 0.86 s,     15.8 / 237.5 ms, 0.17 / 0.46 s,
-                                  replica 0.73, PostgreSQL 0.13      replicas 0.82, PostgreSQL 0.29
-      4000  -                    not steady after 18 min: 3,995 of 4,000 kiosks' statuses handled
+       500  1.2 /   6.3 ms (75)   8.3 /  26.6 ms, 0.14 / 0.24 s,      9.9 /  26.8 ms, 0.14 / 0.25 s,
+                                  replica 0.13, PostgreSQL 0.08      replicas 0.18, PostgreSQL 0.09
+      1000  0.8 /   1.4 ms (150)  9.8 / 136.5 ms, 0.15 / 0.27 s,      8.9 /  37.8 ms, 0.13 / 0.25 s,
+                                  replica 0.26, PostgreSQL 0.12      replicas 0.25, PostgreSQL 0.12
+      2000  0.6 /   3.9 ms (299) 11.5 / 244.9 ms, 0.16 / 0.46 s,      9.0 /  58.8 ms, 0.15 / 0.27 s,
+                                  replica 0.48, PostgreSQL 0.12      replicas 0.44, PostgreSQL 0.18
 
-The knee (p99 past 50 ms): one replica below 500 kiosks, two between 500 and 1,000; the bare
-broker never (p99 under 7 ms). The service with its database and broker takes 0.44-0.66 cores
-per 1,000 kiosks with one replica (0.56-0.99 with two), and one replica is one event loop: near
-one core it queues, so the goal (10,000 kiosks on these two cores, beside the generator and
-the broker) is not met by a wide margin. A profile
-at 1,000 kiosks puts most of a replica's time in its per-message transactions (events,
-telemetry flushes, timers, the live relay). The drop-offs here are door events without an
-authorised opening: they raise alerts, more work than a real drop-off's events.
+The knee (p99 past 50 ms): one replica between 500 and 1,000 kiosks, two between 1,000 and
+2,000; the bare broker never (p99 under 7 ms). A lone 1,000-kiosk run the same hour gave one
+replica 11.5 / 67.8 ms: its p99 is the run's few slowest pickups and moves run to run. The
+service with its database and broker takes 0.31-0.43 cores per 1,000 kiosks with one replica
+(0.32-0.56 with two).
+
+Before (the previous revision, `--sizes 500,1000,2000,4000`): one replica's p99 165.5 / 223.0 /
+642.4 ms at 500 / 1,000 / 2,000 kiosks, two replicas' 36.5 / 57.2 / 237.5 ms, 0.44-0.66 cores
+per 1,000 kiosks with one replica; 4,000 kiosks with one replica were not steady after 18 min.
+A profile then put a fifth of the replica's event loop in the offline supply's look at every
+held kiosk each second (now 8%: ADR 0081) and a sixth in the live relay's NOTIFY per batch
+(now a tenth: ADR 0069).
+
+One replica is one event loop: near one core it queues, so the goal (10,000 kiosks on these
+two cores, beside the generator and the broker) is still not met by a wide margin. What is left
+is spread over the per-message work (profiled at 1,000 kiosks, shares of the event loop): the
+story's events through the ORM 23%, telemetry flushes 17%, message validation 11%, timers 10%,
+the relay 10%, the supply 8%, the leases 6%. The drop-offs here
+are door events without an authorised opening: they raise alerts, more work than a real
+drop-off's events.
 """
 
 from __future__ import annotations
