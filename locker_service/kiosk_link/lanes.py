@@ -77,6 +77,8 @@ class Inbound:
     payload: BaseModel
     delivery: Delivery
     received_at: float = field(default_factory=time.perf_counter)
+    # Judged stale or not on arrival, under the kiosk's take numbered here (ADR 0080).
+    verdict: tuple[int, bool] | None = None
 
 
 def lane_of(item: Inbound) -> str:
@@ -126,8 +128,14 @@ class Lanes:
         self._gap_wait_s = gap_wait_s
         self._sequencers: dict[str, Sequencer[Inbound]] = {}
         self._gap_timers: dict[str, asyncio.TimerHandle] = {}
-        # How far each kiosk's record went when this replica took its lease (ADR 0080).
+        # How far each kiosk's record went when this replica took its lease (ADR 0080), as
+        # events arriving since are judged against it (`_recorded`, until an event numbered 1
+        # arrives) and as the worker judges those that came before the take (`_recorded_queued`,
+        # until it reaches an event numbered 1); the takes of each kiosk, counted.
         self._recorded: dict[str, RecordedUpTo] = {}
+        self._recorded_queued: dict[str, RecordedUpTo] = {}
+        self._takes: dict[str, int] = {}
+        self._restarted_awaiting: set[str] = set()  # an event numbered 1 came before the take
 
     def kiosk_status(self, kiosk_id: str) -> contract.KioskStatus | None:
         return self._kiosk_status.get(kiosk_id)
@@ -170,6 +178,7 @@ class Lanes:
                 self._drop_not_held(kiosk_id, model)
                 if standing == "foreign":
                     self._forget_order(kiosk_id)
+                    self._restarted_awaiting.discard(kiosk_id)  # the holder records it
             else:
                 self._live.publish(kiosk_id, kind, model)
             return
@@ -183,7 +192,15 @@ class Lanes:
         """Held just now, with the kiosk's record `recorded` so far: hand the story the kiosk's
         last retained status and snapshots."""
         self._forget_order(kiosk_id)  # held again: the bridge's numbers are followed afresh
+        self._takes[kiosk_id] = self._takes.get(kiosk_id, 0) + 1  # earlier verdicts lapse
+        restarted = kiosk_id in self._restarted_awaiting
+        self._restarted_awaiting.discard(kiosk_id)
         if recorded is None:
+            self._recorded_queued.pop(kiosk_id, None)
+        else:
+            self._recorded_queued[kiosk_id] = recorded
+        if recorded is None or restarted:
+            # After an outbox that started again, new arrivals are not the old record's.
             self._recorded.pop(kiosk_id, None)
         else:
             self._recorded[kiosk_id] = recorded
@@ -222,24 +239,20 @@ class Lanes:
         log.debug("dropped %s of kiosk %s: its lease is not held here", model, kiosk_id)
 
     def _stale(self, item: Inbound) -> bool:
-        """An event at or below what its lane had recorded when this replica took the lease."""
+        """An event at or below what its lane had recorded when this replica took the lease:
+        as judged on arrival under the current take, else (it came before the take, or under
+        an earlier one) against the take's record, which an event numbered 1 ends as the worker
+        reaches it."""
         event = item.payload
         if not isinstance(event, contract.Event) or event.seq is None:
             return False
+        if item.verdict is not None and item.verdict[0] == self._takes.get(item.kiosk_id, 0):
+            return item.verdict[1]
         if event.seq == 1:
             # A bridge whose outbox started again: the old outbox's numbers no longer count.
-            self._recorded.pop(item.kiosk_id, None)
+            self._recorded_queued.pop(item.kiosk_id, None)
             return False
-        return self._passed_by_record(item)
-
-    def _passed_by_record(self, item: Inbound) -> bool:
-        event = item.payload
-        recorded = self._recorded.get(item.kiosk_id)
-        return (
-            recorded is not None
-            and isinstance(event, contract.Event)
-            and recorded.stale(event.seq, scan=event.type == "scan")
-        )
+        return _passed(self._recorded_queued.get(item.kiosk_id), event)
 
     def _drop_stale(self, item: Inbound) -> None:
         self._counters.events_stale += 1
@@ -253,14 +266,21 @@ class Lanes:
     # -- the bridge's order ------------------------------------------------------------------
 
     def _in_order(self, item: Inbound, seq: int | None) -> None:
+        kiosk_id, event = item.kiosk_id, item.payload
         if seq == 1:
             # A bridge whose outbox started again: the old outbox's record no longer counts.
-            self._recorded.pop(item.kiosk_id, None)
-        elif self._passed_by_record(item):
-            # The worker drops it: it must not become the number the sequencer starts from,
-            # or the next new event would wait for a gap the record has filled (ADR 0080).
-            self._enqueue(item)
-            return
+            self._recorded.pop(kiosk_id, None)
+            if self.standing(kiosk_id) not in ("held", "releasing"):
+                self._restarted_awaiting.add(kiosk_id)
+        elif self.standing(kiosk_id) in ("held", "releasing") and isinstance(event, contract.Event):
+            # Judged now, once: an event numbered 1 arriving later changes nothing for it.
+            stale = _passed(self._recorded.get(kiosk_id), event)
+            item.verdict = (self._takes.get(kiosk_id, 0), stale)
+            if stale:
+                # The worker drops it: it must not become the number the sequencer starts
+                # from, or the next new event would wait for a gap the record has filled.
+                self._enqueue(item)
+                return
         sequencer = self._sequencers.get(item.kiosk_id)
         if sequencer is None:
             sequencer = self._sequencers[item.kiosk_id] = Sequencer(self._gap_wait_s)
@@ -406,6 +426,10 @@ class Lanes:
             log.exception("handling %s from kiosk %s failed", item.kind, item.kiosk_id)
         finally:
             CURRENT_FENCE.reset(token)
+
+
+def _passed(recorded: RecordedUpTo | None, event: contract.Event) -> bool:
+    return recorded is not None and recorded.stale(event.seq, scan=event.type == "scan")
 
 
 def _lane_label(lane: str) -> str:

@@ -480,3 +480,23 @@ async def test_a_bridge_whose_outbox_starts_again_while_held_is_followed_at_once
     assert [what for _, what in parts.handler.handled] == ["1", "2", "3"]
     assert parts.counters.events_stale == 0 and parts.counters.event_gaps_skipped == 0
     await parts.lanes.stop()
+
+
+async def test_a_stale_copy_stays_stale_when_a_new_outbox_starts_behind_it() -> None:
+    """Judged on arrival: #21, a copy the record has passed, waits behind #29; the bridge's new
+    disk then sends its #1, which ends the old record for what comes after it, not for #21."""
+    leases = StandingTable({"k1": "awaited"})
+    parts = Parts(leases, gap_wait_s=60)
+    leases.take("k1")
+    parts.lanes.reconcile_kiosk("k1", RecordedUpTo(scans=None, others=28))
+    parts.handler.gates["door_opened"] = asyncio.Event()
+    parts.deliver("k1", event("door_opened", "29", seq=29))
+    await until(lambda: len(parts.handler.fences) == 1, "#29 in the handler")
+    parts.deliver("k1", event("door_closed", "21", seq=21))
+    parts.deliver("k1", event("item_placed", "1", seq=1))
+    parts.handler.gates["door_opened"].set()
+    await until(lambda: len(parts.handler.handled) == 2, "#29 and the new #1")
+    await parts.lanes.drain_kiosk("k1")
+    assert [what for _, what in parts.handler.handled] == ["29", "1"]
+    assert parts.counters.events_stale == 1
+    await parts.lanes.stop()
