@@ -32,6 +32,7 @@ CHANNEL = "locker_live"
 MAX_PAYLOAD_BYTES = 7_800  # PostgreSQL's limit is 8,000 bytes per notification
 MAX_WAITING = 10_000  # a database too slow to take them: the oldest go (dashboards re-read)
 CHECK_LISTENER_S = 5.0  # a listening connection lost (a failover) is opened again this soon
+SEND_TIMEOUT_S = 10.0  # a NOTIFY not through by then: the connection is taken for lost
 MAX_UNSENT_BATCHES = 100  # kept for the next try while the database does not take them
 _COMPACT = (",", ":")  # what the sizes below count: no spaces
 
@@ -156,10 +157,17 @@ class PgRelay:
                 # On the listening connection, in one executemany: asyncpg sends the batches in
                 # one pipeline and one transaction, in order; no pool checkout, no ping.
                 await self._driver.executemany(
-                    "SELECT pg_notify($1, $2)", [(CHANNEL, payload) for payload in self._unsent]
+                    "SELECT pg_notify($1, $2)",
+                    [(CHANNEL, payload) for payload in self._unsent],
+                    timeout=SEND_TIMEOUT_S,
                 )
                 self.sent += len(self._unsent)
                 self._unsent.clear()
             except Exception:  # kept for the next round (the oldest go past the bound)
                 log.warning("could not relay %d live batches", len(self._unsent), exc_info=True)
+                # The connection listens too: a half-open one would hang both. Closed, it is
+                # opened again next round, and this replica's streams re-read.
+                with contextlib.suppress(Exception):
+                    if self._driver is not None:
+                        self._driver.terminate()
                 await asyncio.sleep(1.0)

@@ -249,7 +249,7 @@ class SupplyLoop:
         self._sent: dict[str, _Sent] = {}
         self._watch = ChangeWatch()
         self.sent = 0  # supplies handed to the broker
-        self.facts_read = 0  # kiosks whose facts were read, over all rounds
+        self.facts_read = 0  # kiosks whose facts were looked up, over all rounds
         self._loop = BackgroundLoop(
             "offline-supply",
             self.round,
@@ -286,6 +286,16 @@ class SupplyLoop:
         for kiosk_id in set(self._sent) - set(online):
             # Handed over, gone or away (nobody to hear it): supplied afresh once back.
             del self._sent[kiosk_id]
+        try:
+            await self._supply(online, clock)
+        except Exception:
+            # What the look found may not have reached its kiosks: look afresh (every kiosk).
+            self._watch = ChangeWatch()
+            self._sent.clear()
+            raise
+        return False
+
+    async def _supply(self, online: dict[str, KioskStatus], clock: float) -> None:
         now = utcnow()
         facts: dict[str, KioskFacts] = {}
         async with session_scope(self._sessionmaker) as session:
@@ -297,7 +307,11 @@ class SupplyLoop:
             ]
             for start in range(0, len(touched), FACTS_PER_QUERY):
                 facts.update(await kiosk_facts(session, touched[start : start + FACTS_PER_QUERY]))
-        self.facts_read += len(facts)
+        self.facts_read += len(touched)
+        for kiosk_id in set(touched) - set(facts):
+            # Not a kiosk of the database (its status came first): looked at again with the
+            # refresh, or at once when an order changes there; nothing is sent to it.
+            self._sent[kiosk_id] = _Sent((), clock, online[kiosk_id].ts, 0, frozenset())
         for kiosk_id, kiosk in facts.items():
             status = online[kiosk_id]
             sent = self._sent.get(kiosk_id)
@@ -329,7 +343,6 @@ class SupplyLoop:
                 frozenset(o.order_id for o in kiosk.orders),
             )
             self.sent += 1
-        return False
 
     def _touched(
         self, kiosk_id: str, status_ts: datetime | None, clock: float, changes: Changes

@@ -35,6 +35,7 @@ class Link:
     supplies: list[tuple[str, contract.OfflineSupply]] = field(default_factory=list)
     ready: bool = True
     refusing: str | None = None  # why the broker does not take a supply now
+    failing: bool = False  # the link raises (a bug, a connection torn down meanwhile)
 
     def handled_kiosks(self) -> frozenset[str] | None:
         return None
@@ -43,6 +44,8 @@ class Link:
         return self.statuses
 
     def supply(self, kiosk_id: str, supply: contract.OfflineSupply) -> str | None:
+        if self.failing:
+            raise RuntimeError("the link failed")
         if self.refusing is None:
             self.supplies.append((kiosk_id, supply))
         return self.refusing
@@ -210,3 +213,29 @@ async def test_a_supply_the_broker_did_not_take_is_read_and_sent_again_next_roun
     fleet.link.refusing = None
     assert await _round(fleet) == (1, ["a1"])  # not left for the refresh
     assert [o.used for o in fleet.link.last("a1").orders] == [True]
+
+
+async def test_a_round_that_fails_after_its_look_leaves_nothing_for_the_refresh(
+    fleet: Fleet,
+) -> None:
+    await _round(fleet)
+    async with session_scope(fleet.sessionmaker) as session:
+        await session.execute(
+            update(Site).where(Site.id == fleet.sites["A"]).values(kill_switch_engaged=True)
+        )
+    fleet.link.failing = True
+    with pytest.raises(RuntimeError):
+        await fleet.loop.round()  # the look saw the switch; nothing reached a kiosk
+    fleet.link.failing = False
+    read, sent = await _round(fleet)  # every kiosk again, at once
+    assert read == 3 and sent == ["a1", "a2", "b1"]
+    assert fleet.link.last("a1").frozen and fleet.link.last("a2").frozen
+
+
+async def test_a_kiosk_the_database_does_not_know_is_not_looked_up_every_second(
+    fleet: Fleet,
+) -> None:
+    fleet.link.statuses["stray"] = contract.KioskStatus(state="online")
+    assert await _round(fleet) == (4, ["a1", "a2", "b1"])
+    assert await _round(fleet) == (0, [])
+    assert "stray" not in fleet.link.sent_to()
