@@ -78,7 +78,7 @@ class ReadyOrder:
 class KioskFacts:
     frozen: bool
     orders: tuple[ReadyOrder, ...]
-    site_id: int = 0
+    site_id: int
 
     def fingerprint(self) -> tuple[object, ...]:
         return (

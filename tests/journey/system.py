@@ -269,6 +269,13 @@ class Actors:
                 client.close()
             self._clients.clear()
 
+    def service_ready(self) -> bool:
+        """The service's own word that it can serve (`/readyz`); False while it cannot answer."""
+        try:
+            return self.http.get(f"{self.up.base_url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     # merchant
     def create_order(self, ref: str, contact: str, size: str = "M") -> dict[str, Any]:
         r = self.http.post(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.journey.story import Played, Story
@@ -70,7 +69,7 @@ def test_a_broker_node_killed_mid_journey_and_every_order_completes(tmp_path: Pa
             # The service can command the kiosk again once the cluster grants its reply
             # subscription, which it asks for again until then and meanwhile is not ready: 4-7 s
             # here, over 30 s beside two CPU hogs (a scan meanwhile is refused, unopened).
-            wait_until(lambda: _ready(actors, up), WAIT_S, "the service ready again")
+            wait_until(actors.service_ready, WAIT_S, "the service ready again")
 
             qr = story.told_ready(cycling, token)  # the cycle's end came through the other node
             collected: list[Played] = []
@@ -101,10 +100,3 @@ def test_a_broker_node_killed_mid_journey_and_every_order_completes(tmp_path: Pa
     for ref, rows in openings.items():
         kinds = sorted(o["kind"] for o in rows)
         assert kinds == ["dropoff", "pickup"], (ref, rows)
-
-
-def _ready(actors: Actors, up: Up) -> bool:
-    try:
-        return actors.http.get(f"{up.base_url}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False

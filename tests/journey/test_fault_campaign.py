@@ -110,7 +110,7 @@ class Fault:
         started = self.up.wait_for_line(f"{name} is running again", RESTART_WAIT_S, mark)
         if name == "service":
             wait_until(
-                lambda: _ok(actors.http, f"{self.up.base_url}/readyz"),
+                actors.service_ready,
                 RESTART_WAIT_S,
                 "service ready",
             )
@@ -121,13 +121,6 @@ class Fault:
             return bool(actors.operator_get("/sites")[0]["kiosks"][KIOSK]["online"])
 
         wait_until(online, RESTART_WAIT_S, "the kiosk online again", 0.1)
-
-
-def _ok(http: httpx.Client, url: str) -> bool:
-    try:
-        return http.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 class Campaigner:

@@ -415,5 +415,27 @@ async def test_a_retried_cycle_start_waits_for_the_kiosk_s_word_before_sending_a
     # The kiosk's snapshot since the cycle began: idle, so the start never reached it.
     await runtime.story.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=True))
     await _start_timer_runs_again(service)
-    await loop.run_due()
-    assert fake_kiosk.actions(n).count("start_disinfection") == 2
+    ran = await loop.run_due()
+    sent = fake_kiosk.actions(n).count("start_disinfection")
+    assert sent == 2, (ran, await _cycle_start_facts(service, world, n))
+
+
+async def _cycle_start_facts(service: ServiceContext, world: World, n: int) -> dict[str, object]:
+    """What the cycle start timer decides on, for a failure to explain itself."""
+    async with service.sessionmaker() as session:
+        timer = await session.scalar(
+            select(Timer).where(Timer.kind == TimerKind.START_HOLD_CYCLE.value)
+        )
+        c = await session.scalar(
+            select(Compartment).where(
+                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
+            )
+        )
+        cycles = (await session.scalars(select(DisinfectionCycle))).all()
+        assert timer is not None and c is not None
+        return {
+            "now": utcnow(),
+            "timer": (timer.state, timer.due_at, timer.locked_until, timer.attempts),
+            "compartment": (c.state, c.door_open, c.fault, c.snapshot_at, c.uv_on),
+            "cycles": [(cycle.kind, cycle.state, cycle.started_at) for cycle in cycles],
+        }
