@@ -9,6 +9,9 @@ to another replica waits until that replica is the standby (it listens already),
 taking the kiosk's messages, unsubscribes, drains the kiosk's queue and frees the lease. So at
 every moment at least one replica is subscribed to each kiosk and at most one handles it, and
 a handover loses nothing and keeps the order (the new holder drops the overlap by `event_id`).
+A replica whose kiosk is no longer its own before it took the lease (the live replicas it sees
+changed) withdraws its standby mark, then unsubscribes; one that leaves withdraws all of its marks:
+a lease names a standby only while that replica waits for it.
 
 A round waits on the broker for each subscription, and some brokers take long (a NATS cluster
 creates a replicated consumer per QoS 1 subscription: about a second each on two busy cores). So
@@ -127,6 +130,25 @@ async def heartbeat(session: AsyncSession, replica_id: str) -> None:
 async def leave(session: AsyncSession, replica_id: str) -> None:
     await session.execute(
         text("DELETE FROM service_replicas WHERE replica_id = :replica"), {"replica": replica_id}
+    )
+    await session.execute(
+        text("UPDATE kiosk_leases SET standby = NULL WHERE standby = :replica"),
+        {"replica": replica_id},
+    )
+
+
+async def withdraw_standby(session: AsyncSession, replica_id: str, kiosks: Iterable[str]) -> None:
+    """This replica no longer waits for these kiosks' leases (the replicas it sees changed):
+    its standby marks go, so that no lease shows a handover under way that is not."""
+    codes = sorted(kiosks)
+    if not codes:
+        return
+    await session.execute(
+        text(
+            "UPDATE kiosk_leases SET standby = NULL "
+            "WHERE standby = :replica AND kiosk_code IN :kiosks"
+        ).bindparams(bindparam("kiosks", expanding=True)),
+        {"replica": replica_id, "kiosks": codes},
     )
 
 
@@ -479,7 +501,12 @@ class LeaseKeeper:
             # Only once the next owner listens, so that no event falls between the two.
             if owner is None or (row is not None and row.standby == owner):
                 self._start_release(kiosk)
-        for kiosk in sorted(self._awaited - mine):
+        given_up = sorted(self._awaited - mine)
+        if given_up:
+            # The mark first: the holder must not free a lease for this replica meanwhile.
+            async with session_scope(self._sessionmaker) as session:
+                await withdraw_standby(session, self.replica_id, given_up)
+        for kiosk in given_up:
             self._awaited.discard(kiosk)
             self._notify()
             await self._unfollow(kiosk)

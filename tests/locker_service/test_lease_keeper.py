@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from firmware_bridge import contract
 from locker_service.db import create_engine, create_sessionmaker, session_scope
+from locker_service.kiosk_link import lease_keeper
 from locker_service.kiosk_link.fencing import CURRENT_FENCE, LeaseLost, check_fence
 from locker_service.kiosk_link.lease_keeper import LeaseKeeper
 from locker_service.kiosk_link.leases import assign
@@ -429,3 +430,52 @@ async def test_a_halt_lets_the_round_under_way_end_and_never_cancels_it_mid_tran
     go.set()
     await halting
     assert ended == [True]
+
+
+async def standbys(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, str | None]:
+    async with sessionmaker() as session:
+        rows = await session.execute(select(KioskLease.kiosk_code, KioskLease.standby))
+        return {row.kiosk_code: row.standby for row in rows}
+
+
+async def test_a_replica_that_stops_waiting_for_a_lease_withdraws_its_standby_mark(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """A replica marked the standby of leases another holds; then the live replicas it sees
+    change (one more joins), and some of those kiosks are no longer its own: its mark on them
+    goes, the others keep it, and leaving takes the rest. A mark left behind would show a
+    handover under way that is not (and fleet tests wait for none)."""
+    kiosks = await make_kiosks(sessionmaker, 12)
+    # Leases that outlive this test's rounds: the holder, halted, frees nothing meanwhile.
+    holder = LeaseKeeper(sessionmaker, f"a-{uuid.uuid4().hex[:6]}", ttl_s=60.0, renew_s=RENEW_S)
+    holder.bind(Subscriptions())
+    waiter = LeaseKeeper(sessionmaker, f"b-{uuid.uuid4().hex[:6]}", ttl_s=60.0, renew_s=RENEW_S)
+    waiter.bind(Subscriptions())
+    await holder.start()
+    await holder.halt()
+    try:
+        assert holder.held() == set(kiosks)
+        await waiter._locked_round()  # one round, no loop: the test says when the next runs
+        ids = [holder.replica_id, waiter.replica_id]
+        awaited = {k for k, owner in assign(kiosks, ids).items() if owner == waiter.replica_id}
+        assert awaited, "12 kiosks all on one of two replicas: pick other ids"
+        assert {k for k, s in (await standbys(sessionmaker)).items() if s} == awaited
+        # A third replica joins (its heartbeat only), taking some of the awaited kiosks.
+        while True:
+            newcomer = f"c-{uuid.uuid4().hex[:6]}"
+            now_theirs = assign(kiosks, [*ids, newcomer])
+            moved = {k for k in awaited if now_theirs[k] != waiter.replica_id}
+            if moved and moved != awaited:
+                break
+        async with session_scope(sessionmaker) as session:
+            await lease_keeper.heartbeat(session, newcomer)
+        await waiter._locked_round()
+        marks = await standbys(sessionmaker)
+        assert {k for k, s in marks.items() if s == waiter.replica_id} == awaited - moved
+        assert all(marks[k] is None for k in moved), marks
+        assert all(("unfollow", k) in subscriptions(waiter).calls for k in moved)
+        await waiter.stop()
+        assert not any((await standbys(sessionmaker)).values())
+    finally:
+        await waiter.stop()
+        await holder.stop()

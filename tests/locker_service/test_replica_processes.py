@@ -60,6 +60,13 @@ LEASE_TTL_S = 3.0
 LEASE_RENEW_S = 0.3
 IDLE_IN_TRANSACTION_S = 2.0  # a frozen replica's locks are freed after this
 WAIT_S = 90.0  # generous: three services, a broker and PostgreSQL on two busy cores
+# Counters of a replica's /metrics that count kiosk events let go without recording them.
+_LET_GO = (
+    "locker_kiosk_events_not_held",
+    "locker_kiosk_events_stale",
+    "locker_kiosk_event_gaps_skipped",
+    "locker_kiosk_handler_errors",
+)
 
 
 @dataclass
@@ -86,14 +93,22 @@ class Replica(ServiceProcess):
     def __init__(self, replica_id: str, env: dict[str, str], port: int, log_path: Path) -> None:
         super().__init__(env, port, log_path)
         self.replica_id = replica_id
+        self.frozen = False
 
     def freeze(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        self.frozen = True
 
     def thaw(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
+        self.frozen = False
+
+    @property
+    def answers(self) -> bool:
+        """Running and not frozen: its /metrics can be asked."""
+        return self.proc is not None and self.proc.poll() is None and not self.frozen
 
     async def metric(self, name: str) -> float:
         async with httpx.AsyncClient(timeout=30) as client:
@@ -194,6 +209,35 @@ class Fleet:
             )
             return list(rows.all())
 
+    async def explain(self, code: str | None = None) -> str:
+        """What a wait that ran out needs told: of kiosk `code` (else of the leases), its events
+        sent and recorded and its lease, each replica's counters of events let go, and what each
+        logged of the kiosk (else of the leases), with every warning."""
+        holders = await self.holders()
+        if code is None:
+            told = [f"leases (holder, standby, epoch) {holders}"]
+            about = "lease"
+        else:
+            kinds = {e.event_id: f"#{e.seq} {e.type}" for e in self.kiosks[code].events}
+            recorded = [kinds.get(e, e) for e in await self.recorded(code)]
+            told = [
+                f"{code}: sent {list(kinds.values())}",
+                f"recorded {recorded}",
+                f"lease (holder, standby, epoch) {holders.get(code)}",
+            ]
+            about = code
+        for replica in self.replicas:
+            counters = []
+            for name in _LET_GO if replica.answers else ():
+                try:
+                    counters.append(f"{name} {await replica.metric(name)}")
+                except (httpx.HTTPError, AssertionError):
+                    counters.append(f"{name} ?")
+            log = replica.log_path.read_text(errors="replace").splitlines()
+            said = [line for line in log if about in line or "WARNING" in line or "ERROR" in line]
+            told += [f"--- {replica.replica_id}: {', '.join(counters)}", *said[-40:]]
+        return "\n".join(told)
+
     async def order_state(self, order_id: str) -> str:
         async with self.sessionmaker() as session:
             found = await session.get(Order, uuid.UUID(order_id))
@@ -225,6 +269,14 @@ class Fleet:
                 )
             ).all()
         return steps, list(outbox)
+
+
+async def settled(fleet: Fleet, alive: list[Replica], what: str) -> None:
+    """Wait until every kiosk is held as the assignment among `alive` says."""
+    try:
+        await until(lambda: fleet.held_as_assigned(alive), what)
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}\n{await fleet.explain()}") from None
 
 
 async def drop_off(fleet: Fleet, via: Replica, code: str) -> tuple[str, str, int]:
@@ -309,15 +361,18 @@ async def test_three_replicas_keep_each_kiosks_order_through_a_kill_and_a_freeze
             await replica.start()
         for code in fleet.worlds:
             fleet.kiosks[code] = ScriptedKiosk(host, port, code, compartments=4).start()
-        await until(lambda: fleet.held_as_assigned(replicas), "every kiosk held as assigned")
+        await settled(fleet, replicas, "every kiosk held as assigned")
 
         # 1. Bursts at every kiosk at once: each recorded once, in the order sent.
         for kiosk in fleet.kiosks.values():
             door_burst(kiosk, 1, rounds=3)
         for code, kiosk in fleet.kiosks.items():
             sent = [e.event_id for e in kiosk.events]
-            await until(partial(_has, fleet, code, len(sent)), f"{code}'s events")
-            assert await fleet.recorded(code) == sent, code
+            try:
+                await until(partial(_has, fleet, code, len(sent)), f"{code}'s events")
+            except AssertionError as timed_out:
+                raise AssertionError(f"{timed_out}\n{await fleet.explain(code)}") from None
+            assert await fleet.recorded(code) == sent, await fleet.explain(code)
 
         # 2. SIGKILL mid-story: the door is shut while nobody holds the kiosk.
         dead, frozen, survivor = replicas
@@ -333,7 +388,7 @@ async def test_three_replicas_keep_each_kiosks_order_through_a_kill_and_a_freeze
         killed_at = time.monotonic()
         kiosk_a.close_door(n_a)
         alive = [frozen, survivor]
-        await until(lambda: fleet.held_as_assigned(alive), "the dead replica's kiosks taken")
+        await settled(fleet, alive, "the dead replica's kiosks taken")
         moved_s = time.monotonic() - killed_at
         print(f"a SIGKILLed replica's kiosks moved in {moved_s:.1f} s (TTL {LEASE_TTL_S} s)")
         assert (await fleet.holders())[killed_code][2] > epoch_before
@@ -356,7 +411,7 @@ async def test_three_replicas_keep_each_kiosks_order_through_a_kill_and_a_freeze
         try:
             frozen_at = time.monotonic()
             kiosk_b.close_door(n_b)  # reaches the sleeper's connection, unread
-            await until(lambda: fleet.held_as_assigned([survivor]), "the sleeper's kiosks taken")
+            await settled(fleet, [survivor], "the sleeper's kiosks taken")
             taken_b = len(kiosk_b.events)
             print(f"a frozen replica's kiosks moved in {time.monotonic() - frozen_at:.1f} s")
             await collect(fleet, survivor, slept_code, order_b, token_b, n_b)
@@ -368,7 +423,7 @@ async def test_three_replicas_keep_each_kiosks_order_through_a_kill_and_a_freeze
             lambda: _above(dropped_unrecorded(frozen), fenced_before),
             "the sleeper fenced out of what it slept through",
         )
-        await until(lambda: fleet.held_as_assigned([frozen, survivor]), "the sleeper back")
+        await settled(fleet, [frozen, survivor], "the sleeper back")
         await once_each(fleet, slept_code, order_b, n_b)
         await recorded_but(fleet, slept_code, story_b, taken_b)
     finally:
