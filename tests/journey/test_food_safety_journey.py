@@ -179,9 +179,13 @@ def off_record(
     A reading is stamped when the bridge has it, some time after the board sampled it: a poll
     and a simulator tick, more on a busy machine. At 60x a tenth of a second is six nominal
     seconds, in which the warm-up climbs a degree: the moment of the stamp alone says little,
-    the span between two stamps bounds the sample whatever the machine's load."""
+    the span between two stamps bounds the sample whatever the machine's load.
+
+    The record, read after her page, holds every tick up to `at`: the probe's value at `at` is
+    the newest tick at or before it, which may be a tick before `at` (a reading is stamped
+    after its tick), so only its start must reach back past `since`."""
     known = [(float(p["at"] or 0), float(p["temp_c"])) for p in record if p["temp_c"] is not None]
-    assert known[0][0] <= since and known[-1][0] >= at, f"no record around {at}"
+    assert known[0][0] <= since, f"no record from {since} (it starts at {known[0][0]})"
     within = [c for t, c in known if since <= t <= at]
     before = [c for t, c in known if t < since][-1:]  # the value entering the span
     low, high = min(within + before), max(within + before)
