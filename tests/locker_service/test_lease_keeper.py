@@ -13,6 +13,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text, update
@@ -92,8 +93,10 @@ async def make_kiosks(sessionmaker: async_sessionmaker[AsyncSession], count: int
     return codes
 
 
-def keeper(sessionmaker: async_sessionmaker[AsyncSession], name: str) -> LeaseKeeper:
-    k = LeaseKeeper(sessionmaker, f"{name}-{uuid.uuid4().hex[:6]}", ttl_s=TTL_S, renew_s=RENEW_S)
+def keeper(
+    sessionmaker: async_sessionmaker[AsyncSession], name: str, ttl_s: float = TTL_S
+) -> LeaseKeeper:
+    k = LeaseKeeper(sessionmaker, f"{name}-{uuid.uuid4().hex[:6]}", ttl_s=ttl_s, renew_s=RENEW_S)
     k.bind(Subscriptions())
     return k
 
@@ -104,10 +107,13 @@ def subscriptions(k: LeaseKeeper) -> Subscriptions:
     return link
 
 
-async def holders(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, str | None]:
+async def holders(
+    sessionmaker: async_sessionmaker[AsyncSession], column: Any = KioskLease.holder
+) -> dict[str, str | None]:
+    """Each lease's holder (or the replica `column` names: `KioskLease.standby`)."""
     async with sessionmaker() as session:
-        rows = await session.execute(select(KioskLease.kiosk_code, KioskLease.holder))
-        return {row.kiosk_code: row.holder for row in rows}
+        rows = await session.execute(select(KioskLease.kiosk_code, column))
+        return {code: name for code, name in rows}
 
 
 async def test_one_replica_holds_every_kiosk_and_picks_up_a_new_one_within_a_period(
@@ -432,12 +438,6 @@ async def test_a_halt_lets_the_round_under_way_end_and_never_cancels_it_mid_tran
     assert ended == [True]
 
 
-async def standbys(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, str | None]:
-    async with sessionmaker() as session:
-        rows = await session.execute(select(KioskLease.kiosk_code, KioskLease.standby))
-        return {row.kiosk_code: row.standby for row in rows}
-
-
 async def test_a_replica_that_stops_waiting_for_a_lease_withdraws_its_standby_mark(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
@@ -447,10 +447,7 @@ async def test_a_replica_that_stops_waiting_for_a_lease_withdraws_its_standby_ma
     handover under way that is not (and fleet tests wait for none)."""
     kiosks = await make_kiosks(sessionmaker, 12)
     # Leases that outlive this test's rounds: the holder, halted, frees nothing meanwhile.
-    holder = LeaseKeeper(sessionmaker, f"a-{uuid.uuid4().hex[:6]}", ttl_s=60.0, renew_s=RENEW_S)
-    holder.bind(Subscriptions())
-    waiter = LeaseKeeper(sessionmaker, f"b-{uuid.uuid4().hex[:6]}", ttl_s=60.0, renew_s=RENEW_S)
-    waiter.bind(Subscriptions())
+    holder, waiter = keeper(sessionmaker, "a", ttl_s=60.0), keeper(sessionmaker, "b", ttl_s=60.0)
     await holder.start()
     await holder.halt()
     try:
@@ -459,7 +456,8 @@ async def test_a_replica_that_stops_waiting_for_a_lease_withdraws_its_standby_ma
         ids = [holder.replica_id, waiter.replica_id]
         awaited = {k for k, owner in assign(kiosks, ids).items() if owner == waiter.replica_id}
         assert awaited, "12 kiosks all on one of two replicas: pick other ids"
-        assert {k for k, s in (await standbys(sessionmaker)).items() if s} == awaited
+        marked = await holders(sessionmaker, KioskLease.standby)
+        assert {k for k, s in marked.items() if s} == awaited
         # A third replica joins (its heartbeat only), taking some of the awaited kiosks.
         while True:
             newcomer = f"c-{uuid.uuid4().hex[:6]}"
@@ -470,12 +468,12 @@ async def test_a_replica_that_stops_waiting_for_a_lease_withdraws_its_standby_ma
         async with session_scope(sessionmaker) as session:
             await lease_keeper.heartbeat(session, newcomer)
         await waiter._locked_round()
-        marks = await standbys(sessionmaker)
+        marks = await holders(sessionmaker, KioskLease.standby)
         assert {k for k, s in marks.items() if s == waiter.replica_id} == awaited - moved
         assert all(marks[k] is None for k in moved), marks
         assert all(("unfollow", k) in subscriptions(waiter).calls for k in moved)
         await waiter.stop()
-        assert not any((await standbys(sessionmaker)).values())
+        assert not any((await holders(sessionmaker, KioskLease.standby)).values())
     finally:
         await waiter.stop()
         await holder.stop()

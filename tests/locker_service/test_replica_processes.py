@@ -271,12 +271,19 @@ class Fleet:
         return steps, list(outbox)
 
 
+async def until_told(
+    fleet: Fleet, predicate: Callable[[], Any], what: str, code: str | None = None
+) -> None:
+    """`until`, and if it runs out, what the fleet can tell of kiosk `code` (else the leases)."""
+    try:
+        await until(predicate, what)
+    except AssertionError as timed_out:
+        raise AssertionError(f"{timed_out}\n{await fleet.explain(code)}") from None
+
+
 async def settled(fleet: Fleet, alive: list[Replica], what: str) -> None:
     """Wait until every kiosk is held as the assignment among `alive` says."""
-    try:
-        await until(lambda: fleet.held_as_assigned(alive), what)
-    except AssertionError as timed_out:
-        raise AssertionError(f"{timed_out}\n{await fleet.explain()}") from None
+    await until_told(fleet, lambda: fleet.held_as_assigned(alive), what)
 
 
 async def drop_off(fleet: Fleet, via: Replica, code: str) -> tuple[str, str, int]:
@@ -368,10 +375,7 @@ async def test_three_replicas_keep_each_kiosks_order_through_a_kill_and_a_freeze
             door_burst(kiosk, 1, rounds=3)
         for code, kiosk in fleet.kiosks.items():
             sent = [e.event_id for e in kiosk.events]
-            try:
-                await until(partial(_has, fleet, code, len(sent)), f"{code}'s events")
-            except AssertionError as timed_out:
-                raise AssertionError(f"{timed_out}\n{await fleet.explain(code)}") from None
+            await until_told(fleet, partial(_has, fleet, code, len(sent)), f"{code}'s events", code)
             assert await fleet.recorded(code) == sent, await fleet.explain(code)
 
         # 2. SIGKILL mid-story: the door is shut while nobody holds the kiosk.

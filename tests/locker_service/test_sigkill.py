@@ -148,8 +148,9 @@ async def test_the_story_survives_sigkill_at_every_step(
         ),
         "LOCKER_NOTIFY_BACKOFF_S": "0.5",
         # This kiosk sends no telemetry: at 60x the food's watch would find its temperature
-        # unknown after 15 real s, which a story of seven cold starts outlasts on a busy machine
-        # (the food then goes as unsafe and the purchaser never collects).
+        # unknown after 30 real s (15 nominal min, never under 30 real s), which a story of
+        # seven cold starts outlasts on a busy machine (the food then goes as unsafe and the
+        # purchaser never collects).
         "LOCKER_FOOD_UNKNOWN_LIMIT_S": str(30 * 24 * 3600),
     }
     service = ServiceProcess(env, port, tmp_path / "service.log")
