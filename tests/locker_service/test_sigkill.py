@@ -105,7 +105,10 @@ async def until(
             result = await result
         if result:
             return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}\n{service.log()}"
+        # Said before and after the log: a report that keeps only the end still names it.
+        assert time.monotonic() < deadline, (
+            f"timed out waiting for {what}\n{service.log()}\n(timed out waiting for {what})"
+        )
         await asyncio.sleep(0.1)
 
 

@@ -249,9 +249,12 @@ class ScriptedKiosk:
         self.publish_event("scan", None, {"text": text})
 
     def set_temperature(self, n: int, temp_c: float | None) -> None:
+        """The probe reads `temp_c`; on return the broker holds it as the compartment's retained
+        state, so a service that subscribes afterwards never reads the older snapshot first.
+        Called from the test's thread (it waits for the broker's acknowledgement)."""
         with self._lock:
             self.compartments[n].temp_c = temp_c
-        self.publish_snapshot(n)
+        self.publish_snapshot(n).wait_for_publish(CONNECT_TIMEOUT_S)
 
     def raise_fault(self, n: int, fault: contract.FaultName) -> None:
         with self._lock:
@@ -295,10 +298,12 @@ class ScriptedKiosk:
     def publish_status(self, state: str = "online") -> None:
         self._client.publish(self.topics.status, self._status(state).to_json(), qos=1, retain=True)
 
-    def publish_snapshot(self, n: int) -> None:
+    def publish_snapshot(self, n: int) -> mqtt.MQTTMessageInfo:
         with self._lock:
             snap = self.compartments[n].snapshot()
-        self._client.publish(self.topics.compartment_state(n), snap.to_json(), qos=1, retain=True)
+        return self._client.publish(
+            self.topics.compartment_state(n), snap.to_json(), qos=1, retain=True
+        )
 
     def publish_event(
         self, type_: str, compartment: int | None, data: dict[str, Any] | None = None
