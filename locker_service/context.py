@@ -31,7 +31,14 @@ class KioskCommander(Protocol):
     """The part of the kiosk link the story uses (`KioskLink` implements it)."""
 
     async def command(
-        self, kiosk_id: str, action: str, compartment: int, args: dict[str, Any], timeout_s: float
+        self,
+        kiosk_id: str,
+        action: str,
+        compartment: int,
+        args: dict[str, Any],
+        timeout_s: float,
+        *,
+        request_id: str | None = None,
     ) -> contract.Reply: ...
 
 

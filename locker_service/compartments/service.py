@@ -66,11 +66,18 @@ async def send(
     number: int,
     args: dict[str, object],
     timeout_s: float | None = None,
+    *,
+    request_id: str | None = None,
 ) -> contract.Reply:
     if ctx.commander is None:
         raise ServiceUnavailable("the kiosk link is not running", code="kiosk_link_down")
     return await ctx.commander.command(
-        kiosk_code, action, number, dict(args), timeout_s or ctx.settings.command_timeout_s
+        kiosk_code,
+        action,
+        number,
+        dict(args),
+        timeout_s or ctx.settings.command_timeout_s,
+        request_id=request_id,
     )
 
 

@@ -159,8 +159,13 @@ class KioskLink:
         compartment: int,
         args: dict[str, Any],
         timeout_s: float,
+        *,
+        request_id: str | None = None,
     ) -> contract.Reply:
         """Send a command and wait for its final reply (succeeded/failed/rejected/timed_out).
+
+        `request_id`: a command sent again (its outcome unknown) under the id it was sent with
+        before, which the kiosk answers from its record if it ran it; a new one by default.
 
         Raises KioskUnreachable when the command cannot be sent or nothing answered it,
         CommandTimeout when the kiosk accepted it but did not finish in `timeout_s`.
@@ -173,7 +178,7 @@ class KioskLink:
         if status is not None and status.state == "offline":
             raise KioskUnreachable(f"kiosk {kiosk_id} is offline")
         await self._check_lease(kiosk_id)
-        request_id = uuid.uuid4().hex
+        request_id = request_id or uuid.uuid4().hex
         try:
             command = contract.command_from_dict(
                 {

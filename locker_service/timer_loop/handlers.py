@@ -3,17 +3,20 @@
 A handler returns None when done, or a time to try again (the kiosk is unreachable, a door is
 still open). Commands to kiosks live here rather than in the event handler: the decision is
 already committed when its timer runs, so a crash is recovered by running the timer again, and
-commands are safe to repeat (a cycle start on a running cycle, a heater setpoint twice).
+commands are safe to repeat: a heater setpoint twice sets it once, and a cycle start whose
+outcome is unknown goes again under the request id it was first sent with, which a kiosk that
+ran it answers from its record (ADR 0082).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import contract
@@ -54,7 +57,8 @@ RETRY_MIN_REAL_S = 1.0  # but never faster than this, however high the time scal
 # A cycle start sent by an earlier run of its timer that the kiosk has not confirmed: its report
 # may still be on its way (a restarted service handles the kiosk's queued reports while its
 # timers already run), so it is sent again only once a snapshot since says the kiosk is idle,
-# or after this long (real seconds, at least twice the command's own timeout).
+# or after this long (real seconds, at least twice the command's own timeout); and then as the
+# same request, since "idle" may mean it ran and ended (ADR 0082).
 UNCONFIRMED_START_WAIT_S = 10.0
 
 Handler = Callable[[ServiceContext, Timer], Awaitable[datetime | None]]
@@ -86,10 +90,27 @@ def _faulted(reply: contract.Reply) -> bool:
     return reply.data.get("error") == "faulted"
 
 
+def _start_request(cycle: DisinfectionCycle) -> str:
+    """The request id the cycle's start is sent under, kept on the cycle row and committed
+    before it leaves: a start sent again after an unknown outcome (the service died waiting,
+    no final answer) is the same request, which a kiosk that ran it answers from its record
+    instead of running the cycle again (ADR 0082)."""
+    if cycle.start_request_id is None:
+        cycle.start_request_id = uuid.uuid4().hex
+    return cycle.start_request_id
+
+
 async def _cycle_commands(
-    ctx: ServiceContext, kiosk: Kiosk, c: Compartment, setpoint_c: float | None, nominal_s: float
+    ctx: ServiceContext,
+    kiosk: Kiosk,
+    c: Compartment,
+    setpoint_c: float | None,
+    nominal_s: float,
+    cycle: DisinfectionCycle,
 ) -> CycleStart:
-    """Heater setpoint, then the cycle; STARTED once the kiosk runs it."""
+    """Heater setpoint, then the cycle under its request id; STARTED once the kiosk runs it."""
+    request_id = cycle.start_request_id
+    assert request_id is not None, "the start's request id is committed before it is sent"
     try:
         heater = await doors.send(
             ctx, kiosk.code, "set_heater", c.number, {"setpoint_c": setpoint_c}
@@ -102,18 +123,35 @@ async def _cycle_commands(
                 return CycleStart.FAULTED
             if setpoint_c is not None:
                 return CycleStart.RETRY
-        cycle = await doors.send(
-            ctx, kiosk.code, "start_disinfection", c.number, {"duration_s": int(nominal_s)}
+        reply = await doors.send(
+            ctx,
+            kiosk.code,
+            "start_disinfection",
+            c.number,
+            {"duration_s": int(nominal_s)},
+            request_id=request_id,
         )
     except KioskLinkError as exc:
+        # The outcome is unknown (it may have run): the next try is the same request.
         log.warning("cycle start on %s/%s: %s", kiosk.code, c.number, exc)
         return CycleStart.RETRY
-    if cycle.status == "succeeded":
+    if reply.status == "succeeded":
         return CycleStart.STARTED
     log.warning(
-        "start_disinfection on %s/%s: %s %s", kiosk.code, c.number, cycle.status, cycle.detail
+        "start_disinfection on %s/%s: %s %s", kiosk.code, c.number, reply.status, reply.detail
     )
-    return CycleStart.FAULTED if _faulted(cycle) else CycleStart.RETRY
+    # A final answer that it did not run: the kiosk's record of this request would give the
+    # same answer again, so the next try is a new request.
+    async with session_scope(ctx.sessionmaker) as session:
+        await session.execute(
+            update(DisinfectionCycle)
+            .where(
+                DisinfectionCycle.id == cycle.id,
+                DisinfectionCycle.start_request_id == request_id,
+            )
+            .values(start_request_id=None)
+        )
+    return CycleStart.FAULTED if _faulted(reply) else CycleStart.RETRY
 
 
 async def _cannot_start(ctx: ServiceContext, c: Compartment, kind: str) -> None:
@@ -211,7 +249,9 @@ async def start_hold_cycle(ctx: ServiceContext, timer: Timer) -> datetime | None
         # (`Story.cycle_confirmed`): the purchaser is never told of a disinfection not running.
         if not faulted and c.state == CompartmentState.OCCUPIED:
             await compartments.transition(session, c, CompartmentTrigger.START_CYCLE)
-        if not faulted:
+        if faulted:
+            cycle = None
+        else:
             earlier = await story.running_cycle(session, c)
             cycle = await story.begin_cycle(session, c, "hold", order)
             if await _kiosk_runs(session, c, cycle):
@@ -220,7 +260,8 @@ async def start_hold_cycle(ctx: ServiceContext, timer: Timer) -> datetime | None
                 later = _unconfirmed_start(ctx, c, cycle)
                 if later is not None:
                     return later
-    if faulted:
+            _start_request(cycle)
+    if cycle is None:
         await _cannot_start(ctx, c, "hold")
         return None
     hot = order.temperature_class == "hot" and c.heated
@@ -229,7 +270,7 @@ async def start_hold_cycle(ctx: ServiceContext, timer: Timer) -> datetime | None
         async with ctx.sessionmaker() as session:
             rules = await sites.food_profile(session, ctx.settings, kiosk.site_id)
         setpoint = rules.setpoint_c  # the site's profile's
-    started = await _cycle_commands(ctx, kiosk, c, setpoint, ctx.settings.disinfection_s)
+    started = await _cycle_commands(ctx, kiosk, c, setpoint, ctx.settings.disinfection_s, cycle)
     if started is CycleStart.FAULTED:
         await _cannot_start(ctx, c, "hold")
     return _retry(ctx) if started is CycleStart.RETRY else None
@@ -254,7 +295,8 @@ async def start_cleaning(ctx: ServiceContext, timer: Timer) -> datetime | None:
             later = _unconfirmed_start(ctx, fresh, cycle)
             if later is not None:
                 return later
-    started = await _cycle_commands(ctx, kiosk, c, None, ctx.settings.cleaning_s)
+        _start_request(cycle)
+    started = await _cycle_commands(ctx, kiosk, c, None, ctx.settings.cleaning_s, cycle)
     if started is CycleStart.FAULTED:
         await _cannot_start(ctx, c, "cleaning")
     return _retry(ctx) if started is CycleStart.RETRY else None

@@ -420,6 +420,91 @@ async def test_a_retried_cycle_start_waits_for_the_kiosk_s_word_before_sending_a
     assert sent == 2, (ran, await _cycle_start_facts(service, world, n))
 
 
+def _starts(fake_kiosk: FakeKiosk, n: int) -> list[str]:
+    """The request ids of the cycle starts the kiosk heard for compartment `n`, in order."""
+    return [
+        request_id
+        for (_, action, number, _), request_id in zip(
+            fake_kiosk.commands, fake_kiosk.request_ids, strict=True
+        )
+        if action == "start_disinfection" and number == n
+    ]
+
+
+async def _start_sent_twice(
+    client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    runtime: Runtime,
+    ref: str,
+    first_answer: str | None = None,
+) -> tuple[dict[str, Any], int, str, str]:
+    """The start timer runs, the kiosk answers `first_answer` (or runs it), and the timer runs
+    again once a snapshot since the cycle began says the kiosk is idle: (order, compartment,
+    the two starts' request ids)."""
+    order, n = await _deposited(client, world, service, ref)
+    if first_answer is not None:
+        fake_kiosk.answers["start_disinfection"] = [first_answer]
+    loop = TimerLoop(service)
+    await loop.run_due()
+    await _start_timer_runs_again(service)
+    await runtime.story.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=True))
+    await loop.run_due()
+    first, again = _starts(fake_kiosk, n)
+    return order, n, first, again
+
+
+async def test_a_cycle_start_sent_again_after_its_outcome_was_lost_is_not_run_twice(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    runtime: Runtime,
+) -> None:
+    """The first run of the start timer died after sending; the kiosk ran the cycle and ended
+    it, and its reports of that are still queued for the service. Its snapshot (idle since the
+    cycle began) cannot tell a start that never came from a cycle that ran: the start goes
+    again, as the same request, which the kiosk answers from its record instead of starting a
+    second cycle (that would lock the purchaser out behind the UV interlock)."""
+    *_, first, again = await _start_sent_twice(
+        app_client, world, service, fake_kiosk, runtime, "lost-outcome"
+    )
+    assert again == first
+    assert fake_kiosk.run.count(first) == 1
+
+
+async def test_a_cycle_start_with_no_final_answer_is_sent_again_as_the_same_request(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    runtime: Runtime,
+) -> None:
+    *_, first, again = await _start_sent_twice(
+        app_client, world, service, fake_kiosk, runtime, "no-answer", "no_final_answer"
+    )
+    assert again == first
+
+
+async def test_a_cycle_start_the_kiosk_refused_is_tried_again_as_a_new_request(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    runtime: Runtime,
+) -> None:
+    """A final answer that it did not run (the interlock, say) would be given again for the
+    same request: the next try is a new one, and it runs."""
+    order, n, first, again = await _start_sent_twice(
+        app_client, world, service, fake_kiosk, runtime, "refused", "rejected"
+    )
+    assert again != first
+    assert fake_kiosk.run[-1] == again
+    await event(service, world, "disinfection_started", n, duration_s=1800)
+    assert await _state(service, order["id"]) == "disinfecting"
+
+
 async def _cycle_start_facts(service: ServiceContext, world: World, n: int) -> dict[str, object]:
     """What the cycle start timer decides on, for a failure to explain itself."""
     async with service.sessionmaker() as session:

@@ -117,15 +117,34 @@ async def seed(
 
 @dataclass
 class FakeKiosk:
-    """Answers commands like the bridge would; `answers[action]` scripts the next statuses."""
+    """Answers commands like the bridge would; `answers[action]` scripts the next statuses.
+
+    `commands` lists every command received, in order, with its request id; a request id heard
+    before is answered from the record of it, as the bridge's request store does, and not
+    carried out again (`run` lists the request ids carried out)."""
 
     commands: list[tuple[str, str, int, dict[str, Any]]] = field(default_factory=list)
     answers: dict[str, list[str]] = field(default_factory=dict)
+    request_ids: list[str] = field(default_factory=list)
+    run: list[str] = field(default_factory=list)
+    _record: dict[str, contract.Reply] = field(default_factory=dict)
 
     async def command(
-        self, kiosk_id: str, action: str, compartment: int, args: dict[str, Any], timeout_s: float
+        self,
+        kiosk_id: str,
+        action: str,
+        compartment: int,
+        args: dict[str, Any],
+        timeout_s: float,
+        *,
+        request_id: str | None = None,
     ) -> contract.Reply:
+        request_id = request_id or uuid.uuid4().hex
         self.commands.append((kiosk_id, action, compartment, args))
+        self.request_ids.append(request_id)
+        if request_id in self._record:
+            return self._record[request_id]
+        self.run.append(request_id)
         scripted = self.answers.get(action)
         status = scripted.pop(0) if scripted else "succeeded"
         if status == "no_final_answer":  # accepted, then nothing before the deadline
@@ -133,7 +152,9 @@ class FakeKiosk:
         # "failed:faulted" answers as the bridge does for a board refusing with ERR FAULTED.
         status, _, error = status.partition(":")
         data = {"error": error} if error else {}
-        return contract.Reply(request_id=uuid.uuid4().hex, status=status, data=data)  # type: ignore[arg-type]
+        reply = contract.Reply(request_id=request_id, status=status, data=data)  # type: ignore[arg-type]
+        self._record[request_id] = reply
+        return reply
 
     def unlocks(self) -> list[int]:
         return [n for _, action, n, _ in self.commands if action == "unlock"]
