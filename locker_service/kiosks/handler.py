@@ -181,7 +181,7 @@ class StoryHandler:
                 # copy above still stands.
                 log.info("snapshot of %s/%s: reconciled elsewhere (%s)", kiosk_id, snap.n, exc)
                 return
-        if self.ctx.timers is not None:
+        if self.ctx.timers is not None and timers.scheduled_due_now(session):
             self.ctx.timers.wake()  # a deposit schedules the cycle start, due now
 
     async def _reconcile(
@@ -386,8 +386,8 @@ class StoryHandler:
             SCAN_DECISION_S.observe(time.perf_counter() - started)
             await self._open(kiosk, decision)
             return
-        if self.ctx.timers is not None:
-            self.ctx.timers.wake()  # a step may have scheduled a command due now (heat, cycle)
+        if self.ctx.timers is not None and timers.scheduled_due_now(session):
+            self.ctx.timers.wake()  # a step scheduled a command due now (heat, cycle)
 
     async def _compartment_event(
         self, session: AsyncSession, kiosk: Kiosk, c: Compartment, event: contract.Event

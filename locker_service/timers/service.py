@@ -35,6 +35,20 @@ class TimerKind(StrEnum):
     FOOD_CHECK = "food_check"  # the food's watch: its readings folded in, its clock looked at
 
 
+_DUE_NOW = "locker_service.timers.due_now"  # in `Session.info`: a timer due at once scheduled
+
+
+def _note_due(session: AsyncSession, due_at: datetime) -> None:
+    if due_at <= utcnow():
+        session.info[_DUE_NOW] = True
+
+
+def scheduled_due_now(session: AsyncSession) -> bool:
+    """Whether `session` scheduled a timer already due: the timer loop is woken once it has
+    committed. Any other timer is found by the loop's next look, when it is due."""
+    return bool(session.info.get(_DUE_NOW))
+
+
 def schedule(
     session: AsyncSession,
     kind: TimerKind,
@@ -47,6 +61,7 @@ def schedule(
     timer = Timer(**pending_values(kind, due_at, order_id=order_id, compartment_id=compartment_id))
     timer.alert_id = alert_id  # not in pending_values: the order writer's batch has no alerts
     session.add(timer)
+    _note_due(session, due_at)
     return timer
 
 
@@ -88,6 +103,7 @@ async def schedule_now(
 async def schedule_values(session: AsyncSession, values: dict[str, Any]) -> None:
     """A timer from its `pending_values`, written at once."""
     await session.execute(_INSERT_TIMER, values)
+    _note_due(session, values["due_at"])
 
 
 async def cancel(

@@ -420,6 +420,32 @@ async def test_a_retried_cycle_start_waits_for_the_kiosk_s_word_before_sending_a
     assert sent == 2, (ran, await _cycle_start_facts(service, world, n))
 
 
+async def test_a_kiosk_event_wakes_the_timer_loop_only_for_a_timer_due_at_once(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """Each wake is a round of the loop (a claim in the database): a kiosk's door events, whose
+    timers fall due later, leave it to its next look; the deposit's cycle start is due now."""
+    woken: list[str] = []
+
+    class Waker:
+        def wake(self) -> None:
+            woken.append("woken")
+
+    service.timers = Waker()
+    order = await create_order(app_client, world, ref="woken")
+    dropped = await app_client.post(
+        "/api/v1/kiosk/dropoff",
+        json=world.dropoff_body(order["external_ref"]),
+        headers=world.kiosk(),
+    )
+    n = int(dropped.json()["compartment"])
+    for kind in ("door_opened", "item_placed"):
+        await event(service, world, kind, n)
+    assert woken == []
+    await event(service, world, "door_closed", n)  # the food is in: its cycle starts now
+    assert woken == ["woken"]
+
+
 def _starts(fake_kiosk: FakeKiosk, n: int) -> list[str]:
     """The request ids of the cycle starts the kiosk heard for compartment `n`, in order."""
     return [
