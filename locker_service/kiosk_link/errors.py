@@ -19,7 +19,9 @@ class KioskUnreachable(KioskLinkError):
     """The command could not reach the kiosk, or the kiosk never answered it.
 
     The command carried an `expires_at`, so a copy delivered later is rejected by the bridge: the
-    caller may treat the action as not done.
+    caller may treat the action as not done, unless its answers, not the command, were lost. An
+    action that must not run twice (a cycle start) is sent again under the same request id,
+    which the bridge answers from its record if it ran it (ADR 0082).
     """
 
     code = "kiosk_unreachable"

@@ -132,7 +132,7 @@ async def _cycle_commands(
             request_id=request_id,
         )
     except KioskLinkError as exc:
-        # The outcome is unknown (it may have run): the next try is the same request.
+        # No final answer (it may have run), or nothing sent: the next try is the same request.
         log.warning("cycle start on %s/%s: %s", kiosk.code, c.number, exc)
         return CycleStart.RETRY
     if reply.status == "succeeded":
@@ -140,8 +140,11 @@ async def _cycle_commands(
     log.warning(
         "start_disinfection on %s/%s: %s %s", kiosk.code, c.number, reply.status, reply.detail
     )
-    # A final answer that it did not run: the kiosk's record of this request would give the
-    # same answer again, so the next try is a new request.
+    # A final answer other than success: the kiosk's record of this request would give it
+    # again, so the next try is a new request. `rejected` and a refusal before the board (board
+    # offline, a fault) did not run it; a `failed` after the start left for the board (a bridge
+    # restart, the board's answer lost) may hide a cycle that ran, which the waits above and
+    # the kiosk's `disinfection_started`, handled by then, keep from running twice (ADR 0082).
     async with session_scope(ctx.sessionmaker) as session:
         await session.execute(
             update(DisinfectionCycle)

@@ -261,6 +261,10 @@ async def test_the_story_survives_sigkill_at_every_step(
                 await asyncio.sleep(1.0)  # a late duplicate would show up now
 
         assert service.kills == 6
+        # One hold cycle and one cleaning ran: a start sent again after a restart was answered
+        # from the kiosk's record (ADR 0082), never run a second time.
+        started = [e.type for e in kiosk.events].count("disinfection_started")
+        assert started == 2, [(c.command.action, c.duplicate) for c in kiosk.received]
         keys = [headers.get(DEDUPE_HEADER) for headers, _ in phone.requests]
         assert keys and set(keys) == {f"order:{order['id']}:ready"}, keys  # repeats share the key
         async with sessionmaker() as session:

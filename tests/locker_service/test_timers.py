@@ -423,8 +423,9 @@ async def test_a_retried_cycle_start_waits_for_the_kiosk_s_word_before_sending_a
 async def test_a_kiosk_event_wakes_the_timer_loop_only_for_a_timer_due_at_once(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
-    """Each wake is a round of the loop (a claim in the database): a kiosk's door events, whose
-    timers fall due later, leave it to its next look; the deposit's cycle start is due now."""
+    """Each wake is a round of the loop (a claim in the database): a kiosk's events whose
+    timers fall due later (a door left open is looked at after a minute) leave them to its next
+    look; the deposit's cycle start is due now."""
     woken: list[str] = []
 
     class Waker:
@@ -432,6 +433,13 @@ async def test_a_kiosk_event_wakes_the_timer_loop_only_for_a_timer_due_at_once(
             woken.append("woken")
 
     service.timers = Waker()
+    await event(service, world, "door_opened", 1)
+    await event(service, world, "door_closed", 1)
+    async with service.sessionmaker() as session:
+        later = await session.scalar(
+            select(Timer).where(Timer.kind == TimerKind.DOOR_LEFT_OPEN.value)
+        )
+    assert later is not None  # scheduled a (scaled) minute on: not due when scheduled
     order = await create_order(app_client, world, ref="woken")
     dropped = await app_client.post(
         "/api/v1/kiosk/dropoff",
@@ -511,6 +519,7 @@ async def test_a_cycle_start_with_no_final_answer_is_sent_again_as_the_same_requ
         app_client, world, service, fake_kiosk, runtime, "no-answer", "no_final_answer"
     )
     assert again == first
+    assert fake_kiosk.run.count(first) == 1
 
 
 async def test_a_cycle_start_the_kiosk_refused_is_tried_again_as_a_new_request(

@@ -147,7 +147,9 @@ class FakeKiosk:
         self.run.append(request_id)
         scripted = self.answers.get(action)
         status = scripted.pop(0) if scripted else "succeeded"
-        if status == "no_final_answer":  # accepted, then nothing before the deadline
+        if status == "no_final_answer":
+            # Accepted, then nothing before the deadline; it ran, and its record says so.
+            self._record[request_id] = contract.Reply(request_id=request_id, status="succeeded")
             raise CommandTimeout(f"{action} on {kiosk_id}/{compartment}: no final answer")
         # "failed:faulted" answers as the bridge does for a board refusing with ERR FAULTED.
         status, _, error = status.partition(":")

@@ -254,7 +254,10 @@ class ScriptedKiosk:
         Called from the test's thread (it waits for the broker's acknowledgement)."""
         with self._lock:
             self.compartments[n].temp_c = temp_c
-        self.publish_snapshot(n).wait_for_publish(CONNECT_TIMEOUT_S)
+        sent = self.publish_snapshot(n)
+        sent.wait_for_publish(CONNECT_TIMEOUT_S)
+        if not sent.is_published():
+            raise TimeoutError(f"compartment {n}'s snapshot not acknowledged by the broker")
 
     def raise_fault(self, n: int, fault: contract.FaultName) -> None:
         with self._lock:
