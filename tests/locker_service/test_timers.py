@@ -476,15 +476,20 @@ async def _start_sent_twice(
 ) -> tuple[dict[str, Any], int, str, str]:
     """The start timer runs, the kiosk answers `first_answer` (or runs it), and the timer runs
     again once a snapshot since the cycle began says the kiosk is idle: (order, compartment,
-    the two starts' request ids)."""
+    the two starts' request ids). The second run is the start timer's alone: at this time scale
+    the cycle's watchdog falls due half a real second after the start, and would take the idle
+    snapshot for the cycle's end first on a slow machine."""
     order, n = await _deposited(client, world, service, ref)
     if first_answer is not None:
         fake_kiosk.answers["start_disinfection"] = [first_answer]
-    loop = TimerLoop(service)
-    await loop.run_due()
-    await _start_timer_runs_again(service)
+    await TimerLoop(service).run_due()
     await runtime.story.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=True))
-    await loop.run_due()
+    async with service.sessionmaker() as session:
+        timer = await session.scalar(
+            select(Timer).where(Timer.kind == TimerKind.START_HOLD_CYCLE.value)
+        )
+    assert timer is not None
+    await handlers.start_hold_cycle(service, timer)
     first, again = _starts(fake_kiosk, n)
     return order, n, first, again
 
