@@ -119,9 +119,9 @@
   }
 
   async function signIn() {
-    // Sites are read first to check the token; the stream's `hello` then triggers the full
-    // read, so no change made between the read and the stream's start is missed.
-    await api("GET", "/operator/sites");
+    // The token is checked with the operator's own row (the sites' list of an operator with a
+    // whole fleet is thousands of kiosks, read once); the stream's `hello` then triggers the
+    // full read, so no change made between the read and the stream's start is missed.
     const me = await api("GET", "/operator/me");
     $("freeze-all").hidden = !me || me.role !== "admin";
     $("login").hidden = true;
