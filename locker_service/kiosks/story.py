@@ -10,6 +10,7 @@ decision and its command is recovered by whichever replica claims the timer next
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -167,6 +168,9 @@ class Story:
             ends_at=now + self._later(nominal),
             state="running",
             commanded_s=float(int(nominal)),  # the board is asked for whole seconds
+            # Committed with the row, before the start leaves: a start sent again is the same
+            # request (ADR 0082).
+            start_request_id=uuid.uuid4().hex,
         )
         session.add(cycle)
         await timers.cancel(session, [TimerKind.CYCLE_WATCHDOG], compartment_id=c.id)

@@ -120,8 +120,9 @@ class DisinfectionCycle(Base):
     dose_mj_cm2: Mapped[float | None] = mapped_column(Double)
     dose_required_mj_cm2: Mapped[float | None] = mapped_column(Double)
     outcome: Mapped[str | None] = mapped_column(String(16))
-    # The request id its start is sent under until the kiosk answers that it did not run it
-    # (a start sent again after an unknown outcome is the same request: ADR 0082).
+    # The request id its start is sent under, made with the row; a new one once the kiosk has
+    # answered that it did not run it (a start sent again after an unknown outcome is the same
+    # request: ADR 0082). None on rows from before migration 0017.
     start_request_id: Mapped[str | None] = mapped_column(String(64))
 
 

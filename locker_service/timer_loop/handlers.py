@@ -90,16 +90,6 @@ def _faulted(reply: contract.Reply) -> bool:
     return reply.data.get("error") == "faulted"
 
 
-def _start_request(cycle: DisinfectionCycle) -> str:
-    """The request id the cycle's start is sent under, kept on the cycle row and committed
-    before it leaves: a start sent again after an unknown outcome (the service died waiting,
-    no final answer) is the same request, which a kiosk that ran it answers from its record
-    instead of running the cycle again (ADR 0082)."""
-    if cycle.start_request_id is None:
-        cycle.start_request_id = uuid.uuid4().hex
-    return cycle.start_request_id
-
-
 async def _cycle_commands(
     ctx: ServiceContext,
     kiosk: Kiosk,
@@ -108,9 +98,12 @@ async def _cycle_commands(
     nominal_s: float,
     cycle: DisinfectionCycle,
 ) -> CycleStart:
-    """Heater setpoint, then the cycle under its request id; STARTED once the kiosk runs it."""
+    """Heater setpoint, then the cycle under the request id its row was made with (committed
+    before this runs); STARTED once the kiosk runs it. A start sent again after an unknown
+    outcome (the service died waiting, no final answer) is the same request, which a kiosk that
+    ran it answers from its record instead of running the cycle again (ADR 0082). A row from
+    before that has none: each try is a new request."""
     request_id = cycle.start_request_id
-    assert request_id is not None, "the start's request id is committed before it is sent"
     try:
         heater = await doors.send(
             ctx, kiosk.code, "set_heater", c.number, {"setpoint_c": setpoint_c}
@@ -141,10 +134,11 @@ async def _cycle_commands(
         "start_disinfection on %s/%s: %s %s", kiosk.code, c.number, reply.status, reply.detail
     )
     # A final answer other than success: the kiosk's record of this request would give it
-    # again, so the next try is a new request. `rejected` and a refusal before the board (board
-    # offline, a fault) did not run it; a `failed` after the start left for the board (a bridge
-    # restart, the board's answer lost) may hide a cycle that ran, which the waits above and
-    # the kiosk's `disinfection_started`, handled by then, keep from running twice (ADR 0082).
+    # again, so the next try is a new request (a new id, compare-and-set on the row). `rejected`
+    # and a refusal before the board (board offline, a fault) did not run it; a `failed` after
+    # the start left for the board (a bridge restart, the board's answer lost) may hide a cycle
+    # that ran, which the waits above and the kiosk's `disinfection_started`, handled by then,
+    # keep from running twice (ADR 0082).
     async with session_scope(ctx.sessionmaker) as session:
         await session.execute(
             update(DisinfectionCycle)
@@ -152,7 +146,7 @@ async def _cycle_commands(
                 DisinfectionCycle.id == cycle.id,
                 DisinfectionCycle.start_request_id == request_id,
             )
-            .values(start_request_id=None)
+            .values(start_request_id=uuid.uuid4().hex)
         )
     return CycleStart.FAULTED if _faulted(reply) else CycleStart.RETRY
 
@@ -263,7 +257,6 @@ async def start_hold_cycle(ctx: ServiceContext, timer: Timer) -> datetime | None
                 later = _unconfirmed_start(ctx, c, cycle)
                 if later is not None:
                     return later
-            _start_request(cycle)
     if cycle is None:
         await _cannot_start(ctx, c, "hold")
         return None
@@ -298,7 +291,6 @@ async def start_cleaning(ctx: ServiceContext, timer: Timer) -> datetime | None:
             later = _unconfirmed_start(ctx, fresh, cycle)
             if later is not None:
                 return later
-        _start_request(cycle)
     started = await _cycle_commands(ctx, kiosk, c, None, ctx.settings.cleaning_s, cycle)
     if started is CycleStart.FAULTED:
         await _cannot_start(ctx, c, "cleaning")

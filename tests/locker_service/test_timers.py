@@ -78,6 +78,16 @@ async def _deposited(
     return await dropped_off(client, world, service, ref=ref)
 
 
+async def _start_timer(service: ServiceContext) -> Timer:
+    """The order's cycle start timer, as the database has it now."""
+    async with service.sessionmaker() as session:
+        timer = await session.scalar(
+            select(Timer).where(Timer.kind == TimerKind.START_HOLD_CYCLE.value)
+        )
+    assert timer is not None
+    return timer
+
+
 async def _start_timer_runs_again(service: ServiceContext) -> None:
     """The cycle start timer's first run died before marking it done: it is due again."""
     async with session_scope(service.sessionmaker) as session:
@@ -359,11 +369,7 @@ async def test_a_retried_cycle_start_that_the_cycle_end_overtook_sends_nothing(
     assert fake_kiosk.actions(n).count("start_disinfection") == 1
     # The first run died before marking its timer done; the retry takes its first look now...
     await _start_timer_runs_again(service)
-    async with service.sessionmaker() as session:
-        timer = await session.scalar(
-            select(Timer).where(Timer.kind == TimerKind.START_HOLD_CYCLE.value)
-        )
-    assert timer is not None
+    timer = await _start_timer(service)
     first_look = await handlers._load(service, timer)
 
     # ...and the kiosk's reports are handled before it goes on.
@@ -407,11 +413,8 @@ async def test_a_retried_cycle_start_waits_for_the_kiosk_s_word_before_sending_a
     await _start_timer_runs_again(service)
     await loop.run_due()
     assert fake_kiosk.actions(n).count("start_disinfection") == 1  # not a second time yet
-    async with service.sessionmaker() as session:
-        again = await session.scalar(
-            select(Timer).where(Timer.kind == TimerKind.START_HOLD_CYCLE.value)
-        )
-    assert again is not None and again.state == "pending"  # it looks again shortly
+    again = await _start_timer(service)
+    assert again.state == "pending"  # it looks again shortly
     # The kiosk's snapshot since the cycle began: idle, so the start never reached it.
     await runtime.story.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=True))
     await _start_timer_runs_again(service)
@@ -484,11 +487,7 @@ async def _start_sent_twice(
         fake_kiosk.answers["start_disinfection"] = [first_answer]
     await TimerLoop(service).run_due()
     await runtime.story.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=True))
-    async with service.sessionmaker() as session:
-        timer = await session.scalar(
-            select(Timer).where(Timer.kind == TimerKind.START_HOLD_CYCLE.value)
-        )
-    assert timer is not None
+    timer = await _start_timer(service)
     await handlers.start_hold_cycle(service, timer)
     first, again = _starts(fake_kiosk, n)
     return order, n, first, again
