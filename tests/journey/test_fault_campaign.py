@@ -13,7 +13,7 @@ restarts what is killed. Hands at the simulator act while a process is dead:
 - D: the bridge SIGKILLed early in the hold cycle;
 - E: the bridge SIGKILLed late in the hold cycle (the cycle ends while it is down).
 
-The campaign is played once per backend (a module fixture); each test checks one order against
+The campaign is played once per backend (a class fixture); each test checks one order against
 the simulator's truth, which is what a person opening the door would find.
 """
 
@@ -312,12 +312,13 @@ def keep_log(up: Up, name: str) -> None:
     (ARTIFACTS / f"{name}.log").write_text(up.output + "\n")
 
 
-@pytest.fixture(scope="module", params=["embedded", "mosquitto+postgres"])
+@pytest.fixture(scope="class")
 def campaign(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Campaign]:
+    backend: str = request.cls.backend
     data_dir = tmp_path_factory.mktemp("faults") / "var"
-    name = str(request.param).replace("+", "-")
+    name = backend.replace("+", "-")
     # Nothing may expire while the campaign plays: only the physical world decides here. The
     # food's own clock neither (4 h is 2 min at 120x), nor its watch over a kiosk killed for
     # longer than 15 nominal minutes, nor its warm-up: a drop-off made while the service was
@@ -330,7 +331,7 @@ def campaign(
         "LOCKER_FOOD_UNKNOWN_LIMIT_S": "86400",
         "LOCKER_FOOD_WARMUP_S": "86400",
     }
-    if request.param == "embedded":
+    if backend == "embedded":
         up = Up(data_dir, time_scale=TIME_SCALE, extra_env=env)
         try:
             yield play(up)
@@ -372,38 +373,53 @@ def _check(campaign: Campaign, scenario: str) -> None:
     )
 
 
-def test_food_deposited_while_the_service_was_killed_is_held(campaign: Campaign) -> None:
-    _check(campaign, "A")
+class CampaignChecks:
+    """Each order of one backend's campaign against the simulator's truth. A class per backend,
+    so that pytest-xdist's `--dist loadscope` (tests/conftest.py) plays each campaign once, on
+    one worker, both at once."""
+
+    backend: str
+
+    def test_food_deposited_while_the_service_was_killed_is_held(self, campaign: Campaign) -> None:
+        _check(campaign, "A")
+
+    def test_food_deposited_after_the_answer_while_the_service_was_killed_is_held(
+        self, campaign: Campaign
+    ) -> None:
+        _check(campaign, "A2")
+
+    def test_food_taken_while_the_service_was_killed_at_the_unlock_is_picked_up(
+        self, campaign: Campaign
+    ) -> None:
+        _check(campaign, "B")
+
+    def test_food_taken_while_the_service_was_killed_mid_pickup_is_picked_up(
+        self, campaign: Campaign
+    ) -> None:
+        _check(campaign, "C")
+
+    def test_a_cycle_whose_bridge_was_killed_early_makes_the_order_ready(
+        self, campaign: Campaign
+    ) -> None:
+        _check(campaign, "D")
+
+    def test_a_cycle_that_ended_while_its_bridge_was_dead_makes_the_order_ready(
+        self, campaign: Campaign
+    ) -> None:
+        _check(campaign, "E")
+
+    def test_no_genuine_report_was_taken_for_an_impossible_one(self, campaign: Campaign) -> None:
+        false = [a for a in campaign.alerts if a["kind"] in FALSE_ALARMS]
+        assert false == [], false
 
 
-def test_food_deposited_after_the_answer_while_the_service_was_killed_is_held(
-    campaign: Campaign,
-) -> None:
-    _check(campaign, "A2")
+class TestEmbedded(CampaignChecks):
+    """`lockerctl up` on its embedded defaults: amqtt broker, SQLite file."""
+
+    backend = "embedded"
 
 
-def test_food_taken_while_the_service_was_killed_at_the_unlock_is_picked_up(
-    campaign: Campaign,
-) -> None:
-    _check(campaign, "B")
+class TestMosquittoPostgres(CampaignChecks):
+    """`lockerctl up` on the production backends: Mosquitto and PostgreSQL."""
 
-
-def test_food_taken_while_the_service_was_killed_mid_pickup_is_picked_up(
-    campaign: Campaign,
-) -> None:
-    _check(campaign, "C")
-
-
-def test_a_cycle_whose_bridge_was_killed_early_makes_the_order_ready(campaign: Campaign) -> None:
-    _check(campaign, "D")
-
-
-def test_a_cycle_that_ended_while_its_bridge_was_dead_makes_the_order_ready(
-    campaign: Campaign,
-) -> None:
-    _check(campaign, "E")
-
-
-def test_no_genuine_report_was_taken_for_an_impossible_one(campaign: Campaign) -> None:
-    false = [a for a in campaign.alerts if a["kind"] in FALSE_ALARMS]
-    assert false == [], false
+    backend = "mosquitto+postgres"
