@@ -142,7 +142,15 @@ class CorrectedProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Held so the tasks are not collected while they wait for their PUBACK.
-        self._redeliveries: set[asyncio.Future[Any]] = set()
+        self._deliveries: set[asyncio.Future[Any]] = set()
+
+    def deliver(self, topic: str, data: bytes, qos: int, *, retain: bool) -> None:
+        """Send a message without waiting for its acknowledgement, so the connection goes on
+        serving the client meanwhile. Messages handed over one after another leave in that
+        order: each task sends its packet at its first step, and the tasks run in turn."""
+        task = asyncio.ensure_future(self.mqtt_publish(topic, data, qos, retain=retain))
+        self._deliveries.add(task)
+        task.add_done_callback(self._delivered)
 
     async def _handle_qos1_message_flow(self, app_message: Any) -> None:
         if app_message.direction != OUTGOING or app_message.qos != QOS_1:
@@ -171,13 +179,13 @@ class CorrectedProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]
         forgets the ones still unacknowledged)."""
         for message in list(self.session.inflight_out.values()):
             task = asyncio.ensure_future(self._handle_message_flow(message))
-            self._redeliveries.add(task)
-            task.add_done_callback(self._redelivered)
+            self._deliveries.add(task)
+            task.add_done_callback(self._delivered)
 
-    def _redelivered(self, task: asyncio.Future[Any]) -> None:
-        self._redeliveries.discard(task)
+    def _delivered(self, task: asyncio.Future[Any]) -> None:
+        self._deliveries.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.warning("redelivery failed: %s", task.exception())
+            log.warning("delivery failed: %s", task.exception())
 
 
 class CorrectedBroker(Broker):  # type: ignore[misc]
@@ -195,6 +203,12 @@ class CorrectedBroker(Broker):  # type: ignore[misc]
     - A new connection gets retained messages only for filters it holds itself (amqtt 0.12
       walks the broker-wide subscription table, so a bridge would receive other kiosks'
       retained snapshots), as MQTT 3.1.1 section 3.3.1.3 says.
+    - A connection is served while the messages queued for its session, or retained for its new
+      subscription, wait for their acknowledgements. amqtt 0.12 reads nothing more from the
+      client until they are acknowledged, and the service acknowledges a kiosk's events only
+      once it holds the kiosk's lease, which it takes only once the broker has granted its
+      subscription to that kiosk (ADR 0044): a restarted service waited out its SUBACK timeouts
+      (5 s each) before it handled anything.
     """
 
     async def _initialize_client_session(
@@ -249,23 +263,21 @@ class CorrectedBroker(Broker):  # type: ignore[misc]
 
     async def _publish_session_retained_messages(self, session: Any) -> None:
         handler = self._get_handler(session)
-        tasks = []
         while handler is not None and not session.retained_messages.empty():
-            queued = await session.retained_messages.get()
-            tasks.append(
-                asyncio.ensure_future(
-                    handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)
-                )
-            )
-        if tasks:
-            await asyncio.wait(tasks)
+            queued = session.retained_messages.get_nowait()
+            handler.deliver(queued.topic, queued.data, queued.qos, retain=False)
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Any
     ) -> None:
-        holders = self._subscriptions.get(subscription[0], [])
-        if any(holder is session for holder, _qos in holders):
-            await super()._publish_retained_messages_for_subscription(subscription, session)
+        topic_filter, qos = subscription
+        holders = self._subscriptions.get(topic_filter, [])
+        handler = self._get_handler(session)
+        if handler is None or not any(holder is session for holder, _qos in holders):
+            return
+        for topic, retained in list(self._retained_messages.items()):
+            if self._matches(topic, topic_filter):
+                handler.deliver(topic, retained.data, min(qos, retained.qos or qos), retain=True)
 
 
 class EmbeddedBroker:

@@ -456,6 +456,42 @@ def test_an_event_the_service_had_not_acknowledged_comes_again_after_its_restart
         last.close()
 
 
+def test_a_subscribe_is_answered_while_messages_wait_for_their_acknowledgement(
+    broker: EmbeddedBrokerProcess,
+) -> None:
+    """The service acknowledges a kiosk's events only once it holds the kiosk's lease, and it
+    takes the lease only once its subscription to the kiosk is granted (ADR 0044). So the broker
+    must answer a SUBSCRIBE while the events queued for the service's session, or a retained
+    message its last subscription brought, are not acknowledged yet (amqtt 0.12 did not: a
+    restarted service waited out a 5 s timeout for each subscription)."""
+    account = broker.service(f"t{uuid.uuid4().hex[:8]}")
+    first = probe(broker, account, clean_session=False, manual_ack=True)
+    first.subscribe("lockers/v1/demo-2/events", qos=1)
+    first.close()  # the service stops
+    kiosk = probe(broker, broker.kiosk("demo-2"))
+    back = None
+    try:
+        kiosk.publish("lockers/v1/demo-2/events", b'{"n": 1}', qos=1)
+        kiosk.publish("lockers/v1/demo-2/status", b'{"state": "online"}', qos=1, retain=True)
+        back = probe(broker, account, clean_session=False, manual_ack=True)
+        queued = back.expect()
+        assert queued.payload == b'{"n": 1}'
+        # The queued event is not acknowledged: the next subscription is granted all the same,
+        # and brings the retained status.
+        assert back.subscribe("lockers/v1/demo-2/status", qos=1)[0].value == 1
+        retained = back.expect()
+        assert (retained.payload, retained.retain) == (b'{"state": "online"}', True)
+        # Neither is acknowledged: a further subscription is granted all the same.
+        assert back.subscribe("lockers/v1/demo-2/telemetry", qos=1)[0].value == 1
+        back.ack(queued)
+        back.ack(retained)
+    finally:
+        kiosk.publish("lockers/v1/demo-2/status", b"", retain=True)
+        kiosk.close()
+        if back is not None:
+            back.close()
+
+
 class CollectedEvents:
     """Stands where the service's story would, keeping the events the kiosk link hands over."""
 
