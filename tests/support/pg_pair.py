@@ -60,7 +60,11 @@ class PostgresPair:
 
     def start(self) -> PostgresPair:
         a = self.dir / "a"
-        self._run("initdb", "-D", str(a), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        # No fsync of a throwaway cluster, and the base backup asks for an immediate checkpoint,
+        # not a spread one: the pair took 94 s to start here without these, 2 s with them.
+        self._run(
+            "initdb", "-D", str(a), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
+        )
         with (a / "postgresql.conf").open("a") as conf:
             conf.write(
                 f"port = {self.ports['a']}\nlisten_addresses = '127.0.0.1'\n"
@@ -75,6 +79,7 @@ class PostgresPair:
         self._run(
             "pg_basebackup",
             *("-h", "127.0.0.1", "-p", str(self.ports["a"]), "-D", str(b), "-R", "-X", "stream"),
+            *("--checkpoint", "fast", "--no-sync"),
         )
         with (b / "postgresql.conf").open("a") as conf:
             conf.write(f"port = {self.ports['b']}\n")
