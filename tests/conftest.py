@@ -77,9 +77,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """`--dist loadscope`, with a finer unit: the tests of a class go to one worker together
-    (the journey's class per backend plays its story once), every other test is handed out on
-    its own, so one long module does not keep one worker busy while the others idle. A module
-    fixture (a broker, a browser) is then set up at most once per worker."""
+    (the journey's and the fault campaign's class per backend plays its story once), every other
+    test is handed out on its own, so one long module does not keep one worker busy while the
+    others idle. A module fixture (a broker, a browser) is then set up once on each worker that
+    gets one of its tests: a fixture that must be set up only once belongs on a class."""
     if config.getvalue("dist") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
