@@ -17,7 +17,7 @@ from sqlalchemy import select
 from locker_service.api.deps import ContextDep, IdPath, OperatorDep, SessionDep
 from locker_service.context import ServiceContext
 from locker_service.errors import NotFound, Unprocessable
-from locker_service.haccp import pdf, service
+from locker_service.haccp import service
 from locker_service.haccp.record import check_chain
 from locker_service.models import HaccpDay, Site
 
@@ -130,6 +130,10 @@ async def haccp_export(
         # The range checked, and its first day against the seal of the day before it.
         first_prev = await service.seal_before(session, site_id, days[0].day)
         problems = check_chain(days, first_prev=first_prev)
+        # Imported here: fpdf brings fontTools and numpy, a quarter of the service's start-up
+        # time, for a download an operator asks for now and then.
+        from locker_service.haccp import pdf
+
         body = await asyncio.to_thread(pdf.render, site.name, days, problems)
         return Response(body, media_type="application/pdf", headers=headers)
     return StreamingResponse(
