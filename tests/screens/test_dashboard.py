@@ -63,15 +63,22 @@ def test_operator_watches_live_and_acts(
     expect(cell(page, 3).locator('[data-field="temp"]')).to_have_text(
         "63.4 °C", timeout=LIVE_TIMEOUT_MS
     )
+    # She presses on the compartment as the next reading arrives and releases after it is shown:
+    # the live update must not swallow her click.
+    box = cell(page, 3).bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
     kiosk.set_temperature(3, 58.1)
     kiosk.publish_telemetry()
     expect(cell(page, 3).locator('[data-field="temp"]')).to_have_text(
         "58.1 °C", timeout=LIVE_TIMEOUT_MS
     )
+    page.mouse.up()
     assert len(kiosk_reads) == reads_before, "the change came by re-reading, not by the stream"
 
     # The compartment's chart: history from the service, floor and setpoint drawn.
-    open_detail(page, 3)
+    expect(page.locator("#detail-title")).to_contain_text("Compartment 3 ")
+    page.locator("#chart canvas").wait_for(timeout=LIVE_TIMEOUT_MS)
     legend = page.locator("#chart .u-legend").inner_text()
     assert "temperature °C" in legend and "floor °C" in legend and "setpoint °C" in legend
     assert serious_accessibility_violations(page, axe_source) == []

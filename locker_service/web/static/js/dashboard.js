@@ -270,6 +270,18 @@
     return button;
   }
 
+  // A live update rewrites a cell in place, never replaces it: a click pressed on the old
+  // element and released on its replacement is no click at all, and readings arrive every few
+  // seconds. (`.cell *` takes no pointer events, so the press and the release land on the cell.)
+  function refreshCell(old, c) {
+    const fresh = renderCell(c);
+    for (const name of old.getAttributeNames()) {
+      if (!fresh.hasAttribute(name)) old.removeAttribute(name);
+    }
+    for (const name of fresh.getAttributeNames()) old.setAttribute(name, fresh.getAttribute(name));
+    old.replaceChildren(...fresh.childNodes);
+  }
+
   function progressBar(fraction) {
     const bar = el("span", {});
     bar.style.width = Math.round(Math.min(1, Math.max(0, fraction)) * 100) + "%";
@@ -278,6 +290,11 @@
 
   function renderGrid() {
     const numbers = [...state.cells.keys()].sort((a, b) => a - b);
+    const shown = [...$("grid").querySelectorAll(".cell")];
+    if (shown.map((cell) => Number(cell.dataset.number)).join() === numbers.join()) {
+      shown.forEach((cell, i) => refreshCell(cell, state.cells.get(numbers[i])));
+      return;
+    }
     $("grid").replaceChildren(...numbers.map((n) => renderCell(state.cells.get(n))));
   }
 
@@ -285,7 +302,7 @@
     const c = state.cells.get(n);
     const old = $("grid").querySelector(`[data-number="${n}"]`);
     if (!c || !old) return;
-    old.replaceWith(renderCell(c));
+    refreshCell(old, c);
     if (state.selected === n) renderDetailFacts();
   }
 
