@@ -159,4 +159,15 @@ def test_a_kiosk_going_offline_and_back_shows_live(
     kiosk.publish_status("online")
     expect(status).to_have_text("online", timeout=LIVE_TIMEOUT_MS)
     expect(row).not_to_contain_text("critical", timeout=LIVE_TIMEOUT_MS)  # resolved
+
+    # The operator presses on the kiosk as the fleet is re-read (its new alert) and releases
+    # after: the re-read must not swallow her click.
+    box = row.locator("a").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    kiosk.publish_status("offline")
+    expect(row).to_contain_text("1 critical", timeout=LIVE_TIMEOUT_MS)  # shown by the re-read
+    page.mouse.up()
+    page.wait_for_url("**/dashboard?**", timeout=PAGE_TIMEOUT_MS)
+    expect(page.locator("#kiosk-title")).to_contain_text(seed.kiosk_code, timeout=PAGE_TIMEOUT_MS)
     context.close()

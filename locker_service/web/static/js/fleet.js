@@ -119,7 +119,7 @@
     $("fleet-counts").textContent =
       `${counts.kiosks} kiosks · ${counts.offline} offline · ${counts.faulted} with faults · ` +
       `${counts.food_at_risk} with food at risk · ${counts.alerting} with open alerts`;
-    $("fleet-rows").replaceChildren(...page.kiosks.map(row));
+    showRows(page.kiosks.map(row));
     if (!page.kiosks.length) {
       $("fleet-rows").append(el("tr", {}, el("td", { colSpan: 7 }, "No kiosk matches.")));
     }
@@ -174,6 +174,33 @@
       alertCell,
       el("td", {}, `${k.compartments_free} / ${k.compartments_total}`)
     );
+  }
+
+  // A re-read rewrites only the cells that changed when the same kiosks come back in the same
+  // order: a click pressed on a kiosk's link before a re-read and released after it still opens
+  // the kiosk (a link replaced in between takes no click).
+  function showRows(fresh) {
+    const body = $("fleet-rows");
+    const shown = [...body.children];
+    const key = (tr) => tr.dataset.kiosk || "";
+    if (shown.length !== fresh.length || shown.some((tr, i) => key(tr) !== key(fresh[i]))) {
+      body.replaceChildren(...fresh);
+      return;
+    }
+    shown.forEach((tr, i) => {
+      const next = fresh[i];
+      for (const name of tr.getAttributeNames()) {
+        if (!next.hasAttribute(name)) tr.removeAttribute(name);
+      }
+      for (const name of next.getAttributeNames()) tr.setAttribute(name, next.getAttribute(name));
+      const cells = [...next.children];
+      cells.forEach((td, j) => {
+        const old = tr.children[j];
+        if (!old) tr.append(td);
+        else if (old.outerHTML !== td.outerHTML) old.replaceWith(td);
+      });
+      while (tr.children.length > cells.length) tr.lastElementChild.remove();
+    });
   }
 
   function rereadSoon(delayMs) {
