@@ -259,6 +259,15 @@ def serious_accessibility_violations(page: Any, axe_source: str) -> list[dict[st
     ]
 
 
+def press(page: Any, target: Any) -> None:
+    """Press the mouse on the middle of `target` and hold it (release with page.mouse.up()), as
+    a hand does that is still on the button when the page changes."""
+    box = target.bounding_box()
+    assert box is not None, "nothing to press on"
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+
+
 def visible_button_sizes(page: Any, selector: str) -> list[tuple[str, float, float]]:
     """(text, width, height) of every visible button under `selector`, in CSS pixels."""
     sizes: list[tuple[str, float, float]] = page.eval_on_selector_all(

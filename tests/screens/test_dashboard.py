@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.screens.support import Seed, ServiceProcess, serious_accessibility_violations
+from tests.screens.support import Seed, ServiceProcess, press, serious_accessibility_violations
 from tests.support.scripted_kiosk import ScriptedKiosk
 
 pytestmark = [pytest.mark.browser, pytest.mark.mosquitto, pytest.mark.slow]
@@ -31,6 +31,10 @@ def cell(page: Any, n: int) -> Any:
 def open_detail(page: Any, n: int) -> None:
     """Click a compartment and wait for its chart, as a person waits for the panel to fill."""
     cell(page, n).click()
+    detail_shown(page, n)
+
+
+def detail_shown(page: Any, n: int) -> None:
     expect(page.locator("#detail-title")).to_contain_text(f"Compartment {n} ")
     page.locator("#chart canvas").wait_for(timeout=LIVE_TIMEOUT_MS)
 
@@ -65,9 +69,7 @@ def test_operator_watches_live_and_acts(
     )
     # She presses on the compartment as the next reading arrives and releases after it is shown:
     # the live update must not swallow her click.
-    box = cell(page, 3).bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
+    press(page, cell(page, 3))
     kiosk.set_temperature(3, 58.1)
     kiosk.publish_telemetry()
     expect(cell(page, 3).locator('[data-field="temp"]')).to_have_text(
@@ -77,8 +79,7 @@ def test_operator_watches_live_and_acts(
     assert len(kiosk_reads) == reads_before, "the change came by re-reading, not by the stream"
 
     # The compartment's chart: history from the service, floor and setpoint drawn.
-    expect(page.locator("#detail-title")).to_contain_text("Compartment 3 ")
-    page.locator("#chart canvas").wait_for(timeout=LIVE_TIMEOUT_MS)
+    detail_shown(page, 3)
     legend = page.locator("#chart .u-legend").inner_text()
     assert "temperature °C" in legend and "floor °C" in legend and "setpoint °C" in legend
     assert serious_accessibility_violations(page, axe_source) == []

@@ -35,6 +35,7 @@ from tests.screens.support import (
     Seed,
     ServiceProcess,
     in_thread,
+    press,
     serious_accessibility_violations,
 )
 from tests.support.databases import create_pg_database, drop_pg_database
@@ -162,9 +163,7 @@ def test_a_kiosk_going_offline_and_back_shows_live(
 
     # The operator presses on the kiosk as the fleet is re-read (its new alert) and releases
     # after: the re-read must not swallow her click.
-    box = row.locator("a").bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
+    press(page, row.locator("a"))
     kiosk.publish_status("offline")
     expect(row).to_contain_text("1 critical", timeout=LIVE_TIMEOUT_MS)  # shown by the re-read
     page.mouse.up()
