@@ -114,6 +114,7 @@ def serve(
 
     import uvicorn
 
+    from locker_service import heap
     from locker_service.config import Settings
     from locker_service.db import PRIVATE_UMASK
     from locker_service.main import create_app
@@ -134,8 +135,11 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    app = create_app(settings)
+    heap.PAUSES.install()
+    heap.settle()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=log_level.lower(),

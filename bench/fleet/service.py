@@ -20,12 +20,29 @@ scan with an unlock at once (the floor of scan -> unlock), and telemetry timed t
 subscriber. The knee: the smallest size at which scan -> unlock p99 passes 50 ms.
 
     python bench/fleet/service.py [--sizes 1000,2500,5000,10000] [--replicas 1,2]
-                                  [--seconds 60] [--rate PICKUPS_PER_S]
+                                  [--seconds 60] [--rate PICKUPS_PER_S] [--gc-baseline]
+
+Each replica's garbage collections while measured are printed under its line (from its
+`/metrics`); `--gc-baseline` also runs each replica count with CPython's own collector settings
+(ADR 0084), in the same run.
 
 Goals (issue 15): at 10,000 kiosks, telemetry lag p99 under 2 s and scan -> unlock p99 under
 50 ms. Nothing is asserted; the figures are printed.
 
-Measured here (`--sizes 500,1000,2000 --seconds 45`, one run, load 0.7 at its start, after
+Measured here after ADR 0084 and 0085 (`--sizes 2000 --replicas 1 --seconds 90 --gc-baseline`,
+one run, load 0.1 at its start; scan -> unlock median / p99 / the slowest of about 600 pickups):
+
+    kiosks  bare broker              1 replica, gc default         1 replica
+      2000  0.8 / 1.6 / 86.8 ms      12.3 / 132.6 / 248.2 ms       11.6 / 39.2 / 51.8 ms
+            full collections:        6, 1,003 ms in all,           none; young ones
+                                     each up to 250 ms             233 + 44 ms in all
+
+so one replica now carries 2,000 kiosks under the 50 ms goal (telemetry lag p99 0.28-0.30 s,
+0.32-0.33 cores per 1,000 kiosks with its database and broker, either way). At 1,000 kiosks
+(`--seconds 45`) the two were 10.7 / 27.8 and 10.7 / 35.1 ms: two full collections of 110 ms
+in 45 s happened to meet no pickup. FOURK
+
+Before ADR 0084 (`--sizes 500,1000,2000 --seconds 45`, one run, load 0.7 at its start, after
 ADR 0081 and the relay's one executemany; scan -> unlock median / p99 with the pickups timed,
 telemetry lag p50 / p99, cores used):
 
@@ -252,18 +269,21 @@ class Run:
     cores: dict[str, float] = field(default_factory=dict)
     ready_s: float = 0.0
     unanswered: int = 0  # probe scans with no unlock within UNANSWERED_S
+    gc: str = ""  # the replicas' garbage collections while measured (ADR 0084)
 
     def line(self) -> str:
         cpu = "  ".join(f"{k} {v:.2f}" for k, v in self.cores.items())
         per_k = sum(v for k, v in self.cores.items() if k != "generator") / self.kiosks * 1000
         return (
-            f"{self.label:<12} {self.kiosks:>6} kiosks  scan->unlock median "
+            f"{self.label:<23} {self.kiosks:>6} kiosks  scan->unlock median "
             f"{statistics.median(self.scan_ms) if self.scan_ms else float('nan'):6.1f} ms "
-            f"p99 {_percentile(self.scan_ms, 0.99):7.1f} ms ({len(self.scan_ms)}, "
+            f"p99 {_percentile(self.scan_ms, 0.99):7.1f} ms "
+            f"max {max(self.scan_ms, default=float('nan')):7.1f} ms ({len(self.scan_ms)}, "
             f"{self.unanswered} unanswered)  telemetry lag p50 "
             f"{_percentile(self.lag_s, 0.5):5.2f} s "
             f"p99 {_percentile(self.lag_s, 0.99):5.2f} s ({len(self.lag_s)})  "
             f"cores: {cpu}  ({per_k:.3f} per 1,000 kiosks)  ready after {self.ready_s:.0f} s"
+            + (f"\n{'':<23} {'':>6}         gc pauses while measured: {self.gc}" if self.gc else "")
         )
 
 
@@ -314,6 +334,7 @@ async def drive(
     options: argparse.Namespace,
     processes: dict[str, Callable[[], list[int]]],
     database_url: str | None,
+    metrics_urls: tuple[str, ...] = (),
 ) -> None:
     """Connect the fleet, wait until the service has it, then measure for `--seconds`."""
     rng = random.Random(11)
@@ -357,6 +378,7 @@ async def drive(
     )
     run.scan_ms.clear()
     ticks = {name: _ticks(pids()) for name, pids in processes.items()}
+    pauses = await _gc_pauses(metrics_urls)
     own, t0 = _cpu_s(), time.perf_counter()
     rate = options.rate or max(1.0, len(fleet) * PICKUPS_PER_HOUR / 3600)
     while time.perf_counter() - t0 < options.seconds:
@@ -374,6 +396,8 @@ async def drive(
         name: _used_since(ticks[name], _ticks(pids())) / elapsed for name, pids in processes.items()
     }
     run.cores["generator"] = (_cpu_s() - own) / elapsed
+    if metrics_urls:
+        run.gc = _gc_summary(pauses, await _gc_pauses(metrics_urls))
     for _ in range(int(UNANSWERED_S / 0.1)):  # the scans still under way may finish
         if all(k.waiting is None for k in probe_kiosks):
             break
@@ -382,6 +406,48 @@ async def drive(
     stop.set()
     await asyncio.gather(*tasks, watcher, return_exceptions=True)
     await asyncio.gather(*(k.client.close() for k in fleet))
+
+
+GcReading = dict[tuple[str, str], float]  # (generation, "count" | "sum" | a bucket's bound): value
+
+
+async def _gc_pauses(urls: tuple[str, ...]) -> GcReading:
+    """The replicas' `locker_gc_pause_seconds` histograms, summed over the replicas."""
+    reading: GcReading = {}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for url in urls:
+            for line in (await client.get(url)).text.splitlines():
+                if not line.startswith("locker_gc_pause_seconds_"):
+                    continue
+                name, value = line.rsplit(" ", 1)
+                labels = dict(
+                    part.split("=", 1) for part in name[name.index("{") + 1 : -1].split(",")
+                )
+                what = name[len("locker_gc_pause_seconds_") : name.index("{")]
+                key = (labels["generation"].strip('"'), labels.get("le", what).strip('"'))
+                reading[key] = reading.get(key, 0.0) + float(value)
+    return reading
+
+
+def _gc_summary(before: GcReading, after: GcReading) -> str:
+    """Per generation: collections, their total, and the bucket the longest fell in."""
+    parts = []
+    for generation in ("0", "1", "2"):
+        count = after.get((generation, "count"), 0) - before.get((generation, "count"), 0)
+        total = after.get((generation, "sum"), 0) - before.get((generation, "sum"), 0)
+        bounds = sorted(
+            (float(le), n - before.get((generation, le), 0))
+            for (g, le), n in after.items()
+            if g == generation and le not in ("count", "sum")
+        )  # cumulative: the longest pause is under the first bound that holds them all
+        under = next((le for le, n in bounds if n >= count), float("inf"))
+        parts.append(
+            f"gen {generation}: {count:.0f}, {1000 * total:.0f} ms in all, longest "
+            f"<= {1000 * under:.0f} ms"
+            if count
+            else f"gen {generation}: none"
+        )
+    return "; ".join(parts)
 
 
 def _timed_telemetry(
@@ -503,11 +569,22 @@ async def respond(host: str, port: int) -> None:
 # -- the runs ---------------------------------------------------------------------------------
 
 
+# `lockerctl serve` with CPython's own collector settings: the baseline of ADR 0084.
+GC_DEFAULT = (
+    "import sys; from locker_service import heap; heap.settle = lambda: None; "
+    "from locker_service.cli import app; app()"
+)
+
+
 def start_replicas(
-    database_url: str, broker_url: str, count: int, logs: Path
-) -> list[subprocess.Popen[bytes]]:
-    lockerctl = Path(sys.executable).with_name("lockerctl")
+    database_url: str, broker_url: str, count: int, logs: Path, gc_default: bool = False
+) -> list[tuple[subprocess.Popen[bytes], int]]:
+    """`count` replicas, ready, each with the port it serves on."""
+    lockerctl = [sys.executable, "-c", GC_DEFAULT] if gc_default else [
+        str(Path(sys.executable).with_name("lockerctl"))
+    ]  # fmt: skip
     procs = []
+    ports = []
     for i in range(count):
         port = free_port()
         env = {
@@ -523,14 +600,15 @@ def start_replicas(
         with (logs / f"replica-{i}.log").open("ab") as log:
             procs.append(
                 subprocess.Popen(
-                    [str(lockerctl), "serve", "--port", str(port), "--log-level", "warning"],
+                    [*lockerctl, "serve", "--port", str(port), "--log-level", "warning"],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
             )
         _wait_ready(port, procs[-1])
-    return procs
+        ports.append(port)
+    return list(zip(procs, ports, strict=True))
 
 
 def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -555,25 +633,36 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.kill()
 
 
-def service_run(size: int, replicas: int, options: argparse.Namespace, logs: Path) -> Run:
+def service_run(
+    size: int, replicas: int, options: argparse.Namespace, logs: Path, gc_default: bool = False
+) -> Run:
     broker = MosquittoProcess(extra_config=BROKER_CONFIG).start()
     database_url = create_pg_database("bench_fleet")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         upgrade(database_url)
         codes_, probes = asyncio.run(seed(database_url, size, min(options.probes, size // 2)))
-        procs = start_replicas(database_url, broker.url, replicas, logs)
-        run = Run(f"{replicas} replica{'s' if replicas > 1 else ''}", size)
+        started = start_replicas(database_url, broker.url, replicas, logs, gc_default)
+        procs = [proc for proc, _ in started]
+        metrics = tuple(f"http://127.0.0.1:{port}/metrics" for _, port in started)
+        run = Run(_label(replicas, gc_default), size)
         pids = {"replicas": lambda: [p.pid for p in procs], "postgres": _postgres_pids,
                 "broker": lambda: [_pid(broker)]}  # fmt: skip
         asyncio.run(
-            drive(run, broker.host, broker.port, codes_, probes, options, pids, database_url)
+            drive(
+                run, broker.host, broker.port, codes_, probes, options, pids, database_url, metrics
+            )
         )
         return run
     finally:
         stop_all(procs)
         broker.stop()
         drop_pg_database(database_url)
+
+
+def _label(replicas: int, gc_default: bool) -> str:
+    plural = "s" if replicas > 1 else ""
+    return f"{replicas} replica{plural}" + (", gc default" if gc_default else "")
 
 
 def bare_run(size: int, options: argparse.Namespace) -> Run:
@@ -615,6 +704,11 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=200, help="kiosks with ready orders")
     parser.add_argument("--lag-sample", type=int, default=100)
     parser.add_argument("--settle", type=float, default=20.0, help="seconds after all online")
+    parser.add_argument(
+        "--gc-baseline",
+        action="store_true",
+        help="also run each replica count with CPython's own collector settings (ADR 0084)",
+    )
     parser.add_argument("--respond", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.respond:
@@ -631,13 +725,17 @@ def main() -> None:
     for size in sizes:
         runs = [bare_run(size, options)]
         for count in counts:
+            if options.gc_baseline:
+                runs.append(service_run(size, count, options, logs, gc_default=True))
             runs.append(service_run(size, count, options, logs))
         for run in runs:
             print(run.line(), flush=True)
             p99 = _percentile(run.scan_ms, 0.99)
             if p99 > GOAL_MS and knee.get(run.label) is None:
                 knee[run.label] = size
-    for label in ["bare broker", *(f"{c} replica{'s' if c > 1 else ''}" for c in counts)]:
+    defaults = (True, False) if options.gc_baseline else (False,)
+    labels = [_label(count, gc_default) for count in counts for gc_default in defaults]
+    for label in ["bare broker", *labels]:
         at = knee.get(label)
         said = f"p99 passes {GOAL_MS:.0f} ms at {at} kiosks" if at else "never passes it here"
         print(f"knee, {label}: scan -> unlock {said} (sizes {options.sizes})")
