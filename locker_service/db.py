@@ -18,6 +18,8 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -50,6 +52,17 @@ class _SQLiteConnection(sqlite3.Connection):
             with contextlib.suppress(sqlite3.Error):
                 self.rollback()
         super().close()
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """The database could not be reached (refused, cut, a standby not yet promoted) or lend a
+    connection in time (every pooled connection busy past the pool's timeout), as opposed to a
+    statement it refused: nothing was stored, and a retry may succeed."""
+    if isinstance(exc, (OSError, DisconnectionError, PoolTimeoutError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
+    return False
 
 
 def make_private(path: Path) -> None:

@@ -189,6 +189,11 @@ class RuntimeCollector(Collector):
         handler_errors = CounterMetricFamily(
             "locker_kiosk_handler_errors", "Kiosk messages whose handling raised"
         )
+        handler_retries = CounterMetricFamily(
+            "locker_kiosk_handler_retries",
+            "Kiosk messages handed to the story again: the database could not be reached, or "
+            "lend a connection in time",
+        )
         commands = CounterMetricFamily("locker_kiosk_commands", "Commands sent to kiosks")
         reordered = CounterMetricFamily(
             "locker_kiosk_events_held_for_order",
@@ -221,7 +226,7 @@ class RuntimeCollector(Collector):
         kinds: dict[str, int] = {}
         totals = dict.fromkeys(
             ("connected", "malformed", "errors", "commands", "stored", "unknown", "overflow",
-             "buffered", "sent", "failed", "reordered", "gaps", "not_held", "stale"),
+             "buffered", "sent", "failed", "reordered", "gaps", "not_held", "stale", "retries"),
             0,
         )  # fmt: skip
         for runtime in list(self._runtimes):
@@ -232,6 +237,7 @@ class RuntimeCollector(Collector):
                     kinds[kind] = kinds.get(kind, 0) + n
                 totals["malformed"] += link.counters.dropped_malformed
                 totals["errors"] += link.counters.handler_errors
+                totals["retries"] += link.counters.handler_retries
                 totals["commands"] += link.counters.commands_sent
                 totals["reordered"] += link.counters.events_held_for_order
                 totals["gaps"] += link.counters.event_gaps_skipped
@@ -250,6 +256,7 @@ class RuntimeCollector(Collector):
             received.add_metric([kind], n)
         malformed.add_metric([], totals["malformed"])
         handler_errors.add_metric([], totals["errors"])
+        handler_retries.add_metric([], totals["retries"])
         commands.add_metric([], totals["commands"])
         reordered.add_metric([], totals["reordered"])
         gaps.add_metric([], totals["gaps"])
@@ -262,7 +269,7 @@ class RuntimeCollector(Collector):
         sent.add_metric([], totals["sent"])
         failed.add_metric([], totals["failed"])
         yield from (connected, received, malformed, handler_errors, commands, stored, dropped)
-        yield from (buffered, sent, failed, reordered, gaps, not_held, stale)
+        yield from (buffered, sent, failed, reordered, gaps, not_held, stale, handler_retries)
 
 
 COLLECTOR = RuntimeCollector()

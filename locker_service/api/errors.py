@@ -14,9 +14,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from locker_service.db import database_unreachable
 from locker_service.errors import (
     Conflict,
     Forbidden,
@@ -95,16 +95,6 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 DATABASE_RETRY_AFTER_S = 2  # a failover or a restart of the database: try again shortly
-
-
-def database_unreachable(exc: BaseException) -> bool:
-    """The database could not be reached (refused, cut, a standby not yet promoted), as
-    opposed to a statement it refused: nothing was stored, and a retry may succeed."""
-    if isinstance(exc, (OSError, DisconnectionError)):
-        return True
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
-    return False
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

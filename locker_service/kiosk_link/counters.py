@@ -20,6 +20,9 @@ class LinkCounters:
     # Events handed to the story, per kiosk: with leases, one replica per kiosk has any.
     handled_events: dict[str, int] = field(default_factory=dict)
     handler_errors: int = 0
+    # Messages handed to the story again because the database could not be reached, or lend a
+    # connection in time, while this replica held their kiosk.
+    handler_retries: int = 0
     # Events that arrived ahead of an earlier one of their kiosk and waited for it (ADR 0066),
     # and gaps given up on (the missing event never came).
     events_held_for_order: int = 0

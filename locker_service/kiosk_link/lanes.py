@@ -23,6 +23,11 @@ so a long backlog never holds up a door event: each bucket is handed to the tele
 acknowledged once stored. Storing a bucket is idempotent, so whichever replica it reaches stores
 it, lease or not; acknowledged unstored, it would be lost.
 
+A message whose handling finds the database unreachable, or no pooled connection free in time,
+is handed to the story again after a growing pause, in its place and unacknowledged, while this
+replica holds the kiosk (ADR 0085): dropped, a kiosk's status would leave it offline in the
+service until its next one, and an event would be missing from its story.
+
 Everything here runs on the event loop and does no I/O of its own: tested without a broker.
 """
 
@@ -40,6 +45,7 @@ from pydantic import BaseModel
 
 from firmware_bridge import contract
 from firmware_bridge.contract import MessageKind
+from locker_service.db import database_unreachable
 from locker_service.kiosk_link.connection import NOTHING_TO_ACK, Delivery
 from locker_service.kiosk_link.counters import LinkCounters
 from locker_service.kiosk_link.fencing import CURRENT_FENCE, Fence, LeaseLost
@@ -50,6 +56,11 @@ from locker_service.kiosk_link.sequencer import GAP_WAIT_S, RecordedUpTo, Sequen
 
 log = logging.getLogger(__name__)
 
+# A message whose handling found the database unreachable, or its pool with no connection to
+# lend in time, is handed to the story again after these pauses (doubling), at most for as long.
+RETRY_FIRST_S = 0.2
+RETRY_MAX_PAUSE_S = 5.0
+RETRY_FOR_S = 120.0  # past a failover (tens of seconds); a lease lost in between ends it sooner
 SCAN_LANE = "/scans"  # a suffix no kiosk id has: "/" cannot occur in an MQTT topic level
 MINUTES_LANE = "/minutes"
 
@@ -405,14 +416,7 @@ class Lanes:
         fence = self._leases.fence(item.kiosk_id) if self._leases is not None else None
         token = CURRENT_FENCE.set(fence)
         try:
-            if isinstance(item.payload, contract.KioskStatus):
-                await self._handler.on_status(item.kiosk_id, item.payload)
-            elif isinstance(item.payload, contract.CompartmentSnapshot):
-                await self._handler.on_snapshot(item.kiosk_id, item.payload)
-            elif isinstance(item.payload, contract.Event):
-                await self._handler.on_event(item.kiosk_id, item.payload)
-                handled = self._counters.handled_events
-                handled[item.kiosk_id] = handled.get(item.kiosk_id, 0) + 1
+            await self._until_the_database_answers(item)
         except LeaseLost as lost:
             # Taken over while this message waited (the replica was paused past its TTL):
             # the transaction changed nothing; the new holder has the kiosk.
@@ -426,6 +430,47 @@ class Lanes:
             log.exception("handling %s from kiosk %s failed", item.kind, item.kiosk_id)
         finally:
             CURRENT_FENCE.reset(token)
+
+    async def _until_the_database_answers(self, item: Inbound) -> None:
+        """Hands the message to the handler; when the database cannot be reached or lend a
+        connection in time (a failover, a storm of kiosks connecting at once), hands it again
+        after a growing pause, unacknowledged and in its place in the lane, for as long as this
+        replica holds the kiosk and at most `RETRY_FOR_S`. Each try is one transaction that
+        rolled back or, cut at its commit, is the at-least-once delivery the story already takes
+        (a replica killed mid-message gets the message again)."""
+        give_up_at = time.monotonic() + RETRY_FOR_S
+        pause = RETRY_FIRST_S
+        while True:
+            try:
+                await self._dispatch(item)
+                return
+            except Exception as exc:
+                if not database_unreachable(exc) or time.monotonic() + pause > give_up_at:
+                    raise
+                if self.standing(item.kiosk_id) not in ("held", "releasing"):
+                    raise  # the kiosk is another replica's now: it is not ours to finish
+                self._counters.handler_retries += 1
+                log.warning(
+                    "handling %s from kiosk %s: the database cannot be reached (%s: %s); "
+                    "trying again in %.1f s",
+                    item.kind,
+                    item.kiosk_id,
+                    type(exc).__name__,
+                    exc,
+                    pause,
+                )
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, RETRY_MAX_PAUSE_S)
+
+    async def _dispatch(self, item: Inbound) -> None:
+        if isinstance(item.payload, contract.KioskStatus):
+            await self._handler.on_status(item.kiosk_id, item.payload)
+        elif isinstance(item.payload, contract.CompartmentSnapshot):
+            await self._handler.on_snapshot(item.kiosk_id, item.payload)
+        elif isinstance(item.payload, contract.Event):
+            await self._handler.on_event(item.kiosk_id, item.payload)
+            handled = self._counters.handled_events
+            handled[item.kiosk_id] = handled.get(item.kiosk_id, 0) + 1
 
 
 def _passed(recorded: RecordedUpTo | None, event: contract.Event) -> bool:

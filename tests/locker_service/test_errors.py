@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from locker_service import errors
 from locker_service.api.errors import install_error_handlers
@@ -92,6 +93,7 @@ def test_every_error_of_the_service_shares_the_one_root() -> None:
             503,
             "database_unavailable",
         ),
+        (PoolTimeoutError("QueuePool limit reached"), 503, "database_unavailable"),  # ADR 0085
         (IntegrityError("INSERT", {}, Exception("duplicate key")), 500, "internal_error"),
         (RuntimeError("a bug"), 500, "internal_error"),
     ],

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from firmware_bridge import contract
+from locker_service.kiosk_link import lanes as lanes_module
 from locker_service.kiosk_link.connection import Delivery
 from locker_service.kiosk_link.counters import LinkCounters
 from locker_service.kiosk_link.fencing import CURRENT_FENCE, Fence
@@ -32,8 +35,16 @@ class GatedHandler:
         self.fences: list[Fence | None] = []
         self.gates: dict[str, asyncio.Event] = {}
         self.fail_on: set[str] = set()
+        self.unreachable: dict[str, int] = {}  # kind: how many more tries find no database
+        self.tries: list[tuple[str, str]] = []
+        self.on_try: Callable[[], None] = lambda: None  # what happens as a status is tried
 
     async def on_status(self, kiosk_id: str, status: contract.KioskStatus) -> None:
+        self.tries.append((kiosk_id, "status"))
+        self.on_try()
+        if self.unreachable.get("status", 0) > 0:
+            self.unreachable["status"] -= 1
+            raise PoolTimeoutError("QueuePool limit of size 10 overflow 20 reached")
         self.handled.append((kiosk_id, "status"))
 
     async def on_snapshot(self, kiosk_id: str, snap: contract.CompartmentSnapshot) -> None:
@@ -219,6 +230,48 @@ async def test_a_failing_handler_is_counted_acked_and_does_not_block_the_kiosk(
     await parts.lanes.drain_kiosk("k1")
     assert parts.acks == mids
     assert parts.counters.handler_errors == 1
+    assert parts.counters.handler_retries == 0  # a fault of the story is not tried again
+    await parts.lanes.stop()
+
+
+async def test_a_message_that_found_no_database_is_handled_again_in_its_place_unacked(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kiosk's status handled while the pool had no connection to lend (a storm of kiosks
+    connecting): tried again, and the kiosk's next message waits behind it; dropped, the kiosk
+    would stay offline in the service."""
+    monkeypatch.setattr(lanes_module, "RETRY_FIRST_S", 0.01)
+    parts.handler.unreachable["status"] = 2
+    gate = parts.handler.gates["door_opened"] = asyncio.Event()
+    first = parts.deliver("k1", status("online"))
+    second = parts.deliver("k1", event("door_opened"))
+    await until(lambda: len(parts.handler.tries) == 3, "the third try")
+    assert second not in parts.acks  # the event waited behind its kiosk's status
+    gate.set()
+    await parts.lanes.drain_kiosk("k1")
+    assert parts.handler.handled == [("k1", "status"), ("k1", "door_opened")]
+    assert parts.acks == [first, second]
+    assert (parts.counters.handler_retries, parts.counters.handler_errors) == (2, 0)
+    await parts.lanes.stop()
+
+
+async def test_a_message_is_not_tried_again_once_its_kiosk_is_another_replica_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lanes_module, "RETRY_FIRST_S", 0.01)
+    leases = StandingTable({})
+    leases.take("k1")
+    parts = Parts(leases)
+    parts.handler.unreachable["status"] = 1_000  # the database stays away
+
+    def database_gone() -> None:
+        leases.standings["k1"] = "foreign"  # its lease expired meanwhile: another holds it
+
+    parts.handler.on_try = database_gone
+    first = parts.deliver("k1", status("online"))
+    await until(lambda: parts.acks == [first], "the status given up")
+    assert parts.handler.tries == [("k1", "status")] and parts.handler.handled == []
+    assert (parts.counters.handler_retries, parts.counters.handler_errors) == (0, 1)
     await parts.lanes.stop()
 
 
