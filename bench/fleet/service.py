@@ -40,7 +40,10 @@ one run, load 0.1 at its start; scan -> unlock median / p99 / the slowest of abo
 so one replica now carries 2,000 kiosks under the 50 ms goal (telemetry lag p99 0.28-0.30 s,
 0.32-0.33 cores per 1,000 kiosks with its database and broker, either way). At 1,000 kiosks
 (`--seconds 45`) the two were 10.7 / 27.8 and 10.7 / 35.1 ms: two full collections of 110 ms
-in 45 s happened to meet no pickup. FOURK
+in 45 s happened to meet no pickup. At 4,000 kiosks (`--seconds 90`, load 0.6) one replica's
+event loop is saturated (0.86 cores): 50.1 / 466.0 / 816.7 ms, telemetry lag p99 1.07 s, and
+its heap is large enough for full collections again (3 in 90 s, up to 500 ms). So the knee of
+one replica is now between 2,000 and 4,000 kiosks.
 
 Before ADR 0084 (`--sizes 500,1000,2000 --seconds 45`, one run, load 0.7 at its start, after
 ADR 0081 and the relay's one executemany; scan -> unlock median / p99 with the pickups timed,

@@ -451,7 +451,8 @@ class Lanes:
                     raise  # the kiosk is another replica's now: it is not ours to finish
                 self._counters.handler_retries += 1
                 log.warning(
-                    "handling %s from kiosk %s: the database cannot be reached (%s: %s); "
+                    "handling %s from kiosk %s: the database unreachable or no connection "
+                    "free in time (%s: %s); "
                     "trying again in %.1f s",
                     item.kind,
                     item.kiosk_id,
