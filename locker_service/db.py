@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -63,6 +64,33 @@ def database_unreachable(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
         return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
     return False
+
+
+# SQLSTATEs of a database that is away rather than of a statement it refused: the connection
+# exceptions (class 08), the server shutting down or starting up (57P01-57P03), and a standby not
+# promoted yet answering a write (25006).
+AWAY_SQLSTATES = ("08", "57P01", "57P02", "57P03", "25006")
+
+
+def database_away(exc: BaseException) -> bool:
+    """Narrower than `database_unreachable`, for handing a kiosk's message to the story again in
+    its place (ADR 0085): a connection refused, cut or timed out, no pooled connection free in
+    time, a server shutting down or starting up, a standby not promoted yet, SQLite's writer lock
+    held past its busy timeout. Not a statement the database refused, nor one of the faults of
+    ours that drivers report through the same classes (SQLite's "no such table", asyncpg's
+    "another operation is in progress"): those would fail the same way again."""
+    if isinstance(
+        exc, (PoolTimeoutError, DisconnectionError, ConnectionError, TimeoutError, socket.gaierror)
+    ):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith(AWAY_SQLSTATES):
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
 
 
 def make_private(path: Path) -> None:

@@ -17,8 +17,7 @@ serve` before it starts serving (`settle`):
 `PauseCollector` reports on `/metrics` how long each generation's collections held the process
 (`locker_gc_pause_seconds`), the longest of each (`locker_gc_pause_longest_seconds`) and how many
 objects were frozen at start-up (`locker_gc_frozen_objects`), and the generations' thresholds
-(`locker_gc_threshold`). Tests build many apps in one
-process and call neither.
+(`locker_gc_threshold`). Tests build many apps in one process and call neither.
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ class PauseCollector(Collector):
     arithmetic on plain lists (no lock, so no thread can be stuck on one it already holds)."""
 
     def __init__(self) -> None:
-        self._started = 0.0
+        self._started: float | None = None  # the collection under way, if one is
         self._buckets = [[0] * (len(PAUSE_BUCKETS_S) + 1) for _ in GENERATIONS]
         self._sums = [0.0 for _ in GENERATIONS]
         self._longest = [0.0 for _ in GENERATIONS]
@@ -70,7 +69,9 @@ class PauseCollector(Collector):
         if phase == "start":
             self._started = time.perf_counter()
             return
-        pause = time.perf_counter() - self._started
+        if self._started is None:
+            return  # installed while a collection was under way: its start was not seen
+        pause, self._started = time.perf_counter() - self._started, None
         generation = info["generation"]
         self._sums[generation] += pause
         if pause > self._longest[generation]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from pydantic import BaseModel
 
 from firmware_bridge import contract
 from firmware_bridge.contract import MessageKind
-from locker_service.db import database_unreachable
+from locker_service.db import database_away
 from locker_service.kiosk_link.connection import NOTHING_TO_ACK, Delivery
 from locker_service.kiosk_link.counters import LinkCounters
 from locker_service.kiosk_link.fencing import CURRENT_FENCE, Fence, LeaseLost
@@ -139,6 +140,12 @@ class Lanes:
         self._gap_wait_s = gap_wait_s
         self._sequencers: dict[str, Sequencer[Inbound]] = {}
         self._gap_timers: dict[str, asyncio.TimerHandle] = {}
+        # Messages being handed to the story now, per kiosk (waiting for the database included).
+        self._in_hand: dict[str, int] = {}
+        # Kiosks whose last message was given up on after RETRY_FOR_S: their next ones get one
+        # try each until one goes through, so a fault taken for the database being away holds
+        # a kiosk back once, not once per message.
+        self._gave_up: set[str] = set()
         # How far each kiosk's record went when this replica took its lease (ADR 0080), as
         # events arriving since are judged against it (`_recorded`, until an event numbered 1
         # arrives) and as the worker judges those that came before the take (`_recorded_queued`,
@@ -323,7 +330,7 @@ class Lanes:
         if sequencer is None:
             return
         now = asyncio.get_running_loop().time()
-        if any(q.qsize() for q in self._kiosk_queues(kiosk_id)):
+        if self._in_hand.get(kiosk_id) or any(q.qsize() for q in self._kiosk_queues(kiosk_id)):
             # Its earlier events are still waiting to be handled: the missing one may be
             # queued in the broker behind their acknowledgements.
             sequencer.touch(now)
@@ -437,31 +444,59 @@ class Lanes:
         after a growing pause, unacknowledged and in its place in the lane, for as long as this
         replica holds the kiosk and at most `RETRY_FOR_S`. Each try is one transaction that
         rolled back or, cut at its commit, is the at-least-once delivery the story already takes
-        (a replica killed mid-message gets the message again)."""
-        give_up_at = time.monotonic() + RETRY_FOR_S
-        pause = RETRY_FIRST_S
-        while True:
-            try:
-                await self._dispatch(item)
-                return
-            except Exception as exc:
-                if not database_unreachable(exc) or time.monotonic() + pause > give_up_at:
-                    raise
-                if self.standing(item.kiosk_id) not in ("held", "releasing"):
-                    raise  # the kiosk is another replica's now: it is not ours to finish
-                self._counters.handler_retries += 1
-                log.warning(
-                    "handling %s from kiosk %s: the database unreachable or no connection "
-                    "free in time (%s: %s); "
-                    "trying again in %.1f s",
-                    item.kind,
-                    item.kiosk_id,
-                    type(exc).__name__,
-                    exc,
-                    pause,
-                )
-                await asyncio.sleep(pause)
-                pause = min(2 * pause, RETRY_MAX_PAUSE_S)
+        (a replica killed mid-message gets the message again): the next try finds the event
+        recorded and changes nothing."""
+        kiosk_id = item.kiosk_id
+        give_up_at = time.monotonic() + (0.0 if kiosk_id in self._gave_up else RETRY_FOR_S)
+        pause, tries = RETRY_FIRST_S, 0
+        self._in_hand[kiosk_id] = self._in_hand.get(kiosk_id, 0) + 1
+        try:
+            while True:
+                try:
+                    await self._dispatch(item)
+                    self._gave_up.discard(kiosk_id)
+                    return
+                except Exception as exc:
+                    if not database_away(exc):
+                        raise
+                    if time.monotonic() + pause > give_up_at:
+                        self._gave_up.add(kiosk_id)
+                        raise
+                    if self.standing(kiosk_id) not in ("held", "releasing"):
+                        # The kiosk is another replica's now: not ours to finish. Its new
+                        # holder has the retained status and snapshots; an event only this
+                        # replica received is lost with it, as any lost while it waited.
+                        self._drop_lost_while_retrying(item)
+                        return
+                    tries += 1
+                    self._counters.handler_retries += 1
+                    log.log(
+                        logging.WARNING if tries == 1 else logging.DEBUG,
+                        "handling %s from kiosk %s: the database unreachable or no connection "
+                        "free in time (%s: %s); trying again in %.1f s (try %d)",
+                        item.kind,
+                        kiosk_id,
+                        type(exc).__name__,
+                        exc,
+                        pause,
+                        tries + 1,
+                    )
+                    # Lanes that failed together (a storm) do not all come back together.
+                    await asyncio.sleep(pause * random.uniform(0.8, 1.2))
+                    pause = min(2 * pause, RETRY_MAX_PAUSE_S)
+        finally:
+            self._in_hand[kiosk_id] -= 1
+            if not self._in_hand[kiosk_id]:
+                del self._in_hand[kiosk_id]
+
+    def _drop_lost_while_retrying(self, item: Inbound) -> None:
+        log.info(
+            "kiosk %s is no longer held here: its %s, waiting for the database, is dropped",
+            item.kiosk_id,
+            item.kind,
+        )
+        if isinstance(item.payload, contract.Event):
+            self._counters.dropped_not_held += 1
 
     async def _dispatch(self, item: Inbound) -> None:
         if isinstance(item.payload, contract.KioskStatus):

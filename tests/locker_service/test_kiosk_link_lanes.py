@@ -9,9 +9,11 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from firmware_bridge import contract
+from locker_service.db import database_away
 from locker_service.kiosk_link import lanes as lanes_module
 from locker_service.kiosk_link.connection import Delivery
 from locker_service.kiosk_link.counters import LinkCounters
@@ -51,7 +53,11 @@ class GatedHandler:
         self.handled.append((kiosk_id, f"snapshot {snap.n}"))
 
     async def on_event(self, kiosk_id: str, event: contract.Event) -> None:
+        self.tries.append((kiosk_id, event.type))
         self.fences.append(CURRENT_FENCE.get())
+        if self.unreachable.get(event.type, 0) > 0:
+            self.unreachable[event.type] -= 1
+            raise ConnectionRefusedError(111, "Connection refused")
         gate = self.gates.get(event.type)
         if gate is not None:
             await gate.wait()
@@ -245,10 +251,12 @@ async def test_a_message_that_found_no_database_is_handled_again_in_its_place_un
     gate = parts.handler.gates["door_opened"] = asyncio.Event()
     first = parts.deliver("k1", status("online"))
     second = parts.deliver("k1", event("door_opened"))
-    await until(lambda: len(parts.handler.tries) == 3, "the third try")
-    assert second not in parts.acks  # the event waited behind its kiosk's status
+    await until(lambda: len(parts.handler.tries) == 4, "the event, after three tries")
+    assert second not in parts.acks
     gate.set()
     await parts.lanes.drain_kiosk("k1")
+    # The event was handed over only after its kiosk's status went through.
+    assert parts.handler.tries == [("k1", "status")] * 3 + [("k1", "door_opened")]
     assert parts.handler.handled == [("k1", "status"), ("k1", "door_opened")]
     assert parts.acks == [first, second]
     assert (parts.counters.handler_retries, parts.counters.handler_errors) == (2, 0)
@@ -271,8 +279,50 @@ async def test_a_message_is_not_tried_again_once_its_kiosk_is_another_replica_s(
     first = parts.deliver("k1", status("online"))
     await until(lambda: parts.acks == [first], "the status given up")
     assert parts.handler.tries == [("k1", "status")] and parts.handler.handled == []
-    assert (parts.counters.handler_retries, parts.counters.handler_errors) == (0, 1)
+    counted = parts.counters
+    assert (counted.handler_retries, counted.handler_errors, counted.dropped_not_held) == (0, 0, 0)
     await parts.lanes.stop()
+
+
+async def test_a_kiosk_whose_message_was_given_up_on_is_not_held_back_again_until_one_passes(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault taken for the database being away (it stays so) holds its kiosk back once for
+    RETRY_FOR_S, not once per message; one message through, and retrying is back."""
+    monkeypatch.setattr(lanes_module, "RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr(lanes_module, "RETRY_FOR_S", 0.1)
+    parts.handler.unreachable["door_opened"] = 1_000
+    mids = [parts.deliver("k1", event("door_opened")) for _ in range(2)]
+    await parts.lanes.drain_kiosk("k1")
+    assert parts.acks == mids and parts.counters.handler_errors == 2
+    opened = [t for t in parts.handler.tries if t[1] == "door_opened"]
+    assert len(opened) > 2  # the first was tried until given up, the second once
+    retried = parts.counters.handler_retries
+    assert len(opened) == retried + 2
+    parts.handler.unreachable["door_opened"] = 0
+    parts.deliver("k1", event("door_opened"))  # goes through: the kiosk is trusted again
+    parts.handler.unreachable["door_closed"] = 1
+    parts.deliver("k1", event("door_closed"))
+    await parts.lanes.drain_kiosk("k1")
+    assert parts.counters.handler_retries == retried + 1  # retried again, and handled
+    assert parts.handler.handled[-1] == ("k1", "door_closed")
+    await parts.lanes.stop()
+
+
+def test_what_counts_as_the_database_away_for_a_message_handed_over_again() -> None:
+    assert database_away(PoolTimeoutError("QueuePool limit reached"))
+    assert database_away(ConnectionRefusedError(111, "Connection refused"))
+    assert database_away(OperationalError("INSERT", {}, Exception("database is locked")))
+    cut = DBAPIError("SELECT 1", {}, Exception("connection was closed"))
+    cut.connection_invalidated = True
+    assert database_away(cut)
+    # A fault of ours reported through the same classes: it would fail the same way again.
+    assert not database_away(OperationalError("SELECT", {}, Exception("no such table: kiosks")))
+    assert not database_away(
+        InterfaceError("SELECT", {}, Exception("another operation is in progress"))
+    )
+    assert not database_away(FileNotFoundError("/var/lib/locker/x"))
+    assert not database_away(RuntimeError("story failed"))
 
 
 async def test_status_and_snapshots_are_remembered_handled_and_published_live(
