@@ -55,17 +55,6 @@ class _SQLiteConnection(sqlite3.Connection):
         super().close()
 
 
-def database_unreachable(exc: BaseException) -> bool:
-    """The database could not be reached (refused, cut, a standby not yet promoted) or lend a
-    connection in time (every pooled connection busy past the pool's timeout), as opposed to a
-    statement it refused: nothing was stored, and a retry may succeed."""
-    if isinstance(exc, (OSError, DisconnectionError, PoolTimeoutError)):
-        return True
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
-    return False
-
-
 # SQLSTATEs of a database that is away rather than of a statement it refused: the connection
 # exceptions (class 08), the server shutting down or starting up (57P01-57P03), and a standby not
 # promoted yet answering a write (25006).
@@ -91,6 +80,14 @@ def database_away(exc: BaseException) -> bool:
     if isinstance(sqlstate, str) and sqlstate.startswith(AWAY_SQLSTATES):
         return True
     return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Broader than `database_away`, for telling an HTTP client to try again (503) rather than
+    reporting a fault (500): the database away, or any error of the classes its absence comes
+    through (any OSError, any OperationalError or InterfaceError). Nothing was stored, and a
+    retry may succeed."""
+    return database_away(exc) or isinstance(exc, (OSError, OperationalError, InterfaceError))
 
 
 def make_private(path: Path) -> None:

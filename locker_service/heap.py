@@ -1,8 +1,8 @@
 """The service process's heap: the garbage collector set for a long-lived heap, and its pauses.
 
 A replica holds state for every kiosk it serves (a lane, a sequencer, the last snapshot and the
-hot-holding watch of each compartment): some 300,000 objects at 1,000 kiosks beside the 130,000
-that importing the service leaves. CPython's full collection walks all of them and holds the
+hot-holding watch of each compartment): some 300,000 objects at 1,000 kiosks, 130,000 of them
+left by importing the service. CPython's full collection walks all of them and holds the
 event loop while it does: 120-190 ms at 1,000 kiosks on this machine, every 15-22 s, and a
 scan that arrives meanwhile waits it out (ADR 0084). Two settings, made once by `lockerctl
 serve` before it starts serving (`settle`):

@@ -290,15 +290,18 @@ async def test_a_kiosk_whose_message_was_given_up_on_is_not_held_back_again_unti
     """A fault taken for the database being away (it stays so) holds its kiosk back once for
     RETRY_FOR_S, not once per message; one message through, and retrying is back."""
     monkeypatch.setattr(lanes_module, "RETRY_FIRST_S", 0.01)
-    monkeypatch.setattr(lanes_module, "RETRY_FOR_S", 0.1)
+    # Time for many tries: the first retry is decided within the same step as the first try
+    # (the handler raises without yielding), so no busy machine can starve it out of one.
+    monkeypatch.setattr(lanes_module, "RETRY_FOR_S", 0.5)
     parts.handler.unreachable["door_opened"] = 1_000
-    mids = [parts.deliver("k1", event("door_opened")) for _ in range(2)]
+    parts.handler.unreachable["item_placed"] = 1_000
+    mids = [parts.deliver("k1", event(t)) for t in ("door_opened", "item_placed")]
     await parts.lanes.drain_kiosk("k1")
     assert parts.acks == mids and parts.counters.handler_errors == 2
-    opened = [t for t in parts.handler.tries if t[1] == "door_opened"]
-    assert len(opened) > 2  # the first was tried until given up, the second once
+    tried = [t for _, t in parts.handler.tries]
     retried = parts.counters.handler_retries
-    assert len(opened) == retried + 2
+    # The first was tried until given up, the second once.
+    assert retried >= 1 and tried == ["door_opened"] * (retried + 1) + ["item_placed"]
     parts.handler.unreachable["door_opened"] = 0
     parts.deliver("k1", event("door_opened"))  # goes through: the kiosk is trusted again
     parts.handler.unreachable["door_closed"] = 1

@@ -275,10 +275,7 @@
   // seconds. (`.cell *` takes no pointer events, so the press and the release land on the cell.)
   function refreshCell(old, c) {
     const fresh = renderCell(c);
-    for (const name of old.getAttributeNames()) {
-      if (!fresh.hasAttribute(name)) old.removeAttribute(name);
-    }
-    for (const name of fresh.getAttributeNames()) old.setAttribute(name, fresh.getAttribute(name));
+    LockerSSE.takeAttributes(old, fresh);
     old.replaceChildren(...fresh.childNodes);
   }
 

@@ -189,10 +189,7 @@
     }
     shown.forEach((tr, i) => {
       const next = fresh[i];
-      for (const name of tr.getAttributeNames()) {
-        if (!next.hasAttribute(name)) tr.removeAttribute(name);
-      }
-      for (const name of next.getAttributeNames()) tr.setAttribute(name, next.getAttribute(name));
+      LockerSSE.takeAttributes(tr, next);
       const cells = [...next.children];
       cells.forEach((td, j) => {
         const old = tr.children[j];

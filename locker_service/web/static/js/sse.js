@@ -1,4 +1,5 @@
-// Server-Sent Events over fetch(), shared by the dashboard and the kiosk screen.
+// Server-Sent Events over fetch(), shared by the dashboard, the fleet view and the kiosk screen,
+// and what their live updates share: rewriting an element in place (`takeAttributes`).
 //
 // EventSource cannot send an Authorization header, and a token in the URL would end up in
 // access logs, so the stream is read with fetch() and parsed here. `follow()` reconnects with
@@ -73,5 +74,17 @@ window.LockerSSE = (function () {
     };
   }
 
-  return { follow };
+  // A live update rewrites an element in place, never replaces it: a click pressed on the old
+  // element and released on its replacement is no click at all. This gives `target` the
+  // attributes of `source`, a freshly rendered copy; the caller moves the contents over.
+  function takeAttributes(target, source) {
+    for (const name of target.getAttributeNames()) {
+      if (!source.hasAttribute(name)) target.removeAttribute(name);
+    }
+    for (const name of source.getAttributeNames()) {
+      target.setAttribute(name, source.getAttribute(name));
+    }
+  }
+
+  return { follow, takeAttributes };
 })();
