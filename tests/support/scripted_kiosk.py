@@ -88,6 +88,9 @@ class ReceivedCommand:
     command: contract.Command
     duplicate: bool
     received_at: float = field(default_factory=time.monotonic)
+    # Set once the kiosk has done with it (executed, answered or kept silent): until then its
+    # effect on the compartments may not be there yet.
+    handled: bool = False
 
 
 class ScriptedKiosk:
@@ -364,13 +367,16 @@ class ScriptedKiosk:
     async def wait_for_command(
         self, action: str, compartment: int | None = None, timeout_s: float = 10.0, after: int = 0
     ) -> contract.Command:
-        """The first command of `action` (for `compartment`) received at index >= `after`."""
+        """The first command of `action` (for `compartment`) received at index >= `after`, once
+        the kiosk has handled it: its effect on the compartments is there when this returns."""
         found: list[contract.Command] = []
 
         def seen() -> bool:
             with self._lock:
                 for item in self.received[after:]:
                     cmd = item.command
+                    if not item.handled:
+                        continue
                     if cmd.action == action and compartment in (None, cmd.compartment):
                         found.append(cmd)
                         return True
@@ -412,7 +418,15 @@ class ScriptedKiosk:
             return
         with self._lock:
             cached = self._reply_cache.get(command.request_id)
-            self.received.append(ReceivedCommand(command, duplicate=cached is not None))
+            item = ReceivedCommand(command, duplicate=cached is not None)
+            self.received.append(item)
+        try:
+            self._handle(command, cached)
+        finally:
+            with self._lock:
+                item.handled = True
+
+    def _handle(self, command: contract.Command, cached: contract.Reply | None) -> None:
         if self._silent:
             return
         if cached is not None:
