@@ -1,17 +1,20 @@
 """Opening a compartment's door: authorise (audited), command the kiosk, account for the answer.
 
-The door-opening row is committed before the unlock command leaves, so the kiosk's door_opened
-event, whenever it arrives, finds the reason it was opened. A door that opens with no such row
-behind it is an unexplained opening (an alert).
+The door-opening row, with the request id the unlock will be sent under, is committed before the
+unlock command leaves, so the kiosk's door_opened event, whenever it arrives, finds the reason it
+was opened, and nothing is left to write once the lock has released: a database gone away after
+the kiosk answered cannot make a door that opened look as if it had not. A door that opens with no
+such row behind it is an unexplained opening (an alert).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import contract
@@ -36,6 +39,20 @@ class UnlockFailed(ServiceUnavailable):
     code = "unlock_failed"
 
 
+@dataclass(frozen=True)
+class Authorised:
+    """An opening's row as committed: what its unlock is sent with."""
+
+    id: int
+    request_id: str
+
+    @classmethod
+    def of(cls, opening: DoorOpening) -> Authorised:
+        """Of a row flushed by `authorise` (so its id is known)."""
+        assert opening.request_id is not None
+        return cls(opening.id, opening.request_id)
+
+
 def authorise(
     session: AsyncSession,
     compartment: Compartment,
@@ -46,14 +63,15 @@ def authorise(
     at: datetime | None = None,
     request_id: str | None = None,
 ) -> DoorOpening:
-    """An opening asked for now, or at `at` by a kiosk deciding alone (its journal, replayed)."""
+    """An opening asked for now, or at `at` by a kiosk deciding alone (its journal, replayed),
+    under the request id its unlock is (or was) sent with."""
     opening = DoorOpening(
         compartment_id=compartment.id,
         order_id=order_id,
         at=at or utcnow(),
         who=who,
         why=why,
-        request_id=request_id,
+        request_id=request_id or uuid.uuid4().hex,
     )
     session.add(opening)
     return opening
@@ -85,34 +103,37 @@ async def unlock(
     ctx: ServiceContext,
     kiosk: Kiosk,
     compartment: Compartment,
-    opening_id: int,
+    opening: Authorised,
     *,
     override_cycle: bool = False,
 ) -> contract.Reply:
-    """Send the unlock for an authorised opening; raise if the door was not released.
+    """Send the unlock for an authorised opening; raise a `ServiceUnavailable` if the door was
+    certainly not released, anything else if it may have been.
 
     On a definite failure the authorisation is withdrawn; on a timeout it stays, because the
-    lock may have released and the door_opened event must then find its reason.
+    lock may have released and the door_opened event must then find its reason. A success
+    writes nothing: the row already names the request.
     """
     args = contract.UnlockArgs(pulse_ms=UNLOCK_PULSE_MS, override_cycle=override_cycle)
     try:
-        reply = await send(ctx, kiosk.code, "unlock", compartment.number, args.model_dump())
+        reply = await send(
+            ctx,
+            kiosk.code,
+            "unlock",
+            compartment.number,
+            args.model_dump(),
+            request_id=opening.request_id,
+        )
     except CommandTimeout:
         raise
     except ServiceUnavailable:  # the kiosk link's errors among them
-        await _withdraw(ctx, opening_id)
+        await _withdraw(ctx, opening.id)
         raise
     if reply.status != "succeeded":
-        await _withdraw(ctx, opening_id)
+        await _withdraw(ctx, opening.id)
         raise UnlockFailed(
             f"compartment {compartment.number} did not open: {reply.status}"
             + (f" ({reply.detail})" if reply.detail else "")
-        )
-    async with session_scope(ctx.sessionmaker) as session:
-        await session.execute(
-            update(DoorOpening)
-            .where(DoorOpening.id == opening_id)
-            .values(request_id=reply.request_id)
         )
     return reply
 

@@ -238,11 +238,11 @@ async def _allocate(
             order_id=order.id,
         )
         await session.flush()
-        opening_id = opening.id
+        authorised = doors.Authorised.of(opening)
         publish_after_commit(session, ctx.hub, "order", order_view(order), order.site_id)
 
     try:
-        reply = await doors.unlock(ctx, kiosk, chosen, opening_id)
+        reply = await doors.unlock(ctx, kiosk, chosen, authorised)
     except Exception:
         await release(ctx, order, chosen, reason="the compartment did not open")
         raise

@@ -84,8 +84,8 @@ async def remote_open(
                 {"reason": reason, **({"aborted_cycle": True} if override_cycle else {})},
             )
         await session.flush()
-        opening_id = opening.id
-    reply = await doors.unlock(ctx, kiosk, compartment, opening_id, override_cycle=override_cycle)
+        authorised = doors.Authorised.of(opening)
+    reply = await doors.unlock(ctx, kiosk, compartment, authorised, override_cycle=override_cycle)
     return compartment, reply.request_id
 
 

@@ -26,7 +26,13 @@ from locker_service.compartments import service as doors
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
-from locker_service.errors import Conflict, Forbidden, ServiceError, TooManyRequests
+from locker_service.errors import (
+    Conflict,
+    Forbidden,
+    ServiceError,
+    ServiceUnavailable,
+    TooManyRequests,
+)
 from locker_service.kiosk_link.errors import CommandTimeout
 from locker_service.metrics import PICKUPS
 from locker_service.models import Compartment, Kiosk, Order, utcnow
@@ -68,7 +74,7 @@ class Claim:
 
     order: Order
     compartment: Compartment
-    opening_id: int
+    opening: doors.Authorised
 
 
 FIRST_DELAY_S = 2.0  # nominal: a second typo costs nothing, a guesser's wait doubles from here
@@ -184,7 +190,7 @@ async def claim(
                 compartment_id=compartment.id,
             )
             await session.flush()
-            return Claim(order, compartment, opening.id)
+            return Claim(order, compartment, doors.Authorised.of(opening))
         refusal = Conflict("this code has been used already", code="code_used")
     if order is not None and _awaiting_her_door(order, refusal):
         # Her code opened the latch and the door has not opened since: she is not guessing.
@@ -332,10 +338,13 @@ async def complete(
 async def _open(ctx: ServiceContext, kiosk: Kiosk, claimed: Claim) -> PickupResult:
     order, compartment = claimed.order, claimed.compartment
     try:
-        reply = await doors.unlock(ctx, kiosk, compartment, claimed.opening_id)
+        reply = await doors.unlock(ctx, kiosk, compartment, claimed.opening)
     except CommandTimeout:
         raise  # the lock may have released: keep the code used until the door events tell
-    except Exception:
+    except ServiceUnavailable:
+        # Certainly not released (refused, or never reached the kiosk): hers to use again now.
+        # Any other failure keeps it used; the code-release timer gives it back if her door
+        # never opens.
         async with session_scope(ctx.sessionmaker) as session:
             fresh = await session.get(Order, order.id)
             if fresh is not None:

@@ -6,17 +6,29 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select, update
 
+from firmware_bridge import contract
 from locker_service import errors
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosks.handler import StoryHandler
-from locker_service.models import Alert, Kiosk, Order, OrderEvent, PickupAttempt, Timer, utcnow
+from locker_service.models import (
+    Alert,
+    DoorOpening,
+    Kiosk,
+    Order,
+    OrderEvent,
+    PickupAttempt,
+    Timer,
+    utcnow,
+)
 from locker_service.orders import codes
 from locker_service.pickup import service as pickup_service
 from locker_service.pickup import throttle
@@ -56,6 +68,16 @@ async def _pickup(client: httpx.AsyncClient, world: World, code: str) -> httpx.R
 
 def _code(settings: Settings, order: dict[str, object]) -> str:
     return codes.fallback_code(settings.secret_key, token_of(order))  # type: ignore[arg-type]
+
+
+async def _unlock_time_over(service: ServiceContext, order: dict[str, Any]) -> None:
+    """Her code accepted a minute ago: the unlock's time is over."""
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Order)
+            .where(Order.id == uuid.UUID(order["id"]))
+            .values(code_used_at=utcnow() - timedelta(seconds=60))
+        )
 
 
 async def test_wrong_and_malformed_codes_open_nothing(
@@ -173,12 +195,7 @@ async def test_an_unlock_that_never_got_through_gives_her_code_back_once_its_tim
     again = await _pickup(app_client, world, code)
     assert again.status_code == 409 and again.json()["error"] == "door_unlocked"
     # The unlock's time passes; nothing heard from the board since: still not given back.
-    async with session_scope(service.sessionmaker) as session:
-        await session.execute(
-            update(Order)
-            .where(Order.id == uuid.UUID(order["id"]))
-            .values(code_used_at=utcnow() - timedelta(seconds=60))
-        )
+    await _unlock_time_over(service, order)
     assert (await _pickup(app_client, world, code)).json()["error"] == "door_unlocked"
     # The board reports (the bridge reconnected): latch caught, door shut, her food inside.
     board = StoryHandler(service)
@@ -194,6 +211,82 @@ async def test_an_unlock_that_never_got_through_gives_her_code_back_once_its_tim
             )
         ).all()
     assert kinds.count("code_returned") == 1 and kinds.count("code_accepted") == 2
+
+
+async def test_a_refused_unlock_gives_her_code_back_at_once(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await make_ready(app_client, world, service)
+    code = _code(service.settings, order)
+    fake_kiosk.answers["unlock"] = ["failed"]
+    refused = await _pickup(app_client, world, code)
+    assert refused.status_code == 503 and refused.json()["error"] == "unlock_failed"
+    opened = await _pickup(app_client, world, code)  # the latch never moved: hers again
+    assert opened.status_code == 200 and opened.json()["compartment"] == n
+
+
+async def test_the_unlock_leaves_under_the_request_id_its_opening_was_committed_with(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    """Nothing is written once the kiosk has answered: a database gone away by then cannot undo
+    the record of a door that opened."""
+    order, _ = await make_ready(app_client, world, service)
+    committed: list[str | None] = []
+    command = fake_kiosk.command
+
+    async def reading_the_record(*args: Any, **kwargs: Any) -> contract.Reply:
+        if args[1] == "unlock":
+            async with service.sessionmaker() as session:
+                committed.extend(
+                    (
+                        await session.scalars(
+                            select(DoorOpening.request_id).where(
+                                DoorOpening.order_id == uuid.UUID(order["id"]),
+                                DoorOpening.why == "pickup",
+                            )
+                        )
+                    ).all()
+                )
+        return await command(*args, **kwargs)
+
+    fake_kiosk.command = reading_the_record  # type: ignore[method-assign]
+    answer = await _pickup(app_client, world, _code(service.settings, order))
+    assert answer.status_code == 200, answer.text
+    assert committed == [fake_kiosk.request_ids[-1]]  # the id the kiosk was sent
+
+
+async def test_an_unlock_that_may_have_gone_out_keeps_her_code_used(
+    service_app: FastAPI, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    """A failure other than the kiosk's refusal or its absence (here the connection breaking
+    after the command left): the latch may have released, so her code is not handed out again
+    until the board shows the door never opened or the unlock's time is over."""
+    transport = httpx.ASGITransport(app=service_app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://locker.test") as client:
+        order, n = await make_ready(client, world, service)
+        code = _code(service.settings, order)
+        before = fake_kiosk.unlocks()
+        command = fake_kiosk.command
+
+        async def breaking_after_sending(*args: Any, **kwargs: Any) -> contract.Reply:
+            await command(*args, **kwargs)
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+        fake_kiosk.command = breaking_after_sending  # type: ignore[method-assign]
+        broken = await _pickup(client, world, code)
+        assert broken.status_code == 503, broken.text
+        fake_kiosk.command = command  # type: ignore[method-assign]
+        again = await _pickup(client, world, code)
+        assert again.status_code == 409 and again.json()["error"] == "door_unlocked"
+        assert fake_kiosk.unlocks() == [*before, n]
+        # The unlock's time passes; the board then reports its latch caught, door shut, her
+        # food inside: hers again.
+        await _unlock_time_over(service, order)
+        board = StoryHandler(service)
+        await board.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=True))
+        opened = await _pickup(client, world, code)
+        assert opened.status_code == 200, opened.text
+        assert fake_kiosk.unlocks() == [*before, n, n]
 
 
 async def test_a_code_is_not_given_back_when_the_board_says_the_food_is_gone(
