@@ -63,15 +63,17 @@ def authorise(
     at: datetime | None = None,
     request_id: str | None = None,
 ) -> DoorOpening:
-    """An opening asked for now, or at `at` by a kiosk deciding alone (its journal, replayed),
-    under the request id its unlock is (or was) sent with."""
+    """An opening asked for now, under the request id its unlock will be sent with; or one a
+    kiosk decided alone at `at` (its journal, replayed), under the id the kiosk used, if any."""
+    if at is None:
+        request_id = request_id or uuid.uuid4().hex
     opening = DoorOpening(
         compartment_id=compartment.id,
         order_id=order_id,
         at=at or utcnow(),
         who=who,
         why=why,
-        request_id=request_id or uuid.uuid4().hex,
+        request_id=request_id,
     )
     session.add(opening)
     return opening
@@ -139,11 +141,19 @@ async def unlock(
 
 
 async def _withdraw(ctx: ServiceContext, opening_id: int) -> None:
-    async with session_scope(ctx.sessionmaker) as session:
-        await session.execute(
-            delete(DoorOpening).where(
-                DoorOpening.id == opening_id, DoorOpening.door_opened_at.is_(None)
+    """Best effort: a database gone away here must not hide that the door did not open (the
+    caller gives a purchaser's code back on that). A row left behind only explains a door
+    opening within its window."""
+    try:
+        async with session_scope(ctx.sessionmaker) as session:
+            await session.execute(
+                delete(DoorOpening).where(
+                    DoorOpening.id == opening_id, DoorOpening.door_opened_at.is_(None)
+                )
             )
+    except Exception:
+        log.exception(
+            "the authorised opening %s of an unlock that failed was not withdrawn", opening_id
         )
 
 

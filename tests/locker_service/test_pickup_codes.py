@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 
 from firmware_bridge import contract
 from locker_service import errors
+from locker_service.compartments import service as doors
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
@@ -222,6 +223,30 @@ async def test_a_refused_unlock_gives_her_code_back_at_once(
     refused = await _pickup(app_client, world, code)
     assert refused.status_code == 503 and refused.json()["error"] == "unlock_failed"
     opened = await _pickup(app_client, world, code)  # the latch never moved: hers again
+    assert opened.status_code == 200 and opened.json()["compartment"] == n
+
+
+async def test_a_refused_unlock_whose_opening_cannot_be_withdrawn_still_gives_her_code_back(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database blinks as the refused opening is withdrawn: she is still told the truth
+    (nothing opened) and her code is hers again."""
+    order, n = await make_ready(app_client, world, service)
+    code = _code(service.settings, order)
+    fake_kiosk.answers["unlock"] = ["failed"]
+
+    def database_away(_sessionmaker: object) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(doors, "session_scope", database_away)
+        refused = await _pickup(app_client, world, code)
+    assert refused.status_code == 503 and refused.json()["error"] == "unlock_failed"
+    opened = await _pickup(app_client, world, code)
     assert opened.status_code == 200 and opened.json()["compartment"] == n
 
 
