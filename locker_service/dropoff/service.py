@@ -237,6 +237,12 @@ async def _allocate(
             why=DROPOFF_OPENING_WHY,
             order_id=order.id,
         )
+        # Read now: once the door is unlocked, nothing the database does may fail the drop-off.
+        preheat_c = (
+            (await sites.food_profile(session, settings, kiosk.site_id)).setpoint_c
+            if hot and chosen.heated
+            else None
+        )
         await session.flush()
         authorised = doors.Authorised.of(opening)
         publish_after_commit(session, ctx.hub, "order", order_view(order), order.site_id)
@@ -246,26 +252,27 @@ async def _allocate(
     except Exception:
         await release(ctx, order, chosen, reason="the compartment did not open")
         raise
-    if hot and chosen.heated:
-        await _preheat(ctx, kiosk, chosen)
+    if preheat_c is not None:
+        await _preheat(ctx, kiosk, chosen, preheat_c)
     return DropoffResult(order=order, compartment=chosen, request_id=reply.request_id)
 
 
-async def _preheat(ctx: ServiceContext, kiosk: Kiosk, compartment: Compartment) -> None:
-    """Start heating while the courier puts the food in, so hot food never meets a cold box.
+async def _preheat(
+    ctx: ServiceContext, kiosk: Kiosk, compartment: Compartment, setpoint_c: float
+) -> None:
+    """Start heating while the courier puts the food in, so hot food never meets a cold box;
+    `setpoint_c` is the site's food-safety profile's, read before the unlock.
 
     Best effort: the holding cycle sets the same setpoint again once the door shuts on the food,
     so a lost preheat costs only warm-up time, never the drop-off.
     """
-    async with ctx.sessionmaker() as session:
-        rules = await sites.food_profile(session, ctx.settings, kiosk.site_id)
     try:
         reply = await doors.send(
             ctx,
             kiosk.code,
             "set_heater",
             compartment.number,
-            {"setpoint_c": rules.setpoint_c},  # the site's food-safety profile's
+            {"setpoint_c": setpoint_c},
             timeout_s=PREHEAT_TIMEOUT_S,
         )
     except ServiceError as exc:

@@ -412,6 +412,34 @@ async def test_ambient_food_is_not_preheated(
     assert fake_kiosk.actions(n) == ["unlock"]
 
 
+async def test_the_database_going_away_once_the_door_is_unlocked_does_not_fail_the_drop_off(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The courier's door is unlocked: he is told which one and the preheat goes out, whatever
+    the database does from then on (ADR 0086)."""
+    await create_order(app_client, world, ref="S-11")
+    command = fake_kiosk.command
+
+    def database_away(*_args: object, **_kwargs: object) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    async def then_the_database_goes(*args: Any, **kwargs: Any) -> contract.Reply:
+        reply = await command(*args, **kwargs)
+        if args[1] == "unlock":
+            monkeypatch.setattr(service, "sessionmaker", database_away)
+        return reply
+
+    fake_kiosk.command = then_the_database_goes  # type: ignore[method-assign]
+    answer = await _dropoff(app_client, world, "S-11")
+    assert answer.status_code == 200, answer.text
+    n = answer.json()["compartment"]
+    assert fake_kiosk.actions(n) == ["unlock", "set_heater"]
+
+
 async def test_a_failed_preheat_does_not_fail_the_drop_off(
     app_client: httpx.AsyncClient, world: World, fake_kiosk: FakeKiosk
 ) -> None:
