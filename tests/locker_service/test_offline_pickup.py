@@ -220,7 +220,27 @@ async def test_a_door_opened_offline_and_held_open_keeps_the_code_used(rig: Rig)
             )
             return list(states.all()) == ["done"]
 
+    async def door_opened() -> bool:
+        async with rig.ctx.sessionmaker() as session:
+            opened = await session.scalar(
+                select(DoorOpening.door_opened_at).where(
+                    DoorOpening.order_id == uuid.UUID(order_id)
+                )
+            )
+            return opened is not None
+
     await until(lambda: _handled(rig, decided.event_id), 10, "the journal")
+    await until(door_opened, 10, "the door's opening recorded")
+    # The release window is over (its timer brought forward, not waited for: at least two
+    # command timeouts of real time).
+    async with rig.ctx.sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Timer)
+            .where(Timer.order_id == uuid.UUID(order_id), Timer.kind == "code_release")
+            .values(due_at=utcnow())
+        )
+    assert rig.ctx.timers is not None
+    rig.ctx.timers.wake()
     await until(released, 20, "the code-release timer run")
     order = await _order(rig, order_id)
     assert order.code_used_at is not None and order.state == "ready"
