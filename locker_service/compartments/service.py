@@ -109,8 +109,9 @@ async def unlock(
     *,
     override_cycle: bool = False,
 ) -> contract.Reply:
-    """Send the unlock for an authorised opening; raise a `ServiceUnavailable` if the door was
-    certainly not released, anything else if it may have been.
+    """Send the unlock for an authorised opening; raise a `ServiceUnavailable` if the kiosk says
+    the lock did not release or nothing answered (the command's `expires_at` has a late copy
+    rejected), anything else if it may have released.
 
     On a definite failure the authorisation is withdrawn; on a timeout it stays, because the
     lock may have released and the door_opened event must then find its reason. A success

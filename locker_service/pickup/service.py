@@ -342,7 +342,7 @@ async def _open(ctx: ServiceContext, kiosk: Kiosk, claimed: Claim) -> PickupResu
     except CommandTimeout:
         raise  # the lock may have released: keep the code used until the door events tell
     except ServiceUnavailable:
-        # Certainly not released (refused, or never reached the kiosk): hers to use again now.
+        # Not released (refused, or nothing answered a command that expires): hers again now.
         # Any other failure keeps it used; the code-release timer gives it back if her door
         # never opens.
         async with session_scope(ctx.sessionmaker) as session:
