@@ -45,6 +45,7 @@ def settings(database_url: str) -> Settings:
         database_url,
         time_scale=SCALE,
         hold_limit_s=360000.0,
+        food_cooking_limit_s=360000.0,  # the food's deadline too: 4 s here by default
         cycle_watchdog_margin_s=0.0,
         # One full cycle's shine is 0.5 h: a lamp rated 0.6 h is near its end after one.
         uv_lamp_rated_hours=0.6,

@@ -61,6 +61,10 @@ def settings(database_url: str) -> Settings:
         # not about it never meets it, even on a starved machine; the one that is brings its
         # timer forward.
         dropoff_window_s=360000.0,
+        # The food's own deadline (4 nominal hours from its cooking: 4 s here) likewise: a
+        # starved machine once let it pass mid-test, the food check ended the order as unsafe,
+        # and the cycle start under test was never sent again.
+        food_cooking_limit_s=360000.0,
     )
 
 
