@@ -41,6 +41,7 @@ from tests.locker_service.world import (
     World,
     board_snapshot,
     create_order,
+    database_away,
     event,
     make_ready,
     record_pickup_answers,
@@ -238,10 +239,6 @@ async def test_a_refused_unlock_whose_opening_cannot_be_withdrawn_still_gives_he
     order, n = await make_ready(app_client, world, service)
     code = _code(service.settings, order)
     fake_kiosk.answers["unlock"] = ["failed"]
-
-    def database_away(_sessionmaker: object) -> None:
-        raise ConnectionRefusedError(111, "Connection refused")
-
     with monkeypatch.context() as patched:
         patched.setattr(doors, "session_scope", database_away)
         refused = await _pickup(app_client, world, code)

@@ -36,6 +36,7 @@ from tests.locker_service.world import (
     World,
     create_order,
     cycles_have_run,
+    database_away,
     token_of,
 )
 
@@ -423,9 +424,6 @@ async def test_the_database_going_away_once_the_door_is_unlocked_does_not_fail_t
     the database does from then on (ADR 0086)."""
     await create_order(app_client, world, ref="S-11")
     command = fake_kiosk.command
-
-    def database_away(*_args: object, **_kwargs: object) -> None:
-        raise ConnectionRefusedError(111, "Connection refused")
 
     async def then_the_database_goes(*args: Any, **kwargs: Any) -> contract.Reply:
         reply = await command(*args, **kwargs)

@@ -165,6 +165,11 @@ class FakeKiosk:
         return [action for _, action, n, _ in self.commands if n == compartment]
 
 
+def database_away(*_args: object, **_kwargs: object) -> None:
+    """Stands for a session factory (or scope) while the database is unreachable."""
+    raise ConnectionRefusedError(111, "Connection refused")
+
+
 def record_pickup_answers(ctx: ServiceContext) -> list[dict[str, object]]:
     """What the kiosk screen is told after each scan (the live hub's `pickup` messages)."""
     answers: list[dict[str, object]] = []
