@@ -28,7 +28,8 @@ class KioskUnreachable(KioskLinkError):
 
 
 class CommandTimeout(NoAnswerInTime, KioskLinkError):
-    """The kiosk accepted the command but gave no final answer before the deadline.
+    """The command's outcome is unknown: the kiosk accepted it but gave no final answer before
+    the deadline, or the service stopped waiting before its `expires_at` (ADR 0087).
 
     Unlike `KioskUnreachable`, the action may have happened (e.g. a lock pulse was sent): the
     caller must reconcile from the next compartment snapshot.

@@ -291,6 +291,4 @@ class KioskLink:
             ack(delivery)
             self._pending.resolve(kiosk_id, model)
             return
-        if isinstance(model, contract.KioskStatus) and model.state == "offline":
-            self._pending.fail_kiosk(kiosk_id)
         self._lanes.admit(kiosk_id, kind, model, delivery)

@@ -4,8 +4,13 @@ A command is answered by zero or more non-final replies (`accepted`, `in_progres
 final one (`succeeded`, `failed`, `rejected`, `timed_out`). Which error a caller gets when no
 final reply comes in time depends on what did come: nothing at all means the kiosk never had
 the command (`KioskUnreachable`, the action surely not done); a non-final reply means it did
-and may have acted (`CommandTimeout`, reconcile from the next snapshot). A kiosk that reports
-itself offline fails its waiting commands at once rather than at their deadlines.
+and may have acted (`CommandTimeout`, reconcile from the next snapshot).
+
+Only the deadline makes "never had it" true, because the command's `expires_at` is what has the
+bridge refuse a late copy (ADR 0087). A kiosk that reports itself offline therefore does not end
+its waiting commands early: its broker session keeps a command sent meanwhile, and the bridge
+runs it on its return if it has not expired, and its answer then still counts. The service
+stopping ends them as `CommandTimeout`: they were sent and may still be carried out.
 """
 
 from __future__ import annotations
@@ -96,16 +101,14 @@ class PendingCommands:
         else:
             pending.last_status = reply.status
 
-    def fail_kiosk(self, kiosk_id: str) -> None:
-        """The kiosk reported itself offline: its commands will not be answered."""
-        for pending in self._by_request.values():
-            if pending.kiosk_id == kiosk_id and not pending.future.done():
-                pending.future.set_exception(
-                    KioskUnreachable(f"kiosk {kiosk_id} went offline during {pending.action}")
-                )
-
     def fail_all(self, reason: str) -> None:
-        """Nothing will be answered any more (the link stops)."""
+        """Nothing will be waited for any more (the link stops). Each command was published and
+        may still be carried out before its `expires_at`: its outcome is unknown."""
         for pending in self._by_request.values():
             if not pending.future.done():
-                pending.future.set_exception(KioskUnreachable(reason))
+                pending.future.set_exception(
+                    CommandTimeout(
+                        f"{reason} before kiosk {pending.kiosk_id} finished {pending.action} on "
+                        f"compartment {pending.compartment}; it may still be carried out"
+                    )
+                )

@@ -74,23 +74,16 @@ async def test_late_and_duplicate_replies_change_nothing() -> None:
     assert len(pending) == 0
 
 
-async def test_a_kiosk_going_offline_fails_its_commands_only() -> None:
+async def test_stopping_leaves_every_waiting_command_s_outcome_unknown() -> None:
+    """Sent, unanswered and not yet expired: the kiosk may still carry it out, so a caller must
+    not take it as not done (a pickup would give back a code whose door may open)."""
     pending = PendingCommands()
     with (
         pending.expect("r1", "k1", "unlock", 1) as first,
-        pending.expect("r2", "k2", "unlock", 1) as other,
+        pending.expect("r2", "k2", "unlock", 2) as accepted,
     ):
-        pending.fail_kiosk("k1")
-        with pytest.raises(KioskUnreachable, match="k1 went offline during unlock"):
-            await pending.final_reply(first, LONG_TIMEOUT_S)
-        assert not other.future.done()
-        pending.resolve("k2", reply("r2", "succeeded"))
-        assert (await pending.final_reply(other, LONG_TIMEOUT_S)).status == "succeeded"
-
-
-async def test_stopping_fails_every_waiting_command() -> None:
-    pending = PendingCommands()
-    with pending.expect("r1", "k1", "unlock", 1) as first:
+        pending.resolve("k2", reply("r2", "accepted"))
         pending.fail_all("the service is shutting down")
-        with pytest.raises(KioskUnreachable, match="shutting down"):
-            await pending.final_reply(first, LONG_TIMEOUT_S)
+        for command in (first, accepted):
+            with pytest.raises(CommandTimeout, match=r"shutting down.*may still be carried out"):
+                await pending.final_reply(command, LONG_TIMEOUT_S)

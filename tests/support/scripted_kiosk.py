@@ -193,6 +193,13 @@ class ScriptedKiosk:
         """Receive commands but answer none (a bridge whose board link hangs)."""
         self._silent = silent
 
+    def answer(self, request_id: str, status: str, detail: str | None = None) -> None:
+        """Give a command received earlier its final answer now (a bridge that finished it while
+        it was cut off, and answers once it is back)."""
+        with self._lock:
+            [command] = [r.command for r in self.received if r.command.request_id == request_id]
+        self._reply(command, status, detail)
+
     # -- the physical world ----------------------------------------------------------------------
 
     def open_door(self, n: int, *, force: bool = False) -> None:
