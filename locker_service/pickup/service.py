@@ -341,14 +341,17 @@ async def _open(ctx: ServiceContext, kiosk: Kiosk, claimed: Claim) -> PickupResu
         reply = await doors.unlock(ctx, kiosk, compartment, claimed.opening)
     except CommandTimeout:
         raise  # the lock may have released: keep the code used until the door events tell
-    except ServiceUnavailable:
-        # Not released (refused, or nothing answered a command that expires): hers again now.
-        # Any other failure keeps it used; the code-release timer gives it back if her door
-        # never opens.
+    except ServiceUnavailable as exc:
+        # Not released (refused, or nothing answered a command that has expired): hers again
+        # now, audited as any code given back, and its backstop timer no longer needed. Any
+        # other failure keeps it used; the code-release timer gives it back if her door never
+        # opens.
         async with session_scope(ctx.sessionmaker) as session:
             fresh = await session.get(Order, order.id)
-            if fresh is not None:
-                await orders.mark_code_used(session, fresh, None)
+            if fresh is not None and await return_unopened_code(
+                session, fresh, "kiosk", kiosk.code, {"why": "unlock failed", "error": exc.code}
+            ):
+                await timers.cancel(session, [TimerKind.CODE_RELEASE], order_id=order.id)
         raise
     return PickupResult(order=order, compartment=compartment, request_id=reply.request_id)
 

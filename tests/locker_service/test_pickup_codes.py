@@ -223,6 +223,22 @@ async def test_a_refused_unlock_gives_her_code_back_at_once(
     fake_kiosk.answers["unlock"] = ["failed"]
     refused = await _pickup(app_client, world, code)
     assert refused.status_code == 503 and refused.json()["error"] == "unlock_failed"
+    async with service.sessionmaker() as session:
+        given_back = await session.scalar(
+            select(OrderEvent).where(
+                OrderEvent.order_id == uuid.UUID(order["id"]), OrderEvent.action == "code_returned"
+            )
+        )
+        backstops = (
+            await session.scalars(
+                select(Timer.state).where(
+                    Timer.order_id == uuid.UUID(order["id"]),
+                    Timer.kind == TimerKind.CODE_RELEASE,
+                )
+            )
+        ).all()
+    assert given_back is not None and given_back.detail["why"] == "unlock failed"
+    assert backstops == ["cancelled"]  # given back already: the timer has nothing to do
     opened = await _pickup(app_client, world, code)  # the latch never moved: hers again
     assert opened.status_code == 200 and opened.json()["compartment"] == n
 
