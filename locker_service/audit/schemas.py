@@ -47,7 +47,10 @@ class OpeningRead(BaseModel):
     reason: str = Field(description="why: the operator's typed reason, drop-off, pickup...")
     order_id: uuid.UUID | None
     order_ref: str | None
-    request_id: str | None = Field(description="the unlock command's id, when one was sent")
+    request_id: str | None = Field(
+        description="the id the service's unlock goes out under (kept before it is sent), or "
+        "the kiosk's for an opening it decided offline; none for a door no command explains"
+    )
 
 
 class OpeningPage(BaseModel):
