@@ -167,8 +167,10 @@ class KioskLink:
         `request_id`: a command sent again (its outcome unknown) under the id it was sent with
         before, which the kiosk answers from its record if it ran it; a new one by default.
 
-        Raises KioskUnreachable when the command cannot be sent or nothing answered it,
-        CommandTimeout when the kiosk accepted it but did not finish in `timeout_s`.
+        Raises KioskUnreachable when the command cannot be sent or nothing answered it by its
+        deadline (a kiosk that reports itself offline meanwhile does not end the wait: ADR 0087),
+        CommandTimeout when the kiosk accepted it but did not finish in `timeout_s`, or the link
+        stopped before then.
         """
         if not self._connection.started:
             raise KioskUnreachable("the kiosk link is not started")
