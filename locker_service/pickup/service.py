@@ -231,9 +231,8 @@ async def _give_back_if_latch_held(
     seen = compartment.snapshot_at
     if seen is None or seen < order.code_used_at - doors.CLOCK_SKEW:
         return  # nothing heard from the board since her code was accepted
-    unlock_over = order.code_used_at + timedelta(
-        seconds=ctx.settings.scaled(ctx.settings.command_timeout_s)
-    )
+    # The command timeout is real seconds whatever the time scale, as `send` waits it.
+    unlock_over = order.code_used_at + timedelta(seconds=ctx.settings.command_timeout_s)
     if now < unlock_over:
         return  # the unlock may still be on its way
     await give_back_unopened(session, kiosk, compartment, seen)

@@ -215,6 +215,36 @@ async def test_an_unlock_that_never_got_through_gives_her_code_back_once_its_tim
     assert kinds.count("code_returned") == 1 and kinds.count("code_accepted") == 2
 
 
+async def test_an_unlock_still_within_its_real_time_is_not_given_back_on_a_fast_clock(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The unlock waits its command timeout in real seconds whatever the time scale, so the
+    code is not given back before then even at 600x (it once was after 1/600 of it)."""
+    order, n = await make_ready(app_client, world, service)
+    code = _code(service.settings, order)
+    monkeypatch.setattr(service.settings, "time_scale", 600.0)
+    board = StoryHandler(service)
+    # The board's last word before her try: latched, shut, her food inside.
+    await board.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=True))
+    fake_kiosk.answers["unlock"] = ["no_final_answer"]
+    before = fake_kiosk.unlocks()  # the courier's
+    assert (await _pickup(app_client, world, code)).status_code == 504
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(  # accepted 2 s ago: within the unlock's 10 real seconds
+            update(Order)
+            .where(Order.id == uuid.UUID(order["id"]))
+            .values(code_used_at=utcnow() - timedelta(seconds=2))
+        )
+    await board.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=True))
+    again = await _pickup(app_client, world, code)
+    assert again.status_code == 409 and again.json()["error"] == "door_unlocked"
+    assert fake_kiosk.unlocks() == [*before, n]  # none more while hers may be on its way
+
+
 async def test_a_refused_unlock_gives_her_code_back_at_once(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
 ) -> None:
