@@ -74,11 +74,15 @@ def _code(settings: Settings, order: dict[str, object]) -> str:
 
 async def _unlock_time_over(service: ServiceContext, order: dict[str, Any]) -> None:
     """Her code accepted a minute ago: the unlock's time is over."""
+    await _code_used_ago(service, order, 60.0)
+
+
+async def _code_used_ago(service: ServiceContext, order: dict[str, Any], seconds: float) -> None:
     async with session_scope(service.sessionmaker) as session:
         await session.execute(
             update(Order)
             .where(Order.id == uuid.UUID(order["id"]))
-            .values(code_used_at=utcnow() - timedelta(seconds=60))
+            .values(code_used_at=utcnow() - timedelta(seconds=seconds))
         )
 
 
@@ -233,12 +237,7 @@ async def test_an_unlock_still_within_its_real_time_is_not_given_back_on_a_fast_
     fake_kiosk.answers["unlock"] = ["no_final_answer"]
     before = fake_kiosk.unlocks()  # the courier's
     assert (await _pickup(app_client, world, code)).status_code == 504
-    async with session_scope(service.sessionmaker) as session:
-        await session.execute(  # accepted 2 s ago: within the unlock's 10 real seconds
-            update(Order)
-            .where(Order.id == uuid.UUID(order["id"]))
-            .values(code_used_at=utcnow() - timedelta(seconds=2))
-        )
+    await _code_used_ago(service, order, 2.0)  # within the unlock's 10 real seconds
     await board.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=True))
     again = await _pickup(app_client, world, code)
     assert again.status_code == 409 and again.json()["error"] == "door_unlocked"
