@@ -311,9 +311,15 @@ async def give_back_unopened(
         return False
     if latched_at < order.code_used_at - doors.CLOCK_SKEW:
         return False  # a report from before the code's use (kiosk clock behind at most the skew)
-    if not await return_unopened_code(
-        session, order, "kiosk", kiosk.code, {"why": "latch re-engaged"}
-    ):
+    return await _return_before_its_timer(session, order, kiosk, {"why": "latch re-engaged"})
+
+
+async def _return_before_its_timer(
+    session: AsyncSession, order: Order, kiosk: Kiosk, detail: dict[str, Any]
+) -> bool:
+    """`return_unopened_code` on the kiosk's word, ahead of the code-release timer that would
+    have given it back, which is cancelled."""
+    if not await return_unopened_code(session, order, "kiosk", kiosk.code, detail):
         return False
     await timers.cancel(session, [TimerKind.CODE_RELEASE], order_id=order.id)
     return True
@@ -347,10 +353,10 @@ async def _open(ctx: ServiceContext, kiosk: Kiosk, claimed: Claim) -> PickupResu
         # opens.
         async with session_scope(ctx.sessionmaker) as session:
             fresh = await session.get(Order, order.id)
-            if fresh is not None and await return_unopened_code(
-                session, fresh, "kiosk", kiosk.code, {"why": "unlock failed", "error": exc.code}
-            ):
-                await timers.cancel(session, [TimerKind.CODE_RELEASE], order_id=order.id)
+            if fresh is not None:
+                await _return_before_its_timer(
+                    session, fresh, kiosk, {"why": "unlock failed", "error": exc.code}
+                )
         raise
     return PickupResult(order=order, compartment=compartment, request_id=reply.request_id)
 

@@ -222,10 +222,9 @@ async def test_kiosk_crash_reports_offline_and_refuses_new_commands_at_once(
     kiosk.crash()
     # keepalive 30 s x 1.5 is the worst case for the broker to give its will; usually ms
     await eventually(lambda: handler.statuses[-1][1].state == "offline", 60, "the will")
-    started = time.monotonic()
-    with pytest.raises(KioskUnreachable, match="offline"):
+    # Refused before sending ("is offline"), not at the deadline ("did not answer").
+    with pytest.raises(KioskUnreachable, match=f"kiosk {kiosk.kiosk_id} is offline"):
         await link.command(kiosk.kiosk_id, "unlock", 1, {}, timeout_s=30)
-    assert time.monotonic() - started < 25  # refused before sending, not at the deadline
 
 
 async def test_a_command_in_flight_when_its_kiosk_goes_offline_waits_for_its_answer(
