@@ -10,13 +10,18 @@ from __future__ import annotations
 
 
 class ServiceError(Exception):
-    """The root: the request is wrong in a way its sender can fix."""
+    """The root: the request is wrong in a way its sender can fix.
+
+    `details` are facts the person at a screen needs to act on the refusal in her own language
+    (the compartment to look at), answered beside the code and the message.
+    """
 
     code = "bad_request"
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.details: dict[str, int | str] = {}
         if code is not None:
             self.code = code
 

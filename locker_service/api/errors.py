@@ -1,9 +1,10 @@
 """The one handler that turns the service's errors into JSON answers.
 
-Every error answer is `{"error": code, "message": text}`. Domain code raises the plain errors of
-`locker_service.errors`; this module alone knows which HTTP status each class means, so a wrong
-lifecycle step (`InvalidTransition`) is 409, never 500. FastAPI's own refusals (validation, an
-unknown route) and anything unexpected get the same body shape.
+Every error answer is `{"error": code, "message": text}`, with an error's `details` beside
+them. Domain code raises the plain errors of `locker_service.errors`; this module alone knows
+which HTTP status each class means, so a wrong lifecycle step (`InvalidTransition`) is 409,
+never 500. FastAPI's own refusals (validation, an unknown route) and anything unexpected get the
+same body shape.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     return JSONResponse(
-        error_body(exc.code, exc.message), status_code=status_of(exc), headers=headers_of(exc)
+        {**exc.details, **error_body(exc.code, exc.message)},
+        status_code=status_of(exc),
+        headers=headers_of(exc),
     )
 
 

@@ -45,6 +45,10 @@ ERROR_SCHEMA: dict[str, Any] = {
     "properties": {
         "error": {"type": "string", "description": "a stable code, e.g. `invalid_code`"},
         "message": {"type": "string", "description": "for people; may change"},
+        "compartment": {
+            "type": "integer",
+            "description": "the compartment a person must look at (`dropoff_unconfirmed`)",
+        },
     },
 }
 

@@ -8,6 +8,11 @@ so nothing is held locked while the kiosk answers.
 
 A compartment whose occupancy sensor says something is inside is never given to a courier,
 whatever its state says (ADR 0037); one the service thinks free raises an alert for staff.
+
+An unlock with no final answer may have released the lock, so its drop-off keeps the compartment
+and the courier is told to look at it; the same courier naming the same order again at that
+kiosk has his compartment opened again rather than a new one given (ADR 0088). The door timer
+frees a compartment whose door never opened.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.alerts.service import raise_compartment_alert
 from locker_service.compartments import openings
@@ -29,11 +35,14 @@ from locker_service.db import session_scope
 from locker_service.errors import (
     Conflict,
     Forbidden,
+    NoAnswerInTime,
     NotFound,
     ServiceError,
     TooManyRequests,
 )
 from locker_service.events import publish_after_commit
+from locker_service.kiosk_link.errors import CommandTimeout
+from locker_service.lifecycles import save_step
 from locker_service.metrics import DROPOFFS
 from locker_service.models import Compartment, Courier, Kiosk, Order, utcnow
 from locker_service.orders import repository as orders
@@ -62,6 +71,20 @@ class NoFreeCompartment(Conflict):
 
 class DropoffsFrozen(KillSwitchEngaged):
     code = "dropoffs_frozen"
+
+
+class DropoffUnconfirmed(NoAnswerInTime):
+    """The kiosk took the unlock but gave no final answer: the door may be open. The
+    compartment stays the courier's; `details["compartment"]` tells him which to look at."""
+
+    code = "dropoff_unconfirmed"
+
+    def __init__(self, number: int) -> None:
+        super().__init__(
+            f"the kiosk did not confirm that compartment {number} opened: if it is open, put "
+            "the food in and shut the door; if not, try again"
+        )
+        self.details = {"compartment": number}
 
 
 @dataclass(frozen=True)
@@ -189,40 +212,12 @@ async def _allocate(
                 code="ambiguous_order",
             )
         order = candidates[0]
-        if order.state != OrderState.CREATED:
-            raise Conflict(
-                f"order {order.external_ref} is {order.state}, not waiting for a drop-off",
-                code="invalid_transition",
-            )
         hot = order.temperature_class == "hot"
-        free: list[Compartment] = []
-        for c in await compartments.free_in_kiosk(session, kiosk.id):
-            if c.occupied:  # the board's sensor outranks the state: food may be inside
-                not_empty.append(c.id)
-            elif compartments.fits(c.size, c.heated, order.size, hot):
-                free.append(c)
-        free.sort(key=lambda c: compartments.preference(c, order.size, hot))
-        chosen: Compartment | None = None
-        for candidate in free:
-            if await compartments.try_reserve(session, candidate.id):
-                chosen = candidate
-                break
-        if chosen is None:
-            raise NoFreeCompartment(
-                f"no free {'heated ' if hot else ''}compartment of size {order.size} or larger"
-            )
-        chosen.state = CompartmentState.RESERVED.value  # mirror the CAS in the loaded object
-        await orders.transition(
-            session,
-            order,
-            OrderTrigger.ASSIGN,
-            actor_type="courier",
-            actor_id=courier.code,
-            detail={"compartment": chosen.number, "kiosk": kiosk.code},
-            compartment_id=chosen.id,
-            courier_id=courier.id,
-            assigned_at=utcnow(),
-        )
+        chosen = await _held_by(session, order, courier, kiosk)
+        if chosen is not None:
+            await _open_again(session, order, chosen, courier, kiosk)
+        else:
+            chosen = await _reserve(session, kiosk, courier, order, not_empty)
         timers.schedule(
             session,
             TimerKind.DROPOFF_TIMEOUT,
@@ -249,12 +244,96 @@ async def _allocate(
 
     try:
         reply = await doors.unlock(ctx, kiosk, chosen, authorised)
+    except CommandTimeout as exc:
+        # The lock may have released: the compartment stays his and the authorised opening
+        # explains its door. His retry opens it again; the door timer frees it if it never opens.
+        raise DropoffUnconfirmed(chosen.number) from exc
     except Exception:
         await release(ctx, order, chosen, reason="the compartment did not open")
         raise
     if preheat_c is not None:
         await _preheat(ctx, kiosk, chosen, preheat_c)
     return DropoffResult(order=order, compartment=chosen, request_id=reply.request_id)
+
+
+async def _reserve(
+    session: AsyncSession, kiosk: Kiosk, courier: Courier, order: Order, not_empty: list[int]
+) -> Compartment:
+    """The fitting free compartment this drop-off takes (compare-and-set), and the order's
+    created -> assigned step with it."""
+    if order.state != OrderState.CREATED:
+        raise Conflict(
+            f"order {order.external_ref} is {order.state}, not waiting for a drop-off",
+            code="invalid_transition",
+        )
+    hot = order.temperature_class == "hot"
+    free: list[Compartment] = []
+    for c in await compartments.free_in_kiosk(session, kiosk.id):
+        if c.occupied:  # the board's sensor outranks the state: food may be inside
+            not_empty.append(c.id)
+        elif compartments.fits(c.size, c.heated, order.size, hot):
+            free.append(c)
+    free.sort(key=lambda c: compartments.preference(c, order.size, hot))
+    chosen: Compartment | None = None
+    for candidate in free:
+        if await compartments.try_reserve(session, candidate.id):
+            chosen = candidate
+            break
+    if chosen is None:
+        raise NoFreeCompartment(
+            f"no free {'heated ' if hot else ''}compartment of size {order.size} or larger"
+        )
+    chosen.state = CompartmentState.RESERVED.value  # mirror the CAS in the loaded object
+    await orders.transition(
+        session,
+        order,
+        OrderTrigger.ASSIGN,
+        actor_type="courier",
+        actor_id=courier.code,
+        detail={"compartment": chosen.number, "kiosk": kiosk.code},
+        compartment_id=chosen.id,
+        courier_id=courier.id,
+        assigned_at=utcnow(),
+    )
+    return chosen
+
+
+async def _held_by(
+    session: AsyncSession, order: Order, courier: Courier, kiosk: Kiosk
+) -> Compartment | None:
+    """The compartment at this kiosk that this courier's drop-off of `order` still holds: its
+    unlock unconfirmed, or its door locked again before he pulled it. None for anyone else's."""
+    if (
+        order.state != OrderState.ASSIGNED
+        or order.courier_id != courier.id
+        or order.compartment_id is None
+    ):
+        return None
+    held = await session.get(Compartment, order.compartment_id)
+    if held is None or held.kiosk_id != kiosk.id or held.state != CompartmentState.RESERVED:
+        return None
+    return held
+
+
+async def _open_again(
+    session: AsyncSession, order: Order, held: Compartment, courier: Courier, kiosk: Kiosk
+) -> None:
+    """The courier asks again for the compartment his drop-off holds: the step goes on the
+    order's record and its door timer starts over. A compare-and-set on the order, so a door
+    timer that freed it meanwhile wins and the courier is told to try again (then it is a new
+    drop-off)."""
+    assigned = OrderState.ASSIGNED.value
+    if not await save_step(session, order, assigned, assigned, {"updated_at": utcnow()}):
+        raise orders.OrderChanged(f"order {order.external_ref} changed meanwhile: try again")
+    orders.add_event(
+        session,
+        order.id,
+        "courier",
+        courier.code,
+        "opened_again",
+        {"compartment": held.number, "kiosk": kiosk.code},
+    )
+    await timers.cancel(session, [TimerKind.DROPOFF_TIMEOUT], order_id=order.id)
 
 
 async def _preheat(

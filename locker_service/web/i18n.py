@@ -108,6 +108,11 @@ _EN: Final[dict[str, str]] = {
     "error.kiosk_link_error": "The locker is not reachable right now. Please try again shortly.",
     "error.unavailable": "The locker is not reachable right now. Please try again shortly.",
     "error.kiosk_command_timeout": "The locker did not answer in time. Please try again.",
+    "error.dropoff_unconfirmed": (
+        "The locker did not confirm that compartment {n} opened. If it is open, put the food in "
+        "and close the door. If it is not, touch Try again: the same compartment opens."
+    ),
+    "error.order_changed": "The order changed meanwhile. Please try again.",
     "error.no_answer_in_time": "The locker did not answer in time. Please try again.",
     "error.invalid_kiosk_command": "Something went wrong. Please call the operator.",
     # purchaser page
@@ -233,6 +238,11 @@ _ZH: Final[dict[str, str]] = {
     "error.kiosk_link_error": "取餐柜暂时无法连接，请稍后重试。",
     "error.unavailable": "取餐柜暂时无法连接，请稍后重试。",
     "error.kiosk_command_timeout": "取餐柜未及时响应，请重试。",
+    "error.dropoff_unconfirmed": (
+        "取餐柜未确认 {n} 号格口已打开。如果柜门已打开，请放入餐品并关好柜门；"
+        "如果没有打开，请点击“重试”，将再次打开同一格口。"
+    ),
+    "error.order_changed": "订单刚刚发生了变化，请重试。",
     "error.no_answer_in_time": "取餐柜未及时响应，请重试。",
     "error.invalid_kiosk_command": "出现问题，请联系运营人员。",
     "purchaser.title": "您的外卖订单",

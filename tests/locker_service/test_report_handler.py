@@ -17,10 +17,7 @@ from locker_service.db import session_scope
 from locker_service.kiosks.handler import StoryHandler
 from locker_service.models import (
     Alert,
-    Compartment,
     NotificationOutbox,
-    Order,
-    OrderEvent,
     Timer,
     utcnow,
 )
@@ -28,10 +25,13 @@ from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers.service import TimerKind
 from tests.locker_service.world import (
     World,
+    compartment,
     create_order,
     event,
     make_ready,
+    order_of,
     token_of,
+    trail,
 )
 from tests.locker_service.world import board_snapshot as snapshot
 
@@ -42,42 +42,11 @@ async def send_snapshot(
     await StoryHandler(ctx).on_snapshot(world.kiosk_code, snap)
 
 
-async def order_of(ctx: ServiceContext, order_id: str) -> Order:
-    async with ctx.sessionmaker() as session:
-        order = await session.get(Order, uuid.UUID(order_id))
-        assert order is not None
-        return order
-
-
-async def compartment(ctx: ServiceContext, world: World, n: int) -> Compartment:
-    async with ctx.sessionmaker() as session:
-        found = await session.scalar(
-            select(Compartment).where(
-                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
-            )
-        )
-        assert found is not None
-        return found
-
-
 async def open_alerts(ctx: ServiceContext) -> list[Alert]:
     async with ctx.sessionmaker() as session:
         return list(
             (
                 await session.scalars(select(Alert).where(Alert.state == "open").order_by(Alert.id))
-            ).all()
-        )
-
-
-async def trail(ctx: ServiceContext, order_id: str) -> list[str]:
-    async with ctx.sessionmaker() as session:
-        return list(
-            (
-                await session.scalars(
-                    select(OrderEvent.action)
-                    .where(OrderEvent.order_id == uuid.UUID(order_id))
-                    .order_by(OrderEvent.id)
-                )
             ).all()
         )
 

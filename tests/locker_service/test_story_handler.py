@@ -25,19 +25,22 @@ from locker_service.models import (
     DisinfectionCycle,
     DoorOpening,
     NotificationOutbox,
-    Order,
     OrderEvent,
     Timer,
 )
 from locker_service.runtime import Runtime
 from locker_service.timer_loop.loop import TimerLoop
+from locker_service.timers.service import TimerKind
 from tests.locker_service.world import (
     FakeKiosk,
     World,
+    compartment,
     create_order,
     cycles_have_run,
     database_away,
+    order_of,
     token_of,
+    trail,
 )
 
 Emit = Callable[..., Awaitable[contract.Event]]
@@ -58,24 +61,6 @@ def emit(runtime: Runtime, world: World) -> Emit:
         return event
 
     return send
-
-
-async def _order(service: ServiceContext, order_id: str) -> Order:
-    async with service.sessionmaker() as session:
-        order = await session.get(Order, uuid.UUID(order_id))
-        assert order is not None
-        return order
-
-
-async def _compartment(service: ServiceContext, world: World, number: int) -> Compartment:
-    async with service.sessionmaker() as session:
-        found = await session.scalar(
-            select(Compartment).where(
-                Compartment.kiosk_id == world.kiosk_id, Compartment.number == number
-            )
-        )
-        assert found is not None
-        return found
 
 
 async def _dropoff(client: httpx.AsyncClient, world: World, ref: str) -> httpx.Response:
@@ -101,13 +86,13 @@ async def test_whole_story(
     n = dropped.json()["compartment"]
     assert n == 2  # layout S:1,M:3: the smallest fitting compartment is the first M
     assert fake_kiosk.unlocks() == [2]
-    assert (await _order(service, order["id"])).state == "assigned"
+    assert (await order_of(service, order["id"])).state == "assigned"
 
     await emit("door_opened", n)
     await emit("item_placed", n)
     await emit("door_closed", n)
-    assert (await _order(service, order["id"])).state == "deposited"
-    assert (await _compartment(service, world, n)).state == "occupied"
+    assert (await order_of(service, order["id"])).state == "deposited"
+    assert (await compartment(service, world, n)).state == "occupied"
 
     assert await timers.run_due() >= 1
     assert fake_kiosk.actions(n)[-2:] == ["set_heater", "start_disinfection"]
@@ -116,14 +101,14 @@ async def test_whole_story(
     cycle = [c for c in fake_kiosk.commands if c[1] == "start_disinfection"][-1]
     assert cycle[3] == {"duration_s": 1800}  # nominal: the kiosk scales its own clock
     # Sent, not yet confirmed: the order is not said to disinfect before the lamp is on.
-    assert (await _order(service, order["id"])).state == "deposited"
-    assert (await _compartment(service, world, n)).state == "disinfecting"
+    assert (await order_of(service, order["id"])).state == "deposited"
+    assert (await compartment(service, world, n)).state == "disinfecting"
 
     await emit("disinfection_started", n)
-    assert (await _order(service, order["id"])).state == "disinfecting"
+    assert (await order_of(service, order["id"])).state == "disinfecting"
     cycles_have_run(service)
     await emit("disinfection_completed", n)
-    ready = await _order(service, order["id"])
+    ready = await order_of(service, order["id"])
     assert ready.state == "ready"
     assert ready.hold_until is not None
     async with service.sessionmaker() as session:
@@ -150,29 +135,23 @@ async def test_whole_story(
     await emit("door_opened", n)
     await emit("item_removed", n)
     await emit("door_closed", n)
-    assert (await _order(service, order["id"])).state == "picked_up"
-    assert (await _compartment(service, world, n)).state == "cleaning"
+    assert (await order_of(service, order["id"])).state == "picked_up"
+    assert (await compartment(service, world, n)).state == "cleaning"
 
     await timers.run_due()
     cleaning = [c for c in fake_kiosk.commands if c[1] == "start_disinfection"][-1]
     assert cleaning[3] == {"duration_s": 300}
     await emit("disinfection_completed", n)
-    assert (await _compartment(service, world, n)).state == "available"
+    assert (await compartment(service, world, n)).state == "available"
 
+    steps = await trail(service, order["id"])
     async with service.sessionmaker() as session:
-        trail = (
-            await session.scalars(
-                select(OrderEvent.action)
-                .where(OrderEvent.order_id == uuid.UUID(order["id"]))
-                .order_by(OrderEvent.id)
-            )
-        ).all()
         openings = (await session.scalars(select(DoorOpening).order_by(DoorOpening.id))).all()
         cycles = (
             await session.scalars(select(DisinfectionCycle).order_by(DisinfectionCycle.id))
         ).all()
         alerts = (await session.scalars(select(Alert))).all()
-    assert [a for a in trail if a != "door_opened"] == [
+    assert [a for a in steps if a != "door_opened"] == [
         "create",
         "assign",
         "deposit",
@@ -205,9 +184,9 @@ async def test_door_shut_with_nothing_inside_releases_the_compartment(
     n = (await _dropoff(app_client, world, "S-2")).json()["compartment"]
     await emit("door_opened", n)
     await emit("door_closed", n)
-    released = await _order(service, order["id"])
+    released = await order_of(service, order["id"])
     assert released.state == "created" and released.compartment_id is None
-    assert (await _compartment(service, world, n)).state == "available"
+    assert (await compartment(service, world, n)).state == "available"
     dropoffs = [data for kind, data in told if kind == "dropoff"]
     assert [(d["compartment"], d["outcome"]) for d in dropoffs] == [(n, "empty")]
     # the order can be dropped off again
@@ -309,10 +288,118 @@ async def test_a_failed_unlock_gives_the_compartment_back(
     answer = await _dropoff(app_client, world, "S-4")
     assert answer.status_code == 503
     assert answer.json()["error"] == "unlock_failed"
-    assert (await _order(service, order["id"])).state == "created"
-    assert (await _compartment(service, world, 2)).state == "available"
+    assert (await order_of(service, order["id"])).state == "created"
+    assert (await compartment(service, world, 2)).state == "available"
     async with service.sessionmaker() as session:
         assert (await session.scalars(select(DoorOpening))).all() == []
+
+
+async def _dropoff_timers(service: ServiceContext, order_id: str) -> list[Timer]:
+    async with service.sessionmaker() as session:
+        return list(
+            (
+                await session.scalars(
+                    select(Timer).where(
+                        Timer.kind == TimerKind.DROPOFF_TIMEOUT.value,
+                        Timer.order_id == uuid.UUID(order_id),
+                        Timer.state == "pending",
+                    )
+                )
+            ).all()
+        )
+
+
+async def test_an_unconfirmed_unlock_keeps_the_compartment_for_the_courier(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    emit: Emit,
+) -> None:
+    """The kiosk took the unlock and went quiet: the lock may have released, so the courier is
+    told which compartment to look at and it stays his; the food he puts in is his drop-off."""
+    order = await create_order(app_client, world, ref="U-1")
+    fake_kiosk.answers["unlock"] = ["no_final_answer"]
+    answer = await _dropoff(app_client, world, "U-1")
+    assert answer.status_code == 504
+    n = fake_kiosk.unlocks()[-1]
+    assert answer.json()["error"] == "dropoff_unconfirmed"
+    assert answer.json()["compartment"] == n
+    assert f"compartment {n}" in answer.json()["message"]
+    assert (await order_of(service, order["id"])).state == "assigned"
+    assert (await compartment(service, world, n)).state == "reserved"
+    assert len(await _dropoff_timers(service, order["id"])) == 1  # it frees a door never opened
+    await emit("door_opened", n)
+    await emit("door_closed", n, occupied=True)
+    assert (await order_of(service, order["id"])).state == "deposited"
+    async with service.sessionmaker() as session:
+        opening = await session.scalar(select(DoorOpening))
+        alerts = (await session.scalars(select(Alert))).all()
+    assert opening is not None and opening.door_opened_at is not None  # explained
+    assert alerts == []
+
+
+async def test_the_courier_asking_again_opens_the_same_compartment(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    emit: Emit,
+) -> None:
+    """His unlock unconfirmed and the door shut, the courier touches Try again: the
+    compartment his drop-off holds opens again, on the order's record, with its door timer
+    started over; no second compartment is taken."""
+    order = await create_order(app_client, world, ref="U-2")
+    fake_kiosk.answers["unlock"] = ["no_final_answer"]
+    n = (await _dropoff(app_client, world, "U-2")).json()["compartment"]
+    first_timer = (await _dropoff_timers(service, order["id"]))[0]
+    again = await _dropoff(app_client, world, "U-2")
+    assert again.status_code == 200, again.text
+    assert again.json()["compartment"] == n
+    assert fake_kiosk.unlocks() == [n, n]
+    assert fake_kiosk.request_ids[0] != fake_kiosk.request_ids[-1]  # a new opening
+    assert [c.state for c in [await compartment(service, world, k) for k in (2, 3, 4)]].count(
+        "reserved"
+    ) == 1
+    timers_now = await _dropoff_timers(service, order["id"])
+    assert len(timers_now) == 1 and timers_now[0].due_at > first_timer.due_at
+    assert (await trail(service, order["id"]))[-2:] == ["assign", "opened_again"]
+    async with service.sessionmaker() as session:
+        openings = (await session.scalars(select(DoorOpening))).all()
+    assert len(openings) == 2
+    await emit("door_opened", n)
+    await emit("door_closed", n, occupied=True)
+    assert (await order_of(service, order["id"])).state == "deposited"
+
+
+async def test_a_door_locked_again_before_the_courier_pulled_it_opens_again(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    """The unlock succeeded but the latch caught before he pulled: asking again opens his
+    compartment instead of refusing an order that is already assigned."""
+    order = await create_order(app_client, world, ref="U-3")
+    n = (await _dropoff(app_client, world, "U-3")).json()["compartment"]
+    again = await _dropoff(app_client, world, "U-3")
+    assert again.status_code == 200, again.text
+    assert again.json()["compartment"] == n
+    assert fake_kiosk.unlocks() == [n, n]
+    assert (await order_of(service, order["id"])).state == "assigned"
+
+
+async def test_asking_again_when_the_kiosk_refuses_frees_the_compartment(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    """A retry the kiosk refuses outright (the latch did not release) ends the drop-off as any
+    failed unlock does: the courier keeps the food, the order waits again."""
+    order = await create_order(app_client, world, ref="U-4")
+    fake_kiosk.answers["unlock"] = ["no_final_answer", "failed"]
+    n = (await _dropoff(app_client, world, "U-4")).json()["compartment"]
+    again = await _dropoff(app_client, world, "U-4")
+    assert again.status_code == 503
+    assert again.json()["error"] == "unlock_failed"
+    assert (await order_of(service, order["id"])).state == "created"
+    assert (await compartment(service, world, n)).state == "available"
+    assert await _dropoff_timers(service, order["id"]) == []
 
 
 async def test_no_free_compartment_of_the_size(app_client: httpx.AsyncClient, world: World) -> None:
@@ -360,11 +447,11 @@ async def test_a_faulted_free_compartment_leaves_the_pool_until_cleared(
 ) -> None:
     for n in (2, 3, 4):  # every medium compartment
         await emit("fault_raised", n, fault="sensor_open")
-    assert (await _compartment(service, world, 2)).state == "faulted"
+    assert (await compartment(service, world, 2)).state == "faulted"
     await create_order(app_client, world, ref="F-1")
     assert (await _dropoff(app_client, world, "F-1")).status_code == 409
     await emit("fault_cleared", 3)
-    assert (await _compartment(service, world, 3)).state == "available"
+    assert (await compartment(service, world, 3)).state == "available"
     assert (await _dropoff(app_client, world, "F-1")).json()["compartment"] == 3
     async with service.sessionmaker() as session:
         alerts = (await session.scalars(select(Alert).order_by(Alert.id))).all()
@@ -383,7 +470,7 @@ async def test_door_closed_carries_what_was_inside(
     await emit("door_opened", n)
     # the item event was lost or is still on its way; the door's own report decides
     await emit("door_closed", n, occupied=True)
-    assert (await _order(service, order["id"])).state == "deposited"
+    assert (await order_of(service, order["id"])).state == "deposited"
 
 
 async def test_hot_drop_off_preheats_and_an_empty_shut_switches_it_off(

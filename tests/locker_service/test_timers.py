@@ -36,6 +36,7 @@ from tests.locker_service.world import (
     FakeKiosk,
     World,
     board_snapshot,
+    compartment,
     create_order,
     cycles_have_run,
     dropped_off,
@@ -73,6 +74,14 @@ async def _state(service: ServiceContext, order_id: str) -> str:
         order = await session.get(Order, uuid.UUID(order_id))
         assert order is not None
         return order.state
+
+
+async def _courier_names(client: httpx.AsyncClient, world: World, ref: str) -> httpx.Response:
+    return await client.post(
+        "/api/v1/kiosk/dropoff",
+        json={"courier_code": world.courier_code, "pin": world.courier_pin, "order_ref": ref},
+        headers=world.kiosk(),
+    )
 
 
 async def _deposited(
@@ -125,11 +134,7 @@ async def test_a_courier_who_walks_away_frees_the_compartment(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, runtime: Runtime
 ) -> None:
     order = await create_order(app_client, world, ref="walked")
-    answer = await app_client.post(
-        "/api/v1/kiosk/dropoff",
-        json={"courier_code": world.courier_code, "pin": world.courier_pin, "order_ref": "walked"},
-        headers=world.kiosk(),
-    )
+    answer = await _courier_names(app_client, world, "walked")
     n = answer.json()["compartment"]
     await until_due(service, TimerKind.DROPOFF_TIMEOUT)
     loop = TimerLoop(service)
@@ -167,13 +172,29 @@ async def test_a_courier_who_walks_away_frees_the_compartment(
     assert await _state(service, order["id"]) == "assigned"
     await board_says(lock_released=False)  # the latch sprang back, the door never opened
     assert await _state(service, order["id"]) == "created"
-    async with service.sessionmaker() as session:
-        c = await session.scalar(
-            select(Compartment).where(
-                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
-            )
-        )
-    assert c is not None and c.state == "available"
+    assert (await compartment(service, world, n)).state == "available"
+
+
+async def test_an_unconfirmed_drop_off_whose_door_never_opened_is_freed_by_its_door_timer(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    runtime: Runtime,
+    fake_kiosk: FakeKiosk,
+) -> None:
+    """The kiosk took the unlock and never answered; the courier walked away. Once the board
+    shows the door shut, the latch holding and nothing inside, the door timer gives the order
+    back to the merchant's couriers and the compartment to the next one (ADR 0088)."""
+    order = await create_order(app_client, world, ref="unconfirmed")
+    fake_kiosk.answers["unlock"] = ["no_final_answer"]
+    answer = await _courier_names(app_client, world, "unconfirmed")
+    assert answer.json()["error"] == "dropoff_unconfirmed"
+    n = answer.json()["compartment"]
+    await runtime.story.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=False))
+    await until_due(service, TimerKind.DROPOFF_TIMEOUT)
+    await TimerLoop(service).run_due()
+    assert await _state(service, order["id"]) == "created"
+    assert (await compartment(service, world, n)).state == "available"
 
 
 async def test_watchdog_completes_a_cycle_whose_event_was_lost(

@@ -19,7 +19,7 @@ from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosk_link.errors import CommandTimeout
 from locker_service.kiosks.handler import StoryHandler
-from locker_service.models import Timer, utcnow
+from locker_service.models import Compartment, Order, OrderEvent, Timer, utcnow
 from locker_service.sites import service as admin
 from locker_service.timers.service import TimerKind
 
@@ -244,6 +244,38 @@ async def make_ready(
     status = (await client.get(f"/api/v1/p/{token_of(order)}")).json()
     assert status["state"] == "ready", status
     return order, n
+
+
+async def order_of(ctx: ServiceContext, order_id: str) -> Order:
+    async with ctx.sessionmaker() as session:
+        order = await session.get(Order, uuid.UUID(order_id))
+        assert order is not None
+        return order
+
+
+async def compartment(ctx: ServiceContext, world: World, n: int) -> Compartment:
+    async with ctx.sessionmaker() as session:
+        found = await session.scalar(
+            select(Compartment).where(
+                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
+            )
+        )
+        assert found is not None
+        return found
+
+
+async def trail(ctx: ServiceContext, order_id: str) -> list[str]:
+    """The order's record: its steps' actions, oldest first."""
+    async with ctx.sessionmaker() as session:
+        return list(
+            (
+                await session.scalars(
+                    select(OrderEvent.action)
+                    .where(OrderEvent.order_id == uuid.UUID(order_id))
+                    .order_by(OrderEvent.id)
+                )
+            ).all()
+        )
 
 
 async def until_due(service: ServiceContext, kind: TimerKind) -> None:

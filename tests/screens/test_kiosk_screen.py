@@ -362,3 +362,35 @@ def test_a_frozen_site_refuses_a_courier_in_words_of_both_languages(
     orders = service.api("GET", "/api/v1/operator/orders", seed.operator_token).json()
     assert [o["state"] for o in orders] == ["created"]  # nothing reserved, nothing opened
     page.context.close()
+
+
+def test_an_unconfirmed_drop_off_names_the_compartment_and_try_again_opens_it(
+    browser: Any, live_service: tuple[ServiceProcess, Seed, ScriptedKiosk]
+) -> None:
+    """The kiosk takes the unlock and never says whether the lock released: the courier is
+    told, in his language, which compartment to look at, and Try again opens that one."""
+    service, seed, kiosk = live_service
+    ref = order_for(service, seed)
+    page = kiosk_page(browser, service, seed)
+    error = page.locator("#error-text")
+    kiosk.script("unlock", "accept_only")
+    drop_off(page, seed.courier_code, seed.courier_pin, ref)
+    # The answer waits for the command's deadline (10 s), measured by the service.
+    expect(error).not_to_have_text("", timeout=60_000)
+    [first] = [r.command for r in kiosk.received if r.command.action == "unlock"]
+    n = first.compartment
+    expect(error).to_have_text(
+        f"The locker did not confirm that compartment {n} opened. If it is open, put the food "
+        "in and close the door. If it is not, touch Try again: the same compartment opens."
+    )
+    page.get_by_role("button", name="中文").click()
+    expect(error).to_contain_text(f"取餐柜未确认 {n} 号格口已打开")
+    page.get_by_role("button", name="English").click()
+    page.get_by_role("button", name="Try again").click()
+    order_field = page.get_by_label("Type the order reference, or scan the order label.")
+    expect(order_field).to_have_value(ref)  # nothing typed was wrong: one touch sends it again
+    page.get_by_role("button", name="Open", exact=True).click()
+    expect(page.locator("#opened-number")).to_have_text(str(n))
+    unlocks = [r.command for r in kiosk.received if r.command.action == "unlock"]
+    assert [c.compartment for c in unlocks] == [n, n]
+    page.context.close()

@@ -45,6 +45,8 @@
     "error.unavailable",
     "error.kiosk_command_timeout",
     "error.no_answer_in_time",
+    "error.dropoff_unconfirmed",
+    "error.order_changed",
   ]);
 
   const state = { screen: "start", pin: "", code: "", retry: null, lastActivity: Date.now() };
@@ -171,10 +173,11 @@
 
   // ---- service calls --------------------------------------------------------------------
   class Refusal extends Error {
-    constructor(key, detail) {
+    constructor(key, detail, values) {
       super(key);
       this.key = key;
       this.detail = detail;
+      this.values = values || {}; // what the text names: the compartment to look at
     }
   }
 
@@ -200,7 +203,8 @@
     let key = "error." + code;
     if (!code || !catalogues.en[key]) key = "error.http_" + response.status;
     if (!catalogues.en[key]) key = "error.generic";
-    const refusal = new Refusal(key, payload && payload.message);
+    const values = payload && Number.isInteger(payload.compartment) ? { n: payload.compartment } : {};
+    const refusal = new Refusal(key, payload && payload.message, values);
     refusal.status = response.status;
     throw refusal;
   }
@@ -239,7 +243,7 @@
 
   function showError(refusal) {
     state.error = refusal;
-    document.getElementById("error-text").textContent = t(refusal.key);
+    document.getElementById("error-text").textContent = t(refusal.key, refusal.values);
     document.getElementById("error-text").title = refusal.detail || "";
     document.getElementById("error-retry").hidden = !state.retry;
     show("error");
