@@ -47,7 +47,13 @@ ERROR_SCHEMA: dict[str, Any] = {
         "message": {"type": "string", "description": "for people; may change"},
         "compartment": {
             "type": "integer",
-            "description": "the compartment a person must look at (`dropoff_unconfirmed`)",
+            "description": "the compartment a person must look at (`dropoff_unconfirmed`, "
+            "`dropoff_in_progress`)",
+        },
+        "kiosk": {
+            "type": "string",
+            "description": "the kiosk, by its name, where that compartment is "
+            "(`dropoff_in_progress`)",
         },
     },
 }

@@ -73,6 +73,20 @@ class DropoffsFrozen(KillSwitchEngaged):
     code = "dropoffs_frozen"
 
 
+class DropoffInProgress(Conflict):
+    """The order's drop-off holds a compartment already (another courier's, or at another
+    kiosk): `details` say where, so the courier can go there or wait for it to be freed."""
+
+    code = "dropoff_in_progress"
+
+    def __init__(self, ref: str, kiosk_name: str, number: int) -> None:
+        super().__init__(
+            f"order {ref} is being dropped off at {kiosk_name}, compartment {number}: if the "
+            "food is in it, shut its door; if not, try again once it is freed (a few minutes)"
+        )
+        self.details = {"kiosk": kiosk_name, "compartment": number}
+
+
 class DropoffUnconfirmed(NoAnswerInTime):
     """The kiosk took the unlock but gave no final answer: the door may be open. The
     compartment stays the courier's; `details["compartment"]` tells him which to look at."""
@@ -261,6 +275,11 @@ async def _reserve(
 ) -> Compartment:
     """The fitting free compartment this drop-off takes (compare-and-set), and the order's
     created -> assigned step with it."""
+    if order.state == OrderState.ASSIGNED and order.compartment_id is not None:
+        held = await session.get(Compartment, order.compartment_id)
+        where = await session.get(Kiosk, held.kiosk_id) if held is not None else None
+        if held is not None and where is not None:
+            raise DropoffInProgress(order.external_ref, where.name, held.number)
     if order.state != OrderState.CREATED:
         raise Conflict(
             f"order {order.external_ref} is {order.state}, not waiting for a drop-off",

@@ -82,6 +82,10 @@ _EN: Final[dict[str, str]] = {
     "error.order_not_found": "No order with this reference is waiting at this locker.",
     "error.ambiguous_order": "Several orders match this reference. Please type the full order ID.",
     "error.invalid_transition": "This order is not waiting for a drop-off.",
+    "error.dropoff_in_progress": (
+        "This order is being dropped off at {kiosk}, compartment {n}. If the food is in it, "
+        "close its door. If not, try again in a few minutes, once it is freed."
+    ),
     "error.no_free_compartment": (
         "No free compartment fits this order right now. Please call the operator."
     ),
@@ -220,6 +224,10 @@ _ZH: Final[dict[str, str]] = {
     "error.order_not_found": "本柜没有待存入的该订单。",
     "error.ambiguous_order": "多个订单与该订单号匹配，请输入完整的订单编号。",
     "error.invalid_transition": "该订单当前不需要存餐。",
+    "error.dropoff_in_progress": (
+        "该订单正在{kiosk}的 {n} 号格口存入。如果餐品已放入，请关好该格口的柜门；"
+        "如果没有，请几分钟后格口释放时再试。"
+    ),
     "error.no_free_compartment": "暂无适合该订单的空柜格，请联系运营人员。",
     "error.compartment_changed": "柜格状态已变化，请重试。",
     "error.invalid_code": "该取餐码无法在此开柜，请检查后重试。",

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from firmware_bridge import contract
 from locker_service.context import ServiceContext
+from locker_service.db import session_scope
 from locker_service.kiosks import handler as handler_module
 from locker_service.kiosks.handler import StoryHandler
 from locker_service.models import (
@@ -29,9 +30,11 @@ from locker_service.models import (
     Timer,
 )
 from locker_service.runtime import Runtime
+from locker_service.sites import service as admin
 from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers.service import TimerKind
 from tests.locker_service.world import (
+    COURIER_PIN,
     FakeKiosk,
     World,
     compartment,
@@ -384,6 +387,44 @@ async def test_a_door_locked_again_before_the_courier_pulled_it_opens_again(
     assert again.json()["compartment"] == n
     assert fake_kiosk.unlocks() == [n, n]
     assert (await order_of(service, order["id"])).state == "assigned"
+
+
+async def test_a_drop_off_held_elsewhere_says_where_and_opens_nothing_here(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    """An order whose drop-off holds a compartment (its unlock unconfirmed) is named at another
+    kiosk of the site, or by another courier: each is told where it is, and nothing opens."""
+    async with session_scope(service.sessionmaker) as session:
+        second = await admin.create_kiosk(
+            session, world.site_code, "k2-" + world.kiosk_code, "Hall", "M:2"
+        )
+        await admin.create_courier(
+            session,
+            service.settings.secret_key,
+            "c2-" + world.courier_code,
+            "Kim",
+            world.merchant_id,
+            None,
+            COURIER_PIN,
+        )
+    await create_order(app_client, world, ref="U-5")
+    fake_kiosk.answers["unlock"] = ["no_final_answer"]
+    n = (await _dropoff(app_client, world, "U-5")).json()["compartment"]
+    at_the_other_kiosk = await app_client.post(
+        "/api/v1/kiosk/dropoff",
+        json={"courier_code": world.courier_code, "pin": COURIER_PIN, "order_ref": "U-5"},
+        headers={"Authorization": f"Bearer {second.secret}"},
+    )
+    another_courier = await app_client.post(
+        "/api/v1/kiosk/dropoff",
+        json={"courier_code": "c2-" + world.courier_code, "pin": COURIER_PIN, "order_ref": "U-5"},
+        headers=world.kiosk(),
+    )
+    for answer in (at_the_other_kiosk, another_courier):
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["error"] == "dropoff_in_progress"
+        assert (answer.json()["kiosk"], answer.json()["compartment"]) == ("Lobby", n)
+    assert fake_kiosk.unlocks() == [n]
 
 
 async def test_asking_again_when_the_kiosk_refuses_frees_the_compartment(

@@ -203,7 +203,9 @@
     let key = "error." + code;
     if (!code || !catalogues.en[key]) key = "error.http_" + response.status;
     if (!catalogues.en[key]) key = "error.generic";
-    const values = payload && Number.isInteger(payload.compartment) ? { n: payload.compartment } : {};
+    const values = {};
+    if (payload && Number.isInteger(payload.compartment)) values.n = payload.compartment;
+    if (payload && typeof payload.kiosk === "string") values.kiosk = payload.kiosk;
     const refusal = new Refusal(key, payload && payload.message, values);
     refusal.status = response.status;
     throw refusal;
