@@ -24,6 +24,7 @@ from locker_service.kiosk_link.directory import KioskDirectory
 from locker_service.kiosk_link.lease_keeper import LeaseKeeper
 from locker_service.kiosk_link.link import KioskLink
 from locker_service.kiosk_link.metrics import MESSAGE_WAIT_S, TELEMETRY_LAG_S
+from locker_service.kiosks.clock_watch import ClockWatch
 from locker_service.kiosks.handler import StoryHandler
 from locker_service.live.relay import PgRelay
 from locker_service.metrics import REGISTRY
@@ -58,6 +59,7 @@ class Runtime:
     haccp: SealLoop | None = None  # seals each site's HACCP days (with the timers)
     webhooks: WebhookWorker | None = None  # merchants' order events
     supply: SupplyLoop | None = None  # what each held kiosk needs to decide pickups alone
+    clocks: ClockWatch | None = None  # kiosks whose clocks are off, told to operators
 
     async def stop(self) -> None:
         COLLECTOR.discard(self)
@@ -68,6 +70,8 @@ class Runtime:
             self.ctx.timers = None
         if self.supply is not None:
             await self.supply.stop()
+        if self.clocks is not None:
+            await self.clocks.stop()
         # Leases next, while the link still runs: the kiosks are handed over (each once its
         # next holder listens) and their queues drained.
         if self.leases is not None:
@@ -134,6 +138,9 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
             # After the link connected: the first round subscribes to the kiosks it takes.
             await leases.start()
             ctx.commander = link
+            clocks = ClockWatch(ctx.sessionmaker, ctx.hub, link)
+            await clocks.start()
+            runtime.clocks = clocks
             if settings.offline_supply_refresh_s > 0:
                 supply = SupplyLoop(settings, ctx.sessionmaker, link)
                 await supply.start()

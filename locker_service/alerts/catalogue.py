@@ -147,6 +147,12 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
         "zh-Hans": Words("柜机疑遭猜码", "输入了大量错误取餐码，手动输入已被限速。"
                          "请查看监控或派人到场。"),
     },
+    "kiosk_clock_off": {
+        "en": Words("Kiosk clock wrong", "Set the kiosk PC's time service (NTP). Until then its "
+                    "times are not to be trusted and commands to it may wait longer."),
+        "zh-Hans": Words("柜机时钟不准", "请设置柜机电脑的时间同步（NTP）。在此之前，其上报的时间"
+                         "不可信，发往柜机的指令可能需要更长等待。"),
+    },
     "kiosk_offline": {
         "en": Words("Kiosk offline", "Check the kiosk PC's power and network. While its PC "
                     "runs, purchasers of ready orders can still open with their QR codes."),

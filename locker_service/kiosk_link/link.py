@@ -4,6 +4,8 @@ A facade that wires the link's parts and keeps one public API for its callers:
 - `connection`: the two paho clients (persistent main, clean replies), the MQTT 5 -> 3.1.1
   probe and the subscriptions that follow the leases; paho's threads only hand over to the loop;
 - `pending`: commands waiting for their final reply;
+- `clocks`: how far behind the service's clock each kiosk's may be, which a command's wait for
+  "the kiosk never had it" takes into account (ADR 0089);
 - `lanes`: one queue and worker per kiosk and lane, acks after handling, the lease standing;
 - `live`: kiosk reports on the operators' live hub.
 Here: the routing of a received message (classify, validate, count) to those parts, and
@@ -26,6 +28,7 @@ kiosk's prefix, `lockers/v1/<kiosk>/replies/<replica>`, so a kiosk's broker ACL
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -36,6 +39,7 @@ from pydantic import BaseModel, ValidationError
 from firmware_bridge import contract
 from firmware_bridge.contract import MessageKind, classify_topic
 from firmware_bridge.contract.broker import BrokerEndpoint
+from locker_service.kiosk_link.clocks import KioskClocks
 from locker_service.kiosk_link.config import REPLICA_ID_PATTERN, LinkSettings
 from locker_service.kiosk_link.connection import Delivery, KioskConnection
 from locker_service.kiosk_link.counters import LinkCounters
@@ -104,6 +108,7 @@ class KioskLink:
             counters=self.counters,
         )
         self._pending = PendingCommands()
+        self.clocks = KioskClocks()
         self._lanes = Lanes(
             handler,
             LivePublisher(hub, sites),
@@ -168,7 +173,8 @@ class KioskLink:
         before, which the kiosk answers from its record if it ran it; a new one by default.
 
         Raises KioskUnreachable when the command cannot be sent or nothing answered it by its
-        deadline (a kiosk that reports itself offline meanwhile does not end the wait: ADR 0087),
+        deadline, and by the kiosk's too when its clock is behind ours (ADR 0089; a kiosk that
+        reports itself offline meanwhile does not end the wait: ADR 0087),
         CommandTimeout when the kiosk accepted it but did not finish in `timeout_s`, or the link
         stopped before then.
         """
@@ -202,7 +208,10 @@ class KioskLink:
             if failure is not None:
                 raise KioskUnreachable(f"could not publish {action} to kiosk {kiosk_id}: {failure}")
             self.counters.commands_sent += 1
-            return await self._pending.final_reply(pending, timeout_s)
+            clock = self.clocks.clock(kiosk_id, time.time())
+            return await self._pending.final_reply(
+                pending, timeout_s, clock.wait_s if clock is not None else 0.0
+            )
 
     async def _check_lease(self, kiosk_id: str) -> None:
         """A command sent while handling a kiosk's message (a scan's unlock) goes out only if
@@ -289,6 +298,9 @@ class KioskLink:
             log.warning("dropped snapshot for compartment %s on topic %s", model.n, topic)
             ack(delivery)
             return
+        stamped = getattr(model, "ts", None)
+        if stamped is not None:
+            self.clocks.observe(kiosk_id, time.time(), stamped.timestamp())
         if isinstance(model, contract.Reply):
             ack(delivery)
             self._pending.resolve(kiosk_id, model)

@@ -63,21 +63,36 @@ class PendingCommands:
             self._by_request.pop(request_id, None)
 
     @staticmethod
-    async def final_reply(pending: PendingCommand, timeout_s: float) -> contract.Reply:
-        """The final reply, or the error that says how far the command got in `timeout_s`."""
+    async def final_reply(
+        pending: PendingCommand, timeout_s: float, clock_wait_s: float = 0.0
+    ) -> contract.Reply:
+        """The final reply, or the error that says how far the command got in `timeout_s`.
+
+        `clock_wait_s`: how far behind the service's clock the kiosk's may be (`clocks.py`).
+        Until its own clock passes the deadline too, the kiosk may still run a late copy, so
+        "it never had the command" waits that long more; an answer meanwhile still counts.
+        """
+        waited = timeout_s
         try:
             async with asyncio.timeout(timeout_s):
                 return await asyncio.shield(pending.future)
         except TimeoutError:
-            if pending.last_status is None:
-                raise KioskUnreachable(
-                    f"kiosk {pending.kiosk_id} did not answer {pending.action} "
-                    f"within {timeout_s:g} s"
-                ) from None
-            raise CommandTimeout(
-                f"kiosk {pending.kiosk_id} accepted {pending.action} on compartment "
-                f"{pending.compartment} but did not finish it within {timeout_s:g} s"
-            ) from None
+            pass
+        if pending.last_status is None and clock_wait_s > 0:
+            waited += clock_wait_s
+            try:
+                async with asyncio.timeout(clock_wait_s):
+                    return await asyncio.shield(pending.future)
+            except TimeoutError:
+                pass
+        if pending.last_status is None:
+            raise KioskUnreachable(
+                f"kiosk {pending.kiosk_id} did not answer {pending.action} within {waited:g} s"
+            )
+        raise CommandTimeout(
+            f"kiosk {pending.kiosk_id} accepted {pending.action} on compartment "
+            f"{pending.compartment} but did not finish it within {waited:g} s"
+        )
 
     def resolve(self, kiosk_id: str, reply: contract.Reply) -> None:
         """A reply arrived on `kiosk_id`'s reply topic."""

@@ -245,6 +245,49 @@ async def test_a_command_in_flight_when_its_kiosk_goes_offline_waits_for_its_ans
     assert (await waiting).status == "succeeded"
 
 
+async def test_a_kiosk_whose_clock_is_behind_is_waited_for_until_its_own_deadline(
+    link_parts: tuple[KioskLink, RecordingHandler, LiveHub, RecordingSink],
+    broker: MosquittoProcess,
+) -> None:
+    """A kiosk 20 s behind still takes a copy of a command as unexpired for 20 s past the
+    service's deadline. Its earlier answers, stamped by its clock, told the link so: "it never
+    had the command" waits for the kiosk's deadline, and an answer before then counts (ADR 0089).
+    """
+    link, _, _, _ = link_parts
+    kiosk = ScriptedKiosk(broker.host, broker.port, compartments=4, clock_behind_s=20.0).start()
+    try:
+        assert (await link.command(kiosk.kiosk_id, "unlock", 1, {}, timeout_s=10)).status == (
+            "succeeded"
+        )
+        clock = link.clocks.clock(kiosk.kiosk_id, time.time())
+        assert clock is not None and 20.0 <= clock.behind_at_most_s < 25.0
+        kiosk.go_silent()
+        waiting = asyncio.create_task(link.command(kiosk.kiosk_id, "unlock", 2, {}, timeout_s=0.5))
+        await kiosk.wait_until(lambda: len(kiosk.received) == 2, what="the second unlock")
+        late = kiosk.received[1].command
+        # Past the service's deadline, by the machine's clock.
+        await asyncio.sleep((late.expires_at - contract.utcnow()).total_seconds() + 0.05)
+        assert late.expired()
+        assert not late.expired(kiosk.now())  # by the kiosk's clock the copy is still good
+        assert not waiting.done()
+        kiosk.answer(late.request_id, "succeeded")  # it ran the copy
+        assert (await waiting).status == "succeeded"
+    finally:
+        kiosk.stop()
+
+
+async def test_a_kiosk_whose_clock_is_right_is_not_waited_for_past_the_deadline(
+    link_parts: tuple[KioskLink, RecordingHandler, LiveHub, RecordingSink], kiosk: ScriptedKiosk
+) -> None:
+    link, _, _, _ = link_parts
+    await link.command(kiosk.kiosk_id, "unlock", 1, {}, timeout_s=10)
+    clock = link.clocks.clock(kiosk.kiosk_id, time.time())
+    assert clock is not None and clock.wait_s < 5.0  # the latency of this machine, at most
+    kiosk.go_silent()
+    with pytest.raises(KioskUnreachable, match="did not answer"):
+        await link.command(kiosk.kiosk_id, "unlock", 2, {}, timeout_s=0.3)
+
+
 async def test_malformed_payloads_are_dropped_and_the_link_keeps_going(
     link_parts: tuple[KioskLink, RecordingHandler, LiveHub, RecordingSink], kiosk: ScriptedKiosk
 ) -> None:

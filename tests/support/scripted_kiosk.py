@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -107,11 +108,15 @@ class ScriptedKiosk:
         password: str | None = None,
         fw: str = "scripted-1.0",
         client_id: str | None = None,
+        clock_behind_s: float = 0.0,
     ) -> None:
         self.host, self.port = host, port
         self.kiosk_id = kiosk_id or f"kiosk-{uuid.uuid4().hex[:10]}"
         self.topics = contract.Topics(self.kiosk_id)
         self.time_scale = time_scale
+        # Its clock against the machine's: it stamps what it sends and judges a command's
+        # `expires_at` by it, as a bridge does by its own.
+        self.clock_behind_s = clock_behind_s
         self.fw = fw
         self.boot_id = uuid.uuid4().hex[:8]
         self.compartments = {n: CompartmentModel(n) for n in range(1, compartments + 1)}
@@ -192,6 +197,10 @@ class ScriptedKiosk:
     def go_silent(self, silent: bool = True) -> None:
         """Receive commands but answer none (a bridge whose board link hangs)."""
         self._silent = silent
+
+    def now(self) -> datetime:
+        """The time by this kiosk's clock."""
+        return contract.utcnow() - timedelta(seconds=self.clock_behind_s)
 
     def answer(self, request_id: str, status: str, detail: str | None = None) -> None:
         """Give a command received earlier its final answer now (a bridge that finished it while
@@ -306,6 +315,7 @@ class ScriptedKiosk:
             fw=self.fw,
             compartments=len(self.compartments),
             board_online=state == "online",
+            ts=self.now(),
         )
 
     def publish_status(self, state: str = "online") -> None:
@@ -313,7 +323,7 @@ class ScriptedKiosk:
 
     def publish_snapshot(self, n: int) -> mqtt.MQTTMessageInfo:
         with self._lock:
-            snap = self.compartments[n].snapshot()
+            snap = self.compartments[n].snapshot().model_copy(update={"ts": self.now()})
         return self._client.publish(
             self.topics.compartment_state(n), snap.to_json(), qos=1, retain=True
         )
@@ -329,6 +339,7 @@ class ScriptedKiosk:
                 compartment=compartment,
                 data=data or {},
                 seq=self._seq,
+                ts=self.now(),
             )
             self.republish_event(event)
         return event
@@ -352,7 +363,7 @@ class ScriptedKiosk:
                 )
                 for c in self.compartments.values()
             ]
-        telemetry = contract.Telemetry(readings=readings)
+        telemetry = contract.Telemetry(readings=readings, ts=self.now())
         self._client.publish(self.topics.telemetry, telemetry.to_json(), qos=0)
         return telemetry
 
@@ -439,7 +450,7 @@ class ScriptedKiosk:
         if cached is not None:
             self._reply(command, cached.status, cached.detail, cache=False)
             return
-        if command.expired():
+        if command.expired(self.now()):
             self._reply(command, "rejected", "expired")
             return
         self._reply(command, "accepted", None, cache=False)
@@ -462,6 +473,7 @@ class ScriptedKiosk:
             request_id=command.request_id,
             status=status,
             detail=detail,
+            ts=self.now(),
             # As the bridge names a board's ERR FAULTED refusal.
             data={"error": "faulted"} if (detail or "").startswith("faulted:") else {},
         )

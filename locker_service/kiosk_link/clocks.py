@@ -1,0 +1,87 @@
+"""How far behind the service's clock each kiosk's clock may be, from the times it stamps.
+
+A bridge refuses a command whose `expires_at` has passed by its own clock (ADR 0087). A kiosk
+whose clock is behind the service's therefore still runs a copy that reaches it after the
+service's deadline, and the service, having heard nothing by then, would have told the caller
+"the kiosk never had it" (`KioskUnreachable`): a purchaser's code given back, an opening
+withdrawn, for a door that then opens.
+
+Every message a kiosk sends carries its clock's time (`ts`) and arrives at least the
+transport's latency after it: `received - ts` is, for each message, an upper bound on how far
+the kiosk's clock is behind the service's (negative: ahead by at least that much). The least
+over the recent messages is the tightest bound; a message that waited in the broker (a retained
+status, a backlog) only raises its own value, never the least. The link waits that long past a
+command's deadline, capped, before it says the kiosk never had it (ADR 0089).
+
+Pure: the caller gives both clocks' times. Tested without a broker.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+# The bound is the least over this long: a kiosk whose clock is set right is seen so within it.
+WINDOW_S = 600.0
+# A caller waits at most this long past a deadline for a kiosk's clock; a clock further behind
+# is a fault to fix at the kiosk (its time service), not a wait to put on every purchaser.
+MAX_WAIT_S = 30.0
+# What a healthy kiosk's bound may come to (the latency of a busy broker and service): a kiosk
+# is reported off (`KioskClock.off`) only beyond it, in either direction.
+ALLOWANCE_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class KioskClock:
+    """What the recent messages say of one kiosk's clock against the service's."""
+
+    behind_at_most_s: float  # the least `received - ts`; negative when the kiosk is ahead
+
+    @property
+    def wait_s(self) -> float:
+        """How long past a command's deadline the kiosk may still take it as not expired."""
+        return min(max(self.behind_at_most_s, 0.0), MAX_WAIT_S)
+
+    @property
+    def off(self) -> bool:
+        """Behind (or its messages all late) or ahead by more than the allowance."""
+        return abs(self.behind_at_most_s) > ALLOWANCE_S
+
+
+class KioskClocks:
+    """The least `received - ts` per kiosk over a sliding window (a monotonic queue per kiosk:
+    each observation is O(1) amortised, and a kiosk keeps only the values that can still be the
+    least)."""
+
+    def __init__(self, window_s: float = WINDOW_S) -> None:
+        self.window_s = window_s
+        self._lows: dict[str, deque[tuple[float, float]]] = {}
+
+    def observe(self, kiosk_id: str, received_s: float, stamped_s: float) -> None:
+        """A message of `kiosk_id` stamped `stamped_s` by its clock, received at `received_s`
+        by the service's (both seconds since the epoch)."""
+        value = received_s - stamped_s
+        lows = self._lows.get(kiosk_id)
+        if lows is None:
+            lows = self._lows[kiosk_id] = deque()
+        while lows and lows[-1][1] >= value:
+            lows.pop()
+        lows.append((received_s, value))
+        self._expire(lows, received_s)
+
+    def kiosks(self) -> list[str]:
+        """Every kiosk heard from."""
+        return list(self._lows)
+
+    def clock(self, kiosk_id: str, now_s: float) -> KioskClock | None:
+        """None when nothing of the kiosk was received yet."""
+        lows = self._lows.get(kiosk_id)
+        if lows is None:
+            return None
+        self._expire(lows, now_s)
+        return KioskClock(behind_at_most_s=lows[0][1])
+
+    def _expire(self, lows: deque[tuple[float, float]], now_s: float) -> None:
+        # The newest value stays whatever its age: it is the kiosk's last word.
+        while len(lows) > 1 and lows[0][0] < now_s - self.window_s:
+            lows.popleft()
