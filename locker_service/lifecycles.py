@@ -27,16 +27,24 @@ async def save_step(
     expected: str,
     new: str,
     values: dict[str, Any],
+    *,
+    version: int | None = None,
 ) -> bool:
     """Write `new` (and `values`) if `row` is still `expected`; False if another step won.
+
+    `version`: also only if the row is still at that version, for a step that keeps the state
+    (`expected == new`) and so must lose to any step taken meanwhile, there and back included.
 
     On success the loaded object is updated in place as if read back (no extra SELECT, and no
     pending change for the session to flush again).
     """
     model = type(row)
+    where = [model.id == row.id, model.state == expected]
+    if version is not None:
+        where.append(model.version == version)
     result = await session.execute(
         update(model)
-        .where(model.id == row.id, model.state == expected)
+        .where(*where)
         .values(state=new, version=model.version + 1, **values)
         .execution_options(synchronize_session=False)
     )

@@ -106,6 +106,7 @@ class DropoffResult:
     order: Order
     compartment: Compartment
     request_id: str
+    opened_again: bool = False  # the compartment his drop-off held, opened once more
 
 
 def courier_rules(s: Settings) -> throttle.Rules:
@@ -164,7 +165,7 @@ async def dropoff(
     except ServiceError as exc:
         DROPOFFS.labels(exc.code).inc()
         raise
-    DROPOFFS.labels("ok").inc()
+    DROPOFFS.labels("opened_again" if result.opened_again else "ok").inc()
     return result
 
 
@@ -228,7 +229,10 @@ async def _allocate(
         order = candidates[0]
         hot = order.temperature_class == "hot"
         chosen = await _held_by(session, order, courier, kiosk)
+        opened_again = chosen is not None
         if chosen is not None:
+            if chosen.occupied:  # the food is in: the door's shutting deposits it
+                raise DropoffInProgress(order.external_ref, kiosk.name, chosen.number)
             await _open_again(session, order, chosen, courier, kiosk)
         else:
             chosen = await _reserve(session, kiosk, courier, order, not_empty)
@@ -263,11 +267,15 @@ async def _allocate(
         # explains its door. His retry opens it again; the door timer frees it if it never opens.
         raise DropoffUnconfirmed(chosen.number) from exc
     except Exception:
-        await release(ctx, order, chosen, reason="the compartment did not open")
+        # A first unlock that surely did not release: nothing happened, the courier keeps the
+        # food. Opened again, the first unlock's outcome is still unknown (the food may be in):
+        # the compartment stays his until its door timer frees it.
+        if not opened_again:
+            await release(ctx, order, chosen, reason="the compartment did not open")
         raise
     if preheat_c is not None:
         await _preheat(ctx, kiosk, chosen, preheat_c)
-    return DropoffResult(order=order, compartment=chosen, request_id=reply.request_id)
+    return DropoffResult(order, chosen, reply.request_id, opened_again=opened_again)
 
 
 async def _reserve(
@@ -338,11 +346,14 @@ async def _open_again(
     session: AsyncSession, order: Order, held: Compartment, courier: Courier, kiosk: Kiosk
 ) -> None:
     """The courier asks again for the compartment his drop-off holds: the step goes on the
-    order's record and its door timer starts over. A compare-and-set on the order, so a door
-    timer that freed it meanwhile wins and the courier is told to try again (then it is a new
-    drop-off)."""
+    order's record and its door timer starts over. A compare-and-set on the order's version,
+    so any step taken meanwhile (a door timer that freed it, another retry) wins and the
+    courier is told to try again."""
     assigned = OrderState.ASSIGNED.value
-    if not await save_step(session, order, assigned, assigned, {"updated_at": utcnow()}):
+    now = utcnow()
+    if not await save_step(
+        session, order, assigned, assigned, {"updated_at": now}, version=order.version
+    ):
         raise orders.OrderChanged(f"order {order.external_ref} changed meanwhile: try again")
     orders.add_event(
         session,

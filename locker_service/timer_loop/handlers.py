@@ -345,6 +345,8 @@ async def dropoff_timeout(ctx: ServiceContext, timer: Timer) -> datetime | None:
         return None
     story = Story(ctx)
     async with session_scope(ctx.sessionmaker) as session:
+        if await session.scalar(select(Timer.state).where(Timer.id == timer.id)) == "cancelled":
+            return None  # the courier had it opened again (ADR 0088): its new timer decides
         order = await session.get(Order, order.id)
         fresh = await session.get(Compartment, c.id)
         assert order is not None and fresh is not None
@@ -363,7 +365,11 @@ async def dropoff_timeout(ctx: ServiceContext, timer: Timer) -> datetime | None:
         if fresh.state != CompartmentState.RESERVED:
             return None
         assigned_at = order.assigned_at or order.updated_at
-        if fresh.snapshot_at is None or fresh.snapshot_at < assigned_at:
+        # Opened again at the courier's asking (ADR 0088): judged from its latest unlock.
+        unlocked_at = (
+            await kiosk_reports.unlocked_for_order(session, order.id, assigned_at) or assigned_at
+        )
+        if fresh.snapshot_at is None or fresh.snapshot_at < unlocked_at:
             # Nothing heard from the compartment since it was unlocked (the service was down,
             # or the kiosk is): its door and occupancy here are older than the drop-off.
             # Deciding now could free a compartment that has food in it; wait for the kiosk.

@@ -16,7 +16,11 @@ from locker_service import errors
 from locker_service.api.errors import install_error_handlers
 from locker_service.compartments.lifecycle import CompartmentTrigger, IllegalCompartmentTransition
 from locker_service.compartments.service import UnlockFailed
-from locker_service.dropoff.service import NoFreeCompartment
+from locker_service.dropoff.service import (
+    DropoffInProgress,
+    DropoffUnconfirmed,
+    NoFreeCompartment,
+)
 from locker_service.kiosk_link.errors import CommandTimeout, InvalidCommand, KioskUnreachable
 from locker_service.orders.lifecycle import IllegalOrderTransition, OrderTrigger
 from locker_service.pickup.service import InvalidCode, KillSwitchEngaged
@@ -30,6 +34,7 @@ CASES: list[tuple[errors.ServiceError, int, str]] = [
     (errors.NotFound("gone"), 404, "not_found"),
     (errors.Conflict("used", code="code_used"), 409, "code_used"),
     (NoFreeCompartment("full"), 409, "no_free_compartment"),
+    (DropoffInProgress("R-1", "Lobby", 3), 409, "dropoff_in_progress"),
     (IllegalOrderTransition("ready", OrderTrigger.DEPOSIT.value), 409, "invalid_transition"),
     (
         IllegalCompartmentTransition("cleaning", CompartmentTrigger.OCCUPY.value),
@@ -43,6 +48,7 @@ CASES: list[tuple[errors.ServiceError, int, str]] = [
     (UnlockFailed("stuck"), 503, "unlock_failed"),
     (KioskUnreachable("away"), 503, "kiosk_unreachable"),
     (CommandTimeout("late"), 504, "kiosk_command_timeout"),
+    (DropoffUnconfirmed(3), 504, "dropoff_unconfirmed"),
 ]
 
 
@@ -66,7 +72,13 @@ async def test_each_error_answers_with_its_status_and_code(
     async with client:
         answer = await client.get(f"/raise/{index}")
     assert answer.status_code == status
-    assert answer.json() == {"error": code, "message": error.message}
+    # With what a person must act on beside them (the compartment to look at), if anything.
+    assert answer.json() == {"error": code, "message": error.message, **error.details}
+
+
+def test_a_refusal_names_the_compartment_to_look_at() -> None:
+    assert DropoffUnconfirmed(3).details == {"compartment": 3}
+    assert DropoffInProgress("R-1", "Lobby", 3).details == {"kiosk": "Lobby", "compartment": 3}
 
 
 async def test_refusals_carry_their_headers(client: httpx.AsyncClient) -> None:

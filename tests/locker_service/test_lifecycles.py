@@ -162,3 +162,37 @@ async def test_a_step_decided_from_a_stale_read_is_not_saved(
     async with service.sessionmaker() as session:
         stored = await session.get(Compartment, stale.id)
     assert stored is not None and (stored.state, stored.version) == ("reserved", stale.version + 1)
+
+
+async def test_a_step_that_keeps_the_state_loses_to_any_step_taken_meanwhile(
+    world: World, service: ServiceContext
+) -> None:
+    """A step from a state to itself (a drop-off opened again, ADR 0088) compares the version
+    too: a compartment reserved, freed and reserved again since it was read is not the one it
+    read, though its state is the same."""
+    from sqlalchemy import select
+
+    from locker_service.compartments.repository import transition
+    from locker_service.lifecycles import save_step
+    from locker_service.models import Compartment
+
+    async with session_scope(service.sessionmaker) as session:
+        c = await session.scalar(
+            select(Compartment).where(Compartment.kiosk_id == world.kiosk_id).limit(1)
+        )
+        assert c is not None
+        await transition(session, c, CompartmentTrigger.RESERVE)
+        read = c.version
+        session.expunge(c)
+    async with session_scope(service.sessionmaker) as session:
+        fresh = await session.get(Compartment, c.id)
+        assert fresh is not None
+        await transition(session, fresh, CompartmentTrigger.RELEASE)
+        await transition(session, fresh, CompartmentTrigger.RESERVE)
+    async with session_scope(service.sessionmaker) as session:
+        assert not await save_step(session, c, "reserved", "reserved", {}, version=read)
+    async with session_scope(service.sessionmaker) as session:
+        fresh = await session.get(Compartment, c.id)
+        assert fresh is not None
+        assert await save_step(session, fresh, "reserved", "reserved", {}, version=fresh.version)
+        assert fresh.version == read + 3

@@ -427,20 +427,46 @@ async def test_a_drop_off_held_elsewhere_says_where_and_opens_nothing_here(
     assert fake_kiosk.unlocks() == [n]
 
 
-async def test_asking_again_when_the_kiosk_refuses_frees_the_compartment(
+async def test_a_retry_the_kiosk_refuses_keeps_the_compartment_for_its_door_timer(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
 ) -> None:
-    """A retry the kiosk refuses outright (the latch did not release) ends the drop-off as any
-    failed unlock does: the courier keeps the food, the order waits again."""
+    """The retry's latch did not release, but the first unlock's outcome is still unknown:
+    the food may be in. The compartment stays his; its door timer frees it once the board shows
+    it shut, latched and empty."""
     order = await create_order(app_client, world, ref="U-4")
     fake_kiosk.answers["unlock"] = ["no_final_answer", "failed"]
     n = (await _dropoff(app_client, world, "U-4")).json()["compartment"]
     again = await _dropoff(app_client, world, "U-4")
     assert again.status_code == 503
     assert again.json()["error"] == "unlock_failed"
-    assert (await order_of(service, order["id"])).state == "created"
-    assert (await compartment(service, world, n)).state == "available"
-    assert await _dropoff_timers(service, order["id"]) == []
+    assert fake_kiosk.unlocks() == [n, n]
+    assert (await order_of(service, order["id"])).state == "assigned"
+    assert (await compartment(service, world, n)).state == "reserved"
+    assert len(await _dropoff_timers(service, order["id"])) == 1
+
+
+async def test_a_retry_once_the_food_is_in_opens_nothing_and_the_door_shutting_deposits_it(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    fake_kiosk: FakeKiosk,
+    emit: Emit,
+) -> None:
+    """Unconfirmed, yet the door opened and the food went in; the courier touches Try again
+    before shutting it: he is told where his food is, and nothing is opened or freed."""
+    order = await create_order(app_client, world, ref="U-6")
+    fake_kiosk.answers["unlock"] = ["no_final_answer", "failed"]
+    n = (await _dropoff(app_client, world, "U-6")).json()["compartment"]
+    await emit("door_opened", n)
+    await emit("item_placed", n)
+    again = await _dropoff(app_client, world, "U-6")
+    assert again.status_code == 409, again.text
+    assert again.json()["error"] == "dropoff_in_progress"
+    assert again.json()["compartment"] == n
+    assert fake_kiosk.unlocks() == [n]
+    assert (await compartment(service, world, n)).state == "reserved"
+    await emit("door_closed", n, occupied=True)
+    assert (await order_of(service, order["id"])).state == "deposited"
 
 
 async def test_no_free_compartment_of_the_size(app_client: httpx.AsyncClient, world: World) -> None:

@@ -197,6 +197,38 @@ async def test_an_unconfirmed_drop_off_whose_door_never_opened_is_freed_by_its_d
     assert (await compartment(service, world, n)).state == "available"
 
 
+async def test_after_a_retry_the_door_timer_waits_for_a_report_newer_than_the_last_unlock(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    runtime: Runtime,
+    fake_kiosk: FakeKiosk,
+) -> None:
+    """Unconfirmed, the board says shut and empty, the courier asks again, unconfirmed again,
+    and the kiosk goes quiet: the board's word from before the second unlock says nothing of
+    it, so the compartment stays his until a newer one (ADR 0088)."""
+    order = await create_order(app_client, world, ref="retried")
+    fake_kiosk.answers["unlock"] = ["no_final_answer", "no_final_answer"]
+    n = (await _courier_names(app_client, world, "retried")).json()["compartment"]
+    await runtime.story.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=False))
+    assert (await _courier_names(app_client, world, "retried")).json()["compartment"] == n
+    loop = TimerLoop(service)
+    await until_due(service, TimerKind.DROPOFF_TIMEOUT)
+    await loop.run_due()
+    assert await _state(service, order["id"]) == "assigned"
+    assert (await compartment(service, world, n)).state == "reserved"
+    await runtime.story.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=False))
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Timer)
+            .where(Timer.kind == TimerKind.DROPOFF_TIMEOUT.value, Timer.state == "pending")
+            .values(due_at=utcnow(), locked_until=None)
+        )
+    await loop.run_due()
+    assert await _state(service, order["id"]) == "created"
+    assert (await compartment(service, world, n)).state == "available"
+
+
 async def test_watchdog_completes_a_cycle_whose_event_was_lost(
     app_client: httpx.AsyncClient,
     world: World,

@@ -390,7 +390,7 @@ def test_an_unconfirmed_drop_off_names_the_compartment_and_try_again_opens_it(
     order_field = page.get_by_label("Type the order reference, or scan the order label.")
     expect(order_field).to_have_value(ref)  # nothing typed was wrong: one touch sends it again
     page.get_by_role("button", name="Open", exact=True).click()
-    expect(page.locator("#opened-number")).to_have_text(str(n))
+    expect(page.locator("#opened-number")).to_have_text(str(n), timeout=15_000)
     unlocks = [r.command for r in kiosk.received if r.command.action == "unlock"]
     assert [c.compartment for c in unlocks] == [n, n]
     page.context.close()
