@@ -41,6 +41,11 @@ class KioskCommander(Protocol):
         request_id: str | None = None,
     ) -> contract.Reply: ...
 
+    def clock_behind_s(self, kiosk_id: str) -> float:
+        """How far behind the service's clock the kiosk's may be, by its recent messages: 0
+        when it is not, or nothing is known (ADR 0089)."""
+        ...
+
 
 class OrderWriting(Protocol):
     """New orders written with their audit event and expiry timer (`orders.writer.OrderWriter`,

@@ -9,9 +9,11 @@ withdrawn, for a door that then opens.
 Every message a kiosk sends carries its clock's time (`ts`) and arrives at least the
 transport's latency after it: `received - ts` is, for each message, an upper bound on how far
 the kiosk's clock is behind the service's (negative: ahead by at least that much). The least
-over the recent messages is the tightest bound; a message that waited in the broker (a retained
-status, a backlog) only raises its own value, never the least. The link waits that long past a
-command's deadline, capped, before it says the kiosk never had it (ADR 0089).
+over the recent messages is the tightest bound: a message that waited (a backlog after a
+restart, an event journalled while cut off) only raises its own value. The link leaves out the
+messages stamped long before they are sent (retained copies, the `offline` will), which alone
+in the window would make the bound large. It waits that long past a command's deadline, capped,
+before it says the kiosk never had it (ADR 0089).
 
 Pure: the caller gives both clocks' times. Tested without a broker.
 """
@@ -29,6 +31,10 @@ MAX_WAIT_S = 30.0
 # What a healthy kiosk's bound may come to (the latency of a busy broker and service): a kiosk
 # is reported off (`KioskClock.off`) only beyond it, in either direction.
 ALLOWANCE_S = 5.0
+# The values kept per kiosk at most: they only grow along the queue, so this many are only kept
+# by a clock falling further behind with every message; the oldest (least) goes first, which
+# leaves a bound that is still an upper bound.
+MAX_KEPT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,7 @@ class KioskClock:
     """What the recent messages say of one kiosk's clock against the service's."""
 
     behind_at_most_s: float  # the least `received - ts`; negative when the kiosk is ahead
+    heard_for_s: float  # since the first message of the window's run: a few are just backlog
 
     @property
     def wait_s(self) -> float:
@@ -56,32 +63,39 @@ class KioskClocks:
     def __init__(self, window_s: float = WINDOW_S) -> None:
         self.window_s = window_s
         self._lows: dict[str, deque[tuple[float, float]]] = {}
+        self._since: dict[str, float] = {}  # when each kiosk's current run of messages began
 
     def observe(self, kiosk_id: str, received_s: float, stamped_s: float) -> None:
         """A message of `kiosk_id` stamped `stamped_s` by its clock, received at `received_s`
         by the service's (both seconds since the epoch)."""
         value = received_s - stamped_s
         lows = self._lows.get(kiosk_id)
-        if lows is None:
+        if lows is not None:
+            self._expire(lows, received_s)
+        if not lows:  # the first, or the first since the window emptied: a new run
             lows = self._lows[kiosk_id] = deque()
+            self._since[kiosk_id] = received_s
         while lows and lows[-1][1] >= value:
             lows.pop()
         lows.append((received_s, value))
-        self._expire(lows, received_s)
+        if len(lows) > MAX_KEPT:
+            lows.popleft()
 
     def kiosks(self) -> list[str]:
         """Every kiosk heard from."""
         return list(self._lows)
 
     def clock(self, kiosk_id: str, now_s: float) -> KioskClock | None:
-        """None when nothing of the kiosk was received yet."""
+        """None when nothing of the kiosk was received within the window."""
         lows = self._lows.get(kiosk_id)
         if lows is None:
             return None
         self._expire(lows, now_s)
-        return KioskClock(behind_at_most_s=lows[0][1])
+        if not lows:
+            del self._lows[kiosk_id], self._since[kiosk_id]
+            return None
+        return KioskClock(lows[0][1], heard_for_s=now_s - self._since[kiosk_id])
 
     def _expire(self, lows: deque[tuple[float, float]], now_s: float) -> None:
-        # The newest value stays whatever its age: it is the kiosk's last word.
-        while len(lows) > 1 and lows[0][0] < now_s - self.window_s:
+        while lows and lows[0][0] < now_s - self.window_s:
             lows.popleft()

@@ -64,6 +64,7 @@ class Delivery:
     mid: int
     qos: int
     socket: object | None  # None: nothing to acknowledge
+    retained: bool = False  # the broker's kept copy, sent on subscribing: not news
 
 
 NOTHING_TO_ACK = Delivery(0, 0, None)  # QoS 0, replies, and reports replayed from memory
@@ -436,7 +437,7 @@ class KioskConnection:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         # The socket is paho's own, read on its own thread: the connection the message came on.
-        delivery = Delivery(message.mid, message.qos, client.socket())
+        delivery = Delivery(message.mid, message.qos, client.socket(), bool(message.retain))
         self._to_loop(self._sink, message.topic, bytes(message.payload), delivery)
 
     def _on_replies_connect(

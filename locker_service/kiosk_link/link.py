@@ -208,10 +208,15 @@ class KioskLink:
             if failure is not None:
                 raise KioskUnreachable(f"could not publish {action} to kiosk {kiosk_id}: {failure}")
             self.counters.commands_sent += 1
-            clock = self.clocks.clock(kiosk_id, time.time())
             return await self._pending.final_reply(
-                pending, timeout_s, clock.wait_s if clock is not None else 0.0
+                pending, timeout_s, self.clock_behind_s(kiosk_id)
             )
+
+    def clock_behind_s(self, kiosk_id: str) -> float:
+        """How far behind the service's clock the kiosk's may be, by the messages this replica
+        received from it lately (`clocks.py`): 0 when it is not or none came, at most 30 s."""
+        clock = self.clocks.clock(kiosk_id, time.time())
+        return clock.wait_s if clock is not None else 0.0
 
     async def _check_lease(self, kiosk_id: str) -> None:
         """A command sent while handling a kiosk's message (a scan's unlock) goes out only if
@@ -268,6 +273,17 @@ class KioskLink:
 
     # -- routing (the event loop, from the connection) ------------------------------------------
 
+    def _observe_clock(self, kiosk_id: str, model: BaseModel, delivery: Delivery) -> None:
+        """What the message's stamp says of the kiosk's clock (`clocks.py`). Not a retained copy
+        nor an `offline` status (its will, written when the bridge connected): both were stamped
+        long before they arrive, and alone in the window they would say the kiosk is behind."""
+        stamped = getattr(model, "ts", None)
+        if stamped is None or delivery.retained:
+            return
+        if isinstance(model, contract.KioskStatus) and model.state == "offline":
+            return
+        self.clocks.observe(kiosk_id, time.time(), stamped.timestamp())
+
     def _route(self, topic: str, payload: bytes, delivery: Delivery) -> None:
         ack = self._connection.ack
         classified = classify_topic(topic)
@@ -298,9 +314,7 @@ class KioskLink:
             log.warning("dropped snapshot for compartment %s on topic %s", model.n, topic)
             ack(delivery)
             return
-        stamped = getattr(model, "ts", None)
-        if stamped is not None:
-            self.clocks.observe(kiosk_id, time.time(), stamped.timestamp())
+        self._observe_clock(kiosk_id, model, delivery)
         if isinstance(model, contract.Reply):
             ack(delivery)
             self._pending.resolve(kiosk_id, model)

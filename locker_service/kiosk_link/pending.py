@@ -77,14 +77,16 @@ class PendingCommands:
             async with asyncio.timeout(timeout_s):
                 return await asyncio.shield(pending.future)
         except TimeoutError:
-            pass
+            if pending.future.done():  # answered in the same turn as the deadline
+                return pending.future.result()
         if pending.last_status is None and clock_wait_s > 0:
             waited += clock_wait_s
             try:
                 async with asyncio.timeout(clock_wait_s):
                     return await asyncio.shield(pending.future)
             except TimeoutError:
-                pass
+                if pending.future.done():
+                    return pending.future.result()
         if pending.last_status is None:
             raise KioskUnreachable(
                 f"kiosk {pending.kiosk_id} did not answer {pending.action} within {waited:g} s"

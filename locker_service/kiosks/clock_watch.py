@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 CHECK_S = 60.0
 ALERT = "kiosk_clock_off"
+# A kiosk is judged only once heard this long without a break: its first messages after a
+# restart of either side may all have waited (a broker's backlog), and its telemetry (every
+# 10 s) has given fresh stamps by then.
+SETTLE_S = 120.0
 
 
 class ClockLink(Protocol):
@@ -83,13 +87,18 @@ class ClockWatch:
     async def round(self) -> bool:
         """Raise or resolve where a kiosk's clock changed side; never busy."""
         handled = self._link.handled_kiosks()
+        if handled is not None:
+            # Another replica tells of a kiosk handed to it; back here, it is looked at afresh.
+            self._told = {k: off for k, off in self._told.items() if k in handled}
         now = self._now()
         changed: dict[str, KioskClock] = {}
         for kiosk_id in self._link.clocks.kiosks():
             if handled is not None and kiosk_id not in handled:
                 continue
             clock = self._link.clocks.clock(kiosk_id, now)
-            if clock is not None and self._told.get(kiosk_id) != clock.off:
+            if clock is None or clock.heard_for_s < SETTLE_S:
+                continue  # gone quiet (its alert, if any, stays until it is heard), or too new
+            if self._told.get(kiosk_id) != clock.off:
                 changed[kiosk_id] = clock
         if not changed:
             return False

@@ -369,7 +369,10 @@ async def dropoff_timeout(ctx: ServiceContext, timer: Timer) -> datetime | None:
         unlocked_at = (
             await kiosk_reports.unlocked_for_order(session, order.id, assigned_at) or assigned_at
         )
-        if fresh.snapshot_at is None or fresh.snapshot_at < unlocked_at:
+        # Its stamps are by the kiosk's clock: one behind ours stamps a report made after the
+        # unlock with an earlier time, by as much as its messages show it behind (ADR 0089).
+        behind = ctx.commander.clock_behind_s(kiosk.code) if ctx.commander is not None else 0.0
+        if fresh.snapshot_at is None or fresh.snapshot_at < unlocked_at - timedelta(seconds=behind):
             # Nothing heard from the compartment since it was unlocked (the service was down,
             # or the kiosk is): its door and occupancy here are older than the drop-off.
             # Deciding now could free a compartment that has food in it; wait for the kiosk.

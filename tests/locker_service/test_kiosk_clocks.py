@@ -10,10 +10,10 @@ from sqlalchemy import select
 
 from firmware_bridge import contract
 from locker_service.context import ServiceContext
-from locker_service.kiosk_link.clocks import ALLOWANCE_S, MAX_WAIT_S, KioskClocks
+from locker_service.kiosk_link.clocks import ALLOWANCE_S, MAX_KEPT, MAX_WAIT_S, KioskClocks
 from locker_service.kiosk_link.errors import KioskUnreachable
 from locker_service.kiosk_link.pending import PendingCommands
-from locker_service.kiosks.clock_watch import ClockWatch
+from locker_service.kiosks.clock_watch import SETTLE_S, ClockWatch
 from locker_service.models import Alert
 from tests.locker_service.world import World
 
@@ -25,7 +25,7 @@ def test_the_bound_is_the_least_delay_seen_and_a_message_kept_in_the_broker_does
 ):
     clocks = KioskClocks()
     clocks.observe("k", T0, T0 - 8.2)  # a reply, 8 s behind and 0.2 s on its way
-    clocks.observe("k", T0 + 1, T0 + 1 - 3600)  # a retained status from an hour ago
+    clocks.observe("k", T0 + 1, T0 + 1 - 3600)  # an event journalled an hour ago, sent now
     clocks.observe("k", T0 + 2, T0 + 2 - 8.05)
     clock = clocks.clock("k", T0 + 3)
     assert clock is not None
@@ -56,11 +56,26 @@ def test_a_clock_set_right_is_seen_at_once_and_a_clock_set_back_once_the_window_
     assert clocks.clock("k", T0 + 700).behind_at_most_s == pytest.approx(40)  # type: ignore[union-attr]
 
 
-def test_the_wait_is_capped_and_the_last_word_is_kept_however_old() -> None:
+def test_the_wait_is_capped_and_a_kiosk_quiet_for_the_window_is_unknown_again() -> None:
     clocks = KioskClocks(window_s=600)
     clocks.observe("k", T0, T0 - 3600)
-    clock = clocks.clock("k", T0 + 86_400)
-    assert clock is not None and clock.wait_s == MAX_WAIT_S
+    clocks.observe("k", T0 + 300, T0 + 300 - 3600)
+    clock = clocks.clock("k", T0 + 500)
+    assert clock is not None and clock.wait_s == MAX_WAIT_S and clock.heard_for_s == 500
+    assert clocks.clock("k", T0 + 901) is None
+    clocks.observe("k", T0 + 1000, T0 + 1000)  # back: a new run, heard for no time yet
+    assert clocks.clock("k", T0 + 1000).heard_for_s == 0  # type: ignore[union-attr]
+
+
+def test_a_clock_falling_behind_with_every_message_keeps_a_bounded_queue() -> None:
+    clocks = KioskClocks(window_s=600)
+    for i in range(10 * MAX_KEPT):
+        clocks.observe("k", T0 + i, T0 + i - 0.01 * i)
+    clock = clocks.clock("k", T0 + 10 * MAX_KEPT)
+    # The newest MAX_KEPT values are kept: the least of them, not of the whole window (which
+    # goes back to message 40), and still an upper bound.
+    assert clock is not None
+    assert clock.behind_at_most_s == pytest.approx(0.01 * 9 * MAX_KEPT)
 
 
 async def test_an_answer_within_the_clock_wait_counts_and_silence_is_unreachable_after_it() -> None:
@@ -103,12 +118,16 @@ async def test_operators_are_told_of_a_kiosk_clock_behind_and_of_it_set_right(
     now = [T0]
     watch = ClockWatch(service.sessionmaker, service.hub, link, now=lambda: now[0])
     link.clocks.observe(world.kiosk_code, T0, T0 - 42.3)
+    await watch.round()  # heard for no time yet: its first messages may all have waited
+    assert await _clock_alerts(service) == []
+    now[0] = T0 + SETTLE_S
+    link.clocks.observe(world.kiosk_code, now[0], now[0] - 42.3)
     await watch.round()
     await watch.round()  # nothing changed: nothing written again
     [alert] = await _clock_alerts(service)
     assert alert.state == "open" and alert.count == 1 and alert.kiosk_id == world.kiosk_id
     assert "up to 42 s behind" in alert.message
-    now[0] = T0 + 30
+    now[0] += 30
     link.clocks.observe(world.kiosk_code, now[0], now[0] - 0.02)  # its time service fixed it
     await watch.round()
     [alert] = await _clock_alerts(service)
@@ -119,9 +138,10 @@ async def test_a_replica_tells_only_of_the_kiosks_it_handles_and_a_kiosk_ahead_t
     service: ServiceContext, world: World
 ) -> None:
     link = _Link(handled=frozenset({world.kiosk_code}))
-    link.clocks.observe("held-elsewhere", T0, T0 - 60)
-    link.clocks.observe(world.kiosk_code, T0, T0 + 12)
-    await ClockWatch(service.sessionmaker, service.hub, link, now=lambda: T0).round()
+    for at in (T0, T0 + SETTLE_S):
+        link.clocks.observe("held-elsewhere", at, at - 60)
+        link.clocks.observe(world.kiosk_code, at, at + 12)
+    await ClockWatch(service.sessionmaker, service.hub, link, now=lambda: T0 + SETTLE_S).round()
     [alert] = await _clock_alerts(service)
     assert alert.kiosk_id == world.kiosk_id
     assert "at least 12 s ahead" in alert.message

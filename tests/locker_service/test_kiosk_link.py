@@ -288,6 +288,31 @@ async def test_a_kiosk_whose_clock_is_right_is_not_waited_for_past_the_deadline(
         await link.command(kiosk.kiosk_id, "unlock", 2, {}, timeout_s=0.3)
 
 
+async def test_a_kiosk_clock_is_not_judged_by_its_retained_reports_or_its_will(
+    broker: MosquittoProcess,
+) -> None:
+    """A retained snapshot and the will were stamped long before they arrive (here by a kiosk
+    whose clock is days behind, which sends nothing else): alone, they would say the kiosk is
+    days behind, page on-call and make every command to it wait 30 s more."""
+    kiosk = ScriptedKiosk(
+        broker.host, broker.port, compartments=2, clock_behind_s=3 * 86_400.0
+    ).start()
+    handler = RecordingHandler()
+    link = KioskLink(LinkTestSettings(broker.url), handler, LiveHub())
+    await link.start()  # subscribing: the kiosk's retained status and snapshots come
+    try:
+        await eventually(
+            lambda: {s.n for k, s in handler.snapshots if k == kiosk.kiosk_id} == {1, 2},
+            what="its retained snapshots",
+        )
+        kiosk.crash()
+        await eventually(lambda: _state(link, kiosk.kiosk_id) == "offline", what="its will")
+        assert link.clocks.clock(kiosk.kiosk_id, time.time()) is None
+        assert link.clock_behind_s(kiosk.kiosk_id) == 0.0
+    finally:
+        await link.stop()
+
+
 async def test_malformed_payloads_are_dropped_and_the_link_keeps_going(
     link_parts: tuple[KioskLink, RecordingHandler, LiveHub, RecordingSink], kiosk: ScriptedKiosk
 ) -> None:

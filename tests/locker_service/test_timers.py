@@ -197,6 +197,28 @@ async def test_an_unconfirmed_drop_off_whose_door_never_opened_is_freed_by_its_d
     assert (await compartment(service, world, n)).state == "available"
 
 
+async def test_the_door_timer_believes_a_kiosk_behind_by_as_much_as_its_messages_show(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    runtime: Runtime,
+    fake_kiosk: FakeKiosk,
+) -> None:
+    """A kiosk 3 s behind stamps the report it makes after the unlock 3 s early: read as the
+    kiosk link measured its clock, it is news, and the compartment is freed; read at face
+    value it would look older than the unlock for ever (ADR 0089)."""
+    order = await create_order(app_client, world, ref="behind")
+    fake_kiosk.answers["unlock"] = ["no_final_answer"]
+    n = (await _courier_names(app_client, world, "behind")).json()["compartment"]
+    fake_kiosk.clock_behind[world.kiosk_code] = 3.5
+    made_now = board_snapshot(n, occupied=False, ts=utcnow() - timedelta(seconds=3))
+    await runtime.story.on_snapshot(world.kiosk_code, made_now)
+    await until_due(service, TimerKind.DROPOFF_TIMEOUT)
+    await TimerLoop(service).run_due()
+    assert await _state(service, order["id"]) == "created"
+    assert (await compartment(service, world, n)).state == "available"
+
+
 async def test_after_a_retry_the_door_timer_waits_for_a_report_newer_than_the_last_unlock(
     app_client: httpx.AsyncClient,
     world: World,

@@ -127,6 +127,7 @@ class FakeKiosk:
     answers: dict[str, list[str]] = field(default_factory=dict)
     request_ids: list[str] = field(default_factory=list)
     run: list[str] = field(default_factory=list)
+    clock_behind: dict[str, float] = field(default_factory=dict)  # what the link would measure
     _record: dict[str, contract.Reply] = field(default_factory=dict)
 
     async def command(
@@ -157,6 +158,9 @@ class FakeKiosk:
         reply = contract.Reply(request_id=request_id, status=status, data=data)  # type: ignore[arg-type]
         self._record[request_id] = reply
         return reply
+
+    def clock_behind_s(self, kiosk_id: str) -> float:
+        return self.clock_behind.get(kiosk_id, 0.0)
 
     def unlocks(self) -> list[int]:
         return [n for _, action, n, _ in self.commands if action == "unlock"]
