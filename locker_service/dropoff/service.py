@@ -282,7 +282,8 @@ async def _reserve(
     session: AsyncSession, kiosk: Kiosk, courier: Courier, order: Order, not_empty: list[int]
 ) -> Compartment:
     """The fitting free compartment this drop-off takes (compare-and-set), and the order's
-    created -> assigned step with it."""
+    created -> assigned step with it; for an order whose drop-off holds a compartment already
+    (another courier's, or at another kiosk), where that is."""
     if order.state == OrderState.ASSIGNED and order.compartment_id is not None:
         held = await session.get(Compartment, order.compartment_id)
         where = await session.get(Kiosk, held.kiosk_id) if held is not None else None
@@ -350,9 +351,8 @@ async def _open_again(
     so any step taken meanwhile (a door timer that freed it, another retry) wins and the
     courier is told to try again."""
     assigned = OrderState.ASSIGNED.value
-    now = utcnow()
     if not await save_step(
-        session, order, assigned, assigned, {"updated_at": now}, version=order.version
+        session, order, assigned, assigned, {"updated_at": utcnow()}, version=order.version
     ):
         raise orders.OrderChanged(f"order {order.external_ref} changed meanwhile: try again")
     orders.add_event(
