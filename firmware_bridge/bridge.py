@@ -176,6 +176,9 @@ class Bridge:
         self.info = BoardInfo()
         self._commands: queue.Queue[WireCommand] = queue.Queue(COMMAND_QUEUE_MAX)
         self._unlocks: dict[str, UnlockWatch] = {}
+        # Cycle starts whose outcome is unknown (the bridge restarted mid-start, the board's
+        # answer lost or garbled): the board's next report of the compartment answers them.
+        self._starts: dict[str, StartDisinfectionCommand] = {}
         # Offline pickups whose unlock has not finished: request id -> order id.
         self._local_unlocks: dict[str, str] = {}
         self._local_lock = threading.Lock()
@@ -255,9 +258,9 @@ class Bridge:
                 command, self.tracker.views.get(command.compartment)
             )
         elif isinstance(command, StartDisinfectionCommand):
-            # A cycle already running (or run) is the board's truth, reported by the tracker;
-            # starting it again could double a UV dose, so it is not repeated.
-            self._finish(command, "failed", "interrupted by a bridge restart; not repeated")
+            # Starting it again could double a UV dose, so it is not repeated: the board's next
+            # report says whether it started (docs/adr/0090).
+            self._starts[command.request_id] = command
         else:
             # Setting a heater, aborting a cycle and clearing a fault set a state: repeating
             # them is harmless, so they are run again.
@@ -649,7 +652,25 @@ class Bridge:
         # Unlocks first: the person at the door waits for that reply, not for the snapshots
         # and events of the same answer (written to disk and published right after).
         self._check_unlocks()
+        self._judge_starts({record.number for record in records})
         self._report(boot_id, observation)
+
+    def _judge_starts(self, reported: set[int]) -> None:
+        """Answer the cycle starts whose outcome was unknown from the board's report of their
+        compartment, just read: a cycle running means the start reached the board (it is not
+        started twice, ADR 0082); none running means it did not, and the service may send a
+        new start. A cycle that ran out or was stopped in between is reported by the tracker's
+        events, and its start answered as not running."""
+        for request_id, command in list(self._starts.items()):
+            n = command.compartment
+            if n not in reported:
+                continue
+            del self._starts[request_id]
+            view = self.tracker.views.get(n)
+            if view is not None and view.disinfecting:
+                self._finish(command, "succeeded", "the board shows the cycle running")
+            else:
+                self._finish(command, "failed", "the board shows no cycle running: not started")
 
     def _report(self, boot_id: int, observation: Observation) -> None:
         for raw in observation.events:
@@ -797,7 +818,11 @@ class Bridge:
             )
         except BoardAnswerInvalid as exc:
             watch = self._unlocks.get(command.request_id)
-            if watch is None:
+            if isinstance(command, StartDisinfectionCommand):
+                # The board answered, so the cycle may be running: judged by its next report.
+                self._starts[command.request_id] = command
+                log.warning("start %s: %s; judged by the board's state", command.request_id, exc)
+            elif watch is None:
                 self._finish(command, "failed", str(exc))
             else:
                 # The board answered the UNLOCK, so it may have pulsed: "failed" would let the
@@ -809,7 +834,12 @@ class Bridge:
             # An unlock is judged by its watch (the lock may have moved); anything not yet
             # answered fails now. The loop then marks the board offline.
             record = self.store.get_request(command.request_id)
-            if command.request_id not in self._unlocks and record is not None and not record.final:
+            if isinstance(command, StartDisinfectionCommand):
+                # The frame may have reached the board: judged by its report once it is back.
+                self._starts[command.request_id] = command
+            elif (
+                command.request_id not in self._unlocks and record is not None and not record.final
+            ):
                 self._finish(command, "failed", f"board unreachable: {exc}")
             raise
 

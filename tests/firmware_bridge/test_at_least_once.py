@@ -93,7 +93,8 @@ def test_commands_a_killed_bridge_left_unfinished_are_settled_never_repeated_bli
     kiosk: Kiosk,
 ) -> None:
     """What a bridge killed mid-command left in its cache: an unlock is judged by the board
-    (never pulsed again), a cycle start is not repeated, a setpoint is simply set again."""
+    (never pulsed again), a cycle start is not repeated and, no cycle running, answered as not
+    started, a setpoint is simply set again."""
     obs = kiosk.observer
     kiosk.bridge.stop()
     unlock = obs.command("unlock", 10, {"deadline_s": 1.0}, request_id="left-unlock")
@@ -105,9 +106,39 @@ def test_commands_a_killed_bridge_left_unfinished_are_settled_never_repeated_bli
     store.close()
     with running_bridge(kiosk.settings):
         assert obs.final_reply("left-unlock")["status"] == "failed"
+        assert obs.final_reply("left-cycle")["detail"] == (
+            "the board shows no cycle running: not started"
+        )
         assert obs.final_reply("left-cycle")["status"] == "failed"
         assert obs.final_reply("left-heater")["status"] == "succeeded"
     truth = kiosk.sim.truth()
     assert truth.compartments[9].lock_pulses == 0
     assert not truth.compartments[10].disinfecting
     assert truth.compartments[11].setpoint_c == 64.0
+
+
+def test_a_cycle_start_a_killed_bridge_left_unfinished_is_answered_by_the_board(
+    kiosk: Kiosk,
+) -> None:
+    """The start reached the board and the bridge died before writing its answer: the cycle
+    the board is running says it started. Answered so, a start sent again under the same id
+    (ADR 0082) is not a new request, and no second cycle doubles the dose (ADR 0090)."""
+    obs = kiosk.observer
+    ran = obs.command("start_disinfection", 11, {"duration_s": 1800}, request_id="ran")
+    obs.send(ran)
+    assert obs.final_reply("ran")["status"] == "succeeded"
+    kiosk.bridge.stop()
+    left = obs.command("start_disinfection", 11, {"duration_s": 1800}, request_id="left-running")
+    store = BridgeStore(Path(kiosk.settings.data_dir) / STORE_FILE)
+    store.claim_request(left.request_id, left.model_dump(mode="json"))  # accepted, no more
+    store.close()
+    with running_bridge(kiosk.settings):
+        reply = obs.final_reply("left-running")
+        assert (reply["status"], reply["detail"]) == (
+            "succeeded",
+            "the board shows the cycle running",
+        )
+        obs.send(left)  # the service sends it again: answered from the record, not run
+        obs.wait(lambda: len(obs.replies("left-running")) >= 2, "the answer from the record")
+        assert obs.replies("left-running")[-1]["status"] == "succeeded"
+    assert kiosk.sim.truth().compartments[10].disinfecting

@@ -10,7 +10,7 @@ import pytest
 
 from firmware_bridge.board import BoardAnswerInvalid
 from hardware.protocol import StatusAnswer
-from hardware.protocol.messages import UnlockAnswer
+from hardware.protocol.messages import StartDisinfectAnswer, UnlockAnswer
 from tests.firmware_bridge.conftest import Kiosk
 from tests.firmware_bridge.harness import pulses
 
@@ -78,6 +78,25 @@ def test_a_garbled_unlock_answer_is_judged_by_the_boards_state_not_failed(kiosk:
     assert reply["status"] == "succeeded" and reply["data"]["lock_released"] is True
     assert pulses(kiosk.sim, 5) == 1
     assert [r["status"] for r in obs.replies(reply["request_id"])][-1] == "succeeded"
+
+
+def test_a_garbled_cycle_start_answer_is_judged_by_the_boards_state_not_failed(
+    kiosk: Kiosk,
+) -> None:
+    """The board started the cycle, but its answer does not parse: "failed" would have the
+    service send a new start and run a second cycle (ADR 0082's open end). The board's next
+    report shows the cycle running, and that is the answer (ADR 0090)."""
+    obs = kiosk.observer
+    start = kiosk.bridge.board.start_disinfect
+
+    def garbled(*args: Any, **kwargs: Any) -> StartDisinfectAnswer:
+        start(*args, **kwargs)
+        raise BoardAnswerInvalid("START_DISINFECT: the answer reports another compartment")
+
+    kiosk.bridge.board.start_disinfect = garbled  # type: ignore[method-assign]
+    reply = obs.final_reply(obs.command("start_disinfection", 4, {"duration_s": 600}).request_id)
+    assert (reply["status"], reply["detail"]) == ("succeeded", "the board shows the cycle running")
+    assert kiosk.sim.truth().compartments[3].disinfecting
 
 
 def test_a_first_edition_board_is_asked_with_a_status_after_the_unlock(
