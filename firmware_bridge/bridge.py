@@ -668,7 +668,12 @@ class Bridge:
             del self._starts[request_id]
             view = self.tracker.views.get(n)
             if view is not None and view.disinfecting:
-                self._finish(command, "succeeded", "the board shows the cycle running")
+                self._finish(
+                    command,
+                    "succeeded",
+                    "the board shows the cycle running",
+                    {"remaining_s": view.remaining_s},
+                )
             else:
                 self._finish(command, "failed", "the board shows no cycle running: not started")
 
@@ -818,7 +823,11 @@ class Bridge:
             )
         except BoardAnswerInvalid as exc:
             watch = self._unlocks.get(command.request_id)
-            if isinstance(command, StartDisinfectionCommand):
+            record = self.store.get_request(command.request_id)
+            if record is not None and record.final:
+                # The STATUS read after the answer: the answer stands (one final status).
+                log.warning("%s %s, after its answer: %s", command.action, command.request_id, exc)
+            elif isinstance(command, StartDisinfectionCommand):
                 # The board answered, so the cycle may be running: judged by its next report.
                 self._starts[command.request_id] = command
                 log.warning("start %s: %s; judged by the board's state", command.request_id, exc)
@@ -834,12 +843,12 @@ class Bridge:
             # An unlock is judged by its watch (the lock may have moved); anything not yet
             # answered fails now. The loop then marks the board offline.
             record = self.store.get_request(command.request_id)
-            if isinstance(command, StartDisinfectionCommand):
+            if record is None or record.final:
+                pass  # answered already (the STATUS read after the answer): the answer stands
+            elif isinstance(command, StartDisinfectionCommand):
                 # The frame may have reached the board: judged by its report once it is back.
                 self._starts[command.request_id] = command
-            elif (
-                command.request_id not in self._unlocks and record is not None and not record.final
-            ):
+            elif command.request_id not in self._unlocks:
                 self._finish(command, "failed", f"board unreachable: {exc}")
             raise
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from firmware_bridge.board import BoardAnswerInvalid
+from firmware_bridge.board import BoardAnswerInvalid, BoardUnreachable
 from hardware.protocol import StatusAnswer
 from hardware.protocol.messages import StartDisinfectAnswer, UnlockAnswer
 from tests.firmware_bridge.conftest import Kiosk
@@ -97,6 +97,40 @@ def test_a_garbled_cycle_start_answer_is_judged_by_the_boards_state_not_failed(
     reply = obs.final_reply(obs.command("start_disinfection", 4, {"duration_s": 600}).request_id)
     assert (reply["status"], reply["detail"]) == ("succeeded", "the board shows the cycle running")
     assert kiosk.sim.truth().compartments[3].disinfecting
+
+
+def test_a_started_cycle_keeps_its_answer_when_the_status_after_it_is_lost(
+    kiosk: Kiosk,
+) -> None:
+    """The board answered the start and the bridge said so; the STATUS it reads next gets no
+    answer. The start's answer stands: one final status, whatever the board does next (here
+    its cycle aborted before it is polled again)."""
+    obs = kiosk.observer
+    board = kiosk.bridge.board
+    start, status = board.start_disinfect, board.status
+
+    def status_lost_once(*args: Any, **kwargs: Any) -> StatusAnswer:
+        board.status = status  # type: ignore[method-assign]
+        raise BoardUnreachable("STATUS: no answer")
+
+    def start_then_lose_the_status(*args: Any, **kwargs: Any) -> StartDisinfectAnswer:
+        answer = start(*args, **kwargs)
+        board.start_disinfect = start  # type: ignore[method-assign]
+        board.status = status_lost_once  # type: ignore[method-assign]
+        return answer
+
+    board.start_disinfect = start_then_lose_the_status  # type: ignore[method-assign]
+    cycle = obs.command("start_disinfection", 4, {"duration_s": 600})
+    assert obs.final_reply(cycle.request_id)["status"] == "succeeded"
+    kiosk.sim.world.open_door(4, force=True)  # the cycle aborts before the next poll
+    # The bridge reads the board again (once back from the lost STATUS): its report of 4
+    # goes out after any start waiting on it would have been answered.
+    obs.wait(
+        lambda: (obs.snapshot(4) or {}).get("door_open") is True,
+        "the board's state read again",
+    )
+    assert not kiosk.sim.truth().compartments[3].disinfecting
+    assert [r["status"] for r in obs.replies(cycle.request_id)] == ["accepted", "succeeded"]
 
 
 def test_a_first_edition_board_is_asked_with_a_status_after_the_unlock(
