@@ -663,6 +663,10 @@ class Bridge:
         events, and its start answered as not running."""
         for request_id, command in list(self._starts.items()):
             n = command.compartment
+            if self.info.compartments and n > self.info.compartments:
+                del self._starts[request_id]  # resumed, never checked: no report will come
+                self._finish(command, "rejected", f"compartment {n} does not exist on this kiosk")
+                continue
             if n not in reported:
                 continue
             del self._starts[request_id]

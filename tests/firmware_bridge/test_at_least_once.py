@@ -129,8 +129,10 @@ def test_a_cycle_start_a_killed_bridge_left_unfinished_is_answered_by_the_board(
     assert obs.final_reply("ran")["status"] == "succeeded"
     kiosk.bridge.stop()
     left = obs.command("start_disinfection", 11, {"duration_s": 1800}, request_id="left-running")
+    nowhere = obs.command("start_disinfection", 40, request_id="left-nowhere")
     store = BridgeStore(Path(kiosk.settings.data_dir) / STORE_FILE)
-    store.claim_request(left.request_id, left.model_dump(mode="json"))  # accepted, no more
+    for cmd in (left, nowhere):
+        store.claim_request(cmd.request_id, cmd.model_dump(mode="json"))  # accepted, no more
     store.close()
     with running_bridge(kiosk.settings):
         reply = obs.final_reply("left-running")
@@ -141,4 +143,6 @@ def test_a_cycle_start_a_killed_bridge_left_unfinished_is_answered_by_the_board(
         obs.send(left)  # the service sends it again: answered from the record, not run
         obs.wait(lambda: len(obs.replies("left-running")) >= 2, "the answer from the record")
         assert obs.replies("left-running")[-1]["status"] == "succeeded"
+        # One for a compartment this bank does not have is never reported on: refused.
+        assert obs.final_reply("left-nowhere")["status"] == "rejected"
     assert kiosk.sim.truth().compartments[10].disinfecting
