@@ -5,6 +5,7 @@ the next courier (ADR 0037)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +17,14 @@ from sqlalchemy import select
 
 from locker_service.context import ServiceContext
 from locker_service.main import create_app
-from locker_service.models import Alert, Compartment, KioskEvent, NotificationOutbox, Order
+from locker_service.models import (
+    Alert,
+    Compartment,
+    DisinfectionCycle,
+    KioskEvent,
+    NotificationOutbox,
+    Order,
+)
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.test_story_mqtt import Rig, until
 from tests.locker_service.world import seed
@@ -25,7 +33,10 @@ from tests.support.scripted_kiosk import ScriptedKiosk
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(120)]
 
-TIME_SCALE = 600.0  # the 30-minute hold cycle takes 3 s on the kiosk and in the service
+TIME_SCALE = 600.0  # the service's nominal minutes pass in tenths of a second
+# The kiosk's cycles run in real time (30 minutes): each test ends the cycle it needs ended
+# (`complete_cycle`), so a starved test never sees one run out before its forged report.
+KIOSK_TIME_SCALE = 1.0
 
 
 @pytest.fixture
@@ -56,7 +67,7 @@ async def rig(database_url: str, private_mosquitto: MosquittoProcess) -> AsyncIt
             private_mosquitto.port,
             kiosk_code,
             compartments=4,
-            time_scale=TIME_SCALE,
+            time_scale=KIOSK_TIME_SCALE,
         ).start()
         try:
             await until(lambda: app.state.runtime.link.ready, 10, "the kiosk link")
@@ -119,6 +130,23 @@ async def _drop_off(rig: Rig, ref: str) -> int:
     return int(answer.json()["compartment"])
 
 
+async def _cycle_runs_out(rig: Rig, n: int) -> None:
+    """Once the service's clock has passed the running cycle's end (an end reported before it
+    is impossible), the board's cycle runs out."""
+    c = await _compartment(rig, n)
+    async with rig.ctx.sessionmaker() as session:
+        cycle = await session.scalar(
+            select(DisinfectionCycle).where(
+                DisinfectionCycle.compartment_id == c.id, DisinfectionCycle.state == "running"
+            )
+        )
+    assert cycle is not None
+    # asyncio sleeps on the monotonic clock, the service judges by the wall's: a little more.
+    await asyncio.sleep(max((cycle.ends_at - rig.ctx.clock()).total_seconds(), 0.0) + 0.05)
+    assert rig.ctx.clock() >= cycle.ends_at
+    rig.kiosk.complete_cycle(n)
+
+
 async def _deposit(rig: Rig, ref: str) -> int:
     n = await _drop_off(rig, ref)
     rig.kiosk.open_door(n)
@@ -146,6 +174,8 @@ async def test_a_forged_cycle_end_at_the_start_of_the_cycle_changes_nothing(rig:
     assert "disinfection_completed" in alert.message and alert.severity == "critical"
 
     # the cycle's own end, when it comes, makes the order ready
+    await _cycle_runs_out(rig, n)
+
     async def ready() -> bool:
         return (await _order(rig, order_id)).state == "ready"
 
@@ -156,6 +186,8 @@ async def test_a_forged_empty_closing_of_a_ready_order_changes_nothing(rig: Rig)
     order_id = await _create(rig, "forged-close", size="S")
     n = await _deposit(rig, "forged-close")
     assert n == 1  # layout S:1,M:3: the small compartment
+    await rig.kiosk.wait_for_command("start_disinfection", n)
+    await _cycle_runs_out(rig, n)
 
     async def ready() -> bool:
         return (await _order(rig, order_id)).state == "ready"

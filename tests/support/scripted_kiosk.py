@@ -194,6 +194,10 @@ class ScriptedKiosk:
             self._start_cycle(self.compartments[n], duration_s)
         self.publish_snapshot(n)
 
+    def complete_cycle(self, n: int) -> None:
+        """The running cycle of compartment `n` runs out now (a test that must not race it)."""
+        self._complete_cycle(n)
+
     def go_silent(self, silent: bool = True) -> None:
         """Receive commands but answer none (a bridge whose board link hangs)."""
         self._silent = silent
