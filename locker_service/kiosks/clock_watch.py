@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from locker_service.alerts.service import raise_alert, resolve_alerts
 from locker_service.background import BackgroundLoop
 from locker_service.db import session_scope
-from locker_service.kiosk_link.clocks import KioskClock, KioskClocks
+from locker_service.kiosk_link.clocks import MAX_WAIT_S, KioskClock, KioskClocks
 from locker_service.live import LiveHub
 from locker_service.models import Kiosk
 
@@ -53,7 +53,8 @@ def describe(clock: KioskClock) -> str:
         return f"its clock is at least {-off:.0f} s ahead of the service's"
     return (
         f"its clock is up to {off:.0f} s behind the service's (or all its messages arrive that "
-        "late); commands to it wait that long more, at most 30 s, before it counts as unreachable"
+        f"late); commands to it wait that long more, at most {MAX_WAIT_S:.0f} s, before it counts "
+        "as unreachable"
     )
 
 
