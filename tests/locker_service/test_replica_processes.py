@@ -308,7 +308,9 @@ async def drop_off(fleet: Fleet, via: Replica, code: str) -> tuple[str, str, int
 async def collect(fleet: Fleet, via: Replica, code: str, order_id: str, token: str, n: int) -> None:
     """Ready, then picked up with her typed code through `via`, then cleaned and free."""
     world, kiosk = fleet.worlds[code], fleet.kiosks[code]
-    await until(lambda: _is(fleet.order_state(order_id), "ready"), f"{code}'s order ready")
+    await until_told(
+        fleet, lambda: _is(fleet.order_state(order_id), "ready"), f"{code}'s order ready", code
+    )
     async with httpx.AsyncClient(base_url=via.url, timeout=30) as client:
         typed = (await client.get(f"/api/v1/p/{token}")).json()["fallback_code"]
         picked = await client.post(
@@ -318,8 +320,12 @@ async def collect(fleet: Fleet, via: Replica, code: str, order_id: str, token: s
     kiosk.open_door(n)
     kiosk.remove_item(n)
     kiosk.close_door(n)
-    await until(lambda: _is(fleet.order_state(order_id), "picked_up"), f"{code} picked up")
-    await until(lambda: fleet.compartment_free(code, n), f"{code}/{n} cleaned and free")
+    await until_told(
+        fleet, lambda: _is(fleet.order_state(order_id), "picked_up"), f"{code} picked up", code
+    )
+    await until_told(
+        fleet, lambda: fleet.compartment_free(code, n), f"{code}/{n} cleaned and free", code
+    )
 
 
 async def _is(state: Any, wanted: str) -> bool:
