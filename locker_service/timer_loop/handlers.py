@@ -345,11 +345,18 @@ async def dropoff_timeout(ctx: ServiceContext, timer: Timer) -> datetime | None:
         return None
     story = Story(ctx)
     async with session_scope(ctx.sessionmaker) as session:
+        # The order locked first, the timer read after it: a retry that opens the compartment
+        # again (ADR 0088) either committed first (its cancellation of this timer is seen
+        # here) or waits for this transaction, and its compare-and-set on the order's version
+        # then loses (the courier is told to try again). The order is written before the
+        # compartment here as everywhere, so the lock adds no deadlock.
+        order = await session.scalar(select(Order).where(Order.id == order.id).with_for_update())
+        if order is None or order.state != OrderState.ASSIGNED:
+            return None
         if await session.scalar(select(Timer.state).where(Timer.id == timer.id)) == "cancelled":
             return None  # the courier had it opened again (ADR 0088): its new timer decides
-        order = await session.get(Order, order.id)
         fresh = await session.get(Compartment, c.id)
-        assert order is not None and fresh is not None
+        assert fresh is not None
         if fresh.door_open:
             await raise_compartment_alert(
                 session,

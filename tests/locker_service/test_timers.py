@@ -10,12 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from firmware_bridge import contract
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
+from locker_service.lifecycles import save_step
 from locker_service.models import (
     Alert,
     Compartment,
@@ -82,6 +83,26 @@ async def _courier_names(client: httpx.AsyncClient, world: World, ref: str) -> h
         json={"courier_code": world.courier_code, "pin": world.courier_pin, "order_ref": ref},
         headers=world.kiosk(),
     )
+
+
+async def _unconfirmed(
+    client: httpx.AsyncClient,
+    world: World,
+    runtime: Runtime,
+    fake_kiosk: FakeKiosk,
+    ref: str,
+    unlocks: int = 1,
+) -> tuple[str, int]:
+    """An order whose courier's unlock the kiosk took and never answered (`unlocks` of them
+    will not be answered), then a board report of its compartment shut, latched and empty:
+    (the order's id, the compartment number)."""
+    order = await create_order(client, world, ref=ref)
+    fake_kiosk.answers["unlock"] = ["no_final_answer"] * unlocks
+    answer = await _courier_names(client, world, ref)
+    assert answer.json()["error"] == "dropoff_unconfirmed"
+    n = answer.json()["compartment"]
+    await runtime.story.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=False))
+    return order["id"], n
 
 
 async def _deposited(
@@ -185,15 +206,10 @@ async def test_an_unconfirmed_drop_off_whose_door_never_opened_is_freed_by_its_d
     """The kiosk took the unlock and never answered; the courier walked away. Once the board
     shows the door shut, the latch holding and nothing inside, the door timer gives the order
     back to the merchant's couriers and the compartment to the next one (ADR 0088)."""
-    order = await create_order(app_client, world, ref="unconfirmed")
-    fake_kiosk.answers["unlock"] = ["no_final_answer"]
-    answer = await _courier_names(app_client, world, "unconfirmed")
-    assert answer.json()["error"] == "dropoff_unconfirmed"
-    n = answer.json()["compartment"]
-    await runtime.story.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=False))
+    order_id, n = await _unconfirmed(app_client, world, runtime, fake_kiosk, "unconfirmed")
     await until_due(service, TimerKind.DROPOFF_TIMEOUT)
     await TimerLoop(service).run_due()
-    assert await _state(service, order["id"]) == "created"
+    assert await _state(service, order_id) == "created"
     assert (await compartment(service, world, n)).state == "available"
 
 
@@ -229,15 +245,12 @@ async def test_after_a_retry_the_door_timer_waits_for_a_report_newer_than_the_la
     """Unconfirmed, the board says shut and empty, the courier asks again, unconfirmed again,
     and the kiosk goes quiet: the board's word from before the second unlock says nothing of
     it, so the compartment stays his until a newer one (ADR 0088)."""
-    order = await create_order(app_client, world, ref="retried")
-    fake_kiosk.answers["unlock"] = ["no_final_answer", "no_final_answer"]
-    n = (await _courier_names(app_client, world, "retried")).json()["compartment"]
-    await runtime.story.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=False))
+    order_id, n = await _unconfirmed(app_client, world, runtime, fake_kiosk, "retried", 2)
     assert (await _courier_names(app_client, world, "retried")).json()["compartment"] == n
     loop = TimerLoop(service)
     await until_due(service, TimerKind.DROPOFF_TIMEOUT)
     await loop.run_due()
-    assert await _state(service, order["id"]) == "assigned"
+    assert await _state(service, order_id) == "assigned"
     assert (await compartment(service, world, n)).state == "reserved"
     await runtime.story.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=False))
     async with session_scope(service.sessionmaker) as session:
@@ -247,8 +260,58 @@ async def test_after_a_retry_the_door_timer_waits_for_a_report_newer_than_the_la
             .values(due_at=utcnow(), locked_until=None)
         )
     await loop.run_due()
-    assert await _state(service, order["id"]) == "created"
+    assert await _state(service, order_id) == "created"
     assert (await compartment(service, world, n)).state == "available"
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # its row locks
+async def test_a_door_timer_that_runs_while_a_retry_commits_leaves_the_compartment_his(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    runtime: Runtime,
+    fake_kiosk: FakeKiosk,
+) -> None:
+    """The timer loop has taken the door timer; the courier's retry (ADR 0088) commits while
+    the timer's handler is deciding: the handler sees the retry's cancellation of its timer
+    and frees nothing, so the unlock the retry sends opens a compartment that is still his."""
+    order_id, n = await _unconfirmed(app_client, world, runtime, fake_kiosk, "raced")
+    await until_due(service, TimerKind.DROPOFF_TIMEOUT)
+    async with service.sessionmaker() as session:
+        timer = await session.scalar(
+            select(Timer).where(Timer.kind == TimerKind.DROPOFF_TIMEOUT.value)
+        )
+    assert timer is not None
+    async with session_scope(service.sessionmaker) as retry:
+        # The retry's step (`dropoff.service._open_again`), written and not yet committed.
+        held = await retry.get(Order, uuid.UUID(order_id))
+        assert held is not None
+        assert await save_step(retry, held, "assigned", "assigned", {}, version=held.version)
+        await timers.cancel(retry, [TimerKind.DROPOFF_TIMEOUT], order_id=held.id)
+        await retry.flush()
+        deciding = asyncio.create_task(handlers.dropoff_timeout(service, timer))
+        await _waits_for_a_row_lock(service, deciding)
+    assert await deciding is None
+    assert await _state(service, order_id) == "assigned"
+    assert (await compartment(service, world, n)).state == "reserved"
+
+
+async def _waits_for_a_row_lock(service: ServiceContext, task: asyncio.Task[Any]) -> None:
+    """Until a session of the test's database waits for a lock (the task's), as PostgreSQL
+    says; the task must not have ended first."""
+    async with service.sessionmaker() as session:
+        while not task.done():
+            waiting = await session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+            await session.rollback()  # each look is its own snapshot
+            if waiting:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"ended without waiting for the retry: {task.result()!r}")
 
 
 async def test_watchdog_completes_a_cycle_whose_event_was_lost(
