@@ -16,6 +16,7 @@ Cut off from the service, it decides pickups alone from what the service supplie
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -41,12 +42,14 @@ from firmware_bridge.config import BridgeSettings
 from firmware_bridge.contract import (
     AbortDisinfectionCommand,
     ClearFaultCommand,
+    CompartmentCommand,
     CompartmentSnapshot,
     Event,
     KioskStatus,
     OfflineSupply,
     Reading,
     Reply,
+    ReportStateCommand,
     SetHeaterCommand,
     StartDisinfectionCommand,
     Telemetry,
@@ -174,7 +177,10 @@ class Bridge:
             else None
         )
         self.info = BoardInfo()
-        self._commands: queue.Queue[WireCommand] = queue.Queue(COMMAND_QUEUE_MAX)
+        self._commands: queue.Queue[CompartmentCommand] = queue.Queue(COMMAND_QUEUE_MAX)
+        # `report_state` requests: answered by the board thread once it has published the
+        # status and every snapshot again.
+        self._reports: queue.SimpleQueue[ReportStateCommand] = queue.SimpleQueue()
         self._unlocks: dict[str, UnlockWatch] = {}
         # Cycle starts whose outcome is unknown (the bridge restarted mid-start, the board's
         # answer lost or garbled): the board's next report of the compartment answers them.
@@ -252,7 +258,9 @@ class Bridge:
 
     def _resume(self, command: WireCommand) -> None:
         """A command the previous run accepted but did not finish. Never execute twice."""
-        if isinstance(command, UnlockCommand):
+        if isinstance(command, ReportStateCommand):
+            self._reports.put(command)  # the state as it is now, once the board is read
+        elif isinstance(command, UnlockCommand):
             # The pulse may or may not have happened: report what the board shows, never pulse.
             self._unlocks[command.request_id] = UnlockWatch.start(
                 command, self.tracker.views.get(command.compartment)
@@ -290,6 +298,8 @@ class Bridge:
             self._finish(command, "rejected", "expired before it reached the kiosk")
             return
         if self._status_told and not self.info.online:
+            if isinstance(command, ReportStateCommand):
+                self._publish_status()  # what is known now: the board is offline
             # Known offline: say so now, not after the next try at the port (up to 5 s).
             self._finish(command, "failed", "board offline")
             return
@@ -297,9 +307,12 @@ class Bridge:
         self.link.publish_reply(
             command.reply_to, Reply(request_id=command.request_id, status="accepted")
         )
-        self._enqueue(command)
+        if isinstance(command, ReportStateCommand):
+            self._reports.put(command)
+        else:
+            self._enqueue(command)
 
-    def _enqueue(self, command: WireCommand) -> None:
+    def _enqueue(self, command: CompartmentCommand) -> None:
         try:
             self._commands.put_nowait(command)
         except queue.Full:
@@ -346,7 +359,7 @@ class Bridge:
         )
         self.store.update_request(command.request_id, reply.model_dump(mode="json"), reply.final)
         if command.request_id.startswith(LOCAL_REQUEST_PREFIX):
-            if reply.final:
+            if reply.final and isinstance(command, UnlockCommand):  # an offline pickup's
                 self._local_unlock_ended(command, reply)
         else:
             self.link.publish_reply(command.reply_to, reply)
@@ -361,10 +374,10 @@ class Bridge:
     ) -> None:
         self._reply(command, status, detail, data)
         log.info(
-            "%s %s n=%d: %s %s",
+            "%s %s%s: %s %s",
             command.request_id,
             command.action,
-            command.compartment,
+            "" if isinstance(command, ReportStateCommand) else f" n={command.compartment}",
             status,
             detail or "",
         )
@@ -452,7 +465,7 @@ class Bridge:
         )
         self._enqueue(command)
 
-    def _local_unlock_ended(self, command: WireCommand, reply: Reply) -> None:
+    def _local_unlock_ended(self, command: UnlockCommand, reply: Reply) -> None:
         with self._local_lock:
             order_id = self._local_unlocks.pop(command.request_id, None)
         if reply.status == "succeeded":
@@ -731,10 +744,19 @@ class Bridge:
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
+        reports: list[ReportStateCommand] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                reports.append(self._reports.get_nowait())
+        if reports:
+            self._publish_status()
+            self._republish.set()
         if self._republish.is_set():
             self._republish.clear()
             for view in self.tracker.republish_all():
                 self.link.publish_snapshot(_snapshot(view))
+        for report in reports:  # after what it asked for, on the same connection
+            self._finish(report, "succeeded")
         cut_off = self._telemetry_cut_off()
         self.link.release_backlog(not cut_off)  # what was kept goes once back in touch
         if now >= self._next_telemetry:
@@ -758,7 +780,7 @@ class Bridge:
 
     # -- command execution (board thread) -----------------------------------------------------
 
-    def _execute(self, command: WireCommand) -> None:
+    def _execute(self, command: CompartmentCommand) -> None:
         if command.expired():
             self._finish(command, "rejected", "expired while waiting for the board")
             return

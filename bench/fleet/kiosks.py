@@ -2,7 +2,8 @@
 
 Each virtual kiosk is one MQTT 3.1.1 connection (its own client id, `locker-bridge-<kiosk>`) and
 does what a bridge does, with payloads built by the contract's own models:
-- on connect: its retained `status` (online) and one retained snapshot per compartment;
+- on connect, and again when a replica that took the kiosk asks (`report_state`, ADR 0091):
+  its retained `status` (online) and one retained snapshot per compartment;
 - a telemetry batch (a reading per compartment, QoS 0) every 10 s, the starts spread over the
   first period;
 - the lunch peak: 12 drop-offs and 12 pickups per kiosk per hour (each a Poisson stream), as
@@ -196,6 +197,11 @@ class VirtualKiosk:
     async def start(self, host: str, port: int) -> None:
         await self.client.connect(host, port)
         await self.client.subscribe(self.topics.cmd)
+        self._report()
+
+    def _report(self) -> None:
+        """Its status and every compartment's snapshot, retained: on connecting, and when a
+        replica that has just taken the kiosk asks (`report_state`)."""
         status = contract.KioskStatus(
             state="online", boot_id="0badf00d", fw="fleet-1", compartments=COMPARTMENTS,
             board_online=True,
@@ -256,6 +262,8 @@ class VirtualKiosk:
         except ValueError:
             return  # as the bridge: a malformed command is logged and dropped
         self.commands += 1
+        if isinstance(command, contract.ReportStateCommand):
+            self._report()  # before its answer, as the bridge
         for status in ("accepted", "succeeded"):
             reply = contract.Reply(request_id=command.request_id, status=status)
             self.client.publish(command.reply_to, reply.to_json(), qos=1)

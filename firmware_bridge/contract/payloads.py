@@ -131,15 +131,33 @@ class NoArgs(WireModel):
     """The args of an action that takes none: `{}` (unknown keys are ignored, as everywhere)."""
 
 
-Action = Literal["unlock", "set_heater", "start_disinfection", "abort_disinfection", "clear_fault"]
+Action = Literal[
+    "unlock",
+    "set_heater",
+    "start_disinfection",
+    "abort_disinfection",
+    "clear_fault",
+    "report_state",
+]
 
 
-class _CommandBase(WireModel):
-    """Published by the service on `cmd` (QoS 1, never retained); at-least-once."""
+# A command's fields, in their order on the wire: the head (`request_id`, `action`), the
+# compartment if it names one, then the tail. Pydantic orders the fields of a model with several
+# bases from the last base to the first.
 
+
+class _CommandHead(WireModel):
     request_id: str = Field(min_length=1, max_length=64)
     action: Action  # each action's model narrows it to its own name: the union's tag
+
+
+class _CompartmentHead(_CommandHead):
     compartment: CompartmentNumber
+
+
+class _CommandTail(WireModel):
+    """Published by the service on `cmd` (QoS 1, never retained); at-least-once."""
+
     args: WireModel  # each action's model narrows it to its own args
     expires_at: AwareDatetime
     reply_to: str = Field(min_length=1, max_length=256, pattern=r"^[^#+]+$")
@@ -148,41 +166,58 @@ class _CommandBase(WireModel):
         return (now or utcnow()) >= self.expires_at
 
 
-class UnlockCommand(_CommandBase):
+class _CompartmentCommandBase(_CommandTail, _CompartmentHead):
+    """A command to one compartment's hardware."""
+
+
+class UnlockCommand(_CompartmentCommandBase):
     action: Literal["unlock"] = "unlock"
     args: UnlockArgs = Field(default_factory=UnlockArgs)
 
 
-class SetHeaterCommand(_CommandBase):
+class SetHeaterCommand(_CompartmentCommandBase):
     action: Literal["set_heater"] = "set_heater"
     args: SetHeaterArgs  # no default: "off" has to be said (`setpoint_c: null`)
 
 
-class StartDisinfectionCommand(_CommandBase):
+class StartDisinfectionCommand(_CompartmentCommandBase):
     action: Literal["start_disinfection"] = "start_disinfection"
     args: StartDisinfectionArgs = Field(default_factory=StartDisinfectionArgs)
 
 
-class AbortDisinfectionCommand(_CommandBase):
+class AbortDisinfectionCommand(_CompartmentCommandBase):
     action: Literal["abort_disinfection"] = "abort_disinfection"
     args: NoArgs = Field(default_factory=NoArgs)
 
 
-class ClearFaultCommand(_CommandBase):
+class ClearFaultCommand(_CompartmentCommandBase):
     action: Literal["clear_fault"] = "clear_fault"
     args: NoArgs = Field(default_factory=NoArgs)
 
 
-# A command is one of these, told apart by `action`; on the wire it is one JSON object with
-# `action` and that action's `args`, as docs/asyncapi.yaml shows.
-Command = Annotated[
+class ReportStateCommand(_CommandTail, _CommandHead):
+    """Publish the kiosk's status and every compartment's snapshot again, as they are now
+    (retained), then answer `succeeded`. Sent by a replica that has just taken the kiosk's lease:
+    a clustered broker may hand a new subscriber a retained copy older than the last one the
+    kiosk published (the nodes copy retained messages to each other asynchronously), and the
+    kiosk publishes a compartment's snapshot only when it changes (docs/adr/0091)."""
+
+    action: Literal["report_state"] = "report_state"
+    args: NoArgs = Field(default_factory=NoArgs)
+
+
+# A command to a compartment's hardware: it names the compartment.
+CompartmentCommand = (
     UnlockCommand
     | SetHeaterCommand
     | StartDisinfectionCommand
     | AbortDisinfectionCommand
-    | ClearFaultCommand,
-    Field(discriminator="action"),
-]
+    | ClearFaultCommand
+)
+# A command is one of these, told apart by `action`; on the wire it is one JSON object with
+# `action` and that action's `args` (and `compartment`, but for `report_state`), as
+# docs/asyncapi.yaml shows.
+Command = Annotated[CompartmentCommand | ReportStateCommand, Field(discriminator="action")]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 _COMMAND: TypeAdapter[Command] = TypeAdapter(Command)
 

@@ -27,6 +27,7 @@ kiosk's prefix, `lockers/v1/<kiosk>/replies/<replica>`, so a kiosk's broker ACL
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -43,7 +44,7 @@ from locker_service.kiosk_link.clocks import KioskClocks
 from locker_service.kiosk_link.config import REPLICA_ID_PATTERN, LinkSettings
 from locker_service.kiosk_link.connection import Delivery, KioskConnection
 from locker_service.kiosk_link.counters import LinkCounters
-from locker_service.kiosk_link.errors import InvalidCommand, KioskUnreachable
+from locker_service.kiosk_link.errors import InvalidCommand, KioskLinkError, KioskUnreachable
 from locker_service.kiosk_link.fencing import CURRENT_FENCE
 from locker_service.kiosk_link.handler import KioskHandler, SiteResolver, TelemetrySink
 from locker_service.kiosk_link.lanes import Lanes
@@ -56,6 +57,10 @@ from locker_service.live import LiveHub
 __all__ = ["MODEL_BY_KIND", "KioskLink", "LinkCounters", "reply_topic"]
 
 log = logging.getLogger(__name__)
+
+# How long a replica that has just taken a kiosk's lease waits for the kiosk to have published
+# its state again (ADR 0091): nothing waits on it but a log line.
+REPORT_STATE_TIMEOUT_S = 10.0
 
 
 def reply_topic(kiosk_id: str, replica_id: str) -> str:
@@ -118,6 +123,7 @@ class KioskLink:
             leases=leases,
             wait_observer=wait_observer,
         )
+        self._state_asks: set[asyncio.Task[None]] = set()
         if leases is not None:
             leases.bind(self)
 
@@ -150,6 +156,8 @@ class KioskLink:
         await self._connection.start()
 
     async def stop(self) -> None:
+        for task in self._state_asks:
+            task.cancel()
         self._pending.fail_all("the service is shutting down")
         await self._lanes.stop()
         await self._connection.stop()
@@ -202,11 +210,46 @@ class KioskLink:
             )
         except ValidationError as exc:
             raise InvalidCommand(f"{action} for compartment {compartment}: {exc}") from exc
+        return await self._send(kiosk_id, command, timeout_s)
 
-        with self._pending.expect(request_id, kiosk_id, action, compartment) as pending:
+    async def ask_state(self, kiosk_id: str) -> None:
+        """Ask the kiosk to publish its status and every compartment's snapshot again (ADR
+        0091), once this replica has taken its lease: a clustered broker may have handed this
+        replica a retained copy older than the kiosk's last, which the kiosk will not publish
+        again until something changes. Sent even if the last status heard says offline (that
+        may be the old copy); an answer is only logged."""
+        command = contract.ReportStateCommand(
+            request_id=uuid.uuid4().hex,
+            expires_at=contract.utcnow() + timedelta(seconds=REPORT_STATE_TIMEOUT_S),
+            reply_to=self.reply_topic(kiosk_id),
+        )
+        try:
+            reply = await self._send(kiosk_id, command, REPORT_STATE_TIMEOUT_S)
+        except KioskLinkError as exc:
+            log.info("kiosk %s did not report its state again: %s", kiosk_id, exc)
+            return
+        if reply.status != "succeeded":
+            log.info(
+                "kiosk %s did not report its state again: %s %s",
+                kiosk_id,
+                reply.status,
+                reply.detail or "",
+            )
+
+    async def _send(
+        self, kiosk_id: str, command: contract.Command, timeout_s: float
+    ) -> contract.Reply:
+        compartment = (
+            None if isinstance(command, contract.ReportStateCommand) else command.compartment
+        )
+        with self._pending.expect(
+            command.request_id, kiosk_id, command.action, compartment
+        ) as pending:
             failure = self._connection.publish(contract.Topics(kiosk_id).cmd, command.to_json())
             if failure is not None:
-                raise KioskUnreachable(f"could not publish {action} to kiosk {kiosk_id}: {failure}")
+                raise KioskUnreachable(
+                    f"could not publish {command.action} to kiosk {kiosk_id}: {failure}"
+                )
             self.counters.commands_sent += 1
             return await self._pending.final_reply(
                 pending, timeout_s, self.clock_behind_s(kiosk_id)
@@ -268,8 +311,14 @@ class KioskLink:
 
     def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo | None = None) -> None:
         """Held just now, with the kiosk's record `recorded` so far (ADR 0080): hand the story
-        the kiosk's last retained status and snapshots."""
+        the kiosk's last retained status and snapshots, and ask the kiosk for them as they are
+        now (`ask_state`)."""
         self._lanes.reconcile_kiosk(kiosk_id, recorded)
+        task = asyncio.get_running_loop().create_task(
+            self.ask_state(kiosk_id), name=f"kiosk-report-state-{kiosk_id}"
+        )
+        self._state_asks.add(task)
+        task.add_done_callback(self._state_asks.discard)
 
     # -- routing (the event loop, from the connection) ------------------------------------------
 

@@ -34,9 +34,16 @@ class PendingCommand:
     request_id: str
     kiosk_id: str
     action: str
-    compartment: int
+    compartment: int | None  # None: a command to the whole kiosk (`report_state`)
     future: asyncio.Future[contract.Reply]
     last_status: str | None = None  # the last non-final status seen (accepted/in_progress)
+
+    @property
+    def what(self) -> str:
+        """The action and what it acts on, as the messages name them."""
+        if self.compartment is None:
+            return self.action
+        return f"{self.action} on compartment {self.compartment}"
 
 
 class PendingCommands:
@@ -50,7 +57,7 @@ class PendingCommands:
 
     @contextmanager
     def expect(
-        self, request_id: str, kiosk_id: str, action: str, compartment: int
+        self, request_id: str, kiosk_id: str, action: str, compartment: int | None
     ) -> Iterator[PendingCommand]:
         """Wait for replies to `request_id` while the block runs (send the command inside it,
         so a reply that comes at once finds it waiting)."""
@@ -92,8 +99,8 @@ class PendingCommands:
                 f"kiosk {pending.kiosk_id} did not answer {pending.action} within {waited:g} s"
             )
         raise CommandTimeout(
-            f"kiosk {pending.kiosk_id} accepted {pending.action} on compartment "
-            f"{pending.compartment} but did not finish it within {waited:g} s"
+            f"kiosk {pending.kiosk_id} accepted {pending.what} but did not finish it within "
+            f"{waited:g} s"
         )
 
     def resolve(self, kiosk_id: str, reply: contract.Reply) -> None:
@@ -125,7 +132,7 @@ class PendingCommands:
             if not pending.future.done():
                 pending.future.set_exception(
                     CommandTimeout(
-                        f"{reason} before kiosk {pending.kiosk_id} finished {pending.action} on "
-                        f"compartment {pending.compartment}; it may still be carried out"
+                        f"{reason} before kiosk {pending.kiosk_id} finished {pending.what}; it "
+                        "may still be carried out"
                     )
                 )

@@ -99,6 +99,11 @@ class Observer:
 
     # -- views --------------------------------------------------------------------------------
 
+    def since(self, start: int) -> list[Seen]:
+        """The messages seen from the `start`th on, in the order they came."""
+        with self._cond:
+            return self.messages[start:]
+
     def on(self, topic: str) -> list[dict[str, Any]]:
         with self._cond:
             return [m.payload for m in self.messages if m.topic == topic]

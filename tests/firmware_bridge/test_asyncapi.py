@@ -205,6 +205,15 @@ def test_the_offline_supply_and_an_offline_pickup_match_too(asyncapi: dict[str, 
         ("events", {"event_id": "e", "type": "door_exploded", "ts": "2026-01-01T00:00:00Z"}),
         ("events", {"event_id": "e", "type": "scan", "ts": "2026-01-01T00:00:00Z", "data": {}}),
         ("cmd", {"request_id": "r", "action": "unlock", "compartment": 0}),
+        (  # every action but report_state names its compartment
+            "cmd",
+            {
+                "request_id": "r",
+                "action": "clear_fault",
+                "expires_at": "2026-01-01T00:00:00Z",
+                "reply_to": "r/1",
+            },
+        ),
         (
             "cmd",
             {
@@ -255,3 +264,10 @@ def test_a_command_built_by_the_shared_model_validates(asyncapi: dict[str, Any])
         reply_to="lockers/replies/service-1",
     )
     validate(asyncapi, "cmd", json.loads(cmd.to_json()))
+    ask = contract.ReportStateCommand(
+        request_id="r2",
+        expires_at=contract.utcnow() + timedelta(seconds=10),
+        reply_to="lockers/replies/service-1",
+    )
+    assert "compartment" not in json.loads(ask.to_json())
+    validate(asyncapi, "cmd", json.loads(ask.to_json()))

@@ -3,16 +3,20 @@ checked against the simulator's physical truth."""
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from firmware_bridge import contract
 from firmware_bridge.board import BoardAnswerInvalid, BoardUnreachable
 from hardware.protocol import StatusAnswer
 from hardware.protocol.messages import StartDisinfectAnswer, UnlockAnswer
 from tests.firmware_bridge.conftest import Kiosk
-from tests.firmware_bridge.harness import pulses
+from tests.firmware_bridge.harness import Observer, pulses, wait_ready
 
 
 def test_unlock_succeeds_when_the_lock_is_seen_released_and_pulses_once(kiosk: Kiosk) -> None:
@@ -293,6 +297,44 @@ def test_a_fault_is_raised_and_clear_fault_clears_it_and_restores_the_setpoint(
 def test_a_compartment_the_kiosk_does_not_have_is_rejected(kiosk: Kiosk) -> None:
     reply = kiosk.observer.final_reply(kiosk.observer.command("unlock", 40).request_id)
     assert reply["status"] == "rejected"
+
+
+def test_report_state_publishes_the_status_and_every_snapshot_again_then_succeeds(
+    kiosk: Kiosk,
+) -> None:
+    """A replica that has just taken the kiosk asks for its state (ADR 0091): a clustered
+    broker may have given it an older retained snapshot than the kiosk's last, played here by
+    a stale copy of compartment 3 (its door open) put in the broker's retained store."""
+    obs = kiosk.observer
+    wait_ready(obs, kiosk.bridge)
+    state_3 = obs.topics.compartment_state(3)
+    stale = {**(obs.snapshot(3) or {}), "door_open": True}
+    obs.client.publish(state_3, json.dumps(stale), qos=1, retain=True).wait_for_publish(10)
+    obs.wait(lambda: obs.snapshot(3) == stale, "the stale copy retained")
+    before = len(obs.messages)
+    ask = contract.ReportStateCommand(
+        request_id=uuid.uuid4().hex,
+        expires_at=contract.utcnow() + timedelta(seconds=30),
+        reply_to=obs.reply_to,
+    )
+    obs.send(ask)
+    assert obs.final_reply(ask.request_id)["status"] == "succeeded"
+    after = obs.since(before)
+    answered = next(
+        i
+        for i, m in enumerate(after)
+        if m.topic == obs.reply_to and m.payload["status"] == "succeeded"
+    )
+    published = {m.topic for m in after[:answered]}  # all of it before the answer
+    assert obs.topics.status in published
+    assert {obs.topics.compartment_state(n) for n in range(1, 13)} <= published
+    assert (obs.snapshot(3) or {})["door_open"] is False
+    late = Observer(kiosk.broker.host, kiosk.broker.port, obs.topics.kiosk_id).start()
+    try:  # a subscriber that comes now is given the kiosk's own state
+        late.wait(lambda: late.snapshot(3), "the retained snapshot")
+        assert (late.snapshot(3) or {})["door_open"] is False
+    finally:
+        late.stop()
 
 
 def test_a_scan_is_published_as_an_event_at_once(kiosk: Kiosk) -> None:

@@ -13,10 +13,12 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.publish as paho_publish
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, text
@@ -415,6 +417,55 @@ async def test_a_replica_that_slept_through_its_lease_changes_nothing(
             .where(KioskEvent.kiosk_id == world.kiosk_id)
         )
     assert recorded == 12
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_replica_handed_an_old_retained_snapshot_learns_the_kiosks_state_from_it(
+    start_replica: Callable[..., Any],
+    kiosks: Callable[[str], ScriptedKiosk],
+    private_mosquitto: MosquittoProcess,
+) -> None:
+    """A clustered broker's node may hand a new subscriber a retained copy older than the
+    kiosk's last (its nodes copy them to each other asynchronously): played here by an old
+    copy put back in Mosquitto's retained store. The kiosk publishes a compartment's snapshot
+    only when it changes, so only asking it (`report_state`, ADR 0091) brings the food in
+    compartment 2 to the service's notice."""
+    code = f"rep-{uuid.uuid4().hex[:8]}"
+    kiosk = kiosks(code)
+    kiosk.open_door(2, force=True)
+    kiosk.place_item(2)
+    kiosk.close_door(2)
+    kiosk.set_temperature(2, 21.5)  # on return the broker holds the kiosk's last snapshot
+    old = (
+        kiosk.compartments[2]
+        .snapshot()
+        .model_copy(update={"occupied": False, "ts": contract.utcnow() - timedelta(minutes=5)})
+    )
+    await asyncio.to_thread(
+        paho_publish.single,
+        kiosk.topics.compartment_state(2),
+        old.to_json(),
+        qos=1,
+        retain=True,
+        hostname=private_mosquitto.host,
+        port=private_mosquitto.port,
+    )
+    a = await start_replica("a")
+    world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code)
+    await held_by(a, kiosk)
+
+    async def food_seen() -> bool:
+        async with a.ctx.sessionmaker() as session:
+            occupied = await session.scalar(
+                select(Compartment.occupied).where(
+                    Compartment.kiosk_id == world.kiosk_id, Compartment.number == 2
+                )
+            )
+        return bool(occupied)
+
+    await until(food_seen, 30, "the food in compartment 2 seen by the service")
+    asked = [r.command for r in kiosk.received if r.command.action == "report_state"]
+    assert asked and asked[0].reply_to == a.link.reply_topic(code)
 
 
 async def test_two_replicas_share_kiosks_on_a_broker_without_shared_subscriptions(

@@ -33,7 +33,7 @@ from tests.locker_service.conftest import make_settings
 from tests.locker_service.test_notifications import DEDUPE_HEADER, WebhookReceiver, decode_qr
 from tests.locker_service.world import World, seed
 from tests.support.mosquitto import MosquittoProcess, free_port
-from tests.support.scripted_kiosk import ScriptedKiosk
+from tests.support.scripted_kiosk import ScriptedKiosk, compartment_of
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -227,7 +227,9 @@ async def test_the_story_survives_sigkill_at_every_step(
                         break
                     except TimeoutError:
                         continue
-                seen_commands = [(c.command.action, c.command.compartment) for c in kiosk.received]
+                seen_commands = [
+                    (c.command.action, compartment_of(c.command)) for c in kiosk.received
+                ]
                 answers = [r.status for r in kiosk.replies]
                 await until(
                     lambda: kiosk.compartments[n].lock_released,

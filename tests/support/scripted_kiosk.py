@@ -399,7 +399,7 @@ class ScriptedKiosk:
                     cmd = item.command
                     if not item.handled:
                         continue
-                    if cmd.action == action and compartment in (None, cmd.compartment):
+                    if cmd.action == action and compartment in (None, compartment_of(cmd)):
                         found.append(cmd)
                         return True
             return False
@@ -467,6 +467,13 @@ class ScriptedKiosk:
             if answer.status != "silent":
                 self._reply(command, answer.status, answer.detail)
             return
+        if isinstance(command, contract.ReportStateCommand):
+            # As the bridge: its status and every snapshot published again, then the answer.
+            self.publish_status()
+            for n in self.compartments:
+                self.publish_snapshot(n)
+            self._reply(command, "succeeded", None)
+            return
         status, detail = self._execute(command)
         self._reply(command, status, detail)
 
@@ -487,7 +494,7 @@ class ScriptedKiosk:
             self.replies.append(reply)
         self._client.publish(command.reply_to, reply.to_json(), qos=1)
 
-    def _execute(self, command: contract.Command) -> tuple[str, str | None]:
+    def _execute(self, command: contract.CompartmentCommand) -> tuple[str, str | None]:
         n = command.compartment
         if n not in self.compartments:
             return "rejected", f"no compartment {n}"
@@ -547,3 +554,8 @@ class ScriptedKiosk:
                 return
             self._end_cycle(c, "disinfection_completed")
         self.publish_snapshot(n)
+
+
+def compartment_of(command: contract.Command) -> int | None:
+    """The compartment a command names; None for one to the whole kiosk (`report_state`)."""
+    return None if isinstance(command, contract.ReportStateCommand) else command.compartment
