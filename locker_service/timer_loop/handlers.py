@@ -345,30 +345,41 @@ async def dropoff_timeout(ctx: ServiceContext, timer: Timer) -> datetime | None:
         return None
     story = Story(ctx)
     async with session_scope(ctx.sessionmaker) as session:
-        # The order locked first, the timer read after it: a retry that opens the compartment
-        # again (ADR 0088) either committed first (its cancellation of this timer is seen
-        # here) or waits for this transaction, and its compare-and-set on the order's version
-        # then loses (the courier is told to try again). The order is written before the
-        # compartment here as everywhere, so the lock adds no deadlock.
-        order = await session.scalar(select(Order).where(Order.id == order.id).with_for_update())
-        if order is None or order.state != OrderState.ASSIGNED:
-            return None
-        if await session.scalar(select(Timer.state).where(Timer.id == timer.id)) == "cancelled":
+        if await _cancelled(session, timer):
             return None  # the courier had it opened again (ADR 0088): its new timer decides
-        fresh = await session.get(Compartment, c.id)
-        assert fresh is not None
-        if fresh.door_open:
+        seen = await session.get(Compartment, c.id)
+        if seen is not None and seen.door_open:
+            # Before any lock: the door's shutting resolves this alert, then deposits.
             await raise_compartment_alert(
                 session,
                 ctx.hub,
                 kiosk,
-                fresh,
+                seen,
                 kind="door_left_open",
                 severity="warning",
                 what="door left open at drop-off",
-                dedupe_key=f"door_left_open:{fresh.id}",
+                dedupe_key=f"door_left_open:{seen.id}",
             )
             return _retry(ctx, 60)
+    async with session_scope(ctx.sessionmaker) as session:
+        # Locked, the compartment then the order (the order a kiosk's report writes them in),
+        # and only then is the timer read again: a retry that opens the compartment again (ADR
+        # 0088) either committed first (its cancellation of this timer is seen here) or waits
+        # for this transaction, and its compare-and-set on the order's version then loses (the
+        # courier is told to try again). FOR NO KEY UPDATE: rows that merely refer to them
+        # (events, timers, openings) are not held up.
+        fresh = await session.scalar(
+            select(Compartment).where(Compartment.id == c.id).with_for_update(key_share=True)
+        )
+        order = await session.scalar(
+            select(Order).where(Order.id == order.id).with_for_update(key_share=True)
+        )
+        if fresh is None or order is None or order.state != OrderState.ASSIGNED:
+            return None
+        if await _cancelled(session, timer):
+            return None
+        if fresh.door_open:
+            return _retry(ctx)  # opened meanwhile: looked at again
         if fresh.state != CompartmentState.RESERVED:
             return None
         assigned_at = order.assigned_at or order.updated_at
@@ -395,6 +406,10 @@ async def dropoff_timeout(ctx: ServiceContext, timer: Timer) -> datetime | None:
         else:
             await story.release_empty(session, kiosk, fresh, order, kiosk_reports.DROPOFF_TIMED_OUT)
     return None
+
+
+async def _cancelled(session: AsyncSession, timer: Timer) -> bool:
+    return await session.scalar(select(Timer.state).where(Timer.id == timer.id)) == "cancelled"
 
 
 async def reminder(ctx: ServiceContext, timer: Timer) -> datetime | None:
