@@ -178,8 +178,8 @@ class Bridge:
         )
         self.info = BoardInfo()
         self._commands: queue.Queue[CompartmentCommand] = queue.Queue(COMMAND_QUEUE_MAX)
-        # `report_state` requests: answered by the board thread once it has published the
-        # status and every snapshot again.
+        # `report_state` requests: answered by the board thread at the end of its round
+        # (`_answer_reports`).
         self._reports: queue.SimpleQueue[ReportStateCommand] = queue.SimpleQueue()
         self._unlocks: dict[str, UnlockWatch] = {}
         # Cycle starts whose outcome is unknown (the bridge restarted mid-start, the board's
@@ -297,9 +297,14 @@ class Bridge:
         if command.expired():
             self._finish(command, "rejected", "expired before it reached the kiosk")
             return
+        if isinstance(command, ReportStateCommand):
+            # Answered by the board thread, which alone reads the board and says its status.
+            self.link.publish_reply(
+                command.reply_to, Reply(request_id=command.request_id, status="accepted")
+            )
+            self._reports.put(command)
+            return
         if self._status_told and not self.info.online:
-            if isinstance(command, ReportStateCommand):
-                self._publish_status()  # what is known now: the board is offline
             # Known offline: say so now, not after the next try at the port (up to 5 s).
             self._finish(command, "failed", "board offline")
             return
@@ -307,10 +312,7 @@ class Bridge:
         self.link.publish_reply(
             command.reply_to, Reply(request_id=command.request_id, status="accepted")
         )
-        if isinstance(command, ReportStateCommand):
-            self._reports.put(command)
-        else:
-            self._enqueue(command)
+        self._enqueue(command)
 
     def _enqueue(self, command: CompartmentCommand) -> None:
         try:
@@ -553,6 +555,7 @@ class Bridge:
                 self._stop.wait(self.settings.poll_period_s)
             # Unlock deadlines run out even while the board is unreachable.
             self._check_unlocks()
+            self._answer_reports()
 
     def _handshake(self) -> None:
         hello = self.board.hello()
@@ -742,21 +745,37 @@ class Bridge:
         )
         self.link.emit_event(event)
 
-    def _housekeeping(self) -> None:
-        now = time.monotonic()
+    def _answer_reports(self) -> None:
+        """`report_state` (docs/adr/0091), at the end of a round of the board loop: the status
+        and every snapshot as the board was just read, published again, then `succeeded` (on
+        the same connection, after them); with the board offline, the status (saying so), then
+        `failed`."""
         reports: list[ReportStateCommand] = []
         with contextlib.suppress(queue.Empty):
             while True:
                 reports.append(self._reports.get_nowait())
-        if reports:
-            self._publish_status()
-            self._republish.set()
+        live = [report for report in reports if not report.expired()]
+        for report in reports:
+            if report.expired():
+                self._finish(report, "rejected", "expired while waiting for the board")
+        if not live:
+            return
+        self._publish_status()
+        if self.info.online:
+            for view in self.tracker.republish_all():
+                self.link.publish_snapshot(_snapshot(view))
+        for report in live:
+            if self.info.online:
+                self._finish(report, "succeeded")
+            else:
+                self._finish(report, "failed", "board offline")
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
         if self._republish.is_set():
             self._republish.clear()
             for view in self.tracker.republish_all():
                 self.link.publish_snapshot(_snapshot(view))
-        for report in reports:  # after what it asked for, on the same connection
-            self._finish(report, "succeeded")
         cut_off = self._telemetry_cut_off()
         self.link.release_backlog(not cut_off)  # what was kept goes once back in touch
         if now >= self._next_telemetry:

@@ -16,7 +16,7 @@ from firmware_bridge.board import BoardAnswerInvalid, BoardUnreachable
 from hardware.protocol import StatusAnswer
 from hardware.protocol.messages import StartDisinfectAnswer, UnlockAnswer
 from tests.firmware_bridge.conftest import Kiosk
-from tests.firmware_bridge.harness import Observer, pulses, wait_ready
+from tests.firmware_bridge.harness import Observer, Seen, pulses, wait_ready
 
 
 def test_unlock_succeeds_when_the_lock_is_seen_released_and_pulses_once(kiosk: Kiosk) -> None:
@@ -311,21 +311,9 @@ def test_report_state_publishes_the_status_and_every_snapshot_again_then_succeed
     stale = {**(obs.snapshot(3) or {}), "door_open": True}
     obs.client.publish(state_3, json.dumps(stale), qos=1, retain=True).wait_for_publish(10)
     obs.wait(lambda: obs.snapshot(3) == stale, "the stale copy retained")
-    before = len(obs.messages)
-    ask = contract.ReportStateCommand(
-        request_id=uuid.uuid4().hex,
-        expires_at=contract.utcnow() + timedelta(seconds=30),
-        reply_to=obs.reply_to,
-    )
-    obs.send(ask)
-    assert obs.final_reply(ask.request_id)["status"] == "succeeded"
-    after = obs.since(before)
-    answered = next(
-        i
-        for i, m in enumerate(after)
-        if m.topic == obs.reply_to and m.payload["status"] == "succeeded"
-    )
-    published = {m.topic for m in after[:answered]}  # all of it before the answer
+    status, before_answer = _ask_state(obs)
+    assert status == "succeeded"
+    published = {m.topic for m in before_answer}
     assert obs.topics.status in published
     assert {obs.topics.compartment_state(n) for n in range(1, 13)} <= published
     assert (obs.snapshot(3) or {})["door_open"] is False
@@ -335,6 +323,40 @@ def test_report_state_publishes_the_status_and_every_snapshot_again_then_succeed
         assert (late.snapshot(3) or {})["door_open"] is False
     finally:
         late.stop()
+
+
+def test_report_state_with_the_board_offline_says_so_and_fails(kiosk: Kiosk) -> None:
+    obs = kiosk.observer
+    wait_ready(obs, kiosk.bridge)
+    kiosk.sim.faults.pull_cable(600.0)  # simulated seconds: 30 s of wall time at 20x
+    obs.wait(
+        lambda: any(s["board_online"] is False for s in obs.on(obs.topics.status)),
+        "board reported offline",
+    )
+    status, before_answer = _ask_state(obs)
+    assert status == "failed"
+    said = [m.payload for m in before_answer if m.topic == obs.topics.status]
+    assert said and said[-1]["board_online"] is False
+    assert not any("/compartments/" in m.topic for m in before_answer)
+
+
+def _ask_state(obs: Observer) -> tuple[str, list[Seen]]:
+    """Send `report_state`: its final status, and what the kiosk published before it."""
+    before = len(obs.messages)
+    ask = contract.ReportStateCommand(
+        request_id=uuid.uuid4().hex,
+        expires_at=contract.utcnow() + timedelta(seconds=30),
+        reply_to=obs.reply_to,
+    )
+    obs.send(ask)
+    final = obs.final_reply(ask.request_id)["status"]
+    after = obs.since(before)
+    answered = next(
+        i
+        for i, m in enumerate(after)
+        if m.topic == obs.reply_to and m.payload["status"] in contract.FINAL_STATUSES
+    )
+    return final, after[:answered]
 
 
 def test_a_scan_is_published_as_an_event_at_once(kiosk: Kiosk) -> None:

@@ -119,6 +119,7 @@ class ScriptedKiosk:
         self.clock_behind_s = clock_behind_s
         self.fw = fw
         self.boot_id = uuid.uuid4().hex[:8]
+        self._state = "online"  # as its status last said
         self.compartments = {n: CompartmentModel(n) for n in range(1, compartments + 1)}
         self.received: list[ReceivedCommand] = []
         self.supplies: list[contract.OfflineSupply] = []  # what the service sent for offline
@@ -306,7 +307,7 @@ class ScriptedKiosk:
                     c.timer.cancel()
                 c.setpoint_c, c.uv_on, c.disinfect_until, c.lock_released = None, False, None, False
         self.publish_event("board_rebooted", None, {"boot_id": self.boot_id})
-        self.publish_status()
+        self.publish_status("online")
         for n in self.compartments:
             self.publish_snapshot(n)
 
@@ -322,8 +323,12 @@ class ScriptedKiosk:
             ts=self.now(),
         )
 
-    def publish_status(self, state: str = "online") -> None:
-        self._client.publish(self.topics.status, self._status(state).to_json(), qos=1, retain=True)
+    def publish_status(self, state: str | None = None) -> None:
+        """Its status, `state` from now on if given (else as it last said: online at first)."""
+        if state is not None:
+            self._state = state
+        status = self._status(self._state)
+        self._client.publish(self.topics.status, status.to_json(), qos=1, retain=True)
 
     def publish_snapshot(self, n: int) -> mqtt.MQTTMessageInfo:
         with self._lock:
@@ -416,7 +421,7 @@ class ScriptedKiosk:
             log.error("scripted kiosk refused by broker: %s", reason_code)
             return
         _, self._subscribe_mid = client.subscribe([(self.topics.cmd, 1), (self.topics.offline, 0)])
-        self.publish_status()
+        self.publish_status("online")
         for n in self.compartments:
             self.publish_snapshot(n)
 
@@ -469,7 +474,7 @@ class ScriptedKiosk:
             return
         if isinstance(command, contract.ReportStateCommand):
             # As the bridge: its status and every snapshot published again, then the answer.
-            self.publish_status()
+            self.publish_status()  # as it last said
             for n in self.compartments:
                 self.publish_snapshot(n)
             self._reply(command, "succeeded", None)
