@@ -15,6 +15,12 @@ messages stamped long before they are sent (retained copies, the `offline` will)
 in the window would make the bound large. It waits that long past a command's deadline, capped,
 before it says the kiosk never had it (ADR 0089).
 
+A clock set back (from right to behind) raises every value from then on, while the window
+still remembers the small ones from before: over the window the bound is too small until they
+leave it. A command's wait therefore takes the least over the last minute's messages
+(`RECENT_S`), which is never smaller: a clock set back is waited for a minute after, at most.
+Judging a report's stamp (the door timer) keeps the window's least, the tighter of the two.
+
 Pure: the caller gives both clocks' times. Tested without a broker.
 """
 
@@ -25,6 +31,9 @@ from dataclasses import dataclass
 
 # The bound is the least over this long: a kiosk whose clock is set right is seen so within it.
 WINDOW_S = 600.0
+# A command's wait takes the least over this long, if the kiosk sent anything in it: a clock set
+# back is seen within it (a kiosk sends its telemetry every 10 s).
+RECENT_S = 60.0
 # A caller waits at most this long past a deadline for a kiosk's clock; a clock further behind
 # is a fault to fix at the kiosk (its time service), not a wait to put on every purchaser.
 MAX_WAIT_S = 30.0
@@ -43,10 +52,23 @@ class KioskClock:
 
     behind_at_most_s: float  # the least `received - ts`; negative when the kiosk is ahead
     heard_for_s: float  # since the first message of the window's run: a few are just backlog
+    # The least over the last RECENT_S, None when nothing came in it; never below the window's.
+    recently_behind_at_most_s: float | None = None
 
     @property
     def wait_s(self) -> float:
-        """How long past a command's deadline the kiosk may still take it as not expired."""
+        """How long past a command's deadline the kiosk may still take it as not expired: by
+        the last minute's messages if there were any, so that a clock set back since is waited
+        for."""
+        recent = self.recently_behind_at_most_s
+        behind = self.behind_at_most_s if recent is None else recent
+        return min(max(behind, 0.0), MAX_WAIT_S)
+
+    @property
+    def stamps_behind_s(self) -> float:
+        """How much earlier than the service's clock the kiosk may stamp what it reports,
+        capped as the wait is: the window's least, the tightest (a report judged by it is
+        never taken for newer than it can be)."""
         return min(max(self.behind_at_most_s, 0.0), MAX_WAIT_S)
 
     @property
@@ -60,8 +82,9 @@ class KioskClocks:
     each observation is O(1) amortised, and a kiosk keeps only the values that can still be the
     least)."""
 
-    def __init__(self, window_s: float = WINDOW_S) -> None:
+    def __init__(self, window_s: float = WINDOW_S, recent_s: float = RECENT_S) -> None:
         self.window_s = window_s
+        self.recent_s = recent_s
         self._lows: dict[str, deque[tuple[float, float]]] = {}
         self._since: dict[str, float] = {}  # when each kiosk's current run of messages began
 
@@ -94,7 +117,10 @@ class KioskClocks:
         if not lows:
             del self._lows[kiosk_id], self._since[kiosk_id]
             return None
-        return KioskClock(lows[0][1], heard_for_s=now_s - self._since[kiosk_id])
+        # Each value kept is the least of the messages from the one kept before it on: the
+        # first received within the recent span is the least of that span.
+        recent = next((value for at, value in lows if at >= now_s - self.recent_s), None)
+        return KioskClock(lows[0][1], now_s - self._since[kiosk_id], recent)
 
     def _expire(self, lows: deque[tuple[float, float]], now_s: float) -> None:
         while lows and lows[0][0] < now_s - self.window_s:

@@ -251,13 +251,18 @@ class KioskLink:
                     f"could not publish {command.action} to kiosk {kiosk_id}: {failure}"
                 )
             self.counters.commands_sent += 1
-            return await self._pending.final_reply(
-                pending, timeout_s, self.clock_behind_s(kiosk_id)
-            )
+            return await self._pending.final_reply(pending, timeout_s, self._clock_wait_s(kiosk_id))
 
     def clock_behind_s(self, kiosk_id: str) -> float:
         """How far behind the service's clock the kiosk's may be, by the messages this replica
-        received from it lately (`clocks.py`): 0 when it is not or none came, at most 30 s."""
+        received from it lately (`clocks.py`), for judging the stamps of its reports: 0 when it
+        is not or none came, at most 30 s."""
+        clock = self.clocks.clock(kiosk_id, time.time())
+        return clock.stamps_behind_s if clock is not None else 0.0
+
+    def _clock_wait_s(self, kiosk_id: str) -> float:
+        """How long past a command's deadline the kiosk may still run it (`KioskClock.wait_s`:
+        by the last minute's messages, so a clock set back is waited for)."""
         clock = self.clocks.clock(kiosk_id, time.time())
         return clock.wait_s if clock is not None else 0.0
 

@@ -56,6 +56,23 @@ def test_a_clock_set_right_is_seen_at_once_and_a_clock_set_back_once_the_window_
     assert clocks.clock("k", T0 + 700).behind_at_most_s == pytest.approx(40)  # type: ignore[union-attr]
 
 
+def test_a_clock_set_back_is_waited_for_within_a_minute_while_stamps_keep_the_window() -> None:
+    """Set back by 20 s, its telemetry every 10 s: within a minute a command waits the 20 s
+    (its copy may run that late), while the window's least, still the right clock's, judges
+    its reports' stamps (taking them for newer than they can be would be the danger there)."""
+    clocks = KioskClocks(window_s=600, recent_s=60)
+    clocks.observe("k", T0, T0 - 0.05)  # right
+    seen = []
+    for t in range(10, 130, 10):  # set back by 20 s just before T0 + 10
+        clocks.observe("k", T0 + t, T0 + t - 20.05)
+        clock = clocks.clock("k", T0 + t)
+        assert clock is not None and clock.stamps_behind_s == pytest.approx(0.05)
+        seen.append((t, round(clock.wait_s, 2)))
+    assert seen == [(t, 0.05) for t in range(10, 70, 10)] + [(t, 20.05) for t in range(70, 130, 10)]
+    quiet = clocks.clock("k", T0 + 300)  # nothing for a minute: the window's least again
+    assert quiet is not None and quiet.wait_s == pytest.approx(0.05)
+
+
 def test_the_wait_is_capped_and_a_kiosk_quiet_for_the_window_is_unknown_again() -> None:
     clocks = KioskClocks(window_s=600)
     clocks.observe("k", T0, T0 - 3600)
