@@ -555,7 +555,10 @@ class Bridge:
                 self._stop.wait(self.settings.poll_period_s)
             # Unlock deadlines run out even while the board is unreachable.
             self._check_unlocks()
-            self._answer_reports()
+            try:
+                self._answer_reports()
+            except Exception:
+                log.exception("answering report_state failed; carrying on")
 
     def _handshake(self) -> None:
         hello = self.board.hello()
@@ -754,10 +757,13 @@ class Bridge:
         with contextlib.suppress(queue.Empty):
             while True:
                 reports.append(self._reports.get_nowait())
-        live = [report for report in reports if not report.expired()]
+        now = datetime.now(UTC)
+        live: list[ReportStateCommand] = []
         for report in reports:
-            if report.expired():
+            if report.expired(now):
                 self._finish(report, "rejected", "expired while waiting for the board")
+            else:
+                live.append(report)
         if not live:
             return
         self._publish_status()

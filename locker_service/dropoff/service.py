@@ -394,8 +394,16 @@ async def _preheat(
 async def release(ctx: ServiceContext, order: Order, compartment: Compartment, reason: str) -> None:
     """Undo a drop-off that never put food in: order back to created, compartment free."""
     async with session_scope(ctx.sessionmaker) as session:
-        fresh_order = await session.get(Order, order.id)
-        fresh_compartment = await session.get(Compartment, compartment.id)
+        # Locked, the compartment then the order, as the door timer and a kiosk's report take
+        # them: written the other way round, they could deadlock with it.
+        fresh_compartment = await session.scalar(
+            select(Compartment)
+            .where(Compartment.id == compartment.id)
+            .with_for_update(key_share=True)
+        )
+        fresh_order = await session.scalar(
+            select(Order).where(Order.id == order.id).with_for_update(key_share=True)
+        )
         if fresh_order is None or fresh_compartment is None:
             return
         if fresh_order.state == OrderState.ASSIGNED:

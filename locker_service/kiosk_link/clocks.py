@@ -118,7 +118,8 @@ class KioskClocks:
             del self._lows[kiosk_id], self._since[kiosk_id]
             return None
         # Each value kept is the least of the messages from the one kept before it on: the
-        # first received within the recent span is the least of that span.
+        # first received within the recent span is the least of that span (or, once MAX_KEPT
+        # has dropped the front inside the span, a larger one: the wait errs longer).
         recent = next((value for at, value in lows if at >= now_s - self.recent_s), None)
         return KioskClock(lows[0][1], now_s - self._since[kiosk_id], recent)
 

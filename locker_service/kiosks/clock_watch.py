@@ -53,8 +53,8 @@ def describe(clock: KioskClock) -> str:
         return f"its clock is at least {-off:.0f} s ahead of the service's"
     return (
         f"its clock is up to {off:.0f} s behind the service's (or all its messages arrive that "
-        f"late); commands to it wait that long more, at most {MAX_WAIT_S:.0f} s, before it counts "
-        "as unreachable"
+        f"late); commands to it wait as long more as its last minute's messages show, at most "
+        f"{MAX_WAIT_S:.0f} s, before it counts as unreachable"
     )
 
 

@@ -473,8 +473,12 @@ class ScriptedKiosk:
                 self._reply(command, answer.status, answer.detail)
             return
         if isinstance(command, contract.ReportStateCommand):
-            # As the bridge: its status and every snapshot published again, then the answer.
-            self.publish_status()  # as it last said
+            # As the bridge: its status (as it last said) and every snapshot published again,
+            # then the answer; offline, its status and a failure.
+            self.publish_status()
+            if self._state != "online":
+                self._reply(command, "failed", "board offline")
+                return
             for n in self.compartments:
                 self.publish_snapshot(n)
             self._reply(command, "succeeded", None)
