@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select, text, update
 
 from firmware_bridge import contract
+from locker_service.compartments import service as doors
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
@@ -291,6 +292,20 @@ async def test_a_door_timer_that_runs_while_a_retry_commits_leaves_the_compartme
         await retry.flush()
         deciding = asyncio.create_task(handlers.dropoff_timeout(service, timer))
         await _waits_for_a_row_lock(service, deciding)
+        # The rest of the retry's transaction (`_allocate`) while the handler holds the
+        # compartment and waits for the order: its new timer and opening refer to the
+        # compartment, which a lock stronger than FOR NO KEY UPDATE would hold up (deadlock).
+        box = await retry.get(Compartment, held.compartment_id)
+        assert box is not None
+        timers.schedule(
+            retry,
+            TimerKind.DROPOFF_TIMEOUT,
+            utcnow() + timedelta(hours=1),
+            order_id=held.id,
+            compartment_id=box.id,
+        )
+        doors.authorise(retry, box, who="courier:test", why="drop-off", order_id=held.id)
+        await retry.flush()
     assert await deciding is None
     assert await _state(service, order_id) == "assigned"
     assert (await compartment(service, world, n)).state == "reserved"
