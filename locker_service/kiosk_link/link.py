@@ -217,7 +217,9 @@ class KioskLink:
         0091), once this replica has taken its lease: a clustered broker may have handed this
         replica a retained copy older than the kiosk's last, which the kiosk will not publish
         again until something changes. Sent even if the last status heard says offline (that
-        may be the old copy); an answer is only logged."""
+        may be the old copy); an answer other than `succeeded` is only logged, and no answer at
+        all (a kiosk not connected, which publishes everything when it connects) not even
+        that."""
         command = contract.ReportStateCommand(
             request_id=uuid.uuid4().hex,
             expires_at=contract.utcnow() + timedelta(seconds=REPORT_STATE_TIMEOUT_S),
@@ -225,6 +227,10 @@ class KioskLink:
         )
         try:
             reply = await self._send(kiosk_id, command, REPORT_STATE_TIMEOUT_S)
+        except KioskUnreachable as exc:
+            # Not connected (yet): a kiosk publishes everything when it connects.
+            log.debug("kiosk %s not asked for its state: %s", kiosk_id, exc)
+            return
         except KioskLinkError as exc:
             log.info("kiosk %s did not report its state again: %s", kiosk_id, exc)
             return
