@@ -454,6 +454,9 @@ class StoryHandler:
                 return
             c.door_open = False
             c.occupied = claimed
+            # Written (and so locked) before its order, the order every path takes them in (the
+            # drop-off door timer locks both so): the other way round they could deadlock.
+            await session.flush()
             await self._door_closed(session, kiosk, c)
         elif kind == "disinfection_completed":
             if c.state in (CompartmentState.DISINFECTING, CompartmentState.CLEANING):

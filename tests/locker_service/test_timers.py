@@ -311,6 +311,34 @@ async def test_a_door_timer_that_runs_while_a_retry_commits_leaves_the_compartme
     assert (await compartment(service, world, n)).state == "reserved"
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # its row locks
+async def test_the_door_shutting_while_the_door_timer_decides_waits_its_turn(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """The courier shuts the door on the food just as the door timer decides: the timer holds
+    the compartment and then asks for the order (as `handlers.dropoff_timeout` does); the
+    door's event takes them in that order too, so it waits its turn and deposits, where taking
+    the order first would deadlock with the timer (PostgreSQL would abort one of them)."""
+    order = await create_order(app_client, world, ref="shut-late")
+    n = (await _courier_names(app_client, world, "shut-late")).json()["compartment"]
+    for kind in ("door_opened", "item_placed"):
+        await event(service, world, kind, n)
+    async with session_scope(service.sessionmaker) as timer_side:
+        box = await timer_side.scalar(
+            select(Compartment)
+            .where(Compartment.kiosk_id == world.kiosk_id, Compartment.number == n)
+            .with_for_update(key_share=True)
+        )
+        assert box is not None
+        shutting = asyncio.create_task(event(service, world, "door_closed", n, occupied=True))
+        await _waits_for_a_row_lock(service, shutting)
+        await timer_side.scalar(  # the timer's next lock: a deadlock here without the fix
+            select(Order).where(Order.id == uuid.UUID(order["id"])).with_for_update(key_share=True)
+        )
+    await shutting
+    assert await _state(service, order["id"]) == "deposited"
+
+
 async def _waits_for_a_row_lock(service: ServiceContext, task: asyncio.Task[Any]) -> None:
     """Until a session of the test's database waits for a lock (the task's), as PostgreSQL
     says; the task must not have ended first."""
