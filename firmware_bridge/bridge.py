@@ -56,6 +56,7 @@ from firmware_bridge.contract import (
     UnlockCommand,
     command_from_dict,
     command_from_json,
+    compartment_of,
 )
 from firmware_bridge.contract import Command as WireCommand
 from firmware_bridge.contract.codes import normalise_code, token_from_scan
@@ -379,7 +380,7 @@ class Bridge:
             "%s %s%s: %s %s",
             command.request_id,
             command.action,
-            "" if isinstance(command, ReportStateCommand) else f" n={command.compartment}",
+            "" if (n := compartment_of(command)) is None else f" n={n}",
             status,
             detail or "",
         )

@@ -43,6 +43,7 @@ from firmware_bridge.contract.payloads import (
     WireModel,
     command_from_dict,
     command_from_json,
+    compartment_of,
     utcnow,
 )
 from firmware_bridge.contract.topics import TOPIC_ROOT, MessageKind, Topics, classify_topic
@@ -84,5 +85,6 @@ __all__ = [
     "classify_topic",
     "command_from_dict",
     "command_from_json",
+    "compartment_of",
     "utcnow",
 ]

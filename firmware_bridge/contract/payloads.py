@@ -218,6 +218,13 @@ CompartmentCommand = (
 # `action` and that action's `args` (and `compartment`, but for `report_state`), as
 # docs/asyncapi.yaml shows.
 Command = Annotated[CompartmentCommand | ReportStateCommand, Field(discriminator="action")]
+
+
+def compartment_of(command: Command) -> int | None:
+    """The compartment a command names; None for one to the whole kiosk (`report_state`)."""
+    return None if isinstance(command, ReportStateCommand) else command.compartment
+
+
 ACTIONS: tuple[Action, ...] = get_args(Action)
 _COMMAND: TypeAdapter[Command] = TypeAdapter(Command)
 

@@ -245,11 +245,8 @@ class KioskLink:
     async def _send(
         self, kiosk_id: str, command: contract.Command, timeout_s: float
     ) -> contract.Reply:
-        compartment = (
-            None if isinstance(command, contract.ReportStateCommand) else command.compartment
-        )
         with self._pending.expect(
-            command.request_id, kiosk_id, command.action, compartment
+            command.request_id, kiosk_id, command.action, contract.compartment_of(command)
         ) as pending:
             failure = self._connection.publish(contract.Topics(kiosk_id).cmd, command.to_json())
             if failure is not None:

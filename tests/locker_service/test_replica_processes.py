@@ -50,7 +50,7 @@ from tests.locker_service.test_sigkill import ServiceProcess
 from tests.locker_service.world import World, seed
 from tests.support.mosquitto import MosquittoProcess, free_port
 from tests.support.nats_cluster import NatsCluster
-from tests.support.scripted_kiosk import ScriptedKiosk, compartment_of
+from tests.support.scripted_kiosk import ScriptedKiosk
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -342,7 +342,7 @@ async def once_each(fleet: Fleet, code: str, order_id: str, n: int) -> None:
     acted = [
         c.command
         for c in fleet.kiosks[code].received
-        if compartment_of(c.command) == n and not c.duplicate
+        if contract.compartment_of(c.command) == n and not c.duplicate
     ]
     unlocks = [c for c in acted if isinstance(c, contract.UnlockCommand)]
     cycles = [c.args.duration_s for c in acted if isinstance(c, contract.StartDisinfectionCommand)]

@@ -27,13 +27,14 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from firmware_bridge import contract
 from locker_service.db import create_engine, create_sessionmaker
 from locker_service.models import Compartment, OrderEvent
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.test_notifications import DEDUPE_HEADER, WebhookReceiver, decode_qr
 from tests.locker_service.world import World, seed
 from tests.support.mosquitto import MosquittoProcess, free_port
-from tests.support.scripted_kiosk import ScriptedKiosk, compartment_of
+from tests.support.scripted_kiosk import ScriptedKiosk
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -228,7 +229,7 @@ async def test_the_story_survives_sigkill_at_every_step(
                     except TimeoutError:
                         continue
                 seen_commands = [
-                    (c.command.action, compartment_of(c.command)) for c in kiosk.received
+                    (c.command.action, contract.compartment_of(c.command)) for c in kiosk.received
                 ]
                 answers = [r.status for r in kiosk.replies]
                 await until(

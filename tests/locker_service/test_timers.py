@@ -354,7 +354,7 @@ async def _waits_for_a_row_lock(service: ServiceContext, task: asyncio.Task[Any]
             if waiting:
                 return
             await asyncio.sleep(0.02)
-    raise AssertionError(f"ended without waiting for the retry: {task.result()!r}")
+    raise AssertionError(f"ended without waiting for a lock: {task.result()!r}")
 
 
 async def test_watchdog_completes_a_cycle_whose_event_was_lost(

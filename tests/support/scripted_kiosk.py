@@ -404,7 +404,7 @@ class ScriptedKiosk:
                     cmd = item.command
                     if not item.handled:
                         continue
-                    if cmd.action == action and compartment in (None, compartment_of(cmd)):
+                    if cmd.action == action and compartment in (None, contract.compartment_of(cmd)):
                         found.append(cmd)
                         return True
             return False
@@ -563,8 +563,3 @@ class ScriptedKiosk:
                 return
             self._end_cycle(c, "disinfection_completed")
         self.publish_snapshot(n)
-
-
-def compartment_of(command: contract.Command) -> int | None:
-    """The compartment a command names; None for one to the whole kiosk (`report_state`)."""
-    return None if isinstance(command, contract.ReportStateCommand) else command.compartment
