@@ -156,8 +156,7 @@ class StoryHandler:
                 # The latch sprang back with the door shut: a pickup whose door never opened
                 # gives its code back now rather than when the authorisation runs out.
                 await pickup_service.give_back_unopened(session, kiosk, c, snap.ts)
-            if c.door_open and not snap.door_open:  # shut, though its event may be lost
-                await self._door_shut_at_last(session, c)
+            shut = c.door_open and not snap.door_open  # though its event may be lost
             c.door_open = snap.door_open
             c.lock_released = snap.lock_released
             c.occupied = snap.occupied
@@ -167,6 +166,11 @@ class StoryHandler:
             c.setpoint_c = snap.setpoint_c
             c.disinfect_remaining_s = snap.disinfect_remaining_s
             c.snapshot_at = snap.ts
+            if shut:
+                # Written (and so locked) before the door's alert is looked for, as the door's
+                # own event does: a door timer raising it meanwhile commits first and is seen.
+                await session.flush()
+                await self._door_shut_at_last(session, c)
             await self._fault(session, kiosk, c, snap.fault)
             if snap.uv_on and snap.disinfecting:  # the lamp on: in case its event was lost
                 await self.story.cycle_confirmed(session, kiosk, c)

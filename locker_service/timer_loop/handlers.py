@@ -347,9 +347,10 @@ async def dropoff_timeout(ctx: ServiceContext, timer: Timer) -> datetime | None:
     async with session_scope(ctx.sessionmaker) as session:
         if await _cancelled(session, timer):
             return None  # the courier had it opened again (ADR 0088): its new timer decides
-        seen = await session.get(Compartment, c.id)
-        if seen is not None and seen.door_open:
-            # Before any lock: the door's shutting resolves this alert, then deposits.
+        seen = await _door_still_open(session, c.id)
+        if seen is not None:
+            # The order is not locked here: the door's shutting resolves this alert, then
+            # deposits, taking the compartment and then the order.
             await raise_compartment_alert(
                 session,
                 ctx.hub,
@@ -410,6 +411,18 @@ async def dropoff_timeout(ctx: ServiceContext, timer: Timer) -> datetime | None:
 
 async def _cancelled(session: AsyncSession, timer: Timer) -> bool:
     return await session.scalar(select(Timer.state).where(Timer.id == timer.id)) == "cancelled"
+
+
+async def _door_still_open(session: AsyncSession, compartment_id: int) -> Compartment | None:
+    """The compartment, locked, if its door is open: the one read a door left open alert may
+    be raised on. A door report writes the compartment before it resolves that alert, so a
+    door shutting meanwhile either committed first (its door is seen shut here) or waits for
+    this transaction and then finds the alert to resolve; read unlocked, the alert could be
+    raised after the shutting had looked for it, and stay open on a shut door."""
+    c = await session.scalar(
+        select(Compartment).where(Compartment.id == compartment_id).with_for_update(key_share=True)
+    )
+    return c if c is not None and c.door_open else None
 
 
 async def reminder(ctx: ServiceContext, timer: Timer) -> datetime | None:
@@ -476,13 +489,16 @@ async def door_left_open(ctx: ServiceContext, timer: Timer) -> datetime | None:
     _, c, kiosk = await _load(ctx, timer)
     if c is None or kiosk is None or not c.door_open:
         return None
-    what = _DOOR_LEFT_OPEN_WHAT.get(CompartmentState(c.state), "")
     async with session_scope(ctx.sessionmaker) as session:
+        seen = await _door_still_open(session, c.id)
+        if seen is None or await _cancelled(session, timer):
+            return None  # shut meanwhile (or shut and opened again: the new timer says when)
+        what = _DOOR_LEFT_OPEN_WHAT.get(CompartmentState(seen.state), "")
         await raise_compartment_alert(
             session,
             ctx.hub,
             kiosk,
-            c,
+            seen,
             kind="door_left_open",
             severity="warning",
             what=f"door left open {what}".strip(),

@@ -13,10 +13,12 @@ import pytest
 from sqlalchemy import func, select, text, update
 
 from firmware_bridge import contract
+from locker_service.alerts.service import raise_compartment_alert, resolve_alerts
 from locker_service.compartments import service as doors
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
+from locker_service.kiosks.handler import StoryHandler
 from locker_service.lifecycles import save_step
 from locker_service.models import (
     Alert,
@@ -339,9 +341,104 @@ async def test_the_door_shutting_while_the_door_timer_decides_waits_its_turn(
     assert await _state(service, order["id"]) == "deposited"
 
 
-async def _waits_for_a_row_lock(service: ServiceContext, task: asyncio.Task[Any]) -> None:
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # its row locks
+@pytest.mark.parametrize("kind", [TimerKind.DOOR_LEFT_OPEN, TimerKind.DROPOFF_TIMEOUT])
+async def test_a_door_timer_that_runs_as_the_door_shuts_leaves_no_alert_open(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, kind: TimerKind
+) -> None:
+    """The door's shutting is written, and has looked for its door left open alert, but not
+    yet committed when the door's timer looks at the door: the timer waits for it and raises
+    nothing. Read unlocked, the door was still open to the timer, whose alert then stayed open
+    on a shut door until it was opened and shut again."""
+    if kind is TimerKind.DROPOFF_TIMEOUT:  # the courier's door, open at the drop-off
+        await create_order(app_client, world, ref="shut-at-once")
+        n = (await _courier_names(app_client, world, "shut-at-once")).json()["compartment"]
+    else:  # the door opened again once the food is in
+        _, n = await _deposited(app_client, world, service, "opened-again")
+    await event(service, world, "door_opened", n)
+    async with service.sessionmaker() as session:
+        timer = await session.scalar(
+            select(Timer).where(Timer.kind == kind.value, Timer.state == "pending")
+        )
+    assert timer is not None
+    run = getattr(handlers, kind.value)
+    async with session_scope(service.sessionmaker) as shutting:
+        # The door's report (`StoryHandler._compartment_event`): the compartment written, then
+        # the door's timer cancelled and its alert looked for (none yet).
+        box = await shutting.scalar(
+            select(Compartment).where(
+                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
+            )
+        )
+        assert box is not None
+        box.door_open, box.occupied = False, True
+        await shutting.flush()
+        await timers.cancel(shutting, [TimerKind.DOOR_LEFT_OPEN], compartment_id=box.id)
+        assert await resolve_alerts(shutting, f"door_left_open:{box.id}") == 0
+        deciding = asyncio.create_task(run(service, timer))
+        await _waits_for_a_row_lock(service, deciding, or_ends=True)
+    await deciding
+    assert await _unresolved_alerts(service, "door_left_open") == []
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # its row locks
+@pytest.mark.parametrize("report", ["snapshot", "door_closed"])
+async def test_a_door_shut_as_its_timer_raises_the_alert_resolves_it(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, report: str
+) -> None:
+    """The door's timer has the compartment and has raised its alert, not yet committed, when
+    the kiosk reports the door shut, by its event or (the event lost) by a snapshot: the report
+    waits for the timer and resolves the alert. The snapshot looked for the alert before it
+    wrote the compartment, and so missed it."""
+    _, n = await _deposited(app_client, world, service, "alert-raced")
+    await event(service, world, "door_opened", n)
+    async with session_scope(service.sessionmaker) as timer_side:
+        # What `handlers.door_left_open` does: the compartment locked, then the alert.
+        box = await timer_side.scalar(
+            select(Compartment)
+            .where(Compartment.kiosk_id == world.kiosk_id, Compartment.number == n)
+            .with_for_update(key_share=True)
+        )
+        kiosk = await timer_side.get(Kiosk, world.kiosk_id)
+        assert box is not None and box.door_open and kiosk is not None
+        await raise_compartment_alert(
+            timer_side,
+            None,
+            kiosk,
+            box,
+            kind="door_left_open",
+            severity="warning",
+            what="door left open",
+            dedupe_key=f"door_left_open:{box.id}",
+        )
+        await timer_side.flush()
+        if report == "snapshot":
+            handled = StoryHandler(service).on_snapshot(
+                world.kiosk_code, board_snapshot(n, occupied=True)
+            )
+        else:
+            handled = event(service, world, "door_closed", n, occupied=True)
+        shut = asyncio.create_task(handled)
+        await _waits_for_a_row_lock(service, shut, or_ends=True)
+    await shut
+    assert (await compartment(service, world, n)).door_open is False
+    assert await _unresolved_alerts(service, "door_left_open") == []
+
+
+async def _unresolved_alerts(service: ServiceContext, kind: str) -> list[str]:
+    async with service.sessionmaker() as session:
+        rows = await session.scalars(
+            select(Alert.message).where(Alert.kind == kind, Alert.state != "resolved")
+        )
+        return list(rows)
+
+
+async def _waits_for_a_row_lock(
+    service: ServiceContext, task: asyncio.Task[Any], *, or_ends: bool = False
+) -> None:
     """Until a session of the test's database waits for a lock (the task's), as PostgreSQL
-    says; the task must not have ended first."""
+    says; the task must not have ended first, unless `or_ends` (a test that judges by what
+    the task did, with or without waiting)."""
     async with service.sessionmaker() as session:
         while not task.done():
             waiting = await session.scalar(
@@ -354,7 +451,8 @@ async def _waits_for_a_row_lock(service: ServiceContext, task: asyncio.Task[Any]
             if waiting:
                 return
             await asyncio.sleep(0.02)
-    raise AssertionError(f"ended without waiting for a lock: {task.result()!r}")
+    if not or_ends:
+        raise AssertionError(f"ended without waiting for a lock: {task.result()!r}")
 
 
 async def test_watchdog_completes_a_cycle_whose_event_was_lost(
