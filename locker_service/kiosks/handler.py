@@ -154,8 +154,12 @@ class StoryHandler:
                 return
             if c.lock_released and not snap.lock_released and not snap.door_open:
                 # The latch sprang back with the door shut: a pickup whose door never opened
-                # gives its code back now rather than when the authorisation runs out.
-                await pickup_service.give_back_unopened(session, kiosk, c, snap.ts)
+                # gives its code back now rather than when the authorisation runs out. The
+                # compartment is locked (read again) before the order that gives it back: a
+                # door event on the other lane takes them in that order.
+                await session.refresh(c, with_for_update={"key_share": True})
+                if c.lock_released:
+                    await pickup_service.give_back_unopened(session, kiosk, c, snap.ts)
             shut = c.door_open and not snap.door_open  # though its event may be lost
             c.door_open = snap.door_open
             c.lock_released = snap.lock_released

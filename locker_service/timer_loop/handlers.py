@@ -345,9 +345,9 @@ async def dropoff_timeout(ctx: ServiceContext, timer: Timer) -> datetime | None:
         return None
     story = Story(ctx)
     async with session_scope(ctx.sessionmaker) as session:
+        seen = await _door_still_open(session, c.id)
         if await _cancelled(session, timer):
             return None  # the courier had it opened again (ADR 0088): its new timer decides
-        seen = await _door_still_open(session, c.id)
         if seen is not None:
             # The order is not locked here: the door's shutting resolves this alert, then
             # deposits, taking the compartment and then the order.
@@ -485,7 +485,7 @@ _DOOR_LEFT_OPEN_WHAT = {
 
 async def door_left_open(ctx: ServiceContext, timer: Timer) -> datetime | None:
     """A door still open a minute after it opened: staff are told to shut it; the alert is
-    resolved when it shuts (`StoryHandler._door_closed`)."""
+    resolved when it shuts (`StoryHandler._door_closed`, on its event or a snapshot)."""
     _, c, kiosk = await _load(ctx, timer)
     if c is None or kiosk is None or not c.door_open:
         return None
