@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import contract
 from locker_service.alerts.service import raise_compartment_alert, resolve_alerts
@@ -328,12 +329,7 @@ async def test_the_door_shutting_while_the_door_timer_decides_waits_its_turn(
     for kind in ("door_opened", "item_placed"):
         await event(service, world, kind, n)
     async with session_scope(service.sessionmaker) as timer_side:
-        box = await timer_side.scalar(
-            select(Compartment)
-            .where(Compartment.kiosk_id == world.kiosk_id, Compartment.number == n)
-            .with_for_update(key_share=True)
-        )
-        assert box is not None
+        await _locked(timer_side, world, n)
         shutting = asyncio.create_task(event(service, world, "door_closed", n, occupied=True))
         await _waits_for_a_row_lock(service, shutting)
         await timer_side.scalar(  # the timer's next lock: a deadlock here without the fix
@@ -398,13 +394,9 @@ async def test_a_door_shut_as_its_timer_raises_the_alert_resolves_it(
     await event(service, world, "door_opened", n)
     async with session_scope(service.sessionmaker) as timer_side:
         # What `handlers.door_left_open` does: the compartment locked, then the alert.
-        box = await timer_side.scalar(
-            select(Compartment)
-            .where(Compartment.kiosk_id == world.kiosk_id, Compartment.number == n)
-            .with_for_update(key_share=True)
-        )
+        box = await _locked(timer_side, world, n)
         kiosk = await timer_side.get(Kiosk, world.kiosk_id)
-        assert box is not None and box.door_open and kiosk is not None
+        assert box.door_open and kiosk is not None
         await raise_compartment_alert(
             timer_side,
             None,
@@ -449,12 +441,7 @@ async def test_a_latch_back_as_her_door_is_reported_waits_its_turn(
         world.kiosk_code, board_snapshot(n, occupied=True, lock_released=True)
     )
     async with session_scope(service.sessionmaker) as door_side:
-        box = await door_side.scalar(
-            select(Compartment)
-            .where(Compartment.kiosk_id == world.kiosk_id, Compartment.number == n)
-            .with_for_update(key_share=True)
-        )
-        assert box is not None
+        await _locked(door_side, world, n)
         latched = asyncio.create_task(
             handler.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=True))
         )
@@ -465,6 +452,17 @@ async def test_a_latch_back_as_her_door_is_reported_waits_its_turn(
     await latched
     mine = await order_of(service, order["id"])
     assert mine.code_used_at is None  # her code is hers to use again
+
+
+async def _locked(session: AsyncSession, world: World, n: int) -> Compartment:
+    """Compartment `n`, locked as the service's paths lock it (FOR NO KEY UPDATE)."""
+    box = await session.scalar(
+        select(Compartment)
+        .where(Compartment.kiosk_id == world.kiosk_id, Compartment.number == n)
+        .with_for_update(key_share=True)
+    )
+    assert box is not None
+    return box
 
 
 async def _unresolved_alerts(service: ServiceContext, kind: str) -> list[str]:
