@@ -753,7 +753,7 @@ class Bridge:
         """`report_state` (docs/adr/0091), at the end of a round of the board loop: the status
         and every snapshot as the board was just read, published again, then `succeeded` (on
         the same connection, after them); with the board offline, the status (saying so), then
-        `failed`."""
+        `failed`. Kept events it asks for (`events_after`) go again from the outbox either way."""
         reports: list[ReportStateCommand] = []
         with contextlib.suppress(queue.Empty):
             while True:
@@ -767,6 +767,9 @@ class Bridge:
                 live.append(report)
         if not live:
             return
+        asked = [r.args.events_after for r in live if r.args.events_after is not None]
+        if asked:  # from the disk, board or not (docs/adr/0092)
+            self.link.resend_after(min(asked))
         self._publish_status()
         if self.info.online:
             for view in self.tracker.republish_all():

@@ -11,7 +11,9 @@
 - A persistent session (clean session off in 3.1.1, a session expiry in 5), so commands sent
   while the kiosk's link was down are delivered when it is back (and rejected if expired by then).
 - Events go through the on-disk outbox (`BridgeStore`): a pump thread hands them to paho in order
-  and deletes each only when the broker acknowledged it (PUBACK). An event the broker refuses
+  and marks each sent only when the broker acknowledged it (PUBACK); the last sent ones are
+  kept, and sent again when a replica that has just taken the kiosk asks (`resend_after`,
+  docs/adr/0092). An event the broker refuses
   (MQTT 5 PUBACK reason code 0x80 or above, e.g. 0x87 not authorized by its ACL) would be
   refused again on every retry and block the events behind it: it is logged as an error and
   moved to the store's refused events, and the outbox goes on. (MQTT 3.1.1 has no way to say
@@ -112,6 +114,10 @@ class MqttLink:
         self._refused: dict[int, str] = {}
         self._refused_lock = threading.Lock()
         self._cursor = 0  # highest outbox seq handed to paho
+        # Kept events numbered after this go again (`resend_after`); set by the board thread,
+        # taken by the pump.
+        self._resend_lock = threading.Lock()
+        self._resend_after: int | None = None
         # A refused SUBSCRIBE: when to ask again (monotonic; None: nothing to ask), and how
         # many were refused in a row. Written on paho's thread, read by the pump.
         self._subscribe_lock = threading.Lock()
@@ -369,6 +375,14 @@ class MqttLink:
     def publish_reply(self, topic: str, reply: Reply) -> None:
         self.client.publish(topic, reply.to_json(), qos=1)
 
+    def resend_after(self, seq: int) -> None:
+        """Send again, in order, the kept events numbered after `seq` (a replica that has just
+        taken the kiosk has recorded up to there: docs/adr/0092); the pump does it."""
+        with self._resend_lock:
+            asked = self._resend_after
+            self._resend_after = seq if asked is None else min(asked, seq)
+        self._wake.set()
+
     def emit_event(self, event: Event) -> None:
         """Write the event to the outbox first; the pump sends it as soon as it can."""
         self.store.append_event(
@@ -405,7 +419,7 @@ class MqttLink:
             with self._refused_lock:
                 reason = self._refused.pop(item.info.mid, None)
             if reason is None:
-                self.store.delete_event(item.seq)
+                self.store.mark_sent(item.seq)
             else:
                 log.error(
                     "the broker refused event %d (%s); kept aside as refused, not retried",
@@ -418,12 +432,25 @@ class MqttLink:
             waiting |= {item.info.mid for item in self._backlog_inflight}
             self._refused = {m: r for m, r in self._refused.items() if m in waiting}
         self._inflight = still
+        with self._resend_lock:
+            resend, self._resend_after = self._resend_after, None
+        if resend is not None:
+            again = self.store.resend_after(resend)
+            self._cursor = min(self._cursor, resend)
+            log.info("%d kept events after #%d to be sent again, as asked", again, resend)
         if not self.connected.is_set():
             return
         room = OUTBOX_WINDOW - len(self._inflight)
         if room <= 0:
             return
-        for queued in self.store.events_after(self._cursor, room):
+        in_flight = {item.seq for item in self._inflight}
+        for queued in self.store.events_after(self._cursor, room + len(in_flight)):
+            if queued.seq in in_flight:  # handed to paho already (behind the cursor put back)
+                self._cursor = max(self._cursor, queued.seq)
+                continue
+            if room <= 0:
+                break
+            room -= 1
             info = self.client.publish(self.topics.events, queued.payload, qos=1)
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                 break

@@ -5,9 +5,11 @@ the operating system's hands when it returns, so a bridge killed with SIGKILL lo
 committed (a power cut may lose the last few commits; ADR 0021 says why that trade is right for
 a kiosk). Every method is safe to call from any thread: one connection behind one lock.
 
-- `events`: the outbox. Every event is written here first and deleted only when the broker
+- `events`: the outbox. Every event is written here first and marked sent only when the broker
   acknowledged it, so events survive a broker outage and a bridge restart and go out in order
-  with their original timestamps. Bounded: past the limit the oldest are dropped and counted.
+  with their original timestamps. Bounded: past the limit the oldest unsent are dropped and
+  counted. The last `KEPT_SENT` numbers sent are kept, so a replica that has just taken the
+  kiosk can have those its record lacks sent again (`resend_after`, docs/adr/0092).
 - `refused_events`: events the broker refused (an MQTT 5 PUBACK with a failure reason code, such
   as an ACL that does not let this kiosk publish them): moved here with the reason, so the
   outbox goes on and nothing is lost without a trace. Bounded like the outbox.
@@ -43,7 +45,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    sent INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS refused_events (
     seq INTEGER PRIMARY KEY,
@@ -115,6 +118,12 @@ ON CONFLICT (start_ms, seconds, n) DO UPDATE SET
     setpoint_c = max(coalesce(setpoint_c, excluded.setpoint_c),
                      coalesce(excluded.setpoint_c, setpoint_c))
 """
+
+
+# Sent events kept for a new lease holder to ask for again (docs/adr/0092): the numbers within
+# this many of the newest. A kiosk's lunch peak is about a hundred events an hour, and a lease
+# moves within seconds of its holder dying.
+KEPT_SENT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +214,9 @@ class BridgeStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+        if "sent" not in columns:  # an outbox written before sent events were kept
+            self._db.execute("ALTER TABLE events ADD COLUMN sent INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:
@@ -292,11 +304,12 @@ class BridgeStore:
         with self._tx() as db:
             if db.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,)).fetchone():
                 return 0  # asked first: an ignored insert would still use up a number
-            (count,) = db.execute("SELECT count(*) FROM events").fetchone()
+            (count,) = db.execute("SELECT count(*) FROM events WHERE sent = 0").fetchone()
             if count >= self.event_limit:
                 excess = count - self.event_limit + 1
                 db.execute(
-                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?)",
+                    "DELETE FROM events WHERE seq IN "
+                    "(SELECT seq FROM events WHERE sent = 0 ORDER BY seq LIMIT ?)",
                     (excess,),
                 )
                 self.events_dropped += excess
@@ -309,16 +322,28 @@ class BridgeStore:
             return seq
 
     def events_after(self, seq: int, limit: int) -> list[QueuedEvent]:
+        """The unsent events numbered after `seq`, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, event_id, payload FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, event_id, payload FROM events WHERE seq > ? AND sent = 0 "
+                "ORDER BY seq LIMIT ?",
                 (seq, limit),
             ).fetchall()
         return [QueuedEvent(int(s), str(e), bytes(p)) for s, e, p in rows]
 
-    def delete_event(self, seq: int) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+    def mark_sent(self, seq: int) -> None:
+        """The broker acknowledged event `seq`: kept as sent, and sent events numbered
+        `KEPT_SENT` or more below it are forgotten."""
+        with self._tx() as db:
+            db.execute("UPDATE events SET sent = 1 WHERE seq = ?", (seq,))
+            db.execute("DELETE FROM events WHERE sent = 1 AND seq <= ?", (seq - KEPT_SENT,))
+
+    def resend_after(self, seq: int) -> int:
+        """The kept sent events numbered after `seq` become unsent again, to go out once more
+        in order with their numbers and ids; returns how many."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE events SET sent = 0 WHERE sent = 1 AND seq > ?", (seq,))
+            return int(cur.rowcount)
 
     def refuse_event(self, seq: int, reason: str) -> None:
         """Move an event the broker refused out of the outbox, keeping it with the reason."""
@@ -343,8 +368,9 @@ class BridgeStore:
         return [(QueuedEvent(int(s), str(e), bytes(p)), str(r)) for s, e, p, r in rows]
 
     def event_count(self) -> int:
+        """Events waiting to be sent (or for the broker's acknowledgement)."""
         with self._lock:
-            (count,) = self._db.execute("SELECT count(*) FROM events").fetchone()
+            (count,) = self._db.execute("SELECT count(*) FROM events WHERE sent = 0").fetchone()
         return int(count)
 
     # -- request-id results -------------------------------------------------------------------

@@ -195,15 +195,23 @@ class ClearFaultCommand(_CompartmentCommandBase):
     args: NoArgs = Field(default_factory=NoArgs)
 
 
+class ReportStateArgs(WireModel):
+    # Send again the events this kiosk's bridge still keeps numbered after this (`Event.seq`):
+    # the new holder has recorded up to here, and events only the old one heard, or sent while
+    # nobody listened, are missing from its record (docs/adr/0092). None: no events.
+    events_after: int | None = Field(default=None, ge=0)
+
+
 class ReportStateCommand(_CommandTail, _CommandHead):
     """Publish the kiosk's status and every compartment's snapshot again, as they are now
     (retained), then answer `succeeded`. Sent by a replica that has just taken the kiosk's lease:
     a clustered broker may hand a new subscriber a retained copy older than the last one the
     kiosk published (the nodes copy retained messages to each other asynchronously), and the
-    kiosk publishes a compartment's snapshot only when it changes (docs/adr/0091)."""
+    kiosk publishes a compartment's snapshot only when it changes (docs/adr/0091). With
+    `events_after`, the kept events after that number are also sent again (docs/adr/0092)."""
 
     action: Literal["report_state"] = "report_state"
-    args: NoArgs = Field(default_factory=NoArgs)
+    args: ReportStateArgs = Field(default_factory=ReportStateArgs)
 
 
 # A command to a compartment's hardware: it names the compartment.

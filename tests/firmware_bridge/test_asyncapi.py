@@ -218,6 +218,16 @@ def test_the_offline_supply_and_an_offline_pickup_match_too(asyncapi: dict[str, 
             "cmd",
             {
                 "request_id": "r",
+                "action": "report_state",
+                "args": {"events_after": -1},
+                "expires_at": "2026-01-01T00:00:00Z",
+                "reply_to": "r/1",
+            },
+        ),
+        (
+            "cmd",
+            {
+                "request_id": "r",
                 "action": "set_heater",
                 "compartment": 1,
                 "args": {"setpoint_c": 90},
@@ -264,10 +274,13 @@ def test_a_command_built_by_the_shared_model_validates(asyncapi: dict[str, Any])
         reply_to="lockers/replies/service-1",
     )
     validate(asyncapi, "cmd", json.loads(cmd.to_json()))
-    ask = contract.ReportStateCommand(
-        request_id="r2",
-        expires_at=contract.utcnow() + timedelta(seconds=10),
-        reply_to="lockers/replies/service-1",
-    )
-    assert "compartment" not in json.loads(ask.to_json())
-    validate(asyncapi, "cmd", json.loads(ask.to_json()))
+    for events_after in (None, 41):
+        ask = contract.ReportStateCommand(
+            request_id="r2",
+            expires_at=contract.utcnow() + timedelta(seconds=10),
+            reply_to="lockers/replies/service-1",
+            args=contract.ReportStateArgs(events_after=events_after),
+        )
+        sent = json.loads(ask.to_json())
+        assert "compartment" not in sent and sent["args"] == {"events_after": events_after}
+        validate(asyncapi, "cmd", sent)

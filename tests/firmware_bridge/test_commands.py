@@ -340,13 +340,39 @@ def test_report_state_with_the_board_offline_says_so_and_fails(kiosk: Kiosk) -> 
     assert not any("/compartments/" in m.topic for m in before_answer)
 
 
-def _ask_state(obs: Observer) -> tuple[str, list[Seen]]:
+def test_report_state_sends_again_the_kept_events_after_the_number_asked(kiosk: Kiosk) -> None:
+    """A replica that has just taken the kiosk has recorded its events up to a number; those
+    after it that only the last holder heard, or that were sent while nobody listened, come
+    again from the outbox, which kept them once the broker acknowledged them (ADR 0092): the
+    same messages (ids, numbers, stamps), in order, and none from before the number."""
+    obs, world = kiosk.observer, kiosk.sim.world
+    wait_ready(obs, kiosk.bridge)
+    assert obs.final_reply(obs.command("unlock", 4).request_id)["status"] == "succeeded"
+    world.open_door(4)
+    world.place_item(4)
+    world.close_door(4)
+    obs.wait_event("door_closed", 4)
+    first = obs.events(n=4)
+    assert [e["type"] for e in first] == ["door_opened", "item_placed", "door_closed"]
+    obs.wait(lambda: kiosk.bridge.store.event_count() == 0, "every event acknowledged")
+    before = len(obs.events())
+    status, _ = _ask_state(obs, events_after=first[0]["seq"])
+    assert status == "succeeded"
+    again = obs.wait(
+        lambda: len(obs.events()) - before >= 2 and obs.events()[before:], "events sent again"
+    )
+    assert again == first[1:]
+    obs.wait(lambda: kiosk.bridge.store.event_count() == 0, "acknowledged again")
+
+
+def _ask_state(obs: Observer, events_after: int | None = None) -> tuple[str, list[Seen]]:
     """Send `report_state`: its final status, and what the kiosk published before it."""
     before = len(obs.messages)
     ask = contract.ReportStateCommand(
         request_id=uuid.uuid4().hex,
         expires_at=contract.utcnow() + timedelta(seconds=30),
         reply_to=obs.reply_to,
+        args=contract.ReportStateArgs(events_after=events_after),
     )
     obs.send(ask)
     final = obs.final_reply(ask.request_id)["status"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from firmware_bridge.store import BridgeStore, KeptReading
+from firmware_bridge.store import KEPT_SENT, BridgeStore, KeptReading
 
 
 def test_events_come_back_in_order_after_a_restart(tmp_path: Path) -> None:
@@ -24,8 +25,53 @@ def test_events_come_back_in_order_after_a_restart(tmp_path: Path) -> None:
 def test_acknowledged_events_leave_the_outbox(tmp_path: Path) -> None:
     store = BridgeStore(tmp_path / "b.sqlite3")
     seqs = [store.append_event(f"e{i}", lambda _: b"{}") for i in range(3)]
-    store.delete_event(seqs[1])
+    store.mark_sent(seqs[1])
     assert [e.event_id for e in store.events_after(0, 10)] == ["e0", "e2"]
+    assert store.event_count() == 2
+
+
+def test_sent_events_are_kept_to_be_sent_again_after_a_number(tmp_path: Path) -> None:
+    """A new lease holder asks for the events after its record (ADR 0092): the sent ones
+    after that number go again, in order, with their payloads; across a restart too."""
+    store = BridgeStore(tmp_path / "b.sqlite3")
+    numbered = lambda seq: f'{{"seq":{seq}}}'.encode()  # noqa: E731
+    seqs = [store.append_event(f"e{i}", numbered) for i in range(5)]
+    for seq in seqs[:4]:
+        store.mark_sent(seq)
+    store.close()
+    store = BridgeStore(tmp_path / "b.sqlite3")
+    assert [e.seq for e in store.events_after(0, 10)] == [5]  # e4 still unacknowledged
+    assert store.resend_after(2) == 2  # e2 and e3; e4 was never sent
+    again = store.events_after(0, 10)
+    assert [(e.event_id, e.payload) for e in again] == [
+        (f"e{i}", numbered(i + 1)) for i in (2, 3, 4)
+    ]
+    assert store.resend_after(5) == 0
+    assert store.append_event("e1", numbered) == 0  # kept: still known, not queued again
+
+
+def test_sent_events_are_kept_for_the_last_numbers_only(tmp_path: Path) -> None:
+    store = BridgeStore(tmp_path / "b.sqlite3", event_limit=10)
+    for i in range(KEPT_SENT + 30):
+        store.mark_sent(store.append_event(f"e{i}", lambda _: b"{}"))
+    assert store.event_count() == 0  # kept sent events do not fill the outbox's bound
+    assert store.resend_after(0) == KEPT_SENT  # the numbers within KEPT_SENT of the newest
+    assert store.events_after(0, 1)[0].seq == 31
+
+
+def test_an_outbox_from_before_kept_events_is_taken_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "event_id TEXT NOT NULL UNIQUE, payload BLOB NOT NULL);"
+        "INSERT INTO events (event_id, payload) VALUES ('waiting', x'7b7d');"
+    )
+    old.close()
+    store = BridgeStore(path)
+    assert [e.event_id for e in store.events_after(0, 10)] == ["waiting"]  # still to be sent
+    store.mark_sent(1)
+    assert store.event_count() == 0 and store.resend_after(0) == 1
 
 
 def test_each_event_carries_its_number_and_a_number_is_never_given_twice(tmp_path: Path) -> None:
@@ -36,7 +82,7 @@ def test_each_event_carries_its_number_and_a_number_is_never_given_twice(tmp_pat
     assert [e.payload for e in store.events_after(0, 10)] == [numbered(n) for n in (1, 2, 3)]
     assert store.append_event("e1", lambda seq: b"again") == 0  # queued already: unchanged
     for seq in first:  # all acknowledged: the outbox is empty
-        store.delete_event(seq)
+        store.mark_sent(seq)
     store.close()
     again = BridgeStore(tmp_path / "b.sqlite3")
     assert again.append_event("e3", numbered) == 4
