@@ -206,9 +206,11 @@ class Lanes:
         else:
             self._enqueue(item)
 
-    def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo | None = None) -> None:
+    def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo | None = None) -> int | None:
         """Held just now, with the kiosk's record `recorded` so far: hand the story the kiosk's
-        last retained status and snapshots."""
+        last retained status and snapshots. Returns the number after which the kiosk is to send
+        its kept events again (ADR 0092), if the record has one: the kiosk's order then starts
+        just after it, so what they fill in is handled before what follows."""
         self._forget_order(kiosk_id)  # held again: the bridge's numbers are followed afresh
         self._takes[kiosk_id] = self._takes.get(kiosk_id, 0) + 1  # earlier verdicts lapse
         restarted = kiosk_id in self._restarted_awaiting
@@ -217,17 +219,22 @@ class Lanes:
             self._recorded_queued.pop(kiosk_id, None)
         else:
             self._recorded_queued[kiosk_id] = recorded
+        resend_after = None
         if recorded is None or restarted:
             # After an outbox that started again, new arrivals are not the old record's.
             self._recorded.pop(kiosk_id, None)
         else:
             self._recorded[kiosk_id] = recorded
+            resend_after = recorded.newest
+        if resend_after is not None:
+            self._sequencers[kiosk_id] = Sequencer(self._gap_wait_s, start=resend_after + 1)
         status = self._kiosk_status.get(kiosk_id)
         if status is not None:
             self._enqueue(Inbound(kiosk_id, "status", status, NOTHING_TO_ACK))
         for (kiosk, _), snapshot in sorted(self._snapshots.items()):
             if kiosk == kiosk_id:
                 self._enqueue(Inbound(kiosk_id, "snapshot", snapshot, NOTHING_TO_ACK))
+        return resend_after
 
     async def drain_kiosk(self, kiosk_id: str) -> None:
         """Return when every message of the kiosk taken so far has been handled (those held

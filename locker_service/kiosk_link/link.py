@@ -212,18 +212,20 @@ class KioskLink:
             raise InvalidCommand(f"{action} for compartment {compartment}: {exc}") from exc
         return await self._send(kiosk_id, command, timeout_s)
 
-    async def ask_state(self, kiosk_id: str) -> None:
+    async def ask_state(self, kiosk_id: str, events_after: int | None = None) -> None:
         """Ask the kiosk to publish its status and every compartment's snapshot again (ADR
         0091), once this replica has taken its lease: a clustered broker may have handed this
         replica a retained copy older than the kiosk's last, which the kiosk will not publish
         again until something changes. Sent even if the last status heard says offline (that
         may be the old copy); an answer other than `succeeded` is only logged, and no answer at
         all (a kiosk not connected, which publishes everything when it connects) not even
-        that."""
+        that. With `events_after`, the kiosk also sends again the events it keeps numbered
+        after it (ADR 0092): those only the last holder heard, or sent while nobody listened."""
         command = contract.ReportStateCommand(
             request_id=uuid.uuid4().hex,
             expires_at=contract.utcnow() + timedelta(seconds=REPORT_STATE_TIMEOUT_S),
             reply_to=self.reply_topic(kiosk_id),
+            args=contract.ReportStateArgs(events_after=events_after),
         )
         try:
             reply = await self._send(kiosk_id, command, REPORT_STATE_TIMEOUT_S)
@@ -320,10 +322,10 @@ class KioskLink:
     def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo | None = None) -> None:
         """Held just now, with the kiosk's record `recorded` so far (ADR 0080): hand the story
         the kiosk's last retained status and snapshots, and ask the kiosk for them as they are
-        now (`ask_state`)."""
-        self._lanes.reconcile_kiosk(kiosk_id, recorded)
+        now, and for the events after its record (`ask_state`)."""
+        events_after = self._lanes.reconcile_kiosk(kiosk_id, recorded)
         task = asyncio.get_running_loop().create_task(
-            self.ask_state(kiosk_id), name=f"kiosk-report-state-{kiosk_id}"
+            self.ask_state(kiosk_id, events_after), name=f"kiosk-report-state-{kiosk_id}"
         )
         self._state_asks.add(task)
         task.add_done_callback(self._state_asks.discard)

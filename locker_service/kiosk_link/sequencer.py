@@ -43,6 +43,13 @@ class RecordedUpTo:
     scans: int | None = None
     others: int | None = None
 
+    @property
+    def newest(self) -> int | None:
+        """The highest number recorded in either lane: what a new holder asks the kiosk to send
+        again the kept events after (ADR 0092), and where its order starts."""
+        known = [n for n in (self.scans, self.others) if n is not None]
+        return max(known) if known else None
+
     def stale(self, seq: int | None, *, scan: bool) -> bool:
         """At or below what is recorded in its lane. Number 1 never is: a bridge whose outbox
         started again (a new disk)."""
@@ -66,9 +73,11 @@ def recorded_up_to(newest_first: list[tuple[int | None, bool]]) -> RecordedUpTo:
 class Sequencer(Generic[T]):
     """The events of one kiosk, in: any order; out: the bridge's order."""
 
-    def __init__(self, wait_s: float = GAP_WAIT_S) -> None:
+    def __init__(self, wait_s: float = GAP_WAIT_S, start: int | None = None) -> None:
+        """`start`: the number expected first (a new holder that asked the kiosk to send
+        again what its record lacks, ADR 0092); None: the first event given, whatever it is."""
         self.wait_s = wait_s
-        self._next: int | None = None  # the number expected next; None until the first
+        self._next: int | None = start  # the number expected next; None until the first
         self._held: dict[int, T] = {}
         self._gap_since = 0.0  # when the current gap opened (or its wait was started again)
 

@@ -93,3 +93,19 @@ def test_an_event_at_or_below_its_lanes_record_is_stale() -> None:
     assert not up_to.stale(1, scan=False)  # a bridge whose outbox started again
     assert not up_to.stale(None, scan=False)  # a bridge that does not number its events
     assert not RecordedUpTo().stale(5, scan=False)
+
+
+def test_a_new_holder_that_asked_for_what_its_record_lacks_starts_just_after_it() -> None:
+    """ADR 0092: the kiosk sends again its events after the newest recorded (28); those it
+    sends anew may come first and wait for them; a stale copy below the start goes on (the
+    worker drops it); the kiosk's number 1 (a new outbox) is followed from there."""
+    up_to = RecordedUpTo(scans=30, others=28)
+    assert up_to.newest == 30 and RecordedUpTo(None, 5).newest == 5
+    assert RecordedUpTo().newest is None
+    s: Sequencer[str] = Sequencer(wait_s=5, start=up_to.newest + 1)
+    assert s.offer(33, "e33", now=0) == []
+    assert s.deadline() == 5
+    assert s.offer(29, "e29", now=0.1) == ["e29"]  # below the start: handed on, judged there
+    assert s.offer(31, "e31", now=0.2) == ["e31"]
+    assert s.offer(32, "e32", now=0.3) == ["e32", "e33"]
+    assert s.offer(1, "e1", now=0.4) == ["e1"] and s.offer(2, "e2", now=0.5) == ["e2"]

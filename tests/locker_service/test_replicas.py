@@ -390,6 +390,42 @@ async def test_a_replica_that_dies_has_its_kiosks_taken_after_the_ttl(
     assert a.handled(kiosk) == len(kiosk.events)
 
 
+async def test_events_sent_while_no_replica_listened_are_recorded_in_order_by_the_next(
+    start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
+) -> None:
+    """The kiosk's holder dies; the door events the kiosk sends before another replica takes
+    it reach nobody (a broker keeps nothing for a topic nobody subscribes to). The new holder
+    asks for the events after its record (ADR 0092) and starts the kiosk's order just after
+    it: they are recorded, in the order sent, before those sent once it listens, even when
+    the kiosk answers only after those."""
+    a = await start_replica("a")
+    b = await start_replica("b", timers_enabled=False)
+    world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(b, [a, b]))
+    kiosk = kiosks(world.kiosk_code)
+    await held_by(b, kiosk)
+    await keepers_settled(a, b)  # a no longer follows the kiosk
+    door_burst(kiosk, 1, rounds=1)
+    await handled_in_order(b, world, kiosk)
+
+    kiosk.script("report_state", "later")
+    await b.leases.halt()  # death, as in the test above
+    await b.link.stop()
+    door_burst(kiosk, 2, rounds=1)  # heard by nobody
+    await taken_by(a, kiosk, TAKEOVER_ROUNDS)
+    door_burst(kiosk, 3, rounds=1)
+    await until(
+        lambda: a.link.counters.events_held_for_order or a.handled(kiosk),
+        20,
+        "the new holder given the events sent once it listened",
+    )
+    assert kiosk.answer_later() == 1
+    await handled_in_order(a, world, kiosk)
+    asked = [r.command for r in kiosk.received if r.command.action == "report_state"]
+    assert [c.args.events_after for c in asked if isinstance(c, contract.ReportStateCommand)][
+        -1
+    ] == 6
+
+
 async def test_a_replica_that_slept_through_its_lease_changes_nothing(
     start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
 ) -> None:

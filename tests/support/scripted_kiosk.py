@@ -80,7 +80,9 @@ class CompartmentModel:
 class ScriptedAnswer:
     """What the kiosk answers to the next command of one action, instead of doing it."""
 
-    status: str  # failed / rejected / timed_out, "accept_only" (never final) or "silent"
+    # failed / rejected / timed_out, "accept_only" (never final), "silent", or "later" (kept
+    # until `answer_later`, then done)
+    status: str
     detail: str | None = None
 
 
@@ -131,6 +133,7 @@ class ScriptedKiosk:
         self._subscribe_mid: int | None = None
         self._reply_cache: dict[str, contract.Reply] = {}
         self._script: dict[str, list[ScriptedAnswer]] = {}
+        self._later: list[contract.Command] = []
         self._silent = False
         self._protocol = protocol
         self._client = mqtt.Client(
@@ -188,6 +191,15 @@ class ScriptedKiosk:
         """Answer the next `action` command with `status` instead of executing it."""
         with self._lock:
             self._script.setdefault(action, []).append(ScriptedAnswer(status, detail))
+
+    def answer_later(self) -> int:
+        """Do the commands scripted "later" now, as if they had just come (their `accepted`
+        is said again); returns how many."""
+        with self._lock:
+            later, self._later = self._later, []
+        for command in later:
+            self._handle(command, None)
+        return len(later)
 
     def start_cycle(self, n: int, duration_s: int) -> None:
         """The board starts a cycle on its own time (after a scripted `accept_only`)."""
@@ -361,6 +373,14 @@ class ScriptedKiosk:
             self.events.append(event)
             self._client.publish(self.topics.events, event.to_json(), qos=1)
 
+    def _resend_after(self, seq: int) -> None:
+        """As the bridge's outbox (docs/adr/0092): every event it numbered after `seq`, once
+        each and in order, with its id and number; not listed in `events` again."""
+        with self._lock:
+            sent = {e.event_id: e for e in self.events if e.seq is not None and e.seq > seq}
+            for event in sorted(sent.values(), key=lambda e: e.seq or 0):
+                self._client.publish(self.topics.events, event.to_json(), qos=1)
+
     def publish_telemetry(self) -> contract.Telemetry:
         with self._lock:
             readings = [
@@ -467,14 +487,21 @@ class ScriptedKiosk:
             scripted = self._script.get(command.action)
             answer = scripted.pop(0) if scripted else None
         if answer is not None:
+            if answer.status == "later":
+                with self._lock:
+                    self._later.append(command)
+                return
             if answer.status == "accept_only":
                 return
             if answer.status != "silent":
                 self._reply(command, answer.status, answer.detail)
             return
         if isinstance(command, contract.ReportStateCommand):
-            # As the bridge: its status (as it last said) and every snapshot published again,
-            # then the answer; offline, its status and a failure.
+            # As the bridge: the events it was asked for sent again, its status (as it last
+            # said) and every snapshot published again, then the answer; offline, its status
+            # and a failure.
+            if command.args.events_after is not None:
+                self._resend_after(command.args.events_after)
             self.publish_status()
             if self._state != "online":
                 self._reply(command, "failed", "board offline")
