@@ -9,7 +9,8 @@ does what a bridge does, with payloads built by the contract's own models:
 - the lunch peak: 12 drop-offs and 12 pickups per kiosk per hour (each a Poisson stream), as
   the door and item events and scans a bridge sends (QoS 1, numbered by `seq`, ADR 0066);
 - commands on its `cmd` topic answered like a bridge: `accepted`, then `succeeded`, on the
-  command's `reply_to`.
+  command's `reply_to`; a `report_state` that asks for them sends its last events again first,
+  as the bridge's outbox does (ADR 0092).
 
 The MQTT client is a few dozen lines of asyncio streams (CONNECT, SUBSCRIBE, PUBLISH at QoS 0
 and 1, PUBACK, no keep-alive pings), so one process holds ten thousand connections where paho
@@ -46,6 +47,7 @@ import struct
 import sys
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -61,6 +63,7 @@ COMPARTMENTS = 12
 TELEMETRY_EVERY_S = 10.0
 PICKUPS_PER_HOUR = 12.0
 DROPOFFS_PER_HOUR = 12.0
+KEPT_EVENTS = 200  # a bridge keeps 1,000 numbers; a virtual kiosk's last hours are enough
 
 # -- a minimal MQTT 3.1.1 client ----------------------------------------------------------------
 
@@ -189,6 +192,10 @@ class VirtualKiosk:
     seq: int = 0
     temps: list[float] = field(default_factory=lambda: [64.0] * COMPARTMENTS)
     commands: int = 0
+    reports: int = 0  # `report_state` commands answered
+    resent: int = 0  # events sent again at a new holder's asking
+    # Its last events, as a bridge's outbox keeps them to send again (docs/adr/0092).
+    kept: deque[tuple[int, bytes]] = field(default_factory=lambda: deque(maxlen=KEPT_EVENTS))
 
     def __post_init__(self) -> None:
         self.topics = contract.Topics(self.kiosk_id)
@@ -239,7 +246,9 @@ class VirtualKiosk:
             data=data,
             seq=self.seq,
         )
-        self.client.publish(self.topics.events, event.to_json(), qos=1)
+        payload = event.to_json()
+        self.kept.append((self.seq, payload))
+        self.client.publish(self.topics.events, payload, qos=1)
 
     def dropoff(self) -> None:
         n = self.rng.randint(1, COMPARTMENTS)
@@ -263,7 +272,13 @@ class VirtualKiosk:
             return  # as the bridge: a malformed command is logged and dropped
         self.commands += 1
         if isinstance(command, contract.ReportStateCommand):
+            after = command.args.events_after
+            for seq, payload in self.kept if after is not None else ():
+                if seq > after:
+                    self.client.publish(self.topics.events, payload, qos=1)
+                    self.resent += 1
             self._report()  # before its answer, as the bridge
+            self.reports += 1
         for status in ("accepted", "succeeded"):
             reply = contract.Reply(request_id=command.request_id, status=status)
             self.client.publish(command.reply_to, reply.to_json(), qos=1)

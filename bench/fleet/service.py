@@ -95,7 +95,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -129,6 +129,8 @@ LAG_POLL_S = 0.05
 READY_TIMEOUT_S = 1800.0  # a big fleet's leases and snapshot storm on two shared cores
 DOOR_PAUSE_S = 0.3  # the purchaser's hand after the latch clicks
 UNANSWERED_S = 10.0  # a probe scan with no unlock by then counts as unanswered
+TAKEOVER_CAP_S = 600.0  # a takeover not over by then is printed as such
+REPORT_MESSAGES = 1 + COMPARTMENTS + 2  # status, snapshots, `accepted` and `succeeded`
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -273,6 +275,7 @@ class Run:
     ready_s: float = 0.0
     unanswered: int = 0  # probe scans with no unlock within UNANSWERED_S
     gc: str = ""  # the replicas' garbage collections while measured (ADR 0084)
+    takeover: Takeover | None = None  # `--takeover`: after the measure, a replica killed
 
     def line(self) -> str:
         cpu = "  ".join(f"{k} {v:.2f}" for k, v in self.cores.items())
@@ -287,6 +290,40 @@ class Run:
             f"p99 {_percentile(self.lag_s, 0.99):5.2f} s ({len(self.lag_s)})  "
             f"cores: {cpu}  ({per_k:.3f} per 1,000 kiosks)  ready after {self.ready_s:.0f} s"
             + (f"\n{'':<23} {'':>6}         gc pauses while measured: {self.gc}" if self.gc else "")
+            + (f"\n{'':<23} {'':>6}         {self.takeover.line()}" if self.takeover else "")
+        )
+
+
+@dataclass
+class Takeover:
+    """What a replica's death costs: its kiosks moved and asked for their state, and the
+    pickups and telemetry of the whole fleet from the kill on."""
+
+    replica: str = ""
+    kiosks: int = 0  # the leases it held when killed
+    moved_s: float | None = None  # from the kill until none is held by it
+    reports: int = 0  # `report_state` commands the fleet answered since the kill
+    reported_s: float | None = None  # from the kill until as many as its kiosks were answered
+    seconds: float = 0.0
+    scan_ms: list[float] = field(default_factory=list)
+    unanswered: int = 0
+    lag_s: list[float] = field(default_factory=list)
+    lost_readings: int = 0  # telemetry batches of the lag sample never stored
+    cores: dict[str, float] = field(default_factory=dict)
+
+    def line(self) -> str:
+        cpu = "  ".join(f"{k} {v:.2f}" for k, v in self.cores.items())
+        moved = f"{self.moved_s:.1f} s" if self.moved_s is not None else "not within the cap"
+        asked = f"{self.reported_s:.1f} s" if self.reported_s is not None else "not within the cap"
+        return (
+            f"takeover: {self.replica} SIGKILLed holding {self.kiosks} kiosks; all held again "
+            f"after {moved}, {self.reports} report_state answered ({self.reports * REPORT_MESSAGES}"
+            f" messages) after {asked}; over the {self.seconds:.0f} s from the kill: "
+            f"scan->unlock median {_percentile(self.scan_ms, 0.5):.1f} ms "
+            f"p99 {_percentile(self.scan_ms, 0.99):.1f} ms max "
+            f"{max(self.scan_ms, default=float('nan')):.1f} ms ({len(self.scan_ms)}, "
+            f"{self.unanswered} unanswered), telemetry lag p99 {_percentile(self.lag_s, 0.99):.2f}"
+            f" s ({len(self.lag_s)}, {self.lost_readings} batches never stored), cores: {cpu}"
         )
 
 
@@ -338,8 +375,10 @@ async def drive(
     processes: dict[str, Callable[[], list[int]]],
     database_url: str | None,
     metrics_urls: tuple[str, ...] = (),
+    kill: Callable[[], str] | None = None,
 ) -> None:
-    """Connect the fleet, wait until the service has it, then measure for `--seconds`."""
+    """Connect the fleet, wait until the service has it, then measure for `--seconds`; with
+    `kill` (it kills a replica and says which), then the takeover of that replica's kiosks."""
     rng = random.Random(11)
     by_probe = {p.kiosk: p for p in probes}
     fleet: list[VirtualKiosk] = []
@@ -384,16 +423,21 @@ async def drive(
     pauses = await _gc_pauses(metrics_urls)
     own, t0 = _cpu_s(), time.perf_counter()
     rate = options.rate or max(1.0, len(fleet) * PICKUPS_PER_HOUR / 3600)
-    while time.perf_counter() - t0 < options.seconds:
-        for kiosk in probe_kiosks:
-            if kiosk.waiting is not None and time.perf_counter() - kiosk.waiting[1] > UNANSWERED_S:
-                run.unanswered += 1  # refused or lost: counted, and her kiosk free again
-                kiosk.waiting = None
-        ready = [k for k in probe_kiosks if k.waiting is None and k.tokens]
-        if ready:
-            kiosk = rng.choice(ready)
-            kiosk.scan(rng.choice(sorted(kiosk.tokens)))
-        await asyncio.sleep(1 / rate)
+
+    async def pickups(into: Run | Takeover, until: Callable[[], bool]) -> None:
+        while not until():
+            for kiosk in probe_kiosks:
+                waited = time.perf_counter() - kiosk.waiting[1] if kiosk.waiting else 0.0
+                if waited > UNANSWERED_S:
+                    into.unanswered += 1  # refused or lost: counted, and her kiosk free again
+                    kiosk.waiting = None
+            ready = [k for k in probe_kiosks if k.waiting is None and k.tokens]
+            if ready:
+                kiosk = rng.choice(ready)
+                kiosk.scan(rng.choice(sorted(kiosk.tokens)))
+            await asyncio.sleep(1 / rate)
+
+    await pickups(run, lambda: time.perf_counter() - t0 >= options.seconds)
     elapsed = time.perf_counter() - t0
     run.cores = {
         name: _used_since(ticks[name], _ticks(pids())) / elapsed for name, pids in processes.items()
@@ -401,6 +445,14 @@ async def drive(
     run.cores["generator"] = (_cpu_s() - own) / elapsed
     if metrics_urls:
         run.gc = _gc_summary(pauses, await _gc_pauses(metrics_urls))
+    if kill is not None and database_url is not None:
+        run.takeover = Takeover()
+        for kiosk in probe_kiosks:
+            kiosk.timings = run.takeover.scan_ms
+        telemetry = (run.lag_s, published)
+        await _take_over(
+            run.takeover, kill, database_url, fleet, telemetry, processes, options, pickups
+        )
     for _ in range(int(UNANSWERED_S / 0.1)):  # the scans still under way may finish
         if all(k.waiting is None for k in probe_kiosks):
             break
@@ -409,6 +461,62 @@ async def drive(
     stop.set()
     await asyncio.gather(*tasks, watcher, return_exceptions=True)
     await asyncio.gather(*(k.client.close() for k in fleet))
+
+
+async def _take_over(
+    takeover: Takeover,
+    kill: Callable[[], str],
+    database_url: str,
+    fleet: list[VirtualKiosk],
+    telemetry: tuple[list[float], dict[tuple[str, datetime], float]],
+    processes: dict[str, Callable[[], list[int]]],
+    options: argparse.Namespace,
+    pickups: Callable[[Takeover, Callable[[], bool]], Awaitable[None]],
+) -> None:
+    """A replica SIGKILLed while the pickups go on: how long until its kiosks are held again
+    and have answered the new holder's `report_state` (ADR 0091), and what the purchasers and
+    the telemetry meet meanwhile, until `--after-takeover` seconds after both."""
+    lag_s, published = telemetry
+    conn = await _connect(database_url)
+    try:
+        asked_before = sum(k.reports for k in fleet)
+        lags_before = len(lag_s)
+        ticks = {name: _ticks(pids()) for name, pids in processes.items()}
+        t0 = time.perf_counter()
+        takeover.replica = kill()
+        takeover.kiosks = await conn.fetchval(
+            "SELECT count(*) FROM kiosk_leases WHERE holder = $1", takeover.replica
+        )
+        over = asyncio.Event()
+        measuring = asyncio.create_task(pickups(takeover, over.is_set))
+        while time.perf_counter() - t0 < TAKEOVER_CAP_S:
+            now = time.perf_counter() - t0
+            if takeover.moved_s is None and not await conn.fetchval(
+                "SELECT count(*) FROM kiosk_leases WHERE holder = $1", takeover.replica
+            ):
+                takeover.moved_s = now
+            takeover.reports = sum(k.reports for k in fleet) - asked_before
+            if takeover.reported_s is None and takeover.reports >= takeover.kiosks:
+                takeover.reported_s = now
+            done = (takeover.moved_s, takeover.reported_s)
+            if None not in done and now >= max(done) + options.after_takeover:  # type: ignore[type-var]
+                break
+            await asyncio.sleep(0.2)
+        over.set()
+        await measuring
+        elapsed = time.perf_counter() - t0
+        takeover.seconds = elapsed
+        takeover.lag_s = lag_s[lags_before:]
+        # Sent at QoS 0 while nobody listened to its kiosk: never stored (checked once the
+        # batches sent up to UNANSWERED_S before the end have had that long to arrive).
+        end = time.perf_counter() - UNANSWERED_S
+        takeover.lost_readings = sum(1 for sent in published.values() if t0 <= sent <= end)
+        takeover.cores = {
+            name: _used_since(ticks[name], _ticks(pids())) / elapsed
+            for name, pids in processes.items()
+        }
+    finally:
+        await conn.close()
 
 
 GcReading = dict[tuple[str, str], float]  # (generation, "count" | "sum" | a bucket's bound): value
@@ -649,13 +757,20 @@ def service_run(
         procs = [proc for proc, _ in started]
         metrics = tuple(f"http://127.0.0.1:{port}/metrics" for _, port in started)
         run = Run(_label(replicas, gc_default), size)
-        pids = {"replicas": lambda: [p.pid for p in procs], "postgres": _postgres_pids,
-                "broker": lambda: [_pid(broker)]}  # fmt: skip
-        asyncio.run(
-            drive(
-                run, broker.host, broker.port, codes_, probes, options, pids, database_url, metrics
-            )
-        )
+        pids = {"replicas": lambda: [p.pid for p in procs if p.poll() is None],
+                "postgres": _postgres_pids, "broker": lambda: [_pid(broker)]}  # fmt: skip
+
+        def kill() -> str:
+            procs[-1].kill()
+            procs[-1].wait()
+            return f"bench-r{replicas - 1}"
+
+        takeover = kill if options.takeover and replicas > 1 else None
+        measure = drive(
+            run, broker.host, broker.port, codes_, probes, options, pids, database_url, metrics,
+            takeover,
+        )  # fmt: skip
+        asyncio.run(measure)
         return run
     finally:
         stop_all(procs)
@@ -711,6 +826,14 @@ def main() -> None:
         "--gc-baseline",
         action="store_true",
         help="also run each replica count with CPython's own collector settings (ADR 0084)",
+    )
+    parser.add_argument(
+        "--takeover",
+        action="store_true",
+        help="after each run of 2 or more replicas' measure, SIGKILL one and time its kiosks' move",
+    )
+    parser.add_argument(
+        "--after-takeover", type=float, default=20.0, help="seconds measured once they moved"
     )
     parser.add_argument("--respond", help=argparse.SUPPRESS)
     options = parser.parse_args()
