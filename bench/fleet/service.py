@@ -303,6 +303,7 @@ class Takeover:
     kiosks: int = 0  # the leases it held when killed
     moved_s: float | None = None  # from the kill until none is held by it
     reports: int = 0  # `report_state` commands the fleet answered since the kill
+    resent: int = 0  # events they sent again (ADR 0092)
     reported_s: float | None = None  # from the kill until as many as its kiosks were answered
     seconds: float = 0.0
     scan_ms: list[float] = field(default_factory=list)
@@ -318,7 +319,8 @@ class Takeover:
         return (
             f"takeover: {self.replica} SIGKILLed holding {self.kiosks} kiosks; all held again "
             f"after {moved}, {self.reports} report_state answered ({self.reports * REPORT_MESSAGES}"
-            f" messages) after {asked}; over the {self.seconds:.0f} s from the kill: "
+            f" messages and {self.resent} events sent again) after {asked}; "
+            f"over the {self.seconds:.0f} s from the kill: "
             f"scan->unlock median {_percentile(self.scan_ms, 0.5):.1f} ms "
             f"p99 {_percentile(self.scan_ms, 0.99):.1f} ms max "
             f"{max(self.scan_ms, default=float('nan')):.1f} ms ({len(self.scan_ms)}, "
@@ -480,6 +482,7 @@ async def _take_over(
     conn = await _connect(database_url)
     try:
         asked_before = sum(k.reports for k in fleet)
+        resent_before = sum(k.resent for k in fleet)
         lags_before = len(lag_s)
         ticks = {name: _ticks(pids()) for name, pids in processes.items()}
         t0 = time.perf_counter()
@@ -496,6 +499,7 @@ async def _take_over(
             ):
                 takeover.moved_s = now
             takeover.reports = sum(k.reports for k in fleet) - asked_before
+            takeover.resent = sum(k.resent for k in fleet) - resent_before
             if takeover.reported_s is None and takeover.reports >= takeover.kiosks:
                 takeover.reported_s = now
             done = (takeover.moved_s, takeover.reported_s)
