@@ -211,7 +211,8 @@ class Lanes:
         last retained status and snapshots. Returns the number after which the kiosk is to send
         its kept events again (ADR 0092), if the record has one: the kiosk's order then starts
         just after it, so what they fill in is handled before what follows."""
-        self._forget_order(kiosk_id)  # held again: the bridge's numbers are followed afresh
+        # Held again: the bridge's numbers are followed afresh, past those given meanwhile.
+        given = self._forget_order(kiosk_id)
         self._takes[kiosk_id] = self._takes.get(kiosk_id, 0) + 1  # earlier verdicts lapse
         restarted = kiosk_id in self._restarted_awaiting
         self._restarted_awaiting.discard(kiosk_id)
@@ -227,7 +228,10 @@ class Lanes:
             self._recorded[kiosk_id] = recorded
             resend_after = recorded.newest
         if resend_after is not None:
-            self._sequencers[kiosk_id] = Sequencer(self._gap_wait_s, start=resend_after + 1)
+            # Events given before the take (a standby follows the kiosk already) went to the
+            # worker: the order starts past them too, not waiting for their copies.
+            start = max(resend_after + 1, given or 0)
+            self._sequencers[kiosk_id] = Sequencer(self._gap_wait_s, start=start)
         status = self._kiosk_status.get(kiosk_id)
         if status is not None:
             self._enqueue(Inbound(kiosk_id, "status", status, NOTHING_TO_ACK))
@@ -356,17 +360,20 @@ class Lanes:
                 self._enqueue(item)
         self._arm_gap_timer(kiosk_id)
 
-    def _forget_order(self, kiosk_id: str) -> None:
+    def _forget_order(self, kiosk_id: str) -> int | None:
         """Start the kiosk's order afresh; what waited for a gap goes to the worker, in order:
         handled if the kiosk is held here, else acknowledged and dropped (the holder has its
-        own copies)."""
+        own copies). Returns the number after every one given to the worker so far, if any."""
         sequencer = self._sequencers.pop(kiosk_id, None)
         timer = self._gap_timers.pop(kiosk_id, None)
         if timer is not None:
             timer.cancel()
-        if sequencer is not None:
-            for item in sequencer.flush():
-                self._enqueue(item)
+        if sequencer is None:
+            return None
+        beyond = sequencer.beyond()
+        for item in sequencer.flush():
+            self._enqueue(item)
+        return beyond
 
     def _kiosk_queues(self, kiosk_id: str) -> list[asyncio.Queue[Inbound]]:
         lanes = (kiosk_id, kiosk_id + SCAN_LANE)

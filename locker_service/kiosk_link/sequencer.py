@@ -136,6 +136,12 @@ class Sequencer(Generic[T]):
         self._gap_since = now  # a further gap gets a wait of its own
         return self._consecutive()
 
+    def beyond(self) -> int | None:
+        """The number after every one handed on or held (None before the first)."""
+        if self._next is None:
+            return None
+        return max(self._next, max(self._held, default=0) + 1)
+
     def flush(self) -> list[T]:
         """Everything held, in order; the sequencer starts again from the next arrival."""
         out = [self._held[seq] for seq in sorted(self._held)]

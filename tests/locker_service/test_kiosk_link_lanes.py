@@ -606,3 +606,38 @@ async def test_a_stale_copy_stays_stale_when_a_new_outbox_starts_behind_it() -> 
     assert [what for _, what in parts.handler.handled] == ["29", "1"]
     assert parts.counters.events_stale == 1
     await parts.lanes.stop()
+
+
+async def test_after_a_take_the_events_sent_again_are_handled_before_those_that_came_first() -> (
+    None
+):
+    """ADR 0092: the record goes to #28; the kiosk sends #31 as the new holder listens, then,
+    asked, sends #29 and #30 again: #31 waits for them."""
+    leases = StandingTable({"k1": "awaited"})
+    parts = Parts(leases, gap_wait_s=60)  # a give-up would not come within the test
+    leases.take("k1")
+    assert parts.lanes.reconcile_kiosk("k1", RecordedUpTo(scans=None, others=28)) == 28
+    parts.deliver("k1", event("door_closed", "31", seq=31))
+    await asyncio.sleep(QUIET_S)
+    assert parts.handler.handled == []
+    for seq in (29, 30):
+        parts.deliver("k1", event("door_opened", str(seq), seq=seq))
+    await until(lambda: len(parts.handler.handled) == 3, "#29, #30 and #31")
+    assert [text for _, text in parts.handler.handled] == ["29", "30", "31"]
+    await parts.lanes.stop()
+
+
+async def test_events_a_standby_was_given_before_the_take_are_not_waited_for_again() -> None:
+    """The next holder follows the kiosk before the old one lets go: #29 and #30 came then
+    (the old holder recorded up to #28); #31, after the take, goes on at once."""
+    leases = StandingTable({"k1": "awaited"})
+    parts = Parts(leases, gap_wait_s=60)
+    for seq in (29, 30):
+        parts.deliver("k1", event("door_opened", str(seq), seq=seq))
+    leases.take("k1")
+    parts.lanes.reconcile_kiosk("k1", RecordedUpTo(scans=None, others=28))
+    parts.deliver("k1", event("door_closed", "31", seq=31))
+    await until(lambda: len(parts.handler.handled) == 3, "#29, #30 and #31 without a wait")
+    assert [text for _, text in parts.handler.handled] == ["29", "30", "31"]
+    assert parts.counters.event_gaps_skipped == 0
+    await parts.lanes.stop()
