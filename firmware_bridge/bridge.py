@@ -260,7 +260,7 @@ class Bridge:
     def _resume(self, command: WireCommand) -> None:
         """A command the previous run accepted but did not finish. Never execute twice."""
         if isinstance(command, ReportStateCommand):
-            self._reports.put(command)  # the state as it is now, once the board is read
+            self._ask_report(command)  # the state as it is now, once the board is read
         elif isinstance(command, UnlockCommand):
             # The pulse may or may not have happened: report what the board shows, never pulse.
             self._unlocks[command.request_id] = UnlockWatch.start(
@@ -303,7 +303,7 @@ class Bridge:
             self.link.publish_reply(
                 command.reply_to, Reply(request_id=command.request_id, status="accepted")
             )
-            self._reports.put(command)
+            self._ask_report(command)
             return
         if self._status_told and not self.info.online:
             # Known offline: say so now, not after the next try at the port (up to 5 s).
@@ -749,11 +749,19 @@ class Bridge:
         )
         self.link.emit_event(event)
 
+    def _ask_report(self, command: ReportStateCommand) -> None:
+        """The kept events it asks for (`events_after`) go again from the outbox at once,
+        board or not (docs/adr/0092); the status and snapshots at the end of the board loop's
+        next round (`_answer_reports`)."""
+        if command.args.events_after is not None:
+            self.link.resend_after(command.args.events_after)
+        self._reports.put(command)
+
     def _answer_reports(self) -> None:
         """`report_state` (docs/adr/0091), at the end of a round of the board loop: the status
         and every snapshot as the board was just read, published again, then `succeeded` (on
         the same connection, after them); with the board offline, the status (saying so), then
-        `failed`. Kept events it asks for (`events_after`) go again from the outbox either way."""
+        `failed`."""
         reports: list[ReportStateCommand] = []
         with contextlib.suppress(queue.Empty):
             while True:
@@ -767,9 +775,6 @@ class Bridge:
                 live.append(report)
         if not live:
             return
-        asked = [r.args.events_after for r in live if r.args.events_after is not None]
-        if asked:  # from the disk, board or not (docs/adr/0092)
-            self.link.resend_after(min(asked))
         self._publish_status()
         if self.info.online:
             for view in self.tracker.republish_all():

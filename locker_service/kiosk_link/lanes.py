@@ -154,6 +154,11 @@ class Lanes:
         self._recorded_queued: dict[str, RecordedUpTo] = {}
         self._takes: dict[str, int] = {}
         self._restarted_awaiting: set[str] = set()  # an event numbered 1 came before the take
+        # Events of a kiosk whose lease this replica awaits (or has not yet decided), unacked
+        # and in arrival order: the take puts them in the kiosk's new order (ADR 0092), with
+        # those the kiosk sends again; a task hands them to the worker if it does not come.
+        self._before_take: dict[str, list[Inbound]] = {}
+        self._take_waiters: dict[str, asyncio.Task[None]] = {}
 
     def kiosk_status(self, kiosk_id: str) -> contract.KioskStatus | None:
         return self._kiosk_status.get(kiosk_id)
@@ -213,6 +218,7 @@ class Lanes:
         just after it, so what they fill in is handled before what follows."""
         # Held again: the bridge's numbers are followed afresh, past those given meanwhile.
         given = self._forget_order(kiosk_id)
+        before_take = self._before_take.pop(kiosk_id, [])
         self._takes[kiosk_id] = self._takes.get(kiosk_id, 0) + 1  # earlier verdicts lapse
         restarted = kiosk_id in self._restarted_awaiting
         self._restarted_awaiting.discard(kiosk_id)
@@ -226,12 +232,14 @@ class Lanes:
             self._recorded.pop(kiosk_id, None)
         else:
             self._recorded[kiosk_id] = recorded
-            resend_after = recorded.newest
+            resend_after = recorded.resend_after
         if resend_after is not None:
-            # Events given before the take (a standby follows the kiosk already) went to the
-            # worker: the order starts past them too, not waiting for their copies.
+            # Events given to the worker already (a replica that held the kiosk, lost it while
+            # asleep, and took it back) are not waited for again.
             start = max(resend_after + 1, given or 0)
             self._sequencers[kiosk_id] = Sequencer(self._gap_wait_s, start=start)
+        for item in before_take:  # in arrival order, judged by the worker as before the take
+            self._offer(item)
         status = self._kiosk_status.get(kiosk_id)
         if status is not None:
             self._enqueue(Inbound(kiosk_id, "status", status, NOTHING_TO_ACK))
@@ -255,6 +263,10 @@ class Lanes:
             timer.cancel()
         self._gap_timers.clear()
         self._sequencers.clear()
+        for waiter in self._take_waiters.values():
+            waiter.cancel()
+        self._take_waiters.clear()
+        self._before_take.clear()
         for task in self._workers.values():
             task.cancel()
         for task in self._workers.values():
@@ -296,20 +308,60 @@ class Lanes:
 
     def _in_order(self, item: Inbound, seq: int | None) -> None:
         kiosk_id, event = item.kiosk_id, item.payload
+        standing = self.standing(kiosk_id)
         if seq == 1:
             # A bridge whose outbox started again: the old outbox's record no longer counts.
             self._recorded.pop(kiosk_id, None)
-            if self.standing(kiosk_id) not in ("held", "releasing"):
+            if standing not in ("held", "releasing"):
                 self._restarted_awaiting.add(kiosk_id)
-        elif self.standing(kiosk_id) in ("held", "releasing") and isinstance(event, contract.Event):
+        elif standing in ("held", "releasing") and isinstance(event, contract.Event):
             # Judged now, once: an event numbered 1 arriving later changes nothing for it.
             stale = _passed(self._recorded.get(kiosk_id), event)
             item.verdict = (self._takes.get(kiosk_id, 0), stale)
-            if stale:
+            sequencer = self._sequencers.get(kiosk_id)
+            if stale and (sequencer is None or not sequencer.started):
                 # The worker drops it: it must not become the number the sequencer starts
                 # from, or the next new event would wait for a gap the record has filled.
+                # Once the order has a start (ADR 0092) it takes its place there, so that
+                # what follows it does not wait for it; the worker drops it all the same.
                 self._enqueue(item)
                 return
+        if standing in ("unsettled", "awaited") and self._leases is not None:
+            self._wait_for_take(item)
+            return
+        self._offer(item)
+
+    def _wait_for_take(self, item: Inbound) -> None:
+        """Keep an event of a kiosk whose lease is not (yet) this replica's until the take
+        (`reconcile_kiosk`) or, if the lease goes elsewhere, give it to the worker to drop."""
+        kiosk_id, seq = item.kiosk_id, getattr(item.payload, "seq", None)
+        waiting = self._before_take.setdefault(kiosk_id, [])
+        for i, other in enumerate(waiting):
+            if seq is not None and getattr(other.payload, "seq", None) == seq:
+                # Sent again (a reconnect): the new copy in place of the old, acknowledged.
+                self._ack(other.delivery)
+                waiting[i] = item
+                return
+        waiting.append(item)
+        if kiosk_id not in self._take_waiters:
+            self._take_waiters[kiosk_id] = asyncio.get_running_loop().create_task(
+                self._until_taken(kiosk_id), name=f"kiosk-take-{kiosk_id}"
+            )
+
+    async def _until_taken(self, kiosk_id: str) -> None:
+        try:
+            standing = await self._standing_settled(kiosk_id)
+        finally:
+            self._take_waiters.pop(kiosk_id, None)
+        for item in self._before_take.pop(kiosk_id, []):  # the take would have taken them
+            if standing in ("held", "releasing"):
+                self._offer(item)
+            else:
+                self._enqueue(item)  # held elsewhere: dropped and acknowledged
+
+    def _offer(self, item: Inbound) -> None:
+        """Into the kiosk's order: handed to the worker once the events before it were."""
+        seq = getattr(item.payload, "seq", None)
         sequencer = self._sequencers.get(item.kiosk_id)
         if sequencer is None:
             sequencer = self._sequencers[item.kiosk_id] = Sequencer(self._gap_wait_s)

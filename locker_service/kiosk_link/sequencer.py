@@ -42,13 +42,20 @@ class RecordedUpTo:
 
     scans: int | None = None
     others: int | None = None
+    # The highest number up to which every number from the lower lane's record on is recorded:
+    # below it nothing is missing (ADR 0092). None: as high as the higher lane's record.
+    complete_to: int | None = None
 
     @property
-    def newest(self) -> int | None:
-        """The highest number recorded in either lane: what a new holder asks the kiosk to send
-        again the kept events after (ADR 0092), and where its order starts."""
+    def resend_after(self) -> int | None:
+        """The number after which a new holder asks the kiosk to send its events again, and
+        just after which its order starts (ADR 0092): the higher lane's record, or below it
+        where a number between the two lanes' records is missing (a door event the old holder
+        had not recorded while a later scan was). None: nothing numbered recorded."""
         known = [n for n in (self.scans, self.others) if n is not None]
-        return max(known) if known else None
+        if not known:
+            return None
+        return self.complete_to if self.complete_to is not None else max(known)
 
     def stale(self, seq: int | None, *, scan: bool) -> bool:
         """At or below what is recorded in its lane. Number 1 never is: a bridge whose outbox
@@ -61,13 +68,20 @@ def recorded_up_to(newest_first: list[tuple[int | None, bool]]) -> RecordedUpTo:
     """From the kiosk's newest recorded events, `(seq, is a scan)` newest first: the highest
     number per lane, none from before an outbox that started again (number 1)."""
     highest: dict[bool, int] = {}
+    seen: set[int] = set()
     for seq, scan in newest_first:
         if seq is None:
             continue  # a bridge that did not number its events
         highest[scan] = max(seq, highest.get(scan, seq))
+        seen.add(seq)
         if seq == 1:
             break
-    return RecordedUpTo(scans=highest.get(True), others=highest.get(False))
+    if not highest:
+        return RecordedUpTo()
+    complete_to = min(highest.values())
+    while complete_to + 1 in seen:
+        complete_to += 1
+    return RecordedUpTo(scans=highest.get(True), others=highest.get(False), complete_to=complete_to)
 
 
 class Sequencer(Generic[T]):
@@ -84,6 +98,11 @@ class Sequencer(Generic[T]):
     @property
     def held(self) -> int:
         return len(self._held)
+
+    @property
+    def started(self) -> bool:
+        """It knows the number it expects next."""
+        return self._next is not None
 
     def offer(self, seq: int | None, item: T, now: float) -> list[T]:
         """Take one event; returns the events that may be handled now, in order."""

@@ -641,3 +641,36 @@ async def test_events_a_standby_was_given_before_the_take_are_not_waited_for_aga
     assert [text for _, text in parts.handler.handled] == ["29", "30", "31"]
     assert parts.counters.event_gaps_skipped == 0
     await parts.lanes.stop()
+
+
+async def test_events_that_came_before_the_take_wait_for_those_sent_again_below_them() -> None:
+    """The record goes to #6; #10 came while the replica awaited the lease (a restart's first
+    round, or between listening and taking); the kiosk sends #7-#10 again, then #11."""
+    leases = StandingTable({"k1": "awaited"})
+    parts = Parts(leases, gap_wait_s=60)
+    tenth = event("door_closed", "10", seq=10)
+    parts.deliver("k1", tenth)
+    await asyncio.sleep(QUIET_S)
+    assert parts.handler.handled == [] and parts.acks == []
+    leases.take("k1")
+    assert parts.lanes.reconcile_kiosk("k1", RecordedUpTo(scans=None, others=6)) == 6
+    for seq in (7, 8, 9):
+        parts.deliver("k1", event("door_opened", str(seq), seq=seq))
+    parts.deliver("k1", tenth)  # its copy: late, and dropped by its id in the story
+    parts.deliver("k1", event("door_opened", "11", seq=11))
+    await until(lambda: len(parts.handler.handled) == 6, "#7 to #11 and the copy of #10")
+    assert [text for _, text in parts.handler.handled] == ["7", "8", "9", "10", "10", "11"]
+    await parts.lanes.stop()
+
+
+async def test_events_kept_for_a_take_that_goes_elsewhere_are_dropped_and_acked() -> None:
+    leases = StandingTable({"k1": "awaited"})
+    parts = Parts(leases, gap_wait_s=60)
+    mids = [parts.deliver("k1", event("door_opened", str(seq), seq=seq)) for seq in (4, 5)]
+    await asyncio.sleep(QUIET_S)
+    assert parts.acks == []
+    leases.standings["k1"] = "foreign"
+    leases.take("k2")  # any change of standing wakes what waits for one
+    await until(lambda: sorted(parts.acks) == mids, "both acknowledged")
+    assert parts.handler.handled == [] and parts.counters.dropped_not_held == 2
+    await parts.lanes.stop()

@@ -76,13 +76,27 @@ def test_flush_hands_on_everything_held_in_order_and_starts_again() -> None:
 
 def test_what_a_new_holder_finds_recorded_per_lane() -> None:
     # A scan (its own lane) recorded ahead of the door event before it: neither is past.
-    assert recorded_up_to([(7, False), (8, True), (6, False)]) == RecordedUpTo(8, 7)
+    assert recorded_up_to([(7, False), (8, True), (6, False)]) == RecordedUpTo(8, 7, 8)
     # Not from before the outbox started again.
     assert recorded_up_to([(2, False), (1, False), (401, True), (400, False)]) == RecordedUpTo(
-        None, 2
+        None, 2, 2
     )
-    assert recorded_up_to([(None, False), (5, False)]) == RecordedUpTo(None, 5)  # unnumbered
+    assert recorded_up_to([(None, False), (5, False)]) == RecordedUpTo(None, 5, 5)  # unnumbered
     assert recorded_up_to([]) == RecordedUpTo()
+
+
+def test_a_new_holder_asks_from_a_number_missing_between_the_lanes_records() -> None:
+    """ADR 0092: scan #30 recorded while door event #29 was not (the old holder had it in hand):
+    the kiosk is asked for the events after #28, not after #30."""
+    recorded = recorded_up_to([(30, True), (28, False), (27, False), (26, True)])
+    assert recorded == RecordedUpTo(scans=30, others=28, complete_to=28)
+    assert recorded.resend_after == 28
+    assert recorded_up_to([(30, True), (29, False), (28, False)]).resend_after == 30
+    # Long since the last scan, every number between is recorded: after the newest.
+    newest_first = [(n, False) for n in range(60, 10, -1)] + [(10, True)]
+    assert recorded_up_to(newest_first).resend_after == 60
+    assert RecordedUpTo(scans=30, others=28).resend_after == 30  # nothing known between
+    assert RecordedUpTo().resend_after is None
 
 
 def test_an_event_at_or_below_its_lanes_record_is_stale() -> None:
@@ -96,13 +110,11 @@ def test_an_event_at_or_below_its_lanes_record_is_stale() -> None:
 
 
 def test_a_new_holder_that_asked_for_what_its_record_lacks_starts_just_after_it() -> None:
-    """ADR 0092: the kiosk sends again its events after the newest recorded (28); those it
-    sends anew may come first and wait for them; a stale copy below the start goes on (the
-    worker drops it); the kiosk's number 1 (a new outbox) is followed from there."""
-    up_to = RecordedUpTo(scans=30, others=28)
-    assert up_to.newest == 30 and RecordedUpTo(None, 5).newest == 5
-    assert RecordedUpTo().newest is None
-    s: Sequencer[str] = Sequencer(wait_s=5, start=up_to.newest + 1)
+    """ADR 0092: the kiosk sends again its events after its record (30); one it sends anew
+    may come first and waits for them; a stale copy below the start goes on (the worker drops
+    it); the kiosk's number 1 (a new outbox) is followed from there."""
+    s: Sequencer[str] = Sequencer(wait_s=5, start=31)
+    assert s.started and not Sequencer[str](wait_s=5).started
     assert s.offer(33, "e33", now=0) == []
     assert s.deadline() == 5
     assert s.offer(29, "e29", now=0.1) == ["e29"]  # below the start: handed on, judged there

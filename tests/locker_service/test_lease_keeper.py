@@ -344,8 +344,8 @@ async def test_a_new_holder_learns_how_far_each_lane_of_the_kiosks_record_goes(
     await taker.start()
     try:
         assert subscriptions(taker).recorded == {
-            overtaken: RecordedUpTo(scans=8, others=7),
-            restarted: RecordedUpTo(scans=None, others=2),
+            overtaken: RecordedUpTo(scans=8, others=7, complete_to=8),
+            restarted: RecordedUpTo(scans=None, others=2, complete_to=2),
             blank: RecordedUpTo(),
         }
     finally:
@@ -401,7 +401,7 @@ async def test_a_takeover_waits_for_the_holders_transaction_in_flight(
         await taking
         assert kiosk in taker.held()
         # It goes on after the event the old holder committed while the take waited.
-        assert subscriptions(taker).recorded[kiosk] == RecordedUpTo(others=41)
+        assert subscriptions(taker).recorded[kiosk] == RecordedUpTo(others=41, complete_to=41)
         await taker.stop()
         await holder.stop()
     finally:

@@ -414,6 +414,11 @@ async def test_events_sent_while_no_replica_listened_are_recorded_in_order_by_th
     await taken_by(a, kiosk, TAKEOVER_ROUNDS)
     door_burst(kiosk, 3, rounds=1)
     await until(
+        lambda: any(r.command.action == "report_state" and r.handled for r in kiosk.received),
+        20,
+        "the new holder's report_state, kept to be answered later",
+    )
+    await until(
         lambda: a.link.counters.events_held_for_order or a.handled(kiosk),
         20,
         "the new holder given the events sent once it listened",
