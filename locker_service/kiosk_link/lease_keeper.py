@@ -17,6 +17,8 @@ A round waits on the broker for each subscription, and some brokers take long (a
 creates a replicated consumer per QoS 1 subscription: about a second each on two busy cores). So
 while a round runs longer than a period, a second task keeps the heartbeat and the held leases
 renewed every period: a replica busy subscribing is never taken for dead, nor loses its kiosks.
+A round takes up to `TAKES_AT_ONCE` leases at a time, each in its own subscription and
+transaction: one at a time, each waited on the busy event loop of the takeover it is part of.
 
 All times in the lease rows are the database's (`now()` on PostgreSQL, `strftime('now')` on
 SQLite), so replica clocks may disagree. Leases are wall-clock infrastructure, not story time:
@@ -47,6 +49,11 @@ log = logging.getLogger(__name__)
 # A replica whose heartbeat is this old is forgotten altogether (its row deleted): long past
 # any TTL, so it only keeps the table from growing with the ids of replicas that never return.
 FORGET_REPLICA_AFTER_S = 24 * 3600.0
+
+# Leases a round takes at once (each its own subscription and transaction, on the database
+# pool's connections beside the kiosks' handlers): a replica that takes over a dead one's
+# hundreds of kiosks took about 18 a second one by one on two busy cores (ADR 0092).
+TAKES_AT_ONCE = 4
 
 # How a replica stands towards one kiosk:
 # - "unsettled": the first round has not run yet; messages wait (the broker may deliver what it
@@ -510,8 +517,15 @@ class LeaseKeeper:
             self._awaited.discard(kiosk)
             self._notify()
             await self._unfollow(kiosk)
-        for kiosk in sorted(mine - set(self._held)):
-            await self._take(kiosk, started)
+        wanted = iter(sorted(mine - set(self._held)))
+
+        async def taker() -> None:
+            for kiosk in wanted:  # shared: each takes the next kiosk not yet taken
+                await self._take(kiosk, started)
+
+        async with asyncio.TaskGroup() as takers:  # one failing ends the others' too
+            for _ in range(TAKES_AT_ONCE):
+                takers.create_task(taker())
 
         self._known = kiosks
         self._strangers = (self._strangers | asked) - kiosks

@@ -136,6 +136,51 @@ async def test_one_replica_holds_every_kiosk_and_picks_up_a_new_one_within_a_per
     assert await holders(sessionmaker) == dict.fromkeys([*kiosks, late], None)
 
 
+class GatedSubscriptions(Subscriptions):
+    """Subscribing waits until the test opens the gate (a busy broker or event loop)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = 0
+        self.most_at_once = 0
+
+    async def follow_kiosk(self, kiosk_id: str) -> bool:
+        self.waiting += 1
+        self.most_at_once = max(self.most_at_once, self.waiting)
+        try:
+            await self.gate.wait()
+        finally:
+            self.waiting -= 1
+        return await super().follow_kiosk(kiosk_id)
+
+
+async def test_a_round_takes_several_leases_at_once(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """A replica taking over many kiosks does not wait for each in turn (ADR 0092's takeover
+    measure): `TAKES_AT_ONCE` subscriptions and takes are under way together, no more."""
+    kiosks = await make_kiosks(sessionmaker, 10)
+    taker = LeaseKeeper(sessionmaker, f"taker-{uuid.uuid4().hex[:6]}", ttl_s=TTL_S, renew_s=RENEW_S)
+    gated = GatedSubscriptions()
+    taker.bind(gated)
+    starting = asyncio.create_task(taker.start())
+    try:
+        deadline = time.monotonic() + 30
+        while gated.waiting < lease_keeper.TAKES_AT_ONCE:
+            assert time.monotonic() < deadline, f"{gated.waiting} takes under way at once"
+            assert not starting.done()
+            await asyncio.sleep(0.01)
+        gated.gate.set()
+        await starting
+        assert taker.held() == set(kiosks)
+        assert gated.most_at_once == lease_keeper.TAKES_AT_ONCE
+    finally:
+        gated.gate.set()
+        await starting
+        await taker.stop()
+
+
 async def test_two_replicas_share_the_kiosks_as_the_assignment_says_and_hand_over_cleanly(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
