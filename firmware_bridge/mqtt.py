@@ -71,6 +71,17 @@ RESUBSCRIBE_MAX_S = 30.0
 BACKLOG_WINDOW = 20
 
 
+def kept_once_sent(payload: bytes) -> bytes:
+    """An event as the outbox keeps it once the broker has it (docs/adr/0092): a scan without
+    its text (a QR token or a typed code), so that no code stays on the kiosk's disk once it has
+    been delivered; sent again, such a scan is recorded and opens nothing. Others unchanged."""
+    try:
+        event = Event.model_validate_json(payload)
+    except ValueError:
+        return payload
+    return event.model_copy(update={"data": {}}).to_json() if event.type == "scan" else payload
+
+
 @dataclass(slots=True)
 class _InFlight:
     seq: int
@@ -419,7 +430,7 @@ class MqttLink:
             with self._refused_lock:
                 reason = self._refused.pop(item.info.mid, None)
             if reason is None:
-                self.store.mark_sent(item.seq)
+                self.store.mark_sent(item.seq, kept_once_sent)
             else:
                 log.error(
                     "the broker refused event %d (%s); kept aside as refused, not retried",

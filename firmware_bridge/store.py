@@ -9,7 +9,9 @@ a kiosk). Every method is safe to call from any thread: one connection behind on
   acknowledged it, so events survive a broker outage and a bridge restart and go out in order
   with their original timestamps. Bounded: past the limit the oldest unsent are dropped and
   counted. The last `KEPT_SENT` numbers sent are kept, so a replica that has just taken the
-  kiosk can have those its record lacks sent again (`resend_after`, docs/adr/0092).
+  kiosk can have those its record lacks sent again (`resend_after`, docs/adr/0092); a scan is
+  kept without its text (a QR token or a typed code), and what is deleted or rewritten is
+  overwritten on disk (`secure_delete`).
 - `refused_events`: events the broker refused (an MQTT 5 PUBACK with a failure reason code, such
   as an ACL that does not let this kiosk publish them): moved here with the reason, so the
   outbox goes on and nothing is lost without a trace. Bounded like the outbox.
@@ -213,6 +215,8 @@ class BridgeStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # What is deleted or rewritten (a delivered scan's code) is overwritten on disk too.
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
         if "sent" not in columns:  # an outbox written before sent events were kept
@@ -331,10 +335,17 @@ class BridgeStore:
             ).fetchall()
         return [QueuedEvent(int(s), str(e), bytes(p)) for s, e, p in rows]
 
-    def mark_sent(self, seq: int) -> None:
-        """The broker acknowledged event `seq`: kept as sent, and sent events numbered
-        `KEPT_SENT` or more below it are forgotten."""
+    def mark_sent(self, seq: int, kept: Callable[[bytes], bytes] | None = None) -> None:
+        """The broker acknowledged event `seq`: kept as sent, as `kept` rewrites its payload
+        (without the secrets it carried), and sent events numbered `KEPT_SENT` or more below
+        it are forgotten."""
         with self._tx() as db:
+            if kept is not None:
+                row = db.execute("SELECT payload FROM events WHERE seq = ?", (seq,)).fetchone()
+                if row is not None:
+                    db.execute(
+                        "UPDATE events SET payload = ? WHERE seq = ?", (kept(bytes(row[0])), seq)
+                    )
             db.execute("UPDATE events SET sent = 1 WHERE seq = ?", (seq,))
             db.execute("DELETE FROM events WHERE sent = 1 AND seq <= ?", (seq - KEPT_SENT,))
 

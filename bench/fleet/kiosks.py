@@ -10,7 +10,7 @@ does what a bridge does, with payloads built by the contract's own models:
   the door and item events and scans a bridge sends (QoS 1, numbered by `seq`, ADR 0066);
 - commands on its `cmd` topic answered like a bridge: `accepted`, then `succeeded`, on the
   command's `reply_to`; a `report_state` that asks for them sends its last events again first,
-  as the bridge's outbox does (ADR 0092).
+  as the bridge's outbox does (ADR 0092): a scan without its code.
 
 The MQTT client is a few dozen lines of asyncio streams (CONNECT, SUBSCRIBE, PUBLISH at QoS 0
 and 1, PUBACK, no keep-alive pings), so one process holds ten thousand connections where paho
@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import contextlib
 
 from firmware_bridge import contract
+from firmware_bridge.mqtt import kept_once_sent
 from tests.support.mosquitto import MosquittoProcess
 
 COMPARTMENTS = 12
@@ -247,7 +248,7 @@ class VirtualKiosk:
             seq=self.seq,
         )
         payload = event.to_json()
-        self.kept.append((self.seq, payload))
+        self.kept.append((self.seq, kept_once_sent(payload) if type_ == "scan" else payload))
         self.client.publish(self.topics.events, payload, qos=1)
 
     def dropoff(self) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from firmware_bridge import contract
+from firmware_bridge.mqtt import kept_once_sent
 from firmware_bridge.store import KEPT_SENT, BridgeStore, KeptReading
 
 
@@ -191,3 +193,27 @@ def test_kept_telemetry_is_bounded_and_drops_the_oldest_buckets(
     assert [b.start_ms // 1000 - int(t0) for b in kept] == [60 * i for i in range(7, 12)]
     assert all(b.readings[0].count == 3 for b in kept)  # what is kept is whole
     assert "dropped the 1 oldest bucket(s), 7 so far" in caplog.text
+
+
+def test_a_scan_is_kept_without_its_code_once_delivered(tmp_path: Path) -> None:
+    """ADR 0092: kept events may be sent again, but no QR token or typed code stays on the
+    kiosk's disk once the broker has it; other events are kept as they were."""
+    token = "Qm9ndXNUb2tlbkZvclRoZVN0b3JlVGVzdDAxMjM0NTY"
+    scan = contract.Event(event_id="s", type="scan", data={"text": f"https://x.example/p/{token}"})
+    door = contract.Event(event_id="d", type="door_closed", compartment=2, data={"occupied": True})
+    path = tmp_path / "b.sqlite3"
+    store = BridgeStore(path)
+    for event in (scan, door):
+        seq = store.append_event(
+            event.event_id, lambda n, e=event: e.model_copy(update={"seq": n}).to_json()
+        )
+        store.mark_sent(seq, kept_once_sent)
+    assert store.resend_after(0) == 2
+    kept = [contract.Event.model_validate_json(e.payload) for e in store.events_after(0, 10)]
+    assert [(e.type, e.data, e.seq) for e in kept] == [
+        ("scan", {}, 1),
+        ("door_closed", {"occupied": True}, 2),
+    ]
+    store.close()
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert token.encode() not in on_disk

@@ -33,6 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pydantic import ValidationError
 
 from firmware_bridge import contract
+from firmware_bridge.mqtt import kept_once_sent
 
 log = logging.getLogger(__name__)
 
@@ -375,11 +376,13 @@ class ScriptedKiosk:
 
     def _resend_after(self, seq: int) -> None:
         """As the bridge's outbox (docs/adr/0092): every event it numbered after `seq`, once
-        each and in order, with its id and number; not listed in `events` again."""
+        each and in order, with its id and number, a scan without its text; not listed in
+        `events` again."""
         with self._lock:
             sent = {e.event_id: e for e in self.events if e.seq is not None and e.seq > seq}
             for event in sorted(sent.values(), key=lambda e: e.seq or 0):
-                self._client.publish(self.topics.events, event.to_json(), qos=1)
+                payload = kept_once_sent(event.to_json())
+                self._client.publish(self.topics.events, payload, qos=1)
 
     def publish_telemetry(self) -> contract.Telemetry:
         with self._lock:
