@@ -7,16 +7,19 @@ each once the handler is done, so a service killed mid-message gets it again (at
 
 With leases (ADR 0044) only the holder hands a kiosk's messages to the story, each under the
 lease's fence. Status and snapshots of a kiosk held elsewhere only feed the live hub; events of
-one whose lease this replica awaits wait, unacknowledged, until the lease is taken. The last
-status and snapshots of every kiosk are remembered, so taking a lease can hand them to the story
-(`reconcile_kiosk`): the reconciliation a resubscription would bring.
+one whose lease this replica awaits are kept until the lease is taken, and then join the
+kiosk's order (ADR 0092). The last status and snapshots of every kiosk are remembered, so
+taking a lease can hand them to the story (`reconcile_kiosk`): the reconciliation a
+resubscription would bring.
 
 Events go into the lanes in the order the kiosk's bridge numbered them, not the order the
 broker delivered them (`sequencer.py`, ADR 0066). A replica that takes a kiosk's lease is told
 how far the kiosk's record goes (ADR 0080); an event at or below that in its lane (still
 arriving, or queued from before the take: a replica that slept through a takeover and got its
 kiosk back) is stale: acknowledged and dropped, never recorded out of order, and never the
-number the kiosk's order starts from.
+number the kiosk's order starts from. The kiosk is asked to send again its events after the
+record, and the order starts just after it (ADR 0092). A numbered event kept back, for a
+missing one or for the take, is acknowledged at once: the kiosk can send it again.
 
 The telemetry a kiosk's bridge kept while cut off (`TelemetryMinutes`, QoS 1) has a third lane,
 so a long backlog never holds up a door event: each bucket is handed to the telemetry sink and
@@ -159,6 +162,7 @@ class Lanes:
         # those the kiosk sends again; a task hands them to the worker if it does not come.
         self._before_take: dict[str, list[Inbound]] = {}
         self._take_waiters: dict[str, asyncio.Task[None]] = {}
+        self._stopped = False
 
     def kiosk_status(self, kiosk_id: str) -> contract.KioskStatus | None:
         return self._kiosk_status.get(kiosk_id)
@@ -216,9 +220,10 @@ class Lanes:
         last retained status and snapshots. Returns the number after which the kiosk is to send
         its kept events again (ADR 0092), if the record has one: the kiosk's order then starts
         just after it, so what they fill in is handled before what follows."""
-        # Held again: the bridge's numbers are followed afresh, past those given meanwhile.
-        given = self._forget_order(kiosk_id)
-        before_take = self._before_take.pop(kiosk_id, [])
+        # Held again: the bridge's numbers are followed afresh, past those given to the worker
+        # already; what waited for a gap, or for the take, joins the new order.
+        given, held = self._stop_order(kiosk_id)
+        before_take = held + self._before_take.pop(kiosk_id, [])
         self._takes[kiosk_id] = self._takes.get(kiosk_id, 0) + 1  # earlier verdicts lapse
         restarted = kiosk_id in self._restarted_awaiting
         self._restarted_awaiting.discard(kiosk_id)
@@ -263,8 +268,12 @@ class Lanes:
             timer.cancel()
         self._gap_timers.clear()
         self._sequencers.clear()
+        self._stopped = True  # nothing more is kept for a take
         for waiter in self._take_waiters.values():
             waiter.cancel()
+        for waiter in self._take_waiters.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
         self._take_waiters.clear()
         self._before_take.clear()
         for task in self._workers.values():
@@ -326,7 +335,11 @@ class Lanes:
                 # what follows it does not wait for it; the worker drops it all the same.
                 self._enqueue(item)
                 return
-        if standing in ("unsettled", "awaited") and self._leases is not None:
+        if kiosk_id in self._before_take or (
+            standing in ("unsettled", "awaited") and self._leases is not None
+        ):
+            # Behind those kept already, whatever the standing says by now: the take, or the
+            # task that waits for the standing to settle, hands them all on in arrival order.
             self._wait_for_take(item)
             return
         self._offer(item)
@@ -334,13 +347,14 @@ class Lanes:
     def _wait_for_take(self, item: Inbound) -> None:
         """Keep an event of a kiosk whose lease is not (yet) this replica's until the take
         (`reconcile_kiosk`) or, if the lease goes elsewhere, give it to the worker to drop."""
+        if self._stopped:
+            return  # left unacknowledged: the broker has it for the next run
         kiosk_id, seq = item.kiosk_id, getattr(item.payload, "seq", None)
+        self._acked_while_kept(item)
         waiting = self._before_take.setdefault(kiosk_id, [])
         for i, other in enumerate(waiting):
             if seq is not None and getattr(other.payload, "seq", None) == seq:
-                # Sent again (a reconnect): the new copy in place of the old, acknowledged.
-                self._ack(other.delivery)
-                waiting[i] = item
+                waiting[i] = item  # sent again (a reconnect): the new copy in place of the old
                 return
         waiting.append(item)
         if kiosk_id not in self._take_waiters:
@@ -369,13 +383,26 @@ class Lanes:
             # Sent again (a reconnect re-sends what was not acknowledged): the new copy waits
             # in its place, the old one is acknowledged (a no-op on a closed connection).
             self._ack(sequencer.replace(seq, item).delivery)
+            self._acked_while_kept(item)
             return
         before = sequencer.held
         for ready in sequencer.offer(seq, item, asyncio.get_running_loop().time()):
             self._enqueue(ready)
         if sequencer.held > before:
             self._counters.events_held_for_order += 1
+            self._acked_while_kept(item)
         self._arm_gap_timer(item.kiosk_id)
+
+    def _acked_while_kept(self, item: Inbound) -> None:
+        """A numbered event kept back (for a missing one, or for the take) is acknowledged at
+        once (ADR 0092): unacknowledged it would hold one of the broker's in-flight slots for
+        this connection (20 in Mosquitto), and enough of them would hold back the very events
+        they wait for. Should this replica die with it, the next holder's record lacks it and
+        the kiosk sends it again. An unnumbered one (a bridge from before ADR 0066, which
+        cannot send it again) stays unacknowledged until handled."""
+        if getattr(item.payload, "seq", None) is not None and item.delivery is not NOTHING_TO_ACK:
+            self._ack(item.delivery)
+            item.delivery = NOTHING_TO_ACK
 
     def _arm_gap_timer(self, kiosk_id: str) -> None:
         timer = self._gap_timers.pop(kiosk_id, None)
@@ -412,20 +439,23 @@ class Lanes:
                 self._enqueue(item)
         self._arm_gap_timer(kiosk_id)
 
-    def _forget_order(self, kiosk_id: str) -> int | None:
+    def _forget_order(self, kiosk_id: str) -> None:
         """Start the kiosk's order afresh; what waited for a gap goes to the worker, in order:
         handled if the kiosk is held here, else acknowledged and dropped (the holder has its
-        own copies). Returns the number after every one given to the worker so far, if any."""
+        own copies)."""
+        for item in self._stop_order(kiosk_id)[1]:
+            self._enqueue(item)
+
+    def _stop_order(self, kiosk_id: str) -> tuple[int | None, list[Inbound]]:
+        """End the kiosk's order: the number it expected next (every one below it was given
+        to the worker), if any, and what it held for a gap, in order."""
         sequencer = self._sequencers.pop(kiosk_id, None)
         timer = self._gap_timers.pop(kiosk_id, None)
         if timer is not None:
             timer.cancel()
         if sequencer is None:
-            return None
-        beyond = sequencer.beyond()
-        for item in sequencer.flush():
-            self._enqueue(item)
-        return beyond
+            return None, []
+        return sequencer.expected, sequencer.flush()
 
     def _kiosk_queues(self, kiosk_id: str) -> list[asyncio.Queue[Inbound]]:
         lanes = (kiosk_id, kiosk_id + SCAN_LANE)

@@ -519,13 +519,22 @@ class LeaseKeeper:
             await self._unfollow(kiosk)
         wanted = iter(sorted(mine - set(self._held)))
 
+        failed: list[Exception] = []
+
         async def taker() -> None:
             for kiosk in wanted:  # shared: each takes the next kiosk not yet taken
-                await self._take(kiosk, started)
+                if failed:
+                    return
+                try:
+                    await self._take(kiosk, started)
+                except Exception as exc:
+                    failed.append(exc)
 
-        async with asyncio.TaskGroup() as takers:  # one failing ends the others' too
-            for _ in range(TAKES_AT_ONCE):
-                takers.create_task(taker())
+        # A take that fails ends the round, as one at a time did, once the takes under way
+        # have ended: never cancelled mid-transaction. The next round tries again.
+        await asyncio.gather(*(taker() for _ in range(TAKES_AT_ONCE)))
+        if failed:
+            raise failed[0]
 
         self._known = kiosks
         self._strangers = (self._strangers | asked) - kiosks

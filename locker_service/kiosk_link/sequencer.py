@@ -155,11 +155,11 @@ class Sequencer(Generic[T]):
         self._gap_since = now  # a further gap gets a wait of its own
         return self._consecutive()
 
-    def beyond(self) -> int | None:
-        """The number after every one handed on or held (None before the first)."""
-        if self._next is None:
-            return None
-        return max(self._next, max(self._held, default=0) + 1)
+    @property
+    def expected(self) -> int | None:
+        """The number expected next: every one below it has been handed on (None before the
+        first)."""
+        return self._next
 
     def flush(self) -> list[T]:
         """Everything held, in order; the sequencer starts again from the next arrival."""

@@ -415,7 +415,8 @@ async def test_events_the_broker_delivered_out_of_order_are_handled_in_the_bridg
         mids[seq] = parts.deliver("k1", event(sent[seq - 1], seq=seq))
     await until(lambda: len(parts.handler.handled) == 5, "all five")
     assert [what for _, what in parts.handler.handled] == sent
-    assert parts.acks == [mids[n] for n in (1, 2, 3, 4, 5)]  # each once handled
+    # The two kept back for #3 at once (ADR 0092), the others once handled.
+    assert parts.acks == [mids[n] for n in (4, 5, 1, 2, 3)]
     assert parts.counters.events_held_for_order == 2
     assert parts.counters.event_gaps_skipped == 0
     await parts.lanes.stop()
@@ -450,8 +451,8 @@ async def test_events_held_for_a_gap_are_dropped_and_acked_once_the_kiosk_is_hel
     leases.standings["k1"] = "foreign"  # taken over: the new holder has its own copies
     parts.deliver("k1", event("item_placed", seq=4))
     await until(lambda: len(parts.acks) == 3, "every message acked")
+    await until(lambda: parts.counters.dropped_not_held == 2, "both dropped")
     assert parts.handler.handled == [("k1", "door_opened")]
-    assert parts.counters.dropped_not_held == 2
     await parts.lanes.stop()
 
 
@@ -532,7 +533,8 @@ async def test_events_that_waited_for_a_lease_and_were_recorded_by_the_old_holde
     parts = Parts(leases, gap_wait_s=60)
     mids = [parts.deliver("k1", event("door_closed", str(seq), seq=seq)) for seq in (27, 28, 29)]
     await asyncio.sleep(QUIET_S)
-    assert parts.handler.handled == [] and parts.acks == []
+    # Kept for the take, and acknowledged at once (ADR 0092: the kiosk sends them again).
+    assert parts.handler.handled == [] and parts.acks == mids
     leases.take("k1")
     parts.lanes.reconcile_kiosk("k1", RecordedUpTo(scans=None, others=28))
     await parts.lanes.drain_kiosk("k1")
@@ -651,7 +653,7 @@ async def test_events_that_came_before_the_take_wait_for_those_sent_again_below_
     tenth = event("door_closed", "10", seq=10)
     parts.deliver("k1", tenth)
     await asyncio.sleep(QUIET_S)
-    assert parts.handler.handled == [] and parts.acks == []
+    assert parts.handler.handled == []
     leases.take("k1")
     assert parts.lanes.reconcile_kiosk("k1", RecordedUpTo(scans=None, others=6)) == 6
     for seq in (7, 8, 9):
@@ -666,11 +668,95 @@ async def test_events_that_came_before_the_take_wait_for_those_sent_again_below_
 async def test_events_kept_for_a_take_that_goes_elsewhere_are_dropped_and_acked() -> None:
     leases = StandingTable({"k1": "awaited"})
     parts = Parts(leases, gap_wait_s=60)
-    mids = [parts.deliver("k1", event("door_opened", str(seq), seq=seq)) for seq in (4, 5)]
+    for seq in (4, 5):
+        parts.deliver("k1", event("door_opened", str(seq), seq=seq))
     await asyncio.sleep(QUIET_S)
-    assert parts.acks == []
     leases.standings["k1"] = "foreign"
     leases.take("k2")  # any change of standing wakes what waits for one
-    await until(lambda: sorted(parts.acks) == mids, "both acknowledged")
-    assert parts.handler.handled == [] and parts.counters.dropped_not_held == 2
+    await until(lambda: parts.counters.dropped_not_held == 2, "both dropped")
+    assert parts.handler.handled == []
+    await parts.lanes.stop()
+
+
+async def test_events_kept_for_a_take_stay_in_arrival_order_as_the_standing_settles() -> None:
+    """A replica's first round takes a kiosk while every standing still says "unsettled": what
+    comes meanwhile is kept, and one routed as the round ends joins the others, not ahead."""
+    leases = StandingTable({"k1": "unsettled"})
+    parts = Parts(leases, gap_wait_s=60)
+    parts.lanes.reconcile_kiosk("k1")  # taken in the first round: nothing numbered recorded
+    parts.deliver("k1", event("door_opened", "5", seq=5))
+    leases.take("k1")  # the round ends: settled, held
+    parts.deliver("k1", event("door_closed", "6", seq=6))  # before the waiter's turn
+    await until(lambda: len(parts.handler.handled) == 2, "#5 and #6")
+    assert [text for _, text in parts.handler.handled] == ["5", "6"]
+    await parts.lanes.stop()
+
+
+async def test_a_kiosk_taken_back_after_a_sleep_fills_the_gap_it_was_waiting_for() -> None:
+    """#13 waited for #12 when the replica found its lease taken; #12 came while it awaited
+    the lease back; taken back, the order goes #12, #13."""
+    leases = StandingTable({"k1": "held"})
+    parts = Parts(leases, gap_wait_s=60)
+    parts.deliver("k1", event("door_opened", "11", seq=11))
+    parts.deliver("k1", event("door_closed", "13", seq=13))
+    await until(lambda: len(parts.handler.handled) == 1, "#11")
+    leases.standings["k1"] = "awaited"
+    parts.deliver("k1", event("item_placed", "12", seq=12))
+    leases.take("k1")
+    parts.lanes.reconcile_kiosk("k1", RecordedUpTo(scans=None, others=11))
+    await until(lambda: len(parts.handler.handled) == 3, "#12 and #13")
+    assert [text for _, text in parts.handler.handled] == ["11", "12", "13"]
+    await parts.lanes.stop()
+
+
+async def test_a_numbered_event_kept_back_is_acknowledged_at_once_an_unnumbered_one_not() -> None:
+    """ADR 0092: kept back unacknowledged, events fill the broker's in-flight window (20) and
+    hold back the ones they wait for; the kiosk sends them again if this replica dies."""
+    leases = StandingTable({"k1": "held", "k2": "awaited"})
+    parts = Parts(leases, gap_wait_s=60)
+    parts.deliver("k1", event("door_opened", "1", seq=1))
+    held = parts.deliver("k1", event("door_closed", "3", seq=3))  # waits for #2
+    kept = parts.deliver("k2", event("door_opened", "7", seq=7))  # waits for the take
+    unnumbered = parts.deliver("k2", event("door_closed", "old bridge"))
+    await until(lambda: held in parts.acks and kept in parts.acks, "both acknowledged")
+    await until(lambda: len(parts.handler.handled) == 1, "#1")
+    assert unnumbered not in parts.acks
+    assert [text for _, text in parts.handler.handled] == ["1"]
+    parts.deliver("k1", event("item_placed", "2", seq=2))
+    leases.take("k2")
+    parts.lanes.reconcile_kiosk("k2")
+    await until(lambda: len(parts.handler.handled) == 5, "all five")
+    assert unnumbered in parts.acks and parts.acks.count(held) == 1
+    await parts.lanes.stop()
+
+
+async def test_a_copy_of_a_kept_event_takes_its_place_and_it_is_handled_once() -> None:
+    leases = StandingTable({"k1": "awaited"})
+    parts = Parts(leases, gap_wait_s=60)
+    fifth = event("door_opened", "5", seq=5)
+    parts.deliver("k1", fifth)
+    parts.deliver("k1", fifth)  # the broker sends it again (a reconnect)
+    leases.take("k1")
+    parts.lanes.reconcile_kiosk("k1")
+    parts.deliver("k1", event("door_closed", "6", seq=6))
+    await until(lambda: len(parts.handler.handled) == 2, "#5 and #6")
+    assert [text for _, text in parts.handler.handled] == ["5", "6"]
+    await parts.lanes.stop()
+
+
+async def test_a_stale_event_above_the_orders_start_takes_its_place_in_it() -> None:
+    """Scan #30 was recorded, door event #29 not (the old holder had it in hand): the order
+    starts at #29; #30, sent again, is stale and dropped, but fills its number, so #31 does
+    not wait for it."""
+    leases = StandingTable({"k1": "awaited"})
+    parts = Parts(leases, gap_wait_s=60)
+    leases.take("k1")
+    recorded = RecordedUpTo(scans=30, others=28, complete_to=28)
+    assert parts.lanes.reconcile_kiosk("k1", recorded) == 28
+    parts.deliver("k1", event("door_closed", "31", seq=31))
+    parts.deliver("k1", event("scan", "30", seq=30))
+    parts.deliver("k1", event("door_opened", "29", seq=29))
+    await until(lambda: len(parts.handler.handled) == 2, "#29 and #31")
+    assert [text for _, text in parts.handler.handled] == ["29", "31"]
+    assert parts.counters.events_stale == 1
     await parts.lanes.stop()

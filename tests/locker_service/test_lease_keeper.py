@@ -181,6 +181,38 @@ async def test_a_round_takes_several_leases_at_once(
         await taker.stop()
 
 
+class FailingOnce(Subscriptions):
+    """Subscribing to one kiosk fails once (a broker that dropped the connection meanwhile)."""
+
+    def __init__(self, kiosk_id: str) -> None:
+        super().__init__()
+        self.failing = kiosk_id
+
+    async def follow_kiosk(self, kiosk_id: str) -> bool:
+        await asyncio.sleep(0)  # the other takes get under way meanwhile
+        if kiosk_id == self.failing:
+            self.failing = ""
+            raise ConnectionError("the broker went away")
+        return await super().follow_kiosk(kiosk_id)
+
+
+async def test_a_take_that_fails_lets_the_others_under_way_finish_and_is_tried_again(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    kiosks = await make_kiosks(sessionmaker, 6)
+    taker = LeaseKeeper(sessionmaker, f"taker-{uuid.uuid4().hex[:6]}", ttl_s=TTL_S, renew_s=RENEW_S)
+    first = sorted(kiosks)[: lease_keeper.TAKES_AT_ONCE]
+    failing = FailingOnce(first[-1])
+    taker.bind(failing)
+    await taker.start()  # its first round fails on the last of the first takes
+    try:
+        taken = {kiosk for kind, kiosk in failing.calls if kind == "reconcile"}
+        assert taken == set(first[:-1])  # the takes under way ended well; no new one began
+        await within_rounds(taker, 3, lambda: taker.held() == set(kiosks), "every kiosk held")
+    finally:
+        await taker.stop()
+
+
 async def test_two_replicas_share_the_kiosks_as_the_assignment_says_and_hand_over_cleanly(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
