@@ -240,32 +240,22 @@ class ProbeKiosk(VirtualKiosk):
     tokens: dict[int, str]
     waiting: tuple[int, float] | None = None  # (compartment, when the scan left)
     timings: list[float]
-    # Scans sent again at a new holder's asking (ADR 0092), timed from when they first left.
-    late_timings: list[float]
-    scan_seq = 0  # the waiting scan's number
-    sent_again = False  # the waiting scan was sent again
     any_compartment = False  # the bare responder cannot know which compartment is hers
 
     def scan(self, n: int) -> None:
-        self.waiting, self.sent_again = (n, time.perf_counter()), False
+        self.waiting = (n, time.perf_counter())
         self.event("scan", None, text=f"https://lockers.example.com/p/{self.tokens.pop(n)}")
-        self.scan_seq = self.seq
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         super()._on_message(topic, payload)
         if topic != self.topics.cmd or self.waiting is None:
             return
         command = contract.command_from_json(payload)
-        if isinstance(command, contract.ReportStateCommand):
-            after = command.args.events_after
-            self.sent_again |= after is not None and after < self.scan_seq
-            return
         n, sent = self.waiting
         if isinstance(command, contract.UnlockCommand) and (
             self.any_compartment or command.compartment == n
         ):
-            took = 1000 * (time.perf_counter() - sent)
-            (self.late_timings if self.sent_again else self.timings).append(took)
+            self.timings.append(1000 * (time.perf_counter() - sent))
             self.waiting = None
             asyncio.get_running_loop().call_later(DOOR_PAUSE_S, self._take_food, n)
 
@@ -317,7 +307,6 @@ class Takeover:
     reported_s: float | None = None  # from the kill until as many as its kiosks were answered
     seconds: float = 0.0
     scan_ms: list[float] = field(default_factory=list)
-    late_ms: list[float] = field(default_factory=list)  # scans sent again, then answered
     unanswered: int = 0
     lag_s: list[float] = field(default_factory=list)
     lost_readings: int = 0  # telemetry batches of the lag sample never stored
@@ -335,9 +324,7 @@ class Takeover:
             f"scan->unlock median {_percentile(self.scan_ms, 0.5):.1f} ms "
             f"p99 {_percentile(self.scan_ms, 0.99):.1f} ms max "
             f"{max(self.scan_ms, default=float('nan')):.1f} ms ({len(self.scan_ms)}, "
-            f"{self.unanswered} unanswered; {len(self.late_ms)} more sent again at the asking "
-            f"and then answered, after {_percentile(self.late_ms, 0.5):.0f} ms median, "
-            f"{max(self.late_ms, default=float('nan')):.0f} ms at most), "
+            f"{self.unanswered} unanswered, a scan sent again opening nothing), "
             f"telemetry lag p99 {_percentile(self.lag_s, 0.99):.2f} s ({len(self.lag_s)}, "
             f"{self.lost_readings} batches never stored), cores: {cpu}"
         )
@@ -403,7 +390,6 @@ async def drive(
         if code in by_probe:
             kiosk = ProbeKiosk(code, random.Random(rng.random()))
             kiosk.tokens, kiosk.timings = dict(by_probe[code].tokens), run.scan_ms
-            kiosk.late_timings = []  # none sent again before a takeover
             kiosk.any_compartment = database_url is None
             probe_kiosks.append(kiosk)
         else:
@@ -465,7 +451,7 @@ async def drive(
     if kill is not None and database_url is not None:
         run.takeover = Takeover()
         for kiosk in probe_kiosks:
-            kiosk.timings, kiosk.late_timings = run.takeover.scan_ms, run.takeover.late_ms
+            kiosk.timings = run.takeover.scan_ms
         telemetry = (run.lag_s, published)
         await _take_over(
             run.takeover, kill, database_url, fleet, telemetry, processes, options, pickups
