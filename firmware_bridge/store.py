@@ -339,15 +339,21 @@ class BridgeStore:
         """The broker acknowledged event `seq`: kept as sent, as `kept` rewrites its payload
         (without the secrets it carried), and sent events numbered `KEPT_SENT` or more below
         it are forgotten."""
+        rewritten = False
         with self._tx() as db:
             if kept is not None:
                 row = db.execute("SELECT payload FROM events WHERE seq = ?", (seq,)).fetchone()
-                if row is not None:
-                    db.execute(
-                        "UPDATE events SET payload = ? WHERE seq = ?", (kept(bytes(row[0])), seq)
-                    )
+                if row is not None and (payload := kept(bytes(row[0]))) != bytes(row[0]):
+                    db.execute("UPDATE events SET payload = ? WHERE seq = ?", (payload, seq))
+                    rewritten = True
             db.execute("UPDATE events SET sent = 1 WHERE seq = ?", (seq,))
             db.execute("DELETE FROM events WHERE sent = 1 AND seq <= ?", (seq - KEPT_SENT,))
+        if rewritten:
+            # The write-ahead log still holds the frame the payload was first written in: the
+            # database takes it in, and the log is emptied (a secret leaves the disk now, not
+            # when the log comes round again).
+            with self._lock:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def resend_after(self, seq: int) -> int:
         """The kept sent events numbered after `seq` become unsent again, to go out once more

@@ -269,9 +269,10 @@ class Lanes:
         self._gap_timers.clear()
         self._sequencers.clear()
         self._stopped = True  # nothing more is kept for a take
-        for waiter in self._take_waiters.values():
+        waiters = list(self._take_waiters.values())  # each takes itself out as it ends
+        for waiter in waiters:
             waiter.cancel()
-        for waiter in self._take_waiters.values():
+        for waiter in waiters:
             with contextlib.suppress(asyncio.CancelledError):
                 await waiter
         self._take_waiters.clear()
@@ -354,7 +355,7 @@ class Lanes:
         waiting = self._before_take.setdefault(kiosk_id, [])
         for i, other in enumerate(waiting):
             if seq is not None and getattr(other.payload, "seq", None) == seq:
-                waiting[i] = item  # sent again (a reconnect): the new copy in place of the old
+                waiting[i] = _fuller(other, item)  # sent again: one copy kept in its place
                 return
         waiting.append(item)
         if kiosk_id not in self._take_waiters:
@@ -380,10 +381,15 @@ class Lanes:
         if sequencer is None:
             sequencer = self._sequencers[item.kiosk_id] = Sequencer(self._gap_wait_s)
         if seq is not None and sequencer.holds(seq):
-            # Sent again (a reconnect re-sends what was not acknowledged): the new copy waits
-            # in its place, the old one is acknowledged (a no-op on a closed connection).
-            self._ack(sequencer.replace(seq, item).delivery)
-            self._acked_while_kept(item)
+            # Sent again (a reconnect re-sends what was not acknowledged, or the kiosk at a
+            # new holder's asking): one copy waits in its place, the other is acknowledged (a
+            # no-op on a closed connection).
+            old = sequencer.replace(seq, item)
+            kept = _fuller(old, item)
+            if kept is old:
+                sequencer.replace(seq, old)
+            self._ack((item if kept is old else old).delivery)
+            self._acked_while_kept(kept)
             return
         before = sequencer.held
         for ready in sequencer.offer(seq, item, asyncio.get_running_loop().time()):
@@ -603,6 +609,16 @@ class Lanes:
             await self._handler.on_event(item.kiosk_id, item.payload)
             handled = self._counters.handled_events
             handled[item.kiosk_id] = handled.get(item.kiosk_id, 0) + 1
+
+
+def _fuller(old: Inbound, new: Inbound) -> Inbound:
+    """Of two copies of one event, the one to keep: the newer, unless it is a scan the bridge
+    sent again without its text (ADR 0092) and the older still has it."""
+
+    def has_text(item: Inbound) -> bool:
+        return isinstance(item.payload, contract.Event) and "text" in item.payload.data
+
+    return old if has_text(old) and not has_text(new) else new
 
 
 def _passed(recorded: RecordedUpTo | None, event: contract.Event) -> bool:

@@ -533,6 +533,8 @@ class LeaseKeeper:
         # A take that fails ends the round, as one at a time did, once the takes under way
         # have ended: never cancelled mid-transaction. The next round tries again.
         await asyncio.gather(*(taker() for _ in range(TAKES_AT_ONCE)))
+        for exc in failed[1:]:
+            log.warning("a lease take also failed in this round: %r", exc)
         if failed:
             raise failed[0]
 

@@ -668,9 +668,9 @@ async def test_events_that_came_before_the_take_wait_for_those_sent_again_below_
 async def test_events_kept_for_a_take_that_goes_elsewhere_are_dropped_and_acked() -> None:
     leases = StandingTable({"k1": "awaited"})
     parts = Parts(leases, gap_wait_s=60)
-    for seq in (4, 5):
-        parts.deliver("k1", event("door_opened", str(seq), seq=seq))
+    mids = [parts.deliver("k1", event("door_opened", str(seq), seq=seq)) for seq in (4, 5)]
     await asyncio.sleep(QUIET_S)
+    assert parts.acks == mids  # kept for the take: acknowledged at once (ADR 0092)
     leases.standings["k1"] = "foreign"
     leases.take("k2")  # any change of standing wakes what waits for one
     await until(lambda: parts.counters.dropped_not_held == 2, "both dropped")
@@ -759,4 +759,34 @@ async def test_a_stale_event_above_the_orders_start_takes_its_place_in_it() -> N
     await until(lambda: len(parts.handler.handled) == 2, "#29 and #31")
     assert [text for _, text in parts.handler.handled] == ["29", "31"]
     assert parts.counters.events_stale == 1
+    await parts.lanes.stop()
+
+
+async def test_stopping_with_events_kept_for_a_take_ends_cleanly() -> None:
+    leases = StandingTable({"k1": "awaited", "k2": "awaited"})
+    parts = Parts(leases, gap_wait_s=60)
+    parts.deliver("k1", event("door_opened", "1", seq=1))
+    parts.deliver("k2", event("door_opened", "1", seq=1))
+    await asyncio.sleep(QUIET_S)
+    await parts.lanes.stop()
+    assert parts.handler.handled == []
+
+
+async def test_a_scan_sent_again_without_its_code_does_not_take_the_place_of_the_one_with_it() -> (
+    None
+):
+    """ADR 0092: the bridge keeps a delivered scan without its text; the copy it sends again at
+    a new holder's asking must not replace the one that came with her code."""
+    leases = StandingTable({"k1": "awaited"})
+    parts = Parts(leases, gap_wait_s=60)
+    scan = event("scan", "her code", seq=5)
+    parts.deliver("k1", scan)
+    stripped = scan.model_copy(update={"data": {}})
+    parts.deliver("k1", stripped)  # kept for the take: the first stays
+    leases.take("k1")
+    parts.lanes.reconcile_kiosk("k1", RecordedUpTo(scans=None, others=3))
+    parts.deliver("k1", stripped)  # held behind #4 now: the first stays again
+    parts.deliver("k1", event("door_closed", "4", seq=4))
+    await until(lambda: len(parts.handler.handled) == 2, "#4 and her scan")
+    assert [text for _, text in parts.handler.handled] == ["4", "her code"]
     await parts.lanes.stop()
