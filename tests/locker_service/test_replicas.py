@@ -509,6 +509,37 @@ async def test_a_replica_handed_an_old_retained_snapshot_learns_the_kiosks_state
     assert asked and asked[0].reply_to == a.link.reply_topic(code)
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_kiosk_that_cannot_report_its_state_is_judged_by_its_retained_snapshots(
+    start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
+) -> None:
+    """A new holder hands the story the retained snapshots only when the kiosk does not report
+    its state afresh (ADR 0092: handling both doubled a takeover's work); here it answers
+    `failed` (its board offline, say), so the retained copy is what tells of the food."""
+    code = f"rep-{uuid.uuid4().hex[:8]}"
+    kiosk = kiosks(code)
+    kiosk.open_door(2, force=True)
+    kiosk.place_item(2)
+    kiosk.close_door(2)
+    kiosk.set_temperature(2, 21.5)  # its snapshot, retained: food inside
+    kiosk.script("report_state", "failed", "board offline")
+    a = await start_replica("a")
+    world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code)
+    await held_by(a, kiosk)
+
+    async def food_seen() -> bool:
+        async with a.ctx.sessionmaker() as session:
+            occupied = await session.scalar(
+                select(Compartment.occupied).where(
+                    Compartment.kiosk_id == world.kiosk_id, Compartment.number == 2
+                )
+            )
+        return bool(occupied)
+
+    await until(food_seen, 30, "the food in compartment 2 seen from the retained snapshot")
+    assert any(r.command.action == "report_state" for r in kiosk.received)
+
+
 async def test_two_replicas_share_kiosks_on_a_broker_without_shared_subscriptions(
     start_replica: Callable[..., Any], tmp_path: Path
 ) -> None:
