@@ -495,16 +495,7 @@ async def test_a_replica_handed_an_old_retained_snapshot_learns_the_kiosks_state
     world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code)
     await held_by(a, kiosk)
 
-    async def food_seen() -> bool:
-        async with a.ctx.sessionmaker() as session:
-            occupied = await session.scalar(
-                select(Compartment.occupied).where(
-                    Compartment.kiosk_id == world.kiosk_id, Compartment.number == 2
-                )
-            )
-        return bool(occupied)
-
-    await until(food_seen, 30, "the food in compartment 2 seen by the service")
+    await until(lambda: food_seen(a, world, 2), 30, "the food in compartment 2 seen by the service")
     asked = [r.command for r in kiosk.received if r.command.action == "report_state"]
     assert asked and asked[0].reply_to == a.link.reply_topic(code)
 
@@ -527,17 +518,23 @@ async def test_a_kiosk_that_cannot_report_its_state_is_judged_by_its_retained_sn
     world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code)
     await held_by(a, kiosk)
 
-    async def food_seen() -> bool:
-        async with a.ctx.sessionmaker() as session:
-            occupied = await session.scalar(
-                select(Compartment.occupied).where(
-                    Compartment.kiosk_id == world.kiosk_id, Compartment.number == 2
-                )
-            )
-        return bool(occupied)
-
-    await until(food_seen, 30, "the food in compartment 2 seen from the retained snapshot")
+    await until(
+        lambda: food_seen(a, world, 2),
+        30,
+        "the food in compartment 2 seen from the retained snapshot",
+    )
     assert any(r.command.action == "report_state" for r in kiosk.received)
+
+
+async def food_seen(replica: Replica, world: World, n: int) -> bool:
+    """The service's record says compartment `n` holds something."""
+    async with replica.ctx.sessionmaker() as session:
+        occupied = await session.scalar(
+            select(Compartment.occupied).where(
+                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
+            )
+        )
+    return bool(occupied)
 
 
 async def test_two_replicas_share_kiosks_on_a_broker_without_shared_subscriptions(
