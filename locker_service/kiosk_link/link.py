@@ -219,8 +219,9 @@ class KioskLink:
         again until something changes. Sent even if the last status heard says offline (that
         may be the old copy). Without `succeeded` (logged, and at debug for a kiosk not
         connected, which publishes everything when it connects), the story is handed the
-        retained snapshots, as they are all there is to go on. With `events_after`, the kiosk also sends again the events it keeps numbered
-        after it (ADR 0092): those only the last holder heard, or sent while nobody listened."""
+        retained snapshots, as they are all there is to go on. With `events_after`, the kiosk
+        also sends again the events it keeps numbered after it (ADR 0092): those only the last
+        holder heard, or sent while nobody listened."""
         command = contract.ReportStateCommand(
             request_id=uuid.uuid4().hex,
             expires_at=contract.utcnow() + timedelta(seconds=REPORT_STATE_TIMEOUT_S),
