@@ -215,14 +215,11 @@ class Lanes:
         else:
             self._enqueue(item)
 
-    def reconcile_kiosk(
-        self, kiosk_id: str, recorded: RecordedUpTo | None = None, *, snapshots: bool = True
-    ) -> int | None:
+    def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo | None = None) -> int | None:
         """Held just now, with the kiosk's record `recorded` so far: hand the story the kiosk's
-        last retained status, and snapshots unless the kiosk is asked for them afresh
-        (`replay_snapshots` if it does not answer). Returns the number after which the kiosk is
-        to send its kept events again (ADR 0092), if the record has one: the kiosk's order then
-        starts just after it, so what they fill in is handled before what follows."""
+        last retained status and snapshots. Returns the number after which the kiosk is to send
+        its kept events again (ADR 0092), if the record has one: the kiosk's order then starts
+        just after it, so what they fill in is handled before what follows."""
         # Held again: the bridge's numbers are followed afresh, past those given to the worker
         # already; what waited for a gap, or for the take, joins the new order.
         given, held = self._stop_order(kiosk_id)
@@ -251,15 +248,10 @@ class Lanes:
         status = self._kiosk_status.get(kiosk_id)
         if status is not None:
             self._enqueue(Inbound(kiosk_id, "status", status, NOTHING_TO_ACK))
-        if snapshots:
-            self.replay_snapshots(kiosk_id)
-        return resend_after
-
-    def replay_snapshots(self, kiosk_id: str) -> None:
-        """Hand the story the kiosk's last retained snapshots."""
         for (kiosk, _), snapshot in sorted(self._snapshots.items()):
             if kiosk == kiosk_id:
                 self._enqueue(Inbound(kiosk_id, "snapshot", snapshot, NOTHING_TO_ACK))
+        return resend_after
 
     async def drain_kiosk(self, kiosk_id: str) -> None:
         """Return when every message of the kiosk taken so far has been handled (those held

@@ -217,11 +217,10 @@ class KioskLink:
         0091), once this replica has taken its lease: a clustered broker may have handed this
         replica a retained copy older than the kiosk's last, which the kiosk will not publish
         again until something changes. Sent even if the last status heard says offline (that
-        may be the old copy). Without `succeeded` (logged, and at debug for a kiosk not
-        connected, which publishes everything when it connects), the story is handed the
-        retained snapshots, as they are all there is to go on. With `events_after`, the kiosk
-        also sends again the events it keeps numbered after it (ADR 0092): those only the last
-        holder heard, or sent while nobody listened."""
+        may be the old copy); an answer other than `succeeded` is only logged, and no answer at
+        all (a kiosk not connected, which publishes everything when it connects) not even
+        that. With `events_after`, the kiosk also sends again the events it keeps numbered
+        after it (ADR 0092): those only the last holder heard, or sent while nobody listened."""
         command = contract.ReportStateCommand(
             request_id=uuid.uuid4().hex,
             expires_at=contract.utcnow() + timedelta(seconds=REPORT_STATE_TIMEOUT_S),
@@ -233,11 +232,9 @@ class KioskLink:
         except KioskUnreachable as exc:
             # Not connected (yet): a kiosk publishes everything when it connects.
             log.debug("kiosk %s not asked for its state: %s", kiosk_id, exc)
-            self._lanes.replay_snapshots(kiosk_id)
             return
         except KioskLinkError as exc:
             log.info("kiosk %s did not report its state again: %s", kiosk_id, exc)
-            self._lanes.replay_snapshots(kiosk_id)
             return
         if reply.status != "succeeded":
             log.info(
@@ -246,8 +243,6 @@ class KioskLink:
                 reply.status,
                 reply.detail or "",
             )
-            # What the broker kept is all there is to go on (its board offline, say).
-            self._lanes.replay_snapshots(kiosk_id)
 
     async def _send(
         self, kiosk_id: str, command: contract.Command, timeout_s: float
@@ -326,11 +321,9 @@ class KioskLink:
 
     def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo | None = None) -> None:
         """Held just now, with the kiosk's record `recorded` so far (ADR 0080): hand the story
-        the kiosk's last retained status, and ask the kiosk for its state as it is now, and for
-        the events after its record (`ask_state`); the retained snapshots are handed on only if
-        it does not answer: answering, it sends its own, and handling both twice the work of a
-        takeover (ADR 0092)."""
-        events_after = self._lanes.reconcile_kiosk(kiosk_id, recorded, snapshots=False)
+        the kiosk's last retained status and snapshots, and ask the kiosk for them as they are
+        now, and for the events after its record (`ask_state`)."""
+        events_after = self._lanes.reconcile_kiosk(kiosk_id, recorded)
         task = asyncio.get_running_loop().create_task(
             self.ask_state(kiosk_id, events_after), name=f"kiosk-report-state-{kiosk_id}"
         )

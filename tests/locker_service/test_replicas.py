@@ -504,9 +504,9 @@ async def test_a_replica_handed_an_old_retained_snapshot_learns_the_kiosks_state
 async def test_a_kiosk_that_cannot_report_its_state_is_judged_by_its_retained_snapshots(
     start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
 ) -> None:
-    """A new holder hands the story the retained snapshots only when the kiosk does not report
-    its state afresh (ADR 0092: handling both doubled a takeover's work); here it answers
-    `failed` (its board offline, say), so the retained copy is what tells of the food."""
+    """A new holder hands the story the kiosk's retained snapshots as it takes the lease, and
+    asks the kiosk for its state (ADR 0091); here the kiosk answers `failed` (its board offline,
+    say), so the retained copy is what tells of the food."""
     code = f"rep-{uuid.uuid4().hex[:8]}"
     kiosk = kiosks(code)
     kiosk.open_door(2, force=True)
