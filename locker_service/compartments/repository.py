@@ -107,6 +107,19 @@ async def free_at_site(session: AsyncSession, site_id: int) -> list[tuple[str, b
     return [(code, bool(online), size, bool(heated)) for code, online, size, heated in rows.all()]
 
 
+async def locked(session: AsyncSession, compartment_id: int) -> Compartment | None:
+    """The compartment read afresh and locked (`FOR NO KEY UPDATE`: rows that merely refer to
+    it, events, timers, openings, are not held up). Every path that writes a compartment and
+    its order takes the compartment first, as a kiosk's report writes them (ADR 0088): the
+    other way round they deadlock."""
+    return await session.scalar(
+        select(Compartment)
+        .where(Compartment.id == compartment_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
+
+
 async def by_number(session: AsyncSession, kiosk_id: int, number: int) -> Compartment | None:
     return await session.scalar(
         select(Compartment).where(Compartment.kiosk_id == kiosk_id, Compartment.number == number)

@@ -396,11 +396,7 @@ async def release(ctx: ServiceContext, order: Order, compartment: Compartment, r
     async with session_scope(ctx.sessionmaker) as session:
         # Locked, the compartment then the order, as the door timer and a kiosk's report take
         # them: written the other way round, they could deadlock with it.
-        fresh_compartment = await session.scalar(
-            select(Compartment)
-            .where(Compartment.id == compartment.id)
-            .with_for_update(key_share=True)
-        )
+        fresh_compartment = await compartments.locked(session, compartment.id)
         fresh_order = await session.scalar(
             select(Order).where(Order.id == order.id).with_for_update(key_share=True)
         )

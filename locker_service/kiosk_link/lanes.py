@@ -157,9 +157,10 @@ class Lanes:
         self._recorded_queued: dict[str, RecordedUpTo] = {}
         self._takes: dict[str, int] = {}
         self._restarted_awaiting: set[str] = set()  # an event numbered 1 came before the take
-        # Events of a kiosk whose lease this replica awaits (or has not yet decided), unacked
-        # and in arrival order: the take puts them in the kiosk's new order (ADR 0092), with
-        # those the kiosk sends again; a task hands them to the worker if it does not come.
+        # Events of a kiosk whose lease this replica awaits (or has not yet decided), in
+        # arrival order (the numbered ones acknowledged: `_acked_while_kept`): the take puts
+        # them in the kiosk's new order (ADR 0092), with those the kiosk sends again; a task
+        # hands them to the worker if it does not come.
         self._before_take: dict[str, list[Inbound]] = {}
         self._take_waiters: dict[str, asyncio.Task[None]] = {}
         self._stopped = False
@@ -386,9 +387,8 @@ class Lanes:
             # no-op on a closed connection).
             old = sequencer.replace(seq, item)
             kept = _fuller(old, item)
-            if kept is old:
-                sequencer.replace(seq, old)
-            self._ack((item if kept is old else old).delivery)
+            sequencer.replace(seq, kept)
+            self._ack((old if kept is item else item).delivery)
             self._acked_while_kept(kept)
             return
         before = sequencer.held

@@ -369,9 +369,7 @@ async def dropoff_timeout(ctx: ServiceContext, timer: Timer) -> datetime | None:
         # for this transaction, and its compare-and-set on the order's version then loses (the
         # courier is told to try again). FOR NO KEY UPDATE: rows that merely refer to them
         # (events, timers, openings) are not held up.
-        fresh = await session.scalar(
-            select(Compartment).where(Compartment.id == c.id).with_for_update(key_share=True)
-        )
+        fresh = await compartments.locked(session, c.id)
         order = await session.scalar(
             select(Order).where(Order.id == order.id).with_for_update(key_share=True)
         )
@@ -419,9 +417,7 @@ async def _door_still_open(session: AsyncSession, compartment_id: int) -> Compar
     door shutting meanwhile either committed first (its door is seen shut here) or waits for
     this transaction and then finds the alert to resolve; read unlocked, the alert could be
     raised after the shutting had looked for it, and stay open on a shut door."""
-    c = await session.scalar(
-        select(Compartment).where(Compartment.id == compartment_id).with_for_update(key_share=True)
-    )
+    c = await compartments.locked(session, compartment_id)
     return c if c is not None and c.door_open else None
 
 
