@@ -135,9 +135,10 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
             await link.start()
             runtime.link = link
             runtime.leases = leases
-            # After the link connected: the first round subscribes to the kiosks it takes.
-            await leases.start()
+            # Before the first round: a kiosk it takes is handled at once (ADR 0093), and a
+            # scan's unlock needs the link. After the link connected: the round subscribes.
             ctx.commander = link
+            await leases.start()
             clocks = ClockWatch(ctx.sessionmaker, ctx.hub, link)
             await clocks.start()
             runtime.clocks = clocks
@@ -219,6 +220,12 @@ class RuntimeCollector(Collector):
             "Kiosk events dropped as stale: numbered at or below what the kiosk's record had "
             "reached when this replica took the kiosk's lease",
         )
+        replayed = CounterMetricFamily(
+            "locker_kiosk_snapshots_replayed",
+            "Compartment snapshots from before a lease was taken handed to the story: the kiosk "
+            "did not report that compartment afresh when asked (no answer, a report lost, or "
+            "the kiosk last heard offline), or an event of it came first",
+        )
         stored = CounterMetricFamily("locker_telemetry_readings_stored", "Readings stored")
         dropped = CounterMetricFamily(
             "locker_telemetry_readings_dropped", "Readings not stored, by reason", labels=["reason"]
@@ -233,7 +240,8 @@ class RuntimeCollector(Collector):
         kinds: dict[str, int] = {}
         totals = dict.fromkeys(
             ("connected", "malformed", "errors", "commands", "stored", "unknown", "overflow",
-             "buffered", "sent", "failed", "reordered", "gaps", "not_held", "stale", "retries"),
+             "buffered", "sent", "failed", "reordered", "gaps", "not_held", "stale", "retries",
+             "replayed"),
             0,
         )  # fmt: skip
         for runtime in list(self._runtimes):
@@ -250,6 +258,7 @@ class RuntimeCollector(Collector):
                 totals["gaps"] += link.counters.event_gaps_skipped
                 totals["not_held"] += link.counters.dropped_not_held
                 totals["stale"] += link.counters.events_stale
+                totals["replayed"] += link.counters.snapshots_replayed
             ingest = runtime.ingest
             totals["stored"] += ingest.counters.stored
             totals["unknown"] += ingest.counters.dropped_unknown_kiosk
@@ -269,6 +278,7 @@ class RuntimeCollector(Collector):
         gaps.add_metric([], totals["gaps"])
         not_held.add_metric([], totals["not_held"])
         stale.add_metric([], totals["stale"])
+        replayed.add_metric([], totals["replayed"])
         stored.add_metric([], totals["stored"])
         dropped.add_metric(["unknown_kiosk"], totals["unknown"])
         dropped.add_metric(["overflow"], totals["overflow"])
@@ -277,6 +287,7 @@ class RuntimeCollector(Collector):
         failed.add_metric([], totals["failed"])
         yield from (connected, received, malformed, handler_errors, commands, stored, dropped)
         yield from (buffered, sent, failed, reordered, gaps, not_held, stale, handler_retries)
+        yield replayed
 
 
 COLLECTOR = RuntimeCollector()

@@ -304,6 +304,8 @@ class Takeover:
     moved_s: float | None = None  # from the kill until none is held by it
     reports: int = 0  # `report_state` commands the fleet answered since the kill
     resent: int = 0  # events they sent again (ADR 0092)
+    # Snapshots from before the take handed on: no fresh report (ADR 0093); None: not read.
+    replayed: int | None = None
     reported_s: float | None = None  # from the kill until as many as its kiosks were answered
     seconds: float = 0.0
     scan_ms: list[float] = field(default_factory=list)
@@ -319,7 +321,9 @@ class Takeover:
         return (
             f"takeover: {self.replica} SIGKILLed holding {self.kiosks} kiosks; all held again "
             f"after {moved}, {self.reports} report_state answered ({self.reports * REPORT_MESSAGES}"
-            f" messages and {self.resent} events sent again) after {asked}; "
+            f" messages and {self.resent} events sent again, "
+            f"{'?' if self.replayed is None else self.replayed} snapshots handed on from before "
+            f"the take) after {asked}; "
             f"over the {self.seconds:.0f} s from the kill: "
             f"scan->unlock median {_percentile(self.scan_ms, 0.5):.1f} ms "
             f"p99 {_percentile(self.scan_ms, 0.99):.1f} ms max "
@@ -454,7 +458,15 @@ async def drive(
             kiosk.timings = run.takeover.scan_ms
         telemetry = (run.lag_s, published)
         await _take_over(
-            run.takeover, kill, database_url, fleet, telemetry, processes, options, pickups
+            run.takeover,
+            kill,
+            database_url,
+            fleet,
+            telemetry,
+            processes,
+            options,
+            pickups,
+            metrics_urls,
         )
     for _ in range(int(UNANSWERED_S / 0.1)):  # the scans still under way may finish
         if all(k.waiting is None for k in probe_kiosks):
@@ -475,6 +487,7 @@ async def _take_over(
     processes: dict[str, Callable[[], list[int]]],
     options: argparse.Namespace,
     pickups: Callable[[Takeover, Callable[[], bool]], Awaitable[None]],
+    metrics_urls: tuple[str, ...],
 ) -> None:
     """A replica SIGKILLed while the pickups go on: how long until its kiosks are held again
     and have answered the new holder's `report_state` (ADR 0091), and what the purchasers and
@@ -482,6 +495,7 @@ async def _take_over(
     lag_s, published = telemetry
     conn = await _connect(database_url)
     try:
+        replayed_before = await _counter(metrics_urls, REPLAYED)
         asked_before = sum(k.reports for k in fleet)
         resent_before = sum(k.resent for k in fleet)
         lags_before = len(lag_s)
@@ -520,8 +534,31 @@ async def _take_over(
             name: _used_since(ticks[name], _ticks(pids())) / elapsed
             for name, pids in processes.items()
         }
+        if metrics_urls:
+            replayed = await _counter(metrics_urls, REPLAYED)  # the survivors' only
+            takeover.replayed = int(
+                sum(n - replayed_before.get(url, 0) for url, n in replayed.items())
+            )
     finally:
         await conn.close()
+
+
+REPLAYED = "locker_kiosk_snapshots_replayed_total"
+
+
+async def _counter(urls: tuple[str, ...], name: str) -> dict[str, float]:
+    """A counter's value on each replica that answers (a killed one does not)."""
+    values: dict[str, float] = {}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for url in urls:
+            try:
+                text = (await client.get(url)).text
+            except httpx.HTTPError:
+                continue
+            for line in text.splitlines():
+                if line.startswith(name + " "):
+                    values[url] = float(line.rsplit(" ", 1)[1])
+    return values
 
 
 GcReading = dict[tuple[str, str], float]  # (generation, "count" | "sum" | a bucket's bound): value

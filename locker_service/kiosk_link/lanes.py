@@ -9,8 +9,9 @@ With leases (ADR 0044) only the holder hands a kiosk's messages to the story, ea
 lease's fence. Status and snapshots of a kiosk held elsewhere only feed the live hub; events of
 one whose lease this replica awaits are kept until the lease is taken, and then join the
 kiosk's order (ADR 0092). The last status and snapshots of every kiosk are remembered, so
-taking a lease can hand them to the story (`reconcile_kiosk`): the reconciliation a
-resubscription would bring.
+taking a lease can hand them to the story (`reconcile_kiosk`; the snapshots by
+`replay_unheard_snapshots` for the compartments the kiosk does not report afresh, ADR 0093):
+the reconciliation a resubscription would bring.
 
 Events go into the lanes in the order the kiosk's bridge numbered them, not the order the
 broker delivered them (`sequencer.py`, ADR 0066). A replica that takes a kiosk's lease is told
@@ -137,9 +138,12 @@ class Lanes:
         self._queues: dict[str, asyncio.Queue[Inbound]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._kiosk_status: dict[str, contract.KioskStatus] = {}
-        # The last retained snapshot of every compartment, replayed to the story when this
-        # replica takes a kiosk's lease: the reconciliation a resubscription would bring.
-        self._snapshots: dict[tuple[str, int], contract.CompartmentSnapshot] = {}
+        # The last snapshot of every compartment, by kiosk, and the compartments whose last one
+        # the story has not been handed (it came while the kiosk was not held here): replayed
+        # once this replica has taken the kiosk's lease and asked for its state afresh.
+        self._snapshots: dict[str, dict[int, contract.CompartmentSnapshot]] = {}
+        self._unheard: dict[str, set[int]] = {}
+        self._all_heard: dict[str, asyncio.Event] = {}  # for `snapshots_heard`
         self._gap_wait_s = gap_wait_s
         self._sequencers: dict[str, Sequencer[Inbound]] = {}
         self._gap_timers: dict[str, asyncio.TimerHandle] = {}
@@ -192,12 +196,17 @@ class Lanes:
         if isinstance(model, contract.KioskStatus):
             self._kiosk_status[kiosk_id] = model
         elif isinstance(model, contract.CompartmentSnapshot):
-            self._snapshots[(kiosk_id, model.n)] = model
+            self._snapshots.setdefault(kiosk_id, {})[model.n] = model
+            if standing == "held":
+                self._heard(kiosk_id, model.n)
+            else:
+                self._unheard.setdefault(kiosk_id, set()).add(model.n)
         if standing == "foreign" or (standing != "held" and kind != "event"):
             # Status and snapshots of a kiosk this replica does not hold (yet) only feed the
             # live hub: the holder has them (retained), and on taking a lease this replica
-            # hands the last ones it saw to the story (`reconcile_kiosk`), so they need not
-            # wait unacknowledged in the broker's in-flight window. Events of an awaited kiosk
+            # hands the last ones it saw to the story (`reconcile_kiosk`, the snapshots
+            # unheard since by `replay_unheard_snapshots`), so they need not wait
+            # unacknowledged in the broker's in-flight window. Events of an awaited kiosk
             # do wait. A releasing holder still handles the events the broker sent before its
             # unsubscription was confirmed; the next holder listens already, so the overlap is
             # handled once (by `event_id`).
@@ -212,15 +221,21 @@ class Lanes:
             return
         item = Inbound(kiosk_id, kind, model, delivery)
         if isinstance(model, contract.Event):
+            if model.compartment is not None and standing == "held":
+                # Its compartment's copy from before the take goes first, as it did when the
+                # take handed them all on: handed on after the event, an old copy (its fresh
+                # report lost) would undo it, a door it opened shut again.
+                self._replay(kiosk_id, model.compartment)
             self._in_order(item, model.seq)
         else:
             self._enqueue(item)
 
     def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo | None = None) -> int | None:
         """Held just now, with the kiosk's record `recorded` so far: hand the story the kiosk's
-        last retained status and snapshots. Returns the number after which the kiosk is to send
-        its kept events again (ADR 0092), if the record has one: the kiosk's order then starts
-        just after it, so what they fill in is handled before what follows."""
+        last retained status; its snapshots wait for `replay_unheard_snapshots`, as the kiosk
+        asked for its state sends them afresh. Returns the number after which the kiosk is to
+        send its kept events again (ADR 0092), if the record has one: the kiosk's order then
+        starts just after it, so what they fill in is handled before what follows."""
         # Held again: the bridge's numbers are followed afresh, past those given to the worker
         # already; what waited for a gap, or for the take, joins the new order.
         given, held = self._stop_order(kiosk_id)
@@ -249,10 +264,44 @@ class Lanes:
         status = self._kiosk_status.get(kiosk_id)
         if status is not None:
             self._enqueue(Inbound(kiosk_id, "status", status, NOTHING_TO_ACK))
-        for (kiosk, _), snapshot in sorted(self._snapshots.items()):
-            if kiosk == kiosk_id:
-                self._enqueue(Inbound(kiosk_id, "snapshot", snapshot, NOTHING_TO_ACK))
         return resend_after
+
+    def replay_unheard_snapshots(self, kiosk_id: str) -> None:
+        """Hand the story the last snapshot seen of each compartment of a kiosk held here
+        that came while it was not held, and none has come since: the retained copies that
+        came before the take, for compartments the kiosk did not report afresh (it did not
+        answer, or the broker's queue dropped a report)."""
+        if self.standing(kiosk_id) != "held":
+            return  # not ours (any more): the holder hands its own
+        for n in sorted(self._unheard.get(kiosk_id, ())):
+            self._replay(kiosk_id, n)
+
+    def _replay(self, kiosk_id: str, n: int) -> None:
+        unheard = self._unheard.get(kiosk_id)
+        if unheard is None or n not in unheard:
+            return
+        snapshot = self._snapshots.get(kiosk_id, {}).get(n)
+        if snapshot is not None:
+            self._counters.snapshots_replayed += 1
+            self._enqueue(Inbound(kiosk_id, "snapshot", snapshot, NOTHING_TO_ACK))
+        self._heard(kiosk_id, n)
+
+    async def snapshots_heard(self, kiosk_id: str) -> None:
+        """Return once every compartment of the kiosk whose last snapshot came while it was not
+        held here has had a snapshot since (nothing for `replay_unheard_snapshots`)."""
+        while kiosk_id in self._unheard:
+            await self._all_heard.setdefault(kiosk_id, asyncio.Event()).wait()
+
+    def _heard(self, kiosk_id: str, n: int) -> None:
+        unheard = self._unheard.get(kiosk_id)
+        if unheard is None:
+            return
+        unheard.discard(n)
+        if not unheard:
+            del self._unheard[kiosk_id]
+            event = self._all_heard.pop(kiosk_id, None)
+            if event is not None:
+                event.set()
 
     async def drain_kiosk(self, kiosk_id: str) -> None:
         """Return when every message of the kiosk taken so far has been handled (those held

@@ -56,8 +56,9 @@ FORGET_REPLICA_AFTER_S = 24 * 3600.0
 TAKES_AT_ONCE = 4
 
 # How a replica stands towards one kiosk:
-# - "unsettled": the first round has not run yet; messages wait (the broker may deliver what it
-#   kept in the persistent session before the replica knows which kiosks are its own);
+# - "unsettled": the first round has not ended, and has not taken this kiosk; messages wait (the
+#   broker may deliver what it kept in the persistent session before the replica knows which
+#   kiosks are its own);
 # - "awaited": its own by the assignment and subscribed, the lease not yet free; messages wait;
 # - "held": it holds the lease and handles the kiosk's messages;
 # - "releasing": giving the lease up; it still handles what it had received, nothing new;
@@ -82,7 +83,8 @@ class KioskSubscriptions(Protocol):
 
     def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo) -> None:
         """Held now, with the kiosk's record `recorded` so far (older events are stale);
-        queue the last retained status and snapshots seen for the kiosk for handling."""
+        queue the last retained status seen for the kiosk for handling, and ask the kiosk for
+        its state (the snapshots it does not report afresh are handed on after, ADR 0093)."""
         ...
 
     async def follow_every_kiosk(self, every: bool) -> bool:
@@ -329,12 +331,12 @@ class LeaseKeeper:
         return self._settled
 
     def standing(self, kiosk_id: str) -> Standing:
-        if not self._settled:
-            return "unsettled"
         if kiosk_id in self._releasing:
             return "releasing"
         if kiosk_id in self._held:
-            return "held"
+            return "held"  # taken in the first round too: its messages need not wait for the rest
+        if not self._settled:
+            return "unsettled"
         if kiosk_id in self._awaited:
             return "awaited"
         if self._alone and kiosk_id not in self._known and kiosk_id not in self._strangers:
@@ -526,7 +528,7 @@ class LeaseKeeper:
                 if failed:
                     return
                 try:
-                    await self._take(kiosk, started)
+                    await self._take(kiosk)
                 except Exception as exc:
                     failed.append(exc)
 
@@ -587,7 +589,7 @@ class LeaseKeeper:
             else:
                 await self._unfollow(kiosk)
 
-    async def _take(self, kiosk: str, started: float) -> None:
+    async def _take(self, kiosk: str) -> None:
         link = self._link
         if link is None:
             return
@@ -597,12 +599,15 @@ class LeaseKeeper:
                 return  # not connected: the next round tries again
             self._awaited.add(kiosk)
             self._notify()
+        # From before the take was sent, so the fence ends no later than the database's expiry;
+        # not from the round's start: a round of hundreds of takes outlasts the TTL.
+        taken_at = time.monotonic()
         async with session_scope(self._sessionmaker) as session:
             epoch = await take(session, kiosk, self.replica_id, self.ttl_s)
             if epoch is None:
                 return  # marked the standby: committed on the way out
             record = await recorded(session, kiosk)
-        self._held[kiosk] = Fence(kiosk, self.replica_id, epoch, started + self.ttl_s)
+        self._held[kiosk] = Fence(kiosk, self.replica_id, epoch, taken_at + self.ttl_s)
         self._awaited.discard(kiosk)
         log.info("took the lease of kiosk %s (epoch %s, %s)", kiosk, epoch, record)
         link.reconcile_kiosk(kiosk, record)

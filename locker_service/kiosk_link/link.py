@@ -28,6 +28,7 @@ kiosk's prefix, `lockers/v1/<kiosk>/replies/<replica>`, so a kiosk's broker ACL
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -59,7 +60,9 @@ __all__ = ["MODEL_BY_KIND", "KioskLink", "LinkCounters", "reply_topic"]
 log = logging.getLogger(__name__)
 
 # How long a replica that has just taken a kiosk's lease waits for the kiosk to have published
-# its state again (ADR 0091): nothing waits on it but a log line.
+# its state again (ADR 0091), and then for the snapshots it sent (ADR 0093): only the snapshots
+# the broker kept from before the take wait on it, handed to the story if their compartments'
+# reports do not come.
 REPORT_STATE_TIMEOUT_S = 10.0
 
 
@@ -220,7 +223,26 @@ class KioskLink:
         may be the old copy); an answer other than `succeeded` is only logged, and no answer at
         all (a kiosk not connected, which publishes everything when it connects) not even
         that. With `events_after`, the kiosk also sends again the events it keeps numbered
-        after it (ADR 0092): those only the last holder heard, or sent while nobody listened."""
+        after it (ADR 0092): those only the last holder heard, or sent while nobody listened.
+
+        Whatever the answer, the story is then handed the snapshots seen before the take of the
+        compartments the kiosk did not report afresh (`replay_unheard_snapshots`): all of them
+        if it did not answer; none, the usual case, if every report came through."""
+        deadline = asyncio.get_running_loop().time() + REPORT_STATE_TIMEOUT_S
+        try:
+            if await self._ask_state(kiosk_id, events_after):
+                # The answer comes on the reply connection, maybe ahead of the snapshots sent
+                # before it on the other: they are waited for, within the ask's time.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await self._lanes.snapshots_heard(kiosk_id)
+        except Exception:  # a bug: the snapshots kept are still handed on
+            log.exception("asking kiosk %s for its state failed", kiosk_id)
+        self._lanes.replay_unheard_snapshots(kiosk_id)
+        self.counters.state_asks += 1
+
+    async def _ask_state(self, kiosk_id: str, events_after: int | None) -> bool:
+        """True if the kiosk answers that it has published its state again."""
         command = contract.ReportStateCommand(
             request_id=uuid.uuid4().hex,
             expires_at=contract.utcnow() + timedelta(seconds=REPORT_STATE_TIMEOUT_S),
@@ -232,10 +254,10 @@ class KioskLink:
         except KioskUnreachable as exc:
             # Not connected (yet): a kiosk publishes everything when it connects.
             log.debug("kiosk %s not asked for its state: %s", kiosk_id, exc)
-            return
+            return False
         except KioskLinkError as exc:
             log.info("kiosk %s did not report its state again: %s", kiosk_id, exc)
-            return
+            return False
         if reply.status != "succeeded":
             log.info(
                 "kiosk %s did not report its state again: %s %s",
@@ -243,6 +265,8 @@ class KioskLink:
                 reply.status,
                 reply.detail or "",
             )
+            return False
+        return True
 
     async def _send(
         self, kiosk_id: str, command: contract.Command, timeout_s: float
@@ -321,9 +345,15 @@ class KioskLink:
 
     def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo | None = None) -> None:
         """Held just now, with the kiosk's record `recorded` so far (ADR 0080): hand the story
-        the kiosk's last retained status and snapshots, and ask the kiosk for them as they are
-        now, and for the events after its record (`ask_state`)."""
+        the kiosk's last retained status, and ask the kiosk for its state as it is now, and for
+        the events after its record (`ask_state`). The retained snapshots are handed on after
+        the answer, for the compartments it did not report afresh: handling both made each
+        taken kiosk's snapshots twice the work of a takeover (ADR 0093). A kiosk last heard
+        offline (or not at all) is not waited for: what the broker kept is all there is."""
         events_after = self._lanes.reconcile_kiosk(kiosk_id, recorded)
+        status = self._lanes.kiosk_status(kiosk_id)
+        if status is None or status.state == "offline":
+            self._lanes.replay_unheard_snapshots(kiosk_id)
         task = asyncio.get_running_loop().create_task(
             self.ask_state(kiosk_id, events_after), name=f"kiosk-report-state-{kiosk_id}"
         )

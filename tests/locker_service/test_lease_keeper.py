@@ -181,6 +181,88 @@ async def test_a_round_takes_several_leases_at_once(
         await taker.stop()
 
 
+class GatedAfterOne(GatedSubscriptions):
+    """The first kiosk is subscribed at once; the others wait at the gate."""
+
+    async def follow_kiosk(self, kiosk_id: str) -> bool:
+        if not self.followed:
+            return await Subscriptions.follow_kiosk(self, kiosk_id)
+        return await super().follow_kiosk(kiosk_id)
+
+
+async def first_take(taker: LeaseKeeper) -> str:
+    """The first kiosk the keeper takes (the others wait at a gate), waited for."""
+    deadline = time.monotonic() + 30
+    while not taker.held():
+        assert time.monotonic() < deadline, "no kiosk taken"
+        await asyncio.sleep(0.01)
+    [first] = taker.held()
+    return first
+
+
+async def test_a_kiosk_taken_in_the_first_round_is_held_before_the_round_ends(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """A replica taking hundreds of kiosks in its first round handles each as soon as it is
+    taken (its messages, and its answer to `report_state`, ADR 0093), not once the last is."""
+    kiosks = await make_kiosks(sessionmaker, 6)
+    taker = LeaseKeeper(sessionmaker, f"taker-{uuid.uuid4().hex[:6]}", ttl_s=TTL_S, renew_s=RENEW_S)
+    gated = GatedAfterOne()
+    taker.bind(gated)
+    starting = asyncio.create_task(taker.start())
+    try:
+        first = await first_take(taker)
+        assert not taker.settled  # the others wait at the gate
+        assert taker.standing(first) == "held"
+        assert taker.fence(first) is not None
+        assert {taker.standing(k) for k in kiosks if k != first} == {"unsettled"}
+        gated.gate.set()
+        await starting
+        assert taker.held() == set(kiosks)
+    finally:
+        gated.gate.set()
+        await starting
+        await taker.stop()
+
+
+class FencesAtTheTake(GatedAfterOne):
+    """Records whether each kiosk's fence was valid as the keeper reconciled it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keeper: LeaseKeeper | None = None
+        self.valid: dict[str, bool] = {}
+
+    def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo) -> None:
+        super().reconcile_kiosk(kiosk_id, recorded)
+        assert self.keeper is not None
+        fence = self.keeper.fence(kiosk_id)
+        self.valid[kiosk_id] = fence is not None and fence.valid_now()
+
+
+async def test_a_kiosk_taken_late_in_a_long_round_can_be_acted_for_at_once(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """A fence runs from its own take, not from the round's start: a round of hundreds of
+    takes outlasts the TTL, and a kiosk taken late in it must not refuse its first unlock."""
+    kiosks = await make_kiosks(sessionmaker, 3)
+    taker = LeaseKeeper(sessionmaker, f"taker-{uuid.uuid4().hex[:6]}", ttl_s=TTL_S, renew_s=RENEW_S)
+    fences = FencesAtTheTake()
+    fences.keeper = taker
+    taker.bind(fences)
+    starting = asyncio.create_task(taker.start())
+    try:
+        await first_take(taker)
+        await asyncio.sleep(TTL_S * 1.5)  # the round outlasts the TTL (at least: a lower bound)
+        fences.gate.set()
+        await starting
+        assert fences.valid == dict.fromkeys(kiosks, True)
+    finally:
+        fences.gate.set()
+        await starting
+        await taker.stop()
+
+
 class FailingOnce(Subscriptions):
     """Subscribing to one kiosk fails once (a broker that dropped the connection meanwhile)."""
 

@@ -26,10 +26,12 @@ from sqlalchemy import func, select, text
 from firmware_bridge import contract
 from locker_service.context import ServiceContext
 from locker_service.kiosk_link import KioskLink
+from locker_service.kiosk_link import link as link_module
 from locker_service.kiosk_link.lease_keeper import LeaseKeeper
 from locker_service.kiosk_link.leases import owner_of
 from locker_service.main import create_app
 from locker_service.models import Compartment, KioskEvent, NotificationOutbox, Order, OrderEvent
+from locker_service.runtime import COLLECTOR
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.world import World, seed
 from tests.support.mosquitto import MosquittoProcess
@@ -473,10 +475,7 @@ async def test_a_replica_handed_an_old_retained_snapshot_learns_the_kiosks_state
     compartment 2 to the service's notice."""
     code = f"rep-{uuid.uuid4().hex[:8]}"
     kiosk = kiosks(code)
-    kiosk.open_door(2, force=True)
-    kiosk.place_item(2)
-    kiosk.close_door(2)
-    kiosk.set_temperature(2, 21.5)  # on return the broker holds the kiosk's last snapshot
+    food_in_compartment_2(kiosk)
     old = (
         kiosk.compartments[2]
         .snapshot()
@@ -492,38 +491,115 @@ async def test_a_replica_handed_an_old_retained_snapshot_learns_the_kiosks_state
         port=private_mosquitto.port,
     )
     a = await start_replica("a")
+    handled = snapshots_handled(a)
     world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code)
     await held_by(a, kiosk)
 
     await until(lambda: food_seen(a, world, 2), 30, "the food in compartment 2 seen by the service")
     asked = [r.command for r in kiosk.received if r.command.action == "report_state"]
     assert asked and asked[0].reply_to == a.link.reply_topic(code)
+    # Every compartment reported afresh: none of the copies from before the take was handed to
+    # the story on top (ADR 0093; before, each compartment was handled twice), the old one
+    # included.
+    await until(lambda: a.link.counters.state_asks >= 1, 30, "the ask for its state ended")
+    await until(lambda: len(handled) == len(kiosk.compartments), 30, "every report handled")
+    assert handled == Counter(dict.fromkeys(kiosk.compartments, 1))
+    assert a.link.counters.snapshots_replayed == 0
+
+
+def snapshots_handled(replica: Replica) -> Counter[int]:
+    """From now on, how many snapshots of each compartment the replica's story is handed."""
+    story = replica.app.state.runtime.story
+    handled: Counter[int] = Counter()
+    on_snapshot = story.on_snapshot
+
+    async def counting(kiosk_id: str, snap: contract.CompartmentSnapshot) -> None:
+        handled[snap.n] += 1
+        await on_snapshot(kiosk_id, snap)
+
+    story.on_snapshot = counting
+    return handled
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-async def test_a_kiosk_that_cannot_report_its_state_is_judged_by_its_retained_snapshots(
-    start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
+@pytest.mark.parametrize(
+    "answer",
+    [("failed", "board offline"), ("succeeded", None)],
+    ids=["its board offline", "its reports lost"],
+)
+async def test_a_kiosk_that_does_not_report_its_state_is_judged_by_its_retained_snapshots(
+    start_replica: Callable[..., Any],
+    kiosks: Callable[[str], ScriptedKiosk],
+    monkeypatch: pytest.MonkeyPatch,
+    answer: tuple[str, str | None],
 ) -> None:
-    """A new holder hands the story the kiosk's retained snapshots as it takes the lease, and
-    asks the kiosk for its state (ADR 0091); here the kiosk answers `failed` (its board offline,
-    say), so the retained copy is what tells of the food."""
+    """A new holder asks the kiosk for its state as it takes the lease (ADR 0091), and hands
+    the story the retained snapshots of the compartments it does not report afresh (ADR 0093):
+    here the kiosk answers `failed` (its board offline), or `succeeded` with its snapshots never
+    coming (the broker's queue for the replica dropped them in a large takeover; handed on once
+    the ask's time is over). Either way the retained copies tell of the food."""
+    monkeypatch.setattr(link_module, "REPORT_STATE_TIMEOUT_S", 1.0)
     code = f"rep-{uuid.uuid4().hex[:8]}"
     kiosk = kiosks(code)
-    kiosk.open_door(2, force=True)
-    kiosk.place_item(2)
-    kiosk.close_door(2)
-    kiosk.set_temperature(2, 21.5)  # its snapshot, retained: food inside
-    kiosk.script("report_state", "failed", "board offline")
+    food_in_compartment_2(kiosk)
+    kiosk.script("report_state", *answer)  # nothing published
     a = await start_replica("a")
     world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code)
     await held_by(a, kiosk)
 
-    await until(
-        lambda: food_seen(a, world, 2),
-        30,
-        "the food in compartment 2 seen from the retained snapshot",
-    )
-    assert any(r.command.action == "report_state" for r in kiosk.received)
+    await until(lambda: food_seen(a, world, 2), 30, "the food in compartment 2 seen")
+    await until(lambda: a.link.counters.state_asks >= 1, 30, "the ask for its state ended")
+    assert a.link.counters.snapshots_replayed == len(kiosk.compartments)
+    assert [r.status for r in kiosk.replies][-1] == answer[0]
+
+
+async def test_a_replica_can_command_a_kiosk_from_its_first_take(
+    start_replica: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kiosk taken in a replica's first round is handled at once (ADR 0093), before the round
+    has taken the others: a scan's unlock must find the kiosk link there to send it."""
+    commander_at_start: list[bool] = []
+    start = LeaseKeeper.start
+
+    async def starting(keeper: LeaseKeeper) -> None:
+        [runtime] = [r for r in list(COLLECTOR._runtimes) if r.leases is keeper]
+        commander_at_start.append(runtime.ctx.commander is not None)
+        await start(keeper)
+
+    monkeypatch.setattr(LeaseKeeper, "start", starting)
+    await start_replica("a")
+    assert commander_at_start == [True]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_kiosk_last_heard_offline_is_judged_by_its_retained_snapshots_at_the_take(
+    start_replica: Callable[..., Any],
+    kiosks: Callable[[str], ScriptedKiosk],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kiosk whose last status says offline is not waited for (ADR 0093): its retained
+    snapshots are all there is, and they are handed on as the lease is taken."""
+    monkeypatch.setattr(link_module, "REPORT_STATE_TIMEOUT_S", 3600.0)  # never, in a test
+    code = f"rep-{uuid.uuid4().hex[:8]}"
+    kiosk = kiosks(code)
+    kiosk.publish_status("offline")  # before the snapshot the helper waits for, on one socket
+    food_in_compartment_2(kiosk)
+    kiosk.go_silent()
+    a = await start_replica("a")
+    world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code)
+    await held_by(a, kiosk)
+
+    await until(lambda: food_seen(a, world, 2), 30, "the food in compartment 2 seen at the take")
+    assert a.link.counters.snapshots_replayed == len(kiosk.compartments)
+    assert a.link.counters.state_asks == 0  # the ask still waits for an answer
+
+
+def food_in_compartment_2(kiosk: ScriptedKiosk) -> None:
+    """Food put in compartment 2 (its snapshot, retained, says so when this returns)."""
+    kiosk.open_door(2, force=True)
+    kiosk.place_item(2)
+    kiosk.close_door(2)
+    kiosk.set_temperature(2, 21.5)  # on return the broker holds the kiosk's last snapshot
 
 
 async def food_seen(replica: Replica, world: World, n: int) -> bool:
