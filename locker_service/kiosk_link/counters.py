@@ -30,11 +30,12 @@ class LinkCounters:
     # Events at or below what their lane of the kiosk's record had reached when this replica
     # took the kiosk's lease: recorded already, or passed by another holder (ADR 0080).
     events_stale: int = 0
-    # Asks for a kiosk's state after a take that have ended (answered or not), and the snapshots
-    # seen before a take handed to the story because their compartment's fresh one did not
-    # come (the kiosk did not answer, or a report was lost) or an event of it came first (ADR
-    # 0093).
+    # Asks for a kiosk's state after a take that have ended (answered or not), those the kiosk
+    # answered `succeeded`, and the snapshots seen before a take handed to the story: their
+    # compartment's fresh one did not come (no answer, or a report lost), an older event of it
+    # came first, or the kiosk was last heard offline (ADR 0093).
     state_asks: int = 0
+    state_reported: int = 0
     snapshots_replayed: int = 0
     commands_sent: int = 0
     connects: int = 0

@@ -44,6 +44,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from pydantic import BaseModel
@@ -221,11 +222,6 @@ class Lanes:
             return
         item = Inbound(kiosk_id, kind, model, delivery)
         if isinstance(model, contract.Event):
-            if model.compartment is not None and standing == "held":
-                # Its compartment's copy from before the take goes first, as it did when the
-                # take handed them all on: handed on after the event, an old copy (its fresh
-                # report lost) would undo it, a door it opened shut again.
-                self._replay(kiosk_id, model.compartment)
             self._in_order(item, model.seq)
         else:
             self._enqueue(item)
@@ -275,6 +271,22 @@ class Lanes:
             return  # not ours (any more): the holder hands its own
         for n in sorted(self._unheard.get(kiosk_id, ())):
             self._replay(kiosk_id, n)
+
+    def _copy_ahead_of(self, item: Inbound, n: int, ts: datetime) -> None:
+        """An event of compartment `n` going to the worker, whose copy from before the take is
+        still listed: the copy goes first if it is older than the event, as it did when the take
+        handed them all on; handed on after it (its fresh report lost), it would undo the
+        event, a door it opened shut again. A copy newer than the event (one sent again, ADR
+        0092) already tells of it, and waits for the ask's end. An event judged stale changes
+        nothing, and brings nothing on."""
+        unheard = self._unheard.get(item.kiosk_id)
+        if unheard is None or n not in unheard or self.standing(item.kiosk_id) != "held":
+            return
+        if item.verdict is not None and item.verdict[1]:
+            return
+        copy = self._snapshots.get(item.kiosk_id, {}).get(n)
+        if copy is not None and copy.ts <= ts:
+            self._replay(item.kiosk_id, n)
 
     def _replay(self, kiosk_id: str, n: int) -> None:
         unheard = self._unheard.get(kiosk_id)
@@ -517,6 +529,9 @@ class Lanes:
         return [self._queues[lane] for lane in lanes if lane in self._queues]
 
     def _enqueue(self, item: Inbound) -> None:
+        event = item.payload
+        if isinstance(event, contract.Event) and event.compartment is not None:
+            self._copy_ahead_of(item, event.compartment, event.ts)
         lane = lane_of(item)
         queue = self._queues.get(lane)
         if queue is None:
@@ -547,6 +562,8 @@ class Lanes:
                     await self._handle(item)
                 elif isinstance(item.payload, contract.Event):
                     self._drop_not_held(item.kiosk_id, item.payload)
+                else:
+                    self._not_handed(item)
                 self._ack(item.delivery)
                 await self._live.publish_now(item.kiosk_id, item.kind, item.payload)
             finally:
@@ -581,6 +598,7 @@ class Lanes:
             log.debug("%s: %s dropped", lost, item.kind)
             if isinstance(item.payload, contract.Event):
                 self._counters.dropped_not_held += 1
+            self._not_handed(item)
             if self._leases is not None:
                 self._leases.wake()
         except Exception:
@@ -648,6 +666,17 @@ class Lanes:
         )
         if isinstance(item.payload, contract.Event):
             self._counters.dropped_not_held += 1
+        self._not_handed(item)
+
+    def _not_handed(self, item: Inbound) -> None:
+        """A snapshot dropped unhandled (the kiosk's lease lost meanwhile) leaves its
+        compartment listed again, if no later one came: a take of the kiosk hands on the last
+        copy seen if the kiosk's fresh report does not come."""
+        snapshot = item.payload
+        if not isinstance(snapshot, contract.CompartmentSnapshot):
+            return
+        if self._snapshots.get(item.kiosk_id, {}).get(snapshot.n) is snapshot:
+            self._unheard.setdefault(item.kiosk_id, set()).add(snapshot.n)
 
     async def _dispatch(self, item: Inbound) -> None:
         if isinstance(item.payload, contract.KioskStatus):

@@ -60,10 +60,12 @@ __all__ = ["MODEL_BY_KIND", "KioskLink", "LinkCounters", "reply_topic"]
 log = logging.getLogger(__name__)
 
 # How long a replica that has just taken a kiosk's lease waits for the kiosk to have published
-# its state again (ADR 0091), and then for the snapshots it sent (ADR 0093): only the snapshots
-# the broker kept from before the take wait on it, handed to the story if their compartments'
-# reports do not come.
+# its state again (ADR 0091; more for a kiosk whose clock is behind, `_clock_wait_s`), and then,
+# after a `succeeded`, for the snapshots it sent before it (ADR 0093): they come on the other
+# connection, maybe behind a takeover's backlog. Only the copies the broker kept from before
+# the take wait on them, handed to the story for the compartments whose reports do not come.
 REPORT_STATE_TIMEOUT_S = 10.0
+REPORTED_SNAPSHOTS_WAIT_S = 10.0
 
 
 def reply_topic(kiosk_id: str, replica_id: str) -> str:
@@ -228,13 +230,13 @@ class KioskLink:
         Whatever the answer, the story is then handed the snapshots seen before the take of the
         compartments the kiosk did not report afresh (`replay_unheard_snapshots`): all of them
         if it did not answer; none, the usual case, if every report came through."""
-        deadline = asyncio.get_running_loop().time() + REPORT_STATE_TIMEOUT_S
         try:
             if await self._ask_state(kiosk_id, events_after):
+                self.counters.state_reported += 1
                 # The answer comes on the reply connection, maybe ahead of the snapshots sent
-                # before it on the other: they are waited for, within the ask's time.
+                # before it on the other: they are waited for, a while.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout_at(deadline):
+                    async with asyncio.timeout(REPORTED_SNAPSHOTS_WAIT_S):
                         await self._lanes.snapshots_heard(kiosk_id)
         except Exception:  # a bug: the snapshots kept are still handed on
             log.exception("asking kiosk %s for its state failed", kiosk_id)

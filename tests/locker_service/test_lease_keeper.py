@@ -226,18 +226,19 @@ async def test_a_kiosk_taken_in_the_first_round_is_held_before_the_round_ends(
 
 
 class FencesAtTheTake(GatedAfterOne):
-    """Records whether each kiosk's fence was valid as the keeper reconciled it."""
+    """Records until when each kiosk's fence was valid as the keeper reconciled it."""
 
     def __init__(self) -> None:
         super().__init__()
         self.keeper: LeaseKeeper | None = None
-        self.valid: dict[str, bool] = {}
+        self.valid_until: dict[str, float] = {}
 
     def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo) -> None:
         super().reconcile_kiosk(kiosk_id, recorded)
         assert self.keeper is not None
         fence = self.keeper.fence(kiosk_id)
-        self.valid[kiosk_id] = fence is not None and fence.valid_now()
+        assert fence is not None
+        self.valid_until[kiosk_id] = fence.valid_until
 
 
 async def test_a_kiosk_taken_late_in_a_long_round_can_be_acted_for_at_once(
@@ -252,11 +253,16 @@ async def test_a_kiosk_taken_late_in_a_long_round_can_be_acted_for_at_once(
     taker.bind(fences)
     starting = asyncio.create_task(taker.start())
     try:
-        await first_take(taker)
+        first = await first_take(taker)
         await asyncio.sleep(TTL_S * 1.5)  # the round outlasts the TTL (at least: a lower bound)
+        opened = time.monotonic()
         fences.gate.set()
         await starting
-        assert fences.valid == dict.fromkeys(kiosks, True)
+        late = {kiosk: until for kiosk, until in fences.valid_until.items() if kiosk != first}
+        assert late.keys() == set(kiosks) - {first}
+        # Taken after the gate opened: a TTL from then at least (from the round's start, the
+        # fence had ended before the kiosk was taken).
+        assert all(until >= opened + TTL_S for until in late.values()), late
     finally:
         fences.gate.set()
         await starting
