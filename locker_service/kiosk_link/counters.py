@@ -32,8 +32,8 @@ class LinkCounters:
     events_stale: int = 0
     # Asks for a kiosk's state after a take that have ended (answered or not), those the kiosk
     # answered `succeeded`, and the snapshots seen before a take handed to the story: their
-    # compartment's fresh one did not come (no answer, or a report lost), an older event of it
-    # came first, or the kiosk was last heard offline (ADR 0093).
+    # compartment's fresh one did not come (no answer, or a report lost), an event of it came
+    # first, or the kiosk was last heard offline (ADR 0093).
     state_asks: int = 0
     state_reported: int = 0
     snapshots_replayed: int = 0

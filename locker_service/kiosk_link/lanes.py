@@ -44,7 +44,6 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Protocol
 
 from pydantic import BaseModel
@@ -272,21 +271,16 @@ class Lanes:
         for n in sorted(self._unheard.get(kiosk_id, ())):
             self._replay(kiosk_id, n)
 
-    def _copy_ahead_of(self, item: Inbound, n: int, ts: datetime) -> None:
+    def _copy_ahead_of(self, kiosk_id: str, n: int) -> None:
         """An event of compartment `n` going to the worker, whose copy from before the take is
-        still listed: the copy goes first if it is older than the event, as it did when the take
-        handed them all on; handed on after it (its fresh report lost), it would undo the
-        event, a door it opened shut again. A copy newer than the event (one sent again, ADR
-        0092) already tells of it, and waits for the ask's end. An event judged stale changes
-        nothing, and brings nothing on."""
-        unheard = self._unheard.get(item.kiosk_id)
-        if unheard is None or n not in unheard or self.standing(item.kiosk_id) != "held":
-            return
-        if item.verdict is not None and item.verdict[1]:
-            return
-        copy = self._snapshots.get(item.kiosk_id, {}).get(n)
-        if copy is not None and copy.ts <= ts:
-            self._replay(item.kiosk_id, n)
+        still listed: the copy goes first, as it did when the take handed them all on; handed
+        on after it (its fresh report lost), an older copy would undo the event, a door it
+        opened shut again. Whatever the stamps say: a kiosk stamps a poll's snapshot before
+        that poll's events, and its clock can be set back; a copy newer than the event (one
+        sent again, ADR 0092) is followed by the event as after 0091's take."""
+        unheard = self._unheard.get(kiosk_id)
+        if unheard is not None and n in unheard and self.standing(kiosk_id) == "held":
+            self._replay(kiosk_id, n)
 
     def _replay(self, kiosk_id: str, n: int) -> None:
         unheard = self._unheard.get(kiosk_id)
@@ -531,7 +525,7 @@ class Lanes:
     def _enqueue(self, item: Inbound) -> None:
         event = item.payload
         if isinstance(event, contract.Event) and event.compartment is not None:
-            self._copy_ahead_of(item, event.compartment, event.ts)
+            self._copy_ahead_of(item.kiosk_id, event.compartment)
         lane = lane_of(item)
         queue = self._queues.get(lane)
         if queue is None:

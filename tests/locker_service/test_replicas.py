@@ -550,6 +550,7 @@ async def test_a_kiosk_that_does_not_report_its_state_is_judged_by_its_retained_
     await until(lambda: food_seen(a, world, 2), 30, "the food in compartment 2 seen")
     await until(lambda: a.link.counters.state_asks >= 1, 30, "the ask for its state ended")
     assert a.link.counters.snapshots_replayed == len(kiosk.compartments)
+    assert [r.status for r in kiosk.replies][-1] == answer[0]
     assert a.link.counters.state_reported == (answer[0] == "succeeded")  # the service had it
 
 
