@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from firmware_bridge import contract
+from firmware_bridge.contract.client import RECONNECT_MAX_S
 from firmware_bridge.contract.codes import code_mac
 from firmware_bridge.contract.offline import encode_key
 from tests.firmware_bridge.conftest import Kiosk
@@ -122,6 +123,8 @@ def test_the_telemetry_a_real_bridge_kept_through_an_outage_matches_the_document
             timeout_s=30,
         )
         broker.start()
+        # The bridge comes back on its own backoff, which a long outage has grown to its most.
+        obs.wait(bridge.link.connected.is_set, "the bridge back", RECONNECT_MAX_S + 30)
         obs.wait(lambda: obs.on(obs.topics.telemetry_minutes), "a kept bucket sent", 40)
         raw = [p for t, p in list(obs.raw) if t == obs.topics.telemetry_minutes]
         for payload in raw:
