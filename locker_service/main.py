@@ -38,6 +38,9 @@ from locker_service.web import install as install_web
 
 log = logging.getLogger(__name__)
 
+# Scans decided on connections of their own (ADR 0094), as many again lent beyond these.
+SCAN_POOL_SIZE = 4
+
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,12 +53,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.database_url, idle_in_transaction_s=settings.db_idle_in_transaction_s
     )
     sessionmaker = create_sessionmaker(engine)
+    scan_engine = None
+    if engine.dialect.name == "postgresql":
+        scan_engine = create_engine(
+            settings.database_url,
+            idle_in_transaction_s=settings.db_idle_in_transaction_s,
+            pool_size=SCAN_POOL_SIZE,
+            max_overflow=SCAN_POOL_SIZE,
+        )
     ctx = ServiceContext(
         settings=settings,
         engine=engine,
         sessionmaker=sessionmaker,
         hub=LiveHub(),
         order_writer=OrderWriter(engine, sessionmaker),
+        scan_sessionmaker=create_sessionmaker(scan_engine) if scan_engine else None,
     )
     app.state.ctx = ctx
     # The kiosk event handler, the telemetry ingest, and what the settings enable: the kiosk
@@ -67,6 +79,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await runtime.stop()
         await ctx.order_writer.close()
+        if scan_engine is not None:
+            await scan_engine.dispose()
         await engine.dispose()
 
 

@@ -309,6 +309,14 @@ class Takeover:
     reported_s: float | None = None  # from the kill until as many as its kiosks were answered
     seconds: float = 0.0
     scan_ms: list[float] = field(default_factory=list)
+    # Of the scans: those at the kiosks it held (each waits for its kiosk's take), and those at
+    # the other kiosks (they meet only the load of the takeover).
+    moved_ms: list[float] = field(default_factory=list)
+    stayed_ms: list[float] = field(default_factory=list)
+    # In the surviving replica, on average: a scan's wait for its lane's worker, and its
+    # handling until the decision committed (the unlock leaves next).
+    scan_wait_ms: float | None = None
+    scan_decided_ms: float | None = None
     unanswered: int = 0
     lag_s: list[float] = field(default_factory=list)
     lost_readings: int = 0  # telemetry batches of the lag sample never stored
@@ -328,7 +336,10 @@ class Takeover:
             f"scan->unlock median {_percentile(self.scan_ms, 0.5):.1f} ms "
             f"p99 {_percentile(self.scan_ms, 0.99):.1f} ms max "
             f"{max(self.scan_ms, default=float('nan')):.1f} ms ({len(self.scan_ms)}, "
-            f"{self.unanswered} unanswered, a scan sent again opening nothing), "
+            f"{self.unanswered} unanswered, a scan sent again opening nothing; at its kiosks "
+            f"{_spread(self.moved_ms)}, at the others {_spread(self.stayed_ms)}; in the "
+            f"replica on average: waited {_ms(self.scan_wait_ms)}, decided in "
+            f"{_ms(self.scan_decided_ms)}), "
             f"telemetry lag p99 {_percentile(self.lag_s, 0.99):.2f} s ({len(self.lag_s)}, "
             f"{self.lost_readings} batches never stored), cores: {cpu}"
         )
@@ -358,6 +369,14 @@ def _postgres_pids() -> list[int]:
                 if (entry / "comm").read_text().strip() == "postgres":
                     pids.append(int(entry.name))
     return pids
+
+
+def _ms(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f} ms"
+
+
+def _spread(ms: list[float]) -> str:
+    return f"median {_percentile(ms, 0.5):.1f} ms p99 {_percentile(ms, 0.99):.1f} ms ({len(ms)})"
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -454,8 +473,6 @@ async def drive(
         run.gc = _gc_summary(pauses, await _gc_pauses(metrics_urls))
     if kill is not None and database_url is not None:
         run.takeover = Takeover()
-        for kiosk in probe_kiosks:
-            kiosk.timings = run.takeover.scan_ms
         telemetry = (run.lag_s, published)
         await _take_over(
             run.takeover,
@@ -496,15 +513,24 @@ async def _take_over(
     conn = await _connect(database_url)
     try:
         replayed_before = await _counter(metrics_urls, REPLAYED)
+        scans_before = {name: await _counter(metrics_urls, name) for name in SCAN_SERIES}
         asked_before = sum(k.reports for k in fleet)
         resent_before = sum(k.resent for k in fleet)
         lags_before = len(lag_s)
         ticks = {name: _ticks(pids()) for name, pids in processes.items()}
         t0 = time.perf_counter()
         takeover.replica = kill()
-        takeover.kiosks = await conn.fetchval(
-            "SELECT count(*) FROM kiosk_leases WHERE holder = $1", takeover.replica
+        moved = set(
+            await conn.fetchval(
+                "SELECT array_agg(kiosk_code) FROM kiosk_leases WHERE holder = $1",
+                takeover.replica,
+            )
+            or ()
         )
+        takeover.kiosks = len(moved)
+        for kiosk in fleet:
+            if isinstance(kiosk, ProbeKiosk):
+                kiosk.timings = takeover.moved_ms if kiosk.kiosk_id in moved else takeover.stayed_ms
         over = asyncio.Event()
         measuring = asyncio.create_task(pickups(takeover, over.is_set))
         while time.perf_counter() - t0 < TAKEOVER_CAP_S:
@@ -523,6 +549,7 @@ async def _take_over(
             await asyncio.sleep(0.2)
         over.set()
         await measuring
+        takeover.scan_ms = takeover.moved_ms + takeover.stayed_ms
         elapsed = time.perf_counter() - t0
         takeover.seconds = elapsed
         takeover.lag_s = lag_s[lags_before:]
@@ -535,6 +562,10 @@ async def _take_over(
             for name, pids in processes.items()
         }
         if metrics_urls:
+            scans = {name: await _counter(metrics_urls, name) for name in SCAN_SERIES}
+            takeover.scan_wait_ms, takeover.scan_decided_ms = (
+                _mean_ms(scans_before, scans, series) for series in ("wait", "decision")
+            )
             replayed = await _counter(metrics_urls, REPLAYED)  # the survivors' only
             takeover.replayed = int(
                 sum(n - replayed_before.get(url, 0) for url, n in replayed.items())
@@ -544,6 +575,23 @@ async def _take_over(
 
 
 REPLAYED = "locker_kiosk_snapshots_replayed_total"
+SCAN_SERIES = (
+    'locker_kiosk_message_wait_seconds_sum{lane="scans"}',
+    'locker_kiosk_message_wait_seconds_count{lane="scans"}',
+    "locker_scan_decision_seconds_sum",
+    "locker_scan_decision_seconds_count",
+)
+
+
+def _mean_ms(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], series: str
+) -> float | None:
+    """A histogram's mean over the measure, in the replicas that answered both times."""
+    total, count = (next(name for name in SCAN_SERIES if series in name and part in name)
+                    for part in ("_sum", "_count"))  # fmt: skip
+    sums = [after[total][url] - before[total].get(url, 0.0) for url in after[total]]
+    counts = [after[count][url] - before[count].get(url, 0.0) for url in after[count]]
+    return 1000 * sum(sums) / sum(counts) if sum(counts) else None
 
 
 async def _counter(urls: tuple[str, ...], name: str) -> dict[str, float]:

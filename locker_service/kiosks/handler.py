@@ -340,10 +340,12 @@ class StoryHandler:
     async def on_event(self, kiosk_id: str, event: contract.Event) -> None:
         started = time.perf_counter()
         decision: pickup_service.Claim | ServiceError | None = None
-        async with session_scope(self.ctx.sessionmaker) as session:
+        scan = event.type == "scan"
+        # A purchaser waits on a scan: it has connections of its own (ADR 0094).
+        sessions = self.ctx.scan_sessions if scan else self.ctx.sessionmaker
+        async with session_scope(sessions) as session:
             await check_fence(session, kiosk_id)  # first: a lost lease changes nothing
             kiosk = await self._known_kiosk(session, kiosk_id)
-            scan = event.type == "scan"
             secret_key = self.ctx.settings.secret_key
             if not await repository.record_event_if_new(
                 session,
