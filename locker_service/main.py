@@ -72,12 +72,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.ctx = ctx
     # The kiosk event handler, the telemetry ingest, and what the settings enable: the kiosk
     # link, the notification outbox worker, the timer loop.
-    runtime = await start_runtime(ctx)
-    app.state.runtime = runtime
     try:
-        yield
+        runtime = await start_runtime(ctx)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.stop()
     finally:
-        await runtime.stop()
         await ctx.order_writer.close()
         if scan_engine is not None:
             await scan_engine.dispose()

@@ -308,8 +308,7 @@ class Takeover:
     replayed: int | None = None
     reported_s: float | None = None  # from the kill until as many as its kiosks were answered
     seconds: float = 0.0
-    scan_ms: list[float] = field(default_factory=list)
-    # Of the scans: those at the kiosks it held (each waits for its kiosk's take), and those at
+    # The scans: those at the kiosks it held (each waits for its kiosk's take), and those at
     # the other kiosks (they meet only the load of the takeover).
     moved_ms: list[float] = field(default_factory=list)
     stayed_ms: list[float] = field(default_factory=list)
@@ -321,6 +320,12 @@ class Takeover:
     lag_s: list[float] = field(default_factory=list)
     lost_readings: int = 0  # telemetry batches of the lag sample never stored
     cores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def scan_ms(self) -> list[float]:
+        """Every scan, read when printed: those still under way as the takeover's measure ends
+        finish after it, and count."""
+        return self.moved_ms + self.stayed_ms
 
     def line(self) -> str:
         cpu = "  ".join(f"{k} {v:.2f}" for k, v in self.cores.items())
@@ -549,7 +554,6 @@ async def _take_over(
             await asyncio.sleep(0.2)
         over.set()
         await measuring
-        takeover.scan_ms = takeover.moved_ms + takeover.stayed_ms
         elapsed = time.perf_counter() - t0
         takeover.seconds = elapsed
         takeover.lag_s = lag_s[lags_before:]
