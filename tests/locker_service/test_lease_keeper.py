@@ -93,10 +93,17 @@ async def make_kiosks(sessionmaker: async_sessionmaker[AsyncSession], count: int
     return codes
 
 
+def bare_keeper(
+    sessionmaker: async_sessionmaker[AsyncSession], name: str, ttl_s: float = TTL_S
+) -> LeaseKeeper:
+    """A keeper not yet bound to a link (the test binds its own)."""
+    return LeaseKeeper(sessionmaker, f"{name}-{uuid.uuid4().hex[:6]}", ttl_s=ttl_s, renew_s=RENEW_S)
+
+
 def keeper(
     sessionmaker: async_sessionmaker[AsyncSession], name: str, ttl_s: float = TTL_S
 ) -> LeaseKeeper:
-    k = LeaseKeeper(sessionmaker, f"{name}-{uuid.uuid4().hex[:6]}", ttl_s=ttl_s, renew_s=RENEW_S)
+    k = bare_keeper(sessionmaker, name, ttl_s)
     k.bind(Subscriptions())
     return k
 
@@ -152,6 +159,22 @@ async def test_one_replica_holds_every_kiosk_and_picks_up_a_new_one_within_a_per
     assert await holders(sessionmaker) == dict.fromkeys([*kiosks, late], None)
 
 
+@contextlib.asynccontextmanager
+async def first_round_under_way(
+    taker: LeaseKeeper, gated: GatedSubscriptions
+) -> AsyncIterator[asyncio.Task[None]]:
+    """The keeper's start (its first round) running in a task, its subscriptions waiting at
+    `gated`'s gate; on the way out the gate opens, the round ends and the keeper stops."""
+    taker.bind(gated)
+    starting = asyncio.create_task(taker.start())
+    try:
+        yield starting
+    finally:
+        gated.gate.set()
+        await starting
+        await taker.stop()
+
+
 class GatedSubscriptions(Subscriptions):
     """Subscribing waits until the test opens the gate (a busy broker or event loop)."""
 
@@ -177,11 +200,8 @@ async def test_a_round_takes_several_leases_at_once(
     """A replica taking over many kiosks does not wait for each in turn (ADR 0092's takeover
     measure): `TAKES_AT_ONCE` subscriptions and takes are under way together, no more."""
     kiosks = await make_kiosks(sessionmaker, 10)
-    taker = LeaseKeeper(sessionmaker, f"taker-{uuid.uuid4().hex[:6]}", ttl_s=TTL_S, renew_s=RENEW_S)
-    gated = GatedSubscriptions()
-    taker.bind(gated)
-    starting = asyncio.create_task(taker.start())
-    try:
+    taker, gated = bare_keeper(sessionmaker, "taker"), GatedSubscriptions()
+    async with first_round_under_way(taker, gated) as starting:
         deadline = time.monotonic() + 30
         while gated.waiting < lease_keeper.TAKES_AT_ONCE:
             assert time.monotonic() < deadline, f"{gated.waiting} takes under way at once"
@@ -191,10 +211,6 @@ async def test_a_round_takes_several_leases_at_once(
         await starting
         assert taker.held() == set(kiosks)
         assert gated.most_at_once == lease_keeper.TAKES_AT_ONCE
-    finally:
-        gated.gate.set()
-        await starting
-        await taker.stop()
 
 
 class GatedAfterOne(GatedSubscriptions):
@@ -222,11 +238,8 @@ async def test_a_kiosk_taken_in_the_first_round_is_held_before_the_round_ends(
     """A replica taking hundreds of kiosks in its first round handles each as soon as it is
     taken (its messages, and its answer to `report_state`, ADR 0093), not once the last is."""
     kiosks = await make_kiosks(sessionmaker, 6)
-    taker = LeaseKeeper(sessionmaker, f"taker-{uuid.uuid4().hex[:6]}", ttl_s=TTL_S, renew_s=RENEW_S)
-    gated = GatedAfterOne()
-    taker.bind(gated)
-    starting = asyncio.create_task(taker.start())
-    try:
+    taker, gated = bare_keeper(sessionmaker, "taker"), GatedAfterOne()
+    async with first_round_under_way(taker, gated) as starting:
         first = await first_take(taker)
         assert not taker.settled  # the others wait at the gate
         assert taker.standing(first) == "held"
@@ -235,10 +248,6 @@ async def test_a_kiosk_taken_in_the_first_round_is_held_before_the_round_ends(
         gated.gate.set()
         await starting
         assert taker.held() == set(kiosks)
-    finally:
-        gated.gate.set()
-        await starting
-        await taker.stop()
 
 
 class FencesAtTheTake(GatedAfterOne):
@@ -263,12 +272,9 @@ async def test_a_kiosk_taken_late_in_a_long_round_can_be_acted_for_at_once(
     """A fence runs from its own take, not from the round's start: a round of hundreds of
     takes outlasts the TTL, and a kiosk taken late in it must not refuse its first unlock."""
     kiosks = await make_kiosks(sessionmaker, 3)
-    taker = LeaseKeeper(sessionmaker, f"taker-{uuid.uuid4().hex[:6]}", ttl_s=TTL_S, renew_s=RENEW_S)
-    fences = FencesAtTheTake()
+    taker, fences = bare_keeper(sessionmaker, "taker"), FencesAtTheTake()
     fences.keeper = taker
-    taker.bind(fences)
-    starting = asyncio.create_task(taker.start())
-    try:
+    async with first_round_under_way(taker, fences) as starting:
         first = await first_take(taker)
         await asyncio.sleep(TTL_S * 1.5)  # the round outlasts the TTL (at least: a lower bound)
         opened = time.monotonic()
@@ -279,10 +285,6 @@ async def test_a_kiosk_taken_late_in_a_long_round_can_be_acted_for_at_once(
         # Taken after the gate opened: a TTL from then at least (from the round's start, the
         # fence had ended before the kiosk was taken).
         assert all(until >= opened + TTL_S for until in late.values()), late
-    finally:
-        fences.gate.set()
-        await starting
-        await taker.stop()
 
 
 class FailingOnce(Subscriptions):
@@ -304,7 +306,7 @@ async def test_a_take_that_fails_lets_the_others_under_way_finish_and_is_tried_a
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     kiosks = await make_kiosks(sessionmaker, 6)
-    taker = LeaseKeeper(sessionmaker, f"taker-{uuid.uuid4().hex[:6]}", ttl_s=TTL_S, renew_s=RENEW_S)
+    taker = bare_keeper(sessionmaker, "taker")
     first = sorted(kiosks)[: lease_keeper.TAKES_AT_ONCE]
     failing = FailingOnce(first[-1])
     taker.bind(failing)
@@ -375,7 +377,7 @@ async def test_a_replica_waiting_long_on_its_broker_keeps_its_kiosks(
     """A round stuck for three TTLs on one subscription: the heartbeat and the leases already
     held are still renewed every period, so the other replica never takes it for dead."""
     kiosks = await make_kiosks(sessionmaker, 6)
-    slow = LeaseKeeper(sessionmaker, f"slow-{uuid.uuid4().hex[:6]}", ttl_s=TTL_S, renew_s=RENEW_S)
+    slow = bare_keeper(sessionmaker, "slow")
     link = SlowSubscriptions(3 * TTL_S)
     slow.bind(link)
     other = keeper(sessionmaker, "other")
