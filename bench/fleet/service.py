@@ -579,20 +579,22 @@ async def _take_over(
 
 
 REPLAYED = "locker_kiosk_snapshots_replayed_total"
-SCAN_SERIES = (
-    'locker_kiosk_message_wait_seconds_sum{lane="scans"}',
-    'locker_kiosk_message_wait_seconds_count{lane="scans"}',
-    "locker_scan_decision_seconds_sum",
-    "locker_scan_decision_seconds_count",
-)
+# Each histogram read for a scan's mean in the replica: its sum and its count.
+SCAN_MEANS = {
+    "wait": (
+        'locker_kiosk_message_wait_seconds_sum{lane="scans"}',
+        'locker_kiosk_message_wait_seconds_count{lane="scans"}',
+    ),
+    "decision": ("locker_scan_decision_seconds_sum", "locker_scan_decision_seconds_count"),
+}
+SCAN_SERIES = tuple(name for pair in SCAN_MEANS.values() for name in pair)
 
 
 def _mean_ms(
     before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], series: str
 ) -> float | None:
     """A histogram's mean over the measure, in the replicas that answered both times."""
-    total, count = (next(name for name in SCAN_SERIES if series in name and part in name)
-                    for part in ("_sum", "_count"))  # fmt: skip
+    total, count = SCAN_MEANS[series]
     sums = [after[total][url] - before[total].get(url, 0.0) for url in after[total]]
     counts = [after[count][url] - before[count].get(url, 0.0) for url in after[count]]
     return 1000 * sum(sums) / sum(counts) if sum(counts) else None

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -30,7 +29,7 @@ def settings(pg_database_url: str) -> Settings:
     return make_settings(pg_database_url)
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def main_pool_taken(service: ServiceContext) -> AsyncIterator[None]:
     """Every connection of the main pool held, as the story's handlers hold them in a takeover:
     a taker waits in the pool's queue all along, so a connection the running service gives
