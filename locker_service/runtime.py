@@ -226,6 +226,11 @@ class RuntimeCollector(Collector):
             "did not report that compartment afresh when asked (no answer, a report lost, or "
             "the kiosk last heard offline), or an event of it came first",
         )
+        snapshot_transactions = CounterMetricFamily(
+            "locker_kiosk_snapshot_transactions",
+            "Transactions the kiosks' compartment snapshots were handled in: the snapshots of a "
+            "kiosk queued together share one (a report of every compartment is usually one)",
+        )
         stored = CounterMetricFamily("locker_telemetry_readings_stored", "Readings stored")
         dropped = CounterMetricFamily(
             "locker_telemetry_readings_dropped", "Readings not stored, by reason", labels=["reason"]
@@ -241,7 +246,7 @@ class RuntimeCollector(Collector):
         totals = dict.fromkeys(
             ("connected", "malformed", "errors", "commands", "stored", "unknown", "overflow",
              "buffered", "sent", "failed", "reordered", "gaps", "not_held", "stale", "retries",
-             "replayed"),
+             "replayed", "snapshot_transactions"),
             0,
         )  # fmt: skip
         for runtime in list(self._runtimes):
@@ -259,6 +264,7 @@ class RuntimeCollector(Collector):
                 totals["not_held"] += link.counters.dropped_not_held
                 totals["stale"] += link.counters.events_stale
                 totals["replayed"] += link.counters.snapshots_replayed
+                totals["snapshot_transactions"] += link.counters.snapshot_transactions
             ingest = runtime.ingest
             totals["stored"] += ingest.counters.stored
             totals["unknown"] += ingest.counters.dropped_unknown_kiosk
@@ -279,6 +285,7 @@ class RuntimeCollector(Collector):
         not_held.add_metric([], totals["not_held"])
         stale.add_metric([], totals["stale"])
         replayed.add_metric([], totals["replayed"])
+        snapshot_transactions.add_metric([], totals["snapshot_transactions"])
         stored.add_metric([], totals["stored"])
         dropped.add_metric(["unknown_kiosk"], totals["unknown"])
         dropped.add_metric(["overflow"], totals["overflow"])
@@ -287,7 +294,7 @@ class RuntimeCollector(Collector):
         failed.add_metric([], totals["failed"])
         yield from (connected, received, malformed, handler_errors, commands, stored, dropped)
         yield from (buffered, sent, failed, reordered, gaps, not_held, stale, handler_retries)
-        yield replayed
+        yield from (replayed, snapshot_transactions)
 
 
 COLLECTOR = RuntimeCollector()

@@ -306,6 +306,10 @@ class Takeover:
     resent: int = 0  # events they sent again (ADR 0092)
     # Snapshots from before the take handed on: no fresh report (ADR 0093); None: not read.
     replayed: int | None = None
+    # In the surviving replica: snapshots received and the transactions they were handled in
+    # (a kiosk's queued together share one, ADR 0095); None: not read.
+    snapshots: int | None = None
+    snapshot_transactions: int | None = None
     reported_s: float | None = None  # from the kill until as many as its kiosks were answered
     seconds: float = 0.0
     # The scans: those at the kiosks it held (each waits for its kiosk's take), and those at
@@ -336,7 +340,7 @@ class Takeover:
             f"after {moved}, {self.reports} report_state answered ({self.reports * REPORT_MESSAGES}"
             f" messages and {self.resent} events sent again, "
             f"{'?' if self.replayed is None else self.replayed} snapshots handed on from before "
-            f"the take) after {asked}; "
+            f"the take) after {asked}; {self._snapshots_line()}"
             f"over the {self.seconds:.0f} s from the kill: "
             f"scan->unlock median {_percentile(self.scan_ms, 0.5):.1f} ms "
             f"p99 {_percentile(self.scan_ms, 0.99):.1f} ms max "
@@ -347,6 +351,14 @@ class Takeover:
             f"{_ms(self.scan_decided_ms)}), "
             f"telemetry lag p99 {_percentile(self.lag_s, 0.99):.2f} s ({len(self.lag_s)}, "
             f"{self.lost_readings} batches never stored), cores: {cpu}"
+        )
+
+    def _snapshots_line(self) -> str:
+        if self.snapshots is None or not self.snapshot_transactions:
+            return ""
+        return (
+            f"{self.snapshots} snapshots handled in {self.snapshot_transactions} transactions "
+            f"({self.snapshots / self.snapshot_transactions:.1f} each); "
         )
 
 
@@ -518,6 +530,7 @@ async def _take_over(
     conn = await _connect(database_url)
     try:
         replayed_before = await _counter(metrics_urls, REPLAYED)
+        snapshots_before = {name: await _counter(metrics_urls, name) for name in SNAPSHOT_SERIES}
         scans_before = {name: await _counter(metrics_urls, name) for name in SCAN_SERIES}
         asked_before = sum(k.reports for k in fleet)
         resent_before = sum(k.resent for k in fleet)
@@ -574,11 +587,21 @@ async def _take_over(
             takeover.replayed = int(
                 sum(n - replayed_before.get(url, 0) for url, n in replayed.items())
             )
+            snapshots = {name: await _counter(metrics_urls, name) for name in SNAPSHOT_SERIES}
+            takeover.snapshots, takeover.snapshot_transactions = (
+                int(sum(n - snapshots_before[name].get(url, 0) for url, n in after.items()))
+                for name, after in snapshots.items()
+            )
     finally:
         await conn.close()
 
 
 REPLAYED = "locker_kiosk_snapshots_replayed_total"
+# The snapshots a replica received, and the transactions it handled them in.
+SNAPSHOT_SERIES = (
+    'locker_mqtt_messages_total{kind="snapshot"}',
+    "locker_kiosk_snapshot_transactions_total",
+)
 # Each histogram read for a scan's mean in the replica: its sum and its count.
 SCAN_MEANS = {
     "wait": (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -124,6 +124,18 @@ async def by_number(session: AsyncSession, kiosk_id: int, number: int) -> Compar
     return await session.scalar(
         select(Compartment).where(Compartment.kiosk_id == kiosk_id, Compartment.number == number)
     )
+
+
+async def by_numbers(
+    session: AsyncSession, kiosk_id: int, numbers: Iterable[int]
+) -> dict[int, Compartment]:
+    """The kiosk's compartments of these numbers, by number, in one query (those that exist)."""
+    found = await session.scalars(
+        select(Compartment).where(
+            Compartment.kiosk_id == kiosk_id, Compartment.number.in_(sorted(set(numbers)))
+        )
+    )
+    return {c.number: c for c in found}
 
 
 async def count_with_food(session: AsyncSession, kiosk_id: int) -> int:

@@ -37,5 +37,8 @@ class LinkCounters:
     state_asks: int = 0
     state_reported: int = 0
     snapshots_replayed: int = 0
+    # Transactions the kiosks' snapshots were handled in: those queued together share one
+    # (ADR 0095), so a kiosk's report of twelve compartments is usually one.
+    snapshot_transactions: int = 0
     commands_sent: int = 0
     connects: int = 0

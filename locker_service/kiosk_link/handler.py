@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from firmware_bridge import contract
@@ -11,6 +12,8 @@ class KioskHandler(Protocol):
     """Called on the event loop, in the order received, one message at a time per kiosk and
     lane: a kiosk's scans have a lane of their own, so a scan may be handled while an earlier
     event of the same kiosk still is (ADR 0043).
+
+    Snapshots queued together are handed over together (`on_snapshots`).
 
     MQTT delivers at least once: the same status, snapshot or event may arrive again (after a
     reconnect, a redelivery, or from retained state), so implementations are idempotent; events
@@ -24,7 +27,11 @@ class KioskHandler(Protocol):
 
     async def on_status(self, kiosk_id: str, status: contract.KioskStatus) -> None: ...
 
-    async def on_snapshot(self, kiosk_id: str, snap: contract.CompartmentSnapshot) -> None: ...
+    async def on_snapshots(
+        self, kiosk_id: str, snaps: Sequence[contract.CompartmentSnapshot]
+    ) -> None:
+        """Snapshots of the kiosk's compartments, in the order received (usually its report of
+        all of them), handled as if one by one, in one transaction (ADR 0095)."""
 
     async def on_event(self, kiosk_id: str, event: contract.Event) -> None: ...
 

@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 RETRY_FIRST_S = 0.2
 RETRY_MAX_PAUSE_S = 5.0
 RETRY_FOR_S = 120.0  # past a failover (tens of seconds); a lease lost in between ends it sooner
+# A kiosk's snapshots queued together are handled in one transaction, up to this many (a bank
+# has up to 255 compartments; a transaction's row locks are held until its commit).
+SNAPSHOTS_AT_ONCE = 32
 SCAN_LANE = "/scans"  # a suffix no kiosk id has: "/" cannot occur in an MQTT topic level
 MINUTES_LANE = "/minutes"
 
@@ -537,9 +540,15 @@ class Lanes:
         queue.put_nowait(item)
 
     async def _worker(self, queue: asyncio.Queue[Inbound], lane: str) -> None:
-        """Hands one lane's messages to the handler in arrival order, acking each when done."""
+        """Hands one lane's messages to the handler in arrival order, acking each when done.
+
+        Snapshots queued one behind the other (a kiosk's report: one per compartment) are
+        handed over together, to be handled in one transaction (ADR 0095)."""
+        carried: Inbound | None = None  # taken from the queue behind a batch, handled next
         while True:
-            item = await queue.get()
+            item = carried if carried is not None else await queue.get()
+            carried = None
+            batch = [item]
             try:
                 if isinstance(item.payload, contract.TelemetryMinutes):
                     if self._wait_observer is not None:
@@ -548,20 +557,26 @@ class Lanes:
                     self._ack(item.delivery)
                     continue
                 standing = await self._standing_settled(item.kiosk_id)
+                if isinstance(item.payload, contract.CompartmentSnapshot):
+                    carried = _snapshots_behind(queue, batch)
                 if self._wait_observer is not None:
-                    self._wait_observer(lane, time.perf_counter() - item.received_at)
+                    for one in batch:
+                        self._wait_observer(lane, time.perf_counter() - one.received_at)
                 if standing in ("held", "releasing") and self._stale(item):
                     self._drop_stale(item)
                 elif standing in ("held", "releasing"):
-                    await self._handle(item)
+                    await self._handle(batch)
                 elif isinstance(item.payload, contract.Event):
                     self._drop_not_held(item.kiosk_id, item.payload)
                 else:
-                    self._not_handed(item)
-                self._ack(item.delivery)
-                await self._live.publish_now(item.kiosk_id, item.kind, item.payload)
+                    for one in batch:
+                        self._not_handed(one)
+                for one in batch:
+                    self._ack(one.delivery)
+                    await self._live.publish_now(one.kiosk_id, one.kind, one.payload)
             finally:
-                queue.task_done()
+                for _ in batch:
+                    queue.task_done()
 
     async def _store_minutes(self, kiosk_id: str, minutes: contract.TelemetryMinutes) -> None:
         if self._telemetry is None:
@@ -581,27 +596,42 @@ class Lanes:
                 return standing
             await self._leases.changed()
 
-    async def _handle(self, item: Inbound) -> None:
+    async def _handle(self, items: list[Inbound]) -> None:
+        """Hand one message, or a kiosk's snapshots queued together, to the handler."""
+        item = items[0]
         fence = self._leases.fence(item.kiosk_id) if self._leases is not None else None
         token = CURRENT_FENCE.set(fence)
         try:
-            await self._until_the_database_answers(item)
+            await self._until_the_database_answers(items)
         except LeaseLost as lost:
             # Taken over while this message waited (the replica was paused past its TTL):
             # the transaction changed nothing; the new holder has the kiosk.
             log.debug("%s: %s dropped", lost, item.kind)
             if isinstance(item.payload, contract.Event):
                 self._counters.dropped_not_held += 1
-            self._not_handed(item)
+            for one in items:
+                self._not_handed(one)
             if self._leases is not None:
                 self._leases.wake()
         except Exception:
+            if len(items) > 1:
+                # One snapshot the story cannot take must not cost the others theirs: the
+                # batch's transaction rolled back, and each is handled alone, as it came.
+                log.warning(
+                    "handling %d snapshots of kiosk %s together failed; handling each alone",
+                    len(items),
+                    item.kiosk_id,
+                    exc_info=True,
+                )
+                for one in items:
+                    await self._handle([one])
+                return
             self._counters.handler_errors += 1
             log.exception("handling %s from kiosk %s failed", item.kind, item.kiosk_id)
         finally:
             CURRENT_FENCE.reset(token)
 
-    async def _until_the_database_answers(self, item: Inbound) -> None:
+    async def _until_the_database_answers(self, items: list[Inbound]) -> None:
         """Hands the message to the handler; when the database cannot be reached or lend a
         connection in time (a failover, a storm of kiosks connecting at once), hands it again
         after a growing pause, unacknowledged and in its place in the lane, for as long as this
@@ -609,6 +639,7 @@ class Lanes:
         rolled back or, cut at its commit, is the at-least-once delivery the story already takes
         (a replica killed mid-message gets the message again): the next try finds the event
         recorded and changes nothing."""
+        item = items[0]
         kiosk_id = item.kiosk_id
         give_up_at = time.monotonic() + (0.0 if kiosk_id in self._gave_up else RETRY_FOR_S)
         pause, tries = RETRY_FIRST_S, 0
@@ -616,7 +647,7 @@ class Lanes:
         try:
             while True:
                 try:
-                    await self._dispatch(item)
+                    await self._dispatch(items)
                     self._gave_up.discard(kiosk_id)
                     return
                 except Exception as exc:
@@ -629,7 +660,8 @@ class Lanes:
                         # The kiosk is another replica's now: not ours to finish. Its new
                         # holder has the retained status and snapshots; an event only this
                         # replica received is lost with it, as any lost while it waited.
-                        self._drop_lost_while_retrying(item)
+                        for one in items:
+                            self._drop_lost_while_retrying(one)
                         return
                     tries += 1
                     self._counters.handler_retries += 1
@@ -672,15 +704,30 @@ class Lanes:
         if self._snapshots.get(item.kiosk_id, {}).get(snapshot.n) is snapshot:
             self._unheard.setdefault(item.kiosk_id, set()).add(snapshot.n)
 
-    async def _dispatch(self, item: Inbound) -> None:
+    async def _dispatch(self, items: list[Inbound]) -> None:
+        item = items[0]
         if isinstance(item.payload, contract.KioskStatus):
             await self._handler.on_status(item.kiosk_id, item.payload)
         elif isinstance(item.payload, contract.CompartmentSnapshot):
-            await self._handler.on_snapshot(item.kiosk_id, item.payload)
+            snapshot = contract.CompartmentSnapshot
+            snaps = [one.payload for one in items if isinstance(one.payload, snapshot)]
+            await self._handler.on_snapshots(item.kiosk_id, snaps)
+            self._counters.snapshot_transactions += 1
         elif isinstance(item.payload, contract.Event):
             await self._handler.on_event(item.kiosk_id, item.payload)
             handled = self._counters.handled_events
             handled[item.kiosk_id] = handled.get(item.kiosk_id, 0) + 1
+
+
+def _snapshots_behind(queue: asyncio.Queue[Inbound], batch: list[Inbound]) -> Inbound | None:
+    """Take the snapshots queued right behind the batch's first into it, at most
+    `SNAPSHOTS_AT_ONCE`; return the message that ended it (to be handled next), if any."""
+    while len(batch) < SNAPSHOTS_AT_ONCE and not queue.empty():
+        behind = queue.get_nowait()
+        if not isinstance(behind.payload, contract.CompartmentSnapshot):
+            return behind
+        batch.append(behind)
+    return None
 
 
 def _fuller(old: Inbound, new: Inbound) -> Inbound:

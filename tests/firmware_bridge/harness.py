@@ -10,7 +10,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -186,7 +186,9 @@ class IgnoringHandler:
     async def on_status(self, kiosk_id: str, status: contract.KioskStatus) -> None:
         pass
 
-    async def on_snapshot(self, kiosk_id: str, snap: contract.CompartmentSnapshot) -> None:
+    async def on_snapshots(
+        self, kiosk_id: str, snaps: Sequence[contract.CompartmentSnapshot]
+    ) -> None:
         pass
 
     async def on_event(self, kiosk_id: str, event: contract.Event) -> None:

@@ -9,7 +9,7 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,9 +61,11 @@ class RecordingHandler:
         self.threads.add(threading.get_ident())
         self.statuses.append((kiosk_id, status))
 
-    async def on_snapshot(self, kiosk_id: str, snap: contract.CompartmentSnapshot) -> None:
+    async def on_snapshots(
+        self, kiosk_id: str, snaps: Sequence[contract.CompartmentSnapshot]
+    ) -> None:
         self.threads.add(threading.get_ident())
-        self.snapshots.append((kiosk_id, snap))
+        self.snapshots.extend((kiosk_id, snap) for snap in snaps)
 
     async def on_event(self, kiosk_id: str, event: contract.Event) -> None:
         self.threads.add(threading.get_ident())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import pytest
@@ -37,6 +37,7 @@ class GatedHandler:
     def __init__(self) -> None:
         self.handled: list[tuple[str, str]] = []  # (kiosk, event type or kind)
         self.fences: list[Fence | None] = []
+        self.batches: list[list[int]] = []  # the compartments of each call with snapshots
         self.gates: dict[str, asyncio.Event] = {}
         self.fail_on: set[str] = set()
         self.unreachable: dict[str, int] = {}  # kind: how many more tries find no database
@@ -51,8 +52,20 @@ class GatedHandler:
             raise PoolTimeoutError("QueuePool limit of size 10 overflow 20 reached")
         self.handled.append((kiosk_id, "status"))
 
-    async def on_snapshot(self, kiosk_id: str, snap: contract.CompartmentSnapshot) -> None:
-        self.handled.append((kiosk_id, f"snapshot {snap.n}"))
+    async def on_snapshots(
+        self, kiosk_id: str, snaps: Sequence[contract.CompartmentSnapshot]
+    ) -> None:
+        self.tries.append((kiosk_id, " ".join(f"snapshot {snap.n}" for snap in snaps)))
+        if self.unreachable.get("snapshot", 0) > 0:
+            self.unreachable["snapshot"] -= 1
+            raise PoolTimeoutError("QueuePool limit of size 10 overflow 20 reached")
+        gate = self.gates.get("snapshot")
+        if gate is not None:
+            await gate.wait()
+        if any(f"snapshot {snap.n}" in self.fail_on for snap in snaps):
+            raise RuntimeError("story failed on a snapshot")  # its transaction changed nothing
+        self.batches.append([snap.n for snap in snaps])
+        self.handled.extend((kiosk_id, f"snapshot {snap.n}") for snap in snaps)
 
     async def on_event(self, kiosk_id: str, event: contract.Event) -> None:
         self.tries.append((kiosk_id, event.type))
@@ -346,6 +359,87 @@ async def test_status_and_snapshots_are_remembered_handled_and_published_live(
     await parts.lanes.stop()
 
 
+async def test_a_kiosk_s_report_queued_together_is_handed_over_in_one_call(parts: Parts) -> None:
+    """A report (a status, then a snapshot of each compartment) waits while the worker is busy:
+    the snapshots are handed over together, for one transaction, each acked and published as
+    before; the event behind them ends the batch and comes after, in its place (ADR 0095)."""
+    gate = parts.handler.gates["door_opened"] = asyncio.Event()
+    mids = [parts.deliver("k1", event("door_opened")), parts.deliver("k1", status("online"))]
+    mids += [parts.deliver("k1", snapshot(n)) for n in (1, 2, 3)]
+    mids.append(parts.deliver("k1", event("door_closed")))
+    mids.append(parts.deliver("k1", snapshot(3)))
+    with parts.hub.subscription() as live:
+        gate.set()
+        await parts.lanes.drain_kiosk("k1")
+        published = [await live.next(WAIT_S) for _ in range(7)]
+    assert parts.handler.batches == [[1, 2, 3], [3]]
+    assert [what for _, what in parts.handler.handled] == [
+        "door_opened",
+        "status",
+        "snapshot 1",
+        "snapshot 2",
+        "snapshot 3",
+        "door_closed",
+        "snapshot 3",
+    ]
+    assert parts.acks == mids
+    assert [m.kind if m else None for m in published].count("compartment") == 4
+    assert parts.counters.snapshot_transactions == 2
+    await parts.lanes.stop()
+
+
+async def test_a_batch_of_snapshots_at_most_so_many_at_once(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lanes_module, "SNAPSHOTS_AT_ONCE", 2)
+    gate = parts.handler.gates["door_opened"] = asyncio.Event()
+    parts.deliver("k1", event("door_opened"))
+    for n in range(1, 6):
+        parts.deliver("k1", snapshot(n))
+    gate.set()
+    await parts.lanes.drain_kiosk("k1")
+    assert parts.handler.batches == [[1, 2], [3, 4], [5]]
+    await parts.lanes.stop()
+
+
+async def test_a_snapshot_the_story_cannot_take_costs_the_others_of_its_batch_nothing(
+    parts: Parts,
+) -> None:
+    """The batch's transaction rolled back: each is handled alone, and only the one fails."""
+    parts.handler.fail_on.add("snapshot 2")
+    gate = parts.handler.gates["door_opened"] = asyncio.Event()
+    parts.deliver("k1", event("door_opened"))
+    mids = [parts.deliver("k1", snapshot(n)) for n in (1, 2, 3)]
+    gate.set()
+    await parts.lanes.drain_kiosk("k1")
+    assert parts.handler.batches == [[1], [3]]
+    assert [t for _, t in parts.handler.tries[1:]] == [
+        "snapshot 1 snapshot 2 snapshot 3",
+        "snapshot 1",
+        "snapshot 2",
+        "snapshot 3",
+    ]
+    assert parts.counters.handler_errors == 1
+    assert set(mids) <= set(parts.acks)
+    await parts.lanes.stop()
+
+
+async def test_snapshots_that_found_no_database_are_handed_over_again_together(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lanes_module, "RETRY_FIRST_S", 0.01)
+    parts.handler.unreachable["snapshot"] = 1
+    gate = parts.handler.gates["door_opened"] = asyncio.Event()
+    parts.deliver("k1", event("door_opened"))
+    mids = [parts.deliver("k1", snapshot(n)) for n in (1, 2)]
+    gate.set()
+    await parts.lanes.drain_kiosk("k1")
+    assert [t for _, t in parts.handler.tries[1:]] == ["snapshot 1 snapshot 2"] * 2
+    assert parts.handler.batches == [[1, 2]] and parts.counters.handler_retries == 1
+    assert parts.acks[-2:] == mids
+    await parts.lanes.stop()
+
+
 async def test_telemetry_goes_to_the_sink_and_the_hub_without_a_queue(parts: Parts) -> None:
     batch = contract.Telemetry(
         readings=[contract.Reading(n=1, temp_c=65.0, setpoint_c=None, heater=False)]
@@ -480,15 +574,15 @@ async def test_a_snapshot_dropped_as_its_lease_was_lost_is_listed_again() -> Non
     leases = StandingTable({"k1": "held"})
     leases.take("k1")
     parts = Parts(leases)
-    handle = parts.handler.on_snapshot
+    handle = parts.handler.on_snapshots
 
-    async def lost(kiosk_id: str, snap: contract.CompartmentSnapshot) -> None:
+    async def lost(kiosk_id: str, snaps: Sequence[contract.CompartmentSnapshot]) -> None:
         raise LeaseLost(leases.fences["k1"])
 
-    parts.handler.on_snapshot = lost  # type: ignore[method-assign]
+    parts.handler.on_snapshots = lost  # type: ignore[method-assign]
     parts.deliver("k1", snapshot(1))
     await parts.lanes.drain_kiosk("k1")
-    parts.handler.on_snapshot = handle  # type: ignore[method-assign]
+    parts.handler.on_snapshots = handle  # type: ignore[method-assign]
     leases.take("k1", epoch=8)  # taken back
     parts.lanes.reconcile_kiosk("k1")
     parts.lanes.replay_unheard_snapshots("k1")  # its fresh report lost

@@ -11,7 +11,7 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -511,13 +511,13 @@ def snapshots_handled(replica: Replica) -> Counter[int]:
     """From now on, how many snapshots of each compartment the replica's story is handed."""
     story = replica.app.state.runtime.story
     handled: Counter[int] = Counter()
-    on_snapshot = story.on_snapshot
+    on_snapshots = story.on_snapshots
 
-    async def counting(kiosk_id: str, snap: contract.CompartmentSnapshot) -> None:
-        handled[snap.n] += 1
-        await on_snapshot(kiosk_id, snap)
+    async def counting(kiosk_id: str, snaps: Sequence[contract.CompartmentSnapshot]) -> None:
+        handled.update(snap.n for snap in snaps)
+        await on_snapshots(kiosk_id, snaps)
 
-    story.on_snapshot = counting
+    story.on_snapshots = counting
     return handled
 
 

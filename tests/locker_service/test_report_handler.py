@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import event as sa_event
 from sqlalchemy import select, update
 
 from firmware_bridge import contract
@@ -247,6 +248,40 @@ async def test_food_taken_while_events_were_lost_is_picked_up(
     assert (await compartment(service, world, n)).state == "cleaning"
     assert (await trail(service, order["id"])).count("pick_up") == 1
     assert await open_alerts(service) == []
+
+
+async def test_a_kiosk_s_whole_report_is_one_transaction_each_snapshot_handled_as_alone(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """The report a kiosk sends when asked (ADR 0091), handed over at once (ADR 0095): one
+    commit, and what each snapshot says happens as it would have alone: a pickup and a deposit
+    whose events were lost, something in a free compartment, an unknown compartment skipped."""
+    ready, picked_n = await make_ready(app_client, world, service)
+    await pickup_with_code(app_client, world, ready)  # the unlock is on record
+    dropped = await create_order(app_client, world, ref="lost-events")
+    dropped_n = (await dropoff(app_client, world, "lost-events")).json()["compartment"]
+    free = sorted({1, 2, 3, 4} - {picked_n, dropped_n})
+    report = [
+        snapshot(picked_n, occupied=False),  # she took her food; the door events were lost
+        snapshot(dropped_n, occupied=True),  # the courier's, likewise
+        snapshot(free[0], occupied=True),  # nobody's
+        snapshot(free[1], occupied=False),
+        snapshot(99, occupied=False),  # no such compartment: skipped, the others handled
+    ]
+    commits: list[int] = []
+    sa_event.listen(service.engine.sync_engine, "commit", lambda _conn: commits.append(1))
+    await StoryHandler(service).on_snapshots(world.kiosk_code, report)
+
+    assert commits == [1]
+    assert (await order_of(service, ready["id"])).state == "picked_up"
+    assert (await compartment(service, world, picked_n)).state == "cleaning"
+    assert (await order_of(service, dropped["id"])).state == "deposited"
+    assert (await compartment(service, world, dropped_n)).state == "occupied"
+    [alert] = await open_alerts(service)
+    assert alert.kind == "item_in_free_compartment" and f"compartment {free[0]}" in alert.message
+    for n in (free[1], picked_n):
+        shown = await compartment(service, world, n)
+        assert shown.snapshot_at is not None and not shown.occupied and shown.temp_c == 64.0
 
 
 async def test_a_snapshot_that_nothing_explains_raises_an_alert_and_changes_nothing(

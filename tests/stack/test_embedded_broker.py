@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -502,7 +502,9 @@ class CollectedEvents:
     async def on_status(self, kiosk_id: str, status: contract.KioskStatus) -> None:
         pass
 
-    async def on_snapshot(self, kiosk_id: str, snap: contract.CompartmentSnapshot) -> None:
+    async def on_snapshots(
+        self, kiosk_id: str, snaps: Sequence[contract.CompartmentSnapshot]
+    ) -> None:
         pass
 
     async def on_event(self, kiosk_id: str, event: contract.Event) -> None:
