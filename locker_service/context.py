@@ -74,10 +74,12 @@ class ServiceContext:
     order_writer: OrderWriting
     commander: KioskCommander | None = None  # None: no kiosk link (tests put a fake here)
     timers: TimerWaker | None = None  # None: timers disabled in this process
-    # Connections of their own for a scan's decision: a purchaser waits at the kiosk, and must
-    # not wait for a pooled connection behind the hundreds of reports a takeover hands the
-    # story (ADR 0094). None: the main pool (SQLite's one writer).
-    scan_sessionmaker: async_sessionmaker[AsyncSession] | None = None
+    # Connections of their own for the work a person stands at the kiosk for: a pickup's
+    # decision, scanned or typed, and what an unlock the board refused undoes (her code given
+    # back, the opening withdrawn). She must not wait for a pooled connection behind the
+    # hundreds of reports a takeover hands the story (ADR 0094, 0096). None: the main pool
+    # (SQLite's one writer).
+    attended_sessionmaker: async_sessionmaker[AsyncSession] | None = None
     # The service's clock where time rules judge what kiosks report (a cycle cannot end before
     # its time); injected so those rules are tested without waiting for a cycle.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -88,8 +90,9 @@ class ServiceContext:
     key_uses: AtMostEvery = field(init=False)  # when a key's `last_used_at` is written
 
     @property
-    def scan_sessions(self) -> async_sessionmaker[AsyncSession]:
-        return self.scan_sessionmaker or self.sessionmaker
+    def attended_sessions(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions for work a person at the kiosk waits on (`attended_sessionmaker`)."""
+        return self.attended_sessionmaker or self.sessionmaker
 
     def __post_init__(self) -> None:
         self.merchant_keys = TtlCache(self.settings.credential_cache_s)

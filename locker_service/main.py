@@ -38,8 +38,9 @@ from locker_service.web import install as install_web
 
 log = logging.getLogger(__name__)
 
-# Scans decided on connections of their own (ADR 0094), as many again lent beyond these.
-SCAN_POOL_SIZE = 4
+# Work a person stands at the kiosk for, on connections of its own (ADR 0094, 0096), as many
+# again lent beyond these.
+ATTENDED_POOL_SIZE = 4
 
 
 @asynccontextmanager
@@ -53,13 +54,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.database_url, idle_in_transaction_s=settings.db_idle_in_transaction_s
     )
     sessionmaker = create_sessionmaker(engine)
-    scan_engine = None
+    attended_engine = None
     if engine.dialect.name == "postgresql":
-        scan_engine = create_engine(
+        attended_engine = create_engine(
             settings.database_url,
             idle_in_transaction_s=settings.db_idle_in_transaction_s,
-            pool_size=SCAN_POOL_SIZE,
-            max_overflow=SCAN_POOL_SIZE,
+            pool_size=ATTENDED_POOL_SIZE,
+            max_overflow=ATTENDED_POOL_SIZE,
         )
     ctx = ServiceContext(
         settings=settings,
@@ -67,7 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sessionmaker=sessionmaker,
         hub=LiveHub(),
         order_writer=OrderWriter(engine, sessionmaker),
-        scan_sessionmaker=create_sessionmaker(scan_engine) if scan_engine else None,
+        attended_sessionmaker=create_sessionmaker(attended_engine) if attended_engine else None,
     )
     app.state.ctx = ctx
     # The kiosk event handler, the telemetry ingest, and what the settings enable: the kiosk
@@ -81,8 +82,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await runtime.stop()
     finally:
         await ctx.order_writer.close()
-        if scan_engine is not None:
-            await scan_engine.dispose()
+        if attended_engine is not None:
+            await attended_engine.dispose()
         await engine.dispose()
 
 

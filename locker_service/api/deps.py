@@ -90,11 +90,14 @@ def _bearer(authorization: str | None) -> str:
 # endpoint that commits in steps (openings) must not wait behind the request's transaction,
 # which on SQLite holds the write lock from its first statement. A key refused for being revoked
 # or expired says so (`key_revoked`, `key_expired`); one that is not a key of this kind of caller
-# is unknown. A use is recorded in the same short session, at most once a minute per key.
+# is unknown. A use is recorded in the same short session, at most once a minute per key. A
+# kiosk's key is its screen's, where a courier or a purchaser stands: it is looked up on the
+# connections of attended work (ADR 0096).
 
 
 async def _sign_in(ctx: ServiceContext, kind: Kind, secret: str) -> tuple[Any, Credential]:
-    async with ctx.sessionmaker() as session:
+    sessions = ctx.attended_sessions if kind == "kiosk" else ctx.sessionmaker
+    async with sessions() as session:
         found = (await session.execute(store.by_secret(kind, secret))).first()
         if found is None:
             raise Unauthorized(f"unknown {kind} {'API key' if kind == 'merchant' else 'token'}")

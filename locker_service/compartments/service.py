@@ -144,9 +144,10 @@ async def unlock(
 async def _withdraw(ctx: ServiceContext, opening_id: int) -> None:
     """Best effort: a database gone away here must not hide that the door did not open (the
     caller gives a purchaser's code back on that). A row left behind only explains a door
-    opening within its window."""
+    opening within its window. Someone at the kiosk waits for the refusal meanwhile: on the
+    connections of attended work (ADR 0096)."""
     try:
-        async with session_scope(ctx.sessionmaker) as session:
+        async with session_scope(ctx.attended_sessions) as session:
             await session.execute(
                 delete(DoorOpening).where(
                     DoorOpening.id == opening_id, DoorOpening.door_opened_at.is_(None)

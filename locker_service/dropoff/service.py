@@ -13,6 +13,9 @@ An unlock with no final answer may have released the lock, so its drop-off keeps
 and the courier is told to look at it; the same courier naming the same order again at that
 kiosk has his compartment opened again rather than a new one given (ADR 0088). The door timer
 frees a compartment whose door never opened.
+
+The courier stands at the kiosk meanwhile: every transaction here runs on the connections of
+attended work (`ctx.attended_sessions`), never behind a takeover's reports (ADR 0096).
 """
 
 from __future__ import annotations
@@ -135,7 +138,7 @@ async def _check_courier(ctx: ServiceContext, kiosk: Kiosk, code: str, pin: str)
     source = f"{pickup_repository.COURIER_SOURCE}{code}"
     now = utcnow()
     rules = courier_rules(settings)
-    async with session_scope(ctx.sessionmaker) as session:
+    async with session_scope(ctx.attended_sessions) as session:
         recent = await pickup_repository.courier_failures(
             session, now, rules, kiosk_id=kiosk.id, source=source
         )
@@ -172,7 +175,7 @@ async def dropoff(
 async def _dropoff(
     ctx: ServiceContext, kiosk: Kiosk, courier_code: str, pin: str, order_ref: str
 ) -> DropoffResult:
-    async with ctx.sessionmaker() as session:
+    async with ctx.attended_sessions() as session:
         frozen = await pickup_repository.site_frozen(session, kiosk.site_id)
     if frozen:
         # The kill switch stops every opening at the site, a courier's too: nothing is checked
@@ -190,7 +193,7 @@ async def _dropoff(
 async def _report_not_empty(ctx: ServiceContext, kiosk: Kiosk, found: list[int]) -> None:
     """Alert on free compartments with something inside (in a transaction of its own, so a
     drop-off refused for want of a compartment still tells staff why)."""
-    async with session_scope(ctx.sessionmaker) as session:
+    async with session_scope(ctx.attended_sessions) as session:
         for compartment_id in found:
             c = await session.get(Compartment, compartment_id)
             if c is None:
@@ -215,7 +218,7 @@ async def _allocate(
     not_empty: list[int],
 ) -> DropoffResult:
     settings = ctx.settings
-    async with session_scope(ctx.sessionmaker) as session:
+    async with session_scope(ctx.attended_sessions) as session:
         candidates = await orders.dropoff_candidates(
             session, kiosk.site_id, order_ref, courier.merchant_id
         )
@@ -393,7 +396,7 @@ async def _preheat(
 
 async def release(ctx: ServiceContext, order: Order, compartment: Compartment, reason: str) -> None:
     """Undo a drop-off that never put food in: order back to created, compartment free."""
-    async with session_scope(ctx.sessionmaker) as session:
+    async with session_scope(ctx.attended_sessions) as session:
         # Locked, the compartment then the order, as the door timer and a kiosk's report take
         # them: written the other way round, they could deadlock with it.
         fresh_compartment = await compartments.locked(session, compartment.id)

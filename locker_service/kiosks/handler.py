@@ -362,7 +362,7 @@ class StoryHandler:
         decision: pickup_service.Claim | ServiceError | None = None
         scan = event.type == "scan"
         # A purchaser waits on a scan: it has connections of its own (ADR 0094).
-        sessions = self.ctx.scan_sessions if scan else self.ctx.sessionmaker
+        sessions = self.ctx.attended_sessions if scan else self.ctx.sessionmaker
         async with session_scope(sessions) as session:
             await check_fence(session, kiosk_id)  # first: a lost lease changes nothing
             kiosk = await self._known_kiosk(session, kiosk_id)

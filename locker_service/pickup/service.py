@@ -122,8 +122,9 @@ async def pickup(
     code: str | None = None,
     token: str | None = None,
 ) -> PickupResult:
-    """Open the compartment of the order a code names, if everything allows it."""
-    async with session_scope(ctx.sessionmaker) as session:
+    """Open the compartment of the order a code names, if everything allows it. Decided on the
+    connections of work a person at the kiosk waits on (`ctx.attended_sessions`, ADR 0096)."""
+    async with session_scope(ctx.attended_sessions) as session:
         decision = await claim(session, ctx, kiosk, source=source, code=code, token=token)
     return await complete(ctx, kiosk, decision)
 
@@ -350,8 +351,8 @@ async def _open(ctx: ServiceContext, kiosk: Kiosk, claimed: Claim) -> PickupResu
         # Not released (refused, or nothing answered a command that has expired): hers again
         # now, audited as any code given back, and its backstop timer no longer needed. Any
         # other failure keeps it used; the code-release timer gives it back if her door never
-        # opens.
-        async with session_scope(ctx.sessionmaker) as session:
+        # opens. She is still at the kiosk: attended work (ADR 0096).
+        async with session_scope(ctx.attended_sessions) as session:
             fresh = await session.get(Order, order.id)
             if fresh is not None:
                 await _return_before_its_timer(

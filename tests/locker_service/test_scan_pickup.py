@@ -63,7 +63,7 @@ async def test_a_scan_commits_once_and_before_its_unlock(
 ) -> None:
     order, n = await make_ready(app_client, world, service)
     commits: list[int] = []
-    for engine in {service.engine, service.scan_sessions.kw["bind"]}:  # its own on PostgreSQL
+    for engine in {service.engine, service.attended_sessions.kw["bind"]}:  # its own on PostgreSQL
         sa_event.listen(engine.sync_engine, "commit", lambda _conn: commits.append(1))
     seen_at_unlock: dict[str, int] = {}
     answer = fake_kiosk.command
