@@ -357,8 +357,8 @@ class Takeover:
         if self.snapshots is None or not self.snapshot_transactions:
             return ""
         return (
-            f"{self.snapshots} snapshots handled in {self.snapshot_transactions} transactions "
-            f"({self.snapshots / self.snapshot_transactions:.1f} each); "
+            f"{self.snapshots} snapshots received, handled in {self.snapshot_transactions} "
+            f"transactions (about {self.snapshots / self.snapshot_transactions:.1f} each); "
         )
 
 

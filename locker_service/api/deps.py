@@ -91,12 +91,14 @@ def _bearer(authorization: str | None) -> str:
 # which on SQLite holds the write lock from its first statement. A key refused for being revoked
 # or expired says so (`key_revoked`, `key_expired`); one that is not a key of this kind of caller
 # is unknown. A use is recorded in the same short session, at most once a minute per key. A
-# kiosk's key is its screen's, where a courier or a purchaser stands: it is looked up on the
-# connections of attended work (ADR 0096).
+# courier's drop-off and a typed code sign the kiosk in on the connections of attended work:
+# someone stands at its screen (ADR 0096); its polling and its stream do not.
 
 
-async def _sign_in(ctx: ServiceContext, kind: Kind, secret: str) -> tuple[Any, Credential]:
-    sessions = ctx.attended_sessions if kind == "kiosk" else ctx.sessionmaker
+async def _sign_in(
+    ctx: ServiceContext, kind: Kind, secret: str, *, attended: bool = False
+) -> tuple[Any, Credential]:
+    sessions = ctx.attended_sessions if attended else ctx.sessionmaker
     async with sessions() as session:
         found = (await session.execute(store.by_secret(kind, secret))).first()
         if found is None:
@@ -131,6 +133,15 @@ async def current_kiosk(
     signed_in: Annotated[tuple[Kiosk, Credential], Depends(current_kiosk_key)],
 ) -> Kiosk:
     return signed_in[0]
+
+
+async def attended_kiosk(
+    ctx: ContextDep, authorization: Annotated[str | None, Header()] = None
+) -> Kiosk:
+    """The kiosk, for a request someone at its screen waits on (ADR 0096)."""
+    kiosk, _ = await _sign_in(ctx, "kiosk", _bearer(authorization), attended=True)
+    assert isinstance(kiosk, Kiosk)
+    return kiosk
 
 
 async def key_still_valid(ctx: ServiceContext, key_id: int | None) -> bool:
@@ -293,6 +304,7 @@ async def current_admin(
 
 
 KioskDep = Annotated[Kiosk, Depends(current_kiosk)]
+AttendedKioskDep = Annotated[Kiosk, Depends(attended_kiosk)]
 KioskKeyDep = Annotated[tuple[Kiosk, Credential], Depends(current_kiosk_key)]
 MerchantDep = Annotated[Merchant, Depends(current_merchant)]
 OperatorDep = Annotated[OperatorPrincipal, Depends(current_operator)]

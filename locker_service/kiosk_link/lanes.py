@@ -3,7 +3,9 @@ and what the kiosk's lease standing lets this replica do with each message.
 
 Each kiosk has two lanes: its scans, and everything else (status, snapshots, other events). A
 worker hands its lane's messages to the handler one at a time in arrival order and acknowledges
-each once the handler is done, so a service killed mid-message gets it again (at least once).
+each once the handler is done, so a service killed mid-message gets it again (at least once);
+a run of snapshots queued one behind the other (a kiosk's report) goes as one, for one
+transaction (ADR 0095).
 
 With leases (ADR 0044) only the holder hands a kiosk's messages to the story, each under the
 lease's fence. Status and snapshots of a kiosk held elsewhere only feed the live hub; events of
@@ -42,6 +44,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -104,16 +107,45 @@ def lane_of(item: Inbound) -> str:
     """The queue a message waits in: each kiosk has two, one for its scans and one for the rest.
 
     A purchaser waits on a scan, so it must not wait behind the snapshots, status and door
-    events her kiosk sent just before (each a transaction of its own). The events a scan causes
-    (the door opening) come after its unlock, which leaves only once the scan's decision has
-    committed, so they cannot overtake it; scans keep their order among themselves, so a code
-    scanned twice opens once and refuses once, in that order (ADR 0043).
+    events her kiosk sent just before (each a transaction, a run of snapshots one). The events a
+    scan causes (the door opening) come after its unlock, which leaves only once the scan's
+    decision has committed, so they cannot overtake it; scans keep their order among themselves,
+    so a code scanned twice opens once and refuses once, in that order (ADR 0043).
     """
     if isinstance(item.payload, contract.Event) and item.payload.type == "scan":
         return item.kiosk_id + SCAN_LANE
     if isinstance(item.payload, contract.TelemetryMinutes):
         return item.kiosk_id + MINUTES_LANE
     return item.kiosk_id
+
+
+class LaneQueue(asyncio.Queue[Inbound]):
+    """A lane's queue, whose worker can look at the message next in it. Its deque keeps the
+    name `asyncio.Queue` reads (`qsize`, `empty`), as the standard library's own queues do."""
+
+    def _init(self, maxsize: int) -> None:
+        self._queue: deque[Inbound] = deque()
+
+    def _put(self, item: Inbound) -> None:
+        self._queue.append(item)
+
+    def _get(self) -> Inbound:
+        return self._queue.popleft()
+
+    def take_snapshots_behind(self, batch: list[Inbound]) -> None:
+        """Take the snapshots queued right behind the batch's first into it, at most
+        `SNAPSHOTS_AT_ONCE`, each of a compartment not in it yet; anything else stays in the
+        queue, next. A compartment's second snapshot starts the next run: in one transaction it
+        would be judged against its first as it stands unflushed, which a refresh (the latch's
+        give-back) or a savepoint's rollback would discard."""
+        snapshot_type = contract.CompartmentSnapshot
+        numbers = {s.payload.n for s in batch if isinstance(s.payload, snapshot_type)}
+        while len(batch) < SNAPSHOTS_AT_ONCE and self._queue:
+            snapshot = self._queue[0].payload
+            if not isinstance(snapshot, snapshot_type) or snapshot.n in numbers:
+                return
+            numbers.add(snapshot.n)
+            batch.append(self.get_nowait())
 
 
 class Lanes:
@@ -138,7 +170,7 @@ class Lanes:
         self._telemetry = telemetry
         self._leases = leases
         self._wait_observer = wait_observer  # (lane, seconds a message waited for its worker)
-        self._queues: dict[str, asyncio.Queue[Inbound]] = {}
+        self._queues: dict[str, LaneQueue] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._kiosk_status: dict[str, contract.KioskStatus] = {}
         # The last snapshot of every compartment, by kiosk, and the compartments whose last one
@@ -521,7 +553,7 @@ class Lanes:
             return None, []
         return sequencer.expected, sequencer.flush()
 
-    def _kiosk_queues(self, kiosk_id: str) -> list[asyncio.Queue[Inbound]]:
+    def _kiosk_queues(self, kiosk_id: str) -> list[LaneQueue]:
         lanes = (kiosk_id, kiosk_id + SCAN_LANE)
         return [self._queues[lane] for lane in lanes if lane in self._queues]
 
@@ -532,22 +564,20 @@ class Lanes:
         lane = lane_of(item)
         queue = self._queues.get(lane)
         if queue is None:
-            queue = self._queues[lane] = asyncio.Queue()
+            queue = self._queues[lane] = LaneQueue()
             self._workers[lane] = asyncio.get_running_loop().create_task(
                 self._worker(queue, _lane_label(lane)),
                 name=f"kiosk-link-{lane}",
             )
         queue.put_nowait(item)
 
-    async def _worker(self, queue: asyncio.Queue[Inbound], lane: str) -> None:
+    async def _worker(self, queue: LaneQueue, lane: str) -> None:
         """Hands one lane's messages to the handler in arrival order, acking each when done.
 
         Snapshots queued one behind the other (a kiosk's report: one per compartment) are
         handed over together, to be handled in one transaction (ADR 0095)."""
-        carried: Inbound | None = None  # taken from the queue behind a batch, handled next
         while True:
-            item = carried if carried is not None else await queue.get()
-            carried = None
+            item = await queue.get()
             batch = [item]
             try:
                 if isinstance(item.payload, contract.TelemetryMinutes):
@@ -558,7 +588,7 @@ class Lanes:
                     continue
                 standing = await self._standing_settled(item.kiosk_id)
                 if isinstance(item.payload, contract.CompartmentSnapshot):
-                    carried = _snapshots_behind(queue, batch)
+                    queue.take_snapshots_behind(batch)
                 if self._wait_observer is not None:
                     for one in batch:
                         self._wait_observer(lane, time.perf_counter() - one.received_at)
@@ -717,17 +747,6 @@ class Lanes:
             await self._handler.on_event(item.kiosk_id, item.payload)
             handled = self._counters.handled_events
             handled[item.kiosk_id] = handled.get(item.kiosk_id, 0) + 1
-
-
-def _snapshots_behind(queue: asyncio.Queue[Inbound], batch: list[Inbound]) -> Inbound | None:
-    """Take the snapshots queued right behind the batch's first into it, at most
-    `SNAPSHOTS_AT_ONCE`; return the message that ended it (to be handled next), if any."""
-    while len(batch) < SNAPSHOTS_AT_ONCE and not queue.empty():
-        behind = queue.get_nowait()
-        if not isinstance(behind.payload, contract.CompartmentSnapshot):
-            return behind
-        batch.append(behind)
-    return None
 
 
 def _fuller(old: Inbound, new: Inbound) -> Inbound:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from sqlalchemy import func, select
 
-from locker_service.api.deps import ContextDep, KioskDep, SessionDep
+from locker_service.api.deps import AttendedKioskDep, ContextDep, KioskDep, SessionDep
 from locker_service.compartments.lifecycle import CompartmentState
 from locker_service.dropoff import service as dropoff_service
 from locker_service.errors import BadRequest
@@ -53,7 +53,7 @@ async def me(kiosk: KioskDep, session: SessionDep) -> KioskMe:
 
 
 @router.post("/dropoff", response_model=DropoffAnswer)
-async def dropoff(body: DropoffRequest, kiosk: KioskDep, ctx: ContextDep) -> DropoffAnswer:
+async def dropoff(body: DropoffRequest, kiosk: AttendedKioskDep, ctx: ContextDep) -> DropoffAnswer:
     """The courier names the order; a fitting compartment is reserved and opens."""
     result = await dropoff_service.dropoff(ctx, kiosk, body.courier_code, body.pin, body.order_ref)
     return DropoffAnswer(
@@ -66,7 +66,7 @@ async def dropoff(body: DropoffRequest, kiosk: KioskDep, ctx: ContextDep) -> Dro
 
 @router.post("/pickup", response_model=PickupAnswer)
 async def pickup(
-    body: PickupRequest, kiosk: KioskDep, ctx: ContextDep, request: Request
+    body: PickupRequest, kiosk: AttendedKioskDep, ctx: ContextDep, request: Request
 ) -> PickupAnswer:
     """The purchaser types her fallback code; her compartment, and only hers, opens."""
     code = codes.normalise_code(body.code)

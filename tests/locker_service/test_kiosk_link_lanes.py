@@ -388,6 +388,19 @@ async def test_a_kiosk_s_report_queued_together_is_handed_over_in_one_call(parts
     await parts.lanes.stop()
 
 
+async def test_a_compartment_s_second_snapshot_starts_the_next_run(parts: Parts) -> None:
+    """The latch released, then back with the door shut: each is judged against what the one
+    before it left, so they are not in one transaction."""
+    gate = parts.handler.gates["door_opened"] = asyncio.Event()
+    parts.deliver("k1", event("door_opened"))
+    for n in (1, 2, 1, 3, 2):
+        parts.deliver("k1", snapshot(n))
+    gate.set()
+    await parts.lanes.drain_kiosk("k1")
+    assert parts.handler.batches == [[1, 2], [1, 3, 2]]
+    await parts.lanes.stop()
+
+
 async def test_a_batch_of_snapshots_at_most_so_many_at_once(
     parts: Parts, monkeypatch: pytest.MonkeyPatch
 ) -> None:

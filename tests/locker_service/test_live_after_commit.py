@@ -1,0 +1,70 @@
+"""Live updates go out once their transaction has committed, and only what it committed: a
+savepoint rolled back drops what was published inside it, not what came before it (a kiosk's
+run of snapshots, one of which lost a race to a door event: ADR 0095); a savepoint released
+publishes nothing until the transaction commits. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from locker_service.context import ServiceContext
+from locker_service.events import publish_after_commit
+from locker_service.live import LiveHub, Subscription
+
+WAIT_S = 5.0  # the sentinel is published before it is waited for: it is there at once
+
+
+class Refused(Exception):
+    pass
+
+
+async def published(hub: LiveHub, live: Subscription) -> list[str]:
+    """What reached the hub so far (each publish is synchronous), up to a sentinel."""
+    hub.publish("sentinel", {})
+    seen: list[str] = []
+    while (message := await live.next(WAIT_S)) is not None and message.kind != "sentinel":
+        seen.append(str(message.data["what"]))
+    assert message is not None, "the sentinel never came"
+    return seen
+
+
+async def test_a_savepoint_rolled_back_drops_only_what_it_published(
+    service: ServiceContext,
+) -> None:
+    hub = LiveHub()
+    with hub.subscription() as live:
+        async with service.sessionmaker() as session, session.begin():
+            await session.execute(text("SELECT 1"))
+            publish_after_commit(session, hub, "order", {"what": "before"}, None)
+            with pytest.raises(Refused):
+                async with session.begin_nested():
+                    publish_after_commit(session, hub, "order", {"what": "inside"}, None)
+                    raise Refused
+            async with session.begin_nested():
+                publish_after_commit(session, hub, "order", {"what": "kept inside"}, None)
+            assert await published(hub, live) == []  # a savepoint released publishes nothing
+            publish_after_commit(session, hub, "order", {"what": "after"}, None)
+        assert await published(hub, live) == ["before", "kept inside", "after"]
+
+
+async def test_a_transaction_rolled_back_publishes_nothing_and_leaves_nothing_behind(
+    service: ServiceContext,
+) -> None:
+    hub = LiveHub()
+    with hub.subscription() as live:
+        async with service.sessionmaker() as session:
+            with pytest.raises(Refused):
+                async with session.begin():
+                    await session.execute(text("SELECT 1"))
+                    async with session.begin_nested():
+                        publish_after_commit(session, hub, "order", {"what": "released"}, None)
+                    publish_after_commit(session, hub, "order", {"what": "rolled back"}, None)
+                    raise Refused
+            async with session.begin():  # the same session's next transaction
+                await session.execute(text("SELECT 1"))
+                publish_after_commit(session, hub, "order", {"what": "next"}, None)
+            publish_after_commit(session, hub, "order", {"what": "never committed"}, None)
+            await session.execute(text("SELECT 1"))
+        # closed without a commit: what it held is dropped with it
+        assert await published(hub, live) == ["next"]
