@@ -80,6 +80,10 @@ class ServiceContext:
     # hundreds of reports a takeover hands the story (ADR 0094, 0096). None: the main pool
     # (SQLite's one writer).
     attended_sessionmaker: async_sessionmaker[AsyncSession] | None = None
+    # Connections of their own for the kiosk leases (ADR 0097): a renewal must not wait for a
+    # pooled connection behind the reports a takeover hands the story, or this replica's own
+    # leases run out meanwhile. None: the main pool (SQLite's one writer).
+    lease_sessionmaker: async_sessionmaker[AsyncSession] | None = None
     # The service's clock where time rules judge what kiosks report (a cycle cannot end before
     # its time); injected so those rules are tested without waiting for a cycle.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -93,6 +97,11 @@ class ServiceContext:
     def attended_sessions(self) -> async_sessionmaker[AsyncSession]:
         """Sessions for work a person at the kiosk waits on (`attended_sessionmaker`)."""
         return self.attended_sessionmaker or self.sessionmaker
+
+    @property
+    def lease_sessions(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions for the lease keeper (`lease_sessionmaker`)."""
+        return self.lease_sessionmaker or self.sessionmaker
 
     def __post_init__(self) -> None:
         self.merchant_keys = TtlCache(self.settings.credential_cache_s)

@@ -38,9 +38,12 @@ from locker_service.web import install as install_web
 
 log = logging.getLogger(__name__)
 
-# Work a person stands at the kiosk for, on connections of its own (ADR 0094, 0096), as many
-# again lent beyond these.
-ATTENDED_POOL_SIZE = 4
+# Connections kept, and lent beyond those, for the work a person stands at the kiosk for (ADR
+# 0094, 0096), and for the lease keeper: its takes (four at once), the renewal while a round
+# runs long, and the releases of a rebalance (ADR 0097). With the main pool's 10 and 20, a
+# replica holds at most 44 connections.
+ATTENDED_POOL = (4, 4)
+LEASE_POOL = (4, 2)
 
 
 @asynccontextmanager
@@ -54,13 +57,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.database_url, idle_in_transaction_s=settings.db_idle_in_transaction_s
     )
     sessionmaker = create_sessionmaker(engine)
-    attended_engine = None
+    attended_engine = lease_engine = None
     if engine.dialect.name == "postgresql":
-        attended_engine = create_engine(
-            settings.database_url,
-            idle_in_transaction_s=settings.db_idle_in_transaction_s,
-            pool_size=ATTENDED_POOL_SIZE,
-            max_overflow=ATTENDED_POOL_SIZE,
+        attended_engine, lease_engine = (
+            create_engine(
+                settings.database_url,
+                idle_in_transaction_s=settings.db_idle_in_transaction_s,
+                pool_size=size,
+                max_overflow=overflow,
+            )
+            for size, overflow in (ATTENDED_POOL, LEASE_POOL)
         )
     ctx = ServiceContext(
         settings=settings,
@@ -69,6 +75,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub=LiveHub(),
         order_writer=OrderWriter(engine, sessionmaker),
         attended_sessionmaker=create_sessionmaker(attended_engine) if attended_engine else None,
+        lease_sessionmaker=create_sessionmaker(lease_engine) if lease_engine else None,
     )
     app.state.ctx = ctx
     # The kiosk event handler, the telemetry ingest, and what the settings enable: the kiosk
@@ -82,8 +89,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await runtime.stop()
     finally:
         await ctx.order_writer.close()
-        if attended_engine is not None:
-            await attended_engine.dispose()
+        for side in (attended_engine, lease_engine):
+            if side is not None:
+                await side.dispose()
         await engine.dispose()
 
 

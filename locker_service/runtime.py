@@ -118,7 +118,7 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
             runtime.relay = relay
         if settings.kiosk_link_enabled:
             leases = LeaseKeeper(
-                ctx.sessionmaker,
+                ctx.lease_sessions,
                 settings.replica_id,
                 ttl_s=settings.lease_ttl_s,
                 renew_s=settings.lease_renew_s,

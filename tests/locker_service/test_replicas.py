@@ -35,6 +35,7 @@ from locker_service.runtime import COLLECTOR
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.world import World, seed
 from tests.support.mosquitto import MosquittoProcess
+from tests.support.pools import main_pool_taken
 from tests.support.rounds import within_rounds
 from tests.support.scripted_kiosk import ScriptedKiosk
 
@@ -312,6 +313,31 @@ async def test_two_replicas_run_the_story_once(
     assert a.handled(kiosk) == len(kiosk.events) and b.handled(kiosk) == 0
     assert b.link.counters.dropped_not_held == 0  # it never even received the kiosk's events
     assert kiosk.kiosk_id not in b.leases.held()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_replica_whose_main_pool_is_taken_keeps_its_kiosks(
+    start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
+) -> None:
+    """Every connection of the holder's main pool taken (its handlers in a storm of reports)
+    for longer than the lease's TTL: its keeper renews on connections of its own (ADR 0097), so
+    the other replica never takes the kiosk. PostgreSQL: SQLite has one pool."""
+    a, b = await start_replica("a"), await start_replica("b")
+    world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(a, [a, b]))
+    kiosk = kiosks(world.kiosk_code)
+    await held_by(a, kiosk)
+    await keepers_settled(a, b)
+    fence = a.leases.fence(kiosk.kiosk_id)
+    assert fence is not None
+    async with main_pool_taken(a.ctx):
+        # Rounds enough for b to take it, had a stopped renewing; and a's rounds go on.
+        rounds = (a.leases.rounds, b.leases.rounds)
+        await until(lambda: b.leases.rounds > rounds[1] + TAKEOVER_ROUNDS, 90, "b's rounds go on")
+        assert a.leases.rounds > rounds[0] + 2
+        assert kiosk.kiosk_id not in b.leases.held()
+        renewed = a.leases.fence(kiosk.kiosk_id)
+        assert renewed is not None and renewed.epoch == fence.epoch
+        assert renewed.valid_until > fence.valid_until
 
 
 async def test_kiosks_on_two_replicas_each_apply_a_burst_in_order(

@@ -5,16 +5,11 @@ has one writer, and pickups share its pool."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import sqlalchemy.exc
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from firmware_bridge import contract
 from locker_service.config import Settings
@@ -24,39 +19,12 @@ from locker_service.orders import codes
 from locker_service.runtime import Runtime
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.world import FakeKiosk, World, create_order, make_ready, token_of
+from tests.support.pools import main_pool_taken
 
 
 @pytest.fixture
 def settings(pg_database_url: str) -> Settings:
     return make_settings(pg_database_url)
-
-
-@contextlib.asynccontextmanager
-async def main_pool_taken(service: ServiceContext) -> AsyncIterator[None]:
-    """Every connection of the main pool held, as the story's handlers hold them in a takeover:
-    a taker waits in the pool's queue all along, so a connection the running service gives
-    back (its loops come and go) is taken again before anything asking after it gets one."""
-    engine, pool = service.engine, service.engine.pool
-    size = pool.size() + pool._max_overflow  # type: ignore[attr-defined]
-    held: list[AsyncConnection] = []
-    full = asyncio.Event()
-
-    async def take_every_one() -> None:
-        while True:
-            held.append(await engine.connect())
-            if pool.checkedout() >= size:  # type: ignore[attr-defined]
-                full.set()
-
-    taker = asyncio.get_running_loop().create_task(take_every_one())
-    try:
-        await full.wait()
-        yield
-    finally:
-        taker.cancel()
-        with contextlib.suppress(asyncio.CancelledError, sqlalchemy.exc.TimeoutError):
-            await taker  # a pool timeout of its own only when the test failed already
-        for conn in held:
-            await conn.close()
 
 
 async def test_a_scan_is_decided_while_the_main_pool_is_taken(
