@@ -50,7 +50,11 @@ def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
 
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
-    """A savepoint's rollback drops what was published since it began; any other, all."""
+    """A savepoint's rollback drops what was published since it began; the transaction's, all.
+    A flush's own subtransaction failing (a unique key met inside a savepoint) is neither: the
+    savepoint or the transaction around it is rolled back in turn, and that decides."""
+    if previous_transaction.parent is not None and not previous_transaction.nested:
+        return
     # Fired once the savepoint has ended (`after_transaction_end`), so its mark is still here.
     mark = session.info.get(_MARKS, {}).pop(previous_transaction, None)
     pending = session.info.get(_PENDING)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from locker_service.context import ServiceContext
 from locker_service.events import publish_after_commit
 from locker_service.live import LiveHub, Subscription
+from locker_service.models import Alert, utcnow
 
 WAIT_S = 5.0  # the sentinel is published before it is waited for: it is there at once
 
@@ -46,6 +48,43 @@ async def test_a_savepoint_rolled_back_drops_only_what_it_published(
             assert await published(hub, live) == []  # a savepoint released publishes nothing
             publish_after_commit(session, hub, "order", {"what": "after"}, None)
         assert await published(hub, live) == ["before", "kept inside", "after"]
+
+
+async def test_a_flush_that_fails_inside_a_savepoint_drops_only_that_savepoint_s(
+    service: ServiceContext,
+) -> None:
+    """As `raise_alert` does when another transaction raised the same alert first: the insert's
+    flush meets the open alert's unique key inside a savepoint, which is rolled back, and the
+    transaction goes on and commits what it published before and after."""
+    hub = LiveHub()
+    now = utcnow()
+
+    def alert() -> Alert:
+        return Alert(
+            kind="door_left_open",
+            severity="warning",
+            message="a door left open",
+            dedupe_key=f"door_left_open:{now.timestamp()}",
+            state="open",
+            raised_at=now,
+            last_raised_at=now,
+            count=1,
+        )
+
+    async with service.sessionmaker() as session, session.begin():
+        session.add(alert())
+        await session.flush()
+    with hub.subscription() as live:
+        async with service.sessionmaker() as session, session.begin():
+            publish_after_commit(session, hub, "order", {"what": "before"}, None)
+            async with session.begin_nested():
+                publish_after_commit(session, hub, "order", {"what": "outer savepoint"}, None)
+                with pytest.raises(IntegrityError):
+                    async with session.begin_nested():
+                        publish_after_commit(session, hub, "order", {"what": "inside"}, None)
+                        session.add(alert())
+            publish_after_commit(session, hub, "order", {"what": "after"}, None)
+        assert await published(hub, live) == ["before", "outer savepoint", "after"]
 
 
 async def test_a_transaction_rolled_back_publishes_nothing_and_leaves_nothing_behind(

@@ -37,6 +37,6 @@ async def main_pool_taken(service: ServiceContext) -> AsyncIterator[None]:
     finally:
         taker.cancel()
         with contextlib.suppress(asyncio.CancelledError, sqlalchemy.exc.TimeoutError):
-            await taker  # a pool timeout of its own only when the test failed already
+            await taker  # on a slow test the taker's own wait for the full pool times out
         for conn in held:
             await conn.close()
