@@ -75,10 +75,10 @@ class ServiceContext:
     commander: KioskCommander | None = None  # None: no kiosk link (tests put a fake here)
     timers: TimerWaker | None = None  # None: timers disabled in this process
     # Connections of their own for the work a person stands at the kiosk for: a pickup's
-    # decision, scanned or typed, and what an unlock the board refused undoes (her code given
-    # back, the opening withdrawn). She must not wait for a pooled connection behind the
-    # hundreds of reports a takeover hands the story (ADR 0094, 0096). None: the main pool
-    # (SQLite's one writer).
+    # decision, scanned or typed, a courier's drop-off, the kiosk's sign-in for those two, and
+    # what an unlock the board refused undoes (her code given back, the opening withdrawn).
+    # Nobody there may wait for a pooled connection behind the hundreds of reports a takeover
+    # hands the story (ADR 0094, 0096). None: the main pool (SQLite's one writer).
     attended_sessionmaker: async_sessionmaker[AsyncSession] | None = None
     # Connections of their own for the kiosk leases (ADR 0097): a renewal must not wait for a
     # pooled connection behind the reports a takeover hands the story, or this replica's own
