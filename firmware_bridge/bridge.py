@@ -751,10 +751,13 @@ class Bridge:
 
     def _ask_report(self, command: ReportStateCommand) -> None:
         """The kept events it asks for (`events_after`) go again from the outbox at once,
-        board or not (docs/adr/0092); the status and snapshots at the end of the board loop's
-        next round (`_answer_reports`)."""
+        board or not (docs/adr/0092), and so does the telemetry published after
+        `readings_after` (docs/adr/0098); the status and snapshots at the end of the board
+        loop's next round (`_answer_reports`)."""
         if command.args.events_after is not None:
             self.link.resend_after(command.args.events_after)
+        if command.args.readings_after is not None:
+            self.link.resend_telemetry_after(command.args.readings_after)
         self._reports.put(command)
 
     def _answer_reports(self) -> None:

@@ -23,6 +23,10 @@
   oldest first on `telemetry/minutes`, QoS 1, at most `BACKLOG_WINDOW` unacknowledged and
   `telemetry_backlog_per_s` a second, each deleted from disk only on the broker's PUBACK. A
   refused one is dropped with an error: it would be refused again.
+- Telemetry published (QoS 0) is kept in memory for `SENT_TELEMETRY_KEPT_S` (at most
+  `SENT_TELEMETRY_KEPT_MAX` batches) and sent again, marked `resent`, when a replica that has
+  just taken the kiosk asks for the readings after its record (`resend_telemetry_after`,
+  docs/adr/0098): a batch published while nobody held the kiosk reached nobody.
 """
 
 from __future__ import annotations
@@ -69,6 +73,10 @@ RESUBSCRIBE_MAX_S = 30.0
 # Kept telemetry buckets handed to paho but not yet acknowledged: paho's own in-flight window
 # (20), so the backlog never queues in paho's memory ahead of the events.
 BACKLOG_WINDOW = 20
+# Telemetry published lately, kept in memory to be sent again (docs/adr/0098): a takeover takes
+# seconds, and a new holder asks only after its record; the count bounds a scaled clock's.
+SENT_TELEMETRY_KEPT_S = 600.0
+SENT_TELEMETRY_KEPT_MAX = 360
 
 
 def kept_once_sent(payload: bytes) -> bytes:
@@ -141,6 +149,11 @@ class MqttLink:
         self._backlog_allowance = 0.0  # buckets that may go now (a token bucket: one second's)
         self._backlog_paced_at = time.monotonic()
         self.buckets_sent = 0  # acknowledged by the broker
+        # Telemetry published lately, oldest first (`resend_telemetry_after`); the lock keeps a
+        # batch sent again from being overtaken by a newer one published meanwhile.
+        self._sent_telemetry: deque[Telemetry] = deque(maxlen=SENT_TELEMETRY_KEPT_MAX)
+        self._telemetry_lock = threading.Lock()
+        self.telemetry_resent = 0
         self.connects = 0
         self._broker = settings.broker()
         # "auto" starts with MQTT 5 and falls back to 3.1.1 for good when the broker shows it
@@ -363,8 +376,28 @@ class MqttLink:
             )
 
     def publish_telemetry(self, telemetry: Telemetry) -> None:
-        if self.connected.is_set():  # QoS 0 readings are stale by the time a link is back
+        if not self.connected.is_set():  # QoS 0 readings are stale by the time a link is back
+            return
+        with self._telemetry_lock:
+            self._sent_telemetry.append(telemetry)
             self.client.publish(self.topics.telemetry, telemetry.to_json(), qos=0)
+
+    def resend_telemetry_after(self, after: datetime) -> int:
+        """Send again, oldest first and marked `resent`, the telemetry published stamped after
+        `after` and kept (the last `SENT_TELEMETRY_KEPT_S`): a replica that has just taken the
+        kiosk has stored readings up to there (docs/adr/0098). Returns how many went."""
+        horizon = utcnow().timestamp() - SENT_TELEMETRY_KEPT_S
+        with self._telemetry_lock:
+            while self._sent_telemetry and self._sent_telemetry[0].ts.timestamp() < horizon:
+                self._sent_telemetry.popleft()
+            again = [t for t in self._sent_telemetry if t.ts > after]
+            for telemetry in again:
+                payload = telemetry.model_copy(update={"resent": True}).to_json()
+                self.client.publish(self.topics.telemetry, payload, qos=0)
+        self.telemetry_resent += len(again)
+        if again:
+            log.info("%d telemetry batches after %s sent again, as asked", len(again), after)
+        return len(again)
 
     def keep_telemetry(self, telemetry: Telemetry) -> None:
         """Fold readings the bridge would have published into their bucket on disk (cut off)."""

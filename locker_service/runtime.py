@@ -238,6 +238,12 @@ class RuntimeCollector(Collector):
         buffered = GaugeMetricFamily(
             "locker_telemetry_readings_buffered", "Readings waiting to be written"
         )
+        resent = CounterMetricFamily(
+            "locker_telemetry_batches_resent",
+            "Telemetry batches kiosks sent again for a replica that had just taken them, by "
+            "outcome: stored (nobody had stored them), or repeated (stored already)",
+            labels=["outcome"],
+        )
         sent = CounterMetricFamily("locker_notifications_sent", "Purchaser messages delivered")
         failed = CounterMetricFamily(
             "locker_notification_failed_attempts", "Delivery attempts that failed"
@@ -246,7 +252,7 @@ class RuntimeCollector(Collector):
         totals = dict.fromkeys(
             ("connected", "malformed", "errors", "commands", "stored", "unknown", "overflow",
              "buffered", "sent", "failed", "reordered", "gaps", "not_held", "stale", "retries",
-             "replayed", "snapshot_transactions"),
+             "replayed", "snapshot_transactions", "resent_stored", "resent_repeated"),
             0,
         )  # fmt: skip
         for runtime in list(self._runtimes):
@@ -270,6 +276,8 @@ class RuntimeCollector(Collector):
             totals["unknown"] += ingest.counters.dropped_unknown_kiosk
             totals["overflow"] += ingest.counters.dropped_overflow
             totals["buffered"] += ingest.buffered_rows
+            totals["resent_stored"] += ingest.counters.resent_stored
+            totals["resent_repeated"] += ingest.counters.resent_repeated
             if runtime.outbox is not None:
                 totals["sent"] += runtime.outbox.sent
                 totals["failed"] += runtime.outbox.failed_attempts
@@ -290,11 +298,13 @@ class RuntimeCollector(Collector):
         dropped.add_metric(["unknown_kiosk"], totals["unknown"])
         dropped.add_metric(["overflow"], totals["overflow"])
         buffered.add_metric([], totals["buffered"])
+        resent.add_metric(["stored"], totals["resent_stored"])
+        resent.add_metric(["repeated"], totals["resent_repeated"])
         sent.add_metric([], totals["sent"])
         failed.add_metric([], totals["failed"])
         yield from (connected, received, malformed, handler_errors, commands, stored, dropped)
         yield from (buffered, sent, failed, reordered, gaps, not_held, stale, handler_retries)
-        yield from (replayed, snapshot_transactions)
+        yield from (replayed, snapshot_transactions, resent)
 
 
 COLLECTOR = RuntimeCollector()

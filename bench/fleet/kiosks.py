@@ -10,7 +10,9 @@ does what a bridge does, with payloads built by the contract's own models:
   the door and item events and scans a bridge sends (QoS 1, numbered by `seq`, ADR 0066);
 - commands on its `cmd` topic answered like a bridge: `accepted`, then `succeeded`, on the
   command's `reply_to`; a `report_state` that asks for them sends its last events again first,
-  as the bridge's outbox does (ADR 0092): a scan without its code.
+  as the bridge's outbox does (ADR 0092): a scan without its code; one that asks for the
+  readings after a time sends its telemetry batches stamped after it again, marked `resent`,
+  as the bridge does with those it keeps (ADR 0098).
 
 The MQTT client is a few dozen lines of asyncio streams (CONNECT, SUBSCRIBE, PUBLISH at QoS 0
 and 1, PUBACK, no keep-alive pings), so one process holds ten thousand connections where paho
@@ -49,7 +51,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -65,6 +67,9 @@ TELEMETRY_EVERY_S = 10.0
 PICKUPS_PER_HOUR = 12.0
 DROPOFFS_PER_HOUR = 12.0
 KEPT_EVENTS = 200  # a bridge keeps 1,000 numbers; a virtual kiosk's last hours are enough
+# A bridge keeps 10 minutes of telemetry sent; 2 minutes cover a takeover here, at a tenth of
+# the memory across 10,000 kiosks.
+KEPT_TELEMETRY = 12
 
 # -- a minimal MQTT 3.1.1 client ----------------------------------------------------------------
 
@@ -195,6 +200,11 @@ class VirtualKiosk:
     commands: int = 0
     reports: int = 0  # `report_state` commands answered
     resent: int = 0  # events sent again at a new holder's asking
+    readings_resent: int = 0  # telemetry batches sent again likewise (ADR 0098)
+    # Its last telemetry batches: stamp, and the batch as sent again (`resent`).
+    sent_readings: deque[tuple[datetime, bytes]] = field(
+        default_factory=lambda: deque(maxlen=KEPT_TELEMETRY)
+    )
     # Its last events, as a bridge's outbox keeps them to send again (docs/adr/0092).
     kept: deque[tuple[int, bytes]] = field(default_factory=lambda: deque(maxlen=KEPT_EVENTS))
 
@@ -236,7 +246,11 @@ class VirtualKiosk:
                     n=i + 1, temp_c=round(self.temps[i], 1), setpoint_c=65.0, heater=True
                 )
             )
-        self.client.publish(self.topics.telemetry, contract.Telemetry(readings=readings).to_json())
+        self.publish_telemetry(contract.Telemetry(readings=readings))
+
+    def publish_telemetry(self, batch: contract.Telemetry) -> None:
+        self.sent_readings.append((batch.ts, batch.model_copy(update={"resent": True}).to_json()))
+        self.client.publish(self.topics.telemetry, batch.to_json())
 
     def event(self, type_: str, n: int | None, **data: object) -> None:
         self.seq += 1
@@ -278,6 +292,11 @@ class VirtualKiosk:
                 if seq > after:
                     self.client.publish(self.topics.events, payload, qos=1)
                     self.resent += 1
+            since = command.args.readings_after
+            for ts, payload in self.sent_readings if since is not None else ():
+                if ts > since:
+                    self.client.publish(self.topics.telemetry, payload)
+                    self.readings_resent += 1
             self._report()  # before its answer, as the bridge
             self.reports += 1
         for status in ("accepted", "succeeded"):

@@ -304,6 +304,7 @@ class Takeover:
     moved_s: float | None = None  # from the kill until none is held by it
     reports: int = 0  # `report_state` commands the fleet answered since the kill
     resent: int = 0  # events they sent again (ADR 0092)
+    readings_resent: int = 0  # telemetry batches they sent again (ADR 0098)
     # Snapshots from before the take handed on: no fresh report (ADR 0093); None: not read.
     replayed: int | None = None
     # In the surviving replica: snapshots received and the transactions they were handled in
@@ -338,7 +339,8 @@ class Takeover:
         return (
             f"takeover: {self.replica} SIGKILLed holding {self.kiosks} kiosks; all held again "
             f"after {moved}, {self.reports} report_state answered ({self.reports * REPORT_MESSAGES}"
-            f" messages and {self.resent} events sent again, "
+            f" messages, {self.resent} events and {self.readings_resent} telemetry batches "
+            "sent again, "
             f"{'?' if self.replayed is None else self.replayed} snapshots handed on from before "
             f"the take) after {asked}; {self._snapshots_line()}"
             f"over the {self.seconds:.0f} s from the kill: "
@@ -534,6 +536,7 @@ async def _take_over(
         scans_before = {name: await _counter(metrics_urls, name) for name in SCAN_SERIES}
         asked_before = sum(k.reports for k in fleet)
         resent_before = sum(k.resent for k in fleet)
+        readings_resent_before = sum(k.readings_resent for k in fleet)
         lags_before = len(lag_s)
         ticks = {name: _ticks(pids()) for name, pids in processes.items()}
         t0 = time.perf_counter()
@@ -559,6 +562,9 @@ async def _take_over(
                 takeover.moved_s = now
             takeover.reports = sum(k.reports for k in fleet) - asked_before
             takeover.resent = sum(k.resent for k in fleet) - resent_before
+            takeover.readings_resent = (
+                sum(k.readings_resent for k in fleet) - readings_resent_before
+            )
             if takeover.reported_s is None and takeover.reports >= takeover.kiosks:
                 takeover.reported_s = now
             done = (takeover.moved_s, takeover.reported_s)
@@ -690,7 +696,7 @@ def _timed_telemetry(
         ]
         batch = contract.Telemetry(readings=readings)
         published[(kiosk.kiosk_id, batch.ts)] = time.perf_counter()
-        kiosk.client.publish(kiosk.topics.telemetry, batch.to_json())
+        kiosk.publish_telemetry(batch)
 
     return send
 

@@ -77,6 +77,10 @@ class Reading(WireModel):
 class Telemetry(WireModel):
     ts: AwareDatetime = Field(default_factory=utcnow)
     readings: list[Reading]
+    # Published before and sent again because a replica that has just taken the kiosk asked for
+    # the readings after its record (`ReportStateArgs.readings_after`, docs/adr/0098): the same
+    # `ts` and readings; (kiosk, `ts`) identifies a batch, so a consumer stores each once.
+    resent: bool = False
 
 
 EventType = Literal[
@@ -200,6 +204,10 @@ class ReportStateArgs(WireModel):
     # the new holder has recorded up to here, and events only the old one heard, or sent while
     # nobody listened, are missing from its record (docs/adr/0092). None: no events.
     events_after: int | None = Field(default=None, ge=0)
+    # Send again the telemetry batches this kiosk's bridge published stamped after this (it keeps
+    # the last 10 minutes' in memory), marked `resent`: those published while nobody listened
+    # (QoS 0) are missing from the new holder's record (docs/adr/0098). None: no readings.
+    readings_after: AwareDatetime | None = None
 
 
 class ReportStateCommand(_CommandTail, _CommandHead):
@@ -208,7 +216,8 @@ class ReportStateCommand(_CommandTail, _CommandHead):
     a clustered broker may hand a new subscriber a retained copy older than the last one the
     kiosk published (the nodes copy retained messages to each other asynchronously), and the
     kiosk publishes a compartment's snapshot only when it changes (docs/adr/0091). With
-    `events_after`, the kept events after that number are also sent again (docs/adr/0092)."""
+    `events_after`, the kept events after that number are also sent again (docs/adr/0092);
+    with `readings_after`, the telemetry published since (docs/adr/0098)."""
 
     action: Literal["report_state"] = "report_state"
     args: ReportStateArgs = Field(default_factory=ReportStateArgs)

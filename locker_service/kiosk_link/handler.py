@@ -45,6 +45,11 @@ class TelemetrySink(Protocol):
         """Store a bucket the kiosk's bridge kept while cut off; return once it is stored (or
         was before: it may come again), since the link acknowledges it then."""
 
+    async def flush(self) -> int:
+        """Store every batch submitted so far: a replica giving a kiosk up does so before the
+        next holder reads how far its readings go (ADR 0098)."""
+        ...
+
 
 class SiteResolver(Protocol):
     """Which site a kiosk belongs to, so live updates reach only that site's operators."""

@@ -219,11 +219,12 @@ class Lanes:
             self._leases.noticed(kiosk_id)  # a kiosk created since the last round: look now
         standing = self.standing(kiosk_id)
         if isinstance(model, contract.Telemetry):
-            # Only the holder writes; telemetry is QoS 0 and a reading missed at a handover
-            # is one point of a series.
+            # Only the holder writes. What reaches nobody at a handover (QoS 0) the new holder
+            # asks for again (ADR 0098): sent again, a batch is old news for the screens.
             if self._telemetry is not None and standing in ("held", "releasing"):
                 self._telemetry.submit(kiosk_id, model)
-            self._live.publish(kiosk_id, "telemetry", model)
+            if not model.resent:
+                self._live.publish(kiosk_id, "telemetry", model)
             return
         if isinstance(model, contract.TelemetryMinutes):
             self._enqueue(Inbound(kiosk_id, kind, model, delivery))
@@ -346,12 +347,19 @@ class Lanes:
 
     async def drain_kiosk(self, kiosk_id: str) -> None:
         """Return when every message of the kiosk taken so far has been handled (those held
-        for a gap included: they go on in order)."""
+        for a gap included: they go on in order), and its telemetry stored: the next holder
+        asks the kiosk for the readings after those stored (ADR 0098), and one still in this
+        replica's buffer then would be stored twice."""
         self._forget_order(kiosk_id)
         for lane in (kiosk_id, kiosk_id + SCAN_LANE):
             queue = self._queues.get(lane)
             if queue is not None:
                 await queue.join()
+        if self._telemetry is not None:
+            try:
+                await self._telemetry.flush()
+            except Exception:  # the database away: the lease is freed all the same
+                log.warning("could not store kiosk %s's telemetry before its release", kiosk_id)
 
     async def stop(self) -> None:
         """Stop the workers; what waits in their queues stays unacknowledged for the broker."""

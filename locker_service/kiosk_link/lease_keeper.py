@@ -33,9 +33,10 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from locker_service.background import wait_or_wake
@@ -43,6 +44,7 @@ from locker_service.db import session_scope
 from locker_service.kiosk_link.fencing import Fence
 from locker_service.kiosk_link.leases import assign, owner_of
 from locker_service.kiosk_link.sequencer import RECORDED_WINDOW, RecordedUpTo, recorded_up_to
+from locker_service.models import Kiosk, TemperatureReading
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,10 @@ FORGET_REPLICA_AFTER_S = 24 * 3600.0
 # pool's connections beside the kiosks' handlers): a replica that takes over a dead one's
 # hundreds of kiosks took about 18 a second one by one on two busy cores (ADR 0092).
 TAKES_AT_ONCE = 4
+
+# How far back a new holder looks for the kiosk's newest stored reading: what a bridge keeps of
+# the telemetry it published (`firmware_bridge.mqtt.SENT_TELEMETRY_KEPT_S`, ADR 0098).
+READINGS_ASKED_S = 600.0
 
 # How a replica stands towards one kiosk:
 # - "unsettled": the first round has not ended, and has not taken this kiosk; messages wait (the
@@ -81,10 +87,13 @@ class KioskSubscriptions(Protocol):
         """Return when every message of the kiosk received so far has been handled."""
         ...
 
-    def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo) -> None:
-        """Held now, with the kiosk's record `recorded` so far (older events are stale);
-        queue the last retained status seen for the kiosk for handling, and ask the kiosk for
-        its state (the snapshots it does not report afresh are handed on after, ADR 0093)."""
+    def reconcile_kiosk(
+        self, kiosk_id: str, recorded: RecordedUpTo, readings_after: datetime | None = None
+    ) -> None:
+        """Held now, with the kiosk's record `recorded` so far (older events are stale) and its
+        readings stored up to `readings_after`; queue the last retained status seen for the
+        kiosk for handling, and ask the kiosk for its state (the snapshots it does not report
+        afresh are handed on after, ADR 0093) and the telemetry after that (ADR 0098)."""
         ...
 
     async def follow_every_kiosk(self, every: bool) -> bool:
@@ -245,6 +254,20 @@ async def recorded(session: AsyncSession, kiosk_id: str) -> RecordedUpTo:
         {"kiosk": kiosk_id, "window": RECORDED_WINDOW},
     )
     return recorded_up_to([(row.seq, row.type == "scan") for row in rows])
+
+
+async def readings_to(session: AsyncSession, kiosk_id: str) -> datetime:
+    """The stamp after which a new holder asks the kiosk for its telemetry again (ADR 0098):
+    its newest reading stored, or, with none within what a bridge keeps (`READINGS_ASKED_S`),
+    the start of that. Read in the take's transaction, before any reading the new holder
+    receives is stored: those it hears live are sent again too, and stored once."""
+    since = datetime.now(UTC) - timedelta(seconds=READINGS_ASKED_S)
+    newest = await session.scalar(
+        select(func.max(TemperatureReading.ts))
+        .join(Kiosk, Kiosk.id == TemperatureReading.kiosk_id)
+        .where(Kiosk.code == kiosk_id, TemperatureReading.ts > since)
+    )
+    return newest if newest is not None else since
 
 
 async def release(session: AsyncSession, kiosk_id: str, replica_id: str, epoch: int) -> bool:
@@ -607,10 +630,11 @@ class LeaseKeeper:
             if epoch is None:
                 return  # marked the standby: committed on the way out
             record = await recorded(session, kiosk)
+            readings = await readings_to(session, kiosk)
         self._held[kiosk] = Fence(kiosk, self.replica_id, epoch, taken_at + self.ttl_s)
         self._awaited.discard(kiosk)
         log.info("took the lease of kiosk %s (epoch %s, %s)", kiosk, epoch, record)
-        link.reconcile_kiosk(kiosk, record)
+        link.reconcile_kiosk(kiosk, record, readings)
         self._notify()
 
     def _start_release(self, kiosk: str) -> None:

@@ -33,7 +33,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -217,7 +217,12 @@ class KioskLink:
             raise InvalidCommand(f"{action} for compartment {compartment}: {exc}") from exc
         return await self._send(kiosk_id, command, timeout_s)
 
-    async def ask_state(self, kiosk_id: str, events_after: int | None = None) -> None:
+    async def ask_state(
+        self,
+        kiosk_id: str,
+        events_after: int | None = None,
+        readings_after: datetime | None = None,
+    ) -> None:
         """Ask the kiosk to publish its status and every compartment's snapshot again (ADR
         0091), once this replica has taken its lease: a clustered broker may have handed this
         replica a retained copy older than the kiosk's last, which the kiosk will not publish
@@ -225,13 +230,14 @@ class KioskLink:
         may be the old copy); an answer other than `succeeded` is only logged, and no answer at
         all (a kiosk not connected, which publishes everything when it connects) not even
         that. With `events_after`, the kiosk also sends again the events it keeps numbered
-        after it (ADR 0092): those only the last holder heard, or sent while nobody listened.
+        after it (ADR 0092): those only the last holder heard, or sent while nobody listened;
+        with `readings_after`, the telemetry it published since (ADR 0098), for the same reason.
 
         Whatever the answer, the story is then handed the snapshots seen before the take of the
         compartments the kiosk did not report afresh (`replay_unheard_snapshots`): all of them
         if it did not answer; none, the usual case, if every report came through."""
         try:
-            if await self._ask_state(kiosk_id, events_after):
+            if await self._ask_state(kiosk_id, events_after, readings_after):
                 self.counters.state_reported += 1
                 # The answer comes on the reply connection, maybe ahead of the snapshots sent
                 # before it on the other: they are waited for, a while.
@@ -243,13 +249,15 @@ class KioskLink:
         self._lanes.replay_unheard_snapshots(kiosk_id)
         self.counters.state_asks += 1
 
-    async def _ask_state(self, kiosk_id: str, events_after: int | None) -> bool:
+    async def _ask_state(
+        self, kiosk_id: str, events_after: int | None, readings_after: datetime | None
+    ) -> bool:
         """True if the kiosk answers that it has published its state again."""
         command = contract.ReportStateCommand(
             request_id=uuid.uuid4().hex,
             expires_at=contract.utcnow() + timedelta(seconds=REPORT_STATE_TIMEOUT_S),
             reply_to=self.reply_topic(kiosk_id),
-            args=contract.ReportStateArgs(events_after=events_after),
+            args=contract.ReportStateArgs(events_after=events_after, readings_after=readings_after),
         )
         try:
             reply = await self._send(kiosk_id, command, REPORT_STATE_TIMEOUT_S)
@@ -345,10 +353,16 @@ class KioskLink:
     async def drain_kiosk(self, kiosk_id: str) -> None:
         await self._lanes.drain_kiosk(kiosk_id)
 
-    def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo | None = None) -> None:
-        """Held just now, with the kiosk's record `recorded` so far (ADR 0080): hand the story
-        the kiosk's last retained status, and ask the kiosk for its state as it is now, and for
-        the events after its record (`ask_state`). The retained snapshots are handed on after
+    def reconcile_kiosk(
+        self,
+        kiosk_id: str,
+        recorded: RecordedUpTo | None = None,
+        readings_after: datetime | None = None,
+    ) -> None:
+        """Held just now, with the kiosk's record `recorded` so far (ADR 0080) and its readings
+        stored up to `readings_after`: hand the story the kiosk's last retained status, and ask
+        the kiosk for its state as it is now, and for the events and telemetry after its record
+        (`ask_state`, ADR 0092 and 0098). The retained snapshots are handed on after
         the answer, for the compartments it did not report afresh: handling both made each
         taken kiosk's snapshots twice the work of a takeover (ADR 0093). A kiosk last heard
         offline (or not at all) is not waited for: what the broker kept is all there is."""
@@ -357,7 +371,8 @@ class KioskLink:
         if status is None or status.state == "offline":
             self._lanes.replay_unheard_snapshots(kiosk_id)
         task = asyncio.get_running_loop().create_task(
-            self.ask_state(kiosk_id, events_after), name=f"kiosk-report-state-{kiosk_id}"
+            self.ask_state(kiosk_id, events_after, readings_after),
+            name=f"kiosk-report-state-{kiosk_id}",
         )
         self._state_asks.add(task)
         task.add_done_callback(self._state_asks.discard)

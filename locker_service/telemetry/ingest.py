@@ -10,6 +10,11 @@ pass feeds the hot-holding monitor and hands its findings to the alerts.
 Telemetry is QoS 0 by contract: losing some under overload is acceptable, blocking the MQTT link
 is not. So the buffer is bounded and, if the database is away for long, the oldest readings go.
 
+Batches a bridge sends again (`Telemetry.resent`), for a replica that has just taken its kiosk
+and asked for the readings after those stored (ADR 0098), are buffered apart and stored once:
+after the buffer's batches (a copy heard live before is then stored), without those whose
+(kiosk, stamp) is stored already (`stored_stamps`).
+
 Buckets a bridge kept while cut off (`contract.TelemetryMinutes`, QoS 1) take another way:
 `store_minutes` stores one at once, once however often it is delivered (`insert_kept_bucket`),
 and returns only then, so the link acknowledges it only once it is stored. The watch judges a
@@ -22,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -41,6 +46,7 @@ from locker_service.telemetry.repository import (
     compartments_with_food,
     insert_kept_bucket,
     insert_readings,
+    stored_stamps,
 )
 
 log = logging.getLogger(__name__)
@@ -75,6 +81,46 @@ class IngestCounters:
     kept_buckets_stored: int = 0  # buckets bridges kept while cut off
     kept_buckets_repeated: int = 0  # delivered again, found stored already
     kept_buckets_refused: int = 0  # stamped outside what a bridge can have kept (its clock)
+    resent_stored: int = 0  # batches sent again for a new holder, stored (ADR 0098)
+    resent_repeated: int = 0  # sent again, found stored already (heard live, or twice asked)
+
+
+class _Batches:
+    """Telemetry batches waiting to be written, oldest first, bounded by their readings: past
+    `max_rows` the oldest go."""
+
+    def __init__(self, max_rows: int) -> None:
+        self._batches: deque[tuple[str, contract.Telemetry]] = deque()
+        self._max_rows = max_rows
+        self.rows = 0
+
+    def add(self, kiosk_id: str, telemetry: contract.Telemetry) -> int:
+        """Queue a batch; returns the readings of the oldest ones dropped to make room."""
+        self._batches.append((kiosk_id, telemetry))
+        self.rows += len(telemetry.readings)
+        dropped = 0
+        while self.rows > self._max_rows and self._batches:
+            _, oldest = self._batches.popleft()
+            self.rows -= len(oldest.readings)
+            dropped += len(oldest.readings)
+        return dropped
+
+    async def write_all(
+        self, write: Callable[[list[tuple[str, contract.Telemetry]]], Awaitable[int]]
+    ) -> int:
+        """Hand every batch queued to `write`; if it fails they are put back in front of
+        anything newer, so nothing is reordered."""
+        if not self._batches:
+            return 0
+        batch, rows = list(self._batches), self.rows
+        self._batches.clear()
+        self.rows = 0
+        try:
+            return await write(batch)
+        except BaseException:
+            self._batches.extendleft(reversed(batch))
+            self.rows += rows
+            raise
 
 
 class TelemetryIngest:
@@ -99,11 +145,10 @@ class TelemetryIngest:
         self._alerts = alerts
         self._flush_interval_s = flush_interval_s
         self._batch_rows = batch_rows
-        self._max_buffered_rows = max_buffered_rows
         # Called with (stored - measured) seconds per telemetry message: publish-to-queryable.
         self._lag_observer = lag_observer
-        self._buffer: deque[tuple[str, contract.Telemetry]] = deque()
-        self._buffered_rows = 0
+        self._buffer = _Batches(max_buffered_rows)
+        self._resent = _Batches(max_buffered_rows)  # sent again: stored once each
         self._flush_lock = asyncio.Lock()
         self._unknown_logged: set[str] = set()
         self._partitions = DayPartitions()
@@ -113,26 +158,24 @@ class TelemetryIngest:
             self._round,
             period_s=flush_interval_s,
             log=log,
-            failure=lambda: f"telemetry write failed; keeping {self._buffered_rows} readings",
+            failure=lambda: f"telemetry write failed; keeping {self._buffer.rows} readings",
             error_pause_s=RETRY_DELAY_S,
             on_error=self._count_failed_write,
         )
 
     @property
     def buffered_rows(self) -> int:
-        return self._buffered_rows
+        return self._buffer.rows
 
     def submit(self, kiosk_id: str, telemetry: contract.Telemetry) -> None:
         """`TelemetrySink` for the kiosk link: never blocks, never touches the database."""
         if not telemetry.readings:
             return
-        self._buffer.append((kiosk_id, telemetry))
-        self._buffered_rows += len(telemetry.readings)
-        while self._buffered_rows > self._max_buffered_rows and self._buffer:
-            _, dropped = self._buffer.popleft()
-            self._buffered_rows -= len(dropped.readings)
-            self.counters.dropped_overflow += len(dropped.readings)
-        if self._buffered_rows >= self._batch_rows:
+        if telemetry.resent:
+            self.counters.dropped_overflow += self._resent.add(kiosk_id, telemetry)
+            return
+        self.counters.dropped_overflow += self._buffer.add(kiosk_id, telemetry)
+        if self._buffer.rows >= self._batch_rows:
             self._loop.wake()
 
     async def store_minutes(self, kiosk_id: str, minutes: contract.TelemetryMinutes) -> None:
@@ -234,7 +277,7 @@ class TelemetryIngest:
         try:
             await self.flush()
         except Exception:
-            log.exception("could not write the last %d readings", self._buffered_rows)
+            log.exception("could not write the last %d readings", self._buffer.rows)
 
     async def _round(self) -> bool:
         await self.flush()
@@ -244,23 +287,42 @@ class TelemetryIngest:
         self.counters.failed_writes += 1
 
     async def flush(self) -> int:
-        """Write everything buffered now; returns the number of readings stored."""
+        """Write everything buffered now; returns the number of readings stored. The batches
+        sent again go after the others: a copy heard live is then stored, and they are not."""
         async with self._flush_lock:
-            if not self._buffer:
-                return 0
-            batch = list(self._buffer)
-            self._buffer.clear()
-            batch_rows = self._buffered_rows
-            self._buffered_rows = 0
-            try:
-                return await self._write(batch)
-            except BaseException:
-                # Put the batch back in front of anything newer so nothing is reordered.
-                self._buffer.extendleft(reversed(batch))
-                self._buffered_rows += batch_rows
-                raise
+            stored = await self._buffer.write_all(self._write)
+            return stored + await self._resent.write_all(self._write_resent)
 
-    async def _write(self, batch: list[tuple[str, contract.Telemetry]]) -> int:
+    async def _write_resent(self, batch: list[tuple[str, contract.Telemetry]]) -> int:
+        """Batches sent again for a new holder (ADR 0098), but for those stored already: one
+        heard live too, or sent for two asks. Watched like any: the watch passes over a reading
+        older than one it has judged."""
+        kiosks = await self._directory.lookup_many({kiosk for kiosk, _ in batch})
+        fresh: dict[tuple[str, datetime], contract.Telemetry] = {}
+        for kiosk_code, telemetry in batch:
+            fresh.setdefault((kiosk_code, telemetry.ts), telemetry)
+        ids = {code: ref.id for code, ref in kiosks.items()}
+        for (kiosk_code, _), telemetry in fresh.items():
+            if kiosk_code not in ids:
+                self.counters.dropped_unknown_kiosk += len(telemetry.readings)
+        stored = await stored_stamps(
+            self._engine, [(ids[code], ts) for code, ts in fresh if code in ids]
+        )
+        new = [
+            (kiosk_code, telemetry)
+            for (kiosk_code, ts), telemetry in fresh.items()
+            if kiosk_code in ids and (ids[kiosk_code], ts) not in stored
+        ]
+        self.counters.resent_repeated += sum(1 for code, _ in batch if code in ids) - len(new)
+        if not new:
+            return 0
+        rows = await self._write(new, observe_lag=False)
+        self.counters.resent_stored += len(new)
+        return rows
+
+    async def _write(
+        self, batch: list[tuple[str, contract.Telemetry]], *, observe_lag: bool = True
+    ) -> int:
         kiosks = await self._directory.lookup_many({kiosk for kiosk, _ in batch})
         rows: list[ReadingRow] = []
         for kiosk_code, telemetry in batch:
@@ -279,7 +341,7 @@ class TelemetryIngest:
         self.counters.stored += len(rows)
         self.counters.batches += 1
         self.counters.last_batch_rows = len(rows)
-        if self._lag_observer is not None:
+        if self._lag_observer is not None and observe_lag:
             stored_at = contract.utcnow()
             for _, telemetry in batch:
                 self._lag_observer((stored_at - telemetry.ts).total_seconds())

@@ -166,6 +166,32 @@ async def insert_kept_bucket(
         return True
 
 
+async def stored_stamps(
+    engine: AsyncEngine, stamps: Sequence[tuple[int, datetime]]
+) -> set[tuple[int, datetime]]:
+    """Which of these (kiosk database id, batch stamp) have readings stored: a batch's readings
+    share its stamp and are stored together, so one row says the batch is (ADR 0098)."""
+    if not stamps:
+        return set()
+    times = [ts for _, ts in stamps]
+    query = (
+        select(TemperatureReading.kiosk_id, TemperatureReading.ts)
+        .distinct()
+        .where(
+            TemperatureReading.kiosk_id.in_({kiosk for kiosk, _ in stamps}),
+            TemperatureReading.ts.in_(set(times)),
+            # The same bounds in a form the planner prunes the day partitions by.
+            TemperatureReading.ts >= min(times),
+            TemperatureReading.ts <= max(times),
+        )
+    )
+    async with engine.connect() as connection:
+        found = await connection.execute(query)
+        return {(kiosk, ts.astimezone(UTC)) for kiosk, ts in found} & {
+            (kiosk, ts.astimezone(UTC)) for kiosk, ts in stamps
+        }
+
+
 async def _driver(connection: AsyncConnection) -> Any:
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection

@@ -231,6 +231,17 @@ def test_the_offline_supply_and_an_offline_pickup_match_too(asyncapi: dict[str, 
             "cmd",
             {
                 "request_id": "r",
+                "action": "report_state",
+                "args": {"readings_after": "ten minutes ago"},
+                "expires_at": "2026-01-01T00:00:00Z",
+                "reply_to": "r/1",
+            },
+        ),
+        ("telemetry", {"ts": "2026-01-01T00:00:00Z", "readings": [], "resent": "yes"}),
+        (
+            "cmd",
+            {
+                "request_id": "r",
                 "action": "set_heater",
                 "compartment": 1,
                 "args": {"setpoint_c": 90},
@@ -277,13 +288,20 @@ def test_a_command_built_by_the_shared_model_validates(asyncapi: dict[str, Any])
         reply_to="lockers/replies/service-1",
     )
     validate(asyncapi, "cmd", json.loads(cmd.to_json()))
-    for events_after in (None, 41):
+    since = contract.utcnow() - timedelta(minutes=1)
+    for events_after, readings_after in ((None, None), (41, since)):
         ask = contract.ReportStateCommand(
             request_id="r2",
             expires_at=contract.utcnow() + timedelta(seconds=10),
             reply_to="lockers/replies/service-1",
-            args=contract.ReportStateArgs(events_after=events_after),
+            args=contract.ReportStateArgs(events_after=events_after, readings_after=readings_after),
         )
         sent = json.loads(ask.to_json())
-        assert "compartment" not in sent and sent["args"] == {"events_after": events_after}
+        assert "compartment" not in sent and sent["args"]["events_after"] == events_after
+        args = contract.ReportStateArgs.model_validate(sent["args"])
+        assert args.readings_after == readings_after
         validate(asyncapi, "cmd", sent)
+    again = contract.Telemetry(
+        ts=since, readings=[contract.Reading(n=1, temp_c=63.5, setpoint_c=65.0, heater=True)]
+    ).model_copy(update={"resent": True})
+    validate(asyncapi, "telemetry", json.loads(again.to_json()))

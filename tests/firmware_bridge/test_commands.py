@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -365,14 +365,39 @@ def test_report_state_sends_again_the_kept_events_after_the_number_asked(kiosk: 
     obs.wait(lambda: kiosk.bridge.store.event_count() == 0, "acknowledged again")
 
 
-def _ask_state(obs: Observer, events_after: int | None = None) -> tuple[str, list[Seen]]:
+def test_report_state_sends_again_the_telemetry_published_after_the_time_asked(
+    kiosk: Kiosk,
+) -> None:
+    """A replica that has just taken the kiosk has stored its readings up to a stamp; the
+    batches published after it (QoS 0: while nobody held the kiosk, they reached nobody) come
+    again, marked `resent`, the same stamps and readings, in order (ADR 0098)."""
+    obs = kiosk.observer
+    wait_ready(obs, kiosk.bridge)
+    live = obs.wait(
+        lambda: len(obs.on(obs.topics.telemetry)) >= 3 and obs.on(obs.topics.telemetry),
+        "three batches",
+    )
+    after = contract.Telemetry.model_validate(live[0]).ts
+    status, _ = _ask_state(obs, readings_after=after)
+    assert status == "succeeded"
+    batches = [contract.Telemetry.model_validate(p) for p in obs.on(obs.topics.telemetry)]
+    again = [b for b in batches if b.resent]
+    assert len(again) >= 2 and all(b.ts > after for b in again)
+    heard = [b for b in batches if not b.resent and b.ts > after]
+    assert [b.model_copy(update={"resent": False}) for b in again] == heard[: len(again)]
+    assert kiosk.bridge.link.telemetry_resent == len(again)
+
+
+def _ask_state(
+    obs: Observer, events_after: int | None = None, readings_after: datetime | None = None
+) -> tuple[str, list[Seen]]:
     """Send `report_state`: its final status, and what the kiosk published before it."""
     before = len(obs.messages)
     ask = contract.ReportStateCommand(
         request_id=uuid.uuid4().hex,
         expires_at=contract.utcnow() + timedelta(seconds=30),
         reply_to=obs.reply_to,
-        args=contract.ReportStateArgs(events_after=events_after),
+        args=contract.ReportStateArgs(events_after=events_after, readings_after=readings_after),
     )
     obs.send(ask)
     final = obs.final_reply(ask.request_id)["status"]

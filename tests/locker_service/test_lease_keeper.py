@@ -13,6 +13,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -27,7 +28,7 @@ from locker_service.kiosk_link.lease_keeper import LeaseKeeper
 from locker_service.kiosk_link.leases import assign
 from locker_service.kiosk_link.sequencer import RecordedUpTo
 from locker_service.kiosks.repository import kiosk_by_code, record_event_if_new
-from locker_service.models import Kiosk, KioskLease
+from locker_service.models import Kiosk, KioskLease, TemperatureReading
 from locker_service.sites import service as admin
 from tests.support.rounds import within_rounds
 
@@ -51,6 +52,7 @@ class Subscriptions:
         self.followed: set[str] = set()
         self.calls: list[tuple[str, str]] = []
         self.recorded: dict[str, RecordedUpTo] = {}  # each kiosk's record when last taken
+        self.readings_after: dict[str, datetime | None] = {}  # and its readings' (ADR 0098)
         self.every = False
 
     async def follow_kiosk(self, kiosk_id: str) -> bool:
@@ -65,9 +67,12 @@ class Subscriptions:
     async def drain_kiosk(self, kiosk_id: str) -> None:
         self.calls.append(("drain", kiosk_id))
 
-    def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo) -> None:
+    def reconcile_kiosk(
+        self, kiosk_id: str, recorded: RecordedUpTo, readings_after: datetime | None = None
+    ) -> None:
         self.calls.append(("reconcile", kiosk_id))
         self.recorded[kiosk_id] = recorded
+        self.readings_after[kiosk_id] = readings_after
 
     async def follow_every_kiosk(self, every: bool) -> bool:
         self.every = every
@@ -258,8 +263,10 @@ class FencesAtTheTake(GatedAfterOne):
         self.keeper: LeaseKeeper | None = None
         self.valid_until: dict[str, float] = {}
 
-    def reconcile_kiosk(self, kiosk_id: str, recorded: RecordedUpTo) -> None:
-        super().reconcile_kiosk(kiosk_id, recorded)
+    def reconcile_kiosk(
+        self, kiosk_id: str, recorded: RecordedUpTo, readings_after: datetime | None = None
+    ) -> None:
+        super().reconcile_kiosk(kiosk_id, recorded, readings_after)
         assert self.keeper is not None
         fence = self.keeper.fence(kiosk_id)
         assert fence is not None
@@ -532,6 +539,40 @@ async def test_a_new_holder_learns_how_far_each_lane_of_the_kiosks_record_goes(
             restarted: RecordedUpTo(scans=None, others=2, complete_to=2),
             blank: RecordedUpTo(),
         }
+    finally:
+        await taker.stop()
+
+
+async def test_a_new_holder_learns_how_far_the_kiosks_readings_go(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """ADR 0098: the stamp of the kiosk's newest stored reading, which the new holder asks
+    the kiosk's telemetry after; with none in what a bridge keeps (10 minutes), the start of
+    that, so that everything it keeps comes."""
+    heard, long_ago, blank, other = await make_kiosks(sessionmaker, 4)
+    now = datetime.now(UTC)
+    stamps = {
+        heard: [now - timedelta(seconds=90), now - timedelta(seconds=30)],
+        long_ago: [now - timedelta(minutes=20)],
+        other: [now - timedelta(seconds=5)],
+    }
+    async with session_scope(sessionmaker) as session:
+        for code, times in stamps.items():
+            found = await kiosk_by_code(session, code)
+            assert found is not None
+            for ts in times:
+                session.add(TemperatureReading(kiosk_id=found.id, number=1, ts=ts, temp_c=63.0))
+    taker = keeper(sessionmaker, "taker")
+    started = datetime.now(UTC)
+    await taker.start()
+    try:
+        asked = subscriptions(taker).readings_after
+        assert asked[heard] == now - timedelta(seconds=30)
+        assert asked[other] == now - timedelta(seconds=5)
+        window = timedelta(seconds=lease_keeper.READINGS_ASKED_S)
+        for code in (long_ago, blank):
+            since = asked[code]
+            assert since is not None and started - window <= since <= datetime.now(UTC) - window
     finally:
         await taker.stop()
 

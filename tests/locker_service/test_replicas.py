@@ -30,7 +30,14 @@ from locker_service.kiosk_link import link as link_module
 from locker_service.kiosk_link.lease_keeper import LeaseKeeper
 from locker_service.kiosk_link.leases import owner_of
 from locker_service.main import create_app
-from locker_service.models import Compartment, KioskEvent, NotificationOutbox, Order, OrderEvent
+from locker_service.models import (
+    Compartment,
+    KioskEvent,
+    NotificationOutbox,
+    Order,
+    OrderEvent,
+    TemperatureReading,
+)
 from locker_service.runtime import COLLECTOR
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.world import World, seed
@@ -457,6 +464,71 @@ async def test_events_sent_while_no_replica_listened_are_recorded_in_order_by_th
     assert [c.args.events_after for c in asked if isinstance(c, contract.ReportStateCommand)][
         -1
     ] == 6
+
+
+async def stored_batches(replica: Replica, world: World) -> Counter[Any]:
+    """How many readings are stored per batch stamp of the kiosk."""
+    async with replica.ctx.sessionmaker() as session:
+        rows = await session.execute(
+            select(TemperatureReading.ts, func.count())
+            .where(TemperatureReading.kiosk_id == world.kiosk_id)
+            .group_by(TemperatureReading.ts)
+        )
+        return Counter({ts: n for ts, n in rows})
+
+
+async def test_telemetry_sent_while_no_replica_listened_is_stored_once_by_the_next(
+    start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
+) -> None:
+    """The kiosk's holder dies; the telemetry the kiosk publishes (QoS 0) before another
+    replica takes it reaches nobody. The new holder asks for the readings after the newest
+    stored (ADR 0098): every batch is stored, each once, the one it also heard live
+    included."""
+    a = await start_replica("a")
+    b = await start_replica("b", timers_enabled=False)
+    world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(b, [a, b]))
+    kiosk = kiosks(world.kiosk_code)
+    await held_by(b, kiosk)
+    await keepers_settled(a, b)
+    heard = kiosk.publish_telemetry()
+    await until(lambda: _has(stored_batches(b, world), heard.ts), 20, "the first batch stored by b")
+
+    kiosk.script("report_state", "later")  # answered once the test has sent a live batch
+    await b.leases.halt()  # death, as above
+    await b.link.stop()
+    unheard = [kiosk.publish_telemetry(), kiosk.publish_telemetry()]
+    await taken_by(a, kiosk, TAKEOVER_ROUNDS)
+    await until(
+        lambda: any(r.command.action == "report_state" for r in kiosk.received),
+        20,
+        "the new holder's report_state",
+    )
+    live = kiosk.publish_telemetry()  # heard by a, and sent again with the others
+    await until(lambda: _has(stored_batches(a, world), live.ts), 20, "the live batch stored")
+    assert kiosk.answer_later() == 1
+    published = [heard, *unheard, live]
+    each = len(heard.readings)
+    await until(
+        lambda: _all_stored(stored_batches(a, world), [t.ts for t in published]),
+        20,
+        "every batch stored",
+    )
+    asked = [
+        r.command for r in kiosk.received if isinstance(r.command, contract.ReportStateCommand)
+    ]
+    assert asked[-1].args.readings_after == heard.ts
+    ingest = a.app.state.runtime.ingest.counters
+    assert ingest.resent_stored == 2 and ingest.resent_repeated == 1  # the live one again
+    assert await stored_batches(a, world) == Counter({t.ts: each for t in published})
+
+
+async def _has(batches: Any, ts: Any) -> bool:
+    return ts in await batches
+
+
+async def _all_stored(batches: Any, stamps: list[Any]) -> bool:
+    stored = await batches
+    return all(ts in stored for ts in stamps)
 
 
 async def test_a_replica_that_slept_through_its_lease_changes_nothing(

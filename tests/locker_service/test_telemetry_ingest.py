@@ -22,7 +22,14 @@ from locker_service.db import create_engine, create_sessionmaker
 from locker_service.kiosk_link import KioskLink
 from locker_service.kiosk_link.directory import KioskDirectory
 from locker_service.live import LiveHub
-from locker_service.models import Compartment, Kiosk, Operator, Site, TemperatureReading
+from locker_service.models import (
+    Compartment,
+    Kiosk,
+    Operator,
+    Site,
+    TemperatureMinute,
+    TemperatureReading,
+)
 from locker_service.models.people import operator_sites
 from locker_service.telemetry.ingest import TelemetryIngest, TemperatureAlerts
 from locker_service.telemetry.monitor import Finding, HoldingMonitor
@@ -146,6 +153,39 @@ async def test_batches_are_stored_in_order_and_unknown_kiosks_dropped(engine: As
     assert rows[10].heater is True
     assert len(faulted) == 50 and all(r.temp_c is None for r in faulted)
     assert await count_readings(engine) == 100
+
+
+async def test_batches_sent_again_for_a_new_holder_are_stored_once(engine: AsyncEngine) -> None:
+    """ADR 0098: a batch sent again is stored unless stored already or heard live (still in the
+    buffer, written first), once if sent twice; the minutes count each reading once; the lag
+    observer, which times publish to queryable, never sees one."""
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    lags: list[float] = []
+    ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker), lag_observer=lags.append)
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    batches = [telemetry(t0 + timedelta(seconds=10 * i), {1: 63.0 + i, 2: 64.0}) for i in range(4)]
+    for batch in batches[:2]:
+        ingest.submit(seeded.kiosk_code, batch)
+    assert await ingest.flush() == 4
+    ingest.submit(seeded.kiosk_code, batches[2])  # heard live, still buffered
+    for batch in (*batches[1:], batches[3]):  # sent again, the last twice
+        ingest.submit(seeded.kiosk_code, batch.model_copy(update={"resent": True}))
+    ingest.submit("kiosk-nobody", batches[3].model_copy(update={"resent": True}))
+    assert await ingest.flush() == 4  # the live one and the one nobody had heard
+    assert ingest.counters.resent_stored == 1 and ingest.counters.resent_repeated == 3
+    assert ingest.counters.dropped_unknown_kiosk == 2
+    async with sessionmaker() as session:
+        rows = await readings_between(session, seeded.kiosk_id, 1, t0, t0 + timedelta(minutes=1))
+        minute = await session.scalar(
+            select(func.sum(TemperatureMinute.readings)).where(
+                TemperatureMinute.kiosk_id == seeded.kiosk_id, TemperatureMinute.number == 1
+            )
+        )
+    assert [(r.ts, r.temp_c) for r in rows] == [(b.ts, b.readings[0].temp_c) for b in batches]
+    assert minute == 4
+    assert len(lags) == 3  # the three live batches only
+    assert await ingest.flush() == 0
 
 
 async def test_the_background_loop_flushes_and_stop_writes_the_rest(engine: AsyncEngine) -> None:

@@ -128,6 +128,7 @@ class ScriptedKiosk:
         self.supplies: list[contract.OfflineSupply] = []  # what the service sent for offline
         self.replies: list[contract.Reply] = []
         self.events: list[contract.Event] = []
+        self.telemetry: list[contract.Telemetry] = []  # every batch published, in order
         self._lock = threading.RLock()
         self._seq = 0  # the last event number given (Event.seq)
         self._connected = threading.Event()  # connected and subscribed to its commands
@@ -396,8 +397,19 @@ class ScriptedKiosk:
                 for c in self.compartments.values()
             ]
         telemetry = contract.Telemetry(readings=readings, ts=self.now())
-        self._client.publish(self.topics.telemetry, telemetry.to_json(), qos=0)
+        with self._lock:
+            self.telemetry.append(telemetry)
+            self._client.publish(self.topics.telemetry, telemetry.to_json(), qos=0)
         return telemetry
+
+    def _resend_telemetry_after(self, after: datetime) -> None:
+        """As the bridge (docs/adr/0098): every batch published stamped after `after`, in
+        order, marked `resent`."""
+        with self._lock:
+            for telemetry in self.telemetry:
+                if telemetry.ts > after:
+                    again = telemetry.model_copy(update={"resent": True})
+                    self._client.publish(self.topics.telemetry, again.to_json(), qos=0)
 
     def publish_raw(self, leaf: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         """Anything on `lockers/v1/<kiosk>/<leaf>`, e.g. a malformed payload."""
@@ -505,6 +517,8 @@ class ScriptedKiosk:
             # and a failure.
             if command.args.events_after is not None:
                 self._resend_after(command.args.events_after)
+            if command.args.readings_after is not None:
+                self._resend_telemetry_after(command.args.readings_after)
             self.publish_status()
             if self._state != "online":
                 self._reply(command, "failed", "board offline")
