@@ -379,17 +379,21 @@ class MqttLink:
         if not self.connected.is_set():  # QoS 0 readings are stale by the time a link is back
             return
         with self._telemetry_lock:
+            self._forget_old_telemetry()
             self._sent_telemetry.append(telemetry)
             self.client.publish(self.topics.telemetry, telemetry.to_json(), qos=0)
+
+    def _forget_old_telemetry(self) -> None:
+        horizon = utcnow().timestamp() - SENT_TELEMETRY_KEPT_S
+        while self._sent_telemetry and self._sent_telemetry[0].ts.timestamp() < horizon:
+            self._sent_telemetry.popleft()
 
     def resend_telemetry_after(self, after: datetime) -> int:
         """Send again, oldest first and marked `resent`, the telemetry published stamped after
         `after` and kept (the last `SENT_TELEMETRY_KEPT_S`): a replica that has just taken the
         kiosk has stored readings up to there (docs/adr/0098). Returns how many went."""
-        horizon = utcnow().timestamp() - SENT_TELEMETRY_KEPT_S
         with self._telemetry_lock:
-            while self._sent_telemetry and self._sent_telemetry[0].ts.timestamp() < horizon:
-                self._sent_telemetry.popleft()
+            self._forget_old_telemetry()
             again = [t for t in self._sent_telemetry if t.ts > after]
             for telemetry in again:
                 payload = telemetry.model_copy(update={"resent": True}).to_json()

@@ -44,7 +44,7 @@ from locker_service.db import session_scope
 from locker_service.kiosk_link.fencing import Fence
 from locker_service.kiosk_link.leases import assign, owner_of
 from locker_service.kiosk_link.sequencer import RECORDED_WINDOW, RecordedUpTo, recorded_up_to
-from locker_service.models import Kiosk, TemperatureReading
+from locker_service.models import Compartment, Kiosk, TemperatureReading
 
 log = logging.getLogger(__name__)
 
@@ -262,10 +262,22 @@ async def readings_to(session: AsyncSession, kiosk_id: str) -> datetime:
     the start of that. Read in the take's transaction, before any reading the new holder
     receives is stored: those it hears live are sent again too, and stored once."""
     since = datetime.now(UTC) - timedelta(seconds=READINGS_ASKED_S)
-    newest = await session.scalar(
+    # Per compartment, so that each is one backward step of the (kiosk, number, ts) index
+    # rather than a scan of the kiosk's whole day.
+    each = (
         select(func.max(TemperatureReading.ts))
-        .join(Kiosk, Kiosk.id == TemperatureReading.kiosk_id)
-        .where(Kiosk.code == kiosk_id, TemperatureReading.ts > since)
+        .where(
+            TemperatureReading.kiosk_id == Compartment.kiosk_id,
+            TemperatureReading.number == Compartment.number,
+            TemperatureReading.ts > since,
+        )
+        .scalar_subquery()
+    )
+    newest = await session.scalar(
+        select(func.max(each))
+        .select_from(Compartment)
+        .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
+        .where(Kiosk.code == kiosk_id)
     )
     return newest if newest is not None else since
 

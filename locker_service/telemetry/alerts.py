@@ -20,15 +20,23 @@ def describe(finding: Finding, time_scale: float = 1.0) -> str:
     5 min" is true of the story in a demo run 60 times faster."""
     where = f"compartment {finding.number} of kiosk {finding.kiosk}"
     reading = f"{finding.temp_c:.1f} °C" if finding.temp_c is not None else "no reading"
+    # A bucket the kiosk kept while cut off, or readings it sent again that nobody had heard
+    # (ADR 0098), tell their lowest or highest, not the present temperature.
+    late = (
+        "in readings the service received late"
+        if finding.resent
+        else "while the kiosk was cut off"
+        if finding.kept
+        else None
+    )
     if finding.kind == "below_floor":
         held_s = nominal_s((finding.at - finding.since).total_seconds(), time_scale)
-        # A bucket the kiosk kept while cut off tells its lowest, not the present temperature.
-        low = f"lowest {reading} while the kiosk was cut off" if finding.kept else f"now {reading}"
+        low = f"lowest {reading} {late}" if late else f"now {reading}"
         return (
             f"{where} has held food below the {finding.limit_c:g} °C floor for "
             f"{duration(held_s)} ({low})"
         )
-    high = f"highest {reading} while the kiosk was cut off" if finding.kept else f"now {reading}"
+    high = f"highest {reading} {late}" if late else f"now {reading}"
     return f"{where} is above the {finding.limit_c:g} °C ceiling ({high})"
 
 

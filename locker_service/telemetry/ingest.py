@@ -60,6 +60,9 @@ RETRY_DELAY_S = 1.0  # after a failed write; the database is restarting or unrea
 # the kiosk's clock is wrong: stored, it would sit on a day the record has not reached.
 KEPT_BUCKET_AHEAD = timedelta(minutes=2)
 KEPT_BUCKET_MAX_AGE = timedelta(days=8)
+# How long the last of a kiosk's readings sent again stands for, to the watch: the bridge's
+# telemetry period (ADR 0098).
+RESENT_SPACING_S = 10.0
 
 
 class TemperatureAlerts(Protocol):
@@ -104,6 +107,10 @@ class _Batches:
             self.rows -= len(oldest.readings)
             dropped += len(oldest.readings)
         return dropped
+
+    def stamps(self) -> set[tuple[str, datetime]]:
+        """(kiosk, stamp) of every batch queued."""
+        return {(kiosk_id, telemetry.ts) for kiosk_id, telemetry in self._batches}
 
     async def write_all(
         self, write: Callable[[list[tuple[str, contract.Telemetry]]], Awaitable[int]]
@@ -165,7 +172,7 @@ class TelemetryIngest:
 
     @property
     def buffered_rows(self) -> int:
-        return self._buffer.rows
+        return self._buffer.rows + self._resent.rows
 
     def submit(self, kiosk_id: str, telemetry: contract.Telemetry) -> None:
         """`TelemetrySink` for the kiosk link: never blocks, never touches the database."""
@@ -262,6 +269,9 @@ class TelemetryIngest:
                 kiosk_code, r.n, minutes.minute, minutes.seconds, r.min_c, r.max_c, r.setpoint_c
             )
         ]
+        await self._apply(findings)
+
+    async def _apply(self, findings: list[tuple[Finding, int, int]]) -> None:
         if findings and self._alerts is not None:
             try:
                 await self._alerts.apply(findings)
@@ -288,40 +298,84 @@ class TelemetryIngest:
 
     async def flush(self) -> int:
         """Write everything buffered now; returns the number of readings stored. The batches
-        sent again go after the others: a copy heard live is then stored, and they are not."""
+        sent again go after the others: a copy heard live is then stored, and they are not (nor
+        those whose live copy came while the others were written: it waits in the buffer)."""
         async with self._flush_lock:
             stored = await self._buffer.write_all(self._write)
             return stored + await self._resent.write_all(self._write_resent)
 
     async def _write_resent(self, batch: list[tuple[str, contract.Telemetry]]) -> int:
-        """Batches sent again for a new holder (ADR 0098), but for those stored already: one
-        heard live too, or sent for two asks. Watched like any: the watch passes over a reading
-        older than one it has judged."""
+        """Batches sent again for a new holder (ADR 0098), but for those stored already or
+        waiting in the buffer (heard live too), and each once (sent for two asks). Watched as
+        late readings (`_watch_resent`): live ones newer than them may have been judged."""
         kiosks = await self._directory.lookup_many({kiosk for kiosk, _ in batch})
-        fresh: dict[tuple[str, datetime], contract.Telemetry] = {}
-        for kiosk_code, telemetry in batch:
-            fresh.setdefault((kiosk_code, telemetry.ts), telemetry)
         ids = {code: ref.id for code, ref in kiosks.items()}
-        for (kiosk_code, _), telemetry in fresh.items():
+        waiting = self._buffer.stamps()
+        fresh: dict[tuple[str, datetime], contract.Telemetry] = {}
+        unknown = 0
+        for kiosk_code, telemetry in batch:
             if kiosk_code not in ids:
-                self.counters.dropped_unknown_kiosk += len(telemetry.readings)
+                unknown += len(telemetry.readings)
+            elif (kiosk_code, telemetry.ts) not in waiting:
+                fresh.setdefault((kiosk_code, telemetry.ts), telemetry)
+        # A batch's readings share its stamp and are stored together: its first one says.
         stored = await stored_stamps(
-            self._engine, [(ids[code], ts) for code, ts in fresh if code in ids]
+            self._engine, [(ids[code], t.readings[0].n, ts) for (code, ts), t in fresh.items()]
         )
         new = [
             (kiosk_code, telemetry)
             for (kiosk_code, ts), telemetry in fresh.items()
-            if kiosk_code in ids and (ids[kiosk_code], ts) not in stored
+            if (ids[kiosk_code], ts) not in stored
         ]
-        self.counters.resent_repeated += sum(1 for code, _ in batch if code in ids) - len(new)
-        if not new:
-            return 0
-        rows = await self._write(new, observe_lag=False)
+        rows = await self._write(new, observe_lag=False, watch=False) if new else 0
+        self.counters.dropped_unknown_kiosk += unknown
         self.counters.resent_stored += len(new)
+        self.counters.resent_repeated += sum(1 for code, _ in batch if code in ids) - len(new)
+        if new and self._monitor_of is not None:
+            await self._watch_resent(new, kiosks)
         return rows
 
+    async def _watch_resent(
+        self, batch: list[tuple[str, contract.Telemetry]], kiosks: dict[str, KioskRef]
+    ) -> None:
+        """Readings sent again are late, like the buckets a bridge kept while cut off: each
+        goes to the watch as a bucket lasting until the kiosk's next (`observe_kept`), so a
+        dip or an overheat while nobody heard the kiosk is raised even after newer readings
+        were judged, and resolves nothing."""
+        monitor_of = self._monitor_of
+        assert monitor_of is not None
+        await self._carry_over(batch, kiosks)
+        await self._check_food(batch, kiosks)
+        by_kiosk: dict[str, list[contract.Telemetry]] = {}
+        for kiosk_code, telemetry in batch:
+            by_kiosk.setdefault(kiosk_code, []).append(telemetry)
+        findings: list[tuple[Finding, int, int]] = []
+        for kiosk_code, batches in by_kiosk.items():
+            ref = kiosks[kiosk_code]
+            monitor = monitor_of(ref)
+            batches.sort(key=lambda t: t.ts)
+            for telemetry, after in zip(batches, [*batches[1:], None], strict=True):
+                seconds = (after.ts - telemetry.ts).total_seconds() if after else RESENT_SPACING_S
+                for r in telemetry.readings:
+                    for finding in monitor.observe_kept(
+                        kiosk_code,
+                        r.n,
+                        telemetry.ts,
+                        seconds,
+                        r.temp_c,
+                        r.temp_c,
+                        r.setpoint_c,
+                        resent=True,
+                    ):
+                        findings.append((finding, ref.id, ref.site_id))
+        await self._apply(findings)
+
     async def _write(
-        self, batch: list[tuple[str, contract.Telemetry]], *, observe_lag: bool = True
+        self,
+        batch: list[tuple[str, contract.Telemetry]],
+        *,
+        observe_lag: bool = True,
+        watch: bool = True,
     ) -> int:
         kiosks = await self._directory.lookup_many({kiosk for kiosk, _ in batch})
         rows: list[ReadingRow] = []
@@ -345,7 +399,7 @@ class TelemetryIngest:
             stored_at = contract.utcnow()
             for _, telemetry in batch:
                 self._lag_observer((stored_at - telemetry.ts).total_seconds())
-        if self._monitor_of is not None:
+        if self._monitor_of is not None and watch:
             await self._watch(batch, kiosks)
         return len(rows)
 
@@ -367,11 +421,7 @@ class TelemetryIngest:
                     kiosk_code, r.n, telemetry.ts, r.temp_c, r.setpoint_c
                 ):
                     findings.append((finding, ref.id, ref.site_id))
-        if findings and self._alerts is not None:
-            try:
-                await self._alerts.apply(findings)
-            except Exception:
-                log.exception("could not record %d temperature alerts", len(findings))
+        await self._apply(findings)
 
     async def _check_food(
         self, batch: list[tuple[str, contract.Telemetry]], kiosks: dict[str, KioskRef]

@@ -56,6 +56,9 @@ class Finding:
     at: datetime  # the reading that decided it
     limit_c: float  # the floor or the ceiling it crossed (the site's own floor)
     kept: bool = False  # decided by a bucket the bridge kept while cut off (its min or max)
+    # Decided by readings the kiosk sent again for a replica that had just taken it, which
+    # nobody had heard (docs/adr/0098): judged as kept buckets are, since they come late.
+    resent: bool = False
 
     @property
     def dedupe_key(self) -> str:
@@ -122,9 +125,12 @@ class HoldingMonitor:
         low_c: float | None,
         high_c: float | None,
         setpoint_c: float | None,
+        *,
+        resent: bool = False,
     ) -> list[Finding]:
         """A bucket of `seconds` from `start` that the kiosk's bridge kept while cut off, with its
-        lowest and highest temperature and highest setpoint.
+        lowest and highest temperature and highest setpoint; or (`resent`) a reading the kiosk
+        sent again for a new holder, as a bucket of one reading until the next.
 
         Every kept bucket goes on the kept buckets' own watch of the compartment, successive
         buckets making one stretch. Newer than anything seen of the compartment, it also goes on
@@ -142,9 +148,10 @@ class HoldingMonitor:
                 past = None  # another time cut off: a stretch of its own
         if past is None:
             past = self._kept[key] = _Watch(holding=watch.holding, food_inside=watch.food_inside)
-        raised = self._judge(past, kiosk, number, start, low_c, high_c, setpoint_c, kept=True)
+        late = {"kept": True, "resent": resent}
+        raised = self._judge(past, kiosk, number, start, low_c, high_c, setpoint_c, **late)
         if watch.last_ts is None or start > watch.last_ts:
-            return self._judge(watch, kiosk, number, start, low_c, high_c, setpoint_c, kept=True)
+            return self._judge(watch, kiosk, number, start, low_c, high_c, setpoint_c, **late)
         findings: list[Finding] = []
         for found in raised:
             if found.action != "raise":
@@ -173,6 +180,7 @@ class HoldingMonitor:
         setpoint_c: float | None,
         *,
         kept: bool = False,
+        resent: bool = False,
     ) -> list[Finding]:
         """The watch's verdict on a reading (low_c = high_c) or a kept bucket at `ts`: the low
         against the floor, the high against the ceiling."""
@@ -187,7 +195,9 @@ class HoldingMonitor:
             limit, temp_c = (
                 (self.floor_c, low_c) if kind == "below_floor" else (self.ceiling_c, high_c)
             )
-            findings.append(Finding(kind, action, kiosk, number, temp_c, since, ts, limit, kept))
+            findings.append(
+                Finding(kind, action, kiosk, number, temp_c, since, ts, limit, kept, resent)
+            )
 
         board_holding = self.board_holding(setpoint_c)
         if board_holding and watch.food_checked_at is not None and watch.food_checked_at < ts:

@@ -8,7 +8,18 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Integer, Select, and_, cast, func, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    cast,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
@@ -167,29 +178,26 @@ async def insert_kept_bucket(
 
 
 async def stored_stamps(
-    engine: AsyncEngine, stamps: Sequence[tuple[int, datetime]]
+    engine: AsyncEngine, batches: Sequence[tuple[int, int, datetime]]
 ) -> set[tuple[int, datetime]]:
-    """Which of these (kiosk database id, batch stamp) have readings stored: a batch's readings
-    share its stamp and are stored together, so one row says the batch is (ADR 0098)."""
-    if not stamps:
+    """Which of these batches, each (kiosk database id, one of its compartment numbers, its
+    stamp), have readings stored, as (kiosk id, stamp): a batch's readings share its stamp and
+    are stored together, so its reading of that compartment says (ADR 0098). Each is one
+    point of the (kiosk, number, ts) index."""
+    if not batches:
         return set()
-    times = [ts for _, ts in stamps]
-    query = (
-        select(TemperatureReading.kiosk_id, TemperatureReading.ts)
-        .distinct()
-        .where(
-            TemperatureReading.kiosk_id.in_({kiosk for kiosk, _ in stamps}),
-            TemperatureReading.ts.in_(set(times)),
-            # The same bounds in a form the planner prunes the day partitions by.
-            TemperatureReading.ts >= min(times),
-            TemperatureReading.ts <= max(times),
-        )
+    times = [ts for _, _, ts in batches]
+    query = select(TemperatureReading.kiosk_id, TemperatureReading.ts).where(
+        tuple_(TemperatureReading.kiosk_id, TemperatureReading.number, TemperatureReading.ts).in_(
+            batches
+        ),
+        # The same bounds in a form the planner prunes the day partitions by.
+        TemperatureReading.ts >= min(times),
+        TemperatureReading.ts <= max(times),
     )
     async with engine.connect() as connection:
         found = await connection.execute(query)
-        return {(kiosk, ts.astimezone(UTC)) for kiosk, ts in found} & {
-            (kiosk, ts.astimezone(UTC)) for kiosk, ts in stamps
-        }
+        return {(kiosk, ts) for kiosk, ts in found}
 
 
 async def _driver(connection: AsyncConnection) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -154,3 +155,52 @@ def test_a_refused_subscription_is_asked_for_again_later_each_time(
     time.sleep(0.2)
     link._resubscribe_if_due()
     assert len(client.subscribes) == 4  # granted: nothing more asked
+
+
+class _Publishes:
+    """paho's client as far as telemetry goes: what was published, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        self.sent.append((topic, payload))
+
+
+def test_telemetry_published_is_kept_ten_minutes_to_be_sent_again(tmp_path: Path) -> None:
+    """ADR 0098: what a new holder asks for after a stamp goes again marked `resent`, oldest
+    first; a batch older than the window is forgotten, and so is one past the count."""
+    settings = bridge_settings(
+        new_kiosk_id(), "mqtt://127.0.0.1:1", "sim://", None, tmp_path, TIME_SCALE
+    )
+    store = BridgeStore(tmp_path / "bridge.sqlite")
+    link = MqttLink(settings, store, on_command=lambda _: None, on_connected=lambda: None)
+    client = _Publishes()
+    link.client = client  # type: ignore[assignment]
+    link.connected.set()
+    try:
+        now = contract.utcnow()
+        reading = [contract.Reading(n=1, temp_c=63.0, setpoint_c=65.0, heater=True)]
+        stale = contract.Telemetry(ts=now - timedelta(minutes=11), readings=reading)
+        batches = [
+            contract.Telemetry(ts=now - timedelta(seconds=s), readings=reading)
+            for s in (50, 40, 30)
+        ]
+        for batch in (stale, *batches):
+            link.publish_telemetry(batch)
+        client.sent.clear()
+        assert link.resend_telemetry_after(now - timedelta(hours=1)) == 3  # not the stale one
+        again = [contract.Telemetry.model_validate_json(p) for _, p in client.sent]
+        assert [t.ts for t in again] == [b.ts for b in batches] and all(t.resent for t in again)
+        client.sent.clear()
+        assert link.resend_telemetry_after(batches[0].ts) == 2
+        for i in range(mqtt_module.SENT_TELEMETRY_KEPT_MAX):
+            link.publish_telemetry(
+                contract.Telemetry(ts=now + timedelta(seconds=i), readings=reading)
+            )
+        assert (
+            link.resend_telemetry_after(now - timedelta(hours=1))
+            == mqtt_module.SENT_TELEMETRY_KEPT_MAX
+        )
+    finally:
+        store.close()

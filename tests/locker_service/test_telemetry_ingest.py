@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -124,6 +124,20 @@ def telemetry(
     )
 
 
+async def watched(engine: AsyncEngine) -> tuple[Seeded, TelemetryIngest, RecordingAlerts]:
+    """A seeded kiosk and an ingest whose watch (floor 60 °C, ceiling 80 °C, 30 s of grace)
+    hands its findings to the alerts returned."""
+    sessionmaker = create_sessionmaker(engine)
+    alerts = RecordingAlerts()
+    ingest = TelemetryIngest(
+        engine,
+        KioskDirectory(sessionmaker),
+        monitor=HoldingMonitor(floor_c=60, ceiling_c=80, grace_s=30),
+        alerts=alerts,
+    )
+    return await seed(sessionmaker), ingest, alerts
+
+
 async def count_readings(engine: AsyncEngine) -> int:
     async with engine.connect() as connection:
         return int(
@@ -163,14 +177,17 @@ async def test_batches_sent_again_for_a_new_holder_are_stored_once(engine: Async
     seeded = await seed(sessionmaker)
     lags: list[float] = []
     ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker), lag_observer=lags.append)
-    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    # Stamps to the microsecond, as a bridge's; sent again in another zone's notation.
+    t0 = datetime.now(UTC).replace(second=0, microsecond=123456) - timedelta(minutes=1)
     batches = [telemetry(t0 + timedelta(seconds=10 * i), {1: 63.0 + i, 2: 64.0}) for i in range(4)]
     for batch in batches[:2]:
         ingest.submit(seeded.kiosk_code, batch)
     assert await ingest.flush() == 4
     ingest.submit(seeded.kiosk_code, batches[2])  # heard live, still buffered
+    elsewhere = timezone(timedelta(hours=2))
     for batch in (*batches[1:], batches[3]):  # sent again, the last twice
-        ingest.submit(seeded.kiosk_code, batch.model_copy(update={"resent": True}))
+        again = batch.model_copy(update={"resent": True, "ts": batch.ts.astimezone(elsewhere)})
+        ingest.submit(seeded.kiosk_code, contract.Telemetry.model_validate_json(again.to_json()))
     ingest.submit("kiosk-nobody", batches[3].model_copy(update={"resent": True}))
     assert await ingest.flush() == 4  # the live one and the one nobody had heard
     assert ingest.counters.resent_stored == 1 and ingest.counters.resent_repeated == 3
@@ -186,6 +203,52 @@ async def test_batches_sent_again_for_a_new_holder_are_stored_once(engine: Async
     assert minute == 4
     assert len(lags) == 3  # the three live batches only
     assert await ingest.flush() == 0
+
+
+async def test_a_batch_sent_again_whose_live_copy_came_meanwhile_is_left_to_it(
+    engine: AsyncEngine,
+) -> None:
+    """The live copy of a batch may come while the buffer before it is being written, and its
+    copy sent again just after: the one sent again finds nothing stored, but the live one
+    waits in the buffer, and is the one stored."""
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker))
+    batch = telemetry(datetime.now(UTC), {1: 63.0, 2: 64.0})
+    ingest.submit(seeded.kiosk_code, batch)
+    ingest.submit(seeded.kiosk_code, batch.model_copy(update={"resent": True}))
+    # What a flush does once the buffer's earlier batches are written: the batches sent again.
+    assert await ingest._resent.write_all(ingest._write_resent) == 0
+    assert ingest.counters.resent_repeated == 1
+    assert await ingest.flush() == 2
+    assert await count_readings(engine) == 2
+
+
+async def test_readings_sent_again_reach_the_watch_though_newer_ones_were_judged(
+    engine: AsyncEngine,
+) -> None:
+    """A dip while nobody heard the kiosk, sent again after the new holder judged a live
+    reading in range: raised, as readings received late (ADR 0098)."""
+    seeded, ingest, alerts = await watched(engine)
+    t0 = datetime.now(UTC) - timedelta(minutes=2)
+    ingest.submit(seeded.kiosk_code, telemetry(t0 + timedelta(seconds=90), {1: 65.0, 2: 66.0}))
+    await ingest.flush()
+    for s in range(0, 50, 10):
+        dip = telemetry(t0 + timedelta(seconds=s), {1: 55.0, 2: 66.0})
+        ingest.submit(seeded.kiosk_code, dip.model_copy(update={"resent": True}))
+    await ingest.flush()
+    [(finding, kiosk_id, _)] = alerts.applied
+    assert (finding.kind, finding.action, finding.number, finding.resent) == (
+        "below_floor",
+        "raise",
+        1,
+        True,
+    )
+    assert (finding.since, finding.at, kiosk_id) == (
+        t0,
+        t0 + timedelta(seconds=30),
+        seeded.kiosk_id,
+    )
 
 
 async def test_the_background_loop_flushes_and_stop_writes_the_rest(engine: AsyncEngine) -> None:
@@ -235,15 +298,7 @@ async def test_the_buffer_is_bounded_and_drops_the_oldest(engine: AsyncEngine) -
 
 
 async def test_holding_below_the_floor_past_grace_reaches_the_alerts(engine: AsyncEngine) -> None:
-    sessionmaker = create_sessionmaker(engine)
-    seeded = await seed(sessionmaker)
-    alerts = RecordingAlerts()
-    ingest = TelemetryIngest(
-        engine,
-        KioskDirectory(sessionmaker),
-        monitor=HoldingMonitor(floor_c=60, ceiling_c=80, grace_s=30),
-        alerts=alerts,
-    )
+    seeded, ingest, alerts = await watched(engine)
     t0 = datetime.now(UTC)
     for i in range(0, 40, 10):
         ingest.submit(seeded.kiosk_code, telemetry(t0 + timedelta(seconds=i), {1: 55.0, 2: 66.0}))

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from locker_service.telemetry.alerts import describe
 from locker_service.telemetry.monitor import Carried, HoldingMonitor
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -270,3 +271,33 @@ def test_a_bucket_delivered_again_or_another_outage_starts_no_false_stretch() ->
     # Cut off again an hour later: its dips are a stretch of their own, not one of 64 minutes.
     assert kept(m, 64, 55.0) == []
     assert kept(m, 65, 55.0) == []
+
+
+# -- readings a kiosk sent again for a new holder (`observe_kept(resent=True)`, ADR 0098) -------
+
+
+def test_readings_sent_again_are_judged_though_newer_ones_were_judged_first() -> None:
+    """The new holder judged a live reading before the kiosk's readings from while nobody held
+    it came: an overheat and a dip in them are raised all the same, said to come late, and
+    resolved by the next live reading in range, not by a late one."""
+    m = monitor()
+    m.observe("k", 1, at(0), 65.0, 65.0)
+    assert m.observe("k", 1, at(400), 65.0, 65.0) == []  # live, heard first
+    # `observe` passes over them: older than the reading judged.
+    assert m.observe("k", 1, at(100), 85.0, 65.0) == []
+    again = []
+    for s in range(10, 400, 10):
+        temp = 85.0 if s == 50 else 55.0  # one overheat, then a dip past the grace
+        again += m.observe_kept("k", 1, at(s), 10.0, temp, temp, 65.0, resent=True)
+    assert [(f.kind, f.action, f.resent, f.kept) for f in again] == [
+        ("above_ceiling", "raise", True, True),
+        ("below_floor", "raise", True, True),
+    ]
+    assert again[1].since == at(60) and again[1].at == at(360)  # the grace, in their own time
+    assert "in readings the service received late" in describe(again[0])
+    assert "while the kiosk was cut off" not in describe(again[1])
+    resolved = m.observe("k", 1, at(410), 65.0, 65.0)
+    assert sorted((f.kind, f.action) for f in resolved) == [
+        ("above_ceiling", "resolve"),
+        ("below_floor", "resolve"),
+    ]
