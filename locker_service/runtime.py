@@ -137,8 +137,10 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
             runtime.leases = leases
             # Before the first round: a kiosk it takes is handled at once (ADR 0093), and a
             # scan's unlock needs the link. After the link connected: the round subscribes.
+            # The round runs in the background: the API and the timers do not wait for
+            # hundreds of takes, and /readyz says 503 until it has ended (ADR 0099).
             ctx.commander = link
-            await leases.start()
+            await leases.start(wait=False)
             clocks = ClockWatch(ctx.sessionmaker, ctx.hub, link)
             await clocks.start()
             runtime.clocks = clocks

@@ -412,16 +412,28 @@ class LeaseKeeper:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Run the first round (so the link knows its kiosks), then keep renewing."""
-        self._alive_task = asyncio.get_running_loop().create_task(
-            self._keep_alive(), name="kiosk-leases-alive"
-        )
+    async def start(self, *, wait: bool = True) -> None:
+        """Run the first round (so the link knows its kiosks), then keep renewing. With `wait`
+        false the first round runs in the loop's task too, and this returns at once: a replica
+        that restarts with hundreds of kiosks to take serves its API and runs its timers
+        meanwhile, and is not `settled` (nor ready) until the round has ended (ADR 0099)."""
+        loop = asyncio.get_running_loop()
+        self._alive_task = loop.create_task(self._keep_alive(), name="kiosk-leases-alive")
+        if wait:
+            await self._first_round()
+            self._task = loop.create_task(self._run(), name="kiosk-leases")
+        else:
+            self._task = loop.create_task(self._first_then_run(), name="kiosk-leases")
+
+    async def _first_round(self) -> None:
         try:
             await self._locked_round()
         except Exception:
             log.exception("the first lease round failed; retrying every %s s", self.renew_s)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="kiosk-leases")
+
+    async def _first_then_run(self) -> None:
+        await self._first_round()
+        await self._run()
 
     async def stop(self) -> None:
         """A clean shutdown: leave the live replicas, hand every lease over, free the rest."""

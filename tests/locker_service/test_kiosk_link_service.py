@@ -35,8 +35,12 @@ async def test_service_reports_kiosk_state_and_serves_its_telemetry(
         seeded = await seed(ctx.sessionmaker)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://locker.test") as client:
-            ready = await client.get("/readyz")
-            assert ready.status_code == 200 and ready.json()["checks"]["mqtt"] is True
+            # The first lease round runs in the background (ADR 0099): ready once it ended.
+            deadline = time.monotonic() + 15
+            while (ready := await client.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, ready.json()
+                await asyncio.sleep(0.05)
+            assert ready.json()["checks"]["mqtt"] is True
 
             crashed = False
             kiosk = ScriptedKiosk(

@@ -25,6 +25,7 @@ from sqlalchemy import func, select, text
 
 from firmware_bridge import contract
 from locker_service.context import ServiceContext
+from locker_service.db import create_engine, create_sessionmaker
 from locker_service.kiosk_link import KioskLink
 from locker_service.kiosk_link import link as link_module
 from locker_service.kiosk_link.lease_keeper import LeaseKeeper
@@ -653,6 +654,71 @@ async def test_a_kiosk_that_does_not_report_its_state_is_judged_by_its_retained_
     assert a.link.counters.state_reported == (answer[0] == "succeeded")  # the service had it
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_replica_serves_its_api_while_its_first_lease_round_waits(
+    database_url: str, private_mosquitto: MosquittoProcess
+) -> None:
+    """ADR 0099: a replica whose first round waits on a take (here a row lock; in a restart,
+    hundreds of takes) has started all the same: it answers /healthz and its API, says it is
+    not ready, and is once the round has ended."""
+    settings = make_settings(
+        database_url,
+        kiosk_link_enabled=True,
+        mqtt_url=private_mosquitto.url,
+        replica_id=f"a-{uuid.uuid4().hex[:6]}",
+        lease_ttl_s=LEASE_TTL_S,
+        lease_renew_s=LEASE_RENEW_S,
+    )
+    engine = create_engine(database_url)
+    world = await seed(create_sessionmaker(engine), settings)
+    app = create_app(settings)
+    stack = contextlib.AsyncExitStack()
+    starting: asyncio.Task[Any] | None = None
+    try:
+        async with engine.connect() as blocker:
+            lease = {"kiosk": world.kiosk_code}
+            await blocker.execute(
+                text(
+                    "INSERT INTO kiosk_leases (kiosk_code, holder, epoch, expires_at, standby) "
+                    "VALUES (:kiosk, NULL, 0, now(), NULL)"
+                ),
+                lease,
+            )
+            await blocker.commit()
+            await blocker.execute(
+                text("SELECT 1 FROM kiosk_leases WHERE kiosk_code = :kiosk FOR UPDATE"), lease
+            )
+            starting = asyncio.create_task(
+                stack.enter_async_context(app.router.lifespan_context(app))
+            )
+            await until(starting.done, 30, "the service started while its take waits")
+            starting.result()
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://replica"
+            ) as client:
+                assert (await client.get("/healthz")).status_code == 200
+                waiting = await client.get("/readyz")
+                assert waiting.status_code == 503 and waiting.json()["checks"]["mqtt"] is False
+                alerts = await client.get("/api/v1/operator/alerts", headers=world.operator())
+                assert alerts.status_code == 200
+                keeper: LeaseKeeper = app.state.runtime.leases
+                assert not keeper.settled and world.kiosk_code not in keeper.held()
+                await blocker.rollback()  # the take goes on
+                await until(
+                    lambda: _status(client, "/readyz", 200), 30, "ready once the round ended"
+                )
+                assert world.kiosk_code in keeper.held()
+    finally:
+        if starting is not None and not starting.done():
+            starting.cancel()
+        await stack.aclose()
+        await engine.dispose()
+
+
+async def _status(client: httpx.AsyncClient, path: str, wanted: int) -> bool:
+    return (await client.get(path)).status_code == wanted
+
+
 async def test_a_replica_can_command_a_kiosk_from_its_first_take(
     start_replica: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -661,10 +727,10 @@ async def test_a_replica_can_command_a_kiosk_from_its_first_take(
     commander_at_start: list[bool] = []
     start = LeaseKeeper.start
 
-    async def starting(keeper: LeaseKeeper) -> None:
+    async def starting(keeper: LeaseKeeper, *, wait: bool = True) -> None:
         [runtime] = [r for r in list(COLLECTOR._runtimes) if r.leases is keeper]
         commander_at_start.append(runtime.ctx.commander is not None)
-        await start(keeper)
+        await start(keeper, wait=wait)
 
     monkeypatch.setattr(LeaseKeeper, "start", starting)
     await start_replica("a")
