@@ -231,12 +231,14 @@ class Lanes:
             return
         if isinstance(model, contract.KioskStatus):
             self._kiosk_status[kiosk_id] = model
+            self._forget_beyond_the_board(kiosk_id)
         elif isinstance(model, contract.CompartmentSnapshot):
             self._snapshots.setdefault(kiosk_id, {})[model.n] = model
             if standing == "held":
                 self._heard(kiosk_id, model.n)
             else:
                 self._unheard.setdefault(kiosk_id, set()).add(model.n)
+                self._forget_beyond_the_board(kiosk_id)
         if standing == "foreign" or (standing != "held" and kind != "event"):
             # Status and snapshots of a kiosk this replica does not hold (yet) only feed the
             # live hub: the holder has them (retained), and on taking a lease this replica
@@ -333,6 +335,17 @@ class Lanes:
         held here has had a snapshot since (nothing for `replay_unheard_snapshots`)."""
         while kiosk_id in self._unheard:
             await self._all_heard.setdefault(kiosk_id, asyncio.Event()).wait()
+
+    def _forget_beyond_the_board(self, kiosk_id: str) -> None:
+        """A retained snapshot of a compartment the kiosk's board no longer has (a bank refitted
+        smaller, its old topic never cleared) will never be reported afresh: it is not waited
+        for, nor handed to the story, once the kiosk's status says how many it has."""
+        status = self._kiosk_status.get(kiosk_id)
+        unheard = self._unheard.get(kiosk_id)
+        if status is None or status.compartments is None or not unheard:
+            return
+        for n in [n for n in unheard if n > status.compartments]:
+            self._heard(kiosk_id, n)
 
     def _heard(self, kiosk_id: str, n: int) -> None:
         unheard = self._unheard.get(kiosk_id)

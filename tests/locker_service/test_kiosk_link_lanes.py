@@ -504,6 +504,28 @@ async def test_an_awaited_kiosk_s_events_wait_unacked_until_its_lease_is_taken()
     await parts.lanes.stop()
 
 
+async def test_a_snapshot_of_a_compartment_the_board_no_longer_has_is_not_waited_for() -> None:
+    """A bank refitted from three compartments to two, the third's retained snapshot never
+    cleared: once the kiosk's status says two, the take's ask ends with the fresh reports of
+    1 and 2, and the old copy of 3 is not handed to the story."""
+    leases = StandingTable({"k1": "awaited"})
+    parts = Parts(leases)
+    for n in (1, 2, 3):
+        parts.deliver("k1", snapshot(n))
+    parts.deliver("k1", contract.KioskStatus(state="online", compartments=2, board_online=True))
+    leases.take("k1")
+    parts.lanes.reconcile_kiosk("k1")
+    heard = asyncio.get_running_loop().create_task(parts.lanes.snapshots_heard("k1"))
+    parts.deliver("k1", snapshot(1))
+    parts.deliver("k1", snapshot(2))
+    await until(heard.done, "the ask's wait over")  # before, it waited for 3 until its end
+    parts.lanes.replay_unheard_snapshots("k1")
+    await parts.lanes.drain_kiosk("k1")
+    assert not any(what == "snapshot 3" for _, what in parts.handler.handled)
+    assert parts.counters.snapshots_replayed == 0
+    await parts.lanes.stop()
+
+
 async def test_snapshots_seen_before_the_take_are_handed_on_only_where_no_fresh_one_came() -> None:
     """ADR 0093: the kiosk asked for its state at the take reports every compartment afresh;
     the copies seen before the take are handed to the story only for the compartments whose
