@@ -3,9 +3,13 @@ replica still holds the kiosk's lease at the epoch it took it with (ADR 0044).
 
 The kiosk link sets `CURRENT_FENCE` around each handler call (a context variable, so it follows
 the handler's awaits and nothing else); the handler calls `check_fence` first in its
-transaction. On PostgreSQL the lease row is read `FOR SHARE`: a takeover's UPDATE of that row
-waits until the transaction has committed or rolled back, and once the takeover has committed
-(epoch + 1) the check finds no row. On SQLite every transaction is `BEGIN IMMEDIATE` (ADR 0033),
+transaction. On PostgreSQL the lease row is read `FOR KEY SHARE`: a takeover locks that row
+`FOR UPDATE` before it changes it, which waits until the transaction has committed or rolled
+back, and once the takeover has committed (epoch + 1) the check finds no row. The keeper's
+renewals and standby marks change the row without `FOR UPDATE`, and neither they nor the fence
+checks wait for each other (ADR 0100): a renewal of hundreds of leases in one statement used to
+wait for the slowest handler's transaction while holding the rows before it, and every fence
+check of those kiosks waited behind it. On SQLite every transaction is `BEGIN IMMEDIATE` (ADR 0033),
 so the check and the takeover cannot interleave either.
 
 Expiry plays no part here: a lease past its expiry that nobody has taken yet still belongs to
@@ -66,7 +70,7 @@ async def check_fence(session: AsyncSession, kiosk_id: str) -> None:
         return
     if fence.kiosk_id != kiosk_id:
         raise LeaseLost(fence)  # a message handled under another kiosk's lease: never ours
-    lock = "" if session.get_bind().dialect.name == "sqlite" else " FOR SHARE"
+    lock = "" if session.get_bind().dialect.name == "sqlite" else " FOR KEY SHARE"
     held = await session.scalar(
         text(_HELD + lock),
         {"kiosk": fence.kiosk_id, "holder": fence.replica_id, "epoch": fence.epoch},

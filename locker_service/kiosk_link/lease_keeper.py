@@ -221,12 +221,20 @@ async def take(session: AsyncSession, kiosk_id: str, replica_id: str, ttl_s: flo
         ),
         {"kiosk": kiosk_id},
     )
+    takeable = f"(holder IS NULL OR holder = :replica OR expires_at < {now})"
+    if session.get_bind().dialect.name != "sqlite":
+        # The fence reads the row FOR KEY SHARE, which an UPDATE of its other columns does not
+        # wait for (ADR 0100): the take locks it FOR UPDATE first, so it waits out every
+        # transaction of the old holder that passed its fence (ADR 0080).
+        await session.execute(
+            text(f"SELECT 1 FROM kiosk_leases WHERE kiosk_code = :kiosk AND {takeable} FOR UPDATE"),
+            {"kiosk": kiosk_id, "replica": replica_id},
+        )
     epoch = await session.scalar(
         text(
             "UPDATE kiosk_leases SET holder = :replica, epoch = epoch + 1, "
             f"expires_at = {_clock(session, 'ttl')}, standby = NULL "
-            "WHERE kiosk_code = :kiosk "
-            f"AND (holder IS NULL OR holder = :replica OR expires_at < {now}) RETURNING epoch"
+            f"WHERE kiosk_code = :kiosk AND {takeable} RETURNING epoch"
         ),
         {"kiosk": kiosk_id, "replica": replica_id, "ttl": ttl_s},
     )
@@ -406,6 +414,8 @@ class LeaseKeeper:
         the events the command causes find a subscription (bounded by one lease period)."""
         if self._settled and kiosk_id in self._known:
             return
+        if kiosk_id in self._held or kiosk_id in self._awaited or self._alone:
+            return  # subscribed already: held, about to be, or every kiosk (the first round)
         done = self._round_done
         self._wake.set()
         await wait_or_wake(done, self.renew_s)
@@ -572,7 +582,7 @@ class LeaseKeeper:
 
         async def taker() -> None:
             for kiosk in wanted:  # shared: each takes the next kiosk not yet taken
-                if failed:
+                if failed or self._finished:  # a stop: no more takes, only what is under way
                     return
                 try:
                     await self._take(kiosk)

@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -43,6 +44,9 @@ class ChildSpec:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     ready_port: tuple[str, int] | None = None  # ready once this TCP port accepts connections
+    # And, when given, once this path on that port answers HTTP 200 (the service's `/readyz`:
+    # its port opens before its first lease round has ended, ADR 0099).
+    ready_path: str | None = None
     ready_timeout_s: float = 60.0
     cwd: str | None = None
 
@@ -80,6 +84,15 @@ def _port_open(host: str, port: int) -> bool:
         with socket.create_connection((host, port), timeout=0.3):
             return True
     except OSError:
+        return False
+
+
+def _answers_ok(host: str, port: int, path: str) -> bool:
+    """The path answers HTTP 200 on the port (a 503 while the service gets ready: not yet)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except (OSError, ValueError):  # refused, timed out, or an HTTP error status
         return False
 
 
@@ -191,11 +204,15 @@ class Supervisor:
                 raise SupervisorError(
                     f"{child.spec.name} {_describe_exit(child.proc.returncode)} while starting"
                 )
-            if await asyncio.to_thread(_port_open, host, port):
+            path = child.spec.ready_path
+            if await asyncio.to_thread(_port_open, host, port) and (
+                path is None or await asyncio.to_thread(_answers_ok, host, port, path)
+            ):
                 return
             if time.monotonic() > deadline:
+                what = f"answer {path} on" if path else "listen on"
                 raise SupervisorError(
-                    f"{child.spec.name} did not listen on {host}:{port} "
+                    f"{child.spec.name} did not {what} {host}:{port} "
                     f"within {child.spec.ready_timeout_s:.0f} s"
                 )
             await asyncio.sleep(READY_POLL_S)

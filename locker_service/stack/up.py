@@ -337,6 +337,7 @@ def plan(options: UpOptions) -> Plan:
             lockerctl("serve", *([] if "LOCKER_ACCESS_LOG" in os.environ else ["--no-access-log"])),
             env=service_env,
             ready_port=(ready_host, options.port),
+            ready_path="/readyz",  # its kiosks taken, not only its port open (ADR 0099)
             ready_timeout_s=SERVICE_READY_TIMEOUT_S,
         )
     )

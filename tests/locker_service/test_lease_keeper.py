@@ -250,6 +250,12 @@ async def test_a_kiosk_taken_in_the_first_round_is_held_before_the_round_ends(
         assert taker.standing(first) == "held"
         assert taker.fence(first) is not None
         assert {taker.standing(k) for k in kiosks if k != first} == {"unsettled"}
+        # A command to it (from the API or a timer) goes at once, not after a lease period:
+        # the round under way is the first, and what it would wait for is there (ADR 0099).
+        settling = asyncio.create_task(taker.settle(first))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert settling.done()
         gated.gate.set()
         await starting
         assert taker.held() == set(kiosks)
@@ -580,9 +586,9 @@ async def test_a_new_holder_learns_how_far_the_kiosks_readings_go(
 async def test_a_takeover_waits_for_the_holders_transaction_in_flight(
     pg_database_url: str,
 ) -> None:
-    """PostgreSQL: the fence reads the lease row FOR SHARE, so the takeover's UPDATE waits until
-    the holder's transaction is over, and the holder's change commits before the new holder
-    handles anything."""
+    """PostgreSQL: the fence reads the lease row FOR KEY SHARE and the take locks it FOR UPDATE,
+    so the takeover waits until the holder's transaction is over, and the holder's change
+    commits before the new holder handles anything."""
     engine = create_engine(pg_database_url)
     sm = create_sessionmaker(engine)
     try:
@@ -628,6 +634,66 @@ async def test_a_takeover_waits_for_the_holders_transaction_in_flight(
         # It goes on after the event the old holder committed while the take waited.
         assert subscriptions(taker).recorded[kiosk] == RecordedUpTo(others=41, complete_to=41)
         await taker.stop()
+        await holder.stop()
+    finally:
+        await engine.dispose()
+
+
+async def first_of(engine: AsyncEngine, task: asyncio.Task[Any]) -> str:
+    """ "done" once `task` has ended, or "waiting" as soon as a session of the database waits
+    for a lock: whichever comes first."""
+    while not task.done():
+        async with engine.connect() as connection:
+            waiting = await connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        if waiting:
+            return "waiting"
+        await asyncio.sleep(0.01)
+    return "done"
+
+
+async def test_renewals_and_fence_checks_never_wait_for_each_other(pg_database_url: str) -> None:
+    """ADR 0100: a renewal of the replica's leases does not wait for its handlers' fenced
+    transactions in flight, nor a fence check for a renewal in flight. Before, a renewal of
+    hundreds of leases waited for the slowest handler while holding the rows before it, and
+    every scan's fence check of those kiosks waited behind it."""
+    engine = create_engine(pg_database_url)
+    sm = create_sessionmaker(engine)
+    try:
+        [kiosk] = await make_kiosks(sm, 1)
+        holder = keeper(sm, "holder")
+        await holder.start()
+        await holder.halt()  # the test renews by hand
+        fence = holder.fence(kiosk)
+        assert fence is not None
+        token = CURRENT_FENCE.set(fence)
+        try:
+            async with session_scope(sm) as handler:
+                await check_fence(handler, kiosk)  # a handler's transaction, still open
+
+                async def renewal() -> dict[str, int]:
+                    async with session_scope(sm) as session:
+                        return await lease_keeper.renew(session, holder.replica_id, [kiosk], TTL_S)
+
+                renewing = asyncio.create_task(renewal())
+                assert await first_of(engine, renewing) == "done"
+                assert renewing.result() == {kiosk: fence.epoch}
+            async with session_scope(sm) as keeper_session:
+                await lease_keeper.renew(keeper_session, holder.replica_id, [kiosk], TTL_S)
+
+                async def fenced() -> None:
+                    async with session_scope(sm) as session:
+                        await check_fence(session, kiosk)
+
+                checking = asyncio.create_task(fenced())
+                assert await first_of(engine, checking) == "done"
+                checking.result()
+        finally:
+            CURRENT_FENCE.reset(token)
         await holder.stop()
     finally:
         await engine.dispose()

@@ -711,6 +711,8 @@ async def test_a_replica_serves_its_api_while_its_first_lease_round_waits(
     finally:
         if starting is not None and not starting.done():
             starting.cancel()
+            with contextlib.suppress(BaseException):
+                await starting
         await stack.aclose()
         await engine.dispose()
 
