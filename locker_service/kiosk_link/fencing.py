@@ -3,13 +3,14 @@ replica still holds the kiosk's lease at the epoch it took it with (ADR 0044).
 
 The kiosk link sets `CURRENT_FENCE` around each handler call (a context variable, so it follows
 the handler's awaits and nothing else); the handler calls `check_fence` first in its
-transaction. On PostgreSQL the lease row is read `FOR KEY SHARE`: a takeover locks that row
-`FOR UPDATE` before it changes it, which waits until the transaction has committed or rolled
-back, and once the takeover has committed (epoch + 1) the check finds no row. The keeper's
-renewals and standby marks change the row without `FOR UPDATE`, and neither they nor the fence
-checks wait for each other (ADR 0100): a renewal of hundreds of leases in one statement used to
-wait for the slowest handler's transaction while holding the rows before it, and every fence
-check of those kiosks waited behind it. On SQLite every transaction is `BEGIN IMMEDIATE` (ADR 0033),
+transaction. On PostgreSQL the lease row is read `FOR KEY SHARE`. A take and a release lock
+that row `FOR UPDATE` before they change it, and change it only if they locked it: that waits
+until every such transaction has committed or rolled back, and once the take or the release has
+committed the check finds no row. The keeper's renewals and standby marks change the row
+without `FOR UPDATE`, and neither they nor the fence checks wait for each other (ADR 0100): a
+renewal of hundreds of leases in one statement used to wait for the slowest handler's
+transaction, holding the rows it had updated before it, and every fence check of those kiosks
+waited behind it. On SQLite every transaction is `BEGIN IMMEDIATE` (ADR 0033),
 so the check and the takeover cannot interleave either.
 
 Expiry plays no part here: a lease past its expiry that nobody has taken yet still belongs to

@@ -222,21 +222,32 @@ async def take(session: AsyncSession, kiosk_id: str, replica_id: str, ttl_s: flo
         {"kiosk": kiosk_id},
     )
     takeable = f"(holder IS NULL OR holder = :replica OR expires_at < {now})"
+    locked = True
     if session.get_bind().dialect.name != "sqlite":
         # The fence reads the row FOR KEY SHARE, which an UPDATE of its other columns does not
         # wait for (ADR 0100): the take locks it FOR UPDATE first, so it waits out every
-        # transaction of the old holder that passed its fence (ADR 0080).
-        await session.execute(
-            text(f"SELECT 1 FROM kiosk_leases WHERE kiosk_code = :kiosk AND {takeable} FOR UPDATE"),
-            {"kiosk": kiosk_id, "replica": replica_id},
+        # transaction of the old holder that passed its fence (ADR 0080), and changes only a
+        # row it locked so (one freed between the two statements is taken next round).
+        locked = bool(
+            await session.scalar(
+                text(
+                    f"SELECT true FROM kiosk_leases WHERE kiosk_code = :kiosk AND {takeable} "
+                    "FOR UPDATE"
+                ),
+                {"kiosk": kiosk_id, "replica": replica_id},
+            )
         )
-    epoch = await session.scalar(
-        text(
-            "UPDATE kiosk_leases SET holder = :replica, epoch = epoch + 1, "
-            f"expires_at = {_clock(session, 'ttl')}, standby = NULL "
-            f"WHERE kiosk_code = :kiosk AND {takeable} RETURNING epoch"
-        ),
-        {"kiosk": kiosk_id, "replica": replica_id, "ttl": ttl_s},
+    epoch = (
+        None
+        if not locked
+        else await session.scalar(
+            text(
+                "UPDATE kiosk_leases SET holder = :replica, epoch = epoch + 1, "
+                f"expires_at = {_clock(session, 'ttl')}, standby = NULL "
+                f"WHERE kiosk_code = :kiosk AND {takeable} RETURNING epoch"
+            ),
+            {"kiosk": kiosk_id, "replica": replica_id, "ttl": ttl_s},
+        )
     )
     if epoch is not None:
         return int(epoch)
@@ -252,8 +263,8 @@ async def take(session: AsyncSession, kiosk_id: str, replica_id: str, ttl_s: flo
 
 async def recorded(session: AsyncSession, kiosk_id: str) -> RecordedUpTo:
     """How far the kiosk's record goes (`sequencer.recorded_up_to`): read in the take's
-    transaction, once its UPDATE has waited out every transaction of the old holder that passed
-    its fence (ADR 0080)."""
+    transaction, once its lock of the lease row has waited out every transaction of the old
+    holder that passed its fence (ADR 0080, 0100)."""
     rows = await session.execute(
         text(
             "SELECT e.seq, e.type FROM kiosk_events e JOIN kiosks k ON k.id = e.kiosk_id "
@@ -291,7 +302,18 @@ async def readings_to(session: AsyncSession, kiosk_id: str) -> datetime:
 
 
 async def release(session: AsyncSession, kiosk_id: str, replica_id: str, epoch: int) -> bool:
-    """Free the lease at once (expired now), if still ours at `epoch`."""
+    """Free the lease at once (expired now), if still ours at `epoch`. On PostgreSQL the row
+    is locked FOR UPDATE first, as by a take (ADR 0100): the release waits for this replica's
+    own transactions that passed the kiosk's fence (a message handled after the drain), and a
+    fence check meanwhile waits for it and then finds the lease gone."""
+    if session.get_bind().dialect.name != "sqlite":
+        await session.execute(
+            text(
+                "SELECT 1 FROM kiosk_leases "
+                "WHERE kiosk_code = :kiosk AND holder = :replica AND epoch = :epoch FOR UPDATE"
+            ),
+            {"kiosk": kiosk_id, "replica": replica_id, "epoch": epoch},
+        )
     result = await session.execute(
         text(
             f"UPDATE kiosk_leases SET holder = NULL, expires_at = {_clock(session)} "

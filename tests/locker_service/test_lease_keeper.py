@@ -699,6 +699,49 @@ async def test_renewals_and_fence_checks_never_wait_for_each_other(pg_database_u
         await engine.dispose()
 
 
+async def test_a_release_waits_for_the_holders_fenced_transaction_in_flight(
+    pg_database_url: str,
+) -> None:
+    """ADR 0100: the fence's FOR KEY SHARE holds back no plain UPDATE, so a release locks the
+    lease row FOR UPDATE first: it waits for a transaction of its own replica that passed the
+    fence (a message handled after the drain), whose change is then in the record the next
+    holder reads, and the fence lets nothing through after it."""
+    engine = create_engine(pg_database_url)
+    sm = create_sessionmaker(engine)
+    try:
+        [kiosk] = await make_kiosks(sm, 1)
+        holder = keeper(sm, "holder")
+        await holder.start()
+        await holder.halt()
+        fence = holder.fence(kiosk)
+        assert fence is not None
+
+        async def releasing() -> bool:
+            async with session_scope(sm) as session:
+                return await lease_keeper.release(session, kiosk, holder.replica_id, fence.epoch)
+
+        token = CURRENT_FENCE.set(fence)
+        try:
+            async with session_scope(sm) as handler:
+                await check_fence(handler, kiosk)
+                await record(handler, kiosk, (41, "door_closed"))
+                freeing = asyncio.create_task(releasing())
+                assert await first_of(engine, freeing) == "waiting"
+            assert await freeing  # once the handler's transaction committed
+            with pytest.raises(LeaseLost):
+                async with session_scope(sm) as late:
+                    await check_fence(late, kiosk)
+        finally:
+            CURRENT_FENCE.reset(token)
+        async with sm() as session:
+            assert await lease_keeper.recorded(session, kiosk) == RecordedUpTo(
+                others=41, complete_to=41
+            )
+        await holder.stop()
+    finally:
+        await engine.dispose()
+
+
 async def test_a_halt_lets_the_round_under_way_end_and_never_cancels_it_mid_transaction(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
