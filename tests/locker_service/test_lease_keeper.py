@@ -13,6 +13,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from firmware_bridge import contract
 from locker_service.db import create_engine, create_sessionmaker, session_scope
 from locker_service.kiosk_link import lease_keeper
-from locker_service.kiosk_link.fencing import CURRENT_FENCE, LeaseLost, check_fence
+from locker_service.kiosk_link.fencing import CURRENT_FENCE, Fence, LeaseLost, check_fence
 from locker_service.kiosk_link.lease_keeper import LeaseKeeper
 from locker_service.kiosk_link.leases import assign
 from locker_service.kiosk_link.sequencer import RecordedUpTo
@@ -583,12 +584,19 @@ async def test_a_new_holder_learns_how_far_the_kiosks_readings_go(
         await taker.stop()
 
 
-async def test_a_takeover_waits_for_the_holders_transaction_in_flight(
-    pg_database_url: str,
-) -> None:
-    """PostgreSQL: the fence reads the lease row FOR KEY SHARE and the take locks it FOR UPDATE,
-    so the takeover waits until the holder's transaction is over, and the holder's change
-    commits before the new holder handles anything."""
+@dataclass
+class Halted:
+    """PostgreSQL: a kiosk whose lease `holder` took and then stopped renewing (a halt)."""
+
+    engine: AsyncEngine
+    sm: async_sessionmaker[AsyncSession]
+    kiosk: str
+    holder: LeaseKeeper
+    fence: Fence
+
+
+@contextlib.asynccontextmanager
+async def halted_holder(pg_database_url: str) -> AsyncIterator[Halted]:
     engine = create_engine(pg_database_url)
     sm = create_sessionmaker(engine)
     try:
@@ -598,6 +606,20 @@ async def test_a_takeover_waits_for_the_holders_transaction_in_flight(
         fence = holder.fence(kiosk)
         assert fence is not None
         await holder.halt()
+        yield Halted(engine, sm, kiosk, holder, fence)
+        await holder.stop()
+    finally:
+        await engine.dispose()
+
+
+async def test_a_takeover_waits_for_the_holders_transaction_in_flight(
+    pg_database_url: str,
+) -> None:
+    """PostgreSQL: the fence reads the lease row FOR KEY SHARE and the take locks it FOR UPDATE,
+    so the takeover waits until the holder's transaction is over, and the holder's change
+    commits before the new holder handles anything."""
+    async with halted_holder(pg_database_url) as h:
+        sm, kiosk, fence = h.sm, h.kiosk, h.fence
         # Expire the lease and the heartbeat now, as if the holder had been paused past its TTL.
         async with session_scope(sm) as session:
             await session.execute(
@@ -634,9 +656,6 @@ async def test_a_takeover_waits_for_the_holders_transaction_in_flight(
         # It goes on after the event the old holder committed while the take waited.
         assert subscriptions(taker).recorded[kiosk] == RecordedUpTo(others=41, complete_to=41)
         await taker.stop()
-        await holder.stop()
-    finally:
-        await engine.dispose()
 
 
 async def first_of(engine: AsyncEngine, task: asyncio.Task[Any]) -> str:
@@ -661,15 +680,8 @@ async def test_renewals_and_fence_checks_never_wait_for_each_other(pg_database_u
     transactions in flight, nor a fence check for a renewal in flight. Before, a renewal of
     hundreds of leases waited for the slowest handler while holding the rows before it, and
     every scan's fence check of those kiosks waited behind it."""
-    engine = create_engine(pg_database_url)
-    sm = create_sessionmaker(engine)
-    try:
-        [kiosk] = await make_kiosks(sm, 1)
-        holder = keeper(sm, "holder")
-        await holder.start()
-        await holder.halt()  # the test renews by hand
-        fence = holder.fence(kiosk)
-        assert fence is not None
+    async with halted_holder(pg_database_url) as h:  # the test renews by hand
+        engine, sm, kiosk, holder, fence = h.engine, h.sm, h.kiosk, h.holder, h.fence
         token = CURRENT_FENCE.set(fence)
         try:
             async with session_scope(sm) as handler:
@@ -694,9 +706,6 @@ async def test_renewals_and_fence_checks_never_wait_for_each_other(pg_database_u
                 checking.result()
         finally:
             CURRENT_FENCE.reset(token)
-        await holder.stop()
-    finally:
-        await engine.dispose()
 
 
 async def test_a_release_waits_for_the_holders_fenced_transaction_in_flight(
@@ -706,15 +715,8 @@ async def test_a_release_waits_for_the_holders_fenced_transaction_in_flight(
     lease row FOR UPDATE first: it waits for a transaction of its own replica that passed the
     fence (a message handled after the drain), whose change is then in the record the next
     holder reads, and the fence lets nothing through after it."""
-    engine = create_engine(pg_database_url)
-    sm = create_sessionmaker(engine)
-    try:
-        [kiosk] = await make_kiosks(sm, 1)
-        holder = keeper(sm, "holder")
-        await holder.start()
-        await holder.halt()
-        fence = holder.fence(kiosk)
-        assert fence is not None
+    async with halted_holder(pg_database_url) as h:
+        engine, sm, kiosk, holder, fence = h.engine, h.sm, h.kiosk, h.holder, h.fence
 
         async def releasing() -> bool:
             async with session_scope(sm) as session:
@@ -737,9 +739,6 @@ async def test_a_release_waits_for_the_holders_fenced_transaction_in_flight(
             assert await lease_keeper.recorded(session, kiosk) == RecordedUpTo(
                 others=41, complete_to=41
             )
-        await holder.stop()
-    finally:
-        await engine.dispose()
 
 
 async def test_a_halt_lets_the_round_under_way_end_and_never_cancels_it_mid_transaction(
