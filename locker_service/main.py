@@ -128,7 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["health"], response_model=None)
     async def readyz() -> JSONResponse:
-        """The database answers and, when the kiosk link is enabled, the broker is connected."""
+        """The database answers and, when the kiosk link is enabled, the broker is connected,
+        the replica subscribed and its first lease round over (ADR 0099)."""
         ctx: ServiceContext = app.state.ctx
         checks: dict[str, bool] = {}
         try:

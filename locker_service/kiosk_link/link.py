@@ -140,7 +140,8 @@ class KioskLink:
 
     @property
     def ready(self) -> bool:
-        """Connected to the broker and subscribed: what /readyz reports for MQTT."""
+        """Connected to the broker and subscribed, and the lease keeper's first round over
+        (it runs while the service already serves, ADR 0099): what /readyz reports for MQTT."""
         settled = self._leases is None or self._leases.settled
         return self._connection.ready and settled
 
