@@ -47,6 +47,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware_bridge.config import BridgeSettings
 from firmware_bridge.contract import (
+    TELEMETRY_KEPT_SENT_S,
     CompartmentSnapshot,
     Event,
     KioskStatus,
@@ -75,7 +76,7 @@ RESUBSCRIBE_MAX_S = 30.0
 BACKLOG_WINDOW = 20
 # Telemetry published lately, kept in memory to be sent again (docs/adr/0098): a takeover takes
 # seconds, and a new holder asks only after its record; the count bounds a scaled clock's.
-SENT_TELEMETRY_KEPT_S = 600.0
+SENT_TELEMETRY_KEPT_S = TELEMETRY_KEPT_SENT_S
 SENT_TELEMETRY_KEPT_MAX = 360
 
 

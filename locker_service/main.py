@@ -128,8 +128,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["health"], response_model=None)
     async def readyz() -> JSONResponse:
-        """The database answers and, when the kiosk link is enabled, the broker is connected,
-        the replica subscribed and its first lease round over (ADR 0099)."""
+        """The database answers and, when the kiosk link is enabled, the broker is connected
+        and the replica subscribed (`mqtt`) and its first lease round over (`leases`, ADR
+        0099)."""
         ctx: ServiceContext = app.state.ctx
         checks: dict[str, bool] = {}
         try:
@@ -141,7 +142,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             checks["database"] = False
         runtime: Runtime = app.state.runtime
         if runtime.link is not None:
-            checks["mqtt"] = runtime.link.ready
+            checks["mqtt"] = runtime.link.subscribed
+        if runtime.leases is not None:
+            # The first lease round, which runs while the service already serves (ADR 0099).
+            checks["leases"] = runtime.leases.settled
         ready = all(checks.values())
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "checks": checks},

@@ -201,7 +201,7 @@ class VirtualKiosk:
     reports: int = 0  # `report_state` commands answered
     resent: int = 0  # events sent again at a new holder's asking
     readings_resent: int = 0  # telemetry batches sent again likewise (ADR 0098)
-    # Its last telemetry batches: stamp, and the batch as sent again (`resent`).
+    # Its last telemetry batches: stamp, and the batch as published.
     sent_readings: deque[tuple[datetime, bytes]] = field(
         default_factory=lambda: deque(maxlen=KEPT_TELEMETRY)
     )
@@ -249,8 +249,9 @@ class VirtualKiosk:
         self.publish_telemetry(contract.Telemetry(readings=readings))
 
     def publish_telemetry(self, batch: contract.Telemetry) -> None:
-        self.sent_readings.append((batch.ts, batch.model_copy(update={"resent": True}).to_json()))
-        self.client.publish(self.topics.telemetry, batch.to_json())
+        payload = batch.to_json()
+        self.sent_readings.append((batch.ts, payload))
+        self.client.publish(self.topics.telemetry, payload)
 
     def event(self, type_: str, n: int | None, **data: object) -> None:
         self.seq += 1
@@ -294,8 +295,11 @@ class VirtualKiosk:
                     self.resent += 1
             since = command.args.readings_after
             for ts, payload in self.sent_readings if since is not None else ():
-                if ts > since:
-                    self.client.publish(self.topics.telemetry, payload)
+                if ts > since:  # marked `resent` only now: a resend is rare, publishing is not
+                    again = contract.Telemetry.model_validate_json(payload)
+                    self.client.publish(
+                        self.topics.telemetry, again.model_copy(update={"resent": True}).to_json()
+                    )
                     self.readings_resent += 1
             self._report()  # before its answer, as the bridge
             self.reports += 1

@@ -16,6 +16,7 @@ from firmware_bridge.contract.offline import OfflineOrder, OfflineSupply
 from firmware_bridge.contract.payloads import (
     ACTIONS,
     FINAL_STATUSES,
+    TELEMETRY_KEPT_SENT_S,
     AbortDisinfectionCommand,
     Action,
     ClearFaultCommand,
@@ -52,6 +53,7 @@ from firmware_bridge.contract.topics import TOPIC_ROOT, MessageKind, Topics, cla
 __all__ = [
     "ACTIONS",
     "FINAL_STATUSES",
+    "TELEMETRY_KEPT_SENT_S",
     "TOPIC_ROOT",
     "AbortDisinfectionCommand",
     "Action",

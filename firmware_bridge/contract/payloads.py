@@ -199,6 +199,11 @@ class ClearFaultCommand(_CompartmentCommandBase):
     args: NoArgs = Field(default_factory=NoArgs)
 
 
+# How long a bridge keeps the telemetry it published, to send again for `readings_after`: a new
+# holder looks no further back for the kiosk's newest stored reading (docs/adr/0098).
+TELEMETRY_KEPT_SENT_S = 600.0
+
+
 class ReportStateArgs(WireModel):
     # Send again the events this kiosk's bridge still keeps numbered after this (`Event.seq`):
     # the new holder has recorded up to here, and events only the old one heard, or sent while

@@ -372,7 +372,11 @@ class Lanes:
             try:
                 await self._telemetry.flush()
             except Exception:  # the database away: the lease is freed all the same
-                log.warning("could not store kiosk %s's telemetry before its release", kiosk_id)
+                log.warning(
+                    "could not store kiosk %s's telemetry before its release",
+                    kiosk_id,
+                    exc_info=True,
+                )
 
     async def stop(self) -> None:
         """Stop the workers; what waits in their queues stays unacknowledged for the broker."""

@@ -39,6 +39,7 @@ from typing import Literal, Protocol
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from firmware_bridge import contract
 from locker_service.background import wait_or_wake
 from locker_service.db import session_scope
 from locker_service.kiosk_link.fencing import Fence
@@ -58,8 +59,8 @@ FORGET_REPLICA_AFTER_S = 24 * 3600.0
 TAKES_AT_ONCE = 4
 
 # How far back a new holder looks for the kiosk's newest stored reading: what a bridge keeps of
-# the telemetry it published (`firmware_bridge.mqtt.SENT_TELEMETRY_KEPT_S`, ADR 0098).
-READINGS_ASKED_S = 600.0
+# the telemetry it published (ADR 0098).
+READINGS_ASKED_S = contract.TELEMETRY_KEPT_SENT_S
 
 # How a replica stands towards one kiosk:
 # - "unsettled": the first round has not ended, and has not taken this kiosk; messages wait (the
@@ -432,12 +433,16 @@ class LeaseKeeper:
             self._wake.set()
 
     async def settle(self, kiosk_id: str) -> None:
-        """Before a command to a kiosk the last round did not know: run a round first, so that
-        the events the command causes find a subscription (bounded by one lease period)."""
+        """Before a command to a kiosk the last round did not know: wait for a round (at most
+        one lease period), so that the events the command causes find a subscription. Not for
+        a kiosk held or awaited here, nor, during the first round, for any kiosk of a replica
+        alone (its wildcards hear them all): that round may take tens of seconds (ADR 0099)."""
         if self._settled and kiosk_id in self._known:
             return
-        if kiosk_id in self._held or kiosk_id in self._awaited or self._alone:
-            return  # subscribed already: held, about to be, or every kiosk (the first round)
+        if kiosk_id in self._held or kiosk_id in self._awaited:
+            return
+        if self._alone and not self._settled:
+            return
         done = self._round_done
         self._wake.set()
         await wait_or_wake(done, self.renew_s)

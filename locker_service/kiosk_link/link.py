@@ -140,10 +140,15 @@ class KioskLink:
 
     @property
     def ready(self) -> bool:
-        """Connected to the broker and subscribed, and the lease keeper's first round over
-        (it runs while the service already serves, ADR 0099): what /readyz reports for MQTT."""
+        """Subscribed (`subscribed`) and the lease keeper's first round over (it runs while the
+        service already serves, ADR 0099): the kiosks this replica is to hold are held."""
         settled = self._leases is None or self._leases.settled
         return self._connection.ready and settled
+
+    @property
+    def subscribed(self) -> bool:
+        """Connected to the broker and subscribed, on both connections: /readyz's `mqtt`."""
+        return self._connection.ready
 
     @property
     def protocol_name(self) -> str:

@@ -165,7 +165,7 @@ class TelemetryIngest:
             self._round,
             period_s=flush_interval_s,
             log=log,
-            failure=lambda: f"telemetry write failed; keeping {self._buffer.rows} readings",
+            failure=lambda: f"telemetry write failed; keeping {self.buffered_rows} readings",
             error_pause_s=RETRY_DELAY_S,
             on_error=self._count_failed_write,
         )
@@ -287,7 +287,7 @@ class TelemetryIngest:
         try:
             await self.flush()
         except Exception:
-            log.exception("could not write the last %d readings", self._buffer.rows)
+            log.exception("could not write the last %d readings", self.buffered_rows)
 
     async def _round(self) -> bool:
         await self.flush()

@@ -86,6 +86,9 @@ class RecordingSink:
     def submit(self, kiosk_id: str, telemetry: contract.Telemetry) -> None:
         self.batches.append((kiosk_id, telemetry))
 
+    async def flush(self) -> int:
+        return 0  # nothing buffered: each batch is recorded as submitted
+
 
 async def eventually(predicate: object, timeout_s: float = 10.0, what: str = "condition") -> None:
     assert callable(predicate)

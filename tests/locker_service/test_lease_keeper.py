@@ -262,6 +262,28 @@ async def test_a_kiosk_taken_in_the_first_round_is_held_before_the_round_ends(
         assert taker.held() == set(kiosks)
 
 
+async def test_a_command_during_the_first_round_to_a_kiosk_it_holds_goes_at_once(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """ADR 0099: beside another live replica (no wildcards), a kiosk taken in the first round
+    is commanded at once, not after a lease period, while the round goes on."""
+    kiosks = await make_kiosks(sessionmaker, 12)
+    async with session_scope(sessionmaker) as session:
+        await lease_keeper.heartbeat(session, "another-replica")  # alive for a TTL
+    while True:  # a taker that owns some of the kiosks beside the other replica
+        taker = bare_keeper(sessionmaker, "taker")
+        if taker.replica_id in assign(kiosks, [taker.replica_id, "another-replica"]).values():
+            break
+    gated = GatedAfterOne()
+    async with first_round_under_way(taker, gated):
+        first = await first_take(taker)
+        assert not taker.settled and not taker._alone
+        settling = asyncio.create_task(taker.settle(first))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert settling.done()
+
+
 class FencesAtTheTake(GatedAfterOne):
     """Records until when each kiosk's fence was valid as the keeper reconciled it."""
 

@@ -17,6 +17,7 @@ def main() -> int:
             name=c["name"],
             argv=c["argv"],
             ready_port=tuple(c["ready_port"]) if c.get("ready_port") else None,
+            ready_path=c.get("ready_path"),
             ready_timeout_s=c.get("ready_timeout_s", 60.0),
         )
         for c in config["children"]

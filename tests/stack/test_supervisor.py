@@ -73,6 +73,21 @@ sys.stdout.write("x" * (3 << 20) + "\\n"); print("after the long line", flush=Tr
 signal.pause()
 """
 
+# Serves HTTP at once, but answers /readyz 503 until a file exists, as the service does until
+# its first lease round is over; says so on each answer.
+GETS_READY = """
+import http.server, pathlib, sys
+go = pathlib.Path(sys.argv[1]); port = int(sys.argv[2])
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        status = 200 if go.exists() else 503
+        print(f"answered {status}", flush=True)
+        self.send_response(status); self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
 pytestmark = pytest.mark.slow  # child processes started, killed and restarted
 
 ALWAYS_DIES = "import sys; print('broken', flush=True); sys.exit(7)"
@@ -246,6 +261,23 @@ def test_a_restarted_child_that_never_gets_ready_is_killed_and_restarted(tmp_pat
     assert "giving up and stopping everything" in text
     with pytest.raises(AssertionError, match="no process"):
         pid_of(run, str(counter))  # no hung run is left behind
+
+
+def test_a_child_with_a_ready_path_is_ready_only_once_it_answers_200(tmp_path: Path) -> None:
+    """`lockerctl up` waits for the service's /readyz, not only its port (ADR 0099)."""
+    port, go = free_port(), tmp_path / "go"
+    spec = child("service", GETS_READY, go, port, port=port)
+    run = Run({"children": [{**spec, "ready_path": "/readyz"}]})
+    try:
+        run.wait_for("answered 503")  # the port is open: asked, and not ready yet
+        assert not any("ALL READY" in line for line in run.lines)
+        go.touch()
+        run.wait_for("ALL READY")
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.finish() == 0, "\n".join(run.lines)
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
 
 
 def test_a_child_that_never_gets_ready_fails_the_start(tmp_path: Path) -> None:
