@@ -114,6 +114,12 @@ class LeaseRow:
     standby: str | None
 
 
+def _locks_rows(session: AsyncSession) -> bool:
+    """PostgreSQL, whose row locks order a take or a release after the fenced transactions in
+    flight (ADR 0100); SQLite's transactions never interleave (ADR 0033)."""
+    return session.get_bind().dialect.name != "sqlite"
+
+
 def _clock(session: AsyncSession, offset_param: str | None = None) -> str:
     """SQL for the database's current time, plus `:offset_param` seconds when given."""
     if session.get_bind().dialect.name == "sqlite":
@@ -224,7 +230,7 @@ async def take(session: AsyncSession, kiosk_id: str, replica_id: str, ttl_s: flo
     )
     takeable = f"(holder IS NULL OR holder = :replica OR expires_at < {now})"
     locked = True
-    if session.get_bind().dialect.name != "sqlite":
+    if _locks_rows(session):
         # The fence reads the row FOR KEY SHARE, which an UPDATE of its other columns does not
         # wait for (ADR 0100): the take locks it FOR UPDATE first, so it waits out every
         # transaction of the old holder that passed its fence (ADR 0080), and changes only a
@@ -238,10 +244,8 @@ async def take(session: AsyncSession, kiosk_id: str, replica_id: str, ttl_s: flo
                 {"kiosk": kiosk_id, "replica": replica_id},
             )
         )
-    epoch = (
-        None
-        if not locked
-        else await session.scalar(
+    if locked:
+        epoch = await session.scalar(
             text(
                 "UPDATE kiosk_leases SET holder = :replica, epoch = epoch + 1, "
                 f"expires_at = {_clock(session, 'ttl')}, standby = NULL "
@@ -249,9 +253,8 @@ async def take(session: AsyncSession, kiosk_id: str, replica_id: str, ttl_s: flo
             ),
             {"kiosk": kiosk_id, "replica": replica_id, "ttl": ttl_s},
         )
-    )
-    if epoch is not None:
-        return int(epoch)
+        if epoch is not None:
+            return int(epoch)
     await session.execute(
         text(
             "UPDATE kiosk_leases SET standby = :replica "
@@ -307,7 +310,7 @@ async def release(session: AsyncSession, kiosk_id: str, replica_id: str, epoch: 
     is locked FOR UPDATE first, as by a take (ADR 0100): the release waits for this replica's
     own transactions that passed the kiosk's fence (a message handled after the drain), and a
     fence check meanwhile waits for it and then finds the lease gone."""
-    if session.get_bind().dialect.name != "sqlite":
+    if _locks_rows(session):
         await session.execute(
             text(
                 "SELECT 1 FROM kiosk_leases "
