@@ -15,6 +15,9 @@ class LinkCounters:
 
     received: dict[str, int] = field(default_factory=dict)
     dropped_malformed: int = 0
+    # Telemetry sent again (`resent`) that this replica did not ask for, or stamped outside
+    # what it asked for (ADR 0098).
+    dropped_unasked: int = 0
     # Events of kiosks this replica does not hold (or whose lease it lost while they waited).
     dropped_not_held: int = 0
     # Events handed to the story, per kiosk: with leases, one replica per kiosk has any.

@@ -65,6 +65,10 @@ log = logging.getLogger(__name__)
 # connection, maybe behind a takeover's backlog. Only the copies the broker kept from before
 # the take wait on them, handed to the story for the compartments whose reports do not come.
 REPORT_STATE_TIMEOUT_S = 10.0
+# Telemetry sent again (`resent`, ADR 0098) is taken only as an answer: for this long after the
+# replica asked, stamped after the time it asked from and not after the ask (beyond this skew).
+RESENT_ACCEPTED_S = 60.0
+RESENT_AHEAD = timedelta(minutes=2)
 REPORTED_SNAPSHOTS_WAIT_S = 10.0
 
 
@@ -119,6 +123,9 @@ class KioskLink:
         )
         self._pending = PendingCommands()
         self.clocks = KioskClocks()
+        # Per kiosk: the stamps its telemetry sent again may have (after, up to) and until when
+        # (monotonic), from this replica's last ask (`_asked_again`).
+        self._readings_asked: dict[str, tuple[datetime, datetime, float]] = {}
         self._lanes = Lanes(
             handler,
             LivePublisher(hub, sites),
@@ -259,6 +266,12 @@ class KioskLink:
         self, kiosk_id: str, events_after: int | None, readings_after: datetime | None
     ) -> bool:
         """True if the kiosk answers that it has published its state again."""
+        if readings_after is not None:
+            self._readings_asked[kiosk_id] = (
+                readings_after,
+                contract.utcnow() + RESENT_AHEAD,
+                time.monotonic() + RESENT_ACCEPTED_S,
+            )
         command = contract.ReportStateCommand(
             request_id=uuid.uuid4().hex,
             expires_at=contract.utcnow() + timedelta(seconds=REPORT_STATE_TIMEOUT_S),
@@ -396,6 +409,18 @@ class KioskLink:
             return
         self.clocks.observe(kiosk_id, time.time(), stamped.timestamp())
 
+    def _asked_again(self, kiosk_id: str, ts: datetime) -> bool:
+        """Telemetry stamped `ts` sent again is an answer to this replica's last ask: a kiosk
+        cannot slip backdated readings into the record unasked (ADR 0098)."""
+        asked = self._readings_asked.get(kiosk_id)
+        if asked is None:
+            return False
+        after, latest, until = asked
+        if time.monotonic() > until:
+            del self._readings_asked[kiosk_id]
+            return False
+        return after < ts <= latest
+
     def _route(self, topic: str, payload: bytes, delivery: Delivery) -> None:
         ack = self._connection.ack
         classified = classify_topic(topic)
@@ -426,6 +451,18 @@ class KioskLink:
             log.warning("dropped snapshot for compartment %s on topic %s", model.n, topic)
             ack(delivery)
             return
+        if (
+            isinstance(model, contract.Telemetry)
+            and model.resent
+            and not self._asked_again(kiosk_id, model.ts)
+        ):
+            self.counters.dropped_unasked += 1
+            log.warning(
+                "dropped telemetry of kiosk %s sent again (stamped %s) that nobody asked for",
+                kiosk_id,
+                model.ts.isoformat(),
+            )
+            return  # QoS 0: nothing to acknowledge
         self._observe_clock(kiosk_id, model, delivery)
         if isinstance(model, contract.Reply):
             ack(delivery)

@@ -122,6 +122,27 @@ async def link_parts(
     await link.stop()
 
 
+async def test_telemetry_sent_again_is_taken_only_as_asked(
+    link_parts: tuple[KioskLink, RecordingHandler, LiveHub, RecordingSink], kiosk: ScriptedKiosk
+) -> None:
+    """ADR 0098: a batch marked `resent` is an answer to `report_state`'s `readings_after`;
+    unasked, or stamped before what was asked for, it is dropped (a kiosk cannot backdate
+    readings into the record), and what was asked for comes through."""
+    link, _, _, sink = link_parts
+    early = kiosk.publish_telemetry()
+    later = kiosk.publish_telemetry()
+    await eventually(lambda: len(sink.batches) == 2, what="the live batches")
+    unasked = early.model_copy(update={"resent": True})
+    kiosk.publish_raw("telemetry", unasked.to_json(), qos=0)
+    await eventually(lambda: link.counters.dropped_unasked == 1, what="the unasked one dropped")
+    await link.ask_state(kiosk.kiosk_id, readings_after=early.ts)
+    await eventually(lambda: len(sink.batches) == 3, what="the one asked for")
+    assert sink.batches[2][1] == later.model_copy(update={"resent": True})
+    kiosk.publish_raw("telemetry", unasked.to_json(), qos=0)  # not after what was asked
+    await eventually(lambda: link.counters.dropped_unasked == 2, what="the early one dropped")
+    assert len(sink.batches) == 3
+
+
 async def test_retained_state_reconciles_on_connect_and_reaches_the_loop_thread(
     broker: MosquittoProcess, kiosk: ScriptedKiosk
 ) -> None:
