@@ -15,6 +15,10 @@ says exactly when the food stopped being safe.
   (the kiosk offline) for longer than `unknown_limit_s`, is unsafe: nothing shows the food was
   kept hot.
 - The clock: the deadline is the earliest of the profile's limits; past it, the food's time is up.
+- Late readings: the watch counts the readings it folded (one per timestamp), so the timer loop
+  can tell when readings older than the last one folded were stored since (a kiosk's telemetry
+  sent again after a takeover, ADR 0098) and fold the food's record again from the drop-off
+  (`stale`, ADR 0101).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Watch:
     unknown_since: datetime | None = None  # the current run of readings with no temperature
     min_c: float | None = None
     max_c: float | None = None
+    readings: int = 0  # readings folded in, one per timestamp
 
     def to_json(self) -> dict[str, Any]:
         return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
@@ -69,7 +74,13 @@ class Watch:
             unknown_since=when("unknown_since"),
             min_c=data.get("min_c"),
             max_c=data.get("max_c"),
+            readings=int(data.get("readings", 0)),
         )
+
+    def stale(self, stamps: int) -> bool:
+        """More readings are stored up to `last_ts` (`stamps`: their distinct timestamps after
+        the drop-off) than were folded in: some came late, between readings already folded."""
+        return stamps > self.readings
 
 
 def _minutes(seconds: float) -> str:
@@ -90,6 +101,7 @@ def fold(
         if gap is not None:
             return gap
         watch.last_ts = ts
+        watch.readings += 1
         if temp_c is None:
             watch.unknown_since = watch.unknown_since or ts
             if ts - watch.unknown_since > unknown_limit:

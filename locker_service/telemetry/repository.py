@@ -14,6 +14,7 @@ from sqlalchemy import (
     Select,
     and_,
     cast,
+    distinct,
     func,
     insert,
     or_,
@@ -368,6 +369,18 @@ def in_window(
         TemperatureReading.ts >= start,
         TemperatureReading.ts <= end,
     ]
+
+
+async def stamps_after(
+    session: AsyncSession, kiosk_id: int, number: int, after: datetime, upto: datetime
+) -> int:
+    """How many distinct timestamps one compartment's readings have in (after, upto]: a
+    reading stored twice counts once (the (kiosk, number, ts) index alone answers)."""
+    r = TemperatureReading
+    query = select(func.count(distinct(r.ts))).where(
+        r.kiosk_id == kiosk_id, r.number == number, r.ts > after, r.ts <= upto
+    )
+    return int(await session.scalar(query) or 0)
 
 
 async def count_between(

@@ -558,7 +558,14 @@ async def food_check(ctx: ServiceContext, timer: Timer) -> datetime | None:
         seen = watch.Watch.from_json(order.food_watch)
         verdict = None
         if order.temperature_class == "hot":
-            since = seen.last_ts or order.deposited_at or now
+            start = order.deposited_at or now
+            if seen.last_ts is not None and seen.stale(
+                await telemetry.stamps_after(session, kiosk.id, c.number, start, seen.last_ts)
+            ):
+                # Readings came late into what was folded (sent again after a takeover, ADR
+                # 0098): the food's whole record since the drop-off is folded again (ADR 0101).
+                seen = watch.Watch(last_ts=start)
+            since = seen.last_ts or start
             rows = await telemetry.readings_between(session, kiosk.id, c.number, since, now)
             verdict = watch.fold(seen, rules, ((r.ts, r.temp_c) for r in rows))
             verdict = verdict or watch.silent_since(seen, rules, now)

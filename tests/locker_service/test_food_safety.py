@@ -173,12 +173,25 @@ async def test_an_excursion_past_the_profile_s_rule_makes_the_food_unsafe_at_its
     stretch_at = start + timedelta(seconds=30 * len(temps))
     temps += [cold] * 60 + [hot] * 20  # 30 minutes below: past the 15-minute grace
     await _readings(service, world, n, start, temps)
+    await _check_ends_it_below_the_floor(app_client, world, service, order, rules, stretch_at)
+
+
+async def _check_ends_it_below_the_floor(
+    client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    order: dict[str, object],
+    rules: profiles.Profile,
+    below_since: datetime,
+) -> None:
+    """The food check ends the order as unsafe at the grace's end of the stretch below the
+    floor that began at `below_since`, and everyone is told."""
     await _check(service, order["id"])
     spoiled = await _order(service, order["id"])
     assert spoiled.state == "expired"
-    assert spoiled.food_unsafe_at == stretch_at + timedelta(seconds=rules.grace_s)
+    assert spoiled.food_unsafe_at == below_since + timedelta(seconds=rules.grace_s)
     assert f"below {rules.floor_c:g} °C" in (spoiled.failure_reason or "")
-    await _told(app_client, world, service, order)
+    await _told(client, world, service, order)
 
 
 async def test_no_reading_for_longer_than_the_profile_allows_is_unsafe(
@@ -194,6 +207,49 @@ async def test_no_reading_for_longer_than_the_profile_allows_is_unsafe(
     last = start + timedelta(seconds=30 * 19)
     assert spoiled.food_unsafe_at == last + timedelta(minutes=15)
     assert "no temperature reading for more than 15 min" in (spoiled.failure_reason or "")
+
+
+async def test_readings_received_late_are_folded_into_the_food_s_watch(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """A takeover's readings, sent again by the kiosk and stored after the food check had
+    folded newer ones (ADR 0098), still count: the check folds the food's record again from
+    the drop-off, and the stretch below the floor they show makes the food unsafe at its limit."""
+    await _profile(service, world, "us-fda")
+    rules = BUILT_IN["us-fda"]
+    order, n = await _deposited(app_client, world, service, "late-readings")
+    start = await _backdate(service, order["id"], timedelta(minutes=40))
+    hot, cold = rules.setpoint_c, rules.floor_c - 3.0
+    temps = [hot] * 20 + [cold] * 40 + [hot] * 20  # 20 minutes below, in the middle
+    hole = range(20, 48)  # 14 minutes nobody heard: under the silence limit (15 min)
+    for i, t in enumerate(temps):  # what the service heard live: the stretch's last 6 minutes
+        if i not in hole:
+            await _readings(service, world, n, start + timedelta(seconds=30 * i), [t])
+    await _check(service, order["id"])
+    kept = await _order(service, order["id"])
+    assert kept.state == "deposited" and kept.food_watch is not None  # 6 min: within the grace
+    assert kept.food_watch["readings"] == 51  # the first reading is the drop-off's own moment
+    below_since = start + timedelta(seconds=30 * 20)
+    await _readings(service, world, n, below_since, [cold] * len(hole))
+    await _check_ends_it_below_the_floor(app_client, world, service, order, rules, below_since)
+
+
+async def test_late_readings_that_show_the_food_kept_hot_leave_it_safe(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    await _profile(service, world, "us-fda")
+    order, n = await _deposited(app_client, world, service, "late-but-hot")
+    start = await _backdate(service, order["id"], timedelta(minutes=30))
+    await _readings(service, world, n, start, [63.0] * 10)
+    await _readings(service, world, n, start + timedelta(minutes=15), [64.0] * 20)
+    await _check(service, order["id"])
+    await _readings(service, world, n, start + timedelta(minutes=5), [62.5] * 20)  # the hole
+    await _readings(service, world, n, start + timedelta(minutes=5), [62.5])  # stored twice
+    await _check(service, order["id"])
+    kept = await _order(service, order["id"])
+    assert kept.state == "deposited" and kept.food_watch is not None
+    assert kept.food_watch["readings"] == 49  # every moment once, the drop-off's excepted
+    assert kept.food_watch["min_c"] == 62.5  # the late readings are in the record it keeps
 
 
 async def test_food_kept_hot_stays_safe_and_its_watch_is_kept(

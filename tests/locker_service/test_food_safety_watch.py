@@ -126,6 +126,24 @@ def test_readings_already_folded_are_not_counted_twice() -> None:
     assert verdict is not None and verdict.at == T0 + timedelta(minutes=20)
 
 
+def test_the_watch_counts_each_timestamp_once_and_knows_when_readings_came_late() -> None:
+    rules = BUILT_IN["us-fda"]
+    readings = series((63.0, timedelta(minutes=10)))  # 60 readings
+    around_a_gap = readings[:20] + readings[40:]
+    seen = Watch(last_ts=T0 - STEP)
+    assert watch.fold(seen, rules, around_a_gap) is None
+    assert watch.fold(seen, rules, around_a_gap[-5:]) is None  # folded already: not counted
+    assert seen.readings == 40
+    assert not seen.stale(40)  # what is stored up to its last reading is what it folded
+    assert seen.stale(60)  # the gap's 20 readings were stored later
+    assert watch.fold(seen, rules, readings[20:40]) is None  # older than the last: skipped
+    assert seen.readings == 40
+    again = Watch(last_ts=T0 - STEP)  # folded again from the start, the gap in its place
+    assert watch.fold(again, rules, readings) is None and not again.stale(60)
+    assert Watch.from_json(again.to_json()).readings == 60
+    assert Watch.from_json({"last_ts": T0.isoformat()}).stale(1)  # a watch kept before counts
+
+
 def test_the_deadline_is_the_earliest_of_the_limits() -> None:
     rules = BUILT_IN["us-fda"]
     cooked = T0

@@ -1,0 +1,141 @@
+"""Food check benchmark: what looking for readings received late costs each order's check.
+
+Every `LOCKER_FOOD_CHECK_S` the timer loop folds a held order's new readings into its watch.
+Since ADR 0101 it first counts the compartment's stored timestamps up to the last reading it
+folded: more than it folded means some came late (a kiosk's telemetry sent again after a
+takeover, ADR 0098), and the food's record is folded again from the drop-off.
+
+What runs: a fresh PostgreSQL database migrated with Alembic; 100 kiosks x 12 compartments,
+each with a reading every 10 s for the last 4 hours (the longest a profile holds food:
+1,728,000 readings); then, for compartments picked across the fleet, each timed in the same
+run:
+
+- new readings (the baseline): the check's own read of the minute since its last reading, and
+  their fold, as every check did before;
+- late count: the count of the 4 hours' distinct timestamps that every check adds;
+- fold again: the 4 hours' readings read and folded from the start, what a check does once
+  after late readings are stored.
+
+    python -m bench.foodsafety.food_check [--kiosks 100] [--compartments 12] [--checks 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, text
+
+from bench.service.telemetry_ingest import create_database, drop_database
+from locker_service.db import create_engine, create_sessionmaker, session_scope
+from locker_service.foodsafety import watch
+from locker_service.foodsafety.profiles import BUILT_IN
+from locker_service.models import Kiosk
+from locker_service.sites import service as admin
+from locker_service.telemetry import repository as telemetry
+from migrations import upgrade_async
+
+HELD = timedelta(hours=4)
+EVERY_S = 10
+CHECK = timedelta(minutes=1)
+
+
+async def seed(url: str, kiosks: int, compartments: int, now: datetime) -> list[int]:
+    engine = create_engine(url)
+    try:
+        async with session_scope(create_sessionmaker(engine)) as session:
+            await admin.create_site(session, "bench", "Bench Tower")
+            for k in range(1, kiosks + 1):
+                await admin.create_kiosk(
+                    session, "bench", f"k{k:03d}", f"Kiosk {k}", f"M:{compartments}"
+                )
+        async with engine.begin() as c:
+            # Readings around 64 °C, for every compartment, oldest 4 h ago. The day's partition
+            # (and yesterday's, when 4 h reach back into it) exist since the migration.
+            await c.execute(
+                text(
+                    "INSERT INTO temperature_readings (kiosk_id, number, ts, temp_c, setpoint_c, "
+                    "heater) SELECT k.id, n, CAST(:start AS timestamptz) + make_interval(secs => "
+                    "s * :every), 63.5 + (s % 7) * 0.2, 65.0, s % 2 = 0 "
+                    "FROM kiosks k, generate_series(1, :c) n, generate_series(0, :steps - 1) s"
+                ),
+                {
+                    "start": now - HELD,
+                    "every": EVERY_S,
+                    "c": compartments,
+                    "steps": int(HELD.total_seconds()) // EVERY_S,
+                },
+            )
+            await c.execute(text("ANALYZE temperature_readings"))
+        async with engine.connect() as c:
+            return list((await c.execute(select(Kiosk.id).order_by(Kiosk.id))).scalars())
+    finally:
+        await engine.dispose()
+
+
+async def run(kiosks: int, compartments: int, checks: int) -> dict[str, list[float]]:
+    url, name = await create_database()
+    try:
+        await upgrade_async(url)
+        now = datetime.now(UTC).replace(microsecond=0)
+        ids = await seed(url, kiosks, compartments, now)
+        rules = BUILT_IN["us-fda"]
+        deposited = now - HELD
+        engine = create_engine(url)
+        sessionmaker = create_sessionmaker(engine)
+        timings: dict[str, list[float]] = {"new readings": [], "late count": [], "fold again": []}
+        picks = random.Random(7)
+        try:
+            for _ in range(checks):
+                kiosk, number = picks.choice(ids), picks.randint(1, compartments)
+                last = now - CHECK  # the previous check folded up to a minute ago
+                async with sessionmaker() as session:
+                    started = time.perf_counter()
+                    rows = await telemetry.readings_between(session, kiosk, number, last, now)
+                    watch.fold(watch.Watch(last_ts=last), rules, ((r.ts, r.temp_c) for r in rows))
+                    timings["new readings"].append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    stamps = await telemetry.stamps_after(session, kiosk, number, deposited, last)
+                    timings["late count"].append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    rows = await telemetry.readings_between(session, kiosk, number, deposited, now)
+                    seen = watch.Watch(last_ts=deposited)
+                    verdict = watch.fold(seen, rules, ((r.ts, r.temp_c) for r in rows))
+                    timings["fold again"].append(time.perf_counter() - started)
+                assert verdict is None and 0 < stamps < seen.readings  # nothing came late
+        finally:
+            await engine.dispose()
+        return timings
+    finally:
+        await drop_database(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kiosks", type=int, default=100)
+    parser.add_argument("--compartments", type=int, default=12)
+    parser.add_argument("--checks", type=int, default=500)
+    args = parser.parse_args()
+    timings = asyncio.run(run(args.kiosks, args.compartments, args.checks))
+    readings = int(HELD.total_seconds()) // EVERY_S
+    print(
+        f"{args.kiosks} kiosks x {args.compartments} compartments, {readings} readings each "
+        f"(4 h at {EVERY_S} s), {args.checks} checks of compartments picked at random"
+    )
+    base = statistics.mean(timings["new readings"])
+    for what, values in timings.items():
+        values.sort()
+        p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
+        mean = statistics.mean(values)
+        print(
+            f"  {what:<13} mean {mean * 1000:7.2f} ms  p50 {values[len(values) // 2] * 1000:7.2f}"
+            f" ms  p99 {p99 * 1000:7.2f} ms  ({mean / base:.1f}x the baseline)"
+        )
+
+
+if __name__ == "__main__":
+    main()
