@@ -559,7 +559,7 @@ async def food_check(ctx: ServiceContext, timer: Timer) -> datetime | None:
         verdict = None
         if order.temperature_class == "hot":
             start = order.deposited_at or now
-            if seen.last_ts is not None and seen.stale(
+            if seen.last_ts is None or seen.stale(
                 await telemetry.stamps_after(session, kiosk.id, c.number, start, seen.last_ts)
             ):
                 # Readings came late into what was folded (sent again after a takeover, ADR
