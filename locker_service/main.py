@@ -20,6 +20,7 @@ from locker_service.access.endpoints import merchant_router as keys_merchant_rou
 from locker_service.api.errors import install_error_handlers
 from locker_service.api.metrics import router as metrics_router
 from locker_service.api.openapi import install as install_openapi
+from locker_service.api.routing import serve_routes
 from locker_service.audit.endpoints import router as audit_router
 from locker_service.config import Settings, get_settings
 from locker_service.context import ServiceContext
@@ -95,6 +96,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
 
 
+# The API's routers, in the order their routes are matched (the screens' are web's).
+API_ROUTERS = (
+    orders_router,
+    kiosk_router,
+    operator_router,
+    audit_router,
+    purchaser_router,
+    metrics_router,
+    telemetry_router,
+    haccp_router,
+    webhooks_router,
+    keys_admin_router,
+    keys_merchant_router,
+)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Smart food locker service",
@@ -108,17 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     log_redaction.install()  # before uvicorn logs its first request
     install_error_handlers(app)
     install_openapi(app)
-    app.include_router(orders_router)
-    app.include_router(kiosk_router)
-    app.include_router(operator_router)
-    app.include_router(audit_router)
-    app.include_router(purchaser_router)
-    app.include_router(metrics_router)
-    app.include_router(telemetry_router)
-    app.include_router(haccp_router)
-    app.include_router(webhooks_router)
-    app.include_router(keys_admin_router)
-    app.include_router(keys_merchant_router)
+    serve_routes(app, *API_ROUTERS)
     install_web(app)
 
     @app.get("/healthz", tags=["health"])

@@ -19,10 +19,9 @@ TEMPLATES_DIR = WEB_DIR / "templates"
 
 def install(app: FastAPI) -> None:
     """Mount the pages, the live stream and the static files on the service's app."""
+    from locker_service.api.routing import serve_routes
     from locker_service.web import api_docs, audit_page, pages, stream_endpoint
 
     api_docs.install(app)
-    app.include_router(pages.router)
-    app.include_router(audit_page.router)
-    app.include_router(stream_endpoint.router, prefix="/api/v1")
+    serve_routes(app, pages.router, audit_page.router, stream_endpoint.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

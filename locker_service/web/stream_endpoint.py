@@ -27,7 +27,7 @@ from locker_service.context import ServiceContext
 from locker_service.live import LiveMessage
 from locker_service.web.stream import event_stream
 
-router = APIRouter(tags=["operator"])
+router = APIRouter(prefix="/api/v1", tags=["operator"])
 
 OPERATOR_KINDS = ("compartment", "telemetry", "event", "kiosk", "order", "alert", "site", "pickup")
 FOR_MERCHANTS = frozenset({"kiosk", "site", "telemetry"})  # what carries no order

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,3 +82,17 @@ def test_every_error_code_is_in_the_rest_contract() -> None:
     raised = _codes_raised()
     assert {"invalid_code", "locked_out", "door_unlocked", "validation_error"} <= raised
     assert raised - documented == set()
+
+
+def test_the_app_serves_every_route_as_its_router_built_it(service_app: FastAPI) -> None:
+    """No route is built again per app (`serve_routes`): each of the app's routes is the very
+    one its router made at import, so an app's first request costs what the next does."""
+    from locker_service.main import API_ROUTERS
+    from locker_service.web import audit_page, pages, stream_endpoint
+
+    routers = [*API_ROUTERS, pages.router, audit_page.router, stream_endpoint.router]
+    built = [id(route) for router in routers for route in router.routes]
+    served = {id(route) for route in service_app.routes}
+    assert built and all(route in served for route in built)
+    paths = {getattr(route, "path", None) for route in service_app.routes}
+    assert {"/api/v1/orders", "/api/v1/operator/stream", "/dashboard", "/healthz"} <= paths
