@@ -106,6 +106,7 @@ def test_every_payload_a_real_bridge_published_matches_the_document(
     } <= kinds
 
 
+@pytest.mark.slow  # a broker outage of real seconds
 def test_the_telemetry_a_real_bridge_kept_through_an_outage_matches_the_document(
     durable_kiosk: Kiosk, asyncapi: dict[str, Any]
 ) -> None:

@@ -212,6 +212,7 @@ def test_a_disinfection_cycle_starts_reports_and_completes(kiosk: Kiosk) -> None
     }
 
 
+@pytest.mark.slow  # a disinfection cycle on the board
 def test_a_lamp_that_fails_mid_cycle_shows_in_the_cycle_s_end_event(kiosk: Kiosk) -> None:
     obs = kiosk.observer
     # 240 s at 20x: 12 real seconds, so a starved test still mends the lamp before the end.

@@ -16,6 +16,7 @@ from tests.firmware_bridge.conftest import Kiosk
 from tests.firmware_bridge.harness import Observer
 
 
+@pytest.mark.slow  # a broker outage of real seconds
 def test_readings_kept_through_a_broker_outage_arrive_once_each_when_it_is_back(
     durable_kiosk: Kiosk, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -66,6 +66,7 @@ async def _failures(service: ServiceContext, *where: object) -> int:
         return int(await session.scalar(query.where(*where)) or 0)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # a flood of requests
 async def test_a_flood_of_wrong_codes_and_logins_blocks_neither_qr_nor_a_typed_code(
     service_app: FastAPI,
     app_client: httpx.AsyncClient,

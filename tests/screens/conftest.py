@@ -27,6 +27,17 @@ from tests.screens.support import (
 from tests.support.mosquitto import MosquittoProcess
 from tests.support.scripted_kiosk import ScriptedKiosk
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that drives a browser is `browser` and `slow`, whatever its module says: the
+    everyday selection (`-m "not slow"`, README) leaves out the screens, each a browser and
+    most a service process of their own."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.slow)
+
+
 AXE_VERSION = "4.11.4"  # pinned: a new axe release may add rules and fail a page overnight
 AXE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smart-food-locker"
 
