@@ -123,6 +123,7 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
                 ttl_s=settings.lease_ttl_s,
                 renew_s=settings.lease_renew_s,
             )
+            ingest.fence_with(leases.fence)  # a holder woken late stores nothing (ADR 0103)
             link = KioskLink(
                 settings,
                 runtime.story,
@@ -254,7 +255,8 @@ class RuntimeCollector(Collector):
         totals = dict.fromkeys(
             ("connected", "malformed", "errors", "commands", "stored", "unknown", "overflow",
              "buffered", "sent", "failed", "reordered", "gaps", "not_held", "stale", "retries",
-             "replayed", "snapshot_transactions", "resent_stored", "resent_repeated"),
+             "replayed", "snapshot_transactions", "resent_stored", "resent_repeated",
+             "readings_not_held"),
             0,
         )  # fmt: skip
         for runtime in list(self._runtimes):
@@ -277,6 +279,7 @@ class RuntimeCollector(Collector):
             totals["stored"] += ingest.counters.stored
             totals["unknown"] += ingest.counters.dropped_unknown_kiosk
             totals["overflow"] += ingest.counters.dropped_overflow
+            totals["readings_not_held"] += ingest.counters.dropped_not_held
             totals["buffered"] += ingest.buffered_rows
             totals["resent_stored"] += ingest.counters.resent_stored
             totals["resent_repeated"] += ingest.counters.resent_repeated
@@ -299,6 +302,7 @@ class RuntimeCollector(Collector):
         stored.add_metric([], totals["stored"])
         dropped.add_metric(["unknown_kiosk"], totals["unknown"])
         dropped.add_metric(["overflow"], totals["overflow"])
+        dropped.add_metric(["not_held"], totals["readings_not_held"])  # ADR 0103
         buffered.add_metric([], totals["buffered"])
         resent.add_metric(["stored"], totals["resent_stored"])
         resent.add_metric(["repeated"], totals["resent_repeated"])

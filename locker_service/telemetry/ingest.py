@@ -15,6 +15,13 @@ and asked for the readings after those stored (ADR 0098), are buffered apart and
 after the buffer's batches (a copy heard live before is then stored), without those whose
 (kiosk, stamp) is stored already (`stored_stamps`).
 
+A replica writes a kiosk's batches only while its lease on the kiosk is surely current
+(`fence_with`, ADR 0103): a batch of a kiosk whose lease this replica no longer holds is
+dropped (its next holder asked the kiosk for the readings after those stored, and has them),
+and one whose lease has not been renewed within its TTL (the replica frozen, or cut off from
+the database) waits in the buffer until the lease is renewed or found lost. So a holder that
+wakes late does not store what its successor stored.
+
 Buckets a bridge kept while cut off (`contract.TelemetryMinutes`, QoS 1) take another way:
 `store_minutes` stores one at once, once however often it is delivered (`insert_kept_bucket`),
 and returns only then, so the link acknowledges it only once it is stored. The watch judges a
@@ -37,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from firmware_bridge import contract
 from locker_service.background import BackgroundLoop
 from locker_service.kiosk_link.directory import KioskDirectory, KioskRef
+from locker_service.kiosk_link.fencing import Fence
 from locker_service.telemetry.monitor import FLOOR_HYSTERESIS_C, Finding, HoldingMonitor
 from locker_service.telemetry.partitions import DayPartitions
 from locker_service.telemetry.repository import (
@@ -86,6 +94,8 @@ class IngestCounters:
     kept_buckets_refused: int = 0  # stamped outside what a bridge can have kept (its clock)
     resent_stored: int = 0  # batches sent again for a new holder, stored (ADR 0098)
     resent_repeated: int = 0  # sent again, found stored already (heard live, or twice asked)
+    dropped_not_held: int = 0  # readings of kiosks whose lease this replica no longer holds
+    lease_waits: int = 0  # flushes that kept batches back for a lease not renewed in time
 
 
 class _Batches:
@@ -94,6 +104,7 @@ class _Batches:
 
     def __init__(self, max_rows: int) -> None:
         self._batches: deque[tuple[str, contract.Telemetry]] = deque()
+        self._held_back: list[tuple[str, contract.Telemetry]] = []
         self._max_rows = max_rows
         self.rows = 0
 
@@ -107,6 +118,32 @@ class _Batches:
             self.rows -= len(oldest.readings)
             dropped += len(oldest.readings)
         return dropped
+
+    def hold_back(self, writable: Callable[[str], bool | None]) -> tuple[int, int]:
+        """Leave queued only the batches of kiosks `writable` says True of; those it says None
+        of are held back (`put_back` returns them), those it says False of are dropped.
+        Returns the readings held back and dropped."""
+        keep: deque[tuple[str, contract.Telemetry]] = deque()
+        self._held_back = []
+        dropped = 0
+        for kiosk_id, telemetry in self._batches:
+            verdict = writable(kiosk_id)
+            if verdict:
+                keep.append((kiosk_id, telemetry))
+            elif verdict is None:
+                self._held_back.append((kiosk_id, telemetry))
+            else:
+                dropped += len(telemetry.readings)
+        self._batches = keep
+        held = sum(len(t.readings) for _, t in self._held_back)
+        self.rows -= held + dropped
+        return held, dropped
+
+    def put_back(self) -> None:
+        """Queue what `hold_back` held back again, in front of anything queued since."""
+        self._batches.extendleft(reversed(self._held_back))
+        self.rows += sum(len(t.readings) for _, t in self._held_back)
+        self._held_back = []
 
     def stamps(self) -> set[tuple[str, datetime]]:
         """(kiosk, stamp) of every batch queued."""
@@ -159,6 +196,7 @@ class TelemetryIngest:
         self._flush_lock = asyncio.Lock()
         self._unknown_logged: set[str] = set()
         self._partitions = DayPartitions()
+        self._fence: Callable[[str], Fence | None] | None = None
         self.counters = IngestCounters()
         self._loop = BackgroundLoop(
             "telemetry-ingest",
@@ -169,6 +207,19 @@ class TelemetryIngest:
             error_pause_s=RETRY_DELAY_S,
             on_error=self._count_failed_write,
         )
+
+    def fence_with(self, fence: Callable[[str], Fence | None]) -> None:
+        """Write a kiosk's batches only while `fence(kiosk)` (the lease keeper's) is current."""
+        self._fence = fence
+
+    def _writable(self, kiosk_id: str) -> bool | None:
+        """True: the lease is ours and current. None: ours, but not renewed within its TTL:
+        wait. False: no longer ours."""
+        assert self._fence is not None
+        fence = self._fence(kiosk_id)
+        if fence is None:
+            return False
+        return True if fence.valid_now() else None
 
     @property
     def buffered_rows(self) -> int:
@@ -301,8 +352,22 @@ class TelemetryIngest:
         sent again go after the others: a copy heard live is then stored, and they are not (nor
         those whose live copy came while the others were written: it waits in the buffer)."""
         async with self._flush_lock:
-            stored = await self._buffer.write_all(self._write)
-            return stored + await self._resent.write_all(self._write_resent)
+            if self._fence is None:
+                stored = await self._buffer.write_all(self._write)
+                return stored + await self._resent.write_all(self._write_resent)
+            waiting = 0
+            for batches in (self._buffer, self._resent):
+                held, dropped = batches.hold_back(self._writable)
+                waiting += held
+                self.counters.dropped_not_held += dropped
+            if waiting:
+                self.counters.lease_waits += 1
+            try:
+                stored = await self._buffer.write_all(self._write)
+                return stored + await self._resent.write_all(self._write_resent)
+            finally:
+                self._buffer.put_back()
+                self._resent.put_back()
 
     async def _write_resent(self, batch: list[tuple[str, contract.Telemetry]]) -> int:
         """Batches sent again for a new holder (ADR 0098), but for those stored already or

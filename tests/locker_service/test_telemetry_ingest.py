@@ -21,6 +21,7 @@ from locker_service.credentials import store as keys
 from locker_service.db import create_engine, create_sessionmaker
 from locker_service.kiosk_link import KioskLink
 from locker_service.kiosk_link.directory import KioskDirectory
+from locker_service.kiosk_link.fencing import Fence
 from locker_service.live import LiveHub
 from locker_service.models import (
     Compartment,
@@ -203,6 +204,43 @@ async def test_batches_sent_again_for_a_new_holder_are_stored_once(engine: Async
     assert minute == 4
     assert len(lags) == 3  # the three live batches only
     assert await ingest.flush() == 0
+
+
+async def test_a_holder_writes_a_kiosk_s_batches_only_while_its_lease_is_current(
+    engine: AsyncEngine,
+) -> None:
+    """ADR 0103: a batch of a kiosk whose lease has not been renewed within its TTL (the
+    replica frozen, or cut off from the database) waits; once renewed it is written, and once
+    found lost it is dropped (the next holder has it: it asked the kiosk for it)."""
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker))
+    code = seeded.kiosk_code
+    fences: dict[str, Fence] = {}
+    ingest.fence_with(fences.get)
+
+    def lease(valid_for_s: float) -> None:
+        fences[code] = Fence(code, "replica-a", 1, time.monotonic() + valid_for_s)
+
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    batches = [telemetry(t0 + timedelta(seconds=10 * i), {1: 63.0 + i, 2: 64.0}) for i in range(4)]
+    lease(-1.0)  # woken from a freeze: not renewed within its TTL
+    ingest.submit(code, batches[0])
+    ingest.submit(code, batches[1].model_copy(update={"resent": True}))
+    assert await ingest.flush() == 0 and await count_readings(engine) == 0
+    assert ingest.buffered_rows == 4 and ingest.counters.lease_waits == 1
+    ingest.submit(code, batches[2])  # heard meanwhile: written after those waiting
+    lease(10.0)  # renewed: still ours
+    assert await ingest.flush() == 6
+    async with sessionmaker() as session:
+        rows = await readings_between(session, seeded.kiosk_id, 1, t0, t0 + timedelta(minutes=1))
+    assert [r.ts for r in rows] == [b.ts for b in batches[:3]]
+    lease(-1.0)
+    ingest.submit(code, batches[3])
+    assert await ingest.flush() == 0
+    del fences[code]  # found taken over: the next holder has it
+    assert await ingest.flush() == 0 and ingest.buffered_rows == 0
+    assert ingest.counters.dropped_not_held == 2 and await count_readings(engine) == 6
 
 
 async def test_a_batch_sent_again_whose_live_copy_came_meanwhile_is_left_to_it(
