@@ -537,7 +537,8 @@ async def test_a_replica_that_slept_through_its_lease_changes_nothing(
     start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
 ) -> None:
     """SIGSTOP, then SIGCONT: the sleeper still believes it holds the kiosk and still receives
-    its events, but every transaction it tries is fenced out by the new epoch."""
+    its events and telemetry, but every transaction it tries is fenced out by the new epoch,
+    and it stores none of the readings the new holder stores (ADR 0103)."""
     a, b = await start_replica("a"), await start_replica("b")
     world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(b, [a, b]))
     kiosk = kiosks(world.kiosk_code)
@@ -560,6 +561,28 @@ async def test_a_replica_that_slept_through_its_lease_changes_nothing(
             .where(KioskEvent.kiosk_id == world.kiosk_id)
         )
     assert recorded == 12
+
+    sleeper, holder = b.app.state.runtime.ingest, a.app.state.runtime.ingest
+    heard, had = b.link.counters.received.get("telemetry", 0), holder.counters.stored
+    batch = kiosk.publish_telemetry()  # both hear it: the sleeper has not unsubscribed
+    await until(lambda: b.link.counters.received.get("telemetry", 0) > heard, 10, "it heard")
+    await until(lambda: holder.counters.stored >= had + len(batch.readings), 10, "a stored it")
+
+    async def stored() -> int:
+        async with a.ctx.sessionmaker() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(TemperatureReading)
+                .where(
+                    TemperatureReading.kiosk_id == world.kiosk_id,
+                    TemperatureReading.ts == batch.ts,
+                )
+            )
+        return int(count or 0)
+
+    await sleeper.flush()  # its lease lapsed: held back, not written
+    assert await stored() == len(batch.readings)  # once each
+    assert sleeper.buffered_rows == len(batch.readings) and sleeper.counters.lease_waits > 0
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
