@@ -560,9 +560,7 @@ class LeaseKeeper:
                     log.exception("renewing the leases during a long round failed")
                     renewed = None
                 if renewed is not None:
-                    for kiosk, fence in held.items():
-                        if renewed.get(kiosk) == fence.epoch and self._held.get(kiosk) is fence:
-                            self._held[kiosk] = replace(fence, valid_until=started + self.ttl_s)
+                    self._extend(held, renewed, started)
                     self._renewed_at = started
             if renewed is None:
                 await asyncio.sleep(self.renew_s)  # the database is out of reach: try next period
@@ -736,14 +734,32 @@ class LeaseKeeper:
         if self._link is not None:
             await self._link.unfollow_kiosk(kiosk)
 
+    def _extend(self, held: dict[str, Fence], renewed: dict[str, int], started: float) -> None:
+        """The fences of `held` that a renewal sent at `started` found still ours (`renewed`)
+        are good for a TTL from then; never shortened."""
+        for kiosk, fence in held.items():
+            if renewed.get(kiosk) == fence.epoch and self._held.get(kiosk) is fence:
+                until = max(fence.valid_until, started + self.ttl_s)
+                self._held[kiosk] = replace(fence, valid_until=until)
+
     async def _hand_over(self) -> None:
         """On leaving: free each lease once its next owner listens (bounded by two renew
-        periods, the time the others need to see this replica gone); free the rest then."""
+        periods, the time the others need to see this replica gone); free the rest then. The
+        leases not yet freed are renewed meanwhile: a kiosk's drain (waiting on a scan's unlock)
+        may outlast the TTL, and its telemetry is written only under a current lease (ADR
+        0103)."""
         deadline = time.monotonic() + 2 * self.renew_s
         while self._held:
+            started, held = time.monotonic(), dict(self._held)
+            due = started - self._renewed_at >= self.renew_s
             async with session_scope(self._sessionmaker) as session:
+                if due:
+                    renewed = await renew(session, self.replica_id, held, self.ttl_s)
                 others = await live_replicas(session, self.ttl_s)
                 rows = await lease_rows(session)
+            if due:
+                self._extend(held, renewed, started)
+                self._renewed_at = started
             others.discard(self.replica_id)
             late = time.monotonic() >= deadline
             for kiosk in sorted(self._held):

@@ -15,12 +15,13 @@ and asked for the readings after those stored (ADR 0098), are buffered apart and
 after the buffer's batches (a copy heard live before is then stored), without those whose
 (kiosk, stamp) is stored already (`stored_stamps`).
 
-A replica writes a kiosk's batches only while its lease on the kiosk is surely current
-(`fence_with`, ADR 0103): a batch of a kiosk whose lease this replica no longer holds is
-dropped (its next holder asked the kiosk for the readings after those stored, and has them),
-and one whose lease has not been renewed within its TTL (the replica frozen, or cut off from
-the database) waits in the buffer until the lease is renewed or found lost. So a holder that
-wakes late does not store what its successor stored.
+A replica writes a kiosk's batches only under the lease they came under, and only while it is
+surely current (`fence_with`, ADR 0103), judged just before the write: a batch whose lease this
+replica no longer holds at that epoch is dropped (the kiosk's holder since asked it for the
+readings after those stored, and has them), and one whose lease has not been renewed within
+its TTL (the replica frozen, or cut off from the database) waits in the buffer until the lease
+is renewed or found lost. So a holder that wakes late does not store what its successor
+stored.
 
 Buckets a bridge kept while cut off (`contract.TelemetryMinutes`, QoS 1) take another way:
 `store_minutes` stores one at once, once however often it is delivered (`insert_kept_bucket`),
@@ -98,67 +99,58 @@ class IngestCounters:
     lease_waits: int = 0  # flushes that kept batches back for a lease not renewed in time
 
 
+# A batch queued: its kiosk, the batch, and the epoch of the lease it came under (None when the
+# ingest is not fenced).
+Queued = tuple[str, contract.Telemetry, int | None]
+
+
+def _pairs(batch: Sequence[Queued]) -> list[tuple[str, contract.Telemetry]]:
+    return [(kiosk_id, telemetry) for kiosk_id, telemetry, _ in batch]
+
+
+def _readings(batch: Sequence[Queued]) -> int:
+    return sum(len(telemetry.readings) for _, telemetry, _ in batch)
+
+
 class _Batches:
     """Telemetry batches waiting to be written, oldest first, bounded by their readings: past
     `max_rows` the oldest go."""
 
     def __init__(self, max_rows: int) -> None:
-        self._batches: deque[tuple[str, contract.Telemetry]] = deque()
-        self._held_back: list[tuple[str, contract.Telemetry]] = []
+        self._batches: deque[Queued] = deque()
         self._max_rows = max_rows
         self.rows = 0
+        self.waiting_rows = 0  # put back to wait for their lease: no reason to flush sooner
 
-    def add(self, kiosk_id: str, telemetry: contract.Telemetry) -> int:
+    def add(self, kiosk_id: str, telemetry: contract.Telemetry, epoch: int | None = None) -> int:
         """Queue a batch; returns the readings of the oldest ones dropped to make room."""
-        self._batches.append((kiosk_id, telemetry))
+        self._batches.append((kiosk_id, telemetry, epoch))
         self.rows += len(telemetry.readings)
         dropped = 0
         while self.rows > self._max_rows and self._batches:
-            _, oldest = self._batches.popleft()
+            _, oldest, _ = self._batches.popleft()
             self.rows -= len(oldest.readings)
             dropped += len(oldest.readings)
         return dropped
 
-    def hold_back(self, writable: Callable[[str], bool | None]) -> tuple[int, int]:
-        """Leave queued only the batches of kiosks `writable` says True of; those it says None
-        of are held back (`put_back` returns them), those it says False of are dropped.
-        Returns the readings held back and dropped."""
-        keep: deque[tuple[str, contract.Telemetry]] = deque()
-        self._held_back = []
-        dropped = 0
-        for kiosk_id, telemetry in self._batches:
-            verdict = writable(kiosk_id)
-            if verdict:
-                keep.append((kiosk_id, telemetry))
-            elif verdict is None:
-                self._held_back.append((kiosk_id, telemetry))
-            else:
-                dropped += len(telemetry.readings)
-        self._batches = keep
-        held = sum(len(t.readings) for _, t in self._held_back)
-        self.rows -= held + dropped
-        return held, dropped
-
-    def put_back(self) -> None:
-        """Queue what `hold_back` held back again, in front of anything queued since."""
-        self._batches.extendleft(reversed(self._held_back))
-        self.rows += sum(len(t.readings) for _, t in self._held_back)
-        self._held_back = []
+    def put_back(self, batch: list[Queued]) -> None:
+        """Queue batches that wait for their lease again, in front of anything queued since."""
+        self._batches.extendleft(reversed(batch))
+        self.rows += _readings(batch)
+        self.waiting_rows = _readings(batch)
 
     def stamps(self) -> set[tuple[str, datetime]]:
         """(kiosk, stamp) of every batch queued."""
-        return {(kiosk_id, telemetry.ts) for kiosk_id, telemetry in self._batches}
+        return {(kiosk_id, telemetry.ts) for kiosk_id, telemetry, _ in self._batches}
 
-    async def write_all(
-        self, write: Callable[[list[tuple[str, contract.Telemetry]]], Awaitable[int]]
-    ) -> int:
+    async def write_all(self, write: Callable[[list[Queued]], Awaitable[int]]) -> int:
         """Hand every batch queued to `write`; if it fails they are put back in front of
         anything newer, so nothing is reordered."""
         if not self._batches:
             return 0
         batch, rows = list(self._batches), self.rows
         self._batches.clear()
-        self.rows = 0
+        self.rows = self.waiting_rows = 0
         try:
             return await write(batch)
         except BaseException:
@@ -197,6 +189,7 @@ class TelemetryIngest:
         self._unknown_logged: set[str] = set()
         self._partitions = DayPartitions()
         self._fence: Callable[[str], Fence | None] | None = None
+        self._held: list[Queued] = []  # batches of this flush waiting for their lease
         self.counters = IngestCounters()
         self._loop = BackgroundLoop(
             "telemetry-ingest",
@@ -212,28 +205,59 @@ class TelemetryIngest:
         """Write a kiosk's batches only while `fence(kiosk)` (the lease keeper's) is current."""
         self._fence = fence
 
-    def _writable(self, kiosk_id: str) -> bool | None:
-        """True: the lease is ours and current. None: ours, but not renewed within its TTL:
-        wait. False: no longer ours."""
-        assert self._fence is not None
-        fence = self._fence(kiosk_id)
-        if fence is None:
-            return False
-        return True if fence.valid_now() else None
+    def _by_lease(self, batch: list[Queued]) -> tuple[list[Queued], list[Queued], int]:
+        """The batches to write (their lease ours at the epoch they came under, and current),
+        those to hold back (ours, but not renewed within its TTL), and the readings of those to
+        drop (the lease no longer ours at that epoch). One look per kiosk and epoch."""
+        if self._fence is None:
+            return batch, [], 0
+        now = time.monotonic()
+        verdicts: dict[tuple[str, int | None], bool | None] = {}
+        write: list[Queued] = []
+        wait: list[Queued] = []
+        dropped = 0
+        for queued in batch:
+            kiosk_id, telemetry, epoch = queued
+            key = (kiosk_id, epoch)
+            if key not in verdicts:
+                fence = self._fence(kiosk_id)
+                ours = fence is not None and fence.epoch == epoch
+                verdicts[key] = (fence.valid_until > now or None) if fence and ours else False
+            verdict = verdicts[key]
+            if verdict:
+                write.append(queued)
+            elif verdict is None:
+                wait.append(queued)
+            else:
+                dropped += len(telemetry.readings)
+        return write, wait, dropped
+
+    def _put_back_held(self) -> None:
+        """Queue the batches held back for their lease again, each where it came from."""
+        held, self._held = self._held, []
+        self._buffer.put_back([q for q in held if not q[1].resent])
+        self._resent.put_back([q for q in held if q[1].resent])
 
     @property
     def buffered_rows(self) -> int:
-        return self._buffer.rows + self._resent.rows
+        return self._buffer.rows + self._resent.rows + _readings(self._held)
 
     def submit(self, kiosk_id: str, telemetry: contract.Telemetry) -> None:
         """`TelemetrySink` for the kiosk link: never blocks, never touches the database."""
         if not telemetry.readings:
             return
+        epoch = None
+        if self._fence is not None:
+            fence = self._fence(kiosk_id)
+            if fence is None:  # the link hands on only kiosks held: a release just ended
+                self.counters.dropped_not_held += len(telemetry.readings)
+                return
+            epoch = fence.epoch
         if telemetry.resent:
-            self.counters.dropped_overflow += self._resent.add(kiosk_id, telemetry)
+            self.counters.dropped_overflow += self._resent.add(kiosk_id, telemetry, epoch)
             return
-        self.counters.dropped_overflow += self._buffer.add(kiosk_id, telemetry)
-        if self._buffer.rows >= self._batch_rows:
+        self.counters.dropped_overflow += self._buffer.add(kiosk_id, telemetry, epoch)
+        if self._buffer.rows - self._buffer.waiting_rows >= self._batch_rows:
             self._loop.wake()
 
     async def store_minutes(self, kiosk_id: str, minutes: contract.TelemetryMinutes) -> None:
@@ -352,52 +376,45 @@ class TelemetryIngest:
         sent again go after the others: a copy heard live is then stored, and they are not (nor
         those whose live copy came while the others were written: it waits in the buffer)."""
         async with self._flush_lock:
-            if self._fence is None:
-                stored = await self._buffer.write_all(self._write)
-                return stored + await self._resent.write_all(self._write_resent)
-            waiting = 0
-            for batches in (self._buffer, self._resent):
-                held, dropped = batches.hold_back(self._writable)
-                waiting += held
-                self.counters.dropped_not_held += dropped
-            if waiting:
-                self.counters.lease_waits += 1
             try:
-                stored = await self._buffer.write_all(self._write)
+                stored = await self._buffer.write_all(self._write_live)
                 return stored + await self._resent.write_all(self._write_resent)
             finally:
-                self._buffer.put_back()
-                self._resent.put_back()
+                if self._held:
+                    self.counters.lease_waits += 1
+                self._put_back_held()
 
-    async def _write_resent(self, batch: list[tuple[str, contract.Telemetry]]) -> int:
+    async def _write_live(self, batch: list[Queued]) -> int:
+        rows, _ = await self._write(batch)
+        return rows
+
+    async def _write_resent(self, batch: list[Queued]) -> int:
         """Batches sent again for a new holder (ADR 0098), but for those stored already or
         waiting in the buffer (heard live too), and each once (sent for two asks). Watched as
         late readings (`_watch_resent`): live ones newer than them may have been judged."""
-        kiosks = await self._directory.lookup_many({kiosk for kiosk, _ in batch})
+        kiosks = await self._directory.lookup_many({kiosk for kiosk, _, _ in batch})
         ids = {code: ref.id for code, ref in kiosks.items()}
-        waiting = self._buffer.stamps()
-        fresh: dict[tuple[str, datetime], contract.Telemetry] = {}
+        waiting = self._buffer.stamps() | {(k, t.ts) for k, t, _ in self._held}
+        fresh: dict[tuple[str, datetime], Queued] = {}
         unknown = 0
-        for kiosk_code, telemetry in batch:
+        for queued in batch:
+            kiosk_code, telemetry, _ = queued
             if kiosk_code not in ids:
                 unknown += len(telemetry.readings)
             elif (kiosk_code, telemetry.ts) not in waiting:
-                fresh.setdefault((kiosk_code, telemetry.ts), telemetry)
+                fresh.setdefault((kiosk_code, telemetry.ts), queued)
         # A batch's readings share its stamp and are stored together: its first one says.
         stored = await stored_stamps(
-            self._engine, [(ids[code], t.readings[0].n, ts) for (code, ts), t in fresh.items()]
+            self._engine,
+            [(ids[code], q[1].readings[0].n, ts) for (code, ts), q in fresh.items()],
         )
-        new = [
-            (kiosk_code, telemetry)
-            for (kiosk_code, ts), telemetry in fresh.items()
-            if (ids[kiosk_code], ts) not in stored
-        ]
-        rows = await self._write(new, observe_lag=False, watch=False) if new else 0
+        new = [q for (code, ts), q in fresh.items() if (ids[code], ts) not in stored]
+        rows, written = await self._write(new, observe_lag=False, watch=False) if new else (0, [])
         self.counters.dropped_unknown_kiosk += unknown
-        self.counters.resent_stored += len(new)
-        self.counters.resent_repeated += sum(1 for code, _ in batch if code in ids) - len(new)
-        if new and self._monitor_of is not None:
-            await self._watch_resent(new, kiosks)
+        self.counters.resent_stored += len(written)  # those held back for their lease: later
+        self.counters.resent_repeated += sum(1 for code, _, _ in batch if code in ids) - len(new)
+        if written and self._monitor_of is not None:
+            await self._watch_resent(written, kiosks)
         return rows
 
     async def _watch_resent(
@@ -437,12 +454,16 @@ class TelemetryIngest:
 
     async def _write(
         self,
-        batch: list[tuple[str, contract.Telemetry]],
+        queued: list[Queued],
         *,
         observe_lag: bool = True,
         watch: bool = True,
-    ) -> int:
-        kiosks = await self._directory.lookup_many({kiosk for kiosk, _ in batch})
+    ) -> tuple[int, list[tuple[str, contract.Telemetry]]]:
+        """Store the batches whose lease allows it (judged here, just before the write); the
+        readings stored and the batches written."""
+        kiosks = await self._directory.lookup_many({kiosk for kiosk, _, _ in queued})
+        writable, wait, dropped = self._by_lease(queued)
+        batch = _pairs(writable)
         rows: list[ReadingRow] = []
         for kiosk_code, telemetry in batch:
             ref = kiosks.get(kiosk_code)
@@ -455,7 +476,12 @@ class TelemetryIngest:
             for r in telemetry.readings:
                 rows.append(ReadingRow(ref.id, r.n, telemetry.ts, r.temp_c, r.setpoint_c, r.heater))
         started = time.perf_counter()
-        await insert_readings(self._engine, rows, partitions=self._partitions)
+        await insert_readings(self._engine, rows, partitions=self._partitions)  # none: no-op
+        # Only once stored: a failed write puts every batch back as it was, to be judged again.
+        self._held.extend(wait)
+        self.counters.dropped_not_held += dropped
+        if not batch:
+            return 0, batch  # all waiting for their lease, or dropped
         self.counters.last_write_s = time.perf_counter() - started
         self.counters.stored += len(rows)
         self.counters.batches += 1
@@ -466,7 +492,7 @@ class TelemetryIngest:
                 self._lag_observer((stored_at - telemetry.ts).total_seconds())
         if self._monitor_of is not None and watch:
             await self._watch(batch, kiosks)
-        return len(rows)
+        return len(rows), batch
 
     async def _watch(
         self, batch: list[tuple[str, contract.Telemetry]], kiosks: dict[str, KioskRef]

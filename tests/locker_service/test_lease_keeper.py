@@ -453,6 +453,42 @@ async def test_a_replica_waiting_long_on_its_broker_keeps_its_kiosks(
         await slow.stop()
 
 
+class SlowDrain(Subscriptions):
+    """A kiosk's queue that takes `slow_s` to drain (a scan waiting on its unlock's reply);
+    notes whether its lease was still current when the drain ended."""
+
+    def __init__(self, slow_s: float) -> None:
+        super().__init__()
+        self.slow_s = slow_s
+        self.keeper: LeaseKeeper | None = None
+        self.current_after: dict[str, bool] = {}
+
+    async def drain_kiosk(self, kiosk_id: str) -> None:
+        await super().drain_kiosk(kiosk_id)
+        await asyncio.sleep(self.slow_s)
+        assert self.keeper is not None
+        fence = self.keeper.fence(kiosk_id)
+        self.current_after[kiosk_id] = fence is not None and fence.valid_now()
+
+
+async def test_a_drain_that_outlasts_the_ttl_on_leaving_keeps_its_lease_current(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Leaving, the leases not yet freed are renewed: a kiosk whose queue drains for longer
+    than the TTL is still this replica's when the drain ends, and its telemetry is written
+    then (ADR 0103), and no other replica takes it meanwhile."""
+    [kiosk] = await make_kiosks(sessionmaker, 1)
+    lone = bare_keeper(sessionmaker, "leaving")
+    link = SlowDrain(2 * TTL_S)
+    link.keeper = lone
+    lone.bind(link)
+    await lone.start()
+    await within_rounds(lone, 3, lambda: kiosk in lone.held(), "the kiosk taken")
+    await lone.stop()
+    assert link.current_after == {kiosk: True}
+    assert (await holders(sessionmaker))[kiosk] is None  # then freed
+
+
 async def lease_epochs(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> dict[str, tuple[str, int]]:

@@ -211,7 +211,8 @@ async def test_a_holder_writes_a_kiosk_s_batches_only_while_its_lease_is_current
 ) -> None:
     """ADR 0103: a batch of a kiosk whose lease has not been renewed within its TTL (the
     replica frozen, or cut off from the database) waits; once renewed it is written, and once
-    found lost it is dropped (the next holder has it: it asked the kiosk for it)."""
+    found lost it is dropped (the next holder has it: it asked the kiosk for it), even if the
+    lease came back meanwhile at a new epoch."""
     sessionmaker = create_sessionmaker(engine)
     seeded = await seed(sessionmaker)
     ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker))
@@ -219,11 +220,11 @@ async def test_a_holder_writes_a_kiosk_s_batches_only_while_its_lease_is_current
     fences: dict[str, Fence] = {}
     ingest.fence_with(fences.get)
 
-    def lease(valid_for_s: float) -> None:
-        fences[code] = Fence(code, "replica-a", 1, time.monotonic() + valid_for_s)
+    def lease(valid_for_s: float, epoch: int = 1) -> None:
+        fences[code] = Fence(code, "replica-a", epoch, time.monotonic() + valid_for_s)
 
     t0 = datetime.now(UTC).replace(microsecond=0)
-    batches = [telemetry(t0 + timedelta(seconds=10 * i), {1: 63.0 + i, 2: 64.0}) for i in range(4)]
+    batches = [telemetry(t0 + timedelta(seconds=10 * i), {1: 63.0 + i, 2: 64.0}) for i in range(6)]
     lease(-1.0)  # woken from a freeze: not renewed within its TTL
     ingest.submit(code, batches[0])
     ingest.submit(code, batches[1].model_copy(update={"resent": True}))
@@ -241,6 +242,14 @@ async def test_a_holder_writes_a_kiosk_s_batches_only_while_its_lease_is_current
     del fences[code]  # found taken over: the next holder has it
     assert await ingest.flush() == 0 and ingest.buffered_rows == 0
     assert ingest.counters.dropped_not_held == 2 and await count_readings(engine) == 6
+    ingest.submit(code, batches[4])  # not held: not even queued
+    assert ingest.buffered_rows == 0 and ingest.counters.dropped_not_held == 4
+    lease(-1.0, epoch=2)  # taken back later, and lapsed at once
+    ingest.submit(code, batches[5])
+    assert await ingest.flush() == 0 and ingest.buffered_rows == 2
+    lease(10.0, epoch=3)  # lost and taken back again while it waited: its epoch is gone
+    assert await ingest.flush() == 0 and ingest.buffered_rows == 0
+    assert ingest.counters.dropped_not_held == 6 and await count_readings(engine) == 6
 
 
 async def test_a_batch_sent_again_whose_live_copy_came_meanwhile_is_left_to_it(
