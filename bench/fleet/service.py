@@ -513,7 +513,8 @@ async def drive(
     stop.set()
     await asyncio.gather(*tasks, watcher, return_exceptions=True)
     await asyncio.gather(*(k.client.close() for k in fleet))
-    del run.lag_s[steady:]
+    if run.takeover is not None:
+        del run.lag_s[steady:]
 
 
 async def _take_over(

@@ -734,6 +734,16 @@ class LeaseKeeper:
         if self._link is not None:
             await self._link.unfollow_kiosk(kiosk)
 
+    async def _renew_leaving(self, held: dict[str, Fence], started: float) -> None:
+        try:
+            async with session_scope(self._sessionmaker) as session:
+                renewed = await renew(session, self.replica_id, held, self.ttl_s)
+        except Exception:
+            log.exception("renewing the leases while handing them over failed")
+            return
+        self._extend(held, renewed, started)
+        self._renewed_at = started
+
     def _extend(self, held: dict[str, Fence], renewed: dict[str, int], started: float) -> None:
         """The fences of `held` that a renewal sent at `started` found still ours (`renewed`)
         are good for a TTL from then; never shortened."""
@@ -747,19 +757,17 @@ class LeaseKeeper:
         periods, the time the others need to see this replica gone); free the rest then. The
         leases not yet freed are renewed meanwhile: a kiosk's drain (waiting on a scan's unlock)
         may outlast the TTL, and its telemetry is written only under a current lease (ADR
-        0103)."""
+        0103). For at most three TTLs past the hand-over's own bound: a drain that hangs does
+        not keep its kiosk from the other replicas for longer."""
         deadline = time.monotonic() + 2 * self.renew_s
+        renew_until = deadline + 3 * self.ttl_s
         while self._held:
             started, held = time.monotonic(), dict(self._held)
-            due = started - self._renewed_at >= self.renew_s
+            if started - self._renewed_at >= self.renew_s and started < renew_until:
+                await self._renew_leaving(held, started)
             async with session_scope(self._sessionmaker) as session:
-                if due:
-                    renewed = await renew(session, self.replica_id, held, self.ttl_s)
                 others = await live_replicas(session, self.ttl_s)
                 rows = await lease_rows(session)
-            if due:
-                self._extend(held, renewed, started)
-                self._renewed_at = started
             others.discard(self.replica_id)
             late = time.monotonic() >= deadline
             for kiosk in sorted(self._held):

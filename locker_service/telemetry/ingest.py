@@ -120,7 +120,8 @@ class _Batches:
         self._batches: deque[Queued] = deque()
         self._max_rows = max_rows
         self.rows = 0
-        self.waiting_rows = 0  # put back to wait for their lease: no reason to flush sooner
+        # The readings at the front put back to wait for their lease: no reason to flush sooner.
+        self.waiting_rows = 0
 
     def add(self, kiosk_id: str, telemetry: contract.Telemetry, epoch: int | None = None) -> int:
         """Queue a batch; returns the readings of the oldest ones dropped to make room."""
@@ -130,6 +131,7 @@ class _Batches:
         while self.rows > self._max_rows and self._batches:
             _, oldest, _ = self._batches.popleft()
             self.rows -= len(oldest.readings)
+            self.waiting_rows = max(0, self.waiting_rows - len(oldest.readings))
             dropped += len(oldest.readings)
         return dropped
 
@@ -137,7 +139,7 @@ class _Batches:
         """Queue batches that wait for their lease again, in front of anything queued since."""
         self._batches.extendleft(reversed(batch))
         self.rows += _readings(batch)
-        self.waiting_rows = _readings(batch)
+        self.waiting_rows += _readings(batch)
 
     def stamps(self) -> set[tuple[str, datetime]]:
         """(kiosk, stamp) of every batch queued."""
@@ -477,10 +479,8 @@ class TelemetryIngest:
                 rows.append(ReadingRow(ref.id, r.n, telemetry.ts, r.temp_c, r.setpoint_c, r.heater))
         started = time.perf_counter()
         await insert_readings(self._engine, rows, partitions=self._partitions)  # none: no-op
-        # Only once stored: a failed write puts every batch back as it was, to be judged again.
-        self._held.extend(wait)
-        self.counters.dropped_not_held += dropped
         if not batch:
+            self._hold_and_drop(wait, dropped)
             return 0, batch  # all waiting for their lease, or dropped
         self.counters.last_write_s = time.perf_counter() - started
         self.counters.stored += len(rows)
@@ -492,7 +492,14 @@ class TelemetryIngest:
                 self._lag_observer((stored_at - telemetry.ts).total_seconds())
         if self._monitor_of is not None and watch:
             await self._watch(batch, kiosks)
+        self._hold_and_drop(wait, dropped)
         return len(rows), batch
+
+    def _hold_and_drop(self, wait: list[Queued], dropped: int) -> None:
+        """Once a write has gone through: a failed one puts every batch back as it was (its
+        caller `write_all`), to be judged again, and must not find these held back as well."""
+        self._held.extend(wait)
+        self.counters.dropped_not_held += dropped
 
     async def _watch(
         self, batch: list[tuple[str, contract.Telemetry]], kiosks: dict[str, KioskRef]

@@ -478,8 +478,8 @@ async def test_a_drain_that_outlasts_the_ttl_on_leaving_keeps_its_lease_current(
     than the TTL is still this replica's when the drain ends, and its telemetry is written
     then (ADR 0103), and no other replica takes it meanwhile."""
     [kiosk] = await make_kiosks(sessionmaker, 1)
-    lone = bare_keeper(sessionmaker, "leaving")
-    link = SlowDrain(2 * TTL_S)
+    lone = bare_keeper(sessionmaker, "leaving", ttl_s=3 * RENEW_S)
+    link = SlowDrain(2 * lone.ttl_s)
     link.keeper = lone
     lone.bind(link)
     await lone.start()
