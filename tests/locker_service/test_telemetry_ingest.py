@@ -252,6 +252,32 @@ async def test_a_holder_writes_a_kiosk_s_batches_only_while_its_lease_is_current
     assert ingest.counters.dropped_not_held == 6 and await count_readings(engine) == 6
 
 
+async def test_readings_waiting_for_their_lease_do_not_make_the_ingest_flush_early(
+    engine: AsyncEngine,
+) -> None:
+    """The ingest flushes before its period once `batch_rows` readings wait; those held back
+    for their lease do not count, or a frozen replica's backlog would have it flush (and look
+    at every held batch again) for every message."""
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker), batch_rows=4)
+    code = seeded.kiosk_code
+    fences = {code: Fence(code, "replica-a", 1, time.monotonic() - 1.0)}  # lapsed
+    ingest.fence_with(fences.get)
+    woken = ingest._loop._wake
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    batches = [telemetry(t0 + timedelta(seconds=10 * i), {1: 63.0, 2: 64.0}) for i in range(4)]
+    for batch in batches[:2]:
+        ingest.submit(code, batch)
+    assert woken.is_set()  # four readings: flush now
+    woken.clear()
+    assert await ingest.flush() == 0 and ingest.buffered_rows == 4  # held back
+    ingest.submit(code, batches[2])
+    assert not woken.is_set()  # two new readings, four waiting: not yet
+    ingest.submit(code, batches[3])
+    assert woken.is_set()  # four new ones
+
+
 async def test_a_batch_sent_again_whose_live_copy_came_meanwhile_is_left_to_it(
     engine: AsyncEngine,
 ) -> None:
