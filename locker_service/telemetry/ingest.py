@@ -223,8 +223,10 @@ class TelemetryIngest:
             key = (kiosk_id, epoch)
             if key not in verdicts:
                 fence = self._fence(kiosk_id)
-                ours = fence is not None and fence.epoch == epoch
-                verdicts[key] = (fence.valid_until > now or None) if fence and ours else False
+                if fence is None or fence.epoch != epoch:
+                    verdicts[key] = False  # no longer ours at that epoch
+                else:
+                    verdicts[key] = True if fence.valid_until > now else None
             verdict = verdicts[key]
             if verdict:
                 write.append(queued)

@@ -375,7 +375,7 @@ async def stamps_after(
     session: AsyncSession, kiosk_id: int, number: int, after: datetime, upto: datetime
 ) -> int:
     """How many distinct timestamps one compartment's readings have in (after, upto]: a
-    reading stored twice counts once (the (kiosk, number, ts) index alone answers)."""
+    reading stored twice counts once (a range of the (kiosk, number, ts) index)."""
     r = TemperatureReading
     query = select(func.count(distinct(r.ts))).where(
         r.kiosk_id == kiosk_id, r.number == number, r.ts > after, r.ts <= upto
