@@ -29,7 +29,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bench.service.telemetry_ingest import create_database, drop_database
 from locker_service.db import create_engine, create_sessionmaker, session_scope
@@ -58,26 +58,27 @@ async def seed(url: str, kiosks: int, compartments: int, now: datetime) -> list[
         # The partitions of the days the 4 hours touch (the migration makes today's on).
         await DayPartitions().cover(engine, {day_of(now - HELD), day_of(now)})
         async with engine.begin() as c:
-            # Readings around 64 °C, for every compartment, oldest 4 h ago.
-            await c.execute(
-                text(
-                    "INSERT INTO temperature_readings (kiosk_id, number, ts, temp_c, setpoint_c, "
-                    "heater) SELECT k.id, n, CAST(:start AS timestamptz) + make_interval(secs => "
-                    "s * :every), 63.5 + (s % 7) * 0.2, 65.0, s % 2 = 0 "
-                    "FROM kiosks k, generate_series(1, :c) n, generate_series(0, :steps - 1) s"
-                ),
-                {
-                    "start": now - HELD,
-                    "every": EVERY_S,
-                    "c": compartments,
-                    "steps": int(HELD.total_seconds()) // EVERY_S,
-                },
-            )
+            steps = int(HELD.total_seconds()) // EVERY_S
+            await hot_readings(c, now - HELD, compartments, steps)  # the oldest 4 h ago
             await c.execute(text("ANALYZE temperature_readings"))
         async with engine.connect() as c:
             return list((await c.execute(select(Kiosk.id).order_by(Kiosk.id))).scalars())
     finally:
         await engine.dispose()
+
+
+async def hot_readings(c: AsyncConnection, start: datetime, compartments: int, steps: int) -> None:
+    """Readings around 64 °C every `EVERY_S` from `start`, for compartments 1 to
+    `compartments` of every kiosk: `steps` each."""
+    await c.execute(
+        text(
+            "INSERT INTO temperature_readings (kiosk_id, number, ts, temp_c, setpoint_c, "
+            "heater) SELECT k.id, n, CAST(:start AS timestamptz) + make_interval(secs => "
+            "s * :every), 63.5 + (s % 7) * 0.2, 65.0, s % 2 = 0 "
+            "FROM kiosks k, generate_series(1, :c) n, generate_series(0, :steps - 1) s"
+        ),
+        {"start": start, "every": EVERY_S, "c": compartments, "steps": steps},
+    )
 
 
 async def run(kiosks: int, compartments: int, checks: int) -> dict[str, list[float]]:

@@ -106,7 +106,8 @@ class Story:
         timers.schedule(
             session,
             TimerKind.FOOD_CHECK,
-            now + self._later(self.settings.food_check_s),
+            # At the kiosk's slot, with its other food checks (ADR 0104).
+            timers.slot_after(now, self._later(self.settings.food_check_s), kiosk.id),
             order_id=order.id,
             compartment_id=c.id,
         )

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -62,19 +62,23 @@ async def transition(
     return new
 
 
-async def save_food_watch(session: AsyncSession, order: Order, seen: dict[str, Any]) -> bool:
-    """Keep the food's watch, if the order is still in the state it was read in (a step taken
+_ORDERS = cast(Table, Order.__table__)
+_SAVE_WATCH = (
+    update(_ORDERS)
+    .where(_ORDERS.c.id == bindparam("order_id"), _ORDERS.c.state == bindparam("read_in"))
+    .values(food_watch=bindparam("seen"))
+)
+
+
+async def save_food_watches(
+    session: AsyncSession, watches: Sequence[tuple[Order, dict[str, Any]]]
+) -> None:
+    """Keep the foods' watches (a kiosk's checks run together: one statement, executed for
+    each), each only if its order is still in the state it was read in (a step taken
     meanwhile, a pickup or an expiry, ends the watch)."""
-    result = await session.execute(
-        update(Order)
-        .where(Order.id == order.id, Order.state == order.state)
-        .values(food_watch=seen)
-        .execution_options(synchronize_session=False)
-    )
-    if rowcount(result) != 1:
-        return False
-    set_committed_value(order, "food_watch", seen)
-    return True
+    if watches:
+        params = [{"order_id": o.id, "read_in": o.state, "seen": seen} for o, seen in watches]
+        await session.execute(_SAVE_WATCH, params)
 
 
 def add_event(

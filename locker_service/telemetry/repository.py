@@ -4,7 +4,7 @@ compartment (raw readings, or minutes for long ranges)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -376,11 +376,60 @@ async def stamps_after(
 ) -> int:
     """How many distinct timestamps one compartment's readings have in (after, upto]: a
     reading stored twice counts once (a range of the (kiosk, number, ts) index)."""
+    counts = await stamps_after_each(session, kiosk_id, {number: (after, upto)})
+    return counts.get(number, 0)
+
+
+async def stamps_after_each(
+    session: AsyncSession, kiosk_id: int, windows: Mapping[int, tuple[datetime, datetime]]
+) -> dict[int, int]:
+    """`stamps_after` for several compartments of one kiosk, each over its own (after, upto],
+    in one query: compartment number -> count (a compartment with none is left out)."""
+    if not windows:
+        return {}
     r = TemperatureReading
-    query = select(func.count(distinct(r.ts))).where(
-        r.kiosk_id == kiosk_id, r.number == number, r.ts > after, r.ts <= upto
+    query = (
+        select(r.number, func.count(distinct(r.ts)))
+        .where(
+            r.kiosk_id == kiosk_id,
+            # The whole span as well as each window's: PostgreSQL then reads only its days.
+            r.ts > min(after for after, _ in windows.values()),
+            r.ts <= max(upto for _, upto in windows.values()),
+            or_(
+                *(
+                    and_(r.number == number, r.ts > after, r.ts <= upto)
+                    for number, (after, upto) in windows.items()
+                )
+            ),
+        )
+        .group_by(r.number)
     )
-    return int(await session.scalar(query) or 0)
+    return {number: int(count) for number, count in (await session.execute(query)).all()}
+
+
+async def readings_since_each(
+    session: AsyncSession, kiosk_id: int, starts: Mapping[int, datetime], end: datetime
+) -> dict[int, list[ReadingRow]]:
+    """The readings of several compartments of one kiosk, each in [its start, end], oldest
+    first, in one query: compartment number -> readings (a compartment with none is left
+    out). What `readings_between` reads for one, for a kiosk's food checks run together."""
+    if not starts:
+        return {}
+    r = TemperatureReading
+    query = (
+        select(r.kiosk_id, r.number, r.ts, r.temp_c, r.setpoint_c, r.heater)
+        .where(
+            r.kiosk_id == kiosk_id,
+            r.ts >= min(starts.values()),
+            r.ts <= end,
+            or_(*(and_(r.number == number, r.ts >= start) for number, start in starts.items())),
+        )
+        .order_by(r.number, r.ts)
+    )
+    found: dict[int, list[ReadingRow]] = {}
+    for row in await session.execute(query):
+        found.setdefault(row.number, []).append(ReadingRow(*row))
+    return found
 
 
 async def count_between(

@@ -13,8 +13,10 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +30,7 @@ from locker_service.compartments.lifecycle import CompartmentState, CompartmentT
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.foodsafety import watch
+from locker_service.foodsafety.profiles import Profile
 from locker_service.foodsafety.watch import Unsafe
 from locker_service.kiosk_link.errors import KioskLinkError
 from locker_service.kiosks import repository as kiosk_reports
@@ -62,6 +65,8 @@ RETRY_MIN_REAL_S = 1.0  # but never faster than this, however high the time scal
 UNCONFIRMED_START_WAIT_S = 10.0
 
 Handler = Callable[[ServiceContext, Timer], Awaitable[datetime | None]]
+# Timers of one kind claimed together and run as one: when to run each again, by timer id.
+BatchHandler = Callable[[ServiceContext, Sequence[Timer]], Awaitable[dict[int, datetime | None]]]
 
 
 def _retry(ctx: ServiceContext, nominal_s: float = RETRY_NOMINAL_S) -> datetime:
@@ -543,42 +548,118 @@ async def reheat(ctx: ServiceContext, timer: Timer) -> datetime | None:
 
 
 async def food_check(ctx: ServiceContext, timer: Timer) -> datetime | None:
-    """Fold the compartment's new readings into the food's watch and look at its clock; end
-    the order as unsafe when the site's profile says so (`Story.spoil`), else look again."""
+    """One order's food check: `food_checks` of one timer."""
+    return (await food_checks(ctx, [timer]))[timer.id]
+
+
+@dataclass
+class _Held:
+    """A held order whose food is checked, its compartment and its watch as folded so far."""
+
+    order: Order
+    compartment: Compartment
+    seen: watch.Watch
+
+
+async def food_checks(ctx: ServiceContext, batch: Sequence[Timer]) -> dict[int, datetime | None]:
+    """Fold each held order's new readings into its food's watch and look at its clock, for a
+    batch of food checks at once (ADR 0104): one read of their orders, then per kiosk one
+    count and one read of the readings of all its compartments checked. The orders whose
+    food is no longer safe end as unsafe (`Story.spoil`), each in a transaction of its own;
+    the others' watches are kept and their checks come again at their kiosk's next slot, so
+    a kiosk's checks fall due, and are claimed, together. Returns, per timer, when to run it
+    again (None: done)."""
     now = utcnow()
+    period = timedelta(seconds=ctx.settings.scaled(ctx.settings.food_check_s))
+    again: dict[int, datetime | None] = dict.fromkeys((t.id for t in batch), None)
+    unsafe: list[tuple[uuid.UUID, Unsafe, watch.Watch, bool]] = []  # bool: by its deadline
     async with session_scope(ctx.sessionmaker) as session:
-        order = await session.get(Order, timer.order_id) if timer.order_id else None
-        if order is None or order.state not in HOLDING or order.compartment_id is None:
-            return None
-        found = await compartments.with_kiosk(session, order.compartment_id)
-        if found is None:
-            return None
-        c, kiosk = found
-        rules = await sites.food_profile(session, ctx.settings, kiosk.site_id)
-        seen = watch.Watch.from_json(order.food_watch)
-        verdict = None
-        if order.temperature_class == "hot":
-            start = order.deposited_at or now
-            if seen.last_ts is None or seen.stale(
-                await telemetry.stamps_after(session, kiosk.id, c.number, start, seen.last_ts)
-            ):
+        rows = (
+            await session.execute(
+                select(Order, Compartment, Kiosk)
+                .join(Compartment, Compartment.id == Order.compartment_id)
+                .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
+                .where(Order.id.in_({t.order_id for t in batch if t.order_id is not None}))
+            )
+        ).all()
+        by_kiosk: dict[int, list[_Held]] = {}
+        kiosks: dict[int, Kiosk] = {}
+        for order, c, kiosk in rows:
+            if order.state in HOLDING:
+                seen = watch.Watch.from_json(order.food_watch)
+                by_kiosk.setdefault(kiosk.id, []).append(_Held(order, c, seen))
+                kiosks[kiosk.id] = kiosk
+        next_check: dict[uuid.UUID, datetime] = {}
+        watches: list[tuple[Order, dict[str, Any]]] = []
+        profiles: dict[int, Profile] = {}  # by site
+        for kiosk_id, checked in by_kiosk.items():
+            kiosk = kiosks[kiosk_id]
+            if (rules := profiles.get(kiosk.site_id)) is None:
+                rules = await sites.food_profile(session, ctx.settings, kiosk.site_id)
+                profiles[kiosk.site_id] = rules
+            verdicts = await _fold_readings(session, kiosk, checked, rules, now)
+            for h in checked:
+                verdict = verdicts.get(h.order.id)
+                deadline = h.order.food_deadline
+                timed_out = verdict is None and deadline is not None and now >= deadline
+                if timed_out and h.order.state == OrderState.READY:
+                    continue  # her hold ends with it: HOLD_EXPIRY (hold_until <= deadline)
+                if timed_out and deadline is not None:
+                    verdict = Unsafe(deadline, "its time ran out before it was ready")
+                if verdict is not None:
+                    unsafe.append((h.order.id, verdict, h.seen, timed_out))
+                    continue
+                if (kept := h.seen.to_json()) != h.order.food_watch:
+                    watches.append((h.order, kept))
+                next_check[h.order.id] = timers.slot_after(now, period, kiosk_id)
+        await orders.save_food_watches(session, watches)
+    for order_id, verdict, seen, timed_out in unsafe:
+        async with session_scope(ctx.sessionmaker) as session:
+            now_held = await session.get(Order, order_id)
+            if now_held is None or now_held.state not in HOLDING:
+                continue  # a step taken since (a pickup, an expiry) ended the watch
+            if timed_out and now_held.state == OrderState.READY:
+                continue  # ready since: her hold ends with the deadline (HOLD_EXPIRY)
+            await Story(ctx).spoil(session, now_held, verdict, seen)
+    for t in batch:
+        if t.order_id in next_check:
+            again[t.id] = next_check[t.order_id]
+    return again
+
+
+async def _fold_readings(
+    session: AsyncSession, kiosk: Kiosk, held: list[_Held], rules: Profile, now: datetime
+) -> dict[uuid.UUID, Unsafe]:
+    """Fold the new readings of a kiosk's held hot orders into their watches, one count and
+    one read for all their compartments: the verdicts of those no longer safe, by order."""
+    verdicts: dict[uuid.UUID, Unsafe] = {}
+    # The queries answer per compartment number: one order per compartment in each round (a
+    # compartment holds one order at a time, so there is one round; this is only a guard).
+    rounds: list[dict[int, _Held]] = []
+    for h in held:
+        if h.order.temperature_class != "hot":
+            continue
+        free = next((r for r in rounds if h.compartment.number not in r), None)
+        if free is None:
+            rounds.append(free := {})
+        free[h.compartment.number] = h
+    for by_number in rounds:
+        start = {n: h.order.deposited_at or now for n, h in by_number.items()}
+        folded = {n: (start[n], h.seen.last_ts) for n, h in by_number.items() if h.seen.last_ts}
+        stored = await telemetry.stamps_after_each(session, kiosk.id, folded)
+        for n, h in by_number.items():
+            if h.seen.last_ts is None or h.seen.stale(stored.get(n, 0)):
                 # Readings came late into what was folded (sent again after a takeover, ADR
                 # 0098): the food's whole record since the drop-off is folded again (ADR 0101).
-                seen = watch.Watch(last_ts=start)
-            since = seen.last_ts or start
-            rows = await telemetry.readings_between(session, kiosk.id, c.number, since, now)
-            verdict = watch.fold(seen, rules, ((r.ts, r.temp_c) for r in rows))
-            verdict = verdict or watch.silent_since(seen, rules, now)
-        deadline = order.food_deadline
-        if verdict is None and deadline is not None and now >= deadline:
-            if order.state == OrderState.READY:
-                return None  # her hold ends with it: HOLD_EXPIRY (hold_until <= deadline)
-            verdict = Unsafe(deadline, "its time ran out before it was ready")
-        if verdict is not None:
-            await Story(ctx).spoil(session, order, verdict, seen)
-            return None
-        await orders.save_food_watch(session, order, seen.to_json())
-    return now + timedelta(seconds=ctx.settings.scaled(ctx.settings.food_check_s))
+                h.seen = watch.Watch(last_ts=start[n])
+        since = {n: h.seen.last_ts or start[n] for n, h in by_number.items()}
+        rows = await telemetry.readings_since_each(session, kiosk.id, since, now)
+        for n, h in by_number.items():
+            readings = ((r.ts, r.temp_c) for r in rows.get(n, ()))
+            verdict = watch.fold(h.seen, rules, readings) or watch.silent_since(h.seen, rules, now)
+            if verdict is not None:
+                verdicts[h.order.id] = verdict
+    return verdicts
 
 
 # Timers that look again by design for as long as their order lasts (a held order's food is
@@ -601,3 +682,6 @@ HANDLERS: dict[str, Handler] = {
     TimerKind.FOOD_CHECK: food_check,
     TimerKind.REHEAT: reheat,
 }
+
+# Kinds whose claimed timers run together: each kind's `HANDLERS` entry runs one on its own.
+BATCHED: dict[str, BatchHandler] = {TimerKind.FOOD_CHECK: food_checks}

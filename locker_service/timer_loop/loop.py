@@ -8,7 +8,7 @@ timer becomes claimable again when the lease ends. On PostgreSQL the claim uses
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 
@@ -17,7 +17,7 @@ from locker_service.background import BackgroundLoop
 from locker_service.context import ServiceContext
 from locker_service.db import is_sqlite, session_scope
 from locker_service.models import Order, Timer
-from locker_service.timer_loop.handlers import HANDLERS, RECURRING
+from locker_service.timer_loop.handlers import BATCHED, HANDLERS, RECURRING, BatchHandler
 from locker_service.timers import service
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,34 @@ class TimerLoop:
                 session, lease=lease, limit=CLAIM_BATCH, skip_locked=self.skip_locked
             )
             session.expunge_all()
+        batches: dict[str, list[Timer]] = {}
         for timer in claimed:
-            await self._run(timer)
+            if timer.kind in BATCHED:
+                batches.setdefault(timer.kind, []).append(timer)
+            else:
+                await self._run(timer)
+        for kind, batch in batches.items():
+            await self._run_batch(BATCHED[kind], batch)
         return len(claimed)
+
+    async def _run_batch(self, handler: BatchHandler, batch: list[Timer]) -> None:
+        """Timers claimed together that run as one (a kiosk's food checks, ADR 0104); if the
+        batch fails, each runs on its own, so that one timer that cannot run holds up no other."""
+        try:
+            outcomes = await handler(self.ctx, batch)
+        except Exception:
+            log.exception(
+                "%d %s timers run together failed; each runs alone", len(batch), batch[0].kind
+            )
+            for timer in batch:
+                await self._run(timer)
+            return
+        self.runs += len(batch)
+        by_again: dict[datetime | None, list[Timer]] = {}
+        for timer in batch:
+            by_again.setdefault(outcomes.get(timer.id), []).append(timer)
+        for again, timers in by_again.items():
+            await self._settle(timers, again)
 
     async def _run(self, timer: Timer) -> None:
         handler = HANDLERS.get(timer.kind)
@@ -77,20 +102,31 @@ class TimerLoop:
                 await self._finish(timer, "failed")
             return
         self.runs += 1
+        await self._settle([timer], again)
+
+    async def _settle(self, timers: list[Timer], again: datetime | None) -> None:
+        """Timers that ran: done (`again` None), or due again at `again` unless they have been
+        tried too often (a recurring timer that ran has succeeded: its count starts again)."""
         if again is None:
-            await self._finish(timer, "done")
+            async with session_scope(self.ctx.sessionmaker) as session:
+                await service.finish_all(session, [t.id for t in timers])
             return
-        recurring = timer.kind in RECURRING
-        if timer.attempts >= MAX_ATTEMPTS and not recurring:
-            log.error(
-                "timer %s (%s) gave up after %s attempts", timer.id, timer.kind, timer.attempts
-            )
-            await self._finish(timer, "failed")
+        due_again: list[int] = []
+        for timer in timers:
+            if timer.attempts >= MAX_ATTEMPTS and timer.kind not in RECURRING:
+                log.error(
+                    "timer %s (%s) gave up after %s attempts", timer.id, timer.kind, timer.attempts
+                )
+                await self._finish(timer, "failed")
+            else:
+                due_again.append(timer.id)
+        if not due_again:
             return
+        recurring = timers[0].kind in RECURRING  # timers settled together are of one kind
         async with session_scope(self.ctx.sessionmaker) as session:
             await session.execute(
                 update(Timer)
-                .where(Timer.id == timer.id, Timer.state == "pending")
+                .where(Timer.id.in_(due_again), Timer.state == "pending")
                 .values(due_at=again, locked_until=None)
                 .values(**({"attempts": 0} if recurring else {}))
             )

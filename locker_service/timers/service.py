@@ -7,9 +7,10 @@ replica that dies holding one loses the lease and another picks the timer up aga
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
@@ -41,6 +42,23 @@ _DUE_NOW = "locker_service.timers.due_now"  # in `Session.info`: a timer due at 
 def _note_due(session: AsyncSession, due_at: datetime) -> None:
     if due_at <= utcnow():
         session.info[_DUE_NOW] = True
+
+
+# Spreads the keys' slots over the period: consecutive keys (kiosk ids) land far apart.
+_GOLDEN = (math.sqrt(5) - 1) / 2
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def slot_after(after: datetime, period: timedelta, key: int) -> datetime:
+    """The first of `key`'s slots later than `after`: its slots are `period` apart, at a phase
+    of its own within the period. Timers of one key (a kiosk's food checks, ADR 0104) that
+    are each scheduled at their slot after now fall due at the same instant and are claimed
+    together, and never later than `after + period`; different keys' are spread out."""
+    us = timedelta(microseconds=1)  # in whole microseconds: one instant for all, exactly
+    period_us = max(period // us, 1)
+    phase_us = int((key * _GOLDEN) % 1.0 * period_us)
+    k = ((after - _EPOCH) // us - phase_us) // period_us + 1
+    return _EPOCH + (phase_us + k * period_us) * us
 
 
 def scheduled_due_now(session: AsyncSession) -> bool:
@@ -149,6 +167,10 @@ async def claim_due(
 
 
 async def finish(session: AsyncSession, timer_id: int, state: str = "done") -> None:
+    await finish_all(session, [timer_id], state)
+
+
+async def finish_all(session: AsyncSession, timer_ids: Sequence[int], state: str = "done") -> None:
     await session.execute(
-        update(Timer).where(Timer.id == timer_id, Timer.state == "pending").values(state=state)
+        update(Timer).where(Timer.id.in_(timer_ids), Timer.state == "pending").values(state=state)
     )

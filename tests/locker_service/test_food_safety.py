@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
@@ -250,6 +251,121 @@ async def test_late_readings_that_show_the_food_kept_hot_leave_it_safe(
     assert kept.state == "deposited" and kept.food_watch is not None
     assert kept.food_watch["readings"] == 49  # every moment once, the drop-off's excepted
     assert kept.food_watch["min_c"] == 62.5  # the late readings are in the record it keeps
+
+
+async def _food_check_timers(service: ServiceContext) -> dict[uuid.UUID, Timer]:
+    async with service.sessionmaker() as session:
+        found = await session.scalars(
+            select(Timer).where(Timer.kind == TimerKind.FOOD_CHECK.value, Timer.state == "pending")
+        )
+        return {t.order_id: t for t in found if t.order_id is not None}
+
+
+async def _all_due_now(service: ServiceContext) -> None:
+    """Every food check due now, once the drop-offs' other timers (their hold cycles) ran."""
+    await TimerLoop(service).run_due()
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Timer)
+            .where(Timer.kind == TimerKind.FOOD_CHECK.value)
+            .values(due_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+async def test_a_kiosk_s_food_checks_fall_due_together_and_run_as_one(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """A kiosk's food checks are scheduled at its own slot, so they fall due at one instant,
+    and the timer loop runs them as one: one count and one read of readings for all its
+    compartments, however many orders it holds (ADR 0104). A check per order read them once
+    per order, and at a fleet's size those reads were the service's main load."""
+    await _profile(service, world, "us-fda")
+    rules = BUILT_IN["us-fda"]
+    held = [await _deposited(app_client, world, service, f"together-{i}") for i in range(3)]
+    scheduled = await _food_check_timers(service)
+    period = timedelta(seconds=service.settings.food_check_s)
+    due = {scheduled[uuid.UUID(str(o["id"]))].due_at for o, _ in held}
+    assert len(due) == 1  # dropped off at different moments, checked at the same one
+    (slot,) = due
+    deposited = [(await _order(service, o["id"])).deposited_at for o, _ in held]
+    assert all(d is not None and d < slot <= d + period for d in deposited)
+
+    for i, (order, n) in enumerate(held):
+        start = await _backdate(service, order["id"], timedelta(minutes=10 + i))
+        await _readings(service, world, n, start, [rules.setpoint_c - i] * (20 + 2 * i))
+    await _all_due_now(service)
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "temperature_readings" in statement:
+            statements.append(statement)
+
+    engine = service.engine.sync_engine
+    sa_event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert await TimerLoop(service).run_due() == 3
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", seen)
+    assert len(statements) == 2, statements  # one count, one read: not two per order
+
+    after = await _food_check_timers(service)
+    assert len({after[uuid.UUID(str(o["id"]))].due_at for o, _ in held}) == 1
+    for i, (order, _) in enumerate(held):
+        kept = await _order(service, order["id"])
+        assert kept.state == "deposited" and kept.food_watch is not None
+        assert kept.food_watch["readings"] == 19 + 2 * i  # each its own, the drop-off's excepted
+        assert kept.food_watch["min_c"] == rules.setpoint_c - i
+        assert after[kept.id].attempts == 0 and after[kept.id].due_at > utcnow()
+
+
+async def test_food_checks_run_together_end_only_the_unsafe_and_one_that_fails_holds_up_none(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a kiosk's checks run as one, the order whose food went cold ends as unsafe and
+    everyone is told, while the others are kept; and a check that cannot run (here its
+    compartment's readings cannot be read) fails alone: the batch runs each on its own."""
+    await _profile(service, world, "us-fda")
+    rules = BUILT_IN["us-fda"]
+    (cold, n_cold), (warm, n_warm), (stuck, n_stuck) = [
+        await _deposited(app_client, world, service, ref) for ref in ("cold", "warm", "stuck")
+    ]
+    starts = {}
+    for order, n in ((cold, n_cold), (warm, n_warm), (stuck, n_stuck)):
+        starts[n] = await _backdate(service, order["id"], timedelta(minutes=40))
+        temps = [rules.floor_c - 3.0 if order is cold else rules.setpoint_c] * 80
+        await _readings(service, world, n, starts[n], temps)
+    await _all_due_now(service)
+
+    read = telemetry.readings_since_each
+
+    async def unreadable(
+        session: object, kiosk_id: int, starts: dict[int, datetime], end: datetime
+    ) -> dict[int, list[ReadingRow]]:
+        if n_stuck in starts:
+            raise RuntimeError("the stuck compartment's readings cannot be read")
+        return await read(session, kiosk_id, starts, end)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(telemetry, "readings_since_each", unreadable)
+    assert await TimerLoop(service).run_due() == 3
+
+    spoiled = await _order(service, cold["id"])
+    assert spoiled.state == "expired"
+    assert spoiled.food_unsafe_at is not None and spoiled.food_unsafe_at > starts[n_cold]
+    assert f"not brought up to {rules.floor_c:g} °C" in (spoiled.failure_reason or "")
+    await _told(app_client, world, service, cold)
+    kept = await _order(service, warm["id"])
+    assert kept.state == "deposited" and kept.food_watch is not None
+    assert kept.food_watch["readings"] == 79
+    after = await _food_check_timers(service)
+    assert cold["id"] not in {str(k) for k in after}  # its watch ended with the order
+    assert after[kept.id].attempts == 0 and after[kept.id].due_at > utcnow()
+    failing = after[uuid.UUID(str(stuck["id"]))]
+    assert failing.attempts == 1 and failing.locked_until is not None  # retried after its lease
+    unchanged = await _order(service, stuck["id"])
+    assert unchanged.food_watch == {"last_ts": starts[n_stuck].isoformat()}  # nothing folded
 
 
 async def test_food_kept_hot_stays_safe_and_its_watch_is_kept(

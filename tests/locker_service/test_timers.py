@@ -4,8 +4,10 @@ several loops at once (each timer runs once)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -610,19 +612,19 @@ async def test_a_food_check_that_runs_for_hours_never_gives_up(
     (it did: an order held 50 checks long raised a false `timer_failed`)."""
     from locker_service.timer_loop import loop as loop_module
 
-    async def looks_again(ctx: ServiceContext, timer: Timer) -> datetime:
-        return utcnow() - timedelta(seconds=1)  # due again at once
+    async def looks_again(ctx: ServiceContext, batch: Sequence[Timer]) -> dict[int, datetime]:
+        return {t.id: utcnow() - timedelta(seconds=1) for t in batch}  # due again at once
 
     async with session_scope(service.sessionmaker) as session:
         timers.schedule(session, TimerKind.FOOD_CHECK, utcnow() - timedelta(seconds=1))
-    original = loop_module.HANDLERS[TimerKind.FOOD_CHECK]
-    loop_module.HANDLERS[TimerKind.FOOD_CHECK] = looks_again  # type: ignore[assignment]
+    original = loop_module.BATCHED[TimerKind.FOOD_CHECK]
+    loop_module.BATCHED[TimerKind.FOOD_CHECK] = looks_again  # type: ignore[assignment]
     try:
         loop = TimerLoop(service)
         for _ in range(loop_module.MAX_ATTEMPTS + 10):
             assert await loop.run_due() == 1
     finally:
-        loop_module.HANDLERS[TimerKind.FOOD_CHECK] = original
+        loop_module.BATCHED[TimerKind.FOOD_CHECK] = original
     async with service.sessionmaker() as session:
         state = await session.scalar(select(Timer.state))
         kinds = (await session.scalars(select(Alert.kind))).all()
@@ -882,3 +884,22 @@ async def _cycle_start_facts(service: ServiceContext, world: World, n: int) -> d
             "compartment": (c.state, c.door_open, c.fault, c.snapshot_at, c.uv_on),
             "cycles": [(cycle.kind, cycle.state, cycle.started_at) for cycle in cycles],
         }
+
+
+def test_a_key_s_slots_are_one_instant_for_all_its_timers_and_never_later_than_a_period() -> None:
+    """`slot_after`: timers of one key (a kiosk's food checks, ADR 0104) scheduled at any
+    moment within a period fall due at one instant, no later than a period after the moment
+    they were scheduled; the next keys' slots are spread across the period."""
+    period = timedelta(seconds=60)
+    t0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    first = timers.slot_after(t0, period, 7)
+    assert t0 < first <= t0 + period
+    moments = [first - period + timedelta(milliseconds=ms) for ms in (0, 1, 25_000, 59_999)]
+    assert {timers.slot_after(m, period, 7) for m in moments} == {first}
+    assert timers.slot_after(first, period, 7) == first + period  # strictly later: the next
+    assert timers.slot_after(first - timedelta(microseconds=1), period, 7) == first
+    phases = sorted((timers.slot_after(t0, period, k) - t0).total_seconds() for k in range(1, 11))
+    gaps = [b - a for a, b in itertools.pairwise(phases)]
+    assert min(gaps) > 2.0  # ten kiosks' checks 2 s or more apart, not bunched together
+    short = timedelta(seconds=0.5)  # a scaled clock's period (tests, demos)
+    assert t0 < timers.slot_after(t0, short, 7) <= t0 + short
