@@ -65,8 +65,10 @@ RETRY_MIN_REAL_S = 1.0  # but never faster than this, however high the time scal
 UNCONFIRMED_START_WAIT_S = 10.0
 
 Handler = Callable[[ServiceContext, Timer], Awaitable[datetime | None]]
-# Timers of one kind claimed together and run as one: when to run each again, by timer id.
-BatchHandler = Callable[[ServiceContext, Sequence[Timer]], Awaitable[dict[int, datetime | None]]]
+# Timers of one kind claimed together and run as one: by timer id, when to run each again, or
+# the error its own step raised (retried after its lease, as a handler that raised).
+BatchOutcome = datetime | None | Exception
+BatchHandler = Callable[[ServiceContext, Sequence[Timer]], Awaitable[dict[int, BatchOutcome]]]
 
 
 def _retry(ctx: ServiceContext, nominal_s: float = RETRY_NOMINAL_S) -> datetime:
@@ -549,7 +551,10 @@ async def reheat(ctx: ServiceContext, timer: Timer) -> datetime | None:
 
 async def food_check(ctx: ServiceContext, timer: Timer) -> datetime | None:
     """One order's food check: `food_checks` of one timer."""
-    return (await food_checks(ctx, [timer]))[timer.id]
+    outcome = (await food_checks(ctx, [timer]))[timer.id]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 @dataclass
@@ -561,17 +566,18 @@ class _Held:
     seen: watch.Watch
 
 
-async def food_checks(ctx: ServiceContext, batch: Sequence[Timer]) -> dict[int, datetime | None]:
+async def food_checks(ctx: ServiceContext, batch: Sequence[Timer]) -> dict[int, BatchOutcome]:
     """Fold each held order's new readings into its food's watch and look at its clock, for a
     batch of food checks at once (ADR 0104): one read of their orders, then per kiosk one
     count and one read of the readings of all its compartments checked. The orders whose
     food is no longer safe end as unsafe (`Story.spoil`), each in a transaction of its own;
     the others' watches are kept and their checks come again at their kiosk's next slot, so
     a kiosk's checks fall due, and are claimed, together. Returns, per timer, when to run it
-    again (None: done)."""
+    again (None: done), or the error that ending its order raised (a pickup at that moment)."""
     now = utcnow()
     period = timedelta(seconds=ctx.settings.scaled(ctx.settings.food_check_s))
-    again: dict[int, datetime | None] = dict.fromkeys((t.id for t in batch), None)
+    again: dict[int, BatchOutcome] = dict.fromkeys((t.id for t in batch), None)
+    failed: dict[uuid.UUID, Exception] = {}
     unsafe: list[tuple[uuid.UUID, Unsafe, watch.Watch, bool]] = []  # bool: by its deadline
     async with session_scope(ctx.sessionmaker) as session:
         rows = (
@@ -614,17 +620,29 @@ async def food_checks(ctx: ServiceContext, batch: Sequence[Timer]) -> dict[int, 
                 next_check[h.order.id] = timers.slot_after(now, period, kiosk_id)
         await orders.save_food_watches(session, watches)
     for order_id, verdict, seen, timed_out in unsafe:
-        async with session_scope(ctx.sessionmaker) as session:
-            now_held = await session.get(Order, order_id)
-            if now_held is None or now_held.state not in HOLDING:
-                continue  # a step taken since (a pickup, an expiry) ended the watch
-            if timed_out and now_held.state == OrderState.READY:
-                continue  # ready since: her hold ends with the deadline (HOLD_EXPIRY)
-            await Story(ctx).spoil(session, now_held, verdict, seen)
+        try:
+            await _spoil(ctx, order_id, verdict, seen, timed_out)
+        except Exception as e:  # its own: the others' checks are done
+            failed[order_id] = e
     for t in batch:
-        if t.order_id in next_check:
+        if t.order_id in failed:
+            again[t.id] = failed[t.order_id]
+        elif t.order_id in next_check:
             again[t.id] = next_check[t.order_id]
     return again
+
+
+async def _spoil(
+    ctx: ServiceContext, order_id: uuid.UUID, verdict: Unsafe, seen: watch.Watch, timed_out: bool
+) -> None:
+    """End the order as unsafe, read again in a transaction of its own, if still held."""
+    async with session_scope(ctx.sessionmaker) as session:
+        order = await session.get(Order, order_id)
+        if order is None or order.state not in HOLDING:
+            return  # a step taken since (a pickup, an expiry) ended the watch
+        if timed_out and order.state == OrderState.READY:
+            return  # ready since: her hold ends with the deadline (HOLD_EXPIRY)
+        await Story(ctx).spoil(session, order, verdict, seen)
 
 
 async def _fold_readings(

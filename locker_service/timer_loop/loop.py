@@ -59,14 +59,17 @@ class TimerLoop:
                 session, lease=lease, limit=CLAIM_BATCH, skip_locked=self.skip_locked
             )
             session.expunge_all()
+        # In the order they fell due; a kind's batch runs where its first timer falls (a food
+        # check due before its order's hold expiry still runs first).
         batches: dict[str, list[Timer]] = {}
         for timer in claimed:
             if timer.kind in BATCHED:
                 batches.setdefault(timer.kind, []).append(timer)
-            else:
+        for timer in claimed:
+            if timer.kind not in BATCHED:
                 await self._run(timer)
-        for kind, batch in batches.items():
-            await self._run_batch(BATCHED[kind], batch)
+            elif (batch := batches.pop(timer.kind, None)) is not None:
+                await self._run_batch(BATCHED[timer.kind], batch)
         return len(claimed)
 
     async def _run_batch(self, handler: BatchHandler, batch: list[Timer]) -> None:
@@ -81,10 +84,14 @@ class TimerLoop:
             for timer in batch:
                 await self._run(timer)
             return
-        self.runs += len(batch)
         by_again: dict[datetime | None, list[Timer]] = {}
         for timer in batch:
-            by_again.setdefault(outcomes.get(timer.id), []).append(timer)
+            outcome = outcomes.get(timer.id)
+            if isinstance(outcome, Exception):
+                await self._failed(timer, outcome)  # its own step failed, not the batch's
+            else:
+                self.runs += 1
+                by_again.setdefault(outcome, []).append(timer)
         for again, timers in by_again.items():
             await self._settle(timers, again)
 
@@ -96,13 +103,22 @@ class TimerLoop:
             return
         try:
             again = await handler(self.ctx, timer)
-        except Exception:
-            log.exception("timer %s (%s) failed; retried after its lease", timer.id, timer.kind)
-            if timer.attempts >= MAX_ATTEMPTS:
-                await self._finish(timer, "failed")
+        except Exception as e:
+            await self._failed(timer, e)
             return
         self.runs += 1
         await self._settle([timer], again)
+
+    async def _failed(self, timer: Timer, error: Exception) -> None:
+        """A run that raised: retried once its lease ends, until it has been tried too often."""
+        log.error(
+            "timer %s (%s) failed; retried after its lease",
+            timer.id,
+            timer.kind,
+            exc_info=(type(error), error, error.__traceback__),
+        )
+        if timer.attempts >= MAX_ATTEMPTS:
+            await self._finish(timer, "failed")
 
     async def _settle(self, timers: list[Timer], again: datetime | None) -> None:
         """Timers that ran: done (`again` None), or due again at `again` unless they have been

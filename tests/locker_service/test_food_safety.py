@@ -272,6 +272,33 @@ async def _all_due_now(service: ServiceContext) -> None:
         )
 
 
+async def _run_due_reading(service: ServiceContext) -> tuple[int, list[str]]:
+    """One run of the timer loop: how many timers it ran, and the statements it sent that
+    read readings."""
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "temperature_readings" in statement:
+            statements.append(statement)
+
+    engine = service.engine.sync_engine
+    sa_event.listen(engine, "before_cursor_execute", seen)
+    try:
+        ran = await TimerLoop(service).run_due()
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", seen)
+    return ran, statements
+
+
+@pytest.fixture
+def slots_a_day_apart(service: ServiceContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A day between a kiosk's slots: drop-offs a moment apart all but never straddle one
+    (with a minute, about one test in two hundred would), and no check falls due by itself
+    while the test sets them up."""
+    monkeypatch.setattr(service.settings, "food_check_s", 24 * 3600.0)
+
+
+@pytest.mark.usefixtures("slots_a_day_apart")
 async def test_a_kiosk_s_food_checks_fall_due_together_and_run_as_one(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
@@ -279,11 +306,11 @@ async def test_a_kiosk_s_food_checks_fall_due_together_and_run_as_one(
     and the timer loop runs them as one: one count and one read of readings for all its
     compartments, however many orders it holds (ADR 0104). A check per order read them once
     per order, and at a fleet's size those reads were the service's main load."""
+    period = timedelta(seconds=service.settings.food_check_s)
     await _profile(service, world, "us-fda")
     rules = BUILT_IN["us-fda"]
     held = [await _deposited(app_client, world, service, f"together-{i}") for i in range(3)]
     scheduled = await _food_check_timers(service)
-    period = timedelta(seconds=service.settings.food_check_s)
     due = {scheduled[uuid.UUID(str(o["id"]))].due_at for o, _ in held}
     assert len(due) == 1  # dropped off at different moments, checked at the same one
     (slot,) = due
@@ -294,18 +321,8 @@ async def test_a_kiosk_s_food_checks_fall_due_together_and_run_as_one(
         start = await _backdate(service, order["id"], timedelta(minutes=10 + i))
         await _readings(service, world, n, start, [rules.setpoint_c - i] * (20 + 2 * i))
     await _all_due_now(service)
-    statements: list[str] = []
-
-    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if "temperature_readings" in statement:
-            statements.append(statement)
-
-    engine = service.engine.sync_engine
-    sa_event.listen(engine, "before_cursor_execute", seen)
-    try:
-        assert await TimerLoop(service).run_due() == 3
-    finally:
-        sa_event.remove(engine, "before_cursor_execute", seen)
+    ran, statements = await _run_due_reading(service)
+    assert ran == 3
     assert len(statements) == 2, statements  # one count, one read: not two per order
 
     after = await _food_check_timers(service)
@@ -318,54 +335,113 @@ async def test_a_kiosk_s_food_checks_fall_due_together_and_run_as_one(
         assert after[kept.id].attempts == 0 and after[kept.id].due_at > utcnow()
 
 
-async def test_food_checks_run_together_end_only_the_unsafe_and_one_that_fails_holds_up_none(
+async def _cold_warm_and_third(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, third: str
+) -> tuple[dict[str, dict[str, object]], dict[str, int], dict[str, datetime]]:
+    """Three orders held 40 minutes at the kiosk, their checks due: "cold" never brought up
+    to heat, the two others kept hot. Returns the orders, compartments and drop-offs by name."""
+    await _profile(service, world, "us-fda")
+    rules = BUILT_IN["us-fda"]
+    orders, numbers, starts = {}, {}, {}
+    for name in ("cold", "warm", third):
+        orders[name], numbers[name] = await _deposited(app_client, world, service, name)
+        starts[name] = await _backdate(service, orders[name]["id"], timedelta(minutes=40))
+        temps = [rules.floor_c - 3.0 if name == "cold" else rules.setpoint_c] * 80
+        await _readings(service, world, numbers[name], starts[name], temps)
+    await _all_due_now(service)
+    return orders, numbers, starts
+
+
+async def _ended_unsafe(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, order: dict[str, object]
+) -> None:
+    spoiled = await _order(service, order["id"])
+    assert spoiled.state == "expired" and spoiled.food_unsafe_at is not None
+    floor = BUILT_IN["us-fda"].floor_c
+    assert f"not brought up to {floor:g} °C" in (spoiled.failure_reason or "")
+    await _told(app_client, world, service, order)
+    assert str(spoiled.id) not in {str(k) for k in await _food_check_timers(service)}
+
+
+async def _waits_for_its_lease(service: ServiceContext, order: dict[str, object]) -> None:
+    """Its check failed once: tried again once its lease ends."""
+    timer = (await _food_check_timers(service))[uuid.UUID(str(order["id"]))]
+    assert timer.attempts == 1 and timer.locked_until is not None
+
+
+async def _kept_and_due_again(service: ServiceContext, order: dict[str, object]) -> None:
+    kept = await _order(service, order["id"])
+    assert kept.state == "deposited" and kept.food_watch is not None
+    assert kept.food_watch["readings"] == 79  # every reading, the drop-off's own excepted
+    timer = (await _food_check_timers(service))[kept.id]
+    assert timer.attempts == 0 and timer.due_at > utcnow()
+
+
+@pytest.mark.usefixtures("slots_a_day_apart")
+async def test_food_checks_run_together_end_the_unsafe_one_and_keep_the_others(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """In a kiosk's checks run as one, the order whose food never got hot ends as unsafe and
+    everyone is told, while the others' watches are kept and their checks come again."""
+    orders, _, _ = await _cold_warm_and_third(app_client, world, service, "hot")
+    ran, statements = await _run_due_reading(service)
+    assert ran == 3 and len(statements) == 2  # the batch ran: not each check on its own
+    await _ended_unsafe(app_client, world, service, orders["cold"])
+    await _kept_and_due_again(service, orders["warm"])
+    await _kept_and_due_again(service, orders["hot"])
+
+
+@pytest.mark.usefixtures("slots_a_day_apart")
+async def test_an_unsafe_order_that_cannot_be_ended_fails_alone_in_its_kiosk_s_checks(
     app_client: httpx.AsyncClient,
     world: World,
     service: ServiceContext,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """In a kiosk's checks run as one, the order whose food went cold ends as unsafe and
-    everyone is told, while the others are kept; and a check that cannot run (here its
-    compartment's readings cannot be read) fails alone: the batch runs each on its own."""
-    await _profile(service, world, "us-fda")
-    rules = BUILT_IN["us-fda"]
-    (cold, n_cold), (warm, n_warm), (stuck, n_stuck) = [
-        await _deposited(app_client, world, service, ref) for ref in ("cold", "warm", "stuck")
-    ]
-    starts = {}
-    for order, n in ((cold, n_cold), (warm, n_warm), (stuck, n_stuck)):
-        starts[n] = await _backdate(service, order["id"], timedelta(minutes=40))
-        temps = [rules.floor_c - 3.0 if order is cold else rules.setpoint_c] * 80
-        await _readings(service, world, n, starts[n], temps)
-    await _all_due_now(service)
+    """Ending one order of a kiosk's checks run as one fails (here the step raises): that
+    check alone is tried again after its lease, the others' are done and not read again."""
+    orders, _, _ = await _cold_warm_and_third(app_client, world, service, "hot")
 
+    async def refused(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the order cannot be ended now")
+
+    monkeypatch.setattr(handlers.Story, "spoil", refused)
+    ran, statements = await _run_due_reading(service)
+    assert ran == 3 and len(statements) == 2  # not run again one by one
+    await _waits_for_its_lease(service, orders["cold"])
+    assert (await _order(service, orders["cold"]["id"])).state == "deposited"
+    await _kept_and_due_again(service, orders["warm"])
+    await _kept_and_due_again(service, orders["hot"])
+
+
+@pytest.mark.usefixtures("slots_a_day_apart")
+async def test_a_kiosk_s_checks_that_cannot_run_together_run_each_alone(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batch itself fails (here one compartment's readings cannot be read, and the kiosk's
+    are read at once): the timer loop runs each check on its own, so the cold one still ends
+    as unsafe and the warm one is kept, and only the one that fails again waits for its lease."""
+    orders, numbers, starts = await _cold_warm_and_third(app_client, world, service, "stuck")
     read = telemetry.readings_since_each
 
     async def unreadable(
-        session: object, kiosk_id: int, starts: dict[int, datetime], end: datetime
+        session: object, kiosk_id: int, since: dict[int, datetime], end: datetime
     ) -> dict[int, list[ReadingRow]]:
-        if n_stuck in starts:
+        if numbers["stuck"] in since:
             raise RuntimeError("the stuck compartment's readings cannot be read")
-        return await read(session, kiosk_id, starts, end)  # type: ignore[arg-type]
+        return await read(session, kiosk_id, since, end)  # type: ignore[arg-type]
 
     monkeypatch.setattr(telemetry, "readings_since_each", unreadable)
-    assert await TimerLoop(service).run_due() == 3
-
-    spoiled = await _order(service, cold["id"])
-    assert spoiled.state == "expired"
-    assert spoiled.food_unsafe_at is not None and spoiled.food_unsafe_at > starts[n_cold]
-    assert f"not brought up to {rules.floor_c:g} °C" in (spoiled.failure_reason or "")
-    await _told(app_client, world, service, cold)
-    kept = await _order(service, warm["id"])
-    assert kept.state == "deposited" and kept.food_watch is not None
-    assert kept.food_watch["readings"] == 79
-    after = await _food_check_timers(service)
-    assert cold["id"] not in {str(k) for k in after}  # its watch ended with the order
-    assert after[kept.id].attempts == 0 and after[kept.id].due_at > utcnow()
-    failing = after[uuid.UUID(str(stuck["id"]))]
-    assert failing.attempts == 1 and failing.locked_until is not None  # retried after its lease
-    unchanged = await _order(service, stuck["id"])
-    assert unchanged.food_watch == {"last_ts": starts[n_stuck].isoformat()}  # nothing folded
+    ran, statements = await _run_due_reading(service)
+    assert ran == 3 and len(statements) > 2  # the batch, then each on its own
+    await _ended_unsafe(app_client, world, service, orders["cold"])
+    await _kept_and_due_again(service, orders["warm"])
+    await _waits_for_its_lease(service, orders["stuck"])
+    unchanged = await _order(service, orders["stuck"]["id"])
+    assert unchanged.food_watch == {"last_ts": starts["stuck"].isoformat()}  # nothing folded
 
 
 async def test_food_kept_hot_stays_safe_and_its_watch_is_kept(
