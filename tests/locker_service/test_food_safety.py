@@ -415,6 +415,31 @@ async def test_an_unsafe_order_that_cannot_be_ended_fails_alone_in_its_kiosk_s_c
 
 
 @pytest.mark.usefixtures("slots_a_day_apart")
+async def test_a_food_check_due_before_its_order_s_hold_expiry_runs_first(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """Claimed in one look with the hold expiry due after it, the food check (run in a batch)
+    still runs first: food held too cold ends as unsafe, with why, rather than as merely not
+    collected, which would tell nobody that the food must not be eaten."""
+    await _profile(service, world, "us-fda")
+    rules = BUILT_IN["us-fda"]
+    order, n = await make_ready(app_client, world, service, ref="cold-at-the-end")
+    start = await _backdate(service, order["id"], timedelta(minutes=60))
+    await _readings(service, world, n, start, [rules.setpoint_c] * 20 + [rules.floor_c - 3] * 100)
+    async with session_scope(service.sessionmaker) as session:
+        for kind, ago in ((TimerKind.FOOD_CHECK, 2), (TimerKind.HOLD_EXPIRY, 1)):
+            await session.execute(
+                update(Timer)
+                .where(Timer.order_id == uuid.UUID(str(order["id"])), Timer.kind == kind.value)
+                .values(due_at=utcnow() - timedelta(seconds=ago))
+            )
+    await TimerLoop(service).run_due()
+    spoiled = await _order(service, order["id"])
+    assert spoiled.state == "expired" and spoiled.food_unsafe_at is not None
+    assert f"below {rules.floor_c:g} °C" in (spoiled.failure_reason or "")
+
+
+@pytest.mark.usefixtures("slots_a_day_apart")
 async def test_a_kiosk_s_checks_that_cannot_run_together_run_each_alone(
     app_client: httpx.AsyncClient,
     world: World,
