@@ -201,6 +201,9 @@ class VirtualKiosk:
     reports: int = 0  # `report_state` commands answered
     resent: int = 0  # events sent again at a new holder's asking
     readings_resent: int = 0  # telemetry batches sent again likewise (ADR 0098)
+    # Its last compartments hold hot food for purchasers (the service's held orders, their
+    # food checked each minute): reported occupied, and its door events go to the others.
+    held: int = 0
     # Its last telemetry batches: stamp, and the batch as published.
     sent_readings: deque[tuple[datetime, bytes]] = field(
         default_factory=lambda: deque(maxlen=KEPT_TELEMETRY)
@@ -232,7 +235,8 @@ class VirtualKiosk:
 
     def _snapshot(self, n: int) -> contract.CompartmentSnapshot:
         return contract.CompartmentSnapshot(
-            n=n, door_open=False, lock_released=False, occupied=False, heater_on=True,
+            n=n, door_open=False, lock_released=False, occupied=n > self.free,
+            heater_on=True,
             uv_on=False, disinfecting=False, disinfect_remaining_s=0,
             temp_c=self.temps[n - 1], setpoint_c=65.0,
         )  # fmt: skip
@@ -266,14 +270,19 @@ class VirtualKiosk:
         self.kept.append((self.seq, kept_once_sent(payload) if type_ == "scan" else payload))
         self.client.publish(self.topics.events, payload, qos=1)
 
+    @property
+    def free(self) -> int:
+        """Compartments 1 to `free` hold no order: the lunch peak's door events go there."""
+        return max(COMPARTMENTS - self.held, 1)
+
     def dropoff(self) -> None:
-        n = self.rng.randint(1, COMPARTMENTS)
+        n = self.rng.randint(1, self.free)
         self.event("door_opened", n)
         self.event("item_placed", n)
         self.event("door_closed", n, occupied=True)
 
     def pickup(self) -> None:
-        n = self.rng.randint(1, COMPARTMENTS)
+        n = self.rng.randint(1, self.free)
         self.event("scan", None, text=f"https://lockers.example.com/p/{uuid.uuid4().hex}")
         self.event("door_opened", n)
         self.event("item_removed", n)

@@ -3,7 +3,11 @@ private Mosquitto, all on this machine; beside the same generator against the ba
 
 For each size of fleet (`--sizes`) and each number of replicas (`--replicas`), in one run:
 1. a fresh migrated PostgreSQL database: the kiosks (12 compartments each, one site per 100),
-   and on `--probes` kiosks a ready order in every compartment (rows as a drop-off leaves them);
+   on `--probes` kiosks a ready order in every compartment (rows as a drop-off leaves them),
+   and on the others the lunch peak's food waiting for its purchasers: a hot order ready in
+   each of their last `--held` compartments (6 by default; 12 pickups an hour and about half
+   an hour's wait), its food checked every minute by the replicas' timers (ADR 0104), and the
+   kiosks' door events on their other compartments;
 2. the replicas start and take the kiosks' leases; the fleet connects (`kiosks.py`: statuses,
    retained snapshots, telemetry every 10 s, the lunch peak's drop-offs as door events on the
    kiosks without probes) and is measured once every kiosk is online in the database and the
@@ -28,6 +32,21 @@ Each replica's garbage collections while measured are printed under its line (fr
 
 Goals (issue 15): at 10,000 kiosks, telemetry lag p99 under 2 s and scan -> unlock p99 under
 50 ms. Nothing is asserted; the figures are printed.
+
+With the lunch peak's held food (`--held 6`, ADR 0104; `--sizes 1000 --replicas 1 --seconds
+60`, same session, one run each; scan -> unlock median / p99 / the slowest of 200 pickups):
+
+    held food        food checks            replica cores   scan -> unlock          gen 2
+    none             -                      0.24            10.0 / 26.8 / 35.1 ms   none
+    6 a kiosk        each on its own        0.60            12.7 / 70.8 / 78.5 ms   1, 68 ms
+                     (before ADR 0104)
+    6 a kiosk        a kiosk's together     0.31            10.3 / 77.4 / 84.2 ms   1, 62 ms
+
+4,800 held orders, 80 checks a second: run together they cost the replica 0.07 cores where
+each on its own cost 0.36. The tail is not theirs: with held food the replica collects its
+young generation 135 times a minute, not 14, checks together or not, and one full collection
+of 60-70 ms meets a pickup or two. The figures above and below were measured before `--held`
+existed, so without held food (as `--held 0`).
 
 Measured here after ADR 0084 and 0085 (`--sizes 2000 --replicas 1 --seconds 90 --gc-baseline`,
 one run, load 0.1 at its start; scan -> unlock median / p99 / the slowest of about 600 pickups):
@@ -117,12 +136,15 @@ from bench.fleet.kiosks import (
     _telemetry,
 )
 from firmware_bridge import contract
+from locker_service.config import Settings
 from locker_service.orders import codes
+from locker_service.timers import service as timers
 from migrations import upgrade
 from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.mosquitto import MosquittoProcess, free_port
 
 SECRET_KEY = "bench-fleet-" + "k" * 32
+FOOD_CHECK_S = Settings.model_fields["food_check_s"].default  # the replicas' own period
 GOAL_MS = 50.0
 SITE_SIZE = 100  # kiosks per site
 LAG_POLL_S = 0.05
@@ -143,8 +165,11 @@ class Probe:
     tokens: dict[int, str]  # compartment -> the ready order's QR token
 
 
-async def seed(database_url: str, kiosks: int, probes: int) -> tuple[list[str], list[Probe]]:
-    """`kiosks` kiosks (offline until their status comes) and ready orders on `probes` of them."""
+async def seed(
+    database_url: str, kiosks: int, probes: int, held: int
+) -> tuple[list[str], list[Probe]]:
+    """`kiosks` kiosks (offline until their status comes), ready orders on `probes` of them,
+    and on the others a hot order held in each of their last `held` compartments."""
     conn = await _connect(database_url)
     tag = uuid.uuid4().hex[:6]
     codes_ = [f"bf-{tag}-{i:05d}" for i in range(kiosks)]
@@ -184,6 +209,7 @@ async def seed(database_url: str, kiosks: int, probes: int) -> tuple[list[str], 
             found = []
             for code in chosen:
                 found.append(Probe(code, await _ready_orders(conn, merchant, code)))
+            await _held_orders(conn, merchant, [c for c in codes_ if c not in chosen], held)
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
@@ -231,6 +257,75 @@ async def _ready_orders(conn: asyncpg.Connection, merchant: int, kiosk: str) -> 
     return tokens
 
 
+async def _held_summary(database_url: str) -> str:
+    """The held orders at the end of the run: how many are still held (the kiosks kept them
+    hot, so all should be), and how many readings their food checks folded."""
+    conn = await _connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*) AS orders, count(*) FILTER (WHERE state = 'ready') AS ready,"
+            " coalesce(sum((food_watch->>'readings')::int), 0) AS folded"
+            " FROM orders WHERE external_ref LIKE 'held-%'"
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    if not row["orders"]:
+        return ""
+    return (
+        f"held orders: {row['ready']} of {row['orders']} still held at the end, "
+        f"{row['folded']:,} readings folded by their food checks"
+    )
+
+
+async def _held_orders(
+    conn: asyncpg.Connection, merchant: int, kiosks: list[str], held: int
+) -> None:
+    """The lunch peak's food waiting for its purchasers: a hot order ready in each of the last
+    `held` compartments of `kiosks`, its watch started now, and its food check due at the
+    kiosk's slot (ADR 0104), so the replicas check every one once a minute. Nobody collects
+    them during the run; the kiosks keep them hot."""
+    if held <= 0 or not kiosks:
+        return
+    now = datetime.now(UTC)
+    watch = json.dumps({"last_ts": now.isoformat(), "readings": 0, "warmed": True})
+    await conn.execute(
+        "INSERT INTO orders (id, merchant_id, external_ref, request_hash, site_id,"
+        " purchaser_name, purchaser_contact, size, temperature_class, state, compartment_id,"
+        " token_salt, pickup_token_hash, code_hash, hold_until, created_at, assigned_at,"
+        " deposited_at, ready_at, food_deadline, food_watch, updated_at, version)"
+        " SELECT gen_random_uuid(), $1, 'held-' || c.id, repeat('0', 64), k.site_id,"
+        " 'Bench purchaser', 'mailto://b@example.com', 'M', 'hot', 'ready', c.id,"
+        " md5(c.id::text), md5('held' || c.id), md5('code' || c.id), $2, $3, $3, $3, $3, $2,"
+        " $4::json, $3, 1 FROM compartments c JOIN kiosks k ON k.id = c.kiosk_id"
+        " WHERE k.code = ANY($5::text[]) AND c.number > $6",
+        merchant,
+        now + timedelta(hours=3),
+        now,
+        watch,
+        kiosks,
+        COMPARTMENTS - held,
+    )
+    await conn.execute(
+        "UPDATE compartments c SET state = 'awaiting_pickup', occupied = true FROM kiosks k"
+        " WHERE k.id = c.kiosk_id AND k.code = ANY($1::text[]) AND c.number > $2",
+        kiosks,
+        COMPARTMENTS - held,
+    )
+    ids = await conn.fetch("SELECT id FROM kiosks WHERE code = ANY($1::text[])", kiosks)
+    period = timedelta(seconds=FOOD_CHECK_S)
+    slots = [timers.slot_after(now, period, row["id"]) for row in ids]
+    await conn.execute(
+        "INSERT INTO timers (kind, due_at, order_id, compartment_id, state, attempts,"
+        " created_at) SELECT 'food_check', s.due, o.id, c.id, 'pending', 0, now()"
+        " FROM unnest($1::int[], $2::timestamptz[]) AS s(kiosk_id, due)"
+        " JOIN compartments c ON c.kiosk_id = s.kiosk_id JOIN orders o ON o.compartment_id = c.id"
+        " WHERE o.external_ref LIKE 'held-%'",
+        [row["id"] for row in ids],
+        slots,
+    )
+
+
 # -- the kiosks ---------------------------------------------------------------------------------
 
 
@@ -275,6 +370,7 @@ class Run:
     ready_s: float = 0.0
     unanswered: int = 0  # probe scans with no unlock within UNANSWERED_S
     gc: str = ""  # the replicas' garbage collections while measured (ADR 0084)
+    held: str = ""  # the held orders' food checks, at the end (`--held`)
     takeover: Takeover | None = None  # `--takeover`: after the measure, a replica killed
 
     def line(self) -> str:
@@ -290,6 +386,7 @@ class Run:
             f"p99 {_percentile(self.lag_s, 0.99):5.2f} s ({len(self.lag_s)})  "
             f"cores: {cpu}  ({per_k:.3f} per 1,000 kiosks)  ready after {self.ready_s:.0f} s"
             + (f"\n{'':<23} {'':>6}         gc pauses while measured: {self.gc}" if self.gc else "")
+            + (f"\n{'':<23} {'':>6}         {self.held}" if self.held else "")
             + (f"\n{'':<23} {'':>6}         {self.takeover.line()}" if self.takeover else "")
         )
 
@@ -435,7 +532,7 @@ async def drive(
             kiosk.any_compartment = database_url is None
             probe_kiosks.append(kiosk)
         else:
-            kiosk = VirtualKiosk(code, random.Random(rng.random()))
+            kiosk = VirtualKiosk(code, random.Random(rng.random()), held=options.held)
         fleet.append(kiosk)
     connecting = asyncio.Semaphore(200)
 
@@ -899,7 +996,8 @@ def service_run(
     procs: list[subprocess.Popen[bytes]] = []
     try:
         upgrade(database_url)
-        codes_, probes = asyncio.run(seed(database_url, size, min(options.probes, size // 2)))
+        probes_n = min(options.probes, size // 2)
+        codes_, probes = asyncio.run(seed(database_url, size, probes_n, options.held))
         started = start_replicas(
             database_url, broker.url, replicas, logs, gc_default, options.replica_log_level
         )
@@ -920,6 +1018,7 @@ def service_run(
             takeover,
         )  # fmt: skip
         asyncio.run(measure)
+        run.held = asyncio.run(_held_summary(database_url))
         return run
     finally:
         stop_all(procs)
@@ -969,6 +1068,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, help="pickups a second (default: the peak's)")
     parser.add_argument("--probes", type=int, default=200, help="kiosks with ready orders")
+    parser.add_argument(
+        "--held",
+        type=int,
+        default=6,
+        help="hot orders held at each other kiosk, their food checked each minute (0: none)",
+    )
     parser.add_argument("--lag-sample", type=int, default=100)
     parser.add_argument("--settle", type=float, default=20.0, help="seconds after all online")
     parser.add_argument(

@@ -71,13 +71,14 @@ _SAVE_WATCH = (
 
 
 async def save_food_watches(
-    session: AsyncSession, watches: Sequence[tuple[Order, dict[str, Any]]]
+    session: AsyncSession, watches: Sequence[tuple[uuid.UUID, str, dict[str, Any]]]
 ) -> None:
-    """Keep the foods' watches (a kiosk's checks run together: one statement, executed for
-    each), each only if its order is still in the state it was read in (a step taken
-    meanwhile, a pickup or an expiry, ends the watch)."""
+    """Keep the foods' watches, by order: (order id, the state it was read in, its watch). One
+    statement, executed for each (a kiosk's checks run together); each is kept only if its
+    order is still in the state it was read in (a step taken meanwhile, a pickup or an
+    expiry, ends the watch)."""
     if watches:
-        params = [{"order_id": o.id, "read_in": o.state, "seen": seen} for o, seen in watches]
+        params = [{"order_id": o, "read_in": state, "seen": seen} for o, state, seen in watches]
         await session.execute(_SAVE_WATCH, params)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -13,6 +14,7 @@ from sqlalchemy import (
     Integer,
     Select,
     and_,
+    bindparam,
     cast,
     distinct,
     func,
@@ -387,49 +389,82 @@ async def stamps_after_each(
     in one query: compartment number -> count (a compartment with none is left out)."""
     if not windows:
         return {}
+    params: dict[str, Any] = {
+        "kiosk_id": kiosk_id,
+        "after": min(after for after, _ in windows.values()),
+        "upto": max(upto for _, upto in windows.values()),
+    }
+    for i, (number, (after, upto)) in enumerate(windows.items()):
+        params |= {f"n{i}": number, f"after{i}": after, f"upto{i}": upto}
+    result = await session.execute(_stamps_each(len(windows)), params)
+    return {number: int(count) for number, count in result.all()}
+
+
+@lru_cache(maxsize=32)
+def _stamps_each(windows: int) -> Select[int, int]:
+    """`stamps_after_each`'s query for so many windows, built once: bound by name."""
     r = TemperatureReading
-    query = (
+    return (
         select(r.number, func.count(distinct(r.ts)))
         .where(
-            r.kiosk_id == kiosk_id,
+            r.kiosk_id == bindparam("kiosk_id"),
             # The whole span as well as each window's: PostgreSQL then reads only its days.
-            r.ts > min(after for after, _ in windows.values()),
-            r.ts <= max(upto for _, upto in windows.values()),
+            r.ts > bindparam("after", type_=r.ts.type),
+            r.ts <= bindparam("upto", type_=r.ts.type),
             or_(
                 *(
-                    and_(r.number == number, r.ts > after, r.ts <= upto)
-                    for number, (after, upto) in windows.items()
+                    and_(
+                        r.number == bindparam(f"n{i}"),
+                        r.ts > bindparam(f"after{i}", type_=r.ts.type),
+                        r.ts <= bindparam(f"upto{i}", type_=r.ts.type),
+                    )
+                    for i in range(windows)
                 )
             ),
         )
         .group_by(r.number)
     )
-    return {number: int(count) for number, count in (await session.execute(query)).all()}
 
 
 async def readings_since_each(
     session: AsyncSession, kiosk_id: int, starts: Mapping[int, datetime], end: datetime
-) -> dict[int, list[ReadingRow]]:
-    """The readings of several compartments of one kiosk, each in [its start, end], oldest
-    first, in one query: compartment number -> readings (a compartment with none is left
-    out). What `readings_between` reads for one, for a kiosk's food checks run together."""
+) -> dict[int, list[tuple[datetime, float | None]]]:
+    """The temperatures of several compartments of one kiosk, each in [its start, end], oldest
+    first, in one query: compartment number -> (timestamp, temperature) pairs (a compartment
+    with none is left out). For a kiosk's food checks run together, which fold only these."""
     if not starts:
         return {}
+    params: dict[str, Any] = {"kiosk_id": kiosk_id, "start": min(starts.values()), "end": end}
+    for i, (number, start) in enumerate(starts.items()):
+        params |= {f"n{i}": number, f"start{i}": start}
+    found: dict[int, list[tuple[datetime, float | None]]] = {}
+    for number, ts, temp_c in await session.execute(_readings_each(len(starts)), params):
+        found.setdefault(number, []).append((ts, temp_c))
+    return found
+
+
+@lru_cache(maxsize=32)
+def _readings_each(windows: int) -> Select[int, datetime, float | None]:
+    """`readings_since_each`'s query for so many compartments, built once: bound by name."""
     r = TemperatureReading
-    query = (
-        select(r.kiosk_id, r.number, r.ts, r.temp_c, r.setpoint_c, r.heater)
+    return (
+        select(r.number, r.ts, r.temp_c)
         .where(
-            r.kiosk_id == kiosk_id,
-            r.ts >= min(starts.values()),
-            r.ts <= end,
-            or_(*(and_(r.number == number, r.ts >= start) for number, start in starts.items())),
+            r.kiosk_id == bindparam("kiosk_id"),
+            r.ts >= bindparam("start", type_=r.ts.type),
+            r.ts <= bindparam("end", type_=r.ts.type),
+            or_(
+                *(
+                    and_(
+                        r.number == bindparam(f"n{i}"),
+                        r.ts >= bindparam(f"start{i}", type_=r.ts.type),
+                    )
+                    for i in range(windows)
+                )
+            ),
         )
         .order_by(r.number, r.ts)
     )
-    found: dict[int, list[ReadingRow]] = {}
-    for row in await session.execute(query):
-        found.setdefault(row.number, []).append(ReadingRow(*row))
-    return found
 
 
 async def count_between(

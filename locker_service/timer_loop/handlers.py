@@ -559,11 +559,35 @@ async def food_check(ctx: ServiceContext, timer: Timer) -> datetime | None:
 
 @dataclass
 class _Held:
-    """A held order whose food is checked, its compartment and its watch as folded so far."""
+    """A held order whose food is checked: what the check reads of it (columns, not the ORM
+    row: a fleet's checks would otherwise make the garbage collector run full collections),
+    and its watch as folded so far."""
 
-    order: Order
-    compartment: Compartment
+    order_id: uuid.UUID
+    state: str  # as read: its watch is saved only if it is still so
+    hot: bool
+    deposited_at: datetime | None
+    deadline: datetime | None
+    saved: dict[str, Any] | None  # its watch as stored
+    number: int  # its compartment
     seen: watch.Watch
+
+
+_CHECKED = (
+    select(
+        Order.id,
+        Order.state,
+        Order.temperature_class,
+        Order.deposited_at,
+        Order.food_deadline,
+        Order.food_watch,
+        Compartment.number,
+        Kiosk.id,
+        Kiosk.site_id,
+    )
+    .join(Compartment, Compartment.id == Order.compartment_id)
+    .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
+)
 
 
 async def food_checks(ctx: ServiceContext, batch: Sequence[Timer]) -> dict[int, BatchOutcome]:
@@ -580,44 +604,48 @@ async def food_checks(ctx: ServiceContext, batch: Sequence[Timer]) -> dict[int, 
     failed: dict[uuid.UUID, Exception] = {}
     unsafe: list[tuple[uuid.UUID, Unsafe, watch.Watch, bool]] = []  # bool: by its deadline
     async with session_scope(ctx.sessionmaker) as session:
-        rows = (
-            await session.execute(
-                select(Order, Compartment, Kiosk)
-                .join(Compartment, Compartment.id == Order.compartment_id)
-                .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
-                .where(Order.id.in_({t.order_id for t in batch if t.order_id is not None}))
-            )
-        ).all()
+        ids = {t.order_id for t in batch if t.order_id is not None}
         by_kiosk: dict[int, list[_Held]] = {}
-        kiosks: dict[int, Kiosk] = {}
-        for order, c, kiosk in rows:
-            if order.state in HOLDING:
-                seen = watch.Watch.from_json(order.food_watch)
-                by_kiosk.setdefault(kiosk.id, []).append(_Held(order, c, seen))
-                kiosks[kiosk.id] = kiosk
+        site_of: dict[int, int] = {}
+        for (
+            order_id,
+            state,
+            temperature,
+            deposited,
+            deadline,
+            saved,
+            number,
+            kiosk_id,
+            site,
+        ) in await session.execute(_CHECKED.where(Order.id.in_(ids))):
+            if state in HOLDING:
+                held = _Held(
+                    order_id, state, temperature == "hot", deposited, deadline, saved, number,
+                    watch.Watch.from_json(saved),
+                )  # fmt: skip
+                by_kiosk.setdefault(kiosk_id, []).append(held)
+                site_of[kiosk_id] = site
         next_check: dict[uuid.UUID, datetime] = {}
-        watches: list[tuple[Order, dict[str, Any]]] = []
+        watches: list[tuple[uuid.UUID, str, dict[str, Any]]] = []
         profiles: dict[int, Profile] = {}  # by site
         for kiosk_id, checked in by_kiosk.items():
-            kiosk = kiosks[kiosk_id]
-            if (rules := profiles.get(kiosk.site_id)) is None:
-                rules = await sites.food_profile(session, ctx.settings, kiosk.site_id)
-                profiles[kiosk.site_id] = rules
-            verdicts = await _fold_readings(session, kiosk, checked, rules, now)
+            if (rules := profiles.get(site_of[kiosk_id])) is None:
+                rules = await sites.food_profile(session, ctx.settings, site_of[kiosk_id])
+                profiles[site_of[kiosk_id]] = rules
+            verdicts = await _fold_readings(session, kiosk_id, checked, rules, now)
             for h in checked:
-                verdict = verdicts.get(h.order.id)
-                deadline = h.order.food_deadline
-                timed_out = verdict is None and deadline is not None and now >= deadline
-                if timed_out and h.order.state == OrderState.READY:
+                verdict = verdicts.get(h.order_id)
+                timed_out = verdict is None and h.deadline is not None and now >= h.deadline
+                if timed_out and h.state == OrderState.READY:
                     continue  # her hold ends with it: HOLD_EXPIRY (hold_until <= deadline)
-                if timed_out and deadline is not None:
-                    verdict = Unsafe(deadline, "its time ran out before it was ready")
+                if timed_out and h.deadline is not None:
+                    verdict = Unsafe(h.deadline, "its time ran out before it was ready")
                 if verdict is not None:
-                    unsafe.append((h.order.id, verdict, h.seen, timed_out))
+                    unsafe.append((h.order_id, verdict, h.seen, timed_out))
                     continue
-                if (kept := h.seen.to_json()) != h.order.food_watch:
-                    watches.append((h.order, kept))
-                next_check[h.order.id] = timers.slot_after(now, period, kiosk_id)
+                if (kept := h.seen.to_json()) != h.saved:
+                    watches.append((h.order_id, h.state, kept))
+                next_check[h.order_id] = timers.slot_after(now, period, kiosk_id)
         await orders.save_food_watches(session, watches)
     for order_id, verdict, seen, timed_out in unsafe:
         try:
@@ -646,7 +674,7 @@ async def _spoil(
 
 
 async def _fold_readings(
-    session: AsyncSession, kiosk: Kiosk, held: list[_Held], rules: Profile, now: datetime
+    session: AsyncSession, kiosk_id: int, held: list[_Held], rules: Profile, now: datetime
 ) -> dict[uuid.UUID, Unsafe]:
     """Fold the new readings of a kiosk's held hot orders into their watches, one count and
     one read for all their compartments: the verdicts of those no longer safe, by order."""
@@ -655,28 +683,28 @@ async def _fold_readings(
     # compartment holds one order at a time, so there is one round; this is only a guard).
     rounds: list[dict[int, _Held]] = []
     for h in held:
-        if h.order.temperature_class != "hot":
+        if not h.hot:
             continue
-        free = next((r for r in rounds if h.compartment.number not in r), None)
+        free = next((r for r in rounds if h.number not in r), None)
         if free is None:
             rounds.append(free := {})
-        free[h.compartment.number] = h
+        free[h.number] = h
     for by_number in rounds:
-        start = {n: h.order.deposited_at or now for n, h in by_number.items()}
+        start = {n: h.deposited_at or now for n, h in by_number.items()}
         folded = {n: (start[n], h.seen.last_ts) for n, h in by_number.items() if h.seen.last_ts}
-        stored = await telemetry.stamps_after_each(session, kiosk.id, folded)
+        stored = await telemetry.stamps_after_each(session, kiosk_id, folded)
         for n, h in by_number.items():
             if h.seen.last_ts is None or h.seen.stale(stored.get(n, 0)):
                 # Readings came late into what was folded (sent again after a takeover, ADR
                 # 0098): the food's whole record since the drop-off is folded again (ADR 0101).
                 h.seen = watch.Watch(last_ts=start[n])
         since = {n: h.seen.last_ts or start[n] for n, h in by_number.items()}
-        rows = await telemetry.readings_since_each(session, kiosk.id, since, now)
+        rows = await telemetry.readings_since_each(session, kiosk_id, since, now)
         for n, h in by_number.items():
-            readings = ((r.ts, r.temp_c) for r in rows.get(n, ()))
-            verdict = watch.fold(h.seen, rules, readings) or watch.silent_since(h.seen, rules, now)
+            verdict = watch.fold(h.seen, rules, rows.get(n, ()))
+            verdict = verdict or watch.silent_since(h.seen, rules, now)
             if verdict is not None:
-                verdicts[h.order.id] = verdict
+                verdicts[h.order_id] = verdict
     return verdicts
 
 

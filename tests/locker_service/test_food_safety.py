@@ -454,7 +454,7 @@ async def test_a_kiosk_s_checks_that_cannot_run_together_run_each_alone(
 
     async def unreadable(
         session: object, kiosk_id: int, since: dict[int, datetime], end: datetime
-    ) -> dict[int, list[ReadingRow]]:
+    ) -> dict[int, list[tuple[datetime, float | None]]]:
         if numbers["stuck"] in since:
             raise RuntimeError("the stuck compartment's readings cannot be read")
         return await read(session, kiosk_id, since, end)  # type: ignore[arg-type]
