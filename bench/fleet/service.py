@@ -144,7 +144,10 @@ from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.mosquitto import MosquittoProcess, free_port
 
 SECRET_KEY = "bench-fleet-" + "k" * 32
-FOOD_CHECK_S = Settings.model_fields["food_check_s"].default  # the replicas' own period
+# The replicas' own period between food checks (they inherit this environment), in real seconds.
+FOOD_CHECK_S = float(
+    os.environ.get("LOCKER_FOOD_CHECK_S", Settings.model_fields["food_check_s"].default)
+) / float(os.environ.get("LOCKER_TIME_SCALE", Settings.model_fields["time_scale"].default))
 GOAL_MS = 50.0
 SITE_SIZE = 100  # kiosks per site
 LAG_POLL_S = 0.05
@@ -307,7 +310,8 @@ async def _held_orders(
         COMPARTMENTS - held,
     )
     await conn.execute(
-        "UPDATE compartments c SET state = 'awaiting_pickup', occupied = true FROM kiosks k"
+        "UPDATE compartments c SET state = 'awaiting_pickup', occupied = true, setpoint_c = 65.0"
+        " FROM kiosks k"
         " WHERE k.id = c.kiosk_id AND k.code = ANY($1::text[]) AND c.number > $2",
         kiosks,
         COMPARTMENTS - held,
@@ -1072,6 +1076,8 @@ def main() -> None:
         "--held",
         type=int,
         default=6,
+        choices=range(COMPARTMENTS),
+        metavar=f"0-{COMPARTMENTS - 1}",
         help="hot orders held at each other kiosk, their food checked each minute (0: none)",
     )
     parser.add_argument("--lag-sample", type=int, default=100)
