@@ -299,7 +299,9 @@ async def _held_orders(
         " deposited_at, ready_at, food_deadline, food_watch, updated_at, version)"
         " SELECT gen_random_uuid(), $1, 'held-' || c.id, repeat('0', 64), k.site_id,"
         " 'Bench purchaser', 'mailto://b@example.com', 'M', 'hot', 'ready', c.id,"
-        " md5(c.id::text), md5('held' || c.id), md5('code' || c.id), $2, $3, $3, $3, $3, $2,"
+        # A token's hash is SHA-256 as the contract says: the offline supply sends it on.
+        " md5(c.id::text), encode(sha256(('held' || c.id)::bytea), 'hex'), md5('code' || c.id),"
+        " $2, $3, $3, $3, $3, $2,"
         " $4::json, $3, 1 FROM compartments c JOIN kiosks k ON k.id = c.kiosk_id"
         " WHERE k.code = ANY($5::text[]) AND c.number > $6",
         merchant,
