@@ -205,8 +205,15 @@ async def run(kiosks: int, held: int, turns: int) -> dict[str, list[tuple[float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kiosks", type=int, default=200)
-    parser.add_argument("--held", type=int, default=6, help="hot orders held per kiosk")
-    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument(
+        "--held",
+        type=int,
+        default=6,
+        choices=range(1, COMPARTMENTS + 1),
+        metavar=f"1-{COMPARTMENTS}",
+        help="hot orders held per kiosk",
+    )
+    parser.add_argument("--turns", type=int, default=3, choices=range(1, 101), metavar="1-100")
     args = parser.parse_args()
     results = asyncio.run(run(args.kiosks, args.held, args.turns))
     orders = args.kiosks * args.held

@@ -206,7 +206,6 @@ async def get(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
 # Built once: a statement without per-call `.values()` keeps SQLAlchemy's compiled-statement
 # cache key fixed, and a Table (not ORM) insert skips the ORM's bulk-insert machinery; together
 # they were most of the CPU of creating an order.
-_ORDERS = cast(Table, Order.__table__)
 _NEW_ORDER_KEYS = ["merchant_id", "external_ref"]
 _INSERT_ORDER_IF_NEW = {
     "postgresql": pg_insert(_ORDERS)

@@ -196,16 +196,22 @@ class ChangeWatch:
 
 
 def build_supply(
-    secret_key: str, facts: KioskFacts, refresh_s: float, now: datetime, key: bytes
+    secret_key: str,
+    facts: KioskFacts,
+    refresh_s: float,
+    now: datetime,
+    key: bytes,
+    kiosk_id: str = "",
 ) -> OfflineSupply:
     """The supply of one kiosk, its typed-code verifiers under `key`. An order whose stored
-    facts the contract refuses (a token hash that is not SHA-256) is left out and logged: its
-    purchaser's code still works while the kiosk reaches the service, and every other order
-    and kiosk is still supplied (one bad row failed every kiosk's supply, every second)."""
+    facts cannot be supplied (a salt that is not hex, a token hash that is not SHA-256) is
+    left out and logged: its purchaser's code still works while the kiosk reaches the
+    service, and every other order and kiosk is still supplied (one bad row failed every
+    kiosk's supply, every second)."""
     orders = []
     for o in facts.orders:
-        token = codes.pickup_token(secret_key, o.order_id, o.token_salt)
         try:
+            token = codes.pickup_token(secret_key, o.order_id, o.token_salt)
             orders.append(
                 OfflineOrder(
                     order_id=str(o.order_id),
@@ -216,11 +222,14 @@ def build_supply(
                     used=o.used,
                 )
             )
-        except ValidationError as e:
+        except ValueError as e:  # pydantic's ValidationError is one too
+            why = (
+                "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+                if isinstance(e, ValidationError)
+                else str(e)
+            )
             log.error(
-                "order %s left out of its kiosk's offline supply: %s",
-                o.order_id,
-                "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()),
+                "order %s left out of kiosk %s's offline supply: %s", o.order_id, kiosk_id, why
             )
     return OfflineSupply(
         supply_id=uuid.uuid4().hex,
@@ -335,7 +344,12 @@ class SupplyLoop:
             ):
                 continue
             supply = build_supply(
-                self.settings.secret_key, kiosk, self.refresh_s, now, secrets.token_bytes(32)
+                self.settings.secret_key,
+                kiosk,
+                self.refresh_s,
+                now,
+                secrets.token_bytes(32),
+                kiosk_id,
             )
             failure = self._link.supply(kiosk_id, supply)
             if failure is not None:
@@ -346,6 +360,10 @@ class SupplyLoop:
             # A kiosk's first supply is stamped up to half a refresh early, so a fleet supplied
             # in one round (a restart) is refreshed over half a period, not all in one round.
             first = sent is None or sent.status_ts != status.ts
+            if len(supply.orders) < len(kiosk.orders):
+                # Some left out: the next read of its facts (a change to one of them, the
+                # refresh) builds it again, so a row put right reaches the kiosk at once.
+                fingerprint = (*fingerprint, "incomplete")
             self._sent[kiosk_id] = _Sent(
                 fingerprint,
                 clock - (random.random() * self.refresh_s / 2 if first else 0.0),

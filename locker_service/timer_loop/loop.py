@@ -17,7 +17,13 @@ from locker_service.background import BackgroundLoop
 from locker_service.context import ServiceContext
 from locker_service.db import is_sqlite, session_scope
 from locker_service.models import Order, Timer
-from locker_service.timer_loop.handlers import BATCHED, HANDLERS, RECURRING, BatchHandler
+from locker_service.timer_loop.handlers import (
+    BATCHED,
+    HANDLERS,
+    RECURRING,
+    BatchHandler,
+    BatchOutcome,
+)
 from locker_service.timers import service
 
 log = logging.getLogger(__name__)
@@ -86,7 +92,10 @@ class TimerLoop:
             return
         by_again: dict[datetime | None, list[Timer]] = {}
         for timer in batch:
-            outcome = outcomes.get(timer.id)
+            if timer.id not in outcomes:  # a handler's bug: not run, so not done either
+                outcome: BatchOutcome = LookupError(f"{handler.__name__} left timer {timer.id} out")
+            else:
+                outcome = outcomes[timer.id]
             if isinstance(outcome, Exception):
                 await self._failed(timer, outcome)  # its own step failed, not the batch's
             else:

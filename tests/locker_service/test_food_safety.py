@@ -16,6 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner
 
 from locker_service.cli import app
@@ -453,11 +454,11 @@ async def test_a_kiosk_s_checks_that_cannot_run_together_run_each_alone(
     read = telemetry.readings_since_each
 
     async def unreadable(
-        session: object, kiosk_id: int, since: dict[int, datetime], end: datetime
+        session: AsyncSession, kiosk_id: int, since: dict[int, datetime], end: datetime
     ) -> dict[int, list[tuple[datetime, float | None]]]:
         if numbers["stuck"] in since:
             raise RuntimeError("the stuck compartment's readings cannot be read")
-        return await read(session, kiosk_id, since, end)  # type: ignore[arg-type]
+        return await read(session, kiosk_id, since, end)
 
     monkeypatch.setattr(telemetry, "readings_since_each", unreadable)
     ran, statements = await _run_due_reading(service)

@@ -244,13 +244,19 @@ async def test_a_kiosk_the_database_does_not_know_is_not_looked_up_every_second(
 async def test_an_order_the_supply_cannot_carry_is_left_out_and_the_rest_still_supplied(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A ready order whose stored token hash is not SHA-256 (a row written by hand, or by
-    something else than the service) cannot be put in a supply: it is left out and logged,
-    and every kiosk still gets its supply, once. One such row had failed every kiosk's
-    supply, and the look read every kiosk's facts again each second."""
+    """A ready order whose stored token hash is not SHA-256, or whose salt is not hex (rows
+    written by hand, or by something else than the service), cannot be put in a supply: it
+    is left out and logged, and every kiosk still gets its supply, once. One such row had
+    failed every kiosk's supply, and the look read every kiosk's facts again each second."""
     await _change_order(fleet, "a1", pickup_token_hash="d4d0b37d4cde156bae86ada0d450c4fe")
+    await _change_order(fleet, "b1", token_salt="not hex")
     assert await _round(fleet) == (3, ["a1", "a2", "b1"])
-    assert fleet.link.last("a1").orders == []
-    assert [o.order_id for o in fleet.link.last("b1").orders] == [str(fleet.orders["b1"])]
-    assert str(fleet.orders["a1"]) in caplog.text and "token_sha256" in caplog.text
+    assert fleet.link.last("a1").orders == [] and fleet.link.last("b1").orders == []
+    logged = caplog.text
+    assert f"order {fleet.orders['a1']} left out of kiosk a1's" in logged
+    assert "token_sha256" in logged
+    assert f"order {fleet.orders['b1']} left out of kiosk b1's" in logged
     assert await _round(fleet) == (0, [])  # nothing read again until a change or the refresh
+    await _change_order(fleet, "b1", token_salt=codes.new_salt())  # the row put right
+    assert await _round(fleet) == (1, ["b1"])
+    assert [o.order_id for o in fleet.link.last("b1").orders] == [str(fleet.orders["b1"])]

@@ -35,6 +35,7 @@ from locker_service.models import (
 )
 from locker_service.runtime import Runtime
 from locker_service.timer_loop import handlers
+from locker_service.timer_loop.handlers import BatchOutcome
 from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
@@ -612,13 +613,13 @@ async def test_a_food_check_that_runs_for_hours_never_gives_up(
     (it did: an order held 50 checks long raised a false `timer_failed`)."""
     from locker_service.timer_loop import loop as loop_module
 
-    async def looks_again(ctx: ServiceContext, batch: Sequence[Timer]) -> dict[int, datetime]:
+    async def looks_again(ctx: ServiceContext, batch: Sequence[Timer]) -> dict[int, BatchOutcome]:
         return {t.id: utcnow() - timedelta(seconds=1) for t in batch}  # due again at once
 
     async with session_scope(service.sessionmaker) as session:
         timers.schedule(session, TimerKind.FOOD_CHECK, utcnow() - timedelta(seconds=1))
     original = loop_module.BATCHED[TimerKind.FOOD_CHECK]
-    loop_module.BATCHED[TimerKind.FOOD_CHECK] = looks_again  # type: ignore[assignment]
+    loop_module.BATCHED[TimerKind.FOOD_CHECK] = looks_again
     try:
         loop = TimerLoop(service)
         for _ in range(loop_module.MAX_ATTEMPTS + 10):
