@@ -465,9 +465,12 @@ class TelemetryIngest:
     ) -> tuple[int, list[tuple[str, contract.Telemetry]]]:
         """Store the batches whose lease allows it (judged here, just before the write); the
         readings stored and the batches written."""
-        kiosks = await self._directory.lookup_many({kiosk for kiosk, _, _ in queued})
         writable, wait, dropped = self._by_lease(queued)
         batch = _pairs(writable)
+        if not batch:  # all waiting for their lease, or dropped
+            self._hold_and_drop(wait, dropped)
+            return 0, batch
+        kiosks = await self._directory.lookup_many({kiosk for kiosk, _ in batch})
         rows: list[ReadingRow] = []
         for kiosk_code, telemetry in batch:
             ref = kiosks.get(kiosk_code)
@@ -480,10 +483,7 @@ class TelemetryIngest:
             for r in telemetry.readings:
                 rows.append(ReadingRow(ref.id, r.n, telemetry.ts, r.temp_c, r.setpoint_c, r.heater))
         started = time.perf_counter()
-        await insert_readings(self._engine, rows, partitions=self._partitions)  # none: no-op
-        if not batch:
-            self._hold_and_drop(wait, dropped)
-            return 0, batch  # all waiting for their lease, or dropped
+        await insert_readings(self._engine, rows, partitions=self._partitions)
         self.counters.last_write_s = time.perf_counter() - started
         self.counters.stored += len(rows)
         self.counters.batches += 1
