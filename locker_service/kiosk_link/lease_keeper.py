@@ -17,8 +17,9 @@ A round waits on the broker for each subscription, and some brokers take long (a
 creates a replicated consumer per QoS 1 subscription: about a second each on two busy cores). So
 while a round runs longer than a period, a second task keeps the heartbeat and the held leases
 renewed every period: a replica busy subscribing is never taken for dead, nor loses its kiosks.
-A round takes up to `TAKES_AT_ONCE` leases at a time, each in its own subscription and
-transaction: one at a time, each waited on the busy event loop of the takeover it is part of.
+A round asks for up to `TAKES_AT_ONCE` subscriptions at a time and takes the leases of the
+kiosks subscribed meanwhile together, in one transaction (ADR 0105): a takeover's hundreds of
+kiosks are a few transactions, not hundreds each waited on the busy event loop.
 
 All times in the lease rows are the database's (`now()` on PostgreSQL, `strftime('now')` on
 SQLite), so replica clocks may disagree. Leases are wall-clock infrastructure, not story time:
@@ -53,10 +54,11 @@ log = logging.getLogger(__name__)
 # any TTL, so it only keeps the table from growing with the ids of replicas that never return.
 FORGET_REPLICA_AFTER_S = 24 * 3600.0
 
-# Leases a round takes at once (each its own subscription and transaction, on the database
-# pool's connections beside the kiosks' handlers): a replica that takes over a dead one's
-# hundreds of kiosks took about 18 a second one by one on two busy cores (ADR 0092).
+# Subscriptions a round asks for at once: a replica that takes over a dead one's hundreds of
+# kiosks took about 18 a second one by one on two busy cores (ADR 0092).
 TAKES_AT_ONCE = 4
+# Leases one transaction takes, at most: those subscribed since the last take (ADR 0105).
+TAKEN_TOGETHER = 50
 
 # How far back a new holder looks for the kiosk's newest stored reading: what a bridge keeps of
 # the telemetry it published (ADR 0098).
@@ -265,26 +267,96 @@ async def take(session: AsyncSession, kiosk_id: str, replica_id: str, ttl_s: flo
     return None
 
 
-async def recorded(session: AsyncSession, kiosk_id: str) -> RecordedUpTo:
-    """How far the kiosk's record goes (`sequencer.recorded_up_to`): read in the take's
-    transaction, once its lock of the lease row has waited out every transaction of the old
-    holder that passed its fence (ADR 0080, 0100)."""
+async def take_together(
+    session: AsyncSession, kiosks: Iterable[str], replica_id: str, ttl_s: float
+) -> dict[str, int]:
+    """Take, in one statement, every lease of `kiosks` that is free, expired or already ours
+    and that no transaction in flight has locked: their new epochs (ADR 0105). The others are
+    left as they are, for `take`, which waits for a lock and marks the standby."""
+    codes = sorted(kiosks)
+    if not codes:
+        return {}
+    now = _clock(session)
+    # Sorted, so that two replicas creating the same rows never wait for each other in turn.
+    await session.execute(
+        text(
+            "INSERT INTO kiosk_leases (kiosk_code, holder, epoch, expires_at, standby) "
+            f"VALUES (:kiosk, NULL, 0, {now}, NULL) ON CONFLICT (kiosk_code) DO NOTHING"
+        ),
+        [{"kiosk": code} for code in codes],
+    )
+    takeable = f"(holder IS NULL OR holder = :replica OR expires_at < {now})"
+    if _locks_rows(session):
+        # As `take`'s lock, but a row another transaction holds (the old holder's fence, a
+        # renewal) is skipped rather than waited for: `take` waits for it alone, and no batch
+        # holds rows while it waits for another (two could wait for each other).
+        codes = list(
+            await session.scalars(
+                text(
+                    "SELECT kiosk_code FROM kiosk_leases "
+                    f"WHERE kiosk_code IN :kiosks AND {takeable} "
+                    "ORDER BY kiosk_code FOR UPDATE SKIP LOCKED"
+                ).bindparams(bindparam("kiosks", expanding=True)),
+                {"kiosks": codes, "replica": replica_id},
+            )
+        )
+        if not codes:
+            return {}
     rows = await session.execute(
         text(
-            "SELECT e.seq, e.type FROM kiosk_events e JOIN kiosks k ON k.id = e.kiosk_id "
-            "WHERE k.code = :kiosk ORDER BY e.id DESC LIMIT :window"
-        ),
-        {"kiosk": kiosk_id, "window": RECORDED_WINDOW},
+            "UPDATE kiosk_leases SET holder = :replica, epoch = epoch + 1, "
+            f"expires_at = {_clock(session, 'ttl')}, standby = NULL "
+            f"WHERE kiosk_code IN :kiosks AND {takeable} RETURNING kiosk_code, epoch"
+        ).bindparams(bindparam("kiosks", expanding=True)),
+        {"kiosks": codes, "replica": replica_id, "ttl": ttl_s},
     )
-    return recorded_up_to([(row.seq, row.type == "scan") for row in rows])
+    return {row.kiosk_code: int(row.epoch) for row in rows}
 
 
-async def readings_to(session: AsyncSession, kiosk_id: str) -> datetime:
-    """The stamp after which a new holder asks the kiosk for its telemetry again (ADR 0098):
-    its newest reading stored, or, with none within what a bridge keeps (`READINGS_ASKED_S`),
-    the start of that. Read in the take's transaction, before any reading the new holder
-    receives is stored: those it hears live are sent again too, and stored once."""
+async def recorded(session: AsyncSession, kiosks: Iterable[str]) -> dict[str, RecordedUpTo]:
+    """How far each kiosk's record goes (`sequencer.recorded_up_to`): read in the take's
+    transaction, once its lock of the lease rows has waited out every transaction of the old
+    holder that passed its fence (ADR 0080, 0100)."""
+    codes = sorted(kiosks)
+    newest: dict[str, list[tuple[int | None, bool]]] = {code: [] for code in codes}
+    if not codes:
+        return {}
+    if _locks_rows(session):
+        # PostgreSQL: each kiosk's window is one backward step of the (kiosk, id) index.
+        rows = await session.execute(
+            text(
+                "SELECT k.code, e.seq, e.type FROM kiosks k CROSS JOIN LATERAL "
+                "(SELECT seq, type, id FROM kiosk_events WHERE kiosk_id = k.id "
+                "ORDER BY id DESC LIMIT :window) e "
+                "WHERE k.code IN :kiosks ORDER BY k.code, e.id DESC"
+            ).bindparams(bindparam("kiosks", expanding=True)),
+            {"kiosks": codes, "window": RECORDED_WINDOW},
+        )
+        for row in rows:
+            newest[row.code].append((row.seq, row.type == "scan"))
+    else:  # SQLite has no LATERAL: one kiosk at a time
+        for code in codes:
+            rows = await session.execute(
+                text(
+                    "SELECT e.seq, e.type FROM kiosk_events e JOIN kiosks k ON k.id = e.kiosk_id "
+                    "WHERE k.code = :kiosk ORDER BY e.id DESC LIMIT :window"
+                ),
+                {"kiosk": code, "window": RECORDED_WINDOW},
+            )
+            newest[code] = [(row.seq, row.type == "scan") for row in rows]
+    return {code: recorded_up_to(events) for code, events in newest.items()}
+
+
+async def readings_to(session: AsyncSession, kiosks: Iterable[str]) -> dict[str, datetime]:
+    """For each kiosk, the stamp after which a new holder asks it for its telemetry again
+    (ADR 0098): its newest reading stored, or, with none within what a bridge keeps
+    (`READINGS_ASKED_S`), the start of that. Read in the take's transaction, before any
+    reading the new holder receives is stored: those it hears live are sent again too, and
+    stored once."""
+    codes = sorted(kiosks)
     since = datetime.now(UTC) - timedelta(seconds=READINGS_ASKED_S)
+    if not codes:
+        return {}
     # Per compartment, so that each is one backward step of the (kiosk, number, ts) index
     # rather than a scan of the kiosk's whole day.
     each = (
@@ -296,13 +368,16 @@ async def readings_to(session: AsyncSession, kiosk_id: str) -> datetime:
         )
         .scalar_subquery()
     )
-    newest = await session.scalar(
-        select(func.max(each))
+    rows = await session.execute(
+        select(Kiosk.code, func.max(each))
         .select_from(Compartment)
         .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
-        .where(Kiosk.code == kiosk_id)
+        .where(Kiosk.code.in_(codes))
+        .group_by(Kiosk.code)
     )
-    return newest if newest is not None else since
+    newest: dict[str, datetime | None] = dict.fromkeys(codes)
+    newest.update({code: stamp for code, stamp in rows})
+    return {code: stamp if stamp is not None else since for code, stamp in newest.items()}
 
 
 async def release(session: AsyncSession, kiosk_id: str, replica_id: str, epoch: int) -> bool:
@@ -604,26 +679,7 @@ class LeaseKeeper:
             self._awaited.discard(kiosk)
             self._notify()
             await self._unfollow(kiosk)
-        wanted = iter(sorted(mine - set(self._held)))
-
-        failed: list[Exception] = []
-
-        async def taker() -> None:
-            for kiosk in wanted:  # shared: each takes the next kiosk not yet taken
-                if failed or self._finished:  # a stop: no more takes, only what is under way
-                    return
-                try:
-                    await self._take(kiosk)
-                except Exception as exc:
-                    failed.append(exc)
-
-        # A take that fails ends the round, as one at a time did, once the takes under way
-        # have ended: never cancelled mid-transaction. The next round tries again.
-        await asyncio.gather(*(taker() for _ in range(TAKES_AT_ONCE)))
-        for exc in failed[1:]:
-            log.warning("a lease take also failed in this round: %r", exc)
-        if failed:
-            raise failed[0]
+        await self._take_all(sorted(mine - set(self._held)))
 
         self._known = kiosks
         self._strangers = (self._strangers | asked) - kiosks
@@ -674,29 +730,107 @@ class LeaseKeeper:
             else:
                 await self._unfollow(kiosk)
 
-    async def _take(self, kiosk: str) -> None:
-        link = self._link
-        if link is None:
-            return
-        if kiosk not in self._awaited:
-            # Listen first: from here on the kiosk's messages wait in its queue.
-            if not await link.follow_kiosk(kiosk):
-                return  # not connected: the next round tries again
-            self._awaited.add(kiosk)
-            self._notify()
+    async def _take_all(self, wanted: list[str]) -> None:
+        """Subscribe to each kiosk of `wanted` (`TAKES_AT_ONCE` at a time) and take the leases
+        of those subscribed, as many together as have been subscribed since the last take
+        (ADR 0105): a takeover's hundreds of kiosks in a few transactions, while a broker that
+        grants subscriptions slowly (a NATS cluster) has each kiosk taken as it is granted.
+
+        A subscription or take that fails ends the round once those under way have ended,
+        never cancelled mid-transaction; the kiosks subscribed meanwhile are taken first. The
+        next round tries the rest again."""
+        kiosks = iter(wanted)
+        ready: list[str] = []
+        more = asyncio.Event()  # a kiosk subscribed, or the subscribing over
+        following = True
+        failed: list[Exception] = []
+
+        async def follower() -> None:
+            for kiosk in kiosks:  # shared: each follows the next kiosk not yet followed
+                if failed or self._finished:  # a stop: no more takes, only what is under way
+                    return
+                try:
+                    if await self._follow(kiosk):
+                        ready.append(kiosk)
+                        more.set()
+                except Exception as exc:
+                    failed.append(exc)
+
+        async def followers() -> None:
+            nonlocal following
+            try:
+                await asyncio.gather(*(follower() for _ in range(TAKES_AT_ONCE)))
+            finally:
+                following = False
+                more.set()
+
+        async def taker() -> None:
+            while following or ready:
+                await more.wait()
+                more.clear()
+                while ready:
+                    batch, ready[:] = ready[:TAKEN_TOGETHER], ready[TAKEN_TOGETHER:]
+                    try:
+                        await self._take_together(batch)
+                    except Exception as exc:
+                        failed.append(exc)
+                        return
+
+        await asyncio.gather(followers(), taker())
+        for exc in failed[1:]:
+            log.warning("a lease take also failed in this round: %r", exc)
+        if failed:
+            raise failed[0]
+
+    async def _follow(self, kiosk: str) -> bool:
+        """Listen first: from here on the kiosk's messages wait in its queue. False while the
+        link is not connected (the next round tries again)."""
+        if kiosk in self._awaited:
+            return True
+        if self._link is None or not await self._link.follow_kiosk(kiosk):
+            return False
+        self._awaited.add(kiosk)
+        self._notify()
+        return True
+
+    async def _take_together(self, kiosks: list[str]) -> None:
+        """Take the leases of `kiosks`, subscribed already: those free and unlocked in one
+        transaction (`take_together`), then each of the others alone (`take`: it waits for
+        the old holder's transaction in flight, or marks this replica the standby)."""
         # From before the take was sent, so the fence ends no later than the database's expiry;
         # not from the round's start: a round of hundreds of takes outlasts the TTL.
+        taken_at = time.monotonic()
+        async with session_scope(self._sessionmaker) as session:
+            epochs = await take_together(session, kiosks, self.replica_id, self.ttl_s)
+            records = await recorded(session, epochs)
+            readings = await readings_to(session, epochs)
+        for kiosk in sorted(epochs):
+            self._held_now(kiosk, epochs[kiosk], taken_at, records[kiosk], readings[kiosk])
+        for kiosk in kiosks:
+            if kiosk not in epochs:
+                await self._take(kiosk)
+
+    async def _take(self, kiosk: str) -> None:
         taken_at = time.monotonic()
         async with session_scope(self._sessionmaker) as session:
             epoch = await take(session, kiosk, self.replica_id, self.ttl_s)
             if epoch is None:
                 return  # marked the standby: committed on the way out
-            record = await recorded(session, kiosk)
-            readings = await readings_to(session, kiosk)
+            records = await recorded(session, [kiosk])
+            readings = await readings_to(session, [kiosk])
+        self._held_now(kiosk, epoch, taken_at, records[kiosk], readings[kiosk])
+
+    def _held_now(
+        self, kiosk: str, epoch: int, taken_at: float, record: RecordedUpTo, readings: datetime
+    ) -> None:
+        """Taken at `epoch` by a take sent at `taken_at` (monotonic): the kiosk's messages are
+        handled from here on, the story goes on from its `record`, and the kiosk is asked for
+        its state and what the record lacks."""
         self._held[kiosk] = Fence(kiosk, self.replica_id, epoch, taken_at + self.ttl_s)
         self._awaited.discard(kiosk)
         log.info("took the lease of kiosk %s (epoch %s, %s)", kiosk, epoch, record)
-        link.reconcile_kiosk(kiosk, record, readings)
+        if self._link is not None:
+            self._link.reconcile_kiosk(kiosk, record, readings)
         self._notify()
 
     def _start_release(self, kiosk: str) -> None:
