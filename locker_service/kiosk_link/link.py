@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -41,6 +42,7 @@ from pydantic import BaseModel, ValidationError
 from firmware_bridge import contract
 from firmware_bridge.contract import MessageKind, classify_topic
 from firmware_bridge.contract.broker import BrokerEndpoint
+from locker_service.kiosk_link.asks import StateAsks
 from locker_service.kiosk_link.clocks import KioskClocks
 from locker_service.kiosk_link.config import REPLICA_ID_PATTERN, LinkSettings
 from locker_service.kiosk_link.connection import Delivery, KioskConnection
@@ -135,7 +137,7 @@ class KioskLink:
             leases=leases,
             wait_observer=wait_observer,
         )
-        self._state_asks: set[asyncio.Task[None]] = set()
+        self._state_asks = StateAsks()
         if leases is not None:
             leases.bind(self)
 
@@ -174,8 +176,7 @@ class KioskLink:
         await self._connection.start()
 
     async def stop(self) -> None:
-        for task in self._state_asks:
-            task.cancel()
+        self._state_asks.cancel()
         self._pending.fail_all("the service is shutting down")
         await self._lanes.stop()
         await self._connection.stop()
@@ -370,6 +371,7 @@ class KioskLink:
         return await self._connection.follow_every_kiosk(every)
 
     async def drain_kiosk(self, kiosk_id: str) -> None:
+        self._state_asks.discard(kiosk_id)  # released: an ask still waiting is not sent
         await self._lanes.drain_kiosk(kiosk_id)
 
     def reconcile_kiosk(
@@ -389,12 +391,10 @@ class KioskLink:
         status = self._lanes.kiosk_status(kiosk_id)
         if status is None or status.state == "offline":
             self._lanes.replay_unheard_snapshots(kiosk_id)
-        task = asyncio.get_running_loop().create_task(
-            self.ask_state(kiosk_id, events_after, readings_after),
-            name=f"kiosk-report-state-{kiosk_id}",
+        # In its turn: a takeover's answers all at once would queue every scan behind them.
+        self._state_asks.add(
+            kiosk_id, functools.partial(self.ask_state, kiosk_id, events_after, readings_after)
         )
-        self._state_asks.add(task)
-        task.add_done_callback(self._state_asks.discard)
 
     # -- routing (the event loop, from the connection) ------------------------------------------
 
@@ -464,6 +464,9 @@ class KioskLink:
             )
             return  # QoS 0: nothing to acknowledge
         self._observe_clock(kiosk_id, model, delivery)
+        if kind == "event":
+            # Its events may wait for those the ask has it send again (ADR 0092): ask it now.
+            self._state_asks.hurry(kiosk_id)
         if isinstance(model, contract.Reply):
             ack(delivery)
             self._pending.resolve(kiosk_id, model)

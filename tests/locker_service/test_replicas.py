@@ -27,6 +27,7 @@ from firmware_bridge import contract
 from locker_service.context import ServiceContext
 from locker_service.db import create_engine, create_sessionmaker
 from locker_service.kiosk_link import KioskLink
+from locker_service.kiosk_link import asks as asks_module
 from locker_service.kiosk_link import link as link_module
 from locker_service.kiosk_link.lease_keeper import LeaseKeeper
 from locker_service.kiosk_link.leases import owner_of
@@ -426,6 +427,20 @@ async def test_a_replica_that_dies_has_its_kiosks_taken_after_the_ttl(
     assert a.handled(kiosk) == len(kiosk.events)
 
 
+async def held_by_the_second(
+    start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
+) -> tuple[Replica, Replica, World, ScriptedKiosk]:
+    """Replicas a and b (b without timers) and a kiosk held by b, both settled: a no longer
+    follows the kiosk, so whatever b stops hearing nobody hears."""
+    a = await start_replica("a")
+    b = await start_replica("b", timers_enabled=False)
+    world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(b, [a, b]))
+    kiosk = kiosks(world.kiosk_code)
+    await held_by(b, kiosk)
+    await keepers_settled(a, b)
+    return a, b, world, kiosk
+
+
 async def test_events_sent_while_no_replica_listened_are_recorded_in_order_by_the_next(
     start_replica: Callable[..., Any], kiosks: Callable[[str], ScriptedKiosk]
 ) -> None:
@@ -434,12 +449,7 @@ async def test_events_sent_while_no_replica_listened_are_recorded_in_order_by_th
     asks for the events after its record (ADR 0092) and starts the kiosk's order just after
     it: they are recorded, in the order sent, before those sent once it listens, even when
     the kiosk answers only after those."""
-    a = await start_replica("a")
-    b = await start_replica("b", timers_enabled=False)
-    world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(b, [a, b]))
-    kiosk = kiosks(world.kiosk_code)
-    await held_by(b, kiosk)
-    await keepers_settled(a, b)  # a no longer follows the kiosk
+    a, b, world, kiosk = await held_by_the_second(start_replica, kiosks)
     door_burst(kiosk, 1, rounds=1)
     await handled_in_order(b, world, kiosk)
 
@@ -467,6 +477,36 @@ async def test_events_sent_while_no_replica_listened_are_recorded_in_order_by_th
     ] == 6
 
 
+async def test_a_kiosk_whose_event_comes_while_its_ask_waits_its_turn_is_asked_at_once(
+    start_replica: Callable[..., Any],
+    kiosks: Callable[[str], ScriptedKiosk],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ADR 0105: a takeover's state asks take turns, and a kiosk's events may wait for those
+    its ask has it send again (ADR 0092), so a kiosk whose event comes while its ask waits is
+    asked at once. Here no ask has a turn at all: the only one is the one its event brings."""
+    monkeypatch.setattr(asks_module, "ASKS_AT_ONCE", 0)
+    a, b, world, kiosk = await held_by_the_second(start_replica, kiosks)
+    door_burst(kiosk, 1, rounds=1)
+    await handled_in_order(b, world, kiosk)
+
+    await b.leases.halt()  # death
+    await b.link.stop()
+    door_burst(kiosk, 2, rounds=1)  # heard by nobody
+    asked_before = sum(r.command.action == "report_state" for r in kiosk.received)
+    await taken_by(a, kiosk, TAKEOVER_ROUNDS)
+    assert kiosk.kiosk_id in a.link._state_asks.waiting()  # taken, its ask waiting its turn
+    door_burst(kiosk, 3, rounds=1)
+    await until(
+        lambda: sum(r.command.action == "report_state" for r in kiosk.received) > asked_before,
+        20,
+        "the new holder's report_state, sent at the kiosk's first event",
+    )
+    assert kiosk.kiosk_id not in a.link._state_asks.waiting()
+    # What nobody heard comes again, and everything is recorded in the order sent.
+    await handled_in_order(a, world, kiosk)
+
+
 async def stored_batches(replica: Replica, world: World) -> Counter[Any]:
     """How many readings are stored per batch stamp of the kiosk."""
     async with replica.ctx.sessionmaker() as session:
@@ -485,12 +525,7 @@ async def test_telemetry_sent_while_no_replica_listened_is_stored_once_by_the_ne
     replica takes it reaches nobody. The new holder asks for the readings after the newest
     stored (ADR 0098): every batch is stored, each once, the one it also heard live
     included."""
-    a = await start_replica("a")
-    b = await start_replica("b", timers_enabled=False)
-    world = await seed(a.ctx.sessionmaker, a.ctx.settings, kiosk_code=code_owned_by(b, [a, b]))
-    kiosk = kiosks(world.kiosk_code)
-    await held_by(b, kiosk)
-    await keepers_settled(a, b)
+    a, b, world, kiosk = await held_by_the_second(start_replica, kiosks)
     heard = kiosk.publish_telemetry()
     await until(lambda: _has(stored_batches(b, world), heard.ts), 20, "the first batch stored by b")
 
