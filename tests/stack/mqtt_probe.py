@@ -65,10 +65,10 @@ class Probe:
         if self.accepted and not self._closing:
             self.disconnects += 1
 
-    def connect(self) -> Probe:
+    def connect(self, wait_s: float = WAIT_S) -> Probe:
         self.client.connect(self.host, self.port, keepalive=self.keepalive_s)
         self.client.loop_start()
-        if not self._connected.wait(WAIT_S):
+        if not self._connected.wait(wait_s):
             raise TimeoutError("no CONNACK")
         return self
 

@@ -21,6 +21,7 @@ import pytest
 from pydantic import SecretStr
 
 from firmware_bridge import contract
+from firmware_bridge.contract.client import CONNACK_WAIT_S
 from locker_service.kiosk_link import KioskLink
 from locker_service.live import LiveHub
 from tests.firmware_bridge.harness import (
@@ -162,7 +163,8 @@ def test_shared_subscription_is_not_supported(broker: EmbeddedBrokerProcess) -> 
 
 
 def test_mqtt5_client_is_refused(broker: EmbeddedBrokerProcess) -> None:
-    """amqtt is an MQTT 3.1.1 broker: an MQTT 5 CONNECT is refused, so clients fall back."""
+    """amqtt is an MQTT 3.1.1 broker: an MQTT 5 CONNECT is refused, or not answered within the
+    wait after which our clients fall back to 3.1.1 (`CONNACK_WAIT_S`; amqtt says nothing)."""
     account = broker.service("v5")
     p = Probe(
         broker.host,
@@ -173,7 +175,7 @@ def test_mqtt5_client_is_refused(broker: EmbeddedBrokerProcess) -> None:
         protocol=mqtt.MQTTProtocolVersion.MQTTv5,
     )
     try:
-        p.connect()
+        p.connect(wait_s=CONNACK_WAIT_S)
         assert not p.accepted
     except (TimeoutError, OSError):
         pass  # closing the connection without a CONNACK is a refusal too
