@@ -40,9 +40,10 @@ from locker_service.web import install as install_web
 log = logging.getLogger(__name__)
 
 # Connections kept, and lent beyond those, for the work a person stands at the kiosk for (ADR
-# 0094, 0096), and for the lease keeper: its takes (four at once), the renewal while a round
-# runs long, and the releases of a rebalance (ADR 0097). With the main pool's 10 and 20, a
-# replica holds at most 44 connections.
+# 0094, 0096), and for the lease keeper: its takes (a batch and up to three kiosks on their
+# own at once, ADR 0105), the renewal while a round runs long, and the releases of a
+# rebalance (ADR 0097). With the main pool's 10 and 20, a replica holds at most 44
+# connections.
 ATTENDED_POOL = (4, 4)
 LEASE_POOL = (4, 2)
 

@@ -6,8 +6,10 @@ snapshot per compartment, the events and telemetry sent again. A takeover takes 
 leases within a second or two (ADR 0105), and their answers all at once would queue every
 other kiosk's scans behind thousands of snapshots. So `ASKS_AT_ONCE` asks are under way at a
 time, in the order the kiosks were taken, and the others wait their turn; a kiosk that sends
-an event while it waits is asked at once, since its events may wait for those it is to send
-again (the sequencer's gap, ADR 0092).
+an event while it waits, or held events waiting for a gap when it was taken, is asked at once,
+since those events wait for what it is to send again (the sequencer's gap, ADR 0092). A turn
+ends after `TURN_S` even if its ask has not: a kiosk that does not answer holds up the others
+only that long.
 """
 
 from __future__ import annotations
@@ -22,15 +24,20 @@ Ask = Callable[[], Coroutine[Any, Any, None]]
 # (`REPORTED_SNAPSHOTS_WAIT_S`), so a loaded replica gets the next answers only as it handles
 # these: about 40 kiosks a second in a takeover here, with 4 as with 8 (ADR 0105).
 ASKS_AT_ONCE = 4
+# A turn ends with its ask, or after this long: a kiosk that does not answer (offline, though
+# its last status said otherwise) holds a turn for a second, not for the ask's 10 s timeout.
+TURN_S = 1.0
 
 
 class StateAsks:
     """The asks of one link: those under way, and those waiting their turn in order."""
 
-    def __init__(self, at_once: int | None = None) -> None:
+    def __init__(self, at_once: int | None = None, turn_s: float = TURN_S) -> None:
         self._at_once = ASKS_AT_ONCE if at_once is None else at_once
+        self._turn_s = turn_s
         self._waiting: dict[str, Ask] = {}  # in the order added
         self._running: set[asyncio.Task[None]] = set()
+        self._in_turn: set[asyncio.Task[None]] = set()  # those whose turn has not ended
 
     def add(self, kiosk_id: str, ask: Ask) -> None:
         """Ask the kiosk (`ask()`) in its turn. One still waiting from an earlier take is
@@ -58,15 +65,23 @@ class StateAsks:
             task.cancel()
 
     def _start_more(self) -> None:
-        while self._waiting and len(self._running) < self._at_once:
+        while self._waiting and len(self._in_turn) < self._at_once:
             kiosk_id = next(iter(self._waiting))
             self._start(kiosk_id, self._waiting.pop(kiosk_id))
 
     def _start(self, kiosk_id: str, ask: Ask) -> None:
-        task = asyncio.get_running_loop().create_task(ask(), name=f"kiosk-report-state-{kiosk_id}")
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(ask(), name=f"kiosk-report-state-{kiosk_id}")
         self._running.add(task)
+        self._in_turn.add(task)
         task.add_done_callback(self._done)
+        loop.call_later(self._turn_s, self._turn_over, task)
+
+    def _turn_over(self, task: asyncio.Task[None]) -> None:
+        if task in self._in_turn:
+            self._in_turn.discard(task)
+            self._start_more()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        self._start_more()
+        self._turn_over(task)

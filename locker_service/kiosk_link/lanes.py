@@ -358,6 +358,11 @@ class Lanes:
             if event is not None:
                 event.set()
 
+    def waits_for_gap(self, kiosk_id: str) -> bool:
+        """Some of the kiosk's events wait for a number missing before them."""
+        sequencer = self._sequencers.get(kiosk_id)
+        return sequencer is not None and sequencer.held > 0
+
     async def drain_kiosk(self, kiosk_id: str) -> None:
         """Return when every message of the kiosk taken so far has been handled (those held
         for a gap included: they go on in order), and its telemetry stored: the next holder

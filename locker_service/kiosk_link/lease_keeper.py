@@ -736,14 +736,36 @@ class LeaseKeeper:
         (ADR 0105): a takeover's hundreds of kiosks in a few transactions, while a broker that
         grants subscriptions slowly (a NATS cluster) has each kiosk taken as it is granted.
 
+        A kiosk the batch could not take (its row locked by a transaction in flight, or the
+        lease not free yet) is taken on its own (`take`: it waits for that transaction, or
+        marks this replica the standby), up to `TAKES_AT_ONCE - 1` at once beside the batches:
+        one that waits long holds up neither the batches nor the others.
+
         A subscription or take that fails ends the round once those under way have ended,
-        never cancelled mid-transaction; the kiosks subscribed meanwhile are taken first. The
-        next round tries the rest again."""
+        never cancelled mid-transaction: after a failed subscription the kiosks subscribed
+        meanwhile are taken first; after a failed take nothing more is taken. A stop or a halt
+        takes nothing more either. The next round tries the rest again."""
         kiosks = iter(wanted)
         ready: list[str] = []
         more = asyncio.Event()  # a kiosk subscribed, or the subscribing over
         following = True
-        failed: list[Exception] = []
+        failed: list[Exception] = []  # subscriptions' and takes'
+        take_failed: list[Exception] = []  # takes' alone
+        alone = asyncio.Semaphore(TAKES_AT_ONCE - 1)  # each its own lease connection
+        singles: list[asyncio.Task[None]] = []
+
+        def taking() -> bool:
+            return not take_failed and not self._finished
+
+        async def single(kiosk: str) -> None:
+            async with alone:
+                if not taking():
+                    return
+                try:
+                    await self._take(kiosk)
+                except Exception as exc:
+                    failed.append(exc)
+                    take_failed.append(exc)
 
         async def follower() -> None:
             for kiosk in kiosks:  # shared: each follows the next kiosk not yet followed
@@ -768,15 +790,20 @@ class LeaseKeeper:
             while following or ready:
                 await more.wait()
                 more.clear()
-                while ready:
+                while ready and taking():
                     batch, ready[:] = ready[:TAKEN_TOGETHER], ready[TAKEN_TOGETHER:]
                     try:
-                        await self._take_together(batch)
+                        rest = await self._take_together(batch)
                     except Exception as exc:
                         failed.append(exc)
+                        take_failed.append(exc)
                         return
+                    singles.extend(asyncio.create_task(single(kiosk)) for kiosk in rest)
+                if not taking():
+                    return
 
         await asyncio.gather(followers(), taker())
+        await asyncio.gather(*singles)
         for exc in failed[1:]:
             log.warning("a lease take also failed in this round: %r", exc)
         if failed:
@@ -793,10 +820,9 @@ class LeaseKeeper:
         self._notify()
         return True
 
-    async def _take_together(self, kiosks: list[str]) -> None:
-        """Take the leases of `kiosks`, subscribed already: those free and unlocked in one
-        transaction (`take_together`), then each of the others alone (`take`: it waits for
-        the old holder's transaction in flight, or marks this replica the standby)."""
+    async def _take_together(self, kiosks: list[str]) -> list[str]:
+        """Take the leases of `kiosks`, subscribed already, that are free and unlocked, in one
+        transaction (`take_together`); the others, left for a take of their own."""
         # From before the take was sent, so the fence ends no later than the database's expiry;
         # not from the round's start: a round of hundreds of takes outlasts the TTL.
         taken_at = time.monotonic()
@@ -806,9 +832,7 @@ class LeaseKeeper:
             readings = await readings_to(session, epochs)
         for kiosk in sorted(epochs):
             self._held_now(kiosk, epochs[kiosk], taken_at, records[kiosk], readings[kiosk])
-        for kiosk in kiosks:
-            if kiosk not in epochs:
-                await self._take(kiosk)
+        return [kiosk for kiosk in kiosks if kiosk not in epochs]
 
     async def _take(self, kiosk: str) -> None:
         taken_at = time.monotonic()

@@ -393,8 +393,19 @@ class KioskLink:
             self._lanes.replay_unheard_snapshots(kiosk_id)
         # In its turn: a takeover's answers all at once would queue every scan behind them.
         self._state_asks.add(
-            kiosk_id, functools.partial(self.ask_state, kiosk_id, events_after, readings_after)
+            kiosk_id, functools.partial(self._ask_if_held, kiosk_id, events_after, readings_after)
         )
+        if self._lanes.waits_for_gap(kiosk_id):
+            # Events that came before the take wait for those the ask has it send again.
+            self._state_asks.hurry(kiosk_id)
+
+    async def _ask_if_held(
+        self, kiosk_id: str, events_after: int | None, readings_after: datetime | None
+    ) -> None:
+        """`ask_state` in the kiosk's turn, unless its lease was lost or released meanwhile."""
+        if self._leases is not None and self._leases.fence(kiosk_id) is None:
+            return
+        await self.ask_state(kiosk_id, events_after, readings_after)
 
     # -- routing (the event loop, from the connection) ------------------------------------------
 

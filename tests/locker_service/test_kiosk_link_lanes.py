@@ -784,6 +784,26 @@ async def test_events_that_waited_for_a_lease_and_were_recorded_by_the_old_holde
     await parts.lanes.stop()
 
 
+async def test_events_kept_for_the_take_behind_a_gap_say_the_kiosk_waits_for_it() -> None:
+    """ADR 0105: #31 and #32 came before the take and the record ends at #28: they wait for
+    #29 and #30, which the kiosk sends again when asked, so its ask goes out of turn."""
+    leases = StandingTable({"k1": "awaited"})
+    parts = Parts(leases, gap_wait_s=60)
+    for seq in (31, 32):
+        parts.deliver("k1", event("door_closed", str(seq), seq=seq))
+    await asyncio.sleep(QUIET_S)
+    assert not parts.lanes.waits_for_gap("k1")  # not held yet: kept for the take
+    leases.take("k1")
+    parts.lanes.reconcile_kiosk("k1", RecordedUpTo(scans=None, others=28))
+    assert parts.lanes.waits_for_gap("k1")
+    parts.deliver("k1", event("door_closed", "29", seq=29))
+    parts.deliver("k1", event("door_closed", "30", seq=30))
+    await until(lambda: len(parts.handler.handled) == 4, "#29 to #32 in order")
+    assert [seq for _, seq in parts.handler.handled] == ["29", "30", "31", "32"]
+    assert not parts.lanes.waits_for_gap("k1")
+    await parts.lanes.stop()
+
+
 async def test_a_door_event_behind_a_recorded_scan_is_still_handled_after_a_take() -> None:
     """A scan has a lane of its own: #30 was recorded while the door event #29 waited in the
     other lane when the replica stopped; its session gives #29 again to the next run."""

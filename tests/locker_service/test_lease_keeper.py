@@ -682,23 +682,63 @@ class Halted:
     kiosk: str
     holder: LeaseKeeper
     fence: Fence
+    others: list[str]  # more kiosks it held, if asked for
 
 
 @contextlib.asynccontextmanager
-async def halted_holder(pg_database_url: str) -> AsyncIterator[Halted]:
+async def halted_holder(pg_database_url: str, others: int = 0) -> AsyncIterator[Halted]:
     engine = create_engine(pg_database_url)
     sm = create_sessionmaker(engine)
     try:
-        [kiosk] = await make_kiosks(sm, 1)
+        kiosk, *more = await make_kiosks(sm, 1 + others)
         holder = keeper(sm, "holder")
         await holder.start()
         fence = holder.fence(kiosk)
         assert fence is not None
         await holder.halt()
-        yield Halted(engine, sm, kiosk, holder, fence)
+        yield Halted(engine, sm, kiosk, holder, fence, more)
         await holder.stop()
     finally:
         await engine.dispose()
+
+
+async def expire_every_lease(sm: async_sessionmaker[AsyncSession]) -> None:
+    """The leases and the heartbeats expired now, as if their holder had been paused past
+    its TTL."""
+    async with session_scope(sm) as session:
+        await session.execute(
+            text("UPDATE kiosk_leases SET expires_at = now() - interval '1 second'")
+        )
+        await session.execute(
+            text("UPDATE service_replicas SET heartbeat_at = now() - interval '1 hour'")
+        )
+
+
+@contextlib.asynccontextmanager
+async def fenced_transaction_open(h: Halted) -> AsyncIterator[asyncio.Event]:
+    """The halted holder's transaction for `h.kiosk`, past its fence and open until the
+    event yielded is set; it records event 41 of the kiosk."""
+    in_fence = asyncio.Event()
+    finish = asyncio.Event()
+
+    async def holders_transaction() -> None:
+        token = CURRENT_FENCE.set(h.fence)
+        try:
+            async with session_scope(h.sm) as session:
+                await check_fence(session, h.kiosk)
+                await record(session, h.kiosk, (41, "door_closed"))
+                in_fence.set()
+                await finish.wait()
+        finally:
+            CURRENT_FENCE.reset(token)
+
+    work = asyncio.create_task(holders_transaction())
+    await in_fence.wait()
+    try:
+        yield finish
+    finally:
+        finish.set()
+        await work
 
 
 async def test_a_takeover_waits_for_the_holders_transaction_in_flight(
@@ -708,42 +748,42 @@ async def test_a_takeover_waits_for_the_holders_transaction_in_flight(
     so the takeover waits until the holder's transaction is over, and the holder's change
     commits before the new holder handles anything."""
     async with halted_holder(pg_database_url) as h:
-        sm, kiosk, fence = h.sm, h.kiosk, h.fence
-        # Expire the lease and the heartbeat now, as if the holder had been paused past its TTL.
-        async with session_scope(sm) as session:
-            await session.execute(
-                text("UPDATE kiosk_leases SET expires_at = now() - interval '1 second'")
-            )
-            await session.execute(
-                text("UPDATE service_replicas SET heartbeat_at = now() - interval '1 hour'")
-            )
-        in_fence = asyncio.Event()
-        finish = asyncio.Event()
-
-        async def holders_transaction() -> None:
-            token = CURRENT_FENCE.set(fence)
-            try:
-                async with session_scope(sm) as session:
-                    await check_fence(session, kiosk)
-                    await record(session, kiosk, (41, "door_closed"))
-                    in_fence.set()
-                    await finish.wait()
-            finally:
-                CURRENT_FENCE.reset(token)
-
-        work = asyncio.create_task(holders_transaction())
-        await in_fence.wait()
+        sm, kiosk = h.sm, h.kiosk
+        await expire_every_lease(sm)
         taker = keeper(sm, "taker")
-        taking = asyncio.create_task(taker.start())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(taking), 1.0)
-        assert not taking.done(), "the takeover did not wait for the transaction in flight"
-        finish.set()
-        await work
+        async with fenced_transaction_open(h) as finish:
+            taking = asyncio.create_task(taker.start())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(taking), 1.0)
+            assert not taking.done(), "the takeover did not wait for the transaction in flight"
+            finish.set()
         await taking
         assert kiosk in taker.held()
         # It goes on after the event the old holder committed while the take waited.
         assert subscriptions(taker).recorded[kiosk] == RecordedUpTo(others=41, complete_to=41)
+        await taker.stop()
+
+
+async def test_a_takeover_takes_the_other_kiosks_while_one_waits_for_its_holders_transaction(
+    pg_database_url: str,
+) -> None:
+    """ADR 0105: the kiosks taken together skip a lease row the old holder's transaction in
+    flight holds, rather than wait for it with the others: those are held at once, and that
+    one once the transaction is over."""
+    async with halted_holder(pg_database_url, others=5) as h:
+        await expire_every_lease(h.sm)
+        taker = keeper(h.sm, "taker")
+        async with fenced_transaction_open(h) as finish:
+            taking = asyncio.create_task(taker.start())
+            await within_rounds(
+                taker, 2, lambda: set(h.others) <= taker.held(), "the other kiosks held"
+            )
+            assert h.kiosk not in taker.held()
+            assert not taking.done()  # its own take waits
+            finish.set()
+        await taking
+        assert taker.held() == {h.kiosk, *h.others}
+        assert subscriptions(taker).recorded[h.kiosk] == RecordedUpTo(others=41, complete_to=41)
         await taker.stop()
 
 

@@ -87,3 +87,21 @@ async def test_cancel_ends_the_asks_under_way_and_forgets_the_others() -> None:
     assert asks.waiting() == []
     await kiosks.answer("k1")
     assert kiosks.sent == ["k1"]
+
+
+async def test_a_kiosk_that_does_not_answer_holds_its_turn_only_so_long() -> None:
+    """A kiosk whose last status said online but that is gone holds up the others for a turn
+    (`TURN_S`), not for its ask's timeout; its ask goes on meanwhile."""
+    kiosks, asks = Kiosks(), StateAsks(at_once=1, turn_s=0.05)
+    asks.add("gone", kiosks.ask("gone"))
+    asks.add("k2", kiosks.ask("k2"))
+    await settle()
+    assert kiosks.sent == ["gone"]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while kiosks.sent == ["gone"]:  # the turn ends on the loop's own clock
+        assert loop.time() - started < 30, "the next ask never started"
+        await asyncio.sleep(0.01)
+    assert kiosks.sent == ["gone", "k2"]
+    assert loop.time() - started >= 0.05
+    asks.cancel()
