@@ -277,14 +277,26 @@ async def take_together(
     if not codes:
         return {}
     now = _clock(session)
-    # Sorted, so that two replicas creating the same rows never wait for each other in turn.
-    await session.execute(
-        text(
-            "INSERT INTO kiosk_leases (kiosk_code, holder, epoch, expires_at, standby) "
-            f"VALUES (:kiosk, NULL, 0, {now}, NULL) ON CONFLICT (kiosk_code) DO NOTHING"
-        ),
-        [{"kiosk": code} for code in codes],
+    # Only the rows missing (a kiosk never taken): an insert that meets an existing row waits
+    # for a transaction in flight that changed it (a paused holder's renewal). Sorted, so that
+    # two replicas creating the same rows never wait for each other in turn.
+    existing = set(
+        await session.scalars(
+            text("SELECT kiosk_code FROM kiosk_leases WHERE kiosk_code IN :kiosks").bindparams(
+                bindparam("kiosks", expanding=True)
+            ),
+            {"kiosks": codes},
+        )
     )
+    missing = [code for code in codes if code not in existing]
+    if missing:
+        await session.execute(
+            text(
+                "INSERT INTO kiosk_leases (kiosk_code, holder, epoch, expires_at, standby) "
+                f"VALUES (:kiosk, NULL, 0, {now}, NULL) ON CONFLICT (kiosk_code) DO NOTHING"
+            ),
+            [{"kiosk": code} for code in missing],
+        )
     takeable = f"(holder IS NULL OR holder = :replica OR expires_at < {now})"
     if _locks_rows(session):
         # As `take`'s lock, but a row another transaction holds (the old holder's fence, a

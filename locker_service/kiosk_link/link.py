@@ -402,8 +402,9 @@ class KioskLink:
     async def _ask_if_held(
         self, kiosk_id: str, events_after: int | None, readings_after: datetime | None
     ) -> None:
-        """`ask_state` in the kiosk's turn, unless its lease was lost or released meanwhile."""
-        if self._leases is not None and self._leases.fence(kiosk_id) is None:
+        """`ask_state` in the kiosk's turn, unless its lease was lost meanwhile or is being
+        released."""
+        if self._leases is not None and self._leases.standing(kiosk_id) != "held":
             return
         await self.ask_state(kiosk_id, events_after, readings_after)
 

@@ -768,13 +768,19 @@ async def test_a_takeover_takes_the_other_kiosks_while_one_waits_for_its_holders
     pg_database_url: str,
 ) -> None:
     """ADR 0105: the kiosks taken together skip a lease row the old holder's transaction in
-    flight holds, rather than wait for it with the others: those are held at once, and that
-    one once the transaction is over."""
+    flight holds, rather than wait for it with the others, and its take of its own holds up
+    no later batch: the others are held at once, and that one once the transaction is over.
+    The locked kiosk is subscribed first, alone, so the others come in a later batch."""
     async with halted_holder(pg_database_url, others=5) as h:
         await expire_every_lease(h.sm)
-        taker = keeper(h.sm, "taker")
+        assert h.kiosk == min(h.kiosk, *h.others)  # subscribed first
+        taker, gated = bare_keeper(h.sm, "taker"), GatedAfterOne()
+        taker.bind(gated)
         async with fenced_transaction_open(h) as finish:
             taking = asyncio.create_task(taker.start())
+            # Its own take waits for the holder's transaction; only then come the others.
+            assert await first_of(h.engine, taking) == "waiting"
+            gated.gate.set()
             await within_rounds(
                 taker, 2, lambda: set(h.others) <= taker.held(), "the other kiosks held"
             )

@@ -7,12 +7,15 @@ import asyncio
 
 from locker_service.kiosk_link.asks import Ask, StateAsks
 
+TURN_S = 3600.0  # turns end with their asks only, but in the test of the turn's end
+
 
 class Kiosks:
     """Asks that each wait until the test answers them, recording which were sent."""
 
     def __init__(self) -> None:
         self.sent: list[str] = []
+        self.answered: list[str] = []  # asks that ended with their answer
         self.answers: dict[str, asyncio.Event] = {}
 
     def ask(self, kiosk_id: str, label: str = "") -> Ask:
@@ -20,6 +23,7 @@ class Kiosks:
             self.sent.append(kiosk_id + label)
             answer = self.answers.setdefault(kiosk_id, asyncio.Event())
             await answer.wait()
+            self.answered.append(kiosk_id + label)
 
         return asking
 
@@ -34,7 +38,7 @@ async def settle() -> None:
 
 
 async def test_a_few_asks_are_under_way_and_the_others_follow_in_the_order_taken() -> None:
-    kiosks, asks = Kiosks(), StateAsks(at_once=2)
+    kiosks, asks = Kiosks(), StateAsks(at_once=2, turn_s=TURN_S)
     for kiosk in ("k1", "k2", "k3", "k4"):
         asks.add(kiosk, kiosks.ask(kiosk))
     await settle()
@@ -50,7 +54,7 @@ async def test_a_few_asks_are_under_way_and_the_others_follow_in_the_order_taken
 
 
 async def test_a_kiosk_that_sends_an_event_is_asked_at_once() -> None:
-    kiosks, asks = Kiosks(), StateAsks(at_once=1)
+    kiosks, asks = Kiosks(), StateAsks(at_once=1, turn_s=TURN_S)
     for kiosk in ("k1", "k2", "k3"):
         asks.add(kiosk, kiosks.ask(kiosk))
     asks.hurry("k3")  # its scan may wait for the events it is to send again
@@ -64,7 +68,7 @@ async def test_a_kiosk_that_sends_an_event_is_asked_at_once() -> None:
 
 
 async def test_a_kiosk_taken_again_is_asked_once_and_one_released_not_at_all() -> None:
-    kiosks, asks = Kiosks(), StateAsks(at_once=1)
+    kiosks, asks = Kiosks(), StateAsks(at_once=1, turn_s=TURN_S)
     asks.add("k1", kiosks.ask("k1"))
     asks.add("k2", kiosks.ask("k2", " first take"))
     asks.add("k3", kiosks.ask("k3"))
@@ -77,7 +81,7 @@ async def test_a_kiosk_taken_again_is_asked_once_and_one_released_not_at_all() -
 
 
 async def test_cancel_ends_the_asks_under_way_and_forgets_the_others() -> None:
-    kiosks, asks = Kiosks(), StateAsks(at_once=1)
+    kiosks, asks = Kiosks(), StateAsks(at_once=1, turn_s=TURN_S)
     asks.add("k1", kiosks.ask("k1"))
     asks.add("k2", kiosks.ask("k2"))
     await settle()
@@ -93,15 +97,17 @@ async def test_a_kiosk_that_does_not_answer_holds_its_turn_only_so_long() -> Non
     """A kiosk whose last status said online but that is gone holds up the others for a turn
     (`TURN_S`), not for its ask's timeout; its ask goes on meanwhile."""
     kiosks, asks = Kiosks(), StateAsks(at_once=1, turn_s=0.05)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     asks.add("gone", kiosks.ask("gone"))
     asks.add("k2", kiosks.ask("k2"))
     await settle()
     assert kiosks.sent == ["gone"]
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     while kiosks.sent == ["gone"]:  # the turn ends on the loop's own clock
         assert loop.time() - started < 30, "the next ask never started"
         await asyncio.sleep(0.01)
     assert kiosks.sent == ["gone", "k2"]
-    assert loop.time() - started >= 0.05
+    assert loop.time() - started >= 0.04  # a turn's length (the loop may fire a hair early)
+    await kiosks.answer("gone")  # its ask went on past its turn, and ends with the answer
+    assert kiosks.answered == ["gone"]
     asks.cancel()
