@@ -17,7 +17,7 @@ A round waits on the broker for each subscription, and some brokers take long (a
 creates a replicated consumer per QoS 1 subscription: about a second each on two busy cores). So
 while a round runs longer than a period, a second task keeps the heartbeat and the held leases
 renewed every period: a replica busy subscribing is never taken for dead, nor loses its kiosks.
-A round asks for up to `TAKES_AT_ONCE` subscriptions at a time and takes the leases of the
+A round asks for up to `SUBSCRIBING_AT_ONCE` subscriptions at a time and takes the leases of the
 kiosks subscribed meanwhile together, in one transaction (ADR 0105): a takeover's hundreds of
 kiosks are a few transactions, not hundreds each waited on the busy event loop.
 
@@ -54,9 +54,10 @@ log = logging.getLogger(__name__)
 # any TTL, so it only keeps the table from growing with the ids of replicas that never return.
 FORGET_REPLICA_AFTER_S = 24 * 3600.0
 
-# Subscriptions a round asks for at once: a replica that takes over a dead one's hundreds of
-# kiosks took about 18 a second one by one on two busy cores (ADR 0092).
-TAKES_AT_ONCE = 4
+# Subscriptions a round asks for at once, each waiting for its SUBACK (a NATS cluster makes a
+# replicated consumer for each, about a second apart on two busy cores); they were the takes
+# themselves, four at once, before ADR 0105.
+SUBSCRIBING_AT_ONCE = 4
 # Leases one transaction takes, at most: those subscribed since the last take (ADR 0105).
 TAKEN_TOGETHER = 50
 
@@ -743,14 +744,14 @@ class LeaseKeeper:
                 await self._unfollow(kiosk)
 
     async def _take_all(self, wanted: list[str]) -> None:
-        """Subscribe to each kiosk of `wanted` (`TAKES_AT_ONCE` at a time) and take the leases
+        """Subscribe to each kiosk of `wanted` (`SUBSCRIBING_AT_ONCE` at a time) and take the leases
         of those subscribed, as many together as have been subscribed since the last take
         (ADR 0105): a takeover's hundreds of kiosks in a few transactions, while a broker that
         grants subscriptions slowly (a NATS cluster) has each kiosk taken as it is granted.
 
         A kiosk the batch could not take (its row locked by a transaction in flight, or the
         lease not free yet) is taken on its own (`take`: it waits for that transaction, or
-        marks this replica the standby), up to `TAKES_AT_ONCE - 1` at once beside the batches:
+        marks this replica the standby), up to `SUBSCRIBING_AT_ONCE - 1` at once beside the batches:
         one that waits long holds up neither the batches nor the others.
 
         A subscription or take that fails ends the round once those under way have ended,
@@ -763,7 +764,7 @@ class LeaseKeeper:
         following = True
         failed: list[Exception] = []  # subscriptions' and takes'
         take_failed: list[Exception] = []  # takes' alone
-        alone = asyncio.Semaphore(TAKES_AT_ONCE - 1)  # each its own lease connection
+        alone = asyncio.Semaphore(SUBSCRIBING_AT_ONCE - 1)  # each its own lease connection
         singles: list[asyncio.Task[None]] = []
 
         def taking() -> bool:
@@ -793,7 +794,7 @@ class LeaseKeeper:
         async def followers() -> None:
             nonlocal following
             try:
-                await asyncio.gather(*(follower() for _ in range(TAKES_AT_ONCE)))
+                await asyncio.gather(*(follower() for _ in range(SUBSCRIBING_AT_ONCE)))
             finally:
                 following = False
                 more.set()

@@ -219,21 +219,21 @@ async def test_a_round_subscribes_to_several_kiosks_at_once_and_takes_them_toget
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     """A replica taking over many kiosks does not wait for each in turn (ADR 0092's takeover
-    measure): `TAKES_AT_ONCE` subscriptions are under way together, no more, and the kiosks
+    measure): `SUBSCRIBING_AT_ONCE` subscriptions are under way together, no more, and the kiosks
     subscribed meanwhile are taken in one statement (ADR 0105), not one each."""
     kiosks = await make_kiosks(sessionmaker, 10)
     taker, gated = bare_keeper(sessionmaker, "taker"), GatedSubscriptions()
     takes = takes_sent(sessionmaker)
     async with first_round_under_way(taker, gated) as starting:
         deadline = time.monotonic() + 30
-        while gated.waiting < lease_keeper.TAKES_AT_ONCE:
+        while gated.waiting < lease_keeper.SUBSCRIBING_AT_ONCE:
             assert time.monotonic() < deadline, f"{gated.waiting} takes under way at once"
             assert not starting.done()
             await asyncio.sleep(0.01)
         gated.gate.set()
         await starting
         assert taker.held() == set(kiosks)
-        assert gated.most_at_once == lease_keeper.TAKES_AT_ONCE
+        assert gated.most_at_once == lease_keeper.SUBSCRIBING_AT_ONCE
         # The gate opened on all of them at once: one take, or two if it began between them.
         assert 1 <= len(takes) <= 2, takes
 
@@ -364,7 +364,7 @@ async def test_a_take_that_fails_lets_the_others_under_way_finish_and_is_tried_a
 ) -> None:
     kiosks = await make_kiosks(sessionmaker, 12)
     taker = bare_keeper(sessionmaker, "taker")
-    bad = sorted(kiosks)[lease_keeper.TAKES_AT_ONCE - 1]
+    bad = sorted(kiosks)[lease_keeper.SUBSCRIBING_AT_ONCE - 1]
     failing = FailingOnce(bad)
     taker.bind(failing)
     await taker.start()  # its first round fails on the last of the first subscriptions
