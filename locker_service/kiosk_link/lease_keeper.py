@@ -117,15 +117,19 @@ class LeaseRow:
     standby: str | None
 
 
+def _on_sqlite(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "sqlite"
+
+
 def _locks_rows(session: AsyncSession) -> bool:
     """PostgreSQL, whose row locks order a take or a release after the fenced transactions in
     flight (ADR 0100); SQLite's transactions never interleave (ADR 0033)."""
-    return session.get_bind().dialect.name != "sqlite"
+    return not _on_sqlite(session)
 
 
 def _clock(session: AsyncSession, offset_param: str | None = None) -> str:
     """SQL for the database's current time, plus `:offset_param` seconds when given."""
-    if session.get_bind().dialect.name == "sqlite":
+    if _on_sqlite(session):
         # Milliseconds padded to the microseconds SQLAlchemy writes, so that the stored text
         # of both compares in time order.
         if offset_param is None:
@@ -334,7 +338,7 @@ async def recorded(session: AsyncSession, kiosks: Iterable[str]) -> dict[str, Re
     newest: dict[str, list[tuple[int | None, bool]]] = {code: [] for code in codes}
     if not codes:
         return {}
-    if _locks_rows(session):
+    if not _on_sqlite(session):
         # PostgreSQL: each kiosk's window is one backward step of the (kiosk, id) index.
         rows = await session.execute(
             text(
