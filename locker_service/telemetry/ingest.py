@@ -20,8 +20,10 @@ surely current (`fence_with`, ADR 0103), judged just before the write: a batch w
 replica no longer holds at that epoch is dropped (the kiosk's holder since asked it for the
 readings after those stored, and has them), and one whose lease has not been renewed within
 its TTL (the replica frozen, or cut off from the database) waits in the buffer until the lease
-is renewed or found lost. So a holder that wakes late does not store what its successor
-stored.
+is renewed or found lost. The write's own transaction then proves the leases of the batches
+it stores, their rows locked against a take until it commits (ADR 0106): a lease taken since the
+judgement has its kiosk's batches dropped. So a holder that wakes late, or is paused in the
+middle of a write, does not store what its successor stored.
 
 Buckets a bridge kept while cut off (`contract.TelemetryMinutes`, QoS 1) take another way:
 `store_minutes` stores one at once, once however often it is delivered (`insert_kept_bucket`),
@@ -207,14 +209,19 @@ class TelemetryIngest:
         """Write a kiosk's batches only while `fence(kiosk)` (the lease keeper's) is current."""
         self._fence = fence
 
-    def _by_lease(self, batch: list[Queued]) -> tuple[list[Queued], list[Queued], int]:
+    def _by_lease(
+        self, batch: list[Queued]
+    ) -> tuple[list[Queued], list[Queued], int, dict[str, Fence] | None]:
         """The batches to write (their lease ours at the epoch they came under, and current),
-        those to hold back (ours, but not renewed within its TTL), and the readings of those to
-        drop (the lease no longer ours at that epoch). One look per kiosk and epoch."""
+        those to hold back (ours, but not renewed within its TTL), the readings of those to
+        drop (the lease no longer ours at that epoch), and the leases the first came under,
+        for the write to prove (None when the ingest is not fenced). One look per kiosk and
+        epoch."""
         if self._fence is None:
-            return batch, [], 0
+            return batch, [], 0, None
         now = time.monotonic()
         verdicts: dict[tuple[str, int | None], bool | None] = {}
+        under: dict[str, Fence] = {}
         write: list[Queued] = []
         wait: list[Queued] = []
         dropped = 0
@@ -225,8 +232,11 @@ class TelemetryIngest:
                 fence = self._fence(kiosk_id)
                 if fence is None or fence.epoch != epoch:
                     verdicts[key] = False  # no longer ours at that epoch
+                elif fence.valid_until > now:
+                    verdicts[key] = True
+                    under[kiosk_id] = fence
                 else:
-                    verdicts[key] = True if fence.valid_until > now else None
+                    verdicts[key] = None
             verdict = verdicts[key]
             if verdict:
                 write.append(queued)
@@ -234,7 +244,7 @@ class TelemetryIngest:
                 wait.append(queued)
             else:
                 dropped += len(telemetry.readings)
-        return write, wait, dropped
+        return write, wait, dropped, under
 
     def _put_back_held(self) -> None:
         """Queue the batches held back for their lease again, each where it came from."""
@@ -463,9 +473,9 @@ class TelemetryIngest:
         observe_lag: bool = True,
         watch: bool = True,
     ) -> tuple[int, list[tuple[str, contract.Telemetry]]]:
-        """Store the batches whose lease allows it (judged here, just before the write); the
-        readings stored and the batches written."""
-        writable, wait, dropped = self._by_lease(queued)
+        """Store the batches whose lease allows it (judged here, just before the write, and
+        proved in the write's own transaction); the readings stored and the batches written."""
+        writable, wait, dropped, under = self._by_lease(queued)
         batch = _pairs(writable)
         if not batch:  # all waiting for their lease, or dropped
             self._hold_and_drop(wait, dropped)
@@ -482,9 +492,26 @@ class TelemetryIngest:
                 continue
             for r in telemetry.readings:
                 rows.append(ReadingRow(ref.id, r.n, telemetry.ts, r.temp_c, r.setpoint_c, r.heater))
+        claims = None
+        if under is not None:
+            claims = {
+                kiosks[code].id: (code, fence.replica_id, fence.epoch)
+                for code, fence in under.items()
+                if code in kiosks
+            }
         started = time.perf_counter()
-        await insert_readings(self._engine, rows, partitions=self._partitions)
+        lost = await insert_readings(self._engine, rows, partitions=self._partitions, leases=claims)
         self.counters.last_write_s = time.perf_counter() - started
+        if lost:  # taken between the judgement and the write (ADR 0106): the taker has them
+            lost_codes = {code for code, ref in kiosks.items() if ref.id in lost}
+            batch = [pair for pair in batch if pair[0] not in lost_codes]
+            kept = [row for row in rows if row.kiosk_id not in lost]
+            dropped += len(rows) - len(kept)
+            rows = kept
+            log.info(
+                "telemetry of %d kiosks dropped: their leases were taken as it was written",
+                len(lost),
+            )
         self.counters.stored += len(rows)
         self.counters.batches += 1
         self.counters.last_batch_rows = len(rows)

@@ -32,6 +32,7 @@ from locker_service.models import (
     Alert,
     Compartment,
     Kiosk,
+    KioskLease,
     TemperatureBacklogBucket,
     TemperatureMinute,
     TemperatureReading,
@@ -41,9 +42,20 @@ from locker_service.telemetry.monitor import Carried, dedupe_key
 from locker_service.telemetry.partitions import DayPartitions, day_of
 from locker_service.telemetry.rollups import MinuteRollup, ReadingRow, kept_bucket_rows, roll_up
 
-__all__ = ["READING_COLUMNS", "ReadingRow"]
+__all__ = ["READING_COLUMNS", "LeaseClaims", "ReadingRow"]
 
 READING_COLUMNS = ("kiosk_id", "number", "ts", "temp_c", "setpoint_c", "heater")
+
+# The leases a write's rows came under: by kiosk database id, (kiosk code, holder, epoch).
+LeaseClaims = Mapping[int, tuple[str, str, int]]
+
+# The claims still true, their lease rows locked against a take or a release until the commit
+# (both lock the row FOR UPDATE first; a renewal does not, and is not waited for: ADR 0100).
+_LEASES_HELD_PG = """
+SELECT kiosk_code FROM kiosk_leases
+WHERE (kiosk_code, holder, epoch) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]))
+FOR KEY SHARE
+"""
 
 # One statement merges a batch's minutes, whatever their number: arrays in, unnest, upsert.
 # LEAST/GREATEST skip NULLs, so a minute of faulted readings keeps the other batches' min/max.
@@ -109,9 +121,15 @@ async def insert_readings(
     *,
     partitions: DayPartitions | None = None,
     rollups: bool = True,
-) -> None:
+    leases: LeaseClaims | None = None,
+) -> set[int]:
     """Store a batch and merge its minute rollups, in one transaction: the minutes account for
     exactly the readings stored, whatever fails or restarts in between.
+
+    With `leases`, the transaction first proves them (ADR 0106): the rows of a kiosk whose lease
+    row no longer names that holder and epoch are left out, and its id returned; the others'
+    lease rows stay locked until the commit, so no take or release commits in between. Rows of
+    a kiosk without a claim are left out too.
 
     PostgreSQL: binary COPY through asyncpg, which is what sustains tens of thousands of rows a
     second (a multi-row INSERT spends its time in parameter handling), and one array upsert of
@@ -119,8 +137,7 @@ async def insert_readings(
     new day's readings wait in the default partition). SQLite: two executemany.
     """
     if not rows:
-        return
-    minutes = roll_up(rows) if rollups else []
+        return set()
     postgres = engine.dialect.name == "postgresql"
     if postgres and partitions is not None:
         await partitions.cover(engine, {day_of(row.ts) for row in rows})
@@ -129,10 +146,55 @@ async def insert_readings(
             driver = await _driver(connection)
             # The driver's own transaction: SQLAlchemy has begun none on this connection.
             async with driver.transaction():
-                await _write_pg(driver, rows, minutes)
+                lost = await _leases_lost_pg(driver, leases) if leases is not None else set()
+                kept = _without(rows, lost, leases)
+                if kept:
+                    await _write_pg(driver, kept, roll_up(kept) if rollups else [])
         else:
-            await _write_sqlite(connection, rows, minutes)
+            # BEGIN IMMEDIATE (the engine's): the database's one write lock from here on.
+            lost = await _leases_lost_sqlite(connection, leases) if leases is not None else set()
+            kept = _without(rows, lost, leases)
+            if kept:
+                await _write_sqlite(connection, kept, roll_up(kept) if rollups else [])
             await connection.commit()
+    return lost
+
+
+def _without(
+    rows: Sequence[ReadingRow], lost: set[int], leases: LeaseClaims | None
+) -> Sequence[ReadingRow]:
+    if leases is None:
+        return rows
+    return [row for row in rows if row.kiosk_id in leases and row.kiosk_id not in lost]
+
+
+async def _leases_lost_pg(driver: Any, leases: LeaseClaims) -> set[int]:
+    claims = list(leases.items())
+    held = {
+        record[0]
+        for record in await driver.fetch(
+            _LEASES_HELD_PG,
+            [code for _, (code, _, _) in claims],
+            [holder for _, (_, holder, _) in claims],
+            [epoch for _, (_, _, epoch) in claims],
+        )
+    }
+    return {kiosk_id for kiosk_id, (code, _, _) in claims if code not in held}
+
+
+async def _leases_lost_sqlite(connection: AsyncConnection, leases: LeaseClaims) -> set[int]:
+    if not leases:
+        return set()
+    claims = list(leases.items())
+    found = await connection.execute(
+        select(KioskLease.kiosk_code).where(
+            tuple_(KioskLease.kiosk_code, KioskLease.holder, KioskLease.epoch).in_(
+                [claim for _, claim in claims]
+            )
+        )
+    )
+    held = set(found.scalars())
+    return {kiosk_id for kiosk_id, (code, _, _) in claims if code not in held}
 
 
 async def insert_kept_bucket(

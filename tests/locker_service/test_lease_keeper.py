@@ -33,6 +33,7 @@ from locker_service.kiosks.repository import kiosk_by_code, record_event_if_new
 from locker_service.models import Kiosk, KioskLease, TemperatureReading
 from locker_service.sites import service as admin
 from tests.support.rounds import within_rounds
+from tests.support.row_locks import first_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -791,23 +792,6 @@ async def test_a_takeover_takes_the_other_kiosks_while_one_waits_for_its_holders
         assert taker.held() == {h.kiosk, *h.others}
         assert subscriptions(taker).recorded[h.kiosk] == RecordedUpTo(others=41, complete_to=41)
         await taker.stop()
-
-
-async def first_of(engine: AsyncEngine, task: asyncio.Task[Any]) -> str:
-    """ "done" once `task` has ended, or "waiting" as soon as a session of the database waits
-    for a lock: whichever comes first."""
-    while not task.done():
-        async with engine.connect() as connection:
-            waiting = await connection.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            )
-        if waiting:
-            return "waiting"
-        await asyncio.sleep(0.01)
-    return "done"
 
 
 async def test_renewals_and_fence_checks_never_wait_for_each_other(pg_database_url: str) -> None:

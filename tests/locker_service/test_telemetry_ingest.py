@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from firmware_bridge import contract
@@ -26,6 +26,7 @@ from locker_service.live import LiveHub
 from locker_service.models import (
     Compartment,
     Kiosk,
+    KioskLease,
     Operator,
     Site,
     TemperatureMinute,
@@ -37,6 +38,7 @@ from locker_service.telemetry.monitor import Finding, HoldingMonitor
 from locker_service.telemetry.repository import readings_between
 from tests.locker_service.test_kiosk_link import LinkTestSettings, RecordingHandler
 from tests.support.mosquitto import MosquittoProcess
+from tests.support.row_locks import first_of
 from tests.support.scripted_kiosk import ScriptedKiosk
 
 
@@ -139,6 +141,21 @@ async def watched(engine: AsyncEngine) -> tuple[Seeded, TelemetryIngest, Recordi
     return await seed(sessionmaker), ingest, alerts
 
 
+async def lease_in_database(
+    sessionmaker: async_sessionmaker[AsyncSession], kiosk_code: str, holder: str, epoch: int
+) -> None:
+    """The kiosk's lease row as a lease keeper leaves it: held by `holder` at `epoch`."""
+    async with sessionmaker() as session, session.begin():
+        await session.merge(
+            KioskLease(
+                kiosk_code=kiosk_code,
+                holder=holder,
+                epoch=epoch,
+                expires_at=datetime.now(UTC) + timedelta(seconds=10),
+            )
+        )
+
+
 async def count_readings(engine: AsyncEngine) -> int:
     async with engine.connect() as connection:
         return int(
@@ -217,6 +234,7 @@ async def test_a_holder_writes_a_kiosk_s_batches_only_while_its_lease_is_current
     seeded = await seed(sessionmaker)
     ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker))
     code = seeded.kiosk_code
+    await lease_in_database(sessionmaker, code, "replica-a", 1)
     fences: dict[str, Fence] = {}
     ingest.fence_with(fences.get)
 
@@ -250,6 +268,85 @@ async def test_a_holder_writes_a_kiosk_s_batches_only_while_its_lease_is_current
     lease(10.0, epoch=3)  # lost and taken back again while it waited: its epoch is gone
     assert await ingest.flush() == 0 and ingest.buffered_rows == 0
     assert ingest.counters.dropped_not_held == 6 and await count_readings(engine) == 6
+
+
+async def test_a_write_stores_nothing_of_a_kiosk_whose_lease_was_taken_since_its_judgement(
+    engine: AsyncEngine,
+) -> None:
+    """ADR 0106: the replica's own account says the lease is ours and current (it was, when
+    judged; or the replica was paused between the judgement and the write), but the lease row
+    names another holder: the write's transaction leaves that kiosk's batches out, rollups and
+    all, and counts them dropped; the other kiosk's, whose lease row agrees, are stored."""
+    sessionmaker = create_sessionmaker(engine)
+    taken, ours = await seed(sessionmaker), await seed(sessionmaker)
+    lags: list[float] = []
+    ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker), lag_observer=lags.append)
+    valid = time.monotonic() + 60.0
+    fences = {
+        taken.kiosk_code: Fence(taken.kiosk_code, "replica-a", 1, valid),
+        ours.kiosk_code: Fence(ours.kiosk_code, "replica-a", 4, valid),
+    }
+    ingest.fence_with(fences.get)
+    await lease_in_database(sessionmaker, taken.kiosk_code, "replica-b", 2)
+    await lease_in_database(sessionmaker, ours.kiosk_code, "replica-a", 4)
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    ingest.submit(taken.kiosk_code, telemetry(t0, {1: 63.0, 2: 64.0}))
+    ingest.submit(ours.kiosk_code, telemetry(t0, {1: 62.0, 2: 61.0, 3: 60.5}))
+    ingest.submit(taken.kiosk_code, telemetry(t0 + timedelta(seconds=10), {1: 63.5, 2: 64.0}))
+    assert await ingest.flush() == 3
+    assert ingest.counters.dropped_not_held == 4 and ingest.counters.stored == 3
+    assert ingest.buffered_rows == 0 and len(lags) == 1
+    async with sessionmaker() as session:
+        stored = (
+            await session.execute(
+                select(TemperatureReading.kiosk_id, func.count()).group_by(
+                    TemperatureReading.kiosk_id
+                )
+            )
+        ).all()
+        minutes = await session.scalar(
+            select(func.sum(TemperatureMinute.readings)).where(
+                TemperatureMinute.kiosk_id == taken.kiosk_id
+            )
+        )
+    assert dict(stored) == {ours.kiosk_id: 3}
+    assert minutes is None
+
+
+async def test_a_telemetry_write_waits_for_a_take_in_flight_and_then_stores_nothing_of_it(
+    pg_database_url: str,
+) -> None:
+    """ADR 0106, PostgreSQL: a take locks the lease row FOR UPDATE, changes holder and epoch,
+    and commits. A write that proves the lease while the take's transaction is open waits for
+    it, then finds the lease taken and stores nothing of the kiosk: the taker asked the kiosk
+    for the readings after those stored, and stores these itself."""
+    engine = create_engine(pg_database_url)
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        seeded = await seed(sessionmaker)
+        code = seeded.kiosk_code
+        await lease_in_database(sessionmaker, code, "replica-a", 1)
+        ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker))
+        fences = {code: Fence(code, "replica-a", 1, time.monotonic() + 60.0)}
+        ingest.fence_with(fences.get)
+        ingest.submit(code, telemetry(datetime.now(UTC), {1: 63.0, 2: 64.0}))
+        async with engine.connect() as take:
+            await take.execute(
+                text("SELECT epoch FROM kiosk_leases WHERE kiosk_code = :k FOR UPDATE"), {"k": code}
+            )
+            writing = asyncio.create_task(ingest.flush())
+            assert await first_of(engine, writing) == "waiting"
+            await take.execute(
+                text(
+                    "UPDATE kiosk_leases SET holder = 'replica-b', epoch = 2 WHERE kiosk_code = :k"
+                ),
+                {"k": code},
+            )
+            await take.commit()
+        assert await writing == 0
+        assert ingest.counters.dropped_not_held == 2 and await count_readings(engine) == 0
+    finally:
+        await engine.dispose()
 
 
 async def test_readings_waiting_for_their_lease_do_not_make_the_ingest_flush_early(

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import contract
@@ -54,6 +54,7 @@ from tests.locker_service.world import (
     token_of,
     until_due,
 )
+from tests.support.row_locks import first_of
 
 SCALE = 3600.0  # an hour of nominal time per real second
 
@@ -299,7 +300,7 @@ async def test_a_door_timer_that_runs_while_a_retry_commits_leaves_the_compartme
         await timers.cancel(retry, [TimerKind.DROPOFF_TIMEOUT], order_id=held.id)
         await retry.flush()
         deciding = asyncio.create_task(handlers.dropoff_timeout(service, timer))
-        await _waits_for_a_row_lock(service, deciding)
+        assert await first_of(service.engine, deciding) == "waiting"
         # The rest of the retry's transaction (`_allocate`) while the handler holds the
         # compartment and waits for the order: its new timer and opening refer to the
         # compartment, which a lock stronger than FOR NO KEY UPDATE would hold up (deadlock).
@@ -334,7 +335,7 @@ async def test_the_door_shutting_while_the_door_timer_decides_waits_its_turn(
     async with session_scope(service.sessionmaker) as timer_side:
         await _locked(timer_side, world, n)
         shutting = asyncio.create_task(event(service, world, "door_closed", n, occupied=True))
-        await _waits_for_a_row_lock(service, shutting)
+        assert await first_of(service.engine, shutting) == "waiting"
         await timer_side.scalar(  # the timer's next lock: a deadlock here without the fix
             select(Order).where(Order.id == uuid.UUID(order["id"])).with_for_update(key_share=True)
         )
@@ -377,7 +378,7 @@ async def test_a_door_timer_that_runs_as_the_door_shuts_leaves_no_alert_open(
         await timers.cancel(shutting, [TimerKind.DOOR_LEFT_OPEN], compartment_id=box.id)
         assert await resolve_alerts(shutting, f"door_left_open:{box.id}") == 0
         deciding = asyncio.create_task(run(service, timer))
-        await _waits_for_a_row_lock(service, deciding)
+        assert await first_of(service.engine, deciding) == "waiting"
     decided = await deciding
     if kind is TimerKind.DOOR_LEFT_OPEN:
         assert decided is None  # done: no retry
@@ -418,7 +419,7 @@ async def test_a_door_shut_as_its_timer_raises_the_alert_resolves_it(
         else:
             handled = event(service, world, "door_closed", n, occupied=True)
         shut = asyncio.create_task(handled)
-        await _waits_for_a_row_lock(service, shut)
+        assert await first_of(service.engine, shut) == "waiting"
     await shut
     assert (await compartment(service, world, n)).door_open is False
     assert await _unresolved_alerts(service, "door_left_open") == []
@@ -448,7 +449,7 @@ async def test_a_latch_back_as_her_door_is_reported_waits_its_turn(
         latched = asyncio.create_task(
             handler.on_snapshot(world.kiosk_code, board_snapshot(n, occupied=True))
         )
-        await _waits_for_a_row_lock(service, latched)
+        assert await first_of(service.engine, latched) == "waiting"
         await door_side.scalar(  # the event's next lock: a deadlock here without the fix
             select(Order).where(Order.id == uuid.UUID(order["id"])).with_for_update(key_share=True)
         )
@@ -474,24 +475,6 @@ async def _unresolved_alerts(service: ServiceContext, kind: str) -> list[str]:
             select(Alert.message).where(Alert.kind == kind, Alert.state != "resolved")
         )
         return list(rows)
-
-
-async def _waits_for_a_row_lock(service: ServiceContext, task: asyncio.Task[Any]) -> None:
-    """Until a session of the test's database waits for a lock (the task's), as PostgreSQL
-    says; the task must not have ended first."""
-    async with service.sessionmaker() as session:
-        while not task.done():
-            waiting = await session.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            )
-            await session.rollback()  # each look is its own snapshot
-            if waiting:
-                return
-            await asyncio.sleep(0.02)
-    raise AssertionError(f"ended without waiting for a lock: {task.result()!r}")
 
 
 async def test_watchdog_completes_a_cycle_whose_event_was_lost(
