@@ -425,7 +425,8 @@ class TelemetryIngest:
         new = [q for (code, ts), q in fresh.items() if (ids[code], ts) not in stored]
         rows, written = await self._write(new, observe_lag=False, watch=False) if new else (0, [])
         self.counters.dropped_unknown_kiosk += unknown
-        self.counters.resent_stored += len(written)  # those held back for their lease: later
+        # Not those held back for their lease (later), nor those whose lease the write found lost.
+        self.counters.resent_stored += len(written)
         self.counters.resent_repeated += sum(1 for code, _, _ in batch if code in ids) - len(new)
         if written and self._monitor_of is not None:
             await self._watch_resent(written, kiosks)
@@ -513,8 +514,9 @@ class TelemetryIngest:
                 len(lost),
             )
         self.counters.stored += len(rows)
-        self.counters.batches += 1
-        self.counters.last_batch_rows = len(rows)
+        if rows:
+            self.counters.batches += 1
+            self.counters.last_batch_rows = len(rows)
         if self._lag_observer is not None and observe_lag:
             stored_at = contract.utcnow()
             for _, telemetry in batch:

@@ -126,10 +126,14 @@ async def insert_readings(
     """Store a batch and merge its minute rollups, in one transaction: the minutes account for
     exactly the readings stored, whatever fails or restarts in between.
 
-    With `leases`, the transaction first proves them (ADR 0106): the rows of a kiosk whose lease
-    row no longer names that holder and epoch are left out, and its id returned; the others'
-    lease rows stay locked until the commit, so no take or release commits in between. Rows of
-    a kiosk without a claim are left out too.
+    With `leases`, the transaction proves them (ADR 0106): the rows of a kiosk whose lease row
+    no longer names that holder and epoch, or that has no claim, are left out, and its id
+    returned. On PostgreSQL the proof comes last, after the COPY and just before the commit,
+    and locks the lease rows (`FOR KEY SHARE`) until the commit: no take or release commits in
+    between, and a replica frozen in the middle of the COPY, whose session the database cannot
+    time out, holds no lease row meanwhile. A lease found lost rolls the write back, and it is
+    made again without that kiosk. On SQLite the proof comes first: the transaction holds the
+    database's one write lock from its `BEGIN IMMEDIATE`.
 
     PostgreSQL: binary COPY through asyncpg, which is what sustains tens of thousands of rows a
     second (a multi-row INSERT spends its time in parameter handling), and one array upsert of
@@ -138,34 +142,60 @@ async def insert_readings(
     """
     if not rows:
         return set()
+    lost = set() if leases is None else {row.kiosk_id for row in rows} - set(leases)
+    claims = None if leases is None else {k: c for k, c in leases.items() if k not in lost}
     postgres = engine.dialect.name == "postgresql"
     if postgres and partitions is not None:
         await partitions.cover(engine, {day_of(row.ts) for row in rows})
     async with engine.connect() as connection:
         if postgres:
             driver = await _driver(connection)
-            # The driver's own transaction: SQLAlchemy has begun none on this connection.
-            async with driver.transaction():
-                lost = await _leases_lost_pg(driver, leases) if leases is not None else set()
-                kept = _without(rows, lost, leases)
-                if kept:
-                    await _write_pg(driver, kept, roll_up(kept) if rollups else [])
-        else:
-            # BEGIN IMMEDIATE (the engine's): the database's one write lock from here on.
-            lost = await _leases_lost_sqlite(connection, leases) if leases is not None else set()
-            kept = _without(rows, lost, leases)
-            if kept:
-                await _write_sqlite(connection, kept, roll_up(kept) if rollups else [])
-            await connection.commit()
+            while True:
+                kept = _without(rows, lost)
+                found = await _write_proved_pg(
+                    driver, kept, roll_up(kept) if rollups else [], claims
+                )
+                if not found:
+                    return lost
+                lost |= found  # rolled back: made again without them (fewer claims each round)
+                claims = {k: c for k, c in (claims or {}).items() if k not in found}
+        # BEGIN IMMEDIATE (the engine's) at the first statement: the database's one write lock.
+        if claims is not None:
+            lost |= await _leases_lost_sqlite(connection, claims)
+        kept = _without(rows, lost)
+        if kept:
+            await _write_sqlite(connection, kept, roll_up(kept) if rollups else [])
+        await connection.commit()
     return lost
 
 
-def _without(
-    rows: Sequence[ReadingRow], lost: set[int], leases: LeaseClaims | None
-) -> Sequence[ReadingRow]:
-    if leases is None:
-        return rows
-    return [row for row in rows if row.kiosk_id in leases and row.kiosk_id not in lost]
+def _without(rows: Sequence[ReadingRow], lost: set[int]) -> Sequence[ReadingRow]:
+    return [row for row in rows if row.kiosk_id not in lost] if lost else rows
+
+
+async def _write_proved_pg(
+    driver: Any,
+    rows: Sequence[ReadingRow],
+    minutes: list[MinuteRollup],
+    claims: LeaseClaims | None,
+) -> set[int]:
+    """Write in the driver's own transaction (SQLAlchemy has begun none on this connection),
+    then prove the claims: committed if all hold, else rolled back, and the kiosks whose lease
+    was lost returned."""
+    transaction = driver.transaction()
+    await transaction.start()
+    try:
+        if rows:
+            await _write_pg(driver, rows, minutes)
+        lost = await _leases_lost_pg(driver, claims) if claims else set()
+    except BaseException:
+        await transaction.rollback()
+        raise
+    if lost:
+        await transaction.rollback()
+    else:
+        await transaction.commit()
+    return lost
 
 
 async def _leases_lost_pg(driver: Any, leases: LeaseClaims) -> set[int]:

@@ -4,11 +4,13 @@ through the operator endpoint; hot-holding findings reach the alerts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import httpx
 import pytest
@@ -33,6 +35,7 @@ from locker_service.models import (
     TemperatureReading,
 )
 from locker_service.models.people import operator_sites
+from locker_service.telemetry import repository as telemetry_repository
 from locker_service.telemetry.ingest import TelemetryIngest, TemperatureAlerts
 from locker_service.telemetry.monitor import Finding, HoldingMonitor
 from locker_service.telemetry.repository import readings_between
@@ -275,8 +278,9 @@ async def test_a_write_stores_nothing_of_a_kiosk_whose_lease_was_taken_since_its
 ) -> None:
     """ADR 0106: the replica's own account says the lease is ours and current (it was, when
     judged; or the replica was paused between the judgement and the write), but the lease row
-    names another holder: the write's transaction leaves that kiosk's batches out, rollups and
-    all, and counts them dropped; the other kiosk's, whose lease row agrees, are stored."""
+    names another holder: the write's transaction leaves that kiosk's batches out, live and sent
+    again, rollups and all, and counts them dropped; the other kiosk's, whose lease row agrees,
+    are stored."""
     sessionmaker = create_sessionmaker(engine)
     taken, ours = await seed(sessionmaker), await seed(sessionmaker)
     lags: list[float] = []
@@ -293,8 +297,11 @@ async def test_a_write_stores_nothing_of_a_kiosk_whose_lease_was_taken_since_its
     ingest.submit(taken.kiosk_code, telemetry(t0, {1: 63.0, 2: 64.0}))
     ingest.submit(ours.kiosk_code, telemetry(t0, {1: 62.0, 2: 61.0, 3: 60.5}))
     ingest.submit(taken.kiosk_code, telemetry(t0 + timedelta(seconds=10), {1: 63.5, 2: 64.0}))
+    earlier = telemetry(t0 - timedelta(seconds=10), {1: 63.0, 2: 64.0})
+    ingest.submit(taken.kiosk_code, earlier.model_copy(update={"resent": True}))
     assert await ingest.flush() == 3
-    assert ingest.counters.dropped_not_held == 4 and ingest.counters.stored == 3
+    assert ingest.counters.dropped_not_held == 6 and ingest.counters.stored == 3
+    assert ingest.counters.resent_stored == 0 and ingest.counters.resent_repeated == 0
     assert ingest.buffered_rows == 0 and len(lags) == 1
     async with sessionmaker() as session:
         stored = (
@@ -313,6 +320,30 @@ async def test_a_write_stores_nothing_of_a_kiosk_whose_lease_was_taken_since_its
     assert minutes is None
 
 
+@contextlib.asynccontextmanager
+async def fenced_kiosk(
+    pg_database_url: str,
+) -> AsyncIterator[tuple[AsyncEngine, str, TelemetryIngest]]:
+    """A kiosk whose lease replica-a holds at epoch 1, by the database and by the ingest's
+    account, and a batch of two of its readings submitted."""
+    engine = create_engine(pg_database_url)
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        code = (await seed(sessionmaker)).kiosk_code
+        await lease_in_database(sessionmaker, code, "replica-a", 1)
+        ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker))
+        ingest.fence_with({code: Fence(code, "replica-a", 1, time.monotonic() + 60.0)}.get)
+        ingest.submit(code, telemetry(datetime.now(UTC), {1: 63.0, 2: 64.0}))
+        yield engine, code, ingest
+    finally:
+        await engine.dispose()
+
+
+# What a take does to the lease row: lock it, then hand it to replica-b at epoch 2.
+TAKE_LOCK = "SELECT epoch FROM kiosk_leases WHERE kiosk_code = :k FOR UPDATE"
+TAKE_HAND_ON = "UPDATE kiosk_leases SET holder = 'replica-b', epoch = 2 WHERE kiosk_code = :k"
+
+
 async def test_a_telemetry_write_waits_for_a_take_in_flight_and_then_stores_nothing_of_it(
     pg_database_url: str,
 ) -> None:
@@ -320,33 +351,47 @@ async def test_a_telemetry_write_waits_for_a_take_in_flight_and_then_stores_noth
     and commits. A write that proves the lease while the take's transaction is open waits for
     it, then finds the lease taken and stores nothing of the kiosk: the taker asked the kiosk
     for the readings after those stored, and stores these itself."""
-    engine = create_engine(pg_database_url)
-    try:
-        sessionmaker = create_sessionmaker(engine)
-        seeded = await seed(sessionmaker)
-        code = seeded.kiosk_code
-        await lease_in_database(sessionmaker, code, "replica-a", 1)
-        ingest = TelemetryIngest(engine, KioskDirectory(sessionmaker))
-        fences = {code: Fence(code, "replica-a", 1, time.monotonic() + 60.0)}
-        ingest.fence_with(fences.get)
-        ingest.submit(code, telemetry(datetime.now(UTC), {1: 63.0, 2: 64.0}))
+    async with fenced_kiosk(pg_database_url) as (engine, code, ingest):
         async with engine.connect() as take:
-            await take.execute(
-                text("SELECT epoch FROM kiosk_leases WHERE kiosk_code = :k FOR UPDATE"), {"k": code}
-            )
+            await take.execute(text(TAKE_LOCK), {"k": code})
             writing = asyncio.create_task(ingest.flush())
             assert await first_of(engine, writing) == "waiting"
-            await take.execute(
-                text(
-                    "UPDATE kiosk_leases SET holder = 'replica-b', epoch = 2 WHERE kiosk_code = :k"
-                ),
-                {"k": code},
-            )
+            await take.execute(text(TAKE_HAND_ON), {"k": code})
             await take.commit()
         assert await writing == 0
         assert ingest.counters.dropped_not_held == 2 and await count_readings(engine) == 0
-    finally:
-        await engine.dispose()
+
+
+async def test_a_telemetry_write_locks_no_lease_row_while_it_copies(
+    pg_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 0106, PostgreSQL: the proof comes after the COPY. A replica frozen in the middle of
+    a COPY keeps its session active, which no idle timeout ends; had it locked the lease rows
+    first, its kiosks' takes would wait for as long as it is frozen. Here the take locks the
+    row at once (NOWAIT) while the COPY is held, and commits; the write then finds the lease
+    taken and rolls back what it copied."""
+    async with fenced_kiosk(pg_database_url) as (engine, code, ingest):
+        copied, resume = asyncio.Event(), asyncio.Event()
+        copy = telemetry_repository._write_pg
+
+        async def frozen_after_copying(*args: Any) -> None:
+            await copy(*args)
+            copied.set()
+            await resume.wait()
+
+        monkeypatch.setattr(telemetry_repository, "_write_pg", frozen_after_copying)
+        writing = asyncio.create_task(ingest.flush())
+        await copied.wait()
+        async with engine.connect() as take:  # the row free at once: NOWAIT
+            await take.execute(text(TAKE_LOCK + " NOWAIT"), {"k": code})
+            await take.execute(text(TAKE_HAND_ON), {"k": code})
+            await take.commit()
+        resume.set()
+        assert await writing == 0
+        assert ingest.counters.dropped_not_held == 2 and await count_readings(engine) == 0
+        async with engine.connect() as connection:
+            minutes = select(func.count()).select_from(TemperatureMinute)
+            assert await connection.scalar(minutes) == 0
 
 
 async def test_readings_waiting_for_their_lease_do_not_make_the_ingest_flush_early(
