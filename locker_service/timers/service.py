@@ -37,6 +37,8 @@ class TimerKind(StrEnum):
 
 
 _DUE_NOW = "locker_service.timers.due_now"  # in `Session.info`: a timer due at once scheduled
+# A claim that fills takes at most this many more to finish its last instant (ADR 0107).
+CLAIM_TAIL = 200
 
 
 def _note_due(session: AsyncSession, due_at: datetime) -> None:
@@ -145,20 +147,32 @@ async def cancel(
 async def claim_due(
     session: AsyncSession, *, lease: timedelta, limit: int, skip_locked: bool
 ) -> list[Timer]:
+    """The `limit` timers due first, and, when they fill it, the rest of the last one's instant
+    (up to `CLAIM_TAIL` more): a kiosk's food checks fall due at one instant and run as one only
+    if claimed together (ADR 0107). Each is leased to this claim until `lease` from now."""
     now = utcnow()
-    query = (
-        select(Timer)
-        .where(
-            Timer.state == "pending",
-            Timer.due_at <= now,
-            or_(Timer.locked_until.is_(None), Timer.locked_until < now),
-        )
-        .order_by(Timer.due_at)
-        .limit(limit)
+    due = (
+        Timer.state == "pending",
+        Timer.due_at <= now,
+        or_(Timer.locked_until.is_(None), Timer.locked_until < now),
     )
+    query = select(Timer).where(*due).order_by(Timer.due_at).limit(limit)
     if skip_locked:
         query = query.with_for_update(skip_locked=True)
     timers = list((await session.scalars(query)).all())
+    if timers and len(timers) == limit:
+        rest = (
+            select(Timer)
+            .where(
+                *due,
+                Timer.due_at == timers[-1].due_at,
+                Timer.id.not_in([timer.id for timer in timers]),
+            )
+            .limit(CLAIM_TAIL)
+        )
+        if skip_locked:
+            rest = rest.with_for_update(skip_locked=True)
+        timers += (await session.scalars(rest)).all()
     for timer in timers:
         timer.locked_until = now + lease
         timer.attempts += 1

@@ -588,6 +588,31 @@ async def test_concurrent_loops_run_each_timer_once(world: World, service: Servi
     assert set(states) == {"done"}
 
 
+async def test_a_claim_that_fills_inside_an_instant_takes_the_rest_of_it(
+    world: World, service: ServiceContext
+) -> None:
+    """ADR 0107: a kiosk's food checks fall due at one instant and run as one only if claimed
+    together. A claim of 20 whose 20th timer falls inside an instant takes the rest of it; the
+    instants after are left for the next claim."""
+    now = utcnow()
+    instants = [
+        now - timedelta(seconds=30),
+        now - timedelta(seconds=20),
+        now - timedelta(seconds=10),
+    ]
+    async with session_scope(service.sessionmaker) as session:
+        for instant, count in zip(instants, (18, 7, 3), strict=True):
+            for _ in range(count):
+                timers.schedule(session, TimerKind.FOOD_CHECK, instant)
+    lease = timedelta(minutes=1)
+    async with session_scope(service.sessionmaker) as session:
+        first = await timers.claim_due(session, lease=lease, limit=20, skip_locked=True)
+    async with session_scope(service.sessionmaker) as session:
+        second = await timers.claim_due(session, lease=lease, limit=20, skip_locked=True)
+    assert sorted(t.due_at for t in first) == [instants[0]] * 18 + [instants[1]] * 7
+    assert [t.due_at for t in second] == [instants[2]] * 3
+
+
 async def test_a_food_check_that_runs_for_hours_never_gives_up(
     world: World, service: ServiceContext
 ) -> None:
