@@ -146,7 +146,7 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
             await clocks.start()
             runtime.clocks = clocks
             if settings.offline_supply_refresh_s > 0:
-                supply = SupplyLoop(settings, ctx.sessionmaker, link)
+                supply = SupplyLoop(settings, ctx.sessionmaker, link, hub=ctx.hub)
                 await supply.start()
                 runtime.supply = supply
         if settings.notify_enabled:

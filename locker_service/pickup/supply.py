@@ -35,10 +35,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from firmware_bridge.contract import KioskStatus, OfflineOrder, OfflineSupply
 from firmware_bridge.contract.codes import code_mac
 from firmware_bridge.contract.offline import encode_key
+from locker_service.alerts.service import raise_alert, resolve_alerts
 from locker_service.background import BackgroundLoop
 from locker_service.config import Settings
 from locker_service.db import session_scope
-from locker_service.models import Compartment, Kiosk, Order, Site, utcnow
+from locker_service.live import LiveHub
+from locker_service.models import Alert, Compartment, Kiosk, Order, Site, utcnow
 from locker_service.orders import codes
 from locker_service.orders.lifecycle import OrderState
 
@@ -50,6 +52,13 @@ CHECK_S = 1.0  # real seconds between looks for a change
 OVERLAP = timedelta(seconds=5)
 FACTS_PER_QUERY = 2_000  # kiosks per facts query: an IN list well under a driver's limit
 NO_DEADLINE = timedelta(days=1)  # an order with neither a hold nor a food deadline
+# An order its kiosk's supply cannot carry (ADR 0108): one alert per order, open while it is
+# ready there and left out.
+NOT_SUPPLIED_ALERT = "order_not_supplied_offline"
+
+
+def not_supplied_key(order_id: uuid.UUID) -> str:
+    return f"{NOT_SUPPLIED_ALERT}:{order_id}"
 
 
 class SupplyLink(Protocol):
@@ -68,6 +77,7 @@ class SupplyLink(Protocol):
 @dataclass(frozen=True, slots=True)
 class ReadyOrder:
     order_id: uuid.UUID
+    external_ref: str
     token_salt: str
     token_sha256: str
     compartment: int
@@ -80,6 +90,7 @@ class KioskFacts:
     frozen: bool
     orders: tuple[ReadyOrder, ...]
     site_id: int
+    kiosk_pk: int  # the kiosk's database id (its alerts')
 
     def fingerprint(self) -> tuple[object, ...]:
         return (
@@ -90,13 +101,14 @@ class KioskFacts:
 
 async def kiosk_facts(session: AsyncSession, kiosk_codes: Collection[str]) -> dict[str, KioskFacts]:
     """What each of these kiosks must know: two queries."""
-    kiosks = select(Kiosk.code, Site.kill_switch_engaged, Site.id).join(
+    kiosks = select(Kiosk.code, Site.kill_switch_engaged, Site.id, Kiosk.id).join(
         Site, Site.id == Kiosk.site_id
     )
     ready = (
         select(
             Kiosk.code,
             Order.id,
+            Order.external_ref,
             Order.token_salt,
             Order.pickup_token_hash,
             Compartment.number,
@@ -112,13 +124,14 @@ async def kiosk_facts(session: AsyncSession, kiosk_codes: Collection[str]) -> di
     kiosks = kiosks.where(Kiosk.code.in_(list(kiosk_codes)))
     ready = ready.where(Kiosk.code.in_(list(kiosk_codes)))
     by_kiosk: dict[str, list[ReadyOrder]] = {}
-    for code, order_id, salt, token_hash, number, used_at, hold_until, food_deadline in (
+    for code, order_id, ref, salt, token_hash, number, used_at, hold_until, food_deadline in (
         await session.execute(ready)
     ).all():
         deadlines = [d for d in (hold_until, food_deadline) if d is not None]
         by_kiosk.setdefault(code, []).append(
             ReadyOrder(
                 order_id,
+                ref,
                 salt,
                 token_hash,
                 number,
@@ -127,8 +140,8 @@ async def kiosk_facts(session: AsyncSession, kiosk_codes: Collection[str]) -> di
             )
         )
     return {
-        code: KioskFacts(bool(frozen), tuple(by_kiosk.get(code, ())), site_id)
-        for code, frozen, site_id in (await session.execute(kiosks)).all()
+        code: KioskFacts(bool(frozen), tuple(by_kiosk.get(code, ())), site_id, kiosk_pk)
+        for code, frozen, site_id, kiosk_pk in (await session.execute(kiosks)).all()
     }
 
 
@@ -202,13 +215,15 @@ def build_supply(
     now: datetime,
     key: bytes,
     kiosk_id: str = "",
-) -> OfflineSupply:
-    """The supply of one kiosk, its typed-code verifiers under `key`. An order whose stored
-    facts cannot be supplied (a salt that is not hex, a token hash that is not SHA-256) is
-    left out and logged: its purchaser's code still works while the kiosk reaches the
-    service, and every other order and kiosk is still supplied (one bad row failed every
-    kiosk's supply, every second)."""
+) -> tuple[OfflineSupply, dict[uuid.UUID, str]]:
+    """The supply of one kiosk, its typed-code verifiers under `key`, and the orders left out,
+    each with why. An order whose stored facts cannot be supplied (a salt that is not hex, a
+    token hash that is not SHA-256) is left out and logged: its purchaser's code still works
+    while the kiosk reaches the service, and every other order and kiosk is still supplied
+    (one bad row failed every kiosk's supply, every second). The loop raises an alert for it
+    (ADR 0108)."""
     orders = []
+    left_out: dict[uuid.UUID, str] = {}
     for o in facts.orders:
         try:
             token = codes.pickup_token(secret_key, o.order_id, o.token_salt)
@@ -231,7 +246,8 @@ def build_supply(
             log.error(
                 "order %s left out of kiosk %s's offline supply: %s", o.order_id, kiosk_id, why
             )
-    return OfflineSupply(
+            left_out[o.order_id] = why
+    supply = OfflineSupply(
         supply_id=uuid.uuid4().hex,
         issued_at=now,
         refresh_s=refresh_s,
@@ -239,6 +255,7 @@ def build_supply(
         code_key=encode_key(key),
         orders=orders,
     )
+    return supply, left_out
 
 
 @dataclass(slots=True)
@@ -260,13 +277,19 @@ class SupplyLoop:
         link: SupplyLink,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        hub: LiveHub | None = None,
     ) -> None:
         self.settings = settings
         self.refresh_s = settings.offline_supply_refresh_s
         self._sessionmaker = sessionmaker
         self._link = link
         self._monotonic = monotonic
+        self._hub = hub
         self._sent: dict[str, _Sent] = {}
+        # Per kiosk, the orders whose "not supplied" alert is open, as this replica knows:
+        # read from the alerts the first time it supplies the kiosk (another replica, or this
+        # one before a restart, may have raised them).
+        self._alerted: dict[str, frozenset[uuid.UUID]] = {}
         self._watch = ChangeWatch()
         self.sent = 0  # supplies handed to the broker
         self.facts_read = 0  # kiosks whose facts were looked up, over all rounds
@@ -291,11 +314,11 @@ class SupplyLoop:
     async def round(self) -> bool:
         """Send every supply that is due; never busy (the next look is a period away)."""
         if not self._link.ready:
-            self._sent.clear()  # whatever was sent may not have arrived: all again once back
+            self._forget()  # whatever was sent may not have arrived: all again once back
             return False
         handled = self._link.handled_kiosks()
         if handled is not None and not handled:
-            self._sent.clear()
+            self._forget()
             return False
         clock = self._monotonic()
         online = {
@@ -306,14 +329,19 @@ class SupplyLoop:
         for kiosk_id in set(self._sent) - set(online):
             # Handed over, gone or away (nobody to hear it): supplied afresh once back.
             del self._sent[kiosk_id]
+            self._alerted.pop(kiosk_id, None)
         try:
             await self._supply(online, clock)
         except Exception:
             # What the look found may not have reached its kiosks: look afresh (every kiosk).
             self._watch = ChangeWatch()
-            self._sent.clear()
+            self._forget()
             raise
         return False
+
+    def _forget(self) -> None:
+        self._sent.clear()
+        self._alerted.clear()
 
     async def _supply(self, online: dict[str, KioskStatus], clock: float) -> None:
         now = utcnow()
@@ -327,7 +355,9 @@ class SupplyLoop:
             ]
             for start in range(0, len(touched), FACTS_PER_QUERY):
                 facts.update(await kiosk_facts(session, touched[start : start + FACTS_PER_QUERY]))
+            await self._recall_alerts(session, facts)
         self.facts_read += len(touched)
+        left_out: dict[str, dict[uuid.UUID, str]] = {}
         for kiosk_id in set(touched) - set(facts):
             # Not a kiosk of the database (its status came first): looked at again with the
             # refresh, or at once when an order changes there; nothing is sent to it.
@@ -343,7 +373,7 @@ class SupplyLoop:
                 and clock - sent.at < self.refresh_s
             ):
                 continue
-            supply = build_supply(
+            supply, left_out[kiosk_id] = build_supply(
                 self.settings.secret_key,
                 kiosk,
                 self.refresh_s,
@@ -356,6 +386,7 @@ class SupplyLoop:
                 log.warning("offline supply for kiosk %s not sent: %s", kiosk_id, failure)
                 # Read again next round: the change that touched it has been looked at.
                 self._sent.pop(kiosk_id, None)
+                del left_out[kiosk_id]
                 continue
             # A kiosk's first supply is stamped up to half a refresh early, so a fleet supplied
             # in one round (a restart) is refreshed over half a period, not all in one round.
@@ -372,6 +403,61 @@ class SupplyLoop:
                 frozenset(o.order_id for o in kiosk.orders),
             )
             self.sent += 1
+        await self._alert(facts, left_out)
+
+    async def _recall_alerts(self, session: AsyncSession, facts: dict[str, KioskFacts]) -> None:
+        """The open "not supplied" alerts of the kiosks this replica has not supplied yet."""
+        new = {kiosk.kiosk_pk: code for code, kiosk in facts.items() if code not in self._alerted}
+        if not new:
+            return
+        open_alerts: dict[str, set[uuid.UUID]] = {code: set() for code in new.values()}
+        for kiosk_pk, key in await session.execute(
+            select(Alert.kiosk_id, Alert.dedupe_key).where(
+                Alert.kind == NOT_SUPPLIED_ALERT,
+                Alert.state != "resolved",
+                Alert.kiosk_id.in_(list(new)),
+            )
+        ):
+            assert kiosk_pk is not None  # by the query
+            open_alerts[new[kiosk_pk]].add(uuid.UUID(key.rpartition(":")[2]))
+        self._alerted.update({code: frozenset(orders) for code, orders in open_alerts.items()})
+
+    async def _alert(
+        self, facts: dict[str, KioskFacts], left_out: dict[str, dict[uuid.UUID, str]]
+    ) -> None:
+        """An alert for each order newly left out of its kiosk's supply; resolved once it is
+        supplied, or no longer ready there (ADR 0108). One transaction for the round."""
+        changed = {
+            code: orders
+            for code, orders in left_out.items()
+            if frozenset(orders) != self._alerted.get(code, frozenset())
+        }
+        if not changed:
+            return
+        async with session_scope(self._sessionmaker) as session:
+            for code, orders in changed.items():
+                kiosk = facts[code]
+                before = self._alerted.get(code, frozenset())
+                for order in kiosk.orders:
+                    if order.order_id in orders and order.order_id not in before:
+                        await raise_alert(
+                            session,
+                            kind=NOT_SUPPLIED_ALERT,
+                            severity="warning",
+                            message=(
+                                f"order {order.external_ref} in compartment {order.compartment}"
+                                f" of kiosk {code} cannot be checked while the kiosk is cut"
+                                f" off: {orders[order.order_id]}"
+                            ),
+                            dedupe_key=not_supplied_key(order.order_id),
+                            site_id=kiosk.site_id,
+                            kiosk_id=kiosk.kiosk_pk,
+                            hub=self._hub,
+                        )
+                for order_id in before - frozenset(orders):
+                    await resolve_alerts(session, not_supplied_key(order_id), self._hub)
+        for code, orders in changed.items():
+            self._alerted[code] = frozenset(orders)
 
     def _touched(
         self, kiosk_id: str, status_ts: datetime | None, clock: float, changes: Changes

@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from firmware_bridge import contract
 from locker_service.db import create_engine, create_sessionmaker, session_scope
-from locker_service.models import Compartment, Order, Site, utcnow
+from locker_service.models import Alert, Compartment, Order, Site, utcnow
 from locker_service.orders import codes
-from locker_service.pickup.supply import SupplyLoop
+from locker_service.pickup.supply import NOT_SUPPLIED_ALERT, SupplyLoop, not_supplied_key
 from locker_service.sites import service as admin
 from tests.locker_service.conftest import make_settings
 
@@ -260,3 +260,43 @@ async def test_an_order_the_supply_cannot_carry_is_left_out_and_the_rest_still_s
     await _change_order(fleet, "b1", token_salt=codes.new_salt())  # the row put right
     assert await _round(fleet) == (1, ["b1"])
     assert [o.order_id for o in fleet.link.last("b1").orders] == [str(fleet.orders["b1"])]
+
+
+async def _open_not_supplied(fleet: Fleet) -> dict[str, str]:
+    """The open "not supplied" alerts: dedupe key -> message."""
+    async with fleet.sessionmaker() as session:
+        rows = await session.execute(
+            select(Alert.dedupe_key, Alert.message).where(
+                Alert.kind == NOT_SUPPLIED_ALERT, Alert.state != "resolved"
+            )
+        )
+        return {key: message for key, message in rows}
+
+
+async def test_an_order_left_out_of_the_supply_raises_one_alert_until_it_is_supplied_or_gone(
+    fleet: Fleet,
+) -> None:
+    """ADR 0108: the operator is told, once, of each order the kiosk cannot check while cut
+    off; the alert resolves once the order is supplied (its row put right) or is no longer
+    ready there (collected). A replica that takes the kiosk over, without the first one's
+    memory, resolves the alert the first raised."""
+    await _change_order(fleet, "a1", pickup_token_hash="d4d0b37d4cde156bae86ada0d450c4fe")
+    await _change_order(fleet, "b1", token_salt="not hex")
+    await _round(fleet)
+    alerts = await _open_not_supplied(fleet)
+    assert set(alerts) == {not_supplied_key(fleet.orders[k]) for k in ("a1", "b1")}
+    assert "compartment 1 of kiosk a1" in alerts[not_supplied_key(fleet.orders["a1"])]
+    fleet.clock[0] += REFRESH_S  # the refresh builds every supply again: still left out
+    assert await _round(fleet) == (3, ["a1", "a2", "b1"])
+    async with fleet.sessionmaker() as session:
+        counts = await session.scalars(select(Alert.count).where(Alert.kind == NOT_SUPPLIED_ALERT))
+        assert list(counts) == [1, 1]  # raised once each, not again every refresh
+
+    await _change_order(fleet, "b1", token_salt=codes.new_salt())  # the row put right
+    await _round(fleet)
+    assert set(await _open_not_supplied(fleet)) == {not_supplied_key(fleet.orders["a1"])}
+
+    other = SupplyLoop(fleet.loop.settings, fleet.sessionmaker, fleet.link)  # a new holder
+    await _change_order(fleet, "a1", state="picked_up")  # collected meanwhile
+    await other.round()
+    assert await _open_not_supplied(fleet) == {}
