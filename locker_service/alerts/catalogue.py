@@ -172,12 +172,12 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
     "order_not_supplied_offline": {
         "en": Words("Order cannot be picked up while the kiosk is offline", "Its stored pickup "
                     "details could not be sent to the kiosk, so the kiosk cannot check her code "
-                    "while cut off from the service. Her typed code works while the kiosk is "
-                    "online. If she is stuck while it is cut off, it can open for her once it is "
-                    "back (her code, or a remote open from the dashboard). Have the order's "
-                    "record checked."),
+                    "while cut off from the service. Her typed code works while the kiosk is in "
+                    "touch with the service. If she is stuck while it is cut off, it can open "
+                    "for her once it is back (her code, or a remote open from the dashboard). "
+                    "Have the order's record checked."),
         "zh-Hans": Words("柜机离线时无法取此订单", "该订单保存的取餐信息无法发送到柜机，柜机与服务"
-                         "断开时无法核验她的取餐码。柜机在线时她输入的取餐码仍可使用。如柜机断开"
+                         "断开时无法核验她的取餐码。柜机与服务连通时她输入的取餐码仍可使用。如柜机断开"
                          "期间她无法取餐，待柜机恢复在线后即可开门（输入取餐码，或在控制台远程"
                          "开门）。请核查该订单的记录。"),
     },

@@ -61,6 +61,14 @@ def not_supplied_key(order_id: uuid.UUID) -> str:
     return f"{NOT_SUPPLIED_ALERT}:{order_id}"
 
 
+def _order_of(key: str) -> uuid.UUID | None:
+    """The order a "not supplied" alert's key names (None for a key not made here)."""
+    try:
+        return uuid.UUID(key.removeprefix(f"{NOT_SUPPLIED_ALERT}:"))
+    except ValueError:
+        return None
+
+
 class SupplyLink(Protocol):
     """What the loop asks of the kiosk link (`kiosk_link.link.KioskLink`)."""
 
@@ -76,13 +84,28 @@ class SupplyLink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ReadyOrder:
+    """As the query reads it (`_READY_COLUMNS`, in this order)."""
+
     order_id: uuid.UUID
     external_ref: str
+    compartment_pk: int
     token_salt: str
     token_sha256: str
     compartment: int
-    used: bool
-    deadline: datetime | None
+    code_used_at: datetime | None
+    hold_until: datetime | None
+    food_deadline: datetime | None
+
+    @property
+    def used(self) -> bool:
+        return self.code_used_at is not None
+
+    @property
+    def deadline(self) -> datetime | None:
+        """The sooner of its hold's end and its food's."""
+        return min(
+            (d for d in (self.hold_until, self.food_deadline) if d is not None), default=None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,23 +122,26 @@ class KioskFacts:
         )
 
 
+_READY_COLUMNS = (  # ReadyOrder's fields, in its order
+    Order.id,
+    Order.external_ref,
+    Compartment.id,
+    Order.token_salt,
+    Order.pickup_token_hash,
+    Compartment.number,
+    Order.code_used_at,
+    Order.hold_until,
+    Order.food_deadline,
+)
+
+
 async def kiosk_facts(session: AsyncSession, kiosk_codes: Collection[str]) -> dict[str, KioskFacts]:
     """What each of these kiosks must know: two queries."""
     kiosks = select(Kiosk.code, Site.kill_switch_engaged, Site.id, Kiosk.id).join(
         Site, Site.id == Kiosk.site_id
     )
     ready = (
-        select(
-            Kiosk.code,
-            Order.id,
-            Order.external_ref,
-            Order.token_salt,
-            Order.pickup_token_hash,
-            Compartment.number,
-            Order.code_used_at,
-            Order.hold_until,
-            Order.food_deadline,
-        )
+        select(Kiosk.code, *_READY_COLUMNS)
         .join(Compartment, Compartment.id == Order.compartment_id)
         .join(Kiosk, Kiosk.id == Compartment.kiosk_id)
         .where(Order.state == OrderState.READY.value)
@@ -124,21 +150,8 @@ async def kiosk_facts(session: AsyncSession, kiosk_codes: Collection[str]) -> di
     kiosks = kiosks.where(Kiosk.code.in_(list(kiosk_codes)))
     ready = ready.where(Kiosk.code.in_(list(kiosk_codes)))
     by_kiosk: dict[str, list[ReadyOrder]] = {}
-    for code, order_id, ref, salt, token_hash, number, used_at, hold_until, food_deadline in (
-        await session.execute(ready)
-    ).all():
-        deadlines = [d for d in (hold_until, food_deadline) if d is not None]
-        by_kiosk.setdefault(code, []).append(
-            ReadyOrder(
-                order_id,
-                ref,
-                salt,
-                token_hash,
-                number,
-                used_at is not None,
-                min(deadlines) if deadlines else None,
-            )
-        )
+    for code, *fields in (await session.execute(ready)).all():
+        by_kiosk.setdefault(code, []).append(ReadyOrder(*fields))
     return {
         code: KioskFacts(bool(frozen), tuple(by_kiosk.get(code, ())), site_id, kiosk_pk)
         for code, frozen, site_id, kiosk_pk in (await session.execute(kiosks)).all()
@@ -290,6 +303,7 @@ class SupplyLoop:
         # read from the alerts the first time it supplies the kiosk (another replica, or this
         # one before a restart, may have raised them).
         self._alerted: dict[str, frozenset[uuid.UUID]] = {}
+        self._swept_at: float | None = None  # monotonic: the last sweep of ended orders
         self._watch = ChangeWatch()
         self.sent = 0  # supplies handed to the broker
         self.facts_read = 0  # kiosks whose facts were looked up, over all rounds
@@ -386,6 +400,7 @@ class SupplyLoop:
                 log.warning("offline supply for kiosk %s not sent: %s", kiosk_id, failure)
                 # Read again next round: the change that touched it has been looked at.
                 self._sent.pop(kiosk_id, None)
+                self._alerted.pop(kiosk_id, None)  # read again once it is supplied
                 del left_out[kiosk_id]
                 continue
             # A kiosk's first supply is stamped up to half a refresh early, so a fleet supplied
@@ -404,29 +419,35 @@ class SupplyLoop:
             )
             self.sent += 1
         await self._alert(facts, left_out)
+        if self._swept_at is None or clock - self._swept_at >= self.refresh_s:
+            await self._sweep()
+            self._swept_at = clock
 
     async def _recall_alerts(self, session: AsyncSession, facts: dict[str, KioskFacts]) -> None:
         """The open "not supplied" alerts of the kiosks this replica has not supplied yet."""
         new = {kiosk.kiosk_pk: code for code, kiosk in facts.items() if code not in self._alerted}
-        if not new:
-            return
         open_alerts: dict[str, set[uuid.UUID]] = {code: set() for code in new.values()}
-        for kiosk_pk, key in await session.execute(
-            select(Alert.kiosk_id, Alert.dedupe_key).where(
-                Alert.kind == NOT_SUPPLIED_ALERT,
-                Alert.state != "resolved",
-                Alert.kiosk_id.in_(list(new)),
-            )
-        ):
-            assert kiosk_pk is not None  # by the query
-            open_alerts[new[kiosk_pk]].add(uuid.UUID(key.rpartition(":")[2]))
+        pks = list(new)
+        for start in range(0, len(pks), FACTS_PER_QUERY):
+            for kiosk_pk, key in await session.execute(
+                select(Alert.kiosk_id, Alert.dedupe_key).where(
+                    Alert.kind == NOT_SUPPLIED_ALERT,
+                    Alert.state != "resolved",
+                    Alert.kiosk_id.in_(pks[start : start + FACTS_PER_QUERY]),
+                )
+            ):
+                order_id = _order_of(key)
+                if kiosk_pk is not None and order_id is not None:
+                    open_alerts[new[kiosk_pk]].add(order_id)
         self._alerted.update({code: frozenset(orders) for code, orders in open_alerts.items()})
 
     async def _alert(
         self, facts: dict[str, KioskFacts], left_out: dict[str, dict[uuid.UUID, str]]
     ) -> None:
         """An alert for each order newly left out of its kiosk's supply; resolved once it is
-        supplied, or no longer ready there (ADR 0108). One transaction for the round."""
+        supplied, or no longer ready there (ADR 0108). One transaction for the round, its
+        resolutions first (an order moved to another kiosk is resolved at the old one and
+        raised at the new one)."""
         changed = {
             code: orders
             for code, orders in left_out.items()
@@ -435,6 +456,9 @@ class SupplyLoop:
         if not changed:
             return
         async with session_scope(self._sessionmaker) as session:
+            for code, orders in changed.items():
+                for order_id in self._alerted.get(code, frozenset()) - frozenset(orders):
+                    await resolve_alerts(session, not_supplied_key(order_id), self._hub)
             for code, orders in changed.items():
                 kiosk = facts[code]
                 before = self._alerted.get(code, frozenset())
@@ -452,12 +476,40 @@ class SupplyLoop:
                             dedupe_key=not_supplied_key(order.order_id),
                             site_id=kiosk.site_id,
                             kiosk_id=kiosk.kiosk_pk,
+                            compartment_id=order.compartment_pk,
                             hub=self._hub,
                         )
-                for order_id in before - frozenset(orders):
-                    await resolve_alerts(session, not_supplied_key(order_id), self._hub)
         for code, orders in changed.items():
             self._alerted[code] = frozenset(orders)
+
+    async def _sweep(self) -> None:
+        """Resolve the open "not supplied" alerts whose order is no longer ready anywhere:
+        ended while its kiosk was away (offline, or held by nobody), or at a kiosk retired.
+        Those of orders still ready wait for their kiosk's supply."""
+        async with session_scope(self._sessionmaker) as session:
+            keys = (
+                await session.scalars(
+                    select(Alert.dedupe_key).where(
+                        Alert.kind == NOT_SUPPLIED_ALERT, Alert.state != "resolved"
+                    )
+                )
+            ).all()
+            orders = {order_id: key for key in keys if (order_id := _order_of(key)) is not None}
+            ready: set[uuid.UUID] = set()
+            ids = list(orders)
+            for start in range(0, len(ids), FACTS_PER_QUERY):
+                ready.update(
+                    await session.scalars(
+                        select(Order.id).where(
+                            Order.id.in_(ids[start : start + FACTS_PER_QUERY]),
+                            Order.state == OrderState.READY.value,
+                        )
+                    )
+                )
+            for order_id in set(orders) - ready:
+                await resolve_alerts(session, orders[order_id], self._hub)
+        for code, alerted in self._alerted.items():
+            self._alerted[code] = alerted & ready
 
     def _touched(
         self, kiosk_id: str, status_ts: datetime | None, clock: float, changes: Changes

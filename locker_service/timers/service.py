@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
@@ -145,11 +145,17 @@ async def cancel(
 
 
 async def claim_due(
-    session: AsyncSession, *, lease: timedelta, limit: int, skip_locked: bool
+    session: AsyncSession,
+    *,
+    lease: timedelta,
+    limit: int,
+    skip_locked: bool,
+    tail_kinds: Collection[str] = (),
 ) -> list[Timer]:
     """The `limit` timers due first, and, when they fill it, the rest of the last one's instant
-    (up to `CLAIM_TAIL` more): a kiosk's food checks fall due at one instant and run as one only
-    if claimed together (ADR 0107). Each is leased to this claim until `lease` from now."""
+    of the `tail_kinds` (up to `CLAIM_TAIL` more): a kiosk's food checks fall due at one
+    instant and run as one only if claimed together (ADR 0107). Each is leased to this claim
+    until `lease` from now."""
     now = utcnow()
     due = (
         Timer.state == "pending",
@@ -160,13 +166,15 @@ async def claim_due(
     if skip_locked:
         query = query.with_for_update(skip_locked=True)
     timers = list((await session.scalars(query)).all())
-    if timers and len(timers) == limit:
+    if tail_kinds and timers and len(timers) == limit:
+        last = timers[-1].due_at
         rest = (
             select(Timer)
             .where(
                 *due,
-                Timer.due_at == timers[-1].due_at,
-                Timer.id.not_in([timer.id for timer in timers]),
+                Timer.due_at == last,
+                Timer.kind.in_(list(tail_kinds)),
+                Timer.id.not_in([timer.id for timer in timers if timer.due_at == last]),
             )
             .limit(CLAIM_TAIL)
         )

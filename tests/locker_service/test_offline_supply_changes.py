@@ -262,30 +262,35 @@ async def test_an_order_the_supply_cannot_carry_is_left_out_and_the_rest_still_s
     assert [o.order_id for o in fleet.link.last("b1").orders] == [str(fleet.orders["b1"])]
 
 
-async def _open_not_supplied(fleet: Fleet) -> dict[str, str]:
-    """The open "not supplied" alerts: dedupe key -> message."""
+async def _open_not_supplied(fleet: Fleet) -> dict[str, tuple[str, int | None]]:
+    """The open "not supplied" alerts: dedupe key -> (message, compartment id)."""
     async with fleet.sessionmaker() as session:
         rows = await session.execute(
-            select(Alert.dedupe_key, Alert.message).where(
+            select(Alert.dedupe_key, Alert.message, Alert.compartment_id).where(
                 Alert.kind == NOT_SUPPLIED_ALERT, Alert.state != "resolved"
             )
         )
-        return {key: message for key, message in rows}
+        return {key: (message, compartment) for key, message, compartment in rows}
 
 
 async def test_an_order_left_out_of_the_supply_raises_one_alert_until_it_is_supplied_or_gone(
     fleet: Fleet,
 ) -> None:
     """ADR 0108: the operator is told, once, of each order the kiosk cannot check while cut
-    off; the alert resolves once the order is supplied (its row put right) or is no longer
-    ready there (collected). A replica that takes the kiosk over, without the first one's
-    memory, resolves the alert the first raised."""
+    off; the alert resolves once the order is supplied (its row put right), also by a replica
+    that takes the kiosk over without the first one's memory, or once the order is no longer
+    ready, also while its kiosk is away."""
+    async with fleet.sessionmaker() as session:
+        good_hash = await session.scalar(
+            select(Order.pickup_token_hash).where(Order.id == fleet.orders["a1"])
+        )
     await _change_order(fleet, "a1", pickup_token_hash="d4d0b37d4cde156bae86ada0d450c4fe")
     await _change_order(fleet, "b1", token_salt="not hex")
     await _round(fleet)
     alerts = await _open_not_supplied(fleet)
     assert set(alerts) == {not_supplied_key(fleet.orders[k]) for k in ("a1", "b1")}
-    assert "compartment 1 of kiosk a1" in alerts[not_supplied_key(fleet.orders["a1"])]
+    assert "compartment 1 of kiosk a1" in alerts[not_supplied_key(fleet.orders["a1"])][0]
+    assert alerts[not_supplied_key(fleet.orders["a1"])][1] == fleet.compartments["a1"]
     fleet.clock[0] += REFRESH_S  # the refresh builds every supply again: still left out
     assert await _round(fleet) == (3, ["a1", "a2", "b1"])
     async with fleet.sessionmaker() as session:
@@ -296,7 +301,24 @@ async def test_an_order_left_out_of_the_supply_raises_one_alert_until_it_is_supp
     await _round(fleet)
     assert set(await _open_not_supplied(fleet)) == {not_supplied_key(fleet.orders["a1"])}
 
-    other = SupplyLoop(fleet.loop.settings, fleet.sessionmaker, fleet.link)  # a new holder
-    await _change_order(fleet, "a1", state="picked_up")  # collected meanwhile
+    # A new holder of the kiosks, which never raised the alert: a1's row put right meanwhile.
+    other = SupplyLoop(
+        fleet.loop.settings, fleet.sessionmaker, fleet.link, monotonic=lambda: fleet.clock[0]
+    )
+    await _change_order(fleet, "a1", pickup_token_hash=good_hash)
+    await other.round()
+    assert await _open_not_supplied(fleet) == {}
+
+    # b1's row goes bad again (with a change the kiosk's supply carries: its hold moved); its
+    # kiosk goes away and the order expires while it is away.
+    later = utcnow() + timedelta(hours=2)
+    await _change_order(fleet, "b1", token_salt="not hex", hold_until=later)
+    await other.round()
+    assert set(await _open_not_supplied(fleet)) == {not_supplied_key(fleet.orders["b1"])}
+    fleet.link.statuses["b1"] = contract.KioskStatus(state="offline")
+    await _change_order(fleet, "b1", state="expired")
+    await other.round()  # no sweep before its refresh
+    assert set(await _open_not_supplied(fleet)) == {not_supplied_key(fleet.orders["b1"])}
+    fleet.clock[0] += REFRESH_S
     await other.round()
     assert await _open_not_supplied(fleet) == {}

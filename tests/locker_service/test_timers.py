@@ -592,25 +592,34 @@ async def test_a_claim_that_fills_inside_an_instant_takes_the_rest_of_it(
     world: World, service: ServiceContext
 ) -> None:
     """ADR 0107: a kiosk's food checks fall due at one instant and run as one only if claimed
-    together. A claim of 20 whose 20th timer falls inside an instant takes the rest of it; the
-    instants after are left for the next claim."""
+    together. A claim of 20 whose 20th timer falls inside an instant takes the rest of its food
+    checks (the kinds run together), not its other timers; the instants after are left for
+    the next claim."""
     now = utcnow()
-    instants = [
-        now - timedelta(seconds=30),
-        now - timedelta(seconds=20),
-        now - timedelta(seconds=10),
-    ]
+    instants = [now - timedelta(seconds=s) for s in (30, 20, 10)]
+    food, reminder = TimerKind.FOOD_CHECK, TimerKind.REMINDER
+    kinds_at = ([food] * 18, [food] * 7 + [reminder] * 3, [food] * 3)
     async with session_scope(service.sessionmaker) as session:
-        for instant, count in zip(instants, (18, 7, 3), strict=True):
-            for _ in range(count):
-                timers.schedule(session, TimerKind.FOOD_CHECK, instant)
-    lease = timedelta(minutes=1)
-    async with session_scope(service.sessionmaker) as session:
-        first = await timers.claim_due(session, lease=lease, limit=20, skip_locked=True)
-    async with session_scope(service.sessionmaker) as session:
-        second = await timers.claim_due(session, lease=lease, limit=20, skip_locked=True)
-    assert sorted(t.due_at for t in first) == [instants[0]] * 18 + [instants[1]] * 7
-    assert [t.due_at for t in second] == [instants[2]] * 3
+        for instant, kinds in zip(instants, kinds_at, strict=True):
+            for kind in kinds:
+                timers.schedule(session, kind, instant)
+
+    async def claim() -> list[Timer]:
+        async with session_scope(service.sessionmaker) as session:
+            return await timers.claim_due(
+                session,
+                lease=timedelta(minutes=1),
+                limit=20,
+                skip_locked=True,
+                tail_kinds=handlers.BATCHED,
+            )
+
+    first, second = await claim(), await claim()
+    checks = sorted(t.due_at for t in first if t.kind == food)
+    assert checks == [instants[0]] * 18 + [instants[1]] * 7
+    assert len(first) < 28  # not every reminder of that instant came along
+    assert sorted(t.due_at for t in second if t.kind == food) == [instants[2]] * 3
+    assert len(first) + len(second) == 31
 
 
 async def test_a_food_check_that_runs_for_hours_never_gives_up(
