@@ -420,8 +420,11 @@ class SupplyLoop:
             self.sent += 1
         await self._alert(facts, left_out)
         if self._swept_at is None or clock - self._swept_at >= self.refresh_s:
-            await self._sweep()
             self._swept_at = clock
+            try:
+                await self._sweep()
+            except Exception:  # tried again at the next refresh; the supplies stand
+                log.exception("could not sweep the alerts of orders no longer ready")
 
     async def _recall_alerts(self, session: AsyncSession, facts: dict[str, KioskFacts]) -> None:
         """The open "not supplied" alerts of the kiosks this replica has not supplied yet."""

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from firmware_bridge import contract
+from locker_service.alerts.service import raise_alert
 from locker_service.db import create_engine, create_sessionmaker, session_scope
 from locker_service.models import Alert, Compartment, Order, Site, utcnow
 from locker_service.orders import codes
@@ -322,3 +323,34 @@ async def test_an_order_left_out_of_the_supply_raises_one_alert_until_it_is_supp
     fleet.clock[0] += REFRESH_S
     await other.round()
     assert await _open_not_supplied(fleet) == {}
+
+
+async def test_an_alert_the_loop_did_not_make_or_a_failed_sweep_does_not_fail_its_round(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A "not supplied" alert whose key names no order (raised by hand) is left alone, and a
+    sweep that fails is tried at the next refresh: neither fails the round, whose supplies
+    stand (a failed round reads and supplies every kiosk again, every second)."""
+    hand_made = f"{NOT_SUPPLIED_ALERT}:not-an-order"
+    async with session_scope(fleet.sessionmaker) as session:
+        kiosk_pk = await session.scalar(
+            select(Compartment.kiosk_id).where(Compartment.id == fleet.compartments["a1"])
+        )
+        await raise_alert(
+            session,
+            kind=NOT_SUPPLIED_ALERT,
+            severity="warning",
+            message="by hand",
+            dedupe_key=hand_made,
+            kiosk_id=kiosk_pk,
+        )
+    assert await _round(fleet) == (3, ["a1", "a2", "b1"])
+    assert set(await _open_not_supplied(fleet)) == {hand_made}
+
+    async def failing() -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(fleet.loop, "_sweep", failing)
+    fleet.clock[0] += REFRESH_S
+    assert await _round(fleet) == (3, ["a1", "a2", "b1"])  # the refresh, and a failed sweep
+    assert await _round(fleet) == (0, [])  # its supplies stand: nothing read or sent again
