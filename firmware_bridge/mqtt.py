@@ -91,6 +91,17 @@ def kept_once_sent(payload: bytes) -> bytes:
     return event.model_copy(update={"data": {}}).to_json() if event.type == "scan" else payload
 
 
+def _queued(info: paho.MQTTMessageInfo) -> paho.MQTTMessageInfo:
+    """A QoS 1 publish's info, for the pumps to watch. paho queues a message published while
+    its connection is down (the link lost it a moment before it heard so) and sends it once
+    back, but the info keeps `MQTT_ERR_NO_CONN`, for which `is_published` raises ever after:
+    the pump failed at that message every round and sent nothing more until a restart. Seen
+    as queued, it is published once the broker acknowledges it, like any other."""
+    if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+        info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+    return info
+
+
 @dataclass(slots=True)
 class _InFlight:
     seq: int
@@ -503,7 +514,7 @@ class MqttLink:
             info = self.client.publish(self.topics.events, queued.payload, qos=1)
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                 break
-            self._inflight.append(_InFlight(queued.seq, info))
+            self._inflight.append(_InFlight(queued.seq, _queued(info)))
             self._cursor = queued.seq
 
     def _pump_backlog(self) -> None:
@@ -545,7 +556,9 @@ class MqttLink:
             info = self.client.publish(self.topics.telemetry_minutes, payload, qos=1)
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                 break
-            self._backlog_inflight.append(_BucketInFlight(bucket.start_ms, bucket.seconds, info))
+            self._backlog_inflight.append(
+                _BucketInFlight(bucket.start_ms, bucket.seconds, _queued(info))
+            )
             self._backlog_cursor = bucket.start_ms
             self._backlog_allowance -= 1
 

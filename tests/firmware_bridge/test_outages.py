@@ -78,6 +78,33 @@ def test_broker_restart_loses_no_event_and_keeps_their_order(
             obs.stop()
 
 
+def test_an_event_sent_as_the_link_went_down_does_not_stop_the_ones_after(
+    durable_kiosk: Kiosk,
+) -> None:
+    """ADR 0109: the outbox publishes while the link says connected; the connection can be gone
+    a moment before the link hears so. paho keeps such an event and sends it once back, but
+    said of it for ever after that it failed: the pump stopped at it each round and sent
+    nothing more (nor the telemetry kept meanwhile) until the bridge restarted. Here the link
+    is made to believe it is connected through the outage, as in that moment."""
+    bridge, broker, sim = durable_kiosk.bridge, durable_kiosk.broker, durable_kiosk.sim
+    obs = Observer(broker.host, broker.port, durable_kiosk.settings.kiosk_id, persistent=True)
+    obs.start()
+    try:
+        broker.stop()
+        obs.wait(lambda: not bridge.link.connected.is_set(), "bridge sees the outage")
+        bridge.link.connected.set()  # as in the moment before it heard of it
+        sim.world.scan("sent-as-it-went")
+        obs.wait(lambda: bridge.store.event_count() >= 1, "the scan in the outbox")
+        broker.start()
+        obs.wait(lambda: obs.events("scan"), "the scan sent once back", timeout_s=40)
+        sim.world.scan("after")
+        obs.wait(lambda: len(obs.events("scan")) >= 2, "the next scan", timeout_s=40)
+        assert [e["data"]["text"] for e in obs.events("scan")][-1] == "after"
+        obs.wait(lambda: bridge.store.event_count() == 0, "outbox drained")
+    finally:
+        obs.stop()
+
+
 def test_cable_pulled_for_10_s_reconnects_resyncs_and_reports_the_gap(kiosk: Kiosk) -> None:
     obs, sim = kiosk.observer, kiosk.sim
     status_topic = obs.topics.status
