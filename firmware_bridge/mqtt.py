@@ -97,7 +97,7 @@ def _queued(info: paho.MQTTMessageInfo) -> paho.MQTTMessageInfo:
     back, but the info keeps `MQTT_ERR_NO_CONN`, for which `is_published` raises ever after:
     the pump failed at that message every round and sent nothing more until a restart. Seen
     as queued, it is published once the broker acknowledges it, like any other."""
-    if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+    if mqtt_setup.kept_for_sending(info, qos=1):
         info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
     return info
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import hypothesis
 import pytest
 
-from tests.support.mosquitto import MosquittoProcess
+from tests.support.mosquitto import MosquittoProcess, durable_mosquitto
 
 # Hypothesis's per-example deadline (200 ms) and its "data generation too slow" check are
 # wall-clock budgets: on a machine busy with other work a correct run can exceed them. The
@@ -62,6 +63,20 @@ def private_mosquitto() -> Iterator[MosquittoProcess]:
     except RuntimeError as exc:
         unavailable(str(exc))
         raise
+    try:
+        yield broker
+    finally:
+        broker.__exit__(None, None, None)
+
+
+@pytest.fixture
+def durable_broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
+    """A broker that keeps sessions and queued messages across its own restart."""
+    broker = durable_mosquitto(tmp_path / "broker")
+    try:
+        broker.start()
+    except RuntimeError as exc:
+        unavailable(str(exc))
     try:
         yield broker
     finally:

@@ -9,6 +9,7 @@
   system's CAs unless a CA file is given), reconnect backoff and TCP_NODELAY on every socket.
 - `connect_async`: the session the caller asks for (persistent: clean session off in 3.1.1,
   clean start off and a session expiry in 5).
+- `kept_for_sending`: whether paho has a publish in hand (sent, or kept to send once back).
 - `ProtocolProbe`: "auto" speaks MQTT 5 and falls back to 3.1.1 for good when the broker shows
   it does not speak 5; the rule for what shows it lives here only.
 """
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -161,6 +162,17 @@ def connack_accepted(reason_code: ReasonCode) -> bool:
 def refuses_protocol(reason_code: ReasonCode) -> bool:
     """The CONNACK says the broker does not speak the protocol version we asked for."""
     return reason_code.value in UNSUPPORTED_PROTOCOL_CODES
+
+
+def kept_for_sending(info: paho.MQTTMessageInfo, qos: int) -> bool:
+    """Whether paho has the message in hand: sent, or kept to send once its connection is
+    back. A QoS 1 or 2 publish made after the socket died but before `on_disconnect` ran (the
+    caller still believes it is connected) gets `MQTT_ERR_NO_CONN`, and paho still sends it
+    after the reconnect (docs/adr/0109, 0110). A QoS 0 one with that code is dropped, and any
+    other code (the queue full, say) means paho did not take it."""
+    if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+        return True
+    return info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0
 
 
 def no_delay(sock: Any) -> None:

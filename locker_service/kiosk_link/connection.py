@@ -212,12 +212,17 @@ class KioskConnection:
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> str | None:
         """Publish (QoS 1 unless told) on the main connection; None when handed to paho, else
-        why not."""
+        why not.
+
+        A QoS 1 publish made after the socket died but before the loop heard so is kept by
+        paho and sent once the connection is back (`kept_for_sending`): handed over, not
+        refused, so a command's caller waits for its answer until its deadline (ADR 0110)
+        rather than being told at once that it was not sent."""
         client = self._client
         if client is None:
             return "the kiosk link is not started"
         info = client.publish(topic, payload, qos=qos, retain=False)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+        if not mqtt_setup.kept_for_sending(info, qos):
             return mqtt.error_string(info.rc)
         return None
 

@@ -19,7 +19,6 @@ from firmware_bridge.contract.codes import code_mac, token_hash
 from firmware_bridge.contract.offline import encode_key
 from hardware.protocol.messages import PROTOCOL_REVISION
 from hardware.simulator import Simulator
-from tests.conftest import unavailable
 from tests.firmware_bridge.harness import (
     Observer,
     bridge_settings,
@@ -62,24 +61,6 @@ def second_revision_kiosk(private_mosquitto: MosquittoProcess, tmp_path: Path) -
     """A kiosk whose board is of protocol revision 2 (no lamp sense, no CYCLE_REPORT)."""
     with running_kiosk(private_mosquitto, tmp_path, protocol=2) as kiosk:
         yield kiosk
-
-
-@pytest.fixture
-def durable_broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
-    """A broker that keeps sessions and queued messages across its own restart."""
-    store = tmp_path / "broker"
-    store.mkdir()
-    broker = MosquittoProcess(
-        extra_config=f"persistence true\npersistence_location {store}/\nautosave_interval 1\n"
-    )
-    try:
-        broker.start()
-    except RuntimeError as exc:
-        unavailable(str(exc))
-    try:
-        yield broker
-    finally:
-        broker.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from tests.journey.system import Actors, PurchaserPhones, Up, wait_until
 from tests.journey.test_fault_campaign import Fault
 from tests.journey.test_journey import STORY_ENV, TIME_SCALE, keep_log
 from tests.stack.pgdb import pg_database
-from tests.support.mosquitto import MosquittoProcess
+from tests.support.mosquitto import MosquittoProcess, durable_mosquitto
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -214,13 +214,9 @@ async def _record(database_url: str, windows: list[tuple[float, float]]) -> dict
 
 
 def test_pickups_go_on_with_the_broker_and_then_the_service_stopped(tmp_path: Path) -> None:
-    store = tmp_path / "broker"
-    store.mkdir()
     # The service's session and its queue survive the broker's restart, as on a production
     # broker with persistence (docs/deploy/mosquitto).
-    broker = MosquittoProcess(
-        extra_config=f"persistence true\npersistence_location {store}/\nautosave_interval 1\n"
-    )
+    broker = durable_mosquitto(tmp_path / "broker")
     try:
         broker.start()
     except RuntimeError as exc:

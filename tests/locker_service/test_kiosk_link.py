@@ -562,6 +562,54 @@ async def test_a_broker_that_is_down_at_start_is_found_later(broker: MosquittoPr
         await link.stop()
 
 
+async def test_a_command_published_as_the_connection_died_is_answered_once_back(
+    durable_broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    """ADR 0110: an unlock published after the socket died, before the loop heard so, is kept by
+    paho and sent once the broker is back; the kiosk may still run it until its deadline. The
+    caller must wait for that answer, not be told at once that nothing was sent. The link is made
+    to believe it is connected for the publish, as in that moment. The kiosk keeps a session on a
+    broker that keeps it (saved each second; killed, it sends no will), and comes back only once
+    the service's replies can reach it."""
+    broker = durable_broker
+    kiosk = ScriptedKiosk(broker.host, broker.port, compartments=2, persistent=True).start()
+    handler = RecordingHandler()
+    link = KioskLink(LinkTestSettings(broker.url), handler, LiveHub())
+    await link.start()
+    connection = link._connection
+    try:
+        await eventually(lambda: len(handler.snapshots) >= 2, what="the kiosk's snapshots")
+        saved, subscribed = tmp_path / "broker" / "mosquitto.db", time.time()
+        await eventually(
+            lambda: saved.exists() and saved.stat().st_mtime > subscribed + 0.01,
+            what="the broker's autosave of the kiosk's session",
+        )
+        broker.kill()
+        kiosk.stay_away()
+        await eventually(lambda: not connection.connected, 20, "the link hears of the outage")
+        connects = link.counters.connects
+        connection._connected = connection._replies_ready = True  # as before it heard
+        unlock = asyncio.create_task(link.command(kiosk.kiosk_id, "unlock", 2, {}, timeout_s=90))
+        await eventually(
+            lambda: unlock.done() or link.counters.commands_sent == 1, what="the unlock handed on"
+        )
+        if unlock.done():
+            unlock.result()  # raises what the caller was told
+        connection._connected = connection._replies_ready = False  # what the loop then hears
+        broker.start()
+        await eventually(lambda: link.ready and link.counters.connects > connects, 45, "back")
+        kiosk.come_back()
+        reply = await unlock
+        assert reply.status == "succeeded"
+        unlocks = [r for r in kiosk.received if r.command.action == "unlock"]
+        assert [r.command.request_id for r in unlocks] == [reply.request_id]  # sent once
+    finally:
+        if not unlock.done():
+            unlock.cancel()
+        kiosk.stop()
+        await link.stop()
+
+
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="replica id"):
         KioskLink(LinkTestSettings("mqtt://h", replica_id="a/b"), RecordingHandler(), LiveHub())

@@ -34,6 +34,15 @@ def wait_for_port(host: str, port: int, timeout_s: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s} s")
 
 
+def durable_mosquitto(store: Path) -> MosquittoProcess:
+    """A broker that keeps sessions and queued messages in `store` across its own restart
+    (saved each second, and on a clean stop), as a production broker with persistence."""
+    store.mkdir(parents=True, exist_ok=True)
+    return MosquittoProcess(
+        extra_config=f"persistence true\npersistence_location {store}/\nautosave_interval 1\n"
+    )
+
+
 class MosquittoProcess:
     """`mosquitto -c <temp config>` on 127.0.0.1:<port>; `extra_config` lines are appended."""
 
@@ -82,6 +91,14 @@ class MosquittoProcess:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+            self._proc = None
+
+    def kill(self) -> None:
+        """Die at once (SIGKILL): no will is sent, and a persistent broker keeps only what it
+        last saved."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
             self._proc = None
 
     def restart(self, down_s: float = 0.0) -> None:

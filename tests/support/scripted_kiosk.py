@@ -112,6 +112,7 @@ class ScriptedKiosk:
         fw: str = "scripted-1.0",
         client_id: str | None = None,
         clock_behind_s: float = 0.0,
+        persistent: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.kiosk_id = kiosk_id or f"kiosk-{uuid.uuid4().hex[:10]}"
@@ -142,6 +143,9 @@ class ScriptedKiosk:
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id or f"scripted-{self.kiosk_id}",
             protocol=protocol,
+            # A persistent session (MQTT 3.1.1): the broker keeps its subscriptions and the
+            # commands sent while it is away.
+            clean_session=False if persistent else None,
         )
         if username:
             self._client.username_pw_set(username, password)
@@ -173,6 +177,13 @@ class ScriptedKiosk:
             ).wait_for_publish(5)
         self._client.disconnect()
         self._client.loop_stop()
+
+    def stay_away(self) -> None:
+        """Stop talking to the broker (paho's loop stops); `come_back` reconnects."""
+        self._client.loop_stop()
+
+    def come_back(self) -> None:
+        self._client.loop_start()
 
     def crash(self) -> None:
         """The kiosk PC loses power: the socket dies without DISCONNECT, so the will fires."""
