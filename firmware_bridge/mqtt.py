@@ -4,9 +4,12 @@
   broker URL, account, TLS, TCP_NODELAY, backoff, the MQTT 5 -> 3.1.1 probe).
 - Connects in the background and reconnects with backoff by itself (paho's loop thread); the
   serial loop never waits for the network.
-- Subscribes to `cmd` in `on_connect`, so a reconnect resubscribes; publishes the retained
-  `status` there too (once the bridge has one: not before its first try at the board, so a
-  start never claims the board offline) and asks the bridge to republish its snapshots.
+- Subscribes to `cmd` in `on_connect`, so a reconnect resubscribes. Each connection then
+  publishes the retained `status` afresh (once the bridge has one: not before its first try at
+  the board, so a start never claims the board offline) and asks the bridge to republish its
+  snapshots, from the pump thread once the broker has acknowledged every retained message
+  paho kept from before and sent again: the fresh state is the last one retained
+  (docs/adr/0111).
 - The last will is the retained `offline` status.
 - A persistent session (clean session off in 3.1.1, a session expiry in 5), so commands sent
   while the kiosk's link was down are delivered when it is back (and rejected if expired by then).
@@ -67,6 +70,10 @@ OUTBOX_WINDOW = 50  # events handed to paho but not yet acknowledged; bounds mem
 SESSION_EXPIRY_S = 24 * 3600  # a kiosk offline for a day still gets its queued commands
 KEEPALIVE_S = 30  # the broker declares us dead (and sends the will) after 1.5x this
 ACK_POLL_S = 0.5  # the pump re-checks acknowledgements (and the protocol probe) this often
+# After a reconnect, the fresh retained state waits for the old copies paho sends again to be
+# acknowledged (docs/adr/0111), but not longer than this: a broker that never acknowledges
+# them must not keep the kiosk's state from it for the whole connection.
+RETAINED_RESENT_WAIT_S = 10.0
 # A subscription the broker refused is asked for again by the pump, the wait doubling: a
 # clustered broker's node refuses while its cluster settles after losing a node.
 RESUBSCRIBE_FIRST_S = 0.5
@@ -136,9 +143,16 @@ class MqttLink:
         # None until the bridge has tried the board: an `online` status must say truly
         # whether the board answers, and until then the retained status stays as it was.
         self._status: KioskStatus | None = None
-        # Held while a status is chosen and handed to paho, so a status set by the board thread
-        # while paho's thread (re)connects can never be overtaken on the wire by an older one.
+        # Held while a retained message (status, snapshot) is chosen and handed to paho, so one
+        # set by the board thread while the pump republishes can never be overtaken on the
+        # wire by an older one.
         self._status_lock = threading.Lock()
+        # The retained messages handed to paho and not yet acknowledged (kept across an outage
+        # and sent again by paho once back), and whether this connection has yet to publish
+        # the fresh state after them (docs/adr/0111). Under `_status_lock`.
+        self._retained_unacked: list[paho.MQTTMessageInfo] = []
+        self._fresh_due = False
+        self._connected_at = 0.0  # monotonic
         self._inflight: deque[_InFlight] = deque()
         # mid -> reason, for publishes the broker refused; written on paho's thread, read by
         # the pump, which forgets what is not one of its events (replies, snapshots, status).
@@ -230,7 +244,10 @@ class MqttLink:
             sock.close()
         self._probe.fall_back()
         self.client = self._build_client()
-        # Whatever the old client held unacknowledged goes again from the outbox.
+        # Whatever the old client held unacknowledged goes again from the outbox; its retained
+        # messages are gone with it, and the new connection publishes the fresh ones.
+        with self._status_lock:
+            self._retained_unacked.clear()
         self._inflight.clear()
         self._cursor = 0
         self._backlog_inflight.clear()
@@ -288,13 +305,11 @@ class MqttLink:
         self._subscribe(client)
         with self._status_lock:
             self.connected.set()
-            status = self._status
-            if status is not None:
-                # Fresh ts: the retained status says when this connection began.
-                self._status = status = status.model_copy(update={"ts": utcnow()})
-                client.publish(self.topics.status, status.to_json(), qos=1, retain=True)
+            # Not here: paho sends the retained messages it kept from before the outage only
+            # after this callback returns. The pump publishes the fresh state after them.
+            self._fresh_due = True
+            self._connected_at = time.monotonic()
         self._wake.set()
-        self._on_connected()
 
     def _handle_disconnect(
         self,
@@ -378,14 +393,52 @@ class MqttLink:
         """Remember and publish (retained) the kiosk's status."""
         with self._status_lock:
             self._status = status
-            if self.connected.is_set():
-                self.client.publish(self.topics.status, status.to_json(), qos=1, retain=True)
+            if self._retained_may_go():
+                self._publish_retained(self.topics.status, status.to_json())
 
     def publish_snapshot(self, snapshot: CompartmentSnapshot) -> None:
-        if self.connected.is_set():
-            self.client.publish(
-                self.topics.compartment_state(snapshot.n), snapshot.to_json(), qos=1, retain=True
-            )
+        with self._status_lock:
+            if self._retained_may_go():
+                topic = self.topics.compartment_state(snapshot.n)
+                self._publish_retained(topic, snapshot.to_json())
+
+    def _retained_may_go(self) -> bool:
+        """Connected, and the fresh state already went (until then, what changes is in the
+        status or the tracker that the republish reads). Under `_status_lock`."""
+        return self.connected.is_set() and not self._fresh_due
+
+    def _publish_retained(self, topic: str, payload: bytes) -> None:
+        """Under `_status_lock`."""
+        info = self.client.publish(topic, payload, qos=1, retain=True)
+        if mqtt_setup.kept_for_sending(info, qos=1):
+            self._retained_unacked.append(_queued(info))
+
+    def _republish_retained(self) -> None:
+        """Pump thread: forget the retained messages the broker acknowledged, and once this
+        connection's are all acknowledged (paho sends those it kept through an outage again
+        as it reconnects), publish the fresh status and have the bridge republish its
+        snapshots. Published before them, the fresh state would be overtaken by old copies
+        and the broker would keep those until the next change (docs/adr/0111)."""
+        with self._status_lock:
+            self._retained_unacked = [i for i in self._retained_unacked if not i.is_published()]
+            if not self._fresh_due or not self.connected.is_set():
+                return
+            if self._retained_unacked:
+                if time.monotonic() - self._connected_at < RETAINED_RESENT_WAIT_S:
+                    return
+                log.warning(
+                    "%d retained messages sent again after the reconnect not acknowledged in "
+                    "%.0f s; publishing the fresh state anyway",
+                    len(self._retained_unacked),
+                    RETAINED_RESENT_WAIT_S,
+                )
+            self._fresh_due = False
+            status = self._status
+            if status is not None:
+                # Fresh ts: the retained status says when this connection began.
+                self._status = status = status.model_copy(update={"ts": utcnow()})
+                self._publish_retained(self.topics.status, status.to_json())
+        self._on_connected()
 
     def publish_telemetry(self, telemetry: Telemetry) -> None:
         if not self.connected.is_set():  # QoS 0 readings are stale by the time a link is back
@@ -460,6 +513,7 @@ class MqttLink:
                 if self._probe.fall_back_due():
                     self._fall_back_to_311()
                 self._resubscribe_if_due()
+                self._republish_retained()
                 self._pump()
                 self._pump_backlog()
             except Exception:

@@ -107,6 +107,46 @@ def test_an_event_sent_as_the_link_went_down_does_not_stop_the_ones_after(
         obs.stop()
 
 
+def test_a_status_kept_through_an_outage_does_not_outlive_the_fresh_one(
+    durable_kiosk: Kiosk,
+) -> None:
+    """ADR 0111: a retained status handed to paho as its connection died is sent again once
+    back. The fresh status of the new connection must come after it, or the broker keeps the
+    old one (and every replica reads it) until the next change. Here the board is said offline
+    into the outage, as in the moment before the link hears of it, and back while cut off."""
+    bridge, broker = durable_kiosk.bridge, durable_kiosk.broker
+    link, kiosk_id = bridge.link, durable_kiosk.settings.kiosk_id
+    obs = Observer(broker.host, broker.port, kiosk_id, persistent=True).start()
+    try:
+        obs.wait(lambda: obs.on(obs.topics.status), "the observer subscribed")
+        now = link._status
+        assert now is not None and now.board_online
+        broker.stop()
+        obs.wait(lambda: not link.connected.is_set(), "bridge sees the outage")
+        seen = len(obs.on(obs.topics.status))
+        link.connected.set()  # as in the moment before it heard of it
+        # Handed to paho (NO_CONN) before set_status returns.
+        link.set_status(now.model_copy(update={"board_online": False, "ts": contract.utcnow()}))
+        link.connected.clear()  # what it then hears
+        link.set_status(now.model_copy(update={"ts": contract.utcnow()}))  # the board is back
+        broker.start()
+
+        def said_since() -> list[bool]:  # the bridge's own (not the broker's copies of its will)
+            said = {s["ts"]: s for s in obs.on(obs.topics.status)[seen:] if s["state"] == "online"}
+            return [s["board_online"] for s in said.values()]
+
+        obs.wait(lambda: len(said_since()) >= 2, "the old status and the fresh one", 40)
+        assert said_since() == [False, True]
+        late = Observer(broker.host, broker.port, kiosk_id).start()  # a replica taking over
+        try:
+            late.wait(lambda: late.on(late.topics.status), "the retained status")
+            assert late.on(late.topics.status)[-1]["board_online"] is True
+        finally:
+            late.stop()
+    finally:
+        obs.stop()
+
+
 def test_cable_pulled_for_10_s_reconnects_resyncs_and_reports_the_gap(kiosk: Kiosk) -> None:
     obs, sim = kiosk.observer, kiosk.sim
     status_topic = obs.topics.status
