@@ -19,6 +19,9 @@ from firmware_bridge.offline import Decision, Refused
 log = logging.getLogger(__name__)
 
 BODY_MAX = 1024
+# How often the server looks whether it is being stopped: a bridge stops within this (the
+# standard library's 0.5 s held up every stop by as much).
+SHUTDOWN_POLL_S = 0.1
 OUTCOMES_KEPT = 50
 # The service's HTTP statuses for the same refusals (locker_service/pickup/service.py).
 STATUS_OF = {
@@ -93,7 +96,10 @@ class ScreenServer:
         self._http = ThreadingHTTPServer((host, port), handler)
         self._http.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._http.serve_forever, name="offline-screen", daemon=True
+            target=self._http.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL_S},
+            name="offline-screen",
+            daemon=True,
         )
 
     @property

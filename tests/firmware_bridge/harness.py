@@ -63,7 +63,9 @@ class Observer:
 
     def start(self) -> Observer:
         self.client.connect_async(self.host, self.port)
-        self.client.reconnect_delay_set(1, 2)
+        # Short waits (paho takes floats): `stop` joins paho's thread, which sleeps out the
+        # wait (up to a second at a time) before it sees it should end.
+        self.client.reconnect_delay_set(0.25, 0.25)  # type: ignore[arg-type]
         self.client.loop_start()
         self.wait(lambda: self.client.is_connected(), "observer connected")
         return self

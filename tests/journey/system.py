@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from tests.support.mosquitto import free_port
+from tests.support.threaded_server import serve_in_background
 
 START_TIMEOUT_S = 120.0  # migrations, four to six processes, on two shared cores
 STOP_TIMEOUT_S = 40.0
@@ -224,7 +225,7 @@ class PurchaserPhones:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve_in_background(self._server)
 
     def contact(self, who: str) -> str:
         return f"json://127.0.0.1:{self.port}/{who}"

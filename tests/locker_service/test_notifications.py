@@ -47,6 +47,7 @@ from locker_service.orders import codes
 from locker_service.orders.outbox import enqueue
 from tests.locker_service.conftest import make_settings
 from tests.support.mosquitto import free_port
+from tests.support.threaded_server import serve_in_background
 
 # -- receivers ---------------------------------------------------------------------------------
 
@@ -104,14 +105,13 @@ class WebhookReceiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         return f"json://127.0.0.1:{self.port}/purchaser"
 
     def __enter__(self) -> WebhookReceiver:
-        self._thread.start()
+        serve_in_background(self._server)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -6,7 +6,6 @@ secrets rotated with overlap, and only the merchant's own endpoints and deliveri
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -24,6 +23,7 @@ from locker_service.models import WebhookDelivery, utcnow
 from locker_service.notifications.webhooks import WebhookWorker, prune_finished_before
 from locker_service.sites import service as admin
 from tests.locker_service.world import World, cycles_have_run, dropped_off, event, token_of
+from tests.support.threaded_server import serve_in_background
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,6 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/locker"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def events(self) -> list[tuple[str, str]]:
         return [(h["webhook-id"], json.loads(b)["type"]) for h, b in self.received]
@@ -59,7 +58,7 @@ class Receiver:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
-    r.thread.start()
+    serve_in_background(r.server)
     yield r
     r.server.shutdown()
     r.server.server_close()

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import httpx
 
 from tests.support.mosquitto import free_port
+from tests.support.threaded_server import serve_in_background
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -356,8 +357,7 @@ class WebhookInbox:
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self._server.server_address[1]
         self.url = f"json://127.0.0.1:{self.port}/purchaser"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        serve_in_background(self._server)
 
     def wait_for(self, needle: str, timeout_s: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s

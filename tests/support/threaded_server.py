@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import socketserver
 import threading
 import time
 from collections.abc import Coroutine
@@ -15,6 +16,18 @@ from tests.support.mosquitto import free_port
 
 T = TypeVar("T")
 START_TIMEOUT_S = 60.0  # the lifespan opens the database; two busy cores make that slow
+# How often a background socketserver looks whether it is shut down: the standard library's
+# 0.5 s was half a second of the teardown of every test with a webhook or inbox receiver.
+SHUTDOWN_POLL_S = 0.02
+
+
+def serve_in_background(server: socketserver.BaseServer) -> threading.Thread:
+    """Serve in a daemon thread (started); `server.shutdown()` then returns at once."""
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S}, daemon=True
+    )
+    thread.start()
+    return thread
 
 
 class ThreadedServer:
