@@ -513,9 +513,10 @@ class Bridge:
             except Exception:
                 log.exception("an offline pickup listener failed")
 
-    # -- broker (paho's thread) ---------------------------------------------------------------
+    # -- broker (the link's pump thread) -------------------------------------------------------
 
     def _broker_connected(self) -> None:
+        """A connection's fresh status went (docs/adr/0111): the snapshots go again too."""
         self._republish.set()
 
     # -- board thread -------------------------------------------------------------------------
@@ -777,6 +778,13 @@ class Bridge:
             else:
                 live.append(report)
         if not live:
+            return
+        if not self.link.state_published:
+            # Not connected, or this connection's fresh state waits for the old copies paho
+            # sends again (docs/adr/0111): what the report publishes would not go, or would go
+            # before them, while its `succeeded` went ahead. Answered in a later round.
+            for report in live:
+                self._reports.put(report)
             return
         self._publish_status()
         if self.info.online:

@@ -256,7 +256,8 @@ class MqttLink:
 
     def stop(self, timeout_s: float = 3.0) -> None:
         """Say offline (retained) while still connected, then leave."""
-        self._stop.set()
+        with self._status_lock:  # no fresh `online` after the `offline` below (ADR 0111)
+            self._stop.set()
         self._wake.set()
         if self.connected.is_set():
             info = self.client.publish(
@@ -402,10 +403,17 @@ class MqttLink:
                 topic = self.topics.compartment_state(snapshot.n)
                 self._publish_retained(topic, snapshot.to_json())
 
+    @property
+    def state_published(self) -> bool:
+        """Connected, and this connection's fresh status went: a retained message published
+        now goes, after it."""
+        with self._status_lock:
+            return self._retained_may_go()
+
     def _retained_may_go(self) -> bool:
-        """Connected, and the fresh state already went (until then, what changes is in the
-        status or the tracker that the republish reads). Under `_status_lock`."""
-        return self.connected.is_set() and not self._fresh_due
+        """Connected, not stopping, and the fresh state already went (until then, what changes
+        is in the status or the tracker that the republish reads). Under `_status_lock`."""
+        return self.connected.is_set() and not self._fresh_due and not self._stop.is_set()
 
     def _publish_retained(self, topic: str, payload: bytes) -> None:
         """Under `_status_lock`."""
@@ -421,7 +429,7 @@ class MqttLink:
         and the broker would keep those until the next change (docs/adr/0111)."""
         with self._status_lock:
             self._retained_unacked = [i for i in self._retained_unacked if not i.is_published()]
-            if not self._fresh_due or not self.connected.is_set():
+            if not self._fresh_due or not self.connected.is_set() or self._stop.is_set():
                 return
             if self._retained_unacked:
                 if time.monotonic() - self._connected_at < RETAINED_RESENT_WAIT_S:

@@ -5,7 +5,8 @@
   MQTT 5 -> 3.1.1 probe of `ProtocolProbe`, the retained status and snapshots of every kiosk,
   and the events and telemetry of the kiosks this replica follows (all of them when it is alone
   or has no lease keeper).
-- The reply connection: a clean session subscribed to this replica's reply topics. On the main
+- The reply connection: a short-lived persistent session (a reply sent while it reconnects
+  waits for it, ADR 0110) subscribed to this replica's reply topics. On the main
   one, every slot of the broker's in-flight window (20 in Mosquitto) can be held by an event
   whose handler waits for a command's reply, and the reply would then never be delivered.
 
@@ -48,6 +49,11 @@ SUBACK_TIMEOUT_S = 5.0  # a broker answers SUBSCRIBE in milliseconds; beyond thi
 RESUBSCRIBE_FIRST_S = 0.5
 RESUBSCRIBE_MAX_S = 30.0
 SESSION_EXPIRY_S = 3600  # restarts and deploys take minutes; see ADR 0040 for why not longer
+# The reply connection's session outlives a dropped connection by this much, so a reply sent
+# while it reconnects waits for it: a command paho sent again as the main connection came back
+# may be answered before the reply connection is back (ADR 0110). Longer than any command's
+# deadline; replies to commands nobody waits for any more are dropped as they come.
+REPLY_SESSION_EXPIRY_S = 300
 
 # "closed": the broker took the TCP connection but dropped it without a CONNACK, which is how
 # some MQTT 3.1.1-only brokers answer an MQTT 5 CONNECT; "unreachable": no TCP connection.
@@ -367,13 +373,13 @@ class KioskConnection:
             await asyncio.to_thread(_shut_down, client)  # joins paho's thread: not on the loop
 
     def _open_replies(self) -> None:
-        """The reply connection: same broker and protocol, clean session, acks as it receives."""
-        # Replies are only useful to the commands waiting now: nothing to keep across reconnects.
+        """The reply connection: same broker and protocol, a short-lived persistent session
+        (`REPLY_SESSION_EXPIRY_S`), acks as it receives."""
         client = mqtt_setup.new_client(
             self._endpoint,
             f"locker-service-{self._replica_id}-replies",
             self._probe.version,
-            persistent=False,
+            persistent=True,
         )
         client.on_connect = self._on_replies_connect
         client.on_disconnect = self._on_replies_disconnect
@@ -385,7 +391,7 @@ class KioskConnection:
             self._endpoint,
             self._probe.version,
             keepalive_s=self._keepalive_s,
-            session_expiry_s=None,
+            session_expiry_s=REPLY_SESSION_EXPIRY_S,
         )
 
     # -- paho's threads: copy what came and hand it to the loop, nothing else -------------------

@@ -207,8 +207,7 @@ class KioskLink:
         """
         if not self._connection.started:
             raise KioskUnreachable("the kiosk link is not started")
-        if not self._connection.can_command:
-            raise KioskUnreachable("the service is not connected to the MQTT broker")
+        self._refuse_unless_connected()
         status = self._lanes.kiosk_status(kiosk_id)
         if status is not None and status.state == "offline":
             raise KioskUnreachable(f"kiosk {kiosk_id} is offline")
@@ -301,6 +300,9 @@ class KioskLink:
     async def _send(
         self, kiosk_id: str, command: contract.Command, timeout_s: float
     ) -> contract.Reply:
+        # Asked again here, with nothing awaited before the publish: a known outage refuses at
+        # once rather than handing paho a command it would keep until the deadline (ADR 0110).
+        self._refuse_unless_connected()
         with self._pending.expect(
             command.request_id, kiosk_id, command.action, contract.compartment_of(command)
         ) as pending:
@@ -311,6 +313,10 @@ class KioskLink:
                 )
             self.counters.commands_sent += 1
             return await self._pending.final_reply(pending, timeout_s, self._clock_wait_s(kiosk_id))
+
+    def _refuse_unless_connected(self) -> None:
+        if not self._connection.can_command:
+            raise KioskUnreachable("the service is not connected to the MQTT broker")
 
     def clock_behind_s(self, kiosk_id: str) -> float:
         """How far behind the service's clock the kiosk's may be, by the messages this replica

@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 
 from firmware_bridge import contract
@@ -394,21 +395,56 @@ def _ask_state(
 ) -> tuple[str, list[Seen]]:
     """Send `report_state`: its final status, and what the kiosk published before it."""
     before = len(obs.messages)
-    ask = contract.ReportStateCommand(
+    ask = _report_state(obs, events_after, readings_after)
+    obs.send(ask)
+    final = obs.final_reply(ask.request_id)["status"]
+    return final, _before_the_answer(obs.since(before), obs.reply_to)
+
+
+def _report_state(
+    obs: Observer, events_after: int | None = None, readings_after: datetime | None = None
+) -> contract.ReportStateCommand:
+    return contract.ReportStateCommand(
         request_id=uuid.uuid4().hex,
         expires_at=contract.utcnow() + timedelta(seconds=30),
         reply_to=obs.reply_to,
         args=contract.ReportStateArgs(events_after=events_after, readings_after=readings_after),
     )
-    obs.send(ask)
-    final = obs.final_reply(ask.request_id)["status"]
-    after = obs.since(before)
+
+
+def _before_the_answer(seen: list[Seen], reply_to: str) -> list[Seen]:
     answered = next(
         i
-        for i, m in enumerate(after)
-        if m.topic == obs.reply_to and m.payload["status"] in contract.FINAL_STATUSES
+        for i, m in enumerate(seen)
+        if m.topic == reply_to and m.payload["status"] in contract.FINAL_STATUSES
     )
-    return final, after[:answered]
+    return seen[:answered]
+
+
+def test_report_state_waits_for_a_new_connection_s_fresh_state(kiosk: Kiosk) -> None:
+    """ADR 0111: after a reconnect the fresh status and snapshots wait for the old retained
+    copies paho sends again to be acknowledged. A `report_state` that comes meanwhile (the
+    broker hands a new holder's ask over right after the CONNACK) is answered after them, never
+    `succeeded` with nothing published before it. Played by an old copy not yet acknowledged."""
+    obs, link = kiosk.observer, kiosk.bridge.link
+    wait_ready(obs, kiosk.bridge)
+    old_copy = paho.MQTTMessageInfo(0)
+    with link._status_lock:
+        link._retained_unacked.append(old_copy)
+        link._fresh_due, link._connected_at = True, time.monotonic()
+    before = len(obs.messages)
+    ask = _report_state(obs)
+    obs.send(ask)
+    obs.wait(lambda: obs.replies(ask.request_id), "accepted")
+    batches = len(obs.on(obs.topics.telemetry))
+    # Telemetry goes each round of the board loop at most: two mean a whole round (and its
+    # answers to report_state) went by with the ask in hand.
+    obs.wait(lambda: len(obs.on(obs.topics.telemetry)) >= batches + 2, "two board rounds")
+    old_copy._set_as_published()  # the broker acknowledged it
+    assert obs.final_reply(ask.request_id)["status"] == "succeeded"
+    published = {m.topic for m in _before_the_answer(obs.since(before), obs.reply_to)}
+    assert obs.topics.status in published
+    assert {obs.topics.compartment_state(n) for n in range(1, 13)} <= published
 
 
 def test_a_scan_is_published_as_an_event_at_once(kiosk: Kiosk) -> None:

@@ -569,8 +569,8 @@ async def test_a_command_published_as_the_connection_died_is_answered_once_back(
     paho and sent once the broker is back; the kiosk may still run it until its deadline. The
     caller must wait for that answer, not be told at once that nothing was sent. The link is made
     to believe it is connected for the publish, as in that moment. The kiosk keeps a session on a
-    broker that keeps it (saved each second; killed, it sends no will), and comes back only once
-    the service's replies can reach it."""
+    broker that keeps it (saved each second; killed, it sends no will). It comes back and answers
+    while the service's reply connection is still away: the broker keeps the answer for it."""
     broker = durable_broker
     kiosk = ScriptedKiosk(broker.host, broker.port, compartments=2, persistent=True).start()
     handler = RecordingHandler()
@@ -586,7 +586,14 @@ async def test_a_command_published_as_the_connection_died_is_answered_once_back(
         )
         broker.kill()
         kiosk.stay_away()
-        await eventually(lambda: not connection.connected, 20, "the link hears of the outage")
+        await eventually(
+            lambda: not connection.connected and not connection._replies_ready,
+            20,
+            "the link hears of the outage on both connections",
+        )
+        replies = connection._reply_client
+        assert replies is not None
+        await asyncio.to_thread(replies.loop_stop)  # the reply connection stays away a while
         connects = link.counters.connects
         connection._connected = connection._replies_ready = True  # as before it heard
         unlock = asyncio.create_task(link.command(kiosk.kiosk_id, "unlock", 2, {}, timeout_s=90))
@@ -597,8 +604,15 @@ async def test_a_command_published_as_the_connection_died_is_answered_once_back(
             unlock.result()  # raises what the caller was told
         connection._connected = connection._replies_ready = False  # what the loop then hears
         broker.start()
-        await eventually(lambda: link.ready and link.counters.connects > connects, 45, "back")
+        await eventually(
+            lambda: connection.connected and link.counters.connects > connects, 45, "main back"
+        )
         kiosk.come_back()
+        await eventually(
+            lambda: any(r.handled for r in kiosk.received), 45, "the kiosk ran the unlock"
+        )
+        assert not unlock.done()
+        replies.loop_start()
         reply = await unlock
         assert reply.status == "succeeded"
         unlocks = [r for r in kiosk.received if r.command.action == "unlock"]
