@@ -562,6 +562,7 @@ async def test_a_broker_that_is_down_at_start_is_found_later(broker: MosquittoPr
         await link.stop()
 
 
+@pytest.mark.slow  # a broker killed and brought back, and its autosave waited for
 async def test_a_command_published_as_the_connection_died_is_answered_once_back(
     durable_broker: MosquittoProcess, tmp_path: Path
 ) -> None:
