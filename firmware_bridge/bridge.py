@@ -620,10 +620,11 @@ class Bridge:
                 break
             self._finish(command, "failed", f"board unreachable: {reason}")
 
-    def _publish_status(self) -> None:
+    def _publish_status(self) -> bool:
+        """Whether the status was handed to paho (the link remembers it anyway)."""
         self._status_told = True
         hello = self.info.hello
-        self.link.set_status(
+        return self.link.set_status(
             KioskStatus(
                 state="online",
                 boot_id=f"{hello.boot_id:08x}" if hello and self.info.online else None,
@@ -753,8 +754,9 @@ class Bridge:
     def _ask_report(self, command: ReportStateCommand) -> None:
         """The kept events it asks for (`events_after`) go again from the outbox at once,
         board or not (docs/adr/0092), and so does the telemetry published after
-        `readings_after` (docs/adr/0098); the status and snapshots at the end of the board
-        loop's next round (`_answer_reports`)."""
+        `readings_after` (docs/adr/0098); the status and snapshots at the end of a round of
+        the board loop once they can go, after a new connection's fresh state (`_answer_reports`,
+        docs/adr/0111)."""
         if command.args.events_after is not None:
             self.link.resend_after(command.args.events_after)
         if command.args.readings_after is not None:
@@ -779,17 +781,18 @@ class Bridge:
                 live.append(report)
         if not live:
             return
-        if not self.link.state_published:
-            # Not connected, or this connection's fresh state waits for the old copies paho
-            # sends again (docs/adr/0111): what the report publishes would not go, or would go
-            # before them, while its `succeeded` went ahead. Answered in a later round.
+        # Not connected, or this connection's fresh state waits for the old copies paho sends
+        # again (docs/adr/0111): what the report publishes would not go, while its `succeeded`
+        # would, ahead of the state it vouches for. Answered in a later round. (Lost after
+        # this, the connection takes what was handed to paho along, in order, reply last.)
+        went = self.link.state_published and self._publish_status()
+        if went and self.info.online:
+            for view in self.tracker.republish_all():
+                went = self.link.publish_snapshot(_snapshot(view)) and went
+        if not went:
             for report in live:
                 self._reports.put(report)
             return
-        self._publish_status()
-        if self.info.online:
-            for view in self.tracker.republish_all():
-                self.link.publish_snapshot(_snapshot(view))
         for report in live:
             if self.info.online:
                 self._finish(report, "succeeded")

@@ -390,18 +390,24 @@ class MqttLink:
     # in memory for the whole outage (hours of 48 temperatures), while only the present state
     # matters, and that is published on every (re)connection anyway.
 
-    def set_status(self, status: KioskStatus) -> None:
-        """Remember and publish (retained) the kiosk's status."""
+    def set_status(self, status: KioskStatus) -> bool:
+        """Remember and publish (retained) the kiosk's status; whether it was handed to paho
+        (not while cut off, nor before this connection's fresh state went)."""
         with self._status_lock:
             self._status = status
-            if self._retained_may_go():
-                self._publish_retained(self.topics.status, status.to_json())
+            if not self._retained_may_go():
+                return False
+            self._publish_retained(self.topics.status, status.to_json())
+            return True
 
-    def publish_snapshot(self, snapshot: CompartmentSnapshot) -> None:
+    def publish_snapshot(self, snapshot: CompartmentSnapshot) -> bool:
+        """Publish (retained) a compartment's snapshot; whether it was handed to paho."""
         with self._status_lock:
-            if self._retained_may_go():
-                topic = self.topics.compartment_state(snapshot.n)
-                self._publish_retained(topic, snapshot.to_json())
+            if not self._retained_may_go():
+                return False
+            topic = self.topics.compartment_state(snapshot.n)
+            self._publish_retained(topic, snapshot.to_json())
+            return True
 
     @property
     def state_published(self) -> bool:

@@ -49,10 +49,11 @@ SUBACK_TIMEOUT_S = 5.0  # a broker answers SUBSCRIBE in milliseconds; beyond thi
 RESUBSCRIBE_FIRST_S = 0.5
 RESUBSCRIBE_MAX_S = 30.0
 SESSION_EXPIRY_S = 3600  # restarts and deploys take minutes; see ADR 0040 for why not longer
-# The reply connection's session outlives a dropped connection by this much, so a reply sent
-# while it reconnects waits for it: a command paho sent again as the main connection came back
-# may be answered before the reply connection is back (ADR 0110). Longer than any command's
-# deadline; replies to commands nobody waits for any more are dropped as they come.
+# The reply connection's session outlives a dropped connection by this much on MQTT 5 (3.1.1
+# has no expiry: the broker's own limit), so a reply sent while it reconnects waits for it: a
+# command paho sent again as the main connection came back may be answered before the reply
+# connection is back (ADR 0110). Longer than the commands' deadlines (seconds by default);
+# replies to commands nobody waits for any more are dropped as they come.
 REPLY_SESSION_EXPIRY_S = 300
 
 # "closed": the broker took the TCP connection but dropped it without a CONNACK, which is how
@@ -373,8 +374,8 @@ class KioskConnection:
             await asyncio.to_thread(_shut_down, client)  # joins paho's thread: not on the loop
 
     def _open_replies(self) -> None:
-        """The reply connection: same broker and protocol, a short-lived persistent session
-        (`REPLY_SESSION_EXPIRY_S`), acks as it receives."""
+        """The reply connection: same broker and protocol, a persistent session (kept for
+        `REPLY_SESSION_EXPIRY_S` on MQTT 5), acks as it receives."""
         client = mqtt_setup.new_client(
             self._endpoint,
             f"locker-service-{self._replica_id}-replies",

@@ -1,7 +1,7 @@
 """The service's kiosk link: kiosk reports in, commands out, replies matched to their commands.
 
 A facade that wires the link's parts and keeps one public API for its callers:
-- `connection`: the two paho clients (persistent main, clean replies), the MQTT 5 -> 3.1.1
+- `connection`: the two paho clients (both with persistent sessions), the MQTT 5 -> 3.1.1
   probe and the subscriptions that follow the leases; paho's threads only hand over to the loop;
 - `pending`: commands waiting for their final reply;
 - `clocks`: how far behind the service's clock each kiosk's may be, which a command's wait for
