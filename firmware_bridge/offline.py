@@ -101,9 +101,14 @@ class OfflineBook:
     # -- the service's supply ----------------------------------------------------------------
 
     def take(self, supply: OfflineSupply) -> bool:
-        """Replace what is known by a supply; False for one older than the last taken."""
+        """Replace what is known by a supply; False for one older than the last taken.
+
+        One older changes no order but still shows the service is there: a replica that has
+        just taken the kiosk may stamp its supplies by a clock behind the last sender's, and
+        the kiosk must not decide alone on the old list while connected meanwhile."""
         with self._lock:
             if self._issued_at is not None and supply.issued_at < self._issued_at:
+                self._last_heard = self._monotonic()
                 return False
             rows = []
             for o in supply.orders:

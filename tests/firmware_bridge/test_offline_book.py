@@ -194,6 +194,19 @@ def test_an_older_supply_than_the_last_is_ignored(store: BridgeStore, clock: Clo
     assert isinstance(late, Refused) and late.error == "invalid_code"
 
 
+def test_an_older_supply_still_says_the_service_is_there(store: BridgeStore, clock: Clock) -> None:
+    """A replica that has just taken the kiosk stamps its supplies by a clock behind the last
+    sender's: they change no order, but the kiosk must not decide alone while connected."""
+    book = book_on(store, clock)
+    assert book.take(supply([ALICE], issued_at=T0 + timedelta(minutes=5)))
+    silence = MISSED_SUPPLIES * 30.0 + SILENCE_MARGIN_S
+    for n in range(1, 4):  # the new holder's supplies, every refresh, by its slow clock
+        clock.advance(silence - 1)
+        assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=30 * n)))
+        assert not book.cut_off(connected=True)
+    assert book.lists_token(ALICE.token) and not book.lists_token(BOB.token)
+
+
 def test_after_a_restart_qr_still_opens_but_codes_wait_for_the_service(
     store: BridgeStore, clock: Clock, tmp_path: Path
 ) -> None:
