@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,10 @@ def shared_mosquitto() -> tuple[str, int]:
     return MQTT_HOST, MQTT_PORT
 
 
-@pytest.fixture
-def private_mosquitto() -> Iterator[MosquittoProcess]:
-    """A broker of this test's own, which it may stop and restart."""
+@contextmanager
+def running_broker(broker: MosquittoProcess) -> Iterator[MosquittoProcess]:
+    """Start a private broker for the block (unavailable without mosquitto), then remove it."""
     try:
-        broker = MosquittoProcess()
         broker.start()
     except RuntimeError as exc:
         unavailable(str(exc))
@@ -79,17 +79,17 @@ def private_mosquitto() -> Iterator[MosquittoProcess]:
 
 
 @pytest.fixture
+def private_mosquitto() -> Iterator[MosquittoProcess]:
+    """A broker of this test's own, which it may stop and restart."""
+    with running_broker(MosquittoProcess()) as broker:
+        yield broker
+
+
+@pytest.fixture
 def durable_broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
     """A broker that keeps sessions and queued messages across its own restart."""
-    broker = durable_mosquitto(tmp_path / "broker")
-    try:
-        broker.start()
-    except RuntimeError as exc:
-        unavailable(str(exc))
-    try:
+    with running_broker(durable_mosquitto(tmp_path / "broker")) as broker:
         yield broker
-    finally:
-        broker.__exit__(None, None, None)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

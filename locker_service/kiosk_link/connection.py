@@ -5,10 +5,11 @@
   MQTT 5 -> 3.1.1 probe of `ProtocolProbe`, the retained status and snapshots of every kiosk,
   and the events and telemetry of the kiosks this replica follows (all of them when it is alone
   or has no lease keeper).
-- The reply connection: a short-lived persistent session (a reply sent while it reconnects
-  waits for it, ADR 0110) subscribed to this replica's reply topics. On the main
-  one, every slot of the broker's in-flight window (20 in Mosquitto) can be held by an event
-  whose handler waits for a command's reply, and the reply would then never be delivered.
+- The reply connection: a persistent session (a reply sent while it reconnects waits for it;
+  kept `REPLY_SESSION_EXPIRY_S` on MQTT 5, ADR 0110) subscribed to this replica's reply topics.
+  On the main one, every slot of the broker's in-flight window (20 in Mosquitto) can be held
+  by an event whose handler waits for a command's reply, and the reply would then never be
+  delivered.
 
 paho-mqtt runs each connection's network loop in a thread of its own. Its callbacks only copy
 what they were given and hand it to the event loop with `call_soon_threadsafe`; every decision

@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import unavailable
+from tests.conftest import running_broker
 from tests.journey.story import HUMAN_PAUSE_S, Played, Story
 from tests.journey.system import Actors, PurchaserPhones, Up, wait_until
 from tests.journey.test_fault_campaign import Fault
@@ -216,44 +216,39 @@ async def _record(database_url: str, windows: list[tuple[float, float]]) -> dict
 def test_pickups_go_on_with_the_broker_and_then_the_service_stopped(tmp_path: Path) -> None:
     # The service's session and its queue survive the broker's restart, as on a production
     # broker with persistence (docs/deploy/mosquitto).
-    broker = durable_mosquitto(tmp_path / "broker")
-    try:
-        broker.start()
-    except RuntimeError as exc:
-        unavailable(str(exc))
-    try:
-        with pg_database() as database_url:
-            up = Up(
-                tmp_path / "var",
-                time_scale=TIME_SCALE,
-                broker_url=broker.url,
-                database_url=database_url,
-                extra_env=ENV,
+    with (
+        running_broker(durable_mosquitto(tmp_path / "broker")) as broker,
+        pg_database() as database_url,
+    ):
+        up = Up(
+            tmp_path / "var",
+            time_scale=TIME_SCALE,
+            broker_url=broker.url,
+            database_url=database_url,
+            extra_env=ENV,
+        )
+        story = None
+        try:
+            up.wait_ready()
+            story = OfflineStory(up, broker)
+            wait_until(
+                lambda: (
+                    story is not None
+                    and story.actors.operator_get("/sites")[0]["kiosks"][0]["online"]
+                ),
+                WAIT_S,
+                "the kiosk online",
             )
-            story = None
-            try:
-                up.wait_ready()
-                story = OfflineStory(up, broker)
-                wait_until(
-                    lambda: (
-                        story is not None
-                        and story.actors.operator_get("/sites")[0]["kiosks"][0]["online"]
-                    ),
-                    WAIT_S,
-                    "the kiosk online",
-                )
-                for what in ("broker", "service"):
-                    story.outage(what, story.deliver(3))
-                purchasers = story.purchasers
-                record = asyncio.run(_record(database_url, story.windows))
-                openings = {p.played.ref: story.openings_of(p.played.order_id) for p in purchasers}
-            finally:
-                if story is not None:
-                    story.close()
-                up.kill()
-                keep_log(up, "offline")
-    finally:
-        broker.__exit__(None, None, None)
+            for what in ("broker", "service"):
+                story.outage(what, story.deliver(3))
+            purchasers = story.purchasers
+            record = asyncio.run(_record(database_url, story.windows))
+            openings = {p.played.ref: story.openings_of(p.played.order_id) for p in purchasers}
+        finally:
+            if story is not None:
+                story.close()
+            up.kill()
+            keep_log(up, "offline")
 
     for i, p in enumerate(purchasers):
         pickups = [o for o in openings[p.played.ref] if o["kind"] == "pickup"]
