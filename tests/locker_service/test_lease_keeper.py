@@ -248,6 +248,30 @@ class GatedAfterOne(GatedSubscriptions):
         return await super().follow_kiosk(kiosk_id)
 
 
+@contextlib.asynccontextmanager
+async def alive(
+    sessionmaker: async_sessionmaker[AsyncSession], replica_id: str
+) -> AsyncIterator[None]:
+    """Another replica's heartbeat, renewed every RENEW_S while the block runs: a single one
+    lasts a TTL only, which a first round on a busy machine can outlive."""
+
+    async def beat() -> None:
+        while True:
+            async with session_scope(sessionmaker) as session:
+                await lease_keeper.heartbeat(session, replica_id)
+            await asyncio.sleep(RENEW_S)
+
+    async with session_scope(sessionmaker) as session:
+        await lease_keeper.heartbeat(session, replica_id)
+    beating = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
+
+
 async def first_take(taker: LeaseKeeper) -> str:
     """The first kiosk the keeper takes (the others wait at a gate), waited for."""
     deadline = time.monotonic() + 30
@@ -288,14 +312,12 @@ async def test_a_command_during_the_first_round_to_a_kiosk_it_holds_goes_at_once
     """ADR 0099: beside another live replica (no wildcards), a kiosk taken in the first round
     is commanded at once, not after a lease period, while the round goes on."""
     kiosks = await make_kiosks(sessionmaker, 12)
-    async with session_scope(sessionmaker) as session:
-        await lease_keeper.heartbeat(session, "another-replica")  # alive for a TTL
     while True:  # a taker that owns some of the kiosks beside the other replica
         taker = bare_keeper(sessionmaker, "taker")
         if taker.replica_id in assign(kiosks, [taker.replica_id, "another-replica"]).values():
             break
     gated = GatedAfterOne()
-    async with first_round_under_way(taker, gated):
+    async with alive(sessionmaker, "another-replica"), first_round_under_way(taker, gated):
         first = await first_take(taker)
         assert not taker.settled and not taker._alone
         settling = asyncio.create_task(taker.settle(first))
