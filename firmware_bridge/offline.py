@@ -110,6 +110,9 @@ class OfflineBook:
             if self._issued_at is not None and supply.issued_at < self._issued_at:
                 self._last_heard = self._monotonic()
                 return False
+            if supply.switched_off:
+                self._switch_off(supply)
+                return True
             rows = []
             for o in supply.orders:
                 mine = self._orders.get(o.order_id)
@@ -147,6 +150,20 @@ class OfflineBook:
             self._issued_at = supply.issued_at
             self._last_supply = self._monotonic()
             return True
+
+    def _switch_off(self, supply: OfflineSupply) -> None:
+        """Offline pickups are off at the service: nothing is kept and nothing decided here
+        until a supply with a period comes (a bridge supplied before would otherwise take the
+        silence that follows for being cut off, and open on its old list)."""
+        self._store.replace_offline([], {"frozen": "1" if supply.frozen else "0"})
+        self._orders = {}
+        self._mono_deadlines = {}
+        self._key = None
+        self._macs = {}
+        self._frozen = supply.frozen
+        self._refresh_s = None
+        self._issued_at = supply.issued_at
+        self._last_supply = self._monotonic()
 
     def heard(self) -> None:
         """The service is there (a command of its own, fresh): as good as a supply for

@@ -280,7 +280,8 @@ class BridgeStore:
                     for r in rows
                 ],
             )
-            db.executemany("INSERT OR REPLACE INTO offline_meta VALUES (?, ?)", meta.items())
+            db.execute("DELETE FROM offline_meta")  # no `refresh_s`: offline pickups are off
+            db.executemany("INSERT INTO offline_meta VALUES (?, ?)", meta.items())
 
     def mark_offline_door_opened(self, compartment: int, at: datetime) -> None:
         with self._tx() as db:

@@ -145,10 +145,10 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
             clocks = ClockWatch(ctx.sessionmaker, ctx.hub, link)
             await clocks.start()
             runtime.clocks = clocks
-            if settings.offline_supply_refresh_s > 0:
-                supply = SupplyLoop(settings, ctx.sessionmaker, link, hub=ctx.hub)
-                await supply.start()
-                runtime.supply = supply
+            # Also with offline pickups off (refresh 0): it then tells each kiosk so.
+            supply = SupplyLoop(settings, ctx.sessionmaker, link, hub=ctx.hub)
+            await supply.start()
+            runtime.supply = supply
         if settings.notify_enabled:
             outbox = OutboxWorker(ctx.sessionmaker, settings, hub=ctx.hub)
             await outbox.start()

@@ -9,6 +9,11 @@ comes with the verifiers of its codes, never the codes:
 - `code_mac`: HMAC-SHA256 of the 8-digit code under `code_key`. The key and the MACs together
   would give the code away to a brute force of 10^8 tries in seconds, so the bridge keeps both in
   memory only, never on its disk; the broker never retains them.
+
+A supply with `refresh_s` 0 lists no order and says offline pickups are switched off: the bridge
+forgets its list and never decides alone until a supply with a period comes. The service sends
+it while it has offline pickups off, so a bridge supplied before cannot take the silence for
+being cut off and open on its old list (docs/adr/0077).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, model_validator
 
 from firmware_bridge.contract.payloads import CompartmentNumber, WireModel, utcnow
 
@@ -38,10 +43,21 @@ class OfflineOrder(WireModel):
 class OfflineSupply(WireModel):
     supply_id: str = Field(min_length=1, max_length=64)
     issued_at: AwareDatetime = Field(default_factory=utcnow)
-    refresh_s: float = Field(gt=0, le=3600)  # the next supply comes within this (real seconds)
+    # The next supply comes within this (real seconds); 0: offline pickups are switched off.
+    refresh_s: float = Field(ge=0, le=3600)
     frozen: bool = False  # the site's kill switch: nothing opens, online or not
     code_key: str = Field(pattern=r"^[A-Za-z0-9_-]{43}$")  # 32 bytes, unpadded base64url
     orders: list[OfflineOrder] = Field(default_factory=list, max_length=OFFLINE_ORDERS_MAX)
+
+    @model_validator(mode="after")
+    def _off_lists_nothing(self) -> OfflineSupply:
+        if self.switched_off and self.orders:
+            raise ValueError("a supply that switches offline pickups off lists no order")
+        return self
+
+    @property
+    def switched_off(self) -> bool:
+        return self.refresh_s == 0
 
     def key_bytes(self) -> bytes:
         return base64.urlsafe_b64decode(self.code_key + "=")

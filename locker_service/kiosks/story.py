@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.alerts.service import raise_compartment_alert
+from locker_service.alerts.service import raise_compartment_alert, resolve_alerts
 from locker_service.compartments import repository as compartments
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
 from locker_service.context import ServiceContext
@@ -39,6 +39,8 @@ from locker_service.orders import outbox
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
 from locker_service.orders.schemas import live_view
+from locker_service.pickup import offline as pickup_offline
+from locker_service.pickup import repository as pickup_repository
 from locker_service.sites import service as sites
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
@@ -452,7 +454,11 @@ class Story:
                 )
         else:
             ended = await orders.expired_in_compartment(session, c.id)
-            if ended is not None:
+            if ended is not None and await self._collected_before_end(
+                session, kiosk, c, ended, who
+            ):
+                order = ended  # picked up after all: published with the compartment
+            elif ended is not None:
                 orders.add_event(session, ended.id, "kiosk", kiosk.code, "removed", {"by": who})
         await timers.cancel(session, [TimerKind.CYCLE_WATCHDOG], compartment_id=c.id)
         running = await self.running_cycle(session, c)
@@ -461,6 +467,74 @@ class Story:
         await compartments.transition(session, c, CompartmentTrigger.EMPTY)
         timers.schedule(session, TimerKind.START_CLEANING, now, compartment_id=c.id)
         self._publish(session, kiosk, c, order)
+
+    async def _collected_before_end(
+        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, order: Order, who: str | None
+    ) -> bool:
+        """The door shut on an empty compartment after her code, used before the order expired,
+        opened it: the expiry was wrong (ADR 0112). The kiosk decided her pickup while cut off
+        and told us after the hold ran out or the food check found no reading; or her door was
+        open as the hold ran out. The order is corrected to picked up and each person told: the
+        purchaser that her collection stands (if she was told otherwise), the merchant by a
+        notice and the `order.picked_up` webhook, the operator's task to discard resolved.
+        False, changing nothing, for anything else (staff emptying an expired compartment)."""
+        used = order.code_used_at
+        if used is None or not pickup_offline.before_end(order, used):
+            return False
+        if not await pickup_repository.opened_since(session, order.id, used):
+            return False  # no door of her pickup opened: this emptying was not hers
+        unsafe = order.food_unsafe_at is not None
+        actor = who if who is not None and who.startswith("purchaser") else "purchaser"
+        await orders.transition(
+            session,
+            order,
+            OrderTrigger.PICKED_UP_BEFORE_END,
+            actor_type="purchaser",
+            actor_id=actor,
+            detail={
+                "collected_at": used.isoformat(),
+                "expired_at": order.closed_at.isoformat() if order.closed_at else None,
+                "expired_because": order.failure_reason,
+            },
+            picked_up_at=utcnow(),
+            closed_at=None,
+            failure_reason=None,
+            food_unsafe_at=None,
+        )
+        for exception in (
+            exceptions.Exceptional.EXPIRED_UNCOLLECTED,
+            exceptions.Exceptional.FOOD_UNSAFE,
+        ):
+            kind = exceptions.decide(exception).alert_kind
+            await resolve_alerts(session, f"{kind}:{order.id}", self.ctx.hub)
+        said = "could no longer be collected" if unsafe else "had expired"
+        orders.add_notice(
+            session,
+            order.id,
+            "kiosk",
+            kiosk.code,
+            "collected_before_end",
+            f"order {order.external_ref} was collected at {used:%Y-%m-%d %H:%M:%S} UTC, before "
+            "it expired; the locker could only tell the service later. The earlier notice that "
+            f"it {said} is withdrawn: there is no food to discard",
+            {"collected_at": used.isoformat()},
+        )
+        if await outbox.wrote_any(
+            session,
+            order,
+            (
+                exceptions.decide(exceptions.Exceptional.EXPIRED_UNCOLLECTED).purchaser_message,
+                exceptions.decide(exceptions.Exceptional.FOOD_UNSAFE).purchaser_message,
+            ),
+        ):
+            await outbox.enqueue(
+                session,
+                order,
+                "collected",
+                where=await self.where(session, kiosk, c),
+                deadline=None,
+            )
+        return True
 
     async def left_inside(self, session: AsyncSession, kiosk: Kiosk, order: Order) -> None:
         """The purchaser opened and shut the door without taking the food: code valid again."""

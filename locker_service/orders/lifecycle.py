@@ -2,7 +2,9 @@
 
 created -> assigned -> deposited -> disinfecting -> ready -> picked_up, plus cancelled, expired
 and failed. `next_state` is the only way a state changes; the repository persists its answer
-with compare-and-set, so two racing requests can never both make the same step.
+with compare-and-set, so two racing requests can never both make the same step. A terminal state
+is final but for `CORRECTIONS`: an end the service decided on its own clock that a fact from
+before it, learned after, proves wrong (ADR 0112).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class OrderTrigger(StrEnum):
     CANCEL = "cancel"
     EXPIRE = "expire"
     FAIL = "fail"
+    # A pickup made before the order expired, learned after (a kiosk that decided it offline).
+    PICKED_UP_BEFORE_END = "picked_up_before_end"
 
 
 S, T = OrderState, OrderTrigger
@@ -57,6 +61,13 @@ TRANSITIONS: dict[tuple[OrderState, OrderTrigger], OrderState] = {
     (S.READY, T.FAIL): S.FAILED,
 }
 
+# Corrections of a terminal state (ADR 0112): the service expired the order on its own clock,
+# while the kiosk, cut off, had let its purchaser collect it before that moment. Terminal to
+# terminal, by a trigger no ordinary step uses.
+CORRECTIONS: dict[tuple[OrderState, OrderTrigger], OrderState] = {
+    (S.EXPIRED, T.PICKED_UP_BEFORE_END): S.PICKED_UP,
+}
+
 TERMINAL: frozenset[OrderState] = frozenset({S.PICKED_UP, S.CANCELLED, S.EXPIRED, S.FAILED})
 # Food is in the compartment in these states: the compartment is not free.
 HOLDING: frozenset[OrderState] = frozenset({S.DEPOSITED, S.DISINFECTING, S.READY})
@@ -72,7 +83,8 @@ class IllegalOrderTransition(InvalidTransition):
 
 def next_state(state: str, trigger: OrderTrigger) -> OrderState:
     try:
-        return TRANSITIONS[(OrderState(state), trigger)]
+        key = (OrderState(state), trigger)
+        return TRANSITIONS[key] if key in TRANSITIONS else CORRECTIONS[key]
     except (KeyError, ValueError):
         raise IllegalOrderTransition(state, trigger.value) from None
 

@@ -8,6 +8,7 @@ message, so a retried decision never makes a second row and a crash never loses 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import select
@@ -50,6 +51,14 @@ def _text(kind: str, order: Order, where: str, deadline: datetime | None) -> tup
             f"Hello {order.purchaser_name}, for food safety your order at {where} can no longer "
             f"be collected: {why}. It will be discarded; please contact the merchant.",
         )
+    if kind == "collected":  # the expiry was wrong: she collected it in time (ADR 0112)
+        at = f" at {order.code_used_at:%Y-%m-%d %H:%M} UTC" if order.code_used_at else ""
+        return (
+            f"Your order {order.external_ref} was collected",
+            f"Hello {order.purchaser_name}, you collected your order at {where}{at}, in time; "
+            "the locker could only tell us later. If we told you it had expired or could no "
+            "longer be collected, that was wrong: your collection is recorded.",
+        )
     if kind == "never_dropped_off":  # the outbox kind column holds 20
         return (
             f"Your order {order.external_ref} has expired",
@@ -75,6 +84,15 @@ def _text(kind: str, order: Order, where: str, deadline: datetime | None) -> tup
             "before it was ready. Please contact the merchant.",
         )
     return (f"Your order {order.external_ref}: {kind}", f"Hello {order.purchaser_name}.")
+
+
+async def wrote_any(session: AsyncSession, order: Order, kinds: Iterable[str | None]) -> bool:
+    """Whether a message of one of these kinds was written for the order (sent, or to be)."""
+    keys = [dedupe_key(order, kind) for kind in kinds if kind is not None]
+    found = await session.scalar(
+        select(NotificationOutbox.id).where(NotificationOutbox.dedupe_key.in_(keys)).limit(1)
+    )
+    return found is not None
 
 
 async def enqueue(

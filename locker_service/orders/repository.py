@@ -366,12 +366,15 @@ async def search(
     return (await session.scalars(query)).all()
 
 
-async def mark_code_used(session: AsyncSession, order: Order, at: datetime | None) -> bool:
-    """Claim the single use of the pickup codes (or give it back with `at=None`)."""
+async def mark_code_used(
+    session: AsyncSession, order: Order, at: datetime | None, state: OrderState = OrderState.READY
+) -> bool:
+    """Claim the single use of the pickup codes (or give it back with `at=None`) of an order
+    still in `state`: ready, or expired for a pickup made before it expired (ADR 0112)."""
     condition = Order.code_used_at.is_(None) if at is not None else Order.code_used_at.is_not(None)
     result = await session.execute(
         update(Order)
-        .where(Order.id == order.id, Order.state == OrderState.READY.value, condition)
+        .where(Order.id == order.id, Order.state == state.value, condition)
         .values(code_used_at=at, version=Order.version + 1, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )

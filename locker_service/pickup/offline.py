@@ -7,10 +7,16 @@ the moment the kiosk decided (so the door_opened event that follows finds its re
 timer that gives the code back should the door never have opened. The door's closing then
 completes the pickup through the story as usual.
 
-A pickup the service would not have allowed (the order cancelled, expired, collected or opened
-remotely meanwhile: the kiosk could not know) is not undone and not lost: the opening is
-recorded as what it was, the order's history says so, and an `offline_pickup_conflict` alert
-asks staff to look. The order itself is not moved.
+A pickup decided before the service expired the order on its own clock (the hold ran out, or
+the food check found no reading, while the kiosk could not report) stands (ADR 0112): its code's
+use is claimed on the expired order, and the door's closing on an empty compartment corrects the
+order to picked up (`kiosks.story`), telling everyone the expiry was wrong. Judged with the
+kiosk's clock at its latest: its stamp plus how far behind ours its clock may be.
+
+A pickup the service would not have allowed (the order cancelled, expired before the kiosk
+decided, collected or opened remotely meanwhile: the kiosk could not know) is not undone and not
+lost: the opening is recorded as what it was, the order's history says so, and an
+`offline_pickup_conflict` alert asks staff to look. The order itself is not moved.
 """
 
 from __future__ import annotations
@@ -66,8 +72,17 @@ async def replay(
     # The kiosk's clock: believed back to when it was cut off, never ahead of ours (a time to
     # come would keep the code's use and the opening from ever being judged over).
     decided_at = min(event.ts, utcnow())
-    detail = {"method": method.value, "decided_at": decided_at.isoformat(), "kiosk": kiosk.code}
-    outcome = await _claim(session, order, decided_at)
+    # The latest it can have been by our clock: when judging it against an end we decided.
+    behind_s = ctx.commander.clock_behind_s(kiosk.code) if ctx.commander is not None else 0.0
+    latest = min(decided_at + timedelta(seconds=behind_s), utcnow())
+    detail: dict[str, object] = {
+        "method": method.value,
+        "decided_at": decided_at.isoformat(),
+        "kiosk": kiosk.code,
+    }
+    if order.state == OrderState.EXPIRED and before_end(order, latest):
+        detail["before_end"] = True  # collected before the service expired it (ADR 0112)
+    outcome = await _claim(session, order, decided_at, latest)
     doors.authorise(
         session,
         compartment,
@@ -98,6 +113,8 @@ async def replay(
         )
         return outcome
     orders.add_event(session, order.id, "purchaser", kiosk.code, "offline_pickup", detail)
+    if order.state != OrderState.READY:
+        return outcome  # expired since: the door's closing decides (no code to give back)
     # As online: the code comes back if the door never opens. Counted from now, not from the
     # kiosk's decision: the door's events are queued right behind this one.
     await timers.schedule_now(
@@ -158,11 +175,23 @@ async def _order(session: AsyncSession, raw: object) -> Order | None:
     return await session.get(Order, order_id)
 
 
-async def _claim(session: AsyncSession, order: Order, decided_at: datetime) -> str:
-    if order.state != OrderState.READY:
+def before_end(order: Order, at: datetime) -> bool:
+    """Was `at` a moment the expired `order` could still be collected: it had been ready, and
+    `at` is before every end the service put on it (its hold, its food's deadline, the food
+    check's verdict, the moment it expired)? Pure."""
+    if order.state != OrderState.EXPIRED or order.ready_at is None:
+        return False
+    ends = (order.hold_until, order.food_deadline, order.food_unsafe_at, order.closed_at)
+    return all(at < end for end in ends if end is not None)
+
+
+async def _claim(
+    session: AsyncSession, order: Order, decided_at: datetime, latest: datetime
+) -> str:
+    if order.state != OrderState.READY and not before_end(order, latest):
         return "conflict"
     if order.code_used_at is None:
-        if await orders.mark_code_used(session, order, decided_at):
+        if await orders.mark_code_used(session, order, decided_at, OrderState(order.state)):
             return "claimed"
         return "conflict"
     # Used already: her own earlier try whose door did not open (the kiosk gave the code back

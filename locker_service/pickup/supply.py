@@ -14,6 +14,11 @@ that committed after stamping and for replicas' clocks that differ, and the site
 switches; only the kiosks those touch, and those due a refresh or back online, have their facts
 read. The refresh reads a kiosk's facts afresh every `refresh_s` whatever the stamps say, so a
 change stamped further back than the overlap still reaches its kiosk within the refresh.
+
+With offline pickups switched off (`refresh_s` 0) the loop still runs, reading nothing: each
+kiosk is told they are off (a supply with no period and no order) when it comes online and
+every `OFF_REPEAT_S`, so a bridge supplied before the switch forgets its list instead of taking
+the silence for being cut off and opening on it.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ CHECK_S = 1.0  # real seconds between looks for a change
 OVERLAP = timedelta(seconds=5)
 FACTS_PER_QUERY = 2_000  # kiosks per facts query: an IN list well under a driver's limit
 NO_DEADLINE = timedelta(days=1)  # an order with neither a hold nor a food deadline
+# Offline pickups off: each kiosk is told so at least this often (real seconds). A bridge decides
+# alone after 3 of its last period's silence, and the first goes as soon as it is online.
+OFF_REPEAT_S = 30.0
 # An order its kiosk's supply cannot carry (ADR 0108): one alert per order, open while it is
 # ready there and left out.
 NOT_SUPPLIED_ALERT = "order_not_supplied_offline"
@@ -221,6 +229,17 @@ class ChangeWatch:
         return Changes(frozenset(kiosks), frozenset(orders), switched)
 
 
+def switched_off(now: datetime) -> OfflineSupply:
+    """The supply that says offline pickups are off: no period, no order (its key verifies
+    nothing)."""
+    return OfflineSupply(
+        supply_id=uuid.uuid4().hex,
+        issued_at=now,
+        refresh_s=0,
+        code_key=encode_key(secrets.token_bytes(32)),
+    )
+
+
 def build_supply(
     secret_key: str,
     facts: KioskFacts,
@@ -310,7 +329,7 @@ class SupplyLoop:
         self._loop = BackgroundLoop(
             "offline-supply",
             self.round,
-            period_s=min(CHECK_S, self.refresh_s / 3),
+            period_s=min(CHECK_S, self.refresh_s / 3) if self.refresh_s > 0 else CHECK_S,
             log=log,
             failure="offline supply round failed",
             error_pause_s=CHECK_S,
@@ -344,6 +363,9 @@ class SupplyLoop:
             # Handed over, gone or away (nobody to hear it): supplied afresh once back.
             del self._sent[kiosk_id]
             self._alerted.pop(kiosk_id, None)
+        if self.refresh_s <= 0:
+            self._tell_off(online, clock)
+            return False
         try:
             await self._supply(online, clock)
         except Exception:
@@ -425,6 +447,22 @@ class SupplyLoop:
                 await self._sweep()
             except Exception:  # tried again at the next refresh; the supplies stand
                 log.exception("could not sweep the alerts of orders no longer ready")
+
+    def _tell_off(self, online: dict[str, KioskStatus], clock: float) -> None:
+        """Offline pickups are off: each kiosk is told so once online and every OFF_REPEAT_S."""
+        for kiosk_id, status in online.items():
+            sent = self._sent.get(kiosk_id)
+            if sent is not None and sent.status_ts == status.ts and clock - sent.at < OFF_REPEAT_S:
+                continue
+            failure = self._link.supply(kiosk_id, switched_off(utcnow()))
+            if failure is not None:
+                log.warning("kiosk %s not told offline pickups are off: %s", kiosk_id, failure)
+                self._sent.pop(kiosk_id, None)
+                continue
+            first = sent is None or sent.status_ts != status.ts
+            spread = random.random() * OFF_REPEAT_S / 2 if first else 0.0  # as a first supply
+            self._sent[kiosk_id] = _Sent((), clock - spread, status.ts, 0, frozenset())
+            self.sent += 1
 
     async def _recall_alerts(self, session: AsyncSession, facts: dict[str, KioskFacts]) -> None:
         """The open "not supplied" alerts of the kiosks this replica has not supplied yet."""

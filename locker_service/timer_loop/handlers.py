@@ -316,8 +316,19 @@ async def cycle_watchdog(ctx: ServiceContext, timer: Timer) -> datetime | None:
         cycle = await story.running_cycle(session, fresh)
         if cycle is None:
             return None
+        held = (
+            await session.get(Order, cycle.order_id)
+            if cycle.kind == "hold" and cycle.order_id is not None
+            else None
+        )
+        # A hold cycle the board never showed running (its order still `deposited`: no lamp on
+        # reported, no completion) is not over by an idle snapshot: its start may never have
+        # reached the board, and the start's timer sends it again (ADR 0082). Food is ready
+        # only after a cycle the board showed running.
+        seen_running = held is None or held.state != OrderState.DEPOSITED
         finished_by_snapshot = (
-            fresh.snapshot_at is not None
+            seen_running
+            and fresh.snapshot_at is not None
             and fresh.snapshot_at > cycle.started_at
             and not fresh.uv_on
             and fresh.disinfect_remaining_s == 0
@@ -454,6 +465,11 @@ async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
         order = await session.get(Order, timer.order_id) if timer.order_id else None
         if order is None or order.state != OrderState.READY:
             return None
+        if order.code_used_at is not None:
+            # Her code is opening the door as the hold runs out: its closing decides (picked
+            # up, or her code given back and the hold ends then), not a message that it
+            # expired while she takes her food (ADR 0112).
+            return utcnow() + timedelta(seconds=doors.authorisation_window_s(ctx))
         await Story(ctx).expire(session, order, "not collected within the hold limit")
     return None
 

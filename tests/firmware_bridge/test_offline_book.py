@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from firmware_bridge.contract import OfflineOrder, OfflineSupply
 from firmware_bridge.contract.codes import code_mac, token_hash
@@ -205,6 +206,36 @@ def test_an_older_supply_still_says_the_service_is_there(store: BridgeStore, clo
         assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=30 * n)))
         assert not book.cut_off(connected=True)
     assert book.lists_token(ALICE.token) and not book.lists_token(BOB.token)
+
+
+def test_a_supply_that_switches_offline_pickups_off_leaves_nothing_to_decide_alone(
+    store: BridgeStore, clock: Clock, tmp_path: Path
+) -> None:
+    """Offline pickups switched off at the service: a bridge supplied before forgets its list,
+    on disk too, and does not take the silence that follows for being cut off."""
+    book = book_on(store, clock)
+    book.take(supply([ALICE], frozen=False))
+    off = OfflineSupply(
+        supply_id="off", issued_at=T0 + timedelta(seconds=1), refresh_s=0, code_key="A" * 43
+    )
+    assert off.switched_off and book.take(off)
+    clock.advance(3600)
+    assert not book.cut_off(connected=True) and not book.cut_off(connected=False)
+    assert book.ready == 0 and not book.knows_codes and not book.lists_token(ALICE.token)
+    store.close()
+    again_store = BridgeStore(tmp_path / "bridge.sqlite3")
+    try:  # restarted: still nothing to decide on
+        again = book_on(again_store, clock)
+        assert not again.cut_off(connected=False) and again.ready == 0
+        # Switched on again: the next supply with a period is taken as ever.
+        assert again.take(supply([BOB], issued_at=T0 + timedelta(seconds=2)))
+        assert again.cut_off(connected=False) and again.lists_token(BOB.token)
+    finally:
+        again_store.close()
+    with pytest.raises(ValidationError, match="lists no order"):
+        OfflineSupply.model_validate(
+            {**off.model_dump(mode="json"), "orders": [supply([ALICE]).orders[0].model_dump()]}
+        )
 
 
 def test_after_a_restart_qr_still_opens_but_codes_wait_for_the_service(

@@ -18,7 +18,7 @@ from locker_service.orders import lifecycle as orders
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "contracts" / "lifecycles.md"
 LIFECYCLES: dict[str, Mapping[tuple[StrEnum, StrEnum], StrEnum]] = {
-    "order": orders.TRANSITIONS,
+    "order": orders.TRANSITIONS | orders.CORRECTIONS,  # corrections: ADR 0112
     "compartment": compartments.TRANSITIONS,
 }
 STATES: dict[str, type[StrEnum]] = {

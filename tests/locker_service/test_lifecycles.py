@@ -39,6 +39,19 @@ def test_every_order_state_is_reachable_and_terminal_states_are_final() -> None:
         assert state not in order.TERMINAL
 
 
+def test_a_correction_only_moves_one_end_to_another_by_a_trigger_of_its_own() -> None:
+    ordinary = {trigger for (_, trigger) in order.TRANSITIONS}
+    assert order.CORRECTIONS  # the expiry a pickup made before it proves wrong (ADR 0112)
+    for (state, trigger), target in order.CORRECTIONS.items():
+        assert state in order.TERMINAL and target in order.TERMINAL
+        assert trigger not in ordinary
+        assert order.next_state(state, trigger) == target
+        for other in OrderState:
+            if other != state:
+                with pytest.raises(order.IllegalOrderTransition):
+                    order.next_state(other, trigger)
+
+
 def test_every_compartment_state_comes_back_to_available() -> None:
     table = compartment.TRANSITIONS
     assert _reachable(table, CompartmentState.AVAILABLE) == set(CompartmentState)  # type: ignore[arg-type]
@@ -67,10 +80,11 @@ def test_the_happy_paths() -> None:
 @given(st.lists(st.sampled_from(list(OrderTrigger)), max_size=40))
 def test_any_sequence_of_order_triggers_follows_the_table(triggers: list[OrderTrigger]) -> None:
     state: str = OrderState.CREATED
+    table = order.TRANSITIONS | order.CORRECTIONS
     for trigger in triggers:
-        if (OrderState(state), trigger) in order.TRANSITIONS:
+        if (OrderState(state), trigger) in table:
             new = order.next_state(state, trigger)
-            assert new == order.TRANSITIONS[(OrderState(state), trigger)]
+            assert new == table[(OrderState(state), trigger)]
             state = new
         else:
             with pytest.raises(order.IllegalOrderTransition):

@@ -9,7 +9,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -18,9 +18,22 @@ from sqlalchemy import select, update
 from firmware_bridge import contract
 from firmware_bridge.contract.codes import code_mac
 from locker_service.context import ServiceContext
+from locker_service.db import session_scope
+from locker_service.foodsafety.watch import Unsafe
+from locker_service.kiosks.story import Story
 from locker_service.main import create_app
-from locker_service.models import Alert, DoorOpening, KioskEvent, Order, Timer, utcnow
+from locker_service.models import (
+    Alert,
+    DoorOpening,
+    KioskEvent,
+    NotificationOutbox,
+    Order,
+    OrderEvent,
+    Timer,
+    utcnow,
+)
 from locker_service.orders import codes
+from locker_service.timers.service import TimerKind
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.test_story_mqtt import Rig, until
 from tests.locker_service.world import seed
@@ -321,3 +334,161 @@ async def test_an_offline_pickup_naming_an_order_not_in_that_compartment_changes
     order = await _order(rig, order_id)
     assert (order.state, order.code_used_at) == ("ready", None)
     assert await _pickup_openings(rig, order_id) == []
+
+
+async def _past(moment: datetime) -> None:
+    """Wait, on the service's clock, until `moment` has gone by."""
+    await until(lambda: utcnow() > moment, 10, f"the clock past {moment:%H:%M:%S.%f}")
+
+
+async def _hold_ends(rig: Rig, order_id: uuid.UUID, end: datetime) -> None:
+    """Her hold brought forward to end at `end`, its timer due then."""
+    async with rig.ctx.sessionmaker() as session, session.begin():
+        await session.execute(update(Order).where(Order.id == order_id).values(hold_until=end))
+        await session.execute(
+            update(Timer)
+            .where(Timer.order_id == order_id, Timer.kind == TimerKind.HOLD_EXPIRY.value)
+            .values(due_at=end)
+        )
+
+
+async def _ended_by_the_service(rig: Rig, order_id: str, how: str, end: datetime) -> None:
+    """The order ended on the service's clock at `end`: its hold ran out (the real hold-expiry
+    timer, due then), or the food check's verdict of no reading (the story's own step)."""
+    uid = uuid.UUID(order_id)
+    if how == "hold":
+        await _hold_ends(rig, uid, end)
+    else:
+        await _past(end)
+        async with session_scope(rig.ctx.sessionmaker) as session:
+            order = await session.get(Order, uid)
+            assert order is not None
+            verdict = Unsafe(end, "no temperature reading for more than 15 min")
+            await Story(rig.ctx).spoil(session, order, verdict)
+
+    async def expired() -> bool:
+        return (await _order(rig, order_id)).state == "expired"
+
+    await until(expired, 20, "the order expired by the service")
+
+
+async def _takes_her_food(rig: Rig, order_id: str, n: int) -> None:
+    """Through her unlocked door: opened, the food taken, shut; the order then picked up."""
+    rig.kiosk.open_door(n)
+    rig.kiosk.remove_item(n)
+    rig.kiosk.close_door(n)
+
+    async def picked_up() -> bool:
+        return (await _order(rig, order_id)).state == "picked_up"
+
+    await until(picked_up, 20, "the order picked up")
+
+
+async def _messages(rig: Rig, order_id: str) -> list[str]:
+    async with rig.ctx.sessionmaker() as session:
+        rows = await session.scalars(
+            select(NotificationOutbox.kind)
+            .where(NotificationOutbox.order_id == uuid.UUID(order_id))
+            .order_by(NotificationOutbox.id)
+        )
+        return list(rows.all())
+
+
+@pytest.mark.parametrize("how", ["hold", "food_check"])
+async def test_a_pickup_made_offline_before_the_service_expired_the_order_stands(
+    rig: Rig, how: str
+) -> None:
+    """Cut off, the kiosk lets her collect; meanwhile the service, hearing nothing, ends the
+    order (its hold ran out, or no reading for too long) and tells everyone it is over. Once
+    the kiosk reports, her pickup stands and each person is told the truth (ADR 0112)."""
+    order_id, n = await _ready_order(rig, f"offl-late-{how}")
+    decided = rig.kiosk.now()  # she scans while the kiosk is cut off; it journals the pickup
+    assert rig.ctx.commander is not None
+    # Ended after her pickup even by the latest reading of the kiosk's clock the rule allows.
+    end = decided + timedelta(seconds=rig.ctx.commander.clock_behind_s(rig.kiosk.kiosk_id) + 0.5)
+    await _ended_by_the_service(rig, order_id, how, end)
+    discard = "expired_food" if how == "hold" else "food_unsafe"
+    told = "expired" if how == "hold" else "food_unsafe"
+    await until(lambda: _alerts(rig, discard), 10, "the task to discard the food")
+    assert await _messages(rig, order_id) == ["ready", told]
+
+    # Back in touch: the journal, then the door's own events, as the bridge's outbox sends them.
+    rig.kiosk.publish_event(
+        "offline_pickup",
+        n,
+        {"order_id": order_id, "method": "qr", "request_id": "offline-late"},
+        ts=decided,
+    )
+    rig.kiosk.release_latch(n)
+    await _takes_her_food(rig, order_id, n)
+    order = await _order(rig, order_id)
+    assert order.code_used_at == decided and order.picked_up_at is not None
+    assert (order.failure_reason, order.food_unsafe_at, order.closed_at) == (None, None, None)
+    assert await _alerts(rig, "offline_pickup_conflict") == []
+    [task] = await _alerts(rig, discard)
+    assert task.state == "resolved"  # no food left to discard
+    assert await _messages(rig, order_id) == ["ready", told, "collected"]
+    [opening] = await _pickup_openings(rig, order_id)
+    assert opening.who == "purchaser:qr_offline" and opening.door_opened_at is not None
+    async with rig.ctx.sessionmaker() as session:
+        actions = (
+            await session.scalars(
+                select(OrderEvent.action)
+                .where(OrderEvent.order_id == uuid.UUID(order_id))
+                .order_by(OrderEvent.id)
+            )
+        ).all()
+        notice = await session.scalar(
+            select(OrderEvent.detail).where(
+                OrderEvent.order_id == uuid.UUID(order_id),
+                OrderEvent.action == "notice:collected_before_end",
+            )
+        )
+    assert "picked_up_before_end" in actions
+    assert "removed" not in actions
+    assert notice is not None and "withdrawn" in notice["message"]
+
+
+async def test_an_expired_compartment_emptied_by_staff_stays_expired(rig: Rig) -> None:
+    """The correction needs her code's use before the end and her door opening: staff taking
+    out expired food change nothing of the order."""
+    order_id, n = await _ready_order(rig, "offl-staff")
+    await _ended_by_the_service(rig, order_id, "hold", utcnow())
+    rig.kiosk.release_latch(n)  # a staff member's key
+    rig.kiosk.open_door(n)
+    rig.kiosk.remove_item(n)
+    rig.kiosk.close_door(n)
+    closed = rig.kiosk.events[-1]
+    assert closed.type == "door_closed"
+    await until(lambda: _handled(rig, closed.event_id), 10, "the closing")
+    order = await _order(rig, order_id)
+    assert (order.state, order.picked_up_at) == ("expired", None)
+    assert await _messages(rig, order_id) == ["ready", "expired"]
+
+
+async def test_a_hold_running_out_while_her_code_opens_the_door_waits_for_its_closing(
+    rig: Rig,
+) -> None:
+    """Online, her code is accepted as the hold runs out: she is not told it expired while she
+    takes her food; the door's closing decides (ADR 0112)."""
+    order_id, n = await _ready_order(rig, "offl-last-second")
+    order = await _order(rig, order_id)
+    scan = rig.kiosk.publish_event("scan", None, {"text": _token_of(rig, order)})
+    await until(lambda: _handled(rig, scan.event_id), 10, "the scan")
+    assert (await _order(rig, order_id)).code_used_at is not None
+    end = utcnow()
+    uid = uuid.UUID(order_id)
+    await _hold_ends(rig, uid, end)
+
+    async def looked_at() -> bool:  # the hold's timer ran and is due again, later
+        async with rig.ctx.sessionmaker() as session:
+            timer = await session.scalar(
+                select(Timer).where(Timer.order_id == uid, Timer.kind == "hold_expiry")
+            )
+            return timer is not None and timer.state == "pending" and timer.due_at > end
+
+    await until(looked_at, 10, "the hold's timer to have run")
+    assert (await _order(rig, order_id)).state == "ready"
+    await _takes_her_food(rig, order_id, n)
+    assert await _messages(rig, order_id) == ["ready"]
+    assert await _alerts(rig, "expired_food") == []

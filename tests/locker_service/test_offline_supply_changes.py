@@ -19,7 +19,12 @@ from locker_service.alerts.service import raise_alert
 from locker_service.db import create_engine, create_sessionmaker, session_scope
 from locker_service.models import Alert, Compartment, Order, Site, utcnow
 from locker_service.orders import codes
-from locker_service.pickup.supply import NOT_SUPPLIED_ALERT, SupplyLoop, not_supplied_key
+from locker_service.pickup.supply import (
+    NOT_SUPPLIED_ALERT,
+    OFF_REPEAT_S,
+    SupplyLoop,
+    not_supplied_key,
+)
 from locker_service.sites import service as admin
 from tests.locker_service.conftest import make_settings
 
@@ -354,3 +359,26 @@ async def test_an_alert_the_loop_did_not_make_or_a_failed_sweep_does_not_fail_it
     fleet.clock[0] += REFRESH_S
     assert await _round(fleet) == (3, ["a1", "a2", "b1"])  # the refresh, and a failed sweep
     assert await _round(fleet) == (0, [])  # its supplies stand: nothing read or sent again
+
+
+async def test_with_offline_pickups_off_each_kiosk_is_told_so_and_nothing_is_read(
+    fleet: Fleet,
+) -> None:
+    """A bridge supplied before offline pickups were switched off must forget its list, or it
+    takes the silence for being cut off and opens on it (ADR 0077)."""
+    settings = fleet.loop.settings.model_copy(update={"offline_supply_refresh_s": 0.0})
+    loop = SupplyLoop(settings, fleet.sessionmaker, fleet.link, monotonic=lambda: fleet.clock[0])
+    await loop.round()
+    assert sorted(fleet.link.sent_to()) == ["a1", "a2", "b1"]
+    for _, sent in fleet.link.supplies:
+        assert sent.switched_off and sent.orders == []
+    assert loop.facts_read == 0  # no order is read, nor sent
+    await loop.round()
+    assert len(fleet.link.supplies) == 3  # told once, until the repeat is due
+
+    fleet.link.statuses["a2"] = contract.KioskStatus(state="online")  # its bridge restarted
+    await loop.round()
+    assert fleet.link.sent_to()[3:] == ["a2"]
+    fleet.clock[0] += OFF_REPEAT_S
+    await loop.round()
+    assert sorted(fleet.link.sent_to()[4:]) == ["a1", "a2", "b1"]

@@ -176,19 +176,7 @@ async def test_a_courier_who_walks_away_frees_the_compartment(
 
     async def board_says(lock_released: bool) -> None:
         await handler.on_snapshot(
-            world.kiosk_code,
-            contract.CompartmentSnapshot(
-                n=n,
-                door_open=False,
-                lock_released=lock_released,
-                occupied=False,
-                heater_on=False,
-                uv_on=False,
-                disinfecting=False,
-                disinfect_remaining_s=0,
-                temp_c=21.0,
-                setpoint_c=None,
-            ),
+            world.kiosk_code, _idle(n, occupied=False, lock_released=lock_released)
         )
         async with session_scope(service.sessionmaker) as session:
             await session.execute(
@@ -487,27 +475,53 @@ async def test_watchdog_completes_a_cycle_whose_event_was_lost(
     order, n = await _deposited(app_client, world, service, "lost-event")
     loop = TimerLoop(service)
     await loop.run_due()
-    assert await _state(service, order["id"]) == "deposited"  # its start report lost too
+    await event(service, world, "disinfection_started", n, duration_s=1800)
+    assert await _state(service, order["id"]) == "disinfecting"
     # the kiosk's snapshot says the cycle is over, but disinfection_completed never arrived
-    handler = runtime.story
-    await handler.on_snapshot(
-        world.kiosk_code,
-        contract.CompartmentSnapshot(
-            n=n,
-            door_open=False,
-            lock_released=False,
-            occupied=True,
-            heater_on=True,
-            uv_on=False,
-            disinfecting=False,
-            disinfect_remaining_s=0,
-            temp_c=65.0,
-            setpoint_c=65.0,
-        ),
-    )
+    await runtime.story.on_snapshot(world.kiosk_code, _idle(n))
     await until_due(service, TimerKind.CYCLE_WATCHDOG)
     await loop.run_due()
     assert await _state(service, order["id"]) == "ready"
+
+
+def _idle(
+    n: int, *, occupied: bool = True, lock_released: bool = False
+) -> contract.CompartmentSnapshot:
+    """A snapshot of a shut compartment, no cycle running: with food, heated; or empty."""
+    return contract.CompartmentSnapshot(
+        n=n,
+        door_open=False,
+        lock_released=lock_released,
+        occupied=occupied,
+        heater_on=occupied,
+        uv_on=False,
+        disinfecting=False,
+        disinfect_remaining_s=0,
+        temp_c=65.0 if occupied else 21.0,
+        setpoint_c=65.0 if occupied else None,
+    )
+
+
+async def test_watchdog_never_makes_ready_a_cycle_the_board_never_showed_running(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    runtime: Runtime,
+    fake_kiosk: FakeKiosk,
+) -> None:
+    """No lamp on reported, no completion: an idle snapshot after the cycle's time does not say
+    it ran (its start may never have reached the board). The food is not made ready; the cycle
+    is overdue, and the start's timer sends it again (ADR 0113)."""
+    order, n = await _deposited(app_client, world, service, "never-seen")
+    loop = TimerLoop(service)
+    await loop.run_due()
+    await runtime.story.on_snapshot(world.kiosk_code, _idle(n))
+    await until_due(service, TimerKind.CYCLE_WATCHDOG)
+    await loop.run_due()
+    assert await _state(service, order["id"]) == "deposited"
+    async with service.sessionmaker() as session:
+        overdue = await session.scalar(select(Alert).where(Alert.kind == "cycle_overdue"))
+    assert overdue is not None and overdue.state == "open"
 
 
 async def test_an_overdue_cycle_raises_an_alert(

@@ -363,8 +363,14 @@ class ScriptedKiosk:
         )
 
     def publish_event(
-        self, type_: str, compartment: int | None, data: dict[str, Any] | None = None
+        self,
+        type_: str,
+        compartment: int | None,
+        data: dict[str, Any] | None = None,
+        ts: datetime | None = None,
     ) -> contract.Event:
+        """Journal and send an event, stamped now by this kiosk's clock or at `ts` (one its
+        outbox kept while it was cut off)."""
         with self._lock:  # numbered as the bridge's outbox does: one more than the last
             self._seq += 1
             event = contract.Event(
@@ -373,7 +379,7 @@ class ScriptedKiosk:
                 compartment=compartment,
                 data=data or {},
                 seq=self._seq,
-                ts=self.now(),
+                ts=self.now() if ts is None else ts,
             )
             self.republish_event(event)
         return event
