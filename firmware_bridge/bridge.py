@@ -435,6 +435,10 @@ class Bridge:
         )
         if isinstance(decision, Refused):
             log.info("offline pickup refused: %s", decision.error)
+            if code is not None and decision.error == "invalid_code":
+                # A guess, or a typo: the service counts it toward the kiosk's daily budget of
+                # wrong codes once it hears (never the digits typed).
+                self._emit(RawEvent("offline_code_refused", None))
             self._tell_screen({"ok": False, "error": decision.error, "message": decision.message})
             return decision
         self._unlock_offline(decision)

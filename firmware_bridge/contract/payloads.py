@@ -101,6 +101,9 @@ EventType = Literal[
     # The board refused the unlock of an offline pickup (a cycle running, a fault): data says
     # which order (`order_id`), the unlock's `request_id` and the reply's `status`.
     "offline_pickup_failed",
+    # A wrong code typed while cut off, refused by the bridge: no data (never the code). The
+    # service counts it as a wrong typed code at the kiosk (docs/adr/0077).
+    "offline_code_refused",
 ]
 
 

@@ -392,6 +392,8 @@ class StoryHandler:
                     log.warning("event for unknown compartment %s/%s", kiosk_id, event.compartment)
                     return
                 await self._compartment_event(session, kiosk, c, event)
+            elif event.type == "offline_code_refused":
+                await pickup_service.offline_code_refused(session, self.ctx, kiosk)
             elif event.type == "board_rebooted":
                 # A board starts with every heater off: the food it holds is heated again.
                 for order_id, compartment_id in await orders.hot_food_in_kiosk(session, kiosk.id):

@@ -203,13 +203,39 @@ async def claim(
         )
     await repository.record_attempt(session, kiosk.id, source, order.id if order else None, False)
     if guessable and order is None:
-        budget_spent = throttle.spends_budget(rules.kiosk, recent.kiosk.count)
-        if budget_spent or throttle.reaches_cap(rules.source, recent.source.count):
-            failures = recent.kiosk.count + 1 if budget_spent else recent.source.count + 1
-            await _kiosk_under_attack(
-                session, ctx, kiosk, rules, failures, budget_spent=budget_spent
-            )
+        await _guessed(session, ctx, kiosk, rules, recent)
     return refusal or InvalidCode("this code does not open anything here")
+
+
+# Where the service counts the wrong codes a kiosk's keypad refused while cut off.
+OFFLINE_KEYPAD = "keypad_offline"
+
+
+async def offline_code_refused(session: AsyncSession, ctx: ServiceContext, kiosk: Kiosk) -> None:
+    """A wrong code typed at the kiosk while it was cut off, refused there (its keypad throttles
+    as the service does, ADR 0077), reported once back: counted as a wrong typed code at the
+    kiosk, so guessing offline and online spends one daily budget and raises the same alert."""
+    rules = rules_of(ctx.settings)
+    recent = await repository.recent_failures(
+        session, utcnow(), rules, kiosk_id=kiosk.id, source=OFFLINE_KEYPAD
+    )
+    await repository.record_attempt(session, kiosk.id, OFFLINE_KEYPAD, None, False)
+    await _guessed(session, ctx, kiosk, rules, recent)
+
+
+async def _guessed(
+    session: AsyncSession,
+    ctx: ServiceContext,
+    kiosk: Kiosk,
+    rules: throttle.Rules,
+    recent: repository.RecentFailures,
+) -> None:
+    """One more wrong 8-digit code at the kiosk, after the `recent` ones: the alert if it spent
+    the kiosk's daily budget or made its source wait its longest."""
+    budget_spent = throttle.spends_budget(rules.kiosk, recent.kiosk.count)
+    if budget_spent or throttle.reaches_cap(rules.source, recent.source.count):
+        failures = recent.kiosk.count + 1 if budget_spent else recent.source.count + 1
+        await _kiosk_under_attack(session, ctx, kiosk, rules, failures, budget_spent=budget_spent)
 
 
 async def _give_back_if_latch_held(

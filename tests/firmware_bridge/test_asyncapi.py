@@ -180,6 +180,8 @@ def test_the_offline_supply_and_an_offline_pickup_match_too(asyncapi: dict[str, 
         seq=8,
     )
     validate(asyncapi, "events", json.loads(failed.to_json()))
+    wrong = contract.Event(event_id="e4", type="offline_code_refused", seq=9)
+    validate(asyncapi, "events", json.loads(wrong.to_json()))
 
 
 @pytest.mark.parametrize(

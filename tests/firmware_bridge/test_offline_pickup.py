@@ -8,7 +8,7 @@ import secrets
 import threading
 from typing import Any
 
-from firmware_bridge.offline import Opened
+from firmware_bridge.offline import Opened, Refused
 from tests.firmware_bridge.conftest import Kiosk, offline_supply
 from tests.firmware_bridge.harness import Observer, pulses
 
@@ -153,3 +153,21 @@ def test_an_unlock_the_board_refuses_gives_the_code_back_and_is_journalled(
     finally:
         bridge.offline_listeners.remove(outcomes.append)
         obs.stop()
+
+
+def test_a_wrong_code_typed_while_cut_off_is_journalled_for_the_service(kiosk: Kiosk) -> None:
+    """The keypad throttles wrong codes itself; the service hears of each (never its digits),
+    so guessing offline spends the kiosk's daily budget there too."""
+    bridge, obs = kiosk.bridge, kiosk.observer
+    supply = offline_supply([("ord-hers", 2, secrets.token_urlsafe(32), "12345678")], refresh_s=0.5)
+    obs.client.publish(obs.topics.offline, supply.to_json())
+    obs.wait(lambda: bridge.knows_codes(), "the bridge to take the supply")
+    obs.wait(bridge.cut_off, "three supplies missed", timeout_s=30)
+    refused = bridge.pickup_offline(code="00000000")
+    assert isinstance(refused, Refused) and refused.error == "invalid_code"
+    obs.wait(lambda: obs.events("offline_code_refused"), "the wrong code journalled")
+    [event] = obs.events("offline_code_refused")
+    assert event["compartment"] is None and event["data"] == {}
+    assert isinstance(bridge.pickup_offline(code="12345678"), Opened)  # hers: not refused
+    obs.wait(lambda: obs.events("offline_pickup", 2), "her pickup journalled")
+    assert len(obs.events("offline_code_refused")) == 1

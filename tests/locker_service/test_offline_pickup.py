@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from firmware_bridge import contract
 from firmware_bridge.contract.codes import code_mac
@@ -29,10 +29,12 @@ from locker_service.models import (
     NotificationOutbox,
     Order,
     OrderEvent,
+    PickupAttempt,
     Timer,
     utcnow,
 )
 from locker_service.orders import codes
+from locker_service.pickup.service import OFFLINE_KEYPAD
 from locker_service.timers.service import TimerKind
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.test_story_mqtt import Rig, until
@@ -492,3 +494,25 @@ async def test_a_hold_running_out_while_her_code_opens_the_door_waits_for_its_cl
     await _takes_her_food(rig, order_id, n)
     assert await _messages(rig, order_id) == ["ready"]
     assert await _alerts(rig, "expired_food") == []
+
+
+async def test_wrong_codes_refused_offline_spend_the_kiosk_s_daily_budget(rig: Rig) -> None:
+    """Guessing at a cut-off kiosk's keypad and then online is one budget (ADR 0039, 0077)."""
+    free = rig.ctx.settings.pickup_kiosk_free_failures_per_day
+    refused = [rig.kiosk.publish_event("offline_code_refused", None) for _ in range(free)]
+    rig.kiosk.republish_event(refused[-1])  # at least once: counted once
+    await until(lambda: _handled(rig, refused[-1].event_id), 20, "the refusals")
+    # One alert per episode: here the keypad's count reached its longest wait first.
+    [alert] = await _alerts(rig, "kiosk_under_attack")
+    assert "wrong pickup codes" in alert.message
+    async with rig.ctx.sessionmaker() as session:
+        counted = await session.scalar(
+            select(func.count())
+            .select_from(PickupAttempt)
+            .where(
+                PickupAttempt.kiosk_id == rig.world.kiosk_id,
+                PickupAttempt.source == OFFLINE_KEYPAD,
+                PickupAttempt.ok.is_(False),
+            )
+        )
+    assert counted == free  # each once, in the kiosk's day as online failures are
