@@ -9,7 +9,9 @@ ahead of the door's own events, once the link is back.
 
 What is kept where, for a stolen kiosk disk:
 - on disk (the bridge's SQLite file): each order's id, compartment, deadline, whether its code
-  is used, and SHA-256 of its 256-bit QR token. Nothing derives a token from its hash.
+  is used, and SHA-256 of its 256-bit QR token. Nothing derives a token from its hash. Also the
+  latest time seen pass: a PC restarted with its clock set back behind it opens nothing alone,
+  its deadlines being beyond judging (the monotonic ones were in memory).
 - in memory only: the supply's key and the HMACs of the 8-digit codes under it. Together they
   would give a code away in seconds (10^8 tries), so neither is ever written down. A bridge
   restarted while cut off therefore opens by QR only until the next supply.
@@ -48,6 +50,9 @@ FIRST_DELAY_S = 2.0
 MAX_DELAY_S = 120.0
 DAY_FREE_FAILURES = 40
 DAY_S = 24 * 3600.0
+# A wall clock this far behind a time the bridge has seen pass is taken for set back, not for
+# the few seconds two PCs' clocks differ by (real seconds).
+CLOCK_SET_BACK_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,12 @@ class OfflineBook:
         meta = store.offline_meta()
         self._frozen = meta.get("frozen") == "1"
         self._refresh_s = float(meta["refresh_s"]) if "refresh_s" in meta else None
+        # The latest wall time this bridge knows has passed (a supply's, or its own when it
+        # took one or decided): kept on disk, so a PC restarted with its clock set back (a
+        # flat clock battery, no time server while cut off) is seen to be wrong.
+        self._wall_floor = (
+            datetime.fromisoformat(meta["wall_floor"]) if "wall_floor" in meta else None
+        )
         self._issued_at: datetime | None = None
         self._last_supply: float | None = None  # monotonic; None: none since this start
         self._started = monotonic()
@@ -132,8 +143,16 @@ class OfflineBook:
                         door,
                     )
                 )
+            self._wall_floor = max(
+                t for t in (self._wall_floor, supply.issued_at, self._now()) if t is not None
+            )
             self._store.replace_offline(
-                rows, {"frozen": "1" if supply.frozen else "0", "refresh_s": str(supply.refresh_s)}
+                rows,
+                {
+                    "frozen": "1" if supply.frozen else "0",
+                    "refresh_s": str(supply.refresh_s),
+                    "wall_floor": self._wall_floor.isoformat(),
+                },
             )
             self._orders = {r.order_id: r for r in rows}
             # Deadlines also on this PC's monotonic clock, from the service's own clock: a wall
@@ -264,7 +283,15 @@ class OfflineBook:
         if row is None:
             return Refused("invalid_code", "this code does not open anything here")
         mono_deadline = self._mono_deadlines.get(row.order_id)
-        if row.deadline <= self._now() or (
+        now = self._now()
+        if mono_deadline is None and self._set_back(now):
+            # Restarted since the supply (its monotonic deadlines are gone) with a clock behind
+            # a time already seen: no deadline can be judged on it.
+            return Refused(
+                "offline_clock_unreliable",
+                "this locker's clock cannot be trusted while it is offline: please ask the staff",
+            )
+        if row.deadline <= now or (
             mono_deadline is not None and mono_deadline <= self._monotonic()
         ):
             return Refused("code_expired", "this order can no longer be collected here")
@@ -276,10 +303,17 @@ class OfflineBook:
                 "this compartment has been opened since the order was last confirmed here: "
                 "it cannot be opened offline, please ask the staff",
             )
-        used = row.with_use(self._now())
+        used = row.with_use(now)
         self._store.mark_offline_use(row.order_id, used.used_here_at)
+        if self._wall_floor is None or now > self._wall_floor:
+            self._wall_floor = now
+            self._store.set_offline_meta("wall_floor", now.isoformat())
         self._orders[row.order_id] = used
         return Opened(row.order_id, row.compartment, method)
+
+    def _set_back(self, now: datetime) -> bool:
+        floor = self._wall_floor
+        return floor is not None and (floor - now).total_seconds() > CLOCK_SET_BACK_S
 
     def give_back(self, order_id: str) -> None:
         """The unlock did not release her door: her code is hers again."""

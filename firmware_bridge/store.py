@@ -283,6 +283,10 @@ class BridgeStore:
             db.execute("DELETE FROM offline_meta")  # no `refresh_s`: offline pickups are off
             db.executemany("INSERT INTO offline_meta VALUES (?, ?)", meta.items())
 
+    def set_offline_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO offline_meta VALUES (?, ?)", (key, value))
+
     def mark_offline_door_opened(self, compartment: int, at: datetime) -> None:
         with self._tx() as db:
             db.execute(

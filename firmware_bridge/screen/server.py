@@ -32,6 +32,7 @@ STATUS_OF = {
     "opened_since_offline": HTTPStatus.CONFLICT,
     "locked_out": HTTPStatus.TOO_MANY_REQUESTS,
     "offline_codes_unavailable": HTTPStatus.SERVICE_UNAVAILABLE,
+    "offline_clock_unreliable": HTTPStatus.SERVICE_UNAVAILABLE,
 }
 FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),

@@ -196,6 +196,8 @@ class Story:
         cycle = await self.running_cycle(session, c)
         if cycle is None or cycle.kind != "hold":
             return
+        if cycle.confirmed_at is None:
+            cycle.confirmed_at = utcnow()  # this cycle ran: its watchdog may end it (ADR 0113)
         order = await orders.active_in_compartment(session, c.id)
         if order is None or order.state != OrderState.DEPOSITED:
             return  # confirmed already (a restarted cycle), or no order to tell
@@ -454,9 +456,7 @@ class Story:
                 )
         else:
             ended = await orders.expired_in_compartment(session, c.id)
-            if ended is not None and await self._collected_before_end(
-                session, kiosk, c, ended, who
-            ):
+            if ended is not None and await self._collected_before_end(session, kiosk, c, ended):
                 order = ended  # picked up after all: published with the compartment
             elif ended is not None:
                 orders.add_event(session, ended.id, "kiosk", kiosk.code, "removed", {"by": who})
@@ -469,7 +469,7 @@ class Story:
         self._publish(session, kiosk, c, order)
 
     async def _collected_before_end(
-        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, order: Order, who: str | None
+        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, order: Order
     ) -> bool:
         """The door shut on an empty compartment after her code, used before the order expired,
         opened it: the expiry was wrong (ADR 0112). The kiosk decided her pickup while cut off
@@ -477,26 +477,39 @@ class Story:
         open as the hold ran out. The order is corrected to picked up and each person told: the
         purchaser that her collection stands (if she was told otherwise), the merchant by a
         notice and the `order.picked_up` webhook, the operator's task to discard resolved.
-        False, changing nothing, for anything else (staff emptying an expired compartment)."""
+        Only when the opening this closing ends is her pickup's, opened after her code's use:
+        False, changing nothing, for anything else (staff emptying an expired compartment, even
+        after she had opened it and left the food)."""
         used = order.code_used_at
-        if used is None or not pickup_offline.before_end(order, used):
+        if used is None or not pickup_offline.before_end(order, used, used):
             return False
-        if not await pickup_repository.opened_since(session, order.id, used):
-            return False  # no door of her pickup opened: this emptying was not hers
+        last = await pickup_repository.last_opening(session, c.id)
+        if (
+            last is None
+            or last.order_id != order.id
+            or last.why != "pickup"
+            or last.door_opened_at is None
+            or last.door_opened_at < used
+        ):
+            return False  # the door that shut was not opened by her pickup
         unsafe = order.food_unsafe_at is not None
-        actor = who if who is not None and who.startswith("purchaser") else "purchaser"
         await orders.transition(
             session,
             order,
             OrderTrigger.PICKED_UP_BEFORE_END,
             actor_type="purchaser",
-            actor_id=actor,
+            actor_id=last.who,
             detail={
                 "collected_at": used.isoformat(),
                 "expired_at": order.closed_at.isoformat() if order.closed_at else None,
                 "expired_because": order.failure_reason,
+                "food_unsafe_at": (
+                    order.food_unsafe_at.isoformat() if order.food_unsafe_at else None
+                ),
             },
-            picked_up_at=utcnow(),
+            # When her door opened (the kiosk's time), not when the service heard: the food's
+            # record ends there.
+            picked_up_at=last.door_opened_at,
             closed_at=None,
             failure_reason=None,
             food_unsafe_at=None,
@@ -519,7 +532,7 @@ class Story:
             f"it {said} is withdrawn: there is no food to discard",
             {"collected_at": used.isoformat()},
         )
-        if await outbox.wrote_any(
+        if await outbox.withdraw(
             session,
             order,
             (

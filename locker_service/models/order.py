@@ -124,6 +124,9 @@ class DisinfectionCycle(Base):
     # answered that it did not run it (a start sent again after an unknown outcome is the same
     # request: ADR 0082). None on rows from before migration 0017.
     start_request_id: Mapped[str | None] = mapped_column(String(64))
+    # When the board first showed this hold cycle running (its start event, a snapshot with the
+    # lamp on, its completion): only then may an idle snapshot end it (ADR 0113).
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class PickupAttempt(Base):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.models import NotificationOutbox, Order, utcnow
@@ -86,11 +86,21 @@ def _text(kind: str, order: Order, where: str, deadline: datetime | None) -> tup
     return (f"Your order {order.external_ref}: {kind}", f"Hello {order.purchaser_name}.")
 
 
-async def wrote_any(session: AsyncSession, order: Order, kinds: Iterable[str | None]) -> bool:
-    """Whether a message of one of these kinds was written for the order (sent, or to be)."""
+async def withdraw(session: AsyncSession, order: Order, kinds: Iterable[str | None]) -> bool:
+    """Withdraw the order's messages of these kinds not yet taken for sending (the worker takes
+    only pending ones); True if one of them may still reach the purchaser (sent, being sent, or
+    failed and so open to an operator's resend)."""
     keys = [dedupe_key(order, kind) for kind in kinds if kind is not None]
+    await session.execute(
+        update(NotificationOutbox)
+        .where(NotificationOutbox.dedupe_key.in_(keys), NotificationOutbox.status == "pending")
+        .values(status="withdrawn", locked_until=None)
+        .execution_options(synchronize_session=False)
+    )
     found = await session.scalar(
-        select(NotificationOutbox.id).where(NotificationOutbox.dedupe_key.in_(keys)).limit(1)
+        select(NotificationOutbox.id)
+        .where(NotificationOutbox.dedupe_key.in_(keys), NotificationOutbox.status != "withdrawn")
+        .limit(1)
     )
     return found is not None
 

@@ -25,7 +25,7 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import contract
@@ -56,7 +56,8 @@ async def replay(
     """Record one offline pickup in the caller's transaction; what it came to: `claimed`,
     `reclaimed` (a retry of a code whose door had not opened), `conflict` or `invalid`."""
     method = METHODS.get(str(event.data.get("method")))
-    order = await _order(session, event.data.get("order_id"))
+    # Locked: an expiry committing meanwhile either came first (judged below) or waits.
+    order = await _order(session, event.data.get("order_id"), lock=True)
     if method is None or order is None or order.compartment_id != compartment.id:
         await _alert(
             session,
@@ -80,7 +81,7 @@ async def replay(
         "decided_at": decided_at.isoformat(),
         "kiosk": kiosk.code,
     }
-    if order.state == OrderState.EXPIRED and before_end(order, latest):
+    if order.state == OrderState.EXPIRED and before_end(order, decided_at, latest):
         detail["before_end"] = True  # collected before the service expired it (ADR 0112)
     outcome = await _claim(session, order, decided_at, latest)
     doors.authorise(
@@ -167,28 +168,40 @@ async def unlock_refused(
     return "withdrawn"
 
 
-async def _order(session: AsyncSession, raw: object) -> Order | None:
+async def _order(session: AsyncSession, raw: object, *, lock: bool = False) -> Order | None:
     try:
         order_id = uuid.UUID(str(raw))
     except ValueError:
         return None
-    return await session.get(Order, order_id)
+    if not lock:
+        return await session.get(Order, order_id)
+    found: Order | None = await session.scalar(
+        select(Order)
+        .where(Order.id == order_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return found
 
 
-def before_end(order: Order, at: datetime) -> bool:
-    """Was `at` a moment the expired `order` could still be collected: it had been ready, and
-    `at` is before every end the service put on it (its hold, its food's deadline, the food
-    check's verdict, the moment it expired)? Pure."""
+def before_end(order: Order, earliest: datetime, latest: datetime) -> bool:
+    """Was a moment between `earliest` and `latest` (a kiosk's stamp, and the latest our clock
+    may have read then) one at which the expired `order` could still be collected: not before
+    it was ready (within the clocks' skew: a kiosk restarted with its clock set back stamps
+    long before), and before every end the service put on it (its hold, its food's deadline,
+    the food check's verdict, the moment it expired)? Pure."""
     if order.state != OrderState.EXPIRED or order.ready_at is None:
         return False
+    if earliest < order.ready_at - doors.CLOCK_SKEW:
+        return False
     ends = (order.hold_until, order.food_deadline, order.food_unsafe_at, order.closed_at)
-    return all(at < end for end in ends if end is not None)
+    return all(latest < end for end in ends if end is not None)
 
 
 async def _claim(
     session: AsyncSession, order: Order, decided_at: datetime, latest: datetime
 ) -> str:
-    if order.state != OrderState.READY and not before_end(order, latest):
+    if order.state != OrderState.READY and not before_end(order, decided_at, latest):
         return "conflict"
     if order.code_used_at is None:
         if await orders.mark_code_used(session, order, decided_at, OrderState(order.state)):

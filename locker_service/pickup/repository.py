@@ -214,6 +214,18 @@ _OPENED_SINCE = (
 )
 
 
+async def last_opening(session: AsyncSession, compartment_id: int) -> DoorOpening | None:
+    """The compartment's opening whose door opened last: the one a closing ends."""
+    return await session.scalar(
+        select(DoorOpening)
+        .where(
+            DoorOpening.compartment_id == compartment_id, DoorOpening.door_opened_at.is_not(None)
+        )
+        .order_by(DoorOpening.door_opened_at.desc(), DoorOpening.id.desc())
+        .limit(1)
+    )
+
+
 async def opened_since(session: AsyncSession, order_id: uuid.UUID, since: datetime) -> bool:
     """True when a pickup opening of the order saw its door open at or after `since`."""
     return await session.scalar(_OPENED_SINCE, {"order_id": order_id, "since": since}) is not None

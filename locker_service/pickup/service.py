@@ -192,7 +192,11 @@ async def claim(
             )
             await session.flush()
             return Claim(order, compartment, doors.Authorised.of(opening))
-        refusal = Conflict("this code has been used already", code="code_used")
+        # Moved meanwhile: used by another try, or expired (its hold ran out): say which.
+        await session.refresh(order)
+        refusal = _refusal(now, kiosk, order, compartment, rules, recent.order) or Conflict(
+            "this code has been used already", code="code_used"
+        )
     if order is not None and _awaiting_her_door(order, refusal):
         # Her code opened the latch and the door has not opened since: she is not guessing.
         # Told so, and not counted: the code comes back when the latch is seen again.
@@ -445,4 +449,10 @@ def _refusal(
         return Conflict(f"this order is {order.state}: please ask staff", code="code_expired")
     if order.state != OrderState.READY:
         return Conflict("the order is not ready yet", code="not_ready")
+    if order.hold_until is not None and now >= order.hold_until:
+        # Its time to collect is over (the timer that expires it may not have run yet): as
+        # the kiosk decides offline, and as her messages said.
+        return Conflict(
+            "this order can no longer be collected: please ask staff", code="code_expired"
+        )
     return None

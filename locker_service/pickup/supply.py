@@ -28,7 +28,7 @@ import random
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -75,6 +75,17 @@ def _order_of(key: str) -> uuid.UUID | None:
         return uuid.UUID(key.removeprefix(f"{NOT_SUPPLIED_ALERT}:"))
     except ValueError:
         return None
+
+
+async def _open_not_supplied(session: AsyncSession) -> Sequence[str]:
+    """The dedupe keys of the open "not supplied" alerts."""
+    return (
+        await session.scalars(
+            select(Alert.dedupe_key).where(
+                Alert.kind == NOT_SUPPLIED_ALERT, Alert.state != "resolved"
+            )
+        )
+    ).all()
 
 
 class SupplyLink(Protocol):
@@ -364,7 +375,7 @@ class SupplyLoop:
             del self._sent[kiosk_id]
             self._alerted.pop(kiosk_id, None)
         if self.refresh_s <= 0:
-            self._tell_off(online, clock)
+            await self._tell_off(online, clock)
             return False
         try:
             await self._supply(online, clock)
@@ -448,8 +459,15 @@ class SupplyLoop:
             except Exception:  # tried again at the next refresh; the supplies stand
                 log.exception("could not sweep the alerts of orders no longer ready")
 
-    def _tell_off(self, online: dict[str, KioskStatus], clock: float) -> None:
-        """Offline pickups are off: each kiosk is told so once online and every OFF_REPEAT_S."""
+    async def _tell_off(self, online: dict[str, KioskStatus], clock: float) -> None:
+        """Offline pickups are off: each kiosk is told so once online and every OFF_REPEAT_S,
+        and no order is left "not supplied" (nothing is decided offline to supply it for)."""
+        if self._swept_at is None or clock - self._swept_at >= OFF_REPEAT_S:
+            self._swept_at = clock
+            try:
+                await self._resolve_not_supplied()
+            except Exception:  # tried again at the next repeat; the kiosks are still told
+                log.exception("could not resolve the 'not supplied' alerts")
         for kiosk_id, status in online.items():
             sent = self._sent.get(kiosk_id)
             if sent is not None and sent.status_ts == status.ts and clock - sent.at < OFF_REPEAT_S:
@@ -463,6 +481,11 @@ class SupplyLoop:
             spread = random.random() * OFF_REPEAT_S / 2 if first else 0.0  # as a first supply
             self._sent[kiosk_id] = _Sent((), clock - spread, status.ts, 0, frozenset())
             self.sent += 1
+
+    async def _resolve_not_supplied(self) -> None:
+        async with session_scope(self._sessionmaker) as session:
+            for key in await _open_not_supplied(session):
+                await resolve_alerts(session, key, self._hub)
 
     async def _recall_alerts(self, session: AsyncSession, facts: dict[str, KioskFacts]) -> None:
         """The open "not supplied" alerts of the kiosks this replica has not supplied yet."""
@@ -528,13 +551,7 @@ class SupplyLoop:
         ended while its kiosk was away (offline, or held by nobody), or at a kiosk retired.
         Those of orders still ready wait for their kiosk's supply."""
         async with session_scope(self._sessionmaker) as session:
-            keys = (
-                await session.scalars(
-                    select(Alert.dedupe_key).where(
-                        Alert.kind == NOT_SUPPLIED_ALERT, Alert.state != "resolved"
-                    )
-                )
-            ).all()
+            keys = await _open_not_supplied(session)
             orders = {order_id: key for key in keys if (order_id := _order_of(key)) is not None}
             ready: set[uuid.UUID] = set()
             ids = list(orders)

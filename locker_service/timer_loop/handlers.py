@@ -183,12 +183,8 @@ async def _cannot_start(ctx: ServiceContext, c: Compartment, kind: str) -> None:
         )
 
 
-async def _kiosk_runs(session: AsyncSession, c: Compartment, cycle: DisinfectionCycle) -> bool:
-    """Has the kiosk already started this cycle? Then starting it again would restart it.
-
-    A retried timer (its first run died after sending) must not send the cycle twice: the
-    `disinfection_started` event or a snapshot with the lamp on since the cycle began says so.
-    """
+async def _start_reported(session: AsyncSession, c: Compartment, cycle: DisinfectionCycle) -> bool:
+    """Has the kiosk reported this cycle's start (`disinfection_started`)?"""
     # Received after the cycle row was made (our clock on both sides): this cycle's start,
     # not the end of the previous one.
     started = await session.scalar(
@@ -199,7 +195,16 @@ async def _kiosk_runs(session: AsyncSession, c: Compartment, cycle: Disinfection
             KioskEvent.received_at >= cycle.started_at,
         )
     )
-    if started is not None:
+    return started is not None
+
+
+async def _kiosk_runs(session: AsyncSession, c: Compartment, cycle: DisinfectionCycle) -> bool:
+    """Has the kiosk already started this cycle? Then starting it again would restart it.
+
+    A retried timer (its first run died after sending) must not send the cycle twice: the
+    `disinfection_started` event or a snapshot with the lamp on since the cycle began says so.
+    """
+    if cycle.confirmed_at is not None or await _start_reported(session, c, cycle):
         return True
     return (
         c.snapshot_at is not None
@@ -316,16 +321,16 @@ async def cycle_watchdog(ctx: ServiceContext, timer: Timer) -> datetime | None:
         cycle = await story.running_cycle(session, fresh)
         if cycle is None:
             return None
-        held = (
-            await session.get(Order, cycle.order_id)
-            if cycle.kind == "hold" and cycle.order_id is not None
-            else None
+        # A hold cycle the board never showed running (no start event, no snapshot with the
+        # lamp on, no completion) is not over by an idle snapshot: its start may never have
+        # reached the board, and the start's timer sends it again (ADR 0082). Food is made
+        # ready only after a cycle the board showed running (ADR 0113). A cycle started before
+        # migration 0018 counts its start event as the board's word.
+        seen_running = (
+            cycle.kind != "hold"
+            or cycle.confirmed_at is not None
+            or await _start_reported(session, fresh, cycle)
         )
-        # A hold cycle the board never showed running (its order still `deposited`: no lamp on
-        # reported, no completion) is not over by an idle snapshot: its start may never have
-        # reached the board, and the start's timer sends it again (ADR 0082). Food is ready
-        # only after a cycle the board showed running.
-        seen_running = held is None or held.state != OrderState.DEPOSITED
         finished_by_snapshot = (
             seen_running
             and fresh.snapshot_at is not None
@@ -461,15 +466,30 @@ async def reminder(ctx: ServiceContext, timer: Timer) -> datetime | None:
 
 
 async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
+    if timer.order_id is None:
+        return None
     async with session_scope(ctx.sessionmaker) as session:
-        order = await session.get(Order, timer.order_id) if timer.order_id else None
+        # Locked: a claim of her code committing meanwhile came first (seen here), or waits
+        # and then finds the order expired.
+        order = await session.scalar(
+            select(Order).where(Order.id == timer.order_id).with_for_update()
+        )
         if order is None or order.state != OrderState.READY:
             return None
         if order.code_used_at is not None:
             # Her code is opening the door as the hold runs out: its closing decides (picked
             # up, or her code given back and the hold ends then), not a message that it
-            # expired while she takes her food (ADR 0112).
-            return utcnow() + timedelta(seconds=doors.authorisation_window_s(ctx))
+            # expired while she takes her food (ADR 0112). Only while her unlock may still
+            # be on its way or her door is open: a closing never heard of holds nothing up.
+            c = (
+                await session.get(Compartment, order.compartment_id)
+                if order.compartment_id is not None
+                else None
+            )
+            now = utcnow()
+            window = timedelta(seconds=doors.authorisation_window_s(ctx))
+            if (c is not None and c.door_open) or now < order.code_used_at + window:
+                return now + window
         await Story(ctx).expire(session, order, "not collected within the hold limit")
     return None
 

@@ -260,6 +260,35 @@ def test_after_a_restart_qr_still_opens_but_codes_wait_for_the_service(
         again_store.close()
 
 
+def test_after_a_restart_with_its_clock_set_back_the_kiosk_opens_nothing_alone(
+    store: BridgeStore, clock: Clock, tmp_path: Path
+) -> None:
+    """A PC that loses power with the network loses its clock too (a flat battery): its
+    monotonic deadlines are gone with the restart, and its wall clock is behind a time it had
+    seen pass, so no deadline can be judged: nothing opens alone until a supply comes."""
+    book = book_on(store, clock)
+    clock.advance(20 * 60)
+    seen = T0 + timedelta(minutes=20)  # the last supply's time
+    book.take(supply([ALICE, BOB], issued_at=seen, deadlines={ALICE.order_id: seen}))
+    store.close()
+
+    again_store = BridgeStore(tmp_path / "bridge.sqlite3")
+    try:
+        clock.advance(3600)  # an hour later, ALICE's deadline long past...
+        clock.wall = T0 - timedelta(days=400)  # ...but the clock restarts at its BIOS date
+        again = book_on(again_store, clock)
+        for order in (ALICE, BOB):
+            refused = again.decide_token(order.token)
+            assert isinstance(refused, Refused) and refused.error == "offline_clock_unreliable"
+        clock.wall = seen - timedelta(seconds=60)  # behind by a PC's usual skew: trusted
+        assert again.decide_token(BOB.token) == Opened("ord-bob", 5, "qr")
+        clock.wall = seen + timedelta(hours=1)  # right again: ALICE's deadline is judged
+        refused = again.decide_token(ALICE.token)
+        assert isinstance(refused, Refused) and refused.error == "code_expired"
+    finally:
+        again_store.close()
+
+
 def test_a_copied_disk_holds_no_token_code_or_code_verifier(
     store: BridgeStore, clock: Clock, tmp_path: Path
 ) -> None:

@@ -386,6 +386,16 @@ async def _takes_her_food(rig: Rig, order_id: str, n: int) -> None:
     await until(picked_up, 20, "the order picked up")
 
 
+async def _statuses(rig: Rig, order_id: str) -> list[str]:
+    async with rig.ctx.sessionmaker() as session:
+        rows = await session.scalars(
+            select(NotificationOutbox.status)
+            .where(NotificationOutbox.order_id == uuid.UUID(order_id))
+            .order_by(NotificationOutbox.id)
+        )
+        return list(rows.all())
+
+
 async def _messages(rig: Rig, order_id: str) -> list[str]:
     async with rig.ctx.sessionmaker() as session:
         rows = await session.scalars(
@@ -396,13 +406,14 @@ async def _messages(rig: Rig, order_id: str) -> list[str]:
         return list(rows.all())
 
 
-@pytest.mark.parametrize("how", ["hold", "food_check"])
+@pytest.mark.parametrize("how, sent", [("hold", True), ("food_check", True), ("hold", False)])
 async def test_a_pickup_made_offline_before_the_service_expired_the_order_stands(
-    rig: Rig, how: str
+    rig: Rig, how: str, sent: bool
 ) -> None:
     """Cut off, the kiosk lets her collect; meanwhile the service, hearing nothing, ends the
     order (its hold ran out, or no reading for too long) and tells everyone it is over. Once
-    the kiosk reports, her pickup stands and each person is told the truth (ADR 0112)."""
+    the kiosk reports, her pickup stands and each person is told the truth (ADR 0112): she is
+    sent a correction if the untrue message went, or it never goes (`sent` False)."""
     order_id, n = await _ready_order(rig, f"offl-late-{how}")
     decided = rig.kiosk.now()  # she scans while the kiosk is cut off; it journals the pickup
     assert rig.ctx.commander is not None
@@ -413,6 +424,13 @@ async def test_a_pickup_made_offline_before_the_service_expired_the_order_stands
     told = "expired" if how == "hold" else "food_unsafe"
     await until(lambda: _alerts(rig, discard), 10, "the task to discard the food")
     assert await _messages(rig, order_id) == ["ready", told]
+    if sent:  # as the outbox worker (off in this rig) would have
+        async with rig.ctx.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(NotificationOutbox)
+                .where(NotificationOutbox.order_id == uuid.UUID(order_id))
+                .values(status="sent")
+            )
 
     # Back in touch: the journal, then the door's own events, as the bridge's outbox sends them.
     rig.kiosk.publish_event(
@@ -424,14 +442,18 @@ async def test_a_pickup_made_offline_before_the_service_expired_the_order_stands
     rig.kiosk.release_latch(n)
     await _takes_her_food(rig, order_id, n)
     order = await _order(rig, order_id)
-    assert order.code_used_at == decided and order.picked_up_at is not None
+    [opening] = await _pickup_openings(rig, order_id)
+    assert opening.who == "purchaser:qr_offline" and opening.door_opened_at is not None
+    assert order.code_used_at == decided and order.picked_up_at == opening.door_opened_at
     assert (order.failure_reason, order.food_unsafe_at, order.closed_at) == (None, None, None)
     assert await _alerts(rig, "offline_pickup_conflict") == []
     [task] = await _alerts(rig, discard)
     assert task.state == "resolved"  # no food left to discard
-    assert await _messages(rig, order_id) == ["ready", told, "collected"]
-    [opening] = await _pickup_openings(rig, order_id)
-    assert opening.who == "purchaser:qr_offline" and opening.door_opened_at is not None
+    if sent:
+        assert await _messages(rig, order_id) == ["ready", told, "collected"]
+    else:
+        assert await _messages(rig, order_id) == ["ready", told]
+        assert await _statuses(rig, order_id) == ["pending", "withdrawn"]
     async with rig.ctx.sessionmaker() as session:
         actions = (
             await session.scalars(
@@ -449,6 +471,36 @@ async def test_a_pickup_made_offline_before_the_service_expired_the_order_stands
     assert "picked_up_before_end" in actions
     assert "removed" not in actions
     assert notice is not None and "withdrawn" in notice["message"]
+
+
+async def test_staff_emptying_after_she_left_her_food_inside_keeps_it_expired(
+    rig: Rig,
+) -> None:
+    """Her offline pickup came before the end, but she shut the door on her food: the staff
+    who take it out later do not make it hers (ADR 0112: the closing must end her opening)."""
+    order_id, n = await _ready_order(rig, "offl-left")
+    decided = rig.kiosk.now()
+    assert rig.ctx.commander is not None
+    end = decided + timedelta(seconds=rig.ctx.commander.clock_behind_s(rig.kiosk.kiosk_id) + 0.5)
+    await _ended_by_the_service(rig, order_id, "hold", end)
+    rig.kiosk.publish_event(
+        "offline_pickup",
+        n,
+        {"order_id": order_id, "method": "qr", "request_id": "offline-left"},
+        ts=decided,
+    )
+    rig.kiosk.release_latch(n)
+    rig.kiosk.open_door(n)
+    rig.kiosk.close_door(n)  # the food left inside
+    rig.kiosk.release_latch(n)  # later, a staff member's key
+    rig.kiosk.open_door(n)
+    rig.kiosk.remove_item(n)
+    rig.kiosk.close_door(n)
+    closed = rig.kiosk.events[-1]
+    await until(lambda: _handled(rig, closed.event_id), 10, "the staff's closing")
+    order = await _order(rig, order_id)
+    assert (order.state, order.picked_up_at) == ("expired", None)
+    assert (await _alerts(rig, "expired_food"))[0].state != "resolved"
 
 
 async def test_an_expired_compartment_emptied_by_staff_stays_expired(rig: Rig) -> None:

@@ -366,10 +366,19 @@ async def test_with_offline_pickups_off_each_kiosk_is_told_so_and_nothing_is_rea
 ) -> None:
     """A bridge supplied before offline pickups were switched off must forget its list, or it
     takes the silence for being cut off and opens on it (ADR 0077)."""
+    async with session_scope(fleet.sessionmaker) as session:  # from before the switch
+        await raise_alert(
+            session,
+            kind=NOT_SUPPLIED_ALERT,
+            severity="warning",
+            message="left out of a1's supply",
+            dedupe_key=not_supplied_key(fleet.orders["a1"]),
+        )
     settings = fleet.loop.settings.model_copy(update={"offline_supply_refresh_s": 0.0})
     loop = SupplyLoop(settings, fleet.sessionmaker, fleet.link, monotonic=lambda: fleet.clock[0])
     await loop.round()
     assert sorted(fleet.link.sent_to()) == ["a1", "a2", "b1"]
+    assert await _open_not_supplied(fleet) == {}  # nothing is supplied, nor left out
     for _, sent in fleet.link.supplies:
         assert sent.switched_off and sent.orders == []
     assert loop.facts_read == 0  # no order is read, nor sent

@@ -479,3 +479,21 @@ async def test_scanner_takes_the_token_or_the_page_url(
         (False, None, "invalid_code"),
     ]
     assert fake_kiosk.unlocks()[-2:] == [n1, n2]
+
+
+async def test_a_code_after_the_hold_has_ended_opens_nothing_though_its_timer_is_late(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    """Her messages said collect before the hold's end; the kiosk decides so offline too. A
+    timer running late must not let a code open after it (ADR 0112)."""
+    order, _ = await make_ready(app_client, world, service)
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Order)
+            .where(Order.id == uuid.UUID(order["id"]))
+            .values(hold_until=utcnow() - timedelta(seconds=1))
+        )
+    before = fake_kiosk.unlocks()
+    refused = await _pickup(app_client, world, _code(service.settings, order))
+    assert refused.status_code == 409 and refused.json()["error"] == "code_expired"
+    assert fake_kiosk.unlocks() == before

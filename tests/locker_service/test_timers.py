@@ -524,6 +524,31 @@ async def test_watchdog_never_makes_ready_a_cycle_the_board_never_showed_running
     assert overdue is not None and overdue.state == "open"
 
 
+async def test_watchdog_never_ends_a_restarted_cycle_the_board_never_showed_running(
+    app_client: httpx.AsyncClient,
+    world: World,
+    service: ServiceContext,
+    runtime: Runtime,
+    fake_kiosk: FakeKiosk,
+) -> None:
+    """The first cycle ran and was aborted; its restart's start never shows on the board. The
+    order left `deposited` with the first cycle, but the restarted cycle is not over by an idle
+    snapshot: the evidence must be of this cycle (ADR 0113)."""
+    order, n = await _deposited(app_client, world, service, "restarted")
+    loop = TimerLoop(service)
+    await loop.run_due()
+    await event(service, world, "disinfection_started", n, duration_s=1800)
+    await event(service, world, "disinfection_aborted", n, reason="stopped_by_board")
+    assert await _state(service, order["id"]) == "disinfecting"
+    await until_due(service, TimerKind.START_HOLD_CYCLE)
+    await loop.run_due()  # the restart's start: sent, never shown running
+    assert fake_kiosk.actions(n).count("start_disinfection") == 2
+    await runtime.story.on_snapshot(world.kiosk_code, _idle(n))
+    await until_due(service, TimerKind.CYCLE_WATCHDOG)
+    await loop.run_due()
+    assert await _state(service, order["id"]) == "disinfecting"  # not ready
+
+
 async def test_an_overdue_cycle_raises_an_alert(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:

@@ -31,6 +31,8 @@
       "error.offline_codes_unavailable":
         "Typed codes cannot be checked right now. Please scan your QR code.",
       "error.kiosk_unreachable": "The compartment could not be opened. Please try again, or ask the staff.",
+      "error.offline_clock_unreliable":
+        "The locker cannot check the time while it is offline. Please ask the staff, or try again once it is back online.",
       "error.unlock_unconfirmed":
         "Compartment {n} may have opened: please check its door. If it is still shut, ask the staff.",
       "error.opened_since_offline":
@@ -60,6 +62,7 @@
       "error.kill_switch_engaged": "本站点已暂停开柜，请联系工作人员。",
       "error.offline_codes_unavailable": "暂时无法核验手动输入的取餐码，请扫描您的二维码。",
       "error.kiosk_unreachable": "柜格未能打开，请重试或联系工作人员。",
+      "error.offline_clock_unreliable": "取餐柜离线期间无法核对时间。请联系工作人员，或在取餐柜恢复在线后重试。",
       "error.unlock_unconfirmed": "{n} 号柜格可能已打开，请查看柜门。如果柜门仍关着，请联系工作人员。",
       "error.opened_since_offline": "自您的订单上次确认以来，此柜格已被打开过，取餐柜离线时无法开柜。请联系工作人员。",
       "error.malformed_code": "取餐码为 8 位数字，请检查后重试。",
