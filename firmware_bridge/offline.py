@@ -92,9 +92,10 @@ class OfflineBook:
         meta = store.offline_meta()
         self._frozen = meta.get("frozen") == "1"
         self._refresh_s = float(meta["refresh_s"]) if "refresh_s" in meta else None
-        # The latest wall time this bridge knows has passed (a supply's, or its own when it
-        # took one or decided): kept on disk, so a PC restarted with its clock set back (a
-        # flat clock battery, no time server while cut off) is seen to be wrong.
+        # The latest time this PC's wall clock has read when it took a supply or let a pickup
+        # through: kept on disk, so a PC restarted with its clock set back (a flat clock
+        # battery, no time server while cut off) is seen to be wrong. Its own clock's, never
+        # the service's: a PC a little behind the service is not wrong.
         self._wall_floor = (
             datetime.fromisoformat(meta["wall_floor"]) if "wall_floor" in meta else None
         )
@@ -143,9 +144,7 @@ class OfflineBook:
                         door,
                     )
                 )
-            self._wall_floor = max(
-                t for t in (self._wall_floor, supply.issued_at, self._now()) if t is not None
-            )
+            self._wall_floor = max(t for t in (self._wall_floor, self._now()) if t is not None)
             self._store.replace_offline(
                 rows,
                 {

@@ -17,8 +17,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from locker_service.alerts.catalogue import UNDELIVERABLE_ALERT
 from locker_service.alerts.service import raise_compartment_alert, resolve_alerts
 from locker_service.compartments import repository as compartments
+from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
 from locker_service.context import ServiceContext
 from locker_service.events import publish_after_commit
@@ -481,7 +483,7 @@ class Story:
         False, changing nothing, for anything else (staff emptying an expired compartment, even
         after she had opened it and left the food)."""
         used = order.code_used_at
-        if used is None or not pickup_offline.before_end(order, used, used):
+        if used is None or not pickup_offline.before_end(order, used):
             return False
         last = await pickup_repository.last_opening(session, c.id)
         if (
@@ -489,7 +491,9 @@ class Story:
             or last.order_id != order.id
             or last.why != "pickup"
             or last.door_opened_at is None
-            or last.door_opened_at < used
+            # Authorised on the clock her code's use was stamped on (the door's time is the
+            # kiosk's): this opening is her use's, not an earlier one of hers.
+            or last.at < used - doors.CLOCK_SKEW
         ):
             return False  # the door that shut was not opened by her pickup
         unsafe = order.food_unsafe_at is not None
@@ -507,9 +511,9 @@ class Story:
                     order.food_unsafe_at.isoformat() if order.food_unsafe_at else None
                 ),
             },
-            # When her door opened (the kiosk's time), not when the service heard: the food's
-            # record ends there.
-            picked_up_at=last.door_opened_at,
+            # When her door opened (the kiosk's time, never ahead of ours), not when the
+            # service heard: the food's record ends there.
+            picked_up_at=min(last.door_opened_at, utcnow()),
             closed_at=None,
             failure_reason=None,
             food_unsafe_at=None,
@@ -532,14 +536,17 @@ class Story:
             f"it {said} is withdrawn: there is no food to discard",
             {"collected_at": used.isoformat()},
         )
-        if await outbox.withdraw(
+        withdrawn = await outbox.withdraw(
             session,
             order,
             (
                 exceptions.decide(exceptions.Exceptional.EXPIRED_UNCOLLECTED).purchaser_message,
                 exceptions.decide(exceptions.Exceptional.FOOD_UNSAFE).purchaser_message,
             ),
-        ):
+        )
+        for row_id in withdrawn.given_up:  # nothing left for an operator to resend
+            await resolve_alerts(session, f"{UNDELIVERABLE_ALERT}:{row_id}", self.ctx.hub)
+        if withdrawn.may_have_reached:
             await outbox.enqueue(
                 session,
                 order,

@@ -9,6 +9,7 @@ message, so a retried decision never makes a second row and a crash never loses 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -86,23 +87,46 @@ def _text(kind: str, order: Order, where: str, deadline: datetime | None) -> tup
     return (f"Your order {order.external_ref}: {kind}", f"Hello {order.purchaser_name}.")
 
 
-async def withdraw(session: AsyncSession, order: Order, kinds: Iterable[str | None]) -> bool:
-    """Withdraw the order's messages of these kinds not yet taken for sending (the worker takes
-    only pending ones); True if one of them may still reach the purchaser (sent, being sent, or
-    failed and so open to an operator's resend)."""
+@dataclass(frozen=True)
+class Withdrawn:
+    """What `withdraw` did: whether one of the messages may have reached the purchaser, and
+    the ids of those given up on before (an operator's "not reached" alert names each)."""
+
+    may_have_reached: bool
+    given_up: list[int]
+
+
+async def withdraw(session: AsyncSession, order: Order, kinds: Iterable[str | None]) -> Withdrawn:
+    """Withdraw the order's messages of these kinds that never reached the purchaser: never
+    tried, or given up on (so an operator cannot resend them). One tried and due again, being
+    sent or sent may have reached her."""
     keys = [dedupe_key(order, kind) for kind in kinds if kind is not None]
-    await session.execute(
-        update(NotificationOutbox)
-        .where(NotificationOutbox.dedupe_key.in_(keys), NotificationOutbox.status == "pending")
-        .values(status="withdrawn", locked_until=None)
-        .execution_options(synchronize_session=False)
+    rows = (
+        await session.execute(
+            select(NotificationOutbox.id, NotificationOutbox.status, NotificationOutbox.attempts)
+            .where(NotificationOutbox.dedupe_key.in_(keys))
+            .with_for_update()
+        )
+    ).all()
+    never = [
+        row_id
+        for row_id, status, attempts in rows
+        if (status == "pending" and attempts == 0) or status == "failed"
+    ]
+    if never:
+        await session.execute(
+            update(NotificationOutbox)
+            .where(
+                NotificationOutbox.id.in_(never),
+                NotificationOutbox.status.in_(("pending", "failed")),
+            )
+            .values(status="withdrawn", locked_until=None)
+            .execution_options(synchronize_session=False)
+        )
+    return Withdrawn(
+        may_have_reached=any(row_id not in never for row_id, _, _ in rows),
+        given_up=[row_id for row_id, status, _ in rows if status == "failed"],
     )
-    found = await session.scalar(
-        select(NotificationOutbox.id)
-        .where(NotificationOutbox.dedupe_key.in_(keys), NotificationOutbox.status != "withdrawn")
-        .limit(1)
-    )
-    return found is not None
 
 
 async def enqueue(

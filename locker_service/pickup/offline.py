@@ -81,7 +81,7 @@ async def replay(
         "decided_at": decided_at.isoformat(),
         "kiosk": kiosk.code,
     }
-    if order.state == OrderState.EXPIRED and before_end(order, decided_at, latest):
+    if order.state == OrderState.EXPIRED and decided_before_end(order, latest):
         detail["before_end"] = True  # collected before the service expired it (ADR 0112)
     outcome = await _claim(session, order, decided_at, latest)
     doors.authorise(
@@ -184,24 +184,27 @@ async def _order(session: AsyncSession, raw: object, *, lock: bool = False) -> O
     return found
 
 
-def before_end(order: Order, earliest: datetime, latest: datetime) -> bool:
-    """Was a moment between `earliest` and `latest` (a kiosk's stamp, and the latest our clock
-    may have read then) one at which the expired `order` could still be collected: not before
-    it was ready (within the clocks' skew: a kiosk restarted with its clock set back stamps
-    long before), and before every end the service put on it (its hold, its food's deadline,
-    the food check's verdict, the moment it expired)? Pure."""
+def before_end(order: Order, at: datetime) -> bool:
+    """Was `at` before every end the service put on the expired `order` (its hold, its food's
+    deadline, the food check's verdict, the moment it expired), once it had been ready? Pure."""
     if order.state != OrderState.EXPIRED or order.ready_at is None:
         return False
-    if earliest < order.ready_at - doors.CLOCK_SKEW:
-        return False
     ends = (order.hold_until, order.food_deadline, order.food_unsafe_at, order.closed_at)
-    return all(latest < end for end in ends if end is not None)
+    return all(at < end for end in ends if end is not None)
+
+
+def decided_before_end(order: Order, latest: datetime) -> bool:
+    """A kiosk's offline decision, at the latest our clock may have read then: before the
+    expired `order`'s end, and not before it was ready (within the clocks' skew: a kiosk
+    restarted with its clock set back stamps long before). Pure."""
+    ready = order.ready_at
+    return before_end(order, latest) and ready is not None and latest >= ready - doors.CLOCK_SKEW
 
 
 async def _claim(
     session: AsyncSession, order: Order, decided_at: datetime, latest: datetime
 ) -> str:
-    if order.state != OrderState.READY and not before_end(order, decided_at, latest):
+    if order.state != OrderState.READY and not decided_before_end(order, latest):
         return "conflict"
     if order.code_used_at is None:
         if await orders.mark_code_used(session, order, decided_at, OrderState(order.state)):

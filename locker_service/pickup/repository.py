@@ -48,7 +48,9 @@ SCREEN_SOURCE = "screen:"  # + the client's address: a code typed on the kiosk s
 SCANNER_SOURCE = "scanner:"  # + the kiosk code: an 8-digit code held to the scanner
 QR_SOURCE = "qr:"  # + the kiosk code: a QR token held to the scanner
 COURIER_SOURCE = "courier:"  # + the courier id: a courier login (PIN)
-_GUESSABLE = (SCREEN_SOURCE, SCANNER_SOURCE)
+# A wrong code the kiosk's keypad refused while cut off, reported once back (ADR 0077).
+KEYPAD_OFFLINE_SOURCE = "keypad_offline:"  # + the kiosk code
+_GUESSABLE = (SCREEN_SOURCE, SCANNER_SOURCE, KEYPAD_OFFLINE_SOURCE)
 
 
 @dataclass(frozen=True)

@@ -211,19 +211,16 @@ async def claim(
     return refusal or InvalidCode("this code does not open anything here")
 
 
-# Where the service counts the wrong codes a kiosk's keypad refused while cut off.
-OFFLINE_KEYPAD = "keypad_offline"
-
-
 async def offline_code_refused(session: AsyncSession, ctx: ServiceContext, kiosk: Kiosk) -> None:
     """A wrong code typed at the kiosk while it was cut off, refused there (its keypad throttles
     as the service does, ADR 0077), reported once back: counted as a wrong typed code at the
     kiosk, so guessing offline and online spends one daily budget and raises the same alert."""
     rules = rules_of(ctx.settings)
+    source = repository.KEYPAD_OFFLINE_SOURCE + kiosk.code
     recent = await repository.recent_failures(
-        session, utcnow(), rules, kiosk_id=kiosk.id, source=OFFLINE_KEYPAD
+        session, utcnow(), rules, kiosk_id=kiosk.id, source=source
     )
-    await repository.record_attempt(session, kiosk.id, OFFLINE_KEYPAD, None, False)
+    await repository.record_attempt(session, kiosk.id, source, None, False)
     await _guessed(session, ctx, kiosk, rules, recent)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import contract
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 RETRY_NOMINAL_S = 30.0  # a kiosk that did not answer is asked again after this (nominal)
 RETRY_MIN_REAL_S = 1.0  # but never faster than this, however high the time scale
+# A hold's end waiting on her code-release timer looks again this long after it is due.
+RELEASE_FIRST = timedelta(seconds=1)
 # A cycle start sent by an earlier run of its timer that the kiosk has not confirmed: its report
 # may still be on its way (a restarted service handles the kiosk's queued reports while its
 # timers already run), so it is sent again only once a snapshot since says the kiosk is idle,
@@ -479,17 +481,19 @@ async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
         if order.code_used_at is not None:
             # Her code is opening the door as the hold runs out: its closing decides (picked
             # up, or her code given back and the hold ends then), not a message that it
-            # expired while she takes her food (ADR 0112). Only while her unlock may still
-            # be on its way or her door is open: a closing never heard of holds nothing up.
-            c = (
-                await session.get(Compartment, order.compartment_id)
-                if order.compartment_id is not None
-                else None
+            # expired while she takes her food (ADR 0112). Only while her code-release timer
+            # is pending (her unlock may be on its way; an offline pickup's door events are
+            # right behind its replay), then looked at again just after it: a closing later
+            # than that is put right by the correction, never waited for without end.
+            release = await session.scalar(
+                select(func.min(Timer.due_at)).where(
+                    Timer.order_id == order.id,
+                    Timer.kind == TimerKind.CODE_RELEASE.value,
+                    Timer.state == "pending",
+                )
             )
-            now = utcnow()
-            window = timedelta(seconds=doors.authorisation_window_s(ctx))
-            if (c is not None and c.door_open) or now < order.code_used_at + window:
-                return now + window
+            if release is not None:
+                return max(release, utcnow()) + RELEASE_FIRST
         await Story(ctx).expire(session, order, "not collected within the hold limit")
     return None
 

@@ -23,6 +23,13 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("disinfection_cycles", schema=None) as batch_op:
         batch_op.add_column(sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=True))
+    # A hold cycle running at the upgrade whose order the board's word moved to `disinfecting`
+    # was shown running (perhaps by a snapshot with the lamp on, which left no other trace).
+    op.execute(
+        "UPDATE disinfection_cycles SET confirmed_at = started_at "
+        "WHERE state = 'running' AND kind = 'hold' AND order_id IN "
+        "(SELECT id FROM orders WHERE state = 'disinfecting')"
+    )
 
 
 def downgrade() -> None:

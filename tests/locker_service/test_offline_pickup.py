@@ -17,6 +17,8 @@ from sqlalchemy import func, select, update
 
 from firmware_bridge import contract
 from firmware_bridge.contract.codes import code_mac
+from locker_service.alerts.catalogue import UNDELIVERABLE_ALERT
+from locker_service.alerts.service import raise_alert
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.foodsafety.watch import Unsafe
@@ -34,7 +36,7 @@ from locker_service.models import (
     utcnow,
 )
 from locker_service.orders import codes
-from locker_service.pickup.service import OFFLINE_KEYPAD
+from locker_service.pickup.repository import KEYPAD_OFFLINE_SOURCE
 from locker_service.timers.service import TimerKind
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.test_story_mqtt import Rig, until
@@ -386,6 +388,17 @@ async def _takes_her_food(rig: Rig, order_id: str, n: int) -> None:
     await until(picked_up, 20, "the order picked up")
 
 
+async def _row_of(rig: Rig, order_id: str, kind: str) -> int:
+    async with rig.ctx.sessionmaker() as session:
+        row_id = await session.scalar(
+            select(NotificationOutbox.id).where(
+                NotificationOutbox.order_id == uuid.UUID(order_id), NotificationOutbox.kind == kind
+            )
+        )
+    assert row_id is not None
+    return row_id
+
+
 async def _statuses(rig: Rig, order_id: str) -> list[str]:
     async with rig.ctx.sessionmaker() as session:
         rows = await session.scalars(
@@ -406,14 +419,18 @@ async def _messages(rig: Rig, order_id: str) -> list[str]:
         return list(rows.all())
 
 
-@pytest.mark.parametrize("how, sent", [("hold", True), ("food_check", True), ("hold", False)])
+@pytest.mark.parametrize(
+    "how, told_yet",
+    [("hold", "sent"), ("food_check", "sent"), ("hold", "untried"), ("hold", "failed")],
+)
 async def test_a_pickup_made_offline_before_the_service_expired_the_order_stands(
-    rig: Rig, how: str, sent: bool
+    rig: Rig, how: str, told_yet: str
 ) -> None:
     """Cut off, the kiosk lets her collect; meanwhile the service, hearing nothing, ends the
     order (its hold ran out, or no reading for too long) and tells everyone it is over. Once
     the kiosk reports, her pickup stands and each person is told the truth (ADR 0112): she is
-    sent a correction if the untrue message went, or it never goes (`sent` False)."""
+    sent a correction if the untrue message may have reached her, or it never goes (not tried
+    yet, or given up on: then nothing is left for an operator to resend)."""
     order_id, n = await _ready_order(rig, f"offl-late-{how}")
     decided = rig.kiosk.now()  # she scans while the kiosk is cut off; it journals the pickup
     assert rig.ctx.commander is not None
@@ -424,13 +441,22 @@ async def test_a_pickup_made_offline_before_the_service_expired_the_order_stands
     told = "expired" if how == "hold" else "food_unsafe"
     await until(lambda: _alerts(rig, discard), 10, "the task to discard the food")
     assert await _messages(rig, order_id) == ["ready", told]
-    if sent:  # as the outbox worker (off in this rig) would have
-        async with rig.ctx.sessionmaker() as session, session.begin():
+    untrue = await _row_of(rig, order_id, told)
+    if told_yet != "untried":  # as the outbox worker (off in this rig) would have
+        async with session_scope(rig.ctx.sessionmaker) as session:
             await session.execute(
                 update(NotificationOutbox)
                 .where(NotificationOutbox.order_id == uuid.UUID(order_id))
-                .values(status="sent")
+                .values(status=told_yet, attempts=5)
             )
+            if told_yet == "failed":
+                await raise_alert(
+                    session,
+                    kind=UNDELIVERABLE_ALERT,
+                    severity="warning",
+                    message="the purchaser was not reached",
+                    dedupe_key=f"{UNDELIVERABLE_ALERT}:{untrue}",
+                )
 
     # Back in touch: the journal, then the door's own events, as the bridge's outbox sends them.
     rig.kiosk.publish_event(
@@ -449,11 +475,14 @@ async def test_a_pickup_made_offline_before_the_service_expired_the_order_stands
     assert await _alerts(rig, "offline_pickup_conflict") == []
     [task] = await _alerts(rig, discard)
     assert task.state == "resolved"  # no food left to discard
-    if sent:
+    if told_yet == "sent":
         assert await _messages(rig, order_id) == ["ready", told, "collected"]
     else:
         assert await _messages(rig, order_id) == ["ready", told]
-        assert await _statuses(rig, order_id) == ["pending", "withdrawn"]
+        assert (await _statuses(rig, order_id))[1] == "withdrawn"
+    if told_yet == "failed":
+        [not_reached] = await _alerts(rig, UNDELIVERABLE_ALERT)
+        assert not_reached.state == "resolved"  # nothing left to resend
     async with rig.ctx.sessionmaker() as session:
         actions = (
             await session.scalars(
@@ -563,7 +592,7 @@ async def test_wrong_codes_refused_offline_spend_the_kiosk_s_daily_budget(rig: R
             .select_from(PickupAttempt)
             .where(
                 PickupAttempt.kiosk_id == rig.world.kiosk_id,
-                PickupAttempt.source == OFFLINE_KEYPAD,
+                PickupAttempt.source == KEYPAD_OFFLINE_SOURCE + rig.kiosk.kiosk_id,
                 PickupAttempt.ok.is_(False),
             )
         )

@@ -401,6 +401,23 @@ async def test_one_source_at_its_longest_wait_raises_an_alert_that_says_only_it_
     assert "nobody else is slowed" in alert.message and "there now wait" not in alert.message
 
 
+async def test_wrong_codes_refused_offline_spend_the_kiosk_s_budget_online_too(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    """Guessing at the keypad while the kiosk was cut off, reported once back, and then online
+    is one daily budget per kiosk (ADR 0039, 0077)."""
+    for _ in range(KIOSK_BUDGET):
+        await event(service, world, "offline_code_refused")
+    async with service.sessionmaker() as session:
+        kiosk = await session.get(Kiosk, world.kiosk_id)
+        alerts = (await session.scalars(select(Alert.kind))).all()
+    assert kiosk is not None and alerts == ["kiosk_under_attack"]
+    with pytest.raises(errors.TooManyRequests) as waiting:
+        await pickup_service.pickup(service, kiosk, source="screen:10.9.9.9", code="00000001")
+    assert waiting.value.code == "locked_out"
+    assert fake_kiosk.unlocks() == []
+
+
 async def test_many_sources_guessing_at_one_kiosk_spend_its_budget(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
 ) -> None:
