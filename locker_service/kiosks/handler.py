@@ -393,7 +393,7 @@ class StoryHandler:
                     return
                 await self._compartment_event(session, kiosk, c, event)
             elif event.type == "offline_code_refused":
-                await pickup_service.offline_code_refused(session, self.ctx, kiosk)
+                await pickup_service.offline_code_refused(session, self.ctx, kiosk, event.ts)
             elif event.type == "board_rebooted":
                 # A board starts with every heater off: the food it holds is heated again.
                 for order_id, compartment_id in await orders.hot_food_in_kiosk(session, kiosk.id):
@@ -613,6 +613,12 @@ class StoryHandler:
                 and order.code_used_at is not None
             ):
                 await self.story.left_inside(session, kiosk, order)
+            elif order is None:
+                # An expired order whose code a pickup made before its end used (ADR 0112):
+                # left inside, that use is over too (a later pickup of hers is judged afresh).
+                ended = await orders.expired_in_compartment(session, c.id)
+                if ended is not None and ended.code_used_at is not None:
+                    await self.story.left_inside(session, kiosk, ended)
 
     async def _last_opener(self, session: AsyncSession, c: Compartment) -> str | None:
         who: str | None = await session.scalar(

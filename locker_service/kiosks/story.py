@@ -490,6 +490,7 @@ class Story:
             last is None
             or last.order_id != order.id
             or last.why != "pickup"
+            or not last.who.startswith("purchaser")  # an operator may type "pickup" as a reason
             or last.door_opened_at is None
             # Authorised on the clock her code's use was stamped on (the door's time is the
             # kiosk's): this opening is her use's, not an earlier one of hers.
@@ -557,8 +558,9 @@ class Story:
         return True
 
     async def left_inside(self, session: AsyncSession, kiosk: Kiosk, order: Order) -> None:
-        """The purchaser opened and shut the door without taking the food: code valid again."""
-        await orders.mark_code_used(session, order, None)
+        """The purchaser opened and shut the door without taking the food: code valid again (on
+        an expired order, her use is over: ADR 0112)."""
+        await orders.mark_code_used(session, order, None, OrderState(order.state))
         orders.add_event(session, order.id, "kiosk", kiosk.code, "left_inside", {})
 
     # -- ends -------------------------------------------------------------------------------

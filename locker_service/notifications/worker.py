@@ -54,6 +54,10 @@ CLAIM_BATCH = 10  # messages sent concurrently per round; an SMTP relay takes ~1
 QR_ATTACHMENT = "qr"
 QR_FILENAME = "pickup-code.png"
 COLLECTABLE_STATE = "ready"  # the code opens nothing in any other state: do not send it
+# Messages an order corrected to picked up makes untrue (ADR 0112): one still being retried when
+# the correction came is skipped, not sent after the correction.
+UNTRUE_ONCE_COLLECTED = frozenset({"expired", "food_unsafe"})
+PICKED_UP = "picked_up"
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +262,8 @@ class OutboxWorker:
         with_code = row.attachment == QR_ATTACHMENT
         if with_code and order.state != COLLECTABLE_STATE:
             raise Skip(f"order is {order.state}, no longer collectable")
+        if row.kind in UNTRUE_ONCE_COLLECTED and order.state == PICKED_UP:
+            raise Skip("collected before it expired (ADR 0112): no longer true")
         token = pickup_token(settings.secret_key, order.id, order.token_salt)
         details = PickupDetails(
             site_name=place.site.name,

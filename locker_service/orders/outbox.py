@@ -97,9 +97,9 @@ class Withdrawn:
 
 
 async def withdraw(session: AsyncSession, order: Order, kinds: Iterable[str | None]) -> Withdrawn:
-    """Withdraw the order's messages of these kinds that never reached the purchaser: never
-    tried, or given up on (so an operator cannot resend them). One tried and due again, being
-    sent or sent may have reached her."""
+    """Withdraw the order's messages of these kinds not being sent now: they go no further (no
+    retry, no operator's resend). One tried (a try that timed out may have arrived), being sent
+    or sent may have reached her; one being sent is skipped by the worker if it fails."""
     keys = [dedupe_key(order, kind) for kind in kinds if kind is not None]
     rows = (
         await session.execute(
@@ -108,23 +108,21 @@ async def withdraw(session: AsyncSession, order: Order, kinds: Iterable[str | No
             .with_for_update()
         )
     ).all()
-    never = [
-        row_id
-        for row_id, status, attempts in rows
-        if (status == "pending" and attempts == 0) or status == "failed"
-    ]
-    if never:
+    stopped = [row_id for row_id, status, _ in rows if status in ("pending", "failed")]
+    if stopped:
         await session.execute(
             update(NotificationOutbox)
             .where(
-                NotificationOutbox.id.in_(never),
+                NotificationOutbox.id.in_(stopped),
                 NotificationOutbox.status.in_(("pending", "failed")),
             )
             .values(status="withdrawn", locked_until=None)
             .execution_options(synchronize_session=False)
         )
     return Withdrawn(
-        may_have_reached=any(row_id not in never for row_id, _, _ in rows),
+        may_have_reached=any(
+            attempts > 0 or status in ("sending", "sent") for _, status, attempts in rows
+        ),
         given_up=[row_id for row_id, status, _ in rows if status == "failed"],
     )
 

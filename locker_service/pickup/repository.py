@@ -196,12 +196,24 @@ _INSERT_ATTEMPT = insert(cast(Table, PickupAttempt.__table__))
 
 
 async def record_attempt(
-    session: AsyncSession, kiosk_id: int, source: str, order_id: uuid.UUID | None, ok: bool
+    session: AsyncSession,
+    kiosk_id: int,
+    source: str,
+    order_id: uuid.UUID | None,
+    ok: bool,
+    at: datetime | None = None,
 ) -> None:
-    """One try to open, written at once (it counts toward throttling from its commit on)."""
+    """One try to open (now, or when a kiosk made it offline), written at once: it counts
+    toward throttling from its commit on."""
     await session.execute(
         _INSERT_ATTEMPT,
-        {"kiosk_id": kiosk_id, "source": source, "order_id": order_id, "at": utcnow(), "ok": ok},
+        {
+            "kiosk_id": kiosk_id,
+            "source": source,
+            "order_id": order_id,
+            "at": at or utcnow(),
+            "ok": ok,
+        },
     )
 
 

@@ -211,17 +211,21 @@ async def claim(
     return refusal or InvalidCode("this code does not open anything here")
 
 
-async def offline_code_refused(session: AsyncSession, ctx: ServiceContext, kiosk: Kiosk) -> None:
+async def offline_code_refused(
+    session: AsyncSession, ctx: ServiceContext, kiosk: Kiosk, at: datetime
+) -> None:
     """A wrong code typed at the kiosk while it was cut off, refused there (its keypad throttles
     as the service does, ADR 0077), reported once back: counted as a wrong typed code at the
-    kiosk, so guessing offline and online spends one daily budget and raises the same alert."""
+    kiosk, when the kiosk says it was typed (within the kiosk's day, never ahead of now), so
+    guessing offline and online spends one daily budget and raises the same alert. The keypad
+    is everyone's at the kiosk, so only the kiosk's budget raises it, not one source's count."""
     rules = rules_of(ctx.settings)
+    now = utcnow()
     source = repository.KEYPAD_OFFLINE_SOURCE + kiosk.code
-    recent = await repository.recent_failures(
-        session, utcnow(), rules, kiosk_id=kiosk.id, source=source
-    )
-    await repository.record_attempt(session, kiosk.id, source, None, False)
-    await _guessed(session, ctx, kiosk, rules, recent)
+    recent = await repository.recent_failures(session, now, rules, kiosk_id=kiosk.id, source=source)
+    typed = max(min(at, now), now - rules.kiosk.window)
+    await repository.record_attempt(session, kiosk.id, source, None, False, at=typed)
+    await _guessed(session, ctx, kiosk, rules, recent, per_source=False)
 
 
 async def _guessed(
@@ -230,11 +234,14 @@ async def _guessed(
     kiosk: Kiosk,
     rules: throttle.Rules,
     recent: repository.RecentFailures,
+    *,
+    per_source: bool = True,
 ) -> None:
     """One more wrong 8-digit code at the kiosk, after the `recent` ones: the alert if it spent
-    the kiosk's daily budget or made its source wait its longest."""
+    the kiosk's daily budget or (`per_source`) made its source wait its longest."""
     budget_spent = throttle.spends_budget(rules.kiosk, recent.kiosk.count)
-    if budget_spent or throttle.reaches_cap(rules.source, recent.source.count):
+    capped = per_source and throttle.reaches_cap(rules.source, recent.source.count)
+    if budget_spent or capped:
         failures = recent.kiosk.count + 1 if budget_spent else recent.source.count + 1
         await _kiosk_under_attack(session, ctx, kiosk, rules, failures, budget_spent=budget_spent)
 

@@ -24,11 +24,13 @@ def upgrade() -> None:
     with op.batch_alter_table("disinfection_cycles", schema=None) as batch_op:
         batch_op.add_column(sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=True))
     # A hold cycle running at the upgrade whose order the board's word moved to `disinfecting`
-    # was shown running (perhaps by a snapshot with the lamp on, which left no other trace).
+    # since the cycle began was shown running (perhaps by a snapshot with the lamp on, which
+    # left no other trace); one run again after an abort keeps its order's older move.
     op.execute(
         "UPDATE disinfection_cycles SET confirmed_at = started_at "
-        "WHERE state = 'running' AND kind = 'hold' AND order_id IN "
-        "(SELECT id FROM orders WHERE state = 'disinfecting')"
+        "WHERE state = 'running' AND kind = 'hold' AND EXISTS (SELECT 1 FROM orders "
+        "WHERE orders.id = disinfection_cycles.order_id AND orders.state = 'disinfecting' "
+        "AND orders.disinfecting_at >= disinfection_cycles.started_at)"
     )
 
 

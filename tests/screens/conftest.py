@@ -38,6 +38,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+EXPECT_TIMEOUT_MS = 30_000
 AXE_VERSION = "4.11.4"  # pinned: a new axe release may add rules and fail a page overnight
 AXE_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smart-food-locker"
 
@@ -49,8 +50,12 @@ def browser() -> Iterator[Any]:
     in other packages) cannot share."""
     if not os.path.exists(CHROMIUM):
         unavailable("Debian chromium is not installed (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # Playwright's assertions wait 5 s by default: a budget the two busy cores of CI missed
+    # (Swagger UI drew its operations later than that beside other work). Here it only guards
+    # against a hang; every assertion passes as soon as the page shows what it waits for.
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
