@@ -613,12 +613,6 @@ class StoryHandler:
                 and order.code_used_at is not None
             ):
                 await self.story.left_inside(session, kiosk, order)
-            elif order is None:
-                # An expired order whose code a pickup made before its end used (ADR 0112):
-                # left inside, that use is over too (a later pickup of hers is judged afresh).
-                ended = await orders.expired_in_compartment(session, c.id)
-                if ended is not None and ended.code_used_at is not None:
-                    await self.story.left_inside(session, kiosk, ended)
 
     async def _last_opener(self, session: AsyncSession, c: Compartment) -> str | None:
         who: str | None = await session.scalar(

@@ -558,9 +558,8 @@ class Story:
         return True
 
     async def left_inside(self, session: AsyncSession, kiosk: Kiosk, order: Order) -> None:
-        """The purchaser opened and shut the door without taking the food: code valid again (on
-        an expired order, her use is over: ADR 0112)."""
-        await orders.mark_code_used(session, order, None, OrderState(order.state))
+        """The purchaser opened and shut the door without taking the food: code valid again."""
+        await orders.mark_code_used(session, order, None)
         orders.add_event(session, order.id, "kiosk", kiosk.code, "left_inside", {})
 
     # -- ends -------------------------------------------------------------------------------

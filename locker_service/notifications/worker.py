@@ -206,6 +206,11 @@ class OutboxWorker:
         order = await session.get(Order, row.order_id)
         if order is None:
             return
+        if row.kind in UNTRUE_ONCE_COLLECTED and order.state == PICKED_UP:
+            # Being sent when the order was corrected to picked up (ADR 0112): withdrawn with
+            # the rest, nothing for an operator to resend or be alerted of.
+            row.status = "withdrawn"
+            return
         await raise_alert(
             session,
             kind=UNDELIVERABLE_ALERT,

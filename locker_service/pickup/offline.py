@@ -211,8 +211,13 @@ async def _claim(
             return "claimed"
         return "conflict"
     # Used already: her own earlier try whose door did not open (the kiosk gave the code back
-    # to her when the latch came back), or a use online whose door has opened since.
-    if await repository.opened_since(session, order.id, order.code_used_at):
+    # to her when the latch came back), or a use online whose door has opened since. On an
+    # expired order, only a try of hers before its end used it (online, or offline judged so):
+    # this one, before the end too, is hers again (she shut the door on the food, or the
+    # closing is not heard of yet), and the closing decides (ADR 0112).
+    if order.state == OrderState.READY and await repository.opened_since(
+        session, order.id, order.code_used_at
+    ):
         return "conflict"
     return "reclaimed"
 

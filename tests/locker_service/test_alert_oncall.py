@@ -25,6 +25,7 @@ from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.models import Alert, NotificationOutbox, Order, OrderEvent, SiteOncall, Timer
+from locker_service.notifications.repository import Claimed
 from locker_service.notifications.worker import OutboxWorker
 from locker_service.orders.outbox import enqueue
 from locker_service.timer_loop.loop import TimerLoop
@@ -258,6 +259,31 @@ async def test_lists_are_checked_when_set_and_only_an_admin_sets_them(
     assert answer.status_code == 200
     read = await app_client.get(path, headers=admin(world))
     assert read.json()["urls"] == ["json://127.0.0.1:9/ok", "mailto://127.0.0.1:25?to=a@b.c"]
+
+
+async def test_an_expiry_message_failing_after_the_order_was_collected_is_withdrawn(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """Its last try was under way when the order was corrected to picked up (ADR 0112): its
+    failure raises no "not reached" alert, and nothing is left for an operator to resend."""
+    settings = service.settings
+    order = await create_order(app_client, world)
+    async with session_scope(service.sessionmaker) as session:
+        stored = await session.get(Order, uuid.UUID(order["id"]))
+        assert stored is not None
+        row = await enqueue(session, stored, "expired", where="Tower A", deadline=None)
+        assert row is not None
+        row.status, row.attempts = "sending", settings.notify_max_attempts
+        stored.state = "picked_up"  # collected before it expired, learned since
+        row_id = row.id
+    worker = OutboxWorker(service.sessionmaker, settings, hub=service.hub)
+    await worker._retry_or_fail(Claimed(row_id, settings.notify_max_attempts), "HTTP 500")
+    async with service.sessionmaker() as session:
+        status = await session.scalar(
+            select(NotificationOutbox.status).where(NotificationOutbox.id == row_id)
+        )
+        alerts = (await session.scalars(select(Alert.kind))).all()
+    assert status == "withdrawn" and "notification_undeliverable" not in alerts
 
 
 async def test_a_purchaser_never_reached_raises_an_alert_and_a_resend_delivers(
