@@ -144,15 +144,11 @@ class OfflineBook:
                         door,
                     )
                 )
-            self._wall_floor = max(t for t in (self._wall_floor, self._now()) if t is not None)
-            self._store.replace_offline(
-                rows,
-                {
-                    "frozen": "1" if supply.frozen else "0",
-                    "refresh_s": str(supply.refresh_s),
-                    "wall_floor": self._wall_floor.isoformat(),
-                },
-            )
+            self._saw(self._now())
+            meta = {"frozen": "1" if supply.frozen else "0", "refresh_s": str(supply.refresh_s)}
+            if self._wall_floor is not None:
+                meta["wall_floor"] = self._wall_floor.isoformat()
+            self._store.replace_offline(rows, meta)
             self._orders = {r.order_id: r for r in rows}
             # Deadlines also on this PC's monotonic clock, from the service's own clock: a wall
             # clock running behind (no time server while cut off) cannot stretch them.
@@ -304,11 +300,17 @@ class OfflineBook:
             )
         used = row.with_use(now)
         self._store.mark_offline_use(row.order_id, used.used_here_at)
-        if self._wall_floor is None or now > self._wall_floor:
-            self._wall_floor = now
+        if self._saw(now):
             self._store.set_offline_meta("wall_floor", now.isoformat())
         self._orders[row.order_id] = used
         return Opened(row.order_id, row.compartment, method)
+
+    def _saw(self, now: datetime) -> bool:
+        """The wall clock read `now`: whether that raised the floor kept on disk."""
+        if self._wall_floor is not None and now <= self._wall_floor:
+            return False
+        self._wall_floor = now
+        return True
 
     def _set_back(self, now: datetime) -> bool:
         floor = self._wall_floor

@@ -537,14 +537,7 @@ class Story:
             f"it {said} is withdrawn: there is no food to discard",
             {"collected_at": used.isoformat()},
         )
-        withdrawn = await outbox.withdraw(
-            session,
-            order,
-            (
-                exceptions.decide(exceptions.Exceptional.EXPIRED_UNCOLLECTED).purchaser_message,
-                exceptions.decide(exceptions.Exceptional.FOOD_UNSAFE).purchaser_message,
-            ),
-        )
+        withdrawn = await outbox.withdraw(session, order, outbox.UNTRUE_ONCE_COLLECTED)
         for row_id in withdrawn.given_up:  # nothing left for an operator to resend
             await resolve_alerts(session, f"{UNDELIVERABLE_ALERT}:{row_id}", self.ctx.hub)
         if withdrawn.may_have_reached:

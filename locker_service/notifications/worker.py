@@ -47,6 +47,8 @@ from locker_service.notifications.delivery import (
 from locker_service.notifications.messages import PickupDetails, compose
 from locker_service.notifications.qr import qr_png
 from locker_service.orders.codes import fallback_code, pickup_token
+from locker_service.orders.lifecycle import OrderState
+from locker_service.orders.outbox import UNTRUE_ONCE_COLLECTED
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +56,6 @@ CLAIM_BATCH = 10  # messages sent concurrently per round; an SMTP relay takes ~1
 QR_ATTACHMENT = "qr"
 QR_FILENAME = "pickup-code.png"
 COLLECTABLE_STATE = "ready"  # the code opens nothing in any other state: do not send it
-# Messages an order corrected to picked up makes untrue (ADR 0112): one still being retried when
-# the correction came is skipped, not sent after the correction.
-UNTRUE_ONCE_COLLECTED = frozenset({"expired", "food_unsafe"})
-PICKED_UP = "picked_up"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +204,7 @@ class OutboxWorker:
         order = await session.get(Order, row.order_id)
         if order is None:
             return
-        if row.kind in UNTRUE_ONCE_COLLECTED and order.state == PICKED_UP:
+        if row.kind in UNTRUE_ONCE_COLLECTED and order.state == OrderState.PICKED_UP:
             # Being sent when the order was corrected to picked up (ADR 0112): withdrawn with
             # the rest, nothing for an operator to resend or be alerted of.
             row.status = "withdrawn"
@@ -267,7 +265,8 @@ class OutboxWorker:
         with_code = row.attachment == QR_ATTACHMENT
         if with_code and order.state != COLLECTABLE_STATE:
             raise Skip(f"order is {order.state}, no longer collectable")
-        if row.kind in UNTRUE_ONCE_COLLECTED and order.state == PICKED_UP:
+        if row.kind in UNTRUE_ONCE_COLLECTED and order.state == OrderState.PICKED_UP:
+            # Retried when the correction came: not sent after it.
             raise Skip("collected before it expired (ADR 0112): no longer true")
         token = pickup_token(settings.secret_key, order.id, order.token_salt)
         details = PickupDetails(

@@ -18,6 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from locker_service.models import NotificationOutbox, Order, utcnow
 
 WITH_QR = frozenset({"ready", "reminder"})
+# What an order corrected to picked up makes untrue (ADR 0112): withdrawn with the correction,
+# and never sent by the worker after it.
+UNTRUE_ONCE_COLLECTED = frozenset({"expired", "food_unsafe"})
 
 
 def dedupe_key(order: Order, kind: str) -> str:
@@ -96,11 +99,11 @@ class Withdrawn:
     given_up: list[int]
 
 
-async def withdraw(session: AsyncSession, order: Order, kinds: Iterable[str | None]) -> Withdrawn:
+async def withdraw(session: AsyncSession, order: Order, kinds: Iterable[str]) -> Withdrawn:
     """Withdraw the order's messages of these kinds not being sent now: they go no further (no
     retry, no operator's resend). One tried (a try that timed out may have arrived), being sent
     or sent may have reached her; one being sent is skipped by the worker if it fails."""
-    keys = [dedupe_key(order, kind) for kind in kinds if kind is not None]
+    keys = [dedupe_key(order, kind) for kind in kinds]
     rows = (
         await session.execute(
             select(NotificationOutbox.id, NotificationOutbox.status, NotificationOutbox.attempts)

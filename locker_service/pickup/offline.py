@@ -81,9 +81,10 @@ async def replay(
         "decided_at": decided_at.isoformat(),
         "kiosk": kiosk.code,
     }
-    if order.state == OrderState.EXPIRED and decided_before_end(order, latest):
+    in_time = order.state == OrderState.EXPIRED and decided_before_end(order, latest)
+    if in_time:
         detail["before_end"] = True  # collected before the service expired it (ADR 0112)
-    outcome = await _claim(session, order, decided_at, latest)
+    outcome = await _claim(session, order, decided_at, in_time)
     doors.authorise(
         session,
         compartment,
@@ -201,10 +202,9 @@ def decided_before_end(order: Order, latest: datetime) -> bool:
     return before_end(order, latest) and ready is not None and latest >= ready - doors.CLOCK_SKEW
 
 
-async def _claim(
-    session: AsyncSession, order: Order, decided_at: datetime, latest: datetime
-) -> str:
-    if order.state != OrderState.READY and not decided_before_end(order, latest):
+async def _claim(session: AsyncSession, order: Order, decided_at: datetime, in_time: bool) -> str:
+    """`in_time`: an expired order's end came after the kiosk decided (`decided_before_end`)."""
+    if order.state != OrderState.READY and not in_time:
         return "conflict"
     if order.code_used_at is None:
         if await orders.mark_code_used(session, order, decided_at, OrderState(order.state)):

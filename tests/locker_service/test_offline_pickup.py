@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import InstrumentedAttribute
 
 from firmware_bridge import contract
 from firmware_bridge.contract.codes import code_mac
@@ -399,24 +400,23 @@ async def _row_of(rig: Rig, order_id: str, kind: str) -> int:
     return row_id
 
 
-async def _statuses(rig: Rig, order_id: str) -> list[str]:
+async def _outbox(rig: Rig, order_id: str, column: InstrumentedAttribute[str]) -> list[str]:
+    """One column of the order's purchaser messages, oldest first."""
     async with rig.ctx.sessionmaker() as session:
         rows = await session.scalars(
-            select(NotificationOutbox.status)
+            select(column)
             .where(NotificationOutbox.order_id == uuid.UUID(order_id))
             .order_by(NotificationOutbox.id)
         )
         return list(rows.all())
+
+
+async def _statuses(rig: Rig, order_id: str) -> list[str]:
+    return await _outbox(rig, order_id, NotificationOutbox.status)
 
 
 async def _messages(rig: Rig, order_id: str) -> list[str]:
-    async with rig.ctx.sessionmaker() as session:
-        rows = await session.scalars(
-            select(NotificationOutbox.kind)
-            .where(NotificationOutbox.order_id == uuid.UUID(order_id))
-            .order_by(NotificationOutbox.id)
-        )
-        return list(rows.all())
+    return await _outbox(rig, order_id, NotificationOutbox.kind)
 
 
 @pytest.mark.parametrize(
