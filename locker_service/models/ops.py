@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from locker_service.models.base import Base, BigIntPK, UTCDateTime, utcnow
@@ -67,6 +67,10 @@ class NotificationOutbox(Base):
     attachment: Mapped[str | None] = mapped_column(String(200))  # e.g. "qr" (pickup QR image)
     status: Mapped[str] = mapped_column(String(10), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # A try was handed to a provider (or its outcome was never written): it may have reached
+    # the purchaser even if it failed. Tries that ended before (no channel for her contact, a
+    # URL refused) leave it false; an operator's resend keeps it (migration 0019).
+    may_have_reached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)

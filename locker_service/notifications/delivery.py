@@ -24,6 +24,9 @@ class Attachment:
 class DeliveryResult:
     ok: bool
     error: str | None = None
+    # Something was handed to a provider: a failed try may still have reached the purchaser.
+    # False only when nothing left this process (a URL no plugin knows).
+    handed_over: bool = True
 
 
 class Delivery(Protocol):
@@ -43,7 +46,9 @@ class AppriseDelivery:
         for i, url in enumerate(urls):
             if not notifier.add(url):
                 # The URL itself may hold credentials: name it by position only.
-                return DeliveryResult(False, f"notification URL #{i + 1} is not one Apprise knows")
+                return DeliveryResult(
+                    False, f"notification URL #{i + 1} is not one Apprise knows", handed_over=False
+                )
         attach = apprise.AppriseAttachment()
         for a in attachments:
             attach.add(AttachMemory(content=a.content, name=a.name, mimetype=a.mimetype))  # type: ignore[no-untyped-call]

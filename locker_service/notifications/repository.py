@@ -30,8 +30,10 @@ class Claimed:
 async def claim_due(
     session: AsyncSession, now: datetime, lease_s: float, limit: int
 ) -> Sequence[Claimed]:
+    """Lease due messages to this worker. A row still `sending` whose lease ran out is one
+    whose worker died mid-try: that try may have been handed over, so it may have reached her."""
     query = (
-        select(NotificationOutbox.id, NotificationOutbox.attempts)
+        select(NotificationOutbox.id, NotificationOutbox.attempts, NotificationOutbox.status)
         .where(
             NotificationOutbox.status.in_(("pending", "sending")),
             NotificationOutbox.next_attempt_at <= now,
@@ -52,6 +54,7 @@ async def claim_due(
                 status="sending",
                 attempts=row.attempts + 1,
                 locked_until=now + timedelta(seconds=lease_s),
+                **({"may_have_reached": True} if row.status == "sending" else {}),
             )
         )
         claimed.append(Claimed(row.id, row.attempts + 1))
@@ -66,9 +69,13 @@ async def finish(
     now: datetime,
     error: str | None = None,
     next_attempt_at: datetime | None = None,
+    handed_over: bool = False,
 ) -> bool:
-    """Record the outcome; False if another worker took the row over meanwhile."""
+    """Record the outcome; False if another worker took the row over meanwhile.
+    `handed_over`: the try reached a provider, so the message may have reached her."""
     values: dict[str, object] = {"status": status, "locked_until": None, "last_error": error}
+    if handed_over or status == "sent":
+        values["may_have_reached"] = True
     if status == "sent":
         values["sent_at"] = now
     if next_attempt_at is not None:

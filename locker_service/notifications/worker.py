@@ -153,13 +153,15 @@ class OutboxWorker:
             self.sent += 1
             await self._finish(claimed, "sent", None)
             return
-        await self._retry_or_fail(claimed, result.error)
+        await self._retry_or_fail(claimed, result.error, handed_over=result.handed_over)
 
-    async def _retry_or_fail(self, claimed: repository.Claimed, error: str | None) -> None:
+    async def _retry_or_fail(
+        self, claimed: repository.Claimed, error: str | None, *, handed_over: bool = False
+    ) -> None:
         self.failed_attempts += 1
         if claimed.attempts >= self._settings.notify_max_attempts:
             log.error("notification %s failed for good: %s", claimed.id, error)
-            await self._finish(claimed, "failed", error)
+            await self._finish(claimed, "failed", error, handed_over=handed_over)
             return
         delay_s = backoff_s(self._settings, claimed.attempts)
         log.warning(
@@ -170,7 +172,11 @@ class OutboxWorker:
             delay_s,
         )
         await self._finish(
-            claimed, "pending", error, next_attempt_at=utcnow() + timedelta(seconds=delay_s)
+            claimed,
+            "pending",
+            error,
+            next_attempt_at=utcnow() + timedelta(seconds=delay_s),
+            handed_over=handed_over,
         )
 
     async def _finish(
@@ -179,6 +185,7 @@ class OutboxWorker:
         status: str,
         error: str | None,
         next_attempt_at: datetime | None = None,
+        handed_over: bool = False,
     ) -> None:
         async with self._sessionmaker() as session, session.begin():
             if not await repository.finish(
@@ -188,6 +195,7 @@ class OutboxWorker:
                 now=utcnow(),
                 error=error,
                 next_attempt_at=next_attempt_at,
+                handed_over=handed_over,
             ):
                 log.warning("notification %s was taken over by another worker", claimed.id)
                 return

@@ -101,12 +101,17 @@ class Withdrawn:
 
 async def withdraw(session: AsyncSession, order: Order, kinds: Iterable[str]) -> Withdrawn:
     """Withdraw the order's messages of these kinds not being sent now: they go no further (no
-    retry, no operator's resend). One tried (a try that timed out may have arrived), being sent
-    or sent may have reached her; one being sent is skipped by the worker if it fails."""
+    retry, no operator's resend). One being sent or sent, or with a try handed to a provider (a
+    try that timed out may have arrived), may have reached her; a try that ended before (no
+    channel for her contact) did not. One being sent is skipped by the worker if it fails."""
     keys = [dedupe_key(order, kind) for kind in kinds]
     rows = (
         await session.execute(
-            select(NotificationOutbox.id, NotificationOutbox.status, NotificationOutbox.attempts)
+            select(
+                NotificationOutbox.id,
+                NotificationOutbox.status,
+                NotificationOutbox.may_have_reached,
+            )
             .where(NotificationOutbox.dedupe_key.in_(keys))
             .with_for_update()
         )
@@ -124,7 +129,7 @@ async def withdraw(session: AsyncSession, order: Order, kinds: Iterable[str]) ->
         )
     return Withdrawn(
         may_have_reached=any(
-            attempts > 0 or status in ("sending", "sent") for _, status, attempts in rows
+            reached or status in ("sending", "sent") for _, status, reached in rows
         ),
         given_up=[row_id for row_id, status, _ in rows if status == "failed"],
     )

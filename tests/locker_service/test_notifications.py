@@ -42,6 +42,7 @@ from locker_service.models import (
     Site,
     utcnow,
 )
+from locker_service.notifications.delivery import DeliveryResult
 from locker_service.notifications.worker import OutboxWorker
 from locker_service.orders import codes
 from locker_service.orders.outbox import enqueue
@@ -326,6 +327,7 @@ async def test_a_receiver_that_never_accepts_fails_after_the_last_attempt(
     [row] = await outbox_rows(sessionmaker)
     assert (row.status, row.attempts) == ("failed", 3)
     assert row.last_error
+    assert row.may_have_reached  # the gateway had it: it may have delivered it (ADR 0114)
     assert webhook.requests == [] and webhook.statuses == [500] * 7
 
 
@@ -355,6 +357,7 @@ async def test_a_crash_after_sending_resends_with_the_same_dedupe_key_once(
         await crashing.run_once()
     [row] = await outbox_rows(sessionmaker)
     assert row.status == "sending"  # leased, outcome never written
+    assert not row.may_have_reached
 
     restarted = OutboxWorker(sessionmaker, settings)
     assert await restarted.run_once() == 0  # the lease still holds
@@ -366,12 +369,23 @@ async def test_a_crash_after_sending_resends_with_the_same_dedupe_key_once(
             .where(NotificationOutbox.id == row.id)
             .values(locked_until=utcnow() - timedelta(seconds=1))
         )  # the lease has run out
+
+    class Refusing:
+        async def send(self, *args: Any) -> DeliveryResult:
+            return DeliveryResult(False, "refused", handed_over=False)
+
+    # Claimed again after its worker died mid-try: that try may have gone (ADR 0114), whatever
+    # the next one does.
+    assert await OutboxWorker(sessionmaker, settings, Refusing()).run_once() == 1
+    [row] = await outbox_rows(sessionmaker)
+    assert (row.status, row.attempts, row.may_have_reached) == ("pending", 2, True)
+    await retry_now(sessionmaker)
     assert await restarted.run_once() == 1
     assert await restarted.run_once() == 0
     keys = [headers[DEDUPE_HEADER] for headers, _ in webhook.requests]
     assert keys == [f"order:{order.order_id}:ready"] * 2  # the repeat is recognisable
     [row] = await outbox_rows(sessionmaker)
-    assert (row.status, row.attempts) == ("sent", 2)
+    assert (row.status, row.attempts) == ("sent", 3)
 
 
 async def test_a_code_is_not_sent_for_an_order_no_longer_ready_but_the_expiry_notice_is(
@@ -402,6 +416,7 @@ async def test_a_contact_without_a_channel_fails_at_once(
     await drain(worker)
     rows = await outbox_rows(sessionmaker)
     assert {(row.status, row.attempts) for row in rows} == {("failed", 1)}
+    assert not any(row.may_have_reached for row in rows)  # nothing left the service (ADR 0114)
     assert {row.last_error for row in rows} == {
         "no e-mail channel configured (LOCKER_NOTIFY_EMAIL_URL)",
         "contacts given as notification URLs are switched off",

@@ -421,7 +421,13 @@ async def _messages(rig: Rig, order_id: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "how, told_yet",
-    [("hold", "sent"), ("food_check", "sent"), ("hold", "untried"), ("hold", "failed")],
+    [
+        ("hold", "sent"),
+        ("food_check", "sent"),
+        ("hold", "untried"),
+        ("hold", "failed"),
+        ("hold", "never_left"),
+    ],
 )
 async def test_a_pickup_made_offline_before_the_service_expired_the_order_stands(
     rig: Rig, how: str, told_yet: str
@@ -430,7 +436,9 @@ async def test_a_pickup_made_offline_before_the_service_expired_the_order_stands
     order (its hold ran out, or no reading for too long) and tells everyone it is over. Once
     the kiosk reports, her pickup stands and each person is told the truth (ADR 0112): she is
     sent a correction if the untrue message may have reached her, or it never goes (not tried
-    yet, or given up on: then nothing is left for an operator to resend)."""
+    yet, or given up on: then nothing is left for an operator to resend). A message given up on
+    without any try leaving the service (no channel for her contact) never reached her: no
+    correction follows it (ADR 0114)."""
     order_id, n = await _ready_order(rig, f"offl-late-{how}")
     decided = rig.kiosk.now()  # she scans while the kiosk is cut off; it journals the pickup
     assert rig.ctx.commander is not None
@@ -443,13 +451,18 @@ async def test_a_pickup_made_offline_before_the_service_expired_the_order_stands
     assert await _messages(rig, order_id) == ["ready", told]
     untrue = await _row_of(rig, order_id, told)
     if told_yet != "untried":  # as the outbox worker (off in this rig) would have
+        left = told_yet != "never_left"
         async with session_scope(rig.ctx.sessionmaker) as session:
             await session.execute(
                 update(NotificationOutbox)
                 .where(NotificationOutbox.order_id == uuid.UUID(order_id))
-                .values(status=told_yet, attempts=5)
+                .values(
+                    status=told_yet if left else "failed",
+                    attempts=5 if left else 1,
+                    may_have_reached=left,
+                )
             )
-            if told_yet == "failed":
+            if told_yet in ("failed", "never_left"):
                 await raise_alert(
                     session,
                     kind=UNDELIVERABLE_ALERT,
@@ -475,13 +488,13 @@ async def test_a_pickup_made_offline_before_the_service_expired_the_order_stands
     assert await _alerts(rig, "offline_pickup_conflict") == []
     [task] = await _alerts(rig, discard)
     assert task.state == "resolved"  # no food left to discard
-    if told_yet == "untried":  # withdrawn: she never hears it
+    if told_yet in ("untried", "never_left"):  # withdrawn: she never hears it
         assert await _messages(rig, order_id) == ["ready", told]
     else:  # a try may have reached her: corrected
         assert await _messages(rig, order_id) == ["ready", told, "collected"]
     if told_yet != "sent":
         assert (await _statuses(rig, order_id))[1] == "withdrawn"  # never (again)
-    if told_yet == "failed":
+    if told_yet in ("failed", "never_left"):
         [not_reached] = await _alerts(rig, UNDELIVERABLE_ALERT)
         assert not_reached.state == "resolved"  # nothing left to resend
     async with rig.ctx.sessionmaker() as session:
