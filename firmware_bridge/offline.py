@@ -100,6 +100,7 @@ class OfflineBook:
             datetime.fromisoformat(meta["wall_floor"]) if "wall_floor" in meta else None
         )
         self._issued_at: datetime | None = None
+        self._lease: tuple[int, int] | None = None  # the last supply taken's (epoch, seq)
         self._last_supply: float | None = None  # monotonic; None: none since this start
         self._started = monotonic()
         self._last_heard = self._started  # the service's last fresh command (monotonic)
@@ -119,7 +120,7 @@ class OfflineBook:
         just taken the kiosk may stamp its supplies by a clock behind the last sender's, and
         the kiosk must not decide alone on the old list while connected meanwhile."""
         with self._lock:
-            if self._issued_at is not None and supply.issued_at < self._issued_at:
+            if self._older(supply):
                 self._last_heard = self._monotonic()
                 return False
             if supply.switched_off:
@@ -161,9 +162,19 @@ class OfflineBook:
             self._macs = {o.order_id: o.code_mac for o in supply.orders}
             self._frozen = supply.frozen
             self._refresh_s = supply.refresh_s
-            self._issued_at = supply.issued_at
-            self._last_supply = self._monotonic()
+            self._taken(supply)
             return True
+
+    def _older(self, supply: OfflineSupply) -> bool:
+        """Older than the last supply taken: by the kiosk lease each was sent under when both
+        carry one (a replica that took the kiosk over sends under a larger epoch whatever its
+        clock says, and one sender counts up within its epoch), else by the senders' clocks."""
+        if self._issued_at is None:
+            return False
+        lease = supply.lease
+        if lease is not None and self._lease is not None:
+            return lease < self._lease
+        return supply.issued_at < self._issued_at
 
     def _switch_off(self, supply: OfflineSupply) -> None:
         """Offline pickups are off at the service: nothing is kept and nothing decided here
@@ -176,7 +187,11 @@ class OfflineBook:
         self._macs = {}
         self._frozen = supply.frozen
         self._refresh_s = None
+        self._taken(supply)
+
+    def _taken(self, supply: OfflineSupply) -> None:
         self._issued_at = supply.issued_at
+        self._lease = supply.lease
         self._last_supply = self._monotonic()
 
     def heard(self) -> None:

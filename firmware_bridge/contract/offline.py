@@ -14,6 +14,10 @@ A supply with `refresh_s` 0 lists no order and says offline pickups are switched
 forgets its list and never decides alone until a supply with a period comes. The service sends
 it while it has offline pickups off, so a bridge supplied before cannot take the silence for
 being cut off and open on its old list (docs/adr/0077).
+
+A supply sent under a kiosk lease carries the lease's `epoch` and its sender's `seq` (counting
+up in one process): the bridge orders supplies by them, not by the senders' clocks, so a late
+supply of a replica that has lost the kiosk never replaces its new holder's (docs/adr/0115).
 """
 
 from __future__ import annotations
@@ -48,12 +52,25 @@ class OfflineSupply(WireModel):
     frozen: bool = False  # the site's kill switch: nothing opens, online or not
     code_key: str = Field(pattern=r"^[A-Za-z0-9_-]{43}$")  # 32 bytes, unpadded base64url
     orders: list[OfflineOrder] = Field(default_factory=list, max_length=OFFLINE_ORDERS_MAX)
+    # The kiosk lease it was sent under and the sender's count within it; both or neither (a
+    # service without leases sends neither, and supplies are then ordered by `issued_at`).
+    epoch: int | None = Field(default=None, ge=1)
+    seq: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _off_lists_nothing(self) -> OfflineSupply:
         if self.switched_off and self.orders:
             raise ValueError("a supply that switches offline pickups off lists no order")
+        if (self.epoch is None) != (self.seq is None):
+            raise ValueError("a supply carries both its lease's epoch and its seq, or neither")
         return self
+
+    @property
+    def lease(self) -> tuple[int, int] | None:
+        """(epoch, seq): the later lease, then the later of one sender's supplies."""
+        if self.epoch is None or self.seq is None:
+            return None
+        return (self.epoch, self.seq)
 
     @property
     def switched_off(self) -> bool:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import time
 import uuid
@@ -114,6 +115,7 @@ class KioskLink:
         self.replica_id = settings.replica_id
         self.counters = LinkCounters()
         self._leases = leases
+        self._supplies = itertools.count(1)  # the seq of this process's offline supplies
         self._connection = KioskConnection(
             endpoint,
             settings.mqtt_protocol,
@@ -355,9 +357,16 @@ class KioskLink:
         """Send the kiosk what it needs to decide pickups alone; None when handed to paho, else
         why not. QoS 0 and never retained: no broker keeps a code verifier, not even queued for
         a kiosk that is away (docs/adr/0077); a lost one is sent again within `refresh_s`, and
-        at once when the kiosk comes back."""
+        at once when the kiosk comes back. With leases it carries the epoch this replica holds
+        the kiosk at and the next of its own numbers, by which the bridge orders supplies (ADR
+        0115); none goes for a kiosk this replica does not hold, or past its lease's TTL."""
         if not self._connection.can_command:
             return "not connected to the broker"
+        if self._leases is not None:
+            held = self._leases.fence(kiosk_id)
+            if held is None or not held.valid_now():
+                return f"replica {self.replica_id} does not hold kiosk {kiosk_id}"
+            supply = supply.model_copy(update={"epoch": held.epoch, "seq": next(self._supplies)})
         return self._connection.publish(contract.Topics(kiosk_id).offline, supply.to_json(), qos=0)
 
     # -- what the lease keeper calls (`lease_keeper.KioskSubscriptions`) ------------------------

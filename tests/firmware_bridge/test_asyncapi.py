@@ -164,6 +164,8 @@ def test_the_offline_supply_and_an_offline_pickup_match_too(asyncapi: dict[str, 
         ],
     )
     validate(asyncapi, "offline", json.loads(supply.to_json()))
+    leased = supply.model_copy(update={"epoch": 3, "seq": 12})  # as a replica holding the kiosk
+    validate(asyncapi, "offline", json.loads(leased.to_json()))
     event = contract.Event(
         event_id="e2",
         type="offline_pickup",

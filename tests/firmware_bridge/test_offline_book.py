@@ -67,6 +67,7 @@ def supply(
     used: frozenset[str] = frozenset(),
     deadlines: dict[str, datetime] | None = None,
     key: bytes | None = None,
+    lease: tuple[int, int] | None = None,
 ) -> OfflineSupply:
     key = key or secrets.token_bytes(32)
     deadlines = deadlines or {}
@@ -76,6 +77,8 @@ def supply(
         refresh_s=30.0,
         frozen=frozen,
         code_key=encode_key(key),
+        epoch=lease[0] if lease else None,
+        seq=lease[1] if lease else None,
         orders=[
             o.supplied(key, deadline=deadlines.get(o.order_id), used=o.order_id in used)
             for o in orders
@@ -206,6 +209,32 @@ def test_an_older_supply_still_says_the_service_is_there(store: BridgeStore, clo
         assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=30 * n)))
         assert not book.cut_off(connected=True)
     assert book.lists_token(ALICE.token) and not book.lists_token(BOB.token)
+
+
+def test_supplies_sent_under_leases_are_ordered_by_the_lease_not_the_clocks(
+    store: BridgeStore, clock: Clock
+) -> None:
+    """Replica A held the kiosk at epoch 3; B took it over at epoch 4 with a clock a minute
+    behind A's. B's supplies are the newer whatever their stamps say, and a late one of A's
+    (sent before it noticed the loss, by its fast clock) changes nothing (ADR 0115)."""
+    book = book_on(store, clock)
+    assert book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(minutes=1), lease=(3, 7)))
+    # B's first supply: Bob's order was collected meanwhile; stamped earlier by B's slow clock.
+    assert book.take(supply([ALICE], issued_at=T0 + timedelta(seconds=5), lease=(4, 1)))
+    assert not book.lists_token(BOB.token)
+    # A's last supply, delivered late, stamped later by its fast clock: Bob's order again.
+    assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(minutes=2), lease=(3, 8)))
+    assert not book.lists_token(BOB.token)
+    # One sender's supplies within its epoch: by its own count, not by its clock (set back).
+    assert book.take(supply([ALICE], issued_at=T0, lease=(4, 2)))
+    assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(minutes=3), lease=(4, 1)))
+    assert not book.lists_token(BOB.token)
+    # A sender without a lease (a service without kiosk leases) is ordered by its clock.
+    assert not book.take(supply([ALICE, BOB], issued_at=T0 - timedelta(seconds=1)))
+    assert book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=1)))
+    assert book.lists_token(BOB.token)
+    with pytest.raises(ValidationError, match="both its lease's epoch and its seq"):
+        OfflineSupply.model_validate({**supply([ALICE]).model_dump(mode="json"), "epoch": 4})
 
 
 def test_a_supply_that_switches_offline_pickups_off_leaves_nothing_to_decide_alone(

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import InstrumentedAttribute
 
 from firmware_bridge import contract
@@ -23,6 +23,7 @@ from locker_service.alerts.service import raise_alert
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.foodsafety.watch import Unsafe
+from locker_service.kiosk_link.link import KioskLink
 from locker_service.kiosks.story import Story
 from locker_service.main import create_app
 from locker_service.models import (
@@ -183,6 +184,18 @@ async def test_the_kiosk_is_supplied_with_verifiers_of_its_ready_orders_never_th
     await until(lambda: len(rig.kiosk.supplies) >= count + 2, 10, "two more supplies")
     keys = {s.code_key for s in rig.kiosk.supplies}
     assert len(keys) == len(rig.kiosk.supplies)
+    # Each sent under the kiosk's lease, counting up (ADR 0115): the bridge orders them so.
+    async with rig.ctx.sessionmaker() as session:
+        epoch = await session.scalar(
+            text("SELECT epoch FROM kiosk_leases WHERE kiosk_code = :kiosk"),
+            {"kiosk": rig.kiosk.kiosk_id},
+        )
+    assert epoch and {s.epoch for s in rig.kiosk.supplies} == {epoch}
+    seqs = [s.seq for s in rig.kiosk.supplies]
+    assert None not in seqs and seqs == sorted(set(seqs), key=lambda s: s or 0)
+    # None goes to a kiosk this replica does not hold.
+    assert isinstance(rig.ctx.commander, KioskLink)
+    assert "does not hold" in (rig.ctx.commander.supply("offl-not-held", supply) or "")
 
 
 async def test_a_pickup_decided_offline_and_replayed_completes_the_order_once(rig: Rig) -> None:
