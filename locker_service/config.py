@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     # otherwise hold the lease row it shares and stall its kiosks' takeover for as long as it
     # sleeps. The service's transactions never wait on anything but the database.
     db_idle_in_transaction_s: float = Field(default=15.0, ge=0)
+    # The main pool's connections to PostgreSQL: kept open, and lent beyond those at a peak. A
+    # replica holds at most db_pool_size + db_max_overflow + 15 (the attended and lease pools'
+    # 14, the HACCP sealing's one; the live relay listens on one of the main pool's). The sum
+    # over every replica and tool must stay under the server's max_connections (100 by
+    # default), or a busy moment is refused with "too many clients".
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
 
     # The story
     hold_setpoint_c: float = 65.0  # hot holding default

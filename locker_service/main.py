@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 # Connections kept, and lent beyond those, for the work a person stands at the kiosk for (ADR
 # 0094, 0096), and for the lease keeper: its takes (a batch and up to three kiosks on their
 # own at once, ADR 0105), the renewal while a round runs long, and the releases of a
-# rebalance (ADR 0097). With the main pool's 10 and 20, a replica holds at most 44
-# connections.
+# rebalance (ADR 0097). With the main pool's (LOCKER_DB_POOL_SIZE, LOCKER_DB_MAX_OVERFLOW;
+# 10 and 20 by default) and the HACCP sealing's one, a replica holds at most 45 connections.
 ATTENDED_POOL = (4, 4)
 LEASE_POOL = (4, 2)
 
@@ -56,7 +56,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
         await upgrade_async(settings.database_url, secret_key=settings.secret_key)
     engine = create_engine(
-        settings.database_url, idle_in_transaction_s=settings.db_idle_in_transaction_s
+        settings.database_url,
+        idle_in_transaction_s=settings.db_idle_in_transaction_s,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
     )
     sessionmaker = create_sessionmaker(engine)
     attended_engine = lease_engine = None

@@ -27,6 +27,14 @@ from tests.support.mosquitto import MosquittoProcess, durable_mosquitto
 sys.dont_write_bytecode = False
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
+# Three workers run services side by side on one PostgreSQL (default max_connections 100): a
+# test of replicas (up to three, each of up to 45 connections at the defaults) beside another
+# was refused "too many clients". Every service the suite starts, in process or as a process
+# (they inherit this environment), keeps a main pool of 4 and lends 6 beyond, at most 25
+# connections a replica; a test that needs other sizes sets them (docs/deploy/README.md).
+os.environ.setdefault("LOCKER_DB_POOL_SIZE", "4")
+os.environ.setdefault("LOCKER_DB_MAX_OVERFLOW", "6")
+
 # Hypothesis's per-example deadline (200 ms) and its "data generation too slow" check are
 # wall-clock budgets: on a machine busy with other work a correct run can exceed them. The
 # examples' own properties are what is tested.
