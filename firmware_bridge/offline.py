@@ -109,6 +109,8 @@ class OfflineBook:
         self._macs: dict[str, str] = {}  # order id -> HMAC of its code
         self._mono_deadlines: dict[str, float] = {}  # order id -> deadline, monotonic
         self._failures: deque[float] = deque()  # monotonic times of wrong typed codes
+        # The service's count of the day's wrong codes at the kiosk, as of the last supply.
+        self._supplied_failures = 0
         self._last_failure = 0.0
 
     # -- the service's supply ----------------------------------------------------------------
@@ -190,9 +192,18 @@ class OfflineBook:
         self._taken(supply)
 
     def _taken(self, supply: OfflineSupply) -> None:
+        previous = self._last_supply
         self._issued_at = supply.issued_at
         self._lease = supply.lease
         self._last_supply = self._monotonic()
+        # The day's wrong codes as the service counts them (ADR 0116). The keypad's own, refused
+        # while cut off, go on counting here until the service has them: those before the
+        # previous supply reached the service with the journal once back (a supply comes only
+        # then), and are in this one's count.
+        self._supplied_failures = supply.code_failures
+        if previous is not None:
+            while self._failures and self._failures[0] < previous:
+                self._failures.popleft()
 
     def heard(self) -> None:
         """The service is there (a command of its own, fresh): as good as a supply for
@@ -350,7 +361,7 @@ class OfflineBook:
         if recent >= FREE_FAILURES:
             doubling = FIRST_DELAY_S * 2.0 ** min(recent - FREE_FAILURES, 16)
             waits.append(min(doubling, MAX_DELAY_S) / self._scale)
-        if len(self._failures) >= DAY_FREE_FAILURES:
+        if len(self._failures) + self._supplied_failures >= DAY_FREE_FAILURES:
             waits.append(MAX_DELAY_S / self._scale)
         if not waits:
             return 0.0

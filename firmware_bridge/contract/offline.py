@@ -56,6 +56,10 @@ class OfflineSupply(WireModel):
     # service without leases sends neither, and supplies are then ordered by `issued_at`).
     epoch: int | None = Field(default=None, ge=1)
     seq: int | None = Field(default=None, ge=1)
+    # Wrong 8-digit codes the service counted at this kiosk within the day (its screen's, its
+    # scanner's, its keypad's reported from being cut off): the keypad's daily budget starts
+    # from them (docs/adr/0116).
+    code_failures: int = Field(default=0, ge=0, le=1_000_000)
 
     @model_validator(mode="after")
     def _off_lists_nothing(self) -> OfflineSupply:

@@ -10,7 +10,7 @@ building, not the database, was most of a scan's time (as with order creation, A
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -151,6 +151,24 @@ async def _read(
     for row in (await session.execute(statement, params)).mappings():
         found[row["dimension"]] = throttle.Recent(int(row["n"]), row["newest"])
     return RecentFailures(**found)
+
+
+async def wrong_codes_at_kiosks(
+    session: AsyncSession, kiosk_ids: Collection[int], since: datetime
+) -> dict[int, int]:
+    """Per kiosk, the wrong 8-digit codes since `since` that its budget counts (ADR 0039):
+    typed at its screen, held to its scanner, refused by its keypad while cut off."""
+    rows = await session.execute(
+        select(PickupAttempt.kiosk_id, func.count())
+        .where(
+            PickupAttempt.ok.is_(False),
+            PickupAttempt.at >= since,
+            PickupAttempt.kiosk_id.in_(list(kiosk_ids)),
+            _GUESSES_AT_KIOSK,
+        )
+        .group_by(PickupAttempt.kiosk_id)
+    )
+    return {kiosk_id: int(n) for kiosk_id, n in rows.all()}
 
 
 _SITE_FROZEN = select(Site.kill_switch_engaged).where(Site.id == bindparam("site_id"))

@@ -78,7 +78,6 @@ class Claim:
 
 
 FIRST_DELAY_S = 2.0  # nominal: a second typo costs nothing, a guesser's wait doubles from here
-KIOSK_DAY_S = 24 * 3600.0  # the span the per-kiosk budget and its bound are about
 ORDER_FIRST_DELAY_S = 60.0  # nominal: a refused code of one order, tried again and again
 
 
@@ -100,7 +99,7 @@ def rules_of(s: Settings) -> throttle.Rules:
         # The day is nominal like every duration here: under LOCKER_TIME_SCALE it shrinks
         # with the spacing, so the bound (ADR 0039) holds per scaled day.
         kiosk=throttle.Backoff(
-            window=real(KIOSK_DAY_S),
+            window=real(throttle.KIOSK_DAY_S),
             free=s.pickup_kiosk_free_failures_per_day,
             first_delay=spacing,
             max_delay=spacing,

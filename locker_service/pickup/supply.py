@@ -48,6 +48,8 @@ from locker_service.live import LiveHub
 from locker_service.models import Alert, Compartment, Kiosk, Order, Site, utcnow
 from locker_service.orders import codes
 from locker_service.orders.lifecycle import OrderState
+from locker_service.pickup import repository as attempts
+from locker_service.pickup import throttle
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +135,13 @@ class KioskFacts:
     orders: tuple[ReadyOrder, ...]
     site_id: int
     kiosk_pk: int  # the kiosk's database id (its alerts')
+    code_failures: int = 0  # wrong codes its daily budget counts (ADR 0116)
 
     def fingerprint(self) -> tuple[object, ...]:
         return (
             self.frozen,
             tuple((o.order_id, o.compartment, o.used, o.deadline) for o in self.orders),
+            self.code_failures,
         )
 
 
@@ -154,8 +158,11 @@ _READY_COLUMNS = (  # ReadyOrder's fields, in its order
 )
 
 
-async def kiosk_facts(session: AsyncSession, kiosk_codes: Collection[str]) -> dict[str, KioskFacts]:
-    """What each of these kiosks must know: two queries."""
+async def kiosk_facts(
+    session: AsyncSession, kiosk_codes: Collection[str], failures_since: datetime | None = None
+) -> dict[str, KioskFacts]:
+    """What each of these kiosks must know: two queries, and a third for the wrong codes its
+    daily budget counts since `failures_since` (None: not read, 0)."""
     kiosks = select(Kiosk.code, Site.kill_switch_engaged, Site.id, Kiosk.id).join(
         Site, Site.id == Kiosk.site_id
     )
@@ -171,9 +178,21 @@ async def kiosk_facts(session: AsyncSession, kiosk_codes: Collection[str]) -> di
     by_kiosk: dict[str, list[ReadyOrder]] = {}
     for code, *fields in (await session.execute(ready)).all():
         by_kiosk.setdefault(code, []).append(ReadyOrder(*fields))
+    found = (await session.execute(kiosks)).all()
+    failures: dict[int, int] = {}
+    if failures_since is not None and found:
+        failures = await attempts.wrong_codes_at_kiosks(
+            session, [kiosk_pk for *_, kiosk_pk in found], failures_since
+        )
     return {
-        code: KioskFacts(bool(frozen), tuple(by_kiosk.get(code, ())), site_id, kiosk_pk)
-        for code, frozen, site_id, kiosk_pk in (await session.execute(kiosks)).all()
+        code: KioskFacts(
+            bool(frozen),
+            tuple(by_kiosk.get(code, ())),
+            site_id,
+            kiosk_pk,
+            failures.get(kiosk_pk, 0),
+        )
+        for code, frozen, site_id, kiosk_pk in found
     }
 
 
@@ -297,6 +316,7 @@ def build_supply(
         frozen=facts.frozen,
         code_key=encode_key(key),
         orders=orders,
+        code_failures=facts.code_failures,
     )
     return supply, left_out
 
@@ -400,8 +420,11 @@ class SupplyLoop:
                 for kiosk_id, status in online.items()
                 if self._touched(kiosk_id, status.ts, clock, changes)
             ]
+            # The kiosk's day of wrong codes, for its keypad's budget while cut off (ADR 0116).
+            day = now - timedelta(seconds=self.settings.scaled(throttle.KIOSK_DAY_S))
             for start in range(0, len(touched), FACTS_PER_QUERY):
-                facts.update(await kiosk_facts(session, touched[start : start + FACTS_PER_QUERY]))
+                batch = touched[start : start + FACTS_PER_QUERY]
+                facts.update(await kiosk_facts(session, batch, failures_since=day))
             await self._recall_alerts(session, facts)
         self.facts_read += len(touched)
         left_out: dict[str, dict[uuid.UUID, str]] = {}

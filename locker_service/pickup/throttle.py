@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 ZERO = timedelta(0)
+KIOSK_DAY_S = 24 * 3600.0  # nominal: the span the per-kiosk budget and its bound are about
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ from firmware_bridge.contract import OfflineOrder, OfflineSupply
 from firmware_bridge.contract.codes import code_mac, token_hash
 from firmware_bridge.contract.offline import encode_key
 from firmware_bridge.offline import (
+    DAY_FREE_FAILURES,
     FREE_FAILURES,
+    MAX_DELAY_S,
     MISSED_SUPPLIES,
     SILENCE_MARGIN_S,
     OfflineBook,
@@ -68,6 +70,7 @@ def supply(
     deadlines: dict[str, datetime] | None = None,
     key: bytes | None = None,
     lease: tuple[int, int] | None = None,
+    code_failures: int = 0,
 ) -> OfflineSupply:
     key = key or secrets.token_bytes(32)
     deadlines = deadlines or {}
@@ -79,6 +82,7 @@ def supply(
         code_key=encode_key(key),
         epoch=lease[0] if lease else None,
         seq=lease[1] if lease else None,
+        code_failures=code_failures,
         orders=[
             o.supplied(key, deadline=deadlines.get(o.order_id), used=o.order_id in used)
             for o in orders
@@ -155,6 +159,43 @@ def test_wrong_codes_are_throttled_and_a_right_one_waits_too(
     assert second.retry_after_s is not None and 2.0 < second.retry_after_s <= 4.0  # doubled
     # QR tokens are 256 bits: not throttled.
     assert isinstance(book.decide_token(ALICE.token), Opened)
+
+
+def test_the_keypad_s_day_goes_on_from_the_service_s_count(
+    store: BridgeStore, clock: Clock
+) -> None:
+    """A day of guessing online, then the kiosk cut off: its keypad goes on from the service's
+    count of the day's wrong codes, not from nothing, so the day's bound holds (ADR 0116)."""
+    book = book_on(store, clock)
+    book.take(supply([ALICE], code_failures=DAY_FREE_FAILURES - 1))
+    wrong = book.decide_code("00000000")  # the day's last free one
+    assert isinstance(wrong, Refused) and wrong.error == "invalid_code"
+    locked = book.decide_code(ALICE.code)
+    assert isinstance(locked, Refused) and locked.error == "locked_out"
+    assert locked.retry_after_s == pytest.approx(MAX_DELAY_S)  # one try per spacing now
+    # A kiosk with a clean day: the same one wrong code costs nothing.
+    fresh = book_on(store, clock)
+    fresh.take(supply([BOB]))
+    fresh.decide_code("00000000")
+    assert fresh.decide_code(BOB.code) == Opened("ord-bob", 5, "code")
+
+
+def test_codes_refused_while_cut_off_count_once_the_service_has_them(
+    store: BridgeStore, clock: Clock
+) -> None:
+    """The keypad's own wrong codes count until the service's count holds them: a supply after
+    the one that followed the outage has them (the journal went first), and then they are not
+    counted twice (ADR 0116)."""
+    book = book_on(store, clock)
+    book.take(supply([ALICE, BOB]))
+    clock.advance(200)  # cut off
+    for i in range(3):
+        book.decide_code(f"{i:08d}")
+    clock.advance(5)
+    book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=205), code_failures=36))
+    clock.advance(30)  # the next supply counts the three the journal brought
+    book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=235), code_failures=39))
+    assert book.decide_code(BOB.code) == Opened("ord-bob", 5, "code")  # 39 of 40, not 42
 
 
 def test_an_order_past_its_deadline_or_a_frozen_site_opens_nothing(

@@ -649,3 +649,9 @@ async def test_wrong_codes_refused_offline_spend_the_kiosk_s_daily_budget(rig: R
             )
         )
     assert counted == free  # each once, in the kiosk's day as online failures are
+    # The kiosk's keypad is told the day's count, should it be cut off again (ADR 0116).
+    await until(
+        lambda: rig.kiosk.supplies and rig.kiosk.supplies[-1].code_failures == free,
+        10,
+        "a supply with the day's count",
+    )
