@@ -53,6 +53,13 @@ DAY_S = 24 * 3600.0
 # A wall clock this far behind a time the bridge has seen pass is taken for set back, not for
 # the few seconds two PCs' clocks differ by (real seconds).
 CLOCK_SET_BACK_S = 300.0
+# A supply under a lower lease epoch than the last taken, stamped this much later than it (real
+# seconds), is taken: the epochs went back (the service's database restored from a backup), for
+# a late supply of an earlier holder is stamped within the replicas' clock skew (seconds, NTP).
+EPOCHS_WENT_BACK_S = 60.0
+# The keypad's newest wrong codes kept on disk: more than the day's budget and the doubling's
+# cap need (a restart must not give the day's free tries again).
+KEPT_FAILURES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +115,15 @@ class OfflineBook:
         self._key: bytes | None = None
         self._macs: dict[str, str] = {}  # order id -> HMAC of its code
         self._mono_deadlines: dict[str, float] = {}  # order id -> deadline, monotonic
-        self._failures: deque[float] = deque()  # monotonic times of wrong typed codes
-        # The service's count of the day's wrong codes at the kiosk, as of the last supply.
-        self._supplied_failures = 0
+        # The keypad's wrong typed codes: monotonic times, and on disk this PC's wall clock's
+        # (a restart keeps the day's count; ADR 0116).
+        self._failures: deque[float] = deque()
+        self._failure_stamps: deque[datetime] = deque(maxlen=KEPT_FAILURES)
         self._last_failure = 0.0
+        self._recall_failures(meta.get("code_failures", ""))
+        # The service's count of the day's wrong codes at its screen and scanner, as of the
+        # last supply: the keypad's budget adds its own to it (ADR 0116).
+        self._supplied_failures = 0
 
     # -- the service's supply ----------------------------------------------------------------
 
@@ -151,6 +163,7 @@ class OfflineBook:
             meta = {"frozen": "1" if supply.frozen else "0", "refresh_s": str(supply.refresh_s)}
             if self._wall_floor is not None:
                 meta["wall_floor"] = self._wall_floor.isoformat()
+            meta["code_failures"] = self._failures_on_disk()
             self._store.replace_offline(rows, meta)
             self._orders = {r.order_id: r for r in rows}
             # Deadlines also on this PC's monotonic clock, from the service's own clock: a wall
@@ -175,14 +188,18 @@ class OfflineBook:
             return False
         lease = supply.lease
         if lease is not None and self._lease is not None:
-            return lease < self._lease
+            went_back = (supply.issued_at - self._issued_at).total_seconds() > EPOCHS_WENT_BACK_S
+            return lease < self._lease and not went_back
         return supply.issued_at < self._issued_at
 
     def _switch_off(self, supply: OfflineSupply) -> None:
         """Offline pickups are off at the service: nothing is kept and nothing decided here
         until a supply with a period comes (a bridge supplied before would otherwise take the
         silence that follows for being cut off, and open on its old list)."""
-        self._store.replace_offline([], {"frozen": "1" if supply.frozen else "0"})
+        self._store.replace_offline(
+            [],
+            {"frozen": "1" if supply.frozen else "0", "code_failures": self._failures_on_disk()},
+        )
         self._orders = {}
         self._mono_deadlines = {}
         self._key = None
@@ -192,18 +209,27 @@ class OfflineBook:
         self._taken(supply)
 
     def _taken(self, supply: OfflineSupply) -> None:
-        previous = self._last_supply
         self._issued_at = supply.issued_at
         self._lease = supply.lease
         self._last_supply = self._monotonic()
-        # The day's wrong codes as the service counts them (ADR 0116). The keypad's own, refused
-        # while cut off, go on counting here until the service has them: those before the
-        # previous supply reached the service with the journal once back (a supply comes only
-        # then), and are in this one's count.
         self._supplied_failures = supply.code_failures
-        if previous is not None:
-            while self._failures and self._failures[0] < previous:
-                self._failures.popleft()
+
+    def _recall_failures(self, kept: str) -> None:
+        """The wrong codes kept on disk, put on this start's monotonic clock by the wall
+        clock's distance to them (one in the future, the clock set back since, counts now)."""
+        now, mono = self._now(), self._monotonic()
+        for text in filter(None, kept.split(",")):
+            try:
+                stamp = datetime.fromisoformat(text)
+            except ValueError:
+                continue
+            self._failures.append(mono - max(0.0, (now - stamp).total_seconds()))
+            self._failure_stamps.append(stamp)
+        if self._failures:
+            self._last_failure = max(self._failures)
+
+    def _failures_on_disk(self) -> str:
+        return ",".join(stamp.isoformat() for stamp in self._failure_stamps)
 
     def heard(self) -> None:
         """The service is there (a command of its own, fresh): as good as a supply for
@@ -292,7 +318,9 @@ class OfflineBook:
             ]
             if len(matches) != 1:  # none, or two orders with the same 8 digits: open neither
                 self._failures.append(now)
+                self._failure_stamps.append(self._now())
                 self._last_failure = now
+                self._store.set_offline_meta("code_failures", self._failures_on_disk())
                 return Refused("invalid_code", "this code does not open anything here")
             return self._decide(matches[0], "code")
 

@@ -24,7 +24,7 @@ from locker_service.api.routing import serve_routes
 from locker_service.audit.endpoints import router as audit_router
 from locker_service.config import Settings, get_settings
 from locker_service.context import ServiceContext
-from locker_service.db import create_engine, create_sessionmaker
+from locker_service.db import create_engine, create_sessionmaker, is_sqlite
 from locker_service.haccp.endpoints import router as haccp_router
 from locker_service.kiosks.endpoints import router as kiosk_router
 from locker_service.live import LiveHub
@@ -55,11 +55,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from migrations import upgrade_async
 
         await upgrade_async(settings.database_url, secret_key=settings.secret_key)
+    pool = (
+        {}  # SQLite: its own pool (one writer at a time, ADR 0033)
+        if is_sqlite(settings.database_url)
+        else {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow}
+    )
     engine = create_engine(
-        settings.database_url,
-        idle_in_transaction_s=settings.db_idle_in_transaction_s,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
+        settings.database_url, idle_in_transaction_s=settings.db_idle_in_transaction_s, **pool
     )
     sessionmaker = create_sessionmaker(engine)
     attended_engine = lease_engine = None

@@ -31,6 +31,7 @@ from firmware_bridge.contract.payloads import CompartmentNumber, WireModel, utcn
 
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 OFFLINE_ORDERS_MAX = 255  # a kiosk has at most 255 compartments, each holding one order
+CODE_FAILURES_MAX = 1_000_000
 
 
 class OfflineOrder(WireModel):
@@ -56,10 +57,9 @@ class OfflineSupply(WireModel):
     # service without leases sends neither, and supplies are then ordered by `issued_at`).
     epoch: int | None = Field(default=None, ge=1)
     seq: int | None = Field(default=None, ge=1)
-    # Wrong 8-digit codes the service counted at this kiosk within the day (its screen's, its
-    # scanner's, its keypad's reported from being cut off): the keypad's daily budget starts
-    # from them (docs/adr/0116).
-    code_failures: int = Field(default=0, ge=0, le=1_000_000)
+    # Wrong 8-digit codes the service counted at this kiosk's screen and scanner within the
+    # day: the keypad's daily budget adds its own refusals to them (docs/adr/0116).
+    code_failures: int = Field(default=0, ge=0, le=CODE_FAILURES_MAX)
 
     @model_validator(mode="after")
     def _off_lists_nothing(self) -> OfflineSupply:

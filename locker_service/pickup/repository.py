@@ -75,6 +75,10 @@ def _failed_since(
 
 _AT_KIOSK = PickupAttempt.kiosk_id == bindparam("kiosk_id")
 _GUESSES_AT_KIOSK = or_(*(PickupAttempt.source.startswith(kind) for kind in _GUESSABLE))
+# Those the kiosk's keypad does not count itself (ADR 0116).
+_GUESSES_ONLINE = or_(
+    *(PickupAttempt.source.startswith(k) for k in (SCREEN_SOURCE, SCANNER_SOURCE))
+)
 _DIMENSIONS: dict[str, Select[str, int, datetime]] = {
     "source": _failed_since(
         "source", "source_since", PickupAttempt.source == bindparam("source"), _AT_KIOSK
@@ -156,15 +160,15 @@ async def _read(
 async def wrong_codes_at_kiosks(
     session: AsyncSession, kiosk_ids: Collection[int], since: datetime
 ) -> dict[int, int]:
-    """Per kiosk, the wrong 8-digit codes since `since` that its budget counts (ADR 0039):
-    typed at its screen, held to its scanner, refused by its keypad while cut off."""
+    """Per kiosk, the wrong 8-digit codes since `since` typed at its screen or held to its
+    scanner: what its keypad adds its own refusals to for the day's budget (ADR 0039, 0116)."""
     rows = await session.execute(
         select(PickupAttempt.kiosk_id, func.count())
         .where(
             PickupAttempt.ok.is_(False),
             PickupAttempt.at >= since,
             PickupAttempt.kiosk_id.in_(list(kiosk_ids)),
-            _GUESSES_AT_KIOSK,
+            _GUESSES_ONLINE,
         )
         .group_by(PickupAttempt.kiosk_id)
     )

@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from firmware_bridge.contract import KioskStatus, OfflineOrder, OfflineSupply
 from firmware_bridge.contract.codes import code_mac
-from firmware_bridge.contract.offline import encode_key
+from firmware_bridge.contract.offline import CODE_FAILURES_MAX, encode_key
 from locker_service.alerts.service import raise_alert, resolve_alerts
 from locker_service.background import BackgroundLoop
 from locker_service.config import Settings
@@ -135,7 +135,7 @@ class KioskFacts:
     orders: tuple[ReadyOrder, ...]
     site_id: int
     kiosk_pk: int  # the kiosk's database id (its alerts')
-    code_failures: int = 0  # wrong codes its daily budget counts (ADR 0116)
+    code_failures: int = 0  # the day's wrong codes at its screen and scanner (ADR 0116)
 
     def fingerprint(self) -> tuple[object, ...]:
         return (
@@ -316,7 +316,8 @@ def build_supply(
         frozen=facts.frozen,
         code_key=encode_key(key),
         orders=orders,
-        code_failures=facts.code_failures,
+        # At most what the contract carries: any count past the day's budget acts the same.
+        code_failures=min(facts.code_failures, CODE_FAILURES_MAX),
     )
     return supply, left_out
 

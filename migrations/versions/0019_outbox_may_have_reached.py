@@ -27,10 +27,17 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("may_have_reached", sa.Boolean(), nullable=False, server_default=sa.false())
         )
-    # Before the upgrade nothing told the tries apart: every message tried is taken as maybe seen.
+    # Before the upgrade nothing told the tries apart: every message tried is taken as maybe
+    # seen, and so is one an operator resent (the resend cleared its attempts, not its past).
+    resent = (
+        "(order_events.detail->>'notification_id')::bigint"
+        if op.get_bind().dialect.name == "postgresql"
+        else "json_extract(order_events.detail, '$.notification_id')"
+    )
     op.execute(
         "UPDATE notification_outbox SET may_have_reached = true "
-        "WHERE attempts > 0 OR status IN ('sending', 'sent')"
+        "WHERE attempts > 0 OR status IN ('sending', 'sent') OR id IN ("
+        f"SELECT {resent} FROM order_events WHERE order_events.action = 'notification_resent')"
     )
 
 

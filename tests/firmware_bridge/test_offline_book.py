@@ -16,6 +16,7 @@ from firmware_bridge.contract.codes import code_mac, token_hash
 from firmware_bridge.contract.offline import encode_key
 from firmware_bridge.offline import (
     DAY_FREE_FAILURES,
+    EPOCHS_WENT_BACK_S,
     FREE_FAILURES,
     MAX_DELAY_S,
     MISSED_SUPPLIES,
@@ -180,22 +181,29 @@ def test_the_keypad_s_day_goes_on_from_the_service_s_count(
     assert fresh.decide_code(BOB.code) == Opened("ord-bob", 5, "code")
 
 
-def test_codes_refused_while_cut_off_count_once_the_service_has_them(
-    store: BridgeStore, clock: Clock
+def test_the_keypad_s_own_refusals_count_all_day_through_supplies_and_a_restart(
+    store: BridgeStore, clock: Clock, tmp_path: Path
 ) -> None:
-    """The keypad's own wrong codes count until the service's count holds them: a supply after
-    the one that followed the outage has them (the journal went first), and then they are not
-    counted twice (ADR 0116)."""
+    """The service's count is of its screen and scanner; the keypad's own refusals are added to
+    it for the whole day, whatever supplies come, and a restart keeps them (ADR 0116)."""
     book = book_on(store, clock)
-    book.take(supply([ALICE, BOB]))
+    book.take(supply([ALICE, BOB], code_failures=DAY_FREE_FAILURES - 4))
     clock.advance(200)  # cut off
     for i in range(3):
         book.decide_code(f"{i:08d}")
-    clock.advance(5)
-    book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=205), code_failures=36))
-    clock.advance(30)  # the next supply counts the three the journal brought
-    book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=235), code_failures=39))
-    assert book.decide_code(BOB.code) == Opened("ord-bob", 5, "code")  # 39 of 40, not 42
+    clock.advance(30)
+    book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=230), code_failures=36))
+    store.close()
+    again_store = BridgeStore(tmp_path / "bridge.sqlite3")
+    try:
+        again = book_on(again_store, clock)  # restarted: a supply brings the verifiers back
+        again.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=260), code_failures=36))
+        wrong = again.decide_code("00000009")  # 36 + 3 + this one: the day's budget spent
+        assert isinstance(wrong, Refused) and wrong.error == "invalid_code"
+        locked = again.decide_code(BOB.code)
+        assert isinstance(locked, Refused) and locked.error == "locked_out"
+    finally:
+        again_store.close()
 
 
 def test_an_order_past_its_deadline_or_a_frozen_site_opens_nothing(
@@ -255,24 +263,30 @@ def test_an_older_supply_still_says_the_service_is_there(store: BridgeStore, clo
 def test_supplies_sent_under_leases_are_ordered_by_the_lease_not_the_clocks(
     store: BridgeStore, clock: Clock
 ) -> None:
-    """Replica A held the kiosk at epoch 3; B took it over at epoch 4 with a clock a minute
+    """Replica A held the kiosk at epoch 3; B took it over at epoch 4 with a clock 20 s
     behind A's. B's supplies are the newer whatever their stamps say, and a late one of A's
     (sent before it noticed the loss, by its fast clock) changes nothing (ADR 0115)."""
     book = book_on(store, clock)
-    assert book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(minutes=1), lease=(3, 7)))
+    assert book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=30), lease=(3, 7)))
     # B's first supply: Bob's order was collected meanwhile; stamped earlier by B's slow clock.
-    assert book.take(supply([ALICE], issued_at=T0 + timedelta(seconds=5), lease=(4, 1)))
+    assert book.take(supply([ALICE], issued_at=T0 + timedelta(seconds=10), lease=(4, 1)))
     assert not book.lists_token(BOB.token)
     # A's last supply, delivered late, stamped later by its fast clock: Bob's order again.
-    assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(minutes=2), lease=(3, 8)))
+    assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=40), lease=(3, 8)))
     assert not book.lists_token(BOB.token)
     # One sender's supplies within its epoch: by its own count, not by its clock (set back).
     assert book.take(supply([ALICE], issued_at=T0, lease=(4, 2)))
-    assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(minutes=3), lease=(4, 1)))
+    assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=50), lease=(4, 1)))
     assert not book.lists_token(BOB.token)
+    # The epochs gone back (the database restored from a backup): a lower one stamped well
+    # after the last taken is taken, rather than refused until the bridge restarts.
+    restored = T0 + timedelta(seconds=EPOCHS_WENT_BACK_S + 1)
+    assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=30), lease=(1, 1)))
+    assert book.take(supply([ALICE, BOB], issued_at=restored, lease=(1, 1)))
+    assert book.lists_token(BOB.token)
     # A sender without a lease (a service without kiosk leases) is ordered by its clock.
-    assert not book.take(supply([ALICE, BOB], issued_at=T0 - timedelta(seconds=1)))
-    assert book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=1)))
+    assert not book.take(supply([ALICE, BOB], issued_at=restored - timedelta(seconds=1)))
+    assert book.take(supply([ALICE, BOB], issued_at=restored + timedelta(seconds=1)))
     assert book.lists_token(BOB.token)
     with pytest.raises(ValidationError, match="both its lease's epoch and its seq"):
         OfflineSupply.model_validate({**supply([ALICE]).model_dump(mode="json"), "epoch": 4})

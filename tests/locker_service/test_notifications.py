@@ -27,7 +27,7 @@ import pytest
 import zxingcpp
 from aiosmtpd.controller import Controller
 from PIL import Image
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from locker_service.config import Settings
@@ -39,6 +39,7 @@ from locker_service.models import (
     Merchant,
     NotificationOutbox,
     Order,
+    OrderEvent,
     Site,
     utcnow,
 )
@@ -461,3 +462,99 @@ async def test_the_background_worker_picks_up_new_messages(
         assert len(webhook.requests) == 1
     finally:
         await worker.stop()
+
+
+def test_the_migration_counts_every_message_tried_or_resent_as_maybe_seen(
+    empty_database_url: str,
+) -> None:
+    """Migration 0019 (ADR 0114): before it nothing told the tries apart, so a message tried,
+    being sent or sent, or resent by an operator (who cleared its attempts), may have reached
+    her; one never tried did not."""
+    from migrations import upgrade
+    from tests.locker_service.world import seed
+
+    url = empty_database_url
+    upgrade(url, "0018")
+
+    async def fill() -> dict[str, int]:
+        engine = create_engine(url)
+        try:
+            sessionmaker = create_sessionmaker(engine)
+            world = await seed(sessionmaker, make_settings(url))
+            order_id = uuid.uuid4()
+            async with sessionmaker() as session, session.begin():
+                session.add(
+                    Order(
+                        id=order_id,
+                        merchant_id=world.merchant_id,
+                        external_ref="mig-1",
+                        request_hash="h",
+                        site_id=world.site_id,
+                        purchaser_name="Li Na",
+                        purchaser_contact="li.na@example.com",
+                        size="M",
+                        temperature_class="hot",
+                        token_salt="00",
+                        pickup_token_hash="a" * 64,
+                        code_hash="b" * 64,
+                    )
+                )
+            ids: dict[str, int] = {}
+            async with engine.begin() as connection:  # the table as revision 0018 has it
+                for kind, status, attempts in (
+                    ("ready", "failed", 3),
+                    ("reminder", "pending", 0),  # resent: attempts cleared
+                    ("expired", "pending", 0),  # never tried
+                    ("cancelled", "sent", 1),
+                ):
+                    ids[kind] = (
+                        await connection.execute(
+                            text(
+                                "INSERT INTO notification_outbox (order_id, kind, channel, "
+                                "dedupe_key, subject, body, status, attempts, next_attempt_at, "
+                                "created_at) VALUES (:order, :kind, 'c', :key, 's', 'b', "
+                                ":status, :attempts, :now, :now) RETURNING id"
+                            ),
+                            {
+                                "order": order_id.hex if "sqlite" in url else order_id,
+                                "kind": kind,
+                                "key": f"mig:{kind}",
+                                "status": status,
+                                "attempts": attempts,
+                                "now": utcnow(),
+                            },
+                        )
+                    ).scalar_one()
+            async with sessionmaker() as session, session.begin():
+                session.add(
+                    OrderEvent(
+                        order_id=order_id,
+                        actor_type="operator",
+                        action="notification_resent",
+                        detail={"notification_id": ids["reminder"], "kind": "reminder"},
+                    )
+                )
+            return ids
+        finally:
+            await engine.dispose()
+
+    async def flags() -> dict[int, bool]:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                rows = await connection.execute(
+                    select(NotificationOutbox.id, NotificationOutbox.may_have_reached)
+                )
+                return {row_id: bool(reached) for row_id, reached in rows}
+        finally:
+            await engine.dispose()
+
+    ids = asyncio.run(fill())
+    upgrade(url)
+    found = asyncio.run(flags())
+    assert {kind: found[row_id] for kind, row_id in ids.items()} == {
+        "ready": True,
+        "reminder": True,
+        "expired": False,
+        "cancelled": True,
+    }

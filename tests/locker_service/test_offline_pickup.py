@@ -649,9 +649,18 @@ async def test_wrong_codes_refused_offline_spend_the_kiosk_s_daily_budget(rig: R
             )
         )
     assert counted == free  # each once, in the kiosk's day as online failures are
-    # The kiosk's keypad is told the day's count, should it be cut off again (ADR 0116).
-    await until(
-        lambda: rig.kiosk.supplies and rig.kiosk.supplies[-1].code_failures == free,
-        10,
-        "a supply with the day's count",
-    )
+
+
+async def test_the_kiosk_is_told_the_day_s_wrong_codes_at_its_screen(rig: Rig) -> None:
+    """Its keypad's budget goes on from them should it be cut off (ADR 0116); the keypad's
+    own refusals, which it counts itself, are not in it."""
+    for code in ("00000000", "00000001"):
+        answer = await rig.client.post(
+            "/api/v1/kiosk/pickup", json={"code": code}, headers=rig.world.kiosk()
+        )
+        assert answer.json()["error"] == "invalid_code", answer.text
+    refused = rig.kiosk.publish_event("offline_code_refused", None)
+    await until(lambda: _handled(rig, refused.event_id), 20, "the keypad's refusal")
+    count = len(rig.kiosk.supplies)
+    await until(lambda: len(rig.kiosk.supplies) > count + 1, 10, "a supply after it")
+    assert rig.kiosk.supplies[-1].code_failures == 2
