@@ -107,15 +107,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     drop_templates()
 
 
-@pytest.hookimpl(trylast=True)  # after tests/screens/conftest.py has marked its tests slow
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The `slow` tests first (each package's in their own order), then the rest: xdist hands
-    the work out in this order, so the long ones (a journey takes one to two minutes) start
-    while the short ones can still fill in around them, and a run does not end with one worker
-    finishing a journey while the others idle (seen: its last minute at 95 % idle)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """`--dist loadscope`, with a finer unit: the tests of a class go to one worker together
     (the journey's and the fault campaign's class per backend plays its story once), every other
