@@ -11,7 +11,8 @@ What is kept where, for a stolen kiosk disk:
 - on disk (the bridge's SQLite file): each order's id, compartment, deadline, whether its code
   is used, and SHA-256 of its 256-bit QR token. Nothing derives a token from its hash. Also the
   latest time seen pass: a PC restarted with its clock set back behind it opens nothing alone,
-  its deadlines being beyond judging (the monotonic ones were in memory).
+  its deadlines being beyond judging (the monotonic ones were in memory). And when the keypad
+  refused its newest wrong codes (never the digits), so a restart keeps the day's count.
 - in memory only: the supply's key and the HMACs of the 8-digit codes under it. Together they
   would give a code away in seconds (10^8 tries), so neither is ever written down. A bridge
   restarted while cut off therefore opens by QR only until the next supply.
@@ -53,9 +54,10 @@ DAY_S = 24 * 3600.0
 # A wall clock this far behind a time the bridge has seen pass is taken for set back, not for
 # the few seconds two PCs' clocks differ by (real seconds).
 CLOCK_SET_BACK_S = 300.0
-# A supply under a lower lease epoch than the last taken, stamped this much later than it (real
-# seconds), is taken: the epochs went back (the service's database restored from a backup), for
-# a late supply of an earlier holder is stamped within the replicas' clock skew (seconds, NTP).
+# A supply under a lower lease epoch than the last taken is taken once none has been taken for
+# this long (real seconds on this PC's monotonic clock), or two refresh periods if longer: the
+# epochs went back (the service's database restored from a backup), for a live holder of a
+# larger epoch is taken every period, and a late supply of an earlier holder arrives within one.
 EPOCHS_WENT_BACK_S = 60.0
 # The keypad's newest wrong codes kept on disk: more than the day's budget and the doubling's
 # cap need (a restart must not give the day's free tries again).
@@ -115,10 +117,10 @@ class OfflineBook:
         self._key: bytes | None = None
         self._macs: dict[str, str] = {}  # order id -> HMAC of its code
         self._mono_deadlines: dict[str, float] = {}  # order id -> deadline, monotonic
-        # The keypad's wrong typed codes: monotonic times, and on disk this PC's wall clock's
-        # (a restart keeps the day's count; ADR 0116).
-        self._failures: deque[float] = deque()
-        self._failure_stamps: deque[datetime] = deque(maxlen=KEPT_FAILURES)
+        # The keypad's wrong typed codes, oldest first: each on the monotonic clock, and as this
+        # PC's wall clock read it, which is what is kept on disk (a restart keeps the day's
+        # count; ADR 0116).
+        self._failures: deque[tuple[float, datetime]] = deque()
         self._last_failure = 0.0
         self._recall_failures(meta.get("code_failures", ""))
         # The service's count of the day's wrong codes at its screen and scanner, as of the
@@ -188,9 +190,16 @@ class OfflineBook:
             return False
         lease = supply.lease
         if lease is not None and self._lease is not None:
-            went_back = (supply.issued_at - self._issued_at).total_seconds() > EPOCHS_WENT_BACK_S
-            return lease < self._lease and not went_back
+            return lease < self._lease and not self._epochs_went_back()
         return supply.issued_at < self._issued_at
+
+    def _epochs_went_back(self) -> bool:
+        """No supply taken for longer than a live holder of a larger epoch would leave: the
+        lower epochs coming are those of a database restored from a backup."""
+        if self._last_supply is None:
+            return True
+        after = max(EPOCHS_WENT_BACK_S, 2 * (self._refresh_s or 0.0))
+        return self._monotonic() - self._last_supply > after
 
     def _switch_off(self, supply: OfflineSupply) -> None:
         """Offline pickups are off at the service: nothing is kept and nothing decided here
@@ -216,20 +225,24 @@ class OfflineBook:
 
     def _recall_failures(self, kept: str) -> None:
         """The wrong codes kept on disk, put on this start's monotonic clock by the wall
-        clock's distance to them (one in the future, the clock set back since, counts now)."""
+        clock's distance to them. One in the future (the clock set back since) counts from now
+        and is kept so; one unreadable (a damaged file) is left out."""
         now, mono = self._now(), self._monotonic()
-        for text in filter(None, kept.split(",")):
+        recalled: list[tuple[float, datetime]] = []
+        for text in kept.split(","):
             try:
                 stamp = datetime.fromisoformat(text)
-            except ValueError:
+                age_s = (now - stamp).total_seconds()
+            except (TypeError, ValueError):  # not a time, or one without its zone
                 continue
-            self._failures.append(mono - max(0.0, (now - stamp).total_seconds()))
-            self._failure_stamps.append(stamp)
+            recalled.append((mono - age_s, stamp) if age_s > 0 else (mono, now))
+        self._failures.extend(sorted(recalled, key=lambda failure: failure[0]))
         if self._failures:
-            self._last_failure = max(self._failures)
+            self._last_failure = self._failures[-1][0]
 
     def _failures_on_disk(self) -> str:
-        return ",".join(stamp.isoformat() for stamp in self._failure_stamps)
+        newest = list(self._failures)[-KEPT_FAILURES:]
+        return ",".join(stamp.isoformat() for _, stamp in newest)
 
     def heard(self) -> None:
         """The service is there (a command of its own, fresh): as good as a supply for
@@ -317,8 +330,7 @@ class OfflineBook:
                 if hmac.compare_digest(self._macs.get(r.order_id, ""), mac)
             ]
             if len(matches) != 1:  # none, or two orders with the same 8 digits: open neither
-                self._failures.append(now)
-                self._failure_stamps.append(self._now())
+                self._failures.append((now, self._now()))
                 self._last_failure = now
                 self._store.set_offline_meta("code_failures", self._failures_on_disk())
                 return Refused("invalid_code", "this code does not open anything here")
@@ -381,10 +393,10 @@ class OfflineBook:
     def _wait_s(self, now: float) -> float:
         """Seconds a typed code must wait before it is even looked at (0: go ahead)."""
         day = DAY_S / self._scale
-        while self._failures and now - self._failures[0] > day:
+        while self._failures and now - self._failures[0][0] > day:
             self._failures.popleft()
         window = FAILURE_WINDOW_S / self._scale
-        recent = sum(1 for t in self._failures if now - t <= window)
+        recent = sum(1 for t, _ in self._failures if now - t <= window)
         waits: list[float] = []
         if recent >= FREE_FAILURES:
             doubling = FIRST_DELAY_S * 2.0 ** min(recent - FREE_FAILURES, 16)

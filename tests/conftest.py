@@ -29,9 +29,9 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # The workers run services side by side on one PostgreSQL (default max_connections 100): a
 # test of replicas (up to three, each of up to 45 connections at the defaults) beside another
-# was refused "too many clients"; with these pools four workers peaked at 75 (ADR 0117). Every service the suite starts, in process or as a process
-# (they inherit this environment), keeps a main pool of 4 and lends 6 beyond, at most 25
-# connections a replica; a test that needs other sizes sets them (docs/deploy/README.md).
+# was refused "too many clients" (ADR 0117). Every service the suite starts, in process or as a
+# process (they inherit this environment), keeps a main pool of 4 and lends 6 beyond, at most
+# 25 connections a replica; a test that needs other sizes sets them (docs/deploy/README.md).
 os.environ.setdefault("LOCKER_DB_POOL_SIZE", "4")
 os.environ.setdefault("LOCKER_DB_MAX_OVERFLOW", "6")
 

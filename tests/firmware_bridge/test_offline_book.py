@@ -163,7 +163,7 @@ def test_wrong_codes_are_throttled_and_a_right_one_waits_too(
 
 
 def test_the_keypad_s_day_goes_on_from_the_service_s_count(
-    store: BridgeStore, clock: Clock
+    store: BridgeStore, clock: Clock, tmp_path: Path
 ) -> None:
     """A day of guessing online, then the kiosk cut off: its keypad goes on from the service's
     count of the day's wrong codes, not from nothing, so the day's bound holds (ADR 0116)."""
@@ -175,10 +175,14 @@ def test_the_keypad_s_day_goes_on_from_the_service_s_count(
     assert isinstance(locked, Refused) and locked.error == "locked_out"
     assert locked.retry_after_s == pytest.approx(MAX_DELAY_S)  # one try per spacing now
     # A kiosk with a clean day: the same one wrong code costs nothing.
-    fresh = book_on(store, clock)
-    fresh.take(supply([BOB]))
-    fresh.decide_code("00000000")
-    assert fresh.decide_code(BOB.code) == Opened("ord-bob", 5, "code")
+    other = BridgeStore(tmp_path / "other.sqlite3")
+    try:
+        fresh = book_on(other, clock)
+        fresh.take(supply([BOB]))
+        fresh.decide_code("00000000")
+        assert fresh.decide_code(BOB.code) == Opened("ord-bob", 5, "code")
+    finally:
+        other.close()
 
 
 def test_the_keypad_s_own_refusals_count_all_day_through_supplies_and_a_restart(
@@ -263,31 +267,36 @@ def test_an_older_supply_still_says_the_service_is_there(store: BridgeStore, clo
 def test_supplies_sent_under_leases_are_ordered_by_the_lease_not_the_clocks(
     store: BridgeStore, clock: Clock
 ) -> None:
-    """Replica A held the kiosk at epoch 3; B took it over at epoch 4 with a clock 20 s
+    """Replica A held the kiosk at epoch 3; B took it over at epoch 4 with a clock a minute
     behind A's. B's supplies are the newer whatever their stamps say, and a late one of A's
     (sent before it noticed the loss, by its fast clock) changes nothing (ADR 0115)."""
     book = book_on(store, clock)
-    assert book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=30), lease=(3, 7)))
+    assert book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(minutes=1), lease=(3, 7)))
     # B's first supply: Bob's order was collected meanwhile; stamped earlier by B's slow clock.
-    assert book.take(supply([ALICE], issued_at=T0 + timedelta(seconds=10), lease=(4, 1)))
+    clock.advance(1)
+    assert book.take(supply([ALICE], issued_at=T0 + timedelta(seconds=2), lease=(4, 1)))
     assert not book.lists_token(BOB.token)
     # A's last supply, delivered late, stamped later by its fast clock: Bob's order again.
-    assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=40), lease=(3, 8)))
+    clock.advance(1)
+    assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(minutes=2), lease=(3, 8)))
     assert not book.lists_token(BOB.token)
     # One sender's supplies within its epoch: by its own count, not by its clock (set back).
+    clock.advance(30)
     assert book.take(supply([ALICE], issued_at=T0, lease=(4, 2)))
-    assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=50), lease=(4, 1)))
+    assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(minutes=3), lease=(4, 1)))
     assert not book.lists_token(BOB.token)
-    # The epochs gone back (the database restored from a backup): a lower one stamped well
-    # after the last taken is taken, rather than refused until the bridge restarts.
-    restored = T0 + timedelta(seconds=EPOCHS_WENT_BACK_S + 1)
-    assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(seconds=30), lease=(1, 1)))
-    assert book.take(supply([ALICE, BOB], issued_at=restored, lease=(1, 1)))
+    # The epochs gone back (the database restored from a backup): lower ones are refused while
+    # the holder of the larger one could still be supplying, then taken, whatever the clocks.
+    clock.advance(EPOCHS_WENT_BACK_S - 1)
+    assert not book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(minutes=4), lease=(1, 1)))
+    clock.advance(2)
+    restored = T0 - timedelta(minutes=5)  # and by a clock behind every other
+    assert book.take(supply([ALICE, BOB], issued_at=restored, lease=(1, 2)))
     assert book.lists_token(BOB.token)
     # A sender without a lease (a service without kiosk leases) is ordered by its clock.
-    assert not book.take(supply([ALICE, BOB], issued_at=restored - timedelta(seconds=1)))
-    assert book.take(supply([ALICE, BOB], issued_at=restored + timedelta(seconds=1)))
-    assert book.lists_token(BOB.token)
+    assert not book.take(supply([ALICE], issued_at=restored - timedelta(seconds=1)))
+    assert book.take(supply([ALICE], issued_at=restored + timedelta(seconds=1)))
+    assert not book.lists_token(BOB.token)
     with pytest.raises(ValidationError, match="both its lease's epoch and its seq"):
         OfflineSupply.model_validate({**supply([ALICE]).model_dump(mode="json"), "epoch": 4})
 
@@ -457,3 +466,21 @@ def test_a_fresh_command_counts_as_hearing_from_the_service(
     clock.advance(2)
     assert not book.cut_off(connected=True)
     assert book.lists_token(ALICE.token) and not book.lists_token(BOB.token)
+
+
+def test_refusals_kept_on_a_damaged_or_set_back_disk_never_stop_the_bridge(
+    store: BridgeStore, clock: Clock
+) -> None:
+    """The keypad's refusals read back at a start (ADR 0116): an unreadable one (not a time, or
+    one without its zone) is left out instead of stopping the bridge; one in the future (the
+    clock set back since) counts from now, and is kept so."""
+    ahead = T0 + timedelta(hours=2)
+    earlier = T0 - timedelta(minutes=1)
+    kept = f"junk,2026-12-04T11:00:00,{ahead.isoformat()},{earlier.isoformat()},"
+    store.set_offline_meta("code_failures", kept)
+    book = book_on(store, clock)
+    book.take(supply([ALICE], code_failures=DAY_FREE_FAILURES - 2))  # with the two: spent
+    locked = book.decide_code(ALICE.code)
+    assert isinstance(locked, Refused) and locked.error == "locked_out"
+    assert locked.retry_after_s == pytest.approx(MAX_DELAY_S)  # from the one counted now
+    assert store.offline_meta()["code_failures"] == f"{earlier.isoformat()},{T0.isoformat()}"
