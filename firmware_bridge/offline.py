@@ -64,6 +64,24 @@ EPOCHS_WENT_BACK_S = 60.0
 KEPT_FAILURES = 64
 
 
+def _period_and_floor(meta: dict[str, str]) -> tuple[float | None, datetime | None]:
+    """The last supply's period and the wall clock's floor as kept on disk. Either unreadable
+    (a damaged file): neither, so nothing is decided alone until the next supply (fail closed)."""
+    try:
+        refresh_s = float(meta["refresh_s"]) if "refresh_s" in meta else None
+        if refresh_s is not None and not 0 < refresh_s <= 3600:
+            raise ValueError(f"refresh_s {refresh_s}")
+        floor = datetime.fromisoformat(meta["wall_floor"]) if "wall_floor" in meta else None
+        if floor is not None and floor.tzinfo is None:
+            raise ValueError("wall_floor without its zone")
+    except ValueError as exc:
+        log.warning(
+            "offline list on disk unreadable (%s): nothing decided alone until the next supply", exc
+        )
+        return None, None
+    return refresh_s, floor
+
+
 @dataclass(frozen=True, slots=True)
 class Opened:
     order_id: str
@@ -100,14 +118,11 @@ class OfflineBook:
         self._orders: dict[str, OfflineOrderRow] = {r.order_id: r for r in store.offline_orders()}
         meta = store.offline_meta()
         self._frozen = meta.get("frozen") == "1"
-        self._refresh_s = float(meta["refresh_s"]) if "refresh_s" in meta else None
-        # The latest time this PC's wall clock has read when it took a supply or let a pickup
-        # through: kept on disk, so a PC restarted with its clock set back (a flat clock
-        # battery, no time server while cut off) is seen to be wrong. Its own clock's, never
-        # the service's: a PC a little behind the service is not wrong.
-        self._wall_floor = (
-            datetime.fromisoformat(meta["wall_floor"]) if "wall_floor" in meta else None
-        )
+        # `_wall_floor`: the latest time this PC's wall clock has read when it took a supply or
+        # let a pickup through, kept on disk, so a PC restarted with its clock set back (a flat
+        # clock battery, no time server while cut off) is seen to be wrong. Its own clock's,
+        # never the service's: a PC a little behind the service is not wrong.
+        self._refresh_s, self._wall_floor = _period_and_floor(meta)
         self._issued_at: datetime | None = None
         self._lease: tuple[int, int] | None = None  # the last supply taken's (epoch, seq)
         self._last_supply: float | None = None  # monotonic; None: none since this start

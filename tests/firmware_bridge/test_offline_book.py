@@ -484,3 +484,22 @@ def test_refusals_kept_on_a_damaged_or_set_back_disk_never_stop_the_bridge(
     assert isinstance(locked, Refused) and locked.error == "locked_out"
     assert locked.retry_after_s == pytest.approx(MAX_DELAY_S)  # from the one counted now
     assert store.offline_meta()["code_failures"] == f"{earlier.isoformat()},{T0.isoformat()}"
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("refresh_s", "junk"), ("refresh_s", "nan"), ("wall_floor", "2026-12-04T11:00:00")],
+)
+def test_a_damaged_offline_list_on_disk_decides_nothing_alone_until_a_supply(
+    store: BridgeStore, clock: Clock, key: str, value: str
+) -> None:
+    """The period or the clock's floor unreadable at a start (a damaged file): the bridge starts,
+    decides nothing alone (fail closed) and takes the next supply as ever."""
+    book = book_on(store, clock)
+    assert book.take(supply([ALICE]))
+    store.set_offline_meta(key, value)
+    again = book_on(store, clock)
+    assert not again.cut_off(connected=False)
+    assert again.take(supply([ALICE], issued_at=T0 + timedelta(seconds=1)))
+    assert again.cut_off(connected=False)
+    assert again.decide_token(ALICE.token) == Opened("ord-alice", 3, "qr")
