@@ -177,11 +177,7 @@ class OfflineBook:
                     )
                 )
             self._saw(self._now())
-            meta = {"frozen": "1" if supply.frozen else "0", "refresh_s": str(supply.refresh_s)}
-            if self._wall_floor is not None:
-                meta["wall_floor"] = self._wall_floor.isoformat()
-            meta["code_failures"] = self._failures_on_disk()
-            self._store.replace_offline(rows, meta)
+            self._store.replace_offline(rows, self._meta(supply))
             self._orders = {r.order_id: r for r in rows}
             # Deadlines also on this PC's monotonic clock, from the service's own clock: a wall
             # clock running behind (no time server while cut off) cannot stretch them.
@@ -220,10 +216,7 @@ class OfflineBook:
         """Offline pickups are off at the service: nothing is kept and nothing decided here
         until a supply with a period comes (a bridge supplied before would otherwise take the
         silence that follows for being cut off, and open on its old list)."""
-        self._store.replace_offline(
-            [],
-            {"frozen": "1" if supply.frozen else "0", "code_failures": self._failures_on_disk()},
-        )
+        self._store.replace_offline([], self._meta(supply))  # no `refresh_s`: off
         self._orders = {}
         self._mono_deadlines = {}
         self._key = None
@@ -231,6 +224,17 @@ class OfflineBook:
         self._frozen = supply.frozen
         self._refresh_s = None
         self._taken(supply)
+
+    def _meta(self, supply: OfflineSupply) -> dict[str, str]:
+        """What is kept on disk beside the list: the kill switch, the period (none when offline
+        pickups are off), the wall clock's floor and the keypad's refusals."""
+        meta = {"frozen": "1" if supply.frozen else "0"}
+        if not supply.switched_off:
+            meta["refresh_s"] = str(supply.refresh_s)
+        if self._wall_floor is not None:
+            meta["wall_floor"] = self._wall_floor.isoformat()
+        meta["code_failures"] = self._failures_on_disk()
+        return meta
 
     def _taken(self, supply: OfflineSupply) -> None:
         self._issued_at = supply.issued_at

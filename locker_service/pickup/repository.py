@@ -50,7 +50,8 @@ QR_SOURCE = "qr:"  # + the kiosk code: a QR token held to the scanner
 COURIER_SOURCE = "courier:"  # + the courier id: a courier login (PIN)
 # A wrong code the kiosk's keypad refused while cut off, reported once back (ADR 0077).
 KEYPAD_OFFLINE_SOURCE = "keypad_offline:"  # + the kiosk code
-_GUESSABLE = (SCREEN_SOURCE, SCANNER_SOURCE, KEYPAD_OFFLINE_SOURCE)
+_GUESSED_ONLINE = (SCREEN_SOURCE, SCANNER_SOURCE)  # those the keypad does not count (ADR 0116)
+_GUESSABLE = (*_GUESSED_ONLINE, KEYPAD_OFFLINE_SOURCE)
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,14 @@ def _failed_since(
 
 
 _AT_KIOSK = PickupAttempt.kiosk_id == bindparam("kiosk_id")
-_GUESSES_AT_KIOSK = or_(*(PickupAttempt.source.startswith(kind) for kind in _GUESSABLE))
-# Those the kiosk's keypad does not count itself (ADR 0116).
-_GUESSES_ONLINE = or_(
-    *(PickupAttempt.source.startswith(k) for k in (SCREEN_SOURCE, SCANNER_SOURCE))
-)
+
+
+def _source_is(kinds: tuple[str, ...]) -> ColumnElement[bool]:
+    return or_(*(PickupAttempt.source.startswith(kind) for kind in kinds))
+
+
+_GUESSES_AT_KIOSK = _source_is(_GUESSABLE)
+_GUESSES_ONLINE = _source_is(_GUESSED_ONLINE)
 _DIMENSIONS: dict[str, Select[str, int, datetime]] = {
     "source": _failed_since(
         "source", "source_since", PickupAttempt.source == bindparam("source"), _AT_KIOSK

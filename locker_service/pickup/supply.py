@@ -159,10 +159,10 @@ _READY_COLUMNS = (  # ReadyOrder's fields, in its order
 
 
 async def kiosk_facts(
-    session: AsyncSession, kiosk_codes: Collection[str], failures_since: datetime | None = None
+    session: AsyncSession, kiosk_codes: Collection[str], failures_since: datetime
 ) -> dict[str, KioskFacts]:
-    """What each of these kiosks must know: two queries, and a third for the wrong codes its
-    daily budget counts since `failures_since` (None: not read, 0)."""
+    """What each of these kiosks must know: three queries, the last for the wrong codes at
+    their screens and scanners since `failures_since` (ADR 0116)."""
     kiosks = select(Kiosk.code, Site.kill_switch_engaged, Site.id, Kiosk.id).join(
         Site, Site.id == Kiosk.site_id
     )
@@ -179,11 +179,9 @@ async def kiosk_facts(
     for code, *fields in (await session.execute(ready)).all():
         by_kiosk.setdefault(code, []).append(ReadyOrder(*fields))
     found = (await session.execute(kiosks)).all()
-    failures: dict[int, int] = {}
-    if failures_since is not None and found:
-        failures = await attempts.wrong_codes_at_kiosks(
-            session, [kiosk_pk for *_, kiosk_pk in found], failures_since
-        )
+    failures = await attempts.wrong_codes_at_kiosks(
+        session, [kiosk_pk for *_, kiosk_pk in found], failures_since
+    )
     return {
         code: KioskFacts(
             bool(frozen),
