@@ -28,9 +28,10 @@ TITLES = {
     "cycle": "Disinfection cycles",
     "order": "Orders held, with their food-safety clock and outcome",
     "discard": "Food discarded",
+    "correction": "Outcomes corrected this day (earlier days keep what they said)",
     "reading": "Readings, minute by minute",
 }
-ORDER = ("summary", "excursion", "action", "cycle", "order", "discard", "reading")
+ORDER = ("summary", "excursion", "action", "cycle", "order", "discard", "correction", "reading")
 # Relative column widths per section (the first column, the section's name, is not drawn).
 WIDTHS = {
     "summary": (3, 1.5, 1.5, 1.5, 1.5, 2),
@@ -40,6 +41,7 @@ WIDTHS = {
     "cycle": (2.2, 2.4, 6, 1.4, 4.2, 4.2, 4.2, 1.8, 1.6, 1.8, 1.4, 1.8, 1.8, 2.4),
     "order": (6.2, 2.2, 2.4, 4.2, 4.2, 4.2, 4.2, 4.2, 3, 4.2, 4),
     "discard": (2.2, 2.4, 6, 4.2, 3, 6),
+    "correction": (6.2, 2.2, 2.4, 4.2, 2.4, 4.2, 4.2, 8),
 }
 
 

@@ -12,7 +12,9 @@ section), so a spreadsheet and an inspector read it as it is:
 - `cycle`: disinfection cycles started that day, with the board's record of its UV-C lamp (the
   seconds it shone, the times it went dark) and the dose against the one required (ADR 0073);
   `order`: orders held that day, with their
-  food-safety clock and outcome; `discard`: unsafe or expired food taken out, by whom and why.
+  food-safety clock and outcome; `discard`: unsafe or expired food taken out, by whom and why;
+  `correction`: outcomes corrected that day, each value changed with what the record said and
+  says now (an order's days already sealed keep what they said: ADR 0118).
 
 Times are the site's local time with its offset. The seal of a day is SHA-256 over the previous
 day's seal and the day's text, so changing, dropping or inserting any day breaks every seal
@@ -102,6 +104,17 @@ HEADERS: dict[str, tuple[str, ...]] = {
         "reason",
     ),
     "discard": ("discard", "kiosk", "compartment", "order", "at", "by", "why"),
+    "correction": (
+        "correction",
+        "order",
+        "kiosk",
+        "compartment",
+        "recorded_at",
+        "what",
+        "was",
+        "now",
+        "why",
+    ),
 }
 SECTIONS: tuple[str, ...] = tuple(HEADERS)
 

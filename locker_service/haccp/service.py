@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, case, func, or_, select
@@ -43,10 +44,12 @@ from locker_service.models import (
     HaccpDay,
     Kiosk,
     Order,
+    OrderEvent,
     Site,
     TemperatureMinute,
     utcnow,
 )
+from locker_service.orders.lifecycle import OrderTrigger
 from locker_service.sites import service as sites
 
 log = logging.getLogger(__name__)
@@ -141,6 +144,7 @@ async def gather(session: AsyncSession, settings: Settings, site: Site, day: dat
     await _cycles(session, record, b, places)
     await _orders(session, record, b, site.id, places)
     await _discards(session, record, b, places)
+    await _corrections(session, record, b, site.id, places)
     return record
 
 
@@ -412,6 +416,59 @@ async def _discards(
                 opening.why,
             ),
         )
+
+
+async def _corrections(
+    session: AsyncSession,
+    record: DayText,
+    b: Bounds,
+    site_id: int,
+    places: dict[int, tuple[str, int]],
+) -> None:
+    """Outcomes corrected this day (ADR 0118): an expired order found collected before its end
+    once its kiosk reported (ADR 0112). The days it was on may be sealed already, saying it
+    expired; a sealed day is never written again, so the correction is recorded on the day it
+    was made, one row for each value it changed, with what the record said and says now."""
+    found = await session.execute(
+        select(OrderEvent, Order)
+        .join(Order, Order.id == OrderEvent.order_id)
+        .where(
+            OrderEvent.action == OrderTrigger.PICKED_UP_BEFORE_END.value,
+            OrderEvent.at >= b.start,
+            OrderEvent.at < b.end,
+            Order.site_id == site_id,
+        )
+        .order_by(OrderEvent.at, OrderEvent.id)
+    )
+    for event, order in found:
+        d = event.detail or {}
+        kiosk, number = places.get(order.compartment_id or -1, ("", None))
+        # When her door opened, as the correction set it (kept in the event since ADR 0118).
+        picked_up = _stamp(b, d, "picked_up_at") or b.local(order.picked_up_at)
+        changes: list[tuple[str, str | None, str | None]] = [
+            ("outcome", d.get("from", "expired"), d.get("to", "picked_up")),
+            ("ended_at", _stamp(b, d, "expired_at"), picked_up),
+        ]
+        if d.get("expired_because"):
+            changes.append(("reason", str(d["expired_because"]), None))
+        if d.get("food_unsafe_at"):
+            changes.append(("food_unsafe_at", _stamp(b, d, "food_unsafe_at"), None))
+        why = (
+            f"her code was used at {_stamp(b, d, 'collected_at')}, before the order's end; the "
+            "service heard she had collected only after it had ended the order (her kiosk cut "
+            "off, or her door still open)"
+        )
+        for what, was, now in changes:
+            record.add(
+                "correction",
+                (str(order.id), kiosk, number, b.local(event.at), what, was, now, why),
+            )
+
+
+def _stamp(b: Bounds, detail: dict[str, Any], key: str) -> str | None:
+    """An event's time in the site's time, or None."""
+    value = detail.get(key)
+    return b.local(datetime.fromisoformat(value)) if isinstance(value, str) else None
 
 
 # -- sealing --------------------------------------------------------------------------------

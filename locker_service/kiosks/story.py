@@ -498,23 +498,17 @@ class Story:
         ):
             return False  # the door that shut was not opened by her pickup
         unsafe = order.food_unsafe_at is not None
+        # When her door opened (the kiosk's time, never ahead of ours), not when the service
+        # heard: the food's record ends there.
+        picked_up_at = min(last.door_opened_at, utcnow())
         await orders.transition(
             session,
             order,
             OrderTrigger.PICKED_UP_BEFORE_END,
             actor_type="purchaser",
             actor_id=last.who,
-            detail={
-                "collected_at": used.isoformat(),
-                "expired_at": order.closed_at.isoformat() if order.closed_at else None,
-                "expired_because": order.failure_reason,
-                "food_unsafe_at": (
-                    order.food_unsafe_at.isoformat() if order.food_unsafe_at else None
-                ),
-            },
-            # When her door opened (the kiosk's time, never ahead of ours), not when the
-            # service heard: the food's record ends there.
-            picked_up_at=min(last.door_opened_at, utcnow()),
+            detail=pickup_offline.correction(order, used, picked_up_at),
+            picked_up_at=picked_up_at,
             closed_at=None,
             failure_reason=None,
             food_unsafe_at=None,

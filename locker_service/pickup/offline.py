@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -192,6 +193,22 @@ def before_end(order: Order, at: datetime) -> bool:
         return False
     ends = (order.hold_until, order.food_deadline, order.food_unsafe_at, order.closed_at)
     return all(at < end for end in ends if end is not None)
+
+
+def correction(order: Order, collected_at: datetime, picked_up_at: datetime) -> dict[str, Any]:
+    """What the expired `order`'s record said, for the event of its correction to picked up
+    (ADR 0112): the day's HACCP record reads it back (ADR 0118). Pure."""
+
+    def iso(at: datetime | None) -> str | None:
+        return at.isoformat() if at is not None else None
+
+    return {
+        "collected_at": collected_at.isoformat(),
+        "expired_at": iso(order.closed_at),
+        "expired_because": order.failure_reason,
+        "food_unsafe_at": iso(order.food_unsafe_at),
+        "picked_up_at": picked_up_at.isoformat(),
+    }
 
 
 def decided_before_end(order: Order, latest: datetime) -> bool:

@@ -23,22 +23,27 @@ from locker_service.cli import app
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.haccp import endpoints as haccp_endpoints
+from locker_service.haccp import pdf
 from locker_service.haccp import service as haccp
-from locker_service.haccp.record import rows_of
+from locker_service.haccp.record import check_chain, rows_of
 from locker_service.models import (
     Compartment,
     DisinfectionCycle,
     HaccpDay,
     Kiosk,
     Order,
+    OrderEvent,
     Site,
     utcnow,
 )
+from locker_service.orders import repository as orders
+from locker_service.orders.lifecycle import OrderTrigger
+from locker_service.pickup import offline as pickup_offline
 from locker_service.sites import service as admin
 from locker_service.telemetry import repository as telemetry
 from locker_service.telemetry.rollups import ReadingRow, minute_of
 from locker_service.timer_loop.loop import TimerLoop
-from tests.locker_service.world import World, dropped_off
+from tests.locker_service.world import World, dropped_off, make_ready
 
 pytestmark = pytest.mark.slow
 
@@ -474,3 +479,91 @@ async def test_an_excursion_and_an_order_across_midnight_are_on_every_day_they_s
     for rows in (first, second, third):  # held on each day, still held at each day's end
         [held] = [r for r in rows if r[0] == "order" and r[1] != "ref"]
         assert held[1] == str(order["id"]) and held[9] == "held at the day's end"
+
+
+async def test_an_outcome_corrected_after_its_day_was_sealed_is_recorded_on_the_day_it_was_made(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """An order expired on d0 and d0 was sealed saying so; on d1 its kiosk reported that she
+    had collected it before the end, and the order was corrected to picked up (ADR 0112). d0
+    is never written again: d1 records the correction, each value changed with what the record
+    said and says now, and the chain stays whole (ADR 0118)."""
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(update(Site).where(Site.id == world.site_id).values(timezone="UTC"))
+    d0 = utcnow().date() - timedelta(days=3)
+
+    def at(day: date, hour: int, minute: int = 0) -> datetime:
+        return datetime.combine(day, time(hour, minute), UTC)
+
+    made, _ = await make_ready(app_client, world, service, ref=f"late-{uuid.uuid4().hex[:6]}")
+    order_id = uuid.UUID(str(made["id"]))
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Order)
+            .where(Order.id == order_id)
+            .values(
+                deposited_at=at(d0, 11),
+                ready_at=at(d0, 11, 30),
+                state="expired",
+                closed_at=at(d0, 15),
+                failure_reason="not collected in time",
+                food_unsafe_at=at(d0, 14),
+            )
+        )
+    # d0 sealed an hour after it ended: the order expired, for all anyone knew.
+    assert await haccp.seal_due(service.sessionmaker, service.settings, at(d0 + timedelta(1), 2))
+    async with session_scope(service.sessionmaker) as session:
+        order = await session.get(Order, order_id)
+        assert order is not None
+        collected, door = at(d0, 13, 50), at(d0, 13, 51)
+        await orders.transition(
+            session,
+            order,
+            OrderTrigger.PICKED_UP_BEFORE_END,
+            actor_type="purchaser",
+            actor_id="purchaser:qr_offline",
+            detail=pickup_offline.correction(order, collected, door),
+            picked_up_at=door,
+            closed_at=None,
+            failure_reason=None,
+            food_unsafe_at=None,
+        )
+    async with session_scope(service.sessionmaker) as session:  # as the kiosk told us on d1
+        await session.execute(
+            update(OrderEvent)
+            .where(OrderEvent.order_id == order_id, OrderEvent.action == "picked_up_before_end")
+            .values(at=at(d0 + timedelta(1), 9))
+        )
+    assert await haccp.seal_due(service.sessionmaker, service.settings, utcnow()) >= 2
+    async with service.sessionmaker() as session:
+        sealed = await haccp.sealed_days(session, world.site_id)
+    days = {d.day: rows_of(d.text) for d in sealed}
+    assert check_chain(sealed) == []
+
+    [was] = [r for r in days[d0] if r[0] == "order" and r[1] == str(order_id)]
+    assert was[8:12] == [  # as sealed
+        f"{d0}T15:00:00+00:00",
+        "expired",
+        f"{d0}T14:00:00+00:00",
+        "not collected in time",
+    ]
+    corrections = [
+        r[5:8] for r in days[d0 + timedelta(1)] if r[0] == "correction" and r[1] != "order"
+    ]
+    assert corrections == [
+        ["outcome", "expired", "picked_up"],
+        ["ended_at", f"{d0}T15:00:00+00:00", f"{d0}T13:51:00+00:00"],
+        ["reason", "not collected in time", ""],
+        ["food_unsafe_at", f"{d0}T14:00:00+00:00", ""],
+    ]
+    [row, *_] = [r for r in days[d0 + timedelta(1)] if r[0] == "correction" and r[1] != "order"]
+    assert row[1:3] == [str(order_id), world.kiosk_code] and row[3].isdigit()
+    assert row[4] == f"{d0 + timedelta(1)}T09:00:00+00:00"
+    assert f"her code was used at {d0}T13:50:00+00:00, before the order's end" in row[8]
+    for day, rows in days.items():  # on the day it was made and no other
+        if day != d0 + timedelta(1):
+            assert not [r for r in rows if r[0] == "correction"], day
+    # The PDF of d1 draws it.
+    drawn = pdf.render("Site", [d for d in sealed if d.day == d0 + timedelta(1)])
+    words = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(drawn)).pages)
+    assert "Outcomes corrected this day" in words and str(order_id)[:8] in words

@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -23,6 +24,8 @@ from locker_service.alerts.service import raise_alert
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.foodsafety.watch import Unsafe
+from locker_service.haccp import service as haccp
+from locker_service.haccp.record import rows_of
 from locker_service.kiosk_link.link import KioskLink
 from locker_service.kiosks.story import Story
 from locker_service.main import create_app
@@ -34,6 +37,7 @@ from locker_service.models import (
     Order,
     OrderEvent,
     PickupAttempt,
+    Site,
     Timer,
     utcnow,
 )
@@ -527,6 +531,22 @@ async def test_a_pickup_made_offline_before_the_service_expired_the_order_stands
     assert "picked_up_before_end" in actions
     assert "removed" not in actions
     assert notice is not None and "withdrawn" in notice["message"]
+    # The HACCP record of the day it was made carries the correction (ADR 0118).
+    async with rig.ctx.sessionmaker() as session:
+        recorded = await session.scalar(
+            select(OrderEvent.at).where(
+                OrderEvent.order_id == uuid.UUID(order_id),
+                OrderEvent.action == "picked_up_before_end",
+            )
+        )
+        site = await session.get(Site, rig.world.site_id)
+        assert recorded is not None and site is not None
+        day = recorded.astimezone(ZoneInfo(site.timezone)).date()
+        record = await haccp.gather(session, rig.ctx.settings, site, day)
+    corrected = {r[5]: r[6:8] for r in rows_of(record.text()) if r[:2] == ["correction", order_id]}
+    assert corrected["outcome"] == ["expired", "picked_up"]
+    assert corrected["ended_at"][1] == opening.door_opened_at.isoformat(timespec="seconds")
+    assert ("food_unsafe_at" in corrected) == (how != "hold")
 
 
 async def test_staff_emptying_after_she_left_her_food_inside_keeps_it_expired(
