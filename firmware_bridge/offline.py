@@ -17,14 +17,16 @@ What is kept where, for a stolen kiosk disk:
   would give a code away in seconds (10^8 tries), so neither is ever written down. A bridge
   restarted while cut off therefore opens by QR only until the next supply.
 
-Typed codes are throttled here as the service throttles them (ADR 0039, scaled by the time
-scale): a few free failures, then a doubling wait, and a daily budget; QR tokens are not.
+Typed codes are throttled here as the service throttles them: a few free failures, then a
+doubling wait, and a daily budget; QR tokens are not. The rules are the service's, sent with each
+supply (docs/adr/0119); until one carries them, ADR 0039's defaults scaled by the time scale.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -33,7 +35,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-from firmware_bridge.contract import OfflineSupply, utcnow
+from firmware_bridge.contract import CodeBackoff, CodeRules, OfflineSupply, utcnow
 from firmware_bridge.contract.codes import code_mac, token_hash
 from firmware_bridge.store import BridgeStore, OfflineOrderRow
 
@@ -44,7 +46,8 @@ Method = Literal["qr", "code"]
 # margin for a busy service or broker.
 MISSED_SUPPLIES = 3
 SILENCE_MARGIN_S = 2.0
-# Typed codes (nominal seconds, as the service's defaults in docs/adr/0039).
+# Typed codes (nominal seconds, as the service's defaults in docs/adr/0039): until a supply
+# brings the service's own rules.
 FREE_FAILURES = 5
 FAILURE_WINDOW_S = 600.0
 FIRST_DELAY_S = 2.0
@@ -59,9 +62,35 @@ CLOCK_SET_BACK_S = 300.0
 # epochs went back (the service's database restored from a backup), for a live holder of a
 # larger epoch is taken every period, and a late supply of an earlier holder arrives within one.
 EPOCHS_WENT_BACK_S = 60.0
-# The keypad's newest wrong codes kept on disk: more than the day's budget and the doubling's
-# cap need (a restart must not give the day's free tries again).
+# The keypad's newest wrong codes kept on disk: at least this many, and as many as the rules'
+# day budget and doubling need (a restart must not give the day's free tries again).
 KEPT_FAILURES = 64
+
+
+def default_rules(time_scale: float) -> CodeRules:
+    """ADR 0039's defaults in real seconds, for a bridge no supply has told the rules yet."""
+    return CodeRules(
+        source=CodeBackoff.bounded(
+            window_s=FAILURE_WINDOW_S / time_scale,
+            free=FREE_FAILURES,
+            first_delay_s=FIRST_DELAY_S / time_scale,
+            max_delay_s=MAX_DELAY_S / time_scale,
+        ),
+        kiosk=CodeBackoff.bounded(
+            window_s=DAY_S / time_scale,
+            free=DAY_FREE_FAILURES,
+            first_delay_s=MAX_DELAY_S / time_scale,
+            max_delay_s=MAX_DELAY_S / time_scale,
+        ),
+    )
+
+
+def kept_failures(rules: CodeRules) -> int:
+    """The refusals a restart must remember: the day's budget, and enough of the window's for
+    the doubling to reach its longest wait."""
+    source = rules.source
+    doublings = math.ceil(math.log2(max(source.max_delay_s / source.first_delay_s, 1.0)))
+    return max(KEPT_FAILURES, rules.kiosk.free + 1, source.free + doublings + 1)
 
 
 def _period_and_floor(meta: dict[str, str]) -> tuple[float | None, datetime | None]:
@@ -111,7 +140,8 @@ class OfflineBook:
         now: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
-        self._scale = time_scale
+        self._default_rules = default_rules(time_scale)
+        self._rules = self._default_rules  # the last supply's, else the defaults
         self._monotonic = monotonic
         self._now = now
         self._lock = threading.Lock()
@@ -241,6 +271,7 @@ class OfflineBook:
         self._lease = supply.lease
         self._last_supply = self._monotonic()
         self._supplied_failures = supply.code_failures
+        self._rules = supply.code_rules or self._default_rules
 
     def _recall_failures(self, kept: str) -> None:
         """The wrong codes kept on disk, put on this start's monotonic clock by the wall
@@ -260,7 +291,7 @@ class OfflineBook:
             self._last_failure = self._failures[-1][0]
 
     def _failures_on_disk(self) -> str:
-        newest = list(self._failures)[-KEPT_FAILURES:]
+        newest = list(self._failures)[-kept_failures(self._rules) :]
         return ",".join(stamp.isoformat() for _, stamp in newest)
 
     def heard(self) -> None:
@@ -411,17 +442,13 @@ class OfflineBook:
 
     def _wait_s(self, now: float) -> float:
         """Seconds a typed code must wait before it is even looked at (0: go ahead)."""
-        day = DAY_S / self._scale
-        while self._failures and now - self._failures[0][0] > day:
+        source, kiosk = self._rules.source, self._rules.kiosk
+        kept = max(source.window_s, kiosk.window_s)
+        while self._failures and now - self._failures[0][0] > kept:
             self._failures.popleft()
-        window = FAILURE_WINDOW_S / self._scale
-        recent = sum(1 for t, _ in self._failures if now - t <= window)
-        waits: list[float] = []
-        if recent >= FREE_FAILURES:
-            doubling = FIRST_DELAY_S * 2.0 ** min(recent - FREE_FAILURES, 16)
-            waits.append(min(doubling, MAX_DELAY_S) / self._scale)
-        if len(self._failures) + self._supplied_failures >= DAY_FREE_FAILURES:
-            waits.append(MAX_DELAY_S / self._scale)
-        if not waits:
+        recent = sum(1 for t, _ in self._failures if now - t <= source.window_s)
+        today = sum(1 for t, _ in self._failures if now - t <= kiosk.window_s)
+        wait = max(source.delay_s(recent), kiosk.delay_s(today + self._supplied_failures))
+        if wait == 0:
             return 0.0
-        return max(0.0, self._last_failure + max(waits) - now)
+        return max(0.0, self._last_failure + wait - now)

@@ -12,7 +12,7 @@ docs/contracts/mqtt.md describes the contract in words, docs/asyncapi.yaml for t
 """
 
 from firmware_bridge.contract.backlog import TelemetryMinutes
-from firmware_bridge.contract.offline import OfflineOrder, OfflineSupply
+from firmware_bridge.contract.offline import CodeBackoff, CodeRules, OfflineOrder, OfflineSupply
 from firmware_bridge.contract.payloads import (
     ACTIONS,
     FINAL_STATUSES,
@@ -58,6 +58,8 @@ __all__ = [
     "AbortDisinfectionCommand",
     "Action",
     "ClearFaultCommand",
+    "CodeBackoff",
+    "CodeRules",
     "Command",
     "CompartmentCommand",
     "CompartmentNumber",

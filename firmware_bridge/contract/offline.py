@@ -15,6 +15,11 @@ forgets its list and never decides alone until a supply with a period comes. The
 it while it has offline pickups off, so a bridge supplied before cannot take the silence for
 being cut off and open on its old list (docs/adr/0077).
 
+A supply carries the service's throttling rules of 8-digit codes (`code_rules`, in real
+seconds): the keypad applies them while cut off, so a site configured stricter or looser than
+ADR 0039's defaults is throttled the same at its screen and its keypad (docs/adr/0119). A supply
+without them (an older service) leaves the bridge on those defaults.
+
 A supply sent under a kiosk lease carries the lease's `epoch` and its sender's `seq` (counting
 up in one process): the bridge orders supplies by them, not by the senders' clocks, so a late
 supply of a replica that has lost the kiosk never replaces its new holder's (docs/adr/0115).
@@ -32,6 +37,10 @@ from firmware_bridge.contract.payloads import CompartmentNumber, WireModel, utcn
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 OFFLINE_ORDERS_MAX = 255  # a kiosk has at most 255 compartments, each holding one order
 CODE_FAILURES_MAX = 1_000_000
+# Bounds of a throttling rule on the wire: a longer wait is as good as forever, and more free
+# failures than this are no throttling at all (the bridge keeps that many refusals on its disk).
+RULE_S_MAX = 1e7
+FREE_FAILURES_MAX = 1000
 
 
 class OfflineOrder(WireModel):
@@ -43,6 +52,45 @@ class OfflineOrder(WireModel):
     code_mac: Hex64
     deadline: AwareDatetime  # not to be opened offline from then on (expiry or food safety)
     used: bool = False  # her code opened the latch and the door has not opened yet
+
+
+class CodeBackoff(WireModel):
+    """One throttling rule (ADR 0039), in real seconds: `free` failures within `window_s` cost
+    nothing; then each try waits from the newest failure `first_delay_s`, doubled per further
+    failure, at most `max_delay_s`."""
+
+    window_s: float = Field(gt=0, le=RULE_S_MAX)
+    free: int = Field(ge=0, le=FREE_FAILURES_MAX)
+    first_delay_s: float = Field(gt=0, le=RULE_S_MAX)
+    max_delay_s: float = Field(gt=0, le=RULE_S_MAX)
+
+    @classmethod
+    def bounded(
+        cls, *, window_s: float, free: int, first_delay_s: float, max_delay_s: float
+    ) -> CodeBackoff:
+        """A rule within the wire's bounds: a longer span or more free failures than it carries
+        act the same as its bound (a sender's settings are not the contract's limits)."""
+        return cls(
+            window_s=min(window_s, RULE_S_MAX),
+            free=min(free, FREE_FAILURES_MAX),
+            first_delay_s=min(first_delay_s, RULE_S_MAX),
+            max_delay_s=min(max_delay_s, RULE_S_MAX),
+        )
+
+    def delay_s(self, recent: int) -> float:
+        """The wait after the newest of `recent` failures within the window."""
+        if recent < self.free:
+            return 0.0
+        return min(self.first_delay_s * 2.0 ** min(recent - self.free, 1000), self.max_delay_s)
+
+
+class CodeRules(WireModel):
+    """The service's throttling of typed 8-digit codes, as the keypad applies it alone."""
+
+    source: CodeBackoff  # the keypad's own wrong codes: a few typos free, then a doubling wait
+    # Every wrong code at the kiosk, the service's count included, within `window_s` (the day):
+    # a budget of free ones, then one per `first_delay_s` (`first_delay_s == max_delay_s`).
+    kiosk: CodeBackoff
 
 
 class OfflineSupply(WireModel):
@@ -60,6 +108,8 @@ class OfflineSupply(WireModel):
     # Wrong 8-digit codes the service counted at this kiosk's screen and scanner within the
     # day: the keypad's daily budget adds its own refusals to them (docs/adr/0116).
     code_failures: int = Field(default=0, ge=0, le=CODE_FAILURES_MAX)
+    # The throttling the keypad applies (docs/adr/0119); None: ADR 0039's defaults.
+    code_rules: CodeRules | None = None
 
     @model_validator(mode="after")
     def _off_lists_nothing(self) -> OfflineSupply:

@@ -39,7 +39,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from firmware_bridge.contract import KioskStatus, OfflineOrder, OfflineSupply
 from firmware_bridge.contract.codes import code_mac
-from firmware_bridge.contract.offline import CODE_FAILURES_MAX, encode_key
+from firmware_bridge.contract.offline import (
+    CODE_FAILURES_MAX,
+    CodeBackoff,
+    CodeRules,
+    encode_key,
+)
 from locker_service.alerts.service import raise_alert, resolve_alerts
 from locker_service.background import BackgroundLoop
 from locker_service.config import Settings
@@ -50,6 +55,7 @@ from locker_service.orders import codes
 from locker_service.orders.lifecycle import OrderState
 from locker_service.pickup import repository as attempts
 from locker_service.pickup import throttle
+from locker_service.pickup.service import rules_of
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +281,7 @@ def build_supply(
     now: datetime,
     key: bytes,
     kiosk_id: str = "",
+    rules: CodeRules | None = None,
 ) -> tuple[OfflineSupply, dict[uuid.UUID, str]]:
     """The supply of one kiosk, its typed-code verifiers under `key`, and the orders left out,
     each with why. An order whose stored facts cannot be supplied (a salt that is not hex, a
@@ -316,8 +323,24 @@ def build_supply(
         orders=orders,
         # At most what the contract carries: any count past the day's budget acts the same.
         code_failures=min(facts.code_failures, CODE_FAILURES_MAX),
+        code_rules=rules,
     )
     return supply, left_out
+
+
+def code_rules(rules: throttle.Rules) -> CodeRules:
+    """The service's throttling of typed codes at a kiosk, as its keypad applies it alone
+    (docs/adr/0119): per source, and the kiosk's day."""
+
+    def wire(rule: throttle.Backoff) -> CodeBackoff:
+        return CodeBackoff.bounded(
+            window_s=rule.window.total_seconds(),
+            free=rule.free,
+            first_delay_s=rule.first_delay.total_seconds(),
+            max_delay_s=rule.max_delay.total_seconds(),
+        )
+
+    return CodeRules(source=wire(rules.source), kiosk=wire(rules.kiosk))
 
 
 @dataclass(slots=True)
@@ -343,6 +366,7 @@ class SupplyLoop:
     ) -> None:
         self.settings = settings
         self.refresh_s = settings.offline_supply_refresh_s
+        self._code_rules = code_rules(rules_of(settings))
         self._sessionmaker = sessionmaker
         self._link = link
         self._monotonic = monotonic
@@ -449,6 +473,7 @@ class SupplyLoop:
                 now,
                 secrets.token_bytes(32),
                 kiosk_id,
+                self._code_rules,
             )
             failure = self._link.supply(kiosk_id, supply)
             if failure is not None:

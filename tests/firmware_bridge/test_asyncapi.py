@@ -17,6 +17,7 @@ from firmware_bridge import contract
 from firmware_bridge.contract.client import RECONNECT_MAX_S
 from firmware_bridge.contract.codes import code_mac
 from firmware_bridge.contract.offline import encode_key
+from firmware_bridge.offline import default_rules
 from tests.firmware_bridge.conftest import Kiosk
 from tests.firmware_bridge.harness import Observer
 
@@ -166,6 +167,12 @@ def test_the_offline_supply_and_an_offline_pickup_match_too(asyncapi: dict[str, 
     validate(asyncapi, "offline", json.loads(supply.to_json()))
     leased = supply.model_copy(update={"epoch": 3, "seq": 12})  # as a replica holding the kiosk
     validate(asyncapi, "offline", json.loads(leased.to_json()))
+    ruled = supply.model_copy(update={"code_rules": default_rules(600.0)})  # ADR 0119
+    validate(asyncapi, "offline", json.loads(ruled.to_json()))
+    unruly = json.loads(ruled.to_json())
+    unruly["code_rules"]["kiosk"]["free"] = -1
+    with pytest.raises(jsonschema.ValidationError):
+        validate(asyncapi, "offline", unruly)
     event = contract.Event(
         event_id="e2",
         type="offline_pickup",

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from firmware_bridge.contract import OfflineOrder, OfflineSupply
+from firmware_bridge.contract import CodeBackoff, CodeRules, OfflineOrder, OfflineSupply
 from firmware_bridge.contract.codes import code_mac, token_hash
-from firmware_bridge.contract.offline import encode_key
+from firmware_bridge.contract.offline import FREE_FAILURES_MAX, encode_key
 from firmware_bridge.offline import (
     DAY_FREE_FAILURES,
     EPOCHS_WENT_BACK_S,
@@ -72,6 +72,7 @@ def supply(
     key: bytes | None = None,
     lease: tuple[int, int] | None = None,
     code_failures: int = 0,
+    rules: CodeRules | None = None,
 ) -> OfflineSupply:
     key = key or secrets.token_bytes(32)
     deadlines = deadlines or {}
@@ -84,6 +85,7 @@ def supply(
         epoch=lease[0] if lease else None,
         seq=lease[1] if lease else None,
         code_failures=code_failures,
+        code_rules=rules,
         orders=[
             o.supplied(key, deadline=deadlines.get(o.order_id), used=o.order_id in used)
             for o in orders
@@ -206,6 +208,71 @@ def test_the_keypad_s_own_refusals_count_all_day_through_supplies_and_a_restart(
         assert isinstance(wrong, Refused) and wrong.error == "invalid_code"
         locked = again.decide_code(BOB.code)
         assert isinstance(locked, Refused) and locked.error == "locked_out"
+    finally:
+        again_store.close()
+
+
+def rules(*, typos: int, day: int, first_s: float = 10.0, spacing_s: float = 900.0) -> CodeRules:
+    """A site's throttling (real seconds): `typos` free per 10 minutes, `day` free a day."""
+    return CodeRules(
+        source=CodeBackoff(window_s=600, free=typos, first_delay_s=first_s, max_delay_s=300),
+        kiosk=CodeBackoff(window_s=86400, free=day, first_delay_s=spacing_s, max_delay_s=spacing_s),
+    )
+
+
+def test_the_keypad_applies_the_rules_the_service_sends(
+    store: BridgeStore, clock: Clock, tmp_path: Path
+) -> None:
+    """A site configured stricter or looser than ADR 0039's defaults: its keypad, cut off,
+    throttles as its screen does, by the rules each supply carries (ADR 0119)."""
+    book = book_on(store, clock)
+    book.take(supply([ALICE], code_failures=3, rules=rules(typos=2, day=6)))
+    for i in range(2):
+        assert book.decide_code(f"{i:08d}") == Refused(
+            "invalid_code", "this code does not open anything here"
+        )
+    locked = book.decide_code(ALICE.code)  # two typos free here, not five
+    assert isinstance(locked, Refused) and locked.error == "locked_out"
+    assert locked.retry_after_s == pytest.approx(10.0)  # the site's first wait
+    clock.advance(10.01)
+    book.decide_code("00000003")  # 3 of its own and 3 at the screen: the site's day is spent
+    locked = book.decide_code(ALICE.code)
+    assert isinstance(locked, Refused) and locked.retry_after_s == pytest.approx(900.0)
+    # Looser: ten typos free, where the defaults would have locked the keypad after five.
+    other = BridgeStore(tmp_path / "other.sqlite3")
+    try:
+        loose = book_on(other, clock)
+        loose.take(supply([BOB], rules=rules(typos=10, day=100)))
+        for i in range(FREE_FAILURES + 4):
+            wrong = loose.decide_code(f"{i:08d}")
+            assert isinstance(wrong, Refused) and wrong.error == "invalid_code", i
+        assert loose.decide_code(BOB.code) == Opened("ord-bob", 5, "code")
+    finally:
+        other.close()
+
+
+def test_a_restart_keeps_as_many_refusals_as_the_site_s_day_allows(
+    store: BridgeStore, clock: Clock, tmp_path: Path
+) -> None:
+    """A day budget larger than the refusals kept by default: a restart still remembers the
+    day's, so it gives no free tries back (ADR 0119)."""
+    generous = rules(typos=FREE_FAILURES_MAX, day=100, first_s=1.0, spacing_s=60.0)
+    book = book_on(store, clock)
+    book.take(supply([ALICE], rules=generous))
+    for i in range(90):
+        book.decide_code(f"{i:08d}")
+        clock.advance(1.0)
+    store.close()
+    again_store = BridgeStore(tmp_path / "bridge.sqlite3")
+    try:
+        again = book_on(again_store, clock)
+        again.take(supply([ALICE], issued_at=T0 + timedelta(seconds=90), rules=generous))
+        for i in range(9):
+            wrong = again.decide_code(f"{i:08d}")
+            assert isinstance(wrong, Refused) and wrong.error == "invalid_code", i
+        again.decide_code("00000099")  # the day's hundredth
+        locked = again.decide_code(ALICE.code)
+        assert isinstance(locked, Refused) and locked.retry_after_s == pytest.approx(60.0)
     finally:
         again_store.close()
 

@@ -182,6 +182,18 @@ async def test_the_kiosk_is_supplied_with_verifiers_of_its_ready_orders_never_th
     assert order.hold_until is not None and supplied.deadline == order.hold_until
     raw = supply.to_json().decode()
     assert token not in raw and code not in raw
+    # The service's throttling of typed codes, for the keypad cut off (ADR 0119).
+    s = rig.ctx.settings
+    rules = supply.code_rules
+    assert rules is not None
+    assert (rules.source.free, rules.kiosk.free) == (
+        s.pickup_source_free_failures,
+        s.pickup_kiosk_free_failures_per_day,
+    )
+    assert rules.source.window_s == pytest.approx(s.scaled(s.pickup_source_window_s))
+    assert rules.source.max_delay_s == pytest.approx(s.scaled(s.pickup_source_max_delay_s))
+    assert rules.kiosk.window_s == pytest.approx(s.scaled(24 * 3600))
+    assert rules.kiosk.first_delay_s == pytest.approx(s.scaled(s.pickup_kiosk_spacing_s))
 
     # Supplies keep coming (the kiosk's sign that the service is there), each with its own key.
     count = len(rig.kiosk.supplies)

@@ -15,14 +15,17 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from firmware_bridge import contract
+from firmware_bridge.contract.offline import FREE_FAILURES_MAX, RULE_S_MAX
 from locker_service.alerts.service import raise_alert
 from locker_service.db import create_engine, create_sessionmaker, session_scope
 from locker_service.models import Alert, Compartment, Order, Site, utcnow
 from locker_service.orders import codes
+from locker_service.pickup.service import rules_of
 from locker_service.pickup.supply import (
     NOT_SUPPLIED_ALERT,
     OFF_REPEAT_S,
     SupplyLoop,
+    code_rules,
     not_supplied_key,
 )
 from locker_service.sites import service as admin
@@ -391,3 +394,30 @@ async def test_with_offline_pickups_off_each_kiosk_is_told_so_and_nothing_is_rea
     fleet.clock[0] += OFF_REPEAT_S
     await loop.round()
     assert sorted(fleet.link.sent_to()[4:]) == ["a1", "a2", "b1"]
+
+
+def test_the_supply_carries_the_site_s_throttling_within_the_contract_s_bounds() -> None:
+    """A service configured otherwise than ADR 0039's defaults sends its own rules, in real
+    seconds, for the keypad (ADR 0119); a setting past what the contract carries is sent as its
+    bound, which acts the same (a wait of 115 days, a thousand typos free)."""
+    settings = make_settings(
+        "sqlite+aiosqlite://",
+        time_scale=2.0,
+        pickup_source_free_failures=2,
+        pickup_source_window_s=300.0,
+        pickup_source_max_delay_s=60.0,
+        pickup_kiosk_free_failures_per_day=10,
+        pickup_kiosk_spacing_s=600.0,
+    )
+    rules = code_rules(rules_of(settings))
+    assert rules.source == contract.CodeBackoff(
+        window_s=150.0, free=2, first_delay_s=1.0, max_delay_s=30.0
+    )
+    assert rules.kiosk == contract.CodeBackoff(
+        window_s=43200.0, free=10, first_delay_s=300.0, max_delay_s=300.0
+    )
+    unbounded = make_settings(
+        "sqlite+aiosqlite://", pickup_source_free_failures=5000, pickup_kiosk_spacing_s=1e9
+    )
+    wide = code_rules(rules_of(unbounded))
+    assert wide.source.free == FREE_FAILURES_MAX and wide.kiosk.max_delay_s == RULE_S_MAX
