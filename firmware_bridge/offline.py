@@ -184,6 +184,8 @@ class OfflineBook:
             if self._older(supply):
                 self._last_heard = self._monotonic()
                 return False
+            # Before anything is written: the refusals kept on disk are as many as they count.
+            self._rules = supply.code_rules or self._default_rules
             if supply.switched_off:
                 self._switch_off(supply)
                 return True
@@ -271,7 +273,6 @@ class OfflineBook:
         self._lease = supply.lease
         self._last_supply = self._monotonic()
         self._supplied_failures = supply.code_failures
-        self._rules = supply.code_rules or self._default_rules
 
     def _recall_failures(self, kept: str) -> None:
         """The wrong codes kept on disk, put on this start's monotonic clock by the wall

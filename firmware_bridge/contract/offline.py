@@ -40,6 +40,7 @@ CODE_FAILURES_MAX = 1_000_000
 # Bounds of a throttling rule on the wire: a longer wait is as good as forever, and more free
 # failures than this are no throttling at all (the bridge keeps that many refusals on its disk).
 RULE_S_MAX = 1e7
+RULE_S_MIN = 1e-6  # a span or wait a time scale shrank to nothing (a timedelta rounds to 0)
 FREE_FAILURES_MAX = 1000
 
 
@@ -69,12 +70,17 @@ class CodeBackoff(WireModel):
         cls, *, window_s: float, free: int, first_delay_s: float, max_delay_s: float
     ) -> CodeBackoff:
         """A rule within the wire's bounds: a longer span or more free failures than it carries
-        act the same as its bound (a sender's settings are not the contract's limits)."""
+        act the same as its bound (a sender's settings are not the contract's limits), and a
+        span a time scale shrank below a microsecond is one."""
+
+        def span(seconds: float) -> float:
+            return min(max(seconds, RULE_S_MIN), RULE_S_MAX)
+
         return cls(
-            window_s=min(window_s, RULE_S_MAX),
+            window_s=span(window_s),
             free=min(free, FREE_FAILURES_MAX),
-            first_delay_s=min(first_delay_s, RULE_S_MAX),
-            max_delay_s=min(max_delay_s, RULE_S_MAX),
+            first_delay_s=span(first_delay_s),
+            max_delay_s=span(max_delay_s),
         )
 
     def delay_s(self, recent: int) -> float:

@@ -28,7 +28,7 @@ TITLES = {
     "cycle": "Disinfection cycles",
     "order": "Orders held, with their food-safety clock and outcome",
     "discard": "Food discarded",
-    "correction": "Outcomes corrected this day (earlier days keep what they said)",
+    "correction": "Outcomes corrected this day: what the record said, and says now",
     "reading": "Readings, minute by minute",
 }
 ORDER = ("summary", "excursion", "action", "cycle", "order", "discard", "correction", "reading")

@@ -20,7 +20,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, func, literal_column, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -433,7 +433,8 @@ async def _corrections(
         select(OrderEvent, Order)
         .join(Order, Order.id == OrderEvent.order_id)
         .where(
-            OrderEvent.action == OrderTrigger.PICKED_UP_BEFORE_END.value,
+            # A literal, so that PostgreSQL's plan may use the partial index on it.
+            OrderEvent.action == literal_column(f"'{OrderTrigger.PICKED_UP_BEFORE_END.value}'"),
             OrderEvent.at >= b.start,
             OrderEvent.at < b.end,
             Order.site_id == site_id,

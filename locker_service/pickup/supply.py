@@ -263,14 +263,15 @@ class ChangeWatch:
         return Changes(frozenset(kiosks), frozenset(orders), switched)
 
 
-def switched_off(now: datetime) -> OfflineSupply:
+def switched_off(now: datetime, rules: CodeRules | None = None) -> OfflineSupply:
     """The supply that says offline pickups are off: no period, no order (its key verifies
-    nothing)."""
+    nothing). With the rules, by which the bridge keeps its keypad's refusals meanwhile."""
     return OfflineSupply(
         supply_id=uuid.uuid4().hex,
         issued_at=now,
         refresh_s=0,
         code_key=encode_key(secrets.token_bytes(32)),
+        code_rules=rules,
     )
 
 
@@ -519,7 +520,7 @@ class SupplyLoop:
             sent = self._sent.get(kiosk_id)
             if sent is not None and sent.status_ts == status.ts and clock - sent.at < OFF_REPEAT_S:
                 continue
-            failure = self._link.supply(kiosk_id, switched_off(utcnow()))
+            failure = self._link.supply(kiosk_id, switched_off(utcnow(), self._code_rules))
             if failure is not None:
                 log.warning("kiosk %s not told offline pickups are off: %s", kiosk_id, failure)
                 self._sent.pop(kiosk_id, None)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from firmware_bridge.contract import CodeBackoff, CodeRules, OfflineOrder, OfflineSupply
 from firmware_bridge.contract.codes import code_mac, token_hash
-from firmware_bridge.contract.offline import FREE_FAILURES_MAX, encode_key
+from firmware_bridge.contract.offline import encode_key
 from firmware_bridge.offline import (
     DAY_FREE_FAILURES,
     EPOCHS_WENT_BACK_S,
@@ -254,27 +254,37 @@ def test_the_keypad_applies_the_rules_the_service_sends(
 def test_a_restart_keeps_as_many_refusals_as_the_site_s_day_allows(
     store: BridgeStore, clock: Clock, tmp_path: Path
 ) -> None:
-    """A day budget larger than the refusals kept by default: a restart still remembers the
-    day's, so it gives no free tries back (ADR 0119)."""
-    generous = rules(typos=FREE_FAILURES_MAX, day=100, first_s=1.0, spacing_s=60.0)
+    """A day budget larger than the refusals kept by default: restarts, each followed by a
+    supply, still remember the day's, so they give no free tries back (ADR 0119)."""
+    site = rules(typos=3, day=93, first_s=1.0, spacing_s=60.0)
     book = book_on(store, clock)
-    book.take(supply([ALICE], rules=generous))
-    for i in range(90):
-        book.decide_code(f"{i:08d}")
+    book.take(supply([ALICE], rules=site))
+    refused = 0
+    while refused < 90:  # the typos' doubling waited out between them
+        wrong = book.decide_code(f"{refused:08d}")
+        assert isinstance(wrong, Refused)
+        if wrong.error == "locked_out":
+            assert wrong.retry_after_s is not None
+            clock.advance(wrong.retry_after_s + 0.01)
+        else:
+            refused += 1
+    for _restart in range(2):
+        store.close()
+        store = BridgeStore(tmp_path / "bridge.sqlite3")
+        book = book_on(store, clock)
         clock.advance(1.0)
-    store.close()
-    again_store = BridgeStore(tmp_path / "bridge.sqlite3")
+        book.take(supply([ALICE], issued_at=clock.wall, rules=site))
     try:
-        again = book_on(again_store, clock)
-        again.take(supply([ALICE], issued_at=T0 + timedelta(seconds=90), rules=generous))
-        for i in range(9):
-            wrong = again.decide_code(f"{i:08d}")
+        clock.advance(601.0)  # the typos' window is over; the day's is not
+        for i in range(2):
+            wrong = book.decide_code(f"{i:08d}")
             assert isinstance(wrong, Refused) and wrong.error == "invalid_code", i
-        again.decide_code("00000099")  # the day's hundredth
-        locked = again.decide_code(ALICE.code)
+            clock.advance(1.01)
+        book.decide_code("00000099")  # the day's 93rd
+        locked = book.decide_code(ALICE.code)
         assert isinstance(locked, Refused) and locked.retry_after_s == pytest.approx(60.0)
     finally:
-        again_store.close()
+        store.close()
 
 
 def test_an_order_past_its_deadline_or_a_frozen_site_opens_nothing(

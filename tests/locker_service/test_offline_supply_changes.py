@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from firmware_bridge import contract
-from firmware_bridge.contract.offline import FREE_FAILURES_MAX, RULE_S_MAX
+from firmware_bridge.contract.offline import FREE_FAILURES_MAX, RULE_S_MAX, RULE_S_MIN
 from locker_service.alerts.service import raise_alert
 from locker_service.db import create_engine, create_sessionmaker, session_scope
 from locker_service.models import Alert, Compartment, Order, Site, utcnow
@@ -421,3 +421,7 @@ def test_the_supply_carries_the_site_s_throttling_within_the_contract_s_bounds()
     )
     wide = code_rules(rules_of(unbounded))
     assert wide.source.free == FREE_FAILURES_MAX and wide.kiosk.max_delay_s == RULE_S_MAX
+    # A time scale that shrinks the first wait below a microsecond (rounded to 0) still makes
+    # a supply: the service would not start otherwise.
+    fast = code_rules(rules_of(make_settings("sqlite+aiosqlite://", time_scale=1e7)))
+    assert fast.source.first_delay_s == RULE_S_MIN
