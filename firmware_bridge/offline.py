@@ -441,6 +441,15 @@ class OfflineBook:
                 self._orders[order_id] = row.with_use(None)
                 self._store.mark_offline_use(order_id, None)
 
+    def _supplied_day(self, now: float) -> int:
+        """The service's count of the day's wrong codes at the screen and scanner, while it can
+        still hold any: every one of them came before the last supply was taken, so all have
+        left the day once a day has passed since (a kiosk cut off over a weekend does not keep
+        Friday's guessing against Monday's typos)."""
+        if self._last_supply is None or now - self._last_supply > self._rules.kiosk.window_s:
+            return 0
+        return self._supplied_failures
+
     def _wait_s(self, now: float) -> float:
         """Seconds a typed code must wait before it is even looked at (0: go ahead)."""
         source, kiosk = self._rules.source, self._rules.kiosk
@@ -449,7 +458,7 @@ class OfflineBook:
             self._failures.popleft()
         recent = sum(1 for t, _ in self._failures if now - t <= source.window_s)
         today = sum(1 for t, _ in self._failures if now - t <= kiosk.window_s)
-        wait = max(source.delay_s(recent), kiosk.delay_s(today + self._supplied_failures))
+        wait = max(source.delay_s(recent), kiosk.delay_s(today + self._supplied_day(now)))
         if wait == 0:
             return 0.0
         return max(0.0, self._last_failure + wait - now)

@@ -16,6 +16,7 @@ from firmware_bridge.contract.codes import code_mac, token_hash
 from firmware_bridge.contract.offline import encode_key
 from firmware_bridge.offline import (
     DAY_FREE_FAILURES,
+    DAY_S,
     EPOCHS_WENT_BACK_S,
     FREE_FAILURES,
     MAX_DELAY_S,
@@ -185,6 +186,28 @@ def test_the_keypad_s_day_goes_on_from_the_service_s_count(
         assert fresh.decide_code(BOB.code) == Opened("ord-bob", 5, "code")
     finally:
         other.close()
+
+
+def test_the_service_s_count_leaves_the_keypad_s_day_a_day_after_its_supply(
+    store: BridgeStore, clock: Clock
+) -> None:
+    """The service's count covers the day before its supply: cut off for longer than a day, the
+    keypad no longer holds it against the typos of the next (ADR 0116's consequence, ADR 0119)."""
+    book = book_on(store, clock)
+    late = {"ord-bob": T0 + timedelta(days=2)}  # still hers to collect after the weekend
+    book.take(supply([ALICE, BOB], code_failures=DAY_FREE_FAILURES, deadlines=late))
+    book.decide_code("00000000")
+    locked = book.decide_code(ALICE.code)
+    assert isinstance(locked, Refused) and locked.retry_after_s == pytest.approx(MAX_DELAY_S)
+    clock.advance(DAY_S - 60)  # cut off; within the day the count still stands
+    book.decide_code("00000001")
+    locked = book.decide_code(ALICE.code)
+    assert isinstance(locked, Refused) and locked.error == "locked_out"
+    clock.advance(61 + MAX_DELAY_S)  # a day after the supply: its count has left the day
+    for i in range(2, FREE_FAILURES):  # typos again (one of its own still within the day)
+        wrong = book.decide_code(f"{i:08d}")
+        assert isinstance(wrong, Refused) and wrong.error == "invalid_code", i
+    assert book.decide_code(BOB.code) == Opened("ord-bob", 5, "code")
 
 
 def test_the_keypad_s_own_refusals_count_all_day_through_supplies_and_a_restart(
