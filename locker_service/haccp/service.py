@@ -442,7 +442,7 @@ async def _corrections(
         .order_by(OrderEvent.at, OrderEvent.id)
     )
     for event, order in found:
-        d = event.detail or {}
+        d = event.detail if isinstance(event.detail, dict) else {}
         kiosk, number = places.get(order.compartment_id or -1, ("", None))
         # When her door opened, as the correction set it (kept in the event since ADR 0118).
         picked_up = _stamp(b, d, "picked_up_at") or b.local(order.picked_up_at)
@@ -467,9 +467,14 @@ async def _corrections(
 
 
 def _stamp(b: Bounds, detail: dict[str, Any], key: str) -> str | None:
-    """An event's time in the site's time, or None."""
+    """An event's time in the site's time, or None (also for a value that is no time with its
+    zone: one odd event must not keep its site's days from being sealed)."""
     value = detail.get(key)
-    return b.local(datetime.fromisoformat(value)) if isinstance(value, str) else None
+    try:
+        at = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return b.local(at) if at is not None and at.tzinfo is not None else None
 
 
 # -- sealing --------------------------------------------------------------------------------

@@ -534,6 +534,16 @@ async def test_an_outcome_corrected_after_its_day_was_sealed_is_recorded_on_the_
             .where(OrderEvent.order_id == order_id, OrderEvent.action == "picked_up_before_end")
             .values(at=at(d0 + timedelta(1), 9))
         )
+        # An odd event (a time that is none) on d2: its row says less, and the day is sealed.
+        session.add(
+            OrderEvent(
+                order_id=order_id,
+                at=at(d0 + timedelta(2), 9),
+                actor_type="purchaser",
+                action="picked_up_before_end",
+                detail={"expired_at": "yesterday", "collected_at": 5},
+            )
+        )
     assert await haccp.seal_due(service.sessionmaker, service.settings, utcnow()) >= 2
     async with service.sessionmaker() as session:
         sealed = await haccp.sealed_days(session, world.site_id)
@@ -560,8 +570,10 @@ async def test_an_outcome_corrected_after_its_day_was_sealed_is_recorded_on_the_
     assert row[1:3] == [str(order_id), world.kiosk_code] and row[3].isdigit()
     assert row[4] == f"{d0 + timedelta(1)}T09:00:00+00:00"
     assert f"her code was used at {d0}T13:50:00+00:00, before the order's end" in row[8]
+    odd = [r[5:8] for r in days[d0 + timedelta(2)] if r[0] == "correction" and r[1] != "order"]
+    assert odd == [["outcome", "expired", "picked_up"], ["ended_at", "", f"{d0}T13:51:00+00:00"]]
     for day, rows in days.items():  # on the day it was made and no other
-        if day != d0 + timedelta(1):
+        if day not in (d0 + timedelta(1), d0 + timedelta(2)):
             assert not [r for r in rows if r[0] == "correction"], day
     # The PDF of d1 draws it.
     drawn = pdf.render("Site", [d for d in sealed if d.day == d0 + timedelta(1)])
