@@ -503,8 +503,16 @@ async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
 
 
 async def order_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
+    """Not dropped off by its `expires_at`: expired, the purchaser and merchant told. A
+    drop-off under way (`assigned`) ends within its door's timeout, and one that ends empty
+    puts the order back to `created`, past its expiry with no timer left to end it: looked at
+    again then."""
     async with session_scope(ctx.sessionmaker) as session:
         order = await session.get(Order, timer.order_id) if timer.order_id else None
+        if order is not None and order.state == OrderState.ASSIGNED:
+            return utcnow() + timedelta(
+                seconds=ctx.settings.scaled(ctx.settings.dropoff_door_timeout_s)
+            )
         if order is None or order.state != OrderState.CREATED:
             return None
         await Story(ctx).expire(session, order, "never dropped off")

@@ -188,6 +188,40 @@ async def test_an_order_never_dropped_off_expires_telling_purchaser_and_merchant
     assert "expired_food" not in await _alerts(service)  # no compartment to empty
 
 
+async def test_an_order_whose_drop_off_ends_empty_after_its_expiry_still_expires(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """Its expiry comes while a courier has its compartment open; he shuts it empty, and the
+    order waits for a courier again, past its expiry: it is still expired once the drop-off is
+    over, and the purchaser and merchant told, not left waiting for ever."""
+    await StoryHandler(service).on_status(
+        world.kiosk_code, contract.KioskStatus(state="online", board_online=True)
+    )
+    order = await create_order(app_client, world, ref="E-1b")
+    dropped = await app_client.post(
+        "/api/v1/kiosk/dropoff", json=world.dropoff_body("E-1b"), headers=world.kiosk()
+    )
+    assert dropped.status_code == 200, dropped.text
+    n = int(dropped.json()["compartment"])
+    await _due_now(service, TimerKind.ORDER_EXPIRY)
+    await TimerLoop(service).run_due()  # mid drop-off: nothing ends, it is looked at later
+    [again] = await _pending(service, TimerKind.ORDER_EXPIRY)
+    assert again.due_at > utcnow()
+    for kind in ("door_opened", "door_closed"):  # nothing put in
+        await event(service, world, kind, n)
+    async with service.sessionmaker() as session:
+        waiting = await session.get(Order, uuid.UUID(order["id"]))
+        assert waiting is not None and waiting.state == "created"
+    await _due_now(service, TimerKind.ORDER_EXPIRY)  # the drop-off's timeout, brought forward
+    await TimerLoop(service).run_due()
+    async with service.sessionmaker() as session:
+        ended = await session.get(Order, uuid.UUID(order["id"]))
+        assert ended is not None and ended.state == "expired"
+    assert "never_dropped_off" in await _outbox(service, order["id"])
+    notices = await _merchant_notices(app_client, world, order)
+    assert [x["kind"] for x in notices] == ["expired_never_dropped_off"]
+
+
 async def test_an_uncollected_order_expires_without_saying_it_was_removed(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
