@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 
 # Why a drop-off's door opening was authorised; reconciliation finds the drop-off by it.
 DROPOFF_OPENING_WHY = "drop-off"
+AWAITING_DROPOFF = (OrderState.CREATED, OrderState.ASSIGNED)
 PREHEAT_TIMEOUT_S = 3.0  # one round trip to the board; the courier's answer waits for it
 
 
@@ -224,6 +225,11 @@ async def _allocate(
         )
         if not candidates:
             raise NotFound(f"no order {order_ref!r} for this site", code="order_not_found")
+        if len(candidates) > 1:
+            # Merchants number their orders alike, and a reference comes round again: the one
+            # still waiting for a courier is meant, not another merchant's or last month's.
+            waiting = [o for o in candidates if o.state in AWAITING_DROPOFF]
+            candidates = waiting if len(waiting) == 1 else candidates
         if len(candidates) > 1:
             raise Conflict(
                 f"{len(candidates)} orders match {order_ref!r}: use the order id",

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from firmware_bridge import contract
 from locker_service.context import ServiceContext
@@ -26,6 +26,7 @@ from locker_service.models import (
     DisinfectionCycle,
     DoorOpening,
     NotificationOutbox,
+    Order,
     OrderEvent,
     Timer,
 )
@@ -425,6 +426,58 @@ async def test_a_drop_off_held_elsewhere_says_where_and_opens_nothing_here(
         assert answer.json()["error"] == "dropoff_in_progress"
         assert (answer.json()["kiosk"], answer.json()["compartment"]) == ("Lobby", n)
     assert fake_kiosk.unlocks() == [n]
+
+
+async def test_a_delivery_courier_s_reference_means_the_order_still_waiting_for_him(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    """Two merchants number their orders alike, and one's order 1042 was collected last month:
+    a delivery company's courier typing 1042 is given the one still waiting for a courier, not
+    told to type an order id he never sees. Two waiting are still his to tell apart."""
+    async with session_scope(service.sessionmaker) as session:
+        other = await admin.create_merchant(session, "Dumpling Hut", [world.site_code])
+        await admin.create_courier(
+            session,
+            service.settings.secret_key,
+            "d-" + world.courier_code,
+            "Dee",
+            None,
+            "Fast Wheels",
+            COURIER_PIN,
+        )
+    assert other.secret is not None
+    old = await create_order(app_client, world, ref="1042")
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Order).where(Order.id == uuid.UUID(old["id"])).values(state="picked_up")
+        )
+    waiting = await app_client.post(
+        "/api/v1/orders",
+        json=world.order_body("1042"),
+        headers={"X-API-Key": other.secret},
+    )
+    assert waiting.status_code == 201, waiting.text
+    dropoff = {"courier_code": "d-" + world.courier_code, "pin": COURIER_PIN, "order_ref": "1042"}
+    given = await app_client.post("/api/v1/kiosk/dropoff", json=dropoff, headers=world.kiosk())
+    assert given.status_code == 200, given.text
+    async with service.sessionmaker() as session:
+        order = await session.get(Order, uuid.UUID(waiting.json()["id"]))
+        assert order is not None and order.state == "assigned"
+    # Both still waiting: which is meant cannot be told from the reference.
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Order).where(Order.id == uuid.UUID(old["id"])).values(state="created")
+        )
+    await create_order(app_client, world, ref="2077")
+    twice = await app_client.post(
+        "/api/v1/orders",
+        json=world.order_body("2077"),
+        headers={"X-API-Key": other.secret},
+    )
+    assert twice.status_code == 201, twice.text
+    dropoff["order_ref"] = "2077"
+    unclear = await app_client.post("/api/v1/kiosk/dropoff", json=dropoff, headers=world.kiosk())
+    assert unclear.status_code == 409 and unclear.json()["error"] == "ambiguous_order"
 
 
 async def test_a_retry_the_kiosk_refuses_keeps_the_compartment_for_its_door_timer(
