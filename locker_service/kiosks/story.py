@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,7 +40,7 @@ from locker_service.models import (
 from locker_service.orders import outbox
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
-from locker_service.orders.schemas import live_view
+from locker_service.orders.schemas import NOTICE_PREFIX, live_view
 from locker_service.pickup import offline as pickup_offline
 from locker_service.pickup import repository as pickup_repository
 from locker_service.sites import service as sites
@@ -48,6 +48,14 @@ from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
 
 log = logging.getLogger(__name__)
+
+# The merchant's notice of a heater or lamp fault with the food inside (ADR 0047), and why a
+# ready order whose food staff then took out failed.
+FAULT_NOTICE = "compartment_fault"
+TAKEN_OUT_AFTER_FAULT = (
+    "taken out by staff after a compartment fault (the food no longer kept hot or "
+    "disinfected); not collected with her code"
+)
 
 
 def compartment_view(c: Compartment, kiosk: Kiosk) -> dict[str, object]:
@@ -405,18 +413,9 @@ class Story:
         order = await orders.active_in_compartment(session, c.id)
         now = utcnow()
         if order is not None and order.state == OrderState.READY:
-            actor = "purchaser" if order.code_used_at is not None else (who or "unknown")
-            await orders.transition(
-                session,
-                order,
-                OrderTrigger.PICK_UP,
-                actor_type=actor.split(":")[0],
-                actor_id=actor,
-                picked_up_at=now,
-            )
-            await timers.cancel(
-                session, [TimerKind.REMINDER, TimerKind.HOLD_EXPIRY], order_id=order.id
-            )
+            # Taken out by staff after a fault, as everyone was told: not collected.
+            if not await self._taken_out_after_fault(session, order, who):
+                await self._picked_up(session, order, who, now)
         elif order is not None and order.state in (OrderState.DEPOSITED, OrderState.DISINFECTING):
             await orders.transition(
                 session,
@@ -469,6 +468,49 @@ class Story:
         await compartments.transition(session, c, CompartmentTrigger.EMPTY)
         timers.schedule(session, TimerKind.START_CLEANING, now, compartment_id=c.id)
         self._publish(session, kiosk, c, order)
+
+    async def _picked_up(
+        self, session: AsyncSession, order: Order, who: str | None, now: datetime
+    ) -> None:
+        actor = "purchaser" if order.code_used_at is not None else (who or "unknown")
+        await orders.transition(
+            session,
+            order,
+            OrderTrigger.PICK_UP,
+            actor_type=actor.split(":")[0],
+            actor_id=actor,
+            picked_up_at=now,
+        )
+        await timers.cancel(session, [TimerKind.REMINDER, TimerKind.HOLD_EXPIRY], order_id=order.id)
+
+    async def _taken_out_after_fault(
+        self, session: AsyncSession, order: Order, who: str | None
+    ) -> bool:
+        """Staff emptied a ready order's compartment, not through her code, after a heater or
+        lamp fault with the food inside: everyone was told staff would take the food out and
+        contact her (ADR 0047). It was not collected: the order fails with that reason, and
+        the merchant hears `order.failed`, never `order.picked_up`. False, changing nothing,
+        for anything else (her code opened it; a jammed lock staff opened for her)."""
+        if order.code_used_at is not None:
+            return False
+        faulted = NOTICE_PREFIX + FAULT_NOTICE
+        if not any(n.action == faulted for n in await orders.notices(session, order.id)):
+            return False
+        await orders.transition(
+            session,
+            order,
+            OrderTrigger.FAIL,
+            actor_type=(who or "unknown").split(":")[0],
+            actor_id=who,
+            failure_reason=TAKEN_OUT_AFTER_FAULT,
+            closed_at=utcnow(),
+        )
+        await timers.cancel(
+            session,
+            [TimerKind.REMINDER, TimerKind.HOLD_EXPIRY, TimerKind.FOOD_CHECK],
+            order_id=order.id,
+        )
+        return True
 
     async def _collected_before_end(
         self, session: AsyncSession, kiosk: Kiosk, c: Compartment, order: Order

@@ -10,13 +10,22 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select, update
 
 from firmware_bridge import contract
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosks.handler import StoryHandler
-from locker_service.models import Alert, NotificationOutbox, Order, Timer, utcnow
+from locker_service.models import (
+    Alert,
+    Compartment,
+    NotificationOutbox,
+    Order,
+    OrderEvent,
+    Timer,
+    utcnow,
+)
 from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers.service import TimerKind
 from tests.locker_service.world import (
@@ -125,6 +134,46 @@ async def test_heater_fault_during_the_hold_tells_everyone_and_starts_nothing_ag
     # The fault reported again (a snapshot) tells nobody twice.
     await event(service, world, "fault_raised", n, fault="heating_watchdog")
     assert len(await _merchant_notices(app_client, world, order)) == 1
+
+
+@pytest.mark.parametrize("fault", ["heating_watchdog", "lock_jammed"])
+async def test_staff_emptying_a_ready_order_after_a_fault_is_not_her_pickup(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fault: str
+) -> None:
+    """Her food is ready when its heater fails: staff are told to take it out, the merchant
+    that they will. When they do, the order failed, and says why: the merchant never hears it
+    was picked up. A jammed lock staff open for her is her pickup, as before."""
+    order, n = await make_ready(app_client, world, service, ref=f"F-{fault}")
+    await event(service, world, "fault_raised", n, fault=fault)
+    async with service.sessionmaker() as session:
+        c = await session.scalar(
+            select(Compartment).where(
+                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
+            )
+        )
+    assert c is not None
+    opened = await app_client.post(
+        f"/api/v1/operator/compartments/{c.id}/open",
+        json={"reason": "as the alert says"},
+        headers=world.operator(),
+    )
+    assert opened.status_code == 200, opened.text
+    for kind in ("door_opened", "item_removed", "door_closed"):
+        await event(service, world, kind, n)
+    read = (await app_client.get(f"/api/v1/orders/{order['id']}", headers=world.merchant())).json()
+    if fault == "lock_jammed":
+        assert read["state"] == "picked_up"
+        return
+    assert read["state"] == "failed", read
+    assert "taken out by staff after a compartment fault" in read["failure_reason"]
+    async with service.sessionmaker() as session:
+        actions = (
+            await session.scalars(
+                select(OrderEvent.action).where(OrderEvent.order_id == uuid.UUID(order["id"]))
+            )
+        ).all()
+    assert "fail" in actions and "pick_up" not in actions
+    assert not await _pending(service, TimerKind.HOLD_EXPIRY)  # nothing left to expire
 
 
 async def test_a_cycle_start_on_a_faulted_compartment_is_decided_once(
