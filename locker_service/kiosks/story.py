@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 # The merchant's notice of a heater or lamp fault with the food inside (ADR 0047), and why a
 # ready order whose food staff then took out failed.
 FAULT_NOTICE = "compartment_fault"
+FOOD_FAULTS = (exceptions.Exceptional.HEATER_FAULT, exceptions.Exceptional.LAMP_FAULT)
 TAKEN_OUT_AFTER_FAULT = (
     "taken out by staff after a compartment fault (the food no longer kept hot or "
     "disinfected); not collected with her code"
@@ -123,6 +124,11 @@ class Story:
             order_id=order.id,
             compartment_id=c.id,
         )
+        if c.fault is not None and exceptions.fault_exception(c.fault) in FOOD_FAULTS:
+            # The heater or lamp failed while the compartment was reserved, and the courier, who
+            # is not told of faults, shut the food in: it is now a fault with food inside, and
+            # everyone is told so (else its cycle only fails to start, and nobody hears).
+            await self.fault_with_food(session, kiosk, c, c.fault)
         self._publish(session, kiosk, c, order)
 
     async def release_empty(

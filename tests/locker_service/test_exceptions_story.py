@@ -176,6 +176,34 @@ async def test_staff_emptying_a_ready_order_after_a_fault_is_not_her_pickup(
     assert not await _pending(service, TimerKind.HOLD_EXPIRY)  # nothing left to expire
 
 
+async def test_a_heater_failing_while_the_courier_holds_the_door_is_a_fault_with_food(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """The heater fails between the courier's door opening and his shutting the food in: once
+    the food is inside, everyone is told as for any fault with food inside (ADR 0047), not
+    left to a cycle that only fails to start."""
+    await StoryHandler(service).on_status(
+        world.kiosk_code, contract.KioskStatus(state="online", board_online=True)
+    )
+    order = await create_order(app_client, world, ref="F-R")
+    dropped = await app_client.post(
+        "/api/v1/kiosk/dropoff", json=world.dropoff_body("F-R"), headers=world.kiosk()
+    )
+    assert dropped.status_code == 200, dropped.text
+    n = int(dropped.json()["compartment"])
+    await event(service, world, "door_opened", n)
+    await event(service, world, "fault_raised", n, fault="heating_watchdog")
+    assert "with food inside" not in (await _alerts(service))["compartment_fault"].message
+    for kind in ("item_placed", "door_closed"):
+        await event(service, world, kind, n)
+    alert = (await _alerts(service))["compartment_fault"]
+    assert alert.state == "open" and "heating_watchdog with food inside" in alert.message
+    notices = await _merchant_notices(app_client, world, order)
+    assert [x["kind"] for x in notices] == ["compartment_fault"]
+    assert "staff will contact you" in (await _outbox(service, order["id"]))["fault"].body
+    assert "A fault occurred in your compartment." in await _page(app_client, order, "en")
+
+
 async def test_a_cycle_start_on_a_faulted_compartment_is_decided_once(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
 ) -> None:
