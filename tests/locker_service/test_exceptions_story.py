@@ -39,20 +39,25 @@ from tests.locker_service.world import (
 )
 
 
-async def _deposit(
+async def _reserved(
     client: httpx.AsyncClient, world: World, ctx: ServiceContext, ref: str
 ) -> tuple[dict[str, Any], int]:
+    """An order whose courier has just been given a compartment: (order, its number)."""
     await StoryHandler(ctx).on_status(
         world.kiosk_code, contract.KioskStatus(state="online", board_online=True)
     )
     order = await create_order(client, world, ref=ref)
     dropped = await client.post(
-        "/api/v1/kiosk/dropoff",
-        json={"courier_code": world.courier_code, "pin": world.courier_pin, "order_ref": ref},
-        headers=world.kiosk(),
+        "/api/v1/kiosk/dropoff", json=world.dropoff_body(ref), headers=world.kiosk()
     )
     assert dropped.status_code == 200, dropped.text
-    n = int(dropped.json()["compartment"])
+    return order, int(dropped.json()["compartment"])
+
+
+async def _deposit(
+    client: httpx.AsyncClient, world: World, ctx: ServiceContext, ref: str
+) -> tuple[dict[str, Any], int]:
+    order, n = await _reserved(client, world, ctx, ref)
     for kind in ("door_opened", "item_placed", "door_closed"):
         await event(ctx, world, kind, n)
     return order, n
@@ -182,15 +187,7 @@ async def test_a_heater_failing_while_the_courier_holds_the_door_is_a_fault_with
     """The heater fails between the courier's door opening and his shutting the food in: once
     the food is inside, everyone is told as for any fault with food inside (ADR 0047), not
     left to a cycle that only fails to start."""
-    await StoryHandler(service).on_status(
-        world.kiosk_code, contract.KioskStatus(state="online", board_online=True)
-    )
-    order = await create_order(app_client, world, ref="F-R")
-    dropped = await app_client.post(
-        "/api/v1/kiosk/dropoff", json=world.dropoff_body("F-R"), headers=world.kiosk()
-    )
-    assert dropped.status_code == 200, dropped.text
-    n = int(dropped.json()["compartment"])
+    order, n = await _reserved(app_client, world, service, "F-R")
     await event(service, world, "door_opened", n)
     await event(service, world, "fault_raised", n, fault="heating_watchdog")
     assert "with food inside" not in (await _alerts(service))["compartment_fault"].message
@@ -271,15 +268,7 @@ async def test_an_order_whose_drop_off_ends_empty_after_its_expiry_still_expires
     """Its expiry comes while a courier has its compartment open; he shuts it empty, and the
     order waits for a courier again, past its expiry: it is still expired once the drop-off is
     over, and the purchaser and merchant told, not left waiting for ever."""
-    await StoryHandler(service).on_status(
-        world.kiosk_code, contract.KioskStatus(state="online", board_online=True)
-    )
-    order = await create_order(app_client, world, ref="E-1b")
-    dropped = await app_client.post(
-        "/api/v1/kiosk/dropoff", json=world.dropoff_body("E-1b"), headers=world.kiosk()
-    )
-    assert dropped.status_code == 200, dropped.text
-    n = int(dropped.json()["compartment"])
+    order, n = await _reserved(app_client, world, service, "E-1b")
     await _due_now(service, TimerKind.ORDER_EXPIRY)
     await TimerLoop(service).run_due()  # mid drop-off: nothing ends, it is looked at later
     [again] = await _pending(service, TimerKind.ORDER_EXPIRY)
