@@ -196,9 +196,10 @@ class Settings(BaseSettings):
     notify_poll_s: float = Field(default=0.5, gt=0)  # real seconds between outbox polls
     notify_lease_s: float = Field(default=120.0, gt=0)  # a send taking longer is retried
     notify_send_timeout_s: float = Field(default=30.0, gt=0)
-    # Merchants' webhooks (ADR 0072): real seconds. 15 attempts with backoff doubling from 5 s
-    # to an hour are about 10 hours of retries before a delivery goes to the dead letters.
-    webhook_max_attempts: int = Field(default=15, ge=1)
+    # Merchants' webhooks (ADR 0072): real seconds. 20 attempts with backoff doubling from 5 s
+    # to an hour are about 10 hours of retries before a delivery goes to the dead letters (the
+    # doubling takes 5.4 hours to reach the hour, then five more hours).
+    webhook_max_attempts: int = Field(default=20, ge=1)
     webhook_backoff_s: float = Field(default=5.0, gt=0)
     webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
     webhook_timeout_s: float = Field(default=10.0, gt=0)

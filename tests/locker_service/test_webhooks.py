@@ -17,9 +17,11 @@ import pytest
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
+from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.models import WebhookDelivery, utcnow
+from locker_service.notifications import webhooks
 from locker_service.notifications.webhooks import WebhookWorker, prune_finished_before
 from locker_service.sites import service as admin
 from tests.locker_service.world import World, cycles_have_run, dropped_off, event, token_of
@@ -185,6 +187,17 @@ async def test_a_receiver_down_gets_everything_once_in_order_when_it_is_back(
     async with service.sessionmaker() as session:
         rows = (await session.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id))).all()
     assert [(d.status, d.attempts) for d in rows] == [("delivered", 3), ("delivered", 1)]
+
+
+def test_a_delivery_is_retried_for_about_ten_hours_before_it_is_dead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the guide promises a merchant whose receiver is down overnight (ADR 0072): the
+    waits between the default attempts, without their jitter, add up to about ten hours."""
+    monkeypatch.setattr(webhooks.random, "uniform", lambda low, high: 1.0)
+    settings = Settings(secret_key="k" * 32)
+    waits = [webhooks.backoff_s(settings, n) for n in range(1, settings.webhook_max_attempts)]
+    assert 9.5 * 3600 < sum(waits) < 11 * 3600, sum(waits) / 3600
 
 
 async def test_a_dead_letter_is_listed_and_redelivered_with_its_id(
