@@ -71,6 +71,13 @@ def compartment_view(c: Compartment, kiosk: Kiosk) -> dict[str, object]:
     }
 
 
+async def told_of_fault(session: AsyncSession, order: Order) -> bool:
+    """Was the merchant told of a heater or lamp fault with this order's food inside (and so
+    she that staff would contact her, staff to take it out)?"""
+    faulted = NOTICE_PREFIX + FAULT_NOTICE
+    return any(n.action == faulted for n in await orders.notices(session, order.id))
+
+
 class Story:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -497,10 +504,7 @@ class Story:
         contact her (ADR 0047). It was not collected: the order fails with that reason, and
         the merchant hears `order.failed`, never `order.picked_up`. False, changing nothing,
         for anything else (her code opened it; a jammed lock staff opened for her)."""
-        if order.code_used_at is not None:
-            return False
-        faulted = NOTICE_PREFIX + FAULT_NOTICE
-        if not any(n.action == faulted for n in await orders.notices(session, order.id)):
+        if order.code_used_at is not None or not await told_of_fault(session, order):
             return False
         await orders.transition(
             session,

@@ -34,7 +34,7 @@ from locker_service.foodsafety.profiles import Profile
 from locker_service.foodsafety.watch import Unsafe
 from locker_service.kiosk_link.errors import KioskLinkError
 from locker_service.kiosks import repository as kiosk_reports
-from locker_service.kiosks.story import Story
+from locker_service.kiosks.story import Story, told_of_fault
 from locker_service.models import (
     Compartment,
     DisinfectionCycle,
@@ -498,6 +498,11 @@ async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
             window = timedelta(seconds=doors.authorisation_window_s(ctx))
             if release is not None and now - release < window:
                 return now + window / 4  # overdue: its handler runs, or its worker died
+        elif await told_of_fault(session, order):
+            # A heater or lamp fault with her food inside: she was told staff would contact
+            # her, the merchant that staff would take it out. "Not collected" would blame her;
+            # staff's taking it out or the food check (its time up, or too cold) ends it.
+            return None
         await Story(ctx).expire(session, order, "not collected within the hold limit")
     return None
 

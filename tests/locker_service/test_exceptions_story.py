@@ -146,10 +146,18 @@ async def test_staff_emptying_a_ready_order_after_a_fault_is_not_her_pickup(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, fault: str
 ) -> None:
     """Her food is ready when its heater fails: staff are told to take it out, the merchant
-    that they will. When they do, the order failed, and says why: the merchant never hears it
-    was picked up. A jammed lock staff open for her is her pickup, as before."""
+    that they will. Her hold running out meanwhile tells nobody she did not collect it. When
+    staff take it out, the order failed, and says why: the merchant never hears it was picked
+    up. A jammed lock staff open for her is her pickup, as before."""
     order, n = await make_ready(app_client, world, service, ref=f"F-{fault}")
     await event(service, world, "fault_raised", n, fault=fault)
+    if fault != "lock_jammed":  # her hold runs out while staff have yet to come
+        await _due_now(service, TimerKind.HOLD_EXPIRY)
+        await TimerLoop(service).run_due()
+        assert await _order_state(service, order) == "ready"  # not "she did not collect it"
+        assert "expired" not in await _outbox(service, order["id"])
+        notices = await _merchant_notices(app_client, world, order)
+        assert [x["kind"] for x in notices] == ["compartment_fault"]
     async with service.sessionmaker() as session:
         c = await session.scalar(
             select(Compartment).where(
