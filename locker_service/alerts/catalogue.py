@@ -159,6 +159,13 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
         "zh-Hans": Words("柜机离线", "请检查柜机电脑的电源和网络。柜机电脑运行期间，"
                          "已就绪订单的取餐人仍可扫描二维码开柜。"),
     },
+    "no_free_compartment": {
+        "en": Words("A courier found no free compartment", "A courier was turned away with the "
+                    "food: free a compartment (empty expired food, check out-of-service ones) or "
+                    "send couriers to another kiosk."),
+        "zh-Hans": Words("配送员找不到空柜格", "配送员带着餐品被拒：请腾出柜格（清理过期餐品、"
+                         "检查停用的柜格），或让配送员前往其他柜机。"),
+    },
     "notification_undeliverable": {
         "en": Words("Purchaser not reached", "Her message could not be delivered: correct the "
                     "contact and resend it from the alert."),

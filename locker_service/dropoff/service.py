@@ -27,7 +27,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.alerts.service import raise_compartment_alert
+from locker_service.alerts.service import raise_alert, raise_compartment_alert
 from locker_service.compartments import openings
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
@@ -71,6 +71,15 @@ PREHEAT_TIMEOUT_S = 3.0  # one round trip to the board; the courier's answer wai
 
 class NoFreeCompartment(Conflict):
     code = "no_free_compartment"
+
+    def __init__(self, message: str, order: Order) -> None:
+        super().__init__(message)
+        self.order_id, self.ref, self.size, self.hot = (
+            order.id,
+            order.external_ref,
+            order.size,
+            order.temperature_class == "hot",
+        )
 
 
 class DropoffsFrozen(KillSwitchEngaged):
@@ -186,9 +195,42 @@ async def _dropoff(
     not_empty: list[int] = []  # ids: the rows may be gone with a rolled-back transaction
     try:
         return await _allocate(ctx, kiosk, courier, order_ref, not_empty)
+    except NoFreeCompartment as full:
+        await _report_full(ctx, kiosk, courier, full)
+        raise
     finally:
         if not_empty:
             await _report_not_empty(ctx, kiosk, not_empty)
+
+
+async def _report_full(
+    ctx: ServiceContext, kiosk: Kiosk, courier: Courier, full: NoFreeCompartment
+) -> None:
+    """A courier turned away with the food (his screen says to call the operator): the
+    operator is alerted, once per kiosk until resolved, and the merchant reads it on the order
+    (in a transaction of its own: the drop-off's was rolled back)."""
+    what = f"{'hot ' if full.hot else ''}order {full.ref} (size {full.size})"
+    async with session_scope(ctx.attended_sessions) as session:
+        await raise_alert(
+            session,
+            kind="no_free_compartment",
+            severity="warning",
+            message=f"{kiosk.name}: courier {courier.code} found no free compartment for {what}",
+            dedupe_key=f"no_free_compartment:{kiosk.id}",
+            site_id=kiosk.site_id,
+            kiosk_id=kiosk.id,
+            hub=ctx.hub,
+        )
+        orders.add_notice(
+            session,
+            full.order_id,
+            "kiosk",
+            kiosk.code,
+            "no_free_compartment",
+            f"a courier could not drop off order {full.ref} at {kiosk.name}: no free "
+            "compartment fitted it; staff were alerted, and the order still waits for a courier",
+            {"kiosk": kiosk.code},
+        )
 
 
 async def _report_not_empty(ctx: ServiceContext, kiosk: Kiosk, found: list[int]) -> None:
@@ -318,7 +360,7 @@ async def _reserve(
             break
     if chosen is None:
         raise NoFreeCompartment(
-            f"no free {'heated ' if hot else ''}compartment of size {order.size} or larger"
+            f"no free {'heated ' if hot else ''}compartment of size {order.size} or larger", order
         )
     chosen.state = CompartmentState.RESERVED.value  # mirror the CAS in the loaded object
     await orders.transition(

@@ -22,6 +22,7 @@ from locker_service.dropoff.service import (
     NoFreeCompartment,
 )
 from locker_service.kiosk_link.errors import CommandTimeout, InvalidCommand, KioskUnreachable
+from locker_service.models import Order
 from locker_service.orders.lifecycle import IllegalOrderTransition, OrderTrigger
 from locker_service.pickup.service import InvalidCode, KillSwitchEngaged
 
@@ -33,7 +34,11 @@ CASES: list[tuple[errors.ServiceError, int, str]] = [
     (KillSwitchEngaged("no"), 403, "kill_switch_engaged"),
     (errors.NotFound("gone"), 404, "not_found"),
     (errors.Conflict("used", code="code_used"), 409, "code_used"),
-    (NoFreeCompartment("full"), 409, "no_free_compartment"),
+    (
+        NoFreeCompartment("full", Order(external_ref="R-1", size="L", temperature_class="hot")),
+        409,
+        "no_free_compartment",
+    ),
     (DropoffInProgress("R-1", "Lobby", 3), 409, "dropoff_in_progress"),
     (IllegalOrderTransition("ready", OrderTrigger.DEPOSIT.value), 409, "invalid_transition"),
     (

@@ -522,11 +522,26 @@ async def test_a_retry_once_the_food_is_in_opens_nothing_and_the_door_shutting_d
     assert (await order_of(service, order["id"])).state == "deposited"
 
 
-async def test_no_free_compartment_of_the_size(app_client: httpx.AsyncClient, world: World) -> None:
-    await create_order(app_client, world, ref="S-5", size="L")
-    answer = await _dropoff(app_client, world, "S-5")
-    assert answer.status_code == 409
-    assert answer.json()["error"] == "no_free_compartment"
+async def test_no_free_compartment_of_the_size(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """The courier is turned away with the food, and his screen says to call the operator: the
+    operator has an alert (one per kiosk, however many are turned away) and the merchant
+    reads it on the order, which still waits for a courier."""
+    order = await create_order(app_client, world, ref="S-5", size="L")
+    for _ in range(2):
+        answer = await _dropoff(app_client, world, "S-5")
+        assert answer.status_code == 409
+        assert answer.json()["error"] == "no_free_compartment"
+    async with service.sessionmaker() as session:
+        [alert] = (
+            await session.scalars(select(Alert).where(Alert.kind == "no_free_compartment"))
+        ).all()
+    assert alert.state == "open" and alert.count == 2 and alert.kiosk_id == world.kiosk_id
+    assert "hot order S-5 (size L)" in alert.message
+    read = (await app_client.get(f"/api/v1/orders/{order['id']}", headers=world.merchant())).json()
+    assert read["state"] == "created"
+    assert [x["kind"] for x in read["notices"]] == ["no_free_compartment"] * 2
 
 
 async def test_ambient_food_prefers_an_unheated_compartment(
@@ -579,6 +594,7 @@ async def test_a_faulted_free_compartment_leaves_the_pool_until_cleared(
         ("compartment_fault", "open"),  # 2
         ("compartment_fault", "resolved"),  # 3
         ("compartment_fault", "open"),  # 4
+        ("no_free_compartment", "open"),  # the courier turned away meanwhile
     ]
 
 
