@@ -66,7 +66,15 @@ class OrderRead(BaseModel):
     picked_up_at: datetime | None = None
     hold_until: datetime | None = None
     expires_at: datetime | None = None
+    closed_at: datetime | None = Field(
+        default=None, description="when it was cancelled, expired or failed"
+    )
     failure_reason: str | None = None
+    version: int = Field(
+        default=1,
+        description="grows with every step of the order, as `data.version` of its webhook "
+        "events: an event older than what you read here is out of date",
+    )
     cooked_at: datetime | None = None
     food_deadline: datetime | None = Field(
         default=None,

@@ -294,6 +294,8 @@ async def test_an_order_whose_drop_off_ends_empty_after_its_expiry_still_expires
     assert "never_dropped_off" in await _outbox(service, order["id"])
     notices = await _merchant_notices(app_client, world, order)
     assert [x["kind"] for x in notices] == ["expired_never_dropped_off"]
+    read = (await app_client.get(f"/api/v1/orders/{order['id']}", headers=world.merchant())).json()
+    assert read["closed_at"] is not None and read["failure_reason"] == "never dropped off"
 
 
 async def test_an_uncollected_order_expires_without_saying_it_was_removed(

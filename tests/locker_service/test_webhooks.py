@@ -129,6 +129,9 @@ async def test_an_order_s_events_arrive_in_order_signed(
         Webhook(endpoint["secret"]).verify(receiver.received[0][1] + b" ", receiver.received[0][0])
     versions = [json.loads(b)["data"]["version"] for _, b in receiver.received]
     assert versions == sorted(versions) and len(set(versions)) == 4
+    # Polling answers the same version with the order's state: the events line up against it.
+    read = (await app_client.get(f"/api/v1/orders/{order_id}", headers=world.merchant())).json()
+    assert (read["state"], read["version"]) == ("picked_up", versions[-1])
 
 
 async def test_an_order_is_accepted_once_however_often_it_is_sent(
