@@ -4,6 +4,7 @@ only the three variables the guide says to set."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from locker_service.kiosks import exceptions
 from tests.locker_service.served import merchant_service
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -76,3 +78,24 @@ async def test_every_example_of_the_guide_runs_against_a_real_service(tmp_path: 
 
     finally:
         service.kill()
+
+
+def test_every_notice_kind_the_service_writes_is_explained() -> None:
+    """Each kind of notice an order can carry has its row in the guide's table: the exceptions'
+    table (ADR 0047) and the notices written outside it (found in the code by their call)."""
+    root = GUIDE.parents[1] / "locker_service"
+    written = {
+        call.args[4].value  # add_notice(session, order_id, actor_type, actor_id, kind, ...)
+        for path in root.rglob("*.py")
+        for call in ast.walk(ast.parse(path.read_text()))
+        if isinstance(call, ast.Call)
+        and getattr(call.func, "attr", None) == "add_notice"
+        and len(call.args) > 4
+        and isinstance(call.args[4], ast.Constant)
+    }
+    kinds = {t.merchant_event for t in map(exceptions.decide, exceptions.Exceptional)}
+    kinds = {k for k in kinds if k is not None} | written
+    assert {"collected_before_end", "no_free_compartment"} <= written  # the search finds them
+    rows = set(re.findall(r"^\| `([a-z_]+)`", GUIDE.read_text(), re.MULTILINE))
+    rows |= set(re.findall(r"`([a-z_]+)`,? ", GUIDE.read_text()))
+    assert kinds - rows == set()
