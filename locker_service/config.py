@@ -198,7 +198,7 @@ class Settings(BaseSettings):
     notify_send_timeout_s: float = Field(default=30.0, gt=0)
     # Merchants' webhooks (ADR 0072): real seconds. 20 attempts with backoff doubling from 5 s
     # to an hour are about 10 hours of retries before a delivery goes to the dead letters (the
-    # doubling takes 5.4 hours to reach the hour, then five more hours).
+    # doubling reaches the hour in 1.4 hours, then nine hourly waits).
     webhook_max_attempts: int = Field(default=20, ge=1)
     webhook_backoff_s: float = Field(default=5.0, gt=0)
     webhook_backoff_max_s: float = Field(default=3600.0, gt=0)

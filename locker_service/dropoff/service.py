@@ -50,6 +50,7 @@ from locker_service.metrics import DROPOFFS
 from locker_service.models import Compartment, Courier, Kiosk, Order, utcnow
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
+from locker_service.orders.schemas import NOTICE_PREFIX
 from locker_service.orders.schemas import live_view as order_view
 from locker_service.pickup import repository as pickup_repository
 from locker_service.pickup import service as pickup_service
@@ -66,6 +67,7 @@ log = logging.getLogger(__name__)
 # Why a drop-off's door opening was authorised; reconciliation finds the drop-off by it.
 DROPOFF_OPENING_WHY = "drop-off"
 AWAITING_DROPOFF = (OrderState.CREATED, OrderState.ASSIGNED)
+STALE_REFERENCE = timedelta(days=1)
 PREHEAT_TIMEOUT_S = 3.0  # one round trip to the board; the courier's answer waits for it
 
 
@@ -196,7 +198,10 @@ async def _dropoff(
     try:
         return await _allocate(ctx, kiosk, courier, order_ref, not_empty)
     except NoFreeCompartment as full:
-        await _report_full(ctx, kiosk, courier, full)
+        try:
+            await _report_full(ctx, kiosk, courier, full)
+        except Exception:  # the courier is still told why, whatever became of the report
+            log.exception("a courier turned away at kiosk %s was not reported", kiosk.code)
         raise
     finally:
         if not_empty:
@@ -207,8 +212,9 @@ async def _report_full(
     ctx: ServiceContext, kiosk: Kiosk, courier: Courier, full: NoFreeCompartment
 ) -> None:
     """A courier turned away with the food (his screen says to call the operator): the
-    operator is alerted, once per kiosk until resolved, and the merchant reads it on the order
-    (in a transaction of its own: the drop-off's was rolled back)."""
+    operator is alerted, once per kiosk until resolved, and the merchant reads it on the order,
+    once per kiosk (a courier trying again and again writes it once); in a transaction of its
+    own, the drop-off's was rolled back."""
     what = f"{'hot ' if full.hot else ''}order {full.ref} (size {full.size})"
     async with session_scope(ctx.attended_sessions) as session:
         await raise_alert(
@@ -221,6 +227,13 @@ async def _report_full(
             kiosk_id=kiosk.id,
             hub=ctx.hub,
         )
+        told = await orders.notices(session, full.order_id)
+        if any(
+            n.action == NOTICE_PREFIX + NoFreeCompartment.code
+            and n.detail.get("kiosk") == kiosk.code
+            for n in told
+        ):
+            return
         orders.add_notice(
             session,
             full.order_id,
@@ -268,10 +281,17 @@ async def _allocate(
         if not candidates:
             raise NotFound(f"no order {order_ref!r} for this site", code="order_not_found")
         if len(candidates) > 1:
-            # Merchants number their orders alike, and a reference comes round again: the one
-            # still waiting for a courier is meant, not another merchant's or last month's.
-            waiting = [o for o in candidates if o.state in AWAITING_DROPOFF]
-            candidates = waiting if len(waiting) == 1 else candidates
+            # Merchants number their orders alike: an order of another merchant that ended more
+            # than a day ago is not the food in the courier's hands. One that ended since may
+            # be (his own, expired while he was on his way): then he must say which.
+            recent = utcnow() - STALE_REFERENCE
+            fresh = [
+                o
+                for o in candidates
+                if o.state in AWAITING_DROPOFF
+                or (o.picked_up_at or o.closed_at or recent) >= recent
+            ]
+            candidates = fresh or candidates
         if len(candidates) > 1:
             raise Conflict(
                 f"{len(candidates)} orders match {order_ref!r}: use the order id",

@@ -40,7 +40,7 @@ from locker_service.models import (
 from locker_service.orders import outbox
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
-from locker_service.orders.schemas import NOTICE_PREFIX, live_view
+from locker_service.orders.schemas import live_view
 from locker_service.pickup import offline as pickup_offline
 from locker_service.pickup import repository as pickup_repository
 from locker_service.sites import service as sites
@@ -49,14 +49,16 @@ from locker_service.timers.service import TimerKind
 
 log = logging.getLogger(__name__)
 
-# The merchant's notice of a heater or lamp fault with the food inside (ADR 0047), and why a
-# ready order whose food staff then took out failed.
-FAULT_NOTICE = "compartment_fault"
+# Faults that keep food from being held (its heat or its disinfection), as told in ADR 0047.
 FOOD_FAULTS = (exceptions.Exceptional.HEATER_FAULT, exceptions.Exceptional.LAMP_FAULT)
-TAKEN_OUT_AFTER_FAULT = (
-    "taken out by staff after a compartment fault (the food no longer kept hot or "
-    "disinfected); not collected with her code"
-)
+
+
+def latched_food_fault(c: Compartment) -> str | None:
+    """The heater, probe or lamp fault the compartment's board has latched now, if any: with
+    food inside, everyone was told staff would take it out and contact her (ADR 0047)."""
+    if c.fault is not None and exceptions.fault_exception(c.fault) in FOOD_FAULTS:
+        return c.fault
+    return None
 
 
 def compartment_view(c: Compartment, kiosk: Kiosk) -> dict[str, object]:
@@ -69,13 +71,6 @@ def compartment_view(c: Compartment, kiosk: Kiosk) -> dict[str, object]:
         "door_open": c.door_open,
         "occupied": c.occupied,
     }
-
-
-async def told_of_fault(session: AsyncSession, order: Order) -> bool:
-    """Was the merchant told of a heater or lamp fault with this order's food inside (and so
-    she that staff would contact her, staff to take it out)?"""
-    faulted = NOTICE_PREFIX + FAULT_NOTICE
-    return any(n.action == faulted for n in await orders.notices(session, order.id))
 
 
 class Story:
@@ -131,11 +126,12 @@ class Story:
             order_id=order.id,
             compartment_id=c.id,
         )
-        if c.fault is not None and exceptions.fault_exception(c.fault) in FOOD_FAULTS:
+        fault = latched_food_fault(c)
+        if fault is not None:
             # The heater or lamp failed while the compartment was reserved, and the courier, who
             # is not told of faults, shut the food in: it is now a fault with food inside, and
             # everyone is told so (else its cycle only fails to start, and nobody hears).
-            await self.fault_with_food(session, kiosk, c, c.fault)
+            await self.fault_with_food(session, kiosk, c, fault)
         self._publish(session, kiosk, c, order)
 
     async def release_empty(
@@ -427,7 +423,7 @@ class Story:
         now = utcnow()
         if order is not None and order.state == OrderState.READY:
             # Taken out by staff after a fault, as everyone was told: not collected.
-            if not await self._taken_out_after_fault(session, order, who):
+            if not await self._taken_out_after_fault(session, c, order, who):
                 await self._picked_up(session, order, who, now)
         elif order is not None and order.state in (OrderState.DEPOSITED, OrderState.DISINFECTING):
             await orders.transition(
@@ -497,22 +493,43 @@ class Story:
         await timers.cancel(session, [TimerKind.REMINDER, TimerKind.HOLD_EXPIRY], order_id=order.id)
 
     async def _taken_out_after_fault(
-        self, session: AsyncSession, order: Order, who: str | None
+        self, session: AsyncSession, c: Compartment, order: Order, who: str | None
     ) -> bool:
-        """Staff emptied a ready order's compartment, not through her code, after a heater or
-        lamp fault with the food inside: everyone was told staff would take the food out and
-        contact her (ADR 0047). It was not collected: the order fails with that reason, and
-        the merchant hears `order.failed`, never `order.picked_up`. False, changing nothing,
-        for anything else (her code opened it; a jammed lock staff opened for her)."""
-        if order.code_used_at is not None or not await told_of_fault(session, order):
+        """Staff emptied a ready order's compartment, not through her code, while its heater or
+        probe fault is latched: the food was no longer kept hot, and everyone was told staff
+        would take it out and contact her (ADR 0047). It was not collected: the order fails
+        with that reason, and the merchant hears `order.failed`, never `order.picked_up`.
+        False, changing nothing, for anything else: her code opened it; a jammed lock staff
+        opened for her; a lamp fault on food already disinfected and still hot, or a fault
+        cleared since, where staff may well have handed her the food."""
+        fault = latched_food_fault(c)
+        if (
+            order.code_used_at is not None
+            or fault is None
+            or exceptions.fault_exception(fault) != exceptions.Exceptional.HEATER_FAULT
+        ):
             return False
+        await self.fail_held(
+            session,
+            order,
+            f"taken out by staff after its compartment reported {fault} (the food no longer "
+            "kept hot); not collected with her code",
+            actor=who,
+        )
+        return True
+
+    async def fail_held(
+        self, session: AsyncSession, order: Order, reason: str, *, actor: str | None
+    ) -> None:
+        """A ready order that ends without her (`ready -> failed`): the merchant hears
+        `order.failed` with the reason; nothing is left to remind her of or expire."""
         await orders.transition(
             session,
             order,
             OrderTrigger.FAIL,
-            actor_type=(who or "unknown").split(":")[0],
-            actor_id=who,
-            failure_reason=TAKEN_OUT_AFTER_FAULT,
+            actor_type=(actor or "system").split(":")[0],
+            actor_id=actor,
+            failure_reason=reason,
             closed_at=utcnow(),
         )
         await timers.cancel(
@@ -520,7 +537,7 @@ class Story:
             [TimerKind.REMINDER, TimerKind.HOLD_EXPIRY, TimerKind.FOOD_CHECK],
             order_id=order.id,
         )
-        return True
+        publish_after_commit(session, self.ctx.hub, "order", live_view(order), order.site_id)
 
     async def _collected_before_end(
         self, session: AsyncSession, kiosk: Kiosk, c: Compartment, order: Order

@@ -34,7 +34,7 @@ from locker_service.foodsafety.profiles import Profile
 from locker_service.foodsafety.watch import Unsafe
 from locker_service.kiosk_link.errors import KioskLinkError
 from locker_service.kiosks import repository as kiosk_reports
-from locker_service.kiosks.story import Story, told_of_fault
+from locker_service.kiosks.story import Story, latched_food_fault
 from locker_service.models import (
     Compartment,
     DisinfectionCycle,
@@ -498,10 +498,21 @@ async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
             window = timedelta(seconds=doors.authorisation_window_s(ctx))
             if release is not None and now - release < window:
                 return now + window / 4  # overdue: its handler runs, or its worker died
-        elif await told_of_fault(session, order):
-            # A heater or lamp fault with her food inside: she was told staff would contact
-            # her, the merchant that staff would take it out. "Not collected" would blame her;
-            # staff's taking it out or the food check (its time up, or too cold) ends it.
+        compartment = (
+            await session.get(Compartment, order.compartment_id) if order.compartment_id else None
+        )
+        fault = latched_food_fault(compartment) if compartment is not None else None
+        if fault is not None:
+            # Her food's heater or lamp failed and is still faulted: she was told staff would
+            # contact her, the merchant that staff would take it out. "Not collected within
+            # the hold limit" would blame her: the order fails, saying why.
+            await Story(ctx).fail_held(
+                session,
+                order,
+                f"not collected by the end of its hold, after its compartment reported "
+                f"{fault} (she was told staff would contact her)",
+                actor=None,
+            )
             return None
         await Story(ctx).expire(session, order, "not collected within the hold limit")
     return None
@@ -768,7 +779,9 @@ async def _fold_readings(
 # Timers that look again by design for as long as their order lasts (a held order's food is
 # checked every minute for hours): a run that asks to run again succeeded, so it does not count
 # towards giving up. Every other timer's "again" is a retry of a step that did not happen.
-RECURRING: frozenset[str] = frozenset({TimerKind.FOOD_CHECK})
+# Timers that come again by design, never given up on after MAX_ATTEMPTS: the food checks,
+# and an order's expiry while its drop-off goes on (a kiosk cut off mid drop-off for hours).
+RECURRING: frozenset[str] = frozenset({TimerKind.FOOD_CHECK, TimerKind.ORDER_EXPIRY})
 
 HANDLERS: dict[str, Handler] = {
     TimerKind.START_HOLD_CYCLE: start_hold_cycle,

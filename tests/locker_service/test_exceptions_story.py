@@ -141,23 +141,45 @@ async def test_heater_fault_during_the_hold_tells_everyone_and_starts_nothing_ag
     assert len(await _merchant_notices(app_client, world, order)) == 1
 
 
-@pytest.mark.parametrize("fault", ["heating_watchdog", "lock_jammed"])
-async def test_staff_emptying_a_ready_order_after_a_fault_is_not_her_pickup(
-    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fault: str
+@pytest.mark.parametrize(
+    "fault, then",
+    [
+        ("heating_watchdog", "staff"),
+        ("heating_watchdog", "hold_ends"),
+        ("heating_watchdog", "cleared_then_hold_ends"),
+        ("uv_timeout", "staff"),
+        ("lock_jammed", "staff"),
+    ],
+)
+async def test_a_ready_order_after_a_fault_ends_as_what_happened(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fault: str, then: str
 ) -> None:
-    """Her food is ready when its heater fails: staff are told to take it out, the merchant
-    that they will. Her hold running out meanwhile tells nobody she did not collect it. When
-    staff take it out, the order failed, and says why: the merchant never hears it was picked
-    up. A jammed lock staff open for her is her pickup, as before."""
-    order, n = await make_ready(app_client, world, service, ref=f"F-{fault}")
+    """Her food is ready when its compartment faults; staff are told to take it out and the
+    merchant that they will. Staff taking it out while its heater is faulted: the order failed,
+    and says why (the merchant never hears `order.picked_up` of food thrown away). Her hold
+    running out first: it failed, saying the fault, not that she did not collect it. A fault
+    cleared before the hold ends: it expires as any uncollected order. Staff opening after a
+    lamp fault (the food disinfected and hot) or a jammed lock: her pickup, as before."""
+    order, n = await make_ready(app_client, world, service, ref=f"F-{fault}-{then}")
     await event(service, world, "fault_raised", n, fault=fault)
-    if fault != "lock_jammed":  # her hold runs out while staff have yet to come
+    if then == "cleared_then_hold_ends":
+        await event(service, world, "fault_cleared", n)
+    if then != "staff":
         await _due_now(service, TimerKind.HOLD_EXPIRY)
         await TimerLoop(service).run_due()
-        assert await _order_state(service, order) == "ready"  # not "she did not collect it"
-        assert "expired" not in await _outbox(service, order["id"])
-        notices = await _merchant_notices(app_client, world, order)
-        assert [x["kind"] for x in notices] == ["compartment_fault"]
+        read = await _merchant_read(app_client, world, order)
+        if then == "cleared_then_hold_ends":
+            assert read["state"] == "expired" and "expired" in await _outbox(service, order["id"])
+            return
+        assert read["state"] == "failed", read
+        assert read["failure_reason"] == (
+            "not collected by the end of its hold, after its compartment reported "
+            "heating_watchdog (she was told staff would contact her)"
+        )
+        assert "expired" not in await _outbox(service, order["id"])  # not "you did not come"
+        assert [x["kind"] for x in read["notices"]] == ["compartment_fault"]
+        assert not await _pending(service, TimerKind.FOOD_CHECK)
+        return
     async with service.sessionmaker() as session:
         c = await session.scalar(
             select(Compartment).where(
@@ -173,12 +195,15 @@ async def test_staff_emptying_a_ready_order_after_a_fault_is_not_her_pickup(
     assert opened.status_code == 200, opened.text
     for kind in ("door_opened", "item_removed", "door_closed"):
         await event(service, world, kind, n)
-    read = (await app_client.get(f"/api/v1/orders/{order['id']}", headers=world.merchant())).json()
-    if fault == "lock_jammed":
+    read = await _merchant_read(app_client, world, order)
+    if fault != "heating_watchdog":
         assert read["state"] == "picked_up"
         return
     assert read["state"] == "failed", read
-    assert "taken out by staff after a compartment fault" in read["failure_reason"]
+    assert read["failure_reason"] == (
+        "taken out by staff after its compartment reported heating_watchdog (the food no "
+        "longer kept hot); not collected with her code"
+    )
     async with service.sessionmaker() as session:
         actions = (
             await session.scalars(
@@ -187,6 +212,15 @@ async def test_staff_emptying_a_ready_order_after_a_fault_is_not_her_pickup(
         ).all()
     assert "fail" in actions and "pick_up" not in actions
     assert not await _pending(service, TimerKind.HOLD_EXPIRY)  # nothing left to expire
+
+
+async def _merchant_read(
+    client: httpx.AsyncClient, world: World, order: dict[str, Any]
+) -> dict[str, Any]:
+    read = await client.get(f"/api/v1/orders/{order['id']}", headers=world.merchant())
+    assert read.status_code == 200, read.text
+    answer: dict[str, Any] = read.json()
+    return answer
 
 
 async def test_a_heater_failing_while_the_courier_holds_the_door_is_a_fault_with_food(
