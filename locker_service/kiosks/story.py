@@ -519,10 +519,18 @@ class Story:
         return True
 
     async def fail_held(
-        self, session: AsyncSession, order: Order, reason: str, *, actor: str | None
+        self,
+        session: AsyncSession,
+        order: Order,
+        reason: str,
+        *,
+        actor: str | None,
+        food_left_in: tuple[Kiosk, Compartment] | None = None,
     ) -> None:
         """A ready order that ends without her (`ready -> failed`): the merchant hears
-        `order.failed` with the reason; nothing is left to remind her of or expire."""
+        `order.failed` with the reason; nothing is left to remind her of or expire. Its food
+        still inside (`food_left_in`): the operator's task to take it out, as for an expiry
+        (the fault's own alert resolves with the fault, the food stays)."""
         await orders.transition(
             session,
             order,
@@ -538,6 +546,19 @@ class Story:
             order_id=order.id,
         )
         publish_after_commit(session, self.ctx.hub, "order", live_view(order), order.site_id)
+        if food_left_in is not None:
+            kiosk, c = food_left_in
+            told = exceptions.decide(exceptions.Exceptional.EXPIRED_UNCOLLECTED)
+            await raise_compartment_alert(
+                session,
+                self.ctx.hub,
+                kiosk,
+                c,
+                kind=told.alert_kind,
+                severity=told.severity,
+                what=f"order {order.external_ref} failed ({reason}): remove the food",
+                dedupe_key=f"{told.alert_kind}:{order.id}",
+            )
 
     async def _collected_before_end(
         self, session: AsyncSession, kiosk: Kiosk, c: Compartment, order: Order

@@ -502,7 +502,8 @@ async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
             await session.get(Compartment, order.compartment_id) if order.compartment_id else None
         )
         fault = latched_food_fault(compartment) if compartment is not None else None
-        if fault is not None:
+        if fault is not None and compartment is not None:
+            kiosk = await session.get(Kiosk, compartment.kiosk_id)
             # Her food's heater or lamp failed and is still faulted: she was told staff would
             # contact her, the merchant that staff would take it out. "Not collected within
             # the hold limit" would blame her: the order fails, saying why.
@@ -512,6 +513,7 @@ async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
                 f"not collected by the end of its hold, after its compartment reported "
                 f"{fault} (she was told staff would contact her)",
                 actor=None,
+                food_left_in=(kiosk, compartment) if kiosk is not None else None,
             )
             return None
         await Story(ctx).expire(session, order, "not collected within the hold limit")

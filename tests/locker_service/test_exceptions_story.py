@@ -179,6 +179,8 @@ async def test_a_ready_order_after_a_fault_ends_as_what_happened(
         assert "expired" not in await _outbox(service, order["id"])  # not "you did not come"
         assert [x["kind"] for x in read["notices"]] == ["compartment_fault"]
         assert not await _pending(service, TimerKind.FOOD_CHECK)
+        task = (await _alerts(service))["expired_food"]  # whether or not the fault clears
+        assert task.state == "open" and "remove the food" in task.message
         return
     async with service.sessionmaker() as session:
         c = await session.scalar(
