@@ -779,10 +779,9 @@ async def _fold_readings(
 
 
 # Timers that look again by design for as long as their order lasts (a held order's food is
-# checked every minute for hours): a run that asks to run again succeeded, so it does not count
-# towards giving up. Every other timer's "again" is a retry of a step that did not happen.
-# Timers that come again by design, never given up on after MAX_ATTEMPTS: the food checks,
-# and an order's expiry while its drop-off goes on (a kiosk cut off mid drop-off for hours).
+# checked every minute for hours; an order's expiry waits out a drop-off under way, for hours
+# if its kiosk is cut off meanwhile): a run that asks to run again succeeded, so it does not
+# count towards giving up. Every other timer's "again" is a retry of a step that did not happen.
 RECURRING: frozenset[str] = frozenset({TimerKind.FOOD_CHECK, TimerKind.ORDER_EXPIRY})
 
 HANDLERS: dict[str, Handler] = {
