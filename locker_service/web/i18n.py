@@ -116,6 +116,10 @@ _EN: Final[dict[str, str]] = {
         "The locker did not confirm that compartment {n} opened. If it is open, put the food in "
         "and close the door. If it is not, touch Try again: the same compartment opens."
     ),
+    "error.dropoff_empty": (
+        "Nothing was put in compartment {n}, so the order was not dropped off. To drop it off, "
+        "touch Try again and type your PIN: a compartment opens again."
+    ),
     "error.order_changed": "The order changed meanwhile. Please try again.",
     "error.no_answer_in_time": "The locker did not answer in time. Please try again.",
     "error.invalid_kiosk_command": "Something went wrong. Please call the operator.",
@@ -249,6 +253,10 @@ _ZH: Final[dict[str, str]] = {
     "error.dropoff_unconfirmed": (
         "取餐柜未确认 {n} 号格口已打开。如果柜门已打开，请放入餐品并关好柜门；"
         "如果没有打开，请点击“重试”，将再次打开同一格口。"
+    ),
+    "error.dropoff_empty": (
+        "{n} 号格口内没有放入任何物品，订单未存入。如需存入，请点击“重试”并输入您的密码，"
+        "将再次打开格口。"
     ),
     "error.order_changed": "订单刚刚发生了变化，请重试。",
     "error.no_answer_in_time": "取餐柜未及时响应，请重试。",

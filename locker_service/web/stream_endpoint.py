@@ -117,7 +117,8 @@ def _stream(
     return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-KIOSK_STREAM_KINDS = frozenset({"pickup"})  # the scanner's outcomes; nothing else is for a lobby
+# The scanner's outcomes, and a courier's door shut on nothing: nothing else is for a lobby.
+KIOSK_STREAM_KINDS = frozenset({"pickup", "dropoff"})
 
 
 @router.get(
@@ -127,7 +128,8 @@ KIOSK_STREAM_KINDS = frozenset({"pickup"})  # the scanner's outcomes; nothing el
     responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
 )
 async def kiosk_stream(ctx: ContextDep, signed_in: KioskKeyDep) -> StreamingResponse:
-    """This kiosk's scanner outcomes: `pickup` events `{ok, compartment}` or `{ok, error}`."""
+    """This kiosk's scanner outcomes, `pickup` events `{ok, compartment}` or `{ok, error}`, and
+    `dropoff` events `{compartment, outcome: "empty"}` for a courier's door shut on nothing."""
     kiosk, key = signed_in
     code = kiosk.code
 

@@ -394,3 +394,40 @@ def test_an_unconfirmed_drop_off_names_the_compartment_and_try_again_opens_it(
     unlocks = [r.command for r in kiosk.received if r.command.action == "unlock"]
     assert [c.compartment for c in unlocks] == [n, n]
     page.context.close()
+
+
+def test_a_courier_who_shuts_his_door_on_nothing_is_told_at_the_screen(
+    browser: Any, live_service: tuple[ServiceProcess, Seed, ScriptedKiosk]
+) -> None:
+    """He opens the compartment he was given and shuts it without the food: the screen says so
+    at once, in his language, instead of "put the food in" until it times out, and Try again
+    asks for his PIN to open one again."""
+    service, seed, kiosk = live_service
+    ref = order_for(service, seed)
+    page = kiosk_page(browser, service, seed)
+    drop_off(page, seed.courier_code, seed.courier_pin, ref)
+    number = page.locator("#opened-number")
+    expect(number).not_to_have_text("", timeout=15_000)
+    n = int(number.inner_text())
+    kiosk.open_door(n)
+    kiosk.close_door(n)  # nothing placed
+    error = page.locator("#error-text")
+    expect(error).to_have_text(
+        f"Nothing was put in compartment {n}, so the order was not dropped off. To drop it off, "
+        "touch Try again and type your PIN: a compartment opens again.",
+        timeout=15_000,
+    )
+    page.get_by_role("button", name="中文").click()
+    expect(error).to_contain_text(f"{n} 号格口内没有放入任何物品")
+    page.get_by_role("button", name="English").click()
+    page.get_by_role("button", name="Try again").click()
+    expect(page.locator("#courier-pin-display")).to_have_text("")
+    for digit in seed.courier_pin:
+        page.get_by_role("button", name=digit, exact=True).click()
+    page.get_by_role("button", name="Next").click()
+    expect(page.get_by_label("Type the order reference, or scan the order label.")).to_have_value(
+        ref
+    )
+    page.get_by_role("button", name="Open", exact=True).click()
+    expect(number).to_have_text(str(n), timeout=15_000)  # the order waits again: it opens
+    page.context.close()

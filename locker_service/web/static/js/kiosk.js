@@ -31,6 +31,7 @@
     "error.order_not_found": "order",
     "error.ambiguous_order": "order",
     "error.invalid_transition": "order",
+    "error.dropoff_empty": "pin",
   };
   const STEP_OF_FIELD = { pin: "courier-pin", order: "courier-order", code: "pickup" };
   // Refusals where nothing typed was wrong (the locker or its service out of reach, no answer in
@@ -329,6 +330,10 @@
     if (!token()) return;
     scannerStream = LockerSSE.follow("/api/v1/kiosk/stream", token, {
       onEvent: (event, data) => {
+        if (event === "dropoff") {
+          courierShutNothing(data);
+          return;
+        }
         if (event !== "pickup" || state.screen === "setup") return;
         touched();
         state.retry = null;
@@ -344,6 +349,17 @@
         home();
       },
     });
+  }
+
+  // The courier shut the door he was given on nothing: he is told while still at the screen,
+  // not left reading "put the food in" until it times out.
+  function courierShutNothing(data) {
+    const opened = state.opened;
+    if (data.outcome !== "empty" || state.screen !== "opened" || !opened) return;
+    if (opened.kind !== "courier" || Number(opened.n) !== Number(data.compartment)) return;
+    touched();
+    state.retry = "dropoff";
+    showError(new Refusal("error.dropoff_empty", data.message, { n: data.compartment }));
   }
 
   // ---- inactivity -----------------------------------------------------------------------
