@@ -281,15 +281,16 @@ async def _allocate(
         if not candidates:
             raise NotFound(f"no order {order_ref!r} for this site", code="order_not_found")
         if len(candidates) > 1:
-            # Merchants number their orders alike: an order of another merchant that ended more
-            # than a day ago is not the food in the courier's hands. One that ended since may
-            # be (his own, expired while he was on his way): then he must say which.
+            # Merchants number their orders alike. The food in the courier's hands is an order
+            # waiting for a courier, or one that ended without ever reaching a locker within
+            # the last day (expired or cancelled while he was on his way): then he must say
+            # which. Food already in a locker, or through one, is not his.
             recent = utcnow() - STALE_REFERENCE
             fresh = [
                 o
                 for o in candidates
                 if o.state in AWAITING_DROPOFF
-                or (o.picked_up_at or o.closed_at or recent) >= recent
+                or (o.deposited_at is None and (o.closed_at or recent) >= recent)
             ]
             candidates = fresh or candidates
         if len(candidates) > 1:

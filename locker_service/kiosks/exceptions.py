@@ -40,6 +40,8 @@ class Exceptional(enum.StrEnum):
     KIOSK_OFFLINE = "kiosk_offline"  # with food inside
     EXPIRED_BEFORE_DROPOFF = "expired_before_dropoff"  # never dropped off
     EXPIRED_UNCOLLECTED = "expired_uncollected"  # ready, not collected within the hold limit
+    # Ready, its hold over after a heater or lamp fault she was told of (staff to contact her).
+    EXPIRED_AFTER_FAULT = "expired_after_fault"
     FOOD_UNSAFE = "food_unsafe"  # the site's food-safety profile was broken: excursion, time
 
 
@@ -143,6 +145,16 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         severity="warning",
         operator_message="order {ref} expired, remove the food",
     ),
+    Exceptional.EXPIRED_AFTER_FAULT: Told(
+        purchaser_status="status.fault",  # what she was told: staff will contact her
+        purchaser_message=None,  # nothing new for her: not "you did not collect it"
+        merchant_event="expired_after_fault",
+        merchant_message="order {ref}: {why}; staff will take the food out",
+        alert_kind="expired_food",
+        severity="warning",
+        operator_message="order {ref}: {why}. Remove the food: open the compartment with a "
+        "reason (audited); it is cleaned after",
+    ),
     Exceptional.FOOD_UNSAFE: Told(
         purchaser_status="status.food_unsafe",
         purchaser_message="food_unsafe",
@@ -190,9 +202,14 @@ def purchaser_status(
     compartment_fault: str | None,
     kiosk_online: bool,
     food_unsafe: bool = False,
+    after_fault: bool = False,
 ) -> str:
-    """The i18n key of the purchaser page's status line: the truth before the order's state."""
+    """The i18n key of the purchaser page's status line: the truth before the order's state.
+    `after_fault`: it ended after a fault she was told of (`ended_after_fault`), cleared since
+    or not: she still reads that staff will contact her."""
     food_inside = order_state in ("deposited", "disinfecting", "ready")
+    if order_state in ("expired", "failed") and after_fault and not food_unsafe:
+        return decide(Exceptional.EXPIRED_AFTER_FAULT).purchaser_status
     if order_state == "expired" and food_unsafe:
         return decide(Exceptional.FOOD_UNSAFE).purchaser_status
     if order_state == "expired":

@@ -39,8 +39,8 @@ from locker_service.models import (
 )
 from locker_service.orders import outbox
 from locker_service.orders import repository as orders
-from locker_service.orders.lifecycle import OrderState, OrderTrigger
-from locker_service.orders.schemas import live_view
+from locker_service.orders.lifecycle import OrderState, OrderTrigger, after_fault_reason
+from locker_service.orders.schemas import NOTICE_PREFIX, live_view
 from locker_service.pickup import offline as pickup_offline
 from locker_service.pickup import repository as pickup_repository
 from locker_service.sites import service as sites
@@ -49,8 +49,10 @@ from locker_service.timers.service import TimerKind
 
 log = logging.getLogger(__name__)
 
-# Faults that keep food from being held (its heat or its disinfection), as told in ADR 0047.
+# Faults that keep food from being held (its heat or its disinfection), as told in ADR 0047,
+# and the merchant's notice of one with food inside.
 FOOD_FAULTS = (exceptions.Exceptional.HEATER_FAULT, exceptions.Exceptional.LAMP_FAULT)
+FAULT_NOTICE = "compartment_fault"
 
 
 def latched_food_fault(c: Compartment) -> str | None:
@@ -157,9 +159,9 @@ class Story:
             self.ctx.hub,
             "dropoff",
             {
+                # Shown on the kiosk's lobby screen too (its stream): nothing of the order.
                 "kiosk": kiosk.code,
                 "compartment": c.number,
-                "order_id": str(order.id),
                 "outcome": "empty",
                 "message": "Nothing was put in: the order was not dropped off.",
             },
@@ -509,35 +511,14 @@ class Story:
             or exceptions.fault_exception(fault) != exceptions.Exceptional.HEATER_FAULT
         ):
             return False
-        await self.fail_held(
-            session,
-            order,
-            f"taken out by staff after its compartment reported {fault} (the food no longer "
-            "kept hot); not collected with her code",
-            actor=who,
-        )
-        return True
-
-    async def fail_held(
-        self,
-        session: AsyncSession,
-        order: Order,
-        reason: str,
-        *,
-        actor: str | None,
-        food_left_in: tuple[Kiosk, Compartment] | None = None,
-    ) -> None:
-        """A ready order that ends without her (`ready -> failed`): the merchant hears
-        `order.failed` with the reason; nothing is left to remind her of or expire. Its food
-        still inside (`food_left_in`): the operator's task to take it out, as for an expiry
-        (the fault's own alert resolves with the fault, the food stays)."""
+        # The food no longer kept hot: taken out, not handed to her.
         await orders.transition(
             session,
             order,
             OrderTrigger.FAIL,
-            actor_type=(actor or "system").split(":")[0],
-            actor_id=actor,
-            failure_reason=reason,
+            actor_type=(who or "unknown").split(":")[0],
+            actor_id=who,
+            failure_reason=after_fault_reason("taken out by staff", fault),
             closed_at=utcnow(),
         )
         await timers.cancel(
@@ -545,20 +526,30 @@ class Story:
             [TimerKind.REMINDER, TimerKind.HOLD_EXPIRY, TimerKind.FOOD_CHECK],
             order_id=order.id,
         )
-        publish_after_commit(session, self.ctx.hub, "order", live_view(order), order.site_id)
-        if food_left_in is not None:
-            kiosk, c = food_left_in
-            told = exceptions.decide(exceptions.Exceptional.EXPIRED_UNCOLLECTED)
-            await raise_compartment_alert(
-                session,
-                self.ctx.hub,
-                kiosk,
-                c,
-                kind=told.alert_kind,
-                severity=told.severity,
-                what=f"order {order.external_ref} failed ({reason}): remove the food",
-                dedupe_key=f"{told.alert_kind}:{order.id}",
-            )
+        return True
+
+    async def fault_since_ready(
+        self, session: AsyncSession, c: Compartment, order: Order
+    ) -> str | None:
+        """The heater or lamp fault she was told of (staff would contact her) since her order
+        was ready: latched now, or told of and cleared since. None when none was, or it was
+        told before she was told her food was ready (a lamp replaced and its cycle run again)."""
+        fault = latched_food_fault(c)
+        if fault is not None:
+            return fault
+        faulted = NOTICE_PREFIX + FAULT_NOTICE
+        ready = order.ready_at
+        for notice in await orders.notices(session, order.id):
+            if notice.action == faulted and ready is not None and notice.at >= ready:
+                return str(notice.detail.get("fault") or "a fault")
+        return None
+
+    async def expire_after_fault(self, session: AsyncSession, order: Order, fault: str) -> None:
+        """Her hold is over after a fault she was told of: not "not collected in time" (she was
+        told staff would contact her), no message to her, the operator's task to take the food
+        out, and the merchant told why (ADR 0047)."""
+        reason = after_fault_reason("not collected by the end of its hold", fault)
+        await self._end(session, order, reason, exceptions.Exceptional.EXPIRED_AFTER_FAULT)
 
     async def _collected_before_end(
         self, session: AsyncSession, kiosk: Kiosk, c: Compartment, order: Order

@@ -91,3 +91,16 @@ def next_state(state: str, trigger: OrderTrigger) -> OrderState:
 
 def allowed_triggers(state: str) -> frozenset[OrderTrigger]:
     return frozenset(t for (s, t) in TRANSITIONS if s == state)
+
+
+# What an order that ended after a heater or lamp fault she was told of says of its end: the
+# purchaser's page reads it back (`ended_after_fault`), so it keeps saying what she was told.
+AFTER_FAULT = "after its compartment reported"
+
+
+def after_fault_reason(what: str, fault: str) -> str:
+    return f"{what}, {AFTER_FAULT} {fault} (she was told staff would contact her)"
+
+
+def ended_after_fault(failure_reason: str | None) -> bool:
+    return failure_reason is not None and AFTER_FAULT in failure_reason

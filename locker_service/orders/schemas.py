@@ -145,6 +145,11 @@ class PurchaserStatus(BaseModel):
         default=False,
         description="the food broke its site's food-safety rules: it will be discarded",
     )
+    ended_after_fault: bool = Field(
+        default=False,
+        description="it ended after a compartment fault she was told of (staff will contact "
+        "her), whether or not the fault has cleared since",
+    )
 
 
 def live_view(order: Order) -> dict[str, object]:

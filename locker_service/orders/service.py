@@ -25,7 +25,7 @@ from locker_service.foodsafety import uv_dose, watch
 from locker_service.live import LiveHub
 from locker_service.models import Compartment, Kiosk, Merchant, Order, OrderEvent, Site, utcnow
 from locker_service.orders import codes, repository
-from locker_service.orders.lifecycle import OrderState, OrderTrigger
+from locker_service.orders.lifecycle import OrderState, OrderTrigger, ended_after_fault
 from locker_service.orders.schemas import (
     NOTICE_PREFIX,
     KioskCapacity,
@@ -433,4 +433,5 @@ async def purchaser_status(
         fault_code=fault,
         kiosk_online=online,
         food_unsafe=order.food_unsafe_at is not None,
+        ended_after_fault=ended_after_fault(order.failure_reason),
     )

@@ -34,7 +34,7 @@ from locker_service.foodsafety.profiles import Profile
 from locker_service.foodsafety.watch import Unsafe
 from locker_service.kiosk_link.errors import KioskLinkError
 from locker_service.kiosks import repository as kiosk_reports
-from locker_service.kiosks.story import Story, latched_food_fault
+from locker_service.kiosks.story import Story
 from locker_service.models import (
     Compartment,
     DisinfectionCycle,
@@ -498,25 +498,17 @@ async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
             window = timedelta(seconds=doors.authorisation_window_s(ctx))
             if release is not None and now - release < window:
                 return now + window / 4  # overdue: its handler runs, or its worker died
+        story = Story(ctx)
         compartment = (
             await session.get(Compartment, order.compartment_id) if order.compartment_id else None
         )
-        fault = latched_food_fault(compartment) if compartment is not None else None
-        if fault is not None and compartment is not None:
-            kiosk = await session.get(Kiosk, compartment.kiosk_id)
-            # Her food's heater or lamp failed and is still faulted: she was told staff would
-            # contact her, the merchant that staff would take it out. "Not collected within
-            # the hold limit" would blame her: the order fails, saying why.
-            await Story(ctx).fail_held(
-                session,
-                order,
-                f"not collected by the end of its hold, after its compartment reported "
-                f"{fault} (she was told staff would contact her)",
-                actor=None,
-                food_left_in=(kiosk, compartment) if kiosk is not None else None,
-            )
+        fault = await story.fault_since_ready(session, compartment, order) if compartment else None
+        if fault is not None:
+            # She was told staff would contact her: "not collected within the hold limit"
+            # would blame her (ADR 0047).
+            await story.expire_after_fault(session, order, fault)
             return None
-        await Story(ctx).expire(session, order, "not collected within the hold limit")
+        await story.expire(session, order, "not collected within the hold limit")
     return None
 
 

@@ -147,6 +147,7 @@ async def test_heater_fault_during_the_hold_tells_everyone_and_starts_nothing_ag
         ("heating_watchdog", "staff"),
         ("heating_watchdog", "hold_ends"),
         ("heating_watchdog", "cleared_then_hold_ends"),
+        ("uv_timeout", "hold_ends"),
         ("uv_timeout", "staff"),
         ("lock_jammed", "staff"),
     ],
@@ -154,12 +155,13 @@ async def test_heater_fault_during_the_hold_tells_everyone_and_starts_nothing_ag
 async def test_a_ready_order_after_a_fault_ends_as_what_happened(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, fault: str, then: str
 ) -> None:
-    """Her food is ready when its compartment faults; staff are told to take it out and the
-    merchant that they will. Staff taking it out while its heater is faulted: the order failed,
-    and says why (the merchant never hears `order.picked_up` of food thrown away). Her hold
-    running out first: it failed, saying the fault, not that she did not collect it. A fault
-    cleared before the hold ends: it expires as any uncollected order. Staff opening after a
-    lamp fault (the food disinfected and hot) or a jammed lock: her pickup, as before."""
+    """Her food is ready when its compartment faults; she is told staff will contact her, staff
+    to take it out, the merchant that they will. Staff taking it out while its heater is
+    faulted: the order failed, saying why (the merchant never hears `order.picked_up` of food
+    thrown away). Her hold running out, the fault cleared since or not: it expired saying the
+    fault, not that she did not collect it, and nothing new is sent her; staff have the task to
+    take the food out. Her page keeps saying what she was told. Staff opening after a lamp
+    fault (the food disinfected and hot) or a jammed lock: her pickup, as before."""
     order, n = await make_ready(app_client, world, service, ref=f"F-{fault}-{then}")
     await event(service, world, "fault_raised", n, fault=fault)
     if then == "cleared_then_hold_ends":
@@ -168,19 +170,17 @@ async def test_a_ready_order_after_a_fault_ends_as_what_happened(
         await _due_now(service, TimerKind.HOLD_EXPIRY)
         await TimerLoop(service).run_due()
         read = await _merchant_read(app_client, world, order)
-        if then == "cleared_then_hold_ends":
-            assert read["state"] == "expired" and "expired" in await _outbox(service, order["id"])
-            return
-        assert read["state"] == "failed", read
+        assert read["state"] == "expired", read
         assert read["failure_reason"] == (
-            "not collected by the end of its hold, after its compartment reported "
-            "heating_watchdog (she was told staff would contact her)"
+            f"not collected by the end of its hold, after its compartment reported {fault} "
+            "(she was told staff would contact her)"
         )
         assert "expired" not in await _outbox(service, order["id"])  # not "you did not come"
-        assert [x["kind"] for x in read["notices"]] == ["compartment_fault"]
-        assert not await _pending(service, TimerKind.FOOD_CHECK)
-        task = (await _alerts(service))["expired_food"]  # whether or not the fault clears
-        assert task.state == "open" and "remove the food" in task.message
+        kinds = [x["kind"] for x in read["notices"]]
+        assert kinds == ["compartment_fault", "expired_after_fault"]
+        task = (await _alerts(service))["expired_food"]
+        assert task.state == "open" and "Remove the food" in task.message
+        assert "Staff will contact you." in await _page(app_client, order, "en")
         return
     async with service.sessionmaker() as session:
         c = await session.scalar(
@@ -203,8 +203,8 @@ async def test_a_ready_order_after_a_fault_ends_as_what_happened(
         return
     assert read["state"] == "failed", read
     assert read["failure_reason"] == (
-        "taken out by staff after its compartment reported heating_watchdog (the food no "
-        "longer kept hot); not collected with her code"
+        "taken out by staff, after its compartment reported heating_watchdog (she was told "
+        "staff would contact her)"
     )
     async with service.sessionmaker() as session:
         actions = (
@@ -214,6 +214,8 @@ async def test_a_ready_order_after_a_fault_ends_as_what_happened(
         ).all()
     assert "fail" in actions and "pick_up" not in actions
     assert not await _pending(service, TimerKind.HOLD_EXPIRY)  # nothing left to expire
+    await event(service, world, "fault_cleared", n)  # repaired: her page still tells the truth
+    assert "Staff will contact you." in await _page(app_client, order, "en")
 
 
 async def _merchant_read(

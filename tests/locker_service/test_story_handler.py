@@ -435,8 +435,9 @@ async def test_a_delivery_courier_s_reference_means_the_order_still_waiting_for_
 ) -> None:
     """Two merchants number their orders alike, and one's order 1042 was collected last month:
     a delivery company's courier typing 1042 is given the one still waiting for a courier, not
-    told to type an order id he never sees. One that ended today may be the food in his hands
-    (expired while he was on his way): then, as with two waiting, he must say which."""
+    told to type an order id he never sees; nor is food collected an hour ago his. One that
+    ended today without reaching a locker may be the food in his hands (expired while he was on
+    his way): then, as with two waiting, he must say which."""
     async with session_scope(service.sessionmaker) as session:
         other = await admin.create_merchant(session, "Dumpling Hut", [world.site_code])
         await admin.create_courier(
@@ -484,6 +485,23 @@ async def test_a_delivery_courier_s_reference_means_the_order_still_waiting_for_
     for ref in ("2077", "3088"):
         unclear = await drop(ref)
         assert unclear.status_code == 409 and unclear.json()["error"] == "ambiguous_order", ref
+    # Food already through a locker (collected an hour ago) is not in his hands.
+    collected = await ordered("4099", world.merchant_key)
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Order)
+            .where(Order.id == uuid.UUID(collected))
+            .values(
+                state="picked_up",
+                deposited_at=utcnow() - timedelta(hours=2),
+                picked_up_at=utcnow() - timedelta(hours=1),
+            )
+        )
+    theirs = await ordered("4099", other.secret)
+    assert (await drop("4099")).status_code == 200
+    async with service.sessionmaker() as session:
+        order = await session.get(Order, uuid.UUID(theirs))
+        assert order is not None and order.state == "assigned"
 
 
 async def test_a_retry_the_kiosk_refuses_keeps_the_compartment_for_its_door_timer(
