@@ -100,9 +100,9 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
         "zh-Hans": Words("柜门在无指令时被打开", "没有人请求开门：请检查隔间和门锁。"),
     },
     "expired_food": {
-        "en": Words("Expired food to remove", "The order's hold is over (the alert says why): "
-                    "remove the food and throw it away."),
-        "zh-Hans": Words("需取出过期食物", "订单的保留时间已结束（原因见警报）：请取出并丢弃食物。"),
+        "en": Words("Expired food to remove", "The order's hold is over: remove the food and "
+                    "throw it away."),
+        "zh-Hans": Words("需取出过期食物", "订单的保留时间已结束：请取出并丢弃食物。"),
     },
     "food_unsafe": {
         "en": Words("Unsafe food to discard", "The food broke its site's food-safety rules "

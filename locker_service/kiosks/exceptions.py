@@ -153,7 +153,7 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         alert_kind="expired_food",
         severity="warning",
         operator_message="order {ref}: {why}. Remove the food: open the compartment with a "
-        "reason (audited); it is cleaned after",
+        "reason (audited)",
     ),
     Exceptional.FOOD_UNSAFE: Told(
         purchaser_status="status.food_unsafe",
@@ -213,9 +213,7 @@ def purchaser_status(
     if order_state == "expired" and food_unsafe:
         return decide(Exceptional.FOOD_UNSAFE).purchaser_status
     if order_state == "expired":
-        if deposited and compartment_fault is not None:
-            # Expired behind a fault she was told about: not "not collected in time".
-            return decide(fault_exception(compartment_fault)).purchaser_status
+        # Not the compartment's fault now: it holds later orders' food, and their faults.
         return decide(expiry_exception(deposited)).purchaser_status
     if food_inside and compartment_fault is not None:
         exception = fault_exception(compartment_fault)

@@ -104,16 +104,25 @@ def test_board_faults_map_to_exceptions(fault: str, exception: Exceptional) -> N
         ("created", False, None, False, "status.created"),  # no food inside: nothing to say
         ("expired", False, None, True, "status.expired_never_dropped_off"),
         ("expired", True, None, True, "status.expired"),
-        ("expired", True, "heating_watchdog", True, "status.fault"),  # not "not collected"
+        # The compartment's fault now is a later order's: she was not told of it.
+        ("expired", True, "heating_watchdog", True, "status.expired"),
         ("picked_up", True, "sensor_open", True, "status.picked_up"),
+        # Ended after a fault she was told of, cleared since or not: what she was told.
+        ("expired+after_fault", True, None, True, "status.fault"),
+        ("failed+after_fault", True, None, True, "status.fault"),
     ],
 )
 def test_the_purchaser_page_says_the_truth_first(
     state: str, deposited: bool, fault: str | None, online: bool, key: str
 ) -> None:
+    state, _, after = state.partition("+")
     assert (
         exceptions.purchaser_status(
-            state, deposited=deposited, compartment_fault=fault, kiosk_online=online
+            state,
+            deposited=deposited,
+            compartment_fault=fault,
+            kiosk_online=online,
+            after_fault=after == "after_fault",
         )
         == key
     )

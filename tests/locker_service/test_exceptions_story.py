@@ -147,6 +147,7 @@ async def test_heater_fault_during_the_hold_tells_everyone_and_starts_nothing_ag
         ("heating_watchdog", "staff"),
         ("heating_watchdog", "hold_ends"),
         ("heating_watchdog", "cleared_then_hold_ends"),
+        ("heating_watchdog", "told_before_ready_then_hold_ends"),
         ("uv_timeout", "hold_ends"),
         ("uv_timeout", "staff"),
         ("lock_jammed", "staff"),
@@ -164,8 +165,30 @@ async def test_a_ready_order_after_a_fault_ends_as_what_happened(
     fault (the food disinfected and hot) or a jammed lock: her pickup, as before."""
     order, n = await make_ready(app_client, world, service, ref=f"F-{fault}-{then}")
     await event(service, world, "fault_raised", n, fault=fault)
-    if then == "cleared_then_hold_ends":
+    if then != "staff" and then != "hold_ends":
         await event(service, world, "fault_cleared", n)
+    if then == "told_before_ready_then_hold_ends":
+        # Told during its cycle, which ran again once repaired: she was told it was ready since.
+        async with session_scope(service.sessionmaker) as session:
+            await session.execute(
+                update(OrderEvent)
+                .where(
+                    OrderEvent.order_id == uuid.UUID(order["id"]),
+                    OrderEvent.action == "notice:compartment_fault",
+                )
+                .values(at=utcnow() - timedelta(hours=1))
+            )
+            await session.execute(
+                update(Order)
+                .where(Order.id == uuid.UUID(order["id"]))
+                .values(ready_at=utcnow() - timedelta(minutes=30))
+            )
+        await _due_now(service, TimerKind.HOLD_EXPIRY)
+        await TimerLoop(service).run_due()
+        read = await _merchant_read(app_client, world, order)
+        assert read["failure_reason"] == "not collected within the hold limit"
+        assert "expired" in await _outbox(service, order["id"])  # told as any expiry
+        return
     if then != "staff":
         await _due_now(service, TimerKind.HOLD_EXPIRY)
         await TimerLoop(service).run_due()
@@ -181,6 +204,7 @@ async def test_a_ready_order_after_a_fault_ends_as_what_happened(
         task = (await _alerts(service))["expired_food"]
         assert task.state == "open" and "Remove the food" in task.message
         assert "Staff will contact you." in await _page(app_client, order, "en")
+        assert "工作人员会与您联系" in await _page(app_client, order, "zh-Hans")
         return
     async with service.sessionmaker() as session:
         c = await session.scalar(
