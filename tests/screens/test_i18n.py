@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from locker_service.kiosks import schemas as kiosk_schemas
 from locker_service.web import i18n
 
 
@@ -73,3 +74,17 @@ def test_every_refusal_the_kiosk_can_meet_has_words() -> None:
     assert {"bad_courier_credentials", "invalid_code", "locked_out"} <= found  # the scan works
     missing = sorted(code for code in found if f"error.{code}" not in i18n.CATALOGUES["en"])
     assert missing == []
+
+
+def test_the_kiosk_keypads_take_what_the_service_takes() -> None:
+    """The PIN keypad's bounds are the drop-off's (a shorter PIN is never sent to be refused as
+    "input not understood"); the code keypad's are the 8 digits of a pickup code."""
+    page = (Path(kiosk_schemas.__file__).parents[1] / "web/templates/kiosk.html").read_text()
+    pin = re.search(r'data-target="pin" data-min="(\d+)" data-max="(\d+)"', page)
+    assert pin is not None
+    bounds = {
+        type(m).__name__: m for m in kiosk_schemas.DropoffRequest.model_fields["pin"].metadata
+    }
+    assert int(pin[1]) == bounds["MinLen"].min_length
+    assert int(pin[2]) == bounds["MaxLen"].max_length
+    assert 'data-target="code" data-max="8"' in page

@@ -156,7 +156,10 @@
     const shown = code.length > 4 ? code.slice(0, 4) + " " + code.slice(4) : code;
     document.getElementById("pickup-display").textContent = shown;
     document.getElementById("pickup-open").disabled = code.length !== 8;
-    document.getElementById("courier-pin-next").disabled = state.pin.length === 0;
+    // A PIN shorter than any the service takes (the keypad's data-min, as the drop-off's schema)
+    // is not sent: it could only come back as "input not understood".
+    const pinMin = Number(document.querySelector('.keypad[data-target="pin"]').dataset.min || 1);
+    document.getElementById("courier-pin-next").disabled = state.pin.length < pinMin;
   }
 
   function onPhysicalKey(event) {
