@@ -34,6 +34,9 @@
     "error.dropoff_empty": "pin",
   };
   const STEP_OF_FIELD = { pin: "courier-pin", order: "courier-order", code: "pickup" };
+  // A PIN shorter than any the service takes (the keypad's data-min, as the drop-off's schema)
+  // is not sent: it could only come back as "input not understood".
+  const PIN_MIN = Number(document.querySelector('.keypad[data-target="pin"]').dataset.min || 1);
   // Refusals where nothing typed was wrong (the locker or its service out of reach, no answer in
   // time): back to the last step with everything kept, so one touch sends it again.
   const NOTHING_TYPED_WRONG = new Set([
@@ -156,10 +159,7 @@
     const shown = code.length > 4 ? code.slice(0, 4) + " " + code.slice(4) : code;
     document.getElementById("pickup-display").textContent = shown;
     document.getElementById("pickup-open").disabled = code.length !== 8;
-    // A PIN shorter than any the service takes (the keypad's data-min, as the drop-off's schema)
-    // is not sent: it could only come back as "input not understood".
-    const pinMin = Number(document.querySelector('.keypad[data-target="pin"]').dataset.min || 1);
-    document.getElementById("courier-pin-next").disabled = state.pin.length < pinMin;
+    document.getElementById("courier-pin-next").disabled = state.pin.length < PIN_MIN;
   }
 
   function onPhysicalKey(event) {
