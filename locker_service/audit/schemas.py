@@ -8,7 +8,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from locker_service.compartments.openings import OpeningKind
+from locker_service.compartments.openings import OpeningKind, OpenPurpose
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,11 @@ class OpeningRead(BaseModel):
         description="courier_pin, qr, keypad, scanner, code, remote, none (unexplained), unknown"
     )
     reason: str = Field(description="why: the operator's typed reason, drop-off, pickup...")
+    purpose: OpenPurpose | None = Field(
+        default=None,
+        description="what an operator's opening was for (ADR 0120): handover, discard, "
+        "inspect; none for every other opening and for one that did not say",
+    )
     order_id: uuid.UUID | None
     order_ref: str | None
     request_id: str | None = Field(

@@ -39,6 +39,7 @@ CSV_COLUMNS = (
     "order_id",
     "order_ref",
     "request_id",
+    "purpose",
 )
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP's list for CSV injection
 
@@ -71,6 +72,7 @@ def view(row: OpeningRow, names: dict[str, str]) -> OpeningRead:
         actor_name=names.get(opening.who),
         how=openings.how_of(opening.who),
         reason=opening.why,
+        purpose=openings.Opener.of(opening.who, opening.purpose).purpose,
         order_id=opening.order_id,
         order_ref=order_ref,
         request_id=opening.request_id,
@@ -139,6 +141,7 @@ def csv_lines(items: Iterable[OpeningRead], *, header: bool) -> str:
                 o.order_id,
                 o.order_ref,
                 o.request_id,
+                o.purpose.value if o.purpose else None,
             )
         )
     return out.getvalue()

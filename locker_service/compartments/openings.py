@@ -10,6 +10,7 @@ role names the kind of opening; `why` keeps the reason (the operator's typed rea
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
@@ -102,3 +103,78 @@ def operator_id_of(who: str) -> int | None:
 def courier_code_of(who: str) -> str | None:
     role, _, detail = who.partition(":")
     return detail if role == "courier" and detail else None
+
+
+class OpenPurpose(StrEnum):
+    """What an operator opens a compartment for (ADR 0120): it says how the order ends when
+    the door shuts on an empty compartment."""
+
+    HANDOVER = "handover"  # hand the food to its purchaser, there at the locker: her pickup
+    DISCARD = "discard"  # take the food out to throw it away: the order fails, or stays expired
+    INSPECT = "inspect"  # look in, clean or mend, and shut it again: the food stays in
+
+
+@dataclass(frozen=True)
+class Opener:
+    """Who last opened a door, and what for when an operator said (ADR 0120)."""
+
+    who: str
+    purpose: OpenPurpose | None = None
+
+    @classmethod
+    def of(cls, who: str, purpose: str | None) -> Opener:
+        """Of a door-opening row; a purpose this version does not know reads as none."""
+        known = {p.value for p in OpenPurpose}
+        return cls(who, OpenPurpose(purpose) if purpose in known else None)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an opening's purpose does not fit what is in the compartment: a 409's code and
+    words, saying what the operator can do instead."""
+
+    code: str
+    message: str
+
+
+def purpose_refusal(
+    purpose: OpenPurpose,
+    *,
+    order_state: str | None,
+    occupied: bool,
+    kept_hot: bool,
+    food_unsafe: bool,
+) -> Refusal | None:
+    """Whether an opening for `purpose` may go ahead (pure, ADR 0120). `order_state`: the
+    order whose food is in the compartment (active, or expired with its food still inside),
+    None when none is; `occupied`: the board's sensor; `kept_hot`: no heater or probe fault is
+    latched; `food_unsafe`: the food-safety watch ended it. Food is handed over only when it is
+    ready and safe; only food that is there can be discarded; an inspection is always allowed."""
+    if purpose is OpenPurpose.HANDOVER:
+        if order_state is None:
+            return Refusal("nothing_to_hand_over", "no order's food is in this compartment")
+        if food_unsafe:
+            return Refusal(
+                "food_unsafe",
+                "the food is no longer safe: it is not handed over; open to discard it",
+            )
+        if order_state == "expired":
+            return Refusal(
+                "hold_over",
+                "the order has expired: its food is not handed over; open to discard it",
+            )
+        if order_state != "ready":
+            return Refusal(
+                "not_ready",
+                "the order is not ready (its disinfection has not finished): wait for it, or "
+                "open to discard it",
+            )
+        if not kept_hot:
+            return Refusal(
+                "not_kept_hot",
+                "a heater or probe fault is latched: the food was not kept hot and is not "
+                "handed over; open to discard it",
+            )
+    if purpose is OpenPurpose.DISCARD and order_state is None and not occupied:
+        return Refusal("nothing_to_discard", "the compartment holds no food to discard")
+    return None

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from locker_service.background import BackgroundLoop
+from locker_service.compartments.openings import OpenPurpose
 from locker_service.config import Settings
 from locker_service.db import create_engine, create_sessionmaker, normalise_url, session_scope
 from locker_service.haccp.record import (
@@ -49,7 +50,7 @@ from locker_service.models import (
     TemperatureMinute,
     utcnow,
 )
-from locker_service.orders.lifecycle import OrderTrigger
+from locker_service.orders.lifecycle import TAKEN_OUT_BY_STAFF, OrderState, OrderTrigger
 from locker_service.sites import service as sites
 
 log = logging.getLogger(__name__)
@@ -389,8 +390,23 @@ async def _orders(
 async def _discards(
     session: AsyncSession, record: DayText, b: Bounds, places: dict[int, tuple[str, int]]
 ) -> None:
-    """Expired or unsafe food taken out: an operator's opening of its compartment after the
-    order ended (the audited discard)."""
+    """Food taken out to be thrown away: an operator's opening to discard it whose door
+    opened (ADR 0120); and, of openings that did not say what they were for, one of an expired
+    or unsafe order's compartment after it ended, or the one of a ready order that failed as
+    taken out by staff after a heater fault (ADR 0047)."""
+    said = and_(DoorOpening.purpose == OpenPurpose.DISCARD, DoorOpening.door_opened_at.is_not(None))
+    ended = and_(
+        Order.state == OrderState.EXPIRED,
+        Order.closed_at.is_not(None),
+        DoorOpening.at >= Order.closed_at,
+    )
+    taken_out = and_(
+        Order.state == OrderState.FAILED,
+        Order.failure_reason.like(f"{TAKEN_OUT_BY_STAFF}%"),
+        DoorOpening.door_opened_at.is_not(None),
+        DoorOpening.door_opened_at <= Order.closed_at,
+        DoorOpening.at >= Order.ready_at,
+    )
     openings = await session.execute(
         select(DoorOpening, Order)
         .join(Order, Order.id == DoorOpening.order_id)
@@ -399,9 +415,7 @@ async def _discards(
             DoorOpening.at >= b.start,
             DoorOpening.at < b.end,
             DoorOpening.who.like("operator:%"),
-            Order.state == "expired",
-            Order.closed_at.is_not(None),
-            DoorOpening.at >= Order.closed_at,
+            or_(said, and_(DoorOpening.purpose.is_(None), or_(ended, taken_out))),
         )
         .order_by(DoorOpening.at, DoorOpening.id)
     )

@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from locker_service.foodsafety.uv_dose import LAMP_FAILED
+from locker_service.foodsafety.faults import LAMP_FAULTS, LOCK_JAMMED
 
 Severity = Literal["info", "warning", "critical"]  # as locker_service.alerts.service
 # The alerts this table raises (each has its words in locker_service/alerts/catalogue.py).
@@ -43,6 +43,8 @@ class Exceptional(enum.StrEnum):
     # Ready, its hold over after a heater or lamp fault she was told of (staff to contact her).
     EXPIRED_AFTER_FAULT = "expired_after_fault"
     FOOD_UNSAFE = "food_unsafe"  # the site's food-safety profile was broken: excursion, time
+    # An operator opened the compartment to discard the food, and took it out (ADR 0120).
+    DISCARDED_BY_STAFF = "discarded_by_staff"
 
 
 @dataclass(frozen=True)
@@ -52,14 +54,16 @@ class Told:
     `purchaser_status` is an i18n key (locker_service.web.i18n) for the purchaser's page;
     `purchaser_message` an outbox kind (locker_service.orders.outbox) or None when the
     purchaser is not messaged; `merchant_event` the notice the merchant API shows on the
-    order (`OrderRead.notices`) with `merchant_message`. Templates take `{fault}` and `{ref}`.
+    order (`OrderRead.notices`) with `merchant_message`; `alert_kind` the operator's alert,
+    None when the operator's own act is the exception. Templates take `{fault}`, `{ref}` and
+    `{why}`.
     """
 
     purchaser_status: str
     purchaser_message: str | None
     merchant_event: str | None
     merchant_message: str
-    alert_kind: ExceptionAlertKind
+    alert_kind: ExceptionAlertKind | None
     severity: Severity
     operator_message: str
 
@@ -163,16 +167,19 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         "and the purchaser was told",
         alert_kind="food_unsafe",
         severity="critical",
-        operator_message="order {ref}: {why}. Discard it: open the compartment with the reason "
-        "'discard' (audited) and take the food out; the compartment is cleaned after",
+        operator_message="order {ref}: {why}. Discard it: open the compartment to discard "
+        "the food (audited) and take it out; the compartment is cleaned after",
+    ),
+    Exceptional.DISCARDED_BY_STAFF: Told(
+        purchaser_status="status.discarded",
+        purchaser_message="discarded",  # unless she was told of a fault: staff contact her
+        merchant_event="discarded_by_staff",
+        merchant_message="order {ref} was taken out of the locker by staff and discarded: {why}",
+        alert_kind=None,  # the operator's own act, recorded in the audit with the reason
+        severity="info",
+        operator_message="order {ref} discarded: {why}",
     ),
 }
-
-HEATER_FAULTS: Final = frozenset(
-    {"sensor_open", "sensor_short", "over_temperature", "heating_watchdog"}
-)
-# The board's UV timeout, and the service's own verdict on a lamp short of its dose too often.
-LAMP_FAULTS: Final = frozenset({"uv_timeout", LAMP_FAILED})
 
 
 def decide(exception: Exceptional) -> Told:
@@ -183,7 +190,7 @@ def decide(exception: Exceptional) -> Told:
 def fault_exception(fault: str) -> Exceptional:
     """The exception a board fault is: an unknown fault is treated as a heater fault, the one
     that cannot be left alone with food inside."""
-    if fault == "lock_jammed":
+    if fault == LOCK_JAMMED:
         return Exceptional.LOCK_JAMMED
     if fault in LAMP_FAULTS:
         return Exceptional.LAMP_FAULT
@@ -203,13 +210,17 @@ def purchaser_status(
     kiosk_online: bool,
     food_unsafe: bool = False,
     after_fault: bool = False,
+    discarded: bool = False,
 ) -> str:
     """The i18n key of the purchaser page's status line: the truth before the order's state.
     `after_fault`: it ended after a fault she was told of (`ended_after_fault`), cleared since
-    or not: she still reads that staff will contact her."""
+    or not: she still reads that staff will contact her. `discarded`: staff took it out to
+    discard it (`ended_discarded`, ADR 0120)."""
     food_inside = order_state in ("deposited", "disinfecting", "ready")
     if order_state in ("expired", "failed") and after_fault and not food_unsafe:
         return decide(Exceptional.EXPIRED_AFTER_FAULT).purchaser_status
+    if order_state == "failed" and discarded:
+        return decide(Exceptional.DISCARDED_BY_STAFF).purchaser_status
     if order_state == "expired" and food_unsafe:
         return decide(Exceptional.FOOD_UNSAFE).purchaser_status
     if order_state == "expired":

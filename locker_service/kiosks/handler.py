@@ -614,14 +614,16 @@ class StoryHandler:
             ):
                 await self.story.left_inside(session, kiosk, order)
 
-    async def _last_opener(self, session: AsyncSession, c: Compartment) -> str | None:
-        who: str | None = await session.scalar(
-            select(DoorOpening.who)
-            .where(DoorOpening.compartment_id == c.id, DoorOpening.door_opened_at.is_not(None))
-            .order_by(DoorOpening.door_opened_at.desc())
-            .limit(1)
-        )
-        return who
+    async def _last_opener(self, session: AsyncSession, c: Compartment) -> openings.Opener | None:
+        row = (
+            await session.execute(
+                select(DoorOpening.who, DoorOpening.purpose)
+                .where(DoorOpening.compartment_id == c.id, DoorOpening.door_opened_at.is_not(None))
+                .order_by(DoorOpening.door_opened_at.desc())
+                .limit(1)
+            )
+        ).first()
+        return openings.Opener.of(row.who, row.purpose) if row is not None else None
 
     async def _scan(
         self, session: AsyncSession, kiosk: Kiosk, event: contract.Event

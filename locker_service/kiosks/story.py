@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.alerts.catalogue import UNDELIVERABLE_ALERT
 from locker_service.alerts.service import raise_compartment_alert, resolve_alerts
+from locker_service.compartments import openings
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
 from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
@@ -39,7 +40,13 @@ from locker_service.models import (
 )
 from locker_service.orders import outbox
 from locker_service.orders import repository as orders
-from locker_service.orders.lifecycle import OrderState, OrderTrigger, after_fault_reason
+from locker_service.orders.lifecycle import (
+    DISCARDED,
+    TAKEN_OUT_BY_STAFF,
+    OrderState,
+    OrderTrigger,
+    after_fault_reason,
+)
 from locker_service.orders.schemas import NOTICE_PREFIX, live_view
 from locker_service.pickup import offline as pickup_offline
 from locker_service.pickup import repository as pickup_repository
@@ -52,6 +59,13 @@ log = logging.getLogger(__name__)
 # Faults that keep food from being held (its heat or its disinfection), as told in ADR 0047,
 # and the merchant's notice of one with food inside.
 FOOD_FAULTS = (exceptions.Exceptional.HEATER_FAULT, exceptions.Exceptional.LAMP_FAULT)
+# What an order that has ended leaves to run: nothing.
+ORDER_TIMERS = (
+    TimerKind.REMINDER,
+    TimerKind.HOLD_EXPIRY,
+    TimerKind.ORDER_EXPIRY,
+    TimerKind.FOOD_CHECK,
+)
 FAULT_NOTICE = "compartment_fault"
 
 
@@ -380,14 +394,12 @@ class Story:
         again until the fault is cleared (the start timer and the abort see `c.fault`).
         """
         told = exceptions.decide(exceptions.fault_exception(fault))
-        await raise_compartment_alert(
+        await self._alert(
             session,
-            self.ctx.hub,
             kiosk,
             c,
-            kind=told.alert_kind,
-            severity=told.severity,
-            what=told.operator_message.format(fault=fault),
+            told,
+            told.operator_message.format(fault=fault),
             dedupe_key=f"compartment_fault:{c.id}",
         )
         order = await orders.active_in_compartment(session, c.id)
@@ -418,14 +430,33 @@ class Story:
     # -- pickup and emptying ----------------------------------------------------------------
 
     async def emptied(
-        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, who: str | None
+        self,
+        session: AsyncSession,
+        kiosk: Kiosk,
+        c: Compartment,
+        opener: openings.Opener | None,
     ) -> None:
-        """The door shut on an empty compartment that held food: close the order, clean."""
+        """The door shut on an empty compartment that held food: close the order, clean.
+
+        The last opening says how: an operator's purpose, when one was given (ADR 0120), is
+        what happened; without one, staff emptying after a heater fault took it out (ADR 0047)
+        and anyone else's emptying of a ready order is her pickup."""
+        who = opener.who if opener is not None else None
+        purpose = opener.purpose if opener is not None else None
         order = await orders.active_in_compartment(session, c.id)
         now = utcnow()
-        if order is not None and order.state == OrderState.READY:
-            # Taken out by staff after a fault, as everyone was told: not collected.
-            if not await self._taken_out_after_fault(session, c, order, who):
+        if (
+            order is not None
+            and order.state in (OrderState.READY, OrderState.DEPOSITED, OrderState.DISINFECTING)
+            and purpose is openings.OpenPurpose.DISCARD
+        ):
+            await self._discarded(session, kiosk, c, order, who)
+        elif order is not None and order.state == OrderState.READY:
+            # Handed to her by staff, as the operator said; or, unsaid, taken out by staff
+            # after a heater fault, as everyone was told: not collected.
+            if purpose is openings.OpenPurpose.HANDOVER or not await self._taken_out_after_fault(
+                session, c, order, who
+            ):
                 await self._picked_up(session, order, who, now)
         elif order is not None and order.state in (OrderState.DEPOSITED, OrderState.DISINFECTING):
             await orders.transition(
@@ -438,14 +469,12 @@ class Story:
                 closed_at=now,
             )
             told = exceptions.decide(exceptions.Exceptional.REMOVED_EARLY)
-            await raise_compartment_alert(
+            await self._alert(
                 session,
-                self.ctx.hub,
                 kiosk,
                 c,
-                kind=told.alert_kind,
-                severity=told.severity,
-                what=told.operator_message,
+                told,
+                told.operator_message,
                 dedupe_key=f"{told.alert_kind}:{order.id}",
             )
             if told.merchant_event is not None:
@@ -471,7 +500,8 @@ class Story:
             if ended is not None and await self._collected_before_end(session, kiosk, c, ended):
                 order = ended  # picked up after all: published with the compartment
             elif ended is not None:
-                orders.add_event(session, ended.id, "kiosk", kiosk.code, "removed", {"by": who})
+                detail = {"by": who, **({"purpose": purpose.value} if purpose else {})}
+                orders.add_event(session, ended.id, "kiosk", kiosk.code, "removed", detail)
         await timers.cancel(session, [TimerKind.CYCLE_WATCHDOG], compartment_id=c.id)
         running = await self.running_cycle(session, c)
         if running is not None:
@@ -494,6 +524,38 @@ class Story:
         )
         await timers.cancel(session, [TimerKind.REMINDER, TimerKind.HOLD_EXPIRY], order_id=order.id)
 
+    async def _discarded(
+        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, order: Order, who: str | None
+    ) -> None:
+        """An operator opened the compartment to discard the food and took it out (ADR 0120):
+        the order fails saying so. She is told it cannot be collected, unless she was told of
+        a fault (staff would contact her: her page keeps saying it); the merchant hears
+        `order.failed` with the notice; the operator's own act raises no alert."""
+        ready = order.state == OrderState.READY
+        fault = await self.fault_told(session, c, order)
+        what = DISCARDED if ready else f"{DISCARDED} before it was ready"
+        reason = after_fault_reason(what, fault) if fault is not None else what
+        await self._failed_by_staff(session, order, who, reason)
+        told = exceptions.decide(exceptions.Exceptional.DISCARDED_BY_STAFF)
+        if told.merchant_event is not None:
+            orders.add_notice(
+                session,
+                order.id,
+                "operator",
+                who,
+                told.merchant_event,
+                told.merchant_message.format(ref=order.external_ref, why=reason, fault=""),
+                {"reason": reason},
+            )
+        if told.purchaser_message is not None and fault is None:
+            await outbox.enqueue(
+                session,
+                order,
+                told.purchaser_message,
+                where=await self.where(session, kiosk, c),
+                deadline=None,
+            )
+
     async def _taken_out_after_fault(
         self, session: AsyncSession, c: Compartment, order: Order, who: str | None
     ) -> bool:
@@ -512,35 +574,37 @@ class Story:
         ):
             return False
         # The food no longer kept hot: taken out, not handed to her.
+        await self._failed_by_staff(
+            session, order, who, after_fault_reason(TAKEN_OUT_BY_STAFF, fault)
+        )
+        return True
+
+    async def _failed_by_staff(
+        self, session: AsyncSession, order: Order, who: str | None, reason: str
+    ) -> None:
+        """Staff took the food out, not for her: the order fails, nothing of it left to run."""
         await orders.transition(
             session,
             order,
             OrderTrigger.FAIL,
             actor_type=(who or "unknown").split(":")[0],
             actor_id=who,
-            failure_reason=after_fault_reason("taken out by staff", fault),
+            failure_reason=reason,
             closed_at=utcnow(),
         )
-        await timers.cancel(
-            session,
-            [TimerKind.REMINDER, TimerKind.HOLD_EXPIRY, TimerKind.FOOD_CHECK],
-            order_id=order.id,
-        )
-        return True
+        await timers.cancel(session, ORDER_TIMERS, order_id=order.id)
 
-    async def fault_since_ready(
-        self, session: AsyncSession, c: Compartment, order: Order
-    ) -> str | None:
-        """The heater or lamp fault she was told of (staff would contact her) since her order
-        was ready: latched now, or told of and cleared since. None when none was, or it was
-        told before she was told her food was ready (a lamp replaced and its cycle run again)."""
+    async def fault_told(self, session: AsyncSession, c: Compartment, order: Order) -> str | None:
+        """The heater or lamp fault she was told of (staff would contact her): latched now, or
+        told of and cleared since. For a ready order, only since it was ready: one told before
+        she was told her food was ready (a lamp replaced and its cycle run again) is not."""
         fault = latched_food_fault(c)
         if fault is not None:
             return fault
         faulted = NOTICE_PREFIX + FAULT_NOTICE
-        ready = order.ready_at
+        since = order.ready_at
         for notice in await orders.notices(session, order.id):
-            if notice.action == faulted and ready is not None and notice.at >= ready:
+            if notice.action == faulted and (since is None or notice.at >= since):
                 return str(notice.detail.get("fault") or "a fault")
         return None
 
@@ -683,16 +747,7 @@ class Story:
             failure_reason=reason,
             **values,
         )
-        await timers.cancel(
-            session,
-            [
-                TimerKind.REMINDER,
-                TimerKind.HOLD_EXPIRY,
-                TimerKind.ORDER_EXPIRY,
-                TimerKind.FOOD_CHECK,
-            ],
-            order_id=order.id,
-        )
+        await timers.cancel(session, ORDER_TIMERS, order_id=order.id)
         publish_after_commit(session, self.ctx.hub, "order", live_view(order), order.site_id)
         if told.merchant_event is not None:
             orders.add_notice(
@@ -715,13 +770,34 @@ class Story:
         if found is None:
             return
         c, kiosk = found
-        await raise_compartment_alert(
+        await self._alert(
             session,
-            self.ctx.hub,
             kiosk,
             c,
-            kind=told.alert_kind,
-            severity=told.severity,
-            what=told.operator_message.format(ref=order.external_ref, fault="", why=reason),
+            told,
+            told.operator_message.format(ref=order.external_ref, fault="", why=reason),
             dedupe_key=f"{told.alert_kind}:{order.id}",
         )
+
+    async def _alert(
+        self,
+        session: AsyncSession,
+        kiosk: Kiosk,
+        c: Compartment,
+        told: exceptions.Told,
+        what: str,
+        *,
+        dedupe_key: str,
+    ) -> None:
+        """The operator's alert of an exception, when it has one."""
+        if told.alert_kind is not None:
+            await raise_compartment_alert(
+                session,
+                self.ctx.hub,
+                kiosk,
+                c,
+                kind=told.alert_kind,
+                severity=told.severity,
+                what=what,
+                dedupe_key=dedupe_key,
+            )

@@ -109,6 +109,9 @@ class DoorOpening(Base):
     why: Mapped[str] = mapped_column(String(500))
     request_id: Mapped[str | None] = mapped_column(String(64))
     door_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # An operator's opening: what it was for (compartments/openings.OpenPurpose, ADR 0120);
+    # NULL for every other opening and for one that did not say.
+    purpose: Mapped[str | None] = mapped_column(String(16))
 
 
 class DisinfectionCycle(Base):

@@ -262,7 +262,7 @@ async def open_compartment(
 ) -> OpenAnswer:
     """Open a door remotely; the reason is recorded with the operator's id."""
     compartment, request_id = await service.remote_open(
-        ctx, principal, compartment_id, body.reason, body.override_cycle
+        ctx, principal, compartment_id, body.reason, body.override_cycle, body.purpose
     )
     return OpenAnswer(
         compartment_id=compartment.id, number=compartment.number, request_id=request_id

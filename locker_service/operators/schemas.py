@@ -8,6 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from locker_service.bounds import Text
+from locker_service.compartments.openings import OpenPurpose
 from locker_service.operators.notes import REASON_MAX_LENGTH
 
 
@@ -110,6 +111,14 @@ class Reason(BaseModel):
 class OpenRequest(Reason):
     override_cycle: bool = Field(
         default=False, description="open even during a disinfection cycle (aborts it)"
+    )
+    purpose: OpenPurpose | None = Field(
+        default=None,
+        description="what the opening is for (ADR 0120): `handover` (hand the food to its "
+        "purchaser: her pickup; only a ready order kept hot), `discard` (take the food out "
+        "and throw it away: the order fails, or stays expired), `inspect` (look in and shut "
+        "it again: the food stays in). Refused with 409 when it does not fit the compartment. "
+        "Omitted: the door's closing is read from the compartment's latched fault",
     )
 
 

@@ -13,12 +13,17 @@ from locker_service.api.deps import OperatorPrincipal
 from locker_service.compartments import openings
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
-from locker_service.compartments.lifecycle import CompartmentState, CompartmentTrigger
+from locker_service.compartments.lifecycle import (
+    FOOD_INSIDE,
+    CompartmentState,
+    CompartmentTrigger,
+)
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.errors import Conflict, Forbidden, NotFound
 from locker_service.events import publish_after_commit
-from locker_service.models import Compartment, Kiosk, Site, utcnow
+from locker_service.foodsafety.faults import keeps_food_hot
+from locker_service.models import Compartment, Kiosk, Order, Site, utcnow
 from locker_service.operators.notes import signed
 from locker_service.orders import repository as orders
 from locker_service.pickup.service import KillSwitchEngaged
@@ -48,7 +53,12 @@ async def remote_open(
     compartment_id: int,
     reason: str,
     override_cycle: bool,
+    purpose: openings.OpenPurpose | None = None,
 ) -> tuple[Compartment, str]:
+    """Open a door from the dashboard or the API, for the reason and (ADR 0120) the purpose
+    the operator gives: one that does not fit the compartment's food is refused before anything
+    is written or sent. Without a purpose (an older client), the door's closing is read as
+    before: from the compartment's latched fault (ADR 0047)."""
     compartment, kiosk, site = await _load(ctx, compartment_id)
     if principal.merchant_ids is None:
         principal.require_act(site.id)
@@ -66,6 +76,8 @@ async def remote_open(
         )
     async with session_scope(ctx.sessionmaker) as session:
         order = await orders.food_in_compartment(session, compartment.id)
+        if purpose is not None:
+            _check_purpose(purpose, compartment, order)
         opening = doors.authorise(
             session,
             compartment,
@@ -74,6 +86,7 @@ async def remote_open(
             why=f"{ABORT_AND_OPEN}: {reason}" if override_cycle else reason,
             order_id=order.id if order else None,
         )
+        opening.purpose = purpose
         if order is not None:
             orders.add_event(
                 session,
@@ -81,12 +94,32 @@ async def remote_open(
                 "operator",
                 str(principal.id),
                 "remote_open",
-                {"reason": reason, **({"aborted_cycle": True} if override_cycle else {})},
+                {
+                    "reason": reason,
+                    **({"purpose": purpose.value} if purpose is not None else {}),
+                    **({"aborted_cycle": True} if override_cycle else {}),
+                },
             )
         await session.flush()
         authorised = doors.Authorised.of(opening)
     reply = await doors.unlock(ctx, kiosk, compartment, authorised, override_cycle=override_cycle)
     return compartment, reply.request_id
+
+
+def _check_purpose(
+    purpose: openings.OpenPurpose, compartment: Compartment, order: Order | None
+) -> None:
+    """Raise a `Conflict` when the purpose does not fit the food in the compartment."""
+    inside = order if compartment.state in FOOD_INSIDE else None
+    refused = openings.purpose_refusal(
+        purpose,
+        order_state=inside.state if inside is not None else None,
+        occupied=compartment.occupied,
+        kept_hot=keeps_food_hot(compartment.fault),
+        food_unsafe=inside is not None and inside.food_unsafe_at is not None,
+    )
+    if refused is not None:
+        raise Conflict(refused.message, code=refused.code)
 
 
 async def set_out_of_service(

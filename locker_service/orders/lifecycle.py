@@ -104,3 +104,15 @@ def after_fault_reason(what: str, fault: str) -> str:
 
 def ended_after_fault(failure_reason: str | None) -> bool:
     return failure_reason is not None and AFTER_FAULT in failure_reason
+
+
+# What an order staff emptied after a heater fault, with no purpose said, says of its end.
+TAKEN_OUT_BY_STAFF = "taken out by staff"
+
+# What an order an operator took out to discard says of its end (ADR 0120), read back the same
+# way for her page. The operator's own words stay in the audit, not in what the merchant reads.
+DISCARDED = "discarded by staff"
+
+
+def ended_discarded(failure_reason: str | None) -> bool:
+    return failure_reason is not None and failure_reason.startswith(DISCARDED)

@@ -81,6 +81,12 @@ def _text(kind: str, order: Order, where: str, deadline: datetime | None) -> tup
             f"Hello {order.purchaser_name}, the lock of your compartment at {where} did not "
             "open. Staff will contact you.",
         )
+    if kind == "discarded":  # an operator took it out to discard it (ADR 0120)
+        return (
+            f"Your order {order.external_ref} can no longer be collected",
+            f"Hello {order.purchaser_name}, staff took your order out of the locker at {where} "
+            "and discarded it, so it cannot be collected. Please contact the merchant.",
+        )
     if kind == "removed_early":
         return (
             f"Your order {order.external_ref} could not be delivered",

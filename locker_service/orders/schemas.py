@@ -150,6 +150,11 @@ class PurchaserStatus(BaseModel):
         description="it ended after a compartment fault she was told of (staff will contact "
         "her), whether or not the fault has cleared since",
     )
+    discarded: bool = Field(
+        default=False,
+        description="staff took the food out of the locker and discarded it: it cannot be "
+        "collected",
+    )
 
 
 def live_view(order: Order) -> dict[str, object]:

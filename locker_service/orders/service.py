@@ -25,7 +25,12 @@ from locker_service.foodsafety import uv_dose, watch
 from locker_service.live import LiveHub
 from locker_service.models import Compartment, Kiosk, Merchant, Order, OrderEvent, Site, utcnow
 from locker_service.orders import codes, repository
-from locker_service.orders.lifecycle import OrderState, OrderTrigger, ended_after_fault
+from locker_service.orders.lifecycle import (
+    OrderState,
+    OrderTrigger,
+    ended_after_fault,
+    ended_discarded,
+)
 from locker_service.orders.schemas import (
     NOTICE_PREFIX,
     KioskCapacity,
@@ -434,4 +439,5 @@ async def purchaser_status(
         kiosk_online=online,
         food_unsafe=order.food_unsafe_at is not None,
         ended_after_fault=ended_after_fault(order.failure_reason),
+        discarded=order.state == OrderState.FAILED and ended_discarded(order.failure_reason),
     )

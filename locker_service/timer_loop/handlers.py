@@ -502,7 +502,7 @@ async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
         compartment = (
             await session.get(Compartment, order.compartment_id) if order.compartment_id else None
         )
-        fault = await story.fault_since_ready(session, compartment, order) if compartment else None
+        fault = await story.fault_told(session, compartment, order) if compartment else None
         if fault is not None:
             # She was told staff would contact her: "not collected within the hold limit"
             # would blame her (ADR 0047).

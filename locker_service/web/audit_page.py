@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from locker_service.compartments.openings import OpeningKind
+from locker_service.compartments.openings import OpeningKind, OpenPurpose
 from locker_service.web.pages import page
 
 router = APIRouter(include_in_schema=False)
@@ -35,6 +35,12 @@ HOW_NAMES = {
     "none": "no command behind it",
     "unknown": "unknown",
 }
+# What an operator's opening was for (ADR 0120), as the dashboard's choice says it.
+PURPOSE_NAMES = {
+    OpenPurpose.HANDOVER: "to hand the food to the purchaser",
+    OpenPurpose.DISCARD: "to discard the food",
+    OpenPurpose.INSPECT: "to look in: the food stays in",
+}
 
 
 @router.get("/dashboard/haccp", response_class=HTMLResponse)
@@ -49,5 +55,6 @@ async def openings_page(request: Request) -> HTMLResponse:
         "lang": "en",
         "kinds": {k.value: name for k, name in KIND_NAMES.items()},
         "hows": HOW_NAMES,
+        "purposes": {p.value: name for p, name in PURPOSE_NAMES.items()},
     }
     return page(request, "openings.html", context)

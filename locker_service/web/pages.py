@@ -216,6 +216,7 @@ async def purchaser_page(
         kiosk_online=status.kiosk_online is not False,
         food_unsafe=status.food_unsafe,
         after_fault=status.ended_after_fault,
+        discarded=status.discarded,
     )
     if situation == "status.kiosk_offline" and settings.offline_supply_refresh_s <= 0:
         situation = "status.kiosk_offline_closed"  # no offline pickups: say nothing opens

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from locker_service.foodsafety.faults import keeps_food_hot
 from locker_service.kiosks import exceptions
 from locker_service.kiosks.exceptions import Exceptional
 from locker_service.orders.outbox import _text
@@ -88,6 +89,8 @@ def test_what_each_person_is_told(
 )
 def test_board_faults_map_to_exceptions(fault: str, exception: Exceptional) -> None:
     assert exceptions.fault_exception(fault) is exception
+    # What an operator's handover reads (ADR 0120) agrees with what everyone was told.
+    assert keeps_food_hot(fault) is (exception is not Exceptional.HEATER_FAULT)
 
 
 @pytest.mark.parametrize(

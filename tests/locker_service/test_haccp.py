@@ -43,7 +43,7 @@ from locker_service.sites import service as admin
 from locker_service.telemetry import repository as telemetry
 from locker_service.telemetry.rollups import ReadingRow, minute_of
 from locker_service.timer_loop.loop import TimerLoop
-from tests.locker_service.world import World, dropped_off, make_ready
+from tests.locker_service.world import World, compartment, dropped_off, event, make_ready
 
 pytestmark = pytest.mark.slow
 
@@ -579,3 +579,30 @@ async def test_an_outcome_corrected_after_its_day_was_sealed_is_recorded_on_the_
     drawn = pdf.render("Site", [d for d in sealed if d.day == d0 + timedelta(1)])
     words = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(drawn)).pages)
     assert "Outcomes corrected this day" in words and str(order_id)[:8] in words
+
+
+async def test_food_staff_took_out_to_discard_is_on_the_day_s_discards(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """A discard is on the record whether the operator said so (ADR 0120) or the service
+    read it from a heater fault (ADR 0047); food handed to her is not."""
+    ids = {}
+    for purpose in ("discard", None, "handover"):
+        made, n = await make_ready(app_client, world, service, ref=f"D-{purpose}")
+        ids[purpose] = str(made["id"])
+        if purpose is None:
+            await event(service, world, "fault_raised", n, fault="heating_watchdog")
+        c = await compartment(service, world, n)
+        body = {"reason": f"why {purpose}"}
+        opened = await app_client.post(
+            f"/api/v1/operator/compartments/{c.id}/open",
+            json={**body, **({"purpose": purpose} if purpose else {})},
+            headers=world.operator(),
+        )
+        assert opened.status_code == 200, opened.text
+        for kind in ("door_opened", "item_removed", "door_closed"):
+            await event(service, world, kind, n)
+    sealed = await _seal_today(service)
+    rows = [r for d in sealed for r in rows_of(d.text) if r[0] == "discard" and r[1] != "kiosk"]
+    assert {r[3] for r in rows} == {ids["discard"], ids[None]}, rows
+    assert {r[6] for r in rows} == {"why discard", "why None"}

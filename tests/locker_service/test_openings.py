@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from locker_service.compartments import openings
-from locker_service.compartments.openings import OpeningKind, PickupMethod
+from locker_service.compartments.openings import OpeningKind, OpenPurpose, PickupMethod
 
 
 def test_a_pickup_says_which_code_came_and_from_where() -> None:
@@ -35,3 +35,42 @@ def test_rows_of_before_and_of_unknown_writers_still_read() -> None:
         "code",
     )
     assert (openings.kind_of("robot:3"), openings.how_of("robot:3")) == ("other", "unknown")
+
+
+def _refused(purpose: OpenPurpose, **facts: object) -> str | None:
+    given: dict[str, object] = {
+        "order_state": "ready",
+        "occupied": True,
+        "kept_hot": True,
+        "food_unsafe": False,
+        **facts,
+    }
+    refusal = openings.purpose_refusal(purpose, **given)  # type: ignore[arg-type]
+    return refusal.code if refusal is not None else None
+
+
+def test_food_is_handed_over_only_when_ready_and_kept_hot() -> None:
+    assert _refused(OpenPurpose.HANDOVER) is None
+    assert _refused(OpenPurpose.HANDOVER, order_state=None) == "nothing_to_hand_over"
+    assert _refused(OpenPurpose.HANDOVER, order_state="expired") == "hold_over"
+    unsafe = _refused(OpenPurpose.HANDOVER, order_state="expired", food_unsafe=True)
+    assert unsafe == "food_unsafe"
+    for state in ("deposited", "disinfecting"):
+        assert _refused(OpenPurpose.HANDOVER, order_state=state) == "not_ready"
+    assert _refused(OpenPurpose.HANDOVER, kept_hot=False) == "not_kept_hot"
+
+
+def test_only_food_that_is_there_is_discarded_and_a_look_is_always_allowed() -> None:
+    for state in ("ready", "deposited", "disinfecting", "expired"):
+        assert _refused(OpenPurpose.DISCARD, order_state=state, kept_hot=False) is None
+    # Something the sensor sees that no order explains (an item left in a free compartment).
+    assert _refused(OpenPurpose.DISCARD, order_state=None) is None
+    assert _refused(OpenPurpose.DISCARD, order_state=None, occupied=False) == "nothing_to_discard"
+    for state in (None, "ready", "expired"):
+        assert _refused(OpenPurpose.INSPECT, order_state=state, occupied=False) is None
+
+
+def test_a_door_opening_row_reads_back_its_purpose() -> None:
+    assert openings.Opener.of("operator:7", "discard").purpose is OpenPurpose.DISCARD
+    assert openings.Opener.of("operator:7", None).purpose is None
+    assert openings.Opener.of("operator:7", "a newer purpose").purpose is None

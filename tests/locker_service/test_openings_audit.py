@@ -28,11 +28,15 @@ async def _compartment_id(client: httpx.AsyncClient, token: str, kiosk_id: int, 
 
 
 async def _remote_open(
-    client: httpx.AsyncClient, token: str, compartment_id: int, reason: str
+    client: httpx.AsyncClient,
+    token: str,
+    compartment_id: int,
+    reason: str,
+    purpose: str | None = None,
 ) -> None:
     opened = await client.post(
         f"/api/v1/operator/compartments/{compartment_id}/open",
-        json={"reason": reason},
+        json={"reason": reason, **({"purpose": purpose} if purpose else {})},
         headers=_bearer(token),
     )
     assert opened.status_code == 200, opened.text
@@ -64,6 +68,7 @@ async def _story(
         world.operator_token,
         await _compartment_id(client, world.operator_token, world.kiosk_id, free),
         REASON,
+        "inspect",
     )
     await event(service, world, "door_opened", free)
     await event(service, world, "door_closed", free)
@@ -94,6 +99,8 @@ async def test_every_opening_says_who_how_why_and_when_within_the_operators_site
     assert remote["actor_name"] == "Olga" and remote["actor"].startswith("operator:")
     assert remote["how"] == "remote" and remote["compartment"] == story["free"]
     assert remote["request_id"] and remote["door_opened_at"] is not None
+    assert remote["purpose"] == "inspect"  # what the operator said it was for (ADR 0120)
+    assert by_kind["pickup"]["purpose"] is None
 
     pickup = by_kind["pickup"]
     assert (pickup["actor"], pickup["how"], pickup["reason"]) == (
@@ -202,6 +209,7 @@ async def test_csv_export_has_every_match_with_the_reason_and_no_live_formula(
     assert [r["kind"] for r in rows] == ["unexplained", "remote_open", "pickup", "dropoff"]
     remote = rows[1]
     assert (remote["reason"], remote["actor_name"], remote["how"]) == (REASON, "Olga", "remote")
+    assert remote["purpose"] == "inspect" and rows[2]["purpose"] == ""
     assert remote["site"] == world.site_code and remote["kiosk"] == world.kiosk_code
 
     only_remote = await app_client.get(

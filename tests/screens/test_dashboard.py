@@ -106,13 +106,17 @@ def test_operator_watches_live_and_acts(
     page.get_by_role("button", name="Back in service").click()
     expect(cell(page, 2)).to_contain_text("available", timeout=LIVE_TIMEOUT_MS)
 
-    # Remote open: the kiosk really gets the unlock for that compartment.
+    # Remote open: it says what it is for (ADR 0120), and the kiosk really gets the unlock for
+    # that compartment.
     commands_before = len(kiosk.received)
     open_detail(page, 1)
-    page.get_by_placeholder("Reason (required)").first.fill("purchaser called: lost code")
+    page.get_by_placeholder("Reason (required)").first.fill("sticky latch, check it")
+    page.get_by_role("button", name="Open remotely").click()
+    expect(page.locator("#action-result")).to_contain_text("Say what the opening is for.")
+    page.get_by_label("What the opening is for").select_option("inspect")
     page.get_by_role("button", name="Open remotely").click()
     expect(page.locator("#action-result")).to_contain_text(
-        "Compartment 1 opened", timeout=LIVE_TIMEOUT_MS
+        "Compartment 1 opened: the food stays in", timeout=LIVE_TIMEOUT_MS
     )
     unlocks = [
         r.command

@@ -120,9 +120,16 @@ def test_heater_fault_with_food_inside_on_every_screen(
     cell.click()
     expect(page.locator("#detail-title")).to_contain_text(f"Compartment {n} ")
     page.get_by_placeholder("Reason (required)").first.fill("heater fault, taking the food out")
+    # Food not kept hot is never handed over (ADR 0120): refused, nothing sent.
+    page.get_by_label("What the opening is for").select_option("handover")
+    page.get_by_role("button", name="Abort the cycle and open").click()
+    expect(page.locator("#action-result")).to_contain_text("Refused: ", timeout=LIVE_TIMEOUT_MS)
+    assert not [r for r in kiosk.received[commands_before:] if r.command.action == "unlock"]
+    page.get_by_label("What the opening is for").select_option("discard")
     page.get_by_role("button", name="Abort the cycle and open").click()
     expect(page.locator("#action-result")).to_contain_text(
-        f"Compartment {n} opened, its cycle aborted", timeout=LIVE_TIMEOUT_MS
+        f"Compartment {n} opened, its cycle aborted: take the food out to discard it",
+        timeout=LIVE_TIMEOUT_MS,
     )
     unlocks = [
         r.command
@@ -134,7 +141,8 @@ def test_heater_fault_with_food_inside_on_every_screen(
     audit = service.api(
         "GET", f"/api/v1/operator/openings?order={order['id']}", seed.operator_token
     ).json()
-    reasons = [row["reason"] for row in audit["items"]]
-    assert "abort the cycle and open: heater fault, taking the food out" in reasons, audit
+    reasons = [(row["reason"], row["purpose"]) for row in audit["items"]]
+    said = ("abort the cycle and open: heater fault, taking the food out", "discard")
+    assert said in reasons, audit
     page.screenshot(path=screenshots / "dashboard-heater-fault.png", full_page=True)
     desk.close()

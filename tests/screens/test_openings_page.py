@@ -32,7 +32,7 @@ def test_the_audit_lists_a_remote_opening_with_its_reason_and_downloads_it(
         "POST",
         f"/api/v1/operator/compartments/{compartment['id']}/open",
         seed.operator_token,
-        json={"reason": REASON},
+        json={"reason": REASON, "purpose": "inspect"},
     )
     assert opened.status_code == 200, opened.text
     kiosk.open_door(3)
@@ -51,6 +51,7 @@ def test_the_audit_lists_a_remote_opening_with_its_reason_and_downloads_it(
     expect(remote).to_contain_text("Remote open")
     expect(remote).to_contain_text("Olga")
     expect(remote).to_contain_text(f"{seed.kiosk_code} · #3")
+    expect(remote).to_contain_text("to look in: the food stays in")  # what it was for
     page.screenshot(path=screenshots / "openings-audit.png", full_page=True)
     assert serious_accessibility_violations(page, axe_source) == []
 
@@ -69,5 +70,6 @@ def test_the_audit_lists_a_remote_opening_with_its_reason_and_downloads_it(
     assert [(r["kind"], r["compartment"], r["reason"]) for r in records] == [
         ("remote_open", "3", REASON)
     ]
+    assert records[0]["purpose"] == "inspect"
     assert records[0]["door_opened_at"]  # the kiosk reported the door, and the audit says so
     context.close()

@@ -412,6 +412,13 @@
       showResult(false, "A reason is required.");
       return;
     }
+    // An opening says what it is for (ADR 0120): it decides how the order ends.
+    const purpose = $("action-purpose").value;
+    const opening = action === "open" || action === "abort-and-open";
+    if (opening && !purpose) {
+      showResult(false, "Say what the opening is for.");
+      return;
+    }
     if (action === "open" && !confirm(`Open compartment ${c.number} now?`)) return;
     if (action === "abort-and-open" && !confirm(`Abort the cycle of compartment ${c.number} and open it now?`)) return;
     if (action === "lamp-replaced" && !confirm(`Record a new UV-C lamp in compartment ${c.number}? Its hours start again.`)) return;
@@ -420,6 +427,7 @@
       const body = action === "back-in-service" ? {} : { reason };
       // "Abort the cycle and open" is the open action with override_cycle (audited as such).
       if (action === "abort-and-open") body.override_cycle = true;
+      if (opening) body.purpose = purpose;
       const path = action === "abort-and-open" ? "open" : action;
       await api("POST", `/operator/compartments/${c.id}/${path}`, body);
       const done = {
@@ -429,8 +437,14 @@
         "back-in-service": "back in service",
         "lamp-replaced": "has a new UV-C lamp: its hours start again",
       };
-      showResult(true, `Compartment ${c.number} ${done[action]}.`);
+      const purposes = {
+        handover: ": hand the food to the purchaser",
+        discard: ": take the food out to discard it",
+        inspect: ": the food stays in",
+      };
+      showResult(true, `Compartment ${c.number} ${done[action]}${opening ? purposes[purpose] : ""}.`);
       $("action-reason").value = "";
+      $("action-purpose").value = "";
       await loadKiosk();
     } catch (err) {
       showResult(false, `Refused: ${err.message}`);

@@ -68,7 +68,8 @@
       el("td", {}, words.kinds[o.kind] || o.kind),
       el("td", {}, who),
       el("td", {}, words.hows[o.how] || o.how),
-      el("td", { class: "why" }, o.reason),
+      // An operator's opening says what it was for (ADR 0120).
+      el("td", { class: "why" }, o.purpose ? `${o.reason} (${words.purposes[o.purpose] || o.purpose})` : o.reason),
       el("td", {}, o.order_ref || ""),
     );
   }
