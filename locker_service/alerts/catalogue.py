@@ -57,6 +57,13 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
                     "it out of service if needed."),
         "zh-Hans": Words("隔间故障", "隔间报告了故障：请检查，必要时停用该隔间。"),
     },
+    "courier_locked_out": {
+        "en": Words("A courier is locked out", "His logins wait after too many wrong PINs. Call "
+                    "him: if it is him, lift the lockout from this alert; if not, someone is "
+                    "trying his PIN."),
+        "zh-Hans": Words("配送员已被锁定", "PIN 错误次数过多，登录需等待。请联系他：如确是本人，"
+                         "请在此警报中解除锁定；如不是，说明有人在试他的 PIN。"),
+    },
     "cycle_aborted": {
         "en": Words("Disinfection cycle aborted", "The compartment was not disinfected: run a "
                     "cleaning before it is used again."),

@@ -151,8 +151,10 @@ async def _check_courier(ctx: ServiceContext, kiosk: Kiosk, code: str, pin: str)
     now = utcnow()
     rules = courier_rules(settings)
     async with session_scope(ctx.attended_sessions) as session:
+        courier = await session.scalar(select(Courier).where(Courier.code == code))
+        lifted = courier.lockout_lifted_at if courier is not None else None
         recent = await pickup_repository.courier_failures(
-            session, now, rules, kiosk_id=kiosk.id, source=source
+            session, now, rules, kiosk_id=kiosk.id, source=source, lifted_at=lifted
         )
         wait = throttle.check(now, rules, source=recent.courier, kiosk=recent.kiosk)
         if wait is not None:
@@ -162,13 +164,65 @@ async def _check_courier(ctx: ServiceContext, kiosk: Kiosk, code: str, pin: str)
                 retry_after_s=wait.retry_after_s,
                 code="locked_out",
             )
-        courier = await session.scalar(select(Courier).where(Courier.code == code))
         ok = courier is not None and same(
             courier.pin_hash, hash_pin(settings.secret_key, code, pin)
         )
         await pickup_repository.record_attempt(session, kiosk.id, source, None, ok)
+        failed = recent.courier.plus(now)
+        if courier is not None and not ok and rules.source.wait(now, failed):
+            await _report_lockout(ctx, session, kiosk, courier, failed.count, rules.source)
     if not ok or courier is None:
         raise Forbidden("unknown courier or wrong PIN", code="bad_courier_credentials")
+    return courier
+
+
+LOCKOUT_ALERT = "courier_locked_out"
+
+
+def lockout_key(courier_id: int) -> str:
+    """The dedupe key of a courier's lockout alert: one open alert per courier."""
+    return f"{LOCKOUT_ALERT}:{courier_id}"
+
+
+def courier_of_lockout(dedupe_key: str) -> int | None:
+    """The courier a lockout alert's key names, if it is one."""
+    kind, _, courier_id = dedupe_key.partition(":")
+    return int(courier_id) if kind == LOCKOUT_ALERT and courier_id.isdigit() else None
+
+
+async def _report_lockout(
+    ctx: ServiceContext,
+    session: AsyncSession,
+    kiosk: Kiosk,
+    courier: Courier,
+    failures: int,
+    rule: throttle.Backoff,
+) -> None:
+    """A known courier's logins now wait (his screen says to wait): perhaps him, with the
+    food in his hands and a PIN he mistyped, perhaps someone trying his PIN. The operator is
+    told, once per courier until it is lifted or over, and decides."""
+    minutes = max(1, round(ctx.settings.courier_lockout_s / 60))
+    await raise_alert(
+        session,
+        kind=LOCKOUT_ALERT,
+        severity="warning",
+        message=f"{kiosk.name}: courier {courier.code} ({courier.name}) is locked out after "
+        f"{failures} wrong PINs; his logins wait up to {minutes} min. If it is him, lift the "
+        "lockout from this alert (with a reason); if not, someone is trying his PIN",
+        dedupe_key=lockout_key(courier.id),
+        site_id=kiosk.site_id,
+        kiosk_id=kiosk.id,
+        hub=ctx.hub,
+    )
+
+
+async def lift_lockout(session: AsyncSession, courier_id: int) -> Courier:
+    """An operator lifts a courier's lockout: his wrong PINs until now no longer count (the
+    kiosk's own limit on logins of every id stays, it is what stops a guesser of ids)."""
+    courier = await session.get(Courier, courier_id)
+    if courier is None:
+        raise NotFound(f"no courier {courier_id}")
+    courier.lockout_lifted_at = utcnow()
     return courier
 
 

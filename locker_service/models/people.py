@@ -30,6 +30,8 @@ class Courier(Base):
     merchant_id: Mapped[int | None] = mapped_column(ForeignKey("merchants.id"), index=True)
     company: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When an operator last lifted his login lockout: his wrong PINs before it no longer count.
+    lockout_lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 # A merchant's contracts: the sites it may order into (ADR 0068).

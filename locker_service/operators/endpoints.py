@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import uuid
 from typing import Annotated
 
@@ -15,7 +16,8 @@ from locker_service.bounds import INT4_MAX, Text
 from locker_service.compartments import repository as compartments
 from locker_service.compartments.lifecycle import CompartmentState
 from locker_service.config import Settings
-from locker_service.errors import Forbidden, NotFound, Unprocessable
+from locker_service.dropoff import service as dropoff
+from locker_service.errors import Conflict, Forbidden, NotFound, Unprocessable
 from locker_service.foodsafety import profiles
 from locker_service.models import Alert, Compartment, Kiosk, Order, Site, SiteOncall, utcnow
 from locker_service.notifications import oncall_lists
@@ -50,6 +52,7 @@ from locker_service.orders.lifecycle import OrderState
 from locker_service.telemetry import record
 from locker_service.telemetry.record import FoodRecord
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/operator", tags=["operator"])
 
 
@@ -254,6 +257,30 @@ async def corrective_action(
     return _alert(
         await alerts.record_action(session, alert, body.action, principal.id, who, ctx.hub)
     )
+
+
+@router.post("/alerts/{alert_id}/lift-lockout", response_model=AlertRead)
+async def lift_lockout(
+    alert_id: IdPath, body: Reason, principal: OperatorDep, session: SessionDep, ctx: ContextDep
+) -> AlertRead:
+    """Lift the lockout a `courier_locked_out` alert names: it is him, with the food (the
+    reason says how the operator knows). His wrong PINs until now no longer count; the alert
+    is resolved with the action recorded."""
+    alert = await session.get(Alert, alert_id)
+    if alert is None or not principal.can_see(alert.site_id):
+        raise NotFound(f"no alert {alert_id}")
+    principal.require_act(alert.site_id)
+    courier_id = dropoff.courier_of_lockout(alert.dedupe_key)
+    if courier_id is None or alert.state == "resolved":
+        raise Conflict("this alert is not an open courier lockout", code="not_a_lockout")
+    courier = await dropoff.lift_lockout(session, courier_id)
+    who = f"operator:{principal.id} ({principal.operator.name})"
+    await alerts.record_action(
+        session, alert, f"lockout lifted: {body.reason}", principal.id, who, ctx.hub
+    )
+    await alerts.resolve_alerts(session, alert.dedupe_key, ctx.hub)
+    log.info("operator %s lifted courier %s's lockout: %s", principal.id, courier.code, body.reason)
+    return _alert(alert)
 
 
 @router.post("/compartments/{compartment_id}/open", response_model=OpenAnswer)

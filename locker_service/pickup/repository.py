@@ -139,12 +139,19 @@ async def recent_failures(
 
 
 async def courier_failures(
-    session: AsyncSession, now: datetime, rules: throttle.Rules, *, kiosk_id: int, source: str
+    session: AsyncSession,
+    now: datetime,
+    rules: throttle.Rules,
+    *,
+    kiosk_id: int,
+    source: str,
+    lifted_at: datetime | None = None,
 ) -> RecentFailures:
-    """Failed logins of this courier id anywhere (`rules.source`) and of every courier login
-    at this kiosk (`rules.kiosk`), in one round trip."""
+    """Failed logins of this courier id anywhere (`rules.source`) since an operator last lifted
+    his lockout, and of every courier login at this kiosk (`rules.kiosk`), in one round trip."""
+    since = now - rules.source.window
     params: dict[str, object] = {
-        "source_since": now - rules.source.window,
+        "source_since": max(since, lifted_at) if lifted_at is not None else since,
         "kiosk_since": now - rules.kiosk.window,
         "kiosk_id": kiosk_id,
         "source": source,

@@ -122,3 +122,33 @@ def test_alert_titles_follow_a_chinese_browser(
     expect(item.locator(".alert-facts")).to_contain_text("255 次")
     expect(item.locator("button.alert-ack")).to_have_text("确认")
     context.close()
+
+
+def test_a_locked_out_courier_is_lifted_from_his_alert(
+    browser: Any, service_with_alert: tuple[ServiceProcess, Seed]
+) -> None:
+    """Wrong PINs lock a courier out; the operator reads who and where, calls him, and lifts
+    the lockout from the alert with how she knows it is him."""
+    service, seed = service_with_alert
+    wrong = "9" * len(seed.courier_pin) if seed.courier_pin[0] != "9" else "1" * 6
+    for _ in range(5):  # LOCKER_COURIER_FREE_FAILURES' default
+        answer = service.api(
+            "POST",
+            "/api/v1/kiosk/dropoff",
+            seed.kiosk_token,
+            json={"courier_code": seed.courier_code, "pin": wrong, "order_ref": "R-1"},
+        )
+        assert answer.status_code == 403, answer.text
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-GB")
+    page = context.new_page()
+    page.goto(f"{service.url}/dashboard#token={seed.operator_token}")
+    item = page.locator("#alerts li").filter(has_text="A courier is locked out")
+    expect(item).to_contain_text(seed.courier_code, timeout=LOAD_TIMEOUT_MS)
+    item.get_by_label("How you know it is him (required)").fill("called him, he is here")
+    item.get_by_role("button", name="Lift the lockout").click()
+    expect(item).to_have_count(0, timeout=LOAD_TIMEOUT_MS)  # resolved: off the list
+    alerts = service.api("GET", "/api/v1/operator/alerts", seed.operator_token).json()
+    [lifted] = [a for a in alerts if a["kind"] == "courier_locked_out"]
+    assert lifted["state"] == "resolved"
+    assert lifted["corrective_action"] == "lockout lifted: called him, he is here"
+    context.close()

@@ -464,9 +464,11 @@
   const ALERT_LANGUAGE = (navigator.language || "en").toLowerCase().startsWith("zh") ? "zh-Hans" : "en";
   const ALERT_WORDS = {
     en: { times: (n) => `${n} times`, open: (d) => `for ${d}`, ack: "Acknowledge", acked: "acknowledged",
-      resend: "Resend", contact: "Corrected contact (optional)", resent: "Message queued again" },
+      resend: "Resend", contact: "Corrected contact (optional)", resent: "Message queued again",
+      lift: "Lift the lockout", liftReason: "How you know it is him (required)", lifted: "Lockout lifted" },
     "zh-Hans": { times: (n) => `${n} 次`, open: (d) => `已持续 ${d}`, ack: "确认", acked: "已确认",
-      resend: "重新发送", contact: "更正后的联系方式（可选）", resent: "消息已重新排队" },
+      resend: "重新发送", contact: "更正后的联系方式（可选）", resent: "消息已重新排队",
+      lift: "解除锁定", liftReason: "如何确认是本人（必填）", lifted: "已解除锁定" },
   }[ALERT_LANGUAGE];
   const UNITS = ALERT_LANGUAGE === "en" ? ["d", "h", "min"] : ["天", "小时", "分钟"];
 
@@ -485,25 +487,39 @@
     return (a.title && (a.title[ALERT_LANGUAGE] || a.title.en)) || a.kind;
   }
 
-  function resendForm(a) {
-    const contact = el("input", { type: "text", maxLength: 1000, placeholder: ALERT_WORDS.contact });
-    contact.setAttribute("aria-label", ALERT_WORDS.contact);
-    const button = el("button", { type: "submit" }, ALERT_WORDS.resend);
-    const form = el("form", { class: "alert-resend" }, contact, button);
+  // An alert's one-field form: the field's limits and words, the button's, and what it posts.
+  function alertForm(limits, label, action, done, send) {
+    const input = el("input", { type: "text", placeholder: label, ...limits });
+    input.setAttribute("aria-label", label);
+    const button = el("button", { type: "submit" }, action);
+    const form = el("form", { class: "alert-resend" }, input, button);
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       button.disabled = true;
-      const body = contact.value.trim() ? { contact: contact.value.trim() } : {};
       try {
-        await api("POST", `/operator/notifications/${a.notification_id}/resend`, body);
-        logEvent(`${ALERT_WORDS.resent}: ${alertTitle(a)}`);
+        await send(input.value.trim());
+        logEvent(done);
       } catch (err) {
-        logEvent(`${ALERT_WORDS.resend}: ${err.message}`);
+        logEvent(`${action}: ${err.message}`);
       } finally {
         await loadAlerts();
       }
     });
     return form;
+  }
+
+  function resendForm(a) {
+    return alertForm({ maxLength: 1000 }, ALERT_WORDS.contact, ALERT_WORDS.resend,
+      `${ALERT_WORDS.resent}: ${alertTitle(a)}`,
+      (contact) => api("POST", `/operator/notifications/${a.notification_id}/resend`,
+        contact ? { contact } : {}));
+  }
+
+  // A courier locked out after wrong PINs: the operator who knows it is him lifts it, saying how.
+  function liftForm(a) {
+    return alertForm({ minLength: 3, maxLength: 500, required: true }, ALERT_WORDS.liftReason,
+      ALERT_WORDS.lift, `${ALERT_WORDS.lifted}: ${a.message}`,
+      (reason) => api("POST", `/operator/alerts/${a.id}/lift-lockout`, { reason }));
   }
 
   async function loadAlerts() {
@@ -539,7 +555,8 @@
             el("div", { class: "alert-message" }, a.message),
             advice ? el("div", { class: "small" }, advice) : null,
             el("div", { class: "small" }, fmtTime(a.raised_at)),
-            a.notification_id ? resendForm(a) : null),
+            a.notification_id ? resendForm(a) : null,
+            a.kind === "courier_locked_out" ? liftForm(a) : null),
           ack
         );
       })
