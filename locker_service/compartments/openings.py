@@ -144,12 +144,15 @@ def purpose_refusal(
     occupied: bool,
     kept_hot: bool,
     food_unsafe: bool,
+    hold_over: bool = False,
 ) -> Refusal | None:
     """Whether an opening for `purpose` may go ahead (pure, ADR 0120). `order_state`: the
     order whose food is in the compartment (active, or expired with its food still inside),
     None when none is; `occupied`: the board's sensor; `kept_hot`: no heater or probe fault is
-    latched; `food_unsafe`: the food-safety watch ended it. Food is handed over only when it is
-    ready and safe; only food that is there can be discarded; an inspection is always allowed."""
+    latched; `food_unsafe`: the food-safety watch ended it; `hold_over`: its hold has run out,
+    whether or not its expiry has run yet (her code is refused from then on too). Food is
+    handed over only when it is ready and safe; only food that is there can be discarded; an
+    inspection is always allowed."""
     if purpose is OpenPurpose.HANDOVER:
         if order_state is None:
             return Refusal("nothing_to_hand_over", "no order's food is in this compartment")
@@ -158,22 +161,22 @@ def purpose_refusal(
                 "food_unsafe",
                 "the food is no longer safe: it is not handed over; open to discard it",
             )
-        if order_state == "expired":
+        if order_state == "expired" or hold_over:
             return Refusal(
                 "hold_over",
-                "the order has expired: its food is not handed over; open to discard it",
-            )
-        if order_state != "ready":
-            return Refusal(
-                "not_ready",
-                "the order is not ready (its disinfection has not finished): wait for it, or "
-                "open to discard it",
+                "the order's hold is over: its food is not handed over; open to discard it",
             )
         if not kept_hot:
             return Refusal(
                 "not_kept_hot",
                 "a heater or probe fault is latched: the food was not kept hot and is not "
                 "handed over; open to discard it",
+            )
+        if order_state != "ready":
+            return Refusal(
+                "not_ready",
+                "the order is not ready (its disinfection has not finished): wait for it, or "
+                "open to discard it",
             )
     if purpose is OpenPurpose.DISCARD and order_state is None and not occupied:
         return Refusal("nothing_to_discard", "the compartment holds no food to discard")

@@ -390,11 +390,17 @@ async def _orders(
 async def _discards(
     session: AsyncSession, record: DayText, b: Bounds, places: dict[int, tuple[str, int]]
 ) -> None:
-    """Food taken out to be thrown away: an operator's opening to discard it whose door
-    opened (ADR 0120); and, of openings that did not say what they were for, one of an expired
-    or unsafe order's compartment after it ended, or the one of a ready order that failed as
-    taken out by staff after a heater fault (ADR 0047)."""
-    said = and_(DoorOpening.purpose == OpenPurpose.DISCARD, DoorOpening.door_opened_at.is_not(None))
+    """Food taken out to be thrown away, one row per order: an operator's opening to discard
+    it whose door opened, of an order that ended without her pickup (ADR 0120); and, of
+    openings that did not say the food was to go (none said, or a look in), one of an expired
+    or unsafe order's compartment after it ended, or one of a ready order that failed as taken
+    out by staff after a heater fault (ADR 0047). Of an order's several, the last."""
+    said = and_(
+        DoorOpening.purpose == OpenPurpose.DISCARD,
+        DoorOpening.door_opened_at.is_not(None),
+        Order.state.in_((OrderState.EXPIRED, OrderState.FAILED)),  # not her pickup
+    )
+    unsaid = or_(DoorOpening.purpose.is_(None), DoorOpening.purpose == OpenPurpose.INSPECT)
     ended = and_(
         Order.state == OrderState.EXPIRED,
         Order.closed_at.is_not(None),
@@ -415,11 +421,12 @@ async def _discards(
             DoorOpening.at >= b.start,
             DoorOpening.at < b.end,
             DoorOpening.who.like("operator:%"),
-            or_(said, and_(DoorOpening.purpose.is_(None), or_(ended, taken_out))),
+            or_(said, and_(unsaid, or_(ended, taken_out))),
         )
         .order_by(DoorOpening.at, DoorOpening.id)
     )
-    for opening, order in openings:
+    last = {order.id: (opening, order) for opening, order in openings}
+    for opening, order in sorted(last.values(), key=lambda found: (found[0].at, found[0].id)):
         record.add(
             "discard",
             (

@@ -156,8 +156,8 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         merchant_message="order {ref}: {why}; staff will take the food out",
         alert_kind="expired_food",
         severity="warning",
-        operator_message="order {ref}: {why}. Remove the food: open the compartment with a "
-        "reason (audited)",
+        operator_message="order {ref}: {why}. Remove the food: open the compartment to discard "
+        "it (audited)",
     ),
     Exceptional.FOOD_UNSAFE: Told(
         purchaser_status="status.food_unsafe",
@@ -174,7 +174,7 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         purchaser_status="status.discarded",
         purchaser_message="discarded",  # unless she was told of a fault: staff contact her
         merchant_event="discarded_by_staff",
-        merchant_message="order {ref} was taken out of the locker by staff and discarded: {why}",
+        merchant_message="order {ref}: {why}; it cannot be collected",
         alert_kind=None,  # the operator's own act, recorded in the audit with the reason
         severity="info",
         operator_message="order {ref} discarded: {why}",

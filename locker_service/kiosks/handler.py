@@ -17,7 +17,6 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from firmware_bridge import contract
@@ -615,15 +614,8 @@ class StoryHandler:
                 await self.story.left_inside(session, kiosk, order)
 
     async def _last_opener(self, session: AsyncSession, c: Compartment) -> openings.Opener | None:
-        row = (
-            await session.execute(
-                select(DoorOpening.who, DoorOpening.purpose)
-                .where(DoorOpening.compartment_id == c.id, DoorOpening.door_opened_at.is_not(None))
-                .order_by(DoorOpening.door_opened_at.desc())
-                .limit(1)
-            )
-        ).first()
-        return openings.Opener.of(row.who, row.purpose) if row is not None else None
+        last = await pickup_repository.last_opening(session, c.id)
+        return openings.Opener.of(last.who, last.purpose) if last is not None else None
 
     async def _scan(
         self, session: AsyncSession, kiosk: Kiosk, event: contract.Event

@@ -449,6 +449,7 @@ class Story:
             order is not None
             and order.state in (OrderState.READY, OrderState.DEPOSITED, OrderState.DISINFECTING)
             and purpose is openings.OpenPurpose.DISCARD
+            and order.code_used_at is None  # her code opened it since: she took it
         ):
             await self._discarded(session, kiosk, c, order, who)
         elif order is not None and order.state == OrderState.READY:

@@ -77,6 +77,8 @@ async def remote_open(
     async with session_scope(ctx.sessionmaker) as session:
         order = await orders.food_in_compartment(session, compartment.id)
         if purpose is not None:
+            # Said what it is for: about the food inside, not an order whose food is gone.
+            order = order if compartment.state in FOOD_INSIDE else None
             _check_purpose(purpose, compartment, order)
         opening = doors.authorise(
             session,
@@ -110,13 +112,14 @@ def _check_purpose(
     purpose: openings.OpenPurpose, compartment: Compartment, order: Order | None
 ) -> None:
     """Raise a `Conflict` when the purpose does not fit the food in the compartment."""
-    inside = order if compartment.state in FOOD_INSIDE else None
+    hold_until = order.hold_until if order is not None else None
     refused = openings.purpose_refusal(
         purpose,
-        order_state=inside.state if inside is not None else None,
+        order_state=order.state if order is not None else None,
         occupied=compartment.occupied,
         kept_hot=keeps_food_hot(compartment.fault),
-        food_unsafe=inside is not None and inside.food_unsafe_at is not None,
+        food_unsafe=order is not None and order.food_unsafe_at is not None,
+        hold_over=hold_until is not None and utcnow() >= hold_until,
     )
     if refused is not None:
         raise Conflict(refused.message, code=refused.code)

@@ -18,10 +18,12 @@ from locker_service.models import (
     Compartment,
     DoorOpening,
     NotificationOutbox,
+    Order,
     OrderEvent,
     Timer,
     utcnow,
 )
+from locker_service.orders import codes
 from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers.service import TimerKind
 from tests.locker_service.world import (
@@ -247,9 +249,49 @@ async def test_an_empty_compartment_is_opened_to_look_in_not_to_discard(
 async def test_a_look_in_leaves_her_food_and_her_order_as_they_were(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
+    """Shut with the food in: nothing changes. Found empty after a look in, against what the
+    operator said: read as an opening that said nothing (ADR 0047), her pickup here."""
     order, n = await make_ready(app_client, world, service, ref="P-look")
     c = await compartment(service, world, n)
     assert (await _open(app_client, world, c, "inspect")).status_code == 200
     for kind in ("door_opened", "door_closed"):
         await event(service, world, kind, n)
     assert (await _read(app_client, world, order))["state"] == "ready"
+    assert (await _open(app_client, world, c, "inspect")).status_code == 200
+    await _taken_out(service, world, n)
+    assert (await _read(app_client, world, order))["state"] == "picked_up"
+
+
+async def test_her_code_used_while_staff_had_it_open_to_discard_is_her_pickup(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """The operator opened it to discard, then she came with her code while the door was
+    open, and took her food: not discarded, nobody told it was."""
+    order, n = await make_ready(app_client, world, service, ref="P-her-code")
+    c = await compartment(service, world, n)
+    assert (await _open(app_client, world, c, "discard")).status_code == 200
+    await event(service, world, "door_opened", n)
+    code = codes.fallback_code(service.settings.secret_key, token_of(order))
+    picked = await app_client.post(
+        "/api/v1/kiosk/pickup", json={"code": code}, headers=world.kiosk()
+    )
+    assert picked.status_code == 200, picked.text
+    for kind in ("item_removed", "door_closed"):
+        await event(service, world, kind, n)
+    read = await _read(app_client, world, order)
+    assert read["state"] == "picked_up", read
+    assert "discarded" not in await _messages(service, order)
+
+
+async def test_no_handover_once_her_hold_is_over_even_before_its_expiry_runs(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await make_ready(app_client, world, service, ref="P-late")
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Order)
+            .where(Order.id == uuid.UUID(order["id"]))
+            .values(hold_until=utcnow() - timedelta(seconds=1))
+        )
+    c = await compartment(service, world, n)
+    await _refused(app_client, world, service, fake_kiosk, c, "handover", "hold_over")
