@@ -12,6 +12,7 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 INT4_MAX = 2**31 - 1  # PostgreSQL `integer`: the id columns of sites, kiosks, compartments, ...
+INT8_MAX = 2**63 - 1  # PostgreSQL `bigint`: the id columns of deliveries, openings, events, ...
 NUL = "\x00"
 
 

@@ -153,7 +153,7 @@ async def start_runtime(ctx: ServiceContext) -> Runtime:
             outbox = OutboxWorker(ctx.sessionmaker, settings, hub=ctx.hub)
             await outbox.start()
             runtime.outbox = outbox
-            webhooks = WebhookWorker(ctx.sessionmaker, settings)
+            webhooks = WebhookWorker(ctx.sessionmaker, settings, hub=ctx.hub)
             await webhooks.start()
             runtime.webhooks = webhooks
             if settings.oncall_digest_hour >= 0:

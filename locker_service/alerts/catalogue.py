@@ -216,6 +216,13 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
                     "replacement so its hours start again."),
         "zh-Hans": Words("紫外灯接近使用寿命", "请更换紫外灯，并登记更换，使其计时重新开始。"),
     },
+    "webhook_dead": {
+        "en": Words("A merchant did not hear an order event", "Their webhook endpoint failed "
+                    "every attempt for about ten hours. Call the merchant: once their endpoint "
+                    "answers, they send the event again from their dead letters."),
+        "zh-Hans": Words("商家未收到订单事件", "商家的 Webhook 地址在约十小时内每次投递都失败。"
+                         "请联系商家：其地址恢复后，可从死信列表重新发送该事件。"),
+    },
 }  # fmt: skip
 
 _COUNT: Final = {"en": "{n} times", "zh-Hans": "{n} 次"}

@@ -17,7 +17,7 @@ from locker_service.api.deps import (
     SessionDep,
     SettingsDep,
 )
-from locker_service.bounds import Text
+from locker_service.bounds import INT8_MAX, Text
 from locker_service.errors import Conflict, NotFound, Unprocessable
 from locker_service.models import Merchant, WebhookDelivery, WebhookEndpoint, utcnow
 from locker_service.notifications.webhooks import check_url, new_secret
@@ -179,8 +179,18 @@ async def deliveries(
     session: SessionDep,
     status: Annotated[Literal["pending", "sending", "delivered", "dead"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before_id: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=INT8_MAX,
+            description="only deliveries older than this one: the last id of a page, to read "
+            "the next",
+        ),
+    ] = None,
 ) -> list[DeliveryRead]:
-    """The merchant's deliveries, newest first; `status=dead`: the dead letters."""
+    """The merchant's deliveries, newest first; `status=dead`: the dead letters. Page on with
+    `before_id` set to the last id of the page read."""
     query = (
         select(WebhookDelivery)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
@@ -190,6 +200,8 @@ async def deliveries(
     )
     if status is not None:
         query = query.where(WebhookDelivery.status == status)
+    if before_id is not None:
+        query = query.where(WebhookDelivery.id < before_id)
     return [_delivery(d) for d in await session.scalars(query)]
 
 

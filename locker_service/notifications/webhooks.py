@@ -28,23 +28,33 @@ import random
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from locker_service.alerts.service import raise_alert, resolve_alerts
 from locker_service.background import BackgroundLoop
 from locker_service.config import Settings
 from locker_service.contacts.targets import Resolver, TargetPolicy, TargetRefused, resolve
 from locker_service.db import rowcount
-from locker_service.models import WebhookDelivery, WebhookEndpoint, utcnow
+from locker_service.live import LiveHub
+from locker_service.models import Merchant, Order, WebhookDelivery, WebhookEndpoint, utcnow
 
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 50
 SECRET_PREFIX = "whsec_"
 ERROR_LENGTH = 500
+REMOVED = "the endpoint was removed"  # the merchant's own doing: no alert
+DEAD_ALERT = "webhook_dead"
+
+
+def dead_key(endpoint_id: int) -> str:
+    """One open alert per merchant endpoint that gave up on a delivery."""
+    return f"{DEAD_ALERT}:{endpoint_id}"
 
 
 def new_secret() -> str:
@@ -158,9 +168,11 @@ class WebhookWorker:
         sessionmaker: async_sessionmaker[AsyncSession],
         settings: Settings,
         transport: httpx.AsyncBaseTransport | None = None,
+        hub: LiveHub | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._settings = settings
+        self._hub = hub
         self._policy = policy(settings)
         self._client = httpx.AsyncClient(
             timeout=settings.webhook_timeout_s, follow_redirects=False, transport=transport
@@ -242,7 +254,7 @@ class WebhookWorker:
             endpoint = await session.get(WebhookEndpoint, delivery.endpoint_id)
         error: str | None = None
         if endpoint is None or not endpoint.enabled:
-            await self._finish(delivery, "dead", "the endpoint was removed", now)
+            await self._finish(delivery, "dead", REMOVED, now)
             return
         body = json.dumps(delivery.payload, separators=(",", ":")).encode()
         timestamp = int(now.timestamp())
@@ -317,5 +329,41 @@ class WebhookWorker:
                 )
                 .values(**values)
             )
+            if rowcount(result) == 1 and status == "dead" and error != REMOVED:
+                await self._report_dead(session, delivery, error or "")
+            elif rowcount(result) == 1 and status == "delivered":
+                # The endpoint answers again: what the alert asked for is done.
+                await resolve_alerts(session, dead_key(delivery.endpoint_id), self._hub)
         if rowcount(result) != 1:
             log.info("webhook %s: another claim took it over", delivery.message_id)
+
+    async def _report_dead(
+        self, session: AsyncSession, delivery: WebhookDelivery, error: str
+    ) -> None:
+        """A delivery given up on: the merchant did not hear it, and their own channel is the
+        one that failed. The operator is told (one alert per endpoint until a delivery to it
+        succeeds), so someone calls them; they can read the order or send it again."""
+        found = (
+            await session.execute(
+                select(Merchant.name, WebhookEndpoint.url, Order.external_ref, Order.site_id)
+                .join(WebhookEndpoint, WebhookEndpoint.merchant_id == Merchant.id)
+                .join(Order, Order.id == delivery.order_id)
+                .where(WebhookEndpoint.id == delivery.endpoint_id)
+            )
+        ).first()
+        if found is None:
+            return
+        merchant, url, ref, site_id = found
+        host = urlsplit(url).hostname or "?"
+        await raise_alert(
+            session,
+            kind=DEAD_ALERT,
+            severity="warning",
+            message=f"{merchant}'s webhook at {host} gave up on {delivery.event_type} of order "
+            f"{ref} after {delivery.attempts} attempts (last: {error}): the merchant did not "
+            "hear it. Tell them: they fix the endpoint, then send it again from their dead "
+            "letters (or read the order)",
+            dedupe_key=dead_key(delivery.endpoint_id),
+            site_id=site_id,
+            hub=self._hub,
+        )

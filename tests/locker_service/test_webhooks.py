@@ -14,13 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook
 
 from locker_service.config import Settings
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
-from locker_service.models import WebhookDelivery, utcnow
+from locker_service.models import Alert, WebhookDelivery, WebhookEndpoint, utcnow
 from locker_service.notifications import webhooks
 from locker_service.notifications.webhooks import WebhookWorker, prune_finished_before
 from locker_service.sites import service as admin
@@ -222,6 +222,11 @@ async def test_a_dead_letter_is_listed_and_redelivered_with_its_id(
     assert [(d["event_type"], d["attempts"], d["last_error"]) for d in dead] == [
         ("order.dropped_off", 2, "HTTP 500")
     ]
+    # The merchant's own channel failed: an operator is told, so someone calls them.
+    [told] = await _alerts(service, "webhook_dead")
+    assert told.state == "open" and told.site_id == world.site_id
+    assert "127.0.0.1" in told.message and "order.dropped_off" in told.message
+    assert "after 2 attempts (last: HTTP 500)" in told.message
     receiver.status = 200
     again = await app_client.post(
         f"/api/v1/webhooks/deliveries/{dead[0]['id']}/redeliver", headers=world.merchant()
@@ -229,6 +234,8 @@ async def test_a_dead_letter_is_listed_and_redelivered_with_its_id(
     assert again.status_code == 200 and again.json()["status"] == "pending"
     await deliver_all(worker)
     assert receiver.events() == [(dead[0]["message_id"], "order.dropped_off")]
+    [told] = await _alerts(service, "webhook_dead")
+    assert told.state == "resolved"  # the endpoint answers again
     again = await app_client.post(
         f"/api/v1/webhooks/deliveries/{dead[0]['id']}/redeliver", headers=world.merchant()
     )
@@ -245,6 +252,51 @@ async def test_a_dead_letter_is_listed_and_redelivered_with_its_id(
         f"/api/v1/webhooks/deliveries/{dead[0]['id']}/redeliver", headers=theirs
     )
     assert stranger.status_code == 404
+
+
+async def _alerts(service: ServiceContext, kind: str) -> list[Alert]:
+    async with service.sessionmaker() as session:
+        return list(await session.scalars(select(Alert).where(Alert.kind == kind)))
+
+
+async def test_a_removed_endpoint_s_dead_letters_raise_nothing_and_the_list_pages_on(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, receiver: Receiver
+) -> None:
+    """Removing an endpoint is the merchant's doing: its queued deliveries are dead letters,
+    and no operator is called. Past a page, `before_id` reads on."""
+    endpoint = await register(app_client, world, receiver.url, events=["order.dropped_off"])
+    for _ in range(3):
+        await dropped_off(app_client, world, service, ref=f"wh-{uuid.uuid4().hex[:6]}")
+    # Removed as a round had claimed them: the round finds it gone as it sends.
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == endpoint["id"])
+            .values(enabled=False)
+        )
+    await deliver_all(WebhookWorker(service.sessionmaker, service.settings))
+    assert await _alerts(service, "webhook_dead") == []
+    async with service.sessionmaker() as session:
+        rows = (await session.scalars(select(WebhookDelivery))).all()
+    assert [(d.status, d.last_error) for d in rows] == [("dead", "the endpoint was removed")] * 3
+
+    async def page(**query: Any) -> list[int]:
+        answer = await app_client.get(
+            "/api/v1/webhooks/deliveries", params=query, headers=world.merchant()
+        )
+        assert answer.status_code == 200, answer.text
+        return [d["id"] for d in answer.json()]
+
+    every = await page()
+    assert len(every) == 3 and every == sorted(every, reverse=True)
+    first = await page(limit=2)
+    assert first == every[:2]
+    assert await page(limit=2, before_id=first[-1]) == every[2:]
+    assert (
+        await app_client.get(
+            "/api/v1/webhooks/deliveries", params={"before_id": 0}, headers=world.merchant()
+        )
+    ).status_code == 422
 
 
 async def test_a_rotated_secret_signs_beside_the_old_one(
