@@ -106,9 +106,9 @@ class Story:
         if o is not None:
             publish_after_commit(session, self.ctx.hub, "order", live_view(o), o.site_id)
 
-    async def where(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> str:
+    async def where(self, session: AsyncSession, kiosk: Kiosk, c: Compartment) -> outbox.Place:
         site = await session.get(Site, kiosk.site_id)
-        return f"{site.name if site else 'the site'}, {kiosk.name}, compartment {c.number}"
+        return outbox.Place(site.name if site else "", kiosk.name, c.number)
 
     # -- drop-off ---------------------------------------------------------------------------
 
@@ -765,7 +765,7 @@ class Story:
             if deposited and order.compartment_id is not None
             else None
         )
-        where = await self.where(session, found[1], found[0]) if found else "the locker"
+        where = await self.where(session, found[1], found[0]) if found else None
         if told.purchaser_message is not None:
             await outbox.enqueue(session, order, told.purchaser_message, where=where, deadline=None)
         if found is None:

@@ -35,6 +35,8 @@ class Order(Base):
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
     purchaser_name: Mapped[str] = mapped_column(String(200))
     purchaser_contact: Mapped[str] = mapped_column(String(1000))  # Apprise URL(s)
+    # The language of her messages (web/i18n.LANGUAGES; ADR 0122).
+    purchaser_language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     size: Mapped[str] = mapped_column(String(1))
     temperature_class: Mapped[str] = mapped_column(String(10))  # hot, ambient
     state: Mapped[str] = mapped_column(String(20), default="created", index=True)

@@ -23,6 +23,7 @@ class PickupDetails:
     timezone: str
     code: str | None  # 8 digits; None when the order is no longer collectable
     page_url: str | None
+    language: str = "en"  # hers (ADR 0122): the lines below, and her page, in it
 
 
 def format_code(code: str) -> str:
@@ -39,17 +40,42 @@ def local_time(when: datetime, timezone: str) -> str:
     return f"{local:%Y-%m-%d %H:%M} ({local.tzname()})"
 
 
+# The lines added to her message, in each language (as orders/outbox's messages).
+_LINES: dict[str, dict[str, str]] = {
+    "en": {
+        "compartment": "compartment {}",
+        "locker": "Locker: {}",
+        "code": "Pickup code: {}",
+        "scan": "Scan the attached QR code at the locker's scanner, or type the code.",
+        "before": "Collect before: {}",
+        "page": "Your pickup page: {}",
+    },
+    "zh-Hans": {
+        "compartment": "{} 号柜格",
+        "locker": "取餐柜：{}",
+        "code": "取餐码：{}",
+        "scan": "请在取餐柜的扫码器上扫描附件中的二维码，或输入取餐码。",
+        "before": "请在此时间前取餐：{}",
+        "page": "您的取餐页面：{}",
+    },
+}
+
+
 def compose(body: str, details: PickupDetails) -> str:
+    words = _LINES.get(details.language, _LINES["en"])
     lines = [body.rstrip(), ""]
     place = [details.site_name, details.kiosk_name]
     if details.compartment is not None:
-        place.append(f"compartment {details.compartment}")
-    lines.append("Locker: " + ", ".join(part for part in place if part))
+        place.append(words["compartment"].format(details.compartment))
+    lines.append(words["locker"].format(", ".join(part for part in place if part)))
     if details.code is not None:
-        lines.append(f"Pickup code: {format_code(details.code)}")
-        lines.append("Scan the attached QR code at the locker's scanner, or type the code.")
+        lines.append(words["code"].format(format_code(details.code)))
+        lines.append(words["scan"])
     if details.deadline is not None and details.code is not None:
-        lines.append(f"Collect before: {local_time(details.deadline, details.timezone)}")
+        lines.append(words["before"].format(local_time(details.deadline, details.timezone)))
     if details.page_url is not None:
-        lines.append(f"Your pickup page: {details.page_url}")
+        page = details.page_url
+        if details.language != "en" and details.language in _LINES:
+            page += f"?lang={details.language}"  # her page opens in her language
+        lines.append(words["page"].format(page))
     return "\n".join(lines) + "\n"

@@ -48,7 +48,7 @@ from locker_service.notifications.messages import PickupDetails, compose
 from locker_service.notifications.qr import qr_png
 from locker_service.orders.codes import fallback_code, pickup_token
 from locker_service.orders.lifecycle import OrderState
-from locker_service.orders.outbox import UNTRUE_ONCE_COLLECTED
+from locker_service.orders.outbox import UNTRUE_ONCE_COLLECTED, language_of
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +285,7 @@ class OutboxWorker:
             timezone=place.site.timezone,
             code=fallback_code(settings.secret_key, token) if with_code else None,
             page_url=f"{settings.public_base_url.rstrip('/')}/p/{token}",
+            language=language_of(order),
         )
         attachments = [Attachment(QR_FILENAME, qr_png(token), "image/png")] if with_code else []
         return Prepared(urls, row.subject, compose(row.body, details), attachments)

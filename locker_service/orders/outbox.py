@@ -27,73 +27,160 @@ def dedupe_key(order: Order, kind: str) -> str:
     return f"order:{order.id}:{kind}"
 
 
-def _text(kind: str, order: Order, where: str, deadline: datetime | None) -> tuple[str, str]:
-    by = f" Please collect it before {deadline:%Y-%m-%d %H:%M} UTC." if deadline else ""
-    if kind == "ready":
-        return (
-            f"Your order {order.external_ref} is ready",
-            f"Hello {order.purchaser_name}, your order is waiting for you at {where}.{by}",
-        )
-    if kind == "reminder":
-        return (
-            f"Reminder: your order {order.external_ref} is waiting",
-            f"Hello {order.purchaser_name}, your order is still waiting at {where}.{by}",
-        )
-    if kind == "expired":
+@dataclass(frozen=True)
+class Place:
+    """Where her food is: told in her language (`place_words`)."""
+
+    site: str
+    kiosk: str
+    compartment: int
+
+
+def place_words(place: Place | None, language: str) -> str:
+    if language == "zh-Hans":
+        return f"{place.site} {place.kiosk} {place.compartment} 号柜格" if place else "取餐柜"
+    return (
+        f"{place.site}, {place.kiosk}, compartment {place.compartment}" if place else "the locker"
+    )
+
+
+# Each message in each language (web/i18n.LANGUAGES; ADR 0122): (subject, body). The fields:
+# {ref}, {name}, {where} (`place_words`), {by} (the deadline sentence, or nothing), {why} (the
+# order's reason, as the service states it), {at} (when her code was used).
+MESSAGES: dict[str, dict[str, tuple[str, str]]] = {
+    "en": {
+        "ready": (
+            "Your order {ref} is ready",
+            "Hello {name}, your order is waiting for you at {where}.{by}",
+        ),
+        "reminder": (
+            "Reminder: your order {ref} is waiting",
+            "Hello {name}, your order is still waiting at {where}.{by}",
+        ),
         # Told when the hold runs out, while the food is still behind the locked door: it
         # will be discarded, it has not been yet (ADR 0047).
-        return (
-            f"Your order {order.external_ref} has expired",
-            f"Hello {order.purchaser_name}, your order was not collected in time at {where}. "
-            "For food safety it will be discarded; please contact the merchant.",
-        )
-    if kind == "food_unsafe":
+        "expired": (
+            "Your order {ref} has expired",
+            "Hello {name}, your order was not collected in time at {where}. For food safety it "
+            "will be discarded; please contact the merchant.",
+        ),
         # Told when the watch finds it, while the food is still behind the locked door.
-        why = (order.failure_reason or "").removeprefix("food no longer safe: ")
-        return (
-            f"Your order {order.external_ref} can no longer be collected",
-            f"Hello {order.purchaser_name}, for food safety your order at {where} can no longer "
-            f"be collected: {why}. It will be discarded; please contact the merchant.",
-        )
-    if kind == "collected":  # the expiry was wrong: she collected it in time (ADR 0112)
-        at = f" at {order.code_used_at:%Y-%m-%d %H:%M} UTC" if order.code_used_at else ""
-        return (
-            f"Your order {order.external_ref} was collected",
-            f"Hello {order.purchaser_name}, you collected your order at {where}{at}, in time; "
-            "the locker could only tell us later. If we told you it had expired or could no "
-            "longer be collected, that was wrong: your collection is recorded.",
-        )
-    if kind == "never_dropped_off":  # the outbox kind column holds 20
-        return (
-            f"Your order {order.external_ref} has expired",
-            f"Hello {order.purchaser_name}, your order was never dropped off at the locker "
-            "and has expired. Please contact the merchant.",
-        )
-    if kind == "fault":
-        return (
-            f"Your order {order.external_ref}: a fault at the locker",
-            f"Hello {order.purchaser_name}, a fault occurred in the compartment holding your "
-            f"order at {where}. Do not collect it; staff will contact you.",
-        )
-    if kind == "lock_jammed":
-        return (
-            f"Your order {order.external_ref}: the compartment did not open",
-            f"Hello {order.purchaser_name}, the lock of your compartment at {where} did not "
-            "open. Staff will contact you.",
-        )
-    if kind == "discarded":  # an operator took it out to discard it (ADR 0120)
-        return (
-            f"Your order {order.external_ref} can no longer be collected",
-            f"Hello {order.purchaser_name}, staff took your order out of the locker at {where} "
-            "and discarded it, so it cannot be collected. Please contact the merchant.",
-        )
-    if kind == "removed_early":
-        return (
-            f"Your order {order.external_ref} could not be delivered",
-            f"Hello {order.purchaser_name}, your order was taken out of the locker at {where} "
-            "before it was ready. Please contact the merchant.",
-        )
-    return (f"Your order {order.external_ref}: {kind}", f"Hello {order.purchaser_name}.")
+        "food_unsafe": (
+            "Your order {ref} can no longer be collected",
+            "Hello {name}, for food safety your order at {where} can no longer be collected: "
+            "{why}. It will be discarded; please contact the merchant.",
+        ),
+        # The expiry was wrong: she collected it in time (ADR 0112).
+        "collected": (
+            "Your order {ref} was collected",
+            "Hello {name}, you collected your order at {where}{at}, in time; the locker could "
+            "only tell us later. If we told you it had expired or could no longer be collected, "
+            "that was wrong: your collection is recorded.",
+        ),
+        "never_dropped_off": (  # the outbox kind column holds 20
+            "Your order {ref} has expired",
+            "Hello {name}, your order was never dropped off at the locker and has expired. "
+            "Please contact the merchant.",
+        ),
+        "fault": (
+            "Your order {ref}: a fault at the locker",
+            "Hello {name}, a fault occurred in the compartment holding your order at {where}. "
+            "Do not collect it; staff will contact you.",
+        ),
+        "lock_jammed": (
+            "Your order {ref}: the compartment did not open",
+            "Hello {name}, the lock of your compartment at {where} did not open. Staff will "
+            "contact you.",
+        ),
+        # An operator took it out to discard it (ADR 0120).
+        "discarded": (
+            "Your order {ref} can no longer be collected",
+            "Hello {name}, staff took your order out of the locker at {where} and discarded "
+            "it, so it cannot be collected. Please contact the merchant.",
+        ),
+        "removed_early": (
+            "Your order {ref} could not be delivered",
+            "Hello {name}, your order was taken out of the locker at {where} before it was "
+            "ready. Please contact the merchant.",
+        ),
+    },
+    "zh-Hans": {
+        "ready": ("您的订单 {ref} 已可取餐", "{name}，您好：您的订单已在{where}等您。{by}"),
+        "reminder": (
+            "提醒：您的订单 {ref} 仍在等您",
+            "{name}，您好：您的订单仍在{where}等您。{by}",
+        ),
+        "expired": (
+            "您的订单 {ref} 已过期",
+            "{name}，您好：您在{where}的订单未在规定时间内取走。出于食品安全，餐品将被丢弃；"
+            "请联系商家。",
+        ),
+        "food_unsafe": (
+            "您的订单 {ref} 已无法取餐",
+            "{name}，您好：出于食品安全，您在{where}的订单已无法取餐（{why}）。餐品将被丢弃；"
+            "请联系商家。",
+        ),
+        "collected": (
+            "您的订单 {ref} 已取走",
+            "{name}，您好：您已{at}在{where}按时取走订单，取餐柜稍后才告知我们。如果我们曾告诉"
+            "您订单已过期或无法取餐，那是错误的：您的取餐已记录。",
+        ),
+        "never_dropped_off": (
+            "您的订单 {ref} 已过期",
+            "{name}，您好：您的订单从未送达取餐柜，已过期。请联系商家。",
+        ),
+        "fault": (
+            "您的订单 {ref}：取餐柜出现故障",
+            "{name}，您好：{where}存放您订单的柜格出现故障。请勿取餐，工作人员会与您联系。",
+        ),
+        "lock_jammed": (
+            "您的订单 {ref}：柜门未能打开",
+            "{name}，您好：您在{where}的柜门未能打开。工作人员会与您联系。",
+        ),
+        "discarded": (
+            "您的订单 {ref} 已无法取餐",
+            "{name}，您好：工作人员已将您在{where}的订单从取餐柜取出并丢弃，无法再取餐。"
+            "请联系商家。",
+        ),
+        "removed_early": (
+            "您的订单 {ref} 未能送达",
+            "{name}，您好：您在{where}的订单在可取餐前被取出取餐柜。请联系商家。",
+        ),
+    },
+}
+_DEADLINE = {
+    "en": " Please collect it before {:%Y-%m-%d %H:%M} UTC.",
+    "zh-Hans": "请在 {:%Y-%m-%d %H:%M}（UTC）前取餐。",
+}
+_USED_AT = {"en": " at {:%Y-%m-%d %H:%M} UTC", "zh-Hans": "于 {:%Y-%m-%d %H:%M}（UTC）"}
+_OTHER = {
+    "en": ("Your order {ref}: {kind}", "Hello {name}."),
+    "zh-Hans": ("您的订单 {ref}：{kind}", "{name}，您好。"),
+}
+
+
+def language_of(order: Order) -> str:
+    """Her language, English for one this version does not know."""
+    language = order.purchaser_language or "en"
+    return language if language in MESSAGES else "en"
+
+
+def _text(
+    kind: str, order: Order, where: Place | None, deadline: datetime | None
+) -> tuple[str, str]:
+    language = language_of(order)
+    used = order.code_used_at if kind == "collected" else None
+    values = {
+        "ref": order.external_ref,
+        "name": order.purchaser_name,
+        "where": place_words(where, language),
+        "by": _DEADLINE[language].format(deadline) if deadline else "",
+        "why": (order.failure_reason or "").removeprefix("food no longer safe: "),
+        "at": _USED_AT[language].format(used) if used else "",
+        "kind": kind,
+    }
+    subject, body = MESSAGES[language].get(kind, _OTHER[language])
+    return subject.format(**values), body.format(**values)
 
 
 @dataclass(frozen=True)
@@ -146,7 +233,7 @@ async def enqueue(
     order: Order,
     kind: str,
     *,
-    where: str,
+    where: Place | None,
     deadline: datetime | None,
 ) -> NotificationOutbox | None:
     """Add the message once; None if a message of this kind exists for the order already."""

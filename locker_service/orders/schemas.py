@@ -14,6 +14,7 @@ from locker_service.models import Order
 
 Size = Literal["S", "M", "L"]
 TemperatureClass = Literal["hot", "ambient"]
+PurchaserLanguage = Literal["en", "zh-Hans"]  # as web/i18n.LANGUAGES (a test holds them together)
 
 
 class OrderCreate(BaseModel):
@@ -29,6 +30,11 @@ class OrderCreate(BaseModel):
     )
     size: Size = "M"
     temperature_class: TemperatureClass = "hot"
+    purchaser_language: PurchaserLanguage | None = Field(
+        default=None,
+        description="the language of her messages: `en` (English, when left out) or `zh-Hans` "
+        "(Simplified Chinese); her pickup page opens in it too",
+    )
     cooked_at: AwareDatetime | None = Field(
         default=None,
         description="when the food was cooked, with its time zone: the food-safety clock starts "
@@ -57,6 +63,7 @@ class OrderRead(BaseModel):
     size: str
     temperature_class: str
     purchaser_name: str
+    purchaser_language: str = "en"
     compartment_number: int | None = None
     kiosk_code: str | None = None
     created_at: datetime

@@ -54,6 +54,7 @@ ORDER_COLUMNS: dict[str, str] = {
     "site_id": "integer",
     "purchaser_name": "text",
     "purchaser_contact": "text",
+    "purchaser_language": "text",
     "size": "text",
     "temperature_class": "text",
     "state": "text",

@@ -27,7 +27,7 @@ from locker_service.db import session_scope
 from locker_service.models import Alert, NotificationOutbox, Order, OrderEvent, SiteOncall, Timer
 from locker_service.notifications.repository import Claimed
 from locker_service.notifications.worker import OutboxWorker
-from locker_service.orders.outbox import enqueue
+from locker_service.orders.outbox import Place, enqueue
 from locker_service.timer_loop.loop import TimerLoop
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.test_notifications import WebhookReceiver
@@ -271,7 +271,9 @@ async def test_an_expiry_message_failing_after_the_order_was_collected_is_withdr
     async with session_scope(service.sessionmaker) as session:
         stored = await session.get(Order, uuid.UUID(order["id"]))
         assert stored is not None
-        row = await enqueue(session, stored, "expired", where="Tower A", deadline=None)
+        row = await enqueue(
+            session, stored, "expired", where=Place("Tower A", "Lobby", 1), deadline=None
+        )
         assert row is not None
         row.status, row.attempts = "sending", settings.notify_max_attempts
         stored.state = "picked_up"  # collected before it expired, learned since
@@ -300,7 +302,9 @@ async def test_a_purchaser_never_reached_raises_an_alert_and_a_resend_delivers(
         async with service.sessionmaker() as session, session.begin():
             stored = await session.get(Order, uuid.UUID(order["id"]))
             assert stored is not None
-            await enqueue(session, stored, "cancelled", where="Tower A", deadline=None)
+            await enqueue(
+                session, stored, "cancelled", where=Place("Tower A", "Lobby", 1), deadline=None
+            )
 
         worker = OutboxWorker(service.sessionmaker, settings, hub=service.hub)
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
 from locker_service.foodsafety.faults import keeps_food_hot
 from locker_service.kiosks import exceptions
 from locker_service.kiosks.exceptions import Exceptional
-from locker_service.orders.outbox import _text
+from locker_service.orders import outbox
+from locker_service.orders.outbox import Place, _text
+from locker_service.orders.schemas import PurchaserLanguage
 from locker_service.web import i18n
 
 
@@ -131,14 +135,43 @@ def test_the_purchaser_page_says_the_truth_first(
     )
 
 
-def test_no_message_says_removed_before_it_is() -> None:
-    class Order:
-        external_ref = "R-1"
-        purchaser_name = "Li"
+class _Order:
+    external_ref = "R-1"
+    purchaser_name = "Li"
+    purchaser_language = "en"
+    failure_reason = None
+    code_used_at = None
 
+
+class _ZhOrder(_Order):
+    purchaser_language = "zh-Hans"
+
+
+def test_every_message_is_written_in_both_languages() -> None:
+    """Each message a purchaser can be sent has its own words in each language she may read
+    (ADR 0122), every field filled: none falls back to the bare kind."""
+    kinds = {"ready", "reminder", "collected"} | {
+        told.purchaser_message
+        for told in map(exceptions.decide, Exceptional)
+        if told.purchaser_message is not None
+    }
+    assert set(outbox.MESSAGES) == set(i18n.LANGUAGES) == set(get_args(PurchaserLanguage))
+    for language in i18n.LANGUAGES:
+        assert set(outbox.MESSAGES[language]) >= kinds, language
+        order = _Order()
+        order.purchaser_language = language
+        for kind in kinds:
+            subject, body = _text(kind, order, Place("Site", "Kiosk", 2), None)
+            assert "{" not in subject + body and "}" not in subject + body, (language, kind)
+    _, chinese = _text("fault", _ZhOrder(), Place("Harbour Tower", "Lobby", 2), None)  # type: ignore[arg-type]
+    assert chinese.startswith("Li，您好") and "Harbour Tower Lobby 2 号柜格" in chinese
+
+
+def test_no_message_says_removed_before_it_is() -> None:
+    here = Place("Site", "Kiosk", 2)
     for kind in ("expired", "never_dropped_off", "fault"):
-        _, body = _text(kind, Order(), "Site, Kiosk, compartment 2", None)  # type: ignore[arg-type]
+        _, body = _text(kind, _Order(), here, None)  # type: ignore[arg-type]
         assert "removed" not in body, kind
-    assert "discarded" in _text("expired", Order(), "here", None)[1]  # type: ignore[arg-type]
-    assert "merchant" in _text("never_dropped_off", Order(), "here", None)[1]  # type: ignore[arg-type]
+    assert "discarded" in _text("expired", _Order(), here, None)[1]  # type: ignore[arg-type]
+    assert "merchant" in _text("never_dropped_off", _Order(), here, None)[1]  # type: ignore[arg-type]
     assert "kept hot" not in i18n.CATALOGUES["en"]["status.fault"]

@@ -27,7 +27,7 @@ import pytest
 import zxingcpp
 from aiosmtpd.controller import Controller
 from PIL import Image
-from sqlalchemy import select, text, update
+from sqlalchemy import Connection, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from locker_service.config import Settings
@@ -46,7 +46,7 @@ from locker_service.models import (
 from locker_service.notifications.delivery import DeliveryResult
 from locker_service.notifications.worker import OutboxWorker
 from locker_service.orders import codes
-from locker_service.orders.outbox import enqueue
+from locker_service.orders.outbox import Place, enqueue
 from tests.locker_service.conftest import make_settings
 from tests.support.mosquitto import free_port
 from tests.support.threaded_server import serve_in_background
@@ -188,7 +188,13 @@ async def make_order(
         session.add(order)
         await session.flush()
         for kind in kinds:
-            await enqueue(session, order, kind, where="Harbour Tower", deadline=order.hold_until)
+            await enqueue(
+                session,
+                order,
+                kind,
+                where=Place("Harbour Tower", "Lobby", 2),
+                deadline=order.hold_until,
+            )
     return ReadyOrder(order_id, token, code)
 
 
@@ -470,18 +476,20 @@ def test_the_migration_counts_every_message_tried_or_resent_as_maybe_seen(
     """Migration 0019 (ADR 0114): before it nothing told the tries apart, so a message tried,
     being sent or sent, or resent by an operator (who cleared its attempts), may have reached
     her; one never tried did not."""
-    from migrations import upgrade
+    from alembic import command
+
+    from migrations import alembic_config, in_migration, upgrade
     from tests.locker_service.world import seed
 
     url = empty_database_url
-    upgrade(url, "0018")
+    upgrade(url)
+    order_id = uuid.uuid4()
 
-    async def fill() -> dict[str, int]:
+    async def place() -> None:  # the people and the order, as the models have them now
         engine = create_engine(url)
         try:
             sessionmaker = create_sessionmaker(engine)
             world = await seed(sessionmaker, make_settings(url))
-            order_id = uuid.uuid4()
             async with sessionmaker() as session, session.begin():
                 session.add(
                     Order(
@@ -499,6 +507,18 @@ def test_the_migration_counts_every_message_tried_or_resent_as_maybe_seen(
                         code_hash="b" * 64,
                     )
                 )
+        finally:
+            await engine.dispose()
+
+    def back_to_0018(connection: Connection) -> None:
+        config = alembic_config(url)
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0018")
+
+    async def fill() -> dict[str, int]:
+        engine = create_engine(url)
+        try:
+            sessionmaker = create_sessionmaker(engine)
             ids: dict[str, int] = {}
             async with engine.begin() as connection:  # the table as revision 0018 has it
                 for kind, status, attempts in (
@@ -549,6 +569,8 @@ def test_the_migration_counts_every_message_tried_or_resent_as_maybe_seen(
         finally:
             await engine.dispose()
 
+    asyncio.run(place())
+    asyncio.run(in_migration(url, back_to_0018))
     ids = asyncio.run(fill())
     upgrade(url)
     found = asyncio.run(flags())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from datetime import UTC, datetime
 
@@ -69,6 +70,17 @@ def test_message_text_carries_code_place_deadline_and_link() -> None:
         "Scan the attached QR code at the locker's scanner, or type the code.",
         "Collect before: 2026-01-01 11:00 (CET)",
         "Your pickup page: https://x/p/t",
+    ]
+    # In her language (ADR 0122): every line, and her page opens in it.
+    zh = dataclasses.replace(details, language="zh-Hans")
+    assert compose("李娜，您好：您的订单已可取餐。", zh).splitlines() == [
+        "李娜，您好：您的订单已可取餐。",
+        "",
+        "取餐柜：Harbour Tower, Lobby, 3 号柜格",
+        "取餐码：0123 4567",
+        "请在取餐柜的扫码器上扫描附件中的二维码，或输入取餐码。",
+        "请在此时间前取餐：2026-01-01 11:00 (CET)",
+        "您的取餐页面：https://x/p/t?lang=zh-Hans",
     ]
     bad_zone = PickupDetails("S", "", None, details.deadline, "Mars/Olympus", None, None)
     assert compose("Expired.", bad_zone).splitlines() == ["Expired.", "", "Locker: S"]

@@ -8,8 +8,8 @@ import httpx
 from sqlalchemy import func, select
 
 from locker_service.context import ServiceContext
-from locker_service.models import Order, OrderEvent, Timer
-from tests.locker_service.world import World, create_order, token_of
+from locker_service.models import NotificationOutbox, Order, OrderEvent, Timer
+from tests.locker_service.world import World, create_order, make_ready, token_of
 
 
 async def test_create_answers_the_order_and_the_purchaser_link_once(
@@ -134,3 +134,38 @@ async def test_create_without_a_known_key_is_refused_and_stores_nothing(
             assert answer.headers["WWW-Authenticate"] == "Bearer"
     async with service.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(Order)) == 0
+
+
+async def test_her_messages_come_in_the_language_the_merchant_gives(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """`purchaser_language` (ADR 0122): her messages are written in it; left out, English; the
+    same body sent again is the same order, as it was before the field existed."""
+    chinese = {"purchaser_name": "李娜", "purchaser_language": "zh-Hans"}
+    first, _ = await make_ready(app_client, world, service, ref="lang-zh", **chinese)
+    assert first["purchaser_language"] == "zh-Hans"
+    body = world.order_body("lang-zh", **chinese)
+    again = await app_client.post("/api/v1/orders", json=body, headers=world.merchant())
+    assert again.status_code == 200 and again.json()["id"] == first["id"]
+    plain, _ = await make_ready(app_client, world, service, ref="lang-default")
+    assert plain["purchaser_language"] == "en"
+    bad = world.order_body("lang-bad", purchaser_language="fr")
+    refused = await app_client.post("/api/v1/orders", json=bad, headers=world.merchant())
+    assert refused.status_code == 422 and refused.json()["error"] == "validation_error"
+    async with service.sessionmaker() as session:
+        sent = {
+            ref: (subject, body)
+            for ref, subject, body in (
+                await session.execute(
+                    select(Order.external_ref, NotificationOutbox.subject, NotificationOutbox.body)
+                    .join(Order, Order.id == NotificationOutbox.order_id)
+                    .where(NotificationOutbox.kind == "ready")
+                )
+            ).all()
+        }
+    assert sent["lang-zh"][0] == "您的订单 lang-zh 已可取餐"
+    assert (
+        sent["lang-zh"][1].startswith("李娜，您好：您的订单已在")
+        and "号柜格等您" in sent["lang-zh"][1]
+    )
+    assert sent["lang-default"][0] == "Your order lang-default is ready"
