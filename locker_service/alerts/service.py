@@ -56,7 +56,8 @@ def alert_view(alert: Alert) -> dict[str, object]:
     }
 
 
-async def _unresolved(session: AsyncSession, dedupe_key: str) -> Alert | None:
+async def open_alert(session: AsyncSession, dedupe_key: str) -> Alert | None:
+    """The key's alert not resolved yet (open or acknowledged), if any."""
     return await session.scalar(
         select(Alert).where(Alert.dedupe_key == dedupe_key, Alert.state != "resolved")
     )
@@ -77,7 +78,7 @@ async def raise_alert(
 ) -> Alert:
     now = utcnow()
     for _ in range(3):  # a racing replica may insert the same key between our read and write
-        alert = await _unresolved(session, dedupe_key)
+        alert = await open_alert(session, dedupe_key)
         if alert is not None:
             alert.count += 1
             alert.last_raised_at = now
@@ -138,7 +139,7 @@ async def raise_compartment_alert(
 
 async def resolve_alerts(session: AsyncSession, dedupe_key: str, hub: LiveHub | None = None) -> int:
     """The condition behind the key is over: its unresolved alert becomes resolved."""
-    alert = await _unresolved(session, dedupe_key)
+    alert = await open_alert(session, dedupe_key)
     if alert is None:
         return 0
     alert.state = "resolved"

@@ -21,13 +21,20 @@ attended work (`ctx.attended_sessions`), never behind a takeover's reports (ADR 
 from __future__ import annotations
 
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from locker_service.alerts.service import raise_alert, raise_compartment_alert
+from locker_service.alerts.service import (
+    open_alert,
+    raise_alert,
+    raise_compartment_alert,
+    resolve_alerts,
+)
 from locker_service.compartments import openings
 from locker_service.compartments import repository as compartments
 from locker_service.compartments import service as doors
@@ -168,12 +175,23 @@ async def _check_courier(ctx: ServiceContext, kiosk: Kiosk, code: str, pin: str)
             courier.pin_hash, hash_pin(settings.secret_key, code, pin)
         )
         await pickup_repository.record_attempt(session, kiosk.id, source, None, ok)
-        failed = recent.courier.plus(now)
-        if courier is not None and not ok and rules.source.wait(now, failed):
-            await _report_lockout(ctx, session, kiosk, courier, failed.count, rules.source)
+    # Told after the attempt is committed, in transactions of their own: a report that fails
+    # never un-counts a wrong PIN, nor turns a login into a 500.
+    failed = recent.courier.plus(now)
+    if courier is not None and not ok and rules.source.wait(now, failed):
+        await _tell(ctx, _report_lockout(ctx, kiosk, courier, failed.count), courier)
+    elif courier is not None and ok:
+        await _tell(ctx, _lockout_over(ctx, courier), courier)  # he is in: nothing to lift
     if not ok or courier is None:
         raise Forbidden("unknown courier or wrong PIN", code="bad_courier_credentials")
     return courier
+
+
+async def _tell(ctx: ServiceContext, report: Coroutine[Any, Any, None], courier: Courier) -> None:
+    try:
+        await report
+    except Exception:
+        log.exception("courier %s's lockout alert was not updated", courier.code)
 
 
 LOCKOUT_ALERT = "courier_locked_out"
@@ -191,29 +209,35 @@ def courier_of_lockout(dedupe_key: str) -> int | None:
 
 
 async def _report_lockout(
-    ctx: ServiceContext,
-    session: AsyncSession,
-    kiosk: Kiosk,
-    courier: Courier,
-    failures: int,
-    rule: throttle.Backoff,
+    ctx: ServiceContext, kiosk: Kiosk, courier: Courier, failures: int
 ) -> None:
     """A known courier's logins now wait (his screen says to wait): perhaps him, with the
-    food in his hands and a PIN he mistyped, perhaps someone trying his PIN. The operator is
-    told, once per courier until it is lifted or over, and decides."""
-    minutes = max(1, round(ctx.settings.courier_lockout_s / 60))
-    await raise_alert(
-        session,
-        kind=LOCKOUT_ALERT,
-        severity="warning",
-        message=f"{kiosk.name}: courier {courier.code} ({courier.name}) is locked out after "
-        f"{failures} wrong PINs; his logins wait up to {minutes} min. If it is him, lift the "
-        "lockout from this alert (with a reason); if not, someone is trying his PIN",
-        dedupe_key=lockout_key(courier.id),
-        site_id=kiosk.site_id,
-        kiosk_id=kiosk.id,
-        hub=ctx.hub,
-    )
+    food in his hands and a PIN he mistyped, perhaps someone trying his PIN. The operator of
+    the kiosk's site is told, once per courier until it is lifted or he logs in, and decides.
+    One left open at another kiosk (he never came back there) is resolved first: the alert
+    names where he is now, and is shown to that site."""
+    minutes = max(1, round(ctx.settings.courier_lockout_s / 60))  # story time, as every alert
+    key = lockout_key(courier.id)
+    async with session_scope(ctx.attended_sessions) as session:
+        if (open_ := await open_alert(session, key)) is not None and open_.kiosk_id != kiosk.id:
+            await resolve_alerts(session, key, ctx.hub)
+        await raise_alert(
+            session,
+            kind=LOCKOUT_ALERT,
+            severity="warning",
+            message=f"{kiosk.name}: courier {courier.code} ({courier.name}) is locked out after "
+            f"{failures} wrong PINs; his logins wait up to {minutes} min. If it is him, lift the "
+            "lockout from this alert (with a reason); if not, someone is trying his PIN",
+            dedupe_key=key,
+            site_id=kiosk.site_id,
+            kiosk_id=kiosk.id,
+            hub=ctx.hub,
+        )
+
+
+async def _lockout_over(ctx: ServiceContext, courier: Courier) -> None:
+    async with session_scope(ctx.attended_sessions) as session:
+        await resolve_alerts(session, lockout_key(courier.id), ctx.hub)
 
 
 async def lift_lockout(session: AsyncSession, courier_id: int) -> Courier:

@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from locker_service.api.deps import (
     MERCHANT_KEY_HEADER,
+    ContextDep,
     IdPath,
     MerchantDep,
     SessionDep,
@@ -20,6 +21,7 @@ from locker_service.api.deps import (
 from locker_service.bounds import INT8_MAX, Text
 from locker_service.errors import Conflict, NotFound, Unprocessable
 from locker_service.models import Merchant, WebhookDelivery, WebhookEndpoint, utcnow
+from locker_service.notifications import webhooks
 from locker_service.notifications.webhooks import check_url, new_secret
 from locker_service.orders.webhooks import EVENT_TYPES
 
@@ -141,7 +143,9 @@ async def list_endpoints(merchant: MerchantDep, session: SessionDep) -> list[End
 
 
 @router.delete("/webhooks/{endpoint_id}", status_code=204, openapi_extra=MERCHANT_KEY_HEADER)
-async def remove(endpoint_id: IdPath, merchant: MerchantDep, session: SessionDep) -> Response:
+async def remove(
+    endpoint_id: IdPath, merchant: MerchantDep, session: SessionDep, ctx: ContextDep
+) -> Response:
     """Stop sending to it; what was still queued for it goes to the dead letters."""
     endpoint = await _endpoint(session, merchant, endpoint_id)
     endpoint.enabled = False
@@ -151,8 +155,9 @@ async def remove(endpoint_id: IdPath, merchant: MerchantDep, session: SessionDep
             WebhookDelivery.endpoint_id == endpoint.id,
             WebhookDelivery.status.in_(("pending", "sending")),
         )
-        .values(status="dead", last_error="the endpoint was removed", locked_until=None)
+        .values(status="dead", last_error=webhooks.REMOVED, locked_until=None)
     )
+    await webhooks.endpoint_removed(session, endpoint.id, ctx.hub)
     await session.commit()
     return Response(status_code=204)
 

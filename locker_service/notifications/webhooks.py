@@ -35,13 +35,20 @@ from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from locker_service.alerts.service import raise_alert, resolve_alerts
+from locker_service.alerts.service import open_alert, raise_alert, resolve_alerts
 from locker_service.background import BackgroundLoop
 from locker_service.config import Settings
 from locker_service.contacts.targets import Resolver, TargetPolicy, TargetRefused, resolve
 from locker_service.db import rowcount
 from locker_service.live import LiveHub
-from locker_service.models import Merchant, Order, WebhookDelivery, WebhookEndpoint, utcnow
+from locker_service.models import (
+    Alert,
+    Merchant,
+    Order,
+    WebhookDelivery,
+    WebhookEndpoint,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +57,34 @@ SECRET_PREFIX = "whsec_"
 ERROR_LENGTH = 500
 REMOVED = "the endpoint was removed"  # the merchant's own doing: no alert
 DEAD_ALERT = "webhook_dead"
+ALERT_MESSAGE_LENGTH = 1000  # alerts.message
 
 
-def dead_key(endpoint_id: int) -> str:
-    """One open alert per merchant endpoint that gave up on a delivery."""
-    return f"{DEAD_ALERT}:{endpoint_id}"
+def dead_key(endpoint_id: int, site_id: int | None) -> str:
+    """One open alert per merchant endpoint and site where it gave up on a delivery."""
+    return f"{DEAD_ALERT}:{endpoint_id}:{site_id}"
+
+
+async def endpoint_removed(session: AsyncSession, endpoint_id: int, hub: LiveHub | None) -> None:
+    """The merchant removed the endpoint: its dead letters can no longer be sent, and nothing
+    is left for an operator to chase."""
+    for key in await _open_dead_alerts(session, endpoint_id):
+        await resolve_alerts(session, key, hub)
+
+
+async def _open_dead_alerts(
+    session: AsyncSession, endpoint_id: int, limit: int | None = None
+) -> list[str]:
+    """The keys of the endpoint's unresolved `webhook_dead` alerts, at any site."""
+    keys = await session.scalars(
+        select(Alert.dedupe_key)
+        .where(
+            Alert.state != "resolved",  # the partial index of unresolved alerts
+            Alert.dedupe_key.startswith(f"{DEAD_ALERT}:{endpoint_id}:"),
+        )
+        .limit(limit)
+    )
+    return list(keys.all())
 
 
 def new_secret() -> str:
@@ -329,41 +359,74 @@ class WebhookWorker:
                 )
                 .values(**values)
             )
-            if rowcount(result) == 1 and status == "dead" and error != REMOVED:
-                await self._report_dead(session, delivery, error or "")
-            elif rowcount(result) == 1 and status == "delivered":
-                # The endpoint answers again: what the alert asked for is done.
-                await resolve_alerts(session, dead_key(delivery.endpoint_id), self._hub)
         if rowcount(result) != 1:
             log.info("webhook %s: another claim took it over", delivery.message_id)
-
-    async def _report_dead(
-        self, session: AsyncSession, delivery: WebhookDelivery, error: str
-    ) -> None:
-        """A delivery given up on: the merchant did not hear it, and their own channel is the
-        one that failed. The operator is told (one alert per endpoint until a delivery to it
-        succeeds), so someone calls them; they can read the order or send it again."""
-        found = (
-            await session.execute(
-                select(Merchant.name, WebhookEndpoint.url, Order.external_ref, Order.site_id)
-                .join(WebhookEndpoint, WebhookEndpoint.merchant_id == Merchant.id)
-                .join(Order, Order.id == delivery.order_id)
-                .where(WebhookEndpoint.id == delivery.endpoint_id)
-            )
-        ).first()
-        if found is None:
             return
-        merchant, url, ref, site_id = found
-        host = urlsplit(url).hostname or "?"
-        await raise_alert(
-            session,
-            kind=DEAD_ALERT,
-            severity="warning",
-            message=f"{merchant}'s webhook at {host} gave up on {delivery.event_type} of order "
-            f"{ref} after {delivery.attempts} attempts (last: {error}): the merchant did not "
-            "hear it. Tell them: they fix the endpoint, then send it again from their dead "
-            "letters (or read the order)",
-            dedupe_key=dead_key(delivery.endpoint_id),
-            site_id=site_id,
-            hub=self._hub,
-        )
+        # Told after the outcome is written, in a transaction of its own: an alert that cannot
+        # be written never leaves the row `sending`, to be sent again and again.
+        try:
+            if status == "dead" and error != REMOVED:
+                await self._report_dead(delivery, error or "")
+            elif status == "delivered":
+                await self._heard_again(delivery)
+        except Exception:
+            log.exception("webhook %s: its operator alert was not updated", delivery.message_id)
+
+    async def _report_dead(self, delivery: WebhookDelivery, error: str) -> None:
+        """A delivery given up on: the merchant did not hear it, and their own channel is the
+        one that failed. The operator of the order's site is told (one alert per endpoint and
+        site, until every dead letter there is sent again or the endpoint removed), so someone
+        calls them; they can read the order or send it again."""
+        async with self._sessionmaker() as session, session.begin():
+            found = (
+                await session.execute(
+                    select(Merchant.name, WebhookEndpoint.url, Order.external_ref, Order.site_id)
+                    .join(WebhookEndpoint, WebhookEndpoint.merchant_id == Merchant.id)
+                    .join(Order, Order.id == delivery.order_id)
+                    .where(WebhookEndpoint.id == delivery.endpoint_id)
+                )
+            ).first()
+            if found is None:
+                return
+            merchant, url, ref, site_id = found
+            host = (urlsplit(url).hostname or "?")[:100]
+            message = (
+                f"{merchant}'s webhook at {host} gave up on {delivery.event_type} of order {ref} "
+                f"after {delivery.attempts} attempts (last: {error[:200]}): the merchant did not "
+                "hear it. Tell them: they fix the endpoint, then send it again from their dead "
+                "letters (or read the order)"
+            )
+            await raise_alert(
+                session,
+                kind=DEAD_ALERT,
+                severity="warning",
+                message=message[:ALERT_MESSAGE_LENGTH],
+                dedupe_key=dead_key(delivery.endpoint_id, site_id),
+                site_id=site_id,
+                hub=self._hub,
+            )
+
+    async def _heard_again(self, delivery: WebhookDelivery) -> None:
+        """A delivery to an endpoint with an open alert at the order's site got through: once
+        no dead letter of it is left there (each sent again), the merchant has heard it all."""
+        async with self._sessionmaker() as session, session.begin():
+            if not await _open_dead_alerts(session, delivery.endpoint_id, limit=1):
+                return  # the usual case: one read of the few unresolved alerts
+            site_id = await session.scalar(
+                select(Order.site_id).where(Order.id == delivery.order_id)
+            )
+            key = dead_key(delivery.endpoint_id, site_id)
+            if site_id is None or await open_alert(session, key) is None:
+                return
+            left = await session.scalar(
+                select(WebhookDelivery.id)
+                .join(Order, Order.id == WebhookDelivery.order_id)
+                .where(
+                    WebhookDelivery.endpoint_id == delivery.endpoint_id,
+                    WebhookDelivery.status == "dead",
+                    Order.site_id == site_id,
+                )
+                .limit(1)
+            )
+            if left is None:
+                await resolve_alerts(session, key, self._hub)

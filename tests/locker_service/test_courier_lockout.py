@@ -3,11 +3,14 @@ the operator who knows it is him lifts the lockout from the alert, saying how.""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from locker_service.context import ServiceContext
-from locker_service.models import Alert
+from locker_service.db import session_scope
+from locker_service.models import Alert, PickupAttempt, utcnow
 from tests.locker_service.world import World, create_order
 
 
@@ -69,6 +72,40 @@ async def test_a_locked_out_courier_is_an_alert_an_operator_lifts(
 
     opened = await _login(app_client, world, world.courier_pin, order["external_ref"])
     assert opened.status_code == 200, opened.text
+
+
+async def test_a_lockout_moves_with_him_and_ends_with_his_login(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """Nobody lifted it and he waited it out; locked out again at another site's kiosk, the
+    alert is that site's, naming that kiosk (the first one resolved). His next login resolves
+    it: nothing is left to lift."""
+    wrong = "0" * len(world.courier_pin) if world.courier_pin != "0" * 6 else "1" * 6
+    free = service.settings.courier_free_failures
+    other = {"Authorization": f"Bearer {world.other_kiosk_token}"}
+
+    async def wrong_pins(headers: dict[str, str]) -> None:
+        for _ in range(free):
+            answer = await app_client.post(
+                "/api/v1/kiosk/dropoff",
+                json={"courier_code": world.courier_code, "pin": wrong, "order_ref": "x"},
+                headers=headers,
+            )
+            assert answer.status_code == 403, answer.text
+
+    async def wait_over() -> None:
+        async with session_scope(service.sessionmaker) as session:
+            await session.execute(update(PickupAttempt).values(at=utcnow() - timedelta(days=1)))
+
+    await wrong_pins(world.kiosk())
+    await wait_over()
+    await wrong_pins(other)
+    alerts = {a.site_id: a.state for a in await _lockouts(service)}
+    assert alerts == {world.site_id: "resolved", world.other_site_id: "open"}
+    await wait_over()
+    answer = await _login(app_client, world, world.courier_pin, "x")
+    assert answer.status_code not in (403, 429), answer.text
+    assert {a.state for a in await _lockouts(service)} == {"resolved"}
 
 
 async def test_made_up_courier_ids_raise_no_lockout_alert_and_other_alerts_lift_nothing(

@@ -267,7 +267,8 @@ async def test_a_removed_endpoint_s_dead_letters_raise_nothing_and_the_list_page
     endpoint = await register(app_client, world, receiver.url, events=["order.dropped_off"])
     for _ in range(3):
         await dropped_off(app_client, world, service, ref=f"wh-{uuid.uuid4().hex[:6]}")
-    # Removed as a round had claimed them: the round finds it gone as it sends.
+    # Removed under a round (the endpoint disabled while its deliveries wait to be sent): the
+    # round finds it gone as it sends.
     async with session_scope(service.sessionmaker) as session:
         await session.execute(
             update(WebhookEndpoint)
@@ -297,6 +298,49 @@ async def test_a_removed_endpoint_s_dead_letters_raise_nothing_and_the_list_page
             "/api/v1/webhooks/deliveries", params={"before_id": 0}, headers=world.merchant()
         )
     ).status_code == 422
+
+
+async def test_the_dead_letter_alert_lasts_until_every_dead_letter_is_sent_again(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, receiver: Receiver
+) -> None:
+    """Another event getting through does not mean the merchant heard the dead one: the alert
+    stays open until each dead letter there is sent again, or the endpoint is removed."""
+    endpoint = await register(app_client, world, receiver.url, events=["order.dropped_off"])
+    settings = service.settings.model_copy(update={"webhook_max_attempts": 1})
+    worker = WebhookWorker(service.sessionmaker, settings)
+    receiver.status = 500
+    for _ in range(2):
+        await dropped_off(app_client, world, service, ref=f"wh-{uuid.uuid4().hex[:6]}")
+    await deliver_all(worker)
+    [told] = await _alerts(service, "webhook_dead")
+    assert told.state == "open" and told.count == 2
+    receiver.status = 200
+    await dropped_off(app_client, world, service, ref=f"wh-{uuid.uuid4().hex[:6]}")
+    await deliver_all(worker)  # the third is heard; the first two are not
+    assert [a.state for a in await _alerts(service, "webhook_dead")] == ["open"]
+    dead = (
+        await app_client.get(
+            "/api/v1/webhooks/deliveries", params={"status": "dead"}, headers=world.merchant()
+        )
+    ).json()
+    for i, letter in enumerate(dead):
+        again = await app_client.post(
+            f"/api/v1/webhooks/deliveries/{letter['id']}/redeliver", headers=world.merchant()
+        )
+        assert again.status_code == 200, again.text
+        await deliver_all(worker)
+        states = [a.state for a in await _alerts(service, "webhook_dead")]
+        assert states == (["open"] if i == 0 else ["resolved"]), (i, states)
+
+    receiver.status = 500
+    await dropped_off(app_client, world, service, ref=f"wh-{uuid.uuid4().hex[:6]}", size="S")
+    await deliver_all(worker)
+    assert sorted(a.state for a in await _alerts(service, "webhook_dead")) == ["open", "resolved"]
+    removed = await app_client.delete(
+        f"/api/v1/webhooks/{endpoint['id']}", headers=world.merchant()
+    )
+    assert removed.status_code == 204
+    assert {a.state for a in await _alerts(service, "webhook_dead")} == {"resolved"}
 
 
 async def test_a_rotated_secret_signs_beside_the_old_one(
