@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +26,10 @@ from locker_service.events import publish_after_commit
 from locker_service.foodsafety.faults import keeps_food_hot
 from locker_service.models import Compartment, Kiosk, Order, Site, utcnow
 from locker_service.operators.notes import signed
+from locker_service.orders import outbox
 from locker_service.orders import repository as orders
+from locker_service.orders.lifecycle import OrderState
+from locker_service.orders.outbox import RESUMED
 from locker_service.pickup.service import KillSwitchEngaged
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
@@ -228,6 +232,48 @@ async def kill_switch(
 FREEZE_ALL_KEY = "kill_switch:all"  # the one alert of a freeze of every site
 
 
+async def _give_back_holds(
+    session: AsyncSession, ctx: ServiceContext, site: Site, engaged_at: datetime
+) -> None:
+    """The site's codes open again (ADR 0123): each ready order gets back the time its code
+    was refused during its hold, and at least the purchaser's minimum window from now, never
+    past its food's safety deadline; she is told until when. Its hold's end waited meanwhile
+    (the expiry does not end a hold while codes are refused)."""
+    now = utcnow()
+    window = timedelta(seconds=ctx.settings.scaled(ctx.settings.food_min_pickup_window_s))
+    ready = await session.scalars(
+        select(Order)
+        .where(Order.site_id == site.id, Order.state == OrderState.READY)
+        .with_for_update()
+    )
+    for order in ready.all():
+        if order.hold_until is None or order.ready_at is None:
+            continue
+        refused = now - max(engaged_at, order.ready_at)
+        until = max(order.hold_until + max(refused, timedelta(0)), now + window)
+        if order.food_deadline is not None:
+            until = min(until, order.food_deadline)
+        until = max(until, order.hold_until)
+        order.hold_until = until
+        orders.add_event(
+            session,
+            order.id,
+            "system",
+            None,
+            "hold_given_back",
+            {"paused_s": refused.total_seconds(), "hold_until": until.isoformat()},
+        )
+        await timers.cancel(session, [TimerKind.HOLD_EXPIRY], order_id=order.id)
+        timers.schedule(session, TimerKind.HOLD_EXPIRY, until, order_id=order.id)
+        found = (
+            await compartments.with_kiosk(session, order.compartment_id)
+            if order.compartment_id is not None
+            else None
+        )
+        place = outbox.Place(site.name, found[1].name, found[0].number) if found else None
+        await outbox.enqueue(session, order, RESUMED, where=place, deadline=until)
+
+
 async def freeze_all(
     ctx: ServiceContext, principal: OperatorPrincipal, engaged: bool, reason: str
 ) -> list[Site]:
@@ -273,6 +319,8 @@ async def freeze_all(
 async def _switch(
     session: AsyncSession, ctx: ServiceContext, site: Site, engaged: bool, reason: str
 ) -> None:
+    if site.kill_switch_engaged and not engaged and site.kill_switch_at is not None:
+        await _give_back_holds(session, ctx, site, site.kill_switch_at)
     site.kill_switch_engaged = engaged
     site.kill_switch_reason = reason
     site.kill_switch_at = utcnow()

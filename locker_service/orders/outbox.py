@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from locker_service.models import NotificationOutbox, Order, utcnow
 
-WITH_QR = frozenset({"ready", "reminder"})
+RESUMED = "resumed"  # codes open again after a kill switch: her hold given back (ADR 0123)
+WITH_QR = frozenset({"ready", "reminder", RESUMED})
 # What an order corrected to picked up makes untrue (ADR 0112): withdrawn with the correction,
 # and never sent by the worker after it.
 UNTRUE_ONCE_COLLECTED = frozenset({"expired", "food_unsafe"})
@@ -56,6 +57,11 @@ MESSAGES: dict[str, dict[str, tuple[str, str]]] = {
         "reminder": (
             "Reminder: your order {ref} is waiting",
             "Hello {name}, your order is still waiting at {where}.{by}",
+        ),
+        RESUMED: (
+            "Your order {ref} can be collected again",
+            "Hello {name}, openings at the locker were paused for a while; they work again, "
+            "and your order is waiting for you at {where}.{by}",
         ),
         # Told when the hold runs out, while the food is still behind the locked door: it
         # will be discarded, it has not been yet (ADR 0047).
@@ -110,6 +116,10 @@ MESSAGES: dict[str, dict[str, tuple[str, str]]] = {
             "提醒：您的订单 {ref} 仍在等您",
             "{name}，您好：您的订单仍在{where}等您。{by}",
         ),
+        RESUMED: (
+            "您的订单 {ref} 可以再次取餐",
+            "{name}，您好：取餐柜曾暂停开柜，现已恢复，您的订单正在{where}等您。{by}",
+        ),
         "expired": (
             "您的订单 {ref} 已过期",
             "{name}，您好：您在{where}的订单未在规定时间内取走。出于食品安全，餐品将被丢弃；"
@@ -131,7 +141,7 @@ MESSAGES: dict[str, dict[str, tuple[str, str]]] = {
         ),
         "fault": (
             "您的订单 {ref}：取餐柜出现故障",
-            "{name}，您好：{where}存放您订单的柜格出现故障。请勿取餐，工作人员会与您联系。",
+            "{name}，您好：存放您订单的柜格（{where}）出现故障。请勿取餐，工作人员会与您联系。",
         ),
         "lock_jammed": (
             "您的订单 {ref}：柜门未能打开",
@@ -144,7 +154,7 @@ MESSAGES: dict[str, dict[str, tuple[str, str]]] = {
         ),
         "removed_early": (
             "您的订单 {ref} 未能送达",
-            "{name}，您好：您在{where}的订单在可取餐前被取出取餐柜。请联系商家。",
+            "{name}，您好：您在{where}的订单在可取餐前被从取餐柜中取出。请联系商家。",
         ),
     },
 }

@@ -33,7 +33,7 @@ class OrderCreate(BaseModel):
     purchaser_language: PurchaserLanguage | None = Field(
         default=None,
         description="the language of her messages: `en` (English, when left out) or `zh-Hans` "
-        "(Simplified Chinese); her pickup page opens in it too",
+        "(Simplified Chinese); the link to her pickup page in them opens it in that language",
     )
     cooked_at: AwareDatetime | None = Field(
         default=None,

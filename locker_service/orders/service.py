@@ -50,8 +50,11 @@ from locker_service.timers.service import TimerKind
 
 
 def request_hash(body: OrderCreate) -> str:
-    # Fields left out stay out (None): an order sent before `cooked_at` existed hashes the same.
+    # Fields left out stay out (None): an order sent before `cooked_at` existed hashes the same,
+    # and one naming English, the language it was always sent in, as one that does not.
     fields = body.model_dump(mode="json", exclude_none=True)
+    if fields.get("purchaser_language") == "en":
+        del fields["purchaser_language"]
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

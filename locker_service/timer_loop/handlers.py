@@ -47,6 +47,7 @@ from locker_service.models import (
 from locker_service.orders import outbox, webhooks
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import HOLDING, OrderState
+from locker_service.pickup import repository as pickup_repository
 from locker_service.pickup import service as pickups
 from locker_service.sites import service as sites
 from locker_service.telemetry import repository as telemetry
@@ -59,6 +60,9 @@ RETRY_NOMINAL_S = 30.0  # a kiosk that did not answer is asked again after this 
 RETRY_MIN_REAL_S = 1.0  # but never faster than this, however high the time scale
 # A hold's end waiting on her code-release timer looks again this long after it is due.
 RELEASE_FIRST = timedelta(seconds=1)
+# While a kill switch refuses her code at her hold's end, it is looked at again this often
+# (nominal seconds): the release moves it to her new end, so this only bounds a missed one.
+FROZEN_HOLD_LOOK_S = 300.0
 # A cycle start sent by an earlier run of its timer that the kiosk has not confirmed: its report
 # may still be on its way (a restarted service handles the kiosk's queued reports while its
 # timers already run), so it is sent again only once a snapshot since says the kiosk is idle,
@@ -499,6 +503,18 @@ async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
             if release is not None and now - release < window:
                 return now + window / 4  # overdue: its handler runs, or its worker died
         story = Story(ctx)
+        if await pickup_repository.site_frozen(session, order.site_id):
+            # Her code is refused while the kill switch holds: her hold is not over, it waits
+            # for the release, which gives back the time (ADR 0123); never past her food's
+            # safety deadline, when it is no longer safe to collect, whatever the switch.
+            now = utcnow()
+            deadline = order.food_deadline
+            if deadline is not None and now >= deadline:
+                paused = "its safe time ran out while openings at the site were paused"
+                await story.spoil(session, order, Unsafe(deadline, paused))
+                return None
+            again = now + timedelta(seconds=ctx.settings.scaled(FROZEN_HOLD_LOOK_S))
+            return min(again, deadline) if deadline is not None else again
         compartment = (
             await session.get(Compartment, order.compartment_id) if order.compartment_id else None
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import get_args
 
 import pytest
@@ -150,7 +151,7 @@ class _ZhOrder(_Order):
 def test_every_message_is_written_in_both_languages() -> None:
     """Each message a purchaser can be sent has its own words in each language she may read
     (ADR 0122), every field filled: none falls back to the bare kind."""
-    kinds = {"ready", "reminder", "collected"} | {
+    kinds = {"ready", "reminder", "collected", outbox.RESUMED} | {
         told.purchaser_message
         for told in map(exceptions.decide, Exceptional)
         if told.purchaser_message is not None
@@ -164,7 +165,13 @@ def test_every_message_is_written_in_both_languages() -> None:
             subject, body = _text(kind, order, Place("Site", "Kiosk", 2), None)
             assert "{" not in subject + body and "}" not in subject + body, (language, kind)
     _, chinese = _text("fault", _ZhOrder(), Place("Harbour Tower", "Lobby", 2), None)  # type: ignore[arg-type]
-    assert chinese.startswith("Li，您好") and "Harbour Tower Lobby 2 号柜格" in chinese
+    assert chinese == (
+        "Li，您好：存放您订单的柜格（Harbour Tower Lobby 2 号柜格）出现故障。请勿取餐，"
+        "工作人员会与您联系。"
+    )
+    by = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
+    _, ready = _text("ready", _ZhOrder(), Place("T", "L", 1), by)  # type: ignore[arg-type]
+    assert ready == "Li，您好：您的订单已在T L 1 号柜格等您。请在 2026-01-01 12:30（UTC）前取餐。"
 
 
 def test_no_message_says_removed_before_it_is() -> None:

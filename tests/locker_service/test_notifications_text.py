@@ -78,7 +78,7 @@ def test_message_text_carries_code_place_deadline_and_link() -> None:
         "",
         "取餐柜：Harbour Tower, Lobby, 3 号柜格",
         "取餐码：0123 4567",
-        "请在取餐柜的扫码器上扫描附件中的二维码，或输入取餐码。",
+        "请在取餐柜的扫码口扫描附件中的二维码，或输入取餐码。",
         "请在此时间前取餐：2026-01-01 11:00 (CET)",
         "您的取餐页面：https://x/p/t?lang=zh-Hans",
     ]

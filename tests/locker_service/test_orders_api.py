@@ -147,8 +147,14 @@ async def test_her_messages_come_in_the_language_the_merchant_gives(
     body = world.order_body("lang-zh", **chinese)
     again = await app_client.post("/api/v1/orders", json=body, headers=world.merchant())
     assert again.status_code == 200 and again.json()["id"] == first["id"]
+    read = await app_client.get(f"/api/v1/orders/{first['id']}", headers=world.merchant())
+    assert read.json()["purchaser_language"] == "zh-Hans"
     plain, _ = await make_ready(app_client, world, service, ref="lang-default")
     assert plain["purchaser_language"] == "en"
+    # Naming English, the language orders were always sent in, is the same order.
+    named = world.order_body("lang-default", purchaser_language="en")
+    same = await app_client.post("/api/v1/orders", json=named, headers=world.merchant())
+    assert same.status_code == 200 and same.json()["id"] == plain["id"]
     bad = world.order_body("lang-bad", purchaser_language="fr")
     refused = await app_client.post("/api/v1/orders", json=bad, headers=world.merchant())
     assert refused.status_code == 422 and refused.json()["error"] == "validation_error"

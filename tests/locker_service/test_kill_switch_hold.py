@@ -1,0 +1,106 @@
+"""A kill switch refuses every code at its site (ADR 0039): her hold does not run out meanwhile
+(ADR 0123). Its end waits for the release, which gives back the time her code was refused,
+never past her food's safety deadline, and tells her until when, in her language."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select, update
+
+from locker_service.context import ServiceContext
+from locker_service.db import session_scope
+from locker_service.models import NotificationOutbox, Order, Timer, utcnow
+from locker_service.timer_loop.loop import TimerLoop
+from locker_service.timers.service import TimerKind
+from tests.locker_service.world import World, make_ready
+
+
+async def _switch(client: httpx.AsyncClient, world: World, engaged: bool) -> None:
+    answer = await client.post(
+        f"/api/v1/operator/sites/{world.site_id}/kill-switch",
+        json={"engaged": engaged, "reason": "suspected mass-open attempt"},
+        headers=world.operator(),
+    )
+    assert answer.status_code == 200, answer.text
+
+
+async def _order(service: ServiceContext, made: dict[str, Any]) -> Order:
+    async with service.sessionmaker() as session:
+        order = await session.get(Order, uuid.UUID(made["id"]))
+    assert order is not None
+    return order
+
+
+async def _hold_ends_now(service: ServiceContext, order_id: str, **values: Any) -> None:
+    """Her hold's end is here (and the order's times as given), as if she had waited it out."""
+    now = utcnow()
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Order).where(Order.id == uuid.UUID(order_id)).values(hold_until=now, **values)
+        )
+        await session.execute(
+            update(Timer)
+            .where(Timer.kind == TimerKind.HOLD_EXPIRY, Timer.state == "pending")
+            .values(due_at=now - timedelta(seconds=1))
+        )
+
+
+async def test_a_hold_waits_out_the_kill_switch_and_gets_its_time_back(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    made, _ = await make_ready(app_client, world, service, ref="K-1", purchaser_language="zh-Hans")
+    await _switch(app_client, world, True)
+    engaged = utcnow()
+    await _hold_ends_now(service, made["id"], food_deadline=utcnow() + timedelta(hours=2))
+    await TimerLoop(service).run_due()
+    waited = await _order(service, made)
+    assert waited.state == "ready"  # not "not collected": her code was refused
+    async with service.sessionmaker() as session:
+        pending = (
+            await session.scalars(
+                select(Timer.due_at).where(
+                    Timer.kind == TimerKind.HOLD_EXPIRY, Timer.state == "pending"
+                )
+            )
+        ).all()
+    assert len(pending) == 1 and pending[0] > utcnow()  # it looks again later
+
+    await _switch(app_client, world, False)
+    released = await _order(service, made)
+    assert released.hold_until is not None and waited.hold_until is not None
+    given = released.hold_until - waited.hold_until
+    assert given >= utcnow() - engaged - timedelta(seconds=5)  # the time her code was refused
+    window = service.settings.scaled(service.settings.food_min_pickup_window_s)
+    assert released.hold_until >= utcnow() + timedelta(seconds=window - 5)  # time to come
+    async with service.sessionmaker() as session:
+        told = await session.scalar(
+            select(NotificationOutbox).where(NotificationOutbox.kind == "resumed")
+        )
+        due = (
+            await session.scalars(
+                select(Timer.due_at).where(
+                    Timer.kind == TimerKind.HOLD_EXPIRY, Timer.state == "pending"
+                )
+            )
+        ).all()
+    assert told is not None and told.subject == "您的订单 K-1 可以再次取餐"
+    assert told.attachment == "qr"
+    assert due == [released.hold_until]  # her hold now ends at the time given back
+
+
+async def test_a_kill_switch_held_past_her_food_s_safe_time_ends_it_as_unsafe(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    made, _ = await make_ready(app_client, world, service, ref="K-2")
+    await _switch(app_client, world, True)
+    await _hold_ends_now(service, made["id"], food_deadline=utcnow() - timedelta(seconds=1))
+    await TimerLoop(service).run_due()
+    ended = await _order(service, made)
+    assert ended.state == "expired" and ended.food_unsafe_at is not None
+    assert ended.failure_reason == (
+        "food no longer safe: its safe time ran out while openings at the site were paused"
+    )
