@@ -51,6 +51,7 @@ from locker_service.errors import (
     TooManyRequests,
 )
 from locker_service.events import publish_after_commit
+from locker_service.foodsafety import watch
 from locker_service.kiosk_link.errors import CommandTimeout
 from locker_service.lifecycles import save_step
 from locker_service.metrics import DROPOFFS
@@ -88,6 +89,26 @@ class NoFreeCompartment(Conflict):
             order.external_ref,
             order.size,
             order.temperature_class == "hot",
+        )
+
+
+class FoodTooOld(Conflict):
+    """The food in the courier's hands has too little of its safe time left (from when it was
+    cooked, under the site's food-safety profile) for the disinfection cycle and the
+    purchaser's time to collect it: it does not go into a locker."""
+
+    code = "food_too_old"
+
+    def __init__(self, order: Order, left: timedelta) -> None:
+        minutes = max(left.total_seconds(), 0) / 60
+        super().__init__(
+            f"order {order.external_ref} has {minutes:.0f} min of its safe time left, too "
+            "little for the locker: take the food back to the merchant"
+        )
+        self.order_id = order.id
+        self.why = (
+            f"only {minutes:.0f} min of its safe time was left when the courier brought it, "
+            "too little for the cycle and the time to collect it"
         )
 
 
@@ -378,6 +399,8 @@ async def _allocate(
             )
         order = candidates[0]
         hot = order.temperature_class == "hot"
+        if order.state == OrderState.CREATED and order.cooked_at is not None:
+            await _check_food_time(session, settings, kiosk, order)
         chosen = await _held_by(session, order, courier, kiosk)
         opened_again = chosen is not None
         if chosen is not None:
@@ -426,6 +449,21 @@ async def _allocate(
     if preheat_c is not None:
         await _preheat(ctx, kiosk, chosen, preheat_c)
     return DropoffResult(order, chosen, reply.request_id, opened_again=opened_again)
+
+
+async def _check_food_time(
+    session: AsyncSession, settings: Settings, kiosk: Kiosk, order: Order
+) -> None:
+    """The rule the order was accepted by (ADR 0070), again now the food is here: time for
+    the cycle and her minimum window before its safe time runs out, or it stays out."""
+    assert order.cooked_at is not None
+    rules = await sites.food_profile(session, settings, kiosk.site_id)
+    needed = timedelta(
+        seconds=settings.scaled(settings.disinfection_s + settings.food_min_pickup_window_s)
+    )
+    left = watch.deadline(rules, order.cooked_at) - utcnow()
+    if left < needed:
+        raise FoodTooOld(order, left)
 
 
 async def _reserve(

@@ -41,6 +41,7 @@ from locker_service.telemetry.rollups import ReadingRow
 from locker_service.timer_loop import handlers
 from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers.service import TimerKind
+from locker_service.web import i18n
 from tests.locker_service.conftest import make_settings
 from tests.locker_service.world import (
     FakeKiosk,
@@ -510,6 +511,50 @@ async def test_cooked_at_is_checked_when_the_order_is_made(
     async with service.sessionmaker() as session:
         refused = await session.scalar(select(Order).where(Order.external_ref == "late"))
     assert refused is None  # nothing written
+
+
+async def test_food_that_ran_short_of_time_on_its_way_stays_out_of_the_locker(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    """Accepted with time to spare, the food spent it on the way (ADR 0124): at the kiosk it
+    has too little left for the cycle and her window. No compartment opens; the courier is told
+    to take it back, in his language; the order ends now as unsafe, she and the merchant told."""
+    await _profile(service, world, "us-fda")  # 4 h from cooking; needs the cycle + 30 min
+    body = world.order_body("slow", cooked_at=(utcnow() - timedelta(hours=1)).isoformat())
+    made = await app_client.post("/api/v1/orders", json=body, headers=world.merchant())
+    assert made.status_code == 201, made.text
+    async with session_scope(service.sessionmaker) as session:  # three hours on the road
+        await session.execute(
+            update(Order)
+            .where(Order.external_ref == "slow")
+            .values(cooked_at=utcnow() - timedelta(hours=3, minutes=45))
+        )
+    refused = await app_client.post(
+        "/api/v1/kiosk/dropoff", json=world.dropoff_body("slow"), headers=world.kiosk()
+    )
+    assert refused.status_code == 409 and refused.json()["error"] == "food_too_old"
+    assert fake_kiosk.unlocks() == []
+    async with service.sessionmaker() as session:
+        order = await session.scalar(select(Order).where(Order.external_ref == "slow"))
+        told = await session.scalar(
+            select(NotificationOutbox.kind).where(
+                NotificationOutbox.order_id == uuid.UUID(made.json()["id"])
+            )
+        )
+        free = await session.scalars(
+            select(Compartment.state).where(Compartment.kiosk_id == world.kiosk_id)
+        )
+        states = set(free.all())
+    assert order is not None and order.state == "expired" and order.food_unsafe_at is not None
+    assert order.failure_reason is not None and "safe time was left" in order.failure_reason
+    assert told == "food_unsafe" and states == {"available"}
+    notices = (await app_client.get(f"/api/v1/orders/{order.id}", headers=world.merchant())).json()[
+        "notices"
+    ]
+    assert [n["kind"] for n in notices] == ["food_unsafe"]
+    catalogues = i18n.CATALOGUES
+    assert "take it back" in catalogues["en"]["error.food_too_old"]
+    assert "带回商家" in catalogues["zh-Hans"]["error.food_too_old"]
 
 
 async def test_the_clock_runs_from_cooking_before_and_after_ready(
