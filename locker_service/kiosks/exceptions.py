@@ -133,8 +133,8 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         purchaser_status="status.expired_never_dropped_off",
         purchaser_message="never_dropped_off",
         merchant_event="expired_never_dropped_off",
-        merchant_message="order {ref} was never dropped off and has expired; the purchaser was "
-        "told",
+        merchant_message="order {ref} was never dropped off and has expired; a message to the "
+        "purchaser says so",
         alert_kind="order_never_dropped_off",
         severity="info",
         operator_message="order {ref} was never dropped off and expired",
@@ -144,7 +144,7 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         purchaser_message="expired",
         merchant_event="expired_uncollected",
         merchant_message="order {ref} was not collected within the hold limit and has expired; "
-        "the food will be discarded and the purchaser was told",
+        "the food will be discarded, and a message to the purchaser says so",
         alert_kind="expired_food",
         severity="warning",
         operator_message="order {ref} expired, remove the food",
@@ -164,7 +164,7 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         purchaser_message="food_unsafe",
         merchant_event="food_unsafe",
         merchant_message="order {ref}: {why}; it cannot be collected and will be discarded, "
-        "and the purchaser was told",
+        "and a message to the purchaser says so",
         alert_kind="food_unsafe",
         severity="critical",
         operator_message="order {ref}: {why}. Discard it: open the compartment to discard "
