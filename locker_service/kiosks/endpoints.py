@@ -83,7 +83,7 @@ async def _too_old(ctx: ServiceContext, too_old: dropoff_service.FoodTooOld) -> 
     each person told (her message, the merchant's notice), not at its drop-off deadline as
     "never dropped off" while the courier carries it back."""
     try:
-        async with session_scope(ctx.sessionmaker) as session:
+        async with session_scope(ctx.attended_sessions) as session:  # he waits on it (ADR 0096)
             order = await session.scalar(
                 select(Order).where(Order.id == too_old.order_id).with_for_update()
             )

@@ -47,7 +47,7 @@ from locker_service.orders.lifecycle import (
     OrderTrigger,
     after_fault_reason,
 )
-from locker_service.orders.schemas import NOTICE_PREFIX, live_view
+from locker_service.orders.schemas import FAULT_NOTICE, NOTICE_PREFIX, live_view
 from locker_service.pickup import offline as pickup_offline
 from locker_service.pickup import repository as pickup_repository
 from locker_service.sites import service as sites
@@ -66,7 +66,6 @@ ORDER_TIMERS = (
     TimerKind.ORDER_EXPIRY,
     TimerKind.FOOD_CHECK,
 )
-FAULT_NOTICE = "compartment_fault"
 
 
 def latched_food_fault(c: Compartment) -> str | None:

@@ -30,6 +30,7 @@ from locker_service.orders import outbox
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import OrderState
 from locker_service.orders.outbox import RESUMED
+from locker_service.orders.schemas import FAULT_NOTICE, NOTICE_PREFIX
 from locker_service.pickup.service import KillSwitchEngaged
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
@@ -221,7 +222,11 @@ async def kill_switch(
     ctx: ServiceContext, principal: OperatorPrincipal, site_id: int, engaged: bool, reason: str
 ) -> Site:
     async with session_scope(ctx.sessionmaker) as session:
-        site = await session.scalar(select(Site).where(Site.id == site_id).with_for_update())
+        # FOR NO KEY UPDATE: a story's transaction adding an alert at the site (a key share of
+        # the row) goes on while the release locks the site's ready orders (ADR 0123).
+        site = await session.scalar(
+            select(Site).where(Site.id == site_id).with_for_update(key_share=True)
+        )
         if site is None:
             raise NotFound(f"no site {site_id}")
         principal.require_act(site.id)
@@ -255,6 +260,7 @@ async def _give_back_holds(
             until = min(until, order.food_deadline)
         until = max(until, order.hold_until)
         order.hold_until = until
+        order.updated_at = now  # the offline supply carries the new end (ADR 0077)
         orders.add_event(
             session,
             order.id,
@@ -270,8 +276,23 @@ async def _give_back_holds(
             if order.compartment_id is not None
             else None
         )
+        if until <= now or order.code_used_at is not None:
+            continue  # over already (its expiry ends it), or her door is opening now
+        if await _told_of_fault(session, order, found[0] if found else None):
+            continue  # told staff would contact her: not "it is waiting for you"
         place = outbox.Place(site.name, found[1].name, found[0].number) if found else None
         await outbox.enqueue(session, order, RESUMED, where=place, deadline=until)
+
+
+async def _told_of_fault(session: AsyncSession, order: Order, c: Compartment | None) -> bool:
+    """A fault latched in her compartment, or one she was told of since she was ready."""
+    if c is not None and c.fault is not None:
+        return True
+    faulted = NOTICE_PREFIX + FAULT_NOTICE
+    return any(
+        n.action == faulted and order.ready_at is not None and n.at >= order.ready_at
+        for n in await orders.notices(session, order.id)
+    )
 
 
 async def freeze_all(
@@ -287,7 +308,11 @@ async def freeze_all(
         raise Forbidden("only an admin may freeze every site", code="admin_only")
     async with session_scope(ctx.sessionmaker) as session:
         sites = list(
-            (await session.scalars(select(Site).order_by(Site.id).with_for_update())).all()
+            (
+                await session.scalars(
+                    select(Site).order_by(Site.id).with_for_update(key_share=True)
+                )
+            ).all()
         )
         why = signed(reason, principal.id, every_site=True)
         for site in sites:
@@ -321,9 +346,10 @@ async def _switch(
 ) -> None:
     if site.kill_switch_engaged and not engaged and site.kill_switch_at is not None:
         await _give_back_holds(session, ctx, site, site.kill_switch_at)
+    if engaged != site.kill_switch_engaged:  # engaged again: it has held since the first
+        site.kill_switch_at = utcnow()
     site.kill_switch_engaged = engaged
     site.kill_switch_reason = reason
-    site.kill_switch_at = utcnow()
     key = f"kill_switch:{site.id}"
     if engaged:
         await raise_alert(

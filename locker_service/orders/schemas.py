@@ -45,6 +45,7 @@ class OrderCreate(BaseModel):
 
 
 NOTICE_PREFIX = "notice:"  # order events the merchant reads: what went wrong (ADR 0047)
+FAULT_NOTICE = "compartment_fault"  # her compartment faulted with her food inside
 
 
 class OrderNotice(BaseModel):

@@ -502,12 +502,23 @@ async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
             window = timedelta(seconds=doors.authorisation_window_s(ctx))
             if release is not None and now - release < window:
                 return now + window / 4  # overdue: its handler runs, or its worker died
+        now = utcnow()
+        if await _cancelled(session, timer):
+            return None  # her hold was moved meanwhile (ADR 0123): its new timer ends it
         story = Story(ctx)
+        compartment = (
+            await session.get(Compartment, order.compartment_id) if order.compartment_id else None
+        )
+        fault = await story.fault_told(session, compartment, order) if compartment else None
+        if fault is not None:
+            # She was told staff would contact her: "not collected within the hold limit"
+            # would blame her (ADR 0047), and a kill switch changes nothing of that.
+            await story.expire_after_fault(session, order, fault)
+            return None
         if await pickup_repository.site_frozen(session, order.site_id):
             # Her code is refused while the kill switch holds: her hold is not over, it waits
             # for the release, which gives back the time (ADR 0123); never past her food's
             # safety deadline, when it is no longer safe to collect, whatever the switch.
-            now = utcnow()
             deadline = order.food_deadline
             if deadline is not None and now >= deadline:
                 paused = "its safe time ran out while openings at the site were paused"
@@ -515,15 +526,6 @@ async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
                 return None
             again = now + timedelta(seconds=ctx.settings.scaled(FROZEN_HOLD_LOOK_S))
             return min(again, deadline) if deadline is not None else again
-        compartment = (
-            await session.get(Compartment, order.compartment_id) if order.compartment_id else None
-        )
-        fault = await story.fault_told(session, compartment, order) if compartment else None
-        if fault is not None:
-            # She was told staff would contact her: "not collected within the hold limit"
-            # would blame her (ADR 0047).
-            await story.expire_after_fault(session, order, fault)
-            return None
         await story.expire(session, order, "not collected within the hold limit")
     return None
 
@@ -788,9 +790,12 @@ async def _fold_readings(
 
 # Timers that look again by design for as long as their order lasts (a held order's food is
 # checked every minute for hours; an order's expiry waits out a drop-off under way, for hours
-# if its kiosk is cut off meanwhile): a run that asks to run again succeeded, so it does not
+# if its kiosk is cut off meanwhile; her hold's end waits out a kill switch, ADR 0123): a run
+# that asks to run again succeeded, so it does not
 # count towards giving up. Every other timer's "again" is a retry of a step that did not happen.
-RECURRING: frozenset[str] = frozenset({TimerKind.FOOD_CHECK, TimerKind.ORDER_EXPIRY})
+RECURRING: frozenset[str] = frozenset(
+    {TimerKind.FOOD_CHECK, TimerKind.ORDER_EXPIRY, TimerKind.HOLD_EXPIRY}
+)
 
 HANDLERS: dict[str, Handler] = {
     TimerKind.START_HOLD_CYCLE: start_hold_cycle,

@@ -87,7 +87,7 @@ _EN: Final[dict[str, str]] = {
         "close its door. If not, try again in a few minutes, once it is freed."
     ),
     "error.food_too_old": "This food has too little of its safe time left to go into the "
-    "locker. Please take it back to the merchant; they and the purchaser have been told.",
+    "locker. Please take it back to the merchant.",
     "error.no_free_compartment": (
         "No free compartment fits this order right now. Please call the operator."
     ),
@@ -236,9 +236,7 @@ _ZH: Final[dict[str, str]] = {
         "该订单正在{kiosk}的 {n} 号格口存入。如果餐品已放入，请关好该格口的柜门；"
         "如果没有，请几分钟后格口释放时再试。"
     ),
-    "error.food_too_old": (
-        "该餐品剩余的安全时间不足，不能存入取餐柜。请将餐品带回商家；商家和购买者已收到通知。"
-    ),
+    "error.food_too_old": ("该餐品剩余的安全时间不足，不能存入取餐柜。请将餐品带回商家。"),
     "error.no_free_compartment": "暂无适合该订单的空柜格，请联系运营人员。",
     "error.compartment_changed": "柜格状态已变化，请重试。",
     "error.invalid_code": "该取餐码无法在此开柜，请检查后重试。",

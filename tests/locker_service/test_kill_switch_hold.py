@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
-from locker_service.models import NotificationOutbox, Order, Timer, utcnow
+from locker_service.models import NotificationOutbox, Order, Site, Timer, utcnow
 from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers.service import TimerKind
 from tests.locker_service.world import World, make_ready
@@ -54,8 +54,20 @@ async def test_a_hold_waits_out_the_kill_switch_and_gets_its_time_back(
 ) -> None:
     made, _ = await make_ready(app_client, world, service, ref="K-1", purchaser_language="zh-Hans")
     await _switch(app_client, world, True)
-    engaged = utcnow()
-    await _hold_ends_now(service, made["id"], food_deadline=utcnow() + timedelta(hours=2))
+    frozen_for = timedelta(hours=1)
+    async with session_scope(service.sessionmaker) as session:  # an hour ago, she was ready
+        await session.execute(
+            update(Site)
+            .where(Site.id == world.site_id)
+            .values(kill_switch_at=utcnow() - frozen_for)
+        )
+    await _switch(app_client, world, True)  # engaged again (a new reason): held since the first
+    await _hold_ends_now(
+        service,
+        made["id"],
+        ready_at=utcnow() - 2 * frozen_for,
+        food_deadline=utcnow() + 4 * frozen_for,
+    )
     await TimerLoop(service).run_due()
     waited = await _order(service, made)
     assert waited.state == "ready"  # not "not collected": her code was refused
@@ -73,7 +85,7 @@ async def test_a_hold_waits_out_the_kill_switch_and_gets_its_time_back(
     released = await _order(service, made)
     assert released.hold_until is not None and waited.hold_until is not None
     given = released.hold_until - waited.hold_until
-    assert given >= utcnow() - engaged - timedelta(seconds=5)  # the time her code was refused
+    assert frozen_for <= given <= frozen_for + timedelta(minutes=1)  # the time it was refused
     window = service.settings.scaled(service.settings.food_min_pickup_window_s)
     assert released.hold_until >= utcnow() + timedelta(seconds=window - 5)  # time to come
     async with service.sessionmaker() as session:

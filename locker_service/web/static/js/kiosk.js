@@ -53,6 +53,8 @@
     "error.order_changed",
   ]);
 
+  const NO_RETRY = new Set(["error.food_too_old"]);
+
   const state = { screen: "start", pin: "", code: "", retry: null, lastActivity: Date.now() };
 
   function t(key, values) {
@@ -251,7 +253,8 @@
     state.error = refusal;
     document.getElementById("error-text").textContent = t(refusal.key, refusal.values);
     document.getElementById("error-text").title = refusal.detail || "";
-    document.getElementById("error-retry").hidden = !state.retry;
+    // Nothing to try again: the food goes back to the merchant (ADR 0124).
+    document.getElementById("error-retry").hidden = !state.retry || NO_RETRY.has(refusal.key);
     show("error");
   }
 
