@@ -28,7 +28,7 @@ from locker_service.models import Compartment, Kiosk, Order, Site, utcnow
 from locker_service.operators.notes import signed
 from locker_service.orders import outbox
 from locker_service.orders import repository as orders
-from locker_service.orders.lifecycle import OrderState
+from locker_service.orders.lifecycle import HOLD_GIVEN_BACK, OrderState
 from locker_service.orders.outbox import RESUMED
 from locker_service.orders.schemas import FAULT_NOTICE, NOTICE_PREFIX
 from locker_service.pickup.service import KillSwitchEngaged
@@ -266,8 +266,12 @@ async def _give_back_holds(
             order.id,
             "system",
             None,
-            "hold_given_back",
-            {"paused_s": refused.total_seconds(), "hold_until": until.isoformat()},
+            HOLD_GIVEN_BACK,
+            {
+                "paused_s": refused.total_seconds(),
+                "hold_until": until.isoformat(),
+                "over": until <= now,
+            },
         )
         await timers.cancel(session, [TimerKind.HOLD_EXPIRY], order_id=order.id)
         timers.schedule(session, TimerKind.HOLD_EXPIRY, until, order_id=order.id)

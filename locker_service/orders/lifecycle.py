@@ -106,6 +106,10 @@ def ended_after_fault(failure_reason: str | None) -> bool:
     return failure_reason is not None and AFTER_FAULT in failure_reason
 
 
+# The order event of a kill switch's release moving her hold's end (ADR 0123); `over` in its
+# detail when the release came after the food's safe time, so nothing could be given back.
+HOLD_GIVEN_BACK = "hold_given_back"
+
 # What an order staff emptied after a heater fault, with no purpose said, says of its end.
 TAKEN_OUT_BY_STAFF = "taken out by staff"
 

@@ -41,12 +41,13 @@ from locker_service.models import (
     Kiosk,
     KioskEvent,
     Order,
+    OrderEvent,
     Timer,
     utcnow,
 )
 from locker_service.orders import outbox, webhooks
 from locker_service.orders import repository as orders
-from locker_service.orders.lifecycle import HOLDING, OrderState
+from locker_service.orders.lifecycle import HOLD_GIVEN_BACK, HOLDING, OrderState
 from locker_service.pickup import repository as pickup_repository
 from locker_service.pickup import service as pickups
 from locker_service.sites import service as sites
@@ -515,19 +516,33 @@ async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
             # would blame her (ADR 0047), and a kill switch changes nothing of that.
             await story.expire_after_fault(session, order, fault)
             return None
+        deadline = order.food_deadline
+        paused = "its safe time ran out while openings at the site were paused"
         if await pickup_repository.site_frozen(session, order.site_id):
             # Her code is refused while the kill switch holds: her hold is not over, it waits
             # for the release, which gives back the time (ADR 0123); never past her food's
             # safety deadline, when it is no longer safe to collect, whatever the switch.
-            deadline = order.food_deadline
             if deadline is not None and now >= deadline:
-                paused = "its safe time ran out while openings at the site were paused"
                 await story.spoil(session, order, Unsafe(deadline, paused))
                 return None
             again = now + timedelta(seconds=ctx.settings.scaled(FROZEN_HOLD_LOOK_S))
             return min(again, deadline) if deadline is not None else again
+        if deadline is not None and now >= deadline and await _released_too_late(session, order):
+            # Released after her food's safe time ran out: it ran out while paused.
+            await story.spoil(session, order, Unsafe(deadline, paused))
+            return None
         await story.expire(session, order, "not collected within the hold limit")
     return None
+
+
+async def _released_too_late(session: AsyncSession, order: Order) -> bool:
+    """A kill switch released after her hold could still be given back (ADR 0123)."""
+    details = await session.scalars(
+        select(OrderEvent.detail).where(
+            OrderEvent.order_id == order.id, OrderEvent.action == HOLD_GIVEN_BACK
+        )
+    )
+    return any(bool(detail.get("over")) for detail in details.all())
 
 
 async def order_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:

@@ -116,3 +116,30 @@ async def test_a_kill_switch_held_past_her_food_s_safe_time_ends_it_as_unsafe(
     assert ended.failure_reason == (
         "food no longer safe: its safe time ran out while openings at the site were paused"
     )
+
+
+async def test_a_release_after_her_food_s_safe_time_ends_it_as_unsafe_not_uncollected(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """Released after the food's safe time ran out, before her hold's timer looked again:
+    nothing to give back, no message that she can collect it, and the food ends as unsafe
+    because openings were paused, never as not collected."""
+    made, _ = await make_ready(app_client, world, service, ref="K-3")
+    await _switch(app_client, world, True)
+    await _hold_ends_now(service, made["id"], food_deadline=utcnow() - timedelta(seconds=1))
+    await _switch(app_client, world, False)
+    await TimerLoop(service).run_due()
+    ended = await _order(service, made)
+    assert ended.state == "expired", ended.state
+    assert ended.failure_reason == (
+        "food no longer safe: its safe time ran out while openings at the site were paused"
+    )
+    async with service.sessionmaker() as session:
+        kinds = set(
+            (
+                await session.scalars(
+                    select(NotificationOutbox.kind).where(NotificationOutbox.order_id == ended.id)
+                )
+            ).all()
+        )
+    assert "resumed" not in kinds and "expired" not in kinds and "food_unsafe" in kinds
