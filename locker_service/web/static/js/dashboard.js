@@ -124,6 +124,9 @@
     // full read, so no change made between the read and the stream's start is missed.
     const me = await api("GET", "/operator/me");
     $("freeze-all").hidden = !me || me.role !== "admin";
+    // Lifting a courier's lockout acts on the site (ADR 0121): not for viewers, nor for an
+    // operator for merchants; the service refuses them anyway.
+    state.mayLift = !!me && me.role !== "viewer" && !me.merchant_ids;
     $("login").hidden = true;
     $("app").hidden = false;
     connectStream();
@@ -556,7 +559,7 @@
             advice ? el("div", { class: "small" }, advice) : null,
             el("div", { class: "small" }, fmtTime(a.raised_at)),
             a.notification_id ? resendForm(a) : null,
-            a.kind === "courier_locked_out" ? liftForm(a) : null),
+            a.kind === "courier_locked_out" && state.mayLift ? liftForm(a) : null),
           ack
         );
       })
