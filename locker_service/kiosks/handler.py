@@ -344,7 +344,11 @@ class StoryHandler:
                     what=fault,
                     dedupe_key=key,
                 )
-        elif fault is None and c.fault is not None:
+        elif (
+            fault is None
+            and c.fault is not None
+            and not await self.story.fault_cleared_with_food(session, kiosk, c, c.fault)
+        ):
             await resolve_alerts(session, key, self.ctx.hub)
         c.fault = fault
         # A free compartment with a fault leaves the pool until the board clears it; one with

@@ -426,6 +426,32 @@ class Story:
             await timers.cancel(session, [TimerKind.REMINDER], order_id=order.id)
         self._publish(session, kiosk, c, order)
 
+    async def fault_cleared_with_food(
+        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, fault: str
+    ) -> bool:
+        """The board cleared a fault while the food she was told of is still inside: she was
+        told staff would contact her, and nothing has been done yet. The operator's task stays
+        open, saying what is left to decide (hand it over or discard it: ADR 0120), until the
+        food leaves the compartment. False when there is no such order (the alert resolves)."""
+        order = await orders.active_in_compartment(session, c.id)
+        if order is None or order.state == OrderState.ASSIGNED:
+            return False  # no food of hers behind the door yet
+        faulted = NOTICE_PREFIX + FAULT_NOTICE
+        if not any(n.action == faulted for n in await orders.notices(session, order.id)):
+            return False
+        await raise_compartment_alert(
+            session,
+            self.ctx.hub,
+            kiosk,
+            c,
+            kind="compartment_fault",
+            severity="warning",
+            what=f"{fault} cleared with order {order.external_ref}'s food inside; the purchaser "
+            "was told staff would contact her: open it to hand the food over or to discard it",
+            dedupe_key=f"compartment_fault:{c.id}",
+        )
+        return True
+
     # -- pickup and emptying ----------------------------------------------------------------
 
     async def emptied(
@@ -508,6 +534,8 @@ class Story:
             running.state, running.finished_at = "aborted", now
         await compartments.transition(session, c, CompartmentTrigger.EMPTY)
         timers.schedule(session, TimerKind.START_CLEANING, now, compartment_id=c.id)
+        if c.fault is None:  # a fault cleared with food inside: its task is done with the food
+            await resolve_alerts(session, f"compartment_fault:{c.id}", self.ctx.hub)
         self._publish(session, kiosk, c, order)
 
     async def _picked_up(

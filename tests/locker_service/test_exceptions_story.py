@@ -506,3 +506,34 @@ async def _order_state(ctx: ServiceContext, order: dict[str, Any]) -> str:
         row = await session.get(Order, uuid.UUID(order["id"]))
         assert row is not None
         return str(row.state)
+
+
+async def test_a_fault_cleared_with_her_food_inside_leaves_staff_the_task_until_it_leaves(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """She was told staff would contact her; the board clearing the fault does not do that.
+    The operator's task stays open, saying what is left to decide, until the food leaves."""
+    order, n = await make_ready(app_client, world, service, ref="F-cleared-task")
+    await event(service, world, "fault_raised", n, fault="heating_watchdog")
+    await event(service, world, "fault_cleared", n)
+    task = (await _alerts(service))["compartment_fault"]
+    assert task.state == "open", task.message
+    assert "cleared with order F-cleared-task's food inside" in task.message
+    assert "hand the food over or to discard it" in task.message
+    async with service.sessionmaker() as session:
+        c = await session.scalar(
+            select(Compartment).where(
+                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
+            )
+        )
+    assert c is not None
+    opened = await app_client.post(
+        f"/api/v1/operator/compartments/{c.id}/open",
+        json={"reason": "called her, she is here", "purpose": "handover"},
+        headers=world.operator(),
+    )
+    assert opened.status_code == 200, opened.text
+    for kind in ("door_opened", "item_removed", "door_closed"):
+        await event(service, world, kind, n)
+    assert (await _merchant_read(app_client, world, order))["state"] == "picked_up"
+    assert (await _alerts(service))["compartment_fault"].state == "resolved"
