@@ -19,7 +19,6 @@ from locker_service.db import session_scope
 from locker_service.kiosks.handler import StoryHandler
 from locker_service.models import (
     Alert,
-    Compartment,
     NotificationOutbox,
     Order,
     OrderEvent,
@@ -32,6 +31,7 @@ from tests.locker_service.world import (
     FakeKiosk,
     World,
     board_snapshot,
+    compartment,
     create_order,
     event,
     make_ready,
@@ -206,13 +206,7 @@ async def test_a_ready_order_after_a_fault_ends_as_what_happened(
         assert "Staff will contact you." in await _page(app_client, order, "en")
         assert "工作人员会与您联系" in await _page(app_client, order, "zh-Hans")
         return
-    async with service.sessionmaker() as session:
-        c = await session.scalar(
-            select(Compartment).where(
-                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
-            )
-        )
-    assert c is not None
+    c = await compartment(service, world, n)
     opened = await app_client.post(
         f"/api/v1/operator/compartments/{c.id}/open",
         json={"reason": "as the alert says"},
@@ -520,13 +514,7 @@ async def test_a_fault_cleared_with_her_food_inside_leaves_staff_the_task_until_
     assert task.state == "open", task.message
     assert "cleared with order F-cleared-task's food inside" in task.message
     assert "hand the food over or to discard it" in task.message
-    async with service.sessionmaker() as session:
-        c = await session.scalar(
-            select(Compartment).where(
-                Compartment.kiosk_id == world.kiosk_id, Compartment.number == n
-            )
-        )
-    assert c is not None
+    c = await compartment(service, world, n)
     opened = await app_client.post(
         f"/api/v1/operator/compartments/{c.id}/open",
         json={"reason": "called her, she is here", "purpose": "handover"},
