@@ -51,12 +51,12 @@ from locker_service.errors import (
     TooManyRequests,
 )
 from locker_service.events import publish_after_commit
-from locker_service.foodsafety import watch
 from locker_service.kiosk_link.errors import CommandTimeout
 from locker_service.lifecycles import save_step
 from locker_service.metrics import DROPOFFS
 from locker_service.models import Compartment, Courier, Kiosk, Order, utcnow
 from locker_service.orders import repository as orders
+from locker_service.orders import service as orders_service
 from locker_service.orders.lifecycle import OrderState, OrderTrigger
 from locker_service.orders.schemas import NOTICE_PREFIX
 from locker_service.orders.schemas import live_view as order_view
@@ -200,15 +200,15 @@ async def _check_courier(ctx: ServiceContext, kiosk: Kiosk, code: str, pin: str)
     # never un-counts a wrong PIN, nor turns a login into a 500.
     failed = recent.courier.plus(now)
     if courier is not None and not ok and rules.source.wait(now, failed):
-        await _tell(ctx, _report_lockout(ctx, kiosk, courier, failed.count), courier)
+        await _tell(_report_lockout(ctx, kiosk, courier, failed.count), courier)
     elif courier is not None and ok:
-        await _tell(ctx, _lockout_over(ctx, courier), courier)  # he is in: nothing to lift
+        await _tell(_lockout_over(ctx, courier), courier)  # he is in: nothing to lift
     if not ok or courier is None:
         raise Forbidden("unknown courier or wrong PIN", code="bad_courier_credentials")
     return courier
 
 
-async def _tell(ctx: ServiceContext, report: Coroutine[Any, Any, None], courier: Courier) -> None:
+async def _tell(report: Coroutine[Any, Any, None], courier: Courier) -> None:
     try:
         await report
     except Exception:
@@ -458,10 +458,7 @@ async def _check_food_time(
     the cycle and her minimum window before its safe time runs out, or it stays out."""
     assert order.cooked_at is not None
     rules = await sites.food_profile(session, settings, kiosk.site_id)
-    needed = timedelta(
-        seconds=settings.scaled(settings.disinfection_s + settings.food_min_pickup_window_s)
-    )
-    left = watch.deadline(rules, order.cooked_at) - utcnow()
+    left, needed = orders_service.food_time(settings, rules, order.cooked_at, utcnow())
     if left < needed:
         raise FoodTooOld(order, left)
 

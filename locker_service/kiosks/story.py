@@ -26,6 +26,7 @@ from locker_service.compartments.lifecycle import CompartmentState, CompartmentT
 from locker_service.context import ServiceContext
 from locker_service.events import publish_after_commit
 from locker_service.foodsafety import watch
+from locker_service.foodsafety.faults import keeps_food_hot
 from locker_service.foodsafety.uv_dose import LAMP_FAILED
 from locker_service.foodsafety.watch import Unsafe
 from locker_service.kiosks import disinfection_proof as proof
@@ -47,7 +48,7 @@ from locker_service.orders.lifecycle import (
     OrderTrigger,
     after_fault_reason,
 )
-from locker_service.orders.schemas import FAULT_NOTICE, NOTICE_PREFIX, live_view
+from locker_service.orders.schemas import live_view
 from locker_service.pickup import offline as pickup_offline
 from locker_service.pickup import repository as pickup_repository
 from locker_service.sites import service as sites
@@ -436,8 +437,7 @@ class Story:
         order = await orders.active_in_compartment(session, c.id)
         if order is None or order.state == OrderState.ASSIGNED:
             return False  # no food of hers behind the door yet
-        faulted = NOTICE_PREFIX + FAULT_NOTICE
-        if not any(n.action == faulted for n in await orders.notices(session, order.id)):
+        if await orders.fault_told(session, order) is None:
             return False
         await raise_compartment_alert(
             session,
@@ -594,12 +594,8 @@ class Story:
         False, changing nothing, for anything else: her code opened it; a jammed lock staff
         opened for her; a lamp fault on food already disinfected and still hot, or a fault
         cleared since, where staff may well have handed her the food."""
-        fault = latched_food_fault(c)
-        if (
-            order.code_used_at is not None
-            or fault is None
-            or exceptions.fault_exception(fault) != exceptions.Exceptional.HEATER_FAULT
-        ):
+        fault = c.fault
+        if order.code_used_at is not None or fault is None or keeps_food_hot(fault):
             return False
         # The food no longer kept hot: taken out, not handed to her.
         await self._failed_by_staff(
@@ -626,15 +622,7 @@ class Story:
         """The heater or lamp fault she was told of (staff would contact her): latched now, or
         told of and cleared since. For a ready order, only since it was ready: one told before
         she was told her food was ready (a lamp replaced and its cycle run again) is not."""
-        fault = latched_food_fault(c)
-        if fault is not None:
-            return fault
-        faulted = NOTICE_PREFIX + FAULT_NOTICE
-        since = order.ready_at
-        for notice in await orders.notices(session, order.id):
-            if notice.action == faulted and (since is None or notice.at >= since):
-                return str(notice.detail.get("fault") or "a fault")
-        return None
+        return latched_food_fault(c) or await orders.fault_told(session, order, order.ready_at)
 
     async def expire_after_fault(self, session: AsyncSession, order: Order, fault: str) -> None:
         """Her hold is over after a fault she was told of: not "not collected in time" (she was

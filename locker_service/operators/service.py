@@ -30,7 +30,6 @@ from locker_service.orders import outbox
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import HOLD_GIVEN_BACK, OrderState
 from locker_service.orders.outbox import RESUMED
-from locker_service.orders.schemas import FAULT_NOTICE, NOTICE_PREFIX
 from locker_service.pickup.service import KillSwitchEngaged
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
@@ -275,13 +274,13 @@ async def _give_back_holds(
         )
         await timers.cancel(session, [TimerKind.HOLD_EXPIRY], order_id=order.id)
         timers.schedule(session, TimerKind.HOLD_EXPIRY, until, order_id=order.id)
+        if until <= now or order.code_used_at is not None:
+            continue  # over already (its expiry ends it), or her door is opening now
         found = (
             await compartments.with_kiosk(session, order.compartment_id)
             if order.compartment_id is not None
             else None
         )
-        if until <= now or order.code_used_at is not None:
-            continue  # over already (its expiry ends it), or her door is opening now
         if await _told_of_fault(session, order, found[0] if found else None):
             continue  # told staff would contact her: not "it is waiting for you"
         place = outbox.Place(site.name, found[1].name, found[0].number) if found else None
@@ -292,11 +291,7 @@ async def _told_of_fault(session: AsyncSession, order: Order, c: Compartment | N
     """A fault latched in her compartment, or one she was told of since she was ready."""
     if c is not None and c.fault is not None:
         return True
-    faulted = NOTICE_PREFIX + FAULT_NOTICE
-    return any(
-        n.action == faulted and order.ready_at is not None and n.at >= order.ready_at
-        for n in await orders.notices(session, order.id)
-    )
+    return await orders.fault_told(session, order, order.ready_at) is not None
 
 
 async def freeze_all(

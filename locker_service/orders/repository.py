@@ -20,7 +20,7 @@ from locker_service.lifecycles import save_step
 from locker_service.models import Compartment, Kiosk, Order, OrderEvent, utcnow
 from locker_service.orders import webhooks
 from locker_service.orders.lifecycle import OrderState, OrderTrigger, next_state
-from locker_service.orders.schemas import NOTICE_PREFIX
+from locker_service.orders.schemas import FAULT_NOTICE, NOTICE_PREFIX
 
 
 class OrderChanged(Conflict):
@@ -120,6 +120,18 @@ async def notices(session: AsyncSession, order_id: uuid.UUID) -> list[OrderEvent
         .order_by(OrderEvent.id)
     )
     return list(rows)
+
+
+async def fault_told(
+    session: AsyncSession, order: Order, since: datetime | None = None
+) -> str | None:
+    """The fault of the first `compartment_fault` notice on the order (she was told staff
+    would contact her), at or after `since` when given; None when there is none."""
+    faulted = NOTICE_PREFIX + FAULT_NOTICE
+    for notice in await notices(session, order.id):
+        if notice.action == faulted and (since is None or notice.at >= since):
+            return str(notice.detail.get("fault") or "a fault")
+    return None
 
 
 async def notices_of(

@@ -22,6 +22,7 @@ from locker_service.context import ServiceContext
 from locker_service.errors import Conflict, Forbidden, NotFound, Unprocessable
 from locker_service.events import publish_after_commit
 from locker_service.foodsafety import uv_dose, watch
+from locker_service.foodsafety.profiles import Profile
 from locker_service.live import LiveHub
 from locker_service.models import Compartment, Kiosk, Merchant, Order, OrderEvent, Site, utcnow
 from locker_service.orders import codes, repository
@@ -235,6 +236,18 @@ async def create(ctx: ServiceContext, merchant: Merchant, body: OrderCreate) -> 
 COOKED_AT_SKEW_S = 120.0  # a merchant's clock ahead of ours by this much is still believed
 
 
+def food_time(
+    settings: Settings, rules: Profile, cooked_at: datetime, now: datetime
+) -> tuple[timedelta, timedelta]:
+    """The food's safe time left at `now` under the site's profile, and what a locker needs of
+    it: the disinfection cycle and the purchaser's minimum window (ADR 0070; at the drop-off
+    again, ADR 0124)."""
+    needed = timedelta(
+        seconds=settings.scaled(settings.disinfection_s + settings.food_min_pickup_window_s)
+    )
+    return watch.deadline(rules, cooked_at) - now, needed
+
+
 async def _check_cooked_at(ctx: ServiceContext, site_id: int, cooked_at: datetime) -> None:
     """Refuse food that would run out of time before its purchaser could collect it: the
     cycle and the minimum pickup window must fit before the site profile's limit."""
@@ -244,10 +257,7 @@ async def _check_cooked_at(ctx: ServiceContext, site_id: int, cooked_at: datetim
     now = utcnow()
     if cooked_at > now + timedelta(seconds=COOKED_AT_SKEW_S):
         raise Unprocessable("cooked_at is in the future", code="cooked_at_in_future")
-    needed = timedelta(
-        seconds=settings.scaled(settings.disinfection_s + settings.food_min_pickup_window_s)
-    )
-    left = watch.deadline(rules, cooked_at) - now
+    left, needed = food_time(settings, rules, cooked_at, now)
     if left < needed:
         raise Unprocessable(
             f"food cooked at {cooked_at.isoformat()} has {max(left.total_seconds(), 0) / 60:.0f} "
