@@ -26,10 +26,11 @@ from locker_service.events import publish_after_commit
 from locker_service.foodsafety.faults import keeps_food_hot
 from locker_service.models import Compartment, Kiosk, Order, Site, utcnow
 from locker_service.operators.notes import signed
-from locker_service.orders import outbox
+from locker_service.orders import outbox, webhooks
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import HOLD_GIVEN_BACK, OrderState
 from locker_service.orders.outbox import RESUMED
+from locker_service.orders.webhooks import HOLD_EXTENDED
 from locker_service.pickup.service import KillSwitchEngaged
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
@@ -258,6 +259,7 @@ async def _give_back_holds(
         if order.food_deadline is not None:
             until = min(until, order.food_deadline)
         until = max(until, order.hold_until)
+        moved = until > order.hold_until
         order.hold_until = until
         order.updated_at = now  # the offline supply carries the new end (ADR 0077)
         orders.add_event(
@@ -274,8 +276,13 @@ async def _give_back_holds(
         )
         await timers.cancel(session, [TimerKind.HOLD_EXPIRY], order_id=order.id)
         timers.schedule(session, TimerKind.HOLD_EXPIRY, until, order_id=order.id)
-        if until <= now or order.code_used_at is not None:
-            continue  # over already (its expiry ends it), or her door is opening now
+        if until <= now:
+            continue  # over already: its expiry ends it, and the merchant hears of that end
+        if moved:  # the merchant's copy of her hold's end moves too, once per release
+            key = f"kill-switch-{engaged_at.isoformat()}"
+            await webhooks.enqueue(session, order, HOLD_EXTENDED, key=key)
+        if order.code_used_at is not None:
+            continue  # her door is opening now: its closing decides
         found = (
             await compartments.with_kiosk(session, order.compartment_id)
             if order.compartment_id is not None

@@ -28,6 +28,7 @@ EVENT_TYPES: Final[tuple[str, ...]] = (
     "order.dropped_off",
     "order.ready",
     "order.reminder_sent",
+    "order.hold_extended",
     "order.picked_up",
     "order.expired",
     "order.food_unsafe",
@@ -52,6 +53,9 @@ def event_of(state: str, values: dict[str, Any]) -> str | None:
 
 
 ACCEPTED: Final = "order.accepted"  # written with the order itself, by the order writer
+# Her hold's end moved later: a kill switch's release gave back the time her code was refused
+# (ADR 0123). The order's step (and `version`) is unchanged; `data.hold_until` is the new end.
+HOLD_EXTENDED: Final = "order.hold_extended"
 # The order's columns an event carries (as ISO times where they are times), and their names.
 _CARRIED: Final[tuple[tuple[str, str], ...]] = (
     ("deposited_at", "deposited_at"),

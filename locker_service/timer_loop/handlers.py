@@ -461,6 +461,11 @@ async def reminder(ctx: ServiceContext, timer: Timer) -> datetime | None:
         order = await session.scalar(select(Order).where(Order.id == order.id).with_for_update())
         if order is None or order.state != OrderState.READY:
             return None
+        if await pickup_repository.site_frozen(session, order.site_id):
+            # Her code is refused while the kill switch holds: "still waiting, collect it by"
+            # would send her to a door that stays shut, by a time the release moves. The
+            # release tells her when it works again and until when (ADR 0123).
+            return None
         await outbox.enqueue(
             session,
             order,

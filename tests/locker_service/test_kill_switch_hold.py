@@ -1,6 +1,7 @@
 """A kill switch refuses every code at its site (ADR 0039): her hold does not run out meanwhile
 (ADR 0123). Its end waits for the release, which gives back the time her code was refused,
-never past her food's safety deadline, and tells her until when, in her language."""
+never past her food's safety deadline, and tells her until when, in her language, and the
+merchant (`order.hold_extended`); no reminder sends her to a door that stays shut."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from sqlalchemy import select, update
 
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
-from locker_service.models import NotificationOutbox, Order, Site, Timer, utcnow
+from locker_service.models import (
+    NotificationOutbox,
+    Order,
+    Site,
+    Timer,
+    WebhookDelivery,
+    utcnow,
+)
+from locker_service.timer_loop import handlers
 from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers.service import TimerKind
 from tests.locker_service.world import World, make_ready
@@ -26,6 +35,26 @@ async def _switch(client: httpx.AsyncClient, world: World, engaged: bool) -> Non
         headers=world.operator(),
     )
     assert answer.status_code == 200, answer.text
+
+
+async def _merchant_listens(client: httpx.AsyncClient, world: World) -> None:
+    answer = await client.post(
+        "/api/v1/webhooks",
+        json={"url": "http://127.0.0.1:9/hooks/locker"},  # every event type (the default)
+        headers=world.merchant(),
+    )
+    assert answer.status_code == 201, answer.text
+
+
+async def _merchant_heard(service: ServiceContext, order_id: Any) -> list[dict[str, Any]]:
+    """The webhook events queued for the order, oldest first."""
+    async with service.sessionmaker() as session:
+        rows = await session.scalars(
+            select(WebhookDelivery.payload)
+            .where(WebhookDelivery.order_id == order_id)
+            .order_by(WebhookDelivery.id)
+        )
+        return list(rows.all())
 
 
 async def _order(service: ServiceContext, made: dict[str, Any]) -> Order:
@@ -52,6 +81,7 @@ async def _hold_ends_now(service: ServiceContext, order_id: str, **values: Any) 
 async def test_a_hold_waits_out_the_kill_switch_and_gets_its_time_back(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
+    await _merchant_listens(app_client, world)
     made, _ = await make_ready(app_client, world, service, ref="K-1", purchaser_language="zh-Hans")
     await _switch(app_client, world, True)
     frozen_for = timedelta(hours=1)
@@ -102,6 +132,59 @@ async def test_a_hold_waits_out_the_kill_switch_and_gets_its_time_back(
     assert told is not None and told.subject == "您的订单 K-1 可以再次取餐"
     assert told.attachment == "qr"
     assert due == [released.hold_until]  # her hold now ends at the time given back
+    heard = await _merchant_heard(service, released.id)
+    extended = [e for e in heard if e["type"] == "order.hold_extended"]
+    assert len(extended) == 1, [e["type"] for e in heard]
+    assert extended[0]["data"]["state"] == "ready"
+    assert extended[0]["data"]["hold_until"] == released.hold_until.isoformat()
+
+
+async def test_no_reminder_sends_her_to_a_door_the_kill_switch_keeps_shut(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """Her reminder falls due while codes are refused: no "still waiting, collect it by", which
+    would send her to a shut door by a time the release moves; the release tells her."""
+    await _merchant_listens(app_client, world)
+    made, _ = await make_ready(app_client, world, service, ref="K-4")
+    await _switch(app_client, world, True)
+    async with service.sessionmaker() as session:
+        timer = await session.scalar(
+            select(Timer).where(
+                Timer.order_id == uuid.UUID(made["id"]), Timer.kind == TimerKind.REMINDER
+            )
+        )
+    assert timer is not None
+    await handlers.reminder(service, timer)
+    async with service.sessionmaker() as session:
+        kinds = (
+            await session.scalars(
+                select(NotificationOutbox.kind).where(
+                    NotificationOutbox.order_id == uuid.UUID(made["id"])
+                )
+            )
+        ).all()
+    assert "reminder" not in kinds
+    heard = [e["type"] for e in await _merchant_heard(service, uuid.UUID(made["id"]))]
+    assert "order.reminder_sent" not in heard
+
+    await _switch(app_client, world, False)
+    async with service.sessionmaker() as session:
+        resumed = await session.scalar(
+            select(NotificationOutbox).where(
+                NotificationOutbox.order_id == uuid.UUID(made["id"]),
+                NotificationOutbox.kind == "resumed",
+            )
+        )
+    assert resumed is not None  # told when her code works again, and until when
+    await handlers.reminder(service, timer)  # a reminder after the release is sent as before
+    async with service.sessionmaker() as session:
+        reminded = await session.scalar(
+            select(NotificationOutbox.id).where(
+                NotificationOutbox.order_id == uuid.UUID(made["id"]),
+                NotificationOutbox.kind == "reminder",
+            )
+        )
+    assert reminded is not None
 
 
 async def test_a_kill_switch_held_past_her_food_s_safe_time_ends_it_as_unsafe(
@@ -124,6 +207,7 @@ async def test_a_release_after_her_food_s_safe_time_ends_it_as_unsafe_not_uncoll
     """Released after the food's safe time ran out, before her hold's timer looked again:
     nothing to give back, no message that she can collect it, and the food ends as unsafe
     because openings were paused, never as not collected."""
+    await _merchant_listens(app_client, world)
     made, _ = await make_ready(app_client, world, service, ref="K-3")
     await _switch(app_client, world, True)
     await _hold_ends_now(service, made["id"], food_deadline=utcnow() - timedelta(seconds=1))
@@ -143,3 +227,5 @@ async def test_a_release_after_her_food_s_safe_time_ends_it_as_unsafe_not_uncoll
             ).all()
         )
     assert "resumed" not in kinds and "expired" not in kinds and "food_unsafe" in kinds
+    heard = [e["type"] for e in await _merchant_heard(service, ended.id)]
+    assert "order.hold_extended" not in heard and "order.food_unsafe" in heard
