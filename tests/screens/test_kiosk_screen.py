@@ -5,7 +5,9 @@ Runs the service as a real process; the screen signs in with a real kiosk token.
 
 from __future__ import annotations
 
+import json
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,10 @@ from tests.screens.support import (
     ServiceProcess,
     serious_accessibility_violations,
     visible_button_sizes,
+    wait_until,
 )
 from tests.support.scripted_kiosk import ScriptedKiosk
+from tests.support.threaded_server import serve_in_background
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -436,3 +440,66 @@ def test_a_courier_who_shuts_his_door_on_nothing_is_told_at_the_screen(
     page.get_by_role("button", name="Open", exact=True).click()
     expect(number).to_have_text(str(n), timeout=15_000)  # the order waits again: it opens
     page.context.close()
+
+
+class BridgeScreen:
+    """Stands in for the bridge's own screen on the kiosk PC (docs/adr/0077): `/state` says
+    whether the kiosk is cut off, as the bridge's does; `/` is its page."""
+
+    def __init__(self) -> None:
+        self.offline = False
+        self.asked_offline = 0  # `/state` answers that said offline
+        screen = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/state"):
+                    body = json.dumps({"offline": screen.offline}).encode()
+                    screen.asked_offline += screen.offline
+                    content = "application/json"
+                else:
+                    body = b"<!doctype html><title>bridge screen</title><p>offline screen</p>"
+                    content = "text/html"
+                self.send_response(200)
+                self.send_header("Content-Type", content)
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_a_kiosk_cut_off_with_his_door_open_hands_over_only_once_he_is_done(
+    browser: Any, live_service: tuple[ServiceProcess, Seed, ScriptedKiosk]
+) -> None:
+    """The link goes while the courier's compartment stands open: his screen keeps saying it
+    is open and to put the food in (the bridge's offline screen would say deliveries are
+    paused), and hands over to the bridge's screen once he touches Done."""
+    service, seed, kiosk = live_service
+    bridge = BridgeScreen()
+    serve_in_background(bridge.server)
+    try:
+        ref = order_for(service, seed)
+        page = kiosk_page(browser, service, seed, f"?offline_screen={bridge.origin}")
+        drop_off(page, seed.courier_code, seed.courier_pin, ref)
+        number = page.locator("#opened-number")
+        expect(number).not_to_have_text("", timeout=15_000)
+        n = number.inner_text()
+        kiosk.open_door(int(n))  # his door stands open
+        bridge.offline = True
+        # Asked twice since it went offline: the screen has looked and stayed.
+        wait_until(lambda: bridge.asked_offline >= 2, timeout_s=60, what="two looks at /state")
+        assert page.url.startswith(service.url)
+        expect(number).to_have_text(n)
+        expect(page.locator("#opened-hint")).to_have_text("Put the food in and close the door.")
+        page.get_by_role("button", name="Done").click()
+        page.wait_for_url(f"{bridge.origin}/**", timeout=30_000)
+        expect(page.locator("p")).to_have_text("offline screen")
+        page.context.close()
+    finally:
+        bridge.server.shutdown()
+        bridge.server.server_close()

@@ -449,8 +449,13 @@
   // ---- the kiosk cut off ---------------------------------------------------------------
   // The bridge on this PC serves its own screen for pickups while the kiosk cannot reach the
   // service (docs/adr/0077). Asked every few seconds; once it says offline, this page hands over
-  // to it, and it comes back here when the service is reachable again.
+  // to it, and it comes back here when the service is reachable again. Not while a door this
+  // screen opened is open, or an answer is awaited: the courier or purchaser in front of it
+  // reads "compartment 3 is open, put the food in" (true: the board opened it, and the bridge
+  // reports its closing once back), not "deliveries are paused"; the handover waits for Done,
+  // or for the result's time to run out.
   const OFFLINE_CHECK_MS = 3000;
+  const DOOR_SCREENS = new Set(["opened", "busy"]);
 
   async function checkOffline() {
     const origin = root.dataset.offlineScreen;
@@ -461,6 +466,7 @@
     } catch (err) {
       return; // no bridge screen on this PC, or it is restarting
     }
+    if (DOOR_SCREENS.has(state.screen)) return; // as it is now, after the answer came
     const here = location.origin + location.pathname + location.search;
     location.replace(`${origin}/?lang=${encodeURIComponent(lang)}&back=${encodeURIComponent(here)}`);
   }
