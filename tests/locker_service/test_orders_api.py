@@ -147,10 +147,16 @@ async def test_her_messages_come_in_the_language_the_merchant_gives(
     body = world.order_body("lang-zh", **chinese)
     again = await app_client.post("/api/v1/orders", json=body, headers=world.merchant())
     assert again.status_code == 200 and again.json()["id"] == first["id"]
+    # Her page, as the merchant may send it on, opens in her language (both write paths).
+    assert first["purchaser_url"].endswith("?lang=zh-Hans")
+    assert again.json()["purchaser_url"] == first["purchaser_url"]
+    page = await app_client.get("/" + first["purchaser_url"].split("/", 3)[3])  # path and query
+    assert page.status_code == 200 and '<html lang="zh-Hans"' in page.text
     read = await app_client.get(f"/api/v1/orders/{first['id']}", headers=world.merchant())
     assert read.json()["purchaser_language"] == "zh-Hans"
     plain, _ = await make_ready(app_client, world, service, ref="lang-default")
     assert plain["purchaser_language"] == "en"
+    assert "?" not in plain["purchaser_url"]  # English: the address as it always was
     # Naming English, the language orders were always sent in, is the same order.
     named = world.order_body("lang-default", purchaser_language="en")
     same = await app_client.post("/api/v1/orders", json=named, headers=world.merchant())

@@ -198,7 +198,7 @@ async def create_order(client: httpx.AsyncClient, world: World, **overrides: Any
 
 
 def token_of(order: dict[str, Any]) -> str:
-    return str(order["purchaser_url"]).rsplit("/p/", 1)[1]
+    return str(order["purchaser_url"]).rsplit("/p/", 1)[1].split("?")[0]
 
 
 async def event(
