@@ -4,7 +4,7 @@ compartment (raw readings, or minutes for long ranges)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -341,19 +341,35 @@ class FirstSight(NamedTuple):
     below_floor: bool  # holding and below the floor at this reading
 
 
+# Values bound in one IN list: a fleet's first telemetry after a start or a takeover names
+# every compartment of thousands of kiosks, past what a statement may bind (32,767 on asyncpg).
+IN_LIST_MAX = 5000
+
+
+def _slices(values: Sequence[Any], size: int = IN_LIST_MAX) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
 async def compartments_with_food(
     engine: AsyncEngine, wanted: set[tuple[int, int]]
 ) -> set[tuple[int, int]]:
     """Which of these (kiosk id, number) compartments have food behind the door, by the
-    service's own account (their state), not the board's setpoint."""
+    service's own account (their state), not the board's setpoint. Asked by kiosk (a few
+    thousand a statement), the numbers picked here."""
     if not wanted:
         return set()
-    query = select(Compartment.kiosk_id, Compartment.number).where(
-        or_(*(and_(Compartment.kiosk_id == k, Compartment.number == n) for k, n in wanted)),
-        Compartment.state.in_(sorted(FOOD_INSIDE)),
-    )
+    found: set[tuple[int, int]] = set()
     async with engine.connect() as connection:
-        return {(int(k), int(n)) for k, n in (await connection.execute(query)).all()}
+        for kiosk_ids in _slices(sorted({k for k, _ in wanted})):
+            rows = await connection.execute(
+                select(Compartment.kiosk_id, Compartment.number).where(
+                    Compartment.kiosk_id.in_(kiosk_ids),
+                    Compartment.state.in_(sorted(FOOD_INSIDE)),
+                )
+            )
+            found.update((int(k), int(n)) for k, n in rows.all())
+    return found & wanted
 
 
 async def carried_watches(
@@ -368,13 +384,15 @@ async def carried_watches(
         for kind in ("below_floor", "above_ceiling")
     }
     carried: dict[tuple[str, int], Carried] = {}
+    open_alerts: dict[str, datetime] = {}
     async with engine.connect() as connection:
-        rows = await connection.execute(
-            select(Alert.dedupe_key, Alert.raised_at).where(
-                Alert.dedupe_key.in_(keys), Alert.state != "resolved"
+        for some in _slices(list(keys)):
+            rows = await connection.execute(
+                select(Alert.dedupe_key, Alert.raised_at).where(
+                    Alert.dedupe_key.in_(some), Alert.state != "resolved"
+                )
             )
-        )
-        open_alerts: dict[str, datetime] = {key: raised_at for key, raised_at in rows}
+            open_alerts.update({key: raised_at for key, raised_at in rows})
         for s in sights:
             floor_key = dedupe_key("below_floor", s.kiosk_code, s.number)
             ceiling_key = dedupe_key("above_ceiling", s.kiosk_code, s.number)

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -26,6 +27,7 @@ from locker_service.kiosk_link.directory import KioskDirectory
 from locker_service.kiosk_link.fencing import Fence
 from locker_service.live import LiveHub
 from locker_service.models import (
+    Alert,
     Compartment,
     Kiosk,
     KioskLease,
@@ -37,7 +39,7 @@ from locker_service.models import (
 from locker_service.models.people import operator_sites
 from locker_service.telemetry import repository as telemetry_repository
 from locker_service.telemetry.ingest import TelemetryIngest, TemperatureAlerts
-from locker_service.telemetry.monitor import Finding, HoldingMonitor
+from locker_service.telemetry.monitor import Finding, HoldingMonitor, dedupe_key
 from locker_service.telemetry.repository import readings_between
 from tests.locker_service.test_kiosk_link import LinkTestSettings, RecordingHandler
 from tests.support.mosquitto import MosquittoProcess
@@ -164,6 +166,99 @@ async def count_readings(engine: AsyncEngine) -> int:
         return int(
             (await connection.execute(select(func.count(TemperatureReading.id)))).scalar_one()
         )
+
+
+async def test_a_fleet_asking_at_once_is_looked_up_in_a_few_queries(engine: AsyncEngine) -> None:
+    """Thousands of kiosks connecting at once each send a status and a snapshot per
+    compartment, and each message asks the directory which kiosk and site it is: the kiosks
+    asked for together are one query (per 500), a kiosk asked for twice once, and the answers
+    are cached (ten thousand kiosks asking one query each ran the pool out of connections)."""
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    directory = KioskDirectory(sessionmaker)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        if "kiosks" in str(args[2]):
+            statements.append(str(args[2]))
+
+    sqlalchemy_event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        codes = [seeded.kiosk_code] * 50 + [f"stranger-{i}" for i in range(600)]
+        answers = await asyncio.gather(*(directory.lookup(code) for code in codes))
+        assert {a.id if a else None for a in answers[:50]} == {seeded.kiosk_id}
+        assert answers[0] is not None and answers[0].site_id == seeded.site_id
+        assert all(a is None for a in answers[50:])
+        assert len(statements) == 2, len(statements)  # 601 kiosks: 500, then 101
+        assert await directory.site_of(seeded.kiosk_code) == seeded.site_id
+        assert await directory.lookup("stranger-7") is None
+        assert len(statements) == 2  # from the cache
+    finally:
+        sqlalchemy_event.remove(engine.sync_engine, "before_cursor_execute", count)
+
+
+async def test_a_failed_lookup_reaches_every_caller_and_the_next_asks_again(
+    engine: AsyncEngine,
+) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    directory = KioskDirectory(sessionmaker)
+    real_query = directory._query
+    failures = [OSError("the database went away")]
+
+    async def query_once_failing(codes: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real_query(codes)
+
+    directory._query = query_once_failing  # type: ignore[method-assign]
+    answers = await asyncio.gather(
+        *(directory.lookup(seeded.kiosk_code) for _ in range(3)), return_exceptions=True
+    )
+    assert [type(a) for a in answers] == [OSError] * 3
+    found = await directory.lookup(seeded.kiosk_code)  # not cached as unknown: asked again
+    assert found is not None and found.id == seeded.kiosk_id
+
+
+async def test_a_fleet_s_first_readings_are_looked_up_past_what_one_statement_binds(
+    engine: AsyncEngine,
+) -> None:
+    """A start or a takeover sees every compartment of thousands of kiosks at once: 20,000
+    compartments are 40,000 alert keys, past the 32,767 values one statement may bind; their
+    history is read a slice at a time, and what the last slice holds is found."""
+    sessionmaker = create_sessionmaker(engine)
+    seeded = await seed(sessionmaker)
+    now = datetime.now(UTC)
+    sights = [
+        telemetry_repository.FirstSight(seeded.kiosk_id, f"fleet-{i // 12}", i % 12 + 1, now, False)
+        for i in range(20_000)
+    ]
+    last = sights[-1]
+    raised = now - timedelta(minutes=3)
+    async with sessionmaker() as session, session.begin():
+        session.add(
+            Alert(
+                kind="above_ceiling",
+                site_id=seeded.site_id,
+                severity="warning",
+                message="too hot",
+                dedupe_key=dedupe_key("above_ceiling", last.kiosk_code, last.number),
+                raised_at=raised,
+                last_raised_at=raised,
+            )
+        )
+        compartment = await session.get(Compartment, seeded.compartment_ids[2])
+        assert compartment is not None
+        compartment.state = "awaiting_pickup"
+    carried = await telemetry_repository.carried_watches(engine, sights, 60.0, 61.0)
+    assert len(carried) == 20_000
+    assert carried[(last.kiosk_code, last.number)].ceiling_raised
+    assert not carried[("fleet-0", 1)].ceiling_raised
+
+    wanted = {(kiosk_id, n) for kiosk_id in range(1, 40_001) for n in (1, 2)}
+    wanted.add((seeded.kiosk_id, 2))
+    found = await telemetry_repository.compartments_with_food(engine, wanted)
+    assert found == {(seeded.kiosk_id, 2)}
 
 
 async def test_batches_are_stored_in_order_and_unknown_kiosks_dropped(engine: AsyncEngine) -> None:
