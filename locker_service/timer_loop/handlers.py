@@ -40,6 +40,7 @@ from locker_service.models import (
     DisinfectionCycle,
     Kiosk,
     KioskEvent,
+    NotificationOutbox,
     Order,
     OrderEvent,
     Timer,
@@ -48,6 +49,7 @@ from locker_service.models import (
 from locker_service.orders import outbox, webhooks
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import HOLD_GIVEN_BACK, HOLDING, OrderState
+from locker_service.orders.outbox import RESUMED
 from locker_service.pickup import repository as pickup_repository
 from locker_service.pickup import service as pickups
 from locker_service.sites import service as sites
@@ -463,9 +465,11 @@ async def reminder(ctx: ServiceContext, timer: Timer) -> datetime | None:
             return None
         if await pickup_repository.site_frozen(session, order.site_id):
             # Her code is refused while the kill switch holds: "still waiting, collect it by"
-            # would send her to a door that stays shut, by a time the release moves. The
-            # release tells her when it works again and until when (ADR 0123).
-            return None
+            # would send her to a door that stays shut, by a time the release moves. It waits
+            # for the release (ADR 0123).
+            return utcnow() + timedelta(seconds=ctx.settings.scaled(FROZEN_HOLD_LOOK_S))
+        if await _resumed_since(session, order, ctx.settings.scaled(ctx.settings.reminder_after_s)):
+            return None  # the release told her since it fell due: her code works, until when
         await outbox.enqueue(
             session,
             order,
@@ -475,6 +479,20 @@ async def reminder(ctx: ServiceContext, timer: Timer) -> datetime | None:
         )
         await webhooks.enqueue(session, order, "order.reminder_sent", key=f"timer-{timer.id}")
     return None
+
+
+async def _resumed_since(session: AsyncSession, order: Order, reminder_after_s: float) -> bool:
+    """A kill switch's release told her she can collect it again (`resumed`, sent once an
+    order) after her reminder fell due: the reminder would say it a second time."""
+    if order.ready_at is None:
+        return False
+    due = order.ready_at + timedelta(seconds=reminder_after_s)
+    told = await session.scalar(
+        select(NotificationOutbox.created_at).where(
+            NotificationOutbox.dedupe_key == outbox.dedupe_key(order, RESUMED)
+        )
+    )
+    return told is not None and told >= due
 
 
 async def hold_expiry(ctx: ServiceContext, timer: Timer) -> datetime | None:
@@ -810,11 +828,11 @@ async def _fold_readings(
 
 # Timers that look again by design for as long as their order lasts (a held order's food is
 # checked every minute for hours; an order's expiry waits out a drop-off under way, for hours
-# if its kiosk is cut off meanwhile; her hold's end waits out a kill switch, ADR 0123): a run
-# that asks to run again succeeded, so it does not
-# count towards giving up. Every other timer's "again" is a retry of a step that did not happen.
+# if its kiosk is cut off meanwhile; her hold's end and her reminder wait out a kill switch,
+# ADR 0123): a run that asks to run again succeeded, so it does not count towards giving up.
+# Every other timer's "again" is a retry of a step that did not happen.
 RECURRING: frozenset[str] = frozenset(
-    {TimerKind.FOOD_CHECK, TimerKind.ORDER_EXPIRY, TimerKind.HOLD_EXPIRY}
+    {TimerKind.FOOD_CHECK, TimerKind.ORDER_EXPIRY, TimerKind.HOLD_EXPIRY, TimerKind.REMINDER}
 )
 
 HANDLERS: dict[str, Handler] = {

@@ -22,7 +22,6 @@ from locker_service.models import (
     WebhookDelivery,
     utcnow,
 )
-from locker_service.timer_loop import handlers
 from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers.service import TimerKind
 from tests.locker_service.world import World, make_ready
@@ -139,52 +138,96 @@ async def test_a_hold_waits_out_the_kill_switch_and_gets_its_time_back(
     assert extended[0]["data"]["hold_until"] == released.hold_until.isoformat()
 
 
+async def _reminder_due_now(service: ServiceContext, order_id: str) -> None:
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Timer)
+            .where(
+                Timer.order_id == uuid.UUID(order_id),
+                Timer.kind == TimerKind.REMINDER,
+                Timer.state == "pending",
+            )
+            .values(due_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+async def _told(service: ServiceContext, order_id: str) -> tuple[list[str], list[str]]:
+    """The messages queued for her (kinds), and the merchant's events (types)."""
+    async with service.sessionmaker() as session:
+        kinds = (
+            await session.scalars(
+                select(NotificationOutbox.kind)
+                .where(NotificationOutbox.order_id == uuid.UUID(order_id))
+                .order_by(NotificationOutbox.id)
+            )
+        ).all()
+    heard = [e["type"] for e in await _merchant_heard(service, uuid.UUID(order_id))]
+    return list(kinds), heard
+
+
+async def _reminder_timer(service: ServiceContext, order_id: str) -> Timer:
+    async with service.sessionmaker() as session:
+        timer = await session.scalar(
+            select(Timer).where(
+                Timer.order_id == uuid.UUID(order_id), Timer.kind == TimerKind.REMINDER
+            )
+        )
+    assert timer is not None
+    return timer
+
+
 async def test_no_reminder_sends_her_to_a_door_the_kill_switch_keeps_shut(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
     """Her reminder falls due while codes are refused: no "still waiting, collect it by", which
-    would send her to a shut door by a time the release moves; the release tells her."""
+    would send her to a shut door by a time the release moves; it waits for the release, whose
+    `resumed` tells her that her code works and until when, so no reminder follows it."""
     await _merchant_listens(app_client, world)
     made, _ = await make_ready(app_client, world, service, ref="K-4")
-    await _switch(app_client, world, True)
-    async with service.sessionmaker() as session:
-        timer = await session.scalar(
-            select(Timer).where(
-                Timer.order_id == uuid.UUID(made["id"]), Timer.kind == TimerKind.REMINDER
-            )
+    waited = timedelta(seconds=service.settings.scaled(service.settings.reminder_after_s) + 60)
+    async with session_scope(service.sessionmaker) as session:  # ready long enough ago
+        await session.execute(
+            update(Order)
+            .where(Order.id == uuid.UUID(made["id"]))
+            .values(ready_at=utcnow() - waited)
         )
-    assert timer is not None
-    await handlers.reminder(service, timer)
-    async with service.sessionmaker() as session:
-        kinds = (
-            await session.scalars(
-                select(NotificationOutbox.kind).where(
-                    NotificationOutbox.order_id == uuid.UUID(made["id"])
-                )
-            )
-        ).all()
-    assert "reminder" not in kinds
-    heard = [e["type"] for e in await _merchant_heard(service, uuid.UUID(made["id"]))]
-    assert "order.reminder_sent" not in heard
+    await _switch(app_client, world, True)
+    await _reminder_due_now(service, made["id"])
+    await TimerLoop(service).run_due()
+    kinds, heard = await _told(service, made["id"])
+    assert "reminder" not in kinds and "order.reminder_sent" not in heard
+    waiting = await _reminder_timer(service, made["id"])
+    assert waiting.state == "pending" and waiting.due_at > utcnow()  # it looks again later
 
     await _switch(app_client, world, False)
-    async with service.sessionmaker() as session:
-        resumed = await session.scalar(
-            select(NotificationOutbox).where(
-                NotificationOutbox.order_id == uuid.UUID(made["id"]),
-                NotificationOutbox.kind == "resumed",
-            )
-        )
-    assert resumed is not None  # told when her code works again, and until when
-    await handlers.reminder(service, timer)  # a reminder after the release is sent as before
-    async with service.sessionmaker() as session:
-        reminded = await session.scalar(
-            select(NotificationOutbox.id).where(
-                NotificationOutbox.order_id == uuid.UUID(made["id"]),
-                NotificationOutbox.kind == "reminder",
-            )
-        )
-    assert reminded is not None
+    await _reminder_due_now(service, made["id"])
+    await TimerLoop(service).run_due()
+    kinds, heard = await _told(service, made["id"])
+    assert "resumed" in kinds  # told when her code works again, and until when
+    assert "reminder" not in kinds and "order.reminder_sent" not in heard  # not twice
+    assert (await _reminder_timer(service, made["id"])).state == "done"
+
+
+async def test_a_reminder_due_in_a_second_freeze_is_sent_after_its_release(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """`resumed` goes once an order: after a first freeze, released before her reminder fell
+    due, the reminder that falls due in a second freeze is sent once that one is released."""
+    await _merchant_listens(app_client, world)
+    made, _ = await make_ready(app_client, world, service, ref="K-5")
+    await _switch(app_client, world, True)
+    await _switch(app_client, world, False)  # told she can collect it: before her reminder
+    await _switch(app_client, world, True)
+    await _reminder_due_now(service, made["id"])
+    await TimerLoop(service).run_due()
+    kinds, _ = await _told(service, made["id"])
+    assert kinds.count("resumed") == 1 and "reminder" not in kinds
+    await _switch(app_client, world, False)
+    await _reminder_due_now(service, made["id"])
+    await TimerLoop(service).run_due()
+    kinds, heard = await _told(service, made["id"])
+    assert kinds.count("resumed") == 1 and kinds[-1] == "reminder", kinds
+    assert heard.count("order.reminder_sent") == 1
 
 
 async def test_a_kill_switch_held_past_her_food_s_safe_time_ends_it_as_unsafe(

@@ -5,6 +5,7 @@ secrets rotated with overlap, and only the merchant's own endpoints and deliveri
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -484,3 +485,62 @@ async def test_finished_deliveries_are_deleted_after_their_retention_open_ones_n
         left = {r.id: r.status for r in (await session.scalars(select(WebhookDelivery))).all()}
     assert delivered[0].id not in left and dead.id not in left
     assert left[pending.id] == "pending" and all(left[r.id] for r in delivered[1:])
+
+
+def test_an_endpoint_that_asked_for_every_event_hears_of_a_hold_given_back(
+    empty_database_url: str,
+) -> None:
+    """Migration 0024 (ADR 0123): an endpoint registered for every event type (stored as the
+    list of every type there was) gets `order.hold_extended`, in its place; one that named
+    fewer keeps its choice; going back takes it away again."""
+    from alembic import command
+    from sqlalchemy.engine import Connection
+
+    from locker_service.db import create_engine, create_sessionmaker
+    from locker_service.orders.webhooks import EVENT_TYPES
+    from migrations import alembic_config, in_migration, upgrade
+    from tests.locker_service.conftest import make_settings
+    from tests.locker_service.world import seed
+
+    url = empty_database_url
+    before = [t for t in EVENT_TYPES if t != "order.hold_extended"]
+    chosen = ["order.ready", "order.picked_up"]
+    upgrade(url, "0023")
+
+    async def place() -> None:
+        engine = create_engine(url)
+        try:
+            sessionmaker = create_sessionmaker(engine)
+            world = await seed(sessionmaker, make_settings(url))
+            async with sessionmaker() as session, session.begin():
+                for name, events in (("every", before), ("chosen", chosen)):
+                    session.add(
+                        WebhookEndpoint(
+                            merchant_id=world.merchant_id,
+                            url=f"https://{name}.example/hooks",
+                            events=events,
+                            secret="whsec_x",
+                        )
+                    )
+        finally:
+            await engine.dispose()
+
+    async def events() -> dict[str, list[str]]:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                rows = await connection.execute(select(WebhookEndpoint.url, WebhookEndpoint.events))
+                return {u.split("//")[1].split(".")[0]: list(e) for u, e in rows}
+        finally:
+            await engine.dispose()
+
+    def back_to_0023(connection: Connection) -> None:
+        config = alembic_config(url)
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0023")
+
+    asyncio.run(place())
+    upgrade(url)
+    assert asyncio.run(events()) == {"every": list(EVENT_TYPES), "chosen": chosen}
+    asyncio.run(in_migration(url, back_to_0023))
+    assert asyncio.run(events()) == {"every": before, "chosen": chosen}

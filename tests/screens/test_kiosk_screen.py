@@ -503,3 +503,36 @@ def test_a_kiosk_cut_off_with_his_door_open_hands_over_only_once_he_is_done(
     finally:
         bridge.server.shutdown()
         bridge.server.server_close()
+
+
+def test_a_kiosk_cut_off_mid_request_hands_over_once_the_answer_is_overdue(
+    browser: Any, live_service: tuple[ServiceProcess, Seed, ScriptedKiosk]
+) -> None:
+    """The link goes while his drop-off's answer is on its way and it never comes (a fetch has
+    no deadline of its own): "Opening..." stays while an answer may still come, and the screen
+    hands over to the bridge's once it is overdue (30 s, on the page's clock)."""
+    service, seed, _ = live_service
+    bridge = BridgeScreen()
+    serve_in_background(bridge.server)
+    context = browser.new_context(
+        viewport={"width": 800, "height": 1280}, has_touch=True, bypass_csp=True, locale="en-GB"
+    )
+    try:
+        ref = order_for(service, seed)
+        page = context.new_page()
+        page.clock.install()  # the page's time flows as it does, and can be moved on
+        page.route("**/kiosk/dropoff", lambda route: None)  # the answer never comes
+        page.goto(f"{service.url}/kiosk?offline_screen={bridge.origin}#token={seed.kiosk_token}")
+        page.get_by_role("button", name="Collect food").wait_for()
+        drop_off(page, seed.courier_code, seed.courier_pin, ref)
+        expect(page.locator("#screen-busy")).to_be_visible()
+        bridge.offline = True
+        wait_until(lambda: bridge.asked_offline >= 2, timeout_s=60, what="two looks at /state")
+        assert page.url.startswith(service.url)
+        expect(page.locator("#screen-busy")).to_be_visible()
+        page.clock.fast_forward("00:31")
+        page.wait_for_url(f"{bridge.origin}/**", timeout=30_000)
+    finally:
+        context.close()
+        bridge.server.shutdown()
+        bridge.server.server_close()

@@ -227,6 +227,7 @@
   async function attempt(busyKey, kind, action) {
     state.busyKey = busyKey;
     document.getElementById("busy-text").textContent = t(busyKey);
+    state.busySince = Date.now();
     show("busy");
     try {
       const answer = await action();
@@ -453,9 +454,15 @@
   // screen opened is open, or an answer is awaited: the courier or purchaser in front of it
   // reads "compartment 3 is open, put the food in" (true: the board opened it, and the bridge
   // reports its closing once back), not "deliveries are paused"; the handover waits for Done,
-  // or for the result's time to run out.
+  // or for the result's time to run out. An answer that never comes (the link went mid-request,
+  // and a fetch has no deadline of its own) holds it back for BUSY_HANDOVER_MS at most.
   const OFFLINE_CHECK_MS = 3000;
-  const DOOR_SCREENS = new Set(["opened", "busy"]);
+  const BUSY_HANDOVER_MS = 30000;
+
+  function showsItsDoor() {
+    if (state.screen === "opened") return true;
+    return state.screen === "busy" && Date.now() - state.busySince < BUSY_HANDOVER_MS;
+  }
 
   async function checkOffline() {
     const origin = root.dataset.offlineScreen;
@@ -466,7 +473,7 @@
     } catch (err) {
       return; // no bridge screen on this PC, or it is restarting
     }
-    if (DOOR_SCREENS.has(state.screen)) return; // as it is now, after the answer came
+    if (showsItsDoor()) return; // as it is now, after the answer came
     const here = location.origin + location.pathname + location.search;
     location.replace(`${origin}/?lang=${encodeURIComponent(lang)}&back=${encodeURIComponent(here)}`);
   }
