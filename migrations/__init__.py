@@ -88,3 +88,14 @@ async def upgrade_async(
 
 def upgrade(database_url: str, revision: str = "head", *, secret_key: str | None = None) -> None:
     asyncio.run(upgrade_async(database_url, revision, secret_key=secret_key))
+
+
+def downgrade(database_url: str, revision: str) -> None:
+    """Go back to `revision` (the tests of a migration's way back)."""
+    config = alembic_config(database_url)
+
+    def back(connection: Connection) -> None:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+    asyncio.run(in_migration(database_url, back))

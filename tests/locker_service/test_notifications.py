@@ -27,7 +27,7 @@ import pytest
 import zxingcpp
 from aiosmtpd.controller import Controller
 from PIL import Image
-from sqlalchemy import Connection, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from locker_service.config import Settings
@@ -476,9 +476,7 @@ def test_the_migration_counts_every_message_tried_or_resent_as_maybe_seen(
     """Migration 0019 (ADR 0114): before it nothing told the tries apart, so a message tried,
     being sent or sent, or resent by an operator (who cleared its attempts), may have reached
     her; one never tried did not."""
-    from alembic import command
-
-    from migrations import alembic_config, in_migration, upgrade
+    from migrations import downgrade, upgrade
     from tests.locker_service.world import seed
 
     url = empty_database_url
@@ -509,11 +507,6 @@ def test_the_migration_counts_every_message_tried_or_resent_as_maybe_seen(
                 )
         finally:
             await engine.dispose()
-
-    def back_to_0018(connection: Connection) -> None:
-        config = alembic_config(url)
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0018")
 
     async def fill() -> dict[str, int]:
         engine = create_engine(url)
@@ -570,7 +563,7 @@ def test_the_migration_counts_every_message_tried_or_resent_as_maybe_seen(
             await engine.dispose()
 
     asyncio.run(place())
-    asyncio.run(in_migration(url, back_to_0018))
+    downgrade(url, "0018")
     ids = asyncio.run(fill())
     upgrade(url)
     found = asyncio.run(flags())

@@ -493,12 +493,9 @@ def test_an_endpoint_that_asked_for_every_event_hears_of_a_hold_given_back(
     """Migration 0024 (ADR 0123): an endpoint registered for every event type (stored as the
     list of every type there was) gets `order.hold_extended`, in its place; one that named
     fewer keeps its choice; going back takes it away again."""
-    from alembic import command
-    from sqlalchemy.engine import Connection
-
     from locker_service.db import create_engine, create_sessionmaker
     from locker_service.orders.webhooks import EVENT_TYPES
-    from migrations import alembic_config, in_migration, upgrade
+    from migrations import downgrade, upgrade
     from tests.locker_service.conftest import make_settings
     from tests.locker_service.world import seed
 
@@ -534,13 +531,8 @@ def test_an_endpoint_that_asked_for_every_event_hears_of_a_hold_given_back(
         finally:
             await engine.dispose()
 
-    def back_to_0023(connection: Connection) -> None:
-        config = alembic_config(url)
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0023")
-
     asyncio.run(place())
     upgrade(url)
     assert asyncio.run(events()) == {"every": list(EVENT_TYPES), "chosen": chosen}
-    asyncio.run(in_migration(url, back_to_0023))
+    downgrade(url, "0023")
     assert asyncio.run(events()) == {"every": before, "chosen": chosen}
