@@ -723,7 +723,9 @@ class LeaseKeeper:
     async def _renew(self, started: float, mine: set[str]) -> None:
         if not self._held:
             return
-        async with session_scope(self._sessionmaker) as session:
+        # Never beside the keep-alive's renewal: both lock this replica's lease rows, in no set
+        # order, and at thousands of kiosks they deadlocked (one failed, its expiries unpushed).
+        async with self._alive_lock, session_scope(self._sessionmaker) as session:
             renewed = await renew(session, self.replica_id, self._held, self.ttl_s)
         self._renewed_at = max(self._renewed_at, started)
         for kiosk in list(self._held):

@@ -952,3 +952,35 @@ async def test_a_replica_that_stops_waiting_for_a_lease_withdraws_its_standby_ma
     finally:
         await waiter.stop()
         await holder.stop()
+
+
+async def test_a_round_s_renewal_and_the_keep_alive_s_never_run_at_once(
+    sessionmaker: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both renew this replica's lease rows, which the database locks in no set order: at ten
+    thousand kiosks a round's renewal and the keep-alive's (due while the round ran long)
+    deadlocked on PostgreSQL. Each renewal here takes two periods, so the keep-alive falls due
+    during every round's: it waits for it instead of renewing beside it."""
+    await make_kiosks(sessionmaker, 4)
+    real = lease_keeper.renew
+    at_once = [0, 0, 0]  # now, at most, renewals made
+
+    async def slow_renew(session: AsyncSession, *args: Any) -> dict[str, int]:
+        at_once[0] += 1
+        at_once[1] = max(at_once[1], at_once[0])
+        try:
+            await asyncio.sleep(2 * RENEW_S)
+            return await real(session, *args)
+        finally:
+            at_once[0] -= 1
+            at_once[2] += 1
+
+    monkeypatch.setattr(lease_keeper, "renew", slow_renew)
+    k = keeper(sessionmaker, "one")
+    await k.start()
+    try:
+        await within_rounds(k, 20, lambda: at_once[2] >= 6, "six renewals")
+        assert at_once[1] == 1
+        assert len(k.held()) == 4  # kept all along
+    finally:
+        await k.stop()
