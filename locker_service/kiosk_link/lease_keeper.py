@@ -642,6 +642,8 @@ class LeaseKeeper:
                 await asyncio.sleep(self.renew_s)  # no round under way: the next one renews
                 continue
             async with self._alive_lock:
+                if time.monotonic() - self._renewed_at < self.renew_s:
+                    continue  # the round renewed while this waited for it
                 started = time.monotonic()
                 held = dict(self._held)
                 try:

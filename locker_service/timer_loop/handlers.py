@@ -470,6 +470,10 @@ async def reminder(ctx: ServiceContext, timer: Timer) -> datetime | None:
             return utcnow() + timedelta(seconds=ctx.settings.scaled(FROZEN_HOLD_LOOK_S))
         if await _resumed_since(session, order, ctx.settings.scaled(ctx.settings.reminder_after_s)):
             return None  # the release told her since it fell due: her code works, until when
+        if order.code_used_at is not None:
+            # Her code is opening the door now: looked at again once its unlock's time is over
+            # (the food taken, nothing to remind; left inside, her code given back).
+            return utcnow() + timedelta(seconds=doors.authorisation_window_s(ctx))
         await outbox.enqueue(
             session,
             order,

@@ -2,15 +2,17 @@
 
 An endpoint registered without naming its event types was stored with the list of every type
 there was (ADR 0072); `order.hold_extended` (ADR 0123) came later. An endpoint whose list holds
-every type of that time asked for all of them: the new type is added to it. An endpoint that
-named fewer keeps its choice.
+every type webhooks began with asked for all of them (`order.accepted`, ADR 0076, came later
+too and was never added to the lists): the new type is added to it. An endpoint that named
+fewer keeps its choice. Going back changes nothing: an endpoint may have chosen the type
+itself, and a list naming a type the code does not know is only never matched.
 
 Revision ID: 0024
 Revises: 0023
 Create Date: 2026-12-07 14:00:00
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -21,9 +23,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 NEW = "order.hold_extended"
-# Every event type before it, in their order (locker_service/orders/webhooks.EVENT_TYPES).
-BEFORE = (
-    "order.accepted",
+# The event types webhooks began with (ADR 0072).
+FIRST = (
     "order.dropped_off",
     "order.ready",
     "order.reminder_sent",
@@ -37,30 +38,23 @@ BEFORE = (
 endpoints = sa.table("webhook_endpoints", sa.column("id", sa.Integer), sa.column("events", sa.JSON))
 
 
-def _rewrite(change: Callable[[list[str]], list[str] | None]) -> None:
+def _added(events: list[str]) -> list[str] | None:
+    """The endpoint's list with the new type, if it asked for every type; else None."""
+    if NEW in events or not set(FIRST) <= set(events):
+        return None
+    at = events.index("order.reminder_sent") + 1
+    return [*events[:at], NEW, *events[at:]]
+
+
+def upgrade() -> None:
     bind = op.get_bind()
     for endpoint_id, events in bind.execute(sa.select(endpoints.c.id, endpoints.c.events)).all():
-        changed = change(list(events))
+        changed = _added(list(events))
         if changed is not None:
             bind.execute(
                 endpoints.update().where(endpoints.c.id == endpoint_id).values(events=changed)
             )
 
 
-def _added(events: list[str]) -> list[str] | None:
-    if NEW in events or not set(BEFORE) <= set(events):
-        return None
-    at = events.index("order.reminder_sent") + 1
-    return [*events[:at], NEW, *events[at:]]
-
-
-def _removed(events: list[str]) -> list[str] | None:
-    return [e for e in events if e != NEW] if NEW in events else None
-
-
-def upgrade() -> None:
-    _rewrite(_added)
-
-
 def downgrade() -> None:
-    _rewrite(_removed)
+    pass

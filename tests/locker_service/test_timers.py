@@ -33,6 +33,7 @@ from locker_service.models import (
     Timer,
     utcnow,
 )
+from locker_service.orders import codes
 from locker_service.runtime import Runtime
 from locker_service.timer_loop import handlers
 from locker_service.timer_loop.handlers import BatchOutcome
@@ -159,6 +160,43 @@ async def test_reminder_after_thirty_minutes_once(
             )
         ).all()
     assert sorted(kinds) == ["ready", "reminder"]
+
+
+async def test_a_reminder_due_while_her_code_opens_the_door_waits_for_the_unlock(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """Her code accepted a moment before her reminder fell due: no "still waiting at the
+    locker" while she opens the door; it looks again once the unlock's time is over, and her
+    food taken meanwhile ends it."""
+    order, n = await make_ready(app_client, world, service)
+    code = codes.fallback_code(service.settings.secret_key, token_of(order))
+    answer = await app_client.post(
+        "/api/v1/kiosk/pickup", json={"code": code}, headers=world.kiosk()
+    )
+    assert answer.status_code == 200, answer.text
+    async with session_scope(service.sessionmaker) as session:
+        await session.execute(
+            update(Timer)
+            .where(Timer.kind == TimerKind.REMINDER, Timer.state == "pending")
+            .values(due_at=utcnow() - timedelta(seconds=1))
+        )
+    await TimerLoop(service).run_due()
+    async with service.sessionmaker() as session:
+        kinds = (
+            await session.scalars(
+                select(NotificationOutbox.kind).where(
+                    NotificationOutbox.order_id == uuid.UUID(order["id"])
+                )
+            )
+        ).all()
+        waiting = await session.scalar(select(Timer).where(Timer.kind == TimerKind.REMINDER))
+    assert sorted(kinds) == ["ready"]
+    assert waiting is not None and waiting.state == "pending" and waiting.due_at > utcnow()
+    for kind in ("door_opened", "item_removed", "door_closed"):
+        await event(service, world, kind, n)
+    async with service.sessionmaker() as session:
+        state = await session.scalar(select(Timer.state).where(Timer.id == waiting.id))
+    assert state == "cancelled"  # picked up: nothing to remind her of
 
 
 async def test_a_courier_who_walks_away_frees_the_compartment(
