@@ -15,6 +15,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from locker_service.db import database_unreachable
@@ -118,8 +120,23 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
 
 
+# The classes a database out of reach comes through (`database_unreachable`). Handled by these
+# classes, not only by `Exception`'s handler: Starlette answers an `Exception` handler's response
+# and then raises the error again for the server to log, and uvicorn then closes the client's
+# kept-alive connection, so a merchant's next request on it, sent meanwhile, got no answer at
+# all during a failover. Handled here, the 503 is the whole answer and the connection stays.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    DBAPIError,
+    PoolTimeoutError,
+    DisconnectionError,
+)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for database_error in DATABASE_ERRORS:
+        app.add_exception_handler(database_error, _unexpected_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from locker_service import errors
-from locker_service.api.errors import install_error_handlers
+from locker_service.api.errors import DATABASE_ERRORS, install_error_handlers
 from locker_service.compartments.lifecycle import CompartmentTrigger, IllegalCompartmentTransition
 from locker_service.compartments.service import UnlockFailed
 from locker_service.dropoff.service import (
@@ -25,6 +25,7 @@ from locker_service.kiosk_link.errors import CommandTimeout, InvalidCommand, Kio
 from locker_service.models import Order
 from locker_service.orders.lifecycle import IllegalOrderTransition, OrderTrigger
 from locker_service.pickup.service import InvalidCode, KillSwitchEngaged
+from tests.support.threaded_server import ThreadedServer
 
 CASES: list[tuple[errors.ServiceError, int, str]] = [
     (errors.BadRequest("bad"), 400, "bad_request"),
@@ -127,9 +128,35 @@ async def test_a_database_out_of_reach_is_a_503_to_retry_and_a_bug_a_500(
     async def fail() -> None:
         raise raised
 
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    # Every error of the classes a database comes through is answered and done with; only an
+    # error of another kind is raised again after its 500, for the server to log.
+    raised_again = not isinstance(raised, DATABASE_ERRORS)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=not raised_again)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         answer = await client.get("/db")
     assert answer.status_code == status
     assert answer.json()["error"] == code
     assert ("retry-after" in answer.headers) == (status == 503)
+
+
+def test_a_database_out_of_reach_keeps_the_client_s_connection() -> None:
+    """Served by uvicorn, kept alive: the 503 of a database out of reach is the whole answer,
+    and the merchant's next request goes on the same connection (uvicorn closed it after an
+    error raised again, and a request sent meanwhile got no answer at all)."""
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/db")
+    async def fail() -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    @app.get("/port")
+    async def port(request: Request) -> int:
+        assert request.client is not None
+        return request.client.port
+
+    with ThreadedServer(app) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        first = client.get("/port").json()
+        refused = client.get("/db")
+        assert refused.status_code == 503 and refused.json()["error"] == "database_unavailable"
+        assert client.get("/port").json() == first  # the same connection
