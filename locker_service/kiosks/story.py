@@ -372,17 +372,13 @@ class Story:
         if order is not None and order.state == OrderState.DISINFECTING:
             await self.fault_with_food(session, kiosk, c, LAMP_FAILED)
             return
-        await raise_compartment_alert(
+        await self._compartment_task(
             session,
-            self.ctx.hub,
             kiosk,
             c,
-            kind="compartment_fault",
-            severity="warning",
-            what=f"{LAMP_FAILED}: the UV-C lamp fell short of its dose "
+            f"{LAMP_FAILED}: the UV-C lamp fell short of its dose "
             f"{self.settings.uv_max_short_cycles} cycles in a row; the compartment stays out of "
             "use until the lamp is replaced and marked replaced",
-            dedupe_key=f"compartment_fault:{c.id}",
         )
 
     async def fault_with_food(
@@ -439,16 +435,12 @@ class Story:
             return False  # no food of hers behind the door yet
         if await orders.fault_told(session, order) is None:
             return False
-        await raise_compartment_alert(
+        await self._compartment_task(
             session,
-            self.ctx.hub,
             kiosk,
             c,
-            kind="compartment_fault",
-            severity="warning",
-            what=f"{fault} cleared with order {order.external_ref}'s food inside; the purchaser "
+            f"{fault} cleared with order {order.external_ref}'s food inside; the purchaser "
             "was told staff would contact her: open it to hand the food over or to discard it",
-            dedupe_key=f"compartment_fault:{c.id}",
         )
         return True
 
@@ -793,6 +785,21 @@ class Story:
             told,
             told.operator_message.format(ref=order.external_ref, fault="", why=reason),
             dedupe_key=f"{told.alert_kind}:{order.id}",
+        )
+
+    async def _compartment_task(
+        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, what: str
+    ) -> None:
+        """The compartment's one operator task (`compartment_fault`), at warning level."""
+        await raise_compartment_alert(
+            session,
+            self.ctx.hub,
+            kiosk,
+            c,
+            kind="compartment_fault",
+            severity="warning",
+            what=what,
+            dedupe_key=f"compartment_fault:{c.id}",
         )
 
     async def _alert(

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from locker_service.orders.codes import in_language
+
 
 @dataclass(frozen=True, slots=True)
 class PickupDetails:
@@ -74,8 +76,6 @@ def compose(body: str, details: PickupDetails) -> str:
     if details.deadline is not None and details.code is not None:
         lines.append(words["before"].format(local_time(details.deadline, details.timezone)))
     if details.page_url is not None:
-        page = details.page_url
-        if details.language != "en" and details.language in _LINES:
-            page += f"?lang={details.language}"  # her page opens in her language
-        lines.append(words["page"].format(page))
+        language = details.language if details.language in _LINES else None
+        lines.append(words["page"].format(in_language(details.page_url, language)))
     return "\n".join(lines) + "\n"

@@ -46,7 +46,7 @@ from locker_service.notifications.delivery import (
 )
 from locker_service.notifications.messages import PickupDetails, compose
 from locker_service.notifications.qr import qr_png
-from locker_service.orders.codes import fallback_code, pickup_token
+from locker_service.orders.codes import fallback_code, page_url, pickup_token
 from locker_service.orders.lifecycle import OrderState
 from locker_service.orders.outbox import UNTRUE_ONCE_COLLECTED, language_of
 
@@ -284,7 +284,7 @@ class OutboxWorker:
             deadline=order.hold_until,
             timezone=place.site.timezone,
             code=fallback_code(settings.secret_key, token) if with_code else None,
-            page_url=f"{settings.public_base_url.rstrip('/')}/p/{token}",
+            page_url=page_url(settings.public_base_url, token),
             language=language_of(order),
         )
         attachments = [Attachment(QR_FILENAME, qr_png(token), "image/png")] if with_code else []

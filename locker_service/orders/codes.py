@@ -54,6 +54,17 @@ def pickup_token(secret_key: str, order_id: uuid.UUID, salt: str) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+def page_url(base_url: str, token: str, language: str | None = None) -> str:
+    """Her page's address under the service's public base URL, opening in her language."""
+    return in_language(f"{base_url.rstrip('/')}/p/{token}", language)
+
+
+def in_language(page: str, language: str | None) -> str:
+    """Her page's address opening in her language when it is not English (ADR 0122): the
+    merchant's `purchaser_url` and the link in her messages alike."""
+    return page if language in (None, "en") else f"{page}?lang={language}"
+
+
 def fallback_code(secret_key: str, token: str) -> str:
     number = int.from_bytes(_mac(secret_key, "fallback-code", token.encode())[:8], "big")
     return f"{number % 10**FALLBACK_DIGITS:0{FALLBACK_DIGITS}d}"

@@ -62,14 +62,7 @@ def request_hash(body: OrderCreate) -> str:
 
 def purchaser_url(settings: Settings, order: Order) -> str:
     token = codes.pickup_token(settings.secret_key, order.id, order.token_salt)
-    return page_url(settings, token, order.purchaser_language)
-
-
-def page_url(settings: Settings, token: str, language: str | None) -> str:
-    """Her page's address; in her language when it is not English (ADR 0122), as the link in
-    her messages is, so a merchant sending it on opens it in the same language."""
-    page = f"{settings.public_base_url.rstrip('/')}/p/{token}"
-    return page if language in (None, "en") else f"{page}?lang={language}"
+    return codes.page_url(settings.public_base_url, token, order.purchaser_language)
 
 
 async def read_model(session: AsyncSession, order: Order) -> OrderRead:
@@ -187,7 +180,7 @@ def created_answer(settings: Settings, row: dict[str, Any], token: str) -> bytes
         "food_deadline": None,
         "food_unsafe_at": None,
         "notices": [],  # a new order has had no fault or expiry yet
-        "purchaser_url": page_url(settings, token, row["purchaser_language"]),
+        "purchaser_url": codes.page_url(settings.public_base_url, token, row["purchaser_language"]),
     }
     return pydantic_core.to_json(answer)  # the serialiser pydantic's models use
 
