@@ -17,6 +17,7 @@ from typing import Any
 import hypothesis
 import pytest
 
+from tests.support.compiled_statements import share_compiled_statements
 from tests.support.mosquitto import MosquittoProcess, durable_mosquitto
 
 # The suite keeps its bytecode caches, those of the test modules' rewritten asserts too, even on
@@ -42,6 +43,10 @@ hypothesis.settings.register_profile(
     "locker", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
 )
 hypothesis.settings.load_profile("locker")
+
+# The engines a test process makes share one cache of compiled SQL
+# (tests/support/compiled_statements.py).
+share_compiled_statements()
 
 REQUIRE_SERVICES = os.environ.get("LOCKER_TEST_REQUIRE_SERVICES") == "1"
 PG_ADMIN_URL = os.environ.get("LOCKER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -1,0 +1,70 @@
+"""One cache of compiled SQL for every engine a test process makes.
+
+SQLAlchemy keeps the SQL it compiled from a statement in a cache of the engine's own, keyed by
+the engine's dialect object. A service keeps its engines for its whole life, so it compiles each
+statement once; a test makes a new app, so new engines, and compiled every statement it ran
+again: about a quarter of the CPU of the service's tests (py-spy, ADR 0064). Here the engines of
+one test process share a cache, keyed by what a dialect is (its class and its settings) rather
+than by which object it is: two engines of one backend made by `locker_service.db.create_engine`
+compile every statement to the same SQL, so either one's compiled form serves the other.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.orm import Mapper
+from sqlalchemy.util import LRUCache
+
+# Plain settings only: the rest of a dialect (its DB-API adapter, identifier preparer, type
+# compiler, memo of type adaptations) are objects of its own, made alike for every engine.
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(value: object) -> bool:
+    if isinstance(value, tuple):
+        return all(_plain(item) for item in value)
+    return isinstance(value, _PLAIN)
+
+
+_signatures: weakref.WeakKeyDictionary[Dialect, tuple[object, ...]] = weakref.WeakKeyDictionary()
+
+
+def signature(dialect: Dialect) -> tuple[object, ...]:
+    """What a dialect compiles by: its class and its plain settings (the server's version among
+    them, set when it first connected, before it compiles anything)."""
+    known = _signatures.get(dialect)
+    if known is None:
+        settings = sorted((k, v) for k, v in vars(dialect).items() if _plain(v))
+        known = _signatures[dialect] = (type(dialect), tuple(settings))
+    return known
+
+
+class SharedCompiledCache(LRUCache[Any, Any]):
+    """An LRU cache of compiled statements whose keys name a dialect by its signature."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return super().get((signature(key[0]), *key[1:]), default)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__((signature(key[0]), *key[1:]), value)
+
+
+SHARED = SharedCompiledCache(5000)
+_engine_init = Engine.__init__
+
+
+def share_compiled_statements() -> None:
+    """Every engine made from now on in this process uses the shared cache (unless made with
+    `query_cache_size=0`, which keeps its having none), and so do the ORM's writes, which
+    compile through a cache of each mapper's."""
+
+    def init(self: Engine, *args: Any, **kwargs: Any) -> None:
+        _engine_init(self, *args, **kwargs)
+        if self._compiled_cache is not None:
+            self._compiled_cache = SHARED
+
+    Engine.__init__ = init  # type: ignore[method-assign]
+    Mapper._compiled_cache = SHARED  # type: ignore[assignment]
