@@ -4,6 +4,8 @@ included, and never an engine of another backend."""
 
 from __future__ import annotations
 
+import functools
+import json
 import uuid
 from pathlib import Path
 
@@ -61,3 +63,23 @@ async def test_each_backend_compiles_a_statement_once_for_every_engine(
     assert seen[1] == (hit, 0)
     assert seen[2][0] == miss and seen[2][1] >= 1  # never the SQLite form for PostgreSQL
     assert seen[3] == (hit, 0)
+
+
+async def test_an_engine_whose_dialect_holds_more_compiles_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dialects given something of their own (here each a JSON serializer of its own) may
+    compile differently: they share nothing."""
+    marker = uuid.uuid4().hex
+    hits = []
+    serializers = {"a": json.dumps, "b": functools.partial(json.dumps, sort_keys=True)}
+    for name, serializer in serializers.items():
+        (tmp_path / name).mkdir()
+        engine = create_engine(
+            migrated_database("sqlite", tmp_path / name), json_serializer=serializer
+        )
+        try:
+            hits.append(await _write_and_read(engine, marker))
+        finally:
+            await engine.dispose()
+    assert hits == [DefaultDialect.CACHE_MISS, DefaultDialect.CACHE_MISS]

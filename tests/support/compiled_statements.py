@@ -18,9 +18,20 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import Mapper
 from sqlalchemy.util import LRUCache
 
-# Plain settings only: the rest of a dialect (its DB-API adapter, identifier preparer, type
-# compiler, memo of type adaptations) are objects of its own, made alike for every engine.
 _PLAIN = (str, int, float, bool, type(None))
+# What else a dialect holds: objects of its own, made alike for every engine of its class (its
+# DB-API adapter, identifier preparer, type compiler, memo of type adaptations). A dialect that
+# holds anything more (a JSON serializer given to its engine, say) is shared with none.
+_MACHINERY = frozenset(
+    {
+        "dbapi",
+        "loaded_dbapi",
+        "identifier_preparer",
+        "type_compiler",
+        "type_compiler_instance",
+        "_type_memos",
+    }
+)
 
 
 def _plain(value: object) -> bool:
@@ -32,14 +43,20 @@ def _plain(value: object) -> bool:
 _signatures: weakref.WeakKeyDictionary[Dialect, tuple[object, ...]] = weakref.WeakKeyDictionary()
 
 
-def signature(dialect: Dialect) -> tuple[object, ...]:
+def signature(dialect: Dialect) -> object:
     """What a dialect compiles by: its class and its plain settings (the server's version among
-    them, set when it first connected, before it compiles anything)."""
+    them, set when it first connected, before it compiles anything); the dialect itself if it
+    holds anything else."""
     known = _signatures.get(dialect)
     if known is None:
-        settings = sorted((k, v) for k, v in vars(dialect).items() if _plain(v))
-        known = _signatures[dialect] = (type(dialect), tuple(settings))
-    return known
+        attributes = vars(dialect)
+        if any(not _plain(v) and k not in _MACHINERY for k, v in attributes.items()):
+            known = ()  # (held weakly: the dialect itself is returned below)
+        else:
+            plain = sorted((k, v) for k, v in attributes.items() if _plain(v))
+            known = (type(dialect), tuple(plain))
+        _signatures[dialect] = known
+    return known or dialect
 
 
 class SharedCompiledCache(LRUCache[Any, Any]):
