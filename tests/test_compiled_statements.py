@@ -83,3 +83,17 @@ async def test_an_engine_whose_dialect_holds_more_compiles_its_own(
         finally:
             await engine.dispose()
     assert hits == [DefaultDialect.CACHE_MISS, DefaultDialect.CACHE_MISS]
+
+
+async def test_engines_keep_every_option_of_their_own(tmp_path: Path) -> None:
+    """`create_engine` sorts its keywords by `Engine.__init__`'s parameters: the shared cache
+    leaves them as they are, and an engine made with no cache keeps none."""
+    url = migrated_database("sqlite", tmp_path)
+    engine = create_engine(url, echo=False, logging_name="mine", query_cache_size=0)
+    try:
+        assert engine.sync_engine._compiled_cache is None
+        async with engine.connect() as connection:
+            result = await connection.execute(select(literal_column("1")))
+            assert result.context.cache_hit == DefaultDialect.CACHING_DISABLED
+    finally:
+        await engine.dispose()

@@ -49,9 +49,6 @@ async def rig(database_url: str, private_mosquitto: MosquittoProcess) -> AsyncIt
         mqtt_url=private_mosquitto.url,
         replica_id=f"forge-{uuid.uuid4().hex[:6]}",
         time_scale=TIME_SCALE,
-        # The service's cycle: 10 nominal minutes, one real second, which the tests of a report
-        # that comes before its end wait out (the rule judges a report against this length).
-        disinfection_s=600.0,
         dropoff_door_timeout_s=6000.0,  # 10 s: the scripted courier is never that slow
         reminder_after_s=1e6,
         timer_poll_s=0.1,

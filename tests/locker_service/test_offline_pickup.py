@@ -71,7 +71,7 @@ async def rig(database_url: str, private_mosquitto: MosquittoProcess) -> AsyncIt
         reminder_after_s=1e6,
         timer_poll_s=0.1,
         command_timeout_s=5.0,
-        offline_supply_refresh_s=0.25,
+        offline_supply_refresh_s=1.0,
         # The food's deadline and the purchaser's hold (4 nominal hours each: 24 s here) far
         # out: a test starved beside other work must not see its order end as unsafe or expired.
         food_cooking_limit_s=360000.0,

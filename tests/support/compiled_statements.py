@@ -70,18 +70,23 @@ class SharedCompiledCache(LRUCache[Any, Any]):
 
 
 SHARED = SharedCompiledCache(5000)
-_engine_init = Engine.__init__
+
+
+def _engine_cache(engine: Engine) -> Any:
+    return engine.__dict__.get("_shared_compiled_cache")
+
+
+def _set_engine_cache(engine: Engine, cache: Any) -> None:
+    engine.__dict__["_shared_compiled_cache"] = None if cache is None else SHARED
 
 
 def share_compiled_statements() -> None:
     """Every engine made from now on in this process uses the shared cache (unless made with
     `query_cache_size=0`, which keeps its having none), and so do the ORM's writes, which
-    compile through a cache of each mapper's."""
+    compile through a cache of each mapper's.
 
-    def init(self: Engine, *args: Any, **kwargs: Any) -> None:
-        _engine_init(self, *args, **kwargs)
-        if self._compiled_cache is not None:
-            self._compiled_cache = SHARED
-
-    Engine.__init__ = init  # type: ignore[method-assign]
+    The engine's cache is the one its `__init__` sets: a property on the class takes that
+    assignment, so `Engine.__init__` (whose parameters `create_engine` reads to sort its
+    keywords) is left as it is."""
+    Engine._compiled_cache = property(_engine_cache, _set_engine_cache)  # type: ignore[assignment]
     Mapper._compiled_cache = SHARED  # type: ignore[assignment]
