@@ -89,8 +89,9 @@ async def test_engines_keep_every_option_of_their_own(tmp_path: Path) -> None:
     """`create_engine` sorts its keywords by `Engine.__init__`'s parameters: the shared cache
     leaves them as they are, and an engine made with no cache keeps none."""
     url = migrated_database("sqlite", tmp_path)
-    engine = create_engine(url, echo=False, logging_name="mine", query_cache_size=0)
+    engine = create_engine(url, echo=True, logging_name="mine", query_cache_size=0)
     try:
+        assert (engine.echo, engine.sync_engine.logging_name) == (True, "mine")
         assert engine.sync_engine._compiled_cache is None
         async with engine.connect() as connection:
             result = await connection.execute(select(literal_column("1")))
