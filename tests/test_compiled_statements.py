@@ -65,9 +65,7 @@ async def test_each_backend_compiles_a_statement_once_for_every_engine(
     assert seen[3] == (hit, 0)
 
 
-async def test_an_engine_whose_dialect_holds_more_compiles_its_own(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_an_engine_whose_dialect_holds_more_compiles_its_own(tmp_path: Path) -> None:
     """Dialects given something of their own (here each a JSON serializer of its own) may
     compile differently: they share nothing."""
     marker = uuid.uuid4().hex

@@ -3,7 +3,7 @@
 SQLAlchemy keeps the SQL it compiled from a statement in a cache of the engine's own, keyed by
 the engine's dialect object. A service keeps its engines for its whole life, so it compiles each
 statement once; a test makes a new app, so new engines, and compiled every statement it ran
-again: about a quarter of the CPU of the service's tests (py-spy, ADR 0064). Here the engines of
+again: about a quarter of the CPU of the service's tests (py-spy, ADR 0126). Here the engines of
 one test process share a cache, keyed by what a dialect is (its class and its settings) rather
 than by which object it is: two engines of one backend made by `locker_service.db.create_engine`
 compile every statement to the same SQL, so either one's compiled form serves the other.
