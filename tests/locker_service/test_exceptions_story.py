@@ -33,6 +33,7 @@ from tests.locker_service.world import (
     board_snapshot,
     compartment,
     create_order,
+    due_now,
     event,
     make_ready,
     token_of,
@@ -183,14 +184,14 @@ async def test_a_ready_order_after_a_fault_ends_as_what_happened(
                 .where(Order.id == uuid.UUID(order["id"]))
                 .values(ready_at=utcnow() - timedelta(minutes=30))
             )
-        await _due_now(service, TimerKind.HOLD_EXPIRY)
+        await due_now(service, TimerKind.HOLD_EXPIRY)
         await TimerLoop(service).run_due()
         read = await _merchant_read(app_client, world, order)
         assert read["failure_reason"] == "not collected within the hold limit"
         assert "expired" in await _outbox(service, order["id"])  # told as any expiry
         return
     if then != "staff":
-        await _due_now(service, TimerKind.HOLD_EXPIRY)
+        await due_now(service, TimerKind.HOLD_EXPIRY)
         await TimerLoop(service).run_due()
         read = await _merchant_read(app_client, world, order)
         assert read["state"] == "expired", read
@@ -301,20 +302,11 @@ async def test_a_board_refusing_the_setpoint_for_a_fault_is_not_asked_fifty_time
     assert not await _pending(service, TimerKind.CYCLE_WATCHDOG)
 
 
-async def _due_now(ctx: ServiceContext, kind: str) -> None:
-    async with session_scope(ctx.sessionmaker) as session:
-        await session.execute(
-            update(Timer)
-            .where(Timer.kind == kind, Timer.state == "pending")
-            .values(due_at=utcnow() - timedelta(seconds=1))
-        )
-
-
 async def test_an_order_never_dropped_off_expires_telling_purchaser_and_merchant(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
     order = await create_order(app_client, world, ref="E-1")
-    await _due_now(service, TimerKind.ORDER_EXPIRY)  # the system's own clock, brought forward
+    await due_now(service, TimerKind.ORDER_EXPIRY)  # the system's own clock, brought forward
     await TimerLoop(service).run_due()
 
     message = (await _outbox(service, order["id"]))["never_dropped_off"]
@@ -333,7 +325,7 @@ async def test_an_order_whose_drop_off_ends_empty_after_its_expiry_still_expires
     order waits for a courier again, past its expiry: it is still expired once the drop-off is
     over, and the purchaser and merchant told, not left waiting for ever."""
     order, n = await _reserved(app_client, world, service, "E-1b")
-    await _due_now(service, TimerKind.ORDER_EXPIRY)
+    await due_now(service, TimerKind.ORDER_EXPIRY)
     await TimerLoop(service).run_due()  # mid drop-off: nothing ends, it is looked at later
     [again] = await _pending(service, TimerKind.ORDER_EXPIRY)
     assert again.due_at > utcnow()
@@ -342,7 +334,7 @@ async def test_an_order_whose_drop_off_ends_empty_after_its_expiry_still_expires
     async with service.sessionmaker() as session:
         waiting = await session.get(Order, uuid.UUID(order["id"]))
         assert waiting is not None and waiting.state == "created"
-    await _due_now(service, TimerKind.ORDER_EXPIRY)  # the drop-off's timeout, brought forward
+    await due_now(service, TimerKind.ORDER_EXPIRY)  # the drop-off's timeout, brought forward
     await TimerLoop(service).run_due()
     async with service.sessionmaker() as session:
         ended = await session.get(Order, uuid.UUID(order["id"]))
@@ -358,7 +350,7 @@ async def test_an_uncollected_order_expires_without_saying_it_was_removed(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
     order, n = await make_ready(app_client, world, service, ref="E-2")
-    await _due_now(service, TimerKind.HOLD_EXPIRY)
+    await due_now(service, TimerKind.HOLD_EXPIRY)
     await TimerLoop(service).run_due()
 
     message = (await _outbox(service, order["id"]))["expired"]
@@ -422,7 +414,7 @@ async def test_a_door_left_open_after_her_pickup_is_shut_by_staff_then_cleaned(
     [check] = await _pending(service, TimerKind.DOOR_LEFT_OPEN)
     assert check.due_at > utcnow() + timedelta(seconds=50)  # a minute: nobody bothered before
 
-    await _due_now(service, TimerKind.DOOR_LEFT_OPEN)
+    await due_now(service, TimerKind.DOOR_LEFT_OPEN)
     timers = TimerLoop(service)
     await timers.run_due()
     alert = (await _alerts(service))["door_left_open"]
@@ -443,7 +435,7 @@ async def test_a_door_opened_again_after_the_drop_off_holds_the_cycle_and_tells_
 ) -> None:
     order, n = await _deposit(app_client, world, service, "D-2")
     await event(service, world, "door_opened", n)  # the courier comes back for a second bag
-    await _due_now(service, TimerKind.DOOR_LEFT_OPEN)
+    await due_now(service, TimerKind.DOOR_LEFT_OPEN)
     await TimerLoop(service).run_due()
     alert = (await _alerts(service))["door_left_open"]
     assert "with food inside: its cycle waits until it is shut" in alert.message

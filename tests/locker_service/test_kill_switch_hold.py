@@ -24,7 +24,7 @@ from locker_service.models import (
 )
 from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers.service import TimerKind
-from tests.locker_service.world import World, make_ready
+from tests.locker_service.world import World, due_now, make_ready
 
 
 async def _switch(client: httpx.AsyncClient, world: World, engaged: bool) -> None:
@@ -138,19 +138,6 @@ async def test_a_hold_waits_out_the_kill_switch_and_gets_its_time_back(
     assert extended[0]["data"]["hold_until"] == released.hold_until.isoformat()
 
 
-async def _reminder_due_now(service: ServiceContext, order_id: str) -> None:
-    async with session_scope(service.sessionmaker) as session:
-        await session.execute(
-            update(Timer)
-            .where(
-                Timer.order_id == uuid.UUID(order_id),
-                Timer.kind == TimerKind.REMINDER,
-                Timer.state == "pending",
-            )
-            .values(due_at=utcnow() - timedelta(seconds=1))
-        )
-
-
 async def _told(service: ServiceContext, order_id: str) -> tuple[list[str], list[str]]:
     """The messages queued for her (kinds), and the merchant's events (types)."""
     async with service.sessionmaker() as session:
@@ -192,7 +179,7 @@ async def test_no_reminder_sends_her_to_a_door_the_kill_switch_keeps_shut(
             .values(ready_at=utcnow() - waited)
         )
     await _switch(app_client, world, True)
-    await _reminder_due_now(service, made["id"])
+    await due_now(service, TimerKind.REMINDER, made["id"])
     await TimerLoop(service).run_due()
     kinds, heard = await _told(service, made["id"])
     assert "reminder" not in kinds and "order.reminder_sent" not in heard
@@ -200,7 +187,7 @@ async def test_no_reminder_sends_her_to_a_door_the_kill_switch_keeps_shut(
     assert waiting.state == "pending" and waiting.due_at > utcnow()  # it looks again later
 
     await _switch(app_client, world, False)
-    await _reminder_due_now(service, made["id"])
+    await due_now(service, TimerKind.REMINDER, made["id"])
     await TimerLoop(service).run_due()
     kinds, heard = await _told(service, made["id"])
     assert "resumed" in kinds  # told when her code works again, and until when
@@ -218,12 +205,12 @@ async def test_a_reminder_due_in_a_second_freeze_is_sent_after_its_release(
     await _switch(app_client, world, True)
     await _switch(app_client, world, False)  # told she can collect it: before her reminder
     await _switch(app_client, world, True)
-    await _reminder_due_now(service, made["id"])
+    await due_now(service, TimerKind.REMINDER, made["id"])
     await TimerLoop(service).run_due()
     kinds, _ = await _told(service, made["id"])
     assert kinds.count("resumed") == 1 and "reminder" not in kinds
     await _switch(app_client, world, False)
-    await _reminder_due_now(service, made["id"])
+    await due_now(service, TimerKind.REMINDER, made["id"])
     await TimerLoop(service).run_due()
     kinds, heard = await _told(service, made["id"])
     assert kinds.count("resumed") == 1 and kinds[-1] == "reminder", kinds

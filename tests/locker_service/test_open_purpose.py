@@ -31,6 +31,7 @@ from tests.locker_service.world import (
     World,
     compartment,
     dropped_off,
+    due_now,
     event,
     make_ready,
     token_of,
@@ -212,12 +213,7 @@ async def test_an_expired_order_s_food_is_discarded_never_handed_over(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
 ) -> None:
     order, n = await make_ready(app_client, world, service, ref="P-expired")
-    async with session_scope(service.sessionmaker) as session:
-        await session.execute(
-            update(Timer)
-            .where(Timer.kind == TimerKind.HOLD_EXPIRY, Timer.state == "pending")
-            .values(due_at=utcnow() - timedelta(seconds=1))
-        )
+    await due_now(service, TimerKind.HOLD_EXPIRY)
     await TimerLoop(service).run_due()
     c = await compartment(service, world, n)
     await _refused(app_client, world, service, fake_kiosk, c, "handover", "hold_over")

@@ -49,6 +49,7 @@ from tests.locker_service.world import (
     create_order,
     cycles_have_run,
     dropped_off,
+    due_now,
     event,
     make_ready,
     order_of,
@@ -177,12 +178,7 @@ async def test_a_reminder_due_while_her_code_opens_the_door_waits_for_the_unlock
         "/api/v1/kiosk/pickup", json={"code": code}, headers=world.kiosk()
     )
     assert answer.status_code == 200, answer.text
-    async with session_scope(service.sessionmaker) as session:
-        await session.execute(
-            update(Timer)
-            .where(Timer.kind == TimerKind.REMINDER, Timer.state == "pending")
-            .values(due_at=utcnow() - timedelta(seconds=1))
-        )
+    await due_now(service, TimerKind.REMINDER)
     await TimerLoop(service).run_due()
     assert await _messages(service, order) == ["ready"]
     async with service.sessionmaker() as session:
