@@ -105,6 +105,24 @@ def durable_broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
         yield broker
 
 
+# The fixtures that run a test once on each backend (tests/locker_service/conftest.py,
+# tests/stack/test_demo_data.py).
+BACKEND_FIXTURES = ("database_url", "empty_database_url")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test run on both backends is `slow` in its PostgreSQL run (ADR 0127): the everyday
+    selection (`-m "not slow"`) runs it on SQLite, the whole suite (CI's) on both. A module
+    whose subject is SQL written per backend sets `POSTGRES_EVERY_DAY = True` and keeps both in
+    the everyday selection; so do the tests that use PostgreSQL alone (`pg_database_url`)."""
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if spec is None or getattr(getattr(item, "module", None), "POSTGRES_EVERY_DAY", False):
+            continue
+        if any(spec.params.get(name) == "postgres" for name in BACKEND_FIXTURES):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Drop this process's template databases (tests/support/databases.py)."""
     from tests.support.databases import drop_templates  # it imports this module

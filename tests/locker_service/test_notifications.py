@@ -51,6 +51,10 @@ from tests.locker_service.conftest import make_settings
 from tests.support.mosquitto import free_port
 from tests.support.threaded_server import serve_in_background
 
+# Both backends in the everyday selection too (tests/conftest.py, ADR 0127): the subject is
+# SQL written per backend, the outbox's claim of due messages (SKIP LOCKED on PostgreSQL).
+POSTGRES_EVERY_DAY = True
+
 # -- receivers ---------------------------------------------------------------------------------
 
 

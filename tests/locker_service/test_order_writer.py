@@ -29,6 +29,10 @@ from locker_service.orders.writer import (
 )
 from tests.locker_service.world import World, create_order
 
+# Both backends in the everyday selection too (tests/conftest.py, ADR 0127): the subject is
+# SQL written per backend, the order writer's batch statement and the orders' insert-if-new.
+POSTGRES_EVERY_DAY = True
+
 
 @pytest.fixture
 async def writer(service: ServiceContext) -> AsyncIterator[OrderWriter]:

@@ -15,6 +15,10 @@ from locker_service.db import create_engine
 from locker_service.models import Base
 from migrations import include_name, upgrade_async
 
+# Both backends in the everyday selection too (tests/conftest.py, ADR 0127): the subject is
+# SQL written per backend, the migrations themselves.
+POSTGRES_EVERY_DAY = True
+
 
 async def test_migrations_match_the_models(empty_database_url: str) -> None:
     await upgrade_async(empty_database_url)

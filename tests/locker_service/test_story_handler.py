@@ -49,6 +49,10 @@ from tests.locker_service.world import (
     trail,
 )
 
+# Both backends in the everyday selection too (tests/conftest.py, ADR 0127): the subject is
+# SQL written per backend, the kiosk events' insert-if-new (a redelivered event counts once).
+POSTGRES_EVERY_DAY = True
+
 Emit = Callable[..., Awaitable[contract.Event]]
 
 

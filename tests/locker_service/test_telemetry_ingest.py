@@ -46,6 +46,10 @@ from tests.support.mosquitto import MosquittoProcess
 from tests.support.row_locks import first_of
 from tests.support.scripted_kiosk import ScriptedKiosk
 
+# Both backends in the everyday selection too (tests/conftest.py, ADR 0127): the subject is
+# SQL written per backend, the readings' and kept buckets' inserts.
+POSTGRES_EVERY_DAY = True
+
 
 @dataclass
 class Seeded:

@@ -25,6 +25,10 @@ from locker_service.telemetry.retention import RetentionLoop
 from locker_service.telemetry.rollups import ReadingRow, minute_of, roll_up
 from tests.locker_service.test_telemetry_ingest import seed, telemetry
 
+# Both backends in the everyday selection too (tests/conftest.py, ADR 0127): the subject is
+# SQL written per backend, the buckets read back for a window.
+POSTGRES_EVERY_DAY = True
+
 T0 = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 
 
