@@ -106,7 +106,8 @@ def durable_broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
 
 
 # The fixtures that run a test once on each backend (tests/locker_service/conftest.py,
-# tests/stack/test_demo_data.py).
+# tests/stack/test_demo_data.py). A test that takes a backend of its own (`backend`: a
+# migration's) runs on both every day.
 BACKEND_FIXTURES = ("database_url", "empty_database_url")
 
 
@@ -114,13 +115,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test run on both backends is `slow` in its PostgreSQL run (ADR 0127): the everyday
     selection (`-m "not slow"`) runs it on SQLite, the whole suite (CI's) on both. A module
     whose subject is SQL written per backend sets `POSTGRES_EVERY_DAY = True` and keeps both in
-    the everyday selection; so do the tests that use PostgreSQL alone (`pg_database_url`)."""
+    the everyday selection. A test on PostgreSQL alone (`pg_database_url`, or `database_url`
+    narrowed to it: row locks) has no SQLite run, and keeps its run every day."""
+    collected = {item.nodeid for item in items}
     for item in items:
         spec = getattr(item, "callspec", None)
         if spec is None or getattr(getattr(item, "module", None), "POSTGRES_EVERY_DAY", False):
             continue
-        if any(spec.params.get(name) == "postgres" for name in BACKEND_FIXTURES):
+        on_postgres = any(spec.params.get(name) == "postgres" for name in BACKEND_FIXTURES)
+        if on_postgres and _sqlite_run(item.nodeid) in collected:
             item.add_marker(pytest.mark.slow)
+
+
+def _sqlite_run(nodeid: str) -> str:
+    """The id of the SQLite run of the PostgreSQL run `nodeid` (`test_x[postgres-sent]` ->
+    `test_x[sqlite-sent]`)."""
+    name, _, ids = nodeid.partition("[")
+    parts = ["sqlite" if part == "postgres" else part for part in ids.removesuffix("]").split("-")]
+    return f"{name}[{'-'.join(parts)}]"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

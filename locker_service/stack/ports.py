@@ -60,7 +60,7 @@ def _candidates(
     whole range is listed and shuffled only if they do not do (shuffling its 20,000 ports with
     the system's randomness costs 40 ms, where a test's broker needs one port)."""
     rng = random.SystemRandom()
-    for _ in range(DRAWS):
+    for _ in range(DRAWS if low <= high else 0):
         port = rng.randint(low, high)
         if port not in taken and port not in reserved:
             yield port  # a port drawn twice is refused by its bind: the first is held

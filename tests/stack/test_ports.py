@@ -108,3 +108,11 @@ def test_a_pick_where_most_of_the_range_is_free_does_not_shuffle_the_whole_range
     picked = ports.free_ports(3, OWN_ADDRESS)
     assert len(set(picked)) == 3
     assert all(ports.LOWEST <= p < ports.ephemeral_low() for p in picked)
+
+
+def test_an_ephemeral_range_starting_below_the_lowest_port_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ports, "ephemeral_low", lambda: 1024)
+    with pytest.raises(RuntimeError, match="only 0 of 1 ports free"):
+        ports.free_ports(1)
