@@ -6,7 +6,8 @@
   a CA file (or the insecure flag) with a plain scheme is refused as a contradiction, never
   guessed either way (docs/adr/0026).
 - `new_client`: a paho-mqtt 2.x client with the account, TLS (certificate required, the
-  system's CAs unless a CA file is given), reconnect backoff and TCP_NODELAY on every socket.
+  system's CAs unless a CA file is given), reconnect backoff and TCP_NODELAY on every socket;
+  its wait between two reconnect attempts ends as soon as it is stopped (`Client`).
 - `connect_async`: the session the caller asks for (persistent: clean session off in 3.1.1,
   clean start off and a session expiry in 5).
 - `kept_for_sending`: whether paho has a publish in hand (sent, or kept to send once back).
@@ -51,6 +52,37 @@ UNSUPPORTED_PROTOCOL_CODES = frozenset({0x84, 1})
 ConnackVerdict = Literal["accepted", "refused_protocol", "refused"]
 
 
+class Client(paho.Client):
+    """paho's client, whose wait between two reconnect attempts ends at once when it is
+    disconnected or its thread stopped. paho's own wait sleeps in steps of up to a second and
+    looks between them: every stop of a client cut off from its broker (a bridge shutting down
+    while the site's network is out, a replica leaving a dead node) waited out the step."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._leaving = threading.Event()
+
+    def disconnect(
+        self, reasoncode: ReasonCode | None = None, properties: Properties | None = None
+    ) -> MQTTErrorCode:
+        self._leaving.set()
+        return super().disconnect(reasoncode, properties)
+
+    def loop_stop(self) -> MQTTErrorCode:
+        self._leaving.set()
+        return super().loop_stop()
+
+    def _reconnect_wait(self) -> None:
+        """paho's (2.x) backoff, doubling from its least to its most, waited on the event."""
+        with self._reconnect_delay_mutex:
+            if self._reconnect_delay is None:
+                self._reconnect_delay = self._reconnect_min_delay
+            else:
+                self._reconnect_delay = min(self._reconnect_delay * 2, self._reconnect_max_delay)
+            delay = self._reconnect_delay
+        self._leaving.wait(delay)
+
+
 def paho_protocol(version: MqttVersion) -> MQTTProtocolVersion:
     return MQTTProtocolVersion.MQTTv5 if version == "5" else MQTTProtocolVersion.MQTTv311
 
@@ -72,7 +104,7 @@ def new_client(
     is the caller's word on a failed attempt: given here, never set on the client afterwards,
     since the client's own hook is what moves on to a cluster's next node.
     """
-    client = paho.Client(
+    client = Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=paho_protocol(version),

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -442,3 +443,33 @@ def test_a_node_that_cannot_be_reached_is_left_for_the_next(
         finally:
             client.disconnect()
             client.loop_stop()
+
+
+@pytest.mark.parametrize("stop", ["disconnect", "loop_stop"])
+def test_a_client_waiting_to_reconnect_stops_without_waiting_out_its_backoff(
+    stop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """paho's own wait sleeps in steps of a second; a stopped client leaves at once.
+
+    The sleeps of paho's module are recorded (it sleeps nowhere else); the wait between two
+    attempts must not be one."""
+    slept: list[float] = []
+    monkeypatch.setattr(paho, "time", SimpleNamespace(sleep=slept.append))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()[1]  # bound, never listening: every attempt is refused
+        endpoint = BrokerEndpoint.parse(f"mqtt://127.0.0.1:{dead}")
+        failed = threading.Event()
+        client = new_client(
+            endpoint, "leaving", "3.1.1", persistent=False, on_connect_fail=lambda *a: failed.set()
+        )
+        client.reconnect_delay_set(3600, 3600)
+        connect_async(client, endpoint, "3.1.1", keepalive_s=10, session_expiry_s=None)
+        assert failed.wait(ANSWER_WAIT_S), "the first attempt never failed"
+        while client._reconnect_delay is None:  # not yet in its wait
+            threading.Event().wait(0.01)
+        if stop == "disconnect":
+            client.disconnect()
+        client.loop_stop()
+    assert not client._thread, "paho's thread outlived the stop"
+    assert slept == []
