@@ -62,13 +62,25 @@ class Client(paho.Client):
         super().__init__(*args, **kwargs)
         self._leaving = threading.Event()
 
+    def connect_async(self, *args: Any, **kwargs: Any) -> None:
+        self._leaving.clear()  # connecting again (`connect` too): its waits are waited again
+        super().connect_async(*args, **kwargs)
+
+    def loop_start(self) -> MQTTErrorCode:
+        self._leaving.clear()
+        return super().loop_start()
+
     def disconnect(
         self, reasoncode: ReasonCode | None = None, properties: Properties | None = None
     ) -> MQTTErrorCode:
+        # paho's state first, as paho orders it: the thread woken must see that it is to end.
+        result = super().disconnect(reasoncode, properties)
         self._leaving.set()
-        return super().disconnect(reasoncode, properties)
+        return result
 
     def loop_stop(self) -> MQTTErrorCode:
+        if self._thread is not None:
+            self._thread_terminate = True  # what paho's own stop sets, before the wake below
         self._leaving.set()
         return super().loop_stop()
 

@@ -449,27 +449,65 @@ def test_a_node_that_cannot_be_reached_is_left_for_the_next(
 def test_a_client_waiting_to_reconnect_stops_without_waiting_out_its_backoff(
     stop: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """paho's own wait sleeps in steps of a second; a stopped client leaves at once.
+    """paho's own wait sleeps in steps of a second; a stopped client leaves at once, and one
+    started again waits its backoff again (it never retries in a loop).
 
-    The sleeps of paho's module are recorded (it sleeps nowhere else); the wait between two
-    attempts must not be one."""
+    The sleeps of paho's module in this client's thread are recorded (paho sleeps nowhere
+    else): the wait between two attempts must not be one."""
     slept: list[float] = []
-    monkeypatch.setattr(paho, "time", SimpleNamespace(sleep=slept.append))
+    ours: list[threading.Thread] = []
+
+    def sleep(seconds: float) -> None:
+        if threading.current_thread() in ours:
+            slept.append(seconds)
+        else:  # another test's client, left running in this process
+            time.sleep(seconds)
+
+    monkeypatch.setattr(paho, "time", SimpleNamespace(sleep=sleep))
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         dead = closed.getsockname()[1]  # bound, never listening: every attempt is refused
         endpoint = BrokerEndpoint.parse(f"mqtt://127.0.0.1:{dead}")
-        failed = threading.Event()
-        client = new_client(
-            endpoint, "leaving", "3.1.1", persistent=False, on_connect_fail=lambda *a: failed.set()
-        )
+        failures: list[float] = []
+        failed = threading.Condition()
+
+        def on_fail(*args: Any) -> None:
+            with failed:
+                failures.append(time.monotonic())
+                failed.notify_all()
+
+        def waiting(count: int) -> None:
+            """Until the `count`th attempt failed and the thread waits for the next."""
+            with failed:
+                assert failed.wait_for(lambda: len(failures) >= count, ANSWER_WAIT_S)
+            deadline = time.monotonic() + ANSWER_WAIT_S
+            while client._reconnect_delay is None:
+                assert time.monotonic() < deadline, "never waited to reconnect"
+                threading.Event().wait(0.01)
+
+        client = new_client(endpoint, "leaving", "3.1.1", persistent=False, on_connect_fail=on_fail)
         client.reconnect_delay_set(3600, 3600)
         connect_async(client, endpoint, "3.1.1", keepalive_s=10, session_expiry_s=None)
-        assert failed.wait(ANSWER_WAIT_S), "the first attempt never failed"
-        while client._reconnect_delay is None:  # not yet in its wait
-            threading.Event().wait(0.01)
+        assert client._thread is not None
+        ours.append(client._thread)
+        waiting(1)
         if stop == "disconnect":
-            client.disconnect()
+            client.disconnect()  # alone: paho's thread ends once it sees it
+            thread = client._thread
+            assert thread is not None
+            thread.join(ANSWER_WAIT_S)
+            assert not thread.is_alive(), "paho's thread still waits after the disconnect"
         client.loop_stop()
-    assert not client._thread, "paho's thread outlived the stop"
-    assert slept == []
+        assert not client._thread, "paho's thread outlived the stop"
+        assert slept == []
+        assert len(failures) == 1
+        # Started again, it waits its hour again after one more attempt: no retry in a loop.
+        client.reconnect_delay_set(3600, 3600)  # forget the wait it was in
+        connect_async(client, endpoint, "3.1.1", keepalive_s=10, session_expiry_s=None)
+        assert client._thread is not None
+        ours.append(client._thread)
+        waiting(2)
+        threading.Event().wait(0.5)  # a client retrying at once would fail hundreds of times
+        assert len(failures) == 2
+        client.disconnect()
+        client.loop_stop()
