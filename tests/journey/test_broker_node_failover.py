@@ -39,6 +39,11 @@ def test_a_broker_node_killed_mid_journey_and_every_order_completes(tmp_path: Pa
                 # discards the food (its own tests: test_food_safety*.py). This test is about
                 # the broker: the watch's limit is put past any outage.
                 "LOCKER_FOOD_UNKNOWN_LIMIT_S": str(30 * 24 * 3600),
+                # Likewise her time to collect (4 h from ready: 2 min of wall time at 120x): the
+                # cluster took 85 s to give the clients their sessions once, in a CI run beside
+                # the other tests, and the two orders ready before the death expired a few
+                # seconds before their purchasers scanned.
+                "LOCKER_HOLD_LIMIT_S": str(4 * 3600 * 10),
             },
         )
         phones = PurchaserPhones()
