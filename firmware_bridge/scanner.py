@@ -15,7 +15,7 @@ from firmware_bridge.transport import Backoff, SerialTransport, TransportError
 log = logging.getLogger(__name__)
 
 MAX_SCAN_CHARS = 1024  # a QR code holds at most ~3 kB; ours carry a short token. Bounds memory.
-READ_WAIT_S = 0.2  # how often the reader looks at the stop flag while the scanner is idle
+READ_WAIT_S = 0.2  # one read's wait while the scanner is idle (a stop ends it at once)
 
 
 def split_lines(buffer: bytes) -> tuple[list[str], bytes]:
@@ -65,7 +65,7 @@ class ScannerReader:
                     self._stop.wait(backoff.next_delay_s())
                     continue
             try:
-                data = self.transport.read(READ_WAIT_S)
+                data = self.transport.read(READ_WAIT_S, until=self._stop)
             except TransportError as exc:
                 log.warning("scanner lost: %s", exc)
                 self.transport.close()

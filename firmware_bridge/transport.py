@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import threading
 import time
 
 import serial
@@ -19,6 +20,10 @@ log = logging.getLogger(__name__)
 # A read waits at most this long per call before checking its own deadline again. Fixed, because
 # changing a posix port's timeout re-applies its termios settings on every call.
 READ_SLICE_S = 0.02
+
+
+def _never() -> bool:
+    return False
 
 
 class TransportError(OSError):
@@ -91,13 +96,17 @@ class SerialTransport:
         except (serial.SerialException, OSError) as exc:
             raise TransportError(f"write to {self.url} failed: {exc}") from exc
 
-    def read(self, timeout_s: float, max_bytes: int = 4096) -> bytes:
-        """Whatever arrives within timeout_s (returns as soon as anything does)."""
+    def read(
+        self, timeout_s: float, max_bytes: int = 4096, until: threading.Event | None = None
+    ) -> bytes:
+        """Whatever arrives within timeout_s (returns as soon as anything does, and with
+        nothing within a slice of `until` being set: a reader told to stop leaves at once)."""
         port = self._require()
         deadline = time.monotonic() + timeout_s
+        stopped = until.is_set if until is not None else _never
         try:
             first = port.read(1)
-            while not first and time.monotonic() < deadline:
+            while not first and time.monotonic() < deadline and not stopped():
                 first = port.read(1)
             if not first:
                 return b""
