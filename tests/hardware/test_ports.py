@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -20,10 +20,10 @@ from tests.hardware.link import BoardLink
 
 T = TypeVar("T")
 WAIT_S = 10.0  # the simulator thread shares two busy cores with other test runs
-# Simulated seconds a cable stays pulled: 3 wall seconds at the fixture's 10x, for checks that
-# take milliseconds. The pulled state must outlast a starved test process's pause between
-# pulling and looking, or the test sees the cable already back. (`pull_cable` unplugs on the
-# simulator's thread and returns when that is done: no wait is needed before looking.)
+# Simulated seconds a cable stays pulled. The pulled-cable tests run the simulator on a manual
+# clock: the cable stays out, however long a starved test process pauses between pulling and
+# looking, until the test moves the clock on. (`pull_cable` unplugs on the simulator's thread
+# and returns when that is done: no wait is needed before looking.)
 PULL_S = 30.0
 
 
@@ -42,9 +42,16 @@ def _eventually(attempt: Callable[[], T], what: str, timeout_s: float = WAIT_S) 
             time.sleep(0.05)
 
 
-def _back_within_s(sim: Simulator) -> float:
-    """Wall seconds to wait for a pulled cable: its simulated time, plus the usual margin."""
-    return PULL_S / sim.time_scale + WAIT_S
+@pytest.fixture
+def held_sim() -> Iterator[Simulator]:
+    """A simulator whose clock moves only when the test advances it."""
+    with Simulator(compartments=12, seed=7, manual_clock=True) as simulator:
+        yield simulator
+
+
+def _cable_back(sim: Simulator) -> None:
+    """Let the pulled cable's time pass: the simulator plugs it back in on its next tick."""
+    sim.advance(PULL_S)
 
 
 def _connections(sim: Simulator, device: str, count: int) -> None:
@@ -104,7 +111,8 @@ def test_scanner_sends_one_crlf_line_per_scan_on_every_port(sim: Simulator) -> N
         sim.world.scan("two\nlines")
 
 
-def test_pulled_cable_removes_the_pty_and_brings_it_back(sim: Simulator) -> None:
+def test_pulled_cable_removes_the_pty_and_brings_it_back(held_sim: Simulator) -> None:
+    sim = held_sim
     board_path, _ = sim.open_pty()
     link = BoardLink(board_path)
     assert _hello(link)
@@ -115,14 +123,16 @@ def test_pulled_cable_removes_the_pty_and_brings_it_back(sim: Simulator) -> None
         link.port.read(1)
         link.port.read(1)
     link.close()
-    again = _eventually(lambda: BoardLink(board_path), "the cable back", _back_within_s(sim))
+    _cable_back(sim)
+    again = _eventually(lambda: BoardLink(board_path), "the cable back")
     try:
         assert _hello(again).compartment_count == 12
     finally:
         again.close()
 
 
-def test_pulled_cable_drops_sockets_and_refuses_new_ones(sim: Simulator) -> None:
+def test_pulled_cable_drops_sockets_and_refuses_new_ones(held_sim: Simulator) -> None:
+    sim = held_sim
     board_port, _ = sim.serve_sockets()
     link = BoardLink(f"socket://127.0.0.1:{board_port}")
     assert _hello(link)
@@ -132,23 +142,26 @@ def test_pulled_cable_drops_sockets_and_refuses_new_ones(sim: Simulator) -> None
     with pytest.raises(serial.SerialException):
         link.port.read(1)  # the device server closed the connection
     link.close()
-    again = _eventually(
-        lambda: BoardLink(f"socket://127.0.0.1:{board_port}"), "the cable back", _back_within_s(sim)
-    )
+    _cable_back(sim)
+    again = _eventually(lambda: BoardLink(f"socket://127.0.0.1:{board_port}"), "the cable back")
     try:
         assert _hello(again).compartment_count == 12
     finally:
         again.close()
 
 
-def test_pulled_cable_breaks_sim_url_handles(sim: Simulator, link: BoardLink) -> None:
+def test_pulled_cable_breaks_sim_url_handles(held_sim: Simulator) -> None:
+    sim = held_sim
+    link = BoardLink(sim.board_url)
     assert _hello(link)
     sim.faults.pull_cable(PULL_S)
     with pytest.raises(serial.SerialException):
         link.port.write(b"\x00")
     with pytest.raises(serial.SerialException):
         serial.serial_for_url(sim.board_url)
-    again = _eventually(lambda: BoardLink(sim.board_url), "the cable back", _back_within_s(sim))
+    link.close()
+    _cable_back(sim)
+    again = _eventually(lambda: BoardLink(sim.board_url), "the cable back")
     try:
         assert _hello(again).compartment_count == 12
     finally:
