@@ -69,3 +69,8 @@ def test_a_test_of_its_own_backend_and_an_unparametrized_one_are_left_as_they_ar
         Item("m.py::mig[sqlite]", {"backend": "sqlite"}),
         Item("m.py::mig[postgres]", {"backend": "postgres"}),
     ) == {"m.py::up": [], "m.py::mig[sqlite]": [], "m.py::mig[postgres]": []}
+
+
+def test_no_test_process_loads_the_schemathesis_plugin(pytestconfig: pytest.Config) -> None:
+    """pyproject.toml's addopts: the API fuzz imports schemathesis itself, when it runs."""
+    assert not pytestconfig.pluginmanager.has_plugin("schemathesis")
