@@ -428,10 +428,11 @@ class Bridge:
     def pickup_offline(self, *, token: str | None = None, code: str | None = None) -> Decision:
         """Check a QR token or typed code against the supply; if it opens, journal the pickup
         (before the unlock, so the service hears of it ahead of the door) and unlock."""
+        held = self.tracker.held_by_faults()
         decision = (
-            self.offline.decide_token(token)
+            self.offline.decide_token(token, held)
             if token is not None
-            else self.offline.decide_code(code or "")
+            else self.offline.decide_code(code or "", held)
         )
         if isinstance(decision, Refused):
             log.info("offline pickup refused: %s", decision.error)

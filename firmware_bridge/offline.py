@@ -30,7 +30,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
@@ -348,16 +348,18 @@ class OfflineBook:
         with self._lock:
             return any(hmac.compare_digest(r.token_sha256, digest) for r in self._orders.values())
 
-    def decide_token(self, token: str) -> Decision:
+    def decide_token(self, token: str, held: Collection[int] = ()) -> Decision:
+        """`held`: the compartments whose food is not handed out now (a fault latched on the
+        board that told the purchaser not to collect it)."""
         digest = token_hash(token)
         with self._lock:
             found = next(
                 (r for r in self._orders.values() if hmac.compare_digest(r.token_sha256, digest)),
                 None,
             )
-            return self._decide(found, "qr")
+            return self._decide(found, "qr", held)
 
-    def decide_code(self, code: str) -> Decision:
+    def decide_code(self, code: str, held: Collection[int] = ()) -> Decision:
         with self._lock:
             now = self._monotonic()
             wait = self._wait_s(now)
@@ -385,9 +387,11 @@ class OfflineBook:
                 self._last_failure = now
                 self._store.set_offline_meta("code_failures", self._failures_on_disk())
                 return Refused("invalid_code", "this code does not open anything here")
-            return self._decide(matches[0], "code")
+            return self._decide(matches[0], "code", held)
 
-    def _decide(self, row: OfflineOrderRow | None, method: Method) -> Decision:
+    def _decide(
+        self, row: OfflineOrderRow | None, method: Method, held: Collection[int]
+    ) -> Decision:
         if self._frozen:
             return Refused(
                 "kill_switch_engaged", "openings are frozen at this site: please ask staff"
@@ -409,6 +413,13 @@ class OfflineBook:
             return Refused("code_expired", "this order can no longer be collected here")
         if row.used or row.used_here_at is not None:
             return Refused("code_used", "this code has been used already")
+        if row.compartment in held:
+            # As the service refuses it (pickup/service.py): her code stays hers.
+            return Refused(
+                "compartment_fault",
+                "a fault was reported in this compartment: the food cannot be collected now; "
+                "staff will contact you",
+            )
         if row.door_opened_at is not None:
             return Refused(
                 "opened_since_offline",

@@ -195,6 +195,16 @@ class CompartmentTracker:
         self.boot_id = boot_id
         self.views = dict(views)
 
+    def held_by_faults(self) -> frozenset[int]:
+        """Compartments whose food is not handed out now: a fault latched other than a jammed
+        lock (heater, probe, lamp, or one this version does not know). The purchaser was told
+        not to collect it; staff will contact her."""
+        return frozenset(
+            n
+            for n, view in list(self.views.items())  # a copy: the board thread updates it
+            if view.fault not in (FaultCode.NONE, FaultCode.LOCK_JAMMED)
+        )
+
     def expect_abort(self, n: int, reason: str) -> None:
         """The bridge itself stopped the cycle of compartment n (abort or override unlock)."""
         self._aborts[n] = reason

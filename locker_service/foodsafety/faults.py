@@ -17,6 +17,13 @@ LOCK_JAMMED: Final = "lock_jammed"
 LAMP_FAULTS: Final = frozenset({"uv_timeout", LAMP_FAILED})
 
 
+def may_be_collected(fault: str | None) -> bool:
+    """Whether her code may open her door with this fault latched: with none, or a jammed lock
+    (nothing is wrong with the food). A heater, probe, lamp or unknown fault told her not to
+    collect it and that staff will contact her (kiosks/exceptions.py): it is not handed out."""
+    return fault is None or fault == LOCK_JAMMED
+
+
 def keeps_food_hot(fault: str | None) -> bool:
     """False for a heater or probe fault, and for an unknown one: the fault that cannot be
     left alone with food inside."""

@@ -22,6 +22,7 @@ from locker_service.context import ServiceContext
 from locker_service.errors import Conflict, Forbidden, NotFound, Unprocessable
 from locker_service.events import publish_after_commit
 from locker_service.foodsafety import uv_dose, watch
+from locker_service.foodsafety.faults import may_be_collected
 from locker_service.foodsafety.profiles import Profile
 from locker_service.live import LiveHub
 from locker_service.models import Compartment, Kiosk, Merchant, Order, OrderEvent, Site, utcnow
@@ -437,6 +438,8 @@ async def purchaser_status(
         if fault is None and order.state == OrderState.DISINFECTING:
             fault = await lamp_fault(session, settings, order.compartment_id)
     ready = order.state == OrderState.READY
+    # Her codes are shown while they open her door: not behind a fault she was told of.
+    collectable = ready and may_be_collected(fault)
     base = settings.public_base_url.rstrip("/")
     return PurchaserStatus(
         state=order.state,
@@ -446,8 +449,8 @@ async def purchaser_status(
         compartment_number=number,
         ready=ready,
         hold_until=order.hold_until,
-        fallback_code=codes.fallback_code(settings.secret_key, token) if ready else None,
-        qr_url=f"{base}/p/{token}/qr.png" if ready else None,
+        fallback_code=codes.fallback_code(settings.secret_key, token) if collectable else None,
+        qr_url=f"{base}/p/{token}/qr.png" if collectable else None,
         picked_up_at=order.picked_up_at,
         deposited=order.deposited_at is not None,
         fault=fault is not None,

@@ -33,6 +33,7 @@ from locker_service.errors import (
     ServiceUnavailable,
     TooManyRequests,
 )
+from locker_service.foodsafety.faults import may_be_collected
 from locker_service.kiosk_link.errors import CommandTimeout
 from locker_service.metrics import PICKUPS
 from locker_service.models import Compartment, Kiosk, Order, utcnow
@@ -452,6 +453,13 @@ def _refusal(
         return Conflict(f"this order is {order.state}: please ask staff", code="code_expired")
     if order.state != OrderState.READY:
         return Conflict("the order is not ready yet", code="not_ready")
+    if not may_be_collected(compartment.fault):
+        # As her message said: the food behind a latched fault is staff's to check first.
+        return Conflict(
+            "a fault was reported in this compartment: the food cannot be collected now; "
+            "staff will contact you",
+            code="compartment_fault",
+        )
     if order.hold_until is not None and now >= order.hold_until:
         # Its time to collect is over (the timer that expires it may not have run yet): as
         # the kiosk decides offline, and as her messages said.

@@ -96,6 +96,8 @@ _EN: Final[dict[str, str]] = {
     "error.code_used": "This code has already been used.",
     "error.code_expired": "This code has expired. Please contact the restaurant.",
     "error.not_ready": "Your food is not ready yet. Please wait for the message.",
+    "error.compartment_fault": "A fault was reported in this compartment: the food cannot be "
+    "collected now. Staff will contact you.",
     "error.food_unsafe": "For food safety this order can no longer be collected: it was not "
     "shown to stay hot enough, or its time ran out. It will be discarded. Please contact the "
     "restaurant.",
@@ -243,6 +245,7 @@ _ZH: Final[dict[str, str]] = {
     "error.code_used": "该取餐码已使用过。",
     "error.code_expired": "取餐码已过期，请联系商家。",
     "error.not_ready": "餐品尚未就绪，请等待取餐通知。",
+    "error.compartment_fault": "该柜格报告了故障，餐品暂时无法取出。工作人员会与您联系。",
     "error.food_unsafe": "出于食品安全，此订单已无法取餐：无法确认餐品一直保持足够温度，"
     "或已超出安全时限，将被丢弃。请联系商家。",
     "error.locked_out": "错误次数过多，请几分钟后再试。",

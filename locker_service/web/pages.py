@@ -231,7 +231,7 @@ async def purchaser_page(
         "kiosk_name": status.kiosk_name,
         "compartment": status.compartment_number,
         "fallback_code": status.fallback_code,
-        "show_codes": status.ready,
+        "show_codes": status.qr_url is not None,  # ready, and not behind a fault
         "minutes_left": minutes_left,
         "fault": status.fault,
         "kiosk_online": status.kiosk_online is not False,
@@ -248,7 +248,9 @@ async def purchaser_page(
             if minutes_left is not None
             else None
         ),
-        "deadline_text": _deadline(status.hold_until, zone) if status.ready else None,
+        "deadline_text": (
+            _deadline(status.hold_until, zone) if status.qr_url is not None else None
+        ),
         "kept_text": _kept(language, extras.kept if extras else None),
         "trace": (
             _trace(extras.trace, profiles.for_site(settings, extras.food_profile).floor_c)

@@ -128,6 +128,18 @@ def test_a_token_and_a_code_open_their_own_compartment_once(
     assert book.decide_code(BOB.code) == Opened("ord-bob", 5, "code")
 
 
+def test_a_compartment_held_by_a_fault_opens_nothing_and_keeps_her_code(
+    store: BridgeStore, clock: Clock
+) -> None:
+    book = book_on(store, clock)
+    book.take(supply([ALICE, BOB]))
+    for decision in (book.decide_token(ALICE.token, {3}), book.decide_code(ALICE.code, {3})):
+        assert isinstance(decision, Refused) and decision.error == "compartment_fault"
+    assert book.decide_code(BOB.code, {3}) == Opened("ord-bob", 5, "code")  # not his
+    # Not counted as a guess, not used: once the fault is cleared her code opens.
+    assert book.decide_token(ALICE.token) == Opened("ord-alice", 3, "qr")
+
+
 def test_a_code_given_back_opens_again_and_nothing_else_does(
     store: BridgeStore, clock: Clock
 ) -> None:

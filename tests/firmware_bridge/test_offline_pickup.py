@@ -9,7 +9,8 @@ import threading
 from typing import Any
 
 from firmware_bridge.offline import Opened, Refused
-from tests.firmware_bridge.conftest import Kiosk, offline_supply
+from hardware.protocol import FaultCode
+from tests.firmware_bridge.conftest import HER_CODE, Kiosk, offline_supply
 from tests.firmware_bridge.harness import Observer, pulses
 
 
@@ -153,6 +154,28 @@ def test_an_unlock_the_board_refuses_gives_the_code_back_and_is_journalled(
     finally:
         bridge.offline_listeners.remove(outcomes.append)
         obs.stop()
+
+
+def test_cut_off_her_code_opens_nothing_behind_a_fault_the_board_latched(kiosk: Kiosk) -> None:
+    """As the service refuses it: her message said not to collect the food (a probe fault).
+    The kiosk sees the fault on its own board, whatever its last supply listed."""
+    bridge, obs, sim = kiosk.bridge, kiosk.observer, kiosk.sim
+    hers, theirs = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    supply = offline_supply(
+        [("ord-hers", 2, hers, HER_CODE), ("ord-theirs", 7, theirs, "87654321")], refresh_s=0.5
+    )
+    obs.client.publish(obs.topics.offline, supply.to_json())
+    obs.wait(lambda: bridge.knows_codes(), "the bridge to take the supply")
+    sim.faults.sensor(2, "open")
+    obs.wait(lambda: obs.events("fault_raised", 2), "the probe fault latched")
+    assert bridge.tracker.views[2].fault == FaultCode.SENSOR_OPEN
+    obs.wait(bridge.cut_off, "three supplies missed", timeout_s=30)
+    for decision in (bridge.pickup_offline(token=hers), bridge.pickup_offline(code=HER_CODE)):
+        assert isinstance(decision, Refused) and decision.error == "compartment_fault"
+    assert isinstance(bridge.pickup_offline(token=theirs), Opened)  # another compartment
+    obs.wait(lambda: pulses(sim, 7) == 1, "their compartment unlocked")
+    assert pulses(sim, 2) == 0
+    assert not obs.events("offline_pickup", 2) and not obs.events("offline_code_refused")
 
 
 def test_a_wrong_code_typed_while_cut_off_is_journalled_for_the_service(kiosk: Kiosk) -> None:

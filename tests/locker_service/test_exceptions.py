@@ -7,7 +7,7 @@ from typing import get_args
 
 import pytest
 
-from locker_service.foodsafety.faults import keeps_food_hot
+from locker_service.foodsafety.faults import keeps_food_hot, may_be_collected
 from locker_service.kiosks import exceptions
 from locker_service.kiosks.exceptions import Exceptional
 from locker_service.orders import outbox
@@ -96,6 +96,9 @@ def test_board_faults_map_to_exceptions(fault: str, exception: Exceptional) -> N
     assert exceptions.fault_exception(fault) is exception
     # What an operator's handover reads (ADR 0120) agrees with what everyone was told.
     assert keeps_food_hot(fault) is (exception is not Exceptional.HEATER_FAULT)
+    # Her code opens her door unless her message told her not to collect the food.
+    told_not_to_collect = exceptions.decide(exception).purchaser_message == "fault"
+    assert may_be_collected(fault) is not told_not_to_collect
 
 
 @pytest.mark.parametrize(

@@ -127,6 +127,33 @@ async def test_food_left_inside_gives_the_code_back(
     assert (await _pickup(app_client, world, code)).status_code == 200
 
 
+async def test_her_code_opens_nothing_behind_a_fault_she_was_told_not_to_collect_through(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    order, n = await make_ready(app_client, world, service)
+    await event(service, world, "fault_raised", n, fault="heating_watchdog")
+    answers = record_pickup_answers(service)
+    before = fake_kiosk.unlocks()
+    refused = await _pickup(app_client, world, _code(service.settings, order))
+    assert refused.status_code == 409 and refused.json()["error"] == "compartment_fault"
+    await event(service, world, "scan", text=token_of(order))  # her QR at the scanner
+    assert [a.get("error") for a in answers] == ["compartment_fault"]
+    assert fake_kiosk.unlocks() == before
+    # Her page says staff will contact her, and shows no code that would not open.
+    status = (await app_client.get(f"/api/v1/p/{token_of(order)}")).json()
+    assert status["fault"] and status["fallback_code"] is None and status["qr_url"] is None
+    page = (await app_client.get(f"/p/{token_of(order)}")).text
+    assert "Staff will contact you" in page
+    assert "qr.png" not in page and 'id="fallback-code"' not in page
+    assert 'id="deadline"' not in page  # no "collect by" for food she may not collect
+
+    # A jammed lock says nothing against the food: her code still opens (and tries again).
+    other, m = await make_ready(app_client, world, service)
+    await event(service, world, "fault_raised", m, fault="lock_jammed")
+    assert (await _pickup(app_client, world, _code(service.settings, other))).status_code == 200
+    assert fake_kiosk.unlocks()[-1] == m
+
+
 async def test_a_code_before_ready_is_refused(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
 ) -> None:
