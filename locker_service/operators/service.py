@@ -30,6 +30,7 @@ from locker_service.orders import outbox, webhooks
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import HOLD_GIVEN_BACK, OrderState
 from locker_service.orders.outbox import RESUMED
+from locker_service.orders.schemas import live_view
 from locker_service.orders.webhooks import HOLD_EXTENDED
 from locker_service.pickup.service import KillSwitchEngaged
 from locker_service.timers import service as timers
@@ -276,6 +277,8 @@ async def _give_back_holds(
         )
         await timers.cancel(session, [TimerKind.HOLD_EXPIRY], order_id=order.id)
         timers.schedule(session, TimerKind.HOLD_EXPIRY, until, order_id=order.id)
+        # The operators' live views read the order again (its hold's end) once this commits.
+        publish_after_commit(session, ctx.hub, "order", live_view(order), order.site_id)
         if until <= now:
             continue  # over already: its expiry ends it, and the merchant hears of that end
         if moved:  # the merchant's copy of her hold's end moves too, once per release

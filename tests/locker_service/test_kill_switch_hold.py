@@ -6,6 +6,7 @@ merchant (`order.hold_extended`); no reminder sends her to a door that stays shu
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy import select, update
 
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
+from locker_service.live import LiveMessage, Subscription
 from locker_service.models import (
     NotificationOutbox,
     Order,
@@ -77,6 +79,14 @@ async def _hold_ends_now(service: ServiceContext, order_id: str, **values: Any) 
         )
 
 
+async def _published(service: ServiceContext, live: Subscription) -> AsyncIterator[LiveMessage]:
+    """What reached the live hub so far (each publish is synchronous), up to a sentinel."""
+    service.hub.publish("sentinel", {})
+    while (message := await live.next(30.0)) is not None and message.kind != "sentinel":
+        yield message
+    assert message is not None, "the sentinel never came"
+
+
 async def test_a_hold_waits_out_the_kill_switch_and_gets_its_time_back(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
@@ -110,7 +120,11 @@ async def test_a_hold_waits_out_the_kill_switch_and_gets_its_time_back(
         ).all()
     assert len(pending) == 1 and pending[0] > utcnow()  # it looks again later
 
-    await _switch(app_client, world, False)
+    with service.hub.subscription() as live:
+        await _switch(app_client, world, False)
+        streamed = [m async for m in _published(service, live)]
+    # The operators' live stream hears the order whose hold moved (the dashboard reads it again).
+    assert ("order", made["id"]) in [(m.kind, m.data.get("id")) for m in streamed]
     released = await _order(service, made)
     assert released.hold_until is not None and waited.hold_until is not None
     given = released.hold_until - waited.hold_until
