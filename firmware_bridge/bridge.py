@@ -65,9 +65,15 @@ from firmware_bridge.offline import Decision, Method, OfflineBook, Opened, Refus
 from firmware_bridge.scanner import ScannerReader
 from firmware_bridge.screen import ScreenServer
 from firmware_bridge.store import BridgeStore
-from firmware_bridge.tracker import CompartmentTracker, CompartmentView, Observation, RawEvent
+from firmware_bridge.tracker import (
+    CompartmentTracker,
+    CompartmentView,
+    Observation,
+    RawEvent,
+    fault_name,
+)
 from firmware_bridge.transport import Backoff, SerialTransport, TransportError
-from hardware.protocol import BoardFlags, CompartmentStatus, ErrorCode, HelloAnswer
+from hardware.protocol import BoardFlags, CompartmentStatus, ErrorCode, FaultCode, HelloAnswer
 from hardware.protocol.messages import (
     CYCLE_REPORT_SINCE,
     STATUS_HEADER_SIZE,
@@ -80,6 +86,8 @@ from hardware.protocol.messages import (
 )
 
 log = logging.getLogger(__name__)
+
+JAMMED = fault_name(FaultCode.LOCK_JAMMED)  # the one fault that does not hold the food
 
 CYCLE_ENDS = ("disinfection_completed", "disinfection_aborted")
 
@@ -748,6 +756,9 @@ class Bridge:
     def _emit(self, raw: RawEvent) -> None:
         if raw.type == "door_opened" and raw.compartment is not None:
             self.offline.door_opened(raw.compartment)
+        holds = raw.type == "fault_raised" and raw.data.get("fault") != JAMMED
+        if holds and raw.compartment is not None:
+            self.offline.fault_seen(raw.compartment)  # her food is held for staff (ADR 0128)
         event = Event(
             event_id=uuid.uuid4().hex,
             type=raw.type,

@@ -197,6 +197,9 @@ class OfflineBook:
                 # Its door opened since it was listed: stays unusable offline while listed
                 # (a supply may have been made before the service heard of the opening).
                 door = mine.door_opened_at if mine is not None else None
+                # Held by the service, or by a fault seen here since it was listed (a supply
+                # may have been made before the service heard of the fault).
+                held = o.held or (mine is not None and mine.held)
                 rows.append(
                     OfflineOrderRow(
                         o.order_id,
@@ -206,6 +209,7 @@ class OfflineBook:
                         o.used,
                         used_here,
                         door,
+                        held,
                     )
                 )
             self._saw(self._now())
@@ -315,6 +319,19 @@ class OfflineBook:
             if changed:
                 self._store.mark_offline_door_opened(compartment, now)
 
+    def fault_seen(self, compartment: int) -> None:
+        """The board latched a fault that holds the food in the compartment for staff (ADR
+        0128): the order in it opens nothing here from now on, the fault cleared or not (a
+        board restart clears it without anyone having looked at the food)."""
+        with self._lock:
+            changed = False
+            for order_id, row in self._orders.items():
+                if row.compartment == compartment and not row.held:
+                    self._orders[order_id] = replace(row, held=True)
+                    changed = True
+            if changed:
+                self._store.mark_offline_held(compartment)
+
     def cut_off(self, connected: bool) -> bool:
         """Decide alone? Only a kiosk that has been supplied: with a service that sends no
         supply (an older one, or switched off) scans go to it as they always did."""
@@ -407,19 +424,20 @@ class OfflineBook:
                 "offline_clock_unreliable",
                 "this locker's clock cannot be trusted while it is offline: please ask the staff",
             )
+        if row.held or row.compartment in held:
+            # As the service refuses it (pickup/service.py), whether her hold is over or not
+            # (her message said staff will contact her): her code is neither used nor a guess.
+            return Refused(
+                "compartment_fault",
+                "a fault was reported in this compartment: the food cannot be collected now; "
+                "staff will contact you",
+            )
         if row.deadline <= now or (
             mono_deadline is not None and mono_deadline <= self._monotonic()
         ):
             return Refused("code_expired", "this order can no longer be collected here")
         if row.used or row.used_here_at is not None:
             return Refused("code_used", "this code has been used already")
-        if row.compartment in held:
-            # As the service refuses it (pickup/service.py): her code stays hers.
-            return Refused(
-                "compartment_fault",
-                "a fault was reported in this compartment: the food cannot be collected now; "
-                "staff will contact you",
-            )
         if row.door_opened_at is not None:
             return Refused(
                 "opened_since_offline",

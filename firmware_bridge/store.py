@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS offline_orders (
     deadline TEXT NOT NULL,
     used INTEGER NOT NULL,
     used_here_at TEXT,
-    door_opened_at TEXT
+    door_opened_at TEXT,
+    held INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS offline_meta (
     k TEXT PRIMARY KEY,
@@ -199,6 +200,9 @@ class OfflineOrderRow:
     # Its compartment's door opened after the order was listed: what the list says of it may
     # be out of date (collected online, the compartment given to another order).
     door_opened_at: datetime | None = None
+    # Held for staff after a fault (ADR 0128): as the service listed it, or a fault that holds
+    # food seen in its compartment here since it was listed.
+    held: bool = False
 
     def with_use(self, at: datetime | None) -> OfflineOrderRow:
         return replace(self, used_here_at=at)
@@ -222,6 +226,11 @@ class BridgeStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
         if "sent" not in columns:  # an outbox written before sent events were kept
             self._db.execute("ALTER TABLE events ADD COLUMN sent INTEGER NOT NULL DEFAULT 0")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(offline_orders)")}
+        if "held" not in columns:  # a list written before food was held after a fault
+            self._db.execute(
+                "ALTER TABLE offline_orders ADD COLUMN held INTEGER NOT NULL DEFAULT 0"
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -244,7 +253,7 @@ class BridgeStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT order_id, compartment, token_sha256, deadline, used, used_here_at, "
-                "door_opened_at FROM offline_orders"
+                "door_opened_at, held FROM offline_orders"
             ).fetchall()
         return [
             OfflineOrderRow(
@@ -255,6 +264,7 @@ class BridgeStore:
                 bool(r[4]),
                 datetime.fromisoformat(r[5]) if r[5] else None,
                 datetime.fromisoformat(r[6]) if r[6] else None,
+                bool(r[7]),
             )
             for r in rows
         ]
@@ -267,7 +277,8 @@ class BridgeStore:
         with self._tx() as db:
             db.execute("DELETE FROM offline_orders")
             db.executemany(
-                "INSERT INTO offline_orders VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO offline_orders (order_id, compartment, token_sha256, deadline, "
+                "used, used_here_at, door_opened_at, held) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         r.order_id,
@@ -277,6 +288,7 @@ class BridgeStore:
                         int(r.used),
                         r.used_here_at.isoformat() if r.used_here_at else None,
                         r.door_opened_at.isoformat() if r.door_opened_at else None,
+                        int(r.held),
                     )
                     for r in rows
                 ],
@@ -295,6 +307,10 @@ class BridgeStore:
                 "WHERE compartment = ? AND door_opened_at IS NULL",
                 (at.isoformat(), compartment),
             )
+
+    def mark_offline_held(self, compartment: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE offline_orders SET held = 1 WHERE compartment = ?", (compartment,))
 
     def mark_offline_use(self, order_id: str, at: datetime | None) -> None:
         with self._tx() as db:

@@ -109,6 +109,12 @@ class CompartmentView:
         )
 
 
+def holds_food(code: int) -> bool:
+    """A latched fault after which the food is not handed out by her code (ADR 0128): any but
+    a jammed lock (heater, probe, lamp, or one this version does not know)."""
+    return code not in (FaultCode.NONE, FaultCode.LOCK_JAMMED)
+
+
 def fault_name(code: int) -> str | None:
     try:
         fault = FaultCode(code)
@@ -196,13 +202,12 @@ class CompartmentTracker:
         self.views = dict(views)
 
     def held_by_faults(self) -> frozenset[int]:
-        """Compartments whose food is not handed out now: a fault latched other than a jammed
-        lock (heater, probe, lamp, or one this version does not know). The purchaser was told
-        not to collect it; staff will contact her."""
+        """Compartments whose food is not handed out now: a fault that holds food latched. The
+        purchaser was told not to collect it; staff will contact her."""
         return frozenset(
             n
             for n, view in list(self.views.items())  # a copy: the board thread updates it
-            if view.fault not in (FaultCode.NONE, FaultCode.LOCK_JAMMED)
+            if holds_food(view.fault)
         )
 
     def expect_abort(self, n: int, reason: str) -> None:

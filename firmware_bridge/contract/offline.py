@@ -53,6 +53,8 @@ class OfflineOrder(WireModel):
     code_mac: Hex64
     deadline: AwareDatetime  # not to be opened offline from then on (expiry or food safety)
     used: bool = False  # her code opened the latch and the door has not opened yet
+    # Her food is held for staff after a fault she was told of (ADR 0128): it opens nothing.
+    held: bool = False
 
 
 class CodeBackoff(WireModel):

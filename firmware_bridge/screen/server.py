@@ -30,6 +30,7 @@ STATUS_OF = {
     "code_used": HTTPStatus.CONFLICT,
     "code_expired": HTTPStatus.CONFLICT,
     "opened_since_offline": HTTPStatus.CONFLICT,
+    "compartment_fault": HTTPStatus.CONFLICT,
     "locked_out": HTTPStatus.TOO_MANY_REQUESTS,
     "offline_codes_unavailable": HTTPStatus.SERVICE_UNAVAILABLE,
     "offline_clock_unreliable": HTTPStatus.SERVICE_UNAVAILABLE,

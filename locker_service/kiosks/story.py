@@ -401,6 +401,8 @@ class Story:
         order = await orders.active_in_compartment(session, c.id)
         if order is None:
             return
+        # The kiosk's offline supply carries it at once: her food is held for staff (ADR 0128).
+        order.updated_at = utcnow()
         if told.merchant_event is not None:
             orders.add_notice(
                 session,

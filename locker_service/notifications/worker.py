@@ -46,6 +46,7 @@ from locker_service.notifications.delivery import (
 )
 from locker_service.notifications.messages import PickupDetails, compose
 from locker_service.notifications.qr import qr_png
+from locker_service.orders import repository as orders
 from locker_service.orders.codes import fallback_code, page_url, pickup_token
 from locker_service.orders.lifecycle import OrderState
 from locker_service.orders.outbox import UNTRUE_ONCE_COLLECTED, language_of
@@ -252,6 +253,10 @@ class OutboxWorker:
             row = await session.get(NotificationOutbox, outbox_id)
             assert row is not None
             place = await repository.order_place(session, row.order_id) if row.order_id else None
+            held_by = None
+            if place is not None and row.attachment == QR_ATTACHMENT:
+                fault = place.compartment.fault if place.compartment is not None else None
+                held_by = await orders.held_by_fault(session, place.order, fault)
         if is_oncall(row.kind):
             return await self._prepare_oncall(row)
         try:
@@ -273,6 +278,9 @@ class OutboxWorker:
         with_code = row.attachment == QR_ATTACHMENT
         if with_code and order.state != COLLECTABLE_STATE:
             raise Skip(f"order is {order.state}, no longer collectable")
+        if with_code and held_by is not None:
+            # Sent late (a gateway down): not her code after "do not collect it" (ADR 0128).
+            raise Skip(f"her food is held for staff after {held_by}")
         if row.kind in UNTRUE_ONCE_COLLECTED and order.state == OrderState.PICKED_UP:
             # Retried when the correction came: not sent after it.
             raise Skip("collected before it expired (ADR 0112): no longer true")

@@ -24,7 +24,6 @@ from locker_service.api.deps import (
 from locker_service.bounds import Text
 from locker_service.errors import NotFound
 from locker_service.orders import service
-from locker_service.orders.lifecycle import OrderState
 from locker_service.orders.schemas import (
     OrderCreate,
     OrderCreated,
@@ -141,10 +140,11 @@ async def purchaser_status(
     responses={200: {"content": {"image/png": {}}}},
 )
 async def purchaser_qr(token: str, session: SessionDep, settings: SettingsDep) -> Response:
-    """The QR code the kiosk's scanner reads: the bare pickup token, while the order is ready."""
+    """The QR code the kiosk's scanner reads: the bare pickup token, while the order is ready
+    and its food not held for staff after a fault (ADR 0128)."""
     status = await service.purchaser_status(session, settings, token)
-    if status.state != OrderState.READY:
-        raise NotFound("the QR code exists only while the order is ready")
+    if status.qr_url is None:
+        raise NotFound("the QR code exists only while the order is ready to be collected")
     return Response(qr_png(token), media_type="image/png", headers={"Cache-Control": "no-store"})
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from locker_service.db import rowcount
 from locker_service.errors import Conflict
+from locker_service.foodsafety.faults import may_be_collected
 from locker_service.lifecycles import save_step
 from locker_service.models import Compartment, Kiosk, Order, OrderEvent, utcnow
 from locker_service.orders import webhooks
@@ -132,6 +133,20 @@ async def fault_told(
         if notice.action == faulted and (since is None or notice.at >= since):
             return str(notice.detail.get("fault") or "a fault")
     return None
+
+
+async def held_by_fault(
+    session: AsyncSession, order: Order, compartment_fault: str | None
+) -> str | None:
+    """The fault her ready food is held for staff by (ADR 0128), None when her code may open:
+    one latched now that told her not to collect it, or one she was told of since she was
+    ready and cleared since (by staff or by a restart of the board: nobody has looked at the
+    food). Staff hand it over or discard it; her code opens nothing meanwhile."""
+    if order.state != OrderState.READY:
+        return None
+    if not may_be_collected(compartment_fault):
+        return compartment_fault
+    return await fault_told(session, order, order.ready_at)
 
 
 async def notices_of(

@@ -140,13 +140,20 @@ class PurchaserStatus(BaseModel):
     compartment_number: int | None
     ready: bool
     hold_until: datetime | None
-    fallback_code: str | None = Field(description="8 digits, only while the order is ready")
-    qr_url: str | None
+    fallback_code: str | None = Field(
+        description="8 digits, only while the order is ready and its food not held for staff "
+        "after a fault she was told of (ADR 0128)"
+    )
+    qr_url: str | None = Field(description="her QR code's image, when `fallback_code` is given")
     picked_up_at: datetime | None
     deposited: bool = Field(description="the food was put in the locker")
-    fault: bool = Field(description="the compartment holding the order reports a fault")
+    fault: bool = Field(
+        description="the compartment holding the order reports a fault, or her ready food is "
+        "held for staff after one she was told of, cleared since (ADR 0128)"
+    )
     fault_code: str | None = Field(
-        default=None, description="which fault (e.g. lock_jammed, heater_fault), when there is one"
+        default=None,
+        description="which fault (e.g. lock_jammed, heating_watchdog), when there is one",
     )
     kiosk_online: bool | None = Field(description="the locker's kiosk is connected")
     food_unsafe: bool = Field(

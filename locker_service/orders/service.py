@@ -22,7 +22,6 @@ from locker_service.context import ServiceContext
 from locker_service.errors import Conflict, Forbidden, NotFound, Unprocessable
 from locker_service.events import publish_after_commit
 from locker_service.foodsafety import uv_dose, watch
-from locker_service.foodsafety.faults import may_be_collected
 from locker_service.foodsafety.profiles import Profile
 from locker_service.live import LiveHub
 from locker_service.models import Compartment, Kiosk, Merchant, Order, OrderEvent, Site, utcnow
@@ -438,8 +437,11 @@ async def purchaser_status(
         if fault is None and order.state == OrderState.DISINFECTING:
             fault = await lamp_fault(session, settings, order.compartment_id)
     ready = order.state == OrderState.READY
-    # Her codes are shown while they open her door: not behind a fault she was told of.
-    collectable = ready and may_be_collected(fault)
+    # Her codes are shown while they open her door: not while her food is held for staff
+    # after a fault she was told of, latched or cleared since (ADR 0128).
+    held_by = await repository.held_by_fault(session, order, fault)
+    collectable = ready and held_by is None
+    shown_fault = held_by or fault
     base = settings.public_base_url.rstrip("/")
     return PurchaserStatus(
         state=order.state,
@@ -453,8 +455,8 @@ async def purchaser_status(
         qr_url=f"{base}/p/{token}/qr.png" if collectable else None,
         picked_up_at=order.picked_up_at,
         deposited=order.deposited_at is not None,
-        fault=fault is not None,
-        fault_code=fault,
+        fault=shown_fault is not None,
+        fault_code=shown_fault,
         kiosk_online=online,
         food_unsafe=order.food_unsafe_at is not None,
         ended_after_fault=ended_after_fault(order.failure_reason),

@@ -33,7 +33,6 @@ from locker_service.errors import (
     ServiceUnavailable,
     TooManyRequests,
 )
-from locker_service.foodsafety.faults import may_be_collected
 from locker_service.kiosk_link.errors import CommandTimeout
 from locker_service.metrics import PICKUPS
 from locker_service.models import Compartment, Kiosk, Order, utcnow
@@ -45,6 +44,8 @@ from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
 
 log = logging.getLogger(__name__)
+
+HELD_BY_FAULT = "compartment_fault"  # her code refused while her food is held for staff
 
 
 class InvalidCode(Forbidden):
@@ -166,9 +167,11 @@ async def claim(
     if frozen:
         return KillSwitchEngaged("openings are frozen at this site: please ask staff")
 
+    held_by = None
     if order is not None and compartment is not None:
         await _give_back_if_latch_held(session, ctx, kiosk, order, compartment, now)
-    refusal = _refusal(now, kiosk, order, compartment, rules, recent.order)
+        held_by = await orders.held_by_fault(session, order, compartment.fault)
+    refusal = _refusal(now, kiosk, order, compartment, rules, recent.order, held_by)
     if refusal is None and order is not None and compartment is not None:
         if await orders.mark_code_used(session, order, utcnow()):
             # One transaction: the code's single use, the audited reason to open, and the
@@ -194,9 +197,14 @@ async def claim(
             return Claim(order, compartment, doors.Authorised.of(opening))
         # Moved meanwhile: used by another try, or expired (its hold ran out): say which.
         await session.refresh(order)
-        refusal = _refusal(now, kiosk, order, compartment, rules, recent.order) or Conflict(
-            "this code has been used already", code="code_used"
-        )
+        refusal = _refusal(
+            now, kiosk, order, compartment, rules, recent.order, held_by
+        ) or Conflict("this code has been used already", code="code_used")
+    if order is not None and isinstance(refusal, Conflict) and refusal.code == HELD_BY_FAULT:
+        # Her own code, held for staff: not a failed try (nothing to throttle). She is told to
+        # wait for staff, who hand the food over or discard it.
+        await orders.insert_event(session, order.id, "purchaser", source, "code_held_by_fault")
+        return refusal
     if order is not None and _awaiting_her_door(order, refusal):
         # Her code opened the latch and the door has not opened since: she is not guessing.
         # Told so, and not counted: the code comes back when the latch is seen again.
@@ -271,6 +279,15 @@ async def _give_back_if_latch_held(
     if now < unlock_over:
         return  # the unlock may still be on its way
     await give_back_unopened(session, kiosk, compartment, seen)
+
+
+def _held() -> Conflict:
+    """The refusal of her code while her food is held for staff (ADR 0128)."""
+    return Conflict(
+        "a fault was reported in this compartment: the food cannot be collected now; "
+        "staff will contact you",
+        code=HELD_BY_FAULT,
+    )
 
 
 def _awaiting_her_door(order: Order, refusal: ServiceError | None) -> bool:
@@ -427,6 +444,7 @@ def _refusal(
     compartment: Compartment | None,
     rules: throttle.Rules,
     order_failures: throttle.Recent,
+    held_by: str | None,
 ) -> ServiceError | None:
     if order is None:
         return InvalidCode("this code does not open anything here")
@@ -453,13 +471,8 @@ def _refusal(
         return Conflict(f"this order is {order.state}: please ask staff", code="code_expired")
     if order.state != OrderState.READY:
         return Conflict("the order is not ready yet", code="not_ready")
-    if not may_be_collected(compartment.fault):
-        # As her message said: the food behind a latched fault is staff's to check first.
-        return Conflict(
-            "a fault was reported in this compartment: the food cannot be collected now; "
-            "staff will contact you",
-            code="compartment_fault",
-        )
+    if held_by is not None:
+        return _held()  # as her message said: staff look at the food first
     if order.hold_until is not None and now >= order.hold_until:
         # Its time to collect is over (the timer that expires it may not have run yet): as
         # the kiosk decides offline, and as her messages said.

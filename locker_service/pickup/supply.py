@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from firmware_bridge.contract import KioskStatus, OfflineOrder, OfflineSupply
@@ -49,10 +49,12 @@ from locker_service.alerts.service import raise_alert, resolve_alerts
 from locker_service.background import BackgroundLoop
 from locker_service.config import Settings
 from locker_service.db import session_scope
+from locker_service.foodsafety.faults import LOCK_JAMMED
 from locker_service.live import LiveHub
-from locker_service.models import Alert, Compartment, Kiosk, Order, Site, utcnow
+from locker_service.models import Alert, Compartment, Kiosk, Order, OrderEvent, Site, utcnow
 from locker_service.orders import codes
 from locker_service.orders.lifecycle import OrderState
+from locker_service.orders.schemas import FAULT_NOTICE, NOTICE_PREFIX
 from locker_service.pickup import repository as attempts
 from locker_service.pickup import throttle
 from locker_service.pickup.service import rules_of
@@ -122,6 +124,7 @@ class ReadyOrder:
     code_used_at: datetime | None
     hold_until: datetime | None
     food_deadline: datetime | None
+    held: bool = False  # held for staff after a fault she was told of (ADR 0128)
 
     @property
     def used(self) -> bool:
@@ -146,7 +149,7 @@ class KioskFacts:
     def fingerprint(self) -> tuple[object, ...]:
         return (
             self.frozen,
-            tuple((o.order_id, o.compartment, o.used, o.deadline) for o in self.orders),
+            tuple((o.order_id, o.compartment, o.used, o.deadline, o.held) for o in self.orders),
             self.code_failures,
         )
 
@@ -161,6 +164,16 @@ _READY_COLUMNS = (  # ReadyOrder's fields, in its order
     Order.code_used_at,
     Order.hold_until,
     Order.food_deadline,
+    # `orders.repository.held_by_fault` in SQL: a fault that holds food latched, or one she
+    # was told of since she was ready (ADR 0128).
+    or_(
+        and_(Compartment.fault.is_not(None), Compartment.fault != LOCK_JAMMED),
+        exists().where(
+            OrderEvent.order_id == Order.id,
+            OrderEvent.action == NOTICE_PREFIX + FAULT_NOTICE,
+            OrderEvent.at >= Order.ready_at,
+        ),
+    ),
 )
 
 
@@ -303,6 +316,7 @@ def build_supply(
                     code_mac=code_mac(key, codes.fallback_code(secret_key, token)),
                     deadline=o.deadline or now + NO_DEADLINE,
                     used=o.used,
+                    held=bool(o.held),
                 )
             )
         except ValueError as e:  # pydantic's ValidationError is one too

@@ -51,7 +51,12 @@ class Order:
         self.token = secrets.token_urlsafe(32)
 
     def supplied(
-        self, key: bytes, *, deadline: datetime | None = None, used: bool = False
+        self,
+        key: bytes,
+        *,
+        deadline: datetime | None = None,
+        used: bool = False,
+        held: bool = False,
     ) -> OfflineOrder:
         return OfflineOrder(
             order_id=self.order_id,
@@ -60,6 +65,7 @@ class Order:
             code_mac=code_mac(key, self.code),
             deadline=deadline or T0 + timedelta(hours=2),
             used=used,
+            held=held,
         )
 
 
@@ -74,6 +80,7 @@ def supply(
     lease: tuple[int, int] | None = None,
     code_failures: int = 0,
     rules: CodeRules | None = None,
+    held: frozenset[str] | set[str] = frozenset(),
 ) -> OfflineSupply:
     key = key or secrets.token_bytes(32)
     deadlines = deadlines or {}
@@ -88,7 +95,12 @@ def supply(
         code_failures=code_failures,
         code_rules=rules,
         orders=[
-            o.supplied(key, deadline=deadlines.get(o.order_id), used=o.order_id in used)
+            o.supplied(
+                key,
+                deadline=deadlines.get(o.order_id),
+                used=o.order_id in used,
+                held=o.order_id in held,
+            )
             for o in orders
         ],
     )
@@ -138,6 +150,34 @@ def test_a_compartment_held_by_a_fault_opens_nothing_and_keeps_her_code(
     assert book.decide_code(BOB.code, {3}) == Opened("ord-bob", 5, "code")  # not his
     # Not counted as a guess, not used: once the fault is cleared her code opens.
     assert book.decide_token(ALICE.token) == Opened("ord-alice", 3, "qr")
+
+
+def test_a_fault_seen_since_it_was_listed_holds_it_until_the_service_lists_it_no_more(
+    store: BridgeStore, clock: Clock
+) -> None:
+    """A board restart clears the fault without anyone having looked at the food; a supply
+    made before the service heard of the fault does not free it either (ADR 0128)."""
+    book = book_on(store, clock)
+    book.take(supply([ALICE, BOB]))
+    book.fault_seen(3)
+    held = book.decide_token(ALICE.token)  # the fault cleared since: nothing latched now
+    assert isinstance(held, Refused) and held.error == "compartment_fault"
+    # Sent before the service heard of the fault:
+    assert book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(minutes=1)))
+    held = book.decide_code(ALICE.code)
+    assert isinstance(held, Refused) and held.error == "compartment_fault"
+    assert book.decide_token(BOB.token) == Opened("ord-bob", 5, "qr")
+    # Kept on disk: a bridge restarted while cut off still holds it.
+    again = book_on(store, clock)
+    held = again.decide_token(ALICE.token)
+    assert isinstance(held, Refused) and held.error == "compartment_fault"
+
+
+def test_the_service_s_word_that_her_food_is_held_is_kept(store: BridgeStore, clock: Clock) -> None:
+    book = book_on(store, clock)
+    book.take(supply([ALICE], held={"ord-alice"}))
+    held = book.decide_token(ALICE.token)
+    assert isinstance(held, Refused) and held.error == "compartment_fault"
 
 
 def test_a_code_given_back_opens_again_and_nothing_else_does(

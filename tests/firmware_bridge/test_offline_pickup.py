@@ -174,6 +174,13 @@ def test_cut_off_her_code_opens_nothing_behind_a_fault_the_board_latched(kiosk: 
         assert isinstance(decision, Refused) and decision.error == "compartment_fault"
     assert isinstance(bridge.pickup_offline(token=theirs), Opened)  # another compartment
     obs.wait(lambda: pulses(sim, 7) == 1, "their compartment unlocked")
+    # The board restarts, which clears its latched faults: nobody has looked at her food.
+    sim.faults.sensor(2, None)
+    sim.faults.reboot()
+    obs.wait(lambda: obs.events("fault_cleared", 2), "the fault cleared by the restart")
+    assert 2 not in bridge.tracker.held_by_faults()
+    for decision in (bridge.pickup_offline(token=hers), bridge.pickup_offline(code=HER_CODE)):
+        assert isinstance(decision, Refused) and decision.error == "compartment_fault"
     assert pulses(sim, 2) == 0
     assert not obs.events("offline_pickup", 2) and not obs.events("offline_code_refused")
 

@@ -3,9 +3,14 @@ broker: typed codes decided on the kiosk while it is cut off, and nothing else l
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import httpx
 import pytest
 
+from firmware_bridge import offline
+from firmware_bridge.screen import server
 from tests.firmware_bridge.conftest import HER_CODE, ScreenKiosk
 from tests.firmware_bridge.harness import pulses
 
@@ -122,3 +127,17 @@ def test_the_screen_page_and_its_files_are_served_with_a_strict_policy(
     assert screen_kiosk.http.get("/screen.css").status_code == 200
     rebound = screen_kiosk.http.get("/state", headers={"Host": "evil.example"})
     assert rebound.status_code == 421
+
+
+def test_every_refusal_decided_offline_has_its_status_and_words_in_both_languages() -> None:
+    """The screen shows `error.<code>` in her language; without words it says "Something went
+    wrong. Please try again", which sends her back to a door that will not open."""
+    source = Path(offline.__file__).read_text()
+    codes = set(re.findall(r'Refused\(\s*"([a-z_]+)"', source))
+    assert {"invalid_code", "compartment_fault", "opened_since_offline"} <= codes
+    script = (Path(server.__file__).parent / "static" / "screen.js").read_text()
+    english, chinese = script.split('"zh-Hans": {')
+    for code in sorted(codes):
+        assert code in server.STATUS_OF, code
+        assert f'"error.{code}"' in english, code
+        assert f'"error.{code}"' in chinese, code

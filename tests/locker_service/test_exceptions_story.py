@@ -11,11 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from firmware_bridge import contract
 from locker_service.context import ServiceContext
-from locker_service.db import session_scope
 from locker_service.kiosks.handler import StoryHandler
 from locker_service.models import (
     Alert,
@@ -35,6 +34,7 @@ from tests.locker_service.world import (
     create_order,
     due_now,
     event,
+    fault_told_before_ready,
     make_ready,
     token_of,
 )
@@ -169,21 +169,7 @@ async def test_a_ready_order_after_a_fault_ends_as_what_happened(
     if then != "staff" and then != "hold_ends":
         await event(service, world, "fault_cleared", n)
     if then == "told_before_ready_then_hold_ends":
-        # Told during its cycle, which ran again once repaired: she was told it was ready since.
-        async with session_scope(service.sessionmaker) as session:
-            await session.execute(
-                update(OrderEvent)
-                .where(
-                    OrderEvent.order_id == uuid.UUID(order["id"]),
-                    OrderEvent.action == "notice:compartment_fault",
-                )
-                .values(at=utcnow() - timedelta(hours=1))
-            )
-            await session.execute(
-                update(Order)
-                .where(Order.id == uuid.UUID(order["id"]))
-                .values(ready_at=utcnow() - timedelta(minutes=30))
-            )
+        await fault_told_before_ready(service, order)
         await due_now(service, TimerKind.HOLD_EXPIRY)
         await TimerLoop(service).run_due()
         read = await _merchant_read(app_client, world, order)

@@ -417,6 +417,29 @@ async def test_a_code_is_not_sent_for_an_order_no_longer_ready_but_the_expiry_no
     assert "has expired" in payload["title"]
 
 
+async def test_her_code_is_not_sent_late_once_a_fault_holds_her_food_for_staff(
+    engine: AsyncEngine, database_url: str, webhook: WebhookReceiver
+) -> None:
+    """Her ready message still queued (a gateway down) when the fault latched: it would reach
+    her after "do not collect it", with a code that opens nothing (ADR 0128)."""
+    sessionmaker = create_sessionmaker(engine)
+    order = await make_order(sessionmaker, webhook.url, kinds=("ready", "fault"))
+    async with sessionmaker() as session, session.begin():
+        held = await session.get(Order, order.order_id)
+        assert held is not None
+        await session.execute(
+            update(Compartment)
+            .where(Compartment.id == held.compartment_id)
+            .values(fault="heating_watchdog")
+        )
+    await drain(OutboxWorker(sessionmaker, notify_settings(database_url)))
+    rows = {row.kind: row for row in await outbox_rows(sessionmaker)}
+    assert rows["ready"].status == "skipped" and "held" in (rows["ready"].last_error or "")
+    assert rows["fault"].status == "sent"
+    [(_, payload)] = webhook.requests
+    assert order.code not in payload["message"] and not payload.get("attachments")
+
+
 async def test_a_contact_without_a_channel_fails_at_once(
     engine: AsyncEngine, database_url: str
 ) -> None:

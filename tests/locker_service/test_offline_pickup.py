@@ -31,6 +31,7 @@ from locker_service.kiosks.story import Story
 from locker_service.main import create_app
 from locker_service.models import (
     Alert,
+    Compartment,
     DoorOpening,
     KioskEvent,
     NotificationOutbox,
@@ -163,6 +164,34 @@ async def _pickup_openings(rig: Rig, order_id: str) -> list[DoorOpening]:
 async def _alerts(rig: Rig, kind: str) -> list[Alert]:
     async with rig.ctx.sessionmaker() as session:
         return list((await session.scalars(select(Alert).where(Alert.kind == kind))).all())
+
+
+async def test_her_food_held_after_a_fault_is_supplied_held_fault_cleared_or_not(
+    rig: Rig,
+) -> None:
+    """The kiosk cut off refuses it too (ADR 0128): at once at the fault, and after the fault
+    has cleared, when its board no longer shows why."""
+    order_id, n = await _ready_order(rig, "offl-held")
+    await until(lambda: _supplied(rig, order_id) is not None, 10, "the order supplied")
+    assert _supplied(rig, order_id).held is False  # type: ignore[union-attr]
+    rig.kiosk.raise_fault(n, "heating_watchdog")
+    await until(
+        lambda: getattr(_supplied(rig, order_id), "held", False), 10, "the order supplied held"
+    )
+    rig.kiosk.clear_fault(n)
+
+    compartment_id = (await _order(rig, order_id)).compartment_id
+
+    async def cleared() -> bool:
+        async with rig.ctx.sessionmaker() as session:
+            c = await session.get(Compartment, compartment_id)
+            return c is not None and c.fault is None
+
+    await until(cleared, 10, "the fault cleared")
+    count = len(rig.kiosk.supplies)
+    await until(lambda: len(rig.kiosk.supplies) >= count + 2, 10, "two supplies since")
+    supplied = _supplied(rig, order_id)
+    assert supplied is not None and supplied.held
 
 
 async def test_the_kiosk_is_supplied_with_verifiers_of_its_ready_orders_never_the_codes(

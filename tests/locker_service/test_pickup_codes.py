@@ -43,6 +43,7 @@ from tests.locker_service.world import (
     create_order,
     database_away,
     event,
+    fault_told_before_ready,
     make_ready,
     record_pickup_answers,
     token_of,
@@ -152,6 +153,36 @@ async def test_her_code_opens_nothing_behind_a_fault_she_was_told_not_to_collect
     await event(service, world, "fault_raised", m, fault="lock_jammed")
     assert (await _pickup(app_client, world, _code(service.settings, other))).status_code == 200
     assert fake_kiosk.unlocks()[-1] == m
+
+
+async def test_her_food_stays_held_for_staff_once_the_fault_clears_and_her_tries_cost_nothing(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, fake_kiosk: FakeKiosk
+) -> None:
+    """Cleared by staff, or by a restart of the board: nobody has looked at the food, and she
+    was told staff would contact her. Her tries meanwhile are not guesses (ADR 0128)."""
+    order, n = await make_ready(app_client, world, service)
+    await event(service, world, "fault_raised", n, fault="uv_timeout")
+    await event(service, world, "fault_cleared", n)
+    before = fake_kiosk.unlocks()
+    code = _code(service.settings, order)
+    for _ in range(KIOSK_BUDGET + 2):  # past her order's and the kiosk's free failures
+        refused = await _pickup(app_client, world, code)
+        assert refused.status_code == 409 and refused.json()["error"] == "compartment_fault"
+    assert fake_kiosk.unlocks() == before
+    async with service.sessionmaker() as session:
+        failed = await session.scalars(select(PickupAttempt).where(PickupAttempt.ok.is_(False)))
+        assert failed.all() == []
+    status = (await app_client.get(f"/api/v1/p/{token_of(order)}")).json()
+    assert status["fault"] and status["fallback_code"] is None
+    assert (await app_client.get(f"/p/{token_of(order)}/qr.png")).status_code == 404
+    assert "Staff will contact you" in (await app_client.get(f"/p/{token_of(order)}")).text
+
+    # Told before she was told it was ready (a lamp replaced and the cycle run again): hers.
+    other, m = await make_ready(app_client, world, service)
+    await event(service, world, "fault_raised", m, fault="uv_timeout")
+    await event(service, world, "fault_cleared", m)
+    await fault_told_before_ready(service, other)
+    assert (await _pickup(app_client, world, _code(service.settings, other))).status_code == 200
 
 
 async def test_a_code_before_ready_is_refused(

@@ -332,3 +332,22 @@ def board_snapshot(
     }
     values.update(changes)
     return contract.CompartmentSnapshot(**values)
+
+
+async def fault_told_before_ready(ctx: ServiceContext, order: dict[str, Any]) -> None:
+    """Her fault notice an hour ago and her food ready half an hour ago: told during its cycle,
+    which ran again once repaired, and told it was ready since."""
+    async with session_scope(ctx.sessionmaker) as session:
+        await session.execute(
+            update(OrderEvent)
+            .where(
+                OrderEvent.order_id == uuid.UUID(order["id"]),
+                OrderEvent.action == "notice:compartment_fault",
+            )
+            .values(at=utcnow() - timedelta(hours=1))
+        )
+        await session.execute(
+            update(Order)
+            .where(Order.id == uuid.UUID(order["id"]))
+            .values(ready_at=utcnow() - timedelta(minutes=30))
+        )

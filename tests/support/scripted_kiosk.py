@@ -323,6 +323,13 @@ class ScriptedKiosk:
             self.publish_event("disinfection_aborted", n)
         self.publish_snapshot(n)
 
+    def clear_fault(self, n: int) -> None:
+        with self._lock:
+            c = self.compartments[n]
+            fault, c.fault = c.fault, None
+        self.publish_event("fault_cleared", n, {"fault": fault})
+        self.publish_snapshot(n)
+
     def reboot(self) -> None:
         """The board restarts: new boot id, setpoints and cycles lost, doors as they were."""
         with self._lock:

@@ -37,6 +37,8 @@
         "Compartment {n} may have opened: please check its door. If it is still shut, ask the staff.",
       "error.opened_since_offline":
         "This compartment has been opened since your order was last confirmed here, so it cannot be opened while the locker is offline. Please ask the staff.",
+      "error.compartment_fault":
+        "A fault was reported in this compartment: the food cannot be collected now. Staff will contact you.",
       "error.malformed_code": "The pickup code has 8 digits. Please check it and try again.",
       "error.service_reachable": "The locker is online again. One moment…",
       "error.generic": "Something went wrong. Please try again.",
@@ -65,6 +67,7 @@
       "error.offline_clock_unreliable": "取餐柜离线期间无法核对时间。请联系工作人员，或在取餐柜恢复在线后重试。",
       "error.unlock_unconfirmed": "{n} 号柜格可能已打开，请查看柜门。如果柜门仍关着，请联系工作人员。",
       "error.opened_since_offline": "自您的订单上次确认以来，此柜格已被打开过，取餐柜离线时无法开柜。请联系工作人员。",
+      "error.compartment_fault": "该柜格报告了故障，餐品暂时无法取出。工作人员会与您联系。",
       "error.malformed_code": "取餐码为 8 位数字，请检查后重试。",
       "error.service_reachable": "取餐柜已恢复在线，请稍候…",
       "error.generic": "出现问题，请重试。",
