@@ -171,7 +171,7 @@ _READY_COLUMNS = (  # ReadyOrder's fields, in its order
         exists().where(
             OrderEvent.order_id == Order.id,
             OrderEvent.action == NOTICE_PREFIX + FAULT_NOTICE,
-            OrderEvent.at >= Order.ready_at,
+            or_(Order.ready_at.is_(None), OrderEvent.at >= Order.ready_at),
         ),
     ),
 )
@@ -229,7 +229,9 @@ class ChangeWatch:
 
     def __init__(self) -> None:
         self._newest: datetime | None = None
-        self._seen: dict[uuid.UUID, tuple[int, datetime]] = {}  # inside the overlap: version
+        # Inside the overlap: each order's version and stamp. Both: an order stamped without a
+        # step (a fault that holds her food, a hold given back) changed what its kiosk is told.
+        self._seen: dict[uuid.UUID, tuple[int, datetime]] = {}
         self._frozen: dict[int, bool] | None = None
 
     async def look(self, session: AsyncSession, now: datetime) -> Changes:
@@ -258,8 +260,7 @@ class ChangeWatch:
         kiosks: set[str] = set()
         orders: set[uuid.UUID] = set()
         for order_id, version, stamp, kiosk in (await session.execute(changed)).all():
-            seen = self._seen.get(order_id)
-            if seen is not None and seen[0] == version:
+            if self._seen.get(order_id) == (version, stamp):
                 continue  # looked at already, inside the overlap
             self._seen[order_id] = (version, stamp)
             if first:

@@ -61,19 +61,44 @@ def test_sent_events_are_kept_for_the_last_numbers_only(tmp_path: Path) -> None:
     assert store.events_after(0, 1)[0].seq == 31
 
 
-def test_an_outbox_from_before_kept_events_is_taken_as_it_is(tmp_path: Path) -> None:
+def _older_store(tmp_path: Path, script: str) -> Path:
+    """A store as an older bridge left it on disk."""
     path = tmp_path / "b.sqlite3"
     old = sqlite3.connect(path)
-    old.executescript(
+    old.executescript(script)
+    old.close()
+    return path
+
+
+def test_an_outbox_from_before_kept_events_is_taken_as_it_is(tmp_path: Path) -> None:
+    path = _older_store(
+        tmp_path,
         "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
         "event_id TEXT NOT NULL UNIQUE, payload BLOB NOT NULL);"
-        "INSERT INTO events (event_id, payload) VALUES ('waiting', x'7b7d');"
+        "INSERT INTO events (event_id, payload) VALUES ('waiting', x'7b7d');",
     )
-    old.close()
     store = BridgeStore(path)
     assert [e.event_id for e in store.events_after(0, 10)] == ["waiting"]  # still to be sent
     store.mark_sent(1)
     assert store.event_count() == 0 and store.resend_after(0) == 1
+
+
+def test_an_offline_list_from_before_held_food_is_taken_as_it_is(tmp_path: Path) -> None:
+    path = _older_store(
+        tmp_path,
+        "CREATE TABLE offline_orders (order_id TEXT PRIMARY KEY, compartment INTEGER NOT NULL, "
+        "token_sha256 TEXT NOT NULL, deadline TEXT NOT NULL, used INTEGER NOT NULL, "
+        "used_here_at TEXT, door_opened_at TEXT);"
+        "INSERT INTO offline_orders VALUES "
+        "('ord-1', 3, 'ab', '2026-12-07T12:00:00+00:00', 0, NULL, NULL);",
+    )
+    store = BridgeStore(path)
+    [row] = store.offline_orders()
+    assert (row.order_id, row.compartment, row.held) == ("ord-1", 3, False)
+    store.mark_offline_held(3)  # a fault seen in its compartment (ADR 0128)
+    store.replace_offline([*store.offline_orders()], {})
+    store.close()
+    assert [r.held for r in BridgeStore(path).offline_orders()] == [True]
 
 
 def test_each_event_carries_its_number_and_a_number_is_never_given_twice(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from locker_service.alerts.service import raise_alert
 from locker_service.db import create_engine, create_sessionmaker, session_scope
 from locker_service.models import Alert, Compartment, Order, Site, utcnow
 from locker_service.orders import codes
+from locker_service.orders import repository as orders
+from locker_service.orders.schemas import FAULT_NOTICE
 from locker_service.pickup.service import rules_of
 from locker_service.pickup.supply import (
     NOT_SUPPLIED_ALERT,
@@ -190,6 +192,38 @@ async def test_each_look_reads_only_the_kiosks_a_change_touched(fleet: Fleet) ->
     fleet.link.statuses["a2"] = contract.KioskStatus(state="online")  # its bridge restarted
     assert await _round(fleet) == (1, ["a2"])
     assert await _round(fleet) == (0, [])
+
+
+async def test_a_fault_that_holds_her_food_reaches_its_kiosk_at_once_held(fleet: Fleet) -> None:
+    """As `fault_with_food` writes it: the compartment's fault, her notice, and the order
+    stamped without a new version (no step of its lifecycle). ADR 0128."""
+    assert await _round(fleet) == (3, ["a1", "a2", "b1"])
+    assert [o.held for o in fleet.link.last("a1").orders] == [False]
+    async with session_scope(fleet.sessionmaker) as session:
+        await session.execute(
+            update(Compartment)
+            .where(Compartment.id == fleet.compartments["a1"])
+            .values(fault="heating_watchdog")
+        )
+        await session.execute(
+            update(Order).where(Order.id == fleet.orders["a1"]).values(updated_at=utcnow())
+        )
+    assert await _round(fleet) == (1, ["a1"])  # within the overlap, at the same version
+    assert [o.held for o in fleet.link.last("a1").orders] == [True]
+    async with session_scope(fleet.sessionmaker) as session:  # cleared, after her notice
+        orders.add_notice(
+            session, fleet.orders["a1"], "kiosk", "a1", FAULT_NOTICE, "told", {"fault": "x"}
+        )
+        await session.execute(
+            update(Compartment).where(Compartment.id == fleet.compartments["a1"]).values(fault=None)
+        )
+        await session.execute(
+            update(Order).where(Order.id == fleet.orders["a1"]).values(updated_at=utcnow())
+        )
+    assert await _round(fleet) == (1, [])  # read: still held, nothing new to send
+    fleet.clock[0] += REFRESH_S  # the refresh sends its facts as they are
+    assert "a1" in (await _round(fleet))[1]
+    assert [o.held for o in fleet.link.last("a1").orders] == [True]  # told: still held
 
 
 async def test_a_change_stamped_behind_the_overlap_reaches_its_kiosk_with_the_refresh(
