@@ -429,17 +429,98 @@ def test_a_courier_who_shuts_his_door_on_nothing_is_told_at_the_screen(
     page.get_by_role("button", name="中文").click()
     expect(error).to_contain_text(f"{n} 号格口内没有放入任何物品")
     page.get_by_role("button", name="English").click()
+    try_again_with_his_pin(page, seed.courier_pin, ref, n)
+    page.context.close()
+
+
+def test_a_courier_who_shuts_his_door_on_nothing_after_his_screen_went_home_is_told(
+    browser: Any, live_service: tuple[ServiceProcess, Seed, ScriptedKiosk]
+) -> None:
+    """His result screen goes back to the start after a few seconds, while he has minutes to
+    put the food in: shut on nothing after that, the free screen still tells him, in his
+    language, and Try again asks only for his PIN."""
+    service, seed, kiosk = live_service
+    ref = order_for(service, seed)
+    page = kiosk_page(browser, service, seed, "?result_s=3")
+    page.get_by_role("button", name="中文").click()
+    drop_off_by_ids(page, seed.courier_code, seed.courier_pin, ref)
+    number = page.locator("#opened-number")
+    expect(number).not_to_have_text("", timeout=15_000)
+    n = int(number.inner_text())
+    expect(page.locator("#screen-start")).to_be_visible(timeout=15_000)  # gone home
+    expect(page.get_by_role("button", name="Collect food")).to_be_visible()  # and to English
+    kiosk.open_door(n)
+    kiosk.close_door(n)  # nothing placed
+    error = page.locator("#error-text")
+    expect(error).to_contain_text(f"{n} 号格口内没有放入任何物品", timeout=15_000)
+    page.get_by_role("button", name="English").click()
+    try_again_with_his_pin(page, seed.courier_pin, ref, n)
+    page.context.close()
+
+
+def test_a_door_shut_on_nothing_does_not_interrupt_the_next_person(
+    browser: Any, live_service: tuple[ServiceProcess, Seed, ScriptedKiosk]
+) -> None:
+    """Someone else has started at the screen by then: the courier's news is not put over her
+    screen (the drop-off's door timer frees his compartment)."""
+    service, seed, kiosk = live_service
+    ref = order_for(service, seed)
+    page = kiosk_page(browser, service, seed, "?result_s=3")
+    drop_off(page, seed.courier_code, seed.courier_pin, ref)
+    number = page.locator("#opened-number")
+    expect(number).not_to_have_text("", timeout=15_000)
+    n = int(number.inner_text())
+    expect(page.locator("#screen-start")).to_be_visible(timeout=15_000)
+    page.get_by_role("button", name="Collect food").click()
+    for digit in "1234":  # she is typing her code
+        page.get_by_role("button", name=digit, exact=True).click()
+    page.evaluate(  # every text the error screen shows from now on
+        """() => {
+          window.shown = [];
+          const text = document.getElementById("error-text");
+          // Each text set is a node of its own: two set in one task are both seen.
+          new MutationObserver((records) => records.forEach((r) =>
+            r.addedNodes.forEach((node) => window.shown.push(node.textContent))
+          )).observe(text, { childList: true });
+        }"""
+    )
+    kiosk.open_door(n)
+    kiosk.close_door(n)  # nothing placed
+    # Her QR read after it: the screen hears of the two in this order, and shows hers.
+    kiosk.scan("NOT-A-TOKEN")
+    expect(page.locator("#error-text")).to_have_text(
+        "This code does not open anything here. Please check it and try again.", timeout=15_000
+    )
+    shown = page.evaluate("() => window.shown")
+    assert not any("Nothing was put" in text for text in shown), shown
+    page.context.close()
+
+
+def try_again_with_his_pin(page: Any, pin: str, ref: str, n: int) -> None:
+    """Try again after a door shut on nothing: only his PIN is asked, and the same compartment
+    opens (the order waits again)."""
     page.get_by_role("button", name="Try again").click()
     expect(page.locator("#courier-pin-display")).to_have_text("")
-    for digit in seed.courier_pin:
+    for digit in pin:
         page.get_by_role("button", name=digit, exact=True).click()
     page.get_by_role("button", name="Next").click()
     expect(page.get_by_label("Type the order reference, or scan the order label.")).to_have_value(
         ref
     )
     page.get_by_role("button", name="Open", exact=True).click()
-    expect(number).to_have_text(str(n), timeout=15_000)  # the order waits again: it opens
-    page.context.close()
+    expect(page.locator("#opened-number")).to_have_text(str(n), timeout=15_000)
+
+
+def drop_off_by_ids(page: Any, courier: str, pin: str, order_ref: str) -> None:
+    """`drop_off` in whatever language the screen is in."""
+    page.locator("#go-deliver").click()
+    page.locator("#courier-id").fill(courier)
+    page.locator("#screen-courier-id button[type=submit]").click()
+    for digit in pin:
+        page.get_by_role("button", name=digit, exact=True).click()
+    page.locator("#courier-pin-next").click()
+    page.locator("#courier-order").fill(order_ref)
+    page.locator("#screen-courier-order button[type=submit]").click()
 
 
 class BridgeScreen:

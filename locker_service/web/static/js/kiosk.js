@@ -225,6 +225,7 @@
   }
 
   async function attempt(busyKey, kind, action) {
+    state.courierDoor = null; // someone is using the screen now: not interrupted for it
     state.busyKey = busyKey;
     document.getElementById("busy-text").textContent = t(busyKey);
     state.busySince = Date.now();
@@ -243,6 +244,17 @@
 
   function showOpened(kind, n) {
     state.opened = { kind, n };
+    // The door he was given, kept past this screen: shut on nothing later (he has up to the
+    // drop-off's door time, the screen goes home after a few seconds), he is still told.
+    state.courierDoor =
+      kind === "courier"
+        ? {
+            n,
+            lang,
+            courier: document.getElementById("courier-id").value,
+            order: document.getElementById("courier-order").value,
+          }
+        : null;
     document.getElementById("opened-number").textContent = String(n);
     document.getElementById("opened-title").textContent = t(kind + ".opened_title", { n });
     document.getElementById("opened-hint").textContent = t(kind + ".opened_hint");
@@ -359,11 +371,24 @@
   }
 
   // The courier shut the door he was given on nothing: he is told while still at the screen,
-  // not left reading "put the food in" until it times out.
+  // not left reading "put the food in" until it times out. Once his result screen has gone
+  // back to the start he is told too, unless someone else is using the screen by then: his
+  // language, courier ID and order come back, so Try again asks only for his PIN.
   function courierShutNothing(data) {
-    const opened = state.opened;
-    if (data.outcome !== "empty" || state.screen !== "opened" || !opened) return;
-    if (opened.kind !== "courier" || Number(opened.n) !== Number(data.compartment)) return;
+    if (data.outcome !== "empty") return;
+    const door = state.courierDoor;
+    if (!door || Number(door.n) !== Number(data.compartment)) return;
+    if (state.screen === "start") {
+      if (lang !== door.lang) {
+        lang = door.lang;
+        applyLanguage();
+      }
+      document.getElementById("courier-id").value = door.courier;
+      document.getElementById("courier-order").value = door.order;
+    } else if (state.screen !== "opened") {
+      return;
+    }
+    state.courierDoor = null;
     touched();
     state.retry = "dropoff";
     showError(new Refusal("error.dropoff_empty", data.message, { n: data.compartment }));
