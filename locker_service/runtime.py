@@ -213,6 +213,10 @@ class RuntimeCollector(Collector):
         gaps = CounterMetricFamily(
             "locker_kiosk_event_gaps_skipped", "Missing kiosk events given up on after a wait"
         )
+        gaps_asked = CounterMetricFamily(
+            "locker_kiosk_event_gaps_asked",
+            "Missing kiosk events the kiosk was asked to send again after a wait",
+        )
         not_held = CounterMetricFamily(
             "locker_kiosk_events_not_held",
             "Kiosk events this replica did not handle: it does not hold the kiosk's lease, or "
@@ -256,7 +260,7 @@ class RuntimeCollector(Collector):
             ("connected", "malformed", "errors", "commands", "stored", "unknown", "overflow",
              "buffered", "sent", "failed", "reordered", "gaps", "not_held", "stale", "retries",
              "replayed", "snapshot_transactions", "resent_stored", "resent_repeated",
-             "readings_not_held"),
+             "readings_not_held", "gaps_asked"),
             0,
         )  # fmt: skip
         for runtime in list(self._runtimes):
@@ -271,6 +275,7 @@ class RuntimeCollector(Collector):
                 totals["commands"] += link.counters.commands_sent
                 totals["reordered"] += link.counters.events_held_for_order
                 totals["gaps"] += link.counters.event_gaps_skipped
+                totals["gaps_asked"] += link.counters.event_gaps_asked
                 totals["not_held"] += link.counters.dropped_not_held
                 totals["stale"] += link.counters.events_stale
                 totals["replayed"] += link.counters.snapshots_replayed
@@ -295,6 +300,7 @@ class RuntimeCollector(Collector):
         commands.add_metric([], totals["commands"])
         reordered.add_metric([], totals["reordered"])
         gaps.add_metric([], totals["gaps"])
+        gaps_asked.add_metric([], totals["gaps_asked"])
         not_held.add_metric([], totals["not_held"])
         stale.add_metric([], totals["stale"])
         replayed.add_metric([], totals["replayed"])
@@ -309,7 +315,8 @@ class RuntimeCollector(Collector):
         sent.add_metric([], totals["sent"])
         failed.add_metric([], totals["failed"])
         yield from (connected, received, malformed, handler_errors, commands, stored, dropped)
-        yield from (buffered, sent, failed, reordered, gaps, not_held, stale, handler_retries)
+        yield from (buffered, sent, failed, reordered, gaps, gaps_asked, not_held, stale)
+        yield handler_retries
         yield from (replayed, snapshot_transactions, resent)
 
 

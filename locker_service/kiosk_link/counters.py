@@ -27,8 +27,10 @@ class LinkCounters:
     # connection in time, while this replica held their kiosk.
     handler_retries: int = 0
     # Events that arrived ahead of an earlier one of their kiosk and waited for it (ADR 0066),
-    # and gaps given up on (the missing event never came).
+    # gaps whose kiosk was asked to send the missing event again, and gaps given up on (the
+    # missing event never came, asked or not).
     events_held_for_order: int = 0
+    event_gaps_asked: int = 0
     event_gaps_skipped: int = 0
     # Events at or below what their lane of the kiosk's record had reached when this replica
     # took the kiosk's lease: recorded already, or passed by another holder (ADR 0080).

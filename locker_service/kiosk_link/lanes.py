@@ -162,6 +162,7 @@ class Lanes:
         leases: LeaseStanding | None = None,
         wait_observer: Callable[[str, float], None] | None = None,
         gap_wait_s: float = GAP_WAIT_S,
+        ask_again: Callable[[str, int], None] | None = None,
     ) -> None:
         self._handler = handler
         self._live = live
@@ -180,6 +181,10 @@ class Lanes:
         self._unheard: dict[str, set[int]] = {}
         self._all_heard: dict[str, asyncio.Event] = {}  # for `snapshots_heard`
         self._gap_wait_s = gap_wait_s
+        # Asks the kiosk to send again the events it keeps after a number (ADR 0092), once per
+        # gap whose wait ran out, before the gap is given up: one the broker lost on the way.
+        self._ask_again = ask_again
+        self._gap_asked: dict[str, int] = {}  # kiosk -> the number its last such ask was for
         self._sequencers: dict[str, Sequencer[Inbound]] = {}
         self._gap_timers: dict[str, asyncio.TimerHandle] = {}
         # Messages being handed to the story now, per kiosk (waiting for the database included).
@@ -550,6 +555,8 @@ class Lanes:
             # Its earlier events are still waiting to be handled: the missing one may be
             # queued in the broker behind their acknowledgements.
             sequencer.touch(now)
+        elif (missing := sequencer.expected) is not None and self._asks_again(kiosk_id, missing):
+            sequencer.touch(now)  # a wait of its own for what the kiosk sends again
         else:
             ready = sequencer.give_up(now)
             if ready:
@@ -564,6 +571,20 @@ class Lanes:
             for item in ready:
                 self._enqueue(item)
         self._arm_gap_timer(kiosk_id)
+
+    def _asks_again(self, kiosk_id: str, missing: int) -> bool:
+        """Ask the kiosk once to send again its events from `missing` on: a broker can lose a
+        message on the way (seen with a clustered broker while a subscription moved), and the
+        kiosk keeps what it sent. True if asked now; False if asked already for this gap."""
+        if self._ask_again is None or self._gap_asked.get(kiosk_id) == missing:
+            return False
+        self._gap_asked[kiosk_id] = missing
+        self._counters.event_gaps_asked += 1
+        log.info(
+            "kiosk %s: event #%d has not come; asking the kiosk to send it again", kiosk_id, missing
+        )
+        self._ask_again(kiosk_id, missing - 1)
+        return True
 
     def _forget_order(self, kiosk_id: str) -> None:
         """Start the kiosk's order afresh; what waited for a gap goes to the worker, in order:

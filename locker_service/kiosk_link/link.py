@@ -138,6 +138,7 @@ class KioskLink:
             telemetry=telemetry,
             leases=leases,
             wait_observer=wait_observer,
+            ask_again=self._ask_again_after_gap,
         )
         self._state_asks = StateAsks()
         if leases is not None:
@@ -413,6 +414,16 @@ class KioskLink:
         if self._lanes.waits_for_gap(kiosk_id):
             # Events that came before the take wait for those the ask has it send again.
             self._state_asks.hurry(kiosk_id)
+
+    def _ask_again_after_gap(self, kiosk_id: str, events_after: int) -> None:
+        """A gap in the kiosk's events stayed open its whole wait: ask the kiosk, now, for its
+        state and the events it keeps after `events_after` (a take's ask still waiting asks
+        for as much or more, and goes now instead)."""
+        if kiosk_id not in self._state_asks.waiting():
+            self._state_asks.add(
+                kiosk_id, functools.partial(self._ask_if_held, kiosk_id, events_after, None)
+            )
+        self._state_asks.hurry(kiosk_id)
 
     async def _ask_if_held(
         self, kiosk_id: str, events_after: int | None, readings_after: datetime | None

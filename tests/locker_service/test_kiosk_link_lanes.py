@@ -119,6 +119,7 @@ class Parts:
         self.waits: list[str] = []
         self.counters = LinkCounters()
         self.next_mid = 1
+        self.asked: list[tuple[str, int]] = []  # (kiosk, events after): sent again, please
         self.lanes = Lanes(
             self.handler,
             LivePublisher(self.hub, None),
@@ -128,6 +129,7 @@ class Parts:
             leases=leases,
             wait_observer=lambda lane, _s: self.waits.append(lane),
             gap_wait_s=gap_wait_s,
+            ask_again=lambda kiosk, after: self.asked.append((kiosk, after)),
         )
 
     def ack(self, delivery: Delivery) -> None:
@@ -662,6 +664,26 @@ async def test_events_the_broker_delivered_out_of_order_are_handled_in_the_bridg
     await parts.lanes.stop()
 
 
+DOOR_STORY = ["door_opened", "item_placed", "door_closed", "door_opened"]
+
+
+async def test_an_event_the_broker_lost_is_asked_for_again_and_handled_in_its_place() -> None:
+    """A clustered broker lost #3 while a subscription moved: the kiosk keeps its sent events
+    and sends them again when asked, so nothing is skipped."""
+    parts = Parts(gap_wait_s=0.2)
+    sent = [event(what, seq=n + 1) for n, what in enumerate(DOOR_STORY)]
+    for n in (0, 1, 3):
+        parts.deliver("k1", sent[n])
+    await until(lambda: parts.asked == [("k1", 2)], "the kiosk asked for what follows #2")
+    assert len(parts.handler.handled) == 2  # #4 still waits for #3
+    # The kiosk sends #3 and #4 again (the handler knows #4 by its id as handled already).
+    parts.deliver("k1", sent[2])
+    await until(lambda: len(parts.handler.handled) == 4, "all four")
+    assert [what for _, what in parts.handler.handled] == DOOR_STORY  # each once, in order
+    assert parts.counters.event_gaps_skipped == 0
+    await parts.lanes.stop()
+
+
 async def test_an_event_that_never_comes_holds_its_kiosk_back_only_for_the_gap_wait() -> None:
     parts = Parts(gap_wait_s=0.2)
     parts.deliver("k1", event("door_opened", seq=1))
@@ -670,6 +692,8 @@ async def test_an_event_that_never_comes_holds_its_kiosk_back_only_for_the_gap_w
     await until(lambda: len(parts.handler.handled) == 1, "the first")
     assert parts.counters.events_held_for_order == 2
     await until(lambda: parts.counters.event_gaps_skipped == 1, "the gap given up")
+    # Once the wait ran out, the kiosk was asked to send it again (once); then a wait more.
+    assert parts.asked == [("k1", 1)] and parts.counters.event_gaps_asked == 1
     await until(lambda: len(parts.handler.handled) == 3, "the ones after the gap")
     assert ("k1", "door_closed") in parts.handler.handled
     assert ("k1", "code") in parts.handler.handled
