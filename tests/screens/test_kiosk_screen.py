@@ -418,9 +418,7 @@ def test_a_courier_who_shuts_his_door_on_nothing_is_told_at_the_screen(
     ref = order_for(service, seed)
     page = kiosk_page(browser, service, seed)
     drop_off(page, seed.courier_code, seed.courier_pin, ref)
-    number = page.locator("#opened-number")
-    expect(number).not_to_have_text("", timeout=15_000)
-    n = int(number.inner_text())
+    n = opened_compartment(page)
     kiosk.open_door(n)
     kiosk.close_door(n)  # nothing placed
     error = page.locator("#error-text")
@@ -447,9 +445,7 @@ def test_a_courier_who_shuts_his_door_on_nothing_after_his_screen_went_home_is_t
     page = kiosk_page(browser, service, seed, "?result_s=3")
     page.get_by_role("button", name="中文").click()
     drop_off_by_ids(page, seed.courier_code, seed.courier_pin, ref)
-    number = page.locator("#opened-number")
-    expect(number).not_to_have_text("", timeout=15_000)
-    n = int(number.inner_text())
+    n = opened_compartment(page)
     expect(page.locator("#screen-start")).to_be_visible(timeout=15_000)  # gone home
     expect(page.get_by_role("button", name="Collect food")).to_be_visible()  # and to English
     kiosk.open_door(n)
@@ -470,9 +466,7 @@ def test_a_door_shut_on_nothing_does_not_interrupt_the_next_person(
     ref = order_for(service, seed)
     page = kiosk_page(browser, service, seed, "?result_s=3")
     drop_off(page, seed.courier_code, seed.courier_pin, ref)
-    number = page.locator("#opened-number")
-    expect(number).not_to_have_text("", timeout=15_000)
-    n = int(number.inner_text())
+    n = opened_compartment(page)
     expect(page.locator("#screen-start")).to_be_visible(timeout=15_000)
     page.get_by_role("button", name="Collect food").click()
     for digit in "1234":  # she is typing her code
@@ -497,6 +491,13 @@ def test_a_door_shut_on_nothing_does_not_interrupt_the_next_person(
     shown = page.evaluate("() => window.shown")
     assert not any("Nothing was put" in text for text in shown), shown
     page.context.close()
+
+
+def opened_compartment(page: Any) -> int:
+    """The compartment the screen says is open, once it says so."""
+    number = page.locator("#opened-number")
+    expect(number).not_to_have_text("", timeout=15_000)
+    return int(number.inner_text())
 
 
 def try_again_with_his_pin(page: Any, pin: str, ref: str, n: int) -> None:
