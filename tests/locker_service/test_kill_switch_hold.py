@@ -6,7 +6,6 @@ merchant (`order.hold_extended`); no reminder sends her to a door that stays shu
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +14,6 @@ from sqlalchemy import select, update
 
 from locker_service.context import ServiceContext
 from locker_service.db import session_scope
-from locker_service.live import LiveMessage, Subscription
 from locker_service.models import (
     NotificationOutbox,
     Order,
@@ -26,7 +24,7 @@ from locker_service.models import (
 )
 from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers.service import TimerKind
-from tests.locker_service.world import World, due_now, make_ready
+from tests.locker_service.world import World, due_now, event, make_ready, published
 
 
 async def _switch(client: httpx.AsyncClient, world: World, engaged: bool) -> None:
@@ -79,14 +77,6 @@ async def _hold_ends_now(service: ServiceContext, order_id: str, **values: Any) 
         )
 
 
-async def _published(service: ServiceContext, live: Subscription) -> AsyncIterator[LiveMessage]:
-    """What reached the live hub so far (each publish is synchronous), up to a sentinel."""
-    service.hub.publish("sentinel", {})
-    while (message := await live.next(30.0)) is not None and message.kind != "sentinel":
-        yield message
-    assert message is not None, "the sentinel never came"
-
-
 async def test_a_hold_waits_out_the_kill_switch_and_gets_its_time_back(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
@@ -122,7 +112,7 @@ async def test_a_hold_waits_out_the_kill_switch_and_gets_its_time_back(
 
     with service.hub.subscription() as live:
         await _switch(app_client, world, False)
-        streamed = [m async for m in _published(service, live)]
+        streamed = await published(service.hub, live)
     # The operators' live stream hears the order whose hold moved (the dashboard reads it again).
     assert ("order", made["id"]) in [(m.kind, m.data.get("id")) for m in streamed]
     released = await _order(service, made)
@@ -273,3 +263,26 @@ async def test_a_release_after_her_food_s_safe_time_ends_it_as_unsafe_not_uncoll
     assert "resumed" not in kinds and "expired" not in kinds and "food_unsafe" in kinds
     heard = [e["type"] for e in await _merchant_heard(service, ended.id)]
     assert "order.hold_extended" not in heard and "order.food_unsafe" in heard
+
+
+async def test_the_release_tells_her_she_can_collect_only_where_nothing_told_her_otherwise(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """`resumed` says her code works again. Not after she was told staff would contact her:
+    a fault latched in her compartment (a jammed lock too: "the lock did not open, staff will
+    contact you"), or one she was told of since she was ready, cleared since without anyone
+    looking at the food (ADR 0128). A jammed lock freed since then is a door that opens again."""
+    made = {
+        ref: (await make_ready(app_client, world, service, ref=ref, size="S"))
+        for ref in ("jammed", "freed", "hot", "lamp")
+    }
+    faults = {"jammed": "lock_jammed", "freed": "lock_jammed", "hot": "heating_watchdog"}
+    faults["lamp"] = "uv_timeout"
+    for ref, (_, n) in made.items():
+        await event(service, world, "fault_raised", n, fault=faults[ref])
+    for ref in ("freed", "lamp"):
+        await event(service, world, "fault_cleared", made[ref][1])
+    await _switch(app_client, world, True)
+    await _switch(app_client, world, False)
+    told = {ref: (await _told(service, order["id"]))[0] for ref, (order, _) in made.items()}
+    assert [ref for ref, kinds in told.items() if "resumed" in kinds] == ["freed"], told

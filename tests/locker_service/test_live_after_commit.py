@@ -13,8 +13,7 @@ from locker_service.context import ServiceContext
 from locker_service.events import publish_after_commit
 from locker_service.live import LiveHub, Subscription
 from locker_service.models import Alert, utcnow
-
-WAIT_S = 5.0  # the sentinel is published before it is waited for: it is there at once
+from tests.locker_service import world
 
 
 class Refused(Exception):
@@ -22,13 +21,8 @@ class Refused(Exception):
 
 
 async def published(hub: LiveHub, live: Subscription) -> list[str]:
-    """What reached the hub so far (each publish is synchronous), up to a sentinel."""
-    hub.publish("sentinel", {})
-    seen: list[str] = []
-    while (message := await live.next(WAIT_S)) is not None and message.kind != "sentinel":
-        seen.append(str(message.data["what"]))
-    assert message is not None, "the sentinel never came"
-    return seen
+    """What reached the hub so far: each message's `what`."""
+    return [str(message.data["what"]) for message in await world.published(hub, live)]
 
 
 async def test_a_savepoint_rolled_back_drops_only_what_it_published(

@@ -19,6 +19,7 @@ from locker_service.context import ServiceContext
 from locker_service.db import session_scope
 from locker_service.kiosk_link.errors import CommandTimeout
 from locker_service.kiosks.handler import StoryHandler
+from locker_service.live import LiveHub, LiveMessage, Subscription
 from locker_service.models import Compartment, Order, OrderEvent, Timer, utcnow
 from locker_service.sites import service as admin
 from locker_service.timers.service import TimerKind
@@ -195,6 +196,17 @@ async def create_order(client: httpx.AsyncClient, world: World, **overrides: Any
     assert answer.status_code == 201, answer.text
     body: dict[str, Any] = answer.json()
     return body
+
+
+async def published(hub: LiveHub, live: Subscription) -> list[LiveMessage]:
+    """What reached the live hub so far (each publish is synchronous), up to a sentinel
+    published now: it is there at once, so the wait only guards against a hang."""
+    hub.publish("sentinel", {})
+    seen: list[LiveMessage] = []
+    while (message := await live.next(30.0)) is not None and message.kind != "sentinel":
+        seen.append(message)
+    assert message is not None, "the sentinel never came"
+    return seen
 
 
 def token_of(order: dict[str, Any]) -> str:
