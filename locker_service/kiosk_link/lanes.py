@@ -184,7 +184,6 @@ class Lanes:
         # Asks the kiosk to send again the events it keeps after a number (ADR 0092), once per
         # gap whose wait ran out, before the gap is given up: one the broker lost on the way.
         self._ask_again = ask_again
-        self._gap_asked: dict[str, int] = {}  # kiosk -> the number its last such ask was for
         self._sequencers: dict[str, Sequencer[Inbound]] = {}
         self._gap_timers: dict[str, asyncio.TimerHandle] = {}
         # Messages being handed to the story now, per kiosk (waiting for the database included).
@@ -555,7 +554,7 @@ class Lanes:
             # Its earlier events are still waiting to be handled: the missing one may be
             # queued in the broker behind their acknowledgements.
             sequencer.touch(now)
-        elif (missing := sequencer.expected) is not None and self._asks_again(kiosk_id, missing):
+        elif self._asks_again(kiosk_id, sequencer):
             sequencer.touch(now)  # a wait of its own for what the kiosk sends again
         else:
             ready = sequencer.give_up(now)
@@ -572,13 +571,13 @@ class Lanes:
                 self._enqueue(item)
         self._arm_gap_timer(kiosk_id)
 
-    def _asks_again(self, kiosk_id: str, missing: int) -> bool:
-        """Ask the kiosk once to send again its events from `missing` on: a broker can lose a
-        message on the way (seen with a clustered broker while a subscription moved), and the
-        kiosk keeps what it sent. True if asked now; False if asked already for this gap."""
-        if self._ask_again is None or self._gap_asked.get(kiosk_id) == missing:
+    def _asks_again(self, kiosk_id: str, sequencer: Sequencer[Inbound]) -> bool:
+        """Ask the kiosk once a gap to send again its events from the missing one on: a broker
+        can lose a message on the way (seen with a clustered broker while a subscription
+        moved), and the kiosk keeps what it sent. True if asked now; False if asked already
+        for this gap."""
+        if self._ask_again is None or (missing := sequencer.ask()) is None:
             return False
-        self._gap_asked[kiosk_id] = missing
         self._counters.event_gaps_asked += 1
         log.info(
             "kiosk %s: event #%d has not come; asking the kiosk to send it again", kiosk_id, missing

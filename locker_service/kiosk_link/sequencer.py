@@ -94,6 +94,7 @@ class Sequencer(Generic[T]):
         self._next: int | None = start  # the number expected next; None until the first
         self._held: dict[int, T] = {}
         self._gap_since = 0.0  # when the current gap opened (or its wait was started again)
+        self._asked = False  # the kiosk was asked to send the current gap's events again
 
     @property
     def held(self) -> int:
@@ -110,6 +111,7 @@ class Sequencer(Generic[T]):
             return [item]
         if self._next is None or seq == self._next:
             self._next = seq + 1
+            self._asked = False
             ready = [item, *self._consecutive()]
             if self._held:
                 self._gap_since = now  # the next missing one: a wait of its own
@@ -119,6 +121,7 @@ class Sequencer(Generic[T]):
             # knows it by its id), or the first of a bridge whose outbox started again.
             if seq == 1:
                 self._next = 2
+                self._asked = False
             return [item]
         if seq in self._held:  # a redelivery of one held: handled (and ignored) at once
             return [item]
@@ -152,6 +155,7 @@ class Sequencer(Generic[T]):
         if deadline is None or now < deadline:
             return []
         self._next = min(self._held)
+        self._asked = False
         self._gap_since = now  # a further gap gets a wait of its own
         return self._consecutive()
 
@@ -166,7 +170,18 @@ class Sequencer(Generic[T]):
         out = [self._held[seq] for seq in sorted(self._held)]
         self._held.clear()
         self._next = None
+        self._asked = False
         return out
+
+    def ask(self) -> int | None:
+        """The number the current gap waits for, the first time it is asked about: the kiosk
+        is then asked to send again its events from it on. None once asked already, until a
+        gap opens again (even at the same number: a bridge whose outbox started again), or
+        when nothing is missing."""
+        if self._asked or not self._held or self._next is None:
+            return None
+        self._asked = True
+        return self._next
 
     def _consecutive(self) -> list[T]:
         out: list[T] = []

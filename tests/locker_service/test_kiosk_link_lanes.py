@@ -704,6 +704,19 @@ async def test_an_event_that_never_comes_holds_its_kiosk_back_only_for_the_gap_w
     await parts.lanes.stop()
 
 
+async def test_a_gap_is_asked_about_once_each_time_it_opens_even_at_the_same_number() -> None:
+    """A bridge whose outbox started again (a new disk) numbers from #1 again: its gap at #2
+    is a new one, and the kiosk is asked to send its events again for it as for the first."""
+    parts = Parts(gap_wait_s=0.2)
+    for handled in (2, 4):
+        parts.deliver("k1", event("door_opened", seq=1))
+        parts.deliver("k1", event("door_closed", seq=3))  # #2 lost on the way, and not sent again
+        await until(lambda n=handled: len(parts.handler.handled) == n, "#1 and #3")
+    assert parts.asked == [("k1", 1), ("k1", 1)]
+    assert parts.counters.event_gaps_asked == 2 and parts.counters.event_gaps_skipped == 2
+    await parts.lanes.stop()
+
+
 async def test_events_held_for_a_gap_are_dropped_and_acked_once_the_kiosk_is_held_elsewhere() -> (
     None
 ):

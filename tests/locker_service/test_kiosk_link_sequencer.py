@@ -40,6 +40,21 @@ def test_a_gap_that_stays_open_is_given_up_after_the_wait_and_a_late_one_goes_on
     assert s.offer(7, "e7", now=16) == ["e7"]
 
 
+def test_each_gap_is_asked_about_once_until_it_closes() -> None:
+    s: Sequencer[str] = Sequencer(wait_s=5)
+    s.offer(1, "e1", now=0)
+    assert s.ask() is None  # nothing missing
+    s.offer(3, "e3", now=1)
+    assert s.ask() == 2 and s.ask() is None  # once for this gap
+    s.offer(5, "e5", now=2)
+    assert s.offer(2, "e2", now=3) == ["e2", "e3"]  # filled: the gap before 5 is a new one
+    assert s.ask() == 4 and s.ask() is None
+    assert s.give_up(now=8) == ["e5"]
+    s.offer(1, "new disk e1", now=9)  # a bridge whose outbox started again
+    s.offer(3, "new disk e3", now=9)
+    assert s.ask() == 2  # the same number, a new gap
+
+
 def test_redeliveries_of_handled_ones_go_on_and_a_held_one_is_replaced() -> None:
     s: Sequencer[str] = Sequencer(wait_s=5)
     s.offer(1, "e1", now=0)
