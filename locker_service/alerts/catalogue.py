@@ -200,6 +200,13 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
                     "the hold: check the order."),
         "zh-Hans": Words("食物在就绪前被取出", "保温期间有人打开了隔间：请核查订单。"),
     },
+    "taken_out_on_inspection": {
+        "en": Words("Food taken out during an inspection", "Staff opened the compartment to "
+                    "look in, which leaves the food in, and took it out: find out where it "
+                    "went."),
+        "zh-Hans": Words("检查时食物被取出", "工作人员打开隔间进行检查（食物应留在柜内），却取出了"
+                         "食物：请查明食物去向。"),
+    },
     "snapshot_unexplained": {
         "en": Words("Compartment state unexplained", "The board shows a compartment the "
                     "service's records cannot explain; nothing was changed. Inspect it."),

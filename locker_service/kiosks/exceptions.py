@@ -26,6 +26,7 @@ ExceptionAlertKind = Literal[
     "kiosk_offline",
     "order_never_dropped_off",
     "removed_during_hold",
+    "taken_out_on_inspection",
 ]
 
 
@@ -45,6 +46,8 @@ class Exceptional(enum.StrEnum):
     FOOD_UNSAFE = "food_unsafe"  # the site's food-safety profile was broken: excursion, time
     # An operator opened the compartment to discard the food, and took it out (ADR 0120).
     DISCARDED_BY_STAFF = "discarded_by_staff"
+    # An operator opened it to look in, which leaves the food in, and it was taken out (0129).
+    TAKEN_OUT_ON_INSPECTION = "taken_out_on_inspection"
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,17 @@ _TABLE: Final[dict[Exceptional, Told]] = {
         severity="info",
         operator_message="order {ref} discarded: {why}",
     ),
+    Exceptional.TAKEN_OUT_ON_INSPECTION: Told(
+        purchaser_status="status.taken_out",
+        purchaser_message="taken_out",  # unless she was told of a fault: staff contact her
+        merchant_event="taken_out_by_staff",
+        merchant_message="order {ref}: {why}; it cannot be collected from the locker, and "
+        "staff are asked where it went",
+        alert_kind="taken_out_on_inspection",
+        severity="warning",
+        operator_message="order {ref}: {why}. Find out where the food went (it is listed with "
+        "the day's discards); if it was handed to her, tell the merchant",
+    ),
 }
 
 
@@ -211,16 +225,20 @@ def purchaser_status(
     food_unsafe: bool = False,
     after_fault: bool = False,
     discarded: bool = False,
+    taken_out: bool = False,
 ) -> str:
     """The i18n key of the purchaser page's status line: the truth before the order's state.
     `after_fault`: it ended after a fault she was told of (`ended_after_fault`), cleared since
     or not: she still reads that staff will contact her. `discarded`: staff took it out to
-    discard it (`ended_discarded`, ADR 0120)."""
+    discard it (`ended_discarded`, ADR 0120). `taken_out`: staff took it out while looking in
+    (`ended_taken_out_on_inspection`, ADR 0129)."""
     food_inside = order_state in ("deposited", "disinfecting", "ready")
     if order_state in ("expired", "failed") and after_fault and not food_unsafe:
         return decide(Exceptional.EXPIRED_AFTER_FAULT).purchaser_status
     if order_state == "failed" and discarded:
         return decide(Exceptional.DISCARDED_BY_STAFF).purchaser_status
+    if order_state == "failed" and taken_out:
+        return decide(Exceptional.TAKEN_OUT_ON_INSPECTION).purchaser_status
     if order_state == "expired" and food_unsafe:
         return decide(Exceptional.FOOD_UNSAFE).purchaser_status
     if order_state == "expired":

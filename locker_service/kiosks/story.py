@@ -44,6 +44,7 @@ from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import (
     DISCARDED,
     TAKEN_OUT_BY_STAFF,
+    TAKEN_OUT_ON_INSPECTION,
     OrderState,
     OrderTrigger,
     after_fault_reason,
@@ -458,8 +459,9 @@ class Story:
         """The door shut on an empty compartment that held food: close the order, clean.
 
         The last opening says how: an operator's purpose, when one was given (ADR 0120), is
-        what happened; without one, staff emptying after a heater fault took it out (ADR 0047)
-        and anyone else's emptying of a ready order is her pickup."""
+        what happened; staff emptying after a heater fault took it out (ADR 0047); a look in,
+        which was to leave the food in, took it out unaccounted for (ADR 0129); and anyone
+        else's emptying of a ready order is her pickup."""
         who = opener.who if opener is not None else None
         purpose = opener.purpose if opener is not None else None
         order = await orders.active_in_compartment(session, c.id)
@@ -473,10 +475,15 @@ class Story:
             await self._discarded(session, kiosk, c, order, who)
         elif order is not None and order.state == OrderState.READY:
             # Handed to her by staff, as the operator said; or, unsaid, taken out by staff
-            # after a heater fault, as everyone was told: not collected.
-            if purpose is openings.OpenPurpose.HANDOVER or not await self._taken_out_after_fault(
-                session, c, order, who
-            ):
+            # after a heater fault, as everyone was told: not collected; or taken out while
+            # staff looked in, her code unused: not handed to her as far as anyone said.
+            if purpose is openings.OpenPurpose.HANDOVER:
+                await self._picked_up(session, order, who, now)
+            elif await self._taken_out_after_fault(session, c, order, who):
+                pass
+            elif purpose is openings.OpenPurpose.INSPECT and order.code_used_at is None:
+                await self._taken_out_on_inspection(session, kiosk, c, order, who)
+            else:
                 await self._picked_up(session, order, who, now)
         elif order is not None and order.state in (OrderState.DEPOSITED, OrderState.DISINFECTING):
             await orders.transition(
@@ -550,15 +557,56 @@ class Story:
         self, session: AsyncSession, kiosk: Kiosk, c: Compartment, order: Order, who: str | None
     ) -> None:
         """An operator opened the compartment to discard the food and took it out (ADR 0120):
-        the order fails saying so. She is told it cannot be collected, unless she was told of
-        a fault (staff would contact her: her page keeps saying it); the merchant hears
-        `order.failed` with the notice; the operator's own act raises no alert."""
+        the order fails saying so; the operator's own act raises no alert."""
         ready = order.state == OrderState.READY
-        fault = await self.fault_told(session, c, order)
         what = DISCARDED if ready else f"{DISCARDED} before it was ready"
+        await self._taken_out_by_staff(
+            session, kiosk, c, order, who, what, exceptions.Exceptional.DISCARDED_BY_STAFF
+        )
+
+    async def _taken_out_on_inspection(
+        self, session: AsyncSession, kiosk: Kiosk, c: Compartment, order: Order, who: str | None
+    ) -> None:
+        """An operator opened her ready order's compartment to look in, which was to leave the
+        food in, and the door shut on it empty, her code unused (ADR 0129). Nobody said it was
+        handed to her: not her pickup, and the operator's alert asks where the food went."""
+        await self._taken_out_by_staff(
+            session,
+            kiosk,
+            c,
+            order,
+            who,
+            TAKEN_OUT_ON_INSPECTION,
+            exceptions.Exceptional.TAKEN_OUT_ON_INSPECTION,
+        )
+
+    async def _taken_out_by_staff(
+        self,
+        session: AsyncSession,
+        kiosk: Kiosk,
+        c: Compartment,
+        order: Order,
+        who: str | None,
+        what: str,
+        exception: exceptions.Exceptional,
+    ) -> None:
+        """Staff took the food out, not for her: the order fails with `what` (and the fault
+        she was told of, if any). She is told it cannot be collected, unless she was told of a
+        fault (staff would contact her: her page keeps saying it); the merchant hears
+        `order.failed` with the exception's notice; the operator gets its alert, if it has
+        one."""
+        fault = await self.fault_told(session, c, order)
         reason = after_fault_reason(what, fault) if fault is not None else what
         await self._failed_by_staff(session, order, who, reason)
-        told = exceptions.decide(exceptions.Exceptional.DISCARDED_BY_STAFF)
+        told = exceptions.decide(exception)
+        await self._alert(
+            session,
+            kiosk,
+            c,
+            told,
+            told.operator_message.format(ref=order.external_ref, why=reason, fault=""),
+            dedupe_key=f"{told.alert_kind}:{order.id}",
+        )
         if told.merchant_event is not None:
             orders.add_notice(
                 session,

@@ -120,3 +120,12 @@ DISCARDED = "discarded by staff"
 
 def ended_discarded(failure_reason: str | None) -> bool:
     return failure_reason is not None and failure_reason.startswith(DISCARDED)
+
+
+# What a ready order says of its end when staff opened it to look in, which keeps the food in,
+# and the door shut on an empty compartment (ADR 0129). Read back the same way for her page.
+TAKEN_OUT_ON_INSPECTION = f"{TAKEN_OUT_BY_STAFF} during an inspection that was to leave it in"
+
+
+def ended_taken_out_on_inspection(failure_reason: str | None) -> bool:
+    return failure_reason is not None and failure_reason.startswith(TAKEN_OUT_ON_INSPECTION)

@@ -104,6 +104,12 @@ MESSAGES: dict[str, dict[str, tuple[str, str]]] = {
             "Hello {name}, staff took your order out of the locker at {where} and discarded "
             "it, so it cannot be collected. Please contact the merchant.",
         ),
+        # Staff took it out while looking in, which was to leave it there (ADR 0129).
+        "taken_out": (
+            "Your order {ref} can no longer be collected from the locker",
+            "Hello {name}, staff took your order out of the locker at {where}, so it cannot be "
+            "collected there. Please contact the merchant.",
+        ),
         "removed_early": (
             "Your order {ref} could not be delivered",
             "Hello {name}, your order was taken out of the locker at {where} before it was "
@@ -151,6 +157,10 @@ MESSAGES: dict[str, dict[str, tuple[str, str]]] = {
             "您的订单 {ref} 已无法取餐",
             "{name}，您好：工作人员已将您在{where}的订单从取餐柜取出并丢弃，无法再取餐。"
             "请联系商家。",
+        ),
+        "taken_out": (
+            "您的订单 {ref} 已无法从取餐柜取餐",
+            "{name}，您好：工作人员已将您在{where}的订单从取餐柜取出，无法在柜中取餐。请联系商家。",
         ),
         "removed_early": (
             "您的订单 {ref} 未能送达",

@@ -170,6 +170,11 @@ class PurchaserStatus(BaseModel):
         description="staff took the food out of the locker and discarded it: it cannot be "
         "collected",
     )
+    taken_out: bool = Field(
+        default=False,
+        description="staff took the food out of the locker while looking in, which was to "
+        "leave it there: it cannot be collected from the locker (contact the merchant)",
+    )
 
 
 def live_view(order: Order) -> dict[str, object]:

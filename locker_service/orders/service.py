@@ -31,6 +31,7 @@ from locker_service.orders.lifecycle import (
     OrderTrigger,
     ended_after_fault,
     ended_discarded,
+    ended_taken_out_on_inspection,
 )
 from locker_service.orders.schemas import (
     NOTICE_PREFIX,
@@ -461,4 +462,6 @@ async def purchaser_status(
         food_unsafe=order.food_unsafe_at is not None,
         ended_after_fault=ended_after_fault(order.failure_reason),
         discarded=order.state == OrderState.FAILED and ended_discarded(order.failure_reason),
+        taken_out=order.state == OrderState.FAILED
+        and ended_taken_out_on_inspection(order.failure_reason),
     )

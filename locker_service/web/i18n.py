@@ -162,6 +162,8 @@ _EN: Final[dict[str, str]] = {
     "status.fault": "A fault occurred in your compartment. Staff will contact you.",
     "status.discarded": "Staff took your order out of the locker and discarded it: it cannot "
     "be collected. Please contact the merchant.",
+    "status.taken_out": "Staff took your order out of the locker: it cannot be collected there. "
+    "Please contact the merchant.",
     "status.lock_jammed": "The compartment's lock did not open. Staff will contact you.",
     "status.kiosk_offline": "The locker is offline for the moment; your food is still inside. "
     "If it was ready before, scanning your QR code at the locker can still open your compartment.",
@@ -297,6 +299,7 @@ _ZH: Final[dict[str, str]] = {
     "安全时限，将被丢弃。请联系商家。",
     "status.fault": "您的柜格出现故障，工作人员会与您联系。",
     "status.discarded": "工作人员已将您的订单从取餐柜取出并丢弃，无法再取餐。请联系商家。",
+    "status.taken_out": "工作人员已将您的订单从取餐柜取出，无法在柜中取餐。请联系商家。",
     "status.lock_jammed": "柜门锁未能打开，工作人员会与您联系。",
     "status.kiosk_offline": "取餐柜暂时离线，您的餐品仍在柜内。"
     "如果餐品此前已就绪，在取餐柜扫描您的二维码仍可打开柜格。",

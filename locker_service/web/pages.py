@@ -217,6 +217,7 @@ async def purchaser_page(
         food_unsafe=status.food_unsafe,
         after_fault=status.ended_after_fault,
         discarded=status.discarded,
+        taken_out=status.taken_out,
     )
     if situation == "status.kiosk_offline" and settings.offline_supply_refresh_s <= 0:
         situation = "status.kiosk_offline_closed"  # no offline pickups: say nothing opens

@@ -594,7 +594,8 @@ async def test_food_staff_took_out_to_discard_is_on_the_day_s_discards(
 ) -> None:
     """A discard is on the record whether the operator said so (ADR 0120) or the service
     read it from a heater fault (ADR 0047), once per order however many openings it took;
-    food an opening to discard left in, and she collected, is not."""
+    food an opening to discard left in, and she collected, is not. Food taken out during a
+    look in, which was to leave it in, is on it too (ADR 0129): nobody said it went to her."""
     ids = {}
 
     async def open_(c_id: int, purpose: str | None, why: str) -> None:
@@ -605,8 +606,8 @@ async def test_food_staff_took_out_to_discard_is_on_the_day_s_discards(
         )
         assert opened.status_code == 200, opened.text
 
-    for purpose in ("discard", None, "kept"):
-        made, n = await make_ready(app_client, world, service, ref=f"D-{purpose}")
+    for purpose in ("discard", None, "kept", "inspect"):
+        made, n = await make_ready(app_client, world, service, ref=f"D-{purpose}", size="S")
         ids[purpose] = str(made["id"])
         c = await compartment(service, world, n)
         if purpose is None:
@@ -629,5 +630,5 @@ async def test_food_staff_took_out_to_discard_is_on_the_day_s_discards(
             await event(service, world, kind, n)
     sealed = await _seal_today(service)
     rows = [r for d in sealed for r in rows_of(d.text) if r[0] == "discard" and r[1] != "kiosk"]
-    assert sorted(r[3] for r in rows) == sorted([ids["discard"], ids[None]]), rows
-    assert {r[6] for r in rows} == {"why discard", "why None"}
+    assert sorted(r[3] for r in rows) == sorted([ids["discard"], ids[None], ids["inspect"]]), rows
+    assert {r[6] for r in rows} == {"why discard", "why None", "why inspect"}

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select, update
 
 from locker_service.context import ServiceContext
@@ -245,27 +246,84 @@ async def test_an_empty_compartment_is_opened_to_look_in_not_to_discard(
 async def test_a_look_in_leaves_her_food_and_her_order_as_they_were(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
-    """Shut with the food in: nothing changes. Found empty after a look in, against what the
-    operator said: read as an opening that said nothing (ADR 0047), her pickup here."""
+    """Shut with the food in: nothing changes, nobody is told anything."""
     order, n = await make_ready(app_client, world, service, ref="P-look")
     c = await compartment(service, world, n)
     assert (await _open(app_client, world, c, "inspect")).status_code == 200
     for kind in ("door_opened", "door_closed"):
         await event(service, world, kind, n)
-    assert (await _read(app_client, world, order))["state"] == "ready"
-    assert (await _open(app_client, world, c, "inspect")).status_code == 200
-    await _taken_out(service, world, n)
-    assert (await _read(app_client, world, order))["state"] == "picked_up"
+    read = await _read(app_client, world, order)
+    assert read["state"] == "ready" and read["notices"] == [], read
+    assert await _messages(service, order) == {"ready"}
+    async with service.sessionmaker() as session:
+        assert not (await session.scalars(select(Alert.kind))).all()
 
 
-async def test_her_code_used_while_staff_had_it_open_to_discard_is_her_pickup(
+async def test_food_taken_out_during_a_look_in_is_not_her_pickup_and_each_person_is_told(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
-    """The operator opened it to discard, then she came with her code while the door was
-    open, and took her food: not discarded, nobody told it was."""
-    order, n = await make_ready(app_client, world, service, ref="P-her-code")
+    """A look in was to leave the food in; the door shut on it empty, her code unused. Nobody
+    said it was handed to her, so the merchant never hears `order.picked_up` (ADR 0129): the
+    order fails saying what happened, she is told it cannot be collected from the locker and
+    her page says so in both languages, the merchant reads the notice, and the operator's
+    alert asks where the food went. The compartment is cleaned after."""
+    order, n = await make_ready(app_client, world, service, ref="P-look-out")
     c = await compartment(service, world, n)
-    assert (await _open(app_client, world, c, "discard")).status_code == 200
+    assert (await _open(app_client, world, c, "inspect")).status_code == 200
+    await _taken_out(service, world, n)
+    read = await _read(app_client, world, order)
+    reason = "taken out by staff during an inspection that was to leave it in"
+    assert read["state"] == "failed" and read["failure_reason"] == reason, read
+    assert [x["kind"] for x in read["notices"]] == ["taken_out_by_staff"]
+    assert await _messages(service, order) == {"ready", "taken_out"}
+    assert "Staff took your order out of the locker: it cannot be collected there" in (
+        await _page(app_client, order, "en")
+    )
+    assert "工作人员已将您的订单从取餐柜取出，无法在柜中取餐" in await _page(
+        app_client, order, "zh-Hans"
+    )
+    status = (await app_client.get(f"/api/v1/p/{token_of(order)}")).json()
+    assert status["taken_out"] and not status["discarded"], status
+    async with service.sessionmaker() as session:
+        alerts = (await session.scalars(select(Alert))).all()
+        cleaned = await session.get(Compartment, c.id)
+    assert [(a.kind, a.severity) for a in alerts] == [("taken_out_on_inspection", "warning")]
+    assert "P-look-out" in alerts[0].message and reason in alerts[0].message
+    assert cleaned is not None and cleaned.state == "cleaning"
+
+
+async def test_food_taken_out_during_a_look_in_after_a_fault_she_was_told_of_sends_nothing_new(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """Told staff would contact her (a lamp fault, cleared since: ADR 0128): the order fails
+    saying so, and she is sent nothing new; her page keeps saying staff will contact her."""
+    order, n = await make_ready(app_client, world, service, ref="P-look-fault")
+    await event(service, world, "fault_raised", n, fault="uv_timeout")
+    await event(service, world, "fault_cleared", n)
+    c = await compartment(service, world, n)
+    assert (await _open(app_client, world, c, "inspect")).status_code == 200
+    await _taken_out(service, world, n)
+    read = await _read(app_client, world, order)
+    assert read["state"] == "failed", read
+    assert read["failure_reason"] == (
+        "taken out by staff during an inspection that was to leave it in, after its "
+        "compartment reported uv_timeout (she was told staff would contact her)"
+    )
+    assert await _messages(service, order) == {"ready", "fault"}
+    assert "Staff will contact you." in await _page(app_client, order, "en")
+
+
+@pytest.mark.parametrize(
+    ("purpose", "untold"), [("discard", "discarded"), ("inspect", "taken_out")]
+)
+async def test_her_code_used_while_staff_had_it_open_is_her_pickup(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext, purpose: str, untold: str
+) -> None:
+    """The operator opened it to discard or to look in, then she came with her code while the
+    door was open, and took her food: her pickup, and nobody told otherwise."""
+    order, n = await make_ready(app_client, world, service, ref=f"P-her-code-{purpose}")
+    c = await compartment(service, world, n)
+    assert (await _open(app_client, world, c, purpose)).status_code == 200
     await event(service, world, "door_opened", n)
     code = codes.fallback_code(service.settings.secret_key, token_of(order))
     picked = await app_client.post(
@@ -276,7 +334,7 @@ async def test_her_code_used_while_staff_had_it_open_to_discard_is_her_pickup(
         await event(service, world, kind, n)
     read = await _read(app_client, world, order)
     assert read["state"] == "picked_up", read
-    assert "discarded" not in await _messages(service, order)
+    assert untold not in await _messages(service, order)
 
 
 async def test_no_handover_once_her_hold_is_over_even_before_its_expiry_runs(
