@@ -200,18 +200,18 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
                     "the hold: check the order."),
         "zh-Hans": Words("食物在就绪前被取出", "保温期间有人打开了隔间：请核查订单。"),
     },
+    "snapshot_unexplained": {
+        "en": Words("Compartment state unexplained", "The board shows a compartment the "
+                    "service's records cannot explain; nothing was changed. Inspect it."),
+        "zh-Hans": Words("隔间状态无法解释", "控制板显示的隔间状态与系统记录不符，"
+                         "系统未做更改。请检查该隔间。"),
+    },
     "taken_out_on_inspection": {
         "en": Words("Food taken out during an inspection", "Staff opened the compartment to "
                     "look in, which leaves the food in, and took it out: find out where it "
                     "went."),
         "zh-Hans": Words("检查时食物被取出", "工作人员打开隔间进行检查（食物应留在柜内），却取出了"
                          "食物：请查明食物去向。"),
-    },
-    "snapshot_unexplained": {
-        "en": Words("Compartment state unexplained", "The board shows a compartment the "
-                    "service's records cannot explain; nothing was changed. Inspect it."),
-        "zh-Hans": Words("隔间状态无法解释", "控制板显示的隔间状态与系统记录不符，"
-                         "系统未做更改。请检查该隔间。"),
     },
     "timer_failed": {
         "en": Words("A scheduled step did not happen", "A step of the story gave up after many "

@@ -394,7 +394,8 @@ async def _discards(
     it whose door opened, of an order that ended without her pickup (ADR 0120); and, of
     openings that did not say the food was to go (none said, or a look in), one of an expired
     or unsafe order's compartment after it ended, or one of a ready order that failed as taken
-    out by staff after a heater fault (ADR 0047). Of an order's several, the last."""
+    out by staff: after a heater fault (ADR 0047), or during a look in (ADR 0129). Of an
+    order's several, the last."""
     said = and_(
         DoorOpening.purpose == OpenPurpose.DISCARD,
         DoorOpening.door_opened_at.is_not(None),

@@ -185,7 +185,7 @@ _TABLE: Final[dict[Exceptional, Told]] = {
     Exceptional.TAKEN_OUT_ON_INSPECTION: Told(
         purchaser_status="status.taken_out",
         purchaser_message="taken_out",  # unless she was told of a fault: staff contact her
-        merchant_event="taken_out_by_staff",
+        merchant_event="taken_out_on_inspection",
         merchant_message="order {ref}: {why}; it cannot be collected from the locker, and "
         "staff are asked where it went",
         alert_kind="taken_out_on_inspection",

@@ -26,7 +26,7 @@ from locker_service.compartments.lifecycle import CompartmentState, CompartmentT
 from locker_service.context import ServiceContext
 from locker_service.events import publish_after_commit
 from locker_service.foodsafety import watch
-from locker_service.foodsafety.faults import keeps_food_hot
+from locker_service.foodsafety.faults import LOCK_JAMMED, keeps_food_hot
 from locker_service.foodsafety.uv_dose import LAMP_FAILED
 from locker_service.foodsafety.watch import Unsafe
 from locker_service.kiosks import disinfection_proof as proof
@@ -481,7 +481,11 @@ class Story:
                 await self._picked_up(session, order, who, now)
             elif await self._taken_out_after_fault(session, c, order, who):
                 pass
-            elif purpose is openings.OpenPurpose.INSPECT and order.code_used_at is None:
+            elif (
+                purpose is openings.OpenPurpose.INSPECT
+                and order.code_used_at is None
+                and not await self._her_lock_jammed(session, c, order)
+            ):
                 await self._taken_out_on_inspection(session, kiosk, c, order, who)
             else:
                 await self._picked_up(session, order, who, now)
@@ -578,6 +582,19 @@ class Story:
             who,
             TAKEN_OUT_ON_INSPECTION,
             exceptions.Exceptional.TAKEN_OUT_ON_INSPECTION,
+        )
+
+    async def _her_lock_jammed(self, session: AsyncSession, c: Compartment, order: Order) -> bool:
+        """Her door's lock did not open for her code since she was ready (latched still, or she
+        was told of it: staff would open it for her, and she waits at the locker). Staff who
+        open it then, whatever they said it was for, free her door: the food leaving is her
+        pickup, as it was before ADR 0129."""
+        if c.fault == LOCK_JAMMED:
+            return True
+        jammed = exceptions.decide(exceptions.Exceptional.LOCK_JAMMED).merchant_event
+        return (
+            jammed is not None
+            and await orders.notice_since(session, order, jammed, order.ready_at) is not None
         )
 
     async def _taken_out_by_staff(

@@ -128,10 +128,18 @@ async def fault_told(
 ) -> str | None:
     """The fault of the first `compartment_fault` notice on the order (she was told staff
     would contact her), at or after `since` when given; None when there is none."""
-    faulted = NOTICE_PREFIX + FAULT_NOTICE
+    notice = await notice_since(session, order, FAULT_NOTICE, since)
+    return None if notice is None else str(notice.detail.get("fault") or "a fault")
+
+
+async def notice_since(
+    session: AsyncSession, order: Order, kind: str, since: datetime | None = None
+) -> OrderEvent | None:
+    """The first `kind` notice on the order, at or after `since` when given."""
+    action = NOTICE_PREFIX + kind
     for notice in await notices(session, order.id):
-        if notice.action == faulted and (since is None or notice.at >= since):
-            return str(notice.detail.get("fault") or "a fault")
+        if notice.action == action and (since is None or notice.at >= since):
+            return notice
     return None
 
 

@@ -121,6 +121,9 @@ def test_board_faults_map_to_exceptions(fault: str, exception: Exceptional) -> N
         # Ended after a fault she was told of, cleared since or not: what she was told.
         ("expired+after_fault", True, None, True, "status.fault"),
         ("failed+after_fault", True, None, True, "status.fault"),
+        # Staff took it out to discard it, or while looking in (ADR 0120, 0129).
+        ("failed+discarded", True, None, True, "status.discarded"),
+        ("failed+taken_out", True, None, True, "status.taken_out"),
     ],
 )
 def test_the_purchaser_page_says_the_truth_first(
@@ -134,6 +137,8 @@ def test_the_purchaser_page_says_the_truth_first(
             compartment_fault=fault,
             kiosk_online=online,
             after_fault=after == "after_fault",
+            discarded=after == "discarded",
+            taken_out=after == "taken_out",
         )
         == key
     )

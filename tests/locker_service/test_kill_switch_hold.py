@@ -19,12 +19,19 @@ from locker_service.models import (
     Order,
     Site,
     Timer,
-    WebhookDelivery,
     utcnow,
 )
 from locker_service.timer_loop.loop import TimerLoop
 from locker_service.timers.service import TimerKind
-from tests.locker_service.world import World, due_now, event, make_ready, published
+from tests.locker_service.world import (
+    World,
+    due_now,
+    event,
+    make_ready,
+    merchant_heard,
+    merchant_listens,
+    published,
+)
 
 
 async def _switch(client: httpx.AsyncClient, world: World, engaged: bool) -> None:
@@ -34,26 +41,6 @@ async def _switch(client: httpx.AsyncClient, world: World, engaged: bool) -> Non
         headers=world.operator(),
     )
     assert answer.status_code == 200, answer.text
-
-
-async def _merchant_listens(client: httpx.AsyncClient, world: World) -> None:
-    answer = await client.post(
-        "/api/v1/webhooks",
-        json={"url": "http://127.0.0.1:9/hooks/locker"},  # every event type (the default)
-        headers=world.merchant(),
-    )
-    assert answer.status_code == 201, answer.text
-
-
-async def _merchant_heard(service: ServiceContext, order_id: Any) -> list[dict[str, Any]]:
-    """The webhook events queued for the order, oldest first."""
-    async with service.sessionmaker() as session:
-        rows = await session.scalars(
-            select(WebhookDelivery.payload)
-            .where(WebhookDelivery.order_id == order_id)
-            .order_by(WebhookDelivery.id)
-        )
-        return list(rows.all())
 
 
 async def _order(service: ServiceContext, made: dict[str, Any]) -> Order:
@@ -80,7 +67,7 @@ async def _hold_ends_now(service: ServiceContext, order_id: str, **values: Any) 
 async def test_a_hold_waits_out_the_kill_switch_and_gets_its_time_back(
     app_client: httpx.AsyncClient, world: World, service: ServiceContext
 ) -> None:
-    await _merchant_listens(app_client, world)
+    await merchant_listens(app_client, world)
     made, _ = await make_ready(app_client, world, service, ref="K-1", purchaser_language="zh-Hans")
     await _switch(app_client, world, True)
     frozen_for = timedelta(hours=1)
@@ -135,7 +122,7 @@ async def test_a_hold_waits_out_the_kill_switch_and_gets_its_time_back(
     assert told is not None and told.subject == "您的订单 K-1 可以再次取餐"
     assert told.attachment == "qr"
     assert due == [released.hold_until]  # her hold now ends at the time given back
-    heard = await _merchant_heard(service, released.id)
+    heard = await merchant_heard(service, released.id)
     extended = [e for e in heard if e["type"] == "order.hold_extended"]
     assert len(extended) == 1, [e["type"] for e in heard]
     assert extended[0]["data"]["state"] == "ready"
@@ -152,7 +139,7 @@ async def _told(service: ServiceContext, order_id: str) -> tuple[list[str], list
                 .order_by(NotificationOutbox.id)
             )
         ).all()
-    heard = [e["type"] for e in await _merchant_heard(service, uuid.UUID(order_id))]
+    heard = [e["type"] for e in await merchant_heard(service, uuid.UUID(order_id))]
     return list(kinds), heard
 
 
@@ -173,7 +160,7 @@ async def test_no_reminder_sends_her_to_a_door_the_kill_switch_keeps_shut(
     """Her reminder falls due while codes are refused: no "still waiting, collect it by", which
     would send her to a shut door by a time the release moves; it waits for the release, whose
     `resumed` tells her that her code works and until when, so no reminder follows it."""
-    await _merchant_listens(app_client, world)
+    await merchant_listens(app_client, world)
     made, _ = await make_ready(app_client, world, service, ref="K-4")
     waited = timedelta(seconds=service.settings.scaled(service.settings.reminder_after_s) + 60)
     async with session_scope(service.sessionmaker) as session:  # ready long enough ago
@@ -204,7 +191,7 @@ async def test_a_reminder_due_in_a_second_freeze_is_sent_after_its_release(
 ) -> None:
     """`resumed` goes once an order: after a first freeze, released before her reminder fell
     due, the reminder that falls due in a second freeze is sent once that one is released."""
-    await _merchant_listens(app_client, world)
+    await merchant_listens(app_client, world)
     made, _ = await make_ready(app_client, world, service, ref="K-5")
     await _switch(app_client, world, True)
     await _switch(app_client, world, False)  # told she can collect it: before her reminder
@@ -241,7 +228,7 @@ async def test_a_release_after_her_food_s_safe_time_ends_it_as_unsafe_not_uncoll
     """Released after the food's safe time ran out, before her hold's timer looked again:
     nothing to give back, no message that she can collect it, and the food ends as unsafe
     because openings were paused, never as not collected."""
-    await _merchant_listens(app_client, world)
+    await merchant_listens(app_client, world)
     made, _ = await make_ready(app_client, world, service, ref="K-3")
     await _switch(app_client, world, True)
     await _hold_ends_now(service, made["id"], food_deadline=utcnow() - timedelta(seconds=1))
@@ -261,7 +248,7 @@ async def test_a_release_after_her_food_s_safe_time_ends_it_as_unsafe_not_uncoll
             ).all()
         )
     assert "resumed" not in kinds and "expired" not in kinds and "food_unsafe" in kinds
-    heard = [e["type"] for e in await _merchant_heard(service, ended.id)]
+    heard = [e["type"] for e in await merchant_heard(service, ended.id)]
     assert "order.hold_extended" not in heard and "order.food_unsafe" in heard
 
 

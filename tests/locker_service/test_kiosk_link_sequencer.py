@@ -53,6 +53,8 @@ def test_each_gap_is_asked_about_once_until_it_closes() -> None:
     s.offer(1, "new disk e1", now=9)  # a bridge whose outbox started again
     s.offer(3, "new disk e3", now=9)
     assert s.ask() == 2  # the same number, a new gap
+    s.offer(1, "newer disk e1", now=10)  # started again once more, that gap still open
+    assert s.ask() == 2  # its #2 is another event: asked for again
 
 
 def test_redeliveries_of_handled_ones_go_on_and_a_held_one_is_replaced() -> None:

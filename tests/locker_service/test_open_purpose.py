@@ -35,6 +35,8 @@ from tests.locker_service.world import (
     due_now,
     event,
     make_ready,
+    merchant_heard,
+    merchant_listens,
     token_of,
 )
 
@@ -267,6 +269,7 @@ async def test_food_taken_out_during_a_look_in_is_not_her_pickup_and_each_person
     order fails saying what happened, she is told it cannot be collected from the locker and
     her page says so in both languages, the merchant reads the notice, and the operator's
     alert asks where the food went. The compartment is cleaned after."""
+    await merchant_listens(app_client, world)
     order, n = await make_ready(app_client, world, service, ref="P-look-out")
     c = await compartment(service, world, n)
     assert (await _open(app_client, world, c, "inspect")).status_code == 200
@@ -274,7 +277,7 @@ async def test_food_taken_out_during_a_look_in_is_not_her_pickup_and_each_person
     read = await _read(app_client, world, order)
     reason = "taken out by staff during an inspection that was to leave it in"
     assert read["state"] == "failed" and read["failure_reason"] == reason, read
-    assert [x["kind"] for x in read["notices"]] == ["taken_out_by_staff"]
+    assert [x["kind"] for x in read["notices"]] == ["taken_out_on_inspection"]
     assert await _messages(service, order) == {"ready", "taken_out"}
     assert "Staff took your order out of the locker: it cannot be collected there" in (
         await _page(app_client, order, "en")
@@ -290,6 +293,30 @@ async def test_food_taken_out_during_a_look_in_is_not_her_pickup_and_each_person
     assert [(a.kind, a.severity) for a in alerts] == [("taken_out_on_inspection", "warning")]
     assert "P-look-out" in alerts[0].message and reason in alerts[0].message
     assert cleaned is not None and cleaned.state == "cleaning"
+    heard = [e["type"] for e in await merchant_heard(service, uuid.UUID(order["id"]))]
+    assert "order.failed" in heard and "order.picked_up" not in heard, heard
+
+
+async def test_a_look_in_that_frees_her_jammed_lock_is_her_pickup(
+    app_client: httpx.AsyncClient, world: World, service: ServiceContext
+) -> None:
+    """Her lock did not open for her code: she was told staff would open it, and waits at the
+    locker. Staff who open it to look in (to mend the lock) free her door: the food leaving is
+    her pickup, the jam latched still or cleared by then, and nobody is told otherwise."""
+    for ref, cleared in (("P-jam", False), ("P-jam-cleared", True)):
+        order, n = await make_ready(app_client, world, service, ref=ref, size="S")
+        await event(service, world, "fault_raised", n, fault="lock_jammed")
+        if cleared:
+            await event(service, world, "fault_cleared", n)
+        c = await compartment(service, world, n)
+        assert (await _open(app_client, world, c, "inspect")).status_code == 200
+        await _taken_out(service, world, n)
+        read = await _read(app_client, world, order)
+        assert read["state"] == "picked_up", (ref, read)
+        assert "taken_out" not in await _messages(service, order)
+    async with service.sessionmaker() as session:
+        kinds = (await session.scalars(select(Alert.kind))).all()
+    assert "taken_out_on_inspection" not in kinds
 
 
 async def test_food_taken_out_during_a_look_in_after_a_fault_she_was_told_of_sends_nothing_new(
@@ -311,6 +338,13 @@ async def test_food_taken_out_during_a_look_in_after_a_fault_she_was_told_of_sen
     )
     assert await _messages(service, order) == {"ready", "fault"}
     assert "Staff will contact you." in await _page(app_client, order, "en")
+    assert [x["kind"] for x in read["notices"]] == [
+        "compartment_fault",
+        "taken_out_on_inspection",
+    ]
+    async with service.sessionmaker() as session:
+        kinds = (await session.scalars(select(Alert.kind))).all()
+    assert "taken_out_on_inspection" in kinds
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from locker_service.db import session_scope
 from locker_service.kiosk_link.errors import CommandTimeout
 from locker_service.kiosks.handler import StoryHandler
 from locker_service.live import LiveHub, LiveMessage, Subscription
-from locker_service.models import Compartment, Order, OrderEvent, Timer, utcnow
+from locker_service.models import Compartment, Order, OrderEvent, Timer, WebhookDelivery, utcnow
 from locker_service.sites import service as admin
 from locker_service.timers.service import TimerKind
 
@@ -196,6 +196,28 @@ async def create_order(client: httpx.AsyncClient, world: World, **overrides: Any
     assert answer.status_code == 201, answer.text
     body: dict[str, Any] = answer.json()
     return body
+
+
+async def merchant_listens(client: httpx.AsyncClient, world: World) -> None:
+    """The merchant subscribes a webhook to every event type (the default): what it would be
+    sent is queued, and read back with `merchant_heard`."""
+    answer = await client.post(
+        "/api/v1/webhooks",
+        json={"url": "http://127.0.0.1:9/hooks/locker"},
+        headers=world.merchant(),
+    )
+    assert answer.status_code == 201, answer.text
+
+
+async def merchant_heard(ctx: ServiceContext, order_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The webhook events queued for the order, oldest first."""
+    async with ctx.sessionmaker() as session:
+        rows = await session.scalars(
+            select(WebhookDelivery.payload)
+            .where(WebhookDelivery.order_id == order_id)
+            .order_by(WebhookDelivery.id)
+        )
+        return list(rows.all())
 
 
 async def published(hub: LiveHub, live: Subscription) -> list[LiveMessage]:
