@@ -42,6 +42,7 @@ from locker_service.models import (
 from locker_service.orders import outbox
 from locker_service.orders import repository as orders
 from locker_service.orders.lifecycle import (
+    CODE_RETURNED,
     DISCARDED,
     TAKEN_OUT_BY_STAFF,
     TAKEN_OUT_ON_INSPECTION,
@@ -585,16 +586,20 @@ class Story:
         )
 
     async def _her_lock_jammed(self, session: AsyncSession, c: Compartment, order: Order) -> bool:
-        """Her door's lock did not open for her code since she was ready (latched still, or she
-        was told of it: staff would open it for her, and she waits at the locker). Staff who
-        open it then, whatever they said it was for, free her door: the food leaving is her
-        pickup, as it was before ADR 0129."""
+        """Her door's lock did not open for her code since she was ready: her code was given
+        back unopened, and the jam is latched still or she was told of it ("staff will contact
+        you"; she waits at the locker). Staff who open it to look in (to mend the lock) free
+        her door: the food leaving is her pickup, as it was before ADR 0129. A jam of staff's
+        own opening, her code never tried, is not hers."""
+        since = order.ready_at
+        if await orders.event_since(session, order, CODE_RETURNED, since) is None:
+            return False
         if c.fault == LOCK_JAMMED:
             return True
         jammed = exceptions.decide(exceptions.Exceptional.LOCK_JAMMED).merchant_event
         return (
             jammed is not None
-            and await orders.notice_since(session, order, jammed, order.ready_at) is not None
+            and await orders.notice_since(session, order, jammed, since) is not None
         )
 
     async def _taken_out_by_staff(

@@ -117,8 +117,9 @@ class OpenRequest(Reason):
         description="what the opening is for (ADR 0120): `handover` (hand the food to its "
         "purchaser: her pickup; only a ready order kept hot), `discard` (take the food out "
         "and throw it away: the order fails, or stays expired), `inspect` (look in and shut "
-        "it again: the food stays in; a ready order's food taken out meanwhile fails it, ADR "
-        "0129). Refused with 409 when it does not fit the compartment. "
+        "it again: the food stays in; a ready order's food taken out meanwhile, her code "
+        "unused and no jam of her lock since, fails it, ADR 0129). Refused with 409 when it "
+        "does not fit the compartment. "
         "Omitted: the door's closing is read from the compartment's latched fault",
     )
 

@@ -110,6 +110,10 @@ def ended_after_fault(failure_reason: str | None) -> bool:
 # detail when the release came after the food's safe time, so nothing could be given back.
 HOLD_GIVEN_BACK = "hold_given_back"
 
+# The order event of her accepted code given back unopened (the unlock failed, the latch caught
+# again, her door never moved): hers to use again.
+CODE_RETURNED = "code_returned"
+
 # What an order staff emptied after a heater fault, with no purpose said, says of its end.
 TAKEN_OUT_BY_STAFF = "taken out by staff"
 

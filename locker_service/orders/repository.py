@@ -136,11 +136,17 @@ async def notice_since(
     session: AsyncSession, order: Order, kind: str, since: datetime | None = None
 ) -> OrderEvent | None:
     """The first `kind` notice on the order, at or after `since` when given."""
-    action = NOTICE_PREFIX + kind
-    for notice in await notices(session, order.id):
-        if notice.action == action and (since is None or notice.at >= since):
-            return notice
-    return None
+    return await event_since(session, order, NOTICE_PREFIX + kind, since)
+
+
+async def event_since(
+    session: AsyncSession, order: Order, action: str, since: datetime | None = None
+) -> OrderEvent | None:
+    """The first `action` event of the order, at or after `since` when given."""
+    found = select(OrderEvent).where(OrderEvent.order_id == order.id, OrderEvent.action == action)
+    if since is not None:
+        found = found.where(OrderEvent.at >= since)
+    return await session.scalar(found.order_by(OrderEvent.id).limit(1))
 
 
 async def held_by_fault(

@@ -38,7 +38,7 @@ from locker_service.metrics import PICKUPS
 from locker_service.models import Compartment, Kiosk, Order, utcnow
 from locker_service.orders import codes
 from locker_service.orders import repository as orders
-from locker_service.orders.lifecycle import OrderState
+from locker_service.orders.lifecycle import CODE_RETURNED, OrderState
 from locker_service.pickup import repository, throttle
 from locker_service.timers import service as timers
 from locker_service.timers.service import TimerKind
@@ -349,7 +349,7 @@ async def return_unopened_code(
     if await repository.opened_since(session, order.id, order.code_used_at):
         return False
     await orders.mark_code_used(session, order, None)
-    orders.add_event(session, order.id, actor, who, "code_returned", detail)
+    orders.add_event(session, order.id, actor, who, CODE_RETURNED, detail)
     return True
 
 
