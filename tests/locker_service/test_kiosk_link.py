@@ -167,8 +167,14 @@ async def test_retained_state_reconciles_on_connect_and_reaches_the_loop_thread(
         temps = {s.n: s.temp_c for _, s in handler.snapshots}
         assert temps[2] == 64.5
         assert handler.threads == {threading.get_ident()}
-        await eventually(lambda: any(m.kind == "compartment" for m in messages), what="live")
-        live = next(m for m in messages if m.kind == "compartment" and m.data["n"] == 2)
+
+        # Each compartment's live message comes on its own: wait for compartment 2's.
+        def live_of_2() -> LiveMessage | None:
+            return next((m for m in messages if m.kind == "compartment" and m.data["n"] == 2), None)
+
+        await eventually(lambda: live_of_2() is not None, what="compartment 2's live message")
+        live = live_of_2()
+        assert live is not None
         assert live.data["kiosk"] == kiosk.kiosk_id and live.data["temp_c"] == 64.5
     finally:
         listener.cancel()
