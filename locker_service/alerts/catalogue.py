@@ -125,14 +125,6 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
         "zh-Hans": Words("柜机报告与控制板不符", "柜机报告的情况与控制板传感器或消毒计时不符，"
                          "系统未做任何更改。请检查隔间和柜机账户。"),
     },
-    "offline_pickup_conflict": {
-        "en": Words("Offline pickup in conflict", "While cut off from the service the kiosk "
-                    "opened a compartment for an order that had meanwhile been cancelled, "
-                    "expired, opened remotely or collected. Check the compartment and call the "
-                    "purchaser; the order was not changed."),
-        "zh-Hans": Words("离线取餐冲突", "柜机在与服务断开期间为一个订单开了门，而该订单在此期间"
-                         "已被取消、过期、远程开门或已取走。请检查隔间并联系取餐人；订单未被更改。"),
-    },
     "item_in_free_compartment": {
         "en": Words("Something left in a free compartment", "Remove what is inside before the "
                     "compartment is used again."),
@@ -148,12 +140,6 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
                     "release it when the cause is dealt with."),
         "zh-Hans": Words("所有站点已冻结", "管理员已冻结所有站点的开柜和存餐；问题处理后请解除。"),
     },
-    "kiosk_under_attack": {
-        "en": Words("Codes being guessed at a kiosk", "Many wrong pickup codes were typed; typed "
-                    "codes are slowed down. Check the kiosk's camera or send someone."),
-        "zh-Hans": Words("柜机疑遭猜码", "输入了大量错误取餐码，手动输入已被限速。"
-                         "请查看监控或派人到场。"),
-    },
     "kiosk_clock_off": {
         "en": Words("Kiosk clock wrong", "Set the kiosk PC's time service (NTP). Until then its "
                     "times are not to be trusted and commands to it may wait longer."),
@@ -166,6 +152,12 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
         "zh-Hans": Words("柜机离线", "请检查柜机电脑的电源和网络。柜机电脑运行期间，"
                          "已就绪订单的取餐人仍可扫描二维码开柜。"),
     },
+    "kiosk_under_attack": {
+        "en": Words("Codes being guessed at a kiosk", "Many wrong pickup codes were typed; typed "
+                    "codes are slowed down. Check the kiosk's camera or send someone."),
+        "zh-Hans": Words("柜机疑遭猜码", "输入了大量错误取餐码，手动输入已被限速。"
+                         "请查看监控或派人到场。"),
+    },
     "no_free_compartment": {
         "en": Words("A courier found no free compartment", "A courier was turned away with the "
                     "food: free a compartment (empty expired food, check out-of-service ones) or "
@@ -177,6 +169,14 @@ CATALOGUE: Final[dict[str, dict[str, Words]]] = {
         "en": Words("Purchaser not reached", "Her message could not be delivered: correct the "
                     "contact and resend it from the alert."),
         "zh-Hans": Words("未能联系到购买者", "消息无法送达：请更正联系方式，并从此警报重新发送。"),
+    },
+    "offline_pickup_conflict": {
+        "en": Words("Offline pickup in conflict", "While cut off from the service the kiosk "
+                    "opened a compartment for an order that had meanwhile been cancelled, "
+                    "expired, opened remotely or collected. Check the compartment and call the "
+                    "purchaser; the order was not changed."),
+        "zh-Hans": Words("离线取餐冲突", "柜机在与服务断开期间为一个订单开了门，而该订单在此期间"
+                         "已被取消、过期、远程开门或已取走。请检查隔间并联系取餐人；订单未被更改。"),
     },
     "order_never_dropped_off": {
         "en": Words("Order never dropped off", "The order expired before a courier brought it; "
