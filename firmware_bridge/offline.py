@@ -12,7 +12,8 @@ What is kept where, for a stolen kiosk disk:
   is used, and SHA-256 of its 256-bit QR token. Nothing derives a token from its hash. Also the
   latest time seen pass: a PC restarted with its clock set back behind it opens nothing alone,
   its deadlines being beyond judging (the monotonic ones were in memory). And when the keypad
-  refused its newest wrong codes (never the digits), so a restart keeps the day's count.
+  refused its newest wrong codes (never the digits), so a restart keeps the day's count. And
+  which compartments latched a fault that holds food since their door last opened (ADR 0128).
 - in memory only: the supply's key and the HMACs of the 8-digit codes under it. Together they
   would give a code away in seconds (10^8 tries), so neither is ever written down. A bridge
   restarted while cut off therefore opens by QR only until the next supply.
@@ -111,6 +112,17 @@ def _period_and_floor(meta: dict[str, str]) -> tuple[float | None, datetime | No
     return refresh_s, floor
 
 
+def _compartments(kept: str) -> set[int]:
+    """The compartment numbers kept on disk; one unreadable (a damaged file) is left out."""
+    found = set()
+    for text in kept.split(","):
+        if text.strip().isdigit():
+            found.add(int(text))
+        elif text.strip():
+            log.warning("unreadable compartment %r in the offline list's faults: left out", text)
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class Opened:
     order_id: str
@@ -153,6 +165,9 @@ class OfflineBook:
         # clock battery, no time server while cut off) is seen to be wrong. Its own clock's,
         # never the service's: a PC a little behind the service is not wrong.
         self._refresh_s, self._wall_floor = _period_and_floor(meta)
+        # Compartments whose board latched a fault that holds food since their door last
+        # opened: the food in each went through it, listed yet or not (kept on disk).
+        self._faulted = _compartments(meta.get("faulted", ""))
         self._issued_at: datetime | None = None
         self._lease: tuple[int, int] | None = None  # the last supply taken's (epoch, seq)
         self._last_supply: float | None = None  # monotonic; None: none since this start
@@ -197,9 +212,10 @@ class OfflineBook:
                 # Its door opened since it was listed: stays unusable offline while listed
                 # (a supply may have been made before the service heard of the opening).
                 door = mine.door_opened_at if mine is not None else None
-                # Held by the service, or by a fault seen here since it was listed (a supply
-                # may have been made before the service heard of the fault).
-                held = o.held or (mine is not None and mine.held)
+                # Held by the service, or by a fault seen here since its food went in: since it
+                # was listed, or before its first listing (a supply may have been made before
+                # the service heard of the fault).
+                held = o.held or (mine is not None and mine.held) or o.compartment in self._faulted
                 rows.append(
                     OfflineOrderRow(
                         o.order_id,
@@ -270,6 +286,7 @@ class OfflineBook:
         if self._wall_floor is not None:
             meta["wall_floor"] = self._wall_floor.isoformat()
         meta["code_failures"] = self._failures_on_disk()
+        meta["faulted"] = self._faulted_on_disk()
         return meta
 
     def _taken(self, supply: OfflineSupply) -> None:
@@ -277,6 +294,9 @@ class OfflineBook:
         self._lease = supply.lease
         self._last_supply = self._monotonic()
         self._supplied_failures = supply.code_failures
+
+    def _faulted_on_disk(self) -> str:
+        return ",".join(str(n) for n in sorted(self._faulted))
 
     def _recall_failures(self, kept: str) -> None:
         """The wrong codes kept on disk, put on this start's monotonic clock by the wall
@@ -308,8 +328,12 @@ class OfflineBook:
     def door_opened(self, compartment: int) -> None:
         """The board saw the compartment's door open: whatever the list says of the order in
         it may be out of date (collected online, the compartment given to another order), so it
-        is no longer opened here while it stays listed."""
+        is no longer opened here while it stays listed. Food put in from now on has not been
+        through a fault seen before: the compartment's mark of one ends."""
         with self._lock:
+            if compartment in self._faulted:
+                self._faulted.discard(compartment)
+                self._store.set_offline_meta("faulted", self._faulted_on_disk())
             now = self._now()
             changed = False
             for order_id, row in self._orders.items():
@@ -322,8 +346,13 @@ class OfflineBook:
     def fault_seen(self, compartment: int) -> None:
         """The board latched a fault that holds the food in the compartment for staff (ADR
         0128): the order in it opens nothing here from now on, the fault cleared or not (a
-        board restart clears it without anyone having looked at the food)."""
+        board restart clears it without anyone having looked at the food). So does an order
+        first listed after it, until the compartment's door opens again: the supply listing it
+        may have been made before the service heard of the fault (ADR 0128)."""
         with self._lock:
+            if compartment not in self._faulted:
+                self._faulted.add(compartment)
+                self._store.set_offline_meta("faulted", self._faulted_on_disk())
             changed = False
             for order_id, row in self._orders.items():
                 if row.compartment == compartment and not row.held:

@@ -19,7 +19,8 @@ a kiosk). Every method is safe to call from any thread: one connection behind on
   answered from here and never executed twice, even by a bridge restarted in between.
 - `offline_orders`, `offline_meta`: the ready orders this kiosk may open while cut off from the
   service, with their QR tokens' SHA-256 but never a typed code's verifier (offline.py says why),
-  and when the keypad refused its newest wrong codes (never the digits).
+  when the keypad refused its newest wrong codes (never the digits), and which compartments
+  latched a fault that holds food since their door last opened.
 - `telemetry_buckets`, `telemetry_bucket_readings`: telemetry kept while the bridge is cut off
   (docs/contracts/mqtt.md, `contract/backlog.py`), folded per bucket of time and compartment into
   min, max, sum and counts; a bucket leaves only once the broker acknowledged it. Bounded: past

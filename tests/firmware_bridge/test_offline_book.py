@@ -173,6 +173,39 @@ def test_a_fault_seen_since_it_was_listed_holds_it_until_the_service_lists_it_no
     assert isinstance(held, Refused) and held.error == "compartment_fault"
 
 
+def test_a_fault_seen_before_her_order_was_first_listed_holds_it_too(
+    store: BridgeStore, clock: Clock
+) -> None:
+    """Her food was ready at the service, and its supply on the way, when the board latched
+    the fault: that supply, the first to list her order, was made before the service heard of
+    the fault. Neither a supply in between that lists no order there nor a restart of the
+    bridge (the fault is kept on its disk) ends it."""
+    book = book_on(store, clock)
+    book.take(supply([BOB]))
+    book.fault_seen(3)
+    book = book_on(store, clock)  # restarted
+    assert book.take(supply([BOB], issued_at=T0 + timedelta(seconds=30)))
+    book = book_on(store, clock)  # restarted again
+    assert book.take(supply([ALICE, BOB], issued_at=T0 + timedelta(minutes=1)))
+    for decision in (book.decide_token(ALICE.token), book.decide_code(ALICE.code)):
+        assert isinstance(decision, Refused) and decision.error == "compartment_fault"
+    assert book.decide_token(BOB.token) == Opened("ord-bob", 5, "qr")
+
+
+def test_food_put_in_after_a_fault_is_not_held_by_it(store: BridgeStore, clock: Clock) -> None:
+    """The door opened since the fault (the courier's drop-off of the next food): what is
+    inside now has not been through it. Also after a restart."""
+    book = book_on(store, clock)
+    book.fault_seen(3)
+    book.fault_seen(5)
+    book.door_opened(3)
+    restarted = book_on(store, clock)
+    restarted.door_opened(5)
+    assert restarted.take(supply([ALICE, BOB]))
+    assert restarted.decide_token(ALICE.token) == Opened("ord-alice", 3, "qr")
+    assert restarted.decide_code(BOB.code) == Opened("ord-bob", 5, "code")
+
+
 def test_the_service_s_word_that_her_food_is_held_is_kept(store: BridgeStore, clock: Clock) -> None:
     book = book_on(store, clock)
     book.take(supply([ALICE], held={"ord-alice"}))
@@ -636,6 +669,19 @@ def test_refusals_kept_on_a_damaged_or_set_back_disk_never_stop_the_bridge(
     assert isinstance(locked, Refused) and locked.error == "locked_out"
     assert locked.retry_after_s == pytest.approx(MAX_DELAY_S)  # from the one counted now
     assert store.offline_meta()["code_failures"] == f"{earlier.isoformat()},{T0.isoformat()}"
+
+
+def test_faulted_compartments_kept_on_a_damaged_disk_never_stop_the_bridge(
+    store: BridgeStore, clock: Clock
+) -> None:
+    """An unreadable compartment is left out; the readable ones still hold their food."""
+    store.set_offline_meta("faulted", "junk,3,-1,")
+    book = book_on(store, clock)
+    book.take(supply([ALICE, BOB]))
+    held = book.decide_token(ALICE.token)
+    assert isinstance(held, Refused) and held.error == "compartment_fault"
+    assert book.decide_token(BOB.token) == Opened("ord-bob", 5, "qr")
+    assert store.offline_meta()["faulted"] == "3"
 
 
 @pytest.mark.parametrize(

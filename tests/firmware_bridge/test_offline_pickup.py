@@ -174,7 +174,14 @@ def test_cut_off_her_code_opens_nothing_behind_a_fault_the_board_latched(kiosk: 
         assert isinstance(decision, Refused) and decision.error == "compartment_fault"
     assert isinstance(bridge.pickup_offline(token=theirs), Opened)  # another compartment
     obs.wait(lambda: pulses(sim, 7) == 1, "their compartment unlocked")
-    # The board restarts, which clears its latched faults: nobody has looked at her food.
+    restarted_board_still_holds_her_food(kiosk, hers)
+    assert not obs.events("offline_pickup", 2) and not obs.events("offline_code_refused")
+
+
+def restarted_board_still_holds_her_food(kiosk: Kiosk, hers: str) -> None:
+    """The board restarts, which clears its latched faults: nobody has looked at her food in
+    compartment 2, and neither her QR token `hers` nor her code opens it."""
+    bridge, obs, sim = kiosk.bridge, kiosk.observer, kiosk.sim
     sim.faults.sensor(2, None)
     sim.faults.reboot()
     obs.wait(lambda: obs.events("fault_cleared", 2), "the fault cleared by the restart")
@@ -182,7 +189,32 @@ def test_cut_off_her_code_opens_nothing_behind_a_fault_the_board_latched(kiosk: 
     for decision in (bridge.pickup_offline(token=hers), bridge.pickup_offline(code=HER_CODE)):
         assert isinstance(decision, Refused) and decision.error == "compartment_fault"
     assert pulses(sim, 2) == 0
-    assert not obs.events("offline_pickup", 2) and not obs.events("offline_code_refused")
+
+
+def test_cut_off_her_code_opens_nothing_behind_a_fault_seen_before_her_order_was_listed(
+    kiosk: Kiosk,
+) -> None:
+    """Her food was ready and the first supply listing it on its way when the probe fault
+    latched: that supply, made before the service heard of the fault, lists her order unheld.
+    The board then restarts while the kiosk is cut off, which clears the fault."""
+    bridge, obs, sim = kiosk.bridge, kiosk.observer, kiosk.sim
+    hers, theirs = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    first = offline_supply([("ord-theirs", 7, theirs, "87654321")], refresh_s=0.5)
+    obs.client.publish(obs.topics.offline, first.to_json())
+    obs.wait(lambda: bridge.knows_codes(), "the bridge to take the first supply")
+    sim.faults.sensor(2, "open")
+    obs.wait(lambda: obs.events("fault_raised", 2), "the probe fault latched")
+    listing = offline_supply(
+        [("ord-hers", 2, hers, HER_CODE), ("ord-theirs", 7, theirs, "87654321")], refresh_s=0.5
+    )
+    obs.client.publish(obs.topics.offline, listing.to_json())
+    obs.wait(
+        lambda: any(r.order_id == "ord-hers" for r in bridge.store.offline_orders()),
+        "the supply listing her order taken",
+    )
+    obs.wait(bridge.cut_off, "three supplies missed", timeout_s=30)
+    restarted_board_still_holds_her_food(kiosk, hers)
+    assert isinstance(bridge.pickup_offline(token=theirs), Opened)  # another compartment
 
 
 def test_a_wrong_code_typed_while_cut_off_is_journalled_for_the_service(kiosk: Kiosk) -> None:
