@@ -755,7 +755,8 @@ class Bridge:
 
     def _emit(self, raw: RawEvent) -> None:
         if raw.type == "door_opened" and raw.compartment is not None:
-            self.offline.door_opened(raw.compartment)
+            latched = raw.compartment in self.tracker.held_by_faults()
+            self.offline.door_opened(raw.compartment, fault_latched=latched)
         holds = raw.type == "fault_raised" and raw.data.get("fault") != JAMMED
         if holds and raw.compartment is not None:
             self.offline.fault_seen(raw.compartment)  # her food is held for staff (ADR 0128)

@@ -38,6 +38,7 @@ from typing import Literal
 
 from firmware_bridge.contract import CodeBackoff, CodeRules, OfflineSupply, utcnow
 from firmware_bridge.contract.codes import code_mac, token_hash
+from firmware_bridge.contract.offline import OFFLINE_ORDERS_MAX
 from firmware_bridge.store import BridgeStore, OfflineOrderRow
 
 log = logging.getLogger(__name__)
@@ -113,12 +114,17 @@ def _period_and_floor(meta: dict[str, str]) -> tuple[float | None, datetime | No
 
 
 def _compartments(kept: str) -> set[int]:
-    """The compartment numbers kept on disk; one unreadable (a damaged file) is left out."""
+    """The compartment numbers kept on disk; one unreadable or out of range (a damaged file)
+    is left out."""
     found = set()
-    for text in kept.split(","):
-        if text.strip().isdigit():
-            found.add(int(text))
-        elif text.strip():
+    for text in filter(None, (part.strip() for part in kept.split(","))):
+        try:
+            n = int(text)
+        except ValueError:  # not a number, or thousands of digits
+            n = 0
+        if 1 <= n <= OFFLINE_ORDERS_MAX:
+            found.add(n)
+        else:
             log.warning("unreadable compartment %r in the offline list's faults: left out", text)
     return found
 
@@ -325,13 +331,14 @@ class OfflineBook:
         with self._lock:
             self._last_heard = self._monotonic()
 
-    def door_opened(self, compartment: int) -> None:
+    def door_opened(self, compartment: int, *, fault_latched: bool = False) -> None:
         """The board saw the compartment's door open: whatever the list says of the order in
         it may be out of date (collected online, the compartment given to another order), so it
         is no longer opened here while it stays listed. Food put in from now on has not been
-        through a fault seen before: the compartment's mark of one ends."""
+        through a fault seen before, unless one that holds food is latched still
+        (`fault_latched`): the compartment's mark of one ends otherwise."""
         with self._lock:
-            if compartment in self._faulted:
+            if compartment in self._faulted and not fault_latched:
                 self._faulted.discard(compartment)
                 self._store.set_offline_meta("faulted", self._faulted_on_disk())
             now = self._now()
@@ -453,7 +460,7 @@ class OfflineBook:
                 "offline_clock_unreliable",
                 "this locker's clock cannot be trusted while it is offline: please ask the staff",
             )
-        if row.held or row.compartment in held:
+        if row.held or row.compartment in held or row.compartment in self._faulted:
             # As the service refuses it (pickup/service.py), whether her hold is over or not
             # (her message said staff will contact her): her code is neither used nor a guess.
             return Refused(

@@ -192,6 +192,30 @@ def test_a_fault_seen_before_her_order_was_first_listed_holds_it_too(
     assert book.decide_token(BOB.token) == Opened("ord-bob", 5, "qr")
 
 
+def test_a_door_opened_while_the_fault_is_latched_still_holds_what_is_inside(
+    store: BridgeStore, clock: Clock
+) -> None:
+    """Staff looking in, or a drop-off racing the fault: the latched fault is still there."""
+    book = book_on(store, clock)
+    book.fault_seen(3)
+    book.door_opened(3, fault_latched=True)
+    restarted = book_on(store, clock)
+    assert restarted.take(supply([ALICE]))
+    held = restarted.decide_token(ALICE.token)
+    assert isinstance(held, Refused) and held.error == "compartment_fault"
+
+
+def test_a_fault_kept_on_disk_holds_a_listed_order_whose_row_was_not_marked_yet(
+    store: BridgeStore, clock: Clock
+) -> None:
+    """The power went between the two writes of `fault_seen` (the compartment's, then its
+    orders'): a bridge restarted cut off still refuses her code."""
+    book_on(store, clock).take(supply([ALICE]))
+    store.set_offline_meta("faulted", "3")
+    held = book_on(store, clock).decide_token(ALICE.token)
+    assert isinstance(held, Refused) and held.error == "compartment_fault"
+
+
 def test_food_put_in_after_a_fault_is_not_held_by_it(store: BridgeStore, clock: Clock) -> None:
     """The door opened since the fault (the courier's drop-off of the next food): what is
     inside now has not been through it. Also after a restart."""
@@ -675,7 +699,7 @@ def test_faulted_compartments_kept_on_a_damaged_disk_never_stop_the_bridge(
     store: BridgeStore, clock: Clock
 ) -> None:
     """An unreadable compartment is left out; the readable ones still hold their food."""
-    store.set_offline_meta("faulted", "junk,3,-1,")
+    store.set_offline_meta("faulted", f"junk,3,-1,0,256,\u00b2,{'9' * 5000},")
     book = book_on(store, clock)
     book.take(supply([ALICE, BOB]))
     held = book.decide_token(ALICE.token)

@@ -204,6 +204,10 @@ def test_cut_off_her_code_opens_nothing_behind_a_fault_seen_before_her_order_was
     obs.wait(lambda: bridge.knows_codes(), "the bridge to take the first supply")
     sim.faults.sensor(2, "open")
     obs.wait(lambda: obs.events("fault_raised", 2), "the probe fault latched")
+    # Someone opens the door with the fault latched: what is inside went through it still.
+    sim.world.open_door(2, force=True)
+    sim.world.close_door(2)
+    obs.wait(lambda: obs.events("door_closed", 2), "the door opened and shut")
     listing = offline_supply(
         [("ord-hers", 2, hers, HER_CODE), ("ord-theirs", 7, theirs, "87654321")], refresh_s=0.5
     )
