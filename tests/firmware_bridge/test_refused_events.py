@@ -142,8 +142,10 @@ def test_a_refused_subscription_is_asked_for_again_later_each_time(
     wanted = [(contract.Topics(kiosk_id).cmd, 1), (contract.Topics(kiosk_id).offline, 0)]
     assert client.subscribes == [wanted]
     for attempt in range(3):
-        link._handle_subscribe(link.client, None, attempt + 1, [refused, refused], None)
+        # Read before the refusal is handled: the wait is counted from the handling, and a
+        # starved test read after it would count from later, a shorter wait than there was.
         refused_at = time.monotonic()
+        link._handle_subscribe(link.client, None, attempt + 1, [refused, refused], None)
         link._resubscribe_if_due()
         assert len(client.subscribes) == attempt + 1  # not at once
         while len(client.subscribes) == attempt + 1:
