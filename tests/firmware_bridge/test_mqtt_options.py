@@ -164,7 +164,10 @@ def test_a_wrong_password_keeps_the_bridge_out_without_crashing(
             time.sleep(3.0)  # several reconnect attempts
             assert not bridge.link.connected.is_set()
             assert bridge.info.online  # the board side carries on regardless
-            assert bridge.store.event_count() == 1  # the scan waits on disk
+            while bridge.store.event_count() != 1:  # the scan waits on disk
+                assert time.monotonic() < deadline + 30, "the scan was never stored"
+                time.sleep(0.05)
+            assert not bridge.link.connected.is_set()
 
 
 @pytest.fixture

@@ -29,8 +29,11 @@ async def test_a_frozen_transaction_loses_its_locks_after_the_idle_timeout(
             await conn.execute(text("INSERT INTO probe_lease VALUES ('k1', 1)"))
         sleeper = await frozen.connect()
         await sleeper.begin()
+        # Read before the statement: the server's idle timer starts when it ends there, and a
+        # read after its answer came back through a busy machine would be later than that.
+        held_at = time.monotonic()
         await sleeper.execute(text("SELECT epoch FROM probe_lease WHERE kiosk = 'k1' FOR SHARE"))
-        held_at = time.monotonic()  # and now it sleeps, inside its transaction
+        # And now it sleeps, inside its transaction.
 
         async with other.begin() as conn:  # the takeover: waits for the lock, then gets it
             await asyncio.wait_for(

@@ -226,10 +226,10 @@ async def test_subscriptions_the_broker_refused_are_asked_for_again(
     conn._replies_connack(replies, ReasonCode(PacketTypes.CONNACK, "Success"))  # type: ignore[arg-type]
     for attempt in range(3):  # refused three times: asked again each time, later each time
         mid, topics = main.subscribes[-1]
+        asked = time.monotonic()  # before the refusal starts its wait: a later read is short
         conn._suback(main, mid, (refused,) * len(topics))  # type: ignore[arg-type]
         conn._replies_suback(replies, replies.subscribes[-1][0], (refused,))  # type: ignore[arg-type]
         assert not conn.ready and not conn.can_command
-        asked = time.monotonic()
         await until(lambda a=attempt: len(main.subscribes) == a + 2, "asked again")
         await until(lambda a=attempt: len(replies.subscribes) == a + 2, "replies asked again")
         assert time.monotonic() - asked >= 0.05 * 2**attempt * 0.9
