@@ -52,7 +52,9 @@ print("ignoring SIGTERM", flush=True)
 while True: time.sleep(1)
 """
 
-# Listens and dies on its first run; every later run hangs without listening.
+# Listens and dies on its first run, once the supervisor's readiness probe has connected (a
+# fixed time would be too short for a supervisor descheduled on a busy machine); every later
+# run hangs without listening.
 GOES_MUTE = """
 import pathlib, signal, socket, sys, time
 counter = pathlib.Path(sys.argv[1]); port = int(sys.argv[2])
@@ -61,7 +63,7 @@ counter.write_text(str(n))
 if n == 1:
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("127.0.0.1", port)); s.listen()
-    print("listening", flush=True); time.sleep(0.3); sys.exit(3)
+    print("listening", flush=True); s.accept(); time.sleep(0.1); sys.exit(3)
 print(f"mute run {n}", flush=True)
 signal.pause()
 """
