@@ -166,11 +166,12 @@ async def test_a_forged_cycle_end_at_the_start_of_the_cycle_changes_nothing(rig:
     await rig.kiosk.wait_for_command("start_disinfection", n)
     assert rig.kiosk.compartments[n].uv_on  # the lamp is on: the cycle has only begun
 
-    # The service's clock stands at the cycle's start until the forged end is judged: its 3 s at
-    # this time scale would otherwise run out under a descheduled test, and the end be true.
+    # The service's clock stands a tenth into the cycle until the forged end is judged: its 3 s
+    # at this time scale would otherwise run out under a descheduled test, and the end be true.
     real_clock = rig.ctx.clock
-    started = await _running_cycle(rig, n)
-    rig.ctx.clock = lambda: started.started_at
+    cycle = await _running_cycle(rig, n)
+    inside = cycle.started_at + (cycle.ends_at - cycle.started_at) / 10
+    rig.ctx.clock = lambda: inside
     try:
         forged = rig.kiosk.publish_event("disinfection_completed", n)
         await until(lambda: _handled(rig, forged.event_id), 10, "the forged report handled")
